@@ -1,0 +1,76 @@
+# ngx_http_api_key_module: build, test, run.
+#
+#   make          build the module (build/ngx_http_api_key_module.so) and apikeyctl
+#   make run      start redis-server + nginx with the module on loopback, demo key
+#   make test     unit tests (GoogleTest) + integration tests (prove t/)
+#   make bench    benchmarks (wrk)
+#
+# NGINX_SRC selects the nginx build tree (default: Debian's nginx-dev).
+
+NGINX_SRC  ?= /usr/share/nginx/src
+BUILD      ?= $(CURDIR)/build
+NGX_BUILD   = $(BUILD)/nginx-src
+MODULE      = $(BUILD)/ngx_http_api_key_module.so
+CXX        ?= g++
+CXXFLAGS   ?= -O2 -g
+AK_CXXFLAGS = -std=c++17 -Wall -Wextra -Werror -fPIC $(CXXFLAGS)
+
+CORE_SRCS  := $(wildcard src/core/*.cpp)
+CORE_OBJS  := $(patsubst src/core/%.cpp,$(BUILD)/core/%.o,$(CORE_SRCS))
+UNIT_SRCS  := $(wildcard test/unit/*.cpp)
+UNIT_OBJS  := $(patsubst test/unit/%.cpp,$(BUILD)/unit/%.o,$(UNIT_SRCS))
+GLUE_SRCS  := $(wildcard src/*.c src/*.h) $(CORE_SRCS) $(wildcard src/core/*.h) config
+
+.PHONY: all module deps unit integration test run bench clean
+
+all: module
+
+deps:
+	@sh scripts/deps.sh
+
+# --- the nginx module -------------------------------------------------------
+
+$(NGX_BUILD)/.configured: config
+	rm -rf $(NGX_BUILD)
+	mkdir -p $(BUILD)
+	cp -r $(NGINX_SRC) $(NGX_BUILD)
+	cd $(NGX_BUILD) && sh $(CURDIR)/scripts/configure-nginx.sh $(CURDIR)
+	touch $@
+
+$(MODULE): $(NGX_BUILD)/.configured $(GLUE_SRCS)
+	$(MAKE) -C $(NGX_BUILD) -f objs/Makefile modules
+	cp $(NGX_BUILD)/objs/ngx_http_api_key_module.so $@
+
+module: $(MODULE)
+
+# --- the C++ core and its unit tests ----------------------------------------
+
+$(BUILD)/core/%.o: src/core/%.cpp $(wildcard src/core/*.h)
+	@mkdir -p $(dir $@)
+	$(CXX) $(AK_CXXFLAGS) -Isrc/core -c -o $@ $<
+
+$(BUILD)/unit/%.o: test/unit/%.cpp $(wildcard src/core/*.h test/unit/*.h)
+	@mkdir -p $(dir $@)
+	$(CXX) $(AK_CXXFLAGS) -Isrc/core -c -o $@ $<
+
+$(BUILD)/unit_tests: $(CORE_OBJS) $(UNIT_OBJS)
+	$(CXX) -o $@ $^ -lgtest -lgtest_main -lcrypto -pthread
+
+unit: $(BUILD)/unit_tests
+	$(BUILD)/unit_tests --gtest_brief=1
+
+# --- integration tests (real nginx, real redis-server) ----------------------
+
+integration: module
+	AK_MODULE=$(MODULE) AK_BUILD=$(BUILD) prove -I t/lib -r t/
+
+test: deps
+	$(MAKE) unit
+	$(MAKE) integration
+
+run: deps
+	$(MAKE) module
+	sh scripts/run.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD)

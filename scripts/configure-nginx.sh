@@ -1,0 +1,20 @@
+#!/bin/sh
+# Runs nginx's configure in the current (copied) build tree with the flags of
+# the nginx that will load the module, plus this module as a dynamic module.
+# $1: the module's source directory.
+set -e
+moddir=$1
+flags=""
+if [ -f conf_flags ]; then
+    # Debian's nginx-dev: NGX_CONF_FLAGS=( ... )
+    flags=$(sed -n 's/^NGX_CONF_FLAGS=( *\(.*\) *)$/\1/p' conf_flags)
+fi
+if [ ! -x configure ] && [ -x auto/configure ]; then
+    cp auto/configure configure
+fi
+# shellcheck disable=SC2086
+./configure $flags --with-compat \
+    --with-cc-opt="-g -O2 -fstack-protector-strong -Wformat -Werror=format-security -fPIC -D_FORTIFY_SOURCE=2" \
+    --with-ld-opt="-Wl,-z,relro -Wl,-z,now -fPIC" \
+    --add-dynamic-module="$moddir" >configure.log 2>&1 \
+    || { tail -30 configure.log >&2; exit 1; }

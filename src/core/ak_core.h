@@ -1,0 +1,293 @@
+/*
+ * ak_core.h: the C API of the module's C++17 core.
+ *
+ * This is the only header the nginx glue (C) includes from the core.  It uses
+ * no nginx types.  Every function is noexcept on the C++ side: nothing throws
+ * across this boundary.  Functions marked "hot" never allocate.
+ */
+
+#ifndef AK_CORE_H
+#define AK_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AK_HASH_LEN         32      /* raw SHA-256 / HMAC-SHA256 */
+#define AK_HASH_HEX_LEN     64
+#define AK_KEY_MAX_LEN      256
+#define AK_ID_DEFAULT_LEN   12      /* default public id: first 12 hex digits */
+#define AK_ID_MAX_LEN       64
+#define AK_RECORD_MAX       4096    /* largest serialized record blob */
+#define AK_ERR_LEN          192
+
+typedef struct {
+    const char  *data;
+    size_t       len;
+} ak_str_t;
+
+
+/* ------------------------------------------------------------------ */
+/* Key format                                                          */
+
+/* "any": 1..256 bytes, each printable ASCII 0x21..0x7e.  1 = ok.  hot */
+int ak_key_check_any(const unsigned char *key, size_t len);
+
+/*
+ * "checksum": PREFIX "_" + 30 base62 + 6 base62 of CRC-32 (IEEE, as zlib's
+ * crc32()) over everything before the checksum, most significant digit
+ * first, zero-padded with '0'.  Base62 alphabet: 0-9 A-Z a-z.  PREFIX is
+ * 1..32 characters of [A-Za-z0-9_]; the key is parsed from its end.  When
+ * prefix_len > 0 the key's prefix must equal it exactly.  1 = ok.  hot
+ */
+int ak_key_check_checksum(const unsigned char *key, size_t len,
+    const unsigned char *prefix, size_t prefix_len);
+
+/* 1 if prefix is a valid key prefix (1..32 of [A-Za-z0-9_]). */
+int ak_key_prefix_valid(const unsigned char *prefix, size_t len);
+
+
+/* ------------------------------------------------------------------ */
+/* Hashing                                                             */
+
+#define AK_HASH_SHA256       0
+#define AK_HASH_HMAC_SHA256  1
+
+typedef struct ak_hasher_s  ak_hasher_t;
+
+/*
+ * Fetches the algorithm and allocates the contexts once.  For HMAC the
+ * secret must be non-empty.  Returns NULL and a message in err on failure.
+ */
+ak_hasher_t *ak_hasher_new(int kind, const unsigned char *secret,
+    size_t secret_len, char *err, size_t err_len);
+void ak_hasher_free(ak_hasher_t *h);
+
+/* Digest of the key's bytes.  0 ok, -1 error.  hot: no allocation. */
+int ak_hasher_digest(ak_hasher_t *h, const unsigned char *key, size_t len,
+    unsigned char out[AK_HASH_LEN]);
+
+/* Lowercase hex, writes 2 * len characters, no NUL.  hot */
+void ak_hex_encode(const unsigned char *in, size_t len, char *out);
+
+/* Parses 64 hex digits (either case).  0 ok, -1 bad input. */
+int ak_hex_decode_hash(const char *hex, size_t len,
+    unsigned char out[AK_HASH_LEN]);
+
+
+/* ------------------------------------------------------------------ */
+/* Records                                                             */
+
+#define AK_STATUS_ACTIVE    0
+#define AK_STATUS_REVOKED   1
+#define AK_STATUS_DISABLED  2
+
+#define AK_PERIOD_NONE      0
+#define AK_PERIOD_SECOND    1       /* rate only */
+#define AK_PERIOD_MINUTE    2       /* rate only */
+#define AK_PERIOD_HOUR      3       /* rate and quota */
+#define AK_PERIOD_DAY       4       /* quota only */
+#define AK_PERIOD_MONTH     5       /* quota only */
+
+typedef struct {
+    char         id[AK_ID_MAX_LEN + 1];     /* NUL-terminated, safe to log */
+    char         msg[AK_ERR_LEN];           /* e.g. field "rate": ... */
+} ak_record_err_t;
+
+/*
+ * Builds the compact serialized record (the "blob" stored in the cache)
+ * from the field/value pairs of an HGETALL answer.  Unknown fields are
+ * ignored.  Returns the blob length (> 0) or -1 when a field is malformed
+ * or the record does not fit in blob_cap; err then names the key id (the
+ * record's valid "id" field, else the default id) and the field.
+ */
+int ak_record_build(const unsigned char hash[AK_HASH_LEN],
+    const ak_str_t *fields, const ak_str_t *values, size_t n,
+    unsigned char *blob, size_t blob_cap, ak_record_err_t *err);
+
+/* A parsed view of a blob; pointers point into the blob (or id_buf). */
+typedef struct {
+    ak_str_t     id;            /* record id, or first 12 hex of the hash */
+    ak_str_t     owner;
+    ak_str_t     plan;
+    ak_str_t     scopes;        /* space-separated, normalised */
+    int64_t      expires_at;    /* unix seconds, 0 = never */
+    uint8_t      status;        /* AK_STATUS_* */
+    uint8_t      has_ips;
+    uint8_t      has_referrers;
+    uint8_t      rate_period;   /* AK_PERIOD_NONE/SECOND/MINUTE/HOUR */
+    uint32_t     rate_n;        /* N of "N/period" */
+    uint32_t     burst;
+    uint64_t     rate_interval_us;  /* period / N */
+    uint8_t      quota_period;  /* AK_PERIOD_NONE/HOUR/DAY/MONTH */
+    uint64_t     quota_n;
+    const unsigned char *blob;
+    size_t       blob_len;
+    char         id_buf[AK_ID_DEFAULT_LEN];
+} ak_record_t;
+
+/* 0 ok, -1 corrupt blob.  hot */
+int ak_record_view(const unsigned char hash[AK_HASH_LEN],
+    const unsigned char *blob, size_t len, ak_record_t *rec);
+
+/* family 4 (addr: 4 bytes) or 6 (16 bytes; v4-mapped handled). 1 allowed,
+ * 1 also when the record has no ips rule.  hot */
+int ak_record_ip_allowed(const ak_record_t *rec, int family,
+    const unsigned char *addr);
+
+/* The raw Referer header value (NULL/0 when absent).  1 allowed; 1 when
+ * the record has no referrers rule.  hot */
+int ak_record_referrer_allowed(const ak_record_t *rec, const char *referer,
+    size_t len);
+
+/* 1 if the record holds every scope of required[0..n).  hot */
+int ak_record_has_scopes(const ak_record_t *rec, const ak_str_t *required,
+    size_t n);
+
+
+/* ------------------------------------------------------------------ */
+/* Rate limiting (GCRA) and quota windows: pure arithmetic.            */
+
+typedef struct {
+    uint32_t     remaining;     /* requests left in the current burst */
+    uint64_t     retry_after_us;/* when limited: wait before a retry */
+    uint64_t     reset_us;      /* time until the bucket is full again */
+} ak_rate_result_t;
+
+/*
+ * GCRA: a key may send burst+1 requests at once, then one per interval.
+ * *tat is the theoretical arrival time (microseconds, same clock as now).
+ * Updates *tat only when the request is allowed.  1 allowed, 0 limited. hot
+ */
+int ak_gcra(uint64_t *tat, uint64_t now_us, uint64_t interval_us,
+    uint32_t burst, ak_rate_result_t *res);
+
+/*
+ * UTC calendar window containing unix time now for AK_PERIOD_HOUR/DAY/MONTH:
+ * [*start, *end).  Returns 0, or -1 for a bad period.
+ */
+int ak_quota_window(uint8_t period, int64_t now, int64_t *start,
+    int64_t *end);
+
+
+/* ------------------------------------------------------------------ */
+/* Shared-memory cache                                                 */
+
+/*
+ * The cache lives in one block of shared memory handed over by the glue.
+ * It stores nothing but pointers-free data (offsets), so it works at any
+ * mapping address.  Except for ak_cache_create/attach, every function must
+ * be called with the zone's lock held; each is O(1) (eviction of one entry
+ * may free a few chained slots).
+ *
+ * Time: now_ms is a monotonic millisecond clock shared by all workers.
+ */
+
+typedef struct ak_cache_s  ak_cache_t;
+
+typedef struct {
+    uint64_t     ttl_ms;
+    uint64_t     negative_ttl_ms;
+    uint64_t     stale_ms;
+    uint32_t     negative_max_pct;  /* share of slots negative entries may
+                                       hold, 1..100 (default 25) */
+} ak_cache_conf_t;
+
+typedef struct {
+    uint64_t     hits;
+    uint64_t     misses;
+    uint64_t     stale_hits;
+    uint64_t     negative_hits;
+    uint64_t     evictions;
+    uint64_t     inserts;
+    uint32_t     entries;           /* positive entries */
+    uint32_t     negative_entries;
+    uint32_t     slots_total;
+    uint32_t     slots_free;
+} ak_cache_stats_t;
+
+/* Per-key mutable state, kept across re-reads of the record. */
+typedef struct {
+    uint64_t     tat_us;            /* GCRA */
+    uint32_t     q_window;          /* quota window id (start / 3600) */
+    uint32_t     q_left;            /* leased counts not yet used */
+    uint64_t     q_used;            /* last total seen in Redis */
+} ak_key_state_t;
+
+#define AK_CACHE_MISS       0
+#define AK_CACHE_FRESH      1   /* positive, within ttl, current gen */
+#define AK_CACHE_NEGATIVE   2   /* "no such key", within negative_ttl */
+#define AK_CACHE_STALE      3   /* positive, past ttl (within ttl+stale)
+                                   or of an older generation: re-read it,
+                                   use it only if Redis cannot answer */
+
+#define AK_ENTRY_REVOKED    0x01 /* marked revoked by an event */
+
+/* Smallest block ak_cache_create accepts. */
+size_t ak_cache_min_size(void);
+
+/* Formats [mem, mem + size) as an empty cache.  NULL if too small. */
+ak_cache_t *ak_cache_create(void *mem, size_t size,
+    const ak_cache_conf_t *conf);
+
+/*
+ * Re-uses a block formatted by ak_cache_create with the same layout
+ * version and size (nginx -s reload).  NULL when incompatible.
+ */
+ak_cache_t *ak_cache_attach(void *mem, size_t size);
+
+void ak_cache_set_conf(ak_cache_t *c, const ak_cache_conf_t *conf);
+
+/* Bytes of shared memory a cached key costs (slot + index share). */
+size_t ak_cache_bytes_per_key(void);
+
+/*
+ * Looks the hash up and moves it to the front of its LRU list.  On FRESH
+ * and STALE copies the blob into buf (cap >= AK_RECORD_MAX) and sets *len,
+ * *flags (AK_ENTRY_*) and *slot (a handle for ak_cache_state).  Expired
+ * entries (negative past negative_ttl, positive past ttl + stale) are
+ * removed and reported as MISS.  hot
+ */
+int ak_cache_lookup(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
+    uint64_t now_ms, unsigned char *buf, size_t cap, size_t *len,
+    uint32_t *flags, uint32_t *slot);
+
+/*
+ * Inserts or replaces the positive record for hash, keeping its
+ * ak_key_state_t when it exists.  seq is the value ak_cache_event_seq()
+ * returned when the Redis read was sent: if events arrived since, the entry
+ * is stored already STALE (it may predate the change).  Evicts least
+ * recently used entries as needed.  0 ok, -1 the blob can never fit.
+ */
+int ak_cache_put(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
+    const unsigned char *blob, size_t len, uint64_t now_ms, uint64_t seq);
+
+/*
+ * Remembers "no such key".  Negative entries have their own LRU list and
+ * may hold at most negative_max_pct of the slots: beyond that the oldest
+ * negative entry is evicted, never a positive one.
+ */
+int ak_cache_put_negative(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
+    uint64_t now_ms, uint64_t seq);
+
+/* Events.  Each advances the event sequence.  Return 1 if hash was cached. */
+int ak_cache_revoke(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN]);
+int ak_cache_remove(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN]);
+void ak_cache_flush(ak_cache_t *c);           /* removes every entry */
+void ak_cache_new_generation(ak_cache_t *c);  /* all entries become STALE */
+uint64_t ak_cache_event_seq(const ak_cache_t *c);
+
+/* The mutable state of the entry in slot, if it still holds hash. */
+ak_key_state_t *ak_cache_state(ak_cache_t *c, uint32_t slot,
+    const unsigned char hash[AK_HASH_LEN]);
+
+void ak_cache_get_stats(const ak_cache_t *c, ak_cache_stats_t *st);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* AK_CORE_H */

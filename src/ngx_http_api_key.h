@@ -1,0 +1,180 @@
+
+/*
+ * ngx_http_api_key_module: the common header of the C glue.
+ *
+ * ngx_http_api_key_module.c     directives, configuration, shared zones,
+ *                               worker start/stop
+ * ngx_http_api_key_handler.c    the access-phase handler: key extraction,
+ *                               cache lookup, policy, responses, strip
+ * ngx_http_api_key_redis.c      hiredis on nginx's event loop: connections,
+ *                               lookups, reconnection
+ * ngx_http_api_key_variables.c  $api_key_* variables
+ *
+ * The C++ core (src/core, no nginx types) is reached through ak_core.h.
+ */
+
+#ifndef _NGX_HTTP_API_KEY_H_INCLUDED_
+#define _NGX_HTTP_API_KEY_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ak_core.h"
+
+
+/* $api_key_status values, in the order of ngx_http_api_key_status_names */
+typedef enum {
+    NGX_HTTP_API_KEY_NONE = 0,
+    NGX_HTTP_API_KEY_OK,
+    NGX_HTTP_API_KEY_MISSING,
+    NGX_HTTP_API_KEY_MALFORMED,
+    NGX_HTTP_API_KEY_UNKNOWN,
+    NGX_HTTP_API_KEY_EXPIRED,
+    NGX_HTTP_API_KEY_REVOKED,
+    NGX_HTTP_API_KEY_BAD_RECORD,
+    NGX_HTTP_API_KEY_IP_DENIED,
+    NGX_HTTP_API_KEY_REFERRER_DENIED,
+    NGX_HTTP_API_KEY_SCOPE_DENIED,
+    NGX_HTTP_API_KEY_RATE_LIMITED,
+    NGX_HTTP_API_KEY_QUOTA_EXCEEDED,
+    NGX_HTTP_API_KEY_UNAVAILABLE,
+    NGX_HTTP_API_KEY_UNCHECKED,
+    NGX_HTTP_API_KEY_NSTATUS
+} ngx_http_api_key_status_e;
+
+
+/* key sources */
+#define NGX_HTTP_API_KEY_SRC_HEADER   1
+#define NGX_HTTP_API_KEY_SRC_BEARER   2
+#define NGX_HTTP_API_KEY_SRC_QUERY    3
+#define NGX_HTTP_API_KEY_SRC_COOKIE   4
+
+#define NGX_HTTP_API_KEY_FORMAT_ANY       0
+#define NGX_HTTP_API_KEY_FORMAT_CHECKSUM  1
+
+/* outcome of a Redis read, as seen by the requests waiting on it */
+#define NGX_HTTP_API_KEY_LOOKUP_PENDING   0
+#define NGX_HTTP_API_KEY_LOOKUP_FOUND     1
+#define NGX_HTTP_API_KEY_LOOKUP_NOTFOUND  2
+#define NGX_HTTP_API_KEY_LOOKUP_BAD       3
+#define NGX_HTTP_API_KEY_LOOKUP_ERROR     4
+
+
+typedef struct {
+    ngx_uint_t                    type;
+    ngx_str_t                     name;      /* as written */
+} ngx_http_api_key_source_t;
+
+
+/* lives in shared memory, at the start of the zone's slab pool */
+typedef struct {
+    ak_cache_t                   *cache;
+    size_t                        cache_size;
+    ngx_atomic_t                  status[NGX_HTTP_API_KEY_NSTATUS];
+} ngx_http_api_key_shctx_t;
+
+
+typedef struct {
+    ngx_str_t                     name;
+    ak_cache_conf_t               conf;
+    ngx_shm_zone_t               *shm_zone;
+    ngx_slab_pool_t              *shpool;
+    ngx_http_api_key_shctx_t     *sh;
+} ngx_http_api_key_zone_t;
+
+
+typedef struct {
+    ngx_str_t                     url;
+    ngx_str_t                     host;      /* NUL-terminated IP text */
+    ngx_int_t                     port;
+    ngx_str_t                     path;      /* unix socket, NUL-terminated */
+    ngx_int_t                     db;
+    ngx_str_t                     user;
+    ngx_str_t                     password;
+    ngx_msec_t                    timeout;
+    ngx_msec_t                    connect_timeout;
+    ngx_str_t                     prefix;
+    ngx_str_t                     channel;
+    ngx_flag_t                    keyspace_events;
+} ngx_http_api_key_redis_conf_t;
+
+
+typedef struct {
+    ngx_array_t                   zones;     /* ngx_http_api_key_zone_t * */
+    ngx_http_api_key_redis_conf_t *redis;
+    ngx_int_t                     hash_kind;  /* AK_HASH_*, -1 unset */
+    ngx_str_t                     secret;
+    ngx_uint_t                    enabled;   /* some location checks keys */
+} ngx_http_api_key_main_conf_t;
+
+
+typedef struct {
+    ngx_http_api_key_zone_t      *zone;      /* NULL: off */
+    ngx_array_t                  *sources;   /* ngx_http_api_key_source_t */
+    ngx_int_t                     format;
+    ngx_str_t                     format_prefix;
+    ngx_array_t                  *scopes;    /* ak_str_t */
+    ngx_str_t                     scopes_text;
+    ngx_flag_t                    fail_open;
+    ngx_flag_t                    strip;
+    ngx_str_t                     realm;
+    ngx_str_t                     www_missing;   /* WWW-Authenticate values */
+    ngx_str_t                     www_invalid;
+    ngx_str_t                     www_scope;
+} ngx_http_api_key_loc_conf_t;
+
+
+typedef struct ngx_http_api_key_lookup_s  ngx_http_api_key_lookup_t;
+
+typedef struct {
+    ngx_http_request_t           *request;
+    ngx_http_api_key_status_e     status;
+    ngx_int_t                     rc;        /* the handler's final answer */
+    unsigned                      decided:1;
+    unsigned                      hashed:1;
+    unsigned                      attempts:2;
+
+    u_char                        hash[AK_HASH_LEN];
+
+    /* waiting on Redis */
+    ngx_http_api_key_lookup_t    *lookup;
+    ngx_queue_t                   wait;
+    ngx_uint_t                    lookup_result;
+
+    /* for variables; copied out of the record */
+    ngx_str_t                     id;
+    ngx_str_t                     owner;
+    ngx_str_t                     plan;
+    ngx_str_t                     scopes;
+    ngx_int_t                     rate_remaining;    /* -1: none */
+    ngx_int_t                     quota_remaining;   /* -1: none */
+} ngx_http_api_key_ctx_t;
+
+
+extern ngx_module_t  ngx_http_api_key_module;
+extern ngx_str_t     ngx_http_api_key_status_names[];
+
+
+/* handler.c */
+ngx_int_t ngx_http_api_key_handler(ngx_http_request_t *r);
+ngx_http_api_key_ctx_t *ngx_http_api_key_get_ctx(ngx_http_request_t *r);
+void ngx_http_api_key_wake(ngx_http_api_key_ctx_t *ctx, ngx_uint_t result);
+
+/* redis.c */
+ngx_int_t ngx_http_api_key_redis_init_worker(ngx_cycle_t *cycle,
+    ngx_http_api_key_main_conf_t *amcf);
+void ngx_http_api_key_redis_exit_worker(ngx_cycle_t *cycle);
+ngx_int_t ngx_http_api_key_redis_lookup(ngx_http_api_key_ctx_t *ctx,
+    ngx_http_api_key_zone_t *zone, uint64_t seq);
+void ngx_http_api_key_redis_cancel(ngx_http_api_key_ctx_t *ctx);
+
+/* variables.c */
+ngx_int_t ngx_http_api_key_add_variables(ngx_conf_t *cf);
+
+/* module.c: per-worker state */
+ak_hasher_t *ngx_http_api_key_hasher(void);
+
+
+#endif /* _NGX_HTTP_API_KEY_H_INCLUDED_ */

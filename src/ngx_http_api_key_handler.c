@@ -1,0 +1,1253 @@
+
+/*
+ * ngx_http_api_key_module: the access-phase handler.
+ *
+ * The handler is re-entrant: on a cache miss it joins (or starts) a Redis
+ * read and returns NGX_AGAIN; the read's callback wakes the request, which
+ * runs the phases again and lands here with the outcome in its context.
+ */
+
+
+#include "ngx_http_api_key.h"
+
+
+typedef struct {
+    ngx_str_t                   value;
+    ngx_http_api_key_source_t  *source;
+} ngx_http_api_key_found_t;
+
+
+static ngx_http_api_key_ctx_t *ngx_http_api_key_create_ctx(
+    ngx_http_request_t *r);
+static void ngx_http_api_key_cleanup(void *data);
+static ngx_int_t ngx_http_api_key_find(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_found_t *found);
+static ngx_int_t ngx_http_api_key_find_cookie(ngx_http_request_t *r,
+    ngx_str_t *name, ngx_str_t *value);
+static ngx_int_t ngx_http_api_key_check_and_hash(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    ngx_str_t *key);
+static ngx_int_t ngx_http_api_key_strip(ngx_http_request_t *r,
+    ngx_http_api_key_found_t *found);
+static ngx_int_t ngx_http_api_key_strip_header(ngx_http_request_t *r,
+    ngx_str_t *name, ngx_uint_t bearer);
+static ngx_int_t ngx_http_api_key_strip_query(ngx_http_request_t *r,
+    ngx_str_t *name);
+static ngx_int_t ngx_http_api_key_strip_cookie(ngx_http_request_t *r,
+    ngx_str_t *name);
+static ngx_int_t ngx_http_api_key_list_remove(ngx_list_t *l,
+    ngx_list_part_t *part, ngx_uint_t i);
+static ngx_int_t ngx_http_api_key_lookup(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx);
+static ngx_int_t ngx_http_api_key_evaluate(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    size_t len, uint32_t flags, uint32_t slot);
+static ngx_int_t ngx_http_api_key_copy_identity(ngx_http_request_t *r,
+    ngx_http_api_key_ctx_t *ctx, ak_record_t *rec);
+static ngx_int_t ngx_http_api_key_decide(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    ngx_http_api_key_status_e status);
+static ngx_int_t ngx_http_api_key_set_header(ngx_http_request_t *r,
+    const char *name, size_t len, ngx_str_t *value, ngx_table_elt_t **ref);
+static void ngx_http_api_key_resume(ngx_http_request_t *r);
+
+
+ngx_str_t  ngx_http_api_key_status_names[] = {
+    ngx_string(""),
+    ngx_string("ok"),
+    ngx_string("missing"),
+    ngx_string("malformed"),
+    ngx_string("unknown"),
+    ngx_string("expired"),
+    ngx_string("revoked"),
+    ngx_string("bad_record"),
+    ngx_string("ip_denied"),
+    ngx_string("referrer_denied"),
+    ngx_string("scope_denied"),
+    ngx_string("rate_limited"),
+    ngx_string("quota_exceeded"),
+    ngx_string("unavailable"),
+    ngx_string("unchecked"),
+    ngx_null_string
+};
+
+
+/* the record being evaluated, copied out of the cache (one per worker) */
+static u_char  ngx_http_api_key_blob[AK_RECORD_MAX];
+
+
+ngx_int_t
+ngx_http_api_key_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                     rc;
+    ngx_http_api_key_ctx_t       *ctx;
+    ngx_http_api_key_found_t      found;
+    ngx_http_api_key_loc_conf_t  *alcf;
+
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_api_key_module);
+
+    if (alcf->zone == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (r != r->main) {
+        /* subrequests share the main request's outcome */
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_api_key_get_ctx(r);
+
+    if (ctx) {
+        if (ctx->lookup) {
+            /* woken for something else: keep waiting */
+            r->read_event_handler = ngx_http_test_reading;
+            r->write_event_handler = ngx_http_api_key_resume;
+            return NGX_AGAIN;
+        }
+
+        if (ctx->decided) {
+            if (ctx->rc != NGX_OK) {
+                /* an error_page of a denied request: let it through */
+                return NGX_DECLINED;
+            }
+
+            /* an internal redirect: the key is not checked again, but the
+             * new location's scopes are */
+
+            if (alcf->scopes && ctx->status == NGX_HTTP_API_KEY_OK) {
+                ak_str_t      have;
+                ak_record_t   rec;
+
+                have.data = (const char *) ctx->scopes.data;
+                have.len = ctx->scopes.len;
+
+                ngx_memzero(&rec, sizeof(ak_record_t));
+                rec.scopes = have;
+
+                if (!ak_record_has_scopes(&rec, alcf->scopes->elts,
+                                          alcf->scopes->nelts))
+                {
+                    ctx->decided = 0;
+                    return ngx_http_api_key_decide(r, alcf, ctx,
+                                              NGX_HTTP_API_KEY_SCOPE_DENIED);
+                }
+            }
+
+            return NGX_OK;
+        }
+
+        if (ctx->hashed) {
+            return ngx_http_api_key_lookup(r, alcf, ctx);
+        }
+
+    } else {
+        ctx = ngx_http_api_key_create_ctx(r);
+        if (ctx == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    rc = ngx_http_api_key_find(r, alcf, &found);
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        return ngx_http_api_key_decide(r, alcf, ctx,
+                                       NGX_HTTP_API_KEY_MISSING);
+    }
+
+    rc = ngx_http_api_key_check_and_hash(r, alcf, ctx, &found.value);
+
+    if (alcf->strip && ngx_http_api_key_strip(r, &found) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc != NGX_OK) {
+        return ngx_http_api_key_decide(r, alcf, ctx,
+                                       NGX_HTTP_API_KEY_MALFORMED);
+    }
+
+    return ngx_http_api_key_lookup(r, alcf, ctx);
+}
+
+
+static ngx_http_api_key_ctx_t *
+ngx_http_api_key_create_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t      *cln;
+    ngx_http_api_key_ctx_t  *ctx;
+
+    cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_api_key_ctx_t));
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    ctx = cln->data;
+    ngx_memzero(ctx, sizeof(ngx_http_api_key_ctx_t));
+
+    ctx->request = r;
+    ctx->rate_remaining = -1;
+    ctx->quota_remaining = -1;
+
+    cln->handler = ngx_http_api_key_cleanup;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_api_key_module);
+
+    return ctx;
+}
+
+
+/*
+ * The context survives internal redirects (which clear r->ctx) through its
+ * pool cleanup, as the realip module does.
+ */
+
+ngx_http_api_key_ctx_t *
+ngx_http_api_key_get_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t      *cln;
+    ngx_http_api_key_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_api_key_module);
+
+    if (ctx) {
+        return ctx;
+    }
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_api_key_cleanup) {
+            ctx = cln->data;
+
+            if (ctx->request != r) {
+                return NULL;
+            }
+
+            ngx_http_set_ctx(r, ctx, ngx_http_api_key_module);
+            return ctx;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* the request is going away: stop waiting for Redis, forget the hash */
+
+static void
+ngx_http_api_key_cleanup(void *data)
+{
+    ngx_http_api_key_ctx_t  *ctx = data;
+
+    if (ctx->lookup) {
+        ngx_http_api_key_redis_cancel(ctx);
+    }
+
+    ngx_explicit_memzero(ctx->hash, AK_HASH_LEN);
+}
+
+
+/* first configured source present in the request wins */
+
+static ngx_int_t
+ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
+    ngx_http_api_key_found_t *found)
+{
+    u_char                     *p, *last;
+    ngx_uint_t                  i, n;
+    ngx_list_part_t            *part;
+    ngx_table_elt_t            *h;
+    ngx_http_api_key_source_t  *src;
+
+    src = alcf->sources->elts;
+
+    for (n = 0; n < alcf->sources->nelts; n++) {
+
+        found->source = &src[n];
+
+        switch (src[n].type) {
+
+        case NGX_HTTP_API_KEY_SRC_HEADER:
+
+            part = &r->headers_in.headers.part;
+            h = part->elts;
+
+            for (i = 0; /* void */; i++) {
+
+                if (i >= part->nelts) {
+                    if (part->next == NULL) {
+                        break;
+                    }
+
+                    part = part->next;
+                    h = part->elts;
+                    i = 0;
+                }
+
+                if (h[i].key.len == src[n].name.len
+                    && ngx_strncasecmp(h[i].key.data, src[n].name.data,
+                                       src[n].name.len)
+                       == 0)
+                {
+                    found->value = h[i].value;
+                    return NGX_OK;
+                }
+            }
+
+            break;
+
+        case NGX_HTTP_API_KEY_SRC_BEARER:
+
+            h = r->headers_in.authorization;
+
+            if (h == NULL || h->value.len < sizeof("Bearer ") - 1
+                || ngx_strncasecmp(h->value.data, (u_char *) "Bearer ",
+                                   sizeof("Bearer ") - 1)
+                   != 0)
+            {
+                break;
+            }
+
+            p = h->value.data + sizeof("Bearer ") - 1;
+            last = h->value.data + h->value.len;
+
+            while (p < last && *p == ' ') {
+                p++;
+            }
+
+            while (last > p && last[-1] == ' ') {
+                last--;
+            }
+
+            found->value.data = p;
+            found->value.len = last - p;
+            return NGX_OK;
+
+        case NGX_HTTP_API_KEY_SRC_QUERY:
+
+            if (ngx_http_arg(r, src[n].name.data, src[n].name.len,
+                             &found->value)
+                == NGX_OK)
+            {
+                return NGX_OK;
+            }
+
+            break;
+
+        case NGX_HTTP_API_KEY_SRC_COOKIE:
+
+            if (ngx_http_api_key_find_cookie(r, &src[n].name, &found->value)
+                == NGX_OK)
+            {
+                return NGX_OK;
+            }
+
+            break;
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * Looks the named cookie up in every Cookie header ("a=1; b=2").  Our own
+ * parser, so that the same code finds and strips it on every nginx version.
+ */
+
+static ngx_int_t
+ngx_http_api_key_find_cookie(ngx_http_request_t *r, ngx_str_t *name,
+    ngx_str_t *value)
+{
+    u_char           *p, *last, *start, *eq, *end;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len != sizeof("Cookie") - 1
+            || ngx_strncasecmp(h[i].key.data, (u_char *) "Cookie",
+                               sizeof("Cookie") - 1)
+               != 0)
+        {
+            continue;
+        }
+
+        p = h[i].value.data;
+        last = p + h[i].value.len;
+
+        while (p < last) {
+
+            while (p < last && (*p == ' ' || *p == ';')) {
+                p++;
+            }
+
+            start = p;
+
+            end = ngx_strlchr(p, last, ';');
+            if (end == NULL) {
+                end = last;
+            }
+
+            eq = ngx_strlchr(start, end, '=');
+
+            if (eq && (size_t) (eq - start) == name->len
+                && ngx_strncmp(start, name->data, name->len) == 0)
+            {
+                p = eq + 1;
+
+                while (end > p && end[-1] == ' ') {
+                    end--;
+                }
+
+                if (end - p >= 2 && *p == '"' && end[-1] == '"') {
+                    p++;
+                    end--;
+                }
+
+                value->data = p;
+                value->len = end - p;
+                return NGX_OK;
+            }
+
+            p = end;
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/* format check, then the hash; the key itself is not kept anywhere */
+
+static ngx_int_t
+ngx_http_api_key_check_and_hash(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    ngx_str_t *key)
+{
+    u_char      *src, *dst;
+    ngx_int_t    rc;
+    ngx_str_t    k;
+    u_char       buf[AK_KEY_MAX_LEN];
+
+    k = *key;
+
+    if (ngx_strlchr(k.data, k.data + k.len, '%')) {
+        /* a query argument or a cookie may be percent-encoded */
+
+        if (k.len > 3 * AK_KEY_MAX_LEN) {
+            return NGX_DECLINED;
+        }
+
+        {
+            u_char  tmp[3 * AK_KEY_MAX_LEN];
+
+            src = k.data;
+            dst = tmp;
+            ngx_unescape_uri(&dst, &src, k.len, NGX_UNESCAPE_URI);
+
+            if ((size_t) (dst - tmp) > AK_KEY_MAX_LEN) {
+                ngx_explicit_memzero(tmp, sizeof(tmp));
+                return NGX_DECLINED;
+            }
+
+            k.len = dst - tmp;
+            ngx_memcpy(buf, tmp, k.len);
+            ngx_explicit_memzero(tmp, sizeof(tmp));
+            k.data = buf;
+        }
+    }
+
+    if (!ak_key_check_any(k.data, k.len)) {
+        rc = NGX_DECLINED;
+        goto done;
+    }
+
+    if (alcf->format == NGX_HTTP_API_KEY_FORMAT_CHECKSUM
+        && !ak_key_check_checksum(k.data, k.len, alcf->format_prefix.data,
+                                  alcf->format_prefix.len))
+    {
+        rc = NGX_DECLINED;
+        goto done;
+    }
+
+    if (ak_hasher_digest(ngx_http_api_key_hasher(), k.data, k.len, ctx->hash)
+        != 0)
+    {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "api_key: hashing failed");
+        rc = NGX_ERROR;
+        goto done;
+    }
+
+    ctx->hashed = 1;
+    rc = NGX_OK;
+
+done:
+
+    if (k.data == buf) {
+        ngx_explicit_memzero(buf, k.len);
+    }
+
+    return rc;
+}
+
+
+/* ---- api_key_strip: the key does not go upstream ------------------- */
+
+static ngx_int_t
+ngx_http_api_key_strip(ngx_http_request_t *r, ngx_http_api_key_found_t *found)
+{
+    ngx_str_t  authorization = ngx_string("Authorization");
+
+    switch (found->source->type) {
+
+    case NGX_HTTP_API_KEY_SRC_HEADER:
+        return ngx_http_api_key_strip_header(r, &found->source->name, 0);
+
+    case NGX_HTTP_API_KEY_SRC_BEARER:
+        return ngx_http_api_key_strip_header(r, &authorization, 1);
+
+    case NGX_HTTP_API_KEY_SRC_QUERY:
+        return ngx_http_api_key_strip_query(r, &found->source->name);
+
+    default: /* NGX_HTTP_API_KEY_SRC_COOKIE */
+        return ngx_http_api_key_strip_cookie(r, &found->source->name);
+    }
+}
+
+
+static ngx_int_t
+ngx_http_api_key_strip_header(ngx_http_request_t *r, ngx_str_t *name,
+    ngx_uint_t bearer)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len != name->len
+            || ngx_strncasecmp(h[i].key.data, name->data, name->len) != 0)
+        {
+            continue;
+        }
+
+        if (bearer
+            && (h[i].value.len < sizeof("Bearer ") - 1
+                || ngx_strncasecmp(h[i].value.data, (u_char *) "Bearer ",
+                                   sizeof("Bearer ") - 1)
+                   != 0))
+        {
+            continue;
+        }
+
+        if (r->headers_in.authorization == &h[i]) {
+            r->headers_in.authorization = NULL;
+        }
+
+        if (ngx_http_api_key_list_remove(&r->headers_in.headers, part, i)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        /* the part may have been split or shortened: start over */
+
+        part = &r->headers_in.headers.part;
+        h = part->elts;
+        i = (ngx_uint_t) -1;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Removes element i of a part without moving any other element, since
+ * r->headers_in keeps pointers into the list: the part is shortened at
+ * either end or split in two.  When the list's last part changes, the
+ * list's per-part capacity is lowered so that ngx_list_push() never writes
+ * past the memory of the original part.
+ */
+
+static ngx_int_t
+ngx_http_api_key_list_remove(ngx_list_t *l, ngx_list_part_t *part,
+    ngx_uint_t i)
+{
+    ngx_list_part_t  *tail;
+
+    if (i == part->nelts - 1) {
+        part->nelts--;
+        return NGX_OK;
+    }
+
+    if (i == 0) {
+        part->elts = (char *) part->elts + l->size;
+        part->nelts--;
+
+        if (part == l->last) {
+            l->nalloc = part->nelts;
+        }
+
+        return NGX_OK;
+    }
+
+    tail = ngx_palloc(l->pool, sizeof(ngx_list_part_t));
+    if (tail == NULL) {
+        return NGX_ERROR;
+    }
+
+    tail->elts = (char *) part->elts + (i + 1) * l->size;
+    tail->nelts = part->nelts - i - 1;
+    tail->next = part->next;
+
+    part->nelts = i;
+    part->next = tail;
+
+    if (part == l->last) {
+        l->last = tail;
+        l->nalloc = tail->nelts;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Rebuilds the query string without NAME=..., and with it the unparsed URI
+ * and the request line, so that neither the upstream nor $request in the
+ * access log sees the key.
+ */
+
+static ngx_int_t
+ngx_http_api_key_strip_query(ngx_http_request_t *r, ngx_str_t *name)
+{
+    u_char     *p, *last, *start, *end, *eq, *args, *a, *uri, *line, *qmark;
+    size_t      plen, len;
+    ngx_uint_t  removed;
+
+    if (r->args.len == 0) {
+        return NGX_OK;
+    }
+
+    args = ngx_pnalloc(r->pool, r->args.len);
+    if (args == NULL) {
+        return NGX_ERROR;
+    }
+
+    a = args;
+    removed = 0;
+
+    p = r->args.data;
+    last = p + r->args.len;
+
+    while (p < last) {
+        start = p;
+
+        end = ngx_strlchr(p, last, '&');
+        if (end == NULL) {
+            end = last;
+        }
+
+        eq = ngx_strlchr(start, end, '=');
+        plen = (eq ? eq : end) - start;
+
+        if (plen == name->len
+            && ngx_strncasecmp(start, name->data, name->len) == 0)
+        {
+            removed = 1;
+
+        } else if (end > start) {
+            if (a > args) {
+                *a++ = '&';
+            }
+
+            a = ngx_cpymem(a, start, end - start);
+        }
+
+        p = (end < last) ? end + 1 : last;
+    }
+
+    if (!removed) {
+        return NGX_OK;
+    }
+
+    r->args.data = args;
+    r->args.len = a - args;
+
+    if (!r->valid_unparsed_uri || r->unparsed_uri.len == 0) {
+        return NGX_OK;
+    }
+
+    /* unparsed_uri: path [ "?" args ] */
+
+    qmark = ngx_strlchr(r->unparsed_uri.data,
+                        r->unparsed_uri.data + r->unparsed_uri.len, '?');
+    if (qmark == NULL) {
+        return NGX_OK;
+    }
+
+    plen = qmark - r->unparsed_uri.data;
+    len = plen + (r->args.len ? 1 + r->args.len : 0);
+
+    uri = ngx_pnalloc(r->pool, len);
+    if (uri == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(uri, r->unparsed_uri.data, plen);
+
+    if (r->args.len) {
+        *p++ = '?';
+        p = ngx_cpymem(p, r->args.data, r->args.len);
+    }
+
+    /* the request line: METHOD SP unparsed_uri [SP protocol] */
+
+    if (r->request_line.len
+        && r->request_line.data <= r->unparsed_uri.data
+        && r->unparsed_uri.data + r->unparsed_uri.len
+           <= r->request_line.data + r->request_line.len)
+    {
+        line = ngx_pnalloc(r->pool, r->request_line.len);
+        if (line == NULL) {
+            return NGX_ERROR;
+        }
+
+        start = r->request_line.data;
+        end = r->unparsed_uri.data + r->unparsed_uri.len;
+        last = r->request_line.data + r->request_line.len;
+
+        p = ngx_cpymem(line, start, r->unparsed_uri.data - start);
+        p = ngx_cpymem(p, uri, len);
+        p = ngx_cpymem(p, end, last - end);
+
+        r->request_line.data = line;
+        r->request_line.len = p - line;
+    }
+
+    r->unparsed_uri.data = uri;
+    r->unparsed_uri.len = len;
+
+    return NGX_OK;
+}
+
+
+/* removes "NAME=..." from every Cookie header; an emptied header goes */
+
+static ngx_int_t
+ngx_http_api_key_strip_cookie(ngx_http_request_t *r, ngx_str_t *name)
+{
+    u_char           *p, *last, *start, *end, *eq, *v, *q;
+    ngx_uint_t        i, removed;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len != sizeof("Cookie") - 1
+            || ngx_strncasecmp(h[i].key.data, (u_char *) "Cookie",
+                               sizeof("Cookie") - 1)
+               != 0)
+        {
+            continue;
+        }
+
+        v = ngx_pnalloc(r->pool, h[i].value.len);
+        if (v == NULL) {
+            return NGX_ERROR;
+        }
+
+        q = v;
+        removed = 0;
+
+        p = h[i].value.data;
+        last = p + h[i].value.len;
+
+        while (p < last) {
+
+            while (p < last && (*p == ' ' || *p == ';')) {
+                p++;
+            }
+
+            start = p;
+
+            end = ngx_strlchr(p, last, ';');
+            if (end == NULL) {
+                end = last;
+            }
+
+            eq = ngx_strlchr(start, end, '=');
+
+            if (eq && (size_t) (eq - start) == name->len
+                && ngx_strncmp(start, name->data, name->len) == 0)
+            {
+                removed = 1;
+
+            } else if (end > start) {
+                if (q > v) {
+                    *q++ = ';';
+                    *q++ = ' ';
+                }
+
+                q = ngx_cpymem(q, start, end - start);
+            }
+
+            p = end;
+        }
+
+        if (!removed) {
+            continue;
+        }
+
+        h[i].value.data = v;
+        h[i].value.len = q - v;
+
+        if (h[i].value.len) {
+            continue;
+        }
+
+        if (ngx_http_api_key_list_remove(&r->headers_in.headers, part, i)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        part = &r->headers_in.headers.part;
+        h = part->elts;
+        i = (ngx_uint_t) -1;
+    }
+
+    return NGX_OK;
+}
+
+
+/* ---- the cache, then Redis ------------------------------------------ */
+
+static ngx_int_t
+ngx_http_api_key_lookup(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx)
+{
+    int                       found;
+    size_t                    len;
+    uint32_t                  flags, slot;
+    uint64_t                  seq;
+    ngx_int_t                 rc;
+    ngx_uint_t                result;
+    ngx_http_api_key_zone_t  *zone;
+
+    zone = alcf->zone;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    found = ak_cache_lookup(zone->sh->cache, ctx->hash,
+                            (uint64_t) ngx_current_msec,
+                            ngx_http_api_key_blob, sizeof(ngx_http_api_key_blob),
+                            &len, &flags, &slot);
+    seq = ak_cache_event_seq(zone->sh->cache);
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    if (found == AK_CACHE_FRESH) {
+        return ngx_http_api_key_evaluate(r, alcf, ctx, len, flags, slot);
+    }
+
+    if (found == AK_CACHE_NEGATIVE) {
+        return ngx_http_api_key_decide(r, alcf, ctx, NGX_HTTP_API_KEY_UNKNOWN);
+    }
+
+    /* MISS or STALE */
+
+    result = ctx->lookup_result;
+    ctx->lookup_result = NGX_HTTP_API_KEY_LOOKUP_PENDING;
+
+    if (result == NGX_HTTP_API_KEY_LOOKUP_PENDING) {
+
+        ctx->attempts++;
+
+        rc = ngx_http_api_key_redis_lookup(ctx, zone, seq);
+
+        if (rc == NGX_AGAIN) {
+            r->read_event_handler = ngx_http_test_reading;
+            r->write_event_handler = ngx_http_api_key_resume;
+            return NGX_AGAIN;
+        }
+
+        result = NGX_HTTP_API_KEY_LOOKUP_ERROR;
+    }
+
+    switch (result) {
+
+    case NGX_HTTP_API_KEY_LOOKUP_FOUND:
+
+        if (found == AK_CACHE_STALE) {
+            /* just read, but stored stale as events arrived meanwhile */
+            return ngx_http_api_key_evaluate(r, alcf, ctx, len, flags, slot);
+        }
+
+        if (ctx->attempts < 2) {
+            /* evicted between the answer and this request's turn */
+            return ngx_http_api_key_lookup(r, alcf, ctx);
+        }
+
+        break;
+
+    case NGX_HTTP_API_KEY_LOOKUP_NOTFOUND:
+        return ngx_http_api_key_decide(r, alcf, ctx, NGX_HTTP_API_KEY_UNKNOWN);
+
+    case NGX_HTTP_API_KEY_LOOKUP_BAD:
+        return ngx_http_api_key_decide(r, alcf, ctx,
+                                       NGX_HTTP_API_KEY_BAD_RECORD);
+
+    default: /* NGX_HTTP_API_KEY_LOOKUP_ERROR */
+
+        if (found == AK_CACHE_STALE) {
+            /* Redis cannot answer: a known key keeps working for "stale" */
+            return ngx_http_api_key_evaluate(r, alcf, ctx, len, flags, slot);
+        }
+
+        break;
+    }
+
+    return ngx_http_api_key_decide(r, alcf, ctx,
+                                   alcf->fail_open
+                                   ? NGX_HTTP_API_KEY_UNCHECKED
+                                   : NGX_HTTP_API_KEY_UNAVAILABLE);
+}
+
+
+/* the record's rules, in order: status, expiry, ip, referrer, scopes, rate */
+
+static ngx_int_t
+ngx_http_api_key_evaluate(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    size_t len, uint32_t flags, uint32_t slot)
+{
+    int                       family, allowed;
+    u_char                   *addr;
+    struct sockaddr_in       *sin;
+    ak_record_t               rec;
+    ak_key_state_t           *st;
+    ak_rate_result_t          rr;
+    ngx_table_elt_t          *ref;
+    ngx_http_api_key_zone_t  *zone;
+#if (NGX_HAVE_INET6)
+    struct sockaddr_in6      *sin6;
+#endif
+
+    if (ak_record_view(ctx->hash, ngx_http_api_key_blob, len, &rec) != 0) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "api_key: corrupt cached record");
+        return ngx_http_api_key_decide(r, alcf, ctx,
+                                       NGX_HTTP_API_KEY_BAD_RECORD);
+    }
+
+    if (ngx_http_api_key_copy_identity(r, ctx, &rec) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if ((flags & AK_ENTRY_REVOKED) || rec.status != AK_STATUS_ACTIVE) {
+        return ngx_http_api_key_decide(r, alcf, ctx, NGX_HTTP_API_KEY_REVOKED);
+    }
+
+    if (rec.expires_at && (int64_t) ngx_time() >= rec.expires_at) {
+        return ngx_http_api_key_decide(r, alcf, ctx, NGX_HTTP_API_KEY_EXPIRED);
+    }
+
+    if (rec.has_ips) {
+        family = 0;
+        addr = NULL;
+
+        switch (r->connection->sockaddr->sa_family) {
+
+        case AF_INET:
+            sin = (struct sockaddr_in *) r->connection->sockaddr;
+            family = 4;
+            addr = (u_char *) &sin->sin_addr;
+            break;
+
+#if (NGX_HAVE_INET6)
+        case AF_INET6:
+            sin6 = (struct sockaddr_in6 *) r->connection->sockaddr;
+            family = 6;
+            addr = sin6->sin6_addr.s6_addr;
+            break;
+#endif
+        }
+
+        if (addr == NULL || !ak_record_ip_allowed(&rec, family, addr)) {
+            return ngx_http_api_key_decide(r, alcf, ctx,
+                                           NGX_HTTP_API_KEY_IP_DENIED);
+        }
+    }
+
+    if (rec.has_referrers) {
+        ref = r->headers_in.referer;
+
+        allowed = ref
+                  ? ak_record_referrer_allowed(&rec,
+                                               (const char *) ref->value.data,
+                                               ref->value.len)
+                  : ak_record_referrer_allowed(&rec, NULL, 0);
+
+        if (!allowed) {
+            return ngx_http_api_key_decide(r, alcf, ctx,
+                                           NGX_HTTP_API_KEY_REFERRER_DENIED);
+        }
+    }
+
+    if (alcf->scopes
+        && !ak_record_has_scopes(&rec, alcf->scopes->elts,
+                                 alcf->scopes->nelts))
+    {
+        return ngx_http_api_key_decide(r, alcf, ctx,
+                                       NGX_HTTP_API_KEY_SCOPE_DENIED);
+    }
+
+    if (rec.rate_period != AK_PERIOD_NONE) {
+        zone = alcf->zone;
+        allowed = 1;
+
+        ngx_shmtx_lock(&zone->shpool->mutex);
+
+        st = ak_cache_state(zone->sh->cache, slot, ctx->hash);
+        if (st) {
+            allowed = ak_gcra(&st->tat_us, (uint64_t) ngx_current_msec * 1000,
+                              rec.rate_interval_us, rec.burst, &rr);
+        }
+
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+
+        if (st) {
+            ctx->rate_remaining = rr.remaining;
+
+            if (!allowed) {
+                return ngx_http_api_key_decide(r, alcf, ctx,
+                                              NGX_HTTP_API_KEY_RATE_LIMITED);
+            }
+        }
+    }
+
+    return ngx_http_api_key_decide(r, alcf, ctx, NGX_HTTP_API_KEY_OK);
+}
+
+
+/* id, owner, plan and scopes outlive the cache entry: one copy per request */
+
+static ngx_int_t
+ngx_http_api_key_copy_identity(ngx_http_request_t *r,
+    ngx_http_api_key_ctx_t *ctx, ak_record_t *rec)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(r->pool, rec->id.len + rec->owner.len + rec->plan.len
+                             + rec->scopes.len + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->id.data = p;
+    ctx->id.len = rec->id.len;
+    p = ngx_cpymem(p, rec->id.data, rec->id.len);
+
+    ctx->owner.data = p;
+    ctx->owner.len = rec->owner.len;
+    p = ngx_cpymem(p, rec->owner.data, rec->owner.len);
+
+    ctx->plan.data = p;
+    ctx->plan.len = rec->plan.len;
+    p = ngx_cpymem(p, rec->plan.data, rec->plan.len);
+
+    ctx->scopes.data = p;
+    ctx->scopes.len = rec->scopes.len;
+    ngx_memcpy(p, rec->scopes.data, rec->scopes.len);
+
+    return NGX_OK;
+}
+
+
+/* records the outcome and turns it into the handler's answer */
+
+static ngx_int_t
+ngx_http_api_key_decide(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    ngx_http_api_key_status_e status)
+{
+    ngx_int_t   rc;
+    ngx_str_t   one = ngx_string("1");
+    ngx_str_t  *www;
+
+    ctx->status = status;
+    ctx->decided = 1;
+
+    (void) ngx_atomic_fetch_add(&alcf->zone->sh->status[status], 1);
+
+    www = NULL;
+
+    switch (status) {
+
+    case NGX_HTTP_API_KEY_OK:
+    case NGX_HTTP_API_KEY_UNCHECKED:
+        rc = NGX_OK;
+        break;
+
+    case NGX_HTTP_API_KEY_MISSING:
+        www = &alcf->www_missing;
+        rc = NGX_HTTP_UNAUTHORIZED;
+        break;
+
+    case NGX_HTTP_API_KEY_MALFORMED:
+    case NGX_HTTP_API_KEY_UNKNOWN:
+    case NGX_HTTP_API_KEY_EXPIRED:
+    case NGX_HTTP_API_KEY_REVOKED:
+    case NGX_HTTP_API_KEY_BAD_RECORD:
+        www = &alcf->www_invalid;
+        rc = NGX_HTTP_UNAUTHORIZED;
+        break;
+
+    case NGX_HTTP_API_KEY_SCOPE_DENIED:
+        www = &alcf->www_scope;
+        rc = NGX_HTTP_FORBIDDEN;
+        break;
+
+    case NGX_HTTP_API_KEY_IP_DENIED:
+    case NGX_HTTP_API_KEY_REFERRER_DENIED:
+        rc = NGX_HTTP_FORBIDDEN;
+        break;
+
+    case NGX_HTTP_API_KEY_RATE_LIMITED:
+    case NGX_HTTP_API_KEY_QUOTA_EXCEEDED:
+        rc = NGX_HTTP_TOO_MANY_REQUESTS;
+        break;
+
+    default: /* NGX_HTTP_API_KEY_UNAVAILABLE */
+        if (ngx_http_api_key_set_header(r, "Retry-After",
+                                        sizeof("Retry-After") - 1, &one, NULL)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        rc = NGX_HTTP_SERVICE_UNAVAILABLE;
+        break;
+    }
+
+    if (www && www->len) {
+        if (ngx_http_api_key_set_header(r, "WWW-Authenticate",
+                                        sizeof("WWW-Authenticate") - 1, www,
+                                        &r->headers_out.www_authenticate)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    ctx->rc = rc;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "api_key: %V, key id \"%V\"",
+                   &ngx_http_api_key_status_names[status], &ctx->id);
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_api_key_set_header(ngx_http_request_t *r, const char *name,
+    size_t len, ngx_str_t *value, ngx_table_elt_t **ref)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) name;
+    h->key.len = len;
+    h->value = *value;
+    h->lowcase_key = NULL;
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+
+    if (ref) {
+        *ref = h;
+    }
+
+    return NGX_OK;
+}
+
+
+/* ---- waiting on Redis ----------------------------------------------- */
+
+/*
+ * Called by the Redis side when the read this request waits on is over:
+ * the request runs its phases again from its own connection's event.
+ */
+
+void
+ngx_http_api_key_wake(ngx_http_api_key_ctx_t *ctx, ngx_uint_t result)
+{
+    ngx_connection_t  *c;
+
+    ctx->lookup = NULL;
+    ctx->lookup_result = result;
+
+    c = ctx->request->connection;
+
+    ngx_post_event(c->write, &ngx_posted_events);
+}
+
+
+static void
+ngx_http_api_key_resume(ngx_http_request_t *r)
+{
+    r->read_event_handler = ngx_http_block_reading;
+    r->write_event_handler = ngx_http_core_run_phases;
+
+    ngx_http_core_run_phases(r);
+}

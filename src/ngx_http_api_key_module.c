@@ -1,0 +1,1483 @@
+
+/*
+ * ngx_http_api_key_module: directives, configuration, shared zones and
+ * per-worker state.
+ */
+
+
+#include "ngx_http_api_key.h"
+
+
+static void *ngx_http_api_key_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_api_key_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_api_key_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static ngx_int_t ngx_http_api_key_preconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_api_key_postconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_api_key_init_process(ngx_cycle_t *cycle);
+static void ngx_http_api_key_exit_process(ngx_cycle_t *cycle);
+
+static char *ngx_http_api_key_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_api_key_redis(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_api_key_hash(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_http_api_key_source(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_api_key_format(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_api_key_scope(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_api_key_realm(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+static ngx_int_t ngx_http_api_key_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
+static ngx_int_t ngx_http_api_key_parse_url(ngx_conf_t *cf,
+    ngx_http_api_key_redis_conf_t *rcf, ngx_str_t *url);
+static ngx_int_t ngx_http_api_key_read_secret(ngx_conf_t *cf, ngx_str_t *path,
+    ngx_str_t *out, const char *what);
+static void ngx_http_api_key_wipe(void *data);
+static ngx_int_t ngx_http_api_key_msec_arg(ngx_conf_t *cf, ngx_str_t *arg,
+    size_t skip, ngx_msec_t *out);
+
+
+static ngx_conf_enum_t  ngx_http_api_key_fail_modes[] = {
+    { ngx_string("closed"), 0 },
+    { ngx_string("open"), 1 },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_command_t  ngx_http_api_key_commands[] = {
+
+    { ngx_string("api_key_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_api_key_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("api_key_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_api_key_redis,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("api_key_hash"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_api_key_hash,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("api_key"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_api_key,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("api_key_source"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_api_key_source,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("api_key_format"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_api_key_format,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("api_key_scope"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_api_key_scope,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("api_key_fail"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_api_key_loc_conf_t, fail_open),
+      &ngx_http_api_key_fail_modes },
+
+    { ngx_string("api_key_strip"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_api_key_loc_conf_t, strip),
+      NULL },
+
+    { ngx_string("api_key_realm"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_api_key_realm,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_api_key_module_ctx = {
+    ngx_http_api_key_preconfiguration,     /* preconfiguration */
+    ngx_http_api_key_postconfiguration,    /* postconfiguration */
+
+    ngx_http_api_key_create_main_conf,     /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_api_key_create_loc_conf,      /* create location configuration */
+    ngx_http_api_key_merge_loc_conf        /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_api_key_module = {
+    NGX_MODULE_V1,
+    &ngx_http_api_key_module_ctx,          /* module context */
+    ngx_http_api_key_commands,             /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_api_key_init_process,         /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_api_key_exit_process,         /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+/* the per-worker hasher, built in init_process */
+static ak_hasher_t  *ngx_http_api_key_worker_hasher;
+
+/* where the first "api_key" directive stands, for errors found later */
+static ngx_str_t     ngx_http_api_key_first_file;
+static ngx_uint_t    ngx_http_api_key_first_line;
+
+
+static void *
+ngx_http_api_key_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_api_key_main_conf_t  *amcf;
+
+    amcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_api_key_main_conf_t));
+    if (amcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&amcf->zones, cf->pool, 2,
+                       sizeof(ngx_http_api_key_zone_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    amcf->hash_kind = NGX_CONF_UNSET;
+
+    return amcf;
+}
+
+
+static void *
+ngx_http_api_key_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_api_key_loc_conf_t  *alcf;
+
+    alcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_api_key_loc_conf_t));
+    if (alcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     alcf->format_prefix = { 0, NULL };
+     *     alcf->realm = { 0, NULL };
+     *     alcf->www_* = { 0, NULL };
+     */
+
+    alcf->zone = NGX_CONF_UNSET_PTR;
+    alcf->sources = NGX_CONF_UNSET_PTR;
+    alcf->format = NGX_CONF_UNSET;
+    alcf->scopes = NGX_CONF_UNSET_PTR;
+    alcf->fail_open = NGX_CONF_UNSET;
+    alcf->strip = NGX_CONF_UNSET;
+
+    return alcf;
+}
+
+
+static char *
+ngx_http_api_key_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_api_key_loc_conf_t *prev = parent;
+    ngx_http_api_key_loc_conf_t *conf = child;
+
+    u_char                     *p;
+    size_t                      len;
+    ngx_http_api_key_source_t  *src;
+
+    ngx_conf_merge_ptr_value(conf->zone, prev->zone, NULL);
+
+    if (conf->sources == NGX_CONF_UNSET_PTR) {
+        if (prev->sources == NGX_CONF_UNSET_PTR) {
+            /* default: header:X-API-Key bearer */
+            prev->sources = ngx_array_create(cf->pool, 2,
+                                         sizeof(ngx_http_api_key_source_t));
+            if (prev->sources == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            src = ngx_array_push_n(prev->sources, 2);
+            if (src == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            src[0].type = NGX_HTTP_API_KEY_SRC_HEADER;
+            ngx_str_set(&src[0].name, "X-API-Key");
+            src[1].type = NGX_HTTP_API_KEY_SRC_BEARER;
+            ngx_str_null(&src[1].name);
+        }
+
+        conf->sources = prev->sources;
+    }
+
+    if (conf->format == NGX_CONF_UNSET) {
+        conf->format = (prev->format == NGX_CONF_UNSET)
+                       ? NGX_HTTP_API_KEY_FORMAT_ANY : prev->format;
+        conf->format_prefix = prev->format_prefix;
+    }
+
+    if (conf->scopes == NGX_CONF_UNSET_PTR) {
+        conf->scopes = (prev->scopes == NGX_CONF_UNSET_PTR)
+                       ? NULL : prev->scopes;
+        conf->scopes_text = prev->scopes_text;
+    }
+
+    ngx_conf_merge_value(conf->fail_open, prev->fail_open, 0);
+    ngx_conf_merge_value(conf->strip, prev->strip, 1);
+
+    if (conf->realm.data == NULL) {
+        if (prev->realm.data == NULL) {
+            ngx_str_set(&prev->realm, "api");
+        }
+
+        conf->realm = prev->realm;
+        conf->www_missing = prev->www_missing;
+        conf->www_invalid = prev->www_invalid;
+        conf->www_scope = prev->www_scope;
+    }
+
+    if (conf->www_missing.data == NULL) {
+        /* Bearer realm="R"[, error="invalid_token"] */
+
+        len = sizeof("Bearer realm=\"\"") - 1 + conf->realm.len;
+
+        p = ngx_pnalloc(cf->pool, len);
+        if (p == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        conf->www_missing.data = p;
+        p = ngx_cpymem(p, "Bearer realm=\"", sizeof("Bearer realm=\"") - 1);
+        p = ngx_cpymem(p, conf->realm.data, conf->realm.len);
+        *p++ = '"';
+        conf->www_missing.len = p - conf->www_missing.data;
+
+        len = conf->www_missing.len + sizeof(", error=\"invalid_token\"") - 1;
+
+        p = ngx_pnalloc(cf->pool, len);
+        if (p == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        conf->www_invalid.data = p;
+        p = ngx_cpymem(p, conf->www_missing.data, conf->www_missing.len);
+        p = ngx_cpymem(p, ", error=\"invalid_token\"",
+                       sizeof(", error=\"invalid_token\"") - 1);
+        conf->www_invalid.len = p - conf->www_invalid.data;
+    }
+
+    if (conf->scopes && conf->www_scope.data == NULL) {
+        /* Bearer realm="R", error="insufficient_scope", scope="a b" */
+
+        len = conf->www_missing.len
+              + sizeof(", error=\"insufficient_scope\", scope=\"\"") - 1
+              + conf->scopes_text.len;
+
+        p = ngx_pnalloc(cf->pool, len);
+        if (p == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        conf->www_scope.data = p;
+        p = ngx_cpymem(p, conf->www_missing.data, conf->www_missing.len);
+        p = ngx_cpymem(p, ", error=\"insufficient_scope\", scope=\"",
+                       sizeof(", error=\"insufficient_scope\", scope=\"") - 1);
+        p = ngx_cpymem(p, conf->scopes_text.data, conf->scopes_text.len);
+        *p++ = '"';
+        conf->www_scope.len = p - conf->www_scope.data;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_api_key_preconfiguration(ngx_conf_t *cf)
+{
+    ngx_str_null(&ngx_http_api_key_first_file);
+    ngx_http_api_key_first_line = 0;
+
+    return ngx_http_api_key_add_variables(cf);
+}
+
+
+static ngx_int_t
+ngx_http_api_key_postconfiguration(ngx_conf_t *cf)
+{
+    char                          err[AK_ERR_LEN];
+    ak_hasher_t                  *h;
+    ngx_http_handler_pt          *hp;
+    ngx_http_core_main_conf_t    *cmcf;
+    ngx_http_api_key_main_conf_t *amcf;
+
+    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_api_key_module);
+
+    if (!amcf->enabled) {
+        return NGX_OK;
+    }
+
+    if (amcf->redis == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"api_key\" in %V:%ui needs \"api_key_redis\" "
+                      "in the http block",
+                      &ngx_http_api_key_first_file,
+                      ngx_http_api_key_first_line);
+        return NGX_ERROR;
+    }
+
+    if (amcf->hash_kind == NGX_CONF_UNSET) {
+        amcf->hash_kind = AK_HASH_SHA256;
+    }
+
+    /* make sure the hash can be set up before a worker needs it */
+
+    h = ak_hasher_new((int) amcf->hash_kind, amcf->secret.data,
+                      amcf->secret.len, err, sizeof(err));
+    if (h == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "api_key_hash: %s", err);
+        return NGX_ERROR;
+    }
+
+    ak_hasher_free(h);
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    hp = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+    if (hp == NULL) {
+        return NGX_ERROR;
+    }
+
+    *hp = ngx_http_api_key_handler;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_api_key_init_process(ngx_cycle_t *cycle)
+{
+    char                           err[AK_ERR_LEN];
+    ngx_http_conf_ctx_t           *ctx;
+    ngx_http_api_key_main_conf_t  *amcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        /* not in the master, not in cache manager/loader helpers */
+        return NGX_OK;
+    }
+
+    ctx = (ngx_http_conf_ctx_t *) ngx_get_conf(cycle->conf_ctx,
+                                               ngx_http_module);
+    if (ctx == NULL) {
+        return NGX_OK;
+    }
+
+    amcf = ctx->main_conf[ngx_http_api_key_module.ctx_index];
+
+    if (amcf == NULL || !amcf->enabled || amcf->redis == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_http_api_key_worker_hasher = ak_hasher_new((int) amcf->hash_kind,
+                                                   amcf->secret.data,
+                                                   amcf->secret.len,
+                                                   err, sizeof(err));
+    if (ngx_http_api_key_worker_hasher == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0, "api_key_hash: %s", err);
+        return NGX_ERROR;
+    }
+
+    return ngx_http_api_key_redis_init_worker(cycle, amcf);
+}
+
+
+static void
+ngx_http_api_key_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_api_key_redis_exit_worker(cycle);
+
+    if (ngx_http_api_key_worker_hasher) {
+        ak_hasher_free(ngx_http_api_key_worker_hasher);
+        ngx_http_api_key_worker_hasher = NULL;
+    }
+}
+
+
+ak_hasher_t *
+ngx_http_api_key_hasher(void)
+{
+    return ngx_http_api_key_worker_hasher;
+}
+
+
+/* api_key_zone name:size [ttl=60s] [negative_ttl=5s] [stale=10m]
+ *              [negative_max=25%] */
+
+static char *
+ngx_http_api_key_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_api_key_main_conf_t *amcf = conf;
+
+    u_char                    *p;
+    ssize_t                    size;
+    ngx_int_t                  pct;
+    ngx_msec_t                 ms;
+    ngx_str_t                 *value, name, s;
+    ngx_uint_t                 i;
+    ngx_shm_zone_t            *shm_zone;
+    ngx_http_api_key_zone_t   *zone, **zp;
+
+    value = cf->args->elts;
+
+    p = (u_char *) ngx_strchr(value[1].data, ':');
+
+    if (p == NULL || p == value[1].data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid zone \"%V\": expected name:size",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    name.data = value[1].data;
+    name.len = p - value[1].data;
+
+    s.data = p + 1;
+    s.len = value[1].data + value[1].len - s.data;
+
+    size = ngx_parse_size(&s);
+
+    if (size == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid zone size \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if ((size_t) size < 8 * ngx_pagesize + ak_cache_min_size()) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "zone \"%V\" is too small: at least %uzk",
+                           &value[1],
+                           (8 * ngx_pagesize + ak_cache_min_size()) / 1024
+                           + 1);
+        return NGX_CONF_ERROR;
+    }
+
+    zp = amcf->zones.elts;
+    for (i = 0; i < amcf->zones.nelts; i++) {
+        if (zp[i]->name.len == name.len
+            && ngx_strncmp(zp[i]->name.data, name.data, name.len) == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate api_key_zone \"%V\"", &name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    zone = ngx_pcalloc(cf->pool, sizeof(ngx_http_api_key_zone_t));
+    if (zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    zone->name = name;
+    zone->conf.ttl_ms = 60000;
+    zone->conf.negative_ttl_ms = 5000;
+    zone->conf.stale_ms = 600000;
+    zone->conf.negative_max_pct = 25;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "ttl=", 4) == 0) {
+            if (ngx_http_api_key_msec_arg(cf, &value[i], 4, &ms) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+
+            if (ms == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"%V\": ttl must be positive", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            zone->conf.ttl_ms = ms;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "negative_ttl=", 13) == 0) {
+            if (ngx_http_api_key_msec_arg(cf, &value[i], 13, &ms) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+
+            zone->conf.negative_ttl_ms = ms;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "stale=", 6) == 0) {
+            if (ngx_http_api_key_msec_arg(cf, &value[i], 6, &ms) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+
+            zone->conf.stale_ms = ms;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "negative_max=", 13) == 0) {
+            s.data = value[i].data + 13;
+            s.len = value[i].len - 13;
+
+            if (s.len > 1 && s.data[s.len - 1] == '%') {
+                s.len--;
+            }
+
+            pct = ngx_atoi(s.data, s.len);
+
+            if (pct < 1 || pct > 100) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"%V\": expected 1%% to 100%%",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            zone->conf.negative_max_pct = (uint32_t) pct;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    shm_zone = ngx_shared_memory_add(cf, &name, size,
+                                     &ngx_http_api_key_module);
+    if (shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (shm_zone->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "shared memory zone \"%V\" is already used",
+                           &name);
+        return NGX_CONF_ERROR;
+    }
+
+    shm_zone->init = ngx_http_api_key_init_zone;
+    shm_zone->data = zone;
+    zone->shm_zone = shm_zone;
+
+    zp = ngx_array_push(&amcf->zones);
+    if (zp == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *zp = zone;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_api_key_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_api_key_zone_t  *ozone = data;
+
+    size_t                     size, len;
+    void                      *block;
+    ngx_slab_pool_t           *shpool;
+    ngx_http_api_key_zone_t   *zone;
+    ngx_http_api_key_shctx_t  *sh;
+
+    zone = shm_zone->data;
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+    zone->shpool = shpool;
+
+    if (ozone && ozone->sh) {
+        /* nginx -s reload with the zone's size unchanged: keep the cache */
+        zone->sh = ozone->sh;
+
+        ngx_shmtx_lock(&shpool->mutex);
+        ak_cache_set_conf(zone->sh->cache, &zone->conf);
+        ngx_shmtx_unlock(&shpool->mutex);
+
+        return NGX_OK;
+    }
+
+    if (shm_zone->shm.exists) {
+        zone->sh = shpool->data;
+        return NGX_OK;
+    }
+
+    sh = ngx_slab_alloc(shpool, sizeof(ngx_http_api_key_shctx_t));
+    if (sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(sh, sizeof(ngx_http_api_key_shctx_t));
+
+    shpool->data = sh;
+    zone->sh = sh;
+
+    /* everything that is left goes to the cache */
+
+    size = shpool->pfree * ngx_pagesize;
+    block = NULL;
+
+    while (size > ngx_pagesize) {
+        block = ngx_slab_alloc(shpool, size);
+        if (block) {
+            break;
+        }
+
+        size -= ngx_pagesize;
+    }
+
+    if (block == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                      "api_key_zone \"%V\": no memory for the cache",
+                      &shm_zone->shm.name);
+        return NGX_ERROR;
+    }
+
+    sh->cache = ak_cache_create(block, size, &zone->conf);
+    sh->cache_size = size;
+
+    if (sh->cache == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                      "api_key_zone \"%V\" is too small",
+                      &shm_zone->shm.name);
+        return NGX_ERROR;
+    }
+
+    len = sizeof(" in api_key_zone \"\"") + shm_zone->shm.name.len;
+
+    shpool->log_ctx = ngx_slab_alloc(shpool, len);
+    if (shpool->log_ctx) {
+        ngx_sprintf(shpool->log_ctx, " in api_key_zone \"%V\"%Z",
+                    &shm_zone->shm.name);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * api_key_redis URL [timeout=100ms] [connect_timeout=1s]
+ *               [password_file=PATH] [prefix=apikey:]
+ *               [channel=apikey:events] [keyspace_events=on|off]
+ */
+
+static char *
+ngx_http_api_key_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_api_key_main_conf_t *amcf = conf;
+
+    ngx_str_t                      *value, s;
+    ngx_uint_t                      i;
+    ngx_http_api_key_redis_conf_t  *rcf;
+
+    if (amcf->redis) {
+        return "is duplicate";
+    }
+
+    rcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_api_key_redis_conf_t));
+    if (rcf == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+
+    rcf->timeout = 100;
+    rcf->connect_timeout = 1000;
+    ngx_str_set(&rcf->prefix, "apikey:");
+    ngx_str_set(&rcf->channel, "apikey:events");
+
+    if (ngx_http_api_key_parse_url(cf, rcf, &value[1]) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
+            if (ngx_http_api_key_msec_arg(cf, &value[i], 8, &rcf->timeout)
+                != NGX_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+
+            if (rcf->timeout == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"%V\": must be positive", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "connect_timeout=", 16) == 0) {
+            if (ngx_http_api_key_msec_arg(cf, &value[i], 16,
+                                          &rcf->connect_timeout)
+                != NGX_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+
+            if (rcf->connect_timeout == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"%V\": must be positive", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "password_file=", 14) == 0) {
+            s.data = value[i].data + 14;
+            s.len = value[i].len - 14;
+
+            if (rcf->password.len) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "password given twice: in the url and "
+                                   "in \"password_file\"");
+                return NGX_CONF_ERROR;
+            }
+
+            if (ngx_http_api_key_read_secret(cf, &s, &rcf->password,
+                                             "password_file")
+                != NGX_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "prefix=", 7) == 0) {
+            rcf->prefix.data = value[i].data + 7;
+            rcf->prefix.len = value[i].len - 7;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "channel=", 8) == 0) {
+            rcf->channel.data = value[i].data + 8;
+            rcf->channel.len = value[i].len - 8;
+
+            if (rcf->channel.len == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "empty \"channel\"");
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "keyspace_events=on") == 0) {
+            rcf->keyspace_events = 1;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "keyspace_events=off") == 0) {
+            rcf->keyspace_events = 0;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    amcf->redis = rcf;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * redis://[user[:password]@]host[:port][/db]  or  unix:/path.sock[?db=N]
+ * host is an IP address, or a name resolved now, at configuration time:
+ * workers never resolve names.
+ */
+
+static ngx_int_t
+ngx_http_api_key_parse_url(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf,
+    ngx_str_t *url)
+{
+    u_char     *p, *last, *at, *colon, *slash, *q;
+    ngx_url_t   u;
+    ngx_str_t   db, hostport;
+
+    rcf->url = *url;
+    rcf->db = 0;
+    ngx_str_null(&db);
+
+    last = url->data + url->len;
+
+    if (url->len > 5 && ngx_strncmp(url->data, "unix:", 5) == 0) {
+        p = url->data + 5;
+
+        q = ngx_strlchr(p, last, '?');
+        if (q) {
+            if (last - q < 5 || ngx_strncmp(q, "?db=", 4) != 0) {
+                goto invalid;
+            }
+
+            db.data = q + 4;
+            db.len = last - db.data;
+            last = q;
+        }
+
+        if (p == last || *p != '/') {
+            goto invalid;
+        }
+
+        rcf->path.len = last - p;
+        rcf->path.data = ngx_pnalloc(cf->pool, rcf->path.len + 1);
+        if (rcf->path.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(rcf->path.data, p, rcf->path.len);
+        rcf->path.data[rcf->path.len] = '\0';
+
+        goto parse_db;
+    }
+
+    if (url->len <= 8 || ngx_strncmp(url->data, "redis://", 8) != 0) {
+        goto invalid;
+    }
+
+    p = url->data + 8;
+
+    /* userinfo: the last '@' before the path */
+
+    slash = ngx_strlchr(p, last, '/');
+    if (slash == NULL) {
+        slash = last;
+    }
+
+    at = NULL;
+    for (q = p; q < slash; q++) {
+        if (*q == '@') {
+            at = q;
+        }
+    }
+
+    if (at) {
+        colon = ngx_strlchr(p, at, ':');
+
+        if (colon) {
+            rcf->user.data = p;
+            rcf->user.len = colon - p;
+            rcf->password.data = colon + 1;
+            rcf->password.len = at - colon - 1;
+
+        } else {
+            /* redis://password@host, as redis-cli accepts */
+            rcf->password.data = p;
+            rcf->password.len = at - p;
+        }
+
+        p = at + 1;
+    }
+
+    hostport.data = p;
+    hostport.len = slash - p;
+
+    if (slash < last) {
+        db.data = slash + 1;
+        db.len = last - db.data;
+    }
+
+    if (hostport.len == 0) {
+        goto invalid;
+    }
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = hostport;
+    u.default_port = 6379;
+    u.no_resolve = 0;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid redis host \"%V\"%s%s", &hostport,
+                           u.err ? ": " : "", u.err ? u.err : "");
+        return NGX_ERROR;
+    }
+
+    if (u.family != AF_INET && u.family != AF_INET6) {
+        goto invalid;
+    }
+
+    /* the address as text (without the port), for redisAsyncConnect() */
+
+    rcf->host.data = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+    if (rcf->host.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    rcf->host.len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen,
+                                  rcf->host.data, NGX_SOCKADDR_STRLEN, 0);
+    rcf->host.data[rcf->host.len] = '\0';
+
+    rcf->port = ngx_inet_get_port(u.addrs[0].sockaddr);
+
+    if (u.naddrs > 1) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "redis host \"%V\" has several addresses, "
+                           "using %V", &u.host, &rcf->host);
+    }
+
+parse_db:
+
+    if (db.len) {
+        rcf->db = ngx_atoi(db.data, db.len);
+        if (rcf->db == NGX_ERROR) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid redis database \"%V\" in \"%V\"",
+                               &db, url);
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid redis url \"%V\": expected "
+                       "redis://[user[:password]@]host:port[/db] "
+                       "or unix:/path.sock[?db=N]", url);
+    return NGX_ERROR;
+}
+
+
+/* api_key_hash sha256 | hmac-sha256 secret_file=PATH */
+
+static char *
+ngx_http_api_key_hash(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_api_key_main_conf_t *amcf = conf;
+
+    ngx_str_t  *value, s;
+
+    if (amcf->hash_kind != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "sha256") == 0) {
+        if (cf->args->nelts != 2) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"sha256\" takes no parameter");
+            return NGX_CONF_ERROR;
+        }
+
+        amcf->hash_kind = AK_HASH_SHA256;
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strcmp(value[1].data, "hmac-sha256") != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid hash \"%V\": expected \"sha256\" or "
+                           "\"hmac-sha256 secret_file=PATH\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (cf->args->nelts != 3
+        || ngx_strncmp(value[2].data, "secret_file=", 12) != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"hmac-sha256\" needs \"secret_file=PATH\"");
+        return NGX_CONF_ERROR;
+    }
+
+    s.data = value[2].data + 12;
+    s.len = value[2].len - 12;
+
+    if (ngx_http_api_key_read_secret(cf, &s, &amcf->secret, "secret_file")
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    amcf->hash_kind = AK_HASH_HMAC_SHA256;
+
+    return NGX_CONF_OK;
+}
+
+
+/* reads a small secret file; one trailing newline is not part of it */
+
+static ngx_int_t
+ngx_http_api_key_read_secret(ngx_conf_t *cf, ngx_str_t *path, ngx_str_t *out,
+    const char *what)
+{
+    ssize_t              n;
+    ngx_fd_t             fd;
+    ngx_str_t            name;
+    ngx_file_info_t      fi;
+    ngx_pool_cleanup_t  *cln;
+
+    if (path->len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "empty \"%s\"", what);
+        return NGX_ERROR;
+    }
+
+    name = *path;
+
+    if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    fd = ngx_open_file(name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "%s: cannot open \"%V\"", what, &name);
+        return NGX_ERROR;
+    }
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "%s: cannot stat \"%V\"", what, &name);
+        ngx_close_file(fd);
+        return NGX_ERROR;
+    }
+
+    if (ngx_file_size(&fi) > 4096) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "%s \"%V\" is larger than 4096 bytes",
+                           what, &name);
+        ngx_close_file(fd);
+        return NGX_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        ngx_close_file(fd);
+        return NGX_ERROR;
+    }
+
+    out->data = ngx_pnalloc(cf->pool, 4097);
+    if (out->data == NULL) {
+        ngx_close_file(fd);
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_http_api_key_wipe;
+    cln->data = out;
+
+    n = ngx_read_fd(fd, out->data, 4097);
+
+    ngx_close_file(fd);
+
+    if (n < 0 || n > 4096) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "%s: cannot read \"%V\"", what, &name);
+        out->len = 0;
+        return NGX_ERROR;
+    }
+
+    out->len = n;
+
+    if (out->len && out->data[out->len - 1] == '\n') {
+        out->len--;
+
+        if (out->len && out->data[out->len - 1] == '\r') {
+            out->len--;
+        }
+    }
+
+    if (out->len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "%s \"%V\" is empty", what, &name);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_api_key_wipe(void *data)
+{
+    ngx_str_t  *s = data;
+
+    if (s->data) {
+        ngx_explicit_memzero(s->data, 4097);
+    }
+}
+
+
+/* api_key zone | off */
+
+static char *
+ngx_http_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_api_key_loc_conf_t *alcf = conf;
+
+    ngx_str_t                     *value;
+    ngx_uint_t                     i;
+    ngx_http_api_key_zone_t      **zp;
+    ngx_http_api_key_main_conf_t  *amcf;
+
+    if (alcf->zone != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        alcf->zone = NULL;
+        return NGX_CONF_OK;
+    }
+
+    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_api_key_module);
+
+    zp = amcf->zones.elts;
+    for (i = 0; i < amcf->zones.nelts; i++) {
+        if (zp[i]->name.len == value[1].len
+            && ngx_strncmp(zp[i]->name.data, value[1].data, value[1].len)
+               == 0)
+        {
+            alcf->zone = zp[i];
+            break;
+        }
+    }
+
+    if (alcf->zone == NGX_CONF_UNSET_PTR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown api_key_zone \"%V\" (declare it with "
+                           "\"api_key_zone\" before this line)", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (!amcf->enabled) {
+        amcf->enabled = 1;
+        ngx_http_api_key_first_file = cf->conf_file->file.name;
+        ngx_http_api_key_first_line = cf->conf_file->line;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* api_key_source header:NAME | bearer | query:NAME | cookie:NAME ... */
+
+static char *
+ngx_http_api_key_source(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_api_key_loc_conf_t *alcf = conf;
+
+    u_char                     *p;
+    ngx_str_t                  *value;
+    ngx_uint_t                  i;
+    ngx_http_api_key_source_t  *src;
+
+    if (alcf->sources != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    alcf->sources = ngx_array_create(cf->pool, cf->args->nelts - 1,
+                                     sizeof(ngx_http_api_key_source_t));
+    if (alcf->sources == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        src = ngx_array_push(alcf->sources);
+        if (src == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        if (ngx_strcmp(value[i].data, "bearer") == 0) {
+            src->type = NGX_HTTP_API_KEY_SRC_BEARER;
+            ngx_str_null(&src->name);
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "header:", 7) == 0) {
+            src->type = NGX_HTTP_API_KEY_SRC_HEADER;
+            src->name.data = value[i].data + 7;
+            src->name.len = value[i].len - 7;
+
+        } else if (ngx_strncmp(value[i].data, "query:", 6) == 0) {
+            src->type = NGX_HTTP_API_KEY_SRC_QUERY;
+            src->name.data = value[i].data + 6;
+            src->name.len = value[i].len - 6;
+
+        } else if (ngx_strncmp(value[i].data, "cookie:", 7) == 0) {
+            src->type = NGX_HTTP_API_KEY_SRC_COOKIE;
+            src->name.data = value[i].data + 7;
+            src->name.len = value[i].len - 7;
+
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid key source \"%V\": expected "
+                               "header:NAME, bearer, query:NAME or "
+                               "cookie:NAME", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        if (src->name.len == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "key source \"%V\" has no name", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        for (p = src->name.data; p < src->name.data + src->name.len; p++) {
+            if (*p <= ' ' || *p >= 0x7f || *p == ';' || *p == '='
+                || *p == '&' || *p == ':' || *p == ',' || *p == '"')
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid character in key source \"%V\"",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* api_key_format any | checksum [prefix=P] */
+
+static char *
+ngx_http_api_key_format(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_api_key_loc_conf_t *alcf = conf;
+
+    ngx_str_t  *value;
+
+    if (alcf->format != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "any") == 0) {
+        if (cf->args->nelts != 2) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"any\" takes no parameter");
+            return NGX_CONF_ERROR;
+        }
+
+        alcf->format = NGX_HTTP_API_KEY_FORMAT_ANY;
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strcmp(value[1].data, "checksum") != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid key format \"%V\": expected \"any\" or "
+                           "\"checksum [prefix=PREFIX]\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    alcf->format = NGX_HTTP_API_KEY_FORMAT_CHECKSUM;
+
+    if (cf->args->nelts == 3) {
+        if (ngx_strncmp(value[2].data, "prefix=", 7) != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+
+        alcf->format_prefix.data = value[2].data + 7;
+        alcf->format_prefix.len = value[2].len - 7;
+
+        if (!ak_key_prefix_valid(alcf->format_prefix.data,
+                                 alcf->format_prefix.len))
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid key prefix \"%V\": 1 to 32 of "
+                               "A-Z a-z 0-9 _", &alcf->format_prefix);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* api_key_scope scope ... */
+
+static char *
+ngx_http_api_key_scope(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_api_key_loc_conf_t *alcf = conf;
+
+    u_char      *p;
+    size_t       len;
+    ak_str_t    *sc;
+    ngx_str_t   *value;
+    ngx_uint_t   i;
+
+    if (alcf->scopes != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    alcf->scopes = ngx_array_create(cf->pool, cf->args->nelts - 1,
+                                    sizeof(ak_str_t));
+    if (alcf->scopes == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    len = 0;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (value[i].len == 0 || value[i].len > 64) {
+            goto invalid;
+        }
+
+        for (p = value[i].data; p < value[i].data + value[i].len; p++) {
+            if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+                  || (*p >= '0' && *p <= '9') || *p == '.' || *p == '_'
+                  || *p == ':' || *p == '/' || *p == '*' || *p == '-'))
+            {
+                goto invalid;
+            }
+        }
+
+        sc = ngx_array_push(alcf->scopes);
+        if (sc == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        sc->data = (const char *) value[i].data;
+        sc->len = value[i].len;
+
+        len += value[i].len + 1;
+    }
+
+    alcf->scopes_text.data = ngx_pnalloc(cf->pool, len);
+    if (alcf->scopes_text.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    p = alcf->scopes_text.data;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        if (i > 1) {
+            *p++ = ' ';
+        }
+
+        p = ngx_cpymem(p, value[i].data, value[i].len);
+    }
+
+    alcf->scopes_text.len = p - alcf->scopes_text.data;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid scope \"%V\": 1 to 64 of A-Z a-z 0-9 "
+                       ". _ : / * -", &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+/* api_key_realm string */
+
+static char *
+ngx_http_api_key_realm(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_api_key_loc_conf_t *alcf = conf;
+
+    u_char     *p;
+    ngx_str_t  *value;
+
+    if (alcf->realm.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    for (p = value[1].data; p < value[1].data + value[1].len; p++) {
+        if (*p < ' ' || *p == '"' || *p == '\\' || *p == 0x7f) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid realm \"%V\": no quotes, "
+                               "backslashes or control characters",
+                               &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    alcf->realm = value[1];
+
+    return NGX_CONF_OK;
+}
+
+
+/* a time with a "name=" prefix of skip bytes, e.g. ttl=60s */
+
+static ngx_int_t
+ngx_http_api_key_msec_arg(ngx_conf_t *cf, ngx_str_t *arg, size_t skip,
+    ngx_msec_t *out)
+{
+    ngx_str_t   s;
+    ngx_int_t   ms;
+
+    s.data = arg->data + skip;
+    s.len = arg->len - skip;
+
+    ms = ngx_parse_time(&s, 0);
+
+    if (ms == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid time in \"%V\"", arg);
+        return NGX_ERROR;
+    }
+
+    *out = (ngx_msec_t) ms;
+
+    return NGX_OK;
+}
