@@ -20,10 +20,13 @@ CORE_OBJS  := $(patsubst src/core/%.cpp,$(BUILD)/core/%.o,$(CORE_SRCS))
 UNIT_SRCS  := $(wildcard test/unit/*.cpp)
 UNIT_OBJS  := $(patsubst test/unit/%.cpp,$(BUILD)/unit/%.o,$(UNIT_SRCS))
 GLUE_SRCS  := $(wildcard src/*.c src/*.h) $(CORE_SRCS) $(wildcard src/core/*.h) config
+CLI_SRCS   := $(wildcard src/cli/*.cpp)
+CLI_OBJS   := $(patsubst src/cli/%.cpp,$(BUILD)/cli/%.o,$(CLI_SRCS))
+CLI        = $(BUILD)/apikeyctl
 
-.PHONY: all module deps unit integration test run bench clean
+.PHONY: all module cli deps unit integration test run bench clean
 
-all: module
+all: module cli
 
 deps:
 	@sh scripts/deps.sh
@@ -43,6 +46,17 @@ $(MODULE): $(NGX_BUILD)/.configured $(GLUE_SRCS)
 
 module: $(MODULE)
 
+# --- apikeyctl, the ops CLI (synchronous hiredis is fine here) -------------
+
+$(BUILD)/cli/%.o: src/cli/%.cpp $(wildcard src/core/*.h src/core/*.hpp src/cli/*.hpp)
+	@mkdir -p $(dir $@)
+	$(CXX) $(AK_CXXFLAGS) -Isrc/core -Isrc/cli -c -o $@ $<
+
+$(CLI): $(CLI_OBJS) $(CORE_OBJS)
+	$(CXX) -o $@ $^ -lhiredis -lcrypto
+
+cli: $(CLI)
+
 # --- the C++ core and its unit tests ----------------------------------------
 
 $(BUILD)/core/%.o: src/core/%.cpp $(wildcard src/core/*.h)
@@ -61,15 +75,15 @@ unit: $(BUILD)/unit_tests
 
 # --- integration tests (real nginx, real redis-server) ----------------------
 
-integration: module
-	AK_MODULE=$(MODULE) AK_BUILD=$(BUILD) prove -I t/lib -r t/
+integration: module cli
+	AK_MODULE=$(MODULE) AK_CLI=$(CLI) AK_BUILD=$(BUILD) prove -I t/lib -r t/
 
 test: deps
 	$(MAKE) unit
 	$(MAKE) integration
 
 run: deps
-	$(MAKE) module
+	$(MAKE) module cli
 	sh scripts/run.sh $(BUILD)
 
 clean:

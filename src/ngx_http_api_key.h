@@ -73,6 +73,9 @@ typedef struct {
     ak_cache_t                   *cache;
     size_t                        cache_size;
     ngx_atomic_t                  status[NGX_HTTP_API_KEY_NSTATUS];
+    ngx_atomic_t                  events[5];  /* revoke, update, flush,
+                                                 keyspace, malformed */
+    ngx_atomic_t                  resubscribes;
 } ngx_http_api_key_shctx_t;
 
 

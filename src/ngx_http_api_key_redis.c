@@ -10,6 +10,12 @@
  *
  * Reads of the same key by concurrent requests of a worker are coalesced:
  * one HGETALL, every waiting request woken by its answer.
+ *
+ * A second connection per worker subscribes to the events channel (and, with
+ * keyspace_events=on, to keyspace notifications of the records) and applies
+ * revoke/update/flush to the shared caches.  When that subscription comes
+ * back after a loss, every cached record is made stale (a new generation),
+ * so nothing cached while events could be missed is trusted unread.
  */
 
 
@@ -17,6 +23,7 @@
 
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
+#include <netinet/tcp.h>
 
 
 #define NGX_HTTP_API_KEY_BACKOFF_MIN   100
@@ -35,8 +42,10 @@ struct ngx_http_api_key_rconn_s {
     ngx_event_t                     reconnect_timer;
     ngx_msec_t                      backoff;
     ngx_uint_t                      pending_handshake;
+    void                          (*ready)(ngx_http_api_key_rconn_t *rc);
     unsigned                        connected:1;
     unsigned                        failing:1;   /* an error was logged */
+    unsigned                        lost:1;      /* down since last ready */
 };
 
 
@@ -80,30 +89,98 @@ static void ngx_http_api_key_lookup_finish(ngx_http_api_key_lookup_t *lk,
     ngx_uint_t result);
 static void ngx_http_api_key_id_of(u_char *hash, char *id);
 
+static void ngx_http_api_key_rconn_init(ngx_http_api_key_rconn_t *rc,
+    const char *name, ngx_cycle_t *cycle, ngx_http_api_key_redis_conf_t *conf);
+static void ngx_http_api_key_rconn_close(ngx_http_api_key_rconn_t *rc);
+static void ngx_http_api_key_cmd_ready(ngx_http_api_key_rconn_t *rc);
+static void ngx_http_api_key_config_reply(redisAsyncContext *ac, void *r,
+    void *privdata);
+static void ngx_http_api_key_sub_ready(ngx_http_api_key_rconn_t *rc);
+static void ngx_http_api_key_sub_reply(redisAsyncContext *ac, void *r,
+    void *privdata);
+static void ngx_http_api_key_sub_event(ngx_str_t *msg);
+static void ngx_http_api_key_sub_keyspace(ngx_str_t *channel);
+static void ngx_http_api_key_apply(ngx_uint_t op, u_char *hash);
+static void ngx_http_api_key_keepalive(int fd);
 
-static ngx_http_api_key_rconn_t   ngx_http_api_key_cmd;
-static ngx_rbtree_t               ngx_http_api_key_inflight;
-static ngx_rbtree_node_t          ngx_http_api_key_inflight_sentinel;
-static ngx_uint_t                 ngx_http_api_key_exiting;
+
+#define NGX_HTTP_API_KEY_OP_REVOKE   0
+#define NGX_HTTP_API_KEY_OP_UPDATE   1
+
+
+static ngx_http_api_key_rconn_t       ngx_http_api_key_cmd;
+static ngx_http_api_key_rconn_t       ngx_http_api_key_sub;
+static ngx_http_api_key_main_conf_t  *ngx_http_api_key_amcf;
+static ngx_rbtree_t                   ngx_http_api_key_inflight;
+static ngx_rbtree_node_t              ngx_http_api_key_inflight_sentinel;
+static ngx_uint_t                     ngx_http_api_key_exiting;
+static ngx_str_t                      ngx_http_api_key_keyspace_prefix;
 
 
 ngx_int_t
 ngx_http_api_key_redis_init_worker(ngx_cycle_t *cycle,
     ngx_http_api_key_main_conf_t *amcf)
 {
-    ngx_http_api_key_rconn_t  *rc;
+    u_char                         *p;
+    ngx_http_api_key_redis_conf_t  *conf;
 
     ngx_rbtree_init(&ngx_http_api_key_inflight,
                     &ngx_http_api_key_inflight_sentinel,
                     ngx_rbtree_insert_value);
 
     ngx_http_api_key_exiting = 0;
+    ngx_http_api_key_amcf = amcf;
+    conf = amcf->redis;
 
-    rc = &ngx_http_api_key_cmd;
+    /* "__keyspace@DB__:" + prefix: what keyspace channels start with */
+
+    p = ngx_pnalloc(cycle->pool, sizeof("__keyspace@__:") - 1 + NGX_INT_T_LEN
+                                 + conf->prefix.len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_api_key_keyspace_prefix.data = p;
+    p = ngx_sprintf(p, "__keyspace@%i__:%V", conf->db, &conf->prefix);
+    ngx_http_api_key_keyspace_prefix.len =
+                                  p - ngx_http_api_key_keyspace_prefix.data;
+
+    ngx_http_api_key_rconn_init(&ngx_http_api_key_cmd, "commands", cycle,
+                                conf);
+    ngx_http_api_key_cmd.ready = ngx_http_api_key_cmd_ready;
+
+    ngx_http_api_key_rconn_init(&ngx_http_api_key_sub, "events", cycle, conf);
+    ngx_http_api_key_sub.ready = ngx_http_api_key_sub_ready;
+
+    ngx_http_api_key_rconn_connect(&ngx_http_api_key_cmd);
+    ngx_http_api_key_rconn_connect(&ngx_http_api_key_sub);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_api_key_redis_exit_worker(ngx_cycle_t *cycle)
+{
+    if (ngx_http_api_key_amcf == NULL) {
+        return;
+    }
+
+    ngx_http_api_key_exiting = 1;
+
+    ngx_http_api_key_rconn_close(&ngx_http_api_key_cmd);
+    ngx_http_api_key_rconn_close(&ngx_http_api_key_sub);
+}
+
+
+static void
+ngx_http_api_key_rconn_init(ngx_http_api_key_rconn_t *rc, const char *name,
+    ngx_cycle_t *cycle, ngx_http_api_key_redis_conf_t *conf)
+{
     ngx_memzero(rc, sizeof(ngx_http_api_key_rconn_t));
 
-    rc->name = "commands";
-    rc->conf = amcf->redis;
+    rc->name = name;
+    rc->conf = conf;
     rc->log = cycle->log;
     rc->backoff = NGX_HTTP_API_KEY_BACKOFF_MIN;
 
@@ -116,22 +193,13 @@ ngx_http_api_key_redis_init_worker(ngx_cycle_t *cycle,
     rc->reconnect_timer.data = rc;
     rc->reconnect_timer.log = cycle->log;
     rc->reconnect_timer.cancelable = 1;
-
-    ngx_http_api_key_rconn_connect(rc);
-
-    return NGX_OK;
 }
 
 
-void
-ngx_http_api_key_redis_exit_worker(ngx_cycle_t *cycle)
+static void
+ngx_http_api_key_rconn_close(ngx_http_api_key_rconn_t *rc)
 {
-    redisAsyncContext         *ac;
-    ngx_http_api_key_rconn_t  *rc;
-
-    ngx_http_api_key_exiting = 1;
-
-    rc = &ngx_http_api_key_cmd;
+    redisAsyncContext  *ac;
 
     if (rc->connect_timer.timer_set) {
         ngx_del_timer(&rc->connect_timer);
@@ -194,6 +262,10 @@ ngx_http_api_key_rconn_connect(ngx_http_api_key_rconn_t *rc)
         redisAsyncFree(ac);
         ngx_http_api_key_rconn_schedule(rc);
         return;
+    }
+
+    if (conf->path.len == 0) {
+        ngx_http_api_key_keepalive(ac->c.fd);
     }
 
     c->data = rc;
@@ -307,6 +379,7 @@ ngx_http_api_key_rconn_timeout_handler(ngx_event_t *ev)
 
     ac = rc->ac;
     rc->ac = NULL;
+    rc->lost = 1;
     redisAsyncFree(ac);
 
     ngx_http_api_key_rconn_schedule(rc);
@@ -332,11 +405,16 @@ ngx_http_api_key_rconn_on_connect(const redisAsyncContext *ac, int status)
 
         /* hiredis frees the context when this callback returns */
         rc->ac = NULL;
+        rc->lost = 1;
         ngx_http_api_key_rconn_schedule(rc);
         return;
     }
 
     rc->connected = 1;
+
+    if (rc->ready) {
+        rc->ready(rc);
+    }
 
     if (rc->pending_handshake == 0) {
         if (rc->failing) {
@@ -358,6 +436,7 @@ ngx_http_api_key_rconn_on_disconnect(const redisAsyncContext *ac, int status)
 
     rc->ac = NULL;
     rc->connected = 0;
+    rc->lost = 1;
 
     if (ngx_http_api_key_exiting) {
         return;
@@ -841,4 +920,360 @@ ngx_http_api_key_id_of(u_char *hash, char *id)
 {
     ak_hex_encode(hash, AK_ID_DEFAULT_LEN / 2, id);
     id[AK_ID_DEFAULT_LEN] = '\0';
+}
+
+
+/* ---- the command connection: a look at the server's settings -------- */
+
+static void
+ngx_http_api_key_cmd_ready(ngx_http_api_key_rconn_t *rc)
+{
+    if (!rc->conf->keyspace_events || ngx_worker != 0) {
+        return;
+    }
+
+    (void) redisAsyncCommand(rc->ac, ngx_http_api_key_config_reply, NULL,
+                             "CONFIG GET notify-keyspace-events");
+}
+
+
+/* keyspace_events=on needs K (keyspace channel) and g + h (or A) events */
+
+static void
+ngx_http_api_key_config_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    size_t       i;
+    ngx_uint_t   k, g, h;
+    redisReply  *reply = r, *v;
+
+    if (reply == NULL) {
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2
+        || reply->element[1]->type != REDIS_REPLY_STRING)
+    {
+        ngx_log_error(NGX_LOG_WARN, ngx_http_api_key_cmd.log, 0,
+                      "api_key: keyspace_events=on, but CONFIG GET "
+                      "notify-keyspace-events is not allowed; make sure the "
+                      "redis server has notify-keyspace-events \"Kgh\" or "
+                      "\"KA\"");
+        return;
+    }
+
+    v = reply->element[1];
+    k = g = h = 0;
+
+    for (i = 0; i < v->len; i++) {
+        switch (v->str[i]) {
+        case 'K':
+            k = 1;
+            break;
+        case 'g':
+            g = 1;
+            break;
+        case 'h':
+            h = 1;
+            break;
+        case 'A':
+            g = h = 1;
+            break;
+        }
+    }
+
+    if (!k || !g || !h) {
+        ngx_log_error(NGX_LOG_WARN, ngx_http_api_key_cmd.log, 0,
+                      "api_key: keyspace_events=on, but the redis server's "
+                      "notify-keyspace-events is \"%*s\": plain HSET/DEL of "
+                      "records will not be seen until their ttl ends; set it "
+                      "to \"Kgh\" (or \"KA\")", v->len, v->str);
+    }
+}
+
+
+/* ---- the events subscription ---------------------------------------- */
+
+static void
+ngx_http_api_key_sub_ready(ngx_http_api_key_rconn_t *rc)
+{
+    u_char                         *p, *q, *last;
+    ngx_http_api_key_redis_conf_t  *conf;
+    u_char                          pattern[512];
+
+    conf = rc->conf;
+
+    (void) redisAsyncCommand(rc->ac, ngx_http_api_key_sub_reply, NULL,
+                             "SUBSCRIBE %b", conf->channel.data,
+                             conf->channel.len);
+
+    if (!conf->keyspace_events) {
+        return;
+    }
+
+    /* the prefix, its glob characters escaped, then "*" */
+
+    p = pattern;
+    last = pattern + sizeof(pattern) - 2;
+    q = ngx_http_api_key_keyspace_prefix.data;
+
+    p = ngx_cpymem(p, q, ngx_http_api_key_keyspace_prefix.len
+                         - conf->prefix.len);
+    q += ngx_http_api_key_keyspace_prefix.len - conf->prefix.len;
+
+    for ( /* void */ ; q < ngx_http_api_key_keyspace_prefix.data
+                           + ngx_http_api_key_keyspace_prefix.len;
+         q++)
+    {
+        if (p >= last) {
+            ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                          "api_key: prefix too long for keyspace events");
+            return;
+        }
+
+        if (*q == '*' || *q == '?' || *q == '[' || *q == ']' || *q == '\\') {
+            *p++ = '\\';
+        }
+
+        *p++ = *q;
+    }
+
+    *p++ = '*';
+
+    (void) redisAsyncCommand(rc->ac, ngx_http_api_key_sub_reply, NULL,
+                             "PSUBSCRIBE %b", pattern,
+                             (size_t) (p - pattern));
+}
+
+
+static void
+ngx_http_api_key_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    ngx_str_t                  type, msg;
+    redisReply                *reply = r;
+    ngx_http_api_key_zone_t  **zp;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements < 3)
+    {
+        return;
+    }
+
+    if (reply->element[0]->type != REDIS_REPLY_STRING) {
+        return;
+    }
+
+    type.data = (u_char *) reply->element[0]->str;
+    type.len = reply->element[0]->len;
+
+    if (type.len == 7 && ngx_strncmp(type.data, "message", 7) == 0) {
+        if (reply->element[2]->type == REDIS_REPLY_STRING) {
+            msg.data = (u_char *) reply->element[2]->str;
+            msg.len = reply->element[2]->len;
+            ngx_http_api_key_sub_event(&msg);
+        }
+
+        return;
+    }
+
+    if (type.len == 8 && ngx_strncmp(type.data, "pmessage", 8) == 0) {
+        if (reply->elements == 4
+            && reply->element[2]->type == REDIS_REPLY_STRING)
+        {
+            msg.data = (u_char *) reply->element[2]->str;
+            msg.len = reply->element[2]->len;
+            ngx_http_api_key_sub_keyspace(&msg);
+        }
+
+        return;
+    }
+
+    if (type.len == 9 && ngx_strncmp(type.data, "subscribe", 9) == 0) {
+
+        zp = ngx_http_api_key_amcf->zones.elts;
+
+        if (ngx_http_api_key_sub.lost) {
+            /*
+             * Events may have been missed while the subscription was down:
+             * everything cached so far is re-read before it is trusted.
+             */
+
+            ngx_http_api_key_apply((ngx_uint_t) -1, NULL);
+
+            ngx_log_error(NGX_LOG_NOTICE, ngx_http_api_key_sub.log, 0,
+                          "api_key: events subscription to \"%V\" is back, "
+                          "cached records will be re-read",
+                          &ngx_http_api_key_sub.conf->channel);
+
+            if (ngx_http_api_key_amcf->zones.nelts) {
+                (void) ngx_atomic_fetch_add(&zp[0]->sh->resubscribes, 1);
+            }
+        }
+
+        ngx_http_api_key_sub.lost = 0;
+    }
+}
+
+
+/* "revoke HASH", "update HASH", "flush" */
+
+static void
+ngx_http_api_key_sub_event(ngx_str_t *msg)
+{
+    u_char                    *p;
+    ngx_uint_t                 op;
+    ngx_str_t                  hex;
+    ngx_http_api_key_zone_t  **zp;
+    u_char                     hash[AK_HASH_LEN];
+
+    zp = ngx_http_api_key_amcf->zones.elts;
+
+    if (msg->len == 5 && ngx_strncmp(msg->data, "flush", 5) == 0) {
+        ngx_http_api_key_apply((ngx_uint_t) -2, NULL);
+
+        if (ngx_http_api_key_amcf->zones.nelts) {
+            (void) ngx_atomic_fetch_add(&zp[0]->sh->events[2], 1);
+        }
+
+        return;
+    }
+
+    p = ngx_strlchr(msg->data, msg->data + msg->len, ' ');
+
+    if (p == NULL) {
+        goto invalid;
+    }
+
+    if (p - msg->data == 6 && ngx_strncmp(msg->data, "revoke", 6) == 0) {
+        op = NGX_HTTP_API_KEY_OP_REVOKE;
+
+    } else if (p - msg->data == 6
+               && ngx_strncmp(msg->data, "update", 6) == 0)
+    {
+        op = NGX_HTTP_API_KEY_OP_UPDATE;
+
+    } else {
+        goto invalid;
+    }
+
+    hex.data = p + 1;
+    hex.len = msg->data + msg->len - hex.data;
+
+    if (ak_hex_decode_hash((const char *) hex.data, hex.len, hash) != 0) {
+        goto invalid;
+    }
+
+    ngx_http_api_key_apply(op, hash);
+
+    if (ngx_http_api_key_amcf->zones.nelts) {
+        (void) ngx_atomic_fetch_add(&zp[0]->sh->events[op], 1);
+    }
+
+    return;
+
+invalid:
+
+    if (ngx_http_api_key_amcf->zones.nelts) {
+        (void) ngx_atomic_fetch_add(&zp[0]->sh->events[4], 1);
+    }
+
+    /* the message is not echoed: it might be a key sent by mistake */
+    ngx_log_error(NGX_LOG_WARN, ngx_http_api_key_sub.log, 0,
+                  "api_key: ignored a malformed event of %uz bytes on "
+                  "\"%V\"; expected \"revoke HASH\", \"update HASH\" or "
+                  "\"flush\"", msg->len, &ngx_http_api_key_sub.conf->channel);
+}
+
+
+/* "__keyspace@0__:apikey:HASH": any change of a record drops it */
+
+static void
+ngx_http_api_key_sub_keyspace(ngx_str_t *channel)
+{
+    ngx_str_t                  hex;
+    ngx_http_api_key_zone_t  **zp;
+    u_char                     hash[AK_HASH_LEN];
+
+    if (channel->len != ngx_http_api_key_keyspace_prefix.len + AK_HASH_HEX_LEN
+        || ngx_strncmp(channel->data, ngx_http_api_key_keyspace_prefix.data,
+                       ngx_http_api_key_keyspace_prefix.len)
+           != 0)
+    {
+        /* id lookups, usage counters: not records */
+        return;
+    }
+
+    hex.data = channel->data + ngx_http_api_key_keyspace_prefix.len;
+    hex.len = AK_HASH_HEX_LEN;
+
+    if (ak_hex_decode_hash((const char *) hex.data, hex.len, hash) != 0) {
+        return;
+    }
+
+    ngx_http_api_key_apply(NGX_HTTP_API_KEY_OP_UPDATE, hash);
+
+    zp = ngx_http_api_key_amcf->zones.elts;
+
+    if (ngx_http_api_key_amcf->zones.nelts) {
+        (void) ngx_atomic_fetch_add(&zp[0]->sh->events[3], 1);
+    }
+}
+
+
+/* op: revoke/update a hash; -1: new generation; -2: flush.  Every zone. */
+
+static void
+ngx_http_api_key_apply(ngx_uint_t op, u_char *hash)
+{
+    ngx_uint_t                 i;
+    ngx_http_api_key_zone_t  **zp, *zone;
+
+    zp = ngx_http_api_key_amcf->zones.elts;
+
+    for (i = 0; i < ngx_http_api_key_amcf->zones.nelts; i++) {
+        zone = zp[i];
+
+        ngx_shmtx_lock(&zone->shpool->mutex);
+
+        switch (op) {
+
+        case NGX_HTTP_API_KEY_OP_REVOKE:
+            (void) ak_cache_revoke(zone->sh->cache, hash);
+            break;
+
+        case NGX_HTTP_API_KEY_OP_UPDATE:
+            (void) ak_cache_remove(zone->sh->cache, hash);
+            break;
+
+        case (ngx_uint_t) -1:
+            ak_cache_new_generation(zone->sh->cache);
+            break;
+
+        default:
+            ak_cache_flush(zone->sh->cache);
+            break;
+        }
+
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+    }
+}
+
+
+/* a dead peer is noticed in about 10 + 3 * 3 seconds, not hours */
+
+static void
+ngx_http_api_key_keepalive(int fd)
+{
+    int  on = 1;
+
+    (void) setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(int));
+
+#if (NGX_HAVE_KEEPALIVE_TUNABLE)
+    {
+        int  idle = 10, intvl = 3, cnt = 3;
+
+        (void) setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(int));
+        (void) setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(int));
+        (void) setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(int));
+    }
+#endif
 }
