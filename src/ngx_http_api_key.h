@@ -68,6 +68,11 @@ typedef struct {
 } ngx_http_api_key_source_t;
 
 
+/* Redis read latency histogram: upper bounds in microseconds, then +Inf */
+#define NGX_HTTP_API_KEY_LATENCY_BUCKETS  12
+extern const ngx_uint_t  ngx_http_api_key_latency_bounds[];
+
+
 /* lives in shared memory, at the start of the zone's slab pool */
 typedef struct {
     ak_cache_t                   *cache;
@@ -76,6 +81,13 @@ typedef struct {
     ngx_atomic_t                  events[5];  /* revoke, update, flush,
                                                  keyspace, malformed */
     ngx_atomic_t                  resubscribes;
+    ngx_atomic_t                  connects[2];      /* commands, events */
+    ngx_atomic_t                  disconnects[2];
+    ngx_atomic_t                  redis_errors;
+    ngx_atomic_t                  redis_timeouts;
+    ngx_atomic_t                  latency[NGX_HTTP_API_KEY_LATENCY_BUCKETS];
+    ngx_atomic_t                  latency_sum_us;
+    ngx_atomic_t                  latency_count;
 } ngx_http_api_key_shctx_t;
 
 
@@ -175,6 +187,13 @@ void ngx_http_api_key_redis_cancel(ngx_http_api_key_ctx_t *ctx);
 
 /* variables.c */
 ngx_int_t ngx_http_api_key_add_variables(ngx_conf_t *cf);
+
+/* metrics.c */
+char *ngx_http_api_key_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+void ngx_http_api_key_observe_latency(ngx_http_api_key_zone_t *zone,
+    ngx_uint_t us);
+ngx_uint_t ngx_http_api_key_redis_state(ngx_uint_t which);
 
 /* module.c: per-worker state */
 ak_hasher_t *ngx_http_api_key_hasher(void);

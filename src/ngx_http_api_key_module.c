@@ -123,6 +123,13 @@ static ngx_command_t  ngx_http_api_key_commands[] = {
       0,
       NULL },
 
+    { ngx_string("api_key_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_api_key_metrics,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 

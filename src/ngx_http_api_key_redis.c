@@ -34,6 +34,7 @@ typedef struct ngx_http_api_key_rconn_s  ngx_http_api_key_rconn_t;
 
 struct ngx_http_api_key_rconn_s {
     const char                     *name;
+    ngx_uint_t                      which;       /* 0 commands, 1 events */
     redisAsyncContext              *ac;
     ngx_connection_t               *c;
     ngx_http_api_key_redis_conf_t  *conf;
@@ -56,6 +57,7 @@ struct ngx_http_api_key_lookup_s {
     ngx_queue_t                     waiters;
     ngx_event_t                     timer;
     uint64_t                        seq;
+    ngx_uint_t                      sent_us;
     unsigned                        done:1;     /* waiters were woken */
 };
 
@@ -102,6 +104,8 @@ static void ngx_http_api_key_sub_event(ngx_str_t *msg);
 static void ngx_http_api_key_sub_keyspace(ngx_str_t *channel);
 static void ngx_http_api_key_apply(ngx_uint_t op, u_char *hash);
 static void ngx_http_api_key_keepalive(int fd);
+static ngx_uint_t ngx_http_api_key_now_us(void);
+static void ngx_http_api_key_count(ngx_atomic_t *counter);
 
 
 #define NGX_HTTP_API_KEY_OP_REVOKE   0
@@ -151,6 +155,7 @@ ngx_http_api_key_redis_init_worker(ngx_cycle_t *cycle,
 
     ngx_http_api_key_rconn_init(&ngx_http_api_key_sub, "events", cycle, conf);
     ngx_http_api_key_sub.ready = ngx_http_api_key_sub_ready;
+    ngx_http_api_key_sub.which = 1;
 
     ngx_http_api_key_rconn_connect(&ngx_http_api_key_cmd);
     ngx_http_api_key_rconn_connect(&ngx_http_api_key_sub);
@@ -412,6 +417,11 @@ ngx_http_api_key_rconn_on_connect(const redisAsyncContext *ac, int status)
 
     rc->connected = 1;
 
+    if (ngx_http_api_key_amcf->zones.nelts) {
+        ngx_http_api_key_count(&(*(ngx_http_api_key_zone_t **)
+                     ngx_http_api_key_amcf->zones.elts)->sh->connects[rc->which]);
+    }
+
     if (rc->ready) {
         rc->ready(rc);
     }
@@ -437,6 +447,11 @@ ngx_http_api_key_rconn_on_disconnect(const redisAsyncContext *ac, int status)
     rc->ac = NULL;
     rc->connected = 0;
     rc->lost = 1;
+
+    if (ngx_http_api_key_amcf->zones.nelts) {
+        ngx_http_api_key_count(&(*(ngx_http_api_key_zone_t **)
+                  ngx_http_api_key_amcf->zones.elts)->sh->disconnects[rc->which]);
+    }
 
     if (ngx_http_api_key_exiting) {
         return;
@@ -659,6 +674,8 @@ ngx_http_api_key_redis_lookup(ngx_http_api_key_ctx_t *ctx,
             return NGX_ERROR;
         }
 
+        lk->sent_us = ngx_http_api_key_now_us();
+
         ngx_memcpy(&lk->node.key, lk->hash, sizeof(ngx_rbtree_key_t));
         ngx_rbtree_insert(&ngx_http_api_key_inflight, &lk->node);
 
@@ -732,7 +749,16 @@ ngx_http_api_key_lookup_reply(redisAsyncContext *ac, void *r, void *privdata)
     ngx_uint_t                  result;
     ngx_http_api_key_lookup_t  *lk = privdata;
 
+    if (r) {
+        ngx_http_api_key_observe_latency(lk->zone,
+                                  ngx_http_api_key_now_us() - lk->sent_us);
+    }
+
     result = ngx_http_api_key_lookup_store(lk, r);
+
+    if (result == NGX_HTTP_API_KEY_LOOKUP_ERROR) {
+        ngx_http_api_key_count(&lk->zone->sh->redis_errors);
+    }
 
     if (!lk->done) {
         ngx_http_api_key_lookup_finish(lk, result);
@@ -882,6 +908,8 @@ ngx_http_api_key_lookup_timeout(ngx_event_t *ev)
 
     ngx_log_error(NGX_LOG_WARN, ev->log, 0,
                   "api_key: redis read of key id \"%s\" timed out", id);
+
+    ngx_http_api_key_count(&lk->zone->sh->redis_timeouts);
 
     /* the hiredis callback still comes, and frees lk */
     ngx_http_api_key_lookup_finish(lk, NGX_HTTP_API_KEY_LOOKUP_ERROR);
@@ -1276,4 +1304,33 @@ ngx_http_api_key_keepalive(int fd)
         (void) setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(int));
     }
 #endif
+}
+
+
+ngx_uint_t
+ngx_http_api_key_redis_state(ngx_uint_t which)
+{
+    ngx_http_api_key_rconn_t  *rc;
+
+    rc = which ? &ngx_http_api_key_sub : &ngx_http_api_key_cmd;
+
+    return (rc->ac && rc->connected) ? 1 : 0;
+}
+
+
+static ngx_uint_t
+ngx_http_api_key_now_us(void)
+{
+    struct timespec  ts;
+
+    (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (ngx_uint_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+
+static void
+ngx_http_api_key_count(ngx_atomic_t *counter)
+{
+    (void) ngx_atomic_fetch_add(counter, 1);
 }
