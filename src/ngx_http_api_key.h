@@ -165,6 +165,13 @@ typedef struct {
     ngx_str_t                     scopes;
     ngx_int_t                     rate_remaining;    /* -1: none */
     ngx_int_t                     quota_remaining;   /* -1: none */
+
+    /* for the 429 headers */
+    ngx_uint_t                    rate_n;
+    ngx_uint_t                    rate_window;       /* seconds */
+    ngx_uint_t                    rate_burst;
+    ngx_uint_t                    retry_after;       /* seconds */
+    ngx_uint_t                    reset;             /* seconds */
 } ngx_http_api_key_ctx_t;
 
 

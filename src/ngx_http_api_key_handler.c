@@ -49,6 +49,8 @@ static ngx_int_t ngx_http_api_key_decide(ngx_http_request_t *r,
     ngx_http_api_key_status_e status);
 static ngx_int_t ngx_http_api_key_set_header(ngx_http_request_t *r,
     const char *name, size_t len, ngx_str_t *value, ngx_table_elt_t **ref);
+static ngx_int_t ngx_http_api_key_rate_headers(ngx_http_request_t *r,
+    ngx_http_api_key_ctx_t *ctx);
 static void ngx_http_api_key_resume(ngx_http_request_t *r);
 
 
@@ -1064,6 +1066,14 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
             ctx->rate_remaining = rr.remaining;
 
             if (!allowed) {
+                ctx->rate_n = rec.rate_n;
+                ctx->rate_window = (rec.rate_period == AK_PERIOD_SECOND) ? 1
+                                   : (rec.rate_period == AK_PERIOD_MINUTE)
+                                     ? 60 : 3600;
+                ctx->rate_burst = rec.burst;
+                ctx->retry_after = (rr.retry_after_us + 999999) / 1000000;
+                ctx->reset = (rr.reset_us + 999999) / 1000000;
+
                 return ngx_http_api_key_decide(r, alcf, ctx,
                                               NGX_HTTP_API_KEY_RATE_LIMITED);
             }
@@ -1158,6 +1168,13 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
         break;
 
     case NGX_HTTP_API_KEY_RATE_LIMITED:
+        if (ngx_http_api_key_rate_headers(r, ctx) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        rc = NGX_HTTP_TOO_MANY_REQUESTS;
+        break;
+
     case NGX_HTTP_API_KEY_QUOTA_EXCEEDED:
         rc = NGX_HTTP_TOO_MANY_REQUESTS;
         break;
@@ -1219,6 +1236,58 @@ ngx_http_api_key_set_header(ngx_http_request_t *r, const char *name,
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * Retry-After, and the IETF draft's RateLimit-Policy ("N per w seconds,
+ * with this burst") and RateLimit (what is left, and when it is full again).
+ */
+
+static ngx_int_t
+ngx_http_api_key_rate_headers(ngx_http_request_t *r,
+    ngx_http_api_key_ctx_t *ctx)
+{
+    u_char     *p;
+    ngx_str_t   v;
+
+    p = ngx_pnalloc(r->pool, 3 * NGX_INT_T_LEN + 128);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v.data = p;
+    v.len = ngx_sprintf(p, "%ui", ctx->retry_after ? ctx->retry_after : 1)
+            - p;
+    p += v.len;
+
+    if (ngx_http_api_key_set_header(r, "Retry-After",
+                                    sizeof("Retry-After") - 1, &v, NULL)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    v.data = p;
+    v.len = ngx_sprintf(p, "%ui;w=%ui;burst=%ui", ctx->rate_n,
+                        ctx->rate_window, ctx->rate_burst)
+            - p;
+    p += v.len;
+
+    if (ngx_http_api_key_set_header(r, "RateLimit-Policy",
+                                    sizeof("RateLimit-Policy") - 1, &v, NULL)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    v.data = p;
+    v.len = ngx_sprintf(p, "limit=%ui, remaining=0, reset=%ui",
+                        ctx->rate_n, ctx->reset)
+            - p;
+
+    return ngx_http_api_key_set_header(r, "RateLimit",
+                                       sizeof("RateLimit") - 1, &v, NULL);
 }
 
 

@@ -1,0 +1,77 @@
+/*
+ * apikeyctl: the subcommands.
+ */
+
+#ifndef APIKEYCTL_COMMANDS_HPP
+#define APIKEYCTL_COMMANDS_HPP
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "keys.hpp"
+#include "redis.hpp"
+
+namespace apikeyctl {
+
+/* The parsed command line. */
+struct Args {
+    std::string                         command;
+    std::map<std::string, std::string>  opts;   /* "--name" -> value */
+    std::vector<std::string>            pos;    /* after the command */
+
+    bool has(const std::string &name) const { return opts.count(name) > 0; }
+    std::string get(const std::string &name,
+                    const std::string &def = std::string()) const
+    {
+        auto it = opts.find(name);
+        return it == opts.end() ? def : it->second;
+    }
+};
+
+
+/* Settings shared by every subcommand (options and environment). */
+class Context {
+public:
+    explicit Context(const Args &args);
+
+    /* Connects on first use. */
+    Redis &redis();
+    const Hasher &hasher() const { return *hasher_; }
+
+    const std::string &prefix() const noexcept { return prefix_; }
+    const std::string &channel() const noexcept { return channel_; }
+
+    std::string record_key(const std::string &hex) const
+    {
+        return prefix_ + hex;
+    }
+    std::string id_key(const std::string &id) const
+    {
+        return prefix_ + "id:" + id;
+    }
+
+private:
+    RedisUrl url_;
+    SecretString password_;
+    std::string prefix_;
+    std::string channel_;
+    double timeout_s_;
+    std::unique_ptr<Hasher> hasher_;
+    std::unique_ptr<Redis> redis_;
+};
+
+
+int cmd_create(Context &ctx, const Args &args);
+int cmd_revoke(Context &ctx, const Args &args);
+int cmd_rotate(Context &ctx, const Args &args);
+int cmd_set(Context &ctx, const Args &args);
+int cmd_show(Context &ctx, const Args &args);
+int cmd_list(Context &ctx, const Args &args);
+int cmd_usage(Context &ctx, const Args &args);
+int cmd_delete(Context &ctx, const Args &args);
+
+} // namespace apikeyctl
+
+#endif
