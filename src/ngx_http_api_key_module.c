@@ -665,7 +665,17 @@ ngx_http_api_key_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     shpool->data = sh;
     zone->sh = sh;
 
-    /* everything that is left goes to the cache */
+    len = sizeof(" in api_key_zone \"\"") + shm_zone->shm.name.len;
+
+    shpool->log_ctx = ngx_slab_alloc(shpool, len);
+    if (shpool->log_ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(shpool->log_ctx, " in api_key_zone \"%V\"%Z",
+                &shm_zone->shm.name);
+
+    /* every page left, in one run, goes to the cache */
 
     size = shpool->pfree * ngx_pagesize;
     block = NULL;
@@ -694,14 +704,6 @@ ngx_http_api_key_init_zone(ngx_shm_zone_t *shm_zone, void *data)
                       "api_key_zone \"%V\" is too small",
                       &shm_zone->shm.name);
         return NGX_ERROR;
-    }
-
-    len = sizeof(" in api_key_zone \"\"") + shm_zone->shm.name.len;
-
-    shpool->log_ctx = ngx_slab_alloc(shpool, len);
-    if (shpool->log_ctx) {
-        ngx_sprintf(shpool->log_ctx, " in api_key_zone \"%V\"%Z",
-                    &shm_zone->shm.name);
     }
 
     return NGX_OK;
