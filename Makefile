@@ -42,7 +42,8 @@ $(NGX_BUILD)/.configured: config
 
 $(MODULE): $(NGX_BUILD)/.configured $(GLUE_SRCS)
 	$(MAKE) -C $(NGX_BUILD) -f objs/Makefile modules
-	cp $(NGX_BUILD)/objs/ngx_http_api_key_module.so $@
+	cp $(NGX_BUILD)/objs/ngx_http_api_key_module.so $@.tmp
+	mv -f $@.tmp $@   # a new inode: a running nginx keeps its mapping
 
 module: $(MODULE)
 

@@ -94,6 +94,8 @@ typedef struct {
 typedef struct {
     ngx_str_t                     name;
     ak_cache_conf_t               conf;
+    ngx_uint_t                    quota_lease;    /* counts per lease */
+    ngx_uint_t                    quota_offline;  /* per worker, key, window */
     ngx_shm_zone_t               *shm_zone;
     ngx_slab_pool_t              *shpool;
     ngx_http_api_key_shctx_t     *sh;
@@ -141,8 +143,6 @@ typedef struct {
 } ngx_http_api_key_loc_conf_t;
 
 
-typedef struct ngx_http_api_key_lookup_s  ngx_http_api_key_lookup_t;
-
 typedef struct {
     ngx_http_request_t           *request;
     ngx_http_api_key_status_e     status;
@@ -153,10 +153,11 @@ typedef struct {
 
     u_char                        hash[AK_HASH_LEN];
 
-    /* waiting on Redis */
-    ngx_http_api_key_lookup_t    *lookup;
+    /* waiting on Redis: a record read or a quota lease */
+    void                         *waiting;
     ngx_queue_t                   wait;
     ngx_uint_t                    lookup_result;
+    ngx_uint_t                    quota_tries;
 
     /* for variables; copied out of the record */
     ngx_str_t                     id;
@@ -191,6 +192,21 @@ void ngx_http_api_key_redis_exit_worker(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_api_key_redis_lookup(ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_zone_t *zone, uint64_t seq);
 void ngx_http_api_key_redis_cancel(ngx_http_api_key_ctx_t *ctx);
+
+struct redisAsyncContext;
+typedef void (*ngx_http_api_key_redis_cb_pt)(struct redisAsyncContext *ac,
+    void *reply, void *privdata);
+
+ngx_int_t ngx_http_api_key_redis_command(ngx_http_api_key_redis_cb_pt cb,
+    void *privdata, int argc, const char **argv, const size_t *argvlen);
+ngx_uint_t ngx_http_api_key_redis_ready(void);
+ngx_http_api_key_redis_conf_t *ngx_http_api_key_redis_conf(void);
+
+/* limits.c */
+void ngx_http_api_key_limits_init_worker(ngx_cycle_t *cycle);
+ngx_int_t ngx_http_api_key_limits(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status);
 
 /* variables.c */
 ngx_int_t ngx_http_api_key_add_variables(ngx_conf_t *cf);

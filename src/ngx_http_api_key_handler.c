@@ -100,7 +100,7 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
     ctx = ngx_http_api_key_get_ctx(r);
 
     if (ctx) {
-        if (ctx->lookup) {
+        if (ctx->waiting) {
             /* woken for something else: keep waiting */
             r->read_event_handler = ngx_http_test_reading;
             r->write_event_handler = ngx_http_api_key_resume;
@@ -242,7 +242,7 @@ ngx_http_api_key_cleanup(void *data)
 {
     ngx_http_api_key_ctx_t  *ctx = data;
 
-    if (ctx->lookup) {
+    if (ctx->waiting) {
         ngx_http_api_key_redis_cancel(ctx);
     }
 
@@ -967,14 +967,13 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     size_t len, uint32_t flags, uint32_t slot)
 {
-    int                       family, allowed;
-    u_char                   *addr;
-    struct sockaddr_in       *sin;
-    ak_record_t               rec;
-    ak_key_state_t           *st;
-    ak_rate_result_t          rr;
-    ngx_table_elt_t          *ref;
-    ngx_http_api_key_zone_t  *zone;
+    int                         family, allowed;
+    u_char                     *addr;
+    ngx_int_t                   rc;
+    ak_record_t                 rec;
+    ngx_table_elt_t            *ref;
+    struct sockaddr_in         *sin;
+    ngx_http_api_key_status_e   status;
 #if (NGX_HAVE_INET6)
     struct sockaddr_in6      *sin6;
 #endif
@@ -986,7 +985,9 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
                                        NGX_HTTP_API_KEY_BAD_RECORD);
     }
 
-    if (ngx_http_api_key_copy_identity(r, ctx, &rec) != NGX_OK) {
+    if (ctx->id.data == NULL
+        && ngx_http_api_key_copy_identity(r, ctx, &rec) != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -1048,35 +1049,19 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
                                        NGX_HTTP_API_KEY_SCOPE_DENIED);
     }
 
-    if (rec.rate_period != AK_PERIOD_NONE) {
-        zone = alcf->zone;
-        allowed = 1;
+    if (rec.rate_period != AK_PERIOD_NONE
+        || rec.quota_period != AK_PERIOD_NONE)
+    {
+        rc = ngx_http_api_key_limits(r, alcf, ctx, &rec, slot, &status);
 
-        ngx_shmtx_lock(&zone->shpool->mutex);
-
-        st = ak_cache_state(zone->sh->cache, slot, ctx->hash);
-        if (st) {
-            allowed = ak_gcra(&st->tat_us, (uint64_t) ngx_current_msec * 1000,
-                              rec.rate_interval_us, rec.burst, &rr);
+        if (rc == NGX_AGAIN) {
+            r->read_event_handler = ngx_http_test_reading;
+            r->write_event_handler = ngx_http_api_key_resume;
+            return NGX_AGAIN;
         }
 
-        ngx_shmtx_unlock(&zone->shpool->mutex);
-
-        if (st) {
-            ctx->rate_remaining = rr.remaining;
-
-            if (!allowed) {
-                ctx->rate_n = rec.rate_n;
-                ctx->rate_window = (rec.rate_period == AK_PERIOD_SECOND) ? 1
-                                   : (rec.rate_period == AK_PERIOD_MINUTE)
-                                     ? 60 : 3600;
-                ctx->rate_burst = rec.burst;
-                ctx->retry_after = (rr.retry_after_us + 999999) / 1000000;
-                ctx->reset = (rr.reset_us + 999999) / 1000000;
-
-                return ngx_http_api_key_decide(r, alcf, ctx,
-                                              NGX_HTTP_API_KEY_RATE_LIMITED);
-            }
+        if (rc != NGX_OK) {
+            return ngx_http_api_key_decide(r, alcf, ctx, status);
         }
     }
 
@@ -1127,7 +1112,7 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
 {
     ngx_int_t   rc;
     ngx_str_t   one = ngx_string("1");
-    ngx_str_t  *www;
+    ngx_str_t   v, *www;
 
     ctx->status = status;
     ctx->decided = 1;
@@ -1176,6 +1161,20 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
         break;
 
     case NGX_HTTP_API_KEY_QUOTA_EXCEEDED:
+        v.data = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+        if (v.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        v.len = ngx_sprintf(v.data, "%ui", ctx->retry_after) - v.data;
+
+        if (ngx_http_api_key_set_header(r, "Retry-After",
+                                        sizeof("Retry-After") - 1, &v, NULL)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
         rc = NGX_HTTP_TOO_MANY_REQUESTS;
         break;
 
@@ -1303,7 +1302,7 @@ ngx_http_api_key_wake(ngx_http_api_key_ctx_t *ctx, ngx_uint_t result)
 {
     ngx_connection_t  *c;
 
-    ctx->lookup = NULL;
+    ctx->waiting = NULL;
     ctx->lookup_result = result;
 
     c = ctx->request->connection;

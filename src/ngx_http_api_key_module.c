@@ -463,7 +463,7 @@ ngx_http_api_key_hasher(void)
 
 
 /* api_key_zone name:size [ttl=60s] [negative_ttl=5s] [stale=10m]
- *              [negative_max=25%] */
+ *              [negative_max=25%] [quota_lease=100] [quota_offline=N] */
 
 static char *
 ngx_http_api_key_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -534,6 +534,8 @@ ngx_http_api_key_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     zone->conf.negative_ttl_ms = 5000;
     zone->conf.stale_ms = 600000;
     zone->conf.negative_max_pct = 25;
+    zone->quota_lease = 100;
+    zone->quota_offline = NGX_CONF_UNSET_UINT;
 
     for (i = 2; i < cf->args->nelts; i++) {
 
@@ -570,6 +572,33 @@ ngx_http_api_key_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "quota_lease=", 12) == 0
+            || ngx_strncmp(value[i].data, "quota_offline=", 14) == 0)
+        {
+            s.data = (u_char *) ngx_strchr(value[i].data, '=') + 1;
+            s.len = value[i].data + value[i].len - s.data;
+
+            pct = ngx_atoi(s.data, s.len);
+
+            if (pct == NGX_ERROR || pct > 1000000
+                || (pct == 0 && value[i].data[6] == 'l'))
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"%V\": expected a count "
+                                   "(lease: 1 to 1000000)", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            if (value[i].data[6] == 'l') {
+                zone->quota_lease = (ngx_uint_t) pct;
+
+            } else {
+                zone->quota_offline = (ngx_uint_t) pct;
+            }
+
+            continue;
+        }
+
         if (ngx_strncmp(value[i].data, "negative_max=", 13) == 0) {
             s.data = value[i].data + 13;
             s.len = value[i].len - 13;
@@ -594,6 +623,10 @@ ngx_http_api_key_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid parameter \"%V\"", &value[i]);
         return NGX_CONF_ERROR;
+    }
+
+    if (zone->quota_offline == NGX_CONF_UNSET_UINT) {
+        zone->quota_offline = zone->quota_lease;
     }
 
     shm_zone = ngx_shared_memory_add(cf, &name, size,

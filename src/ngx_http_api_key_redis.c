@@ -50,7 +50,7 @@ struct ngx_http_api_key_rconn_s {
 };
 
 
-struct ngx_http_api_key_lookup_s {
+typedef struct {
     ngx_rbtree_node_t               node;
     u_char                          hash[AK_HASH_LEN];
     ngx_http_api_key_zone_t        *zone;
@@ -59,7 +59,7 @@ struct ngx_http_api_key_lookup_s {
     uint64_t                        seq;
     ngx_uint_t                      sent_us;
     unsigned                        done:1;     /* waiters were woken */
-};
+} ngx_http_api_key_lookup_t;
 
 
 static void ngx_http_api_key_rconn_connect(ngx_http_api_key_rconn_t *rc);
@@ -156,6 +156,8 @@ ngx_http_api_key_redis_init_worker(ngx_cycle_t *cycle,
     ngx_http_api_key_rconn_init(&ngx_http_api_key_sub, "events", cycle, conf);
     ngx_http_api_key_sub.ready = ngx_http_api_key_sub_ready;
     ngx_http_api_key_sub.which = 1;
+
+    ngx_http_api_key_limits_init_worker(cycle);
 
     ngx_http_api_key_rconn_connect(&ngx_http_api_key_cmd);
     ngx_http_api_key_rconn_connect(&ngx_http_api_key_sub);
@@ -686,7 +688,7 @@ ngx_http_api_key_redis_lookup(ngx_http_api_key_ctx_t *ctx,
     }
 
     ngx_queue_insert_tail(&lk->waiters, &ctx->wait);
-    ctx->lookup = lk;
+    ctx->waiting = lk;
 
     return NGX_AGAIN;
 }
@@ -698,7 +700,7 @@ void
 ngx_http_api_key_redis_cancel(ngx_http_api_key_ctx_t *ctx)
 {
     ngx_queue_remove(&ctx->wait);
-    ctx->lookup = NULL;
+    ctx->waiting = NULL;
 }
 
 
@@ -1333,4 +1335,39 @@ static void
 ngx_http_api_key_count(ngx_atomic_t *counter)
 {
     (void) ngx_atomic_fetch_add(counter, 1);
+}
+
+
+/* a command on the command connection, for the quota leases */
+
+ngx_int_t
+ngx_http_api_key_redis_command(ngx_http_api_key_redis_cb_pt cb,
+    void *privdata, int argc, const char **argv, const size_t *argvlen)
+{
+    if (ngx_http_api_key_cmd.ac == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (redisAsyncCommandArgv(ngx_http_api_key_cmd.ac, (redisCallbackFn *) cb,
+                              privdata, argc, argv, argvlen)
+        != REDIS_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_uint_t
+ngx_http_api_key_redis_ready(void)
+{
+    return ngx_http_api_key_cmd.ac != NULL;
+}
+
+
+ngx_http_api_key_redis_conf_t *
+ngx_http_api_key_redis_conf(void)
+{
+    return ngx_http_api_key_cmd.conf;
 }

@@ -12,6 +12,7 @@
 
 #include "keys.hpp"
 #include "redis.hpp"
+#include "util.hpp"
 
 namespace apikeyctl {
 

@@ -6,11 +6,13 @@
 
 #include "util.hpp"
 
+#include "akcore.hpp"
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <iterator>
 
-#include <openssl/crypto.h>
 #include <sys/random.h>
 
 namespace apikeyctl {
@@ -37,57 +39,33 @@ Hasher::~Hasher()
 
 std::string Hasher::hex(const std::string &key) const
 {
-    unsigned char d[AK_HASH_LEN];
-    char out[AK_HASH_HEX_LEN];
-
-    if (ak_hasher_digest(h_, reinterpret_cast<const unsigned char *>(
-                                 key.data()),
-                         key.size(), d)
-        != 0)
-    {
+    std::string hex = ak::hash_hex(h_, key);
+    if (hex.size() != AK_HASH_HEX_LEN) {
         fail(kExitInternal, "cannot hash the key");
     }
-
-    ak_hex_encode(d, sizeof(d), out);
-    return std::string(out, sizeof(out));
+    return hex;
 }
 
 
 bool key_prefix_valid(const std::string &prefix)
 {
-    return ak_key_prefix_valid(
-               reinterpret_cast<const unsigned char *>(prefix.data()),
-               prefix.size())
-           == 1;
+    return ak::key_prefix_valid(prefix);
 }
 
 
 bool key_is_checksum(const std::string &key)
 {
-    return ak_key_check_checksum(
-               reinterpret_cast<const unsigned char *>(key.data()),
-               key.size(), nullptr, 0)
-           == 1;
+    return ak::key_check_checksum(key);
 }
 
 
 bool key_is_any(const std::string &key)
 {
-    return ak_key_check_any(
-               reinterpret_cast<const unsigned char *>(key.data()),
-               key.size())
-           == 1;
+    return ak::key_check_any(key);
 }
 
 
-static const char kBase62[] =
-    "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-
-static constexpr size_t kRandomChars = 30;
-static constexpr size_t kChecksumChars = 6;
-
-
-static void random_bytes(unsigned char *buf, size_t len)
+static bool random_bytes(unsigned char *buf, size_t len)
 {
     size_t got = 0;
 
@@ -97,36 +75,11 @@ static void random_bytes(unsigned char *buf, size_t len)
             if (errno == EINTR) {
                 continue;
             }
-            fail(kExitInternal, std::string("getrandom: ")
-                                + std::strerror(errno));
+            return false;
         }
         got += static_cast<size_t>(n);
     }
-}
-
-
-/* CRC-32, IEEE 802.3 (reflected 0xEDB88320), as zlib's crc32(). */
-static uint32_t crc32_ieee(const unsigned char *p, size_t len)
-{
-    static uint32_t table[256];
-    static bool ready = false;
-
-    if (!ready) {
-        for (uint32_t i = 0; i < 256; i++) {
-            uint32_t c = i;
-            for (int k = 0; k < 8; k++) {
-                c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
-            }
-            table[i] = c;
-        }
-        ready = true;
-    }
-
-    uint32_t crc = 0xffffffffu;
-    for (size_t i = 0; i < len; i++) {
-        crc = table[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
-    }
-    return crc ^ 0xffffffffu;
+    return true;
 }
 
 
@@ -137,45 +90,29 @@ std::string generate_key(const std::string &prefix)
                     + ": expected 1 to 32 of A-Z a-z 0-9 _");
     }
 
-    std::string key = prefix + "_";
-    key.reserve(prefix.size() + 1 + kRandomChars + kChecksumChars);
+    int random_errno = 0;
+    std::string key;
 
-    /*
-     * Uniform base62 by rejection: bytes >= 248 (= 4 * 62) are dropped,
-     * so each character carries log2(62) ~ 5.95 bits: 30 give ~178 bits.
-     */
-    unsigned char buf[64];
-
-    while (key.size() < prefix.size() + 1 + kRandomChars) {
-        random_bytes(buf, sizeof(buf));
-        for (unsigned char b : buf) {
-            if (b < 248 && key.size() < prefix.size() + 1 + kRandomChars) {
-                key.push_back(kBase62[b % 62]);
+    bool ok = ak::generate_key(prefix,
+        [&random_errno](unsigned char *buf, size_t len) {
+            if (!random_bytes(buf, len)) {
+                random_errno = errno;
+                return false;
             }
-        }
-    }
-    OPENSSL_cleanse(buf, sizeof(buf));
+            return true;
+        },
+        &key);
 
-    uint32_t crc = crc32_ieee(reinterpret_cast<const unsigned char *>(
-                                  key.data()),
-                              key.size());
-    char sum[kChecksumChars];
-    for (size_t i = kChecksumChars; i-- > 0;) {
-        sum[i] = kBase62[crc % 62];
-        crc /= 62;
+    if (!ok) {
+        wipe(key);
+        fail(kExitInternal, std::string("cannot make a key: getrandom: ")
+                            + (random_errno ? std::strerror(random_errno)
+                                            : "no usable random bytes"));
     }
-    key.append(sum, kChecksumChars);
 
     /* the module's own test: a key we print must pass "api_key_format
-     * checksum" */
-    if (ak_key_check_checksum(reinterpret_cast<const unsigned char *>(
-                                  key.data()),
-                              key.size(),
-                              reinterpret_cast<const unsigned char *>(
-                                  prefix.data()),
-                              prefix.size())
-        != 1)
-    {
+     * checksum prefix=PREFIX" */
+    if (!ak::key_check_checksum(key, prefix)) {
         wipe(key);
         fail(kExitInternal, "internal error: a generated key fails the "
                             "module's checksum test");
@@ -187,10 +124,8 @@ std::string generate_key(const std::string &prefix)
 
 const std::vector<std::string> &module_fields()
 {
-    static const std::vector<std::string> f = {
-        "id", "owner", "plan", "status", "expires_at", "scopes", "ips",
-        "referrers", "rate", "burst", "quota",
-    };
+    static const std::vector<std::string> f(std::begin(ak::kRecordFields),
+                                            std::end(ak::kRecordFields));
     return f;
 }
 
@@ -240,20 +175,36 @@ std::string record_id(const std::string &hash_hex, const Fields &fields)
 }
 
 
+std::string field_problem(const std::string &name, const std::string &value)
+{
+    if (has_control_chars(value)) {
+        return "field \"" + printable(name) + "\": control characters are "
+               "not allowed";
+    }
+
+    if (name == "id" && value.empty()) {
+        return "field \"id\": expected 1 to 64 of A-Z a-z 0-9 . _ : -";
+    }
+
+    std::string err;
+    if (!ak::validate_field(name, value, &err)) {
+        return err.empty() ? "field \"" + name + "\": invalid" : err;
+    }
+
+    return std::string();
+}
+
+
 std::string record_problem(const std::string &hash_hex, const Fields &fields)
 {
     for (const Field &f : fields) {
-        if (has_control_chars(f.second)) {
-            return "field \"" + f.first + "\": control characters are not "
-                   "allowed";
-        }
-        if (f.first == "id"
-            && (f.second.empty() || f.second.size() > AK_ID_MAX_LEN))
-        {
-            return "field \"id\": expected 1 to "
-                   + std::to_string(AK_ID_MAX_LEN) + " characters";
+        std::string why = field_problem(f.first, f.second);
+        if (!why.empty()) {
+            return why;
         }
     }
+
+    /* the whole record, as the module builds it (size limit included) */
 
     unsigned char hash[AK_HASH_LEN];
     if (ak_hex_decode_hash(hash_hex.data(), hash_hex.size(), hash) != 0) {
@@ -279,8 +230,8 @@ std::string record_problem(const std::string &hash_hex, const Fields &fields)
         err.msg[sizeof(err.msg) - 1] = '\0';
         std::string msg = err.msg;
         if (msg.empty()) {
-            msg = "the record is malformed or larger than "
-                  + std::to_string(AK_RECORD_MAX) + " bytes";
+            msg = "the record is larger than the module accepts ("
+                  + std::to_string(AK_RECORD_MAX) + " bytes once stored)";
         }
         return msg;
     }

@@ -41,9 +41,10 @@ bool key_is_checksum(const std::string &key);
 bool key_is_any(const std::string &key);
 
 /*
- * A new key: PREFIX "_" 30 base62 characters from getrandom(2), then 6
- * base62 characters of the CRC-32 of everything before.  Checked with the
- * module's own checksum test before it is returned.
+ * A new key (ak::generate_key): PREFIX "_" 30 base62 characters from
+ * getrandom(2), then 6 base62 characters of the CRC-32 of everything
+ * before.  Checked with the module's own checksum test before it is
+ * returned.
  */
 std::string generate_key(const std::string &prefix);
 
@@ -54,8 +55,15 @@ const std::vector<std::string> &tool_fields();
 bool is_module_field(const std::string &name);
 
 /*
+ * Checks one field's value with the module's rules (an empty value means
+ * "absent", except for "id"), plus: no control characters.  Returns "" or
+ * the reason, which names the field.
+ */
+std::string field_problem(const std::string &name, const std::string &value);
+
+/*
  * Checks a whole record with the module's parser (ak_record_build) plus
- * the tool's own rules (no control characters; an id of 1..64 characters).
+ * field_problem() for each field.
  * Returns an empty string when the record is fine, else the reason, which
  * names the field.
  */

@@ -1,0 +1,1432 @@
+/*
+ * apikeyctl: the subcommands.
+ *
+ * Every change is one MULTI/EXEC transaction under WATCH, and the event the
+ * module listens for (revoke/update HASH) is PUBLISHed inside the same
+ * transaction, so nginx never sees an event without the change.
+ */
+
+#include "commands.hpp"
+
+#include "util.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <functional>
+#include <iostream>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <unordered_set>
+
+namespace apikeyctl {
+
+static const char kDefaultUrl[] = "redis://127.0.0.1:6379";
+static const char kDefaultKeyPrefix[] = "ak";
+
+
+static std::string env(const char *name)
+{
+    const char *v = std::getenv(name);
+    return v ? std::string(v) : std::string();
+}
+
+
+Context::Context(const Args &args)
+{
+    std::string url = args.has("redis") ? args.get("redis")
+                                        : env("APIKEY_REDIS_URL");
+    if (url.empty()) {
+        url = kDefaultUrl;
+    }
+    url_ = parse_redis_url(url);
+
+    if (args.has("password-file")) {
+        if (url_.has_password) {
+            usage_error("the password is given twice: in the --redis URL "
+                        "and with --password-file");
+        }
+        password_ = read_secret_file(args.get("password-file"),
+                                     "--password-file");
+    } else if (url_.has_password) {
+        password_ = url_.password;
+    } else {
+        password_ = env("APIKEY_REDIS_PASSWORD");
+    }
+
+    prefix_ = args.has("prefix") ? args.get("prefix") : env("APIKEY_PREFIX");
+    if (!args.has("prefix") && prefix_.empty()) {
+        prefix_ = "apikey:";
+    }
+    if (has_control_chars(prefix_)) {
+        usage_error("--prefix: control characters are not allowed");
+    }
+
+    channel_ = args.has("channel") ? args.get("channel")
+                                   : env("APIKEY_CHANNEL");
+    if (!args.has("channel") && channel_.empty()) {
+        channel_ = "apikey:events";
+    }
+    if (channel_.empty()) {
+        usage_error("--channel: must not be empty");
+    }
+
+    std::string hash = args.has("hash") ? args.get("hash") : env("APIKEY_HASH");
+    std::string secret_file = args.has("secret-file")
+                                  ? args.get("secret-file")
+                                  : env("APIKEY_SECRET_FILE");
+    if (hash.empty()) {
+        hash = "sha256";
+    }
+
+    if (hash == "sha256") {
+        if (args.has("secret-file")) {
+            usage_error("--secret-file is for --hash hmac-sha256 only");
+        }
+        hasher_.reset(new Hasher(AK_HASH_SHA256, std::string()));
+
+    } else if (hash == "hmac-sha256") {
+        if (secret_file.empty()) {
+            usage_error("--hash hmac-sha256 needs --secret-file FILE (the "
+                        "file of api_key_hash's secret_file=)");
+        }
+        SecretString secret(read_secret_file(secret_file, "--secret-file"));
+        hasher_.reset(new Hasher(AK_HASH_HMAC_SHA256, secret.str()));
+
+    } else {
+        usage_error("--hash " + quoted(hash)
+                    + ": expected sha256 or hmac-sha256");
+    }
+
+    timeout_s_ = 2.0;
+    if (args.has("timeout")) {
+        std::string t = args.get("timeout");
+        char *end = nullptr;
+        double v = std::strtod(t.c_str(), &end);
+        if (t.empty() || end == nullptr || *end != '\0' || !(v >= 0.01)
+            || v > 3600)
+        {
+            usage_error("--timeout " + quoted(t)
+                        + ": expected seconds, 0.01 to 3600");
+        }
+        timeout_s_ = v;
+    }
+}
+
+
+Redis &Context::redis()
+{
+    if (!redis_) {
+        redis_.reset(new Redis(url_, password_.str(), timeout_s_));
+    }
+    return *redis_;
+}
+
+
+/* ------------------------------------------------------------------ */
+/* helpers                                                             */
+
+static void expect_args(const Args &args, size_t min, size_t max,
+                        const char *what)
+{
+    if (args.pos.size() < min) {
+        usage_error(args.command + ": missing " + what + " (see apikeyctl "
+                    + args.command + " --help)");
+    }
+    if (args.pos.size() > max) {
+        usage_error(args.command + ": unexpected argument "
+                    + (args.pos[max] == "-" || !key_is_checksum(args.pos[max])
+                           ? quoted(args.pos[max]) : std::string("(a key)"))
+                    + " (see apikeyctl " + args.command + " --help)");
+    }
+}
+
+
+static Fields reply_to_fields(const redisReply *r)
+{
+    Fields f;
+
+    if (r == nullptr || r->type != REDIS_REPLY_ARRAY) {
+        return f;
+    }
+
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        f.emplace_back(reply_string(r->element[i]),
+                       reply_string(r->element[i + 1]));
+    }
+
+    return f;
+}
+
+
+static Fields read_record(Redis &r, const std::string &name)
+{
+    Reply rep = r.cmd({"HGETALL", name});
+    return reply_to_fields(rep.get());
+}
+
+
+/*
+ * Optimistic transaction: prepare() WATCHes what it reads and returns the
+ * commands to run, or nothing to give up (after UNWATCH).  Retried when a
+ * watched key changed meanwhile.  Returns EXEC's reply (nullptr if given up).
+ */
+using Prepare = std::function<std::optional<std::vector<Argv>>(Redis &)>;
+
+static Reply transact(Redis &r, const Prepare &prepare)
+{
+    for (int attempt = 0; attempt < 16; attempt++) {
+        std::optional<std::vector<Argv>> ops = prepare(r);
+
+        if (!ops) {
+            r.cmd({"UNWATCH"});
+            return Reply();
+        }
+
+        r.append({"MULTI"});
+        for (const Argv &op : *ops) {
+            r.append(op);
+        }
+        r.append({"EXEC"});
+
+        Reply multi = r.next();
+        check_reply(multi.get(), "MULTI");
+
+        std::string queue_error;
+        for (const Argv &op : *ops) {
+            Reply q = r.next();
+            if (reply_is_error(q.get()) && queue_error.empty()) {
+                queue_error = op[0] + ": " + reply_string(q.get());
+            }
+        }
+
+        Reply exec = r.next();
+
+        if (!queue_error.empty()) {
+            fail(kExitRedis, "redis: " + printable(queue_error));
+        }
+        check_reply(exec.get(), "EXEC");
+
+        if (exec->type == REDIS_REPLY_NIL) {
+            continue;           /* a watched key changed: again */
+        }
+
+        if (exec->type != REDIS_REPLY_ARRAY) {
+            fail(kExitRedis, "redis: EXEC: unexpected reply");
+        }
+
+        for (size_t i = 0; i < exec->elements; i++) {
+            if (reply_is_error(exec->element[i])) {
+                fail(kExitRedis, "redis: " + (*ops)[i][0] + ": "
+                                 + printable(reply_string(exec->element[i])));
+            }
+        }
+
+        return exec;
+    }
+
+    fail(kExitRedis, "redis: the record kept changing under us; try again");
+}
+
+
+/* The reply of the PUBLISH at index i of an EXEC answer. */
+static void check_published(const Context &ctx, const Reply &exec, size_t i)
+{
+    if (!exec || i >= exec->elements) {
+        return;
+    }
+    const redisReply *p = exec->element[i];
+    if (p->type == REDIS_REPLY_INTEGER && p->integer == 0) {
+        note("warning: nobody listens on channel " + quoted(ctx.channel())
+             + ": nginx caches see the change only when their ttl ends "
+             "(check api_key_redis channel= and --channel)");
+    }
+}
+
+
+static Argv hset_argv(const std::string &name, const Fields &fields)
+{
+    Argv a{"HSET", name};
+    for (const Field &f : fields) {
+        a.push_back(f.first);
+        a.push_back(f.second);
+    }
+    return a;
+}
+
+
+static void flush_stdout_or_fail(const std::string &what)
+{
+    std::cout.flush();
+    if (!std::cout) {
+        fail(kExitInternal, "cannot write to stdout: " + what);
+    }
+}
+
+
+static int64_t parse_expires_option(const std::string &value, int64_t now,
+                                    const char *opt)
+{
+    int64_t t;
+    std::string why;
+
+    if (!parse_time(value, now, &t, &why)) {
+        usage_error(std::string(opt) + " " + quoted(value) + ": " + why);
+    }
+    if (t != 0 && t <= now) {
+        usage_error(std::string(opt) + " " + quoted(value) + ": "
+                    + iso8601(t) + " is in the past");
+    }
+    return t;
+}
+
+
+/* Checks one field alone, so that the message names the option. */
+static void check_field(const char *opt, const std::string &field,
+                        const std::string &value)
+{
+    std::string why = field_problem(field, value);
+    if (!why.empty()) {
+        usage_error(std::string(opt) + " " + quoted(value) + ": " + why);
+    }
+}
+
+
+static std::string normalize_scopes(const std::string &s)
+{
+    std::string out;
+    for (const std::string &w : split_ws(s)) {
+        if (!out.empty()) {
+            out.push_back(' ');
+        }
+        out += w;
+    }
+    return out;
+}
+
+
+/* ------------------------------------------------------------------ */
+/* naming a key: KEY, ID, the record's 64-hex hash, or "-" (stdin)     */
+
+struct Target {
+    std::string hex;
+    bool        exists = false;
+    std::string via;        /* "id", "key" or "hash" */
+    std::string id_arg;     /* the id, when via == "id" */
+};
+
+
+static Target resolve(Context &ctx, const std::string &given,
+                      bool allow_dangling = false)
+{
+    SecretString arg(given == "-" ? read_stdin_line() : given);
+    const std::string &a = arg.str();
+    Redis &r = ctx.redis();
+
+    bool try_key = key_is_any(a);
+    bool try_hash = is_hex64(a);
+    bool checksum = key_is_checksum(a);
+    std::string key_hex = try_key ? ctx.hasher().hex(a) : std::string();
+
+    r.append({"GET", ctx.id_key(a)});
+    if (try_key) {
+        r.append({"EXISTS", ctx.record_key(key_hex)});
+    }
+    if (try_hash) {
+        r.append({"EXISTS", ctx.record_key(a)});
+    }
+
+    Reply id_rep = r.next();
+    Reply key_rep = try_key ? r.next() : Reply();
+    Reply hash_rep = try_hash ? r.next() : Reply();
+
+    check_reply(id_rep.get(), "GET");
+    if (key_rep) {
+        check_reply(key_rep.get(), "EXISTS");
+    }
+    if (hash_rep) {
+        check_reply(hash_rep.get(), "EXISTS");
+    }
+
+    std::string id_hex;
+    bool id_exists = false;
+
+    if (id_rep->type == REDIS_REPLY_STRING) {
+        id_hex = reply_string(id_rep.get());
+        if (!is_hex64(id_hex)) {
+            note("warning: " + ctx.id_key(printable(a)) + " holds no hash; "
+                 "ignored");
+            id_hex.clear();
+        } else {
+            Reply e = r.cmd({"EXISTS", ctx.record_key(id_hex)});
+            id_exists = e->integer > 0;
+        }
+    }
+
+    bool key_exists = key_rep && key_rep->integer > 0;
+    bool hash_exists = hash_rep && hash_rep->integer > 0;
+
+    Target t;
+    t.exists = true;
+
+    if (checksum && key_exists) {
+        t.hex = key_hex;
+        t.via = "key";
+    } else if (id_exists) {
+        t.hex = id_hex;
+        t.via = "id";
+        t.id_arg = a;
+    } else if (key_exists) {
+        t.hex = key_hex;
+        t.via = "key";
+    } else if (hash_exists) {
+        t.hex = a;
+        t.via = "hash";
+    } else if (!id_hex.empty()) {
+        if (allow_dangling) {
+            t.hex = id_hex;
+            t.via = "id";
+            t.id_arg = a;
+            t.exists = false;
+            return t;
+        }
+        fail(kExitNotFound, "id " + quoted(a) + " names a record that no "
+             "longer exists (hash " + id_hex + "); \"apikeyctl delete "
+             + printable(a) + "\" removes the id");
+    } else {
+        fail(kExitNotFound, "no such key or id");
+    }
+
+    return t;
+}
+
+
+static Target resolve_arg(Context &ctx, const Args &args,
+                          bool allow_dangling = false)
+{
+    return resolve(ctx, args.pos[0], allow_dangling);
+}
+
+
+/* ------------------------------------------------------------------ */
+/* create                                                              */
+
+namespace {
+
+struct NewKey {
+    SecretString key;
+    std::string  hex;
+    std::string  id;
+};
+
+} // namespace
+
+
+static void print_new_key(const Args &args, const NewKey &nk,
+                          const std::string &extra_json)
+{
+    if (args.has("json")) {
+        std::cout << "{\"key\":" << json_quote(nk.key.str())
+                  << ",\"id\":" << json_quote(nk.id)
+                  << ",\"hash\":" << json_quote(nk.hex) << extra_json
+                  << "}\n";
+    } else {
+        std::cout << nk.key.str() << '\n';
+    }
+
+    flush_stdout_or_fail("the key was stored but not shown; remove it with "
+                         "\"apikeyctl delete " + printable(nk.id) + "\"");
+}
+
+
+int cmd_create(Context &ctx, const Args &args)
+{
+    expect_args(args, 0, 0, "");
+
+    const int64_t now = unix_now();
+    Fields attrs;        /* validated, in the record's order */
+
+    auto text = [&](const char *opt, const char *field) {
+        if (args.has(opt + 2) && !args.get(opt + 2).empty()) {
+            std::string v = args.get(opt + 2);
+            check_field(opt, field, v);
+            attrs.emplace_back(field, v);
+        }
+    };
+
+    text("--owner", "owner");
+    text("--plan", "plan");
+    attrs.emplace_back("status", "active");
+
+    if (args.has("expires")) {
+        int64_t t = parse_expires_option(args.get("expires"), now,
+                                         "--expires");
+        if (t != 0) {
+            attrs.emplace_back("expires_at", std::to_string(t));
+        }
+    }
+
+    if (args.has("scopes")) {
+        std::string v = normalize_scopes(args.get("scopes"));
+        if (!v.empty()) {
+            check_field("--scopes", "scopes", v);
+            attrs.emplace_back("scopes", v);
+        }
+    }
+
+    text("--ips", "ips");
+    text("--referrers", "referrers");
+    text("--rate", "rate");
+    text("--burst", "burst");
+    text("--quota", "quota");
+
+    if (args.has("burst") && !args.has("rate")) {
+        usage_error("--burst needs --rate");
+    }
+
+    std::string given_id = args.get("id");
+    if (args.has("id")) {
+        check_field("--id", "id", given_id);
+    }
+
+    std::string key_prefix = args.get("key-prefix", kDefaultKeyPrefix);
+    if (!key_prefix_valid(key_prefix)) {
+        usage_error("--key-prefix " + quoted(key_prefix)
+                    + ": expected 1 to 32 of A-Z a-z 0-9 _");
+    }
+
+    Redis &r = ctx.redis();
+    NewKey nk;
+
+    for (int attempt = 0;; attempt++) {
+        if (attempt == 8) {
+            fail(kExitInternal, "could not find an unused default id; "
+                                "give one with --id");
+        }
+
+        nk.key = generate_key(key_prefix);
+        nk.hex = ctx.hasher().hex(nk.key.str());
+        nk.id = args.has("id") ? given_id : nk.hex.substr(0, AK_ID_DEFAULT_LEN);
+
+        Fields rec{{"id", nk.id}};
+        rec.insert(rec.end(), attrs.begin(), attrs.end());
+        rec.emplace_back("created_at", std::to_string(now));
+
+        std::string why = record_problem(nk.hex, rec);
+        if (!why.empty()) {
+            usage_error("create: " + why);
+        }
+
+        const std::string rec_key = ctx.record_key(nk.hex);
+        const std::string id_key = ctx.id_key(nk.id);
+        bool id_taken = false, collision = false;
+
+        Reply exec = transact(r, [&](Redis &rr)
+                                     -> std::optional<std::vector<Argv>> {
+            rr.cmd({"WATCH", rec_key, id_key});
+            rr.append({"EXISTS", id_key});
+            rr.append({"EXISTS", rec_key});
+            Reply a = rr.next(), b = rr.next();
+            check_reply(a.get(), "EXISTS");
+            check_reply(b.get(), "EXISTS");
+
+            if (a->integer > 0) {
+                id_taken = true;
+                return std::nullopt;
+            }
+            if (b->integer > 0) {
+                collision = true;
+                return std::nullopt;
+            }
+
+            return std::vector<Argv>{hset_argv(rec_key, rec),
+                                     {"SET", id_key, nk.hex}};
+        });
+
+        if (exec) {
+            break;
+        }
+        if (id_taken && args.has("id")) {
+            usage_error("--id " + quoted(given_id) + ": already in use by "
+                        "another key");
+        }
+        if (!id_taken && !collision) {
+            fail(kExitInternal, "create: transaction given up");
+        }
+        /* default id or hash collision: another key */
+    }
+
+    print_new_key(args, nk, "");
+    note("created key id " + quoted(nk.id) + ", hash " + nk.hex
+         + " (the key is shown once and stored nowhere)");
+    return kExitOk;
+}
+
+
+/* ------------------------------------------------------------------ */
+/* revoke                                                              */
+
+int cmd_revoke(Context &ctx, const Args &args)
+{
+    expect_args(args, 1, 1, "KEY or ID");
+
+    Target t = resolve_arg(ctx, args);
+    Redis &r = ctx.redis();
+    const std::string rec_key = ctx.record_key(t.hex);
+    std::string id, was;
+    bool gone = false;
+
+    Reply exec = transact(r, [&](Redis &rr)
+                                 -> std::optional<std::vector<Argv>> {
+        rr.cmd({"WATCH", rec_key});
+        Fields f = read_record(rr, rec_key);
+        if (f.empty()) {
+            gone = true;
+            return std::nullopt;
+        }
+        id = record_id(t.hex, f);
+        was = field_value(f, "status");
+        return std::vector<Argv>{
+            {"HSET", rec_key, "status", "revoked"},
+            {"PUBLISH", ctx.channel(), "revoke " + t.hex}};
+    });
+
+    if (gone) {
+        fail(kExitNotFound, "no such key or id (deleted meanwhile)");
+    }
+
+    check_published(ctx, exec, 1);
+    note(std::string(was == "revoked" ? "key was already revoked: " : "")
+         + "revoked key id " + quoted(id) + ", hash " + t.hex);
+    return kExitOk;
+}
+
+
+/* ------------------------------------------------------------------ */
+/* rotate                                                              */
+
+int cmd_rotate(Context &ctx, const Args &args)
+{
+    expect_args(args, 1, 1, "KEY or ID");
+
+    const int64_t now = unix_now();
+
+    if (!args.has("grace")) {
+        usage_error("rotate: --grace is required: how long the old key keeps "
+                    "working, e.g. --grace 24h (--grace 0 ends it now)");
+    }
+
+    int64_t grace;
+    if (!parse_duration(args.get("grace"), &grace)) {
+        usage_error("--grace " + quoted(args.get("grace"))
+                    + ": expected a duration such as 30m, 24h, 7d or "
+                    "seconds");
+    }
+
+    std::string key_prefix = args.get("key-prefix", kDefaultKeyPrefix);
+    if (!key_prefix_valid(key_prefix)) {
+        usage_error("--key-prefix " + quoted(key_prefix)
+                    + ": expected 1 to 32 of A-Z a-z 0-9 _");
+    }
+
+    std::string given_id = args.get("id");
+    if (args.has("id")) {
+        check_field("--id", "id", given_id);
+    }
+
+    std::optional<int64_t> new_expires;
+    if (args.has("expires")) {
+        new_expires = parse_expires_option(args.get("expires"), now,
+                                           "--expires");
+    }
+
+    Target t = resolve_arg(ctx, args);
+    Redis &r = ctx.redis();
+    const std::string old_key = ctx.record_key(t.hex);
+
+    NewKey nk;
+    std::string old_id;
+    int64_t old_until = 0;
+
+    for (int attempt = 0;; attempt++) {
+        if (attempt == 8) {
+            fail(kExitInternal, "could not find an unused default id; "
+                                "give one with --id");
+        }
+
+        nk.key = generate_key(key_prefix);
+        nk.hex = ctx.hasher().hex(nk.key.str());
+        nk.id = args.has("id") ? given_id : nk.hex.substr(0, AK_ID_DEFAULT_LEN);
+
+        const std::string new_key = ctx.record_key(nk.hex);
+        const std::string id_key = ctx.id_key(nk.id);
+        bool gone = false, id_taken = false, collision = false;
+
+        Reply exec = transact(r, [&](Redis &rr)
+                                     -> std::optional<std::vector<Argv>> {
+            rr.cmd({"WATCH", old_key, new_key, id_key});
+
+            Fields old = read_record(rr, old_key);
+            if (old.empty()) {
+                gone = true;
+                return std::nullopt;
+            }
+            old_id = record_id(t.hex, old);
+
+            rr.append({"GET", id_key});
+            rr.append({"EXISTS", new_key});
+            Reply a = rr.next(), b = rr.next();
+            check_reply(a.get(), "GET");
+            check_reply(b.get(), "EXISTS");
+
+            if (a->type == REDIS_REPLY_STRING
+                && reply_string(a.get()) != t.hex)
+            {
+                id_taken = true;        /* taken by a third key */
+                return std::nullopt;
+            }
+            if (b->integer > 0) {
+                collision = true;
+                return std::nullopt;
+            }
+
+            /* the old key's expiry: now + grace, never later than before */
+            bool has_exp;
+            std::string exp_s = field_value(old, "expires_at", &has_exp);
+            uint64_t old_exp = 0;
+            if (has_exp && !exp_s.empty()
+                && !parse_uint(exp_s, UINT64_MAX / 2, &old_exp))
+            {
+                usage_error("rotate: the key's expires_at "
+                            + quoted(exp_s) + " is malformed; fix it with "
+                            "\"apikeyctl set\" first");
+            }
+            old_until = now + grace;
+            if (old_exp != 0 && static_cast<int64_t>(old_exp) < old_until) {
+                old_until = static_cast<int64_t>(old_exp);
+            }
+
+            /* the new record: the same attributes */
+            Fields rec{{"id", nk.id}};
+            for (const std::string &name : module_fields()) {
+                bool present;
+                std::string v = field_value(old, name, &present);
+                if (!present || name == "id" || name == "expires_at") {
+                    continue;
+                }
+                if (name == "status" && v == "revoked") {
+                    v = "active";   /* the replacement of a revoked key */
+                }
+                rec.emplace_back(name, v);
+            }
+
+            int64_t exp = 0;
+            if (new_expires) {
+                exp = *new_expires;
+            } else if (old_exp != 0) {
+                if (static_cast<int64_t>(old_exp) <= now) {
+                    usage_error("rotate: the key expired at "
+                                + iso8601(static_cast<int64_t>(old_exp))
+                                + "; give the new key's expiry with "
+                                "--expires (or --expires never)");
+                }
+                exp = static_cast<int64_t>(old_exp);
+            }
+            if (exp != 0) {
+                rec.emplace_back("expires_at", std::to_string(exp));
+            }
+
+            for (const Field &f : old) {   /* operator's own fields */
+                if (!is_module_field(f.first)
+                    && std::find(tool_fields().begin(), tool_fields().end(),
+                                 f.first) == tool_fields().end())
+                {
+                    rec.push_back(f);
+                }
+            }
+            rec.emplace_back("created_at", std::to_string(now));
+            rec.emplace_back("rotated_from", old_id);
+
+            std::string why = record_problem(nk.hex, rec);
+            if (!why.empty()) {
+                usage_error("rotate: the key's record is not valid, fix it "
+                            "with \"apikeyctl set\" first: " + why);
+            }
+
+            return std::vector<Argv>{
+                hset_argv(new_key, rec),
+                {"SET", id_key, nk.hex},
+                {"HSET", old_key, "expires_at", std::to_string(old_until),
+                 "rotated_to", nk.id},
+                {"PUBLISH", ctx.channel(), "update " + t.hex}};
+        });
+
+        if (gone) {
+            fail(kExitNotFound, "no such key or id (deleted meanwhile)");
+        }
+        if (exec) {
+            check_published(ctx, exec, 3);
+            break;
+        }
+        if (id_taken && args.has("id")) {
+            usage_error("--id " + quoted(given_id) + ": already in use by "
+                        "another key");
+        }
+        if (!id_taken && !collision) {
+            fail(kExitInternal, "rotate: transaction given up");
+        }
+    }
+
+    std::string extra = ",\"old_id\":" + json_quote(old_id)
+                        + ",\"old_hash\":" + json_quote(t.hex)
+                        + ",\"old_expires_at\":" + std::to_string(old_until);
+    print_new_key(args, nk, extra);
+
+    note("rotated key id " + quoted(old_id) + " to id " + quoted(nk.id)
+         + ", hash " + nk.hex + "; the old key works until "
+         + iso8601(old_until) + " (the new key is shown once)");
+    return kExitOk;
+}
+
+
+/* ------------------------------------------------------------------ */
+/* set                                                                 */
+
+int cmd_set(Context &ctx, const Args &args)
+{
+    if (args.pos.size() < 2) {
+        usage_error("set: expected KEY|ID field=value... (see apikeyctl set "
+                    "--help)");
+    }
+
+    const int64_t now = unix_now();
+    Fields changes;                 /* value "" = delete */
+    std::set<std::string> seen;
+
+    for (size_t i = 1; i < args.pos.size(); i++) {
+        const std::string &a = args.pos[i];
+        size_t eq = a.find('=');
+        if (eq == std::string::npos || eq == 0) {
+            usage_error("set: expected field=value, not " + quoted(a));
+        }
+
+        std::string name = a.substr(0, eq);
+        std::string value = a.substr(eq + 1);
+
+        if (name == "expires") {
+            name = "expires_at";
+        }
+
+        if (!is_module_field(name)) {
+            std::string all;
+            for (const std::string &f : module_fields()) {
+                all += (all.empty() ? "" : ", ") + f;
+            }
+            usage_error("set: unknown field " + quoted(name)
+                        + "; fields: " + all);
+        }
+
+        if (!seen.insert(name).second) {
+            usage_error("set: field " + quoted(name) + " given twice");
+        }
+
+        if (name == "id" && value.empty()) {
+            usage_error("set: field \"id\" cannot be removed; give a new id");
+        }
+
+        if (name == "expires_at" && !value.empty()) {
+            int64_t t;
+            std::string why;
+            if (!parse_time(value, now, &t, &why)) {
+                usage_error("set: field \"expires_at\" " + quoted(value)
+                            + ": " + why);
+            }
+            value = t == 0 ? std::string() : std::to_string(t);
+        }
+
+        if (name == "scopes") {
+            value = normalize_scopes(value);
+        }
+
+        if (!value.empty()) {
+            std::string why = field_problem(name, value);
+            if (!why.empty()) {
+                usage_error("set: " + why);
+            }
+        }
+
+        changes.emplace_back(name, value);
+    }
+
+    Target t = resolve_arg(ctx, args);
+    Redis &r = ctx.redis();
+    const std::string rec_key = ctx.record_key(t.hex);
+    std::string id;
+    bool gone = false, id_taken = false;
+    bool revoking = false;
+
+    Reply exec = transact(r, [&](Redis &rr)
+                                 -> std::optional<std::vector<Argv>> {
+        std::string new_id = field_value(changes, "id");
+
+        if (!new_id.empty()) {
+            rr.cmd({"WATCH", rec_key, ctx.id_key(new_id)});
+        } else {
+            rr.cmd({"WATCH", rec_key});
+        }
+
+        Fields old = read_record(rr, rec_key);
+        if (old.empty()) {
+            gone = true;
+            return std::nullopt;
+        }
+        id = record_id(t.hex, old);
+
+        /* the record after the change, checked as a whole */
+        Fields merged;
+        for (const Field &f : old) {
+            bool changed;
+            field_value(changes, f.first, &changed);
+            if (!changed) {
+                merged.push_back(f);
+            }
+        }
+        Fields to_set;
+        Argv hdel{"HDEL", rec_key};
+
+        for (const Field &c : changes) {
+            if (c.second.empty()) {
+                hdel.push_back(c.first);
+            } else {
+                merged.push_back(c);
+                to_set.push_back(c);
+            }
+        }
+
+        std::string why = record_problem(t.hex, merged);
+        if (!why.empty()) {
+            usage_error("set: " + why);
+        }
+
+        std::vector<Argv> ops;
+
+        if (!to_set.empty()) {
+            ops.push_back(hset_argv(rec_key, to_set));
+        }
+        if (hdel.size() > 2) {
+            ops.push_back(hdel);
+        }
+
+        if (!new_id.empty() && new_id != id) {
+            Reply g = rr.cmd({"GET", ctx.id_key(new_id)});
+            if (g->type == REDIS_REPLY_STRING
+                && reply_string(g.get()) != t.hex)
+            {
+                id_taken = true;
+                return std::nullopt;
+            }
+            ops.push_back({"SET", ctx.id_key(new_id), t.hex});
+
+            /* move the old id's lookup, if it is ours */
+            rr.cmd({"WATCH", ctx.id_key(id)});
+            Reply o = rr.cmd({"GET", ctx.id_key(id)});
+            if (reply_string(o.get()) == t.hex) {
+                ops.push_back({"DEL", ctx.id_key(id)});
+            }
+        }
+
+        std::string status = field_value(changes, "status", &revoking);
+        revoking = revoking && (status == "revoked" || status == "disabled");
+        if (revoking) {
+            ops.push_back({"PUBLISH", ctx.channel(), "revoke " + t.hex});
+        }
+        ops.push_back({"PUBLISH", ctx.channel(), "update " + t.hex});
+        return ops;
+    });
+
+    if (gone) {
+        fail(kExitNotFound, "no such key or id (deleted meanwhile)");
+    }
+    if (id_taken) {
+        usage_error("set: id " + quoted(field_value(changes, "id"))
+                    + " is already in use by another key");
+    }
+
+    check_published(ctx, exec, exec->elements - 1);
+
+    std::string set_list, del_list;
+    for (const Field &c : changes) {
+        std::string &l = c.second.empty() ? del_list : set_list;
+        l += (l.empty() ? "" : ", ") + c.first;
+    }
+    note("updated key id " + quoted(id)
+         + (set_list.empty() ? "" : ": set " + set_list)
+         + (del_list.empty() ? "" : (set_list.empty() ? ": " : "; ")
+                                    + std::string("removed ") + del_list));
+    return kExitOk;
+}
+
+
+/* ------------------------------------------------------------------ */
+/* show                                                                */
+
+static std::string time_note(const std::string &v, int64_t now,
+                             bool expiry)
+{
+    uint64_t t;
+    if (!parse_uint(v, UINT64_MAX / 2, &t)) {
+        return "";
+    }
+    if (t == 0) {
+        return expiry ? " (never)" : "";
+    }
+    std::string s = " (" + iso8601(static_cast<int64_t>(t));
+    if (expiry && static_cast<int64_t>(t) <= now) {
+        s += ", expired";
+    }
+    return s + ")";
+}
+
+
+static std::string fields_json(const Fields &f)
+{
+    std::string out = "{";
+    for (size_t i = 0; i < f.size(); i++) {
+        out += (i ? "," : "") + json_quote(f[i].first) + ":"
+               + json_quote(f[i].second);
+    }
+    return out + "}";
+}
+
+
+/* Known fields first, in the module's order, then the rest by name. */
+static Fields ordered(const Fields &f)
+{
+    Fields out;
+    for (const std::string &name : module_fields()) {
+        bool present;
+        std::string v = field_value(f, name, &present);
+        if (present) {
+            out.emplace_back(name, v);
+        }
+    }
+    Fields rest;
+    for (const Field &x : f) {
+        if (!is_module_field(x.first)) {
+            rest.push_back(x);
+        }
+    }
+    std::sort(rest.begin(), rest.end());
+    out.insert(out.end(), rest.begin(), rest.end());
+    return out;
+}
+
+
+int cmd_show(Context &ctx, const Args &args)
+{
+    expect_args(args, 1, 1, "KEY or ID");
+
+    Target t = resolve_arg(ctx, args);
+    Redis &r = ctx.redis();
+    Fields f = ordered(read_record(r, ctx.record_key(t.hex)));
+    if (f.empty()) {
+        fail(kExitNotFound, "no such key or id (deleted meanwhile)");
+    }
+
+    std::string id = record_id(t.hex, f);
+    Reply lk = r.cmd({"GET", ctx.id_key(id)});
+    bool lookup_ok = reply_string(lk.get()) == t.hex;
+    std::string problem = record_problem(t.hex, f);
+
+    if (args.has("json")) {
+        std::cout << "{\"id\":" << json_quote(id) << ",\"hash\":"
+                  << json_quote(t.hex) << ",\"fields\":" << fields_json(f)
+                  << ",\"id_lookup\":" << (lookup_ok ? "true" : "false")
+                  << ",\"valid\":" << (problem.empty() ? "true" : "false");
+        if (!problem.empty()) {
+            std::cout << ",\"problem\":" << json_quote(problem);
+        }
+        std::cout << "}\n";
+        flush_stdout_or_fail("show");
+        return kExitOk;
+    }
+
+    const int64_t now = unix_now();
+    size_t w = 5;
+    for (const Field &x : f) {
+        w = std::max(w, x.first.size());
+    }
+
+    auto line = [&](const std::string &k, const std::string &v) {
+        std::cout << k << std::string(w + 2 - k.size(), ' ') << v << '\n';
+    };
+
+    line("id", printable(id) + (field_value(f, "id").empty() ? " (default)"
+                                                              : "")
+               + (lookup_ok ? "" : " (no id lookup: name it by key or "
+                                   "hash)"));
+    line("hash", t.hex);
+
+    bool has_status;
+    field_value(f, "status", &has_status);
+    if (!has_status) {
+        line("status", "active (default)");
+    }
+
+    for (const Field &x : f) {
+        if (x.first == "id") {
+            continue;
+        }
+        std::string v = printable(x.second);
+        if (x.first == "expires_at") {
+            v += time_note(x.second, now, true);
+        } else if (x.first == "created_at") {
+            v += time_note(x.second, now, false);
+        }
+        line(x.first, v);
+    }
+
+    if (!problem.empty()) {
+        line("WARNING", "the module rejects this record (bad_record): "
+                        + printable(problem));
+    }
+
+    flush_stdout_or_fail("show");
+    return kExitOk;
+}
+
+
+/* ------------------------------------------------------------------ */
+/* list                                                                */
+
+int cmd_list(Context &ctx, const Args &args)
+{
+    expect_args(args, 0, 0, "");
+
+    uint64_t page = 1000;
+    if (args.has("page-size")
+        && (!parse_uint(args.get("page-size"), 100000, &page) || page == 0))
+    {
+        usage_error("--page-size " + quoted(args.get("page-size"))
+                    + ": expected 1 to 100000");
+    }
+
+    std::string want_status = args.get("status");
+    if (args.has("status") && want_status != "active"
+        && want_status != "revoked" && want_status != "disabled")
+    {
+        usage_error("--status " + quoted(want_status)
+                    + ": expected active, revoked or disabled");
+    }
+
+    const bool json = args.has("json");
+    const int64_t now = unix_now();
+    const std::string &prefix = ctx.prefix();
+    const std::string pattern = glob_escape(prefix) + "*";
+
+    Redis &r = ctx.redis();
+    std::unordered_set<std::string> seen;
+    std::vector<std::string> batch;
+    uint64_t shown = 0;
+
+    if (json) {
+        std::cout << "[";
+    }
+
+    auto flush = [&]() {
+        for (const std::string &name : batch) {
+            r.append({"HGETALL", name});
+        }
+
+        for (const std::string &name : batch) {
+            Reply rep = r.next();
+            if (reply_is_error(rep.get())) {
+                note("warning: skipping " + quoted(name) + ": "
+                     + printable(reply_string(rep.get())));
+                continue;
+            }
+
+            Fields f = reply_to_fields(rep.get());
+            if (f.empty()) {
+                continue;       /* deleted since SCAN saw it */
+            }
+
+            std::string status = field_value(f, "status");
+            if (status.empty()) {
+                status = "active";
+            }
+
+            if ((args.has("owner") && field_value(f, "owner")
+                                          != args.get("owner"))
+                || (args.has("plan") && field_value(f, "plan")
+                                            != args.get("plan"))
+                || (args.has("status") && status != want_status))
+            {
+                continue;
+            }
+
+            std::string hex = name.substr(prefix.size());
+            std::string id = record_id(hex, f);
+            shown++;
+
+            if (json) {
+                std::cout << (shown > 1 ? ",\n" : "\n") << "{\"id\":"
+                          << json_quote(id) << ",\"hash\":" << json_quote(hex)
+                          << ",\"fields\":" << fields_json(ordered(f)) << "}";
+                continue;
+            }
+
+            std::string exp = field_value(f, "expires_at");
+            uint64_t e = 0;
+            if (exp.empty() || (parse_uint(exp, UINT64_MAX / 2, &e)
+                                && e == 0))
+            {
+                exp = "never";
+            } else if (parse_uint(exp, UINT64_MAX / 2, &e)) {
+                exp = iso8601(static_cast<int64_t>(e))
+                      + (static_cast<int64_t>(e) <= now ? "(expired)" : "");
+            } else {
+                exp = printable(exp);
+            }
+
+            auto col = [](const std::string &v) {
+                return v.empty() ? std::string("-") : printable(v);
+            };
+
+            std::cout << col(id) << '\t' << status << '\t'
+                      << col(field_value(f, "owner")) << '\t'
+                      << col(field_value(f, "plan")) << '\t' << exp << '\t'
+                      << hex << '\n';
+        }
+
+        batch.clear();
+    };
+
+    std::string cursor = "0";
+
+    do {
+        Reply rep = r.cmd({"SCAN", cursor, "MATCH", pattern, "COUNT",
+                           std::to_string(page)});
+
+        if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2
+            || rep->element[1]->type != REDIS_REPLY_ARRAY)
+        {
+            fail(kExitRedis, "redis: SCAN: unexpected reply");
+        }
+
+        cursor = reply_string(rep->element[0]);
+        const redisReply *names = rep->element[1];
+
+        for (size_t i = 0; i < names->elements; i++) {
+            std::string name = reply_string(names->element[i]);
+
+            if (name.size() != prefix.size() + 64
+                || name.compare(0, prefix.size(), prefix) != 0
+                || !is_hex64(name.substr(prefix.size())))
+            {
+                continue;
+            }
+
+            if (seen.insert(name).second) {
+                batch.push_back(std::move(name));
+            }
+        }
+
+        if (batch.size() >= page) {
+            flush();
+        }
+
+    } while (cursor != "0");
+
+    flush();
+
+    if (json) {
+        std::cout << (shown ? "\n]\n" : "]\n");
+    }
+
+    flush_stdout_or_fail("list");
+    note(std::to_string(shown) + (shown == 1 ? " key" : " keys"));
+    return kExitOk;
+}
+
+
+/* ------------------------------------------------------------------ */
+/* usage                                                               */
+
+int cmd_usage(Context &ctx, const Args &args)
+{
+    expect_args(args, 1, 1, "KEY or ID");
+
+    Target t = resolve_arg(ctx, args);
+    Redis &r = ctx.redis();
+    Fields f = read_record(r, ctx.record_key(t.hex));
+    if (f.empty()) {
+        fail(kExitNotFound, "no such key or id (deleted meanwhile)");
+    }
+
+    const int64_t now = unix_now();
+    std::string id = record_id(t.hex, f);
+    std::string quota = field_value(f, "quota");
+
+    /* N/hour, N/day, N/month */
+    uint64_t limit = 0;
+    std::string qperiod;
+    size_t slash = quota.find('/');
+    if (slash != std::string::npos
+        && parse_uint(quota.substr(0, slash), UINT64_MAX / 2, &limit))
+    {
+        qperiod = quota.substr(slash + 1);
+        if (qperiod != "hour" && qperiod != "day" && qperiod != "month") {
+            qperiod.clear();
+        }
+    }
+
+    struct Win {
+        std::string period;
+        int64_t start, end;
+        uint64_t used;
+    };
+    std::vector<Win> wins;
+    Argv mget{"MGET"};
+
+    for (const char *p : {"hour", "day", "month"}) {
+        Win w{p, 0, 0, 0};
+        if (!quota_window(p, now, &w.start, &w.end)) {
+            fail(kExitInternal, "cannot compute the quota window");
+        }
+        mget.push_back(ctx.prefix() + "usage:" + t.hex + ":" + p + ":"
+                       + std::to_string(w.start));
+        wins.push_back(w);
+    }
+
+    Reply rep = r.cmd(mget);
+    for (size_t i = 0; i < wins.size() && i < rep->elements; i++) {
+        uint64_t v = 0;
+        if (rep->element[i]->type == REDIS_REPLY_STRING) {
+            parse_uint(reply_string(rep->element[i]), UINT64_MAX, &v);
+        }
+        wins[i].used = v;
+    }
+
+    const Win *cur = nullptr;
+    for (const Win &w : wins) {
+        if (w.period == qperiod) {
+            cur = &w;
+        }
+    }
+
+    if (args.has("json")) {
+        std::cout << "{\"id\":" << json_quote(id) << ",\"hash\":"
+                  << json_quote(t.hex) << ",\"quota\":"
+                  << (quota.empty() ? "null" : json_quote(quota));
+        if (cur) {
+            uint64_t left = cur->used >= limit ? 0 : limit - cur->used;
+            std::cout << ",\"limit\":" << limit << ",\"period\":"
+                      << json_quote(cur->period) << ",\"used\":" << cur->used
+                      << ",\"remaining\":" << left << ",\"window_start\":"
+                      << cur->start << ",\"window_end\":" << cur->end;
+        }
+        std::cout << ",\"windows\":{";
+        for (size_t i = 0; i < wins.size(); i++) {
+            std::cout << (i ? "," : "") << json_quote(wins[i].period)
+                      << ":{\"start\":" << wins[i].start << ",\"end\":"
+                      << wins[i].end << ",\"used\":" << wins[i].used << "}";
+        }
+        std::cout << "}}\n";
+        flush_stdout_or_fail("usage");
+        return kExitOk;
+    }
+
+    std::cout << "id         " << printable(id) << '\n'
+              << "hash       " << t.hex << '\n';
+
+    if (cur) {
+        uint64_t left = cur->used >= limit ? 0 : limit - cur->used;
+        std::cout << "quota      " << printable(quota) << '\n'
+                  << "window     " << iso8601(cur->start) << " .. "
+                  << iso8601(cur->end) << '\n'
+                  << "used       " << cur->used << '\n'
+                  << "remaining  " << left << '\n';
+    } else if (quota.empty()) {
+        std::cout << "quota      none\n";
+    } else {
+        std::cout << "quota      " << printable(quota) << " (malformed)\n";
+    }
+
+    for (const Win &w : wins) {
+        std::cout << "counter    " << w.period
+                  << std::string(6 - w.period.size(), ' ') << w.used
+                  << " since " << iso8601(w.start) << '\n';
+    }
+
+    flush_stdout_or_fail("usage");
+    return kExitOk;
+}
+
+
+/* ------------------------------------------------------------------ */
+/* delete                                                              */
+
+int cmd_delete(Context &ctx, const Args &args)
+{
+    expect_args(args, 1, 1, "KEY or ID");
+
+    Target t = resolve_arg(ctx, args, true);
+    Redis &r = ctx.redis();
+    const std::string rec_key = ctx.record_key(t.hex);
+    std::string id;
+    bool had_record = false;
+
+    Reply exec = transact(r, [&](Redis &rr)
+                                 -> std::optional<std::vector<Argv>> {
+        rr.cmd({"WATCH", rec_key});
+        Fields f = read_record(rr, rec_key);
+        had_record = !f.empty();
+        id = had_record ? record_id(t.hex, f) : t.id_arg;
+
+        /* the id lookups that point at this record */
+        std::vector<std::string> ids{id, t.hex.substr(0, AK_ID_DEFAULT_LEN)};
+        if (!t.id_arg.empty()) {
+            ids.push_back(t.id_arg);
+        }
+        std::sort(ids.begin(), ids.end());
+        ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+
+        Argv watch{"WATCH"};
+        for (const std::string &i : ids) {
+            watch.push_back(ctx.id_key(i));
+        }
+        rr.cmd(watch);
+
+        std::vector<Argv> ops;
+        if (had_record) {
+            ops.push_back({"DEL", rec_key});
+        }
+        for (const std::string &i : ids) {
+            Reply g = rr.cmd({"GET", ctx.id_key(i)});
+            if (reply_string(g.get()) == t.hex) {
+                ops.push_back({"DEL", ctx.id_key(i)});
+            }
+        }
+        if (ops.empty()) {
+            return std::nullopt;
+        }
+        ops.push_back({"PUBLISH", ctx.channel(), "update " + t.hex});
+        return ops;
+    });
+
+    if (!exec) {
+        fail(kExitNotFound, "no such key or id (deleted meanwhile)");
+    }
+
+    check_published(ctx, exec, exec->elements - 1);
+
+    if (had_record) {
+        note("deleted key id " + quoted(id) + ", hash " + t.hex);
+    } else {
+        note("removed id " + quoted(id) + ", whose record was already gone");
+    }
+    return kExitOk;
+}
+
+} // namespace apikeyctl

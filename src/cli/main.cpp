@@ -1,0 +1,345 @@
+/*
+ * apikeyctl: the ops command-line tool of ngx_http_api_key_module.
+ *
+ * Creates, revokes, rotates, shows, lists, changes and deletes API keys in
+ * the Redis that nginx reads, and publishes the events nginx listens for.
+ * Only hashes of keys are ever stored; a new key is printed once.
+ */
+
+#include "commands.hpp"
+#include "util.hpp"
+
+#include <cstring>
+#include <iostream>
+#include <new>
+
+namespace apikeyctl {
+namespace {
+
+const char kVersion[] = "apikeyctl 0.1.0";
+
+const char kMainHelp[] =
+"usage: apikeyctl [options] COMMAND [command options] [arguments]\n"
+"\n"
+"Manages the API keys that ngx_http_api_key_module reads from Redis.\n"
+"Only the hash of a key is stored; a new key is printed once.\n"
+"\n"
+"commands:\n"
+"  create   make a new key and print it once\n"
+"  revoke   deny a key from now on (status=revoked)\n"
+"  rotate   replace a key; the old one keeps working for --grace\n"
+"  set      change fields of a key (field=value, field= removes)\n"
+"  show     show a key's id, hash and fields (never the key)\n"
+"  list     list keys, optionally filtered by owner, status, plan\n"
+"  usage    show a key's quota counters for the current windows\n"
+"  delete   remove a key's record and its id\n"
+"\n"
+"A key is named by the key itself, by its id, or by its hash; \"-\" reads\n"
+"the key (or id) from the first line of stdin, so that a key never shows\n"
+"in shell history or ps.\n"
+"\n"
+"options (before or after the command):\n"
+"  --redis URL           redis://[user[:password]@]host:port[/db] or\n"
+"                        unix:/path.sock[?db=N]\n"
+"                        (env APIKEY_REDIS_URL; default redis://127.0.0.1:6379)\n"
+"  --password-file FILE  Redis password (env APIKEY_REDIS_PASSWORD); one\n"
+"                        trailing newline is not part of it\n"
+"  --prefix P            record name prefix, as api_key_redis prefix=\n"
+"                        (env APIKEY_PREFIX; default apikey:)\n"
+"  --channel C           event channel, as api_key_redis channel=\n"
+"                        (env APIKEY_CHANNEL; default apikey:events)\n"
+"  --hash sha256|hmac-sha256\n"
+"                        as api_key_hash (env APIKEY_HASH; default sha256)\n"
+"  --secret-file FILE    the HMAC secret, as api_key_hash secret_file=\n"
+"                        (env APIKEY_SECRET_FILE)\n"
+"  --timeout SECONDS     Redis connect and command timeout (default 2)\n"
+"  -h, --help            this help; \"apikeyctl COMMAND --help\" for a command\n"
+"  --version             the version\n"
+"\n"
+"exit codes: 0 ok, 2 usage or validation error, 3 no such key or id,\n"
+"4 Redis unreachable or error, 1 internal error.\n";
+
+struct CommandInfo {
+    const char *name;
+    int (*run)(Context &, const Args &);
+    const char *options;     /* space-separated options with a value */
+    const char *flags;       /* space-separated options without one */
+    const char *help;
+};
+
+const CommandInfo kCommands[] = {
+    {"create", cmd_create,
+     "owner plan scopes ips referrers rate burst quota expires id key-prefix",
+     "json",
+"usage: apikeyctl create [--owner O] [--plan P] [--scopes \"a b\"]\n"
+"                        [--ips LIST] [--referrers LIST] [--rate R]\n"
+"                        [--burst N] [--quota Q] [--expires WHEN] [--id ID]\n"
+"                        [--key-prefix P] [--json]\n"
+"\n"
+"Makes a key, stores its hash with the given fields (one MULTI/EXEC with the\n"
+"id lookup) and prints the key once on stdout; id and hash go to stderr.\n"
+"With --json stdout is {\"key\":...,\"id\":...,\"hash\":...}.\n"
+"\n"
+"  --owner O, --plan P   text for $api_key_owner / $api_key_plan\n"
+"  --scopes \"a b\"        space-separated scopes\n"
+"  --ips LIST            comma-separated addresses and CIDRs, e.g.\n"
+"                        10.0.0.0/8,2001:db8::/32\n"
+"  --referrers LIST      comma-separated hosts, *.example.com wildcards\n"
+"  --rate R              N/s, N/m or N/h          --burst N   (with --rate)\n"
+"  --quota Q             N/hour, N/day or N/month\n"
+"  --expires WHEN        90d (from now; s m h d w), 2027-01-31 (00:00 UTC),\n"
+"                        2027-01-31T12:00:00Z, or unix seconds\n"
+"  --id ID               public id (1-64 of A-Z a-z 0-9 . _ : -); must be\n"
+"                        unused. Default: the first 12 hex digits of the hash\n"
+"  --key-prefix P        the key's prefix, 1-32 of A-Z a-z 0-9 _ (default ak)\n"
+"\n"
+"Every value is checked with the module's own rules: a value the module\n"
+"would reject is refused (exit 2) naming the field.\n"},
+
+    {"revoke", cmd_revoke, "", "",
+"usage: apikeyctl revoke KEY|ID|HASH|-\n"
+"\n"
+"Sets status=revoked and publishes \"revoke HASH\" on the channel, in one\n"
+"transaction: every nginx listening denies the key from its next request.\n"
+"\"apikeyctl set KEY|ID status=active\" undoes it.\n"},
+
+    {"rotate", cmd_rotate, "grace id key-prefix expires", "json",
+"usage: apikeyctl rotate KEY|ID|HASH|- --grace DURATION [--id ID]\n"
+"                        [--key-prefix P] [--expires WHEN] [--json]\n"
+"\n"
+"Makes a new key with the same fields (owner, plan, scopes, limits, ...),\n"
+"prints it once like create, and sets the old key's expires_at to\n"
+"now + grace (never later than it was), so that the old key keeps working\n"
+"until then; publishes \"update OLDHASH\".\n"
+"\n"
+"  --grace DURATION   how long the old key keeps working: 30m, 24h, 7d,\n"
+"                     seconds; 0 ends it now (required)\n"
+"  --id ID            the new key's id (default: from its hash). Giving the\n"
+"                     old key's id moves the id to the new key\n"
+"  --key-prefix P     the new key's prefix (default ak)\n"
+"  --expires WHEN     the new key's expiry (default: the old key's; needed\n"
+"                     when the old key has expired); never: none\n"
+"\n"
+"A revoked key's replacement is active; a disabled key's stays disabled.\n"
+"The new record holds rotated_from=OLDID, the old one rotated_to=NEWID.\n"
+"--json adds old_id, old_hash and old_expires_at.\n"},
+
+    {"set", cmd_set, "", "",
+"usage: apikeyctl set KEY|ID|HASH|- field=value... \n"
+"\n"
+"Changes fields of a key's record and publishes \"update HASH\" (and\n"
+"\"revoke HASH\" when status becomes revoked or disabled).\n"
+"\"field=\" with an empty value removes the field (no limit).\n"
+"\n"
+"fields: id owner plan status expires_at (or expires) scopes ips referrers\n"
+"        rate burst quota\n"
+"  status      active | revoked | disabled\n"
+"  expires_at  as create --expires (unix seconds, 90d, 2027-01-31, ...),\n"
+"              0 or never: no expiry; a past time expires the key\n"
+"  id          a new public id (must be unused); the id lookup moves\n"
+"\n"
+"The record after the change is checked as a whole with the module's rules.\n"},
+
+    {"show", cmd_show, "", "json",
+"usage: apikeyctl show KEY|ID|HASH|- [--json]\n"
+"\n"
+"Shows the key's id, hash and fields; never the key. Warns when the module\n"
+"would reject the record.\n"},
+
+    {"list", cmd_list, "owner status plan page-size", "json",
+"usage: apikeyctl list [--owner O] [--status S] [--plan P] [--page-size N]\n"
+"                      [--json]\n"
+"\n"
+"Lists every key record ({prefix} + 64 hex digits), each exactly once,\n"
+"with SCAN (never KEYS) and pipelined reads of N records at a time\n"
+"(default 1000). Columns: ID STATUS OWNER PLAN EXPIRES HASH, tab-separated;\n"
+"the count goes to stderr. --json prints an array of\n"
+"{\"id\":...,\"hash\":...,\"fields\":{...}}.\n"
+"\n"
+"  --status S   active (also when the field is absent), revoked or disabled\n"},
+
+    {"usage", cmd_usage, "", "json",
+"usage: apikeyctl usage KEY|ID|HASH|- [--json]\n"
+"\n"
+"Shows the key's quota, the counter of the current window, what remains,\n"
+"and the counters of the current hour, day and month (UTC), read from\n"
+"{prefix}usage:{hash}:{hour|day|month}:{window_start}.\n"},
+
+    {"delete", cmd_delete, "", "",
+"usage: apikeyctl delete KEY|ID|HASH|-\n"
+"\n"
+"Removes the key's record and its id lookup, and publishes \"update HASH\":\n"
+"the key is unknown from then on. Also removes an id whose record is gone.\n"},
+};
+
+const char kGlobalOptions[] =
+    "redis password-file prefix channel hash secret-file timeout";
+const char kGlobalFlags[] = "help version";
+
+
+bool in_list(const char *list, const std::string &name)
+{
+    std::string l = std::string(" ") + list + " ";
+    return l.find(" " + name + " ") != std::string::npos;
+}
+
+
+const CommandInfo *find_command(const std::string &name)
+{
+    for (const CommandInfo &c : kCommands) {
+        if (name == c.name) {
+            return &c;
+        }
+    }
+    return nullptr;
+}
+
+
+Args parse_args(int argc, char **argv, const CommandInfo **cmd)
+{
+    Args args;
+    *cmd = nullptr;
+    bool only_positional = false;
+
+    for (int i = 1; i < argc; i++) {
+        std::string a = argv[i];
+
+        if (only_positional || a == "-" || a.size() < 2 || a[0] != '-') {
+            if (*cmd == nullptr && !only_positional) {
+                if (a == "help") {
+                    args.opts["help"] = "";
+                    continue;
+                }
+                *cmd = find_command(a);
+                if (*cmd == nullptr) {
+                    if (args.has("help")) {
+                        usage_error("no command " + quoted(a));
+                    }
+                    usage_error("unknown command " + quoted(a)
+                                + " (see apikeyctl --help)");
+                }
+                args.command = a;
+                continue;
+            }
+            if (*cmd == nullptr) {
+                usage_error("no command given (see apikeyctl --help)");
+            }
+            args.pos.push_back(a);
+            continue;
+        }
+
+        if (a == "--") {
+            only_positional = true;
+            continue;
+        }
+
+        if (a == "-h") {
+            a = "--help";
+        }
+
+        if (a.compare(0, 2, "--") != 0) {
+            usage_error("unknown option " + quoted(a)
+                        + " (options are --long; see --help)");
+        }
+
+        std::string name = a.substr(2), value;
+        bool has_value = false;
+        size_t eq = name.find('=');
+        if (eq != std::string::npos) {
+            value = name.substr(eq + 1);
+            name = name.substr(0, eq);
+            has_value = true;
+        }
+
+        bool takes_value = in_list(kGlobalOptions, name)
+                           || (*cmd && in_list((*cmd)->options, name));
+        bool flag = in_list(kGlobalFlags, name)
+                    || (*cmd && in_list((*cmd)->flags, name));
+
+        if (!takes_value && !flag) {
+            std::string where = *cmd ? std::string(" for ") + (*cmd)->name
+                                     : std::string();
+            usage_error("unknown option --" + printable(name) + where
+                        + " (see apikeyctl " + (*cmd ? (*cmd)->name : "")
+                        + (*cmd ? " " : "") + "--help)");
+        }
+
+        if (flag && has_value) {
+            usage_error("option --" + name + " takes no value");
+        }
+
+        if (takes_value && !has_value) {
+            if (i + 1 >= argc) {
+                usage_error("option --" + name + " needs a value");
+            }
+            value = argv[++i];
+        }
+
+        args.opts[name] = value;
+    }
+
+    return args;
+}
+
+
+int run(int argc, char **argv)
+{
+    const CommandInfo *cmd;
+    Args args = parse_args(argc, argv, &cmd);
+
+    if (args.has("version")) {
+        std::cout << kVersion << '\n';
+        return kExitOk;
+    }
+
+    if (args.has("help")) {
+        if (cmd == nullptr && !args.pos.empty()) {
+            cmd = find_command(args.pos[0]);
+        }
+        std::cout << (cmd ? cmd->help : kMainHelp);
+        return kExitOk;
+    }
+
+    if (cmd == nullptr) {
+        std::cerr << kMainHelp;
+        usage_error("no command given");
+    }
+
+    size_t stdin_args = 0;
+    for (const std::string &p : args.pos) {
+        stdin_args += p == "-";
+    }
+    if (stdin_args > 1) {
+        usage_error("\"-\" (read from stdin) may be given once");
+    }
+
+    Context ctx(args);
+    return cmd->run(ctx, args);
+}
+
+} // namespace
+} // namespace apikeyctl
+
+
+int main(int argc, char **argv)
+{
+    try {
+        return apikeyctl::run(argc, argv);
+
+    } catch (const apikeyctl::Error &e) {
+        apikeyctl::note(e.what());
+        return e.code();
+
+    } catch (const std::bad_alloc &) {
+        apikeyctl::note("out of memory");
+        return apikeyctl::kExitInternal;
+
+    } catch (const std::exception &e) {
+        apikeyctl::note(std::string("internal error: ") + e.what());
+        return apikeyctl::kExitInternal;
+
+    } catch (...) {
+        apikeyctl::note("internal error");
+        return apikeyctl::kExitInternal;
+    }
+}

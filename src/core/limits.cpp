@@ -1,0 +1,138 @@
+/*
+ * limits.cpp: GCRA rate limiting and UTC calendar quota windows.  Pure
+ * arithmetic: no clock, no locale, no timegm.
+ */
+
+#include "ak_core.h"
+
+#include <cstdint>
+
+namespace {
+
+inline uint64_t sat_add(uint64_t a, uint64_t b) noexcept
+{
+    return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+inline uint64_t sat_mul(uint64_t a, uint64_t b) noexcept
+{
+    return (b != 0 && a > UINT64_MAX / b) ? UINT64_MAX : a * b;
+}
+
+/* floor division for b > 0 */
+inline int64_t floor_div(int64_t a, int64_t b) noexcept
+{
+    int64_t q = a / b;
+    return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+
+/*
+ * Days since 1970-01-01 of a proleptic Gregorian date, and back (Howard
+ * Hinnant's algorithms).  Valid far beyond the range accepted below.
+ */
+int64_t days_from_civil(int64_t y, unsigned m, unsigned d) noexcept
+{
+    y -= m <= 2;
+    const int64_t era = (y >= 0 ? y : y - 399) / 400;
+    const int64_t yoe = y - era * 400;                          /* 0..399 */
+    const int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    const int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;  /* 0..146096 */
+    return era * 146097 + doe - 719468;
+}
+
+void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d) noexcept
+{
+    z += 719468;
+    const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    const int64_t doe = z - era * 146097;                       /* 0..146096 */
+    const int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    const int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    const int64_t mp = (5 * doy + 2) / 153;
+    *d = static_cast<unsigned>(doy - (153 * mp + 2) / 5 + 1);
+    *m = static_cast<unsigned>(mp < 10 ? mp + 3 : mp - 9);
+    *y = yoe + era * 400 + (*m <= 2);
+}
+
+/* about +-2.2 billion years either side of 1970: no overflow anywhere */
+constexpr int64_t kNowLimit = INT64_C(1) << 56;
+
+} // namespace
+
+
+extern "C" int
+ak_gcra(uint64_t *tat, uint64_t now_us, uint64_t interval_us, uint32_t burst,
+    ak_rate_result_t *res)
+{
+    ak_rate_result_t tmp;
+    if (res == nullptr) {
+        res = &tmp;
+    }
+
+    res->remaining = 0;
+    res->retry_after_us = 0;
+    res->reset_us = 0;
+
+    if (tat == nullptr) {
+        return 1;
+    }
+
+    const uint64_t T = interval_us ? interval_us : 1;
+    const uint64_t tau = sat_mul(burst, T);
+    const uint64_t t = *tat > now_us ? *tat : now_us;   /* max(tat, now) */
+    const uint64_t wait = t - now_us;                   /* bucket level */
+
+    if (wait > tau) {
+        /* limited: the next request conforms once t - now <= tau */
+        res->retry_after_us = wait - tau;
+        res->reset_us = wait;
+        return 0;
+    }
+
+    const uint64_t new_tat = sat_add(t, T);
+    *tat = new_tat;
+
+    /* how many more would be allowed right now: (tau - wait) / T */
+    uint64_t remaining = (tau - wait) / T;
+    res->remaining = remaining > UINT32_MAX ? UINT32_MAX
+                                            : static_cast<uint32_t>(remaining);
+    res->reset_us = new_tat - now_us;
+    return 1;
+}
+
+
+extern "C" int
+ak_quota_window(uint8_t period, int64_t now, int64_t *start, int64_t *end)
+{
+    if (start == nullptr || end == nullptr || now <= -kNowLimit
+        || now >= kNowLimit)
+    {
+        return -1;
+    }
+
+    switch (period) {
+
+    case AK_PERIOD_HOUR:
+        *start = floor_div(now, 3600) * 3600;
+        *end = *start + 3600;
+        return 0;
+
+    case AK_PERIOD_DAY:
+        *start = floor_div(now, 86400) * 86400;
+        *end = *start + 86400;
+        return 0;
+
+    case AK_PERIOD_MONTH: {
+        int64_t y;
+        unsigned m, d;
+
+        civil_from_days(floor_div(now, 86400), &y, &m, &d);
+        *start = days_from_civil(y, m, 1) * 86400;
+        *end = (m == 12 ? days_from_civil(y + 1, 1, 1)
+                        : days_from_civil(y, m + 1, 1)) * 86400;
+        return 0;
+    }
+
+    default:
+        return -1;
+    }
+}

@@ -1,0 +1,746 @@
+/*
+ * record.cpp: Redis HASH fields -> compact blob (ak_record_build), blob ->
+ * view (ak_record_view), scopes, and one-field validation for the CLI.
+ *
+ * The blob layout is described in internal.hpp.
+ */
+
+#include "ak_core.h"
+#include "akcore.hpp"
+#include "internal.hpp"
+
+#include <cstring>
+
+namespace ak {
+
+const char *const kFieldNames[F_COUNT] = {
+    "id", "owner", "plan", "status", "expires_at", "scopes", "ips",
+    "referrers", "rate", "burst", "quota",
+};
+
+namespace {
+
+const char kEmpty[] = "";
+
+constexpr uint64_t kUsPerSecond = 1000000ULL;
+
+inline bool id_char(unsigned char c) noexcept
+{
+    return is_alnum(c) || c == '.' || c == '_' || c == ':' || c == '-';
+}
+
+inline bool scope_char(unsigned char c) noexcept
+{
+    return is_alnum(c) || c == '.' || c == '_' || c == ':' || c == '/'
+           || c == '*' || c == '-';
+}
+
+inline bool blank(unsigned char c) noexcept
+{
+    return c == ' ' || c == '\t';
+}
+
+bool valid_id(const char *v, size_t len) noexcept
+{
+    if (v == nullptr || len == 0 || len > AK_ID_MAX_LEN) {
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (!id_char(static_cast<unsigned char>(v[i]))) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* 1..max_digits decimal digits, nothing else */
+bool parse_uint(const char *v, size_t len, size_t max_digits, uint64_t *out)
+    noexcept
+{
+    if (len == 0 || len > max_digits) {
+        return false;
+    }
+    uint64_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = static_cast<unsigned char>(v[i]);
+        if (!is_digit(c)) {
+            return false;
+        }
+        n = n * 10 + (c - '0');     /* <= 19 digits cannot overflow */
+    }
+    *out = n;
+    return true;
+}
+
+bool word_is(const char *v, size_t len, const char *w) noexcept
+{
+    size_t n = std::strlen(w);
+    return len == n && eq_nocase(v, w, n);
+}
+
+/*
+ * "N/unit": N in 1..max, unit one of units[] (case-insensitive), mapped to
+ * periods[].  Returns 1 ok, 0 bad form, -1 N out of range.
+ */
+int parse_per(const char *v, size_t len, uint64_t max,
+    const char *const *units, const uint8_t *periods, size_t nunits,
+    uint64_t *n, uint8_t *period) noexcept
+{
+    const char *slash = static_cast<const char *>(std::memchr(v, '/', len));
+    if (slash == nullptr) {
+        return 0;
+    }
+
+    size_t nlen = static_cast<size_t>(slash - v);
+    const char *u = slash + 1;
+    size_t ulen = len - nlen - 1;
+
+    uint64_t value;
+    if (!parse_uint(v, nlen, 19, &value)) {
+        return 0;
+    }
+
+    for (size_t i = 0; i < nunits; i++) {
+        if (word_is(u, ulen, units[i])) {
+            if (value < 1 || value > max) {
+                return -1;
+            }
+            *n = value;
+            *period = periods[i];
+            return 1;
+        }
+    }
+    return 0;
+}
+
+bool parse_text(const char *name, const char *v, size_t len, Writer &w,
+    ErrBuf &e) noexcept
+{
+    if (len > kTextMax) {
+        e.field(name);
+        e.add("longer than ");
+        e.add_u64(kTextMax);
+        e.add(" bytes");
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = static_cast<unsigned char>(v[i]);
+        if (c < 0x20 || c == 0x7f) {
+            e.field(name);
+            e.add("control character at byte ");
+            e.add_u64(i + 1);
+            return false;
+        }
+    }
+    w.put_str(v, len);
+    return true;
+}
+
+bool parse_scopes(const char *v, size_t len, Scalars &s, Writer &w,
+    ErrBuf &e) noexcept
+{
+    size_t words = 0, norm = 0;
+
+    for (size_t i = 0; i < len;) {
+        if (blank(static_cast<unsigned char>(v[i]))) {
+            i++;
+            continue;
+        }
+        size_t start = i;
+        while (i < len && !blank(static_cast<unsigned char>(v[i]))) {
+            i++;
+        }
+        size_t wl = i - start;
+        bool ok = wl <= kScopeMax;
+        for (size_t k = start; ok && k < i; k++) {
+            ok = scope_char(static_cast<unsigned char>(v[k]));
+        }
+        if (!ok) {
+            e.field("scopes");
+            e.add("bad scope ");
+            e.add_quoted(v + start, wl);
+            e.add(" (1 to 64 of A-Z a-z 0-9 . _ : / * -)");
+            return false;
+        }
+        norm += (words ? 1 : 0) + wl;
+        words++;
+    }
+
+    s.scope_words = words;
+    if (words == 0) {
+        return true;                    /* only blanks: no scopes */
+    }
+
+    w.put_varint(norm);
+    bool first = true;
+    for (size_t i = 0; i < len;) {
+        if (blank(static_cast<unsigned char>(v[i]))) {
+            i++;
+            continue;
+        }
+        size_t start = i;
+        while (i < len && !blank(static_cast<unsigned char>(v[i]))) {
+            i++;
+        }
+        if (!first) {
+            w.put(' ');
+        }
+        first = false;
+        w.put_bytes(v + start, i - start);
+    }
+    return true;
+}
+
+bool parse_section(int index, const char *v, size_t len, Writer &w,
+    ErrBuf &e) noexcept
+{
+    size_t at = w.len;
+    w.put(0);
+    w.put(0);
+
+    bool ok = index == F_IPS ? encode_ips(v, len, w, e)
+                             : encode_referrers(v, len, w, e);
+    if (!ok) {
+        return false;
+    }
+
+    size_t n = w.len - at - 2;
+    if (n <= 0xffff) {
+        w.patch_u16(at, n);
+    } else {
+        w.len += AK_RECORD_MAX;         /* can never fit */
+    }
+    return true;
+}
+
+void default_id_of(const unsigned char *hash, char *out) noexcept
+{
+    if (hash) {
+        ak_hex_encode(hash, AK_ID_DEFAULT_LEN / 2, out);
+    } else {
+        std::memset(out, '0', AK_ID_DEFAULT_LEN);
+    }
+}
+
+} // namespace
+
+
+int field_index(const char *name, size_t len) noexcept
+{
+    if (name == nullptr) {
+        return -1;
+    }
+    for (int i = 0; i < F_COUNT; i++) {
+        size_t n = std::strlen(kFieldNames[i]);
+        if (n == len && std::memcmp(name, kFieldNames[i], n) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+
+bool parse_field(int index, const char *v, size_t len, Scalars &s,
+    Writer &w, ErrBuf &e) noexcept
+{
+    static const char *const rate_units[] = {
+        "s", "sec", "second", "m", "min", "minute", "h", "hour",
+    };
+    static const uint8_t rate_periods[] = {
+        AK_PERIOD_SECOND, AK_PERIOD_SECOND, AK_PERIOD_SECOND,
+        AK_PERIOD_MINUTE, AK_PERIOD_MINUTE, AK_PERIOD_MINUTE,
+        AK_PERIOD_HOUR, AK_PERIOD_HOUR,
+    };
+    static const char *const quota_units[] = { "hour", "day", "month" };
+    static const uint8_t quota_periods[] = {
+        AK_PERIOD_HOUR, AK_PERIOD_DAY, AK_PERIOD_MONTH,
+    };
+
+    int rc;
+
+    switch (index) {
+
+    case F_ID:
+        if (!valid_id(v, len)) {
+            e.field("id");
+            e.add("expected 1 to 64 of A-Z a-z 0-9 . _ : -");
+            return false;
+        }
+        w.put_str(v, len);
+        return true;
+
+    case F_OWNER:
+        return parse_text("owner", v, len, w, e);
+
+    case F_PLAN:
+        return parse_text("plan", v, len, w, e);
+
+    case F_STATUS:
+        if (len == 6 && std::memcmp(v, "active", 6) == 0) {
+            s.status = AK_STATUS_ACTIVE;
+        } else if (len == 7 && std::memcmp(v, "revoked", 7) == 0) {
+            s.status = AK_STATUS_REVOKED;
+        } else if (len == 8 && std::memcmp(v, "disabled", 8) == 0) {
+            s.status = AK_STATUS_DISABLED;
+        } else {
+            e.field("status");
+            e.add("expected active, revoked or disabled, not ");
+            e.add_quoted(v, len);
+            return false;
+        }
+        return true;
+
+    case F_EXPIRES:
+        if (!parse_uint(v, len, 18, &s.expires)) {
+            e.field("expires_at");
+            e.add("expected unix seconds (up to 18 digits, 0 = never)");
+            return false;
+        }
+        return true;
+
+    case F_SCOPES:
+        return parse_scopes(v, len, s, w, e);
+
+    case F_IPS:
+    case F_REFERRERS:
+        return parse_section(index, v, len, w, e);
+
+    case F_RATE:
+        rc = parse_per(v, len, kRateMax, rate_units, rate_periods,
+                       sizeof(rate_periods), &s.rate_n, &s.rate_period);
+        if (rc == 1) {
+            return true;
+        }
+        e.field("rate");
+        if (rc == 0) {
+            e.add("expected N/s, N/m or N/h");
+        } else {
+            e.add("N must be 1 to ");
+            e.add_u64(kRateMax);
+        }
+        return false;
+
+    case F_BURST:
+        if (!parse_uint(v, len, 18, &s.burst) || s.burst > kBurstMax) {
+            e.field("burst");
+            e.add("expected an integer from 0 to ");
+            e.add_u64(kBurstMax);
+            return false;
+        }
+        return true;
+
+    case F_QUOTA:
+        rc = parse_per(v, len, kQuotaMax, quota_units, quota_periods,
+                       sizeof(quota_periods), &s.quota_n, &s.quota_period);
+        if (rc == 1) {
+            return true;
+        }
+        e.field("quota");
+        if (rc == 0) {
+            e.add("expected N/hour, N/day or N/month");
+        } else {
+            e.add("N must be 1 to ");
+            e.add_u64(kQuotaMax);
+        }
+        return false;
+
+    default:
+        return true;
+    }
+}
+
+
+bool blob_rule_sections(const unsigned char *b, size_t len,
+    const unsigned char **ips, size_t *ips_len,
+    const unsigned char **refs, size_t *refs_len) noexcept
+{
+    *ips = nullptr;
+    *ips_len = 0;
+    *refs = nullptr;
+    *refs_len = 0;
+
+    if (b == nullptr || len < blob::kHeaderLen || b[0] != blob::kVersion) {
+        return false;
+    }
+
+    Reader r(b, len);
+    r.off = blob::kHeaderLen;
+    uint8_t pres = b[2];
+
+    if (pres & blob::kHasIps) {
+        *ips_len = r.u16();
+        *ips = r.bytes(*ips_len);
+    }
+    if (pres & blob::kHasReferrers) {
+        *refs_len = r.u16();
+        *refs = r.bytes(*refs_len);
+    }
+    return r.ok;
+}
+
+
+/* ---- C++ API --------------------------------------------------------- */
+
+bool is_record_field(std::string_view name) noexcept
+{
+    return field_index(name.data(), name.size()) >= 0;
+}
+
+
+bool validate_field(std::string_view name, std::string_view value,
+    std::string *error)
+{
+    int idx = field_index(name.data(), name.size());
+    if (idx < 0 || value.empty()) {
+        return true;
+    }
+
+    char msg[AK_ERR_LEN];
+    ErrBuf e(msg, sizeof(msg));
+    Scalars s;
+    Writer w(nullptr, 0);
+
+    bool ok = parse_field(idx, value.data(), value.size(), s, w, e);
+
+    if (ok && w.len > AK_RECORD_MAX - blob::kHeaderLen) {
+        e.field(kFieldNames[idx]);
+        e.add("too long (");
+        e.add_u64(w.len);
+        e.add(" bytes once stored, the record may hold ");
+        e.add_u64(AK_RECORD_MAX);
+        e.add(")");
+        ok = false;
+    }
+
+    if (!ok && error) {
+        *error = msg;
+    }
+    return ok;
+}
+
+} // namespace ak
+
+
+/* ---- C API ----------------------------------------------------------- */
+
+namespace {
+
+int record_build(const unsigned char *hash, const ak_str_t *fields,
+    const ak_str_t *values, size_t n, unsigned char *blob, size_t blob_cap,
+    ak_record_err_t *err) noexcept
+{
+    using namespace ak;
+
+    char msg_local[AK_ERR_LEN];
+    char *msg = err ? err->msg : msg_local;
+    ErrBuf e(msg, AK_ERR_LEN);
+
+    const ak_str_t *val[F_COUNT] = {};
+
+    for (size_t i = 0; i < n; i++) {
+        int idx = field_index(fields[i].data, fields[i].len);
+        if (idx >= 0) {
+            /* the empty string counts as absent */
+            val[idx] = (values[i].len > 0 && values[i].data) ? &values[i]
+                                                            : nullptr;
+        }
+    }
+
+    if (err) {
+        default_id_of(hash, err->id);
+        err->id[AK_ID_DEFAULT_LEN] = '\0';
+        if (val[F_ID] && valid_id(val[F_ID]->data, val[F_ID]->len)) {
+            std::memcpy(err->id, val[F_ID]->data, val[F_ID]->len);
+            err->id[val[F_ID]->len] = '\0';
+        }
+    }
+
+    /* pass 1: validate everything, in canonical field order */
+    Scalars s;
+    for (int i = 0; i < F_COUNT; i++) {
+        if (val[i]) {
+            Writer dry(nullptr, 0);
+            if (!parse_field(i, val[i]->data, val[i]->len, s, dry, e)) {
+                return -1;
+            }
+        }
+    }
+
+    if (s.rate_period == AK_PERIOD_NONE) {
+        s.burst = 0;                    /* burst without rate: ignored */
+    }
+
+    uint8_t pres = 0;
+    if (val[F_IPS]) pres |= blob::kHasIps;
+    if (val[F_REFERRERS]) pres |= blob::kHasReferrers;
+    if (val[F_ID]) pres |= blob::kHasId;
+    if (val[F_OWNER]) pres |= blob::kHasOwner;
+    if (val[F_PLAN]) pres |= blob::kHasPlan;
+    if (s.scope_words) pres |= blob::kHasScopes;
+    if (s.expires) pres |= blob::kHasExpires;
+    if (s.burst) pres |= blob::kHasBurst;
+
+    /* pass 2: write, in blob order */
+    size_t cap = blob ? blob_cap : 0;
+    if (cap > AK_RECORD_MAX) {
+        cap = AK_RECORD_MAX;
+    }
+
+    Writer w(blob, cap);
+    w.put(blob::kVersion);
+    w.put(static_cast<uint8_t>(s.status
+                               | (s.rate_period << blob::kRateShift)
+                               | (s.quota_period << blob::kQuotaShift)));
+    w.put(pres);
+
+    static const int order[] = {
+        F_IPS, F_REFERRERS, F_ID, F_OWNER, F_PLAN, F_SCOPES,
+    };
+    for (int i : order) {
+        if (val[i] && (i != F_SCOPES || s.scope_words)) {
+            Scalars unused;
+            (void) parse_field(i, val[i]->data, val[i]->len, unused, w, e);
+        }
+    }
+
+    if (s.expires) w.put_varint(s.expires);
+    if (s.rate_period) w.put_varint(s.rate_n);
+    if (s.burst) w.put_varint(s.burst);
+    if (s.quota_period) w.put_varint(s.quota_n);
+
+    if (!w.fits()) {
+        e.len = 0;
+        e.add("record too large: ");
+        e.add_u64(w.len);
+        e.add(" bytes once serialised, at most ");
+        e.add_u64(cap);
+        return -1;
+    }
+
+    msg[0] = '\0';
+    return static_cast<int>(w.len);
+}
+
+} // namespace
+
+
+extern "C" int
+ak_record_build(const unsigned char hash[AK_HASH_LEN], const ak_str_t *fields,
+    const ak_str_t *values, size_t n, unsigned char *blob, size_t blob_cap,
+    ak_record_err_t *err)
+{
+    if (err) {
+        err->id[0] = '\0';
+        err->msg[0] = '\0';
+    }
+
+    if (n > 0 && (fields == nullptr || values == nullptr)) {
+        if (err) {
+            ak::ErrBuf e(err->msg, sizeof(err->msg));
+            e.add("no fields");
+        }
+        return -1;
+    }
+
+    try {
+        return record_build(hash, fields, values, n, blob, blob_cap, err);
+    } catch (...) {
+        if (err) {
+            ak::ErrBuf e(err->msg, sizeof(err->msg));
+            e.add("internal error");
+        }
+        return -1;
+    }
+}
+
+
+extern "C" int
+ak_record_view(const unsigned char hash[AK_HASH_LEN],
+    const unsigned char *blob, size_t len, ak_record_t *rec)
+{
+    using namespace ak;
+
+    if (rec == nullptr) {
+        return -1;
+    }
+
+    std::memset(rec, 0, sizeof(*rec));
+
+    if (blob == nullptr || len < blob::kHeaderLen || len > AK_RECORD_MAX) {
+        return -1;
+    }
+
+    Reader r(blob, len);
+    uint8_t version = r.u8();
+    uint8_t b1 = r.u8();
+    uint8_t pres = r.u8();
+
+    uint8_t status = b1 & blob::kStatusMask;
+    uint8_t rp = (b1 & blob::kRateMask) >> blob::kRateShift;
+    uint8_t qp = (b1 & blob::kQuotaMask) >> blob::kQuotaShift;
+
+    if (version != blob::kVersion || (b1 & blob::kReservedMask)
+        || status > AK_STATUS_DISABLED
+        || (qp != AK_PERIOD_NONE && qp != AK_PERIOD_HOUR
+            && qp != AK_PERIOD_DAY && qp != AK_PERIOD_MONTH)
+        || ((pres & blob::kHasBurst) && rp == AK_PERIOD_NONE))
+    {
+        goto corrupt;
+    }
+
+    rec->status = status;
+    rec->owner = { kEmpty, 0 };
+    rec->plan = { kEmpty, 0 };
+    rec->scopes = { kEmpty, 0 };
+
+    if (pres & blob::kHasIps) {
+        size_t n = r.u16();
+        const unsigned char *p = r.bytes(n);
+        if (p == nullptr || !check_ips_section(p, n)) {
+            goto corrupt;
+        }
+        rec->has_ips = 1;
+    }
+
+    if (pres & blob::kHasReferrers) {
+        size_t n = r.u16();
+        const unsigned char *p = r.bytes(n);
+        if (p == nullptr || !check_referrers_section(p, n)) {
+            goto corrupt;
+        }
+        rec->has_referrers = 1;
+    }
+
+    if (pres & blob::kHasId) {
+        uint64_t n = r.varint();
+        const unsigned char *p = r.bytes(n);
+        if (p == nullptr
+            || !valid_id(reinterpret_cast<const char *>(p),
+                         static_cast<size_t>(n)))
+        {
+            goto corrupt;
+        }
+        rec->id = { reinterpret_cast<const char *>(p),
+                    static_cast<size_t>(n) };
+    } else {
+        if (hash == nullptr) {
+            goto corrupt;
+        }
+        ak_hex_encode(hash, AK_ID_DEFAULT_LEN / 2, rec->id_buf);
+        rec->id = { rec->id_buf, AK_ID_DEFAULT_LEN };
+    }
+
+    {
+        static const uint8_t bits[] = {
+            blob::kHasOwner, blob::kHasPlan, blob::kHasScopes,
+        };
+        ak_str_t *dst[] = { &rec->owner, &rec->plan, &rec->scopes };
+        const uint64_t max[] = { kTextMax, kTextMax, AK_RECORD_MAX };
+
+        for (size_t i = 0; i < 3; i++) {
+            if (pres & bits[i]) {
+                uint64_t n = r.varint();
+                const unsigned char *p = r.bytes(n);
+                if (p == nullptr || n == 0 || n > max[i]) {
+                    goto corrupt;
+                }
+                *dst[i] = { reinterpret_cast<const char *>(p),
+                            static_cast<size_t>(n) };
+            }
+        }
+    }
+
+    if (pres & blob::kHasExpires) {
+        uint64_t v = r.varint();
+        if (v == 0 || v > kExpiresMax) {
+            goto corrupt;
+        }
+        rec->expires_at = static_cast<int64_t>(v);
+    }
+
+    if (rp != AK_PERIOD_NONE) {
+        uint64_t v = r.varint();
+        if (v == 0 || v > kRateMax) {
+            goto corrupt;
+        }
+        uint64_t period = rp == AK_PERIOD_SECOND ? kUsPerSecond
+                          : rp == AK_PERIOD_MINUTE ? 60 * kUsPerSecond
+                                                   : 3600 * kUsPerSecond;
+        rec->rate_period = rp;
+        rec->rate_n = static_cast<uint32_t>(v);
+        rec->rate_interval_us = period / v ? period / v : 1;
+    }
+
+    if (pres & blob::kHasBurst) {
+        uint64_t v = r.varint();
+        if (v == 0 || v > kBurstMax) {
+            goto corrupt;
+        }
+        rec->burst = static_cast<uint32_t>(v);
+    }
+
+    if (qp != AK_PERIOD_NONE) {
+        uint64_t v = r.varint();
+        if (v == 0 || v > kQuotaMax) {
+            goto corrupt;
+        }
+        rec->quota_period = qp;
+        rec->quota_n = v;
+    }
+
+    if (!r.ok || r.off != len) {
+        goto corrupt;
+    }
+
+    rec->blob = blob;
+    rec->blob_len = len;
+    return 0;
+
+corrupt:
+    std::memset(rec, 0, sizeof(*rec));
+    return -1;
+}
+
+
+extern "C" int
+ak_record_has_scopes(const ak_record_t *rec, const ak_str_t *required,
+    size_t n)
+{
+    if (n == 0) {
+        return 1;
+    }
+    if (rec == nullptr || required == nullptr) {
+        return 0;
+    }
+
+    const char *s = rec->scopes.data;
+    size_t len = s ? rec->scopes.len : 0;
+
+    for (size_t k = 0; k < n; k++) {
+        const char *want = required[k].data;
+        size_t wl = required[k].len;
+        bool found = false;
+
+        if (want == nullptr || wl == 0) {
+            return 0;
+        }
+
+        for (size_t i = 0; i < len && !found;) {
+            while (i < len && (s[i] == ' ' || s[i] == '\t')) {
+                i++;
+            }
+            size_t start = i;
+            while (i < len && s[i] != ' ' && s[i] != '\t') {
+                i++;
+            }
+            found = i - start == wl && i > start
+                    && std::memcmp(s + start, want, wl) == 0;
+        }
+
+        if (!found) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
