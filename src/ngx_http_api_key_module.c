@@ -868,6 +868,13 @@ ngx_http_api_key_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (rcf->user.len && rcf->password.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis user \"%V\" has no password: give it in "
+                           "the url or in \"password_file\"", &rcf->user);
+        return NGX_CONF_ERROR;
+    }
+
     amcf->redis = rcf;
 
     return NGX_CONF_OK;
@@ -954,9 +961,9 @@ ngx_http_api_key_parse_url(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf,
             rcf->password.len = at - colon - 1;
 
         } else {
-            /* redis://password@host, as redis-cli accepts */
-            rcf->password.data = p;
-            rcf->password.len = at - p;
+            /* redis://user@host: the password comes from password_file */
+            rcf->user.data = p;
+            rcf->user.len = at - p;
         }
 
         p = at + 1;
