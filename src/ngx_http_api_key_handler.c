@@ -884,10 +884,19 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    found = ak_cache_lookup(zone->sh->cache, ctx->hash,
-                            (uint64_t) ngx_current_msec,
-                            ngx_http_api_key_blob, sizeof(ngx_http_api_key_blob),
-                            &len, &flags, &slot);
+    /* a request woken after waiting was counted at its first look */
+
+    found = (ctx->attempts == 0 && ctx->quota_tries == 0)
+            ? ak_cache_lookup(zone->sh->cache, ctx->hash,
+                              (uint64_t) ngx_current_msec,
+                              ngx_http_api_key_blob,
+                              sizeof(ngx_http_api_key_blob),
+                              &len, &flags, &slot)
+            : ak_cache_lookup_again(zone->sh->cache, ctx->hash,
+                                    (uint64_t) ngx_current_msec,
+                                    ngx_http_api_key_blob,
+                                    sizeof(ngx_http_api_key_blob),
+                                    &len, &flags, &slot);
     seq = ak_cache_event_seq(zone->sh->cache);
 
     ngx_shmtx_unlock(&zone->shpool->mutex);

@@ -256,6 +256,14 @@ int ak_cache_lookup(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
     uint32_t *flags, uint32_t *slot);
 
 /*
+ * The same, without counting it in the statistics: for the second look of
+ * a request that waited for Redis (its first look was counted as a miss).
+ */
+int ak_cache_lookup_again(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
+    uint64_t now_ms, unsigned char *buf, size_t cap, size_t *len,
+    uint32_t *flags, uint32_t *slot);
+
+/*
  * Inserts or replaces the positive record for hash, keeping its
  * ak_key_state_t when it exists.  seq is the value ak_cache_event_seq()
  * returned when the Redis read was sent: if events arrived since, the entry

@@ -898,7 +898,7 @@ put_negative_once(ak_cache_s *c, const unsigned char *hash, uint64_t now,
 int
 lookup(ak_cache_s *c, const unsigned char *hash, uint64_t now,
     unsigned char *buf, size_t cap, size_t *len, uint32_t *flags,
-    uint32_t *slot) noexcept
+    uint32_t *slot, bool count) noexcept
 {
     int       rc;
     uint32_t  i;
@@ -911,7 +911,7 @@ lookup(ak_cache_s *c, const unsigned char *hash, uint64_t now,
             reset(c);
         }
 
-        c->misses++;
+        c->misses += count;
         return AK_CACHE_MISS;
     }
 
@@ -953,19 +953,19 @@ lookup(ak_cache_s *c, const unsigned char *hash, uint64_t now,
     switch (rc) {
 
     case AK_CACHE_FRESH:
-        c->hits++;
+        c->hits += count;
         break;
 
     case AK_CACHE_STALE:
-        c->stale_hits++;
+        c->stale_hits += count;
         break;
 
     case AK_CACHE_NEGATIVE:
-        c->negative_hits++;
+        c->negative_hits += count;
         break;
 
     default:
-        c->misses++;
+        c->misses += count;
         return AK_CACHE_MISS;
     }
 
@@ -1102,7 +1102,20 @@ ak_cache_lookup(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
         return AK_CACHE_MISS;
     }
 
-    return lookup(c, hash, now_ms, buf, cap, len, flags, slot);
+    return lookup(c, hash, now_ms, buf, cap, len, flags, slot, true);
+}
+
+
+int
+ak_cache_lookup_again(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
+    uint64_t now_ms, unsigned char *buf, size_t cap, size_t *len,
+    uint32_t *flags, uint32_t *slot)
+{
+    if (c == NULL || hash == NULL) {
+        return AK_CACHE_MISS;
+    }
+
+    return lookup(c, hash, now_ms, buf, cap, len, flags, slot, false);
 }
 
 

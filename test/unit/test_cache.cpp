@@ -1,0 +1,1331 @@
+// Unit tests of the shared-memory key cache (src/core/cache.cpp).
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <list>
+#include <random>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "ak_core.h"
+
+namespace {
+
+typedef std::vector<unsigned char> Bytes;
+
+const uint64_t kTtl = 60000;
+const uint64_t kNegTtl = 5000;
+const uint64_t kStale = 600000;
+
+ak_cache_conf_t
+conf(uint32_t pct = 25)
+{
+    ak_cache_conf_t c;
+    c.ttl_ms = kTtl;
+    c.negative_ttl_ms = kNegTtl;
+    c.stale_ms = kStale;
+    c.negative_max_pct = pct;
+    return c;
+}
+
+uint64_t
+splitmix(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+// A digest-like key: 32 uniformly distributed bytes derived from id.
+struct Hash {
+    unsigned char b[AK_HASH_LEN];
+};
+
+Hash
+hash_of(uint64_t id)
+{
+    Hash h;
+    uint64_t x = id * 0x632be59bd9b4e019ULL + 12345;
+    for (int i = 0; i < 4; i++) {
+        uint64_t v = splitmix(&x);
+        memcpy(h.b + 8 * i, &v, 8);
+    }
+    return h;
+}
+
+Bytes
+blob_of(uint64_t id, size_t len, uint64_t version = 0)
+{
+    Bytes b(len);
+    uint64_t x = id * 31 + version * 1000003 + len;
+    for (size_t i = 0; i < len; i++) {
+        b[i] = (unsigned char) splitmix(&x);
+    }
+    return b;
+}
+
+// Slots a blob of len bytes uses (entry slot: 32 inline bytes, overflow
+// slots: 116 bytes each): the documented layout.
+uint32_t
+slots_for(size_t len)
+{
+    return len <= 32 ? 1 : 1 + (uint32_t) ((len - 32 + 115) / 116);
+}
+
+// An 8-byte aligned block of shared memory stand-in.
+struct Block {
+    explicit Block(size_t n) : size(n), words((n + 7) / 8 + 1, 0) {}
+    void *mem() { return words.data(); }
+    size_t size;
+    std::vector<uint64_t> words;
+};
+
+struct Result {
+    int rc;
+    Bytes blob;
+    uint32_t flags;
+    uint32_t slot;
+};
+
+Result
+look(ak_cache_t *c, const Hash &h, uint64_t now)
+{
+    static unsigned char buf[AK_RECORD_MAX];
+    Result r;
+    size_t len = 0;
+    r.flags = 0xdead;
+    r.slot = 0xdead;
+    r.rc = ak_cache_lookup(c, h.b, now, buf, sizeof(buf), &len, &r.flags,
+                           &r.slot);
+    if (r.rc == AK_CACHE_FRESH || r.rc == AK_CACHE_STALE) {
+        r.blob.assign(buf, buf + len);
+    }
+    return r;
+}
+
+int
+put(ak_cache_t *c, const Hash &h, const Bytes &b, uint64_t now)
+{
+    return ak_cache_put(c, h.b, b.data(), b.size(), now,
+                        ak_cache_event_seq(c));
+}
+
+int
+put_neg(ak_cache_t *c, const Hash &h, uint64_t now)
+{
+    return ak_cache_put_negative(c, h.b, now, ak_cache_event_seq(c));
+}
+
+ak_cache_stats_t
+stats(const ak_cache_t *c)
+{
+    ak_cache_stats_t st;
+    ak_cache_get_stats(c, &st);
+    return st;
+}
+
+// A cache formatted on the smallest accepted block.
+struct Small {
+    explicit Small(uint32_t pct = 25, size_t size = ak_cache_min_size())
+        : block(size)
+    {
+        ak_cache_conf_t cf = conf(pct);
+        c = ak_cache_create(block.mem(), block.size, &cf);
+    }
+    Block block;
+    ak_cache_t *c;
+};
+
+} // namespace
+
+
+TEST(Cache, CreateAndMinSize)
+{
+    size_t min = ak_cache_min_size();
+    Block b(min + 64);
+    ak_cache_conf_t cf = conf();
+
+    EXPECT_EQ(nullptr, ak_cache_create(b.mem(), min - 1, &cf));
+    EXPECT_EQ(nullptr, ak_cache_create(nullptr, min, &cf));
+    EXPECT_EQ(nullptr,
+              ak_cache_create((char *) b.mem() + 1, min, &cf));  // misaligned
+
+    ak_cache_t *c = ak_cache_create(b.mem(), min, &cf);
+    ASSERT_NE(nullptr, c);
+    ak_cache_stats_t st = stats(c);
+    EXPECT_GE(st.slots_total, 37u);     // the largest blob always fits
+    EXPECT_EQ(st.slots_total, st.slots_free);
+    EXPECT_EQ(0u, st.entries);
+    EXPECT_EQ(0u, st.negative_entries);
+    EXPECT_EQ(AK_CACHE_MISS, look(c, hash_of(1), 0).rc);
+    EXPECT_EQ(1u, stats(c).misses);
+}
+
+TEST(Cache, PutLookupFresh)
+{
+    Small s;
+    ASSERT_NE(nullptr, s.c);
+    Bytes b = blob_of(7, 20);
+    ASSERT_EQ(0, put(s.c, hash_of(7), b, 1000));
+
+    Result r = look(s.c, hash_of(7), 1001);
+    EXPECT_EQ(AK_CACHE_FRESH, r.rc);
+    EXPECT_EQ(b, r.blob);
+    EXPECT_EQ(0u, r.flags);
+    EXPECT_EQ(AK_CACHE_MISS, look(s.c, hash_of(8), 1001).rc);
+
+    ak_cache_stats_t st = stats(s.c);
+    EXPECT_EQ(1u, st.hits);
+    EXPECT_EQ(1u, st.misses);
+    EXPECT_EQ(1u, st.inserts);
+    EXPECT_EQ(1u, st.entries);
+    EXPECT_EQ(st.slots_total - 1, st.slots_free);
+
+    // bad arguments
+    unsigned char one = 1;
+    EXPECT_EQ(-1, ak_cache_put(s.c, hash_of(9).b, &one, 0, 0,
+                               ak_cache_event_seq(s.c)));
+    Bytes huge(AK_RECORD_MAX + 1, 1);
+    EXPECT_EQ(-1, put(s.c, hash_of(9), huge, 0));
+    EXPECT_EQ(AK_CACHE_MISS, look(s.c, hash_of(9), 0).rc);
+}
+
+TEST(Cache, LookupAgainReturnsTheSameWithoutCounting)
+{
+    Small s;
+    ASSERT_NE(nullptr, s.c);
+    Bytes b = blob_of(3, 40);
+    ASSERT_EQ(0, put(s.c, hash_of(3), b, 1000));
+    ASSERT_EQ(0, ak_cache_put_negative(s.c, hash_of(4).b, 1000,
+                                       ak_cache_event_seq(s.c)));
+
+    unsigned char buf[AK_RECORD_MAX];
+    size_t len = 0;
+    uint32_t flags = 0, slot = 0;
+    ak_cache_stats_t before = stats(s.c);
+
+    EXPECT_EQ(AK_CACHE_FRESH,
+              ak_cache_lookup_again(s.c, hash_of(3).b, 1001, buf, sizeof(buf),
+                                    &len, &flags, &slot));
+    EXPECT_EQ(b, Bytes(buf, buf + len));
+    EXPECT_NE(nullptr, ak_cache_state(s.c, slot, hash_of(3).b));
+    EXPECT_EQ(AK_CACHE_NEGATIVE,
+              ak_cache_lookup_again(s.c, hash_of(4).b, 1001, buf, sizeof(buf),
+                                    &len, &flags, &slot));
+    EXPECT_EQ(AK_CACHE_MISS,
+              ak_cache_lookup_again(s.c, hash_of(5).b, 1001, buf, sizeof(buf),
+                                    &len, &flags, &slot));
+
+    ak_cache_stats_t after = stats(s.c);
+    EXPECT_EQ(before.hits, after.hits);
+    EXPECT_EQ(before.negative_hits, after.negative_hits);
+    EXPECT_EQ(before.misses, after.misses);
+
+    EXPECT_EQ(AK_CACHE_FRESH, look(s.c, hash_of(3), 1002).rc);
+    EXPECT_EQ(before.hits + 1, stats(s.c).hits);
+}
+
+TEST(Cache, LruEvictionOrderWhenFull)
+{
+    Small s;
+    uint32_t n = stats(s.c).slots_total;
+
+    for (uint32_t i = 0; i < n; i++) {
+        ASSERT_EQ(0, put(s.c, hash_of(i), blob_of(i, 10), 100 + i));
+    }
+    ASSERT_EQ(n, stats(s.c).entries);
+    ASSERT_EQ(0u, stats(s.c).slots_free);
+    ASSERT_EQ(0u, stats(s.c).evictions);
+
+    // one more: the oldest (0) goes
+    ASSERT_EQ(0, put(s.c, hash_of(n), blob_of(n, 10), 1000));
+    EXPECT_EQ(1u, stats(s.c).evictions);
+    EXPECT_EQ(AK_CACHE_MISS, look(s.c, hash_of(0), 1000).rc);
+
+    // a lookup refreshes key 1: the next insert evicts 2, not 1
+    EXPECT_EQ(AK_CACHE_FRESH, look(s.c, hash_of(1), 1001).rc);
+    ASSERT_EQ(0, put(s.c, hash_of(n + 1), blob_of(n + 1, 10), 1002));
+    EXPECT_EQ(AK_CACHE_MISS, look(s.c, hash_of(2), 1003).rc);
+    EXPECT_EQ(AK_CACHE_FRESH, look(s.c, hash_of(1), 1003).rc);
+
+    // a re-put refreshes too: 3 survives, 4 goes
+    ASSERT_EQ(0, put(s.c, hash_of(3), blob_of(3, 10, 1), 1004));
+    ASSERT_EQ(0, put(s.c, hash_of(n + 2), blob_of(n + 2, 10), 1005));
+    EXPECT_EQ(AK_CACHE_FRESH, look(s.c, hash_of(3), 1006).rc);
+    EXPECT_EQ(AK_CACHE_MISS, look(s.c, hash_of(4), 1006).rc);
+
+    // a big blob evicts as many LRU entries as it needs slots: 5, 6, ...
+    uint64_t ev = stats(s.c).evictions;
+    Bytes big = blob_of(999, 1000);
+    ASSERT_EQ(0, put(s.c, hash_of(999), big, 1007));
+    uint32_t need = slots_for(1000);
+    EXPECT_EQ(ev + need, stats(s.c).evictions);
+    for (uint32_t i = 5; i < 5 + need; i++) {
+        EXPECT_EQ(AK_CACHE_MISS, look(s.c, hash_of(i), 1008).rc) << i;
+    }
+    EXPECT_EQ(AK_CACHE_FRESH, look(s.c, hash_of(5 + need), 1008).rc);
+    EXPECT_EQ(big, look(s.c, hash_of(999), 1008).blob);
+    EXPECT_EQ(0u, stats(s.c).slots_free);
+}
+
+TEST(Cache, PositiveInsertEvictsExpiredNegativesFirst)
+{
+    Small s;
+    uint32_t n = stats(s.c).slots_total;
+    uint32_t neg = 4;
+
+    for (uint32_t i = 0; i < neg; i++) {
+        ASSERT_EQ(0, put_neg(s.c, hash_of(1000 + i), 0));
+    }
+    for (uint32_t i = 0; i < n - neg; i++) {
+        ASSERT_EQ(0, put(s.c, hash_of(i), blob_of(i, 8), 10));
+    }
+    ASSERT_EQ(0u, stats(s.c).slots_free);
+
+    // negatives still live: the LRU positive goes, not a negative
+    ASSERT_EQ(0, put(s.c, hash_of(5000), blob_of(5000, 8), 100));
+    EXPECT_EQ(AK_CACHE_MISS, look(s.c, hash_of(0), 100).rc);
+    EXPECT_EQ(neg, stats(s.c).negative_entries);
+
+    // past negative_ttl: negatives go first, positives stay
+    uint64_t t = kNegTtl + 1;
+    ASSERT_EQ(0, put(s.c, hash_of(5001), blob_of(5001, 8), t));
+    EXPECT_EQ(neg - 1, stats(s.c).negative_entries);
+    EXPECT_EQ(AK_CACHE_FRESH, look(s.c, hash_of(1), t).rc);
+    EXPECT_EQ(n - neg + 1, stats(s.c).entries);
+
+    // no positive at all left to evict: live negatives are taken
+    Small s2;
+    for (uint32_t i = 0; i < 16; i++) {
+        ASSERT_EQ(0, put_neg(s2.c, hash_of(2000 + i), 0));
+    }
+    Bytes big = blob_of(1, AK_RECORD_MAX);
+    // fill everything else with one huge blob + small ones, then replace
+    uint32_t total = stats(s2.c).slots_total;
+    ASSERT_EQ(16u, total - stats(s2.c).slots_free);
+    ASSERT_EQ(0, put(s2.c, hash_of(1), big, 1));
+    for (uint32_t i = 0; stats(s2.c).slots_free > 0; i++) {
+        ASSERT_EQ(0, put(s2.c, hash_of(3000 + i), blob_of(i, 4), 1));
+    }
+    ASSERT_EQ(16u, stats(s2.c).negative_entries);
+    EXPECT_EQ(0, ak_cache_remove(s2.c, hash_of(424242).b));
+    ASSERT_EQ(0, put(s2.c, hash_of(1), big, 2));    // same size: no eviction
+    EXPECT_EQ(16u, stats(s2.c).negative_entries);
+}
+
+TEST(Cache, NegativeFloodKeepsEveryPositive)
+{
+    for (uint32_t fill_pct : {50u, 75u, 100u}) {
+        Small s(25, ak_cache_min_size() * 16);
+        uint32_t n = stats(s.c).slots_total;
+        uint32_t npos = (uint32_t) ((uint64_t) n * fill_pct / 100);
+
+        for (uint32_t i = 0; i < npos; i++) {
+            ASSERT_EQ(0, put(s.c, hash_of(i), blob_of(i, 30), 0));
+        }
+
+        std::mt19937_64 rng(fill_pct);
+        for (uint32_t i = 0; i < 10 * n; i++) {
+            ASSERT_EQ(0, put_neg(s.c, hash_of(rng() | (1ULL << 63)), i / 16));
+        }
+
+        ak_cache_stats_t st = stats(s.c);
+        EXPECT_EQ(npos, st.entries) << fill_pct;
+        EXPECT_LE(st.negative_entries, n * 25 / 100) << fill_pct;
+        for (uint32_t i = 0; i < npos; i++) {
+            ASSERT_EQ(AK_CACHE_FRESH, look(s.c, hash_of(i), 1000).rc)
+                << "positive " << i << " lost at fill " << fill_pct;
+        }
+    }
+}
+
+TEST(Cache, NegativeCapEvictsOldestNegative)
+{
+    for (uint32_t pct : {1u, 10u, 25u, 100u}) {
+        Small s(pct, ak_cache_min_size() * 4);
+        uint32_t n = stats(s.c).slots_total;
+        uint32_t cap = std::max<uint32_t>(1, n * pct / 100);
+
+        for (uint32_t i = 0; i < 10 * n; i++) {
+            ASSERT_EQ(0, put_neg(s.c, hash_of(i), 0));
+            ASSERT_LE(stats(s.c).negative_entries, cap);
+        }
+        ak_cache_stats_t st = stats(s.c);
+        EXPECT_EQ(cap, st.negative_entries) << pct;
+        EXPECT_EQ(10 * n - cap, st.evictions) << pct;
+        EXPECT_EQ(n - cap, st.slots_free) << pct;
+
+        // the newest cap keys are there, the one before is not
+        for (uint32_t i = 10 * n - cap; i < 10 * n; i++) {
+            ASSERT_EQ(AK_CACHE_NEGATIVE, look(s.c, hash_of(i), 1).rc);
+        }
+        EXPECT_EQ(AK_CACHE_MISS, look(s.c, hash_of(10 * n - cap - 1), 1).rc);
+    }
+
+    // lookups refresh negatives too
+    Small s(10);
+    uint32_t cap = stats(s.c).slots_total / 10;
+    for (uint32_t i = 0; i < cap; i++) {
+        ASSERT_EQ(0, put_neg(s.c, hash_of(i), 0));
+    }
+    EXPECT_EQ(AK_CACHE_NEGATIVE, look(s.c, hash_of(0), 1).rc);
+    ASSERT_EQ(0, put_neg(s.c, hash_of(cap), 2));
+    EXPECT_EQ(AK_CACHE_NEGATIVE, look(s.c, hash_of(0), 3).rc);
+    EXPECT_EQ(AK_CACHE_MISS, look(s.c, hash_of(1), 3).rc);
+}
+
+TEST(Cache, NegativeNeverEvictsLivePositive)
+{
+    Small s;
+    uint32_t n = stats(s.c).slots_total;
+    for (uint32_t i = 0; i < n; i++) {
+        ASSERT_EQ(0, put(s.c, hash_of(i), blob_of(i, 5), 0));
+    }
+    EXPECT_EQ(0, put_neg(s.c, hash_of(10000), 1));
+    EXPECT_EQ(AK_CACHE_MISS, look(s.c, hash_of(10000), 1).rc);
+    EXPECT_EQ(n, stats(s.c).entries);
+
+    // a positive past ttl + stale is dead weight: it may make room
+    uint64_t t = kTtl + kStale;
+    EXPECT_EQ(0, put_neg(s.c, hash_of(10000), t));
+    EXPECT_EQ(AK_CACHE_NEGATIVE, look(s.c, hash_of(10000), t).rc);
+    EXPECT_EQ(n - 1, stats(s.c).entries);
+}
+
+TEST(Cache, TtlStaleMissTransitions)
+{
+    Small s;
+    Hash h = hash_of(1);
+    Bytes b = blob_of(1, 25);
+    uint64_t t0 = 5000000;
+    ASSERT_EQ(0, put(s.c, h, b, t0));
+
+    EXPECT_EQ(AK_CACHE_FRESH, look(s.c, h, t0 - 10).rc);   // clock skew
+    EXPECT_EQ(AK_CACHE_FRESH, look(s.c, h, t0 + kTtl - 1).rc);
+    Result r = look(s.c, h, t0 + kTtl);
+    EXPECT_EQ(AK_CACHE_STALE, r.rc);
+    EXPECT_EQ(b, r.blob);
+    EXPECT_EQ(AK_CACHE_STALE, look(s.c, h, t0 + kTtl + kStale - 1).rc);
+    EXPECT_EQ(1u, stats(s.c).entries);
+    EXPECT_EQ(AK_CACHE_MISS, look(s.c, h, t0 + kTtl + kStale).rc);
+    EXPECT_EQ(0u, stats(s.c).entries);
+    EXPECT_EQ(stats(s.c).slots_total, stats(s.c).slots_free);
+    // removed: even an earlier clock does not bring it back
+    EXPECT_EQ(AK_CACHE_MISS, look(s.c, h, t0).rc);
+
+    ak_cache_stats_t st = stats(s.c);
+    EXPECT_EQ(2u, st.hits);
+    EXPECT_EQ(2u, st.stale_hits);
+    EXPECT_EQ(2u, st.misses);
+
+    // a re-read makes it FRESH again
+    ASSERT_EQ(0, put(s.c, h, b, t0 + kTtl));
+    EXPECT_EQ(AK_CACHE_FRESH, look(s.c, h, t0 + kTtl + 1).rc);
+
+    // negative_ttl
+    Hash n = hash_of(2);
+    ASSERT_EQ(0, put_neg(s.c, n, t0));
+    r = look(s.c, n, t0 + kNegTtl - 1);
+    EXPECT_EQ(AK_CACHE_NEGATIVE, r.rc);
+    EXPECT_EQ(1u, stats(s.c).negative_hits);
+    EXPECT_EQ(1u, stats(s.c).negative_entries);
+    EXPECT_EQ(AK_CACHE_MISS, look(s.c, n, t0 + kNegTtl).rc);
+    EXPECT_EQ(0u, stats(s.c).negative_entries);
+
+    // set_conf changes the ttls of entries already cached
+    ak_cache_conf_t cf = conf();
+    cf.ttl_ms = 10;
+    cf.stale_ms = 0;
+    ak_cache_set_conf(s.c, &cf);
+    EXPECT_EQ(AK_CACHE_FRESH, look(s.c, h, t0 + kTtl + 9).rc);
+    EXPECT_EQ(AK_CACHE_MISS, look(s.c, h, t0 + kTtl + 10).rc);
+}
+
+TEST(Cache, NewGenerationMakesEverythingStale)
+{
+    Small s;
+    for (uint64_t i = 0; i < 10; i++) {
+        ASSERT_EQ(0, put(s.c, hash_of(i), blob_of(i, 40), 100));
+    }
+    ASSERT_EQ(0, put_neg(s.c, hash_of(100), 100));
+    uint64_t seq = ak_cache_event_seq(s.c);
+
+    ak_cache_new_generation(s.c);
+    EXPECT_GT(ak_cache_event_seq(s.c), seq);
+
+    for (uint64_t i = 0; i < 10; i++) {
+        Result r = look(s.c, hash_of(i), 101);
+        EXPECT_EQ(AK_CACHE_STALE, r.rc);
+        EXPECT_EQ(blob_of(i, 40), r.blob);
+    }
+    // a negative cannot be stale: it must be read again
+    EXPECT_EQ(AK_CACHE_MISS, look(s.c, hash_of(100), 101).rc);
+
+    // a read sent before the new generation is still stale ...
+    ASSERT_EQ(0, ak_cache_put(s.c, hash_of(1).b, blob_of(1, 40).data(), 40,
+                              102, seq));
+    EXPECT_EQ(AK_CACHE_STALE, look(s.c, hash_of(1), 103).rc);
+    // ... a read sent after it is FRESH
+    ASSERT_EQ(0, put(s.c, hash_of(1), blob_of(1, 40), 104));
+    EXPECT_EQ(AK_CACHE_FRESH, look(s.c, hash_of(1), 105).rc);
+    EXPECT_EQ(AK_CACHE_STALE, look(s.c, hash_of(2), 105).rc);
+    // stale entries still expire at ttl + stale
+    EXPECT_EQ(AK_CACHE_MISS, look(s.c, hash_of(2), 100 + kTtl + kStale).rc);
+}
+
+TEST(Cache, OutdatedSeqStoresStaleAndDropsNegatives)
+{
+    Small s;
+    uint64_t seq = ak_cache_event_seq(s.c);
+
+    // an event for some other key arrives while the reads are under way
+    EXPECT_EQ(0, ak_cache_revoke(s.c, hash_of(99).b));
+    EXPECT_EQ(seq + 1, ak_cache_event_seq(s.c));
+
+    ASSERT_EQ(0, ak_cache_put(s.c, hash_of(1).b, blob_of(1, 10).data(), 10,
+                              10, seq));
+    Result r = look(s.c, hash_of(1), 11);
+    EXPECT_EQ(AK_CACHE_STALE, r.rc);
+    EXPECT_EQ(blob_of(1, 10), r.blob);
+
+    EXPECT_EQ(0, ak_cache_put_negative(s.c, hash_of(2).b, 10, seq));
+    EXPECT_EQ(AK_CACHE_MISS, look(s.c, hash_of(2), 11).rc);
+    EXPECT_EQ(0u, stats(s.c).negative_entries);
+
+    // an outdated "no such key" leaves a newer positive entry alone
+    ASSERT_EQ(0, put(s.c, hash_of(3), blob_of(3, 10), 10));
+    EXPECT_EQ(0, ak_cache_put_negative(s.c, hash_of(3).b, 12, seq));
+    EXPECT_EQ(AK_CACHE_FRESH, look(s.c, hash_of(3), 13).rc);
+
+    // every event kind advances the sequence
+    uint64_t q = ak_cache_event_seq(s.c);
+    ak_cache_remove(s.c, hash_of(12345).b);
+    EXPECT_EQ(q + 1, ak_cache_event_seq(s.c));
+    ak_cache_flush(s.c);
+    EXPECT_EQ(q + 2, ak_cache_event_seq(s.c));
+    ak_cache_new_generation(s.c);
+    EXPECT_EQ(q + 3, ak_cache_event_seq(s.c));
+    ak_cache_revoke(s.c, hash_of(12345).b);
+    EXPECT_EQ(q + 4, ak_cache_event_seq(s.c));
+    // puts and lookups do not
+    put(s.c, hash_of(4), blob_of(4, 4), 20);
+    put_neg(s.c, hash_of(5), 20);
+    look(s.c, hash_of(4), 20);
+    EXPECT_EQ(q + 4, ak_cache_event_seq(s.c));
+}
+
+TEST(Cache, PositiveReplacesNegativeAndBack)
+{
+    Small s;
+    Hash h = hash_of(1);
+    uint32_t total = stats(s.c).slots_total;
+
+    ASSERT_EQ(0, put_neg(s.c, h, 0));
+    EXPECT_EQ(AK_CACHE_NEGATIVE, look(s.c, h, 1).rc);
+
+    // the key was created: the negative entry is converted
+    Bytes b = blob_of(1, 300);
+    ASSERT_EQ(0, put(s.c, h, b, 2));
+    Result r = look(s.c, h, 3);
+    EXPECT_EQ(AK_CACHE_FRESH, r.rc);
+    EXPECT_EQ(b, r.blob);
+    EXPECT_EQ(1u, stats(s.c).entries);
+    EXPECT_EQ(0u, stats(s.c).negative_entries);
+    EXPECT_EQ(total - slots_for(300), stats(s.c).slots_free);
+
+    // the key was deleted: the positive entry is replaced
+    ASSERT_EQ(0, put_neg(s.c, h, 4));
+    EXPECT_EQ(AK_CACHE_NEGATIVE, look(s.c, h, 5).rc);
+    EXPECT_EQ(0u, stats(s.c).entries);
+    EXPECT_EQ(1u, stats(s.c).negative_entries);
+    EXPECT_EQ(total - 1, stats(s.c).slots_free);
+    EXPECT_EQ(nullptr, ak_cache_state(s.c, r.slot, h.b));
+
+    // a repeated negative refreshes its time
+    ASSERT_EQ(0, put_neg(s.c, h, 4000));
+    EXPECT_EQ(AK_CACHE_NEGATIVE, look(s.c, h, 4000 + kNegTtl - 1).rc);
+    EXPECT_EQ(1u, stats(s.c).negative_entries);
+}
+
+TEST(Cache, RevokeFlagReturnedAndClearedByPut)
+{
+    Small s;
+    Hash h = hash_of(1);
+    ASSERT_EQ(0, put(s.c, h, blob_of(1, 10), 0));
+
+    EXPECT_EQ(1, ak_cache_revoke(s.c, h.b));
+    Result r = look(s.c, h, 1);
+    EXPECT_EQ(AK_CACHE_FRESH, r.rc);     // denies without Redis
+    EXPECT_EQ((uint32_t) AK_ENTRY_REVOKED, r.flags);
+    EXPECT_EQ(AK_CACHE_STALE, look(s.c, h, kTtl).rc);
+    EXPECT_EQ((uint32_t) AK_ENTRY_REVOKED, look(s.c, h, kTtl).flags);
+
+    // a read sent before the revoke does not clear it
+    uint64_t old = ak_cache_event_seq(s.c) - 1;
+    ASSERT_EQ(0, ak_cache_put(s.c, h.b, blob_of(1, 10).data(), 10, 2, old));
+    EXPECT_EQ((uint32_t) AK_ENTRY_REVOKED, look(s.c, h, 3).flags);
+
+    // a read sent after it does
+    ASSERT_EQ(0, put(s.c, h, blob_of(1, 10, 1), 4));
+    r = look(s.c, h, 5);
+    EXPECT_EQ(AK_CACHE_FRESH, r.rc);
+    EXPECT_EQ(0u, r.flags);
+
+    EXPECT_EQ(0, ak_cache_revoke(s.c, hash_of(2).b));   // not cached
+    ASSERT_EQ(0, put_neg(s.c, hash_of(3), 6));
+    EXPECT_EQ(0, ak_cache_revoke(s.c, hash_of(3).b));   // negative
+    EXPECT_EQ(AK_CACHE_NEGATIVE, look(s.c, hash_of(3), 7).rc);
+}
+
+TEST(Cache, Remove)
+{
+    Small s;
+    uint32_t total = stats(s.c).slots_total;
+    ASSERT_EQ(0, put(s.c, hash_of(1), blob_of(1, 500), 0));
+    ASSERT_EQ(0, put(s.c, hash_of(2), blob_of(2, 5), 0));
+    ASSERT_EQ(0, put_neg(s.c, hash_of(3), 0));
+
+    EXPECT_EQ(1, ak_cache_remove(s.c, hash_of(1).b));
+    EXPECT_EQ(AK_CACHE_MISS, look(s.c, hash_of(1), 1).rc);
+    EXPECT_EQ(AK_CACHE_FRESH, look(s.c, hash_of(2), 1).rc);
+    EXPECT_EQ(0, ak_cache_remove(s.c, hash_of(1).b));
+    EXPECT_EQ(1, ak_cache_remove(s.c, hash_of(3).b));
+    EXPECT_EQ(AK_CACHE_MISS, look(s.c, hash_of(3), 1).rc);
+    EXPECT_EQ(1, ak_cache_remove(s.c, hash_of(2).b));
+
+    ak_cache_stats_t st = stats(s.c);
+    EXPECT_EQ(0u, st.entries);
+    EXPECT_EQ(0u, st.negative_entries);
+    EXPECT_EQ(total, st.slots_free);
+    EXPECT_EQ(0u, st.evictions);
+}
+
+TEST(Cache, Flush)
+{
+    Small s(25, ak_cache_min_size() * 8);
+    uint32_t total = stats(s.c).slots_total;
+    for (uint64_t i = 0; i < 100; i++) {
+        ASSERT_EQ(0, put(s.c, hash_of(i), blob_of(i, 1 + i * 7), 0));
+        ASSERT_EQ(0, put_neg(s.c, hash_of(1000 + i), 0));
+    }
+    look(s.c, hash_of(1), 1);
+    uint64_t hits = stats(s.c).hits;
+
+    ak_cache_flush(s.c);
+    ak_cache_stats_t st = stats(s.c);
+    EXPECT_EQ(0u, st.entries);
+    EXPECT_EQ(0u, st.negative_entries);
+    EXPECT_EQ(total, st.slots_free);
+    EXPECT_EQ(hits, st.hits);   // counters survive
+    for (uint64_t i = 0; i < 100; i++) {
+        ASSERT_EQ(AK_CACHE_MISS, look(s.c, hash_of(i), 1).rc);
+        ASSERT_EQ(AK_CACHE_MISS, look(s.c, hash_of(1000 + i), 1).rc);
+    }
+
+    // fully usable afterwards, up to its whole capacity
+    for (uint32_t i = 0; i < total; i++) {
+        ASSERT_EQ(0, put(s.c, hash_of(5000 + i), blob_of(i, 3), 2));
+    }
+    EXPECT_EQ(0u, stats(s.c).evictions);
+    EXPECT_EQ(total, stats(s.c).entries);
+}
+
+TEST(Cache, BigBlobsRoundTripAndFreeTheirChains)
+{
+    Small s(25, ak_cache_min_size() * 8);
+    uint32_t total = stats(s.c).slots_total;
+    const size_t sizes[] = {1, 31, 32, 33, 100, 147, 148, 149, 264, 1000,
+                            4095, AK_RECORD_MAX};
+
+    for (size_t len : sizes) {
+        Hash h = hash_of(len);
+        Bytes b = blob_of(len, len);
+        ASSERT_EQ(0, put(s.c, h, b, 0)) << len;
+        EXPECT_EQ(total - slots_for(len), stats(s.c).slots_free) << len;
+        Result r = look(s.c, h, 1);
+        ASSERT_EQ(AK_CACHE_FRESH, r.rc) << len;
+        EXPECT_EQ(b, r.blob) << len;
+        EXPECT_EQ(1, ak_cache_remove(s.c, h.b));
+        EXPECT_EQ(total, stats(s.c).slots_free) << len;
+    }
+
+    // re-puts grow and shrink the chain in place
+    Hash h = hash_of(77);
+    for (size_t len : {10, 4096, 100, 1000, 33, 4096, 1}) {
+        Bytes b = blob_of(77, len, len);
+        ASSERT_EQ(0, put(s.c, h, b, 2)) << len;
+        EXPECT_EQ(total - slots_for(len), stats(s.c).slots_free) << len;
+        EXPECT_EQ(1u, stats(s.c).entries);
+        Result r = look(s.c, h, 3);
+        ASSERT_EQ(AK_CACHE_FRESH, r.rc);
+        EXPECT_EQ(b, r.blob) << len;
+    }
+
+    // many big ones side by side, then all gone by eviction
+    for (uint64_t i = 0; i < 50; i++) {
+        ASSERT_EQ(0, put(s.c, hash_of(100 + i), blob_of(i, 1000 + i), 4));
+    }
+    for (uint64_t i = 0; i < 50; i++) {
+        Result r = look(s.c, hash_of(100 + i), 5);
+        if (r.rc != AK_CACHE_MISS) {
+            EXPECT_EQ(blob_of(i, 1000 + i), r.blob);
+        }
+    }
+    for (uint32_t i = 0; i < total; i++) {
+        ASSERT_EQ(0, put(s.c, hash_of(10000 + i), blob_of(i, 20), 6));
+    }
+    ak_cache_stats_t st = stats(s.c);
+    EXPECT_EQ(total, st.entries);
+    EXPECT_EQ(0u, st.slots_free);
+
+    // a lookup into a short buffer fails without damage
+    size_t len;
+    uint32_t flags, slot;
+    unsigned char small[8];
+    EXPECT_EQ(AK_CACHE_MISS, ak_cache_lookup(s.c, hash_of(10000).b, 7, small,
+                                             sizeof(small), &len, &flags,
+                                             &slot));
+    EXPECT_EQ(AK_CACHE_FRESH, look(s.c, hash_of(10000), 7).rc);
+}
+
+TEST(Cache, KeyStateSurvivesReputAndNotSlotReuse)
+{
+    Small s;
+    Hash h = hash_of(1);
+    ASSERT_EQ(0, put(s.c, h, blob_of(1, 10), 0));
+    Result r = look(s.c, h, 1);
+    ak_key_state_t *st = ak_cache_state(s.c, r.slot, h.b);
+    ASSERT_NE(nullptr, st);
+    EXPECT_EQ(0u, st->tat_us);
+    st->tat_us = 123456;
+    st->q_window = 7;
+    st->q_left = 8;
+    st->q_used = 9;
+
+    EXPECT_EQ(nullptr, ak_cache_state(s.c, r.slot, hash_of(2).b));
+    EXPECT_EQ(nullptr, ak_cache_state(s.c, 0xffffffffu, h.b));
+    EXPECT_EQ(nullptr, ak_cache_state(s.c, stats(s.c).slots_total, h.b));
+
+    // re-puts, with chains of other lengths, keep the state
+    for (size_t len : {10, 2000, 50, 4}) {
+        ASSERT_EQ(0, put(s.c, h, blob_of(1, len, 1), 2));
+        r = look(s.c, h, 3);
+        st = ak_cache_state(s.c, r.slot, h.b);
+        ASSERT_NE(nullptr, st) << len;
+        EXPECT_EQ(123456u, st->tat_us);
+        EXPECT_EQ(7u, st->q_window);
+        EXPECT_EQ(8u, st->q_left);
+        EXPECT_EQ(9u, st->q_used);
+    }
+
+    // evicted: the handle is dead, and the slot's new owner starts at zero
+    uint32_t old = r.slot;
+    uint32_t n = stats(s.c).slots_total;
+    for (uint32_t i = 0; i < n; i++) {
+        ASSERT_EQ(0, put(s.c, hash_of(100 + i), blob_of(i, 10), 4));
+    }
+    EXPECT_EQ(AK_CACHE_MISS, look(s.c, h, 5).rc);
+    EXPECT_EQ(nullptr, ak_cache_state(s.c, old, h.b));
+    bool reused = false;
+    for (uint32_t i = 0; i < n; i++) {
+        Result q = look(s.c, hash_of(100 + i), 5);
+        ASSERT_EQ(AK_CACHE_FRESH, q.rc);
+        if (q.slot == old) {
+            reused = true;
+            ak_key_state_t *o = ak_cache_state(s.c, old, hash_of(100 + i).b);
+            ASSERT_NE(nullptr, o);
+            EXPECT_EQ(0u, o->tat_us);
+            EXPECT_EQ(0u, o->q_used);
+        }
+    }
+    EXPECT_TRUE(reused);
+
+    // back again: a new entry, fresh state
+    ASSERT_EQ(0, put(s.c, h, blob_of(1, 10), 6));
+    r = look(s.c, h, 6);
+    st = ak_cache_state(s.c, r.slot, h.b);
+    ASSERT_NE(nullptr, st);
+    EXPECT_EQ(0u, st->tat_us);
+
+    // removed -> NULL; negative -> NULL
+    ak_cache_remove(s.c, h.b);
+    EXPECT_EQ(nullptr, ak_cache_state(s.c, r.slot, h.b));
+    ASSERT_EQ(0, put_neg(s.c, h, 7));
+    r = look(s.c, h, 7);
+    EXPECT_EQ(AK_CACHE_NEGATIVE, r.rc);
+    EXPECT_EQ(nullptr, ak_cache_state(s.c, r.slot, h.b));
+}
+
+TEST(Cache, AttachCopyAtAnotherAddress)
+{
+    size_t size = ak_cache_min_size() * 8;
+    Block a(size);
+    ak_cache_conf_t cf = conf();
+    ak_cache_t *c = ak_cache_create(a.mem(), size, &cf);
+    ASSERT_NE(nullptr, c);
+
+    for (uint64_t i = 0; i < 100; i++) {
+        ASSERT_EQ(0, put(c, hash_of(i), blob_of(i, 1 + (i * 37) % 300), 10));
+    }
+    for (uint64_t i = 0; i < 20; i++) {
+        ASSERT_EQ(0, put_neg(c, hash_of(1000 + i), 10));
+    }
+    ak_cache_revoke(c, hash_of(99).b);
+    Result r = look(c, hash_of(99), 11);
+    ak_cache_state(c, r.slot, hash_of(99).b)->tat_us = 4242;
+
+    ak_cache_stats_t before = stats(c);
+    ASSERT_EQ(0u, before.evictions);
+    ASSERT_EQ(100u, before.entries);
+    ASSERT_EQ(20u, before.negative_entries);
+
+    Block b(size + 4096);
+    void *mem = (char *) b.mem() + 4096;
+    memcpy(mem, a.mem(), size);
+    memset(a.mem(), 0xa5, size);    // the original is gone
+
+    ak_cache_t *d = ak_cache_attach(mem, size);
+    ASSERT_NE(nullptr, d);
+    ak_cache_stats_t after = stats(d);
+    EXPECT_EQ(0, memcmp(&before, &after, sizeof(before)));
+
+    for (uint64_t i = 0; i < 100; i++) {
+        Result q = look(d, hash_of(i), 12);
+        EXPECT_EQ(AK_CACHE_FRESH, q.rc);
+        EXPECT_EQ(blob_of(i, 1 + (i * 37) % 300), q.blob);
+    }
+    r = look(d, hash_of(99), 12);
+    ASSERT_EQ(AK_CACHE_FRESH, r.rc);
+    EXPECT_EQ((uint32_t) AK_ENTRY_REVOKED, r.flags);
+    ASSERT_NE(nullptr, ak_cache_state(d, r.slot, hash_of(99).b));
+    EXPECT_EQ(4242u, ak_cache_state(d, r.slot, hash_of(99).b)->tat_us);
+    for (uint64_t i = 0; i < 20; i++) {
+        EXPECT_EQ(AK_CACHE_NEGATIVE, look(d, hash_of(1000 + i), 12).rc);
+    }
+
+    // and keeps working
+    ASSERT_EQ(0, put(d, hash_of(5000), blob_of(5000, 3000), 13));
+    EXPECT_EQ(blob_of(5000, 3000), look(d, hash_of(5000), 13).blob);
+
+    // ttls come from set_conf after attach
+    cf.ttl_ms = 1;
+    ak_cache_set_conf(d, &cf);
+    EXPECT_EQ(AK_CACHE_STALE, look(d, hash_of(5000), 14).rc);
+}
+
+TEST(Cache, AttachRejectsMismatch)
+{
+    size_t size = ak_cache_min_size() * 4;
+    Block a(size + 256);
+    ak_cache_conf_t cf = conf();
+    ASSERT_NE(nullptr, ak_cache_create(a.mem(), size, &cf));
+    std::vector<uint64_t> saved(a.words);
+
+    EXPECT_NE(nullptr, ak_cache_attach(a.mem(), size));
+    EXPECT_EQ(nullptr, ak_cache_attach(a.mem(), size - 8));
+    EXPECT_EQ(nullptr, ak_cache_attach(a.mem(), size + 8));
+    EXPECT_EQ(nullptr, ak_cache_attach(a.mem(), size + 256));
+    EXPECT_EQ(nullptr, ak_cache_attach(a.mem(), 16));
+    EXPECT_EQ(nullptr, ak_cache_attach(nullptr, size));
+
+    // any damage to the magic or version
+    for (size_t byte = 0; byte < 16; byte++) {
+        a.words = saved;
+        ((unsigned char *) a.mem())[byte] ^= 0x40;
+        EXPECT_EQ(nullptr, ak_cache_attach(a.mem(), size)) << byte;
+    }
+
+    // zeroes and garbage
+    memset(a.mem(), 0, size);
+    EXPECT_EQ(nullptr, ak_cache_attach(a.mem(), size));
+    std::mt19937_64 rng(1);
+    for (auto &w : a.words) {
+        w = rng();
+    }
+    EXPECT_EQ(nullptr, ak_cache_attach(a.mem(), size));
+}
+
+TEST(Cache, CapacityOneMillionKeysIn128MiB)
+{
+    EXPECT_LE(ak_cache_bytes_per_key(), 128u);
+
+    size_t size = (size_t) 128 << 20;
+    Block b(size);
+    ak_cache_conf_t cf = conf();
+    ak_cache_t *c = ak_cache_create(b.mem(), size, &cf);
+    ASSERT_NE(nullptr, c);
+    ak_cache_stats_t st = stats(c);
+    EXPECT_GE(st.slots_total, 1000000u);
+    EXPECT_GE((uint64_t) st.slots_total * ak_cache_bytes_per_key(),
+              (uint64_t) size - 4096);  // nearly every byte is used
+
+    const uint32_t n = 1000000;
+    unsigned char blob[30];
+    for (uint32_t i = 0; i < n; i++) {
+        memcpy(blob, &i, sizeof(i));
+        memset(blob + 4, (int) (i & 0xff), sizeof(blob) - 4);
+        ASSERT_EQ(0, ak_cache_put(c, hash_of(i).b, blob, sizeof(blob), 1, 1));
+    }
+    st = stats(c);
+    EXPECT_EQ(n, st.entries);
+    EXPECT_EQ(0u, st.evictions);
+
+    unsigned char buf[AK_RECORD_MAX];
+    size_t len;
+    uint32_t flags, slot;
+    for (uint32_t i = 0; i < n; i++) {
+        ASSERT_EQ(AK_CACHE_FRESH, ak_cache_lookup(c, hash_of(i).b, 2, buf,
+                                                  sizeof(buf), &len, &flags,
+                                                  &slot));
+        uint32_t v;
+        memcpy(&v, buf, sizeof(v));
+        ASSERT_EQ(i, v);
+        ASSERT_EQ(30u, len);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Randomized operations against a straightforward model of the contract.
+
+namespace {
+
+struct Model {
+    struct Entry {
+        bool neg;
+        Bytes blob;
+        uint64_t fetched;
+        uint32_t gen;
+        bool stored_stale;
+        bool revoked;
+        uint64_t tat;
+        std::list<uint64_t>::iterator it;
+    };
+
+    uint32_t nslots, neg_max;
+    uint64_t ttl, neg_ttl, stale;
+    uint64_t seq = 1, gen = 1;
+    uint32_t used = 0;
+    uint64_t evictions = 0, hits = 0, misses = 0, stale_hits = 0,
+             negative_hits = 0, inserts = 0;
+    std::unordered_map<uint64_t, Entry> map;
+    std::list<uint64_t> pos, neg;   // front: most recently used
+
+    static uint32_t cost(const Entry &e)
+    {
+        return e.neg ? 1 : slots_for(e.blob.size());
+    }
+
+    std::list<uint64_t> &list_of(const Entry &e) { return e.neg ? neg : pos; }
+
+    uint64_t age(const Entry &e, uint64_t now)
+    {
+        return now > e.fetched ? now - e.fetched : 0;
+    }
+
+    bool neg_dead(const Entry &e, uint64_t now)
+    {
+        return e.gen != gen || age(e, now) >= neg_ttl;
+    }
+
+    bool pos_dead(const Entry &e, uint64_t now)
+    {
+        return age(e, now) >= ttl + stale;
+    }
+
+    void drop(uint64_t k)
+    {
+        Entry &e = map.at(k);
+        list_of(e).erase(e.it);
+        used -= cost(e);
+        map.erase(k);
+    }
+
+    void evict(uint64_t k)
+    {
+        drop(k);
+        evictions++;
+    }
+
+    uint32_t free_slots() const { return nslots - used; }
+
+    void touch(Entry &e)
+    {
+        std::list<uint64_t> &l = list_of(e);
+        l.splice(l.begin(), l, e.it);
+    }
+
+    int lookup(uint64_t k, uint64_t now, Bytes *blob, bool *revoked,
+               uint64_t **tat)
+    {
+        auto f = map.find(k);
+        if (f == map.end()) {
+            misses++;
+            return AK_CACHE_MISS;
+        }
+        Entry &e = f->second;
+        if (e.neg) {
+            if (neg_dead(e, now)) {
+                drop(k);
+                misses++;
+                return AK_CACHE_MISS;
+            }
+            touch(e);
+            negative_hits++;
+            return AK_CACHE_NEGATIVE;
+        }
+        if (pos_dead(e, now)) {
+            drop(k);
+            misses++;
+            return AK_CACHE_MISS;
+        }
+        touch(e);
+        *blob = e.blob;
+        *revoked = e.revoked;
+        *tat = &e.tat;
+        if (age(e, now) < ttl && e.gen == gen && !e.stored_stale) {
+            hits++;
+            return AK_CACHE_FRESH;
+        }
+        stale_hits++;
+        return AK_CACHE_STALE;
+    }
+
+    void put(uint64_t k, const Bytes &blob, uint64_t now, uint64_t s)
+    {
+        bool outdated = s != seq;
+        Entry ne;
+        ne.neg = false;
+        ne.blob = blob;
+        ne.fetched = now;
+        ne.gen = (uint32_t) gen;
+        ne.stored_stale = outdated;
+        ne.revoked = false;
+        ne.tat = 0;
+        uint32_t need = slots_for(blob.size());
+
+        auto f = map.find(k);
+        if (f != map.end()) {
+            Entry &e = f->second;
+            if (!e.neg) {
+                ne.tat = e.tat;
+                ne.revoked = outdated && e.revoked;
+            }
+            list_of(e).erase(e.it);
+            used -= cost(e) - 1;    // the entry slot stays
+            map.erase(f);
+            need -= 1;
+        }
+        while (free_slots() < need) {
+            if (!neg.empty() && neg_dead(map.at(neg.back()), now)) {
+                evict(neg.back());
+            } else if (!pos.empty()) {
+                evict(pos.back());
+            } else {
+                ASSERT_FALSE(neg.empty());
+                evict(neg.back());
+            }
+        }
+        used += need;
+        pos.push_front(k);
+        ne.it = pos.begin();
+        map[k] = ne;
+        inserts++;
+    }
+
+    void put_negative(uint64_t k, uint64_t now, uint64_t s)
+    {
+        if (s != seq) {
+            return;
+        }
+        auto f = map.find(k);
+        if (f != map.end() && f->second.neg) {
+            f->second.fetched = now;
+            f->second.gen = (uint32_t) gen;
+            touch(f->second);
+            inserts++;
+            return;
+        }
+        if (f != map.end()) {
+            drop(k);
+        }
+        for (int r = 0; neg.size() >= neg_max && !neg.empty() && r < 2; r++) {
+            evict(neg.back());
+        }
+        if (neg.size() >= neg_max) {
+            return;
+        }
+        if (free_slots() == 0) {
+            if (!neg.empty() && neg_dead(map.at(neg.back()), now)) {
+                evict(neg.back());
+            } else if (!pos.empty() && pos_dead(map.at(pos.back()), now)) {
+                evict(pos.back());
+            } else if (!neg.empty()) {
+                evict(neg.back());
+            } else {
+                return;
+            }
+        }
+        Entry ne;
+        ne.neg = true;
+        ne.fetched = now;
+        ne.gen = (uint32_t) gen;
+        ne.stored_stale = false;
+        ne.revoked = false;
+        ne.tat = 0;
+        neg.push_front(k);
+        ne.it = neg.begin();
+        map[k] = ne;
+        used += 1;
+        inserts++;
+    }
+
+    int revoke(uint64_t k)
+    {
+        seq++;
+        auto f = map.find(k);
+        if (f == map.end() || f->second.neg) {
+            return 0;
+        }
+        f->second.revoked = true;
+        return 1;
+    }
+
+    int remove(uint64_t k)
+    {
+        seq++;
+        if (!map.count(k)) {
+            return 0;
+        }
+        drop(k);
+        return 1;
+    }
+
+    void flush()
+    {
+        seq++;
+        map.clear();
+        pos.clear();
+        neg.clear();
+        used = 0;
+    }
+
+    void new_generation()
+    {
+        seq++;
+        gen++;
+    }
+};
+
+void
+check_stats(ak_cache_t *c, const Model &m)
+{
+    ak_cache_stats_t st = stats(c);
+    ASSERT_EQ(m.pos.size(), st.entries);
+    ASSERT_EQ(m.neg.size(), st.negative_entries);
+    ASSERT_EQ(m.free_slots(), st.slots_free);
+    ASSERT_EQ(m.nslots, st.slots_total);
+    ASSERT_EQ(m.evictions, st.evictions);
+    ASSERT_EQ(m.hits, st.hits);
+    ASSERT_EQ(m.misses, st.misses);
+    ASSERT_EQ(m.stale_hits, st.stale_hits);
+    ASSERT_EQ(m.negative_hits, st.negative_hits);
+    ASSERT_EQ(m.inserts, st.inserts);
+    ASSERT_EQ(m.seq, ak_cache_event_seq(c));
+}
+
+void
+run_model(uint64_t seed, size_t size, uint32_t pct, int ops, int keys)
+{
+    Block b(size);
+    ak_cache_conf_t cf = conf(pct);
+    cf.ttl_ms = 1000;
+    cf.negative_ttl_ms = 300;
+    cf.stale_ms = 2000;
+    ak_cache_t *c = ak_cache_create(b.mem(), size, &cf);
+    ASSERT_NE(nullptr, c);
+
+    Model m;
+    m.nslots = stats(c).slots_total;
+    m.neg_max = std::max<uint32_t>(1, (uint32_t) ((uint64_t) m.nslots * pct
+                                                  / 100));
+    m.ttl = cf.ttl_ms;
+    m.neg_ttl = cf.negative_ttl_ms;
+    m.stale = cf.stale_ms;
+    m.seq = ak_cache_event_seq(c);
+
+    std::mt19937_64 rng(seed);
+    uint64_t now = 1000;
+    uint64_t version = 0;
+    std::vector<uint64_t> inflight;     // seqs of "reads under way"
+    unsigned char buf[AK_RECORD_MAX];
+
+    for (int op = 0; op < ops; op++) {
+        uint64_t k = rng() % keys;
+        Hash h = hash_of(k);
+        uint32_t what = rng() % 1000;
+
+        now += rng() % 8;
+
+        // a read sent some time ago, maybe before some events
+        uint64_t s = m.seq;
+        if (rng() % 10 == 0) {
+            inflight.push_back(m.seq);
+        }
+        if (!inflight.empty() && rng() % 10 == 0) {
+            s = inflight[rng() % inflight.size()];
+            if (inflight.size() > 16) {
+                inflight.clear();
+            }
+        }
+
+        if (what < 450) {
+            size_t len, flags_n;
+            uint32_t flags, slot;
+            Bytes eblob;
+            bool erev = false;
+            uint64_t *etat = nullptr;
+            int want = m.lookup(k, now, &eblob, &erev, &etat);
+            int rc = ak_cache_lookup(c, h.b, now, buf, sizeof(buf), &len,
+                                     &flags, &slot);
+            ASSERT_EQ(want, rc) << "op " << op << " key " << k;
+            if (rc == AK_CACHE_FRESH || rc == AK_CACHE_STALE) {
+                ASSERT_EQ(eblob, Bytes(buf, buf + len)) << "op " << op;
+                flags_n = erev ? AK_ENTRY_REVOKED : 0;
+                ASSERT_EQ(flags_n, flags);
+                ak_key_state_t *st = ak_cache_state(c, slot, h.b);
+                ASSERT_NE(nullptr, st);
+                ASSERT_EQ(*etat, st->tat_us) << "op " << op;
+                st->tat_us = *etat = rng();
+            }
+
+        } else if (what < 750) {
+            size_t len = rng() % 20 == 0 ? 1 + rng() % AK_RECORD_MAX
+                                         : 1 + rng() % 60;
+            Bytes blob = blob_of(k, len, ++version);
+            m.put(k, blob, now, s);
+            ASSERT_EQ(0, ak_cache_put(c, h.b, blob.data(), len, now, s));
+
+        } else if (what < 900) {
+            m.put_negative(k, now, s);
+            ASSERT_EQ(0, ak_cache_put_negative(c, h.b, now, s));
+
+        } else if (what < 950) {
+            ASSERT_EQ(m.revoke(k), ak_cache_revoke(c, h.b));
+
+        } else if (what < 990) {
+            ASSERT_EQ(m.remove(k), ak_cache_remove(c, h.b));
+
+        } else if (what < 994) {
+            now += rng() % 3000;
+
+        } else if (what < 998) {
+            m.new_generation();
+            ak_cache_new_generation(c);
+
+        } else {
+            m.flush();
+            ak_cache_flush(c);
+        }
+
+        check_stats(c, m);
+        if (::testing::Test::HasFatalFailure()) {
+            return;
+        }
+    }
+}
+
+} // namespace
+
+TEST(Cache, RandomizedAgainstModel)
+{
+    run_model(1, ak_cache_min_size() * 4, 25, 100000, 600);
+    run_model(2, ak_cache_min_size() * 16, 10, 60000, 5000);
+    run_model(3, ak_cache_min_size(), 50, 40000, 200);
+}
+
+// A damaged block must never hang a call or make it reach outside the block.
+TEST(Cache, CorruptBlockStaysBounded)
+{
+    size_t size = ak_cache_min_size() * 16;
+    std::mt19937_64 rng(7);
+
+    for (int round = 0; round < 20; round++) {
+        Block b(size);
+        ak_cache_conf_t cf = conf();
+        ak_cache_t *c = ak_cache_create(b.mem(), size, &cf);
+        ASSERT_NE(nullptr, c);
+        uint32_t n = stats(c).slots_total;
+
+        for (uint32_t i = 0; i < n; i++) {
+            put(c, hash_of(i), blob_of(i, 1 + rng() % 200), 0);
+            if (i % 3 == 0) {
+                put_neg(c, hash_of(100000 + i), 0);
+            }
+        }
+
+        // scribble over the index and the slots (not the header), with
+        // plausible indices (cycles), NILs and noise; the first rounds
+        // fill everything with one small index: every chain is a cycle
+        uint32_t *w = (uint32_t *) ((char *) b.mem() + 1024);
+        size_t nw = (size - 1024) / 4;
+        if (round < 4) {
+            std::fill(w, w + nw, (uint32_t) round * 5);
+        }
+        for (int i = 0; round >= 4 && i < 200 + round * 100; i++) {
+            uint32_t v;
+            switch (rng() % 3) {
+            case 0: v = (uint32_t) (rng() % n); break;
+            case 1: v = 0xffffffffu; break;
+            default: v = (uint32_t) rng(); break;
+            }
+            w[rng() % nw] = v;
+        }
+
+        unsigned char buf[AK_RECORD_MAX];
+        size_t len;
+        uint32_t flags, slot;
+        for (int i = 0; i < 3000; i++) {
+            uint64_t k = rng() % (2 * n);
+            Hash h = hash_of(rng() % 2 ? k : 100000 + k);
+            switch (rng() % 6) {
+            case 0: case 1: {
+                int rc = ak_cache_lookup(c, h.b, 1, buf, sizeof(buf), &len,
+                                         &flags, &slot);
+                if (rc == AK_CACHE_FRESH || rc == AK_CACHE_STALE) {
+                    ASSERT_LE(len, (size_t) AK_RECORD_MAX);
+                    ak_cache_state(c, slot, h.b);
+                }
+                break;
+            }
+            case 2:
+                put(c, h, blob_of(k, 1 + rng() % 500), 1);
+                break;
+            case 3:
+                put_neg(c, h, 1);
+                break;
+            case 4:
+                ak_cache_remove(c, h.b);
+                break;
+            default:
+                ak_cache_revoke(c, h.b);
+                break;
+            }
+            ak_cache_stats_t st = stats(c);
+            ASSERT_LE(st.slots_free, st.slots_total);
+        }
+
+        // a flush always brings back a sound cache
+        ak_cache_flush(c);
+        ASSERT_EQ(n, stats(c).slots_free);
+        for (uint32_t i = 0; i < 100; i++) {
+            Bytes bl = blob_of(i, 300);
+            ASSERT_EQ(0, put(c, hash_of(i), bl, 2));
+            ASSERT_EQ(bl, look(c, hash_of(i), 2).blob);
+        }
+    }
+}
