@@ -13,7 +13,7 @@ mkdir -p "$dir/logs" "$dir/tmp"
 chmod 777 "$dir/tmp"
 
 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
-    --dir "$dir" --daemonize no --notify-keyspace-events Kgx \
+    --dir "$dir" --daemonize no --notify-keyspace-events Kghx \
     >"$dir/logs/redis.log" 2>&1 &
 redis_pid=$!
 

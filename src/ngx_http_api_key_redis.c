@@ -967,13 +967,16 @@ ngx_http_api_key_cmd_ready(ngx_http_api_key_rconn_t *rc)
 }
 
 
-/* keyspace_events=on needs K (keyspace channel) and g + h (or A) events */
+/*
+ * keyspace_events=on needs K (keyspace channel) and g (DEL, EXPIRE, RENAME),
+ * h (HSET, HDEL) and x (expired) events, or A for all of them
+ */
 
 static void
 ngx_http_api_key_config_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
     size_t       i;
-    ngx_uint_t   k, g, h;
+    ngx_uint_t   k, g, h, x;
     redisReply  *reply = r, *v;
 
     if (reply == NULL) {
@@ -986,13 +989,13 @@ ngx_http_api_key_config_reply(redisAsyncContext *ac, void *r, void *privdata)
         ngx_log_error(NGX_LOG_WARN, ngx_http_api_key_cmd.log, 0,
                       "api_key: keyspace_events=on, but CONFIG GET "
                       "notify-keyspace-events is not allowed; make sure the "
-                      "redis server has notify-keyspace-events \"Kgh\" or "
+                      "redis server has notify-keyspace-events \"Kghx\" or "
                       "\"KA\"");
         return;
     }
 
     v = reply->element[1];
-    k = g = h = 0;
+    k = g = h = x = 0;
 
     for (i = 0; i < v->len; i++) {
         switch (v->str[i]) {
@@ -1005,18 +1008,21 @@ ngx_http_api_key_config_reply(redisAsyncContext *ac, void *r, void *privdata)
         case 'h':
             h = 1;
             break;
+        case 'x':
+            x = 1;
+            break;
         case 'A':
-            g = h = 1;
+            g = h = x = 1;
             break;
         }
     }
 
-    if (!k || !g || !h) {
+    if (!k || !g || !h || !x) {
         ngx_log_error(NGX_LOG_WARN, ngx_http_api_key_cmd.log, 0,
                       "api_key: keyspace_events=on, but the redis server's "
                       "notify-keyspace-events is \"%*s\": plain HSET/DEL of "
                       "records will not be seen until their ttl ends; set it "
-                      "to \"Kgh\" (or \"KA\")", v->len, v->str);
+                      "to \"Kghx\" (or \"KA\")", v->len, v->str);
     }
 }
 
