@@ -19,7 +19,7 @@ CORE_SRCS  := $(wildcard src/core/*.cpp)
 CORE_OBJS  := $(patsubst src/core/%.cpp,$(BUILD)/core/%.o,$(CORE_SRCS))
 UNIT_SRCS  := $(wildcard test/unit/*.cpp)
 UNIT_OBJS  := $(patsubst test/unit/%.cpp,$(BUILD)/unit/%.o,$(UNIT_SRCS))
-GLUE_SRCS  := $(wildcard src/*.c src/*.h) $(CORE_SRCS) $(wildcard src/core/*.h) config
+GLUE_SRCS  := $(wildcard src/*.c src/*.h) $(CORE_SRCS) $(wildcard src/core/*.h src/core/*.hpp) config
 CLI_SRCS   := $(wildcard src/cli/*.cpp)
 CLI_OBJS   := $(patsubst src/cli/%.cpp,$(BUILD)/cli/%.o,$(CLI_SRCS))
 CLI        = $(BUILD)/apikeyctl
@@ -60,11 +60,11 @@ cli: $(CLI)
 
 # --- the C++ core and its unit tests ----------------------------------------
 
-$(BUILD)/core/%.o: src/core/%.cpp $(wildcard src/core/*.h)
+$(BUILD)/core/%.o: src/core/%.cpp $(wildcard src/core/*.h src/core/*.hpp)
 	@mkdir -p $(dir $@)
 	$(CXX) $(AK_CXXFLAGS) -Isrc/core -c -o $@ $<
 
-$(BUILD)/unit/%.o: test/unit/%.cpp $(wildcard src/core/*.h test/unit/*.h)
+$(BUILD)/unit/%.o: test/unit/%.cpp $(wildcard src/core/*.h src/core/*.hpp test/unit/*.h)
 	@mkdir -p $(dir $@)
 	$(CXX) $(AK_CXXFLAGS) -Isrc/core -c -o $@ $<
 
@@ -89,3 +89,45 @@ run: deps
 
 clean:
 	rm -rf $(BUILD)
+
+# --- benchmarks (bench/, results in bench/RESULTS.md) ----------------------
+#
+#   make bench          wrk against the alternatives, memory per key, and the
+#                       micro-benchmarks (a few minutes; installs what it needs)
+#   make bench-micro    Google Benchmark micro-benchmarks of the core
+#   make bench-revoke   revocation latency over busy keep-alive connections
+
+BENCH_BUILD  = $(BUILD)/bench
+BENCH_MICRO  = $(BENCH_BUILD)/micro_bench
+BENCH_SIZES  = $(BENCH_BUILD)/ak_sizes
+BENCH_REVOKE = $(BENCH_BUILD)/revoke_bench
+BENCH_CXX    = $(CXX) -std=c++17 -O2 -g -Wall -Wextra -Werror -Isrc/core
+
+.PHONY: bench-deps bench-micro bench-revoke
+
+bench-deps:
+	@sh bench/deps.sh
+
+$(BENCH_MICRO): bench/micro/micro.cpp $(CORE_OBJS) src/core/ak_core.h
+	@mkdir -p $(dir $@)
+	$(BENCH_CXX) -o $@ bench/micro/micro.cpp $(CORE_OBJS) -lbenchmark -lpthread -lcrypto
+
+$(BENCH_SIZES): bench/tools/ak_sizes.cpp $(CORE_OBJS) src/core/ak_core.h
+	@mkdir -p $(dir $@)
+	$(BENCH_CXX) -o $@ bench/tools/ak_sizes.cpp $(CORE_OBJS) -lcrypto
+
+$(BENCH_REVOKE): bench/revoke/revoke_bench.cpp
+	@mkdir -p $(dir $@)
+	$(BENCH_CXX) -o $@ bench/revoke/revoke_bench.cpp -lhiredis
+
+bench: bench-deps
+	$(MAKE) module $(BENCH_MICRO) $(BENCH_SIZES)
+	bash bench/run.sh $(BUILD)
+
+bench-micro: bench-deps
+	$(MAKE) $(BENCH_MICRO)
+	bash bench/micro.sh $(BUILD)
+
+bench-revoke: bench-deps
+	$(MAKE) module $(BENCH_REVOKE)
+	bash bench/revoke.sh $(BUILD)

@@ -13,7 +13,10 @@
 #include <stdint.h>
 
 #ifdef __cplusplus
+#define AK_NOEXCEPT  noexcept
 extern "C" {
+#else
+#define AK_NOEXCEPT
 #endif
 
 #define AK_HASH_LEN         32      /* raw SHA-256 / HMAC-SHA256 */
@@ -34,7 +37,7 @@ typedef struct {
 /* Key format                                                          */
 
 /* "any": 1..256 bytes, each printable ASCII 0x21..0x7e.  1 = ok.  hot */
-int ak_key_check_any(const unsigned char *key, size_t len);
+int ak_key_check_any(const unsigned char *key, size_t len) AK_NOEXCEPT;
 
 /*
  * "checksum": PREFIX "_" + 30 base62 + 6 base62 of CRC-32 (IEEE, as zlib's
@@ -44,10 +47,10 @@ int ak_key_check_any(const unsigned char *key, size_t len);
  * prefix_len > 0 the key's prefix must equal it exactly.  1 = ok.  hot
  */
 int ak_key_check_checksum(const unsigned char *key, size_t len,
-    const unsigned char *prefix, size_t prefix_len);
+    const unsigned char *prefix, size_t prefix_len) AK_NOEXCEPT;
 
 /* 1 if prefix is a valid key prefix (1..32 of [A-Za-z0-9_]). */
-int ak_key_prefix_valid(const unsigned char *prefix, size_t len);
+int ak_key_prefix_valid(const unsigned char *prefix, size_t len) AK_NOEXCEPT;
 
 
 /* ------------------------------------------------------------------ */
@@ -63,19 +66,19 @@ typedef struct ak_hasher_s  ak_hasher_t;
  * secret must be non-empty.  Returns NULL and a message in err on failure.
  */
 ak_hasher_t *ak_hasher_new(int kind, const unsigned char *secret,
-    size_t secret_len, char *err, size_t err_len);
-void ak_hasher_free(ak_hasher_t *h);
+    size_t secret_len, char *err, size_t err_len) AK_NOEXCEPT;
+void ak_hasher_free(ak_hasher_t *h) AK_NOEXCEPT;
 
 /* Digest of the key's bytes.  0 ok, -1 error.  hot: no allocation. */
 int ak_hasher_digest(ak_hasher_t *h, const unsigned char *key, size_t len,
-    unsigned char out[AK_HASH_LEN]);
+    unsigned char out[AK_HASH_LEN]) AK_NOEXCEPT;
 
 /* Lowercase hex, writes 2 * len characters, no NUL.  hot */
-void ak_hex_encode(const unsigned char *in, size_t len, char *out);
+void ak_hex_encode(const unsigned char *in, size_t len, char *out) AK_NOEXCEPT;
 
 /* Parses 64 hex digits (either case).  0 ok, -1 bad input. */
 int ak_hex_decode_hash(const char *hex, size_t len,
-    unsigned char out[AK_HASH_LEN]);
+    unsigned char out[AK_HASH_LEN]) AK_NOEXCEPT;
 
 
 /* ------------------------------------------------------------------ */
@@ -106,7 +109,7 @@ typedef struct {
  */
 int ak_record_build(const unsigned char hash[AK_HASH_LEN],
     const ak_str_t *fields, const ak_str_t *values, size_t n,
-    unsigned char *blob, size_t blob_cap, ak_record_err_t *err);
+    unsigned char *blob, size_t blob_cap, ak_record_err_t *err) AK_NOEXCEPT;
 
 /* A parsed view of a blob; pointers point into the blob (or id_buf). */
 typedef struct {
@@ -131,21 +134,21 @@ typedef struct {
 
 /* 0 ok, -1 corrupt blob.  hot */
 int ak_record_view(const unsigned char hash[AK_HASH_LEN],
-    const unsigned char *blob, size_t len, ak_record_t *rec);
+    const unsigned char *blob, size_t len, ak_record_t *rec) AK_NOEXCEPT;
 
 /* family 4 (addr: 4 bytes) or 6 (16 bytes; v4-mapped handled). 1 allowed,
  * 1 also when the record has no ips rule.  hot */
 int ak_record_ip_allowed(const ak_record_t *rec, int family,
-    const unsigned char *addr);
+    const unsigned char *addr) AK_NOEXCEPT;
 
 /* The raw Referer header value (NULL/0 when absent).  1 allowed; 1 when
  * the record has no referrers rule.  hot */
 int ak_record_referrer_allowed(const ak_record_t *rec, const char *referer,
-    size_t len);
+    size_t len) AK_NOEXCEPT;
 
 /* 1 if the record holds every scope of required[0..n).  hot */
 int ak_record_has_scopes(const ak_record_t *rec, const ak_str_t *required,
-    size_t n);
+    size_t n) AK_NOEXCEPT;
 
 
 /* ------------------------------------------------------------------ */
@@ -163,14 +166,14 @@ typedef struct {
  * Updates *tat only when the request is allowed.  1 allowed, 0 limited. hot
  */
 int ak_gcra(uint64_t *tat, uint64_t now_us, uint64_t interval_us,
-    uint32_t burst, ak_rate_result_t *res);
+    uint32_t burst, ak_rate_result_t *res) AK_NOEXCEPT;
 
 /*
  * UTC calendar window containing unix time now for AK_PERIOD_HOUR/DAY/MONTH:
  * [*start, *end).  Returns 0, or -1 for a bad period.
  */
 int ak_quota_window(uint8_t period, int64_t now, int64_t *start,
-    int64_t *end);
+    int64_t *end) AK_NOEXCEPT;
 
 
 /* ------------------------------------------------------------------ */
@@ -227,22 +230,22 @@ typedef struct {
 #define AK_ENTRY_REVOKED    0x01 /* marked revoked by an event */
 
 /* Smallest block ak_cache_create accepts. */
-size_t ak_cache_min_size(void);
+size_t ak_cache_min_size(void) AK_NOEXCEPT;
 
 /* Formats [mem, mem + size) as an empty cache.  NULL if too small. */
 ak_cache_t *ak_cache_create(void *mem, size_t size,
-    const ak_cache_conf_t *conf);
+    const ak_cache_conf_t *conf) AK_NOEXCEPT;
 
 /*
  * Re-uses a block formatted by ak_cache_create with the same layout
  * version and size (nginx -s reload).  NULL when incompatible.
  */
-ak_cache_t *ak_cache_attach(void *mem, size_t size);
+ak_cache_t *ak_cache_attach(void *mem, size_t size) AK_NOEXCEPT;
 
-void ak_cache_set_conf(ak_cache_t *c, const ak_cache_conf_t *conf);
+void ak_cache_set_conf(ak_cache_t *c, const ak_cache_conf_t *conf) AK_NOEXCEPT;
 
 /* Bytes of shared memory a cached key costs (slot + index share). */
-size_t ak_cache_bytes_per_key(void);
+size_t ak_cache_bytes_per_key(void) AK_NOEXCEPT;
 
 /*
  * Looks the hash up and moves it to the front of its LRU list.  On FRESH
@@ -253,7 +256,7 @@ size_t ak_cache_bytes_per_key(void);
  */
 int ak_cache_lookup(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
     uint64_t now_ms, unsigned char *buf, size_t cap, size_t *len,
-    uint32_t *flags, uint32_t *slot);
+    uint32_t *flags, uint32_t *slot) AK_NOEXCEPT;
 
 /*
  * The same, without counting it in the statistics: for the second look of
@@ -261,7 +264,7 @@ int ak_cache_lookup(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
  */
 int ak_cache_lookup_again(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
     uint64_t now_ms, unsigned char *buf, size_t cap, size_t *len,
-    uint32_t *flags, uint32_t *slot);
+    uint32_t *flags, uint32_t *slot) AK_NOEXCEPT;
 
 /*
  * Inserts or replaces the positive record for hash, keeping its
@@ -271,7 +274,7 @@ int ak_cache_lookup_again(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
  * recently used entries as needed.  0 ok, -1 the blob can never fit.
  */
 int ak_cache_put(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
-    const unsigned char *blob, size_t len, uint64_t now_ms, uint64_t seq);
+    const unsigned char *blob, size_t len, uint64_t now_ms, uint64_t seq) AK_NOEXCEPT;
 
 /*
  * Remembers "no such key".  Negative entries have their own LRU list and
@@ -279,20 +282,20 @@ int ak_cache_put(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
  * negative entry is evicted, never a positive one.
  */
 int ak_cache_put_negative(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
-    uint64_t now_ms, uint64_t seq);
+    uint64_t now_ms, uint64_t seq) AK_NOEXCEPT;
 
 /* Events.  Each advances the event sequence.  Return 1 if hash was cached. */
-int ak_cache_revoke(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN]);
-int ak_cache_remove(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN]);
-void ak_cache_flush(ak_cache_t *c);           /* removes every entry */
-void ak_cache_new_generation(ak_cache_t *c);  /* all entries become STALE */
-uint64_t ak_cache_event_seq(const ak_cache_t *c);
+int ak_cache_revoke(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN]) AK_NOEXCEPT;
+int ak_cache_remove(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN]) AK_NOEXCEPT;
+void ak_cache_flush(ak_cache_t *c) AK_NOEXCEPT;           /* removes every entry */
+void ak_cache_new_generation(ak_cache_t *c) AK_NOEXCEPT;  /* all entries become STALE */
+uint64_t ak_cache_event_seq(const ak_cache_t *c) AK_NOEXCEPT;
 
 /* The mutable state of the entry in slot, if it still holds hash. */
 ak_key_state_t *ak_cache_state(ak_cache_t *c, uint32_t slot,
-    const unsigned char hash[AK_HASH_LEN]);
+    const unsigned char hash[AK_HASH_LEN]) AK_NOEXCEPT;
 
-void ak_cache_get_stats(const ak_cache_t *c, ak_cache_stats_t *st);
+void ak_cache_get_stats(const ak_cache_t *c, ak_cache_stats_t *st) AK_NOEXCEPT;
 
 #ifdef __cplusplus
 }

@@ -1003,14 +1003,14 @@ aligned(const void *p) noexcept
 extern "C" {
 
 size_t
-ak_cache_min_size(void)
+ak_cache_min_size(void) noexcept
 {
     return (size_t) layout_bytes(kMinSlots) + 8;
 }
 
 
 ak_cache_t *
-ak_cache_create(void *mem, size_t size, const ak_cache_conf_t *conf)
+ak_cache_create(void *mem, size_t size, const ak_cache_conf_t *conf) noexcept
 {
     Layout       l;
     ak_cache_s  *h;
@@ -1041,7 +1041,7 @@ ak_cache_create(void *mem, size_t size, const ak_cache_conf_t *conf)
 
 
 ak_cache_t *
-ak_cache_attach(void *mem, size_t size)
+ak_cache_attach(void *mem, size_t size) noexcept
 {
     Layout       l;
     ak_cache_s  *h;
@@ -1078,7 +1078,7 @@ ak_cache_attach(void *mem, size_t size)
 
 
 void
-ak_cache_set_conf(ak_cache_t *c, const ak_cache_conf_t *conf)
+ak_cache_set_conf(ak_cache_t *c, const ak_cache_conf_t *conf) noexcept
 {
     if (c) {
         apply_conf(c, conf);
@@ -1087,7 +1087,7 @@ ak_cache_set_conf(ak_cache_t *c, const ak_cache_conf_t *conf)
 
 
 size_t
-ak_cache_bytes_per_key(void)
+ak_cache_bytes_per_key(void) noexcept
 {
     return sizeof(Slot) + sizeof(uint32_t);     /* 124 */
 }
@@ -1096,7 +1096,7 @@ ak_cache_bytes_per_key(void)
 int
 ak_cache_lookup(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
     uint64_t now_ms, unsigned char *buf, size_t cap, size_t *len,
-    uint32_t *flags, uint32_t *slot)
+    uint32_t *flags, uint32_t *slot) noexcept
 {
     if (c == NULL || hash == NULL) {
         return AK_CACHE_MISS;
@@ -1109,7 +1109,7 @@ ak_cache_lookup(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
 int
 ak_cache_lookup_again(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
     uint64_t now_ms, unsigned char *buf, size_t cap, size_t *len,
-    uint32_t *flags, uint32_t *slot)
+    uint32_t *flags, uint32_t *slot) noexcept
 {
     if (c == NULL || hash == NULL) {
         return AK_CACHE_MISS;
@@ -1124,7 +1124,7 @@ ak_cache_lookup_again(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
  */
 int
 ak_cache_put(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
-    const unsigned char *blob, size_t len, uint64_t now_ms, uint64_t seq)
+    const unsigned char *blob, size_t len, uint64_t now_ms, uint64_t seq) noexcept
 {
     int   rc;
     bool  bad;
@@ -1156,7 +1156,7 @@ ak_cache_put(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
  */
 int
 ak_cache_put_negative(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
-    uint64_t now_ms, uint64_t seq)
+    uint64_t now_ms, uint64_t seq) noexcept
 {
     bool  bad;
 
@@ -1180,7 +1180,7 @@ ak_cache_put_negative(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
 
 
 int
-ak_cache_revoke(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN])
+ak_cache_revoke(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN]) noexcept
 {
     uint32_t  i;
 
@@ -1210,7 +1210,7 @@ ak_cache_revoke(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN])
 
 
 int
-ak_cache_remove(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN])
+ak_cache_remove(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN]) noexcept
 {
     uint32_t  i;
 
@@ -1238,7 +1238,7 @@ ak_cache_remove(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN])
 
 
 void
-ak_cache_flush(ak_cache_t *c)
+ak_cache_flush(ak_cache_t *c) noexcept
 {
     if (c) {
         reset(c);
@@ -1247,7 +1247,7 @@ ak_cache_flush(ak_cache_t *c)
 
 
 void
-ak_cache_new_generation(ak_cache_t *c)
+ak_cache_new_generation(ak_cache_t *c) noexcept
 {
     if (c) {
         c->seq++;
@@ -1257,7 +1257,7 @@ ak_cache_new_generation(ak_cache_t *c)
 
 
 uint64_t
-ak_cache_event_seq(const ak_cache_t *c)
+ak_cache_event_seq(const ak_cache_t *c) noexcept
 {
     return c ? c->seq : 0;
 }
@@ -1265,7 +1265,7 @@ ak_cache_event_seq(const ak_cache_t *c)
 
 ak_key_state_t *
 ak_cache_state(ak_cache_t *c, uint32_t slot,
-    const unsigned char hash[AK_HASH_LEN])
+    const unsigned char hash[AK_HASH_LEN]) noexcept
 {
     uint32_t  i;
 
@@ -1291,7 +1291,7 @@ ak_cache_state(ak_cache_t *c, uint32_t slot,
 
 
 void
-ak_cache_get_stats(const ak_cache_t *c, ak_cache_stats_t *st)
+ak_cache_get_stats(const ak_cache_t *c, ak_cache_stats_t *st) noexcept
 {
     if (st == NULL) {
         return;

@@ -199,7 +199,7 @@ bool digest(ak_hasher_t *h, const unsigned char *key, size_t len,
 
 extern "C" ak_hasher_t *
 ak_hasher_new(int kind, const unsigned char *secret, size_t secret_len,
-    char *err, size_t err_len)
+    char *err, size_t err_len) noexcept
 {
     if (err && err_len) {
         err[0] = '\0';
@@ -286,7 +286,7 @@ ak_hasher_new(int kind, const unsigned char *secret, size_t secret_len,
 
 
 extern "C" void
-ak_hasher_free(ak_hasher_t *h)
+ak_hasher_free(ak_hasher_t *h) noexcept
 {
     if (h == nullptr) {
         return;
@@ -305,7 +305,7 @@ ak_hasher_free(ak_hasher_t *h)
 
 extern "C" int
 ak_hasher_digest(ak_hasher_t *h, const unsigned char *key, size_t len,
-    unsigned char out[AK_HASH_LEN])
+    unsigned char out[AK_HASH_LEN]) noexcept
 {
     if (h == nullptr || out == nullptr || (key == nullptr && len != 0)) {
         return -1;
@@ -316,7 +316,7 @@ ak_hasher_digest(ak_hasher_t *h, const unsigned char *key, size_t len,
 
 
 extern "C" void
-ak_hex_encode(const unsigned char *in, size_t len, char *out)
+ak_hex_encode(const unsigned char *in, size_t len, char *out) noexcept
 {
     static const char hex[] = "0123456789abcdef";
 
@@ -328,7 +328,7 @@ ak_hex_encode(const unsigned char *in, size_t len, char *out)
 
 
 extern "C" int
-ak_hex_decode_hash(const char *hex, size_t len, unsigned char out[AK_HASH_LEN])
+ak_hex_decode_hash(const char *hex, size_t len, unsigned char out[AK_HASH_LEN]) noexcept
 {
     if (hex == nullptr || out == nullptr || len != AK_HASH_HEX_LEN) {
         return -1;

@@ -220,7 +220,7 @@ bool key_check_checksum(std::string_view key, std::string_view prefix)
 /* ---- C API ----------------------------------------------------------- */
 
 extern "C" int
-ak_key_check_any(const unsigned char *key, size_t len)
+ak_key_check_any(const unsigned char *key, size_t len) noexcept
 {
     if (key == nullptr || len == 0 || len > AK_KEY_MAX_LEN) {
         return 0;
@@ -237,7 +237,7 @@ ak_key_check_any(const unsigned char *key, size_t len)
 
 
 extern "C" int
-ak_key_prefix_valid(const unsigned char *prefix, size_t len)
+ak_key_prefix_valid(const unsigned char *prefix, size_t len) noexcept
 {
     if (prefix == nullptr || len == 0 || len > ak::kKeyPrefixMax) {
         return 0;
@@ -255,7 +255,7 @@ ak_key_prefix_valid(const unsigned char *prefix, size_t len)
 
 extern "C" int
 ak_key_check_checksum(const unsigned char *key, size_t len,
-    const unsigned char *prefix, size_t prefix_len)
+    const unsigned char *prefix, size_t prefix_len) noexcept
 {
     using ak::kTail;
 

@@ -61,7 +61,7 @@ constexpr int64_t kNowLimit = INT64_C(1) << 56;
 
 extern "C" int
 ak_gcra(uint64_t *tat, uint64_t now_us, uint64_t interval_us, uint32_t burst,
-    ak_rate_result_t *res)
+    ak_rate_result_t *res) noexcept
 {
     ak_rate_result_t tmp;
     if (res == nullptr) {
@@ -101,7 +101,7 @@ ak_gcra(uint64_t *tat, uint64_t now_us, uint64_t interval_us, uint32_t burst,
 
 
 extern "C" int
-ak_quota_window(uint8_t period, int64_t now, int64_t *start, int64_t *end)
+ak_quota_window(uint8_t period, int64_t now, int64_t *start, int64_t *end) noexcept
 {
     if (start == nullptr || end == nullptr || now <= -kNowLimit
         || now >= kNowLimit)

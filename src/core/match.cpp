@@ -453,7 +453,7 @@ bool referer_host(const char *s, size_t len, const char **host,
 
 extern "C" int
 ak_record_ip_allowed(const ak_record_t *rec, int family,
-    const unsigned char *addr)
+    const unsigned char *addr) noexcept
 {
     using namespace ak;
 
@@ -515,7 +515,7 @@ ak_record_ip_allowed(const ak_record_t *rec, int family,
 
 extern "C" int
 ak_record_referrer_allowed(const ak_record_t *rec, const char *referer,
-    size_t len)
+    size_t len) noexcept
 {
     using namespace ak;
 

@@ -527,7 +527,7 @@ int record_build(const unsigned char *hash, const ak_str_t *fields,
 extern "C" int
 ak_record_build(const unsigned char hash[AK_HASH_LEN], const ak_str_t *fields,
     const ak_str_t *values, size_t n, unsigned char *blob, size_t blob_cap,
-    ak_record_err_t *err)
+    ak_record_err_t *err) noexcept
 {
     if (err) {
         err->id[0] = '\0';
@@ -556,7 +556,7 @@ ak_record_build(const unsigned char hash[AK_HASH_LEN], const ak_str_t *fields,
 
 extern "C" int
 ak_record_view(const unsigned char hash[AK_HASH_LEN],
-    const unsigned char *blob, size_t len, ak_record_t *rec)
+    const unsigned char *blob, size_t len, ak_record_t *rec) noexcept
 {
     using namespace ak;
 
@@ -704,7 +704,7 @@ corrupt:
 
 extern "C" int
 ak_record_has_scopes(const ak_record_t *rec, const ak_str_t *required,
-    size_t n)
+    size_t n) noexcept
 {
     if (n == 0) {
         return 1;

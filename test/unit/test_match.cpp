@@ -1,0 +1,433 @@
+/* ips (CIDR) and referrers rules. */
+
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "ak_core.h"
+#include "ak_record_util.h"
+#include "akcore.hpp"
+#include "internal.hpp"
+
+using aktest::build;
+using aktest::make;
+
+namespace {
+
+/* 1/0 for an address given as text, -1 if the text is no address */
+int ip_ok(const ak_record_t *rec, const char *text)
+{
+    unsigned char a[16];
+    if (inet_pton(AF_INET, text, a) == 1) {
+        return ak_record_ip_allowed(rec, 4, a);
+    }
+    if (inet_pton(AF_INET6, text, a) == 1) {
+        return ak_record_ip_allowed(rec, 6, a);
+    }
+    ADD_FAILURE() << "bad test address " << text;
+    return -1;
+}
+
+int ref_ok(const ak_record_t *rec, const std::string &referer)
+{
+    return ak_record_referrer_allowed(rec, referer.data(), referer.size());
+}
+
+std::string host_of(const std::string &url)
+{
+    const char *h;
+    size_t n;
+    if (!ak::referer_host(url.data(), url.size(), &h, &n)) {
+        return "<none>";
+    }
+    return std::string(h, n);
+}
+
+} // namespace
+
+
+TEST(Ips, NoRuleAllowsAll)
+{
+    auto r = make({});
+    ASSERT_EQ(r->view_rc, 0);
+    EXPECT_EQ(ip_ok(&r->rec, "1.2.3.4"), 1);
+    EXPECT_EQ(ip_ok(&r->rec, "::1"), 1);
+    EXPECT_EQ(ak_record_ip_allowed(&r->rec, 4, nullptr), 1);
+}
+
+TEST(Ips, Ipv4Prefixes)
+{
+    auto r = make({ { "ips", "10.0.0.0/8, 192.168.7.9,172.16.0.0/31" } });
+    ASSERT_EQ(r->view_rc, 0) << r->b.err.msg;
+    EXPECT_EQ(ip_ok(&r->rec, "10.0.0.0"), 1);
+    EXPECT_EQ(ip_ok(&r->rec, "10.255.255.255"), 1);
+    EXPECT_EQ(ip_ok(&r->rec, "11.0.0.0"), 0);
+    EXPECT_EQ(ip_ok(&r->rec, "9.255.255.255"), 0);
+    EXPECT_EQ(ip_ok(&r->rec, "192.168.7.9"), 1);       /* /32 implied */
+    EXPECT_EQ(ip_ok(&r->rec, "192.168.7.8"), 0);
+    EXPECT_EQ(ip_ok(&r->rec, "192.168.7.10"), 0);
+    EXPECT_EQ(ip_ok(&r->rec, "172.16.0.0"), 1);        /* /31 */
+    EXPECT_EQ(ip_ok(&r->rec, "172.16.0.1"), 1);
+    EXPECT_EQ(ip_ok(&r->rec, "172.16.0.2"), 0);
+    EXPECT_EQ(ip_ok(&r->rec, "172.15.255.255"), 0);
+    /* an IPv6 client never meets IPv4 rules, unless v4-mapped */
+    EXPECT_EQ(ip_ok(&r->rec, "::a00:1"), 0);
+    EXPECT_EQ(ip_ok(&r->rec, "2001:db8::1"), 0);
+}
+
+TEST(Ips, Ipv4EdgePrefixes)
+{
+    auto all = make({ { "ips", "0.0.0.0/0" } });
+    ASSERT_EQ(all->view_rc, 0);
+    EXPECT_EQ(ip_ok(&all->rec, "0.0.0.0"), 1);
+    EXPECT_EQ(ip_ok(&all->rec, "255.255.255.255"), 1);
+    EXPECT_EQ(ip_ok(&all->rec, "::1"), 0);             /* /0 of IPv4 only */
+    EXPECT_EQ(ip_ok(&all->rec, "::ffff:8.8.8.8"), 1);
+
+    auto half = make({ { "ips", "128.0.0.0/1" } });
+    EXPECT_EQ(ip_ok(&half->rec, "128.0.0.0"), 1);
+    EXPECT_EQ(ip_ok(&half->rec, "255.1.2.3"), 1);
+    EXPECT_EQ(ip_ok(&half->rec, "127.255.255.255"), 0);
+    EXPECT_EQ(ip_ok(&half->rec, "0.0.0.1"), 0);
+
+    auto one = make({ { "ips", "203.0.113.77/32" } });
+    EXPECT_EQ(ip_ok(&one->rec, "203.0.113.77"), 1);
+    EXPECT_EQ(ip_ok(&one->rec, "203.0.113.76"), 0);
+    EXPECT_EQ(ip_ok(&one->rec, "203.0.113.78"), 0);
+
+    /* odd prefix lengths */
+    auto p9 = make({ { "ips", "10.128.0.0/9" } });
+    EXPECT_EQ(ip_ok(&p9->rec, "10.128.0.0"), 1);
+    EXPECT_EQ(ip_ok(&p9->rec, "10.255.1.1"), 1);
+    EXPECT_EQ(ip_ok(&p9->rec, "10.127.255.255"), 0);
+}
+
+TEST(Ips, HostBitsAreMasked)
+{
+    auto r = make({ { "ips", "10.1.2.3/8, 192.168.1.130/25" } });
+    ASSERT_EQ(r->view_rc, 0);
+    EXPECT_EQ(ip_ok(&r->rec, "10.9.9.9"), 1);
+    EXPECT_EQ(ip_ok(&r->rec, "192.168.1.128"), 1);
+    EXPECT_EQ(ip_ok(&r->rec, "192.168.1.255"), 1);
+    EXPECT_EQ(ip_ok(&r->rec, "192.168.1.127"), 0);
+
+    auto b1 = build({ { "ips", "10.1.2.3/8" } });
+    auto b2 = build({ { "ips", "10.0.0.0/8" } });
+    EXPECT_EQ(b1.blob, b2.blob);
+}
+
+TEST(Ips, Ipv6Prefixes)
+{
+    auto r = make({ { "ips", "2001:db8::/32,fe80::1/128, 2001:db8:ffff::/127" } });
+    ASSERT_EQ(r->view_rc, 0) << r->b.err.msg;
+    EXPECT_EQ(ip_ok(&r->rec, "2001:db8::1"), 1);
+    EXPECT_EQ(ip_ok(&r->rec, "2001:db8:ffff:ffff::"), 1);
+    EXPECT_EQ(ip_ok(&r->rec, "2001:db9::"), 0);
+    EXPECT_EQ(ip_ok(&r->rec, "fe80::1"), 1);
+    EXPECT_EQ(ip_ok(&r->rec, "fe80::2"), 0);
+    EXPECT_EQ(ip_ok(&r->rec, "fe80::"), 0);
+    EXPECT_EQ(ip_ok(&r->rec, "1.2.3.4"), 0);
+
+    auto p127 = make({ { "ips", "2001:db8::ff/127" } });
+    EXPECT_EQ(ip_ok(&p127->rec, "2001:db8::fe"), 1);
+    EXPECT_EQ(ip_ok(&p127->rec, "2001:db8::ff"), 1);
+    EXPECT_EQ(ip_ok(&p127->rec, "2001:db8::fd"), 0);
+    EXPECT_EQ(ip_ok(&p127->rec, "2001:db8::100"), 0);
+
+    auto all = make({ { "ips", "::/0" } });
+    EXPECT_EQ(ip_ok(&all->rec, "::"), 1);
+    EXPECT_EQ(ip_ok(&all->rec, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), 1);
+    EXPECT_EQ(ip_ok(&all->rec, "10.0.0.1"), 0);        /* /0 of IPv6 only */
+    EXPECT_EQ(ip_ok(&all->rec, "::ffff:10.0.0.1"), 0); /* mapped = IPv4 */
+
+    auto half = make({ { "ips", "8000::/1" } });
+    EXPECT_EQ(ip_ok(&half->rec, "8000::"), 1);
+    EXPECT_EQ(ip_ok(&half->rec, "ffff::1"), 1);
+    EXPECT_EQ(ip_ok(&half->rec, "7fff:ffff::"), 0);
+}
+
+TEST(Ips, MappedAddresses)
+{
+    auto r = make({ { "ips", "10.0.0.0/8" } });
+    EXPECT_EQ(ip_ok(&r->rec, "::ffff:10.1.2.3"), 1);
+    EXPECT_EQ(ip_ok(&r->rec, "::ffff:11.1.2.3"), 0);
+    /* IPv4-compatible (deprecated) is not mapped */
+    EXPECT_EQ(ip_ok(&r->rec, "::10.1.2.3"), 0);
+
+    /* a mapped rule is the IPv4 rule it means */
+    auto m = make({ { "ips", "::ffff:192.0.2.0/120" } });
+    ASSERT_EQ(m->view_rc, 0) << m->b.err.msg;
+    EXPECT_EQ(ip_ok(&m->rec, "192.0.2.200"), 1);
+    EXPECT_EQ(ip_ok(&m->rec, "::ffff:192.0.2.1"), 1);
+    EXPECT_EQ(ip_ok(&m->rec, "192.0.3.1"), 0);
+    EXPECT_EQ(build({ { "ips", "::ffff:192.0.2.0/120" } }).blob,
+              build({ { "ips", "192.0.2.0/24" } }).blob);
+
+    auto one = make({ { "ips", "::ffff:1.2.3.4" } });
+    EXPECT_EQ(ip_ok(&one->rec, "1.2.3.4"), 1);
+    EXPECT_EQ(ip_ok(&one->rec, "1.2.3.5"), 0);
+}
+
+TEST(Ips, BadFamilyOrAddress)
+{
+    auto r = make({ { "ips", "0.0.0.0/0, ::/0" } });
+    const unsigned char a[16] = { 1 };
+    EXPECT_EQ(ak_record_ip_allowed(&r->rec, 5, a), 0);
+    EXPECT_EQ(ak_record_ip_allowed(&r->rec, 0, a), 0);
+    EXPECT_EQ(ak_record_ip_allowed(&r->rec, 4, nullptr), 0);
+    EXPECT_EQ(ak_record_ip_allowed(nullptr, 4, a), 0);
+}
+
+TEST(Ips, Malformed)
+{
+    const char *bad[] = {
+        "10.0.0.256", "10.0.0", "10.0.0.0.1", "10.0.0.0/33", "::/129",
+        "10.0.0.0/", "10.0.0.0/-1", "10.0.0.0/+8", "10.0.0.0/ 8",
+        "10.0.0.0 /8", "1.2.3.4/8/9", "abc", "example.com", ",", "10.0.0.1,",
+        ",10.0.0.1", "10.0.0.1,,10.0.0.2", " , ", "01.2.3.4", "0x7f.0.0.1",
+        "fe80::1%eth0", "2001:db8::/0032", ":::1", "1::2::3", "[::1]",
+        "10.0.0.1\n", "10.0.0.1;10.0.0.2", "*",
+    };
+    for (const char *v : bad) {
+        auto b = build({ { "ips", v } });
+        EXPECT_EQ(b.len, -1) << "accepted ips \"" << v << "\"";
+        EXPECT_EQ(std::string(b.err.msg).rfind("field \"ips\": ", 0), 0u)
+            << b.err.msg;
+    }
+
+    const char *good[] = {
+        "1.2.3.4", " 1.2.3.4 ", "\t1.2.3.4,\t::1 ", "::", "::/0", "0.0.0.0/0",
+        "1.2.3.4/032", "::ffff:1.2.3.4", "2001:DB8::1", "1:2:3:4:5:6:7:8",
+    };
+    for (const char *v : good) {
+        auto b = build({ { "ips", v } });
+        EXPECT_GT(b.len, 0) << "rejected ips \"" << v << "\": " << b.err.msg;
+    }
+}
+
+TEST(Ips, CorruptSectionDenies)
+{
+    auto r = make({ { "ips", "10.0.0.0/8" } });
+    ASSERT_EQ(r->view_rc, 0);
+    /* a record whose blob went away or is cut: deny, never read past */
+    ak_record_t rec = r->rec;
+    rec.blob_len = 4;
+    EXPECT_EQ(ip_ok(&rec, "10.1.1.1"), 0);
+    rec.blob = nullptr;
+    rec.blob_len = 0;
+    EXPECT_EQ(ip_ok(&rec, "10.1.1.1"), 0);
+
+    /* view checks the section: family 5, prefix 33, host bits */
+    std::vector<unsigned char> blob = r->b.blob;
+    ASSERT_EQ(blob[5], 4);      /* header 3, u16 length, family */
+    ASSERT_EQ(blob[6], 8);
+    ak_record_t v;
+    blob[5] = 5;
+    EXPECT_EQ(ak_record_view(aktest::test_hash(), blob.data(), blob.size(), &v),
+              -1);
+    blob[5] = 4;
+    blob[6] = 33;
+    EXPECT_EQ(ak_record_view(aktest::test_hash(), blob.data(), blob.size(), &v),
+              -1);
+    blob[6] = 5;                /* 10 = 0b00001010: under /5, bit 1 is a
+                                   host bit */
+    EXPECT_EQ(ak_record_view(aktest::test_hash(), blob.data(), blob.size(), &v),
+              -1);
+    blob[6] = 8;
+    EXPECT_EQ(ak_record_view(aktest::test_hash(), blob.data(), blob.size(), &v),
+              0);
+}
+
+
+TEST(Referer, HostParsing)
+{
+    EXPECT_EQ(host_of("https://example.com/"), "example.com");
+    EXPECT_EQ(host_of("https://example.com"), "example.com");
+    EXPECT_EQ(host_of("http://Example.COM:8080/a?b#c"), "Example.COM");
+    EXPECT_EQ(host_of("https://example.com./x"), "example.com");
+    EXPECT_EQ(host_of("https://user:pw@example.com/"), "example.com");
+    EXPECT_EQ(host_of("https://example.com@evil.net/"), "evil.net");
+    EXPECT_EQ(host_of("https://a@b@evil.net/"), "evil.net");
+    EXPECT_EQ(host_of("https://evil.net#@example.com"), "evil.net");
+    EXPECT_EQ(host_of("https://evil.net?@example.com"), "evil.net");
+    EXPECT_EQ(host_of("https://evil.net/?r=a.example.com"), "evil.net");
+    EXPECT_EQ(host_of("https://evil.net/@example.com"), "evil.net");
+    EXPECT_EQ(host_of("https://[::1]:8443/"), "[::1]");
+    EXPECT_EQ(host_of("https://[2001:DB8::1]"), "[2001:DB8::1]");
+    EXPECT_EQ(host_of("android-app://com.example.app/"), "com.example.app");
+    EXPECT_EQ(host_of("https://127.0.0.1:80"), "127.0.0.1");
+    EXPECT_EQ(host_of("https://example.com:/"), "example.com");
+    EXPECT_EQ(host_of("https://_dmarc.example.com/"), "_dmarc.example.com");
+
+    const char *bad[] = {
+        "", "example.com", "//example.com/", "://example.com",
+        "https:/example.com", "https:example.com", "1http://example.com/",
+        "ht tp://example.com", "https://", "https:///path", "https://:80/",
+        "https://user@/", "https://example.com:8x/", "https://example.com:123456/",
+        "https://example.com:80:80/", "https://exa mple.com/",
+        "https://example.com\\@evil.net/", "https://evil.net\\.example.com/",
+        "https://example%2ecom/", "https://ex%41mple.com",
+        "https://example.com\t/", "https://exa\x01mple.com/",
+        "https://exa\x7fmple.com/", "https://ex\xc3\xa4mple.com/",
+        "https://.example.com/", "https://example..com/",
+        "https://example.com../", "https://./", "https://[::1/",
+        "https://[::1]x/", "https://[]/", "https://[zz::1]/",
+        "https://[::1%25eth0]/", "https://a]b.com/", "https://a[b.com/",
+        "https://a*b.com/", "https://a,b.com/",
+    };
+    for (const char *u : bad) {
+        EXPECT_EQ(host_of(u), "<none>") << "parsed \"" << u << "\"";
+    }
+    const char *h;
+    size_t n;
+    EXPECT_FALSE(ak::referer_host(nullptr, 10, &h, &n));
+}
+
+TEST(Referer, ExactHosts)
+{
+    auto r = make({ { "referrers", "Example.com, app.example.net,10.0.0.7" } });
+    ASSERT_EQ(r->view_rc, 0) << r->b.err.msg;
+    EXPECT_EQ(r->rec.has_referrers, 1);
+    EXPECT_EQ(ref_ok(&r->rec, "https://example.com/"), 1);
+    EXPECT_EQ(ref_ok(&r->rec, "https://EXAMPLE.com/page"), 1);
+    EXPECT_EQ(ref_ok(&r->rec, "http://example.com:8080"), 1);
+    EXPECT_EQ(ref_ok(&r->rec, "https://example.com./"), 1);
+    EXPECT_EQ(ref_ok(&r->rec, "https://app.example.net/x"), 1);
+    EXPECT_EQ(ref_ok(&r->rec, "http://10.0.0.7/"), 1);
+    EXPECT_EQ(ref_ok(&r->rec, "https://www.example.com/"), 0);
+    EXPECT_EQ(ref_ok(&r->rec, "https://example.net/"), 0);
+    EXPECT_EQ(ref_ok(&r->rec, "https://example.com.evil.net/"), 0);
+    EXPECT_EQ(ref_ok(&r->rec, "https://evilexample.com/"), 0);
+    EXPECT_EQ(ref_ok(&r->rec, "https://example.co/"), 0);
+    EXPECT_EQ(ref_ok(&r->rec, "http://10.0.0.70/"), 0);
+}
+
+TEST(Referer, Wildcards)
+{
+    auto r = make({ { "referrers", "*.example.com" } });
+    ASSERT_EQ(r->view_rc, 0) << r->b.err.msg;
+    EXPECT_EQ(ref_ok(&r->rec, "https://a.example.com/"), 1);
+    EXPECT_EQ(ref_ok(&r->rec, "https://a.b.c.example.com/"), 1);
+    EXPECT_EQ(ref_ok(&r->rec, "https://A.Example.COM:443/x"), 1);
+    EXPECT_EQ(ref_ok(&r->rec, "https://example.com/"), 0);
+    EXPECT_EQ(ref_ok(&r->rec, "https://example.com.evil.net/"), 0);
+    EXPECT_EQ(ref_ok(&r->rec, "https://evilexample.com/"), 0);
+    EXPECT_EQ(ref_ok(&r->rec, "https://a.evilexample.com/"), 0);
+    EXPECT_EQ(ref_ok(&r->rec, "https://.example.com/"), 0);
+    EXPECT_EQ(ref_ok(&r->rec, "https://a..example.com/"), 0);
+    EXPECT_EQ(ref_ok(&r->rec, "https://x.example.com@evil.net/"), 0);
+    EXPECT_EQ(ref_ok(&r->rec, "https://evil.net#@x.example.com"), 0);
+    EXPECT_EQ(ref_ok(&r->rec, "https://evil.net/?r=a.example.com"), 0);
+    EXPECT_EQ(ref_ok(&r->rec, "https://evil.net/a.example.com"), 0);
+    EXPECT_EQ(ref_ok(&r->rec, "https://evil.net\\.example.com/"), 0);
+    EXPECT_EQ(ref_ok(&r->rec, "https://evil.net%2f.example.com/"), 0);
+    EXPECT_EQ(ref_ok(&r->rec, "https://evil.net .example.com/"), 0);
+    EXPECT_EQ(ref_ok(&r->rec, "a.example.com"), 0);
+    EXPECT_EQ(ref_ok(&r->rec, "//a.example.com/"), 0);
+}
+
+TEST(Referer, UserinfoTricks)
+{
+    auto r = make({ { "referrers", "example.com" } });
+    EXPECT_EQ(ref_ok(&r->rec, "https://example.com@evil.net/"), 0);
+    EXPECT_EQ(ref_ok(&r->rec, "https://evil.net@example.com/"), 1);
+    EXPECT_EQ(ref_ok(&r->rec, "https://evil.net#@example.com"), 0);
+    EXPECT_EQ(ref_ok(&r->rec, "https://evil.net?@example.com"), 0);
+    EXPECT_EQ(ref_ok(&r->rec, "https://evil.net/@example.com"), 0);
+    EXPECT_EQ(ref_ok(&r->rec, "https://example.com:pw@evil.net/"), 0);
+}
+
+TEST(Referer, MissingOrUnparsable)
+{
+    auto r = make({ { "referrers", "example.com" } });
+    EXPECT_EQ(ak_record_referrer_allowed(&r->rec, nullptr, 0), 0);
+    EXPECT_EQ(ak_record_referrer_allowed(&r->rec, "", 0), 0);
+    EXPECT_EQ(ref_ok(&r->rec, "example.com"), 0);
+    EXPECT_EQ(ref_ok(&r->rec, "https://"), 0);
+    EXPECT_EQ(ref_ok(&r->rec, "https:///example.com"), 0);
+    EXPECT_EQ(ref_ok(&r->rec, std::string("https://example.com\0", 20)), 0);
+
+    /* the length is honoured: no reading past it */
+    const char buf[] = "https://example.comX";
+    EXPECT_EQ(ak_record_referrer_allowed(&r->rec, buf, 19), 1);
+    EXPECT_EQ(ak_record_referrer_allowed(&r->rec, buf, 20), 0);
+
+    /* no rule: anything goes, even no header */
+    auto none = make({});
+    EXPECT_EQ(ak_record_referrer_allowed(&none->rec, nullptr, 0), 1);
+    EXPECT_EQ(ref_ok(&none->rec, "garbage"), 1);
+    EXPECT_EQ(ak_record_referrer_allowed(nullptr, "https://x/", 10), 0);
+}
+
+TEST(Referer, Ipv6Literals)
+{
+    auto r = make({ { "referrers", "[2001:DB8::1], example.com" } });
+    ASSERT_EQ(r->view_rc, 0) << r->b.err.msg;
+    EXPECT_EQ(ref_ok(&r->rec, "https://[2001:db8::1]/"), 1);
+    EXPECT_EQ(ref_ok(&r->rec, "https://[2001:DB8::1]:8443/"), 1);
+    /* compared as text, not as addresses */
+    EXPECT_EQ(ref_ok(&r->rec, "https://[2001:db8:0::1]/"), 0);
+    EXPECT_EQ(ref_ok(&r->rec, "https://[::1]/"), 0);
+}
+
+TEST(Referer, RuleSyntax)
+{
+    const char *bad[] = {
+        "*", "*.", "a*b.com", "http://x", "*.*.example.com", "**.example.com",
+        "example.com:8080", "example.com/", "exa mple.com", ".example.com",
+        "example..com", "*..example.com", "[::1", "*.[::1]", "[zz]", "[]",
+        "ex_ample.com", "example.com,", ",example.com", "a,,b", "\xc3\xa4.com",
+        "", /* handled as absent below */
+    };
+    for (const char *v : bad) {
+        if (*v == '\0') {
+            continue;
+        }
+        auto b = build({ { "referrers", v } });
+        EXPECT_EQ(b.len, -1) << "accepted referrers \"" << v << "\"";
+        EXPECT_EQ(std::string(b.err.msg).rfind("field \"referrers\": ", 0), 0u)
+            << b.err.msg;
+    }
+
+    std::string long_label = std::string(64, 'a') + ".com";
+    EXPECT_EQ(build({ { "referrers", long_label } }).len, -1);
+    std::string long_host;
+    while (long_host.size() < 250) {
+        long_host += "abcdefghi.";
+    }
+    long_host += "info";                        /* 254 characters */
+    EXPECT_EQ(build({ { "referrers", long_host } }).len, -1);
+    long_host.resize(long_host.size() - 1);     /* 253 is fine */
+    EXPECT_GT(build({ { "referrers", long_host } }).len, 0);
+
+    const std::vector<std::string> good = {
+        "example.com", "EXAMPLE.com", "*.example.com", "example.com.",
+        " a.com , *.b.org ", "localhost", "10.0.0.1", "[::1]", "xn--bcher-kva.ch",
+        "a-b.c-d.com", std::string(63, 'a') + ".com",
+    };
+    for (const std::string &v : good) {
+        auto b = build({ { "referrers", v } });
+        EXPECT_GT(b.len, 0) << "rejected referrers \"" << v << "\": "
+                            << b.err.msg;
+    }
+
+    /* stored lowercased, trailing dot dropped */
+    EXPECT_EQ(build({ { "referrers", "EXAMPLE.com." } }).blob,
+              build({ { "referrers", "example.com" } }).blob);
+}
+
+TEST(Referer, MixedWithIps)
+{
+    auto r = make({ { "ips", "10.0.0.0/8" }, { "referrers", "*.a.com" },
+                    { "owner", "o" } });
+    ASSERT_EQ(r->view_rc, 0);
+    EXPECT_EQ(ip_ok(&r->rec, "10.2.3.4"), 1);
+    EXPECT_EQ(ip_ok(&r->rec, "11.2.3.4"), 0);
+    EXPECT_EQ(ref_ok(&r->rec, "https://x.a.com/"), 1);
+    EXPECT_EQ(ref_ok(&r->rec, "https://a.com/"), 0);
+    EXPECT_EQ(r->owner(), "o");
+}

@@ -1,0 +1,557 @@
+/* Records: build, view, scopes, field validation, corrupt blobs. */
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <iterator>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "ak_core.h"
+#include "ak_record_util.h"
+#include "akcore.hpp"
+
+using aktest::build;
+using aktest::Fields;
+using aktest::make;
+
+namespace {
+
+bool printable(const char *s)
+{
+    for (; *s; s++) {
+        if (static_cast<unsigned char>(*s) < 0x20
+            || static_cast<unsigned char>(*s) > 0x7e)
+        {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool starts_with(const std::string &s, const std::string &p)
+{
+    return s.compare(0, p.size(), p) == 0;
+}
+
+/* a record that uses every field */
+Fields full_fields()
+{
+    return {
+        { "id", "acme-prod.1" },
+        { "owner", "acme-corp" },
+        { "plan", "enterprise" },
+        { "status", "active" },
+        { "expires_at", "1893456000" },
+        { "scopes", "  read\twrite   admin:users  " },
+        { "ips", "10.0.0.0/8, 192.168.1.7 ,2001:db8::/32" },
+        { "referrers", "example.com,*.Example.ORG" },
+        { "rate", "100/m" },
+        { "burst", "20" },
+        { "quota", "50000/month" },
+        { "created_at", "whatever the tool adds" },
+    };
+}
+
+} // namespace
+
+
+TEST(Record, CompactExampleFitsInline)
+{
+    auto r = make({ { "owner", "acme-corp" }, { "plan", "pro" },
+                    { "rate", "100/s" } });
+    ASSERT_GT(r->b.len, 0) << r->b.err.msg;
+    EXPECT_LE(r->b.len, 32);
+    std::printf("[ info ] owner/plan/rate record blob: %d bytes\n",
+                r->b.len);
+    ASSERT_EQ(r->view_rc, 0);
+    EXPECT_EQ(r->owner(), "acme-corp");
+    EXPECT_EQ(r->plan(), "pro");
+    EXPECT_EQ(r->rec.rate_period, AK_PERIOD_SECOND);
+    EXPECT_EQ(r->rec.rate_n, 100u);
+    EXPECT_EQ(r->rec.rate_interval_us, 10000u);
+    EXPECT_EQ(r->rec.burst, 0u);
+    EXPECT_EQ(r->id(), "abcdef012345");
+}
+
+TEST(Record, EmptyRecordDefaults)
+{
+    auto r = make({});
+    ASSERT_GT(r->b.len, 0);
+    ASSERT_EQ(r->view_rc, 0);
+    EXPECT_EQ(r->id(), "abcdef012345");
+    EXPECT_EQ(r->rec.id.data, r->rec.id_buf);
+    EXPECT_EQ(r->rec.status, AK_STATUS_ACTIVE);
+    EXPECT_EQ(r->rec.expires_at, 0);
+    EXPECT_EQ(r->rec.has_ips, 0);
+    EXPECT_EQ(r->rec.has_referrers, 0);
+    EXPECT_EQ(r->rec.rate_period, AK_PERIOD_NONE);
+    EXPECT_EQ(r->rec.quota_period, AK_PERIOD_NONE);
+    EXPECT_EQ(r->rec.owner.len, 0u);
+    EXPECT_NE(r->rec.owner.data, nullptr);
+    EXPECT_EQ(r->rec.scopes.len, 0u);
+    EXPECT_EQ(r->rec.blob, r->b.blob.data());
+    EXPECT_EQ(r->rec.blob_len, r->b.blob.size());
+    EXPECT_EQ(r->b.err.msg[0], '\0');
+}
+
+TEST(Record, EveryFieldRoundTrips)
+{
+    auto r = make(full_fields());
+    ASSERT_GT(r->b.len, 0) << r->b.err.msg;
+    ASSERT_EQ(r->view_rc, 0);
+    EXPECT_EQ(r->id(), "acme-prod.1");
+    EXPECT_EQ(r->owner(), "acme-corp");
+    EXPECT_EQ(r->plan(), "enterprise");
+    EXPECT_EQ(r->rec.status, AK_STATUS_ACTIVE);
+    EXPECT_EQ(r->rec.expires_at, 1893456000);
+    EXPECT_EQ(r->scopes(), "read write admin:users");
+    EXPECT_EQ(r->rec.has_ips, 1);
+    EXPECT_EQ(r->rec.has_referrers, 1);
+    EXPECT_EQ(r->rec.rate_period, AK_PERIOD_MINUTE);
+    EXPECT_EQ(r->rec.rate_n, 100u);
+    EXPECT_EQ(r->rec.rate_interval_us, 600000u);
+    EXPECT_EQ(r->rec.burst, 20u);
+    EXPECT_EQ(r->rec.quota_period, AK_PERIOD_MONTH);
+    EXPECT_EQ(r->rec.quota_n, 50000u);
+
+    const unsigned char v4[] = { 10, 200, 0, 1 };
+    EXPECT_EQ(ak_record_ip_allowed(&r->rec, 4, v4), 1);
+    const std::string ref = "https://www.example.org/x";
+    EXPECT_EQ(ak_record_referrer_allowed(&r->rec, ref.data(), ref.size()), 1);
+}
+
+TEST(Record, StatusValues)
+{
+    EXPECT_EQ(make({ { "status", "active" } })->rec.status, AK_STATUS_ACTIVE);
+    EXPECT_EQ(make({ { "status", "revoked" } })->rec.status,
+              AK_STATUS_REVOKED);
+    EXPECT_EQ(make({ { "status", "disabled" } })->rec.status,
+              AK_STATUS_DISABLED);
+}
+
+TEST(Record, RateUnitsAndIntervals)
+{
+    struct {
+        const char *v;
+        uint8_t period;
+        uint32_t n;
+        uint64_t interval;
+    } cases[] = {
+        { "1/s", AK_PERIOD_SECOND, 1, 1000000 },
+        { "3/s", AK_PERIOD_SECOND, 3, 333333 },
+        { "10/sec", AK_PERIOD_SECOND, 10, 100000 },
+        { "10/second", AK_PERIOD_SECOND, 10, 100000 },
+        { "60/m", AK_PERIOD_MINUTE, 60, 1000000 },
+        { "7/min", AK_PERIOD_MINUTE, 7, 8571428 },
+        { "7/minute", AK_PERIOD_MINUTE, 7, 8571428 },
+        { "3600/h", AK_PERIOD_HOUR, 3600, 1000000 },
+        { "1/hour", AK_PERIOD_HOUR, 1, 3600000000ULL },
+        { "1000000000/s", AK_PERIOD_SECOND, 1000000000, 1 },
+        { "1000000000/h", AK_PERIOD_HOUR, 1000000000, 3 },
+        { "5/S", AK_PERIOD_SECOND, 5, 200000 },
+    };
+    for (const auto &c : cases) {
+        auto r = make({ { "rate", c.v } });
+        ASSERT_EQ(r->view_rc, 0) << c.v << ": " << r->b.err.msg;
+        EXPECT_EQ(r->rec.rate_period, c.period) << c.v;
+        EXPECT_EQ(r->rec.rate_n, c.n) << c.v;
+        EXPECT_EQ(r->rec.rate_interval_us, c.interval) << c.v;
+    }
+}
+
+TEST(Record, QuotaUnits)
+{
+    auto h = make({ { "quota", "10/hour" } });
+    EXPECT_EQ(h->rec.quota_period, AK_PERIOD_HOUR);
+    EXPECT_EQ(h->rec.quota_n, 10u);
+    auto d = make({ { "quota", "1000000000000000/day" } });
+    EXPECT_EQ(d->rec.quota_period, AK_PERIOD_DAY);
+    EXPECT_EQ(d->rec.quota_n, 1000000000000000ULL);
+    auto m = make({ { "quota", "1/month" } });
+    EXPECT_EQ(m->rec.quota_period, AK_PERIOD_MONTH);
+}
+
+TEST(Record, BurstWithoutRateIsIgnored)
+{
+    auto a = make({ { "burst", "5" } });
+    auto b = make({});
+    ASSERT_EQ(a->view_rc, 0);
+    EXPECT_EQ(a->rec.burst, 0u);
+    EXPECT_EQ(a->b.blob, b->b.blob);
+
+    auto c = make({ { "burst", "0" }, { "rate", "1/s" } });
+    ASSERT_EQ(c->view_rc, 0);
+    EXPECT_EQ(c->rec.burst, 0u);
+    auto d = make({ { "burst", "1000000" }, { "rate", "1/s" } });
+    EXPECT_EQ(d->rec.burst, 1000000u);
+}
+
+TEST(Record, EmptyValuesAreAbsentAndUnknownFieldsIgnored)
+{
+    auto r = make({ { "ips", "" }, { "referrers", "" }, { "rate", "" },
+                    { "status", "" }, { "id", "" }, { "expires_at", "0" },
+                    { "scopes", " \t " }, { "Owner", "x" }, { "ownerx", "y" },
+                    { "nonsense", "\x01\x02" } });
+    ASSERT_GT(r->b.len, 0) << r->b.err.msg;
+    ASSERT_EQ(r->view_rc, 0);
+    EXPECT_EQ(r->rec.has_ips, 0);
+    EXPECT_EQ(r->rec.has_referrers, 0);
+    EXPECT_EQ(r->rec.rate_period, AK_PERIOD_NONE);
+    EXPECT_EQ(r->rec.expires_at, 0);
+    EXPECT_EQ(r->rec.scopes.len, 0u);
+    EXPECT_EQ(r->owner(), "");
+    EXPECT_EQ(r->id(), "abcdef012345");
+    EXPECT_EQ(r->b.blob, make({})->b.blob);
+}
+
+TEST(Record, OwnerPlanLimits)
+{
+    auto ok = make({ { "owner", std::string(256, 'o') },
+                     { "plan", "Pro \xc3\xa9t\xc3\xa9 ~!" } });
+    ASSERT_EQ(ok->view_rc, 0) << ok->b.err.msg;
+    EXPECT_EQ(ok->owner().size(), 256u);
+    EXPECT_EQ(ok->plan(), "Pro \xc3\xa9t\xc3\xa9 ~!");
+}
+
+struct BadCase {
+    const char *field;
+    std::string value;
+    const char *want;       /* a substring of the message */
+};
+
+TEST(Record, MalformedFields)
+{
+    const BadCase cases[] = {
+        { "id", "has space", "field \"id\"" },
+        { "id", std::string(65, 'i'), "field \"id\"" },
+        { "id", "a/b", "field \"id\"" },
+        { "owner", std::string(257, 'o'), "longer than 256" },
+        { "owner", "line\nbreak", "control character" },
+        { "plan", "tab\there", "control character" },
+        { "plan", "del\x7f", "control character" },
+        { "status", "Active", "expected active, revoked or disabled" },
+        { "status", "active ", "expected active" },
+        { "status", "expired", "field \"status\"" },
+        { "expires_at", "-1", "field \"expires_at\"" },
+        { "expires_at", "+5", "field \"expires_at\"" },
+        { "expires_at", "1.5", "field \"expires_at\"" },
+        { "expires_at", "1234567890123456789", "field \"expires_at\"" },
+        { "expires_at", " 12", "field \"expires_at\"" },
+        { "scopes", "read wr!te", "bad scope \"wr!te\"" },
+        { "scopes", std::string(65, 's'), "bad scope" },
+        { "scopes", "a\nb", "bad scope" },
+        { "ips", "10.0.0.256", "bad address" },
+        { "ips", "10.0.0.0/33", "bad prefix length" },
+        { "ips", "10.0.0.1,", "empty item" },
+        { "referrers", "http://x", "bad host" },
+        { "referrers", "*", "bad host" },
+        { "rate", "100", "expected N/s, N/m or N/h" },
+        { "rate", "100/d", "expected N/s, N/m or N/h" },
+        { "rate", "0/s", "N must be 1 to 1000000000" },
+        { "rate", "1000000001/s", "N must be 1 to 1000000000" },
+        { "rate", "-1/s", "expected N/s" },
+        { "rate", " 1/s", "expected N/s" },
+        { "rate", "1/ s", "expected N/s" },
+        { "rate", "/s", "expected N/s" },
+        { "rate", "99999999999999999999/s", "expected N/s" },
+        { "burst", "-1", "field \"burst\"" },
+        { "burst", "1000001", "0 to 1000000" },
+        { "burst", "1e3", "field \"burst\"" },
+        { "quota", "5/m", "expected N/hour, N/day or N/month" },
+        { "quota", "5/week", "expected N/hour" },
+        { "quota", "0/day", "N must be 1 to 1000000000000000" },
+        { "quota", "1000000000000001/day", "N must be 1" },
+    };
+
+    for (const BadCase &c : cases) {
+        SCOPED_TRACE(std::string(c.field) + "=" + c.value);
+        {
+            auto b = build({ { "id", "good-id" }, { c.field, c.value } });
+            std::string msg = b.err.msg;
+            EXPECT_EQ(b.len, -1);
+            EXPECT_NE(msg.find(c.want), std::string::npos) << msg;
+            EXPECT_TRUE(starts_with(msg, std::string("field \"") + c.field
+                                             + "\": "))
+                << msg;
+            EXPECT_TRUE(printable(b.err.msg)) << msg;
+            EXPECT_LT(std::strlen(b.err.msg), sizeof(b.err.msg));
+            /* the record's valid id names it, except when the id is bad */
+            EXPECT_STREQ(b.err.id, std::strcmp(c.field, "id") == 0
+                                       ? "abcdef012345"
+                                       : "good-id");
+
+            /* the CLI's validator says exactly the same */
+            std::string err;
+            EXPECT_FALSE(ak::validate_field(c.field, c.value, &err));
+            EXPECT_EQ(err, msg);
+        }
+    }
+}
+
+TEST(Record, MalformedRecordWithoutIdNamesDefaultId)
+{
+    auto b = build({ { "rate", "fast" } });
+    EXPECT_EQ(b.len, -1);
+    EXPECT_STREQ(b.err.id, "abcdef012345");
+    EXPECT_STREQ(b.err.msg, "field \"rate\": expected N/s, N/m or N/h");
+}
+
+TEST(Record, MessagesEscapeOddBytes)
+{
+    auto b = build({ { "status", std::string("\x01\"x\\\xff", 5) } });
+    ASSERT_EQ(b.len, -1);
+    EXPECT_TRUE(printable(b.err.msg)) << b.err.msg;
+    EXPECT_NE(std::string(b.err.msg).find("\\x01\\x22x\\x5c\\xff"),
+              std::string::npos)
+        << b.err.msg;
+
+    /* long values are cut */
+    auto l = build({ { "status", std::string(1000, 'q') } });
+    ASSERT_EQ(l.len, -1);
+    EXPECT_NE(std::string(l.err.msg).find("...\""), std::string::npos);
+    EXPECT_LT(std::strlen(l.err.msg), 120u);
+}
+
+TEST(Record, FirstBadFieldInCanonicalOrder)
+{
+    auto b = build({ { "quota", "x" }, { "owner", "a\x01" },
+                     { "rate", "y" } });
+    ASSERT_EQ(b.len, -1);
+    EXPECT_TRUE(starts_with(b.err.msg, "field \"owner\"")) << b.err.msg;
+}
+
+TEST(Record, TooLarge)
+{
+    std::string refs;
+    for (int i = 0; i < 300; i++) {
+        refs += (i ? "," : "") + std::string("host-number-") + std::to_string(i)
+                + ".example.com";
+    }
+    auto b = build({ { "referrers", refs } });
+    EXPECT_EQ(b.len, -1);
+    EXPECT_NE(std::string(b.err.msg).find("too large"), std::string::npos)
+        << b.err.msg;
+    std::string err;
+    EXPECT_FALSE(ak::validate_field("referrers", refs, &err));
+    EXPECT_NE(err.find("too long"), std::string::npos) << err;
+
+    /* a small buffer: nothing written past it */
+    std::vector<unsigned char> buf(40, 0xee);
+    const std::string owner(100, 'o');
+    ak_str_t f = { "owner", 5 }, v = { owner.data(), owner.size() };
+    ak_record_err_t err2;
+    EXPECT_EQ(ak_record_build(aktest::test_hash(), &f, &v, 1, buf.data(), 20,
+                              &err2),
+              -1);
+    for (size_t i = 20; i < buf.size(); i++) {
+        ASSERT_EQ(buf[i], 0xee) << i;
+    }
+    EXPECT_NE(std::string(err2.msg).find("too large"), std::string::npos);
+
+    /* exactly enough is enough, one byte less is not */
+    auto full = build({ { "owner", owner } });
+    ASSERT_GT(full.len, 0);
+    buf.assign(static_cast<size_t>(full.len) + 16, 0xee);
+    EXPECT_EQ(ak_record_build(aktest::test_hash(), &f, &v, 1, buf.data(),
+                              static_cast<size_t>(full.len), &err2),
+              full.len);
+    EXPECT_EQ(ak_record_build(aktest::test_hash(), &f, &v, 1, buf.data(),
+                              static_cast<size_t>(full.len) - 1, &err2),
+              -1);
+    for (size_t i = static_cast<size_t>(full.len); i < buf.size(); i++) {
+        ASSERT_EQ(buf[i], 0xee) << i;
+    }
+}
+
+TEST(Record, NullErrAndNoFields)
+{
+    unsigned char blob[64];
+    EXPECT_GT(ak_record_build(aktest::test_hash(), nullptr, nullptr, 0, blob,
+                              sizeof(blob), nullptr),
+              0);
+    ak_str_t f = { "rate", 4 }, v = { "x", 1 };
+    EXPECT_EQ(ak_record_build(aktest::test_hash(), &f, &v, 1, blob,
+                              sizeof(blob), nullptr),
+              -1);
+}
+
+TEST(Record, ViewRejectsTruncatedBlobs)
+{
+    auto b = build(full_fields());
+    ASSERT_GT(b.len, 0);
+    ak_record_t rec;
+    ASSERT_EQ(ak_record_view(aktest::test_hash(), b.blob.data(), b.blob.size(),
+                             &rec),
+              0);
+
+    for (size_t n = 0; n < b.blob.size(); n++) {
+        /* a copy of exactly n bytes, so reading past it is a real bug that
+         * sanitizers see */
+        std::vector<unsigned char> cut(b.blob.begin(), b.blob.begin() + n);
+        EXPECT_EQ(ak_record_view(aktest::test_hash(), n ? cut.data() : nullptr,
+                                 n, &rec),
+                  -1)
+            << "length " << n;
+        EXPECT_EQ(rec.has_ips, 0);
+    }
+
+    /* a trailing byte */
+    std::vector<unsigned char> longer = b.blob;
+    longer.push_back(0);
+    EXPECT_EQ(ak_record_view(aktest::test_hash(), longer.data(), longer.size(),
+                             &rec),
+              -1);
+}
+
+TEST(Record, ViewRejectsBadHeaders)
+{
+    auto b = build({ { "owner", "x" }, { "rate", "1/s" }, { "burst", "2" },
+                     { "quota", "5/day" } });
+    ASSERT_GT(b.len, 0);
+    ak_record_t rec;
+
+    auto bad = [&](size_t at, unsigned char value) {
+        std::vector<unsigned char> c = b.blob;
+        c[at] = value;
+        return ak_record_view(aktest::test_hash(), c.data(), c.size(), &rec);
+    };
+
+    EXPECT_EQ(bad(0, 0), -1);                      /* version */
+    EXPECT_EQ(bad(0, 2), -1);
+    EXPECT_EQ(bad(1, b.blob[1] | 0x80), -1);       /* reserved bit */
+    EXPECT_EQ(bad(1, (b.blob[1] & ~0x03) | 3), -1);   /* status 3 */
+    EXPECT_EQ(bad(1, (b.blob[1] & ~0x70) | (1 << 4)), -1);  /* quota "s" */
+    EXPECT_EQ(bad(1, (b.blob[1] & ~0x70) | (7 << 4)), -1);
+    EXPECT_EQ(bad(1, b.blob[1] & ~0x0c), -1);      /* burst without rate */
+
+    /* too big a blob */
+    std::vector<unsigned char> huge(AK_RECORD_MAX + 1, 0);
+    huge[0] = 1;
+    EXPECT_EQ(ak_record_view(aktest::test_hash(), huge.data(), huge.size(),
+                             &rec),
+              -1);
+
+    /* values out of range are corrupt: rate N = 0 */
+    auto z = build({ { "rate", "1/s" } });
+    ASSERT_EQ(z.blob.back(), 1);
+    z.blob.back() = 0;
+    EXPECT_EQ(ak_record_view(aktest::test_hash(), z.blob.data(), z.blob.size(),
+                             &rec),
+              -1);
+
+    /* default id needs the hash */
+    auto e = build({});
+    EXPECT_EQ(ak_record_view(nullptr, e.blob.data(), e.blob.size(), &rec), -1);
+    EXPECT_EQ(ak_record_view(aktest::test_hash(), e.blob.data(), e.blob.size(),
+                             nullptr),
+              -1);
+}
+
+TEST(Record, ViewSurvivesRandomCorruption)
+{
+    auto b = build(full_fields());
+    ASSERT_GT(b.len, 0);
+    std::mt19937 rng(99);
+    int rejected = 0;
+
+    for (int i = 0; i < 20000; i++) {
+        std::vector<unsigned char> c = b.blob;
+        int flips = 1 + static_cast<int>(rng() % 4);
+        for (int k = 0; k < flips; k++) {
+            c[rng() % c.size()] ^= static_cast<unsigned char>(1 + rng() % 255);
+        }
+        if (rng() % 3 == 0) {
+            c.resize(rng() % c.size());
+        }
+        ak_record_t rec;
+        if (ak_record_view(aktest::test_hash(), c.empty() ? nullptr : c.data(),
+                           c.size(), &rec)
+            != 0)
+        {
+            rejected++;
+            continue;
+        }
+        /* whatever was accepted stays inside the blob */
+        auto inside = [&](const ak_str_t &s) {
+            if (s.len == 0) {
+                return true;
+            }
+            const unsigned char *p = reinterpret_cast<const unsigned char *>(
+                s.data);
+            return p >= c.data() && p + s.len <= c.data() + c.size();
+        };
+        ASSERT_TRUE(inside(rec.owner) && inside(rec.plan)
+                    && inside(rec.scopes));
+        ASSERT_TRUE(rec.id.data == rec.id_buf || inside(rec.id));
+        ASSERT_LE(rec.status, AK_STATUS_DISABLED);
+        ASSERT_GE(rec.rate_interval_us, rec.rate_period ? 1u : 0u);
+        const unsigned char a4[4] = { 10, 1, 2, 3 };
+        const unsigned char a6[16] = { 0x20, 0x01, 0x0d, 0xb8 };
+        (void) ak_record_ip_allowed(&rec, 4, a4);
+        (void) ak_record_ip_allowed(&rec, 6, a6);
+        (void) ak_record_referrer_allowed(&rec, "https://a.example.org/", 22);
+    }
+    EXPECT_GT(rejected, 10000);
+}
+
+TEST(Record, HasScopes)
+{
+    auto r = make({ { "scopes", "read  write:all\tadmin" } });
+    ASSERT_EQ(r->view_rc, 0);
+    auto has = [&](std::vector<std::string> req) {
+        std::vector<ak_str_t> v;
+        for (auto &s : req) {
+            v.push_back({ s.data(), s.size() });
+        }
+        return ak_record_has_scopes(&r->rec, v.data(), v.size());
+    };
+    EXPECT_EQ(has({}), 1);
+    EXPECT_EQ(has({ "read" }), 1);
+    EXPECT_EQ(has({ "admin" }), 1);
+    EXPECT_EQ(has({ "write:all" }), 1);
+    EXPECT_EQ(has({ "read", "admin", "write:all" }), 1);
+    EXPECT_EQ(has({ "write" }), 0);         /* not a prefix match */
+    EXPECT_EQ(has({ "rea" }), 0);
+    EXPECT_EQ(has({ "Read" }), 0);
+    EXPECT_EQ(has({ "read", "delete" }), 0);
+    EXPECT_EQ(has({ "dmin" }), 0);
+    EXPECT_EQ(has({ "read write:all" }), 0);
+    EXPECT_EQ(has({ "" }), 0);
+
+    auto none = make({});
+    ak_str_t want = { "read", 4 };
+    EXPECT_EQ(ak_record_has_scopes(&none->rec, &want, 1), 0);
+    EXPECT_EQ(ak_record_has_scopes(&none->rec, nullptr, 0), 1);
+
+    /* the glue re-checks with a zeroed record holding only scopes */
+    ak_record_t z;
+    std::memset(&z, 0, sizeof(z));
+    z.scopes = { "a b c", 5 };
+    ak_str_t c = { "c", 1 }, d = { "d", 1 };
+    EXPECT_EQ(ak_record_has_scopes(&z, &c, 1), 1);
+    EXPECT_EQ(ak_record_has_scopes(&z, &d, 1), 0);
+    std::memset(&z, 0, sizeof(z));
+    EXPECT_EQ(ak_record_has_scopes(&z, &c, 1), 0);
+}
+
+TEST(Record, CppFieldApi)
+{
+    EXPECT_TRUE(ak::is_record_field("rate"));
+    EXPECT_TRUE(ak::is_record_field("referrers"));
+    EXPECT_FALSE(ak::is_record_field("Rate"));
+    EXPECT_FALSE(ak::is_record_field("created_at"));
+    EXPECT_EQ(std::size(ak::kRecordFields), 11u);
+    for (auto f : ak::kRecordFields) {
+        EXPECT_TRUE(ak::is_record_field(f)) << f;
+    }
+
+    std::string err = "untouched";
+    EXPECT_TRUE(ak::validate_field("rate", "10/s", &err));
+    EXPECT_TRUE(ak::validate_field("rate", "", &err));       /* absent */
+    EXPECT_TRUE(ak::validate_field("created_at", "\x01", &err));
+    EXPECT_TRUE(ak::validate_field("ips", "::1, 10.0.0.0/8", &err));
+    EXPECT_EQ(err, "untouched");
+    EXPECT_FALSE(ak::validate_field("rate", "10/d", nullptr));
+}
