@@ -470,8 +470,13 @@ ngx_http_api_key_lease_reply(redisAsyncContext *ac, void *r, void *privdata)
         (void) ngx_http_api_key_redis_command(NULL, NULL, 3, argv, argvlen);
     }
 
-    if (failed && !lease->done) {
-        /* a definite failure before the timeout: counted nowhere */
+    if (failed) {
+        /*
+         * No answer (the connection went down) or an error: the offline
+         * counts this lease carried are reported with the next one, also
+         * after a timeout.  Should the script have run and only its answer
+         * been lost, they are counted twice: for a quota, the safe side.
+         */
 
         node = ngx_http_api_key_tree_find(&ngx_http_api_key_offline,
                                  lease->zone, lease->hash,
@@ -479,11 +484,17 @@ ngx_http_api_key_lease_reply(redisAsyncContext *ac, void *r, void *privdata)
                                  offsetof(ngx_http_api_key_offline_t, zone));
         if (node && lease->debt) {
             off = (ngx_http_api_key_offline_t *) node;
-            off->debt += lease->debt;
+
+            if (off->window == lease->window) {
+                off->debt += lease->debt;
+            }
         }
 
-        ngx_http_api_key_offline_grant(lease->zone, lease->hash, lease->slot,
-                                       lease->window);
+        if (!lease->done) {
+            /* before the timeout: the waiters may count locally now */
+            ngx_http_api_key_offline_grant(lease->zone, lease->hash,
+                                           lease->slot, lease->window);
+        }
     }
 
     if (!lease->done) {
