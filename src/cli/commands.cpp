@@ -11,6 +11,7 @@
 #include "util.hpp"
 
 #include <algorithm>
+#include <csignal>
 #include <cstdlib>
 #include <functional>
 #include <iostream>
@@ -52,6 +53,12 @@ Context::Context(const Args &args)
         password_ = url_.password;
     } else {
         password_ = env("APIKEY_REDIS_PASSWORD");
+    }
+
+    if (!url_.user.empty() && password_.empty()) {
+        usage_error("redis user " + quoted(url_.user) + " has no password: "
+                    "give it in the URL, with --password-file or in "
+                    "APIKEY_REDIS_PASSWORD");
     }
 
     prefix_ = args.has("prefix") ? args.get("prefix") : env("APIKEY_PREFIX");
@@ -422,9 +429,17 @@ struct NewKey {
 } // namespace
 
 
-static void print_new_key(const Args &args, const NewKey &nk,
+/*
+ * Prints the new key: the only time it is ever shown.  Returns false when it
+ * could not be written (closed pipe, full disk): the caller must act, since
+ * nobody will ever know that key.
+ */
+static bool print_new_key(const Args &args, const NewKey &nk,
                           const std::string &extra_json)
 {
+    /* a closed stdout must be an error we can handle, not a silent death */
+    std::signal(SIGPIPE, SIG_IGN);
+
     if (args.has("json")) {
         std::cout << "{\"key\":" << json_quote(nk.key.str())
                   << ",\"id\":" << json_quote(nk.id)
@@ -434,8 +449,8 @@ static void print_new_key(const Args &args, const NewKey &nk,
         std::cout << nk.key.str() << '\n';
     }
 
-    flush_stdout_or_fail("the key was stored but not shown; remove it with "
-                         "\"apikeyctl delete " + printable(nk.id) + "\"");
+    std::cout.flush();
+    return static_cast<bool>(std::cout);
 }
 
 
@@ -511,6 +526,7 @@ int cmd_create(Context &ctx, const Args &args)
         Fields rec{{"id", nk.id}};
         rec.insert(rec.end(), attrs.begin(), attrs.end());
         rec.emplace_back("created_at", std::to_string(now));
+        rec.emplace_back("key_prefix", key_prefix);
 
         std::string why = record_problem(nk.hex, rec);
         if (!why.empty()) {
@@ -556,7 +572,18 @@ int cmd_create(Context &ctx, const Args &args)
         /* default id or hash collision: another key */
     }
 
-    print_new_key(args, nk, "");
+    if (!print_new_key(args, nk, "")) {
+        /* the key is lost: a record nobody can use must not stay */
+        Reply undo = r.cmd_raw({"DEL", ctx.record_key(nk.hex),
+                                ctx.id_key(nk.id)});
+        fail(kExitInternal,
+             std::string("cannot write the key to stdout; ")
+             + (reply_is_error(undo.get())
+                    ? "remove its record with \"apikeyctl delete "
+                      + printable(nk.id) + "\""
+                    : "its record was removed again"));
+    }
+
     note("created key id " + quoted(nk.id) + ", hash " + nk.hex
          + " (the key is shown once and stored nowhere)");
     return kExitOk;
@@ -623,8 +650,8 @@ int cmd_rotate(Context &ctx, const Args &args)
                     "seconds");
     }
 
-    std::string key_prefix = args.get("key-prefix", kDefaultKeyPrefix);
-    if (!key_prefix_valid(key_prefix)) {
+    std::string key_prefix = args.get("key-prefix");
+    if (args.has("key-prefix") && !key_prefix_valid(key_prefix)) {
         usage_error("--key-prefix " + quoted(key_prefix)
                     + ": expected 1 to 32 of A-Z a-z 0-9 _");
     }
@@ -643,6 +670,16 @@ int cmd_rotate(Context &ctx, const Args &args)
     Target t = resolve_arg(ctx, args);
     Redis &r = ctx.redis();
     const std::string old_key = ctx.record_key(t.hex);
+
+    /* the new key keeps the old one's prefix (stored by create), so that
+     * "api_key_format checksum prefix=..." accepts it too */
+    if (!args.has("key-prefix")) {
+        Reply kp = r.cmd({"HGET", old_key, "key_prefix"});
+        key_prefix = reply_string(kp.get());
+        if (!key_prefix_valid(key_prefix)) {
+            key_prefix = kDefaultKeyPrefix;
+        }
+    }
 
     NewKey nk;
     std::string old_id;
@@ -745,6 +782,7 @@ int cmd_rotate(Context &ctx, const Args &args)
                 }
             }
             rec.emplace_back("created_at", std::to_string(now));
+            rec.emplace_back("key_prefix", key_prefix);
             rec.emplace_back("rotated_from", old_id);
 
             std::string why = record_problem(nk.hex, rec);
@@ -780,7 +818,14 @@ int cmd_rotate(Context &ctx, const Args &args)
     std::string extra = ",\"old_id\":" + json_quote(old_id)
                         + ",\"old_hash\":" + json_quote(t.hex)
                         + ",\"old_expires_at\":" + std::to_string(old_until);
-    print_new_key(args, nk, extra);
+    if (!print_new_key(args, nk, extra)) {
+        fail(kExitInternal,
+             "cannot write the new key to stdout. The old key (id "
+             + quoted(old_id) + ") now works until " + iso8601(old_until)
+             + ": \"apikeyctl delete " + printable(nk.id) + "\" removes the "
+             "lost new key, \"apikeyctl set " + printable(old_id)
+             + " expires_at=...\" restores the old expiry; then rotate again");
+    }
 
     note("rotated key id " + quoted(old_id) + " to id " + quoted(nk.id)
          + ", hash " + nk.hex + "; the old key works until "
@@ -1184,7 +1229,7 @@ int cmd_list(Context &ctx, const Args &args)
                 exp = "never";
             } else if (parse_uint(exp, UINT64_MAX / 2, &e)) {
                 exp = iso8601(static_cast<int64_t>(e))
-                      + (static_cast<int64_t>(e) <= now ? "(expired)" : "");
+                      + (static_cast<int64_t>(e) <= now ? " (expired)" : "");
             } else {
                 exp = printable(exp);
             }

@@ -133,7 +133,7 @@ const std::vector<std::string> &module_fields()
 const std::vector<std::string> &tool_fields()
 {
     static const std::vector<std::string> f = {
-        "created_at", "rotated_from", "rotated_to",
+        "created_at", "key_prefix", "rotated_from", "rotated_to",
     };
     return f;
 }

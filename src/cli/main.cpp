@@ -43,7 +43,8 @@ const char kMainHelp[] =
 "                        unix:/path.sock[?db=N]\n"
 "                        (env APIKEY_REDIS_URL; default redis://127.0.0.1:6379)\n"
 "  --password-file FILE  Redis password (env APIKEY_REDIS_PASSWORD); one\n"
-"                        trailing newline is not part of it\n"
+"                        trailing newline is not part of it. redis://user@...\n"
+"                        names an ACL user whose password this gives\n"
 "  --prefix P            record name prefix, as api_key_redis prefix=\n"
 "                        (env APIKEY_PREFIX; default apikey:)\n"
 "  --channel C           event channel, as api_key_redis channel=\n"
@@ -93,6 +94,9 @@ const CommandInfo kCommands[] = {
 "                        unused. Default: the first 12 hex digits of the hash\n"
 "  --key-prefix P        the key's prefix, 1-32 of A-Z a-z 0-9 _ (default ak)\n"
 "\n"
+"Besides the given fields the record holds created_at (unix seconds) and\n"
+"key_prefix (kept by rotate); the module ignores both.\n"
+"\n"
 "Every value is checked with the module's own rules: a value the module\n"
 "would reject is refused (exit 2) naming the field.\n"},
 
@@ -116,12 +120,14 @@ const CommandInfo kCommands[] = {
 "                     seconds; 0 ends it now (required)\n"
 "  --id ID            the new key's id (default: from its hash). Giving the\n"
 "                     old key's id moves the id to the new key\n"
-"  --key-prefix P     the new key's prefix (default ak)\n"
+"  --key-prefix P     the new key's prefix (default: the old key's, as\n"
+"                     create recorded it in key_prefix; else ak)\n"
 "  --expires WHEN     the new key's expiry (default: the old key's; needed\n"
 "                     when the old key has expired); never: none\n"
 "\n"
 "A revoked key's replacement is active; a disabled key's stays disabled.\n"
-"The new record holds rotated_from=OLDID, the old one rotated_to=NEWID.\n"
+"The new record holds rotated_from=OLDID, the old one rotated_to=NEWID\n"
+"(fields the module ignores, as created_at and key_prefix).\n"
 "--json adds old_id, old_hash and old_expires_at.\n"},
 
     {"set", cmd_set, "", "",
@@ -163,7 +169,13 @@ const CommandInfo kCommands[] = {
 "\n"
 "Shows the key's quota, the counter of the current window, what remains,\n"
 "and the counters of the current hour, day and month (UTC), read from\n"
-"{prefix}usage:{hash}:{hour|day|month}:{window_start}.\n"},
+"{prefix}usage:{hash}:{hour|day|month}:{window_start}.\n"
+"\n"
+"The counters hold what nginx nodes have taken from the quota: counts leased\n"
+"to a node (api_key_zone quota_lease=) and not used yet are included.\n"
+"--json: {\"id\",\"hash\",\"quota\",\"limit\",\"period\",\"used\",\"remaining\",\n"
+"\"window_start\",\"window_end\",\"windows\":{\"hour\"|\"day\"|\"month\":\n"
+"{\"start\",\"end\",\"used\"}}} (limit..window_end only with a quota).\n"},
 
     {"delete", cmd_delete, "", "",
 "usage: apikeyctl delete KEY|ID|HASH|-\n"
@@ -311,6 +323,15 @@ int run(int argc, char **argv)
     }
     if (stdin_args > 1) {
         usage_error("\"-\" (read from stdin) may be given once");
+    }
+
+    /* a key given as an argument: hide it from ps from now on (the copy in
+     * args is what the command uses) */
+    for (int i = 1; i < argc; i++) {
+        size_t len = std::strlen(argv[i]);
+        if (key_is_checksum(std::string(argv[i], len))) {
+            std::memset(argv[i], '*', len);
+        }
     }
 
     Context ctx(args);

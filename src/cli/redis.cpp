@@ -93,8 +93,9 @@ RedisUrl parse_redis_url(const std::string &url)
             u.user = userinfo.substr(0, colon);
             u.password = userinfo.substr(colon + 1);
         } else {
-            /* redis://password@host, as redis-cli accepts */
-            u.password = userinfo;
+            /* redis://user@host: the password comes from --password-file
+             * or APIKEY_REDIS_PASSWORD, as the module's password_file */
+            u.user = userinfo;
         }
 
         u.has_password = !u.password.empty();
@@ -238,8 +239,9 @@ void Redis::io_failure(const char *during)
         why = "connection closed by the server";
     }
 
-    fail(kExitRedis, std::string("redis at ") + where_ + ": " + during
-                     + ": " + why);
+    fail(kExitRedis, std::string("redis at ") + where_ + ": "
+                     + (*during ? std::string(during) + ": " : std::string())
+                     + why);
 }
 
 
@@ -289,7 +291,7 @@ void Redis::append(const Argv &argv)
                                p.data(), l.data())
         != REDIS_OK)
     {
-        io_failure("pipeline");
+        io_failure("sending");
     }
 }
 
@@ -299,7 +301,7 @@ Reply Redis::next()
     void *r = nullptr;
 
     if (redisGetReply(ctx_.get(), &r) != REDIS_OK || r == nullptr) {
-        io_failure("pipeline");
+        io_failure("");
     }
 
     return Reply(static_cast<redisReply *>(r));

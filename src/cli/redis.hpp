@@ -13,7 +13,11 @@
 
 namespace apikeyctl {
 
-/* redis://[user[:password]@]host[:port][/db]  or  unix:/path.sock[?db=N] */
+/*
+ * redis://[user[:password]@]host[:port][/db]  or  unix:/path.sock[?db=N],
+ * as the module's api_key_redis: "user@" alone names an ACL user whose
+ * password comes from elsewhere; an IPv6 host goes in brackets.
+ */
 struct RedisUrl {
     bool         unix_socket = false;
     std::string  host;              /* without [] for IPv6 */
