@@ -201,6 +201,9 @@ ngx_int_t ngx_http_api_key_redis_command(ngx_http_api_key_redis_cb_pt cb,
     void *privdata, int argc, const char **argv, const size_t *argvlen);
 ngx_uint_t ngx_http_api_key_redis_ready(void);
 ngx_http_api_key_redis_conf_t *ngx_http_api_key_redis_conf(void);
+ngx_rbtree_node_t *ngx_http_api_key_tree_find(ngx_rbtree_t *tree,
+    ngx_http_api_key_zone_t *zone, u_char *hash, size_t hash_offset,
+    size_t zone_offset);
 
 /* limits.c */
 void ngx_http_api_key_limits_init_worker(ngx_cycle_t *cycle);

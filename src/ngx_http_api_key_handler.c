@@ -24,6 +24,10 @@ static ngx_int_t ngx_http_api_key_find(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_found_t *found);
 static ngx_int_t ngx_http_api_key_find_cookie(ngx_http_request_t *r,
     ngx_str_t *name, ngx_str_t *value);
+static ngx_table_elt_t *ngx_http_api_key_next_header(ngx_http_request_t *r,
+    ngx_str_t *name, ngx_list_part_t **part, ngx_uint_t *i);
+static ngx_uint_t ngx_http_api_key_next_cookie(u_char **pos, u_char *last,
+    ngx_str_t *pair, ngx_str_t *name, ngx_str_t *value);
 static ngx_int_t ngx_http_api_key_check_and_hash(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ngx_str_t *key);
@@ -263,6 +267,7 @@ ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
     ngx_http_api_key_source_t  *src;
 
     src = alcf->sources->elts;
+    i = 0;
 
     for (n = 0; n < alcf->sources->nelts; n++) {
 
@@ -272,29 +277,12 @@ ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
 
         case NGX_HTTP_API_KEY_SRC_HEADER:
 
-            part = &r->headers_in.headers.part;
-            h = part->elts;
+            part = NULL;
+            h = ngx_http_api_key_next_header(r, &src[n].name, &part, &i);
 
-            for (i = 0; /* void */; i++) {
-
-                if (i >= part->nelts) {
-                    if (part->next == NULL) {
-                        break;
-                    }
-
-                    part = part->next;
-                    h = part->elts;
-                    i = 0;
-                }
-
-                if (h[i].key.len == src[n].name.len
-                    && ngx_strncasecmp(h[i].key.data, src[n].name.data,
-                                       src[n].name.len)
-                       == 0)
-                {
-                    found->value = h[i].value;
-                    return NGX_OK;
-                }
+            if (h) {
+                found->value = h->value;
+                return NGX_OK;
             }
 
             break;
@@ -362,78 +350,134 @@ static ngx_int_t
 ngx_http_api_key_find_cookie(ngx_http_request_t *r, ngx_str_t *name,
     ngx_str_t *value)
 {
-    u_char           *p, *last, *start, *eq, *end;
+    u_char           *p, *last;
+    ngx_str_t         pair, n, v;
     ngx_uint_t        i;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
+    ngx_str_t         cookie = ngx_string("Cookie");
 
-    part = &r->headers_in.headers.part;
-    h = part->elts;
+    part = NULL;
+    i = 0;
 
-    for (i = 0; /* void */; i++) {
+    while ((h = ngx_http_api_key_next_header(r, &cookie, &part, &i))) {
 
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
+        p = h->value.data;
+        last = p + h->value.len;
 
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
+        while (ngx_http_api_key_next_cookie(&p, last, &pair, &n, &v)) {
 
-        if (h[i].key.len != sizeof("Cookie") - 1
-            || ngx_strncasecmp(h[i].key.data, (u_char *) "Cookie",
-                               sizeof("Cookie") - 1)
-               != 0)
-        {
-            continue;
-        }
-
-        p = h[i].value.data;
-        last = p + h[i].value.len;
-
-        while (p < last) {
-
-            while (p < last && (*p == ' ' || *p == ';')) {
-                p++;
-            }
-
-            start = p;
-
-            end = ngx_strlchr(p, last, ';');
-            if (end == NULL) {
-                end = last;
-            }
-
-            eq = ngx_strlchr(start, end, '=');
-
-            if (eq && (size_t) (eq - start) == name->len
-                && ngx_strncmp(start, name->data, name->len) == 0)
+            if (v.data && n.len == name->len
+                && ngx_strncmp(n.data, name->data, name->len) == 0)
             {
-                p = eq + 1;
-
-                while (end > p && end[-1] == ' ') {
-                    end--;
+                if (v.len >= 2 && v.data[0] == '"' && v.data[v.len - 1] == '"')
+                {
+                    v.data++;
+                    v.len -= 2;
                 }
 
-                if (end - p >= 2 && *p == '"' && end[-1] == '"') {
-                    p++;
-                    end--;
-                }
-
-                value->data = p;
-                value->len = end - p;
+                *value = v;
                 return NGX_OK;
             }
-
-            p = end;
         }
     }
 
     return NGX_DECLINED;
 }
 
+
+/* the header after (*part, *i) named name; *part NULL: from the start */
+
+static ngx_table_elt_t *
+ngx_http_api_key_next_header(ngx_http_request_t *r, ngx_str_t *name,
+    ngx_list_part_t **part, ngx_uint_t *i)
+{
+    ngx_table_elt_t  *h;
+
+    if (*part == NULL) {
+        *part = &r->headers_in.headers.part;
+        *i = 0;
+
+    } else {
+        (*i)++;
+    }
+
+    for ( ;; ) {
+
+        if (*i >= (*part)->nelts) {
+            if ((*part)->next == NULL) {
+                return NULL;
+            }
+
+            *part = (*part)->next;
+            *i = 0;
+            continue;
+        }
+
+        h = (ngx_table_elt_t *) (*part)->elts + *i;
+
+        if (h->key.len == name->len
+            && ngx_strncasecmp(h->key.data, name->data, name->len) == 0)
+        {
+            return h;
+        }
+
+        (*i)++;
+    }
+}
+
+
+/*
+ * The next cookie of a Cookie header value ("a=1; b=2"), from *pos: the
+ * whole pair, its name, its value (data NULL when there is no '=').
+ */
+
+static ngx_uint_t
+ngx_http_api_key_next_cookie(u_char **pos, u_char *last, ngx_str_t *pair,
+    ngx_str_t *name, ngx_str_t *value)
+{
+    u_char  *p, *end, *eq;
+
+    p = *pos;
+
+    while (p < last && (*p == ' ' || *p == ';')) {
+        p++;
+    }
+
+    if (p >= last) {
+        *pos = last;
+        return 0;
+    }
+
+    end = ngx_strlchr(p, last, ';');
+    if (end == NULL) {
+        end = last;
+    }
+
+    pair->data = p;
+    pair->len = end - p;
+
+    eq = ngx_strlchr(p, end, '=');
+
+    name->data = p;
+    name->len = (eq ? eq : end) - p;
+
+    if (eq) {
+        value->data = eq + 1;
+        value->len = end - value->data;
+
+        while (value->len && value->data[value->len - 1] == ' ') {
+            value->len--;
+        }
+
+    } else {
+        ngx_str_null(value);
+    }
+
+    *pos = end;
+
+    return 1;
+}
 
 /* format check, then the hash; the key itself is not kept anywhere */
 
@@ -542,37 +586,21 @@ ngx_http_api_key_strip_header(ngx_http_request_t *r, ngx_str_t *name,
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
-    part = &r->headers_in.headers.part;
-    h = part->elts;
+    part = NULL;
+    i = 0;
 
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len != name->len
-            || ngx_strncasecmp(h[i].key.data, name->data, name->len) != 0)
-        {
-            continue;
-        }
+    while ((h = ngx_http_api_key_next_header(r, name, &part, &i))) {
 
         if (bearer
-            && (h[i].value.len < sizeof("Bearer ") - 1
-                || ngx_strncasecmp(h[i].value.data, (u_char *) "Bearer ",
+            && (h->value.len < sizeof("Bearer ") - 1
+                || ngx_strncasecmp(h->value.data, (u_char *) "Bearer ",
                                    sizeof("Bearer ") - 1)
                    != 0))
         {
             continue;
         }
 
-        if (r->headers_in.authorization == &h[i]) {
+        if (r->headers_in.authorization == h) {
             r->headers_in.authorization = NULL;
         }
 
@@ -583,15 +611,11 @@ ngx_http_api_key_strip_header(ngx_http_request_t *r, ngx_str_t *name,
         }
 
         /* the part may have been split or shortened: start over */
-
-        part = &r->headers_in.headers.part;
-        h = part->elts;
-        i = (ngx_uint_t) -1;
+        part = NULL;
     }
 
     return NGX_OK;
 }
-
 
 /*
  * Removes element i of a part without moving any other element, since
@@ -769,35 +793,19 @@ ngx_http_api_key_strip_query(ngx_http_request_t *r, ngx_str_t *name)
 static ngx_int_t
 ngx_http_api_key_strip_cookie(ngx_http_request_t *r, ngx_str_t *name)
 {
-    u_char           *p, *last, *start, *end, *eq, *v, *q;
+    u_char           *p, *last, *v, *q;
+    ngx_str_t         pair, n, value;
     ngx_uint_t        i, removed;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
+    ngx_str_t         cookie = ngx_string("Cookie");
 
-    part = &r->headers_in.headers.part;
-    h = part->elts;
+    part = NULL;
+    i = 0;
 
-    for (i = 0; /* void */; i++) {
+    while ((h = ngx_http_api_key_next_header(r, &cookie, &part, &i))) {
 
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len != sizeof("Cookie") - 1
-            || ngx_strncasecmp(h[i].key.data, (u_char *) "Cookie",
-                               sizeof("Cookie") - 1)
-               != 0)
-        {
-            continue;
-        }
-
-        v = ngx_pnalloc(r->pool, h[i].value.len);
+        v = ngx_pnalloc(r->pool, h->value.len);
         if (v == NULL) {
             return NGX_ERROR;
         }
@@ -805,49 +813,34 @@ ngx_http_api_key_strip_cookie(ngx_http_request_t *r, ngx_str_t *name)
         q = v;
         removed = 0;
 
-        p = h[i].value.data;
-        last = p + h[i].value.len;
+        p = h->value.data;
+        last = p + h->value.len;
 
-        while (p < last) {
+        while (ngx_http_api_key_next_cookie(&p, last, &pair, &n, &value)) {
 
-            while (p < last && (*p == ' ' || *p == ';')) {
-                p++;
-            }
-
-            start = p;
-
-            end = ngx_strlchr(p, last, ';');
-            if (end == NULL) {
-                end = last;
-            }
-
-            eq = ngx_strlchr(start, end, '=');
-
-            if (eq && (size_t) (eq - start) == name->len
-                && ngx_strncmp(start, name->data, name->len) == 0)
+            if (value.data && n.len == name->len
+                && ngx_strncmp(n.data, name->data, name->len) == 0)
             {
                 removed = 1;
-
-            } else if (end > start) {
-                if (q > v) {
-                    *q++ = ';';
-                    *q++ = ' ';
-                }
-
-                q = ngx_cpymem(q, start, end - start);
+                continue;
             }
 
-            p = end;
+            if (q > v) {
+                *q++ = ';';
+                *q++ = ' ';
+            }
+
+            q = ngx_cpymem(q, pair.data, pair.len);
         }
 
         if (!removed) {
             continue;
         }
 
-        h[i].value.data = v;
-        h[i].value.len = q - v;
+        h->value.data = v;
+        h->value.len = q - v;
 
-        if (h[i].value.len) {
+        if (h->value.len) {
             continue;
         }
 
@@ -857,14 +850,11 @@ ngx_http_api_key_strip_cookie(ngx_http_request_t *r, ngx_str_t *name)
             return NGX_ERROR;
         }
 
-        part = &r->headers_in.headers.part;
-        h = part->elts;
-        i = (ngx_uint_t) -1;
+        part = NULL;
     }
 
     return NGX_OK;
 }
-
 
 /* ---- the cache, then Redis ------------------------------------------ */
 

@@ -62,9 +62,6 @@ static void ngx_http_api_key_lease_timeout(ngx_event_t *ev);
 static void ngx_http_api_key_lease_finish(ngx_http_api_key_lease_t *lease);
 static void ngx_http_api_key_offline_grant(ngx_http_api_key_zone_t *zone,
     u_char *hash, uint32_t slot, uint32_t window);
-static ngx_rbtree_node_t *ngx_http_api_key_tree_find(ngx_rbtree_t *tree,
-    ngx_http_api_key_zone_t *zone, u_char *hash, size_t hash_offset,
-    size_t zone_offset);
 
 
 /*
@@ -608,45 +605,4 @@ ngx_http_api_key_offline_grant(ngx_http_api_key_zone_t *zone, u_char *hash,
     }
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
-}
-
-
-/* an rbtree keyed by the hash's first bytes; equal keys go right */
-
-static ngx_rbtree_node_t *
-ngx_http_api_key_tree_find(ngx_rbtree_t *tree, ngx_http_api_key_zone_t *zone,
-    u_char *hash, size_t hash_offset, size_t zone_offset)
-{
-    ngx_rbtree_key_t    key;
-    ngx_rbtree_node_t  *node, *sentinel;
-
-    ngx_memcpy(&key, hash, sizeof(ngx_rbtree_key_t));
-
-    node = tree->root;
-    sentinel = tree->sentinel;
-
-    while (node != sentinel) {
-
-        if (key < node->key) {
-            node = node->left;
-            continue;
-        }
-
-        if (key > node->key) {
-            node = node->right;
-            continue;
-        }
-
-        if (*(ngx_http_api_key_zone_t **) ((u_char *) node + zone_offset)
-            == zone
-            && ngx_memcmp((u_char *) node + hash_offset, hash, AK_HASH_LEN)
-               == 0)
-        {
-            return node;
-        }
-
-        node = node->right;
-    }
-
-    return NULL;
 }

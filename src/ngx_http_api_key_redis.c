@@ -74,14 +74,14 @@ static void ngx_http_api_key_rconn_handshake_reply(redisAsyncContext *ac,
     void *r, void *privdata);
 static void ngx_http_api_key_ev_read(ngx_event_t *ev);
 static void ngx_http_api_key_ev_write(ngx_event_t *ev);
+static void ngx_http_api_key_event(void *data, ngx_uint_t write,
+    ngx_uint_t add);
 static void ngx_http_api_key_add_read(void *data);
 static void ngx_http_api_key_del_read(void *data);
 static void ngx_http_api_key_add_write(void *data);
 static void ngx_http_api_key_del_write(void *data);
 static void ngx_http_api_key_cleanup_conn(void *data);
 
-static ngx_http_api_key_lookup_t *ngx_http_api_key_lookup_find(
-    ngx_http_api_key_zone_t *zone, u_char *hash);
 static void ngx_http_api_key_lookup_reply(redisAsyncContext *ac, void *r,
     void *privdata);
 static ngx_uint_t ngx_http_api_key_lookup_store(ngx_http_api_key_lookup_t *lk,
@@ -532,57 +532,62 @@ ngx_http_api_key_ev_write(ngx_event_t *ev)
 }
 
 
+/* hiredis wants (or no longer wants) to read or write */
+
 static void
-ngx_http_api_key_add_read(void *data)
+ngx_http_api_key_event(void *data, ngx_uint_t write, ngx_uint_t add)
 {
+    ngx_event_t               *ev;
     ngx_http_api_key_rconn_t  *rc = data;
 
-    if (rc->c && !rc->c->read->active) {
-        if (ngx_add_event(rc->c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT)
+    if (rc->c == NULL) {
+        return;
+    }
+
+    ev = write ? rc->c->write : rc->c->read;
+
+    if (add && !ev->active) {
+        if (ngx_add_event(ev, write ? NGX_WRITE_EVENT : NGX_READ_EVENT,
+                          NGX_LEVEL_EVENT)
             != NGX_OK)
         {
             ngx_log_error(NGX_LOG_ALERT, rc->log, 0,
-                          "api_key: cannot add a redis read event");
+                          "api_key: cannot add a redis %s event",
+                          write ? "write" : "read");
         }
+
+    } else if (!add && ev->active) {
+        (void) ngx_del_event(ev, write ? NGX_WRITE_EVENT : NGX_READ_EVENT,
+                             NGX_LEVEL_EVENT);
     }
+}
+
+
+static void
+ngx_http_api_key_add_read(void *data)
+{
+    ngx_http_api_key_event(data, 0, 1);
 }
 
 
 static void
 ngx_http_api_key_del_read(void *data)
 {
-    ngx_http_api_key_rconn_t  *rc = data;
-
-    if (rc->c && rc->c->read->active) {
-        (void) ngx_del_event(rc->c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT);
-    }
+    ngx_http_api_key_event(data, 0, 0);
 }
 
 
 static void
 ngx_http_api_key_add_write(void *data)
 {
-    ngx_http_api_key_rconn_t  *rc = data;
-
-    if (rc->c && !rc->c->write->active) {
-        if (ngx_add_event(rc->c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT)
-            != NGX_OK)
-        {
-            ngx_log_error(NGX_LOG_ALERT, rc->log, 0,
-                          "api_key: cannot add a redis write event");
-        }
-    }
+    ngx_http_api_key_event(data, 1, 1);
 }
 
 
 static void
 ngx_http_api_key_del_write(void *data)
 {
-    ngx_http_api_key_rconn_t  *rc = data;
-
-    if (rc->c && rc->c->write->active) {
-        (void) ngx_del_event(rc->c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
-    }
+    ngx_http_api_key_event(data, 1, 0);
 }
 
 
@@ -646,7 +651,10 @@ ngx_http_api_key_redis_lookup(ngx_http_api_key_ctx_t *ctx,
     rc = &ngx_http_api_key_cmd;
     conf = rc->conf;
 
-    lk = ngx_http_api_key_lookup_find(zone, ctx->hash);
+    lk = (ngx_http_api_key_lookup_t *) ngx_http_api_key_tree_find(
+                                 &ngx_http_api_key_inflight, zone, ctx->hash,
+                                 offsetof(ngx_http_api_key_lookup_t, hash),
+                                 offsetof(ngx_http_api_key_lookup_t, zone));
 
     if (lk == NULL) {
 
@@ -704,17 +712,19 @@ ngx_http_api_key_redis_cancel(ngx_http_api_key_ctx_t *ctx)
 }
 
 
-static ngx_http_api_key_lookup_t *
-ngx_http_api_key_lookup_find(ngx_http_api_key_zone_t *zone, u_char *hash)
+/* an rbtree keyed by the hash's first bytes; equal keys go right */
+
+ngx_rbtree_node_t *
+ngx_http_api_key_tree_find(ngx_rbtree_t *tree, ngx_http_api_key_zone_t *zone,
+    u_char *hash, size_t hash_offset, size_t zone_offset)
 {
-    ngx_rbtree_key_t            key;
-    ngx_rbtree_node_t          *node, *sentinel;
-    ngx_http_api_key_lookup_t  *lk;
+    ngx_rbtree_key_t    key;
+    ngx_rbtree_node_t  *node, *sentinel;
 
     ngx_memcpy(&key, hash, sizeof(ngx_rbtree_key_t));
 
-    node = ngx_http_api_key_inflight.root;
-    sentinel = ngx_http_api_key_inflight.sentinel;
+    node = tree->root;
+    sentinel = tree->sentinel;
 
     while (node != sentinel) {
 
@@ -728,14 +738,12 @@ ngx_http_api_key_lookup_find(ngx_http_api_key_zone_t *zone, u_char *hash)
             continue;
         }
 
-        /* equal keys: the full hash decides; duplicates go right */
-
-        lk = (ngx_http_api_key_lookup_t *) node;
-
-        if (lk->zone == zone
-            && ngx_memcmp(lk->hash, hash, AK_HASH_LEN) == 0)
+        if (*(ngx_http_api_key_zone_t **) ((u_char *) node + zone_offset)
+            == zone
+            && ngx_memcmp((u_char *) node + hash_offset, hash, AK_HASH_LEN)
+               == 0)
         {
-            return lk;
+            return node;
         }
 
         node = node->right;
