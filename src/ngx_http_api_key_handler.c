@@ -1292,21 +1292,26 @@ ngx_http_api_key_rate_headers(ngx_http_request_t *r,
 /* ---- waiting on Redis ----------------------------------------------- */
 
 /*
- * Called by the Redis side when the read this request waits on is over:
- * the request runs its phases again from its own connection's event.
+ * Called by the Redis side when the read (or lease) these requests wait on
+ * is over: each runs its phases again from its own connection's event.
  */
 
 void
-ngx_http_api_key_wake(ngx_http_api_key_ctx_t *ctx, ngx_uint_t result)
+ngx_http_api_key_wake_all(ngx_queue_t *waiters, ngx_uint_t result)
 {
-    ngx_connection_t  *c;
+    ngx_queue_t             *q;
+    ngx_http_api_key_ctx_t  *ctx;
 
-    ctx->waiting = NULL;
-    ctx->lookup_result = result;
+    while (!ngx_queue_empty(waiters)) {
+        q = ngx_queue_head(waiters);
+        ngx_queue_remove(q);
 
-    c = ctx->request->connection;
+        ctx = ngx_queue_data(q, ngx_http_api_key_ctx_t, wait);
+        ctx->waiting = NULL;
+        ctx->lookup_result = result;
 
-    ngx_post_event(c->write, &ngx_posted_events);
+        ngx_post_event(ctx->request->connection->write, &ngx_posted_events);
+    }
 }
 
 

@@ -521,9 +521,6 @@ ngx_http_api_key_lease_timeout(ngx_event_t *ev)
 static void
 ngx_http_api_key_lease_finish(ngx_http_api_key_lease_t *lease)
 {
-    ngx_queue_t             *q;
-    ngx_http_api_key_ctx_t  *ctx;
-
     lease->done = 1;
 
     if (lease->timer.timer_set) {
@@ -532,13 +529,7 @@ ngx_http_api_key_lease_finish(ngx_http_api_key_lease_t *lease)
 
     ngx_rbtree_delete(&ngx_http_api_key_leases, &lease->node);
 
-    while (!ngx_queue_empty(&lease->waiters)) {
-        q = ngx_queue_head(&lease->waiters);
-        ngx_queue_remove(q);
-
-        ctx = ngx_queue_data(q, ngx_http_api_key_ctx_t, wait);
-        ngx_http_api_key_wake(ctx, NGX_HTTP_API_KEY_LOOKUP_PENDING);
-    }
+    ngx_http_api_key_wake_all(&lease->waiters, NGX_HTTP_API_KEY_LOOKUP_PENDING);
 }
 
 

@@ -634,8 +634,8 @@ ngx_http_api_key_cleanup_conn(void *data)
 
 /*
  * Starts (or joins) the read of ctx->hash.  NGX_AGAIN: the request waits
- * and is woken by ngx_http_api_key_wake(); NGX_ERROR: Redis cannot be asked
- * now (not connected), answer without it.
+ * and is woken by ngx_http_api_key_wake_all(); NGX_ERROR: Redis cannot be
+ * asked now (not connected), answer without it.
  */
 
 ngx_int_t
@@ -930,9 +930,6 @@ static void
 ngx_http_api_key_lookup_finish(ngx_http_api_key_lookup_t *lk,
     ngx_uint_t result)
 {
-    ngx_queue_t             *q;
-    ngx_http_api_key_ctx_t  *ctx;
-
     lk->done = 1;
 
     if (lk->timer.timer_set) {
@@ -941,13 +938,7 @@ ngx_http_api_key_lookup_finish(ngx_http_api_key_lookup_t *lk,
 
     ngx_rbtree_delete(&ngx_http_api_key_inflight, &lk->node);
 
-    while (!ngx_queue_empty(&lk->waiters)) {
-        q = ngx_queue_head(&lk->waiters);
-        ngx_queue_remove(q);
-
-        ctx = ngx_queue_data(q, ngx_http_api_key_ctx_t, wait);
-        ngx_http_api_key_wake(ctx, result);
-    }
+    ngx_http_api_key_wake_all(&lk->waiters, result);
 }
 
 
