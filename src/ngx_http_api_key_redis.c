@@ -106,6 +106,7 @@ static void ngx_http_api_key_apply(ngx_uint_t op, u_char *hash);
 static void ngx_http_api_key_keepalive(int fd);
 static ngx_uint_t ngx_http_api_key_now_us(void);
 static void ngx_http_api_key_count(ngx_atomic_t *counter);
+static ngx_http_api_key_shctx_t *ngx_http_api_key_first_sh(void);
 
 
 #define NGX_HTTP_API_KEY_OP_REVOKE   0
@@ -419,9 +420,9 @@ ngx_http_api_key_rconn_on_connect(const redisAsyncContext *ac, int status)
 
     rc->connected = 1;
 
-    if (ngx_http_api_key_amcf->zones.nelts) {
-        ngx_http_api_key_count(&(*(ngx_http_api_key_zone_t **)
-                     ngx_http_api_key_amcf->zones.elts)->sh->connects[rc->which]);
+    if (ngx_http_api_key_first_sh()) {
+        ngx_http_api_key_count(
+                        &ngx_http_api_key_first_sh()->connects[rc->which]);
     }
 
     if (rc->ready) {
@@ -450,9 +451,9 @@ ngx_http_api_key_rconn_on_disconnect(const redisAsyncContext *ac, int status)
     rc->connected = 0;
     rc->lost = 1;
 
-    if (ngx_http_api_key_amcf->zones.nelts) {
-        ngx_http_api_key_count(&(*(ngx_http_api_key_zone_t **)
-                  ngx_http_api_key_amcf->zones.elts)->sh->disconnects[rc->which]);
+    if (ngx_http_api_key_first_sh()) {
+        ngx_http_api_key_count(
+                     &ngx_http_api_key_first_sh()->disconnects[rc->which]);
     }
 
     if (ngx_http_api_key_exiting) {
@@ -1083,9 +1084,8 @@ ngx_http_api_key_sub_ready(ngx_http_api_key_rconn_t *rc)
 static void
 ngx_http_api_key_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
-    ngx_str_t                  type, msg;
-    redisReply                *reply = r;
-    ngx_http_api_key_zone_t  **zp;
+    ngx_str_t    type, msg;
+    redisReply  *reply = r;
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
         || reply->elements < 3)
@@ -1124,8 +1124,6 @@ ngx_http_api_key_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
 
     if (type.len == 9 && ngx_strncmp(type.data, "subscribe", 9) == 0) {
 
-        zp = ngx_http_api_key_amcf->zones.elts;
-
         if (ngx_http_api_key_sub.lost) {
             /*
              * Events may have been missed while the subscription was down:
@@ -1139,8 +1137,9 @@ ngx_http_api_key_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
                           "cached records will be re-read",
                           &ngx_http_api_key_sub.conf->channel);
 
-            if (ngx_http_api_key_amcf->zones.nelts) {
-                (void) ngx_atomic_fetch_add(&zp[0]->sh->resubscribes, 1);
+            if (ngx_http_api_key_first_sh()) {
+                ngx_http_api_key_count(
+                               &ngx_http_api_key_first_sh()->resubscribes);
             }
         }
 
@@ -1154,19 +1153,17 @@ ngx_http_api_key_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
 static void
 ngx_http_api_key_sub_event(ngx_str_t *msg)
 {
-    u_char                    *p;
-    ngx_uint_t                 op;
-    ngx_str_t                  hex;
-    ngx_http_api_key_zone_t  **zp;
-    u_char                     hash[AK_HASH_LEN];
-
-    zp = ngx_http_api_key_amcf->zones.elts;
+    u_char      *p;
+    ngx_str_t    hex;
+    ngx_uint_t   op;
+    u_char       hash[AK_HASH_LEN];
 
     if (msg->len == 5 && ngx_strncmp(msg->data, "flush", 5) == 0) {
         ngx_http_api_key_apply((ngx_uint_t) -2, NULL);
 
-        if (ngx_http_api_key_amcf->zones.nelts) {
-            (void) ngx_atomic_fetch_add(&zp[0]->sh->events[2], 1);
+        if (ngx_http_api_key_first_sh()) {
+            ngx_http_api_key_count(
+                             &ngx_http_api_key_first_sh()->events[2]);
         }
 
         return;
@@ -1199,16 +1196,16 @@ ngx_http_api_key_sub_event(ngx_str_t *msg)
 
     ngx_http_api_key_apply(op, hash);
 
-    if (ngx_http_api_key_amcf->zones.nelts) {
-        (void) ngx_atomic_fetch_add(&zp[0]->sh->events[op], 1);
+    if (ngx_http_api_key_first_sh()) {
+        ngx_http_api_key_count(&ngx_http_api_key_first_sh()->events[op]);
     }
 
     return;
 
 invalid:
 
-    if (ngx_http_api_key_amcf->zones.nelts) {
-        (void) ngx_atomic_fetch_add(&zp[0]->sh->events[4], 1);
+    if (ngx_http_api_key_first_sh()) {
+        ngx_http_api_key_count(&ngx_http_api_key_first_sh()->events[4]);
     }
 
     /* the message is not echoed: it might be a key sent by mistake */
@@ -1224,9 +1221,8 @@ invalid:
 static void
 ngx_http_api_key_sub_keyspace(ngx_str_t *channel)
 {
-    ngx_str_t                  hex;
-    ngx_http_api_key_zone_t  **zp;
-    u_char                     hash[AK_HASH_LEN];
+    ngx_str_t  hex;
+    u_char     hash[AK_HASH_LEN];
 
     if (channel->len != ngx_http_api_key_keyspace_prefix.len + AK_HASH_HEX_LEN
         || ngx_strncmp(channel->data, ngx_http_api_key_keyspace_prefix.data,
@@ -1246,10 +1242,8 @@ ngx_http_api_key_sub_keyspace(ngx_str_t *channel)
 
     ngx_http_api_key_apply(NGX_HTTP_API_KEY_OP_UPDATE, hash);
 
-    zp = ngx_http_api_key_amcf->zones.elts;
-
-    if (ngx_http_api_key_amcf->zones.nelts) {
-        (void) ngx_atomic_fetch_add(&zp[0]->sh->events[3], 1);
+    if (ngx_http_api_key_first_sh()) {
+        ngx_http_api_key_count(&ngx_http_api_key_first_sh()->events[3]);
     }
 }
 
@@ -1375,4 +1369,21 @@ ngx_http_api_key_redis_conf_t *
 ngx_http_api_key_redis_conf(void)
 {
     return ngx_http_api_key_cmd.conf;
+}
+
+
+/* module-wide counters (events, connections) live in the first zone */
+
+static ngx_http_api_key_shctx_t *
+ngx_http_api_key_first_sh(void)
+{
+    ngx_http_api_key_zone_t  **zp;
+
+    if (ngx_http_api_key_amcf->zones.nelts == 0) {
+        return NULL;
+    }
+
+    zp = ngx_http_api_key_amcf->zones.elts;
+
+    return zp[0]->sh;
 }
