@@ -1020,9 +1020,10 @@ ngx_http_api_key_config_reply(redisAsyncContext *ac, void *r, void *privdata)
     if (!k || !g || !h || !x) {
         ngx_log_error(NGX_LOG_WARN, ngx_http_api_key_cmd.log, 0,
                       "api_key: keyspace_events=on, but the redis server's "
-                      "notify-keyspace-events is \"%*s\": plain HSET/DEL of "
-                      "records will not be seen until their ttl ends; set it "
-                      "to \"Kghx\" (or \"KA\")", v->len, v->str);
+                      "notify-keyspace-events is \"%*s\": some changes of "
+                      "records (HSET, DEL, EXPIRE, expiries) will not be seen "
+                      "until their ttl ends; set it to \"Kghx\" (or \"KA\")",
+                      v->len, v->str);
     }
 }
 
