@@ -75,6 +75,27 @@ TEST(Record, CompactExampleFitsInline)
     EXPECT_EQ(r->id(), "abcdef012345");
 }
 
+TEST(Record, DefaultIdIsNotStored)
+{
+    /* apikeyctl stores id = the default id: it must not take blob bytes */
+    auto plain = make({ { "owner", "acme-corp" }, { "plan", "pro" },
+                        { "rate", "100/s" } });
+    auto with_default = make({ { "id", "abcdef012345" }, { "owner", "acme-corp" },
+                               { "plan", "pro" }, { "rate", "100/s" } });
+    ASSERT_GT(with_default->b.len, 0) << with_default->b.err.msg;
+    EXPECT_EQ(plain->b.len, with_default->b.len);
+    ASSERT_EQ(with_default->view_rc, 0);
+    EXPECT_EQ(std::string(with_default->rec.id.data, with_default->rec.id.len),
+              "abcdef012345");
+
+    /* another 12-character id is stored, and read back */
+    auto other = make({ { "id", "abcdef012346" }, { "owner", "acme-corp" } });
+    ASSERT_GT(other->b.len, 0);
+    ASSERT_EQ(other->view_rc, 0);
+    EXPECT_EQ(std::string(other->rec.id.data, other->rec.id.len),
+              "abcdef012346");
+}
+
 TEST(Record, EmptyRecordDefaults)
 {
     auto r = make({});
