@@ -88,6 +88,7 @@ typedef struct {
     ngx_atomic_t                  latency[NGX_HTTP_API_KEY_LATENCY_BUCKETS];
     ngx_atomic_t                  latency_sum_us;
     ngx_atomic_t                  latency_count;
+    ak_evlog_t                    evlog;     /* events applied on this node */
 } ngx_http_api_key_shctx_t;
 
 
@@ -99,6 +100,8 @@ typedef struct {
     ngx_shm_zone_t               *shm_zone;
     ngx_slab_pool_t              *shpool;
     ngx_http_api_key_shctx_t     *sh;
+    uint64_t                      event_pos; /* this worker's, in sh->evlog */
+    ngx_uint_t                    event_lagging;
 } ngx_http_api_key_zone_t;
 
 

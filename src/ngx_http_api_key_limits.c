@@ -90,6 +90,9 @@ static const char  *ngx_http_api_key_period_names[] = {
 };
 
 
+static uint64_t ngx_http_api_key_monotonic_us(void);
+
+
 static ngx_rbtree_t        ngx_http_api_key_leases;
 static ngx_rbtree_node_t   ngx_http_api_key_leases_sentinel;
 static ngx_rbtree_t        ngx_http_api_key_offline;
@@ -125,7 +128,7 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
     int                       rate_ok;
     int64_t                   now, start, end;
     uint32_t                  window;
-    uint64_t                  tat, used, left;
+    uint64_t                  tat, used, left, now_us;
     ngx_int_t                 rc;
     ngx_uint_t                quota, need_lease, prefetch;
     ak_key_state_t           *st;
@@ -155,6 +158,15 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
 
     ngx_memzero(&rr, sizeof(ak_rate_result_t));
 
+    /*
+     * The limiter needs a clock finer than ngx_current_msec: that is
+     * milliseconds, and the same for every request of one event loop
+     * iteration, which would cap any rate at about one request per
+     * millisecond.  CLOCK_MONOTONIC is the same in every worker.
+     */
+    now_us = (rec->rate_period != AK_PERIOD_NONE)
+             ? ngx_http_api_key_monotonic_us() : 0;
+
     ngx_shmtx_lock(&zone->shpool->mutex);
 
     st = ak_cache_state(zone->sh->cache, slot, ctx->hash);
@@ -169,7 +181,7 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
     tat = st->tat_us;
 
     if (rec->rate_period != AK_PERIOD_NONE) {
-        rate_ok = ak_gcra(&tat, (uint64_t) ngx_current_msec * 1000,
+        rate_ok = ak_gcra(&tat, now_us,
                           rec->rate_interval_us, rec->burst, &rr);
     }
 
@@ -596,4 +608,17 @@ ngx_http_api_key_offline_grant(ngx_http_api_key_zone_t *zone, u_char *hash,
     }
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+static uint64_t
+ngx_http_api_key_monotonic_us(void)
+{
+    struct timespec  ts;
+
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) {
+        return (uint64_t) ngx_current_msec * 1000;
+    }
+
+    return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
 }

@@ -694,6 +694,7 @@ ngx_http_api_key_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     }
 
     ngx_memzero(sh, sizeof(ngx_http_api_key_shctx_t));
+    ak_evlog_init(&sh->evlog);
 
     shpool->data = sh;
     zone->sh = sh;

@@ -109,8 +109,13 @@ static void ngx_http_api_key_count(ngx_atomic_t *counter);
 static ngx_http_api_key_shctx_t *ngx_http_api_key_first_sh(void);
 
 
+/* events; the first three are also indexes of shctx->events[] */
 #define NGX_HTTP_API_KEY_OP_REVOKE   0
 #define NGX_HTTP_API_KEY_OP_UPDATE   1
+#define NGX_HTTP_API_KEY_OP_FLUSH    2
+/* this worker's own */
+#define NGX_HTTP_API_KEY_OP_NEW_GEN  3   /* events may have been missed */
+#define NGX_HTTP_API_KEY_OP_SYNC     4   /* subscribed: events start here */
 
 
 static ngx_http_api_key_rconn_t       ngx_http_api_key_cmd;
@@ -1125,13 +1130,16 @@ ngx_http_api_key_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
 
     if (type.len == 9 && ngx_strncmp(type.data, "subscribe", 9) == 0) {
 
+        /* from here on, this worker receives what the others receive */
+        ngx_http_api_key_apply(NGX_HTTP_API_KEY_OP_SYNC, NULL);
+
         if (ngx_http_api_key_sub.lost) {
             /*
              * Events may have been missed while the subscription was down:
              * everything cached so far is re-read before it is trusted.
              */
 
-            ngx_http_api_key_apply((ngx_uint_t) -1, NULL);
+            ngx_http_api_key_apply(NGX_HTTP_API_KEY_OP_NEW_GEN, NULL);
 
             ngx_log_error(NGX_LOG_NOTICE, ngx_http_api_key_sub.log, 0,
                           "api_key: events subscription to \"%V\" is back, "
@@ -1160,11 +1168,11 @@ ngx_http_api_key_sub_event(ngx_str_t *msg)
     u_char       hash[AK_HASH_LEN];
 
     if (msg->len == 5 && ngx_strncmp(msg->data, "flush", 5) == 0) {
-        ngx_http_api_key_apply((ngx_uint_t) -2, NULL);
+        ngx_http_api_key_apply(NGX_HTTP_API_KEY_OP_FLUSH, NULL);
 
         if (ngx_http_api_key_first_sh()) {
-            ngx_http_api_key_count(
-                             &ngx_http_api_key_first_sh()->events[2]);
+            ngx_http_api_key_count(&ngx_http_api_key_first_sh()
+                                       ->events[NGX_HTTP_API_KEY_OP_FLUSH]);
         }
 
         return;
@@ -1249,13 +1257,27 @@ ngx_http_api_key_sub_keyspace(ngx_str_t *channel)
 }
 
 
-/* op: revoke/update a hash; -1: new generation; -2: flush.  Every zone. */
+/*
+ * Applies an event to every zone.  Events from the channel are applied once
+ * per node (the zone's event log): the first worker to receive one applies
+ * it, the others only move their position past it.  NEW_GEN and SYNC are
+ * this worker's own: they are not events.
+ */
 
 static void
 ngx_http_api_key_apply(ngx_uint_t op, u_char *hash)
 {
+    int                        rc;
+    uint64_t                   fp;
     ngx_uint_t                 i;
     ngx_http_api_key_zone_t  **zp, *zone;
+
+    static const int  events[] = {
+        AK_EVENT_REVOKE, AK_EVENT_UPDATE, AK_EVENT_FLUSH
+    };
+
+    fp = (op <= NGX_HTTP_API_KEY_OP_FLUSH)
+         ? ak_evlog_fingerprint(events[op], hash) : 0;
 
     zp = ngx_http_api_key_amcf->zones.elts;
 
@@ -1264,26 +1286,49 @@ ngx_http_api_key_apply(ngx_uint_t op, u_char *hash)
 
         ngx_shmtx_lock(&zone->shpool->mutex);
 
-        switch (op) {
+        if (op == NGX_HTTP_API_KEY_OP_SYNC) {
+            zone->event_pos = ak_evlog_head(&zone->sh->evlog);
+            zone->event_lagging = 0;
+            ngx_shmtx_unlock(&zone->shpool->mutex);
+            continue;
+        }
 
-        case NGX_HTTP_API_KEY_OP_REVOKE:
-            (void) ak_cache_revoke(zone->sh->cache, hash);
-            break;
-
-        case NGX_HTTP_API_KEY_OP_UPDATE:
-            (void) ak_cache_remove(zone->sh->cache, hash);
-            break;
-
-        case (ngx_uint_t) -1:
+        if (op == NGX_HTTP_API_KEY_OP_NEW_GEN) {
             ak_cache_new_generation(zone->sh->cache);
-            break;
+            ngx_shmtx_unlock(&zone->shpool->mutex);
+            continue;
+        }
 
-        default:
-            ak_cache_flush(zone->sh->cache);
-            break;
+        rc = ak_evlog_claim(&zone->sh->evlog, &zone->event_pos, fp);
+
+        if (rc == AK_EVLOG_APPLY) {
+            switch (op) {
+
+            case NGX_HTTP_API_KEY_OP_REVOKE:
+                (void) ak_cache_revoke(zone->sh->cache, hash);
+                break;
+
+            case NGX_HTTP_API_KEY_OP_UPDATE:
+                (void) ak_cache_remove(zone->sh->cache, hash);
+                break;
+
+            default:
+                ak_cache_flush(zone->sh->cache);
+                break;
+            }
         }
 
         ngx_shmtx_unlock(&zone->shpool->mutex);
+
+        if (rc == AK_EVLOG_LOST && !zone->event_lagging) {
+            ngx_log_error(NGX_LOG_WARN, ngx_http_api_key_sub.log, 0,
+                          "api_key: this worker fell more than %d events "
+                          "behind the others in api_key_zone \"%V\" and "
+                          "skips the events they applied already",
+                          AK_EVLOG_SIZE, &zone->name);
+        }
+
+        zone->event_lagging = (rc == AK_EVLOG_LOST);
     }
 }
 

@@ -132,10 +132,11 @@ ok(wait_subscribed($r, $WORKERS), "$WORKERS subscriptions to apikey:events")
         or diag $u->as_string;
     is($u->header('X-Status'), 'ok', '... status ok');
     ok(hgetall_calls($r) >= 1, '... read from Redis (HGETALL)');
-    # every worker applies its copy of an event to the shared cache: let the
-    # last one have done so before the next test
+    # every worker reads its copy of the event (the first one applies it,
+    # t/14-events-order.t): let the last one have read it before the next
+    # test
     is(wait_events($port, 'update', $up0, $WORKERS) - $up0, $WORKERS,
-       "the update was applied by all $WORKERS workers");
+       "the update was read by all $WORKERS workers");
 }
 
 # --- revoke of a key whose record really is revoked ---------------------------

@@ -96,6 +96,21 @@ my $port = $n->port;
     is($l->header('RateLimit'), 'limit=5, remaining=0, reset=1', '429 (5/s): RateLimit');
 }
 
+# --- rate=100000/s burst=0: the limiter's clock is finer than a millisecond --------
+# One request every 10 µs is allowed; sequential requests on one keep-alive
+# connection are further apart than that (a loopback round trip through
+# nginx and this Perl client), so every one passes.  A millisecond clock
+# (nginx's cached ngx_current_msec) would let one per millisecond through.
+{
+    my $k = random_key('r100k');
+    add_key($r, $k, rate => '100000/s', burst => 0);
+    my ($el, @res) = burst($port, $k, 300);
+    my $ok = grep { $_->status == 200 } @res;
+    note sprintf '100000/s burst 0: 300 sequential requests in %.1f ms, %d passed',
+        $el * 1000, $ok;
+    is($ok, 300, '100000/s burst 0: 300 sequential requests on one connection all pass');
+}
+
 # --- rate=60/m burst=4: exactly 5 back-to-back --------------------------------------
 {
     my $k = random_key('r60m');

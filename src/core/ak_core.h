@@ -291,6 +291,57 @@ void ak_cache_flush(ak_cache_t *c) AK_NOEXCEPT;           /* removes every entry
 void ak_cache_new_generation(ak_cache_t *c) AK_NOEXCEPT;  /* all entries become STALE */
 uint64_t ak_cache_event_seq(const ak_cache_t *c) AK_NOEXCEPT;
 
+/* ------------------------------------------------------------------ */
+/* Node-wide event log                                                 */
+
+/*
+ * Every worker of a node subscribes to the events channel and receives
+ * every event, in the order Redis published them, but workers run at their
+ * own pace: a worker that lags (descheduled, busy, stopped) would apply an
+ * older "update" after a faster worker applied a newer "revoke", and undo
+ * it.  So each event is applied to a zone's cache once, by the first worker
+ * that receives it, in publication order; the others only recognise it.
+ *
+ * The log (in the zone's shared memory, used with the zone lock held)
+ * remembers the fingerprints of the last AK_EVLOG_SIZE events applied.
+ * Each worker keeps its position: the number of the last logged event it
+ * has received.  An event that matches the next entries after the position
+ * was applied already (AK_EVLOG_SEEN); one that does not is new: it is
+ * appended and must be applied now, under the same lock (AK_EVLOG_APPLY).
+ * A worker so far behind that the entry after its position was overwritten
+ * reads an event the others applied long ago: it skips it and advances its
+ * position by one (AK_EVLOG_LOST, to be treated as SEEN), until it is back
+ * inside the ring.
+ * A worker sets its position to ak_evlog_head() when its subscription is
+ * confirmed: the events published before it are not its to recognise.
+ */
+
+#define AK_EVLOG_SIZE       1024    /* entries (8 KiB) */
+#define AK_EVLOG_SCAN       64      /* entries looked at past the position */
+
+#define AK_EVLOG_SEEN       0
+#define AK_EVLOG_APPLY      1
+#define AK_EVLOG_LOST       2
+
+#define AK_EVENT_REVOKE     1
+#define AK_EVENT_UPDATE     2
+#define AK_EVENT_FLUSH      3
+
+typedef struct {
+    uint64_t     head;               /* number of events logged */
+    uint64_t     fp[AK_EVLOG_SIZE];  /* fingerprint of event n: fp[n % SIZE] */
+} ak_evlog_t;
+
+void ak_evlog_init(ak_evlog_t *log) AK_NOEXCEPT;
+uint64_t ak_evlog_head(const ak_evlog_t *log) AK_NOEXCEPT;
+
+/* Identifies an event: its type and (for revoke and update) its hash. */
+uint64_t ak_evlog_fingerprint(int event, const unsigned char *hash) AK_NOEXCEPT;
+
+/* AK_EVLOG_SEEN, _APPLY or _LOST; advances *pos.  O(AK_EVLOG_SCAN). */
+int ak_evlog_claim(ak_evlog_t *log, uint64_t *pos, uint64_t fp) AK_NOEXCEPT;
+
+
 /* The mutable state of the entry in slot, if it still holds hash. */
 ak_key_state_t *ak_cache_state(ak_cache_t *c, uint32_t slot,
     const unsigned char hash[AK_HASH_LEN]) AK_NOEXCEPT;

@@ -193,8 +193,8 @@ sub events_seen {
 
 # wait_events($port, $type, $before, $n, timeout => 2): wait until
 # api_key_events_total{type} >= $before + $n, i.e. until every worker has
-# applied its copy of an event (each worker applies the events it receives
-# to the shared cache itself, and counts them); returns the last value
+# read its copy of an event (each worker counts the events it receives; the
+# first to read one applies it); returns the last value
 sub wait_events {
     my ($port, $type, $before, $n, %o) = @_;
     my $v;

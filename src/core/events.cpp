@@ -1,0 +1,105 @@
+/*
+ * events.cpp: the node-wide event log that makes every event apply once per
+ * node, in publication order (see "Node-wide event log" in ak_core.h).
+ */
+
+#include "ak_core.h"
+
+#include <cstring>
+
+extern "C" {
+
+void
+ak_evlog_init(ak_evlog_t *log) noexcept
+{
+    if (log) {
+        memset(log, 0, sizeof(*log));
+    }
+}
+
+
+uint64_t
+ak_evlog_head(const ak_evlog_t *log) noexcept
+{
+    return log ? log->head : 0;
+}
+
+
+/*
+ * The event type in the low byte, 56 bits of the hash above it: two
+ * different events within the few entries a claim looks at collide with a
+ * probability of about 2^-50.  Never 0, so an unused entry matches nothing.
+ */
+
+uint64_t
+ak_evlog_fingerprint(int event, const unsigned char *hash) noexcept
+{
+    uint64_t  fp;
+    int       i;
+
+    fp = 0;
+
+    if (hash && event != AK_EVENT_FLUSH) {
+        for (i = 0; i < 7; i++) {
+            fp = (fp << 8) | hash[i];
+        }
+    }
+
+    return (fp << 8) | (uint8_t) event;
+}
+
+
+int
+ak_evlog_claim(ak_evlog_t *log, uint64_t *pos, uint64_t fp) noexcept
+{
+    uint64_t  p, last;
+
+    if (log == NULL || pos == NULL) {
+        return AK_EVLOG_APPLY;
+    }
+
+    if (*pos > log->head) {
+        /* the log was reset under this worker: start over */
+        *pos = log->head;
+    }
+
+    if (log->head - *pos > AK_EVLOG_SIZE) {
+        /*
+         * The entry after the position is overwritten (the ring keeps
+         * entries head - SIZE + 1 .. head): this is that event, which the
+         * faster workers applied long ago.  Skip it, one position at a
+         * time, until the position is back inside the ring.
+         */
+        (*pos)++;
+        return AK_EVLOG_LOST;
+    }
+
+    if (*pos < log->head) {
+        /*
+         * Usually the next entry: a faster worker applied this event.  An
+         * entry a little further on means events this worker never
+         * received (it subscribed after they were published).
+         */
+
+        last = log->head;
+
+        if (last - *pos > AK_EVLOG_SCAN) {
+            last = *pos + AK_EVLOG_SCAN;
+        }
+
+        for (p = *pos + 1; p <= last; p++) {
+            if (log->fp[p % AK_EVLOG_SIZE] == fp) {
+                *pos = p;
+                return AK_EVLOG_SEEN;
+            }
+        }
+    }
+
+    log->head++;
+    log->fp[log->head % AK_EVLOG_SIZE] = fp;
+    *pos = log->head;
+
+    return AK_EVLOG_APPLY;
+}
+
+} /* extern "C" */
