@@ -1,9 +1,10 @@
 #!/bin/sh
-# Installs what building, running and testing need (Debian 12), if missing.
+# Installs what building, running and testing need (Debian 12), if missing,
+# and the packages given as arguments (bench/deps.sh adds its own).
 set -e
 need=""
 for p in build-essential nginx nginx-dev libhiredis-dev libssl-dev \
-         redis-server libgtest-dev perl curl; do
+         redis-server libgtest-dev perl curl "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
         || need="$need $p"
 done
