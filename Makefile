@@ -96,6 +96,8 @@ clean:
 #                       micro-benchmarks (a few minutes; installs what it needs)
 #   make bench-micro    Google Benchmark micro-benchmarks of the core
 #   make bench-revoke   revocation latency over busy keep-alive connections
+#   make bench-callgrind   instructions per request, bare nginx against the
+#                       module with a cached key, per function (valgrind)
 
 BENCH_BUILD  = $(BUILD)/bench
 BENCH_MICRO  = $(BENCH_BUILD)/micro_bench
@@ -103,7 +105,7 @@ BENCH_SIZES  = $(BENCH_BUILD)/ak_sizes
 BENCH_REVOKE = $(BENCH_BUILD)/revoke_bench
 BENCH_CXX    = $(CXX) -std=c++17 -O2 -g -Wall -Wextra -Werror -Isrc/core
 
-.PHONY: bench-deps bench-micro bench-revoke
+.PHONY: bench-deps bench-micro bench-revoke bench-callgrind
 
 bench-deps:
 	@sh bench/deps.sh
@@ -131,3 +133,7 @@ bench-micro: bench-deps
 bench-revoke: bench-deps
 	$(MAKE) module $(BENCH_REVOKE)
 	bash bench/revoke.sh $(BUILD)
+
+bench-callgrind: bench-deps
+	$(MAKE) module
+	bash bench/callgrind.sh $(BUILD)

@@ -8,6 +8,7 @@
 #   libbenchmark-dev       Google Benchmark, for bench/micro
 #   redis-tools            redis-cli --pipe, redis-benchmark
 #   util-linux procps iproute2   taskset, ps, ss
+#   valgrind               make bench-callgrind
 exec sh "$(dirname "$0")/../scripts/deps.sh" redis-tools wrk \
     libnginx-mod-http-lua lua-nginx-redis libbenchmark-dev util-linux \
-    procps iproute2
+    procps iproute2 valgrind

@@ -14,6 +14,8 @@
 typedef struct {
     ngx_str_t                   value;
     ngx_http_api_key_source_t  *source;
+    ngx_list_part_t            *part;    /* a header source: where it is */
+    ngx_uint_t                  i;
 } ngx_http_api_key_found_t;
 
 
@@ -34,13 +36,13 @@ static ngx_int_t ngx_http_api_key_check_and_hash(ngx_http_request_t *r,
 static ngx_int_t ngx_http_api_key_strip(ngx_http_request_t *r,
     ngx_http_api_key_found_t *found);
 static ngx_int_t ngx_http_api_key_strip_header(ngx_http_request_t *r,
-    ngx_str_t *name, ngx_uint_t bearer);
+    ngx_str_t *name, ngx_uint_t bearer, ngx_list_part_t *part, ngx_uint_t i);
 static ngx_int_t ngx_http_api_key_strip_query(ngx_http_request_t *r,
     ngx_str_t *name);
 static ngx_int_t ngx_http_api_key_strip_cookie(ngx_http_request_t *r,
     ngx_str_t *name);
 static ngx_int_t ngx_http_api_key_list_remove(ngx_list_t *l,
-    ngx_list_part_t *part, ngx_uint_t i);
+    ngx_list_part_t **part, ngx_uint_t *i);
 static ngx_int_t ngx_http_api_key_lookup(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx);
 static ngx_int_t ngx_http_api_key_evaluate(ngx_http_request_t *r,
@@ -282,6 +284,8 @@ ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
 
             if (h) {
                 found->value = h->value;
+                found->part = part;
+                found->i = i;
                 return NGX_OK;
             }
 
@@ -355,13 +359,15 @@ ngx_http_api_key_find_cookie(ngx_http_request_t *r, ngx_str_t *name,
     ngx_uint_t        i;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
-    ngx_str_t         cookie = ngx_string("Cookie");
+    ngx_str_t         cookie = ngx_string("cookie");
 
     part = NULL;
     i = 0;
 
-    while ((h = ngx_http_api_key_next_header(r, &cookie, &part, &i))) {
-
+    for ( /* void */ ;
+         (h = ngx_http_api_key_next_header(r, &cookie, &part, &i));
+         i++)
+    {
         p = h->value.data;
         last = p + h->value.len;
 
@@ -386,7 +392,10 @@ ngx_http_api_key_find_cookie(ngx_http_request_t *r, ngx_str_t *name,
 }
 
 
-/* the header after (*part, *i) named name; *part NULL: from the start */
+/*
+ * The first header named name (in lowercase) at or after (*part, *i), which
+ * are left pointing at it; *part NULL: from the first header.
+ */
 
 static ngx_table_elt_t *
 ngx_http_api_key_next_header(ngx_http_request_t *r, ngx_str_t *name,
@@ -397,9 +406,6 @@ ngx_http_api_key_next_header(ngx_http_request_t *r, ngx_str_t *name,
     if (*part == NULL) {
         *part = &r->headers_in.headers.part;
         *i = 0;
-
-    } else {
-        (*i)++;
     }
 
     for ( ;; ) {
@@ -417,7 +423,9 @@ ngx_http_api_key_next_header(ngx_http_request_t *r, ngx_str_t *name,
         h = (ngx_table_elt_t *) (*part)->elts + *i;
 
         if (h->key.len == name->len
-            && ngx_strncasecmp(h->key.data, name->data, name->len) == 0)
+            && (h->lowcase_key
+                ? ngx_memcmp(h->lowcase_key, name->data, name->len) == 0
+                : ngx_strncasecmp(h->key.data, name->data, name->len) == 0))
         {
             return h;
         }
@@ -559,15 +567,16 @@ done:
 static ngx_int_t
 ngx_http_api_key_strip(ngx_http_request_t *r, ngx_http_api_key_found_t *found)
 {
-    ngx_str_t  authorization = ngx_string("Authorization");
+    ngx_str_t  authorization = ngx_string("authorization");
 
     switch (found->source->type) {
 
     case NGX_HTTP_API_KEY_SRC_HEADER:
-        return ngx_http_api_key_strip_header(r, &found->source->name, 0);
+        return ngx_http_api_key_strip_header(r, &found->source->name, 0,
+                                             found->part, found->i);
 
     case NGX_HTTP_API_KEY_SRC_BEARER:
-        return ngx_http_api_key_strip_header(r, &authorization, 1);
+        return ngx_http_api_key_strip_header(r, &authorization, 1, NULL, 0);
 
     case NGX_HTTP_API_KEY_SRC_QUERY:
         return ngx_http_api_key_strip_query(r, &found->source->name);
@@ -578,16 +587,21 @@ ngx_http_api_key_strip(ngx_http_request_t *r, ngx_http_api_key_found_t *found)
 }
 
 
+/*
+ * Removes every header named name (with bearer: every "Bearer ..." one)
+ * from (part, i) on, the position where the key was found (part NULL: from
+ * the first header), so the usual single header costs no second walk.
+ */
+
 static ngx_int_t
 ngx_http_api_key_strip_header(ngx_http_request_t *r, ngx_str_t *name,
-    ngx_uint_t bearer)
+    ngx_uint_t bearer, ngx_list_part_t *part, ngx_uint_t i)
 {
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
-    part = NULL;
-    i = 0;
+    if (part == NULL) {
+        i = 0;
+    }
 
     while ((h = ngx_http_api_key_next_header(r, name, &part, &i))) {
 
@@ -597,6 +611,7 @@ ngx_http_api_key_strip_header(ngx_http_request_t *r, ngx_str_t *name,
                                    sizeof("Bearer ") - 1)
                    != 0))
         {
+            i++;
             continue;
         }
 
@@ -604,14 +619,13 @@ ngx_http_api_key_strip_header(ngx_http_request_t *r, ngx_str_t *name,
             r->headers_in.authorization = NULL;
         }
 
-        if (ngx_http_api_key_list_remove(&r->headers_in.headers, part, i)
+        /* (part, i) then points at the header that followed */
+
+        if (ngx_http_api_key_list_remove(&r->headers_in.headers, &part, &i)
             != NGX_OK)
         {
             return NGX_ERROR;
         }
-
-        /* the part may have been split or shortened: start over */
-        part = NULL;
     }
 
     return NGX_OK;
@@ -622,26 +636,30 @@ ngx_http_api_key_strip_header(ngx_http_request_t *r, ngx_str_t *name,
  * r->headers_in keeps pointers into the list: the part is shortened at
  * either end or split in two.  When the list's last part changes, the
  * list's per-part capacity is lowered so that ngx_list_push() never writes
- * past the memory of the original part.
+ * past the memory of the original part.  On return (*part, *i) is the
+ * position of the element that followed the removed one (maybe past the
+ * end of *part: iterators move on to the next part).
  */
 
 static ngx_int_t
-ngx_http_api_key_list_remove(ngx_list_t *l, ngx_list_part_t *part,
-    ngx_uint_t i)
+ngx_http_api_key_list_remove(ngx_list_t *l, ngx_list_part_t **part,
+    ngx_uint_t *i)
 {
-    ngx_list_part_t  *tail;
+    ngx_list_part_t  *p, *tail;
 
-    if (i == part->nelts - 1) {
-        part->nelts--;
+    p = *part;
+
+    if (*i == p->nelts - 1) {
+        p->nelts--;
         return NGX_OK;
     }
 
-    if (i == 0) {
-        part->elts = (char *) part->elts + l->size;
-        part->nelts--;
+    if (*i == 0) {
+        p->elts = (char *) p->elts + l->size;
+        p->nelts--;
 
-        if (part == l->last) {
-            l->nalloc = part->nelts;
+        if (p == l->last) {
+            l->nalloc = p->nelts;
         }
 
         return NGX_OK;
@@ -652,17 +670,20 @@ ngx_http_api_key_list_remove(ngx_list_t *l, ngx_list_part_t *part,
         return NGX_ERROR;
     }
 
-    tail->elts = (char *) part->elts + (i + 1) * l->size;
-    tail->nelts = part->nelts - i - 1;
-    tail->next = part->next;
+    tail->elts = (char *) p->elts + (*i + 1) * l->size;
+    tail->nelts = p->nelts - *i - 1;
+    tail->next = p->next;
 
-    part->nelts = i;
-    part->next = tail;
+    p->nelts = *i;
+    p->next = tail;
 
-    if (part == l->last) {
+    if (p == l->last) {
         l->last = tail;
         l->nalloc = tail->nelts;
     }
+
+    *part = tail;
+    *i = 0;
 
     return NGX_OK;
 }
@@ -798,7 +819,7 @@ ngx_http_api_key_strip_cookie(ngx_http_request_t *r, ngx_str_t *name)
     ngx_uint_t        i, removed;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
-    ngx_str_t         cookie = ngx_string("Cookie");
+    ngx_str_t         cookie = ngx_string("cookie");
 
     part = NULL;
     i = 0;
@@ -834,6 +855,7 @@ ngx_http_api_key_strip_cookie(ngx_http_request_t *r, ngx_str_t *name)
         }
 
         if (!removed) {
+            i++;
             continue;
         }
 
@@ -841,16 +863,17 @@ ngx_http_api_key_strip_cookie(ngx_http_request_t *r, ngx_str_t *name)
         h->value.len = q - v;
 
         if (h->value.len) {
+            i++;
             continue;
         }
 
-        if (ngx_http_api_key_list_remove(&r->headers_in.headers, part, i)
+        /* emptied: removed; (part, i) then points at the header after it */
+
+        if (ngx_http_api_key_list_remove(&r->headers_in.headers, &part, &i)
             != NGX_OK)
         {
             return NGX_ERROR;
         }
-
-        part = NULL;
     }
 
     return NGX_OK;

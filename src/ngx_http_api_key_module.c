@@ -252,7 +252,7 @@ ngx_http_api_key_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
             }
 
             src[0].type = NGX_HTTP_API_KEY_SRC_HEADER;
-            ngx_str_set(&src[0].name, "X-API-Key");
+            ngx_str_set(&src[0].name, "x-api-key");
             src[1].type = NGX_HTTP_API_KEY_SRC_BEARER;
             ngx_str_null(&src[1].name);
         }
@@ -1328,6 +1328,11 @@ ngx_http_api_key_source(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                                    &value[i]);
                 return NGX_CONF_ERROR;
             }
+        }
+
+        if (src->type == NGX_HTTP_API_KEY_SRC_HEADER) {
+            /* compared with the lowercased names nginx keeps */
+            ngx_strlow(src->name.data, src->name.data, src->name.len);
         }
     }
 

@@ -201,6 +201,45 @@ sub body_has {
     is($res->status, 401, 'cookie: another cookie name does not match');
 }
 
+# --- strip: every copy of the header, wherever it is in the header list ----
+# nginx keeps request headers in a list of parts (20 per part): the key as
+# the first, a middle and the last header of a part, in a later part, and
+# sent twice; the neighbours must reach the upstream untouched.
+{
+    my @fill = map { ("X-F$_" => "v$_") } 1 .. 30;
+    for my $case ([ 'first header', 0 ], [ 'middle of the first part', 10 ],
+                  [ 'last of the first part', 18 ], [ 'in the second part', 25 ],
+                  [ 'last header', 30 ])
+    {
+        my ($what, $at) = @$case;
+        my @h = @fill;
+        splice @h, 2 * $at, 0, 'X-API-Key' => $kA;
+        my $res = get('/default/f', @h, 'X-Custom' => 'after');
+        is($res->status, 200, "strip, key $what: 200");
+        body_has($res, qr/xkey=\[\] .*custom=\[after\] .*owner=\[alice\]/,
+                 "strip, key $what: removed, the header after it kept");
+    }
+
+    my $res = get('/default/d', 'X-API-Key' => $kA, 'X-Custom' => 'mid',
+                  @fill, 'X-API-Key' => $kA);
+    is($res->status, 200, 'strip, key sent twice: 200');
+    body_has($res, qr/xkey=\[\] .*custom=\[mid\]/,
+             'strip, key sent twice: both copies removed (the second would show)');
+
+    # (a second Authorization header is a 400 in nginx itself)
+    $res = get('/default/b', @fill, Authorization => "Bearer $kA", 'X-Custom' => 'b');
+    is($res->status, 200, 'strip, bearer in the second part: 200');
+    body_has($res, qr/auth=\[\] .*custom=\[b\]/,
+             'strip, bearer in the second part: removed, the header after it kept');
+
+    $res = get('/cookie/', Cookie => "ak=$kB", @fill, Cookie => 'a=1',
+               Cookie => "ak=$kB", 'X-Custom' => 'c');
+    is($res->status, 200, 'strip, cookie in two of three Cookie headers: 200');
+    my ($cookie) = $res->body =~ /cookie=\[([^\]]*)\]/;
+    is($cookie, 'a=1', 'strip: both emptied Cookie headers removed, the other kept');
+    body_has($res, qr/custom=\[c\]/, '... and the header after them');
+}
+
 # --- first configured source present wins ----------------------------------
 {
     my $res = get("/order/?k=$kA", 'X-API-Key' => $kU);

@@ -376,3 +376,42 @@ TEST(KeyGen, Failures)
     /* an empty std::function */
     EXPECT_FALSE(ak::generate_key("ok", ak::RandomSource(), &key));
 }
+
+
+/* Every byte value at every position of keys of several lengths: the
+   word-at-a-time check agrees with the byte-at-a-time definition. */
+TEST(KeyFormatAny, EveryByteAtEveryPosition)
+{
+    for (size_t len : {1, 7, 8, 9, 16, 40, 63, 256}) {
+        std::string  key(len, 'a');
+
+        for (size_t pos = 0; pos < len; pos++) {
+            for (int b = 0; b < 256; b++) {
+                key[pos] = (char) b;
+                bool want = (b >= 0x21 && b <= 0x7e);
+                ASSERT_EQ(ak_key_check_any(
+                              reinterpret_cast<const unsigned char *>(
+                                  key.data()), len),
+                          want ? 1 : 0)
+                    << "len " << len << " pos " << pos << " byte " << b;
+            }
+
+            key[pos] = 'a';
+        }
+    }
+
+    /* neighbours of an invalid byte do not hide or fake it (borrows and
+       carries between bytes) */
+    std::string  k = "!~!~!~!~!~!~!~!~";
+    EXPECT_EQ(ak_key_check_any(
+                  reinterpret_cast<const unsigned char *>(k.data()),
+                  k.size()), 1);
+    k[5] = '\x7f';
+    EXPECT_EQ(ak_key_check_any(
+                  reinterpret_cast<const unsigned char *>(k.data()),
+                  k.size()), 0);
+    k = std::string("\x20\xff\x21\x7e\x80\x00zz", 8);
+    EXPECT_EQ(ak_key_check_any(
+                  reinterpret_cast<const unsigned char *>(k.data()),
+                  k.size()), 0);
+}
