@@ -145,13 +145,13 @@ stop_nginx() {
     forget_pid "$pid"
 }
 
-# cpu_ticks PID: utime + stime of a process, in clock ticks
-cpu_ticks() {
-    local rest
-    rest=$(sed 's/^.*) //' "/proc/$1/stat") || die "no process $1"
-    set -- $rest
-    # after "pid (comm) ": state=$1 ... utime=$12 stime=$13
-    echo $(( ${12} + ${13} ))
+# cpu_ns PID: nanoseconds the process (its main thread) has run on a CPU,
+# from the scheduler's own accounting (/proc/PID/schedstat), far finer than
+# the 100 Hz utime/stime ticks of /proc/PID/stat
+cpu_ns() {
+    local ns
+    read -r ns _ <"/proc/$1/schedstat" || die "no process $1"
+    echo "$ns"
 }
 
 # http_code URL [curl args...]: the status of one plain request

@@ -56,7 +56,6 @@ done
 T_START=$(date +%s)
 bench_init "$BUILD/bench/run"
 W=$BENCH_WORK
-CLK_TCK=$(getconf CLK_TCK)
 
 # --- Redis and the key records ------------------------------------------------
 
@@ -239,11 +238,11 @@ run_variant() {
         curl -s "http://127.0.0.1:$port/metrics" >"$dir/m0.txt"
     fi
     h0=$(hgetall_calls)
-    t0=$(cpu_ticks "$worker")
-    r0=$(cpu_ticks "$REDIS_PID")
+    t0=$(cpu_ns "$worker")
+    r0=$(cpu_ns "$REDIS_PID")
     line=$(wrk_run "$DURATION" "$start" "$count")
-    t1=$(cpu_ticks "$worker")
-    r1=$(cpu_ticks "$REDIS_PID")
+    t1=$(cpu_ns "$worker")
+    r1=$(cpu_ns "$REDIS_PID")
     h1=$(hgetall_calls)
     if [ "$has_metrics" = 1 ]; then
         curl -s "http://127.0.0.1:$port/metrics" >"$dir/m1.txt"
@@ -281,8 +280,8 @@ run_variant() {
     stop_nginx "$NGINX_PID"
 
     echo "rps=$(field rps "$line") p50=$(field p50_us "$line") p99=$(field p99_us "$line")" \
-         "cpu=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$req" 'BEGIN { printf "%.1f", d * 1e6 / hz / n }')" \
-         "rcpu=$(awk -v d=$((r1 - r0)) -v hz="$CLK_TCK" -v n="$req" 'BEGIN { printf "%.1f", d * 1e6 / hz / n }')" \
+         "cpu=$(awk -v d=$((t1 - t0)) -v n="$req" 'BEGIN { printf "%.2f", d / 1000 / n }')" \
+         "rcpu=$(awk -v d=$((r1 - r0)) -v n="$req" 'BEGIN { printf "%.2f", d / 1000 / n }')" \
          "req=$req non2xx=$(field non2xx "$line") errs=$(field sock_errors "$line")" \
          "reps=$(field repeats "$line") hits=$hits misses=$misses rsum=$rsum rcnt=$rcnt" \
          "hgetall=$((h1 - h0))" \
@@ -299,6 +298,30 @@ for round in $(seq "$ROUNDS"); do
         run_variant "$slug" "$round"
     done
 done
+
+# --- latency at one connection: what a cache miss adds to a request ---------------
+# At 32 connections on a 2-vCPU machine the p99 is mostly queueing behind other
+# requests; with one request at a time it is the request's own cost.
+
+LAT_NOTE=""
+if [ -z "${BENCH_ONLY:-}" ]; then
+    saved_conns=$CONNS
+    CONNS=1
+    for slug in module module_miss; do
+        set_variant "$slug"
+        run_variant "$slug" c1
+    done
+    CONNS=$saved_conns
+    c=" $(cat "$W/res/module.c1")"
+    m=" $(cat "$W/res/module_miss.c1")"
+    if [ "$(field p99 "$c")" != "" ] && [ "$(field p99 "$m")" != "" ]; then
+        LAT_NOTE="cached key p50 $(ms "$(field p50 "$c")") ms, p99 $(ms "$(field p99 "$c")") ms ($(printf '%.0f' "$(field rps "$c")") requests/s);"
+        LAT_NOTE="$LAT_NOTE keys that miss the cache p50 $(ms "$(field p50 "$m")") ms, p99 $(ms "$(field p99 "$m")") ms ($(field hgetall "$m") HGETALLs for $(field req "$m") requests);"
+        LAT_NOTE="$LAT_NOTE Redis HGETALL alone (redis-benchmark, 1 connection) p50 $RTT1_P50 ms, p99 $RTT1_P99 ms."
+        LAT_NOTE="$LAT_NOTE **A miss adds $(ms $(( $(field p99 "$m") - $(field p99 "$c") ))) ms at p99 to a cached request, $(awk -v d="$(( $(field p99 "$m") - $(field p99 "$c") ))" -v r="$RTT1_P99" 'BEGIN { printf "%.3f", d / 1000 - r }') ms more than Redis's own p99 round trip**"
+        LAT_NOTE="$LAT_NOTE (p50: $(awk -v d="$(( $(field p50 "$m") - $(field p50 "$c") ))" -v r="$RTT1_P50" 'BEGIN { printf "%.3f", d / 1000 - r }') ms over the p50 round trip)."
+    fi
+fi
 
 # --- one row per variant: the round with the median requests/s -------------------
 
@@ -391,6 +414,35 @@ for slug in $SLUGS; do
     ROWS+=("| $V_LABEL | $(printf '%.0f' "$rps") ($(printf '%.0f' "$lo")–$(printf '%.0f' "$hi")) | $(ms "$p50") | $(ms "$p99") | $cpu | $rcpu | $ratio | $notes |")
 done
 
+# --- paired per round: a variant against bare nginx in the same round -------------
+# The machine's speed drifts between rounds by more than a key check costs;
+# within a round the variants run back to back, so the median over rounds of
+# the in-round difference is the steadier estimate.
+
+PAIRED=()
+if [ -f "$W/res/bare.1" ]; then
+    for slug in $SLUGS; do
+        [ "$slug" = bare ] && continue
+        d=""
+        for f in "$W"/res/"$slug".[0-9]*; do
+            r=${f##*.}
+            b=" $(cat "$W/res/bare.$r" 2>/dev/null)"
+            l=" $(cat "$f")"
+            [ -n "$(field cpu "$b")" ] && [ -n "$(field cpu "$l")" ] || continue
+            d="$d$(awk -v a="$(field cpu "$l")" -v b="$(field cpu "$b")" \
+                       -v x="$(field rps "$l")" -v y="$(field rps "$b")" \
+                       'BEGIN { printf "%.2f %.3f", a - b, x / y }')
+"
+        done
+        [ -n "$d" ] || continue
+        n=$(grep -c . <<<"$d")
+        cpu_d=$(grep . <<<"$d" | cut -d' ' -f1 | sort -g | sed -n "$(( (n + 1) / 2 ))p")
+        rps_r=$(grep . <<<"$d" | cut -d' ' -f2 | sort -g | sed -n "$(( (n + 1) / 2 ))p")
+        set_variant "$slug"
+        PAIRED+=("| $V_LABEL | $cpu_d | $rps_r | $(grep . <<<"$d" | cut -d' ' -f1 | tr '\n' ' ')|")
+    done
+fi
+
 # --- rate limiter accuracy: a key with burst=0 and a rate above / below 1000/s --------
 
 RATE_NOTE=""
@@ -450,20 +502,31 @@ fi
     echo "- $ROUNDS rounds (every variant once per round): each row is the round with the median requests/s, with the"
     echo "  (min–max) requests/s over the rounds; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "- Reading it: on a shared 2-vCPU VM requests/s and p99 move a lot between rounds (see the min–max); the"
-    echo "  worker's CPU time per request is the steadier figure (±1 µs), and what a key check costs is its"
+    echo "  worker's CPU time per request is the steadier figure, and what a key check costs is its"
     echo "  difference to the bare row."
     echo
     echo "| variant | requests/s | p50 ms | p99 ms | nginx worker CPU µs/request | redis-server CPU µs/request | requests/s vs bare | notes |"
     echo "|---|---:|---:|---:|---:|---:|---:|---|"
     printf '%s\n' "${ROWS[@]}"
     echo
-    echo "- Worker CPU: utime+stime of the worker (/proc/<pid>/stat, ${CLK_TCK} Hz ticks) over the measured run, divided by its requests."
+    if [ ${#PAIRED[@]} -gt 0 ]; then
+        echo "Each variant against bare nginx **in the same round** (median over the $ROUNDS rounds):"
+        echo
+        echo "| variant | worker CPU µs/request added | requests/s vs bare | CPU added, each round |"
+        echo "|---|---:|---:|---|"
+        printf '%s\n' "${PAIRED[@]}"
+        echo
+    fi
+    echo "- Worker CPU: the time the worker process ran on its CPU (/proc/<pid>/schedstat, nanoseconds; redis-server: its main thread) over the measured run, divided by its requests."
     echo "- Redis round trip (redis-benchmark HGETALL of a record like the cache-miss ones, from CPU 0): p50 $RTT1_P50 ms, p99 $RTT1_P99 ms with 1 connection; p50 $RTTC_P50 ms, p99 $RTTC_P99 ms with $CONNS connections ($(printf '%.0f' "$RTTC_RPS") requests/s)."
     if [ -n "$MISS_P50" ] && [ -n "$CACHED_P50" ]; then
         echo "- **A cache miss** (this module): p50 $(ms "$MISS_P50") ms against $(ms "$CACHED_P50") ms for a cached key, i.e. +$(ms $((MISS_P50 - CACHED_P50))) ms;"
         echo "  a Redis HGETALL round trip alone is $RTT1_P50 ms (p50, 1 connection) / $RTTC_P50 ms ($CONNS connections), and the module's"
         echo "  own reads took ${MISS_READ_MS:-?} ms on average (command to answer, its \`api_key_redis_read_seconds\` histogram):"
         echo "  a miss costs about one Redis round trip, plus $(awk -v d="$((MISS_P50 - CACHED_P50))" -v r="$RTTC_P50" 'BEGIN { printf "%.3f", d / 1000 - r }') ms over the $CONNS-connection round trip."
+    fi
+    if [ -n "$LAT_NOTE" ]; then
+        echo "- **Latency at one connection** (\`wrk -c1\`, one request at a time, the same set-up otherwise): $LAT_NOTE"
     fi
     echo "- Cache-miss variants: $MISS_KEYS pre-created records (owner, plan); wrk walks them in order, so every request carries a key never sent before (the warm-up walks the first ones, the measured run the next ones)."
     echo "- Rules variant: the record has \`ips=127.0.0.0/8\`, \`referrers=*.example.com\`, \`rate=100000000/s\`, \`burst=1000000\`; wrk sends \`Referer: $REFERER\`; checked: a wrong Referer gets 403."
