@@ -501,7 +501,7 @@ ngx_http_api_key_check_and_hash(ngx_http_request_t *r,
 
     k = *key;
 
-    if (ngx_strlchr(k.data, k.data + k.len, '%')) {
+    if (k.len && memchr(k.data, '%', k.len)) {
         /* a query argument or a cookie may be percent-encoded */
 
         if (k.len > 3 * AK_KEY_MAX_LEN) {
@@ -910,7 +910,9 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
                                     ngx_http_api_key_blob,
                                     sizeof(ngx_http_api_key_blob),
                                     &len, &flags, &slot);
-    seq = ak_cache_event_seq(zone->sh->cache);
+    /* only a read from Redis needs it */
+    seq = (found == AK_CACHE_MISS || found == AK_CACHE_STALE)
+          ? ak_cache_event_seq(zone->sh->cache) : 0;
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
