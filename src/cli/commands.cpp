@@ -454,6 +454,40 @@ static bool print_new_key(const Args &args, const NewKey &nk,
 }
 
 
+/*
+ * create and rotate: draws into nk a new key, its hash and its id (--id, else the hash's
+ * first digits).  Each attempt draws a new key; the eighth gives up (the
+ * default id, or the hash, kept colliding with other keys).
+ */
+static void new_key(NewKey &nk, Context &ctx, const Args &args,
+                    const std::string &given_id,
+                    const std::string &key_prefix, int attempt)
+{
+    if (attempt == 8) {
+        fail(kExitInternal, "could not find an unused default id; "
+                            "give one with --id");
+    }
+
+    nk.key = generate_key(key_prefix);
+    nk.hex = ctx.hasher().hex(nk.key.str());
+    nk.id = args.has("id") ? given_id : nk.hex.substr(0, AK_ID_DEFAULT_LEN);
+}
+
+
+/* After a transaction that did not run: whether to draw another key. */
+static void retry_new_key(const Args &args, const std::string &given_id,
+                          bool id_taken, bool collision, const char *cmd)
+{
+    if (id_taken && args.has("id")) {
+        usage_error("--id " + quoted(given_id) + ": already in use by "
+                    "another key");
+    }
+    if (!id_taken && !collision) {
+        fail(kExitInternal, std::string(cmd) + ": transaction given up");
+    }
+}
+
+
 int cmd_create(Context &ctx, const Args &args)
 {
     expect_args(args, 0, 0, "");
@@ -514,14 +548,7 @@ int cmd_create(Context &ctx, const Args &args)
     NewKey nk;
 
     for (int attempt = 0;; attempt++) {
-        if (attempt == 8) {
-            fail(kExitInternal, "could not find an unused default id; "
-                                "give one with --id");
-        }
-
-        nk.key = generate_key(key_prefix);
-        nk.hex = ctx.hasher().hex(nk.key.str());
-        nk.id = args.has("id") ? given_id : nk.hex.substr(0, AK_ID_DEFAULT_LEN);
+        new_key(nk, ctx, args, given_id, key_prefix, attempt);
 
         Fields rec{{"id", nk.id}};
         rec.insert(rec.end(), attrs.begin(), attrs.end());
@@ -562,13 +589,7 @@ int cmd_create(Context &ctx, const Args &args)
         if (exec) {
             break;
         }
-        if (id_taken && args.has("id")) {
-            usage_error("--id " + quoted(given_id) + ": already in use by "
-                        "another key");
-        }
-        if (!id_taken && !collision) {
-            fail(kExitInternal, "create: transaction given up");
-        }
+        retry_new_key(args, given_id, id_taken, collision, "create");
         /* default id or hash collision: another key */
     }
 
@@ -686,14 +707,7 @@ int cmd_rotate(Context &ctx, const Args &args)
     int64_t old_until = 0;
 
     for (int attempt = 0;; attempt++) {
-        if (attempt == 8) {
-            fail(kExitInternal, "could not find an unused default id; "
-                                "give one with --id");
-        }
-
-        nk.key = generate_key(key_prefix);
-        nk.hex = ctx.hasher().hex(nk.key.str());
-        nk.id = args.has("id") ? given_id : nk.hex.substr(0, AK_ID_DEFAULT_LEN);
+        new_key(nk, ctx, args, given_id, key_prefix, attempt);
 
         const std::string new_key = ctx.record_key(nk.hex);
         const std::string id_key = ctx.id_key(nk.id);
@@ -806,13 +820,7 @@ int cmd_rotate(Context &ctx, const Args &args)
             check_published(ctx, exec, 3);
             break;
         }
-        if (id_taken && args.has("id")) {
-            usage_error("--id " + quoted(given_id) + ": already in use by "
-                        "another key");
-        }
-        if (!id_taken && !collision) {
-            fail(kExitInternal, "rotate: transaction given up");
-        }
+        retry_new_key(args, given_id, id_taken, collision, "rotate");
     }
 
     std::string extra = ",\"old_id\":" + json_quote(old_id)

@@ -748,6 +748,24 @@ reset(ak_cache_s *h) noexcept
 }
 
 
+/* The slot of hash's positive entry, or NIL; a damaged block is emptied. */
+uint32_t
+find_positive(ak_cache_s *c, const unsigned char *hash) noexcept
+{
+    uint32_t  i;
+    Cache     x(c);
+
+    i = x.find(hash);
+
+    if (x.bad) {
+        reset(c);
+        return NIL;
+    }
+
+    return (i != NIL && x.s[i].kind == KIND_POS) ? i : NIL;
+}
+
+
 int
 put_once(ak_cache_s *c, const unsigned char *hash, const unsigned char *blob,
     size_t len, uint64_t now, uint64_t seq, bool *bad) noexcept
@@ -1190,18 +1208,13 @@ ak_cache_revoke(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN]) noexcept
 
     c->seq++;
 
+    i = find_positive(c, hash);
+
+    if (i == NIL) {
+        return 0;
+    }
+
     Cache  x(c);
-
-    i = x.find(hash);
-
-    if (x.bad) {
-        reset(c);
-        return 0;
-    }
-
-    if (i == NIL || x.s[i].kind != KIND_POS) {
-        return 0;
-    }
 
     x.s[i].flags |= AK_ENTRY_REVOKED;
 
@@ -1273,18 +1286,13 @@ ak_cache_state(ak_cache_t *c, uint32_t slot,
         return NULL;
     }
 
+    i = find_positive(c, hash);
+
+    if (i == NIL || i != slot) {
+        return NULL;
+    }
+
     Cache  x(c);
-
-    i = x.find(hash);
-
-    if (x.bad) {
-        reset(c);
-        return NULL;
-    }
-
-    if (i != slot || x.s[i].kind != KIND_POS) {
-        return NULL;
-    }
 
     return &x.s[i].st;
 }
