@@ -108,6 +108,19 @@ my $server = <<'EOT';
     }
 EOT
 
+# a server whose key check has one more directive, the bad one
+sub server_with {
+    my ($directive) = @_;
+    return <<"EOT";
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        api_key keys;
+        $directive;   # BAD
+        location / { proxy_pass http://127.0.0.1:%%PORT_UP%%; }
+    }
+EOT
+}
+
 my @bad = (
     ['unknown zone name in api_key', <<"EOT", qr/nosuch/],
     api_key_zone keys:1m;
@@ -160,22 +173,12 @@ EOT
     ['unknown source type', <<"EOT", qr/form:key/],
     api_key_zone keys:1m;
     $base_redis
-    server {
-        listen 127.0.0.1:%%PORT%%;
-        api_key keys;
-        api_key_source header:X-API-Key form:key;   # BAD
-        location / { proxy_pass http://127.0.0.1:%%PORT_UP%%; }
-    }
+@{[ server_with('api_key_source header:X-API-Key form:key') ]}
 EOT
     ['header source without a name', <<"EOT"],
     api_key_zone keys:1m;
     $base_redis
-    server {
-        listen 127.0.0.1:%%PORT%%;
-        api_key keys;
-        api_key_source header:;   # BAD
-        location / { proxy_pass http://127.0.0.1:%%PORT_UP%%; }
-    }
+@{[ server_with('api_key_source header:') ]}
 EOT
     ['bad url scheme', <<"EOT", qr{http://}],
     api_key_zone keys:1m;
@@ -228,32 +231,17 @@ EOT
     ['bad api_key_fail value', <<"EOT", qr/maybe/],
     api_key_zone keys:1m;
     $base_redis
-    server {
-        listen 127.0.0.1:%%PORT%%;
-        api_key keys;
-        api_key_fail maybe;   # BAD
-        location / { proxy_pass http://127.0.0.1:%%PORT_UP%%; }
-    }
+@{[ server_with('api_key_fail maybe') ]}
 EOT
     ['bad api_key_format value', <<"EOT", qr/sha1/],
     api_key_zone keys:1m;
     $base_redis
-    server {
-        listen 127.0.0.1:%%PORT%%;
-        api_key keys;
-        api_key_format sha1;   # BAD
-        location / { proxy_pass http://127.0.0.1:%%PORT_UP%%; }
-    }
+@{[ server_with('api_key_format sha1') ]}
 EOT
     ['bad api_key_strip value', <<"EOT"],
     api_key_zone keys:1m;
     $base_redis
-    server {
-        listen 127.0.0.1:%%PORT%%;
-        api_key keys;
-        api_key_strip sometimes;   # BAD
-        location / { proxy_pass http://127.0.0.1:%%PORT_UP%%; }
-    }
+@{[ server_with('api_key_strip sometimes') ]}
 EOT
     ['api_key without api_key_redis', <<"EOT", qr/api_key_redis/],
     api_key_zone keys:1m;

@@ -200,6 +200,20 @@ my $port = $n1->port;
 # offline scenario helpers ---------------------------------------------------------
 
 # $max requests, one at a time, each on a new connection
+# a key with a daily quota of $Q, cached by a first request that took the
+# first lease of quota_lease=10 counts; returns the key and its counter
+sub cached_quota_key {
+    my ($tag, $Q, $what, $counter_test) = @_;
+    my $k = random_key($tag);
+    my $h = add_key($r, $k, quota => "$Q/day");
+    my ($start) = window_bounds('day');
+    my $ukey = usage_key($h, 'day', $start);
+    my $res = http_get($port, '/', headers => xkey($k));
+    is($res->status, 200, "$what: key cached, first lease taken");
+    is(settled_counter($ukey), 10, $counter_test);
+    return ($k, $ukey);
+}
+
 sub offline_requests {
     my ($k, $max) = @_;
     my @res;
@@ -234,13 +248,7 @@ sub evals_with_debt {
 # --- Redis paused (SIGSTOP): offline share, then reconciliation after SIGCONT -----
 {
     my $Q = 1000;
-    my $k = random_key('qpause');
-    my $h = add_key($r, $k, quota => "$Q/day");
-    my ($start) = window_bounds('day');
-    my $ukey = usage_key($h, 'day', $start);
-    my $res = http_get($port, '/', headers => xkey($k));
-    is($res->status, 200, 'paused: key cached, first lease taken');
-    is(settled_counter($ukey), 10, 'paused: the first lease is quota_lease=10 counts');
+    my ($k, $ukey) = cached_quota_key('qpause', $Q, 'paused', 'paused: the first lease is quota_lease=10 counts');
 
     my $mon = $r->monitor;
     $mon->clear;
@@ -260,7 +268,7 @@ sub evals_with_debt {
     is($v, 10 + 3 + 10 * $n_eval,
        "after SIGCONT: counter = first lease 10 + debt 3 + 10 per late lease ($n_eval)");
 
-    $res = http_get($port, '/', headers => xkey($k));
+    my $res = http_get($port, '/', headers => xkey($k));
     $admitted++;
     is($res->status, 200, 'after SIGCONT: the key is admitted again');
     is($res->header('X-Quota-Remaining'), $Q - $admitted,
@@ -272,13 +280,7 @@ sub evals_with_debt {
 # --- Redis stopped and started again with its data --------------------------------
 {
     my $Q = 1000;
-    my $k = random_key('qstop');
-    my $h = add_key($r, $k, quota => "$Q/day");
-    my ($start) = window_bounds('day');
-    my $ukey = usage_key($h, 'day', $start);
-    my $res = http_get($port, '/', headers => xkey($k));
-    is($res->status, 200, 'stopped: key cached, first lease taken');
-    is(settled_counter($ukey), 10, 'stopped: counter 10');
+    my ($k, $ukey) = cached_quota_key('qstop', $Q, 'stopped', 'stopped: counter 10');
     $r->cmd('SAVE');    # start_again loads this dump: the same data
     $r->stop;
 
@@ -312,13 +314,7 @@ sub evals_with_debt {
 # --- Redis paused, then lost while the lease with the debt was in flight ------------
 {
     my $Q = 1000;
-    my $k = random_key('qlost');
-    my $h = add_key($r, $k, quota => "$Q/day");
-    my ($start) = window_bounds('day');
-    my $ukey = usage_key($h, 'day', $start);
-    my $res = http_get($port, '/', headers => xkey($k));
-    is($res->status, 200, 'lost: key cached, first lease taken');
-    is(settled_counter($ukey), 10, 'lost: counter 10');
+    my ($k, $ukey) = cached_quota_key('qlost', $Q, 'lost', 'lost: counter 10');
     $r->cmd('SAVE');
 
     $r->pause;

@@ -113,6 +113,23 @@ int parse_per(const char *v, size_t len, uint64_t max,
     return 0;
 }
 
+/* parse_per's answer for field name: true when ok, else the error in e */
+bool per_ok(int rc, ErrBuf &e, const char *name, const char *expected,
+    uint64_t max) noexcept
+{
+    if (rc == 1) {
+        return true;
+    }
+    e.field(name);
+    if (rc == 0) {
+        e.add(expected);
+    } else {
+        e.add("N must be 1 to ");
+        e.add_u64(max);
+    }
+    return false;
+}
+
 bool parse_text(const char *name, const char *v, size_t len, Writer &w,
     ErrBuf &e) noexcept
 {
@@ -308,17 +325,7 @@ bool parse_field(int index, const char *v, size_t len, Scalars &s,
     case F_RATE:
         rc = parse_per(v, len, kRateMax, rate_units, rate_periods,
                        sizeof(rate_periods), &s.rate_n, &s.rate_period);
-        if (rc == 1) {
-            return true;
-        }
-        e.field("rate");
-        if (rc == 0) {
-            e.add("expected N/s, N/m or N/h");
-        } else {
-            e.add("N must be 1 to ");
-            e.add_u64(kRateMax);
-        }
-        return false;
+        return per_ok(rc, e, "rate", "expected N/s, N/m or N/h", kRateMax);
 
     case F_BURST:
         if (!parse_uint(v, len, 18, &s.burst) || s.burst > kBurstMax) {
@@ -332,17 +339,8 @@ bool parse_field(int index, const char *v, size_t len, Scalars &s,
     case F_QUOTA:
         rc = parse_per(v, len, kQuotaMax, quota_units, quota_periods,
                        sizeof(quota_periods), &s.quota_n, &s.quota_period);
-        if (rc == 1) {
-            return true;
-        }
-        e.field("quota");
-        if (rc == 0) {
-            e.add("expected N/hour, N/day or N/month");
-        } else {
-            e.add("N must be 1 to ");
-            e.add_u64(kQuotaMax);
-        }
-        return false;
+        return per_ok(rc, e, "quota", "expected N/hour, N/day or N/month",
+                      kQuotaMax);
 
     default:
         return true;
