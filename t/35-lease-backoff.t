@@ -7,6 +7,8 @@
 #    connections; the line names the key id (never the key) and Redis's
 #    error; when Redis accepts writes again leases work again within the
 #    longest backoff (5 s) and one line says so, with the count of failures;
+#  - a key's own error (WRONGTYPE: its usage counter is a hash): that key
+#    backs off, other keys' leases go on;
 #  - the script is loaded once (SCRIPT LOAD) and called by its SHA1
 #    (EVALSHA), never sent whole (EVAL); after SCRIPT FLUSH the NOSCRIPT
 #    answer makes the worker load it again and retry: no request fails and
@@ -162,6 +164,43 @@ sub st { my $x = $_[0]; $x->status . ' ' . ($x->header('X-Status') // '') }
         or diag join "\n", @after;
     like($after[0] // '', qr/\d+ failed or timed out meanwhile/, '... with the count of failures');
     $_->close for @c;
+}
+
+# --- one key's own error (its counter is not a number): that key backs off -----
+{
+    my $kb = random_key('wrongtype');
+    my $hb = add_key($r, $kb, quota => '1000/day');
+    my $kc = random_key('fine');
+    add_key($r, $kc, quota => '1000/day');
+    my ($start) = window_bounds('day');
+    $r->cmd('HSET', usage_key($hb, 'day', $start), 'x', 1);    # WRONGTYPE
+    my $mark = $n->log_mark;
+    my $mon = $r->monitor;
+    $mon->clear;
+    my $c = ApiKeyTest::HTTPConn->new($port);
+    my (@b, @cres);
+    for (1 .. 40) {
+        push @b, $c->get('/', headers => xkey($kb));
+        push @cres, $c->get('/', headers => xkey($kc));
+        sleep 0.01;
+    }
+    my @leases = grep { ($_->[0] eq 'evalsha' || $_->[0] eq 'eval')
+                        && ($_->[3] // '') eq usage_key($hb, 'day', $start) }
+                 $mon->commands(0.3);
+    $mon->close;
+    my @lines = grep { /quota lease/ } split /\n/, $n->error_log_since($mark);
+    note sprintf 'WRONGTYPE key: %s; other key: %s; %d leases of the bad key, %d log lines',
+        join(' ', map { $_->status } @b[0 .. 9]), join(' ', map { $_->status } @cres[0 .. 9]),
+        scalar(@leases), scalar(@lines);
+    is(scalar(grep { $_->status == 200 } @b), 3,
+       'a key whose counter is broken: its quota_offline share (3) passes');
+    is(scalar(grep { st($_) eq '429 quota_exceeded' } @b), 37, '... then 429 quota_exceeded');
+    cmp_ok(scalar(@leases), '<=', 6, '... its leases back off (' . scalar(@leases) . ' in 40 requests)');
+    is(scalar(grep { $_->status == 200 } @cres), 40,
+       'another key on the same connection keeps working (its leases are not held back)');
+    is(scalar(@lines), 1, 'one log line') or diag join "\n", @lines;
+    like($lines[0] // '', qr/WRONGTYPE.*this key's leases back off/, "... naming Redis's error, for this key");
+    $c->close;
 }
 
 unlike($n->error_log, qr/exited on signal/, 'no worker crashed');
