@@ -780,7 +780,8 @@ ngx_http_api_key_lease_backed_off(ngx_http_api_key_offline_t *off)
     c = &ngx_http_api_key_lease_conn;
 
     if (c->failures
-        && (c->probing || (ngx_msec_int_t) (c->retry_at - ngx_current_msec) > 0))
+        && (c->probing
+            || (ngx_msec_int_t) (c->retry_at - ngx_current_msec) > 0))
     {
         return 1;
     }

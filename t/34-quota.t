@@ -9,7 +9,8 @@
 #    while Redis answers);
 #  - Redis paused (SIGSTOP): 200 up to what was leased plus quota_offline,
 #    then 429 (never 5xx/401); after SIGCONT the offline counts are added to
-#    the counter (reconciliation);
+#    the counter (reconciliation) with the first lease after the backoff,
+#    exactly once, and $api_key_quota_remaining is right;
 #  - Redis stopped and started again (same data): the same, the debt goes
 #    with the first lease after the reconnection;
 #  - Redis paused, then lost for good while the lease carrying the offline
