@@ -17,12 +17,20 @@
  * by nodes x workers x quota_offline per key and window, and only during an
  * outage.
  *
+ * A lease that fails (an error answer, a timeout) is not retried at once:
+ * leases back off, per worker for the server's errors and timeouts, per key
+ * for a key's own, from 200 ms doubling up to 5 s; meanwhile requests are
+ * served as when Redis is down (offline share, then quota_exceeded).  The
+ * script is loaded once (SCRIPT LOAD) and called by its SHA1 (EVALSHA).
+ *
  * Both limits are checked, and consumed, together under the zone lock, so a
  * request denied by one consumes neither.
  */
 
 
 #include "ngx_http_api_key.h"
+
+#include <ngx_sha1.h>
 
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
@@ -32,16 +40,24 @@ typedef struct {
     ngx_rbtree_node_t           node;
     u_char                      hash[AK_HASH_LEN];
     ngx_http_api_key_zone_t    *zone;
-    uint32_t                    slot;
     uint32_t                    window;     /* window start / 3600 */
     ngx_queue_t                 waiters;
     ngx_event_t                 timer;
     uint64_t                    debt;       /* offline counts reported */
+    uint64_t                    limit;      /* the script's arguments */
+    uint64_t                    want;
+    int64_t                     expire_at;
     u_char                      name[512];  /* the usage counter */
     size_t                      name_len;
-    unsigned                    done:1;
+    u_char                      id[AK_ID_MAX_LEN];  /* key id, for logs */
+    size_t                      id_len;
+    unsigned                    done:1;     /* timed out (or answered) */
+    unsigned                    reloaded:1; /* sent again after NOSCRIPT */
+    unsigned                    probe:1;    /* sent during an outage */
 } ngx_http_api_key_lease_t;
 
+
+/* per worker and key: offline grants and the lease backoff */
 
 typedef struct {
     ngx_rbtree_node_t           node;
@@ -50,18 +66,64 @@ typedef struct {
     uint32_t                    window;
     uint64_t                    used;       /* offline counts granted */
     uint64_t                    debt;       /* not yet added in Redis */
+    ngx_msec_t                  retry_at;   /* no lease before (backoff) */
+    ngx_msec_t                  backoff;
+    ngx_uint_t                  failures;   /* in a row; 0: leases work */
 } ngx_http_api_key_offline_t;
 
 
+/*
+ * Per worker, i.e. per command connection: the backoff after failures that
+ * are the server's, not one key's (OOM, READONLY, NOPERM, timeouts...).
+ * While it runs no lease is sent; when it has run out one lease (the probe)
+ * is sent and the others wait for its answer.
+ */
+
+typedef struct {
+    ngx_msec_t                  retry_at;
+    ngx_msec_t                  backoff;
+    ngx_uint_t                  failures;   /* in this outage; 0: none */
+    ngx_uint_t                  probing;
+} ngx_http_api_key_lease_conn_t;
+
+
+#define NGX_HTTP_API_KEY_LEASE_BACKOFF_MIN   200     /* ms, doubled ... */
+#define NGX_HTTP_API_KEY_LEASE_BACKOFF_MAX   5000    /* ... up to */
+
+/* the lease script, by SHA1 (EVALSHA) */
+#define NGX_HTTP_API_KEY_SCRIPT_UNKNOWN      0
+#define NGX_HTTP_API_KEY_SCRIPT_LOADING      1
+#define NGX_HTTP_API_KEY_SCRIPT_LOADED       2
+
+/*
+ * ctx->quota_tries counts the lease waits of a request in its low byte and
+ * its looks again (the entry went away before its limits were counted)
+ * above it.
+ */
+#define NGX_HTTP_API_KEY_RELOOK              0x100
+#define NGX_HTTP_API_KEY_RELOOK_MAX          2
+
+
 static ngx_int_t ngx_http_api_key_lease_start(ngx_http_api_key_ctx_t *ctx,
-    ngx_http_api_key_zone_t *zone, u_char *hash, uint32_t slot,
-    ak_record_t *rec, int64_t start, int64_t end, uint64_t used);
+    ngx_http_api_key_zone_t *zone, u_char *hash, ak_record_t *rec,
+    int64_t start, int64_t end, uint64_t used);
+static ngx_int_t ngx_http_api_key_lease_send(ngx_http_api_key_lease_t *lease);
 static void ngx_http_api_key_lease_reply(redisAsyncContext *ac, void *r,
+    void *privdata);
+static void ngx_http_api_key_script_reply(redisAsyncContext *ac, void *r,
     void *privdata);
 static void ngx_http_api_key_lease_timeout(ngx_event_t *ev);
 static void ngx_http_api_key_lease_finish(ngx_http_api_key_lease_t *lease);
+static ngx_uint_t ngx_http_api_key_lease_backed_off(
+    ngx_http_api_key_offline_t *off);
+static void ngx_http_api_key_lease_failed(ngx_http_api_key_lease_t *lease,
+    redisReply *reply);
+static void ngx_http_api_key_lease_worked(ngx_http_api_key_lease_t *lease);
+static ngx_http_api_key_offline_t *ngx_http_api_key_offline_node(
+    ngx_http_api_key_zone_t *zone, u_char *hash, uint32_t window,
+    ngx_uint_t create);
 static void ngx_http_api_key_offline_grant(ngx_http_api_key_zone_t *zone,
-    u_char *hash, uint32_t slot, uint32_t window);
+    u_char *hash, uint32_t window);
 
 
 /*
@@ -93,16 +155,22 @@ static const char  *ngx_http_api_key_period_names[] = {
 static uint64_t ngx_http_api_key_monotonic_us(void);
 
 
-static ngx_rbtree_t        ngx_http_api_key_leases;
-static ngx_rbtree_node_t   ngx_http_api_key_leases_sentinel;
-static ngx_rbtree_t        ngx_http_api_key_offline;
-static ngx_rbtree_node_t   ngx_http_api_key_offline_sentinel;
-static ngx_log_t          *ngx_http_api_key_limits_log;
+static ngx_rbtree_t                   ngx_http_api_key_leases;
+static ngx_rbtree_node_t              ngx_http_api_key_leases_sentinel;
+static ngx_rbtree_t                   ngx_http_api_key_offline;
+static ngx_rbtree_node_t              ngx_http_api_key_offline_sentinel;
+static ngx_log_t                     *ngx_http_api_key_limits_log;
+static ngx_http_api_key_lease_conn_t  ngx_http_api_key_lease_conn;
+static ngx_uint_t                     ngx_http_api_key_script_state;
+static u_char                         ngx_http_api_key_script_sha[40];
 
 
 void
 ngx_http_api_key_limits_init_worker(ngx_cycle_t *cycle)
 {
+    u_char      digest[20];
+    ngx_sha1_t  sha1;
+
     ngx_rbtree_init(&ngx_http_api_key_leases,
                     &ngx_http_api_key_leases_sentinel,
                     ngx_rbtree_insert_value);
@@ -112,12 +180,27 @@ ngx_http_api_key_limits_init_worker(ngx_cycle_t *cycle)
                     ngx_rbtree_insert_value);
 
     ngx_http_api_key_limits_log = cycle->log;
+
+    ngx_memzero(&ngx_http_api_key_lease_conn,
+                sizeof(ngx_http_api_key_lease_conn_t));
+
+    /* what SCRIPT LOAD answers: the script is called by it (EVALSHA) */
+
+    ngx_sha1_init(&sha1);
+    ngx_sha1_update(&sha1, ngx_http_api_key_lease_script,
+                    sizeof(ngx_http_api_key_lease_script) - 1);
+    ngx_sha1_final(digest, &sha1);
+
+    ngx_hex_dump(ngx_http_api_key_script_sha, digest, sizeof(digest));
+
+    ngx_http_api_key_script_state = NGX_HTTP_API_KEY_SCRIPT_UNKNOWN;
 }
 
 
 /*
  * NGX_OK: admitted (both limits consumed); NGX_DECLINED: *status says which
- * limit denies; NGX_AGAIN: the request waits for a quota lease.
+ * limit denies; NGX_AGAIN: the request waits (for a quota lease, or to look
+ * its key up again).
  */
 
 ngx_int_t
@@ -128,7 +211,7 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
     int                       rate_ok;
     int64_t                   now, start, end;
     uint32_t                  window;
-    uint64_t                  tat, used, left, now_us;
+    uint64_t                  tat, used, left, now_us, remaining;
     ngx_int_t                 rc;
     ngx_uint_t                quota, need_lease, prefetch;
     ak_key_state_t           *st;
@@ -169,13 +252,43 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
+    /*
+     * The entry found by the lookup, or the key's entry wherever it is now:
+     * another worker may have evicted it and read it again since.
+     */
     st = ak_cache_state(zone->sh->cache, slot, ctx->hash);
 
     if (st == NULL) {
-        /* the entry went away since the lookup: nothing to count on */
+        st = ak_cache_state_find(zone->sh->cache, ctx->hash, &slot);
+    }
+
+    if (st == NULL) {
         ngx_shmtx_unlock(&zone->shpool->mutex);
-        *status = NGX_HTTP_API_KEY_OK;
-        return NGX_OK;
+
+        /*
+         * The entry went away since the lookup (evicted, flushed): there is
+         * nothing to count on, and a request is never admitted uncounted.
+         * It looks its key up again (from Redis) and comes back here.
+         */
+
+        if ((ctx->quota_tries >> 8) < NGX_HTTP_API_KEY_RELOOK_MAX) {
+            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "api_key: entry gone before its limits, "
+                           "looking the key up again");
+
+            ctx->quota_tries += NGX_HTTP_API_KEY_RELOOK;
+            ctx->lookup_result = NGX_HTTP_API_KEY_LOOKUP_PENDING;
+
+            ngx_post_event(r->connection->write, &ngx_posted_events);
+
+            return NGX_AGAIN;
+        }
+
+        /* the zone is thrashing: the limits cannot be counted */
+
+        *status = alcf->fail_open ? NGX_HTTP_API_KEY_UNCHECKED
+                                  : NGX_HTTP_API_KEY_UNAVAILABLE;
+        return NGX_DECLINED;
     }
 
     tat = st->tat_us;
@@ -217,14 +330,14 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
         }
 
         if (quota) {
-            ctx->quota_remaining = (used - left < rec->quota_n)
-                                   ? (ngx_int_t) (rec->quota_n - used + left)
-                                   : 0;
+            remaining = ak_quota_remaining(rec->quota_n, used, left);
+            ctx->quota_remaining = (remaining > NGX_MAX_INT_T_VALUE)
+                                   ? NGX_MAX_INT_T_VALUE
+                                   : (ngx_int_t) remaining;
 
             if (prefetch) {
                 (void) ngx_http_api_key_lease_start(NULL, zone, ctx->hash,
-                                                    slot, rec, start, end,
-                                                    used);
+                                                    rec, start, end, used);
             }
         }
 
@@ -248,18 +361,27 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    if (need_lease && ctx->quota_tries < 2) {
+    if (need_lease && (ctx->quota_tries & 0xff) < 2) {
         ctx->quota_tries++;
 
-        rc = ngx_http_api_key_lease_start(ctx, zone, ctx->hash, slot, rec,
+        rc = ngx_http_api_key_lease_start(ctx, zone, ctx->hash, rec,
                                           start, end, used);
         if (rc == NGX_AGAIN) {
             return NGX_AGAIN;
         }
 
-        /* Redis cannot be asked now: an offline grant may have been made */
+        /*
+         * Redis cannot be asked now (down, or leases back off): an offline
+         * grant may have been made
+         */
         return ngx_http_api_key_limits(r, alcf, ctx, rec, slot, status);
     }
+
+    /*
+     * Out of counts: the quota is used up, or Redis cannot grant any (down,
+     * or leases fail and back off) and this worker's quota_offline share is
+     * used up too.
+     */
 
     ctx->quota_remaining = 0;
     ctx->retry_after = (end > now) ? (ngx_uint_t) (end - now) : 1;
@@ -272,24 +394,23 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
 /*
  * Asks Redis for counts (ctx, if any, waits for the answer).  NGX_AGAIN:
  * ctx waits; NGX_OK: a lease is on its way, nobody waits; NGX_DECLINED:
- * Redis could not be asked, an offline grant was tried instead.
+ * Redis could not be asked (down, or leases back off), an offline grant was
+ * tried instead.
  */
 
 static ngx_int_t
 ngx_http_api_key_lease_start(ngx_http_api_key_ctx_t *ctx,
-    ngx_http_api_key_zone_t *zone, u_char *hash, uint32_t slot,
-    ak_record_t *rec, int64_t start, int64_t end, uint64_t used)
+    ngx_http_api_key_zone_t *zone, u_char *hash, ak_record_t *rec,
+    int64_t start, int64_t end, uint64_t used)
 {
     u_char                          *p;
+    size_t                           n;
     uint32_t                         window;
     uint64_t                         want, rest;
     ngx_rbtree_node_t               *node;
     ngx_http_api_key_lease_t        *lease;
     ngx_http_api_key_offline_t      *off;
     ngx_http_api_key_redis_conf_t   *conf;
-    const char                      *argv[8];
-    size_t                           argvlen[8];
-    u_char                           nums[4][NGX_INT64_LEN];
 
     window = (uint32_t) (start / 3600);
 
@@ -310,9 +431,12 @@ ngx_http_api_key_lease_start(ngx_http_api_key_ctx_t *ctx,
     }
 
     conf = ngx_http_api_key_redis_conf();
+    off = ngx_http_api_key_offline_node(zone, hash, window, 0);
 
-    if (!ngx_http_api_key_redis_ready() || conf->prefix.len > 256) {
-        ngx_http_api_key_offline_grant(zone, hash, slot, window);
+    if (!ngx_http_api_key_redis_ready() || conf->prefix.len > 256
+        || ngx_http_api_key_lease_backed_off(off))
+    {
+        ngx_http_api_key_offline_grant(zone, hash, window);
         return NGX_DECLINED;
     }
 
@@ -324,9 +448,12 @@ ngx_http_api_key_lease_start(ngx_http_api_key_ctx_t *ctx,
 
     ngx_memcpy(lease->hash, hash, AK_HASH_LEN);
     lease->zone = zone;
-    lease->slot = slot;
     lease->window = window;
     ngx_queue_init(&lease->waiters);
+
+    n = ngx_min(rec->id.len, AK_ID_MAX_LEN);
+    ngx_memcpy(lease->id, rec->id.data, n);
+    lease->id_len = n;
 
     /* {prefix}usage:{hex}:{period}:{window start} */
 
@@ -352,47 +479,34 @@ ngx_http_api_key_lease_start(ngx_http_api_key_ctx_t *ctx,
         want = 1;
     }
 
+    lease->limit = rec->quota_n;
+    lease->want = want;
+    lease->expire_at = end + 3600;
+
     /* counts admitted offline are added to the counter first */
 
-    node = ngx_http_api_key_tree_find(&ngx_http_api_key_offline, zone, hash,
-                                 offsetof(ngx_http_api_key_offline_t, hash),
-                                 offsetof(ngx_http_api_key_offline_t, zone));
-    if (node) {
-        off = (ngx_http_api_key_offline_t *) node;
-
-        if (off->window == window) {
-            lease->debt = off->debt;
-            off->debt = 0;
-        }
+    if (off && off->window == window) {
+        lease->debt = off->debt;
+        off->debt = 0;
     }
 
-    argv[0] = "EVAL";
-    argvlen[0] = 4;
-    argv[1] = ngx_http_api_key_lease_script;
-    argvlen[1] = sizeof(ngx_http_api_key_lease_script) - 1;
-    argv[2] = "1";
-    argvlen[2] = 1;
-    argv[3] = (const char *) lease->name;
-    argvlen[3] = lease->name_len;
-    argv[4] = (const char *) nums[0];
-    argvlen[4] = ngx_sprintf(nums[0], "%uL", rec->quota_n) - nums[0];
-    argv[5] = (const char *) nums[1];
-    argvlen[5] = ngx_sprintf(nums[1], "%uL", want) - nums[1];
-    argv[6] = (const char *) nums[2];
-    argvlen[6] = ngx_sprintf(nums[2], "%L", end + 3600) - nums[2];
-    argv[7] = (const char *) nums[3];
-    argvlen[7] = ngx_sprintf(nums[3], "%uL", lease->debt) - nums[3];
+    if (ngx_http_api_key_lease_conn.failures) {
+        /* the first lease after the backoff: the others wait for it */
+        lease->probe = 1;
+        ngx_http_api_key_lease_conn.probing = 1;
+    }
 
-    if (ngx_http_api_key_redis_command(ngx_http_api_key_lease_reply, lease,
-                                       8, argv, argvlen)
-        != NGX_OK)
-    {
-        if (lease->debt && node) {
-            ((ngx_http_api_key_offline_t *) node)->debt += lease->debt;
+    if (ngx_http_api_key_lease_send(lease) != NGX_OK) {
+        if (lease->debt && off) {
+            off->debt += lease->debt;
+        }
+
+        if (lease->probe) {
+            ngx_http_api_key_lease_conn.probing = 0;
         }
 
         ngx_free(lease);
-        ngx_http_api_key_offline_grant(zone, hash, slot, window);
+        ngx_http_api_key_offline_grant(zone, hash, window);
         return NGX_DECLINED;
     }
 
@@ -415,6 +529,87 @@ ngx_http_api_key_lease_start(ngx_http_api_key_ctx_t *ctx,
 }
 
 
+/*
+ * EVALSHA, preceded by SCRIPT LOAD on the same connection when the script
+ * is not known to be loaded (first use; NOSCRIPT after a Redis restart or
+ * SCRIPT FLUSH).  Commands on one connection run in order, so the EVALSHA
+ * finds the script.
+ */
+
+static ngx_int_t
+ngx_http_api_key_lease_send(ngx_http_api_key_lease_t *lease)
+{
+    const char  *argv[8];
+    size_t       argvlen[8];
+    u_char       nums[4][NGX_INT64_LEN];
+
+    if (ngx_http_api_key_script_state == NGX_HTTP_API_KEY_SCRIPT_UNKNOWN) {
+        argv[0] = "SCRIPT";
+        argvlen[0] = 6;
+        argv[1] = "LOAD";
+        argvlen[1] = 4;
+        argv[2] = ngx_http_api_key_lease_script;
+        argvlen[2] = sizeof(ngx_http_api_key_lease_script) - 1;
+
+        if (ngx_http_api_key_redis_command(ngx_http_api_key_script_reply,
+                                           NULL, 3, argv, argvlen)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        ngx_http_api_key_script_state = NGX_HTTP_API_KEY_SCRIPT_LOADING;
+    }
+
+    argv[0] = "EVALSHA";
+    argvlen[0] = 7;
+    argv[1] = (const char *) ngx_http_api_key_script_sha;
+    argvlen[1] = sizeof(ngx_http_api_key_script_sha);
+    argv[2] = "1";
+    argvlen[2] = 1;
+    argv[3] = (const char *) lease->name;
+    argvlen[3] = lease->name_len;
+    argv[4] = (const char *) nums[0];
+    argvlen[4] = ngx_sprintf(nums[0], "%uL", lease->limit) - nums[0];
+    argv[5] = (const char *) nums[1];
+    argvlen[5] = ngx_sprintf(nums[1], "%uL", lease->want) - nums[1];
+    argv[6] = (const char *) nums[2];
+    argvlen[6] = ngx_sprintf(nums[2], "%L", lease->expire_at) - nums[2];
+    argv[7] = (const char *) nums[3];
+    argvlen[7] = ngx_sprintf(nums[3], "%uL", lease->debt) - nums[3];
+
+    return ngx_http_api_key_redis_command(ngx_http_api_key_lease_reply, lease,
+                                          8, argv, argvlen);
+}
+
+
+static void
+ngx_http_api_key_script_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redisReply  *reply = r;
+
+    if (reply && reply->type == REDIS_REPLY_STRING
+        && reply->len == sizeof(ngx_http_api_key_script_sha)
+        && ngx_strncasecmp((u_char *) reply->str, ngx_http_api_key_script_sha,
+                           sizeof(ngx_http_api_key_script_sha))
+           == 0)
+    {
+        if (ngx_http_api_key_script_state == NGX_HTTP_API_KEY_SCRIPT_LOADING) {
+            ngx_http_api_key_script_state = NGX_HTTP_API_KEY_SCRIPT_LOADED;
+        }
+
+        return;
+    }
+
+    /* no answer or an error: load it again with the next lease */
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ngx_http_api_key_limits_log, 0,
+                   "api_key: SCRIPT LOAD of the lease script failed");
+
+    ngx_http_api_key_script_state = NGX_HTTP_API_KEY_SCRIPT_UNKNOWN;
+}
+
+
 static void
 ngx_http_api_key_lease_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
@@ -422,12 +617,28 @@ ngx_http_api_key_lease_reply(redisAsyncContext *ac, void *r, void *privdata)
     ngx_uint_t                   applied, failed;
     redisReply                  *reply = r;
     ak_key_state_t              *st;
-    ngx_rbtree_node_t           *node;
     ngx_http_api_key_lease_t    *lease = privdata;
     ngx_http_api_key_offline_t  *off;
     const char                  *argv[3];
     size_t                       argvlen[3];
     u_char                       num[NGX_INT64_LEN];
+
+    if (reply && reply->type == REDIS_REPLY_ERROR
+        && reply->len >= 8 && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0
+        && !lease->reloaded && !lease->done)
+    {
+        /* Redis restarted or SCRIPT FLUSH: load it again, once per lease */
+
+        lease->reloaded = 1;
+
+        if (ngx_http_api_key_script_state == NGX_HTTP_API_KEY_SCRIPT_LOADED) {
+            ngx_http_api_key_script_state = NGX_HTTP_API_KEY_SCRIPT_UNKNOWN;
+        }
+
+        if (ngx_http_api_key_lease_send(lease) == NGX_OK) {
+            return;
+        }
+    }
 
     applied = 0;
     failed = 1;
@@ -444,9 +655,17 @@ ngx_http_api_key_lease_reply(redisAsyncContext *ac, void *r, void *privdata)
         grant = (uint64_t) reply->element[0]->integer;
         used = (uint64_t) reply->element[1]->integer;
 
+        /* offline counts not in Redis yet (sent with the next lease) */
+
+        off = ngx_http_api_key_offline_node(lease->zone, lease->hash,
+                                            lease->window, 0);
+        if (off && off->window == lease->window) {
+            used += off->debt;
+        }
+
         ngx_shmtx_lock(&lease->zone->shpool->mutex);
 
-        st = ak_cache_state(lease->zone->sh->cache, lease->slot, lease->hash);
+        st = ak_cache_state_find(lease->zone->sh->cache, lease->hash, NULL);
 
         if (st && st->q_window == lease->window) {
             st->q_left += (uint32_t) grant;
@@ -459,11 +678,19 @@ ngx_http_api_key_lease_reply(redisAsyncContext *ac, void *r, void *privdata)
         }
 
         ngx_shmtx_unlock(&lease->zone->shpool->mutex);
+    }
 
-    } else if (reply && reply->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, ngx_http_api_key_limits_log, 0,
-                      "api_key: quota lease failed: %*s",
-                      (size_t) reply->len, reply->str);
+    if (lease->probe) {
+        ngx_http_api_key_lease_conn.probing = 0;
+        lease->probe = 0;
+    }
+
+    if (!failed) {
+        ngx_http_api_key_lease_worked(lease);
+
+    } else if (reply && !lease->done) {
+        /* an error (or a malformed answer); a timeout was counted already */
+        ngx_http_api_key_lease_failed(lease, reply);
     }
 
     if (!failed && !applied && grant > 0) {
@@ -487,22 +714,17 @@ ngx_http_api_key_lease_reply(redisAsyncContext *ac, void *r, void *privdata)
          * been lost, they are counted twice: for a quota, the safe side.
          */
 
-        node = ngx_http_api_key_tree_find(&ngx_http_api_key_offline,
-                                 lease->zone, lease->hash,
-                                 offsetof(ngx_http_api_key_offline_t, hash),
-                                 offsetof(ngx_http_api_key_offline_t, zone));
-        if (node && lease->debt) {
-            off = (ngx_http_api_key_offline_t *) node;
+        off = ngx_http_api_key_offline_node(lease->zone, lease->hash,
+                                            lease->window, 0);
 
-            if (off->window == lease->window) {
-                off->debt += lease->debt;
-            }
+        if (off && lease->debt && off->window == lease->window) {
+            off->debt += lease->debt;
         }
 
         if (!lease->done) {
             /* before the timeout: the waiters may count locally now */
             ngx_http_api_key_offline_grant(lease->zone, lease->hash,
-                                           lease->slot, lease->window);
+                                           lease->window);
         }
     }
 
@@ -519,11 +741,14 @@ ngx_http_api_key_lease_timeout(ngx_event_t *ev)
 {
     ngx_http_api_key_lease_t  *lease = ev->data;
 
-    ngx_log_error(NGX_LOG_WARN, ev->log, 0,
-                  "api_key: quota lease timed out, counting locally");
+    if (lease->probe) {
+        ngx_http_api_key_lease_conn.probing = 0;
+        lease->probe = 0;
+    }
 
-    ngx_http_api_key_offline_grant(lease->zone, lease->hash, lease->slot,
-                                   lease->window);
+    ngx_http_api_key_lease_failed(lease, NULL);
+
+    ngx_http_api_key_offline_grant(lease->zone, lease->hash, lease->window);
 
     /* the hiredis callback still comes, and frees the lease */
     ngx_http_api_key_lease_finish(lease);
@@ -545,44 +770,207 @@ ngx_http_api_key_lease_finish(ngx_http_api_key_lease_t *lease)
 }
 
 
+/* 1: no lease may be sent for this key now */
+
+static ngx_uint_t
+ngx_http_api_key_lease_backed_off(ngx_http_api_key_offline_t *off)
+{
+    ngx_http_api_key_lease_conn_t  *c;
+
+    c = &ngx_http_api_key_lease_conn;
+
+    if (c->failures
+        && (c->probing
+            || (ngx_msec_int_t) (c->retry_at - ngx_current_msec) > 0))
+    {
+        return 1;
+    }
+
+    if (off && off->failures
+        && (ngx_msec_int_t) (off->retry_at - ngx_current_msec) > 0)
+    {
+        return 1;
+    }
+
+    return 0;
+}
+
+
+/*
+ * A lease failed: reply is Redis's error (or a malformed answer), NULL a
+ * timeout.  The server's errors back off every lease of this worker, a
+ * key's own (WRONGTYPE, ERR: its counter holds something else) that key's.
+ * One line per outage (per key for a key's errors), naming the key id,
+ * never the key; the count when leases work again.
+ */
+
+static void
+ngx_http_api_key_lease_failed(ngx_http_api_key_lease_t *lease,
+    redisReply *reply)
+{
+    size_t                          len;
+    u_char                         *err;
+    ngx_msec_t                     *backoff, *retry_at;
+    ngx_uint_t                     *failures, key_level;
+    ngx_http_api_key_offline_t     *off;
+    ngx_http_api_key_redis_conf_t  *conf;
+
+    key_level = 0;
+    off = NULL;
+    err = (u_char *) "malformed answer";
+    len = sizeof("malformed answer") - 1;
+
+    if (reply && reply->type == REDIS_REPLY_ERROR && reply->str) {
+        err = (u_char *) reply->str;
+        len = ngx_min((size_t) reply->len, 256);
+
+        key_level = (len >= 9 && ngx_strncmp(err, "WRONGTYPE", 9) == 0)
+                    || (len >= 4 && ngx_strncmp(err, "ERR ", 4) == 0);
+    }
+
+    if (key_level) {
+        off = ngx_http_api_key_offline_node(lease->zone, lease->hash,
+                                            lease->window, 1);
+    }
+
+    if (off) {
+        backoff = &off->backoff;
+        retry_at = &off->retry_at;
+        failures = &off->failures;
+
+    } else {
+        backoff = &ngx_http_api_key_lease_conn.backoff;
+        retry_at = &ngx_http_api_key_lease_conn.retry_at;
+        failures = &ngx_http_api_key_lease_conn.failures;
+    }
+
+    if (*failures == 0) {
+        if (reply) {
+            ngx_log_error(NGX_LOG_ERR, ngx_http_api_key_limits_log, 0,
+                          "api_key: quota lease for key id \"%*s\" failed: "
+                          "%*s; %s back off (up to %d ms), requests are "
+                          "counted locally up to quota_offline, then get "
+                          "quota_exceeded; logged once until leases work "
+                          "again",
+                          lease->id_len, lease->id, len, err,
+                          off ? "this key's leases" : "all leases",
+                          NGX_HTTP_API_KEY_LEASE_BACKOFF_MAX);
+
+        } else {
+            conf = ngx_http_api_key_redis_conf();
+
+            ngx_log_error(NGX_LOG_WARN, ngx_http_api_key_limits_log, 0,
+                          "api_key: quota lease for key id \"%*s\" timed "
+                          "out after %M ms; leases back off (up to %d ms), "
+                          "requests are counted locally up to "
+                          "quota_offline, then get quota_exceeded; logged "
+                          "once until leases work again",
+                          lease->id_len, lease->id, conf->timeout,
+                          NGX_HTTP_API_KEY_LEASE_BACKOFF_MAX);
+        }
+    }
+
+    (*failures)++;
+
+    *backoff = (*backoff == 0) ? NGX_HTTP_API_KEY_LEASE_BACKOFF_MIN
+                               : ngx_min(*backoff * 2,
+                                         NGX_HTTP_API_KEY_LEASE_BACKOFF_MAX);
+    *retry_at = ngx_current_msec + *backoff;
+}
+
+
+static void
+ngx_http_api_key_lease_worked(ngx_http_api_key_lease_t *lease)
+{
+    ngx_http_api_key_offline_t     *off;
+    ngx_http_api_key_lease_conn_t  *c;
+
+    c = &ngx_http_api_key_lease_conn;
+
+    if (c->failures) {
+        ngx_log_error(NGX_LOG_NOTICE, ngx_http_api_key_limits_log, 0,
+                      "api_key: quota leases work again (key id \"%*s\"); "
+                      "%ui failed or timed out meanwhile",
+                      lease->id_len, lease->id, c->failures);
+
+        c->failures = 0;
+        c->backoff = 0;
+    }
+
+    off = ngx_http_api_key_offline_node(lease->zone, lease->hash,
+                                        lease->window, 0);
+
+    if (off && off->failures) {
+        ngx_log_error(NGX_LOG_NOTICE, ngx_http_api_key_limits_log, 0,
+                      "api_key: quota leases for key id \"%*s\" work again; "
+                      "%ui failed meanwhile",
+                      lease->id_len, lease->id, off->failures);
+
+        off->failures = 0;
+        off->backoff = 0;
+    }
+}
+
+
+/* this worker's node of the key (created if asked), NULL if none */
+
+static ngx_http_api_key_offline_t *
+ngx_http_api_key_offline_node(ngx_http_api_key_zone_t *zone, u_char *hash,
+    uint32_t window, ngx_uint_t create)
+{
+    ngx_rbtree_node_t           *node;
+    ngx_http_api_key_offline_t  *off;
+
+    node = ngx_http_api_key_tree_find(&ngx_http_api_key_offline, zone, hash,
+                                 offsetof(ngx_http_api_key_offline_t, hash),
+                                 offsetof(ngx_http_api_key_offline_t, zone));
+    if (node) {
+        return (ngx_http_api_key_offline_t *) node;
+    }
+
+    if (!create) {
+        return NULL;
+    }
+
+    off = ngx_calloc(sizeof(ngx_http_api_key_offline_t),
+                     ngx_http_api_key_limits_log);
+    if (off == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(off->hash, hash, AK_HASH_LEN);
+    off->zone = zone;
+    off->window = window;
+
+    ngx_memcpy(&off->node.key, hash, sizeof(ngx_rbtree_key_t));
+    ngx_rbtree_insert(&ngx_http_api_key_offline, &off->node);
+
+    return off;
+}
+
+
 /*
  * Redis cannot count: this worker may admit up to quota_offline counts of
  * the key in this window on its own, added to Redis with the next lease.
+ * They count as used at once (q_used), so $api_key_quota_remaining stays
+ * right.
  */
 
 static void
 ngx_http_api_key_offline_grant(ngx_http_api_key_zone_t *zone, u_char *hash,
-    uint32_t slot, uint32_t window)
+    uint32_t window)
 {
     uint64_t                     block;
     ak_key_state_t              *st;
-    ngx_rbtree_node_t           *node;
     ngx_http_api_key_offline_t  *off;
 
     if (zone->quota_offline == 0) {
         return;
     }
 
-    node = ngx_http_api_key_tree_find(&ngx_http_api_key_offline, zone, hash,
-                                 offsetof(ngx_http_api_key_offline_t, hash),
-                                 offsetof(ngx_http_api_key_offline_t, zone));
-
-    if (node == NULL) {
-        off = ngx_calloc(sizeof(ngx_http_api_key_offline_t),
-                         ngx_http_api_key_limits_log);
-        if (off == NULL) {
-            return;
-        }
-
-        ngx_memcpy(off->hash, hash, AK_HASH_LEN);
-        off->zone = zone;
-        off->window = window;
-
-        ngx_memcpy(&off->node.key, hash, sizeof(ngx_rbtree_key_t));
-        ngx_rbtree_insert(&ngx_http_api_key_offline, &off->node);
-
-    } else {
-        off = (ngx_http_api_key_offline_t *) node;
+    off = ngx_http_api_key_offline_node(zone, hash, window, 1);
+    if (off == NULL) {
+        return;
     }
 
     if (off->window != window) {
@@ -599,10 +987,11 @@ ngx_http_api_key_offline_grant(ngx_http_api_key_zone_t *zone, u_char *hash,
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    st = ak_cache_state(zone->sh->cache, slot, hash);
+    st = ak_cache_state_find(zone->sh->cache, hash, NULL);
 
     if (st && st->q_window == window) {
         st->q_left += (uint32_t) block;
+        st->q_used += block;
         off->used += block;
         off->debt += block;
     }

@@ -169,6 +169,15 @@ int ak_gcra(uint64_t *tat, uint64_t now_us, uint64_t interval_us,
     uint32_t burst, ak_rate_result_t *res) AK_NOEXCEPT;
 
 /*
+ * Quota counts left, for $api_key_quota_remaining: quota_n minus what was
+ * consumed, where q_used is the key's total as last known (in Redis, plus
+ * the counts granted offline) and q_left the part of it granted to this node
+ * but not used yet.  Saturates: never below 0, never above quota_n.  hot
+ */
+uint64_t ak_quota_remaining(uint64_t quota_n, uint64_t q_used,
+    uint64_t q_left) AK_NOEXCEPT;
+
+/*
  * UTC calendar window containing unix time now for AK_PERIOD_HOUR/DAY/MONTH:
  * [*start, *end).  Returns 0, or -1 for a bad period.
  */
@@ -284,7 +293,14 @@ int ak_cache_put(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
 int ak_cache_put_negative(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
     uint64_t now_ms, uint64_t seq) AK_NOEXCEPT;
 
-/* Events.  Each advances the event sequence.  Return 1 if hash was cached. */
+/*
+ * Events.  Each advances the event sequence.  Return 1 if hash was cached.
+ * ak_cache_remove ("update"): the positive entry is never used again (a
+ * lookup is a MISS, so it is re-read, also while Redis cannot answer) but
+ * its ak_key_state_t is kept until the entry is re-read (ak_cache_put,
+ * which carries it over per ak_key_state_carry), evicted, found expired,
+ * replaced by a negative entry or flushed.  A negative entry is dropped.
+ */
 int ak_cache_revoke(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN]) AK_NOEXCEPT;
 int ak_cache_remove(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN]) AK_NOEXCEPT;
 void ak_cache_flush(ak_cache_t *c) AK_NOEXCEPT;           /* removes every entry */
@@ -342,9 +358,28 @@ uint64_t ak_evlog_fingerprint(int event, const unsigned char *hash) AK_NOEXCEPT;
 int ak_evlog_claim(ak_evlog_t *log, uint64_t *pos, uint64_t fp) AK_NOEXCEPT;
 
 
-/* The mutable state of the entry in slot, if it still holds hash. */
+/*
+ * The mutable state of the entry in slot, if it still holds hash (an entry
+ * removed by ak_cache_remove included: its state stays until it is
+ * re-read, evicted or flushed).
+ */
 ak_key_state_t *ak_cache_state(ak_cache_t *c, uint32_t slot,
     const unsigned char hash[AK_HASH_LEN]) AK_NOEXCEPT;
+
+/* The same wherever hash's entry is now; *slot is set.  NULL: not cached. */
+ak_key_state_t *ak_cache_state_find(ak_cache_t *c,
+    const unsigned char hash[AK_HASH_LEN], uint32_t *slot) AK_NOEXCEPT;
+
+/*
+ * What of a key's state survives a change of its record from old to cur
+ * (ak_cache_put over an entry, also one removed by an "update" event):
+ * the GCRA state when the rate is the same (interval and burst), the quota
+ * state when the quota period is the same and its limit not lowered (when
+ * lowered, the counts leased but unused are dropped; the window and the
+ * total stay).  Anything else starts afresh.
+ */
+void ak_key_state_carry(const ak_record_t *old, const ak_record_t *cur,
+    ak_key_state_t *st) AK_NOEXCEPT;
 
 void ak_cache_get_stats(const ak_cache_t *c, ak_cache_stats_t *st) AK_NOEXCEPT;
 

@@ -28,7 +28,7 @@
  *    48  fetched   u64    now_ms when stored
  *    56  st        24     ak_key_state_t (GCRA tat, quota lease)
  *    80  kind      u8     KIND_POS / KIND_NEG
- *    81  flags     u8     AK_ENTRY_REVOKED | F_STORED_STALE
+ *    81  flags     u8     AK_ENTRY_REVOKED | F_STORED_STALE | F_GONE
  *    82  len       u16    blob length (0 for a negative entry)
  *    84  blob[32]         the first 32 blob bytes
  *   116  ovf       u32    first overflow slot (or NIL)
@@ -81,8 +81,10 @@ const uint32_t  kMaxSlots = 0x7fffffffu;
 const uint8_t   KIND_POS = 1;
 const uint8_t   KIND_NEG = 2;
 
-/* internal entry flag: stored STALE (events arrived during its read) */
+/* internal entry flags: stored STALE (events arrived during its read);
+ * gone (removed by an "update": never used again, kept for its state) */
 const uint8_t   F_STORED_STALE = 0x80;
+const uint8_t   F_GONE = 0x40;
 
 const uint64_t  kDefaultTtl = 60000;
 const uint64_t  kDefaultNegTtl = 5000;
@@ -150,6 +152,10 @@ struct ak_cache_s {
     uint64_t        negative_hits;
     uint64_t        evictions;
     uint64_t        inserts;
+
+    uint32_t        ngone;          /* positive entries marked F_GONE
+                                       (zero in a block of an older build:
+                                       the header is zeroed at create) */
 };
 
 static_assert(sizeof(ak_cache_s) <= kHeaderSize, "header size");
@@ -274,6 +280,7 @@ format(ak_cache_s *h) noexcept
     h->neg_tail = NIL;
     h->npos = 0;
     h->nneg = 0;
+    h->ngone = 0;
 }
 
 
@@ -538,8 +545,21 @@ public:
             return;
         }
 
+        unmark_gone(i);
         free_chain(i);
         free_slot(i);
+    }
+
+    void
+    unmark_gone(uint32_t i) noexcept
+    {
+        if (s[i].kind == KIND_POS && (s[i].flags & F_GONE)) {
+            s[i].flags &= ~F_GONE;
+
+            if (h->ngone) {
+                h->ngone--;
+            }
+        }
     }
 
     void
@@ -766,6 +786,35 @@ find_positive(ak_cache_s *c, const unsigned char *hash) noexcept
 }
 
 
+/*
+ * The state an entry keeps when its record is replaced by blob: what
+ * ak_key_state_carry allows.  A blob that cannot be read (never one built
+ * by ak_record_build) keeps everything, as before records were compared.
+ */
+void
+carry_state(Cache &x, uint32_t i, const unsigned char *hash,
+    const unsigned char *blob, size_t len, ak_key_state_t *st) noexcept
+{
+    ak_record_t     o, n;
+    unsigned char   old[AK_RECORD_MAX];
+
+    if (x.s[i].len == 0 || x.s[i].len > AK_RECORD_MAX) {
+        return;
+    }
+
+    x.read_blob(i, old);
+
+    if (x.bad
+        || ak_record_view(hash, old, x.s[i].len, &o) != 0
+        || ak_record_view(hash, blob, len, &n) != 0)
+    {
+        return;
+    }
+
+    ak_key_state_carry(&o, &n, st);
+}
+
+
 int
 put_once(ak_cache_s *c, const unsigned char *hash, const unsigned char *blob,
     size_t len, uint64_t now, uint64_t seq, bool *bad) noexcept
@@ -793,6 +842,8 @@ put_once(ak_cache_s *c, const unsigned char *hash, const unsigned char *blob,
 
         if (x.s[i].kind == KIND_POS) {
             st = x.s[i].st;
+            carry_state(x, i, hash, blob, len, &st);
+            x.unmark_gone(i);
 
             if (outdated) {
                 /* a revoke that arrived during the read stays */
@@ -949,6 +1000,10 @@ lookup(ak_cache_s *c, const unsigned char *hash, uint64_t now,
 
     } else if (x.pos_dead(i, now)) {
         x.drop(i);
+        rc = AK_CACHE_MISS;
+
+    } else if (x.s[i].flags & F_GONE) {
+        /* removed by an update: kept only for its state, never used */
         rc = AK_CACHE_MISS;
 
     } else if (buf == NULL || cap < x.s[i].len) {
@@ -1218,7 +1273,7 @@ ak_cache_revoke(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN]) noexcept
 
     x.s[i].flags |= AK_ENTRY_REVOKED;
 
-    return 1;
+    return (x.s[i].flags & F_GONE) ? 0 : 1;
 }
 
 
@@ -1237,16 +1292,35 @@ ak_cache_remove(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN]) noexcept
 
     i = x.find(hash);
 
-    if (i != NIL) {
-        x.drop(i);
+    if (i == NIL) {
+        if (x.bad) {
+            reset(c);
+        }
+
+        return 0;
     }
+
+    if (x.s[i].kind == KIND_POS) {
+        /* kept for its limiter state until re-read or evicted */
+
+        if (x.s[i].flags & F_GONE) {
+            return 0;
+        }
+
+        x.s[i].flags |= F_GONE;
+        c->ngone++;
+
+        return 1;
+    }
+
+    x.drop(i);
 
     if (x.bad) {
         reset(c);
         return 0;
     }
 
-    return i != NIL;
+    return 1;
 }
 
 
@@ -1298,6 +1372,32 @@ ak_cache_state(ak_cache_t *c, uint32_t slot,
 }
 
 
+ak_key_state_t *
+ak_cache_state_find(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
+    uint32_t *slot) noexcept
+{
+    uint32_t  i;
+
+    if (c == NULL || hash == NULL) {
+        return NULL;
+    }
+
+    i = find_positive(c, hash);
+
+    if (i == NIL) {
+        return NULL;
+    }
+
+    if (slot) {
+        *slot = i;
+    }
+
+    Cache  x(c);
+
+    return &x.s[i].st;
+}
+
+
 void
 ak_cache_get_stats(const ak_cache_t *c, ak_cache_stats_t *st) noexcept
 {
@@ -1317,7 +1417,7 @@ ak_cache_get_stats(const ak_cache_t *c, ak_cache_stats_t *st) noexcept
     st->negative_hits = c->negative_hits;
     st->evictions = c->evictions;
     st->inserts = c->inserts;
-    st->entries = c->npos;
+    st->entries = c->npos > c->ngone ? c->npos - c->ngone : 0;
     st->negative_entries = c->nneg;
     st->slots_total = c->nslots;
     st->slots_free = c->nfree;

@@ -136,3 +136,48 @@ ak_quota_window(uint8_t period, int64_t now, int64_t *start, int64_t *end) noexc
         return -1;
     }
 }
+
+
+extern "C" uint64_t
+ak_quota_remaining(uint64_t quota_n, uint64_t q_used, uint64_t q_left) noexcept
+{
+    /* consumed = used - left; both may be anything: saturate */
+    const uint64_t consumed = q_used > q_left ? q_used - q_left : 0;
+
+    return quota_n > consumed ? quota_n - consumed : 0;
+}
+
+
+extern "C" void
+ak_key_state_carry(const ak_record_t *old, const ak_record_t *cur,
+    ak_key_state_t *st) noexcept
+{
+    if (st == nullptr) {
+        return;
+    }
+
+    if (old == nullptr || cur == nullptr) {
+        *st = ak_key_state_t{};
+        return;
+    }
+
+    if (cur->rate_period == AK_PERIOD_NONE
+        || old->rate_period == AK_PERIOD_NONE
+        || old->rate_interval_us != cur->rate_interval_us
+        || old->burst != cur->burst)
+    {
+        st->tat_us = 0;
+    }
+
+    if (cur->quota_period == AK_PERIOD_NONE
+        || old->quota_period != cur->quota_period)
+    {
+        st->q_window = 0;
+        st->q_left = 0;
+        st->q_used = 0;
+
+    } else if (cur->quota_n < old->quota_n) {
+        /* lowered: no count granted under the old limit is served */
+        st->q_left = 0;
+    }
+}

@@ -592,17 +592,42 @@ TEST(Cache, Remove)
 
     EXPECT_EQ(1, ak_cache_remove(s.c, hash_of(1).b));
     EXPECT_EQ(AK_CACHE_MISS, look(s.c, hash_of(1), 1).rc);
+    EXPECT_EQ(AK_CACHE_MISS, look(s.c, hash_of(1), 1).rc);   // still
     EXPECT_EQ(AK_CACHE_FRESH, look(s.c, hash_of(2), 1).rc);
     EXPECT_EQ(0, ak_cache_remove(s.c, hash_of(1).b));
+    EXPECT_EQ(0, ak_cache_revoke(s.c, hash_of(1).b));       // not usable
     EXPECT_EQ(1, ak_cache_remove(s.c, hash_of(3).b));
     EXPECT_EQ(AK_CACHE_MISS, look(s.c, hash_of(3), 1).rc);
     EXPECT_EQ(1, ak_cache_remove(s.c, hash_of(2).b));
 
+    // removed positive entries keep their slots (for the limiter state)
+    // until re-read, evicted, flushed or replaced by a negative entry; they
+    // are not counted as entries
     ak_cache_stats_t st = stats(s.c);
     EXPECT_EQ(0u, st.entries);
     EXPECT_EQ(0u, st.negative_entries);
-    EXPECT_EQ(total, st.slots_free);
+    EXPECT_EQ(total - slots_for(500) - slots_for(5), st.slots_free);
     EXPECT_EQ(0u, st.evictions);
+
+    // a negative answer (the key was deleted) frees them
+    ASSERT_EQ(0, put_neg(s.c, hash_of(1), 2));
+    ASSERT_EQ(0, put_neg(s.c, hash_of(2), 2));
+    EXPECT_EQ(1, ak_cache_remove(s.c, hash_of(1).b));
+    EXPECT_EQ(1, ak_cache_remove(s.c, hash_of(2).b));
+    st = stats(s.c);
+    EXPECT_EQ(0u, st.entries);
+    EXPECT_EQ(0u, st.negative_entries);
+    EXPECT_EQ(total, st.slots_free);
+
+    // a re-read makes a removed entry an entry again
+    ASSERT_EQ(0, put(s.c, hash_of(4), blob_of(4, 5), 3));
+    EXPECT_EQ(1, ak_cache_remove(s.c, hash_of(4).b));
+    EXPECT_EQ(0u, stats(s.c).entries);
+    ASSERT_EQ(0, put(s.c, hash_of(4), blob_of(4, 5), 3));
+    EXPECT_EQ(1u, stats(s.c).entries);
+    EXPECT_EQ(AK_CACHE_FRESH, look(s.c, hash_of(4), 4).rc);
+    ak_cache_flush(s.c);
+    EXPECT_EQ(total, stats(s.c).slots_free);
 }
 
 TEST(Cache, Flush)
@@ -650,7 +675,7 @@ TEST(Cache, BigBlobsRoundTripAndFreeTheirChains)
         Result r = look(s.c, h, 1);
         ASSERT_EQ(AK_CACHE_FRESH, r.rc) << len;
         EXPECT_EQ(b, r.blob) << len;
-        EXPECT_EQ(1, ak_cache_remove(s.c, h.b));
+        ak_cache_flush(s.c);
         EXPECT_EQ(total, stats(s.c).slots_free) << len;
     }
 
@@ -752,10 +777,23 @@ TEST(Cache, KeyStateSurvivesReputAndNotSlotReuse)
     ASSERT_NE(nullptr, st);
     EXPECT_EQ(0u, st->tat_us);
 
-    // removed -> NULL; negative -> NULL
+    // removed by an update: the state stays (same slot) until re-read
+    st->tat_us = 777;
     ak_cache_remove(s.c, h.b);
-    EXPECT_EQ(nullptr, ak_cache_state(s.c, r.slot, h.b));
+    EXPECT_EQ(AK_CACHE_MISS, look(s.c, h, 6).rc);
+    ASSERT_EQ(st, ak_cache_state(s.c, r.slot, h.b));
+    uint32_t where = 0xffffffffu;
+    ASSERT_EQ(st, ak_cache_state_find(s.c, h.b, &where));
+    EXPECT_EQ(r.slot, where);
+    ASSERT_EQ(0, put(s.c, h, blob_of(1, 10), 6));
+    r = look(s.c, h, 6);
+    st = ak_cache_state(s.c, r.slot, h.b);
+    ASSERT_NE(nullptr, st);
+    EXPECT_EQ(777u, st->tat_us);
+
+    // negative -> NULL
     ASSERT_EQ(0, put_neg(s.c, h, 7));
+    EXPECT_EQ(nullptr, ak_cache_state_find(s.c, h.b, &where));
     r = look(s.c, h, 7);
     EXPECT_EQ(AK_CACHE_NEGATIVE, r.rc);
     EXPECT_EQ(nullptr, ak_cache_state(s.c, r.slot, h.b));
@@ -902,6 +940,7 @@ struct Model {
         uint32_t gen;
         bool stored_stale;
         bool revoked;
+        bool gone = false;      // removed by an update, kept for its state
         uint64_t tat;
         std::list<uint64_t>::iterator it;
     };
@@ -912,6 +951,7 @@ struct Model {
     uint32_t used = 0;
     uint64_t evictions = 0, hits = 0, misses = 0, stale_hits = 0,
              negative_hits = 0, inserts = 0;
+    uint32_t ngone = 0;
     std::unordered_map<uint64_t, Entry> map;
     std::list<uint64_t> pos, neg;   // front: most recently used
 
@@ -940,6 +980,7 @@ struct Model {
     void drop(uint64_t k)
     {
         Entry &e = map.at(k);
+        ngone -= e.gone;
         list_of(e).erase(e.it);
         used -= cost(e);
         map.erase(k);
@@ -983,6 +1024,10 @@ struct Model {
             misses++;
             return AK_CACHE_MISS;
         }
+        if (e.gone) {
+            misses++;
+            return AK_CACHE_MISS;
+        }
         touch(e);
         *blob = e.blob;
         *revoked = e.revoked;
@@ -1015,6 +1060,7 @@ struct Model {
                 ne.tat = e.tat;
                 ne.revoked = outdated && e.revoked;
             }
+            ngone -= e.gone;
             list_of(e).erase(e.it);
             used -= cost(e) - 1;    // the entry slot stays
             map.erase(f);
@@ -1092,16 +1138,25 @@ struct Model {
             return 0;
         }
         f->second.revoked = true;
-        return 1;
+        return f->second.gone ? 0 : 1;
     }
 
     int remove(uint64_t k)
     {
         seq++;
-        if (!map.count(k)) {
+        auto f = map.find(k);
+        if (f == map.end()) {
             return 0;
         }
-        drop(k);
+        if (f->second.neg) {
+            drop(k);
+            return 1;
+        }
+        if (f->second.gone) {
+            return 0;
+        }
+        f->second.gone = true;
+        ngone++;
         return 1;
     }
 
@@ -1112,6 +1167,7 @@ struct Model {
         pos.clear();
         neg.clear();
         used = 0;
+        ngone = 0;
     }
 
     void new_generation()
@@ -1125,7 +1181,7 @@ void
 check_stats(ak_cache_t *c, const Model &m)
 {
     ak_cache_stats_t st = stats(c);
-    ASSERT_EQ(m.pos.size(), st.entries);
+    ASSERT_EQ(m.pos.size() - m.ngone, st.entries);
     ASSERT_EQ(m.neg.size(), st.negative_entries);
     ASSERT_EQ(m.free_slots(), st.slots_free);
     ASSERT_EQ(m.nslots, st.slots_total);
