@@ -750,6 +750,7 @@ ngx_http_api_key_init_zone(ngx_shm_zone_t *shm_zone, void *data)
  * api_key_redis URL [timeout=100ms] [connect_timeout=1s]
  *               [password_file=PATH] [prefix=apikey:]
  *               [channel=apikey:events] [keyspace_events=on|off]
+ *               [max_pending=1000] [max_timeouts=3]
  */
 
 static char *
@@ -757,6 +758,7 @@ ngx_http_api_key_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_api_key_main_conf_t *amcf = conf;
 
+    ngx_int_t                       n;
     ngx_str_t                      *value, s;
     ngx_uint_t                      i;
     ngx_http_api_key_redis_conf_t  *rcf;
@@ -774,6 +776,8 @@ ngx_http_api_key_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     rcf->timeout = 100;
     rcf->connect_timeout = 1000;
+    rcf->max_pending = 1000;
+    rcf->max_timeouts = 3;
     ngx_str_set(&rcf->prefix, "apikey:");
     ngx_str_set(&rcf->channel, "apikey:events");
 
@@ -858,6 +862,34 @@ ngx_http_api_key_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         if (ngx_strcmp(value[i].data, "keyspace_events=on") == 0) {
             rcf->keyspace_events = 1;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "max_pending=", 12) == 0) {
+            n = ngx_atoi(value[i].data + 12, value[i].len - 12);
+
+            if (n < 1 || n > 100000) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"%V\": expected a number of "
+                                   "commands from 1 to 100000", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            rcf->max_pending = (ngx_uint_t) n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "max_timeouts=", 13) == 0) {
+            n = ngx_atoi(value[i].data + 13, value[i].len - 13);
+
+            if (n < 1 || n > 1000) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"%V\": expected a number of "
+                                   "timeouts from 1 to 1000", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            rcf->max_timeouts = (ngx_uint_t) n;
             continue;
         }
 
