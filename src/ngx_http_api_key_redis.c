@@ -15,9 +15,9 @@
  * beyond that a miss is answered without Redis at once.  Commands are
  * answered in the order they were sent, so a ring of what is pending (the
  * caller's callback, when it was sent) tells the age of the oldest one.  A
- * connection whose oldest command has waited max_timeouts * timeout, or on
- * which max_timeouts reads in a row timed out with no answer in between, is
- * declared dead, closed and opened again.  A timeout, a refusal or a reopened
+ * connection whose oldest command has waited max_timeouts * timeout (and at
+ * least 5 s), or on which max_timeouts reads in a row timed out with no
+ * answer in between, is declared dead, closed and opened again.  A timeout, a refusal or a reopened
  * connection starts an "outage": one warning when it starts, one notice
  * with the counts when Redis answers again.
  *
@@ -86,6 +86,7 @@ struct ngx_http_api_key_rconn_s {
     ngx_msec_t                      outage_start;
     ngx_uint_t                      outage_timeouts;
     ngx_uint_t                      outage_refused;
+    ngx_uint_t                      outage_down;
     ngx_uint_t                      outage_reopened;
 
     ngx_uint_t                      errors;      /* error answers in a row */
@@ -826,6 +827,7 @@ ngx_http_api_key_outage_begin(ngx_http_api_key_rconn_t *rc)
     rc->outage_start = ngx_current_msec;
     rc->outage_timeouts = 0;
     rc->outage_refused = 0;
+    rc->outage_down = 0;
     rc->outage_reopened = 0;
 }
 
@@ -837,11 +839,12 @@ ngx_http_api_key_outage_end(ngx_http_api_key_rconn_t *rc)
 
     ngx_log_error(NGX_LOG_NOTICE, rc->log, 0,
                   "api_key: redis answers again after %M ms: %ui reads "
-                  "timed out, %ui misses were answered without it (too many "
-                  "commands waiting), the commands connection was reopened "
-                  "%ui times", ngx_current_msec - rc->outage_start,
-                  rc->outage_timeouts, rc->outage_refused,
-                  rc->outage_reopened);
+                  "timed out, %ui misses were answered without it (%ui with "
+                  "too many commands waiting, %ui while reconnecting), the "
+                  "commands connection was reopened %ui times",
+                  ngx_current_msec - rc->outage_start, rc->outage_timeouts,
+                  rc->outage_refused + rc->outage_down, rc->outage_refused,
+                  rc->outage_down, rc->outage_reopened);
 }
 
 
@@ -1018,6 +1021,7 @@ ngx_http_api_key_redis_lookup(ngx_http_api_key_ctx_t *ctx,
     if (lk == NULL) {
 
         if (rc->ac == NULL || conf->prefix.len > 256) {
+            rc->outage_down += rc->outage;
             return rc->denied ? NGX_DECLINED : NGX_ERROR;
         }
 
