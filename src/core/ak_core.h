@@ -328,8 +328,11 @@ uint64_t ak_cache_event_seq(const ak_cache_t *c) AK_NOEXCEPT;
  * reads an event the others applied long ago: it skips it and advances its
  * position by one (AK_EVLOG_LOST, to be treated as SEEN), until it is back
  * inside the ring.
- * A worker sets its position to ak_evlog_head() when its subscription is
- * confirmed: the events published before it are not its to recognise.
+ * A worker sets its position to the ak_evlog_head() of when it sent its
+ * SUBSCRIBE: the events logged before were published before it and are not
+ * its to recognise; the ones logged after may be events it will receive,
+ * applied by a faster worker before its subscription was confirmed (taking
+ * the head at the confirmation would apply those a second time).
  */
 
 #define AK_EVLOG_SIZE       1024    /* entries (8 KiB) */
