@@ -19,7 +19,8 @@
  * least 5 s), or on which max_timeouts reads in a row timed out with no
  * answer in between, is declared dead, closed and opened again.  A timeout, a refusal or a reopened
  * connection starts an "outage": one warning when it starts, one notice
- * with the counts when Redis answers again.
+ * with the counts when Redis answers again and a second passed without a
+ * timeout or refusal.
  *
  * The reconnection backoff (100 ms doubling to 2 s) starts over only when a
  * connection has proven itself: its handshake (AUTH, SELECT, PING) answered,
@@ -45,6 +46,9 @@
 
 /* the handshake's commands (AUTH, SELECT, PING) beyond max_pending */
 #define NGX_HTTP_API_KEY_HANDSHAKE_MAX 4
+
+/* an outage (or a run of error answers) ends after this long without one */
+#define NGX_HTTP_API_KEY_QUIET         1000
 
 /* no answer to the oldest command for at least this long: a dead peer */
 #define NGX_HTTP_API_KEY_STALL_MIN     5000
@@ -88,8 +92,10 @@ struct ngx_http_api_key_rconn_s {
     ngx_uint_t                      outage_refused;
     ngx_uint_t                      outage_down;
     ngx_uint_t                      outage_reopened;
+    ngx_msec_t                      outage_last; /* its last event */
 
-    ngx_uint_t                      errors;      /* error answers in a row */
+    ngx_uint_t                      errors;      /* error answers ... */
+    ngx_msec_t                      errors_last; /* ... and the last one */
 
     unsigned                        connected:1;
     unsigned                        failing:1;   /* an error was logged */
@@ -600,7 +606,11 @@ ngx_http_api_key_rconn_handshake_reply(redisAsyncContext *ac, void *r,
         return;
     }
 
-    if (reply->type == REDIS_REPLY_ERROR) {
+    if (reply->type == REDIS_REPLY_ERROR
+        && !(ngx_strcmp((char *) privdata, "PING") == 0
+             && reply->len >= 6 && ngx_strncmp(reply->str, "NOPERM", 6) == 0))
+    {
+        /* (an ACL user without PING: answered, authenticated, it works) */
 
         /* once per failure: the reconnections are not logged */
 
@@ -729,7 +739,11 @@ ngx_http_api_key_cmd_reply(redisAsyncContext *ac, void *r, void *privdata)
     if (r) {
         rc->timeouts = 0;
 
-        if (rc->outage) {
+        /* over once Redis answers and a second passed without trouble */
+
+        if (rc->outage
+            && ngx_current_msec - rc->outage_last >= NGX_HTTP_API_KEY_QUIET)
+        {
             ngx_http_api_key_outage_end(rc);
         }
     }
@@ -819,6 +833,8 @@ ngx_http_api_key_cmd_reopen(ngx_http_api_key_rconn_t *rc)
 static void
 ngx_http_api_key_outage_begin(ngx_http_api_key_rconn_t *rc)
 {
+    rc->outage_last = ngx_current_msec;
+
     if (rc->outage) {
         return;
     }
@@ -1039,6 +1055,7 @@ ngx_http_api_key_redis_lookup(ngx_http_api_key_ctx_t *ctx,
                               rc->npending);
             }
 
+            ngx_http_api_key_outage_begin(rc);
             rc->outage_refused++;
 
             return rc->denied ? NGX_DECLINED : NGX_ERROR;
@@ -1240,6 +1257,8 @@ ngx_http_api_key_lookup_store(ngx_http_api_key_lookup_t *lk,
 
         /* once until a read succeeds again; the others are counted */
 
+        rconn->errors_last = ngx_current_msec;
+
         if (rconn->errors++ == 0) {
             ngx_http_api_key_id_of(lk->hash, id);
             ngx_log_error(NGX_LOG_ERR, log, 0,
@@ -1267,7 +1286,9 @@ ngx_http_api_key_lookup_store(ngx_http_api_key_lookup_t *lk,
         return NGX_HTTP_API_KEY_LOOKUP_ERROR;
     }
 
-    if (rconn->errors) {
+    if (rconn->errors
+        && ngx_current_msec - rconn->errors_last >= NGX_HTTP_API_KEY_QUIET)
+    {
         ngx_log_error(NGX_LOG_NOTICE, log, 0,
                       "api_key: redis reads succeed again, after %ui error "
                       "answers", rconn->errors);
@@ -1399,6 +1420,7 @@ ngx_http_api_key_lookup_timeout(ngx_event_t *ev)
                        id);
     }
 
+    ngx_http_api_key_outage_begin(rc);    /* its last event: now */
     rc->outage_timeouts++;
 
     ngx_http_api_key_count(&lk->zone->sh->redis_timeouts);

@@ -21,7 +21,8 @@ require_module();
 
 my $r = ApiKeyTest::Redis->start(
     users => ['default on nopass ~* &* +@all',
-              'nginx on >nginx-pw ~* &* +@all -hgetall']);
+              'nginx on >nginx-pw ~* &* +@all -hgetall',
+              'noping on >noping-pw ~* &* +@all -ping']);
 
 my $http = <<'EOT' . echo_server();
     api_key_zone  keys:1m negative_ttl=%%NEGTTL%%;
@@ -71,6 +72,7 @@ my $mark = $n->log_mark;
 }
 
 $r->cmd('ACL', 'SETUSER', 'nginx', '+hgetall');
+sleep 1.1;    # the run of error answers is over after a second without one
 {
     is(st(get($keys[1], '/open/')), '200 ok', 'HGETALL allowed again: the key works');
     my @ok = lines(qr/reads succeed again, after (\d+) error answers/, $n->error_log_since($mark));
@@ -127,5 +129,20 @@ $r->cmd('ACL', 'SETUSER', 'nginx', '+hgetall');
 
 is_deeply([ $n->problems ], [], 'no alert, crit or emerg');
 $n->stop;
+
+# --- an ACL user without PING: the connection's PING answered NOPERM is an
+# answer (authenticated, working), not a failure --------------------------
+{
+    (my $h2 = $http) =~ s/nginx:nginx-pw/noping:noping-pw/;
+    my $n2 = ApiKeyTest::Nginx->start(http => $h2, redis => $r, redis_clients => 2,
+        vars => { REDIS => $r->port, NEGTTL => '1s' });
+    my $k = random_key('np');
+    add_key($r, $k, owner => 'p');
+    is(http_get($n2->port, '/', headers => { 'X-API-Key' => $k })->status, 200,
+       'an ACL user without PING: keys work');
+    my @e = grep { /\[error\]/ } split /\n/, $n2->error_log;
+    is_deeply(\@e, [], '... and no error is logged');
+    $n2->stop;
+}
 
 done_testing;
