@@ -60,6 +60,9 @@ typedef enum {
 #define NGX_HTTP_API_KEY_LOOKUP_NOTFOUND  2
 #define NGX_HTTP_API_KEY_LOOKUP_BAD       3
 #define NGX_HTTP_API_KEY_LOOKUP_ERROR     4
+#define NGX_HTTP_API_KEY_LOOKUP_DENIED    5  /* Redis refuses the module's
+                                                commands (NOPERM, NOAUTH,
+                                                WRONGPASS): never fail open */
 
 
 typedef struct {
@@ -118,6 +121,8 @@ typedef struct {
     ngx_str_t                     prefix;
     ngx_str_t                     channel;
     ngx_flag_t                    keyspace_events;
+    ngx_uint_t                    max_pending;   /* commands in flight */
+    ngx_uint_t                    max_timeouts;  /* in a row: reopen */
 } ngx_http_api_key_redis_conf_t;
 
 

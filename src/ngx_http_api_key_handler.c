@@ -921,7 +921,10 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
     }
 
     if (found == AK_CACHE_NEGATIVE) {
-        return ngx_http_api_key_decide(r, alcf, ctx, NGX_HTTP_API_KEY_UNKNOWN);
+        return ngx_http_api_key_decide(r, alcf, ctx,
+                                       (flags & AK_ENTRY_BAD)
+                                       ? NGX_HTTP_API_KEY_BAD_RECORD
+                                       : NGX_HTTP_API_KEY_UNKNOWN);
     }
 
     /* MISS or STALE */
@@ -941,7 +944,8 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
             return NGX_AGAIN;
         }
 
-        result = NGX_HTTP_API_KEY_LOOKUP_ERROR;
+        result = (rc == NGX_DECLINED) ? NGX_HTTP_API_KEY_LOOKUP_DENIED
+                                      : NGX_HTTP_API_KEY_LOOKUP_ERROR;
     }
 
     switch (result) {
@@ -967,11 +971,17 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
         return ngx_http_api_key_decide(r, alcf, ctx,
                                        NGX_HTTP_API_KEY_BAD_RECORD);
 
-    default: /* NGX_HTTP_API_KEY_LOOKUP_ERROR */
+    default: /* NGX_HTTP_API_KEY_LOOKUP_ERROR, _DENIED */
 
         if (found == AK_CACHE_STALE) {
             /* Redis cannot answer: a known key keeps working for "stale" */
             return ngx_http_api_key_evaluate(r, alcf, ctx, len, flags, slot);
+        }
+
+        if (result == NGX_HTTP_API_KEY_LOOKUP_DENIED) {
+            /* Redis refuses the module (NOPERM...): never "unchecked" */
+            return ngx_http_api_key_decide(r, alcf, ctx,
+                                           NGX_HTTP_API_KEY_UNAVAILABLE);
         }
 
         break;

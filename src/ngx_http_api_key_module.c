@@ -37,6 +37,8 @@ static ngx_int_t ngx_http_api_key_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static ngx_int_t ngx_http_api_key_parse_url(ngx_conf_t *cf,
     ngx_http_api_key_redis_conf_t *rcf, ngx_str_t *url);
+static ngx_int_t ngx_http_api_key_redact_url(ngx_pool_t *pool, ngx_str_t *url,
+    ngx_str_t *out);
 static ngx_int_t ngx_http_api_key_read_secret(ngx_conf_t *cf, ngx_str_t *path,
     ngx_str_t *out, const char *what);
 static void ngx_http_api_key_wipe(void *data);
@@ -748,6 +750,7 @@ ngx_http_api_key_init_zone(ngx_shm_zone_t *shm_zone, void *data)
  * api_key_redis URL [timeout=100ms] [connect_timeout=1s]
  *               [password_file=PATH] [prefix=apikey:]
  *               [channel=apikey:events] [keyspace_events=on|off]
+ *               [max_pending=1000] [max_timeouts=3]
  */
 
 static char *
@@ -755,6 +758,7 @@ ngx_http_api_key_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_api_key_main_conf_t *amcf = conf;
 
+    ngx_int_t                       n;
     ngx_str_t                      *value, s;
     ngx_uint_t                      i;
     ngx_http_api_key_redis_conf_t  *rcf;
@@ -772,6 +776,8 @@ ngx_http_api_key_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     rcf->timeout = 100;
     rcf->connect_timeout = 1000;
+    rcf->max_pending = 1000;
+    rcf->max_timeouts = 3;
     ngx_str_set(&rcf->prefix, "apikey:");
     ngx_str_set(&rcf->channel, "apikey:events");
 
@@ -859,6 +865,34 @@ ngx_http_api_key_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "max_pending=", 12) == 0) {
+            n = ngx_atoi(value[i].data + 12, value[i].len - 12);
+
+            if (n < 1 || n > 100000) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"%V\": expected a number of "
+                                   "commands from 1 to 100000", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            rcf->max_pending = (ngx_uint_t) n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "max_timeouts=", 13) == 0) {
+            n = ngx_atoi(value[i].data + 13, value[i].len - 13);
+
+            if (n < 1 || n > 1000) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"%V\": expected a number of "
+                                   "timeouts from 1 to 1000", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            rcf->max_timeouts = (ngx_uint_t) n;
+            continue;
+        }
+
         if (ngx_strcmp(value[i].data, "keyspace_events=off") == 0) {
             rcf->keyspace_events = 0;
             continue;
@@ -896,7 +930,12 @@ ngx_http_api_key_parse_url(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf,
     ngx_url_t   u;
     ngx_str_t   db, hostport;
 
-    rcf->url = *url;
+    /* rcf->url is what logs show: never the password */
+
+    if (ngx_http_api_key_redact_url(cf->pool, url, &rcf->url) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     rcf->db = 0;
     ngx_str_null(&db);
 
@@ -1025,7 +1064,7 @@ parse_db:
         if (rcf->db == NGX_ERROR) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "invalid redis database \"%V\" in \"%V\"",
-                               &db, url);
+                               &db, &rcf->url);
             return NGX_ERROR;
         }
     }
@@ -1037,8 +1076,57 @@ invalid:
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "invalid redis url \"%V\": expected "
                        "redis://[user[:password]@]host:port[/db] "
-                       "or unix:/path.sock[?db=N]", url);
+                       "or unix:/path.sock[?db=N]", &rcf->url);
     return NGX_ERROR;
+}
+
+
+/*
+ * The url as logs may show it: the password of its userinfo (after
+ * "scheme://", or the start, up to the last '@') becomes "***":
+ * "redis://alice:***@host:6379".  A user name is kept.  Also used for urls
+ * that do not parse, so that a mistyped one is not echoed with its password.
+ */
+
+static ngx_int_t
+ngx_http_api_key_redact_url(ngx_pool_t *pool, ngx_str_t *url, ngx_str_t *out)
+{
+    u_char  *p, *start, *at, *colon, *last;
+
+    last = url->data + url->len;
+
+    start = ngx_strlcasestrn(url->data, last, (u_char *) "://", 3 - 1);
+    start = (start == NULL) ? url->data : start + 3;
+
+    at = NULL;
+    for (p = start; p < last; p++) {
+        if (*p == '@') {
+            at = p;
+        }
+    }
+
+    if (url->len >= 5 && ngx_strncmp(url->data, "unix:", 5) == 0) {
+        at = NULL;              /* a socket path, no userinfo */
+    }
+
+    colon = (at == NULL) ? NULL : ngx_strlchr(start, at, ':');
+
+    if (colon == NULL) {
+        *out = *url;
+        return NGX_OK;
+    }
+
+    out->len = (colon + 1 - url->data) + sizeof("***") - 1 + (last - at);
+    out->data = ngx_pnalloc(pool, out->len);
+    if (out->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(out->data, url->data, colon + 1 - url->data);
+    p = ngx_cpymem(p, "***", sizeof("***") - 1);
+    ngx_memcpy(p, at, last - at);
+
+    return NGX_OK;
 }
 
 

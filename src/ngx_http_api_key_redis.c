@@ -11,6 +11,21 @@
  * Reads of the same key by concurrent requests of a worker are coalesced:
  * one HGETALL, every waiting request woken by its answer.
  *
+ * The command connection carries at most max_pending commands at a time:
+ * beyond that a miss is answered without Redis at once.  Commands are
+ * answered in the order they were sent, so a ring of what is pending (the
+ * caller's callback, when it was sent) tells the age of the oldest one.  A
+ * connection whose oldest command has waited max_timeouts * timeout (and at
+ * least 5 s), or on which max_timeouts reads in a row timed out with no
+ * answer in between, is declared dead, closed and opened again.  A timeout, a refusal or a reopened
+ * connection starts an "outage": one warning when it starts, one notice
+ * with the counts when Redis answers again and a second passed without a
+ * timeout or refusal.
+ *
+ * The reconnection backoff (100 ms doubling to 2 s) starts over only when a
+ * connection has proven itself: its handshake (AUTH, SELECT, PING) answered,
+ * or its subscription confirmed; not when TCP connects.
+ *
  * A second connection per worker subscribes to the events channel (and, with
  * keyspace_events=on, to keyspace notifications of the records) and applies
  * revoke/update/flush to the shared caches.  When that subscription comes
@@ -29,8 +44,26 @@
 #define NGX_HTTP_API_KEY_BACKOFF_MIN   100
 #define NGX_HTTP_API_KEY_BACKOFF_MAX   2000
 
+/* the handshake's commands (AUTH, SELECT, PING) beyond max_pending */
+#define NGX_HTTP_API_KEY_HANDSHAKE_MAX 4
+
+/* an outage (or a run of error answers) ends after this long without one */
+#define NGX_HTTP_API_KEY_QUIET         1000
+
+/* no answer to the oldest command for at least this long: a dead peer */
+#define NGX_HTTP_API_KEY_STALL_MIN     5000
+
+/* unacknowledged data (or keepalive probes) for this long: a dead peer */
+#define NGX_HTTP_API_KEY_USER_TIMEOUT  10000
+
 
 typedef struct ngx_http_api_key_rconn_s  ngx_http_api_key_rconn_t;
+
+typedef struct {
+    redisCallbackFn                *fn;
+    void                           *privdata;
+    ngx_msec_t                      sent;
+} ngx_http_api_key_pending_t;
 
 struct ngx_http_api_key_rconn_s {
     const char                     *name;
@@ -44,9 +77,31 @@ struct ngx_http_api_key_rconn_s {
     ngx_msec_t                      backoff;
     ngx_uint_t                      pending_handshake;
     void                          (*ready)(ngx_http_api_key_rconn_t *rc);
+
+    /* the command connection: what is waiting for an answer, a FIFO ring */
+    ngx_http_api_key_pending_t     *pending;
+    ngx_uint_t                      npending;
+    ngx_uint_t                      phead;
+    ngx_uint_t                      pcap;
+    ngx_event_t                     stall_timer;
+    ngx_uint_t                      timeouts;    /* in a row, no answer */
+
+    /* an outage: Redis does not answer (timeouts, refusals, reopening) */
+    ngx_msec_t                      outage_start;
+    ngx_uint_t                      outage_timeouts;
+    ngx_uint_t                      outage_refused;
+    ngx_uint_t                      outage_down;
+    ngx_uint_t                      outage_reopened;
+    ngx_msec_t                      outage_last; /* its last event */
+
+    ngx_uint_t                      errors;      /* error answers ... */
+    ngx_msec_t                      errors_last; /* ... and the last one */
+
     unsigned                        connected:1;
     unsigned                        failing:1;   /* an error was logged */
     unsigned                        lost:1;      /* down since last ready */
+    unsigned                        outage:1;
+    unsigned                        denied:1;    /* an authorization error */
 };
 
 
@@ -72,6 +127,22 @@ static void ngx_http_api_key_rconn_on_disconnect(const redisAsyncContext *ac,
     int status);
 static void ngx_http_api_key_rconn_handshake_reply(redisAsyncContext *ac,
     void *r, void *privdata);
+static void ngx_http_api_key_rconn_handshake(ngx_http_api_key_rconn_t *rc,
+    const char *what, int argc, const char **argv, const size_t *argvlen);
+static void ngx_http_api_key_rconn_proven(ngx_http_api_key_rconn_t *rc);
+static ngx_int_t ngx_http_api_key_cmd_send(ngx_http_api_key_rconn_t *rc,
+    redisCallbackFn *fn, void *privdata, int argc, const char **argv,
+    const size_t *argvlen);
+static void ngx_http_api_key_cmd_reply(redisAsyncContext *ac, void *r,
+    void *privdata);
+static void ngx_http_api_key_cmd_stall_handler(ngx_event_t *ev);
+static ngx_msec_t ngx_http_api_key_stall_time(
+    ngx_http_api_key_redis_conf_t *conf);
+static void ngx_http_api_key_cmd_reopen(ngx_http_api_key_rconn_t *rc);
+static void ngx_http_api_key_outage_begin(ngx_http_api_key_rconn_t *rc);
+static void ngx_http_api_key_outage_end(ngx_http_api_key_rconn_t *rc);
+static ngx_uint_t ngx_http_api_key_auth_error(redisReply *reply);
+static uint64_t ngx_http_api_key_reply_version(redisReply *reply);
 static void ngx_http_api_key_ev_read(ngx_event_t *ev);
 static void ngx_http_api_key_ev_write(ngx_event_t *ev);
 static void ngx_http_api_key_event(void *data, ngx_uint_t write,
@@ -90,6 +161,10 @@ static void ngx_http_api_key_lookup_timeout(ngx_event_t *ev);
 static void ngx_http_api_key_lookup_finish(ngx_http_api_key_lookup_t *lk,
     ngx_uint_t result);
 static void ngx_http_api_key_id_of(u_char *hash, char *id);
+static ngx_rbtree_node_t *ngx_http_api_key_tree_find_from(
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel,
+    ngx_http_api_key_zone_t *zone, u_char *hash, size_t hash_offset,
+    size_t zone_offset);
 
 static void ngx_http_api_key_rconn_init(ngx_http_api_key_rconn_t *rc,
     const char *name, ngx_cycle_t *cycle, ngx_http_api_key_redis_conf_t *conf);
@@ -125,6 +200,7 @@ static ngx_rbtree_t                   ngx_http_api_key_inflight;
 static ngx_rbtree_node_t              ngx_http_api_key_inflight_sentinel;
 static ngx_uint_t                     ngx_http_api_key_exiting;
 static ngx_str_t                      ngx_http_api_key_keyspace_prefix;
+static uint64_t                      *ngx_http_api_key_sub_mark;
 
 
 ngx_int_t
@@ -155,9 +231,26 @@ ngx_http_api_key_redis_init_worker(ngx_cycle_t *cycle,
     ngx_http_api_key_keyspace_prefix.len =
                                   p - ngx_http_api_key_keyspace_prefix.data;
 
+    /* per zone: the event log's head when SUBSCRIBE was sent */
+
+    ngx_http_api_key_sub_mark = ngx_pcalloc(cycle->pool,
+                                   (amcf->zones.nelts + 1) * sizeof(uint64_t));
+    if (ngx_http_api_key_sub_mark == NULL) {
+        return NGX_ERROR;
+    }
+
     ngx_http_api_key_rconn_init(&ngx_http_api_key_cmd, "commands", cycle,
                                 conf);
     ngx_http_api_key_cmd.ready = ngx_http_api_key_cmd_ready;
+
+    ngx_http_api_key_cmd.pcap = conf->max_pending
+                                + NGX_HTTP_API_KEY_HANDSHAKE_MAX;
+    ngx_http_api_key_cmd.pending = ngx_palloc(cycle->pool,
+                     ngx_http_api_key_cmd.pcap
+                     * sizeof(ngx_http_api_key_pending_t));
+    if (ngx_http_api_key_cmd.pending == NULL) {
+        return NGX_ERROR;
+    }
 
     ngx_http_api_key_rconn_init(&ngx_http_api_key_sub, "events", cycle, conf);
     ngx_http_api_key_sub.ready = ngx_http_api_key_sub_ready;
@@ -206,6 +299,11 @@ ngx_http_api_key_rconn_init(ngx_http_api_key_rconn_t *rc, const char *name,
     rc->reconnect_timer.data = rc;
     rc->reconnect_timer.log = cycle->log;
     rc->reconnect_timer.cancelable = 1;
+
+    rc->stall_timer.handler = ngx_http_api_key_cmd_stall_handler;
+    rc->stall_timer.data = rc;
+    rc->stall_timer.log = cycle->log;
+    rc->stall_timer.cancelable = 1;
 }
 
 
@@ -222,6 +320,10 @@ ngx_http_api_key_rconn_close(ngx_http_api_key_rconn_t *rc)
         ngx_del_timer(&rc->reconnect_timer);
     }
 
+    if (rc->stall_timer.timer_set) {
+        ngx_del_timer(&rc->stall_timer);
+    }
+
     if (rc->ac) {
         ac = rc->ac;
         rc->ac = NULL;
@@ -235,9 +337,13 @@ ngx_http_api_key_rconn_close(ngx_http_api_key_rconn_t *rc)
 static void
 ngx_http_api_key_rconn_connect(ngx_http_api_key_rconn_t *rc)
 {
+    int                             n;
     redisAsyncContext              *ac;
     ngx_connection_t               *c;
     ngx_http_api_key_redis_conf_t  *conf;
+    const char                     *argv[3];
+    size_t                          argvlen[3];
+    u_char                          db[NGX_INT_T_LEN];
 
     conf = rc->conf;
 
@@ -302,32 +408,50 @@ ngx_http_api_key_rconn_connect(ngx_http_api_key_rconn_t *rc)
     redisAsyncSetConnectCallback(ac, ngx_http_api_key_rconn_on_connect);
     redisAsyncSetDisconnectCallback(ac, ngx_http_api_key_rconn_on_disconnect);
 
-    /* AUTH and SELECT go first, pipelined ahead of any command */
+    /*
+     * AUTH and SELECT go first, pipelined ahead of any command; on the
+     * command connection a PING follows: its answer proves the connection
+     */
 
     rc->pending_handshake = 0;
 
+    if (rc->npending) {
+        ngx_log_error(NGX_LOG_ALERT, rc->log, 0,
+                      "api_key: %ui redis commands left pending",
+                      rc->npending);
+        rc->npending = 0;
+    }
+
     if (conf->password.len) {
+        argv[0] = "AUTH";
+        argvlen[0] = 4;
+        n = 1;
+
         if (conf->user.len) {
-            (void) redisAsyncCommand(ac,
-                                     ngx_http_api_key_rconn_handshake_reply,
-                                     (void *) "AUTH", "AUTH %b %b",
-                                     conf->user.data, conf->user.len,
-                                     conf->password.data, conf->password.len);
-        } else {
-            (void) redisAsyncCommand(ac,
-                                     ngx_http_api_key_rconn_handshake_reply,
-                                     (void *) "AUTH", "AUTH %b",
-                                     conf->password.data, conf->password.len);
+            argv[n] = (const char *) conf->user.data;
+            argvlen[n++] = conf->user.len;
         }
 
-        rc->pending_handshake++;
+        argv[n] = (const char *) conf->password.data;
+        argvlen[n++] = conf->password.len;
+
+        ngx_http_api_key_rconn_handshake(rc, "AUTH", n, argv, argvlen);
     }
 
     if (conf->db) {
-        (void) redisAsyncCommand(ac, ngx_http_api_key_rconn_handshake_reply,
-                                 (void *) "SELECT", "SELECT %d",
-                                 (int) conf->db);
-        rc->pending_handshake++;
+        argv[0] = "SELECT";
+        argvlen[0] = 6;
+        argv[1] = (const char *) db;
+        argvlen[1] = ngx_sprintf(db, "%i", conf->db) - db;
+
+        ngx_http_api_key_rconn_handshake(rc, "SELECT", 2, argv, argvlen);
+    }
+
+    if (rc->which == 0) {
+        argv[0] = "PING";
+        argvlen[0] = 4;
+
+        ngx_http_api_key_rconn_handshake(rc, "PING", 1, argv, argvlen);
     }
 
     /* the write event tells when the non-blocking connect() is done */
@@ -430,19 +554,14 @@ ngx_http_api_key_rconn_on_connect(const redisAsyncContext *ac, int status)
                         &ngx_http_api_key_first_sh()->connects[rc->which]);
     }
 
+    /*
+     * TCP is up, which proves little (a full server, a proxy in front of
+     * one): the backoff starts over once the handshake or subscription
+     * is answered (ngx_http_api_key_rconn_proven)
+     */
+
     if (rc->ready) {
         rc->ready(rc);
-    }
-
-    if (rc->pending_handshake == 0) {
-        if (rc->failing) {
-            ngx_log_error(NGX_LOG_NOTICE, rc->log, 0,
-                          "api_key: redis %s connection to \"%V\" is up",
-                          rc->name, &rc->conf->url);
-        }
-
-        rc->failing = 0;
-        rc->backoff = NGX_HTTP_API_KEY_BACKOFF_MIN;
     }
 }
 
@@ -487,28 +606,277 @@ ngx_http_api_key_rconn_handshake_reply(redisAsyncContext *ac, void *r,
         return;
     }
 
-    if (reply->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, rc->log, 0,
-                      "api_key: redis %s connection to \"%V\": %s failed: %*s",
-                      rc->name, &rc->conf->url, (char *) privdata,
-                      (size_t) reply->len, reply->str);
+    if (reply->type == REDIS_REPLY_ERROR
+        && !(ngx_strcmp((char *) privdata, "PING") == 0
+             && reply->len >= 6 && ngx_strncmp(reply->str, "NOPERM", 6) == 0))
+    {
+        /* (an ACL user without PING: answered, authenticated, it works) */
+
+        /* once per failure: the reconnections are not logged */
+
+        if (!rc->failing) {
+            ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                          "api_key: redis %s connection to \"%V\": %s "
+                          "failed: %*s", rc->name, &rc->conf->url,
+                          (char *) privdata, (size_t) reply->len, reply->str);
+        }
+
         rc->failing = 1;
+
+        if (ngx_http_api_key_auth_error(reply)) {
+            rc->denied = 1;
+        }
 
         /* every later command would fail the same way: start over */
         redisAsyncDisconnect(ac);
         return;
     }
 
-    if (--rc->pending_handshake == 0) {
-        if (rc->failing) {
-            ngx_log_error(NGX_LOG_NOTICE, rc->log, 0,
-                          "api_key: redis %s connection to \"%V\" is up",
-                          rc->name, &rc->conf->url);
-        }
-
-        rc->failing = 0;
-        rc->backoff = NGX_HTTP_API_KEY_BACKOFF_MIN;
+    if (rc->pending_handshake && --rc->pending_handshake == 0
+        && rc->which == 0)
+    {
+        ngx_http_api_key_rconn_proven(rc);
     }
+}
+
+
+/* on the command connection through the ring, on the other directly */
+
+static void
+ngx_http_api_key_rconn_handshake(ngx_http_api_key_rconn_t *rc,
+    const char *what, int argc, const char **argv, const size_t *argvlen)
+{
+    ngx_int_t  rv;
+
+    if (rc->which == 0) {
+        rv = ngx_http_api_key_cmd_send(rc,
+                                       ngx_http_api_key_rconn_handshake_reply,
+                                       (void *) what, argc, argv, argvlen);
+
+    } else {
+        rv = (redisAsyncCommandArgv(rc->ac,
+                                    ngx_http_api_key_rconn_handshake_reply,
+                                    (void *) what, argc, argv, argvlen)
+              == REDIS_OK) ? NGX_OK : NGX_ERROR;
+    }
+
+    if (rv == NGX_OK) {
+        rc->pending_handshake++;
+    }
+}
+
+
+/* the connection answered its handshake (or subscription): it works */
+
+static void
+ngx_http_api_key_rconn_proven(ngx_http_api_key_rconn_t *rc)
+{
+    if (rc->failing) {
+        ngx_log_error(NGX_LOG_NOTICE, rc->log, 0,
+                      "api_key: redis %s connection to \"%V\" is up",
+                      rc->name, &rc->conf->url);
+    }
+
+    rc->failing = 0;
+    rc->denied = 0;
+    rc->backoff = NGX_HTTP_API_KEY_BACKOFF_MIN;
+}
+
+
+/* ---- the command connection: what waits for an answer -------------- */
+
+static ngx_int_t
+ngx_http_api_key_cmd_send(ngx_http_api_key_rconn_t *rc, redisCallbackFn *fn,
+    void *privdata, int argc, const char **argv, const size_t *argvlen)
+{
+    ngx_http_api_key_pending_t  *p;
+
+    if (rc->ac == NULL || rc->npending >= rc->pcap) {
+        return NGX_ERROR;
+    }
+
+    if (redisAsyncCommandArgv(rc->ac, ngx_http_api_key_cmd_reply, rc, argc,
+                              argv, argvlen)
+        != REDIS_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    p = &rc->pending[(rc->phead + rc->npending) % rc->pcap];
+    p->fn = fn;
+    p->privdata = privdata;
+    p->sent = ngx_current_msec;
+
+    rc->npending++;
+
+    if (!rc->stall_timer.timer_set) {
+        ngx_add_timer(&rc->stall_timer,
+                      ngx_http_api_key_stall_time(rc->conf));
+    }
+
+    return NGX_OK;
+}
+
+
+/* every answer (or NULL when the connection goes) comes here, in order */
+
+static void
+ngx_http_api_key_cmd_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    ngx_http_api_key_rconn_t    *rc = privdata;
+    ngx_http_api_key_pending_t   p;
+
+    if (rc->npending == 0) {
+        ngx_log_error(NGX_LOG_ALERT, rc->log, 0,
+                      "api_key: a redis answer to no command");
+        return;
+    }
+
+    p = rc->pending[rc->phead];
+    rc->phead = (rc->phead + 1) % rc->pcap;
+    rc->npending--;
+
+    if (r) {
+        rc->timeouts = 0;
+
+        /* over once Redis answers and a second passed without trouble */
+
+        if (rc->outage
+            && ngx_current_msec - rc->outage_last >= NGX_HTTP_API_KEY_QUIET)
+        {
+            ngx_http_api_key_outage_end(rc);
+        }
+    }
+
+    if (p.fn) {
+        p.fn(ac, r, p.privdata);
+    }
+}
+
+
+/*
+ * The oldest command has waited max_timeouts * timeout, and at least 5 s:
+ * a dead connection.  This catches a connection that carries no reads (the
+ * quota leases of cached keys); reads that time out close it sooner.  Not
+ * too soon: what was sent may still run on Redis after the connection is
+ * closed, and the answer of a quota lease would then be lost.
+ */
+
+static ngx_msec_t
+ngx_http_api_key_stall_time(ngx_http_api_key_redis_conf_t *conf)
+{
+    ngx_msec_t  t;
+
+    t = conf->timeout * conf->max_timeouts;
+
+    return ngx_max(t, NGX_HTTP_API_KEY_STALL_MIN);
+}
+
+
+static void
+ngx_http_api_key_cmd_stall_handler(ngx_event_t *ev)
+{
+    ngx_msec_t                 age, stall;
+    ngx_http_api_key_rconn_t  *rc = ev->data;
+
+    if (rc->ac == NULL || rc->npending == 0) {
+        return;
+    }
+
+    stall = ngx_http_api_key_stall_time(rc->conf);
+    age = ngx_current_msec - rc->pending[rc->phead].sent;
+
+    if (age < stall) {
+        ngx_add_timer(ev, stall - age);
+        return;
+    }
+
+    ngx_http_api_key_cmd_reopen(rc);
+}
+
+
+static void
+ngx_http_api_key_cmd_reopen(ngx_http_api_key_rconn_t *rc)
+{
+    redisAsyncContext  *ac;
+
+    ngx_http_api_key_outage_begin(rc);
+
+    if (rc->outage_reopened++ == 0) {
+        ngx_log_error(NGX_LOG_WARN, rc->log, 0,
+                      "api_key: redis commands connection to \"%V\" did "
+                      "not answer for %M ms (%ui commands waiting): it is "
+                      "closed and opened again", &rc->conf->url,
+                      ngx_current_msec - rc->outage_start, rc->npending);
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, rc->log, 0,
+                   "api_key: reopening the redis commands connection, "
+                   "%ui commands waiting", rc->npending);
+
+    rc->timeouts = 0;
+    rc->connected = 0;
+    rc->lost = 1;
+
+    ac = rc->ac;
+    rc->ac = NULL;
+
+    /* answers the pending callbacks with NULL; on_disconnect if connected */
+    redisAsyncFree(ac);
+
+    if (!rc->reconnect_timer.timer_set) {
+        ngx_http_api_key_rconn_schedule(rc);
+    }
+}
+
+
+static void
+ngx_http_api_key_outage_begin(ngx_http_api_key_rconn_t *rc)
+{
+    rc->outage_last = ngx_current_msec;
+
+    if (rc->outage) {
+        return;
+    }
+
+    rc->outage = 1;
+    rc->outage_start = ngx_current_msec;
+    rc->outage_timeouts = 0;
+    rc->outage_refused = 0;
+    rc->outage_down = 0;
+    rc->outage_reopened = 0;
+}
+
+
+static void
+ngx_http_api_key_outage_end(ngx_http_api_key_rconn_t *rc)
+{
+    rc->outage = 0;
+
+    ngx_log_error(NGX_LOG_NOTICE, rc->log, 0,
+                  "api_key: redis answers again after %M ms: %ui reads "
+                  "timed out, %ui misses were answered without it (%ui with "
+                  "too many commands waiting, %ui while reconnecting), the "
+                  "commands connection was reopened %ui times",
+                  ngx_current_msec - rc->outage_start, rc->outage_timeouts,
+                  rc->outage_refused + rc->outage_down, rc->outage_refused,
+                  rc->outage_down, rc->outage_reopened);
+}
+
+
+/* an authorization error: a misconfiguration, not an outage */
+
+static ngx_uint_t
+ngx_http_api_key_auth_error(redisReply *reply)
+{
+    if (reply->type != REDIS_REPLY_ERROR) {
+        return 0;
+    }
+
+    return (reply->len >= 6 && ngx_strncmp(reply->str, "NOPERM", 6) == 0)
+           || (reply->len >= 6 && ngx_strncmp(reply->str, "NOAUTH", 6) == 0)
+           || (reply->len >= 9 && ngx_strncmp(reply->str, "WRONGPASS", 9)
+                                  == 0);
 }
 
 
@@ -641,7 +1009,9 @@ ngx_http_api_key_cleanup_conn(void *data)
 /*
  * Starts (or joins) the read of ctx->hash.  NGX_AGAIN: the request waits
  * and is woken by ngx_http_api_key_wake_all(); NGX_ERROR: Redis cannot be
- * asked now (not connected), answer without it.
+ * asked now (not connected, too many commands waiting), answer without it;
+ * NGX_DECLINED: the same, after Redis refused the module's credentials or
+ * commands (an authorization error: never "unchecked").
  */
 
 ngx_int_t
@@ -652,6 +1022,8 @@ ngx_http_api_key_redis_lookup(ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_rconn_t        *rc;
     ngx_http_api_key_lookup_t       *lk;
     ngx_http_api_key_redis_conf_t   *conf;
+    const char                      *argv[2];
+    size_t                           argvlen[2];
     u_char                           name[256 + AK_HASH_HEX_LEN];
 
     rc = &ngx_http_api_key_cmd;
@@ -665,7 +1037,28 @@ ngx_http_api_key_redis_lookup(ngx_http_api_key_ctx_t *ctx,
     if (lk == NULL) {
 
         if (rc->ac == NULL || conf->prefix.len > 256) {
-            return NGX_ERROR;
+            rc->outage_down += rc->outage;
+            return rc->denied ? NGX_DECLINED : NGX_ERROR;
+        }
+
+        if (rc->npending >= conf->max_pending) {
+
+            /* Redis is slow or gone: no more commands pile up */
+
+            if (!rc->outage) {
+                ngx_http_api_key_outage_begin(rc);
+
+                ngx_log_error(NGX_LOG_WARN, rc->log, 0,
+                              "api_key: %ui redis commands are waiting for "
+                              "an answer (max_pending): further misses are "
+                              "answered without redis until it answers",
+                              rc->npending);
+            }
+
+            ngx_http_api_key_outage_begin(rc);
+            rc->outage_refused++;
+
+            return rc->denied ? NGX_DECLINED : NGX_ERROR;
         }
 
         lk = ngx_calloc(sizeof(ngx_http_api_key_lookup_t), rc->log);
@@ -682,9 +1075,14 @@ ngx_http_api_key_redis_lookup(ngx_http_api_key_ctx_t *ctx,
         ak_hex_encode(ctx->hash, AK_HASH_LEN, (char *) p);
         p += AK_HASH_HEX_LEN;
 
-        if (redisAsyncCommand(rc->ac, ngx_http_api_key_lookup_reply, lk,
-                              "HGETALL %b", name, (size_t) (p - name))
-            != REDIS_OK)
+        argv[0] = "HGETALL";
+        argvlen[0] = 7;
+        argv[1] = (const char *) name;
+        argvlen[1] = p - name;
+
+        if (ngx_http_api_key_cmd_send(rc, ngx_http_api_key_lookup_reply, lk,
+                                      2, argv, argvlen)
+            != NGX_OK)
         {
             ngx_free(lk);
             return NGX_ERROR;
@@ -718,19 +1116,30 @@ ngx_http_api_key_redis_cancel(ngx_http_api_key_ctx_t *ctx)
 }
 
 
-/* an rbtree keyed by the hash's first bytes; equal keys go right */
+/*
+ * An rbtree keyed by the hash's first bytes.  Equal keys (the same hash in
+ * two zones, or hashes that share their first bytes) are inserted to the
+ * right, but rotations move them to either side: both are searched.
+ */
 
 ngx_rbtree_node_t *
 ngx_http_api_key_tree_find(ngx_rbtree_t *tree, ngx_http_api_key_zone_t *zone,
     u_char *hash, size_t hash_offset, size_t zone_offset)
 {
+    return ngx_http_api_key_tree_find_from(tree->root, tree->sentinel, zone,
+                                           hash, hash_offset, zone_offset);
+}
+
+
+static ngx_rbtree_node_t *
+ngx_http_api_key_tree_find_from(ngx_rbtree_node_t *node,
+    ngx_rbtree_node_t *sentinel, ngx_http_api_key_zone_t *zone, u_char *hash,
+    size_t hash_offset, size_t zone_offset)
+{
     ngx_rbtree_key_t    key;
-    ngx_rbtree_node_t  *node, *sentinel;
+    ngx_rbtree_node_t  *found;
 
     ngx_memcpy(&key, hash, sizeof(ngx_rbtree_key_t));
-
-    node = tree->root;
-    sentinel = tree->sentinel;
 
     while (node != sentinel) {
 
@@ -750,6 +1159,15 @@ ngx_http_api_key_tree_find(ngx_rbtree_t *tree, ngx_http_api_key_zone_t *zone,
                == 0)
         {
             return node;
+        }
+
+        /* the depth of the recursion is bounded by the tree's height */
+
+        found = ngx_http_api_key_tree_find_from(node->left, sentinel, zone,
+                                                hash, hash_offset,
+                                                zone_offset);
+        if (found) {
+            return found;
         }
 
         node = node->right;
@@ -772,7 +1190,9 @@ ngx_http_api_key_lookup_reply(redisAsyncContext *ac, void *r, void *privdata)
 
     result = ngx_http_api_key_lookup_store(lk, r);
 
-    if (result == NGX_HTTP_API_KEY_LOOKUP_ERROR) {
+    if (result == NGX_HTTP_API_KEY_LOOKUP_ERROR
+        || result == NGX_HTTP_API_KEY_LOOKUP_DENIED)
+    {
         ngx_http_api_key_count(&lk->zone->sh->redis_errors);
     }
 
@@ -790,17 +1210,20 @@ static ngx_uint_t
 ngx_http_api_key_lookup_store(ngx_http_api_key_lookup_t *lk,
     redisReply *reply)
 {
-    int                        len, rc;
+    int                        len, rc, seen;
     size_t                     i, n;
     ak_str_t                  *fields, *values;
     ngx_log_t                 *log;
+    ngx_uint_t                 denied;
     ngx_slab_pool_t           *shpool;
     ak_record_err_t            err;
+    ngx_http_api_key_rconn_t  *rconn;
     char                       id[AK_ID_DEFAULT_LEN + 1];
     ak_str_t                   fbuf[32], vbuf[32];
     static u_char              blob[AK_RECORD_MAX];
 
-    log = ngx_http_api_key_cmd.log;
+    rconn = &ngx_http_api_key_cmd;
+    log = rconn->log;
     shpool = lk->zone->shpool;
 
     if (reply == NULL) {
@@ -811,15 +1234,49 @@ ngx_http_api_key_lookup_store(ngx_http_api_key_lookup_t *lk,
     if (reply->type == REDIS_REPLY_ERROR) {
 
         if (reply->len >= 9 && ngx_strncmp(reply->str, "WRONGTYPE", 9) == 0) {
-            ngx_http_api_key_id_of(lk->hash, id);
-            ngx_log_error(NGX_LOG_WARN, log, 0,
-                          "api_key: record of key id \"%s\" is not a hash",
-                          id);
+
+            /* the record's fault, not Redis's: a bad record */
+
+            ngx_shmtx_lock(&shpool->mutex);
+            seen = ak_cache_put_bad(lk->zone->sh->cache, lk->hash,
+                                    (uint64_t) ngx_current_msec, lk->seq,
+                                    ngx_http_api_key_reply_version(reply));
+            ngx_shmtx_unlock(&shpool->mutex);
+
+            if (seen != 1) {
+                ngx_http_api_key_id_of(lk->hash, id);
+                ngx_log_error(NGX_LOG_WARN, log, 0,
+                              "api_key: record of key id \"%s\" is not a "
+                              "hash, the key is denied", id);
+            }
+
             return NGX_HTTP_API_KEY_LOOKUP_BAD;
         }
 
-        ngx_log_error(NGX_LOG_ERR, log, 0, "api_key: redis error: %*s",
-                      (size_t) reply->len, reply->str);
+        denied = ngx_http_api_key_auth_error(reply);
+
+        /* once until a read succeeds again; the others are counted */
+
+        rconn->errors_last = ngx_current_msec;
+
+        if (rconn->errors++ == 0) {
+            ngx_http_api_key_id_of(lk->hash, id);
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "api_key: redis answered the read of key id "
+                          "\"%s\" with an error: %*s%s; until a read "
+                          "succeeds, further error answers are counted, not "
+                          "logged", id, (size_t) reply->len, reply->str,
+                          denied ? " (an authorization error: keys not "
+                                   "cached are answered \"unavailable\", "
+                                   "also under api_key_fail open)"
+                                 : "");
+        }
+
+        if (denied) {
+            rconn->denied = 1;
+            return NGX_HTTP_API_KEY_LOOKUP_DENIED;
+        }
+
         return NGX_HTTP_API_KEY_LOOKUP_ERROR;
     }
 
@@ -828,6 +1285,17 @@ ngx_http_api_key_lookup_store(ngx_http_api_key_lookup_t *lk,
                       "api_key: unexpected redis reply to HGETALL");
         return NGX_HTTP_API_KEY_LOOKUP_ERROR;
     }
+
+    if (rconn->errors
+        && ngx_current_msec - rconn->errors_last >= NGX_HTTP_API_KEY_QUIET)
+    {
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "api_key: redis reads succeed again, after %ui error "
+                      "answers", rconn->errors);
+        rconn->errors = 0;
+    }
+
+    rconn->denied = 0;
 
     if (reply->elements == 0) {
         ngx_shmtx_lock(&shpool->mutex);
@@ -889,9 +1357,21 @@ ngx_http_api_key_lookup_store(ngx_http_api_key_lookup_t *lk,
     }
 
     if (len < 0) {
-        ngx_log_error(NGX_LOG_WARN, log, 0,
-                      "api_key: record of key id \"%s\" is invalid: %s, "
-                      "the key is denied", err.id, err.msg);
+
+        /* cached as bad for negative_ttl; logged once per version */
+
+        ngx_shmtx_lock(&shpool->mutex);
+        seen = ak_cache_put_bad(lk->zone->sh->cache, lk->hash,
+                                (uint64_t) ngx_current_msec, lk->seq,
+                                ngx_http_api_key_reply_version(reply));
+        ngx_shmtx_unlock(&shpool->mutex);
+
+        if (seen != 1) {
+            ngx_log_error(NGX_LOG_WARN, log, 0,
+                          "api_key: record of key id \"%s\" is invalid: %s, "
+                          "the key is denied", err.id, err.msg);
+        }
+
         return NGX_HTTP_API_KEY_LOOKUP_BAD;
     }
 
@@ -918,17 +1398,41 @@ static void
 ngx_http_api_key_lookup_timeout(ngx_event_t *ev)
 {
     char                        id[AK_ID_DEFAULT_LEN + 1];
+    ngx_http_api_key_rconn_t   *rc;
     ngx_http_api_key_lookup_t  *lk = ev->data;
+
+    rc = &ngx_http_api_key_cmd;
 
     ngx_http_api_key_id_of(lk->hash, id);
 
-    ngx_log_error(NGX_LOG_WARN, ev->log, 0,
-                  "api_key: redis read of key id \"%s\" timed out", id);
+    if (!rc->outage) {
+        ngx_http_api_key_outage_begin(rc);
+
+        ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                      "api_key: redis read of key id \"%s\" timed out "
+                      "after %M ms; until redis answers again, further "
+                      "timeouts are counted, not logged", id,
+                      rc->conf->timeout);
+
+    } else {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ev->log, 0,
+                       "api_key: redis read of key id \"%s\" timed out",
+                       id);
+    }
+
+    ngx_http_api_key_outage_begin(rc);    /* its last event: now */
+    rc->outage_timeouts++;
 
     ngx_http_api_key_count(&lk->zone->sh->redis_timeouts);
 
     /* the hiredis callback still comes, and frees lk */
     ngx_http_api_key_lookup_finish(lk, NGX_HTTP_API_KEY_LOOKUP_ERROR);
+
+    /* lk may be gone from here on */
+
+    if (++rc->timeouts >= rc->conf->max_timeouts && rc->ac) {
+        ngx_http_api_key_cmd_reopen(rc);
+    }
 }
 
 
@@ -963,12 +1467,16 @@ ngx_http_api_key_id_of(u_char *hash, char *id)
 static void
 ngx_http_api_key_cmd_ready(ngx_http_api_key_rconn_t *rc)
 {
+    static const char    *argv[] = { "CONFIG", "GET",
+                                     "notify-keyspace-events" };
+    static const size_t   argvlen[] = { 6, 3, 22 };
+
     if (!rc->conf->keyspace_events || ngx_worker != 0) {
         return;
     }
 
-    (void) redisAsyncCommand(rc->ac, ngx_http_api_key_config_reply, NULL,
-                             "CONFIG GET notify-keyspace-events");
+    (void) ngx_http_api_key_cmd_send(rc, ngx_http_api_key_config_reply, NULL,
+                                     3, argv, argvlen);
 }
 
 
@@ -1039,10 +1547,29 @@ static void
 ngx_http_api_key_sub_ready(ngx_http_api_key_rconn_t *rc)
 {
     u_char                         *p, *q, *last;
+    ngx_uint_t                      i;
+    ngx_http_api_key_zone_t       **zp;
     ngx_http_api_key_redis_conf_t  *conf;
     u_char                          pattern[512];
 
     conf = rc->conf;
+
+    /*
+     * The events in the zones' logs now were published before this
+     * SUBSCRIBE: never this subscription's.  The ones logged from here on
+     * may be (a faster worker applied them before this worker reads the
+     * confirmation): the position starts here, not at the head when the
+     * subscription is confirmed, so that they are recognised, not applied
+     * a second time (an old "revoke" after a newer "update").
+     */
+
+    zp = ngx_http_api_key_amcf->zones.elts;
+
+    for (i = 0; i < ngx_http_api_key_amcf->zones.nelts; i++) {
+        ngx_shmtx_lock(&zp[i]->shpool->mutex);
+        ngx_http_api_key_sub_mark[i] = ak_evlog_head(&zp[i]->sh->evlog);
+        ngx_shmtx_unlock(&zp[i]->shpool->mutex);
+    }
 
     (void) redisAsyncCommand(rc->ac, ngx_http_api_key_sub_reply, NULL,
                              "SUBSCRIBE %b", conf->channel.data,
@@ -1129,6 +1656,8 @@ ngx_http_api_key_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
     }
 
     if (type.len == 9 && ngx_strncmp(type.data, "subscribe", 9) == 0) {
+
+        ngx_http_api_key_rconn_proven(&ngx_http_api_key_sub);
 
         /* from here on, this worker receives what the others receive */
         ngx_http_api_key_apply(NGX_HTTP_API_KEY_OP_SYNC, NULL);
@@ -1287,7 +1816,8 @@ ngx_http_api_key_apply(ngx_uint_t op, u_char *hash)
         ngx_shmtx_lock(&zone->shpool->mutex);
 
         if (op == NGX_HTTP_API_KEY_OP_SYNC) {
-            zone->event_pos = ak_evlog_head(&zone->sh->evlog);
+            /* where the log was when SUBSCRIBE was sent (sub_ready) */
+            zone->event_pos = ngx_http_api_key_sub_mark[i];
             zone->event_lagging = 0;
             ngx_shmtx_unlock(&zone->shpool->mutex);
             continue;
@@ -1351,6 +1881,16 @@ ngx_http_api_key_keepalive(int fd)
         (void) setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(int));
     }
 #endif
+
+#ifdef TCP_USER_TIMEOUT
+    {
+        /* a black-holed path: sent data never acknowledged */
+        unsigned int  ut = NGX_HTTP_API_KEY_USER_TIMEOUT;
+
+        (void) setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut,
+                          sizeof(unsigned int));
+    }
+#endif
 }
 
 
@@ -1362,6 +1902,40 @@ ngx_http_api_key_redis_state(ngx_uint_t which)
     rc = which ? &ngx_http_api_key_sub : &ngx_http_api_key_cmd;
 
     return (rc->ac && rc->connected) ? 1 : 0;
+}
+
+
+/*
+ * What identifies a record's content (FNV-1a over the answer's strings and
+ * their lengths): a malformed record is logged once per version.
+ */
+
+static uint64_t
+ngx_http_api_key_reply_version(redisReply *reply)
+{
+    size_t       i, j, n;
+    uint64_t     h;
+    redisReply  *e;
+
+    h = 0xcbf29ce484222325ULL;
+    n = (reply->type == REDIS_REPLY_ARRAY) ? reply->elements : 1;
+
+    for (i = 0; i < n; i++) {
+        e = (reply->type == REDIS_REPLY_ARRAY) ? reply->element[i] : reply;
+
+        h = (h ^ (uint64_t) e->type) * 0x100000001b3ULL;
+        h = (h ^ (uint64_t) e->len) * 0x100000001b3ULL;
+
+        if (e->type == REDIS_REPLY_STRING || e->type == REDIS_REPLY_ERROR
+            || e->type == REDIS_REPLY_STATUS)
+        {
+            for (j = 0; j < (size_t) e->len; j++) {
+                h = (h ^ (u_char) e->str[j]) * 0x100000001b3ULL;
+            }
+        }
+    }
+
+    return h;
 }
 
 
@@ -1389,18 +1963,14 @@ ngx_int_t
 ngx_http_api_key_redis_command(ngx_http_api_key_redis_cb_pt cb,
     void *privdata, int argc, const char **argv, const size_t *argvlen)
 {
-    if (ngx_http_api_key_cmd.ac == NULL) {
+    ngx_http_api_key_rconn_t  *rc = &ngx_http_api_key_cmd;
+
+    if (rc->ac == NULL || rc->npending >= rc->conf->max_pending) {
         return NGX_ERROR;
     }
 
-    if (redisAsyncCommandArgv(ngx_http_api_key_cmd.ac, (redisCallbackFn *) cb,
-                              privdata, argc, argv, argvlen)
-        != REDIS_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
+    return ngx_http_api_key_cmd_send(rc, (redisCallbackFn *) cb, privdata,
+                                     argc, argv, argvlen);
 }
 
 

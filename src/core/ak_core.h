@@ -237,6 +237,8 @@ typedef struct {
                                    use it only if Redis cannot answer */
 
 #define AK_ENTRY_REVOKED    0x01 /* marked revoked by an event */
+#define AK_ENTRY_BAD        0x02 /* a NEGATIVE entry: the record exists but
+                                    is malformed (ak_cache_put_bad) */
 
 /* Smallest block ak_cache_create accepts. */
 size_t ak_cache_min_size(void) AK_NOEXCEPT;
@@ -294,6 +296,20 @@ int ak_cache_put_negative(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
     uint64_t now_ms, uint64_t seq) AK_NOEXCEPT;
 
 /*
+ * Remembers "the record is malformed" as a negative entry (same lifetime,
+ * same share of slots): ak_cache_lookup then answers AK_CACHE_NEGATIVE with
+ * AK_ENTRY_BAD in *flags.  version identifies the record's content (any
+ * 64-bit digest of it).  Past negative_ttl such an entry is looked up as a
+ * MISS but kept until it is replaced or evicted, so that the re-read can
+ * tell whether the record changed.  Like ak_cache_put_negative, nothing is
+ * stored when events arrived since seq.  Returns 1 when the entry for hash
+ * was already a bad entry of the same version (the caller reported it
+ * already), 0 when not, -1 on bad arguments.
+ */
+int ak_cache_put_bad(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
+    uint64_t now_ms, uint64_t seq, uint64_t version) AK_NOEXCEPT;
+
+/*
  * Events.  Each advances the event sequence.  Return 1 if hash was cached.
  * ak_cache_remove ("update"): the positive entry is never used again (a
  * lookup is a MISS, so it is re-read, also while Redis cannot answer) but
@@ -328,8 +344,11 @@ uint64_t ak_cache_event_seq(const ak_cache_t *c) AK_NOEXCEPT;
  * reads an event the others applied long ago: it skips it and advances its
  * position by one (AK_EVLOG_LOST, to be treated as SEEN), until it is back
  * inside the ring.
- * A worker sets its position to ak_evlog_head() when its subscription is
- * confirmed: the events published before it are not its to recognise.
+ * A worker sets its position to the ak_evlog_head() of when it sent its
+ * SUBSCRIBE: the events logged before were published before it and are not
+ * its to recognise; the ones logged after may be events it will receive,
+ * applied by a faster worker before its subscription was confirmed (taking
+ * the head at the confirmation would apply those a second time).
  */
 
 #define AK_EVLOG_SIZE       1024    /* entries (8 KiB) */

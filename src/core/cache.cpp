@@ -28,9 +28,11 @@
  *    48  fetched   u64    now_ms when stored
  *    56  st        24     ak_key_state_t (GCRA tat, quota lease)
  *    80  kind      u8     KIND_POS / KIND_NEG
- *    81  flags     u8     AK_ENTRY_REVOKED | F_STORED_STALE | F_GONE
+ *    81  flags     u8     AK_ENTRY_REVOKED | AK_ENTRY_BAD | F_STORED_STALE
+ *                         | F_GONE
  *    82  len       u16    blob length (0 for a negative entry)
- *    84  blob[32]         the first 32 blob bytes
+ *    84  blob[32]         the first 32 blob bytes (a bad negative entry:
+ *                         the record's version in the first 8)
  *   116  ovf       u32    first overflow slot (or NIL)
  *
  * Overflow slot: bytes [0, 116) carry blob bytes, the u32 at 116 (the same
@@ -916,6 +918,7 @@ put_negative_once(ak_cache_s *c, const unsigned char *hash, uint64_t now,
     if (i != NIL && x.s[i].kind == KIND_NEG) {
         x.s[i].fetched = now;
         x.s[i].gen = c->gen;
+        x.s[i].flags = 0;       /* no longer a malformed record, if it was */
         x.lru_touch(i);
 
     } else {
@@ -964,6 +967,59 @@ put_negative_once(ak_cache_s *c, const unsigned char *hash, uint64_t now,
 }
 
 
+/*
+ * A malformed record: a negative entry flagged AK_ENTRY_BAD whose inline
+ * blob bytes hold the record's version (len stays 0).  1: it was already
+ * there with that version.
+ */
+int
+put_bad_once(ak_cache_s *c, const unsigned char *hash, uint64_t now,
+    uint64_t seq, uint64_t version, bool *bad) noexcept
+{
+    int       seen;
+    uint32_t  i;
+    uint64_t  v;
+    Cache     x(c);
+
+    i = x.find(hash);
+
+    if (x.bad) {
+        *bad = true;
+        return 0;
+    }
+
+    seen = 0;
+
+    if (i != NIL && x.s[i].kind == KIND_NEG && (x.s[i].flags & AK_ENTRY_BAD)) {
+        memcpy(&v, x.s[i].blob, sizeof(v));
+        seen = (v == version);
+    }
+
+    if (seq != c->seq) {
+        /* events arrived during the read: store nothing */
+        return seen;
+    }
+
+    if (put_negative_once(c, hash, now, bad) != 0 || *bad) {
+        return seen;
+    }
+
+    i = x.find(hash);
+
+    if (x.bad) {
+        *bad = true;
+        return seen;
+    }
+
+    if (i != NIL && x.s[i].kind == KIND_NEG) {
+        x.s[i].flags = AK_ENTRY_BAD;
+        memcpy(x.s[i].blob, &version, sizeof(version));
+    }
+
+    return seen;
+}
+
+
 int
 lookup(ak_cache_s *c, const unsigned char *hash, uint64_t now,
     unsigned char *buf, size_t cap, size_t *len, uint32_t *flags,
@@ -985,7 +1041,11 @@ lookup(ak_cache_s *c, const unsigned char *hash, uint64_t now,
     }
 
     if (x.s[i].kind == KIND_NEG) {
-        if (x.neg_dead(i, now)) {
+        if (x.neg_dead(i, now) && (x.s[i].flags & AK_ENTRY_BAD)) {
+            /* kept for its version: ak_cache_put_bad replaces it */
+            rc = AK_CACHE_MISS;
+
+        } else if (x.neg_dead(i, now)) {
             x.drop(i);
             rc = AK_CACHE_MISS;
 
@@ -1047,7 +1107,7 @@ lookup(ak_cache_s *c, const unsigned char *hash, uint64_t now,
     }
 
     if (flags) {
-        *flags = x.s[i].flags & AK_ENTRY_REVOKED;
+        *flags = x.s[i].flags & (AK_ENTRY_REVOKED | AK_ENTRY_BAD);
     }
 
     if (slot) {
@@ -1249,6 +1309,29 @@ ak_cache_put_negative(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
     }
 
     return 0;
+}
+
+
+int
+ak_cache_put_bad(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
+    uint64_t now_ms, uint64_t seq, uint64_t version) noexcept
+{
+    int   seen;
+    bool  bad;
+
+    if (c == NULL || hash == NULL) {
+        return -1;
+    }
+
+    bad = false;
+    seen = put_bad_once(c, hash, now_ms, seq, version, &bad);
+
+    if (bad) {
+        reset(c);
+        return 0;
+    }
+
+    return seen;
 }
 
 

@@ -1385,3 +1385,97 @@ TEST(Cache, CorruptBlockStaysBounded)
         }
     }
 }
+
+
+// A malformed record is remembered like a negative entry, answered with
+// AK_ENTRY_BAD, and its version survives negative_ttl so that a re-read of
+// the same record is recognised (logged once per version).
+TEST(Cache, BadRecordEntry)
+{
+    Small s;
+    Hash h = hash_of(1);
+
+    EXPECT_EQ(0, ak_cache_put_bad(s.c, h.b, 0, ak_cache_event_seq(s.c), 7));
+    Result r = look(s.c, h, 1);
+    EXPECT_EQ(AK_CACHE_NEGATIVE, r.rc);
+    EXPECT_EQ((uint32_t) AK_ENTRY_BAD, r.flags);
+    EXPECT_EQ(1u, stats(s.c).negative_entries);
+    EXPECT_EQ(AK_CACHE_NEGATIVE, look(s.c, h, kNegTtl - 1).rc);
+
+    // past negative_ttl: a miss (re-read it), but the version is kept
+    EXPECT_EQ(AK_CACHE_MISS, look(s.c, h, kNegTtl).rc);
+    EXPECT_EQ(AK_CACHE_MISS, look(s.c, h, kNegTtl + 1).rc);
+    EXPECT_EQ(1, ak_cache_put_bad(s.c, h.b, kNegTtl + 2,
+                                  ak_cache_event_seq(s.c), 7));
+    EXPECT_EQ(AK_CACHE_NEGATIVE, look(s.c, h, kNegTtl + 3).rc);
+    EXPECT_EQ(1u, stats(s.c).negative_entries);
+
+    // another version
+    EXPECT_EQ(0, ak_cache_put_bad(s.c, h.b, kNegTtl + 4,
+                                  ak_cache_event_seq(s.c), 8));
+    EXPECT_EQ(1, ak_cache_put_bad(s.c, h.b, kNegTtl + 5,
+                                  ak_cache_event_seq(s.c), 8));
+
+    // events since the read: nothing stored, the answer still says "seen"
+    uint64_t old = ak_cache_event_seq(s.c);
+    EXPECT_EQ(0, ak_cache_remove(s.c, hash_of(9).b));
+    EXPECT_EQ(1, ak_cache_put_bad(s.c, h.b, kNegTtl + 6, old, 8));
+    EXPECT_EQ(0, ak_cache_put_bad(s.c, hash_of(2).b, 0, old, 8));
+    EXPECT_EQ(AK_CACHE_MISS, look(s.c, hash_of(2), 1).rc);
+
+    // a plain negative answer replaces it, without the flag
+    ASSERT_EQ(0, put_neg(s.c, h, kNegTtl + 7));
+    r = look(s.c, h, kNegTtl + 8);
+    EXPECT_EQ(AK_CACHE_NEGATIVE, r.rc);
+    EXPECT_EQ(0u, r.flags);
+    EXPECT_EQ(0, ak_cache_put_bad(s.c, h.b, kNegTtl + 9,
+                                  ak_cache_event_seq(s.c), 8));
+
+    // the record was fixed: a positive entry replaces it
+    Bytes b = blob_of(1, 100);
+    ASSERT_EQ(0, put(s.c, h, b, kNegTtl + 10));
+    r = look(s.c, h, kNegTtl + 11);
+    EXPECT_EQ(AK_CACHE_FRESH, r.rc);
+    EXPECT_EQ(b, r.blob);
+    EXPECT_EQ(0u, r.flags);
+    EXPECT_EQ(0u, stats(s.c).negative_entries);
+    EXPECT_EQ(1u, stats(s.c).entries);
+
+    // ... and a positive entry becomes a bad one when the record breaks
+    EXPECT_EQ(0, ak_cache_put_bad(s.c, h.b, kNegTtl + 12,
+                                  ak_cache_event_seq(s.c), 9));
+    EXPECT_EQ(AK_CACHE_NEGATIVE, look(s.c, h, kNegTtl + 13).rc);
+    EXPECT_EQ(0u, stats(s.c).entries);
+    EXPECT_EQ(stats(s.c).slots_total - 1, stats(s.c).slots_free);
+
+    // an update event drops it at once; a new generation makes it a miss
+    EXPECT_EQ(1, ak_cache_remove(s.c, h.b));
+    EXPECT_EQ(AK_CACHE_MISS, look(s.c, h, kNegTtl + 14).rc);
+    EXPECT_EQ(0, ak_cache_put_bad(s.c, h.b, 0, ak_cache_event_seq(s.c), 9));
+    ak_cache_new_generation(s.c);
+    EXPECT_EQ(AK_CACHE_MISS, look(s.c, h, 1).rc);
+    EXPECT_EQ(1, ak_cache_put_bad(s.c, h.b, 2, ak_cache_event_seq(s.c), 9));
+    EXPECT_EQ(AK_CACHE_NEGATIVE, look(s.c, h, 3).rc);
+
+    EXPECT_EQ(-1, ak_cache_put_bad(nullptr, h.b, 0, 0, 1));
+    EXPECT_EQ(-1, ak_cache_put_bad(s.c, nullptr, 0, 0, 1));
+}
+
+// Bad entries share the negative entries' cap and never evict a live
+// positive entry.
+TEST(Cache, BadRecordEntriesCountAsNegative)
+{
+    Small s(10);
+    uint32_t total = stats(s.c).slots_total;
+    uint32_t cap = std::max<uint32_t>(1, total * 10 / 100);
+
+    for (uint64_t k = 0; k < total - cap; k++) {
+        ASSERT_EQ(0, put(s.c, hash_of(k), blob_of(k, 10), 0));
+    }
+    for (uint64_t k = 1000; k < 1000 + 3 * cap; k++) {
+        ASSERT_LE(0, ak_cache_put_bad(s.c, hash_of(k).b, 1,
+                                      ak_cache_event_seq(s.c), k));
+    }
+    EXPECT_EQ(cap, stats(s.c).negative_entries);
+    EXPECT_EQ(total - cap, stats(s.c).entries);
+}

@@ -1,0 +1,104 @@
+# A Redis password given in the URL is never written anywhere: not in the
+# module's error log when the connection fails (refused, wrong password),
+# not in nginx -t's messages about a bad URL, not in apikeyctl's stderr.
+# The log shows the URL with the password as "***".
+use strict;
+use warnings;
+use Test::More;
+use Time::HiRes qw(time sleep);
+use lib 't/lib';
+use ApiKeyTest;
+use ApiKeyTest::Cli qw(run_cli);
+
+require_module();
+
+my $PW = 'Pw-' . random_base62(20);          # the secret that must not leak
+my $closed = free_port();                    # nothing listens there
+
+sub no_pw {
+    my ($text, $what) = @_;
+    my @hits = grep { index($_, $PW) >= 0 } split /\n/, $text;
+    is_deeply(\@hits, [], "$what: the password is not there")
+        or diag join("\n", @hits);
+}
+
+my $http = <<'EOT' . echo_server();
+    api_key_zone  keys:1m;
+    api_key_redis %%URL%% timeout=200ms connect_timeout=200ms;
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        location / { api_key keys; proxy_pass http://127.0.0.1:%%PORT_UP%%; }
+    }
+EOT
+
+# --- the module: a refused connection ------------------------------------
+{
+    my $url = "redis://alice:$PW\@127.0.0.1:$closed";
+    my $n = ApiKeyTest::Nginx->start(http => $http, vars => { URL => $url });
+    my $res = http_get($n->port, '/', headers => { 'X-API-Key' => 'k-' . random_base62(10) });
+    is($res->status, 503, 'Redis unreachable: 503');
+    my $log;
+    wait_until(sub { $log = $n->error_log; $log =~ /connection to .* failed/ },
+               timeout => 5);
+    like($log, qr{connection to "redis://alice:\*\*\*\@127\.0\.0\.1:$closed" failed},
+         'refused: the log names the URL with the password redacted');
+    no_pw($log, 'refused: error log (debug level)');
+    is_deeply([ $n->problems ], [], 'refused: no alert, crit or emerg');
+    $n->stop;
+}
+
+# --- the module: the server refuses the password --------------------------
+{
+    my $r = ApiKeyTest::Redis->start(users => ['alice on >right-pw ~* &* +@all'],
+                                     requirepass => 'other-pw');
+    my $url = "redis://alice:$PW\@127.0.0.1:" . $r->port . "/2";
+    my $n = ApiKeyTest::Nginx->start(http => $http, vars => { URL => $url });
+    my $log;
+    ok(wait_until(sub { $log = $n->error_log; $log =~ /AUTH failed/ }, timeout => 5),
+       'wrong password: AUTH failure logged');
+    like($log, qr{"redis://alice:\*\*\*\@127\.0\.0\.1:\d+/2": AUTH failed},
+         'wrong password: the URL is shown redacted');
+    no_pw($log, 'wrong password: error log');
+    is_deeply([ $n->problems ], [], 'wrong password: no alert, crit or emerg');
+    $n->stop;
+    $r->stop;
+}
+
+# --- nginx -t: URLs that do not parse --------------------------------------
+for my $bad ("redis://alice:$PW\@127.0.0.1:6379/notadb",
+             "redis:/alice:$PW\@127.0.0.1:6379",
+             "alice:$PW\@127.0.0.1:6379")
+{
+    my $c = ApiKeyTest::Nginx->check_config(http => $http, vars => { URL => $bad });
+    ok(!$c->{ok}, "nginx -t rejects a bad url") or diag $c->{output};
+    like($c->{output}, qr/invalid redis (?:url|database) .*:\*\*\*\@127\.0\.0\.1:6379/,
+         '... and names it with the password redacted');
+    no_pw($c->{output}, 'nginx -t output');
+    no_pw(slurp("$c->{dir}/error.log"), 'nginx -t error log');
+}
+
+# --- apikeyctl ---------------------------------------------------------------
+{
+    my $x = run_cli(args => ['--redis', "redis://alice:$PW\@127.0.0.1:$closed", 'show', 'foo']);
+    is($x->{exit}, 4, 'apikeyctl, refused connection: exit 4');
+    like($x->{err}, qr/cannot connect/, '... says why');
+    no_pw($x->{err} . $x->{out}, 'apikeyctl, refused connection');
+
+    my $r = ApiKeyTest::Redis->start(users => ['alice on >right-pw ~* &* +@all']);
+    $x = run_cli(args => ['--redis', "redis://alice:$PW\@127.0.0.1:" . $r->port, 'show', 'foo']);
+    is($x->{exit}, 4, 'apikeyctl, wrong password: exit 4');
+    like($x->{err}, qr/refused the password/, '... says why');
+    no_pw($x->{err} . $x->{out}, 'apikeyctl, wrong password');
+
+    $x = run_cli(args => ['--redis', "redis://alice:$PW\@127.0.0.1:" . $r->port . '/x', 'show', 'foo']);
+    is($x->{exit}, 2, 'apikeyctl, bad url: exit 2');
+    no_pw($x->{err} . $x->{out}, 'apikeyctl, bad url');
+
+    $x = run_cli(args => ['show', 'foo'],
+                 env => { APIKEY_REDIS_URL => "redis://alice:$PW\@127.0.0.1:$closed" });
+    is($x->{exit}, 4, 'apikeyctl, URL from the environment: exit 4');
+    no_pw($x->{err} . $x->{out}, 'apikeyctl, URL from the environment');
+    $r->stop;
+}
+
+done_testing;
