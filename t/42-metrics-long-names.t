@@ -19,7 +19,7 @@ my $r = ApiKeyTest::Redis->start;
 sub page_for {
     my ($what, @zones) = @_;
     my $conf = join '', map { "    api_key_zone '$_->[0]:48k';\n" } @zones;
-    my $n = ApiKeyTest::Nginx->start(redis => $r, vars => { REDIS => $r->port },
+    my $n = ApiKeyTest::Nginx->start(vars => { REDIS => $r->port },
                                      error_level => 'info', http => <<"EOT");
 $conf
     api_key_redis redis://127.0.0.1:%%REDIS%%;
