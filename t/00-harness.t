@@ -357,6 +357,13 @@ isnt($k->{exit}, 0, 'final checks: a sanitizer report fails the test file');
 like($k->{out}, qr/sanitizer report .*\n.*heap-buffer-overflow/, '... with its text')
     or diag $k->{out};
 
+$k = child_test(<<'EOT');
+open my $fh, '>>', $n->dir . '/error.log' or die;
+print $fh "src/x.c:12:5: runtime error: signed integer overflow\n";
+close $fh;
+EOT
+isnt($k->{exit}, 0, 'final checks: a UBSan report in the error log (its stderr) fails');
+
 $k = child_test('', plan => 1);
 is($k->{exit}, 0, 'final checks with a numeric plan: a clean test passes (no extra test)')
     or diag $k->{out};

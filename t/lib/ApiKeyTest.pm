@@ -125,6 +125,9 @@ END {
 # sanitizers
 
 our $SANITIZE = $ENV{AK_SANITIZE} // '';
+
+# the first line of a sanitizer report written to stderr
+our $SAN_LINE = qr/: runtime error: |==\d+==ERROR: \w+Sanitizer|^SUMMARY: \w+Sanitizer/;
 my $SAN_PRELOAD;
 
 sub sanitizing { $SANITIZE ne '' }
@@ -153,12 +156,16 @@ sub _san_preload {
 # the sanitizer options for a process reporting into $dir
 sub _san_env {
     my ($dir, %o) = @_;
-    my $leaks = $o{leaks} ? 1 : 0;
+    # programs (apikeyctl): leaks reported, UBSan fatal (next to ASan its
+    # reports go to stderr, not to log_path); nginx: no leak detection (it
+    # does not free at exit), UBSan reports in the error log (its stderr)
+    my $prog = $o{program} ? 1 : 0;
+    my $halt = $prog ? 1 : 0;
     return (
-        ASAN_OPTIONS => "log_path=$dir/asan:detect_leaks=$leaks"
+        ASAN_OPTIONS => "log_path=$dir/asan:detect_leaks=$prog"
             . ":abort_on_error=0:print_summary=1",
         UBSAN_OPTIONS => "log_path=$dir/ubsan:print_stacktrace=1"
-            . ":halt_on_error=0:print_summary=1",
+            . ":halt_on_error=$halt:print_summary=1",
     );
 }
 
@@ -188,7 +195,7 @@ sub _san_reports {
 my $PROC_SAN_DIR;
 if (sanitizing()) {
     $PROC_SAN_DIR = _san_dir(tmpdir() . '/san');
-    my %e = _san_env($PROC_SAN_DIR, leaks => 1);
+    my %e = _san_env($PROC_SAN_DIR, program => 1);
     @ENV{ keys %e } = values %e;
 }
 
@@ -242,6 +249,12 @@ sub _final_findings {
     }
     for my $r ($n->sanitizer_reports) {
         push @out, "sanitizer report $r->[0]:", split /\n/, $r->[1];
+    }
+    # before nginx has opened its error log, stderr is nginx.stderr
+    for my $f ('nginx.stderr', 'nginx.run') {
+        my $t = slurp("$n->{dir}/$f");
+        push @out, "sanitizer output in $n->{dir}/$f:", split /\n/, $t
+            if $t =~ $SAN_LINE;
     }
     return @out;
 }
@@ -1769,11 +1782,13 @@ sub error_log_since {
     return substr($t, $mark // 0);
 }
 
-# lines that show a crash or a serious problem
+# lines that show a crash or a serious problem (a sanitizer report written
+# to stderr, as UBSan's are next to ASan, lands in the error log: nginx
+# points its stderr there)
 sub problems {
     my ($self, $text) = @_;
     $text //= $self->error_log;
-    return grep { /exited on signal|\[alert\]|\[emerg\]|\[crit\]/ }
+    return grep { /exited on signal|\[alert\]|\[emerg\]|\[crit\]|$SAN_LINE/ }
         split /\n/, $text;
 }
 
