@@ -72,6 +72,7 @@ typedef struct {
 } ngx_http_api_key_metrics_out_t;
 
 
+/* in the handler: prints into its "out", or answers 500 */
 #define ngx_http_api_key_print(...)                                           \
     if (ngx_http_api_key_metrics_printf(&out, __VA_ARGS__) != NGX_OK) {       \
         return NGX_HTTP_INTERNAL_SERVER_ERROR;                                \
