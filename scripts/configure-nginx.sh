@@ -2,6 +2,8 @@
 # Runs nginx's configure in the current (copied) build tree with the flags of
 # the nginx that will load the module, plus this module as a dynamic module.
 # $1: the module's source directory.
+# AK_CC_OPT / AK_LD_OPT (environment): extra compiler / linker flags, e.g.
+# -fsanitize=address,undefined for the sanitizer build (make test-asan).
 set -e
 moddir=$1
 flags=""
@@ -14,7 +16,7 @@ if [ ! -x configure ] && [ -x auto/configure ]; then
 fi
 # shellcheck disable=SC2086
 ./configure $flags --with-compat \
-    --with-cc-opt="-g -O2 -fstack-protector-strong -Wformat -Werror=format-security -fPIC -D_FORTIFY_SOURCE=2" \
-    --with-ld-opt="-Wl,-z,relro -Wl,-z,now -fPIC" \
+    --with-cc-opt="-g -O2 -fstack-protector-strong -Wformat -Werror=format-security -fPIC -D_FORTIFY_SOURCE=2 ${AK_CC_OPT:-}" \
+    --with-ld-opt="-Wl,-z,relro -Wl,-z,now -fPIC ${AK_LD_OPT:-}" \
     --add-dynamic-module="$moddir" >configure.log 2>&1 \
     || { tail -30 configure.log >&2; exit 1; }

@@ -275,4 +275,107 @@ ok(!eval { ApiKeyTest::Nginx->start(module => 0, http => "bogus;\n"); 1 },
    'start dies when nginx cannot start');
 like($@, qr/unknown directive "bogus"/, '... with nginx\'s message');
 
+# --- the final checks: a child test file, its exit status and output -------
+#
+# Every test file fails at its end when an nginx it started logged an
+# [alert]/[crit]/[emerg] or crashed, a raw key made by the helpers reached
+# its logs, or a sanitizer report was written; unless the test declared it.
+
+my $kids = tmpdir();
+my $kid_n = 0;
+
+# child_test($body, plan => 'done_testing' | N): { exit, out }
+sub child_test {
+    my ($body, %o) = @_;
+    my $plan = $o{plan} // 'done_testing';
+    my $file = "$kids/kid" . ++$kid_n . '.t';
+    my $head = "use strict; use warnings;\n"
+        . ($plan eq 'done_testing' ? "use Test::More;\n"
+                                   : "use Test::More tests => $plan;\n")
+        . "use ApiKeyTest;\n"
+        . "my \$n = ApiKeyTest::Nginx->start(module => 0, http => "
+        . "'server { listen 127.0.0.1:%%PORT%%; location / { return 200 \"x\\\\n\"; } }');\n"
+        . "is(http_get(\$n->port, '/')->status, 200, 'nginx answers');\n";
+    spew($file, $head . $body . ($plan eq 'done_testing' ? "done_testing;\n" : ''));
+    my $lib = -d 't/lib' ? 't/lib' : "$ENV{PWD}/t/lib";
+    my $out = `$^X -I$lib $file 2>&1`;
+    return { exit => $? >> 8, out => $out };
+}
+
+my $append = 'open my $fh, ">>", $n->dir . "/error.log" or die; '
+    . 'print $fh "2030/01/01 00:00:00 [alert] 1#1: a test alert\n"; close $fh;' . "\n";
+
+my $k = child_test('');
+is($k->{exit}, 0, 'final checks: a clean test passes') or diag $k->{out};
+like($k->{out}, qr/^ok 2 - final check of nginx 1: /m, '... with one more test per nginx');
+
+$k = child_test(<<'EOT');
+my ($w) = $n->worker_pids;
+kill 'KILL', $w;    # (a SEGV would be caught by ASan in a sanitizer run)
+wait_until(sub { $n->error_log =~ /exited on signal/ }, timeout => 5);
+EOT
+isnt($k->{exit}, 0, 'final checks: a worker crash fails the test file');
+like($k->{out}, qr/not ok 2 - final check of nginx 1.*exited on signal \d+/s,
+     '... and shows the log line') or diag $k->{out};
+
+$k = child_test($append);
+isnt($k->{exit}, 0, 'final checks: an [alert] fails the test file');
+like($k->{out}, qr/unexpected .*\n.*a test alert/, '... with the line') or diag $k->{out};
+
+$k = child_test("\$n->expect_problem(qr/a test alert/);\n$append");
+is($k->{exit}, 0, 'final checks: an expected alert passes') or diag $k->{out};
+
+$k = child_test("\$n->expect_problem(qr/another alert/);\n$append");
+isnt($k->{exit}, 0, '... but not an alert other than the expected one');
+
+$k = child_test(<<'EOT');
+my $key = random_key('leak');
+http_get($n->port, "/?k=$key");
+EOT
+isnt($k->{exit}, 0, 'final checks: a raw key in the access log fails the test file');
+like($k->{out}, qr/raw keys in the logs.*\n.*access\.log: .*tkleakX/s,
+     '... with the line') or diag $k->{out};
+
+$k = child_test(<<'EOT');
+my $key = checksum_key('ak');
+$n->expect_key_leak($key);
+http_get($n->port, "/?k=$key");
+EOT
+is($k->{exit}, 0, 'final checks: an expected key leak passes') or diag $k->{out};
+
+$k = child_test(<<'EOT');
+my $key = 'short';
+http_get($n->port, "/?k=$key");
+EOT
+is($k->{exit}, 0, 'final checks: strings not made by the key helpers do not count')
+    or diag $k->{out};
+
+$k = child_test(<<'EOT');
+spew($n->dir . '/san/asan.12345', "==12345==ERROR: AddressSanitizer: heap-buffer-overflow\n");
+EOT
+isnt($k->{exit}, 0, 'final checks: a sanitizer report fails the test file');
+like($k->{out}, qr/sanitizer report .*\n.*heap-buffer-overflow/, '... with its text')
+    or diag $k->{out};
+
+$k = child_test(<<'EOT');
+open my $fh, '>>', $n->dir . '/error.log' or die;
+print $fh "src/x.c:12:5: runtime error: signed integer overflow\n";
+close $fh;
+EOT
+isnt($k->{exit}, 0, 'final checks: a UBSan report in the error log (its stderr) fails');
+
+$k = child_test('', plan => 1);
+is($k->{exit}, 0, 'final checks with a numeric plan: a clean test passes (no extra test)')
+    or diag $k->{out};
+$k = child_test($append, plan => 1);
+isnt($k->{exit}, 0, 'final checks with a numeric plan: an [alert] fails the test file');
+like($k->{out}, qr/a test alert/, '... with the line') or diag $k->{out};
+
+$k = child_test(<<'EOT');
+ok(!eval { ApiKeyTest::Nginx->start(module => 0, http => 'bogus;'); 1 },
+   'a bad configuration');
+EOT
+is($k->{exit}, 0, 'an nginx that failed to start is not checked for its [emerg]')
+    or diag $k->{out};
+
 done_testing;

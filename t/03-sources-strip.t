@@ -73,6 +73,11 @@ EOT
 my $dir = tmpdir();
 my $n = ApiKeyTest::Nginx->start(http => $http, vars => { REDIS => $r->port },
                                  redis => $r, dir => $dir);
+# keys sent where they are not the location's source, or to api_key_strip
+# off, reach the upstream on purpose: nginx's own debug lines print them,
+# and the access log has those URIs
+$n->expect_key_leak(CORE_REQUEST_DEBUG,
+    qr{^access\.log: .*"GET /(?:nostrip/|default/a\?api_key=|query/p\?xapi_key=)});
 mkdir "$dir/html/ssi";
 chmod 0755, "$dir/html/ssi";
 spew("$dir/html/ssi/index.html",

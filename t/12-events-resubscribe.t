@@ -175,7 +175,7 @@ reset_stats($r);
     my $h = add_key($r, $k, owner => 'reload');
     is(st(get($k)), '200 ok', 'reload: key cached');
     my %old = map { $_ => 1 } $n->worker_pids;
-    my $out = `$ApiKeyTest::NGINX -p @{[ $n->dir ]}/ -c @{[ $n->conf_path ]} -s reload 2>&1`;
+    my $out = run_nginx('-p', $n->dir . '/', '-c', $n->conf_path, '-s', 'reload');
     is($?, 0, 'nginx -s reload') or diag $out;
     my ($min, $max, $samples) = (1e9, 0, 0);
     my $done = wait_until(sub {

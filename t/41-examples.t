@@ -36,7 +36,7 @@ for my $file (@examples) {
     $text = "error_log $dir/logs/error.log;\n$text" unless $text =~ /^error_log\s/m;
 
     ApiKeyTest::spew("$dir/nginx.conf", $text);
-    my $out = `$nginx -p $dir/ -c $dir/nginx.conf -t 2>&1`;
+    my $out = run_nginx('-p', "$dir/", '-c', "$dir/nginx.conf", '-t');
     is($?, 0, "$file: nginx -t passes") or diag($out);
 }
 

@@ -249,9 +249,19 @@ ak_cache_t *ak_cache_create(void *mem, size_t size,
 
 /*
  * Re-uses a block formatted by ak_cache_create with the same layout
- * version and size (nginx -s reload).  NULL when incompatible.
+ * version and size (nginx -s reload).  NULL when ak_cache_validate refuses
+ * it.
  */
 ak_cache_t *ak_cache_attach(void *mem, size_t size) AK_NOEXCEPT;
+
+/*
+ * Checks that [mem, mem + size) holds a cache that can be attached: the
+ * layout fields of its header (size, counts, offsets) match the block size
+ * given, which every later operation relies on, and the mutable header
+ * fields are plausible.  NULL when it can, else a static message saying
+ * what is wrong.
+ */
+const char *ak_cache_validate(const void *mem, size_t size) AK_NOEXCEPT;
 
 void ak_cache_set_conf(ak_cache_t *c, const ak_cache_conf_t *conf) AK_NOEXCEPT;
 

@@ -55,11 +55,21 @@
  * and is O(1): a put may evict a few entries, at most one per slot it
  * needs (<= 37).  Nothing allocates, nothing throws, no system calls.
  *
- * Corruption: every index read from the block is checked against nslots and
- * every walk is bounded, so a damaged block can neither loop forever nor
- * reach outside itself.  When an inconsistency is detected the cache is
- * reformatted (emptied) and the operation is retried once on the clean
- * cache.
+ * Corruption: every index read from the slots, the bucket heads and the
+ * mutable header fields is checked against nslots and every walk is
+ * bounded, so damage there can neither loop forever nor reach outside the
+ * block.  When an inconsistency is detected the cache is reformatted
+ * (emptied) and the operation is retried once on the clean cache.
+ *
+ * The layout fields of the header (magic, version, slot_size, size,
+ * buckets_off, slots_off, nslots, nbuckets) are different: they are written
+ * once by create and trusted by every operation after that, since they are
+ * what the bounds are checked against.  Damage to them after create/attach
+ * CAN make an operation read or write outside the block; nothing in the
+ * block can guard against that.  ak_cache_validate (and so attach) checks
+ * them against the block size the caller gives, which comes from outside
+ * the block, together with the plausibility of the mutable header fields,
+ * and refuses a block that does not match.
  */
 
 #include "ak_core.h"
@@ -1173,40 +1183,115 @@ ak_cache_create(void *mem, size_t size, const ak_cache_conf_t *conf) noexcept
 }
 
 
+const char *
+ak_cache_validate(const void *mem, size_t size) noexcept
+{
+    Layout              l;
+    uint64_t            listed, used;
+    const ak_cache_s   *h;
+
+    if (mem == NULL) {
+        return "no block";
+    }
+
+    if (!aligned(mem)) {
+        return "block not aligned to 8 bytes";
+    }
+
+    if (!layout_of(size, &l)) {
+        return "block too small for a cache";
+    }
+
+    h = static_cast<const ak_cache_s *>(mem);
+
+    /* the layout: what every operation trusts */
+
+    if (h->magic != kMagic) {
+        return "not a cache block (bad magic)";
+    }
+
+    if (h->version != kVersion) {
+        return "cache layout version differs";
+    }
+
+    if (h->slot_size != sizeof(Slot)) {
+        return "slot size differs";
+    }
+
+    if (h->size != size) {
+        return "block size differs from the one the cache was created with";
+    }
+
+    if (h->nslots != l.nslots || h->nbuckets != l.nslots) {
+        return "slot or bucket count does not match the block size";
+    }
+
+    if (h->buckets_off != l.buckets_off || h->slots_off != l.slots_off) {
+        return "bucket or slot area offset does not match the block size";
+    }
+
+    /* the mutable fields: indices in range, counts that add up */
+
+    if (h->hwm > h->nslots) {
+        return "high-water mark beyond the slot count";
+    }
+
+    if (h->nfree > h->nslots || h->nfree < h->nslots - h->hwm) {
+        return "free slot count out of range";
+    }
+
+    used = (uint64_t) h->npos + h->nneg;
+
+    if (used + h->nfree > h->nslots) {
+        return "entry and free slot counts exceed the slot count";
+    }
+
+    listed = h->nfree - (h->nslots - h->hwm);    /* on the free list */
+
+    if ((h->free_head == NIL) != (listed == 0)
+        || (h->free_head != NIL && h->free_head >= h->hwm))
+    {
+        return "free list head inconsistent";
+    }
+
+    if ((h->pos_head == NIL) != (h->npos == 0)
+        || (h->pos_tail == NIL) != (h->npos == 0)
+        || (h->pos_head != NIL && h->pos_head >= h->hwm)
+        || (h->pos_tail != NIL && h->pos_tail >= h->hwm))
+    {
+        return "positive LRU list inconsistent";
+    }
+
+    if ((h->neg_head == NIL) != (h->nneg == 0)
+        || (h->neg_tail == NIL) != (h->nneg == 0)
+        || (h->neg_head != NIL && h->neg_head >= h->hwm)
+        || (h->neg_tail != NIL && h->neg_tail >= h->hwm))
+    {
+        return "negative LRU list inconsistent";
+    }
+
+    if (h->ngone > h->npos) {
+        return "count of entries removed by updates out of range";
+    }
+
+    if (h->neg_pct == 0 || h->neg_pct > 100
+        || h->neg_max == 0 || h->neg_max > h->nslots)
+    {
+        return "negative entry limit out of range";
+    }
+
+    return NULL;
+}
+
+
 ak_cache_t *
 ak_cache_attach(void *mem, size_t size) noexcept
 {
-    Layout       l;
-    ak_cache_s  *h;
-
-    if (mem == NULL || !aligned(mem) || !layout_of(size, &l)) {
+    if (ak_cache_validate(mem, size) != NULL) {
         return NULL;
     }
 
-    h = static_cast<ak_cache_s *>(mem);
-
-    if (h->magic != kMagic || h->version != kVersion
-        || h->slot_size != sizeof(Slot) || h->size != size
-        || h->buckets_off != l.buckets_off || h->slots_off != l.slots_off
-        || h->nslots != l.nslots || h->nbuckets != l.nslots)
-    {
-        return NULL;
-    }
-
-    /* the rest of the header must at least be plausible */
-
-    if (h->hwm > h->nslots || h->nfree > h->nslots
-        || (uint64_t) h->npos + h->nneg > h->nslots
-        || (h->free_head != NIL && h->free_head >= h->nslots)
-        || (h->pos_head != NIL && h->pos_head >= h->nslots)
-        || (h->pos_tail != NIL && h->pos_tail >= h->nslots)
-        || (h->neg_head != NIL && h->neg_head >= h->nslots)
-        || (h->neg_tail != NIL && h->neg_tail >= h->nslots))
-    {
-        return NULL;
-    }
-
-    return h;
+    return static_cast<ak_cache_s *>(mem);
 }
 
 

@@ -15,6 +15,26 @@ package ApiKeyTest;
 # resumed first, then every nginx is stopped (gracefully, QUIT), then every
 # redis-server.  AK_KEEP=1 keeps the temporary directories.
 #
+# Final checks: when the test calls done_testing (or at its end), every
+# nginx it started is stopped and gets one more test: its error log has no
+# [alert], [crit], [emerg] or "exited on signal" line, neither log (error or
+# access) holds a raw key made by the key helpers (random_key, checksum_key,
+# add_key, track_key), and no sanitizer report was written.  A test that
+# expects such a line says so: $n->expect_problem(qr/.../),
+# $n->expect_key_leak($key or qr/.../), or the start options
+# expect_problems => [qr/.../, ...] and expect_key_leaks => [...].  With a
+# numeric plan, only a failing check is added (it breaks the plan, which
+# fails the file).  AK_FINAL_CHECKS=0 turns the checks off.
+#
+# Sanitizers: with AK_SANITIZE (e.g. "address,undefined", set by
+# make test-asan) every nginx runs with the sanitizer runtimes preloaded
+# (LD_PRELOAD, only into nginx: not perl, redis-server or a shell), reports
+# go to <nginx dir>/san/ (writable by the worker user), and the final check
+# fails on any.  Other programs run by the test (apikeyctl) report into a
+# directory of the test file's own (ASAN_OPTIONS/UBSAN_OPTIONS of the
+# process), checked too.  AK_SANITIZE_PRELOAD overrides the preloaded
+# libraries; AK_CC names the compiler asked for their paths (default cc).
+#
 # Config placeholders (Nginx->start / check_config): %%DIR%% (the nginx
 # prefix directory, no trailing slash), %%MODULE%% (the module path),
 # %%PORT%% (the port named "main"), %%PORT_NAME%% (a port named "name",
@@ -28,17 +48,20 @@ package ApiKeyTest;
 #   Nginx:   start(%o) check_config(%o) line_of port(name) dir conf_path
 #            conf_text reload(%o) reload_error stop stop_forced stop_seconds
 #            worker_pids all_worker_pids master_pid error_log access_log
-#            log_mark error_log_since problems
+#            log_mark error_log_since problems expect_problem
+#            expect_key_leak sanitizer_reports
 #   HTTP:    http_get http_request (-> ApiKeyTest::Response: status header
 #            headers body elapsed raw as_string error_message),
 #            ApiKeyTest::HTTPConn (keep-alive), http_batch (->pending ->wait
 #            ->abort), http_concurrent, http_open_raw
 #   Keys:    sha256_hex hmac_sha256_hex(data, secret) crc32 base62
 #            checksum_key random_key random_base62 key_hash add_key
+#            track_key tracked_keys
 #   Redis stats: commandstats hgetall_calls reset_stats
-#   Logs:    parse_error_log key_leaks CORE_DEBUG_PREFIXES
+#   Logs:    parse_error_log key_leaks CORE_DEBUG_PREFIXES CORE_REQUEST_DEBUG
+#   nginx:   run_nginx (nginx -t, -s reload: with the sanitizer runtimes)
 #   Misc:    module_path require_module free_port wait_until slurp spew
-#            tmpdir echo_server
+#            tmpdir echo_server sanitizing
 
 use strict;
 use warnings;
@@ -63,6 +86,7 @@ our @EXPORT = qw(
     random_base62 add_key key_hash commandstats hgetall_calls reset_stats
     http_get http_request http_batch http_concurrent http_open_raw
     parse_error_log key_leaks echo_server CORE_DEBUG_PREFIXES
+    track_key tracked_keys run_nginx CORE_REQUEST_DEBUG
 );
 
 our $NGINX = $ENV{AK_NGINX} // '/usr/sbin/nginx';
@@ -70,6 +94,7 @@ our $REDIS_SERVER = $ENV{AK_REDIS_SERVER} // '/usr/bin/redis-server';
 
 my $OWNER_PID = $$;
 my (@NGINX, @REDIS);    # everything started by this process
+my @CHECKED;            # nginx -t runs (check_config), for sanitizer reports
 
 # ---------------------------------------------------------------------------
 # process-wide safety nets
@@ -90,8 +115,234 @@ alarm $WATCHDOG if $WATCHDOG;
 
 END {
     local $?;    # keep the test's exit status
+    # the final checks, if done_testing did not run them: now, before the
+    # temporary directories go (File::Temp's END runs after this one)
+    _final_checks_at_end();
     _cleanup_all();
 }
+
+# ---------------------------------------------------------------------------
+# sanitizers
+
+our $SANITIZE = $ENV{AK_SANITIZE} // '';
+
+# the first line of a sanitizer report written to stderr
+our $SAN_LINE = qr/: runtime error: |==\d+==ERROR: \w+Sanitizer|^SUMMARY: \w+Sanitizer/;
+my $SAN_PRELOAD;
+
+sub sanitizing { $SANITIZE ne '' }
+
+# the libraries LD_PRELOADed into nginx ('' when not sanitizing)
+sub _san_preload {
+    return '' unless sanitizing();
+    return $SAN_PRELOAD if defined $SAN_PRELOAD;
+    if (defined $ENV{AK_SANITIZE_PRELOAD}) {
+        return $SAN_PRELOAD = $ENV{AK_SANITIZE_PRELOAD};
+    }
+    my $cc = $ENV{AK_CC} || 'cc';
+    my @libs;
+    push @libs, 'libasan.so' if $SANITIZE =~ /\baddress\b/;
+    push @libs, 'libubsan.so' if $SANITIZE =~ /\bundefined\b/;
+    my @paths;
+    for my $l (@libs) {
+        chomp(my $p = `$cc -print-file-name=$l`);
+        die "ApiKeyTest: $cc does not know $l (AK_SANITIZE=$SANITIZE)\n"
+            unless $p =~ m{^/} && -e $p;
+        push @paths, $p;
+    }
+    return $SAN_PRELOAD = join ' ', @paths;
+}
+
+# the sanitizer options for a process reporting into $dir
+sub _san_env {
+    my ($dir, %o) = @_;
+    # programs (apikeyctl): leaks reported, UBSan fatal (next to ASan its
+    # reports go to stderr, not to log_path); nginx: no leak detection (it
+    # does not free at exit), UBSan reports in the error log (its stderr)
+    my $prog = $o{program} ? 1 : 0;
+    my $halt = $prog ? 1 : 0;
+    return (
+        ASAN_OPTIONS => "log_path=$dir/asan:detect_leaks=$prog"
+            . ":abort_on_error=0:print_summary=1",
+        UBSAN_OPTIONS => "log_path=$dir/ubsan:print_stacktrace=1"
+            . ":halt_on_error=$halt:print_summary=1",
+    );
+}
+
+# a directory for reports that any user can write (nginx workers run as
+# nobody)
+sub _san_dir {
+    my ($dir) = @_;
+    mkdir $dir;
+    chmod 01777, $dir;
+    return $dir;
+}
+
+# the reports in $dir: list of [ file, text ]
+sub _san_reports {
+    my ($dir) = @_;
+    opendir my $dh, $dir or return ();
+    my @r;
+    for my $f (sort grep { !/^\./ } readdir $dh) {
+        my $t = slurp("$dir/$f");
+        push @r, [ "$dir/$f", $t ] if length $t;
+    }
+    return @r;
+}
+
+# Programs the test runs itself (apikeyctl) report into a directory of this
+# test file; perl and redis-server are not instrumented and ignore these.
+my $PROC_SAN_DIR;
+if (sanitizing()) {
+    $PROC_SAN_DIR = _san_dir(tmpdir() . '/san');
+    my %e = _san_env($PROC_SAN_DIR, program => 1);
+    @ENV{ keys %e } = values %e;
+}
+
+# ---------------------------------------------------------------------------
+# the final checks (see the top)
+
+my %KEYS;       # raw keys made by the helpers
+my $KEYS_RE;    # one regexp matching any of them (undef: rebuild)
+
+# track_key(@keys): a raw key that must never reach a log (the key helpers
+# call it; tests call it for keys made otherwise, e.g. by apikeyctl).  Keys
+# shorter than 8 bytes are ignored (they would match anything).
+sub track_key {
+    for my $k (@_) {
+        next unless defined $k && length $k >= 8;
+        next if $KEYS{$k};
+        $KEYS{$k} = 1;
+        undef $KEYS_RE;
+    }
+    return;
+}
+
+sub tracked_keys { sort keys %KEYS }
+
+sub _keys_re {
+    return undef unless %KEYS;
+    return $KEYS_RE //= do {
+        my $alt = join '|', map { quotemeta } sort keys %KEYS;
+        qr/$alt/;
+    };
+}
+
+sub _matches_any {
+    my ($line, $list) = @_;
+    for my $e (@$list) {
+        return 1 if ref $e eq 'Regexp' ? $line =~ $e : index($line, $e) >= 0;
+    }
+    return 0;
+}
+
+# what is wrong with an nginx, as text ('' when nothing)
+sub _final_findings {
+    my ($n, %o) = @_;
+    my @out;
+    unless ($o{sanitizer_only}) {
+        my @p = grep { !_matches_any($_, $n->{expect_problems}) } $n->problems;
+        push @out, "unexpected [alert]/[crit]/[emerg]/crash lines in "
+            . "$n->{dir}/error.log:", @p if @p;
+        my @leaks = $n->_key_leak_lines;
+        push @out, "raw keys in the logs of $n->{dir}:", @leaks if @leaks;
+    }
+    for my $r ($n->sanitizer_reports) {
+        push @out, "sanitizer report $r->[0]:", split /\n/, $r->[1];
+    }
+    # before nginx has opened its error log, stderr is nginx.stderr
+    for my $f ('nginx.stderr', 'nginx.run') {
+        my $t = slurp("$n->{dir}/$f");
+        push @out, "sanitizer output in $n->{dir}/$f:", split /\n/, $t
+            if $t =~ $SAN_LINE;
+    }
+    return @out;
+}
+
+my $FINAL_DONE;
+
+sub _final_checks {
+    my ($trace, $hub) = @_;
+    return unless $$ == $OWNER_PID;
+    return if $FINAL_DONE++;
+    return if defined $ENV{AK_FINAL_CHECKS} && !$ENV{AK_FINAL_CHECKS};
+    my $plan = $hub->plan;
+    return if defined $plan && $plan eq 'SKIP';
+    # a numeric plan counts the tests: add one only when it fails
+    my $quiet = defined $plan && $plan =~ /^\d+$/;
+    _cleanup_all();    # the logs are complete once nginx has exited
+    require Test::More;
+    my $tb = Test::More->builder;
+    my $i = 0;
+    for my $n (@NGINX) {
+        $i++;
+        my @f = _final_findings($n);
+        next if $quiet && !@f;
+        my $name = "final check of nginx $i: no alert, crit, emerg or crash, "
+            . "no raw key in its logs"
+            . (sanitizing() ? ', no sanitizer report' : '');
+        $tb->ok(!@f, $name);
+        if (@f) {
+            splice @f, 400, @f - 400, '... (cut)' if @f > 401;
+            $tb->diag(join "\n", @f);
+        }
+    }
+    for my $n (@CHECKED) {
+        my @f = _final_findings($n, sanitizer_only => 1) or next;
+        $tb->ok(0, "nginx -t in $n->{dir}: no sanitizer report");
+        $tb->diag(join "\n", @f);
+    }
+    if ($PROC_SAN_DIR) {
+        my @r = _san_reports($PROC_SAN_DIR);
+        if (@r || !$quiet) {
+            $tb->ok(!@r, 'no sanitizer report from the programs the test ran');
+            $tb->diag(join "\n", map { ("sanitizer report $_->[0]:", $_->[1]) } @r)
+                if @r;
+        }
+    }
+}
+
+sub _final_checks_at_end {
+    return unless $$ == $OWNER_PID && $INC{'Test2/API.pm'};
+    my $hub = eval { Test2::API::test2_stack()->top } or return;
+    return if $hub->ended;
+    _final_checks(undef, $hub);
+}
+
+# run_nginx(@args): runs nginx (AK_NGINX, default /usr/sbin/nginx) with
+# @args, e.g. ('-p', $dir, '-c', $conf, '-t'), with the sanitizer runtimes
+# preloaded when sanitizing; returns its output (stdout and stderr) and sets
+# $? like backticks.  Use it instead of `$ApiKeyTest::NGINX ...`.
+sub run_nginx {
+    my (@args) = @_;
+    my %env = sanitizing()
+        ? (LD_PRELOAD => _san_preload(), _san_env($PROC_SAN_DIR)) : ();
+    my $tmp = File::Temp->new(TEMPLATE => 'aknginx-XXXXXX', TMPDIR => 1);
+    return _run_nginx($tmp->filename, \%env, @args);
+}
+
+sub _run_nginx {
+    my ($out, $env, @args) = @_;
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        @ENV{ keys %$env } = values %$env;
+        open STDIN, '<', '/dev/null';
+        open STDOUT, '>', $out;
+        open STDERR, '>&', \*STDOUT;
+        exec($NGINX, @args) or POSIX::_exit(127);
+    }
+    waitpid $pid, 0;
+    my $st = $?;
+    my $text = slurp($out);
+    $? = $st;
+    return $text;
+}
+
+sub _register_final_checks {
+    require Test2::API;
+    Test2::API::test2_add_callback_testing_done(\&_final_checks);
+}
+_register_final_checks();
 
 sub _cleanup_all {
     return unless $$ == $OWNER_PID;
@@ -209,14 +460,18 @@ sub checksum_key {
     $prefix //= 'ak';
     $random //= random_base62(30);
     my $body = "${prefix}_$random";
-    return $body . base62(crc32($body), 6);
+    my $k = $body . base62(crc32($body), 6);
+    track_key($k);
+    return $k;
 }
 
 # A distinctive random key (easy to find in logs): "tk" + tag + random.
 sub random_key {
     my ($tag) = @_;
     $tag //= '';
-    return 'tk' . $tag . 'X' . random_base62(28);
+    my $k = 'tk' . $tag . 'X' . random_base62(28);
+    track_key($k);
+    return $k;
 }
 
 # key_hash($key, secret => S): the hex record name suffix
@@ -236,6 +491,7 @@ sub add_key {
     my $secret = delete $f{-secret};
     my $db     = delete $f{-db};
     my $string = delete $f{-string};
+    track_key($key);
     my $hash = key_hash($key, secret => $secret);
     my $name = $prefix . $hash;
     $redis->cmd('SELECT', $db) if defined $db;
@@ -282,6 +538,20 @@ use constant CORE_DEBUG_PREFIXES => (
     'http uri: ',             # ngx_http_process_request_uri
     'http exten: ',           # ngx_http_process_request_uri
 );
+
+# For tests that send keys where the module does not take them away (a
+# location with api_key_strip off, an argument or header that is not the
+# location's key source): nginx's own debug lines that print the request
+# (URI, arguments, proxied headers) and the continuation lines of its
+# multi-line dumps.  $n->expect_key_leak(CORE_REQUEST_DEBUG) lets them be.
+use constant CORE_REQUEST_DEBUG => qr{
+    ^error\.log:\ (?:
+        \S+\ \S+\ \[debug\]\ \d+\#\d+:\ \*\d+\ http\ (?:proxy\ header|script\ var
+            |finalize\ request|special\ response|output\ filter|copy\ filter
+            |postpone\ filter|run\ request|upstream\ request)
+      | (?!\d{4}/\d\d/\d\d\ )    # a continuation line
+    )
+}x;
 
 # parse_error_log($text) -> list of { level, msg, line }
 sub parse_error_log {
@@ -1189,7 +1459,8 @@ package ApiKeyTest::Nginx;
 #     conf => $text,            # everything after the main preamble
 #     vars => { REDIS => $r->port, ... },
 #     workers => 1, module => 1 (0: no load_module), error_level => 'debug',
-#     main => $extra_main_context_text, user => 'nobody');
+#     main => $extra_main_context_text, user => 'nobody',
+#     expect_problems => [qr/.../, ...], expect_key_leaks => [$key, qr/../]);
 # $n->port (main), ->port('up'), ->dir, ->conf_path, ->reload(%same_opts),
 # ->stop, ->error_log, ->access_log, ->log_mark / ->error_log_since($mark),
 # ->problems, ->worker_pids, ->master_pid.
@@ -1209,11 +1480,33 @@ sub _new {
         dir => $o{dir} // ApiKeyTest::tmpdir(),
         ports => {},
         workers => $o{workers} // 1,
+        expect_problems => [ _list($o{expect_problems}) ],
+        expect_key_leaks => [ _list($o{expect_key_leaks}) ],
     }, $class;
+    ApiKeyTest::_san_dir("$self->{dir}/san");
     mkdir "$self->{dir}/tmp";
     mkdir "$self->{dir}/html";
     chmod 0755, "$self->{dir}/html";
     return $self;
+}
+
+sub _list { my ($v) = @_; !defined $v ? () : ref $v eq 'ARRAY' ? @$v : ($v) }
+
+# the environment of an nginx process: the sanitizer runtimes and options
+# when sanitizing
+sub _env {
+    my ($self) = @_;
+    return () unless ApiKeyTest::sanitizing();
+    return (LD_PRELOAD => ApiKeyTest::_san_preload(),
+            ApiKeyTest::_san_env("$self->{dir}/san"));
+}
+
+# runs nginx with @args (not through a shell, so that only nginx gets the
+# preload): returns (output, exit status)
+sub _run {
+    my ($self, @args) = @_;
+    my $out = ApiKeyTest::_run_nginx("$self->{dir}/nginx.run", { $self->_env }, @args);
+    return ($out, $?);
 }
 
 sub _build_conf {
@@ -1286,8 +1579,9 @@ sub check_config {
     my ($class, %o) = @_;
     my $self = $class->_new(%o);
     $self->_write_conf(%o);
-    my $out = `$NGINX -p $self->{dir}/ -c $self->{conf_path} -t 2>&1`;
-    my $ok = $? == 0 ? 1 : 0;
+    push @CHECKED, $self;
+    my ($out, $st) = $self->_run('-p', "$self->{dir}/", '-c', $self->{conf_path}, '-t');
+    my $ok = $st == 0 ? 1 : 0;
     return { ok => $ok, output => $out, conf_path => $self->{conf_path},
              conf => $self->{conf_text}, dir => $self->{dir},
              nginx => $self };
@@ -1310,8 +1604,10 @@ sub start {
     $self->{opts} = \%o;
     $self->_write_conf(%o);
     push @NGINX, $self;
+    my %env = $self->_env;
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {
+        @ENV{ keys %env } = values %env;
         open STDIN, '<', '/dev/null';
         open STDOUT, '>>', "$self->{dir}/nginx.stderr";
         open STDERR, '>&', \*STDOUT;
@@ -1340,6 +1636,10 @@ sub start {
         my $diag = ApiKeyTest::slurp("$self->{dir}/nginx.stderr");
         my @err = grep { !/\[debug\]/ } split /\n/, $self->error_log;
         $self->stop;
+        # a start that failed is checked like nginx -t: sanitizer reports
+        # only (its [emerg] is what the caller looks at)
+        @NGINX = grep { $_ != $self } @NGINX;
+        push @CHECKED, $self;
         my @tail = @err > 40 ? @err[-40 .. -1] : @err;
         croak "nginx did not start ($why):\n$diag\n" . join("\n", @tail) . "\n";
     }
@@ -1412,8 +1712,9 @@ sub reload {
         $self->_write_conf(%opts);
     }
     my %old = map { $_ => 1 } $self->all_worker_pids;
-    my $out = `$NGINX -p $self->{dir}/ -c $self->{conf_path} -s reload 2>&1`;
-    if ($?) {
+    my ($out, $st) = $self->_run('-p', "$self->{dir}/", '-c', $self->{conf_path},
+                                 '-s', 'reload');
+    if ($st) {
         $self->{reload_error} = $out;
         return 0;
     }
@@ -1481,12 +1782,53 @@ sub error_log_since {
     return substr($t, $mark // 0);
 }
 
-# lines that show a crash or a serious problem
+# lines that show a crash or a serious problem (a sanitizer report written
+# to stderr, as UBSan's are next to ASan, lands in the error log: nginx
+# points its stderr there)
 sub problems {
     my ($self, $text) = @_;
     $text //= $self->error_log;
-    return grep { /exited on signal|\[alert\]|\[emerg\]|\[crit\]/ }
+    return grep { /exited on signal|\[alert\]|\[emerg\]|\[crit\]|$SAN_LINE/ }
         split /\n/, $text;
+}
+
+# $n->expect_problem(qr/.../ or 'text', ...): problems lines that match are
+# expected (the final check ignores them; they need not occur)
+sub expect_problem {
+    my ($self, @e) = @_;
+    push @{ $self->{expect_problems} }, @e;
+    return $self;
+}
+
+# $n->expect_key_leak($key or qr/.../, ...): log lines with a raw key that
+# match are expected (e.g. a configuration that logs a header on purpose)
+sub expect_key_leak {
+    my ($self, @e) = @_;
+    push @{ $self->{expect_key_leaks} }, @e;
+    return $self;
+}
+
+# lines of the error and access logs that hold a key made by the helpers
+sub _key_leak_lines {
+    my ($self) = @_;
+    my $re = ApiKeyTest::_keys_re() or return ();
+    my @bad;
+    my $err = $self->error_log;
+    if ($err =~ $re) {
+        my @k = grep { index($err, $_) >= 0 } ApiKeyTest::tracked_keys();
+        push @bad, map { "error.log: $_" } ApiKeyTest::key_leaks($err, @k);
+    }
+    my $acc = $self->access_log;
+    if ($acc =~ $re) {
+        push @bad, map { "access.log: $_" } grep { $_ =~ $re } split /\n/, $acc;
+    }
+    return grep { !ApiKeyTest::_matches_any($_, $self->{expect_key_leaks}) } @bad;
+}
+
+# sanitizer reports written by this nginx: list of [ file, text ]
+sub sanitizer_reports {
+    my ($self) = @_;
+    return ApiKeyTest::_san_reports("$self->{dir}/san");
 }
 
 1;

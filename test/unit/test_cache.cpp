@@ -1479,3 +1479,169 @@ TEST(Cache, BadRecordEntriesCountAsNegative)
     EXPECT_EQ(cap, stats(s.c).negative_entries);
     EXPECT_EQ(total - cap, stats(s.c).entries);
 }
+
+// ak_cache_validate / ak_cache_attach: the layout fields of the header are
+// what every operation trusts (issue 10: damaging them made operations read
+// outside the block), so a block whose header does not match the size the
+// caller gives is refused, with a message; the mutable header fields must
+// add up.  Field offsets as in cache.cpp's struct ak_cache_s (checked
+// against known values first).
+namespace {
+
+uint32_t &u32_at(Block &b, size_t off) { return *(uint32_t *) ((char *) b.mem() + off); }
+uint64_t &u64_at(Block &b, size_t off) { return *(uint64_t *) ((char *) b.mem() + off); }
+
+const size_t kOffMagic = 0, kOffVersion = 8, kOffSlotSize = 12, kOffSize = 16,
+             kOffBucketsOff = 24, kOffSlotsOff = 32, kOffNslots = 40,
+             kOffNbuckets = 44, kOffNegPct = 72, kOffNegMax = 76,
+             kOffFreeHead = 92, kOffNfree = 96, kOffHwm = 100,
+             kOffPosHead = 104, kOffPosTail = 108, kOffNegHead = 112,
+             kOffNegTail = 116, kOffNpos = 120, kOffNneg = 124;
+
+const uint32_t kNil = 0xffffffffu;
+
+} // namespace
+
+TEST(Cache, ValidateRefusesDamagedHeader)
+{
+    size_t size = ak_cache_min_size() * 8;
+    Block a(size);
+    ak_cache_conf_t cf = conf();
+    ak_cache_t *c = ak_cache_create(a.mem(), size, &cf);
+    ASSERT_NE(nullptr, c);
+    uint32_t n = stats(c).slots_total;
+
+    // a used cache: entries, negative entries, a free list
+    for (uint64_t i = 0; i < 40; i++) {
+        ASSERT_EQ(0, put(c, hash_of(i), blob_of(i, 1 + (i * 53) % 400), 1));
+    }
+    for (uint64_t i = 0; i < 10; i++) {
+        put_neg(c, hash_of(1000 + i), 1);
+    }
+    // keys deleted in Redis: their positive entries (and overflow slots)
+    // go to the free list (ak_cache_remove keeps an entry for its state)
+    for (uint64_t i = 0; i < 40; i += 3) {
+        put_neg(c, hash_of(i), 1);
+    }
+    EXPECT_EQ(nullptr, ak_cache_validate(a.mem(), size));
+
+    // the offsets used below
+    ASSERT_EQ(size, u64_at(a, kOffSize));
+    ASSERT_EQ(n, u32_at(a, kOffNslots));
+    ASSERT_EQ(n, u32_at(a, kOffNbuckets));
+    ASSERT_EQ(stats(c).entries, u32_at(a, kOffNpos));
+    ASSERT_EQ(stats(c).negative_entries, u32_at(a, kOffNneg));
+    ASSERT_EQ(stats(c).slots_free, u32_at(a, kOffNfree));
+    ASSERT_NE(kNil, u32_at(a, kOffFreeHead));
+    ASSERT_LT(u32_at(a, kOffHwm), n);
+
+    std::vector<uint64_t> saved(a.words);
+
+    struct Damage {
+        const char *what;
+        size_t off;
+        int width;          // 4 or 8
+        uint64_t value;     // 0: computed below
+        const char *says;   // part of the message
+    };
+    uint64_t hwm = u32_at(a, kOffHwm);
+    const Damage damage[] = {
+        { "magic", kOffMagic, 8, 0x3148434143414b42ULL, "magic" },
+        { "version", kOffVersion, 4, 2, "version" },
+        { "slot size", kOffSlotSize, 4, 121, "slot size" },
+        { "size + 8", kOffSize, 8, size + 8, "size" },
+        { "size * 2", kOffSize, 8, size * 2, "size" },
+        { "size 0", kOffSize, 8, 0, "size" },
+        { "buckets_off", kOffBucketsOff, 8, 8, "offset" },
+        { "buckets_off huge", kOffBucketsOff, 8, UINT64_MAX - 7, "offset" },
+        { "slots_off", kOffSlotsOff, 8, size, "offset" },
+        { "slots_off - 120", kOffSlotsOff, 8, u64_at(a, kOffSlotsOff) - 120, "offset" },
+        { "nslots + 1", kOffNslots, 4, n + 1, "count" },
+        { "nslots huge", kOffNslots, 4, 0x7fffffff, "count" },
+        { "nslots 0", kOffNslots, 4, 0, "count" },
+        { "nbuckets + 1", kOffNbuckets, 4, n + 1, "count" },
+        { "nbuckets 0", kOffNbuckets, 4, 0, "count" },
+        { "hwm > nslots", kOffHwm, 4, n + 1, "high-water" },
+        { "nfree > nslots", kOffNfree, 4, n + 1, "free" },
+        { "nfree < never used", kOffNfree, 4, n - hwm - 1, "free" },
+        { "free_head past hwm", kOffFreeHead, 4, hwm, "free list" },
+        { "free_head NIL, free list not empty", kOffFreeHead, 4, kNil, "free list" },
+        { "npos = nslots", kOffNpos, 4, n, "counts" },
+        { "pos_head NIL with entries", kOffPosHead, 4, kNil, "positive" },
+        { "pos_tail past hwm", kOffPosTail, 4, hwm + 1, "positive" },
+        { "pos_head huge", kOffPosHead, 4, 0x7ffffff0, "positive" },
+        { "neg_head NIL with entries", kOffNegHead, 4, kNil, "negative LRU" },
+        { "neg_tail past hwm", kOffNegTail, 4, n - 1, "negative LRU" },
+        { "neg_pct 0", kOffNegPct, 4, 0, "negative entry limit" },
+        { "neg_pct 101", kOffNegPct, 4, 101, "negative entry limit" },
+        { "neg_max 0", kOffNegMax, 4, 0, "negative entry limit" },
+        { "neg_max > nslots", kOffNegMax, 4, n + 1, "negative entry limit" },
+    };
+
+    for (const Damage &d : damage) {
+        a.words = saved;
+        if (d.width == 8) {
+            u64_at(a, d.off) = d.value;
+        } else {
+            u32_at(a, d.off) = (uint32_t) d.value;
+        }
+        const char *why = ak_cache_validate(a.mem(), size);
+        ASSERT_NE(nullptr, why) << d.what;
+        EXPECT_NE(nullptr, strstr(why, d.says)) << d.what << ": " << why;
+        EXPECT_EQ(nullptr, ak_cache_attach(a.mem(), size)) << d.what;
+    }
+
+    // undamaged again: attaches, and works
+    a.words = saved;
+    ak_cache_t *d = ak_cache_attach(a.mem(), size);
+    ASSERT_NE(nullptr, d);
+    EXPECT_EQ(blob_of(1, 1 + 53 % 400), look(d, hash_of(1), 2).blob);
+
+    // the block itself
+    EXPECT_NE(nullptr, ak_cache_validate(nullptr, size));
+    EXPECT_NE(nullptr, ak_cache_validate((char *) a.mem() + 4, size - 8));
+    EXPECT_NE(nullptr, ak_cache_validate(a.mem(), 100));
+    EXPECT_NE(nullptr, ak_cache_validate(a.mem(), size - 8));
+}
+
+// Every state the operations leave validates: what validate requires of the
+// mutable fields holds (random puts, negative entries, removes, evictions,
+// revokes, flushes).
+TEST(Cache, ValidateAcceptsEveryStateOfUse)
+{
+    size_t size = ak_cache_min_size() * 2;
+    Block a(size);
+    ak_cache_conf_t cf = conf(30);
+    ak_cache_t *c = ak_cache_create(a.mem(), size, &cf);
+    ASSERT_NE(nullptr, c);
+    EXPECT_EQ(nullptr, ak_cache_validate(a.mem(), size));
+
+    std::mt19937_64 rng(11);
+    for (int i = 0; i < 20000; i++) {
+        Hash h = hash_of(rng() % 300);
+        switch (rng() % 10) {
+        case 0: case 1: case 2: case 3:
+            put(c, h, blob_of(i, 1 + rng() % 700), i / 10);
+            break;
+        case 4: case 5:
+            put_neg(c, h, i / 10);
+            break;
+        case 6: case 7:
+            ak_cache_remove(c, h.b);
+            break;
+        case 8:
+            ak_cache_revoke(c, h.b);
+            break;
+        default:
+            if (rng() % 200 == 0) {
+                ak_cache_flush(c);
+            } else {
+                look(c, h, i / 10);
+            }
+            break;
+        }
+        const char *why = ak_cache_validate(a.mem(), size);
+        ASSERT_EQ(nullptr, why) << "after operation " << i << ": " << why;
+    }
+    EXPECT_GT(stats(c).evictions, 0u);
+}
