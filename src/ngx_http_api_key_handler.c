@@ -34,11 +34,13 @@ static ngx_int_t ngx_http_api_key_check_and_hash(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ngx_str_t *key);
 static ngx_int_t ngx_http_api_key_strip(ngx_http_request_t *r,
-    ngx_http_api_key_found_t *found);
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_found_t *found);
 static ngx_int_t ngx_http_api_key_strip_header(ngx_http_request_t *r,
     ngx_str_t *name, ngx_uint_t bearer, ngx_list_part_t *part, ngx_uint_t i);
 static ngx_int_t ngx_http_api_key_strip_query(ngx_http_request_t *r,
     ngx_str_t *name);
+static ngx_int_t ngx_http_api_key_strip_args(ngx_pool_t *pool, ngx_str_t *s,
+    size_t start, size_t end, ngx_str_t *name, ngx_uint_t *removed);
 static ngx_int_t ngx_http_api_key_strip_cookie(ngx_http_request_t *r,
     ngx_str_t *name);
 static ngx_int_t ngx_http_api_key_list_remove(ngx_list_t *l,
@@ -162,13 +164,17 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
     }
 
     if (rc == NGX_DECLINED) {
+        if (alcf->strip && ngx_http_api_key_strip(r, alcf, NULL) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
         return ngx_http_api_key_decide(r, alcf, ctx,
                                        NGX_HTTP_API_KEY_MISSING);
     }
 
     rc = ngx_http_api_key_check_and_hash(r, alcf, ctx, &found.value);
 
-    if (alcf->strip && ngx_http_api_key_strip(r, &found) != NGX_OK) {
+    if (alcf->strip && ngx_http_api_key_strip(r, alcf, &found) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -564,26 +570,59 @@ done:
 
 /* ---- api_key_strip: the key does not go upstream ------------------- */
 
+/*
+ * The found key's header or cookie goes; so do the arguments of every query
+ * source, wherever the key was found and also when none was (the request
+ * line may hold one that "set $args" removed from r->args).
+ */
+
 static ngx_int_t
-ngx_http_api_key_strip(ngx_http_request_t *r, ngx_http_api_key_found_t *found)
+ngx_http_api_key_strip(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_found_t *found)
 {
-    ngx_str_t  authorization = ngx_string("authorization");
+    ngx_int_t                   rc;
+    ngx_uint_t                  n;
+    ngx_http_api_key_source_t  *src;
+    ngx_str_t                   authorization = ngx_string("authorization");
 
-    switch (found->source->type) {
+    rc = NGX_OK;
 
-    case NGX_HTTP_API_KEY_SRC_HEADER:
-        return ngx_http_api_key_strip_header(r, &found->source->name, 0,
-                                             found->part, found->i);
+    if (found) {
+        switch (found->source->type) {
 
-    case NGX_HTTP_API_KEY_SRC_BEARER:
-        return ngx_http_api_key_strip_header(r, &authorization, 1, NULL, 0);
+        case NGX_HTTP_API_KEY_SRC_HEADER:
+            rc = ngx_http_api_key_strip_header(r, &found->source->name, 0,
+                                               found->part, found->i);
+            break;
 
-    case NGX_HTTP_API_KEY_SRC_QUERY:
-        return ngx_http_api_key_strip_query(r, &found->source->name);
+        case NGX_HTTP_API_KEY_SRC_BEARER:
+            rc = ngx_http_api_key_strip_header(r, &authorization, 1, NULL, 0);
+            break;
 
-    default: /* NGX_HTTP_API_KEY_SRC_COOKIE */
-        return ngx_http_api_key_strip_cookie(r, &found->source->name);
+        case NGX_HTTP_API_KEY_SRC_COOKIE:
+            rc = ngx_http_api_key_strip_cookie(r, &found->source->name);
+            break;
+
+        default: /* NGX_HTTP_API_KEY_SRC_QUERY: below */
+            break;
+        }
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
     }
+
+    src = alcf->sources->elts;
+
+    for (n = 0; n < alcf->sources->nelts; n++) {
+        if (src[n].type == NGX_HTTP_API_KEY_SRC_QUERY
+            && ngx_http_api_key_strip_query(r, &src[n].name) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
 }
 
 
@@ -690,133 +729,222 @@ ngx_http_api_key_list_remove(ngx_list_t *l, ngx_list_part_t **part,
 
 
 /*
- * Rebuilds the query string without NAME=..., and with it the unparsed URI
- * and the request line, so that neither the upstream nor $request in the
- * access log sees the key.
+ * A query argument is in three strings, which may or may not share memory
+ * and may or may not agree: r->args (what ngx_http_arg() and $args read,
+ * maybe set by "set $args" or "rewrite"), r->unparsed_uri ($request_uri,
+ * and what is proxied while valid_unparsed_uri is set) and r->request_line
+ * ($request in the access log; a separate copy over HTTP/2).  Each is
+ * parsed and rebuilt on its own, whatever the others hold.
  */
 
 static ngx_int_t
 ngx_http_api_key_strip_query(ngx_http_request_t *r, ngx_str_t *name)
 {
-    u_char     *p, *last, *start, *end, *eq, *args, *a, *uri, *line, *qmark;
-    size_t      plen, len;
-    ngx_uint_t  removed;
+    u_char                        *p, *q, *last;
+    ngx_uint_t                     removed;
+    ngx_http_variable_value_t     *vv;
+    ngx_http_api_key_main_conf_t  *amcf;
 
-    if (r->args.len == 0) {
-        return NGX_OK;
-    }
+    removed = 0;
 
-    args = ngx_pnalloc(r->pool, r->args.len);
-    if (args == NULL) {
+    /* r->args: the whole string */
+
+    if (ngx_http_api_key_strip_args(r->pool, &r->args, 0, r->args.len, name,
+                                    &removed)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    a = args;
-    removed = 0;
+    /* r->unparsed_uri: path [ "?" args ] */
 
-    p = r->args.data;
-    last = p + r->args.len;
+    p = r->unparsed_uri.data;
+    last = p + r->unparsed_uri.len;
 
-    while (p < last) {
-        start = p;
+    q = (p != NULL) ? ngx_strlchr(p, last, '?') : NULL;
 
-        end = ngx_strlchr(p, last, '&');
-        if (end == NULL) {
-            end = last;
-        }
+    if (q
+        && ngx_http_api_key_strip_args(r->pool, &r->unparsed_uri,
+                                       q + 1 - p, last - p, name, &removed)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
-        eq = ngx_strlchr(start, end, '=');
-        plen = (eq ? eq : end) - start;
+    /* r->request_line: METHOD SP+ URI [ SP "HTTP/" version ] */
 
-        if (plen == name->len
-            && ngx_strncasecmp(start, name->data, name->len) == 0)
-        {
-            removed = 1;
+    p = r->request_line.data;
+    last = p + r->request_line.len;
 
-        } else if (end > start) {
-            if (a > args) {
-                *a++ = '&';
+    q = (p != NULL) ? ngx_strlchr(p, last, ' ') : NULL;
+
+    if (q) {
+        q = ngx_strlchr(q, last, '?');
+    }
+
+    if (q) {
+        /* the query ends at the protocol, if there is one */
+
+        for (p = last; p > q + 1; p--) {
+            if (p[-1] == ' ') {
+                break;
             }
-
-            a = ngx_cpymem(a, start, end - start);
         }
 
-        p = (end < last) ? end + 1 : last;
+        if (p > q + 1 && last - p >= (ssize_t) (sizeof("HTTP/") - 1)
+            && ngx_strncmp(p, "HTTP/", sizeof("HTTP/") - 1) == 0)
+        {
+            last = p - 1;
+        }
+
+        p = r->request_line.data;
+
+        if (ngx_http_api_key_strip_args(r->pool, &r->request_line,
+                                        q + 1 - p, last - p, name, &removed)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
     }
 
     if (!removed) {
         return NGX_OK;
     }
 
-    r->args.data = args;
-    r->args.len = a - args;
+    /*
+     * $request and $request_uri are cacheable: a value taken before this
+     * phase (an "if ($request_uri ...)", a map used by "set") would still
+     * hold the key when the access log is written
+     */
 
-    if (!r->valid_unparsed_uri || r->unparsed_uri.len == 0) {
-        return NGX_OK;
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_api_key_module);
+
+    if (amcf->query_vars && r->variables) {
+        vv = &r->variables[amcf->var_request];
+        vv->valid = 0;
+        vv->not_found = 0;
+
+        vv = &r->variables[amcf->var_request_uri];
+        vv->valid = 0;
+        vv->not_found = 0;
     }
 
-    /* unparsed_uri: path [ "?" args ] */
-
-    qmark = ngx_strlchr(r->unparsed_uri.data,
-                        r->unparsed_uri.data + r->unparsed_uri.len, '?');
-    if (qmark == NULL) {
-        return NGX_OK;
-    }
-
-    plen = qmark - r->unparsed_uri.data;
-    len = plen + (r->args.len ? 1 + r->args.len : 0);
-
-    uri = ngx_pnalloc(r->pool, len);
-    if (uri == NULL) {
-        return NGX_ERROR;
-    }
-
-    p = ngx_cpymem(uri, r->unparsed_uri.data, plen);
-
-    if (r->args.len) {
-        *p++ = '?';
-        p = ngx_cpymem(p, r->args.data, r->args.len);
-    }
-
-    /* the request line: METHOD SP unparsed_uri [SP protocol] */
-
-    if (r->request_line.len
-        && r->request_line.data <= r->unparsed_uri.data
-        && r->unparsed_uri.data + r->unparsed_uri.len
-           <= r->request_line.data + r->request_line.len)
-    {
-        line = ngx_pnalloc(r->pool, r->request_line.len);
-        if (line == NULL) {
-            return NGX_ERROR;
-        }
-
-        start = r->request_line.data;
-        end = r->unparsed_uri.data + r->unparsed_uri.len;
-        last = r->request_line.data + r->request_line.len;
-
-        p = ngx_cpymem(line, start, r->unparsed_uri.data - start);
-        p = ngx_cpymem(p, uri, len);
-        p = ngx_cpymem(p, end, last - end);
-
-        r->request_line.data = line;
-        r->request_line.len = p - line;
-    }
-
-    r->unparsed_uri.data = uri;
-    r->unparsed_uri.len = len;
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "api_key: query argument \"%V\" stripped", name);
 
     return NGX_OK;
 }
 
 
-/* removes "NAME=..." from every Cookie header; an emptied header goes */
+/*
+ * Removes every argument named name ("NAME" or "NAME=...", compared as
+ * ngx_http_arg() does, without case) from s[start, end), the '&'-separated
+ * arguments of s; the '?' before them goes too when none is left (start >
+ * 0).  s then points at a new copy: only arguments and separators are
+ * removed and every kept argument after the first one had an '&' before
+ * it, so the copy is never longer than s.  Sets *removed when one was.
+ */
+
+static ngx_int_t
+ngx_http_api_key_strip_args(ngx_pool_t *pool, ngx_str_t *s, size_t start,
+    size_t end, ngx_str_t *name, ngx_uint_t *removed)
+{
+    u_char  *p, *a, *eq, *arg, *last, *out, *o, *begin;
+    size_t   n;
+
+    if (start >= end || end > s->len) {
+        return NGX_OK;
+    }
+
+    p = s->data + start;
+    last = s->data + end;
+
+    /* most requests do not have it: no copy then */
+
+    for ( ;; ) {
+        arg = p;
+
+        a = ngx_strlchr(p, last, '&');
+        if (a == NULL) {
+            a = last;
+        }
+
+        eq = ngx_strlchr(arg, a, '=');
+        n = (eq ? eq : a) - arg;
+
+        if (n == name->len && ngx_strncasecmp(arg, name->data, n) == 0) {
+            break;
+        }
+
+        if (a == last) {
+            return NGX_OK;
+        }
+
+        p = a + 1;
+    }
+
+    out = ngx_pnalloc(pool, s->len);
+    if (out == NULL) {
+        return NGX_ERROR;
+    }
+
+    o = ngx_cpymem(out, s->data, start);
+    begin = o;
+
+    p = s->data + start;
+
+    while (p < last) {
+        arg = p;
+
+        a = ngx_strlchr(p, last, '&');
+        if (a == NULL) {
+            a = last;
+        }
+
+        eq = ngx_strlchr(arg, a, '=');
+        n = (eq ? eq : a) - arg;
+
+        if (n == name->len && ngx_strncasecmp(arg, name->data, n) == 0) {
+            *removed = 1;
+
+        } else if (a > arg) {
+            if (o > begin) {
+                *o++ = '&';
+            }
+
+            o = ngx_cpymem(o, arg, a - arg);
+        }
+
+        p = (a < last) ? a + 1 : last;
+    }
+
+    if (o == begin && start > 0 && begin[-1] == '?') {
+        /* nothing left: "path?" becomes "path" */
+        o--;
+    }
+
+    o = ngx_cpymem(o, last, s->data + s->len - last);
+
+    s->data = out;
+    s->len = o - out;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Removes "NAME=..." from every Cookie header; an emptied header goes.  The
+ * kept cookies are re-joined with "; " whatever separated them before
+ * ("a=1;b=2" becomes longer): a first pass measures what will be written.
+ */
 
 static ngx_int_t
 ngx_http_api_key_strip_cookie(ngx_http_request_t *r, ngx_str_t *name)
 {
     u_char           *p, *last, *v, *q;
+    size_t            len;
     ngx_str_t         pair, n, value;
-    ngx_uint_t        i, removed;
+    ngx_uint_t        i, kept, removed;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
     ngx_str_t         cookie = ngx_string("cookie");
@@ -826,12 +954,10 @@ ngx_http_api_key_strip_cookie(ngx_http_request_t *r, ngx_str_t *name)
 
     while ((h = ngx_http_api_key_next_header(r, &cookie, &part, &i))) {
 
-        v = ngx_pnalloc(r->pool, h->value.len);
-        if (v == NULL) {
-            return NGX_ERROR;
-        }
+        /* pass 1: is the cookie there, and how long is the rest */
 
-        q = v;
+        len = 0;
+        kept = 0;
         removed = 0;
 
         p = h->value.data;
@@ -846,6 +972,50 @@ ngx_http_api_key_strip_cookie(ngx_http_request_t *r, ngx_str_t *name)
                 continue;
             }
 
+            len += (kept ? sizeof("; ") - 1 : 0) + pair.len;
+            kept++;
+        }
+
+        if (!removed) {
+            i++;
+            continue;
+        }
+
+        if (kept == 0) {
+
+            /* emptied: removed; (part, i) then points at the next header */
+
+            h->value.len = 0;
+
+            if (ngx_http_api_key_list_remove(&r->headers_in.headers, &part,
+                                             &i)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            continue;
+        }
+
+        /* pass 2: the kept cookies, exactly len bytes */
+
+        v = ngx_pnalloc(r->pool, len);
+        if (v == NULL) {
+            return NGX_ERROR;
+        }
+
+        q = v;
+
+        p = h->value.data;
+
+        while (ngx_http_api_key_next_cookie(&p, last, &pair, &n, &value)) {
+
+            if (value.data && n.len == name->len
+                && ngx_strncmp(n.data, name->data, name->len) == 0)
+            {
+                continue;
+            }
+
             if (q > v) {
                 *q++ = ';';
                 *q++ = ' ';
@@ -854,26 +1024,10 @@ ngx_http_api_key_strip_cookie(ngx_http_request_t *r, ngx_str_t *name)
             q = ngx_cpymem(q, pair.data, pair.len);
         }
 
-        if (!removed) {
-            i++;
-            continue;
-        }
-
         h->value.data = v;
         h->value.len = q - v;
 
-        if (h->value.len) {
-            i++;
-            continue;
-        }
-
-        /* emptied: removed; (part, i) then points at the header after it */
-
-        if (ngx_http_api_key_list_remove(&r->headers_in.headers, &part, &i)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
+        i++;
     }
 
     return NGX_OK;
