@@ -32,7 +32,7 @@ static ngx_uint_t ngx_http_api_key_next_cookie(u_char **pos, u_char *last,
     ngx_str_t *pair, ngx_str_t *name, ngx_str_t *value);
 static ngx_int_t ngx_http_api_key_check_and_hash(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
-    ngx_str_t *key);
+    ngx_http_api_key_found_t *found);
 static ngx_int_t ngx_http_api_key_strip(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_found_t *found);
 static ngx_int_t ngx_http_api_key_strip_header(ngx_http_request_t *r,
@@ -172,7 +172,7 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
                                        NGX_HTTP_API_KEY_MISSING);
     }
 
-    rc = ngx_http_api_key_check_and_hash(r, alcf, ctx, &found.value);
+    rc = ngx_http_api_key_check_and_hash(r, alcf, ctx, &found);
 
     if (alcf->strip && ngx_http_api_key_strip(r, alcf, &found) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -493,44 +493,36 @@ ngx_http_api_key_next_cookie(u_char **pos, u_char *last, ngx_str_t *pair,
     return 1;
 }
 
-/* format check, then the hash; the key itself is not kept anywhere */
+/*
+ * Format check, then the hash; the key itself is not kept anywhere.  Only a
+ * query argument is percent-decoded (the whole value, strictly: an invalid
+ * escape makes the key malformed); a header, bearer or cookie value is
+ * taken as it is.
+ */
 
 static ngx_int_t
 ngx_http_api_key_check_and_hash(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
-    ngx_str_t *key)
+    ngx_http_api_key_found_t *found)
 {
-    u_char      *src, *dst;
-    ngx_int_t    rc;
-    ngx_str_t    k;
-    u_char       buf[AK_KEY_MAX_LEN];
+    size_t      len;
+    ngx_int_t   rc;
+    ngx_str_t   k;
+    u_char      buf[AK_KEY_MAX_LEN];
 
-    k = *key;
+    k = found->value;
 
-    if (k.len && memchr(k.data, '%', k.len)) {
-        /* a query argument or a cookie may be percent-encoded */
-
-        if (k.len > 3 * AK_KEY_MAX_LEN) {
+    if (found->source->type == NGX_HTTP_API_KEY_SRC_QUERY
+        && k.len && memchr(k.data, '%', k.len))
+    {
+        if (!ak_percent_decode(k.data, k.len, buf, sizeof(buf), &len)) {
+            /* an invalid escape, or longer than any key */
+            ngx_explicit_memzero(buf, sizeof(buf));
             return NGX_DECLINED;
         }
 
-        {
-            u_char  tmp[3 * AK_KEY_MAX_LEN];
-
-            src = k.data;
-            dst = tmp;
-            ngx_unescape_uri(&dst, &src, k.len, NGX_UNESCAPE_URI);
-
-            if ((size_t) (dst - tmp) > AK_KEY_MAX_LEN) {
-                ngx_explicit_memzero(tmp, sizeof(tmp));
-                return NGX_DECLINED;
-            }
-
-            k.len = dst - tmp;
-            ngx_memcpy(buf, tmp, k.len);
-            ngx_explicit_memzero(tmp, sizeof(tmp));
-            k.data = buf;
-        }
+        k.data = buf;
+        k.len = len;
     }
 
     if (!ak_key_check_any(k.data, k.len)) {
