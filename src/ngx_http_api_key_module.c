@@ -284,7 +284,11 @@ ngx_http_api_key_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->realm = prev->realm;
         conf->www_missing = prev->www_missing;
         conf->www_invalid = prev->www_invalid;
-        conf->www_scope = prev->www_scope;
+
+        if (conf->scopes == prev->scopes) {
+            /* a block with its own api_key_scope builds its own, below */
+            conf->www_scope = prev->www_scope;
+        }
     }
 
     if (conf->www_missing.data == NULL) {
