@@ -153,6 +153,8 @@ typedef struct {
     ngx_http_request_t           *request;
     ngx_http_api_key_status_e     status;
     ngx_int_t                     rc;        /* the handler's final answer */
+    ngx_http_api_key_loc_conf_t  *decided_by;    /* where it was decided */
+    ngx_http_api_key_source_t    *source;    /* where the key was found */
     unsigned                      decided:1;
     unsigned                      hashed:1;
     unsigned                      attempts:2;

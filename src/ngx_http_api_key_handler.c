@@ -19,6 +19,13 @@ typedef struct {
 } ngx_http_api_key_found_t;
 
 
+static ngx_int_t ngx_http_api_key_redirected(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx);
+static ngx_uint_t ngx_http_api_key_reads_alike(
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_loc_conf_t *prev,
+    ngx_http_api_key_source_t *src);
+static void ngx_http_api_key_reset_ctx(ngx_http_api_key_ctx_t *ctx,
+    ngx_uint_t keep_hash);
 static ngx_http_api_key_ctx_t *ngx_http_api_key_create_ctx(
     ngx_http_request_t *r);
 static void ngx_http_api_key_cleanup(void *data);
@@ -116,37 +123,15 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
         }
 
         if (ctx->decided) {
-            if (ctx->rc != NGX_OK) {
-                /* an error_page of a denied request: let it through */
-                return NGX_DECLINED;
+            rc = ngx_http_api_key_redirected(r, alcf, ctx);
+
+            if (rc != NGX_DECLINED) {
+                return rc;
             }
 
-            /* an internal redirect: the key is not checked again, but the
-             * new location's scopes are */
+            /* checked again here: ctx was reset */
 
-            if (alcf->scopes && ctx->status == NGX_HTTP_API_KEY_OK) {
-                ak_str_t      have;
-                ak_record_t   rec;
-
-                have.data = (const char *) ctx->scopes.data;
-                have.len = ctx->scopes.len;
-
-                ngx_memzero(&rec, sizeof(ak_record_t));
-                rec.scopes = have;
-
-                if (!ak_record_has_scopes(&rec, alcf->scopes->elts,
-                                          alcf->scopes->nelts))
-                {
-                    ctx->decided = 0;
-                    return ngx_http_api_key_decide(r, alcf, ctx,
-                                              NGX_HTTP_API_KEY_SCOPE_DENIED);
-                }
-            }
-
-            return NGX_OK;
-        }
-
-        if (ctx->hashed) {
+        } else if (ctx->hashed) {
             return ngx_http_api_key_lookup(r, alcf, ctx);
         }
 
@@ -172,6 +157,8 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
                                        NGX_HTTP_API_KEY_MISSING);
     }
 
+    ctx->source = found.source;
+
     rc = ngx_http_api_key_check_and_hash(r, alcf, ctx, &found);
 
     if (alcf->strip && ngx_http_api_key_strip(r, alcf, &found) != NGX_OK) {
@@ -184,6 +171,182 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
     }
 
     return ngx_http_api_key_lookup(r, alcf, ctx);
+}
+
+
+/*
+ * A decided request runs the access phase again after an internal redirect
+ * (error_page, try_files, rewrite ... last, a named location) into a
+ * location that checks keys too.  The redirect never grants more than a
+ * direct request to that location would get.
+ */
+
+static ngx_int_t
+ngx_http_api_key_redirected(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx)
+{
+    ngx_int_t                     rc;
+    ak_str_t                      have;
+    ak_record_t                   rec;
+    ngx_http_api_key_found_t      found;
+    ngx_http_api_key_loc_conf_t  *prev;
+
+    prev = ctx->decided_by;
+
+    if (alcf != prev && alcf->strip) {
+        /* this location's sources may name another key: it goes too */
+
+        rc = ngx_http_api_key_find(r, alcf, &found);
+
+        if (rc == NGX_ERROR
+            || ngx_http_api_key_strip(r, alcf, rc == NGX_OK ? &found : NULL)
+               != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    if (ctx->rc != NGX_OK) {
+        /*
+         * denied, then sent here by error_page: denied here as well, with
+         * the same answer (its headers are set already), counted once; a
+         * location without api_key serves the error page
+         */
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "api_key: redirected after \"%V\": denied again",
+                       &ngx_http_api_key_status_names[ctx->status]);
+
+        return ctx->rc;
+    }
+
+    if (prev == NULL || !ngx_http_api_key_reads_alike(alcf, prev, ctx->source))
+    {
+        /*
+         * this location would not read the key as the first one did: a
+         * new check, of what is left of the request (a stripped key is
+         * gone: "missing")
+         */
+
+        ngx_http_api_key_reset_ctx(ctx, 0);
+        return NGX_DECLINED;
+    }
+
+    if (alcf->zone != prev->zone
+        || (ctx->status == NGX_HTTP_API_KEY_UNCHECKED && !alcf->fail_open))
+    {
+        /*
+         * another zone (its own records, cache and limits), or let through
+         * unchecked into a location that fails closed: the same key, by
+         * its hash, looked up again here
+         */
+
+        ngx_http_api_key_reset_ctx(ctx, 1);
+        return ngx_http_api_key_lookup(r, alcf, ctx);
+    }
+
+    /* the same zone: the record was checked; this location's scopes */
+
+    if (alcf->scopes && ctx->status == NGX_HTTP_API_KEY_OK) {
+        have.data = (const char *) ctx->scopes.data;
+        have.len = ctx->scopes.len;
+
+        ngx_memzero(&rec, sizeof(ak_record_t));
+        rec.scopes = have;
+
+        if (!ak_record_has_scopes(&rec, alcf->scopes->elts,
+                                  alcf->scopes->nelts))
+        {
+            ctx->decided = 0;
+            return ngx_http_api_key_decide(r, alcf, ctx,
+                                           NGX_HTTP_API_KEY_SCOPE_DENIED);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Whether alcf would take the key found through src (a source of prev) as
+ * prev did: src is one of its sources and its format accepts what prev's
+ * did.
+ */
+
+static ngx_uint_t
+ngx_http_api_key_reads_alike(ngx_http_api_key_loc_conf_t *alcf,
+    ngx_http_api_key_loc_conf_t *prev, ngx_http_api_key_source_t *src)
+{
+    ngx_uint_t                  n;
+    ngx_http_api_key_source_t  *s;
+
+    if (src == NULL) {
+        return 0;
+    }
+
+    if (alcf->format == NGX_HTTP_API_KEY_FORMAT_CHECKSUM
+        && (prev->format != NGX_HTTP_API_KEY_FORMAT_CHECKSUM
+            || (alcf->format_prefix.len
+                && (alcf->format_prefix.len != prev->format_prefix.len
+                    || ngx_strncmp(alcf->format_prefix.data,
+                                   prev->format_prefix.data,
+                                   alcf->format_prefix.len)
+                       != 0))))
+    {
+        return 0;
+    }
+
+    if (alcf->sources == prev->sources) {
+        return 1;
+    }
+
+    s = alcf->sources->elts;
+
+    for (n = 0; n < alcf->sources->nelts; n++) {
+
+        if (s[n].type != src->type || s[n].name.len != src->name.len) {
+            continue;
+        }
+
+        /* header names are lowercased, query names compared without case */
+
+        if (src->type == NGX_HTTP_API_KEY_SRC_COOKIE
+            ? ngx_strncmp(s[n].name.data, src->name.data, src->name.len) == 0
+            : ngx_strncasecmp(s[n].name.data, src->name.data,
+                              src->name.len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static void
+ngx_http_api_key_reset_ctx(ngx_http_api_key_ctx_t *ctx, ngx_uint_t keep_hash)
+{
+    ctx->status = NGX_HTTP_API_KEY_NONE;
+    ctx->rc = NGX_OK;
+    ctx->decided = 0;
+    ctx->decided_by = NULL;
+    ctx->attempts = 0;
+    ctx->quota_tries = 0;
+    ctx->lookup_result = NGX_HTTP_API_KEY_LOOKUP_PENDING;
+
+    ngx_str_null(&ctx->id);
+    ngx_str_null(&ctx->owner);
+    ngx_str_null(&ctx->plan);
+    ngx_str_null(&ctx->scopes);
+
+    ctx->rate_remaining = -1;
+    ctx->quota_remaining = -1;
+
+    if (!keep_hash) {
+        ctx->hashed = 0;
+        ctx->source = NULL;
+        ngx_explicit_memzero(ctx->hash, AK_HASH_LEN);
+    }
 }
 
 
@@ -1286,6 +1449,7 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
 
     ctx->status = status;
     ctx->decided = 1;
+    ctx->decided_by = alcf;
 
     (void) ngx_atomic_fetch_add(&alcf->zone->sh->status[status], 1);
 
