@@ -1584,7 +1584,11 @@ ngx_http_api_key_rate_headers(ngx_http_request_t *r,
     u_char     *p;
     ngx_str_t   v;
 
-    p = ngx_pnalloc(r->pool, 3 * NGX_INT_T_LEN + 128);
+    /* six numbers and the text around them */
+
+    p = ngx_pnalloc(r->pool, 6 * NGX_INT_T_LEN
+                             + sizeof(";w=;burst=") - 1
+                             + sizeof("limit=, remaining=0, reset=") - 1);
     if (p == NULL) {
         return NGX_ERROR;
     }
