@@ -24,6 +24,8 @@ static ngx_int_t ngx_http_api_key_redirected(ngx_http_request_t *r,
 static ngx_uint_t ngx_http_api_key_reads_alike(
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_loc_conf_t *prev,
     ngx_http_api_key_source_t *src);
+static ngx_uint_t ngx_http_api_key_same_source(ngx_http_api_key_source_t *a,
+    ngx_http_api_key_source_t *b);
 static void ngx_http_api_key_reset_ctx(ngx_http_api_key_ctx_t *ctx,
     ngx_uint_t keep_hash);
 static ngx_http_api_key_ctx_t *ngx_http_api_key_create_ctx(
@@ -193,17 +195,38 @@ ngx_http_api_key_redirected(ngx_http_request_t *r,
 
     prev = ctx->decided_by;
 
-    if (alcf != prev && alcf->strip) {
-        /* this location's sources may name another key: it goes too */
+    rc = NGX_DECLINED;
 
+    if (ctx->rc == NGX_OK || (alcf != prev && alcf->strip)) {
         rc = ngx_http_api_key_find(r, alcf, &found);
 
-        if (rc == NGX_ERROR
-            || ngx_http_api_key_strip(r, alcf, rc == NGX_OK ? &found : NULL)
-               != NGX_OK)
-        {
+        if (rc == NGX_ERROR) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
+    }
+
+    if (ctx->rc == NGX_OK
+        && (prev == NULL
+            || !ngx_http_api_key_reads_alike(alcf, prev, ctx->source)
+            || (rc == NGX_OK
+                && !ngx_http_api_key_same_source(found.source, ctx->source))))
+    {
+        /*
+         * this location would not read the key as the first one did (or
+         * would read another one first): a new check, of what is left of
+         * the request (a stripped key is gone: "missing")
+         */
+
+        ngx_http_api_key_reset_ctx(ctx, 0);
+        return NGX_DECLINED;
+    }
+
+    if (alcf != prev && alcf->strip
+        && ngx_http_api_key_strip(r, alcf, rc == NGX_OK ? &found : NULL)
+           != NGX_OK)
+    {
+        /* this location's sources may name another key: it goes too */
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (ctx->rc != NGX_OK) {
@@ -218,18 +241,6 @@ ngx_http_api_key_redirected(ngx_http_request_t *r,
                        &ngx_http_api_key_status_names[ctx->status]);
 
         return ctx->rc;
-    }
-
-    if (prev == NULL || !ngx_http_api_key_reads_alike(alcf, prev, ctx->source))
-    {
-        /*
-         * this location would not read the key as the first one did: a
-         * new check, of what is left of the request (a stripped key is
-         * gone: "missing")
-         */
-
-        ngx_http_api_key_reset_ctx(ctx, 0);
-        return NGX_DECLINED;
     }
 
     if (alcf->zone != prev->zone
@@ -303,23 +314,34 @@ ngx_http_api_key_reads_alike(ngx_http_api_key_loc_conf_t *alcf,
     s = alcf->sources->elts;
 
     for (n = 0; n < alcf->sources->nelts; n++) {
-
-        if (s[n].type != src->type || s[n].name.len != src->name.len) {
-            continue;
-        }
-
-        /* header names are lowercased, query names compared without case */
-
-        if (src->type == NGX_HTTP_API_KEY_SRC_COOKIE
-            ? ngx_strncmp(s[n].name.data, src->name.data, src->name.len) == 0
-            : ngx_strncasecmp(s[n].name.data, src->name.data,
-                              src->name.len) == 0)
-        {
+        if (ngx_http_api_key_same_source(&s[n], src)) {
             return 1;
         }
     }
 
     return 0;
+}
+
+
+/* header names are lowercased, query names compared without case */
+
+static ngx_uint_t
+ngx_http_api_key_same_source(ngx_http_api_key_source_t *a,
+    ngx_http_api_key_source_t *b)
+{
+    if (a == b) {
+        return 1;
+    }
+
+    if (a->type != b->type || a->name.len != b->name.len) {
+        return 0;
+    }
+
+    if (a->type == NGX_HTTP_API_KEY_SRC_COOKIE) {
+        return ngx_strncmp(a->name.data, b->name.data, a->name.len) == 0;
+    }
+
+    return ngx_strncasecmp(a->name.data, b->name.data, a->name.len) == 0;
 }
 
 

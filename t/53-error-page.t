@@ -96,6 +96,17 @@ my $http = <<'EOT' . echo_server();
             proxy_pass http://127.0.0.1:%%PORT_UP%%;
         }
 
+        # allowed, then redirected into a location reading another source
+        # first, and the same one second
+        location /tw/ {
+            api_key_strip off;
+            try_files /nonexistent @queryfirst;
+        }
+        location @queryfirst {
+            api_key_source query:k header:X-API-Key;
+            proxy_pass http://127.0.0.1:%%PORT_UP%%;
+        }
+
         # allowed, then redirected into a location with a stricter format
         location /tf/ {
             try_files /nonexistent @checksum;
@@ -218,16 +229,30 @@ sub count {
        'allowed, redirected into a location reading another source: checked again, 401');
     is($res->header('X-Status'), 'missing', '... missing there (the header was stripped)');
 
+    $res = get("/ts/x?k=$kUser", 'X-API-Key' => $kAdmin);
+    is($res->status, 200, '... with a key in that source too: checked with that key, 200');
+    like($res->body, qr/owner=\[user\] /, '... identified by that key');
+    like($res->body, qr/args=\[\]/, '... stripped there');
+
+    $res = get('/tw/x', 'X-API-Key' => $kAdmin);
+    is($res->status, 200, 'allowed, redirected where the same source is read: 200');
+    like($res->body, qr/owner=\[admin\] /, '... the same key');
+    $res = get('/tw/x?k=no-such-key', 'X-API-Key' => $kAdmin);
+    is($res->status, 401,
+       '... where another source present is read first: checked with that key, 401');
+    is($res->header('X-Status'), 'unknown', '... unknown');
+
     $res = get('/tf/x', 'X-API-Key' => $kAdmin);
     is($res->status, 401,
        'allowed, redirected into a location with a stricter format: checked again, 401');
 }
 
-# /cross/ does not read ?k=: nginx's debug line of the first answer has it
-is_deeply([ grep { !/\[debug\] \d+#\d+: \*\d+ http (?:finalize request|special response): 401, "\/cross\/x\?k=/ }
+# /cross/ and /ts/ do not read ?k=: nginx's debug lines before the redirect
+# print it
+is_deeply([ grep { !/\[debug\] .*"\/(?:cross|ts|tw)\/x\?k=/ }
             key_leaks($n->error_log, $kUser, $kAdmin) ],
-          [], 'no key in the error log (but nginx\'s debug line before the redirect)');
-unlike($n->access_log, qr/\Q$kAdmin\E/,
+          [], 'no key in the error log (but nginx\'s debug lines before the redirect)');
+unlike($n->access_log, qr/\Q$kAdmin\E|\Q$kUser\E/,
        'no key in the access log (the query key stripped where it is a source)');
 is_deeply([ $n->problems ], [], 'no alert, crit or emerg in the error log');
 $n->stop;
