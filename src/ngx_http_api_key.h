@@ -132,6 +132,9 @@ typedef struct {
     ngx_int_t                     hash_kind;  /* AK_HASH_*, -1 unset */
     ngx_str_t                     secret;
     ngx_uint_t                    enabled;   /* some location checks keys */
+    ngx_uint_t                    query_vars;    /* the two below are set */
+    ngx_int_t                     var_request;   /* indexes: $request, */
+    ngx_int_t                     var_request_uri;   /* $request_uri */
 } ngx_http_api_key_main_conf_t;
 
 
@@ -155,6 +158,8 @@ typedef struct {
     ngx_http_request_t           *request;
     ngx_http_api_key_status_e     status;
     ngx_int_t                     rc;        /* the handler's final answer */
+    ngx_http_api_key_loc_conf_t  *decided_by;    /* where it was decided */
+    ngx_http_api_key_source_t    *source;    /* where the key was found */
     unsigned                      decided:1;
     unsigned                      hashed:1;
     unsigned                      attempts:2;

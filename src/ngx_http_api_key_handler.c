@@ -19,6 +19,15 @@ typedef struct {
 } ngx_http_api_key_found_t;
 
 
+static ngx_int_t ngx_http_api_key_redirected(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx);
+static ngx_uint_t ngx_http_api_key_reads_alike(
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_loc_conf_t *prev,
+    ngx_http_api_key_source_t *src);
+static ngx_uint_t ngx_http_api_key_same_source(ngx_http_api_key_source_t *a,
+    ngx_http_api_key_source_t *b);
+static void ngx_http_api_key_reset_ctx(ngx_http_api_key_ctx_t *ctx,
+    ngx_uint_t keep_hash);
 static ngx_http_api_key_ctx_t *ngx_http_api_key_create_ctx(
     ngx_http_request_t *r);
 static void ngx_http_api_key_cleanup(void *data);
@@ -32,13 +41,15 @@ static ngx_uint_t ngx_http_api_key_next_cookie(u_char **pos, u_char *last,
     ngx_str_t *pair, ngx_str_t *name, ngx_str_t *value);
 static ngx_int_t ngx_http_api_key_check_and_hash(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
-    ngx_str_t *key);
-static ngx_int_t ngx_http_api_key_strip(ngx_http_request_t *r,
     ngx_http_api_key_found_t *found);
+static ngx_int_t ngx_http_api_key_strip(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_found_t *found);
 static ngx_int_t ngx_http_api_key_strip_header(ngx_http_request_t *r,
     ngx_str_t *name, ngx_uint_t bearer, ngx_list_part_t *part, ngx_uint_t i);
 static ngx_int_t ngx_http_api_key_strip_query(ngx_http_request_t *r,
     ngx_str_t *name);
+static ngx_int_t ngx_http_api_key_strip_args(ngx_pool_t *pool, ngx_str_t *s,
+    size_t start, size_t end, ngx_str_t *name, ngx_uint_t *removed);
 static ngx_int_t ngx_http_api_key_strip_cookie(ngx_http_request_t *r,
     ngx_str_t *name);
 static ngx_int_t ngx_http_api_key_list_remove(ngx_list_t *l,
@@ -114,37 +125,15 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
         }
 
         if (ctx->decided) {
-            if (ctx->rc != NGX_OK) {
-                /* an error_page of a denied request: let it through */
-                return NGX_DECLINED;
+            rc = ngx_http_api_key_redirected(r, alcf, ctx);
+
+            if (rc != NGX_DECLINED) {
+                return rc;
             }
 
-            /* an internal redirect: the key is not checked again, but the
-             * new location's scopes are */
+            /* checked again here: ctx was reset */
 
-            if (alcf->scopes && ctx->status == NGX_HTTP_API_KEY_OK) {
-                ak_str_t      have;
-                ak_record_t   rec;
-
-                have.data = (const char *) ctx->scopes.data;
-                have.len = ctx->scopes.len;
-
-                ngx_memzero(&rec, sizeof(ak_record_t));
-                rec.scopes = have;
-
-                if (!ak_record_has_scopes(&rec, alcf->scopes->elts,
-                                          alcf->scopes->nelts))
-                {
-                    ctx->decided = 0;
-                    return ngx_http_api_key_decide(r, alcf, ctx,
-                                              NGX_HTTP_API_KEY_SCOPE_DENIED);
-                }
-            }
-
-            return NGX_OK;
-        }
-
-        if (ctx->hashed) {
+        } else if (ctx->hashed) {
             return ngx_http_api_key_lookup(r, alcf, ctx);
         }
 
@@ -162,13 +151,19 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
     }
 
     if (rc == NGX_DECLINED) {
+        if (alcf->strip && ngx_http_api_key_strip(r, alcf, NULL) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
         return ngx_http_api_key_decide(r, alcf, ctx,
                                        NGX_HTTP_API_KEY_MISSING);
     }
 
-    rc = ngx_http_api_key_check_and_hash(r, alcf, ctx, &found.value);
+    ctx->source = found.source;
 
-    if (alcf->strip && ngx_http_api_key_strip(r, &found) != NGX_OK) {
+    rc = ngx_http_api_key_check_and_hash(r, alcf, ctx, &found);
+
+    if (alcf->strip && ngx_http_api_key_strip(r, alcf, &found) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -178,6 +173,202 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
     }
 
     return ngx_http_api_key_lookup(r, alcf, ctx);
+}
+
+
+/*
+ * A decided request runs the access phase again after an internal redirect
+ * (error_page, try_files, rewrite ... last, a named location) into a
+ * location that checks keys too.  The redirect never grants more than a
+ * direct request to that location would get.
+ */
+
+static ngx_int_t
+ngx_http_api_key_redirected(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx)
+{
+    ngx_int_t                     rc;
+    ak_str_t                      have;
+    ak_record_t                   rec;
+    ngx_http_api_key_found_t      found;
+    ngx_http_api_key_loc_conf_t  *prev;
+
+    prev = ctx->decided_by;
+
+    rc = NGX_DECLINED;
+
+    if (ctx->rc == NGX_OK || (alcf != prev && alcf->strip)) {
+        rc = ngx_http_api_key_find(r, alcf, &found);
+
+        if (rc == NGX_ERROR) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    if (ctx->rc == NGX_OK
+        && (prev == NULL
+            || !ngx_http_api_key_reads_alike(alcf, prev, ctx->source)
+            || (rc == NGX_OK
+                && !ngx_http_api_key_same_source(found.source, ctx->source))))
+    {
+        /*
+         * this location would not read the key as the first one did (or
+         * would read another one first): a new check, of what is left of
+         * the request (a stripped key is gone: "missing")
+         */
+
+        ngx_http_api_key_reset_ctx(ctx, 0);
+        return NGX_DECLINED;
+    }
+
+    if (alcf != prev && alcf->strip
+        && ngx_http_api_key_strip(r, alcf, rc == NGX_OK ? &found : NULL)
+           != NGX_OK)
+    {
+        /* this location's sources may name another key: it goes too */
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ctx->rc != NGX_OK) {
+        /*
+         * denied, then sent here by error_page: denied here as well, with
+         * the same answer (its headers are set already), counted once; a
+         * location without api_key serves the error page
+         */
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "api_key: redirected after \"%V\": denied again",
+                       &ngx_http_api_key_status_names[ctx->status]);
+
+        return ctx->rc;
+    }
+
+    if (alcf->zone != prev->zone
+        || (ctx->status == NGX_HTTP_API_KEY_UNCHECKED && !alcf->fail_open))
+    {
+        /*
+         * another zone (its own records, cache and limits), or let through
+         * unchecked into a location that fails closed: the same key, by
+         * its hash, looked up again here
+         */
+
+        ngx_http_api_key_reset_ctx(ctx, 1);
+        return ngx_http_api_key_lookup(r, alcf, ctx);
+    }
+
+    /* the same zone: the record was checked; this location's scopes */
+
+    if (alcf->scopes && ctx->status == NGX_HTTP_API_KEY_OK) {
+        have.data = (const char *) ctx->scopes.data;
+        have.len = ctx->scopes.len;
+
+        ngx_memzero(&rec, sizeof(ak_record_t));
+        rec.scopes = have;
+
+        if (!ak_record_has_scopes(&rec, alcf->scopes->elts,
+                                  alcf->scopes->nelts))
+        {
+            ctx->decided = 0;
+            return ngx_http_api_key_decide(r, alcf, ctx,
+                                           NGX_HTTP_API_KEY_SCOPE_DENIED);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Whether alcf would take the key found through src (a source of prev) as
+ * prev did: src is one of its sources and its format accepts what prev's
+ * did.
+ */
+
+static ngx_uint_t
+ngx_http_api_key_reads_alike(ngx_http_api_key_loc_conf_t *alcf,
+    ngx_http_api_key_loc_conf_t *prev, ngx_http_api_key_source_t *src)
+{
+    ngx_uint_t                  n;
+    ngx_http_api_key_source_t  *s;
+
+    if (src == NULL) {
+        return 0;
+    }
+
+    if (alcf->format == NGX_HTTP_API_KEY_FORMAT_CHECKSUM
+        && (prev->format != NGX_HTTP_API_KEY_FORMAT_CHECKSUM
+            || (alcf->format_prefix.len
+                && (alcf->format_prefix.len != prev->format_prefix.len
+                    || ngx_strncmp(alcf->format_prefix.data,
+                                   prev->format_prefix.data,
+                                   alcf->format_prefix.len)
+                       != 0))))
+    {
+        return 0;
+    }
+
+    if (alcf->sources == prev->sources) {
+        return 1;
+    }
+
+    s = alcf->sources->elts;
+
+    for (n = 0; n < alcf->sources->nelts; n++) {
+        if (ngx_http_api_key_same_source(&s[n], src)) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* header names are lowercased, query names compared without case */
+
+static ngx_uint_t
+ngx_http_api_key_same_source(ngx_http_api_key_source_t *a,
+    ngx_http_api_key_source_t *b)
+{
+    if (a == b) {
+        return 1;
+    }
+
+    if (a->type != b->type || a->name.len != b->name.len) {
+        return 0;
+    }
+
+    if (a->type == NGX_HTTP_API_KEY_SRC_COOKIE) {
+        return ngx_strncmp(a->name.data, b->name.data, a->name.len) == 0;
+    }
+
+    return ngx_strncasecmp(a->name.data, b->name.data, a->name.len) == 0;
+}
+
+
+static void
+ngx_http_api_key_reset_ctx(ngx_http_api_key_ctx_t *ctx, ngx_uint_t keep_hash)
+{
+    ctx->status = NGX_HTTP_API_KEY_NONE;
+    ctx->rc = NGX_OK;
+    ctx->decided = 0;
+    ctx->decided_by = NULL;
+    ctx->attempts = 0;
+    ctx->quota_tries = 0;
+    ctx->lookup_result = NGX_HTTP_API_KEY_LOOKUP_PENDING;
+
+    ngx_str_null(&ctx->id);
+    ngx_str_null(&ctx->owner);
+    ngx_str_null(&ctx->plan);
+    ngx_str_null(&ctx->scopes);
+
+    ctx->rate_remaining = -1;
+    ctx->quota_remaining = -1;
+
+    if (!keep_hash) {
+        ctx->hashed = 0;
+        ctx->source = NULL;
+        ngx_explicit_memzero(ctx->hash, AK_HASH_LEN);
+    }
 }
 
 
@@ -487,44 +678,36 @@ ngx_http_api_key_next_cookie(u_char **pos, u_char *last, ngx_str_t *pair,
     return 1;
 }
 
-/* format check, then the hash; the key itself is not kept anywhere */
+/*
+ * Format check, then the hash; the key itself is not kept anywhere.  Only a
+ * query argument is percent-decoded (the whole value, strictly: an invalid
+ * escape makes the key malformed); a header, bearer or cookie value is
+ * taken as it is.
+ */
 
 static ngx_int_t
 ngx_http_api_key_check_and_hash(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
-    ngx_str_t *key)
+    ngx_http_api_key_found_t *found)
 {
-    u_char      *src, *dst;
-    ngx_int_t    rc;
-    ngx_str_t    k;
-    u_char       buf[AK_KEY_MAX_LEN];
+    size_t      len;
+    ngx_int_t   rc;
+    ngx_str_t   k;
+    u_char      buf[AK_KEY_MAX_LEN];
 
-    k = *key;
+    k = found->value;
 
-    if (k.len && memchr(k.data, '%', k.len)) {
-        /* a query argument or a cookie may be percent-encoded */
-
-        if (k.len > 3 * AK_KEY_MAX_LEN) {
+    if (found->source->type == NGX_HTTP_API_KEY_SRC_QUERY
+        && k.len && memchr(k.data, '%', k.len))
+    {
+        if (!ak_percent_decode(k.data, k.len, buf, sizeof(buf), &len)) {
+            /* an invalid escape, or longer than any key */
+            ngx_explicit_memzero(buf, sizeof(buf));
             return NGX_DECLINED;
         }
 
-        {
-            u_char  tmp[3 * AK_KEY_MAX_LEN];
-
-            src = k.data;
-            dst = tmp;
-            ngx_unescape_uri(&dst, &src, k.len, NGX_UNESCAPE_URI);
-
-            if ((size_t) (dst - tmp) > AK_KEY_MAX_LEN) {
-                ngx_explicit_memzero(tmp, sizeof(tmp));
-                return NGX_DECLINED;
-            }
-
-            k.len = dst - tmp;
-            ngx_memcpy(buf, tmp, k.len);
-            ngx_explicit_memzero(tmp, sizeof(tmp));
-            k.data = buf;
-        }
+        k.data = buf;
+        k.len = len;
     }
 
     if (!ak_key_check_any(k.data, k.len)) {
@@ -564,26 +747,59 @@ done:
 
 /* ---- api_key_strip: the key does not go upstream ------------------- */
 
+/*
+ * The found key's header or cookie goes; so do the arguments of every query
+ * source, wherever the key was found and also when none was (the request
+ * line may hold one that "set $args" removed from r->args).
+ */
+
 static ngx_int_t
-ngx_http_api_key_strip(ngx_http_request_t *r, ngx_http_api_key_found_t *found)
+ngx_http_api_key_strip(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_found_t *found)
 {
-    ngx_str_t  authorization = ngx_string("authorization");
+    ngx_int_t                   rc;
+    ngx_uint_t                  n;
+    ngx_http_api_key_source_t  *src;
+    ngx_str_t                   authorization = ngx_string("authorization");
 
-    switch (found->source->type) {
+    rc = NGX_OK;
 
-    case NGX_HTTP_API_KEY_SRC_HEADER:
-        return ngx_http_api_key_strip_header(r, &found->source->name, 0,
-                                             found->part, found->i);
+    if (found) {
+        switch (found->source->type) {
 
-    case NGX_HTTP_API_KEY_SRC_BEARER:
-        return ngx_http_api_key_strip_header(r, &authorization, 1, NULL, 0);
+        case NGX_HTTP_API_KEY_SRC_HEADER:
+            rc = ngx_http_api_key_strip_header(r, &found->source->name, 0,
+                                               found->part, found->i);
+            break;
 
-    case NGX_HTTP_API_KEY_SRC_QUERY:
-        return ngx_http_api_key_strip_query(r, &found->source->name);
+        case NGX_HTTP_API_KEY_SRC_BEARER:
+            rc = ngx_http_api_key_strip_header(r, &authorization, 1, NULL, 0);
+            break;
 
-    default: /* NGX_HTTP_API_KEY_SRC_COOKIE */
-        return ngx_http_api_key_strip_cookie(r, &found->source->name);
+        case NGX_HTTP_API_KEY_SRC_COOKIE:
+            rc = ngx_http_api_key_strip_cookie(r, &found->source->name);
+            break;
+
+        default: /* NGX_HTTP_API_KEY_SRC_QUERY: below */
+            break;
+        }
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
     }
+
+    src = alcf->sources->elts;
+
+    for (n = 0; n < alcf->sources->nelts; n++) {
+        if (src[n].type == NGX_HTTP_API_KEY_SRC_QUERY
+            && ngx_http_api_key_strip_query(r, &src[n].name) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
 }
 
 
@@ -690,133 +906,222 @@ ngx_http_api_key_list_remove(ngx_list_t *l, ngx_list_part_t **part,
 
 
 /*
- * Rebuilds the query string without NAME=..., and with it the unparsed URI
- * and the request line, so that neither the upstream nor $request in the
- * access log sees the key.
+ * A query argument is in three strings, which may or may not share memory
+ * and may or may not agree: r->args (what ngx_http_arg() and $args read,
+ * maybe set by "set $args" or "rewrite"), r->unparsed_uri ($request_uri,
+ * and what is proxied while valid_unparsed_uri is set) and r->request_line
+ * ($request in the access log; a separate copy over HTTP/2).  Each is
+ * parsed and rebuilt on its own, whatever the others hold.
  */
 
 static ngx_int_t
 ngx_http_api_key_strip_query(ngx_http_request_t *r, ngx_str_t *name)
 {
-    u_char     *p, *last, *start, *end, *eq, *args, *a, *uri, *line, *qmark;
-    size_t      plen, len;
-    ngx_uint_t  removed;
+    u_char                        *p, *q, *last;
+    ngx_uint_t                     removed;
+    ngx_http_variable_value_t     *vv;
+    ngx_http_api_key_main_conf_t  *amcf;
 
-    if (r->args.len == 0) {
-        return NGX_OK;
-    }
+    removed = 0;
 
-    args = ngx_pnalloc(r->pool, r->args.len);
-    if (args == NULL) {
+    /* r->args: the whole string */
+
+    if (ngx_http_api_key_strip_args(r->pool, &r->args, 0, r->args.len, name,
+                                    &removed)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    a = args;
-    removed = 0;
+    /* r->unparsed_uri: path [ "?" args ] */
 
-    p = r->args.data;
-    last = p + r->args.len;
+    p = r->unparsed_uri.data;
+    last = p + r->unparsed_uri.len;
 
-    while (p < last) {
-        start = p;
+    q = (p != NULL) ? ngx_strlchr(p, last, '?') : NULL;
 
-        end = ngx_strlchr(p, last, '&');
-        if (end == NULL) {
-            end = last;
-        }
+    if (q
+        && ngx_http_api_key_strip_args(r->pool, &r->unparsed_uri,
+                                       q + 1 - p, last - p, name, &removed)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
-        eq = ngx_strlchr(start, end, '=');
-        plen = (eq ? eq : end) - start;
+    /* r->request_line: METHOD SP+ URI [ SP "HTTP/" version ] */
 
-        if (plen == name->len
-            && ngx_strncasecmp(start, name->data, name->len) == 0)
-        {
-            removed = 1;
+    p = r->request_line.data;
+    last = p + r->request_line.len;
 
-        } else if (end > start) {
-            if (a > args) {
-                *a++ = '&';
+    q = (p != NULL) ? ngx_strlchr(p, last, ' ') : NULL;
+
+    if (q) {
+        q = ngx_strlchr(q, last, '?');
+    }
+
+    if (q) {
+        /* the query ends at the protocol, if there is one */
+
+        for (p = last; p > q + 1; p--) {
+            if (p[-1] == ' ') {
+                break;
             }
-
-            a = ngx_cpymem(a, start, end - start);
         }
 
-        p = (end < last) ? end + 1 : last;
+        if (p > q + 1 && last - p >= (ssize_t) (sizeof("HTTP/") - 1)
+            && ngx_strncmp(p, "HTTP/", sizeof("HTTP/") - 1) == 0)
+        {
+            last = p - 1;
+        }
+
+        p = r->request_line.data;
+
+        if (ngx_http_api_key_strip_args(r->pool, &r->request_line,
+                                        q + 1 - p, last - p, name, &removed)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
     }
 
     if (!removed) {
         return NGX_OK;
     }
 
-    r->args.data = args;
-    r->args.len = a - args;
+    /*
+     * $request and $request_uri are cacheable: a value taken before this
+     * phase (an "if ($request_uri ...)", a map used by "set") would still
+     * hold the key when the access log is written
+     */
 
-    if (!r->valid_unparsed_uri || r->unparsed_uri.len == 0) {
-        return NGX_OK;
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_api_key_module);
+
+    if (amcf->query_vars && r->variables) {
+        vv = &r->variables[amcf->var_request];
+        vv->valid = 0;
+        vv->not_found = 0;
+
+        vv = &r->variables[amcf->var_request_uri];
+        vv->valid = 0;
+        vv->not_found = 0;
     }
 
-    /* unparsed_uri: path [ "?" args ] */
-
-    qmark = ngx_strlchr(r->unparsed_uri.data,
-                        r->unparsed_uri.data + r->unparsed_uri.len, '?');
-    if (qmark == NULL) {
-        return NGX_OK;
-    }
-
-    plen = qmark - r->unparsed_uri.data;
-    len = plen + (r->args.len ? 1 + r->args.len : 0);
-
-    uri = ngx_pnalloc(r->pool, len);
-    if (uri == NULL) {
-        return NGX_ERROR;
-    }
-
-    p = ngx_cpymem(uri, r->unparsed_uri.data, plen);
-
-    if (r->args.len) {
-        *p++ = '?';
-        p = ngx_cpymem(p, r->args.data, r->args.len);
-    }
-
-    /* the request line: METHOD SP unparsed_uri [SP protocol] */
-
-    if (r->request_line.len
-        && r->request_line.data <= r->unparsed_uri.data
-        && r->unparsed_uri.data + r->unparsed_uri.len
-           <= r->request_line.data + r->request_line.len)
-    {
-        line = ngx_pnalloc(r->pool, r->request_line.len);
-        if (line == NULL) {
-            return NGX_ERROR;
-        }
-
-        start = r->request_line.data;
-        end = r->unparsed_uri.data + r->unparsed_uri.len;
-        last = r->request_line.data + r->request_line.len;
-
-        p = ngx_cpymem(line, start, r->unparsed_uri.data - start);
-        p = ngx_cpymem(p, uri, len);
-        p = ngx_cpymem(p, end, last - end);
-
-        r->request_line.data = line;
-        r->request_line.len = p - line;
-    }
-
-    r->unparsed_uri.data = uri;
-    r->unparsed_uri.len = len;
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "api_key: query argument \"%V\" stripped", name);
 
     return NGX_OK;
 }
 
 
-/* removes "NAME=..." from every Cookie header; an emptied header goes */
+/*
+ * Removes every argument named name ("NAME" or "NAME=...", compared as
+ * ngx_http_arg() does, without case) from s[start, end), the '&'-separated
+ * arguments of s; the '?' before them goes too when none is left (start >
+ * 0).  s then points at a new copy: only arguments and separators are
+ * removed and every kept argument after the first one had an '&' before
+ * it, so the copy is never longer than s.  Sets *removed when one was.
+ */
+
+static ngx_int_t
+ngx_http_api_key_strip_args(ngx_pool_t *pool, ngx_str_t *s, size_t start,
+    size_t end, ngx_str_t *name, ngx_uint_t *removed)
+{
+    u_char  *p, *a, *eq, *arg, *last, *out, *o, *begin;
+    size_t   n;
+
+    if (start >= end || end > s->len) {
+        return NGX_OK;
+    }
+
+    p = s->data + start;
+    last = s->data + end;
+
+    /* most requests do not have it: no copy then */
+
+    for ( ;; ) {
+        arg = p;
+
+        a = ngx_strlchr(p, last, '&');
+        if (a == NULL) {
+            a = last;
+        }
+
+        eq = ngx_strlchr(arg, a, '=');
+        n = (eq ? eq : a) - arg;
+
+        if (n == name->len && ngx_strncasecmp(arg, name->data, n) == 0) {
+            break;
+        }
+
+        if (a == last) {
+            return NGX_OK;
+        }
+
+        p = a + 1;
+    }
+
+    out = ngx_pnalloc(pool, s->len);
+    if (out == NULL) {
+        return NGX_ERROR;
+    }
+
+    o = ngx_cpymem(out, s->data, start);
+    begin = o;
+
+    p = s->data + start;
+
+    while (p < last) {
+        arg = p;
+
+        a = ngx_strlchr(p, last, '&');
+        if (a == NULL) {
+            a = last;
+        }
+
+        eq = ngx_strlchr(arg, a, '=');
+        n = (eq ? eq : a) - arg;
+
+        if (n == name->len && ngx_strncasecmp(arg, name->data, n) == 0) {
+            *removed = 1;
+
+        } else if (a > arg) {
+            if (o > begin) {
+                *o++ = '&';
+            }
+
+            o = ngx_cpymem(o, arg, a - arg);
+        }
+
+        p = (a < last) ? a + 1 : last;
+    }
+
+    if (o == begin && start > 0 && begin[-1] == '?') {
+        /* nothing left: "path?" becomes "path" */
+        o--;
+    }
+
+    o = ngx_cpymem(o, last, s->data + s->len - last);
+
+    s->data = out;
+    s->len = o - out;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Removes "NAME=..." from every Cookie header; an emptied header goes.  The
+ * kept cookies are re-joined with "; " whatever separated them before
+ * ("a=1;b=2" becomes longer): a first pass measures what will be written.
+ */
 
 static ngx_int_t
 ngx_http_api_key_strip_cookie(ngx_http_request_t *r, ngx_str_t *name)
 {
     u_char           *p, *last, *v, *q;
+    size_t            len;
     ngx_str_t         pair, n, value;
-    ngx_uint_t        i, removed;
+    ngx_uint_t        i, kept, removed;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
     ngx_str_t         cookie = ngx_string("cookie");
@@ -826,12 +1131,10 @@ ngx_http_api_key_strip_cookie(ngx_http_request_t *r, ngx_str_t *name)
 
     while ((h = ngx_http_api_key_next_header(r, &cookie, &part, &i))) {
 
-        v = ngx_pnalloc(r->pool, h->value.len);
-        if (v == NULL) {
-            return NGX_ERROR;
-        }
+        /* pass 1: is the cookie there, and how long is the rest */
 
-        q = v;
+        len = 0;
+        kept = 0;
         removed = 0;
 
         p = h->value.data;
@@ -846,6 +1149,50 @@ ngx_http_api_key_strip_cookie(ngx_http_request_t *r, ngx_str_t *name)
                 continue;
             }
 
+            len += (kept ? sizeof("; ") - 1 : 0) + pair.len;
+            kept++;
+        }
+
+        if (!removed) {
+            i++;
+            continue;
+        }
+
+        if (kept == 0) {
+
+            /* emptied: removed; (part, i) then points at the next header */
+
+            h->value.len = 0;
+
+            if (ngx_http_api_key_list_remove(&r->headers_in.headers, &part,
+                                             &i)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            continue;
+        }
+
+        /* pass 2: the kept cookies, exactly len bytes */
+
+        v = ngx_pnalloc(r->pool, len);
+        if (v == NULL) {
+            return NGX_ERROR;
+        }
+
+        q = v;
+
+        p = h->value.data;
+
+        while (ngx_http_api_key_next_cookie(&p, last, &pair, &n, &value)) {
+
+            if (value.data && n.len == name->len
+                && ngx_strncmp(n.data, name->data, name->len) == 0)
+            {
+                continue;
+            }
+
             if (q > v) {
                 *q++ = ';';
                 *q++ = ' ';
@@ -854,26 +1201,10 @@ ngx_http_api_key_strip_cookie(ngx_http_request_t *r, ngx_str_t *name)
             q = ngx_cpymem(q, pair.data, pair.len);
         }
 
-        if (!removed) {
-            i++;
-            continue;
-        }
-
         h->value.data = v;
         h->value.len = q - v;
 
-        if (h->value.len) {
-            i++;
-            continue;
-        }
-
-        /* emptied: removed; (part, i) then points at the header after it */
-
-        if (ngx_http_api_key_list_remove(&r->headers_in.headers, &part, &i)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
+        i++;
     }
 
     return NGX_OK;
@@ -1150,6 +1481,7 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
 
     ctx->status = status;
     ctx->decided = 1;
+    ctx->decided_by = alcf;
 
     (void) ngx_atomic_fetch_add(&alcf->zone->sh->status[status], 1);
 
@@ -1284,7 +1616,11 @@ ngx_http_api_key_rate_headers(ngx_http_request_t *r,
     u_char     *p;
     ngx_str_t   v;
 
-    p = ngx_pnalloc(r->pool, 3 * NGX_INT_T_LEN + 128);
+    /* six numbers and the text around them */
+
+    p = ngx_pnalloc(r->pool, 6 * NGX_INT_T_LEN
+                             + sizeof(";w=;burst=") - 1
+                             + sizeof("limit=, remaining=0, reset=") - 1);
     if (p == NULL) {
         return NGX_ERROR;
     }

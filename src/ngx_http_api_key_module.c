@@ -24,6 +24,7 @@ static char *ngx_http_api_key_redis(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_api_key_hash(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_http_api_key_query_vars(ngx_conf_t *cf);
 static char *ngx_http_api_key_source(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_api_key_format(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -285,7 +286,11 @@ ngx_http_api_key_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->realm = prev->realm;
         conf->www_missing = prev->www_missing;
         conf->www_invalid = prev->www_invalid;
-        conf->www_scope = prev->www_scope;
+
+        if (conf->scopes == prev->scopes) {
+            /* a block with its own api_key_scope builds its own, below */
+            conf->www_scope = prev->www_scope;
+        }
     }
 
     if (conf->www_missing.data == NULL) {
@@ -1341,6 +1346,40 @@ ngx_http_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/*
+ * Stripping a query key rebuilds $request and $request_uri, whose cached
+ * values (taken before the access phase) are then dropped: their indexes.
+ */
+
+static ngx_int_t
+ngx_http_api_key_query_vars(ngx_conf_t *cf)
+{
+    ngx_str_t                      request = ngx_string("request");
+    ngx_str_t                      request_uri = ngx_string("request_uri");
+    ngx_http_api_key_main_conf_t  *amcf;
+
+    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_api_key_module);
+
+    if (amcf->query_vars) {
+        return NGX_OK;
+    }
+
+    amcf->var_request = ngx_http_get_variable_index(cf, &request);
+    if (amcf->var_request == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    amcf->var_request_uri = ngx_http_get_variable_index(cf, &request_uri);
+    if (amcf->var_request_uri == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    amcf->query_vars = 1;
+
+    return NGX_OK;
+}
+
+
 /* api_key_source header:NAME | bearer | query:NAME | cookie:NAME ... */
 
 static char *
@@ -1387,6 +1426,10 @@ ngx_http_api_key_source(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             src->type = NGX_HTTP_API_KEY_SRC_QUERY;
             src->name.data = value[i].data + 6;
             src->name.len = value[i].len - 6;
+
+            if (ngx_http_api_key_query_vars(cf) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
 
         } else if (ngx_strncmp(value[i].data, "cookie:", 7) == 0) {
             src->type = NGX_HTTP_API_KEY_SRC_COOKIE;

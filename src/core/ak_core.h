@@ -52,6 +52,16 @@ int ak_key_check_checksum(const unsigned char *key, size_t len,
 /* 1 if prefix is a valid key prefix (1..32 of [A-Za-z0-9_]). */
 int ak_key_prefix_valid(const unsigned char *prefix, size_t len) AK_NOEXCEPT;
 
+/*
+ * Strict percent-decoding of a whole value (a query argument): every '%'
+ * must start "%XX" with two hex digits (either case); everything else,
+ * '+' included, is copied as it is.  Writes at most cap bytes to out.
+ * 1 = ok and *out_len set; 0 = an invalid escape ("%", "%4", "%zz") or a
+ * result longer than cap.  in and out must not overlap.  hot
+ */
+int ak_percent_decode(const unsigned char *in, size_t len,
+    unsigned char *out, size_t cap, size_t *out_len) AK_NOEXCEPT;
+
 
 /* ------------------------------------------------------------------ */
 /* Hashing                                                             */

@@ -46,6 +46,19 @@ inline int base62_value(unsigned char c) noexcept
     return -1;
 }
 
+/* hex digit value, or -1 */
+inline int hex_value(unsigned char c) noexcept
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    c |= 0x20;
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    return -1;
+}
+
 inline bool prefix_char(unsigned char c) noexcept
 {
     return is_alnum(c) || c == '_';
@@ -318,4 +331,47 @@ ak_key_check_checksum(const unsigned char *key, size_t len,
     }
 
     return sum == ak::crc32(key, body) ? 1 : 0;
+}
+
+
+extern "C" int
+ak_percent_decode(const unsigned char *in, size_t len, unsigned char *out,
+    size_t cap, size_t *out_len) noexcept
+{
+    if ((in == nullptr && len > 0) || (out == nullptr && cap > 0)
+        || out_len == nullptr)
+    {
+        return 0;
+    }
+
+    size_t  n = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        unsigned char  c = in[i];
+
+        if (c == '%') {
+            if (len - i < 3) {
+                return 0;
+            }
+
+            int  hi = ak::hex_value(in[i + 1]);
+            int  lo = ak::hex_value(in[i + 2]);
+
+            if (hi < 0 || lo < 0) {
+                return 0;
+            }
+
+            c = static_cast<unsigned char>(hi << 4 | lo);
+            i += 2;
+        }
+
+        if (n == cap) {
+            return 0;
+        }
+
+        out[n++] = c;
+    }
+
+    *out_len = n;
+    return 1;
 }

@@ -415,3 +415,126 @@ TEST(KeyFormatAny, EveryByteAtEveryPosition)
                   reinterpret_cast<const unsigned char *>(k.data()),
                   k.size()), 0);
 }
+
+
+/* ---- strict percent-decoding (query arguments) ------------------------ */
+
+namespace {
+
+/* decoded value, or "<invalid>" */
+std::string pct(const std::string &in, size_t cap = AK_KEY_MAX_LEN)
+{
+    std::vector<unsigned char>  out(cap + 1, 0xee);
+    size_t                      n = 12345;
+
+    int rc = ak_percent_decode(
+        reinterpret_cast<const unsigned char *>(in.data()), in.size(),
+        out.data(), cap, &n);
+
+    /* never a byte past cap */
+    EXPECT_EQ(out[cap], 0xee) << in;
+
+    if (rc != 1) {
+        EXPECT_EQ(rc, 0);
+        EXPECT_EQ(n, 12345u) << "out_len set on failure: " << in;
+        return "<invalid>";
+    }
+
+    EXPECT_LE(n, cap);
+    return std::string(reinterpret_cast<char *>(out.data()), n);
+}
+
+/* reference: strict, written the obvious way */
+bool ref_pct(const std::string &in, std::string *out)
+{
+    out->clear();
+    for (size_t i = 0; i < in.size(); i++) {
+        if (in[i] != '%') {
+            out->push_back(in[i]);
+            continue;
+        }
+        if (i + 2 >= in.size() || !isxdigit((unsigned char) in[i + 1])
+            || !isxdigit((unsigned char) in[i + 2]))
+        {
+            return false;
+        }
+        out->push_back((char) std::stoi(in.substr(i + 1, 2), nullptr, 16));
+        i += 2;
+    }
+    return true;
+}
+
+} // namespace
+
+
+TEST(PercentDecode, Valid)
+{
+    EXPECT_EQ(pct(""), "");
+    EXPECT_EQ(pct("abc"), "abc");
+    EXPECT_EQ(pct("ab%63"), "abc");
+    EXPECT_EQ(pct("%61%62%63"), "abc");
+    EXPECT_EQ(pct("key%3Fanything"), "key?anything");     /* not cut at '?' */
+    EXPECT_EQ(pct("key%3fanything"), "key?anything");
+    EXPECT_EQ(pct("a%2Fb%2fc"), "a/b/c");
+    EXPECT_EQ(pct("%25"), "%");
+    EXPECT_EQ(pct("%2525"), "%25");                        /* once only */
+    EXPECT_EQ(pct("a+b"), "a+b");                          /* '+' stays */
+    EXPECT_EQ(pct("%00"), std::string(1, '\0'));
+    EXPECT_EQ(pct("%ff%FF"), "\xff\xff");
+    EXPECT_EQ(pct("?&=#"), "?&=#");
+}
+
+TEST(PercentDecode, InvalidEscapes)
+{
+    for (const char *in : {"%", "abc%", "abc%4", "%4", "%g0", "%0g", "%%",
+                           "%%41", "a%zzb", "%-1", "% 1", "%+1", "%x41",
+                           "abc%4%41", "%41%"})
+    {
+        EXPECT_EQ(pct(in), "<invalid>") << in;
+    }
+}
+
+TEST(PercentDecode, Capacity)
+{
+    std::string  k(AK_KEY_MAX_LEN, 'k');
+
+    EXPECT_EQ(pct(k), k);
+    EXPECT_EQ(pct(k + "x"), "<invalid>");
+    EXPECT_EQ(pct(k.substr(1) + "%41"), k.substr(1) + "A");
+    EXPECT_EQ(pct(k + "%41"), "<invalid>");
+    EXPECT_EQ(pct("abc", 3), "abc");
+    EXPECT_EQ(pct("abcd", 3), "<invalid>");
+    EXPECT_EQ(pct("%41%42%43", 3), "ABC");
+    EXPECT_EQ(pct("%41%42%43%44", 3), "<invalid>");
+    EXPECT_EQ(pct("", 0), "");
+    EXPECT_EQ(pct("a", 0), "<invalid>");
+
+    size_t n;
+    EXPECT_EQ(ak_percent_decode(nullptr, 0, nullptr, 0, &n), 1);
+    EXPECT_EQ(n, 0u);
+    EXPECT_EQ(ak_percent_decode(nullptr, 1, nullptr, 0, &n), 0);
+    EXPECT_EQ(ak_percent_decode(
+                  reinterpret_cast<const unsigned char *>("a"), 1, nullptr,
+                  0, nullptr), 0);
+}
+
+/* random strings of escape-prone characters: valid or not and the decoded
+ * bytes as the reference says */
+TEST(PercentDecode, RandomAgainstReference)
+{
+    std::mt19937                         rng(20261201);
+    const std::string                    alphabet = "%%%0123456789aAfFgG+?&=z";
+    std::uniform_int_distribution<int>   len_d(0, 24), ch_d(0, alphabet.size() - 1);
+
+    for (int round = 0; round < 200000; round++) {
+        std::string  in(len_d(rng), ' ');
+        for (char &c : in) {
+            c = alphabet[ch_d(rng)];
+        }
+
+        std::string  want;
+        bool         ok = ref_pct(in, &want);
+
+        ASSERT_EQ(pct(in), ok ? want : "<invalid>") << in;
+    }
+}
