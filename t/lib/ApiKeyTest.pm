@@ -13,7 +13,8 @@ package ApiKeyTest;
 # Everything started is stopped at the end, also when the test dies (END
 # block, INT/TERM handlers, a watchdog alarm): paused redis-servers are
 # resumed first, then every nginx is stopped (gracefully, QUIT), then every
-# redis-server.  AK_KEEP=1 keeps the temporary directories.
+# redis-server.  AK_KEEP=1 keeps the temporary directories (and names
+# them on stderr at the end).
 #
 # Final checks: when the test calls done_testing (or at its end), every
 # nginx it started is stopped and gets one more test: its error log has no
@@ -145,6 +146,20 @@ END {
     # temporary directories go (File::Temp's END runs after this one)
     _final_checks_at_end();
     _cleanup_all();
+    _report_kept();
+}
+
+# With AK_KEEP, say where the kept directories are (on stderr, as TAP
+# comments): one per nginx and per redis-server the test started.
+sub _report_kept {
+    return unless $ENV{AK_KEEP} && $$ == $OWNER_PID;
+    require File::Spec;
+    my $i = 0;
+    print STDERR "# AK_KEEP: nginx " . ++$i . ": $_->{dir}\n" for @NGINX;
+    $i = 0;
+    print STDERR "# AK_KEEP: redis " . ++$i . ": $_->{dir}\n" for @REDIS;
+    print STDERR "# AK_KEEP: nginx -t and failed starts: " . scalar(@CHECKED)
+        . " more under " . File::Spec->tmpdir . "/aktest-*\n" if @CHECKED;
 }
 
 # ---------------------------------------------------------------------------
