@@ -149,19 +149,6 @@ END {
     _report_kept();
 }
 
-# With AK_KEEP, say where the kept directories are (on stderr, as TAP
-# comments): one per nginx and per redis-server the test started.
-sub _report_kept {
-    return unless $ENV{AK_KEEP} && $$ == $OWNER_PID;
-    require File::Spec;
-    my $i = 0;
-    print STDERR "# AK_KEEP: nginx " . ++$i . ": $_->{dir}\n" for @NGINX;
-    $i = 0;
-    print STDERR "# AK_KEEP: redis " . ++$i . ": $_->{dir}\n" for @REDIS;
-    print STDERR "# AK_KEEP: nginx -t and failed starts: " . scalar(@CHECKED)
-        . " more under " . File::Spec->tmpdir . "/aktest-*\n" if @CHECKED;
-}
-
 # ---------------------------------------------------------------------------
 # sanitizers
 
@@ -384,6 +371,21 @@ sub _register_final_checks {
     Test2::API::test2_add_callback_testing_done(\&_final_checks);
 }
 _register_final_checks();
+
+# With AK_KEEP, say where the kept directories are (on stderr, as TAP
+# comments): one per nginx and per redis-server the test started.
+sub _report_kept {
+    return unless $ENV{AK_KEEP} && $$ == $OWNER_PID;
+    require File::Spec;
+    my $i = 0;
+    print STDERR "# AK_KEEP: nginx " . ++$i . ": $_->{dir}\n" for @NGINX;
+    $i = 0;
+    print STDERR "# AK_KEEP: redis " . ++$i . ": $_->{dir}\n" for @REDIS;
+    print STDERR "# AK_KEEP: nginx -t and failed starts: " . scalar(@CHECKED)
+        . " more under " . File::Spec->tmpdir . "/aktest-*\n" if @CHECKED;
+    print STDERR "# AK_KEEP: sanitizer reports of the programs run: "
+        . "$PROC_SAN_DIR\n" if $PROC_SAN_DIR;
+}
 
 sub _cleanup_all {
     return unless $$ == $OWNER_PID;
