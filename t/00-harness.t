@@ -371,6 +371,24 @@ $k = child_test($append, plan => 1);
 isnt($k->{exit}, 0, 'final checks with a numeric plan: an [alert] fails the test file');
 like($k->{out}, qr/a test alert/, '... with the line') or diag $k->{out};
 
+# --- AK_KEEP: the directories stay and are named at the end --------------
+{
+    local $ENV{AK_KEEP} = 1;
+    my $kk = child_test('');
+    is($kk->{exit}, 0, 'AK_KEEP=1: the test file passes') or diag $kk->{out};
+    my ($kept) = $kk->{out} =~ /^# AK_KEEP: nginx 1: (\S+)$/m;
+    ok(defined $kept && -s "$kept/error.log" && -s "$kept/nginx.conf",
+       'AK_KEEP=1: the nginx directory is named on stderr and kept, with its logs')
+        or diag $kk->{out};
+    # remove what the child kept
+    require File::Path;
+    File::Path::remove_tree($kept) if defined $kept && $kept =~ m{/aktest-\w+$};
+    if ($kk->{out} =~ /^# AK_KEEP: sanitizer reports of the programs run: (\S+)\/san$/m) {
+        my $d = $1;
+        File::Path::remove_tree($d) if $d =~ m{/aktest-\w+$};
+    }
+}
+
 $k = child_test(<<'EOT');
 ok(!eval { ApiKeyTest::Nginx->start(module => 0, http => 'bogus;'); 1 },
    'a bad configuration');

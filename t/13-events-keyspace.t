@@ -144,8 +144,12 @@ my $ks0 = metric($port, 'api_key_events_total{type="keyspace"}');
         push @before, st(get($k));
         sleep 0.05;
     }
-    is_deeply([ grep { $_ ne '200 ok' } @before ], [],
-              'EXPIRE: accepted while the key lives (' . scalar(@before) . ' requests)');
+    SKIP: {
+        skip 'machine too slow: no request made within 0.8 s '
+             . 'of EXPIRE (the key lives 1 s): nothing to check', 1 unless @before;
+        is_deeply([ grep { $_ ne '200 ok' } @before ], [],
+                  'EXPIRE: accepted while the key lives (' . scalar(@before) . ' requests)');
+    }
     poll(sub { $r->cmd('EXISTS', "apikey:$h") == 0 }, timeout => 2, interval => 0.01);
     my $gone_at = time;
     is($r->cmd('EXISTS', "apikey:$h"), 0, 'EXPIRE: the key expired in Redis');
@@ -367,8 +371,12 @@ for my $case (['', 'empty'], ['Kgh', 'Kgh (no x: expiries)'], ['Kgx', 'Kgx (no h
     $r2->cmd('EXPIRE', "apikey:$he", 1);
     my @before;
     while (time < $t0 + 0.8) { push @before, st($g->($ke)); sleep 0.05 }
-    is_deeply([ grep { $_ ne '200 ok' } @before ], [],
-              'KA, EXPIRE: accepted while the key lives');
+    SKIP: {
+        skip 'machine too slow: no request made within 0.8 s '
+             . 'of EXPIRE (the key lives 1 s): nothing to check', 1 unless @before;
+        is_deeply([ grep { $_ ne '200 ok' } @before ], [],
+                  'KA, EXPIRE: accepted while the key lives');
+    }
     poll(sub { $r2->cmd('EXISTS', "apikey:$he") == 0 }, timeout => 2, interval => 0.01);
     poll(sub { $res = $g->($ke); $res->status == 401 }, timeout => 1);
     is(st($res), '401 unknown', 'KA, EXPIRE: after it expired the key is unknown');
