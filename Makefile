@@ -74,7 +74,16 @@ $(CXX_STAMP): FORCE
 .PHONY: FORCE
 FORCE:
 
-$(NGX_BUILD)/.configured: config scripts/configure-nginx.sh $(FLAGS_STAMP)
+# the list of glue files (the config compiles every src/*.c): a file added
+# or removed configures nginx's build again
+GLUE_STAMP = $(BUILD)/.glue-files
+
+$(GLUE_STAMP): FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(sort $(wildcard src/*.c src/*.h))' | cmp -s - $@ \
+	    || echo '$(sort $(wildcard src/*.c src/*.h))' >$@
+
+$(NGX_BUILD)/.configured: config scripts/configure-nginx.sh $(FLAGS_STAMP) $(GLUE_STAMP)
 	rm -rf $(NGX_BUILD)
 	mkdir -p $(BUILD)
 	cp -r $(NGINX_SRC) $(NGX_BUILD)
@@ -129,6 +138,23 @@ unit: $(BUILD)/unit_tests
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	    $(BUILD)/unit_tests --gtest_brief=1
 
+# --- layers of the C glue ----------------------------------------------------
+
+# The file-level dependency graph of src/*.c, read with nm from the objects
+# nginx's Makefile compiled, against the layer order of scripts/layers.conf:
+# an edge that does not point down fails, printed as caller.c -> callee.c
+# (symbols). `make check-layers LAYERS_FLAGS=--graph` prints every edge.
+GLUE_OBJS = $(patsubst src/%.c,$(NGX_BUILD)/objs/addon/src/%.o,$(wildcard src/*.c))
+LAYERS_FLAGS ?=
+
+check-layers: module
+	perl scripts/check-layers.pl $(LAYERS_FLAGS) scripts/layers.conf $(GLUE_OBJS)
+
+# the check itself, on a fixture: a clean graph passes, an upward edge, a
+# cycle within a layer and an unplaced file fail
+check-layers-selftest:
+	sh test/layers/run.sh $(BUILD)/layers
+
 # --- integration tests (real nginx, real redis-server) ----------------------
 
 # With SANITIZE set, t/lib/ApiKeyTest.pm preloads the sanitizer runtimes
@@ -138,8 +164,15 @@ integration: module cli
 	    $(if $(SAN_FLAGS),AK_SANITIZE="$(SANITIZE)" AK_CC="$(CC)") \
 	    prove -I t/lib -r t/
 
+# The layer check (make check-layers) is enforced by make test with
+# CHECK_LAYERS=1; with 0 it runs, lists the edges that point up, and does
+# not fail (until the glue files are restructured along the layers).
+CHECK_LAYERS ?= 0
+
 test: deps
 	$(MAKE) unit
+	$(MAKE) check-layers-selftest
+	$(if $(filter 1,$(CHECK_LAYERS)),,-)$(MAKE) check-layers
 	$(MAKE) integration
 
 # Everything again under AddressSanitizer + UndefinedBehaviorSanitizer, in
