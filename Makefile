@@ -17,7 +17,9 @@ BUILD      ?= $(CURDIR)/build
 NGX_BUILD   = $(BUILD)/nginx-src
 MODULE      = $(BUILD)/ngx_http_api_key_module.so
 CXX        ?= g++
-CXXFLAGS   ?= -O2 -g
+# the default keeps the hardening of the nginx package's flags (the core was
+# compiled with them when nginx's build compiled it)
+CXXFLAGS   ?= -O2 -g -fstack-protector-strong -D_FORTIFY_SOURCE=2
 LDFLAGS    ?=
 # SANITIZE=address,undefined (any -fsanitize= list) builds everything with
 # the sanitizers; use a BUILD of its own (make test-asan does).
