@@ -7,6 +7,8 @@
 #                 build/asan, the module loaded into the stock nginx with the
 #                 sanitizer runtimes preloaded (README: Sanitizer builds)
 #   make bench    benchmarks (wrk)
+#   make check-layers   fails on a call between the C glue files (src/*.c)
+#                 that points up the layer order of scripts/layers.conf
 #
 # NGINX_SRC selects the nginx build tree (default: Debian's nginx-dev).
 
@@ -15,7 +17,9 @@ BUILD      ?= $(CURDIR)/build
 NGX_BUILD   = $(BUILD)/nginx-src
 MODULE      = $(BUILD)/ngx_http_api_key_module.so
 CXX        ?= g++
-CXXFLAGS   ?= -O2 -g
+# the default keeps the hardening of the nginx package's flags (the core was
+# compiled with them when nginx's build compiled it)
+CXXFLAGS   ?= -O2 -g -fstack-protector-strong -D_FORTIFY_SOURCE=2
 LDFLAGS    ?=
 # SANITIZE=address,undefined (any -fsanitize= list) builds everything with
 # the sanitizers; use a BUILD of its own (make test-asan does).
@@ -27,16 +31,23 @@ AK_CXXFLAGS = -std=c++17 -Wall -Wextra -Werror -fPIC $(CXXFLAGS) $(SAN_FLAGS)
 AK_LDFLAGS  = $(CXXFLAGS) $(SAN_FLAGS) $(LDFLAGS)
 ASAN_BUILD  = $(CURDIR)/build/asan
 
+# The C++ core is compiled once, here, with the flags above, into a static
+# library of PIC objects that the module (through the addon config), the
+# unit tests, apikeyctl and the benchmarks all link: nginx's objs/Makefile
+# never compiles a .cpp file (it would use $(CC) and nginx's C flags).
 CORE_SRCS  := $(wildcard src/core/*.cpp)
+CORE_HDRS  := $(wildcard src/core/*.h src/core/*.hpp)
 CORE_OBJS  := $(patsubst src/core/%.cpp,$(BUILD)/core/%.o,$(CORE_SRCS))
+CORE_LIB    = $(BUILD)/libakcore.a
 UNIT_SRCS  := $(wildcard test/unit/*.cpp)
 UNIT_OBJS  := $(patsubst test/unit/%.cpp,$(BUILD)/unit/%.o,$(UNIT_SRCS))
-GLUE_SRCS  := $(wildcard src/*.c src/*.h) $(CORE_SRCS) $(wildcard src/core/*.h src/core/*.hpp) config
+GLUE_SRCS  := $(wildcard src/*.c src/*.h) $(CORE_HDRS) config
 CLI_SRCS   := $(wildcard src/cli/*.cpp)
 CLI_OBJS   := $(patsubst src/cli/%.cpp,$(BUILD)/cli/%.o,$(CLI_SRCS))
 CLI        = $(BUILD)/apikeyctl
 
-.PHONY: all module cli deps unit integration test test-asan run bench clean
+.PHONY: all module cli core-lib deps unit integration test test-asan run bench clean
+.PHONY: check-layers check-layers-selftest
 
 all: module cli
 
@@ -52,18 +63,40 @@ $(FLAGS_STAMP): FORCE
 	@mkdir -p $(BUILD)
 	@echo '$(SAN_FLAGS)' | cmp -s - $@ || echo '$(SAN_FLAGS)' >$@
 
+# the C++ compiler and its flags: a change rebuilds every C++ object, and
+# a compiler without C++17 is refused here, before anything is compiled
+CXX_STAMP = $(BUILD)/.cxx
+
+$(CXX_STAMP): FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(CXX) $(AK_CXXFLAGS)' | cmp -s - $@ || { \
+	    CXX='$(CXX)' sh scripts/check-cxx17.sh $(AK_CXXFLAGS) \
+	    && echo '$(CXX) $(AK_CXXFLAGS)' >$@; }
+
 .PHONY: FORCE
 FORCE:
 
-$(NGX_BUILD)/.configured: config $(FLAGS_STAMP)
+# the list of glue files (the config compiles every src/*.c): a file added
+# or removed configures nginx's build again
+GLUE_STAMP = $(BUILD)/.glue-files
+
+$(GLUE_STAMP): FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(sort $(wildcard src/*.c src/*.h))' | cmp -s - $@ \
+	    || echo '$(sort $(wildcard src/*.c src/*.h))' >$@
+
+$(NGX_BUILD)/.configured: config scripts/configure-nginx.sh $(FLAGS_STAMP) $(GLUE_STAMP)
 	rm -rf $(NGX_BUILD)
 	mkdir -p $(BUILD)
 	cp -r $(NGINX_SRC) $(NGX_BUILD)
 	cd $(NGX_BUILD) && AK_CC_OPT="$(SAN_FLAGS)" AK_LD_OPT="$(SAN_FLAGS)" \
+	    AK_CORE_LIB="$(CORE_LIB)" \
 	    sh $(CURDIR)/scripts/configure-nginx.sh $(CURDIR)
 	touch $@
 
-$(MODULE): $(NGX_BUILD)/.configured $(GLUE_SRCS)
+# nginx's Makefile relinks the module when the library changes (the config
+# puts it in LINK_DEPS)
+$(MODULE): $(NGX_BUILD)/.configured $(GLUE_SRCS) $(CORE_LIB)
 	$(MAKE) -C $(NGX_BUILD) -f objs/Makefile modules
 	cp $(NGX_BUILD)/objs/ngx_http_api_key_module.so $@.tmp
 	mv -f $@.tmp $@   # a new inode: a running nginx keeps its mapping
@@ -72,32 +105,57 @@ module: $(MODULE)
 
 # --- apikeyctl, the ops CLI (synchronous hiredis is fine here) -------------
 
-$(BUILD)/cli/%.o: src/cli/%.cpp $(wildcard src/core/*.h src/core/*.hpp src/cli/*.hpp) $(FLAGS_STAMP)
+$(BUILD)/cli/%.o: src/cli/%.cpp $(CORE_HDRS) $(wildcard src/cli/*.hpp) $(FLAGS_STAMP) $(CXX_STAMP)
 	@mkdir -p $(dir $@)
 	$(CXX) $(AK_CXXFLAGS) -Isrc/core -Isrc/cli -c -o $@ $<
 
-$(CLI): $(CLI_OBJS) $(CORE_OBJS)
+$(CLI): $(CLI_OBJS) $(CORE_LIB)
 	$(CXX) $(AK_LDFLAGS) -o $@ $^ -lhiredis -lcrypto
 
 cli: $(CLI)
 
 # --- the C++ core and its unit tests ----------------------------------------
 
-$(BUILD)/core/%.o: src/core/%.cpp $(wildcard src/core/*.h src/core/*.hpp) $(FLAGS_STAMP)
+$(BUILD)/core/%.o: src/core/%.cpp $(CORE_HDRS) $(FLAGS_STAMP) $(CXX_STAMP)
 	@mkdir -p $(dir $@)
 	$(CXX) $(AK_CXXFLAGS) -Isrc/core -c -o $@ $<
 
-$(BUILD)/unit/%.o: test/unit/%.cpp $(wildcard src/core/*.h src/core/*.hpp test/unit/*.h) $(FLAGS_STAMP)
+# rebuilt from scratch (no member of a removed .cpp survives)
+$(CORE_LIB): $(CORE_OBJS)
+	rm -f $@.tmp
+	$(AR) rcs $@.tmp $^
+	mv -f $@.tmp $@
+
+core-lib: $(CORE_LIB)
+
+$(BUILD)/unit/%.o: test/unit/%.cpp $(CORE_HDRS) $(wildcard test/unit/*.h) $(FLAGS_STAMP) $(CXX_STAMP)
 	@mkdir -p $(dir $@)
 	$(CXX) $(AK_CXXFLAGS) -Isrc/core -c -o $@ $<
 
-$(BUILD)/unit_tests: $(CORE_OBJS) $(UNIT_OBJS)
+$(BUILD)/unit_tests: $(UNIT_OBJS) $(CORE_LIB)
 	$(CXX) $(AK_LDFLAGS) -o $@ $^ -lgtest -lgtest_main -lcrypto -pthread
 
 # UBSan reports make the unit tests fail (ASan's always do)
 unit: $(BUILD)/unit_tests
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	    $(BUILD)/unit_tests --gtest_brief=1
+
+# --- layers of the C glue ----------------------------------------------------
+
+# The file-level dependency graph of src/*.c, read with nm from the objects
+# nginx's Makefile compiled, against the layer order of scripts/layers.conf:
+# an edge that does not point down fails, printed as caller.c -> callee.c
+# (symbols). `make check-layers LAYERS_FLAGS=--graph` prints every edge.
+GLUE_OBJS = $(patsubst src/%.c,$(NGX_BUILD)/objs/addon/src/%.o,$(wildcard src/*.c))
+LAYERS_FLAGS ?=
+
+check-layers: module
+	perl scripts/check-layers.pl $(LAYERS_FLAGS) scripts/layers.conf $(GLUE_OBJS)
+
+# the check itself, on a fixture: a clean graph passes, an upward edge, a
+# cycle within a layer and an unplaced file fail
+check-layers-selftest:
+	sh test/layers/run.sh $(BUILD)/layers
 
 # --- integration tests (real nginx, real redis-server) ----------------------
 
@@ -108,8 +166,15 @@ integration: module cli
 	    $(if $(SAN_FLAGS),AK_SANITIZE="$(SANITIZE)" AK_CC="$(CC)") \
 	    prove -I t/lib -r t/
 
+# The layer check (make check-layers) is enforced by make test with
+# CHECK_LAYERS=1; with 0 it runs, lists the edges that point up, and does
+# not fail (until the glue files are restructured along the layers).
+CHECK_LAYERS ?= 0
+
 test: deps
 	$(MAKE) unit
+	$(MAKE) check-layers-selftest
+	$(if $(filter 1,$(CHECK_LAYERS)),,-)$(MAKE) check-layers
 	$(MAKE) integration
 
 # Everything again under AddressSanitizer + UndefinedBehaviorSanitizer, in
@@ -145,13 +210,13 @@ BENCH_CXX    = $(CXX) -std=c++17 -O2 -g -Wall -Wextra -Werror -Isrc/core
 bench-deps:
 	@sh bench/deps.sh
 
-$(BENCH_MICRO): bench/micro/micro.cpp $(CORE_OBJS) src/core/ak_core.h
+$(BENCH_MICRO): bench/micro/micro.cpp $(CORE_LIB) src/core/ak_core.h
 	@mkdir -p $(dir $@)
-	$(BENCH_CXX) -o $@ bench/micro/micro.cpp $(CORE_OBJS) -lbenchmark -lpthread -lcrypto
+	$(BENCH_CXX) -o $@ bench/micro/micro.cpp $(CORE_LIB) -lbenchmark -lpthread -lcrypto
 
-$(BENCH_SIZES): bench/tools/ak_sizes.cpp $(CORE_OBJS) src/core/ak_core.h
+$(BENCH_SIZES): bench/tools/ak_sizes.cpp $(CORE_LIB) src/core/ak_core.h
 	@mkdir -p $(dir $@)
-	$(BENCH_CXX) -o $@ bench/tools/ak_sizes.cpp $(CORE_OBJS) -lcrypto
+	$(BENCH_CXX) -o $@ bench/tools/ak_sizes.cpp $(CORE_LIB) -lcrypto
 
 $(BENCH_REVOKE): bench/revoke/revoke_bench.cpp
 	@mkdir -p $(dir $@)

@@ -4,8 +4,16 @@
 # $1: the module's source directory.
 # AK_CC_OPT / AK_LD_OPT (environment): extra compiler / linker flags, e.g.
 # -fsanitize=address,undefined for the sanitizer build (make test-asan).
+# AK_CORE_LIB (environment): the C++ core's static library (libakcore.a,
+# built by the Makefile) that the addon config links into the module.
 set -e
 moddir=$1
+case "${AK_CORE_LIB:-}" in
+    /*) export AK_CORE_LIB ;;
+    *)  echo "configure-nginx.sh: AK_CORE_LIB must name the core library" \
+             "by its absolute path (the Makefile sets it)" >&2
+        exit 1 ;;
+esac
 flags=""
 if [ -f conf_flags ]; then
     # Debian's nginx-dev: NGX_CONF_FLAGS=( ... )
