@@ -20,6 +20,11 @@ static ngx_table_elt_t *ngx_http_api_key_next_header(ngx_http_request_t *r,
     ngx_str_t *name, ngx_list_part_t **part, ngx_uint_t *i);
 static ngx_uint_t ngx_http_api_key_next_cookie(u_char **pos, u_char *last,
     ngx_str_t *pair, ngx_str_t *name, ngx_str_t *value);
+static ngx_uint_t ngx_http_api_key_is_bearer(ngx_table_elt_t *h);
+static ngx_uint_t ngx_http_api_key_cookie_named(ngx_str_t *n, ngx_str_t *value,
+    ngx_str_t *name);
+static ngx_uint_t ngx_http_api_key_arg_named(u_char *arg, u_char *end,
+    ngx_str_t *name);
 static ngx_int_t ngx_http_api_key_strip_header(ngx_http_request_t *r,
     ngx_str_t *name, ngx_uint_t bearer, ngx_list_part_t *part, ngx_uint_t i);
 static ngx_int_t ngx_http_api_key_strip_query(ngx_http_request_t *r,
@@ -30,6 +35,16 @@ static ngx_int_t ngx_http_api_key_strip_cookie(ngx_http_request_t *r,
     ngx_str_t *name);
 static ngx_int_t ngx_http_api_key_list_remove(ngx_list_t *l,
     ngx_list_part_t **part, ngx_uint_t *i);
+
+
+#if (NGX_DEBUG)
+
+/* what precedes a source's name in api_key_source, by type */
+static char  *ngx_http_api_key_source_kinds[] = {
+    "", "header:", "bearer", "query:", "cookie:"
+};
+
+#endif
 
 
 /* first configured source present in the request wins */
@@ -62,7 +77,7 @@ ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
                 found->value = h->value;
                 found->part = part;
                 found->i = i;
-                return NGX_OK;
+                goto done;
             }
 
             break;
@@ -71,11 +86,7 @@ ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
 
             h = r->headers_in.authorization;
 
-            if (h == NULL || h->value.len < sizeof("Bearer ") - 1
-                || ngx_strncasecmp(h->value.data, (u_char *) "Bearer ",
-                                   sizeof("Bearer ") - 1)
-                   != 0)
-            {
+            if (h == NULL || !ngx_http_api_key_is_bearer(h)) {
                 break;
             }
 
@@ -92,7 +103,7 @@ ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
 
             found->value.data = p;
             found->value.len = last - p;
-            return NGX_OK;
+            goto done;
 
         case NGX_HTTP_API_KEY_SRC_QUERY:
 
@@ -100,7 +111,7 @@ ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
                              &found->value)
                 == NGX_OK)
             {
-                return NGX_OK;
+                goto done;
             }
 
             break;
@@ -110,7 +121,7 @@ ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
             if (ngx_http_api_key_find_cookie(r, &src[n].name, &found->value)
                 == NGX_OK)
             {
-                return NGX_OK;
+                goto done;
             }
 
             break;
@@ -118,6 +129,15 @@ ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
     }
 
     return NGX_DECLINED;
+
+done:
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "api_key: key from %s%V",
+                   ngx_http_api_key_source_kinds[found->source->type],
+                   &found->source->name);
+
+    return NGX_OK;
 }
 
 
@@ -149,9 +169,7 @@ ngx_http_api_key_find_cookie(ngx_http_request_t *r, ngx_str_t *name,
 
         while (ngx_http_api_key_next_cookie(&p, last, &pair, &n, &v)) {
 
-            if (v.data && n.len == name->len
-                && ngx_strncmp(n.data, name->data, name->len) == 0)
-            {
+            if (ngx_http_api_key_cookie_named(&n, &v, name)) {
                 if (v.len >= 2 && v.data[0] == '"' && v.data[v.len - 1] == '"')
                 {
                     v.data++;
@@ -262,6 +280,46 @@ ngx_http_api_key_next_cookie(u_char **pos, u_char *last, ngx_str_t *pair,
 
     return 1;
 }
+
+
+/* an Authorization header with a "Bearer " credential */
+
+static ngx_uint_t
+ngx_http_api_key_is_bearer(ngx_table_elt_t *h)
+{
+    return h->value.len >= sizeof("Bearer ") - 1
+           && ngx_strncasecmp(h->value.data, (u_char *) "Bearer ",
+                              sizeof("Bearer ") - 1)
+              == 0;
+}
+
+
+/* a cookie of next_cookie() is "NAME=...": names compared with case */
+
+static ngx_uint_t
+ngx_http_api_key_cookie_named(ngx_str_t *n, ngx_str_t *value, ngx_str_t *name)
+{
+    return value->data && n->len == name->len
+           && ngx_strncmp(n->data, name->data, name->len) == 0;
+}
+
+
+/*
+ * The query argument [arg, end) is "NAME" or "NAME=...", compared as
+ * ngx_http_arg() does, without case.
+ */
+
+static ngx_uint_t
+ngx_http_api_key_arg_named(u_char *arg, u_char *end, ngx_str_t *name)
+{
+    u_char  *eq;
+
+    eq = ngx_strlchr(arg, end, '=');
+
+    return (size_t) ((eq ? eq : end) - arg) == name->len
+           && ngx_strncasecmp(arg, name->data, name->len) == 0;
+}
+
 
 /*
  * Format check, then the hash; the key itself is not kept anywhere.  Only a
@@ -404,12 +462,7 @@ ngx_http_api_key_strip_header(ngx_http_request_t *r, ngx_str_t *name,
 
     while ((h = ngx_http_api_key_next_header(r, name, &part, &i))) {
 
-        if (bearer
-            && (h->value.len < sizeof("Bearer ") - 1
-                || ngx_strncasecmp(h->value.data, (u_char *) "Bearer ",
-                                   sizeof("Bearer ") - 1)
-                   != 0))
-        {
+        if (bearer && !ngx_http_api_key_is_bearer(h)) {
             i++;
             continue;
         }
@@ -609,8 +662,7 @@ static ngx_int_t
 ngx_http_api_key_strip_args(ngx_pool_t *pool, ngx_str_t *s, size_t start,
     size_t end, ngx_str_t *name, ngx_uint_t *removed)
 {
-    u_char  *p, *a, *eq, *arg, *last, *out, *o, *begin;
-    size_t   n;
+    u_char  *p, *a, *arg, *last, *out, *o, *begin;
 
     if (start >= end || end > s->len) {
         return NGX_OK;
@@ -629,10 +681,7 @@ ngx_http_api_key_strip_args(ngx_pool_t *pool, ngx_str_t *s, size_t start,
             a = last;
         }
 
-        eq = ngx_strlchr(arg, a, '=');
-        n = (eq ? eq : a) - arg;
-
-        if (n == name->len && ngx_strncasecmp(arg, name->data, n) == 0) {
+        if (ngx_http_api_key_arg_named(arg, a, name)) {
             break;
         }
 
@@ -661,10 +710,7 @@ ngx_http_api_key_strip_args(ngx_pool_t *pool, ngx_str_t *s, size_t start,
             a = last;
         }
 
-        eq = ngx_strlchr(arg, a, '=');
-        n = (eq ? eq : a) - arg;
-
-        if (n == name->len && ngx_strncasecmp(arg, name->data, n) == 0) {
+        if (ngx_http_api_key_arg_named(arg, a, name)) {
             *removed = 1;
 
         } else if (a > arg) {
@@ -725,9 +771,7 @@ ngx_http_api_key_strip_cookie(ngx_http_request_t *r, ngx_str_t *name)
 
         while (ngx_http_api_key_next_cookie(&p, last, &pair, &n, &value)) {
 
-            if (value.data && n.len == name->len
-                && ngx_strncmp(n.data, name->data, name->len) == 0)
-            {
+            if (ngx_http_api_key_cookie_named(&n, &value, name)) {
                 removed = 1;
                 continue;
             }
@@ -770,9 +814,7 @@ ngx_http_api_key_strip_cookie(ngx_http_request_t *r, ngx_str_t *name)
 
         while (ngx_http_api_key_next_cookie(&p, last, &pair, &n, &value)) {
 
-            if (value.data && n.len == name->len
-                && ngx_strncmp(n.data, name->data, name->len) == 0)
-            {
+            if (ngx_http_api_key_cookie_named(&n, &value, name)) {
                 continue;
             }
 
