@@ -201,6 +201,19 @@ typedef struct {
 } ngx_http_api_key_ctx_t;
 
 
+/*
+ * The first 4 bytes of a key's hash as a number: what debug lines show of a
+ * key whose id is not known yet (never the key itself).
+ */
+
+static ngx_inline uint32_t
+ngx_http_api_key_hash_prefix(u_char *hash)
+{
+    return (uint32_t) hash[0] << 24 | (uint32_t) hash[1] << 16
+           | (uint32_t) hash[2] << 8 | (uint32_t) hash[3];
+}
+
+
 extern ngx_module_t  ngx_http_api_key_module;
 extern ngx_str_t     ngx_http_api_key_status_names[];
 

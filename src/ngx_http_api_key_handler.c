@@ -60,6 +60,16 @@ ngx_str_t  ngx_http_api_key_status_names[] = {
 };
 
 
+#if (NGX_DEBUG)
+
+/* the cache's answers, by AK_CACHE_* */
+static char  *ngx_http_api_key_cache_names[] = {
+    "miss", "hit", "negative", "stale"
+};
+
+#endif
+
+
 /* the record being evaluated, copied out of the cache (one per worker) */
 static u_char  ngx_http_api_key_blob[AK_RECORD_MAX];
 
@@ -454,6 +464,12 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "api_key: cache %s, key id \"%V\", hash %08xD",
+                   (found >= AK_CACHE_MISS && found <= AK_CACHE_STALE)
+                   ? ngx_http_api_key_cache_names[found] : "?",
+                   &ctx->id, ngx_http_api_key_hash_prefix(ctx->hash));
+
     if (found == AK_CACHE_FRESH) {
         return ngx_http_api_key_evaluate(r, alcf, ctx, len, flags, slot);
     }
@@ -776,7 +792,7 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
     ctx->rc = rc;
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "api_key: %V, key id \"%V\"",
+                   "api_key: decision %V, key id \"%V\"",
                    &ngx_http_api_key_status_names[status], &ctx->id);
 
     return rc;
