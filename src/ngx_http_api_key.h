@@ -231,6 +231,8 @@ ngx_int_t ngx_http_api_key_check_and_hash(ngx_http_request_t *r,
     ngx_http_api_key_found_t *found, ak_hasher_t *hasher);
 ngx_int_t ngx_http_api_key_strip(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_found_t *found);
+ngx_uint_t ngx_http_api_key_same_source(ngx_http_api_key_source_t *a,
+    ngx_http_api_key_source_t *b);
 
 /* redis.c */
 ngx_int_t ngx_http_api_key_redis_init_worker(ngx_cycle_t *cycle,

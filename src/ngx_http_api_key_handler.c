@@ -16,8 +16,6 @@ static ngx_int_t ngx_http_api_key_redirected(ngx_http_request_t *r,
 static ngx_uint_t ngx_http_api_key_reads_alike(
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_loc_conf_t *prev,
     ngx_http_api_key_source_t *src);
-static ngx_uint_t ngx_http_api_key_same_source(ngx_http_api_key_source_t *a,
-    ngx_http_api_key_source_t *b);
 static void ngx_http_api_key_reset_ctx(ngx_http_api_key_ctx_t *ctx,
     ngx_uint_t keep_hash);
 static ngx_http_api_key_ctx_t *ngx_http_api_key_create_ctx(
@@ -300,28 +298,6 @@ ngx_http_api_key_reads_alike(ngx_http_api_key_loc_conf_t *alcf,
     }
 
     return 0;
-}
-
-
-/* header names are lowercased, query names compared without case */
-
-static ngx_uint_t
-ngx_http_api_key_same_source(ngx_http_api_key_source_t *a,
-    ngx_http_api_key_source_t *b)
-{
-    if (a == b) {
-        return 1;
-    }
-
-    if (a->type != b->type || a->name.len != b->name.len) {
-        return 0;
-    }
-
-    if (a->type == NGX_HTTP_API_KEY_SRC_COOKIE) {
-        return ngx_strncmp(a->name.data, b->name.data, a->name.len) == 0;
-    }
-
-    return ngx_strncasecmp(a->name.data, b->name.data, a->name.len) == 0;
 }
 
 

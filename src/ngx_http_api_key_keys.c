@@ -142,6 +142,31 @@ done:
 
 
 /*
+ * Whether two sources name the same place in a request: header names are
+ * lowercased, query names compared without case, cookie names with case.
+ */
+
+ngx_uint_t
+ngx_http_api_key_same_source(ngx_http_api_key_source_t *a,
+    ngx_http_api_key_source_t *b)
+{
+    if (a == b) {
+        return 1;
+    }
+
+    if (a->type != b->type || a->name.len != b->name.len) {
+        return 0;
+    }
+
+    if (a->type == NGX_HTTP_API_KEY_SRC_COOKIE) {
+        return ngx_strncmp(a->name.data, b->name.data, a->name.len) == 0;
+    }
+
+    return ngx_strncasecmp(a->name.data, b->name.data, a->name.len) == 0;
+}
+
+
+/*
  * Looks the named cookie up in every Cookie header ("a=1; b=2").  Our own
  * parser, so that the same code finds and strips it on every nginx version.
  */
