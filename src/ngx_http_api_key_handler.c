@@ -5,6 +5,10 @@
  * The handler is re-entrant: on a cache miss it joins (or starts) a Redis
  * read and returns NGX_AGAIN; the read's callback wakes the request, which
  * runs the phases again and lands here with the outcome in its context.
+ *
+ * The key itself is handled in ngx_http_api_key_keys.c (find, check and
+ * hash, strip); here are the cache lookup, the record's rules, the decision,
+ * internal redirects and the responses.
  */
 
 
