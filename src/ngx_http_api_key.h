@@ -4,8 +4,11 @@
  *
  * ngx_http_api_key_module.c     directives, configuration, shared zones,
  *                               worker start/stop
- * ngx_http_api_key_handler.c    the access-phase handler: key extraction,
- *                               cache lookup, policy, responses, strip
+ * ngx_http_api_key_handler.c    the access-phase handler: cache lookup,
+ *                               policy, decision, redirects, responses
+ * ngx_http_api_key_keys.c       key sources: find the key (header, bearer,
+ *                               query, cookie), check and hash it (query
+ *                               percent-decoded), strip the sources
  * ngx_http_api_key_redis.c      hiredis on nginx's event loop: connections,
  *                               lookups, reconnection
  * ngx_http_api_key_variables.c  $api_key_* variables
@@ -154,6 +157,15 @@ typedef struct {
 } ngx_http_api_key_loc_conf_t;
 
 
+/* a key found in the request (keys.c): where it is, not a copy of it */
+typedef struct {
+    ngx_str_t                     value;     /* as sent (maybe escaped) */
+    ngx_http_api_key_source_t    *source;
+    ngx_list_part_t              *part;  /* a header source: where it is */
+    ngx_uint_t                    i;
+} ngx_http_api_key_found_t;
+
+
 typedef struct {
     ngx_http_request_t           *request;
     ngx_http_api_key_status_e     status;
@@ -189,6 +201,19 @@ typedef struct {
 } ngx_http_api_key_ctx_t;
 
 
+/*
+ * The first 4 bytes of a key's hash as a number: what debug lines show of a
+ * key whose id is not known yet (never the key itself).
+ */
+
+static ngx_inline uint32_t
+ngx_http_api_key_hash_prefix(u_char *hash)
+{
+    return (uint32_t) hash[0] << 24 | (uint32_t) hash[1] << 16
+           | (uint32_t) hash[2] << 8 | (uint32_t) hash[3];
+}
+
+
 extern ngx_module_t  ngx_http_api_key_module;
 extern ngx_str_t     ngx_http_api_key_status_names[];
 
@@ -197,6 +222,17 @@ extern ngx_str_t     ngx_http_api_key_status_names[];
 ngx_int_t ngx_http_api_key_handler(ngx_http_request_t *r);
 ngx_http_api_key_ctx_t *ngx_http_api_key_get_ctx(ngx_http_request_t *r);
 void ngx_http_api_key_wake_all(ngx_queue_t *waiters, ngx_uint_t result);
+
+/* keys.c */
+ngx_int_t ngx_http_api_key_find(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_found_t *found);
+ngx_int_t ngx_http_api_key_check_and_hash(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    ngx_http_api_key_found_t *found, ak_hasher_t *hasher);
+ngx_int_t ngx_http_api_key_strip(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_found_t *found);
+ngx_uint_t ngx_http_api_key_same_source(ngx_http_api_key_source_t *a,
+    ngx_http_api_key_source_t *b);
 
 /* redis.c */
 ngx_int_t ngx_http_api_key_redis_init_worker(ngx_cycle_t *cycle,

@@ -1,0 +1,861 @@
+
+/*
+ * ngx_http_api_key_module: key sources.
+ *
+ * Finds the key in the request (the first configured source present wins:
+ * a header, "Authorization: Bearer", a query argument, a cookie), checks
+ * its format and hashes it (a query argument percent-decoded first), and
+ * strips the sources from the request (api_key_strip) so that the key does
+ * not go upstream nor into the access log.  The handler calls these; this
+ * file calls only nginx and the core.
+ */
+
+
+#include "ngx_http_api_key.h"
+
+
+static ngx_int_t ngx_http_api_key_find_cookie(ngx_http_request_t *r,
+    ngx_str_t *name, ngx_str_t *value);
+static ngx_table_elt_t *ngx_http_api_key_next_header(ngx_http_request_t *r,
+    ngx_str_t *name, ngx_list_part_t **part, ngx_uint_t *i);
+static ngx_uint_t ngx_http_api_key_next_cookie(u_char **pos, u_char *last,
+    ngx_str_t *pair, ngx_str_t *name, ngx_str_t *value);
+static ngx_uint_t ngx_http_api_key_is_bearer(ngx_table_elt_t *h);
+static ngx_uint_t ngx_http_api_key_cookie_named(ngx_str_t *n, ngx_str_t *value,
+    ngx_str_t *name);
+static ngx_uint_t ngx_http_api_key_arg_named(u_char *arg, u_char *end,
+    ngx_str_t *name);
+static ngx_int_t ngx_http_api_key_strip_header(ngx_http_request_t *r,
+    ngx_str_t *name, ngx_uint_t bearer, ngx_list_part_t *part, ngx_uint_t i);
+static ngx_int_t ngx_http_api_key_strip_query(ngx_http_request_t *r,
+    ngx_str_t *name);
+static ngx_int_t ngx_http_api_key_strip_args(ngx_pool_t *pool, ngx_str_t *s,
+    size_t start, size_t end, ngx_str_t *name, ngx_uint_t *removed);
+static ngx_int_t ngx_http_api_key_strip_cookie(ngx_http_request_t *r,
+    ngx_str_t *name);
+static ngx_int_t ngx_http_api_key_list_remove(ngx_list_t *l,
+    ngx_list_part_t **part, ngx_uint_t *i);
+
+
+#if (NGX_DEBUG)
+
+/* what precedes a source's name in api_key_source, by type */
+static char  *ngx_http_api_key_source_kinds[] = {
+    "", "header:", "bearer", "query:", "cookie:"
+};
+
+#endif
+
+
+/* first configured source present in the request wins */
+
+ngx_int_t
+ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
+    ngx_http_api_key_found_t *found)
+{
+    u_char                     *p, *last;
+    ngx_uint_t                  i, n;
+    ngx_list_part_t            *part;
+    ngx_table_elt_t            *h;
+    ngx_http_api_key_source_t  *src;
+
+    src = alcf->sources->elts;
+    i = 0;
+
+    for (n = 0; n < alcf->sources->nelts; n++) {
+
+        found->source = &src[n];
+
+        switch (src[n].type) {
+
+        case NGX_HTTP_API_KEY_SRC_HEADER:
+
+            part = NULL;
+            h = ngx_http_api_key_next_header(r, &src[n].name, &part, &i);
+
+            if (h) {
+                found->value = h->value;
+                found->part = part;
+                found->i = i;
+                goto done;
+            }
+
+            break;
+
+        case NGX_HTTP_API_KEY_SRC_BEARER:
+
+            h = r->headers_in.authorization;
+
+            if (h == NULL || !ngx_http_api_key_is_bearer(h)) {
+                break;
+            }
+
+            p = h->value.data + sizeof("Bearer ") - 1;
+            last = h->value.data + h->value.len;
+
+            while (p < last && *p == ' ') {
+                p++;
+            }
+
+            while (last > p && last[-1] == ' ') {
+                last--;
+            }
+
+            found->value.data = p;
+            found->value.len = last - p;
+            goto done;
+
+        case NGX_HTTP_API_KEY_SRC_QUERY:
+
+            if (ngx_http_arg(r, src[n].name.data, src[n].name.len,
+                             &found->value)
+                == NGX_OK)
+            {
+                goto done;
+            }
+
+            break;
+
+        case NGX_HTTP_API_KEY_SRC_COOKIE:
+
+            if (ngx_http_api_key_find_cookie(r, &src[n].name, &found->value)
+                == NGX_OK)
+            {
+                goto done;
+            }
+
+            break;
+        }
+    }
+
+    return NGX_DECLINED;
+
+done:
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "api_key: key from %s%V",
+                   ngx_http_api_key_source_kinds[found->source->type],
+                   &found->source->name);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Whether two sources name the same place in a request: header names are
+ * lowercased, query names compared without case, cookie names with case.
+ */
+
+ngx_uint_t
+ngx_http_api_key_same_source(ngx_http_api_key_source_t *a,
+    ngx_http_api_key_source_t *b)
+{
+    if (a == b) {
+        return 1;
+    }
+
+    if (a->type != b->type || a->name.len != b->name.len) {
+        return 0;
+    }
+
+    if (a->type == NGX_HTTP_API_KEY_SRC_COOKIE) {
+        return ngx_strncmp(a->name.data, b->name.data, a->name.len) == 0;
+    }
+
+    return ngx_strncasecmp(a->name.data, b->name.data, a->name.len) == 0;
+}
+
+
+/*
+ * Looks the named cookie up in every Cookie header ("a=1; b=2").  Our own
+ * parser, so that the same code finds and strips it on every nginx version.
+ */
+
+static ngx_int_t
+ngx_http_api_key_find_cookie(ngx_http_request_t *r, ngx_str_t *name,
+    ngx_str_t *value)
+{
+    u_char           *p, *last;
+    ngx_str_t         pair, n, v;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+    ngx_str_t         cookie = ngx_string("cookie");
+
+    part = NULL;
+    i = 0;
+
+    for ( /* void */ ;
+         (h = ngx_http_api_key_next_header(r, &cookie, &part, &i));
+         i++)
+    {
+        p = h->value.data;
+        last = p + h->value.len;
+
+        while (ngx_http_api_key_next_cookie(&p, last, &pair, &n, &v)) {
+
+            if (ngx_http_api_key_cookie_named(&n, &v, name)) {
+                if (v.len >= 2 && v.data[0] == '"' && v.data[v.len - 1] == '"')
+                {
+                    v.data++;
+                    v.len -= 2;
+                }
+
+                *value = v;
+                return NGX_OK;
+            }
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * The first header named name (in lowercase) at or after (*part, *i), which
+ * are left pointing at it; *part NULL: from the first header.
+ */
+
+static ngx_table_elt_t *
+ngx_http_api_key_next_header(ngx_http_request_t *r, ngx_str_t *name,
+    ngx_list_part_t **part, ngx_uint_t *i)
+{
+    ngx_table_elt_t  *h;
+
+    if (*part == NULL) {
+        *part = &r->headers_in.headers.part;
+        *i = 0;
+    }
+
+    for ( ;; ) {
+
+        if (*i >= (*part)->nelts) {
+            if ((*part)->next == NULL) {
+                return NULL;
+            }
+
+            *part = (*part)->next;
+            *i = 0;
+            continue;
+        }
+
+        h = (ngx_table_elt_t *) (*part)->elts + *i;
+
+        if (h->key.len == name->len
+            && (h->lowcase_key
+                ? ngx_memcmp(h->lowcase_key, name->data, name->len) == 0
+                : ngx_strncasecmp(h->key.data, name->data, name->len) == 0))
+        {
+            return h;
+        }
+
+        (*i)++;
+    }
+}
+
+
+/*
+ * The next cookie of a Cookie header value ("a=1; b=2"), from *pos: the
+ * whole pair, its name, its value (data NULL when there is no '=').
+ */
+
+static ngx_uint_t
+ngx_http_api_key_next_cookie(u_char **pos, u_char *last, ngx_str_t *pair,
+    ngx_str_t *name, ngx_str_t *value)
+{
+    u_char  *p, *end, *eq;
+
+    p = *pos;
+
+    while (p < last && (*p == ' ' || *p == ';')) {
+        p++;
+    }
+
+    if (p >= last) {
+        *pos = last;
+        return 0;
+    }
+
+    end = ngx_strlchr(p, last, ';');
+    if (end == NULL) {
+        end = last;
+    }
+
+    pair->data = p;
+    pair->len = end - p;
+
+    eq = ngx_strlchr(p, end, '=');
+
+    name->data = p;
+    name->len = (eq ? eq : end) - p;
+
+    if (eq) {
+        value->data = eq + 1;
+        value->len = end - value->data;
+
+        while (value->len && value->data[value->len - 1] == ' ') {
+            value->len--;
+        }
+
+    } else {
+        ngx_str_null(value);
+    }
+
+    *pos = end;
+
+    return 1;
+}
+
+
+/* an Authorization header with a "Bearer " credential */
+
+static ngx_uint_t
+ngx_http_api_key_is_bearer(ngx_table_elt_t *h)
+{
+    return h->value.len >= sizeof("Bearer ") - 1
+           && ngx_strncasecmp(h->value.data, (u_char *) "Bearer ",
+                              sizeof("Bearer ") - 1)
+              == 0;
+}
+
+
+/* a cookie of next_cookie() is "NAME=...": names compared with case */
+
+static ngx_uint_t
+ngx_http_api_key_cookie_named(ngx_str_t *n, ngx_str_t *value, ngx_str_t *name)
+{
+    return value->data && n->len == name->len
+           && ngx_strncmp(n->data, name->data, name->len) == 0;
+}
+
+
+/*
+ * The query argument [arg, end) is "NAME" or "NAME=...", compared as
+ * ngx_http_arg() does, without case.
+ */
+
+static ngx_uint_t
+ngx_http_api_key_arg_named(u_char *arg, u_char *end, ngx_str_t *name)
+{
+    u_char  *eq;
+
+    eq = ngx_strlchr(arg, end, '=');
+
+    return (size_t) ((eq ? eq : end) - arg) == name->len
+           && ngx_strncasecmp(arg, name->data, name->len) == 0;
+}
+
+
+/*
+ * Format check, then the hash; the key itself is not kept anywhere.  Only a
+ * query argument is percent-decoded (the whole value, strictly: an invalid
+ * escape makes the key malformed); a header, bearer or cookie value is
+ * taken as it is.
+ */
+
+ngx_int_t
+ngx_http_api_key_check_and_hash(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    ngx_http_api_key_found_t *found, ak_hasher_t *hasher)
+{
+    size_t      len;
+    ngx_int_t   rc;
+    ngx_str_t   k;
+    u_char      buf[AK_KEY_MAX_LEN];
+
+    k = found->value;
+
+    if (found->source->type == NGX_HTTP_API_KEY_SRC_QUERY
+        && k.len && memchr(k.data, '%', k.len))
+    {
+        if (!ak_percent_decode(k.data, k.len, buf, sizeof(buf), &len)) {
+            /* an invalid escape, or longer than any key */
+            ngx_explicit_memzero(buf, sizeof(buf));
+            return NGX_DECLINED;
+        }
+
+        k.data = buf;
+        k.len = len;
+    }
+
+    if (!ak_key_check_any(k.data, k.len)) {
+        rc = NGX_DECLINED;
+        goto done;
+    }
+
+    if (alcf->format == NGX_HTTP_API_KEY_FORMAT_CHECKSUM
+        && !ak_key_check_checksum(k.data, k.len, alcf->format_prefix.data,
+                                  alcf->format_prefix.len))
+    {
+        rc = NGX_DECLINED;
+        goto done;
+    }
+
+    if (ak_hasher_digest(hasher, k.data, k.len, ctx->hash) != 0) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "api_key: hashing failed");
+        rc = NGX_ERROR;
+        goto done;
+    }
+
+    ctx->hashed = 1;
+    rc = NGX_OK;
+
+done:
+
+    if (k.data == buf) {
+        ngx_explicit_memzero(buf, k.len);
+    }
+
+    return rc;
+}
+
+
+/* ---- api_key_strip: the key does not go upstream ------------------- */
+
+/*
+ * The found key's header or cookie goes; so do the arguments of every query
+ * source, wherever the key was found and also when none was (the request
+ * line may hold one that "set $args" removed from r->args).
+ */
+
+ngx_int_t
+ngx_http_api_key_strip(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_found_t *found)
+{
+    ngx_int_t                   rc;
+    ngx_uint_t                  n;
+    ngx_http_api_key_source_t  *src;
+    ngx_str_t                   authorization = ngx_string("authorization");
+
+    rc = NGX_OK;
+
+    if (found) {
+        switch (found->source->type) {
+
+        case NGX_HTTP_API_KEY_SRC_HEADER:
+            rc = ngx_http_api_key_strip_header(r, &found->source->name, 0,
+                                               found->part, found->i);
+            break;
+
+        case NGX_HTTP_API_KEY_SRC_BEARER:
+            rc = ngx_http_api_key_strip_header(r, &authorization, 1, NULL, 0);
+            break;
+
+        case NGX_HTTP_API_KEY_SRC_COOKIE:
+            rc = ngx_http_api_key_strip_cookie(r, &found->source->name);
+            break;
+
+        default: /* NGX_HTTP_API_KEY_SRC_QUERY: below */
+            break;
+        }
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    src = alcf->sources->elts;
+
+    for (n = 0; n < alcf->sources->nelts; n++) {
+        if (src[n].type == NGX_HTTP_API_KEY_SRC_QUERY
+            && ngx_http_api_key_strip_query(r, &src[n].name) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Removes every header named name (with bearer: every "Bearer ..." one)
+ * from (part, i) on, the position where the key was found (part NULL: from
+ * the first header), so the usual single header costs no second walk.
+ */
+
+static ngx_int_t
+ngx_http_api_key_strip_header(ngx_http_request_t *r, ngx_str_t *name,
+    ngx_uint_t bearer, ngx_list_part_t *part, ngx_uint_t i)
+{
+    ngx_table_elt_t  *h;
+
+    if (part == NULL) {
+        i = 0;
+    }
+
+    while ((h = ngx_http_api_key_next_header(r, name, &part, &i))) {
+
+        if (bearer && !ngx_http_api_key_is_bearer(h)) {
+            i++;
+            continue;
+        }
+
+        if (r->headers_in.authorization == h) {
+            r->headers_in.authorization = NULL;
+        }
+
+        /* (part, i) then points at the header that followed */
+
+        if (ngx_http_api_key_list_remove(&r->headers_in.headers, &part, &i)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+/*
+ * Removes element i of a part without moving any other element, since
+ * r->headers_in keeps pointers into the list: the part is shortened at
+ * either end or split in two.  When the list's last part changes, the
+ * list's per-part capacity is lowered so that ngx_list_push() never writes
+ * past the memory of the original part.  On return (*part, *i) is the
+ * position of the element that followed the removed one (maybe past the
+ * end of *part: iterators move on to the next part).
+ */
+
+static ngx_int_t
+ngx_http_api_key_list_remove(ngx_list_t *l, ngx_list_part_t **part,
+    ngx_uint_t *i)
+{
+    ngx_list_part_t  *p, *tail;
+
+    p = *part;
+
+    if (*i == p->nelts - 1) {
+        p->nelts--;
+        return NGX_OK;
+    }
+
+    if (*i == 0) {
+        p->elts = (char *) p->elts + l->size;
+        p->nelts--;
+
+        if (p == l->last) {
+            l->nalloc = p->nelts;
+        }
+
+        return NGX_OK;
+    }
+
+    tail = ngx_palloc(l->pool, sizeof(ngx_list_part_t));
+    if (tail == NULL) {
+        return NGX_ERROR;
+    }
+
+    tail->elts = (char *) p->elts + (*i + 1) * l->size;
+    tail->nelts = p->nelts - *i - 1;
+    tail->next = p->next;
+
+    p->nelts = *i;
+    p->next = tail;
+
+    if (p == l->last) {
+        l->last = tail;
+        l->nalloc = tail->nelts;
+    }
+
+    *part = tail;
+    *i = 0;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A query argument is in three strings, which may or may not share memory
+ * and may or may not agree: r->args (what ngx_http_arg() and $args read,
+ * maybe set by "set $args" or "rewrite"), r->unparsed_uri ($request_uri,
+ * and what is proxied while valid_unparsed_uri is set) and r->request_line
+ * ($request in the access log; a separate copy over HTTP/2).  Each is
+ * parsed and rebuilt on its own, whatever the others hold.
+ */
+
+static ngx_int_t
+ngx_http_api_key_strip_query(ngx_http_request_t *r, ngx_str_t *name)
+{
+    u_char                        *p, *q, *last;
+    ngx_uint_t                     removed;
+    ngx_http_variable_value_t     *vv;
+    ngx_http_api_key_main_conf_t  *amcf;
+
+    removed = 0;
+
+    /* r->args: the whole string */
+
+    if (ngx_http_api_key_strip_args(r->pool, &r->args, 0, r->args.len, name,
+                                    &removed)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* r->unparsed_uri: path [ "?" args ] */
+
+    p = r->unparsed_uri.data;
+    last = p + r->unparsed_uri.len;
+
+    q = (p != NULL) ? ngx_strlchr(p, last, '?') : NULL;
+
+    if (q
+        && ngx_http_api_key_strip_args(r->pool, &r->unparsed_uri,
+                                       q + 1 - p, last - p, name, &removed)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* r->request_line: METHOD SP+ URI [ SP "HTTP/" version ] */
+
+    p = r->request_line.data;
+    last = p + r->request_line.len;
+
+    q = (p != NULL) ? ngx_strlchr(p, last, ' ') : NULL;
+
+    if (q) {
+        q = ngx_strlchr(q, last, '?');
+    }
+
+    if (q) {
+        /* the query ends at the protocol, if there is one */
+
+        for (p = last; p > q + 1; p--) {
+            if (p[-1] == ' ') {
+                break;
+            }
+        }
+
+        if (p > q + 1 && last - p >= (ssize_t) (sizeof("HTTP/") - 1)
+            && ngx_strncmp(p, "HTTP/", sizeof("HTTP/") - 1) == 0)
+        {
+            last = p - 1;
+        }
+
+        p = r->request_line.data;
+
+        if (ngx_http_api_key_strip_args(r->pool, &r->request_line,
+                                        q + 1 - p, last - p, name, &removed)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (!removed) {
+        return NGX_OK;
+    }
+
+    /*
+     * $request and $request_uri are cacheable: a value taken before this
+     * phase (an "if ($request_uri ...)", a map used by "set") would still
+     * hold the key when the access log is written
+     */
+
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_api_key_module);
+
+    if (amcf->query_vars && r->variables) {
+        vv = &r->variables[amcf->var_request];
+        vv->valid = 0;
+        vv->not_found = 0;
+
+        vv = &r->variables[amcf->var_request_uri];
+        vv->valid = 0;
+        vv->not_found = 0;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "api_key: query argument \"%V\" stripped", name);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Removes every argument named name ("NAME" or "NAME=...", compared as
+ * ngx_http_arg() does, without case) from s[start, end), the '&'-separated
+ * arguments of s; the '?' before them goes too when none is left (start >
+ * 0).  s then points at a new copy: only arguments and separators are
+ * removed and every kept argument after the first one had an '&' before
+ * it, so the copy is never longer than s.  Sets *removed when one was.
+ */
+
+static ngx_int_t
+ngx_http_api_key_strip_args(ngx_pool_t *pool, ngx_str_t *s, size_t start,
+    size_t end, ngx_str_t *name, ngx_uint_t *removed)
+{
+    u_char  *p, *a, *arg, *last, *out, *o, *begin;
+
+    if (start >= end || end > s->len) {
+        return NGX_OK;
+    }
+
+    p = s->data + start;
+    last = s->data + end;
+
+    /* most requests do not have it: no copy then */
+
+    for ( ;; ) {
+        arg = p;
+
+        a = ngx_strlchr(p, last, '&');
+        if (a == NULL) {
+            a = last;
+        }
+
+        if (ngx_http_api_key_arg_named(arg, a, name)) {
+            break;
+        }
+
+        if (a == last) {
+            return NGX_OK;
+        }
+
+        p = a + 1;
+    }
+
+    out = ngx_pnalloc(pool, s->len);
+    if (out == NULL) {
+        return NGX_ERROR;
+    }
+
+    o = ngx_cpymem(out, s->data, start);
+    begin = o;
+
+    p = s->data + start;
+
+    while (p < last) {
+        arg = p;
+
+        a = ngx_strlchr(p, last, '&');
+        if (a == NULL) {
+            a = last;
+        }
+
+        if (ngx_http_api_key_arg_named(arg, a, name)) {
+            *removed = 1;
+
+        } else if (a > arg) {
+            if (o > begin) {
+                *o++ = '&';
+            }
+
+            o = ngx_cpymem(o, arg, a - arg);
+        }
+
+        p = (a < last) ? a + 1 : last;
+    }
+
+    if (o == begin && start > 0 && begin[-1] == '?') {
+        /* nothing left: "path?" becomes "path" */
+        o--;
+    }
+
+    o = ngx_cpymem(o, last, s->data + s->len - last);
+
+    s->data = out;
+    s->len = o - out;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Removes "NAME=..." from every Cookie header; an emptied header goes.  The
+ * kept cookies are re-joined with "; " whatever separated them before
+ * ("a=1;b=2" becomes longer): a first pass measures what will be written.
+ */
+
+static ngx_int_t
+ngx_http_api_key_strip_cookie(ngx_http_request_t *r, ngx_str_t *name)
+{
+    u_char           *p, *last, *v, *q;
+    size_t            len;
+    ngx_str_t         pair, n, value;
+    ngx_uint_t        i, kept, removed;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+    ngx_str_t         cookie = ngx_string("cookie");
+
+    part = NULL;
+    i = 0;
+
+    while ((h = ngx_http_api_key_next_header(r, &cookie, &part, &i))) {
+
+        /* pass 1: is the cookie there, and how long is the rest */
+
+        len = 0;
+        kept = 0;
+        removed = 0;
+
+        p = h->value.data;
+        last = p + h->value.len;
+
+        while (ngx_http_api_key_next_cookie(&p, last, &pair, &n, &value)) {
+
+            if (ngx_http_api_key_cookie_named(&n, &value, name)) {
+                removed = 1;
+                continue;
+            }
+
+            len += (kept ? sizeof("; ") - 1 : 0) + pair.len;
+            kept++;
+        }
+
+        if (!removed) {
+            i++;
+            continue;
+        }
+
+        if (kept == 0) {
+
+            /* emptied: removed; (part, i) then points at the next header */
+
+            h->value.len = 0;
+
+            if (ngx_http_api_key_list_remove(&r->headers_in.headers, &part,
+                                             &i)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            continue;
+        }
+
+        /* pass 2: the kept cookies, exactly len bytes */
+
+        v = ngx_pnalloc(r->pool, len);
+        if (v == NULL) {
+            return NGX_ERROR;
+        }
+
+        q = v;
+
+        p = h->value.data;
+
+        while (ngx_http_api_key_next_cookie(&p, last, &pair, &n, &value)) {
+
+            if (ngx_http_api_key_cookie_named(&n, &value, name)) {
+                continue;
+            }
+
+            if (q > v) {
+                *q++ = ';';
+                *q++ = ' ';
+            }
+
+            q = ngx_cpymem(q, pair.data, pair.len);
+        }
+
+        h->value.data = v;
+        h->value.len = q - v;
+
+        i++;
+    }
+
+    return NGX_OK;
+}
