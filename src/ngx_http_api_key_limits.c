@@ -625,15 +625,7 @@ ngx_http_api_key_lease_reply(redisAsyncContext *ac, void *r, void *privdata)
 
         st = ak_cache_state_find(lease->zone->sh->cache, lease->hash, NULL);
 
-        if (st && st->q_window == lease->window) {
-            st->q_left += (uint32_t) grant;
-
-            if (used > st->q_used) {
-                st->q_used = used;
-            }
-
-            applied = 1;
-        }
+        applied = ak_quota_lease_apply(st, lease->window, grant, used);
 
         ngx_shmtx_unlock(&lease->zone->shpool->mutex);
     }
@@ -947,9 +939,7 @@ ngx_http_api_key_offline_grant(ngx_http_api_key_zone_t *zone, u_char *hash,
 
     st = ak_cache_state_find(zone->sh->cache, hash, NULL);
 
-    if (st && st->q_window == window) {
-        st->q_left += (uint32_t) block;
-        st->q_used += block;
+    if (ak_quota_offline_apply(st, window, block)) {
         off->used += block;
         off->debt += block;
     }
