@@ -92,6 +92,68 @@ int ak_hex_decode_hash(const char *hex, size_t len,
 
 
 /* ------------------------------------------------------------------ */
+/* Redis names                                                         */
+
+/*
+ * Every name the module and apikeyctl use in Redis, built here only.
+ * prefix is api_key_redis prefix= / apikeyctl --prefix (default
+ * "apikey:"), used as it is; hex is the lowercase hex of the key's hash:
+ *
+ *   {prefix}{hex}                                   the record (a hash)
+ *   {prefix}id:{id}                                 id -> hex (a string)
+ *   {prefix}usage:{hex}:{hour|day|month}:{start}    a quota counter of the
+ *                                                   window starting at unix
+ *                                                   time start (decimal)
+ *   __keyspace@{db}__:{prefix}                      what the keyspace
+ *                                                   channel of a record
+ *                                                   starts with
+ *
+ * The builders write no NUL and return the length written, or 0 (and
+ * write nothing) when the name would not fit in cap or an argument is
+ * invalid.  hot: no allocation.
+ */
+
+#define AK_REDIS_PREFIX_MAX  256    /* the longest prefix the module uses */
+#define AK_REDIS_NAME_FIXED  97     /* the longest part of a record, usage or
+                                       id (of at most AK_ID_MAX_LEN) name
+                                       beside the prefix: "usage:" hex
+                                       ":month:" -9223372036854775808 */
+#define AK_REDIS_NAME_MAX    (AK_REDIS_PREFIX_MAX + AK_REDIS_NAME_FIXED)
+
+size_t ak_redis_name_record(const char *prefix, size_t prefix_len,
+    const unsigned char hash[AK_HASH_LEN], char *buf, size_t cap) AK_NOEXCEPT;
+
+size_t ak_redis_name_id(const char *prefix, size_t prefix_len,
+    const char *id, size_t id_len, char *buf, size_t cap) AK_NOEXCEPT;
+
+/* period: AK_PERIOD_HOUR, _DAY or _MONTH (anything else: 0) */
+size_t ak_redis_name_usage(const char *prefix, size_t prefix_len,
+    const unsigned char hash[AK_HASH_LEN], uint8_t period,
+    int64_t window_start, char *buf, size_t cap) AK_NOEXCEPT;
+
+size_t ak_redis_name_keyspace(int64_t db, const char *prefix,
+    size_t prefix_len, char *buf, size_t cap) AK_NOEXCEPT;
+
+/*
+ * Glob patterns (SCAN MATCH, PSUBSCRIBE) matching every name under prefix:
+ * the prefix with the glob characters * ? [ ] \ escaped by a backslash,
+ * then "*"; the second one for the keyspace channels of db.  A
+ * pattern is at most 2 * prefix_len + 1 bytes (+ the keyspace part).
+ */
+size_t ak_redis_pattern_records(const char *prefix, size_t prefix_len,
+    char *buf, size_t cap) AK_NOEXCEPT;
+size_t ak_redis_pattern_keyspace(int64_t db, const char *prefix,
+    size_t prefix_len, char *buf, size_t cap) AK_NOEXCEPT;
+
+/*
+ * The hash of a record's name: 0 when name is prefix followed by exactly
+ * 64 lowercase hex digits (a name ak_redis_name_record builds), else -1.
+ */
+int ak_redis_name_parse_record(const char *prefix, size_t prefix_len,
+    const char *name, size_t len, unsigned char hash[AK_HASH_LEN]) AK_NOEXCEPT;
+
+
+/* ------------------------------------------------------------------ */
 /* Records                                                             */
 
 #define AK_STATUS_ACTIVE    0
