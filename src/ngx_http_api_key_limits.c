@@ -51,7 +51,7 @@ typedef struct {
     uint64_t                    limit;      /* the script's arguments */
     uint64_t                    want;
     int64_t                     expire_at;
-    u_char                      name[512];  /* the usage counter */
+    u_char                      name[AK_REDIS_NAME_MAX]; /* usage counter */
     size_t                      name_len;
     u_char                      id[AK_ID_MAX_LEN];  /* key id, for logs */
     size_t                      id_len;
@@ -149,11 +149,6 @@ static char  ngx_http_api_key_lease_script[] =
     "if redis.call('TTL', k) == -1 then "
     "redis.call('EXPIREAT', k, ARGV[3]) end "
     "return {grant, used}";
-
-
-static const char  *ngx_http_api_key_period_names[] = {
-    "", "second", "minute", "hour", "day", "month"
-};
 
 
 static uint64_t ngx_http_api_key_monotonic_us(void);
@@ -373,7 +368,6 @@ ngx_http_api_key_lease_start(ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_zone_t *zone, u_char *hash, ak_record_t *rec,
     int64_t start, int64_t end, uint64_t used)
 {
-    u_char                          *p;
     size_t                           n;
     uint32_t                         window;
     ngx_rbtree_node_t               *node;
@@ -402,7 +396,8 @@ ngx_http_api_key_lease_start(ngx_http_api_key_ctx_t *ctx,
     conf = ngx_http_api_key_redis_conf();
     off = ngx_http_api_key_offline_node(zone, hash, window, 0);
 
-    if (!ngx_http_api_key_redis_ready() || conf->prefix.len > 256
+    if (!ngx_http_api_key_redis_ready()
+        || conf->prefix.len > AK_REDIS_PREFIX_MAX
         || ngx_http_api_key_lease_backed_off(off))
     {
         ngx_http_api_key_offline_grant(zone, hash, window);
@@ -424,16 +419,18 @@ ngx_http_api_key_lease_start(ngx_http_api_key_ctx_t *ctx,
     ngx_memcpy(lease->id, rec->id.data, n);
     lease->id_len = n;
 
-    /* {prefix}usage:{hex}:{period}:{window start} */
+    /* the usage counter: {prefix}usage:{hex}:{period}:{window start} */
 
-    p = ngx_cpymem(lease->name, conf->prefix.data, conf->prefix.len);
-    p = ngx_cpymem(p, "usage:", sizeof("usage:") - 1);
-    ak_hex_encode(hash, AK_HASH_LEN, (char *) p);
-    p += AK_HASH_HEX_LEN;
-    p = ngx_sprintf(p, ":%s:%L",
-                    ngx_http_api_key_period_names[rec->quota_period],
-                    start);
-    lease->name_len = p - lease->name;
+    lease->name_len = ak_redis_name_usage((const char *) conf->prefix.data,
+                                          conf->prefix.len, hash,
+                                          rec->quota_period, start,
+                                          (char *) lease->name,
+                                          sizeof(lease->name));
+    if (lease->name_len == 0) {
+        ngx_free(lease);
+        ngx_http_api_key_offline_grant(zone, hash, window);
+        return NGX_DECLINED;
+    }
 
     /* smaller leases as the quota runs out, so few counts sit unused */
 
