@@ -24,7 +24,11 @@
  * script is loaded once (SCRIPT LOAD) and called by its SHA1 (EVALSHA).
  *
  * Both limits are checked, and consumed, together under the zone lock, so a
- * request denied by one consumes neither.
+ * request denied by one consumes neither.  The arithmetic (GCRA, the quota
+ * window, consuming a leased count, when to prefetch, the size of a lease,
+ * remaining counts) is the core's (ak_limits_admit, ak_quota_lease_want,
+ * ak_quota_lease_apply, ak_quota_offline_apply); this file does the locking,
+ * the lease I/O and the offline grants.
  */
 
 
@@ -47,7 +51,7 @@ typedef struct {
     uint64_t                    limit;      /* the script's arguments */
     uint64_t                    want;
     int64_t                     expire_at;
-    u_char                      name[512];  /* the usage counter */
+    u_char                      name[AK_REDIS_NAME_MAX]; /* usage counter */
     size_t                      name_len;
     u_char                      id[AK_ID_MAX_LEN];  /* key id, for logs */
     size_t                      id_len;
@@ -147,11 +151,6 @@ static char  ngx_http_api_key_lease_script[] =
     "return {grant, used}";
 
 
-static const char  *ngx_http_api_key_period_names[] = {
-    "", "second", "minute", "hour", "day", "month"
-};
-
-
 static uint64_t ngx_http_api_key_monotonic_us(void);
 
 
@@ -208,38 +207,16 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status)
 {
-    int                       rate_ok;
-    int64_t                   now, start, end;
-    uint32_t                  window;
-    uint64_t                  tat, used, left, now_us, remaining;
+    int                       decision;
+    int64_t                   now;
+    uint64_t                  now_us;
     ngx_int_t                 rc;
-    ngx_uint_t                quota, need_lease, prefetch;
     ak_key_state_t           *st;
-    ak_rate_result_t          rr;
+    ak_admit_result_t         ar;
     ngx_http_api_key_zone_t  *zone;
 
     zone = alcf->zone;
     now = (int64_t) ngx_time();
-    quota = (rec->quota_period != AK_PERIOD_NONE);
-    start = end = 0;
-    window = 0;
-
-    if (quota) {
-        if (ak_quota_window(rec->quota_period, now, &start, &end) != 0) {
-            *status = NGX_HTTP_API_KEY_BAD_RECORD;
-            return NGX_DECLINED;
-        }
-
-        window = (uint32_t) (start / 3600);
-    }
-
-    rate_ok = 1;
-    need_lease = 0;
-    prefetch = 0;
-    used = 0;
-    left = 0;
-
-    ngx_memzero(&rr, sizeof(ak_rate_result_t));
 
     /*
      * The limiter needs a clock finer than ngx_current_msec: that is
@@ -291,103 +268,91 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    tat = st->tat_us;
+    /* the core decides; both limits are consumed together, or neither */
 
-    if (rec->rate_period != AK_PERIOD_NONE) {
-        rate_ok = ak_gcra(&tat, now_us,
-                          rec->rate_interval_us, rec->burst, &rr);
-    }
+    decision = ak_limits_admit(st, rec, now, now_us, zone->quota_lease, &ar);
 
-    if (rate_ok && quota) {
-        if (st->q_window != window) {
-            st->q_window = window;
-            st->q_left = 0;
-            st->q_used = 0;
-        }
+    ngx_shmtx_unlock(&zone->shpool->mutex);
 
-        if (st->q_left == 0) {
-            need_lease = (st->q_used < rec->quota_n);
-            used = st->q_used;
-        }
-    }
+    switch (decision) {
 
-    if (rate_ok && (!quota || st->q_left > 0)) {
-        st->tat_us = tat;
-
-        if (quota) {
-            st->q_left--;
-            used = st->q_used;
-            left = st->q_left;
-
-            prefetch = (st->q_used < rec->quota_n
-                        && st->q_left < zone->quota_lease / 4 + 1);
-        }
-
-        ngx_shmtx_unlock(&zone->shpool->mutex);
+    case AK_ADMIT:
+    case AK_ADMIT_PREFETCH:
 
         if (rec->rate_period != AK_PERIOD_NONE) {
-            ctx->rate_remaining = rr.remaining;
+            ctx->rate_remaining = ar.rate.remaining;
         }
 
-        if (quota) {
-            remaining = ak_quota_remaining(rec->quota_n, used, left);
-            ctx->quota_remaining = (remaining > NGX_MAX_INT_T_VALUE)
-                                   ? NGX_MAX_INT_T_VALUE
-                                   : (ngx_int_t) remaining;
+        if (rec->quota_period != AK_PERIOD_NONE) {
+            ctx->quota_remaining =
+                (ar.quota_remaining > NGX_MAX_INT_T_VALUE)
+                ? NGX_MAX_INT_T_VALUE : (ngx_int_t) ar.quota_remaining;
 
-            if (prefetch) {
+            if (decision == AK_ADMIT_PREFETCH) {
                 (void) ngx_http_api_key_lease_start(NULL, zone, ctx->hash,
-                                                    rec, start, end, used);
+                                                    rec, ar.window_start,
+                                                    ar.window_end,
+                                                    ar.quota_used);
             }
         }
 
         *status = NGX_HTTP_API_KEY_OK;
         return NGX_OK;
-    }
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    case AK_DENY_RATE:
 
-    if (!rate_ok) {
         ctx->rate_remaining = 0;
         ctx->rate_n = rec->rate_n;
         ctx->rate_window = (rec->rate_period == AK_PERIOD_SECOND) ? 1
                            : (rec->rate_period == AK_PERIOD_MINUTE) ? 60
                            : 3600;
         ctx->rate_burst = rec->burst;
-        ctx->retry_after = (rr.retry_after_us + 999999) / 1000000;
-        ctx->reset = (rr.reset_us + 999999) / 1000000;
+        ctx->retry_after = (ar.rate.retry_after_us + 999999) / 1000000;
+        ctx->reset = (ar.rate.reset_us + 999999) / 1000000;
 
         *status = NGX_HTTP_API_KEY_RATE_LIMITED;
         return NGX_DECLINED;
-    }
 
-    if (need_lease && (ctx->quota_tries & 0xff) < 2) {
-        ctx->quota_tries++;
+    case AK_NEED_LEASE:
 
-        rc = ngx_http_api_key_lease_start(ctx, zone, ctx->hash, rec,
-                                          start, end, used);
-        if (rc == NGX_AGAIN) {
-            return NGX_AGAIN;
+        if ((ctx->quota_tries & 0xff) < 2) {
+            ctx->quota_tries++;
+
+            rc = ngx_http_api_key_lease_start(ctx, zone, ctx->hash, rec,
+                                              ar.window_start, ar.window_end,
+                                              ar.quota_used);
+            if (rc == NGX_AGAIN) {
+                return NGX_AGAIN;
+            }
+
+            /*
+             * Redis cannot be asked now (down, or leases back off): an
+             * offline grant may have been made
+             */
+            return ngx_http_api_key_limits(r, alcf, ctx, rec, slot, status);
         }
 
+        /* fall through */
+
+    case AK_DENY_QUOTA:
+
         /*
-         * Redis cannot be asked now (down, or leases back off): an offline
-         * grant may have been made
+         * Out of counts: the quota is used up, or Redis cannot grant any
+         * (down, or leases fail and back off) and this worker's
+         * quota_offline share is used up too.
          */
-        return ngx_http_api_key_limits(r, alcf, ctx, rec, slot, status);
+
+        ctx->quota_remaining = 0;
+        ctx->retry_after = (ngx_uint_t) ar.retry_after;
+
+        *status = NGX_HTTP_API_KEY_QUOTA_EXCEEDED;
+        return NGX_DECLINED;
+
+    default: /* AK_DENY_BAD: not a quota period */
+
+        *status = NGX_HTTP_API_KEY_BAD_RECORD;
+        return NGX_DECLINED;
     }
-
-    /*
-     * Out of counts: the quota is used up, or Redis cannot grant any (down,
-     * or leases fail and back off) and this worker's quota_offline share is
-     * used up too.
-     */
-
-    ctx->quota_remaining = 0;
-    ctx->retry_after = (end > now) ? (ngx_uint_t) (end - now) : 1;
-
-    *status = NGX_HTTP_API_KEY_QUOTA_EXCEEDED;
-    return NGX_DECLINED;
 }
 
 
@@ -403,10 +368,8 @@ ngx_http_api_key_lease_start(ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_zone_t *zone, u_char *hash, ak_record_t *rec,
     int64_t start, int64_t end, uint64_t used)
 {
-    u_char                          *p;
     size_t                           n;
     uint32_t                         window;
-    uint64_t                         want, rest;
     ngx_rbtree_node_t               *node;
     ngx_http_api_key_lease_t        *lease;
     ngx_http_api_key_offline_t      *off;
@@ -433,7 +396,8 @@ ngx_http_api_key_lease_start(ngx_http_api_key_ctx_t *ctx,
     conf = ngx_http_api_key_redis_conf();
     off = ngx_http_api_key_offline_node(zone, hash, window, 0);
 
-    if (!ngx_http_api_key_redis_ready() || conf->prefix.len > 256
+    if (!ngx_http_api_key_redis_ready()
+        || conf->prefix.len > AK_REDIS_PREFIX_MAX
         || ngx_http_api_key_lease_backed_off(off))
     {
         ngx_http_api_key_offline_grant(zone, hash, window);
@@ -455,32 +419,23 @@ ngx_http_api_key_lease_start(ngx_http_api_key_ctx_t *ctx,
     ngx_memcpy(lease->id, rec->id.data, n);
     lease->id_len = n;
 
-    /* {prefix}usage:{hex}:{period}:{window start} */
+    /* the usage counter: {prefix}usage:{hex}:{period}:{window start} */
 
-    p = ngx_cpymem(lease->name, conf->prefix.data, conf->prefix.len);
-    p = ngx_cpymem(p, "usage:", sizeof("usage:") - 1);
-    ak_hex_encode(hash, AK_HASH_LEN, (char *) p);
-    p += AK_HASH_HEX_LEN;
-    p = ngx_sprintf(p, ":%s:%L",
-                    ngx_http_api_key_period_names[rec->quota_period],
-                    start);
-    lease->name_len = p - lease->name;
+    lease->name_len = ak_redis_name_usage((const char *) conf->prefix.data,
+                                          conf->prefix.len, hash,
+                                          rec->quota_period, start,
+                                          (char *) lease->name,
+                                          sizeof(lease->name));
+    if (lease->name_len == 0) {
+        ngx_free(lease);
+        ngx_http_api_key_offline_grant(zone, hash, window);
+        return NGX_DECLINED;
+    }
 
     /* smaller leases as the quota runs out, so few counts sit unused */
 
-    rest = (used < rec->quota_n) ? rec->quota_n - used : 1;
-    want = rest / 4;
-
-    if (want > zone->quota_lease) {
-        want = zone->quota_lease;
-    }
-
-    if (want == 0) {
-        want = 1;
-    }
-
     lease->limit = rec->quota_n;
-    lease->want = want;
+    lease->want = ak_quota_lease_want(rec->quota_n, used, zone->quota_lease);
     lease->expire_at = end + 3600;
 
     /* counts admitted offline are added to the counter first */
@@ -667,15 +622,7 @@ ngx_http_api_key_lease_reply(redisAsyncContext *ac, void *r, void *privdata)
 
         st = ak_cache_state_find(lease->zone->sh->cache, lease->hash, NULL);
 
-        if (st && st->q_window == lease->window) {
-            st->q_left += (uint32_t) grant;
-
-            if (used > st->q_used) {
-                st->q_used = used;
-            }
-
-            applied = 1;
-        }
+        applied = ak_quota_lease_apply(st, lease->window, grant, used);
 
         ngx_shmtx_unlock(&lease->zone->shpool->mutex);
     }
@@ -989,9 +936,7 @@ ngx_http_api_key_offline_grant(ngx_http_api_key_zone_t *zone, u_char *hash,
 
     st = ak_cache_state_find(zone->sh->cache, hash, NULL);
 
-    if (st && st->q_window == window) {
-        st->q_left += (uint32_t) block;
-        st->q_used += block;
+    if (ak_quota_offline_apply(st, window, block)) {
         off->used += block;
         off->debt += block;
     }

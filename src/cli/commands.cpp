@@ -8,6 +8,8 @@
 
 #include "commands.hpp"
 
+#include "akcore.hpp"
+
 #include "util.hpp"
 
 #include <algorithm>
@@ -118,6 +120,53 @@ Context::Context(const Args &args)
         }
         timeout_s_ = v;
     }
+}
+
+
+/* the hash of a record's hex name part (always one of ours: is_hex64) */
+static void record_hash(const std::string &hex, unsigned char *hash)
+{
+    if (!is_hex64(hex)
+        || ak_hex_decode_hash(hex.data(), hex.size(), hash) != 0)
+    {
+        fail(kExitInternal, "internal error: not a record hash: "
+             + quoted(hex));
+    }
+}
+
+
+std::string Context::record_key(const std::string &hex) const
+{
+    unsigned char hash[AK_HASH_LEN];
+    record_hash(hex, hash);
+    return ak::redis_record_name(prefix_, hash);
+}
+
+
+std::string Context::id_key(const std::string &id) const
+{
+    return ak::redis_id_name(prefix_, id);
+}
+
+
+std::string Context::usage_key(const std::string &hex,
+                               const std::string &period,
+                               int64_t window_start) const
+{
+    unsigned char hash[AK_HASH_LEN];
+    record_hash(hex, hash);
+
+    uint8_t p = period == "hour" ? AK_PERIOD_HOUR
+                : period == "day" ? AK_PERIOD_DAY
+                : period == "month" ? AK_PERIOD_MONTH
+                : AK_PERIOD_NONE;
+
+    std::string name = ak::redis_usage_name(prefix_, hash, p, window_start);
+    if (name.empty()) {
+        fail(kExitInternal, "internal error: no usage counter name for "
+             + quoted(period));
+    }
+    return name;
 }
 
 
@@ -1175,7 +1224,7 @@ int cmd_list(Context &ctx, const Args &args)
     const bool json = args.has("json");
     const int64_t now = unix_now();
     const std::string &prefix = ctx.prefix();
-    const std::string pattern = glob_escape(prefix) + "*";
+    const std::string pattern = ak::redis_records_pattern(prefix);
 
     Redis &r = ctx.redis();
     std::unordered_set<std::string> seen;
@@ -1273,11 +1322,9 @@ int cmd_list(Context &ctx, const Args &args)
         for (size_t i = 0; i < names->elements; i++) {
             std::string name = reply_string(names->element[i]);
 
-            if (name.size() != prefix.size() + 64
-                || name.compare(0, prefix.size(), prefix) != 0
-                || !is_hex64(name.substr(prefix.size())))
-            {
-                continue;
+            unsigned char hash[AK_HASH_LEN];
+            if (!ak::redis_parse_record_name(prefix, name, hash)) {
+                continue;       /* id lookups, usage counters, others' */
             }
 
             if (seen.insert(name).second) {
@@ -1347,8 +1394,7 @@ int cmd_usage(Context &ctx, const Args &args)
         if (!quota_window(p, now, &w.start, &w.end)) {
             fail(kExitInternal, "cannot compute the quota window");
         }
-        mget.push_back(ctx.prefix() + "usage:" + t.hex + ":" + p + ":"
-                       + std::to_string(w.start));
+        mget.push_back(ctx.usage_key(t.hex, p, w.start));
         wins.push_back(w);
     }
 

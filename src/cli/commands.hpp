@@ -44,14 +44,13 @@ public:
     const std::string &prefix() const noexcept { return prefix_; }
     const std::string &channel() const noexcept { return channel_; }
 
-    std::string record_key(const std::string &hex) const
-    {
-        return prefix_ + hex;
-    }
-    std::string id_key(const std::string &id) const
-    {
-        return prefix_ + "id:" + id;
-    }
+    /* the Redis names (built by the core, as the module builds them) of a
+     * record (hex: a 64-digit lowercase hash), an id lookup and a quota
+     * counter (period: hour, day or month) */
+    std::string record_key(const std::string &hex) const;
+    std::string id_key(const std::string &id) const;
+    std::string usage_key(const std::string &hex, const std::string &period,
+                          int64_t window_start) const;
 
 private:
     RedisUrl url_;

@@ -338,17 +338,4 @@ void check_reply(const redisReply *r, const std::string &what)
     }
 }
 
-
-std::string glob_escape(const std::string &s)
-{
-    std::string out;
-    for (char c : s) {
-        if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') {
-            out.push_back('\\');
-        }
-        out.push_back(c);
-    }
-    return out;
-}
-
 } // namespace apikeyctl

@@ -97,9 +97,6 @@ std::string reply_string(const redisReply *r);  /* STRING/STATUS/ERROR */
 /* Throws Error(kExitRedis) "redis: ERR ..." when r is an error reply. */
 void check_reply(const redisReply *r, const std::string &what);
 
-/* A Redis MATCH pattern matching exactly the literal s, then "*". */
-std::string glob_escape(const std::string &s);
-
 } // namespace apikeyctl
 
 #endif

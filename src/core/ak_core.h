@@ -92,6 +92,68 @@ int ak_hex_decode_hash(const char *hex, size_t len,
 
 
 /* ------------------------------------------------------------------ */
+/* Redis names                                                         */
+
+/*
+ * Every name the module and apikeyctl use in Redis, built here only.
+ * prefix is api_key_redis prefix= / apikeyctl --prefix (default
+ * "apikey:"), used as it is; hex is the lowercase hex of the key's hash:
+ *
+ *   {prefix}{hex}                                   the record (a hash)
+ *   {prefix}id:{id}                                 id -> hex (a string)
+ *   {prefix}usage:{hex}:{hour|day|month}:{start}    a quota counter of the
+ *                                                   window starting at unix
+ *                                                   time start (decimal)
+ *   __keyspace@{db}__:{prefix}                      what the keyspace
+ *                                                   channel of a record
+ *                                                   starts with
+ *
+ * The builders write no NUL and return the length written, or 0 (and
+ * write nothing) when the name would not fit in cap or an argument is
+ * invalid.  hot: no allocation.
+ */
+
+#define AK_REDIS_PREFIX_MAX  256    /* the longest prefix the module uses */
+#define AK_REDIS_NAME_FIXED  97     /* the longest part of a record, usage or
+                                       id (of at most AK_ID_MAX_LEN) name
+                                       beside the prefix: "usage:" hex
+                                       ":month:" -9223372036854775808 */
+#define AK_REDIS_NAME_MAX    (AK_REDIS_PREFIX_MAX + AK_REDIS_NAME_FIXED)
+
+size_t ak_redis_name_record(const char *prefix, size_t prefix_len,
+    const unsigned char hash[AK_HASH_LEN], char *buf, size_t cap) AK_NOEXCEPT;
+
+size_t ak_redis_name_id(const char *prefix, size_t prefix_len,
+    const char *id, size_t id_len, char *buf, size_t cap) AK_NOEXCEPT;
+
+/* period: AK_PERIOD_HOUR, _DAY or _MONTH (anything else: 0) */
+size_t ak_redis_name_usage(const char *prefix, size_t prefix_len,
+    const unsigned char hash[AK_HASH_LEN], uint8_t period,
+    int64_t window_start, char *buf, size_t cap) AK_NOEXCEPT;
+
+size_t ak_redis_name_keyspace(int64_t db, const char *prefix,
+    size_t prefix_len, char *buf, size_t cap) AK_NOEXCEPT;
+
+/*
+ * Glob patterns (SCAN MATCH, PSUBSCRIBE) matching every name under prefix:
+ * the prefix with the glob characters * ? [ ] \ escaped by a backslash,
+ * then "*"; the second one for the keyspace channels of db.  A
+ * pattern is at most 2 * prefix_len + 1 bytes (+ the keyspace part).
+ */
+size_t ak_redis_pattern_records(const char *prefix, size_t prefix_len,
+    char *buf, size_t cap) AK_NOEXCEPT;
+size_t ak_redis_pattern_keyspace(int64_t db, const char *prefix,
+    size_t prefix_len, char *buf, size_t cap) AK_NOEXCEPT;
+
+/*
+ * The hash of a record's name: 0 when name is prefix followed by exactly
+ * 64 lowercase hex digits (a name ak_redis_name_record builds), else -1.
+ */
+int ak_redis_name_parse_record(const char *prefix, size_t prefix_len,
+    const char *name, size_t len, unsigned char hash[AK_HASH_LEN]) AK_NOEXCEPT;
+
+
+/* ------------------------------------------------------------------ */
 /* Records                                                             */
 
 #define AK_STATUS_ACTIVE    0
@@ -195,6 +257,95 @@ int ak_quota_window(uint8_t period, int64_t now, int64_t *start,
     int64_t *end) AK_NOEXCEPT;
 
 
+/* Per-key mutable state, kept across re-reads of the record
+ * (in the cache entry, see ak_cache_state). */
+typedef struct {
+    uint64_t     tat_us;            /* GCRA */
+    uint32_t     q_window;          /* quota window id (start / 3600) */
+    uint32_t     q_left;            /* leased counts not yet used */
+    uint64_t     q_used;            /* last total seen in Redis */
+} ak_key_state_t;
+
+/* ------------------------------------------------------------------ */
+/* Admission: the rate and the quota of one request, decided on the    */
+/* key's ak_key_state_t (with the zone's lock held).  Pure arithmetic. */
+
+#define AK_ADMIT            0   /* admitted: the rate and one quota count
+                                   consumed */
+#define AK_ADMIT_PREFETCH   1   /* admitted as AK_ADMIT, and the node's
+                                   counts run low: fetch the next lease in
+                                   the background */
+#define AK_NEED_LEASE       2   /* nothing consumed: no count is left on this
+                                   node but the key's total is under its
+                                   quota: ask Redis for a lease (or grant
+                                   offline), then decide again */
+#define AK_DENY_RATE        3   /* nothing consumed: the rate limits */
+#define AK_DENY_QUOTA       4   /* nothing consumed: the quota is used up */
+#define AK_DENY_BAD         5   /* nothing consumed: the record's quota
+                                   period is not one (a bad record) */
+
+typedef struct {
+    ak_rate_result_t rate;      /* the record has a rate: ak_gcra's answer */
+    uint64_t     quota_remaining;   /* admitted with a quota: for
+                                       $api_key_quota_remaining; else 0 */
+    uint64_t     quota_used;    /* with a quota: the key's total as known
+                                   (q_used), where a lease starts from */
+    uint64_t     retry_after;   /* AK_NEED_LEASE, AK_DENY_QUOTA: seconds to
+                                   the end of the window, at least 1 */
+    int64_t      window_start;  /* with a quota: the window, [start, end) */
+    int64_t      window_end;
+    uint32_t     window;        /* its id: ak_key_state_t.q_window */
+} ak_admit_result_t;
+
+/*
+ * The quota part alone.  The window of now is computed (a new window
+ * starts with nothing leased and nothing used); a count leased to this node
+ * is consumed if there is one (AK_ADMIT, or AK_ADMIT_PREFETCH when the key
+ * is under its quota and fewer than quota_lease / 4 + 1 counts are left
+ * here); else AK_NEED_LEASE while the known total is under quota_n, and
+ * AK_DENY_QUOTA when it is not.  period: AK_PERIOD_HOUR/DAY/MONTH, else
+ * AK_DENY_BAD (st untouched).  hot
+ */
+int ak_quota_admit(ak_key_state_t *st, uint8_t period, uint64_t quota_n,
+    uint64_t quota_lease, int64_t now, ak_admit_result_t *res) AK_NOEXCEPT;
+
+/*
+ * Both limits of rec, consumed together: the rate first (ak_gcra on
+ * st->tat_us at now_us; when it limits, AK_DENY_RATE and the quota is not
+ * looked at), then the quota (ak_quota_admit at now); the rate is consumed
+ * only when the quota admits too, so a request denied by one consumes
+ * neither.  A record without a rate or without a quota skips that part.
+ * hot
+ */
+int ak_limits_admit(ak_key_state_t *st, const ak_record_t *rec, int64_t now,
+    uint64_t now_us, uint64_t quota_lease, ak_admit_result_t *res) AK_NOEXCEPT;
+
+/*
+ * How many counts to ask a lease for: a quarter of what is left of the
+ * quota after used (so few counts sit unused as it runs out), at most
+ * quota_lease, at least 1.
+ */
+uint64_t ak_quota_lease_want(uint64_t quota_n, uint64_t used,
+    uint64_t quota_lease) AK_NOEXCEPT;
+
+/*
+ * A lease's answer for window: grant more counts for this node, and the
+ * key's total in Redis is now at least used.  Applied only when st is
+ * still in that window: 1 applied, 0 not (the counts are to be given
+ * back).  q_left saturates.
+ */
+int ak_quota_lease_apply(ak_key_state_t *st, uint32_t window, uint64_t grant,
+    uint64_t used) AK_NOEXCEPT;
+
+/*
+ * Counts granted without Redis (the offline share) for window: served like
+ * leased ones and counted as used at once.  1 applied, 0 not (st is in
+ * another window).
+ */
+int ak_quota_offline_apply(ak_key_state_t *st, uint32_t window,
+    uint64_t block) AK_NOEXCEPT;
+
+
 /* ------------------------------------------------------------------ */
 /* Shared-memory cache                                                 */
 
@@ -230,14 +381,6 @@ typedef struct {
     uint32_t     slots_total;
     uint32_t     slots_free;
 } ak_cache_stats_t;
-
-/* Per-key mutable state, kept across re-reads of the record. */
-typedef struct {
-    uint64_t     tat_us;            /* GCRA */
-    uint32_t     q_window;          /* quota window id (start / 3600) */
-    uint32_t     q_left;            /* leased counts not yet used */
-    uint64_t     q_used;            /* last total seen in Redis */
-} ak_key_state_t;
 
 #define AK_CACHE_MISS       0
 #define AK_CACHE_FRESH      1   /* positive, within ttl, current gen */

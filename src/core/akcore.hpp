@@ -102,6 +102,30 @@ std::string hash_hex(ak_hasher_t *h, std::string_view key);
 /* The default public id of a hash: its first 12 hex digits. */
 std::string default_id(const unsigned char hash[AK_HASH_LEN]);
 
+
+/* ---- Redis names (ak_core.h: ak_redis_name_*) ------------------------ */
+
+/* {prefix}{hex of hash} */
+std::string redis_record_name(std::string_view prefix,
+    const unsigned char hash[AK_HASH_LEN]);
+
+/* {prefix}id:{id} */
+std::string redis_id_name(std::string_view prefix, std::string_view id);
+
+/* {prefix}usage:{hex}:{hour|day|month}:{window_start}; empty for a period
+ * other than AK_PERIOD_HOUR, _DAY or _MONTH */
+std::string redis_usage_name(std::string_view prefix,
+    const unsigned char hash[AK_HASH_LEN], uint8_t period,
+    int64_t window_start);
+
+/* SCAN MATCH pattern of every name under prefix: the prefix, glob
+ * characters escaped, then "*" */
+std::string redis_records_pattern(std::string_view prefix);
+
+/* true when name is a record's name under prefix; hash set */
+bool redis_parse_record_name(std::string_view prefix, std::string_view name,
+    unsigned char hash[AK_HASH_LEN]) noexcept;
+
 } // namespace ak
 
 #endif

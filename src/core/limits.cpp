@@ -1,5 +1,6 @@
 /*
- * limits.cpp: GCRA rate limiting and UTC calendar quota windows.  Pure
+ * limits.cpp: GCRA rate limiting, UTC calendar quota windows and the
+ * admission of a request by both (rate and quota) on a key's state.  Pure
  * arithmetic: no clock, no locale, no timegm.
  */
 
@@ -180,4 +181,162 @@ ak_key_state_carry(const ak_record_t *old, const ak_record_t *cur,
         /* lowered: no count granted under the old limit is served */
         st->q_left = 0;
     }
+}
+
+
+/* ---- admission ------------------------------------------------------- */
+
+extern "C" int
+ak_quota_admit(ak_key_state_t *st, uint8_t period, uint64_t quota_n,
+    uint64_t quota_lease, int64_t now, ak_admit_result_t *res) noexcept
+{
+    ak_admit_result_t tmp;
+    if (res == nullptr) {
+        res = &tmp;
+    }
+
+    res->quota_remaining = 0;
+    res->quota_used = 0;
+    res->retry_after = 0;
+    res->window_start = 0;
+    res->window_end = 0;
+    res->window = 0;
+
+    int64_t start, end;
+
+    if (st == nullptr || ak_quota_window(period, now, &start, &end) != 0) {
+        return AK_DENY_BAD;
+    }
+
+    const uint32_t window = static_cast<uint32_t>(start / 3600);
+
+    res->window_start = start;
+    res->window_end = end;
+    res->window = window;
+
+    if (st->q_window != window) {
+        /* a new window: nothing leased, nothing used yet */
+        st->q_window = window;
+        st->q_left = 0;
+        st->q_used = 0;
+    }
+
+    res->quota_used = st->q_used;
+
+    if (st->q_left > 0) {
+        st->q_left--;
+        res->quota_remaining = ak_quota_remaining(quota_n, st->q_used,
+                                                  st->q_left);
+
+        /* a quarter of a lease left here, and more to be had */
+        const bool low = st->q_used < quota_n
+                         && st->q_left < quota_lease / 4 + 1;
+
+        return low ? AK_ADMIT_PREFETCH : AK_ADMIT;
+    }
+
+    res->retry_after = end > now ? static_cast<uint64_t>(end - now) : 1;
+
+    return st->q_used < quota_n ? AK_NEED_LEASE : AK_DENY_QUOTA;
+}
+
+
+extern "C" int
+ak_limits_admit(ak_key_state_t *st, const ak_record_t *rec, int64_t now,
+    uint64_t now_us, uint64_t quota_lease, ak_admit_result_t *res) noexcept
+{
+    ak_admit_result_t tmp;
+    if (res == nullptr) {
+        res = &tmp;
+    }
+
+    *res = ak_admit_result_t{};
+
+    if (st == nullptr || rec == nullptr) {
+        return AK_DENY_BAD;
+    }
+
+    uint64_t tat = st->tat_us;
+
+    if (rec->rate_period != AK_PERIOD_NONE
+        && !ak_gcra(&tat, now_us, rec->rate_interval_us, rec->burst,
+                    &res->rate))
+    {
+        return AK_DENY_RATE;
+    }
+
+    int rc = AK_ADMIT;
+
+    if (rec->quota_period != AK_PERIOD_NONE) {
+        /* sets the quota's fields only: res->rate stays */
+        rc = ak_quota_admit(st, rec->quota_period, rec->quota_n, quota_lease,
+                            now, res);
+
+        if (rc != AK_ADMIT && rc != AK_ADMIT_PREFETCH) {
+            return rc;
+        }
+    }
+
+    st->tat_us = tat;
+
+    return rc;
+}
+
+
+extern "C" uint64_t
+ak_quota_lease_want(uint64_t quota_n, uint64_t used,
+    uint64_t quota_lease) noexcept
+{
+    const uint64_t rest = used < quota_n ? quota_n - used : 1;
+    uint64_t want = rest / 4;
+
+    if (want > quota_lease) {
+        want = quota_lease;
+    }
+
+    return want ? want : 1;
+}
+
+
+namespace {
+
+inline uint32_t add_left(uint32_t left, uint64_t n) noexcept
+{
+    return n > UINT32_MAX - left ? UINT32_MAX
+                                 : left + static_cast<uint32_t>(n);
+}
+
+} // namespace
+
+
+extern "C" int
+ak_quota_lease_apply(ak_key_state_t *st, uint32_t window, uint64_t grant,
+    uint64_t used) noexcept
+{
+    if (st == nullptr || st->q_window != window) {
+        return 0;
+    }
+
+    st->q_left = add_left(st->q_left, grant);
+
+    if (used > st->q_used) {
+        st->q_used = used;
+    }
+
+    return 1;
+}
+
+
+extern "C" int
+ak_quota_offline_apply(ak_key_state_t *st, uint32_t window,
+    uint64_t block) noexcept
+{
+    if (st == nullptr || st->q_window != window) {
+        return 0;
+    }
+
+    st->q_left = add_left(st->q_left, block);
+    st->q_used = sat_add(st->q_used, block);
+
+    return 1;
 }
