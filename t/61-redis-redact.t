@@ -98,6 +98,21 @@ for my $bad ("redis://alice:$PW\@127.0.0.1:6379/notadb",
                  env => { APIKEY_REDIS_URL => "redis://alice:$PW\@127.0.0.1:$closed" });
     is($x->{exit}, 4, 'apikeyctl, URL from the environment: exit 4');
     no_pw($x->{err} . $x->{out}, 'apikeyctl, URL from the environment');
+    # URLs written wrong, with the password where a host, port, database or
+    # user would be read: usage errors that do not echo it
+    for my $bad (["redis://alice:$PW/x\@127.0.0.1:$closed", 4,
+                  'a password with a /'],
+                 ["redis://alice:$PW", 2, 'no host (the password read as the port)'],
+                 ["redis://$PW\@127.0.0.1:$closed", 2,
+                  'a password without its : (read as a user)'],
+                 ["redis://alice:x\@127.0.0.1:$closed/$PW", 2,
+                  'a bad database'])
+    {
+        my ($url, $exit, $what) = @$bad;
+        $x = run_cli(args => ['--redis', $url, 'show', 'foo']);
+        is($x->{exit}, $exit, "apikeyctl, $what: exit $exit") or diag $x->{err};
+        no_pw($x->{err} . $x->{out}, "apikeyctl, $what");
+    }
     $r->stop;
 }
 

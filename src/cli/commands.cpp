@@ -58,9 +58,11 @@ Context::Context(const Args &args)
     }
 
     if (!url_.user.empty() && password_.empty()) {
-        usage_error("redis user " + quoted(url_.user) + " has no password: "
-                    "give it in the URL, with --password-file or in "
-                    "APIKEY_REDIS_PASSWORD");
+        /* the user is not echoed: redis://PASSWORD@host (a password
+         * written without its ':') is read as a user */
+        usage_error("the --redis URL names a user but no password: give "
+                    "it in the URL (redis://user:password@host), with "
+                    "--password-file or in APIKEY_REDIS_PASSWORD");
     }
 
     prefix_ = args.has("prefix") ? args.get("prefix") : env("APIKEY_PREFIX");

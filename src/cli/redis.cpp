@@ -34,7 +34,9 @@ static long parse_db(const std::string &db)
 {
     uint64_t v;
     if (!parse_uint(db, 1000000, &v)) {
-        usage_error("invalid --redis URL: bad database " + quoted(db));
+        /* not echoed: a URL missing its '@' may have a password here */
+        usage_error("invalid --redis URL: the database must be a number "
+                    "from 0 to 1000000");
     }
     return static_cast<long>(v);
 }
@@ -74,6 +76,20 @@ RedisUrl parse_redis_url(const std::string &url)
     }
 
     std::string rest = url.substr(8);
+
+    /*
+     * The userinfo ends at the last '@' of the whole URL, not of the part
+     * before the first '/': a password may hold a '/' (neither a host nor a
+     * database ever holds an '@'), and it must not end up in the host or the
+     * database, which error messages would name.
+     */
+    size_t at = rest.rfind('@');
+    std::string userinfo;
+    if (at != std::string::npos) {
+        userinfo = rest.substr(0, at);
+        rest = rest.substr(at + 1);
+    }
+
     size_t slash = rest.find('/');
     std::string authority = rest.substr(0, slash);
 
@@ -84,9 +100,7 @@ RedisUrl parse_redis_url(const std::string &url)
         }
     }
 
-    size_t at = authority.rfind('@');
     if (at != std::string::npos) {
-        std::string userinfo = authority.substr(0, at);
         size_t colon = userinfo.find(':');
 
         if (colon != std::string::npos) {
@@ -99,7 +113,6 @@ RedisUrl parse_redis_url(const std::string &url)
         }
 
         u.has_password = !u.password.empty();
-        authority = authority.substr(at + 1);
     }
 
     std::string port;
@@ -145,7 +158,10 @@ RedisUrl parse_redis_url(const std::string &url)
     if (!port.empty()) {
         uint64_t p;
         if (!parse_uint(port, 65535, &p) || p == 0) {
-            usage_error("invalid --redis URL: bad port " + quoted(port));
+            /* not echoed: in redis://user:password (no host) the
+             * password would be read as the port */
+            usage_error("invalid --redis URL: the port must be a number "
+                        "from 1 to 65535");
         }
         u.port = static_cast<int>(p);
     }
