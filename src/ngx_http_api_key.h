@@ -24,7 +24,7 @@
 #include "ak_core.h"
 
 
-/* $api_key_status values, in the order of ngx_http_api_key_status_names */
+/* $api_key_status values; their names follow, in the same order */
 typedef enum {
     NGX_HTTP_API_KEY_NONE = 0,
     NGX_HTTP_API_KEY_OK,
@@ -43,6 +43,64 @@ typedef enum {
     NGX_HTTP_API_KEY_UNCHECKED,
     NGX_HTTP_API_KEY_NSTATUS
 } ngx_http_api_key_status_e;
+
+
+static ngx_inline ngx_str_t *
+ngx_http_api_key_status_name(ngx_http_api_key_status_e status)
+{
+    static ngx_str_t  names[NGX_HTTP_API_KEY_NSTATUS] = {
+        ngx_string(""),
+        ngx_string("ok"),
+        ngx_string("missing"),
+        ngx_string("malformed"),
+        ngx_string("unknown"),
+        ngx_string("expired"),
+        ngx_string("revoked"),
+        ngx_string("bad_record"),
+        ngx_string("ip_denied"),
+        ngx_string("referrer_denied"),
+        ngx_string("scope_denied"),
+        ngx_string("rate_limited"),
+        ngx_string("quota_exceeded"),
+        ngx_string("unavailable"),
+        ngx_string("unchecked")
+    };
+
+    return &names[status];
+}
+
+
+/*
+ * What arrives on the events subscription, as counted per node
+ * (shctx->events[], api_key_events_total); names in the same order.
+ */
+typedef enum {
+    NGX_HTTP_API_KEY_EVENT_REVOKE = 0,   /* "revoke HASH" */
+    NGX_HTTP_API_KEY_EVENT_UPDATE,       /* "update HASH" */
+    NGX_HTTP_API_KEY_EVENT_FLUSH,        /* "flush" */
+    NGX_HTTP_API_KEY_EVENT_KEYSPACE,     /* a keyspace notification */
+    NGX_HTTP_API_KEY_EVENT_MALFORMED,    /* anything else on the channel */
+    NGX_HTTP_API_KEY_NEVENTS
+} ngx_http_api_key_event_e;
+
+
+static ngx_inline const char *
+ngx_http_api_key_event_name(ngx_http_api_key_event_e event)
+{
+    static const char  *names[NGX_HTTP_API_KEY_NEVENTS] = {
+        "revoke", "update", "flush", "keyspace", "malformed"
+    };
+
+    return names[event];
+}
+
+
+/* a worker's two Redis connections (shctx->connects[] etc. by these) */
+typedef enum {
+    NGX_HTTP_API_KEY_CONN_COMMANDS = 0,  /* reads, leases, the handshake */
+    NGX_HTTP_API_KEY_CONN_EVENTS,        /* the events subscription */
+    NGX_HTTP_API_KEY_NCONNS
+} ngx_http_api_key_conn_e;
 
 
 /* key sources */
@@ -73,7 +131,18 @@ typedef struct {
 
 /* Redis read latency histogram: upper bounds in microseconds, then +Inf */
 #define NGX_HTTP_API_KEY_LATENCY_BUCKETS  12
-extern const ngx_uint_t  ngx_http_api_key_latency_bounds[];
+
+
+static ngx_inline ngx_uint_t
+ngx_http_api_key_latency_bound(ngx_uint_t i)
+{
+    static const ngx_uint_t  bounds[NGX_HTTP_API_KEY_LATENCY_BUCKETS - 1] = {
+        250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000,
+        1000000
+    };
+
+    return bounds[i];
+}
 
 
 /* lives in shared memory, at the start of the zone's slab pool */
@@ -81,11 +150,10 @@ typedef struct {
     ak_cache_t                   *cache;
     size_t                        cache_size;
     ngx_atomic_t                  status[NGX_HTTP_API_KEY_NSTATUS];
-    ngx_atomic_t                  events[5];  /* revoke, update, flush,
-                                                 keyspace, malformed */
+    ngx_atomic_t                  events[NGX_HTTP_API_KEY_NEVENTS];
     ngx_atomic_t                  resubscribes;
-    ngx_atomic_t                  connects[2];      /* commands, events */
-    ngx_atomic_t                  disconnects[2];
+    ngx_atomic_t                  connects[NGX_HTTP_API_KEY_NCONNS];
+    ngx_atomic_t                  disconnects[NGX_HTTP_API_KEY_NCONNS];
     ngx_atomic_t                  redis_errors;
     ngx_atomic_t                  redis_timeouts;
     ngx_atomic_t                  latency[NGX_HTTP_API_KEY_LATENCY_BUCKETS];
@@ -136,6 +204,54 @@ typedef struct {
     ngx_int_t                     var_request;   /* indexes: $request, */
     ngx_int_t                     var_request_uri;   /* $request_uri */
 } ngx_http_api_key_main_conf_t;
+
+
+/*
+ * Counters in shared memory, bumped without the zone lock (the metrics page
+ * reads them); used by several files, so small and inline here.
+ */
+
+static ngx_inline void
+ngx_http_api_key_count(ngx_atomic_t *counter)
+{
+    (void) ngx_atomic_fetch_add(counter, 1);
+}
+
+
+/* a Redis read answered after us microseconds: the zone's histogram */
+
+static ngx_inline void
+ngx_http_api_key_observe_latency(ngx_http_api_key_zone_t *zone, ngx_uint_t us)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < NGX_HTTP_API_KEY_LATENCY_BUCKETS - 1; i++) {
+        if (us <= ngx_http_api_key_latency_bound(i)) {
+            break;
+        }
+    }
+
+    (void) ngx_atomic_fetch_add(&zone->sh->latency[i], 1);
+    (void) ngx_atomic_fetch_add(&zone->sh->latency_sum_us, us);
+    (void) ngx_atomic_fetch_add(&zone->sh->latency_count, 1);
+}
+
+
+/* module-wide counters (events, connections) live in the first zone */
+
+static ngx_inline ngx_http_api_key_shctx_t *
+ngx_http_api_key_first_sh(ngx_http_api_key_main_conf_t *amcf)
+{
+    ngx_http_api_key_zone_t  **zp;
+
+    if (amcf == NULL || amcf->zones.nelts == 0) {
+        return NULL;
+    }
+
+    zp = amcf->zones.elts;
+
+    return zp[0]->sh;
+}
 
 
 typedef struct {
@@ -190,7 +306,6 @@ typedef struct {
 
 
 extern ngx_module_t  ngx_http_api_key_module;
-extern ngx_str_t     ngx_http_api_key_status_names[];
 
 
 /* handler.c */
@@ -230,9 +345,7 @@ ngx_int_t ngx_http_api_key_add_variables(ngx_conf_t *cf);
 /* metrics.c */
 char *ngx_http_api_key_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-void ngx_http_api_key_observe_latency(ngx_http_api_key_zone_t *zone,
-    ngx_uint_t us);
-ngx_uint_t ngx_http_api_key_redis_state(ngx_uint_t which);
+ngx_uint_t ngx_http_api_key_redis_state(ngx_http_api_key_conn_e conn);
 
 /* module.c: per-worker state */
 ak_hasher_t *ngx_http_api_key_hasher(void);

@@ -71,26 +71,6 @@ static ngx_int_t ngx_http_api_key_rate_headers(ngx_http_request_t *r,
 static void ngx_http_api_key_resume(ngx_http_request_t *r);
 
 
-ngx_str_t  ngx_http_api_key_status_names[] = {
-    ngx_string(""),
-    ngx_string("ok"),
-    ngx_string("missing"),
-    ngx_string("malformed"),
-    ngx_string("unknown"),
-    ngx_string("expired"),
-    ngx_string("revoked"),
-    ngx_string("bad_record"),
-    ngx_string("ip_denied"),
-    ngx_string("referrer_denied"),
-    ngx_string("scope_denied"),
-    ngx_string("rate_limited"),
-    ngx_string("quota_exceeded"),
-    ngx_string("unavailable"),
-    ngx_string("unchecked"),
-    ngx_null_string
-};
-
-
 /* the record being evaluated, copied out of the cache (one per worker) */
 static u_char  ngx_http_api_key_blob[AK_RECORD_MAX];
 
@@ -238,7 +218,7 @@ ngx_http_api_key_redirected(ngx_http_request_t *r,
 
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "api_key: redirected after \"%V\": denied again",
-                       &ngx_http_api_key_status_names[ctx->status]);
+                       ngx_http_api_key_status_name(ctx->status));
 
         return ctx->rc;
     }
@@ -1570,7 +1550,7 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "api_key: %V, key id \"%V\"",
-                   &ngx_http_api_key_status_names[status], &ctx->id);
+                   ngx_http_api_key_status_name(status), &ctx->id);
 
     return rc;
 }

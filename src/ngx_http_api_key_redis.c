@@ -67,7 +67,7 @@ typedef struct {
 
 struct ngx_http_api_key_rconn_s {
     const char                     *name;
-    ngx_uint_t                      which;       /* 0 commands, 1 events */
+    ngx_http_api_key_conn_e         conn;
     redisAsyncContext              *ac;
     ngx_connection_t               *c;
     ngx_http_api_key_redis_conf_t  *conf;
@@ -177,20 +177,13 @@ static void ngx_http_api_key_sub_reply(redisAsyncContext *ac, void *r,
     void *privdata);
 static void ngx_http_api_key_sub_event(ngx_str_t *msg);
 static void ngx_http_api_key_sub_keyspace(ngx_str_t *channel);
-static void ngx_http_api_key_apply(ngx_uint_t op, u_char *hash);
+static void ngx_http_api_key_apply(ngx_http_api_key_event_e event,
+    u_char *hash);
+static void ngx_http_api_key_events_sync(void);
+static void ngx_http_api_key_events_new_generation(void);
+static void ngx_http_api_key_count_event(ngx_http_api_key_event_e event);
 static void ngx_http_api_key_keepalive(int fd);
 static ngx_uint_t ngx_http_api_key_now_us(void);
-static void ngx_http_api_key_count(ngx_atomic_t *counter);
-static ngx_http_api_key_shctx_t *ngx_http_api_key_first_sh(void);
-
-
-/* events; the first three are also indexes of shctx->events[] */
-#define NGX_HTTP_API_KEY_OP_REVOKE   0
-#define NGX_HTTP_API_KEY_OP_UPDATE   1
-#define NGX_HTTP_API_KEY_OP_FLUSH    2
-/* this worker's own */
-#define NGX_HTTP_API_KEY_OP_NEW_GEN  3   /* events may have been missed */
-#define NGX_HTTP_API_KEY_OP_SYNC     4   /* subscribed: events start here */
 
 
 static ngx_http_api_key_rconn_t       ngx_http_api_key_cmd;
@@ -254,7 +247,7 @@ ngx_http_api_key_redis_init_worker(ngx_cycle_t *cycle,
 
     ngx_http_api_key_rconn_init(&ngx_http_api_key_sub, "events", cycle, conf);
     ngx_http_api_key_sub.ready = ngx_http_api_key_sub_ready;
-    ngx_http_api_key_sub.which = 1;
+    ngx_http_api_key_sub.conn = NGX_HTTP_API_KEY_CONN_EVENTS;
 
     ngx_http_api_key_limits_init_worker(cycle);
 
@@ -447,7 +440,7 @@ ngx_http_api_key_rconn_connect(ngx_http_api_key_rconn_t *rc)
         ngx_http_api_key_rconn_handshake(rc, "SELECT", 2, argv, argvlen);
     }
 
-    if (rc->which == 0) {
+    if (rc->conn == NGX_HTTP_API_KEY_CONN_COMMANDS) {
         argv[0] = "PING";
         argvlen[0] = 4;
 
@@ -526,6 +519,7 @@ ngx_http_api_key_rconn_timeout_handler(ngx_event_t *ev)
 static void
 ngx_http_api_key_rconn_on_connect(const redisAsyncContext *ac, int status)
 {
+    ngx_http_api_key_shctx_t  *sh;
     ngx_http_api_key_rconn_t  *rc = ac->data;
 
     if (rc->connect_timer.timer_set) {
@@ -549,9 +543,10 @@ ngx_http_api_key_rconn_on_connect(const redisAsyncContext *ac, int status)
 
     rc->connected = 1;
 
-    if (ngx_http_api_key_first_sh()) {
-        ngx_http_api_key_count(
-                        &ngx_http_api_key_first_sh()->connects[rc->which]);
+    sh = ngx_http_api_key_first_sh(ngx_http_api_key_amcf);
+
+    if (sh) {
+        ngx_http_api_key_count(&sh->connects[rc->conn]);
     }
 
     /*
@@ -569,15 +564,17 @@ ngx_http_api_key_rconn_on_connect(const redisAsyncContext *ac, int status)
 static void
 ngx_http_api_key_rconn_on_disconnect(const redisAsyncContext *ac, int status)
 {
+    ngx_http_api_key_shctx_t  *sh;
     ngx_http_api_key_rconn_t  *rc = ac->data;
 
     rc->ac = NULL;
     rc->connected = 0;
     rc->lost = 1;
 
-    if (ngx_http_api_key_first_sh()) {
-        ngx_http_api_key_count(
-                     &ngx_http_api_key_first_sh()->disconnects[rc->which]);
+    sh = ngx_http_api_key_first_sh(ngx_http_api_key_amcf);
+
+    if (sh) {
+        ngx_http_api_key_count(&sh->disconnects[rc->conn]);
     }
 
     if (ngx_http_api_key_exiting) {
@@ -633,7 +630,7 @@ ngx_http_api_key_rconn_handshake_reply(redisAsyncContext *ac, void *r,
     }
 
     if (rc->pending_handshake && --rc->pending_handshake == 0
-        && rc->which == 0)
+        && rc->conn == NGX_HTTP_API_KEY_CONN_COMMANDS)
     {
         ngx_http_api_key_rconn_proven(rc);
     }
@@ -648,7 +645,7 @@ ngx_http_api_key_rconn_handshake(ngx_http_api_key_rconn_t *rc,
 {
     ngx_int_t  rv;
 
-    if (rc->which == 0) {
+    if (rc->conn == NGX_HTTP_API_KEY_CONN_COMMANDS) {
         rv = ngx_http_api_key_cmd_send(rc,
                                        ngx_http_api_key_rconn_handshake_reply,
                                        (void *) what, argc, argv, argvlen);
@@ -1617,8 +1614,9 @@ ngx_http_api_key_sub_ready(ngx_http_api_key_rconn_t *rc)
 static void
 ngx_http_api_key_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
-    ngx_str_t    type, msg;
-    redisReply  *reply = r;
+    ngx_str_t                  type, msg;
+    redisReply                *reply = r;
+    ngx_http_api_key_shctx_t  *sh;
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
         || reply->elements < 3)
@@ -1660,7 +1658,7 @@ ngx_http_api_key_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
         ngx_http_api_key_rconn_proven(&ngx_http_api_key_sub);
 
         /* from here on, this worker receives what the others receive */
-        ngx_http_api_key_apply(NGX_HTTP_API_KEY_OP_SYNC, NULL);
+        ngx_http_api_key_events_sync();
 
         if (ngx_http_api_key_sub.lost) {
             /*
@@ -1668,16 +1666,17 @@ ngx_http_api_key_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
              * everything cached so far is re-read before it is trusted.
              */
 
-            ngx_http_api_key_apply(NGX_HTTP_API_KEY_OP_NEW_GEN, NULL);
+            ngx_http_api_key_events_new_generation();
 
             ngx_log_error(NGX_LOG_NOTICE, ngx_http_api_key_sub.log, 0,
                           "api_key: events subscription to \"%V\" is back, "
                           "cached records will be re-read",
                           &ngx_http_api_key_sub.conf->channel);
 
-            if (ngx_http_api_key_first_sh()) {
-                ngx_http_api_key_count(
-                               &ngx_http_api_key_first_sh()->resubscribes);
+            sh = ngx_http_api_key_first_sh(ngx_http_api_key_amcf);
+
+            if (sh) {
+                ngx_http_api_key_count(&sh->resubscribes);
             }
         }
 
@@ -1686,42 +1685,48 @@ ngx_http_api_key_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
 }
 
 
-/* "revoke HASH", "update HASH", "flush" */
+/* "revoke HASH", "update HASH", "flush": the first word names the event */
 
 static void
 ngx_http_api_key_sub_event(ngx_str_t *msg)
 {
-    u_char      *p;
-    ngx_str_t    hex;
-    ngx_uint_t   op;
-    u_char       hash[AK_HASH_LEN];
-
-    if (msg->len == 5 && ngx_strncmp(msg->data, "flush", 5) == 0) {
-        ngx_http_api_key_apply(NGX_HTTP_API_KEY_OP_FLUSH, NULL);
-
-        if (ngx_http_api_key_first_sh()) {
-            ngx_http_api_key_count(&ngx_http_api_key_first_sh()
-                                       ->events[NGX_HTTP_API_KEY_OP_FLUSH]);
-        }
-
-        return;
-    }
+    u_char                    *p;
+    ngx_str_t                  word, hex;
+    ngx_http_api_key_event_e   event;
+    u_char                     hash[AK_HASH_LEN];
 
     p = ngx_strlchr(msg->data, msg->data + msg->len, ' ');
 
-    if (p == NULL) {
+    word.data = msg->data;
+    word.len = (p ? p : msg->data + msg->len) - msg->data;
+
+    if (word.len == sizeof("flush") - 1
+        && ngx_strncmp(word.data, "flush", word.len) == 0)
+    {
+        if (p) {
+            goto invalid;
+        }
+
+        ngx_http_api_key_apply(NGX_HTTP_API_KEY_EVENT_FLUSH, NULL);
+        ngx_http_api_key_count_event(NGX_HTTP_API_KEY_EVENT_FLUSH);
+        return;
+    }
+
+    if (word.len == sizeof("revoke") - 1
+        && ngx_strncmp(word.data, "revoke", word.len) == 0)
+    {
+        event = NGX_HTTP_API_KEY_EVENT_REVOKE;
+
+    } else if (word.len == sizeof("update") - 1
+               && ngx_strncmp(word.data, "update", word.len) == 0)
+    {
+        event = NGX_HTTP_API_KEY_EVENT_UPDATE;
+
+    } else {
         goto invalid;
     }
 
-    if (p - msg->data == 6 && ngx_strncmp(msg->data, "revoke", 6) == 0) {
-        op = NGX_HTTP_API_KEY_OP_REVOKE;
-
-    } else if (p - msg->data == 6
-               && ngx_strncmp(msg->data, "update", 6) == 0)
-    {
-        op = NGX_HTTP_API_KEY_OP_UPDATE;
-
-    } else {
+    if (p == NULL) {
         goto invalid;
     }
 
@@ -1732,19 +1737,14 @@ ngx_http_api_key_sub_event(ngx_str_t *msg)
         goto invalid;
     }
 
-    ngx_http_api_key_apply(op, hash);
-
-    if (ngx_http_api_key_first_sh()) {
-        ngx_http_api_key_count(&ngx_http_api_key_first_sh()->events[op]);
-    }
+    ngx_http_api_key_apply(event, hash);
+    ngx_http_api_key_count_event(event);
 
     return;
 
 invalid:
 
-    if (ngx_http_api_key_first_sh()) {
-        ngx_http_api_key_count(&ngx_http_api_key_first_sh()->events[4]);
-    }
+    ngx_http_api_key_count_event(NGX_HTTP_API_KEY_EVENT_MALFORMED);
 
     /* the message is not echoed: it might be a key sent by mistake */
     ngx_log_error(NGX_LOG_WARN, ngx_http_api_key_sub.log, 0,
@@ -1778,35 +1778,42 @@ ngx_http_api_key_sub_keyspace(ngx_str_t *channel)
         return;
     }
 
-    ngx_http_api_key_apply(NGX_HTTP_API_KEY_OP_UPDATE, hash);
-
-    if (ngx_http_api_key_first_sh()) {
-        ngx_http_api_key_count(&ngx_http_api_key_first_sh()->events[3]);
-    }
+    /* any change of a record: as an "update" of its key */
+    ngx_http_api_key_apply(NGX_HTTP_API_KEY_EVENT_UPDATE, hash);
+    ngx_http_api_key_count_event(NGX_HTTP_API_KEY_EVENT_KEYSPACE);
 }
 
 
 /*
- * Applies an event to every zone.  Events from the channel are applied once
- * per node (the zone's event log): the first worker to receive one applies
- * it, the others only move their position past it.  NEW_GEN and SYNC are
- * this worker's own: they are not events.
+ * Applies a revoke, update or flush to every zone.  Events from the channel
+ * are applied once per node (the zone's event log): the first worker to
+ * receive one applies it, the others only move their position past it.
  */
 
 static void
-ngx_http_api_key_apply(ngx_uint_t op, u_char *hash)
+ngx_http_api_key_apply(ngx_http_api_key_event_e event, u_char *hash)
 {
-    int                        rc;
+    int                        rc, kind;
     uint64_t                   fp;
     ngx_uint_t                 i;
     ngx_http_api_key_zone_t  **zp, *zone;
 
-    static const int  events[] = {
-        AK_EVENT_REVOKE, AK_EVENT_UPDATE, AK_EVENT_FLUSH
-    };
+    switch (event) {
 
-    fp = (op <= NGX_HTTP_API_KEY_OP_FLUSH)
-         ? ak_evlog_fingerprint(events[op], hash) : 0;
+    case NGX_HTTP_API_KEY_EVENT_REVOKE:
+        kind = AK_EVENT_REVOKE;
+        break;
+
+    case NGX_HTTP_API_KEY_EVENT_UPDATE:
+        kind = AK_EVENT_UPDATE;
+        break;
+
+    default: /* NGX_HTTP_API_KEY_EVENT_FLUSH */
+        kind = AK_EVENT_FLUSH;
+        break;
+    }
+
+    fp = ak_evlog_fingerprint(kind, hash);
 
     zp = ngx_http_api_key_amcf->zones.elts;
 
@@ -1815,30 +1822,16 @@ ngx_http_api_key_apply(ngx_uint_t op, u_char *hash)
 
         ngx_shmtx_lock(&zone->shpool->mutex);
 
-        if (op == NGX_HTTP_API_KEY_OP_SYNC) {
-            /* where the log was when SUBSCRIBE was sent (sub_ready) */
-            zone->event_pos = ngx_http_api_key_sub_mark[i];
-            zone->event_lagging = 0;
-            ngx_shmtx_unlock(&zone->shpool->mutex);
-            continue;
-        }
-
-        if (op == NGX_HTTP_API_KEY_OP_NEW_GEN) {
-            ak_cache_new_generation(zone->sh->cache);
-            ngx_shmtx_unlock(&zone->shpool->mutex);
-            continue;
-        }
-
         rc = ak_evlog_claim(&zone->sh->evlog, &zone->event_pos, fp);
 
         if (rc == AK_EVLOG_APPLY) {
-            switch (op) {
+            switch (kind) {
 
-            case NGX_HTTP_API_KEY_OP_REVOKE:
+            case AK_EVENT_REVOKE:
                 (void) ak_cache_revoke(zone->sh->cache, hash);
                 break;
 
-            case NGX_HTTP_API_KEY_OP_UPDATE:
+            case AK_EVENT_UPDATE:
                 (void) ak_cache_remove(zone->sh->cache, hash);
                 break;
 
@@ -1859,6 +1852,66 @@ ngx_http_api_key_apply(ngx_uint_t op, u_char *hash)
         }
 
         zone->event_lagging = (rc == AK_EVLOG_LOST);
+    }
+}
+
+
+/*
+ * Subscribed: this worker's position in each zone's event log starts where
+ * the log was when SUBSCRIBE was sent (sub_ready).  This worker's own, not
+ * an event.
+ */
+
+static void
+ngx_http_api_key_events_sync(void)
+{
+    ngx_uint_t                 i;
+    ngx_http_api_key_zone_t  **zp, *zone;
+
+    zp = ngx_http_api_key_amcf->zones.elts;
+
+    for (i = 0; i < ngx_http_api_key_amcf->zones.nelts; i++) {
+        zone = zp[i];
+
+        ngx_shmtx_lock(&zone->shpool->mutex);
+        zone->event_pos = ngx_http_api_key_sub_mark[i];
+        zone->event_lagging = 0;
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+    }
+}
+
+
+/* events may have been missed: every cached record is re-read first */
+
+static void
+ngx_http_api_key_events_new_generation(void)
+{
+    ngx_uint_t                 i;
+    ngx_http_api_key_zone_t  **zp, *zone;
+
+    zp = ngx_http_api_key_amcf->zones.elts;
+
+    for (i = 0; i < ngx_http_api_key_amcf->zones.nelts; i++) {
+        zone = zp[i];
+
+        ngx_shmtx_lock(&zone->shpool->mutex);
+        ak_cache_new_generation(zone->sh->cache);
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+    }
+}
+
+
+/* per node (the first zone), by kind: api_key_events_total */
+
+static void
+ngx_http_api_key_count_event(ngx_http_api_key_event_e event)
+{
+    ngx_http_api_key_shctx_t  *sh;
+
+    sh = ngx_http_api_key_first_sh(ngx_http_api_key_amcf);
+
+    if (sh) {
+        ngx_http_api_key_count(&sh->events[event]);
     }
 }
 
@@ -1895,11 +1948,12 @@ ngx_http_api_key_keepalive(int fd)
 
 
 ngx_uint_t
-ngx_http_api_key_redis_state(ngx_uint_t which)
+ngx_http_api_key_redis_state(ngx_http_api_key_conn_e conn)
 {
     ngx_http_api_key_rconn_t  *rc;
 
-    rc = which ? &ngx_http_api_key_sub : &ngx_http_api_key_cmd;
+    rc = (conn == NGX_HTTP_API_KEY_CONN_EVENTS) ? &ngx_http_api_key_sub
+                                                : &ngx_http_api_key_cmd;
 
     return (rc->ac && rc->connected) ? 1 : 0;
 }
@@ -1950,13 +2004,6 @@ ngx_http_api_key_now_us(void)
 }
 
 
-static void
-ngx_http_api_key_count(ngx_atomic_t *counter)
-{
-    (void) ngx_atomic_fetch_add(counter, 1);
-}
-
-
 /* a command on the command connection, for the quota leases */
 
 ngx_int_t
@@ -1985,21 +2032,4 @@ ngx_http_api_key_redis_conf_t *
 ngx_http_api_key_redis_conf(void)
 {
     return ngx_http_api_key_cmd.conf;
-}
-
-
-/* module-wide counters (events, connections) live in the first zone */
-
-static ngx_http_api_key_shctx_t *
-ngx_http_api_key_first_sh(void)
-{
-    ngx_http_api_key_zone_t  **zp;
-
-    if (ngx_http_api_key_amcf->zones.nelts == 0) {
-        return NULL;
-    }
-
-    zp = ngx_http_api_key_amcf->zones.elts;
-
-    return zp[0]->sh;
 }
