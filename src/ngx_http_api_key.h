@@ -113,14 +113,31 @@ typedef enum {
 #define NGX_HTTP_API_KEY_FORMAT_CHECKSUM  1
 
 /* outcome of a Redis read, as seen by the requests waiting on it */
-#define NGX_HTTP_API_KEY_LOOKUP_PENDING   0
-#define NGX_HTTP_API_KEY_LOOKUP_FOUND     1
-#define NGX_HTTP_API_KEY_LOOKUP_NOTFOUND  2
-#define NGX_HTTP_API_KEY_LOOKUP_BAD       3
-#define NGX_HTTP_API_KEY_LOOKUP_ERROR     4
-#define NGX_HTTP_API_KEY_LOOKUP_DENIED    5  /* Redis refuses the module's
-                                                commands (NOPERM, NOAUTH,
-                                                WRONGPASS): never fail open */
+typedef enum {
+    NGX_HTTP_API_KEY_LOOKUP_NONE = 0,    /* no answer to use: ask Redis */
+    NGX_HTTP_API_KEY_LOOKUP_FOUND,
+    NGX_HTTP_API_KEY_LOOKUP_NOTFOUND,
+    NGX_HTTP_API_KEY_LOOKUP_BAD,
+    NGX_HTTP_API_KEY_LOOKUP_ERROR,
+    NGX_HTTP_API_KEY_LOOKUP_DENIED       /* Redis refuses the module's
+                                            commands (NOPERM, NOAUTH,
+                                            WRONGPASS): never fail open */
+} ngx_http_api_key_lookup_e;
+
+
+/* what a request waits on (wait.c) */
+typedef enum {
+    NGX_HTTP_API_KEY_WAIT_READ = 0,      /* a record read (lookup.c) */
+    NGX_HTTP_API_KEY_WAIT_LEASE          /* a quota lease (limits.c) */
+} ngx_http_api_key_wait_e;
+
+
+typedef struct {
+    ngx_queue_t                   waiters;   /* ngx_http_api_key_ctx_t */
+    ngx_http_api_key_wait_e       kind;
+    ngx_http_api_key_lookup_e     result;    /* a read's answer */
+    ngx_log_t                    *log;
+} ngx_http_api_key_wait_t;
 
 
 typedef struct {
@@ -278,15 +295,19 @@ typedef struct {
     ngx_http_api_key_source_t    *source;    /* where the key was found */
     unsigned                      decided:1;
     unsigned                      hashed:1;
-    unsigned                      attempts:2;
+    unsigned                      attempts:2;    /* reads from Redis */
+    unsigned                      lease_waits:2; /* waits for a lease */
+    unsigned                      relooks:2;     /* looks again: the entry
+                                                    went before its limits
+                                                    were counted */
 
     u_char                        hash[AK_HASH_LEN];
 
-    /* waiting on Redis: a record read or a quota lease */
-    void                         *waiting;
-    ngx_queue_t                   wait;
-    ngx_uint_t                    lookup_result;
-    ngx_uint_t                    quota_tries;
+    /* waiting on Redis: a record read or a quota lease (wait.c) */
+    ngx_http_api_key_wait_t      *waiting;       /* NULL: not waiting */
+    ngx_queue_t                   wait_link;     /* in waiting->waiters */
+    ngx_http_api_key_lookup_e     lookup_result; /* the answer of the read
+                                                    it waited on, unused */
 
     /* for variables; copied out of the record */
     ngx_str_t                     id;
@@ -311,7 +332,6 @@ extern ngx_module_t  ngx_http_api_key_module;
 /* handler.c */
 ngx_int_t ngx_http_api_key_handler(ngx_http_request_t *r);
 ngx_http_api_key_ctx_t *ngx_http_api_key_get_ctx(ngx_http_request_t *r);
-void ngx_http_api_key_wake_all(ngx_queue_t *waiters, ngx_uint_t result);
 
 /* redis.c */
 ngx_int_t ngx_http_api_key_redis_init_worker(ngx_cycle_t *cycle,
@@ -319,7 +339,6 @@ ngx_int_t ngx_http_api_key_redis_init_worker(ngx_cycle_t *cycle,
 void ngx_http_api_key_redis_exit_worker(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_api_key_redis_lookup(ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_zone_t *zone, uint64_t seq);
-void ngx_http_api_key_redis_cancel(ngx_http_api_key_ctx_t *ctx);
 
 struct redisAsyncContext;
 typedef void (*ngx_http_api_key_redis_cb_pt)(struct redisAsyncContext *ac,
@@ -329,6 +348,14 @@ ngx_int_t ngx_http_api_key_redis_command(ngx_http_api_key_redis_cb_pt cb,
     void *privdata, int argc, const char **argv, const size_t *argvlen);
 ngx_uint_t ngx_http_api_key_redis_ready(void);
 ngx_http_api_key_redis_conf_t *ngx_http_api_key_redis_conf(void);
+
+/* wait.c */
+void ngx_http_api_key_wait_init(ngx_http_api_key_wait_t *w,
+    ngx_http_api_key_wait_e kind, ngx_log_t *log);
+void ngx_http_api_key_wait_join(ngx_http_api_key_wait_t *w,
+    ngx_http_api_key_ctx_t *ctx);
+void ngx_http_api_key_wait_cancel(ngx_http_api_key_ctx_t *ctx);
+void ngx_http_api_key_wait_wake(ngx_http_api_key_wait_t *w);
 ngx_rbtree_node_t *ngx_http_api_key_tree_find(ngx_rbtree_t *tree,
     ngx_http_api_key_zone_t *zone, u_char *hash, size_t hash_offset,
     size_t zone_offset);

@@ -333,8 +333,9 @@ ngx_http_api_key_reset_ctx(ngx_http_api_key_ctx_t *ctx, ngx_uint_t keep_hash)
     ctx->decided = 0;
     ctx->decided_by = NULL;
     ctx->attempts = 0;
-    ctx->quota_tries = 0;
-    ctx->lookup_result = NGX_HTTP_API_KEY_LOOKUP_PENDING;
+    ctx->lease_waits = 0;
+    ctx->relooks = 0;
+    ctx->lookup_result = NGX_HTTP_API_KEY_LOOKUP_NONE;
 
     ngx_str_null(&ctx->id);
     ngx_str_null(&ctx->owner);
@@ -420,7 +421,7 @@ ngx_http_api_key_cleanup(void *data)
     ngx_http_api_key_ctx_t  *ctx = data;
 
     if (ctx->waiting) {
-        ngx_http_api_key_redis_cancel(ctx);
+        ngx_http_api_key_wait_cancel(ctx);
     }
 
     ngx_explicit_memzero(ctx->hash, AK_HASH_LEN);
@@ -1196,21 +1197,26 @@ static ngx_int_t
 ngx_http_api_key_lookup(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx)
 {
-    int                       found;
-    size_t                    len;
-    uint32_t                  flags, slot;
-    uint64_t                  seq;
-    ngx_int_t                 rc;
-    ngx_uint_t                result;
-    ngx_http_api_key_zone_t  *zone;
+    int                         found;
+    size_t                      len;
+    uint32_t                    flags, slot;
+    uint64_t                    seq;
+    ngx_int_t                   rc;
+    ngx_http_api_key_zone_t    *zone;
+    ngx_http_api_key_lookup_e   result;
 
     zone = alcf->zone;
+
+    /* the answer of the read this request waited on, if any: used once */
+
+    result = ctx->lookup_result;
+    ctx->lookup_result = NGX_HTTP_API_KEY_LOOKUP_NONE;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
     /* a request woken after waiting was counted at its first look */
 
-    found = (ctx->attempts == 0 && ctx->quota_tries == 0)
+    found = (ctx->attempts == 0 && ctx->lease_waits == 0 && ctx->relooks == 0)
             ? ak_cache_lookup(zone->sh->cache, ctx->hash,
                               (uint64_t) ngx_current_msec,
                               ngx_http_api_key_blob,
@@ -1240,10 +1246,7 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
 
     /* MISS or STALE */
 
-    result = ctx->lookup_result;
-    ctx->lookup_result = NGX_HTTP_API_KEY_LOOKUP_PENDING;
-
-    if (result == NGX_HTTP_API_KEY_LOOKUP_PENDING) {
+    if (result == NGX_HTTP_API_KEY_LOOKUP_NONE) {
 
         ctx->attempts++;
 
@@ -1640,31 +1643,7 @@ ngx_http_api_key_rate_headers(ngx_http_request_t *r,
 }
 
 
-/* ---- waiting on Redis ----------------------------------------------- */
-
-/*
- * Called by the Redis side when the read (or lease) these requests wait on
- * is over: each runs its phases again from its own connection's event.
- */
-
-void
-ngx_http_api_key_wake_all(ngx_queue_t *waiters, ngx_uint_t result)
-{
-    ngx_queue_t             *q;
-    ngx_http_api_key_ctx_t  *ctx;
-
-    while (!ngx_queue_empty(waiters)) {
-        q = ngx_queue_head(waiters);
-        ngx_queue_remove(q);
-
-        ctx = ngx_queue_data(q, ngx_http_api_key_ctx_t, wait);
-        ctx->waiting = NULL;
-        ctx->lookup_result = result;
-
-        ngx_post_event(ctx->request->connection->write, &ngx_posted_events);
-    }
-}
-
+/* ---- woken after waiting on Redis (wait.c) ------------------------ */
 
 static void
 ngx_http_api_key_resume(ngx_http_request_t *r)

@@ -41,7 +41,7 @@ typedef struct {
     u_char                      hash[AK_HASH_LEN];
     ngx_http_api_key_zone_t    *zone;
     uint32_t                    window;     /* window start / 3600 */
-    ngx_queue_t                 waiters;
+    ngx_http_api_key_wait_t     wait;       /* requests waiting for it */
     ngx_event_t                 timer;
     uint64_t                    debt;       /* offline counts reported */
     uint64_t                    limit;      /* the script's arguments */
@@ -95,12 +95,8 @@ typedef struct {
 #define NGX_HTTP_API_KEY_SCRIPT_LOADING      1
 #define NGX_HTTP_API_KEY_SCRIPT_LOADED       2
 
-/*
- * ctx->quota_tries counts the lease waits of a request in its low byte and
- * its looks again (the entry went away before its limits were counted)
- * above it.
- */
-#define NGX_HTTP_API_KEY_RELOOK              0x100
+/* per request: waits for a lease, looks again after the entry went away */
+#define NGX_HTTP_API_KEY_LEASE_WAITS_MAX     2
 #define NGX_HTTP_API_KEY_RELOOK_MAX          2
 
 
@@ -271,13 +267,12 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
          * It looks its key up again (from Redis) and comes back here.
          */
 
-        if ((ctx->quota_tries >> 8) < NGX_HTTP_API_KEY_RELOOK_MAX) {
+        if (ctx->relooks < NGX_HTTP_API_KEY_RELOOK_MAX) {
             ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                            "api_key: entry gone before its limits, "
                            "looking the key up again");
 
-            ctx->quota_tries += NGX_HTTP_API_KEY_RELOOK;
-            ctx->lookup_result = NGX_HTTP_API_KEY_LOOKUP_PENDING;
+            ctx->relooks++;
 
             ngx_post_event(r->connection->write, &ngx_posted_events);
 
@@ -361,8 +356,8 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    if (need_lease && (ctx->quota_tries & 0xff) < 2) {
-        ctx->quota_tries++;
+    if (need_lease && ctx->lease_waits < NGX_HTTP_API_KEY_LEASE_WAITS_MAX) {
+        ctx->lease_waits++;
 
         rc = ngx_http_api_key_lease_start(ctx, zone, ctx->hash, rec,
                                           start, end, used);
@@ -424,8 +419,7 @@ ngx_http_api_key_lease_start(ngx_http_api_key_ctx_t *ctx,
             return NGX_OK;
         }
 
-        ngx_queue_insert_tail(&lease->waiters, &ctx->wait);
-        ctx->waiting = lease;
+        ngx_http_api_key_wait_join(&lease->wait, ctx);
 
         return NGX_AGAIN;
     }
@@ -449,7 +443,8 @@ ngx_http_api_key_lease_start(ngx_http_api_key_ctx_t *ctx,
     ngx_memcpy(lease->hash, hash, AK_HASH_LEN);
     lease->zone = zone;
     lease->window = window;
-    ngx_queue_init(&lease->waiters);
+    ngx_http_api_key_wait_init(&lease->wait, NGX_HTTP_API_KEY_WAIT_LEASE,
+                               ngx_http_api_key_limits_log);
 
     n = ngx_min(rec->id.len, AK_ID_MAX_LEN);
     ngx_memcpy(lease->id, rec->id.data, n);
@@ -522,8 +517,7 @@ ngx_http_api_key_lease_start(ngx_http_api_key_ctx_t *ctx,
         return NGX_OK;
     }
 
-    ngx_queue_insert_tail(&lease->waiters, &ctx->wait);
-    ctx->waiting = lease;
+    ngx_http_api_key_wait_join(&lease->wait, ctx);
 
     return NGX_AGAIN;
 }
@@ -766,7 +760,8 @@ ngx_http_api_key_lease_finish(ngx_http_api_key_lease_t *lease)
 
     ngx_rbtree_delete(&ngx_http_api_key_leases, &lease->node);
 
-    ngx_http_api_key_wake_all(&lease->waiters, NGX_HTTP_API_KEY_LOOKUP_PENDING);
+    /* the waiters look at their key's counts again */
+    ngx_http_api_key_wait_wake(&lease->wait);
 }
 
 

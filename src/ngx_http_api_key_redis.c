@@ -109,7 +109,7 @@ typedef struct {
     ngx_rbtree_node_t               node;
     u_char                          hash[AK_HASH_LEN];
     ngx_http_api_key_zone_t        *zone;
-    ngx_queue_t                     waiters;
+    ngx_http_api_key_wait_t         wait;
     ngx_event_t                     timer;
     uint64_t                        seq;
     ngx_uint_t                      sent_us;
@@ -155,16 +155,12 @@ static void ngx_http_api_key_cleanup_conn(void *data);
 
 static void ngx_http_api_key_lookup_reply(redisAsyncContext *ac, void *r,
     void *privdata);
-static ngx_uint_t ngx_http_api_key_lookup_store(ngx_http_api_key_lookup_t *lk,
-    redisReply *reply);
+static ngx_http_api_key_lookup_e ngx_http_api_key_lookup_store(
+    ngx_http_api_key_lookup_t *lk, redisReply *reply);
 static void ngx_http_api_key_lookup_timeout(ngx_event_t *ev);
 static void ngx_http_api_key_lookup_finish(ngx_http_api_key_lookup_t *lk,
-    ngx_uint_t result);
+    ngx_http_api_key_lookup_e result);
 static void ngx_http_api_key_id_of(u_char *hash, char *id);
-static ngx_rbtree_node_t *ngx_http_api_key_tree_find_from(
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel,
-    ngx_http_api_key_zone_t *zone, u_char *hash, size_t hash_offset,
-    size_t zone_offset);
 
 static void ngx_http_api_key_rconn_init(ngx_http_api_key_rconn_t *rc,
     const char *name, ngx_cycle_t *cycle, ngx_http_api_key_redis_conf_t *conf);
@@ -1005,7 +1001,7 @@ ngx_http_api_key_cleanup_conn(void *data)
 
 /*
  * Starts (or joins) the read of ctx->hash.  NGX_AGAIN: the request waits
- * and is woken by ngx_http_api_key_wake_all(); NGX_ERROR: Redis cannot be
+ * and is woken by ngx_http_api_key_wait_wake(); NGX_ERROR: Redis cannot be
  * asked now (not connected, too many commands waiting), answer without it;
  * NGX_DECLINED: the same, after Redis refused the module's credentials or
  * commands (an authorization error: never "unchecked").
@@ -1066,7 +1062,8 @@ ngx_http_api_key_redis_lookup(ngx_http_api_key_ctx_t *ctx,
         ngx_memcpy(lk->hash, ctx->hash, AK_HASH_LEN);
         lk->zone = zone;
         lk->seq = seq;
-        ngx_queue_init(&lk->waiters);
+        ngx_http_api_key_wait_init(&lk->wait, NGX_HTTP_API_KEY_WAIT_READ,
+                                   rc->log);
 
         p = ngx_cpymem(name, conf->prefix.data, conf->prefix.len);
         ak_hex_encode(ctx->hash, AK_HASH_LEN, (char *) p);
@@ -1096,88 +1093,16 @@ ngx_http_api_key_redis_lookup(ngx_http_api_key_ctx_t *ctx,
         ngx_add_timer(&lk->timer, conf->timeout);
     }
 
-    ngx_queue_insert_tail(&lk->waiters, &ctx->wait);
-    ctx->waiting = lk;
+    ngx_http_api_key_wait_join(&lk->wait, ctx);
 
     return NGX_AGAIN;
-}
-
-
-/* the request went away while waiting */
-
-void
-ngx_http_api_key_redis_cancel(ngx_http_api_key_ctx_t *ctx)
-{
-    ngx_queue_remove(&ctx->wait);
-    ctx->waiting = NULL;
-}
-
-
-/*
- * An rbtree keyed by the hash's first bytes.  Equal keys (the same hash in
- * two zones, or hashes that share their first bytes) are inserted to the
- * right, but rotations move them to either side: both are searched.
- */
-
-ngx_rbtree_node_t *
-ngx_http_api_key_tree_find(ngx_rbtree_t *tree, ngx_http_api_key_zone_t *zone,
-    u_char *hash, size_t hash_offset, size_t zone_offset)
-{
-    return ngx_http_api_key_tree_find_from(tree->root, tree->sentinel, zone,
-                                           hash, hash_offset, zone_offset);
-}
-
-
-static ngx_rbtree_node_t *
-ngx_http_api_key_tree_find_from(ngx_rbtree_node_t *node,
-    ngx_rbtree_node_t *sentinel, ngx_http_api_key_zone_t *zone, u_char *hash,
-    size_t hash_offset, size_t zone_offset)
-{
-    ngx_rbtree_key_t    key;
-    ngx_rbtree_node_t  *found;
-
-    ngx_memcpy(&key, hash, sizeof(ngx_rbtree_key_t));
-
-    while (node != sentinel) {
-
-        if (key < node->key) {
-            node = node->left;
-            continue;
-        }
-
-        if (key > node->key) {
-            node = node->right;
-            continue;
-        }
-
-        if (*(ngx_http_api_key_zone_t **) ((u_char *) node + zone_offset)
-            == zone
-            && ngx_memcmp((u_char *) node + hash_offset, hash, AK_HASH_LEN)
-               == 0)
-        {
-            return node;
-        }
-
-        /* the depth of the recursion is bounded by the tree's height */
-
-        found = ngx_http_api_key_tree_find_from(node->left, sentinel, zone,
-                                                hash, hash_offset,
-                                                zone_offset);
-        if (found) {
-            return found;
-        }
-
-        node = node->right;
-    }
-
-    return NULL;
 }
 
 
 static void
 ngx_http_api_key_lookup_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
-    ngx_uint_t                  result;
+    ngx_http_api_key_lookup_e   result;
     ngx_http_api_key_lookup_t  *lk = privdata;
 
     if (r) {
@@ -1203,7 +1128,7 @@ ngx_http_api_key_lookup_reply(redisAsyncContext *ac, void *r, void *privdata)
 
 /* turns the answer into a cache entry and the waiters' outcome */
 
-static ngx_uint_t
+static ngx_http_api_key_lookup_e
 ngx_http_api_key_lookup_store(ngx_http_api_key_lookup_t *lk,
     redisReply *reply)
 {
@@ -1435,7 +1360,7 @@ ngx_http_api_key_lookup_timeout(ngx_event_t *ev)
 
 static void
 ngx_http_api_key_lookup_finish(ngx_http_api_key_lookup_t *lk,
-    ngx_uint_t result)
+    ngx_http_api_key_lookup_e result)
 {
     lk->done = 1;
 
@@ -1445,7 +1370,8 @@ ngx_http_api_key_lookup_finish(ngx_http_api_key_lookup_t *lk,
 
     ngx_rbtree_delete(&ngx_http_api_key_inflight, &lk->node);
 
-    ngx_http_api_key_wake_all(&lk->waiters, result);
+    lk->wait.result = result;
+    ngx_http_api_key_wait_wake(&lk->wait);
 }
 
 
