@@ -140,6 +140,34 @@ typedef struct {
 } ngx_http_api_key_wait_t;
 
 
+/*
+ * A Redis answer as the files without hiredis see it (limits.c): given to
+ * an ngx_http_api_key_reply_pt, NULL when there is none (the connection
+ * went down or was closed).
+ */
+typedef enum {
+    NGX_HTTP_API_KEY_REPLY_ERROR = 1,    /* str: the error */
+    NGX_HTTP_API_KEY_REPLY_STRING,       /* str */
+    NGX_HTTP_API_KEY_REPLY_STATUS,       /* str */
+    NGX_HTTP_API_KEY_REPLY_INTEGERS,     /* an integer, or an array of up to
+                                            NGX_HTTP_API_KEY_REPLY_INTS of
+                                            them: ints[0 .. nints) */
+    NGX_HTTP_API_KEY_REPLY_OTHER         /* anything else */
+} ngx_http_api_key_reply_e;
+
+#define NGX_HTTP_API_KEY_REPLY_INTS  2
+
+typedef struct {
+    ngx_http_api_key_reply_e      type;
+    ngx_str_t                     str;
+    ngx_uint_t                    nints;
+    int64_t                       ints[NGX_HTTP_API_KEY_REPLY_INTS];
+} ngx_http_api_key_reply_t;
+
+typedef void (*ngx_http_api_key_reply_pt)(ngx_http_api_key_reply_t *reply,
+    void *data);
+
+
 typedef struct {
     ngx_uint_t                    type;
     ngx_str_t                     name;      /* as written */
@@ -340,12 +368,8 @@ void ngx_http_api_key_redis_exit_worker(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_api_key_redis_lookup(ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_zone_t *zone, uint64_t seq);
 
-struct redisAsyncContext;
-typedef void (*ngx_http_api_key_redis_cb_pt)(struct redisAsyncContext *ac,
-    void *reply, void *privdata);
-
-ngx_int_t ngx_http_api_key_redis_command(ngx_http_api_key_redis_cb_pt cb,
-    void *privdata, int argc, const char **argv, const size_t *argvlen);
+ngx_int_t ngx_http_api_key_redis_command(ngx_http_api_key_reply_pt handler,
+    void *data, int argc, const char **argv, const size_t *argvlen);
 ngx_uint_t ngx_http_api_key_redis_ready(void);
 ngx_http_api_key_redis_conf_t *ngx_http_api_key_redis_conf(void);
 

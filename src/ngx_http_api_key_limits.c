@@ -32,9 +32,6 @@
 
 #include <ngx_sha1.h>
 
-#include <hiredis/hiredis.h>
-#include <hiredis/async.h>
-
 
 typedef struct {
     ngx_rbtree_node_t           node;
@@ -104,16 +101,16 @@ static ngx_int_t ngx_http_api_key_lease_start(ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_zone_t *zone, u_char *hash, ak_record_t *rec,
     int64_t start, int64_t end, uint64_t used);
 static ngx_int_t ngx_http_api_key_lease_send(ngx_http_api_key_lease_t *lease);
-static void ngx_http_api_key_lease_reply(redisAsyncContext *ac, void *r,
-    void *privdata);
-static void ngx_http_api_key_script_reply(redisAsyncContext *ac, void *r,
-    void *privdata);
+static void ngx_http_api_key_lease_reply(ngx_http_api_key_reply_t *reply,
+    void *data);
+static void ngx_http_api_key_script_reply(ngx_http_api_key_reply_t *reply,
+    void *data);
 static void ngx_http_api_key_lease_timeout(ngx_event_t *ev);
 static void ngx_http_api_key_lease_finish(ngx_http_api_key_lease_t *lease);
 static ngx_uint_t ngx_http_api_key_lease_backed_off(
     ngx_http_api_key_offline_t *off);
 static void ngx_http_api_key_lease_failed(ngx_http_api_key_lease_t *lease,
-    redisReply *reply);
+    ngx_http_api_key_reply_t *reply);
 static void ngx_http_api_key_lease_worked(ngx_http_api_key_lease_t *lease);
 static ngx_http_api_key_offline_t *ngx_http_api_key_offline_node(
     ngx_http_api_key_zone_t *zone, u_char *hash, uint32_t window,
@@ -578,13 +575,11 @@ ngx_http_api_key_lease_send(ngx_http_api_key_lease_t *lease)
 
 
 static void
-ngx_http_api_key_script_reply(redisAsyncContext *ac, void *r, void *privdata)
+ngx_http_api_key_script_reply(ngx_http_api_key_reply_t *reply, void *data)
 {
-    redisReply  *reply = r;
-
-    if (reply && reply->type == REDIS_REPLY_STRING
-        && reply->len == sizeof(ngx_http_api_key_script_sha)
-        && ngx_strncasecmp((u_char *) reply->str, ngx_http_api_key_script_sha,
+    if (reply && reply->type == NGX_HTTP_API_KEY_REPLY_STRING
+        && reply->str.len == sizeof(ngx_http_api_key_script_sha)
+        && ngx_strncasecmp(reply->str.data, ngx_http_api_key_script_sha,
                            sizeof(ngx_http_api_key_script_sha))
            == 0)
     {
@@ -605,20 +600,20 @@ ngx_http_api_key_script_reply(redisAsyncContext *ac, void *r, void *privdata)
 
 
 static void
-ngx_http_api_key_lease_reply(redisAsyncContext *ac, void *r, void *privdata)
+ngx_http_api_key_lease_reply(ngx_http_api_key_reply_t *reply, void *data)
 {
     uint64_t                     grant, used;
     ngx_uint_t                   applied, failed;
-    redisReply                  *reply = r;
     ak_key_state_t              *st;
-    ngx_http_api_key_lease_t    *lease = privdata;
+    ngx_http_api_key_lease_t    *lease = data;
     ngx_http_api_key_offline_t  *off;
     const char                  *argv[3];
     size_t                       argvlen[3];
     u_char                       num[NGX_INT64_LEN];
 
-    if (reply && reply->type == REDIS_REPLY_ERROR
-        && reply->len >= 8 && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0
+    if (reply && reply->type == NGX_HTTP_API_KEY_REPLY_ERROR
+        && reply->str.len >= 8
+        && ngx_strncmp(reply->str.data, "NOSCRIPT", 8) == 0
         && !lease->reloaded && !lease->done)
     {
         /* Redis restarted or SCRIPT FLUSH: load it again, once per lease */
@@ -639,15 +634,14 @@ ngx_http_api_key_lease_reply(redisAsyncContext *ac, void *r, void *privdata)
     grant = 0;
     used = 0;
 
-    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
-        && reply->element[0]->type == REDIS_REPLY_INTEGER
-        && reply->element[1]->type == REDIS_REPLY_INTEGER
-        && reply->element[0]->integer >= 0
-        && reply->element[1]->integer >= 0)
+    /* the script's {granted, total now leased by all nodes} */
+
+    if (reply && reply->type == NGX_HTTP_API_KEY_REPLY_INTEGERS
+        && reply->nints == 2 && reply->ints[0] >= 0 && reply->ints[1] >= 0)
     {
         failed = 0;
-        grant = (uint64_t) reply->element[0]->integer;
-        used = (uint64_t) reply->element[1]->integer;
+        grant = (uint64_t) reply->ints[0];
+        used = (uint64_t) reply->ints[1];
 
         /* offline counts not in Redis yet (sent with the next lease) */
 
@@ -744,7 +738,7 @@ ngx_http_api_key_lease_timeout(ngx_event_t *ev)
 
     ngx_http_api_key_offline_grant(lease->zone, lease->hash, lease->window);
 
-    /* the hiredis callback still comes, and frees the lease */
+    /* the answer (or its absence) still comes, and frees the lease */
     ngx_http_api_key_lease_finish(lease);
 }
 
@@ -801,7 +795,7 @@ ngx_http_api_key_lease_backed_off(ngx_http_api_key_offline_t *off)
 
 static void
 ngx_http_api_key_lease_failed(ngx_http_api_key_lease_t *lease,
-    redisReply *reply)
+    ngx_http_api_key_reply_t *reply)
 {
     size_t                          len;
     u_char                         *err;
@@ -815,9 +809,11 @@ ngx_http_api_key_lease_failed(ngx_http_api_key_lease_t *lease,
     err = (u_char *) "malformed answer";
     len = sizeof("malformed answer") - 1;
 
-    if (reply && reply->type == REDIS_REPLY_ERROR && reply->str) {
-        err = (u_char *) reply->str;
-        len = ngx_min((size_t) reply->len, 256);
+    if (reply && reply->type == NGX_HTTP_API_KEY_REPLY_ERROR
+        && reply->str.data)
+    {
+        err = reply->str.data;
+        len = ngx_min(reply->str.len, 256);
 
         key_level = (len >= 9 && ngx_strncmp(err, "WRONGTYPE", 9) == 0)
                     || (len >= 4 && ngx_strncmp(err, "ERR ", 4) == 0);

@@ -60,7 +60,8 @@
 typedef struct ngx_http_api_key_rconn_s  ngx_http_api_key_rconn_t;
 
 typedef struct {
-    redisCallbackFn                *fn;
+    redisCallbackFn                *fn;         /* hiredis's answer, or */
+    ngx_http_api_key_reply_pt       handler;    /* a typed one */
     void                           *privdata;
     ngx_msec_t                      sent;
 } ngx_http_api_key_pending_t;
@@ -131,8 +132,10 @@ static void ngx_http_api_key_rconn_handshake(ngx_http_api_key_rconn_t *rc,
     const char *what, int argc, const char **argv, const size_t *argvlen);
 static void ngx_http_api_key_rconn_proven(ngx_http_api_key_rconn_t *rc);
 static ngx_int_t ngx_http_api_key_cmd_send(ngx_http_api_key_rconn_t *rc,
-    redisCallbackFn *fn, void *privdata, int argc, const char **argv,
-    const size_t *argvlen);
+    redisCallbackFn *fn, ngx_http_api_key_reply_pt handler, void *privdata,
+    int argc, const char **argv, const size_t *argvlen);
+static void ngx_http_api_key_reply_of(redisReply *reply,
+    ngx_http_api_key_reply_t *out);
 static void ngx_http_api_key_cmd_reply(redisAsyncContext *ac, void *r,
     void *privdata);
 static void ngx_http_api_key_cmd_stall_handler(ngx_event_t *ev);
@@ -644,7 +647,8 @@ ngx_http_api_key_rconn_handshake(ngx_http_api_key_rconn_t *rc,
     if (rc->conn == NGX_HTTP_API_KEY_CONN_COMMANDS) {
         rv = ngx_http_api_key_cmd_send(rc,
                                        ngx_http_api_key_rconn_handshake_reply,
-                                       (void *) what, argc, argv, argvlen);
+                                       NULL, (void *) what, argc, argv,
+                                       argvlen);
 
     } else {
         rv = (redisAsyncCommandArgv(rc->ac,
@@ -680,7 +684,8 @@ ngx_http_api_key_rconn_proven(ngx_http_api_key_rconn_t *rc)
 
 static ngx_int_t
 ngx_http_api_key_cmd_send(ngx_http_api_key_rconn_t *rc, redisCallbackFn *fn,
-    void *privdata, int argc, const char **argv, const size_t *argvlen)
+    ngx_http_api_key_reply_pt handler, void *privdata, int argc,
+    const char **argv, const size_t *argvlen)
 {
     ngx_http_api_key_pending_t  *p;
 
@@ -697,6 +702,7 @@ ngx_http_api_key_cmd_send(ngx_http_api_key_rconn_t *rc, redisCallbackFn *fn,
 
     p = &rc->pending[(rc->phead + rc->npending) % rc->pcap];
     p->fn = fn;
+    p->handler = handler;
     p->privdata = privdata;
     p->sent = ngx_current_msec;
 
@@ -716,6 +722,7 @@ ngx_http_api_key_cmd_send(ngx_http_api_key_rconn_t *rc, redisCallbackFn *fn,
 static void
 ngx_http_api_key_cmd_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
+    ngx_http_api_key_reply_t     reply;
     ngx_http_api_key_rconn_t    *rc = privdata;
     ngx_http_api_key_pending_t   p;
 
@@ -743,7 +750,68 @@ ngx_http_api_key_cmd_reply(redisAsyncContext *ac, void *r, void *privdata)
 
     if (p.fn) {
         p.fn(ac, r, p.privdata);
+
+    } else if (p.handler) {
+        if (r) {
+            ngx_http_api_key_reply_of(r, &reply);
+        }
+
+        p.handler(r ? &reply : NULL, p.privdata);
     }
+}
+
+
+/* hiredis's answer as the files without hiredis see it */
+
+static void
+ngx_http_api_key_reply_of(redisReply *reply, ngx_http_api_key_reply_t *out)
+{
+    size_t  i;
+
+    ngx_memzero(out, sizeof(ngx_http_api_key_reply_t));
+
+    switch (reply->type) {
+
+    case REDIS_REPLY_ERROR:
+    case REDIS_REPLY_STRING:
+    case REDIS_REPLY_STATUS:
+        out->type = (reply->type == REDIS_REPLY_ERROR)
+                    ? NGX_HTTP_API_KEY_REPLY_ERROR
+                    : (reply->type == REDIS_REPLY_STRING)
+                      ? NGX_HTTP_API_KEY_REPLY_STRING
+                      : NGX_HTTP_API_KEY_REPLY_STATUS;
+        out->str.data = (u_char *) reply->str;
+        out->str.len = reply->str ? (size_t) reply->len : 0;
+        return;
+
+    case REDIS_REPLY_INTEGER:
+        out->type = NGX_HTTP_API_KEY_REPLY_INTEGERS;
+        out->nints = 1;
+        out->ints[0] = (int64_t) reply->integer;
+        return;
+
+    case REDIS_REPLY_ARRAY:
+        if (reply->elements > NGX_HTTP_API_KEY_REPLY_INTS) {
+            break;
+        }
+
+        for (i = 0; i < reply->elements; i++) {
+            if (reply->element[i]->type != REDIS_REPLY_INTEGER) {
+                goto other;
+            }
+
+            out->ints[i] = (int64_t) reply->element[i]->integer;
+        }
+
+        out->type = NGX_HTTP_API_KEY_REPLY_INTEGERS;
+        out->nints = reply->elements;
+        return;
+    }
+
+other:
+
+    out->type = NGX_HTTP_API_KEY_REPLY_OTHER;
+    out->nints = 0;
 }
 
 
@@ -1074,8 +1142,8 @@ ngx_http_api_key_redis_lookup(ngx_http_api_key_ctx_t *ctx,
         argv[1] = (const char *) name;
         argvlen[1] = p - name;
 
-        if (ngx_http_api_key_cmd_send(rc, ngx_http_api_key_lookup_reply, lk,
-                                      2, argv, argvlen)
+        if (ngx_http_api_key_cmd_send(rc, ngx_http_api_key_lookup_reply,
+                                      NULL, lk, 2, argv, argvlen)
             != NGX_OK)
         {
             ngx_free(lk);
@@ -1399,7 +1467,7 @@ ngx_http_api_key_cmd_ready(ngx_http_api_key_rconn_t *rc)
     }
 
     (void) ngx_http_api_key_cmd_send(rc, ngx_http_api_key_config_reply, NULL,
-                                     3, argv, argvlen);
+                                     NULL, 3, argv, argvlen);
 }
 
 
@@ -1930,11 +1998,14 @@ ngx_http_api_key_now_us(void)
 }
 
 
-/* a command on the command connection, for the quota leases */
+/*
+ * A command on the command connection, for the quota leases: its answer
+ * goes to handler (if any) as an ngx_http_api_key_reply_t.
+ */
 
 ngx_int_t
-ngx_http_api_key_redis_command(ngx_http_api_key_redis_cb_pt cb,
-    void *privdata, int argc, const char **argv, const size_t *argvlen)
+ngx_http_api_key_redis_command(ngx_http_api_key_reply_pt handler, void *data,
+    int argc, const char **argv, const size_t *argvlen)
 {
     ngx_http_api_key_rconn_t  *rc = &ngx_http_api_key_cmd;
 
@@ -1942,8 +2013,8 @@ ngx_http_api_key_redis_command(ngx_http_api_key_redis_cb_pt cb,
         return NGX_ERROR;
     }
 
-    return ngx_http_api_key_cmd_send(rc, (redisCallbackFn *) cb, privdata,
-                                     argc, argv, argvlen);
+    return ngx_http_api_key_cmd_send(rc, NULL, handler, data, argc, argv,
+                                     argvlen);
 }
 
 
