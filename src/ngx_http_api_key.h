@@ -361,17 +361,28 @@ extern ngx_module_t  ngx_http_api_key_module;
 ngx_int_t ngx_http_api_key_handler(ngx_http_request_t *r);
 ngx_http_api_key_ctx_t *ngx_http_api_key_get_ctx(ngx_http_request_t *r);
 
-/* redis.c */
+/* redis.c (the part without hiredis types; see ngx_http_api_key_redis.h) */
+typedef void (*ngx_http_api_key_ready_pt)(void);
+
 ngx_int_t ngx_http_api_key_redis_init_worker(ngx_cycle_t *cycle,
     ngx_http_api_key_main_conf_t *amcf);
+void ngx_http_api_key_redis_start(ngx_cycle_t *cycle);
 void ngx_http_api_key_redis_exit_worker(ngx_cycle_t *cycle);
-ngx_int_t ngx_http_api_key_redis_lookup(ngx_http_api_key_ctx_t *ctx,
-    ngx_http_api_key_zone_t *zone, uint64_t seq);
-
 ngx_int_t ngx_http_api_key_redis_command(ngx_http_api_key_reply_pt handler,
     void *data, int argc, const char **argv, const size_t *argvlen);
 ngx_uint_t ngx_http_api_key_redis_ready(void);
 ngx_http_api_key_redis_conf_t *ngx_http_api_key_redis_conf(void);
+ngx_uint_t ngx_http_api_key_redis_state(ngx_http_api_key_conn_e conn);
+
+/* lookup.c */
+void ngx_http_api_key_lookup_init_worker(ngx_cycle_t *cycle,
+    ngx_http_api_key_redis_conf_t *conf);
+ngx_int_t ngx_http_api_key_lookup_read(ngx_http_api_key_ctx_t *ctx,
+    ngx_http_api_key_zone_t *zone, uint64_t seq);
+
+/* events.c */
+ngx_int_t ngx_http_api_key_events_init_worker(ngx_cycle_t *cycle,
+    ngx_http_api_key_main_conf_t *amcf);
 
 /* wait.c */
 void ngx_http_api_key_wait_init(ngx_http_api_key_wait_t *w,
@@ -396,7 +407,6 @@ ngx_int_t ngx_http_api_key_add_variables(ngx_conf_t *cf);
 /* metrics.c */
 char *ngx_http_api_key_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-ngx_uint_t ngx_http_api_key_redis_state(ngx_http_api_key_conn_e conn);
 
 /* module.c: per-worker state */
 ak_hasher_t *ngx_http_api_key_hasher(void);

@@ -1250,7 +1250,7 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
 
         ctx->attempts++;
 
-        rc = ngx_http_api_key_redis_lookup(ctx, zone, seq);
+        rc = ngx_http_api_key_lookup_read(ctx, zone, seq);
 
         if (rc == NGX_AGAIN) {
             r->read_event_handler = ngx_http_test_reading;

@@ -446,7 +446,25 @@ ngx_http_api_key_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
-    return ngx_http_api_key_redis_init_worker(cycle, amcf);
+    /* each unit of the worker, those used by others first */
+
+    if (ngx_http_api_key_redis_init_worker(cycle, amcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_api_key_lookup_init_worker(cycle, amcf->redis);
+
+    if (ngx_http_api_key_events_init_worker(cycle, amcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_api_key_limits_init_worker(cycle);
+
+    /* everyone is ready for answers: connect */
+
+    ngx_http_api_key_redis_start(cycle);
+
+    return NGX_OK;
 }
 
 
