@@ -408,6 +408,14 @@ ngx_int_t ngx_http_api_key_add_variables(ngx_conf_t *cf);
 char *ngx_http_api_key_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
+/* redis_url.c (configuration time) */
+ngx_int_t ngx_http_api_key_redis_parse(ngx_conf_t *cf,
+    ngx_http_api_key_redis_conf_t *rcf);
+ngx_int_t ngx_http_api_key_read_secret(ngx_conf_t *cf, ngx_str_t *path,
+    ngx_str_t *out, const char *what);
+ngx_int_t ngx_http_api_key_msec_arg(ngx_conf_t *cf, ngx_str_t *arg,
+    size_t skip, ngx_msec_t *out);
+
 /* module.c: per-worker state */
 ak_hasher_t *ngx_http_api_key_hasher(void);
 
