@@ -125,6 +125,19 @@ typedef enum {
 } ngx_http_api_key_lookup_e;
 
 
+/* for debug lines */
+
+static ngx_inline const char *
+ngx_http_api_key_lookup_name(ngx_http_api_key_lookup_e result)
+{
+    static const char  *names[] = {
+        "none", "found", "not found", "bad record", "error", "denied"
+    };
+
+    return names[result];
+}
+
+
 /* what a request waits on (wait.c) */
 typedef enum {
     NGX_HTTP_API_KEY_WAIT_READ = 0,      /* a record read (lookup.c) */
@@ -249,6 +262,15 @@ typedef struct {
     ngx_int_t                     var_request;   /* indexes: $request, */
     ngx_int_t                     var_request_uri;   /* $request_uri */
 } ngx_http_api_key_main_conf_t;
+
+
+/*
+ * Debug lines name a key by its id or by this: the first 8 hex digits of
+ * its hash ("hash %08xD"), never by the key.
+ */
+#define ngx_http_api_key_hash_prefix(hash)                                    \
+    ((uint32_t) (hash)[0] << 24 | (uint32_t) (hash)[1] << 16                  \
+     | (uint32_t) (hash)[2] << 8 | (uint32_t) (hash)[3])
 
 
 /*

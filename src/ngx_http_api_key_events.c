@@ -213,6 +213,9 @@ ngx_http_api_key_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
 
             ngx_http_api_key_events_new_generation();
 
+            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ngx_http_api_key_events_log, 0,
+                           "api_key: event applied: new generation");
+
             ngx_log_error(NGX_LOG_NOTICE, ngx_http_api_key_events_log, 0,
                           "api_key: events subscription to \"%V\" is back, "
                           "cached records will be re-read",
@@ -288,6 +291,9 @@ ngx_http_api_key_sub_event(ngx_str_t *msg)
 invalid:
 
     ngx_http_api_key_count_event(NGX_HTTP_API_KEY_EVENT_MALFORMED);
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_http_api_key_events_log, 0,
+                   "api_key: event malformed, %uz bytes", msg->len);
 
     /* the message is not echoed: it might be a key sent by mistake */
     ngx_log_error(NGX_LOG_WARN, ngx_http_api_key_events_log, 0,
@@ -385,6 +391,15 @@ ngx_http_api_key_apply(ngx_http_api_key_event_e event, u_char *hash)
         }
 
         ngx_shmtx_unlock(&zone->shpool->mutex);
+
+        ngx_log_debug4(NGX_LOG_DEBUG_HTTP, ngx_http_api_key_events_log, 0,
+                       "api_key: event %s: %s, hash %08xD, zone \"%V\"",
+                       (rc == AK_EVLOG_APPLY) ? "applied"
+                       : (rc == AK_EVLOG_LOST) ? "skipped (fell behind)"
+                       : "applied by another worker",
+                       ngx_http_api_key_event_name(event),
+                       hash ? ngx_http_api_key_hash_prefix(hash) : 0,
+                       &zone->name);
 
         if (rc == AK_EVLOG_LOST && !zone->event_lagging) {
             ngx_log_error(NGX_LOG_WARN, ngx_http_api_key_events_log, 0,

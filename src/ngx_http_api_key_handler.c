@@ -1233,6 +1233,13 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "api_key: cache %s, hash %08xD",
+                   (found == AK_CACHE_FRESH) ? "hit"
+                   : (found == AK_CACHE_STALE) ? "stale"
+                   : (found == AK_CACHE_NEGATIVE) ? "negative" : "miss",
+                   ngx_http_api_key_hash_prefix(ctx->hash));
+
     if (found == AK_CACHE_FRESH) {
         return ngx_http_api_key_evaluate(r, alcf, ctx, len, flags, slot);
     }
@@ -1552,7 +1559,7 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
     ctx->rc = rc;
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "api_key: %V, key id \"%V\"",
+                   "api_key: decision %V, key id \"%V\"",
                    ngx_http_api_key_status_name(status), &ctx->id);
 
     return rc;

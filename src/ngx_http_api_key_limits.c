@@ -510,6 +510,11 @@ ngx_http_api_key_lease_start(ngx_http_api_key_ctx_t *ctx,
     lease->timer.log = ngx_http_api_key_limits_log;
     ngx_add_timer(&lease->timer, conf->timeout);
 
+    ngx_log_debug5(NGX_LOG_DEBUG_HTTP, ngx_http_api_key_limits_log, 0,
+                   "api_key: lease sent, key id \"%*s\": want %uL, "
+                   "debt %uL%s", lease->id_len, lease->id, lease->want,
+                   lease->debt, ctx ? ", a request waits" : " (prefetch)");
+
     if (ctx == NULL) {
         return NGX_OK;
     }
@@ -668,6 +673,14 @@ ngx_http_api_key_lease_reply(ngx_http_api_key_reply_t *reply, void *data)
         ngx_shmtx_unlock(&lease->zone->shpool->mutex);
     }
 
+    ngx_log_debug6(NGX_LOG_DEBUG_HTTP, ngx_http_api_key_limits_log, 0,
+                   "api_key: lease answered: %s, key id \"%*s\": granted "
+                   "%uL, used %uL%s",
+                   failed ? (reply ? "failed" : "no answer") : "counts",
+                   lease->id_len, lease->id, grant, used,
+                   lease->done ? " (after its timeout)"
+                   : (!failed && !applied) ? " (not applied)" : "");
+
     if (lease->probe) {
         ngx_http_api_key_lease_conn.probing = 0;
         lease->probe = 0;
@@ -728,6 +741,10 @@ static void
 ngx_http_api_key_lease_timeout(ngx_event_t *ev)
 {
     ngx_http_api_key_lease_t  *lease = ev->data;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_http_api_key_limits_log, 0,
+                   "api_key: lease timed out, key id \"%*s\"",
+                   lease->id_len, lease->id);
 
     if (lease->probe) {
         ngx_http_api_key_lease_conn.probing = 0;

@@ -139,6 +139,15 @@ ngx_http_api_key_lookup_read(ngx_http_api_key_ctx_t *ctx,
         lk->timer.data = lk;
         lk->timer.log = ngx_http_api_key_lookup_log;
         ngx_add_timer(&lk->timer, conf->timeout);
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ctx->request->connection->log, 0,
+                       "api_key: read started, hash %08xD",
+                       ngx_http_api_key_hash_prefix(ctx->hash));
+
+    } else {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ctx->request->connection->log, 0,
+                       "api_key: read joined, hash %08xD",
+                       ngx_http_api_key_hash_prefix(ctx->hash));
     }
 
     ngx_http_api_key_wait_join(&lk->wait, ctx);
@@ -159,6 +168,12 @@ ngx_http_api_key_lookup_reply(redisAsyncContext *ac, void *r, void *privdata)
     }
 
     result = ngx_http_api_key_lookup_store(lk, r);
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_http_api_key_lookup_log, 0,
+                   "api_key: read answered: %s%s, hash %08xD",
+                   ngx_http_api_key_lookup_name(result),
+                   lk->done ? " (after its timeout)" : "",
+                   ngx_http_api_key_hash_prefix(lk->hash));
 
     if (result == NGX_HTTP_API_KEY_LOOKUP_ERROR
         || result == NGX_HTTP_API_KEY_LOOKUP_DENIED)

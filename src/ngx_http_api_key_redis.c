@@ -384,6 +384,11 @@ ngx_http_api_key_rconn_connect(ngx_http_api_key_rconn_t *rc)
         ngx_http_api_key_rconn_handshake(rc, "PING", 1, argv, argvlen);
     }
 
+    ngx_log_debug3(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "api_key: redis %s connection to \"%V\": connecting, "
+                   "%ui handshake commands", rc->name, &conf->url,
+                   rc->pending_handshake);
+
     /* the write event tells when the non-blocking connect() is done */
     ngx_http_api_key_add_write(rc);
 
@@ -403,6 +408,10 @@ ngx_http_api_key_rconn_schedule(ngx_http_api_key_rconn_t *rc)
     }
 
     if (!rc->reconnect_timer.timer_set) {
+        ngx_log_debug3(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                       "api_key: redis %s connection to \"%V\": again in "
+                       "%M ms", rc->name, &rc->conf->url, rc->backoff);
+
         ngx_add_timer(&rc->reconnect_timer, rc->backoff);
     }
 
@@ -480,6 +489,10 @@ ngx_http_api_key_rconn_on_connect(const redisAsyncContext *ac, int status)
 
     rc->connected = 1;
 
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "api_key: redis %s connection to \"%V\": connected",
+                   rc->name, &rc->conf->url);
+
     sh = ngx_http_api_key_first_sh(ngx_http_api_key_amcf);
 
     if (sh) {
@@ -507,6 +520,10 @@ ngx_http_api_key_rconn_on_disconnect(const redisAsyncContext *ac, int status)
     rc->ac = NULL;
     rc->connected = 0;
     rc->lost = 1;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "api_key: redis %s connection to \"%V\": closed (%d)",
+                   rc->name, &rc->conf->url, status);
 
     sh = ngx_http_api_key_first_sh(ngx_http_api_key_amcf);
 
@@ -606,6 +623,10 @@ ngx_http_api_key_rconn_handshake(ngx_http_api_key_rconn_t *rc,
 static void
 ngx_http_api_key_rconn_proven(ngx_http_api_key_rconn_t *rc)
 {
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "api_key: redis %s connection to \"%V\": it works",
+                   rc->name, &rc->conf->url);
+
     if (rc->failing) {
         ngx_log_error(NGX_LOG_NOTICE, rc->log, 0,
                       "api_key: redis %s connection to \"%V\" is up",
