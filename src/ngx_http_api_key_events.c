@@ -16,6 +16,9 @@
 #include "ngx_http_api_key_redis.h"
 
 
+static void ngx_http_api_key_events_check_server(void);
+static void ngx_http_api_key_config_reply(redisAsyncContext *ac, void *r,
+    void *privdata);
 static void ngx_http_api_key_sub_ready(void);
 static void ngx_http_api_key_sub_reply(redisAsyncContext *ac, void *r,
     void *privdata);
@@ -68,9 +71,94 @@ ngx_http_api_key_events_init_worker(ngx_cycle_t *cycle,
         return NGX_ERROR;
     }
 
-    ngx_http_api_key_redis_on_events(ngx_http_api_key_sub_ready);
+    ngx_http_api_key_redis_on_ready(NGX_HTTP_API_KEY_CONN_COMMANDS,
+                                    ngx_http_api_key_events_check_server);
+    ngx_http_api_key_redis_on_ready(NGX_HTTP_API_KEY_CONN_EVENTS,
+                                    ngx_http_api_key_sub_ready);
 
     return NGX_OK;
+}
+
+
+/*
+ * The commands connection is up: with keyspace_events=on, one worker looks
+ * at whether the server publishes what it needs.
+ */
+
+static void
+ngx_http_api_key_events_check_server(void)
+{
+    static const char    *argv[] = { "CONFIG", "GET",
+                                     "notify-keyspace-events" };
+    static const size_t   argvlen[] = { 6, 3, 22 };
+
+    if (!ngx_http_api_key_events_conf->keyspace_events || ngx_worker != 0) {
+        return;
+    }
+
+    (void) ngx_http_api_key_redis_send(ngx_http_api_key_config_reply, NULL,
+                                       3, argv, argvlen);
+}
+
+
+/*
+ * keyspace_events=on needs K (keyspace channel) and g (DEL, EXPIRE, RENAME),
+ * h (HSET, HDEL) and x (expired) events, or A for all of them
+ */
+
+static void
+ngx_http_api_key_config_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    size_t       i;
+    ngx_uint_t   k, g, h, x;
+    redisReply  *reply = r, *v;
+
+    if (reply == NULL) {
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2
+        || reply->element[1]->type != REDIS_REPLY_STRING)
+    {
+        ngx_log_error(NGX_LOG_WARN, ngx_http_api_key_events_log, 0,
+                      "api_key: keyspace_events=on, but CONFIG GET "
+                      "notify-keyspace-events is not allowed; make sure the "
+                      "redis server has notify-keyspace-events \"Kghx\" or "
+                      "\"KA\"");
+        return;
+    }
+
+    v = reply->element[1];
+    k = g = h = x = 0;
+
+    for (i = 0; i < v->len; i++) {
+        switch (v->str[i]) {
+        case 'K':
+            k = 1;
+            break;
+        case 'g':
+            g = 1;
+            break;
+        case 'h':
+            h = 1;
+            break;
+        case 'x':
+            x = 1;
+            break;
+        case 'A':
+            g = h = x = 1;
+            break;
+        }
+    }
+
+    if (!k || !g || !h || !x) {
+        ngx_log_error(NGX_LOG_WARN, ngx_http_api_key_events_log, 0,
+                      "api_key: keyspace_events=on, but the redis server's "
+                      "notify-keyspace-events is \"%*s\": some changes of "
+                      "records (HSET, DEL, EXPIRE, expiries) will not be seen "
+                      "until their ttl ends; set it to \"Kghx\" (or \"KA\")",
+                      v->len, v->str);
+    }
 }
 
 
@@ -299,7 +387,8 @@ invalid:
     ngx_log_error(NGX_LOG_WARN, ngx_http_api_key_events_log, 0,
                   "api_key: ignored a malformed event of %uz bytes on "
                   "\"%V\"; expected \"revoke HASH\", \"update HASH\" or "
-                  "\"flush\"", msg->len, &ngx_http_api_key_events_conf->channel);
+                  "\"flush\"", msg->len,
+                  &ngx_http_api_key_events_conf->channel);
 }
 
 

@@ -3,15 +3,13 @@
  * ngx_http_api_key_module: the Redis connection/command layer, hiredis on
  * nginx's event loop.
  *
- * Each worker keeps one hiredis async context for commands.  Its socket is
- * wrapped in an ngx_connection_t whose read/write events drive hiredis
- * (level-triggered); timeouts are nginx timers, since hiredis 0.14 has none.
- * hiredis owns and closes the socket: the cleanup hook only releases the
- * nginx connection.  Names are resolved at configuration time.
+ * Each worker keeps one hiredis async context for commands, on nginx's
+ * events through redis_io.c; timeouts are nginx timers, since hiredis 0.14
+ * has none.  Names are resolved at configuration time.
  *
  * What is sent on it: the record reads (lookup.c), the quota leases
- * (limits.c, through ngx_http_api_key_redis_command() and a typed answer)
- * and, here, the handshake and a look at the server's settings.
+ * (limits.c, through ngx_http_api_key_redis_command() and a typed answer),
+ * a look at the server's settings (events.c) and, here, the handshake.
  *
  * The command connection carries at most max_pending commands at a time:
  * beyond that a miss is answered without Redis at once.  Commands are
@@ -20,9 +18,9 @@
  * connection whose oldest command has waited max_timeouts * timeout (and at
  * least 5 s), or on which max_timeouts reads in a row timed out with no
  * answer in between, is declared dead, closed and opened again.  A timeout,
- * a refusal or a reopened connection starts an "outage": one warning when it starts, one notice
- * with the counts when Redis answers again and a second passed without a
- * timeout or refusal.
+ * a refusal or a reopened connection starts an "outage": one warning when
+ * it starts, one notice with the counts when Redis answers again and a
+ * second passed without a timeout or refusal.
  *
  * The reconnection backoff (100 ms doubling to 2 s) starts over only when a
  * connection has proven itself: its handshake (AUTH, SELECT, PING) answered,
@@ -30,12 +28,11 @@
  *
  * A second connection per worker carries the events subscription: what it
  * subscribes to and what it does with the messages is events.c's, which
- * registers itself for the connection's "ready" at init time.
+ * registers itself at init time for what to do when a connection is ready.
  */
 
 
 #include "ngx_http_api_key_redis.h"
-#include <netinet/tcp.h>
 
 
 #define NGX_HTTP_API_KEY_BACKOFF_MIN   100
@@ -50,9 +47,6 @@
 /* no answer to the oldest command for at least this long: a dead peer */
 #define NGX_HTTP_API_KEY_STALL_MIN     5000
 
-/* unacknowledged data (or keepalive probes) for this long: a dead peer */
-#define NGX_HTTP_API_KEY_USER_TIMEOUT  10000
-
 
 typedef struct ngx_http_api_key_rconn_s  ngx_http_api_key_rconn_t;
 
@@ -66,8 +60,7 @@ typedef struct {
 struct ngx_http_api_key_rconn_s {
     const char                     *name;
     ngx_http_api_key_conn_e         conn;
-    redisAsyncContext              *ac;
-    ngx_connection_t               *c;
+    ngx_http_api_key_redis_io_t     io;          /* hiredis on nginx */
     ngx_http_api_key_redis_conf_t  *conf;
     ngx_log_t                      *log;
     ngx_event_t                     connect_timer;
@@ -126,23 +119,10 @@ static ngx_msec_t ngx_http_api_key_stall_time(
 static void ngx_http_api_key_cmd_reopen(ngx_http_api_key_rconn_t *rc);
 static void ngx_http_api_key_outage_begin(ngx_http_api_key_rconn_t *rc);
 static void ngx_http_api_key_outage_end(ngx_http_api_key_rconn_t *rc);
-static void ngx_http_api_key_ev_read(ngx_event_t *ev);
-static void ngx_http_api_key_ev_write(ngx_event_t *ev);
-static void ngx_http_api_key_event(void *data, ngx_uint_t write,
-    ngx_uint_t add);
-static void ngx_http_api_key_add_read(void *data);
-static void ngx_http_api_key_del_read(void *data);
-static void ngx_http_api_key_add_write(void *data);
-static void ngx_http_api_key_del_write(void *data);
-static void ngx_http_api_key_cleanup_conn(void *data);
 
 static void ngx_http_api_key_rconn_init(ngx_http_api_key_rconn_t *rc,
     const char *name, ngx_cycle_t *cycle, ngx_http_api_key_redis_conf_t *conf);
 static void ngx_http_api_key_rconn_close(ngx_http_api_key_rconn_t *rc);
-static void ngx_http_api_key_cmd_ready(void);
-static void ngx_http_api_key_config_reply(redisAsyncContext *ac, void *r,
-    void *privdata);
-static void ngx_http_api_key_keepalive(int fd);
 
 
 static ngx_http_api_key_rconn_t       ngx_http_api_key_cmd;
@@ -169,7 +149,6 @@ ngx_http_api_key_redis_init_worker(ngx_cycle_t *cycle,
 
     ngx_http_api_key_rconn_init(&ngx_http_api_key_cmd, "commands", cycle,
                                 conf);
-    ngx_http_api_key_cmd.ready = ngx_http_api_key_cmd_ready;
 
     ngx_http_api_key_cmd.pcap = conf->max_pending
                                 + NGX_HTTP_API_KEY_HANDSHAKE_MAX;
@@ -218,6 +197,7 @@ ngx_http_api_key_rconn_init(ngx_http_api_key_rconn_t *rc, const char *name,
     rc->name = name;
     rc->conf = conf;
     rc->log = cycle->log;
+    rc->io.log = cycle->log;
     rc->backoff = NGX_HTTP_API_KEY_BACKOFF_MIN;
 
     rc->connect_timer.handler = ngx_http_api_key_rconn_timeout_handler;
@@ -254,9 +234,9 @@ ngx_http_api_key_rconn_close(ngx_http_api_key_rconn_t *rc)
         ngx_del_timer(&rc->stall_timer);
     }
 
-    if (rc->ac) {
-        ac = rc->ac;
-        rc->ac = NULL;
+    if (rc->io.ac) {
+        ac = rc->io.ac;
+        rc->io.ac = NULL;
         redisAsyncFree(ac);     /* answers pending callbacks with NULL */
     }
 }
@@ -269,7 +249,6 @@ ngx_http_api_key_rconn_connect(ngx_http_api_key_rconn_t *rc)
 {
     int                             n;
     redisAsyncContext              *ac;
-    ngx_connection_t               *c;
     ngx_http_api_key_redis_conf_t  *conf;
     const char                     *argv[3];
     size_t                          argvlen[3];
@@ -306,34 +285,17 @@ ngx_http_api_key_rconn_connect(ngx_http_api_key_rconn_t *rc)
         return;
     }
 
-    c = ngx_get_connection(ac->c.fd, rc->log);
-    if (c == NULL) {
+    if (ngx_http_api_key_redis_io_attach(&rc->io, ac, conf->path.len == 0)
+        != NGX_OK)
+    {
         redisAsyncFree(ac);
         ngx_http_api_key_rconn_schedule(rc);
         return;
     }
 
-    if (conf->path.len == 0) {
-        ngx_http_api_key_keepalive(ac->c.fd);
-    }
-
-    c->data = rc;
-    c->read->handler = ngx_http_api_key_ev_read;
-    c->write->handler = ngx_http_api_key_ev_write;
-    c->read->log = rc->log;
-    c->write->log = rc->log;
-
-    rc->c = c;
-    rc->ac = ac;
     rc->connected = 0;
 
     ac->data = rc;
-    ac->ev.data = rc;
-    ac->ev.addRead = ngx_http_api_key_add_read;
-    ac->ev.delRead = ngx_http_api_key_del_read;
-    ac->ev.addWrite = ngx_http_api_key_add_write;
-    ac->ev.delWrite = ngx_http_api_key_del_write;
-    ac->ev.cleanup = ngx_http_api_key_cleanup_conn;
 
     redisAsyncSetConnectCallback(ac, ngx_http_api_key_rconn_on_connect);
     redisAsyncSetDisconnectCallback(ac, ngx_http_api_key_rconn_on_disconnect);
@@ -390,7 +352,7 @@ ngx_http_api_key_rconn_connect(ngx_http_api_key_rconn_t *rc)
                    rc->pending_handshake);
 
     /* the write event tells when the non-blocking connect() is done */
-    ngx_http_api_key_add_write(rc);
+    ngx_http_api_key_redis_io_add_write(&rc->io);
 
     ngx_add_timer(&rc->connect_timer, conf->connect_timeout);
 }
@@ -428,7 +390,7 @@ ngx_http_api_key_rconn_reconnect_handler(ngx_event_t *ev)
 {
     ngx_http_api_key_rconn_t  *rc = ev->data;
 
-    if (rc->ac == NULL) {
+    if (rc->io.ac == NULL) {
         ngx_http_api_key_rconn_connect(rc);
     }
 }
@@ -442,7 +404,7 @@ ngx_http_api_key_rconn_timeout_handler(ngx_event_t *ev)
     redisAsyncContext         *ac;
     ngx_http_api_key_rconn_t  *rc = ev->data;
 
-    if (rc->ac == NULL || rc->connected) {
+    if (rc->io.ac == NULL || rc->connected) {
         return;
     }
 
@@ -453,8 +415,8 @@ ngx_http_api_key_rconn_timeout_handler(ngx_event_t *ev)
         rc->failing = 1;
     }
 
-    ac = rc->ac;
-    rc->ac = NULL;
+    ac = rc->io.ac;
+    rc->io.ac = NULL;
     rc->lost = 1;
     redisAsyncFree(ac);
 
@@ -481,7 +443,7 @@ ngx_http_api_key_rconn_on_connect(const redisAsyncContext *ac, int status)
         }
 
         /* hiredis frees the context when this callback returns */
-        rc->ac = NULL;
+        rc->io.ac = NULL;
         rc->lost = 1;
         ngx_http_api_key_rconn_schedule(rc);
         return;
@@ -517,7 +479,7 @@ ngx_http_api_key_rconn_on_disconnect(const redisAsyncContext *ac, int status)
     ngx_http_api_key_shctx_t  *sh;
     ngx_http_api_key_rconn_t  *rc = ac->data;
 
-    rc->ac = NULL;
+    rc->io.ac = NULL;
     rc->connected = 0;
     rc->lost = 1;
 
@@ -606,7 +568,7 @@ ngx_http_api_key_rconn_handshake(ngx_http_api_key_rconn_t *rc,
                                        argvlen);
 
     } else {
-        rv = (redisAsyncCommandArgv(rc->ac,
+        rv = (redisAsyncCommandArgv(rc->io.ac,
                                     ngx_http_api_key_rconn_handshake_reply,
                                     (void *) what, argc, argv, argvlen)
               == REDIS_OK) ? NGX_OK : NGX_ERROR;
@@ -648,11 +610,11 @@ ngx_http_api_key_cmd_send(ngx_http_api_key_rconn_t *rc, redisCallbackFn *fn,
 {
     ngx_http_api_key_pending_t  *p;
 
-    if (rc->ac == NULL || rc->npending >= rc->pcap) {
+    if (rc->io.ac == NULL || rc->npending >= rc->pcap) {
         return NGX_ERROR;
     }
 
-    if (redisAsyncCommandArgv(rc->ac, ngx_http_api_key_cmd_reply, rc, argc,
+    if (redisAsyncCommandArgv(rc->io.ac, ngx_http_api_key_cmd_reply, rc, argc,
                               argv, argvlen)
         != REDIS_OK)
     {
@@ -799,7 +761,7 @@ ngx_http_api_key_cmd_stall_handler(ngx_event_t *ev)
     ngx_msec_t                 age, stall;
     ngx_http_api_key_rconn_t  *rc = ev->data;
 
-    if (rc->ac == NULL || rc->npending == 0) {
+    if (rc->io.ac == NULL || rc->npending == 0) {
         return;
     }
 
@@ -838,8 +800,8 @@ ngx_http_api_key_cmd_reopen(ngx_http_api_key_rconn_t *rc)
     rc->connected = 0;
     rc->lost = 1;
 
-    ac = rc->ac;
-    rc->ac = NULL;
+    ac = rc->io.ac;
+    rc->io.ac = NULL;
 
     /* answers the pending callbacks with NULL; on_disconnect if connected */
     redisAsyncFree(ac);
@@ -900,242 +862,6 @@ ngx_http_api_key_redis_auth_error(redisReply *reply)
 }
 
 
-/* ---- the hiredis event adapter -------------------------------------- */
-
-static void
-ngx_http_api_key_ev_read(ngx_event_t *ev)
-{
-    ngx_connection_t          *c = ev->data;
-    ngx_http_api_key_rconn_t  *rc = c->data;
-
-    if (rc->ac) {
-        redisAsyncHandleRead(rc->ac);
-    }
-}
-
-
-static void
-ngx_http_api_key_ev_write(ngx_event_t *ev)
-{
-    ngx_connection_t          *c = ev->data;
-    ngx_http_api_key_rconn_t  *rc = c->data;
-
-    if (rc->ac) {
-        redisAsyncHandleWrite(rc->ac);
-    }
-}
-
-
-/* hiredis wants (or no longer wants) to read or write */
-
-static void
-ngx_http_api_key_event(void *data, ngx_uint_t write, ngx_uint_t add)
-{
-    ngx_event_t               *ev;
-    ngx_http_api_key_rconn_t  *rc = data;
-
-    if (rc->c == NULL) {
-        return;
-    }
-
-    ev = write ? rc->c->write : rc->c->read;
-
-    if (add && !ev->active) {
-        if (ngx_add_event(ev, write ? NGX_WRITE_EVENT : NGX_READ_EVENT,
-                          NGX_LEVEL_EVENT)
-            != NGX_OK)
-        {
-            ngx_log_error(NGX_LOG_ALERT, rc->log, 0,
-                          "api_key: cannot add a redis %s event",
-                          write ? "write" : "read");
-        }
-
-    } else if (!add && ev->active) {
-        (void) ngx_del_event(ev, write ? NGX_WRITE_EVENT : NGX_READ_EVENT,
-                             NGX_LEVEL_EVENT);
-    }
-}
-
-
-static void
-ngx_http_api_key_add_read(void *data)
-{
-    ngx_http_api_key_event(data, 0, 1);
-}
-
-
-static void
-ngx_http_api_key_del_read(void *data)
-{
-    ngx_http_api_key_event(data, 0, 0);
-}
-
-
-static void
-ngx_http_api_key_add_write(void *data)
-{
-    ngx_http_api_key_event(data, 1, 1);
-}
-
-
-static void
-ngx_http_api_key_del_write(void *data)
-{
-    ngx_http_api_key_event(data, 1, 0);
-}
-
-
-/* hiredis is about to close the socket: release the nginx connection */
-
-static void
-ngx_http_api_key_cleanup_conn(void *data)
-{
-    ngx_connection_t          *c;
-    ngx_http_api_key_rconn_t  *rc = data;
-
-    c = rc->c;
-    if (c == NULL) {
-        return;
-    }
-
-    ngx_http_api_key_del_read(rc);
-    ngx_http_api_key_del_write(rc);
-
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
-
-    if (c->write->timer_set) {
-        ngx_del_timer(c->write);
-    }
-
-    ngx_free_connection(c);
-    c->fd = (ngx_socket_t) -1;
-
-    rc->c = NULL;
-}
-
-
-/* ---- the command connection: a look at the server's settings -------- */
-
-static void
-ngx_http_api_key_cmd_ready(void)
-{
-    ngx_http_api_key_rconn_t  *rc = &ngx_http_api_key_cmd;
-
-    static const char    *argv[] = { "CONFIG", "GET",
-                                     "notify-keyspace-events" };
-    static const size_t   argvlen[] = { 6, 3, 22 };
-
-    if (!rc->conf->keyspace_events || ngx_worker != 0) {
-        return;
-    }
-
-    (void) ngx_http_api_key_cmd_send(rc, ngx_http_api_key_config_reply, NULL,
-                                     NULL, 3, argv, argvlen);
-}
-
-
-/*
- * keyspace_events=on needs K (keyspace channel) and g (DEL, EXPIRE, RENAME),
- * h (HSET, HDEL) and x (expired) events, or A for all of them
- */
-
-static void
-ngx_http_api_key_config_reply(redisAsyncContext *ac, void *r, void *privdata)
-{
-    size_t       i;
-    ngx_uint_t   k, g, h, x;
-    redisReply  *reply = r, *v;
-
-    if (reply == NULL) {
-        return;
-    }
-
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2
-        || reply->element[1]->type != REDIS_REPLY_STRING)
-    {
-        ngx_log_error(NGX_LOG_WARN, ngx_http_api_key_cmd.log, 0,
-                      "api_key: keyspace_events=on, but CONFIG GET "
-                      "notify-keyspace-events is not allowed; make sure the "
-                      "redis server has notify-keyspace-events \"Kghx\" or "
-                      "\"KA\"");
-        return;
-    }
-
-    v = reply->element[1];
-    k = g = h = x = 0;
-
-    for (i = 0; i < v->len; i++) {
-        switch (v->str[i]) {
-        case 'K':
-            k = 1;
-            break;
-        case 'g':
-            g = 1;
-            break;
-        case 'h':
-            h = 1;
-            break;
-        case 'x':
-            x = 1;
-            break;
-        case 'A':
-            g = h = x = 1;
-            break;
-        }
-    }
-
-    if (!k || !g || !h || !x) {
-        ngx_log_error(NGX_LOG_WARN, ngx_http_api_key_cmd.log, 0,
-                      "api_key: keyspace_events=on, but the redis server's "
-                      "notify-keyspace-events is \"%*s\": some changes of "
-                      "records (HSET, DEL, EXPIRE, expiries) will not be seen "
-                      "until their ttl ends; set it to \"Kghx\" (or \"KA\")",
-                      v->len, v->str);
-    }
-}
-
-
-/* a dead peer is noticed in about 10 + 3 * 3 seconds, not hours */
-
-static void
-ngx_http_api_key_keepalive(int fd)
-{
-    int  on = 1;
-
-    (void) setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(int));
-
-#if (NGX_HAVE_KEEPALIVE_TUNABLE)
-    {
-        int  idle = 10, intvl = 3, cnt = 3;
-
-        (void) setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(int));
-        (void) setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(int));
-        (void) setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(int));
-    }
-#endif
-
-#ifdef TCP_USER_TIMEOUT
-    {
-        /* a black-holed path: sent data never acknowledged */
-        unsigned int  ut = NGX_HTTP_API_KEY_USER_TIMEOUT;
-
-        (void) setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut,
-                          sizeof(unsigned int));
-    }
-#endif
-}
-
-
 ngx_uint_t
 ngx_http_api_key_redis_state(ngx_http_api_key_conn_e conn)
 {
@@ -1144,7 +870,7 @@ ngx_http_api_key_redis_state(ngx_http_api_key_conn_e conn)
     rc = (conn == NGX_HTTP_API_KEY_CONN_EVENTS) ? &ngx_http_api_key_sub
                                                 : &ngx_http_api_key_cmd;
 
-    return (rc->ac && rc->connected) ? 1 : 0;
+    return (rc->io.ac && rc->connected) ? 1 : 0;
 }
 
 
@@ -1159,7 +885,7 @@ ngx_http_api_key_redis_command(ngx_http_api_key_reply_pt handler, void *data,
 {
     ngx_http_api_key_rconn_t  *rc = &ngx_http_api_key_cmd;
 
-    if (rc->ac == NULL || rc->npending >= rc->conf->max_pending) {
+    if (rc->io.ac == NULL || rc->npending >= rc->conf->max_pending) {
         return NGX_ERROR;
     }
 
@@ -1171,7 +897,7 @@ ngx_http_api_key_redis_command(ngx_http_api_key_reply_pt handler, void *data,
 ngx_uint_t
 ngx_http_api_key_redis_ready(void)
 {
-    return ngx_http_api_key_cmd.ac != NULL;
+    return ngx_http_api_key_cmd.io.ac != NULL;
 }
 
 
@@ -1202,7 +928,7 @@ ngx_http_api_key_redis_read_admit(void)
 
     /* (a prefix this long does not fit a read's key name) */
 
-    if (rc->ac == NULL || conf->prefix.len > 256) {
+    if (rc->io.ac == NULL || conf->prefix.len > 256) {
         rc->outage_down += rc->outage;
         return rc->denied ? NGX_DECLINED : NGX_ERROR;
     }
@@ -1269,7 +995,7 @@ ngx_http_api_key_redis_unanswered(void)
 {
     ngx_http_api_key_rconn_t  *rc = &ngx_http_api_key_cmd;
 
-    if (++rc->timeouts >= rc->conf->max_timeouts && rc->ac) {
+    if (++rc->timeouts >= rc->conf->max_timeouts && rc->io.ac) {
         ngx_http_api_key_cmd_reopen(rc);
     }
 }
@@ -1284,14 +1010,20 @@ ngx_http_api_key_redis_set_denied(ngx_uint_t denied)
 }
 
 
-/* ---- for the events subscription (events.c) ------------------------- */
+/* ---- for the events subscriber (events.c) --------------------------- */
 
-/* at init time: what to do once the events connection is up */
+/* at init time: what to do once a connection is up (TCP connected) */
 
 void
-ngx_http_api_key_redis_on_events(ngx_http_api_key_ready_pt ready)
+ngx_http_api_key_redis_on_ready(ngx_http_api_key_conn_e conn,
+    ngx_http_api_key_ready_pt ready)
 {
-    ngx_http_api_key_sub.ready = ready;
+    if (conn == NGX_HTTP_API_KEY_CONN_EVENTS) {
+        ngx_http_api_key_sub.ready = ready;
+
+    } else {
+        ngx_http_api_key_cmd.ready = ready;
+    }
 }
 
 
@@ -1301,11 +1033,11 @@ ngx_int_t
 ngx_http_api_key_redis_subscribe(redisCallbackFn *fn, int argc,
     const char **argv, const size_t *argvlen)
 {
-    if (ngx_http_api_key_sub.ac == NULL) {
+    if (ngx_http_api_key_sub.io.ac == NULL) {
         return NGX_ERROR;
     }
 
-    return (redisAsyncCommandArgv(ngx_http_api_key_sub.ac, fn, NULL, argc,
+    return (redisAsyncCommandArgv(ngx_http_api_key_sub.io.ac, fn, NULL, argc,
                                   argv, argvlen)
             == REDIS_OK) ? NGX_OK : NGX_ERROR;
 }
