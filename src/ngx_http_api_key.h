@@ -381,7 +381,6 @@ extern ngx_module_t  ngx_http_api_key_module;
 
 /* handler.c */
 ngx_int_t ngx_http_api_key_handler(ngx_http_request_t *r);
-ngx_http_api_key_ctx_t *ngx_http_api_key_get_ctx(ngx_http_request_t *r);
 
 /* redis.c (the part without hiredis types; see ngx_http_api_key_redis.h) */
 typedef void (*ngx_http_api_key_ready_pt)(void);
@@ -407,6 +406,8 @@ ngx_int_t ngx_http_api_key_events_init_worker(ngx_cycle_t *cycle,
     ngx_http_api_key_main_conf_t *amcf);
 
 /* wait.c */
+ngx_http_api_key_ctx_t *ngx_http_api_key_create_ctx(ngx_http_request_t *r);
+ngx_http_api_key_ctx_t *ngx_http_api_key_get_ctx(ngx_http_request_t *r);
 void ngx_http_api_key_wait_init(ngx_http_api_key_wait_t *w,
     ngx_http_api_key_wait_e kind, ngx_log_t *log);
 void ngx_http_api_key_wait_join(ngx_http_api_key_wait_t *w,

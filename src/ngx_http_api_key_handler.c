@@ -28,9 +28,6 @@ static ngx_uint_t ngx_http_api_key_same_source(ngx_http_api_key_source_t *a,
     ngx_http_api_key_source_t *b);
 static void ngx_http_api_key_reset_ctx(ngx_http_api_key_ctx_t *ctx,
     ngx_uint_t keep_hash);
-static ngx_http_api_key_ctx_t *ngx_http_api_key_create_ctx(
-    ngx_http_request_t *r);
-static void ngx_http_api_key_cleanup(void *data);
 static ngx_int_t ngx_http_api_key_find(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_found_t *found);
 static ngx_int_t ngx_http_api_key_find_cookie(ngx_http_request_t *r,
@@ -350,81 +347,6 @@ ngx_http_api_key_reset_ctx(ngx_http_api_key_ctx_t *ctx, ngx_uint_t keep_hash)
         ctx->source = NULL;
         ngx_explicit_memzero(ctx->hash, AK_HASH_LEN);
     }
-}
-
-
-static ngx_http_api_key_ctx_t *
-ngx_http_api_key_create_ctx(ngx_http_request_t *r)
-{
-    ngx_pool_cleanup_t      *cln;
-    ngx_http_api_key_ctx_t  *ctx;
-
-    cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_api_key_ctx_t));
-    if (cln == NULL) {
-        return NULL;
-    }
-
-    ctx = cln->data;
-    ngx_memzero(ctx, sizeof(ngx_http_api_key_ctx_t));
-
-    ctx->request = r;
-    ctx->rate_remaining = -1;
-    ctx->quota_remaining = -1;
-
-    cln->handler = ngx_http_api_key_cleanup;
-
-    ngx_http_set_ctx(r, ctx, ngx_http_api_key_module);
-
-    return ctx;
-}
-
-
-/*
- * The context survives internal redirects (which clear r->ctx) through its
- * pool cleanup, as the realip module does.
- */
-
-ngx_http_api_key_ctx_t *
-ngx_http_api_key_get_ctx(ngx_http_request_t *r)
-{
-    ngx_pool_cleanup_t      *cln;
-    ngx_http_api_key_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_api_key_module);
-
-    if (ctx) {
-        return ctx;
-    }
-
-    for (cln = r->pool->cleanup; cln; cln = cln->next) {
-        if (cln->handler == ngx_http_api_key_cleanup) {
-            ctx = cln->data;
-
-            if (ctx->request != r) {
-                return NULL;
-            }
-
-            ngx_http_set_ctx(r, ctx, ngx_http_api_key_module);
-            return ctx;
-        }
-    }
-
-    return NULL;
-}
-
-
-/* the request is going away: stop waiting for Redis, forget the hash */
-
-static void
-ngx_http_api_key_cleanup(void *data)
-{
-    ngx_http_api_key_ctx_t  *ctx = data;
-
-    if (ctx->waiting) {
-        ngx_http_api_key_wait_cancel(ctx);
-    }
-
-    ngx_explicit_memzero(ctx->hash, AK_HASH_LEN);
 }
 
 

@@ -9,6 +9,9 @@
  * timeout) comes: each runs its phases again from its own connection's
  * event.  A request that goes away while waiting cancels its place.
  *
+ * The waiter is the request's context (ngx_http_api_key_ctx_t), made here:
+ * it lives as long as the request's pool, whose cleanup cancels its wait.
+ *
  * The owners keep their waits in rbtrees keyed by the key's hash (one read,
  * one lease per key and zone at a time): ngx_http_api_key_tree_find() finds
  * one there.
@@ -18,10 +21,86 @@
 #include "ngx_http_api_key.h"
 
 
+static void ngx_http_api_key_ctx_cleanup(void *data);
 static ngx_rbtree_node_t *ngx_http_api_key_tree_find_from(
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel,
     ngx_http_api_key_zone_t *zone, u_char *hash, size_t hash_offset,
     size_t zone_offset);
+
+
+ngx_http_api_key_ctx_t *
+ngx_http_api_key_create_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t      *cln;
+    ngx_http_api_key_ctx_t  *ctx;
+
+    cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_api_key_ctx_t));
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    ctx = cln->data;
+    ngx_memzero(ctx, sizeof(ngx_http_api_key_ctx_t));
+
+    ctx->request = r;
+    ctx->rate_remaining = -1;
+    ctx->quota_remaining = -1;
+
+    cln->handler = ngx_http_api_key_ctx_cleanup;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_api_key_module);
+
+    return ctx;
+}
+
+
+/*
+ * The context survives internal redirects (which clear r->ctx) through its
+ * pool cleanup, as the realip module does.
+ */
+
+ngx_http_api_key_ctx_t *
+ngx_http_api_key_get_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t      *cln;
+    ngx_http_api_key_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_api_key_module);
+
+    if (ctx) {
+        return ctx;
+    }
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_api_key_ctx_cleanup) {
+            ctx = cln->data;
+
+            if (ctx->request != r) {
+                return NULL;
+            }
+
+            ngx_http_set_ctx(r, ctx, ngx_http_api_key_module);
+            return ctx;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* the request is going away: stop waiting for Redis, forget the hash */
+
+static void
+ngx_http_api_key_ctx_cleanup(void *data)
+{
+    ngx_http_api_key_ctx_t  *ctx = data;
+
+    if (ctx->waiting) {
+        ngx_http_api_key_wait_cancel(ctx);
+    }
+
+    ngx_explicit_memzero(ctx->hash, AK_HASH_LEN);
+}
 
 
 void
