@@ -481,14 +481,15 @@ ngx_http_api_key_apply(ngx_http_api_key_event_e event, u_char *hash)
 
         ngx_shmtx_unlock(&zone->shpool->mutex);
 
-        ngx_log_debug4(NGX_LOG_DEBUG_HTTP, ngx_http_api_key_events_log, 0,
-                       "api_key: event %s: %s, hash %08xD, zone \"%V\"",
-                       (rc == AK_EVLOG_APPLY) ? "applied"
-                       : (rc == AK_EVLOG_LOST) ? "skipped (fell behind)"
-                       : "applied by another worker",
-                       ngx_http_api_key_event_name(event),
-                       hash ? ngx_http_api_key_hash_prefix(hash) : 0,
-                       &zone->name);
+        /* (not when another worker of the node applied it already) */
+
+        if (rc == AK_EVLOG_APPLY) {
+            ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_http_api_key_events_log, 0,
+                           "api_key: event applied: %s, hash %08xD, "
+                           "zone \"%V\"", ngx_http_api_key_event_name(event),
+                           hash ? ngx_http_api_key_hash_prefix(hash) : 0,
+                           &zone->name);
+        }
 
         if (rc == AK_EVLOG_LOST && !zone->event_lagging) {
             ngx_log_error(NGX_LOG_WARN, ngx_http_api_key_events_log, 0,
