@@ -2,13 +2,22 @@
 /*
  * ngx_http_api_key_module: the common header of the C glue.
  *
- * ngx_http_api_key_module.c     directives, configuration, shared zones,
- *                               worker start/stop
- * ngx_http_api_key_handler.c    the access-phase handler: key extraction,
- *                               cache lookup, policy, responses, strip
- * ngx_http_api_key_redis.c      hiredis on nginx's event loop: connections,
- *                               lookups, reconnection
+ * The glue files, top to bottom: a file calls only files below it (function
+ * pointers registered at init time excepted).
+ *
+ * ngx_http_api_key_module.c     directives, zones, worker start/stop
+ * ngx_http_api_key_handler.c    access phase: key, decision, responses
+ * ngx_http_api_key_metrics.c    the metrics page
  * ngx_http_api_key_variables.c  $api_key_* variables
+ * ngx_http_api_key_lookup.c     coalesced record reads: answer -> cache
+ * ngx_http_api_key_limits.c     rate limits and quotas, quota lease I/O
+ * ngx_http_api_key_events.c     the events subscriber: apply to the caches
+ * ngx_http_api_key_redis.c      Redis connections and the command queue
+ * ngx_http_api_key_redis_io.c   hiredis's async adapter on nginx's events
+ * ngx_http_api_key_redis_url.c  api_key_redis's URL and parameters
+ * ngx_http_api_key_wait.c       requests waiting on a read or a lease
+ * ngx_http_api_key.h            this: types, names, inline counters
+ * ngx_http_api_key_redis.h      redis.c's API with hiredis types
  *
  * The C++ core (src/core, no nginx types) is reached through ak_core.h.
  */
