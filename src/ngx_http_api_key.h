@@ -2,16 +2,25 @@
 /*
  * ngx_http_api_key_module: the common header of the C glue.
  *
- * ngx_http_api_key_module.c     directives, configuration, shared zones,
- *                               worker start/stop
- * ngx_http_api_key_handler.c    the access-phase handler: cache lookup,
- *                               policy, decision, redirects, responses
- * ngx_http_api_key_keys.c       key sources: find the key (header, bearer,
- *                               query, cookie), check and hash it (query
- *                               percent-decoded), strip the sources
- * ngx_http_api_key_redis.c      hiredis on nginx's event loop: connections,
- *                               lookups, reconnection
+ * The glue files, top to bottom: a file calls only files below it (function
+ * pointers registered at init time excepted).
+ *
+ * ngx_http_api_key_module.c     directives, zones, worker start/stop
+ * ngx_http_api_key_handler.c    access phase: lookup, decision, redirects,
+ *                               responses
+ * ngx_http_api_key_metrics.c    the metrics page
  * ngx_http_api_key_variables.c  $api_key_* variables
+ * ngx_http_api_key_keys.c       key sources: find, check and hash (query
+ *                               percent-decoded), strip
+ * ngx_http_api_key_lookup.c     coalesced record reads: answer -> cache
+ * ngx_http_api_key_limits.c     rate limits and quotas, quota lease I/O
+ * ngx_http_api_key_events.c     the events subscriber: apply to the caches
+ * ngx_http_api_key_redis.c      Redis connections and the command queue
+ * ngx_http_api_key_redis_io.c   hiredis's async adapter on nginx's events
+ * ngx_http_api_key_redis_url.c  api_key_redis's URL and parameters
+ * ngx_http_api_key_wait.c       requests waiting on a read or a lease
+ * ngx_http_api_key.h            this: types, names, inline counters
+ * ngx_http_api_key_redis.h      redis.c's API with hiredis types
  *
  * The C++ core (src/core, no nginx types) is reached through ak_core.h.
  */
@@ -27,7 +36,7 @@
 #include "ak_core.h"
 
 
-/* $api_key_status values, in the order of ngx_http_api_key_status_names */
+/* $api_key_status values; their names follow, in the same order */
 typedef enum {
     NGX_HTTP_API_KEY_NONE = 0,
     NGX_HTTP_API_KEY_OK,
@@ -48,6 +57,64 @@ typedef enum {
 } ngx_http_api_key_status_e;
 
 
+static ngx_inline ngx_str_t *
+ngx_http_api_key_status_name(ngx_http_api_key_status_e status)
+{
+    static ngx_str_t  names[NGX_HTTP_API_KEY_NSTATUS] = {
+        ngx_string(""),
+        ngx_string("ok"),
+        ngx_string("missing"),
+        ngx_string("malformed"),
+        ngx_string("unknown"),
+        ngx_string("expired"),
+        ngx_string("revoked"),
+        ngx_string("bad_record"),
+        ngx_string("ip_denied"),
+        ngx_string("referrer_denied"),
+        ngx_string("scope_denied"),
+        ngx_string("rate_limited"),
+        ngx_string("quota_exceeded"),
+        ngx_string("unavailable"),
+        ngx_string("unchecked")
+    };
+
+    return &names[status];
+}
+
+
+/*
+ * What arrives on the events subscription, as counted per node
+ * (shctx->events[], api_key_events_total); names in the same order.
+ */
+typedef enum {
+    NGX_HTTP_API_KEY_EVENT_REVOKE = 0,   /* "revoke HASH" */
+    NGX_HTTP_API_KEY_EVENT_UPDATE,       /* "update HASH" */
+    NGX_HTTP_API_KEY_EVENT_FLUSH,        /* "flush" */
+    NGX_HTTP_API_KEY_EVENT_KEYSPACE,     /* a keyspace notification */
+    NGX_HTTP_API_KEY_EVENT_MALFORMED,    /* anything else on the channel */
+    NGX_HTTP_API_KEY_NEVENTS
+} ngx_http_api_key_event_e;
+
+
+static ngx_inline const char *
+ngx_http_api_key_event_name(ngx_http_api_key_event_e event)
+{
+    static const char  *names[NGX_HTTP_API_KEY_NEVENTS] = {
+        "revoke", "update", "flush", "keyspace", "malformed"
+    };
+
+    return names[event];
+}
+
+
+/* a worker's two Redis connections (shctx->connects[] etc. by these) */
+typedef enum {
+    NGX_HTTP_API_KEY_CONN_COMMANDS = 0,  /* reads, leases, the handshake */
+    NGX_HTTP_API_KEY_CONN_EVENTS,        /* the events subscription */
+    NGX_HTTP_API_KEY_NCONNS
+} ngx_http_api_key_conn_e;
+
+
 /* key sources */
 #define NGX_HTTP_API_KEY_SRC_HEADER   1
 #define NGX_HTTP_API_KEY_SRC_BEARER   2
@@ -58,14 +125,72 @@ typedef enum {
 #define NGX_HTTP_API_KEY_FORMAT_CHECKSUM  1
 
 /* outcome of a Redis read, as seen by the requests waiting on it */
-#define NGX_HTTP_API_KEY_LOOKUP_PENDING   0
-#define NGX_HTTP_API_KEY_LOOKUP_FOUND     1
-#define NGX_HTTP_API_KEY_LOOKUP_NOTFOUND  2
-#define NGX_HTTP_API_KEY_LOOKUP_BAD       3
-#define NGX_HTTP_API_KEY_LOOKUP_ERROR     4
-#define NGX_HTTP_API_KEY_LOOKUP_DENIED    5  /* Redis refuses the module's
-                                                commands (NOPERM, NOAUTH,
-                                                WRONGPASS): never fail open */
+typedef enum {
+    NGX_HTTP_API_KEY_LOOKUP_NONE = 0,    /* no answer to use: ask Redis */
+    NGX_HTTP_API_KEY_LOOKUP_FOUND,
+    NGX_HTTP_API_KEY_LOOKUP_NOTFOUND,
+    NGX_HTTP_API_KEY_LOOKUP_BAD,
+    NGX_HTTP_API_KEY_LOOKUP_ERROR,
+    NGX_HTTP_API_KEY_LOOKUP_DENIED       /* Redis refuses the module's
+                                            commands (NOPERM, NOAUTH,
+                                            WRONGPASS): never fail open */
+} ngx_http_api_key_lookup_e;
+
+
+/* for debug lines */
+
+static ngx_inline const char *
+ngx_http_api_key_lookup_name(ngx_http_api_key_lookup_e result)
+{
+    static const char  *names[] = {
+        "none", "found", "not found", "bad record", "error", "denied"
+    };
+
+    return names[result];
+}
+
+
+/* what a request waits on (wait.c) */
+typedef enum {
+    NGX_HTTP_API_KEY_WAIT_READ = 0,      /* a record read (lookup.c) */
+    NGX_HTTP_API_KEY_WAIT_LEASE          /* a quota lease (limits.c) */
+} ngx_http_api_key_wait_e;
+
+
+typedef struct {
+    ngx_queue_t                   waiters;   /* ngx_http_api_key_ctx_t */
+    ngx_http_api_key_wait_e       kind;
+    ngx_http_api_key_lookup_e     result;    /* a read's answer */
+    ngx_log_t                    *log;
+} ngx_http_api_key_wait_t;
+
+
+/*
+ * A Redis answer as the files without hiredis see it (limits.c): given to
+ * an ngx_http_api_key_reply_pt, NULL when there is none (the connection
+ * went down or was closed).
+ */
+typedef enum {
+    NGX_HTTP_API_KEY_REPLY_ERROR = 1,    /* str: the error */
+    NGX_HTTP_API_KEY_REPLY_STRING,       /* str */
+    NGX_HTTP_API_KEY_REPLY_STATUS,       /* str */
+    NGX_HTTP_API_KEY_REPLY_INTEGERS,     /* an integer, or an array of up to
+                                            NGX_HTTP_API_KEY_REPLY_INTS of
+                                            them: ints[0 .. nints) */
+    NGX_HTTP_API_KEY_REPLY_OTHER         /* anything else */
+} ngx_http_api_key_reply_e;
+
+#define NGX_HTTP_API_KEY_REPLY_INTS  2
+
+typedef struct {
+    ngx_http_api_key_reply_e      type;
+    ngx_str_t                     str;
+    ngx_uint_t                    nints;
+    int64_t                       ints[NGX_HTTP_API_KEY_REPLY_INTS];
+} ngx_http_api_key_reply_t;
+
+typedef void (*ngx_http_api_key_reply_pt)(ngx_http_api_key_reply_t *reply,
+    void *data);
 
 
 typedef struct {
@@ -76,7 +201,18 @@ typedef struct {
 
 /* Redis read latency histogram: upper bounds in microseconds, then +Inf */
 #define NGX_HTTP_API_KEY_LATENCY_BUCKETS  12
-extern const ngx_uint_t  ngx_http_api_key_latency_bounds[];
+
+
+static ngx_inline ngx_uint_t
+ngx_http_api_key_latency_bound(ngx_uint_t i)
+{
+    static const ngx_uint_t  bounds[NGX_HTTP_API_KEY_LATENCY_BUCKETS - 1] = {
+        250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000,
+        1000000
+    };
+
+    return bounds[i];
+}
 
 
 /* lives in shared memory, at the start of the zone's slab pool */
@@ -84,11 +220,10 @@ typedef struct {
     ak_cache_t                   *cache;
     size_t                        cache_size;
     ngx_atomic_t                  status[NGX_HTTP_API_KEY_NSTATUS];
-    ngx_atomic_t                  events[5];  /* revoke, update, flush,
-                                                 keyspace, malformed */
+    ngx_atomic_t                  events[NGX_HTTP_API_KEY_NEVENTS];
     ngx_atomic_t                  resubscribes;
-    ngx_atomic_t                  connects[2];      /* commands, events */
-    ngx_atomic_t                  disconnects[2];
+    ngx_atomic_t                  connects[NGX_HTTP_API_KEY_NCONNS];
+    ngx_atomic_t                  disconnects[NGX_HTTP_API_KEY_NCONNS];
     ngx_atomic_t                  redis_errors;
     ngx_atomic_t                  redis_timeouts;
     ngx_atomic_t                  latency[NGX_HTTP_API_KEY_LATENCY_BUCKETS];
@@ -141,6 +276,63 @@ typedef struct {
 } ngx_http_api_key_main_conf_t;
 
 
+/*
+ * Debug lines name a key by its id or by this: the first 8 hex digits of
+ * its hash ("hash %08xD"), never by the key.
+ */
+#define ngx_http_api_key_hash_prefix(hash)                                    \
+    ((uint32_t) (hash)[0] << 24 | (uint32_t) (hash)[1] << 16                  \
+     | (uint32_t) (hash)[2] << 8 | (uint32_t) (hash)[3])
+
+
+/*
+ * Counters in shared memory, bumped without the zone lock (the metrics page
+ * reads them); used by several files, so small and inline here.
+ */
+
+static ngx_inline void
+ngx_http_api_key_count(ngx_atomic_t *counter)
+{
+    (void) ngx_atomic_fetch_add(counter, 1);
+}
+
+
+/* a Redis read answered after us microseconds: the zone's histogram */
+
+static ngx_inline void
+ngx_http_api_key_observe_latency(ngx_http_api_key_zone_t *zone, ngx_uint_t us)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < NGX_HTTP_API_KEY_LATENCY_BUCKETS - 1; i++) {
+        if (us <= ngx_http_api_key_latency_bound(i)) {
+            break;
+        }
+    }
+
+    (void) ngx_atomic_fetch_add(&zone->sh->latency[i], 1);
+    (void) ngx_atomic_fetch_add(&zone->sh->latency_sum_us, us);
+    (void) ngx_atomic_fetch_add(&zone->sh->latency_count, 1);
+}
+
+
+/* module-wide counters (events, connections) live in the first zone */
+
+static ngx_inline ngx_http_api_key_shctx_t *
+ngx_http_api_key_first_sh(ngx_http_api_key_main_conf_t *amcf)
+{
+    ngx_http_api_key_zone_t  **zp;
+
+    if (amcf == NULL || amcf->zones.nelts == 0) {
+        return NULL;
+    }
+
+    zp = amcf->zones.elts;
+
+    return zp[0]->sh;
+}
+
+
 typedef struct {
     ngx_http_api_key_zone_t      *zone;      /* NULL: off */
     ngx_array_t                  *sources;   /* ngx_http_api_key_source_t */
@@ -174,15 +366,19 @@ typedef struct {
     ngx_http_api_key_source_t    *source;    /* where the key was found */
     unsigned                      decided:1;
     unsigned                      hashed:1;
-    unsigned                      attempts:2;
+    unsigned                      attempts:2;    /* reads from Redis */
+    unsigned                      lease_waits:2; /* waits for a lease */
+    unsigned                      relooks:2;     /* looks again: the entry
+                                                    went before its limits
+                                                    were counted */
 
     u_char                        hash[AK_HASH_LEN];
 
-    /* waiting on Redis: a record read or a quota lease */
-    void                         *waiting;
-    ngx_queue_t                   wait;
-    ngx_uint_t                    lookup_result;
-    ngx_uint_t                    quota_tries;
+    /* waiting on Redis: a record read or a quota lease (wait.c) */
+    ngx_http_api_key_wait_t      *waiting;       /* NULL: not waiting */
+    ngx_queue_t                   wait_link;     /* in waiting->waiters */
+    ngx_http_api_key_lookup_e     lookup_result; /* the answer of the read
+                                                    it waited on, unused */
 
     /* for variables; copied out of the record */
     ngx_str_t                     id;
@@ -201,55 +397,58 @@ typedef struct {
 } ngx_http_api_key_ctx_t;
 
 
-/*
- * The first 4 bytes of a key's hash as a number: what debug lines show of a
- * key whose id is not known yet (never the key itself).
- */
-
-static ngx_inline uint32_t
-ngx_http_api_key_hash_prefix(u_char *hash)
-{
-    return (uint32_t) hash[0] << 24 | (uint32_t) hash[1] << 16
-           | (uint32_t) hash[2] << 8 | (uint32_t) hash[3];
-}
-
-
 extern ngx_module_t  ngx_http_api_key_module;
-extern ngx_str_t     ngx_http_api_key_status_names[];
 
 
 /* handler.c */
 ngx_int_t ngx_http_api_key_handler(ngx_http_request_t *r);
-ngx_http_api_key_ctx_t *ngx_http_api_key_get_ctx(ngx_http_request_t *r);
-void ngx_http_api_key_wake_all(ngx_queue_t *waiters, ngx_uint_t result);
 
 /* keys.c */
+ngx_int_t ngx_http_api_key_keys_init_worker(ngx_cycle_t *cycle,
+    ngx_http_api_key_main_conf_t *amcf);
+void ngx_http_api_key_keys_exit_worker(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_api_key_find(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_found_t *found);
 ngx_int_t ngx_http_api_key_check_and_hash(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
-    ngx_http_api_key_found_t *found, ak_hasher_t *hasher);
+    ngx_http_api_key_found_t *found);
 ngx_int_t ngx_http_api_key_strip(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_found_t *found);
 ngx_uint_t ngx_http_api_key_same_source(ngx_http_api_key_source_t *a,
     ngx_http_api_key_source_t *b);
 
-/* redis.c */
+/* redis.c (the part without hiredis types; see ngx_http_api_key_redis.h) */
+typedef void (*ngx_http_api_key_ready_pt)(void);
+
 ngx_int_t ngx_http_api_key_redis_init_worker(ngx_cycle_t *cycle,
     ngx_http_api_key_main_conf_t *amcf);
+void ngx_http_api_key_redis_start(ngx_cycle_t *cycle);
 void ngx_http_api_key_redis_exit_worker(ngx_cycle_t *cycle);
-ngx_int_t ngx_http_api_key_redis_lookup(ngx_http_api_key_ctx_t *ctx,
-    ngx_http_api_key_zone_t *zone, uint64_t seq);
-void ngx_http_api_key_redis_cancel(ngx_http_api_key_ctx_t *ctx);
-
-struct redisAsyncContext;
-typedef void (*ngx_http_api_key_redis_cb_pt)(struct redisAsyncContext *ac,
-    void *reply, void *privdata);
-
-ngx_int_t ngx_http_api_key_redis_command(ngx_http_api_key_redis_cb_pt cb,
-    void *privdata, int argc, const char **argv, const size_t *argvlen);
+ngx_int_t ngx_http_api_key_redis_command(ngx_http_api_key_reply_pt handler,
+    void *data, int argc, const char **argv, const size_t *argvlen);
 ngx_uint_t ngx_http_api_key_redis_ready(void);
 ngx_http_api_key_redis_conf_t *ngx_http_api_key_redis_conf(void);
+ngx_uint_t ngx_http_api_key_redis_state(ngx_http_api_key_conn_e conn);
+
+/* lookup.c */
+void ngx_http_api_key_lookup_init_worker(ngx_cycle_t *cycle,
+    ngx_http_api_key_redis_conf_t *conf);
+ngx_int_t ngx_http_api_key_lookup_read(ngx_http_api_key_ctx_t *ctx,
+    ngx_http_api_key_zone_t *zone, uint64_t seq);
+
+/* events.c */
+ngx_int_t ngx_http_api_key_events_init_worker(ngx_cycle_t *cycle,
+    ngx_http_api_key_main_conf_t *amcf);
+
+/* wait.c */
+ngx_http_api_key_ctx_t *ngx_http_api_key_create_ctx(ngx_http_request_t *r);
+ngx_http_api_key_ctx_t *ngx_http_api_key_get_ctx(ngx_http_request_t *r);
+void ngx_http_api_key_wait_init(ngx_http_api_key_wait_t *w,
+    ngx_http_api_key_wait_e kind, ngx_log_t *log);
+void ngx_http_api_key_wait_join(ngx_http_api_key_wait_t *w,
+    ngx_http_api_key_ctx_t *ctx);
+void ngx_http_api_key_wait_cancel(ngx_http_api_key_ctx_t *ctx);
+void ngx_http_api_key_wait_wake(ngx_http_api_key_wait_t *w);
 ngx_rbtree_node_t *ngx_http_api_key_tree_find(ngx_rbtree_t *tree,
     ngx_http_api_key_zone_t *zone, u_char *hash, size_t hash_offset,
     size_t zone_offset);
@@ -266,12 +465,14 @@ ngx_int_t ngx_http_api_key_add_variables(ngx_conf_t *cf);
 /* metrics.c */
 char *ngx_http_api_key_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-void ngx_http_api_key_observe_latency(ngx_http_api_key_zone_t *zone,
-    ngx_uint_t us);
-ngx_uint_t ngx_http_api_key_redis_state(ngx_uint_t which);
 
-/* module.c: per-worker state */
-ak_hasher_t *ngx_http_api_key_hasher(void);
+/* redis_url.c (configuration time) */
+ngx_int_t ngx_http_api_key_redis_parse(ngx_conf_t *cf,
+    ngx_http_api_key_redis_conf_t *rcf);
+ngx_int_t ngx_http_api_key_read_secret(ngx_conf_t *cf, ngx_str_t *path,
+    ngx_str_t *out, const char *what);
+ngx_int_t ngx_http_api_key_msec_arg(ngx_conf_t *cf, ngx_str_t *arg,
+    size_t skip, ngx_msec_t *out);
 
 
 #endif /* _NGX_HTTP_API_KEY_H_INCLUDED_ */

@@ -22,9 +22,6 @@ static ngx_uint_t ngx_http_api_key_reads_alike(
     ngx_http_api_key_source_t *src);
 static void ngx_http_api_key_reset_ctx(ngx_http_api_key_ctx_t *ctx,
     ngx_uint_t keep_hash);
-static ngx_http_api_key_ctx_t *ngx_http_api_key_create_ctx(
-    ngx_http_request_t *r);
-static void ngx_http_api_key_cleanup(void *data);
 static ngx_int_t ngx_http_api_key_lookup(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx);
 static ngx_int_t ngx_http_api_key_evaluate(ngx_http_request_t *r,
@@ -40,26 +37,6 @@ static ngx_int_t ngx_http_api_key_set_header(ngx_http_request_t *r,
 static ngx_int_t ngx_http_api_key_rate_headers(ngx_http_request_t *r,
     ngx_http_api_key_ctx_t *ctx);
 static void ngx_http_api_key_resume(ngx_http_request_t *r);
-
-
-ngx_str_t  ngx_http_api_key_status_names[] = {
-    ngx_string(""),
-    ngx_string("ok"),
-    ngx_string("missing"),
-    ngx_string("malformed"),
-    ngx_string("unknown"),
-    ngx_string("expired"),
-    ngx_string("revoked"),
-    ngx_string("bad_record"),
-    ngx_string("ip_denied"),
-    ngx_string("referrer_denied"),
-    ngx_string("scope_denied"),
-    ngx_string("rate_limited"),
-    ngx_string("quota_exceeded"),
-    ngx_string("unavailable"),
-    ngx_string("unchecked"),
-    ngx_null_string
-};
 
 
 #if (NGX_DEBUG)
@@ -142,8 +119,7 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
 
     ctx->source = found.source;
 
-    rc = ngx_http_api_key_check_and_hash(r, alcf, ctx, &found,
-                                         ngx_http_api_key_hasher());
+    rc = ngx_http_api_key_check_and_hash(r, alcf, ctx, &found);
 
     if (alcf->strip && ngx_http_api_key_strip(r, alcf, &found) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -220,7 +196,7 @@ ngx_http_api_key_redirected(ngx_http_request_t *r,
 
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "api_key: redirected after \"%V\": denied again",
-                       &ngx_http_api_key_status_names[ctx->status]);
+                       ngx_http_api_key_status_name(ctx->status));
 
         return ctx->rc;
     }
@@ -313,8 +289,9 @@ ngx_http_api_key_reset_ctx(ngx_http_api_key_ctx_t *ctx, ngx_uint_t keep_hash)
     ctx->decided = 0;
     ctx->decided_by = NULL;
     ctx->attempts = 0;
-    ctx->quota_tries = 0;
-    ctx->lookup_result = NGX_HTTP_API_KEY_LOOKUP_PENDING;
+    ctx->lease_waits = 0;
+    ctx->relooks = 0;
+    ctx->lookup_result = NGX_HTTP_API_KEY_LOOKUP_NONE;
 
     ngx_str_null(&ctx->id);
     ngx_str_null(&ctx->owner);
@@ -332,102 +309,32 @@ ngx_http_api_key_reset_ctx(ngx_http_api_key_ctx_t *ctx, ngx_uint_t keep_hash)
 }
 
 
-static ngx_http_api_key_ctx_t *
-ngx_http_api_key_create_ctx(ngx_http_request_t *r)
-{
-    ngx_pool_cleanup_t      *cln;
-    ngx_http_api_key_ctx_t  *ctx;
-
-    cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_api_key_ctx_t));
-    if (cln == NULL) {
-        return NULL;
-    }
-
-    ctx = cln->data;
-    ngx_memzero(ctx, sizeof(ngx_http_api_key_ctx_t));
-
-    ctx->request = r;
-    ctx->rate_remaining = -1;
-    ctx->quota_remaining = -1;
-
-    cln->handler = ngx_http_api_key_cleanup;
-
-    ngx_http_set_ctx(r, ctx, ngx_http_api_key_module);
-
-    return ctx;
-}
-
-
-/*
- * The context survives internal redirects (which clear r->ctx) through its
- * pool cleanup, as the realip module does.
- */
-
-ngx_http_api_key_ctx_t *
-ngx_http_api_key_get_ctx(ngx_http_request_t *r)
-{
-    ngx_pool_cleanup_t      *cln;
-    ngx_http_api_key_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_api_key_module);
-
-    if (ctx) {
-        return ctx;
-    }
-
-    for (cln = r->pool->cleanup; cln; cln = cln->next) {
-        if (cln->handler == ngx_http_api_key_cleanup) {
-            ctx = cln->data;
-
-            if (ctx->request != r) {
-                return NULL;
-            }
-
-            ngx_http_set_ctx(r, ctx, ngx_http_api_key_module);
-            return ctx;
-        }
-    }
-
-    return NULL;
-}
-
-
-/* the request is going away: stop waiting for Redis, forget the hash */
-
-static void
-ngx_http_api_key_cleanup(void *data)
-{
-    ngx_http_api_key_ctx_t  *ctx = data;
-
-    if (ctx->waiting) {
-        ngx_http_api_key_redis_cancel(ctx);
-    }
-
-    ngx_explicit_memzero(ctx->hash, AK_HASH_LEN);
-}
-
-
 /* ---- the cache, then Redis ------------------------------------------ */
 
 static ngx_int_t
 ngx_http_api_key_lookup(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx)
 {
-    int                       found;
-    size_t                    len;
-    uint32_t                  flags, slot;
-    uint64_t                  seq;
-    ngx_int_t                 rc;
-    ngx_uint_t                result;
-    ngx_http_api_key_zone_t  *zone;
+    int                         found;
+    size_t                      len;
+    uint32_t                    flags, slot;
+    uint64_t                    seq;
+    ngx_int_t                   rc;
+    ngx_http_api_key_zone_t    *zone;
+    ngx_http_api_key_lookup_e   result;
 
     zone = alcf->zone;
+
+    /* the answer of the read this request waited on, if any: used once */
+
+    result = ctx->lookup_result;
+    ctx->lookup_result = NGX_HTTP_API_KEY_LOOKUP_NONE;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
     /* a request woken after waiting was counted at its first look */
 
-    found = (ctx->attempts == 0 && ctx->quota_tries == 0)
+    found = (ctx->attempts == 0 && ctx->lease_waits == 0 && ctx->relooks == 0)
             ? ak_cache_lookup(zone->sh->cache, ctx->hash,
                               (uint64_t) ngx_current_msec,
                               ngx_http_api_key_blob,
@@ -463,14 +370,11 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
 
     /* MISS or STALE */
 
-    result = ctx->lookup_result;
-    ctx->lookup_result = NGX_HTTP_API_KEY_LOOKUP_PENDING;
-
-    if (result == NGX_HTTP_API_KEY_LOOKUP_PENDING) {
+    if (result == NGX_HTTP_API_KEY_LOOKUP_NONE) {
 
         ctx->attempts++;
 
-        rc = ngx_http_api_key_redis_lookup(ctx, zone, seq);
+        rc = ngx_http_api_key_lookup_read(ctx, zone, seq);
 
         if (rc == NGX_AGAIN) {
             r->read_event_handler = ngx_http_test_reading;
@@ -773,7 +677,7 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "api_key: decision %V, key id \"%V\"",
-                   &ngx_http_api_key_status_names[status], &ctx->id);
+                   ngx_http_api_key_status_name(status), &ctx->id);
 
     return rc;
 }
@@ -863,31 +767,7 @@ ngx_http_api_key_rate_headers(ngx_http_request_t *r,
 }
 
 
-/* ---- waiting on Redis ----------------------------------------------- */
-
-/*
- * Called by the Redis side when the read (or lease) these requests wait on
- * is over: each runs its phases again from its own connection's event.
- */
-
-void
-ngx_http_api_key_wake_all(ngx_queue_t *waiters, ngx_uint_t result)
-{
-    ngx_queue_t             *q;
-    ngx_http_api_key_ctx_t  *ctx;
-
-    while (!ngx_queue_empty(waiters)) {
-        q = ngx_queue_head(waiters);
-        ngx_queue_remove(q);
-
-        ctx = ngx_queue_data(q, ngx_http_api_key_ctx_t, wait);
-        ctx->waiting = NULL;
-        ctx->lookup_result = result;
-
-        ngx_post_event(ctx->request->connection->write, &ngx_posted_events);
-    }
-}
-
+/* ---- woken after waiting on Redis (wait.c) ------------------------ */
 
 static void
 ngx_http_api_key_resume(ngx_http_request_t *r)

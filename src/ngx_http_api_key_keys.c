@@ -47,6 +47,39 @@ static char  *ngx_http_api_key_source_kinds[] = {
 #endif
 
 
+/* the worker's hasher (SHA-256 or HMAC-SHA256), built at worker start */
+static ak_hasher_t  *ngx_http_api_key_hasher;
+
+
+ngx_int_t
+ngx_http_api_key_keys_init_worker(ngx_cycle_t *cycle,
+    ngx_http_api_key_main_conf_t *amcf)
+{
+    char  err[AK_ERR_LEN];
+
+    ngx_http_api_key_hasher = ak_hasher_new((int) amcf->hash_kind,
+                                            amcf->secret.data,
+                                            amcf->secret.len,
+                                            err, sizeof(err));
+    if (ngx_http_api_key_hasher == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0, "api_key_hash: %s", err);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_api_key_keys_exit_worker(ngx_cycle_t *cycle)
+{
+    if (ngx_http_api_key_hasher) {
+        ak_hasher_free(ngx_http_api_key_hasher);
+        ngx_http_api_key_hasher = NULL;
+    }
+}
+
+
 /* first configured source present in the request wins */
 
 ngx_int_t
@@ -356,7 +389,7 @@ ngx_http_api_key_arg_named(u_char *arg, u_char *end, ngx_str_t *name)
 ngx_int_t
 ngx_http_api_key_check_and_hash(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
-    ngx_http_api_key_found_t *found, ak_hasher_t *hasher)
+    ngx_http_api_key_found_t *found)
 {
     size_t      len;
     ngx_int_t   rc;
@@ -391,7 +424,9 @@ ngx_http_api_key_check_and_hash(ngx_http_request_t *r,
         goto done;
     }
 
-    if (ak_hasher_digest(hasher, k.data, k.len, ctx->hash) != 0) {
+    if (ak_hasher_digest(ngx_http_api_key_hasher, k.data, k.len, ctx->hash)
+        != 0)
+    {
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
                       "api_key: hashing failed");
         rc = NGX_ERROR;

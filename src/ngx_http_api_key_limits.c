@@ -36,16 +36,13 @@
 
 #include <ngx_sha1.h>
 
-#include <hiredis/hiredis.h>
-#include <hiredis/async.h>
-
 
 typedef struct {
     ngx_rbtree_node_t           node;
     u_char                      hash[AK_HASH_LEN];
     ngx_http_api_key_zone_t    *zone;
     uint32_t                    window;     /* window start / 3600 */
-    ngx_queue_t                 waiters;
+    ngx_http_api_key_wait_t     wait;       /* requests waiting for it */
     ngx_event_t                 timer;
     uint64_t                    debt;       /* offline counts reported */
     uint64_t                    limit;      /* the script's arguments */
@@ -99,12 +96,8 @@ typedef struct {
 #define NGX_HTTP_API_KEY_SCRIPT_LOADING      1
 #define NGX_HTTP_API_KEY_SCRIPT_LOADED       2
 
-/*
- * ctx->quota_tries counts the lease waits of a request in its low byte and
- * its looks again (the entry went away before its limits were counted)
- * above it.
- */
-#define NGX_HTTP_API_KEY_RELOOK              0x100
+/* per request: waits for a lease, looks again after the entry went away */
+#define NGX_HTTP_API_KEY_LEASE_WAITS_MAX     2
 #define NGX_HTTP_API_KEY_RELOOK_MAX          2
 
 
@@ -112,16 +105,16 @@ static ngx_int_t ngx_http_api_key_lease_start(ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_zone_t *zone, u_char *hash, ak_record_t *rec,
     int64_t start, int64_t end, uint64_t used);
 static ngx_int_t ngx_http_api_key_lease_send(ngx_http_api_key_lease_t *lease);
-static void ngx_http_api_key_lease_reply(redisAsyncContext *ac, void *r,
-    void *privdata);
-static void ngx_http_api_key_script_reply(redisAsyncContext *ac, void *r,
-    void *privdata);
+static void ngx_http_api_key_lease_reply(ngx_http_api_key_reply_t *reply,
+    void *data);
+static void ngx_http_api_key_script_reply(ngx_http_api_key_reply_t *reply,
+    void *data);
 static void ngx_http_api_key_lease_timeout(ngx_event_t *ev);
 static void ngx_http_api_key_lease_finish(ngx_http_api_key_lease_t *lease);
 static ngx_uint_t ngx_http_api_key_lease_backed_off(
     ngx_http_api_key_offline_t *off);
 static void ngx_http_api_key_lease_failed(ngx_http_api_key_lease_t *lease,
-    redisReply *reply);
+    ngx_http_api_key_reply_t *reply);
 static void ngx_http_api_key_lease_worked(ngx_http_api_key_lease_t *lease);
 static ngx_http_api_key_offline_t *ngx_http_api_key_offline_node(
     ngx_http_api_key_zone_t *zone, u_char *hash, uint32_t window,
@@ -248,13 +241,12 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
          * It looks its key up again (from Redis) and comes back here.
          */
 
-        if ((ctx->quota_tries >> 8) < NGX_HTTP_API_KEY_RELOOK_MAX) {
+        if (ctx->relooks < NGX_HTTP_API_KEY_RELOOK_MAX) {
             ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                            "api_key: entry gone before its limits, "
                            "looking the key up again");
 
-            ctx->quota_tries += NGX_HTTP_API_KEY_RELOOK;
-            ctx->lookup_result = NGX_HTTP_API_KEY_LOOKUP_PENDING;
+            ctx->relooks++;
 
             ngx_post_event(r->connection->write, &ngx_posted_events);
 
@@ -315,8 +307,8 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
 
     case AK_NEED_LEASE:
 
-        if ((ctx->quota_tries & 0xff) < 2) {
-            ctx->quota_tries++;
+        if (ctx->lease_waits < NGX_HTTP_API_KEY_LEASE_WAITS_MAX) {
+            ctx->lease_waits++;
 
             rc = ngx_http_api_key_lease_start(ctx, zone, ctx->hash, rec,
                                               ar.window_start, ar.window_end,
@@ -387,8 +379,7 @@ ngx_http_api_key_lease_start(ngx_http_api_key_ctx_t *ctx,
             return NGX_OK;
         }
 
-        ngx_queue_insert_tail(&lease->waiters, &ctx->wait);
-        ctx->waiting = lease;
+        ngx_http_api_key_wait_join(&lease->wait, ctx);
 
         return NGX_AGAIN;
     }
@@ -413,7 +404,8 @@ ngx_http_api_key_lease_start(ngx_http_api_key_ctx_t *ctx,
     ngx_memcpy(lease->hash, hash, AK_HASH_LEN);
     lease->zone = zone;
     lease->window = window;
-    ngx_queue_init(&lease->waiters);
+    ngx_http_api_key_wait_init(&lease->wait, NGX_HTTP_API_KEY_WAIT_LEASE,
+                               ngx_http_api_key_limits_log);
 
     n = ngx_min(rec->id.len, AK_ID_MAX_LEN);
     ngx_memcpy(lease->id, rec->id.data, n);
@@ -473,12 +465,16 @@ ngx_http_api_key_lease_start(ngx_http_api_key_ctx_t *ctx,
     lease->timer.log = ngx_http_api_key_limits_log;
     ngx_add_timer(&lease->timer, conf->timeout);
 
+    ngx_log_debug5(NGX_LOG_DEBUG_HTTP, ngx_http_api_key_limits_log, 0,
+                   "api_key: lease sent, key id \"%*s\": want %uL, "
+                   "debt %uL%s", lease->id_len, lease->id, lease->want,
+                   lease->debt, ctx ? ", a request waits" : " (prefetch)");
+
     if (ctx == NULL) {
         return NGX_OK;
     }
 
-    ngx_queue_insert_tail(&lease->waiters, &ctx->wait);
-    ctx->waiting = lease;
+    ngx_http_api_key_wait_join(&lease->wait, ctx);
 
     return NGX_AGAIN;
 }
@@ -539,13 +535,11 @@ ngx_http_api_key_lease_send(ngx_http_api_key_lease_t *lease)
 
 
 static void
-ngx_http_api_key_script_reply(redisAsyncContext *ac, void *r, void *privdata)
+ngx_http_api_key_script_reply(ngx_http_api_key_reply_t *reply, void *data)
 {
-    redisReply  *reply = r;
-
-    if (reply && reply->type == REDIS_REPLY_STRING
-        && reply->len == sizeof(ngx_http_api_key_script_sha)
-        && ngx_strncasecmp((u_char *) reply->str, ngx_http_api_key_script_sha,
+    if (reply && reply->type == NGX_HTTP_API_KEY_REPLY_STRING
+        && reply->str.len == sizeof(ngx_http_api_key_script_sha)
+        && ngx_strncasecmp(reply->str.data, ngx_http_api_key_script_sha,
                            sizeof(ngx_http_api_key_script_sha))
            == 0)
     {
@@ -566,20 +560,20 @@ ngx_http_api_key_script_reply(redisAsyncContext *ac, void *r, void *privdata)
 
 
 static void
-ngx_http_api_key_lease_reply(redisAsyncContext *ac, void *r, void *privdata)
+ngx_http_api_key_lease_reply(ngx_http_api_key_reply_t *reply, void *data)
 {
     uint64_t                     grant, used;
     ngx_uint_t                   applied, failed;
-    redisReply                  *reply = r;
     ak_key_state_t              *st;
-    ngx_http_api_key_lease_t    *lease = privdata;
+    ngx_http_api_key_lease_t    *lease = data;
     ngx_http_api_key_offline_t  *off;
     const char                  *argv[3];
     size_t                       argvlen[3];
     u_char                       num[NGX_INT64_LEN];
 
-    if (reply && reply->type == REDIS_REPLY_ERROR
-        && reply->len >= 8 && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0
+    if (reply && reply->type == NGX_HTTP_API_KEY_REPLY_ERROR
+        && reply->str.len >= 8
+        && ngx_strncmp(reply->str.data, "NOSCRIPT", 8) == 0
         && !lease->reloaded && !lease->done)
     {
         /* Redis restarted or SCRIPT FLUSH: load it again, once per lease */
@@ -600,15 +594,14 @@ ngx_http_api_key_lease_reply(redisAsyncContext *ac, void *r, void *privdata)
     grant = 0;
     used = 0;
 
-    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
-        && reply->element[0]->type == REDIS_REPLY_INTEGER
-        && reply->element[1]->type == REDIS_REPLY_INTEGER
-        && reply->element[0]->integer >= 0
-        && reply->element[1]->integer >= 0)
+    /* the script's {granted, total now leased by all nodes} */
+
+    if (reply && reply->type == NGX_HTTP_API_KEY_REPLY_INTEGERS
+        && reply->nints == 2 && reply->ints[0] >= 0 && reply->ints[1] >= 0)
     {
         failed = 0;
-        grant = (uint64_t) reply->element[0]->integer;
-        used = (uint64_t) reply->element[1]->integer;
+        grant = (uint64_t) reply->ints[0];
+        used = (uint64_t) reply->ints[1];
 
         /* offline counts not in Redis yet (sent with the next lease) */
 
@@ -626,6 +619,14 @@ ngx_http_api_key_lease_reply(redisAsyncContext *ac, void *r, void *privdata)
 
         ngx_shmtx_unlock(&lease->zone->shpool->mutex);
     }
+
+    ngx_log_debug6(NGX_LOG_DEBUG_HTTP, ngx_http_api_key_limits_log, 0,
+                   "api_key: lease answered: %s, key id \"%*s\": granted "
+                   "%uL, used %uL%s",
+                   failed ? (reply ? "failed" : "no answer") : "counts",
+                   lease->id_len, lease->id, grant, used,
+                   lease->done ? " (after its timeout)"
+                   : (!failed && !applied) ? " (not applied)" : "");
 
     if (lease->probe) {
         ngx_http_api_key_lease_conn.probing = 0;
@@ -688,6 +689,10 @@ ngx_http_api_key_lease_timeout(ngx_event_t *ev)
 {
     ngx_http_api_key_lease_t  *lease = ev->data;
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_http_api_key_limits_log, 0,
+                   "api_key: lease timed out, key id \"%*s\"",
+                   lease->id_len, lease->id);
+
     if (lease->probe) {
         ngx_http_api_key_lease_conn.probing = 0;
         lease->probe = 0;
@@ -697,7 +702,7 @@ ngx_http_api_key_lease_timeout(ngx_event_t *ev)
 
     ngx_http_api_key_offline_grant(lease->zone, lease->hash, lease->window);
 
-    /* the hiredis callback still comes, and frees the lease */
+    /* the answer (or its absence) still comes, and frees the lease */
     ngx_http_api_key_lease_finish(lease);
 }
 
@@ -713,7 +718,8 @@ ngx_http_api_key_lease_finish(ngx_http_api_key_lease_t *lease)
 
     ngx_rbtree_delete(&ngx_http_api_key_leases, &lease->node);
 
-    ngx_http_api_key_wake_all(&lease->waiters, NGX_HTTP_API_KEY_LOOKUP_PENDING);
+    /* the waiters look at their key's counts again */
+    ngx_http_api_key_wait_wake(&lease->wait);
 }
 
 
@@ -753,7 +759,7 @@ ngx_http_api_key_lease_backed_off(ngx_http_api_key_offline_t *off)
 
 static void
 ngx_http_api_key_lease_failed(ngx_http_api_key_lease_t *lease,
-    redisReply *reply)
+    ngx_http_api_key_reply_t *reply)
 {
     size_t                          len;
     u_char                         *err;
@@ -767,9 +773,11 @@ ngx_http_api_key_lease_failed(ngx_http_api_key_lease_t *lease,
     err = (u_char *) "malformed answer";
     len = sizeof("malformed answer") - 1;
 
-    if (reply && reply->type == REDIS_REPLY_ERROR && reply->str) {
-        err = (u_char *) reply->str;
-        len = ngx_min((size_t) reply->len, 256);
+    if (reply && reply->type == NGX_HTTP_API_KEY_REPLY_ERROR
+        && reply->str.data)
+    {
+        err = reply->str.data;
+        len = ngx_min(reply->str.len, 256);
 
         key_level = (len >= 9 && ngx_strncmp(err, "WRONGTYPE", 9) == 0)
                     || (len >= 4 && ngx_strncmp(err, "ERR ", 4) == 0);

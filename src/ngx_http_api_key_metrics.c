@@ -14,16 +14,6 @@
 static ngx_int_t ngx_http_api_key_metrics_handler(ngx_http_request_t *r);
 
 
-const ngx_uint_t  ngx_http_api_key_latency_bounds[] = {
-    250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000
-};
-
-
-static const char  *ngx_http_api_key_event_names[] = {
-    "revoke", "update", "flush", "keyspace", "malformed"
-};
-
-
 char *
 ngx_http_api_key_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -33,23 +23,6 @@ ngx_http_api_key_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     clcf->handler = ngx_http_api_key_metrics_handler;
 
     return NGX_CONF_OK;
-}
-
-
-void
-ngx_http_api_key_observe_latency(ngx_http_api_key_zone_t *zone, ngx_uint_t us)
-{
-    ngx_uint_t  i;
-
-    for (i = 0; i < NGX_HTTP_API_KEY_LATENCY_BUCKETS - 1; i++) {
-        if (us <= ngx_http_api_key_latency_bounds[i]) {
-            break;
-        }
-    }
-
-    (void) ngx_atomic_fetch_add(&zone->sh->latency[i], 1);
-    (void) ngx_atomic_fetch_add(&zone->sh->latency_sum_us, us);
-    (void) ngx_atomic_fetch_add(&zone->sh->latency_count, 1);
 }
 
 
@@ -138,7 +111,7 @@ ngx_http_api_key_metrics_handler(ngx_http_request_t *r)
         for (j = 1; j < NGX_HTTP_API_KEY_NSTATUS; j++) {
             ngx_http_api_key_print(
                 "api_key_requests_total{zone=\"%V\",status=\"%V\"} %uA\n",
-                &labels[i], &ngx_http_api_key_status_names[j], sh->status[j]);
+                &labels[i], ngx_http_api_key_status_name(j), sh->status[j]);
         }
     }
 
@@ -200,8 +173,8 @@ ngx_http_api_key_metrics_handler(ngx_http_request_t *r)
                 ngx_http_api_key_print(
                     "api_key_redis_read_seconds_bucket{zone=\"%V\","
                     "le=\"%ui.%06ui\"} %ui\n", z,
-                    ngx_http_api_key_latency_bounds[j] / 1000000,
-                    ngx_http_api_key_latency_bounds[j] % 1000000, cum);
+                    ngx_http_api_key_latency_bound(j) / 1000000,
+                    ngx_http_api_key_latency_bound(j) % 1000000, cum);
 
             } else {
                 ngx_http_api_key_print(
@@ -230,9 +203,9 @@ ngx_http_api_key_metrics_handler(ngx_http_request_t *r)
             "once per worker that received them).\n"
             "# TYPE api_key_events_total counter\n");
 
-        for (j = 0; j < 5; j++) {
+        for (j = 0; j < NGX_HTTP_API_KEY_NEVENTS; j++) {
             ngx_http_api_key_print("api_key_events_total{type=\"%s\"} %uA\n",
-                                   ngx_http_api_key_event_names[j],
+                                   ngx_http_api_key_event_name(j),
                                    sh->events[j]);
         }
 
@@ -256,10 +229,13 @@ ngx_http_api_key_metrics_handler(ngx_http_request_t *r)
             "# TYPE api_key_redis_connected gauge\n"
             "api_key_redis_connected{connection=\"commands\"} %ui\n"
             "api_key_redis_connected{connection=\"events\"} %ui\n",
-            sh->resubscribes, sh->connects[0], sh->connects[1],
-            sh->disconnects[0], sh->disconnects[1],
-            ngx_http_api_key_redis_state(0),
-            ngx_http_api_key_redis_state(1));
+            sh->resubscribes,
+            sh->connects[NGX_HTTP_API_KEY_CONN_COMMANDS],
+            sh->connects[NGX_HTTP_API_KEY_CONN_EVENTS],
+            sh->disconnects[NGX_HTTP_API_KEY_CONN_COMMANDS],
+            sh->disconnects[NGX_HTTP_API_KEY_CONN_EVENTS],
+            ngx_http_api_key_redis_state(NGX_HTTP_API_KEY_CONN_COMMANDS),
+            ngx_http_api_key_redis_state(NGX_HTTP_API_KEY_CONN_EVENTS));
     }
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,

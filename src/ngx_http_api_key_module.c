@@ -36,15 +36,6 @@ static char *ngx_http_api_key_realm(ngx_conf_t *cf, ngx_command_t *cmd,
 
 static ngx_int_t ngx_http_api_key_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
-static ngx_int_t ngx_http_api_key_parse_url(ngx_conf_t *cf,
-    ngx_http_api_key_redis_conf_t *rcf, ngx_str_t *url);
-static ngx_int_t ngx_http_api_key_redact_url(ngx_pool_t *pool, ngx_str_t *url,
-    ngx_str_t *out);
-static ngx_int_t ngx_http_api_key_read_secret(ngx_conf_t *cf, ngx_str_t *path,
-    ngx_str_t *out, const char *what);
-static void ngx_http_api_key_wipe(void *data);
-static ngx_int_t ngx_http_api_key_msec_arg(ngx_conf_t *cf, ngx_str_t *arg,
-    size_t skip, ngx_msec_t *out);
 
 
 static ngx_conf_enum_t  ngx_http_api_key_fail_modes[] = {
@@ -168,8 +159,6 @@ ngx_module_t  ngx_http_api_key_module = {
 };
 
 
-/* the per-worker hasher, built in init_process */
-static ak_hasher_t  *ngx_http_api_key_worker_hasher;
 
 /* where the first "api_key" directive stands, for errors found later */
 static ngx_str_t     ngx_http_api_key_first_file;
@@ -414,7 +403,6 @@ ngx_http_api_key_postconfiguration(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_api_key_init_process(ngx_cycle_t *cycle)
 {
-    char                           err[AK_ERR_LEN];
     ngx_http_conf_ctx_t           *ctx;
     ngx_http_api_key_main_conf_t  *amcf;
 
@@ -437,16 +425,29 @@ ngx_http_api_key_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    ngx_http_api_key_worker_hasher = ak_hasher_new((int) amcf->hash_kind,
-                                                   amcf->secret.data,
-                                                   amcf->secret.len,
-                                                   err, sizeof(err));
-    if (ngx_http_api_key_worker_hasher == NULL) {
-        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0, "api_key_hash: %s", err);
+    /* each unit of the worker, those used by others first */
+
+    if (ngx_http_api_key_keys_init_worker(cycle, amcf) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    return ngx_http_api_key_redis_init_worker(cycle, amcf);
+    if (ngx_http_api_key_redis_init_worker(cycle, amcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_api_key_lookup_init_worker(cycle, amcf->redis);
+
+    if (ngx_http_api_key_events_init_worker(cycle, amcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_api_key_limits_init_worker(cycle);
+
+    /* everyone is ready for answers: connect */
+
+    ngx_http_api_key_redis_start(cycle);
+
+    return NGX_OK;
 }
 
 
@@ -454,18 +455,7 @@ static void
 ngx_http_api_key_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_api_key_redis_exit_worker(cycle);
-
-    if (ngx_http_api_key_worker_hasher) {
-        ak_hasher_free(ngx_http_api_key_worker_hasher);
-        ngx_http_api_key_worker_hasher = NULL;
-    }
-}
-
-
-ak_hasher_t *
-ngx_http_api_key_hasher(void)
-{
-    return ngx_http_api_key_worker_hasher;
+    ngx_http_api_key_keys_exit_worker(cycle);
 }
 
 
@@ -479,7 +469,8 @@ ngx_http_api_key_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     u_char                    *p;
     ssize_t                    size;
-    ngx_int_t                  pct;
+    ngx_int_t                  n, pct;
+    ngx_uint_t                 lease;
     ngx_msec_t                 ms;
     ngx_str_t                 *value, name, s;
     ngx_uint_t                 i;
@@ -579,28 +570,26 @@ ngx_http_api_key_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
-        if (ngx_strncmp(value[i].data, "quota_lease=", 12) == 0
-            || ngx_strncmp(value[i].data, "quota_offline=", 14) == 0)
-        {
+        lease = (ngx_strncmp(value[i].data, "quota_lease=", 12) == 0);
+
+        if (lease || ngx_strncmp(value[i].data, "quota_offline=", 14) == 0) {
             s.data = (u_char *) ngx_strchr(value[i].data, '=') + 1;
             s.len = value[i].data + value[i].len - s.data;
 
-            pct = ngx_atoi(s.data, s.len);
+            n = ngx_atoi(s.data, s.len);
 
-            if (pct == NGX_ERROR || pct > 1000000
-                || (pct == 0 && value[i].data[6] == 'l'))
-            {
+            if (n == NGX_ERROR || n > 1000000 || (n == 0 && lease)) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "invalid \"%V\": expected a count "
                                    "(lease: 1 to 1000000)", &value[i]);
                 return NGX_CONF_ERROR;
             }
 
-            if (value[i].data[6] == 'l') {
-                zone->quota_lease = (ngx_uint_t) pct;
+            if (lease) {
+                zone->quota_lease = (ngx_uint_t) n;
 
             } else {
-                zone->quota_offline = (ngx_uint_t) pct;
+                zone->quota_offline = (ngx_uint_t) n;
             }
 
             continue;
@@ -763,9 +752,6 @@ ngx_http_api_key_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_api_key_main_conf_t *amcf = conf;
 
-    ngx_int_t                       n;
-    ngx_str_t                      *value, s;
-    ngx_uint_t                      i;
     ngx_http_api_key_redis_conf_t  *rcf;
 
     if (amcf->redis) {
@@ -777,361 +763,13 @@ ngx_http_api_key_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    value = cf->args->elts;
-
-    rcf->timeout = 100;
-    rcf->connect_timeout = 1000;
-    rcf->max_pending = 1000;
-    rcf->max_timeouts = 3;
-    ngx_str_set(&rcf->prefix, "apikey:");
-    ngx_str_set(&rcf->channel, "apikey:events");
-
-    if (ngx_http_api_key_parse_url(cf, rcf, &value[1]) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    for (i = 2; i < cf->args->nelts; i++) {
-
-        if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
-            if (ngx_http_api_key_msec_arg(cf, &value[i], 8, &rcf->timeout)
-                != NGX_OK)
-            {
-                return NGX_CONF_ERROR;
-            }
-
-            if (rcf->timeout == 0) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "\"%V\": must be positive", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "connect_timeout=", 16) == 0) {
-            if (ngx_http_api_key_msec_arg(cf, &value[i], 16,
-                                          &rcf->connect_timeout)
-                != NGX_OK)
-            {
-                return NGX_CONF_ERROR;
-            }
-
-            if (rcf->connect_timeout == 0) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "\"%V\": must be positive", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "password_file=", 14) == 0) {
-            s.data = value[i].data + 14;
-            s.len = value[i].len - 14;
-
-            if (rcf->password.len) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "password given twice: in the url and "
-                                   "in \"password_file\"");
-                return NGX_CONF_ERROR;
-            }
-
-            if (ngx_http_api_key_read_secret(cf, &s, &rcf->password,
-                                             "password_file")
-                != NGX_OK)
-            {
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "prefix=", 7) == 0) {
-            rcf->prefix.data = value[i].data + 7;
-            rcf->prefix.len = value[i].len - 7;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "channel=", 8) == 0) {
-            rcf->channel.data = value[i].data + 8;
-            rcf->channel.len = value[i].len - 8;
-
-            if (rcf->channel.len == 0) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "empty \"channel\"");
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strcmp(value[i].data, "keyspace_events=on") == 0) {
-            rcf->keyspace_events = 1;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "max_pending=", 12) == 0) {
-            n = ngx_atoi(value[i].data + 12, value[i].len - 12);
-
-            if (n < 1 || n > 100000) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid \"%V\": expected a number of "
-                                   "commands from 1 to 100000", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            rcf->max_pending = (ngx_uint_t) n;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "max_timeouts=", 13) == 0) {
-            n = ngx_atoi(value[i].data + 13, value[i].len - 13);
-
-            if (n < 1 || n > 1000) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid \"%V\": expected a number of "
-                                   "timeouts from 1 to 1000", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            rcf->max_timeouts = (ngx_uint_t) n;
-            continue;
-        }
-
-        if (ngx_strcmp(value[i].data, "keyspace_events=off") == 0) {
-            rcf->keyspace_events = 0;
-            continue;
-        }
-
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\"", &value[i]);
-        return NGX_CONF_ERROR;
-    }
-
-    if (rcf->user.len && rcf->password.len == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "redis user \"%V\" has no password: give it in "
-                           "the url or in \"password_file\"", &rcf->user);
+    if (ngx_http_api_key_redis_parse(cf, rcf) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
     amcf->redis = rcf;
 
     return NGX_CONF_OK;
-}
-
-
-/*
- * redis://[user[:password]@]host[:port][/db]  or  unix:/path.sock[?db=N]
- * host is an IP address, or a name resolved now, at configuration time:
- * workers never resolve names.
- */
-
-static ngx_int_t
-ngx_http_api_key_parse_url(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf,
-    ngx_str_t *url)
-{
-    u_char     *p, *last, *at, *colon, *slash, *q;
-    ngx_url_t   u;
-    ngx_str_t   db, hostport;
-
-    /* rcf->url is what logs show: never the password */
-
-    if (ngx_http_api_key_redact_url(cf->pool, url, &rcf->url) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    rcf->db = 0;
-    ngx_str_null(&db);
-
-    last = url->data + url->len;
-
-    if (url->len > 5 && ngx_strncmp(url->data, "unix:", 5) == 0) {
-        p = url->data + 5;
-
-        q = ngx_strlchr(p, last, '?');
-        if (q) {
-            if (last - q < 5 || ngx_strncmp(q, "?db=", 4) != 0) {
-                goto invalid;
-            }
-
-            db.data = q + 4;
-            db.len = last - db.data;
-            last = q;
-        }
-
-        if (p == last || *p != '/') {
-            goto invalid;
-        }
-
-        rcf->path.len = last - p;
-        rcf->path.data = ngx_pnalloc(cf->pool, rcf->path.len + 1);
-        if (rcf->path.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(rcf->path.data, p, rcf->path.len);
-        rcf->path.data[rcf->path.len] = '\0';
-
-        goto parse_db;
-    }
-
-    if (url->len <= 8 || ngx_strncmp(url->data, "redis://", 8) != 0) {
-        goto invalid;
-    }
-
-    p = url->data + 8;
-
-    /* userinfo: the last '@' before the path */
-
-    slash = ngx_strlchr(p, last, '/');
-    if (slash == NULL) {
-        slash = last;
-    }
-
-    at = NULL;
-    for (q = p; q < slash; q++) {
-        if (*q == '@') {
-            at = q;
-        }
-    }
-
-    if (at) {
-        colon = ngx_strlchr(p, at, ':');
-
-        if (colon) {
-            rcf->user.data = p;
-            rcf->user.len = colon - p;
-            rcf->password.data = colon + 1;
-            rcf->password.len = at - colon - 1;
-
-        } else {
-            /* redis://user@host: the password comes from password_file */
-            rcf->user.data = p;
-            rcf->user.len = at - p;
-        }
-
-        p = at + 1;
-    }
-
-    hostport.data = p;
-    hostport.len = slash - p;
-
-    if (slash < last) {
-        db.data = slash + 1;
-        db.len = last - db.data;
-    }
-
-    if (hostport.len == 0) {
-        goto invalid;
-    }
-
-    ngx_memzero(&u, sizeof(ngx_url_t));
-
-    u.url = hostport;
-    u.default_port = 6379;
-    u.no_resolve = 0;
-
-    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid redis host \"%V\"%s%s", &hostport,
-                           u.err ? ": " : "", u.err ? u.err : "");
-        return NGX_ERROR;
-    }
-
-    if (u.family != AF_INET && u.family != AF_INET6) {
-        goto invalid;
-    }
-
-    /* the address as text (without the port), for redisAsyncConnect() */
-
-    rcf->host.data = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
-    if (rcf->host.data == NULL) {
-        return NGX_ERROR;
-    }
-
-    rcf->host.len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen,
-                                  rcf->host.data, NGX_SOCKADDR_STRLEN, 0);
-    rcf->host.data[rcf->host.len] = '\0';
-
-    rcf->port = ngx_inet_get_port(u.addrs[0].sockaddr);
-
-    if (u.naddrs > 1) {
-        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
-                           "redis host \"%V\" has several addresses, "
-                           "using %V", &u.host, &rcf->host);
-    }
-
-parse_db:
-
-    if (db.len) {
-        rcf->db = ngx_atoi(db.data, db.len);
-        if (rcf->db == NGX_ERROR) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid redis database \"%V\" in \"%V\"",
-                               &db, &rcf->url);
-            return NGX_ERROR;
-        }
-    }
-
-    return NGX_OK;
-
-invalid:
-
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid redis url \"%V\": expected "
-                       "redis://[user[:password]@]host:port[/db] "
-                       "or unix:/path.sock[?db=N]", &rcf->url);
-    return NGX_ERROR;
-}
-
-
-/*
- * The url as logs may show it: the password of its userinfo (after
- * "scheme://", or the start, up to the last '@') becomes "***":
- * "redis://alice:***@host:6379".  A user name is kept.  Also used for urls
- * that do not parse, so that a mistyped one is not echoed with its password.
- */
-
-static ngx_int_t
-ngx_http_api_key_redact_url(ngx_pool_t *pool, ngx_str_t *url, ngx_str_t *out)
-{
-    u_char  *p, *start, *at, *colon, *last;
-
-    last = url->data + url->len;
-
-    start = ngx_strlcasestrn(url->data, last, (u_char *) "://", 3 - 1);
-    start = (start == NULL) ? url->data : start + 3;
-
-    at = NULL;
-    for (p = start; p < last; p++) {
-        if (*p == '@') {
-            at = p;
-        }
-    }
-
-    if (url->len >= 5 && ngx_strncmp(url->data, "unix:", 5) == 0) {
-        at = NULL;              /* a socket path, no userinfo */
-    }
-
-    colon = (at == NULL) ? NULL : ngx_strlchr(start, at, ':');
-
-    if (colon == NULL) {
-        *out = *url;
-        return NGX_OK;
-    }
-
-    out->len = (colon + 1 - url->data) + sizeof("***") - 1 + (last - at);
-    out->data = ngx_pnalloc(pool, out->len);
-    if (out->data == NULL) {
-        return NGX_ERROR;
-    }
-
-    p = ngx_cpymem(out->data, url->data, colon + 1 - url->data);
-    p = ngx_cpymem(p, "***", sizeof("***") - 1);
-    ngx_memcpy(p, at, last - at);
-
-    return NGX_OK;
 }
 
 
@@ -1188,108 +826,6 @@ ngx_http_api_key_hash(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     amcf->hash_kind = AK_HASH_HMAC_SHA256;
 
     return NGX_CONF_OK;
-}
-
-
-/* reads a small secret file; one trailing newline is not part of it */
-
-static ngx_int_t
-ngx_http_api_key_read_secret(ngx_conf_t *cf, ngx_str_t *path, ngx_str_t *out,
-    const char *what)
-{
-    ssize_t              n;
-    ngx_fd_t             fd;
-    ngx_str_t            name;
-    ngx_file_info_t      fi;
-    ngx_pool_cleanup_t  *cln;
-
-    if (path->len == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "empty \"%s\"", what);
-        return NGX_ERROR;
-    }
-
-    name = *path;
-
-    if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    fd = ngx_open_file(name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-    if (fd == NGX_INVALID_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "%s: cannot open \"%V\"", what, &name);
-        return NGX_ERROR;
-    }
-
-    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "%s: cannot stat \"%V\"", what, &name);
-        ngx_close_file(fd);
-        return NGX_ERROR;
-    }
-
-    if (ngx_file_size(&fi) > 4096) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "%s \"%V\" is larger than 4096 bytes",
-                           what, &name);
-        ngx_close_file(fd);
-        return NGX_ERROR;
-    }
-
-    cln = ngx_pool_cleanup_add(cf->pool, 0);
-    if (cln == NULL) {
-        ngx_close_file(fd);
-        return NGX_ERROR;
-    }
-
-    out->data = ngx_pnalloc(cf->pool, 4097);
-    if (out->data == NULL) {
-        ngx_close_file(fd);
-        return NGX_ERROR;
-    }
-
-    cln->handler = ngx_http_api_key_wipe;
-    cln->data = out;
-
-    n = ngx_read_fd(fd, out->data, 4097);
-
-    ngx_close_file(fd);
-
-    if (n < 0 || n > 4096) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "%s: cannot read \"%V\"", what, &name);
-        out->len = 0;
-        return NGX_ERROR;
-    }
-
-    out->len = n;
-
-    if (out->len && out->data[out->len - 1] == '\n') {
-        out->len--;
-
-        if (out->len && out->data[out->len - 1] == '\r') {
-            out->len--;
-        }
-    }
-
-    if (out->len == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "%s \"%V\" is empty", what, &name);
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-
-static void
-ngx_http_api_key_wipe(void *data)
-{
-    ngx_str_t  *s = data;
-
-    if (s->data) {
-        ngx_explicit_memzero(s->data, 4097);
-    }
 }
 
 
@@ -1640,30 +1176,4 @@ ngx_http_api_key_realm(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     alcf->realm = value[1];
 
     return NGX_CONF_OK;
-}
-
-
-/* a time with a "name=" prefix of skip bytes, e.g. ttl=60s */
-
-static ngx_int_t
-ngx_http_api_key_msec_arg(ngx_conf_t *cf, ngx_str_t *arg, size_t skip,
-    ngx_msec_t *out)
-{
-    ngx_str_t   s;
-    ngx_int_t   ms;
-
-    s.data = arg->data + skip;
-    s.len = arg->len - skip;
-
-    ms = ngx_parse_time(&s, 0);
-
-    if (ms == NGX_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid time in \"%V\"", arg);
-        return NGX_ERROR;
-    }
-
-    *out = (ngx_msec_t) ms;
-
-    return NGX_OK;
 }

@@ -1,15 +1,15 @@
 
 /*
- * ngx_http_api_key_module: Redis on nginx's event loop.
+ * ngx_http_api_key_module: the Redis connection/command layer, hiredis on
+ * nginx's event loop.
  *
- * Each worker keeps one hiredis async context for commands.  Its socket is
- * wrapped in an ngx_connection_t whose read/write events drive hiredis
- * (level-triggered); timeouts are nginx timers, since hiredis 0.14 has none.
- * hiredis owns and closes the socket: the cleanup hook only releases the
- * nginx connection.  Names are resolved at configuration time.
+ * Each worker keeps one hiredis async context for commands, on nginx's
+ * events through redis_io.c; timeouts are nginx timers, since hiredis 0.14
+ * has none.  Names are resolved at configuration time.
  *
- * Reads of the same key by concurrent requests of a worker are coalesced:
- * one HGETALL, every waiting request woken by its answer.
+ * What is sent on it: the record reads (lookup.c), the quota leases
+ * (limits.c, through ngx_http_api_key_redis_command() and a typed answer),
+ * a look at the server's settings (events.c) and, here, the handshake.
  *
  * The command connection carries at most max_pending commands at a time:
  * beyond that a miss is answered without Redis at once.  Commands are
@@ -17,28 +17,22 @@
  * caller's callback, when it was sent) tells the age of the oldest one.  A
  * connection whose oldest command has waited max_timeouts * timeout (and at
  * least 5 s), or on which max_timeouts reads in a row timed out with no
- * answer in between, is declared dead, closed and opened again.  A timeout, a refusal or a reopened
- * connection starts an "outage": one warning when it starts, one notice
- * with the counts when Redis answers again and a second passed without a
- * timeout or refusal.
+ * answer in between, is declared dead, closed and opened again.  A timeout,
+ * a refusal or a reopened connection starts an "outage": one warning when
+ * it starts, one notice with the counts when Redis answers again and a
+ * second passed without a timeout or refusal.
  *
  * The reconnection backoff (100 ms doubling to 2 s) starts over only when a
  * connection has proven itself: its handshake (AUTH, SELECT, PING) answered,
  * or its subscription confirmed; not when TCP connects.
  *
- * A second connection per worker subscribes to the events channel (and, with
- * keyspace_events=on, to keyspace notifications of the records) and applies
- * revoke/update/flush to the shared caches.  When that subscription comes
- * back after a loss, every cached record is made stale (a new generation),
- * so nothing cached while events could be missed is trusted unread.
+ * A second connection per worker carries the events subscription: what it
+ * subscribes to and what it does with the messages is events.c's, which
+ * registers itself at init time for what to do when a connection is ready.
  */
 
 
-#include "ngx_http_api_key.h"
-
-#include <hiredis/hiredis.h>
-#include <hiredis/async.h>
-#include <netinet/tcp.h>
+#include "ngx_http_api_key_redis.h"
 
 
 #define NGX_HTTP_API_KEY_BACKOFF_MIN   100
@@ -47,36 +41,33 @@
 /* the handshake's commands (AUTH, SELECT, PING) beyond max_pending */
 #define NGX_HTTP_API_KEY_HANDSHAKE_MAX 4
 
-/* an outage (or a run of error answers) ends after this long without one */
+/* an outage ends after this long without one */
 #define NGX_HTTP_API_KEY_QUIET         1000
 
 /* no answer to the oldest command for at least this long: a dead peer */
 #define NGX_HTTP_API_KEY_STALL_MIN     5000
 
-/* unacknowledged data (or keepalive probes) for this long: a dead peer */
-#define NGX_HTTP_API_KEY_USER_TIMEOUT  10000
-
 
 typedef struct ngx_http_api_key_rconn_s  ngx_http_api_key_rconn_t;
 
 typedef struct {
-    redisCallbackFn                *fn;
+    redisCallbackFn                *fn;         /* hiredis's answer, or */
+    ngx_http_api_key_reply_pt       handler;    /* a typed one */
     void                           *privdata;
     ngx_msec_t                      sent;
 } ngx_http_api_key_pending_t;
 
 struct ngx_http_api_key_rconn_s {
     const char                     *name;
-    ngx_uint_t                      which;       /* 0 commands, 1 events */
-    redisAsyncContext              *ac;
-    ngx_connection_t               *c;
+    ngx_http_api_key_conn_e         conn;
+    ngx_http_api_key_redis_io_t     io;          /* hiredis on nginx */
     ngx_http_api_key_redis_conf_t  *conf;
     ngx_log_t                      *log;
     ngx_event_t                     connect_timer;
     ngx_event_t                     reconnect_timer;
     ngx_msec_t                      backoff;
     ngx_uint_t                      pending_handshake;
-    void                          (*ready)(ngx_http_api_key_rconn_t *rc);
+    ngx_http_api_key_ready_pt       ready;
 
     /* the command connection: what is waiting for an answer, a FIFO ring */
     ngx_http_api_key_pending_t     *pending;
@@ -94,27 +85,12 @@ struct ngx_http_api_key_rconn_s {
     ngx_uint_t                      outage_reopened;
     ngx_msec_t                      outage_last; /* its last event */
 
-    ngx_uint_t                      errors;      /* error answers ... */
-    ngx_msec_t                      errors_last; /* ... and the last one */
-
     unsigned                        connected:1;
     unsigned                        failing:1;   /* an error was logged */
     unsigned                        lost:1;      /* down since last ready */
     unsigned                        outage:1;
     unsigned                        denied:1;    /* an authorization error */
 };
-
-
-typedef struct {
-    ngx_rbtree_node_t               node;
-    u_char                          hash[AK_HASH_LEN];
-    ngx_http_api_key_zone_t        *zone;
-    ngx_queue_t                     waiters;
-    ngx_event_t                     timer;
-    uint64_t                        seq;
-    ngx_uint_t                      sent_us;
-    unsigned                        done:1;     /* waiters were woken */
-} ngx_http_api_key_lookup_t;
 
 
 static void ngx_http_api_key_rconn_connect(ngx_http_api_key_rconn_t *rc);
@@ -131,8 +107,10 @@ static void ngx_http_api_key_rconn_handshake(ngx_http_api_key_rconn_t *rc,
     const char *what, int argc, const char **argv, const size_t *argvlen);
 static void ngx_http_api_key_rconn_proven(ngx_http_api_key_rconn_t *rc);
 static ngx_int_t ngx_http_api_key_cmd_send(ngx_http_api_key_rconn_t *rc,
-    redisCallbackFn *fn, void *privdata, int argc, const char **argv,
-    const size_t *argvlen);
+    redisCallbackFn *fn, ngx_http_api_key_reply_pt handler, void *privdata,
+    int argc, const char **argv, const size_t *argvlen);
+static void ngx_http_api_key_reply_of(redisReply *reply,
+    ngx_http_api_key_reply_t *out);
 static void ngx_http_api_key_cmd_reply(redisAsyncContext *ac, void *r,
     void *privdata);
 static void ngx_http_api_key_cmd_stall_handler(ngx_event_t *ev);
@@ -141,107 +119,36 @@ static ngx_msec_t ngx_http_api_key_stall_time(
 static void ngx_http_api_key_cmd_reopen(ngx_http_api_key_rconn_t *rc);
 static void ngx_http_api_key_outage_begin(ngx_http_api_key_rconn_t *rc);
 static void ngx_http_api_key_outage_end(ngx_http_api_key_rconn_t *rc);
-static ngx_uint_t ngx_http_api_key_auth_error(redisReply *reply);
-static uint64_t ngx_http_api_key_reply_version(redisReply *reply);
-static void ngx_http_api_key_ev_read(ngx_event_t *ev);
-static void ngx_http_api_key_ev_write(ngx_event_t *ev);
-static void ngx_http_api_key_event(void *data, ngx_uint_t write,
-    ngx_uint_t add);
-static void ngx_http_api_key_add_read(void *data);
-static void ngx_http_api_key_del_read(void *data);
-static void ngx_http_api_key_add_write(void *data);
-static void ngx_http_api_key_del_write(void *data);
-static void ngx_http_api_key_cleanup_conn(void *data);
-
-static void ngx_http_api_key_lookup_reply(redisAsyncContext *ac, void *r,
-    void *privdata);
-static ngx_uint_t ngx_http_api_key_lookup_store(ngx_http_api_key_lookup_t *lk,
-    redisReply *reply);
-static void ngx_http_api_key_lookup_timeout(ngx_event_t *ev);
-static void ngx_http_api_key_lookup_finish(ngx_http_api_key_lookup_t *lk,
-    ngx_uint_t result);
-static void ngx_http_api_key_id_of(u_char *hash, char *id);
-static ngx_rbtree_node_t *ngx_http_api_key_tree_find_from(
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel,
-    ngx_http_api_key_zone_t *zone, u_char *hash, size_t hash_offset,
-    size_t zone_offset);
 
 static void ngx_http_api_key_rconn_init(ngx_http_api_key_rconn_t *rc,
     const char *name, ngx_cycle_t *cycle, ngx_http_api_key_redis_conf_t *conf);
 static void ngx_http_api_key_rconn_close(ngx_http_api_key_rconn_t *rc);
-static void ngx_http_api_key_cmd_ready(ngx_http_api_key_rconn_t *rc);
-static void ngx_http_api_key_config_reply(redisAsyncContext *ac, void *r,
-    void *privdata);
-static void ngx_http_api_key_sub_ready(ngx_http_api_key_rconn_t *rc);
-static void ngx_http_api_key_sub_reply(redisAsyncContext *ac, void *r,
-    void *privdata);
-static void ngx_http_api_key_sub_event(ngx_str_t *msg);
-static void ngx_http_api_key_sub_keyspace(ngx_str_t *channel);
-static void ngx_http_api_key_apply(ngx_uint_t op, u_char *hash);
-static void ngx_http_api_key_keepalive(int fd);
-static ngx_uint_t ngx_http_api_key_now_us(void);
-static void ngx_http_api_key_count(ngx_atomic_t *counter);
-static ngx_http_api_key_shctx_t *ngx_http_api_key_first_sh(void);
-
-
-/* events; the first three are also indexes of shctx->events[] */
-#define NGX_HTTP_API_KEY_OP_REVOKE   0
-#define NGX_HTTP_API_KEY_OP_UPDATE   1
-#define NGX_HTTP_API_KEY_OP_FLUSH    2
-/* this worker's own */
-#define NGX_HTTP_API_KEY_OP_NEW_GEN  3   /* events may have been missed */
-#define NGX_HTTP_API_KEY_OP_SYNC     4   /* subscribed: events start here */
 
 
 static ngx_http_api_key_rconn_t       ngx_http_api_key_cmd;
 static ngx_http_api_key_rconn_t       ngx_http_api_key_sub;
 static ngx_http_api_key_main_conf_t  *ngx_http_api_key_amcf;
-static ngx_rbtree_t                   ngx_http_api_key_inflight;
-static ngx_rbtree_node_t              ngx_http_api_key_inflight_sentinel;
 static ngx_uint_t                     ngx_http_api_key_exiting;
-static ngx_str_t                      ngx_http_api_key_keyspace_prefix;
-static uint64_t                      *ngx_http_api_key_sub_mark;
 
+
+/*
+ * The worker's two connections, not connected yet: the units that use them
+ * register (events.c) and set up (lookup.c, limits.c) first, then
+ * ngx_http_api_key_redis_start() connects.
+ */
 
 ngx_int_t
 ngx_http_api_key_redis_init_worker(ngx_cycle_t *cycle,
     ngx_http_api_key_main_conf_t *amcf)
 {
-    u_char                         *p;
     ngx_http_api_key_redis_conf_t  *conf;
-
-    ngx_rbtree_init(&ngx_http_api_key_inflight,
-                    &ngx_http_api_key_inflight_sentinel,
-                    ngx_rbtree_insert_value);
 
     ngx_http_api_key_exiting = 0;
     ngx_http_api_key_amcf = amcf;
     conf = amcf->redis;
 
-    /* "__keyspace@DB__:" + prefix: what keyspace channels start with */
-
-    p = ngx_pnalloc(cycle->pool, sizeof("__keyspace@__:") - 1 + NGX_INT_T_LEN
-                                 + conf->prefix.len);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_http_api_key_keyspace_prefix.data = p;
-    p = ngx_sprintf(p, "__keyspace@%i__:%V", conf->db, &conf->prefix);
-    ngx_http_api_key_keyspace_prefix.len =
-                                  p - ngx_http_api_key_keyspace_prefix.data;
-
-    /* per zone: the event log's head when SUBSCRIBE was sent */
-
-    ngx_http_api_key_sub_mark = ngx_pcalloc(cycle->pool,
-                                   (amcf->zones.nelts + 1) * sizeof(uint64_t));
-    if (ngx_http_api_key_sub_mark == NULL) {
-        return NGX_ERROR;
-    }
-
     ngx_http_api_key_rconn_init(&ngx_http_api_key_cmd, "commands", cycle,
                                 conf);
-    ngx_http_api_key_cmd.ready = ngx_http_api_key_cmd_ready;
 
     ngx_http_api_key_cmd.pcap = conf->max_pending
                                 + NGX_HTTP_API_KEY_HANDSHAKE_MAX;
@@ -253,15 +160,17 @@ ngx_http_api_key_redis_init_worker(ngx_cycle_t *cycle,
     }
 
     ngx_http_api_key_rconn_init(&ngx_http_api_key_sub, "events", cycle, conf);
-    ngx_http_api_key_sub.ready = ngx_http_api_key_sub_ready;
-    ngx_http_api_key_sub.which = 1;
-
-    ngx_http_api_key_limits_init_worker(cycle);
-
-    ngx_http_api_key_rconn_connect(&ngx_http_api_key_cmd);
-    ngx_http_api_key_rconn_connect(&ngx_http_api_key_sub);
+    ngx_http_api_key_sub.conn = NGX_HTTP_API_KEY_CONN_EVENTS;
 
     return NGX_OK;
+}
+
+
+void
+ngx_http_api_key_redis_start(ngx_cycle_t *cycle)
+{
+    ngx_http_api_key_rconn_connect(&ngx_http_api_key_cmd);
+    ngx_http_api_key_rconn_connect(&ngx_http_api_key_sub);
 }
 
 
@@ -288,6 +197,7 @@ ngx_http_api_key_rconn_init(ngx_http_api_key_rconn_t *rc, const char *name,
     rc->name = name;
     rc->conf = conf;
     rc->log = cycle->log;
+    rc->io.log = cycle->log;
     rc->backoff = NGX_HTTP_API_KEY_BACKOFF_MIN;
 
     rc->connect_timer.handler = ngx_http_api_key_rconn_timeout_handler;
@@ -324,9 +234,9 @@ ngx_http_api_key_rconn_close(ngx_http_api_key_rconn_t *rc)
         ngx_del_timer(&rc->stall_timer);
     }
 
-    if (rc->ac) {
-        ac = rc->ac;
-        rc->ac = NULL;
+    if (rc->io.ac) {
+        ac = rc->io.ac;
+        rc->io.ac = NULL;
         redisAsyncFree(ac);     /* answers pending callbacks with NULL */
     }
 }
@@ -339,7 +249,6 @@ ngx_http_api_key_rconn_connect(ngx_http_api_key_rconn_t *rc)
 {
     int                             n;
     redisAsyncContext              *ac;
-    ngx_connection_t               *c;
     ngx_http_api_key_redis_conf_t  *conf;
     const char                     *argv[3];
     size_t                          argvlen[3];
@@ -376,34 +285,17 @@ ngx_http_api_key_rconn_connect(ngx_http_api_key_rconn_t *rc)
         return;
     }
 
-    c = ngx_get_connection(ac->c.fd, rc->log);
-    if (c == NULL) {
+    if (ngx_http_api_key_redis_io_attach(&rc->io, ac, conf->path.len == 0)
+        != NGX_OK)
+    {
         redisAsyncFree(ac);
         ngx_http_api_key_rconn_schedule(rc);
         return;
     }
 
-    if (conf->path.len == 0) {
-        ngx_http_api_key_keepalive(ac->c.fd);
-    }
-
-    c->data = rc;
-    c->read->handler = ngx_http_api_key_ev_read;
-    c->write->handler = ngx_http_api_key_ev_write;
-    c->read->log = rc->log;
-    c->write->log = rc->log;
-
-    rc->c = c;
-    rc->ac = ac;
     rc->connected = 0;
 
     ac->data = rc;
-    ac->ev.data = rc;
-    ac->ev.addRead = ngx_http_api_key_add_read;
-    ac->ev.delRead = ngx_http_api_key_del_read;
-    ac->ev.addWrite = ngx_http_api_key_add_write;
-    ac->ev.delWrite = ngx_http_api_key_del_write;
-    ac->ev.cleanup = ngx_http_api_key_cleanup_conn;
 
     redisAsyncSetConnectCallback(ac, ngx_http_api_key_rconn_on_connect);
     redisAsyncSetDisconnectCallback(ac, ngx_http_api_key_rconn_on_disconnect);
@@ -447,15 +339,20 @@ ngx_http_api_key_rconn_connect(ngx_http_api_key_rconn_t *rc)
         ngx_http_api_key_rconn_handshake(rc, "SELECT", 2, argv, argvlen);
     }
 
-    if (rc->which == 0) {
+    if (rc->conn == NGX_HTTP_API_KEY_CONN_COMMANDS) {
         argv[0] = "PING";
         argvlen[0] = 4;
 
         ngx_http_api_key_rconn_handshake(rc, "PING", 1, argv, argvlen);
     }
 
+    ngx_log_debug3(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "api_key: redis %s connection to \"%V\": connecting, "
+                   "%ui handshake commands", rc->name, &conf->url,
+                   rc->pending_handshake);
+
     /* the write event tells when the non-blocking connect() is done */
-    ngx_http_api_key_add_write(rc);
+    ngx_http_api_key_redis_io_add_write(&rc->io);
 
     ngx_add_timer(&rc->connect_timer, conf->connect_timeout);
 }
@@ -473,6 +370,10 @@ ngx_http_api_key_rconn_schedule(ngx_http_api_key_rconn_t *rc)
     }
 
     if (!rc->reconnect_timer.timer_set) {
+        ngx_log_debug3(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                       "api_key: redis %s connection to \"%V\": again in "
+                       "%M ms", rc->name, &rc->conf->url, rc->backoff);
+
         ngx_add_timer(&rc->reconnect_timer, rc->backoff);
     }
 
@@ -489,7 +390,7 @@ ngx_http_api_key_rconn_reconnect_handler(ngx_event_t *ev)
 {
     ngx_http_api_key_rconn_t  *rc = ev->data;
 
-    if (rc->ac == NULL) {
+    if (rc->io.ac == NULL) {
         ngx_http_api_key_rconn_connect(rc);
     }
 }
@@ -503,7 +404,7 @@ ngx_http_api_key_rconn_timeout_handler(ngx_event_t *ev)
     redisAsyncContext         *ac;
     ngx_http_api_key_rconn_t  *rc = ev->data;
 
-    if (rc->ac == NULL || rc->connected) {
+    if (rc->io.ac == NULL || rc->connected) {
         return;
     }
 
@@ -514,8 +415,8 @@ ngx_http_api_key_rconn_timeout_handler(ngx_event_t *ev)
         rc->failing = 1;
     }
 
-    ac = rc->ac;
-    rc->ac = NULL;
+    ac = rc->io.ac;
+    rc->io.ac = NULL;
     rc->lost = 1;
     redisAsyncFree(ac);
 
@@ -526,6 +427,7 @@ ngx_http_api_key_rconn_timeout_handler(ngx_event_t *ev)
 static void
 ngx_http_api_key_rconn_on_connect(const redisAsyncContext *ac, int status)
 {
+    ngx_http_api_key_shctx_t  *sh;
     ngx_http_api_key_rconn_t  *rc = ac->data;
 
     if (rc->connect_timer.timer_set) {
@@ -541,7 +443,7 @@ ngx_http_api_key_rconn_on_connect(const redisAsyncContext *ac, int status)
         }
 
         /* hiredis frees the context when this callback returns */
-        rc->ac = NULL;
+        rc->io.ac = NULL;
         rc->lost = 1;
         ngx_http_api_key_rconn_schedule(rc);
         return;
@@ -549,9 +451,14 @@ ngx_http_api_key_rconn_on_connect(const redisAsyncContext *ac, int status)
 
     rc->connected = 1;
 
-    if (ngx_http_api_key_first_sh()) {
-        ngx_http_api_key_count(
-                        &ngx_http_api_key_first_sh()->connects[rc->which]);
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "api_key: redis %s connection to \"%V\": connected",
+                   rc->name, &rc->conf->url);
+
+    sh = ngx_http_api_key_first_sh(ngx_http_api_key_amcf);
+
+    if (sh) {
+        ngx_http_api_key_count(&sh->connects[rc->conn]);
     }
 
     /*
@@ -561,7 +468,7 @@ ngx_http_api_key_rconn_on_connect(const redisAsyncContext *ac, int status)
      */
 
     if (rc->ready) {
-        rc->ready(rc);
+        rc->ready();
     }
 }
 
@@ -569,15 +476,21 @@ ngx_http_api_key_rconn_on_connect(const redisAsyncContext *ac, int status)
 static void
 ngx_http_api_key_rconn_on_disconnect(const redisAsyncContext *ac, int status)
 {
+    ngx_http_api_key_shctx_t  *sh;
     ngx_http_api_key_rconn_t  *rc = ac->data;
 
-    rc->ac = NULL;
+    rc->io.ac = NULL;
     rc->connected = 0;
     rc->lost = 1;
 
-    if (ngx_http_api_key_first_sh()) {
-        ngx_http_api_key_count(
-                     &ngx_http_api_key_first_sh()->disconnects[rc->which]);
+    ngx_log_debug3(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "api_key: redis %s connection to \"%V\": closed (%d)",
+                   rc->name, &rc->conf->url, status);
+
+    sh = ngx_http_api_key_first_sh(ngx_http_api_key_amcf);
+
+    if (sh) {
+        ngx_http_api_key_count(&sh->disconnects[rc->conn]);
     }
 
     if (ngx_http_api_key_exiting) {
@@ -623,7 +536,7 @@ ngx_http_api_key_rconn_handshake_reply(redisAsyncContext *ac, void *r,
 
         rc->failing = 1;
 
-        if (ngx_http_api_key_auth_error(reply)) {
+        if (ngx_http_api_key_redis_auth_error(reply)) {
             rc->denied = 1;
         }
 
@@ -633,7 +546,7 @@ ngx_http_api_key_rconn_handshake_reply(redisAsyncContext *ac, void *r,
     }
 
     if (rc->pending_handshake && --rc->pending_handshake == 0
-        && rc->which == 0)
+        && rc->conn == NGX_HTTP_API_KEY_CONN_COMMANDS)
     {
         ngx_http_api_key_rconn_proven(rc);
     }
@@ -648,13 +561,14 @@ ngx_http_api_key_rconn_handshake(ngx_http_api_key_rconn_t *rc,
 {
     ngx_int_t  rv;
 
-    if (rc->which == 0) {
+    if (rc->conn == NGX_HTTP_API_KEY_CONN_COMMANDS) {
         rv = ngx_http_api_key_cmd_send(rc,
                                        ngx_http_api_key_rconn_handshake_reply,
-                                       (void *) what, argc, argv, argvlen);
+                                       NULL, (void *) what, argc, argv,
+                                       argvlen);
 
     } else {
-        rv = (redisAsyncCommandArgv(rc->ac,
+        rv = (redisAsyncCommandArgv(rc->io.ac,
                                     ngx_http_api_key_rconn_handshake_reply,
                                     (void *) what, argc, argv, argvlen)
               == REDIS_OK) ? NGX_OK : NGX_ERROR;
@@ -671,6 +585,10 @@ ngx_http_api_key_rconn_handshake(ngx_http_api_key_rconn_t *rc,
 static void
 ngx_http_api_key_rconn_proven(ngx_http_api_key_rconn_t *rc)
 {
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "api_key: redis %s connection to \"%V\": it works",
+                   rc->name, &rc->conf->url);
+
     if (rc->failing) {
         ngx_log_error(NGX_LOG_NOTICE, rc->log, 0,
                       "api_key: redis %s connection to \"%V\" is up",
@@ -687,15 +605,16 @@ ngx_http_api_key_rconn_proven(ngx_http_api_key_rconn_t *rc)
 
 static ngx_int_t
 ngx_http_api_key_cmd_send(ngx_http_api_key_rconn_t *rc, redisCallbackFn *fn,
-    void *privdata, int argc, const char **argv, const size_t *argvlen)
+    ngx_http_api_key_reply_pt handler, void *privdata, int argc,
+    const char **argv, const size_t *argvlen)
 {
     ngx_http_api_key_pending_t  *p;
 
-    if (rc->ac == NULL || rc->npending >= rc->pcap) {
+    if (rc->io.ac == NULL || rc->npending >= rc->pcap) {
         return NGX_ERROR;
     }
 
-    if (redisAsyncCommandArgv(rc->ac, ngx_http_api_key_cmd_reply, rc, argc,
+    if (redisAsyncCommandArgv(rc->io.ac, ngx_http_api_key_cmd_reply, rc, argc,
                               argv, argvlen)
         != REDIS_OK)
     {
@@ -704,6 +623,7 @@ ngx_http_api_key_cmd_send(ngx_http_api_key_rconn_t *rc, redisCallbackFn *fn,
 
     p = &rc->pending[(rc->phead + rc->npending) % rc->pcap];
     p->fn = fn;
+    p->handler = handler;
     p->privdata = privdata;
     p->sent = ngx_current_msec;
 
@@ -723,6 +643,7 @@ ngx_http_api_key_cmd_send(ngx_http_api_key_rconn_t *rc, redisCallbackFn *fn,
 static void
 ngx_http_api_key_cmd_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
+    ngx_http_api_key_reply_t     reply;
     ngx_http_api_key_rconn_t    *rc = privdata;
     ngx_http_api_key_pending_t   p;
 
@@ -750,7 +671,68 @@ ngx_http_api_key_cmd_reply(redisAsyncContext *ac, void *r, void *privdata)
 
     if (p.fn) {
         p.fn(ac, r, p.privdata);
+
+    } else if (p.handler) {
+        if (r) {
+            ngx_http_api_key_reply_of(r, &reply);
+        }
+
+        p.handler(r ? &reply : NULL, p.privdata);
     }
+}
+
+
+/* hiredis's answer as the files without hiredis see it */
+
+static void
+ngx_http_api_key_reply_of(redisReply *reply, ngx_http_api_key_reply_t *out)
+{
+    size_t  i;
+
+    ngx_memzero(out, sizeof(ngx_http_api_key_reply_t));
+
+    switch (reply->type) {
+
+    case REDIS_REPLY_ERROR:
+    case REDIS_REPLY_STRING:
+    case REDIS_REPLY_STATUS:
+        out->type = (reply->type == REDIS_REPLY_ERROR)
+                    ? NGX_HTTP_API_KEY_REPLY_ERROR
+                    : (reply->type == REDIS_REPLY_STRING)
+                      ? NGX_HTTP_API_KEY_REPLY_STRING
+                      : NGX_HTTP_API_KEY_REPLY_STATUS;
+        out->str.data = (u_char *) reply->str;
+        out->str.len = reply->str ? (size_t) reply->len : 0;
+        return;
+
+    case REDIS_REPLY_INTEGER:
+        out->type = NGX_HTTP_API_KEY_REPLY_INTEGERS;
+        out->nints = 1;
+        out->ints[0] = (int64_t) reply->integer;
+        return;
+
+    case REDIS_REPLY_ARRAY:
+        if (reply->elements > NGX_HTTP_API_KEY_REPLY_INTS) {
+            break;
+        }
+
+        for (i = 0; i < reply->elements; i++) {
+            if (reply->element[i]->type != REDIS_REPLY_INTEGER) {
+                goto other;
+            }
+
+            out->ints[i] = (int64_t) reply->element[i]->integer;
+        }
+
+        out->type = NGX_HTTP_API_KEY_REPLY_INTEGERS;
+        out->nints = reply->elements;
+        return;
+    }
+
+other:
+
+    out->type = NGX_HTTP_API_KEY_REPLY_OTHER;
+    out->nints = 0;
 }
 
 
@@ -779,7 +761,7 @@ ngx_http_api_key_cmd_stall_handler(ngx_event_t *ev)
     ngx_msec_t                 age, stall;
     ngx_http_api_key_rconn_t  *rc = ev->data;
 
-    if (rc->ac == NULL || rc->npending == 0) {
+    if (rc->io.ac == NULL || rc->npending == 0) {
         return;
     }
 
@@ -818,8 +800,8 @@ ngx_http_api_key_cmd_reopen(ngx_http_api_key_rconn_t *rc)
     rc->connected = 0;
     rc->lost = 1;
 
-    ac = rc->ac;
-    rc->ac = NULL;
+    ac = rc->io.ac;
+    rc->io.ac = NULL;
 
     /* answers the pending callbacks with NULL; on_disconnect if connected */
     redisAsyncFree(ac);
@@ -866,8 +848,8 @@ ngx_http_api_key_outage_end(ngx_http_api_key_rconn_t *rc)
 
 /* an authorization error: a misconfiguration, not an outage */
 
-static ngx_uint_t
-ngx_http_api_key_auth_error(redisReply *reply)
+ngx_uint_t
+ngx_http_api_key_redis_auth_error(redisReply *reply)
 {
     if (reply->type != REDIS_REPLY_ERROR) {
         return 0;
@@ -880,1104 +862,42 @@ ngx_http_api_key_auth_error(redisReply *reply)
 }
 
 
-/* ---- the hiredis event adapter -------------------------------------- */
-
-static void
-ngx_http_api_key_ev_read(ngx_event_t *ev)
-{
-    ngx_connection_t          *c = ev->data;
-    ngx_http_api_key_rconn_t  *rc = c->data;
-
-    if (rc->ac) {
-        redisAsyncHandleRead(rc->ac);
-    }
-}
-
-
-static void
-ngx_http_api_key_ev_write(ngx_event_t *ev)
-{
-    ngx_connection_t          *c = ev->data;
-    ngx_http_api_key_rconn_t  *rc = c->data;
-
-    if (rc->ac) {
-        redisAsyncHandleWrite(rc->ac);
-    }
-}
-
-
-/* hiredis wants (or no longer wants) to read or write */
-
-static void
-ngx_http_api_key_event(void *data, ngx_uint_t write, ngx_uint_t add)
-{
-    ngx_event_t               *ev;
-    ngx_http_api_key_rconn_t  *rc = data;
-
-    if (rc->c == NULL) {
-        return;
-    }
-
-    ev = write ? rc->c->write : rc->c->read;
-
-    if (add && !ev->active) {
-        if (ngx_add_event(ev, write ? NGX_WRITE_EVENT : NGX_READ_EVENT,
-                          NGX_LEVEL_EVENT)
-            != NGX_OK)
-        {
-            ngx_log_error(NGX_LOG_ALERT, rc->log, 0,
-                          "api_key: cannot add a redis %s event",
-                          write ? "write" : "read");
-        }
-
-    } else if (!add && ev->active) {
-        (void) ngx_del_event(ev, write ? NGX_WRITE_EVENT : NGX_READ_EVENT,
-                             NGX_LEVEL_EVENT);
-    }
-}
-
-
-static void
-ngx_http_api_key_add_read(void *data)
-{
-    ngx_http_api_key_event(data, 0, 1);
-}
-
-
-static void
-ngx_http_api_key_del_read(void *data)
-{
-    ngx_http_api_key_event(data, 0, 0);
-}
-
-
-static void
-ngx_http_api_key_add_write(void *data)
-{
-    ngx_http_api_key_event(data, 1, 1);
-}
-
-
-static void
-ngx_http_api_key_del_write(void *data)
-{
-    ngx_http_api_key_event(data, 1, 0);
-}
-
-
-/* hiredis is about to close the socket: release the nginx connection */
-
-static void
-ngx_http_api_key_cleanup_conn(void *data)
-{
-    ngx_connection_t          *c;
-    ngx_http_api_key_rconn_t  *rc = data;
-
-    c = rc->c;
-    if (c == NULL) {
-        return;
-    }
-
-    ngx_http_api_key_del_read(rc);
-    ngx_http_api_key_del_write(rc);
-
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
-
-    if (c->write->timer_set) {
-        ngx_del_timer(c->write);
-    }
-
-    ngx_free_connection(c);
-    c->fd = (ngx_socket_t) -1;
-
-    rc->c = NULL;
-}
-
-
-/* ---- lookups -------------------------------------------------------- */
-
-/*
- * Starts (or joins) the read of ctx->hash.  NGX_AGAIN: the request waits
- * and is woken by ngx_http_api_key_wake_all(); NGX_ERROR: Redis cannot be
- * asked now (not connected, too many commands waiting), answer without it;
- * NGX_DECLINED: the same, after Redis refused the module's credentials or
- * commands (an authorization error: never "unchecked").
- */
-
-ngx_int_t
-ngx_http_api_key_redis_lookup(ngx_http_api_key_ctx_t *ctx,
-    ngx_http_api_key_zone_t *zone, uint64_t seq)
-{
-    u_char                          *p;
-    ngx_http_api_key_rconn_t        *rc;
-    ngx_http_api_key_lookup_t       *lk;
-    ngx_http_api_key_redis_conf_t   *conf;
-    const char                      *argv[2];
-    size_t                           argvlen[2];
-    u_char                           name[256 + AK_HASH_HEX_LEN];
-
-    rc = &ngx_http_api_key_cmd;
-    conf = rc->conf;
-
-    lk = (ngx_http_api_key_lookup_t *) ngx_http_api_key_tree_find(
-                                 &ngx_http_api_key_inflight, zone, ctx->hash,
-                                 offsetof(ngx_http_api_key_lookup_t, hash),
-                                 offsetof(ngx_http_api_key_lookup_t, zone));
-
-    if (lk == NULL) {
-
-        if (rc->ac == NULL || conf->prefix.len > 256) {
-            rc->outage_down += rc->outage;
-            return rc->denied ? NGX_DECLINED : NGX_ERROR;
-        }
-
-        if (rc->npending >= conf->max_pending) {
-
-            /* Redis is slow or gone: no more commands pile up */
-
-            if (!rc->outage) {
-                ngx_http_api_key_outage_begin(rc);
-
-                ngx_log_error(NGX_LOG_WARN, rc->log, 0,
-                              "api_key: %ui redis commands are waiting for "
-                              "an answer (max_pending): further misses are "
-                              "answered without redis until it answers",
-                              rc->npending);
-            }
-
-            ngx_http_api_key_outage_begin(rc);
-            rc->outage_refused++;
-
-            return rc->denied ? NGX_DECLINED : NGX_ERROR;
-        }
-
-        lk = ngx_calloc(sizeof(ngx_http_api_key_lookup_t), rc->log);
-        if (lk == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(lk->hash, ctx->hash, AK_HASH_LEN);
-        lk->zone = zone;
-        lk->seq = seq;
-        ngx_queue_init(&lk->waiters);
-
-        p = ngx_cpymem(name, conf->prefix.data, conf->prefix.len);
-        ak_hex_encode(ctx->hash, AK_HASH_LEN, (char *) p);
-        p += AK_HASH_HEX_LEN;
-
-        argv[0] = "HGETALL";
-        argvlen[0] = 7;
-        argv[1] = (const char *) name;
-        argvlen[1] = p - name;
-
-        if (ngx_http_api_key_cmd_send(rc, ngx_http_api_key_lookup_reply, lk,
-                                      2, argv, argvlen)
-            != NGX_OK)
-        {
-            ngx_free(lk);
-            return NGX_ERROR;
-        }
-
-        lk->sent_us = ngx_http_api_key_now_us();
-
-        ngx_memcpy(&lk->node.key, lk->hash, sizeof(ngx_rbtree_key_t));
-        ngx_rbtree_insert(&ngx_http_api_key_inflight, &lk->node);
-
-        lk->timer.handler = ngx_http_api_key_lookup_timeout;
-        lk->timer.data = lk;
-        lk->timer.log = rc->log;
-        ngx_add_timer(&lk->timer, conf->timeout);
-    }
-
-    ngx_queue_insert_tail(&lk->waiters, &ctx->wait);
-    ctx->waiting = lk;
-
-    return NGX_AGAIN;
-}
-
-
-/* the request went away while waiting */
-
-void
-ngx_http_api_key_redis_cancel(ngx_http_api_key_ctx_t *ctx)
-{
-    ngx_queue_remove(&ctx->wait);
-    ctx->waiting = NULL;
-}
-
-
-/*
- * An rbtree keyed by the hash's first bytes.  Equal keys (the same hash in
- * two zones, or hashes that share their first bytes) are inserted to the
- * right, but rotations move them to either side: both are searched.
- */
-
-ngx_rbtree_node_t *
-ngx_http_api_key_tree_find(ngx_rbtree_t *tree, ngx_http_api_key_zone_t *zone,
-    u_char *hash, size_t hash_offset, size_t zone_offset)
-{
-    return ngx_http_api_key_tree_find_from(tree->root, tree->sentinel, zone,
-                                           hash, hash_offset, zone_offset);
-}
-
-
-static ngx_rbtree_node_t *
-ngx_http_api_key_tree_find_from(ngx_rbtree_node_t *node,
-    ngx_rbtree_node_t *sentinel, ngx_http_api_key_zone_t *zone, u_char *hash,
-    size_t hash_offset, size_t zone_offset)
-{
-    ngx_rbtree_key_t    key;
-    ngx_rbtree_node_t  *found;
-
-    ngx_memcpy(&key, hash, sizeof(ngx_rbtree_key_t));
-
-    while (node != sentinel) {
-
-        if (key < node->key) {
-            node = node->left;
-            continue;
-        }
-
-        if (key > node->key) {
-            node = node->right;
-            continue;
-        }
-
-        if (*(ngx_http_api_key_zone_t **) ((u_char *) node + zone_offset)
-            == zone
-            && ngx_memcmp((u_char *) node + hash_offset, hash, AK_HASH_LEN)
-               == 0)
-        {
-            return node;
-        }
-
-        /* the depth of the recursion is bounded by the tree's height */
-
-        found = ngx_http_api_key_tree_find_from(node->left, sentinel, zone,
-                                                hash, hash_offset,
-                                                zone_offset);
-        if (found) {
-            return found;
-        }
-
-        node = node->right;
-    }
-
-    return NULL;
-}
-
-
-static void
-ngx_http_api_key_lookup_reply(redisAsyncContext *ac, void *r, void *privdata)
-{
-    ngx_uint_t                  result;
-    ngx_http_api_key_lookup_t  *lk = privdata;
-
-    if (r) {
-        ngx_http_api_key_observe_latency(lk->zone,
-                                  ngx_http_api_key_now_us() - lk->sent_us);
-    }
-
-    result = ngx_http_api_key_lookup_store(lk, r);
-
-    if (result == NGX_HTTP_API_KEY_LOOKUP_ERROR
-        || result == NGX_HTTP_API_KEY_LOOKUP_DENIED)
-    {
-        ngx_http_api_key_count(&lk->zone->sh->redis_errors);
-    }
-
-    if (!lk->done) {
-        ngx_http_api_key_lookup_finish(lk, result);
-    }
-
-    ngx_free(lk);
-}
-
-
-/* turns the answer into a cache entry and the waiters' outcome */
-
-static ngx_uint_t
-ngx_http_api_key_lookup_store(ngx_http_api_key_lookup_t *lk,
-    redisReply *reply)
-{
-    int                        len, rc, seen;
-    size_t                     i, n;
-    ak_str_t                  *fields, *values;
-    ngx_log_t                 *log;
-    ngx_uint_t                 denied;
-    ngx_slab_pool_t           *shpool;
-    ak_record_err_t            err;
-    ngx_http_api_key_rconn_t  *rconn;
-    char                       id[AK_ID_DEFAULT_LEN + 1];
-    ak_str_t                   fbuf[32], vbuf[32];
-    static u_char              blob[AK_RECORD_MAX];
-
-    rconn = &ngx_http_api_key_cmd;
-    log = rconn->log;
-    shpool = lk->zone->shpool;
-
-    if (reply == NULL) {
-        /* the connection went down */
-        return NGX_HTTP_API_KEY_LOOKUP_ERROR;
-    }
-
-    if (reply->type == REDIS_REPLY_ERROR) {
-
-        if (reply->len >= 9 && ngx_strncmp(reply->str, "WRONGTYPE", 9) == 0) {
-
-            /* the record's fault, not Redis's: a bad record */
-
-            ngx_shmtx_lock(&shpool->mutex);
-            seen = ak_cache_put_bad(lk->zone->sh->cache, lk->hash,
-                                    (uint64_t) ngx_current_msec, lk->seq,
-                                    ngx_http_api_key_reply_version(reply));
-            ngx_shmtx_unlock(&shpool->mutex);
-
-            if (seen != 1) {
-                ngx_http_api_key_id_of(lk->hash, id);
-                ngx_log_error(NGX_LOG_WARN, log, 0,
-                              "api_key: record of key id \"%s\" is not a "
-                              "hash, the key is denied", id);
-            }
-
-            return NGX_HTTP_API_KEY_LOOKUP_BAD;
-        }
-
-        denied = ngx_http_api_key_auth_error(reply);
-
-        /* once until a read succeeds again; the others are counted */
-
-        rconn->errors_last = ngx_current_msec;
-
-        if (rconn->errors++ == 0) {
-            ngx_http_api_key_id_of(lk->hash, id);
-            ngx_log_error(NGX_LOG_ERR, log, 0,
-                          "api_key: redis answered the read of key id "
-                          "\"%s\" with an error: %*s%s; until a read "
-                          "succeeds, further error answers are counted, not "
-                          "logged", id, (size_t) reply->len, reply->str,
-                          denied ? " (an authorization error: keys not "
-                                   "cached are answered \"unavailable\", "
-                                   "also under api_key_fail open)"
-                                 : "");
-        }
-
-        if (denied) {
-            rconn->denied = 1;
-            return NGX_HTTP_API_KEY_LOOKUP_DENIED;
-        }
-
-        return NGX_HTTP_API_KEY_LOOKUP_ERROR;
-    }
-
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements % 2) {
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "api_key: unexpected redis reply to HGETALL");
-        return NGX_HTTP_API_KEY_LOOKUP_ERROR;
-    }
-
-    if (rconn->errors
-        && ngx_current_msec - rconn->errors_last >= NGX_HTTP_API_KEY_QUIET)
-    {
-        ngx_log_error(NGX_LOG_NOTICE, log, 0,
-                      "api_key: redis reads succeed again, after %ui error "
-                      "answers", rconn->errors);
-        rconn->errors = 0;
-    }
-
-    rconn->denied = 0;
-
-    if (reply->elements == 0) {
-        ngx_shmtx_lock(&shpool->mutex);
-        (void) ak_cache_put_negative(lk->zone->sh->cache, lk->hash,
-                                     (uint64_t) ngx_current_msec, lk->seq);
-        ngx_shmtx_unlock(&shpool->mutex);
-
-        return NGX_HTTP_API_KEY_LOOKUP_NOTFOUND;
-    }
-
-    n = reply->elements / 2;
-
-    if (n <= 32) {
-        ngx_memzero(fbuf, sizeof(fbuf));
-        ngx_memzero(vbuf, sizeof(vbuf));
-        fields = fbuf;
-        values = vbuf;
-
-    } else {
-        fields = ngx_alloc(2 * n * sizeof(ak_str_t), log);
-        if (fields == NULL) {
-            return NGX_HTTP_API_KEY_LOOKUP_ERROR;
-        }
-
-        values = fields + n;
-    }
-
-    rc = NGX_HTTP_API_KEY_LOOKUP_FOUND;
-
-    for (i = 0; i < n; i++) {
-        if (reply->element[2 * i]->type != REDIS_REPLY_STRING
-            || reply->element[2 * i + 1]->type != REDIS_REPLY_STRING)
-        {
-            rc = NGX_HTTP_API_KEY_LOOKUP_ERROR;
-            break;
-        }
-
-        fields[i].data = reply->element[2 * i]->str;
-        fields[i].len = reply->element[2 * i]->len;
-        values[i].data = reply->element[2 * i + 1]->str;
-        values[i].len = reply->element[2 * i + 1]->len;
-    }
-
-    len = -1;
-
-    if (rc == NGX_HTTP_API_KEY_LOOKUP_FOUND) {
-        len = ak_record_build(lk->hash, fields, values, n, blob, sizeof(blob),
-                              &err);
-    }
-
-    if (fields != fbuf) {
-        ngx_free(fields);
-    }
-
-    if (rc != NGX_HTTP_API_KEY_LOOKUP_FOUND) {
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "api_key: unexpected redis reply to HGETALL");
-        return rc;
-    }
-
-    if (len < 0) {
-
-        /* cached as bad for negative_ttl; logged once per version */
-
-        ngx_shmtx_lock(&shpool->mutex);
-        seen = ak_cache_put_bad(lk->zone->sh->cache, lk->hash,
-                                (uint64_t) ngx_current_msec, lk->seq,
-                                ngx_http_api_key_reply_version(reply));
-        ngx_shmtx_unlock(&shpool->mutex);
-
-        if (seen != 1) {
-            ngx_log_error(NGX_LOG_WARN, log, 0,
-                          "api_key: record of key id \"%s\" is invalid: %s, "
-                          "the key is denied", err.id, err.msg);
-        }
-
-        return NGX_HTTP_API_KEY_LOOKUP_BAD;
-    }
-
-    ngx_shmtx_lock(&shpool->mutex);
-    rc = ak_cache_put(lk->zone->sh->cache, lk->hash, blob, (size_t) len,
-                      (uint64_t) ngx_current_msec, lk->seq);
-    ngx_shmtx_unlock(&shpool->mutex);
-
-    if (rc != 0) {
-        ngx_http_api_key_id_of(lk->hash, id);
-        ngx_log_error(NGX_LOG_WARN, log, 0,
-                      "api_key: record of key id \"%s\" does not fit in "
-                      "api_key_zone \"%V\"", id, &lk->zone->name);
-        return NGX_HTTP_API_KEY_LOOKUP_BAD;
-    }
-
-    return NGX_HTTP_API_KEY_LOOKUP_FOUND;
-}
-
-
-/* Redis did not answer within "timeout": the waiters go on without it */
-
-static void
-ngx_http_api_key_lookup_timeout(ngx_event_t *ev)
-{
-    char                        id[AK_ID_DEFAULT_LEN + 1];
-    ngx_http_api_key_rconn_t   *rc;
-    ngx_http_api_key_lookup_t  *lk = ev->data;
-
-    rc = &ngx_http_api_key_cmd;
-
-    ngx_http_api_key_id_of(lk->hash, id);
-
-    if (!rc->outage) {
-        ngx_http_api_key_outage_begin(rc);
-
-        ngx_log_error(NGX_LOG_WARN, ev->log, 0,
-                      "api_key: redis read of key id \"%s\" timed out "
-                      "after %M ms; until redis answers again, further "
-                      "timeouts are counted, not logged", id,
-                      rc->conf->timeout);
-
-    } else {
-        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ev->log, 0,
-                       "api_key: redis read of key id \"%s\" timed out",
-                       id);
-    }
-
-    ngx_http_api_key_outage_begin(rc);    /* its last event: now */
-    rc->outage_timeouts++;
-
-    ngx_http_api_key_count(&lk->zone->sh->redis_timeouts);
-
-    /* the hiredis callback still comes, and frees lk */
-    ngx_http_api_key_lookup_finish(lk, NGX_HTTP_API_KEY_LOOKUP_ERROR);
-
-    /* lk may be gone from here on */
-
-    if (++rc->timeouts >= rc->conf->max_timeouts && rc->ac) {
-        ngx_http_api_key_cmd_reopen(rc);
-    }
-}
-
-
-static void
-ngx_http_api_key_lookup_finish(ngx_http_api_key_lookup_t *lk,
-    ngx_uint_t result)
-{
-    lk->done = 1;
-
-    if (lk->timer.timer_set) {
-        ngx_del_timer(&lk->timer);
-    }
-
-    ngx_rbtree_delete(&ngx_http_api_key_inflight, &lk->node);
-
-    ngx_http_api_key_wake_all(&lk->waiters, result);
-}
-
-
-/* the default public id: the first 12 hex digits of the hash */
-
-static void
-ngx_http_api_key_id_of(u_char *hash, char *id)
-{
-    ak_hex_encode(hash, AK_ID_DEFAULT_LEN / 2, id);
-    id[AK_ID_DEFAULT_LEN] = '\0';
-}
-
-
-/* ---- the command connection: a look at the server's settings -------- */
-
-static void
-ngx_http_api_key_cmd_ready(ngx_http_api_key_rconn_t *rc)
-{
-    static const char    *argv[] = { "CONFIG", "GET",
-                                     "notify-keyspace-events" };
-    static const size_t   argvlen[] = { 6, 3, 22 };
-
-    if (!rc->conf->keyspace_events || ngx_worker != 0) {
-        return;
-    }
-
-    (void) ngx_http_api_key_cmd_send(rc, ngx_http_api_key_config_reply, NULL,
-                                     3, argv, argvlen);
-}
-
-
-/*
- * keyspace_events=on needs K (keyspace channel) and g (DEL, EXPIRE, RENAME),
- * h (HSET, HDEL) and x (expired) events, or A for all of them
- */
-
-static void
-ngx_http_api_key_config_reply(redisAsyncContext *ac, void *r, void *privdata)
-{
-    size_t       i;
-    ngx_uint_t   k, g, h, x;
-    redisReply  *reply = r, *v;
-
-    if (reply == NULL) {
-        return;
-    }
-
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2
-        || reply->element[1]->type != REDIS_REPLY_STRING)
-    {
-        ngx_log_error(NGX_LOG_WARN, ngx_http_api_key_cmd.log, 0,
-                      "api_key: keyspace_events=on, but CONFIG GET "
-                      "notify-keyspace-events is not allowed; make sure the "
-                      "redis server has notify-keyspace-events \"Kghx\" or "
-                      "\"KA\"");
-        return;
-    }
-
-    v = reply->element[1];
-    k = g = h = x = 0;
-
-    for (i = 0; i < v->len; i++) {
-        switch (v->str[i]) {
-        case 'K':
-            k = 1;
-            break;
-        case 'g':
-            g = 1;
-            break;
-        case 'h':
-            h = 1;
-            break;
-        case 'x':
-            x = 1;
-            break;
-        case 'A':
-            g = h = x = 1;
-            break;
-        }
-    }
-
-    if (!k || !g || !h || !x) {
-        ngx_log_error(NGX_LOG_WARN, ngx_http_api_key_cmd.log, 0,
-                      "api_key: keyspace_events=on, but the redis server's "
-                      "notify-keyspace-events is \"%*s\": some changes of "
-                      "records (HSET, DEL, EXPIRE, expiries) will not be seen "
-                      "until their ttl ends; set it to \"Kghx\" (or \"KA\")",
-                      v->len, v->str);
-    }
-}
-
-
-/* ---- the events subscription ---------------------------------------- */
-
-static void
-ngx_http_api_key_sub_ready(ngx_http_api_key_rconn_t *rc)
-{
-    u_char                         *p, *q, *last;
-    ngx_uint_t                      i;
-    ngx_http_api_key_zone_t       **zp;
-    ngx_http_api_key_redis_conf_t  *conf;
-    u_char                          pattern[512];
-
-    conf = rc->conf;
-
-    /*
-     * The events in the zones' logs now were published before this
-     * SUBSCRIBE: never this subscription's.  The ones logged from here on
-     * may be (a faster worker applied them before this worker reads the
-     * confirmation): the position starts here, not at the head when the
-     * subscription is confirmed, so that they are recognised, not applied
-     * a second time (an old "revoke" after a newer "update").
-     */
-
-    zp = ngx_http_api_key_amcf->zones.elts;
-
-    for (i = 0; i < ngx_http_api_key_amcf->zones.nelts; i++) {
-        ngx_shmtx_lock(&zp[i]->shpool->mutex);
-        ngx_http_api_key_sub_mark[i] = ak_evlog_head(&zp[i]->sh->evlog);
-        ngx_shmtx_unlock(&zp[i]->shpool->mutex);
-    }
-
-    (void) redisAsyncCommand(rc->ac, ngx_http_api_key_sub_reply, NULL,
-                             "SUBSCRIBE %b", conf->channel.data,
-                             conf->channel.len);
-
-    if (!conf->keyspace_events) {
-        return;
-    }
-
-    /* the prefix, its glob characters escaped, then "*" */
-
-    p = pattern;
-    last = pattern + sizeof(pattern) - 2;
-    q = ngx_http_api_key_keyspace_prefix.data;
-
-    p = ngx_cpymem(p, q, ngx_http_api_key_keyspace_prefix.len
-                         - conf->prefix.len);
-    q += ngx_http_api_key_keyspace_prefix.len - conf->prefix.len;
-
-    for ( /* void */ ; q < ngx_http_api_key_keyspace_prefix.data
-                           + ngx_http_api_key_keyspace_prefix.len;
-         q++)
-    {
-        if (p >= last) {
-            ngx_log_error(NGX_LOG_ERR, rc->log, 0,
-                          "api_key: prefix too long for keyspace events");
-            return;
-        }
-
-        if (*q == '*' || *q == '?' || *q == '[' || *q == ']' || *q == '\\') {
-            *p++ = '\\';
-        }
-
-        *p++ = *q;
-    }
-
-    *p++ = '*';
-
-    (void) redisAsyncCommand(rc->ac, ngx_http_api_key_sub_reply, NULL,
-                             "PSUBSCRIBE %b", pattern,
-                             (size_t) (p - pattern));
-}
-
-
-static void
-ngx_http_api_key_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
-{
-    ngx_str_t    type, msg;
-    redisReply  *reply = r;
-
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements < 3)
-    {
-        return;
-    }
-
-    if (reply->element[0]->type != REDIS_REPLY_STRING) {
-        return;
-    }
-
-    type.data = (u_char *) reply->element[0]->str;
-    type.len = reply->element[0]->len;
-
-    if (type.len == 7 && ngx_strncmp(type.data, "message", 7) == 0) {
-        if (reply->element[2]->type == REDIS_REPLY_STRING) {
-            msg.data = (u_char *) reply->element[2]->str;
-            msg.len = reply->element[2]->len;
-            ngx_http_api_key_sub_event(&msg);
-        }
-
-        return;
-    }
-
-    if (type.len == 8 && ngx_strncmp(type.data, "pmessage", 8) == 0) {
-        if (reply->elements == 4
-            && reply->element[2]->type == REDIS_REPLY_STRING)
-        {
-            msg.data = (u_char *) reply->element[2]->str;
-            msg.len = reply->element[2]->len;
-            ngx_http_api_key_sub_keyspace(&msg);
-        }
-
-        return;
-    }
-
-    if (type.len == 9 && ngx_strncmp(type.data, "subscribe", 9) == 0) {
-
-        ngx_http_api_key_rconn_proven(&ngx_http_api_key_sub);
-
-        /* from here on, this worker receives what the others receive */
-        ngx_http_api_key_apply(NGX_HTTP_API_KEY_OP_SYNC, NULL);
-
-        if (ngx_http_api_key_sub.lost) {
-            /*
-             * Events may have been missed while the subscription was down:
-             * everything cached so far is re-read before it is trusted.
-             */
-
-            ngx_http_api_key_apply(NGX_HTTP_API_KEY_OP_NEW_GEN, NULL);
-
-            ngx_log_error(NGX_LOG_NOTICE, ngx_http_api_key_sub.log, 0,
-                          "api_key: events subscription to \"%V\" is back, "
-                          "cached records will be re-read",
-                          &ngx_http_api_key_sub.conf->channel);
-
-            if (ngx_http_api_key_first_sh()) {
-                ngx_http_api_key_count(
-                               &ngx_http_api_key_first_sh()->resubscribes);
-            }
-        }
-
-        ngx_http_api_key_sub.lost = 0;
-    }
-}
-
-
-/* "revoke HASH", "update HASH", "flush" */
-
-static void
-ngx_http_api_key_sub_event(ngx_str_t *msg)
-{
-    u_char      *p;
-    ngx_str_t    hex;
-    ngx_uint_t   op;
-    u_char       hash[AK_HASH_LEN];
-
-    if (msg->len == 5 && ngx_strncmp(msg->data, "flush", 5) == 0) {
-        ngx_http_api_key_apply(NGX_HTTP_API_KEY_OP_FLUSH, NULL);
-
-        if (ngx_http_api_key_first_sh()) {
-            ngx_http_api_key_count(&ngx_http_api_key_first_sh()
-                                       ->events[NGX_HTTP_API_KEY_OP_FLUSH]);
-        }
-
-        return;
-    }
-
-    p = ngx_strlchr(msg->data, msg->data + msg->len, ' ');
-
-    if (p == NULL) {
-        goto invalid;
-    }
-
-    if (p - msg->data == 6 && ngx_strncmp(msg->data, "revoke", 6) == 0) {
-        op = NGX_HTTP_API_KEY_OP_REVOKE;
-
-    } else if (p - msg->data == 6
-               && ngx_strncmp(msg->data, "update", 6) == 0)
-    {
-        op = NGX_HTTP_API_KEY_OP_UPDATE;
-
-    } else {
-        goto invalid;
-    }
-
-    hex.data = p + 1;
-    hex.len = msg->data + msg->len - hex.data;
-
-    if (ak_hex_decode_hash((const char *) hex.data, hex.len, hash) != 0) {
-        goto invalid;
-    }
-
-    ngx_http_api_key_apply(op, hash);
-
-    if (ngx_http_api_key_first_sh()) {
-        ngx_http_api_key_count(&ngx_http_api_key_first_sh()->events[op]);
-    }
-
-    return;
-
-invalid:
-
-    if (ngx_http_api_key_first_sh()) {
-        ngx_http_api_key_count(&ngx_http_api_key_first_sh()->events[4]);
-    }
-
-    /* the message is not echoed: it might be a key sent by mistake */
-    ngx_log_error(NGX_LOG_WARN, ngx_http_api_key_sub.log, 0,
-                  "api_key: ignored a malformed event of %uz bytes on "
-                  "\"%V\"; expected \"revoke HASH\", \"update HASH\" or "
-                  "\"flush\"", msg->len, &ngx_http_api_key_sub.conf->channel);
-}
-
-
-/* "__keyspace@0__:apikey:HASH": any change of a record drops it */
-
-static void
-ngx_http_api_key_sub_keyspace(ngx_str_t *channel)
-{
-    ngx_str_t  hex;
-    u_char     hash[AK_HASH_LEN];
-
-    if (channel->len != ngx_http_api_key_keyspace_prefix.len + AK_HASH_HEX_LEN
-        || ngx_strncmp(channel->data, ngx_http_api_key_keyspace_prefix.data,
-                       ngx_http_api_key_keyspace_prefix.len)
-           != 0)
-    {
-        /* id lookups, usage counters: not records */
-        return;
-    }
-
-    hex.data = channel->data + ngx_http_api_key_keyspace_prefix.len;
-    hex.len = AK_HASH_HEX_LEN;
-
-    if (ak_hex_decode_hash((const char *) hex.data, hex.len, hash) != 0) {
-        return;
-    }
-
-    ngx_http_api_key_apply(NGX_HTTP_API_KEY_OP_UPDATE, hash);
-
-    if (ngx_http_api_key_first_sh()) {
-        ngx_http_api_key_count(&ngx_http_api_key_first_sh()->events[3]);
-    }
-}
-
-
-/*
- * Applies an event to every zone.  Events from the channel are applied once
- * per node (the zone's event log): the first worker to receive one applies
- * it, the others only move their position past it.  NEW_GEN and SYNC are
- * this worker's own: they are not events.
- */
-
-static void
-ngx_http_api_key_apply(ngx_uint_t op, u_char *hash)
-{
-    int                        rc;
-    uint64_t                   fp;
-    ngx_uint_t                 i;
-    ngx_http_api_key_zone_t  **zp, *zone;
-
-    static const int  events[] = {
-        AK_EVENT_REVOKE, AK_EVENT_UPDATE, AK_EVENT_FLUSH
-    };
-
-    fp = (op <= NGX_HTTP_API_KEY_OP_FLUSH)
-         ? ak_evlog_fingerprint(events[op], hash) : 0;
-
-    zp = ngx_http_api_key_amcf->zones.elts;
-
-    for (i = 0; i < ngx_http_api_key_amcf->zones.nelts; i++) {
-        zone = zp[i];
-
-        ngx_shmtx_lock(&zone->shpool->mutex);
-
-        if (op == NGX_HTTP_API_KEY_OP_SYNC) {
-            /* where the log was when SUBSCRIBE was sent (sub_ready) */
-            zone->event_pos = ngx_http_api_key_sub_mark[i];
-            zone->event_lagging = 0;
-            ngx_shmtx_unlock(&zone->shpool->mutex);
-            continue;
-        }
-
-        if (op == NGX_HTTP_API_KEY_OP_NEW_GEN) {
-            ak_cache_new_generation(zone->sh->cache);
-            ngx_shmtx_unlock(&zone->shpool->mutex);
-            continue;
-        }
-
-        rc = ak_evlog_claim(&zone->sh->evlog, &zone->event_pos, fp);
-
-        if (rc == AK_EVLOG_APPLY) {
-            switch (op) {
-
-            case NGX_HTTP_API_KEY_OP_REVOKE:
-                (void) ak_cache_revoke(zone->sh->cache, hash);
-                break;
-
-            case NGX_HTTP_API_KEY_OP_UPDATE:
-                (void) ak_cache_remove(zone->sh->cache, hash);
-                break;
-
-            default:
-                ak_cache_flush(zone->sh->cache);
-                break;
-            }
-        }
-
-        ngx_shmtx_unlock(&zone->shpool->mutex);
-
-        if (rc == AK_EVLOG_LOST && !zone->event_lagging) {
-            ngx_log_error(NGX_LOG_WARN, ngx_http_api_key_sub.log, 0,
-                          "api_key: this worker fell more than %d events "
-                          "behind the others in api_key_zone \"%V\" and "
-                          "skips the events they applied already",
-                          AK_EVLOG_SIZE, &zone->name);
-        }
-
-        zone->event_lagging = (rc == AK_EVLOG_LOST);
-    }
-}
-
-
-/* a dead peer is noticed in about 10 + 3 * 3 seconds, not hours */
-
-static void
-ngx_http_api_key_keepalive(int fd)
-{
-    int  on = 1;
-
-    (void) setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(int));
-
-#if (NGX_HAVE_KEEPALIVE_TUNABLE)
-    {
-        int  idle = 10, intvl = 3, cnt = 3;
-
-        (void) setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(int));
-        (void) setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(int));
-        (void) setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(int));
-    }
-#endif
-
-#ifdef TCP_USER_TIMEOUT
-    {
-        /* a black-holed path: sent data never acknowledged */
-        unsigned int  ut = NGX_HTTP_API_KEY_USER_TIMEOUT;
-
-        (void) setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut,
-                          sizeof(unsigned int));
-    }
-#endif
-}
-
-
 ngx_uint_t
-ngx_http_api_key_redis_state(ngx_uint_t which)
+ngx_http_api_key_redis_state(ngx_http_api_key_conn_e conn)
 {
     ngx_http_api_key_rconn_t  *rc;
 
-    rc = which ? &ngx_http_api_key_sub : &ngx_http_api_key_cmd;
+    rc = (conn == NGX_HTTP_API_KEY_CONN_EVENTS) ? &ngx_http_api_key_sub
+                                                : &ngx_http_api_key_cmd;
 
-    return (rc->ac && rc->connected) ? 1 : 0;
+    return (rc->io.ac && rc->connected) ? 1 : 0;
 }
 
 
 /*
- * What identifies a record's content (FNV-1a over the answer's strings and
- * their lengths): a malformed record is logged once per version.
+ * A command on the command connection, for the quota leases: its answer
+ * goes to handler (if any) as an ngx_http_api_key_reply_t.
  */
 
-static uint64_t
-ngx_http_api_key_reply_version(redisReply *reply)
-{
-    size_t       i, j, n;
-    uint64_t     h;
-    redisReply  *e;
-
-    h = 0xcbf29ce484222325ULL;
-    n = (reply->type == REDIS_REPLY_ARRAY) ? reply->elements : 1;
-
-    for (i = 0; i < n; i++) {
-        e = (reply->type == REDIS_REPLY_ARRAY) ? reply->element[i] : reply;
-
-        h = (h ^ (uint64_t) e->type) * 0x100000001b3ULL;
-        h = (h ^ (uint64_t) e->len) * 0x100000001b3ULL;
-
-        if (e->type == REDIS_REPLY_STRING || e->type == REDIS_REPLY_ERROR
-            || e->type == REDIS_REPLY_STATUS)
-        {
-            for (j = 0; j < (size_t) e->len; j++) {
-                h = (h ^ (u_char) e->str[j]) * 0x100000001b3ULL;
-            }
-        }
-    }
-
-    return h;
-}
-
-
-static ngx_uint_t
-ngx_http_api_key_now_us(void)
-{
-    struct timespec  ts;
-
-    (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-
-    return (ngx_uint_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-
-static void
-ngx_http_api_key_count(ngx_atomic_t *counter)
-{
-    (void) ngx_atomic_fetch_add(counter, 1);
-}
-
-
-/* a command on the command connection, for the quota leases */
-
 ngx_int_t
-ngx_http_api_key_redis_command(ngx_http_api_key_redis_cb_pt cb,
-    void *privdata, int argc, const char **argv, const size_t *argvlen)
+ngx_http_api_key_redis_command(ngx_http_api_key_reply_pt handler, void *data,
+    int argc, const char **argv, const size_t *argvlen)
 {
     ngx_http_api_key_rconn_t  *rc = &ngx_http_api_key_cmd;
 
-    if (rc->ac == NULL || rc->npending >= rc->conf->max_pending) {
+    if (rc->io.ac == NULL || rc->npending >= rc->conf->max_pending) {
         return NGX_ERROR;
     }
 
-    return ngx_http_api_key_cmd_send(rc, (redisCallbackFn *) cb, privdata,
-                                     argc, argv, argvlen);
+    return ngx_http_api_key_cmd_send(rc, NULL, handler, data, argc, argv,
+                                     argvlen);
 }
 
 
 ngx_uint_t
 ngx_http_api_key_redis_ready(void)
 {
-    return ngx_http_api_key_cmd.ac != NULL;
+    return ngx_http_api_key_cmd.io.ac != NULL;
 }
 
 
@@ -1988,18 +908,155 @@ ngx_http_api_key_redis_conf(void)
 }
 
 
-/* module-wide counters (events, connections) live in the first zone */
+/* ---- for the record reads (lookup.c) -------------------------------- */
 
-static ngx_http_api_key_shctx_t *
-ngx_http_api_key_first_sh(void)
+/*
+ * May a read be sent now?  NGX_OK: yes.  NGX_ERROR: Redis cannot be asked
+ * (not connected, or max_pending commands wait for an answer: the outage
+ * counts it, the first such refusal warns); NGX_DECLINED: the same, after
+ * Redis refused the module's credentials or commands.
+ */
+
+ngx_int_t
+ngx_http_api_key_redis_read_admit(void)
 {
-    ngx_http_api_key_zone_t  **zp;
+    ngx_http_api_key_rconn_t       *rc;
+    ngx_http_api_key_redis_conf_t  *conf;
 
-    if (ngx_http_api_key_amcf->zones.nelts == 0) {
-        return NULL;
+    rc = &ngx_http_api_key_cmd;
+    conf = rc->conf;
+
+    /* (a prefix this long does not fit a read's key name) */
+
+    if (rc->io.ac == NULL || conf->prefix.len > 256) {
+        rc->outage_down += rc->outage;
+        return rc->denied ? NGX_DECLINED : NGX_ERROR;
     }
 
-    zp = ngx_http_api_key_amcf->zones.elts;
+    if (rc->npending >= conf->max_pending) {
 
-    return zp[0]->sh;
+        /* Redis is slow or gone: no more commands pile up */
+
+        if (!rc->outage) {
+            ngx_http_api_key_outage_begin(rc);
+
+            ngx_log_error(NGX_LOG_WARN, rc->log, 0,
+                          "api_key: %ui redis commands are waiting for "
+                          "an answer (max_pending): further misses are "
+                          "answered without redis until it answers",
+                          rc->npending);
+        }
+
+        ngx_http_api_key_outage_begin(rc);
+        rc->outage_refused++;
+
+        return rc->denied ? NGX_DECLINED : NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* a command on the command connection, hiredis's answer to fn */
+
+ngx_int_t
+ngx_http_api_key_redis_send(redisCallbackFn *fn, void *privdata, int argc,
+    const char **argv, const size_t *argvlen)
+{
+    return ngx_http_api_key_cmd_send(&ngx_http_api_key_cmd, fn, NULL,
+                                     privdata, argc, argv, argvlen);
+}
+
+
+/* a read timed out: the outage counts it; 1: it starts the outage */
+
+ngx_uint_t
+ngx_http_api_key_redis_outage_timeout(void)
+{
+    ngx_uint_t                 first;
+    ngx_http_api_key_rconn_t  *rc = &ngx_http_api_key_cmd;
+
+    first = !rc->outage;
+
+    ngx_http_api_key_outage_begin(rc);    /* its last event: now */
+    rc->outage_timeouts++;
+
+    return first;
+}
+
+
+/*
+ * One more read in a row without an answer: max_timeouts of them close the
+ * connection and open it again (the pending callbacks are answered NULL).
+ */
+
+void
+ngx_http_api_key_redis_unanswered(void)
+{
+    ngx_http_api_key_rconn_t  *rc = &ngx_http_api_key_cmd;
+
+    if (++rc->timeouts >= rc->conf->max_timeouts && rc->io.ac) {
+        ngx_http_api_key_cmd_reopen(rc);
+    }
+}
+
+
+/* a read was refused as unauthorized (1), or answered (0) */
+
+void
+ngx_http_api_key_redis_set_denied(ngx_uint_t denied)
+{
+    ngx_http_api_key_cmd.denied = denied ? 1 : 0;
+}
+
+
+/* ---- for the events subscriber (events.c) --------------------------- */
+
+/* at init time: what to do once a connection is up (TCP connected) */
+
+void
+ngx_http_api_key_redis_on_ready(ngx_http_api_key_conn_e conn,
+    ngx_http_api_key_ready_pt ready)
+{
+    if (conn == NGX_HTTP_API_KEY_CONN_EVENTS) {
+        ngx_http_api_key_sub.ready = ready;
+
+    } else {
+        ngx_http_api_key_cmd.ready = ready;
+    }
+}
+
+
+/* a (P)SUBSCRIBE on the events connection; its messages go to fn */
+
+ngx_int_t
+ngx_http_api_key_redis_subscribe(redisCallbackFn *fn, int argc,
+    const char **argv, const size_t *argvlen)
+{
+    if (ngx_http_api_key_sub.io.ac == NULL) {
+        return NGX_ERROR;
+    }
+
+    return (redisAsyncCommandArgv(ngx_http_api_key_sub.io.ac, fn, NULL, argc,
+                                  argv, argvlen)
+            == REDIS_OK) ? NGX_OK : NGX_ERROR;
+}
+
+
+/*
+ * The subscription is confirmed: the connection works.  1: it had been
+ * lost since the last confirmation (events may have been missed).
+ */
+
+ngx_uint_t
+ngx_http_api_key_redis_subscribed(void)
+{
+    ngx_uint_t  lost;
+
+    ngx_http_api_key_rconn_proven(&ngx_http_api_key_sub);
+
+    lost = ngx_http_api_key_sub.lost;
+    ngx_http_api_key_sub.lost = 0;
+
+    return lost;
 }

@@ -85,7 +85,7 @@ ngx_http_api_key_variable(ngx_http_request_t *r,
     switch (data) {
 
     case NGX_HTTP_API_KEY_VAR_STATUS:
-        s = &ngx_http_api_key_status_names[ctx->status];
+        s = ngx_http_api_key_status_name(ctx->status);
         break;
 
     case NGX_HTTP_API_KEY_VAR_ID:

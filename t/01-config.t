@@ -276,4 +276,22 @@ for my $b (@bad) {
     like($out, $also, "... and mentions $also") if $also;
 }
 
+# a prefix longer than a Redis name may hold: refused by nginx -t (a longer
+# one used to make every record read fail at run time)
+for my $len (256, 257) {
+    my $p = 'p' x $len;
+    my $c = ApiKeyTest::Nginx->check_config(http => <<"EOT");
+    api_key_zone  keys:1m;
+    api_key_redis redis://127.0.0.1:6379 prefix=$p;
+EOT
+    if ($len <= 256) {
+        ok($c->{ok}, "nginx -t accepts a $len-byte prefix") or diag $c->{output};
+    } else {
+        my $line = ApiKeyTest::Nginx::line_of($c, qr/api_key_redis/);
+        ok(!$c->{ok}, "nginx -t refuses a $len-byte prefix");
+        like($c->{output}, qr/"prefix" is longer than 256 bytes in \Q$c->{conf_path}\E:$line/,
+             '... naming the limit, the file and the line');
+    }
+}
+
 done_testing;

@@ -1,6 +1,6 @@
 /*
  * cache.cpp: the shared-memory key cache (see "Shared-memory cache" in
- * ak_core.h and api_key_zone in the spec).
+ * ak_core.h, and api_key_zone in README.md).
  *
  * Layout of the block handed over by the glue (offsets, never pointers, so
  * that it works at any mapping address):
@@ -1138,9 +1138,9 @@ aligned(const void *p) noexcept
 
 
 /*
- * The C entry points.  ak_core.h declares them without "noexcept" (adding it
- * to the definitions only would not compile), but none of them can throw:
- * they call nothing but the noexcept helpers above and memset/memcpy.
+ * The C entry points, declared AK_NOEXCEPT in ak_core.h (noexcept in C++):
+ * none of them can throw, they call nothing but the noexcept helpers above
+ * and memset/memcpy.
  */
 
 extern "C" {
