@@ -18,6 +18,7 @@
  * ngx_http_api_key_redis.c      Redis connections and the command queue
  * ngx_http_api_key_redis_io.c   hiredis's async adapter on nginx's events
  * ngx_http_api_key_redis_url.c  api_key_redis's URL and parameters
+ * ngx_http_api_key_zone.c       api_key_zone: the directive, the zone's init
  * ngx_http_api_key_wait.c       requests waiting on a read or a lease
  * ngx_http_api_key.h            this: types, names, inline counters
  * ngx_http_api_key_redis.h      redis.c's API with hiredis types
@@ -402,6 +403,9 @@ extern ngx_module_t  ngx_http_api_key_module;
 
 /* handler.c */
 ngx_int_t ngx_http_api_key_handler(ngx_http_request_t *r);
+
+/* zone.c */
+char *ngx_http_api_key_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 
 /* keys.c */
 ngx_int_t ngx_http_api_key_keys_init_worker(ngx_cycle_t *cycle,
