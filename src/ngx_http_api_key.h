@@ -249,6 +249,7 @@ extern ngx_str_t     ngx_http_api_key_status_names[];
 /* handler.c */
 ngx_int_t ngx_http_api_key_post_read_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_api_key_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_api_key_subrequest_handler(ngx_http_request_t *r);
 ngx_http_api_key_ctx_t *ngx_http_api_key_get_ctx(ngx_http_request_t *r);
 void ngx_http_api_key_wake_all(ngx_queue_t *waiters, ngx_uint_t result);
 

@@ -127,6 +127,56 @@ ngx_http_api_key_post_read_handler(ngx_http_request_t *r)
 }
 
 
+/*
+ * The preaccess phase, for subrequests, which nginx lets skip the access
+ * phase: a subrequest never gets more than a direct request would.  Of a
+ * main request checked by this module it shares the outcome (a denied one:
+ * the same answer); else (the main request's location has no api_key: the
+ * auth_request pattern) it is checked on its own, with its own context,
+ * waiting on Redis like a main request does.
+ */
+
+ngx_int_t
+ngx_http_api_key_subrequest_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                     rc;
+    ngx_http_api_key_ctx_t       *ctx;
+    ngx_http_api_key_loc_conf_t  *alcf;
+
+    if (r == r->main) {
+        /* main requests: the access phase */
+        return NGX_DECLINED;
+    }
+
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_api_key_module);
+
+    if (alcf->zone == NULL) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_api_key_get_ctx(r->main);
+
+    if (ctx && ctx->decided) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "api_key: subrequest shares the main request's "
+                       "\"%V\"", &ngx_http_api_key_status_names[ctx->status]);
+
+        return (ctx->rc == NGX_OK) ? NGX_DECLINED : ctx->rc;
+    }
+
+    rc = ngx_http_api_key_handler(r);
+
+    /* NGX_OK would skip the other preaccess handlers (limit_req...) */
+
+    return (rc == NGX_OK) ? NGX_DECLINED : rc;
+}
+
+
+/*
+ * The access phase (main requests; a subrequest comes from the preaccess
+ * handler above).
+ */
+
 ngx_int_t
 ngx_http_api_key_handler(ngx_http_request_t *r)
 {
@@ -139,11 +189,6 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
     alcf = ngx_http_get_module_loc_conf(r, ngx_http_api_key_module);
 
     if (alcf->zone == NULL) {
-        return NGX_DECLINED;
-    }
-
-    if (r != r->main) {
-        /* subrequests share the main request's outcome */
         return NGX_DECLINED;
     }
 
@@ -441,7 +486,8 @@ ngx_http_api_key_create_ctx(ngx_http_request_t *r)
 
 /*
  * The context survives internal redirects (which clear r->ctx) through its
- * pool cleanup, as the realip module does.
+ * pool cleanup, as the realip module does.  Subrequests share the main
+ * request's pool: the contexts of other requests are passed over.
  */
 
 ngx_http_api_key_ctx_t *
@@ -461,7 +507,7 @@ ngx_http_api_key_get_ctx(ngx_http_request_t *r)
             ctx = cln->data;
 
             if (ctx->request != r) {
-                return NULL;
+                continue;
             }
 
             ngx_http_set_ctx(r, ctx, ngx_http_api_key_module);
@@ -964,6 +1010,15 @@ ngx_http_api_key_wake_all(ngx_queue_t *waiters, ngx_uint_t result)
         ctx = ngx_queue_data(q, ngx_http_api_key_ctx_t, wait);
         ctx->waiting = NULL;
         ctx->lookup_result = result;
+
+        if (ctx->request->connection->data != ctx->request) {
+            /*
+             * the connection's event runs the active request (c->data),
+             * then the posted ones: a subrequest that is not the active
+             * one is posted (the active one must not: it would run twice)
+             */
+            (void) ngx_http_post_request(ctx->request, NULL);
+        }
 
         ngx_post_event(ctx->request->connection->write, &ngx_posted_events);
     }

@@ -417,6 +417,15 @@ ngx_http_api_key_postconfiguration(ngx_conf_t *cf)
 
     *hp = ngx_http_api_key_post_read_handler;
 
+    /* subrequests skip the access phase: they are checked here */
+
+    hp = ngx_array_push(&cmcf->phases[NGX_HTTP_PREACCESS_PHASE].handlers);
+    if (hp == NULL) {
+        return NGX_ERROR;
+    }
+
+    *hp = ngx_http_api_key_subrequest_handler;
+
     hp = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
     if (hp == NULL) {
         return NGX_ERROR;
