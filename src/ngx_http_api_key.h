@@ -197,7 +197,33 @@ typedef void (*ngx_http_api_key_reply_pt)(ngx_http_api_key_reply_t *reply,
 typedef struct {
     ngx_uint_t                    type;
     ngx_str_t                     name;      /* as written */
+    ngx_int_t                     var;       /* indexes of the cacheable */
+    ngx_int_t                     var2;      /* variables that hold the
+                                                source ($http_NAME,
+                                                $http_authorization,
+                                                $cookie_NAME, $http_cookie),
+                                                dropped once stripped;
+                                                NGX_ERROR: none */
 } ngx_http_api_key_source_t;
+
+
+/* a query argument removed at the start of the request (keys.c) */
+typedef struct {
+    ngx_str_t                     name;      /* the server's source */
+    ngx_str_t                     value;     /* its first occurrence as
+                                                sent (a copy, wiped at the
+                                                end); data NULL: taken by a
+                                                location that strips it */
+} ngx_http_api_key_arg_t;
+
+
+typedef struct {
+    ngx_http_api_key_arg_t       *args;
+    ngx_uint_t                    nargs;
+    ngx_str_t                     sent[3];      /* r->args, r->unparsed_uri,
+                                                   r->request_line as sent */
+    ngx_str_t                     stripped[3];  /* and as stripped */
+} ngx_http_api_key_early_t;
 
 
 /* Redis read latency histogram: upper bounds in microseconds, then +Inf */
@@ -365,6 +391,8 @@ typedef struct {
     ngx_int_t                     rc;        /* the handler's final answer */
     ngx_http_api_key_loc_conf_t  *decided_by;    /* where it was decided */
     ngx_http_api_key_source_t    *source;    /* where the key was found */
+    ngx_http_api_key_early_t     *early;     /* query arguments removed at
+                                                the start (main request) */
     unsigned                      decided:1;
     unsigned                      hashed:1;
     unsigned                      attempts:2;    /* reads from Redis */
@@ -402,7 +430,9 @@ extern ngx_module_t  ngx_http_api_key_module;
 
 
 /* handler.c */
+ngx_int_t ngx_http_api_key_post_read_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_api_key_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_api_key_subrequest_handler(ngx_http_request_t *r);
 
 /* zone.c */
 char *ngx_http_api_key_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
@@ -411,13 +441,19 @@ char *ngx_http_api_key_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 ngx_int_t ngx_http_api_key_keys_init_worker(ngx_cycle_t *cycle,
     ngx_http_api_key_main_conf_t *amcf);
 void ngx_http_api_key_keys_exit_worker(ngx_cycle_t *cycle);
+ngx_int_t ngx_http_api_key_strip_early(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_early_t **early);
+void ngx_http_api_key_restore_early(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_early_t *early);
 ngx_int_t ngx_http_api_key_find(ngx_http_request_t *r,
-    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_found_t *found);
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_early_t *early,
+    ngx_http_api_key_found_t *found);
 ngx_int_t ngx_http_api_key_check_and_hash(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_found_t *found);
 ngx_int_t ngx_http_api_key_strip(ngx_http_request_t *r,
-    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_found_t *found);
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_found_t *found,
+    ngx_http_api_key_early_t *early);
 ngx_uint_t ngx_http_api_key_same_source(ngx_http_api_key_source_t *a,
     ngx_http_api_key_source_t *b);
 

@@ -15,6 +15,7 @@
 #include "ngx_http_api_key.h"
 
 
+static ngx_http_api_key_early_t *ngx_http_api_key_early(ngx_http_request_t *r);
 static ngx_int_t ngx_http_api_key_redirected(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx);
 static ngx_uint_t ngx_http_api_key_reads_alike(
@@ -53,13 +54,76 @@ static char  *ngx_http_api_key_cache_names[] = {
 static u_char  ngx_http_api_key_blob[AK_RECORD_MAX];
 
 
+/*
+ * POST_READ, once per request (internal redirects and subrequests start at
+ * the server's rewrite phase): the arguments of the server's query sources
+ * leave the request before anything can end and log it (limit_req,
+ * limit_conn, "return", a location without api_key); the access phase
+ * finds them in the context.
+ */
+
 ngx_int_t
-ngx_http_api_key_handler(ngx_http_request_t *r)
+ngx_http_api_key_post_read_handler(ngx_http_request_t *r)
+{
+    ngx_http_api_key_ctx_t       *ctx;
+    ngx_http_api_key_early_t     *early;
+    ngx_http_api_key_loc_conf_t  *alcf;
+
+    if (r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    /* the server's configuration: what its locations inherit */
+
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_api_key_module);
+
+    if (!alcf->strip) {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_api_key_strip_early(r, alcf, &early) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (early == NULL) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_api_key_get_ctx(r);
+
+    if (ctx == NULL) {
+        ctx = ngx_http_api_key_create_ctx(r);
+        if (ctx == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    ctx->early = early;
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * The preaccess phase, for subrequests, which nginx lets skip the access
+ * phase: a subrequest never gets more than a direct request would.  Of a
+ * main request checked by this module it shares the outcome (a denied one:
+ * the same answer); else (the main request's location has no api_key: the
+ * auth_request pattern) it is checked on its own, with its own context,
+ * waiting on Redis like a main request does.
+ */
+
+ngx_int_t
+ngx_http_api_key_subrequest_handler(ngx_http_request_t *r)
 {
     ngx_int_t                     rc;
     ngx_http_api_key_ctx_t       *ctx;
-    ngx_http_api_key_found_t      found;
     ngx_http_api_key_loc_conf_t  *alcf;
+
+    if (r == r->main) {
+        /* main requests: the access phase */
+        return NGX_DECLINED;
+    }
 
     alcf = ngx_http_get_module_loc_conf(r, ngx_http_api_key_module);
 
@@ -67,8 +131,41 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    if (r != r->main) {
-        /* subrequests share the main request's outcome */
+    ctx = ngx_http_api_key_get_ctx(r->main);
+
+    if (ctx && ctx->decided) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "api_key: subrequest shares the main request's "
+                       "\"%V\"", ngx_http_api_key_status_name(ctx->status));
+
+        return (ctx->rc == NGX_OK) ? NGX_DECLINED : ctx->rc;
+    }
+
+    rc = ngx_http_api_key_handler(r);
+
+    /* NGX_OK would skip the other preaccess handlers (limit_req...) */
+
+    return (rc == NGX_OK) ? NGX_DECLINED : rc;
+}
+
+
+/*
+ * The access phase (main requests; a subrequest comes from the preaccess
+ * handler above).
+ */
+
+ngx_int_t
+ngx_http_api_key_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                     rc;
+    ngx_http_api_key_ctx_t       *ctx;
+    ngx_http_api_key_early_t     *early;
+    ngx_http_api_key_found_t      found;
+    ngx_http_api_key_loc_conf_t  *alcf;
+
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_api_key_module);
+
+    if (alcf->zone == NULL) {
         return NGX_DECLINED;
     }
 
@@ -102,14 +199,22 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
         }
     }
 
-    rc = ngx_http_api_key_find(r, alcf, &found);
+    early = ngx_http_api_key_early(r);
+
+    if (early && !alcf->strip && r == r->main) {
+        ngx_http_api_key_restore_early(r, alcf, early);
+    }
+
+    rc = ngx_http_api_key_find(r, alcf, early, &found);
 
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (rc == NGX_DECLINED) {
-        if (alcf->strip && ngx_http_api_key_strip(r, alcf, NULL) != NGX_OK) {
+        if (alcf->strip
+            && ngx_http_api_key_strip(r, alcf, NULL, early) != NGX_OK)
+        {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
@@ -121,7 +226,9 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
 
     rc = ngx_http_api_key_check_and_hash(r, alcf, ctx, &found);
 
-    if (alcf->strip && ngx_http_api_key_strip(r, alcf, &found) != NGX_OK) {
+    if (alcf->strip
+        && ngx_http_api_key_strip(r, alcf, &found, early) != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -131,6 +238,22 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
     }
 
     return ngx_http_api_key_lookup(r, alcf, ctx);
+}
+
+
+/*
+ * The query arguments removed at the start of the request: the main
+ * request's (a subrequest's query arguments are its own, in r->args).
+ */
+
+static ngx_http_api_key_early_t *
+ngx_http_api_key_early(ngx_http_request_t *r)
+{
+    ngx_http_api_key_ctx_t  *ctx;
+
+    ctx = ngx_http_api_key_get_ctx(r->main);
+
+    return ctx ? ctx->early : NULL;
 }
 
 
@@ -148,15 +271,17 @@ ngx_http_api_key_redirected(ngx_http_request_t *r,
     ngx_int_t                     rc;
     ak_str_t                      have;
     ak_record_t                   rec;
+    ngx_http_api_key_early_t     *early;
     ngx_http_api_key_found_t      found;
     ngx_http_api_key_loc_conf_t  *prev;
 
     prev = ctx->decided_by;
+    early = ngx_http_api_key_early(r);
 
     rc = NGX_DECLINED;
 
     if (ctx->rc == NGX_OK || (alcf != prev && alcf->strip)) {
-        rc = ngx_http_api_key_find(r, alcf, &found);
+        rc = ngx_http_api_key_find(r, alcf, early, &found);
 
         if (rc == NGX_ERROR) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -180,7 +305,8 @@ ngx_http_api_key_redirected(ngx_http_request_t *r,
     }
 
     if (alcf != prev && alcf->strip
-        && ngx_http_api_key_strip(r, alcf, rc == NGX_OK ? &found : NULL)
+        && ngx_http_api_key_strip(r, alcf, rc == NGX_OK ? &found : NULL,
+                                  early)
            != NGX_OK)
     {
         /* this location's sources may name another key: it goes too */

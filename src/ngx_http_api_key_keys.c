@@ -35,6 +35,11 @@ static ngx_int_t ngx_http_api_key_strip_cookie(ngx_http_request_t *r,
     ngx_str_t *name);
 static ngx_int_t ngx_http_api_key_list_remove(ngx_list_t *l,
     ngx_list_part_t **part, ngx_uint_t *i);
+static ngx_uint_t ngx_http_api_key_has_arg(ngx_str_t *args, ngx_str_t *name);
+static ngx_http_api_key_arg_t *ngx_http_api_key_early_arg(
+    ngx_http_api_key_early_t *early, ngx_str_t *name);
+static void ngx_http_api_key_early_wipe(void *data);
+static void ngx_http_api_key_drop_var(ngx_http_request_t *r, ngx_int_t index);
 
 
 #if (NGX_DEBUG)
@@ -84,12 +89,13 @@ ngx_http_api_key_keys_exit_worker(ngx_cycle_t *cycle)
 
 ngx_int_t
 ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
-    ngx_http_api_key_found_t *found)
+    ngx_http_api_key_early_t *early, ngx_http_api_key_found_t *found)
 {
     u_char                     *p, *last;
     ngx_uint_t                  i, n;
     ngx_list_part_t            *part;
     ngx_table_elt_t            *h;
+    ngx_http_api_key_arg_t     *arg;
     ngx_http_api_key_source_t  *src;
 
     src = alcf->sources->elts;
@@ -144,6 +150,16 @@ ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
                              &found->value)
                 == NGX_OK)
             {
+                goto done;
+            }
+
+            /* removed at the start of the request (strip_early) */
+
+            arg = early ? ngx_http_api_key_early_arg(early, &src[n].name)
+                        : NULL;
+
+            if (arg && arg->value.data) {
+                found->value = arg->value;
                 goto done;
             }
 
@@ -451,21 +467,29 @@ done:
 /*
  * The found key's header or cookie goes; so do the arguments of every query
  * source, wherever the key was found and also when none was (the request
- * line may hold one that "set $args" removed from r->args).
+ * line may hold one that "set $args" removed from r->args), and what
+ * strip_early() kept of them: a location that strips a source takes it
+ * away for good.  A subrequest strips only its own query arguments: its
+ * headers are the main request's (shared memory), which keeps them.
+ * Variables that hold a stripped source and were cached earlier (an "if" or
+ * a "set" before this phase) are dropped, so the access log does not get
+ * the key from them.
  */
 
 ngx_int_t
 ngx_http_api_key_strip(ngx_http_request_t *r,
-    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_found_t *found)
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_found_t *found,
+    ngx_http_api_key_early_t *early)
 {
     ngx_int_t                   rc;
     ngx_uint_t                  n;
+    ngx_http_api_key_arg_t     *arg;
     ngx_http_api_key_source_t  *src;
     ngx_str_t                   authorization = ngx_string("authorization");
 
     rc = NGX_OK;
 
-    if (found) {
+    if (found && r == r->main) {
         switch (found->source->type) {
 
         case NGX_HTTP_API_KEY_SRC_HEADER:
@@ -488,15 +512,29 @@ ngx_http_api_key_strip(ngx_http_request_t *r,
         if (rc != NGX_OK) {
             return rc;
         }
+
+        ngx_http_api_key_drop_var(r, found->source->var);
+        ngx_http_api_key_drop_var(r, found->source->var2);
     }
 
     src = alcf->sources->elts;
 
     for (n = 0; n < alcf->sources->nelts; n++) {
-        if (src[n].type == NGX_HTTP_API_KEY_SRC_QUERY
-            && ngx_http_api_key_strip_query(r, &src[n].name) != NGX_OK)
-        {
+
+        if (src[n].type != NGX_HTTP_API_KEY_SRC_QUERY) {
+            continue;
+        }
+
+        if (ngx_http_api_key_strip_query(r, &src[n].name) != NGX_OK) {
             return NGX_ERROR;
+        }
+
+        arg = (early && r == r->main)
+              ? ngx_http_api_key_early_arg(early, &src[n].name) : NULL;
+
+        if (arg && arg->value.data) {
+            ngx_explicit_memzero(arg->value.data, arg->value.len);
+            ngx_str_null(&arg->value);
         }
     }
 
@@ -615,7 +653,6 @@ ngx_http_api_key_strip_query(ngx_http_request_t *r, ngx_str_t *name)
 {
     u_char                        *p, *q, *last;
     ngx_uint_t                     removed;
-    ngx_http_variable_value_t     *vv;
     ngx_http_api_key_main_conf_t  *amcf;
 
     removed = 0;
@@ -692,14 +729,9 @@ ngx_http_api_key_strip_query(ngx_http_request_t *r, ngx_str_t *name)
 
     amcf = ngx_http_get_module_main_conf(r, ngx_http_api_key_module);
 
-    if (amcf->query_vars && r->variables) {
-        vv = &r->variables[amcf->var_request];
-        vv->valid = 0;
-        vv->not_found = 0;
-
-        vv = &r->variables[amcf->var_request_uri];
-        vv->valid = 0;
-        vv->not_found = 0;
+    if (amcf->query_vars) {
+        ngx_http_api_key_drop_var(r, amcf->var_request);
+        ngx_http_api_key_drop_var(r, amcf->var_request_uri);
     }
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
@@ -893,4 +925,253 @@ ngx_http_api_key_strip_cookie(ngx_http_request_t *r, ngx_str_t *name)
     }
 
     return NGX_OK;
+}
+
+
+/* ---- the start of a request: the server's query sources ------------- */
+
+/*
+ * Called at POST_READ, before the server's rewrite phase, limit_req,
+ * limit_conn or a "return" can end the request (and log it): the arguments
+ * of the query sources of alcf (the server's configuration, which its
+ * locations inherit) are removed from r->args, r->unparsed_uri and
+ * r->request_line.  The first occurrence of each (what ngx_http_arg()
+ * finds) is kept, a copy wiped when the request ends, for find() in the
+ * access phase.  *early stays NULL when the request has none of them.
+ */
+
+ngx_int_t
+ngx_http_api_key_strip_early(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_early_t **early)
+{
+    ngx_str_t                   value;
+    ngx_uint_t                  n, nq;
+    ngx_pool_cleanup_t         *cln;
+    ngx_http_api_key_arg_t     *arg;
+    ngx_http_api_key_early_t   *e;
+    ngx_http_api_key_source_t  *src;
+
+    *early = NULL;
+
+    src = alcf->sources->elts;
+    nq = 0;
+
+    /* most requests have none: no allocation then */
+
+    for (n = 0; n < alcf->sources->nelts; n++) {
+        if (src[n].type == NGX_HTTP_API_KEY_SRC_QUERY
+            && ngx_http_api_key_has_arg(&r->args, &src[n].name))
+        {
+            nq++;
+        }
+    }
+
+    if (nq == 0) {
+        return NGX_OK;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_api_key_early_t)
+                                        + nq * sizeof(ngx_http_api_key_arg_t));
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    e = cln->data;
+    ngx_memzero(e, sizeof(ngx_http_api_key_early_t)
+                   + nq * sizeof(ngx_http_api_key_arg_t));
+    e->args = (ngx_http_api_key_arg_t *) (e + 1);
+
+    cln->handler = ngx_http_api_key_early_wipe;
+
+    e->sent[0] = r->args;
+    e->sent[1] = r->unparsed_uri;
+    e->sent[2] = r->request_line;
+
+    for (n = 0; n < alcf->sources->nelts; n++) {
+
+        if (src[n].type != NGX_HTTP_API_KEY_SRC_QUERY
+            || e->nargs == nq
+            || ngx_http_api_key_early_arg(e, &src[n].name)
+            || !ngx_http_api_key_has_arg(&r->args, &src[n].name))
+        {
+            continue;
+        }
+
+        arg = &e->args[e->nargs++];
+        arg->name = src[n].name;
+
+        if (ngx_http_arg(r, src[n].name.data, src[n].name.len, &value)
+            == NGX_OK)
+        {
+            arg->value.data = ngx_pnalloc(r->pool, value.len + 1);
+            if (arg->value.data == NULL) {
+                return NGX_ERROR;
+            }
+
+            ngx_memcpy(arg->value.data, value.data, value.len);
+            arg->value.len = value.len;
+        }
+
+        if (ngx_http_api_key_strip_query(r, &src[n].name) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    e->stripped[0] = r->args;
+    e->stripped[1] = r->unparsed_uri;
+    e->stripped[2] = r->request_line;
+
+    *early = e;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A location with api_key_strip off that reads one of the arguments
+ * strip_early() removed gets them back, as they came: r->args,
+ * r->unparsed_uri and r->request_line, each unless something (a rewrite,
+ * "set $args") replaced it meanwhile.
+ */
+
+void
+ngx_http_api_key_restore_early(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_early_t *early)
+{
+    ngx_str_t                     *s[3];
+    ngx_uint_t                     n, restored;
+    ngx_http_api_key_arg_t        *arg;
+    ngx_http_api_key_source_t     *src;
+    ngx_http_api_key_main_conf_t  *amcf;
+
+    src = alcf->sources->elts;
+
+    for (n = 0; n < alcf->sources->nelts; n++) {
+        if (src[n].type == NGX_HTTP_API_KEY_SRC_QUERY) {
+            arg = ngx_http_api_key_early_arg(early, &src[n].name);
+
+            if (arg && arg->value.data) {
+                goto restore;
+            }
+        }
+    }
+
+    return;
+
+restore:
+
+    s[0] = &r->args;
+    s[1] = &r->unparsed_uri;
+    s[2] = &r->request_line;
+
+    restored = 0;
+
+    for (n = 0; n < 3; n++) {
+        if (s[n]->data == early->stripped[n].data
+            && s[n]->len == early->stripped[n].len
+            && (s[n]->data != early->sent[n].data
+                || s[n]->len != early->sent[n].len))
+        {
+            *s[n] = early->sent[n];
+            restored = 1;
+        }
+    }
+
+    if (!restored) {
+        return;
+    }
+
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_api_key_module);
+
+    if (amcf->query_vars) {
+        ngx_http_api_key_drop_var(r, amcf->var_request);
+        ngx_http_api_key_drop_var(r, amcf->var_request_uri);
+    }
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "api_key: query arguments put back (api_key_strip off)");
+}
+
+
+/* args has an argument "NAME" or "NAME=..." (without case) */
+
+static ngx_uint_t
+ngx_http_api_key_has_arg(ngx_str_t *args, ngx_str_t *name)
+{
+    u_char  *p, *a, *last;
+
+    p = args->data;
+    last = p + args->len;
+
+    while (p < last) {
+        a = ngx_strlchr(p, last, '&');
+        if (a == NULL) {
+            a = last;
+        }
+
+        if (ngx_http_api_key_arg_named(p, a, name)) {
+            return 1;
+        }
+
+        p = a + 1;
+    }
+
+    return 0;
+}
+
+
+/* what strip_early() kept under that name (compared without case) */
+
+static ngx_http_api_key_arg_t *
+ngx_http_api_key_early_arg(ngx_http_api_key_early_t *early, ngx_str_t *name)
+{
+    ngx_uint_t               n;
+    ngx_http_api_key_arg_t  *arg;
+
+    arg = early->args;
+
+    for (n = 0; n < early->nargs; n++) {
+        if (arg[n].name.len == name->len
+            && ngx_strncasecmp(arg[n].name.data, name->data, name->len) == 0)
+        {
+            return &arg[n];
+        }
+    }
+
+    return NULL;
+}
+
+
+/* the request's pool goes: the kept values with it, wiped first */
+
+static void
+ngx_http_api_key_early_wipe(void *data)
+{
+    ngx_http_api_key_early_t  *early = data;
+
+    ngx_uint_t  n;
+
+    for (n = 0; n < early->nargs; n++) {
+        if (early->args[n].value.data) {
+            ngx_explicit_memzero(early->args[n].value.data,
+                                 early->args[n].value.len);
+        }
+    }
+}
+
+
+/*
+ * A cacheable variable whose value may hold a stripped key (taken before it
+ * was stripped) is computed again when next read.
+ */
+
+static void
+ngx_http_api_key_drop_var(ngx_http_request_t *r, ngx_int_t index)
+{
+    if (index == NGX_ERROR || r->variables == NULL) {
+        return;
+    }
+
+    r->variables[index].valid = 0;
+    r->variables[index].not_found = 0;
 }

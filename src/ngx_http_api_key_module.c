@@ -23,6 +23,8 @@ static char *ngx_http_api_key_hash(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_api_key_query_vars(ngx_conf_t *cf);
+static ngx_int_t ngx_http_api_key_source_vars(ngx_conf_t *cf,
+    ngx_http_api_key_source_t *src);
 static char *ngx_http_api_key_source(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_api_key_format(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -242,6 +244,12 @@ ngx_http_api_key_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
             ngx_str_set(&src[0].name, "x-api-key");
             src[1].type = NGX_HTTP_API_KEY_SRC_BEARER;
             ngx_str_null(&src[1].name);
+
+            if (ngx_http_api_key_source_vars(cf, &src[0]) != NGX_OK
+                || ngx_http_api_key_source_vars(cf, &src[1]) != NGX_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
         }
 
         conf->sources = prev->sources;
@@ -383,6 +391,24 @@ ngx_http_api_key_postconfiguration(ngx_conf_t *cf)
     ak_hasher_free(h);
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    /* the server's query sources leave the request first */
+
+    hp = ngx_array_push(&cmcf->phases[NGX_HTTP_POST_READ_PHASE].handlers);
+    if (hp == NULL) {
+        return NGX_ERROR;
+    }
+
+    *hp = ngx_http_api_key_post_read_handler;
+
+    /* subrequests skip the access phase: they are checked here */
+
+    hp = ngx_array_push(&cmcf->phases[NGX_HTTP_PREACCESS_PHASE].handlers);
+    if (hp == NULL) {
+        return NGX_ERROR;
+    }
+
+    *hp = ngx_http_api_key_subrequest_handler;
 
     hp = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
     if (hp == NULL) {
@@ -664,6 +690,11 @@ ngx_http_api_key_source(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         if (ngx_strcmp(value[i].data, "bearer") == 0) {
             src->type = NGX_HTTP_API_KEY_SRC_BEARER;
             ngx_str_null(&src->name);
+
+            if (ngx_http_api_key_source_vars(cf, src) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+
             continue;
         }
 
@@ -715,9 +746,91 @@ ngx_http_api_key_source(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             /* compared with the lowercased names nginx keeps */
             ngx_strlow(src->name.data, src->name.data, src->name.len);
         }
+
+        if (ngx_http_api_key_source_vars(cf, src) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
     }
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * The cacheable variables that hold a source: a value taken before the
+ * source is stripped (an "if", a "set" in the rewrite phases) is dropped
+ * after stripping, so that it does not reach the access log.  $arg_NAME is
+ * not cacheable; $request and $request_uri: ngx_http_api_key_query_vars().
+ */
+
+static ngx_int_t
+ngx_http_api_key_source_vars(ngx_conf_t *cf, ngx_http_api_key_source_t *src)
+{
+    u_char     *p;
+    size_t      i;
+    ngx_str_t   name;
+    ngx_str_t   http_cookie = ngx_string("http_cookie");
+    ngx_str_t   http_authorization = ngx_string("http_authorization");
+
+    src->var = NGX_ERROR;
+    src->var2 = NGX_ERROR;
+
+    switch (src->type) {
+
+    case NGX_HTTP_API_KEY_SRC_HEADER:
+
+        /* $http_x_api_key for X-API-Key */
+
+        name.len = sizeof("http_") - 1 + src->name.len;
+        name.data = ngx_pnalloc(cf->pool, name.len);
+        if (name.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        p = ngx_cpymem(name.data, "http_", sizeof("http_") - 1);
+
+        for (i = 0; i < src->name.len; i++) {
+            p[i] = (src->name.data[i] == '-')
+                   ? '_' : ngx_tolower(src->name.data[i]);
+        }
+
+        src->var = ngx_http_get_variable_index(cf, &name);
+        break;
+
+    case NGX_HTTP_API_KEY_SRC_BEARER:
+        src->var = ngx_http_get_variable_index(cf, &http_authorization);
+        break;
+
+    case NGX_HTTP_API_KEY_SRC_COOKIE:
+
+        name.len = sizeof("cookie_") - 1 + src->name.len;
+        name.data = ngx_pnalloc(cf->pool, name.len);
+        if (name.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(ngx_cpymem(name.data, "cookie_", sizeof("cookie_") - 1),
+                   src->name.data, src->name.len);
+
+        src->var = ngx_http_get_variable_index(cf, &name);
+        if (src->var == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        src->var2 = ngx_http_get_variable_index(cf, &http_cookie);
+        break;
+
+    default: /* NGX_HTTP_API_KEY_SRC_QUERY */
+        return NGX_OK;
+    }
+
+    if (src->var == NGX_ERROR
+        || (src->type == NGX_HTTP_API_KEY_SRC_COOKIE && src->var2 == NGX_ERROR))
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 

@@ -75,7 +75,13 @@ ngx_http_api_key_variable(ngx_http_request_t *r,
     ngx_str_t               *s;
     ngx_http_api_key_ctx_t  *ctx;
 
-    ctx = ngx_http_api_key_get_ctx(r->main);
+    /* a subrequest checked on its own (auth_request): its outcome */
+
+    ctx = (r != r->main) ? ngx_http_api_key_get_ctx(r) : NULL;
+
+    if (ctx == NULL || !ctx->decided) {
+        ctx = ngx_http_api_key_get_ctx(r->main);
+    }
 
     if (ctx == NULL || !ctx->decided) {
         v->not_found = 1;

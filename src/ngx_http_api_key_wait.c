@@ -56,7 +56,8 @@ ngx_http_api_key_create_ctx(ngx_http_request_t *r)
 
 /*
  * The context survives internal redirects (which clear r->ctx) through its
- * pool cleanup, as the realip module does.
+ * pool cleanup, as the realip module does.  Subrequests share the main
+ * request's pool: the contexts of other requests are passed over.
  */
 
 ngx_http_api_key_ctx_t *
@@ -76,7 +77,7 @@ ngx_http_api_key_get_ctx(ngx_http_request_t *r)
             ctx = cln->data;
 
             if (ctx->request != r) {
-                return NULL;
+                continue;
             }
 
             ngx_http_set_ctx(r, ctx, ngx_http_api_key_module);
@@ -159,6 +160,15 @@ ngx_http_api_key_wait_wake(ngx_http_api_key_wait_t *w)
 
         if (w->kind == NGX_HTTP_API_KEY_WAIT_READ) {
             ctx->lookup_result = w->result;
+        }
+
+        if (ctx->request->connection->data != ctx->request) {
+            /*
+             * the connection's event runs the active request (c->data),
+             * then the posted ones: a subrequest that is not the active
+             * one is posted (the active one must not: it would run twice)
+             */
+            (void) ngx_http_post_request(ctx->request, NULL);
         }
 
         ngx_post_event(ctx->request->connection->write, &ngx_posted_events);

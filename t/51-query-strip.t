@@ -53,8 +53,18 @@ my $http = <<'EOT';
             proxy_pass http://127.0.0.1:%%PORT_UP%%;
         }
 
-        # set $args drops the key from r->args: the request line still has it
+        # set $args drops the key from r->args: the request line still has
+        # it (a source of the location only: the server's query:api_key
+        # leaves the request before the rewrite phases, README)
         location /drop/ {
+            api_key_source query:dk;
+            set $args "x=1";
+            proxy_pass http://127.0.0.1:%%PORT_UP%%;
+        }
+
+        # the server's source: removed at the start, still found after
+        # "set $args" replaced the arguments
+        location /dropsrv/ {
             set $args "x=1";
             proxy_pass http://127.0.0.1:%%PORT_UP%%;
         }
@@ -213,11 +223,19 @@ SKIP: {
                        'X-Request-Uri' => '/set/p?s=1', 'X-Args' => 's=1&added=1' },
           body => qr{^up request=\[GET /set/p\?s=1&added=1 HTTP/1\.0\]});
 
-    $res = http_get($port, "/drop/p?api_key=$k&d=1");
+    $res = http_get($port, "/drop/p?dk=$k&d=1");
     check('set $args without the key: missing, the request line stripped all the same',
           $res, status => 401,
           headers => { 'X-Request' => 'GET /drop/p?d=1 HTTP/1.1',
                        'X-Request-Uri' => '/drop/p?d=1', 'X-Status' => 'missing' });
+
+    $res = http_get($port, "/dropsrv/p?api_key=$k&d=1");
+    check('set $args, the server\'s source: the key was removed at the start and is found',
+          $res, status => 200,
+          headers => { 'X-Request' => 'GET /dropsrv/p?d=1 HTTP/1.1',
+                       'X-Request-Uri' => '/dropsrv/p?d=1', 'X-Args' => 'x=1',
+                       'X-Status' => 'ok' },
+          body => qr{^up request=\[GET /dropsrv/p\?x=1 HTTP/1\.0\]});
 
     $res = http_get($port, "/early/p?api_key=$k&e=1");
     check('$request_uri and $request cached before the access phase', $res,
