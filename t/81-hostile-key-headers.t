@@ -67,6 +67,15 @@ my @repeated = (
       h('/d/', 'X-API-Key' => $k, 'X-API-Key' => $u), want => '200 ok' },
     { name => 'X-API-Key twice, unknown then valid: the first is the key',
       h('/d/', 'X-API-Key' => $u, 'X-API-Key' => $k), want => '401 unknown' },
+    # the copies of the header are the last headers of the request, the
+    # first not the first header: the second one must go too (api_key_strip:
+    # every occurrence), not reach the upstream
+    { name => 'X-API-Key twice, valid then unknown, after Host: both stripped',
+      h('/d/', Connection => 'keep-alive', Host => 'x', 'X-API-Key' => $k, 'X-API-Key' => $u),
+      want => '200 ok' },
+    { name => 'X-API-Key three times, valid first, after Host: all stripped',
+      h('/d/', Connection => 'keep-alive', Host => 'x', 'X-API-Key' => $k, 'X-API-Key' => $u,
+        'X-API-Key' => $u), want => '200 ok' },
     { name => 'X-API-Key twice, valid then malformed',
       h('/d/', 'X-API-Key' => $k, 'X-API-Key' => $m), want => '200 ok' },
     { name => 'X-API-Key twice, malformed then valid',

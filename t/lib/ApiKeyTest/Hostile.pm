@@ -20,9 +20,17 @@ package ApiKeyTest::Hostile;
 #       raw key made by the key helpers in the answer (headers or body).
 #       Needs "add_header X-Status $api_key_status always" and, for owner,
 #       "add_header X-Owner $api_key_owner always" in the location.
-#   raw_exchange($port, $bytes, timeout => 5, responses => N)
+#   raw_exchange($port, $bytes, timeout => 5, responses => N, head => 1)
 #       sends $bytes on a new connection and reads until N responses are
-#       complete or the server closes: the list of Responses.
+#       complete or the server closes: the list of Responses.  head: the
+#       answer to one HEAD request (read until the server closes).
+#   h2_requests($port, [ [ $path, [ name => value, ... ] ], ... ], timeout => 10)
+#       HTTP/2 with prior knowledge: every request a stream of one
+#       connection, all sent at once (HEADERS frames, HPACK literals without
+#       Huffman coding); returns { status => 401, body => '...', reset => 0 }
+#       per request, in order, and { connection => 'goaway'|'closed'|'' }
+#       last.  Only what the tests need: the status (as nginx encodes it),
+#       DATA, RST_STREAM, SETTINGS/PING answered.
 #   got($res)  "status outcome" of a response ("-" for no $api_key_status)
 #   byte_name($c)  "0x1f" for a byte, for case names
 #   NGINX_REFUSED_HEADER
@@ -39,11 +47,13 @@ use Exporter 'import';
 use Time::HiRes qw(time);
 use IO::Select;
 use Errno qw(EAGAIN EINTR);
+use List::Util qw(max);
 use Test::More ();
 
 use ApiKeyTest ();
 
-our @EXPORT = qw(run_cases raw_exchange got byte_name NGINX_REFUSED_HEADER);
+our @EXPORT = qw(run_cases raw_exchange got byte_name NGINX_REFUSED_HEADER
+                 h2_requests);
 
 use constant NGINX_REFUSED_HEADER =>
     qr/\[info\] \d+#\d+: \*\d+ client sent (?:invalid|duplicate|too long) header line: /;
@@ -101,6 +111,15 @@ sub raw_exchange {
     my $sel = IO::Select->new($s);
     my $buf = '';
     my @res;
+    if ($o{head}) {
+        while ($sel->can_read(max(0.01, $t0 + $timeout - time))) {
+            my $n = sysread($s, $buf, 65536, length $buf);
+            last unless $n;
+        }
+        close $s;
+        $buf =~ s/\r\nContent-Length: \d+/\r\nContent-Length: 0/i;
+        return grep { defined } ApiKeyTest::Response->parse($buf);
+    }
     while (1) {
         # complete responses at the front of the buffer
         while (my $r = ApiKeyTest::Response->parse($buf, complete_only => 1)) {
@@ -127,6 +146,117 @@ sub raw_exchange {
         push @res, $r if $r;
     }
     return @res;
+}
+
+# --- a minimal HTTP/2 client ---------------------------------------------------
+
+sub _h2_frame {
+    my ($type, $flags, $stream, $payload) = @_;
+    my $len = length $payload;
+    return pack('C3 C C N', $len >> 16, ($len >> 8) & 0xff, $len & 0xff,
+                $type, $flags, $stream & 0x7fffffff) . $payload;
+}
+
+# an HPACK integer with an N-bit prefix
+sub _hpack_int {
+    my ($first, $bits, $v) = @_;
+    my $max = (1 << $bits) - 1;
+    return chr($first | $v) if $v < $max;
+    my $s = chr($first | $max);
+    $v -= $max;
+    while ($v >= 128) { $s .= chr(($v & 0x7f) | 0x80); $v >>= 7 }
+    return $s . chr($v);
+}
+
+# a literal header field without indexing, new name, no Huffman coding
+sub _hpack_literal {
+    my ($name, $value) = @_;
+    return "\x00" . _hpack_int(0, 7, length $name) . $name
+           . _hpack_int(0, 7, length $value) . $value;
+}
+
+my %H2_STATIC_STATUS = (8 => 200, 9 => 204, 10 => 206, 11 => 304, 12 => 400,
+                        13 => 404, 14 => 500);
+
+sub h2_requests {
+    my ($port, $reqs, %o) = @_;
+    my $timeout = $o{timeout} // 10;
+    my $t0 = time;
+    my $s = ApiKeyTest::_connect($port, $timeout) or die "connect: $!";
+    my $out = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" . _h2_frame(4, 0, 0, '');
+    my (%res, @ids);
+    my $id = 1;
+    for my $q (@$reqs) {
+        my ($path, $hdrs) = @$q;
+        my $block = join '', map { _hpack_literal(@$_) }
+            [':method', 'GET'], [':scheme', 'http'], [':path', $path],
+            [':authority', '127.0.0.1'],
+            map { [ $hdrs->[2 * $_], $hdrs->[2 * $_ + 1] ] } 0 .. @{ $hdrs // [] } / 2 - 1;
+        $out .= _h2_frame(1, 0x5, $id, $block);     # END_STREAM|END_HEADERS
+        $res{$id} = { status => 0, body => '', reset => 0, done => 0 };
+        push @ids, $id;
+        $id += 2;
+    }
+    ApiKeyTest::_write_all($s, $out, $t0 + $timeout);
+    my $sel = IO::Select->new($s);
+    my $buf = '';
+    my $conn = '';
+    my $open = @ids;
+    while ($open > 0) {
+        while (length $buf >= 9) {
+            my ($l1, $l2, $l3, $type, $flags, $sid) = unpack 'C3 C C N', $buf;
+            my $len = ($l1 << 16) | ($l2 << 8) | $l3;
+            last if length $buf < 9 + $len;
+            my $p = substr($buf, 9, $len);
+            substr($buf, 0, 9 + $len, '');
+            $sid &= 0x7fffffff;
+            my $st = $res{$sid};
+            if ($type == 4 && !($flags & 1)) {           # SETTINGS: ack
+                ApiKeyTest::_write_all($s, _h2_frame(4, 1, 0, ''), time + 2);
+            } elsif ($type == 6 && !($flags & 1)) {      # PING: pong
+                ApiKeyTest::_write_all($s, _h2_frame(6, 1, 0, $p), time + 2);
+            } elsif ($type == 7) {                       # GOAWAY
+                $conn = 'goaway';
+                $open = 0;
+            } elsif ($st && $type == 3) {                # RST_STREAM
+                $st->{reset} = 1;
+                $st->{done}++ or $open--;
+            } elsif ($st && ($type == 1 || $type == 0)) {
+                if ($type == 1) {
+                    my $pad = $flags & 0x8 ? ord substr($p, 0, 1) : 0;
+                    $p = substr($p, $flags & 0x8 ? 1 : 0);
+                    $p = substr($p, 5) if $flags & 0x20;          # PRIORITY
+                    my $b = ord $p;
+                    if ($b & 0x80 && $H2_STATIC_STATUS{$b & 0x7f}) {
+                        $st->{status} = $H2_STATIC_STATUS{$b & 0x7f};
+                    } elsif (($b == 0x48 || $b == 0x08) && ord(substr($p, 1, 1)) == 3) {
+                        $st->{status} = substr($p, 2, 3) + 0;
+                    }
+                } else {
+                    my $pad = $flags & 0x8 ? ord substr($p, 0, 1) : 0;
+                    $st->{body} .= substr($p, $flags & 0x8 ? 1 : 0,
+                                          length($p) - ($flags & 0x8 ? 1 : 0) - $pad);
+                    # give the window back, so that big bodies keep coming
+                    ApiKeyTest::_write_all($s, _h2_frame(8, 0, 0, pack('N', $len))
+                        . _h2_frame(8, 0, $sid, pack('N', $len)), time + 2) if $len;
+                }
+                if ($flags & 1) { $st->{done}++ or $open-- }  # END_STREAM
+            }
+        }
+        last if $open <= 0;
+        my $left = $t0 + $timeout - time;
+        if ($left <= 0) { $conn = 'timeout'; last }
+        next unless $sel->can_read($left);
+        my $n = sysread($s, $buf, 65536, length $buf);
+        if (!defined $n) {
+            next if $! == EINTR || $! == EAGAIN;
+            $conn = 'closed';
+            last;
+        }
+        if ($n == 0) { $conn = 'closed'; last }
+    }
+    close $s;
+    return ((map { delete $res{$_}{done}; $res{$_} } @ids), { connection => $conn });
 }
 
 # the bytes after the end of a parsed response in its raw buffer
