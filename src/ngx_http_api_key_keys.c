@@ -586,8 +586,11 @@ ngx_http_api_key_strip_header(ngx_http_request_t *r, ngx_str_t *name,
  * r->headers_in keeps pointers into the list: the part is shortened at
  * either end or split in two.  When the list's last part changes, the
  * list's per-part capacity is lowered so that ngx_list_push() never writes
- * past the memory of the original part.  On return (*part, *i) is the
- * position of the element that followed the removed one (maybe past the
+ * past the memory of the original part.  A part other than the first that
+ * is emptied leaves the chain: nginx's own list walks (the proxy module's
+ * request headers, for one) step into the next part and read its first
+ * element without checking that there is one.  On return (*part, *i) is
+ * the position of the element that followed the removed one (maybe past the
  * end of *part: iterators move on to the next part).
  */
 
@@ -595,16 +598,14 @@ static ngx_int_t
 ngx_http_api_key_list_remove(ngx_list_t *l, ngx_list_part_t **part,
     ngx_uint_t *i)
 {
-    ngx_list_part_t  *p, *tail;
+    ngx_list_part_t  *p, *prev, *tail;
 
     p = *part;
 
     if (*i == p->nelts - 1) {
         p->nelts--;
-        return NGX_OK;
-    }
 
-    if (*i == 0) {
+    } else if (*i == 0) {
         p->elts = (char *) p->elts + l->size;
         p->nelts--;
 
@@ -613,27 +614,50 @@ ngx_http_api_key_list_remove(ngx_list_t *l, ngx_list_part_t **part,
         }
 
         return NGX_OK;
+
+    } else {
+        tail = ngx_palloc(l->pool, sizeof(ngx_list_part_t));
+        if (tail == NULL) {
+            return NGX_ERROR;
+        }
+
+        tail->elts = (char *) p->elts + (*i + 1) * l->size;
+        tail->nelts = p->nelts - *i - 1;
+        tail->next = p->next;
+
+        p->nelts = *i;
+        p->next = tail;
+
+        if (p == l->last) {
+            l->last = tail;
+            l->nalloc = tail->nelts;
+        }
+
+        *part = tail;
+        *i = 0;
+
+        return NGX_OK;
     }
 
-    tail = ngx_palloc(l->pool, sizeof(ngx_list_part_t));
-    if (tail == NULL) {
-        return NGX_ERROR;
+    if (p->nelts || p == &l->part) {
+        return NGX_OK;
     }
 
-    tail->elts = (char *) p->elts + (*i + 1) * l->size;
-    tail->nelts = p->nelts - *i - 1;
-    tail->next = p->next;
+    /* an emptied part after the first: unlinked, (*part, *i) before it */
 
-    p->nelts = *i;
-    p->next = tail;
+    for (prev = &l->part; prev->next != p; prev = prev->next) {
+        /* void */
+    }
+
+    prev->next = p->next;
 
     if (p == l->last) {
-        l->last = tail;
-        l->nalloc = tail->nelts;
+        l->last = prev;
+        l->nalloc = prev->nelts;
     }
 
-    *part = tail;
-    *i = 0;
+    *part = prev;
+    *i = prev->nelts;
 
     return NGX_OK;
 }

@@ -56,7 +56,7 @@ our @EXPORT = qw(run_cases raw_exchange got byte_name NGINX_REFUSED_HEADER
                  h2_requests);
 
 use constant NGINX_REFUSED_HEADER =>
-    qr/\[info\] \d+#\d+: \*\d+ client sent (?:invalid|duplicate|too long) header line: /;
+    qr/\[info\] \d+#\d+: \*\d+ client sent (?:(?:invalid|duplicate|too long) header line: |header "[^"]*" with invalid value: )/;
 
 sub got {
     my ($res) = @_;
