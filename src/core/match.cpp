@@ -155,6 +155,12 @@ bool encode_ip(const char *item, size_t len, Writer &w, ErrBuf &e) noexcept
         goto bad_address;
     }
 
+    /* inet_pton reads a C string: a NUL inside would cut the address */
+
+    if (std::memchr(item, '\0', alen)) {
+        goto bad_address;
+    }
+
     std::memcpy(buf, item, alen);
     buf[alen] = '\0';
 

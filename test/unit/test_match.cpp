@@ -199,6 +199,17 @@ TEST(Ips, Malformed)
             << b.err.msg;
     }
 
+    // a NUL inside an item (Redis values are binary): inet_pton would stop
+    // at it and read "127.0.0.1" (found by the hostile-input corpus, t/83)
+    const std::string nul[] = {
+        std::string("127.0.0.1\0junk", 14), std::string("::ffff:127.0.0.1\0x", 18),
+        std::string("10.0.0.0\0/8", 11), std::string("\0", 1),
+    };
+    for (const std::string &v : nul) {
+        auto b = build({ { "ips", v } });
+        EXPECT_EQ(b.len, -1) << "accepted ips with a NUL, length " << v.size();
+    }
+
     const char *good[] = {
         "1.2.3.4", " 1.2.3.4 ", "\t1.2.3.4,\t::1 ", "::", "::/0", "0.0.0.0/0",
         "1.2.3.4/032", "::ffff:1.2.3.4", "2001:DB8::1", "1:2:3:4:5:6:7:8",
