@@ -32,7 +32,6 @@ use FindBin;
 use lib "$FindBin::Bin/../t/lib";
 use Test::More;
 use Time::HiRes qw(time sleep);
-use Digest::SHA qw(sha256_hex);
 use POSIX qw(strftime);
 use ApiKeyTest;
 use ApiKeyTest::Load;
