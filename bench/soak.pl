@@ -228,7 +228,7 @@ set terminal png size 1000,600
 set output '$OUT/soak.png'
 set datafile separator ','
 set key outside bottom center horizontal
-set title 'make soak: ${MIN} min, ~$RATE requests/s, reload every 60 s'
+set title 'make soak: ${MIN} min, $RATE requests/s (cap), reload every 60 s' noenhanced
 set xlabel 'seconds'
 set ylabel 'KiB (private memory)'
 set y2label 'count'

@@ -14,7 +14,7 @@ use ApiKeyTest::Chaos;
 require_module();
 
 my $c = ApiKeyTest::Chaos->new(conns => 16, walk => 20000, rate => 2000, warmup => 0.5,
-                               pre => 0.5, post => 2.2);
+                               pre => 0.5, post => 2);
 $c->scenario('redis SIGSTOP 1.5s', fault => sub { $_[0]->fault_sigstop(1.5) });
 note "\n" . $c->table;
 done_testing;

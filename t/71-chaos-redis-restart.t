@@ -15,7 +15,7 @@ use ApiKeyTest::Chaos;
 require_module();
 
 my $c = ApiKeyTest::Chaos->new(conns => 16, walk => 20000, rate => 2000, warmup => 0.5,
-                               pre => 0.5, post => 2.2);
+                               pre => 0.5, post => 2);
 $c->scenario('redis kill -9, restart empty, records back after 0.5s',
     fault => sub { $c->fault_kill_restart(0.5) }, allow_401 => $c->allow_401_empty);
 $c->scenario('CLIENT KILL normal/pubsub every 0.25s for 1s',

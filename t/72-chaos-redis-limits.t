@@ -14,7 +14,7 @@ use ApiKeyTest::Chaos;
 require_module();
 
 my $c = ApiKeyTest::Chaos->new(conns => 16, walk => 20000, rate => 2000, warmup => 0.5,
-                               pre => 0.5, post => 2.2);
+                               pre => 0.5, post => 2);
 $c->scenario('maxclients 1 for 1s', fault => sub { $c->fault_maxclients(1) });
 $c->scenario('maxmemory noeviction for 1s', fault => sub { $c->fault_maxmemory(1) });
 note "\n" . $c->table;
