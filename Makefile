@@ -241,7 +241,7 @@ bench-callgrind: bench-deps
 # --- faults under load and soak (bench/chaos.pl, bench/soak.pl) ------------
 #
 #   make chaos          one fault at a time under 64 connections of load
-#                       (about 5 min): table on stdout and in bench/CHAOS.md
+#                       (about 1.5 min): table on stdout and in bench/CHAOS.md
 #   make soak           SOAK_MINUTES (10) of steady load with changes and a
 #                       reload every minute: bench/soak.csv, bench/soak.png,
 #                       the "soak" section of bench/RESULTS.md

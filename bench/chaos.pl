@@ -17,7 +17,7 @@
 #   graceful quit while requests wait on a stopped Redis
 #
 # What each scenario asserts: see t/lib/ApiKeyTest/Chaos.pm.  Prints the
-# table and writes it to bench/CHAOS.md (CHAOS_OUT).  About 4 minutes.
+# table and writes it to bench/CHAOS.md (CHAOS_OUT).  About 1.5 minutes.
 # The short versions run in make test: t/70-74.
 use strict;
 use warnings;
@@ -90,7 +90,9 @@ my $md = "# Faults under load (`make chaos`)\n\n"
     . "Redis cannot answer: expected); *401 by a Redis fault* must be 0; *recovery* is the time\n"
     . "from the end of the fault to the last unexpected answer (at most 2 s); after each\n"
     . "scenario the workers' fds (+1 per worker), private memory (+max(2 MiB, 10%)) and Redis\n"
-    . "connections (2 per worker) are back to the baseline.\n\n"
+    . "connections (2 per worker) are back to the baseline. *Keep-alive retries*: requests sent\n"
+    . "again because nginx closed an idle keep-alive connection as they were sent (a reload, a\n"
+    . "worker's exit); not failures.\n\n"
     . $table . "\n"
     . join('', map { "- $_->{name}: $_->{note}\n" } grep { $_->{note} } $c->rows)
     . "\nResult: " . (@failed ? 'FAIL (' . join(', ', map { $_->{name} } @failed) . ')' : 'pass') . "\n";
