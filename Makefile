@@ -237,3 +237,25 @@ bench-revoke: bench-deps
 bench-callgrind: bench-deps
 	$(MAKE) module
 	bash bench/callgrind.sh $(BUILD)
+
+# --- faults under load and soak (bench/chaos.pl, bench/soak.pl) ------------
+#
+#   make chaos          one fault at a time under 64 connections of load
+#                       (about 1.5 min): table on stdout and in bench/CHAOS.md
+#   make soak           SOAK_MINUTES (10) of steady load with changes and a
+#                       reload every minute: bench/soak.csv, bench/soak.png,
+#                       the "soak" section of bench/RESULTS.md
+
+SOAK_MINUTES ?= 10
+
+.PHONY: chaos soak
+
+chaos: bench-deps
+	$(MAKE) module
+	AK_MODULE=$(MODULE) AK_TEST_TIMEOUT=900 perl -I t/lib bench/chaos.pl
+
+soak: bench-deps
+	$(MAKE) module
+	AK_MODULE=$(MODULE) SOAK_MINUTES=$(SOAK_MINUTES) \
+	    AK_TEST_TIMEOUT=$$(( $(SOAK_MINUTES) * 60 + 600 )) \
+	    perl -I t/lib bench/soak.pl

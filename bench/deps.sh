@@ -9,6 +9,7 @@
 #   redis-tools            redis-cli --pipe, redis-benchmark
 #   util-linux procps iproute2   taskset, ps, ss
 #   valgrind               make bench-callgrind
+#   gnuplot-nox            make soak (the PNG plot)
 exec sh "$(dirname "$0")/../scripts/deps.sh" redis-tools wrk \
     libnginx-mod-http-lua lua-nginx-redis libbenchmark-dev util-linux \
-    procps iproute2 valgrind
+    procps iproute2 valgrind gnuplot-nox
