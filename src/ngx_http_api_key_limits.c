@@ -938,7 +938,15 @@ ngx_http_api_key_offline_grant(ngx_http_api_key_zone_t *zone, u_char *hash,
         return;
     }
 
-    block = zone->quota_offline - off->used;
+    /*
+     * In blocks of at most quota_lease: the share is taken as it is used,
+     * so what the cache entry loses with its state (evicted, re-read after
+     * an unknown answer) is one block, not the rest of the window's share,
+     * and what is reported to Redis as used offline is close to what was
+     */
+
+    block = ngx_min(zone->quota_offline - off->used,
+                    ngx_max(zone->quota_lease, 1));
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
