@@ -105,6 +105,8 @@ static void ngx_http_api_key_rconn_handshake_reply(redisAsyncContext *ac,
     void *r, void *privdata);
 static void ngx_http_api_key_rconn_handshake(ngx_http_api_key_rconn_t *rc,
     const char *what, int argc, const char **argv, const size_t *argvlen);
+static void ngx_http_api_key_rconn_handshake_done(
+    ngx_http_api_key_rconn_t *rc);
 static void ngx_http_api_key_rconn_proven(ngx_http_api_key_rconn_t *rc);
 static ngx_int_t ngx_http_api_key_cmd_send(ngx_http_api_key_rconn_t *rc,
     redisCallbackFn *fn, ngx_http_api_key_reply_pt handler, void *privdata,
@@ -463,12 +465,14 @@ ngx_http_api_key_rconn_on_connect(const redisAsyncContext *ac, int status)
 
     /*
      * TCP is up, which proves little (a full server, a proxy in front of
-     * one): the backoff starts over once the handshake or subscription
-     * is answered (ngx_http_api_key_rconn_proven)
+     * one): the connection is used once its handshake is answered, and
+     * the backoff starts over once the handshake (the commands connection)
+     * or the subscription (the events connection) is answered
+     * (ngx_http_api_key_rconn_proven)
      */
 
-    if (rc->ready) {
-        rc->ready();
+    if (rc->pending_handshake == 0) {
+        ngx_http_api_key_rconn_handshake_done(rc);
     }
 }
 
@@ -545,10 +549,37 @@ ngx_http_api_key_rconn_handshake_reply(redisAsyncContext *ac, void *r,
         return;
     }
 
-    if (rc->pending_handshake && --rc->pending_handshake == 0
-        && rc->conn == NGX_HTTP_API_KEY_CONN_COMMANDS)
-    {
+    /* (a refused command above is not counted: never done) */
+
+    if (rc->pending_handshake && --rc->pending_handshake == 0) {
+        ngx_http_api_key_rconn_handshake_done(rc);
+    }
+}
+
+
+/*
+ * The handshake (AUTH, SELECT, PING) is answered, or there is none: the
+ * commands connection works; on the events connection, only the
+ * subscription, sent from here, proves it (ngx_http_api_key_redis_
+ * subscribed).  Nothing is sent before the handshake is answered, so that
+ * a connection refused at its handshake is never mistaken for one that
+ * works, on either connection: one log line per failure streak and a
+ * growing backoff for both.
+ */
+
+static void
+ngx_http_api_key_rconn_handshake_done(ngx_http_api_key_rconn_t *rc)
+{
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "api_key: redis %s connection to \"%V\": handshake done",
+                   rc->name, &rc->conf->url);
+
+    if (rc->conn == NGX_HTTP_API_KEY_CONN_COMMANDS) {
         ngx_http_api_key_rconn_proven(rc);
+    }
+
+    if (rc->ready) {
+        rc->ready();
     }
 }
 
@@ -1012,7 +1043,10 @@ ngx_http_api_key_redis_set_denied(ngx_uint_t denied)
 
 /* ---- for the events subscriber (events.c) --------------------------- */
 
-/* at init time: what to do once a connection is up (TCP connected) */
+/*
+ * at init time: what to do once a connection is up (TCP connected and its
+ * handshake answered)
+ */
 
 void
 ngx_http_api_key_redis_on_ready(ngx_http_api_key_conn_e conn,
