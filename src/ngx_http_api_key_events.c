@@ -7,9 +7,18 @@
  * keyspace_events=on, to the keyspace notifications of the records (any
  * change drops the record).  Events are applied to every zone's cache once
  * per node: the zone's event log (the core's) tells whether another worker
- * applied one already.  When the subscription comes back after a loss,
- * every cached record is made stale (a new generation), so nothing cached
- * while events could be missed is trusted unread.
+ * applied one already.  The subscription is complete once SUBSCRIBE (and,
+ * with keyspace_events=on, PSUBSCRIBE) is confirmed: only then has the
+ * events connection proven itself (redis.c's backoff starts over), and when
+ * it completes after a loss (or for the first time after a failure), every
+ * cached record is made stale (a new generation), so nothing cached while
+ * events could be missed is trusted unread.  A subscription that never
+ * completes starts no generation: the records are read as their ttl says.
+ *
+ * A PSUBSCRIBE refused by permission (NOPERM, after the channel's SUBSCRIBE
+ * was confirmed; hiredis closes the connection on it) is not retried: the
+ * worker warns once and subscribes to the channel alone from then on, so
+ * that the revocations still arrive.
  */
 
 
@@ -36,6 +45,17 @@ static ngx_http_api_key_redis_conf_t  *ngx_http_api_key_events_conf;
 static ngx_log_t                      *ngx_http_api_key_events_log;
 static ngx_str_t                       ngx_http_api_key_keyspace_prefix;
 static uint64_t                       *ngx_http_api_key_sub_mark;
+
+/* this connection's subscription: what was sent, what is confirmed */
+#define NGX_HTTP_API_KEY_SUB_CHANNEL   0x01
+#define NGX_HTTP_API_KEY_SUB_PATTERN   0x02
+
+static ngx_uint_t                      ngx_http_api_key_sub_sent;
+static ngx_uint_t                      ngx_http_api_key_sub_confirmed;
+static ngx_uint_t                      ngx_http_api_key_sub_complete;
+
+/* PSUBSCRIBE refused by permission: the channel alone, until a reload */
+static ngx_uint_t                      ngx_http_api_key_sub_no_pattern;
 
 
 ngx_int_t
@@ -176,6 +196,34 @@ ngx_http_api_key_sub_ready(void)
     conf = ngx_http_api_key_events_conf;
 
     /*
+     * The last connection confirmed the channel, not the pattern, and was
+     * closed by an authorization error: the ACL user may not PSUBSCRIBE
+     * (to this pattern).  Without the channel too, revocations would be
+     * lost as well: keep the channel, without keyspace notifications.
+     */
+
+    if (conf->keyspace_events
+        && !ngx_http_api_key_sub_no_pattern
+        && (ngx_http_api_key_sub_sent & NGX_HTTP_API_KEY_SUB_PATTERN)
+        && ngx_http_api_key_sub_confirmed == NGX_HTTP_API_KEY_SUB_CHANNEL
+        && ngx_http_api_key_redis_sub_denied())
+    {
+        ngx_http_api_key_sub_no_pattern = 1;
+
+        ngx_log_error(NGX_LOG_WARN, ngx_http_api_key_events_log, 0,
+                      "api_key: keyspace_events=on, but the redis user may "
+                      "not PSUBSCRIBE to the keyspace notifications of "
+                      "\"%V\" (NOPERM): this worker subscribes to \"%V\" "
+                      "alone until nginx is reloaded; records changed "
+                      "without an event are seen when their ttl ends",
+                      &conf->prefix, &conf->channel);
+    }
+
+    ngx_http_api_key_sub_sent = 0;
+    ngx_http_api_key_sub_confirmed = 0;
+    ngx_http_api_key_sub_complete = 0;
+
+    /*
      * The events in the zones' logs now were published before this
      * SUBSCRIBE: never this subscription's.  The ones logged from here on
      * may be (a faster worker applied them before this worker reads the
@@ -197,10 +245,16 @@ ngx_http_api_key_sub_ready(void)
     argv[1] = (const char *) conf->channel.data;
     argvlen[1] = conf->channel.len;
 
-    (void) ngx_http_api_key_redis_subscribe(ngx_http_api_key_sub_reply, 2,
-                                            argv, argvlen);
+    if (ngx_http_api_key_redis_subscribe(ngx_http_api_key_sub_reply, 2,
+                                         argv, argvlen)
+        != NGX_OK)
+    {
+        return;
+    }
 
-    if (!conf->keyspace_events) {
+    ngx_http_api_key_sub_sent = NGX_HTTP_API_KEY_SUB_CHANNEL;
+
+    if (!conf->keyspace_events || ngx_http_api_key_sub_no_pattern) {
         return;
     }
 
@@ -238,8 +292,12 @@ ngx_http_api_key_sub_ready(void)
     argv[1] = (const char *) pattern;
     argvlen[1] = p - pattern;
 
-    (void) ngx_http_api_key_redis_subscribe(ngx_http_api_key_sub_reply, 2,
-                                            argv, argvlen);
+    if (ngx_http_api_key_redis_subscribe(ngx_http_api_key_sub_reply, 2,
+                                         argv, argvlen)
+        == NGX_OK)
+    {
+        ngx_http_api_key_sub_sent |= NGX_HTTP_API_KEY_SUB_PATTERN;
+    }
 }
 
 
@@ -288,33 +346,59 @@ ngx_http_api_key_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
 
     if (type.len == 9 && ngx_strncmp(type.data, "subscribe", 9) == 0) {
 
-        lost = ngx_http_api_key_redis_subscribed();
-
         /* from here on, this worker receives what the others receive */
         ngx_http_api_key_events_sync();
 
-        if (lost) {
-            /*
-             * Events may have been missed while the subscription was down:
-             * everything cached so far is re-read before it is trusted.
-             */
+        ngx_http_api_key_sub_confirmed |= NGX_HTTP_API_KEY_SUB_CHANNEL;
 
-            ngx_http_api_key_events_new_generation();
+    } else if (type.len == 10
+               && ngx_strncmp(type.data, "psubscribe", 10) == 0)
+    {
+        ngx_http_api_key_sub_confirmed |= NGX_HTTP_API_KEY_SUB_PATTERN;
 
-            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ngx_http_api_key_events_log, 0,
-                           "api_key: event applied: new generation");
+    } else {
+        return;
+    }
 
-            ngx_log_error(NGX_LOG_NOTICE, ngx_http_api_key_events_log, 0,
-                          "api_key: events subscription to \"%V\" is back, "
-                          "cached records will be re-read",
-                          &ngx_http_api_key_events_conf->channel);
+    if (ngx_http_api_key_sub_complete
+        || ngx_http_api_key_sub_confirmed != ngx_http_api_key_sub_sent)
+    {
+        return;
+    }
 
-            sh = ngx_http_api_key_first_sh(ngx_http_api_key_amcf);
+    /* the whole subscription is confirmed: the connection works */
 
-            if (sh) {
-                ngx_http_api_key_count(&sh->resubscribes);
-            }
-        }
+    ngx_http_api_key_sub_complete = 1;
+
+    ngx_log_debug0(NGX_LOG_DEBUG_EVENT, ngx_http_api_key_events_log, 0,
+                   "api_key: events subscription confirmed");
+
+    lost = ngx_http_api_key_redis_subscribed();
+
+    if (!lost) {
+        return;
+    }
+
+    /*
+     * Events may have been missed while the subscription was down (or not
+     * complete yet): everything cached so far is re-read before it is
+     * trusted.
+     */
+
+    ngx_http_api_key_events_new_generation();
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ngx_http_api_key_events_log, 0,
+                   "api_key: event applied: new generation");
+
+    ngx_log_error(NGX_LOG_NOTICE, ngx_http_api_key_events_log, 0,
+                  "api_key: events subscription to \"%V\" is back, "
+                  "cached records will be re-read",
+                  &ngx_http_api_key_events_conf->channel);
+
+    sh = ngx_http_api_key_first_sh(ngx_http_api_key_amcf);
+
+    if (sh) {
+        ngx_http_api_key_count(&sh->resubscribes);
     }
 }
 

@@ -90,6 +90,8 @@ struct ngx_http_api_key_rconn_s {
     unsigned                        lost:1;      /* down since last ready */
     unsigned                        outage:1;
     unsigned                        denied:1;    /* an authorization error */
+    unsigned                        handshake_done:1;
+    unsigned                        closed_denied:1; /* by an auth. error */
 };
 
 
@@ -105,6 +107,8 @@ static void ngx_http_api_key_rconn_handshake_reply(redisAsyncContext *ac,
     void *r, void *privdata);
 static void ngx_http_api_key_rconn_handshake(ngx_http_api_key_rconn_t *rc,
     const char *what, int argc, const char **argv, const size_t *argvlen);
+static void ngx_http_api_key_rconn_handshake_done(
+    ngx_http_api_key_rconn_t *rc);
 static void ngx_http_api_key_rconn_proven(ngx_http_api_key_rconn_t *rc);
 static ngx_int_t ngx_http_api_key_cmd_send(ngx_http_api_key_rconn_t *rc,
     redisCallbackFn *fn, ngx_http_api_key_reply_pt handler, void *privdata,
@@ -118,6 +122,7 @@ static ngx_msec_t ngx_http_api_key_stall_time(
     ngx_http_api_key_redis_conf_t *conf);
 static void ngx_http_api_key_cmd_reopen(ngx_http_api_key_rconn_t *rc);
 static void ngx_http_api_key_outage_begin(ngx_http_api_key_rconn_t *rc);
+static ngx_uint_t ngx_http_api_key_auth_error_str(const char *s, size_t len);
 static void ngx_http_api_key_outage_end(ngx_http_api_key_rconn_t *rc);
 
 static void ngx_http_api_key_rconn_init(ngx_http_api_key_rconn_t *rc,
@@ -294,6 +299,7 @@ ngx_http_api_key_rconn_connect(ngx_http_api_key_rconn_t *rc)
     }
 
     rc->connected = 0;
+    rc->handshake_done = 0;
 
     ac->data = rc;
 
@@ -463,12 +469,14 @@ ngx_http_api_key_rconn_on_connect(const redisAsyncContext *ac, int status)
 
     /*
      * TCP is up, which proves little (a full server, a proxy in front of
-     * one): the backoff starts over once the handshake or subscription
-     * is answered (ngx_http_api_key_rconn_proven)
+     * one): the connection is used once its handshake is answered, and
+     * the backoff starts over once the handshake (the commands connection)
+     * or the subscription (the events connection) is answered
+     * (ngx_http_api_key_rconn_proven)
      */
 
-    if (rc->ready) {
-        rc->ready();
+    if (rc->pending_handshake == 0) {
+        ngx_http_api_key_rconn_handshake_done(rc);
     }
 }
 
@@ -502,6 +510,18 @@ ngx_http_api_key_rconn_on_disconnect(const redisAsyncContext *ac, int status)
                       "api_key: redis %s connection to \"%V\" lost: %s",
                       rc->name, &rc->conf->url, ac->errstr);
         rc->failing = 1;
+    }
+
+    /*
+     * hiredis closes a subscribed connection on an error answer, its text
+     * in errstr: a (P)SUBSCRIBE the ACL user may not run.  How the last
+     * connection used (its handshake done) ended, for the subscriber.
+     */
+
+    if (rc->handshake_done) {
+        rc->closed_denied = (status != REDIS_OK && ac->err == REDIS_ERR_OTHER
+                             && ngx_http_api_key_auth_error_str(ac->errstr,
+                                                  ngx_strlen(ac->errstr)));
     }
 
     ngx_http_api_key_rconn_schedule(rc);
@@ -545,10 +565,39 @@ ngx_http_api_key_rconn_handshake_reply(redisAsyncContext *ac, void *r,
         return;
     }
 
-    if (rc->pending_handshake && --rc->pending_handshake == 0
-        && rc->conn == NGX_HTTP_API_KEY_CONN_COMMANDS)
-    {
+    /* (a refused command above is not counted: never done) */
+
+    if (rc->pending_handshake && --rc->pending_handshake == 0) {
+        ngx_http_api_key_rconn_handshake_done(rc);
+    }
+}
+
+
+/*
+ * The handshake (AUTH, SELECT, PING) is answered, or there is none: the
+ * commands connection works; on the events connection, only the
+ * subscription, sent from here, proves it (ngx_http_api_key_redis_
+ * subscribed).  Nothing is sent before the handshake is answered, so that
+ * a connection refused at its handshake is never mistaken for one that
+ * works, on either connection: one log line per failure streak and a
+ * growing backoff for both.
+ */
+
+static void
+ngx_http_api_key_rconn_handshake_done(ngx_http_api_key_rconn_t *rc)
+{
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "api_key: redis %s connection to \"%V\": handshake done",
+                   rc->name, &rc->conf->url);
+
+    rc->handshake_done = 1;
+
+    if (rc->conn == NGX_HTTP_API_KEY_CONN_COMMANDS) {
         ngx_http_api_key_rconn_proven(rc);
+    }
+
+    if (rc->ready) {
+        rc->ready();
     }
 }
 
@@ -855,10 +904,16 @@ ngx_http_api_key_redis_auth_error(redisReply *reply)
         return 0;
     }
 
-    return (reply->len >= 6 && ngx_strncmp(reply->str, "NOPERM", 6) == 0)
-           || (reply->len >= 6 && ngx_strncmp(reply->str, "NOAUTH", 6) == 0)
-           || (reply->len >= 9 && ngx_strncmp(reply->str, "WRONGPASS", 9)
-                                  == 0);
+    return ngx_http_api_key_auth_error_str(reply->str, reply->len);
+}
+
+
+static ngx_uint_t
+ngx_http_api_key_auth_error_str(const char *s, size_t len)
+{
+    return (len >= 6 && ngx_strncmp(s, "NOPERM", 6) == 0)
+           || (len >= 6 && ngx_strncmp(s, "NOAUTH", 6) == 0)
+           || (len >= 9 && ngx_strncmp(s, "WRONGPASS", 9) == 0);
 }
 
 
@@ -1012,7 +1067,10 @@ ngx_http_api_key_redis_set_denied(ngx_uint_t denied)
 
 /* ---- for the events subscriber (events.c) --------------------------- */
 
-/* at init time: what to do once a connection is up (TCP connected) */
+/*
+ * at init time: what to do once a connection is up (TCP connected and its
+ * handshake answered)
+ */
 
 void
 ngx_http_api_key_redis_on_ready(ngx_http_api_key_conn_e conn,
@@ -1044,8 +1102,23 @@ ngx_http_api_key_redis_subscribe(redisCallbackFn *fn, int argc,
 
 
 /*
- * The subscription is confirmed: the connection works.  1: it had been
- * lost since the last confirmation (events may have been missed).
+ * The last events connection that got past its handshake (the one the
+ * subscriber last subscribed on) was closed by an authorization error
+ * (NOPERM): an error answer to its (P)SUBSCRIBE.
+ */
+
+ngx_uint_t
+ngx_http_api_key_redis_sub_denied(void)
+{
+    return ngx_http_api_key_sub.closed_denied;
+}
+
+
+/*
+ * The whole subscription is confirmed (SUBSCRIBE, and PSUBSCRIBE with
+ * keyspace_events=on): the connection works.  1: it had been lost since the
+ * last confirmation, or was never confirmed after a failure (events may
+ * have been missed).
  */
 
 ngx_uint_t

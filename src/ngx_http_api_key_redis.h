@@ -43,6 +43,7 @@ void ngx_http_api_key_redis_on_ready(ngx_http_api_key_conn_e conn,
 ngx_int_t ngx_http_api_key_redis_subscribe(redisCallbackFn *fn, int argc,
     const char **argv, const size_t *argvlen);
 ngx_uint_t ngx_http_api_key_redis_subscribed(void);
+ngx_uint_t ngx_http_api_key_redis_sub_denied(void);
 
 
 #endif /* _NGX_HTTP_API_KEY_REDIS_H_INCLUDED_ */
