@@ -193,6 +193,26 @@ typedef void (*ngx_http_api_key_reply_pt)(ngx_http_api_key_reply_t *reply,
     void *data);
 
 
+/*
+ * How much of a Redis error answer a log line shows: at most 256 bytes, and
+ * not the arguments Redis echoes after ", with args beginning with:" (an
+ * unknown or renamed command): those are the command's key name, which
+ * holds the whole hash of an API key; logs name a key by its id.
+ */
+static ngx_inline size_t
+ngx_http_api_key_error_len(const u_char *err, size_t len)
+{
+    u_char  *p;
+
+    len = ngx_min(len, 256);
+
+    p = ngx_strlcasestrn((u_char *) err, (u_char *) err + len,
+                         (u_char *) ", with args", sizeof(", with args") - 2);
+
+    return (p == NULL) ? len : (size_t) (p - err);
+}
+
+
 typedef struct {
     ngx_uint_t                    type;
     ngx_str_t                     name;      /* as written */

@@ -254,7 +254,10 @@ ngx_http_api_key_lookup_store(ngx_http_api_key_lookup_t *lk,
                           "api_key: redis answered the read of key id "
                           "\"%s\" with an error: %*s%s; until a read "
                           "succeeds, further error answers are counted, not "
-                          "logged", id, (size_t) reply->len, reply->str,
+                          "logged", id,
+                          ngx_http_api_key_error_len((u_char *) reply->str,
+                                                     reply->len),
+                          reply->str,
                           denied ? " (an authorization error: keys not "
                                    "cached are answered \"unavailable\", "
                                    "also under api_key_fail open)"

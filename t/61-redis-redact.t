@@ -64,6 +64,24 @@ EOT
     $r->stop;
 }
 
+# --- the module: a server that does not know AUTH (renamed) -----------------
+# Redis echoes an unknown command's arguments, here the user and the password:
+# the log line keeps Redis's error without them
+{
+    my $r = ApiKeyTest::Redis->start(config => ['rename-command AUTH ""']);
+    my $url = "redis://alice:$PW\@127.0.0.1:" . $r->port;
+    my $n = ApiKeyTest::Nginx->start(http => $http, vars => { URL => $url });
+    my $log;
+    ok(wait_until(sub { $log = $n->error_log; $log =~ /AUTH failed/ }, timeout => 5),
+       'AUTH unknown: the failure is logged');
+    like($log, qr{"redis://alice:\*\*\*\@127\.0\.0\.1:\d+": AUTH failed: ERR unknown command},
+         "... with Redis's error");
+    no_pw($log, 'AUTH unknown: error log');
+    is_deeply([ $n->problems ], [], 'AUTH unknown: no alert, crit or emerg');
+    $n->stop;
+    $r->stop;
+}
+
 # --- nginx -t: URLs that do not parse --------------------------------------
 for my $bad ("redis://alice:$PW\@127.0.0.1:6379/notadb",
              "redis:/alice:$PW\@127.0.0.1:6379",
