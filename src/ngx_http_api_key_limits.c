@@ -96,9 +96,11 @@ typedef struct {
 #define NGX_HTTP_API_KEY_SCRIPT_LOADING      1
 #define NGX_HTTP_API_KEY_SCRIPT_LOADED       2
 
-/* per request: waits for a lease, looks again after the entry went away */
-#define NGX_HTTP_API_KEY_LEASE_WAITS_MAX     2
-#define NGX_HTTP_API_KEY_RELOOK_MAX          2
+/*
+ * per request: waits for a lease, looks again after the entry went away:
+ * NGX_HTTP_API_KEY_LEASE_WAITS_MAX, NGX_HTTP_API_KEY_RELOOK_MAX (in the
+ * header, with the bound on a request's reads they set)
+ */
 
 
 static ngx_int_t ngx_http_api_key_lease_start(ngx_http_api_key_ctx_t *ctx,
