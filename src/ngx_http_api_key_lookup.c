@@ -42,6 +42,7 @@ static void ngx_http_api_key_id_of(u_char *hash, char *id);
 static uint64_t ngx_http_api_key_reply_version(redisReply *reply);
 static ngx_uint_t ngx_http_api_key_bad_log(u_char *hash, uint64_t version,
     int seen);
+static void ngx_http_api_key_bad_forget(u_char *hash);
 static ngx_uint_t ngx_http_api_key_now_us(void);
 
 
@@ -315,6 +316,8 @@ ngx_http_api_key_lookup_store(ngx_http_api_key_lookup_t *lk,
     ngx_http_api_key_redis_set_denied(0);
 
     if (reply->elements == 0) {
+        ngx_http_api_key_bad_forget(lk->hash);
+
         ngx_shmtx_lock(&shpool->mutex);
         (void) ak_cache_put_negative(lk->zone->sh->cache, lk->hash,
                                      (uint64_t) ngx_current_msec, lk->seq);
@@ -430,6 +433,8 @@ ngx_http_api_key_lookup_store(ngx_http_api_key_lookup_t *lk,
 
         return NGX_HTTP_API_KEY_LOOKUP_BAD;
     }
+
+    ngx_http_api_key_bad_forget(lk->hash);
 
     return NGX_HTTP_API_KEY_LOOKUP_FOUND;
 }
@@ -557,6 +562,24 @@ ngx_http_api_key_bad_log(u_char *hash, uint64_t version, int seen)
     e->version = version;
 
     return 1;
+}
+
+
+/* the key's record is fine (or gone): a bad version later is news again */
+
+static void
+ngx_http_api_key_bad_forget(u_char *hash)
+{
+    uint64_t                        h;
+    ngx_http_api_key_bad_logged_t  *e;
+
+    ngx_memcpy(&h, hash, sizeof(uint64_t));
+
+    e = &ngx_http_api_key_bad_logged[h % NGX_HTTP_API_KEY_BAD_LOGGED];
+
+    if (e->hash == h) {
+        ngx_memzero(e, sizeof(ngx_http_api_key_bad_logged_t));
+    }
 }
 
 

@@ -91,6 +91,26 @@ for my $case ([800, '200 ok', 'near 4 KB'], [900, '401 bad_record', 'over 4 KB']
     is(scalar(@w), 1, '... and not logged again (the same version)') or diag join "\n", @w;
 }
 
+# ... but a record fixed, then broken again the same way, is news: logged again
+{
+    my $k = random_key('badagain');
+    my $h = add_key($r, $k, owner => 'o', rate => 'lots');
+    my $id = substr($h, 0, 12);
+    my $mark = $n->log_mark;
+    my $get = sub { st(http_get($n->port, '/', headers => { 'X-API-Key' => $k })) };
+    is($get->(), '401 bad_record', 'a malformed record: bad_record');
+    $r->cmd('HSET', "apikey:$h", 'rate', '10/s');
+    $r->cmd('PUBLISH', 'apikey:events', "update $h");
+    ok(wait_until(sub { $get->() eq '200 ok' }, timeout => 3, interval => 0.1),
+       'fixed, and an update published: 200 ok');
+    $r->cmd('HSET', "apikey:$h", 'rate', 'lots');
+    $r->cmd('PUBLISH', 'apikey:events', "update $h");
+    ok(wait_until(sub { $get->() eq '401 bad_record' }, timeout => 3, interval => 0.1),
+       'broken again the same way: bad_record');
+    my @w = lines(qr/record of key id "$id"/, $n->error_log_since($mark));
+    is(scalar(@w), 2, '... and logged again') or diag join "\n", @w;
+}
+
 is_deeply([ $n->problems ], [], 'no alert, crit or emerg');
 $n->stop;
 
