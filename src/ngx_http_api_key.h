@@ -194,6 +194,26 @@ typedef void (*ngx_http_api_key_reply_pt)(ngx_http_api_key_reply_t *reply,
     void *data);
 
 
+/*
+ * How much of a Redis error answer a log line shows: at most 256 bytes, and
+ * not the arguments Redis echoes after ", with args beginning with:" (an
+ * unknown or renamed command): those are the command's key name, which
+ * holds the whole hash of an API key; logs name a key by its id.
+ */
+static ngx_inline size_t
+ngx_http_api_key_error_len(const u_char *err, size_t len)
+{
+    u_char  *p;
+
+    len = ngx_min(len, 256);
+
+    p = ngx_strlcasestrn((u_char *) err, (u_char *) err + len,
+                         (u_char *) ", with args", sizeof(", with args") - 2);
+
+    return (p == NULL) ? len : (size_t) (p - err);
+}
+
+
 typedef struct {
     ngx_uint_t                    type;
     ngx_str_t                     name;      /* as written */
@@ -385,6 +405,30 @@ typedef struct {
 } ngx_http_api_key_found_t;
 
 
+/*
+ * A request's own counts (ctx->attempts, ->lease_waits, ->relooks), in
+ * bitfields that must never wrap: a count that wraps to 0 lets the request
+ * send more Redis reads than its bound.  A request looks its key up in one
+ * pass, and once more after each wait for a lease (limits.c, at most
+ * LEASE_WAITS_MAX) and each time its entry went away before its limits were
+ * counted (at most RELOOK_MAX); a pass sends at most one HGETALL, and one
+ * more read is allowed once when the entry was evicted between the answer
+ * and the request's turn (the handler's "attempts < 2").  So ctx->attempts
+ * never exceeds READS_MAX, checked below against the bitfield's width.
+ */
+#define NGX_HTTP_API_KEY_LEASE_WAITS_MAX     2
+#define NGX_HTTP_API_KEY_RELOOK_MAX          2
+#define NGX_HTTP_API_KEY_READS_MAX                                           \
+    (1 + NGX_HTTP_API_KEY_LEASE_WAITS_MAX + NGX_HTTP_API_KEY_RELOOK_MAX + 1)
+#define NGX_HTTP_API_KEY_COUNT_BITS          4
+
+typedef char  ngx_http_api_key_counts_fit[
+    (NGX_HTTP_API_KEY_READS_MAX < (1 << NGX_HTTP_API_KEY_COUNT_BITS)
+     && NGX_HTTP_API_KEY_LEASE_WAITS_MAX < (1 << NGX_HTTP_API_KEY_COUNT_BITS)
+     && NGX_HTTP_API_KEY_RELOOK_MAX < (1 << NGX_HTTP_API_KEY_COUNT_BITS))
+    ? 1 : -1];
+
+
 typedef struct {
     ngx_http_request_t           *request;
     ngx_http_api_key_status_e     status;
@@ -395,9 +439,13 @@ typedef struct {
                                                 the start (main request) */
     unsigned                      decided:1;
     unsigned                      hashed:1;
-    unsigned                      attempts:2;    /* reads from Redis */
-    unsigned                      lease_waits:2; /* waits for a lease */
-    unsigned                      relooks:2;     /* looks again: the entry
+    /* see NGX_HTTP_API_KEY_READS_MAX for their bound */
+    unsigned                      attempts:NGX_HTTP_API_KEY_COUNT_BITS;
+                                                 /* reads from Redis */
+    unsigned                      lease_waits:NGX_HTTP_API_KEY_COUNT_BITS;
+                                                 /* waits for a lease */
+    unsigned                      relooks:NGX_HTTP_API_KEY_COUNT_BITS;
+                                                 /* looks again: the entry
                                                     went before its limits
                                                     were counted */
 

@@ -96,9 +96,11 @@ typedef struct {
 #define NGX_HTTP_API_KEY_SCRIPT_LOADING      1
 #define NGX_HTTP_API_KEY_SCRIPT_LOADED       2
 
-/* per request: waits for a lease, looks again after the entry went away */
-#define NGX_HTTP_API_KEY_LEASE_WAITS_MAX     2
-#define NGX_HTTP_API_KEY_RELOOK_MAX          2
+/*
+ * per request: waits for a lease, looks again after the entry went away:
+ * NGX_HTTP_API_KEY_LEASE_WAITS_MAX, NGX_HTTP_API_KEY_RELOOK_MAX (in the
+ * header, with the bound on a request's reads they set)
+ */
 
 
 static ngx_int_t ngx_http_api_key_lease_start(ngx_http_api_key_ctx_t *ctx,
@@ -116,6 +118,7 @@ static ngx_uint_t ngx_http_api_key_lease_backed_off(
 static void ngx_http_api_key_lease_failed(ngx_http_api_key_lease_t *lease,
     ngx_http_api_key_reply_t *reply);
 static void ngx_http_api_key_lease_worked(ngx_http_api_key_lease_t *lease);
+static ngx_uint_t ngx_http_api_key_lease_key_error(u_char *err, size_t len);
 static ngx_http_api_key_offline_t *ngx_http_api_key_offline_node(
     ngx_http_api_key_zone_t *zone, u_char *hash, uint32_t window,
     ngx_uint_t create);
@@ -752,9 +755,11 @@ ngx_http_api_key_lease_backed_off(ngx_http_api_key_offline_t *off)
 /*
  * A lease failed: reply is Redis's error (or a malformed answer), NULL a
  * timeout.  The server's errors back off every lease of this worker, a
- * key's own (WRONGTYPE, ERR: its counter holds something else) that key's.
- * One line per outage (per key for a key's errors), naming the key id,
- * never the key; the count when leases work again.
+ * key's own (its counter holds something else: see
+ * ngx_http_api_key_lease_key_error; or a number out of range, which the
+ * script answers with a negative count) that key's.  One line per outage (per
+ * key for a key's errors), naming the key id, never the key; the count when
+ * leases work again.
  */
 
 static void
@@ -777,10 +782,20 @@ ngx_http_api_key_lease_failed(ngx_http_api_key_lease_t *lease,
         && reply->str.data)
     {
         err = reply->str.data;
-        len = ngx_min(reply->str.len, 256);
+        key_level = ngx_http_api_key_lease_key_error(err, reply->str.len);
+        len = ngx_http_api_key_error_len(err, reply->str.len);
 
-        key_level = (len >= 9 && ngx_strncmp(err, "WRONGTYPE", 9) == 0)
-                    || (len >= 4 && ngx_strncmp(err, "ERR ", 4) == 0);
+    } else if (reply && reply->type == NGX_HTTP_API_KEY_REPLY_INTEGERS
+               && reply->nints == 2)
+    {
+        /*
+         * the script ran and answered, with a negative number: its counter
+         * holds one (or one too large for Lua's numbers): the key's own
+         */
+        key_level = 1;
+        err = (u_char *) "a count out of range (the usage counter holds a "
+                         "negative or too large number)";
+        len = ngx_strlen(err);
     }
 
     if (key_level) {
@@ -831,6 +846,44 @@ ngx_http_api_key_lease_failed(ngx_http_api_key_lease_t *lease,
                                : ngx_min(*backoff * 2,
                                          NGX_HTTP_API_KEY_LEASE_BACKOFF_MAX);
     *retry_at = ngx_current_msec + *backoff;
+}
+
+
+/*
+ * 1: the error is the key's own, its usage counter holds something the
+ * script cannot count on: a value of another type (WRONGTYPE), a string
+ * that is not a number ("ERR value is not an integer", or Lua's "attempt to
+ * perform arithmetic on" the nil tonumber() made of it), a number that would
+ * overflow.  Redis 6 wraps these in "ERR Error running script ...": they are
+ * looked for anywhere in the answer.  Every other error, "ERR ..." included
+ * ("ERR unknown command" for a renamed EVALSHA, "ERR max number of
+ * clients"...), is the server's, and backs off the worker.
+ */
+
+static ngx_uint_t
+ngx_http_api_key_lease_key_error(u_char *err, size_t len)
+{
+    ngx_uint_t  i;
+    ngx_str_t  *m;
+
+    static ngx_str_t  marks[] = {
+        ngx_string("WRONGTYPE"),
+        ngx_string("not an integer"),
+        ngx_string("would overflow"),
+        ngx_string("arithmetic on")
+    };
+
+    for (i = 0; i < sizeof(marks) / sizeof(marks[0]); i++) {
+        m = &marks[i];
+
+        if (len >= m->len
+            && ngx_strlcasestrn(err, err + len, m->data, m->len - 1) != NULL)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 

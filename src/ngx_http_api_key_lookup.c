@@ -40,9 +40,28 @@ static void ngx_http_api_key_lookup_finish(ngx_http_api_key_lookup_t *lk,
     ngx_http_api_key_lookup_e result);
 static void ngx_http_api_key_id_of(u_char *hash, char *id);
 static uint64_t ngx_http_api_key_reply_version(redisReply *reply);
+static ngx_uint_t ngx_http_api_key_bad_log(u_char *hash, uint64_t version,
+    int seen);
+static void ngx_http_api_key_bad_forget(u_char *hash);
 static ngx_uint_t ngx_http_api_key_now_us(void);
 
 
+/*
+ * The bad records this worker logged last, by hash: a version is logged
+ * once while its cached answer (a negative entry: evictable, see
+ * ngx_http_api_key_bad_log) stays in the zone, and by this worker not again
+ * while it is here.
+ */
+#define NGX_HTTP_API_KEY_BAD_LOGGED    64
+
+typedef struct {
+    uint64_t                        hash;       /* its first 8 bytes */
+    uint64_t                        version;
+} ngx_http_api_key_bad_logged_t;
+
+
+static ngx_http_api_key_bad_logged_t
+    ngx_http_api_key_bad_logged[NGX_HTTP_API_KEY_BAD_LOGGED];
 static ngx_rbtree_t                    ngx_http_api_key_inflight;
 static ngx_rbtree_node_t               ngx_http_api_key_inflight_sentinel;
 static ngx_log_t                      *ngx_http_api_key_lookup_log;
@@ -63,6 +82,9 @@ ngx_http_api_key_lookup_init_worker(ngx_cycle_t *cycle,
     ngx_http_api_key_lookup_conf = conf;
     ngx_http_api_key_read_errors = 0;
     ngx_http_api_key_read_errors_last = 0;
+
+    ngx_memzero(ngx_http_api_key_bad_logged,
+                sizeof(ngx_http_api_key_bad_logged));
 }
 
 
@@ -203,6 +225,7 @@ ngx_http_api_key_lookup_store(ngx_http_api_key_lookup_t *lk,
 {
     int                        len, rc, seen;
     size_t                     i, n;
+    uint64_t                   version;
     ak_str_t                  *fields, *values;
     ngx_log_t                 *log;
     ngx_uint_t                 denied;
@@ -226,13 +249,15 @@ ngx_http_api_key_lookup_store(ngx_http_api_key_lookup_t *lk,
 
             /* the record's fault, not Redis's: a bad record */
 
+            version = ngx_http_api_key_reply_version(reply);
+
             ngx_shmtx_lock(&shpool->mutex);
             seen = ak_cache_put_bad(lk->zone->sh->cache, lk->hash,
                                     (uint64_t) ngx_current_msec, lk->seq,
-                                    ngx_http_api_key_reply_version(reply));
+                                    version);
             ngx_shmtx_unlock(&shpool->mutex);
 
-            if (seen != 1) {
+            if (ngx_http_api_key_bad_log(lk->hash, version, seen)) {
                 ngx_http_api_key_id_of(lk->hash, id);
                 ngx_log_error(NGX_LOG_WARN, log, 0,
                               "api_key: record of key id \"%s\" is not a "
@@ -254,7 +279,10 @@ ngx_http_api_key_lookup_store(ngx_http_api_key_lookup_t *lk,
                           "api_key: redis answered the read of key id "
                           "\"%s\" with an error: %*s%s; until a read "
                           "succeeds, further error answers are counted, not "
-                          "logged", id, (size_t) reply->len, reply->str,
+                          "logged", id,
+                          ngx_http_api_key_error_len((u_char *) reply->str,
+                                                     reply->len),
+                          reply->str,
                           denied ? " (an authorization error: keys not "
                                    "cached are answered \"unavailable\", "
                                    "also under api_key_fail open)"
@@ -288,6 +316,8 @@ ngx_http_api_key_lookup_store(ngx_http_api_key_lookup_t *lk,
     ngx_http_api_key_redis_set_denied(0);
 
     if (reply->elements == 0) {
+        ngx_http_api_key_bad_forget(lk->hash);
+
         ngx_shmtx_lock(&shpool->mutex);
         (void) ak_cache_put_negative(lk->zone->sh->cache, lk->hash,
                                      (uint64_t) ngx_current_msec, lk->seq);
@@ -348,15 +378,20 @@ ngx_http_api_key_lookup_store(ngx_http_api_key_lookup_t *lk,
 
     if (len < 0) {
 
-        /* cached as bad for negative_ttl; logged once per version */
+        /*
+         * cached as bad for negative_ttl; logged once per version (hashed
+         * outside the lock: the answer may be large)
+         */
+
+        version = ngx_http_api_key_reply_version(reply);
 
         ngx_shmtx_lock(&shpool->mutex);
         seen = ak_cache_put_bad(lk->zone->sh->cache, lk->hash,
                                 (uint64_t) ngx_current_msec, lk->seq,
-                                ngx_http_api_key_reply_version(reply));
+                                version);
         ngx_shmtx_unlock(&shpool->mutex);
 
-        if (seen != 1) {
+        if (ngx_http_api_key_bad_log(lk->hash, version, seen)) {
             ngx_log_error(NGX_LOG_WARN, log, 0,
                           "api_key: record of key id \"%s\" is invalid: %s, "
                           "the key is denied", err.id, err.msg);
@@ -365,18 +400,41 @@ ngx_http_api_key_lookup_store(ngx_http_api_key_lookup_t *lk,
         return NGX_HTTP_API_KEY_LOOKUP_BAD;
     }
 
+    /*
+     * The cache refuses a record only when its block was found inconsistent
+     * twice (it is emptied each time): never for the record's size, as any
+     * zone holds the largest record (ak_cache_min_size()).  Should it
+     * happen, the record is denied like a malformed one, and cached so
+     * (if the cache takes that): one read per negative_ttl and one line per
+     * version of the record, not one of each per request.
+     */
+
     ngx_shmtx_lock(&shpool->mutex);
     rc = ak_cache_put(lk->zone->sh->cache, lk->hash, blob, (size_t) len,
                       (uint64_t) ngx_current_msec, lk->seq);
     ngx_shmtx_unlock(&shpool->mutex);
 
     if (rc != 0) {
-        ngx_http_api_key_id_of(lk->hash, id);
-        ngx_log_error(NGX_LOG_WARN, log, 0,
-                      "api_key: record of key id \"%s\" does not fit in "
-                      "api_key_zone \"%V\"", id, &lk->zone->name);
+        version = ngx_http_api_key_reply_version(reply);
+
+        ngx_shmtx_lock(&shpool->mutex);
+        seen = ak_cache_put_bad(lk->zone->sh->cache, lk->hash,
+                                (uint64_t) ngx_current_msec, lk->seq,
+                                version);
+        ngx_shmtx_unlock(&shpool->mutex);
+
+        if (ngx_http_api_key_bad_log(lk->hash, version, seen)) {
+            ngx_http_api_key_id_of(lk->hash, id);
+            ngx_log_error(NGX_LOG_WARN, log, 0,
+                          "api_key: record of key id \"%s\" could not be "
+                          "stored in api_key_zone \"%V\", the key is denied",
+                          id, &lk->zone->name);
+        }
+
         return NGX_HTTP_API_KEY_LOOKUP_BAD;
     }
+
+    ngx_http_api_key_bad_forget(lk->hash);
 
     return NGX_HTTP_API_KEY_LOOKUP_FOUND;
 }
@@ -474,6 +532,54 @@ ngx_http_api_key_reply_version(redisReply *reply)
     }
 
     return h;
+}
+
+
+/*
+ * 1: log this version of a bad record.  Not when the zone had it cached
+ * already (seen: another worker, or this one, logged it), nor when this
+ * worker logged it lately: the cached answer is a negative entry, which
+ * does not stay (evicted by a flood of unknown keys, not stored while
+ * events arrive during its read or when the zone holds only live records),
+ * and each read after it went would log it again.
+ */
+
+static ngx_uint_t
+ngx_http_api_key_bad_log(u_char *hash, uint64_t version, int seen)
+{
+    uint64_t                        h;
+    ngx_http_api_key_bad_logged_t  *e;
+
+    ngx_memcpy(&h, hash, sizeof(uint64_t));
+
+    e = &ngx_http_api_key_bad_logged[h % NGX_HTTP_API_KEY_BAD_LOGGED];
+
+    if (seen == 1 || (e->hash == h && e->version == version)) {
+        return 0;
+    }
+
+    e->hash = h;
+    e->version = version;
+
+    return 1;
+}
+
+
+/* the key's record is fine (or gone): a bad version later is news again */
+
+static void
+ngx_http_api_key_bad_forget(u_char *hash)
+{
+    uint64_t                        h;
+    ngx_http_api_key_bad_logged_t  *e;
+
+    ngx_memcpy(&h, hash, sizeof(uint64_t));
+
+    e = &ngx_http_api_key_bad_logged[h % NGX_HTTP_API_KEY_BAD_LOGGED];
+
+    if (e->hash == h) {
+        ngx_memzero(e, sizeof(ngx_http_api_key_bad_logged_t));
+    }
 }
 
 

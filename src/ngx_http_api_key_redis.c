@@ -547,11 +547,19 @@ ngx_http_api_key_rconn_handshake_reply(redisAsyncContext *ac, void *r,
 
         /* once per failure: the reconnections are not logged */
 
+        /*
+         * not what Redis echoes of an unknown command's arguments: those
+         * of AUTH are the user and the password
+         */
+
         if (!rc->failing) {
             ngx_log_error(NGX_LOG_ERR, rc->log, 0,
                           "api_key: redis %s connection to \"%V\": %s "
                           "failed: %*s", rc->name, &rc->conf->url,
-                          (char *) privdata, (size_t) reply->len, reply->str);
+                          (char *) privdata,
+                          ngx_http_api_key_error_len((u_char *) reply->str,
+                                                     reply->len),
+                          reply->str);
         }
 
         rc->failing = 1;

@@ -15,6 +15,7 @@ static ngx_int_t ngx_http_api_key_parse_url(ngx_conf_t *cf,
     ngx_http_api_key_redis_conf_t *rcf, ngx_str_t *url);
 static ngx_int_t ngx_http_api_key_redact_url(ngx_pool_t *pool, ngx_str_t *url,
     ngx_str_t *out);
+static ngx_str_t *ngx_http_api_key_bad_url(ngx_pool_t *pool, ngx_str_t *url);
 static void ngx_http_api_key_wipe(void *data);
 
 
@@ -168,9 +169,12 @@ ngx_http_api_key_redis_parse(ngx_conf_t *cf,
     }
 
     if (rcf->user.len && rcf->password.len == 0) {
+        /* not the user: "redis://secret@host" may be a password alone */
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "redis user \"%V\" has no password: give it in "
-                           "the url or in \"password_file\"", &rcf->user);
+                           "invalid redis url \"%V\": a user without a "
+                           "password: give it in the url "
+                           "(user:password@host) or in \"password_file\"",
+                           ngx_http_api_key_bad_url(cf->pool, &value[1]));
         return NGX_ERROR;
     }
 
@@ -182,15 +186,22 @@ ngx_http_api_key_redis_parse(ngx_conf_t *cf,
  * redis://[user[:password]@]host[:port][/db]  or  unix:/path.sock[?db=N]
  * host is an IP address, or a name resolved now, at configuration time:
  * workers never resolve names.
+ *
+ * The userinfo ends at the last '@' of the whole url (as in apikeyctl): a
+ * password may hold a '/', and a host, a port or a database never holds an
+ * '@'.  An error names the url as ngx_http_api_key_bad_url() shows it and
+ * what is wrong, never a part of it on its own (a host, a port, a database
+ * or a user): in a url written wrong, a password may stand there.
  */
 
 static ngx_int_t
 ngx_http_api_key_parse_url(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf,
     ngx_str_t *url)
 {
-    u_char     *p, *last, *at, *colon, *slash, *q;
-    ngx_url_t   u;
-    ngx_str_t   db, hostport;
+    u_char      *p, *last, *at, *colon, *slash, *q;
+    ngx_url_t    u;
+    ngx_str_t    db, hostport;
+    const char  *what;
 
     /* rcf->url is what logs show: never the password */
 
@@ -200,6 +211,8 @@ ngx_http_api_key_parse_url(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf,
 
     rcf->db = 0;
     ngx_str_null(&db);
+    what = "expected redis://[user[:password]@]host:port[/db] "
+           "or unix:/path.sock[?db=N]";
 
     last = url->data + url->len;
 
@@ -239,15 +252,10 @@ ngx_http_api_key_parse_url(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf,
 
     p = url->data + 8;
 
-    /* userinfo: the last '@' before the path */
-
-    slash = ngx_strlchr(p, last, '/');
-    if (slash == NULL) {
-        slash = last;
-    }
+    /* userinfo: up to the last '@' */
 
     at = NULL;
-    for (q = p; q < slash; q++) {
+    for (q = p; q < last; q++) {
         if (*q == '@') {
             at = q;
         }
@@ -271,6 +279,11 @@ ngx_http_api_key_parse_url(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf,
         p = at + 1;
     }
 
+    slash = ngx_strlchr(p, last, '/');
+    if (slash == NULL) {
+        slash = last;
+    }
+
     hostport.data = p;
     hostport.len = slash - p;
 
@@ -280,6 +293,7 @@ ngx_http_api_key_parse_url(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf,
     }
 
     if (hostport.len == 0) {
+        what = "no host";
         goto invalid;
     }
 
@@ -290,10 +304,8 @@ ngx_http_api_key_parse_url(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf,
     u.no_resolve = 0;
 
     if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid redis host \"%V\"%s%s", &hostport,
-                           u.err ? ": " : "", u.err ? u.err : "");
-        return NGX_ERROR;
+        what = u.err ? u.err : "invalid host";
+        goto invalid;
     }
 
     if (u.family != AF_INET && u.family != AF_INET6) {
@@ -314,6 +326,7 @@ ngx_http_api_key_parse_url(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf,
     rcf->port = ngx_inet_get_port(u.addrs[0].sockaddr);
 
     if (u.naddrs > 1) {
+        /* a name that resolved: a host, not a password */
         ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
                            "redis host \"%V\" has several addresses, "
                            "using %V", &u.host, &rcf->host);
@@ -324,10 +337,8 @@ parse_db:
     if (db.len) {
         rcf->db = ngx_atoi(db.data, db.len);
         if (rcf->db == NGX_ERROR) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid redis database \"%V\" in \"%V\"",
-                               &db, &rcf->url);
-            return NGX_ERROR;
+            what = "the database must be a number";
+            goto invalid;
         }
     }
 
@@ -335,10 +346,8 @@ parse_db:
 
 invalid:
 
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid redis url \"%V\": expected "
-                       "redis://[user[:password]@]host:port[/db] "
-                       "or unix:/path.sock[?db=N]", &rcf->url);
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid redis url \"%V\": %s",
+                       ngx_http_api_key_bad_url(cf->pool, url), what);
     return NGX_ERROR;
 }
 
@@ -389,6 +398,117 @@ ngx_http_api_key_redact_url(ngx_pool_t *pool, ngx_str_t *url, ngx_str_t *out)
     ngx_memcpy(p, at, last - at);
 
     return NGX_OK;
+}
+
+
+/*
+ * A url that does not parse, as configuration errors show it: the scheme,
+ * a user followed by ':', and the host[:port] after the last '@'; "***"
+ * where a password could stand, since a url written wrong may have one
+ * anywhere: the password, a user without a ':' ("redis://secret@host"), the
+ * database, and in a url without '@' everything after the first ':' of the
+ * host[:port] ("redis://alice:secret", a userinfo that lost its '@' and
+ * host).  So "redis://alice:pw@host:port/x" is shown with "alice:***@" and
+ * "host:port" followed by a '/' and "***"; "redis://alice:pw" is
+ * "redis://alice:***".
+ */
+
+static ngx_str_t *
+ngx_http_api_key_bad_url(ngx_pool_t *pool, ngx_str_t *url)
+{
+    u_char     *p, *d, *start, *last, *at, *colon, *slash;
+    ngx_str_t  *out;
+
+    static ngx_str_t  none = ngx_string("(the url)");
+
+    out = ngx_palloc(pool, sizeof(ngx_str_t));
+    if (out == NULL) {
+        return &none;
+    }
+
+    /* each "***" replaces at least one byte: 2 of them at most add 6 bytes */
+
+    out->data = ngx_pnalloc(pool, url->len + 8);
+    if (out->data == NULL) {
+        return &none;
+    }
+
+    d = out->data;
+    last = url->data + url->len;
+
+    if (url->len >= 5 && ngx_strncmp(url->data, "unix:", 5) == 0) {
+        /* a socket path; its database is not shown */
+
+        p = ngx_strlchr(url->data, last, '?');
+
+        if (p == NULL) {
+            d = ngx_cpymem(d, url->data, url->len);
+
+        } else {
+            d = ngx_cpymem(d, url->data, p - url->data);
+            d = ngx_cpymem(d, "?***", 4);
+        }
+
+        out->len = d - out->data;
+        return out;
+    }
+
+    start = ngx_strlcasestrn(url->data, last, (u_char *) "://", 3 - 1);
+    start = (start == NULL) ? url->data : start + 3;
+
+    d = ngx_cpymem(d, url->data, start - url->data);
+
+    at = NULL;
+    for (p = start; p < last; p++) {
+        if (*p == '@') {
+            at = p;
+        }
+    }
+
+    if (at) {
+        colon = ngx_strlchr(start, at, ':');
+
+        if (colon) {
+            d = ngx_cpymem(d, start, colon + 1 - start);
+        }
+
+        d = ngx_cpymem(d, "***@", 4);
+        start = at + 1;
+    }
+
+    slash = ngx_strlchr(start, last, '/');
+    if (slash == NULL) {
+        slash = last;
+    }
+
+    colon = NULL;
+
+    if (at == NULL) {
+        p = start;
+
+        if (p < slash && *p == '[') {
+            p = ngx_strlchr(p, slash, ']');
+            p = (p == NULL) ? slash : p;
+        }
+
+        colon = ngx_strlchr(p, slash, ':');
+    }
+
+    if (colon) {
+        d = ngx_cpymem(d, start, colon + 1 - start);
+        d = ngx_cpymem(d, "***", 3);
+
+    } else {
+        d = ngx_cpymem(d, start, slash - start);
+
+        if (slash < last) {
+            d = ngx_cpymem(d, "/***", 4);
+        }
+    }
+
+    out->len = d - out->data;
+
+    return out;
 }
 
 

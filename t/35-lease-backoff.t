@@ -7,8 +7,9 @@
 #    connections; the line names the key id (never the key) and Redis's
 #    error; when Redis accepts writes again leases work again within the
 #    longest backoff (5 s) and one line says so, with the count of failures;
-#  - a key's own error (WRONGTYPE: its usage counter is a hash): that key
-#    backs off, other keys' leases go on;
+#  - a key's own error (its usage counter is a hash: WRONGTYPE; or a string
+#    that is not a number, or one that overflows: an "ERR" from the script):
+#    that key backs off, other keys' leases go on (a server's "ERR": t/38);
 #  - the script is loaded once (SCRIPT LOAD) and called by its SHA1
 #    (EVALSHA), never sent whole (EVAL); after SCRIPT FLUSH the NOSCRIPT
 #    answer makes the worker load it again and retry: no request fails and
@@ -167,13 +168,23 @@ sub st { my $x = $_[0]; $x->status . ' ' . ($x->header('X-Status') // '') }
 }
 
 # --- one key's own error (its counter is not a number): that key backs off -----
+# WRONGTYPE (a hash), an "ERR" from the script (a string that is not a number:
+# Lua's arithmetic on nil; one that overflows), a negative count in the
+# script's answer (a number out of range): the key's own, not the server's
+for my $case (['WRONGTYPE', sub { $r->cmd('HSET', $_[0], 'x', 1) }, qr/WRONGTYPE/],
+              ['not a number', sub { $r->cmd('SET', $_[0], 'abc') }, qr/ERR .*arithmetic/],
+              ['overflowing', sub { $r->cmd('SET', $_[0], '9223372036854775807') },
+               qr/(?:ERR .*overflow|out of range)/],
+              ['negative', sub { $r->cmd('SET', $_[0], '-1000000') },
+               qr/out of range/])
 {
-    my $kb = random_key('wrongtype');
+    my ($what, $break, $errre) = @$case;
+    my $kb = random_key('badctr');
     my $hb = add_key($r, $kb, quota => '1000/day');
     my $kc = random_key('fine');
     add_key($r, $kc, quota => '1000/day');
     my ($start) = window_bounds('day');
-    $r->cmd('HSET', usage_key($hb, 'day', $start), 'x', 1);    # WRONGTYPE
+    $break->(usage_key($hb, 'day', $start));
     my $mark = $n->log_mark;
     my $mon = $r->monitor;
     $mon->clear;
@@ -189,17 +200,26 @@ sub st { my $x = $_[0]; $x->status . ' ' . ($x->header('X-Status') // '') }
                  $mon->commands(0.3);
     $mon->close;
     my @lines = grep { /quota lease/ } split /\n/, $n->error_log_since($mark);
-    note sprintf 'WRONGTYPE key: %s; other key: %s; %d leases of the bad key, %d log lines',
-        join(' ', map { $_->status } @b[0 .. 9]), join(' ', map { $_->status } @cres[0 .. 9]),
-        scalar(@leases), scalar(@lines);
-    is(scalar(grep { $_->status == 200 } @b), 3,
-       'a key whose counter is broken: its quota_offline share (3) passes');
-    is(scalar(grep { st($_) eq '429 quota_exceeded' } @b), 37, '... then 429 quota_exceeded');
+    note sprintf '%s counter: %s; other key: %s; %d leases of the bad key, %d log lines',
+        $what, join(' ', map { $_->status } @b[0 .. 9]),
+        join(' ', map { $_->status } @cres[0 .. 9]), scalar(@leases), scalar(@lines);
+    note $_ for @lines;
+    my $ok200 = scalar(grep { $_->status == 200 } @b);
+    if ($what eq 'overflowing' || $what eq 'negative') {
+        # the counter is past any quota: nothing to grant, or the script fails
+        ok($ok200 <= 3, "$what counter: at most its quota_offline share (3) passes");
+        is(scalar(grep { st($_) eq '429 quota_exceeded' } @b), 40 - $ok200,
+           '... the others get 429 quota_exceeded');
+    } else {
+        is($ok200, 3, "$what counter: its quota_offline share (3) passes");
+        is(scalar(grep { st($_) eq '429 quota_exceeded' } @b), 37, '... then 429 quota_exceeded');
+    }
     cmp_ok(scalar(@leases), '<=', 6, '... its leases back off (' . scalar(@leases) . ' in 40 requests)');
     is(scalar(grep { $_->status == 200 } @cres), 40,
-       'another key on the same connection keeps working (its leases are not held back)');
-    is(scalar(@lines), 1, 'one log line') or diag join "\n", @lines;
-    like($lines[0] // '', qr/WRONGTYPE.*this key's leases back off/, "... naming Redis's error, for this key");
+       '... another key on the same connection keeps working (its leases are not held back)');
+    cmp_ok(scalar(@lines), '<=', 1, '... at most one log line') or diag join "\n", @lines;
+    like($lines[0], qr/$errre.*this key's leases back off/, "... naming Redis's error, for this key")
+        if @lines;
     $c->close;
 }
 

@@ -64,6 +64,24 @@ EOT
     $r->stop;
 }
 
+# --- the module: a server that does not know AUTH (renamed) -----------------
+# Redis echoes an unknown command's arguments, here the user and the password:
+# the log line keeps Redis's error without them
+{
+    my $r = ApiKeyTest::Redis->start(config => ['rename-command AUTH ""']);
+    my $url = "redis://alice:$PW\@127.0.0.1:" . $r->port;
+    my $n = ApiKeyTest::Nginx->start(http => $http, vars => { URL => $url });
+    my $log;
+    ok(wait_until(sub { $log = $n->error_log; $log =~ /AUTH failed/ }, timeout => 5),
+       'AUTH unknown: the failure is logged');
+    like($log, qr{"redis://alice:\*\*\*\@127\.0\.0\.1:\d+": AUTH failed: ERR unknown command},
+         "... with Redis's error");
+    no_pw($log, 'AUTH unknown: error log');
+    is_deeply([ $n->problems ], [], 'AUTH unknown: no alert, crit or emerg');
+    $n->stop;
+    $r->stop;
+}
+
 # --- nginx -t: URLs that do not parse --------------------------------------
 for my $bad ("redis://alice:$PW\@127.0.0.1:6379/notadb",
              "redis:/alice:$PW\@127.0.0.1:6379",
@@ -75,6 +93,63 @@ for my $bad ("redis://alice:$PW\@127.0.0.1:6379/notadb",
          '... and names it with the password redacted');
     no_pw($c->{output}, 'nginx -t output');
     no_pw(slurp("$c->{dir}/error.log"), 'nginx -t error log');
+}
+
+# URLs written wrong with the password where a host, port, database or user
+# would be read: the message says what is wrong and names the file and line,
+# never the text (the userinfo ends at the last '@', as in apikeyctl)
+{
+    my $PWS = substr($PW, 0, 10) . '/' . substr($PW, 10);     # holds a '/'
+    for my $case (
+        # [ url, what, the message (undef: nginx -t accepts it) ]
+        ["redis://alice:$PWS\@127.0.0.1:6379", 'a password with a /', undef],
+        ["redis://alice:$PWS\@127.0.0.1:6379/x", 'a password with a /, a bad database',
+         qr{invalid redis url "redis://alice:\*\*\*\@127\.0\.0\.1:6379/\*\*\*": the database}],
+        ["redis://alice:$PW", 'no host (the password read as the port)',
+         qr{invalid redis url "redis://alice:\*\*\*": }],
+        ["redis://alice:$PWS", 'no host, a password with a /',
+         qr{invalid redis url "redis://alice:\*\*\*": }],
+        ["redis://$PW\@127.0.0.1:6379", 'a password without its : (read as a user)',
+         qr{invalid redis url "redis://\*\*\*\@127\.0\.0\.1:6379": a user without a password}],
+        ["redis://alice:x\@127.0.0.1:6379/$PW", 'a bad database',
+         qr{invalid redis url "redis://alice:\*\*\*\@127\.0\.0\.1:6379/\*\*\*": the database}],
+        ["redis://alice:$PW\@127.0.0.1:99999", 'a bad port',
+         qr{invalid redis url "redis://alice:\*\*\*\@127\.0\.0\.1:99999": }],
+        ["redis://alice:$PW\@", 'an empty host',
+         qr{invalid redis url "redis://alice:\*\*\*\@": }])
+    {
+        my ($url, $what, $msg) = @$case;
+        my $c = ApiKeyTest::Nginx->check_config(http => $http, vars => { URL => $url });
+        if ($msg) {
+            ok(!$c->{ok}, "nginx -t, $what: rejected") or diag $c->{output};
+            like($c->{output}, $msg, "... says what is wrong") or diag $c->{output};
+            my $line = ApiKeyTest::Nginx::line_of($c, qr/api_key_redis/);
+            like($c->{output}, qr/in \Q$c->{conf_path}\E:$line\b/,
+                 '... and names the file and line');
+        } else {
+            ok($c->{ok}, "nginx -t, $what: accepted") or diag $c->{output};
+        }
+        no_pw($c->{output}, "nginx -t, $what: output");
+        no_pw(slurp("$c->{dir}/error.log"), "nginx -t, $what: error log");
+    }
+}
+
+# --- the module: a password with a '/' authenticates ---------------------
+{
+    my $pws = 'se/cr' . random_base62(12);
+    my $r = ApiKeyTest::Redis->start(users => ["alice on >$pws ~* &* +\@all"]);
+    my $url = "redis://alice:$pws\@127.0.0.1:" . $r->port;
+    my $n = ApiKeyTest::Nginx->start(http => $http, vars => { URL => $url });
+    my $res;
+    wait_until(sub {
+        $res = http_get($n->port, '/', headers => { 'X-API-Key' => 'k-' . random_base62(10) });
+        $res->status == 401;
+    }, timeout => 5);
+    is($res->status, 401, "a password with a '/': Redis answers the read (401 unknown)");
+    unlike($n->error_log, qr/\Q$pws\E/, '... and the password is not logged');
+    is_deeply([ $n->problems ], [], "a password with a '/': no alert, crit or emerg");
+    $n->stop;
+    $r->stop;
 }
 
 # --- apikeyctl ---------------------------------------------------------------
