@@ -538,6 +538,14 @@ uint64_t ak_cache_event_seq(const ak_cache_t *c) AK_NOEXCEPT;
 #define AK_EVENT_UPDATE     2
 #define AK_EVENT_FLUSH      3
 
+/*
+ * A message of the events channel: "revoke HASH", "update HASH" (HASH: 64
+ * hex digits, either case; hash set) or "flush", exactly: one space, no
+ * other byte.  AK_EVENT_REVOKE, _UPDATE or _FLUSH, or 0 when malformed.
+ */
+int ak_event_parse(const char *msg, size_t len,
+    unsigned char hash[AK_HASH_LEN]) AK_NOEXCEPT;
+
 typedef struct {
     uint64_t     head;               /* number of events logged */
     uint64_t     fp[AK_EVLOG_SIZE];  /* fingerprint of event n: fp[n % SIZE] */
