@@ -224,7 +224,10 @@ $(FUZZ_BUILD)/%: fuzz/fuzz_%.cpp $(FUZZ_HDRS) $(FUZZ_CORE_OBJS)
 
 fuzz-build: $(addprefix $(FUZZ_BUILD)/,$(FUZZ_NAMES))
 
-fuzz: fuzz-build
+# clang and its libFuzzer runtime (Debian: clang, libclang-rt-dev)
+fuzz:
+	@sh scripts/deps.sh clang libclang-rt-dev
+	$(MAKE) fuzz-build
 	sh fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_NAMES)
 
 $(FUZZ_REPLAY)/core/%.o: src/core/%.cpp $(CORE_HDRS)
