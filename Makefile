@@ -9,6 +9,9 @@
 #   make bench    benchmarks (wrk)
 #   make check-layers   fails on a call between the C glue files (src/*.c)
 #                 that points up the layer order of scripts/layers.conf
+#   make fuzz     every libFuzzer target of fuzz/ for FUZZ_SECONDS (60) each
+#   make fuzz-replay   the committed corpora and saved crash inputs through
+#                 every target (part of make test)
 #
 # NGINX_SRC selects the nginx build tree (default: Debian's nginx-dev).
 
@@ -175,6 +178,7 @@ test: deps
 	$(MAKE) unit
 	$(MAKE) check-layers-selftest
 	$(if $(filter 1,$(CHECK_LAYERS)),,-)$(MAKE) check-layers
+	$(MAKE) fuzz-replay
 	$(MAKE) integration
 
 # Everything again under AddressSanitizer + UndefinedBehaviorSanitizer, in
@@ -182,6 +186,68 @@ test: deps
 test-asan: deps
 	$(MAKE) BUILD=$(ASAN_BUILD) SANITIZE=address,undefined CXXFLAGS="-O1 -g" unit
 	$(MAKE) BUILD=$(ASAN_BUILD) SANITIZE=address,undefined CXXFLAGS="-O1 -g" integration
+
+# --- fuzzing (fuzz/, README: Fuzzing) ---------------------------------------
+#
+# Each fuzz/fuzz_NAME.cpp is a libFuzzer target, built in build/fuzz with
+# clang++ and the core compiled again with coverage instrumentation, ASan
+# and UBSan.  make fuzz runs each one for FUZZ_SECONDS from its committed
+# seeds (fuzz/corpus/NAME); what it learns goes to build/fuzz/corpus/NAME,
+# a crash to build/fuzz/artifacts/NAME.  make fuzz-replay runs every seed
+# and every saved crash input (fuzz/crashes/NAME) once through the same
+# targets built with $(CXX), ASan and UBSan and a small main
+# (fuzz/replay_main.cpp) instead of libFuzzer's: no clang needed.
+
+FUZZ_CXX      ?= clang++
+FUZZ_SECONDS  ?= 60
+FUZZ_BUILD     = $(BUILD)/fuzz
+FUZZ_REPLAY    = $(BUILD)/fuzz-replay
+FUZZ_NAMES    := $(patsubst fuzz/fuzz_%.cpp,%,$(wildcard fuzz/fuzz_*.cpp))
+FUZZ_HDRS     := $(wildcard fuzz/*.h) $(CORE_HDRS)
+FUZZ_BASE      = -std=c++17 -O1 -g -Wall -Wextra -Werror -fno-omit-frame-pointer \
+                 -Isrc/core -Ifuzz
+FUZZ_SAN       = -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CORE_OBJS = $(patsubst src/core/%.cpp,$(FUZZ_BUILD)/core/%.o,$(CORE_SRCS))
+REPLAY_CORE_OBJS = $(patsubst src/core/%.cpp,$(FUZZ_REPLAY)/core/%.o,$(CORE_SRCS))
+
+.PHONY: fuzz fuzz-build fuzz-replay
+.SECONDARY: $(FUZZ_CORE_OBJS) $(REPLAY_CORE_OBJS) $(FUZZ_REPLAY)/main.o
+
+$(FUZZ_BUILD)/core/%.o: src/core/%.cpp $(CORE_HDRS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(FUZZ_BASE) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(FUZZ_BUILD)/%: fuzz/fuzz_%.cpp $(FUZZ_HDRS) $(FUZZ_CORE_OBJS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(FUZZ_BASE) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $< \
+	    $(FUZZ_CORE_OBJS) -lcrypto
+
+fuzz-build: $(addprefix $(FUZZ_BUILD)/,$(FUZZ_NAMES))
+
+# clang and its libFuzzer runtime (Debian: clang, libclang-rt-dev)
+fuzz:
+	@sh scripts/deps.sh clang libclang-rt-dev
+	$(MAKE) fuzz-build
+	sh fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_NAMES)
+
+$(FUZZ_REPLAY)/core/%.o: src/core/%.cpp $(CORE_HDRS)
+	@mkdir -p $(dir $@)
+	$(CXX) $(FUZZ_BASE) $(FUZZ_SAN) -c -o $@ $<
+
+$(FUZZ_REPLAY)/main.o: fuzz/replay_main.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(FUZZ_BASE) $(FUZZ_SAN) -c -o $@ $<
+
+$(FUZZ_REPLAY)/%: fuzz/fuzz_%.cpp $(FUZZ_HDRS) $(REPLAY_CORE_OBJS) $(FUZZ_REPLAY)/main.o
+	@mkdir -p $(dir $@)
+	$(CXX) $(FUZZ_BASE) $(FUZZ_SAN) -o $@ $< $(FUZZ_REPLAY)/main.o \
+	    $(REPLAY_CORE_OBJS) -lcrypto
+
+# UBSan's reports abort too (-fno-sanitize-recover)
+fuzz-replay: $(addprefix $(FUZZ_REPLAY)/,$(FUZZ_NAMES))
+	@for t in $(FUZZ_NAMES); do \
+	    $(FUZZ_REPLAY)/$$t fuzz/corpus/$$t fuzz/crashes/$$t || exit 1; \
+	done
 
 run: deps
 	$(MAKE) module cli

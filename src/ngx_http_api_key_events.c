@@ -403,55 +403,30 @@ ngx_http_api_key_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
 }
 
 
-/* "revoke HASH", "update HASH", "flush": the first word names the event */
+/* "revoke HASH", "update HASH", "flush" (parsed by the core) */
 
 static void
 ngx_http_api_key_sub_event(ngx_str_t *msg)
 {
-    u_char                    *p;
-    ngx_str_t                  word, hex;
     ngx_http_api_key_event_e   event;
     u_char                     hash[AK_HASH_LEN];
 
-    p = ngx_strlchr(msg->data, msg->data + msg->len, ' ');
+    switch (ak_event_parse((const char *) msg->data, msg->len, hash)) {
 
-    word.data = msg->data;
-    word.len = (p ? p : msg->data + msg->len) - msg->data;
-
-    if (word.len == sizeof("flush") - 1
-        && ngx_strncmp(word.data, "flush", word.len) == 0)
-    {
-        if (p) {
-            goto invalid;
-        }
-
+    case AK_EVENT_FLUSH:
         ngx_http_api_key_apply(NGX_HTTP_API_KEY_EVENT_FLUSH, NULL);
         ngx_http_api_key_count_event(NGX_HTTP_API_KEY_EVENT_FLUSH);
         return;
-    }
 
-    if (word.len == sizeof("revoke") - 1
-        && ngx_strncmp(word.data, "revoke", word.len) == 0)
-    {
+    case AK_EVENT_REVOKE:
         event = NGX_HTTP_API_KEY_EVENT_REVOKE;
+        break;
 
-    } else if (word.len == sizeof("update") - 1
-               && ngx_strncmp(word.data, "update", word.len) == 0)
-    {
+    case AK_EVENT_UPDATE:
         event = NGX_HTTP_API_KEY_EVENT_UPDATE;
+        break;
 
-    } else {
-        goto invalid;
-    }
-
-    if (p == NULL) {
-        goto invalid;
-    }
-
-    hex.data = p + 1;
-    hex.len = msg->data + msg->len - hex.data;
-
-    if (ak_hex_decode_hash((const char *) hex.data, hex.len, hash) != 0) {
+    default:
         goto invalid;
     }
 

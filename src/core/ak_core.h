@@ -416,6 +416,19 @@ ak_cache_t *ak_cache_attach(void *mem, size_t size) AK_NOEXCEPT;
  */
 const char *ak_cache_validate(const void *mem, size_t size) AK_NOEXCEPT;
 
+/*
+ * A full consistency check of a cache (for tests and fuzzing; O(slots),
+ * not for a worker's path): ak_cache_validate's checks, then every bucket
+ * chain, both LRU lists, the free list and every overflow chain walked,
+ * each slot below the high-water mark found exactly once in one of them,
+ * and the counts they keep matching what was found.  scratch: at least
+ * ak_cache_check_scratch(c) bytes.  NULL when consistent, else a static
+ * message.
+ */
+size_t ak_cache_check_scratch(const ak_cache_t *c) AK_NOEXCEPT;
+const char *ak_cache_check(const ak_cache_t *c, unsigned char *scratch,
+    size_t scratch_len) AK_NOEXCEPT;
+
 void ak_cache_set_conf(ak_cache_t *c, const ak_cache_conf_t *conf) AK_NOEXCEPT;
 
 /* Bytes of shared memory a cached key costs (slot + index share). */
@@ -524,6 +537,14 @@ uint64_t ak_cache_event_seq(const ak_cache_t *c) AK_NOEXCEPT;
 #define AK_EVENT_REVOKE     1
 #define AK_EVENT_UPDATE     2
 #define AK_EVENT_FLUSH      3
+
+/*
+ * A message of the events channel: "revoke HASH", "update HASH" (HASH: 64
+ * hex digits, either case; hash set) or "flush", exactly: one space, no
+ * other byte.  AK_EVENT_REVOKE, _UPDATE or _FLUSH, or 0 when malformed.
+ */
+int ak_event_parse(const char *msg, size_t len,
+    unsigned char hash[AK_HASH_LEN]) AK_NOEXCEPT;
 
 typedef struct {
     uint64_t     head;               /* number of events logged */

@@ -1284,6 +1284,175 @@ ak_cache_validate(const void *mem, size_t size) noexcept
 }
 
 
+size_t
+ak_cache_check_scratch(const ak_cache_t *c) noexcept
+{
+    return c ? c->nslots : 0;
+}
+
+
+const char *
+ak_cache_check(const ak_cache_t *c, unsigned char *scratch,
+    size_t scratch_len) noexcept
+{
+    enum { UNSEEN = 0, ENTRY, LISTED, OVERFLOW, FREE };
+
+    const char          *why;
+    uint8_t              kinds[2] = { KIND_POS, KIND_NEG };
+    uint32_t             b, i, j, k, n, prev, count, gone, found;
+    const uint32_t      *bk;
+    const Slot          *s;
+
+    if (c == NULL) {
+        return "no cache";
+    }
+
+    why = ak_cache_validate(c, c->size);
+    if (why) {
+        return why;
+    }
+
+    if (scratch == NULL || scratch_len < c->nslots) {
+        return "scratch too small";
+    }
+
+    memset(scratch, UNSEEN, c->nslots);
+
+    bk = reinterpret_cast<const uint32_t *>(
+        reinterpret_cast<const unsigned char *>(c) + c->buckets_off);
+    s = reinterpret_cast<const Slot *>(
+        reinterpret_cast<const unsigned char *>(c) + c->slots_off);
+
+    /* bucket chains: every entry once, in the bucket of its hash */
+
+    found = 0;
+    gone = 0;
+
+    for (b = 0; b < c->nbuckets; b++) {
+        for (i = bk[b]; i != NIL; i = s[i].hnext) {
+            uint32_t  x;
+
+            if (i >= c->hwm || scratch[i] != UNSEEN) {
+                return "bucket chain: index out of range or seen twice";
+            }
+
+            scratch[i] = ENTRY;
+            found++;
+
+            memcpy(&x, s[i].hash, sizeof(x));
+            if ((uint32_t) (((uint64_t) x * c->nbuckets) >> 32) != b) {
+                return "bucket chain: entry in the wrong bucket";
+            }
+
+            if (s[i].kind == KIND_POS) {
+                if (s[i].len == 0 || s[i].len > AK_RECORD_MAX) {
+                    return "positive entry: blob length out of range";
+                }
+                if (s[i].flags & ~(AK_ENTRY_REVOKED | F_STORED_STALE
+                                   | F_GONE))
+                {
+                    return "positive entry: unknown flags";
+                }
+                gone += (s[i].flags & F_GONE) ? 1 : 0;
+
+            } else if (s[i].kind == KIND_NEG) {
+                if (s[i].len != 0 || s[i].ovf != NIL
+                    || (s[i].flags & ~AK_ENTRY_BAD))
+                {
+                    return "negative entry: blob, overflow or flags";
+                }
+
+            } else {
+                return "bucket chain: slot is not an entry";
+            }
+        }
+    }
+
+    if (found != c->npos + c->nneg) {
+        return "entry count differs from the bucket chains";
+    }
+
+    if (gone != c->ngone) {
+        return "count of entries removed by updates differs";
+    }
+
+    /* LRU lists: doubly linked, of their kind, every entry once */
+
+    for (k = 0; k < 2; k++) {
+        uint32_t  head = k ? c->neg_head : c->pos_head;
+        uint32_t  tail = k ? c->neg_tail : c->pos_tail;
+        uint32_t  want = k ? c->nneg : c->npos;
+
+        prev = NIL;
+        count = 0;
+
+        for (i = head; i != NIL; i = s[i].next) {
+            if (i >= c->hwm || scratch[i] != ENTRY
+                || s[i].kind != kinds[k] || s[i].prev != prev)
+            {
+                return "LRU list: bad link, kind or entry seen twice";
+            }
+
+            scratch[i] = LISTED;
+            prev = i;
+            count++;
+        }
+
+        if (prev != tail || count != want) {
+            return "LRU list: tail or count differs";
+        }
+    }
+
+    /* overflow chains: exactly as many slots as the blob needs */
+
+    for (i = 0; i < c->hwm; i++) {
+        if (scratch[i] != LISTED || s[i].kind != KIND_POS) {
+            continue;
+        }
+
+        j = s[i].ovf;
+
+        for (n = n_ovf(s[i].len); n > 0; n--) {
+            if (j >= c->hwm || scratch[j] != UNSEEN) {
+                return "overflow chain: index out of range or seen twice";
+            }
+
+            scratch[j] = OVERFLOW;
+            j = s[j].ovf;
+        }
+
+        if (j != NIL) {
+            return "overflow chain longer than its blob";
+        }
+    }
+
+    /* the free list, then every slot below hwm accounted for */
+
+    count = 0;
+
+    for (i = c->free_head; i != NIL; i = s[i].ovf) {
+        if (i >= c->hwm || scratch[i] != UNSEEN) {
+            return "free list: index out of range or seen twice";
+        }
+
+        scratch[i] = FREE;
+        count++;
+    }
+
+    if (count + (c->nslots - c->hwm) != c->nfree) {
+        return "free slot count differs from the free list";
+    }
+
+    for (i = 0; i < c->hwm; i++) {
+        if (scratch[i] == UNSEEN || scratch[i] == ENTRY) {
+            return "slot neither free nor used, or an entry on no list";
+        }
+    }
+
+    return NULL;
+}
+
+
 ak_cache_t *
 ak_cache_attach(void *mem, size_t size) noexcept
 {

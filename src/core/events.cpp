@@ -18,6 +18,47 @@ ak_evlog_init(ak_evlog_t *log) noexcept
 }
 
 
+int
+ak_event_parse(const char *msg, size_t len, unsigned char hash[AK_HASH_LEN])
+    noexcept
+{
+    const char  *sp;
+    size_t       word;
+    int          event;
+
+    if (msg == NULL || hash == NULL) {
+        return 0;
+    }
+
+    /* the first word names the event */
+
+    sp = static_cast<const char *>(memchr(msg, ' ', len));
+    word = sp ? (size_t) (sp - msg) : len;
+
+    if (word == 5 && memcmp(msg, "flush", 5) == 0) {
+        return sp ? 0 : AK_EVENT_FLUSH;
+    }
+
+    if (word == 6 && memcmp(msg, "revoke", 6) == 0) {
+        event = AK_EVENT_REVOKE;
+
+    } else if (word == 6 && memcmp(msg, "update", 6) == 0) {
+        event = AK_EVENT_UPDATE;
+
+    } else {
+        return 0;
+    }
+
+    if (sp == NULL
+        || ak_hex_decode_hash(sp + 1, len - word - 1, hash) != 0)
+    {
+        return 0;
+    }
+
+    return event;
+}
+
+
 uint64_t
 ak_evlog_head(const ak_evlog_t *log) noexcept
 {

@@ -151,13 +151,8 @@ bool encode_ip(const char *item, size_t len, Writer &w, ErrBuf &e) noexcept
     unsigned char a[16];
     unsigned family, max;
 
-    if (alen == 0 || alen >= sizeof(buf)) {
-        goto bad_address;
-    }
-
-    /* inet_pton reads a C string: a NUL inside would cut the address */
-
-    if (std::memchr(item, '\0', alen)) {
+    /* inet_pton reads a C string: a NUL byte would end the text early */
+    if (alen == 0 || alen >= sizeof(buf) || std::memchr(item, '\0', alen)) {
         goto bad_address;
     }
 

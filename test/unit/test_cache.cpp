@@ -1645,3 +1645,84 @@ TEST(Cache, ValidateAcceptsEveryStateOfUse)
     }
     EXPECT_GT(stats(c).evictions, 0u);
 }
+
+// ak_cache_check: every state of use is consistent (random operations, as
+// above), and a broken link, a count that is off or a slot in two places is
+// found.
+TEST(Cache, CheckAcceptsUseAndFindsDamage)
+{
+    size_t size = ak_cache_min_size() * 2;
+    Block a(size);
+    ak_cache_conf_t cf = conf(30);
+    ak_cache_t *c = ak_cache_create(a.mem(), size, &cf);
+    ASSERT_NE(nullptr, c);
+    std::vector<unsigned char> scratch(ak_cache_check_scratch(c));
+    EXPECT_EQ(nullptr, ak_cache_check(c, scratch.data(), scratch.size()));
+    EXPECT_NE(nullptr, ak_cache_check(c, scratch.data(), scratch.size() - 1));
+
+    std::mt19937_64 rng(12);
+    for (int i = 0; i < 5000; i++) {
+        Hash h = hash_of(rng() % 100);
+        switch (rng() % 8) {
+        case 0: case 1: case 2:
+            put(c, h, blob_of(i, 1 + rng() % 700), i / 10);
+            break;
+        case 3:
+            put_neg(c, h, i / 10);
+            break;
+        case 4:
+            ak_cache_put_bad(c, h.b, i / 10, ak_cache_event_seq(c), i);
+            break;
+        case 5:
+            ak_cache_remove(c, h.b);
+            break;
+        case 6:
+            ak_cache_revoke(c, h.b);
+            break;
+        default:
+            look(c, h, i / 10);
+            break;
+        }
+        const char *why = ak_cache_check(c, scratch.data(), scratch.size());
+        ASSERT_EQ(nullptr, why) << "after operation " << i << ": " << why;
+    }
+
+    // damage: each on a copy of the block, found by the check
+    struct Damage {
+        const char *what;
+        void (*apply)(unsigned char *mem, const ak_cache_stats_t &);
+    };
+    ak_cache_stats_t st = stats(c);
+    ASSERT_GT(st.entries, 2u);
+    const size_t slots_off = 256 + ((st.slots_total * 4 + 7) & ~(size_t) 7);
+    for (int which = 0; which < 3; which++) {
+        Block b(size);
+        memcpy(b.mem(), a.mem(), size);
+        unsigned char *m = static_cast<unsigned char *>(b.mem());
+        uint32_t *buckets = reinterpret_cast<uint32_t *>(m + 256);
+        uint32_t first = 0xffffffffu, bucket = 0;
+        for (uint32_t k = 0; k < st.slots_total && first == 0xffffffffu; k++) {
+            first = buckets[k];
+            bucket = k;
+        }
+        ASSERT_NE(0xffffffffu, first);
+        unsigned char *slot = m + slots_off + 120 * (size_t) first;
+        switch (which) {
+        case 0:     // the entry's LRU "next" points at itself
+            memcpy(slot + 40, &first, 4);
+            break;
+        case 1:     // the bucket head moved to another bucket
+            buckets[(bucket + 1) % st.slots_total] = first;
+            buckets[bucket] = 0xffffffffu;
+            break;
+        default:    // the entry's overflow link: the head of the free list
+            memset(slot + 116, 0, 4);
+            memset(slot + 82, 0xff, 1);     // and a long blob
+            break;
+        }
+        ak_cache_t *d = ak_cache_attach(b.mem(), size);
+        ASSERT_NE(nullptr, d);
+        EXPECT_NE(nullptr, ak_cache_check(d, scratch.data(), scratch.size()))
+            << "damage " << which << " not found";
+    }
+}

@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <memory>
+#include <string>
 #include <vector>
 
 namespace {
@@ -220,4 +222,36 @@ TEST(EventLog, APositionAheadOfTheLogStartsAgain)
               AK_EVLOG_APPLY);
     EXPECT_EQ(w, 1u);
     EXPECT_EQ(ak_evlog_claim(nullptr, &w, 1), AK_EVLOG_APPLY);
+}
+
+// The events channel's messages (ak_event_parse, lifted from events.c).
+TEST(EventMessage, Parse)
+{
+    const std::string hex(64, 'a'), HEX(64, 'F');
+    unsigned char h[AK_HASH_LEN];
+
+    auto parse = [&](const std::string &m) {
+        memset(h, 0x55, sizeof(h));
+        return ak_event_parse(m.data(), m.size(), h);
+    };
+
+    EXPECT_EQ(AK_EVENT_FLUSH, parse("flush"));
+    EXPECT_EQ(AK_EVENT_REVOKE, parse("revoke " + hex));
+    EXPECT_EQ(0xaa, h[0]);
+    EXPECT_EQ(0xaa, h[31]);
+    EXPECT_EQ(AK_EVENT_UPDATE, parse("update " + HEX));
+    EXPECT_EQ(0xff, h[0]);
+
+    const std::string bad[] = {
+        "", "flush ", "flush x", "FLUSH", " flush", "revoke", "revoke ",
+        "revoke " + hex + " ", "revoke  " + hex, "revoke " + hex + "a",
+        "revoke " + hex.substr(1), "Revoke " + hex, "update\t" + hex,
+        "revoke " + std::string(63, 'a') + "g", "delete " + hex,
+        std::string("flush\0", 6), "revoke" + hex,
+    };
+    for (const auto &m : bad) {
+        EXPECT_EQ(0, parse(m)) << "accepted \"" << m << "\"";
+    }
+    EXPECT_EQ(0, ak_event_parse(nullptr, 0, h));
+    EXPECT_EQ(0, ak_event_parse("flush", 5, nullptr));
 }

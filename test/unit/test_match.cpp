@@ -220,6 +220,29 @@ TEST(Ips, Malformed)
     }
 }
 
+// Found by fuzz/fuzz_ips: the address text was handed to inet_pton as a C
+// string, so a NUL byte ended it and what followed was ignored: "::\0\0A"
+// was the rule ::/128, "1.2.3.4\0/8" the rule 1.0.0.0/8.
+TEST(Ips, NulByteIsMalformed)
+{
+    const std::string bad[] = {
+        std::string("::\0\0A", 5),
+        std::string("1.2.3.4\0/8", 10),
+        std::string("1.2.3.4\0", 8),
+        std::string("10.0.0.1,1.2.3.4\0xyz/16", 23),
+        std::string("\0", 1),
+    };
+    for (const auto &v : bad) {
+        auto b = build({ { "ips", v } });
+        EXPECT_EQ(b.len, -1) << "accepted ips with a NUL byte, "
+                             << v.size() << " bytes";
+        EXPECT_EQ(std::string(b.err.msg).rfind("field \"ips\": bad address",
+                                               0), 0u)
+            << b.err.msg;
+        EXPECT_FALSE(ak::validate_field("ips", v, nullptr));
+    }
+}
+
 TEST(Ips, CorruptSectionDenies)
 {
     auto r = make({ { "ips", "10.0.0.0/8" } });

@@ -1,0 +1,524 @@
+/*
+ * fuzz_record: record fields -> record.  Field/value pairs from the input
+ * (every field the module reads, unknown ones, repeats, empty, huge and
+ * hostile values) go through ak_record_build into a buffer of exactly the
+ * capacity given; the answer is checked against a reference reading of
+ * each field written from README's record format (status, expires_at,
+ * rate, burst, quota: the rate/quota specs; id, owner, plan, scopes), and
+ * against ak::validate_field.  A built blob goes through ak_record_view and
+ * every accessor (ips, referrers, scopes, the state carried between two
+ * records).  A second mode hands any bytes to ak_record_view as a blob.
+ */
+
+#include "ak_core.h"
+#include "akcore.hpp"
+#include "fuzz_util.h"
+
+#include <cstdlib>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace {
+
+const char *const kNames[] = {
+    "id", "owner", "plan", "status", "expires_at", "scopes", "ips",
+    "referrers", "rate", "burst", "quota",
+};
+constexpr size_t kNNames = sizeof(kNames) / sizeof(kNames[0]);
+
+bool digit(char c) { return c >= '0' && c <= '9'; }
+
+bool lower_eq(const std::string &a, const char *b)
+{
+    if (a.size() != std::strlen(b)) {
+        return false;
+    }
+    for (size_t i = 0; i < a.size(); i++) {
+        char c = a[i];
+        if (c >= 'A' && c <= 'Z') {
+            c = static_cast<char>(c + 32);
+        }
+        if (c != b[i]) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* 1..maxd digits */
+std::optional<uint64_t> ref_uint(const std::string &s, size_t maxd)
+{
+    if (s.empty() || s.size() > maxd) {
+        return std::nullopt;
+    }
+    uint64_t v = 0;
+    for (char c : s) {
+        if (!digit(c)) {
+            return std::nullopt;
+        }
+        v = v * 10 + static_cast<uint64_t>(c - '0');
+    }
+    return v;
+}
+
+struct Per {
+    bool ok = false;
+    uint64_t n = 0;
+    uint8_t period = 0;
+};
+
+Per ref_per(const std::string &v, bool rate)
+{
+    Per p;
+    size_t slash = v.find('/');
+    if (slash == std::string::npos) {
+        return p;
+    }
+    auto n = ref_uint(v.substr(0, slash), 19);
+    std::string u = v.substr(slash + 1);
+    if (!n) {
+        return p;
+    }
+    uint8_t period = 0;
+    if (rate) {
+        if (lower_eq(u, "s") || lower_eq(u, "sec") || lower_eq(u, "second")) {
+            period = AK_PERIOD_SECOND;
+        } else if (lower_eq(u, "m") || lower_eq(u, "min")
+                   || lower_eq(u, "minute")) {
+            period = AK_PERIOD_MINUTE;
+        } else if (lower_eq(u, "h") || lower_eq(u, "hour")) {
+            period = AK_PERIOD_HOUR;
+        }
+    } else {
+        if (lower_eq(u, "hour")) {
+            period = AK_PERIOD_HOUR;
+        } else if (lower_eq(u, "day")) {
+            period = AK_PERIOD_DAY;
+        } else if (lower_eq(u, "month")) {
+            period = AK_PERIOD_MONTH;
+        }
+    }
+    uint64_t max = rate ? 1000000000ULL : 1000000000000000ULL;
+    if (period == 0 || *n < 1 || *n > max) {
+        return p;
+    }
+    p.ok = true;
+    p.n = *n;
+    p.period = period;
+    return p;
+}
+
+bool id_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || digit(c)
+           || c == '.' || c == '_' || c == ':' || c == '-';
+}
+
+bool scope_char(char c)
+{
+    return id_char(c) || c == '/' || c == '*';
+}
+
+bool ref_id(const std::string &v)
+{
+    if (v.empty() || v.size() > 64) {
+        return false;
+    }
+    for (char c : v) {
+        if (!id_char(c)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool ref_text(const std::string &v)
+{
+    if (v.size() > 256) {
+        return false;
+    }
+    for (unsigned char c : v) {
+        if (c < 0x20 || c == 0x7f) {
+            return false;
+        }
+    }
+    return true;
+}
+
+std::vector<std::string> words(const std::string &v)
+{
+    std::vector<std::string> w;
+    std::string cur;
+    for (char c : v) {
+        if (c == ' ' || c == '\t') {
+            if (!cur.empty()) {
+                w.push_back(cur);
+                cur.clear();
+            }
+        } else {
+            cur.push_back(c);
+        }
+    }
+    if (!cur.empty()) {
+        w.push_back(cur);
+    }
+    return w;
+}
+
+bool ref_scopes(const std::string &v, std::string *norm)
+{
+    norm->clear();
+    for (const auto &w : words(v)) {
+        if (w.size() > 64) {
+            return false;
+        }
+        for (char c : w) {
+            if (!scope_char(c)) {
+                return false;
+            }
+        }
+        if (!norm->empty()) {
+            norm->push_back(' ');
+        }
+        *norm += w;
+    }
+    return true;
+}
+
+bool printable_nul_terminated(const char *s, size_t cap)
+{
+    for (size_t i = 0; i < cap; i++) {
+        if (s[i] == '\0') {
+            return true;
+        }
+        unsigned char c = static_cast<unsigned char>(s[i]);
+        if (c < 0x20 || c >= 0x7f) {
+            return false;
+        }
+    }
+    return false;
+}
+
+std::string view_str(const ak_str_t &s)
+{
+    return s.len ? std::string(s.data, s.len) : std::string();
+}
+
+std::string value_for(fuzz::Input &in)
+{
+    uint8_t how = in.u8();
+    switch (how % 8) {
+    case 0: {
+        /* a huge value: one byte repeated */
+        size_t n = 1 + in.u16() % 70000;
+        return std::string(n, static_cast<char>(in.u8()));
+    }
+    case 1:
+        return in.str16(5000);
+    default:
+        return in.str8();
+    }
+}
+
+/* the accessors on a viewed record, with arguments from the input */
+void exercise(const ak_record_t &rec, fuzz::Input &in)
+{
+    unsigned char addr[16];
+    for (auto &b : addr) {
+        b = in.u8();
+    }
+    int fam = in.u8() % 8;
+    int r = ak_record_ip_allowed(&rec, fam, addr);
+    FUZZ_CHECK(r == 0 || r == 1);
+    if (!rec.has_ips) {
+        FUZZ_CHECK(r == 1);
+    }
+
+    std::string referer = in.str8();
+    fuzz::Exact ref(referer);
+    r = ak_record_referrer_allowed(&rec, ref.c(), ref.len);
+    FUZZ_CHECK(r == 0 || r == 1);
+    if (!rec.has_referrers) {
+        FUZZ_CHECK(r == 1);
+    }
+    FUZZ_CHECK(ak_record_referrer_allowed(&rec, nullptr, 0)
+               == (rec.has_referrers ? 0 : 1));
+
+    /* scopes: each required one must be one of the record's words */
+    std::vector<std::string> req;
+    size_t n = in.u8() % 4;
+    for (size_t i = 0; i < n; i++) {
+        req.push_back(in.str8());
+    }
+    std::vector<std::string> have = words(view_str(rec.scopes));
+    bool want = true;
+    for (const auto &w : req) {
+        bool found = false;
+        for (const auto &h : have) {
+            found = found || (!w.empty() && h == w);
+        }
+        want = want && found;
+    }
+    std::vector<fuzz::Exact *> keep;
+    std::vector<ak_str_t> rs;
+    for (const auto &w : req) {
+        keep.push_back(new fuzz::Exact(w));
+        rs.push_back({ keep.back()->c(), keep.back()->len });
+    }
+    FUZZ_CHECK(ak_record_has_scopes(&rec, rs.data(), rs.size())
+               == (want ? 1 : 0));
+    for (auto *e : keep) {
+        delete e;
+    }
+}
+
+void exercise_carry(const ak_record_t &a, const ak_record_t &b,
+    fuzz::Input &in)
+{
+    ak_key_state_t st;
+    st.tat_us = in.u64();
+    st.q_window = in.u32();
+    st.q_left = in.u32();
+    st.q_used = in.u64();
+    ak_key_state_t before = st;
+
+    ak_key_state_carry(&a, &b, &st);
+
+    bool same_rate = a.rate_period && b.rate_period
+                     && a.rate_interval_us == b.rate_interval_us
+                     && a.burst == b.burst;
+    FUZZ_CHECK(st.tat_us == (same_rate ? before.tat_us : 0));
+
+    bool same_quota = b.quota_period && a.quota_period == b.quota_period;
+    if (!same_quota) {
+        FUZZ_CHECK(st.q_window == 0 && st.q_left == 0 && st.q_used == 0);
+    } else {
+        FUZZ_CHECK(st.q_window == before.q_window);
+        FUZZ_CHECK(st.q_used == before.q_used);
+        FUZZ_CHECK(st.q_left == (b.quota_n < a.quota_n ? 0 : before.q_left));
+    }
+}
+
+/* builds from fields; returns the blob when it built */
+std::optional<std::vector<unsigned char>>
+build_and_check(fuzz::Input &in, const unsigned char *hash)
+{
+    std::vector<std::string> names, values;
+    size_t n = in.u8() % 16;
+
+    for (size_t i = 0; i < n; i++) {
+        uint8_t sel = in.u8();
+        if (sel % 16 < kNNames) {
+            names.push_back(kNames[sel % 16]);
+        } else if (sel % 16 == 15) {
+            names.push_back(in.str8());
+        } else {
+            names.push_back(kNames[(sel >> 4) % kNNames]);
+        }
+        values.push_back(value_for(in));
+    }
+
+    size_t cap = in.flag() ? AK_RECORD_MAX : in.u16() % 4200;
+
+    /* the reference reading: the last non-empty value of each field */
+    std::optional<std::string> val[kNNames];
+    for (size_t i = 0; i < names.size(); i++) {
+        for (size_t k = 0; k < kNNames; k++) {
+            if (names[i] == kNames[k]) {
+                val[k] = values[i].empty() ? std::nullopt
+                                           : std::optional(values[i]);
+            }
+        }
+    }
+
+    bool valid = true;
+    size_t total = 0;
+    for (size_t k = 0; k < kNNames; k++) {
+        if (!val[k]) {
+            continue;
+        }
+        total += val[k]->size();
+        std::string why;
+        bool vf = ak::validate_field(kNames[k], *val[k], &why);
+        valid = valid && vf;
+        FUZZ_CHECK(vf == why.empty());
+    }
+
+    std::string norm;
+    Per rate, quota;
+    std::optional<uint64_t> burst, expires;
+    uint8_t status = AK_STATUS_ACTIVE;
+    bool ref_valid = true;
+
+    if (val[0]) ref_valid &= ref_id(*val[0]);
+    if (val[1]) ref_valid &= ref_text(*val[1]);
+    if (val[2]) ref_valid &= ref_text(*val[2]);
+    if (val[3]) {
+        if (*val[3] == "active") status = AK_STATUS_ACTIVE;
+        else if (*val[3] == "revoked") status = AK_STATUS_REVOKED;
+        else if (*val[3] == "disabled") status = AK_STATUS_DISABLED;
+        else ref_valid = false;
+    }
+    if (val[4]) {
+        expires = ref_uint(*val[4], 18);
+        ref_valid &= expires.has_value();
+    }
+    if (val[5]) ref_valid &= ref_scopes(*val[5], &norm);
+    if (val[8]) {
+        rate = ref_per(*val[8], true);
+        ref_valid &= rate.ok;
+    }
+    if (val[9]) {
+        burst = ref_uint(*val[9], 18);
+        ref_valid &= burst.has_value() && *burst <= 1000000;
+    }
+    if (val[10]) {
+        quota = ref_per(*val[10], false);
+        ref_valid &= quota.ok;
+    }
+
+    /* ips and referrers: validate_field's word (the other targets check
+     * those parsers); every other field: the reference's */
+    bool other_valid = true;
+    for (size_t k : { 6, 7 }) {
+        if (val[k]) {
+            other_valid &= ak::validate_field(kNames[k], *val[k], nullptr);
+        }
+    }
+    FUZZ_CHECK(valid == (ref_valid && other_valid));
+
+    std::vector<fuzz::Exact *> keep;
+    std::vector<ak_str_t> f, v;
+    for (size_t i = 0; i < names.size(); i++) {
+        keep.push_back(new fuzz::Exact(names[i]));
+        f.push_back({ keep.back()->c(), keep.back()->len });
+        keep.push_back(new fuzz::Exact(values[i]));
+        v.push_back({ keep.back()->c(), keep.back()->len });
+    }
+
+    unsigned char *blob = static_cast<unsigned char *>(
+        std::malloc(cap ? cap : 1));
+    ak_record_err_t err;
+    std::memset(&err, 0x5a, sizeof(err));
+
+    int rc = ak_record_build(hash, f.data(), v.data(), names.size(),
+                             cap ? blob : nullptr, cap, &err);
+
+    for (auto *e : keep) {
+        delete e;
+    }
+
+    std::optional<std::vector<unsigned char>> out;
+
+    if (rc < 0) {
+        FUZZ_CHECK(rc == -1);
+        FUZZ_CHECK(printable_nul_terminated(err.id, sizeof(err.id)));
+        FUZZ_CHECK(printable_nul_terminated(err.msg, sizeof(err.msg)));
+        FUZZ_CHECK(err.msg[0] != '\0');
+        if (valid) {
+            FUZZ_CHECK(std::strncmp(err.msg, "record too large", 16) == 0);
+            /* small values always fit in a full-size buffer */
+            FUZZ_CHECK(!(cap >= AK_RECORD_MAX && total < 1000));
+        }
+        std::free(blob);
+        return out;
+    }
+
+    FUZZ_CHECK(valid);
+    FUZZ_CHECK(rc > 0 && static_cast<size_t>(rc) <= cap
+               && rc <= AK_RECORD_MAX);
+
+    ak_record_t rec;
+    FUZZ_CHECK(ak_record_view(hash, blob, static_cast<size_t>(rc), &rec) == 0);
+
+    /* the view says what the fields said */
+    char def[AK_ID_DEFAULT_LEN];
+    ak_hex_encode(hash, AK_ID_DEFAULT_LEN / 2, def);
+    std::string want_id = val[0] ? *val[0]
+                                 : std::string(def, AK_ID_DEFAULT_LEN);
+    FUZZ_CHECK(view_str(rec.id) == want_id);
+    FUZZ_CHECK(view_str(rec.owner) == val[1].value_or(""));
+    FUZZ_CHECK(view_str(rec.plan) == val[2].value_or(""));
+    FUZZ_CHECK(view_str(rec.scopes) == norm);
+    FUZZ_CHECK(rec.status == status);
+    FUZZ_CHECK(static_cast<uint64_t>(rec.expires_at) == expires.value_or(0));
+    FUZZ_CHECK(rec.rate_period == rate.period);
+    FUZZ_CHECK(rec.rate_n == rate.n);
+    if (rate.ok) {
+        uint64_t per = rate.period == AK_PERIOD_SECOND ? 1000000ULL
+                       : rate.period == AK_PERIOD_MINUTE ? 60000000ULL
+                                                         : 3600000000ULL;
+        uint64_t iv = per / rate.n ? per / rate.n : 1;
+        FUZZ_CHECK(rec.rate_interval_us == iv);
+        FUZZ_CHECK(rec.burst == burst.value_or(0));
+    } else {
+        FUZZ_CHECK(rec.burst == 0 && rec.rate_interval_us == 0);
+    }
+    FUZZ_CHECK(rec.quota_period == quota.period);
+    FUZZ_CHECK(rec.quota_n == quota.n);
+    FUZZ_CHECK(rec.has_ips == (val[6] ? 1 : 0));
+    FUZZ_CHECK(rec.has_referrers == (val[7] ? 1 : 0));
+    FUZZ_CHECK(rec.blob == blob && rec.blob_len == static_cast<size_t>(rc));
+
+    /* a blob cut short is corrupt */
+    if (rc > 3) {
+        ak_record_t cut;
+        size_t at = in.u16() % static_cast<size_t>(rc);
+        FUZZ_CHECK(ak_record_view(hash, blob, at, &cut) == -1);
+    }
+
+    exercise(rec, in);
+
+    out.emplace(blob, blob + rc);
+    std::free(blob);
+    return out;
+}
+
+} // namespace
+
+
+extern "C" int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    fuzz::Input in(data, size);
+    unsigned char hash[AK_HASH_LEN];
+
+    uint8_t mode = in.u8();
+    for (auto &b : hash) {
+        b = (mode & 0x80) ? in.u8() : 0x42;
+    }
+
+    if (mode % 4 == 0) {
+        /* any bytes as a blob (a corrupt cache entry, a stray value) */
+        std::string b = in.str16(AK_RECORD_MAX + 8);
+        fuzz::Exact e(b);
+        ak_record_t rec;
+        int rc = ak_record_view((mode & 0x40) ? hash : nullptr, e.u(), e.len,
+                                &rec);
+        FUZZ_CHECK(rc == 0 || rc == -1);
+        if (rc == 0) {
+            FUZZ_CHECK(rec.blob == e.u() && rec.blob_len == e.len);
+            FUZZ_CHECK(rec.status <= AK_STATUS_DISABLED);
+            exercise(rec, in);
+        } else {
+            /* a failed view is an empty one: the accessors refuse it */
+            FUZZ_CHECK(rec.blob == nullptr && rec.id.len == 0);
+        }
+        return 0;
+    }
+
+    auto a = build_and_check(in, hash);
+
+    if (mode % 4 == 3 && a) {
+        auto b = build_and_check(in, hash);
+        if (b) {
+            ak_record_t ra, rb;
+            FUZZ_CHECK(ak_record_view(hash, a->data(), a->size(), &ra) == 0);
+            FUZZ_CHECK(ak_record_view(hash, b->data(), b->size(), &rb) == 0);
+            exercise_carry(ra, rb, in);
+        }
+    }
+
+    return 0;
+}
