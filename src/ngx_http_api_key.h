@@ -10,11 +10,13 @@
  *                               responses
  * ngx_http_api_key_metrics.c    the metrics page
  * ngx_http_api_key_variables.c  $api_key_* variables
- * ngx_http_api_key_keys.c       key sources: find, check and hash (query
- *                               percent-decoded), strip
+ * ngx_http_api_key_keys.c       key sources: find the key, check and hash
+ *                               it (query percent-decoded)
  * ngx_http_api_key_lookup.c     coalesced record reads: answer -> cache
  * ngx_http_api_key_limits.c     rate limits and quotas, quota lease I/O
  * ngx_http_api_key_events.c     the events subscriber: apply to the caches
+ * ngx_http_api_key_strip.c      headers, cookies and query strings that carry
+ *                               a key: walk them, strip the key (api_key_strip)
  * ngx_http_api_key_redis.c      Redis connections and the command queue
  * ngx_http_api_key_redis_io.c   hiredis's async adapter on nginx's events
  * ngx_http_api_key_redis_url.c  api_key_redis's URL and parameters
@@ -227,7 +229,7 @@ typedef struct {
 } ngx_http_api_key_source_t;
 
 
-/* a query argument removed at the start of the request (keys.c) */
+/* a query argument removed at the start of the request (strip.c) */
 typedef struct {
     ngx_str_t                     name;      /* the server's source */
     ngx_str_t                     value;     /* its first occurrence as
@@ -489,21 +491,36 @@ char *ngx_http_api_key_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 ngx_int_t ngx_http_api_key_keys_init_worker(ngx_cycle_t *cycle,
     ngx_http_api_key_main_conf_t *amcf);
 void ngx_http_api_key_keys_exit_worker(ngx_cycle_t *cycle);
-ngx_int_t ngx_http_api_key_strip_early(ngx_http_request_t *r,
-    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_early_t **early);
-void ngx_http_api_key_restore_early(ngx_http_request_t *r,
-    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_early_t *early);
 ngx_int_t ngx_http_api_key_find(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_early_t *early,
     ngx_http_api_key_found_t *found);
 ngx_int_t ngx_http_api_key_check_and_hash(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_found_t *found);
+ngx_uint_t ngx_http_api_key_same_source(ngx_http_api_key_source_t *a,
+    ngx_http_api_key_source_t *b);
+
+/* strip.c */
+ngx_int_t ngx_http_api_key_strip_early(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_early_t **early);
+void ngx_http_api_key_restore_early(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_early_t *early);
 ngx_int_t ngx_http_api_key_strip(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_found_t *found,
     ngx_http_api_key_early_t *early);
-ngx_uint_t ngx_http_api_key_same_source(ngx_http_api_key_source_t *a,
-    ngx_http_api_key_source_t *b);
+ngx_table_elt_t *ngx_http_api_key_next_header(ngx_http_request_t *r,
+    ngx_str_t *name, ngx_list_part_t **part, ngx_uint_t *i);
+ngx_uint_t ngx_http_api_key_next_cookie(u_char **pos, u_char *last,
+    ngx_str_t *pair, ngx_str_t *name, ngx_str_t *value);
+ngx_uint_t ngx_http_api_key_is_bearer(ngx_table_elt_t *h);
+ngx_uint_t ngx_http_api_key_cookie_named(ngx_str_t *n, ngx_str_t *value,
+    ngx_str_t *name);
+ngx_uint_t ngx_http_api_key_arg_named(u_char *arg, u_char *end,
+    ngx_str_t *name);
+ngx_uint_t ngx_http_api_key_has_arg(ngx_str_t *args, ngx_str_t *name);
+ngx_http_api_key_arg_t *ngx_http_api_key_early_arg(
+    ngx_http_api_key_early_t *early, ngx_str_t *name);
+
 
 /* redis.c (the part without hiredis types; see ngx_http_api_key_redis.h) */
 typedef void (*ngx_http_api_key_ready_pt)(void);

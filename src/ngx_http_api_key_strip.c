@@ -1,0 +1,903 @@
+
+/*
+ * ngx_http_api_key_module: the parts of a request that carry a key, and
+ * api_key_strip.
+ *
+ * Walks the request's headers and Cookie values and its query string for
+ * the key sources (keys.c finds the key with these), and takes the key out
+ * of them: the header or cookie, the query argument from r->args, the
+ * unparsed URI and the request line, at the start of the request for the
+ * server's query sources (strip_early) and in the access phase; cached
+ * variables that hold them are dropped.  Calls only nginx and the core.
+ */
+
+
+#include "ngx_http_api_key.h"
+
+
+static ngx_int_t ngx_http_api_key_strip_header(ngx_http_request_t *r,
+    ngx_str_t *name, ngx_uint_t bearer, ngx_list_part_t *part, ngx_uint_t i);
+static ngx_int_t ngx_http_api_key_strip_query(ngx_http_request_t *r,
+    ngx_str_t *name);
+static ngx_int_t ngx_http_api_key_strip_args(ngx_pool_t *pool, ngx_str_t *s,
+    size_t start, size_t end, ngx_str_t *name, ngx_uint_t *removed);
+static ngx_int_t ngx_http_api_key_strip_cookie(ngx_http_request_t *r,
+    ngx_str_t *name);
+static ngx_int_t ngx_http_api_key_list_remove(ngx_list_t *l,
+    ngx_list_part_t **part, ngx_uint_t *i);
+static void ngx_http_api_key_early_wipe(void *data);
+static void ngx_http_api_key_drop_var(ngx_http_request_t *r, ngx_int_t index);
+
+
+/*
+ * The first header named name (in lowercase) at or after (*part, *i), which
+ * are left pointing at it; *part NULL: from the first header.
+ */
+
+ngx_table_elt_t *
+ngx_http_api_key_next_header(ngx_http_request_t *r, ngx_str_t *name,
+    ngx_list_part_t **part, ngx_uint_t *i)
+{
+    ngx_table_elt_t  *h;
+
+    if (*part == NULL) {
+        *part = &r->headers_in.headers.part;
+        *i = 0;
+    }
+
+    for ( ;; ) {
+
+        if (*i >= (*part)->nelts) {
+            if ((*part)->next == NULL) {
+                return NULL;
+            }
+
+            *part = (*part)->next;
+            *i = 0;
+            continue;
+        }
+
+        h = (ngx_table_elt_t *) (*part)->elts + *i;
+
+        if (h->key.len == name->len
+            && (h->lowcase_key
+                ? ngx_memcmp(h->lowcase_key, name->data, name->len) == 0
+                : ngx_strncasecmp(h->key.data, name->data, name->len) == 0))
+        {
+            return h;
+        }
+
+        (*i)++;
+    }
+}
+
+
+/*
+ * The next cookie of a Cookie header value ("a=1; b=2"), from *pos: the
+ * whole pair, its name, its value (data NULL when there is no '=').
+ */
+
+ngx_uint_t
+ngx_http_api_key_next_cookie(u_char **pos, u_char *last, ngx_str_t *pair,
+    ngx_str_t *name, ngx_str_t *value)
+{
+    u_char  *p, *end, *eq;
+
+    p = *pos;
+
+    while (p < last && (*p == ' ' || *p == ';')) {
+        p++;
+    }
+
+    if (p >= last) {
+        *pos = last;
+        return 0;
+    }
+
+    end = ngx_strlchr(p, last, ';');
+    if (end == NULL) {
+        end = last;
+    }
+
+    pair->data = p;
+    pair->len = end - p;
+
+    eq = ngx_strlchr(p, end, '=');
+
+    name->data = p;
+    name->len = (eq ? eq : end) - p;
+
+    if (eq) {
+        value->data = eq + 1;
+        value->len = end - value->data;
+
+        while (value->len && value->data[value->len - 1] == ' ') {
+            value->len--;
+        }
+
+    } else {
+        ngx_str_null(value);
+    }
+
+    *pos = end;
+
+    return 1;
+}
+
+
+/* an Authorization header with a "Bearer " credential */
+
+ngx_uint_t
+ngx_http_api_key_is_bearer(ngx_table_elt_t *h)
+{
+    return h->value.len >= sizeof("Bearer ") - 1
+           && ngx_strncasecmp(h->value.data, (u_char *) "Bearer ",
+                              sizeof("Bearer ") - 1)
+              == 0;
+}
+
+
+/* a cookie of next_cookie() is "NAME=...": names compared with case */
+
+ngx_uint_t
+ngx_http_api_key_cookie_named(ngx_str_t *n, ngx_str_t *value, ngx_str_t *name)
+{
+    return value->data && n->len == name->len
+           && ngx_strncmp(n->data, name->data, name->len) == 0;
+}
+
+
+/*
+ * The query argument [arg, end) is "NAME" or "NAME=...", compared as
+ * ngx_http_arg() does, without case.
+ */
+
+ngx_uint_t
+ngx_http_api_key_arg_named(u_char *arg, u_char *end, ngx_str_t *name)
+{
+    u_char  *eq;
+
+    eq = ngx_strlchr(arg, end, '=');
+
+    return (size_t) ((eq ? eq : end) - arg) == name->len
+           && ngx_strncasecmp(arg, name->data, name->len) == 0;
+}
+
+
+/* ---- api_key_strip: the key does not go upstream ------------------- */
+
+/*
+ * The found key's header or cookie goes; so do the arguments of every query
+ * source, wherever the key was found and also when none was (the request
+ * line may hold one that "set $args" removed from r->args), and what
+ * strip_early() kept of them: a location that strips a source takes it
+ * away for good.  A subrequest strips only its own query arguments: its
+ * headers are the main request's (shared memory), which keeps them.
+ * Variables that hold a stripped source and were cached earlier (an "if" or
+ * a "set" before this phase) are dropped, so the access log does not get
+ * the key from them.
+ */
+
+ngx_int_t
+ngx_http_api_key_strip(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_found_t *found,
+    ngx_http_api_key_early_t *early)
+{
+    ngx_int_t                   rc;
+    ngx_uint_t                  n;
+    ngx_http_api_key_arg_t     *arg;
+    ngx_http_api_key_source_t  *src;
+    ngx_str_t                   authorization = ngx_string("authorization");
+
+    rc = NGX_OK;
+
+    if (found && r == r->main) {
+        switch (found->source->type) {
+
+        case NGX_HTTP_API_KEY_SRC_HEADER:
+            rc = ngx_http_api_key_strip_header(r, &found->source->name, 0,
+                                               found->part, found->i);
+            break;
+
+        case NGX_HTTP_API_KEY_SRC_BEARER:
+            rc = ngx_http_api_key_strip_header(r, &authorization, 1, NULL, 0);
+            break;
+
+        case NGX_HTTP_API_KEY_SRC_COOKIE:
+            rc = ngx_http_api_key_strip_cookie(r, &found->source->name);
+            break;
+
+        default: /* NGX_HTTP_API_KEY_SRC_QUERY: below */
+            break;
+        }
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        ngx_http_api_key_drop_var(r, found->source->var);
+        ngx_http_api_key_drop_var(r, found->source->var2);
+    }
+
+    src = alcf->sources->elts;
+
+    for (n = 0; n < alcf->sources->nelts; n++) {
+
+        if (src[n].type != NGX_HTTP_API_KEY_SRC_QUERY) {
+            continue;
+        }
+
+        if (ngx_http_api_key_strip_query(r, &src[n].name) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        arg = (early && r == r->main)
+              ? ngx_http_api_key_early_arg(early, &src[n].name) : NULL;
+
+        if (arg && arg->value.data) {
+            ngx_explicit_memzero(arg->value.data, arg->value.len);
+            ngx_str_null(&arg->value);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Removes every header named name (with bearer: every "Bearer ..." one)
+ * from (part, i) on, the position where the key was found (part NULL: from
+ * the first header), so the usual single header costs no second walk.
+ */
+
+static ngx_int_t
+ngx_http_api_key_strip_header(ngx_http_request_t *r, ngx_str_t *name,
+    ngx_uint_t bearer, ngx_list_part_t *part, ngx_uint_t i)
+{
+    ngx_table_elt_t  *h;
+
+    if (part == NULL) {
+        i = 0;
+    }
+
+    while ((h = ngx_http_api_key_next_header(r, name, &part, &i))) {
+
+        if (bearer && !ngx_http_api_key_is_bearer(h)) {
+            i++;
+            continue;
+        }
+
+        if (r->headers_in.authorization == h) {
+            r->headers_in.authorization = NULL;
+        }
+
+        /* (part, i) then points at the header that followed */
+
+        if (ngx_http_api_key_list_remove(&r->headers_in.headers, &part, &i)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+/*
+ * Removes element i of a part without moving any other element, since
+ * r->headers_in keeps pointers into the list: the part is shortened at
+ * either end or split in two.  When the list's last part changes, the
+ * list's per-part capacity is lowered so that ngx_list_push() never writes
+ * past the memory of the original part.  A part other than the first that
+ * is emptied leaves the chain: nginx's own list walks (the proxy module's
+ * request headers, for one) step into the next part and read its first
+ * element without checking that there is one.  On return (*part, *i) is
+ * the position of the element that followed the removed one (maybe past the
+ * end of *part: iterators move on to the next part).
+ */
+
+static ngx_int_t
+ngx_http_api_key_list_remove(ngx_list_t *l, ngx_list_part_t **part,
+    ngx_uint_t *i)
+{
+    ngx_list_part_t  *p, *prev, *tail;
+
+    p = *part;
+
+    if (*i == p->nelts - 1) {
+        p->nelts--;
+
+    } else if (*i == 0) {
+        p->elts = (char *) p->elts + l->size;
+        p->nelts--;
+
+        if (p == l->last) {
+            l->nalloc = p->nelts;
+        }
+
+        return NGX_OK;
+
+    } else {
+        tail = ngx_palloc(l->pool, sizeof(ngx_list_part_t));
+        if (tail == NULL) {
+            return NGX_ERROR;
+        }
+
+        tail->elts = (char *) p->elts + (*i + 1) * l->size;
+        tail->nelts = p->nelts - *i - 1;
+        tail->next = p->next;
+
+        p->nelts = *i;
+        p->next = tail;
+
+        if (p == l->last) {
+            l->last = tail;
+            l->nalloc = tail->nelts;
+        }
+
+        *part = tail;
+        *i = 0;
+
+        return NGX_OK;
+    }
+
+    if (p->nelts || p == &l->part) {
+        return NGX_OK;
+    }
+
+    /* an emptied part after the first: unlinked, (*part, *i) before it */
+
+    for (prev = &l->part; prev->next != p; prev = prev->next) {
+        /* void */
+    }
+
+    prev->next = p->next;
+
+    if (p == l->last) {
+        l->last = prev;
+        l->nalloc = prev->nelts;
+    }
+
+    *part = prev;
+    *i = prev->nelts;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A query argument is in three strings, which may or may not share memory
+ * and may or may not agree: r->args (what ngx_http_arg() and $args read,
+ * maybe set by "set $args" or "rewrite"), r->unparsed_uri ($request_uri,
+ * and what is proxied while valid_unparsed_uri is set) and r->request_line
+ * ($request in the access log; a separate copy over HTTP/2).  Each is
+ * parsed and rebuilt on its own, whatever the others hold.
+ */
+
+static ngx_int_t
+ngx_http_api_key_strip_query(ngx_http_request_t *r, ngx_str_t *name)
+{
+    u_char                        *p, *q, *last;
+    ngx_uint_t                     removed;
+    ngx_http_api_key_main_conf_t  *amcf;
+
+    removed = 0;
+
+    /* r->args: the whole string */
+
+    if (ngx_http_api_key_strip_args(r->pool, &r->args, 0, r->args.len, name,
+                                    &removed)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* r->unparsed_uri: path [ "?" args ] */
+
+    p = r->unparsed_uri.data;
+    last = p + r->unparsed_uri.len;
+
+    q = (p != NULL) ? ngx_strlchr(p, last, '?') : NULL;
+
+    if (q
+        && ngx_http_api_key_strip_args(r->pool, &r->unparsed_uri,
+                                       q + 1 - p, last - p, name, &removed)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* r->request_line: METHOD SP+ URI [ SP "HTTP/" version ] */
+
+    p = r->request_line.data;
+    last = p + r->request_line.len;
+
+    q = (p != NULL) ? ngx_strlchr(p, last, ' ') : NULL;
+
+    if (q) {
+        q = ngx_strlchr(q, last, '?');
+    }
+
+    if (q) {
+        /* the query ends at the protocol, if there is one */
+
+        for (p = last; p > q + 1; p--) {
+            if (p[-1] == ' ') {
+                break;
+            }
+        }
+
+        if (p > q + 1 && last - p >= (ssize_t) (sizeof("HTTP/") - 1)
+            && ngx_strncmp(p, "HTTP/", sizeof("HTTP/") - 1) == 0)
+        {
+            last = p - 1;
+        }
+
+        p = r->request_line.data;
+
+        if (ngx_http_api_key_strip_args(r->pool, &r->request_line,
+                                        q + 1 - p, last - p, name, &removed)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (!removed) {
+        return NGX_OK;
+    }
+
+    /*
+     * $request and $request_uri are cacheable: a value taken before this
+     * phase (an "if ($request_uri ...)", a map used by "set") would still
+     * hold the key when the access log is written
+     */
+
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_api_key_module);
+
+    if (amcf->query_vars) {
+        ngx_http_api_key_drop_var(r, amcf->var_request);
+        ngx_http_api_key_drop_var(r, amcf->var_request_uri);
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "api_key: query argument \"%V\" stripped", name);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Removes every argument named name ("NAME" or "NAME=...", compared as
+ * ngx_http_arg() does, without case) from s[start, end), the '&'-separated
+ * arguments of s; the '?' before them goes too when none is left (start >
+ * 0).  s then points at a new copy: only arguments and separators are
+ * removed and every kept argument after the first one had an '&' before
+ * it, so the copy is never longer than s.  Sets *removed when one was.
+ */
+
+static ngx_int_t
+ngx_http_api_key_strip_args(ngx_pool_t *pool, ngx_str_t *s, size_t start,
+    size_t end, ngx_str_t *name, ngx_uint_t *removed)
+{
+    u_char  *p, *a, *arg, *last, *out, *o, *begin;
+
+    if (start >= end || end > s->len) {
+        return NGX_OK;
+    }
+
+    p = s->data + start;
+    last = s->data + end;
+
+    /* most requests do not have it: no copy then */
+
+    for ( ;; ) {
+        arg = p;
+
+        a = ngx_strlchr(p, last, '&');
+        if (a == NULL) {
+            a = last;
+        }
+
+        if (ngx_http_api_key_arg_named(arg, a, name)) {
+            break;
+        }
+
+        if (a == last) {
+            return NGX_OK;
+        }
+
+        p = a + 1;
+    }
+
+    out = ngx_pnalloc(pool, s->len);
+    if (out == NULL) {
+        return NGX_ERROR;
+    }
+
+    o = ngx_cpymem(out, s->data, start);
+    begin = o;
+
+    p = s->data + start;
+
+    while (p < last) {
+        arg = p;
+
+        a = ngx_strlchr(p, last, '&');
+        if (a == NULL) {
+            a = last;
+        }
+
+        if (ngx_http_api_key_arg_named(arg, a, name)) {
+            *removed = 1;
+
+        } else if (a > arg) {
+            if (o > begin) {
+                *o++ = '&';
+            }
+
+            o = ngx_cpymem(o, arg, a - arg);
+        }
+
+        p = (a < last) ? a + 1 : last;
+    }
+
+    if (o == begin && start > 0 && begin[-1] == '?') {
+        /* nothing left: "path?" becomes "path" */
+        o--;
+    }
+
+    o = ngx_cpymem(o, last, s->data + s->len - last);
+
+    s->data = out;
+    s->len = o - out;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Removes "NAME=..." from every Cookie header; an emptied header goes.  The
+ * kept cookies are re-joined with "; " whatever separated them before
+ * ("a=1;b=2" becomes longer): a first pass measures what will be written.
+ */
+
+static ngx_int_t
+ngx_http_api_key_strip_cookie(ngx_http_request_t *r, ngx_str_t *name)
+{
+    u_char           *p, *last, *v, *q;
+    size_t            len;
+    ngx_str_t         pair, n, value;
+    ngx_uint_t        i, kept, removed;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+    ngx_str_t         cookie = ngx_string("cookie");
+
+    part = NULL;
+    i = 0;
+
+    while ((h = ngx_http_api_key_next_header(r, &cookie, &part, &i))) {
+
+        /* pass 1: is the cookie there, and how long is the rest */
+
+        len = 0;
+        kept = 0;
+        removed = 0;
+
+        p = h->value.data;
+        last = p + h->value.len;
+
+        while (ngx_http_api_key_next_cookie(&p, last, &pair, &n, &value)) {
+
+            if (ngx_http_api_key_cookie_named(&n, &value, name)) {
+                removed = 1;
+                continue;
+            }
+
+            len += (kept ? sizeof("; ") - 1 : 0) + pair.len;
+            kept++;
+        }
+
+        if (!removed) {
+            i++;
+            continue;
+        }
+
+        if (kept == 0) {
+
+            /* emptied: removed; (part, i) then points at the next header */
+
+            h->value.len = 0;
+
+            if (ngx_http_api_key_list_remove(&r->headers_in.headers, &part,
+                                             &i)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            continue;
+        }
+
+        /* pass 2: the kept cookies, exactly len bytes */
+
+        v = ngx_pnalloc(r->pool, len);
+        if (v == NULL) {
+            return NGX_ERROR;
+        }
+
+        q = v;
+
+        p = h->value.data;
+
+        while (ngx_http_api_key_next_cookie(&p, last, &pair, &n, &value)) {
+
+            if (ngx_http_api_key_cookie_named(&n, &value, name)) {
+                continue;
+            }
+
+            if (q > v) {
+                *q++ = ';';
+                *q++ = ' ';
+            }
+
+            q = ngx_cpymem(q, pair.data, pair.len);
+        }
+
+        h->value.data = v;
+        h->value.len = q - v;
+
+        i++;
+    }
+
+    return NGX_OK;
+}
+
+
+/* ---- the start of a request: the server's query sources ------------- */
+
+/*
+ * Called at POST_READ, before the server's rewrite phase, limit_req,
+ * limit_conn or a "return" can end the request (and log it): the arguments
+ * of the query sources of alcf (the server's configuration, which its
+ * locations inherit) are removed from r->args, r->unparsed_uri and
+ * r->request_line.  The first occurrence of each (what ngx_http_arg()
+ * finds) is kept, a copy wiped when the request ends, for find() in the
+ * access phase.  *early stays NULL when the request has none of them.
+ */
+
+ngx_int_t
+ngx_http_api_key_strip_early(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_early_t **early)
+{
+    ngx_str_t                   value;
+    ngx_uint_t                  n, nq;
+    ngx_pool_cleanup_t         *cln;
+    ngx_http_api_key_arg_t     *arg;
+    ngx_http_api_key_early_t   *e;
+    ngx_http_api_key_source_t  *src;
+
+    *early = NULL;
+
+    src = alcf->sources->elts;
+    nq = 0;
+
+    /* most requests have none: no allocation then */
+
+    for (n = 0; n < alcf->sources->nelts; n++) {
+        if (src[n].type == NGX_HTTP_API_KEY_SRC_QUERY
+            && ngx_http_api_key_has_arg(&r->args, &src[n].name))
+        {
+            nq++;
+        }
+    }
+
+    if (nq == 0) {
+        return NGX_OK;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_api_key_early_t)
+                                        + nq * sizeof(ngx_http_api_key_arg_t));
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    e = cln->data;
+    ngx_memzero(e, sizeof(ngx_http_api_key_early_t)
+                   + nq * sizeof(ngx_http_api_key_arg_t));
+    e->args = (ngx_http_api_key_arg_t *) (e + 1);
+
+    cln->handler = ngx_http_api_key_early_wipe;
+
+    e->sent[0] = r->args;
+    e->sent[1] = r->unparsed_uri;
+    e->sent[2] = r->request_line;
+
+    for (n = 0; n < alcf->sources->nelts; n++) {
+
+        if (src[n].type != NGX_HTTP_API_KEY_SRC_QUERY
+            || e->nargs == nq
+            || ngx_http_api_key_early_arg(e, &src[n].name)
+            || !ngx_http_api_key_has_arg(&r->args, &src[n].name))
+        {
+            continue;
+        }
+
+        arg = &e->args[e->nargs++];
+        arg->name = src[n].name;
+
+        if (ngx_http_arg(r, src[n].name.data, src[n].name.len, &value)
+            == NGX_OK)
+        {
+            arg->value.data = ngx_pnalloc(r->pool, value.len + 1);
+            if (arg->value.data == NULL) {
+                return NGX_ERROR;
+            }
+
+            ngx_memcpy(arg->value.data, value.data, value.len);
+            arg->value.len = value.len;
+        }
+
+        if (ngx_http_api_key_strip_query(r, &src[n].name) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    e->stripped[0] = r->args;
+    e->stripped[1] = r->unparsed_uri;
+    e->stripped[2] = r->request_line;
+
+    *early = e;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A location with api_key_strip off that reads one of the arguments
+ * strip_early() removed gets them back, as they came: r->args,
+ * r->unparsed_uri and r->request_line, each unless something (a rewrite,
+ * "set $args") replaced it meanwhile.
+ */
+
+void
+ngx_http_api_key_restore_early(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_early_t *early)
+{
+    ngx_str_t                     *s[3];
+    ngx_uint_t                     n, restored;
+    ngx_http_api_key_arg_t        *arg;
+    ngx_http_api_key_source_t     *src;
+    ngx_http_api_key_main_conf_t  *amcf;
+
+    src = alcf->sources->elts;
+
+    for (n = 0; n < alcf->sources->nelts; n++) {
+        if (src[n].type == NGX_HTTP_API_KEY_SRC_QUERY) {
+            arg = ngx_http_api_key_early_arg(early, &src[n].name);
+
+            if (arg && arg->value.data) {
+                goto restore;
+            }
+        }
+    }
+
+    return;
+
+restore:
+
+    s[0] = &r->args;
+    s[1] = &r->unparsed_uri;
+    s[2] = &r->request_line;
+
+    restored = 0;
+
+    for (n = 0; n < 3; n++) {
+        if (s[n]->data == early->stripped[n].data
+            && s[n]->len == early->stripped[n].len
+            && (s[n]->data != early->sent[n].data
+                || s[n]->len != early->sent[n].len))
+        {
+            *s[n] = early->sent[n];
+            restored = 1;
+        }
+    }
+
+    if (!restored) {
+        return;
+    }
+
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_api_key_module);
+
+    if (amcf->query_vars) {
+        ngx_http_api_key_drop_var(r, amcf->var_request);
+        ngx_http_api_key_drop_var(r, amcf->var_request_uri);
+    }
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "api_key: query arguments put back (api_key_strip off)");
+}
+
+
+/* args has an argument "NAME" or "NAME=..." (without case) */
+
+ngx_uint_t
+ngx_http_api_key_has_arg(ngx_str_t *args, ngx_str_t *name)
+{
+    u_char  *p, *a, *last;
+
+    p = args->data;
+    last = p + args->len;
+
+    while (p < last) {
+        a = ngx_strlchr(p, last, '&');
+        if (a == NULL) {
+            a = last;
+        }
+
+        if (ngx_http_api_key_arg_named(p, a, name)) {
+            return 1;
+        }
+
+        p = a + 1;
+    }
+
+    return 0;
+}
+
+
+/* what strip_early() kept under that name (compared without case) */
+
+ngx_http_api_key_arg_t *
+ngx_http_api_key_early_arg(ngx_http_api_key_early_t *early, ngx_str_t *name)
+{
+    ngx_uint_t               n;
+    ngx_http_api_key_arg_t  *arg;
+
+    arg = early->args;
+
+    for (n = 0; n < early->nargs; n++) {
+        if (arg[n].name.len == name->len
+            && ngx_strncasecmp(arg[n].name.data, name->data, name->len) == 0)
+        {
+            return &arg[n];
+        }
+    }
+
+    return NULL;
+}
+
+
+/* the request's pool goes: the kept values with it, wiped first */
+
+static void
+ngx_http_api_key_early_wipe(void *data)
+{
+    ngx_http_api_key_early_t  *early = data;
+
+    ngx_uint_t  n;
+
+    for (n = 0; n < early->nargs; n++) {
+        if (early->args[n].value.data) {
+            ngx_explicit_memzero(early->args[n].value.data,
+                                 early->args[n].value.len);
+        }
+    }
+}
+
+
+/*
+ * A cacheable variable whose value may hold a stripped key (taken before it
+ * was stripped) is computed again when next read.
+ */
+
+static void
+ngx_http_api_key_drop_var(ngx_http_request_t *r, ngx_int_t index)
+{
+    if (index == NGX_ERROR || r->variables == NULL) {
+        return;
+    }
+
+    r->variables[index].valid = 0;
+    r->variables[index].not_found = 0;
+}
