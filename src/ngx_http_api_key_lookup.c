@@ -39,6 +39,8 @@ static void ngx_http_api_key_lookup_timeout(ngx_event_t *ev);
 static void ngx_http_api_key_lookup_finish(ngx_http_api_key_lookup_t *lk,
     ngx_http_api_key_lookup_e result);
 static void ngx_http_api_key_id_of(u_char *hash, char *id);
+static ngx_uint_t ngx_http_api_key_lookup_bad(ngx_http_api_key_lookup_t *lk,
+    redisReply *reply);
 static uint64_t ngx_http_api_key_reply_version(redisReply *reply);
 static ngx_uint_t ngx_http_api_key_bad_log(u_char *hash, uint64_t version,
     int seen);
@@ -223,9 +225,8 @@ static ngx_http_api_key_lookup_e
 ngx_http_api_key_lookup_store(ngx_http_api_key_lookup_t *lk,
     redisReply *reply)
 {
-    int                        len, rc, seen;
+    int                        len, rc;
     size_t                     i, n;
-    uint64_t                   version;
     ak_str_t                  *fields, *values;
     ngx_log_t                 *log;
     ngx_uint_t                 denied;
@@ -249,15 +250,7 @@ ngx_http_api_key_lookup_store(ngx_http_api_key_lookup_t *lk,
 
             /* the record's fault, not Redis's: a bad record */
 
-            version = ngx_http_api_key_reply_version(reply);
-
-            ngx_shmtx_lock(&shpool->mutex);
-            seen = ak_cache_put_bad(lk->zone->sh->cache, lk->hash,
-                                    (uint64_t) ngx_current_msec, lk->seq,
-                                    version);
-            ngx_shmtx_unlock(&shpool->mutex);
-
-            if (ngx_http_api_key_bad_log(lk->hash, version, seen)) {
+            if (ngx_http_api_key_lookup_bad(lk, reply)) {
                 ngx_http_api_key_id_of(lk->hash, id);
                 ngx_log_error(NGX_LOG_WARN, log, 0,
                               "api_key: record of key id \"%s\" is not a "
@@ -377,21 +370,7 @@ ngx_http_api_key_lookup_store(ngx_http_api_key_lookup_t *lk,
     }
 
     if (len < 0) {
-
-        /*
-         * cached as bad for negative_ttl; logged once per version (hashed
-         * outside the lock: the answer may be large)
-         */
-
-        version = ngx_http_api_key_reply_version(reply);
-
-        ngx_shmtx_lock(&shpool->mutex);
-        seen = ak_cache_put_bad(lk->zone->sh->cache, lk->hash,
-                                (uint64_t) ngx_current_msec, lk->seq,
-                                version);
-        ngx_shmtx_unlock(&shpool->mutex);
-
-        if (ngx_http_api_key_bad_log(lk->hash, version, seen)) {
+        if (ngx_http_api_key_lookup_bad(lk, reply)) {
             ngx_log_error(NGX_LOG_WARN, log, 0,
                           "api_key: record of key id \"%s\" is invalid: %s, "
                           "the key is denied", err.id, err.msg);
@@ -415,15 +394,7 @@ ngx_http_api_key_lookup_store(ngx_http_api_key_lookup_t *lk,
     ngx_shmtx_unlock(&shpool->mutex);
 
     if (rc != 0) {
-        version = ngx_http_api_key_reply_version(reply);
-
-        ngx_shmtx_lock(&shpool->mutex);
-        seen = ak_cache_put_bad(lk->zone->sh->cache, lk->hash,
-                                (uint64_t) ngx_current_msec, lk->seq,
-                                version);
-        ngx_shmtx_unlock(&shpool->mutex);
-
-        if (ngx_http_api_key_bad_log(lk->hash, version, seen)) {
+        if (ngx_http_api_key_lookup_bad(lk, reply)) {
             ngx_http_api_key_id_of(lk->hash, id);
             ngx_log_error(NGX_LOG_WARN, log, 0,
                           "api_key: record of key id \"%s\" could not be "
@@ -498,6 +469,32 @@ ngx_http_api_key_id_of(u_char *hash, char *id)
 {
     ak_hex_encode(hash, AK_ID_DEFAULT_LEN / 2, id);
     id[AK_ID_DEFAULT_LEN] = '\0';
+}
+
+
+/*
+ * The record is bad (not a hash, a malformed field, refused by the cache):
+ * the answer is cached as bad for negative_ttl, under a version of its
+ * content (hashed outside the lock: the answer may be large).  1: this
+ * worker is to log it (once per version).
+ */
+
+static ngx_uint_t
+ngx_http_api_key_lookup_bad(ngx_http_api_key_lookup_t *lk, redisReply *reply)
+{
+    int               seen;
+    uint64_t          version;
+    ngx_slab_pool_t  *shpool;
+
+    shpool = lk->zone->shpool;
+    version = ngx_http_api_key_reply_version(reply);
+
+    ngx_shmtx_lock(&shpool->mutex);
+    seen = ak_cache_put_bad(lk->zone->sh->cache, lk->hash,
+                            (uint64_t) ngx_current_msec, lk->seq, version);
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    return ngx_http_api_key_bad_log(lk->hash, version, seen);
 }
 
 

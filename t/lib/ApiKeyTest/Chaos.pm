@@ -213,8 +213,11 @@ sub _back_to_base {
     my $slack = $bm * $RSS_SLACK_PCT / 100;
     $slack = $RSS_SLACK_MIN if $slack < $RSS_SLACK_MIN;
     my $rmax = int($bm + $slack);
+    # under ASan freed memory sits in its quarantine (up to 256 MB) and
+    # shadow memory grows with use: memory is checked in the plain build only
+    # (make test, make chaos, make soak), fds and connections in both
     push @w, "RssAnon " . _max(@{ $m->{rss} }) . " KiB > $rmax"
-        if _max(@{ $m->{rss} }) > $rmax;
+        if _max(@{ $m->{rss} }) > $rmax && $ApiKeyTest::SANITIZE !~ /address/;
     push @w, "Redis connections $m->{redis} (want " . 2 * $self->{workers} . ")"
         if $m->{redis} != 2 * $self->{workers};
     $$why = join '; ', @w;
@@ -297,6 +300,8 @@ sub scenario {
         $m = $self->measure;
         $self->_back_to_base($m, \$why);
     }, timeout => 5, interval => 0.25);
+    Test::More::note("$name: memory not compared under ASan (quarantine)")
+        if $ApiKeyTest::SANITIZE =~ /address/;
     ok($back, "$name: worker fds, memory and Redis connections back to the baseline")
         or diag "$name: $why";
 
