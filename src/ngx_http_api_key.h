@@ -296,7 +296,7 @@ typedef struct {
 
 
 typedef struct {
-    ngx_str_t                     url;
+    ngx_str_t                     url_redacted;  /* for logs: no password */
     ngx_str_t                     host;      /* NUL-terminated IP text */
     ngx_int_t                     port;
     ngx_str_t                     path;      /* unix socket, NUL-terminated */

@@ -272,7 +272,7 @@ ngx_http_api_key_rconn_connect(ngx_http_api_key_rconn_t *rc)
     if (ac == NULL) {
         ngx_log_error(NGX_LOG_ERR, rc->log, 0,
                       "api_key: redis %s connection to \"%V\": out of memory",
-                      rc->name, &conf->url);
+                      rc->name, &conf->url_redacted);
         ngx_http_api_key_rconn_schedule(rc);
         return;
     }
@@ -281,7 +281,7 @@ ngx_http_api_key_rconn_connect(ngx_http_api_key_rconn_t *rc)
         if (!rc->failing) {
             ngx_log_error(NGX_LOG_ERR, rc->log, 0,
                           "api_key: redis %s connection to \"%V\" failed: %s",
-                          rc->name, &conf->url, ac->errstr);
+                          rc->name, &conf->url_redacted, ac->errstr);
             rc->failing = 1;
         }
 
@@ -354,7 +354,7 @@ ngx_http_api_key_rconn_connect(ngx_http_api_key_rconn_t *rc)
 
     ngx_log_debug3(NGX_LOG_DEBUG_EVENT, rc->log, 0,
                    "api_key: redis %s connection to \"%V\": connecting, "
-                   "%ui handshake commands", rc->name, &conf->url,
+                   "%ui handshake commands", rc->name, &conf->url_redacted,
                    rc->pending_handshake);
 
     /* the write event tells when the non-blocking connect() is done */
@@ -378,7 +378,7 @@ ngx_http_api_key_rconn_schedule(ngx_http_api_key_rconn_t *rc)
     if (!rc->reconnect_timer.timer_set) {
         ngx_log_debug3(NGX_LOG_DEBUG_EVENT, rc->log, 0,
                        "api_key: redis %s connection to \"%V\": again in "
-                       "%M ms", rc->name, &rc->conf->url, rc->backoff);
+                       "%M ms", rc->name, &rc->conf->url_redacted, rc->backoff);
 
         ngx_add_timer(&rc->reconnect_timer, rc->backoff);
     }
@@ -417,7 +417,7 @@ ngx_http_api_key_rconn_timeout_handler(ngx_event_t *ev)
     if (!rc->failing) {
         ngx_log_error(NGX_LOG_ERR, rc->log, 0,
                       "api_key: redis %s connection to \"%V\" timed out",
-                      rc->name, &rc->conf->url);
+                      rc->name, &rc->conf->url_redacted);
         rc->failing = 1;
     }
 
@@ -444,7 +444,7 @@ ngx_http_api_key_rconn_on_connect(const redisAsyncContext *ac, int status)
         if (!rc->failing) {
             ngx_log_error(NGX_LOG_ERR, rc->log, 0,
                           "api_key: redis %s connection to \"%V\" failed: %s",
-                          rc->name, &rc->conf->url, ac->errstr);
+                          rc->name, &rc->conf->url_redacted, ac->errstr);
             rc->failing = 1;
         }
 
@@ -459,7 +459,7 @@ ngx_http_api_key_rconn_on_connect(const redisAsyncContext *ac, int status)
 
     ngx_log_debug2(NGX_LOG_DEBUG_EVENT, rc->log, 0,
                    "api_key: redis %s connection to \"%V\": connected",
-                   rc->name, &rc->conf->url);
+                   rc->name, &rc->conf->url_redacted);
 
     sh = ngx_http_api_key_first_sh(ngx_http_api_key_amcf);
 
@@ -493,7 +493,7 @@ ngx_http_api_key_rconn_on_disconnect(const redisAsyncContext *ac, int status)
 
     ngx_log_debug3(NGX_LOG_DEBUG_EVENT, rc->log, 0,
                    "api_key: redis %s connection to \"%V\": closed (%d)",
-                   rc->name, &rc->conf->url, status);
+                   rc->name, &rc->conf->url_redacted, status);
 
     sh = ngx_http_api_key_first_sh(ngx_http_api_key_amcf);
 
@@ -508,7 +508,7 @@ ngx_http_api_key_rconn_on_disconnect(const redisAsyncContext *ac, int status)
     if (status != REDIS_OK && !rc->failing) {
         ngx_log_error(NGX_LOG_ERR, rc->log, 0,
                       "api_key: redis %s connection to \"%V\" lost: %s",
-                      rc->name, &rc->conf->url, ac->errstr);
+                      rc->name, &rc->conf->url_redacted, ac->errstr);
         rc->failing = 1;
     }
 
@@ -555,7 +555,7 @@ ngx_http_api_key_rconn_handshake_reply(redisAsyncContext *ac, void *r,
         if (!rc->failing) {
             ngx_log_error(NGX_LOG_ERR, rc->log, 0,
                           "api_key: redis %s connection to \"%V\": %s "
-                          "failed: %*s", rc->name, &rc->conf->url,
+                          "failed: %*s", rc->name, &rc->conf->url_redacted,
                           (char *) privdata,
                           ngx_http_api_key_error_len((u_char *) reply->str,
                                                      reply->len),
@@ -596,7 +596,7 @@ ngx_http_api_key_rconn_handshake_done(ngx_http_api_key_rconn_t *rc)
 {
     ngx_log_debug2(NGX_LOG_DEBUG_EVENT, rc->log, 0,
                    "api_key: redis %s connection to \"%V\": handshake done",
-                   rc->name, &rc->conf->url);
+                   rc->name, &rc->conf->url_redacted);
 
     rc->handshake_done = 1;
 
@@ -644,12 +644,12 @@ ngx_http_api_key_rconn_proven(ngx_http_api_key_rconn_t *rc)
 {
     ngx_log_debug2(NGX_LOG_DEBUG_EVENT, rc->log, 0,
                    "api_key: redis %s connection to \"%V\": it works",
-                   rc->name, &rc->conf->url);
+                   rc->name, &rc->conf->url_redacted);
 
     if (rc->failing) {
         ngx_log_error(NGX_LOG_NOTICE, rc->log, 0,
                       "api_key: redis %s connection to \"%V\" is up",
-                      rc->name, &rc->conf->url);
+                      rc->name, &rc->conf->url_redacted);
     }
 
     rc->failing = 0;
@@ -845,7 +845,7 @@ ngx_http_api_key_cmd_reopen(ngx_http_api_key_rconn_t *rc)
         ngx_log_error(NGX_LOG_WARN, rc->log, 0,
                       "api_key: redis commands connection to \"%V\" did "
                       "not answer for %M ms (%ui commands waiting): it is "
-                      "closed and opened again", &rc->conf->url,
+                      "closed and opened again", &rc->conf->url_redacted,
                       ngx_current_msec - rc->outage_start, rc->npending);
     }
 

@@ -203,9 +203,9 @@ ngx_http_api_key_parse_url(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf,
     ngx_str_t    db, hostport;
     const char  *what;
 
-    /* rcf->url is what logs show: never the password */
+    /* rcf->url_redacted is what logs show: never the password */
 
-    if (ngx_http_api_key_redact_url(cf->pool, url, &rcf->url) != NGX_OK) {
+    if (ngx_http_api_key_redact_url(cf->pool, url, &rcf->url_redacted) != NGX_OK) {
         return NGX_ERROR;
     }
 
