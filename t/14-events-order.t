@@ -161,6 +161,10 @@ sub wait_seen {
     my @rep = publish_pipelined($r, \@msgs);
     is(scalar(grep { $_ == $WORKERS } @rep), scalar @msgs,
        scalar(@msgs) . ' events published to both subscriptions');
+    # 1101 events take a moment to apply (longer under ASan): the first
+    # request may come before the last of them, so wait for it (bounded)
+    wait_until(sub { (statuses($k, $c1[0])->{'401 revoked'} // 0) == 1 },
+               timeout => 10, interval => 0.05);
     is_deeply(statuses($k, @c1), { '401 revoked' => 2 },
               "worker $w1 applied them: denied");
 
