@@ -186,6 +186,14 @@ is($res->header('X-Multi'), 'a, b', 'header() joins values');
 $res = http_get($n->port('up'), '/nothing-here-but-200');
 is($res->status, 200, 'second port');
 
+# free_port never gives the same port twice (two placeholders of one config
+# sharing a port would go unnoticed: nginx merges the two listens)
+{
+    my %seen;
+    my $dup = grep { $seen{$_}++ } map { free_port() } 1 .. 3000;
+    is($dup, 0, 'free_port: 3000 ports, none given twice');
+}
+
 $res = http_get(free_port(), '/');
 is($res->status, 0, 'connection refused gives status 0');
 ok($res->error_message, '... and an error message');

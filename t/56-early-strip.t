@@ -139,7 +139,13 @@ sub log_line {
         sleep 0.1;
     }
     is($res->status, 503, 'limit_conn: a second request gets 503');
-    my @lines = grep { /^L / && /s=503/ && m{/lc/a} } split /\n/, $n->access_log;
+    # (the log line is written when the request is freed, which may come
+    # after the client has read the answer: wait for it, bounded)
+    my @lines;
+    wait_until(sub {
+        @lines = grep { /^L / && /s=503/ && m{/lc/a} } split /\n/, $n->access_log;
+        scalar @lines;
+    }, timeout => 5);
     ok(@lines, 'limit_conn: logged') or diag $n->access_log;
     no_key(join("\n", @lines), 'limit_conn: the access log');
     like($n->error_log, qr{limiting connections by zone "addr", .*request: "GET /lc/a\?m=lc\d+ HTTP/1\.1"},

@@ -418,14 +418,24 @@ sub require_module {
     Test::More::BAIL_OUT("module not found at $m (make module; or set AK_MODULE)");
 }
 
+# A port is closed again before nginx binds it, so the kernel may hand the
+# same one out twice: two placeholders of one config (PORT and PORT_UP) would
+# then share a listening socket, and nginx accepts that silently (the proxy
+# would loop back into the server under test).  Never return a port twice.
+my %PORT_GIVEN;
+
 sub free_port {
-    my $s = IO::Socket::INET->new(
-        LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp',
-        Listen => 1, ReuseAddr => 1,
-    ) or die "cannot bind a free port: $!";
-    my $p = $s->sockport;
-    close $s;
-    return $p;
+    for (1 .. 100) {
+        my $s = IO::Socket::INET->new(
+            LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp',
+            Listen => 1, ReuseAddr => 1,
+        ) or die "cannot bind a free port: $!";
+        my $p = $s->sockport;
+        close $s;
+        next if $PORT_GIVEN{$p}++;
+        return $p;
+    }
+    die "no free port not already given out after 100 tries";
 }
 
 # wait_until(sub { ... }, timeout => 10, interval => 0.05): true when the sub
