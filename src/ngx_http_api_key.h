@@ -18,7 +18,8 @@
  * ngx_http_api_key_strip.c      headers, cookies and query strings that carry
  *                               a key: walk them, strip the key (api_key_strip)
  * ngx_http_api_key_redis.c      Redis connections and the command queue
- * ngx_http_api_key_redis_io.c   hiredis's async adapter on nginx's events
+ * ngx_http_api_key_redis_io.c   one Redis connection on nginx's events:
+ *                               connect, write, read (hiredis: RESP only)
  * ngx_http_api_key_redis_url.c  api_key_redis's URL and parameters
  * ngx_http_api_key_zone.c       api_key_zone: the directive, the zone's init
  * ngx_http_api_key_wait.c       requests waiting on a read or a lease
@@ -297,8 +298,9 @@ typedef struct {
 
 typedef struct {
     ngx_str_t                     url_redacted;  /* for logs: no password */
-    ngx_str_t                     host;      /* NUL-terminated IP text */
-    ngx_int_t                     port;
+    ngx_addr_t                    addr;      /* where: its name is the
+                                                address as text (IP:port,
+                                                unix:/path) */
     ngx_str_t                     path;      /* unix socket, NUL-terminated */
     ngx_int_t                     db;
     ngx_str_t                     user;

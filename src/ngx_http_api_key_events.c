@@ -16,7 +16,7 @@
  * completes starts no generation: the records are read as their ttl says.
  *
  * A PSUBSCRIBE refused by permission (NOPERM, after the channel's SUBSCRIBE
- * was confirmed; hiredis closes the connection on it) is not retried: the
+ * was confirmed; the connection is closed on it) is not retried: the
  * worker warns once and subscribes to the channel alone from then on, so
  * that the revocations still arrive.
  */
@@ -26,11 +26,11 @@
 
 
 static void ngx_http_api_key_events_check_server(void);
-static void ngx_http_api_key_config_reply(redisAsyncContext *ac, void *r,
-    void *privdata);
+static void ngx_http_api_key_config_reply(ngx_http_api_key_redis_io_t *io,
+    redisReply *reply, void *privdata);
 static void ngx_http_api_key_sub_ready(void);
-static void ngx_http_api_key_sub_reply(redisAsyncContext *ac, void *r,
-    void *privdata);
+static void ngx_http_api_key_sub_reply(ngx_http_api_key_redis_io_t *io,
+    redisReply *reply, void *privdata);
 static void ngx_http_api_key_sub_event(ngx_str_t *msg);
 static void ngx_http_api_key_sub_keyspace(ngx_str_t *channel);
 static void ngx_http_api_key_apply(ngx_http_api_key_event_e event,
@@ -127,11 +127,12 @@ ngx_http_api_key_events_check_server(void)
  */
 
 static void
-ngx_http_api_key_config_reply(redisAsyncContext *ac, void *r, void *privdata)
+ngx_http_api_key_config_reply(ngx_http_api_key_redis_io_t *io,
+    redisReply *reply, void *privdata)
 {
     size_t       i;
     ngx_uint_t   k, g, h, x;
-    redisReply  *reply = r, *v;
+    redisReply  *v;
 
     if (reply == NULL) {
         return;
@@ -302,11 +303,11 @@ ngx_http_api_key_sub_ready(void)
 
 
 static void
-ngx_http_api_key_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
+ngx_http_api_key_sub_reply(ngx_http_api_key_redis_io_t *io, redisReply *reply,
+    void *privdata)
 {
     ngx_str_t                  type, msg;
     ngx_uint_t                 lost;
-    redisReply                *reply = r;
     ngx_http_api_key_shctx_t  *sh;
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY

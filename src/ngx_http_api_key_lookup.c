@@ -31,8 +31,8 @@ typedef struct {
 } ngx_http_api_key_lookup_t;
 
 
-static void ngx_http_api_key_lookup_reply(redisAsyncContext *ac, void *r,
-    void *privdata);
+static void ngx_http_api_key_lookup_reply(ngx_http_api_key_redis_io_t *io,
+    redisReply *r, void *privdata);
 static ngx_http_api_key_lookup_e ngx_http_api_key_lookup_store(
     ngx_http_api_key_lookup_t *lk, redisReply *reply);
 static void ngx_http_api_key_lookup_timeout(ngx_event_t *ev);
@@ -187,7 +187,8 @@ ngx_http_api_key_lookup_read(ngx_http_api_key_ctx_t *ctx,
 
 
 static void
-ngx_http_api_key_lookup_reply(redisAsyncContext *ac, void *r, void *privdata)
+ngx_http_api_key_lookup_reply(ngx_http_api_key_redis_io_t *io, redisReply *r,
+    void *privdata)
 {
     ngx_http_api_key_lookup_e   result;
     ngx_http_api_key_lookup_t  *lk = privdata;
@@ -436,7 +437,7 @@ ngx_http_api_key_lookup_timeout(ngx_event_t *ev)
 
     ngx_http_api_key_count(&lk->zone->sh->redis_timeouts);
 
-    /* the hiredis callback still comes, and frees lk */
+    /* the reply's callback still comes, and frees lk */
     ngx_http_api_key_lookup_finish(lk, NGX_HTTP_API_KEY_LOOKUP_ERROR);
 
     /* lk may be gone from here on */

@@ -1,11 +1,11 @@
 
 /*
- * ngx_http_api_key_module: the Redis connection/command layer, hiredis on
- * nginx's event loop.
+ * ngx_http_api_key_module: the Redis connection/command layer, on nginx's
+ * event loop.
  *
- * Each worker keeps one hiredis async context for commands, on nginx's
- * events through redis_io.c; timeouts are nginx timers, since hiredis 0.14
- * has none.  Names are resolved at configuration time.
+ * Each worker keeps one connection for commands, an nginx connection
+ * (redis_io.c: hiredis only encodes the commands and parses the replies);
+ * timeouts are nginx timers.  Names are resolved at configuration time.
  *
  * What is sent on it: the record reads (lookup.c), the quota leases
  * (limits.c, through ngx_http_api_key_redis_command() and a typed answer),
@@ -51,7 +51,7 @@
 typedef struct ngx_http_api_key_rconn_s  ngx_http_api_key_rconn_t;
 
 typedef struct {
-    redisCallbackFn                *fn;         /* hiredis's answer, or */
+    ngx_http_api_key_redis_cb_pt    fn;         /* hiredis's reply, or */
     ngx_http_api_key_reply_pt       handler;    /* a typed one */
     void                           *privdata;
     ngx_msec_t                      sent;
@@ -60,7 +60,7 @@ typedef struct {
 struct ngx_http_api_key_rconn_s {
     const char                     *name;
     ngx_http_api_key_conn_e         conn;
-    ngx_http_api_key_redis_io_t     io;          /* hiredis on nginx */
+    ngx_http_api_key_redis_io_t    *io;          /* NULL: none */
     ngx_http_api_key_redis_conf_t  *conf;
     ngx_log_t                      *log;
     ngx_event_t                     connect_timer;
@@ -99,24 +99,24 @@ static void ngx_http_api_key_rconn_connect(ngx_http_api_key_rconn_t *rc);
 static void ngx_http_api_key_rconn_schedule(ngx_http_api_key_rconn_t *rc);
 static void ngx_http_api_key_rconn_reconnect_handler(ngx_event_t *ev);
 static void ngx_http_api_key_rconn_timeout_handler(ngx_event_t *ev);
-static void ngx_http_api_key_rconn_on_connect(const redisAsyncContext *ac,
-    int status);
-static void ngx_http_api_key_rconn_on_disconnect(const redisAsyncContext *ac,
-    int status);
-static void ngx_http_api_key_rconn_handshake_reply(redisAsyncContext *ac,
-    void *r, void *privdata);
+static void ngx_http_api_key_rconn_on_connect(ngx_http_api_key_redis_io_t *io,
+    ngx_int_t status);
+static void ngx_http_api_key_rconn_on_disconnect(
+    ngx_http_api_key_redis_io_t *io, ngx_int_t status);
+static void ngx_http_api_key_rconn_handshake_reply(
+    ngx_http_api_key_redis_io_t *io, redisReply *reply, void *privdata);
 static void ngx_http_api_key_rconn_handshake(ngx_http_api_key_rconn_t *rc,
     const char *what, int argc, const char **argv, const size_t *argvlen);
 static void ngx_http_api_key_rconn_handshake_done(
     ngx_http_api_key_rconn_t *rc);
 static void ngx_http_api_key_rconn_proven(ngx_http_api_key_rconn_t *rc);
 static ngx_int_t ngx_http_api_key_cmd_send(ngx_http_api_key_rconn_t *rc,
-    redisCallbackFn *fn, ngx_http_api_key_reply_pt handler, void *privdata,
+    ngx_http_api_key_redis_cb_pt fn, ngx_http_api_key_reply_pt handler, void *privdata,
     int argc, const char **argv, const size_t *argvlen);
 static void ngx_http_api_key_reply_of(redisReply *reply,
     ngx_http_api_key_reply_t *out);
-static void ngx_http_api_key_cmd_reply(redisAsyncContext *ac, void *r,
-    void *privdata);
+static void ngx_http_api_key_cmd_reply(ngx_http_api_key_redis_io_t *io,
+    redisReply *r, void *privdata);
 static void ngx_http_api_key_cmd_stall_handler(ngx_event_t *ev);
 static ngx_msec_t ngx_http_api_key_stall_time(
     ngx_http_api_key_redis_conf_t *conf);
@@ -202,7 +202,6 @@ ngx_http_api_key_rconn_init(ngx_http_api_key_rconn_t *rc, const char *name,
     rc->name = name;
     rc->conf = conf;
     rc->log = cycle->log;
-    rc->io.log = cycle->log;
     rc->backoff = NGX_HTTP_API_KEY_BACKOFF_MIN;
 
     rc->connect_timer.handler = ngx_http_api_key_rconn_timeout_handler;
@@ -225,7 +224,7 @@ ngx_http_api_key_rconn_init(ngx_http_api_key_rconn_t *rc, const char *name,
 static void
 ngx_http_api_key_rconn_close(ngx_http_api_key_rconn_t *rc)
 {
-    redisAsyncContext  *ac;
+    ngx_http_api_key_redis_io_t  *io;
 
     if (rc->connect_timer.timer_set) {
         ngx_del_timer(&rc->connect_timer);
@@ -239,10 +238,10 @@ ngx_http_api_key_rconn_close(ngx_http_api_key_rconn_t *rc)
         ngx_del_timer(&rc->stall_timer);
     }
 
-    if (rc->io.ac) {
-        ac = rc->io.ac;
-        rc->io.ac = NULL;
-        redisAsyncFree(ac);     /* answers pending callbacks with NULL */
+    if (rc->io) {
+        io = rc->io;
+        rc->io = NULL;
+        ngx_http_api_key_redis_io_free(io);  /* pending callbacks: NULL */
     }
 }
 
@@ -253,7 +252,7 @@ static void
 ngx_http_api_key_rconn_connect(ngx_http_api_key_rconn_t *rc)
 {
     int                             n;
-    redisAsyncContext              *ac;
+    ngx_http_api_key_redis_io_t    *io;
     ngx_http_api_key_redis_conf_t  *conf;
     const char                     *argv[3];
     size_t                          argvlen[3];
@@ -261,15 +260,12 @@ ngx_http_api_key_rconn_connect(ngx_http_api_key_rconn_t *rc)
 
     conf = rc->conf;
 
-    if (conf->path.len) {
-        ac = redisAsyncConnectUnix((const char *) conf->path.data);
+    io = ngx_http_api_key_redis_io_open(conf,
+                           (rc->conn == NGX_HTTP_API_KEY_CONN_COMMANDS)
+                           ? rc->pcap : NGX_HTTP_API_KEY_HANDSHAKE_MAX,
+                           rc->log);
 
-    } else {
-        ac = redisAsyncConnect((const char *) conf->host.data,
-                               (int) conf->port);
-    }
-
-    if (ac == NULL) {
+    if (io == NULL) {
         ngx_log_error(NGX_LOG_ERR, rc->log, 0,
                       "api_key: redis %s connection to \"%V\": out of memory",
                       rc->name, &conf->url_redacted);
@@ -277,34 +273,27 @@ ngx_http_api_key_rconn_connect(ngx_http_api_key_rconn_t *rc)
         return;
     }
 
-    if (ac->err) {
+    if (io->err) {
         if (!rc->failing) {
             ngx_log_error(NGX_LOG_ERR, rc->log, 0,
                           "api_key: redis %s connection to \"%V\" failed: %s",
-                          rc->name, &conf->url_redacted, ac->errstr);
+                          rc->name, &conf->url_redacted, io->errstr);
             rc->failing = 1;
         }
 
-        redisAsyncFree(ac);
+        ngx_http_api_key_redis_io_free(io);
         ngx_http_api_key_rconn_schedule(rc);
         return;
     }
 
-    if (ngx_http_api_key_redis_io_attach(&rc->io, ac, conf->path.len == 0)
-        != NGX_OK)
-    {
-        redisAsyncFree(ac);
-        ngx_http_api_key_rconn_schedule(rc);
-        return;
-    }
+    rc->io = io;
 
     rc->connected = 0;
     rc->handshake_done = 0;
 
-    ac->data = rc;
-
-    redisAsyncSetConnectCallback(ac, ngx_http_api_key_rconn_on_connect);
-    redisAsyncSetDisconnectCallback(ac, ngx_http_api_key_rconn_on_disconnect);
+    io->data = rc;
+    io->on_connect = ngx_http_api_key_rconn_on_connect;
+    io->on_disconnect = ngx_http_api_key_rconn_on_disconnect;
 
     /*
      * AUTH and SELECT go first, pipelined ahead of any command; on the
@@ -357,9 +346,7 @@ ngx_http_api_key_rconn_connect(ngx_http_api_key_rconn_t *rc)
                    "%ui handshake commands", rc->name, &conf->url_redacted,
                    rc->pending_handshake);
 
-    /* the write event tells when the non-blocking connect() is done */
-    ngx_http_api_key_redis_io_add_write(&rc->io);
-
+    /* connected, or not, within connect_timeout */
     ngx_add_timer(&rc->connect_timer, conf->connect_timeout);
 }
 
@@ -396,7 +383,7 @@ ngx_http_api_key_rconn_reconnect_handler(ngx_event_t *ev)
 {
     ngx_http_api_key_rconn_t  *rc = ev->data;
 
-    if (rc->io.ac == NULL) {
+    if (rc->io == NULL) {
         ngx_http_api_key_rconn_connect(rc);
     }
 }
@@ -407,10 +394,10 @@ ngx_http_api_key_rconn_reconnect_handler(ngx_event_t *ev)
 static void
 ngx_http_api_key_rconn_timeout_handler(ngx_event_t *ev)
 {
-    redisAsyncContext         *ac;
-    ngx_http_api_key_rconn_t  *rc = ev->data;
+    ngx_http_api_key_redis_io_t  *io;
+    ngx_http_api_key_rconn_t     *rc = ev->data;
 
-    if (rc->io.ac == NULL || rc->connected) {
+    if (rc->io == NULL || rc->connected) {
         return;
     }
 
@@ -421,35 +408,36 @@ ngx_http_api_key_rconn_timeout_handler(ngx_event_t *ev)
         rc->failing = 1;
     }
 
-    ac = rc->io.ac;
-    rc->io.ac = NULL;
+    io = rc->io;
+    rc->io = NULL;
     rc->lost = 1;
-    redisAsyncFree(ac);
+    ngx_http_api_key_redis_io_free(io);
 
     ngx_http_api_key_rconn_schedule(rc);
 }
 
 
 static void
-ngx_http_api_key_rconn_on_connect(const redisAsyncContext *ac, int status)
+ngx_http_api_key_rconn_on_connect(ngx_http_api_key_redis_io_t *io,
+    ngx_int_t status)
 {
     ngx_http_api_key_shctx_t  *sh;
-    ngx_http_api_key_rconn_t  *rc = ac->data;
+    ngx_http_api_key_rconn_t  *rc = io->data;
 
     if (rc->connect_timer.timer_set) {
         ngx_del_timer(&rc->connect_timer);
     }
 
-    if (status != REDIS_OK) {
+    if (status != NGX_OK) {
         if (!rc->failing) {
             ngx_log_error(NGX_LOG_ERR, rc->log, 0,
                           "api_key: redis %s connection to \"%V\" failed: %s",
-                          rc->name, &rc->conf->url_redacted, ac->errstr);
+                          rc->name, &rc->conf->url_redacted, io->errstr);
             rc->failing = 1;
         }
 
-        /* hiredis frees the context when this callback returns */
-        rc->io.ac = NULL;
+        /* the connection is freed when this callback returns */
+        rc->io = NULL;
         rc->lost = 1;
         ngx_http_api_key_rconn_schedule(rc);
         return;
@@ -482,17 +470,18 @@ ngx_http_api_key_rconn_on_connect(const redisAsyncContext *ac, int status)
 
 
 static void
-ngx_http_api_key_rconn_on_disconnect(const redisAsyncContext *ac, int status)
+ngx_http_api_key_rconn_on_disconnect(ngx_http_api_key_redis_io_t *io,
+    ngx_int_t status)
 {
     ngx_http_api_key_shctx_t  *sh;
-    ngx_http_api_key_rconn_t  *rc = ac->data;
+    ngx_http_api_key_rconn_t  *rc = io->data;
 
-    rc->io.ac = NULL;
+    rc->io = NULL;
     rc->connected = 0;
     rc->lost = 1;
 
     ngx_log_debug3(NGX_LOG_DEBUG_EVENT, rc->log, 0,
-                   "api_key: redis %s connection to \"%V\": closed (%d)",
+                   "api_key: redis %s connection to \"%V\": closed (%i)",
                    rc->name, &rc->conf->url_redacted, status);
 
     sh = ngx_http_api_key_first_sh(ngx_http_api_key_amcf);
@@ -505,23 +494,24 @@ ngx_http_api_key_rconn_on_disconnect(const redisAsyncContext *ac, int status)
         return;
     }
 
-    if (status != REDIS_OK && !rc->failing) {
+    if (status != NGX_OK && !rc->failing) {
         ngx_log_error(NGX_LOG_ERR, rc->log, 0,
                       "api_key: redis %s connection to \"%V\" lost: %s",
-                      rc->name, &rc->conf->url_redacted, ac->errstr);
+                      rc->name, &rc->conf->url_redacted, io->errstr);
         rc->failing = 1;
     }
 
     /*
-     * hiredis closes a subscribed connection on an error answer, its text
-     * in errstr: a (P)SUBSCRIBE the ACL user may not run.  How the last
-     * connection used (its handshake done) ended, for the subscriber.
+     * A subscribed connection is closed on an error reply nothing waited
+     * for, its text in errstr: a (P)SUBSCRIBE the ACL user may not run.
+     * How the last connection used (its handshake done) ended, for the
+     * subscriber.
      */
 
     if (rc->handshake_done) {
-        rc->closed_denied = (status != REDIS_OK && ac->err == REDIS_ERR_OTHER
-                             && ngx_http_api_key_auth_error_str(ac->errstr,
-                                                  ngx_strlen(ac->errstr)));
+        rc->closed_denied = (status != NGX_OK && io->err == REDIS_ERR_OTHER
+                             && ngx_http_api_key_auth_error_str(io->errstr,
+                                                  ngx_strlen(io->errstr)));
     }
 
     ngx_http_api_key_rconn_schedule(rc);
@@ -529,11 +519,10 @@ ngx_http_api_key_rconn_on_disconnect(const redisAsyncContext *ac, int status)
 
 
 static void
-ngx_http_api_key_rconn_handshake_reply(redisAsyncContext *ac, void *r,
-    void *privdata)
+ngx_http_api_key_rconn_handshake_reply(ngx_http_api_key_redis_io_t *io,
+    redisReply *reply, void *privdata)
 {
-    redisReply                *reply = r;
-    ngx_http_api_key_rconn_t  *rc = ac->data;
+    ngx_http_api_key_rconn_t  *rc = io->data;
 
     if (reply == NULL) {
         return;
@@ -569,7 +558,7 @@ ngx_http_api_key_rconn_handshake_reply(redisAsyncContext *ac, void *r,
         }
 
         /* every later command would fail the same way: start over */
-        redisAsyncDisconnect(ac);
+        ngx_http_api_key_redis_io_disconnect(io);
         return;
     }
 
@@ -625,10 +614,9 @@ ngx_http_api_key_rconn_handshake(ngx_http_api_key_rconn_t *rc,
                                        argvlen);
 
     } else {
-        rv = (redisAsyncCommandArgv(rc->io.ac,
+        rv = ngx_http_api_key_redis_io_send(rc->io,
                                     ngx_http_api_key_rconn_handshake_reply,
-                                    (void *) what, argc, argv, argvlen)
-              == REDIS_OK) ? NGX_OK : NGX_ERROR;
+                                    (void *) what, argc, argv, argvlen);
     }
 
     if (rv == NGX_OK) {
@@ -661,19 +649,20 @@ ngx_http_api_key_rconn_proven(ngx_http_api_key_rconn_t *rc)
 /* ---- the command connection: what waits for an answer -------------- */
 
 static ngx_int_t
-ngx_http_api_key_cmd_send(ngx_http_api_key_rconn_t *rc, redisCallbackFn *fn,
+ngx_http_api_key_cmd_send(ngx_http_api_key_rconn_t *rc,
+    ngx_http_api_key_redis_cb_pt fn,
     ngx_http_api_key_reply_pt handler, void *privdata, int argc,
     const char **argv, const size_t *argvlen)
 {
     ngx_http_api_key_pending_t  *p;
 
-    if (rc->io.ac == NULL || rc->npending >= rc->pcap) {
+    if (rc->io == NULL || rc->npending >= rc->pcap) {
         return NGX_ERROR;
     }
 
-    if (redisAsyncCommandArgv(rc->io.ac, ngx_http_api_key_cmd_reply, rc, argc,
-                              argv, argvlen)
-        != REDIS_OK)
+    if (ngx_http_api_key_redis_io_send(rc->io, ngx_http_api_key_cmd_reply, rc,
+                                       argc, argv, argvlen)
+        != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -698,7 +687,8 @@ ngx_http_api_key_cmd_send(ngx_http_api_key_rconn_t *rc, redisCallbackFn *fn,
 /* every answer (or NULL when the connection goes) comes here, in order */
 
 static void
-ngx_http_api_key_cmd_reply(redisAsyncContext *ac, void *r, void *privdata)
+ngx_http_api_key_cmd_reply(ngx_http_api_key_redis_io_t *io, redisReply *r,
+    void *privdata)
 {
     ngx_http_api_key_reply_t     reply;
     ngx_http_api_key_rconn_t    *rc = privdata;
@@ -727,7 +717,7 @@ ngx_http_api_key_cmd_reply(redisAsyncContext *ac, void *r, void *privdata)
     }
 
     if (p.fn) {
-        p.fn(ac, r, p.privdata);
+        p.fn(io, r, p.privdata);
 
     } else if (p.handler) {
         if (r) {
@@ -818,7 +808,7 @@ ngx_http_api_key_cmd_stall_handler(ngx_event_t *ev)
     ngx_msec_t                 age, stall;
     ngx_http_api_key_rconn_t  *rc = ev->data;
 
-    if (rc->io.ac == NULL || rc->npending == 0) {
+    if (rc->io == NULL || rc->npending == 0) {
         return;
     }
 
@@ -837,7 +827,7 @@ ngx_http_api_key_cmd_stall_handler(ngx_event_t *ev)
 static void
 ngx_http_api_key_cmd_reopen(ngx_http_api_key_rconn_t *rc)
 {
-    redisAsyncContext  *ac;
+    ngx_http_api_key_redis_io_t  *io;
 
     ngx_http_api_key_outage_begin(rc);
 
@@ -857,11 +847,11 @@ ngx_http_api_key_cmd_reopen(ngx_http_api_key_rconn_t *rc)
     rc->connected = 0;
     rc->lost = 1;
 
-    ac = rc->io.ac;
-    rc->io.ac = NULL;
+    io = rc->io;
+    rc->io = NULL;
 
     /* answers the pending callbacks with NULL; on_disconnect if connected */
-    redisAsyncFree(ac);
+    ngx_http_api_key_redis_io_free(io);
 
     if (!rc->reconnect_timer.timer_set) {
         ngx_http_api_key_rconn_schedule(rc);
@@ -933,7 +923,7 @@ ngx_http_api_key_redis_state(ngx_http_api_key_conn_e conn)
     rc = (conn == NGX_HTTP_API_KEY_CONN_EVENTS) ? &ngx_http_api_key_sub
                                                 : &ngx_http_api_key_cmd;
 
-    return (rc->io.ac && rc->connected) ? 1 : 0;
+    return (rc->io && rc->connected) ? 1 : 0;
 }
 
 
@@ -948,7 +938,7 @@ ngx_http_api_key_redis_command(ngx_http_api_key_reply_pt handler, void *data,
 {
     ngx_http_api_key_rconn_t  *rc = &ngx_http_api_key_cmd;
 
-    if (rc->io.ac == NULL || rc->npending >= rc->conf->max_pending) {
+    if (rc->io == NULL || rc->npending >= rc->conf->max_pending) {
         return NGX_ERROR;
     }
 
@@ -960,7 +950,7 @@ ngx_http_api_key_redis_command(ngx_http_api_key_reply_pt handler, void *data,
 ngx_uint_t
 ngx_http_api_key_redis_ready(void)
 {
-    return ngx_http_api_key_cmd.io.ac != NULL;
+    return ngx_http_api_key_cmd.io != NULL;
 }
 
 
@@ -991,7 +981,7 @@ ngx_http_api_key_redis_read_admit(void)
 
     /* (a prefix this long does not fit a read's key name) */
 
-    if (rc->io.ac == NULL || conf->prefix.len > 256) {
+    if (rc->io == NULL || conf->prefix.len > 256) {
         rc->outage_down += rc->outage;
         return rc->denied ? NGX_DECLINED : NGX_ERROR;
     }
@@ -1023,8 +1013,8 @@ ngx_http_api_key_redis_read_admit(void)
 /* a command on the command connection, hiredis's answer to fn */
 
 ngx_int_t
-ngx_http_api_key_redis_send(redisCallbackFn *fn, void *privdata, int argc,
-    const char **argv, const size_t *argvlen)
+ngx_http_api_key_redis_send(ngx_http_api_key_redis_cb_pt fn, void *privdata,
+    int argc, const char **argv, const size_t *argvlen)
 {
     return ngx_http_api_key_cmd_send(&ngx_http_api_key_cmd, fn, NULL,
                                      privdata, argc, argv, argvlen);
@@ -1058,7 +1048,7 @@ ngx_http_api_key_redis_unanswered(void)
 {
     ngx_http_api_key_rconn_t  *rc = &ngx_http_api_key_cmd;
 
-    if (++rc->timeouts >= rc->conf->max_timeouts && rc->io.ac) {
+    if (++rc->timeouts >= rc->conf->max_timeouts && rc->io) {
         ngx_http_api_key_cmd_reopen(rc);
     }
 }
@@ -1096,16 +1086,15 @@ ngx_http_api_key_redis_on_ready(ngx_http_api_key_conn_e conn,
 /* a (P)SUBSCRIBE on the events connection; its messages go to fn */
 
 ngx_int_t
-ngx_http_api_key_redis_subscribe(redisCallbackFn *fn, int argc,
+ngx_http_api_key_redis_subscribe(ngx_http_api_key_redis_cb_pt fn, int argc,
     const char **argv, const size_t *argvlen)
 {
-    if (ngx_http_api_key_sub.io.ac == NULL) {
+    if (ngx_http_api_key_sub.io == NULL) {
         return NGX_ERROR;
     }
 
-    return (redisAsyncCommandArgv(ngx_http_api_key_sub.io.ac, fn, NULL, argc,
-                                  argv, argvlen)
-            == REDIS_OK) ? NGX_OK : NGX_ERROR;
+    return ngx_http_api_key_redis_io_subscribe(ngx_http_api_key_sub.io, fn,
+                                               argc, argv, argvlen);
 }
 
 

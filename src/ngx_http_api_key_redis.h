@@ -1,10 +1,10 @@
 
 /*
  * ngx_http_api_key_module: the Redis command layer (redis.c) as the files
- * that speak hiredis see it: lookup.c (record reads) and events.c (the
- * events subscription); and redis.c's own adapter (redis_io.c).  The
- * other files use the part of it in ngx_http_api_key.h, without hiredis
- * types.
+ * that read hiredis's replies see it: lookup.c (record reads) and events.c
+ * (the events subscription); and redis.c's connections (redis_io.c, hiredis
+ * as the RESP codec only).  The other files use the part of it in
+ * ngx_http_api_key.h, without hiredis types.
  */
 
 #ifndef _NGX_HTTP_API_KEY_REDIS_H_INCLUDED_
@@ -14,23 +14,74 @@
 #include "ngx_http_api_key.h"
 
 #include <hiredis/hiredis.h>
-#include <hiredis/async.h>
 
 
-/* hiredis on nginx's events (redis_io.c, for redis.c) */
+typedef struct ngx_http_api_key_redis_io_s  ngx_http_api_key_redis_io_t;
+
+/* a reply (NULL: the connection went before it came), then freed */
+typedef void (*ngx_http_api_key_redis_cb_pt)(ngx_http_api_key_redis_io_t *io,
+    redisReply *reply, void *privdata);
+
+/* connected (NGX_OK) or not (NGX_ERROR); closed (NGX_OK: asked to) */
+typedef void (*ngx_http_api_key_redis_io_pt)(ngx_http_api_key_redis_io_t *io,
+    ngx_int_t status);
+
 typedef struct {
-    redisAsyncContext            *ac;
-    ngx_connection_t             *c;
-    ngx_log_t                    *log;
-} ngx_http_api_key_redis_io_t;
+    ngx_http_api_key_redis_cb_pt   fn;
+    void                          *privdata;
+} ngx_http_api_key_redis_io_cb_t;
 
-ngx_int_t ngx_http_api_key_redis_io_attach(ngx_http_api_key_redis_io_t *io,
-    redisAsyncContext *ac, ngx_uint_t tcp);
-void ngx_http_api_key_redis_io_add_write(void *data);
+
+/* one Redis connection on nginx's events (redis_io.c, for redis.c) */
+struct ngx_http_api_key_redis_io_s {
+    ngx_peer_connection_t            peer;
+    ngx_http_api_key_redis_conf_t   *conf;
+    ngx_log_t                       *log;
+    ngx_log_t                        clog;      /* the connection's */
+    void                            *data;      /* the owner's */
+    ngx_http_api_key_redis_io_pt     on_connect;
+    ngx_http_api_key_redis_io_pt     on_disconnect;
+    ngx_http_api_key_redis_cb_pt     sub_fn;    /* pushed messages */
+
+    redisReader                     *reader;
+    u_char                          *rbuf;
+
+    u_char                          *out;       /* encoded commands */
+    size_t                           out_pos;   /* written up to here */
+    size_t                           out_len;
+    size_t                           out_size;
+
+    /* the commands waiting for a reply, in order: a ring */
+    ngx_http_api_key_redis_io_cb_t  *cbs;
+    ngx_uint_t                       ncbs;
+    ngx_uint_t                       head;
+    ngx_uint_t                       cap;
+
+    ngx_uint_t                       err;       /* REDIS_ERR_*, 0: none */
+    char                             errstr[160];
+
+    unsigned                         connected:1;
+    unsigned                         subscribed:1;
+    unsigned                         in_callback:1;
+    unsigned                         disconnecting:1;
+    unsigned                         freeing:1;
+    unsigned                         closing:1;
+};
+
+ngx_http_api_key_redis_io_t *ngx_http_api_key_redis_io_open(
+    ngx_http_api_key_redis_conf_t *conf, ngx_uint_t ncbs, ngx_log_t *log);
+ngx_int_t ngx_http_api_key_redis_io_send(ngx_http_api_key_redis_io_t *io,
+    ngx_http_api_key_redis_cb_pt fn, void *privdata, int argc,
+    const char **argv, const size_t *argvlen);
+ngx_int_t ngx_http_api_key_redis_io_subscribe(ngx_http_api_key_redis_io_t *io,
+    ngx_http_api_key_redis_cb_pt fn, int argc, const char **argv,
+    const size_t *argvlen);
+void ngx_http_api_key_redis_io_disconnect(ngx_http_api_key_redis_io_t *io);
+void ngx_http_api_key_redis_io_free(ngx_http_api_key_redis_io_t *io);
 
 /* the commands connection, for the record reads */
 ngx_int_t ngx_http_api_key_redis_read_admit(void);
-ngx_int_t ngx_http_api_key_redis_send(redisCallbackFn *fn, void *privdata,
+ngx_int_t ngx_http_api_key_redis_send(ngx_http_api_key_redis_cb_pt fn, void *privdata,
     int argc, const char **argv, const size_t *argvlen);
 ngx_uint_t ngx_http_api_key_redis_outage_timeout(void);
 void ngx_http_api_key_redis_unanswered(void);
@@ -40,7 +91,7 @@ ngx_uint_t ngx_http_api_key_redis_auth_error(redisReply *reply);
 /* the events subscriber: both connections' "ready", the subscription */
 void ngx_http_api_key_redis_on_ready(ngx_http_api_key_conn_e conn,
     ngx_http_api_key_ready_pt ready);
-ngx_int_t ngx_http_api_key_redis_subscribe(redisCallbackFn *fn, int argc,
+ngx_int_t ngx_http_api_key_redis_subscribe(ngx_http_api_key_redis_cb_pt fn, int argc,
     const char **argv, const size_t *argvlen);
 ngx_uint_t ngx_http_api_key_redis_subscribed(void);
 ngx_uint_t ngx_http_api_key_redis_sub_denied(void);

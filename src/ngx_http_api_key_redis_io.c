@@ -1,12 +1,39 @@
 
 /*
- * ngx_http_api_key_module: hiredis's async adapter on nginx's event loop,
- * for redis.c's connections (until the TLS issue replaces the transport).
+ * ngx_http_api_key_module: one Redis connection on nginx's own events, for
+ * redis.c; hiredis is only the RESP codec here (redisFormatCommandArgv to
+ * encode, a redisReader to parse).
  *
- * The socket hiredis opened is wrapped in an ngx_connection_t whose
- * read/write events (level-triggered) call hiredis; hiredis owns and closes
- * the socket: its cleanup hook only releases the nginx connection.  TCP
- * connections get keepalive probes and a user timeout.
+ * ngx_event_connect_peer() opens the socket (TCP or unix); the write event
+ * tells when the non-blocking connect is done.  Commands are encoded into an
+ * output buffer and written with c->send on the write event (posted, so that
+ * the commands of one event loop iteration leave in one write; a partial
+ * write goes on at the next write event); what c->recv reads is fed to the
+ * reader and each reply goes, in order, to the callback of its command (a
+ * FIFO ring); on a subscribed connection, a reply no command waits for is a
+ * pushed message and goes to the subscription's callback.  c->send and
+ * c->recv are nginx's, so that TLS (step 2) is the same code.
+ *
+ * The life of a connection is the one hiredis's async contexts had, which
+ * redis.c relies on:
+ * - ngx_http_api_key_redis_io_open(): a connection on its way; io->err
+ *   set if connect() failed at once (the caller frees it);
+ * - on_connect(io, NGX_OK or NGX_ERROR) once connected or failed; on a
+ *   failure the connection is then freed, without on_disconnect;
+ * - ngx_http_api_key_redis_io_free(): every command still waiting is
+ *   answered NULL, in order, the socket closed, then on_disconnect(io,
+ *   NGX_OK) if it was connected; called from a callback, all that happens
+ *   once the callback returns;
+ * - an error (read, write, a protocol error, EOF, an error reply nothing
+ *   waited for): the same, with on_disconnect(io, NGX_ERROR) and io->err,
+ *   io->errstr saying why;
+ * - ngx_http_api_key_redis_io_disconnect(): no new command; once every
+ *   command sent is answered, the same with on_disconnect(io, NGX_OK).
+ *
+ * TCP connections get keepalive probes and a user timeout.  nginx's own
+ * messages about the socket (connect() or recv() failing) go to a log of
+ * the connection's that keeps the last of them in io->errstr: redis.c logs
+ * a failure once per streak, not once per retry.
  */
 
 
@@ -18,177 +45,694 @@
 /* unacknowledged data (or keepalive probes) for this long: a dead peer */
 #define NGX_HTTP_API_KEY_USER_TIMEOUT  10000
 
+#define NGX_HTTP_API_KEY_IO_READ       16384
+#define NGX_HTTP_API_KEY_IO_OUT        4096
 
-static void ngx_http_api_key_ev_read(ngx_event_t *ev);
-static void ngx_http_api_key_ev_write(ngx_event_t *ev);
-static void ngx_http_api_key_event(void *data, ngx_uint_t write,
-    ngx_uint_t add);
-static void ngx_http_api_key_add_read(void *data);
-static void ngx_http_api_key_del_read(void *data);
-static void ngx_http_api_key_del_write(void *data);
-static void ngx_http_api_key_cleanup_conn(void *data);
+
+static void ngx_http_api_key_io_connected(ngx_event_t *wev);
+static ngx_int_t ngx_http_api_key_io_test_connect(
+    ngx_http_api_key_redis_io_t *io);
+static void ngx_http_api_key_io_ready(ngx_http_api_key_redis_io_t *io);
+static void ngx_http_api_key_io_read_handler(ngx_event_t *rev);
+static void ngx_http_api_key_io_write_handler(ngx_event_t *wev);
+static ngx_int_t ngx_http_api_key_io_flush(ngx_http_api_key_redis_io_t *io);
+static ngx_int_t ngx_http_api_key_io_dispatch(
+    ngx_http_api_key_redis_io_t *io);
+static ngx_int_t ngx_http_api_key_io_append(ngx_http_api_key_redis_io_t *io,
+    int argc, const char **argv, const size_t *argvlen);
+static void ngx_http_api_key_io_error(ngx_http_api_key_redis_io_t *io,
+    ngx_uint_t err, const char *text, ngx_err_t errnum);
+static void ngx_http_api_key_io_close_now(ngx_http_api_key_redis_io_t *io);
+static void ngx_http_api_key_io_destroy(ngx_http_api_key_redis_io_t *io);
+static void ngx_http_api_key_io_run(ngx_http_api_key_redis_io_t *io,
+    ngx_http_api_key_redis_cb_pt fn, redisReply *reply, void *privdata);
+static void ngx_http_api_key_io_log_writer(ngx_log_t *log, ngx_uint_t level,
+    u_char *buf, size_t len);
 static void ngx_http_api_key_keepalive(int fd);
 
 
 /*
- * ac, just created by redisAsyncConnect*(), on nginx's events: io->log is
- * set; NGX_ERROR: no free connection (the caller frees ac).
+ * A connection to conf's address, on its way: NULL when out of memory; with
+ * io->err set, connect() failed at once (the caller frees it).  ncbs: how
+ * many commands may wait for an answer at a time.
  */
 
-ngx_int_t
-ngx_http_api_key_redis_io_attach(ngx_http_api_key_redis_io_t *io,
-    redisAsyncContext *ac, ngx_uint_t tcp)
+ngx_http_api_key_redis_io_t *
+ngx_http_api_key_redis_io_open(ngx_http_api_key_redis_conf_t *conf,
+    ngx_uint_t ncbs, ngx_log_t *log)
 {
-    ngx_connection_t  *c;
+    ngx_int_t                     rc;
+    ngx_connection_t             *c;
+    ngx_http_api_key_redis_io_t  *io;
 
-    c = ngx_get_connection(ac->c.fd, io->log);
-    if (c == NULL) {
+    io = ngx_calloc(sizeof(ngx_http_api_key_redis_io_t), log);
+    if (io == NULL) {
+        return NULL;
+    }
+
+    io->log = log;
+    io->conf = conf;
+    io->cap = ncbs;
+
+    io->cbs = ngx_alloc(ncbs * sizeof(ngx_http_api_key_redis_io_cb_t), log);
+    io->rbuf = ngx_alloc(NGX_HTTP_API_KEY_IO_READ, log);
+    io->out = ngx_alloc(NGX_HTTP_API_KEY_IO_OUT, log);
+    io->reader = redisReaderCreate();
+
+    if (io->cbs == NULL || io->rbuf == NULL || io->out == NULL
+        || io->reader == NULL)
+    {
+        ngx_http_api_key_io_destroy(io);
+        return NULL;
+    }
+
+    io->out_size = NGX_HTTP_API_KEY_IO_OUT;
+
+    /*
+     * the connection's log: nginx's messages about this socket are kept
+     * (errstr), not written; the caller logs a failure once per streak
+     */
+
+    io->clog = *log;
+    io->clog.log_level = NGX_LOG_INFO;
+    io->clog.writer = ngx_http_api_key_io_log_writer;
+    io->clog.wdata = io;
+    io->clog.handler = NULL;
+    io->clog.data = NULL;
+    io->clog.next = NULL;
+
+    io->peer.sockaddr = conf->addr.sockaddr;
+    io->peer.socklen = conf->addr.socklen;
+    io->peer.name = &conf->addr.name;
+    io->peer.get = ngx_event_get_peer;
+    io->peer.log = &io->clog;
+    io->peer.log_error = NGX_ERROR_INFO;
+
+    rc = ngx_event_connect_peer(&io->peer);
+
+    if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
+        io->peer.connection = NULL;
+        io->err = REDIS_ERR_IO;
+
+        if (io->errstr[0] == '\0') {
+            (void) ngx_cpystrn((u_char *) io->errstr,
+                               (u_char *) "cannot connect",
+                               sizeof(io->errstr));
+        }
+
+        return io;
+    }
+
+    c = io->peer.connection;
+
+    c->data = io;
+    c->read->handler = ngx_http_api_key_io_read_handler;
+    c->write->handler = ngx_http_api_key_io_connected;
+
+    if (conf->addr.sockaddr->sa_family != AF_UNIX) {
+        ngx_http_api_key_keepalive(c->fd);
+    }
+
+    if (rc == NGX_OK) {
+        /* connected at once (a unix socket): on_connect later, as always */
+        ngx_post_event(c->write, &ngx_posted_events);
+    }
+
+    return io;
+}
+
+
+/* the write event, first: the non-blocking connect() is done */
+
+static void
+ngx_http_api_key_io_connected(ngx_event_t *wev)
+{
+    ngx_connection_t             *c = wev->data;
+    ngx_http_api_key_redis_io_t  *io = c->data;
+
+    if (ngx_http_api_key_io_test_connect(io) != NGX_OK) {
+        io->in_callback = 1;
+        io->on_connect(io, NGX_ERROR);
+        io->in_callback = 0;
+
+        /* freed, without on_disconnect: it never was connected */
+        io->disconnecting = 1;
+        ngx_http_api_key_io_close_now(io);
+        return;
+    }
+
+    ngx_http_api_key_io_ready(io);
+}
+
+
+static ngx_int_t
+ngx_http_api_key_io_test_connect(ngx_http_api_key_redis_io_t *io)
+{
+    int         err;
+    socklen_t   len;
+
+    err = 0;
+    len = sizeof(int);
+
+    if (getsockopt(io->peer.connection->fd, SOL_SOCKET, SO_ERROR,
+                   (void *) &err, &len)
+        == -1)
+    {
+        err = ngx_socket_errno;
+    }
+
+    if (err) {
+        io->err = REDIS_ERR_IO;
+        (void) ngx_cpystrn((u_char *) io->errstr, (u_char *) strerror(err),
+                           sizeof(io->errstr));
         return NGX_ERROR;
     }
 
-    if (tcp) {
-        ngx_http_api_key_keepalive(ac->c.fd);
+    return NGX_OK;
+}
+
+
+/* connected: the commands written so far go, replies are read */
+
+static void
+ngx_http_api_key_io_ready(ngx_http_api_key_redis_io_t *io)
+{
+    ngx_connection_t  *c;
+
+    c = io->peer.connection;
+
+    io->connected = 1;
+
+    c->read->handler = ngx_http_api_key_io_read_handler;
+    c->write->handler = ngx_http_api_key_io_write_handler;
+
+    io->in_callback = 1;
+    io->on_connect(io, NGX_OK);
+    io->in_callback = 0;
+
+    if (io->freeing) {
+        ngx_http_api_key_io_close_now(io);
+        return;
     }
 
-    c->data = io;
-    c->read->handler = ngx_http_api_key_ev_read;
-    c->write->handler = ngx_http_api_key_ev_write;
-    c->read->log = io->log;
-    c->write->log = io->log;
+    if (io->out_len > io->out_pos && !c->write->posted) {
+        ngx_post_event(c->write, &ngx_posted_events);
+    }
 
-    io->c = c;
-    io->ac = ac;
+    if (c->read->ready) {
+        ngx_post_event(c->read, &ngx_posted_events);
+    }
+}
 
-    ac->ev.data = io;
-    ac->ev.addRead = ngx_http_api_key_add_read;
-    ac->ev.delRead = ngx_http_api_key_del_read;
-    ac->ev.addWrite = ngx_http_api_key_redis_io_add_write;
-    ac->ev.delWrite = ngx_http_api_key_del_write;
-    ac->ev.cleanup = ngx_http_api_key_cleanup_conn;
+
+static void
+ngx_http_api_key_io_write_handler(ngx_event_t *wev)
+{
+    ngx_connection_t             *c = wev->data;
+    ngx_http_api_key_redis_io_t  *io = c->data;
+
+    io->errstr[0] = '\0';
+
+    if (ngx_http_api_key_io_flush(io) == NGX_ERROR) {
+        ngx_http_api_key_io_error(io, REDIS_ERR_IO, NULL, ngx_socket_errno);
+    }
+}
+
+
+/* writes what the output buffer holds, as far as the socket takes it */
+
+static ngx_int_t
+ngx_http_api_key_io_flush(ngx_http_api_key_redis_io_t *io)
+{
+    ssize_t            n;
+    ngx_connection_t  *c;
+
+    c = io->peer.connection;
+
+    while (io->out_pos < io->out_len) {
+
+        n = c->send(c, io->out + io->out_pos, io->out_len - io->out_pos);
+
+        if (n == NGX_AGAIN) {
+            break;
+        }
+
+        if (n == NGX_ERROR || n <= 0) {
+            return NGX_ERROR;
+        }
+
+        io->out_pos += n;
+    }
+
+    if (io->out_pos == io->out_len) {
+        io->out_pos = 0;
+        io->out_len = 0;
+    }
+
+    if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     return NGX_OK;
 }
 
 
 static void
-ngx_http_api_key_ev_read(ngx_event_t *ev)
+ngx_http_api_key_io_read_handler(ngx_event_t *rev)
 {
-    ngx_connection_t             *c = ev->data;
+    ssize_t                       n;
+    ngx_err_t                     err;
+    ngx_connection_t             *c = rev->data;
     ngx_http_api_key_redis_io_t  *io = c->data;
 
-    if (io->ac) {
-        redisAsyncHandleRead(io->ac);
-    }
-}
-
-
-static void
-ngx_http_api_key_ev_write(ngx_event_t *ev)
-{
-    ngx_connection_t             *c = ev->data;
-    ngx_http_api_key_redis_io_t  *io = c->data;
-
-    if (io->ac) {
-        redisAsyncHandleWrite(io->ac);
-    }
-}
-
-
-/* hiredis wants (or no longer wants) to read or write */
-
-static void
-ngx_http_api_key_event(void *data, ngx_uint_t write, ngx_uint_t add)
-{
-    ngx_event_t                  *ev;
-    ngx_http_api_key_redis_io_t  *io = data;
-
-    if (io->c == NULL) {
-        return;
+    if (!io->connected) {
+        return;                 /* the write event tells when it is */
     }
 
-    ev = write ? io->c->write : io->c->read;
+    io->errstr[0] = '\0';
 
-    if (add && !ev->active) {
-        if (ngx_add_event(ev, write ? NGX_WRITE_EVENT : NGX_READ_EVENT,
-                          NGX_LEVEL_EVENT)
-            != NGX_OK)
-        {
-            ngx_log_error(NGX_LOG_ALERT, io->log, 0,
-                          "api_key: cannot add a redis %s event",
-                          write ? "write" : "read");
+    for ( ;; ) {
+        n = c->recv(c, io->rbuf, NGX_HTTP_API_KEY_IO_READ);
+
+        if (n == NGX_AGAIN) {
+            break;
         }
 
-    } else if (!add && ev->active) {
-        (void) ngx_del_event(ev, write ? NGX_WRITE_EVENT : NGX_READ_EVENT,
-                             NGX_LEVEL_EVENT);
+        if (n == 0) {
+            ngx_http_api_key_io_error(io, REDIS_ERR_EOF,
+                                      "Server closed the connection", 0);
+            return;
+        }
+
+        if (n < 0) {
+            /* nginx's message about it is in errstr, or the errno says */
+            err = ngx_socket_errno;
+            ngx_http_api_key_io_error(io, REDIS_ERR_IO, NULL, err);
+            return;
+        }
+
+        if (redisReaderFeed(io->reader, (const char *) io->rbuf, n)
+            != REDIS_OK)
+        {
+            ngx_http_api_key_io_error(io, REDIS_ERR_OOM, "Out of memory", 0);
+            return;
+        }
+
+        if (ngx_http_api_key_io_dispatch(io) == NGX_DONE) {
+            return;             /* io is freed */
+        }
+
+        io->errstr[0] = '\0';
+    }
+
+    if (ngx_handle_read_event(rev, 0) != NGX_OK) {
+        ngx_http_api_key_io_error(io, REDIS_ERR_IO, "cannot read", 0);
     }
 }
 
 
-static void
-ngx_http_api_key_add_read(void *data)
+/*
+ * Every complete reply, in order, to the callback of its command; on a
+ * subscribed connection, the others (pushed messages) to the subscription's.
+ * NGX_DONE: io was freed here.
+ */
+
+static ngx_int_t
+ngx_http_api_key_io_dispatch(ngx_http_api_key_redis_io_t *io)
 {
-    ngx_http_api_key_event(data, 0, 1);
+    void                            *r;
+    redisReply                      *reply;
+    ngx_http_api_key_redis_io_cb_t   cb;
+
+    for ( ;; ) {
+        r = NULL;
+
+        if (redisReaderGetReply(io->reader, &r) != REDIS_OK) {
+            ngx_http_api_key_io_error(io, REDIS_ERR_PROTOCOL,
+                                      io->reader->errstr, 0);
+            return NGX_DONE;
+        }
+
+        reply = r;
+
+        if (reply == NULL) {
+            break;
+        }
+
+        if (io->ncbs) {
+            cb = io->cbs[io->head];
+            io->head = (io->head + 1) % io->cap;
+            io->ncbs--;
+
+        } else if (reply->type == REDIS_REPLY_ERROR) {
+
+            /*
+             * an error nothing waited for: the server refuses the
+             * connection (maxclients, loading) or a subscription
+             * (NOPERM), and may close it: an error, its text kept
+             */
+
+            io->err = REDIS_ERR_OTHER;
+            (void) ngx_cpystrn((u_char *) io->errstr, (u_char *) reply->str,
+                               ngx_min(sizeof(io->errstr),
+                                       (size_t) reply->len + 1));
+            freeReplyObject(reply);
+            ngx_http_api_key_io_error(io, REDIS_ERR_OTHER, NULL, 0);
+            return NGX_DONE;
+
+        } else if (io->subscribed) {
+            cb.fn = io->sub_fn;
+            cb.privdata = NULL;
+
+        } else {
+            cb.fn = NULL;
+        }
+
+        if (cb.fn) {
+            ngx_http_api_key_io_run(io, cb.fn, reply, cb.privdata);
+        }
+
+        freeReplyObject(reply);
+
+        if (io->freeing) {
+            ngx_http_api_key_io_close_now(io);
+            return NGX_DONE;
+        }
+    }
+
+    if (io->disconnecting && io->ncbs == 0) {
+        ngx_http_api_key_io_close_now(io);
+        return NGX_DONE;
+    }
+
+    return NGX_OK;
 }
 
 
 static void
-ngx_http_api_key_del_read(void *data)
+ngx_http_api_key_io_run(ngx_http_api_key_redis_io_t *io,
+    ngx_http_api_key_redis_cb_pt fn, redisReply *reply, void *privdata)
 {
-    ngx_http_api_key_event(data, 0, 0);
+    io->in_callback = 1;
+    fn(io, reply, privdata);
+    io->in_callback = 0;
 }
 
+
+/* a command; its reply (or NULL) to fn(io, reply, privdata) */
+
+ngx_int_t
+ngx_http_api_key_redis_io_send(ngx_http_api_key_redis_io_t *io,
+    ngx_http_api_key_redis_cb_pt fn, void *privdata, int argc,
+    const char **argv, const size_t *argvlen)
+{
+    ngx_http_api_key_redis_io_cb_t  *cb;
+
+    if (io->disconnecting || io->freeing || io->ncbs >= io->cap) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_api_key_io_append(io, argc, argv, argvlen) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    cb = &io->cbs[(io->head + io->ncbs) % io->cap];
+    cb->fn = fn;
+    cb->privdata = privdata;
+    io->ncbs++;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A (P)SUBSCRIBE: no reply of its own waits in the ring; its confirmation
+ * and the messages go to fn(io, reply, NULL).
+ */
+
+ngx_int_t
+ngx_http_api_key_redis_io_subscribe(ngx_http_api_key_redis_io_t *io,
+    ngx_http_api_key_redis_cb_pt fn, int argc, const char **argv,
+    const size_t *argvlen)
+{
+    if (io->disconnecting || io->freeing) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_api_key_io_append(io, argc, argv, argvlen) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    io->subscribed = 1;
+    io->sub_fn = fn;
+
+    return NGX_OK;
+}
+
+
+/* the command, encoded, at the end of the output buffer */
+
+static ngx_int_t
+ngx_http_api_key_io_append(ngx_http_api_key_redis_io_t *io, int argc,
+    const char **argv, const size_t *argvlen)
+{
+    int                len;
+    char              *cmd;
+    size_t             size, unsent;
+    u_char            *out;
+    ngx_connection_t  *c;
+
+    len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+    if (len < 0) {
+        return NGX_ERROR;
+    }
+
+    unsent = io->out_len - io->out_pos;
+
+    if (io->out_size - io->out_len < (size_t) len) {
+
+        if (io->out_size - unsent >= (size_t) len) {
+            /* what was sent goes: the rest moves to the start */
+            ngx_memmove(io->out, io->out + io->out_pos, unsent);
+
+        } else {
+            for (size = io->out_size * 2; size - unsent < (size_t) len;
+                 size *= 2)
+            {
+                /* void */
+            }
+
+            out = ngx_alloc(size, io->log);
+            if (out == NULL) {
+                redisFreeCommand(cmd);
+                return NGX_ERROR;
+            }
+
+            ngx_memcpy(out, io->out + io->out_pos, unsent);
+            ngx_free(io->out);
+            io->out = out;
+            io->out_size = size;
+        }
+
+        io->out_pos = 0;
+        io->out_len = unsent;
+    }
+
+    ngx_memcpy(io->out + io->out_len, cmd, len);
+    io->out_len += len;
+
+    redisFreeCommand(cmd);
+
+    c = io->peer.connection;
+
+    /* written once this iteration's events are handled, all at once */
+
+    if (io->connected && c && !c->write->posted) {
+        ngx_post_event(c->write, &ngx_posted_events);
+    }
+
+    return NGX_OK;
+}
+
+
+/* no new command; closed once every command sent is answered */
 
 void
-ngx_http_api_key_redis_io_add_write(void *data)
+ngx_http_api_key_redis_io_disconnect(ngx_http_api_key_redis_io_t *io)
 {
-    ngx_http_api_key_event(data, 1, 1);
+    io->disconnecting = 1;
+
+    if (!io->in_callback && io->ncbs == 0) {
+        ngx_http_api_key_io_close_now(io);
+    }
 }
 
 
-static void
-ngx_http_api_key_del_write(void *data)
+/* closed now (or once the running callback returns), with on_disconnect */
+
+void
+ngx_http_api_key_redis_io_free(ngx_http_api_key_redis_io_t *io)
 {
-    ngx_http_api_key_event(data, 1, 0);
+    io->freeing = 1;
+
+    if (!io->in_callback) {
+        ngx_http_api_key_io_close_now(io);
+    }
 }
 
 
-/* hiredis is about to close the socket: release the nginx connection */
+/* a broken connection: err and errstr say why */
 
 static void
-ngx_http_api_key_cleanup_conn(void *data)
+ngx_http_api_key_io_error(ngx_http_api_key_redis_io_t *io, ngx_uint_t err,
+    const char *text, ngx_err_t errnum)
 {
-    ngx_connection_t             *c;
-    ngx_http_api_key_redis_io_t  *io = data;
+    if (io->err == 0) {
+        io->err = err;
+    }
 
-    c = io->c;
-    if (c == NULL) {
+    if (text) {
+        (void) ngx_cpystrn((u_char *) io->errstr, (u_char *) text,
+                           sizeof(io->errstr));
+
+    } else if (io->errstr[0] == '\0' && errnum) {
+        (void) ngx_cpystrn((u_char *) io->errstr, (u_char *) strerror(errnum),
+                           sizeof(io->errstr));
+
+    } else if (io->errstr[0] == '\0') {
+        (void) ngx_cpystrn((u_char *) io->errstr, (u_char *) "I/O error",
+                           sizeof(io->errstr));
+    }
+
+    /* the commands sent are answered NULL, none is taken meanwhile */
+    io->disconnecting = 1;
+
+    if (io->peer.connection) {
+        io->peer.connection->error = 1;
+    }
+
+    ngx_http_api_key_io_close_now(io);
+}
+
+
+/*
+ * The end (hiredis's order): the commands waiting are answered NULL, then
+ * the subscription's callback; the socket is closed; on_disconnect if it
+ * was connected; io is freed.
+ */
+
+static void
+ngx_http_api_key_io_close_now(ngx_http_api_key_redis_io_t *io)
+{
+    ngx_int_t                        status;
+    ngx_connection_t                *c;
+    ngx_http_api_key_redis_io_cb_t   cb;
+
+    if (io->closing) {
         return;
     }
 
-    ngx_http_api_key_del_read(io);
-    ngx_http_api_key_del_write(io);
+    io->closing = 1;
 
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
+    while (io->ncbs) {
+        cb = io->cbs[io->head];
+        io->head = (io->head + 1) % io->cap;
+        io->ncbs--;
+
+        if (cb.fn) {
+            ngx_http_api_key_io_run(io, cb.fn, NULL, cb.privdata);
+        }
     }
 
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
+    if (io->subscribed && io->sub_fn) {
+        ngx_http_api_key_io_run(io, io->sub_fn, NULL, NULL);
     }
 
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
+    c = io->peer.connection;
+
+    if (c) {
+        io->peer.connection = NULL;
+        ngx_close_connection(c);
     }
 
-    if (c->write->timer_set) {
-        ngx_del_timer(c->write);
+    if (io->connected && io->on_disconnect) {
+        status = (io->freeing || io->err == 0) ? NGX_OK : NGX_ERROR;
+        io->on_disconnect(io, status);
     }
 
-    ngx_free_connection(c);
-    c->fd = (ngx_socket_t) -1;
+    ngx_http_api_key_io_destroy(io);
+}
 
-    io->c = NULL;
+
+static void
+ngx_http_api_key_io_destroy(ngx_http_api_key_redis_io_t *io)
+{
+    if (io->reader) {
+        redisReaderFree(io->reader);
+    }
+
+    if (io->cbs) {
+        ngx_free(io->cbs);
+    }
+
+    if (io->rbuf) {
+        ngx_free(io->rbuf);
+    }
+
+    if (io->out) {
+        ngx_free(io->out);
+    }
+
+    ngx_free(io);
+}
+
+
+/*
+ * The connection's log: the text of nginx's last message about the socket
+ * (its errno included) is kept in io->errstr; alerts still go to the
+ * error log.
+ */
+
+static void
+ngx_http_api_key_io_log_writer(ngx_log_t *log, ngx_uint_t level, u_char *buf,
+    size_t len)
+{
+    u_char                       *p, *last;
+    ngx_http_api_key_redis_io_t  *io = log->wdata;
+
+    last = buf + len;
+
+    while (last > buf && (last[-1] == LF || last[-1] == CR)) {
+        last--;
+    }
+
+    /* "TIME [LEVEL] PID#TID: [*N ]TEXT" */
+
+    p = ngx_strlchr(buf, last, ']');
+    p = (p == NULL) ? buf : p;
+    p = ngx_strlchr(p, last, ':');
+    p = (p == NULL) ? buf : p + 1;
+
+    while (p < last && *p == ' ') {
+        p++;
+    }
+
+    if (p < last && *p == '*') {
+        while (p < last && *p != ' ') {
+            p++;
+        }
+
+        p += (p < last);
+    }
+
+    if (level <= NGX_LOG_ALERT) {
+        ngx_log_error(level, io->log, 0, "%*s", last - p, p);
+    }
+
+    if (level <= NGX_LOG_INFO) {
+        (void) ngx_cpystrn((u_char *) io->errstr, p,
+                           ngx_min(sizeof(io->errstr), (size_t) (last - p + 1)));
+    }
 }
 
 

@@ -243,6 +243,20 @@ ngx_http_api_key_parse_url(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf,
         ngx_memcpy(rcf->path.data, p, rcf->path.len);
         rcf->path.data[rcf->path.len] = '\0';
 
+        /* "unix:/path" as nginx parses it: a sockaddr_un */
+
+        ngx_memzero(&u, sizeof(ngx_url_t));
+
+        u.url.data = url->data;
+        u.url.len = last - url->data;
+
+        if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+            what = u.err ? u.err : "invalid socket path";
+            goto invalid;
+        }
+
+        rcf->addr = u.addrs[0];
+
         goto parse_db;
     }
 
@@ -312,24 +326,15 @@ ngx_http_api_key_parse_url(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf,
         goto invalid;
     }
 
-    /* the address as text (without the port), for redisAsyncConnect() */
+    /* the first address; its text (IP:port) is what nginx's logs show */
 
-    rcf->host.data = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
-    if (rcf->host.data == NULL) {
-        return NGX_ERROR;
-    }
-
-    rcf->host.len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen,
-                                  rcf->host.data, NGX_SOCKADDR_STRLEN, 0);
-    rcf->host.data[rcf->host.len] = '\0';
-
-    rcf->port = ngx_inet_get_port(u.addrs[0].sockaddr);
+    rcf->addr = u.addrs[0];
 
     if (u.naddrs > 1) {
         /* a name that resolved: a host, not a password */
         ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
                            "redis host \"%V\" has several addresses, "
-                           "using %V", &u.host, &rcf->host);
+                           "using %V", &u.host, &rcf->addr.name);
     }
 
 parse_db:
