@@ -106,14 +106,14 @@ $(MODULE): $(NGX_BUILD)/.configured $(GLUE_SRCS) $(CORE_LIB)
 
 module: $(MODULE)
 
-# --- apikeyctl, the ops CLI (synchronous hiredis is fine here) -------------
+# --- apikeyctl, the ops CLI (blocking sockets + OpenSSL; hiredis as codec) --
 
 $(BUILD)/cli/%.o: src/cli/%.cpp $(CORE_HDRS) $(wildcard src/cli/*.hpp) $(FLAGS_STAMP) $(CXX_STAMP)
 	@mkdir -p $(dir $@)
 	$(CXX) $(AK_CXXFLAGS) -Isrc/core -Isrc/cli -c -o $@ $<
 
 $(CLI): $(CLI_OBJS) $(CORE_LIB)
-	$(CXX) $(AK_LDFLAGS) -o $@ $^ -lhiredis -lcrypto
+	$(CXX) $(AK_LDFLAGS) -o $@ $^ -lhiredis -lssl -lcrypto
 
 cli: $(CLI)
 
@@ -131,11 +131,15 @@ $(CORE_LIB): $(CORE_OBJS)
 
 core-lib: $(CORE_LIB)
 
-$(BUILD)/unit/%.o: test/unit/%.cpp $(CORE_HDRS) $(wildcard test/unit/*.h) $(FLAGS_STAMP) $(CXX_STAMP)
+$(BUILD)/unit/%.o: test/unit/%.cpp $(CORE_HDRS) $(wildcard test/unit/*.h) $(wildcard src/cli/*.hpp) $(FLAGS_STAMP) $(CXX_STAMP)
 	@mkdir -p $(dir $@)
-	$(CXX) $(AK_CXXFLAGS) -Isrc/core -c -o $@ $<
+	$(CXX) $(AK_CXXFLAGS) -Isrc/core -Isrc/cli -c -o $@ $<
 
-$(BUILD)/unit_tests: $(UNIT_OBJS) $(CORE_LIB)
+# the pure parts of apikeyctl (the --redis URL, the TLS options) are
+# unit-tested too
+UNIT_CLI_OBJS = $(BUILD)/cli/url.o $(BUILD)/cli/util.o
+
+$(BUILD)/unit_tests: $(UNIT_OBJS) $(UNIT_CLI_OBJS) $(CORE_LIB)
 	$(CXX) $(AK_LDFLAGS) -o $@ $^ -lgtest -lgtest_main -lcrypto -pthread
 
 # UBSan reports make the unit tests fail (ASan's always do)

@@ -1,10 +1,15 @@
 #!/bin/sh
 # Installs what building, running and testing need (Debian 12), if missing,
 # and the packages given as arguments (bench/deps.sh adds its own).
+#   openssl                 the CLI: the tests make their certificates with it
+#   libio-socket-ssl-perl   the test harness's TLS connections to redis-server
+#   libnet-dns-perl         the test DNS server (Net::DNS::Nameserver)
+#   redis-tools             redis-cli (also a dependency of redis-server)
 set -e
 need=""
 for p in build-essential nginx nginx-dev libhiredis-dev libssl-dev \
-         redis-server libgtest-dev perl curl gdb "$@"; do
+         redis-server redis-tools libgtest-dev perl curl gdb openssl \
+         libio-socket-ssl-perl libnet-dns-perl "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
         || need="$need $p"
 done

@@ -44,6 +44,40 @@ Context::Context(const Args &args)
     }
     url_ = parse_redis_url(url);
 
+    /* TLS: each option, else its variable (named in messages as given) */
+    struct {
+        const char *opt;
+        const char *var;
+        std::string *value;
+        std::string *from;
+    } tls_opts[] = {
+        {"tls-ca", "APIKEY_TLS_CA", &tls_.ca, &tls_.ca_from},
+        {"tls-cert", "APIKEY_TLS_CERT", &tls_.cert, &tls_.cert_from},
+        {"tls-key", "APIKEY_TLS_KEY", &tls_.key, &tls_.key_from},
+        {"tls-name", "APIKEY_TLS_NAME", &tls_.name, &tls_.name_from},
+    };
+    for (auto &o : tls_opts) {
+        if (args.has(o.opt)) {
+            *o.value = args.get(o.opt);
+            *o.from = std::string("--") + o.opt;
+            if (o.value->empty()) {
+                usage_error(*o.from + ": must not be empty");
+            }
+        } else {
+            *o.value = env(o.var);
+            *o.from = o.var;
+        }
+    }
+    if (args.has("tls-insecure")) {
+        tls_.insecure = true;
+        tls_.insecure_from = "--tls-insecure";
+    } else {
+        tls_.insecure = parse_bool_env(env("APIKEY_TLS_INSECURE"),
+                                       "APIKEY_TLS_INSECURE");
+        tls_.insecure_from = "APIKEY_TLS_INSECURE";
+    }
+    check_tls_options(url_, tls_);
+
     if (args.has("password-file")) {
         if (url_.has_password) {
             usage_error("the password is given twice: in the --redis URL "
@@ -175,7 +209,7 @@ std::string Context::usage_key(const std::string &hex,
 Redis &Context::redis()
 {
     if (!redis_) {
-        redis_.reset(new Redis(url_, password_.str(), timeout_s_));
+        redis_.reset(new Redis(url_, password_.str(), timeout_s_, tls_));
     }
     return *redis_;
 }

@@ -54,6 +54,7 @@ public:
 
 private:
     RedisUrl url_;
+    TlsOptions tls_;
     SecretString password_;
     std::string prefix_;
     std::string channel_;

@@ -39,8 +39,8 @@ const char kMainHelp[] =
 "in shell history or ps.\n"
 "\n"
 "options (before or after the command):\n"
-"  --redis URL           redis://[user[:password]@]host:port[/db] or\n"
-"                        unix:/path.sock[?db=N]\n"
+"  --redis URL           redis://[user[:password]@]host:port[/db],\n"
+"                        rediss://... (TLS) or unix:/path.sock[?db=N]\n"
 "                        (env APIKEY_REDIS_URL; default redis://127.0.0.1:6379)\n"
 "  --password-file FILE  Redis password (env APIKEY_REDIS_PASSWORD); one\n"
 "                        trailing newline is not part of it. redis://user@...\n"
@@ -54,6 +54,18 @@ const char kMainHelp[] =
 "  --secret-file FILE    the HMAC secret, as api_key_hash secret_file=\n"
 "                        (env APIKEY_SECRET_FILE)\n"
 "  --timeout SECONDS     Redis connect and command timeout (default 2)\n"
+"\n"
+"TLS, for rediss:// URLs only (TLS 1.2 or later; the server certificate is\n"
+"verified against the system's CA certificates and the URL's host):\n"
+"  --tls-ca FILE         the CA certificates (PEM) to verify the server with,\n"
+"                        instead of the system's (env APIKEY_TLS_CA)\n"
+"  --tls-cert FILE       a client certificate (PEM, with its chain) and\n"
+"  --tls-key FILE        its private key (PEM), for servers that ask for one\n"
+"                        (env APIKEY_TLS_CERT, APIKEY_TLS_KEY)\n"
+"  --tls-name NAME       the name the server certificate must have, and the\n"
+"                        SNI, instead of the URL's host (env APIKEY_TLS_NAME)\n"
+"  --tls-insecure        do not verify the server (tests only; env\n"
+"                        APIKEY_TLS_INSECURE=1)\n"
 "  -h, --help            this help; \"apikeyctl COMMAND --help\" for a command\n"
 "  --version             the version\n"
 "\n"
@@ -185,8 +197,9 @@ const CommandInfo kCommands[] = {
 };
 
 const char kGlobalOptions[] =
-    "redis password-file prefix channel hash secret-file timeout";
-const char kGlobalFlags[] = "help version";
+    "redis password-file prefix channel hash secret-file timeout "
+    "tls-ca tls-cert tls-key tls-name";
+const char kGlobalFlags[] = "help version tls-insecure";
 
 
 bool in_list(const char *list, const std::string &name)

@@ -1,5 +1,7 @@
 /*
- * apikeyctl: a synchronous Redis connection (hiredis), RAII-wrapped.
+ * apikeyctl: a synchronous Redis connection.  hiredis is the RESP codec
+ * only (redisFormatCommandArgv encodes, a redisReader parses); the bytes go
+ * over conn.hpp's blocking socket, with TLS for rediss://.
  */
 
 #ifndef APIKEYCTL_REDIS_HPP
@@ -11,30 +13,10 @@
 
 #include <hiredis/hiredis.h>
 
+#include "conn.hpp"
+#include "url.hpp"
+
 namespace apikeyctl {
-
-/*
- * redis://[user[:password]@]host[:port][/db]  or  unix:/path.sock[?db=N],
- * as the module's api_key_redis: "user@" alone names an ACL user whose
- * password comes from elsewhere; an IPv6 host goes in brackets.
- */
-struct RedisUrl {
-    bool         unix_socket = false;
-    std::string  host;              /* without [] for IPv6 */
-    int          port = 6379;
-    std::string  path;
-    std::string  user;
-    std::string  password;
-    bool         has_password = false;
-    long         db = 0;
-
-    /* For messages: never holds the password. */
-    std::string  where() const;
-};
-
-/* Throws a usage Error naming the URL form on bad input. */
-RedisUrl parse_redis_url(const std::string &url);
-
 
 struct ReplyFree {
     void operator()(redisReply *r) const noexcept
@@ -46,11 +28,11 @@ struct ReplyFree {
 };
 using Reply = std::unique_ptr<redisReply, ReplyFree>;
 
-struct ContextFree {
-    void operator()(redisContext *c) const noexcept
+struct ReaderFree {
+    void operator()(redisReader *r) const noexcept
     {
-        if (c) {
-            redisFree(c);
+        if (r) {
+            redisReaderFree(r);
         }
     }
 };
@@ -61,11 +43,14 @@ using Argv = std::vector<std::string>;
 class Redis {
 public:
     /*
-     * Connects (connect timeout and command timeout: timeout_s each),
-     * authenticates and selects the database.  Any failure throws
-     * Error(kExitRedis) with a clear message.
+     * Connects (connect timeout and command timeout: timeout_s each; TLS
+     * for a rediss:// URL, with `tls`), authenticates and selects the
+     * database.  Any failure throws Error(kExitRedis) with a clear message
+     * (kExitUsage for an unusable TLS file).
      */
-    Redis(const RedisUrl &url, const std::string &password, double timeout_s);
+    Redis(const RedisUrl &url, const std::string &password, double timeout_s,
+          const TlsOptions &tls = TlsOptions());
+    ~Redis();
 
     Redis(const Redis &) = delete;
     Redis &operator=(const Redis &) = delete;
@@ -76,16 +61,19 @@ public:
     /* One command; an error reply is returned to the caller. */
     Reply cmd_raw(const Argv &argv);
 
-    /* Pipelining: queue commands, then read their replies in order. */
+    /* Pipelining: queue commands, then read their replies in order (the
+     * first next() sends what is queued). */
     void append(const Argv &argv);
     Reply next();           /* error replies are returned, not thrown */
 
     const std::string &where() const noexcept { return where_; }
 
 private:
-    [[noreturn]] void io_failure(const char *during);
+    void flush();
 
-    std::unique_ptr<redisContext, ContextFree> ctx_;
+    std::unique_ptr<Conn> conn_;
+    std::unique_ptr<redisReader, ReaderFree> reader_;
+    std::string out_;       /* encoded commands not sent yet */
     std::string where_;
     double timeout_s_;
 };

@@ -17,6 +17,8 @@ package ApiKeyTest;
 # them on stderr at the end).
 #
 # Final checks: when the test calls done_testing (or at its end), every
+# DNS server it started (ApiKeyTest::Dns) is stopped and must have run
+# without dying or writing on stderr, and every
 # nginx it started is stopped and gets one more test: its error log has no
 # [alert], [crit], [emerg] or "exited on signal" line, neither log (error or
 # access) holds a raw key made by the key helpers (random_key, checksum_key,
@@ -43,9 +45,17 @@ package ApiKeyTest;
 # placeholder left unresolved is an error.
 #
 # Summary of the API (details at each package):
-#   Redis:   start(%o) port socket_path dir pid cmd try_cmd client(%o) monitor
-#            pause resume pause_guard stop start_again restart other_clients
-#            wait_clients log
+#   Redis:   start(%o) port host url tls socket_path dir pid cmd try_cmd
+#            client(%o) monitor pause resume pause_guard stop start_again
+#            restart(tls => ...) tls_reload other_clients wait_clients log;
+#            start(tls => {...}) runs it with TLS only (rediss://)
+#   Tls:     ApiKeyTest::Tls->new: test certificates made with the openssl
+#            CLI: ca server_cert server_key client_cert client_key other_ca
+#            other_server_cert other_server_key cert_for(name, %o)
+#            redis_tls(%o) dir
+#   Dns:     ApiKeyTest::Dns->start(records => {name => addr}): a DNS server
+#            on a loopback port (UDP and TCP): port addr resolver_line
+#            set(name => addr | [addrs] | undef) set_mode lookup queries stop
 #   Nginx:   start(%o) check_config(%o) line_of port(name) dir conf_path
 #            conf_text reload(%o) reload_error stop stop_forced stop_seconds
 #            worker_pids all_worker_pids master_pid error_log access_log
@@ -70,7 +80,10 @@ package ApiKeyTest;
 #   ApiKeyTest/Redis.pm              ApiKeyTest::Redis (a redis-server)
 #   ApiKeyTest/Redis/Monitor.pm      ApiKeyTest::Redis::Monitor (->monitor)
 #   ApiKeyTest/Redis/PauseGuard.pm   ApiKeyTest::Redis::PauseGuard (->pause_guard)
-#   ApiKeyTest/RedisClient.pm        ApiKeyTest::RedisClient (RESP2 client)
+#   ApiKeyTest/RedisClient.pm        ApiKeyTest::RedisClient (RESP2 client,
+#                                    plaintext or TLS)
+#   ApiKeyTest/Tls.pm                ApiKeyTest::Tls (test certificates)
+#   ApiKeyTest/Dns.pm                ApiKeyTest::Dns (a test DNS server)
 #   ApiKeyTest/RedisError.pm         ApiKeyTest::RedisError (an error reply)
 #   ApiKeyTest/Response.pm           ApiKeyTest::Response (an HTTP response)
 #   ApiKeyTest/HTTPConn.pm           ApiKeyTest::HTTPConn (keep-alive)
@@ -106,6 +119,8 @@ use ApiKeyTest::Redis;
 use ApiKeyTest::Redis::Monitor;
 use ApiKeyTest::Redis::PauseGuard;
 use ApiKeyTest::Nginx;
+use ApiKeyTest::Tls;
+use ApiKeyTest::Dns;
 
 our @EXPORT = qw(
     module_path require_module free_port wait_until slurp spew tmpdir
@@ -315,6 +330,14 @@ sub _final_checks {
             $tb->diag(join "\n", @f);
         }
     }
+    $i = 0;
+    for my $d (@ApiKeyTest::Dns::SERVERS) {
+        $i++;
+        my $p = $d->stop;    # already stopped by _cleanup_all: its findings
+        next if $quiet && !length $p;
+        $tb->ok(!length $p, "final check of DNS server $i: ran cleanly");
+        $tb->diag($p) if length $p;
+    }
     for my $n (@CHECKED) {
         my @f = _final_findings($n, sanitizer_only => 1) or next;
         $tb->ok(0, "nginx -t in $n->{dir}: no sanitizer report");
@@ -394,6 +417,7 @@ sub _cleanup_all {
     for my $r (@REDIS) { eval { $r->resume if $r->{paused} } }
     for my $n (@NGINX) { eval { $n->stop } }
     for my $r (@REDIS) { eval { $r->stop } }
+    for my $d (@ApiKeyTest::Dns::SERVERS) { eval { $d->stop } }
 }
 
 # ---------------------------------------------------------------------------

@@ -2,12 +2,29 @@ package ApiKeyTest::Redis;
 
 # my $r = ApiKeyTest::Redis->start(
 #     port => P (default: a free one; 0: no TCP, unix socket only),
+#     bind => '127.0.0.2' (default 127.0.0.1; all of 127/8 is loopback),
 #     unixsocket => 1 | PATH, requirepass => PW,
 #     users => ['alice on >pw ~* &* +@all', ...],   # ACL "user" lines
-#     config => ["notify-keyspace-events Kgh", ...]);
-# $r->port, ->socket_path, ->cmd(@args), ->try_cmd, ->client(%o) (a new
-# connection), ->pause, ->resume, ->pause_guard, ->stop, ->start_again,
-# ->restart (same port and configuration, empty data), ->log.
+#     config => ["notify-keyspace-events Kgh", ...],
+#     tls => { cert => PEM, key => PEM, ca => PEM,
+#              auth_clients => 'no' | 'yes' | 'optional' (default no),
+#              client_cert => PEM, client_key => PEM });
+# $r->port, ->host, ->url, ->socket_path, ->cmd(@args), ->try_cmd,
+# ->client(%o) (a new connection), ->pause, ->resume, ->pause_guard, ->stop,
+# ->start_again, ->restart (same port and configuration, empty data), ->log.
+#
+# TLS: with tls => {...} the server listens with TLS only (port 0,
+# tls-port P): ->port is the TLS port, ->tls is true, ->url is
+# rediss://HOST:P.  ApiKeyTest::Tls->redis_tls(...) makes the hash.  The
+# harness's own connections (cmd, client, monitor, wait_clients, ...) speak
+# TLS (IO::Socket::SSL) and present client_cert/client_key when given; they
+# do not verify the server (tests of verification use their own client:
+# ->client(verify => 1, name => 'localhost')).  ->client(plain => 1) speaks
+# plaintext to the TLS port, ->client(tls => { client_cert => undef, ... })
+# overrides the TLS options of one connection.  A new certificate:
+# ->restart(tls => { cert => C, key => K }) (restarts with it; the other
+# TLS options stay), or ->tls_reload(cert => C, key => K) (CONFIG SET: new
+# connections get it, existing ones stay).
 #
 # Part of the test harness: loaded by t/lib/ApiKeyTest.pm (use ApiKeyTest;),
 # whose functions it calls.
@@ -29,14 +46,33 @@ sub start {
         users => $o{users} // [],
         config => $o{config} // [],
         auth => $o{auth},    # [user, password] for the harness's own connection
+        bind => $o{bind} // '127.0.0.1',
+        tls => $o{tls} ? { auth_clients => 'no', %{ $o{tls} } } : undef,
     }, $class;
+    if (my $t = $self->{tls}) {
+        for (qw(cert key ca)) {
+            croak "tls => { $_ => ... } is needed" unless defined $t->{$_};
+        }
+        croak "tls: auth_clients must be no, yes or optional"
+            unless $t->{auth_clients} =~ /^(?:no|yes|optional)$/;
+    }
     if ($o{unixsocket}) {
         $self->{socket_path} = $o{unixsocket} eq '1'
             ? "$self->{dir}/redis.sock" : $o{unixsocket};
     }
+    push @ApiKeyTest::REDIS, $self;
+    $self->_write_conf;
+    $self->_spawn;
+    return $self;
+}
+
+sub _write_conf {
+    my ($self) = @_;
+    my $t = $self->{tls};
     my @c = (
-        "port $self->{port}",
-        "bind 127.0.0.1",
+        ($t ? ("port 0", "tls-port $self->{port}")
+            : ("port $self->{port}")),
+        "bind $self->{bind}",
         "save \"\"",
         "appendonly no",
         "dir $self->{dir}",
@@ -49,11 +85,12 @@ sub start {
     }
     push @c, "requirepass $self->{requirepass}" if defined $self->{requirepass};
     push @c, "user $_" for @{ $self->{users} };
+    if ($t) {
+        push @c, "tls-cert-file $t->{cert}", "tls-key-file $t->{key}",
+            "tls-ca-cert-file $t->{ca}", "tls-auth-clients $t->{auth_clients}";
+    }
     push @c, @{ $self->{config} };
     ApiKeyTest::spew("$self->{dir}/redis.conf", join("\n", @c) . "\n");
-    push @ApiKeyTest::REDIS, $self;
-    $self->_spawn;
-    return $self;
 }
 
 sub _spawn {
@@ -82,7 +119,8 @@ sub _spawn {
         kill 'KILL', $pid;
         waitpid $pid, 0;
         delete $self->{pid};
-        croak "redis-server did not start on port $self->{port}:\n$log";
+        croak "redis-server did not start on port $self->{port}"
+            . ($self->{tls} ? ' (TLS)' : '') . ":\n$log";
     }
 }
 
@@ -97,9 +135,19 @@ sub _new_client {
         %auth = (password => $self->{requirepass});
     }
     delete $auth{user} unless defined $auth{user};
-    my %where = $self->{port} ? (port => $self->{port})
+    my %where = $self->{port} ? (host => $self->{bind}, port => $self->{port})
                               : (path => $self->{socket_path});
-    return ApiKeyTest::RedisClient->new(%where, %auth,
+    my %tls;
+    if ($self->{tls} && $self->{port} && !$o{plain}) {
+        my $t = $self->{tls};
+        %tls = (tls => {
+            cert => $t->{client_cert}, key => $t->{client_key},
+            %{ $o{tls} // {} },
+            ($o{verify} ? (verify => 1, ca => $o{ca} // $t->{ca},
+                           name => $o{name} // $self->{bind}) : ()),
+        });
+    }
+    return ApiKeyTest::RedisClient->new(%where, %auth, %tls,
                                         timeout => $o{timeout} // 5,
                                         db => $o{db});
 }
@@ -108,6 +156,27 @@ sub _new_client {
 sub client { my ($self, %o) = @_; $self->_new_client(%o) }
 
 sub port        { $_[0]{port} }
+sub host        { $_[0]{bind} }
+sub tls         { $_[0]{tls} }
+
+# url(host => NAME (default the bind address), db => N, user => U,
+#     password => P): redis://HOST:PORT or rediss://HOST:PORT for a TLS
+# server; unix:PATH for a server without TCP
+sub url {
+    my ($self, %o) = @_;
+    unless ($self->{port}) {
+        return "unix:$self->{socket_path}" . ($o{db} ? "?db=$o{db}" : '');
+    }
+    my $auth = '';
+    if (defined $o{user} || defined $o{password}) {
+        $auth = ($o{user} // '') . (defined $o{password} ? ":$o{password}" : '')
+            . '@';
+    }
+    my $h = $o{host} // $self->{bind};
+    $h = "[$h]" if $h =~ /:/;
+    return ($self->{tls} ? 'rediss' : 'redis') . "://$auth$h:$self->{port}"
+        . (defined $o{db} ? "/$o{db}" : '');
+}
 sub socket_path { $_[0]{socket_path} }
 sub dir         { $_[0]{dir} }
 sub pid         { $_[0]{pid} }
@@ -165,7 +234,7 @@ sub stop {
     }
     # the port must be free before someone starts a server on it again
     ApiKeyTest::wait_until(sub {
-        !IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{port},
+        !IO::Socket::INET->new(PeerAddr => $self->{bind}, PeerPort => $self->{port},
                                Proto => 'tcp', Timeout => 1)
     }, timeout => 5) if $self->{port};
     return 1;
@@ -179,10 +248,36 @@ sub start_again {
     return $self;
 }
 
+# restart(tls => { cert => C, key => K, ... }): the TLS options given
+# replace those of the start (e.g. a new server certificate)
 sub restart {
-    my ($self) = @_;
+    my ($self, %o) = @_;
     $self->stop;
+    if ($o{tls}) {
+        croak "restart(tls => ...): not a TLS redis" unless $self->{tls};
+        $self->{tls} = { %{ $self->{tls} }, %{ $o{tls} } };
+        $self->_write_conf;
+    }
     $self->start_again;
+}
+
+# tls_reload(cert => C, key => K, ca => A, auth_clients => ...): CONFIG SET
+# on the running server (new connections see it) and in the configuration
+# of later restarts
+sub tls_reload {
+    my ($self, %o) = @_;
+    croak "tls_reload: not a TLS redis" unless $self->{tls};
+    my %name = (cert => 'tls-cert-file', key => 'tls-key-file',
+                ca => 'tls-ca-cert-file', auth_clients => 'tls-auth-clients');
+    my @set;
+    for my $k (sort keys %o) {
+        croak "tls_reload: unknown option $k" unless $name{$k};
+        push @set, $name{$k}, $o{$k};
+    }
+    $self->cmd('CONFIG', 'SET', @set);
+    $self->{tls} = { %{ $self->{tls} }, %o };
+    $self->_write_conf;
+    return 1;
 }
 
 # my $m = $r->monitor; ... ; my @cmds = $m->commands(0.3): MONITOR lines

@@ -1,7 +1,11 @@
 package ApiKeyTest::RedisClient;
 
 # A tiny RESP2 client.  ApiKeyTest::RedisClient->new(port => P | path => S,
-# user => U, password => P, timeout => 5).  cmd(@args) returns the decoded
+# host => H (default 127.0.0.1), user => U, password => P, timeout => 5,
+# tls => { cert => PEM, key => PEM (a client certificate),
+#          verify => 1, ca => PEM, name => NAME (check the server) }).
+# With tls the connection is IO::Socket::SSL (non-blocking after the
+# handshake); without verify the server certificate is not checked.  cmd(@args) returns the decoded
 # reply (arrays as array refs, nil as undef) and dies on an error reply or a
 # timeout; try_cmd(@args) returns ($reply, $error_string).
 #
@@ -31,11 +35,31 @@ sub _connect {
     if (defined $self->{path}) {
         $s = IO::Socket::UNIX->new(Peer => $self->{path}, Type => Socket::SOCK_STREAM())
             or croak "redis connect $self->{path}: $!";
+    } elsif (my $t = $self->{tls}) {
+        require IO::Socket::SSL;
+        my $host = $self->{host} // '127.0.0.1';
+        my %v = $t->{verify}
+            ? (SSL_verify_mode => IO::Socket::SSL::SSL_VERIFY_PEER(),
+               SSL_ca_file => $t->{ca},
+               SSL_verifycn_scheme => 'default',
+               SSL_verifycn_name => $t->{name} // $host)
+            : (SSL_verify_mode => IO::Socket::SSL::SSL_VERIFY_NONE());
+        my $sni = $t->{name} // $host;
+        $s = IO::Socket::SSL->new(
+            PeerAddr => $host, PeerPort => $self->{port}, Proto => 'tcp',
+            Timeout => $self->{timeout}, %v,
+            SSL_hostname => ($sni =~ /^[\d.]+$|:/ ? '' : $sni),
+            (defined $t->{cert} ? (SSL_cert_file => $t->{cert},
+                                   SSL_key_file => $t->{key}) : ()),
+        ) or croak "redis connect $host:$self->{port} (TLS): "
+            . ($IO::Socket::SSL::SSL_ERROR || $!);
+        $s->blocking(0);
     } else {
-        $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+        my $host = $self->{host} // '127.0.0.1';
+        $s = IO::Socket::INET->new(PeerAddr => $host,
                                    PeerPort => $self->{port}, Proto => 'tcp',
                                    Timeout => $self->{timeout})
-            or croak "redis connect 127.0.0.1:$self->{port}: $!";
+            or croak "redis connect $host:$self->{port}: $!";
     }
     $self->{s} = $s;
     $self->{buf} = '';
@@ -76,8 +100,10 @@ sub _fill {
     my ($self, $deadline) = @_;
     my $left = $deadline - time;
     die "redis: timeout waiting for a reply\n" if $left <= 0;
+    # TLS: bytes already decrypted are not seen by select
+    my $pending = $self->{tls} && $self->{s}->pending;
     my $sel = IO::Select->new($self->{s});
-    return unless $sel->can_read($left);
+    return unless $pending || $sel->can_read($left);
     my $n = sysread($self->{s}, $self->{buf}, 65536, length $self->{buf});
     if (!defined $n) {
         return if $! == EINTR || $! == EAGAIN;

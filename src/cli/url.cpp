@@ -1,0 +1,280 @@
+/*
+ * apikeyctl: the --redis URL and the TLS options (pure: no I/O).
+ */
+
+#include "url.hpp"
+
+#include "util.hpp"
+
+#include <arpa/inet.h>
+#include <cstdint>
+
+namespace apikeyctl {
+
+static const char kUrlForms[] =
+    "expected redis://[user[:password]@]host:port[/db], the same with "
+    "rediss:// (TLS), or unix:/path.sock[?db=N]";
+
+
+std::string RedisUrl::where() const
+{
+    if (unix_socket) {
+        return "unix:" + path;
+    }
+
+    std::string h = host.find(':') != std::string::npos ? "[" + host + "]"
+                                                        : host;
+    return h + ":" + std::to_string(port) + (tls ? " (TLS)" : "");
+}
+
+
+static long parse_db(const std::string &db)
+{
+    uint64_t v;
+    if (!parse_uint(db, 1000000, &v)) {
+        /* not echoed: a URL missing its '@' may have a password here */
+        usage_error("invalid --redis URL: the database must be a number "
+                    "from 0 to 1000000");
+    }
+    return static_cast<long>(v);
+}
+
+
+RedisUrl parse_redis_url(const std::string &url)
+{
+    RedisUrl u;
+
+    /* never echo the URL itself: it may hold a password */
+
+    if (url.size() > 5 && url.compare(0, 5, "unix:") == 0) {
+        u.unix_socket = true;
+        std::string rest = url.substr(5);
+        size_t q = rest.find('?');
+
+        if (q != std::string::npos) {
+            std::string query = rest.substr(q);
+            if (query.size() < 5 || query.compare(0, 4, "?db=") != 0) {
+                usage_error(std::string("invalid --redis URL: ") + kUrlForms);
+            }
+            u.db = parse_db(query.substr(4));
+            rest = rest.substr(0, q);
+        }
+
+        if (rest.empty() || rest[0] != '/') {
+            usage_error(std::string("invalid --redis URL: the socket path "
+                                    "must be absolute; ") + kUrlForms);
+        }
+
+        u.path = rest;
+        return u;
+    }
+
+    std::string rest;
+
+    if (url.size() > 8 && url.compare(0, 8, "redis://") == 0) {
+        rest = url.substr(8);
+
+    } else if (url.size() > 9 && url.compare(0, 9, "rediss://") == 0) {
+        u.tls = true;
+        rest = url.substr(9);
+
+    } else {
+        usage_error(std::string("invalid --redis URL: ") + kUrlForms);
+    }
+
+    /*
+     * The userinfo ends at the last '@' of the whole URL, not of the part
+     * before the first '/': a password may hold a '/' (neither a host nor a
+     * database ever holds an '@'), and it must not end up in the host or the
+     * database, which error messages would name.
+     */
+    size_t at = rest.rfind('@');
+    std::string userinfo;
+    if (at != std::string::npos) {
+        userinfo = rest.substr(0, at);
+        rest = rest.substr(at + 1);
+    }
+
+    size_t slash = rest.find('/');
+    std::string authority = rest.substr(0, slash);
+
+    if (slash != std::string::npos) {
+        std::string db = rest.substr(slash + 1);
+        if (!db.empty()) {
+            u.db = parse_db(db);
+        }
+    }
+
+    if (at != std::string::npos) {
+        size_t colon = userinfo.find(':');
+
+        if (colon != std::string::npos) {
+            u.user = userinfo.substr(0, colon);
+            u.password = userinfo.substr(colon + 1);
+        } else {
+            /* redis://user@host: the password comes from --password-file
+             * or APIKEY_REDIS_PASSWORD, as the module's password_file */
+            u.user = userinfo;
+        }
+
+        u.has_password = !u.password.empty();
+    }
+
+    std::string port;
+
+    if (!authority.empty() && authority[0] == '[') {
+        size_t close = authority.find(']');
+        if (close == std::string::npos) {
+            usage_error(std::string("invalid --redis URL: unclosed [ in the "
+                                    "host; ") + kUrlForms);
+        }
+        u.host = authority.substr(1, close - 1);
+        std::string after = authority.substr(close + 1);
+        if (!after.empty()) {
+            if (after[0] != ':') {
+                usage_error(std::string("invalid --redis URL: ") + kUrlForms);
+            }
+            port = after.substr(1);
+            if (port.empty()) {
+                usage_error("invalid --redis URL: empty port");
+            }
+        }
+    } else {
+        size_t colon = authority.rfind(':');
+        if (colon != std::string::npos
+            && authority.find(':') != colon)
+        {
+            usage_error("invalid --redis URL: write an IPv6 address in "
+                        "brackets, as redis://[::1]:6379");
+        }
+        u.host = authority.substr(0, colon);
+        if (colon != std::string::npos) {
+            port = authority.substr(colon + 1);
+            if (port.empty()) {
+                usage_error("invalid --redis URL: empty port");
+            }
+        }
+    }
+
+    if (u.host.empty()) {
+        usage_error(std::string("invalid --redis URL: no host; ") + kUrlForms);
+    }
+
+    if (has_control_chars(u.host)) {
+        /* not echoed either: it may be a mistyped password */
+        usage_error("invalid --redis URL: control characters in the host");
+    }
+
+    if (!port.empty()) {
+        uint64_t p;
+        if (!parse_uint(port, 65535, &p) || p == 0) {
+            /* not echoed: in redis://user:password (no host) the
+             * password would be read as the port */
+            usage_error("invalid --redis URL: the port must be a number "
+                        "from 1 to 65535");
+        }
+        u.port = static_cast<int>(p);
+    }
+
+    return u;
+}
+
+
+bool is_ip_literal(const std::string &s)
+{
+    unsigned char buf[16];
+
+    return inet_pton(AF_INET, s.c_str(), buf) == 1
+           || inet_pton(AF_INET6, s.c_str(), buf) == 1;
+}
+
+
+static bool is_host_name(const std::string &s)
+{
+    if (s.empty() || s.size() > 253) {
+        return false;
+    }
+
+    for (char c : s) {
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+                  || (c >= '0' && c <= '9') || c == '.' || c == '-'
+                  || c == '_';
+        if (!ok) {
+            return false;
+        }
+    }
+
+    return s.front() != '.' && s.front() != '-';
+}
+
+
+void check_tls_options(const RedisUrl &url, const TlsOptions &tls)
+{
+    if (!url.tls) {
+        const std::string *from = nullptr;
+
+        if (!tls.ca.empty()) {
+            from = &tls.ca_from;
+        } else if (!tls.cert.empty()) {
+            from = &tls.cert_from;
+        } else if (!tls.key.empty()) {
+            from = &tls.key_from;
+        } else if (!tls.name.empty()) {
+            from = &tls.name_from;
+        } else if (tls.insecure) {
+            from = &tls.insecure_from;
+        }
+
+        if (from) {
+            usage_error(*from + " is a TLS option: the --redis URL must "
+                        "then be rediss://...");
+        }
+        return;
+    }
+
+    if (tls.cert.empty() != tls.key.empty()) {
+        usage_error(tls.cert.empty()
+                    ? tls.key_from + " needs a client certificate too ("
+                      + tls.cert_from + ")"
+                    : tls.cert_from + " needs its private key too ("
+                      + tls.key_from + ")");
+    }
+
+    if (tls.insecure && !tls.ca.empty()) {
+        usage_error(tls.insecure_from + " does not verify the server: "
+                    + tls.ca_from + " would be ignored (give one of them)");
+    }
+
+    if (tls.insecure && !tls.name.empty()) {
+        usage_error(tls.insecure_from + " does not verify the server: "
+                    + tls.name_from + " would be ignored (give one of them)");
+    }
+
+    if (!tls.name.empty() && !is_ip_literal(tls.name)
+        && !is_host_name(tls.name))
+    {
+        usage_error(tls.name_from + " " + quoted(tls.name)
+                    + ": expected a host name or an address");
+    }
+}
+
+
+std::string tls_expected_name(const RedisUrl &url, const TlsOptions &tls)
+{
+    return tls.name.empty() ? url.host : tls.name;
+}
+
+
+bool parse_bool_env(const std::string &v, const char *what)
+{
+    if (v.empty() || v == "0" || v == "no" || v == "false" || v == "off") {
+        return false;
+    }
+    if (v == "1" || v == "yes" || v == "true" || v == "on") {
+        return true;
+    }
+    usage_error(std::string(what) + " " + quoted(v)
+                + ": expected 1, yes, true, on or 0, no, false, off");
+}
+
+} // namespace apikeyctl
