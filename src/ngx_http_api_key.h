@@ -19,8 +19,9 @@
  *                               a key: walk them, strip the key (api_key_strip)
  * ngx_http_api_key_redis.c      Redis connections and the command queue
  * ngx_http_api_key_redis_io.c   one Redis connection on nginx's events:
- *                               connect, write, read (hiredis: RESP only)
- * ngx_http_api_key_redis_url.c  api_key_redis's URL and parameters
+ *                               connect, TLS, write, read (hiredis: RESP only)
+ * ngx_http_api_key_redis_url.c  api_key_redis's URL and parameters, the TLS
+ *                               context of rediss://
  * ngx_http_api_key_zone.c       api_key_zone: the directive, the zone's init
  * ngx_http_api_key_wait.c       requests waiting on a read or a lease
  * ngx_http_api_key.h            this: types, names, inline counters
@@ -280,6 +281,9 @@ typedef struct {
     ngx_atomic_t                  latency_sum_us;
     ngx_atomic_t                  latency_count;
     ak_evlog_t                    evlog;     /* events applied on this node */
+    ngx_atomic_t                  reconnects[NGX_HTTP_API_KEY_NCONNS];
+    ngx_atomic_t                  tls_failures[NGX_HTTP_API_KEY_NCONNS];
+    ngx_atomic_t                  tls_reused[NGX_HTTP_API_KEY_NCONNS];
 } ngx_http_api_key_shctx_t;
 
 
@@ -302,7 +306,20 @@ typedef struct {
                                                 address as text (IP:port,
                                                 unix:/path) */
     ngx_str_t                     path;      /* unix socket, NUL-terminated */
+    ngx_str_t                     host;      /* as written in the url, no
+                                                brackets, NUL-terminated */
     ngx_int_t                     db;
+    ngx_flag_t                    tls;       /* rediss:// */
+    ngx_flag_t                    tls_verify;
+    ngx_str_t                     tls_ca;    /* full paths; empty: none */
+    ngx_str_t                     tls_cert;
+    ngx_str_t                     tls_key;
+    ngx_str_t                     tls_name;  /* checked in the certificate,
+                                                NUL-terminated */
+    ngx_str_t                     tls_sni;   /* sent (a name, not an IP) */
+#if (NGX_SSL)
+    ngx_ssl_t                    *ssl;       /* at configuration time */
+#endif
     ngx_str_t                     user;
     ngx_str_t                     password;
     ngx_msec_t                    timeout;

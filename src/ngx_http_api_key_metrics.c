@@ -224,6 +224,26 @@ ngx_http_api_key_metrics_handler(ngx_http_request_t *r)
             "# TYPE api_key_redis_disconnects_total counter\n"
             "api_key_redis_disconnects_total{connection=\"commands\"} %uA\n"
             "api_key_redis_disconnects_total{connection=\"events\"} %uA\n"
+            "# HELP api_key_redis_reconnects_total Redis connections "
+            "opened again after one was lost or failed, all workers.\n"
+            "# TYPE api_key_redis_reconnects_total counter\n"
+            "api_key_redis_reconnects_total{connection=\"commands\"} %uA\n"
+            "api_key_redis_reconnects_total{connection=\"events\"} %uA\n"
+            "# HELP api_key_redis_tls_handshake_failures_total TLS "
+            "handshakes that failed or whose certificate was refused, all "
+            "workers.\n"
+            "# TYPE api_key_redis_tls_handshake_failures_total counter\n"
+            "api_key_redis_tls_handshake_failures_total"
+            "{connection=\"commands\"} %uA\n"
+            "api_key_redis_tls_handshake_failures_total"
+            "{connection=\"events\"} %uA\n"
+            "# HELP api_key_redis_tls_sessions_reused_total TLS connections "
+            "that resumed an earlier session, all workers.\n"
+            "# TYPE api_key_redis_tls_sessions_reused_total counter\n"
+            "api_key_redis_tls_sessions_reused_total"
+            "{connection=\"commands\"} %uA\n"
+            "api_key_redis_tls_sessions_reused_total"
+            "{connection=\"events\"} %uA\n"
             "# HELP api_key_redis_connected Whether the worker answering "
             "this scrape is connected.\n"
             "# TYPE api_key_redis_connected gauge\n"
@@ -234,6 +254,12 @@ ngx_http_api_key_metrics_handler(ngx_http_request_t *r)
             sh->connects[NGX_HTTP_API_KEY_CONN_EVENTS],
             sh->disconnects[NGX_HTTP_API_KEY_CONN_COMMANDS],
             sh->disconnects[NGX_HTTP_API_KEY_CONN_EVENTS],
+            sh->reconnects[NGX_HTTP_API_KEY_CONN_COMMANDS],
+            sh->reconnects[NGX_HTTP_API_KEY_CONN_EVENTS],
+            sh->tls_failures[NGX_HTTP_API_KEY_CONN_COMMANDS],
+            sh->tls_failures[NGX_HTTP_API_KEY_CONN_EVENTS],
+            sh->tls_reused[NGX_HTTP_API_KEY_CONN_COMMANDS],
+            sh->tls_reused[NGX_HTTP_API_KEY_CONN_EVENTS],
             ngx_http_api_key_redis_state(NGX_HTTP_API_KEY_CONN_COMMANDS),
             ngx_http_api_key_redis_state(NGX_HTTP_API_KEY_CONN_EVENTS));
     }

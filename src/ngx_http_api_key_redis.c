@@ -190,6 +190,8 @@ ngx_http_api_key_redis_exit_worker(ngx_cycle_t *cycle)
 
     ngx_http_api_key_rconn_close(&ngx_http_api_key_cmd);
     ngx_http_api_key_rconn_close(&ngx_http_api_key_sub);
+
+    ngx_http_api_key_redis_io_cleanup();
 }
 
 
@@ -381,9 +383,16 @@ ngx_http_api_key_rconn_schedule(ngx_http_api_key_rconn_t *rc)
 static void
 ngx_http_api_key_rconn_reconnect_handler(ngx_event_t *ev)
 {
+    ngx_http_api_key_shctx_t  *sh;
     ngx_http_api_key_rconn_t  *rc = ev->data;
 
     if (rc->io == NULL) {
+        sh = ngx_http_api_key_first_sh(ngx_http_api_key_amcf);
+
+        if (sh) {
+            ngx_http_api_key_count(&sh->reconnects[rc->conn]);
+        }
+
         ngx_http_api_key_rconn_connect(rc);
     }
 }
@@ -428,7 +437,13 @@ ngx_http_api_key_rconn_on_connect(ngx_http_api_key_redis_io_t *io,
         ngx_del_timer(&rc->connect_timer);
     }
 
+    sh = ngx_http_api_key_first_sh(ngx_http_api_key_amcf);
+
     if (status != NGX_OK) {
+        if (sh && io->tls_failed) {
+            ngx_http_api_key_count(&sh->tls_failures[rc->conn]);
+        }
+
         if (!rc->failing) {
             ngx_log_error(NGX_LOG_ERR, rc->log, 0,
                           "api_key: redis %s connection to \"%V\" failed: %s",
@@ -449,10 +464,12 @@ ngx_http_api_key_rconn_on_connect(ngx_http_api_key_redis_io_t *io,
                    "api_key: redis %s connection to \"%V\": connected",
                    rc->name, &rc->conf->url_redacted);
 
-    sh = ngx_http_api_key_first_sh(ngx_http_api_key_amcf);
-
     if (sh) {
         ngx_http_api_key_count(&sh->connects[rc->conn]);
+
+        if (io->tls_reused) {
+            ngx_http_api_key_count(&sh->tls_reused[rc->conn]);
+        }
     }
 
     /*
@@ -488,6 +505,11 @@ ngx_http_api_key_rconn_on_disconnect(ngx_http_api_key_redis_io_t *io,
 
     if (sh) {
         ngx_http_api_key_count(&sh->disconnects[rc->conn]);
+
+        if (io->tls_failed) {
+            /* refused after the handshake: no client certificate */
+            ngx_http_api_key_count(&sh->tls_failures[rc->conn]);
+        }
     }
 
     if (ngx_http_api_key_exiting) {

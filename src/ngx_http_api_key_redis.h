@@ -57,10 +57,15 @@ struct ngx_http_api_key_redis_io_s {
     ngx_uint_t                       head;
     ngx_uint_t                       cap;
 
+    ngx_uint_t                       nreplies;  /* read so far */
     ngx_uint_t                       err;       /* REDIS_ERR_*, 0: none */
     char                             errstr[160];
 
     unsigned                         connected:1;
+    unsigned                         tls_failed:1; /* the handshake, or
+                                                      the checks after it */
+    unsigned                         tls_reused:1; /* a resumed session */
+    unsigned                         cert_requested:1; /* by the server */
     unsigned                         subscribed:1;
     unsigned                         in_callback:1;
     unsigned                         disconnecting:1;
@@ -78,6 +83,7 @@ ngx_int_t ngx_http_api_key_redis_io_subscribe(ngx_http_api_key_redis_io_t *io,
     const size_t *argvlen);
 void ngx_http_api_key_redis_io_disconnect(ngx_http_api_key_redis_io_t *io);
 void ngx_http_api_key_redis_io_free(ngx_http_api_key_redis_io_t *io);
+void ngx_http_api_key_redis_io_cleanup(void);
 
 /* the commands connection, for the record reads */
 ngx_int_t ngx_http_api_key_redis_read_admit(void);

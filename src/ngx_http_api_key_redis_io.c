@@ -12,7 +12,9 @@
  * reader and each reply goes, in order, to the callback of its command (a
  * FIFO ring); on a subscribed connection, a reply no command waits for is a
  * pushed message and goes to the subscription's callback.  c->send and
- * c->recv are nginx's, so that TLS (step 2) is the same code.
+ * c->recv are nginx's: over TLS (rediss://) they are nginx's SSL ones, after
+ * a handshake made with ngx_ssl_handshake() and checked here (the chain's
+ * verification result, the name), the session kept for the next one.
  *
  * The life of a connection is the one hiredis's async contexts had, which
  * redis.c relies on:
@@ -49,7 +51,24 @@
 #define NGX_HTTP_API_KEY_IO_OUT        4096
 
 
+#if (NGX_SSL)
+/* the last TLS session of this worker's connections: the next one resumes */
+static ngx_ssl_session_t  *ngx_http_api_key_io_session;
+#endif
+
+
 static void ngx_http_api_key_io_connected(ngx_event_t *wev);
+static void ngx_http_api_key_io_connect_failed(
+    ngx_http_api_key_redis_io_t *io);
+#if (NGX_SSL)
+static void ngx_http_api_key_io_ssl_start(ngx_http_api_key_redis_io_t *io);
+static void ngx_http_api_key_io_ssl_done(ngx_connection_t *c);
+static ngx_int_t ngx_http_api_key_io_ssl_verify(
+    ngx_http_api_key_redis_io_t *io);
+static void ngx_http_api_key_io_ssl_save_session(ngx_connection_t *c);
+static int ngx_http_api_key_io_ssl_cert_requested(ngx_ssl_conn_t *ssl_conn,
+    void *arg);
+#endif
 static ngx_int_t ngx_http_api_key_io_test_connect(
     ngx_http_api_key_redis_io_t *io);
 static void ngx_http_api_key_io_ready(ngx_http_api_key_redis_io_t *io);
@@ -171,17 +190,272 @@ ngx_http_api_key_io_connected(ngx_event_t *wev)
     ngx_http_api_key_redis_io_t  *io = c->data;
 
     if (ngx_http_api_key_io_test_connect(io) != NGX_OK) {
-        io->in_callback = 1;
-        io->on_connect(io, NGX_ERROR);
-        io->in_callback = 0;
-
-        /* freed, without on_disconnect: it never was connected */
-        io->disconnecting = 1;
-        ngx_http_api_key_io_close_now(io);
+        ngx_http_api_key_io_connect_failed(io);
         return;
     }
 
+#if (NGX_SSL)
+    if (io->conf->ssl) {
+        ngx_http_api_key_io_ssl_start(io);
+        return;
+    }
+#endif
+
     ngx_http_api_key_io_ready(io);
+}
+
+
+/* on_connect(NGX_ERROR), then freed, without on_disconnect */
+
+static void
+ngx_http_api_key_io_connect_failed(ngx_http_api_key_redis_io_t *io)
+{
+    io->in_callback = 1;
+    io->on_connect(io, NGX_ERROR);
+    io->in_callback = 0;
+
+    io->disconnecting = 1;
+    ngx_http_api_key_io_close_now(io);
+}
+
+
+#if (NGX_SSL)
+
+/* TCP is up: the TLS handshake, with the SNI and the last session */
+
+static void
+ngx_http_api_key_io_ssl_start(ngx_http_api_key_redis_io_t *io)
+{
+    ngx_int_t                       rc;
+    ngx_connection_t               *c;
+    ngx_http_api_key_redis_conf_t  *conf;
+
+    c = io->peer.connection;
+    conf = io->conf;
+
+    io->errstr[0] = '\0';
+
+    /* (ngx_ssl_create_connection() allocates from c->pool) */
+
+    c->pool = ngx_create_pool(512, &io->clog);
+    if (c->pool == NULL) {
+        goto failed;
+    }
+
+    if (ngx_ssl_create_connection(conf->ssl, c,
+                                  NGX_SSL_BUFFER|NGX_SSL_CLIENT)
+        != NGX_OK)
+    {
+        goto failed;
+    }
+
+    if (conf->tls_sni.len
+        && SSL_set_tlsext_host_name(c->ssl->connection,
+                                    (char *) conf->tls_sni.data)
+           != 1)
+    {
+        ngx_ssl_error(NGX_LOG_ALERT, io->log, 0,
+                      "api_key: SSL_set_tlsext_host_name(\"%V\") failed",
+                      &conf->tls_sni);
+        goto failed;
+    }
+
+    if (ngx_http_api_key_io_session
+        && ngx_ssl_set_session(c, ngx_http_api_key_io_session) != NGX_OK)
+    {
+        goto failed;
+    }
+
+    c->ssl->save_session = ngx_http_api_key_io_ssl_save_session;
+
+    /* whether the server asks for a client certificate: to say so */
+    SSL_set_cert_cb(c->ssl->connection,
+                    ngx_http_api_key_io_ssl_cert_requested, io);
+
+    rc = ngx_ssl_handshake(c);
+
+    if (rc == NGX_AGAIN) {
+        c->ssl->handler = ngx_http_api_key_io_ssl_done;
+        return;
+    }
+
+    ngx_http_api_key_io_ssl_done(c);
+    return;
+
+failed:
+
+    io->err = REDIS_ERR_IO;
+    io->tls_failed = 1;
+
+    if (io->errstr[0] == '\0') {
+        (void) ngx_cpystrn((u_char *) io->errstr,
+                           (u_char *) "TLS: cannot start a TLS connection",
+                           sizeof(io->errstr));
+    }
+
+    ngx_http_api_key_io_connect_failed(io);
+}
+
+
+/* the handshake is over: verified, the connection is ready; or failed */
+
+static void
+ngx_http_api_key_io_ssl_done(ngx_connection_t *c)
+{
+    ngx_http_api_key_redis_io_t  *io = c->data;
+    u_char                        text[sizeof(io->errstr)];
+
+    if (c->ssl->handshaked) {
+
+        if (!io->conf->tls_verify
+            || ngx_http_api_key_io_ssl_verify(io) == NGX_OK)
+        {
+            io->tls_reused = SSL_session_reused(c->ssl->connection) ? 1 : 0;
+
+            ngx_log_debug2(NGX_LOG_DEBUG_EVENT, io->log, 0,
+                           "api_key: redis TLS handshake done: %s, %s",
+                           SSL_get_version(c->ssl->connection),
+                           io->tls_reused ? "session reused"
+                                          : "new session");
+
+            ngx_http_api_key_io_ready(io);
+            return;
+        }
+
+        /* a session of a server that failed the checks is not resumed */
+
+        if (ngx_http_api_key_io_session) {
+            ngx_ssl_free_session(ngx_http_api_key_io_session);
+            ngx_http_api_key_io_session = NULL;
+        }
+
+    } else {
+        /* nginx's message ("SSL_do_handshake() failed (...)"), if any */
+
+        (void) ngx_cpystrn(text, (u_char *) io->errstr, sizeof(text));
+
+        (void) ngx_snprintf((u_char *) io->errstr, sizeof(io->errstr) - 1,
+                            "TLS: handshake failed: %s%Z",
+                            text[0] ? (char *) text : "no reason given");
+        io->errstr[sizeof(io->errstr) - 1] = '\0';
+    }
+
+    c->ssl->no_wait_shutdown = 1;
+    c->ssl->no_send_shutdown = 1;
+
+    io->err = REDIS_ERR_IO;
+    io->tls_failed = 1;
+
+    ngx_http_api_key_io_connect_failed(io);
+}
+
+
+/*
+ * tls_verify=on: the chain (checked during the handshake against tls_ca or
+ * the system's store, its result kept by OpenSSL) and the name: tls_name
+ * or the url's host (an IP address is checked as one)
+ */
+
+static ngx_int_t
+ngx_http_api_key_io_ssl_verify(ngx_http_api_key_redis_io_t *io)
+{
+    long                            rc;
+    X509                           *cert;
+    ngx_connection_t               *c;
+    ngx_http_api_key_redis_conf_t  *conf;
+
+    c = io->peer.connection;
+    conf = io->conf;
+
+    rc = SSL_get_verify_result(c->ssl->connection);
+
+    if (rc != X509_V_OK) {
+        (void) ngx_snprintf((u_char *) io->errstr, sizeof(io->errstr) - 1,
+                            "TLS: certificate verify failed: (%l: %s)%Z", rc,
+                            X509_verify_cert_error_string(rc));
+        io->errstr[sizeof(io->errstr) - 1] = '\0';
+        return NGX_ERROR;
+    }
+
+    if (conf->tls_sni.len == 0) {
+        /* an IP address */
+
+        cert = SSL_get_peer_certificate(c->ssl->connection);
+
+        if (cert != NULL
+            && X509_check_ip_asc(cert, (char *) conf->tls_name.data, 0) == 1)
+        {
+            X509_free(cert);
+            return NGX_OK;
+        }
+
+        if (cert) {
+            X509_free(cert);
+        }
+
+    } else if (ngx_ssl_check_host(c, &conf->tls_name) == NGX_OK) {
+        return NGX_OK;
+    }
+
+    (void) ngx_snprintf((u_char *) io->errstr, sizeof(io->errstr) - 1,
+                        "TLS: name mismatch: the certificate is not for "
+                        "\"%V\"%Z", &conf->tls_name);
+    io->errstr[sizeof(io->errstr) - 1] = '\0';
+
+    return NGX_ERROR;
+}
+
+
+/*
+ * The server asks for a client certificate.  Without tls_cert, TLS 1.3
+ * finishes the handshake all the same and the server closes the connection
+ * after it: the error then says what is missing (ngx_http_api_key_io_error).
+ */
+
+static int
+ngx_http_api_key_io_ssl_cert_requested(ngx_ssl_conn_t *ssl_conn, void *arg)
+{
+    ngx_http_api_key_redis_io_t  *io = arg;
+
+    io->cert_requested = 1;
+
+    return 1;
+}
+
+
+/* a new session (TLS 1.3: a ticket after the handshake): the next one */
+
+static void
+ngx_http_api_key_io_ssl_save_session(ngx_connection_t *c)
+{
+    ngx_ssl_session_t  *session;
+
+    session = ngx_ssl_get_session(c);
+    if (session == NULL) {
+        return;
+    }
+
+    if (ngx_http_api_key_io_session) {
+        ngx_ssl_free_session(ngx_http_api_key_io_session);
+    }
+
+    ngx_http_api_key_io_session = session;
+}
+
+#endif
+
+
+/* at worker exit */
+
+void
+ngx_http_api_key_redis_io_cleanup(void)
+{
+#if (NGX_SSL)
+    if (ngx_http_api_key_io_session) {
+        ngx_ssl_free_session(ngx_http_api_key_io_session);
+        ngx_http_api_key_io_session = NULL;
+    }
+#endif
 }
 
 
@@ -378,6 +652,8 @@ ngx_http_api_key_io_dispatch(ngx_http_api_key_redis_io_t *io)
         if (reply == NULL) {
             break;
         }
+
+        io->nreplies++;
 
         if (io->ncbs) {
             cb = io->cbs[io->head];
@@ -587,6 +863,10 @@ static void
 ngx_http_api_key_io_error(ngx_http_api_key_redis_io_t *io, ngx_uint_t err,
     const char *text, ngx_err_t errnum)
 {
+#if (NGX_SSL)
+    u_char  reason[sizeof(io->errstr)];
+#endif
+
     if (io->err == 0) {
         io->err = err;
     }
@@ -603,6 +883,21 @@ ngx_http_api_key_io_error(ngx_http_api_key_redis_io_t *io, ngx_uint_t err,
         (void) ngx_cpystrn((u_char *) io->errstr, (u_char *) "I/O error",
                            sizeof(io->errstr));
     }
+
+#if (NGX_SSL)
+    if (io->cert_requested && io->conf->tls_cert.len == 0 && io->nreplies == 0)
+    {
+        /* refused for want of a client certificate, most likely */
+
+        (void) ngx_cpystrn(reason, (u_char *) io->errstr, sizeof(reason));
+        (void) ngx_snprintf((u_char *) io->errstr, sizeof(io->errstr) - 1,
+                            "TLS: the server asks for a client certificate "
+                            "and none is configured (tls_cert, tls_key): "
+                            "%s%Z", reason);
+        io->errstr[sizeof(io->errstr) - 1] = '\0';
+        io->tls_failed = 1;
+    }
+#endif
 
     /* the commands sent are answered NULL, none is taken meanwhile */
     io->disconnecting = 1;
@@ -625,6 +920,7 @@ static void
 ngx_http_api_key_io_close_now(ngx_http_api_key_redis_io_t *io)
 {
     ngx_int_t                        status;
+    ngx_pool_t                      *pool;
     ngx_connection_t                *c;
     ngx_http_api_key_redis_io_cb_t   cb;
 
@@ -652,7 +948,22 @@ ngx_http_api_key_io_close_now(ngx_http_api_key_redis_io_t *io)
 
     if (c) {
         io->peer.connection = NULL;
+
+#if (NGX_SSL)
+        if (c->ssl) {
+            /* no close_notify exchange: the SSL object goes now */
+            c->ssl->no_wait_shutdown = 1;
+            c->ssl->no_send_shutdown = 1;
+            (void) ngx_ssl_shutdown(c);
+        }
+#endif
+
+        pool = c->pool;
         ngx_close_connection(c);
+
+        if (pool) {
+            ngx_destroy_pool(pool);
+        }
     }
 
     if (io->connected && io->on_disconnect) {

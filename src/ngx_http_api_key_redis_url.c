@@ -2,7 +2,8 @@
 /*
  * ngx_http_api_key_module: api_key_redis's URL and parameters, parsed at
  * configuration time into ngx_http_api_key_redis_conf_t (the URL forms grow
- * here: TLS, Sentinel, Cluster), the URL as logs may show it (redacted), and
+ * here: rediss:// and its TLS context, made here; Sentinel, Cluster), the
+ * URL as logs may show it (redacted), and
  * the two configuration readers module.c shares with it: times ("ttl=60s")
  * and small secret files (password_file=, secret_file=).
  */
@@ -13,6 +14,10 @@
 
 static ngx_int_t ngx_http_api_key_parse_url(ngx_conf_t *cf,
     ngx_http_api_key_redis_conf_t *rcf, ngx_str_t *url);
+static ngx_int_t ngx_http_api_key_tls_file(ngx_conf_t *cf, ngx_str_t *arg,
+    size_t skip, ngx_str_t *out);
+static ngx_int_t ngx_http_api_key_tls_conf(ngx_conf_t *cf,
+    ngx_http_api_key_redis_conf_t *rcf);
 static ngx_int_t ngx_http_api_key_redact_url(ngx_pool_t *pool, ngx_str_t *url,
     ngx_str_t *out);
 static ngx_str_t *ngx_http_api_key_bad_url(ngx_pool_t *pool, ngx_str_t *url);
@@ -26,15 +31,17 @@ ngx_http_api_key_redis_parse(ngx_conf_t *cf,
     ngx_http_api_key_redis_conf_t *rcf)
 {
     ngx_int_t    n;
-    ngx_str_t   *value, s;
+    ngx_str_t   *value, s, *tls_arg;
     ngx_uint_t   i;
 
     value = cf->args->elts;
+    tls_arg = NULL;
 
     rcf->timeout = 100;
     rcf->connect_timeout = 1000;
     rcf->max_pending = 1000;
     rcf->max_timeouts = 3;
+    rcf->tls_verify = 1;
     ngx_str_set(&rcf->prefix, "apikey:");
     ngx_str_set(&rcf->channel, "apikey:events");
 
@@ -163,6 +170,76 @@ ngx_http_api_key_redis_parse(ngx_conf_t *cf,
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "tls_", 4) == 0) {
+            tls_arg = &value[i];
+        }
+
+        if (ngx_strncmp(value[i].data, "tls_verify=", 11) == 0) {
+            if (ngx_strcmp(value[i].data + 11, "on") == 0) {
+                rcf->tls_verify = 1;
+
+            } else if (ngx_strcmp(value[i].data + 11, "off") == 0) {
+                rcf->tls_verify = 0;
+
+            } else {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"%V\": expected tls_verify=on "
+                                   "or tls_verify=off", &value[i]);
+                return NGX_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "tls_ca=", 7) == 0) {
+            if (ngx_http_api_key_tls_file(cf, &value[i], 7, &rcf->tls_ca)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "tls_cert=", 9) == 0) {
+            if (ngx_http_api_key_tls_file(cf, &value[i], 9, &rcf->tls_cert)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "tls_key=", 8) == 0) {
+            if (ngx_http_api_key_tls_file(cf, &value[i], 8, &rcf->tls_key)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "tls_name=", 9) == 0) {
+            rcf->tls_name.data = value[i].data + 9;
+            rcf->tls_name.len = value[i].len - 9;
+
+            if (rcf->tls_name.len == 0
+                || ngx_strlchr(rcf->tls_name.data,
+                               rcf->tls_name.data + rcf->tls_name.len, '/')
+                || ngx_strlchr(rcf->tls_name.data,
+                               rcf->tls_name.data + rcf->tls_name.len, ' '))
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"%V\": expected a host name",
+                                   &value[i]);
+                return NGX_ERROR;
+            }
+
+            continue;
+        }
+
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid parameter \"%V\"", &value[i]);
         return NGX_ERROR;
@@ -178,12 +255,169 @@ ngx_http_api_key_redis_parse(ngx_conf_t *cf,
         return NGX_ERROR;
     }
 
+    if (!rcf->tls) {
+        if (tls_arg) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"%V\" needs a rediss:// url (TLS)",
+                               tls_arg);
+            return NGX_ERROR;
+        }
+
+        return NGX_OK;
+    }
+
+    return ngx_http_api_key_tls_conf(cf, rcf);
+}
+
+
+/* tls_ca=, tls_cert=, tls_key=: a file, readable now, by its full name */
+
+static ngx_int_t
+ngx_http_api_key_tls_file(ngx_conf_t *cf, ngx_str_t *arg, size_t skip,
+    ngx_str_t *out)
+{
+    ngx_fd_t  fd;
+
+    out->data = arg->data + skip;
+    out->len = arg->len - skip;
+
+    if (out->len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"%V\": no file", arg);
+        return NGX_ERROR;
+    }
+
+    if (ngx_conf_full_name(cf->cycle, out, 1) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    fd = ngx_open_file(out->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "\"%*s\": cannot open \"%V\"", skip - 1,
+                           arg->data, out);
+        return NGX_ERROR;
+    }
+
+    ngx_close_file(fd);
+
     return NGX_OK;
 }
 
 
 /*
- * redis://[user[:password]@]host[:port][/db]  or  unix:/path.sock[?db=N]
+ * rediss://: the TLS context, made now (TLS 1.2 and 1.3).  tls_verify=on
+ * (the default): the server's certificate chain is checked against tls_ca,
+ * or the system's CA store, and its name against tls_name or the url's
+ * host, after the handshake (redis_io.c).  tls_name, or a host that is a
+ * name, is sent as the SNI.  TLS sessions are kept for the next connection.
+ */
+
+static ngx_int_t
+ngx_http_api_key_tls_conf(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf)
+{
+#if (NGX_SSL)
+    ngx_pool_cleanup_t  *cln;
+
+    if ((rcf->tls_cert.len == 0) != (rcf->tls_key.len == 0)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%s\" without \"%s\": a client certificate "
+                           "needs both", rcf->tls_cert.len ? "tls_cert"
+                                                           : "tls_key",
+                           rcf->tls_cert.len ? "tls_key" : "tls_cert");
+        return NGX_ERROR;
+    }
+
+    if (rcf->tls_name.len == 0) {
+        rcf->tls_name = rcf->host;
+    }
+
+    /* SNI: a name, never an IP address (RFC 6066) */
+
+    if (ngx_inet_addr(rcf->tls_name.data, rcf->tls_name.len) == INADDR_NONE
+#if (NGX_HAVE_INET6)
+        && ngx_strlchr(rcf->tls_name.data,
+                       rcf->tls_name.data + rcf->tls_name.len, ':') == NULL
+#endif
+        )
+    {
+        rcf->tls_sni = rcf->tls_name;
+    }
+
+    rcf->ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
+    if (rcf->ssl == NULL) {
+        return NGX_ERROR;
+    }
+
+    rcf->ssl->log = cf->log;
+
+    if (ngx_ssl_create(rcf->ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        ngx_ssl_cleanup_ctx(rcf->ssl);
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_ssl_cleanup_ctx;
+    cln->data = rcf->ssl;
+
+    if (rcf->tls_cert.len) {
+        if (ngx_ssl_certificate(cf, rcf->ssl, &rcf->tls_cert, &rcf->tls_key,
+                                NULL)
+            != NGX_OK)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "cannot use \"%V\" and \"%V\" as the "
+                               "client certificate", &rcf->tls_cert,
+                               &rcf->tls_key);
+            return NGX_ERROR;
+        }
+    }
+
+    if (rcf->tls_verify) {
+        if (rcf->tls_ca.len) {
+            if (ngx_ssl_trusted_certificate(cf, rcf->ssl, &rcf->tls_ca, 9)
+                != NGX_OK)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "cannot use \"%V\" as tls_ca",
+                                   &rcf->tls_ca);
+                return NGX_ERROR;
+            }
+
+        } else if (SSL_CTX_set_default_verify_paths(rcf->ssl->ctx) != 1) {
+            ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
+                          "SSL_CTX_set_default_verify_paths() failed");
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "cannot use the system's CA store: give "
+                               "tls_ca=FILE");
+            return NGX_ERROR;
+        }
+    }
+
+    if (ngx_ssl_client_session_cache(cf, rcf->ssl, 1) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+
+#else
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "rediss:// needs nginx built with OpenSSL");
+    return NGX_ERROR;
+
+#endif
+}
+
+
+/*
+ * redis://[user[:password]@]host[:port][/db], the same with rediss:// (TLS),
+ * or unix:/path.sock[?db=N]
  * host is an IP address, or a name resolved now, at configuration time:
  * workers never resolve names.
  *
@@ -199,6 +433,7 @@ ngx_http_api_key_parse_url(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf,
     ngx_str_t *url)
 {
     u_char      *p, *last, *at, *colon, *slash, *q;
+    size_t       n;
     ngx_url_t    u;
     ngx_str_t    db, hostport;
     const char  *what;
@@ -211,7 +446,8 @@ ngx_http_api_key_parse_url(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf,
 
     rcf->db = 0;
     ngx_str_null(&db);
-    what = "expected redis://[user[:password]@]host:port[/db] "
+    what = "expected redis://[user[:password]@]host:port[/db], "
+           "rediss://[user[:password]@]host:port[/db] "
            "or unix:/path.sock[?db=N]";
 
     last = url->data + url->len;
@@ -260,11 +496,16 @@ ngx_http_api_key_parse_url(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf,
         goto parse_db;
     }
 
-    if (url->len <= 8 || ngx_strncmp(url->data, "redis://", 8) != 0) {
+    if (url->len > 8 && ngx_strncmp(url->data, "redis://", 8) == 0) {
+        p = url->data + 8;
+
+    } else if (url->len > 9 && ngx_strncmp(url->data, "rediss://", 9) == 0) {
+        p = url->data + 9;
+        rcf->tls = 1;
+
+    } else {
         goto invalid;
     }
-
-    p = url->data + 8;
 
     /* userinfo: up to the last '@' */
 
@@ -329,6 +570,25 @@ ngx_http_api_key_parse_url(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf,
     /* the first address; its text (IP:port) is what nginx's logs show */
 
     rcf->addr = u.addrs[0];
+
+    /* the host as written (TLS: the name checked and sent) */
+
+    q = u.host.data;
+    n = u.host.len;
+
+    if (n >= 2 && q[0] == '[' && q[n - 1] == ']') {
+        q++;
+        n -= 2;
+    }
+
+    rcf->host.data = ngx_pnalloc(cf->pool, n + 1);
+    if (rcf->host.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(rcf->host.data, q, n);
+    rcf->host.data[n] = '\0';
+    rcf->host.len = n;
 
     if (u.naddrs > 1) {
         /* a name that resolved: a host, not a password */
