@@ -302,12 +302,17 @@ typedef struct {
 
 typedef struct {
     ngx_str_t                     url_redacted;  /* for logs: no password */
-    ngx_addr_t                    addr;      /* where: its name is the
+    ngx_addr_t                    addr;      /* where, at start (sockaddr
+                                                NULL: a name that did not
+                                                resolve); its name is the
                                                 address as text (IP:port,
                                                 unix:/path) */
     ngx_str_t                     path;      /* unix socket, NUL-terminated */
     ngx_str_t                     host;      /* as written in the url, no
                                                 brackets, NUL-terminated */
+    in_port_t                     port;
+    ngx_flag_t                    resolve;   /* host is a name */
+    ngx_http_core_loc_conf_t     *core;      /* the http block's: resolver */
     ngx_int_t                     db;
     ngx_flag_t                    tls;       /* rediss:// */
     ngx_flag_t                    tls_verify;

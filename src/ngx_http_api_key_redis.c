@@ -5,7 +5,9 @@
  *
  * Each worker keeps one connection for commands, an nginx connection
  * (redis_io.c: hiredis only encodes the commands and parses the replies);
- * timeouts are nginx timers.  Names are resolved at configuration time.
+ * timeouts are nginx timers.  A host name is resolved at configuration
+ * time, and again before every connection through nginx's resolver when
+ * the http block has one.
  *
  * What is sent on it: the record reads (lookup.c), the quota leases
  * (limits.c, through ngx_http_api_key_redis_command() and a typed answer),
@@ -61,6 +63,10 @@ struct ngx_http_api_key_rconn_s {
     const char                     *name;
     ngx_http_api_key_conn_e         conn;
     ngx_http_api_key_redis_io_t    *io;          /* NULL: none */
+    ngx_addr_t                      addr;        /* the last known one */
+    ngx_sockaddr_t                  sockaddr;
+    u_char                          addr_text[NGX_SOCKADDR_STRLEN];
+    ngx_resolver_ctx_t             *resolving;   /* the host, now */
     ngx_http_api_key_redis_conf_t  *conf;
     ngx_log_t                      *log;
     ngx_event_t                     connect_timer;
@@ -96,6 +102,13 @@ struct ngx_http_api_key_rconn_s {
 
 
 static void ngx_http_api_key_rconn_connect(ngx_http_api_key_rconn_t *rc);
+static ngx_int_t ngx_http_api_key_rconn_resolve(ngx_http_api_key_rconn_t *rc);
+static void ngx_http_api_key_rconn_resolved(ngx_resolver_ctx_t *ctx);
+static void ngx_http_api_key_rconn_set_addr(ngx_http_api_key_rconn_t *rc,
+    struct sockaddr *sockaddr, socklen_t socklen);
+static ngx_resolver_t *ngx_http_api_key_resolver(
+    ngx_http_api_key_redis_conf_t *conf);
+static void ngx_http_api_key_rconn_open(ngx_http_api_key_rconn_t *rc);
 static void ngx_http_api_key_rconn_schedule(ngx_http_api_key_rconn_t *rc);
 static void ngx_http_api_key_rconn_reconnect_handler(ngx_event_t *ev);
 static void ngx_http_api_key_rconn_timeout_handler(ngx_event_t *ev);
@@ -167,6 +180,29 @@ ngx_http_api_key_redis_init_worker(ngx_cycle_t *cycle,
     ngx_http_api_key_rconn_init(&ngx_http_api_key_sub, "events", cycle, conf);
     ngx_http_api_key_sub.conn = NGX_HTTP_API_KEY_CONN_EVENTS;
 
+    /* a host name without a resolver: said once (by the first worker) */
+
+    if (conf->resolve && ngx_http_api_key_resolver(conf) == NULL
+        && ngx_worker == 0)
+    {
+        if (conf->addr.sockaddr) {
+            ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                          "api_key: redis \"%V\" is used at %V, the address "
+                          "its host had when nginx read its configuration: "
+                          "without a \"resolver\" in the http block, a "
+                          "change of that address is seen at the next "
+                          "reload only", &conf->url_redacted,
+                          &conf->addr.name);
+
+        } else {
+            ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
+                          "api_key: redis \"%V\": its host did not resolve "
+                          "when nginx read its configuration and there is no "
+                          "\"resolver\" in the http block: redis cannot be "
+                          "reached until a reload", &conf->url_redacted);
+        }
+    }
+
     return NGX_OK;
 }
 
@@ -204,6 +240,11 @@ ngx_http_api_key_rconn_init(ngx_http_api_key_rconn_t *rc, const char *name,
     rc->name = name;
     rc->conf = conf;
     rc->log = cycle->log;
+
+    if (conf->addr.sockaddr) {
+        ngx_http_api_key_rconn_set_addr(rc, conf->addr.sockaddr,
+                                        conf->addr.socklen);
+    }
     rc->backoff = NGX_HTTP_API_KEY_BACKOFF_MIN;
 
     rc->connect_timer.handler = ngx_http_api_key_rconn_timeout_handler;
@@ -240,6 +281,11 @@ ngx_http_api_key_rconn_close(ngx_http_api_key_rconn_t *rc)
         ngx_del_timer(&rc->stall_timer);
     }
 
+    if (rc->resolving) {
+        ngx_resolve_name_done(rc->resolving);
+        rc->resolving = NULL;
+    }
+
     if (rc->io) {
         io = rc->io;
         rc->io = NULL;
@@ -250,8 +296,198 @@ ngx_http_api_key_rconn_close(ngx_http_api_key_rconn_t *rc)
 
 /* ---- connections ---------------------------------------------------- */
 
+/*
+ * A host name is resolved again, through the http block's resolver, before
+ * every connection (nginx's resolver caches it as long as its TTL, or
+ * "valid=", says); without a resolver the address it had at start is used.
+ */
+
 static void
 ngx_http_api_key_rconn_connect(ngx_http_api_key_rconn_t *rc)
+{
+    ngx_http_api_key_redis_conf_t  *conf;
+
+    conf = rc->conf;
+
+    if (conf->resolve && ngx_http_api_key_resolver(conf)) {
+        if (ngx_http_api_key_rconn_resolve(rc) != NGX_OK) {
+            rc->lost = 1;
+            ngx_http_api_key_rconn_schedule(rc);
+        }
+
+        return;
+    }
+
+    if (rc->addr.sockaddr == NULL) {
+        if (!rc->failing) {
+            ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                          "api_key: redis %s connection to \"%V\" failed: "
+                          "its host did not resolve when nginx read its "
+                          "configuration, and there is no \"resolver\"",
+                          rc->name, &conf->url_redacted);
+            rc->failing = 1;
+        }
+
+        rc->lost = 1;
+        ngx_http_api_key_rconn_schedule(rc);
+        return;
+    }
+
+    ngx_http_api_key_rconn_open(rc);
+}
+
+
+/* the http block's resolver, if it has one with an address */
+
+static ngx_resolver_t *
+ngx_http_api_key_resolver(ngx_http_api_key_redis_conf_t *conf)
+{
+    ngx_resolver_t  *r;
+
+    if (conf->core == NULL) {
+        return NULL;
+    }
+
+    r = conf->core->resolver;
+
+    if (r == NULL || r->connections.nelts == 0) {
+        return NULL;
+    }
+
+    return r;
+}
+
+
+static ngx_int_t
+ngx_http_api_key_rconn_resolve(ngx_http_api_key_rconn_t *rc)
+{
+    ngx_resolver_t                 *r;
+    ngx_resolver_ctx_t             *ctx;
+    ngx_http_api_key_redis_conf_t  *conf;
+
+    conf = rc->conf;
+    r = ngx_http_api_key_resolver(conf);
+
+    ctx = ngx_resolve_start(r, NULL);
+
+    if (ctx == NULL || ctx == NGX_NO_RESOLVER) {
+        ngx_log_error(NGX_LOG_ALERT, rc->log, 0,
+                      "api_key: redis %s connection to \"%V\": cannot "
+                      "start resolving its host", rc->name,
+                      &conf->url_redacted);
+        return NGX_ERROR;
+    }
+
+    ctx->name = conf->host;
+    ctx->handler = ngx_http_api_key_rconn_resolved;
+    ctx->data = rc;
+    ctx->timeout = (conf->core->resolver_timeout == NGX_CONF_UNSET_MSEC)
+                   ? 30000 : conf->core->resolver_timeout;
+    ctx->cancelable = 1;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "api_key: redis %s connection to \"%V\": resolving",
+                   rc->name, &conf->url_redacted);
+
+    rc->resolving = ctx;
+
+    /* (the handler may run from here: a name in the resolver's cache) */
+
+    if (ngx_resolve_name(ctx) != NGX_OK) {
+        rc->resolving = NULL;
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_api_key_rconn_resolved(ngx_resolver_ctx_t *ctx)
+{
+    ngx_uint_t                      i;
+    ngx_http_api_key_rconn_t       *rc = ctx->data;
+    ngx_http_api_key_redis_conf_t  *conf;
+
+    conf = rc->conf;
+    rc->resolving = NULL;
+
+    if (ctx->state || ctx->naddrs == 0) {
+        if (!rc->failing) {
+            ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                          "api_key: redis %s connection to \"%V\" failed: "
+                          "its host could not be resolved (%i: %s)",
+                          rc->name, &conf->url_redacted, ctx->state,
+                          ngx_resolver_strerror(ctx->state));
+            rc->failing = 1;
+        }
+
+        ngx_resolve_name_done(ctx);
+
+        rc->lost = 1;
+        ngx_http_api_key_rconn_schedule(rc);
+        return;
+    }
+
+    /* the address used so far, if it is still one of them; else the first */
+
+    for (i = 0; i < ctx->naddrs; i++) {
+        if (rc->addr.sockaddr
+            && ngx_cmp_sockaddr(ctx->addrs[i].sockaddr, ctx->addrs[i].socklen,
+                                rc->addr.sockaddr, rc->addr.socklen, 0)
+               == NGX_OK)
+        {
+            break;
+        }
+    }
+
+    if (i == ctx->naddrs) {
+        ngx_http_api_key_rconn_set_addr(rc, ctx->addrs[0].sockaddr,
+                                        ctx->addrs[0].socklen);
+
+        ngx_log_error(NGX_LOG_NOTICE, rc->log, 0,
+                      "api_key: redis %s connection to \"%V\": its host "
+                      "is at %V now", rc->name, &conf->url_redacted,
+                      &rc->addr.name);
+    }
+
+    ngx_resolve_name_done(ctx);
+
+    ngx_http_api_key_rconn_open(rc);
+}
+
+
+/* rc->addr: a copy of sockaddr, with the url's port */
+
+static void
+ngx_http_api_key_rconn_set_addr(ngx_http_api_key_rconn_t *rc,
+    struct sockaddr *sockaddr, socklen_t socklen)
+{
+    socklen = ngx_min(socklen, (socklen_t) sizeof(ngx_sockaddr_t));
+
+    ngx_memcpy(&rc->sockaddr, sockaddr, socklen);
+
+    rc->addr.sockaddr = &rc->sockaddr.sockaddr;
+    rc->addr.socklen = socklen;
+
+    if (rc->conf->resolve) {
+        ngx_inet_set_port(rc->addr.sockaddr, rc->conf->port);
+    }
+
+    if (sockaddr->sa_family == AF_UNIX) {
+        /* "unix:/path", as parsed */
+        rc->addr.name = rc->conf->addr.name;
+        return;
+    }
+
+    rc->addr.name.data = rc->addr_text;
+    rc->addr.name.len = ngx_sock_ntop(rc->addr.sockaddr, rc->addr.socklen,
+                                      rc->addr_text, NGX_SOCKADDR_STRLEN, 1);
+}
+
+
+static void
+ngx_http_api_key_rconn_open(ngx_http_api_key_rconn_t *rc)
 {
     int                             n;
     ngx_http_api_key_redis_io_t    *io;
@@ -262,7 +498,7 @@ ngx_http_api_key_rconn_connect(ngx_http_api_key_rconn_t *rc)
 
     conf = rc->conf;
 
-    io = ngx_http_api_key_redis_io_open(conf,
+    io = ngx_http_api_key_redis_io_open(conf, &rc->addr,
                            (rc->conn == NGX_HTTP_API_KEY_CONN_COMMANDS)
                            ? rc->pcap : NGX_HTTP_API_KEY_HANDSHAKE_MAX,
                            rc->log);
@@ -386,7 +622,7 @@ ngx_http_api_key_rconn_reconnect_handler(ngx_event_t *ev)
     ngx_http_api_key_shctx_t  *sh;
     ngx_http_api_key_rconn_t  *rc = ev->data;
 
-    if (rc->io == NULL) {
+    if (rc->io == NULL && rc->resolving == NULL) {
         sh = ngx_http_api_key_first_sh(ngx_http_api_key_amcf);
 
         if (sh) {

@@ -74,7 +74,8 @@ struct ngx_http_api_key_redis_io_s {
 };
 
 ngx_http_api_key_redis_io_t *ngx_http_api_key_redis_io_open(
-    ngx_http_api_key_redis_conf_t *conf, ngx_uint_t ncbs, ngx_log_t *log);
+    ngx_http_api_key_redis_conf_t *conf, ngx_addr_t *addr, ngx_uint_t ncbs,
+    ngx_log_t *log);
 ngx_int_t ngx_http_api_key_redis_io_send(ngx_http_api_key_redis_io_t *io,
     ngx_http_api_key_redis_cb_pt fn, void *privdata, int argc,
     const char **argv, const size_t *argvlen);

@@ -91,14 +91,15 @@ static void ngx_http_api_key_keepalive(int fd);
 
 
 /*
- * A connection to conf's address, on its way: NULL when out of memory; with
- * io->err set, connect() failed at once (the caller frees it).  ncbs: how
- * many commands may wait for an answer at a time.
+ * A connection to addr (it must outlive the connection), on its way: NULL
+ * when out of memory; with io->err set, connect() failed at once (the
+ * caller frees it).  ncbs: how many commands may wait for an answer at a
+ * time.
  */
 
 ngx_http_api_key_redis_io_t *
 ngx_http_api_key_redis_io_open(ngx_http_api_key_redis_conf_t *conf,
-    ngx_uint_t ncbs, ngx_log_t *log)
+    ngx_addr_t *addr, ngx_uint_t ncbs, ngx_log_t *log)
 {
     ngx_int_t                     rc;
     ngx_connection_t             *c;
@@ -140,9 +141,9 @@ ngx_http_api_key_redis_io_open(ngx_http_api_key_redis_conf_t *conf,
     io->clog.data = NULL;
     io->clog.next = NULL;
 
-    io->peer.sockaddr = conf->addr.sockaddr;
-    io->peer.socklen = conf->addr.socklen;
-    io->peer.name = &conf->addr.name;
+    io->peer.sockaddr = addr->sockaddr;
+    io->peer.socklen = addr->socklen;
+    io->peer.name = &addr->name;
     io->peer.get = ngx_event_get_peer;
     io->peer.log = &io->clog;
     io->peer.log_error = NGX_ERROR_INFO;
@@ -168,7 +169,7 @@ ngx_http_api_key_redis_io_open(ngx_http_api_key_redis_conf_t *conf,
     c->read->handler = ngx_http_api_key_io_read_handler;
     c->write->handler = ngx_http_api_key_io_connected;
 
-    if (conf->addr.sockaddr->sa_family != AF_UNIX) {
+    if (addr->sockaddr->sa_family != AF_UNIX) {
         ngx_http_api_key_keepalive(c->fd);
     }
 

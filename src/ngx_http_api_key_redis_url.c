@@ -49,6 +49,9 @@ ngx_http_api_key_redis_parse(ngx_conf_t *cf,
         return NGX_ERROR;
     }
 
+    /* its "resolver" (set by now or later in the http block) */
+    rcf->core = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
     for (i = 2; i < cf->args->nelts; i++) {
 
         if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
@@ -418,8 +421,10 @@ ngx_http_api_key_tls_conf(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf)
 /*
  * redis://[user[:password]@]host[:port][/db], the same with rediss:// (TLS),
  * or unix:/path.sock[?db=N]
- * host is an IP address, or a name resolved now, at configuration time:
- * workers never resolve names.
+ * host is an IP address, or a name resolved now, at configuration time (the
+ * master's getaddrinfo(); a name that does not resolve is not an error),
+ * and again by the workers through nginx's resolver, if the http block has
+ * one (redis.c): a worker never blocks on a name.
  *
  * The userinfo ends at the last '@' of the whole url (as in apikeyctl): a
  * password may hold a '/', and a host, a port or a database never holds an
@@ -432,9 +437,12 @@ static ngx_int_t
 ngx_http_api_key_parse_url(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf,
     ngx_str_t *url)
 {
-    u_char      *p, *last, *at, *colon, *slash, *q;
-    size_t       n;
-    ngx_url_t    u;
+    u_char           *p, *last, *at, *colon, *slash, *q;
+    size_t            n;
+    ngx_url_t         u;
+#if (NGX_HAVE_INET6)
+    struct in6_addr   in6;
+#endif
     ngx_str_t    db, hostport;
     const char  *what;
 
@@ -556,22 +564,16 @@ ngx_http_api_key_parse_url(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf,
 
     u.url = hostport;
     u.default_port = 6379;
-    u.no_resolve = 0;
+    u.no_resolve = 1;
 
-    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.host.len == 0) {
         what = u.err ? u.err : "invalid host";
         goto invalid;
     }
 
-    if (u.family != AF_INET && u.family != AF_INET6) {
-        goto invalid;
-    }
+    rcf->port = u.port;
 
-    /* the first address; its text (IP:port) is what nginx's logs show */
-
-    rcf->addr = u.addrs[0];
-
-    /* the host as written (TLS: the name checked and sent) */
+    /* the host as written (a name: resolved again by the workers) */
 
     q = u.host.data;
     n = u.host.len;
@@ -589,6 +591,43 @@ ngx_http_api_key_parse_url(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf,
     ngx_memcpy(rcf->host.data, q, n);
     rcf->host.data[n] = '\0';
     rcf->host.len = n;
+
+    rcf->resolve = (ngx_inet_addr(q, n) == INADDR_NONE);
+
+#if (NGX_HAVE_INET6)
+    if (rcf->resolve && ngx_inet6_addr(q, n, in6.s6_addr) == NGX_OK) {
+        rcf->resolve = 0;
+    }
+#endif
+
+    /*
+     * an address now (an IP address is one already; a name: getaddrinfo(),
+     * at configuration time only);
+     * a name that does not resolve yet does not stop nginx: the workers
+     * resolve it through the http block's "resolver", if any
+     */
+
+    if (u.naddrs == 0
+        && (ngx_inet_resolve_host(cf->pool, &u) != NGX_OK || u.naddrs == 0))
+    {
+
+        if (!rcf->resolve) {
+            what = u.err ? u.err : "invalid host";
+            goto invalid;
+        }
+
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "redis url \"%V\": the host does not resolve "
+                           "now (%s); the workers resolve it through the "
+                           "\"resolver\" of the http block, without one "
+                           "redis cannot be reached until a reload",
+                           &rcf->url_redacted, u.err ? u.err : "no address");
+        goto parse_db;
+    }
+
+    /* the first address; its text (IP:port) is what nginx's logs show */
+
+    rcf->addr = u.addrs[0];
 
     if (u.naddrs > 1) {
         /* a name that resolved: a host, not a password */
