@@ -147,6 +147,13 @@ ok(!IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $r2->port,
    '... not on 127.0.0.1');
 $r2->restart;
 is($r2->cmd('PING'), 'PONG', '... restarts there');
+# a name moving between two servers: the same port on two addresses
+my $r3 = ApiKeyTest::Redis->start(bind => '127.0.0.3', port => $r2->port);
+$r3->cmd('SET', 'who', 'three');
+$r2->cmd('SET', 'who', 'two');
+is($r3->cmd('GET', 'who'), 'three', 'a second redis on 127.0.0.3, same port');
+is($r2->cmd('GET', 'who'), 'two', '... the first one is another server');
+$r3->stop;
 
 # --- the DNS server ---------------------------------------------------------
 
