@@ -213,10 +213,6 @@ void Conn::connect_socket(const RedisUrl &url, double deadline)
                 continue;
             }
 
-            if (mono_now() >= deadline) {
-                break;
-            }
-
             struct pollfd p;
             p.fd = fd;
             p.events = POLLOUT;
