@@ -12,6 +12,7 @@ use warnings;
 use Test::More;
 use IO::Socket::INET;
 use JSON::PP ();
+use POSIX ();
 
 use ApiKeyTest;
 use ApiKeyTest::Cli qw(cli_path run_cli key_checksum_ok subscribe
@@ -229,6 +230,61 @@ fails_with(cli($rn->url(host => 'localhost'), @ca, 'list'), 4,
                    env => { APIKEY_REDIS_URL => $rn->url, APIKEY_TLS_INSECURE => 0,
                             APIKEY_TLS_CA => $pki->ca });
     is($res->{exit}, 4, 'APIKEY_TLS_INSECURE=0 verifies');
+}
+
+# --- SNI: the name apikeyctl sends (a TLS server that records it) ----------
+
+{
+    require IO::Socket::SSL;
+    my ($crt, $key) = $pki->cert_for('redis.example',
+        dns => ['redis.example', 'localhost'], ip => ['127.0.0.1']);
+    my $srv = IO::Socket::SSL->new(
+        LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 5, ReuseAddr => 1,
+        SSL_server => 1, SSL_cert_file => $crt, SSL_key_file => $key,
+    ) or die "TLS listener: $IO::Socket::SSL::SSL_ERROR";
+    my $sport = $srv->sockport;
+    my $log = "$tmp/sni.log";
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        # accept performs the handshake: record the SNI and the version,
+        # answer every command with an error
+        while (my $c = $srv->accept) {
+            open my $fh, '>>', $log or POSIX::_exit(1);
+            printf $fh "%s %s\n", $c->get_servername // '-', $c->get_sslversion;
+            close $fh;
+            # one error per command (they are pipelined), until the client
+            # closes
+            while ($c->sysread(my $req, 65536)) {
+                my $cmds = () = $req =~ /^\*\d+\r$/mg;
+                $c->syswrite("-ERR not redis\r\n" x $cmds);
+            }
+            $c->close(SSL_fast_shutdown => 1);
+        }
+        POSIX::_exit(0);
+    }
+    close $srv;
+    my $n = 0;
+    my $seen = sub {
+        my @l = split /\n/, slurp($log);
+        return $l[$n++] // 'nothing';
+    };
+    my $res = cli("rediss://localhost:$sport", @ca, 'show', 'x');
+    like($res->{err}, qr/not redis/, 'a TLS server that is not redis: its error')
+        or diag($res->{err});
+    wait_until(sub { -s $log });
+    like($seen->(), qr/^localhost TLSv1_[23]$/, 'SNI: the URL\'s host, TLS 1.2+');
+    cli("rediss://127.0.0.1:$sport", @ca, 'show', 'x');
+    wait_until(sub { (() = slurp($log) =~ /\n/g) >= 2 });
+    like($seen->(), qr/^- /, 'no SNI for an address');
+    cli("rediss://127.0.0.1:$sport", @ca, '--tls-name', 'redis.example', 'show', 'x');
+    wait_until(sub { (() = slurp($log) =~ /\n/g) >= 3 });
+    like($seen->(), qr/^redis\.example /, 'SNI: --tls-name');
+    cli("rediss://127.0.0.1:$sport", '--tls-insecure', '--tls-name', 'redis.example',
+        'show', 'x');
+    wait_until(sub { (() = slurp($log) =~ /\n/g) >= 4 });
+    like($seen->(), qr/^redis\.example /, 'SNI: --tls-name with --tls-insecure');
+    kill 'KILL', $pid;
+    waitpid $pid, 0;
 }
 
 # --- plaintext and TLS mixed up, timeouts -------------------------------------------
