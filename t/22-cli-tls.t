@@ -189,6 +189,20 @@ is($r->cmd('EXISTS', "apikey:$new->{hash}"), 0, 'delete: gone');
     fails_with($res, 4, qr/client certificate/,
                'no client certificate where one is required');
 
+    # TLS 1.2: the server refuses during the handshake; with --tls-insecure
+    # that is not a certificate verify failure (the CA is not given)
+    my $r12 = ApiKeyTest::Redis->start(tls => $pki->redis_tls(auth_clients => 'yes'),
+                                       config => ['tls-protocols "TLSv1.2"']);
+    $res = cli($r12->url, '--tls-insecure', 'show', $k->{id});
+    fails_with($res, 4, qr/TLS \(TLS handshake\): .*client certificate/,
+               'TLS 1.2, --tls-insecure, no client certificate');
+    unlike($res->{err}, qr/verify failed/, '... not a verify failure');
+    $res = cli($r12->url, @ca, 'show', $k->{id});
+    fails_with($res, 4, qr/client certificate/,
+               'TLS 1.2, no client certificate');
+    $res = cli($r12->url, @ca, @client, 'list');
+    is($res->{exit}, 0, 'TLS 1.2 with the client certificate') or diag($res->{err});
+
     my ($oc, $ok) = $pki->cert_for('stranger', client => 1, ca => 'other');
     $res = cli($yurl, @ca, '--tls-cert', $oc, '--tls-key', $ok, 'show', $k->{id});
     fails_with($res, 4, qr/refuse|unknown ca|client certificate/,
