@@ -147,10 +147,24 @@ ok(!IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $r2->port,
    '... not on 127.0.0.1');
 $r2->restart;
 is($r2->cmd('PING'), 'PONG', '... restarts there');
+# a name moving between two servers: the same port on two addresses
+my $r3 = ApiKeyTest::Redis->start(bind => '127.0.0.3', port => $r2->port);
+$r3->cmd('SET', 'who', 'three');
+$r2->cmd('SET', 'who', 'two');
+is($r3->cmd('GET', 'who'), 'three', 'a second redis on 127.0.0.3, same port');
+is($r2->cmd('GET', 'who'), 'two', '... the first one is another server');
+$r3->stop;
 
 # --- the DNS server ---------------------------------------------------------
 
+# a connection open when the DNS server starts is not kept open by its child
+my $before = $r2->client;
+my $before_id = $before->cmd('CLIENT', 'ID');
 my $dns = ApiKeyTest::Dns->start(records => { 'redis.test' => '127.0.0.2' });
+$before->close;
+ok(wait_until(sub { !grep { $_->{id} eq $before_id } $r2->other_clients },
+              timeout => 5),
+   'a connection closed by the test is closed (the DNS child does not hold it)');
 ok($dns->port > 0, 'DNS server on port ' . $dns->port);
 is($dns->resolver_line, '127.0.0.1:' . $dns->port, 'resolver_line');
 is_deeply([ $dns->lookup('redis.test') ], ['127.0.0.2'], 'A over UDP');

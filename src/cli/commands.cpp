@@ -65,7 +65,9 @@ Context::Context(const Args &args)
             }
         } else {
             *o.value = env(o.var);
-            *o.from = o.var;
+            /* a missing one is asked for by its option */
+            *o.from = o.value->empty() ? std::string("--") + o.opt
+                                       : std::string(o.var);
         }
     }
     if (args.has("tls-insecure")) {

@@ -245,11 +245,6 @@ void check_tls_options(const RedisUrl &url, const TlsOptions &tls)
                     + tls.ca_from + " would be ignored (give one of them)");
     }
 
-    if (tls.insecure && !tls.name.empty()) {
-        usage_error(tls.insecure_from + " does not verify the server: "
-                    + tls.name_from + " would be ignored (give one of them)");
-    }
-
     if (!tls.name.empty() && !is_ip_literal(tls.name)
         && !is_host_name(tls.name))
     {

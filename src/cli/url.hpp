@@ -63,8 +63,9 @@ struct TlsOptions {
 /*
  * Throws a usage Error when the options do not fit the URL: TLS options on
  * a redis:// or unix: URL, a certificate without its key (or the reverse),
- * --tls-insecure with --tls-ca or --tls-name (they would be ignored), a
- * name that is not a host name or an address.
+ * --tls-insecure with --tls-ca (it would be ignored; with --tls-insecure,
+ * --tls-name only names the SNI), a name that is not a host name or an
+ * address.
  */
 void check_tls_options(const RedisUrl &url, const TlsOptions &tls);
 

@@ -84,7 +84,14 @@ sub start {
         $SIG{$_} = 'DEFAULT' for qw(INT TERM ALRM PIPE);
         $SIG{PIPE} = 'IGNORE';
         alarm 0;
-        $self->{in_child} = 1;
+        # the test's other sockets (Redis and HTTP connections) must not
+        # stay open in this child after the test closes them
+        my %keep = map { (fileno($_) => 1) } $ns->{select}->handles;
+        if (opendir my $dh, '/proc/self/fd') {
+            my @fds = grep { /^\d+\z/ && $_ > 2 && !$keep{$_} } readdir $dh;
+            closedir $dh;
+            POSIX::close($_) for @fds;
+        }
         while (getppid() == $parent) {
             $ns->loop_once(0.5);
         }
