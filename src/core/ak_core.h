@@ -64,6 +64,100 @@ int ak_percent_decode(const unsigned char *in, size_t len,
 
 
 /* ------------------------------------------------------------------ */
+/* Key sources: the parts of a request that carry a key (extract.cpp)  */
+
+/*
+ * Byte ranges in, offsets into them and lengths out; nothing allocates.
+ * A value rebuilt without the key (api_key_strip) is measured by a first
+ * pass (..._strip_len) and written by a second into a buffer of that size.
+ * Cookie names are compared with case, query argument names without
+ * (ASCII letters), as nginx's ngx_strncmp / ngx_strncasecmp do (a NUL
+ * byte at the same place in both ends the comparison, equal).  All hot.
+ */
+
+#define AK_STRIP_NONE     0     /* the name is not there: keep the value */
+#define AK_STRIP_EMPTY    1     /* only the name was there: drop the header */
+#define AK_STRIP_REBUILT  2     /* rebuild it, *out_len bytes */
+
+/* A cookie of a Cookie header value: offsets into the value. */
+typedef struct {
+    size_t       pair;          /* the whole "NAME=VALUE" or "NAME" */
+    size_t       pair_len;      /* up to the ';' or the end */
+    size_t       name_len;      /* NAME starts at pair: up to '=' */
+    size_t       value;         /* after the '=' */
+    size_t       value_len;     /* trailing spaces dropped */
+    int          has_value;     /* 0: no '=' */
+} ak_cookie_t;
+
+/*
+ * The next cookie of a Cookie value s ("a=1; b=2") from *pos (start at 0):
+ * spaces and ';' skipped, then everything up to the next ';'.  1 and *c
+ * set, *pos moved past it; 0 at the end.
+ */
+int ak_cookie_next(const unsigned char *s, size_t len, size_t *pos,
+    ak_cookie_t *c) AK_NOEXCEPT;
+
+/*
+ * The value of the first cookie "NAME=..." of s, one pair of surrounding
+ * double quotes removed.  1 found (*value, *value_len), 0 not.
+ */
+int ak_cookie_find(const unsigned char *s, size_t len,
+    const unsigned char *name, size_t name_len, size_t *value,
+    size_t *value_len) AK_NOEXCEPT;
+
+/*
+ * s without every cookie "NAME=...", the others (as ak_cookie_next gives
+ * them) joined by "; ": AK_STRIP_NONE, AK_STRIP_EMPTY, or AK_STRIP_REBUILT
+ * with its length in *out_len.  ak_cookie_strip writes it (at most cap
+ * bytes) and returns the length written, 0 when it does not fit.
+ */
+int ak_cookie_strip_len(const unsigned char *s, size_t len,
+    const unsigned char *name, size_t name_len, size_t *out_len) AK_NOEXCEPT;
+size_t ak_cookie_strip(const unsigned char *s, size_t len,
+    const unsigned char *name, size_t name_len, unsigned char *out,
+    size_t cap) AK_NOEXCEPT;
+
+/* An Authorization value with the scheme "Bearer " (any case).  1 yes */
+int ak_auth_is_bearer(const unsigned char *s, size_t len) AK_NOEXCEPT;
+
+/*
+ * The credential of "Bearer TOKEN", spaces around it dropped (may be
+ * empty).  1 and *token, *token_len set; 0 not a Bearer value.
+ */
+int ak_auth_bearer(const unsigned char *s, size_t len, size_t *token,
+    size_t *token_len) AK_NOEXCEPT;
+
+/* The '&'-separated arguments s have one "NAME" or "NAME=...".  1 yes */
+int ak_args_has(const unsigned char *s, size_t len,
+    const unsigned char *name, size_t name_len) AK_NOEXCEPT;
+
+/*
+ * Where the arguments are: after the first '?' of a URI (request_line 0),
+ * or of a request line "METHOD SP+ URI [SP HTTP/version]" after its first
+ * space, up to the protocol (request_line 1).  1 and [*start, *end) set
+ * (maybe empty); 0 no '?'.
+ */
+int ak_query_bounds(const unsigned char *s, size_t len, int request_line,
+    size_t *start, size_t *end) AK_NOEXCEPT;
+
+/*
+ * s with every argument "NAME" or "NAME=..." removed from s[start, end):
+ * the kept non-empty arguments joined by '&', the '?' before them dropped
+ * when none is left (start > 0), s[0, start) and s[end, len) as they
+ * were.  ak_args_strip_len: AK_STRIP_NONE (no such argument, s is kept
+ * as it is) or AK_STRIP_REBUILT with the length in *out_len (never more
+ * than len).  ak_args_strip writes it (at most cap bytes) and returns the
+ * length, 0 when it does not fit or is empty.
+ */
+int ak_args_strip_len(const unsigned char *s, size_t len, size_t start,
+    size_t end, const unsigned char *name, size_t name_len,
+    size_t *out_len) AK_NOEXCEPT;
+size_t ak_args_strip(const unsigned char *s, size_t len, size_t start,
+    size_t end, const unsigned char *name, size_t name_len,
+    unsigned char *out, size_t cap) AK_NOEXCEPT;
+
+
+/* ------------------------------------------------------------------ */
 /* Hashing                                                             */
 
 #define AK_HASH_SHA256       0
