@@ -10,6 +10,7 @@
 #   make check-layers   fails on a call between the C glue files (src/*.c)
 #                 that points up the layer order of scripts/layers.conf
 #   make fuzz     every libFuzzer target of fuzz/ for FUZZ_SECONDS (60) each
+#                 (FUZZ_TARGETS="cookie query": only those)
 #   make fuzz-replay   the committed corpora and saved crash inputs through
 #                 every target (part of make test)
 #
@@ -200,6 +201,8 @@ test-asan: deps
 
 FUZZ_CXX      ?= clang++
 FUZZ_SECONDS  ?= 60
+# make fuzz FUZZ_TARGETS="cookie query": only those (default: every one)
+FUZZ_TARGETS  ?= $(FUZZ_NAMES)
 FUZZ_BUILD     = $(BUILD)/fuzz
 FUZZ_REPLAY    = $(BUILD)/fuzz-replay
 FUZZ_NAMES    := $(patsubst fuzz/fuzz_%.cpp,%,$(wildcard fuzz/fuzz_*.cpp))
@@ -227,8 +230,8 @@ fuzz-build: $(addprefix $(FUZZ_BUILD)/,$(FUZZ_NAMES))
 # clang and its libFuzzer runtime (Debian: clang, libclang-rt-dev)
 fuzz:
 	@sh scripts/deps.sh clang libclang-rt-dev
-	$(MAKE) fuzz-build
-	sh fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_NAMES)
+	$(MAKE) $(addprefix $(FUZZ_BUILD)/,$(FUZZ_TARGETS))
+	sh fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 $(FUZZ_REPLAY)/core/%.o: src/core/%.cpp $(CORE_HDRS)
 	@mkdir -p $(dir $@)
