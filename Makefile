@@ -137,7 +137,7 @@ $(BUILD)/unit/%.o: test/unit/%.cpp $(CORE_HDRS) $(wildcard test/unit/*.h) $(FLAG
 	$(CXX) $(AK_CXXFLAGS) -Isrc/core -c -o $@ $<
 
 $(BUILD)/unit_tests: $(UNIT_OBJS) $(CORE_LIB)
-	$(CXX) $(AK_LDFLAGS) -o $@ $^ -lgtest -lgtest_main -lcrypto -pthread
+	$(CXX) $(AK_LDFLAGS) -o $@ $^ -lgtest -lgtest_main -lhiredis -lcrypto -pthread
 
 # UBSan reports make the unit tests fail (ASan's always do)
 unit: $(BUILD)/unit_tests
@@ -223,7 +223,7 @@ $(FUZZ_BUILD)/core/%.o: src/core/%.cpp $(CORE_HDRS)
 $(FUZZ_BUILD)/%: fuzz/fuzz_%.cpp $(FUZZ_HDRS) $(FUZZ_CORE_OBJS)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CXX) $(FUZZ_BASE) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $< \
-	    $(FUZZ_CORE_OBJS) -lcrypto
+	    $(FUZZ_CORE_OBJS) -lhiredis -lcrypto
 
 fuzz-build: $(addprefix $(FUZZ_BUILD)/,$(FUZZ_NAMES))
 
@@ -244,7 +244,7 @@ $(FUZZ_REPLAY)/main.o: fuzz/replay_main.cpp
 $(FUZZ_REPLAY)/%: fuzz/fuzz_%.cpp $(FUZZ_HDRS) $(REPLAY_CORE_OBJS) $(FUZZ_REPLAY)/main.o
 	@mkdir -p $(dir $@)
 	$(CXX) $(FUZZ_BASE) $(FUZZ_SAN) -o $@ $< $(FUZZ_REPLAY)/main.o \
-	    $(REPLAY_CORE_OBJS) -lcrypto
+	    $(REPLAY_CORE_OBJS) -lhiredis -lcrypto
 
 # UBSan's reports abort too (-fno-sanitize-recover)
 fuzz-replay: $(addprefix $(FUZZ_REPLAY)/,$(FUZZ_NAMES))

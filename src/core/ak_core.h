@@ -277,6 +277,29 @@ int ak_record_build(const unsigned char hash[AK_HASH_LEN],
     const ak_str_t *fields, const ak_str_t *values, size_t n,
     unsigned char *blob, size_t blob_cap, ak_record_err_t *err) AK_NOEXCEPT;
 
+/*
+ * The field/value pairs of an HGETALL answer as hiredis's reader parsed it
+ * (resp.cpp; only the reply structure is read).  Checked in this order:
+ * AK_HGETALL_NOT_PAIRS   not an array, or an odd number of elements;
+ * AK_HGETALL_EMPTY       an empty array: no such record;
+ * AK_HGETALL_BAD_ELEMENT an element that is not a bulk string (an integer,
+ *                        a nested array, a nil, a status...);
+ * AK_HGETALL_TOO_MANY    more than cap pairs: *n says how many (call again
+ *                        with room for them);
+ * AK_HGETALL_FIELDS      *n pairs in fields[] / values[], pointing into
+ *                        the reply's strings.  hot: no allocation
+ */
+#define AK_HGETALL_FIELDS       0
+#define AK_HGETALL_EMPTY        1
+#define AK_HGETALL_NOT_PAIRS    2
+#define AK_HGETALL_BAD_ELEMENT  3
+#define AK_HGETALL_TOO_MANY     4
+
+struct redisReply;
+
+int ak_hgetall_fields(const struct redisReply *reply, ak_str_t *fields,
+    ak_str_t *values, size_t cap, size_t *n) AK_NOEXCEPT;
+
 /* A parsed view of a blob; pointers point into the blob (or id_buf). */
 typedef struct {
     ak_str_t     id;            /* record id, or first 12 hex of the hash */
