@@ -703,6 +703,50 @@ void ak_key_state_carry(const ak_record_t *old, const ak_record_t *cur,
 
 void ak_cache_get_stats(const ak_cache_t *c, ak_cache_stats_t *st) AK_NOEXCEPT;
 
+/* ------------------------------------------------------------------ */
+/* The metrics page (metrics.cpp)                                      */
+
+/* One zone's counters, as the glue read them (a snapshot). */
+typedef struct {
+    ak_str_t           name;            /* the zone's name (any bytes) */
+    const uint64_t    *status;          /* ak_metrics_t.nstatus counters */
+    ak_cache_stats_t   cache;
+    const uint64_t    *latency;         /* ak_metrics_t.nbuckets counts,
+                                           one per bucket (not cumulative) */
+    uint64_t           latency_sum_us;
+    uint64_t           latency_count;
+    uint64_t           redis_errors;
+    uint64_t           redis_timeouts;
+} ak_metrics_zone_t;
+
+typedef struct {
+    const ak_metrics_zone_t *zones;
+    size_t             nzones;
+    const ak_str_t    *status_names;    /* the "status" label values */
+    size_t             nstatus;
+    const uint64_t    *latency_bounds_us;   /* upper bounds of the buckets
+                                           but the last one (+Inf) */
+    size_t             nbuckets;
+    const ak_str_t    *event_names;     /* the "type" label values */
+    const uint64_t    *events;
+    size_t             nevents;
+    uint64_t           resubscribes;
+    uint64_t           connects[2];     /* commands, events */
+    uint64_t           disconnects[2];
+    uint64_t           connected[2];
+} ak_metrics_t;
+
+/*
+ * The Prometheus text page (format 0.0.4) of m: each metric family's HELP
+ * and TYPE once, then its samples for every zone; the node-wide families
+ * (events, connections) only when there is a zone.  Label values escaped
+ * (\\, \", \n; a byte that is not valid UTF-8 becomes U+FFFD).  Returns the
+ * page's length; writes it into out when out is not NULL, never a byte
+ * past cap: size with (m, NULL, 0), then write with a buffer of that size.
+ */
+size_t ak_metrics_page(const ak_metrics_t *m, char *out, size_t cap)
+    AK_NOEXCEPT;
+
 #ifdef __cplusplus
 }
 #endif
