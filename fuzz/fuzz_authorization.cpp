@@ -23,7 +23,7 @@
 
 namespace {
 
-bool ref_key_ok(const std::string &k)
+FUZZ_ORACLE bool ref_key_ok(const std::string &k)
 {
     if (k.empty() || k.size() > AK_KEY_MAX_LEN) return false;
     for (unsigned char c : k) {

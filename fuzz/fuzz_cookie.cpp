@@ -33,7 +33,7 @@ struct RefCookie {
 };
 
 /* spaces and ';' between cookies; a cookie runs to the next ';' */
-void ref_cookies(std::string_view s, std::vector<RefCookie> *out)
+FUZZ_ORACLE void ref_cookies(std::string_view s, std::vector<RefCookie> *out)
 {
     size_t i = 0;
 
@@ -64,7 +64,7 @@ void ref_cookies(std::string_view s, std::vector<RefCookie> *out)
 }
 
 /* strncmp's equality: n bytes, or up to a NUL both have */
-bool ref_named(const RefCookie &c, const std::string &name)
+FUZZ_ORACLE bool ref_named(const RefCookie &c, const std::string &name)
 {
     if (!c.has_value || c.name.size() != name.size()) return false;
     for (size_t i = 0; i < name.size(); i++) {

@@ -2,13 +2,13 @@
  * fuzz_metrics: the api_key_metrics page (metrics.cpp: ak_metrics_page)
  * from arbitrary zone names, label values and counters.
  *
- * Input: a byte (zones: 0..4; bit 3: status and event names from the
- * input, else the module's), then per zone its name (a length byte:
- * up to 63 bytes, or up to 1024 when it is 255 -- every byte of a name is
- * written about 45 times per page, so short names keep the target fast;
- * t/42 has the 4,000-byte names of real configurations) and its counters
- * (u64s;
- * missing bytes read as 0), then the node's counters.
+ * Input: a byte (zones: 0..2, enough for the page's order across zones;
+ * bit 3: status and event names from the input, else the module's), then
+ * per zone its name (a length byte: up to 63 bytes, or up to 300 when it
+ * is 255 -- every byte of a name is written about 45 times per page, so
+ * short names keep the target fast; t/42 has the 4,000-byte names of real
+ * configurations) and its counters (u64s; missing bytes read as 0), then
+ * the node's counters.
  *
  * Oracles:
  * - sizing and writing agree: the length measured without a buffer is what
@@ -31,8 +31,6 @@
 #include "ak_core.h"
 #include "fuzz_util.h"
 
-#include <map>
-#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -121,10 +119,13 @@ FUZZ_ORACLE bool metric_name(std::string_view s)
     return true;
 }
 
+/* a parsed sample; reused from line to line (few allocations per page:
+ * ASan's malloc records a stack trace each time) */
 struct Sample {
     std::string_view name;
-    std::vector<std::pair<std::string_view, std::string>> labels;
-                                                    /* values unescaped */
+    size_t nlabels;
+    std::string_view lname[4];
+    std::string lval[4];                /* unescaped */
     std::string_view value;
 };
 
@@ -134,6 +135,7 @@ FUZZ_ORACLE bool parse_sample(std::string_view line, Sample *s)
     size_t i = 0;
     while (i < line.size() && name_char(line[i], i == 0)) i++;
     s->name = line.substr(0, i);
+    s->nlabels = 0;
     if (!metric_name(s->name)) return false;
 
     if (i < line.size() && line[i] == '{') {
@@ -148,7 +150,9 @@ FUZZ_ORACLE bool parse_sample(std::string_view line, Sample *s)
                 return false;
             }
             i += 2;
-            std::string val;
+            if (s->nlabels == 4) return false;
+            std::string &val = s->lval[s->nlabels];
+            val.clear();
             for (;;) {
                 if (i >= line.size()) return false;
                 char c = line[i];
@@ -167,7 +171,7 @@ FUZZ_ORACLE bool parse_sample(std::string_view line, Sample *s)
                 i++;
             }
             if (!valid_utf8(val)) return false;
-            s->labels.emplace_back(lname, val);
+            s->lname[s->nlabels++] = lname;
             if (i < line.size() && line[i] == ',') { i++; continue; }
             if (i < line.size() && line[i] == '}') { i++; break; }
             return false;
@@ -194,29 +198,27 @@ FUZZ_ORACLE bool parse_sample(std::string_view line, Sample *s)
     return true;
 }
 
-/* the family of a sample name: histogram suffixes removed when declared */
-FUZZ_ORACLE std::string_view family_of(std::string_view name,
-    const std::map<std::string_view, std::string_view> &types)
+FUZZ_ORACLE bool seen(const std::vector<std::string_view> &v,
+    std::string_view name)
 {
-    for (std::string_view sf : {"_bucket", "_sum", "_count"}) {
-        if (name.size() > sf.size()
-            && name.compare(name.size() - sf.size(), sf.size(), sf) == 0)
-        {
-            std::string_view base = name.substr(0, name.size() - sf.size());
-            auto it = types.find(base);
-            if (it != types.end() && it->second == "histogram") return base;
-        }
+    for (const auto &x : v) {
+        if (x == name) return true;
     }
-    return name;
+    return false;
 }
 
-/* the page's samples (views into page), after checking its format */
-FUZZ_ORACLE std::vector<Sample> check_page(std::string_view page)
+/* checks the page's format; each sample to f (views into page) */
+template <typename F>
+FUZZ_ORACLE void check_page(std::string_view page, F f)
 {
-    std::vector<Sample> samples;
-    std::set<std::string_view> help, type, done;
-    std::map<std::string_view, std::string_view> types;
+    static std::vector<std::string_view> help, type, done, types;
+    static Sample s;
     std::string_view current;
+
+    help.clear();
+    type.clear();
+    done.clear();
+    types.clear();
 
     FUZZ_CHECK(page.empty() || page.back() == '\n');
 
@@ -238,48 +240,65 @@ FUZZ_ORACLE std::vector<Sample> check_page(std::string_view page)
             std::string_view name = line.substr(7, sp - 7);
             std::string_view rest = line.substr(sp + 1);
             FUZZ_CHECK(metric_name(name));
-            FUZZ_CHECK(done.count(name) == 0);         /* not after its run */
+            FUZZ_CHECK(!seen(done, name));             /* not after its run */
             if (is_help) {
-                FUZZ_CHECK(help.insert(name).second);
+                FUZZ_CHECK(!seen(help, name));
+                help.push_back(name);
                 FUZZ_CHECK(rest.find('\\') == std::string_view::npos);
             } else {
-                FUZZ_CHECK(type.insert(name).second);
+                FUZZ_CHECK(!seen(type, name));
+                type.push_back(name);
                 FUZZ_CHECK(rest == "counter" || rest == "gauge"
                            || rest == "histogram");
-                types[name] = rest;
+                types.push_back(rest);
             }
-            if (current != name && !current.empty()) done.insert(current);
+            if (current != name && !current.empty()) done.push_back(current);
             current = name;
             continue;
         }
 
-        Sample s;
         FUZZ_CHECK(parse_sample(line, &s));
-        std::string_view fam = family_of(s.name, types);
-        FUZZ_CHECK(type.count(fam) == 1);               /* TYPE came first */
-        FUZZ_CHECK(done.count(fam) == 0);
+
+        /* the family: histogram suffixes removed when so declared */
+        std::string_view fam = s.name;
+        for (std::string_view sf : {"_bucket", "_sum", "_count"}) {
+            if (fam.size() > sf.size()
+                && fam.compare(fam.size() - sf.size(), sf.size(), sf) == 0)
+            {
+                std::string_view base = fam.substr(0, fam.size() - sf.size());
+                for (size_t t = 0; t < type.size(); t++) {
+                    if (type[t] == base && types[t] == "histogram") {
+                        fam = base;
+                    }
+                }
+            }
+        }
+
+        FUZZ_CHECK(seen(type, fam));                    /* TYPE came first */
+        FUZZ_CHECK(!seen(done, fam));
         if (current != fam) {
-            if (!current.empty()) done.insert(current);
+            if (!current.empty()) done.push_back(current);
             current = fam;
         }
-        samples.push_back(std::move(s));
+        f(s);
     }
-    return samples;
 }
 
-FUZZ_ORACLE const std::string *label(const Sample &s, const char *name)
+FUZZ_ORACLE uint64_t number(std::string_view v)
 {
-    for (const auto &l : s.labels) {
-        if (l.first == name) return &l.second;
+    uint64_t n = 0;
+    for (char c : v) {
+        if (c == '.') break;
+        n = n * 10 + static_cast<uint64_t>(c - '0');
     }
-    return nullptr;
+    return n;
 }
 
 std::string name_from(fuzz::Input &in)
 {
     uint8_t n = in.u8();
     if (n == 255) {
-        size_t len = in.u16() % 1025;
+        size_t len = in.u16() % 301;
         return in.bytes(len);
     }
     return in.bytes(n & 63);
@@ -293,13 +312,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fuzz::Input in(data, size);
     uint8_t head = in.u8();
-    size_t nz = head % 5;
+    size_t nz = head % 3;                       /* 0..2 */
     bool custom = head & 8;
 
-    std::vector<std::string> znames(nz), snames(kNStatus), enames(kNEvents);
-    std::vector<ak_str_t> sstr(kNStatus), estr(kNEvents);
-    std::vector<uint64_t> counts(nz * (kNStatus + kBuckets));
-    std::vector<ak_metrics_zone_t> zones(nz);
+    /* kept from run to run: few allocations per input */
+    static std::string znames[4], snames[kNStatus], enames[kNEvents];
+    static ak_str_t sstr[kNStatus], estr[kNEvents];
+    static uint64_t counts[4 * (kNStatus + kBuckets)];
+    static ak_metrics_zone_t zones[4];
     uint64_t ev[kNEvents];
 
     for (size_t j = 0; j < kNStatus; j++) {
@@ -312,6 +332,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = 0; i < nz; i++) {
         znames[i] = name_from(in);
         ak_metrics_zone_t &z = zones[i];
+        z = ak_metrics_zone_t();
         uint64_t *c = &counts[i * (kNStatus + kBuckets)];
         for (size_t j = 0; j < kNStatus; j++) c[j] = in.u64();
         for (size_t j = 0; j < kBuckets; j++) {
@@ -346,13 +367,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         estr[j] = {enames[j].data(), enames[j].size()};
         ev[j] = in.u64();
     }
-    m.zones = zones.data();
+    m.zones = zones;
     m.nzones = nz;
-    m.status_names = sstr.data();
+    m.status_names = sstr;
     m.nstatus = kNStatus;
     m.latency_bounds_us = kBounds;
     m.nbuckets = kBuckets;
-    m.event_names = estr.data();
+    m.event_names = estr;
     m.events = ev;
     m.nevents = kNEvents;
     m.resubscribes = in.u64();
@@ -377,46 +398,61 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     const std::string_view page(buf.buf, len);
 
-    /* ---- the format */
+    /* ---- the format, the zones' labels and values */
 
-    std::vector<Sample> samples = check_page(page);
-
-    /* ---- the zones' labels and values */
-
-    std::vector<std::string> want(nz);
-    for (size_t i = 0; i < nz; i++) want[i] = ref_utf8(znames[i]);
-
-    std::map<std::string, size_t> per_zone;
-    std::map<std::string, std::vector<uint64_t>> req, buckets;
-
-    for (const auto &s : samples) {
-        const std::string *z = label(s, "zone");
-        if (z == nullptr) continue;
-        per_zone[*z]++;
-        if (s.name == "api_key_requests_total") {
-            req[*z].push_back(std::stoull(std::string(s.value)));
-        } else if (s.name == "api_key_redis_read_seconds_bucket") {
-            buckets[*z].push_back(std::stoull(std::string(s.value)));
-        }
+    std::string want[4];
+    size_t distinct = 0;
+    for (size_t i = 0; i < nz; i++) {
+        want[i] = ref_utf8(znames[i]);
+        bool dup = false;
+        for (size_t k = 0; k < i; k++) dup = dup || want[k] == want[i];
+        distinct += dup ? 0 : 1;
     }
 
-    size_t distinct = std::set<std::string>(want.begin(), want.end()).size();
-    FUZZ_CHECK(per_zone.size() == distinct);
+    size_t per_zone[4] = {0, 0, 0, 0}, nreq[4] = {0, 0, 0, 0};
+    size_t nbucket[4] = {0, 0, 0, 0};
+    uint64_t cum[4] = {0, 0, 0, 0};
+    bool used[4] = {false, false, false, false};
+
+    check_page(page, [&](const Sample &smp) {
+        const std::string *z = nullptr;
+        for (size_t l = 0; l < smp.nlabels; l++) {
+            if (smp.lname[l] == "zone") z = &smp.lval[l];
+        }
+        if (z == nullptr) return;
+
+        size_t zi = nz;
+        for (size_t k = 0; k < nz && zi == nz; k++) {
+            if (want[k] == *z) zi = k;
+        }
+        FUZZ_CHECK(zi < nz);            /* a zone label is a zone's name */
+        used[zi] = true;
+        per_zone[zi]++;
+
+        if (distinct != nz) return;     /* two names alike: counts mix */
+
+        const uint64_t *c = &counts[zi * (kNStatus + kBuckets)];
+        if (smp.name == "api_key_requests_total") {
+            FUZZ_CHECK(nreq[zi] < kNStatus);
+            FUZZ_CHECK(number(smp.value) == c[nreq[zi]]);
+            nreq[zi]++;
+        } else if (smp.name == "api_key_redis_read_seconds_bucket") {
+            FUZZ_CHECK(nbucket[zi] < kBuckets);
+            cum[zi] += c[kNStatus + nbucket[zi]];
+            FUZZ_CHECK(number(smp.value) == cum[zi]);
+            nbucket[zi]++;
+        }
+    });
+
+    size_t nused = 0;
+    for (size_t i = 0; i < nz; i++) nused += used[i] ? 1 : 0;
+    FUZZ_CHECK(nused == distinct);
 
     if (distinct == nz) {
         for (size_t i = 0; i < nz; i++) {
-            const uint64_t *c = &counts[i * (kNStatus + kBuckets)];
-            FUZZ_CHECK(per_zone[want[i]] == per_zone[want[0]]);
-            FUZZ_CHECK(req[want[i]].size() == kNStatus);
-            for (size_t j = 0; j < kNStatus; j++) {
-                FUZZ_CHECK(req[want[i]][j] == c[j]);
-            }
-            FUZZ_CHECK(buckets[want[i]].size() == kBuckets);
-            uint64_t cum = 0;
-            for (size_t j = 0; j < kBuckets; j++) {
-                cum += c[kNStatus + j];
-                FUZZ_CHECK(buckets[want[i]][j] == cum);
-            }
+            FUZZ_CHECK(per_zone[i] == per_zone[0]);
+            FUZZ_CHECK(nreq[i] == kNStatus);
+            FUZZ_CHECK(nbucket[i] == kBuckets);
         }
     }
 

@@ -38,14 +38,14 @@ const unsigned char *u(const std::string &s)
     return reinterpret_cast<const unsigned char *>(s.data());
 }
 
-bool ref_named(const std::string &arg, const std::string &name)
+FUZZ_ORACLE bool ref_named(const std::string &arg, const std::string &name)
 {
     std::string n = arg.substr(0, arg.find('='));
     return n.size() == name.size()
            && ::strncasecmp(n.c_str(), name.c_str(), name.size()) == 0;
 }
 
-std::vector<std::string> ref_split(const std::string &s)
+FUZZ_ORACLE std::vector<std::string> ref_split(const std::string &s)
 {
     std::vector<std::string> out;
     size_t i = 0;
@@ -58,7 +58,7 @@ std::vector<std::string> ref_split(const std::string &s)
     }
 }
 
-bool ref_bounds(const std::string &s, int mode, size_t *start, size_t *end)
+FUZZ_ORACLE bool ref_bounds(const std::string &s, int mode, size_t *start, size_t *end)
 {
     size_t q;
 
@@ -84,7 +84,7 @@ bool ref_bounds(const std::string &s, int mode, size_t *start, size_t *end)
     return true;
 }
 
-int hexv(unsigned char c)
+FUZZ_ORACLE int hexv(unsigned char c)
 {
     if (c >= '0' && c <= '9') return c - '0';
     if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -92,7 +92,7 @@ int hexv(unsigned char c)
     return -1;
 }
 
-bool ref_decode(const std::string &in, size_t cap, std::string *out)
+FUZZ_ORACLE bool ref_decode(const std::string &in, size_t cap, std::string *out)
 {
     out->clear();
     for (size_t i = 0; i < in.size(); i++) {
@@ -127,7 +127,7 @@ bool decode(const std::string &in, size_t cap, std::string *out)
     return true;
 }
 
-void check_decode(const std::string &value)
+FUZZ_ORACLE void check_decode(const std::string &value)
 {
     std::string ref, got;
 

@@ -36,7 +36,7 @@ constexpr size_t kCap = 32;            /* what lookup.c has on its stack */
 constexpr long long kMaxElements = 65536;
 
 /* an array header "*N" with N > kMaxElements anywhere in the input */
-bool huge_array(const uint8_t *data, size_t size)
+FUZZ_ORACLE bool huge_array(const uint8_t *data, size_t size)
 {
     for (size_t i = 0; i < size; i++) {
         if (data[i] != '*') continue;
@@ -51,7 +51,7 @@ bool huge_array(const uint8_t *data, size_t size)
     return false;
 }
 
-int ref_shape(const redisReply *r)
+FUZZ_ORACLE int ref_shape(const redisReply *r)
 {
     if (r->type != REDIS_REPLY_ARRAY || r->elements % 2) {
         return AK_HGETALL_NOT_PAIRS;

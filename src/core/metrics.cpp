@@ -18,6 +18,20 @@
 
 namespace {
 
+/* the ASCII bytes a label value holds as they are (all but \\ " \n) */
+struct PlainTable {
+    bool t[256];
+    constexpr PlainTable() : t()
+    {
+        for (int c = 0; c < 0x80; c++) {
+            t[c] = c != '\\' && c != '"' && c != '\n';
+        }
+    }
+    constexpr bool operator[](unsigned char c) const { return t[c]; }
+};
+
+constexpr PlainTable kPlain;
+
 class Writer {
 public:
     Writer(char *out, size_t cap) : out_(out), cap_(out ? cap : 0) {}
@@ -79,9 +93,7 @@ public:
 
             /* a run of bytes written as they are */
             size_t run = i;
-            while (run < n && s[run] < 0x80 && s[run] != '\\'
-                   && s[run] != '"' && s[run] != '\n')
-            {
+            while (run < n && kPlain[s[run]]) {
                 run++;
             }
 
