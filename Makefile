@@ -10,6 +10,7 @@
 #   make check-layers   fails on a call between the C glue files (src/*.c)
 #                 that points up the layer order of scripts/layers.conf
 #   make fuzz     every libFuzzer target of fuzz/ for FUZZ_SECONDS (60) each
+#                 (FUZZ_TARGETS="cookie query": only those)
 #   make fuzz-replay   the committed corpora and saved crash inputs through
 #                 every target (part of make test)
 #
@@ -140,7 +141,7 @@ $(BUILD)/unit/%.o: test/unit/%.cpp $(CORE_HDRS) $(wildcard test/unit/*.h) $(wild
 UNIT_CLI_OBJS = $(BUILD)/cli/url.o $(BUILD)/cli/util.o
 
 $(BUILD)/unit_tests: $(UNIT_OBJS) $(UNIT_CLI_OBJS) $(CORE_LIB)
-	$(CXX) $(AK_LDFLAGS) -o $@ $^ -lgtest -lgtest_main -lcrypto -pthread
+	$(CXX) $(AK_LDFLAGS) -o $@ $^ -lgtest -lgtest_main -lhiredis -lcrypto -pthread
 
 # UBSan reports make the unit tests fail (ASan's always do)
 unit: $(BUILD)/unit_tests
@@ -204,6 +205,8 @@ test-asan: deps
 
 FUZZ_CXX      ?= clang++
 FUZZ_SECONDS  ?= 60
+# make fuzz FUZZ_TARGETS="cookie query": only those (default: every one)
+FUZZ_TARGETS  ?= $(FUZZ_NAMES)
 FUZZ_BUILD     = $(BUILD)/fuzz
 FUZZ_REPLAY    = $(BUILD)/fuzz-replay
 FUZZ_NAMES    := $(patsubst fuzz/fuzz_%.cpp,%,$(wildcard fuzz/fuzz_*.cpp))
@@ -224,15 +227,15 @@ $(FUZZ_BUILD)/core/%.o: src/core/%.cpp $(CORE_HDRS)
 $(FUZZ_BUILD)/%: fuzz/fuzz_%.cpp $(FUZZ_HDRS) $(FUZZ_CORE_OBJS)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CXX) $(FUZZ_BASE) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $< \
-	    $(FUZZ_CORE_OBJS) -lcrypto
+	    $(FUZZ_CORE_OBJS) -lhiredis -lcrypto
 
 fuzz-build: $(addprefix $(FUZZ_BUILD)/,$(FUZZ_NAMES))
 
 # clang and its libFuzzer runtime (Debian: clang, libclang-rt-dev)
 fuzz:
 	@sh scripts/deps.sh clang libclang-rt-dev
-	$(MAKE) fuzz-build
-	sh fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_NAMES)
+	$(MAKE) $(addprefix $(FUZZ_BUILD)/,$(FUZZ_TARGETS))
+	sh fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 $(FUZZ_REPLAY)/core/%.o: src/core/%.cpp $(CORE_HDRS)
 	@mkdir -p $(dir $@)
@@ -245,7 +248,7 @@ $(FUZZ_REPLAY)/main.o: fuzz/replay_main.cpp
 $(FUZZ_REPLAY)/%: fuzz/fuzz_%.cpp $(FUZZ_HDRS) $(REPLAY_CORE_OBJS) $(FUZZ_REPLAY)/main.o
 	@mkdir -p $(dir $@)
 	$(CXX) $(FUZZ_BASE) $(FUZZ_SAN) -o $@ $< $(FUZZ_REPLAY)/main.o \
-	    $(REPLAY_CORE_OBJS) -lcrypto
+	    $(REPLAY_CORE_OBJS) -lhiredis -lcrypto
 
 # UBSan's reports abort too (-fno-sanitize-recover)
 fuzz-replay: $(addprefix $(FUZZ_REPLAY)/,$(FUZZ_NAMES))

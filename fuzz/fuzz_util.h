@@ -26,6 +26,18 @@
         }                                                                    \
     } while (0)
 
+/*
+ * FUZZ_ORACLE marks the slow reference code of a target (checkers,
+ * reference parsers): not instrumented for coverage, whose comparison
+ * tracing would otherwise cost more than the code under test and guide
+ * the fuzzer by the checker's branches instead of the module's.
+ */
+#if defined(__clang__) && __clang_major__ >= 13
+#define FUZZ_ORACLE  __attribute__((no_sanitize("coverage")))
+#else
+#define FUZZ_ORACLE
+#endif
+
 namespace fuzz {
 
 class Input {

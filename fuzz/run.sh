@@ -4,7 +4,8 @@
 # time; new inputs go to BUILD/corpus/TARGET, a crash to
 # BUILD/artifacts/TARGET/.  Prints executions, executions per second and
 # the coverage (cov: edges, ft: features) of libFuzzer's last stats line.
-# Fails when a target finds something.
+# Fails when a target finds something.  fuzz/NAME.options, when there is
+# one, holds more libFuzzer flags for that target (e.g. -max_len=4096).
 
 set -u
 
@@ -18,9 +19,14 @@ summary=""
 for t in "$@"; do
     mkdir -p "$build/corpus/$t" "$build/artifacts/$t" "$build/logs"
     log="$build/logs/$t.log"
-    echo "fuzz: $t for ${seconds}s"
+    opts=""
+    if [ -f "fuzz/$t.options" ]; then
+        opts=$(grep -v '^#' "fuzz/$t.options")
+    fi
+    echo "fuzz: $t for ${seconds}s $opts"
+    # shellcheck disable=SC2086
     "$build/$t" -max_total_time="$seconds" -print_final_stats=1 \
-        -timeout=10 -rss_limit_mb=2048 \
+        -timeout=10 -rss_limit_mb=2048 $opts \
         -artifact_prefix="$build/artifacts/$t/" \
         "$build/corpus/$t" "fuzz/corpus/$t" >"$log" 2>&1
     rc=$?

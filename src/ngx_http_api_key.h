@@ -16,7 +16,8 @@
  * ngx_http_api_key_limits.c     rate limits and quotas, quota lease I/O
  * ngx_http_api_key_events.c     the events subscriber: apply to the caches
  * ngx_http_api_key_strip.c      headers, cookies and query strings that carry
- *                               a key: walk them, strip the key (api_key_strip)
+ *                               a key: walk them, strip the key (api_key_strip;
+ *                               the parsing is the core's extract.cpp)
  * ngx_http_api_key_redis.c      Redis connections and the command queue
  * ngx_http_api_key_redis_io.c   one Redis connection on nginx's events:
  *                               connect, TLS, write, read (hiredis: RESP only)
@@ -27,7 +28,10 @@
  * ngx_http_api_key.h            this: types, names, inline counters
  * ngx_http_api_key_redis.h      redis.c's API with hiredis types
  *
- * The C++ core (src/core, no nginx types) is reached through ak_core.h.
+ * The C++ core (src/core, no nginx types) is reached through ak_core.h;
+ * among its files, src/core/extract.cpp parses the request's key sources
+ * (Cookie values, Bearer credentials, query strings) and rebuilds a Cookie
+ * value or a query string without the key, for keys.c and strip.c.
  */
 
 #ifndef _NGX_HTTP_API_KEY_H_INCLUDED_
@@ -534,14 +538,6 @@ ngx_int_t ngx_http_api_key_strip(ngx_http_request_t *r,
     ngx_http_api_key_early_t *early);
 ngx_table_elt_t *ngx_http_api_key_next_header(ngx_http_request_t *r,
     ngx_str_t *name, ngx_list_part_t **part, ngx_uint_t *i);
-ngx_uint_t ngx_http_api_key_next_cookie(u_char **pos, u_char *last,
-    ngx_str_t *pair, ngx_str_t *name, ngx_str_t *value);
-ngx_uint_t ngx_http_api_key_is_bearer(ngx_table_elt_t *h);
-ngx_uint_t ngx_http_api_key_cookie_named(ngx_str_t *n, ngx_str_t *value,
-    ngx_str_t *name);
-ngx_uint_t ngx_http_api_key_arg_named(u_char *arg, u_char *end,
-    ngx_str_t *name);
-ngx_uint_t ngx_http_api_key_has_arg(ngx_str_t *args, ngx_str_t *name);
 ngx_http_api_key_arg_t *ngx_http_api_key_early_arg(
     ngx_http_api_key_early_t *early, ngx_str_t *name);
 

@@ -67,7 +67,7 @@ ngx_int_t
 ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
     ngx_http_api_key_early_t *early, ngx_http_api_key_found_t *found)
 {
-    u_char                     *p, *last;
+    size_t                      off, len;
     ngx_uint_t                  i, n;
     ngx_list_part_t            *part;
     ngx_table_elt_t            *h;
@@ -101,23 +101,14 @@ ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
 
             h = r->headers_in.authorization;
 
-            if (h == NULL || !ngx_http_api_key_is_bearer(h)) {
+            if (h == NULL
+                || !ak_auth_bearer(h->value.data, h->value.len, &off, &len))
+            {
                 break;
             }
 
-            p = h->value.data + sizeof("Bearer ") - 1;
-            last = h->value.data + h->value.len;
-
-            while (p < last && *p == ' ') {
-                p++;
-            }
-
-            while (last > p && last[-1] == ' ') {
-                last--;
-            }
-
-            found->value.data = p;
-            found->value.len = last - p;
+            found->value.data = h->value.data + off;
+            found->value.len = len;
             goto done;
 
         case NGX_HTTP_API_KEY_SRC_QUERY:
@@ -193,15 +184,15 @@ ngx_http_api_key_same_source(ngx_http_api_key_source_t *a,
 
 /*
  * Looks the named cookie up in every Cookie header ("a=1; b=2").  Our own
- * parser, so that the same code finds and strips it on every nginx version.
+ * parser (the core's), so that the same code finds and strips it on every
+ * nginx version.
  */
 
 static ngx_int_t
 ngx_http_api_key_find_cookie(ngx_http_request_t *r, ngx_str_t *name,
     ngx_str_t *value)
 {
-    u_char           *p, *last;
-    ngx_str_t         pair, n, v;
+    size_t            off, len;
     ngx_uint_t        i;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
@@ -214,28 +205,17 @@ ngx_http_api_key_find_cookie(ngx_http_request_t *r, ngx_str_t *name,
          (h = ngx_http_api_key_next_header(r, &cookie, &part, &i));
          i++)
     {
-        p = h->value.data;
-        last = p + h->value.len;
-
-        while (ngx_http_api_key_next_cookie(&p, last, &pair, &n, &v)) {
-
-            if (ngx_http_api_key_cookie_named(&n, &v, name)) {
-                if (v.len >= 2 && v.data[0] == '"' && v.data[v.len - 1] == '"')
-                {
-                    v.data++;
-                    v.len -= 2;
-                }
-
-                *value = v;
-                return NGX_OK;
-            }
+        if (ak_cookie_find(h->value.data, h->value.len, name->data, name->len,
+                           &off, &len))
+        {
+            value->data = h->value.data + off;
+            value->len = len;
+            return NGX_OK;
         }
     }
 
     return NGX_DECLINED;
 }
-
-
 
 
 /*

@@ -226,8 +226,8 @@ static ngx_http_api_key_lookup_e
 ngx_http_api_key_lookup_store(ngx_http_api_key_lookup_t *lk,
     redisReply *reply)
 {
-    int                        len, rc;
-    size_t                     i, n;
+    int                        len, rc, shape;
+    size_t                     n;
     ak_str_t                  *fields, *values;
     ngx_log_t                 *log;
     ngx_uint_t                 denied;
@@ -291,7 +291,14 @@ ngx_http_api_key_lookup_store(ngx_http_api_key_lookup_t *lk,
         return NGX_HTTP_API_KEY_LOOKUP_ERROR;
     }
 
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements % 2) {
+    /* the answer's field/value pairs (the core's ak_hgetall_fields) */
+
+    fields = fbuf;
+    values = vbuf;
+
+    shape = ak_hgetall_fields(reply, fields, values, 32, &n);
+
+    if (shape == AK_HGETALL_NOT_PAIRS) {
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       "api_key: unexpected redis reply to HGETALL");
         return NGX_HTTP_API_KEY_LOOKUP_ERROR;
@@ -309,7 +316,7 @@ ngx_http_api_key_lookup_store(ngx_http_api_key_lookup_t *lk,
 
     ngx_http_api_key_redis_set_denied(0);
 
-    if (reply->elements == 0) {
+    if (shape == AK_HGETALL_EMPTY) {
         ngx_http_api_key_bad_forget(lk->hash);
 
         ngx_shmtx_lock(&shpool->mutex);
@@ -320,38 +327,19 @@ ngx_http_api_key_lookup_store(ngx_http_api_key_lookup_t *lk,
         return NGX_HTTP_API_KEY_LOOKUP_NOTFOUND;
     }
 
-    n = reply->elements / 2;
-
-    if (n <= 32) {
-        ngx_memzero(fbuf, sizeof(fbuf));
-        ngx_memzero(vbuf, sizeof(vbuf));
-        fields = fbuf;
-        values = vbuf;
-
-    } else {
+    if (shape == AK_HGETALL_TOO_MANY) {
         fields = ngx_alloc(2 * n * sizeof(ak_str_t), log);
         if (fields == NULL) {
             return NGX_HTTP_API_KEY_LOOKUP_ERROR;
         }
 
         values = fields + n;
+
+        shape = ak_hgetall_fields(reply, fields, values, n, &n);
     }
 
-    rc = NGX_HTTP_API_KEY_LOOKUP_FOUND;
-
-    for (i = 0; i < n; i++) {
-        if (reply->element[2 * i]->type != REDIS_REPLY_STRING
-            || reply->element[2 * i + 1]->type != REDIS_REPLY_STRING)
-        {
-            rc = NGX_HTTP_API_KEY_LOOKUP_ERROR;
-            break;
-        }
-
-        fields[i].data = reply->element[2 * i]->str;
-        fields[i].len = reply->element[2 * i]->len;
-        values[i].data = reply->element[2 * i + 1]->str;
-        values[i].len = reply->element[2 * i + 1]->len;
-    }
+    rc = (shape == AK_HGETALL_FIELDS) ? NGX_HTTP_API_KEY_LOOKUP_FOUND
+                                      : NGX_HTTP_API_KEY_LOOKUP_ERROR;
 
     len = -1;
 

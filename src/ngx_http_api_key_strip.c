@@ -73,95 +73,11 @@ ngx_http_api_key_next_header(ngx_http_request_t *r, ngx_str_t *name,
 
 
 /*
- * The next cookie of a Cookie header value ("a=1; b=2"), from *pos: the
- * whole pair, its name, its value (data NULL when there is no '=').
+ * The Cookie, Authorization and query string parsing itself (finding a
+ * cookie, a Bearer credential or an argument, and rebuilding a value
+ * without the key) is the core's (src/core/extract.cpp): pure functions
+ * on byte ranges that the fuzz targets run without nginx.
  */
-
-ngx_uint_t
-ngx_http_api_key_next_cookie(u_char **pos, u_char *last, ngx_str_t *pair,
-    ngx_str_t *name, ngx_str_t *value)
-{
-    u_char  *p, *end, *eq;
-
-    p = *pos;
-
-    while (p < last && (*p == ' ' || *p == ';')) {
-        p++;
-    }
-
-    if (p >= last) {
-        *pos = last;
-        return 0;
-    }
-
-    end = ngx_strlchr(p, last, ';');
-    if (end == NULL) {
-        end = last;
-    }
-
-    pair->data = p;
-    pair->len = end - p;
-
-    eq = ngx_strlchr(p, end, '=');
-
-    name->data = p;
-    name->len = (eq ? eq : end) - p;
-
-    if (eq) {
-        value->data = eq + 1;
-        value->len = end - value->data;
-
-        while (value->len && value->data[value->len - 1] == ' ') {
-            value->len--;
-        }
-
-    } else {
-        ngx_str_null(value);
-    }
-
-    *pos = end;
-
-    return 1;
-}
-
-
-/* an Authorization header with a "Bearer " credential */
-
-ngx_uint_t
-ngx_http_api_key_is_bearer(ngx_table_elt_t *h)
-{
-    return h->value.len >= sizeof("Bearer ") - 1
-           && ngx_strncasecmp(h->value.data, (u_char *) "Bearer ",
-                              sizeof("Bearer ") - 1)
-              == 0;
-}
-
-
-/* a cookie of next_cookie() is "NAME=...": names compared with case */
-
-ngx_uint_t
-ngx_http_api_key_cookie_named(ngx_str_t *n, ngx_str_t *value, ngx_str_t *name)
-{
-    return value->data && n->len == name->len
-           && ngx_strncmp(n->data, name->data, name->len) == 0;
-}
-
-
-/*
- * The query argument [arg, end) is "NAME" or "NAME=...", compared as
- * ngx_http_arg() does, without case.
- */
-
-ngx_uint_t
-ngx_http_api_key_arg_named(u_char *arg, u_char *end, ngx_str_t *name)
-{
-    u_char  *eq;
-
-    eq = ngx_strlchr(arg, end, '=');
-
-    return (size_t) ((eq ? eq : end) - arg) == name->len
-           && ngx_strncasecmp(arg, name->data, name->len) == 0;
-}
 
 
 /* ---- api_key_strip: the key does not go upstream ------------------- */
@@ -262,7 +178,7 @@ ngx_http_api_key_strip_header(ngx_http_request_t *r, ngx_str_t *name,
 
     while ((h = ngx_http_api_key_next_header(r, name, &part, &i))) {
 
-        if (bearer && !ngx_http_api_key_is_bearer(h)) {
+        if (bearer && !ak_auth_is_bearer(h->value.data, h->value.len)) {
             i++;
             continue;
         }
@@ -377,7 +293,7 @@ ngx_http_api_key_list_remove(ngx_list_t *l, ngx_list_part_t **part,
 static ngx_int_t
 ngx_http_api_key_strip_query(ngx_http_request_t *r, ngx_str_t *name)
 {
-    u_char                        *p, *q, *last;
+    size_t                         start, end;
     ngx_uint_t                     removed;
     ngx_http_api_key_main_conf_t  *amcf;
 
@@ -394,14 +310,10 @@ ngx_http_api_key_strip_query(ngx_http_request_t *r, ngx_str_t *name)
 
     /* r->unparsed_uri: path [ "?" args ] */
 
-    p = r->unparsed_uri.data;
-    last = p + r->unparsed_uri.len;
-
-    q = (p != NULL) ? ngx_strlchr(p, last, '?') : NULL;
-
-    if (q
-        && ngx_http_api_key_strip_args(r->pool, &r->unparsed_uri,
-                                       q + 1 - p, last - p, name, &removed)
+    if (ak_query_bounds(r->unparsed_uri.data, r->unparsed_uri.len, 0,
+                        &start, &end)
+        && ngx_http_api_key_strip_args(r->pool, &r->unparsed_uri, start, end,
+                                       name, &removed)
            != NGX_OK)
     {
         return NGX_ERROR;
@@ -409,38 +321,13 @@ ngx_http_api_key_strip_query(ngx_http_request_t *r, ngx_str_t *name)
 
     /* r->request_line: METHOD SP+ URI [ SP "HTTP/" version ] */
 
-    p = r->request_line.data;
-    last = p + r->request_line.len;
-
-    q = (p != NULL) ? ngx_strlchr(p, last, ' ') : NULL;
-
-    if (q) {
-        q = ngx_strlchr(q, last, '?');
-    }
-
-    if (q) {
-        /* the query ends at the protocol, if there is one */
-
-        for (p = last; p > q + 1; p--) {
-            if (p[-1] == ' ') {
-                break;
-            }
-        }
-
-        if (p > q + 1 && last - p >= (ssize_t) (sizeof("HTTP/") - 1)
-            && ngx_strncmp(p, "HTTP/", sizeof("HTTP/") - 1) == 0)
-        {
-            last = p - 1;
-        }
-
-        p = r->request_line.data;
-
-        if (ngx_http_api_key_strip_args(r->pool, &r->request_line,
-                                        q + 1 - p, last - p, name, &removed)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
+    if (ak_query_bounds(r->request_line.data, r->request_line.len, 1,
+                        &start, &end)
+        && ngx_http_api_key_strip_args(r->pool, &r->request_line, start, end,
+                                       name, &removed)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
     if (!removed) {
@@ -471,86 +358,43 @@ ngx_http_api_key_strip_query(ngx_http_request_t *r, ngx_str_t *name)
  * Removes every argument named name ("NAME" or "NAME=...", compared as
  * ngx_http_arg() does, without case) from s[start, end), the '&'-separated
  * arguments of s; the '?' before them goes too when none is left (start >
- * 0).  s then points at a new copy: only arguments and separators are
- * removed and every kept argument after the first one had an '&' before
- * it, so the copy is never longer than s.  Sets *removed when one was.
+ * 0).  s then points at a new copy of the length the core measured first
+ * (ak_args_strip_len).  Sets *removed when one was.
  */
 
 static ngx_int_t
 ngx_http_api_key_strip_args(ngx_pool_t *pool, ngx_str_t *s, size_t start,
     size_t end, ngx_str_t *name, ngx_uint_t *removed)
 {
-    u_char  *p, *a, *arg, *last, *out, *o, *begin;
-
-    if (start >= end || end > s->len) {
-        return NGX_OK;
-    }
-
-    p = s->data + start;
-    last = s->data + end;
+    u_char  *out;
+    size_t   len;
 
     /* most requests do not have it: no copy then */
 
-    for ( ;; ) {
-        arg = p;
-
-        a = ngx_strlchr(p, last, '&');
-        if (a == NULL) {
-            a = last;
-        }
-
-        if (ngx_http_api_key_arg_named(arg, a, name)) {
-            break;
-        }
-
-        if (a == last) {
-            return NGX_OK;
-        }
-
-        p = a + 1;
+    if (ak_args_strip_len(s->data, s->len, start, end, name->data, name->len,
+                          &len)
+        == AK_STRIP_NONE)
+    {
+        return NGX_OK;
     }
 
-    out = ngx_pnalloc(pool, s->len);
+    out = ngx_pnalloc(pool, len);
     if (out == NULL) {
         return NGX_ERROR;
     }
 
-    o = ngx_cpymem(out, s->data, start);
-    begin = o;
-
-    p = s->data + start;
-
-    while (p < last) {
-        arg = p;
-
-        a = ngx_strlchr(p, last, '&');
-        if (a == NULL) {
-            a = last;
-        }
-
-        if (ngx_http_api_key_arg_named(arg, a, name)) {
-            *removed = 1;
-
-        } else if (a > arg) {
-            if (o > begin) {
-                *o++ = '&';
-            }
-
-            o = ngx_cpymem(o, arg, a - arg);
-        }
-
-        p = (a < last) ? a + 1 : last;
+    if (len
+        && ak_args_strip(s->data, s->len, start, end, name->data, name->len,
+                         out, len)
+           != len)
+    {
+        return NGX_ERROR;
     }
 
-    if (o == begin && start > 0 && begin[-1] == '?') {
-        /* nothing left: "path?" becomes "path" */
-        o--;
-    }
-
-    o = ngx_cpymem(o, last, s->data + s->len - last);
+    *removed = 1;
 
     s->data = out;
-    s->len = o - out;
+    s->len = len;
 
     return NGX_OK;
 }
@@ -565,10 +409,10 @@ ngx_http_api_key_strip_args(ngx_pool_t *pool, ngx_str_t *s, size_t start,
 static ngx_int_t
 ngx_http_api_key_strip_cookie(ngx_http_request_t *r, ngx_str_t *name)
 {
-    u_char           *p, *last, *v, *q;
+    u_char           *v;
     size_t            len;
-    ngx_str_t         pair, n, value;
-    ngx_uint_t        i, kept, removed;
+    ngx_int_t         rc;
+    ngx_uint_t        i;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
     ngx_str_t         cookie = ngx_string("cookie");
@@ -580,30 +424,15 @@ ngx_http_api_key_strip_cookie(ngx_http_request_t *r, ngx_str_t *name)
 
         /* pass 1: is the cookie there, and how long is the rest */
 
-        len = 0;
-        kept = 0;
-        removed = 0;
+        rc = ak_cookie_strip_len(h->value.data, h->value.len, name->data,
+                                 name->len, &len);
 
-        p = h->value.data;
-        last = p + h->value.len;
-
-        while (ngx_http_api_key_next_cookie(&p, last, &pair, &n, &value)) {
-
-            if (ngx_http_api_key_cookie_named(&n, &value, name)) {
-                removed = 1;
-                continue;
-            }
-
-            len += (kept ? sizeof("; ") - 1 : 0) + pair.len;
-            kept++;
-        }
-
-        if (!removed) {
+        if (rc == AK_STRIP_NONE) {
             i++;
             continue;
         }
 
-        if (kept == 0) {
+        if (rc == AK_STRIP_EMPTY) {
 
             /* emptied: removed; (part, i) then points at the next header */
 
@@ -626,26 +455,15 @@ ngx_http_api_key_strip_cookie(ngx_http_request_t *r, ngx_str_t *name)
             return NGX_ERROR;
         }
 
-        q = v;
-
-        p = h->value.data;
-
-        while (ngx_http_api_key_next_cookie(&p, last, &pair, &n, &value)) {
-
-            if (ngx_http_api_key_cookie_named(&n, &value, name)) {
-                continue;
-            }
-
-            if (q > v) {
-                *q++ = ';';
-                *q++ = ' ';
-            }
-
-            q = ngx_cpymem(q, pair.data, pair.len);
+        if (ak_cookie_strip(h->value.data, h->value.len, name->data,
+                            name->len, v, len)
+            != len)
+        {
+            return NGX_ERROR;
         }
 
         h->value.data = v;
-        h->value.len = q - v;
+        h->value.len = len;
 
         i++;
     }
@@ -686,7 +504,8 @@ ngx_http_api_key_strip_early(ngx_http_request_t *r,
 
     for (n = 0; n < alcf->sources->nelts; n++) {
         if (src[n].type == NGX_HTTP_API_KEY_SRC_QUERY
-            && ngx_http_api_key_has_arg(&r->args, &src[n].name))
+            && ak_args_has(r->args.data, r->args.len, src[n].name.data,
+                           src[n].name.len))
         {
             nq++;
         }
@@ -718,7 +537,8 @@ ngx_http_api_key_strip_early(ngx_http_request_t *r,
         if (src[n].type != NGX_HTTP_API_KEY_SRC_QUERY
             || e->nargs == nq
             || ngx_http_api_key_early_arg(e, &src[n].name)
-            || !ngx_http_api_key_has_arg(&r->args, &src[n].name))
+            || !ak_args_has(r->args.data, r->args.len, src[n].name.data,
+                            src[n].name.len))
         {
             continue;
         }
@@ -816,33 +636,6 @@ restore:
 
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "api_key: query arguments put back (api_key_strip off)");
-}
-
-
-/* args has an argument "NAME" or "NAME=..." (without case) */
-
-ngx_uint_t
-ngx_http_api_key_has_arg(ngx_str_t *args, ngx_str_t *name)
-{
-    u_char  *p, *a, *last;
-
-    p = args->data;
-    last = p + args->len;
-
-    while (p < last) {
-        a = ngx_strlchr(p, last, '&');
-        if (a == NULL) {
-            a = last;
-        }
-
-        if (ngx_http_api_key_arg_named(p, a, name)) {
-            return 1;
-        }
-
-        p = a + 1;
-    }
-
-    return 0;
 }
 
 

@@ -45,6 +45,10 @@ EOT
             split /\n/, $body;
         is_deeply([ @bad[0 .. ($#bad < 2 ? $#bad : 2)] ], [],
                   "$what: every line is a comment or a sample");
+        my %help;
+        $help{$_}++ for $body =~ /^# HELP (\S+) /mg;
+        is_deeply([ grep { $help{$_} != 1 } sort keys %help ], [],
+                  "$what: one HELP line per metric, however many zones");
         my %count;
         for my $line (split /\n/, $body) {
             next unless $line =~ /\{zone="((?:[^"\\]|\\.)*)"/;

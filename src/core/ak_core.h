@@ -64,6 +64,100 @@ int ak_percent_decode(const unsigned char *in, size_t len,
 
 
 /* ------------------------------------------------------------------ */
+/* Key sources: the parts of a request that carry a key (extract.cpp)  */
+
+/*
+ * Byte ranges in, offsets into them and lengths out; nothing allocates.
+ * A value rebuilt without the key (api_key_strip) is measured by a first
+ * pass (..._strip_len) and written by a second into a buffer of that size.
+ * Cookie names are compared with case, query argument names without
+ * (ASCII letters), as nginx's ngx_strncmp / ngx_strncasecmp do (a NUL
+ * byte at the same place in both ends the comparison, equal).  All hot.
+ */
+
+#define AK_STRIP_NONE     0     /* the name is not there: keep the value */
+#define AK_STRIP_EMPTY    1     /* only the name was there: drop the header */
+#define AK_STRIP_REBUILT  2     /* rebuild it, *out_len bytes */
+
+/* A cookie of a Cookie header value: offsets into the value. */
+typedef struct {
+    size_t       pair;          /* the whole "NAME=VALUE" or "NAME" */
+    size_t       pair_len;      /* up to the ';' or the end */
+    size_t       name_len;      /* NAME starts at pair: up to '=' */
+    size_t       value;         /* after the '=' */
+    size_t       value_len;     /* trailing spaces dropped */
+    int          has_value;     /* 0: no '=' */
+} ak_cookie_t;
+
+/*
+ * The next cookie of a Cookie value s ("a=1; b=2") from *pos (start at 0):
+ * spaces and ';' skipped, then everything up to the next ';'.  1 and *c
+ * set, *pos moved past it; 0 at the end.
+ */
+int ak_cookie_next(const unsigned char *s, size_t len, size_t *pos,
+    ak_cookie_t *c) AK_NOEXCEPT;
+
+/*
+ * The value of the first cookie "NAME=..." of s, one pair of surrounding
+ * double quotes removed.  1 found (*value, *value_len), 0 not.
+ */
+int ak_cookie_find(const unsigned char *s, size_t len,
+    const unsigned char *name, size_t name_len, size_t *value,
+    size_t *value_len) AK_NOEXCEPT;
+
+/*
+ * s without every cookie "NAME=...", the others (as ak_cookie_next gives
+ * them) joined by "; ": AK_STRIP_NONE, AK_STRIP_EMPTY, or AK_STRIP_REBUILT
+ * with its length in *out_len.  ak_cookie_strip writes it (at most cap
+ * bytes) and returns the length written, 0 when it does not fit.
+ */
+int ak_cookie_strip_len(const unsigned char *s, size_t len,
+    const unsigned char *name, size_t name_len, size_t *out_len) AK_NOEXCEPT;
+size_t ak_cookie_strip(const unsigned char *s, size_t len,
+    const unsigned char *name, size_t name_len, unsigned char *out,
+    size_t cap) AK_NOEXCEPT;
+
+/* An Authorization value with the scheme "Bearer " (any case).  1 yes */
+int ak_auth_is_bearer(const unsigned char *s, size_t len) AK_NOEXCEPT;
+
+/*
+ * The credential of "Bearer TOKEN", spaces around it dropped (may be
+ * empty).  1 and *token, *token_len set; 0 not a Bearer value.
+ */
+int ak_auth_bearer(const unsigned char *s, size_t len, size_t *token,
+    size_t *token_len) AK_NOEXCEPT;
+
+/* The '&'-separated arguments s have one "NAME" or "NAME=...".  1 yes */
+int ak_args_has(const unsigned char *s, size_t len,
+    const unsigned char *name, size_t name_len) AK_NOEXCEPT;
+
+/*
+ * Where the arguments are: after the first '?' of a URI (request_line 0),
+ * or of a request line "METHOD SP+ URI [SP HTTP/version]" after its first
+ * space, up to the protocol (request_line 1).  1 and [*start, *end) set
+ * (maybe empty); 0 no '?'.
+ */
+int ak_query_bounds(const unsigned char *s, size_t len, int request_line,
+    size_t *start, size_t *end) AK_NOEXCEPT;
+
+/*
+ * s with every argument "NAME" or "NAME=..." removed from s[start, end):
+ * the kept non-empty arguments joined by '&', the '?' before them dropped
+ * when none is left (start > 0), s[0, start) and s[end, len) as they
+ * were.  ak_args_strip_len: AK_STRIP_NONE (no such argument, s is kept
+ * as it is) or AK_STRIP_REBUILT with the length in *out_len (never more
+ * than len).  ak_args_strip writes it (at most cap bytes) and returns the
+ * length, 0 when it does not fit or is empty.
+ */
+int ak_args_strip_len(const unsigned char *s, size_t len, size_t start,
+    size_t end, const unsigned char *name, size_t name_len,
+    size_t *out_len) AK_NOEXCEPT;
+size_t ak_args_strip(const unsigned char *s, size_t len, size_t start,
+    size_t end, const unsigned char *name, size_t name_len,
+    unsigned char *out, size_t cap) AK_NOEXCEPT;
+
+
+/* ------------------------------------------------------------------ */
 /* Hashing                                                             */
 
 #define AK_HASH_SHA256       0
@@ -182,6 +276,29 @@ typedef struct {
 int ak_record_build(const unsigned char hash[AK_HASH_LEN],
     const ak_str_t *fields, const ak_str_t *values, size_t n,
     unsigned char *blob, size_t blob_cap, ak_record_err_t *err) AK_NOEXCEPT;
+
+/*
+ * The field/value pairs of an HGETALL answer as hiredis's reader parsed it
+ * (resp.cpp; only the reply structure is read).  Checked in this order:
+ * AK_HGETALL_NOT_PAIRS   not an array, or an odd number of elements;
+ * AK_HGETALL_EMPTY       an empty array: no such record;
+ * AK_HGETALL_BAD_ELEMENT an element that is not a bulk string (an integer,
+ *                        a nested array, a nil, a status...);
+ * AK_HGETALL_TOO_MANY    more than cap pairs: *n says how many (call again
+ *                        with room for them);
+ * AK_HGETALL_FIELDS      *n pairs in fields[] / values[], pointing into
+ *                        the reply's strings.  hot: no allocation
+ */
+#define AK_HGETALL_FIELDS       0
+#define AK_HGETALL_EMPTY        1
+#define AK_HGETALL_NOT_PAIRS    2
+#define AK_HGETALL_BAD_ELEMENT  3
+#define AK_HGETALL_TOO_MANY     4
+
+struct redisReply;
+
+int ak_hgetall_fields(const struct redisReply *reply, ak_str_t *fields,
+    ak_str_t *values, size_t cap, size_t *n) AK_NOEXCEPT;
 
 /* A parsed view of a blob; pointers point into the blob (or id_buf). */
 typedef struct {
@@ -585,6 +702,53 @@ void ak_key_state_carry(const ak_record_t *old, const ak_record_t *cur,
     ak_key_state_t *st) AK_NOEXCEPT;
 
 void ak_cache_get_stats(const ak_cache_t *c, ak_cache_stats_t *st) AK_NOEXCEPT;
+
+/* ------------------------------------------------------------------ */
+/* The metrics page (metrics.cpp)                                      */
+
+/* One zone's counters, as the glue read them (a snapshot). */
+typedef struct {
+    ak_str_t           name;            /* the zone's name (any bytes) */
+    const uint64_t    *status;          /* ak_metrics_t.nstatus counters */
+    ak_cache_stats_t   cache;
+    const uint64_t    *latency;         /* ak_metrics_t.nbuckets counts,
+                                           one per bucket (not cumulative) */
+    uint64_t           latency_sum_us;
+    uint64_t           latency_count;
+    uint64_t           redis_errors;
+    uint64_t           redis_timeouts;
+} ak_metrics_zone_t;
+
+typedef struct {
+    const ak_metrics_zone_t *zones;
+    size_t             nzones;
+    const ak_str_t    *status_names;    /* the "status" label values */
+    size_t             nstatus;
+    const uint64_t    *latency_bounds_us;   /* upper bounds of the buckets
+                                           but the last one (+Inf) */
+    size_t             nbuckets;
+    const ak_str_t    *event_names;     /* the "type" label values */
+    const uint64_t    *events;
+    size_t             nevents;
+    uint64_t           resubscribes;
+    uint64_t           connects[2];     /* commands, events */
+    uint64_t           disconnects[2];
+    uint64_t           reconnects[2];
+    uint64_t           tls_failures[2]; /* TLS handshakes failed/refused */
+    uint64_t           tls_reused[2];   /* TLS sessions resumed */
+    uint64_t           connected[2];
+} ak_metrics_t;
+
+/*
+ * The Prometheus text page (format 0.0.4) of m: each metric family's HELP
+ * and TYPE once, then its samples for every zone; the node-wide families
+ * (events, connections) only when there is a zone.  Label values escaped
+ * (\\, \", \n; a byte that is not valid UTF-8 becomes U+FFFD).  Returns the
+ * page's length; writes it into out when out is not NULL, never a byte
+ * past cap: size with (m, NULL, 0), then write with a buffer of that size.
+ */
+size_t ak_metrics_page(const ak_metrics_t *m, char *out, size_t cap)
+    AK_NOEXCEPT;
 
 #ifdef __cplusplus
 }
