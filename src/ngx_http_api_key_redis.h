@@ -58,6 +58,8 @@ struct ngx_http_api_key_redis_io_s {
     ngx_uint_t                       cap;
 
     ngx_uint_t                       nreplies;  /* read so far */
+    ngx_int_t                        bad_array; /* its announced size,
+                                                   refused */
     ngx_uint_t                       err;       /* REDIS_ERR_*, 0: none */
     char                             errstr[160];
 
@@ -71,6 +73,7 @@ struct ngx_http_api_key_redis_io_s {
     unsigned                         disconnecting:1;
     unsigned                         freeing:1;
     unsigned                         closing:1;
+    unsigned                         array_refused:1;
 };
 
 ngx_http_api_key_redis_io_t *ngx_http_api_key_redis_io_open(

@@ -50,6 +50,16 @@
 #define NGX_HTTP_API_KEY_IO_READ       16384
 #define NGX_HTTP_API_KEY_IO_OUT        4096
 
+/*
+ * hiredis's reader allocates an array's element table from its announced
+ * size, before any element arrives ("*2147483647" is 16 GB): an array
+ * announced larger than this is a protocol error.  (A negative size other
+ * than -1 is refused too; Debian's hiredis refuses it first, "Multi-bulk
+ * length out of range", older ones would make an array without a table.)
+ * The module's largest reply is a record's HGETALL.
+ */
+#define NGX_HTTP_API_KEY_IO_MAX_ELEMENTS  (1024 * 1024)
+
 
 #if (NGX_SSL)
 /* the last TLS session of this worker's connections: the next one resumes */
@@ -88,6 +98,14 @@ static void ngx_http_api_key_io_run(ngx_http_api_key_redis_io_t *io,
 static void ngx_http_api_key_io_log_writer(ngx_log_t *log, ngx_uint_t level,
     u_char *buf, size_t len);
 static void ngx_http_api_key_keepalive(int fd);
+static void *ngx_http_api_key_io_create_array(const redisReadTask *task,
+    int elements);
+
+
+/* hiredis's reply functions, but for arrays */
+static redisReplyObjectFunctions   ngx_http_api_key_io_reply_fn;
+static void                     *(*ngx_http_api_key_io_default_array)(
+                                    const redisReadTask *task, int elements);
 
 
 /*
@@ -125,6 +143,17 @@ ngx_http_api_key_redis_io_open(ngx_http_api_key_redis_conf_t *conf,
         ngx_http_api_key_io_destroy(io);
         return NULL;
     }
+
+    if (ngx_http_api_key_io_default_array == NULL) {
+        ngx_http_api_key_io_reply_fn = *io->reader->fn;
+        ngx_http_api_key_io_default_array =
+                                     ngx_http_api_key_io_reply_fn.createArray;
+        ngx_http_api_key_io_reply_fn.createArray =
+                                     ngx_http_api_key_io_create_array;
+    }
+
+    io->reader->fn = &ngx_http_api_key_io_reply_fn;
+    io->reader->privdata = io;
 
     io->out_size = NGX_HTTP_API_KEY_IO_OUT;
 
@@ -636,13 +665,28 @@ static ngx_int_t
 ngx_http_api_key_io_dispatch(ngx_http_api_key_redis_io_t *io)
 {
     void                            *r;
+    u_char                          *p;
     redisReply                      *reply;
     ngx_http_api_key_redis_io_cb_t   cb;
+    u_char                           text[96];
 
     for ( ;; ) {
         r = NULL;
 
         if (redisReaderGetReply(io->reader, &r) != REDIS_OK) {
+
+            if (io->array_refused) {
+                p = ngx_snprintf(text, sizeof(text) - 1,
+                                 "a reply announced an array of %i elements "
+                                 "(at most %d are taken)", io->bad_array,
+                                 NGX_HTTP_API_KEY_IO_MAX_ELEMENTS);
+                *p = '\0';
+
+                ngx_http_api_key_io_error(io, REDIS_ERR_PROTOCOL,
+                                          (const char *) text, 0);
+                return NGX_DONE;
+            }
+
             ngx_http_api_key_io_error(io, REDIS_ERR_PROTOCOL,
                                       io->reader->errstr, 0);
             return NGX_DONE;
@@ -1076,4 +1120,29 @@ ngx_http_api_key_keepalive(int fd)
                           sizeof(unsigned int));
     }
 #endif
+}
+
+
+/*
+ * The reader's array constructor: hiredis's, for a size it can take (see
+ * NGX_HTTP_API_KEY_IO_MAX_ELEMENTS); NULL makes the reader fail.
+ */
+
+static void *
+ngx_http_api_key_io_create_array(const redisReadTask *task, int elements)
+{
+    ngx_http_api_key_redis_io_t  *io;
+
+    if (elements < 0 || elements > NGX_HTTP_API_KEY_IO_MAX_ELEMENTS) {
+        io = task->privdata;
+
+        if (io) {
+            io->array_refused = 1;
+            io->bad_array = elements;
+        }
+
+        return NULL;
+    }
+
+    return ngx_http_api_key_io_default_array(task, elements);
 }

@@ -1,0 +1,171 @@
+# Hostile input, Redis side (4): replies a real redis-server never sends,
+# from a fake server on loopback that answers the handshake and the
+# subscription as Redis would and HGETALL with bytes of the test's choice.
+#
+# hiredis's reader, the module's RESP codec, allocates an array's element
+# table from the size the reply announces, before any element arrives
+# ("*2147483647" asks for 16 GB).  The module refuses an array announced
+# with more than 1,048,576 elements as a protocol error (README,
+# api_key_redis), and a negative size other than -1 (Debian's hiredis
+# refuses that one itself): the request gets 503 unavailable, the error log
+# says what was announced, the connection is opened again; never a crash,
+# never the memory.
+use strict;
+use warnings;
+use Test::More;
+use Time::HiRes qw(sleep);
+use IO::Socket::INET;
+use IO::Select;
+use POSIX ();
+use lib 't/lib';
+use ApiKeyTest;
+use ApiKeyTest::Hostile;
+
+require_module();
+
+my @KIDS;
+END { kill 'TERM', @KIDS if @KIDS }
+
+# a fake Redis: PING, SELECT, AUTH, CONFIG... answered; SUBSCRIBE and
+# PSUBSCRIBE confirmed; HGETALL answered with $answer (raw bytes)
+sub fake_redis {
+    my ($answer) = @_;
+    my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+                                  Listen => 128, ReuseAddr => 1)
+        or die "listen: $!";
+    my $port = $l->sockport;
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        open STDOUT, '>', '/dev/null';
+        open STDERR, '>', '/dev/null';
+        $SIG{ALRM} = sub { POSIX::_exit(0) };
+        $SIG{TERM} = sub { POSIX::_exit(0) };
+        alarm 60;
+        my $sel = IO::Select->new($l);
+        my %buf;
+        while (1) {
+            for my $s ($sel->can_read(1)) {
+                if ($s == $l) {
+                    my $c = $l->accept or next;
+                    $sel->add($c);
+                    $buf{ fileno $c } = '';
+                    next;
+                }
+                my $got = sysread($s, my $chunk, 65536);
+                if (!$got) {
+                    $sel->remove($s);
+                    delete $buf{ fileno $s };
+                    close $s;
+                    next;
+                }
+                $buf{ fileno $s } .= $chunk;
+                while (my @argv = take_command(\$buf{ fileno $s })) {
+                    my $cmd = uc $argv[0];
+                    my $out;
+                    if ($cmd eq 'HGETALL') {
+                        $out = $answer;
+                    } elsif ($cmd eq 'PING') {
+                        $out = "+PONG\r\n";
+                    } elsif ($cmd eq 'SUBSCRIBE' || $cmd eq 'PSUBSCRIBE') {
+                        my $kind = lc $cmd;
+                        $out = '';
+                        for my $i (1 .. $#argv) {
+                            $out .= "*3\r\n\$" . length($kind) . "\r\n$kind\r\n"
+                                  . "\$" . length($argv[$i]) . "\r\n$argv[$i]\r\n"
+                                  . ":$i\r\n";
+                        }
+                    } else {
+                        $out = "+OK\r\n";
+                    }
+                    syswrite($s, $out);
+                }
+            }
+        }
+    }
+    close $l;
+    push @KIDS, $pid;
+    return { pid => $pid, port => $port };
+}
+
+# one RESP command off the front of $$buf (or nothing when incomplete)
+sub take_command {
+    my ($buf) = @_;
+    return () unless $$buf =~ /\A\*(\d+)\r\n/;
+    my ($n, $pos) = ($1, length $&);
+    my @argv;
+    for (1 .. $n) {
+        return () unless substr($$buf, $pos) =~ /\A\$(\d+)\r\n/;
+        my $len = $1;
+        $pos += length $&;
+        return () if length($$buf) < $pos + $len + 2;
+        push @argv, substr($$buf, $pos, $len);
+        $pos += $len + 2;
+    }
+    substr($$buf, 0, $pos) = '';
+    return @argv;
+}
+
+my $http = <<'EOT' . echo_server();
+    api_key_zone  keys:1m negative_ttl=1s;
+    api_key_redis redis://127.0.0.1:%%REDIS%% timeout=1s;
+
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        add_header X-Status $api_key_status always;
+        location / {
+            api_key keys;
+            proxy_pass http://127.0.0.1:%%PORT_UP%%;
+        }
+    }
+EOT
+
+# an array nested 9 deep (hiredis takes 7)
+my $deep = ("*1\r\n" x 9) . ":1\r\n";
+
+my @cases = (
+    [ 'an array announced with 2^31-1 elements', "*2147483647\r\n",
+      qr/announced an array of 2147483647 elements \(at most 1048576 are taken\)/ ],
+    [ 'an array of 1048577 elements', "*1048577\r\n",
+      qr/announced an array of 1048577 elements/ ],
+    [ 'an array of -6 elements', "*-6\r\n\$1\r\na\r\n\$1\r\nb\r\n",
+      qr/announced an array of -6 elements|Multi-bulk length out of range/ ],
+    [ 'an array of -2 elements', "*-2\r\n",
+      qr/announced an array of -2 elements|Multi-bulk length out of range/ ],
+    [ 'arrays nested 9 deep', $deep, qr/nested multi bulk/ ],
+);
+
+my $key = random_key('proto');
+
+for my $c (@cases) {
+    my ($what, $answer, $logre) = @$c;
+    my $srv = fake_redis($answer);
+    my $n = ApiKeyTest::Nginx->start(http => $http,
+                                     vars => { REDIS => $srv->{port} });
+    # the commands connection's handshake (PING) first
+    sleep 0.3;
+    my @got = map { got(http_get($n->port, '/', headers => { 'X-API-Key' => $key })) } 1 .. 3;
+    is_deeply(\@got, [ ('503 unavailable') x 3 ], "$what: 503 unavailable")
+        or diag "got: @got";
+
+    # the worker did not take the memory the reply asked for (its
+    # address space; not under ASan, whose shadow memory is reserved
+    # address space too)
+    if (!$ApiKeyTest::SANITIZE) {
+        my ($w) = $n->worker_pids;
+        my ($peak) = ApiKeyTest::slurp("/proc/$w/status") =~ /^VmPeak:\s+(\d+) kB/m;
+        ok($peak < 4 * 1024 * 1024, "$what: the worker's address space stayed "
+           . "below 4 GB (VmPeak $peak kB)");
+    }
+
+    my $ok = wait_until(sub { $n->error_log =~ $logre }, timeout => 5);
+    ok($ok, "$what: the error log says so") or diag $n->error_log;
+    my @err = grep { /\[error\]/ && /$logre/ } split /\n/, $n->error_log;
+    ok(@err >= 1 && @err <= 3, "$what: once per refused reply, not more ("
+       . scalar(@err) . ' lines)');
+    $n->stop;
+    kill 'TERM', $srv->{pid};
+    waitpid $srv->{pid}, 0;
+    @KIDS = grep { $_ != $srv->{pid} } @KIDS;
+}
+
+done_testing;
