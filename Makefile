@@ -271,7 +271,7 @@ clean:
 #   make bench-tls      api_key_redis over TLS against plaintext: cache misses
 #                       and cached keys (wrk), system calls per miss (strace),
 #                       reconnects with and without session reuse, and the
-#                       same under callgrind (about 3 minutes; also run by
+#                       same under callgrind (about 4 minutes; also run by
 #                       make bench, after the main table)
 
 BENCH_BUILD  = $(BUILD)/bench
