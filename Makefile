@@ -271,6 +271,11 @@ clean:
 #   make bench-revoke   revocation latency over busy keep-alive connections
 #   make bench-callgrind   instructions per request, bare nginx against the
 #                       module with a cached key, per function (valgrind)
+#   make bench-tls      api_key_redis over TLS against plaintext: cache misses
+#                       and cached keys (wrk), system calls per miss (strace),
+#                       reconnects with and without session reuse, and the
+#                       same under callgrind (about 4 minutes; also run by
+#                       make bench, after the main table)
 
 BENCH_BUILD  = $(BUILD)/bench
 BENCH_MICRO  = $(BENCH_BUILD)/micro_bench
@@ -278,7 +283,7 @@ BENCH_SIZES  = $(BENCH_BUILD)/ak_sizes
 BENCH_REVOKE = $(BENCH_BUILD)/revoke_bench
 BENCH_CXX    = $(CXX) -std=c++17 -O2 -g -Wall -Wextra -Werror -Isrc/core
 
-.PHONY: bench-deps bench-micro bench-revoke bench-callgrind
+.PHONY: bench-deps bench-micro bench-revoke bench-callgrind bench-tls
 
 bench-deps:
 	@sh bench/deps.sh
@@ -298,6 +303,7 @@ $(BENCH_REVOKE): bench/revoke/revoke_bench.cpp
 bench: bench-deps
 	$(MAKE) module $(BENCH_MICRO) $(BENCH_SIZES)
 	bash bench/run.sh $(BUILD)
+	bash bench/tls.sh $(BUILD)
 
 bench-micro: bench-deps
 	$(MAKE) $(BENCH_MICRO)
@@ -310,6 +316,10 @@ bench-revoke: bench-deps
 bench-callgrind: bench-deps
 	$(MAKE) module
 	bash bench/callgrind.sh $(BUILD)
+
+bench-tls: bench-deps
+	$(MAKE) module
+	bash bench/tls.sh $(BUILD)
 
 # --- faults under load and soak (bench/chaos.pl, bench/soak.pl) ------------
 #

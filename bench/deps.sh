@@ -8,8 +8,9 @@
 #   libbenchmark-dev       Google Benchmark, for bench/micro
 #   redis-tools            redis-cli --pipe, redis-benchmark
 #   util-linux procps iproute2   taskset, ps, ss
-#   valgrind               make bench-callgrind
+#   valgrind               make bench-callgrind, make bench-tls
+#   strace                 make bench-tls (system calls per miss)
 #   gnuplot-nox            make soak (the PNG plot)
 exec sh "$(dirname "$0")/../scripts/deps.sh" redis-tools wrk \
     libnginx-mod-http-lua lua-nginx-redis libbenchmark-dev util-linux \
-    procps iproute2 valgrind gnuplot-nox
+    procps iproute2 valgrind strace gnuplot-nox

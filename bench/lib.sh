@@ -87,14 +87,17 @@ free_port() {
     printf -v "$1" '%s' "$p"
 }
 
-# start_redis DIR PORT [CPU]: redis-server without persistence; waits for PONG
+# start_redis DIR PORT [CPU [ARGS...]]: redis-server without persistence
+# (ARGS: more of its options, e.g. --tls-port); waits for PONG on PORT
 start_redis() {
     local dir=$1 port=$2 cpu=${3:-} pfx="" i
+    shift 2
+    [ $# -gt 0 ] && shift
     mkdir -p "$dir"
     [ -n "$cpu" ] && pfx="taskset -c $cpu"
     $pfx redis-server --port "$port" --bind 127.0.0.1 --save '' \
         --appendonly no --dir "$dir" --daemonize no \
-        --notify-keyspace-events '' --maxclients 10000 \
+        --notify-keyspace-events '' --maxclients 10000 "$@" \
         >"$dir/redis.log" 2>&1 &
     REDIS_PID=$!
     BENCH_PIDS="$BENCH_PIDS redis:$REDIS_PID"
