@@ -647,6 +647,16 @@ ngx_http_api_key_io_read_handler(ngx_event_t *rev)
         }
 
         io->errstr[0] = '\0';
+
+        /*
+         * recv() said it read all there was (over TLS, ngx_ssl_recv() read
+         * until the socket would block): another call would only be a
+         * read() that fails with EAGAIN
+         */
+
+        if (!rev->ready) {
+            break;
+        }
     }
 
     if (ngx_handle_read_event(rev, 0) != NGX_OK) {
