@@ -267,6 +267,16 @@ ngx_http_api_key_io_ssl_start(ngx_http_api_key_redis_io_t *io)
         goto failed;
     }
 
+    /*
+     * A write that did not finish (SSL_ERROR_WANT_WRITE) is retried with
+     * the output buffer where it is then: commands appended meanwhile may
+     * have moved the unsent bytes to its start or into a larger buffer
+     * (ngx_http_api_key_io_append()); OpenSSL refuses that ("bad write
+     * retry") unless told the buffer may move.  The bytes are the same.
+     */
+
+    SSL_set_mode(c->ssl->connection, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+
     c->ssl->save_session = ngx_http_api_key_io_ssl_save_session;
 
     /* whether the server asks for a client certificate: to say so */

@@ -1,0 +1,103 @@
+# api_key_redis rediss://: the I/O of a TLS connection under pressure (the
+# parts t/68 does not reach), against a redis-server with TLS only:
+#  - a write backlog: Redis stops reading (SIGSTOP) while misses keep coming;
+#    the commands pile up in the module's output buffer, which grows and
+#    moves while OpenSSL waits to finish a write: the connection must
+#    survive it (no "bad write retry") and Redis answers once it runs again;
+#  - a large reply (a 1 MB record field) read over TLS.
+#
+# Linux gives a loopback socket (64 KB MSS) a send buffer of some MB at
+# connect time: more than the reads a stopped Redis lets pile up before the
+# module gives up on it.  So the test runs in a network namespace of its own
+# whose loopback has a 1500-byte MTU (unshare -n, as root: make test), where
+# a socket's buffers are those of a real network; it is skipped elsewhere.
+use strict;
+use warnings;
+use Test::More;
+use Time::HiRes qw(sleep);
+use lib 't/lib';
+
+BEGIN {
+    if (!$ENV{AK_NETNS}) {
+        if ($> != 0 || system('unshare -n true >/dev/null 2>&1') != 0) {
+            plan skip_all => 'needs a network namespace of its own (root, unshare -n)';
+        }
+        $ENV{AK_NETNS} = 1;
+        exec 'unshare', '-n', 'sh', '-c',
+             'PATH="$PATH:/usr/sbin:/sbin"; ip link set lo mtu 1500 up && exec "$@"',
+             'sh', $^X, (map { "-I$_" } grep { !ref } @INC), $0, @ARGV
+            or die "exec unshare: $!";
+    }
+}
+
+use ApiKeyTest;
+
+require_module();
+
+my $pki = ApiKeyTest::Tls->new;
+my $CA = $pki->ca;
+
+sub conf {
+    my ($redis) = @_;
+    return <<"EOT" . echo_server();
+    api_key_zone  keys:4m ttl=60s;
+    api_key_redis $redis;
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        add_header X-Status \$api_key_status always;
+        add_header X-Owner  \$api_key_owner always;
+        location = /metrics { api_key_metrics; }
+        location / { api_key keys; proxy_pass http://127.0.0.1:%%PORT_UP%%; }
+    }
+EOT
+}
+
+sub get { my ($n, $k) = @_; http_get($n->port, '/', headers => { 'X-API-Key' => $k }) }
+
+sub metric {
+    my ($n, $name, $conn) = @_;
+    my $text = http_get($n->port, '/metrics')->body;
+    return $text =~ /^\Q$name\E\{connection="\Q$conn\E"\} (\d+)$/m ? $1 : undef;
+}
+
+# --- a write backlog while Redis does not read ---------------------------------
+{
+    my $r = ApiKeyTest::Redis->start(tls => $pki->redis_tls);
+    my $k = random_key('tlsio');
+    # a long prefix: each read is ~350 bytes on the wire
+    my $prefix = 'p' x 250 . ':';
+    add_key($r, $k, owner => 'backlog', -prefix => $prefix);
+
+    # reads time out fast and stay pending (max_timeouts, stall: 100 s)
+    my $n = ApiKeyTest::Nginx->start(
+        http => conf("rediss://localhost:%%REDIS%% tls_ca=$CA prefix=$prefix "
+                     . "timeout=100ms max_timeouts=1000 max_pending=5000"),
+        vars => { REDIS => $r->port }, redis => $r);
+    is(get($n, random_key('nope'))->status, 401, 'Redis answers over TLS');
+
+    {
+        my $g = $r->pause_guard;
+        my $sent = 0;
+        for my $round (1 .. 12) {
+            my @reqs = map { { path => '/', headers => { 'X-API-Key' => random_key("bl$round") } } }
+                       1 .. 75;
+            my $res = http_concurrent($n->port, \@reqs, timeout => 10);
+            $sent += @reqs;
+        }
+        note "$sent misses sent while Redis was stopped";
+    }
+
+    my $st;
+    ok(wait_until(sub { $st = get($n, $k)->status; $st == 200 }, timeout => 10),
+       'Redis runs again: a key verifies over the same TLS connection') or diag "last $st";
+    my $log = $n->error_log;
+    unlike($log, qr/bad write retry/, 'no "bad write retry"');
+    unlike($log, qr/commands connection to "rediss:[^"]*" lost/,
+           'the commands connection was not lost') or diag $log;
+    is(metric($n, 'api_key_redis_disconnects_total', 'commands'), 0,
+       'metrics: no disconnect of the commands connection');
+    $n->stop;
+    $r->stop;
+}
+
+done_testing;
