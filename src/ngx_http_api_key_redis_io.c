@@ -32,10 +32,10 @@
  * - ngx_http_api_key_redis_io_disconnect(): no new command; once every
  *   command sent is answered, the same with on_disconnect(io, NGX_OK).
  *
- * TCP connections get keepalive probes and a user timeout.  nginx's own
- * messages about the socket (connect() or recv() failing) go to a log of
- * the connection's that keeps the last of them in io->errstr: redis.c logs
- * a failure once per streak, not once per retry.
+ * TCP connections get keepalive probes, a user timeout and TCP_NODELAY.
+ * nginx's own messages about the socket (connect() or recv() failing) go
+ * to a log of the connection's that keeps the last of them in io->errstr:
+ * redis.c logs a failure once per streak, not once per retry.
  */
 
 
@@ -171,6 +171,14 @@ ngx_http_api_key_redis_io_open(ngx_http_api_key_redis_conf_t *conf,
 
     if (addr->sockaddr->sa_family != AF_UNIX) {
         ngx_http_api_key_keepalive(c->fd);
+
+        /*
+         * no Nagle delay: a command written while an earlier one is not
+         * acknowledged yet leaves at once (as with hiredis's connections,
+         * and nginx's to a TLS upstream)
+         */
+
+        (void) ngx_tcp_nodelay(c);
     }
 
     if (rc == NGX_OK) {
