@@ -4,7 +4,9 @@
 #    the commands pile up in the module's output buffer, which grows and
 #    moves while OpenSSL waits to finish a write: the connection must
 #    survive it (no "bad write retry") and Redis answers once it runs again;
-#  - large replies (records with a 1 MB field) read over TLS, pipelined.
+#  - large replies (records with a 1 MB field) read over TLS, pipelined;
+#  - nginx -s quit while reads wait on a stopped TLS Redis: the worker exits
+#    once they time out, nothing left open.
 #
 # Linux gives a loopback socket (64 KB MSS) a send buffer of some MB at
 # connect time: more than the reads a stopped Redis lets pile up before the
@@ -125,6 +127,28 @@ sub metric {
     unlike($n->error_log, qr/timed out/, '... no read timed out');
     is(metric($n, 'api_key_redis_disconnects_total', 'commands'), 0, '... nor was lost');
     $n->stop;
+    $r->stop;
+}
+
+# --- graceful quit with commands pending on a TLS connection -------------------
+{
+    my $r = ApiKeyTest::Redis->start(tls => $pki->redis_tls);
+    my $n = ApiKeyTest::Nginx->start(
+        http => conf("rediss://localhost:%%REDIS%% tls_ca=$CA timeout=2s"),
+        vars => { REDIS => $r->port }, redis => $r);
+    is(get($n, random_key('nope'))->status, 401, 'Redis answers over TLS');
+
+    my $g = $r->pause_guard;
+    my $b = http_batch($n->port,
+        [ map { { path => '/', headers => { 'X-API-Key' => random_key("q$_") } } } 1 .. 20 ]);
+    sleep 0.3;                      # the reads are sent, unanswered
+    $n->stop;
+    ok(!$n->stop_forced, 'nginx -s quit with 20 reads pending over TLS: the worker exits by itself');
+    ok($n->stop_seconds < 8, '... once the reads timed out (' . sprintf('%.1f', $n->stop_seconds) . ' s)');
+    my @st = map { $_->status } $b->wait(timeout => 1);
+    is_deeply(\@st, [(503) x 20], '... each request answered 503') or diag "@st";
+    unlike($n->error_log, qr/open socket/, '... no socket left open');
+    undef $g;
     $r->stop;
 }
 
