@@ -6,7 +6,8 @@
 #    survive it (no "bad write retry") and Redis answers once it runs again;
 #  - large replies (records with a 1 MB field) read over TLS, pipelined;
 #  - nginx -s quit while reads wait on a stopped TLS Redis: the worker exits
-#    once they time out, nothing left open.
+#    once they time out, nothing left open;
+#  - a password over TLS (right and wrong) is in no log line, debug included.
 #
 # Linux gives a loopback socket (64 KB MSS) a send buffer of some MB at
 # connect time: more than the reads a stopped Redis lets pile up before the
@@ -149,6 +150,34 @@ sub metric {
     is_deeply(\@st, [(503) x 20], '... each request answered 503') or diag "@st";
     unlike($n->error_log, qr/open socket/, '... no socket left open');
     undef $g;
+    $r->stop;
+}
+
+# --- a password over TLS: never in the (debug) error log -----------------------
+{
+    my $pw = 'tls-pw-' . random_base62(16);
+    my $r = ApiKeyTest::Redis->start(tls => $pki->redis_tls, requirepass => $pw);
+    my $k = random_key('pw');
+    add_key($r, $k, owner => 'pw');
+    my $n = ApiKeyTest::Nginx->start(
+        http => conf("rediss://:$pw\@localhost:%%REDIS%% tls_ca=$CA"),
+        vars => { REDIS => $r->port }, redis => $r);
+    is(get($n, $k)->status, 200, 'a password over TLS: AUTH, then a key verifies');
+    $r->cmd('CLIENT', 'KILL', 'TYPE', 'normal');
+    ok(wait_until(sub { get($n, random_key('nope'))->status == 401 }, timeout => 5),
+       '... and again after a reconnection');
+    $n->stop;
+
+    my $n2 = ApiKeyTest::Nginx->start(
+        http => conf("rediss://:wrong-$pw\@localhost:%%REDIS%% tls_ca=$CA"),
+        vars => { REDIS => $r->port });
+    is(get($n2, $k)->status, 503, 'a wrong password over TLS: 503');
+    ok(wait_until(sub { $n2->error_log =~ /AUTH failed/ }, timeout => 3), '... AUTH failed, logged');
+    $n2->stop;
+    for my $x ([$n, 'right'], [$n2, 'wrong']) {
+        my $log = $x->[0]->error_log . $x->[0]->access_log;
+        ok(index($log, $pw) < 0, "the $x->[1] password is in no log line (debug included)");
+    }
     $r->stop;
 }
 
