@@ -5,11 +5,13 @@
 #   libio-socket-ssl-perl   the test harness's TLS connections to redis-server
 #   libnet-dns-perl         the test DNS server (Net::DNS::Nameserver)
 #   redis-tools             redis-cli (also a dependency of redis-server)
+#   iproute2, util-linux    ip and unshare: a test in a network namespace of
+#                           its own (t/75)
 set -e
 need=""
 for p in build-essential nginx nginx-dev libhiredis-dev libssl-dev \
          redis-server redis-tools libgtest-dev perl curl gdb openssl \
-         libio-socket-ssl-perl libnet-dns-perl "$@"; do
+         libio-socket-ssl-perl libnet-dns-perl iproute2 util-linux "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
         || need="$need $p"
 done

@@ -429,7 +429,12 @@ ngx_http_api_key_rconn_resolved(ngx_resolver_ctx_t *ctx)
         return;
     }
 
-    /* the address used so far, if it is still one of them; else the first */
+    /*
+     * The address used so far, if it is still one of them; else the first.
+     * A name with several addresses: after a failure (a connection to the
+     * address refused, lost or not proven yet) the next one, so that a dead
+     * address still in the DNS is not tried for ever.
+     */
 
     for (i = 0; i < ctx->naddrs; i++) {
         if (rc->addr.sockaddr
@@ -441,7 +446,18 @@ ngx_http_api_key_rconn_resolved(ngx_resolver_ctx_t *ctx)
         }
     }
 
-    if (i == ctx->naddrs) {
+    if (i < ctx->naddrs && rc->failing && ctx->naddrs > 1) {
+        i = (i + 1) % ctx->naddrs;
+
+        ngx_http_api_key_rconn_set_addr(rc, ctx->addrs[i].sockaddr,
+                                        ctx->addrs[i].socklen);
+
+        ngx_log_debug3(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                       "api_key: redis %s connection to \"%V\": trying "
+                       "its host's next address, %V", rc->name,
+                       &conf->url_redacted, &rc->addr.name);
+
+    } else if (i == ctx->naddrs) {
         ngx_http_api_key_rconn_set_addr(rc, ctx->addrs[0].sockaddr,
                                         ctx->addrs[0].socklen);
 

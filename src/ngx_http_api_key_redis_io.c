@@ -32,10 +32,10 @@
  * - ngx_http_api_key_redis_io_disconnect(): no new command; once every
  *   command sent is answered, the same with on_disconnect(io, NGX_OK).
  *
- * TCP connections get keepalive probes and a user timeout.  nginx's own
- * messages about the socket (connect() or recv() failing) go to a log of
- * the connection's that keeps the last of them in io->errstr: redis.c logs
- * a failure once per streak, not once per retry.
+ * TCP connections get keepalive probes, a user timeout and TCP_NODELAY.
+ * nginx's own messages about the socket (connect() or recv() failing) go
+ * to a log of the connection's that keeps the last of them in io->errstr:
+ * redis.c logs a failure once per streak, not once per retry.
  */
 
 
@@ -200,6 +200,14 @@ ngx_http_api_key_redis_io_open(ngx_http_api_key_redis_conf_t *conf,
 
     if (addr->sockaddr->sa_family != AF_UNIX) {
         ngx_http_api_key_keepalive(c->fd);
+
+        /*
+         * no Nagle delay: a command written while an earlier one is not
+         * acknowledged yet leaves at once (as with hiredis's connections,
+         * and nginx's to a TLS upstream)
+         */
+
+        (void) ngx_tcp_nodelay(c);
     }
 
     if (rc == NGX_OK) {
@@ -295,6 +303,16 @@ ngx_http_api_key_io_ssl_start(ngx_http_api_key_redis_io_t *io)
     {
         goto failed;
     }
+
+    /*
+     * A write that did not finish (SSL_ERROR_WANT_WRITE) is retried with
+     * the output buffer where it is then: commands appended meanwhile may
+     * have moved the unsent bytes to its start or into a larger buffer
+     * (ngx_http_api_key_io_append()); OpenSSL refuses that ("bad write
+     * retry") unless told the buffer may move.  The bytes are the same.
+     */
+
+    SSL_set_mode(c->ssl->connection, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 
     c->ssl->save_session = ngx_http_api_key_io_ssl_save_session;
 

@@ -7,6 +7,8 @@
 #  - the name moves to a second redis-server and the first one stops: the
 #    workers follow at their next connection, and no request for a cached
 #    key fails meanwhile;
+#  - a name with two addresses: when the one in use dies, the other is
+#    used (the dead one still in the DNS is not tried for ever);
 #  - a name unknown at start (NXDOMAIN): nginx starts, answers 503, logs it
 #    once per connection, and connects once the name appears;
 #  - no resolver: a name that did not resolve at start is logged, 503; a
@@ -105,6 +107,30 @@ sub lines { my ($n, $re) = @_; scalar grep { /$re/ } split /\n/, $n->error_log }
     ok(wait_until(sub { get($n, $k2)->status == 200 }, timeout => 10),
        'the name appears: the worker connects');
     like($n->error_log, qr/redis commands connection to .* is up/, '... and says so');
+    $n->stop;
+    $r2->stop;
+}
+
+# --- a name with two addresses, the one in use dies ---------------------------
+{
+    my $r1 = ApiKeyTest::Redis->start;
+    my $r2 = ApiKeyTest::Redis->start(bind => '127.0.0.2', port => $r1->port);
+    my $dns = ApiKeyTest::Dns->start(records => { 'redis.test' => '127.0.0.1' }, ttl => 1);
+    my $k2 = random_key('dnsrr');
+    add_key($r2, $k2, owner => 'second');
+
+    my $n = ApiKeyTest::Nginx->start(
+        http => conf('resolver ' . $dns->resolver_line . ' valid=1s ipv6=off;',
+                     'redis://redis.test:%%REDIS%%'),
+        vars => { REDIS => $r1->port }, redis => $r1);
+    is(get($n, $k2)->status, 401, 'two addresses: connected to the first (401 there)');
+
+    # both addresses in the DNS now, in either order; the one in use stops
+    $dns->set('redis.test' => ['127.0.0.1', '127.0.0.2']);
+    sleep 1.1;
+    $r1->stop;
+    ok(wait_until(sub { get($n, $k2)->status == 200 }, timeout => 10),
+       '... the address in use stopped, still in the DNS: the worker moves to the other one');
     $n->stop;
     $r2->stop;
 }
