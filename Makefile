@@ -2,6 +2,11 @@
 #
 #   make          build the module (build/ngx_http_api_key_module.so) and apikeyctl
 #   make run      start redis-server + nginx with the module on loopback, demo key
+#                 (PORT=8080 APP_PORT=PORT+1 REDIS_PORT=6390; RUN_DIR=build/run)
+#   make stop     stop what make run (and make example) started
+#   make example EXAMPLE=NAME   conf-examples/NAME.conf as shipped, against
+#                 the running make run's Redis and application
+#   make secret SECRET=FILE     a new HMAC secret file (api_key_hash hmac-sha256)
 #   make test     unit tests (GoogleTest) + integration tests (prove t/)
 #   make test-asan   the same, everything built with ASan + UBSan in
 #                 build/asan, the module loaded into the stock nginx with the
@@ -50,6 +55,7 @@ CLI_OBJS   := $(patsubst src/cli/%.cpp,$(BUILD)/cli/%.o,$(CLI_SRCS))
 CLI        = $(BUILD)/apikeyctl
 
 .PHONY: all module cli core-lib deps unit integration test test-asan run bench clean
+.PHONY: stop example secret
 .PHONY: check-layers check-layers-selftest
 
 all: module cli
@@ -249,9 +255,28 @@ fuzz-replay: $(addprefix $(FUZZ_REPLAY)/,$(FUZZ_NAMES))
 	    $(FUZZ_REPLAY)/$$t fuzz/corpus/$$t fuzz/crashes/$$t || exit 1; \
 	done
 
+# make run: ports on 127.0.0.1 (checked before anything starts), the
+# directory of its config, logs and PID files
+PORT       ?= 8080
+APP_PORT   ?=
+REDIS_PORT ?= 6390
+RUN_DIR    ?= $(BUILD)/run
+RUN_ENV     = PORT='$(PORT)' APP_PORT='$(APP_PORT)' REDIS_PORT='$(REDIS_PORT)'
+STOP_CMD    = make stop$(if $(filter $(BUILD)/run,$(RUN_DIR)),, RUN_DIR=$(RUN_DIR))
+
 run: deps
-	$(MAKE) module cli
-	sh scripts/run.sh $(BUILD)
+	@$(MAKE) --no-print-directory module cli
+	@$(RUN_ENV) sh scripts/run.sh start $(BUILD) $(RUN_DIR) '$(STOP_CMD)'
+
+stop:
+	@sh scripts/run.sh stop $(RUN_DIR)
+
+example:
+	@$(RUN_ENV) sh scripts/run.sh example $(BUILD) $(RUN_DIR) '$(EXAMPLE)'
+
+secret:
+	@test -n '$(SECRET)' || { echo 'make secret SECRET=/etc/nginx/api-key.secret' >&2; exit 2; }
+	@sh scripts/make-secret.sh '$(SECRET)'
 
 clean:
 	rm -rf $(BUILD)
