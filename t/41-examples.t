@@ -129,15 +129,19 @@ for my $file (@examples) {
     }
     if ($name eq 'json-errors') {
         $res = http_get($n->port, $p);
-        like($res->header('content-type'), qr{^application/(?:problem\+)?json},
-             'json example: JSON');
+        is($res->header('content-type'), 'application/problem+json',
+           'json example: problem+json');
+        is($res->body, qq({"type":"about:blank","title":"Unauthorized","status":401,"detail":"missing"}\n),
+           'json example: the problem body');
+        $res = http_get($n->port, '/console/x');
+        like($res->header('content-type'), qr{^text/html}, 'json example: /console/ keeps HTML');
         like($res->header('www-authenticate'), qr/^Bearer realm="api"/,
              'json example: WWW-Authenticate kept');
         my $ip = checksum_key('ak');
         add_key($r, $ip, ips => '10.0.0.0/8');
         $res = http_get($n->port, $p, headers => { 'X-API-Key' => $ip });
         is($res->status, 403, 'json example: ip_denied keeps 403');
-        like($res->body, qr/"ip_denied"/, 'json example: ip_denied body');
+        like($res->body, qr/"detail":"ip_denied"/, 'json example: ip_denied body');
     }
     $n->stop;
 }
