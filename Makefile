@@ -7,6 +7,9 @@
 #   make example EXAMPLE=NAME   conf-examples/NAME.conf as shipped, against
 #                 the running make run's Redis and application
 #   make secret SECRET=FILE     a new HMAC secret file (api_key_hash hmac-sha256)
+#   make install  the module, its load_module snippet (enabled as Debian
+#                 does), apikeyctl and its man page (DESTDIR, PREFIX=/usr;
+#                 README: Installing); make uninstall removes them
 #   make test     unit tests (GoogleTest) + integration tests (prove t/)
 #   make test-asan   the same, everything built with ASan + UBSan in
 #                 build/asan, the module loaded into the stock nginx with the
@@ -55,7 +58,7 @@ CLI_OBJS   := $(patsubst src/cli/%.cpp,$(BUILD)/cli/%.o,$(CLI_SRCS))
 CLI        = $(BUILD)/apikeyctl
 
 .PHONY: all module cli core-lib deps unit integration test test-asan run bench clean
-.PHONY: stop example secret
+.PHONY: stop example secret install uninstall
 .PHONY: check-layers check-layers-selftest
 
 all: module cli
@@ -280,6 +283,49 @@ secret:
 
 clean:
 	rm -rf $(BUILD)
+
+# --- make install / make uninstall -----------------------------------------
+#
+# Debian's layout by default: the module where nginx loads modules from
+# (MODULES_DIR, nginx's --modules-path), mod-http-api-key.conf with its
+# load_module line in nginx's modules-available and the enabled link in
+# /etc/nginx/modules-enabled (relative, so that it also resolves inside a
+# DESTDIR), apikeyctl in $(PREFIX)/bin, apikeyctl.1 in $(PREFIX)/share/man.
+# The load_module line is "modules/..." (relative to nginx's prefix, as
+# Debian's own module packages write it) when MODULES_DIR is Debian's, else
+# the module's absolute path.  Nothing is built as root by make install
+# when the build is up to date.
+
+PREFIX        ?= /usr
+MODULES_DIR   ?= /usr/lib/nginx/modules
+NGINX_SHARE   ?= /usr/share/nginx
+NGINX_CONFDIR ?= /etc/nginx
+BINDIR        ?= $(PREFIX)/bin
+MAN1DIR       ?= $(PREFIX)/share/man/man1
+MOD_NAME       = ngx_http_api_key_module.so
+MOD_CONF       = mod-http-api-key.conf
+MOD_LINK       = 50-mod-http-api-key.conf
+MOD_LOAD       = $(if $(filter /usr/lib/nginx/modules,$(MODULES_DIR)),modules/$(MOD_NAME),$(MODULES_DIR)/$(MOD_NAME))
+# the link's target, from $(NGINX_CONFDIR)/modules-enabled
+MOD_LINK_TARGET = $(shell realpath -m --relative-to='$(NGINX_CONFDIR)/modules-enabled' '$(NGINX_SHARE)/modules-available/$(MOD_CONF)')
+
+install: module cli
+	install -d '$(DESTDIR)$(MODULES_DIR)' '$(DESTDIR)$(NGINX_SHARE)/modules-available' \
+	    '$(DESTDIR)$(NGINX_CONFDIR)/modules-enabled' '$(DESTDIR)$(BINDIR)' \
+	    '$(DESTDIR)$(MAN1DIR)'
+	install -m 0644 $(MODULE) '$(DESTDIR)$(MODULES_DIR)/$(MOD_NAME)'
+	printf 'load_module %s;\n' '$(MOD_LOAD)' \
+	    >'$(DESTDIR)$(NGINX_SHARE)/modules-available/$(MOD_CONF)'
+	chmod 0644 '$(DESTDIR)$(NGINX_SHARE)/modules-available/$(MOD_CONF)'
+	ln -sfn '$(MOD_LINK_TARGET)' '$(DESTDIR)$(NGINX_CONFDIR)/modules-enabled/$(MOD_LINK)'
+	install -m 0755 $(CLI) '$(DESTDIR)$(BINDIR)/apikeyctl'
+	install -m 0644 man/apikeyctl.1 '$(DESTDIR)$(MAN1DIR)/apikeyctl.1'
+
+uninstall:
+	rm -f '$(DESTDIR)$(MODULES_DIR)/$(MOD_NAME)' \
+	    '$(DESTDIR)$(NGINX_SHARE)/modules-available/$(MOD_CONF)' \
+	    '$(DESTDIR)$(NGINX_CONFDIR)/modules-enabled/$(MOD_LINK)' \
+	    '$(DESTDIR)$(BINDIR)/apikeyctl' '$(DESTDIR)$(MAN1DIR)/apikeyctl.1'
 
 # --- benchmarks (bench/, results in bench/RESULTS.md) ----------------------
 #
