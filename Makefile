@@ -10,6 +10,9 @@
 #   make install  the module, its load_module snippet (enabled as Debian
 #                 does), apikeyctl and its man page (DESTDIR, PREFIX=/usr;
 #                 README: Installing); make uninstall removes them
+#   make deb      build/deb/libnginx-mod-http-api-key_VERSION_ARCH.deb and
+#                 apikeyctl_VERSION_ARCH.deb (debian/, dh + dh-sequence-nginx);
+#                 make deb-lint runs lintian on them
 #   make test     unit tests (GoogleTest) + integration tests (prove t/)
 #   make test-asan   the same, everything built with ASan + UBSan in
 #                 build/asan, the module loaded into the stock nginx with the
@@ -58,7 +61,7 @@ CLI_OBJS   := $(patsubst src/cli/%.cpp,$(BUILD)/cli/%.o,$(CLI_SRCS))
 CLI        = $(BUILD)/apikeyctl
 
 .PHONY: all module cli core-lib deps unit integration test test-asan run bench clean
-.PHONY: stop example secret install uninstall
+.PHONY: stop example secret install uninstall deb deb-lint
 .PHONY: check-layers check-layers-selftest
 
 all: module cli
@@ -320,6 +323,28 @@ install: module cli
 	ln -sfn '$(MOD_LINK_TARGET)' '$(DESTDIR)$(NGINX_CONFDIR)/modules-enabled/$(MOD_LINK)'
 	install -m 0755 $(CLI) '$(DESTDIR)$(BINDIR)/apikeyctl'
 	install -m 0644 man/apikeyctl.1 '$(DESTDIR)$(MAN1DIR)/apikeyctl.1'
+
+# --- make deb: the Debian packages (debian/) ----------------------------------
+#
+# Built from a copy of the tree (without build/ and .git) in build/deb/src,
+# so that the work tree stays clean; the .deb files land in build/deb.
+
+DEB_DIR = $(BUILD)/deb
+
+deb:
+	@sh scripts/deps.sh debhelper dpkg-dev nginx-dev libhiredis-dev libssl-dev
+	rm -rf '$(DEB_DIR)'
+	mkdir -p '$(DEB_DIR)/src'
+	tar -c --exclude=./build --exclude=./.git -f - . | tar -x -C '$(DEB_DIR)/src'
+	# (this make's variables must not reach debian/rules' make: MAKEFLAGS)
+	cd '$(DEB_DIR)/src' && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u MAKEOVERRIDES \
+	    dpkg-buildpackage -b -us -uc >../build.log 2>&1 \
+	    || { tail -40 '$(DEB_DIR)/build.log' >&2; exit 1; }
+	@ls -1 '$(DEB_DIR)'/*.deb
+
+deb-lint:
+	@sh scripts/deps.sh lintian
+	lintian --info --display-info --pedantic '$(DEB_DIR)'/*.changes
 
 uninstall:
 	rm -f '$(DESTDIR)$(MODULES_DIR)/$(MOD_NAME)' \
