@@ -7,7 +7,7 @@
  *
  * ngx_http_api_key_module.c     directives, zones, worker start/stop
  * ngx_http_api_key_handler.c    access phase: lookup, decision, redirects,
- *                               responses
+ *                               responses (problem+json body filters)
  * ngx_http_api_key_metrics.c    the metrics page
  * ngx_http_api_key_variables.c  $api_key_* variables
  * ngx_http_api_key_keys.c       key sources: find the key, check and hash
