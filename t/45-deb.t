@@ -20,6 +20,8 @@ use lib 't/lib';
 use ApiKeyTest;
 
 my @pkgs = qw(libnginx-mod-http-api-key apikeyctl);
+my $site_file = '/etc/nginx/sites-enabled/zz-api-key-deb-test.conf';
+my ($nginx_pid, $installed, %before);
 
 plan skip_all => 'AK_DEB_TEST=0' if ($ENV{AK_DEB_TEST} // '') eq '0';
 plan skip_all => 'installs packages: root only' if $> != 0;
@@ -38,8 +40,6 @@ delete @ENV{qw(MAKEFLAGS MFLAGS MAKELEVEL MAKEOVERRIDES)};
 $ENV{AK_TEST_TIMEOUT} = 600;
 alarm 600;    # the package build compiles everything once
 
-my $site_file = '/etc/nginx/sites-enabled/zz-api-key-deb-test.conf';
-my ($nginx_pid, $installed, %before);
 
 # --- the state of the system, before and after ----------------------------
 sub snapshot {
@@ -80,7 +80,7 @@ sub restore {
 }
 
 sub cleanup {
-    unlink $site_file;
+    unlink $site_file if %before;
     if ($nginx_pid) {
         kill 'QUIT', $nginx_pid;
         for (1 .. 50) { last if waitpid($nginx_pid, WNOHANG) != 0; sleep 0.1 }
