@@ -330,6 +330,18 @@ for my $c ([qw(show no-such-id)], [qw(revoke no-such-id)],
     my $h = hgetall($db, "apikey:$hex2");
     is($h->{rate}, '5/m', 'rate set');
     is($h->{burst}, '2', 'burst set');
+    # show says how many requests the rate admits at once: burst + 1, or
+    # N of N/period without a burst field
+    like(cli('show', 'svc-1')->{out}, qr/^rate\s+5\/m \(3 at once, then one per period \/ N: burst\)$/m,
+         'show: rate 5/m burst 2: 3 at once');
+    is((eval { $json->decode(cli('show', 'svc-1', '--json')->{out}) } || {})->{rate_at_once}, 3,
+       'show --json: rate_at_once 3');
+    is(cli('set', 'svc-1', 'burst=')->{exit}, 0, 'set burst= (no burst field)');
+    like(cli('show', 'svc-1')->{out}, qr/^rate\s+5\/m \(5 at once, refilled at the rate: no burst field\)$/m,
+         'show: rate 5/m and no burst field: 5 at once');
+    is((eval { $json->decode(cli('show', 'svc-1', '--json')->{out}) } || {})->{rate_at_once}, 5,
+       'show --json: rate_at_once 5');
+    is(cli('set', 'svc-1', 'burst=2')->{exit}, 0, 'set burst=2 again');
     ok(!exists $h->{owner}, 'owner= removed the field');
     is($h->{expires_at}, 1924992000, 'a date is stored as unix seconds');
     is($h->{scopes}, 'a b', 'scopes normalised');

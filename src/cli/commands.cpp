@@ -1126,6 +1126,30 @@ static Fields ordered(const Fields &f)
 }
 
 
+/*
+ * How many requests a valid record's rate admits at once: burst + 1, the
+ * burst being the record's or, without a burst field, the module's
+ * default (a bucket of N).  False without a rate.
+ */
+static bool rate_at_once(const Fields &f, uint64_t *at_once, bool *explicit_burst)
+{
+    std::string rate = field_value(f, "rate");
+    size_t slash = rate.find('/');
+    if (rate.empty() || slash == 0 || slash == std::string::npos) {
+        return false;
+    }
+
+    uint64_t n = std::strtoull(rate.substr(0, slash).c_str(), nullptr, 10);
+    std::string burst = field_value(f, "burst");
+
+    *explicit_burst = !burst.empty();
+    *at_once = (*explicit_burst
+                    ? std::strtoull(burst.c_str(), nullptr, 10)
+                    : ak_rate_default_burst(n)) + 1;
+    return true;
+}
+
+
 int cmd_show(Context &ctx, const Args &args)
 {
     expect_args(args, 1, 1, "KEY or ID");
@@ -1149,6 +1173,11 @@ int cmd_show(Context &ctx, const Args &args)
                   << ",\"valid\":" << (problem.empty() ? "true" : "false");
         if (!problem.empty()) {
             std::cout << ",\"problem\":" << json_quote(problem);
+        }
+        uint64_t at_once;
+        bool explicit_burst;
+        if (problem.empty() && rate_at_once(f, &at_once, &explicit_burst)) {
+            std::cout << ",\"rate_at_once\":" << at_once;
         }
         std::cout << "}\n";
         flush_stdout_or_fail("show");
@@ -1186,6 +1215,15 @@ int cmd_show(Context &ctx, const Args &args)
             v += time_note(x.second, now, true);
         } else if (x.first == "created_at") {
             v += time_note(x.second, now, false);
+        } else if (x.first == "rate" && problem.empty()) {
+            uint64_t at_once;
+            bool explicit_burst;
+            if (rate_at_once(f, &at_once, &explicit_burst)) {
+                v += " (" + std::to_string(at_once) + " at once, "
+                     + (explicit_burst ? "then one per period / N: burst)"
+                                       : "refilled at the rate: no burst "
+                                         "field)");
+            }
         }
         line(x.first, v);
     }

@@ -86,7 +86,10 @@ const CommandInfo kCommands[] = {
 "  --ips LIST            comma-separated addresses and CIDRs, e.g.\n"
 "                        10.0.0.0/8,2001:db8::/32\n"
 "  --referrers LIST      comma-separated hosts, *.example.com wildcards\n"
-"  --rate R              N/s, N/m or N/h          --burst N   (with --rate)\n"
+"  --rate R              N/s, N/m or N/h: a bucket of N (N requests at once,\n"
+"                        refilled at N per period)\n"
+"  --burst N             with --rate: N + 1 at once, then one per period / N\n"
+"                        (GCRA, as nginx's limit_req; 0: one at a time)\n"
 "  --quota Q             N/hour, N/day or N/month\n"
 "  --expires WHEN        90d (from now; s m h d w), 2027-01-31 (00:00 UTC),\n"
 "                        2027-01-31T12:00:00Z, or unix seconds\n"
@@ -150,7 +153,10 @@ const CommandInfo kCommands[] = {
 "usage: apikeyctl show KEY|ID|HASH|- [--json]\n"
 "\n"
 "Shows the key's id, hash and fields; never the key. Warns when the module\n"
-"would reject the record.\n"},
+"would reject the record. The rate says how many requests it admits at once\n"
+"(burst + 1; without a burst field, N of N/period). --json prints\n"
+"{\"id\",\"hash\",\"fields\",\"id_lookup\",\"valid\"} (and \"problem\" when\n"
+"not valid, \"rate_at_once\" with a valid rate).\n"},
 
     {"list", cmd_list, "owner status plan page-size", "json",
 "usage: apikeyctl list [--owner O] [--status S] [--plan P] [--page-size N]\n"

@@ -241,6 +241,14 @@ int ak_gcra(uint64_t *tat, uint64_t now_us, uint64_t interval_us,
     uint32_t burst, ak_rate_result_t *res) AK_NOEXCEPT;
 
 /*
+ * The burst of a record with "rate N/period" and no burst field: a bucket
+ * of N (N requests at once, refilled at N per period), as users read
+ * "N per period": N - 1, at most AK_BURST_MAX.  0 for rate_n 0.
+ */
+#define AK_BURST_MAX  1000000
+uint32_t ak_rate_default_burst(uint64_t rate_n) AK_NOEXCEPT;
+
+/*
  * Quota counts left, for $api_key_quota_remaining: quota_n minus what was
  * consumed, where q_used is the key's total as last known (in Redis, plus
  * the counts granted offline) and q_left the part of it granted to this node

@@ -63,7 +63,7 @@ constexpr size_t kTextMax = 256;                 /* owner, plan */
 constexpr size_t kScopeMax = 64;                 /* one scope word */
 constexpr uint64_t kExpiresMax = 999999999999999999ULL;  /* 18 digits */
 constexpr uint64_t kRateMax = 1000000000ULL;
-constexpr uint64_t kBurstMax = 1000000ULL;
+constexpr uint64_t kBurstMax = AK_BURST_MAX;
 constexpr uint64_t kQuotaMax = 1000000000000000ULL;
 
 
