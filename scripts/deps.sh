@@ -4,7 +4,7 @@
 set -e
 need=""
 for p in build-essential nginx nginx-dev libhiredis-dev libssl-dev \
-         redis-server libgtest-dev perl curl gdb "$@"; do
+         redis-server libgtest-dev perl curl gdb python3-grpcio "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
         || need="$need $p"
 done
