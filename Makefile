@@ -24,9 +24,13 @@
 #   make fuzz-replay   the committed corpora and saved crash inputs through
 #                 every target (part of make test)
 #
-# NGINX_SRC selects the nginx build tree (default: Debian's nginx-dev).
+# NGINX_SRC selects the nginx build tree (default: Debian's nginx-dev);
+# NGINX_CONF_ARGS a file of configure arguments, one a line, used instead of
+# the tree's conf_flags and --with-compat (scripts/build-for-nginx.sh writes
+# it from the target's nginx -V; README: Building against your nginx).
 
 NGINX_SRC  ?= /usr/share/nginx/src
+NGINX_CONF_ARGS ?=
 BUILD      ?= $(CURDIR)/build
 NGX_BUILD   = $(BUILD)/nginx-src
 MODULE      = $(BUILD)/ngx_http_api_key_module.so
@@ -100,12 +104,12 @@ $(GLUE_STAMP): FORCE
 	@echo '$(sort $(wildcard src/*.c src/*.h))' | cmp -s - $@ \
 	    || echo '$(sort $(wildcard src/*.c src/*.h))' >$@
 
-$(NGX_BUILD)/.configured: config scripts/configure-nginx.sh $(FLAGS_STAMP) $(GLUE_STAMP)
+$(NGX_BUILD)/.configured: config scripts/configure-nginx.sh $(FLAGS_STAMP) $(GLUE_STAMP) $(NGINX_CONF_ARGS)
 	rm -rf $(NGX_BUILD)
 	mkdir -p $(BUILD)
 	cp -r $(NGINX_SRC) $(NGX_BUILD)
 	cd $(NGX_BUILD) && AK_CC_OPT="$(SAN_FLAGS)" AK_LD_OPT="$(SAN_FLAGS)" \
-	    AK_CORE_LIB="$(CORE_LIB)" \
+	    AK_CORE_LIB="$(CORE_LIB)" AK_CONF_ARGS="$(NGINX_CONF_ARGS)" \
 	    sh $(CURDIR)/scripts/configure-nginx.sh $(CURDIR)
 	touch $@
 
