@@ -489,6 +489,46 @@ for my $c ([qw(show no-such-id)], [qw(revoke no-such-id)],
 }
 
 
+# --- --json everywhere: revoke, set, delete too ---------------------------
+
+{
+    for my $c (qw(create revoke rotate set show list usage delete)) {
+        my $h = cli($c, '--help');
+        like($h->{out} . $h->{err}, qr/--json/, "$c --help offers --json");
+    }
+    my $r = cli('create', '--owner', 'js', '--id', 'json-1', '--json');
+    is($r->{exit}, 0, 'create --json') or diag $r->{err};
+    my $c = eval { $json->decode($r->{out}) } || {};
+    my $h = $c->{hash} // '';
+
+    $r = cli('set', 'json-1', 'plan=gold', 'owner=', '--json');
+    is($r->{exit}, 0, 'set --json exits 0') or diag $r->{err};
+    is_deeply(eval { $json->decode($r->{out}) },
+              { id => 'json-1', hash => $h, set => ['plan'], removed => ['owner'] },
+              'set --json: id, hash, the fields set and removed');
+    is($db->cmd('HGET', "apikey:$h", 'plan'), 'gold', '... and the field is set');
+
+    $r = cli('revoke', 'json-1', '--json');
+    is($r->{exit}, 0, 'revoke --json exits 0') or diag $r->{err};
+    is_deeply(eval { $json->decode($r->{out}) },
+              { id => 'json-1', hash => $h, status => 'revoked', was => 'active' },
+              'revoke --json: id, hash, status, the status before');
+    $r = cli('revoke', 'json-1', '--json');
+    is((eval { $json->decode($r->{out}) } || {})->{was}, 'revoked', 'revoke again: was revoked');
+
+    $r = cli('delete', 'json-1', '--json');
+    is($r->{exit}, 0, 'delete --json exits 0') or diag $r->{err};
+    is_deeply(eval { $json->decode($r->{out}) },
+              { id => 'json-1', hash => $h, record_deleted => JSON::PP::true },
+              'delete --json: id, hash, record_deleted');
+
+    $r = cli('delete', 'json-1', '--json');
+    is($r->{exit}, 3, 'delete --json of a gone id: exit 3');
+    is($r->{out}, '', '... nothing on stdout');
+    like($r->{err}, qr/^apikeyctl: /m, '... the error on stderr, as text');
+}
+
+
 # --- list: 10,000 keys, each once, filters --------------------------------
 
 {

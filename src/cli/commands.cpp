@@ -697,6 +697,13 @@ int cmd_revoke(Context &ctx, const Args &args)
     check_published(ctx, exec, 1);
     note(std::string(was == "revoked" ? "key was already revoked: " : "")
          + "revoked key id " + quoted(id) + ", hash " + t.hex);
+    if (args.has("json")) {
+        std::cout << "{\"id\":" << json_quote(id) << ",\"hash\":"
+                  << json_quote(t.hex) << ",\"status\":\"revoked\""
+                  << ",\"was\":" << json_quote(was.empty() ? "active" : was)
+                  << "}\n";
+        flush_stdout_or_fail("revoke");
+    }
     return kExitOk;
 }
 
@@ -1058,15 +1065,23 @@ int cmd_set(Context &ctx, const Args &args)
 
     check_published(ctx, exec, exec->elements - 1);
 
-    std::string set_list, del_list;
+    std::string set_list, del_list, set_json, del_json;
     for (const Field &c : changes) {
         std::string &l = c.second.empty() ? del_list : set_list;
         l += (l.empty() ? "" : ", ") + c.first;
+        std::string &j = c.second.empty() ? del_json : set_json;
+        j += (j.empty() ? "" : ",") + json_quote(c.first);
     }
     note("updated key id " + quoted(id)
          + (set_list.empty() ? "" : ": set " + set_list)
          + (del_list.empty() ? "" : (set_list.empty() ? ": " : "; ")
                                     + std::string("removed ") + del_list));
+    if (args.has("json")) {
+        std::cout << "{\"id\":" << json_quote(id) << ",\"hash\":"
+                  << json_quote(t.hex) << ",\"set\":[" << set_json
+                  << "],\"removed\":[" << del_json << "]}\n";
+        flush_stdout_or_fail("set");
+    }
     return kExitOk;
 }
 
@@ -1564,6 +1579,12 @@ int cmd_delete(Context &ctx, const Args &args)
         note("deleted key id " + quoted(id) + ", hash " + t.hex);
     } else {
         note("removed id " + quoted(id) + ", whose record was already gone");
+    }
+    if (args.has("json")) {
+        std::cout << "{\"id\":" << json_quote(id) << ",\"hash\":"
+                  << json_quote(t.hex) << ",\"record_deleted\":"
+                  << (had_record ? "true" : "false") << "}\n";
+        flush_stdout_or_fail("delete");
     }
     return kExitOk;
 }

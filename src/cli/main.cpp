@@ -57,6 +57,10 @@ const char kMainHelp[] =
 "  -h, --help            this help; \"apikeyctl COMMAND --help\" for a command\n"
 "  --version             the version\n"
 "\n"
+"Results go to stdout, notes and errors to stderr. Every command takes\n"
+"--json: its result as JSON on stdout (one object; list: an array); errors\n"
+"stay text on stderr, with the exit code.\n"
+"\n"
 "exit codes: 0 ok, 2 usage or validation error, 3 no such key or id,\n"
 "4 Redis unreachable or error, 1 internal error.\n";
 
@@ -103,12 +107,13 @@ const CommandInfo kCommands[] = {
 "Every value is checked with the module's own rules: a value the module\n"
 "would reject is refused (exit 2) naming the field.\n"},
 
-    {"revoke", cmd_revoke, "", "",
-"usage: apikeyctl revoke KEY|ID|HASH|-\n"
+    {"revoke", cmd_revoke, "", "json",
+"usage: apikeyctl revoke KEY|ID|HASH|- [--json]\n"
 "\n"
 "Sets status=revoked and publishes \"revoke HASH\" on the channel, in one\n"
 "transaction: every nginx listening denies the key from its next request.\n"
-"\"apikeyctl set KEY|ID status=active\" undoes it.\n"},
+"\"apikeyctl set KEY|ID status=active\" undoes it.\n"
+"--json prints {\"id\",\"hash\",\"status\":\"revoked\",\"was\"} (the status before).\n"},
 
     {"rotate", cmd_rotate, "grace id key-prefix expires", "json",
 "usage: apikeyctl rotate KEY|ID|HASH|- --grace DURATION [--id ID]\n"
@@ -133,8 +138,8 @@ const CommandInfo kCommands[] = {
 "(fields the module ignores, as created_at and key_prefix).\n"
 "--json adds old_id, old_hash and old_expires_at.\n"},
 
-    {"set", cmd_set, "", "",
-"usage: apikeyctl set KEY|ID|HASH|- field=value... \n"
+    {"set", cmd_set, "", "json",
+"usage: apikeyctl set KEY|ID|HASH|- field=value... [--json]\n"
 "\n"
 "Changes fields of a key's record and publishes \"update HASH\" (and\n"
 "\"revoke HASH\" when status becomes revoked or disabled).\n"
@@ -147,7 +152,8 @@ const CommandInfo kCommands[] = {
 "              0 or never: no expiry; a past time expires the key\n"
 "  id          a new public id (must be unused); the id lookup moves\n"
 "\n"
-"The record after the change is checked as a whole with the module's rules.\n"},
+"The record after the change is checked as a whole with the module's rules.\n"
+"--json prints {\"id\",\"hash\",\"set\":[fields],\"removed\":[fields]}.\n"},
 
     {"show", cmd_show, "", "json",
 "usage: apikeyctl show KEY|ID|HASH|- [--json]\n"
@@ -183,11 +189,12 @@ const CommandInfo kCommands[] = {
 "\"window_start\",\"window_end\",\"windows\":{\"hour\"|\"day\"|\"month\":\n"
 "{\"start\",\"end\",\"used\"}}} (limit..window_end only with a quota).\n"},
 
-    {"delete", cmd_delete, "", "",
-"usage: apikeyctl delete KEY|ID|HASH|-\n"
+    {"delete", cmd_delete, "", "json",
+"usage: apikeyctl delete KEY|ID|HASH|- [--json]\n"
 "\n"
 "Removes the key's record and its id lookup, and publishes \"update HASH\":\n"
-"the key is unknown from then on. Also removes an id whose record is gone.\n"},
+"the key is unknown from then on. Also removes an id whose record is gone.\n"
+"--json prints {\"id\",\"hash\",\"record_deleted\":true|false}.\n"},
 };
 
 const char kGlobalOptions[] =
