@@ -195,7 +195,7 @@ typedef struct {
     uint8_t      has_referrers;
     uint8_t      rate_period;   /* AK_PERIOD_NONE/SECOND/MINUTE/HOUR */
     uint32_t     rate_n;        /* N of "N/period" */
-    uint32_t     burst;
+    uint32_t     burst;         /* in effect: the field, or N - 1 without one */
     uint64_t     rate_interval_us;  /* period / N */
     uint8_t      quota_period;  /* AK_PERIOD_NONE/HOUR/DAY/MONTH */
     uint64_t     quota_n;

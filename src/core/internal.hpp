@@ -17,7 +17,8 @@
  *   [id] [owner] [plan] [scopes]   varint length, bytes
  *   [expires_at] varint (> 0)
  *   [rate N]     varint, present iff rate_period != 0
- *   [burst]      varint (> 0), only with a rate
+ *   [burst]      varint (> 0), only with a rate: the burst in effect (the
+ *                field, or N - 1 without one: ak_rate_default_burst)
  *   [quota N]    varint, present iff quota_period != 0
  *
  * ips and referrers come first so that the hot match functions find them
