@@ -2,6 +2,17 @@
 #
 #   make          build the module (build/ngx_http_api_key_module.so) and apikeyctl
 #   make run      start redis-server + nginx with the module on loopback, demo key
+#                 (PORT=8080 APP_PORT=PORT+1 REDIS_PORT=6390; RUN_DIR=build/run)
+#   make stop     stop what make run (and make example) started
+#   make example EXAMPLE=NAME   conf-examples/NAME.conf as shipped, against
+#                 the running make run's Redis and application
+#   make secret SECRET=FILE     a new HMAC secret file (api_key_hash hmac-sha256)
+#   make install  the module, its load_module snippet (enabled as Debian
+#                 does), apikeyctl and its man page (DESTDIR, PREFIX=/usr;
+#                 README: Installing); make uninstall removes them
+#   make deb      build/deb/libnginx-mod-http-api-key_VERSION_ARCH.deb and
+#                 apikeyctl_VERSION_ARCH.deb (debian/, dh + dh-sequence-nginx);
+#                 make deb-lint runs lintian on them
 #   make test     unit tests (GoogleTest) + integration tests (prove t/)
 #   make test-asan   the same, everything built with ASan + UBSan in
 #                 build/asan, the module loaded into the stock nginx with the
@@ -14,9 +25,13 @@
 #   make fuzz-replay   the committed corpora and saved crash inputs through
 #                 every target (part of make test)
 #
-# NGINX_SRC selects the nginx build tree (default: Debian's nginx-dev).
+# NGINX_SRC selects the nginx build tree (default: Debian's nginx-dev);
+# NGINX_CONF_ARGS a file of configure arguments, one a line, used instead of
+# the tree's conf_flags and --with-compat (scripts/build-for-nginx.sh writes
+# it from the target's nginx -V; README: Building against your nginx).
 
 NGINX_SRC  ?= /usr/share/nginx/src
+NGINX_CONF_ARGS ?=
 BUILD      ?= $(CURDIR)/build
 NGX_BUILD   = $(BUILD)/nginx-src
 MODULE      = $(BUILD)/ngx_http_api_key_module.so
@@ -51,6 +66,7 @@ CLI_OBJS   := $(patsubst src/cli/%.cpp,$(BUILD)/cli/%.o,$(CLI_SRCS))
 CLI        = $(BUILD)/apikeyctl
 
 .PHONY: all module cli core-lib deps unit integration test test-asan run bench clean
+.PHONY: stop example secret install uninstall deb deb-lint
 .PHONY: check-layers check-layers-selftest
 
 all: module cli
@@ -89,12 +105,12 @@ $(GLUE_STAMP): FORCE
 	@echo '$(sort $(wildcard src/*.c src/*.h))' | cmp -s - $@ \
 	    || echo '$(sort $(wildcard src/*.c src/*.h))' >$@
 
-$(NGX_BUILD)/.configured: config scripts/configure-nginx.sh $(FLAGS_STAMP) $(GLUE_STAMP)
+$(NGX_BUILD)/.configured: config scripts/configure-nginx.sh $(FLAGS_STAMP) $(GLUE_STAMP) $(NGINX_CONF_ARGS)
 	rm -rf $(NGX_BUILD)
 	mkdir -p $(BUILD)
 	cp -r $(NGINX_SRC) $(NGX_BUILD)
 	cd $(NGX_BUILD) && AK_CC_OPT="$(SAN_FLAGS)" AK_LD_OPT="$(SAN_FLAGS)" \
-	    AK_CORE_LIB="$(CORE_LIB)" \
+	    AK_CORE_LIB="$(CORE_LIB)" AK_CONF_ARGS="$(NGINX_CONF_ARGS)" \
 	    sh $(CURDIR)/scripts/configure-nginx.sh $(CURDIR)
 	touch $@
 
@@ -256,12 +272,96 @@ fuzz-replay: $(addprefix $(FUZZ_REPLAY)/,$(FUZZ_NAMES))
 	    $(FUZZ_REPLAY)/$$t fuzz/corpus/$$t fuzz/crashes/$$t || exit 1; \
 	done
 
+# make run: ports on 127.0.0.1 (checked before anything starts), the
+# directory of its config, logs and PID files
+PORT       ?= 8080
+APP_PORT   ?=
+REDIS_PORT ?= 6390
+RUN_DIR    ?= $(BUILD)/run
+RUN_ENV     = PORT='$(PORT)' APP_PORT='$(APP_PORT)' REDIS_PORT='$(REDIS_PORT)'
+STOP_CMD    = make stop$(if $(filter $(BUILD)/run,$(RUN_DIR)),, RUN_DIR=$(RUN_DIR))
+
 run: deps
-	$(MAKE) module cli
-	sh scripts/run.sh $(BUILD)
+	@$(MAKE) --no-print-directory module cli
+	@$(RUN_ENV) sh scripts/run.sh start $(BUILD) $(RUN_DIR) '$(STOP_CMD)'
+
+stop:
+	@sh scripts/run.sh stop $(RUN_DIR)
+
+example:
+	@$(RUN_ENV) sh scripts/run.sh example $(BUILD) $(RUN_DIR) '$(EXAMPLE)'
+
+secret:
+	@test -n '$(SECRET)' || { echo 'make secret SECRET=/etc/nginx/api-key.secret' >&2; exit 2; }
+	@sh scripts/make-secret.sh '$(SECRET)'
 
 clean:
 	rm -rf $(BUILD)
+
+# --- make install / make uninstall -----------------------------------------
+#
+# Debian's layout by default: the module where nginx loads modules from
+# (MODULES_DIR, nginx's --modules-path), mod-http-api-key.conf with its
+# load_module line in nginx's modules-available and the enabled link in
+# /etc/nginx/modules-enabled (relative, so that it also resolves inside a
+# DESTDIR), apikeyctl in $(PREFIX)/bin, apikeyctl.1 in $(PREFIX)/share/man.
+# The load_module line is "modules/..." (relative to nginx's prefix, as
+# Debian's own module packages write it) when MODULES_DIR is Debian's, else
+# the module's absolute path.  Nothing is built as root by make install
+# when the build is up to date.
+
+PREFIX        ?= /usr
+MODULES_DIR   ?= /usr/lib/nginx/modules
+NGINX_SHARE   ?= /usr/share/nginx
+NGINX_CONFDIR ?= /etc/nginx
+BINDIR        ?= $(PREFIX)/bin
+MAN1DIR       ?= $(PREFIX)/share/man/man1
+MOD_NAME       = ngx_http_api_key_module.so
+MOD_CONF       = mod-http-api-key.conf
+MOD_LINK       = 50-mod-http-api-key.conf
+MOD_LOAD       = $(if $(filter /usr/lib/nginx/modules,$(MODULES_DIR)),modules/$(MOD_NAME),$(MODULES_DIR)/$(MOD_NAME))
+# the link's target, from $(NGINX_CONFDIR)/modules-enabled
+MOD_LINK_TARGET = $(shell realpath -m --relative-to='$(NGINX_CONFDIR)/modules-enabled' '$(NGINX_SHARE)/modules-available/$(MOD_CONF)')
+
+install: module cli
+	install -d '$(DESTDIR)$(MODULES_DIR)' '$(DESTDIR)$(NGINX_SHARE)/modules-available' \
+	    '$(DESTDIR)$(NGINX_CONFDIR)/modules-enabled' '$(DESTDIR)$(BINDIR)' \
+	    '$(DESTDIR)$(MAN1DIR)'
+	install -m 0644 $(MODULE) '$(DESTDIR)$(MODULES_DIR)/$(MOD_NAME)'
+	printf 'load_module %s;\n' '$(MOD_LOAD)' \
+	    >'$(DESTDIR)$(NGINX_SHARE)/modules-available/$(MOD_CONF)'
+	chmod 0644 '$(DESTDIR)$(NGINX_SHARE)/modules-available/$(MOD_CONF)'
+	ln -sfn '$(MOD_LINK_TARGET)' '$(DESTDIR)$(NGINX_CONFDIR)/modules-enabled/$(MOD_LINK)'
+	install -m 0755 $(CLI) '$(DESTDIR)$(BINDIR)/apikeyctl'
+	install -m 0644 man/apikeyctl.1 '$(DESTDIR)$(MAN1DIR)/apikeyctl.1'
+
+# --- make deb: the Debian packages (debian/) ----------------------------------
+#
+# Built from a copy of the tree (without build/ and .git) in build/deb/src,
+# so that the work tree stays clean; the .deb files land in build/deb.
+
+DEB_DIR = $(BUILD)/deb
+
+deb:
+	@sh scripts/deps.sh debhelper dpkg-dev nginx-dev libhiredis-dev libssl-dev
+	rm -rf '$(DEB_DIR)'
+	mkdir -p '$(DEB_DIR)/src'
+	tar -c --exclude=./build --exclude=./.git -f - . | tar -x -C '$(DEB_DIR)/src'
+	# (this make's variables must not reach debian/rules' make: MAKEFLAGS)
+	cd '$(DEB_DIR)/src' && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u MAKEOVERRIDES \
+	    dpkg-buildpackage -b -us -uc >../build.log 2>&1 \
+	    || { tail -40 '$(DEB_DIR)/build.log' >&2; exit 1; }
+	@ls -1 '$(DEB_DIR)'/*.deb
+
+deb-lint:
+	@sh scripts/deps.sh lintian
+	lintian --info --display-info --pedantic '$(DEB_DIR)'/*.changes
+
+uninstall:
+	rm -f '$(DESTDIR)$(MODULES_DIR)/$(MOD_NAME)' \
+	    '$(DESTDIR)$(NGINX_SHARE)/modules-available/$(MOD_CONF)' \
+	    '$(DESTDIR)$(NGINX_CONFDIR)/modules-enabled/$(MOD_LINK)' \
+	    '$(DESTDIR)$(BINDIR)/apikeyctl' '$(DESTDIR)$(MAN1DIR)/apikeyctl.1'
 
 # --- benchmarks (bench/, results in bench/RESULTS.md) ----------------------
 #

@@ -74,6 +74,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                                              : 3600000000ULL;
         rec.rate_interval_us = per / rec.rate_n ? per / rec.rate_n : 1;
         rec.burst = (cfg & 8) ? in.u32() % 1000001u : in.u8() % 8;
+        if ((cfg & 136) == 128) {
+            /* a record without a burst field: a bucket of N */
+            rec.burst = ak_rate_default_burst(rec.rate_n);
+        }
     }
     rec.quota_period = kPeriods[(cfg >> 4) % 4];
     if (rec.quota_period) {

@@ -451,7 +451,10 @@ build_and_check(fuzz::Input &in, const unsigned char *hash)
                                                          : 3600000000ULL;
         uint64_t iv = per / rate.n ? per / rate.n : 1;
         FUZZ_CHECK(rec.rate_interval_us == iv);
-        FUZZ_CHECK(rec.burst == burst.value_or(0));
+        /* no burst field: a bucket of N, at most 1,000,000 above the
+         * rate (N - 1, capped) */
+        uint64_t def = rate.n - 1 < 1000000 ? rate.n - 1 : 1000000;
+        FUZZ_CHECK(rec.burst == burst.value_or(def));
     } else {
         FUZZ_CHECK(rec.burst == 0 && rec.rate_interval_us == 0);
     }

@@ -14,6 +14,21 @@ case "${AK_CORE_LIB:-}" in
              "by its absolute path (the Makefile sets it)" >&2
         exit 1 ;;
 esac
+if [ -n "${AK_CONF_ARGS:-}" ]; then
+    # the target nginx's own configure arguments, one a line (written by
+    # scripts/build-for-nginx.sh from its nginx -V): used as they are
+    [ -f "$AK_CONF_ARGS" ] || { echo "configure-nginx.sh: no file $AK_CONF_ARGS" >&2; exit 1; }
+    if [ ! -x configure ] && [ -x auto/configure ]; then
+        cp auto/configure configure
+    fi
+    set --
+    while IFS= read -r a; do
+        [ -z "$a" ] || set -- "$@" "$a"
+    done <"$AK_CONF_ARGS"
+    ./configure "$@" --add-dynamic-module="$moddir" >configure.log 2>&1 \
+        || { tail -30 configure.log >&2; exit 1; }
+    exit 0
+fi
 flags=""
 if [ -f conf_flags ]; then
     # Debian's nginx-dev: NGX_CONF_FLAGS=( ... )

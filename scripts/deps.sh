@@ -11,7 +11,8 @@ set -e
 need=""
 for p in build-essential nginx nginx-dev libhiredis-dev libssl-dev \
          redis-server redis-tools libgtest-dev perl curl gdb openssl \
-         libio-socket-ssl-perl libnet-dns-perl iproute2 util-linux "$@"; do
+         libio-socket-ssl-perl libnet-dns-perl iproute2 util-linux \
+         python3-grpcio "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
         || need="$need $p"
 done

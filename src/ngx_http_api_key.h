@@ -7,7 +7,7 @@
  *
  * ngx_http_api_key_module.c     directives, zones, worker start/stop
  * ngx_http_api_key_handler.c    access phase: lookup, decision, redirects,
- *                               responses
+ *                               responses (problem+json body filters)
  * ngx_http_api_key_metrics.c    the metrics page
  * ngx_http_api_key_variables.c  $api_key_* variables
  * ngx_http_api_key_keys.c       key sources: find the key, check and hash
@@ -410,6 +410,11 @@ ngx_http_api_key_first_sh(ngx_http_api_key_main_conf_t *amcf)
 }
 
 
+/* api_key_error_body */
+#define NGX_HTTP_API_KEY_ERROR_BODY_HTML     0
+#define NGX_HTTP_API_KEY_ERROR_BODY_JSON     1
+
+
 typedef struct {
     ngx_http_api_key_zone_t      *zone;      /* NULL: off */
     ngx_array_t                  *sources;   /* ngx_http_api_key_source_t */
@@ -423,6 +428,7 @@ typedef struct {
     ngx_str_t                     www_missing;   /* WWW-Authenticate values */
     ngx_str_t                     www_invalid;
     ngx_str_t                     www_scope;
+    ngx_uint_t                    error_body;    /* ..._ERROR_BODY_* */
 } ngx_http_api_key_loc_conf_t;
 
 
@@ -469,6 +475,9 @@ typedef struct {
                                                 the start (main request) */
     unsigned                      decided:1;
     unsigned                      hashed:1;
+    unsigned                      problem:1;     /* the denial is answered
+                                                    with problem+json */
+    unsigned                      problem_body:1;    /* ... being sent */
     /* see NGX_HTTP_API_KEY_READS_MAX for their bound */
     unsigned                      attempts:NGX_HTTP_API_KEY_COUNT_BITS;
                                                  /* reads from Redis */
@@ -511,6 +520,7 @@ extern ngx_module_t  ngx_http_api_key_module;
 ngx_int_t ngx_http_api_key_post_read_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_api_key_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_api_key_subrequest_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_api_key_filter_init(ngx_conf_t *cf);
 
 /* zone.c */
 char *ngx_http_api_key_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);

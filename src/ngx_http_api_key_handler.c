@@ -38,6 +38,15 @@ static ngx_int_t ngx_http_api_key_set_header(ngx_http_request_t *r,
 static ngx_int_t ngx_http_api_key_rate_headers(ngx_http_request_t *r,
     ngx_http_api_key_ctx_t *ctx);
 static void ngx_http_api_key_resume(ngx_http_request_t *r);
+static ngx_uint_t ngx_http_api_key_problem_wanted(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_int_t rc);
+static ngx_int_t ngx_http_api_key_header_filter(ngx_http_request_t *r);
+static ngx_int_t ngx_http_api_key_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
 
 
 #if (NGX_DEBUG)
@@ -48,6 +57,39 @@ static char  *ngx_http_api_key_cache_names[] = {
 };
 
 #endif
+
+
+/*
+ * api_key_error_body json: the RFC 9457 problem details of each denial, by
+ * $api_key_status (NONE, OK and UNCHECKED are never denials).  Static text:
+ * nothing of the request (the key least of all) is ever in a body.
+ */
+
+#define ngx_http_api_key_problem(status, title, detail)                      \
+    ngx_string("{\"type\":\"about:blank\",\"title\":\"" title "\","          \
+               "\"status\":" #status ",\"detail\":\"" detail "\"}\n")
+
+static ngx_str_t  ngx_http_api_key_problems[] = {
+    ngx_null_string,
+    ngx_null_string,
+    ngx_http_api_key_problem(401, "Unauthorized", "missing"),
+    ngx_http_api_key_problem(401, "Unauthorized", "malformed"),
+    ngx_http_api_key_problem(401, "Unauthorized", "unknown"),
+    ngx_http_api_key_problem(401, "Unauthorized", "expired"),
+    ngx_http_api_key_problem(401, "Unauthorized", "revoked"),
+    ngx_http_api_key_problem(401, "Unauthorized", "bad_record"),
+    ngx_http_api_key_problem(403, "Forbidden", "ip_denied"),
+    ngx_http_api_key_problem(403, "Forbidden", "referrer_denied"),
+    ngx_http_api_key_problem(403, "Forbidden", "scope_denied"),
+    ngx_http_api_key_problem(429, "Too Many Requests", "rate_limited"),
+    ngx_http_api_key_problem(429, "Too Many Requests", "quota_exceeded"),
+    ngx_http_api_key_problem(503, "Service Unavailable", "unavailable"),
+    ngx_null_string
+};
+
+typedef char  ngx_http_api_key_problems_fit[
+    (sizeof(ngx_http_api_key_problems) / sizeof(ngx_str_t)
+     == NGX_HTTP_API_KEY_NSTATUS) ? 1 : -1];
 
 
 /* the record being evaluated, copied out of the cache (one per worker) */
@@ -323,6 +365,8 @@ ngx_http_api_key_redirected(ngx_http_request_t *r,
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "api_key: redirected after \"%V\": denied again",
                        ngx_http_api_key_status_name(ctx->status));
+
+        ctx->problem = ngx_http_api_key_problem_wanted(r, alcf, ctx->rc);
 
         return ctx->rc;
     }
@@ -800,12 +844,52 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
     }
 
     ctx->rc = rc;
+    ctx->problem = (rc == NGX_OK)
+                   ? 0 : ngx_http_api_key_problem_wanted(r, alcf, rc);
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "api_key: decision %V, key id \"%V\"",
-                   ngx_http_api_key_status_name(status), &ctx->id);
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "api_key: decision %V, key id \"%V\"%s",
+                   ngx_http_api_key_status_name(status), &ctx->id,
+                   ctx->problem ? ", problem+json" : "");
 
     return rc;
+}
+
+
+/*
+ * api_key_error_body json: does the denial get the problem+json body?  Not
+ * when the location's error_page takes this status (error_page wins, as
+ * ngx_http_special_response_handler() decides it), and not for a
+ * subrequest (its parent answers).
+ */
+
+static ngx_uint_t
+ngx_http_api_key_problem_wanted(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_int_t rc)
+{
+    ngx_uint_t                 i;
+    ngx_http_err_page_t       *err_page;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (alcf->error_body != NGX_HTTP_API_KEY_ERROR_BODY_JSON
+        || r != r->main)
+    {
+        return 0;
+    }
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (!r->error_page && clcf->error_pages && r->uri_changes != 0) {
+        err_page = clcf->error_pages->elts;
+
+        for (i = 0; i < clcf->error_pages->nelts; i++) {
+            if (err_page[i].status == rc) {
+                return 0;
+            }
+        }
+    }
+
+    return 1;
 }
 
 
@@ -890,6 +974,163 @@ ngx_http_api_key_rate_headers(ngx_http_request_t *r,
 
     return ngx_http_api_key_set_header(r, "RateLimit",
                                        sizeof("RateLimit") - 1, &v, NULL);
+}
+
+
+/*
+ * ---- the problem+json body (api_key_error_body json) -----------------
+ *
+ * A denied request ends in nginx's special response (the error page) for
+ * the handler's status, in the location that denied it: with "satisfy
+ * all" at once, with "satisfy any" once every access module has denied.
+ * A response of the content phase (an upstream's 401, a "return 403
+ * text") is left alone: nginx's page is the one with r->err_status set to
+ * the response's status.  (With "satisfy any", a request another module
+ * let through to a location that answers "return 401;" without text would
+ * get the module's problem body: nginx's page for that status too.)  Its
+ * headers (WWW-Authenticate,
+ * Retry-After, RateLimit*, set by the decision) are kept; the header filter
+ * changes the type and length, the body filter replaces nginx's HTML page
+ * with the static problem text (HEAD: no body, the same length).
+ */
+
+ngx_int_t
+ngx_http_api_key_filter_init(ngx_conf_t *cf)
+{
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_api_key_header_filter;
+
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_api_key_body_filter;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_api_key_header_filter(ngx_http_request_t *r)
+{
+    ngx_str_t               *body;
+    ngx_http_api_key_ctx_t  *ctx;
+
+    switch (r->headers_out.status) {
+
+    case NGX_HTTP_UNAUTHORIZED:
+    case NGX_HTTP_FORBIDDEN:
+    case NGX_HTTP_TOO_MANY_REQUESTS:
+    case NGX_HTTP_SERVICE_UNAVAILABLE:
+        break;
+
+    default:
+        return ngx_http_next_header_filter(r);
+    }
+
+    if (r != r->main) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx = ngx_http_api_key_get_ctx(r);
+
+    if (ctx == NULL
+        || !ctx->problem
+        || !ctx->decided
+        || ctx->rc != (ngx_int_t) r->headers_out.status)
+    {
+        return ngx_http_next_header_filter(r);
+    }
+
+    /*
+     * nginx's own page for the status (ngx_http_special_response_handler()
+     * set err_status): not a response of the content phase
+     */
+
+    if (r->err_status != r->headers_out.status) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    body = &ngx_http_api_key_problems[ctx->status];
+
+    if (body->len == 0) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    /* once: the body filter replaces this response's body */
+
+    ctx->problem = 0;
+    ctx->problem_body = 1;
+
+    r->headers_out.content_type_len = sizeof("application/problem+json") - 1;
+    ngx_str_set(&r->headers_out.content_type, "application/problem+json");
+    r->headers_out.content_type_lowcase = NULL;
+    ngx_str_null(&r->headers_out.charset);
+
+    r->headers_out.content_length_n = body->len;
+
+    if (r->headers_out.content_length) {
+        r->headers_out.content_length->hash = 0;
+        r->headers_out.content_length = NULL;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "api_key: problem+json body for \"%V\"",
+                   ngx_http_api_key_status_name(ctx->status));
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+static ngx_int_t
+ngx_http_api_key_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_buf_t               *b;
+    ngx_uint_t               last;
+    ngx_chain_t             *cl, out;
+    ngx_http_api_key_ctx_t  *ctx;
+
+    if (in == NULL || r != r->main || r->headers_out.status < 400) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_api_key_module);
+
+    if (ctx == NULL || !ctx->problem_body) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    /* nginx's page is dropped, up to its last buffer */
+
+    last = 0;
+
+    for (cl = in; cl; cl = cl->next) {
+        cl->buf->pos = cl->buf->last;
+        cl->buf->file_pos = cl->buf->file_last;
+
+        if (cl->buf->last_buf || cl->buf->last_in_chain) {
+            last = 1;
+        }
+    }
+
+    if (!last) {
+        return ngx_http_next_body_filter(r, NULL);
+    }
+
+    ctx->problem_body = 0;
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->memory = 1;
+    b->pos = ngx_http_api_key_problems[ctx->status].data;
+    b->last = b->pos + ngx_http_api_key_problems[ctx->status].len;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_next_body_filter(r, &out);
 }
 
 

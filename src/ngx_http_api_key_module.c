@@ -42,6 +42,13 @@ static ngx_conf_enum_t  ngx_http_api_key_fail_modes[] = {
 };
 
 
+static ngx_conf_enum_t  ngx_http_api_key_error_bodies[] = {
+    { ngx_string("html"), NGX_HTTP_API_KEY_ERROR_BODY_HTML },
+    { ngx_string("json"), NGX_HTTP_API_KEY_ERROR_BODY_JSON },
+    { ngx_null_string, 0 }
+};
+
+
 static ngx_command_t  ngx_http_api_key_commands[] = {
 
     { ngx_string("api_key_zone"),
@@ -113,6 +120,13 @@ static ngx_command_t  ngx_http_api_key_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
+
+    { ngx_string("api_key_error_body"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_api_key_loc_conf_t, error_body),
+      &ngx_http_api_key_error_bodies },
 
     { ngx_string("api_key_metrics"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
@@ -209,6 +223,7 @@ ngx_http_api_key_create_loc_conf(ngx_conf_t *cf)
     alcf->scopes = NGX_CONF_UNSET_PTR;
     alcf->fail_open = NGX_CONF_UNSET;
     alcf->strip = NGX_CONF_UNSET;
+    alcf->error_body = NGX_CONF_UNSET_UINT;
 
     return alcf;
 }
@@ -269,6 +284,8 @@ ngx_http_api_key_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_value(conf->fail_open, prev->fail_open, 0);
     ngx_conf_merge_value(conf->strip, prev->strip, 1);
+    ngx_conf_merge_uint_value(conf->error_body, prev->error_body,
+                              NGX_HTTP_API_KEY_ERROR_BODY_HTML);
 
     if (conf->realm.data == NULL) {
         if (prev->realm.data == NULL) {
@@ -417,7 +434,9 @@ ngx_http_api_key_postconfiguration(ngx_conf_t *cf)
 
     *hp = ngx_http_api_key_handler;
 
-    return NGX_OK;
+    /* api_key_error_body json: the denials' problem+json bodies */
+
+    return ngx_http_api_key_filter_init(cf);
 }
 
 

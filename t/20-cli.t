@@ -330,6 +330,18 @@ for my $c ([qw(show no-such-id)], [qw(revoke no-such-id)],
     my $h = hgetall($db, "apikey:$hex2");
     is($h->{rate}, '5/m', 'rate set');
     is($h->{burst}, '2', 'burst set');
+    # show says how many requests the rate admits at once: burst + 1, or
+    # N of N/period without a burst field
+    like(cli('show', 'svc-1')->{out}, qr/^rate\s+5\/m \(3 at once, then one per period \/ N: burst\)$/m,
+         'show: rate 5/m burst 2: 3 at once');
+    is((eval { $json->decode(cli('show', 'svc-1', '--json')->{out}) } || {})->{rate_at_once}, 3,
+       'show --json: rate_at_once 3');
+    is(cli('set', 'svc-1', 'burst=')->{exit}, 0, 'set burst= (no burst field)');
+    like(cli('show', 'svc-1')->{out}, qr/^rate\s+5\/m \(5 at once, refilled at the rate: no burst field\)$/m,
+         'show: rate 5/m and no burst field: 5 at once');
+    is((eval { $json->decode(cli('show', 'svc-1', '--json')->{out}) } || {})->{rate_at_once}, 5,
+       'show --json: rate_at_once 5');
+    is(cli('set', 'svc-1', 'burst=2')->{exit}, 0, 'set burst=2 again');
     ok(!exists $h->{owner}, 'owner= removed the field');
     is($h->{expires_at}, 1924992000, 'a date is stored as unix seconds');
     is($h->{scopes}, 'a b', 'scopes normalised');
@@ -474,6 +486,46 @@ for my $c ([qw(show no-such-id)], [qw(revoke no-such-id)],
     $r = cli('delete', 'orphan');
     is($r->{exit}, 0, 'delete removes such an id');
     ok(!$db->cmd('EXISTS', 'apikey:id:orphan'), 'it is gone');
+}
+
+
+# --- --json everywhere: revoke, set, delete too ---------------------------
+
+{
+    for my $c (qw(create revoke rotate set show list usage delete)) {
+        my $h = cli($c, '--help');
+        like($h->{out} . $h->{err}, qr/--json/, "$c --help offers --json");
+    }
+    my $r = cli('create', '--owner', 'js', '--id', 'json-1', '--json');
+    is($r->{exit}, 0, 'create --json') or diag $r->{err};
+    my $c = eval { $json->decode($r->{out}) } || {};
+    my $h = $c->{hash} // '';
+
+    $r = cli('set', 'json-1', 'plan=gold', 'owner=', '--json');
+    is($r->{exit}, 0, 'set --json exits 0') or diag $r->{err};
+    is_deeply(eval { $json->decode($r->{out}) },
+              { id => 'json-1', hash => $h, set => ['plan'], removed => ['owner'] },
+              'set --json: id, hash, the fields set and removed');
+    is($db->cmd('HGET', "apikey:$h", 'plan'), 'gold', '... and the field is set');
+
+    $r = cli('revoke', 'json-1', '--json');
+    is($r->{exit}, 0, 'revoke --json exits 0') or diag $r->{err};
+    is_deeply(eval { $json->decode($r->{out}) },
+              { id => 'json-1', hash => $h, status => 'revoked', was => 'active' },
+              'revoke --json: id, hash, status, the status before');
+    $r = cli('revoke', 'json-1', '--json');
+    is((eval { $json->decode($r->{out}) } || {})->{was}, 'revoked', 'revoke again: was revoked');
+
+    $r = cli('delete', 'json-1', '--json');
+    is($r->{exit}, 0, 'delete --json exits 0') or diag $r->{err};
+    is_deeply(eval { $json->decode($r->{out}) },
+              { id => 'json-1', hash => $h, record_deleted => JSON::PP::true },
+              'delete --json: id, hash, record_deleted');
+
+    $r = cli('delete', 'json-1', '--json');
+    is($r->{exit}, 3, 'delete --json of a gone id: exit 3');
+    is($r->{out}, '', '... nothing on stdout');
+    like($r->{err}, qr/^apikeyctl: /m, '... the error on stderr, as text');
 }
 
 

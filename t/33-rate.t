@@ -4,7 +4,8 @@
 # more passes after the interval; requests denied for another reason
 # (ip_denied, scope_denied) consume no rate; with 4 workers the limit is
 # still exactly burst+1 per node (sequential new connections and a
-# concurrent batch on an uncached key).
+# concurrent batch on an uncached key).  A record with a rate and no burst
+# field gets a bucket of N: 5/m admits 5 of 8 at once; burst=0 admits 1.
 use strict;
 use warnings;
 use Test::More;
@@ -145,6 +146,48 @@ my $port = $n->port;
     my ($el2, @more) = burst($port, $k, 3);
     is(statuses(@more), '200 429 429', 'after 1.1 s (interval 1 s): exactly one more passes');
     is($more[0]->header('X-Rate-Remaining'), '0', '... with remaining 0');
+}
+
+# --- rate=5/m and no burst field: a bucket of 5 -------------------------------------
+# "5 per minute" reads as a budget of five: 8 requests at once (concurrent
+# connections on a cached key), 5 pass, 3 are 429 with Retry-After 12 s
+# (60 s / 5).  With an explicit burst=0 the same 8 admit one (GCRA as
+# limit_req: one per 12 s).
+{
+    my $k = random_key('r5m');
+    add_key($r, $k, rate => '5/m');
+    is(http_get($port, '/admin/', headers => xkey($k))->status, 403,
+       '5/m no burst: key cached (scope_denied, no rate consumed)');
+    my @con = http_concurrent($port, [ map { { path => "/n$_", headers => xkey($k) } } 1 .. 8 ],
+                              timeout => 10);
+    note '5/m no burst, 8 at once: ' . statuses(@con);
+    is(scalar(grep { $_->status == 200 } @con), 5, '5/m, no burst: 5 of 8 requests at once pass');
+    my @lim = grep { $_->status == 429 } @con;
+    is(scalar(@lim), 3, '... 3 are 429');
+    is(scalar(grep { ($_->header('X-Status') // '') eq 'rate_limited' } @lim), 3,
+       '... rate_limited');
+    is(scalar(grep { ($_->header('Retry-After') // '') eq '12' } @lim), 3,
+       '... each with Retry-After: 12 (60 s / 5)');
+    is($lim[0] && $lim[0]->header('RateLimit-Policy'), '5;w=60;burst=4',
+       '... RateLimit-Policy: 5;w=60;burst=4 (a bucket of 5)');
+    is(join(' ', sort map { $_->header('X-Rate-Remaining') } grep { $_->status == 200 } @con),
+       '0 1 2 3 4', '$api_key_rate_remaining: 4 3 2 1 0 on the allowed requests');
+
+    my $k0 = random_key('r5m0');
+    add_key($r, $k0, rate => '5/m', burst => 0);
+    is(http_get($port, '/admin/', headers => xkey($k0))->status, 403,
+       '5/m burst=0: key cached');
+    @con = http_concurrent($port, [ map { { path => "/z$_", headers => xkey($k0) } } 1 .. 8 ],
+                           timeout => 10);
+    note '5/m burst=0, 8 at once: ' . statuses(@con);
+    is(scalar(grep { $_->status == 200 } @con), 1,
+       '5/m, explicit burst=0: 1 of 8 requests at once passes (GCRA, as before)');
+    @lim = grep { $_->status == 429 } @con;
+    is(scalar(@lim), 7, '... 7 are 429');
+    is(scalar(grep { ($_->header('Retry-After') // '') eq '12' } @lim), 7,
+       '... each with Retry-After: 12');
+    is($lim[0] && $lim[0]->header('RateLimit-Policy'), '5;w=60;burst=0',
+       '... RateLimit-Policy: 5;w=60;burst=0');
 }
 
 # --- denied requests consume no rate ------------------------------------------

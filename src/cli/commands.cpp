@@ -733,6 +733,13 @@ int cmd_revoke(Context &ctx, const Args &args)
     check_published(ctx, exec, 1);
     note(std::string(was == "revoked" ? "key was already revoked: " : "")
          + "revoked key id " + quoted(id) + ", hash " + t.hex);
+    if (args.has("json")) {
+        std::cout << "{\"id\":" << json_quote(id) << ",\"hash\":"
+                  << json_quote(t.hex) << ",\"status\":\"revoked\""
+                  << ",\"was\":" << json_quote(was.empty() ? "active" : was)
+                  << "}\n";
+        flush_stdout_or_fail("revoke");
+    }
     return kExitOk;
 }
 
@@ -1094,15 +1101,23 @@ int cmd_set(Context &ctx, const Args &args)
 
     check_published(ctx, exec, exec->elements - 1);
 
-    std::string set_list, del_list;
+    std::string set_list, del_list, set_json, del_json;
     for (const Field &c : changes) {
         std::string &l = c.second.empty() ? del_list : set_list;
         l += (l.empty() ? "" : ", ") + c.first;
+        std::string &j = c.second.empty() ? del_json : set_json;
+        j += (j.empty() ? "" : ",") + json_quote(c.first);
     }
     note("updated key id " + quoted(id)
          + (set_list.empty() ? "" : ": set " + set_list)
          + (del_list.empty() ? "" : (set_list.empty() ? ": " : "; ")
                                     + std::string("removed ") + del_list));
+    if (args.has("json")) {
+        std::cout << "{\"id\":" << json_quote(id) << ",\"hash\":"
+                  << json_quote(t.hex) << ",\"set\":[" << set_json
+                  << "],\"removed\":[" << del_json << "]}\n";
+        flush_stdout_or_fail("set");
+    }
     return kExitOk;
 }
 
@@ -1162,6 +1177,30 @@ static Fields ordered(const Fields &f)
 }
 
 
+/*
+ * How many requests a valid record's rate admits at once: burst + 1, the
+ * burst being the record's or, without a burst field, the module's
+ * default (a bucket of N).  False without a rate.
+ */
+static bool rate_at_once(const Fields &f, uint64_t *at_once, bool *explicit_burst)
+{
+    std::string rate = field_value(f, "rate");
+    size_t slash = rate.find('/');
+    if (rate.empty() || slash == 0 || slash == std::string::npos) {
+        return false;
+    }
+
+    uint64_t n = std::strtoull(rate.substr(0, slash).c_str(), nullptr, 10);
+    std::string burst = field_value(f, "burst");
+
+    *explicit_burst = !burst.empty();
+    *at_once = (*explicit_burst
+                    ? std::strtoull(burst.c_str(), nullptr, 10)
+                    : ak_rate_default_burst(n)) + 1;
+    return true;
+}
+
+
 int cmd_show(Context &ctx, const Args &args)
 {
     expect_args(args, 1, 1, "KEY or ID");
@@ -1185,6 +1224,11 @@ int cmd_show(Context &ctx, const Args &args)
                   << ",\"valid\":" << (problem.empty() ? "true" : "false");
         if (!problem.empty()) {
             std::cout << ",\"problem\":" << json_quote(problem);
+        }
+        uint64_t at_once;
+        bool explicit_burst;
+        if (problem.empty() && rate_at_once(f, &at_once, &explicit_burst)) {
+            std::cout << ",\"rate_at_once\":" << at_once;
         }
         std::cout << "}\n";
         flush_stdout_or_fail("show");
@@ -1222,6 +1266,15 @@ int cmd_show(Context &ctx, const Args &args)
             v += time_note(x.second, now, true);
         } else if (x.first == "created_at") {
             v += time_note(x.second, now, false);
+        } else if (x.first == "rate" && problem.empty()) {
+            uint64_t at_once;
+            bool explicit_burst;
+            if (rate_at_once(f, &at_once, &explicit_burst)) {
+                v += " (" + std::to_string(at_once) + " at once, "
+                     + (explicit_burst ? "then one per period / N: burst)"
+                                       : "refilled at the rate: no burst "
+                                         "field)");
+            }
         }
         line(x.first, v);
     }
@@ -1562,6 +1615,12 @@ int cmd_delete(Context &ctx, const Args &args)
         note("deleted key id " + quoted(id) + ", hash " + t.hex);
     } else {
         note("removed id " + quoted(id) + ", whose record was already gone");
+    }
+    if (args.has("json")) {
+        std::cout << "{\"id\":" << json_quote(id) << ",\"hash\":"
+                  << json_quote(t.hex) << ",\"record_deleted\":"
+                  << (had_record ? "true" : "false") << "}\n";
+        flush_stdout_or_fail("delete");
     }
     return kExitOk;
 }

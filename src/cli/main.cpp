@@ -70,6 +70,10 @@ const char kMainHelp[] =
 "  -h, --help            this help; \"apikeyctl COMMAND --help\" for a command\n"
 "  --version             the version\n"
 "\n"
+"Results go to stdout, notes and errors to stderr. Every command takes\n"
+"--json: its result as JSON on stdout (one object; list: an array); errors\n"
+"stay text on stderr, with the exit code.\n"
+"\n"
 "exit codes: 0 ok, 2 usage or validation error, 3 no such key or id,\n"
 "4 Redis unreachable or error, 1 internal error.\n";
 
@@ -99,7 +103,10 @@ const CommandInfo kCommands[] = {
 "  --ips LIST            comma-separated addresses and CIDRs, e.g.\n"
 "                        10.0.0.0/8,2001:db8::/32\n"
 "  --referrers LIST      comma-separated hosts, *.example.com wildcards\n"
-"  --rate R              N/s, N/m or N/h          --burst N   (with --rate)\n"
+"  --rate R              N/s, N/m or N/h: a bucket of N (N requests at once,\n"
+"                        refilled at N per period)\n"
+"  --burst N             with --rate: N + 1 at once, then one per period / N\n"
+"                        (GCRA, as nginx's limit_req; 0: one at a time)\n"
 "  --quota Q             N/hour, N/day or N/month\n"
 "  --expires WHEN        90d (from now; s m h d w), 2027-01-31 (00:00 UTC),\n"
 "                        2027-01-31T12:00:00Z, or unix seconds\n"
@@ -113,12 +120,13 @@ const CommandInfo kCommands[] = {
 "Every value is checked with the module's own rules: a value the module\n"
 "would reject is refused (exit 2) naming the field.\n"},
 
-    {"revoke", cmd_revoke, "", "",
-"usage: apikeyctl revoke KEY|ID|HASH|-\n"
+    {"revoke", cmd_revoke, "", "json",
+"usage: apikeyctl revoke KEY|ID|HASH|- [--json]\n"
 "\n"
 "Sets status=revoked and publishes \"revoke HASH\" on the channel, in one\n"
 "transaction: every nginx listening denies the key from its next request.\n"
-"\"apikeyctl set KEY|ID status=active\" undoes it.\n"},
+"\"apikeyctl set KEY|ID status=active\" undoes it.\n"
+"--json prints {\"id\",\"hash\",\"status\":\"revoked\",\"was\"} (the status before).\n"},
 
     {"rotate", cmd_rotate, "grace id key-prefix expires", "json",
 "usage: apikeyctl rotate KEY|ID|HASH|- --grace DURATION [--id ID]\n"
@@ -143,8 +151,8 @@ const CommandInfo kCommands[] = {
 "(fields the module ignores, as created_at and key_prefix).\n"
 "--json adds old_id, old_hash and old_expires_at.\n"},
 
-    {"set", cmd_set, "", "",
-"usage: apikeyctl set KEY|ID|HASH|- field=value... \n"
+    {"set", cmd_set, "", "json",
+"usage: apikeyctl set KEY|ID|HASH|- field=value... [--json]\n"
 "\n"
 "Changes fields of a key's record and publishes \"update HASH\" (and\n"
 "\"revoke HASH\" when status becomes revoked or disabled).\n"
@@ -157,13 +165,17 @@ const CommandInfo kCommands[] = {
 "              0 or never: no expiry; a past time expires the key\n"
 "  id          a new public id (must be unused); the id lookup moves\n"
 "\n"
-"The record after the change is checked as a whole with the module's rules.\n"},
+"The record after the change is checked as a whole with the module's rules.\n"
+"--json prints {\"id\",\"hash\",\"set\":[fields],\"removed\":[fields]}.\n"},
 
     {"show", cmd_show, "", "json",
 "usage: apikeyctl show KEY|ID|HASH|- [--json]\n"
 "\n"
 "Shows the key's id, hash and fields; never the key. Warns when the module\n"
-"would reject the record.\n"},
+"would reject the record. The rate says how many requests it admits at once\n"
+"(burst + 1; without a burst field, N of N/period). --json prints\n"
+"{\"id\",\"hash\",\"fields\",\"id_lookup\",\"valid\"} (and \"problem\" when\n"
+"not valid, \"rate_at_once\" with a valid rate).\n"},
 
     {"list", cmd_list, "owner status plan page-size", "json",
 "usage: apikeyctl list [--owner O] [--status S] [--plan P] [--page-size N]\n"
@@ -190,11 +202,12 @@ const CommandInfo kCommands[] = {
 "\"window_start\",\"window_end\",\"windows\":{\"hour\"|\"day\"|\"month\":\n"
 "{\"start\",\"end\",\"used\"}}} (limit..window_end only with a quota).\n"},
 
-    {"delete", cmd_delete, "", "",
-"usage: apikeyctl delete KEY|ID|HASH|-\n"
+    {"delete", cmd_delete, "", "json",
+"usage: apikeyctl delete KEY|ID|HASH|- [--json]\n"
 "\n"
 "Removes the key's record and its id lookup, and publishes \"update HASH\":\n"
-"the key is unknown from then on. Also removes an id whose record is gone.\n"},
+"the key is unknown from then on. Also removes an id whose record is gone.\n"
+"--json prints {\"id\",\"hash\",\"record_deleted\":true|false}.\n"},
 };
 
 const char kGlobalOptions[] =

@@ -312,7 +312,7 @@ typedef struct {
     uint8_t      has_referrers;
     uint8_t      rate_period;   /* AK_PERIOD_NONE/SECOND/MINUTE/HOUR */
     uint32_t     rate_n;        /* N of "N/period" */
-    uint32_t     burst;
+    uint32_t     burst;         /* in effect: the field, or N - 1 without one */
     uint64_t     rate_interval_us;  /* period / N */
     uint8_t      quota_period;  /* AK_PERIOD_NONE/HOUR/DAY/MONTH */
     uint64_t     quota_n;
@@ -356,6 +356,14 @@ typedef struct {
  */
 int ak_gcra(uint64_t *tat, uint64_t now_us, uint64_t interval_us,
     uint32_t burst, ak_rate_result_t *res) AK_NOEXCEPT;
+
+/*
+ * The burst of a record with "rate N/period" and no burst field: a bucket
+ * of N (N requests at once, refilled at N per period), as users read
+ * "N per period": N - 1, at most AK_BURST_MAX.  0 for rate_n 0.
+ */
+#define AK_BURST_MAX  1000000
+uint32_t ak_rate_default_burst(uint64_t rate_n) AK_NOEXCEPT;
 
 /*
  * Quota counts left, for $api_key_quota_remaining: quota_n minus what was

@@ -17,7 +17,8 @@
  *   [id] [owner] [plan] [scopes]   varint length, bytes
  *   [expires_at] varint (> 0)
  *   [rate N]     varint, present iff rate_period != 0
- *   [burst]      varint (> 0), only with a rate
+ *   [burst]      varint (> 0), only with a rate: the burst in effect (the
+ *                field, or N - 1 without one: ak_rate_default_burst)
  *   [quota N]    varint, present iff quota_period != 0
  *
  * ips and referrers come first so that the hot match functions find them
@@ -63,7 +64,7 @@ constexpr size_t kTextMax = 256;                 /* owner, plan */
 constexpr size_t kScopeMax = 64;                 /* one scope word */
 constexpr uint64_t kExpiresMax = 999999999999999999ULL;  /* 18 digits */
 constexpr uint64_t kRateMax = 1000000000ULL;
-constexpr uint64_t kBurstMax = 1000000ULL;
+constexpr uint64_t kBurstMax = AK_BURST_MAX;
 constexpr uint64_t kQuotaMax = 1000000000000000ULL;
 
 

@@ -101,6 +101,18 @@ ak_gcra(uint64_t *tat, uint64_t now_us, uint64_t interval_us, uint32_t burst,
 }
 
 
+extern "C" uint32_t
+ak_rate_default_burst(uint64_t rate_n) noexcept
+{
+    if (rate_n == 0) {
+        return 0;
+    }
+
+    return rate_n - 1 > AK_BURST_MAX ? AK_BURST_MAX
+                                     : static_cast<uint32_t>(rate_n - 1);
+}
+
+
 extern "C" int
 ak_quota_window(uint8_t period, int64_t now, int64_t *start, int64_t *end) noexcept
 {

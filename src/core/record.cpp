@@ -466,6 +466,10 @@ int record_build(const unsigned char *hash, const ak_str_t *fields,
 
     if (s.rate_period == AK_PERIOD_NONE) {
         s.burst = 0;                    /* burst without rate: ignored */
+
+    } else if (val[F_BURST] == nullptr) {
+        /* no burst field (or an empty one): a bucket of N */
+        s.burst = ak_rate_default_burst(s.rate_n);
     }
 
     /*

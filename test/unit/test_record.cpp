@@ -71,7 +71,7 @@ TEST(Record, CompactExampleFitsInline)
     EXPECT_EQ(r->rec.rate_period, AK_PERIOD_SECOND);
     EXPECT_EQ(r->rec.rate_n, 100u);
     EXPECT_EQ(r->rec.rate_interval_us, 10000u);
-    EXPECT_EQ(r->rec.burst, 0u);
+    EXPECT_EQ(r->rec.burst, 99u);           /* no burst field: N - 1 */
     EXPECT_EQ(r->id(), "abcdef012345");
 }
 
