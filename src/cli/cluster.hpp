@@ -25,17 +25,10 @@
 #include <vector>
 
 #include "redis.hpp"
+#include "slot.hpp"
 #include "url.hpp"
 
 namespace apikeyctl {
-
-/* CRC16/XMODEM (polynomial 0x1021, initial 0), Redis Cluster's. */
-uint16_t crc16_xmodem(const char *data, size_t len) noexcept;
-
-/* The cluster slot (0..16383) of a key: of its hash tag, the part between
- * the first '{' and the next '}', when that part is not empty. */
-unsigned key_slot(const std::string &key) noexcept;
-
 
 class ClusterClient : public Client {
 public:
