@@ -531,34 +531,60 @@ void ClusterClient::transaction(const std::vector<Argv> &ops)
         long sl = order[part];
         Node n = sl < 0 ? Node{map_.front().host, map_.front().port}
                         : node_for(static_cast<unsigned>(sl));
-        Redis &c = conn(n);
-        used.insert(node_name(n.host, n.port));
         std::vector<size_t> idx;
-
-        c.append({"MULTI"});
         for (size_t i = 0; i < ops.size(); i++) {
             if (slot_of[i] == sl) {
-                c.append(ops[i]);
                 idx.push_back(i);
             }
         }
-        c.append({"EXEC"});
 
-        Reply m = c.next();
-        check_reply(m.get(), "MULTI");
         std::string qerr;
-        for (size_t i : idx) {
-            Reply q = c.next();
-            if (reply_is_error(q.get())) {
-                std::string t;
-                reply_to_resp(q.get(), &t);
-                queue_replies[i] = t;
-                if (qerr.empty()) {
-                    qerr = reply_string(q.get());
+        Reply e;
+
+        /* the part on node n (ASKING first: a slot being imported there) */
+        auto run_part = [&](const Node &at, bool asking) {
+            Redis &c = conn(at);
+            used.insert(node_name(at.host, at.port));
+            if (asking) {
+                c.append({"ASKING"});
+            }
+            c.append({"MULTI"});
+            for (size_t i : idx) {
+                c.append(ops[i]);
+            }
+            c.append({"EXEC"});
+
+            if (asking) {
+                Reply a = c.next();
+                check_reply(a.get(), "ASKING");
+            }
+            Reply m = c.next();
+            check_reply(m.get(), "MULTI");
+            qerr.clear();
+            for (size_t i : idx) {
+                Reply q = c.next();
+                queue_replies[i] = "+QUEUED\r\n";
+                if (reply_is_error(q.get())) {
+                    std::string t;
+                    reply_to_resp(q.get(), &t);
+                    queue_replies[i] = t;
+                    if (qerr.empty()) {
+                        qerr = reply_string(q.get());
+                    }
                 }
             }
+            e = c.next();
+        };
+
+        run_part(n, false);
+
+        std::string ah;
+        int ap;
+        if (starts_with(qerr, "ASK ") && redirect_target(qerr, n.host, &ah, &ap)) {
+            /* the slot is migrating and a key is already on the new node:
+             * the part there (its WATCH stayed on the old node) */
+            run_part(Node{ah, ap}, true);
         }
-        Reply e = c.next();
 
         bool moved = starts_with(qerr, "MOVED ") || starts_with(qerr, "ASK ")
                      || starts_with(qerr, "TRYAGAIN")

@@ -8,7 +8,9 @@ package ApiKeyTest::Sentinel;
 #       name => 'mymaster',          # the master's name (default mymaster)
 #       down_after => 500,           # ms, sentinel down-after-milliseconds
 #       failover_timeout => 3000,    # ms, sentinel failover-timeout
-#       replicas => 1, sentinels => 3, quorum => 2);
+#       replicas => 1, sentinels => 3, quorum => 2,
+#       sentinel_password => PW);   # the sentinels' requirepass (and
+#                                   # sentinel-pass between them)
 #   $s->master          the ApiKeyTest::Redis that is master now (ROLE)
 #   $s->replica         the one that is a replica now
 #   $s->redises         both data nodes; $s->sentinels: the sentinels
@@ -48,6 +50,7 @@ sub start {
         quorum => $o{quorum} // 2,
         nsent => $o{sentinels} // 3,
         nrep => $o{replicas} // 1,
+        sentinel_password => $o{sentinel_password},
         config => ["repl-diskless-sync-delay 0", @{ $o{config} // [] }],
         redises => [], sentinels => [], killed => {},
     }, $class;
@@ -72,8 +75,11 @@ sub start {
 
     my $n = $self->{name};
     for (1 .. $self->{nsent}) {
-        my $s = ApiKeyTest::Redis->start(args => ['--sentinel'], config => [
+        my $pw = $self->{sentinel_password};
+        my $s = ApiKeyTest::Redis->start(args => ['--sentinel'],
+            (defined $pw ? (requirepass => $pw) : ()), config => [
             "sentinel monitor $n 127.0.0.1 " . $m->port . " $self->{quorum}",
+            (defined $pw ? ("sentinel sentinel-pass $pw") : ()),
             "sentinel down-after-milliseconds $n $self->{down_after}",
             "sentinel failover-timeout $n $self->{failover_timeout}",
             "sentinel parallel-syncs $n 1",
