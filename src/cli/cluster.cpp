@@ -165,8 +165,8 @@ bool ClusterClient::refresh_from(const std::string &host, int port,
     if (reply_is_error(r.get())) {
         *why = "redis at " + node_name(host, port) + ": CLUSTER SLOTS: "
                + printable(reply_string(r.get()))
-               + (starts_with(reply_string(r.get()), "ERR This instance has "
-                                                     "cluster support disabled")
+               + (starts_with(reply_string(r.get()),
+                              "ERR This instance has cluster support disabled")
                       ? " (a redis-cluster:// URL needs a Redis Cluster)"
                       : "");
         return false;
@@ -208,7 +208,9 @@ bool ClusterClient::refresh_from(const std::string &host, int port,
     }
 
     std::sort(m.begin(), m.end(),
-              [](const Range &a, const Range &b) { return a.start < b.start; });
+              [](const Range &a, const Range &b) {
+                  return a.start < b.start;
+              });
     map_ = std::move(m);
     (void) covered;     /* uncovered slots answer CLUSTERDOWN */
     return true;
@@ -333,7 +335,9 @@ Reply ClusterClient::send(const Argv &argv, long slot)
         std::string h;
         int p;
 
-        if (starts_with(msg, "MOVED ") && redirect_target(msg, n.host, &h, &p)) {
+        if (starts_with(msg, "MOVED ")
+            && redirect_target(msg, n.host, &h, &p))
+        {
             try {
                 refresh();
             } catch (const Error &) {
@@ -347,7 +351,9 @@ Reply ClusterClient::send(const Argv &argv, long slot)
             continue;
         }
 
-        if (starts_with(msg, "ASK ") && redirect_target(msg, n.host, &h, &p)) {
+        if (starts_with(msg, "ASK ")
+            && redirect_target(msg, n.host, &h, &p))
+        {
             to = Node{h, p};
             ask = true;
             continue;
@@ -461,7 +467,8 @@ Reply ClusterClient::route(const Argv &argv)
     if (name == "MGET") {
         std::string out = "*" + std::to_string(keys.size()) + "\r\n";
         for (size_t i : keys) {
-            Reply r = send({"GET", argv[i]}, static_cast<long>(key_slot(argv[i])));
+            Reply r = send({"GET", argv[i]},
+                           static_cast<long>(key_slot(argv[i])));
             if (reply_is_error(r.get())) {
                 return r;
             }
@@ -473,7 +480,8 @@ Reply ClusterClient::route(const Argv &argv)
     /* DEL, EXISTS, UNLINK: one per key, the counts added */
     long long sum = 0;
     for (size_t i : keys) {
-        Reply r = send({argv[0], argv[i]}, static_cast<long>(key_slot(argv[i])));
+        Reply r = send({argv[0], argv[i]},
+                       static_cast<long>(key_slot(argv[i])));
         if (reply_is_error(r.get())) {
             return r;
         }
@@ -580,7 +588,9 @@ void ClusterClient::transaction(const std::vector<Argv> &ops)
 
         std::string ah;
         int ap;
-        if (starts_with(qerr, "ASK ") && redirect_target(qerr, n.host, &ah, &ap)) {
+        if (starts_with(qerr, "ASK ")
+            && redirect_target(qerr, n.host, &ah, &ap))
+        {
             /* the slot is migrating and a key is already on the new node:
              * the part there (its WATCH stayed on the old node) */
             run_part(Node{ah, ap}, true);
@@ -720,7 +730,8 @@ size_t ClusterClient::scan_nodes()
 Reply ClusterClient::cmd_on(size_t i, const Argv &argv)
 {
     if (i >= scan_.size()) {
-        fail(kExitInternal, "internal error: no cluster node " + std::to_string(i));
+        fail(kExitInternal, "internal error: no cluster node "
+                            + std::to_string(i));
     }
     Reply r = conn(scan_[i]).cmd_raw(argv);
     check_reply(r.get(), argv.empty() ? "" : argv[0]);

@@ -696,8 +696,10 @@ int cmd_create(Context &ctx, const Args &args)
                 return std::nullopt;
             }
 
-            return std::vector<Argv>{hset_argv(rec_key, rec),
-                                     {"SET", id_key, nk.hex}};
+            /* the id first: on a cluster (one MULTI/EXEC per slot, in
+             * this order) the id is claimed before the record appears */
+            return std::vector<Argv>{{"SET", id_key, nk.hex},
+                                     hset_argv(rec_key, rec)};
         });
 
         if (exec) {
@@ -919,9 +921,10 @@ int cmd_rotate(Context &ctx, const Args &args)
                             "with \"apikeyctl set\" first: " + why);
             }
 
+            /* the id first, as in create */
             return std::vector<Argv>{
-                hset_argv(new_key, rec),
                 {"SET", id_key, nk.hex},
+                hset_argv(new_key, rec),
                 {"HSET", old_key, "expires_at", std::to_string(old_until),
                  "rotated_to", nk.id},
                 {"PUBLISH", ctx.channel(), "update " + t.hex}};
@@ -1373,39 +1376,39 @@ int cmd_list(Context &ctx, const Args &args)
     const size_t nodes = r.scan_nodes();
 
     for (size_t node = 0; node < nodes; node++) {
-    std::string cursor = "0";
+        std::string cursor = "0";
 
-    do {
-        Reply rep = r.cmd_on(node, {"SCAN", cursor, "MATCH", pattern,
-                                    "COUNT", std::to_string(page)});
+        do {
+            Reply rep = r.cmd_on(node, {"SCAN", cursor, "MATCH", pattern,
+                                        "COUNT", std::to_string(page)});
 
-        if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2
-            || rep->element[1]->type != REDIS_REPLY_ARRAY)
-        {
-            fail(kExitRedis, "redis: SCAN: unexpected reply");
-        }
-
-        cursor = reply_string(rep->element[0]);
-        const redisReply *names = rep->element[1];
-
-        for (size_t i = 0; i < names->elements; i++) {
-            std::string name = reply_string(names->element[i]);
-
-            unsigned char hash[AK_HASH_LEN];
-            if (!ak::redis_parse_record_name(prefix, name, hash)) {
-                continue;       /* id lookups, usage counters, others' */
+            if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2
+                || rep->element[1]->type != REDIS_REPLY_ARRAY)
+            {
+                fail(kExitRedis, "redis: SCAN: unexpected reply");
             }
 
-            if (seen.insert(name).second) {
-                batch.push_back(std::move(name));
+            cursor = reply_string(rep->element[0]);
+            const redisReply *names = rep->element[1];
+
+            for (size_t i = 0; i < names->elements; i++) {
+                std::string name = reply_string(names->element[i]);
+
+                unsigned char hash[AK_HASH_LEN];
+                if (!ak::redis_parse_record_name(prefix, name, hash)) {
+                    continue;       /* id lookups, usage counters, others' */
+                }
+
+                if (seen.insert(name).second) {
+                    batch.push_back(std::move(name));
+                }
             }
-        }
 
-        if (batch.size() >= page) {
-            flush();
-        }
+            if (batch.size() >= page) {
+                flush();
+            }
 
-    } while (cursor != "0");
+        } while (cursor != "0");
     }
 
     flush();

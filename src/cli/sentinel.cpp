@@ -19,11 +19,10 @@ static void nap(double s)
 }
 
 
-std::unique_ptr<Redis> connect_via_sentinels(const RedisUrl &url,
-                                             const std::string &password,
-                                             const std::string &sentinel_password,
-                                             double timeout_s,
-                                             const TlsOptions &tls)
+std::unique_ptr<Redis> connect_via_sentinels(
+    const RedisUrl &url, const std::string &password,
+    const std::string &sentinel_password, double timeout_s,
+    const TlsOptions &tls)
 {
     const double deadline = mono_now() + timeout_s;
     std::string why;

@@ -22,11 +22,10 @@ namespace apikeyctl {
 /* url: a redis-sentinel:// URL; password: the data nodes' (with url.user);
  * sentinel_password: the sentinels' (AUTH), empty for none.  The sentinels
  * are spoken to in plaintext, the master with TLS for rediss-sentinel://. */
-std::unique_ptr<Redis> connect_via_sentinels(const RedisUrl &url,
-                                             const std::string &password,
-                                             const std::string &sentinel_password,
-                                             double timeout_s,
-                                             const TlsOptions &tls);
+std::unique_ptr<Redis> connect_via_sentinels(
+    const RedisUrl &url, const std::string &password,
+    const std::string &sentinel_password, double timeout_s,
+    const TlsOptions &tls);
 
 } // namespace apikeyctl
 
