@@ -135,6 +135,38 @@ is $c->cmd_for_key('apikey:id:k1', 'GET', 'apikey:id:k1'), undef, 'old id lookup
     is $to->cmd('EXISTS', $idkey), 0, 'the id lookup deleted on its new master';
 }
 
+# --- a change refused half-way: said so, and repairable ------------------------
+
+{
+    # every master but the one of the id lookup refuses writes (out of
+    # memory): create claims the id, then the record's part is refused,
+    # unless the record falls on the id's master too (then another id)
+    my ($id, $done);
+    for my $i (1 .. 12) {
+        $id = "half$i";
+        my $idm = $c->master_for_key("apikey:id:$id");
+        my @full = grep { $_ != $idm } $c->masters;
+        $_->cmd('CONFIG', 'SET', 'maxmemory', 1) for @full;
+        $r = cli('create', '--id', $id);
+        $_->cmd('CONFIG', 'SET', 'maxmemory', 0) for @full;
+        track_key($r->{out} =~ s/\s+$//r) if $r->{out};
+        if ($r->{exit} == 0) {
+            cli('delete', $id);
+            next;
+        }
+        $done = 1;
+        last;
+    }
+    ok $done, 'a create whose record part was refused';
+    is $r->{exit}, 4, 'exit 4';
+    like $r->{err}, qr/the change was made only in part .*OOM/s, 'says it was made in part, and why';
+    is $r->{out}, '', 'no key printed';
+    ok $c->cmd_for_key("apikey:id:$id", 'EXISTS', "apikey:id:$id"), 'the id lookup was written';
+    $r = cli('delete', $id);
+    is $r->{exit}, 0, 'delete removes the id whose record is missing' or diag $r->{err};
+    ok !$c->cmd_for_key("apikey:id:$id", 'EXISTS', "apikey:id:$id"), 'gone';
+}
+
 # --- a master killed, its replica promoted ----------------------------------------
 
 {
