@@ -41,12 +41,7 @@ use ApiKeyTest;
     }, timeout => 15), 'the old master became a replica';
     # the sentinels must see the old master as a working replica again
     # before they can fail over to it
-    ok ApiKeyTest::wait_until(sub {
-        my ($reps) = ($s->sentinels)[0]->try_cmd('SENTINEL', 'REPLICAS', 'mymaster');
-        return 0 unless ref $reps;
-        grep { my %f = @$_; $f{port} == $old && $f{flags} eq 'slave'
-               && ($f{'master-link-status'} // '') eq 'ok' } @$reps;
-    }, timeout => 15), 'the sentinels see it as a replica';
+    ok $s->wait_replica($old), 'the sentinels see it as a replica';
 
     my $killed = $s->kill_master;
     is $killed, $new->port, 'kill -9 of the new master';

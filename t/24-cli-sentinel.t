@@ -73,11 +73,7 @@ is $r->{exit}, 0, 'the first sentinel down: the others answer' or diag $r->{err}
 # --- kill -9 of the master -------------------------------------------------------------
 
 # the old master must be a working replica again before it can be promoted
-ok ApiKeyTest::wait_until(sub {
-    my ($reps) = ($s->sentinels)[1]->try_cmd('SENTINEL', 'REPLICAS', 'mymaster');
-    ref $reps && grep { my %f = @$_; $f{port} == $old && $f{flags} eq 'slave'
-                        && ($f{'master-link-status'} // '') eq 'ok' } @$reps;
-}, timeout => 15), 'the old master is a replica again';
+ok $s->wait_replica($old), 'the old master is a replica again';
 my $killed = $s->kill_master;
 my $after = $s->wait_switch(from => $killed, timeout => 20);
 ok $after, 'the replica was promoted';

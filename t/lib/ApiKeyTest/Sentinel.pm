@@ -19,6 +19,9 @@ package ApiKeyTest::Sentinel;
 #   $s->wait_switch(timeout => 10, from => PORT): until every live sentinel
 #                       names a master other than PORT and that server's
 #                       ROLE says master; returns the new master (or undef)
+#   $s->wait_replica(PORT, timeout => 30): until the sentinels see PORT as
+#                       a working replica (after a failover, before the
+#                       next one to it)
 #   $s->kill_master     kill -9 of the current master (returns its port)
 #   $s->url(%o)         redis-sentinel://127.0.0.1:P1,...:P3/NAME
 #                       (user => U, password => P, db => N, tls => 1)
@@ -194,6 +197,27 @@ sub wait_switch {
         return 1;
     }, timeout => $o{timeout} // 10, interval => 0.05);
     return $new;
+}
+
+# wait_replica(PORT, timeout => 30): until every live sentinel lists the
+# server on PORT as a replica whose link to the master is up (what a later
+# failover to it needs).  Sentinels refresh a replica's state from its INFO
+# every 10 s, so this can take that long after a failover.
+sub wait_replica {
+    my ($self, $port, %o) = @_;
+    return ApiKeyTest::wait_until(sub {
+        for my $s (@{ $self->{sentinels} }) {
+            next unless $s->pid;
+            my ($reps) = $s->try_cmd('SENTINEL', 'REPLICAS', $self->{name});
+            return 0 unless ref $reps;
+            return 0 unless grep {
+                my %f = @$_;
+                $f{port} == $port && $f{flags} eq 'slave'
+                    && ($f{'master-link-status'} // '') eq 'ok'
+            } @$reps;
+        }
+        return 1;
+    }, timeout => $o{timeout} // 30, interval => 0.1);
 }
 
 # kill -9 of the master now; returns its port
