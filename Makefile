@@ -152,9 +152,10 @@ $(BUILD)/unit/%.o: test/unit/%.cpp $(CORE_HDRS) $(wildcard test/unit/*.h) $(wild
 	@mkdir -p $(dir $@)
 	$(CXX) $(AK_CXXFLAGS) -Isrc/core -Isrc/cli -c -o $@ $<
 
-# the pure parts of apikeyctl (the --redis URL, the TLS options) are
+# the pure parts of apikeyctl (the --redis URL, the TLS options, cluster
+# key slots) are
 # unit-tested too
-UNIT_CLI_OBJS = $(BUILD)/cli/url.o $(BUILD)/cli/util.o
+UNIT_CLI_OBJS = $(BUILD)/cli/url.o $(BUILD)/cli/util.o $(BUILD)/cli/slot.o
 
 $(BUILD)/unit_tests: $(UNIT_OBJS) $(UNIT_CLI_OBJS) $(CORE_LIB)
 	$(CXX) $(AK_LDFLAGS) -o $@ $^ -lgtest -lgtest_main -lhiredis -lcrypto -pthread

@@ -10,6 +10,8 @@
 
 #include "akcore.hpp"
 
+#include "cluster.hpp"
+#include "sentinel.hpp"
 #include "util.hpp"
 
 #include <algorithm>
@@ -99,6 +101,18 @@ Context::Context(const Args &args)
         usage_error("the --redis URL names a user but no password: give "
                     "it in the URL (redis://user:password@host), with "
                     "--password-file or in APIKEY_REDIS_PASSWORD");
+    }
+
+    /* the sentinels' own password (AUTH), for redis-sentinel:// only */
+    if (args.has("sentinel-password-file")) {
+        if (url_.kind != RedisUrl::kSentinel) {
+            usage_error("--sentinel-password-file is for a "
+                        "redis-sentinel:// URL");
+        }
+        sentinel_password_ = read_secret_file(
+            args.get("sentinel-password-file"), "--sentinel-password-file");
+    } else if (url_.kind == RedisUrl::kSentinel) {
+        sentinel_password_ = env("APIKEY_SENTINEL_PASSWORD");
     }
 
     prefix_ = args.has("prefix") ? args.get("prefix") : env("APIKEY_PREFIX");
@@ -208,10 +222,22 @@ std::string Context::usage_key(const std::string &hex,
 }
 
 
-Redis &Context::redis()
+Client &Context::redis()
 {
     if (!redis_) {
-        redis_.reset(new Redis(url_, password_.str(), timeout_s_, tls_));
+        switch (url_.kind) {
+        case RedisUrl::kSentinel:
+            redis_ = connect_via_sentinels(url_, password_.str(),
+                                           sentinel_password_.str(),
+                                           timeout_s_, tls_);
+            break;
+        case RedisUrl::kCluster:
+            redis_.reset(new ClusterClient(url_, password_.str(), timeout_s_,
+                                           tls_));
+            break;
+        default:
+            redis_.reset(new Redis(url_, password_.str(), timeout_s_, tls_));
+        }
     }
     return *redis_;
 }
@@ -253,7 +279,7 @@ static Fields reply_to_fields(const redisReply *r)
 }
 
 
-static Fields read_record(Redis &r, const std::string &name)
+static Fields read_record(Client &r, const std::string &name)
 {
     Reply rep = r.cmd({"HGETALL", name});
     return reply_to_fields(rep.get());
@@ -265,9 +291,9 @@ static Fields read_record(Redis &r, const std::string &name)
  * commands to run, or nothing to give up (after UNWATCH).  Retried when a
  * watched key changed meanwhile.  Returns EXEC's reply (nullptr if given up).
  */
-using Prepare = std::function<std::optional<std::vector<Argv>>(Redis &)>;
+using Prepare = std::function<std::optional<std::vector<Argv>>(Client &)>;
 
-static Reply transact(Redis &r, const Prepare &prepare)
+static Reply transact(Client &r, const Prepare &prepare)
 {
     for (int attempt = 0; attempt < 16; attempt++) {
         std::optional<std::vector<Argv>> ops = prepare(r);
@@ -323,10 +349,11 @@ static Reply transact(Redis &r, const Prepare &prepare)
 }
 
 
-/* The reply of the PUBLISH at index i of an EXEC answer. */
-static void check_published(const Context &ctx, const Reply &exec, size_t i)
+/* The reply of the PUBLISH at index i of an EXEC answer.  On a cluster
+ * the count is of one node's subscribers: no warning there. */
+static void check_published(Context &ctx, const Reply &exec, size_t i)
 {
-    if (!exec || i >= exec->elements) {
+    if (!exec || i >= exec->elements || ctx.redis().is_cluster()) {
         return;
     }
     const redisReply *p = exec->element[i];
@@ -415,7 +442,7 @@ static Target resolve(Context &ctx, const std::string &given,
 {
     SecretString arg(given == "-" ? read_stdin_line() : given);
     const std::string &a = arg.str();
-    Redis &r = ctx.redis();
+    Client &r = ctx.redis();
 
     bool try_key = key_is_any(a);
     bool try_hash = is_hex64(a);
@@ -631,7 +658,7 @@ int cmd_create(Context &ctx, const Args &args)
                     + ": expected 1 to 32 of A-Z a-z 0-9 _");
     }
 
-    Redis &r = ctx.redis();
+    Client &r = ctx.redis();
     NewKey nk;
 
     for (int attempt = 0;; attempt++) {
@@ -651,7 +678,7 @@ int cmd_create(Context &ctx, const Args &args)
         const std::string id_key = ctx.id_key(nk.id);
         bool id_taken = false, collision = false;
 
-        Reply exec = transact(r, [&](Redis &rr)
+        Reply exec = transact(r, [&](Client &rr)
                                      -> std::optional<std::vector<Argv>> {
             rr.cmd({"WATCH", rec_key, id_key});
             rr.append({"EXISTS", id_key});
@@ -669,8 +696,10 @@ int cmd_create(Context &ctx, const Args &args)
                 return std::nullopt;
             }
 
-            return std::vector<Argv>{hset_argv(rec_key, rec),
-                                     {"SET", id_key, nk.hex}};
+            /* the id first: on a cluster (one MULTI/EXEC per slot, in
+             * this order) the id is claimed before the record appears */
+            return std::vector<Argv>{{"SET", id_key, nk.hex},
+                                     hset_argv(rec_key, rec)};
         });
 
         if (exec) {
@@ -706,12 +735,12 @@ int cmd_revoke(Context &ctx, const Args &args)
     expect_args(args, 1, 1, "KEY or ID");
 
     Target t = resolve_arg(ctx, args);
-    Redis &r = ctx.redis();
+    Client &r = ctx.redis();
     const std::string rec_key = ctx.record_key(t.hex);
     std::string id, was;
     bool gone = false;
 
-    Reply exec = transact(r, [&](Redis &rr)
+    Reply exec = transact(r, [&](Client &rr)
                                  -> std::optional<std::vector<Argv>> {
         rr.cmd({"WATCH", rec_key});
         Fields f = read_record(rr, rec_key);
@@ -783,7 +812,7 @@ int cmd_rotate(Context &ctx, const Args &args)
     }
 
     Target t = resolve_arg(ctx, args);
-    Redis &r = ctx.redis();
+    Client &r = ctx.redis();
     const std::string old_key = ctx.record_key(t.hex);
 
     /* the new key keeps the old one's prefix (stored by create), so that
@@ -807,7 +836,7 @@ int cmd_rotate(Context &ctx, const Args &args)
         const std::string id_key = ctx.id_key(nk.id);
         bool gone = false, id_taken = false, collision = false;
 
-        Reply exec = transact(r, [&](Redis &rr)
+        Reply exec = transact(r, [&](Client &rr)
                                      -> std::optional<std::vector<Argv>> {
             rr.cmd({"WATCH", old_key, new_key, id_key});
 
@@ -899,9 +928,10 @@ int cmd_rotate(Context &ctx, const Args &args)
                             "with \"apikeyctl set\" first: " + why);
             }
 
+            /* the id first, as in create */
             return std::vector<Argv>{
-                hset_argv(new_key, rec),
                 {"SET", id_key, nk.hex},
+                hset_argv(new_key, rec),
                 {"HSET", old_key, "expires_at", std::to_string(old_until),
                  "rotated_to", nk.id},
                 {"PUBLISH", ctx.channel(), "update " + t.hex}};
@@ -1006,13 +1036,13 @@ int cmd_set(Context &ctx, const Args &args)
     }
 
     Target t = resolve_arg(ctx, args);
-    Redis &r = ctx.redis();
+    Client &r = ctx.redis();
     const std::string rec_key = ctx.record_key(t.hex);
     std::string id;
     bool gone = false, id_taken = false;
     bool revoking = false;
 
-    Reply exec = transact(r, [&](Redis &rr)
+    Reply exec = transact(r, [&](Client &rr)
                                  -> std::optional<std::vector<Argv>> {
         std::string new_id = field_value(changes, "id");
 
@@ -1206,7 +1236,7 @@ int cmd_show(Context &ctx, const Args &args)
     expect_args(args, 1, 1, "KEY or ID");
 
     Target t = resolve_arg(ctx, args);
-    Redis &r = ctx.redis();
+    Client &r = ctx.redis();
     Fields f = ordered(read_record(r, ctx.record_key(t.hex)));
     if (f.empty()) {
         fail(kExitNotFound, "no such key or id (deleted meanwhile)");
@@ -1317,7 +1347,7 @@ int cmd_list(Context &ctx, const Args &args)
     const std::string &prefix = ctx.prefix();
     const std::string pattern = ak::redis_records_pattern(prefix);
 
-    Redis &r = ctx.redis();
+    Client &r = ctx.redis();
     std::unordered_set<std::string> seen;
     std::vector<std::string> batch;
     uint64_t shown = 0;
@@ -1395,39 +1425,44 @@ int cmd_list(Context &ctx, const Args &args)
         batch.clear();
     };
 
-    std::string cursor = "0";
+    /* one server, or every master of a cluster, each with its own cursor */
+    const size_t nodes = r.scan_nodes();
 
-    do {
-        Reply rep = r.cmd({"SCAN", cursor, "MATCH", pattern, "COUNT",
-                           std::to_string(page)});
+    for (size_t node = 0; node < nodes; node++) {
+        std::string cursor = "0";
 
-        if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2
-            || rep->element[1]->type != REDIS_REPLY_ARRAY)
-        {
-            fail(kExitRedis, "redis: SCAN: unexpected reply");
-        }
+        do {
+            Reply rep = r.cmd_on(node, {"SCAN", cursor, "MATCH", pattern,
+                                        "COUNT", std::to_string(page)});
 
-        cursor = reply_string(rep->element[0]);
-        const redisReply *names = rep->element[1];
-
-        for (size_t i = 0; i < names->elements; i++) {
-            std::string name = reply_string(names->element[i]);
-
-            unsigned char hash[AK_HASH_LEN];
-            if (!ak::redis_parse_record_name(prefix, name, hash)) {
-                continue;       /* id lookups, usage counters, others' */
+            if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2
+                || rep->element[1]->type != REDIS_REPLY_ARRAY)
+            {
+                fail(kExitRedis, "redis: SCAN: unexpected reply");
             }
 
-            if (seen.insert(name).second) {
-                batch.push_back(std::move(name));
+            cursor = reply_string(rep->element[0]);
+            const redisReply *names = rep->element[1];
+
+            for (size_t i = 0; i < names->elements; i++) {
+                std::string name = reply_string(names->element[i]);
+
+                unsigned char hash[AK_HASH_LEN];
+                if (!ak::redis_parse_record_name(prefix, name, hash)) {
+                    continue;       /* id lookups, usage counters, others' */
+                }
+
+                if (seen.insert(name).second) {
+                    batch.push_back(std::move(name));
+                }
             }
-        }
 
-        if (batch.size() >= page) {
-            flush();
-        }
+            if (batch.size() >= page) {
+                flush();
+            }
 
-    } while (cursor != "0");
+        } while (cursor != "0");
+    }
 
     flush();
 
@@ -1449,7 +1484,7 @@ int cmd_usage(Context &ctx, const Args &args)
     expect_args(args, 1, 1, "KEY or ID");
 
     Target t = resolve_arg(ctx, args);
-    Redis &r = ctx.redis();
+    Client &r = ctx.redis();
     Fields f = read_record(r, ctx.record_key(t.hex));
     if (f.empty()) {
         fail(kExitNotFound, "no such key or id (deleted meanwhile)");
@@ -1562,12 +1597,12 @@ int cmd_delete(Context &ctx, const Args &args)
     expect_args(args, 1, 1, "KEY or ID");
 
     Target t = resolve_arg(ctx, args, true);
-    Redis &r = ctx.redis();
+    Client &r = ctx.redis();
     const std::string rec_key = ctx.record_key(t.hex);
     std::string id;
     bool had_record = false;
 
-    Reply exec = transact(r, [&](Redis &rr)
+    Reply exec = transact(r, [&](Client &rr)
                                  -> std::optional<std::vector<Argv>> {
         rr.cmd({"WATCH", rec_key});
         Fields f = read_record(rr, rec_key);

@@ -37,8 +37,9 @@ class Context {
 public:
     explicit Context(const Args &args);
 
-    /* Connects on first use. */
-    Redis &redis();
+    /* Connects on first use: to the server, to the master the sentinels
+     * name (redis-sentinel://), or to a cluster (redis-cluster://). */
+    Client &redis();
     const Hasher &hasher() const { return *hasher_; }
 
     const std::string &prefix() const noexcept { return prefix_; }
@@ -60,7 +61,8 @@ private:
     std::string channel_;
     double timeout_s_;
     std::unique_ptr<Hasher> hasher_;
-    std::unique_ptr<Redis> redis_;
+    std::unique_ptr<Client> redis_;
+    SecretString sentinel_password_;
 };
 
 

@@ -40,11 +40,19 @@ const char kMainHelp[] =
 "\n"
 "options (before or after the command):\n"
 "  --redis URL           redis://[user[:password]@]host:port[/db],\n"
-"                        rediss://... (TLS) or unix:/path.sock[?db=N]\n"
+"                        rediss://... (TLS) or unix:/path.sock[?db=N];\n"
+"                        redis-sentinel://[user[:password]@]h1:p1,h2:p2,...\n"
+"                        /MASTER[/db] (the master the sentinels name);\n"
+"                        redis-cluster://[user[:password]@]h1:p1,h2:p2,...\n"
+"                        (a Redis Cluster); rediss-sentinel://, rediss-\n"
+"                        cluster:// speak TLS to the data nodes\n"
 "                        (env APIKEY_REDIS_URL; default redis://127.0.0.1:6379)\n"
 "  --password-file FILE  Redis password (env APIKEY_REDIS_PASSWORD); one\n"
 "                        trailing newline is not part of it. redis://user@...\n"
 "                        names an ACL user whose password this gives\n"
+"  --sentinel-password-file FILE\n"
+"                        the sentinels' password (AUTH), for\n"
+"                        redis-sentinel:// (env APIKEY_SENTINEL_PASSWORD)\n"
 "  --prefix P            record name prefix, as api_key_redis prefix=\n"
 "                        (env APIKEY_PREFIX; default apikey:)\n"
 "  --channel C           event channel, as api_key_redis channel=\n"
@@ -211,7 +219,8 @@ const CommandInfo kCommands[] = {
 };
 
 const char kGlobalOptions[] =
-    "redis password-file prefix channel hash secret-file timeout "
+    "redis password-file sentinel-password-file prefix channel hash "
+    "secret-file timeout "
     "tls-ca tls-cert tls-key tls-name";
 const char kGlobalFlags[] = "help version tls-insecure";
 

@@ -124,7 +124,7 @@ Reply Redis::cmd_raw(const Argv &argv)
 }
 
 
-Reply Redis::cmd(const Argv &argv)
+Reply Client::cmd(const Argv &argv)
 {
     Reply r = cmd_raw(argv);
     check_reply(r.get(), argv.empty() ? "" : argv[0]);

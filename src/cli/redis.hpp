@@ -40,7 +40,42 @@ struct ReaderFree {
 using Argv = std::vector<std::string>;
 
 
-class Redis {
+/*
+ * What the subcommands talk to: one server (Redis) or a Redis Cluster
+ * (ClusterClient, cluster.hpp), which routes each command to the master of
+ * its key's slot.
+ */
+class Client {
+public:
+    virtual ~Client() = default;
+
+    /* One command; an error reply throws Error(kExitRedis). */
+    Reply cmd(const Argv &argv);
+
+    /* One command; an error reply is returned to the caller. */
+    virtual Reply cmd_raw(const Argv &argv) = 0;
+
+    /* Pipelining: queue commands, then read their replies in order (the
+     * first next() sends what is queued). */
+    virtual void append(const Argv &argv) = 0;
+    virtual Reply next() = 0;           /* error replies are returned */
+
+    /* The servers a keyless walk (SCAN) must visit: 1 for one server, the
+     * masters of a cluster (read when called); then cmd_on(i, argv) runs a
+     * command on server i. */
+    virtual size_t scan_nodes() { return 1; }
+
+    /* a cluster: PUBLISH counts the subscribers of one node only */
+    virtual bool is_cluster() const { return false; }
+    virtual Reply cmd_on(size_t i, const Argv &argv)
+    {
+        (void) i;
+        return cmd(argv);
+    }
+};
+
+
+class Redis : public Client {
 public:
     /*
      * Connects (connect timeout and command timeout: timeout_s each; TLS
@@ -50,21 +85,14 @@ public:
      */
     Redis(const RedisUrl &url, const std::string &password, double timeout_s,
           const TlsOptions &tls = TlsOptions());
-    ~Redis();
+    ~Redis() override;
 
     Redis(const Redis &) = delete;
     Redis &operator=(const Redis &) = delete;
 
-    /* One command; an error reply throws Error(kExitRedis). */
-    Reply cmd(const Argv &argv);
-
-    /* One command; an error reply is returned to the caller. */
-    Reply cmd_raw(const Argv &argv);
-
-    /* Pipelining: queue commands, then read their replies in order (the
-     * first next() sends what is queued). */
-    void append(const Argv &argv);
-    Reply next();           /* error replies are returned, not thrown */
+    Reply cmd_raw(const Argv &argv) override;
+    void append(const Argv &argv) override;
+    Reply next() override;
 
     const std::string &where() const noexcept { return where_; }
 

@@ -13,7 +13,18 @@ namespace apikeyctl {
 
 static const char kUrlForms[] =
     "expected redis://[user[:password]@]host:port[/db], the same with "
-    "rediss:// (TLS), or unix:/path.sock[?db=N]";
+    "rediss:// (TLS), unix:/path.sock[?db=N], "
+    "redis-sentinel://[user[:password]@]host:port,host:port,.../MASTER[/db] "
+    "or redis-cluster://[user[:password]@]host:port,host:port,... (rediss-: "
+    "TLS)";
+
+
+static std::string host_port(const std::string &host, int port)
+{
+    std::string h = host.find(':') != std::string::npos ? "[" + host + "]"
+                                                        : host;
+    return h + ":" + std::to_string(port);
+}
 
 
 std::string RedisUrl::where() const
@@ -22,9 +33,32 @@ std::string RedisUrl::where() const
         return "unix:" + path;
     }
 
-    std::string h = host.find(':') != std::string::npos ? "[" + host + "]"
-                                                        : host;
-    return h + ":" + std::to_string(port) + (tls ? " (TLS)" : "");
+    if (kind != kSingle) {
+        std::string list;
+        for (const HostPort &n : nodes) {
+            list += (list.empty() ? "" : ",") + host_port(n.host, n.port);
+        }
+        return (kind == kSentinel ? "sentinels " + list + " (master "
+                                    + master + ")"
+                                  : "cluster " + list)
+               + (tls ? " (TLS)" : "");
+    }
+
+    return host_port(host, port) + (tls ? " (TLS)" : "");
+}
+
+
+RedisUrl RedisUrl::node(const std::string &h, int p) const
+{
+    RedisUrl u;
+    u.tls = tls;
+    u.host = h;
+    u.port = p;
+    u.user = user;
+    u.password = password;
+    u.has_password = has_password;
+    u.db = db;
+    return u;
 }
 
 
@@ -37,6 +71,68 @@ static long parse_db(const std::string &db)
                     "from 0 to 1000000");
     }
     return static_cast<long>(v);
+}
+
+
+/* host[:port] or [v6][:port]; the port is left as it is when absent */
+static void parse_authority(const std::string &authority, std::string *host,
+                            int *port_out)
+{
+    std::string port;
+
+    if (!authority.empty() && authority[0] == '[') {
+        size_t close = authority.find(']');
+        if (close == std::string::npos) {
+            usage_error(std::string("invalid --redis URL: unclosed [ in the "
+                                    "host; ") + kUrlForms);
+        }
+        *host = authority.substr(1, close - 1);
+        std::string after = authority.substr(close + 1);
+        if (!after.empty()) {
+            if (after[0] != ':') {
+                usage_error(std::string("invalid --redis URL: ") + kUrlForms);
+            }
+            port = after.substr(1);
+            if (port.empty()) {
+                usage_error("invalid --redis URL: empty port");
+            }
+        }
+    } else {
+        size_t colon = authority.rfind(':');
+        if (colon != std::string::npos
+            && authority.find(':') != colon)
+        {
+            usage_error("invalid --redis URL: write an IPv6 address in "
+                        "brackets, as redis://[::1]:6379");
+        }
+        *host = authority.substr(0, colon);
+        if (colon != std::string::npos) {
+            port = authority.substr(colon + 1);
+            if (port.empty()) {
+                usage_error("invalid --redis URL: empty port");
+            }
+        }
+    }
+
+    if (host->empty()) {
+        usage_error(std::string("invalid --redis URL: no host; ") + kUrlForms);
+    }
+
+    if (has_control_chars(*host)) {
+        /* not echoed either: it may be a mistyped password */
+        usage_error("invalid --redis URL: control characters in the host");
+    }
+
+    if (!port.empty()) {
+        uint64_t p;
+        if (!parse_uint(port, 65535, &p) || p == 0) {
+            /* not echoed: in redis://user:password (no host) the
+             * password would be read as the port */
+            usage_error("invalid --redis URL: the port must be a number "
+                        "from 1 to 65535");
+        }
+        *port_out = static_cast<int>(p);
+    }
 }
 
 
@@ -71,14 +167,32 @@ RedisUrl parse_redis_url(const std::string &url)
 
     std::string rest;
 
-    if (url.size() > 8 && url.compare(0, 8, "redis://") == 0) {
-        rest = url.substr(8);
+    static const struct {
+        const char      *scheme;
+        bool             tls;
+        RedisUrl::Kind   kind;
+    } schemes[] = {
+        {"redis://", false, RedisUrl::kSingle},
+        {"rediss://", true, RedisUrl::kSingle},
+        {"redis-sentinel://", false, RedisUrl::kSentinel},
+        {"rediss-sentinel://", true, RedisUrl::kSentinel},
+        {"redis-cluster://", false, RedisUrl::kCluster},
+        {"rediss-cluster://", true, RedisUrl::kCluster},
+    };
+    bool known = false;
 
-    } else if (url.size() > 9 && url.compare(0, 9, "rediss://") == 0) {
-        u.tls = true;
-        rest = url.substr(9);
+    for (const auto &sc : schemes) {
+        size_t n = std::char_traits<char>::length(sc.scheme);
+        if (url.size() > n && url.compare(0, n, sc.scheme) == 0) {
+            u.tls = sc.tls;
+            u.kind = sc.kind;
+            rest = url.substr(n);
+            known = true;
+            break;
+        }
+    }
 
-    } else {
+    if (!known) {
         usage_error(std::string("invalid --redis URL: ") + kUrlForms);
     }
 
@@ -100,9 +214,34 @@ RedisUrl parse_redis_url(const std::string &url)
 
     if (slash != std::string::npos) {
         std::string db = rest.substr(slash + 1);
+
+        if (u.kind == RedisUrl::kSentinel) {
+            /* MASTER[/db] */
+            size_t s2 = db.find('/');
+            u.master = db.substr(0, s2);
+            db = s2 == std::string::npos ? std::string() : db.substr(s2 + 1);
+            if (u.master.empty() || has_control_chars(u.master)
+                || u.master.size() > 256)
+            {
+                usage_error("invalid --redis URL: the master's name (after "
+                            "the hosts: redis-sentinel://host:port,.../"
+                            "MASTER) must be 1 to 256 printable characters");
+            }
+        }
+
         if (!db.empty()) {
             u.db = parse_db(db);
         }
+
+        if (u.kind == RedisUrl::kCluster && u.db != 0) {
+            usage_error("invalid --redis URL: a Redis Cluster has database "
+                        "0 only");
+        }
+    }
+
+    if (u.kind == RedisUrl::kSentinel && u.master.empty()) {
+        usage_error("invalid --redis URL: name the master: "
+                    "redis-sentinel://host:port,host:port,.../MASTER[/db]");
     }
 
     if (at != std::string::npos) {
@@ -120,61 +259,33 @@ RedisUrl parse_redis_url(const std::string &url)
         u.has_password = !u.password.empty();
     }
 
-    std::string port;
-
-    if (!authority.empty() && authority[0] == '[') {
-        size_t close = authority.find(']');
-        if (close == std::string::npos) {
-            usage_error(std::string("invalid --redis URL: unclosed [ in the "
-                                    "host; ") + kUrlForms);
-        }
-        u.host = authority.substr(1, close - 1);
-        std::string after = authority.substr(close + 1);
-        if (!after.empty()) {
-            if (after[0] != ':') {
-                usage_error(std::string("invalid --redis URL: ") + kUrlForms);
-            }
-            port = after.substr(1);
-            if (port.empty()) {
-                usage_error("invalid --redis URL: empty port");
-            }
-        }
-    } else {
-        size_t colon = authority.rfind(':');
-        if (colon != std::string::npos
-            && authority.find(':') != colon)
-        {
-            usage_error("invalid --redis URL: write an IPv6 address in "
-                        "brackets, as redis://[::1]:6379");
-        }
-        u.host = authority.substr(0, colon);
-        if (colon != std::string::npos) {
-            port = authority.substr(colon + 1);
-            if (port.empty()) {
-                usage_error("invalid --redis URL: empty port");
-            }
-        }
+    if (u.kind == RedisUrl::kSingle) {
+        parse_authority(authority, &u.host, &u.port);
+        return u;
     }
 
-    if (u.host.empty()) {
-        usage_error(std::string("invalid --redis URL: no host; ") + kUrlForms);
-    }
-
-    if (has_control_chars(u.host)) {
-        /* not echoed either: it may be a mistyped password */
-        usage_error("invalid --redis URL: control characters in the host");
-    }
-
-    if (!port.empty()) {
-        uint64_t p;
-        if (!parse_uint(port, 65535, &p) || p == 0) {
-            /* not echoed: in redis://user:password (no host) the
-             * password would be read as the port */
-            usage_error("invalid --redis URL: the port must be a number "
-                        "from 1 to 65535");
+    /* a list of hosts */
+    int def_port = u.kind == RedisUrl::kSentinel ? 26379 : 6379;
+    size_t b = 0;
+    for ( ;; ) {
+        size_t comma = authority.find(',', b);
+        HostPort hp;
+        hp.port = def_port;
+        parse_authority(authority.substr(b, comma == std::string::npos
+                                                ? std::string::npos
+                                                : comma - b),
+                        &hp.host, &hp.port);
+        u.nodes.push_back(hp);
+        if (comma == std::string::npos) {
+            break;
         }
-        u.port = static_cast<int>(p);
+        b = comma + 1;
     }
+    if (u.nodes.size() > 64) {
+        usage_error("invalid --redis URL: more than 64 hosts");
+    }
+    u.host = u.nodes[0].host;
+    u.port = u.nodes[0].port;
 
     return u;
 }

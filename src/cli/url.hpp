@@ -6,16 +6,35 @@
 #define APIKEYCTL_URL_HPP
 
 #include <string>
+#include <vector>
 
 namespace apikeyctl {
+
+struct HostPort {
+    std::string  host;              /* without [] for IPv6 */
+    int          port = 6379;
+};
 
 /*
  * redis://[user[:password]@]host[:port][/db], the same with rediss:// (TLS),
  * or unix:/path.sock[?db=N], as the module's api_key_redis: "user@" alone
  * names an ACL user whose password comes from elsewhere; an IPv6 host goes
  * in brackets.
+ *
+ * Also redis-sentinel://[user[:password]@]h1[:p1],h2[:p2],.../MASTER[/db]
+ * (sentinels, port 26379 by default; the user and password are the data
+ * nodes', the sentinels' own password comes from --sentinel-password-file)
+ * and redis-cluster://[user[:password]@]h1[:p1],h2[:p2],... (seed nodes;
+ * database 0 only); rediss-sentinel:// and rediss-cluster:// speak TLS to
+ * the data nodes (not to the sentinels).
  */
 struct RedisUrl {
+    enum Kind { kSingle, kSentinel, kCluster };
+
+    Kind         kind = kSingle;
+    std::vector<HostPort> nodes;    /* sentinels or cluster seed nodes */
+    std::string  master;            /* redis-sentinel://.../MASTER */
+
     bool         unix_socket = false;
     bool         tls = false;       /* rediss:// */
     std::string  host;              /* without [] for IPv6 */
@@ -28,6 +47,10 @@ struct RedisUrl {
 
     /* For messages: never holds the password (nor the user). */
     std::string  where() const;
+
+    /* a plain redis:// (or rediss://) URL of one node of a sentinel or
+     * cluster URL, with its credentials, TLS and database */
+    RedisUrl     node(const std::string &host, int port) const;
 };
 
 /* Throws a usage Error naming the URL form on bad input; never echoes the

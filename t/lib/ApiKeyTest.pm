@@ -18,7 +18,9 @@ package ApiKeyTest;
 #
 # Final checks: when the test calls done_testing (or at its end), every
 # DNS server it started (ApiKeyTest::Dns) is stopped and must have run
-# without dying or writing on stderr, and every
+# without dying or writing on stderr, every Sentinel set and Cluster
+# (ApiKeyTest::Sentinel, ApiKeyTest::Cluster) must have no member that
+# crashed or exited without being stopped or killed by the test, and every
 # nginx it started is stopped and gets one more test: its error log has no
 # [alert], [crit], [emerg] or "exited on signal" line, neither log (error or
 # access) holds a raw key made by the key helpers (random_key, checksum_key,
@@ -56,6 +58,14 @@ package ApiKeyTest;
 #   Dns:     ApiKeyTest::Dns->start(records => {name => addr}): a DNS server
 #            on a loopback port (UDP and TCP): port addr resolver_line
 #            set(name => addr | [addrs] | undef) set_mode lookup queries stop
+#   Sentinel: ApiKeyTest::Sentinel->start(%o): master replica redises
+#            sentinels master_addr failover wait_switch wait_replica
+#            kill_master url
+#            by_port problems stop
+#   Cluster: ApiKeyTest::Cluster->start(masters => 3, replicas => 0|1):
+#            nodes masters slot_map keyslot master_for_key master_for_slot
+#            cmd_for_key url node_id migrate_slot finish_migration
+#            kill_master wait_promoted wait_agree problems stop
 #   Nginx:   start(%o) check_config(%o) line_of port(name) dir conf_path
 #            conf_text reload(%o) reload_error stop stop_forced stop_seconds
 #            worker_pids all_worker_pids master_pid error_log access_log
@@ -84,6 +94,10 @@ package ApiKeyTest;
 #                                    plaintext or TLS)
 #   ApiKeyTest/Tls.pm                ApiKeyTest::Tls (test certificates)
 #   ApiKeyTest/Dns.pm                ApiKeyTest::Dns (a test DNS server)
+#   ApiKeyTest/Sentinel.pm           ApiKeyTest::Sentinel (master, replica,
+#                                    three sentinels)
+#   ApiKeyTest/Cluster.pm            ApiKeyTest::Cluster (redis-cli
+#                                    --cluster create)
 #   ApiKeyTest/RedisError.pm         ApiKeyTest::RedisError (an error reply)
 #   ApiKeyTest/Response.pm           ApiKeyTest::Response (an HTTP response)
 #   ApiKeyTest/HTTPConn.pm           ApiKeyTest::HTTPConn (keep-alive)
@@ -121,6 +135,8 @@ use ApiKeyTest::Redis::PauseGuard;
 use ApiKeyTest::Nginx;
 use ApiKeyTest::Tls;
 use ApiKeyTest::Dns;
+use ApiKeyTest::Sentinel;
+use ApiKeyTest::Cluster;
 
 our @EXPORT = qw(
     module_path require_module free_port wait_until slurp spew tmpdir
@@ -313,6 +329,9 @@ sub _final_checks {
     return if defined $plan && $plan eq 'SKIP';
     # a numeric plan counts the tests: add one only when it fails
     my $quiet = defined $plan && $plan =~ /^\d+$/;
+    # before the clean-up: a member that exited by itself is still visible
+    my @sets = map { [ ref $_, $_->problems ] }
+        @ApiKeyTest::Sentinel::SETS, @ApiKeyTest::Cluster::SETS;
     _cleanup_all();    # the logs are complete once nginx has exited
     require Test::More;
     my $tb = Test::More->builder;
@@ -336,6 +355,12 @@ sub _final_checks {
         my $p = $d->stop;    # already stopped by _cleanup_all: its findings
         next if $quiet && !length $p;
         $tb->ok(!length $p, "final check of DNS server $i: ran cleanly");
+        $tb->diag($p) if length $p;
+    }
+    for my $s (@sets) {
+        my ($what, $p) = @$s;
+        next if $quiet && !length $p;
+        $tb->ok(!length $p, "final check of $what: no member crashed or exited");
         $tb->diag($p) if length $p;
     }
     for my $n (@CHECKED) {

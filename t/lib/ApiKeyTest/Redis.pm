@@ -6,12 +6,15 @@ package ApiKeyTest::Redis;
 #     unixsocket => 1 | PATH, requirepass => PW,
 #     users => ['alice on >pw ~* &* +@all', ...],   # ACL "user" lines
 #     config => ["notify-keyspace-events Kgh", ...],
+#     args => ['--sentinel'] (more arguments of redis-server),
 #     tls => { cert => PEM, key => PEM, ca => PEM,
 #              auth_clients => 'no' | 'yes' | 'optional' (default no),
 #              client_cert => PEM, client_key => PEM });
 # $r->port, ->host, ->url, ->socket_path, ->cmd(@args), ->try_cmd,
 # ->client(%o) (a new connection), ->pause, ->resume, ->pause_guard, ->stop,
-# ->start_again, ->restart (same port and configuration, empty data), ->log.
+# ->start_again, ->restart (same port and configuration, empty data), ->log,
+# ->kill9 (SIGKILL, as a crash: the process is gone, ->pid undef),
+# ->crashed (its log reports a crash: a bug report or an assertion).
 #
 # TLS: with tls => {...} the server listens with TLS only (port 0,
 # tls-port P): ->port is the TLS port, ->tls is true, ->url is
@@ -48,6 +51,7 @@ sub start {
         auth => $o{auth},    # [user, password] for the harness's own connection
         bind => $o{bind} // '127.0.0.1',
         tls => $o{tls} ? { auth_clients => 'no', %{ $o{tls} } } : undef,
+        args => $o{args} // [],
     }, $class;
     if (my $t = $self->{tls}) {
         for (qw(cert key ca)) {
@@ -100,7 +104,8 @@ sub _spawn {
         open STDIN, '<', '/dev/null';
         open STDOUT, '>>', "$self->{dir}/redis.stdout";
         open STDERR, '>&', \*STDOUT;
-        exec($ApiKeyTest::REDIS_SERVER, "$self->{dir}/redis.conf") or POSIX::_exit(127);
+        exec($ApiKeyTest::REDIS_SERVER, "$self->{dir}/redis.conf",
+             @{ $self->{args} }) or POSIX::_exit(127);
     }
     $self->{pid} = $pid;
     $self->{paused} = 0;
@@ -238,6 +243,27 @@ sub stop {
                                Proto => 'tcp', Timeout => 1)
     }, timeout => 5) if $self->{port};
     return 1;
+}
+
+# kill -9: no shutdown, as a machine or process crash
+sub kill9 {
+    my ($self) = @_;
+    my $pid = delete $self->{pid} or return;
+    kill 'CONT', $pid if $self->{paused};
+    $self->{paused} = 0;
+    delete $self->{client};
+    kill 'KILL', $pid;
+    waitpid $pid, 0;
+    return 1;
+}
+
+# what in its log says it crashed ('' when nothing)
+sub crashed {
+    my ($self) = @_;
+    my $log = $self->log . ApiKeyTest::slurp("$self->{dir}/redis.stdout");
+    my @l = grep { /REDIS BUG REPORT|crashed by signal|ASSERTION FAILED|Guru Meditation/ }
+        split /\n/, $log;
+    return join "\n", @l;
 }
 
 # start again after stop (same port, same configuration, empty data)
