@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # ngx_http_api_key_module: build, test, run.
 #
 #   make          build the module (build/ngx_http_api_key_module.so) and apikeyctl
@@ -67,7 +68,7 @@ CLI        = $(BUILD)/apikeyctl
 
 .PHONY: all module cli core-lib deps unit integration test test-asan run bench clean
 .PHONY: stop example secret install uninstall deb deb-lint
-.PHONY: check-layers check-layers-selftest
+.PHONY: check-layers check-layers-selftest check-spdx
 
 all: module cli
 
@@ -196,7 +197,13 @@ integration: module cli
 # not fail (until the glue files are restructured along the layers).
 CHECK_LAYERS ?= 1
 
+# every tracked source file carries the SPDX line of LICENSE
+# (scripts/spdx.sh --fix adds it)
+check-spdx:
+	sh scripts/spdx.sh
+
 test: deps
+	$(MAKE) check-spdx
 	$(MAKE) unit
 	$(MAKE) check-layers-selftest
 	$(if $(filter 1,$(CHECK_LAYERS)),,-)$(MAKE) check-layers

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-2-Clause
 # bench/callgrind.sh BUILD_DIR [REQUESTS]: instructions per request of the
 # cached-key path, bare nginx against the module, under callgrind.
 #

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 # bench/chaos.pl: `make chaos`.  One fault at a time under load: 64
 # keep-alive connections (ApiKeyTest::Load, capped at CHAOS_RATE requests/s,
 # default 6000) send cached valid keys (half of the requests; some with a

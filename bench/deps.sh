@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: BSD-2-Clause
 # Installs what `make bench*` needs (Debian 12), only what is missing:
 # scripts/deps.sh (the module's build and test dependencies) and
 #

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # bench/lib.sh: helpers shared by bench/run.sh and bench/revoke.sh (bash).
 #
 # Every process started through these helpers is remembered and stopped by

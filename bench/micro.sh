@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-2-Clause
 # bench/micro.sh BUILD_DIR: `make bench-micro` (and the end of `make bench`).
 # Runs the core's Google Benchmark micro-benchmarks (bench/micro/micro.cpp,
 # built as BUILD_DIR/bench/micro_bench), pinned to CPU 1, prints them and

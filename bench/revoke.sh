@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-2-Clause
 # bench/revoke.sh BUILD_DIR: `make bench-revoke`.
 #
 # How long a `revoke HASH` PUBLISH on apikey:events takes to reach every

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-2-Clause
 # bench/run.sh BUILD_DIR: `make bench`.
 #
 # Compares, on loopback with wrk, nginx answering with empty_gif behind

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 # bench/soak.pl: `make soak`.  SOAK_MINUTES (default 10) of steady load on an
 # nginx with the module (2 workers) and a redis-server, on loopback, through
 # the test harness (t/lib): cached keys, keys that miss the cache, unknown

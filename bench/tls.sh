@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-2-Clause
 # bench/tls.sh BUILD_DIR: `make bench-tls` (also the last part of `make bench`).
 #
 # What `api_key_redis rediss://...` costs against `redis://...`, on loopback:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * fuzz_authorization: Authorization header values (extract.cpp:
  * ak_auth_is_bearer, ak_auth_bearer), what keys.c takes a "bearer" source's

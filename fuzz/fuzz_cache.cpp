@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * fuzz_cache: the shared-memory cache under operation sequences from the
  * input (put, put_negative, put_bad, lookup, lookup_again, remove, revoke,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * fuzz_cookie: Cookie header values (extract.cpp: ak_cookie_next,
  * ak_cookie_find, ak_cookie_strip_len / ak_cookie_strip), what keys.c

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * fuzz_events: the events channel.  Any message through ak_event_parse
  * against a reference reading of "revoke HASH" / "update HASH" / "flush";

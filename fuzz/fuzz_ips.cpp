@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * fuzz_ips: CIDR lists and address matching.  An "ips" value from the
  * input is built into a record (ak_record_build) and client addresses are

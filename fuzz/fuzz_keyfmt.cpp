@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * fuzz_keyfmt: the key format checks and the decoders a request's key goes
  * through, each against a slow reference written from the contract in

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * fuzz_limits: the rate (GCRA) and the quota admission of ak_limits_admit
  * over a sequence of requests, lease answers and time steps from the

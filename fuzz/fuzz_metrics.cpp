@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * fuzz_metrics: the api_key_metrics page (metrics.cpp: ak_metrics_page)
  * from arbitrary zone names, label values and counters.

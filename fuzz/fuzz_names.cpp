@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * fuzz_names: the Redis name builders (names.cpp).  Each writes into a
  * heap buffer of exactly cap bytes (a write past it is an ASan report),

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * fuzz_query: query strings (extract.cpp: ak_query_bounds, ak_args_has,
  * ak_args_strip_len / ak_args_strip) and the percent-decoding of a query

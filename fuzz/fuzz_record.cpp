@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * fuzz_record: record fields -> record.  Field/value pairs from the input
  * (every field the module reads, unknown ones, repeats, empty, huge and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * fuzz_referrer: referrer patterns and Referer parsing.  A "referrers"
  * value is built into a record and Referer values are matched

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * fuzz_resp: what Redis answers to HGETALL -> a record.  The bytes are
  * parsed by hiredis's reader (redisReader, as the module's connection

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * replay_main.cpp: runs files through a fuzz target's LLVMFuzzerTestOneInput
  * once each, without libFuzzer (make fuzz-replay, part of make test).

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: BSD-2-Clause
 # fuzz/run.sh BUILD SECONDS TARGET...: runs each libFuzzer target of
 # BUILD for SECONDS from its committed seeds (fuzz/corpus/TARGET), one at a
 # time; new inputs go to BUILD/corpus/TARGET, a crash to

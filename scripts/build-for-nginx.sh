@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: BSD-2-Clause
 # Builds the module for a given nginx binary: reads its version and configure
 # arguments from `nginx -V`, configures a source tree of the same version with
 # those arguments (plus this module as a dynamic module) and builds the

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: BSD-2-Clause
 # Refuses a C++ compiler that cannot build the core as C++17.
 # CXX (environment): the compiler; arguments: the flags the core is built
 # with (-std=c++17 among them). Used by the Makefile before the first C++

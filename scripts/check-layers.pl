@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 # check-layers.pl: the file-level dependency graph of the C glue, read from
 # its compiled objects, checked against a declared layer order.
 #

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: BSD-2-Clause
 # Runs nginx's configure in the current (copied) build tree with the flags of
 # the nginx that will load the module, plus this module as a dynamic module.
 # $1: the module's source directory.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: BSD-2-Clause
 # Installs what building, running and testing need (Debian 12), if missing,
 # and the packages given as arguments (bench/deps.sh adds its own).
 #   openssl                 the CLI: the tests make their certificates with it

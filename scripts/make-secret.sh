@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: BSD-2-Clause
 # Writes a new HMAC secret for "api_key_hash hmac-sha256 secret_file=FILE"
 # (and apikeyctl --secret-file FILE): 32 random bytes as 64 hex digits and a
 # newline, readable by its owner only.  An existing file is left alone: a

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: BSD-2-Clause
 # make run / make stop / make example: a local redis-server and nginx with
 # the module, on loopback, for trying the module by hand.
 #

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 
 /*
  * ngx_http_api_key_module: per-key rate limits and quotas.

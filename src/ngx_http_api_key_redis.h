@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 
 /*
  * ngx_http_api_key_module: the Redis command layer (redis.c) as the files

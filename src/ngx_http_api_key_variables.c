@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 
 /*
  * ngx_http_api_key_module: $api_key_* variables.

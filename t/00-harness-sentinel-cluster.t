@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 # The harness's Redis Sentinel set and Redis Cluster (ApiKeyTest::Sentinel,
 # ApiKeyTest::Cluster): a SENTINEL FAILOVER moves the master and ROLE
 # agrees; a master killed with kill -9 is replaced by its replica; a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # The harness's TLS and DNS parts, without the module: test certificates
 # made with the openssl CLI (ApiKeyTest::Tls), a redis-server with TLS only
 # (ApiKeyTest::Redis->start(tls => ...)) and every harness operation on it,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # The harness itself, without the module: redis-server start/stop/pause/
 # restart and a RESP round trip, a plain nginx (no load_module) with HTTP
 # requests, keep-alive, concurrency, reload, nginx -t errors; hashes and the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Configuration: the module loads, every documented directive and option is
 # accepted by nginx -t, and bad configuration fails nginx -t with a message
 # that names the file and the line of the offending directive.

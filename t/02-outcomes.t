@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Outcomes: ok, missing, malformed, unknown, expired, revoked, bad_record;
 # the HTTP answer, WWW-Authenticate, the variables (add_header,
 # proxy_set_header, log_format), api_key_realm, error_page to a named

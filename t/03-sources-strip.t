@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Key sources (header:NAME, bearer, query:NAME, cookie:NAME; first
 # configured source present wins), inheritance http -> server -> location,
 # api_key_strip on/off (what the upstream receives), internal redirects and

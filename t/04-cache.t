@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # The shared cache (api_key_zone): records are read with HGETALL prefix+hex,
 # a cached key costs no Redis command (in any worker), the negative cache,
 # ttl, the cache survives nginx -s reload, and a Redis error or timeout is

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Redis failures: Redis stopped (cached key ok, stale within "stale", 503 /
 # unchecked for uncached keys, 503 past ttl+stale), Redis restarted on the
 # same port (the module reconnects by itself), Redis paused (cached keys

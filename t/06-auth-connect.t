@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Connecting to Redis: requirepass with password_file, a wrong password,
 # a Redis 6 ACL user in the URL (with a db), an ACL user with password_file,
 # a unix socket with ?db=N.  The workers run as nobody when the tests run as

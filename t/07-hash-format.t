@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Record names: api_key_hash hmac-sha256 secret_file= (one trailing newline
 # stripped), prefix=; key format: api_key_format checksum [prefix=P] rejects a
 # bad key at once (malformed, no Redis lookup), accepts a good one.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Concurrency: many requests for one uncached key wait on one Redis read
 # (coalescing, per worker), answers are not mixed up between keys, and
 # clients that go away while their request waits on Redis leave nginx

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # The raw key never reaches a log, Redis or a response: after requests of
 # every outcome through every source (strip on), the access log (with
 # $request and $request_uri) and the error log at debug level contain no key,

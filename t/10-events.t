@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Revocation and change events on the pub/sub channel, one nginx with four
 # workers: every worker has its own SUBSCRIBE connection beside its command
 # connection; "revoke HASH" denies a cached key at once although its record

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Revocation reaches every worker and every node: four workers with 16
 # keep-alive connections spread over all of them (X-Pid), one PUBLISH
 # revoke, then every later request on every connection is 401 revoked;

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Missed events: when the events subscription drops and comes back, every
 # record cached before is read again before it is trusted.  CLIENT KILL TYPE
 # pubsub, a record changed (no PUBLISH, no keyspace events) while the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # keyspace_events=on: with the Redis server's notify-keyspace-events "Kghx"
 # (README: K, g, h and x for expiries), an operator's plain HSET / HDEL / DEL
 # / EXPIRE / RENAME on a record takes

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Events apply once per node, in publication order, however late a worker
 # reads them.  Every worker receives every event and all of them share one
 # cache, so a worker that lags (here: stopped with SIGSTOP; in production

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Debug logging: with `error_log ... debug` (Debian's nginx is built
 # --with-debug, so is the module built against its nginx-dev), a maintainer
 # can follow a request step by step: where the key came from, the cache's

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 # apikeyctl against a real redis-server: what an operator relies on.
 
 use strict;

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 # apikeyctl with a real nginx running the module: what the CLI writes and
 # publishes is what the module reads and obeys, at once.  The zone's ttl is
 # long (60 s) and keyspace events are off, so a change can only show within

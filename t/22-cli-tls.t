@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 # apikeyctl over TLS (rediss://) against real redis-servers with TLS only:
 # every command, a client certificate (tls-auth-clients yes), the
 # environment variables, and the failures an operator must understand

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 # apikeyctl and the module, both over TLS to one redis-server that requires
 # client certificates (tls-auth-clients yes): a key made with apikeyctl over
 # TLS works through nginx, and a revoke, a rotate and a set made over TLS

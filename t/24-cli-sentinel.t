@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 # apikeyctl through Redis Sentinel (redis-sentinel://h1:p1,h2:p2,h3:p3/NAME):
 # create/show/list/usage/revoke/rotate on the master the sentinels name;
 # after a SENTINEL FAILOVER and after a kill -9 of the master the CLI finds

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 # apikeyctl against a Redis Cluster (redis-cluster://, three masters with a
 # replica each): create/show/list/usage/revoke/rotate/set/delete with
 # records, id lookups and usage counters spread over the masters (their

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # The "ips" field of a record: IPv4 addresses and CIDRs, IPv6 (over [::1]
 # when the machine has it), lists, real_ip ($remote_addr is the client
 # address), IPv4-mapped addresses, malformed rules (401 bad_record, a

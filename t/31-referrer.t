@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # The "referrers" field of a record: exact hosts, "*.example.com" wildcards
 # (any depth, never the bare domain), case, ports, paths, userinfo, no
 # Referer, Referers that are not absolute URLs, malformed rules.

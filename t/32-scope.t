@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # api_key_scope: the key's "scopes" must hold every listed scope (403
 # scope_denied with WWW-Authenticate error="insufficient_scope" and the
 # scopes asked for); $api_key_scopes; a location without api_key_scope

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Per-key rate limits (GCRA, per node, in shared memory): exactly burst+1
 # back-to-back requests pass, then 429 rate_limited with Retry-After,
 # RateLimit-Policy and RateLimit; $api_key_rate_remaining counts down; one

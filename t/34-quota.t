@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Per-key quotas, counted in Redis ({prefix}usage:{hash}:{period}:{start})
 # through leases taken by an atomic Lua script:
 #  - quota=5/hour: exactly 5 pass, then 429 quota_exceeded with Retry-After

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Quota leases against a Redis that refuses them:
 #  - Redis out of memory (maxmemory 1, noeviction: the lease script's INCRBY
 #    fails with OOM): once a key has used its lease and its quota_offline

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # The limiter state of a key (GCRA timestamp, leased quota counts) survives
 # a change event for that key when its rate and quota are unchanged:
 #  - rate=5/m burst=0: one request passes; an "update HASH" event (PUBLISH),

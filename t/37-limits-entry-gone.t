@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # A cache entry that goes away between a request's lookup and its limits
 # (another worker evicts it, or a flush) must not let the request through
 # uncounted: the request looks its key up again and is counted.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # A quota lease refused with an "ERR" that is the server's, not one key's
 # (here EVALSHA renamed away: "ERR unknown command 'evalsha'"), backs off
 # every lease of the worker, not each key on its own: with several quota keys

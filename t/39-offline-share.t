@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # The offline share (quota_offline) is taken in blocks of at most
 # quota_lease as it is used, not all at the first outage: when the key's
 # cache entry loses its state between two outages of one window (a flush

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # api_key_metrics: the Prometheus text counts exactly the requests, cache
 # lookups, Redis reads and events this test causes, summed over workers.
 use strict;

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Every configuration in conf-examples/ runs as shipped (what make example
 # does: nginx's prefix is a directory whose modules/ links to the module's
 # build directory, the relative logs/ and api-key.secret live there) and

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # api_key_metrics with many zones and long zone names: the page is complete
 # and well-formed whatever the names (issue 10, item 7: the page used to be
 # printed into a buffer sized from a guess, 8 KiB per zone, and overflowed

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # make run / make stop: started in the background on free ports (RUN_DIR a
 # temporary directory), the demo key it prints is served; a taken port is
 # refused before anything starts, naming the variable to change, without the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # make install DESTDIR=...: Debian's layout (the module in
 # /usr/lib/nginx/modules, mod-http-api-key.conf in
 # /usr/share/nginx/modules-available, the enabled link

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # make deb, then the packages on this machine: dpkg -i of
 # libnginx-mod-http-api-key and apikeyctl; nginx -t with Debian's stock
 # /etc/nginx/nginx.conf plus a site using the module (in sites-enabled for

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # The module among nginx's own access and limiting modules, as operators
 # combine them (issue 15, item 6):
 #  - satisfy any with allow/deny, and with auth_basic (an htpasswd file made

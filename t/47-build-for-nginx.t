@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # scripts/build-for-nginx.sh without building: what it reads from a
 # target's `nginx -V` (a fake nginx printing OpenResty-like output, shell
 # quoting included), what it passes on and drops, its refusal of a source

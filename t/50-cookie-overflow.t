@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Cookie stripping rebuilds the Cookie header: it must be sized from what
 # is written (kept cookies re-joined with "; "), not from the header that
 # came in ("a=1;b=1" has no spaces).  Issue 10, item 1: a heap overflow, the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # A query-argument key must reach no variable that can be logged and no
 # upstream request: $request, $request_uri, $args, $query_string,
 # $arg_NAME (empty once stripped), the access log, the proxied request line;

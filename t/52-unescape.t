@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Percent-decoding: only a query argument is decoded, the whole value,
 # strictly (an invalid escape is "malformed"); a header, bearer or cookie
 # key is taken as it is, '%' included (a printable character, so a valid

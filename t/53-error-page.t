@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # A redirect never grants more than a direct request to its target would
 # get.  A denied request that error_page sends to a location checking keys
 # is denied there too, with the same answer, counted once; a location

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # WWW-Authenticate of a scope_denied answer names the scopes of the block
 # that answered: a nested location (or a location under a server) with its
 # own api_key_scope, with the inherited realm or its own.  Issue 10, item 8:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # The module's debug lines of the key sources and the decision (issue 11,
 # item 6): at "error_log ... debug" (Debian's nginx is built --with-debug) a
 # request says where its key was found ("api_key: key from SOURCE", the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # A key must reach no log line when the request ends before the access
 # phase (where a location's sources are stripped): the server's query
 # sources leave the request at its start (POST_READ), before limit_req,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Subrequests skip nginx's access phase: a subrequest into a location with
 # api_key must never get more than a direct request would.  When the main
 # request was not checked by this module (its location has no api_key: the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # api_key_error_body json: every denial reachable answers
 # application/problem+json (RFC 9457) with the exact static body for its
 # outcome, its status code, and the headers the HTML answer has

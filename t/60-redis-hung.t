@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Redis connected but not answering (a hung server, SIGSTOP): commands in
 # flight on the command connection are capped (max_pending: beyond it a
 # miss is answered "unavailable" at once, no command sent), the connection

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # A Redis password given in the URL is never written anywhere: not in the
 # module's error log when the connection fails (refused, wrong password),
 # not in nginx -t's messages about a bad URL, not in apikeyctl's stderr.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # The reconnection backoff (100 ms doubling to 2 s) starts over only when a
 # connection has proven itself (handshake answered, subscription confirmed),
 # not when TCP connects: a server that accepts and then closes at once, or

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Error answers of Redis to record reads, and malformed records.
 #
 # - An authorization error (an ACL user without HGETALL: NOPERM) is a

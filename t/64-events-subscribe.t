@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # A worker whose subscription is confirmed late must not apply a second time
 # the events that a faster worker applied between its SUBSCRIBE and the
 # confirmation: an old "revoke" re-applied after the key was re-activated

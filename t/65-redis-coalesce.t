@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Concurrent reads of the same key are coalesced into one HGETALL per zone,
 # also when the same key is used in two zones: the in-flight reads are an
 # rbtree keyed by the hash's first bytes, where equal keys (the same hash in

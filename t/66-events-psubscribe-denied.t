@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # keyspace_events=on with a Redis ACL user that may SUBSCRIBE to the channel
 # but not PSUBSCRIBE: each worker's first events connection has its
 # SUBSCRIBE confirmed, then its PSUBSCRIBE refused (NOPERM; hiredis closes

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # A record near the largest size (4,096 bytes serialised) in the smallest
 # zone api_key_zone accepts: the cache always has room for it (the smallest
 # zone has at least 64 slots, the largest record takes 37), so it is cached

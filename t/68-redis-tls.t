@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # api_key_redis rediss://: the module over TLS (nginx's OpenSSL, nginx's
 # connections).  Against a redis-server with TLS only, certificates made at
 # test time (ApiKeyTest::Tls):

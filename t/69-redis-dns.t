@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # api_key_redis with a host name: resolved when nginx reads its
 # configuration (a name that does not resolve then does not stop nginx),
 # and again before every connection through the http block's "resolver"

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Faults under load (ApiKeyTest::Chaos; make chaos runs longer versions):
 # redis-server stopped (SIGSTOP) for 1.5 s, then SIGCONT, while 16 keep-alive
 # connections send cached keys, keys that miss the cache and unknown keys.

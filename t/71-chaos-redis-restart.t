@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Faults under load (ApiKeyTest::Chaos; make chaos runs longer versions):
 # redis-server killed (kill -9) and started again empty, its records written
 # back 0.5 s later; then CLIENT KILL TYPE normal and TYPE pubsub in turn

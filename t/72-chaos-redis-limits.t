@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Faults under load (ApiKeyTest::Chaos; make chaos runs longer versions):
 # Redis maxclients lowered to 1 with the module's connections killed, for
 # 1 s, then restored; maxmemory below the data with noeviction (quota

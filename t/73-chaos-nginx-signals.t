@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Faults under load (ApiKeyTest::Chaos; make chaos runs longer versions):
 # 5 nginx -s reload 0.2 s apart, then kill -9 of a worker (its "exited on
 # signal 9" alert is declared; connections in flight on it may fail).

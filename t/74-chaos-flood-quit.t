@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Faults under load (ApiKeyTest::Chaos; make chaos runs longer versions):
 # 5,000 distinct unknown keys on a zone of the smallest allowed size (41k)
 # while cached keys are requested there (they never fail); then a graceful

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # api_key_redis rediss://: the I/O of a TLS connection under pressure (the
 # parts t/68 does not reach), against a redis-server with TLS only:
 #  - a write backlog: Redis stops reading (SIGSTOP) while misses keep coming;

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Hostile input, client side (1): the bytes and the length of a key.
 #
 # Control bytes, NUL, DEL, bytes above 0x7e and UTF-8 in a header value and

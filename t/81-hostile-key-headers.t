@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Hostile input, client side (2): how a key is sent.
 #
 # Repeated and conflicting key headers (both orders), odd header names,

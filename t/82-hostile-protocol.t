@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Hostile input, client side (3): the protocol around the key.
 #
 # HTTP/1.0 (with and without Host, keep-alive), HTTP/0.9, HTTP/1.1 without

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Hostile input, Redis side (1): every record field with out-of-range,
 # negative, overflowing, huge (1 MB) and odd values, and unknown fields.
 #

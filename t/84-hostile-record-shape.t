@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Hostile input, Redis side (2): records of the wrong shape.
 #
 # Records of the wrong Redis type (STRING, LIST, SET, ZSET, STREAM, a

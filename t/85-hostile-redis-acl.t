@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Hostile input, Redis side (3): an ACL user without permission for a
 # command the module sends.  What the README says each produces:
 #

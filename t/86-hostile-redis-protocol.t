@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Hostile input, Redis side (4): replies a real redis-server never sends,
 # from a fake server on loopback that answers the handshake and the
 # subscription as Redis would and HGETALL with bytes of the test's choice.

@@ -1,3 +1,4 @@
+-- SPDX-License-Identifier: BSD-2-Clause
 -- bench/lua/apikey.lua: the API-key check as a Lua gateway plugin does it
 -- (the "Lua" variant of `make bench`), reading the same Redis records as the
 -- module:

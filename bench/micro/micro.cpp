@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 // bench/micro/micro.cpp: Google Benchmark micro-benchmarks of the C++ core
 // (`make bench-micro`), through its C API (src/core/ak_core.h), the way the
 // nginx glue calls it on every request:

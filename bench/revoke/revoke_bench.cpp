@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 // bench/revoke/revoke_bench.cpp: how fast a revocation reaches every nginx
 // worker (`make bench-revoke`, driven by bench/revoke.sh).
 //

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 // bench/tools/ak_sizes.cpp: shared memory per cached key, from the core
 // itself (linked with build/core/*.o).
 //

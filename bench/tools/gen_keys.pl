@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 # bench/tools/gen_keys.pl: keys for the benchmarks, made from a printf format
 # and an index, so that wrk scripts can make the same keys (bench/wrk/bench.lua).
 #

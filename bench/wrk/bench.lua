@@ -1,3 +1,4 @@
+-- SPDX-License-Identifier: BSD-2-Clause
 -- bench/wrk/bench.lua: wrk script of `make bench`.  WRK_MODE selects how
 -- requests are made:
 --

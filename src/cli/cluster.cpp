@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * apikeyctl on a Redis Cluster: see cluster.hpp.
  */

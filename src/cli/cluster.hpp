@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * apikeyctl on a Redis Cluster (redis-cluster://, rediss-cluster://): the
  * slot map from CLUSTER SLOTS, each command sent to the master of its key's

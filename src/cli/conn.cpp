@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * apikeyctl: a small blocking connection to Redis (socket + OpenSSL).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * apikeyctl: a small blocking connection to Redis: a TCP or unix socket,
  * with TLS (OpenSSL) for rediss://.  Bytes only: the RESP codec is in

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * apikeyctl: keys, hashes and record fields, through the module's core so
  * that the tool and the module agree byte for byte.

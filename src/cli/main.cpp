@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * apikeyctl: the ops command-line tool of ngx_http_api_key_module.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * apikeyctl: a synchronous Redis connection: hiredis as the RESP codec over
  * conn.hpp's blocking socket (plaintext, unix or TLS).

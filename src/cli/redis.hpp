@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * apikeyctl: a synchronous Redis connection.  hiredis is the RESP codec
  * only (redisFormatCommandArgv encodes, a redisReader parses); the bytes go

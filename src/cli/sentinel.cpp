@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * apikeyctl through Redis Sentinel: see sentinel.hpp.
  */

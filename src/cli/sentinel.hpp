@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * apikeyctl through Redis Sentinel (redis-sentinel://, rediss-sentinel://):
  * the sentinels are asked in turn for the master (SENTINEL

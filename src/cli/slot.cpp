@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * apikeyctl: Redis Cluster key slots (pure: no I/O).
  */

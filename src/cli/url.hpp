@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * apikeyctl: the --redis URL and the TLS options (pure: no I/O).
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * apikeyctl: small shared helpers (errors, text, time, JSON).
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * ak_core.h: the C API of the module's C++17 core.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * akcore.hpp: the C++ API of the module's core for the apikeyctl CLI.
  *

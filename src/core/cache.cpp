@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * cache.cpp: the shared-memory key cache (see "Shared-memory cache" in
  * ak_core.h, and api_key_zone in README.md).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * events.cpp: the node-wide event log that makes every event apply once per
  * node, in publication order (see "Node-wide event log" in ak_core.h).

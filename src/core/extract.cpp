@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * extract.cpp: the parts of a request that carry a key, parsed without
  * nginx: Cookie header values ("a=1; b=2"), "Authorization: Bearer ..."

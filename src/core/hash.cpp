@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * hash.cpp: SHA-256 and HMAC-SHA256 of keys, without allocation per digest.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * internal.hpp: helpers shared by the core's .cpp files (not for the glue,
  * not for the CLI).  Nothing here allocates or throws.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * keyfmt.cpp: key formats ("any", "checksum"), CRC-32, base62 and key
  * generation.

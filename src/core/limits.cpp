@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * limits.cpp: GCRA rate limiting, UTC calendar quota windows and the
  * admission of a request by both (rate and quota) on a key's state.  Pure

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * match.cpp: the "ips" and "referrers" rules of a record.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * metrics.cpp: the api_key_metrics page (Prometheus text exposition format
  * 0.0.4) from a snapshot of the counters the glue took.  One function

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * names.cpp: the names of everything the module and apikeyctl keep in
  * Redis (records, id lookups, quota counters) and the keyspace channels and

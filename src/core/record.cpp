@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * record.cpp: Redis HASH fields -> compact blob (ak_record_build), blob ->
  * view (ak_record_view), scopes, and one-field validation for the CLI.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * resp.cpp: the answer to HGETALL, as hiredis's reader (redisReader) hands
  * it over, turned into the field/value pairs ak_record_build takes.  Only

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 package ApiKeyTest;
 
 # Integration-test harness of ngx_http_api_key_module: a real redis-server and

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-2-Clause
 """A gRPC server and client for t/46 (python3-grpcio, Debian's package).
 
   grpc_echo.py server PORT

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* check-layers fixture: the bottom layer; -DUP reads a variable of the
  * middle layer, -DSAME calls fx_low.c of its own layer */
 extern int fx_mid_state;

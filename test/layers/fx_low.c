@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* check-layers fixture: the bottom layer; -DUP calls the top layer,
  * -DSAME calls fx_leaf.c of its own layer */
 void fx_top_wake(void);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* check-layers fixture: the middle layer, a function and a variable */
 int fx_low_get(void);
 int fx_leaf_get(void);

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: BSD-2-Clause
 # Self-test of scripts/check-layers.pl (make check-layers-selftest, run by
 # make test) on four fake glue files, fx_top.c > fx_mid.c > fx_low.c and
 # fx_leaf.c (one layer), layers in layers.conf:

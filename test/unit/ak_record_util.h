@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* Helpers for the record / match unit tests: build a blob from fields and
  * view it. */
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Admission of a request by its key's quota and rate (ak_quota_admit,
  * ak_limits_admit) and the quota's lease arithmetic (ak_quota_lease_want,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 // Unit tests of the shared-memory key cache (src/core/cache.cpp).
 
 #include <gtest/gtest.h>

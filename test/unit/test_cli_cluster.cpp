@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * apikeyctl on Sentinel and Cluster: the redis-sentinel:// and
  * redis-cluster:// URL forms, and the cluster key slot (CRC16/XMODEM with

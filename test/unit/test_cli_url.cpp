@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * apikeyctl's --redis URL (redis://, rediss://, unix:) and its TLS options:
  * what is accepted, what is refused, and that no message holds a password.

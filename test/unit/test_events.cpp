@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* The node-wide event log: each event applied once, in publication order. */
 
 #include "ak_core.h"

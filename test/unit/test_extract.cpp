@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Key sources (extract.cpp): Cookie values, Authorization Bearer values,
  * query strings, where a query is in a URI or a request line, and the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* SHA-256 / HMAC-SHA256 hashers, hex helpers, and "no allocation per
  * digest". */
 

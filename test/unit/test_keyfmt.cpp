@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* Key formats, CRC-32, base62, key generation. */
 
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The limiter state of a key: what $api_key_quota_remaining says
  * (ak_quota_remaining), what survives a change of the record

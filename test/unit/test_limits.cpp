@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* GCRA rate limiting and UTC quota windows. */
 
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* ips (CIDR) and referrers rules. */
 
 #include <gtest/gtest.h>

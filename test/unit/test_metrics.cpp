@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The metrics page (metrics.cpp: ak_metrics_page): the text the module
  * served before the writer moved into the core, sizing equal to writing,

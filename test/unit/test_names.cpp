@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Redis names (ak_redis_name_*, ak_redis_pattern_*): the exact spelling
  * the data in Redis already uses, and refusals of what does not fit.

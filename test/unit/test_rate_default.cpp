@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * "rate N/period" without a burst field: a bucket of N (N requests at
  * once, refilled at N per period); an explicit burst keeps the GCRA

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* Records: build, view, scopes, field validation, corrupt blobs. */
 
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * HGETALL answers -> record fields (resp.cpp: ak_hgetall_fields), on
  * replies parsed from RESP bytes by hiredis's reader, as the module gets

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 package ApiKeyTest::Batch;
 
 # Requests sent at once, one connection each (http_batch,

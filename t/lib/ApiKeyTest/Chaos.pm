@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 package ApiKeyTest::Chaos;
 
 # Faults injected under load (make chaos, bench/chaos.pl; t/70-74): a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 package ApiKeyTest::Cli;
 
 # Helpers for the apikeyctl tests, on top of ApiKeyTest (which starts

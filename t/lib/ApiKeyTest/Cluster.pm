@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 package ApiKeyTest::Cluster;
 
 # A Redis Cluster on loopback: N masters (default 3) and optionally a

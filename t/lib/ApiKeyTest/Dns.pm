@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 package ApiKeyTest::Dns;
 
 # A test DNS server (Net::DNS::Nameserver) in a child process, on one

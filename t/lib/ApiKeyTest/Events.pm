@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 package ApiKeyTest::Events;
 
 # Helpers for the revocation / change event tests (t/1*-events*.t), on top of

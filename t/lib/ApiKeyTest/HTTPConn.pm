@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 package ApiKeyTest::HTTPConn;
 
 # A keep-alive connection: my $c = ApiKeyTest::HTTPConn->new($port);

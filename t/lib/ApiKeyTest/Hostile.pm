@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 package ApiKeyTest::Hostile;
 
 # Helpers for the hostile-input corpus (t/80-*.t .. t/85-*.t), on top of

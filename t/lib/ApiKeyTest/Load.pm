@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 package ApiKeyTest::Load;
 
 # A keep-alive HTTP load generator that counts every answer, for the fault

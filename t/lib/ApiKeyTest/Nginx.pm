@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 package ApiKeyTest::Nginx;
 
 # my $n = ApiKeyTest::Nginx->start(

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 package ApiKeyTest::Policy;
 
 # Helpers for the per-key policy tests (t/3*.t: ips, referrers, scopes,

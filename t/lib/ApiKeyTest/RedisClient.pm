@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 package ApiKeyTest::RedisClient;
 
 # A tiny RESP2 client.  ApiKeyTest::RedisClient->new(port => P | path => S,

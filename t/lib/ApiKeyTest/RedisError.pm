@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 package ApiKeyTest::RedisError;
 
 # An error reply of ApiKeyTest::RedisClient (read_reply returns one).

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 package ApiKeyTest::Response;
 
 # An HTTP response (http_get, http_request, HTTPConn, http_batch):

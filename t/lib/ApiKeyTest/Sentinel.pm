@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 package ApiKeyTest::Sentinel;
 
 # A Redis Sentinel set on loopback: one master, one replica and three

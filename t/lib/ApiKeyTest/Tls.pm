@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 package ApiKeyTest::Tls;
 
 # Test certificates, made at test time with the openssl command-line tool

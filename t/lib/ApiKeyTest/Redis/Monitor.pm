@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 package ApiKeyTest::Redis::Monitor;
 
 # MONITOR on its own connection: my $m = $r->monitor (ApiKeyTest::Redis);

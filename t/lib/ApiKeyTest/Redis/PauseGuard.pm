@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 package ApiKeyTest::Redis::PauseGuard;
 
 # my $g = $r->pause_guard (ApiKeyTest::Redis): redis-server is paused
