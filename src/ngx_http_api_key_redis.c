@@ -32,6 +32,11 @@
  * A second connection per worker carries the events subscription: what it
  * subscribes to and what it does with the messages is events.c's, which
  * registers itself at init time for what to do when a connection is ready.
+ * From its opening to its whole subscription confirmed (its AUTH, SELECT
+ * and (P)SUBSCRIBE answered) it has connect_timeout plus the commands
+ * connection's stall time (max_timeouts * timeout, at least 5 s): a server
+ * that accepts it and never answers gets it closed and opened again with
+ * the backoff, logged once per failure streak.
  */
 
 
@@ -84,6 +89,9 @@ struct ngx_http_api_key_rconn_s {
     ngx_event_t                     stall_timer;
     ngx_uint_t                      timeouts;    /* in a row, no answer */
 
+    /* the events connection: opened, its subscription not confirmed yet */
+    ngx_event_t                     sub_timer;
+
     /* an outage: Redis does not answer (timeouts, refusals, reopening) */
     ngx_msec_t                      outage_start;
     ngx_uint_t                      outage_timeouts;
@@ -135,6 +143,7 @@ static void ngx_http_api_key_cmd_stall_handler(ngx_event_t *ev);
 static ngx_msec_t ngx_http_api_key_stall_time(
     ngx_http_api_key_redis_conf_t *conf);
 static void ngx_http_api_key_cmd_reopen(ngx_http_api_key_rconn_t *rc);
+static void ngx_http_api_key_sub_timeout_handler(ngx_event_t *ev);
 static void ngx_http_api_key_outage_begin(ngx_http_api_key_rconn_t *rc);
 static ngx_uint_t ngx_http_api_key_auth_error_str(const char *s, size_t len);
 static void ngx_http_api_key_outage_end(ngx_http_api_key_rconn_t *rc);
@@ -262,6 +271,11 @@ ngx_http_api_key_rconn_init(ngx_http_api_key_rconn_t *rc, const char *name,
     rc->stall_timer.data = rc;
     rc->stall_timer.log = cycle->log;
     rc->stall_timer.cancelable = 1;
+
+    rc->sub_timer.handler = ngx_http_api_key_sub_timeout_handler;
+    rc->sub_timer.data = rc;
+    rc->sub_timer.log = cycle->log;
+    rc->sub_timer.cancelable = 1;
 }
 
 
@@ -280,6 +294,10 @@ ngx_http_api_key_rconn_close(ngx_http_api_key_rconn_t *rc)
 
     if (rc->stall_timer.timer_set) {
         ngx_del_timer(&rc->stall_timer);
+    }
+
+    if (rc->sub_timer.timer_set) {
+        ngx_del_timer(&rc->sub_timer);
     }
 
     if (rc->resolving) {
@@ -603,12 +621,28 @@ ngx_http_api_key_rconn_open(ngx_http_api_key_rconn_t *rc)
 
     /* connected, or not, within connect_timeout */
     ngx_add_timer(&rc->connect_timer, conf->connect_timeout);
+
+    /*
+     * the events connection: subscribed, or not, within connect_timeout
+     * and the stall time (its replies, as for the commands connection)
+     */
+
+    if (rc->conn == NGX_HTTP_API_KEY_CONN_EVENTS) {
+        ngx_add_timer(&rc->sub_timer, conf->connect_timeout
+                                      + ngx_http_api_key_stall_time(conf));
+    }
 }
 
 
 static void
 ngx_http_api_key_rconn_schedule(ngx_http_api_key_rconn_t *rc)
 {
+    /* this connection is gone: its subscription is not awaited any more */
+
+    if (rc->sub_timer.timer_set) {
+        ngx_del_timer(&rc->sub_timer);
+    }
+
     if (ngx_http_api_key_exiting || ngx_exiting || ngx_terminate) {
         return;
     }
@@ -1134,6 +1168,56 @@ ngx_http_api_key_cmd_reopen(ngx_http_api_key_rconn_t *rc)
 }
 
 
+/*
+ * The events connection was opened connect_timeout + the stall time ago
+ * and its subscription is not confirmed: its AUTH, SELECT or (P)SUBSCRIBE
+ * went unanswered (or could not be sent).  Without it no event arrives:
+ * closed and opened again with the backoff, logged once per failure streak
+ * (until the subscription is confirmed: "is up", then "is back").
+ */
+
+static void
+ngx_http_api_key_sub_timeout_handler(ngx_event_t *ev)
+{
+    ngx_http_api_key_redis_io_t  *io;
+    ngx_http_api_key_rconn_t     *rc = ev->data;
+
+    if (rc->io == NULL || ngx_http_api_key_exiting) {
+        return;
+    }
+
+    if (!rc->failing) {
+        ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                      "api_key: redis events connection to \"%V\": %s was "
+                      "not answered within %M ms: it is closed and opened "
+                      "again; no event is received meanwhile",
+                      &rc->conf->url_redacted,
+                      rc->handshake_done ? "its subscription"
+                                         : "its handshake (AUTH, SELECT)",
+                      rc->conf->connect_timeout
+                      + ngx_http_api_key_stall_time(rc->conf));
+        rc->failing = 1;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "api_key: reopening the redis events connection to \"%V\"",
+                   &rc->conf->url_redacted);
+
+    rc->connected = 0;
+    rc->lost = 1;
+
+    io = rc->io;
+    rc->io = NULL;
+
+    /* on_disconnect (if connected) schedules the next connection */
+    ngx_http_api_key_redis_io_free(io);
+
+    if (!rc->reconnect_timer.timer_set) {
+        ngx_http_api_key_rconn_schedule(rc);
+    }
+}
+
+
 static void
 ngx_http_api_key_outage_begin(ngx_http_api_key_rconn_t *rc)
 {
@@ -1397,6 +1481,10 @@ ngx_uint_t
 ngx_http_api_key_redis_subscribed(void)
 {
     ngx_uint_t  lost;
+
+    if (ngx_http_api_key_sub.sub_timer.timer_set) {
+        ngx_del_timer(&ngx_http_api_key_sub.sub_timer);
+    }
 
     ngx_http_api_key_rconn_proven(&ngx_http_api_key_sub);
 
