@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # The events connection's handshake and subscription are bounded in time
 # (README, api_key_redis: connect_timeout + max_timeouts x timeout, at least
 # 5 s).  A fake server on loopback answers the commands connection (PING,
