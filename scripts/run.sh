@@ -113,7 +113,11 @@ case "$cmd" in
 
 stop)
     dir=${2:?RUN_DIR}
+    # make run, in the foreground, sees nginx go before redis-server: this
+    # tells it that make stop is stopping them, not a crash
+    [ -d "$dir" ] && : >"$dir/stopping"
     out=$(stop_all "$dir")
+    rm -f "$dir/stopping"
     if [ -n "$out" ]; then
         echo "$out"
     else
@@ -238,6 +242,12 @@ EOT
         sleep 1
     done
     trap - INT TERM
+    # make stop is at work: let it finish (bounded)
+    sw_i=0
+    while [ -e "$dir/stopping" ] && [ $sw_i -lt 300 ]; do
+        sw_i=$((sw_i + 1))
+        sleep 0.1
+    done
     out=$(stop_all "$dir")
     if [ -n "$out" ]; then
         echo "make run: nginx or redis-server exited; $out" >&2
