@@ -126,10 +126,16 @@ typedef enum {
 
 
 /* key sources */
+#define NGX_HTTP_API_KEY_MAX_SOURCES  32    /* in one api_key_source */
 #define NGX_HTTP_API_KEY_SRC_HEADER   1
-#define NGX_HTTP_API_KEY_SRC_BEARER   2
+#define NGX_HTTP_API_KEY_SRC_BEARER   2     /* "Authorization: SCHEME KEY":
+                                                bearer, authorization:NAME;
+                                                name is the scheme */
 #define NGX_HTTP_API_KEY_SRC_QUERY    3
 #define NGX_HTTP_API_KEY_SRC_COOKIE   4
+#define NGX_HTTP_API_KEY_SRC_BASIC    5     /* "Authorization: Basic ...":
+                                                name "" (the key is the user
+                                                name) or "password" */
 
 #define NGX_HTTP_API_KEY_FORMAT_ANY       0
 #define NGX_HTTP_API_KEY_FORMAT_CHECKSUM  1
@@ -429,6 +435,12 @@ typedef struct {
     ngx_str_t                     www_missing;   /* WWW-Authenticate values */
     ngx_str_t                     www_invalid;
     ngx_str_t                     www_scope;
+    ngx_uint_t                    www_bearer;    /* the Bearer challenge
+                                                    above is sent */
+    ngx_array_t                  *www_more;      /* ngx_str_t: the other
+                                                    schemes' challenges
+                                                    (authorization:SCHEME,
+                                                    basic), or NULL */
     ngx_uint_t                    error_body;    /* ..._ERROR_BODY_* */
 } ngx_http_api_key_loc_conf_t;
 
@@ -439,6 +451,16 @@ typedef struct {
     ngx_http_api_key_source_t    *source;
     ngx_list_part_t              *part;  /* a header source: where it is */
     ngx_uint_t                    i;
+    uint32_t                      same;      /* the other sources (by index)
+                                                that hold the same key:
+                                                stripped too */
+    ngx_http_api_key_source_t    *other;     /* another source that holds
+                                                a different key: malformed,
+                                                stripped too */
+    u_char                       *decoded;   /* basic: the decoded
+                                                credential (request pool),
+                                                zeroed once hashed */
+    size_t                        decoded_len;
 } ngx_http_api_key_found_t;
 
 

@@ -329,6 +329,11 @@ ngx_http_api_key_redirected(ngx_http_request_t *r,
         if (rc == NGX_ERROR) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
+
+        if (rc == NGX_OK && found.decoded) {
+            /* only where the key is is needed here */
+            ngx_explicit_memzero(found.decoded, found.decoded_len);
+        }
     }
 
     if (ctx->rc == NGX_OK
@@ -753,9 +758,10 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_status_e status)
 {
-    ngx_int_t   rc;
-    ngx_str_t   one = ngx_string("1");
-    ngx_str_t   v, *www;
+    ngx_int_t    rc;
+    ngx_str_t    one = ngx_string("1");
+    ngx_str_t    v, *www, *more;
+    ngx_uint_t   n;
 
     ctx->status = status;
     ctx->decided = 1;
@@ -834,13 +840,32 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
         break;
     }
 
-    if (www && www->len) {
+    if (www && www->len && alcf->www_bearer) {
         if (ngx_http_api_key_set_header(r, "WWW-Authenticate",
                                         sizeof("WWW-Authenticate") - 1, www,
                                         &r->headers_out.www_authenticate)
             != NGX_OK)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    if (www && status != NGX_HTTP_API_KEY_SCOPE_DENIED && alcf->www_more) {
+        /* the other configured schemes: SCHEME realm="R" */
+
+        more = alcf->www_more->elts;
+
+        for (n = 0; n < alcf->www_more->nelts; n++) {
+            if (ngx_http_api_key_set_header(r, "WWW-Authenticate",
+                                            sizeof("WWW-Authenticate") - 1,
+                                            &more[n],
+                                            r->headers_out.www_authenticate
+                                            ? NULL
+                                            : &r->headers_out.www_authenticate)
+                != NGX_OK)
+            {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
         }
     }
 

@@ -4,7 +4,8 @@
  * ngx_http_api_key_module: key sources.
  *
  * Finds the key in the request (the first configured source present wins:
- * a header, "Authorization: Bearer", a query argument, a cookie), checks
+ * a header, "Authorization: SCHEME", HTTP Basic, a query argument, a
+ * cookie; another source with a different key makes it malformed), checks
  * its format and hashes it (a query argument percent-decoded first), and
  * strips the sources from the request (api_key_strip) so that the key does
  * not go upstream nor into the access log.  The handler calls these; this
@@ -15,6 +16,11 @@
 #include "ngx_http_api_key.h"
 
 
+static ngx_int_t ngx_http_api_key_find_in(ngx_http_request_t *r,
+    ngx_http_api_key_source_t *src, ngx_http_api_key_early_t *early,
+    ngx_http_api_key_found_t *found);
+static ngx_int_t ngx_http_api_key_other_headers(ngx_http_request_t *r,
+    ngx_http_api_key_found_t *f, ngx_http_api_key_found_t *ref);
 static ngx_int_t ngx_http_api_key_find_cookie(ngx_http_request_t *r,
     ngx_str_t *name, ngx_str_t *value);
 
@@ -23,7 +29,7 @@ static ngx_int_t ngx_http_api_key_find_cookie(ngx_http_request_t *r,
 
 /* what precedes a source's name in api_key_source, by type */
 static char  *ngx_http_api_key_source_kinds[] = {
-    "", "header:", "bearer", "query:", "cookie:"
+    "", "header:", "authorization:", "query:", "cookie:", "basic:"
 };
 
 #endif
@@ -62,97 +68,256 @@ ngx_http_api_key_keys_exit_worker(ngx_cycle_t *cycle)
 }
 
 
-/* first configured source present in the request wins */
+/*
+ * The first configured source present in the request gives the key; the
+ * others are looked at too: a different key in any of them (or in another
+ * header of the same name) makes the request malformed (found->other set,
+ * the value emptied so that the format check fails).  The same key twice
+ * is fine.  Values are compared as sent (a query argument before
+ * percent-decoding, a Basic credential after base64-decoding).
+ */
 
 ngx_int_t
 ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
     ngx_http_api_key_early_t *early, ngx_http_api_key_found_t *found)
 {
-    size_t                      off, len;
-    ngx_uint_t                  i, n;
-    ngx_list_part_t            *part;
-    ngx_table_elt_t            *h;
-    ngx_http_api_key_arg_t     *arg;
+    ngx_int_t                   rc;
+    ngx_uint_t                  n;
+    ngx_http_api_key_found_t    more;
     ngx_http_api_key_source_t  *src;
 
     src = alcf->sources->elts;
-    i = 0;
+
+    found->source = NULL;
+    found->same = 0;
+    found->other = NULL;
+    found->decoded = NULL;
+    found->decoded_len = 0;
 
     for (n = 0; n < alcf->sources->nelts; n++) {
 
-        found->source = &src[n];
+        if (found->source == NULL) {
+            rc = ngx_http_api_key_find_in(r, &src[n], early, found);
 
-        switch (src[n].type) {
-
-        case NGX_HTTP_API_KEY_SRC_HEADER:
-
-            part = NULL;
-            h = ngx_http_api_key_next_header(r, &src[n].name, &part, &i);
-
-            if (h) {
-                found->value = h->value;
-                found->part = part;
-                found->i = i;
-                goto done;
+            if (rc == NGX_ERROR) {
+                return NGX_ERROR;
             }
 
-            break;
+            if (rc == NGX_DECLINED) {
+                continue;
+            }
 
-        case NGX_HTTP_API_KEY_SRC_BEARER:
+            found->source = &src[n];
 
-            h = r->headers_in.authorization;
-
-            if (h == NULL
-                || !ak_auth_bearer(h->value.data, h->value.len, &off, &len))
-            {
+            if (ngx_http_api_key_other_headers(r, found, found) != NGX_OK) {
+                found->other = &src[n];
                 break;
             }
 
-            found->value.data = h->value.data + off;
-            found->value.len = len;
-            goto done;
+            continue;
+        }
 
-        case NGX_HTTP_API_KEY_SRC_QUERY:
+        more.decoded = NULL;
+        more.decoded_len = 0;
 
-            if (ngx_http_arg(r, src[n].name.data, src[n].name.len,
-                             &found->value)
-                == NGX_OK)
-            {
-                goto done;
-            }
+        rc = ngx_http_api_key_find_in(r, &src[n], early, &more);
 
-            /* removed at the start of the request (strip_early) */
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
 
-            arg = early ? ngx_http_api_key_early_arg(early, &src[n].name)
-                        : NULL;
+        if (rc == NGX_DECLINED) {
+            continue;
+        }
 
-            if (arg && arg->value.data) {
-                found->value = arg->value;
-                goto done;
-            }
+        more.source = &src[n];
 
-            break;
+        if (more.value.len != found->value.len
+            || ngx_memcmp(more.value.data, found->value.data, more.value.len)
+               != 0
+            || ngx_http_api_key_other_headers(r, &more, found) != NGX_OK)
+        {
+            found->other = &src[n];
 
-        case NGX_HTTP_API_KEY_SRC_COOKIE:
+        } else {
+            found->same |= (uint32_t) 1 << n;
+        }
 
-            if (ngx_http_api_key_find_cookie(r, &src[n].name, &found->value)
-                == NGX_OK)
-            {
-                goto done;
-            }
+        if (more.decoded) {
+            ngx_explicit_memzero(more.decoded, more.decoded_len);
+        }
 
+        if (found->other) {
             break;
         }
     }
 
-    return NGX_DECLINED;
-
-done:
+    if (found->source == NULL) {
+        return NGX_DECLINED;
+    }
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "api_key: key from %s%V",
                    ngx_http_api_key_source_kinds[found->source->type],
                    &found->source->name);
+
+    if (found->other) {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "api_key: another key in %s%V: malformed",
+                       ngx_http_api_key_source_kinds[found->other->type],
+                       &found->other->name);
+
+        if (found->decoded) {
+            ngx_explicit_memzero(found->decoded, found->decoded_len);
+        }
+
+        ngx_str_set(&found->value, "");
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The value of one source in the request: NGX_OK and found->value (for a
+ * header, its position too), NGX_DECLINED none.  A Basic credential that
+ * cannot be decoded, or has no ':', is found with an empty value (a
+ * malformed key).
+ */
+
+static ngx_int_t
+ngx_http_api_key_find_in(ngx_http_request_t *r, ngx_http_api_key_source_t *src,
+    ngx_http_api_key_early_t *early, ngx_http_api_key_found_t *found)
+{
+    int                      rc;
+    size_t                   off, len;
+    ngx_uint_t               i;
+    ngx_list_part_t         *part;
+    ngx_table_elt_t         *h;
+    ngx_http_api_key_arg_t  *arg;
+
+    switch (src->type) {
+
+    case NGX_HTTP_API_KEY_SRC_HEADER:
+
+        part = NULL;
+        i = 0;
+        h = ngx_http_api_key_next_header(r, &src->name, &part, &i);
+
+        if (h == NULL) {
+            return NGX_DECLINED;
+        }
+
+        found->value = h->value;
+        found->part = part;
+        found->i = i;
+        return NGX_OK;
+
+    case NGX_HTTP_API_KEY_SRC_BEARER:
+
+        h = r->headers_in.authorization;
+
+        if (h == NULL
+            || !ak_auth_scheme(h->value.data, h->value.len, src->name.data,
+                               src->name.len, &off, &len))
+        {
+            return NGX_DECLINED;
+        }
+
+        found->value.data = h->value.data + off;
+        found->value.len = len;
+        return NGX_OK;
+
+    case NGX_HTTP_API_KEY_SRC_BASIC:
+
+        h = r->headers_in.authorization;
+
+        if (h == NULL
+            || !ak_auth_is_scheme(h->value.data, h->value.len,
+                                  (u_char *) "Basic", 5))
+        {
+            return NGX_DECLINED;
+        }
+
+        /* the decoded credential is at most 3/4 of the encoded one */
+
+        found->decoded_len = h->value.len / 4 * 3;
+        found->decoded = ngx_pnalloc(r->pool, found->decoded_len);
+        if (found->decoded == NULL) {
+            return NGX_ERROR;
+        }
+
+        rc = ak_auth_basic(h->value.data, h->value.len,
+                           src->name.len != 0, found->decoded,
+                           found->decoded_len, &off, &len);
+
+        if (rc == 1) {
+            found->value.data = found->decoded + off;
+            found->value.len = len;
+
+        } else {
+            ngx_explicit_memzero(found->decoded, found->decoded_len);
+            ngx_str_set(&found->value, "");
+        }
+
+        return NGX_OK;
+
+    case NGX_HTTP_API_KEY_SRC_QUERY:
+
+        if (ngx_http_arg(r, src->name.data, src->name.len, &found->value)
+            == NGX_OK)
+        {
+            return NGX_OK;
+        }
+
+        /* removed at the start of the request (strip_early) */
+
+        arg = early ? ngx_http_api_key_early_arg(early, &src->name) : NULL;
+
+        if (arg && arg->value.data) {
+            found->value = arg->value;
+            return NGX_OK;
+        }
+
+        return NGX_DECLINED;
+
+    default: /* NGX_HTTP_API_KEY_SRC_COOKIE */
+
+        return ngx_http_api_key_find_cookie(r, &src->name, &found->value);
+    }
+}
+
+
+/*
+ * For a header source: whether every later header of the same name holds
+ * the key of ref too (NGX_OK) or one holds another (NGX_DECLINED).
+ */
+
+static ngx_int_t
+ngx_http_api_key_other_headers(ngx_http_request_t *r,
+    ngx_http_api_key_found_t *f, ngx_http_api_key_found_t *ref)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    if (f->source->type != NGX_HTTP_API_KEY_SRC_HEADER) {
+        return NGX_OK;
+    }
+
+    part = f->part;
+    i = f->i + 1;
+
+    while ((h = ngx_http_api_key_next_header(r, &f->source->name, &part, &i)))
+    {
+        if (h->value.len != ref->value.len
+            || ngx_memcmp(h->value.data, ref->value.data, h->value.len) != 0)
+        {
+            return NGX_DECLINED;
+        }
+
+        i++;
+    }
 
     return NGX_OK;
 }
@@ -280,6 +445,11 @@ done:
 
     if (k.data == buf) {
         ngx_explicit_memzero(buf, k.len);
+    }
+
+    if (found->decoded) {
+        ngx_explicit_memzero(found->decoded, found->decoded_len);
+        found->decoded = NULL;
     }
 
     return rc;

@@ -26,6 +26,8 @@ static char *ngx_http_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_api_key_query_vars(ngx_conf_t *cf);
 static ngx_int_t ngx_http_api_key_source_vars(ngx_conf_t *cf,
     ngx_http_api_key_source_t *src);
+static ngx_int_t ngx_http_api_key_www_schemes(ngx_conf_t *cf,
+    ngx_http_api_key_loc_conf_t *conf);
 static char *ngx_http_api_key_source(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_api_key_format(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -259,7 +261,7 @@ ngx_http_api_key_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
             src[0].type = NGX_HTTP_API_KEY_SRC_HEADER;
             ngx_str_set(&src[0].name, "x-api-key");
             src[1].type = NGX_HTTP_API_KEY_SRC_BEARER;
-            ngx_str_null(&src[1].name);
+            ngx_str_set(&src[1].name, "Bearer");
 
             if (ngx_http_api_key_source_vars(cf, &src[0]) != NGX_OK
                 || ngx_http_api_key_source_vars(cf, &src[1]) != NGX_OK)
@@ -354,7 +356,99 @@ ngx_http_api_key_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->www_scope.len = p - conf->www_scope.data;
     }
 
+    if (ngx_http_api_key_www_schemes(cf, conf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     return NGX_CONF_OK;
+}
+
+
+/*
+ * The schemes a 401 names in WWW-Authenticate: Bearer (with error= and
+ * scope=, as before) when a bearer source is configured or no
+ * Authorization source is; one more challenge, SCHEME realm="R", for each
+ * other scheme (authorization:SCHEME, Basic), in the order configured.
+ */
+
+static ngx_int_t
+ngx_http_api_key_www_schemes(ngx_conf_t *cf, ngx_http_api_key_loc_conf_t *conf)
+{
+    u_char                     *p;
+    ngx_str_t                  *w, *scheme, basic = ngx_string("Basic");
+    ngx_uint_t                  n, k, dup;
+    ngx_http_api_key_source_t  *src;
+
+    conf->www_bearer = 1;
+    conf->www_more = NULL;
+
+    src = conf->sources->elts;
+    dup = 0;
+
+    for (n = 0; n < conf->sources->nelts; n++) {
+
+        if (src[n].type == NGX_HTTP_API_KEY_SRC_BASIC) {
+            scheme = &basic;
+
+        } else if (src[n].type == NGX_HTTP_API_KEY_SRC_BEARER) {
+            scheme = &src[n].name;
+
+        } else {
+            continue;
+        }
+
+        if (scheme->len == 6
+            && ngx_strncasecmp(scheme->data, (u_char *) "Bearer", 6) == 0)
+        {
+            dup = 1;
+            continue;
+        }
+
+        if (conf->www_more == NULL) {
+            conf->www_more = ngx_array_create(cf->pool, 2, sizeof(ngx_str_t));
+            if (conf->www_more == NULL) {
+                return NGX_ERROR;
+            }
+        }
+
+        /* once per scheme (basic and basic:password are both Basic) */
+
+        w = conf->www_more->elts;
+
+        for (k = 0; k < conf->www_more->nelts; k++) {
+            if (w[k].len > scheme->len && w[k].data[scheme->len] == ' '
+                && ngx_strncasecmp(w[k].data, scheme->data, scheme->len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (k < conf->www_more->nelts) {
+            continue;
+        }
+
+        w = ngx_array_push(conf->www_more);
+        if (w == NULL) {
+            return NGX_ERROR;
+        }
+
+        w->len = scheme->len + sizeof(" realm=\"\"") - 1 + conf->realm.len;
+        w->data = ngx_pnalloc(cf->pool, w->len);
+        if (w->data == NULL) {
+            return NGX_ERROR;
+        }
+
+        p = ngx_cpymem(w->data, scheme->data, scheme->len);
+        p = ngx_cpymem(p, " realm=\"", sizeof(" realm=\"") - 1);
+        p = ngx_cpymem(p, conf->realm.data, conf->realm.len);
+        *p++ = '"';
+    }
+
+    if (conf->www_more && !dup) {
+        conf->www_bearer = 0;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -676,7 +770,10 @@ ngx_http_api_key_query_vars(ngx_conf_t *cf)
 }
 
 
-/* api_key_source header:NAME | bearer | query:NAME | cookie:NAME ... */
+/*
+ * api_key_source header:NAME | bearer | authorization:SCHEME | basic
+ *     | basic:password | query:NAME | cookie:NAME ...
+ */
 
 static char *
 ngx_http_api_key_source(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -690,6 +787,13 @@ ngx_http_api_key_source(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (alcf->sources != NGX_CONF_UNSET_PTR) {
         return "is duplicate";
+    }
+
+    if (cf->args->nelts - 1 > NGX_HTTP_API_KEY_MAX_SOURCES) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "more than %d key sources",
+                           NGX_HTTP_API_KEY_MAX_SOURCES);
+        return NGX_CONF_ERROR;
     }
 
     alcf->sources = ngx_array_create(cf->pool, cf->args->nelts - 1,
@@ -707,9 +811,77 @@ ngx_http_api_key_source(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             return NGX_CONF_ERROR;
         }
 
-        if (ngx_strcmp(value[i].data, "bearer") == 0) {
+        if (ngx_strcmp(value[i].data, "bearer") == 0
+            || ngx_strncmp(value[i].data, "authorization:", 14) == 0)
+        {
             src->type = NGX_HTTP_API_KEY_SRC_BEARER;
-            ngx_str_null(&src->name);
+
+            if (value[i].data[0] == 'b') {
+                ngx_str_set(&src->name, "Bearer");
+
+            } else {
+                src->name.data = value[i].data + 14;
+                src->name.len = value[i].len - 14;
+            }
+
+            if (src->name.len == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "key source \"%V\" has no scheme",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            /* a token (RFC 9110): letters, digits and !#$%&'*+-.^_`|~ */
+
+            for (p = src->name.data; p < src->name.data + src->name.len; p++)
+            {
+                if (!((*p >= '0' && *p <= '9')
+                      || ((*p | 0x20) >= 'a' && (*p | 0x20) <= 'z')
+                      || (*p && ngx_strchr("!#$%&'*+-.^_`|~", *p) != NULL)))
+                {
+                    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                       "invalid character in the scheme of "
+                                       "key source \"%V\"", &value[i]);
+                    return NGX_CONF_ERROR;
+                }
+            }
+
+            if (src->name.len == 5
+                && ngx_strncasecmp(src->name.data, (u_char *) "basic", 5) == 0)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "key source \"%V\": use \"basic\" or "
+                                   "\"basic:password\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            if (ngx_http_api_key_source_vars(cf, src) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "basic") == 0
+            || ngx_strncmp(value[i].data, "basic:", 6) == 0)
+        {
+            src->type = NGX_HTTP_API_KEY_SRC_BASIC;
+
+            if (ngx_strcmp(value[i].data, "basic:password") == 0) {
+                ngx_str_set(&src->name, "password");
+
+            } else if (ngx_strcmp(value[i].data, "basic") == 0
+                       || ngx_strcmp(value[i].data, "basic:user") == 0)
+            {
+                ngx_str_set(&src->name, "");
+
+            } else {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid key source \"%V\": expected "
+                                   "basic, basic:user or basic:password",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
 
             if (ngx_http_api_key_source_vars(cf, src) != NGX_OK) {
                 return NGX_CONF_ERROR;
@@ -740,7 +912,8 @@ ngx_http_api_key_source(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         } else {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "invalid key source \"%V\": expected "
-                               "header:NAME, bearer, query:NAME or "
+                               "header:NAME, bearer, authorization:SCHEME, "
+                               "basic, basic:password, query:NAME or "
                                "cookie:NAME", &value[i]);
             return NGX_CONF_ERROR;
         }
@@ -818,6 +991,7 @@ ngx_http_api_key_source_vars(ngx_conf_t *cf, ngx_http_api_key_source_t *src)
         break;
 
     case NGX_HTTP_API_KEY_SRC_BEARER:
+    case NGX_HTTP_API_KEY_SRC_BASIC:
         src->var = ngx_http_get_variable_index(cf, &http_authorization);
         break;
 

@@ -16,8 +16,10 @@
 #include "ngx_http_api_key.h"
 
 
+static ngx_int_t ngx_http_api_key_strip_source(ngx_http_request_t *r,
+    ngx_http_api_key_source_t *src, ngx_list_part_t *part, ngx_uint_t i);
 static ngx_int_t ngx_http_api_key_strip_header(ngx_http_request_t *r,
-    ngx_str_t *name, ngx_uint_t bearer, ngx_list_part_t *part, ngx_uint_t i);
+    ngx_str_t *name, ngx_str_t *scheme, ngx_list_part_t *part, ngx_uint_t i);
 static ngx_int_t ngx_http_api_key_strip_query(ngx_http_request_t *r,
     ngx_str_t *name);
 static ngx_int_t ngx_http_api_key_strip_args(ngx_pool_t *pool, ngx_str_t *s,
@@ -104,36 +106,30 @@ ngx_http_api_key_strip(ngx_http_request_t *r,
     ngx_uint_t                  n;
     ngx_http_api_key_arg_t     *arg;
     ngx_http_api_key_source_t  *src;
-    ngx_str_t                   authorization = ngx_string("authorization");
 
     rc = NGX_OK;
 
     if (found && r == r->main) {
-        switch (found->source->type) {
+        rc = ngx_http_api_key_strip_source(r, found->source, found->part,
+                                           found->i);
 
-        case NGX_HTTP_API_KEY_SRC_HEADER:
-            rc = ngx_http_api_key_strip_header(r, &found->source->name, 0,
-                                               found->part, found->i);
-            break;
+        if (rc == NGX_OK && found->other) {
+            rc = ngx_http_api_key_strip_source(r, found->other, NULL, 0);
+        }
 
-        case NGX_HTTP_API_KEY_SRC_BEARER:
-            rc = ngx_http_api_key_strip_header(r, &authorization, 1, NULL, 0);
-            break;
+        /* the same key in other sources goes too */
 
-        case NGX_HTTP_API_KEY_SRC_COOKIE:
-            rc = ngx_http_api_key_strip_cookie(r, &found->source->name);
-            break;
+        src = alcf->sources->elts;
 
-        default: /* NGX_HTTP_API_KEY_SRC_QUERY: below */
-            break;
+        for (n = 0; rc == NGX_OK && n < alcf->sources->nelts; n++) {
+            if (found->same & ((uint32_t) 1 << n)) {
+                rc = ngx_http_api_key_strip_source(r, &src[n], NULL, 0);
+            }
         }
 
         if (rc != NGX_OK) {
             return rc;
         }
-
-        ngx_http_api_key_drop_var(r, found->source->var);
-        ngx_http_api_key_drop_var(r, found->source->var2);
     }
 
     src = alcf->sources->elts;
@@ -162,14 +158,62 @@ ngx_http_api_key_strip(ngx_http_request_t *r,
 
 
 /*
- * Removes every header named name (with bearer: every "Bearer ..." one)
+ * Removes one source's key from the request (a query source's: below, in
+ * ngx_http_api_key_strip) and drops the variables that hold it.
+ */
+
+static ngx_int_t
+ngx_http_api_key_strip_source(ngx_http_request_t *r,
+    ngx_http_api_key_source_t *src, ngx_list_part_t *part, ngx_uint_t i)
+{
+    ngx_int_t  rc;
+    ngx_str_t  authorization = ngx_string("authorization");
+    ngx_str_t  basic = ngx_string("Basic");
+
+    switch (src->type) {
+
+    case NGX_HTTP_API_KEY_SRC_HEADER:
+        rc = ngx_http_api_key_strip_header(r, &src->name, NULL, part, i);
+        break;
+
+    case NGX_HTTP_API_KEY_SRC_BEARER:
+        rc = ngx_http_api_key_strip_header(r, &authorization, &src->name,
+                                           NULL, 0);
+        break;
+
+    case NGX_HTTP_API_KEY_SRC_BASIC:
+        rc = ngx_http_api_key_strip_header(r, &authorization, &basic, NULL, 0);
+        break;
+
+    case NGX_HTTP_API_KEY_SRC_COOKIE:
+        rc = ngx_http_api_key_strip_cookie(r, &src->name);
+        break;
+
+    default: /* NGX_HTTP_API_KEY_SRC_QUERY: by the caller */
+        rc = NGX_OK;
+        break;
+    }
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    ngx_http_api_key_drop_var(r, src->var);
+    ngx_http_api_key_drop_var(r, src->var2);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Removes every header named name (with a scheme: every "SCHEME ..." one)
  * from (part, i) on, the position where the key was found (part NULL: from
  * the first header), so the usual single header costs no second walk.
  */
 
 static ngx_int_t
 ngx_http_api_key_strip_header(ngx_http_request_t *r, ngx_str_t *name,
-    ngx_uint_t bearer, ngx_list_part_t *part, ngx_uint_t i)
+    ngx_str_t *scheme, ngx_list_part_t *part, ngx_uint_t i)
 {
     ngx_table_elt_t  *h;
 
@@ -179,7 +223,10 @@ ngx_http_api_key_strip_header(ngx_http_request_t *r, ngx_str_t *name,
 
     while ((h = ngx_http_api_key_next_header(r, name, &part, &i))) {
 
-        if (bearer && !ak_auth_is_bearer(h->value.data, h->value.len)) {
+        if (scheme
+            && !ak_auth_is_scheme(h->value.data, h->value.len, scheme->data,
+                                  scheme->len))
+        {
             i++;
             continue;
         }

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: BSD-2-Clause
 # Key sources (header:NAME, bearer, query:NAME, cookie:NAME; first
-# configured source present wins), inheritance http -> server -> location,
+# configured source present gives the key, another key elsewhere is malformed), inheritance http -> server -> location,
 # api_key_strip on/off (what the upstream receives), internal redirects and
 # subrequests are not checked twice.
 use strict;
@@ -109,13 +109,18 @@ sub body_has {
     is($res->status, 200, 'default: Authorization: Bearer');
     body_has($res, qr/auth=\[\] .*owner=\[alice\]/, 'default: Authorization stripped');
 
+    # two different keys are not resolved by order (issue 15): malformed
     $res = get('/default/a', 'X-API-Key' => $kA, Authorization => "Bearer $kU");
-    is($res->status, 200, 'default: the header wins over bearer');
-    is($res->header('X-Status'), 'ok', 'default: ... status ok');
+    is($res->status, 401, 'default: a valid header and another key in bearer: 401');
+    is($res->header('X-Status'), 'malformed', 'default: ... status malformed');
 
     $res = get('/default/a', 'X-API-Key' => $kU, Authorization => "Bearer $kA");
-    is($res->status, 401, 'default: the first source present is used (unknown key in X-API-Key)');
-    is($res->header('X-Status'), 'unknown', 'default: ... status unknown');
+    is($res->status, 401, 'default: an unknown header and a valid bearer: 401');
+    is($res->header('X-Status'), 'malformed', 'default: ... status malformed');
+
+    $res = get('/default/a', 'X-API-Key' => $kA, Authorization => "Bearer $kA");
+    is($res->status, 200, 'default: the same key in both sources: 200');
+    body_has($res, qr/xkey=\[\] auth=\[\] .*owner=\[alice\]/, 'default: ... both stripped');
 
     $res = get('/default/a', 'X-Custom' => $kA);
     is($res->status, 401, 'default: a key in another header is not looked at');
@@ -246,13 +251,17 @@ sub body_has {
     body_has($res, qr/custom=\[c\]/, '... and the header after them');
 }
 
-# --- first configured source present wins ----------------------------------
+# --- two sources: the same key is fine, two different keys malformed ----------
 {
     my $res = get("/order/?k=$kA", 'X-API-Key' => $kU);
-    is($res->status, 200, 'order: query:k first (valid) wins over the header (unknown)');
-    body_has($res, qr/owner=\[alice\]/, 'order: the query key identified');
+    is($res->status, 401, 'order: query:k (valid) and the header (unknown): 401');
+    is($res->header('X-Status'), 'malformed', 'order: ... malformed, not resolved by order');
     $res = get("/order/?k=$kU", 'X-API-Key' => $kA);
-    is($res->status, 401, 'order: query:k first (unknown) is used although the header is valid');
+    is($res->status, 401, 'order: query:k (unknown) and the header (valid): 401');
+    is($res->header('X-Status'), 'malformed', 'order: ... malformed');
+    $res = get("/order/?k=$kA&z=1", 'X-API-Key' => $kA);
+    is($res->status, 200, 'order: the same key in both: 200');
+    body_has($res, qr/xkey=\[\] .*args=\[z=1\] .*owner=\[alice\]/, 'order: ... both stripped');
     $res = get('/order/', 'X-API-Key' => $kB);
     is($res->status, 200, 'order: the second source used when the first is absent');
     body_has($res, qr/owner=\[bob\]/, 'order: the header key identified');

@@ -246,8 +246,8 @@ sub count {
     like($res->body, qr/owner=\[admin\] /, '... the same key');
     $res = get('/tw/x?k=no-such-key', 'X-API-Key' => $kAdmin);
     is($res->status, 401,
-       '... where another source present is read first: checked with that key, 401');
-    is($res->header('X-Status'), 'unknown', '... unknown');
+       '... where another source holds another key: checked again, 401');
+    is($res->header('X-Status'), 'malformed', '... two different keys: malformed');
 
     $res = get('/tf/x', 'X-API-Key' => $kAdmin);
     is($res->status, 401,

@@ -64,7 +64,7 @@ sub has_line {
 # --- each source, first a miss, then a hit -----------------------------------
 my @cases = (
     [hdr    => 'header:x-api-key', ['X-API-Key' => $k{hdr}], '/'],
-    [bearer => 'bearer', [Authorization => "Bearer $k{bearer}"], '/'],
+    [bearer => 'authorization:Bearer', [Authorization => "Bearer $k{bearer}"], '/'],
     [query  => 'query:api_key', [], "/?a=1&api_key=$k{query}"],
     [cookie => 'cookie:ak', [Cookie => "x=1; ak=$k{cookie}"], '/'],
 );

@@ -6,7 +6,8 @@
 # spaces), odd Cookie syntax (no value, quotes, duplicate names, spaces
 # around '=', commas, a 4 KB Cookie header of hundreds of pairs).  Each
 # input has its answer in the table: the README's rules (the first source
-# present wins; in a header sent twice, the first occurrence; a cookie's
+# present gives the key, a different key in another source or another copy
+# of the header makes the request malformed, the same key twice is fine; a cookie's
 # surrounding double quotes go; a bearer needs "Bearer" and a space, the
 # scheme compared without case) and nginx's own (a second Authorization
 # header, a space in a header name: 400).
@@ -64,40 +65,50 @@ sub h { my ($path, @h) = @_; (path => $path, headers => [@h]) }
 my @repeated = (
     { name => 'X-API-Key twice, both valid', h('/d/', 'X-API-Key' => $k, 'X-API-Key' => $k),
       want => '200 ok', owner => 'hdr' },
-    { name => 'X-API-Key twice, valid then unknown: the first is the key',
-      h('/d/', 'X-API-Key' => $k, 'X-API-Key' => $u), want => '200 ok' },
-    { name => 'X-API-Key twice, unknown then valid: the first is the key',
-      h('/d/', 'X-API-Key' => $u, 'X-API-Key' => $k), want => '401 unknown' },
+    # two different keys are not resolved by order (issue 15): malformed
+    { name => 'X-API-Key twice, valid then unknown: two keys',
+      h('/d/', 'X-API-Key' => $k, 'X-API-Key' => $u), want => '401 malformed' },
+    { name => 'X-API-Key twice, unknown then valid: two keys',
+      h('/d/', 'X-API-Key' => $u, 'X-API-Key' => $k), want => '401 malformed' },
     # the copies of the header are the last headers of the request, the
     # first not the first header: the second one must go too (api_key_strip:
     # every occurrence), not reach the upstream
     { name => 'X-API-Key twice, valid then unknown, after Host: both stripped',
-      h('/d/', Connection => 'keep-alive', Host => 'x', 'X-API-Key' => $k, 'X-API-Key' => $u),
+      h('/d/', Connection => 'keep-alive', Host => 'x', 'X-API-Key' => $k, 'X-API-Key' => $k),
       want => '200 ok' },
     { name => 'X-API-Key three times, valid first, after Host: all stripped',
-      h('/d/', Connection => 'keep-alive', Host => 'x', 'X-API-Key' => $k, 'X-API-Key' => $u,
-        'X-API-Key' => $u), want => '200 ok' },
+      h('/d/', Connection => 'keep-alive', Host => 'x', 'X-API-Key' => $k, 'X-API-Key' => $k,
+        'X-API-Key' => $k), want => '200 ok' },
+    { name => 'X-API-Key three times, after Host, the third another key',
+      h('/d/', Connection => 'keep-alive', Host => 'x', 'X-API-Key' => $k, 'X-API-Key' => $k,
+        'X-API-Key' => $u), want => '401 malformed' },
     { name => 'X-API-Key twice, valid then malformed',
-      h('/d/', 'X-API-Key' => $k, 'X-API-Key' => $m), want => '200 ok' },
+      h('/d/', 'X-API-Key' => $k, 'X-API-Key' => $m), want => '401 malformed' },
     { name => 'X-API-Key twice, malformed then valid',
       h('/d/', 'X-API-Key' => $m, 'X-API-Key' => $k), want => '401 malformed' },
     { name => 'X-API-Key twice, empty then valid',
       h('/d/', 'X-API-Key' => '', 'X-API-Key' => $k), want => '401 malformed' },
-    { name => 'X-API-Key twice, in other casings, unknown first',
-      h('/d/', 'x-api-key' => $u, 'X-API-KEY' => $k), want => '401 unknown' },
+    { name => 'X-API-Key twice, in other casings, the same key',
+      h('/d/', 'x-api-key' => $k, 'X-API-KEY' => $k), want => '200 ok' },
+    { name => 'X-API-Key twice, in other casings, two keys',
+      h('/d/', 'x-api-key' => $u, 'X-API-KEY' => $k), want => '401 malformed' },
     { name => 'X-API-Key 50 times, the valid one last',
       h('/d/', (map { ('X-API-Key' => $u) } 1 .. 49), 'X-API-Key' => $k),
-      want => '401 unknown' },
-    { name => 'X-API-Key (unknown) and a valid bearer: the header comes first',
-      h('/d/', Authorization => "Bearer $k", 'X-API-Key' => $u), want => '401 unknown' },
+      want => '401 malformed' },
+    { name => 'X-API-Key 50 times, the same key',
+      h('/d/', (map { ('X-API-Key' => $k) } 1 .. 50)), want => '200 ok' },
+    { name => 'X-API-Key (unknown) and a valid bearer: two keys',
+      h('/d/', Authorization => "Bearer $k", 'X-API-Key' => $u), want => '401 malformed' },
     { name => 'X-API-Key empty and a valid bearer: an empty header is present',
       h('/d/', 'X-API-Key' => '', Authorization => "Bearer $k"), want => '401 malformed' },
     { name => 'X_API_Key (underscores): not the header, nginx ignores it',
       h('/d/', 'X_API_Key' => $k), want => '401 missing' },
     { name => 'X-API-Key-2: another header', h('/d/', 'X-API-Key-2' => $k),
       want => '401 missing' },
-    { name => 'header and cookie, the header (unknown) first',
-      h('/hc/', Cookie => "ak=$k", 'X-API-Key' => $u), want => '401 unknown' },
+    { name => 'header and cookie, two keys',
+      h('/hc/', Cookie => "ak=$k", 'X-API-Key' => $u), want => '401 malformed' },
+    { name => 'header and cookie, the same key',
+      h('/hc/', Cookie => "ak=$k", 'X-API-Key' => $k), want => '200 ok' },
     { name => 'header and cookie, no header: the cookie',
       h('/hc/', Cookie => "ak=$k"), want => '200 ok' },
 );

@@ -187,8 +187,8 @@ my $unk = random_key('punk');
         [ '/h2/g', [ cookie => 'a=1', cookie => "ak=$k{11}", cookie => 'b=2' ],
           200, 'owner=[own11]' ],
         [ '/h2/h', [ cookie => 'ak=', cookie => "ak=$k{11}" ],     401, 'st=malformed' ],
-        [ '/h2/i', [ 'x-api-key' => $unk, 'x-api-key' => $k{12} ], 401, 'st=unknown' ],
-        [ '/h2/j', [ 'x-api-key' => $k{12}, 'x-api-key' => $unk ], 200, 'owner=[own12]' ],
+        [ '/h2/i', [ 'x-api-key' => $unk, 'x-api-key' => $k{12} ], 401, 'st=malformed' ],  # two keys
+        [ '/h2/j', [ 'x-api-key' => $k{12}, 'x-api-key' => $unk ], 401, 'st=malformed' ],  # two keys
         [ '/h2/k', [ 'x-api-key' => "bad\x01key" ],                401, 'st=malformed' ],
         [ '/h2/l', [ 'x-api-key' => "k\xc3\xa9y" . $k{12} ],       401, 'st=malformed' ],
         [ '/h2/m', [ 'x-api-key' => $rev ],                        401, 'st=revoked owner=gone' ],

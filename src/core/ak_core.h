@@ -118,6 +118,40 @@ size_t ak_cookie_strip(const unsigned char *s, size_t len,
     const unsigned char *name, size_t name_len, unsigned char *out,
     size_t cap) AK_NOEXCEPT;
 
+/*
+ * An Authorization value "SCHEME SP ..." with the given scheme (any case of
+ * its letters, then at least one space).  1 yes
+ */
+int ak_auth_is_scheme(const unsigned char *s, size_t len,
+    const unsigned char *scheme, size_t scheme_len) AK_NOEXCEPT;
+
+/*
+ * The credential of "SCHEME TOKEN", spaces (0x20) around it dropped (may
+ * be empty).  1 and *token, *token_len set; 0 not a value of that scheme.
+ */
+int ak_auth_scheme(const unsigned char *s, size_t len,
+    const unsigned char *scheme, size_t scheme_len, size_t *token,
+    size_t *token_len) AK_NOEXCEPT;
+
+/*
+ * Strict base64 (RFC 4648 standard alphabet): a length that is a multiple
+ * of 4, '=' padding only at the end, the bits it leaves over zero.  The
+ * decoded bytes (at most len / 4 * 3) go to out[0..cap).  1 and *out_len
+ * set; 0 invalid or longer than cap.
+ */
+int ak_base64_decode(const unsigned char *s, size_t len, unsigned char *out,
+    size_t cap, size_t *out_len) AK_NOEXCEPT;
+
+/*
+ * "Basic BASE64(user:password)": decodes into buf[0..cap) (cap >= len / 4
+ * * 3 is enough) and sets [*key, *key + *key_len) of buf to the user name
+ * (password 0) or the password (password 1), split at the first ':'.
+ * 1 found; 0 not a Basic value; -1 a Basic value that is malformed (bad
+ * base64, no ':' in the credential, or buf too small).
+ */
+int ak_auth_basic(const unsigned char *s, size_t len, int password,
+    unsigned char *buf, size_t cap, size_t *key, size_t *key_len) AK_NOEXCEPT;
+
 /* An Authorization value with the scheme "Bearer " (any case).  1 yes */
 int ak_auth_is_bearer(const unsigned char *s, size_t len) AK_NOEXCEPT;
 

@@ -239,28 +239,32 @@ ak_cookie_strip(const unsigned char *s, size_t len, const unsigned char *name,
 /* ---- Authorization ---------------------------------------------------- */
 
 extern "C" int
-ak_auth_is_bearer(const unsigned char *s, size_t len) noexcept
+ak_auth_is_scheme(const unsigned char *s, size_t len,
+    const unsigned char *scheme, size_t scheme_len) noexcept
 {
-    static const unsigned char  scheme[] = "bearer ";
-
-    if (bad_range(s, len) || len < sizeof(scheme) - 1) {
-        return 0;
-    }
-
-    return same(s, scheme, sizeof(scheme) - 1, true) ? 1 : 0;
-}
-
-
-extern "C" int
-ak_auth_bearer(const unsigned char *s, size_t len, size_t *token,
-    size_t *token_len) noexcept
-{
-    if (token == nullptr || token_len == nullptr || !ak_auth_is_bearer(s, len))
+    if (bad_range(s, len) || bad_range(scheme, scheme_len) || scheme_len == 0
+        || len < scheme_len + 1)
     {
         return 0;
     }
 
-    size_t p = sizeof("Bearer ") - 1;
+    return (same(s, scheme, scheme_len, true) && s[scheme_len] == ' ')
+           ? 1 : 0;
+}
+
+
+extern "C" int
+ak_auth_scheme(const unsigned char *s, size_t len,
+    const unsigned char *scheme, size_t scheme_len, size_t *token,
+    size_t *token_len) noexcept
+{
+    if (token == nullptr || token_len == nullptr
+        || !ak_auth_is_scheme(s, len, scheme, scheme_len))
+    {
+        return 0;
+    }
+
+    size_t p = scheme_len + 1;
     size_t last = len;
 
     while (p < last && s[p] == ' ') {
@@ -273,6 +277,138 @@ ak_auth_bearer(const unsigned char *s, size_t len, size_t *token,
 
     *token = p;
     *token_len = last - p;
+
+    return 1;
+}
+
+
+extern "C" int
+ak_auth_is_bearer(const unsigned char *s, size_t len) noexcept
+{
+    return ak_auth_is_scheme(s, len,
+                             reinterpret_cast<const unsigned char *>("Bearer"),
+                             6);
+}
+
+
+extern "C" int
+ak_auth_bearer(const unsigned char *s, size_t len, size_t *token,
+    size_t *token_len) noexcept
+{
+    return ak_auth_scheme(s, len,
+                          reinterpret_cast<const unsigned char *>("Bearer"),
+                          6, token, token_len);
+}
+
+
+namespace {
+
+int b64_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+}
+
+} // namespace
+
+
+extern "C" int
+ak_base64_decode(const unsigned char *s, size_t len, unsigned char *out,
+    size_t cap, size_t *out_len) noexcept
+{
+    if (out_len == nullptr || bad_range(s, len) || (out == nullptr && cap)
+        || len % 4 != 0)
+    {
+        return 0;
+    }
+
+    size_t pad = 0;
+
+    if (len && s[len - 1] == '=') {
+        pad = (len >= 2 && s[len - 2] == '=') ? 2 : 1;
+    }
+
+    size_t n = len / 4 * 3 - pad;
+
+    if (n > cap) {
+        return 0;
+    }
+
+    size_t o = 0;
+
+    for (size_t i = 0; i < len; i += 4) {
+        bool last = (i + 4 == len);
+        int v[4];
+
+        for (size_t j = 0; j < 4; j++) {
+            if (last && j >= 4 - pad) {
+                v[j] = 0;
+                continue;
+            }
+
+            v[j] = b64_value(s[i + j]);
+
+            if (v[j] < 0) {
+                return 0;
+            }
+        }
+
+        /* the bits a padded group leaves over must be zero (canonical) */
+        if (last && pad == 1 && (v[2] & 0x03)) return 0;
+        if (last && pad == 2 && (v[1] & 0x0f)) return 0;
+
+        unsigned long g = (unsigned long) v[0] << 18 | (unsigned long) v[1] << 12
+                          | (unsigned long) v[2] << 6 | (unsigned long) v[3];
+
+        out[o++] = (unsigned char) (g >> 16);
+        if (!(last && pad == 2)) out[o++] = (unsigned char) (g >> 8);
+        if (!(last && pad >= 1)) out[o++] = (unsigned char) g;
+    }
+
+    *out_len = o;
+
+    return 1;
+}
+
+
+extern "C" int
+ak_auth_basic(const unsigned char *s, size_t len, int password,
+    unsigned char *buf, size_t cap, size_t *key, size_t *key_len) noexcept
+{
+    size_t off, n, dlen;
+
+    if (key == nullptr || key_len == nullptr
+        || !ak_auth_scheme(s, len,
+                           reinterpret_cast<const unsigned char *>("Basic"),
+                           5, &off, &n))
+    {
+        return 0;
+    }
+
+    if (!ak_base64_decode(s + off, n, buf, cap, &dlen)) {
+        return -1;
+    }
+
+    const void *c = dlen ? std::memchr(buf, ':', dlen) : nullptr;
+
+    if (c == nullptr) {
+        return -1;
+    }
+
+    size_t colon = static_cast<const unsigned char *>(c) - buf;
+
+    if (password) {
+        *key = colon + 1;
+        *key_len = dlen - colon - 1;
+
+    } else {
+        *key = 0;
+        *key_len = colon;
+    }
 
     return 1;
 }

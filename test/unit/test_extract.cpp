@@ -156,6 +156,49 @@ std::string bearer(const std::string &s)
     return s.substr(off, len);
 }
 
+std::string scheme(const std::string &sch, const std::string &s)
+{
+    size_t off = 99, len = 99;
+
+    if (!ak_auth_scheme(u(s), s.size(), u(sch), sch.size(), &off, &len)) {
+        return "<none>";
+    }
+
+    EXPECT_LE(off + len, s.size());
+    return s.substr(off, len);
+}
+
+std::string b64(const std::string &s)
+{
+    unsigned char out[64];
+    size_t len = 99;
+
+    if (!ak_base64_decode(u(s), s.size(), out, sizeof(out), &len)) {
+        return "<bad>";
+    }
+
+    EXPECT_LE(len, s.size() / 4 * 3);
+    return std::string(reinterpret_cast<char *>(out), len);
+}
+
+std::string basic(const std::string &s, int password)
+{
+    unsigned char buf[64];
+    size_t off = 99, len = 99;
+
+    int rc = ak_auth_basic(u(s), s.size(), password, buf, sizeof(buf), &off,
+                           &len);
+    if (rc == 0) {
+        return "<none>";
+    }
+    if (rc < 0) {
+        return "<malformed>";
+    }
+
+    EXPECT_LE(off + len, sizeof(buf));
+    return std::string(reinterpret_cast<char *>(buf) + off, len);
+}
+
 } // namespace
 
 
@@ -269,6 +312,74 @@ TEST(Extract, Bearer)
     EXPECT_EQ(ak_auth_is_bearer(u("BEARER x"), 8), 1);
     EXPECT_EQ(ak_auth_is_bearer(nullptr, 0), 0);
     EXPECT_EQ(ak_auth_is_bearer(nullptr, 9), 0);
+}
+
+TEST(Extract, AuthScheme)
+{
+    EXPECT_EQ(scheme("ApiKey", "ApiKey K1"), "K1");
+    EXPECT_EQ(scheme("ApiKey", "apikey K1"), "K1");
+    EXPECT_EQ(scheme("apikey", "APIKEY    K1  "), "K1");
+    EXPECT_EQ(scheme("Token", "Token K1"), "K1");
+    EXPECT_EQ(scheme("Token", "Tokens K1"), "<none>");
+    EXPECT_EQ(scheme("Token", "TokenK1"), "<none>");
+    EXPECT_EQ(scheme("Token", "Token"), "<none>");
+    EXPECT_EQ(scheme("Token", "Token "), "");
+    EXPECT_EQ(scheme("Key", "Bearer K1"), "<none>");
+    EXPECT_EQ(scheme("Key", "Key\tK1"), "<none>");
+    EXPECT_EQ(scheme("", "K1 K2"), "<none>");
+    EXPECT_EQ(ak_auth_is_scheme(u("Key K"), 5, nullptr, 3), 0);
+    EXPECT_EQ(ak_auth_is_scheme(u("Key K"), 5, u("KEY"), 3), 1);
+}
+
+TEST(Extract, Base64)
+{
+    EXPECT_EQ(b64(""), "");
+    EXPECT_EQ(b64("YQ=="), "a");
+    EXPECT_EQ(b64("YWI="), "ab");
+    EXPECT_EQ(b64("YWJj"), "abc");
+    EXPECT_EQ(b64("azE6"), "k1:");
+    EXPECT_EQ(b64("+/+/"), "\xfb\xff\xbf");
+    EXPECT_EQ(b64("YQ"), "<bad>");        /* unpadded */
+    EXPECT_EQ(b64("YQ="), "<bad>");
+    EXPECT_EQ(b64("Y==="), "<bad>");
+    EXPECT_EQ(b64("YR=="), "<bad>");      /* bits left over */
+    EXPECT_EQ(b64("YWJ="), "<bad>");
+    EXPECT_EQ(b64("Y=Q="), "<bad>");      /* padding inside */
+    EXPECT_EQ(b64("YQ==YWJj"), "<bad>");
+    EXPECT_EQ(b64("YW-j"), "<bad>");      /* url alphabet */
+    EXPECT_EQ(b64("YW j"), "<bad>");
+
+    unsigned char out[2];
+    size_t len;
+    EXPECT_EQ(ak_base64_decode(u("YWJj"), 4, out, sizeof(out), &len), 0);
+    EXPECT_EQ(ak_base64_decode(u("YWI="), 4, out, sizeof(out), &len), 1);
+    EXPECT_EQ(len, 2u);
+    EXPECT_EQ(ak_base64_decode(u("YWI="), 4, out, 2, nullptr), 0);
+}
+
+TEST(Extract, Basic)
+{
+    /* "k1:" "k1:pw" ":k1" "k1" "a:b:c" */
+    EXPECT_EQ(basic("Basic azE6", 0), "k1");
+    EXPECT_EQ(basic("basic   azE6 ", 0), "k1");
+    EXPECT_EQ(basic("Basic azE6cHc=", 0), "k1");
+    EXPECT_EQ(basic("Basic azE6cHc=", 1), "pw");
+    EXPECT_EQ(basic("Basic azE6", 1), "");
+    EXPECT_EQ(basic("Basic Omsx", 1), "k1");
+    EXPECT_EQ(basic("Basic Omsx", 0), "");
+    EXPECT_EQ(basic("Basic YTpiOmM=", 0), "a");
+    EXPECT_EQ(basic("Basic YTpiOmM=", 1), "b:c");
+    EXPECT_EQ(basic("Basic azE=", 0), "<malformed>");    /* no ':' */
+    EXPECT_EQ(basic("Basic ", 0), "<malformed>");
+    EXPECT_EQ(basic("Basic azE6!", 0), "<malformed>");
+    EXPECT_EQ(basic("Basic azE", 0), "<malformed>");
+    EXPECT_EQ(basic("Bearer azE6", 0), "<none>");
+    EXPECT_EQ(basic("Basic", 0), "<none>");
+
+    unsigned char buf[2];
+    size_t off, len;
+    EXPECT_EQ(ak_auth_basic(u("Basic azE6"), 10, 0, buf, sizeof(buf), &off,
+                            &len), -1);
 }
 
 TEST(Extract, ArgsHas)
