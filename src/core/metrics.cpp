@@ -372,61 +372,39 @@ ak_metrics_page(const ak_metrics_t *m, char *out, size_t cap) noexcept
     w.u64(m->resubscribes);
     w.put("\n");
 
-    w.family("api_key_redis_connects_total",
-             "Redis connections made, all workers.", "counter");
-    for (int c = 0; c < 2; c++) {
-        w.sample("api_key_redis_connects_total", nullptr, "connection",
-                 kConn[c]);
-        w.u64(m->connects[c]);
-        w.put("\n");
-    }
+    /* one family per Redis connection counter, a sample per connection */
+    struct ConnFamily {
+        const char      *name;
+        const char      *help;
+        const char      *type;
+        const uint64_t  *values;
+    };
+    const ConnFamily conn_families[] = {
+        {"api_key_redis_connects_total",
+         "Redis connections made, all workers.", "counter", m->connects},
+        {"api_key_redis_disconnects_total",
+         "Redis connections lost, all workers.", "counter", m->disconnects},
+        {"api_key_redis_reconnects_total",
+         "Redis connections opened again after one was lost or failed, "
+         "all workers.", "counter", m->reconnects},
+        {"api_key_redis_tls_handshake_failures_total",
+         "TLS handshakes that failed or whose certificate was refused, "
+         "all workers.", "counter", m->tls_failures},
+        {"api_key_redis_tls_sessions_reused_total",
+         "TLS connections that resumed an earlier session, all workers.",
+         "counter", m->tls_reused},
+        {"api_key_redis_connected",
+         "Whether the worker answering this scrape is connected.", "gauge",
+         m->connected},
+    };
 
-    w.family("api_key_redis_disconnects_total",
-             "Redis connections lost, all workers.", "counter");
-    for (int c = 0; c < 2; c++) {
-        w.sample("api_key_redis_disconnects_total", nullptr, "connection",
-                 kConn[c]);
-        w.u64(m->disconnects[c]);
-        w.put("\n");
-    }
-
-    w.family("api_key_redis_reconnects_total",
-             "Redis connections opened again after one was lost or failed, "
-             "all workers.", "counter");
-    for (int c = 0; c < 2; c++) {
-        w.sample("api_key_redis_reconnects_total", nullptr, "connection",
-                 kConn[c]);
-        w.u64(m->reconnects[c]);
-        w.put("\n");
-    }
-
-    w.family("api_key_redis_tls_handshake_failures_total",
-             "TLS handshakes that failed or whose certificate was refused, "
-             "all workers.", "counter");
-    for (int c = 0; c < 2; c++) {
-        w.sample("api_key_redis_tls_handshake_failures_total", nullptr,
-                 "connection", kConn[c]);
-        w.u64(m->tls_failures[c]);
-        w.put("\n");
-    }
-
-    w.family("api_key_redis_tls_sessions_reused_total",
-             "TLS connections that resumed an earlier session, all workers.",
-             "counter");
-    for (int c = 0; c < 2; c++) {
-        w.sample("api_key_redis_tls_sessions_reused_total", nullptr,
-                 "connection", kConn[c]);
-        w.u64(m->tls_reused[c]);
-        w.put("\n");
-    }
-
-    w.family("api_key_redis_connected",
-             "Whether the worker answering this scrape is connected.",
-             "gauge");
-    for (int c = 0; c < 2; c++) {
-        w.sample("api_key_redis_connected", nullptr, "connection", kConn[c]);
-        w.u64(m->connected[c]);
-        w.put("\n");
+    for (const ConnFamily &f : conn_families) {
+        w.family(f.name, f.help, f.type);
+        for (int c = 0; c < 2; c++) {
+            w.sample(f.name, nullptr, "connection", kConn[c]);
+            w.u64(f.values[c]);
+            w.put("\n");
+        }
     }
 
     return w.len();
