@@ -187,10 +187,24 @@ check-layers-selftest:
 
 # With SANITIZE set, t/lib/ApiKeyTest.pm preloads the sanitizer runtimes
 # into nginx (AK_SANITIZE) and fails a test file on any report.
+#
+# The files run PROVE_JOBS at a time (most of a file's time is spent
+# waiting on timers, not CPU; every file has its own processes, directories
+# and ports: free_port claims a port across processes).  t/43-47 (make run,
+# install, packages, builds) run one after another within that pool; the
+# chaos files t/70-75 (wrk at 64 connections, faults with recovery
+# deadlines) run afterwards, alone.  PROVE_JOBS=1: the old serial run.
+PROVE_JOBS  ?= 4
+TESTS_ALL   := $(sort $(wildcard t/*.t))
+TESTS_ALONE := $(sort $(wildcard t/7[0-5]-*.t))
+TESTS_POOL  := $(filter-out $(TESTS_ALONE),$(TESTS_ALL))
+PROVE_ENV    = AK_MODULE=$(MODULE) AK_CLI=$(CLI) AK_BUILD=$(BUILD) \
+	    $(if $(SAN_FLAGS),AK_SANITIZE="$(SANITIZE)" AK_CC="$(CC)")
+
 integration: module cli
-	AK_MODULE=$(MODULE) AK_CLI=$(CLI) AK_BUILD=$(BUILD) \
-	    $(if $(SAN_FLAGS),AK_SANITIZE="$(SANITIZE)" AK_CC="$(CC)") \
-	    prove -I t/lib -r t/
+	$(PROVE_ENV) prove -I t/lib -j$(PROVE_JOBS) \
+	    --rules='seq=t/4[3-7]-*.t' --rules='par=**' $(TESTS_POOL)
+	$(PROVE_ENV) prove -I t/lib $(TESTS_ALONE)
 
 # The layer check (make check-layers) is enforced by make test with
 # CHECK_LAYERS=1; with 0 it runs, lists the edges that point up, and does

@@ -195,6 +195,23 @@ is($res->status, 200, 'second port');
     is($dup, 0, 'free_port: 3000 ports, none given twice');
 }
 
+# ... nor a port another test process holds (test files run in parallel):
+# a claim by a live process is respected, one by a process that is gone is
+# taken over
+{
+    my $dir = $ENV{AK_PORT_DIR} // '/tmp/apikey-test-ports';
+    my $p = 1;    # never handed out by the kernel
+    ApiKeyTest::spew("$dir/$p", "1\n");    # pid 1 is alive
+    ok(!ApiKeyTest::_claim_port($p), 'a port claimed by a live process is not given');
+    my $pid = fork // die "fork: $!";
+    POSIX::_exit(0) unless $pid;
+    waitpid($pid, 0);
+    ApiKeyTest::spew("$dir/$p", "$pid\n");
+    ok(ApiKeyTest::_claim_port($p), 'a claim of a process that is gone is taken over');
+    like(ApiKeyTest::slurp("$dir/$p"), qr/^$$\b/, '... and now holds this process');
+    unlink "$dir/$p";
+}
+
 $res = http_get(free_port(), '/');
 is($res->status, 0, 'connection refused gives status 0');
 ok($res->error_message, '... and an error message');

@@ -148,6 +148,11 @@ sub lines_like {
     my $N = @res;
     all_unavailable("silent server, $N misses in 3s", @res);
 
+    # the fake server writes down what it read when it gets the CPU: on a
+    # busy machine (test files run in parallel) give it a bounded moment
+    wait_until(sub { (grep { $_->{ping} || $_->{hgetall} } received($srv)) >= 2 },
+               timeout => 5);
+    wait_until(sub { $n->error_log =~ /closed and opened again/ }, timeout => 5);
     my @c = received($srv);
     my @cmd = grep { $_->{ping} || $_->{hgetall} } @c;
     my $max = 0;

@@ -115,6 +115,7 @@ use Exporter 'import';
 use Carp qw(croak confess);
 use Digest::SHA ();
 use Compress::Zlib ();
+use Fcntl ();
 use File::Temp ();
 use IO::Socket::INET;
 use IO::Socket::UNIX;
@@ -179,6 +180,7 @@ END {
     _final_checks_at_end();
     _cleanup_all();
     _report_kept();
+    _release_ports();
 }
 
 # ---------------------------------------------------------------------------
@@ -472,20 +474,62 @@ sub require_module {
 # same one out twice: two placeholders of one config (PORT and PORT_UP) would
 # then share a listening socket, and nginx accepts that silently (the proxy
 # would loop back into the server under test).  Never return a port twice.
+#
+# Test files run in parallel (make test: prove -j), so a port is also
+# claimed across processes: a file named after it in $PORT_DIR
+# (AK_PORT_DIR, default /tmp/apikey-test-ports), created exclusively and
+# holding the claiming process's pid.  A claim whose process is gone is
+# taken over; the process's own claims are removed at its end.
 my %PORT_GIVEN;
+my $PORT_DIR = $ENV{AK_PORT_DIR} // '/tmp/apikey-test-ports';
+my $PORT_OWNER = $$;
+
+sub _claim_port {
+    my ($p) = @_;
+    my $f = "$PORT_DIR/$p";
+    for (1 .. 2) {
+        if (sysopen(my $fh, $f, Fcntl::O_WRONLY() | Fcntl::O_CREAT() | Fcntl::O_EXCL(), 0644)) {
+            print $fh "$$\n";
+            close $fh;
+            return 1;
+        }
+        return 0 unless $!{EEXIST};
+        my $pid = slurp($f);
+        $pid = $1 if defined $pid && $pid =~ /^(\d+)/;
+        # being written (empty), or held by a live process: not ours
+        return 0 if !$pid || $pid == $$ || kill(0, $pid) || $!{EPERM};
+        unlink $f;    # its process is gone
+    }
+    return 0;
+}
+
+sub _release_ports {
+    return unless $$ == $PORT_OWNER;
+    for my $p (keys %PORT_GIVEN) {
+        my $f = "$PORT_DIR/$p";
+        my $pid = slurp($f);
+        unlink $f if defined $pid && $pid =~ /^$$\b/;
+    }
+}
 
 sub free_port {
-    for (1 .. 100) {
+    unless (-d $PORT_DIR) {
+        mkdir $PORT_DIR;
+        chmod 01777, $PORT_DIR;
+    }
+    for (1 .. 200) {
         my $s = IO::Socket::INET->new(
             LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp',
             Listen => 1, ReuseAddr => 1,
         ) or die "cannot bind a free port: $!";
         my $p = $s->sockport;
         close $s;
-        next if $PORT_GIVEN{$p}++;
+        next if $PORT_GIVEN{$p};
+        next unless _claim_port($p);
+        $PORT_GIVEN{$p} = 1;
         return $p;
     }
-    die "no free port not already given out after 100 tries";
+    die "no free port not already given out after 200 tries";
 }
 
 # wait_until(sub { ... }, timeout => 10, interval => 0.05): true when the sub
