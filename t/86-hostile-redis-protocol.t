@@ -21,6 +21,7 @@ use POSIX ();
 use lib 't/lib';
 use ApiKeyTest;
 use ApiKeyTest::Hostile;
+use ApiKeyTest::Cli qw(run_cli);
 
 require_module();
 
@@ -28,9 +29,10 @@ my @KIDS;
 END { kill 'TERM', @KIDS if @KIDS }
 
 # a fake Redis: PING, SELECT, AUTH, CONFIG... answered; SUBSCRIBE and
-# PSUBSCRIBE confirmed; HGETALL answered with $answer (raw bytes)
+# PSUBSCRIBE confirmed; HGETALL answered with $answer (raw bytes); with
+# $all, every command is
 sub fake_redis {
-    my ($answer) = @_;
+    my ($answer, $all) = @_;
     my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
                                   Listen => 128, ReuseAddr => 1)
         or die "listen: $!";
@@ -63,7 +65,7 @@ sub fake_redis {
                 while (my @argv = take_command(\$buf{ fileno $s })) {
                     my $cmd = uc $argv[0];
                     my $out;
-                    if ($cmd eq 'HGETALL') {
+                    if ($cmd eq 'HGETALL' || $all) {
                         $out = $answer;
                     } elsif ($cmd eq 'PING') {
                         $out = "+PONG\r\n";
@@ -164,6 +166,22 @@ for my $c (@cases) {
     ok(@err >= 1 && @err <= 3, "$what: once per refused reply, not more ("
        . scalar(@err) . ' lines)');
     $n->stop;
+    kill 'TERM', $srv->{pid};
+    waitpid $srv->{pid}, 0;
+    @KIDS = grep { $_ != $srv->{pid} } @KIDS;
+}
+
+# apikeyctl's reader has the same bound (16,777,216 elements: its pages of
+# SCAN and XRANGE are bounded by COUNT): a clear protocol error, exit 4
+for my $c ([ 2147483647, qr/an array of 2147483647 elements announced \(at most 16777216 are taken\)/ ],
+           [ 16777217, qr/an array of 16777217 elements announced/ ]) {
+    my ($size, $re) = @$c;
+    my $srv = fake_redis("*$size\r\n", 1);
+    my $r = run_cli(args => [ '--redis', "redis://127.0.0.1:$srv->{port}",
+                              '--timeout', '5', 'show', 'some-id' ], timeout => 20);
+    is($r->{exit}, 4, "apikeyctl, an array of $size elements: exit 4 (redis error)")
+        or diag $r->{err};
+    like($r->{err}, $re, '... saying what was announced');
     kill 'TERM', $srv->{pid};
     waitpid $srv->{pid}, 0;
     @KIDS = grep { $_ != $srv->{pid} } @KIDS;

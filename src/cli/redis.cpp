@@ -13,6 +13,33 @@
 
 namespace apikeyctl {
 
+namespace {
+
+/*
+ * hiredis's reader allocates an array's element table from its announced
+ * size before any element arrives ("*2147483647" is 16 GB): a size above
+ * this (or negative) is a protocol error instead.  apikeyctl's largest
+ * arrays are pages of SCAN and XRANGE (COUNT bounded) and HGETALLs.
+ */
+constexpr int kMaxArray = 1 << 24;
+
+redisReplyObjectFunctions reply_fn;
+void *(*default_array)(const redisReadTask *task, int elements);
+
+void *create_array(const redisReadTask *task, int elements)
+{
+    if (elements < 0 || elements > kMaxArray) {
+        if (task->privdata != nullptr) {
+            *static_cast<long long *>(task->privdata) = elements;
+        }
+        return nullptr;
+    }
+    return default_array(task, elements);
+}
+
+} // namespace
+
+
 Redis::Redis(const RedisUrl &url, const std::string &password,
              double timeout_s, const TlsOptions &tls)
     : where_(url.where()), timeout_s_(timeout_s)
@@ -21,6 +48,13 @@ Redis::Redis(const RedisUrl &url, const std::string &password,
     if (!reader_) {
         fail(kExitInternal, "out of memory connecting to redis");
     }
+    if (default_array == nullptr) {
+        reply_fn = *reader_->fn;
+        default_array = reply_fn.createArray;
+        reply_fn.createArray = create_array;
+    }
+    reader_->fn = &reply_fn;
+    reader_->privdata = &bad_array_;
 
     conn_.reset(new Conn(url, tls, timeout_s));
 
@@ -101,7 +135,7 @@ Reply Redis::next()
 
         if (redisReaderGetReply(reader_.get(), &r) != REDIS_OK) {
             fail(kExitRedis, "redis at " + where_ + ": protocol error: "
-                             + std::string(reader_->errstr));
+                             + reader_error());
         }
 
         if (r != nullptr) {
@@ -112,9 +146,20 @@ Reply Redis::next()
 
         if (redisReaderFeed(reader_.get(), buf, n) != REDIS_OK) {
             fail(kExitRedis, "redis at " + where_ + ": protocol error: "
-                             + std::string(reader_->errstr));
+                             + reader_error());
         }
     }
+}
+
+
+std::string Redis::reader_error() const
+{
+    if (bad_array_ != kNoBadArray) {
+        return "an array of " + std::to_string(bad_array_)
+               + " elements announced (at most "
+               + std::to_string(kMaxArray) + " are taken)";
+    }
+    return std::string(reader_->errstr);
 }
 
 

@@ -102,6 +102,10 @@ private:
 
     std::unique_ptr<Conn> conn_;
     std::unique_ptr<redisReader, ReaderFree> reader_;
+    /* the size of an array header refused by the reader (see redis.cpp) */
+    static constexpr long long kNoBadArray = -(1LL << 40);
+    long long bad_array_ = kNoBadArray;
+    std::string reader_error() const;
     std::string out_;       /* encoded commands not sent yet */
     std::string where_;
     double timeout_s_;
