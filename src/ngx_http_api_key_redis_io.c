@@ -959,9 +959,15 @@ ngx_http_api_key_io_error(ngx_http_api_key_redis_io_t *io, ngx_uint_t err,
     }
 
 #if (NGX_SSL)
-    if (io->cert_requested && io->conf->tls_cert.len == 0 && io->nreplies == 0)
+    if (io->cert_requested && io->conf->tls_cert.len == 0 && io->nreplies == 0
+        && (io->err == REDIS_ERR_IO || io->err == REDIS_ERR_EOF))
     {
-        /* refused for want of a client certificate, most likely */
+        /*
+         * the server broke the connection (an alert, a reset, a close)
+         * before its first reply: for want of a client certificate most
+         * likely; anything else (a reply it could not have sent, a
+         * timeout) is told as it is
+         */
 
         (void) ngx_cpystrn(reason, (u_char *) io->errstr, sizeof(reason));
         (void) ngx_snprintf((u_char *) io->errstr, sizeof(io->errstr) - 1,

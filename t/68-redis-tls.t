@@ -243,6 +243,40 @@ sub lines { my ($n, $re) = @_; scalar grep { /$re/ } split /\n/, $n->error_log }
     $r->stop;
 }
 
+# a TLS server that asks for a client certificate but does not require one
+# (openssl s_server -verify) and then answers with bytes that are not RESP
+# (it sends what it reads on its stdin: /dev/zero): the error is the
+# protocol error; the missing client certificate, which the server accepted,
+# is not blamed (it was before: "the server asks for a client certificate
+# and none is configured: Protocol error, ...")
+SKIP: {
+    skip 'openssl not found', 3 if system('command -v openssl >/dev/null') != 0;
+    my $port = free_port();
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        open STDIN, '<', '/dev/zero';
+        open STDOUT, '>', '/dev/null';
+        open STDERR, '>', '/dev/null';
+        exec 'openssl', 's_server', '-quiet', '-accept', "127.0.0.1:$port",
+             '-cert', $pki->server_cert, '-key', $pki->server_key, '-verify', '1',
+             '-naccept', '100';
+        POSIX::_exit(127);
+    }
+    ok(wait_until(sub { IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port") }, timeout => 5),
+       's_server listens');
+    my $n = ApiKeyTest::Nginx->start(
+        http => conf("rediss://localhost:$port tls_ca=$CA"));
+    get($n, random_key('garbage-tls'));
+    ok(wait_until(sub { $n->error_log =~ /\[error\].*commands connection.*Protocol error/ }, timeout => 8),
+       'a TLS server that asks for a client certificate and sends garbage: "Protocol error"')
+        or diag $n->error_log;
+    unlike($n->error_log, qr/asks for a client certificate/,
+           '... and the missing client certificate is not blamed');
+    $n->stop;
+    kill 'TERM', $pid;
+    waitpid $pid, 0;
+}
+
 # --- nginx -t ----------------------------------------------------------------
 {
     my $missing = tmpdir() . '/missing.pem';
