@@ -320,6 +320,7 @@ static ngx_int_t
 ngx_http_api_key_tls_conf(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf)
 {
 #if (NGX_SSL)
+    u_char              *p;
     ngx_pool_cleanup_t  *cln;
 
     if ((rcf->tls_cert.len == 0) != (rcf->tls_key.len == 0)) {
@@ -333,6 +334,27 @@ ngx_http_api_key_tls_conf(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf)
 
     if (rcf->tls_name.len == 0) {
         rcf->tls_name = rcf->host;
+    }
+
+    /*
+     * "redis.example." is "redis.example": the name checked and the SNI
+     * (RFC 6066: no trailing dot) go without the dot; the SNI is read as a
+     * C string, hence the copy
+     */
+
+    if (rcf->tls_name.len > 1
+        && rcf->tls_name.data[rcf->tls_name.len - 1] == '.')
+    {
+        p = ngx_pnalloc(cf->pool, rcf->tls_name.len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(p, rcf->tls_name.data, rcf->tls_name.len - 1);
+        p[rcf->tls_name.len - 1] = '\0';
+
+        rcf->tls_name.data = p;
+        rcf->tls_name.len--;
     }
 
     /* SNI: a name, never an IP address (RFC 6066) */

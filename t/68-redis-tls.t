@@ -185,6 +185,14 @@ sub lines { my ($n, $re) = @_; scalar grep { /$re/ } split /\n/, $n->error_log }
     is(get($n, random_key('nope'))->status, 401,
        'tls_name=redis.example: the certificate for that name is accepted');
     $n->stop;
+    # a fully qualified name with its trailing dot is the same name (checked,
+    # and sent as the SNI, without the dot)
+    $n = ApiKeyTest::Nginx->start(
+        http => conf("rediss://127.0.0.1:%%REDIS%% tls_ca=$CA tls_name=redis.example."),
+        vars => { REDIS => $r2->port }, redis => $r2);
+    is(get($n, random_key('nope'))->status, 401,
+       'tls_name=redis.example. (a trailing dot): the certificate for redis.example is accepted');
+    $n->stop;
     $n = ApiKeyTest::Nginx->start(
         http => conf("rediss://127.0.0.1:%%REDIS%% tls_ca=$CA"),
         vars => { REDIS => $r2->port });
