@@ -320,6 +320,7 @@ static ngx_int_t
 ngx_http_api_key_tls_conf(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf)
 {
 #if (NGX_SSL)
+    char                *file;
     u_char              *p;
     ngx_pool_cleanup_t  *cln;
 
@@ -415,13 +416,33 @@ ngx_http_api_key_tls_conf(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf)
                 return NGX_ERROR;
             }
 
-        } else if (SSL_CTX_set_default_verify_paths(rcf->ssl->ctx) != 1) {
-            ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
-                          "SSL_CTX_set_default_verify_paths() failed");
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "cannot use the system's CA store: give "
-                               "tls_ca=FILE");
-            return NGX_ERROR;
+        } else {
+
+            /*
+             * the system's CA store: OpenSSL's default bundle file
+             * (SSL_CERT_FILE, or Debian's /usr/lib/ssl/cert.pem ->
+             * /etc/ssl/certs/ca-certificates.crt), read now.  Not its
+             * hashed directory: that one is looked up while a chain is
+             * verified, a file read in a worker during each handshake
+             * with a server it does not know
+             */
+
+            file = getenv(X509_get_default_cert_file_env());
+            if (file == NULL || file[0] == '\0') {
+                file = (char *) X509_get_default_cert_file();
+            }
+
+            if (SSL_CTX_load_verify_locations(rcf->ssl->ctx, file, NULL)
+                != 1)
+            {
+                ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
+                              "SSL_CTX_load_verify_locations(\"%s\") failed",
+                              file);
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "cannot use the system's CA store \"%s\": "
+                                   "give tls_ca=FILE", file);
+                return NGX_ERROR;
+            }
         }
     }
 

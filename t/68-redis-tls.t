@@ -285,6 +285,41 @@ SKIP: {
     waitpid $pid, 0;
 }
 
+# the system's CA store (no tls_ca) is read when nginx starts, not while a
+# worker verifies a chain: handshakes with a server of an unknown CA (each
+# one fails) open no file under /etc/ssl or /usr/lib/ssl (before, OpenSSL
+# looked the issuer up in the hashed directory /usr/lib/ssl/certs each time)
+SKIP: {
+    skip 'strace not found', 3 if system('command -v strace >/dev/null') != 0;
+    my $r = ApiKeyTest::Redis->start(tls => $pki->redis_tls);
+    my $n = ApiKeyTest::Nginx->start(
+        http => conf("rediss://localhost:%%REDIS%%"), vars => { REDIS => $r->port });
+    my $log = tmpdir() . '/strace.log';
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        open STDOUT, '>', '/dev/null';
+        open STDERR, '>', "$log.err";
+        exec 'strace', '-f', '-qq', '-e', 'trace=%file,connect', '-o', $log,
+             map { ('-p', $_) } $n->worker_pids;
+        POSIX::_exit(127);
+    }
+    sleep 1;    # attached
+    my $k = random_key('sysca');
+    my @st = map { sleep 0.3; get($n, $k)->status } 1 .. 6;
+    kill 'INT', $pid;
+    waitpid $pid, 0;
+    my $trace = slurp($log);
+    skip 'strace cannot attach here: ' . slurp("$log.err"), 3 if $trace eq '';
+    is_deeply(\@st, [(503) x 6], 'system CA store, server of an unknown CA: 503');
+    ok(scalar(() = $trace =~ /\bconnect\(/g) >= 1,
+       '... the worker connected (and failed a handshake) while traced');
+    my @files = grep { m{"/(?:etc/ssl|usr/lib/ssl)} } split /\n/, $trace;
+    is(scalar @files, 0, '... and opened no file of the CA store meanwhile')
+        or diag join "\n", @files[0 .. ($#files < 5 ? $#files : 5)];
+    $n->stop;
+    $r->stop;
+}
+
 # --- nginx -t ----------------------------------------------------------------
 {
     my $missing = tmpdir() . '/missing.pem';
