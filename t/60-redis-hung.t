@@ -15,61 +15,16 @@ use strict;
 use warnings;
 use Test::More;
 use Time::HiRes qw(time sleep);
-use IO::Socket::INET;
-use IO::Select;
-use POSIX ();
 use lib 't/lib';
 use ApiKeyTest;
+use ApiKeyTest::FakeRedis;
 
 require_module();
 
 my ($MAXP, $MAXT) = (8, 3);
-my @KIDS;
-END { kill 'TERM', @KIDS if @KIDS }
-
 # --- a server that accepts and never answers --------------------------------
 # Each connection's bytes go to $dir/conn-N; nothing is ever written back.
-sub silent_server {
-    my $dir = tmpdir();
-    my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
-                                  Listen => 128, ReuseAddr => 1)
-        or die "listen: $!";
-    my $port = $l->sockport;
-    my $pid = fork // die "fork: $!";
-    if ($pid == 0) {
-        open STDOUT, '>', '/dev/null';
-        open STDERR, '>', '/dev/null';
-        $SIG{ALRM} = sub { POSIX::_exit(0) };
-        $SIG{TERM} = sub { POSIX::_exit(0) };
-        alarm 90;
-        my $sel = IO::Select->new($l);
-        my (%fh, $n);
-        while (1) {
-            for my $s ($sel->can_read(1)) {
-                if ($s == $l) {
-                    my $c = $l->accept or next;
-                    $n++;
-                    open my $f, '>', "$dir/conn-$n" or die;
-                    $f->autoflush(1);
-                    $fh{ fileno $c } = $f;
-                    $sel->add($c);
-                    next;
-                }
-                my $got = sysread($s, my $buf, 65536);
-                if (!$got) {
-                    $sel->remove($s);
-                    close delete $fh{ fileno $s };
-                    close $s;
-                    next;
-                }
-                print { $fh{ fileno $s } } $buf;
-            }
-        }
-    }
-    close $l;
-    push @KIDS, $pid;
-    return { pid => $pid, port => $port, dir => $dir };
-}
+sub silent_server { ApiKeyTest::FakeRedis->start(record => 1) }
 
 # per connection: [ PINGs, HGETALLs, SUBSCRIBEs ] received
 sub received {
@@ -177,8 +132,7 @@ sub lines_like {
     ok($warns <= 4, "warnings and errors in all are bounded ($warns for $N misses)");
     is_deeply([ $n->problems ], [], 'silent server: no alert, crit or emerg');
     $n->stop;
-    kill 'TERM', $srv->{pid};
-    waitpid $srv->{pid}, 0;
+    $srv->stop;
 }
 
 # === 2. redis-server stopped (SIGSTOP) ======================================

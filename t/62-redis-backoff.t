@@ -9,43 +9,23 @@ use strict;
 use warnings;
 use Test::More;
 use Time::HiRes qw(time sleep);
-use IO::Socket::INET;
-use POSIX ();
 use lib 't/lib';
 use ApiKeyTest;
+use ApiKeyTest::FakeRedis;
 
 require_module();
-
-my @KIDS;
-END { kill 'TERM', @KIDS if @KIDS }
 
 # accepts, optionally writes $greeting, closes; logs a line per accept
 sub rejecting_server {
     my ($greeting) = @_;
-    my $dir = tmpdir();
-    my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
-                                  Listen => 128, ReuseAddr => 1)
-        or die "listen: $!";
-    my $port = $l->sockport;
-    my $pid = fork // die "fork: $!";
-    if ($pid == 0) {
-        open STDOUT, '>', '/dev/null';
-        open STDERR, '>', '/dev/null';
-        $SIG{ALRM} = sub { POSIX::_exit(0) };
-        $SIG{TERM} = sub { POSIX::_exit(0) };
-        alarm 60;
-        open my $f, '>>', "$dir/accepts" or die;
-        $f->autoflush(1);
-        while (my $c = $l->accept) {
-            printf $f "%.3f\n", time;
-            syswrite($c, $greeting) if defined $greeting;
-            close $c;
-        }
-        POSIX::_exit(0);
-    }
-    close $l;
-    push @KIDS, $pid;
-    return { pid => $pid, port => $port, dir => $dir };
+    return ApiKeyTest::FakeRedis->start(lifetime => 60, accept => sub {
+        my ($c) = @_;
+        open my $f, '>>', "$c->{dir}/accepts" or die;
+        printf $f "%.3f\n", time;
+        close $f;
+        syswrite($c->{sock}, $greeting) if defined $greeting;
+        return 0;
+    });
 }
 
 sub accepts { my @t = split /\n/, slurp("$_[0]{dir}/accepts"); return @t }
@@ -95,8 +75,7 @@ for my $case ([ 'accepts and closes', undef ],
     ok(!grep({ /is up/ } @lines), "$what: the connection is never reported up");
 
     # a real Redis takes the port: the module connects within the backoff
-    kill 'TERM', $srv->{pid};
-    waitpid $srv->{pid}, 0;
+    $srv->stop;
     my $r = ApiKeyTest::Redis->start(port => $srv->{port});
     my $k = random_key('k');
     add_key($r, $k, owner => 'kay');

@@ -15,97 +15,24 @@ use strict;
 use warnings;
 use Test::More;
 use Time::HiRes qw(sleep);
-use IO::Socket::INET;
-use IO::Select;
-use POSIX ();
 use lib 't/lib';
 use ApiKeyTest;
 use ApiKeyTest::Hostile;
+use ApiKeyTest::FakeRedis;
 use ApiKeyTest::Cli qw(run_cli);
 
 require_module();
-
-my @KIDS;
-END { kill 'TERM', @KIDS if @KIDS }
 
 # a fake Redis: PING, SELECT, AUTH, CONFIG... answered; SUBSCRIBE and
 # PSUBSCRIBE confirmed; HGETALL answered with $answer (raw bytes); with
 # $all, every command is
 sub fake_redis {
     my ($answer, $all) = @_;
-    my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
-                                  Listen => 128, ReuseAddr => 1)
-        or die "listen: $!";
-    my $port = $l->sockport;
-    my $pid = fork // die "fork: $!";
-    if ($pid == 0) {
-        open STDOUT, '>', '/dev/null';
-        open STDERR, '>', '/dev/null';
-        $SIG{ALRM} = sub { POSIX::_exit(0) };
-        $SIG{TERM} = sub { POSIX::_exit(0) };
-        alarm 60;
-        my $sel = IO::Select->new($l);
-        my %buf;
-        while (1) {
-            for my $s ($sel->can_read(1)) {
-                if ($s == $l) {
-                    my $c = $l->accept or next;
-                    $sel->add($c);
-                    $buf{ fileno $c } = '';
-                    next;
-                }
-                my $got = sysread($s, my $chunk, 65536);
-                if (!$got) {
-                    $sel->remove($s);
-                    delete $buf{ fileno $s };
-                    close $s;
-                    next;
-                }
-                $buf{ fileno $s } .= $chunk;
-                while (my @argv = take_command(\$buf{ fileno $s })) {
-                    my $cmd = uc $argv[0];
-                    my $out;
-                    if ($cmd eq 'HGETALL' || $all) {
-                        $out = $answer;
-                    } elsif ($cmd eq 'PING') {
-                        $out = "+PONG\r\n";
-                    } elsif ($cmd eq 'SUBSCRIBE' || $cmd eq 'PSUBSCRIBE') {
-                        my $kind = lc $cmd;
-                        $out = '';
-                        for my $i (1 .. $#argv) {
-                            $out .= "*3\r\n\$" . length($kind) . "\r\n$kind\r\n"
-                                  . "\$" . length($argv[$i]) . "\r\n$argv[$i]\r\n"
-                                  . ":$i\r\n";
-                        }
-                    } else {
-                        $out = "+OK\r\n";
-                    }
-                    syswrite($s, $out);
-                }
-            }
-        }
-    }
-    close $l;
-    push @KIDS, $pid;
-    return { pid => $pid, port => $port };
-}
-
-# one RESP command off the front of $$buf (or nothing when incomplete)
-sub take_command {
-    my ($buf) = @_;
-    return () unless $$buf =~ /\A\*(\d+)\r\n/;
-    my ($n, $pos) = ($1, length $&);
-    my @argv;
-    for (1 .. $n) {
-        return () unless substr($$buf, $pos) =~ /\A\$(\d+)\r\n/;
-        my $len = $1;
-        $pos += length $&;
-        return () if length($$buf) < $pos + $len + 2;
-        push @argv, substr($$buf, $pos, $len);
-        $pos += $len + 2;
-    }
-    substr($$buf, 0, $pos) = '';
-    return @argv;
+    return ApiKeyTest::FakeRedis->start(lifetime => 60, command => sub {
+        my ($c, @argv) = @_;
+        return $answer if $all;
+        return ApiKeyTest::FakeRedis::reply(\@argv, hgetall => $answer);
+    });
 }
 
 my $http = <<'EOT' . echo_server();
@@ -166,9 +93,7 @@ for my $c (@cases) {
     ok(@err >= 1 && @err <= 3, "$what: once per refused reply, not more ("
        . scalar(@err) . ' lines)');
     $n->stop;
-    kill 'TERM', $srv->{pid};
-    waitpid $srv->{pid}, 0;
-    @KIDS = grep { $_ != $srv->{pid} } @KIDS;
+    $srv->stop;
 }
 
 # apikeyctl's reader has the same bound (16,777,216 elements: its pages of
@@ -182,9 +107,7 @@ for my $c ([ 2147483647, qr/an array of 2147483647 elements announced \(at most 
     is($r->{exit}, 4, "apikeyctl, an array of $size elements: exit 4 (redis error)")
         or diag $r->{err};
     like($r->{err}, $re, '... saying what was announced');
-    kill 'TERM', $srv->{pid};
-    waitpid $srv->{pid}, 0;
-    @KIDS = grep { $_ != $srv->{pid} } @KIDS;
+    $srv->stop;
 }
 
 done_testing;

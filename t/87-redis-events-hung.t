@@ -12,102 +12,29 @@ use strict;
 use warnings;
 use Test::More;
 use Time::HiRes qw(sleep time);
-use IO::Socket::INET;
-use IO::Select;
-use POSIX ();
 use lib 't/lib';
 use ApiKeyTest;
+use ApiKeyTest::FakeRedis;
 
 require_module();
-
-my @KIDS;
-END { kill 'TERM', @KIDS if @KIDS }
 
 # a fake Redis: PING, HGETALL (*0) and the rest answered; SUBSCRIBE and
 # PSUBSCRIBE confirmed only once "$dir/answer" exists.  "$dir/subs" gets one
 # line per connection that sent a SUBSCRIBE (an events connection).
 sub fake_redis {
-    my $dir = tmpdir();
-    my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
-                                  Listen => 128, ReuseAddr => 1)
-        or die "listen: $!";
-    my $port = $l->sockport;
-    my $pid = fork // die "fork: $!";
-    if ($pid == 0) {
-        open STDOUT, '>', '/dev/null';
-        open STDERR, '>', '/dev/null';
-        $SIG{ALRM} = sub { POSIX::_exit(0) };
-        $SIG{TERM} = sub { POSIX::_exit(0) };
-        alarm 90;
-        my $sel = IO::Select->new($l);
-        my (%buf, %subscribed);
-        while (1) {
-            for my $s ($sel->can_read(0.2)) {
-                if ($s == $l) {
-                    my $c = $l->accept or next;
-                    $sel->add($c);
-                    $buf{ fileno $c } = '';
-                    next;
-                }
-                my $got = sysread($s, my $chunk, 65536);
-                if (!$got) {
-                    $sel->remove($s);
-                    delete $buf{ fileno $s };
-                    delete $subscribed{ fileno $s };
-                    close $s;
-                    next;
-                }
-                $buf{ fileno $s } .= $chunk;
-                while (my @argv = take_command(\$buf{ fileno $s })) {
-                    my $cmd = uc $argv[0];
-                    my $out;
-                    if ($cmd eq 'HGETALL') {
-                        $out = "*0\r\n";
-                    } elsif ($cmd eq 'PING') {
-                        $out = "+PONG\r\n";
-                    } elsif ($cmd eq 'SUBSCRIBE' || $cmd eq 'PSUBSCRIBE') {
-                        if (!$subscribed{ fileno $s }++) {
-                            open my $f, '>>', "$dir/subs" or die;
-                            print $f "$cmd\n";
-                            close $f;
-                        }
-                        next unless -e "$dir/answer";
-                        my $kind = lc $cmd;
-                        $out = '';
-                        for my $i (1 .. $#argv) {
-                            $out .= "*3\r\n\$" . length($kind) . "\r\n$kind\r\n"
-                                  . "\$" . length($argv[$i]) . "\r\n$argv[$i]\r\n"
-                                  . ":$i\r\n";
-                        }
-                    } else {
-                        $out = "+OK\r\n";
-                    }
-                    syswrite($s, $out);
-                }
+    return ApiKeyTest::FakeRedis->start(command => sub {
+        my ($c, @argv) = @_;
+        my $cmd = uc $argv[0];
+        if ($cmd eq 'SUBSCRIBE' || $cmd eq 'PSUBSCRIBE') {
+            if (!$c->{state}{subscribed}++) {
+                open my $f, '>>', "$c->{dir}/subs" or die;
+                print $f "$cmd\n";
+                close $f;
             }
+            return undef unless -e "$c->{dir}/answer";
         }
-    }
-    close $l;
-    push @KIDS, $pid;
-    return { pid => $pid, port => $port, dir => $dir };
-}
-
-# one RESP command off the front of $$buf (or nothing when incomplete)
-sub take_command {
-    my ($buf) = @_;
-    return () unless $$buf =~ /\A\*(\d+)\r\n/;
-    my ($n, $pos) = ($1, length $&);
-    my @argv;
-    for (1 .. $n) {
-        return () unless substr($$buf, $pos) =~ /\A\$(\d+)\r\n/;
-        my $len = $1;
-        $pos += length $&;
-        return () if length($$buf) < $pos + $len + 2;
-        push @argv, substr($$buf, $pos, $len);
-        $pos += $len + 2;
-    }
-    substr($$buf, 0, $pos) = '';
-    return @argv;
+        return ApiKeyTest::FakeRedis::reply(\@argv);
+    });
 }
 
 sub subs {
@@ -168,7 +95,7 @@ my $LINE = qr/redis events connection to "[^"]*": its subscription was not answe
     ok(!$n->stop_forced, 'graceful quit ends without TERM');
     cmp_ok($n->stop_seconds, '<', 3, 'graceful quit ends at once')
         or diag 'stop took ' . $n->stop_seconds . ' s';
-    kill 'TERM', $srv->{pid};
+    $srv->stop;
 }
 
 # 2. confirmed at last: "is up", "is back, cached records will be re-read"

@@ -67,6 +67,9 @@ package ApiKeyTest;
 #            nodes masters slot_map keyslot master_for_key master_for_slot
 #            cmd_for_key url node_id migrate_slot finish_migration
 #            kill_master wait_promoted wait_agree problems stop
+#   FakeRedis: ApiKeyTest::FakeRedis->start(command => sub {...}, accept =>,
+#            record =>): a fake Redis for replies a real one never gives:
+#            port pid dir file stop; reply(\@argv, hgetall =>) take_command
 #   Nginx:   start(%o) check_config(%o) line_of port(name) dir conf_path
 #            conf_text reload(%o) reload_error stop stop_forced stop_seconds
 #            worker_pids all_worker_pids master_pid error_log access_log
