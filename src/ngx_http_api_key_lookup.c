@@ -154,7 +154,7 @@ ngx_http_api_key_lookup_read(ngx_http_api_key_ctx_t *ctx,
         argvlen[1] = len;
 
         if (ngx_http_api_key_redis_send(ngx_http_api_key_lookup_reply, lk,
-                                        2, argv, argvlen)
+                                        1, 2, argv, argvlen)
             != NGX_OK)
         {
             ngx_free(lk);

@@ -14,6 +14,8 @@ package ApiKeyTest::Cluster;
 #   $c->keyslot($key)       CLUSTER KEYSLOT
 #   $c->master_for_key($key), $c->master_for_slot($slot)
 #   $c->cmd_for_key($key, @cmd)   the command on the master of the key
+#   $c->router              ->cmd(@cmd) on the master of $cmd[1] (add_key)
+#   ApiKeyTest::Cluster::slot_of($name)   the slot, computed here
 #   $c->url(%o)             redis-cluster://127.0.0.1:P1,...  (tls => 1:
 #                           rediss-cluster, user/password as Redis->url)
 #   $c->node_id($node)      CLUSTER MYID
@@ -191,6 +193,50 @@ sub cmd_for_key {
     my ($self, $key, @cmd) = @_;
     my $m = $self->master_for_key($key) or croak "no master for $key";
     return $m->cmd(@cmd);
+}
+
+# an object with ->cmd(@cmd) that runs each command on the master of its
+# key ($cmd[1]; SELECT 0 is a no-op): add_key($c->router, ...) writes a
+# record on the cluster
+# (the slot computed here, the slot map read once: ->refresh after a
+# change; a MOVED answer refreshes it and runs the command again)
+sub router {
+    my ($self) = @_;
+    return bless { c => $self, map => $self->slot_map },
+                 'ApiKeyTest::Cluster::Router';
+}
+
+sub ApiKeyTest::Cluster::Router::refresh {
+    $_[0]{map} = $_[0]{c}->slot_map;
+}
+
+sub ApiKeyTest::Cluster::Router::cmd {
+    my ($r, @cmd) = @_;
+    return 'OK' if uc $cmd[0] eq 'SELECT';
+    my $slot = slot_of($cmd[1]);
+    for my $try (1 .. 2) {
+        my ($m) = grep { $slot >= $_->[0] && $slot <= $_->[1] } @{ $r->{map} };
+        my $node = $m && $r->{c}->by_port($m->[2]);
+        my ($res, $err) = $node ? $node->try_cmd(@cmd) : (undef, 'no master');
+        return $res unless defined $err;
+        croak "@cmd[0, 1]: $err" if $try == 2 || $err !~ /^MOVED|no master/;
+        $r->refresh;
+    }
+}
+
+# the slot of a key name, as CLUSTER KEYSLOT (CRC16/XMODEM, hash tags)
+sub slot_of {
+    my ($name) = @_;
+    $name = $1 if $name =~ /\{([^}]+)\}/ && index($name, '{') == $-[0];
+    my $crc = 0;
+    for my $b (unpack 'C*', $name) {
+        $crc ^= $b << 8;
+        for (1 .. 8) {
+            $crc = ($crc & 0x8000) ? (($crc << 1) ^ 0x1021) : ($crc << 1);
+            $crc &= 0xffff;
+        }
+    }
+    return $crc & 16383;
 }
 
 sub node_id {
