@@ -49,6 +49,7 @@ use POSIX qw(:sys_wait_h);
 use Carp qw(croak);
 
 our @SETS;
+our @CRC16;       # slot_of's table, filled below
 our $REDIS_CLI = $ENV{AK_REDIS_CLI} // '/usr/bin/redis-cli';
 
 sub start {
@@ -229,15 +230,19 @@ sub slot_of {
     my ($name) = @_;
     $name = $1 if $name =~ /\{([^}]+)\}/ && index($name, '{') == $-[0];
     my $crc = 0;
-    for my $b (unpack 'C*', $name) {
-        $crc ^= $b << 8;
-        for (1 .. 8) {
-            $crc = ($crc & 0x8000) ? (($crc << 1) ^ 0x1021) : ($crc << 1);
-            $crc &= 0xffff;
-        }
-    }
+    $crc = (($crc << 8) & 0xff00) ^ $CRC16[(($crc >> 8) ^ $_) & 0xff]
+        for unpack 'C*', $name;
     return $crc & 16383;
 }
+
+@CRC16 = map {
+    my $crc = $_ << 8;
+    for (1 .. 8) {
+        $crc = ($crc & 0x8000) ? (($crc << 1) ^ 0x1021) : ($crc << 1);
+        $crc &= 0xffff;
+    }
+    $crc;
+} 0 .. 255;
 
 sub node_id {
     my ($self, $node) = @_;
