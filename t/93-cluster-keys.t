@@ -143,6 +143,18 @@ for my $m (sort keys %done) {
         or diag $last;
 }
 
+# --- the events channel: a PUBLISH on any node reaches the subscriber --------
+
+for my $m ($c->nodes) {
+    my $k = pop @keys;
+    is st(get($k->[0])), '200 ok', 'cached';
+    $m->cmd('PUBLISH', 'apikey:events', 'revoke ' . substr($k->[2], 7));
+    my $last;
+    ok wait_until(sub { $last = st(get($k->[0])); $last =~ /revoked/ }, timeout => 5),
+        '"revoke" published on node ' . $m->port . ' reaches the workers'
+        or diag $last;
+}
+
 # --- a quota: its leases run on the counter's master --------------------------
 
 my $qk = random_key();
