@@ -384,6 +384,9 @@ uninstall:
 #                       reconnects with and without session reuse, and the
 #                       same under callgrind (about 4 minutes; also run by
 #                       make bench, after the main table)
+#   make bench-failover the unavailability window and the errors of cached
+#                       keys during a Redis failover (Sentinel, Cluster), the
+#                       miss-path cost on a cluster against one Redis
 
 BENCH_BUILD  = $(BUILD)/bench
 BENCH_MICRO  = $(BENCH_BUILD)/micro_bench
@@ -391,7 +394,8 @@ BENCH_SIZES  = $(BENCH_BUILD)/ak_sizes
 BENCH_REVOKE = $(BENCH_BUILD)/revoke_bench
 BENCH_CXX    = $(CXX) -std=c++17 -O2 -g -Wall -Wextra -Werror -Isrc/core
 
-.PHONY: bench-deps bench-micro bench-revoke bench-callgrind bench-tls
+.PHONY: bench-deps bench-micro bench-revoke bench-callgrind bench-tls \
+        bench-failover
 
 bench-deps:
 	@sh bench/deps.sh
@@ -428,6 +432,15 @@ bench-callgrind: bench-deps
 bench-tls: bench-deps
 	$(MAKE) module
 	bash bench/tls.sh $(BUILD)
+
+# Redis failovers: bench/failover-sentinel.sh (when present), then
+# bench/failover-cluster.sh; each rewrites its section of bench/RESULTS.md
+bench-failover: bench-deps
+	$(MAKE) module
+	if [ -f bench/failover-sentinel.sh ]; then \
+	    bash bench/failover-sentinel.sh $(BUILD); fi
+	if [ -f bench/failover-cluster.sh ]; then \
+	    bash bench/failover-cluster.sh $(BUILD); fi
 
 # --- faults under load and soak (bench/chaos.pl, bench/soak.pl) ------------
 #

@@ -163,6 +163,7 @@ static void ngx_http_api_key_cluster_ev_message(
 
 
 static ngx_http_api_key_redis_conf_t    *ngx_http_api_key_cluster_conf;
+static ngx_http_api_key_shctx_t         *ngx_http_api_key_cluster_sh;
 static ngx_log_t                        *ngx_http_api_key_cluster_log;
 static ngx_http_api_key_cluster_typed_pt ngx_http_api_key_cluster_typed;
 static ngx_http_api_key_ready_pt         ngx_http_api_key_cluster_cmd_ready;
@@ -201,14 +202,17 @@ static ngx_uint_t                 ngx_http_api_key_cluster_ev_failing;
 static ngx_uint_t                 ngx_http_api_key_cluster_ev_up;
 
 
+/* sh: where the connections are counted (the metrics), or NULL */
+
 ngx_int_t
 ngx_http_api_key_cluster_init_worker(ngx_cycle_t *cycle,
-    ngx_http_api_key_redis_conf_t *conf)
+    ngx_http_api_key_redis_conf_t *conf, ngx_http_api_key_shctx_t *sh)
 {
     ngx_uint_t   i;
     ngx_addr_t  *seeds;
 
     ngx_http_api_key_cluster_conf = conf;
+    ngx_http_api_key_cluster_sh = sh;
     ngx_http_api_key_cluster_log = cycle->log;
     ngx_http_api_key_cluster_exiting = 0;
     ngx_http_api_key_cluster_loaded = 0;
@@ -692,6 +696,11 @@ ngx_http_api_key_cluster_on_connect(ngx_http_api_key_redis_io_t *io,
         return;
     }
 
+    if (ngx_http_api_key_cluster_sh) {
+        ngx_http_api_key_count(&ngx_http_api_key_cluster_sh->connects[
+                                             NGX_HTTP_API_KEY_CONN_COMMANDS]);
+    }
+
     if (ngx_http_api_key_cluster_conf->password.len == 0) {
         ngx_http_api_key_cluster_node_ready(node);
     }
@@ -765,6 +774,11 @@ ngx_http_api_key_cluster_on_disconnect(ngx_http_api_key_redis_io_t *io,
     ngx_http_api_key_cnode_t  *node = io->data;
 
     /* its commands were answered NULL already */
+
+    if (ngx_http_api_key_cluster_sh) {
+        ngx_http_api_key_count(&ngx_http_api_key_cluster_sh->disconnects[
+                                             NGX_HTTP_API_KEY_CONN_COMMANDS]);
+    }
 
     if (node->io != io) {
         return;                 /* closed by the stall check */
@@ -1307,6 +1321,9 @@ ngx_http_api_key_cluster_slots_apply(ngx_http_api_key_cnode_t *from,
 
     slots = ngx_http_api_key_cluster_slots;
 
+    /* (nodes first seen in this answer were no masters) */
+    ngx_memzero(was, sizeof(was));
+
     for (k = 0; k < ngx_http_api_key_cluster_nnodes; k++) {
         was[k] = ngx_http_api_key_cluster_nodes[k].master;
         ngx_http_api_key_cluster_nodes[k].master = 0;
@@ -1346,8 +1363,7 @@ ngx_http_api_key_cluster_slots_apply(ngx_http_api_key_cnode_t *from,
     changed = 0;
 
     for (k = 0; k < ngx_http_api_key_cluster_nnodes; k++) {
-        if (k >= sizeof(was) || was[k] != ngx_http_api_key_cluster_nodes[k].master)
-        {
+        if (was[k] != ngx_http_api_key_cluster_nodes[k].master) {
             changed = 1;
         }
     }
@@ -1709,6 +1725,11 @@ ngx_http_api_key_cluster_ev_on_connect(ngx_http_api_key_redis_io_t *io,
         return;
     }
 
+    if (ngx_http_api_key_cluster_sh) {
+        ngx_http_api_key_count(&ngx_http_api_key_cluster_sh->connects[
+                                             NGX_HTTP_API_KEY_CONN_EVENTS]);
+    }
+
     if (ngx_http_api_key_cluster_conf->password.len == 0) {
         ngx_http_api_key_cluster_ev_node_ready(node);
     }
@@ -1739,6 +1760,11 @@ ngx_http_api_key_cluster_ev_on_disconnect(ngx_http_api_key_redis_io_t *io,
     ngx_int_t status)
 {
     ngx_http_api_key_cnode_t  *node = io->data;
+
+    if (ngx_http_api_key_cluster_sh) {
+        ngx_http_api_key_count(&ngx_http_api_key_cluster_sh->disconnects[
+                                             NGX_HTTP_API_KEY_CONN_EVENTS]);
+    }
 
     if (node == NULL) {
         return;                 /* closed by ev_close */

@@ -195,7 +195,8 @@ ngx_http_api_key_redis_init_worker(ngx_cycle_t *cycle,
     /* a cluster: its connections are cluster.c's */
 
     if (conf->cluster) {
-        return ngx_http_api_key_cluster_init_worker(cycle, conf);
+        return ngx_http_api_key_cluster_init_worker(cycle, conf,
+                                     ngx_http_api_key_first_sh(amcf));
     }
 
     /* a host name without a resolver: said once (by the first worker) */

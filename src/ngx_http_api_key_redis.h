@@ -112,7 +112,7 @@ typedef void (*ngx_http_api_key_cluster_typed_pt)(
     ngx_http_api_key_reply_pt handler, void *data, redisReply *reply);
 
 ngx_int_t ngx_http_api_key_cluster_init_worker(ngx_cycle_t *cycle,
-    ngx_http_api_key_redis_conf_t *conf);
+    ngx_http_api_key_redis_conf_t *conf, ngx_http_api_key_shctx_t *sh);
 void ngx_http_api_key_cluster_start(ngx_http_api_key_cluster_typed_pt typed,
     ngx_http_api_key_ready_pt cmd_ready, ngx_http_api_key_ready_pt sub_ready);
 void ngx_http_api_key_cluster_exit_worker(void);

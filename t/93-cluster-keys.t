@@ -75,6 +75,9 @@ my $n = ApiKeyTest::Nginx->start(workers => 2, http => <<"EOT" . echo_server());
             api_key keys;
             proxy_pass http://127.0.0.1:%%PORT_UP%%;
         }
+        location = /metrics {
+            api_key_metrics;
+        }
     }
 EOT
 my $port = $n->port;
@@ -123,6 +126,15 @@ cmp_ok $hg, '>=', 1000, "the masters answered the reads ($hg HGETALL)";
 cmp_ok $hg, '<=', 1000 + 20, '... each record read about once (cached after)';
 
 is st(get(random_key())), '401 unknown', 'an unknown key is unknown';
+
+# the connections: a command connection per master (each worker read keys
+# of every master) and an events connection per master, per worker
+my $mt = http_get($port, '/metrics')->body;
+my ($cc) = $mt =~ /^api_key_redis_connects_total\{connection="commands"\} (\d+)/m;
+my ($ec) = $mt =~ /^api_key_redis_connects_total\{connection="events"\} (\d+)/m;
+is $cc, 6, 'metrics: 6 command connections (3 masters, 2 workers)';
+is $ec, 6, 'metrics: 6 events connections';
+like $mt, qr/^api_key_redis_connected\{connection="events"\} 1/m, 'metrics: events connected';
 
 # --- keyspace notifications on every master ----------------------------------
 
