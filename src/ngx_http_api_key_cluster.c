@@ -200,6 +200,7 @@ static ngx_uint_t                 ngx_http_api_key_cluster_ev_confirm_n;
 static ngx_uint_t                 ngx_http_api_key_cluster_ev_lost_flag;
 static ngx_uint_t                 ngx_http_api_key_cluster_ev_failing;
 static ngx_uint_t                 ngx_http_api_key_cluster_ev_up;
+static ngx_uint_t                 ngx_http_api_key_cluster_ev_denied;
 
 
 /* sh: where the connections are counted (the metrics), or NULL */
@@ -1772,6 +1773,16 @@ ngx_http_api_key_cluster_ev_on_disconnect(ngx_http_api_key_redis_io_t *io,
 
     node->sub = NULL;
 
+    /*
+     * closed on an error answer nothing waited for: a (P)SUBSCRIBE the ACL
+     * user may not run (NOPERM), for the subscriber
+     */
+
+    ngx_http_api_key_cluster_ev_denied = (status != NGX_OK
+                                  && io->err == REDIS_ERR_OTHER
+                                  && ngx_strncmp(io->errstr, "NOPERM", 6)
+                                     == 0);
+
     ngx_http_api_key_cluster_ev_lost(status == NGX_OK ? "closed"
                                                       : io->errstr);
 }
@@ -1873,6 +1884,15 @@ ngx_http_api_key_cluster_ev_message(ngx_http_api_key_redis_io_t *io,
     }
 
     ngx_http_api_key_cluster_ev_fn(io, reply, privdata);
+}
+
+
+/* the last events connection lost was closed by NOPERM */
+
+ngx_uint_t
+ngx_http_api_key_cluster_sub_denied(void)
+{
+    return ngx_http_api_key_cluster_ev_denied;
 }
 
 

@@ -1534,7 +1534,11 @@ ngx_http_api_key_redis_subscribe(ngx_http_api_key_redis_cb_pt fn, int argc,
 ngx_uint_t
 ngx_http_api_key_redis_sub_denied(void)
 {
-    return ngx_http_api_key_sub.closed_denied;    /* (never on a cluster) */
+    if (ngx_http_api_key_sub.conf->cluster) {
+        return ngx_http_api_key_cluster_sub_denied();
+    }
+
+    return ngx_http_api_key_sub.closed_denied;
 }
 
 

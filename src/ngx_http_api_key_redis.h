@@ -125,5 +125,6 @@ ngx_uint_t ngx_http_api_key_cluster_state(ngx_http_api_key_conn_e conn);
 ngx_int_t ngx_http_api_key_cluster_subscribe(ngx_http_api_key_redis_cb_pt fn,
     int argc, const char **argv, const size_t *argvlen);
 ngx_uint_t ngx_http_api_key_cluster_subscribed(void);
+ngx_uint_t ngx_http_api_key_cluster_sub_denied(void);
 
 #endif /* _NGX_HTTP_API_KEY_REDIS_H_INCLUDED_ */

@@ -20,7 +20,10 @@ require_module();
 BAIL_OUT('apikeyctl not built: ' . cli_path()) unless -x cli_path();
 
 my $json = JSON::PP->new;
-my $c = ApiKeyTest::Cluster->start(masters => 3);
+# (an ACL user that may not PSUBSCRIBE, for the last part)
+my $c = ApiKeyTest::Cluster->start(masters => 3, config => [
+    'notify-keyspace-events Kghx',
+    'user nopsub on >pw-nopsub ~* &* +@all -psubscribe']);
 my $url = $c->url;
 
 # the module: keyspace events off, ttl 60 s: only apikeyctl's events can
@@ -110,5 +113,42 @@ my $u = eval { $json->decode($res->{out}) } || {};
 is $u->{limit}, 1000, 'usage: the limit';
 ok(($u->{used} // 0) >= 5 && $u->{used} <= 10,
    'usage: the module counted the requests on the cluster (used: ' . ($u->{used} // 'none') . ')');
+
+# --- an ACL user, keyspace_events=on, PSUBSCRIBE refused ---------------------------
+# Every node's connection authenticates (AUTH user password); the events
+# connections' PSUBSCRIBE is refused (NOPERM): each worker warns once and
+# keeps the channel alone, revocations still arrive.
+
+my $n2 = ApiKeyTest::Nginx->start(workers => 2, http => <<"EOT" . echo_server(),
+    api_key_zone  keys:1m ttl=60s negative_ttl=1s;
+    api_key_redis ${\ $c->url(user => 'nopsub', password => 'pw-nopsub') } timeout=1s keyspace_events=on;
+
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        add_header X-Status \$api_key_status always;
+        location / {
+            api_key keys;
+            proxy_pass http://127.0.0.1:%%PORT_UP%%;
+        }
+    }
+EOT
+    expect_problems => [qr/NOPERM|may not PSUBSCRIBE/]);
+sub st2 {
+    my $x = http_get($n2->port, '/', headers => { 'X-API-Key' => $_[0] });
+    return $x->status . ' ' . ($x->header('X-Status') // '');
+}
+my $a2 = create('--id', 'acl1');
+is st2($a2->{key}), '200 ok', 'AUTH with an ACL user on every node: the key verifies';
+ok wait_until(sub { $n2->error_log =~ /may not PSUBSCRIBE/ }, timeout => 5),
+    'the PSUBSCRIBE refused: the workers warn';
+is cli('revoke', 'acl1')->{exit}, 0, 'apikeyctl revoke';
+my $l2;
+ok wait_until(sub { ($l2 = st2($a2->{key})) eq '401 revoked' }, timeout => 5),
+    'the channel alone still brings the revocation' or diag $l2;
+my $warns = () = $n2->error_log =~ /may not PSUBSCRIBE/g;
+sleep 1;
+my $warns2 = () = $n2->error_log =~ /may not PSUBSCRIBE/g;
+is $warns2, $warns, 'no more warnings: the events connections stay up';
+cmp_ok $warns, '<=', 2, 'one warning per worker';
 
 done_testing;
