@@ -174,5 +174,46 @@ my $qh = add_key($rt, $qk, id => 'quota1', owner => 'q', quota => '5/day');
 my @codes = map { get($qk)->status } 1 .. 7;
 is "@codes", '200 200 200 200 200 429 429', 'a quota of 5/day on a cluster';
 
+# --- rediss-cluster://: every node over TLS ------------------------------------
+
+{
+    my $pki = ApiKeyTest::Tls->new;
+    my $tc = ApiKeyTest::Cluster->start(masters => 3, tls => $pki->redis_tls,
+                                        config => ['notify-keyspace-events Kghx']);
+    my $trt = $tc->router;
+    my $ca = $pki->ca;
+    my $tn = ApiKeyTest::Nginx->start(workers => 1, http => <<"EOT" . echo_server());
+    api_key_zone  keys:1m ttl=60s negative_ttl=60s;
+    api_key_redis ${\ $tc->url(tls => 1) } tls_ca=$ca timeout=1s keyspace_events=on;
+
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        add_header X-Status \$api_key_status always;
+        location / {
+            api_key keys;
+            proxy_pass http://127.0.0.1:%%PORT_UP%%;
+        }
+    }
+EOT
+    my $tst = sub {
+        my $x = http_get($tn->port, '/', headers => { 'X-API-Key' => $_[0] });
+        return $x->status . ' ' . ($x->header('X-Status') // '');
+    };
+    my (%on, @tk);
+    while (keys(%on) < 3) {
+        my $k = random_key();
+        my $h = add_key($trt, $k, owner => 'tls');
+        $on{ $tc->master_for_slot(ApiKeyTest::Cluster::slot_of("apikey:$h"))->port } = 1;
+        push @tk, [$k, "apikey:$h"];
+    }
+    is $tst->($_->[0]), '200 ok', 'rediss-cluster://: a key verifies (certificates checked)'
+        for @tk;
+    is $tst->(random_key()), '401 unknown', 'rediss-cluster://: unknown';
+    $trt->cmd('HSET', $tk[-1][1], 'status', 'revoked');
+    my $last;
+    ok wait_until(sub { ($last = $tst->($tk[-1][0])) =~ /revoked/ }, timeout => 5),
+        'rediss-cluster://: keyspace events over TLS' or diag $last;
+}
+
 done_testing;
 

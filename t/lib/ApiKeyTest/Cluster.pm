@@ -7,7 +7,10 @@ package ApiKeyTest::Cluster;
 # joined with redis-cli --cluster create ... --cluster-yes.
 #
 #   my $c = ApiKeyTest::Cluster->start(masters => 3, replicas => 0 | 1,
-#                                      node_timeout => 1000);    # ms
+#                                      node_timeout => 1000,     # ms
+#                                      config => [lines],
+#                                      tls => ApiKeyTest::Tls->new->redis_tls);
+#           (tls: every node TLS only, tls-cluster and tls-replication on)
 #   $c->nodes               every node (ApiKeyTest::Redis objects)
 #   $c->masters             the live nodes that are masters now, by port
 #   $c->slot_map            [[start, end, master port, replica ports...], ...]
@@ -66,7 +69,10 @@ sub start {
     my $n = $self->{nmasters} * (1 + $self->{nrep});
     for (1 .. $n) {
         my $bus = ApiKeyTest::free_port();
-        my $r = ApiKeyTest::Redis->start(config => [
+        my $r = ApiKeyTest::Redis->start(
+            ($o{tls} ? (tls => $o{tls}) : ()),
+            config => [
+            ($o{tls} ? ("tls-cluster yes", "tls-replication yes") : ()),
             "cluster-enabled yes",
             "cluster-config-file nodes.conf",
             "cluster-node-timeout $self->{node_timeout}",
@@ -79,7 +85,13 @@ sub start {
         push @{ $self->{nodes} }, $r;
     }
     my $dir = ApiKeyTest::tmpdir();
-    my @cmd = ($REDIS_CLI, '--cluster', 'create',
+    my @cmd = ($REDIS_CLI,
+               ($o{tls} ? ('--tls', '--cacert', $o{tls}{ca},
+                           ($o{tls}{client_cert}
+                            ? ('--cert', $o{tls}{client_cert},
+                               '--key', $o{tls}{client_key}) : ()))
+                        : ()),
+               '--cluster', 'create',
                (map { '127.0.0.1:' . $_->port } @{ $self->{nodes} }),
                '--cluster-replicas', $self->{nrep}, '--cluster-yes');
     my $pid = fork // die "fork: $!";
