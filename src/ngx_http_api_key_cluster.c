@@ -264,7 +264,8 @@ ngx_http_api_key_cluster_init_worker(ngx_cycle_t *cycle,
     ngx_http_api_key_cluster_stall_ev.log = cycle->log;
     ngx_http_api_key_cluster_stall_ev.cancelable = 1;
 
-    ngx_http_api_key_cluster_ev_ev.handler = ngx_http_api_key_cluster_ev_handler;
+    ngx_http_api_key_cluster_ev_ev.handler =
+                                   ngx_http_api_key_cluster_ev_handler;
     ngx_http_api_key_cluster_ev_ev.log = cycle->log;
     ngx_http_api_key_cluster_ev_ev.cancelable = 1;
 
@@ -1127,7 +1128,8 @@ ngx_http_api_key_cluster_refresh(void)
         return;
     }
 
-    cmd = ngx_alloc(sizeof(ngx_http_api_key_ccmd_t), ngx_http_api_key_cluster_log);
+    cmd = ngx_alloc(sizeof(ngx_http_api_key_ccmd_t),
+                    ngx_http_api_key_cluster_log);
     if (cmd == NULL) {
         return;
     }
@@ -1200,6 +1202,7 @@ ngx_http_api_key_cluster_slots_reply(ngx_http_api_key_redis_io_t *io,
 {
     ngx_uint_t                 i;
     ngx_http_api_key_ccmd_t   *cmd = privdata;
+    ngx_http_api_key_ccmd_t   *next;
     ngx_http_api_key_cnode_t  *node;
 
     /* finish() frees cmd after this returns: a copy goes on */
@@ -1242,24 +1245,20 @@ ngx_http_api_key_cluster_slots_reply(ngx_http_api_key_redis_io_t *io,
     ngx_http_api_key_cluster_refreshing = 0;
     ngx_http_api_key_cluster_refresh_again = 0;
 
-    {
-        ngx_http_api_key_ccmd_t  *next;
-
-        next = ngx_alloc(sizeof(ngx_http_api_key_ccmd_t),
-                         ngx_http_api_key_cluster_log);
-        if (next == NULL) {
-            ngx_http_api_key_cluster_refreshed(0);
-            return;
-        }
-
-        *next = *cmd;
-        next->privdata = next;
-
-        ngx_http_api_key_cluster_refreshing = 1;
-        ngx_http_api_key_cluster_inflight++;
-
-        ngx_http_api_key_cluster_refresh_next(next);
+    next = ngx_alloc(sizeof(ngx_http_api_key_ccmd_t),
+                     ngx_http_api_key_cluster_log);
+    if (next == NULL) {
+        ngx_http_api_key_cluster_refreshed(0);
+        return;
     }
+
+    *next = *cmd;
+    next->privdata = next;
+
+    ngx_http_api_key_cluster_refreshing = 1;
+    ngx_http_api_key_cluster_inflight++;
+
+    ngx_http_api_key_cluster_refresh_next(next);
 }
 
 
@@ -1823,7 +1822,9 @@ ngx_http_api_key_cluster_subscribe(ngx_http_api_key_redis_cb_pt fn, int argc,
 
     ngx_http_api_key_cluster_ev_fn = fn;
 
-    pattern = (argvlen[0] == 10);        /* PSUBSCRIBE */
+    pattern = (argvlen[0] == 10
+               && ngx_strncasecmp((u_char *) argv[0], (u_char *) "PSUBSCRIBE",
+                                  10) == 0);
     sent = 0;
 
     for (i = 0; i < ngx_http_api_key_cluster_nnodes; i++) {

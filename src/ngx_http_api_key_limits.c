@@ -501,7 +501,7 @@ ngx_http_api_key_lease_send(ngx_http_api_key_lease_t *lease)
 
     conf = ngx_http_api_key_redis_conf();
 
-    if (!conf->cluster
+    if (!(conf && conf->cluster)
         && ngx_http_api_key_script_state == NGX_HTTP_API_KEY_SCRIPT_UNKNOWN)
     {
         argv[0] = "SCRIPT";
@@ -526,7 +526,7 @@ ngx_http_api_key_lease_send(ngx_http_api_key_lease_t *lease)
     argv[1] = (const char *) ngx_http_api_key_script_sha;
     argvlen[1] = sizeof(ngx_http_api_key_script_sha);
 
-    if (conf->cluster) {
+    if (conf && conf->cluster) {
         /*
          * a cluster: each master has its own script cache, a SCRIPT LOAD
          * on one of them is not seen by the others; EVAL with the script

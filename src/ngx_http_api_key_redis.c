@@ -161,6 +161,15 @@ static ngx_http_api_key_main_conf_t  *ngx_http_api_key_amcf;
 static ngx_uint_t                     ngx_http_api_key_exiting;
 
 
+/* a Redis Cluster (redis-cluster://): cluster.c's connections */
+
+static ngx_inline ngx_uint_t
+ngx_http_api_key_is_cluster(void)
+{
+    return ngx_http_api_key_cmd.conf && ngx_http_api_key_cmd.conf->cluster;
+}
+
+
 /*
  * The worker's two connections, not connected yet: the units that use them
  * register (events.c) and set up (lookup.c, limits.c) first, then
@@ -229,7 +238,7 @@ ngx_http_api_key_redis_init_worker(ngx_cycle_t *cycle,
 void
 ngx_http_api_key_redis_start(ngx_cycle_t *cycle)
 {
-    if (ngx_http_api_key_cmd.conf->cluster) {
+    if (ngx_http_api_key_is_cluster()) {
         ngx_http_api_key_cluster_start(ngx_http_api_key_cluster_typed_reply,
                                        ngx_http_api_key_cmd.ready,
                                        ngx_http_api_key_sub.ready);
@@ -253,7 +262,7 @@ ngx_http_api_key_redis_exit_worker(ngx_cycle_t *cycle)
     ngx_http_api_key_rconn_close(&ngx_http_api_key_cmd);
     ngx_http_api_key_rconn_close(&ngx_http_api_key_sub);
 
-    if (ngx_http_api_key_cmd.conf->cluster) {
+    if (ngx_http_api_key_is_cluster()) {
         ngx_http_api_key_cluster_exit_worker();
     }
 
@@ -1299,7 +1308,7 @@ ngx_http_api_key_redis_state(ngx_http_api_key_conn_e conn)
 {
     ngx_http_api_key_rconn_t  *rc;
 
-    if (ngx_http_api_key_cmd.conf->cluster) {
+    if (ngx_http_api_key_is_cluster()) {
         return ngx_http_api_key_cluster_state(conn);
     }
 
@@ -1323,7 +1332,7 @@ ngx_http_api_key_redis_command(ngx_http_api_key_reply_pt handler, void *data,
 {
     ngx_http_api_key_rconn_t  *rc = &ngx_http_api_key_cmd;
 
-    if (rc->conf->cluster) {
+    if (ngx_http_api_key_is_cluster()) {
         return ngx_http_api_key_cluster_send(NULL, handler, data, key, 0,
                                              argc, argv, argvlen);
     }
@@ -1340,7 +1349,7 @@ ngx_http_api_key_redis_command(ngx_http_api_key_reply_pt handler, void *data,
 ngx_uint_t
 ngx_http_api_key_redis_ready(void)
 {
-    if (ngx_http_api_key_cmd.conf->cluster) {
+    if (ngx_http_api_key_is_cluster()) {
         return ngx_http_api_key_cluster_ready();
     }
 
@@ -1389,7 +1398,7 @@ ngx_http_api_key_redis_read_admit(void)
     rc = &ngx_http_api_key_cmd;
     conf = rc->conf;
 
-    if (conf->cluster && conf->prefix.len <= 256) {
+    if (ngx_http_api_key_is_cluster() && conf->prefix.len <= 256) {
         return ngx_http_api_key_cluster_admit();
     }
 
@@ -1434,7 +1443,7 @@ ngx_int_t
 ngx_http_api_key_redis_send(ngx_http_api_key_redis_cb_pt fn, void *privdata,
     ngx_int_t key, int argc, const char **argv, const size_t *argvlen)
 {
-    if (ngx_http_api_key_cmd.conf->cluster) {
+    if (ngx_http_api_key_is_cluster()) {
         return ngx_http_api_key_cluster_send(fn, NULL, privdata, key, 1,
                                              argc, argv, argvlen);
     }
@@ -1512,7 +1521,7 @@ ngx_int_t
 ngx_http_api_key_redis_subscribe(ngx_http_api_key_redis_cb_pt fn, int argc,
     const char **argv, const size_t *argvlen)
 {
-    if (ngx_http_api_key_sub.conf->cluster) {
+    if (ngx_http_api_key_is_cluster()) {
         return ngx_http_api_key_cluster_subscribe(fn, argc, argv, argvlen);
     }
 
@@ -1534,7 +1543,7 @@ ngx_http_api_key_redis_subscribe(ngx_http_api_key_redis_cb_pt fn, int argc,
 ngx_uint_t
 ngx_http_api_key_redis_sub_denied(void)
 {
-    if (ngx_http_api_key_sub.conf->cluster) {
+    if (ngx_http_api_key_is_cluster()) {
         return ngx_http_api_key_cluster_sub_denied();
     }
 
@@ -1554,7 +1563,7 @@ ngx_http_api_key_redis_subscribed(void)
 {
     ngx_uint_t  lost;
 
-    if (ngx_http_api_key_sub.conf->cluster) {
+    if (ngx_http_api_key_is_cluster()) {
         return ngx_http_api_key_cluster_subscribed();
     }
 
