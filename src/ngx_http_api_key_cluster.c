@@ -160,6 +160,7 @@ static void ngx_http_api_key_cluster_ev_node_ready(
     ngx_http_api_key_cnode_t *node);
 static void ngx_http_api_key_cluster_ev_message(
     ngx_http_api_key_redis_io_t *io, redisReply *reply, void *privdata);
+static void ngx_http_api_key_cluster_ev_pattern_others(void);
 
 
 static ngx_http_api_key_redis_conf_t    *ngx_http_api_key_cluster_conf;
@@ -201,6 +202,12 @@ static ngx_uint_t                 ngx_http_api_key_cluster_ev_lost_flag;
 static ngx_uint_t                 ngx_http_api_key_cluster_ev_failing;
 static ngx_uint_t                 ngx_http_api_key_cluster_ev_up;
 static ngx_uint_t                 ngx_http_api_key_cluster_ev_denied;
+
+/* the PSUBSCRIBE for the masters without the channel, sent once the channel
+   is confirmed */
+static u_char                     ngx_http_api_key_cluster_ev_pattern[1024];
+static size_t                     ngx_http_api_key_cluster_ev_pattern_len;
+static ngx_uint_t                 ngx_http_api_key_cluster_ev_pattern_wait;
 
 
 /* sh: where the connections are counted (the metrics), or NULL */
@@ -1545,6 +1552,7 @@ ngx_http_api_key_cluster_ev_open(void)
     ngx_http_api_key_cluster_ev_open_n = 0;
     ngx_http_api_key_cluster_ev_ready_n = 0;
     ngx_http_api_key_cluster_ev_confirm_n = 0;
+    ngx_http_api_key_cluster_ev_pattern_wait = 0;
 
     /* the channel on the master of slot 0 */
     first = 1;
@@ -1607,6 +1615,17 @@ ngx_http_api_key_cluster_ev_open(void)
         node = &ngx_http_api_key_cluster_nodes[i];
 
         if (node->sub && ngx_http_api_key_cluster_slots[0] == node) {
+            node->sub_channel = 1;
+            first = 0;
+        }
+    }
+
+    /* (slot 0's master at an address not usable: the first opened) */
+
+    for (i = 0; i < ngx_http_api_key_cluster_nnodes && first; i++) {
+        node = &ngx_http_api_key_cluster_nodes[i];
+
+        if (node->sub) {
             node->sub_channel = 1;
             first = 0;
         }
@@ -1810,7 +1829,10 @@ ngx_http_api_key_cluster_ev_node_ready(ngx_http_api_key_cnode_t *node)
 
 /*
  * The subscriber's SUBSCRIBE (on the channel's node) or PSUBSCRIBE (on
- * every master); what comes back goes to fn.
+ * every master); what comes back goes to fn.  The PSUBSCRIBE goes to the
+ * other masters once the channel is confirmed: an ACL user refused
+ * PSUBSCRIBE (NOPERM closes the connection) is then seen by the
+ * subscriber with the channel confirmed, and it keeps the channel alone.
  */
 
 ngx_int_t
@@ -1827,12 +1849,22 @@ ngx_http_api_key_cluster_subscribe(ngx_http_api_key_redis_cb_pt fn, int argc,
                                   10) == 0);
     sent = 0;
 
+    if (pattern) {
+        if (argc != 2
+            || argvlen[1] > sizeof(ngx_http_api_key_cluster_ev_pattern))
+        {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(ngx_http_api_key_cluster_ev_pattern, argv[1], argvlen[1]);
+        ngx_http_api_key_cluster_ev_pattern_len = argvlen[1];
+        ngx_http_api_key_cluster_ev_pattern_wait = 1;
+    }
+
     for (i = 0; i < ngx_http_api_key_cluster_nnodes; i++) {
         node = &ngx_http_api_key_cluster_nodes[i];
 
-        if (node->sub == NULL || !node->sub_ready
-            || (!pattern && !node->sub_channel))
-        {
+        if (node->sub == NULL || !node->sub_ready || !node->sub_channel) {
             continue;
         }
 
@@ -1866,6 +1898,16 @@ ngx_http_api_key_cluster_ev_message(ngx_http_api_key_redis_io_t *io,
         return;
     }
 
+    if (node->sub_channel && ngx_http_api_key_cluster_ev_pattern_wait
+        && reply && reply->type == REDIS_REPLY_ARRAY && reply->elements >= 3
+        && reply->element[0]->type == REDIS_REPLY_STRING
+        && reply->element[0]->len == 9
+        && ngx_strncmp(reply->element[0]->str, "subscribe", 9) == 0)
+    {
+        ngx_http_api_key_cluster_ev_pattern_wait = 0;
+        ngx_http_api_key_cluster_ev_pattern_others();
+    }
+
     if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements >= 3
         && reply->element[0]->type == REDIS_REPLY_STRING
         && reply->element[0]->len == 10
@@ -1894,6 +1936,41 @@ ngx_uint_t
 ngx_http_api_key_cluster_sub_denied(void)
 {
     return ngx_http_api_key_cluster_ev_denied;
+}
+
+
+/* the channel is confirmed: the PSUBSCRIBE on the other masters */
+
+static void
+ngx_http_api_key_cluster_ev_pattern_others(void)
+{
+    ngx_uint_t                 i;
+    ngx_http_api_key_cnode_t  *node;
+    const char                *argv[2];
+    size_t                     argvlen[2];
+
+    argv[0] = "PSUBSCRIBE";
+    argvlen[0] = 10;
+    argv[1] = (const char *) ngx_http_api_key_cluster_ev_pattern;
+    argvlen[1] = ngx_http_api_key_cluster_ev_pattern_len;
+
+    for (i = 0; i < ngx_http_api_key_cluster_nnodes; i++) {
+        node = &ngx_http_api_key_cluster_nodes[i];
+
+        if (node->sub == NULL || !node->sub_ready || node->sub_channel) {
+            continue;
+        }
+
+        if (ngx_http_api_key_redis_io_subscribe(node->sub,
+                                    ngx_http_api_key_cluster_ev_message,
+                                    2, argv, argvlen)
+            != NGX_OK)
+        {
+            ngx_http_api_key_cluster_ev_lost("a PSUBSCRIBE could not be "
+                                             "sent");
+            return;
+        }
+    }
 }
 
 
