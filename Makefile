@@ -448,11 +448,12 @@ bench-tls: bench-deps
 	$(MAKE) module
 	bash bench/tls.sh $(BUILD)
 
-bench-failover:
+# Redis failovers: bench/failover-sentinel.sh, then
+# bench/failover-cluster.sh; each rewrites its section of bench/RESULTS.md
+bench-failover: bench-deps
 	$(MAKE) module
 	bash bench/failover-sentinel.sh $(BUILD)
-	if [ -f bench/failover-cluster.sh ]; then \
-	    bash bench/failover-cluster.sh $(BUILD); fi
+	bash bench/failover-cluster.sh $(BUILD)
 
 # --- faults under load and soak (bench/chaos.pl, bench/soak.pl) ------------
 #

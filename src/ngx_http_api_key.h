@@ -22,6 +22,9 @@
  * ngx_http_api_key_redis.c      Redis connections and the command queue
  * ngx_http_api_key_sentinel.c   redis-sentinel://: asks the sentinels where
  *                               the master is, follows +switch-master
+ * ngx_http_api_key_cluster.c    Redis Cluster: the slot map, a command
+ *                               connection per master, MOVED/ASK, events
+ *                               connections on every master
  * ngx_http_api_key_redis_io.c   one Redis connection on nginx's events:
  *                               connect, TLS, write, read (hiredis: RESP only)
  * ngx_http_api_key_redis_url.c  api_key_redis's URL and parameters, the TLS
@@ -332,6 +335,8 @@ typedef struct {
     ngx_flag_t                    resolve;   /* host is a name */
     ngx_http_core_loc_conf_t     *core;      /* the http block's: resolver */
     ngx_int_t                     db;
+    ngx_flag_t                    cluster;   /* redis(s)-cluster:// */
+    ngx_array_t                  *seeds;     /* a cluster's: ngx_addr_t */
     ngx_flag_t                    tls;       /* rediss:// */
     ngx_flag_t                    tls_verify;
     ngx_str_t                     tls_ca;    /* full paths; empty: none */
@@ -599,7 +604,8 @@ ngx_int_t ngx_http_api_key_redis_init_worker(ngx_cycle_t *cycle,
 void ngx_http_api_key_redis_start(ngx_cycle_t *cycle);
 void ngx_http_api_key_redis_exit_worker(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_api_key_redis_command(ngx_http_api_key_reply_pt handler,
-    void *data, int argc, const char **argv, const size_t *argvlen);
+    void *data, ngx_int_t key, int argc, const char **argv,
+    const size_t *argvlen);
 ngx_uint_t ngx_http_api_key_redis_ready(void);
 ngx_http_api_key_redis_conf_t *ngx_http_api_key_redis_conf(void);
 ngx_uint_t ngx_http_api_key_redis_state(ngx_http_api_key_conn_e conn);

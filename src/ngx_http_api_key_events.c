@@ -118,7 +118,7 @@ ngx_http_api_key_events_check_server(void)
     }
 
     (void) ngx_http_api_key_redis_send(ngx_http_api_key_config_reply, NULL,
-                                       3, argv, argvlen);
+                                       -1, 3, argv, argvlen);
 }
 
 

@@ -494,11 +494,16 @@ ngx_http_api_key_lease_start(ngx_http_api_key_ctx_t *ctx,
 static ngx_int_t
 ngx_http_api_key_lease_send(ngx_http_api_key_lease_t *lease)
 {
-    const char  *argv[8];
-    size_t       argvlen[8];
-    u_char       nums[4][NGX_INT64_LEN];
+    const char                     *argv[8];
+    size_t                          argvlen[8];
+    u_char                          nums[4][NGX_INT64_LEN];
+    ngx_http_api_key_redis_conf_t  *conf;
 
-    if (ngx_http_api_key_script_state == NGX_HTTP_API_KEY_SCRIPT_UNKNOWN) {
+    conf = ngx_http_api_key_redis_conf();
+
+    if (!(conf && conf->cluster)
+        && ngx_http_api_key_script_state == NGX_HTTP_API_KEY_SCRIPT_UNKNOWN)
+    {
         argv[0] = "SCRIPT";
         argvlen[0] = 6;
         argv[1] = "LOAD";
@@ -507,7 +512,7 @@ ngx_http_api_key_lease_send(ngx_http_api_key_lease_t *lease)
         argvlen[2] = sizeof(ngx_http_api_key_lease_script) - 1;
 
         if (ngx_http_api_key_redis_command(ngx_http_api_key_script_reply,
-                                           NULL, 3, argv, argvlen)
+                                           NULL, -1, 3, argv, argvlen)
             != NGX_OK)
         {
             return NGX_ERROR;
@@ -520,6 +525,18 @@ ngx_http_api_key_lease_send(ngx_http_api_key_lease_t *lease)
     argvlen[0] = 7;
     argv[1] = (const char *) ngx_http_api_key_script_sha;
     argvlen[1] = sizeof(ngx_http_api_key_script_sha);
+
+    if (conf && conf->cluster) {
+        /*
+         * a cluster: each master has its own script cache, a SCRIPT LOAD
+         * on one of them is not seen by the others; EVAL with the script
+         * (which Redis caches too) needs none
+         */
+        argv[0] = "EVAL";
+        argvlen[0] = 4;
+        argv[1] = ngx_http_api_key_lease_script;
+        argvlen[1] = sizeof(ngx_http_api_key_lease_script) - 1;
+    }
     argv[2] = "1";
     argvlen[2] = 1;
     argv[3] = (const char *) lease->name;
@@ -533,8 +550,10 @@ ngx_http_api_key_lease_send(ngx_http_api_key_lease_t *lease)
     argv[7] = (const char *) nums[3];
     argvlen[7] = ngx_sprintf(nums[3], "%uL", lease->debt) - nums[3];
 
+    /* KEYS[1], the counter's name, routes it on a cluster */
+
     return ngx_http_api_key_redis_command(ngx_http_api_key_lease_reply, lease,
-                                          8, argv, argvlen);
+                                          3, 8, argv, argvlen);
 }
 
 
@@ -655,7 +674,8 @@ ngx_http_api_key_lease_reply(ngx_http_api_key_reply_t *reply, void *data)
         argv[2] = (const char *) num;
         argvlen[2] = ngx_sprintf(num, "%uL", grant) - num;
 
-        (void) ngx_http_api_key_redis_command(NULL, NULL, 3, argv, argvlen);
+        (void) ngx_http_api_key_redis_command(NULL, NULL, 1, 3, argv,
+                                              argvlen);
     }
 
     if (failed) {

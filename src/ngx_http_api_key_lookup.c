@@ -207,7 +207,7 @@ ngx_http_api_key_lookup_send(ngx_http_api_key_lookup_t *lk)
     argvlen[1] = len;
 
     if (ngx_http_api_key_redis_send(ngx_http_api_key_lookup_reply, lk,
-                                    2, argv, argvlen)
+                                    1, 2, argv, argvlen)
         != NGX_OK)
     {
         return NGX_ERROR;

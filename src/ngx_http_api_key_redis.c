@@ -142,6 +142,8 @@ static void ngx_http_api_key_rconn_handshake_reply(
     ngx_http_api_key_redis_io_t *io, redisReply *reply, void *privdata);
 static void ngx_http_api_key_rconn_handshake(ngx_http_api_key_rconn_t *rc,
     const char *what, int argc, const char **argv, const size_t *argvlen);
+static void ngx_http_api_key_cmd_ready_all(void);
+static void ngx_http_api_key_sub_ready_all(void);
 static void ngx_http_api_key_rconn_handshake_done(
     ngx_http_api_key_rconn_t *rc);
 static void ngx_http_api_key_rconn_proven(ngx_http_api_key_rconn_t *rc);
@@ -171,6 +173,8 @@ static void ngx_http_api_key_failover(ngx_http_api_key_rconn_t *rc,
 static void ngx_http_api_key_rconn_init(ngx_http_api_key_rconn_t *rc,
     const char *name, ngx_cycle_t *cycle, ngx_http_api_key_redis_conf_t *conf);
 static void ngx_http_api_key_rconn_close(ngx_http_api_key_rconn_t *rc);
+static void ngx_http_api_key_cluster_typed_reply(
+    ngx_http_api_key_reply_pt handler, void *data, redisReply *reply);
 
 
 static ngx_http_api_key_rconn_t       ngx_http_api_key_cmd;
@@ -185,6 +189,15 @@ static ngx_uint_t                     ngx_http_api_key_moving;
                                                 ask where the master is */
 #define NGX_HTTP_API_KEY_FAILOVER_MOVED   2  /* not (or no longer) the master:
                                                 connect again, too */
+
+
+/* a Redis Cluster (redis-cluster://): cluster.c's connections */
+
+static ngx_inline ngx_uint_t
+ngx_http_api_key_is_cluster(void)
+{
+    return ngx_http_api_key_cmd.conf && ngx_http_api_key_cmd.conf->cluster;
+}
 
 
 /*
@@ -235,6 +248,13 @@ ngx_http_api_key_redis_init_worker(ngx_cycle_t *cycle,
         }
     }
 
+    /* a cluster: its connections are cluster.c's */
+
+    if (conf->cluster) {
+        return ngx_http_api_key_cluster_init_worker(cycle, conf,
+                                     ngx_http_api_key_first_sh(amcf));
+    }
+
     /* a host name without a resolver: said once (by the first worker) */
 
     if (conf->resolve && ngx_http_api_key_resolver(conf) == NULL
@@ -269,6 +289,13 @@ ngx_http_api_key_redis_start(ngx_cycle_t *cycle)
         ngx_http_api_key_sentinel_start();
     }
 
+    if (ngx_http_api_key_is_cluster()) {
+        ngx_http_api_key_cluster_start(ngx_http_api_key_cluster_typed_reply,
+                                       ngx_http_api_key_cmd_ready_all,
+                                       ngx_http_api_key_sub_ready_all);
+        return;
+    }
+
     ngx_http_api_key_rconn_connect(&ngx_http_api_key_cmd);
     ngx_http_api_key_rconn_connect(&ngx_http_api_key_sub);
 }
@@ -288,6 +315,10 @@ ngx_http_api_key_redis_exit_worker(ngx_cycle_t *cycle)
 
     if (ngx_http_api_key_cmd.conf->sentinel) {
         ngx_http_api_key_sentinel_exit_worker();
+    }
+
+    if (ngx_http_api_key_is_cluster()) {
+        ngx_http_api_key_cluster_exit_worker();
     }
 
     ngx_http_api_key_redis_io_cleanup();
@@ -1030,6 +1061,30 @@ ngx_http_api_key_rconn_handshake_done(ngx_http_api_key_rconn_t *rc)
 }
 
 
+/* a cluster's connections are ready: what registered for ours, in turn */
+
+static void
+ngx_http_api_key_cmd_ready_all(void)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < ngx_http_api_key_cmd.nready; i++) {
+        ngx_http_api_key_cmd.ready[i]();
+    }
+}
+
+
+static void
+ngx_http_api_key_sub_ready_all(void)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < ngx_http_api_key_sub.nready; i++) {
+        ngx_http_api_key_sub.ready[i]();
+    }
+}
+
+
 /* on the command connection through the ring, on the other directly */
 
 static void
@@ -1405,6 +1460,10 @@ ngx_http_api_key_redis_state(ngx_http_api_key_conn_e conn)
 {
     ngx_http_api_key_rconn_t  *rc;
 
+    if (ngx_http_api_key_is_cluster()) {
+        return ngx_http_api_key_cluster_state(conn);
+    }
+
     rc = (conn == NGX_HTTP_API_KEY_CONN_EVENTS) ? &ngx_http_api_key_sub
                                                 : &ngx_http_api_key_cmd;
 
@@ -1414,14 +1473,21 @@ ngx_http_api_key_redis_state(ngx_http_api_key_conn_e conn)
 
 /*
  * A command on the command connection, for the quota leases: its answer
- * goes to handler (if any) as an ngx_http_api_key_reply_t.
+ * goes to handler (if any) as an ngx_http_api_key_reply_t.  argv[key] is
+ * the name it works on (-1: none): on a cluster, it goes to that name's
+ * master.
  */
 
 ngx_int_t
 ngx_http_api_key_redis_command(ngx_http_api_key_reply_pt handler, void *data,
-    int argc, const char **argv, const size_t *argvlen)
+    ngx_int_t key, int argc, const char **argv, const size_t *argvlen)
 {
     ngx_http_api_key_rconn_t  *rc = &ngx_http_api_key_cmd;
+
+    if (ngx_http_api_key_is_cluster()) {
+        return ngx_http_api_key_cluster_send(NULL, handler, data, key, 0,
+                                             argc, argv, argvlen);
+    }
 
     if (rc->io == NULL || rc->npending >= rc->conf->max_pending) {
         return NGX_ERROR;
@@ -1435,7 +1501,27 @@ ngx_http_api_key_redis_command(ngx_http_api_key_reply_pt handler, void *data,
 ngx_uint_t
 ngx_http_api_key_redis_ready(void)
 {
+    if (ngx_http_api_key_is_cluster()) {
+        return ngx_http_api_key_cluster_ready();
+    }
+
     return ngx_http_api_key_cmd.io != NULL;
+}
+
+
+/* a cluster's answer to a typed command (cluster.c calls it) */
+
+static void
+ngx_http_api_key_cluster_typed_reply(ngx_http_api_key_reply_pt handler,
+    void *data, redisReply *reply)
+{
+    ngx_http_api_key_reply_t  out;
+
+    if (reply) {
+        ngx_http_api_key_reply_of(reply, &out);
+    }
+
+    handler(reply ? &out : NULL, data);
 }
 
 
@@ -1463,6 +1549,10 @@ ngx_http_api_key_redis_read_admit(void)
 
     rc = &ngx_http_api_key_cmd;
     conf = rc->conf;
+
+    if (ngx_http_api_key_is_cluster() && conf->prefix.len <= 256) {
+        return ngx_http_api_key_cluster_admit();
+    }
 
     /* (a prefix this long does not fit a read's key name) */
 
@@ -1495,12 +1585,21 @@ ngx_http_api_key_redis_read_admit(void)
 }
 
 
-/* a command on the command connection, hiredis's answer to fn */
+/*
+ * A read on the command connection, hiredis's answer to fn; argv[key] is
+ * the name it reads (-1: none), which routes it on a cluster (where it is
+ * sent once more if its node goes away before it is answered).
+ */
 
 ngx_int_t
 ngx_http_api_key_redis_send(ngx_http_api_key_redis_cb_pt fn, void *privdata,
-    int argc, const char **argv, const size_t *argvlen)
+    ngx_int_t key, int argc, const char **argv, const size_t *argvlen)
 {
+    if (ngx_http_api_key_is_cluster()) {
+        return ngx_http_api_key_cluster_send(fn, NULL, privdata, key, 1,
+                                             argc, argv, argvlen);
+    }
+
     return ngx_http_api_key_cmd_send(&ngx_http_api_key_cmd, fn, NULL,
                                      privdata, argc, argv, argvlen);
 }
@@ -1576,6 +1675,10 @@ ngx_int_t
 ngx_http_api_key_redis_subscribe(ngx_http_api_key_redis_cb_pt fn, int argc,
     const char **argv, const size_t *argvlen)
 {
+    if (ngx_http_api_key_is_cluster()) {
+        return ngx_http_api_key_cluster_subscribe(fn, argc, argv, argvlen);
+    }
+
     if (ngx_http_api_key_sub.io == NULL) {
         return NGX_ERROR;
     }
@@ -1594,6 +1697,10 @@ ngx_http_api_key_redis_subscribe(ngx_http_api_key_redis_cb_pt fn, int argc,
 ngx_uint_t
 ngx_http_api_key_redis_sub_denied(void)
 {
+    if (ngx_http_api_key_is_cluster()) {
+        return ngx_http_api_key_cluster_sub_denied();
+    }
+
     return ngx_http_api_key_sub.closed_denied;
 }
 
@@ -1609,6 +1716,10 @@ ngx_uint_t
 ngx_http_api_key_redis_subscribed(void)
 {
     ngx_uint_t  lost;
+
+    if (ngx_http_api_key_is_cluster()) {
+        return ngx_http_api_key_cluster_subscribed();
+    }
 
     if (ngx_http_api_key_sub.sub_timer.timer_set) {
         ngx_del_timer(&ngx_http_api_key_sub.sub_timer);

@@ -105,7 +105,7 @@ void ngx_http_api_key_sentinel_rediscover(const char *why);
 /* the commands connection, for the record reads */
 ngx_int_t ngx_http_api_key_redis_read_admit(void);
 ngx_int_t ngx_http_api_key_redis_send(ngx_http_api_key_redis_cb_pt fn, void *privdata,
-    int argc, const char **argv, const size_t *argvlen);
+    ngx_int_t key, int argc, const char **argv, const size_t *argvlen);
 ngx_uint_t ngx_http_api_key_redis_outage_timeout(void);
 void ngx_http_api_key_redis_unanswered(void);
 void ngx_http_api_key_redis_set_denied(ngx_uint_t denied);
@@ -120,5 +120,24 @@ ngx_int_t ngx_http_api_key_redis_subscribe(ngx_http_api_key_redis_cb_pt fn, int 
 ngx_uint_t ngx_http_api_key_redis_subscribed(void);
 ngx_uint_t ngx_http_api_key_redis_sub_denied(void);
 
+/* cluster.c: a Redis Cluster (for redis.c) */
+typedef void (*ngx_http_api_key_cluster_typed_pt)(
+    ngx_http_api_key_reply_pt handler, void *data, redisReply *reply);
+
+ngx_int_t ngx_http_api_key_cluster_init_worker(ngx_cycle_t *cycle,
+    ngx_http_api_key_redis_conf_t *conf, ngx_http_api_key_shctx_t *sh);
+void ngx_http_api_key_cluster_start(ngx_http_api_key_cluster_typed_pt typed,
+    ngx_http_api_key_ready_pt cmd_ready, ngx_http_api_key_ready_pt sub_ready);
+void ngx_http_api_key_cluster_exit_worker(void);
+ngx_int_t ngx_http_api_key_cluster_send(ngx_http_api_key_redis_cb_pt fn,
+    ngx_http_api_key_reply_pt handler, void *privdata, ngx_int_t key,
+    ngx_uint_t read, int argc, const char **argv, const size_t *argvlen);
+ngx_int_t ngx_http_api_key_cluster_admit(void);
+ngx_uint_t ngx_http_api_key_cluster_ready(void);
+ngx_uint_t ngx_http_api_key_cluster_state(ngx_http_api_key_conn_e conn);
+ngx_int_t ngx_http_api_key_cluster_subscribe(ngx_http_api_key_redis_cb_pt fn,
+    int argc, const char **argv, const size_t *argvlen);
+ngx_uint_t ngx_http_api_key_cluster_subscribed(void);
+ngx_uint_t ngx_http_api_key_cluster_sub_denied(void);
 
 #endif /* _NGX_HTTP_API_KEY_REDIS_H_INCLUDED_ */

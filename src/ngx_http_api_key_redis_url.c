@@ -15,6 +15,8 @@
 
 static ngx_int_t ngx_http_api_key_parse_url(ngx_conf_t *cf,
     ngx_http_api_key_redis_conf_t *rcf, ngx_str_t *url);
+static ngx_int_t ngx_http_api_key_parse_cluster_url(ngx_conf_t *cf,
+    ngx_http_api_key_redis_conf_t *rcf, ngx_str_t *url);
 static ngx_int_t ngx_http_api_key_parse_sentinel_url(ngx_conf_t *cf,
     ngx_http_api_key_redis_conf_t *rcf, ngx_str_t *url, u_char *p);
 static ngx_int_t ngx_http_api_key_sentinel_host(ngx_conf_t *cf,
@@ -282,6 +284,19 @@ ngx_http_api_key_redis_parse(ngx_conf_t *cf,
                            "password: give it in the url "
                            "(user:password@host) or in \"password_file\"",
                            ngx_http_api_key_bad_url(cf->pool, &value[1]));
+        return NGX_ERROR;
+    }
+
+    if (rcf->cluster
+        && (ngx_strlchr(rcf->prefix.data, rcf->prefix.data + rcf->prefix.len,
+                        '{')
+            || ngx_strlchr(rcf->prefix.data,
+                           rcf->prefix.data + rcf->prefix.len, '}')))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"prefix\" may not hold \"{\" or \"}\" on a "
+                           "redis cluster: the names of a key's counters "
+                           "carry its record's name as their hash tag");
         return NGX_ERROR;
     }
 
@@ -596,6 +611,13 @@ ngx_http_api_key_parse_url(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf,
         rcf->tls = 1;
         return ngx_http_api_key_parse_sentinel_url(cf, rcf, url,
                                                    url->data + 18);
+    }
+
+    if ((url->len > 16 && ngx_strncmp(url->data, "redis-cluster://", 16) == 0)
+        || (url->len > 17
+            && ngx_strncmp(url->data, "rediss-cluster://", 17) == 0))
+    {
+        return ngx_http_api_key_parse_cluster_url(cf, rcf, url);
     }
 
     if (url->len > 8 && ngx_strncmp(url->data, "redis://", 8) == 0) {
@@ -966,6 +988,146 @@ ngx_http_api_key_sentinel_host(ngx_conf_t *cf,
     *a = u.addrs[0];
 
     return NGX_OK;
+}
+
+
+/*
+ * redis-cluster://[user[:password]@]host1:port1,host2:port2,...[/0] (and
+ * rediss-cluster://): the seed nodes, each an IP address or a host name
+ * resolved now (the workers learn the cluster's nodes from CLUSTER SLOTS,
+ * by their addresses); database 0 only, as Redis Cluster has no other.
+ * rcf->addr, host and port are the first seed's (a TLS name to check).
+ * Errors show the url as ngx_http_api_key_bad_url() does.
+ */
+
+static ngx_int_t
+ngx_http_api_key_parse_cluster_url(ngx_conf_t *cf,
+    ngx_http_api_key_redis_conf_t *rcf, ngx_str_t *url)
+{
+    u_char       *p, *q, *last, *at, *colon, *end, *comma;
+    ngx_url_t     u;
+    ngx_addr_t   *seed;
+    const char   *what;
+
+    rcf->cluster = 1;
+    rcf->db = 0;
+
+    what = "expected redis-cluster://[user[:password]@]host:port,"
+           "host:port,... or rediss-cluster://...";
+
+    if (url->data[5] == 's') {
+        rcf->tls = 1;
+        p = url->data + 17;
+
+    } else {
+        p = url->data + 16;
+    }
+
+    last = url->data + url->len;
+
+    /* userinfo: up to the last '@' */
+
+    at = NULL;
+    for (q = p; q < last; q++) {
+        if (*q == '@') {
+            at = q;
+        }
+    }
+
+    if (at) {
+        colon = ngx_strlchr(p, at, ':');
+
+        rcf->user.data = p;
+        rcf->user.len = (colon ? colon : at) - p;
+
+        if (colon) {
+            rcf->password.data = colon + 1;
+            rcf->password.len = at - colon - 1;
+        }
+
+        p = at + 1;
+    }
+
+    end = ngx_strlchr(p, last, '/');
+
+    if (end) {
+        if (last - end != 2 || end[1] != '0') {
+            what = "a redis cluster has database 0 only";
+            goto invalid;
+        }
+
+        last = end;
+    }
+
+    rcf->seeds = ngx_array_create(cf->pool, 4, sizeof(ngx_addr_t));
+    if (rcf->seeds == NULL) {
+        return NGX_ERROR;
+    }
+
+    while (p <= last) {
+        comma = ngx_strlchr(p, last, ',');
+        if (comma == NULL) {
+            comma = last;
+        }
+
+        if (comma == p) {
+            what = "an empty host in the list of seed nodes";
+            goto invalid;
+        }
+
+        ngx_memzero(&u, sizeof(ngx_url_t));
+
+        u.url.data = p;
+        u.url.len = comma - p;
+        u.default_port = 6379;
+
+        /* an IP address, or a name resolved now (configuration time) */
+
+        if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.host.len == 0
+            || u.naddrs == 0 || u.family == AF_UNIX)
+        {
+            what = (u.err && u.naddrs == 0) ? u.err
+                   : "a seed node is not a host:port that resolves";
+            goto invalid;
+        }
+
+        seed = ngx_array_push(rcf->seeds);
+        if (seed == NULL) {
+            return NGX_ERROR;
+        }
+
+        *seed = u.addrs[0];
+
+        if (rcf->seeds->nelts == 1) {
+            rcf->addr = u.addrs[0];
+            rcf->port = u.port;
+
+            q = u.host.data;
+
+            if (u.host.len >= 2 && q[0] == '[') {
+                q++;
+            }
+
+            rcf->host.len = (q == u.host.data) ? u.host.len : u.host.len - 2;
+            rcf->host.data = ngx_pnalloc(cf->pool, rcf->host.len + 1);
+            if (rcf->host.data == NULL) {
+                return NGX_ERROR;
+            }
+
+            ngx_memcpy(rcf->host.data, q, rcf->host.len);
+            rcf->host.data[rcf->host.len] = '\0';
+        }
+
+        p = comma + 1;
+    }
+
+    return NGX_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid redis url \"%V\": %s",
+                       ngx_http_api_key_bad_url(cf->pool, url), what);
+    return NGX_ERROR;
 }
 
 

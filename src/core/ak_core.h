@@ -275,6 +275,17 @@ size_t ak_redis_pattern_keyspace(int64_t db, const char *prefix,
     size_t prefix_len, char *buf, size_t cap) AK_NOEXCEPT;
 
 /*
+ * Redis Cluster: the slot (0 .. AK_REDIS_SLOTS - 1) of a key name, as
+ * CLUSTER KEYSLOT says: CRC16/XMODEM of its hash tag (the bytes between the
+ * first '{' and the next '}', when not empty), else of the whole name.
+ * hot: no allocation.
+ */
+#define AK_REDIS_SLOTS  16384
+
+uint16_t ak_redis_crc16(const char *data, size_t len) AK_NOEXCEPT;
+unsigned ak_redis_slot(const char *key, size_t len) AK_NOEXCEPT;
+
+/*
  * The hash of a record's name: 0 when name is prefix followed by exactly
  * 64 lowercase hex digits (a name ak_redis_name_record builds), else -1.
  */

@@ -7,13 +7,18 @@ package ApiKeyTest::Cluster;
 # joined with redis-cli --cluster create ... --cluster-yes.
 #
 #   my $c = ApiKeyTest::Cluster->start(masters => 3, replicas => 0 | 1,
-#                                      node_timeout => 1000);    # ms
+#                                      node_timeout => 1000,     # ms
+#                                      config => [lines],
+#                                      tls => ApiKeyTest::Tls->new->redis_tls);
+#           (tls: every node TLS only, tls-cluster and tls-replication on)
 #   $c->nodes               every node (ApiKeyTest::Redis objects)
 #   $c->masters             the live nodes that are masters now, by port
 #   $c->slot_map            [[start, end, master port, replica ports...], ...]
 #   $c->keyslot($key)       CLUSTER KEYSLOT
 #   $c->master_for_key($key), $c->master_for_slot($slot)
 #   $c->cmd_for_key($key, @cmd)   the command on the master of the key
+#   $c->router              ->cmd(@cmd) on the master of $cmd[1] (add_key)
+#   ApiKeyTest::Cluster::slot_of($name)   the slot, computed here
 #   $c->url(%o)             redis-cluster://127.0.0.1:P1,...  (tls => 1:
 #                           rediss-cluster, user/password as Redis->url)
 #   $c->node_id($node)      CLUSTER MYID
@@ -47,6 +52,7 @@ use POSIX qw(:sys_wait_h);
 use Carp qw(croak);
 
 our @SETS;
+our @CRC16;       # slot_of's table, filled below
 our $REDIS_CLI = $ENV{AK_REDIS_CLI} // '/usr/bin/redis-cli';
 
 sub start {
@@ -63,7 +69,10 @@ sub start {
     my $n = $self->{nmasters} * (1 + $self->{nrep});
     for (1 .. $n) {
         my $bus = ApiKeyTest::free_port();
-        my $r = ApiKeyTest::Redis->start(config => [
+        my $r = ApiKeyTest::Redis->start(
+            ($o{tls} ? (tls => $o{tls}) : ()),
+            config => [
+            ($o{tls} ? ("tls-cluster yes", "tls-replication yes") : ()),
             "cluster-enabled yes",
             "cluster-config-file nodes.conf",
             "cluster-node-timeout $self->{node_timeout}",
@@ -76,7 +85,13 @@ sub start {
         push @{ $self->{nodes} }, $r;
     }
     my $dir = ApiKeyTest::tmpdir();
-    my @cmd = ($REDIS_CLI, '--cluster', 'create',
+    my @cmd = ($REDIS_CLI,
+               ($o{tls} ? ('--tls', '--cacert', $o{tls}{ca},
+                           ($o{tls}{client_cert}
+                            ? ('--cert', $o{tls}{client_cert},
+                               '--key', $o{tls}{client_key}) : ()))
+                        : ()),
+               '--cluster', 'create',
                (map { '127.0.0.1:' . $_->port } @{ $self->{nodes} }),
                '--cluster-replicas', $self->{nrep}, '--cluster-yes');
     my $pid = fork // die "fork: $!";
@@ -192,6 +207,54 @@ sub cmd_for_key {
     my $m = $self->master_for_key($key) or croak "no master for $key";
     return $m->cmd(@cmd);
 }
+
+# an object with ->cmd(@cmd) that runs each command on the master of its
+# key ($cmd[1]; SELECT 0 is a no-op): add_key($c->router, ...) writes a
+# record on the cluster
+# (the slot computed here, the slot map read once: ->refresh after a
+# change; a MOVED answer refreshes it and runs the command again)
+sub router {
+    my ($self) = @_;
+    return bless { c => $self, map => $self->slot_map },
+                 'ApiKeyTest::Cluster::Router';
+}
+
+sub ApiKeyTest::Cluster::Router::refresh {
+    $_[0]{map} = $_[0]{c}->slot_map;
+}
+
+sub ApiKeyTest::Cluster::Router::cmd {
+    my ($r, @cmd) = @_;
+    return 'OK' if uc $cmd[0] eq 'SELECT';
+    my $slot = slot_of($cmd[1]);
+    for my $try (1 .. 2) {
+        my ($m) = grep { $slot >= $_->[0] && $slot <= $_->[1] } @{ $r->{map} };
+        my $node = $m && $r->{c}->by_port($m->[2]);
+        my ($res, $err) = $node ? $node->try_cmd(@cmd) : (undef, 'no master');
+        return $res unless defined $err;
+        croak "@cmd[0, 1]: $err" if $try == 2 || $err !~ /^MOVED|no master/;
+        $r->refresh;
+    }
+}
+
+# the slot of a key name, as CLUSTER KEYSLOT (CRC16/XMODEM, hash tags)
+sub slot_of {
+    my ($name) = @_;
+    $name = $1 if $name =~ /\{([^}]+)\}/ && index($name, '{') == $-[0];
+    my $crc = 0;
+    $crc = (($crc << 8) & 0xff00) ^ $CRC16[(($crc >> 8) ^ $_) & 0xff]
+        for unpack 'C*', $name;
+    return $crc & 16383;
+}
+
+@CRC16 = map {
+    my $crc = $_ << 8;
+    for (1 .. 8) {
+        $crc = ($crc & 0x8000) ? (($crc << 1) ^ 0x1021) : ($crc << 1);
+        $crc &= 0xffff;
+    }
+    $crc;
+} 0 .. 255;
 
 sub node_id {
     my ($self, $node) = @_;
