@@ -39,7 +39,7 @@ like $r->{out}, qr/^alice\tactive\to\t/m, 'list';
 $r = cli('usage', 'alice', '--json');
 is $r->{exit}, 0, 'usage';
 my ($start) = $r->{out} =~ /"day":\{"start":(\d+)/;
-$m->cmd('SET', "apikey:usage:$h:day:$start", 4);
+$m->cmd('SET', "apikey:usage:{apikey:$h}:day:$start", 4);
 $r = cli('usage', 'alice', '--json');
 like $r->{out}, qr/"used":4,"remaining":6/, 'usage reads the master';
 

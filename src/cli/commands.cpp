@@ -123,6 +123,11 @@ Context::Context(const Args &args)
     if (has_control_chars(prefix_)) {
         usage_error("--prefix: control characters are not allowed");
     }
+    if (!ak::redis_prefix_valid(prefix_)) {
+        usage_error("--prefix " + quoted(prefix_) + ": \"{\" and \"}\" are "
+                    "not allowed (the per-key names use the record's name as "
+                    "their Redis Cluster hash tag)");
+    }
 
     channel_ = args.has("channel") ? args.get("channel")
                                    : env("APIKEY_CHANNEL");

@@ -203,7 +203,7 @@ const CommandInfo kCommands[] = {
 "\n"
 "Shows the key's quota, the counter of the current window, what remains,\n"
 "and the counters of the current hour, day and month (UTC), read from\n"
-"{prefix}usage:{hash}:{hour|day|month}:{window_start}.\n"
+"{prefix}usage:{{prefix}{hash}}:{hour|day|month}:{window_start}.\n"
 "\n"
 "The counters hold what nginx nodes have taken from the quota: counts leased\n"
 "to a node (api_key_zone quota_lease=) and not used yet are included.\n"

@@ -230,12 +230,22 @@ int ak_hex_decode_hash(const char *hex, size_t len,
  *
  *   {prefix}{hex}                                   the record (a hash)
  *   {prefix}id:{id}                                 id -> hex (a string)
- *   {prefix}usage:{hex}:{hour|day|month}:{start}    a quota counter of the
+ *   {prefix}usage:{{prefix}{hex}}:{hour|day|month}:{start}
+ *                                                   a quota counter of the
  *                                                   window starting at unix
  *                                                   time start (decimal)
+ *   {prefix}rate:{{prefix}{hex}}                    the cluster-wide GCRA
+ *                                                   state of the key's rate
  *   __keyspace@{db}__:{prefix}                      what the keyspace
  *                                                   channel of a record
  *                                                   starts with
+ *
+ * Every per-key name beside the record carries the record's full name as
+ * its Redis Cluster hash tag (between '{' and '}'), so it lands in the
+ * record's slot: a script over a counter and the record never crosses
+ * slots.  A prefix holding '{' or '}' would break that (the tag is what
+ * lies between the FIRST '{' and the next '}'): ak_redis_prefix_check
+ * refuses it, and the builders of tagged names write nothing for it.
  *
  * The builders write no NUL and return the length written, or 0 (and
  * write nothing) when the name would not fit in cap or an argument is
@@ -243,11 +253,16 @@ int ak_hex_decode_hash(const char *hex, size_t len,
  */
 
 #define AK_REDIS_PREFIX_MAX  256    /* the longest prefix the module uses */
-#define AK_REDIS_NAME_FIXED  97     /* the longest part of a record, usage or
-                                       id (of at most AK_ID_MAX_LEN) name
-                                       beside the prefix: "usage:" hex
-                                       ":month:" -9223372036854775808 */
-#define AK_REDIS_NAME_MAX    (AK_REDIS_PREFIX_MAX + AK_REDIS_NAME_FIXED)
+#define AK_REDIS_NAME_FIXED  99     /* the longest part of a record, usage,
+                                       rate or id (of at most AK_ID_MAX_LEN)
+                                       name beside its one or two copies of
+                                       the prefix: "usage:{" hex "}:month:"
+                                       -9223372036854775808 */
+#define AK_REDIS_NAME_MAX    (2 * AK_REDIS_PREFIX_MAX + AK_REDIS_NAME_FIXED)
+
+/* 0: prefix may be used; -1: it holds '{' or '}' (or is NULL with a
+ * length) */
+int ak_redis_prefix_check(const char *prefix, size_t prefix_len) AK_NOEXCEPT;
 
 size_t ak_redis_name_record(const char *prefix, size_t prefix_len,
     const unsigned char hash[AK_HASH_LEN], char *buf, size_t cap) AK_NOEXCEPT;
@@ -259,6 +274,10 @@ size_t ak_redis_name_id(const char *prefix, size_t prefix_len,
 size_t ak_redis_name_usage(const char *prefix, size_t prefix_len,
     const unsigned char hash[AK_HASH_LEN], uint8_t period,
     int64_t window_start, char *buf, size_t cap) AK_NOEXCEPT;
+
+/* the key's cluster-wide rate state (rate_scope=cluster) */
+size_t ak_redis_name_rate(const char *prefix, size_t prefix_len,
+    const unsigned char hash[AK_HASH_LEN], char *buf, size_t cap) AK_NOEXCEPT;
 
 size_t ak_redis_name_keyspace(int64_t db, const char *prefix,
     size_t prefix_len, char *buf, size_t cap) AK_NOEXCEPT;
