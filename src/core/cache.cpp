@@ -11,9 +11,9 @@
  *   [B, B + 120*nslots) slots, 120 bytes each
  *
  * There are as many buckets as slots, so the index costs 4 bytes per slot:
- * a cached key whose blob is <= 32 bytes costs 120 + 4 = 124 bytes
+ * a cached key whose blob is <= 24 bytes costs 120 + 4 = 124 bytes
  * (ak_cache_bytes_per_key()), and a 128 MiB block holds 1,082,398 slots
- * (1,082,398 keys with blobs of <= 32 bytes).  Smallest block: 8200 bytes
+ * (1,082,398 keys with blobs of <= 24 bytes).  Smallest block: 8200 bytes
  * (64 slots).
  * Keys are uniformly distributed digests; the bucket is picked from their
  * first 4 bytes ("fastrange": (x * nbuckets) >> 32, no division).  With
@@ -27,18 +27,19 @@
  *    40  next      u32
  *    44  gen       u32    cache generation when stored
  *    48  fetched   u64    now_ms when stored
- *    56  st        24     ak_key_state_t (GCRA tat, quota lease)
- *    80  kind      u8     KIND_POS / KIND_NEG
- *    81  flags     u8     AK_ENTRY_REVOKED | AK_ENTRY_BAD | F_STORED_STALE
+ *    56  st        32     ak_key_state_t (GCRA tat, quota lease, cluster
+ *                         rate tokens)
+ *    88  kind      u8     KIND_POS / KIND_NEG
+ *    89  flags     u8     AK_ENTRY_REVOKED | AK_ENTRY_BAD | F_STORED_STALE
  *                         | F_GONE
- *    82  len       u16    blob length (0 for a negative entry)
- *    84  blob[32]         the first 32 blob bytes (a bad negative entry:
+ *    90  len       u16    blob length (0 for a negative entry)
+ *    92  blob[24]         the first 24 blob bytes (a bad negative entry:
  *                         the record's version in the first 8)
  *   116  ovf       u32    first overflow slot (or NIL)
  *
  * Overflow slot: bytes [0, 116) carry blob bytes, the u32 at 116 (the same
  * "ovf" field) links the next overflow slot.  A blob of len bytes uses
- * 1 + ceil((len - 32) / 116) slots: 100 bytes -> 2, 1000 -> 10,
+ * 1 + ceil((len - 24) / 116) slots: 100 bytes -> 2, 1000 -> 10,
  * 4096 -> 37.  The chain length is implied by len, so chain walks are
  * bounded by it.
  *
@@ -83,10 +84,10 @@
 namespace {
 
 const uint64_t  kMagic = 0x3148434143414b41ULL;    /* "AKCACHE1" LE */
-const uint32_t  kVersion = 1;
+const uint32_t  kVersion = 2;        /* 2: 32-byte key state, 24 inline */
 const uint32_t  NIL = 0xffffffffu;
 const size_t    kHeaderSize = 256;
-const size_t    kInline = 32;           /* blob bytes in the entry slot */
+const size_t    kInline = 24;           /* blob bytes in the entry slot */
 const size_t    kOvfData = 116;         /* blob bytes per overflow slot */
 const uint32_t  kMinSlots = 64;         /* >= 37, the largest chain */
 const uint32_t  kMaxSlots = 0x7fffffffu;
@@ -120,7 +121,7 @@ struct Slot {
     uint32_t        ovf;
 };
 
-static_assert(sizeof(ak_key_state_t) == 24, "ak_key_state_t size");
+static_assert(sizeof(ak_key_state_t) == 32, "ak_key_state_t size");
 static_assert(sizeof(Slot) == 120, "slot size");
 static_assert(offsetof(Slot, st) % 8 == 0, "state alignment");
 static_assert(offsetof(Slot, ovf) == kOvfData, "overflow data size");
