@@ -647,10 +647,14 @@ int cmd_create(Context &ctx, const Args &args)
     text("--referrers", "referrers");
     text("--rate", "rate");
     text("--burst", "burst");
+    text("--rate-scope", "rate_scope");
     text("--quota", "quota");
 
     if (args.has("burst") && !args.has("rate")) {
         usage_error("--burst needs --rate");
+    }
+    if (args.has("rate-scope") && !args.has("rate")) {
+        usage_error("--rate-scope needs --rate");
     }
 
     std::string given_id = args.get("id");
