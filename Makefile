@@ -379,6 +379,8 @@ uninstall:
 #   make bench-revoke   revocation latency over busy keep-alive connections
 #   make bench-callgrind   instructions per request, bare nginx against the
 #                       module with a cached key, per function (valgrind)
+#   make bench-cluster-rate   the accuracy of rate_scope=cluster: two nodes,
+#                       80/20 load, 30 s per rate (bench/cluster-rate.sh)
 #   make bench-tls      api_key_redis over TLS against plaintext: cache misses
 #                       and cached keys (wrk), system calls per miss (strace),
 #                       reconnects with and without session reuse, and the
@@ -391,7 +393,8 @@ BENCH_SIZES  = $(BENCH_BUILD)/ak_sizes
 BENCH_REVOKE = $(BENCH_BUILD)/revoke_bench
 BENCH_CXX    = $(CXX) -std=c++17 -O2 -g -Wall -Wextra -Werror -Isrc/core
 
-.PHONY: bench-deps bench-micro bench-revoke bench-callgrind bench-tls
+.PHONY: bench-deps bench-micro bench-revoke bench-callgrind bench-tls \
+        bench-cluster-rate
 
 bench-deps:
 	@sh bench/deps.sh
@@ -428,6 +431,10 @@ bench-callgrind: bench-deps
 bench-tls: bench-deps
 	$(MAKE) module
 	bash bench/tls.sh $(BUILD)
+
+bench-cluster-rate:
+	$(MAKE) module cli
+	bash bench/cluster-rate.sh $(BUILD)
 
 # --- faults under load and soak (bench/chaos.pl, bench/soak.pl) ------------
 #
