@@ -396,7 +396,9 @@ uninstall:
 #   make bench-failover   failovers under load: the unavailability window of
 #                       keys not cached and the cached keys' errors, Redis
 #                       Sentinel (bench/failover-sentinel.sh) then Redis
-#                       Cluster (bench/failover-cluster.sh, when present)
+#                       Cluster (bench/failover-cluster.sh)
+#   make bench-cluster-rate   the accuracy of rate_scope=cluster: two nodes,
+#                       80/20 load, 30 s per rate (bench/cluster-rate.sh)
 #   make bench-tls      api_key_redis over TLS against plaintext: cache misses
 #                       and cached keys (wrk), system calls per miss (strace),
 #                       reconnects with and without session reuse, and the
@@ -410,7 +412,7 @@ BENCH_REVOKE = $(BENCH_BUILD)/revoke_bench
 BENCH_CXX    = $(CXX) -std=c++17 -O2 -g -Wall -Wextra -Werror -Isrc/core
 
 .PHONY: bench-deps bench-micro bench-revoke bench-callgrind bench-tls \
-        bench-failover
+        bench-failover bench-cluster-rate
 
 bench-deps:
 	@sh bench/deps.sh
@@ -454,6 +456,10 @@ bench-failover: bench-deps
 	$(MAKE) module
 	bash bench/failover-sentinel.sh $(BUILD)
 	bash bench/failover-cluster.sh $(BUILD)
+
+bench-cluster-rate:
+	$(MAKE) module cli
+	bash bench/cluster-rate.sh $(BUILD)
 
 # --- faults under load and soak (bench/chaos.pl, bench/soak.pl) ------------
 #

@@ -552,8 +552,8 @@ fi
     echo "(a custom id, longer names), and a record with 10 CIDRs and 10 referrers takes $s5 per 128m."
     echo
     echo "A 128m \`api_key_zone\` has **$ZONE_SLOTS slots** (\`api_key_cache_slots{state=\"total\"}\` from \`api_key_metrics\`)."
-    echo "A slot costs $(sed -n 's/^SIZES bytes_per_key_min=//p' "$W/sizes.txt") bytes (\`ak_cache_bytes_per_key()\`: the 120-byte slot + its 4-byte bucket head); an entry takes one slot"
-    echo "while its record blob (\`ak_record_build\`) is at most 32 bytes, plus one overflow slot per further 116 bytes."
+    echo "A slot costs $(sed -n 's/^SIZES bytes_per_key_min=//p' "$W/sizes.txt") bytes (\`ak_cache_bytes_per_key()\`: the 128-byte slot + its 4-byte bucket head); an entry takes one slot"
+    echo "while its record blob (\`ak_record_build\`) is at most 32 bytes, plus one overflow slot per further 124 bytes."
     echo "Keys that fit: computed (slots / slots per key), and measured by filling a core cache of exactly that many slots"
     echo "(bench/tools/ak_sizes.cpp, linked with the core) until the first eviction:"
     echo

@@ -86,12 +86,19 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *pn = period == AK_PERIOD_HOUR ? "hour"
                      : period == AK_PERIOD_DAY ? "day"
                      : period == AK_PERIOD_MONTH ? "month" : nullptr;
-    check(cap, pn ? prefix + "usage:" + h + ":" + pn + ":"
-                        + std::to_string(start)
-                  : std::string(),
+    /* the tagged names: none for a prefix with a brace */
+    const bool braces = prefix.find_first_of("{}") != std::string::npos;
+    FUZZ_CHECK(ak_redis_prefix_check(p.c(), p.len) == (braces ? -1 : 0));
+    check(cap, pn && !braces ? prefix + "usage:{" + prefix + h + "}:" + pn
+                                   + ":" + std::to_string(start)
+                             : std::string(),
           [&](char *b, size_t c) {
               return ak_redis_name_usage(p.c(), p.len, hash, period, start,
                                          b, c);
+          });
+    check(cap, !braces ? prefix + "rate:{" + prefix + h + "}" : std::string(),
+          [&](char *b, size_t c) {
+              return ak_redis_name_rate(p.c(), p.len, hash, b, c);
           });
 
     std::string ks = "__keyspace@" + std::to_string(db) + "__:";
@@ -114,9 +121,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(ak_redis_name_parse_record(p.c(), p.len, buf, n, back) == 0);
         FUZZ_CHECK(std::memcmp(back, hash, AK_HASH_LEN) == 0);
         FUZZ_CHECK(ak::redis_record_name(prefix, hash) == std::string(buf, n));
-        if (pn) {
+        if (pn && !braces) {
             FUZZ_CHECK(ak::redis_usage_name(prefix, hash, period, start)
-                       == prefix + "usage:" + h + ":" + pn + ":"
+                       == prefix + "usage:{" + prefix + h + "}:" + pn + ":"
                               + std::to_string(start));
         }
         if (id.size() <= AK_ID_MAX_LEN) {

@@ -15,6 +15,7 @@
  *                               it (query percent-decoded)
  * ngx_http_api_key_lookup.c     coalesced record reads: answer -> cache
  * ngx_http_api_key_limits.c     rate limits and quotas, quota lease I/O
+ * ngx_http_api_key_rate.c       cluster-wide rates: token lease I/O
  * ngx_http_api_key_events.c     the events subscriber: apply to the caches
  * ngx_http_api_key_strip.c      headers, cookies and query strings that carry
  *                               a key: walk them, strip the key (api_key_strip;
@@ -174,7 +175,8 @@ ngx_http_api_key_lookup_name(ngx_http_api_key_lookup_e result)
 /* what a request waits on (wait.c) */
 typedef enum {
     NGX_HTTP_API_KEY_WAIT_READ = 0,      /* a record read (lookup.c) */
-    NGX_HTTP_API_KEY_WAIT_LEASE          /* a quota lease (limits.c) */
+    NGX_HTTP_API_KEY_WAIT_LEASE          /* a quota lease (limits.c) or a
+                                            rate lease (rate.c) */
 } ngx_http_api_key_wait_e;
 
 
@@ -313,6 +315,9 @@ typedef struct {
     ak_cache_conf_t               conf;
     ngx_uint_t                    quota_lease;    /* counts per lease */
     ngx_uint_t                    quota_offline;  /* per worker, key, window */
+    ngx_uint_t                    rate_scope;     /* AK_RATE_SCOPE_NODE or
+                                                     _CLUSTER: of a record
+                                                     without rate_scope */
     ngx_shm_zone_t               *shm_zone;
     ngx_slab_pool_t              *shpool;
     ngx_http_api_key_shctx_t     *sh;
@@ -638,6 +643,12 @@ void ngx_http_api_key_limits_init_worker(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_api_key_limits(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status);
+
+/* rate.c */
+void ngx_http_api_key_rate_init_worker(ngx_cycle_t *cycle);
+ngx_uint_t ngx_http_api_key_rate_usable(void);
+ngx_int_t ngx_http_api_key_rate_lease(ngx_http_api_key_ctx_t *ctx,
+    ngx_http_api_key_zone_t *zone, u_char *hash, ak_record_t *rec);
 
 /* variables.c */
 ngx_int_t ngx_http_api_key_add_variables(ngx_conf_t *cf);

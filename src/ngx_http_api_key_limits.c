@@ -3,7 +3,11 @@
 /*
  * ngx_http_api_key_module: per-key rate limits and quotas.
  *
- * Rate: GCRA on the cache entry's state in shared memory, per node.
+ * Rate: GCRA on the cache entry's state in shared memory, per node; with
+ * rate_scope=cluster (the record's, else the zone's) also a token leased
+ * from a GCRA in Redis, so the nodes together keep the rate (the token
+ * leases are rate.c's).  When Redis cannot be asked for tokens, the
+ * per-node limiter alone.
  *
  * Quota: counted across every node in Redis, without a round trip per
  * request.  A node takes counts in leases: an atomic Lua script grants at
@@ -207,6 +211,7 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
     int                       decision;
     int64_t                   now;
     uint64_t                  now_us;
+    unsigned                  flags;
     ngx_int_t                 rc;
     ak_key_state_t           *st;
     ak_admit_result_t         ar;
@@ -223,6 +228,22 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
      */
     now_us = (rec->rate_period != AK_PERIOD_NONE)
              ? ngx_http_api_key_monotonic_us() : 0;
+
+    /*
+     * A cluster-wide rate while Redis can be asked for tokens, and this
+     * request has not waited for leases as often as it may; else the
+     * per-node limiter (the fallback).
+     */
+    flags = 0;
+
+    if (rec->rate_period != AK_PERIOD_NONE
+        && ak_rate_scope(rec, (uint8_t) zone->rate_scope)
+           == AK_RATE_SCOPE_CLUSTER
+        && ctx->lease_waits < NGX_HTTP_API_KEY_LEASE_WAITS_MAX
+        && ngx_http_api_key_rate_usable())
+    {
+        flags = AK_LIMITS_CLUSTER_RATE;
+    }
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
@@ -266,7 +287,8 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
 
     /* the core decides; both limits are consumed together, or neither */
 
-    decision = ak_limits_admit(st, rec, now, now_us, zone->quota_lease, &ar);
+    decision = ak_limits_admit_ex(st, rec, now, now_us, zone->quota_lease,
+                                  flags, &ar);
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
@@ -277,6 +299,12 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
 
         if (rec->rate_period != AK_PERIOD_NONE) {
             ctx->rate_remaining = ar.rate.remaining;
+
+            if (ar.rate_lease) {
+                /* the node's tokens run low: the next batch */
+                (void) ngx_http_api_key_rate_lease(NULL, zone, ctx->hash,
+                                                   rec);
+            }
         }
 
         if (rec->quota_period != AK_PERIOD_NONE) {
@@ -308,6 +336,23 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
 
         *status = NGX_HTTP_API_KEY_RATE_LIMITED;
         return NGX_DECLINED;
+
+    case AK_NEED_RATE_LEASE:
+
+        /* no token of the cluster-wide rate left here: ask Redis */
+
+        ctx->lease_waits++;
+
+        rc = ngx_http_api_key_rate_lease(ctx, zone, ctx->hash, rec);
+        if (rc == NGX_AGAIN) {
+            return NGX_AGAIN;
+        }
+
+        /*
+         * Redis cannot be asked now: decide again, per node if it is down
+         * or backs off (or once this request waited enough)
+         */
+        return ngx_http_api_key_limits(r, alcf, ctx, rec, slot, status);
 
     case AK_NEED_LEASE:
 

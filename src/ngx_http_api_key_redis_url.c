@@ -148,6 +148,18 @@ ngx_http_api_key_redis_parse(ngx_conf_t *cf,
                 return NGX_ERROR;
             }
 
+            if (ak_redis_prefix_check((const char *) rcf->prefix.data,
+                                      rcf->prefix.len)
+                != 0)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"prefix\" must not contain \"{\" or "
+                                   "\"}\": the per-key names use the "
+                                   "record's name as their Redis Cluster "
+                                   "hash tag");
+                return NGX_ERROR;
+            }
+
             continue;
         }
 

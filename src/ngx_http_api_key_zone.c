@@ -15,7 +15,8 @@ static ngx_int_t ngx_http_api_key_init_zone(ngx_shm_zone_t *shm_zone,
 
 
 /* api_key_zone name:size [ttl=60s] [negative_ttl=5s] [stale=10m]
- *              [negative_max=25%] [quota_lease=100] [quota_offline=N] */
+ *              [negative_max=25%] [quota_lease=100] [quota_offline=N]
+ *              [rate_scope=node|cluster] */
 
 char *
 ngx_http_api_key_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -89,6 +90,7 @@ ngx_http_api_key_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     zone->conf.negative_max_pct = 25;
     zone->quota_lease = 100;
     zone->quota_offline = NGX_CONF_UNSET_UINT;
+    zone->rate_scope = AK_RATE_SCOPE_NODE;
 
     for (i = 2; i < cf->args->nelts; i++) {
 
@@ -145,6 +147,26 @@ ngx_http_api_key_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
             } else {
                 zone->quota_offline = (ngx_uint_t) n;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "rate_scope=", 11) == 0) {
+            s.data = value[i].data + 11;
+            s.len = value[i].len - 11;
+
+            if (s.len == 4 && ngx_strncmp(s.data, "node", 4) == 0) {
+                zone->rate_scope = AK_RATE_SCOPE_NODE;
+
+            } else if (s.len == 7 && ngx_strncmp(s.data, "cluster", 7) == 0) {
+                zone->rate_scope = AK_RATE_SCOPE_CLUSTER;
+
+            } else {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"%V\": expected node or "
+                                   "cluster", &value[i]);
+                return NGX_CONF_ERROR;
             }
 
             continue;

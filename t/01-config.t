@@ -295,4 +295,17 @@ EOT
     }
 }
 
+# a prefix with a brace would move the Redis Cluster hash tag of the per-key
+# names off the record's name: refused by nginx -t
+for my $p ('ak{x}:', 'ak}:', '{') {
+    my $c = ApiKeyTest::Nginx->check_config(http => <<"EOT");
+    api_key_zone  keys:1m;
+    api_key_redis redis://127.0.0.1:6379 "prefix=$p";
+EOT
+    my $line = ApiKeyTest::Nginx::line_of($c, qr/api_key_redis/);
+    ok(!$c->{ok}, "nginx -t refuses the prefix $p");
+    like($c->{output}, qr/"prefix" must not contain .*hash tag in \Q$c->{conf_path}\E:$line/,
+         '... saying why, with the file and the line');
+}
+
 done_testing;

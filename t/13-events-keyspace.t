@@ -237,6 +237,8 @@ my $ks0 = metric($port, 'api_key_events_total{type="keyspace"}');
     reset_stats($r);
     $r->cmd('SET', "apikey:id:someid", $h);
     $r->cmd('INCR', "apikey:usage:$h:day:0");
+    $r->cmd('INCR', "apikey:usage:{apikey:$h}:day:0");
+    $r->cmd('SET', "apikey:rate:{apikey:$h}", 1);
     $r->cmd('HSET', "other:$h", 'status', 'revoked');
     $r->cmd('HSET', "apikey:${h}x", 'status', 'revoked');
     sleep 0.2;

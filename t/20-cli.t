@@ -213,6 +213,8 @@ my ($key2, $hex2);
         [ [qw(rotate svc-1 --grace forever)], qr/grace/,    'rotate: bad grace' ],
         [ [qw(list --status gone)],           qr/status/,   'list: bad status' ],
         [ [qw(list --page-size 0)],           qr/page-size/, 'list: bad page size' ],
+        [ ['--prefix', 'ak{x}:', 'create'],   qr/--prefix.*\{/, 'prefix with a brace' ],
+        [ ['--prefix', 'ak}', 'list'],        qr/--prefix.*\}/, 'prefix with a closing brace' ],
     );
     for my $b (@bad) {
         my ($args, $re, $name) = @$b;
@@ -445,9 +447,9 @@ for my $c ([qw(show no-such-id)], [qw(revoke no-such-id)],
     my $now = time;
     my $day = $now - $now % 86400;
     my $hour = $now - $now % 3600;
-    $db->cmd('SET', "apikey:usage:$k->{hash}:day:$day", 42);
-    $db->cmd('SET', "apikey:usage:$k->{hash}:hour:$hour", 7);
-    $db->cmd('SET', "apikey:usage:$k->{hash}:day:" . ($day - 86400), 99);
+    $db->cmd('SET', "apikey:usage:{apikey:$k->{hash}}:day:$day", 42);
+    $db->cmd('SET', "apikey:usage:{apikey:$k->{hash}}:hour:$hour", 7);
+    $db->cmd('SET', "apikey:usage:{apikey:$k->{hash}}:day:" . ($day - 86400), 99);
 
     $r = cli('usage', 'metered', '--json');
     is($r->{exit}, 0, 'usage --json exits 0') or diag($r->{err});
@@ -551,6 +553,8 @@ for my $c ([qw(show no-such-id)], [qw(revoke no-such-id)],
     # names that are not records
     push @cmds, ['SET', 'apikey:id:k1', sha256_hex('bulk-key-1')],
                 ['SET', 'apikey:usage:' . sha256_hex('x') . ':day:0', 1],
+                ['SET', 'apikey:usage:{apikey:' . sha256_hex('x') . '}:day:0', 1],
+                ['SET', 'apikey:rate:{apikey:' . sha256_hex('x') . '}', 1],
                 ['HSET', 'apikey:' . uc(sha256_hex('upper')), 'id', 'u'],
                 ['HSET', 'apikey:' . sha256_hex('short') . 'ff', 'id', 's'],
                 ['HSET', 'other:' . sha256_hex('other'), 'id', 'x'],
@@ -558,7 +562,7 @@ for my $c ([qw(show no-such-id)], [qw(revoke no-such-id)],
     while (my @chunk = splice @cmds, 0, 1000) {
         pipeline($db, @chunk);
     }
-    is(dbsize(), 10_006, '10,000 records made by a pipeline');
+    is(dbsize(), 10_008, '10,000 records made by a pipeline');
 
     $db->cmd('CONFIG', 'RESETSTAT');
     my $r = cli('list', '--page-size', '100');

@@ -68,13 +68,15 @@ for my $name ('alice', $key, $h) {
     like $r->{out}, qr/^plan\s+gold$/m, 'show finds the record';
 }
 
-# --- usage: counters in their own slots -----------------------------------------
+# --- usage: counters in the record's slot (their hash tag is its name) --------
 
 $r = cli('usage', 'alice', '--json');
 is $r->{exit}, 0, 'usage';
 my ($start) = $r->{out} =~ /"day":\{"start":(\d+)/;
 ok $start, 'the day window';
-my $counter = "apikey:usage:$h:day:$start";
+my $counter = "apikey:usage:{apikey:$h}:day:$start";
+is $c->master_for_key($counter), $c->master_for_key("apikey:$h"),
+   "the counter lives on the record's master";
 $c->cmd_for_key($counter, 'SET', $counter, 7);
 $r = cli('usage', 'alice', '--json');
 like $r->{out}, qr/"used":7,"remaining":3/, 'usage reads the counter from its master';

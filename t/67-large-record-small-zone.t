@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: BSD-2-Clause
 # A record near the largest size (4,096 bytes serialised) in the smallest
 # zone api_key_zone accepts: the cache always has room for it (the smallest
-# zone has at least 64 slots, the largest record takes 37), so it is cached
+# zone has at least 64 slots, the largest record takes 34), so it is cached
 # like any record: 10 requests cost 1 HGETALL and log nothing.  Just over
 # the limit it is a bad record: cached for negative_ttl, 1 HGETALL, 1
 # warning naming the key id.  (A record the cache refuses for any other

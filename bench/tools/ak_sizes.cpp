@@ -26,7 +26,7 @@
 namespace {
 
 const size_t kInline = 32;      /* blob bytes in the entry slot */
-const size_t kOvfData = 116;    /* blob bytes per overflow slot */
+const size_t kOvfData = 124;    /* blob bytes per overflow slot */
 
 struct Sample {
     const char *name;
@@ -67,10 +67,10 @@ size_t slots_for(size_t len)
 }
 
 /* a cache block of exactly `slots` slots (the layout of cache.cpp:
- * 256-byte header, 4-byte bucket heads rounded to 8, 120-byte slots) */
+ * 256-byte header, 4-byte bucket heads rounded to 8, 128-byte slots) */
 size_t block_size(uint64_t slots)
 {
-    return 256 + ((slots * 4 + 7) & ~uint64_t(7)) + slots * 120 + 8;
+    return 256 + ((slots * 4 + 7) & ~uint64_t(7)) + slots * 128 + 8;
 }
 
 /* fills a fresh cache with distinct keys of this blob until the first
@@ -120,7 +120,7 @@ uint64_t fill(uint64_t slots, const unsigned char *blob, size_t len,
 int main(int argc, char **argv)
 {
     /* default: the slots of a bare 128 MiB block */
-    uint64_t slots = (128ull * 1024 * 1024 - 264) / 124;
+    uint64_t slots = (128ull * 1024 * 1024 - 264) / 132;
     if (argc > 1) {
         slots = std::strtoull(argv[1], nullptr, 10);
         if (slots < 64) {

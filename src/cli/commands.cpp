@@ -123,6 +123,11 @@ Context::Context(const Args &args)
     if (has_control_chars(prefix_)) {
         usage_error("--prefix: control characters are not allowed");
     }
+    if (!ak::redis_prefix_valid(prefix_)) {
+        usage_error("--prefix " + quoted(prefix_) + ": \"{\" and \"}\" are "
+                    "not allowed (the per-key names use the record's name as "
+                    "their Redis Cluster hash tag)");
+    }
 
     channel_ = args.has("channel") ? args.get("channel")
                                    : env("APIKEY_CHANNEL");
@@ -642,10 +647,14 @@ int cmd_create(Context &ctx, const Args &args)
     text("--referrers", "referrers");
     text("--rate", "rate");
     text("--burst", "burst");
+    text("--rate-scope", "rate_scope");
     text("--quota", "quota");
 
     if (args.has("burst") && !args.has("rate")) {
         usage_error("--burst needs --rate");
+    }
+    if (args.has("rate-scope") && !args.has("rate")) {
+        usage_error("--rate-scope needs --rate");
     }
 
     std::string given_id = args.get("id");

@@ -96,12 +96,13 @@ struct CommandInfo {
 
 const CommandInfo kCommands[] = {
     {"create", cmd_create,
-     "owner plan scopes ips referrers rate burst quota expires id key-prefix",
+     "owner plan scopes ips referrers rate burst rate-scope quota expires id "
+     "key-prefix",
      "json",
 "usage: apikeyctl create [--owner O] [--plan P] [--scopes \"a b\"]\n"
 "                        [--ips LIST] [--referrers LIST] [--rate R]\n"
-"                        [--burst N] [--quota Q] [--expires WHEN] [--id ID]\n"
-"                        [--key-prefix P] [--json]\n"
+"                        [--burst N] [--rate-scope node|cluster] [--quota Q]\n"
+"                        [--expires WHEN] [--id ID] [--key-prefix P] [--json]\n"
 "\n"
 "Makes a key, stores its hash with the given fields (one MULTI/EXEC with the\n"
 "id lookup) and prints the key once on stdout; id and hash go to stderr.\n"
@@ -116,6 +117,9 @@ const CommandInfo kCommands[] = {
 "                        refilled at N per period)\n"
 "  --burst N             with --rate: N + 1 at once, then one per period / N\n"
 "                        (GCRA, as nginx's limit_req; 0: one at a time)\n"
+"  --rate-scope S        with --rate: node (each nginx node counts it) or\n"
+"                        cluster (one rate for all nodes sharing the Redis);\n"
+"                        default: api_key_zone rate_scope=\n"
 "  --quota Q             N/hour, N/day or N/month\n"
 "  --expires WHEN        90d (from now; s m h d w), 2027-01-31 (00:00 UTC),\n"
 "                        2027-01-31T12:00:00Z, or unix seconds\n"
@@ -203,7 +207,7 @@ const CommandInfo kCommands[] = {
 "\n"
 "Shows the key's quota, the counter of the current window, what remains,\n"
 "and the counters of the current hour, day and month (UTC), read from\n"
-"{prefix}usage:{hash}:{hour|day|month}:{window_start}.\n"
+"{prefix}usage:{{prefix}{hash}}:{hour|day|month}:{window_start}.\n"
 "\n"
 "The counters hold what nginx nodes have taken from the quota: counts leased\n"
 "to a node (api_key_zone quota_lease=) and not used yet are included.\n"

@@ -230,12 +230,22 @@ int ak_hex_decode_hash(const char *hex, size_t len,
  *
  *   {prefix}{hex}                                   the record (a hash)
  *   {prefix}id:{id}                                 id -> hex (a string)
- *   {prefix}usage:{hex}:{hour|day|month}:{start}    a quota counter of the
+ *   {prefix}usage:{{prefix}{hex}}:{hour|day|month}:{start}
+ *                                                   a quota counter of the
  *                                                   window starting at unix
  *                                                   time start (decimal)
+ *   {prefix}rate:{{prefix}{hex}}                    the cluster-wide GCRA
+ *                                                   state of the key's rate
  *   __keyspace@{db}__:{prefix}                      what the keyspace
  *                                                   channel of a record
  *                                                   starts with
+ *
+ * Every per-key name beside the record carries the record's full name as
+ * its Redis Cluster hash tag (between '{' and '}'), so it lands in the
+ * record's slot: a script over a counter and the record never crosses
+ * slots.  A prefix holding '{' or '}' would break that (the tag is what
+ * lies between the FIRST '{' and the next '}'): ak_redis_prefix_check
+ * refuses it, and the builders of tagged names write nothing for it.
  *
  * The builders write no NUL and return the length written, or 0 (and
  * write nothing) when the name would not fit in cap or an argument is
@@ -243,11 +253,16 @@ int ak_hex_decode_hash(const char *hex, size_t len,
  */
 
 #define AK_REDIS_PREFIX_MAX  256    /* the longest prefix the module uses */
-#define AK_REDIS_NAME_FIXED  97     /* the longest part of a record, usage or
-                                       id (of at most AK_ID_MAX_LEN) name
-                                       beside the prefix: "usage:" hex
-                                       ":month:" -9223372036854775808 */
-#define AK_REDIS_NAME_MAX    (AK_REDIS_PREFIX_MAX + AK_REDIS_NAME_FIXED)
+#define AK_REDIS_NAME_FIXED  99     /* the longest part of a record, usage,
+                                       rate or id (of at most AK_ID_MAX_LEN)
+                                       name beside its one or two copies of
+                                       the prefix: "usage:{" hex "}:month:"
+                                       -9223372036854775808 */
+#define AK_REDIS_NAME_MAX    (2 * AK_REDIS_PREFIX_MAX + AK_REDIS_NAME_FIXED)
+
+/* 0: prefix may be used; -1: it holds '{' or '}' (or is NULL with a
+ * length) */
+int ak_redis_prefix_check(const char *prefix, size_t prefix_len) AK_NOEXCEPT;
 
 size_t ak_redis_name_record(const char *prefix, size_t prefix_len,
     const unsigned char hash[AK_HASH_LEN], char *buf, size_t cap) AK_NOEXCEPT;
@@ -259,6 +274,10 @@ size_t ak_redis_name_id(const char *prefix, size_t prefix_len,
 size_t ak_redis_name_usage(const char *prefix, size_t prefix_len,
     const unsigned char hash[AK_HASH_LEN], uint8_t period,
     int64_t window_start, char *buf, size_t cap) AK_NOEXCEPT;
+
+/* the key's cluster-wide rate state (rate_scope=cluster) */
+size_t ak_redis_name_rate(const char *prefix, size_t prefix_len,
+    const unsigned char hash[AK_HASH_LEN], char *buf, size_t cap) AK_NOEXCEPT;
 
 size_t ak_redis_name_keyspace(int64_t db, const char *prefix,
     size_t prefix_len, char *buf, size_t cap) AK_NOEXCEPT;
@@ -306,6 +325,13 @@ int ak_redis_name_parse_record(const char *prefix, size_t prefix_len,
 #define AK_PERIOD_HOUR      3       /* rate and quota */
 #define AK_PERIOD_DAY       4       /* quota only */
 #define AK_PERIOD_MONTH     5       /* quota only */
+
+/* the record's rate_scope: where its rate is counted */
+#define AK_RATE_SCOPE_DEFAULT  0    /* no field: the zone's default */
+#define AK_RATE_SCOPE_NODE     1    /* "node": per nginx node (GCRA in the
+                                       zone) */
+#define AK_RATE_SCOPE_CLUSTER  2    /* "cluster": across the nodes sharing
+                                       the Redis (leased tokens) */
 
 typedef struct {
     char         id[AK_ID_MAX_LEN + 1];     /* NUL-terminated, safe to log */
@@ -362,6 +388,8 @@ typedef struct {
     uint64_t     rate_interval_us;  /* period / N */
     uint8_t      quota_period;  /* AK_PERIOD_NONE/HOUR/DAY/MONTH */
     uint64_t     quota_n;
+    uint8_t      rate_scope;    /* AK_RATE_SCOPE_*: the field (only with a
+                                   rate), DEFAULT without one */
     const unsigned char *blob;
     size_t       blob_len;
     char         id_buf[AK_ID_DEFAULT_LEN];
@@ -431,10 +459,16 @@ int ak_quota_window(uint8_t period, int64_t now, int64_t *start,
 /* Per-key mutable state, kept across re-reads of the record
  * (in the cache entry, see ak_cache_state). */
 typedef struct {
-    uint64_t     tat_us;            /* GCRA */
+    uint64_t     tat_us;            /* GCRA of this node */
     uint32_t     q_window;          /* quota window id (start / 3600) */
     uint32_t     q_left;            /* leased counts not yet used */
     uint64_t     q_used;            /* last total seen in Redis */
+    uint32_t     r_left;            /* rate_scope=cluster: tokens leased to
+                                       this node, not used yet */
+    uint32_t     r_next_ms;         /* no rate lease before then: Redis has
+                                       no batch before (monotonic ms, wraps:
+                                       compared as a signed difference; 0:
+                                       none) */
 } ak_key_state_t;
 
 /* ------------------------------------------------------------------ */
@@ -454,6 +488,9 @@ typedef struct {
 #define AK_DENY_QUOTA       4   /* nothing consumed: the quota is used up */
 #define AK_DENY_BAD         5   /* nothing consumed: the record's quota
                                    period is not one (a bad record) */
+#define AK_NEED_RATE_LEASE  6   /* nothing consumed: a cluster-wide rate and
+                                   no token left on this node: ask Redis
+                                   for tokens, then decide again */
 
 typedef struct {
     ak_rate_result_t rate;      /* the record has a rate: ak_gcra's answer */
@@ -466,6 +503,9 @@ typedef struct {
     int64_t      window_start;  /* with a quota: the window, [start, end) */
     int64_t      window_end;
     uint32_t     window;        /* its id: ak_key_state_t.q_window */
+    uint32_t     rate_lease;    /* cluster rate, admitted: 1 when the node's
+                                   tokens run low (fetch more in the
+                                   background) */
 } ak_admit_result_t;
 
 /*
@@ -490,6 +530,70 @@ int ak_quota_admit(ak_key_state_t *st, uint8_t period, uint64_t quota_n,
  */
 int ak_limits_admit(ak_key_state_t *st, const ak_record_t *rec, int64_t now,
     uint64_t now_us, uint64_t quota_lease, ak_admit_result_t *res) AK_NOEXCEPT;
+
+/*
+ * The same, with the rate counted across the nodes when flags has
+ * AK_LIMITS_CLUSTER_RATE (the glue sets it for a key whose rate scope is
+ * cluster while Redis can be asked for tokens; without it, the per-node
+ * limiter alone: the fallback).  A cluster rate takes both this node's
+ * GCRA (so one node never exceeds the rate) and one token leased from the
+ * Redis-side GCRA (so the nodes together do not).  Without a token:
+ * AK_DENY_RATE before r_next_ms (Redis said it has none before;
+ * retry_after_us until then), else AK_NEED_RATE_LEASE.  As for the quota,
+ * nothing is consumed unless every limit admits; admitted with fewer than a
+ * quarter of a batch left and r_next_ms past, res->rate_lease is 1.  hot
+ */
+#define AK_LIMITS_CLUSTER_RATE  0x01
+
+int ak_limits_admit_ex(ak_key_state_t *st, const ak_record_t *rec,
+    int64_t now, uint64_t now_us, uint64_t quota_lease, unsigned flags,
+    ak_admit_result_t *res) AK_NOEXCEPT;
+
+/* NODE or CLUSTER: the record's rate_scope, else zone_default */
+uint8_t ak_rate_scope(const ak_record_t *rec, uint8_t zone_default)
+    AK_NOEXCEPT;
+
+/*
+ * Cluster-wide rate: tokens leased in batches from a GCRA kept in Redis
+ * ({prefix}rate:{{prefix}{hash}}: its TAT in microseconds of Redis's
+ * clock), by a script that computes ak_gcra_grant.
+ *
+ * The batch: the tokens of AK_RATE_LEASE_WINDOW_US at the rate, at least 1
+ * (so at low rates one token at a time: nothing sits unused), at most
+ * AK_RATE_LEASE_MAX.
+ */
+#define AK_RATE_LEASE_WINDOW_US  100000     /* 100 ms of the rate */
+#define AK_RATE_LEASE_MAX        1000
+
+uint32_t ak_rate_lease_want(uint64_t interval_us) AK_NOEXCEPT;
+
+/*
+ * The depth the Redis-side GCRA allows: the record's burst plus a batch
+ * less one, plus AK_RATE_LEASE_WINDOW_US, (burst + want - 1) * interval +
+ * 100 ms: a whole batch can be granted at once even with burst 0, and a
+ * token up to 100 ms before its time, so a lease's round trip and a
+ * request arriving late lose no capacity (each node's own GCRA still
+ * paces its requests).  Saturates.
+ */
+uint64_t ak_rate_lease_tau(uint64_t interval_us, uint32_t burst,
+    uint32_t want) AK_NOEXCEPT;
+
+/*
+ * GCRA granting up to want requests at once (what the Redis script does):
+ * t = max(*tat, now); when t - now > tau, none; else min(want, (tau - (t -
+ * now)) / interval + 1), and *tat advances by interval per token granted.
+ * *retry_us: how long until a whole batch (want) would conform, 0 if it
+ * already does (the node asks for no batch before).  Returns the grant.
+ */
+uint64_t ak_gcra_grant(uint64_t *tat, uint64_t now_us, uint64_t interval_us,
+    uint64_t tau_us, uint64_t want, uint64_t *retry_us) AK_NOEXCEPT;
+
+/*
+ * A rate lease's answer at now_us: grant more tokens for this node
+ * (r_left saturates), and no lease before retry_us (0: at any time).
+ */
+void ak_rate_lease_apply(ak_key_state_t *st, uint64_t grant,
+    uint64_t retry_us, uint64_t now_us) AK_NOEXCEPT;
 
 /*
  * How many counts to ask a lease for: a quarter of what is left of the

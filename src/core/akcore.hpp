@@ -75,7 +75,7 @@ bool key_check_checksum(std::string_view key,
 /* The fields the module reads, in canonical order. */
 inline constexpr std::string_view kRecordFields[] = {
     "id", "owner", "plan", "status", "expires_at", "scopes", "ips",
-    "referrers", "rate", "burst", "quota",
+    "referrers", "rate", "burst", "quota", "rate_scope",
 };
 
 bool is_record_field(std::string_view name) noexcept;
@@ -113,11 +113,19 @@ std::string redis_record_name(std::string_view prefix,
 /* {prefix}id:{id} */
 std::string redis_id_name(std::string_view prefix, std::string_view id);
 
-/* {prefix}usage:{hex}:{hour|day|month}:{window_start}; empty for a period
- * other than AK_PERIOD_HOUR, _DAY or _MONTH */
+/* {prefix}usage:{{prefix}{hex}}:{hour|day|month}:{window_start}; empty
+ * for a period other than AK_PERIOD_HOUR, _DAY or _MONTH, or a prefix with
+ * '{' or '}' */
 std::string redis_usage_name(std::string_view prefix,
     const unsigned char hash[AK_HASH_LEN], uint8_t period,
     int64_t window_start);
+
+/* {prefix}rate:{{prefix}{hex}}; empty for a prefix with '{' or '}' */
+std::string redis_rate_name(std::string_view prefix,
+    const unsigned char hash[AK_HASH_LEN]);
+
+/* true when prefix may be used: no '{' or '}' (ak_redis_prefix_check) */
+bool redis_prefix_valid(std::string_view prefix) noexcept;
 
 /* SCAN MATCH pattern of every name under prefix: the prefix, glob
  * characters escaped, then "*" */

@@ -8,18 +8,18 @@
  *
  *   [0, 256)            header (struct ak_cache_s, padded to 256 bytes)
  *   [256, B)            bucket heads: nslots x uint32 slot index (or NIL)
- *   [B, B + 120*nslots) slots, 120 bytes each
+ *   [B, B + 128*nslots) slots, 128 bytes each
  *
  * There are as many buckets as slots, so the index costs 4 bytes per slot:
- * a cached key whose blob is <= 32 bytes costs 120 + 4 = 124 bytes
- * (ak_cache_bytes_per_key()), and a 128 MiB block holds 1,082,398 slots
- * (1,082,398 keys with blobs of <= 32 bytes).  Smallest block: 8200 bytes
+ * a cached key whose blob is <= 32 bytes costs 128 + 4 = 132 bytes
+ * (ak_cache_bytes_per_key()), and a 128 MiB block holds 1,016,800 slots
+ * (1,016,800 keys with blobs of <= 32 bytes).  Smallest block: 8712 bytes
  * (64 slots).
  * Keys are uniformly distributed digests; the bucket is picked from their
  * first 4 bytes ("fastrange": (x * nbuckets) >> 32, no division).  With
  * at most one entry per slot the load factor never exceeds 1.
  *
- * Entry (head) slot, 120 bytes:
+ * Entry (head) slot, 128 bytes:
  *
  *     0  hash[32]         key digest
  *    32  hnext     u32    next entry in the bucket chain
@@ -27,19 +27,20 @@
  *    40  next      u32
  *    44  gen       u32    cache generation when stored
  *    48  fetched   u64    now_ms when stored
- *    56  st        24     ak_key_state_t (GCRA tat, quota lease)
- *    80  kind      u8     KIND_POS / KIND_NEG
- *    81  flags     u8     AK_ENTRY_REVOKED | AK_ENTRY_BAD | F_STORED_STALE
+ *    56  st        32     ak_key_state_t (GCRA tat, quota lease, cluster
+ *                         rate tokens)
+ *    88  kind      u8     KIND_POS / KIND_NEG
+ *    89  flags     u8     AK_ENTRY_REVOKED | AK_ENTRY_BAD | F_STORED_STALE
  *                         | F_GONE
- *    82  len       u16    blob length (0 for a negative entry)
- *    84  blob[32]         the first 32 blob bytes (a bad negative entry:
+ *    90  len       u16    blob length (0 for a negative entry)
+ *    92  blob[32]         the first 32 blob bytes (a bad negative entry:
  *                         the record's version in the first 8)
- *   116  ovf       u32    first overflow slot (or NIL)
+ *   124  ovf       u32    first overflow slot (or NIL)
  *
- * Overflow slot: bytes [0, 116) carry blob bytes, the u32 at 116 (the same
+ * Overflow slot: bytes [0, 124) carry blob bytes, the u32 at 124 (the same
  * "ovf" field) links the next overflow slot.  A blob of len bytes uses
- * 1 + ceil((len - 32) / 116) slots: 100 bytes -> 2, 1000 -> 10,
- * 4096 -> 37.  The chain length is implied by len, so chain walks are
+ * 1 + ceil((len - 32) / 124) slots: 100 bytes -> 2, 1000 -> 9,
+ * 4096 -> 34.  The chain length is implied by len, so chain walks are
  * bounded by it.
  *
  * Free slots are linked through "ovf" too; slots at or above the high-water
@@ -54,7 +55,7 @@
  *
  * Every function is called with the zone lock held (except create/attach)
  * and is O(1): a put may evict a few entries, at most one per slot it
- * needs (<= 37).  Nothing allocates, nothing throws, no system calls.
+ * needs (<= 34).  Nothing allocates, nothing throws, no system calls.
  *
  * Corruption: every index read from the slots, the bucket heads and the
  * mutable header fields is checked against nslots and every walk is
@@ -83,12 +84,13 @@
 namespace {
 
 const uint64_t  kMagic = 0x3148434143414b41ULL;    /* "AKCACHE1" LE */
-const uint32_t  kVersion = 1;
+const uint32_t  kVersion = 2;        /* 2: 128-byte slots, 32-byte key
+                                           state */
 const uint32_t  NIL = 0xffffffffu;
 const size_t    kHeaderSize = 256;
 const size_t    kInline = 32;           /* blob bytes in the entry slot */
-const size_t    kOvfData = 116;         /* blob bytes per overflow slot */
-const uint32_t  kMinSlots = 64;         /* >= 37, the largest chain */
+const size_t    kOvfData = 124;         /* blob bytes per overflow slot */
+const uint32_t  kMinSlots = 64;         /* >= 34, the largest chain */
 const uint32_t  kMaxSlots = 0x7fffffffu;
 
 const uint8_t   KIND_POS = 1;
@@ -120,8 +122,8 @@ struct Slot {
     uint32_t        ovf;
 };
 
-static_assert(sizeof(ak_key_state_t) == 24, "ak_key_state_t size");
-static_assert(sizeof(Slot) == 120, "slot size");
+static_assert(sizeof(ak_key_state_t) == 32, "ak_key_state_t size");
+static_assert(sizeof(Slot) == 128, "slot size");
 static_assert(offsetof(Slot, st) % 8 == 0, "state alignment");
 static_assert(offsetof(Slot, ovf) == kOvfData, "overflow data size");
 static_assert((AK_RECORD_MAX - kInline + kOvfData - 1) / kOvfData + 1
@@ -1477,7 +1479,7 @@ ak_cache_set_conf(ak_cache_t *c, const ak_cache_conf_t *conf) noexcept
 size_t
 ak_cache_bytes_per_key(void) noexcept
 {
-    return sizeof(Slot) + sizeof(uint32_t);     /* 124 */
+    return sizeof(Slot) + sizeof(uint32_t);     /* 132 */
 }
 
 

@@ -8,7 +8,7 @@
  *
  *   byte 0   version (1)
  *   byte 1   status (bits 0-1) | rate_period << 2 (bits 2-3)
- *            | quota_period << 4 (bits 4-6); bit 7 is 0
+ *            | quota_period << 4 (bits 4-6) | kHasRateScope (bit 7)
  *   byte 2   presence bits, kHas* below
  *   [ips]        u16 LE section length, then entries:
  *                family (4 or 6), prefix, ceil(prefix / 8) address bytes
@@ -21,6 +21,8 @@
  *   [burst]      varint (> 0), only with a rate: the burst in effect (the
  *                field, or N - 1 without one: ak_rate_default_burst)
  *   [quota N]    varint, present iff quota_period != 0
+ *   [rate_scope] varint, AK_RATE_SCOPE_NODE or _CLUSTER, present iff
+ *                kHasRateScope (only with a rate)
  *
  * ips and referrers come first so that the hot match functions find them
  * from the header alone.
@@ -47,7 +49,7 @@ constexpr unsigned kRateShift = 2;
 constexpr uint8_t kRateMask = 0x0c;
 constexpr unsigned kQuotaShift = 4;
 constexpr uint8_t kQuotaMask = 0x70;
-constexpr uint8_t kReservedMask = 0x80;
+constexpr uint8_t kHasRateScope = 0x80;     /* in byte 1 */
 
 constexpr uint8_t kHasIps = 0x01;
 constexpr uint8_t kHasReferrers = 0x02;
@@ -325,7 +327,7 @@ bool blob_rule_sections(const unsigned char *b, size_t len,
 /* record.cpp: the fields, in canonical order (= ak::kRecordFields) */
 enum Field {
     F_ID, F_OWNER, F_PLAN, F_STATUS, F_EXPIRES, F_SCOPES, F_IPS,
-    F_REFERRERS, F_RATE, F_BURST, F_QUOTA, F_COUNT
+    F_REFERRERS, F_RATE, F_BURST, F_QUOTA, F_RATE_SCOPE, F_COUNT
 };
 
 extern const char *const kFieldNames[F_COUNT];
@@ -339,6 +341,7 @@ struct Scalars {
     uint64_t burst = 0;
     uint8_t quota_period = AK_PERIOD_NONE;
     uint64_t quota_n = 0;
+    uint8_t rate_scope = AK_RATE_SCOPE_DEFAULT;
     size_t scope_words = 0;
 };
 

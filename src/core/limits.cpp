@@ -181,6 +181,13 @@ ak_key_state_carry(const ak_record_t *old, const ak_record_t *cur,
         || old->burst != cur->burst)
     {
         st->tat_us = 0;
+        st->r_left = 0;
+        st->r_next_ms = 0;
+
+    } else if (old->rate_scope != cur->rate_scope) {
+        /* the same rate counted elsewhere: tokens leased are dropped */
+        st->r_left = 0;
+        st->r_next_ms = 0;
     }
 
     if (cur->quota_period == AK_PERIOD_NONE
@@ -254,9 +261,39 @@ ak_quota_admit(ak_key_state_t *st, uint8_t period, uint64_t quota_n,
 }
 
 
+namespace {
+
+inline uint32_t ms_of(uint64_t us) noexcept
+{
+    return static_cast<uint32_t>(us / 1000);
+}
+
+/* a - b for two wrapping millisecond times */
+inline int32_t ms_diff(uint32_t a, uint32_t b) noexcept
+{
+    return static_cast<int32_t>(a - b);
+}
+
+/*
+ * The longest "no token before" Redis can answer: less than one interval,
+ * at most an hour (rate 1/h).  A time further ahead than that is a stale
+ * one that wrapped (the key sat unused for weeks): ignored.  0 stands for
+ * "none" (a zeroed state).
+ */
+constexpr int32_t kMaxWaitMs = 3600 * 1000 + 1000;
+
+inline uint32_t nonzero_ms(uint32_t ms) noexcept
+{
+    return ms ? ms : 1;
+}
+
+} // namespace
+
+
 extern "C" int
-ak_limits_admit(ak_key_state_t *st, const ak_record_t *rec, int64_t now,
-    uint64_t now_us, uint64_t quota_lease, ak_admit_result_t *res) noexcept
+ak_limits_admit_ex(ak_key_state_t *st, const ak_record_t *rec, int64_t now,
+    uint64_t now_us, uint64_t quota_lease, unsigned flags,
+    ak_admit_result_t *res) noexcept
 {
     ak_admit_result_t tmp;
     if (res == nullptr) {
@@ -270,12 +307,39 @@ ak_limits_admit(ak_key_state_t *st, const ak_record_t *rec, int64_t now,
     }
 
     uint64_t tat = st->tat_us;
+    const bool cluster = rec->rate_period != AK_PERIOD_NONE
+                         && (flags & AK_LIMITS_CLUSTER_RATE);
 
     if (rec->rate_period != AK_PERIOD_NONE
         && !ak_gcra(&tat, now_us, rec->rate_interval_us, rec->burst,
                     &res->rate))
     {
         return AK_DENY_RATE;
+    }
+
+    /* cluster: Redis has no batch for this node before this long */
+    int32_t lease_wait = 0;
+
+    if (cluster) {
+        lease_wait = st->r_next_ms ? ms_diff(st->r_next_ms, ms_of(now_us))
+                                   : 0;
+        if (lease_wait > kMaxWaitMs) {
+            lease_wait = 0;         /* stale: wrapped */
+        }
+
+        if (st->r_left == 0) {
+            if (lease_wait > 0) {
+                res->rate.remaining = 0;
+                res->rate.retry_after_us =
+                    static_cast<uint64_t>(lease_wait) * 1000;
+                res->rate.reset_us = sat_add(res->rate.retry_after_us,
+                                             sat_mul(rec->burst,
+                                                     rec->rate_interval_us));
+                return AK_DENY_RATE;
+            }
+
+            return AK_NEED_RATE_LEASE;
+        }
     }
 
     int rc = AK_ADMIT;
@@ -292,7 +356,130 @@ ak_limits_admit(ak_key_state_t *st, const ak_record_t *rec, int64_t now,
 
     st->tat_us = tat;
 
+    if (cluster) {
+        st->r_left--;
+
+        const uint32_t want = ak_rate_lease_want(rec->rate_interval_us);
+
+        if (st->r_left < want / 4 + 1 && lease_wait <= 0) {
+            res->rate_lease = 1;
+        }
+
+        if (res->rate.remaining > st->r_left) {
+            res->rate.remaining = st->r_left;
+        }
+    }
+
     return rc;
+}
+
+
+extern "C" int
+ak_limits_admit(ak_key_state_t *st, const ak_record_t *rec, int64_t now,
+    uint64_t now_us, uint64_t quota_lease, ak_admit_result_t *res) noexcept
+{
+    return ak_limits_admit_ex(st, rec, now, now_us, quota_lease, 0, res);
+}
+
+
+extern "C" uint8_t
+ak_rate_scope(const ak_record_t *rec, uint8_t zone_default) noexcept
+{
+    uint8_t scope = rec ? rec->rate_scope : AK_RATE_SCOPE_DEFAULT;
+
+    if (scope == AK_RATE_SCOPE_DEFAULT) {
+        scope = zone_default;
+    }
+
+    return scope == AK_RATE_SCOPE_CLUSTER ? AK_RATE_SCOPE_CLUSTER
+                                          : AK_RATE_SCOPE_NODE;
+}
+
+
+extern "C" uint32_t
+ak_rate_lease_want(uint64_t interval_us) noexcept
+{
+    const uint64_t T = interval_us ? interval_us : 1;
+    uint64_t want = AK_RATE_LEASE_WINDOW_US / T;
+
+    if (want > AK_RATE_LEASE_MAX) {
+        want = AK_RATE_LEASE_MAX;
+    }
+
+    return want ? static_cast<uint32_t>(want) : 1;
+}
+
+
+extern "C" uint64_t
+ak_rate_lease_tau(uint64_t interval_us, uint32_t burst, uint32_t want) noexcept
+{
+    const uint64_t extra = want ? want - 1 : 0;
+
+    return sat_add(sat_mul(sat_add(burst, extra),
+                           interval_us ? interval_us : 1),
+                   AK_RATE_LEASE_WINDOW_US);
+}
+
+
+extern "C" uint64_t
+ak_gcra_grant(uint64_t *tat, uint64_t now_us, uint64_t interval_us,
+    uint64_t tau_us, uint64_t want, uint64_t *retry_us) noexcept
+{
+    uint64_t retry_tmp;
+    if (retry_us == nullptr) {
+        retry_us = &retry_tmp;
+    }
+
+    *retry_us = 0;
+
+    if (tat == nullptr || want == 0) {
+        return 0;
+    }
+
+    const uint64_t T = interval_us ? interval_us : 1;
+    const uint64_t t = *tat > now_us ? *tat : now_us;
+    const uint64_t wait = t - now_us;
+    uint64_t grant = 0;
+
+    if (wait <= tau_us) {
+        grant = (tau_us - wait) / T + 1;
+        if (grant > want) {
+            grant = want;
+        }
+        *tat = sat_add(t, sat_mul(grant, T));
+    }
+
+    /* a whole batch conforms once tat + (want - 1) T - now <= tau */
+    const uint64_t t2 = *tat > now_us ? *tat : now_us;
+    const uint64_t need = sat_add(t2 - now_us, sat_mul(want - 1, T));
+
+    *retry_us = need > tau_us ? need - tau_us : 0;
+
+    return grant;
+}
+
+
+extern "C" void
+ak_rate_lease_apply(ak_key_state_t *st, uint64_t grant, uint64_t retry_us,
+    uint64_t now_us) noexcept
+{
+    if (st == nullptr) {
+        return;
+    }
+
+    const uint64_t left = sat_add(st->r_left, grant);
+    st->r_left = left > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(left);
+
+    if (retry_us == 0) {
+        st->r_next_ms = 0;
+        return;
+    }
+
+    uint64_t ms = (retry_us + 999) / 1000;
+    if (ms > static_cast<uint64_t>(kMaxWaitMs)) {
+        ms = kMaxWaitMs;
+    }
+    st->r_next_ms = nonzero_ms(ms_of(now_us) + static_cast<uint32_t>(ms));
 }
 
 

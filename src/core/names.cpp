@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * names.cpp: the names of everything the module and apikeyctl keep in
- * Redis (records, id lookups, quota counters) and the keyspace channels and
- * glob patterns derived from them.  Each name is built in one place, so the
- * module and the CLI can never disagree on one.
+ * Redis (records, id lookups, quota counters, cluster-wide rate state) and
+ * the keyspace channels and glob patterns derived from them.  Each name is
+ * built in one place, so the module and the CLI can never disagree on one.
+ * The per-key names beside the record carry the record's name as their
+ * Redis Cluster hash tag: {prefix}usage:{{prefix}{hex}}:..., so they share
+ * the record's slot.
  */
 
 #include "ak_core.h"
@@ -139,12 +142,30 @@ size_t pattern(const char *head, size_t head_len, const char *prefix,
     return need;
 }
 
+bool has_brace(const char *prefix, size_t prefix_len) noexcept
+{
+    return prefix_len
+           && (std::memchr(prefix, '{', prefix_len) != nullptr
+               || std::memchr(prefix, '}', prefix_len) != nullptr);
+}
+
 bool is_lower_hex(char c) noexcept
 {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
 }
 
 } // namespace
+
+
+extern "C" int
+ak_redis_prefix_check(const char *prefix, size_t prefix_len) noexcept
+{
+    if (prefix_len && prefix == nullptr) {
+        return -1;
+    }
+
+    return has_brace(prefix, prefix_len) ? -1 : 0;
+}
 
 
 extern "C" size_t
@@ -188,7 +209,9 @@ ak_redis_name_usage(const char *prefix, size_t prefix_len,
 {
     const char *pname = period_name(period);
 
-    if (hash == nullptr || pname == nullptr) {
+    if (hash == nullptr || pname == nullptr
+        || ak_redis_prefix_check(prefix, prefix_len) != 0)
+    {
         return 0;
     }
 
@@ -200,15 +223,39 @@ ak_redis_name_usage(const char *prefix, size_t prefix_len,
 
     const Part parts[] = {
         { prefix, prefix_len },
-        { "usage:", 6 },
+        { "usage:{", 7 },
+        { prefix, prefix_len },
         { hex, sizeof(hex) },
-        { ":", 1 },
+        { "}:", 2 },
         { pname, std::strlen(pname) },
         { ":", 1 },
         { num, num_len },
     };
 
-    return concat(parts, 7, buf, cap);
+    return concat(parts, 8, buf, cap);
+}
+
+
+extern "C" size_t
+ak_redis_name_rate(const char *prefix, size_t prefix_len,
+    const unsigned char hash[AK_HASH_LEN], char *buf, size_t cap) noexcept
+{
+    if (hash == nullptr || ak_redis_prefix_check(prefix, prefix_len) != 0) {
+        return 0;
+    }
+
+    char hex[AK_HASH_HEX_LEN];
+    ak_hex_encode(hash, AK_HASH_LEN, hex);
+
+    const Part parts[] = {
+        { prefix, prefix_len },
+        { "rate:{", 6 },
+        { prefix, prefix_len },
+        { hex, sizeof(hex) },
+        { "}", 1 },
+    };
+
+    return concat(parts, 5, buf, cap);
 }
 
 
@@ -312,10 +359,26 @@ std::string redis_usage_name(std::string_view prefix,
     const unsigned char hash[AK_HASH_LEN], uint8_t period,
     int64_t window_start)
 {
-    return build_name(prefix, 0, [&](char *buf, size_t cap) {
+    return build_name(prefix, prefix.size(), [&](char *buf, size_t cap) {
         return ak_redis_name_usage(prefix.data(), prefix.size(), hash, period,
                                    window_start, buf, cap);
     });
+}
+
+
+std::string redis_rate_name(std::string_view prefix,
+    const unsigned char hash[AK_HASH_LEN])
+{
+    return build_name(prefix, prefix.size(), [&](char *buf, size_t cap) {
+        return ak_redis_name_rate(prefix.data(), prefix.size(), hash, buf,
+                                  cap);
+    });
+}
+
+
+bool redis_prefix_valid(std::string_view prefix) noexcept
+{
+    return ak_redis_prefix_check(prefix.data(), prefix.size()) == 0;
 }
 
 

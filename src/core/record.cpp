@@ -16,7 +16,7 @@ namespace ak {
 
 const char *const kFieldNames[F_COUNT] = {
     "id", "owner", "plan", "status", "expires_at", "scopes", "ips",
-    "referrers", "rate", "burst", "quota",
+    "referrers", "rate", "burst", "quota", "rate_scope",
 };
 
 namespace {
@@ -343,6 +343,19 @@ bool parse_field(int index, const char *v, size_t len, Scalars &s,
         return per_ok(rc, e, "quota", "expected N/hour, N/day or N/month",
                       kQuotaMax);
 
+    case F_RATE_SCOPE:
+        if (len == 4 && std::memcmp(v, "node", 4) == 0) {
+            s.rate_scope = AK_RATE_SCOPE_NODE;
+        } else if (len == 7 && std::memcmp(v, "cluster", 7) == 0) {
+            s.rate_scope = AK_RATE_SCOPE_CLUSTER;
+        } else {
+            e.field("rate_scope");
+            e.add("expected node or cluster, not ");
+            e.add_quoted(v, len);
+            return false;
+        }
+        return true;
+
     default:
         return true;
     }
@@ -467,6 +480,7 @@ int record_build(const unsigned char *hash, const ak_str_t *fields,
 
     if (s.rate_period == AK_PERIOD_NONE) {
         s.burst = 0;                    /* burst without rate: ignored */
+        s.rate_scope = AK_RATE_SCOPE_DEFAULT;   /* so is rate_scope */
 
     } else if (val[F_BURST] == nullptr) {
         /* no burst field (or an empty one): a bucket of N */
@@ -506,7 +520,8 @@ int record_build(const unsigned char *hash, const ak_str_t *fields,
     w.put(blob::kVersion);
     w.put(static_cast<uint8_t>(s.status
                                | (s.rate_period << blob::kRateShift)
-                               | (s.quota_period << blob::kQuotaShift)));
+                               | (s.quota_period << blob::kQuotaShift)
+                               | (s.rate_scope ? blob::kHasRateScope : 0)));
     w.put(pres);
 
     static const int order[] = {
@@ -523,6 +538,7 @@ int record_build(const unsigned char *hash, const ak_str_t *fields,
     if (s.rate_period) w.put_varint(s.rate_n);
     if (s.burst) w.put_varint(s.burst);
     if (s.quota_period) w.put_varint(s.quota_n);
+    if (s.rate_scope) w.put_varint(s.rate_scope);
 
     if (!w.fits()) {
         e.len = 0;
@@ -595,7 +611,8 @@ ak_record_view(const unsigned char hash[AK_HASH_LEN],
     uint8_t rp = (b1 & blob::kRateMask) >> blob::kRateShift;
     uint8_t qp = (b1 & blob::kQuotaMask) >> blob::kQuotaShift;
 
-    if (version != blob::kVersion || (b1 & blob::kReservedMask)
+    if (version != blob::kVersion
+        || ((b1 & blob::kHasRateScope) && rp == AK_PERIOD_NONE)
         || status > AK_STATUS_DISABLED
         || (qp != AK_PERIOD_NONE && qp != AK_PERIOD_HOUR
             && qp != AK_PERIOD_DAY && qp != AK_PERIOD_MONTH)
@@ -702,6 +719,14 @@ ak_record_view(const unsigned char hash[AK_HASH_LEN],
         }
         rec->quota_period = qp;
         rec->quota_n = v;
+    }
+
+    if (b1 & blob::kHasRateScope) {
+        uint64_t v = r.varint();
+        if (v != AK_RATE_SCOPE_NODE && v != AK_RATE_SCOPE_CLUSTER) {
+            goto corrupt;
+        }
+        rec->rate_scope = static_cast<uint8_t>(v);
     }
 
     if (!r.ok || r.off != len) {

@@ -12,6 +12,7 @@
 
 #include "ak_core.h"
 #include "akcore.hpp"
+#include "slot.hpp"
 
 namespace {
 
@@ -110,29 +111,31 @@ TEST(RedisNames, Id)
 TEST(RedisNames, Usage)
 {
     Hash h;
+    const std::string tag = "{apikey:" + kHex + "}";
 
-    /* as the module's lease script and apikeyctl usage have always named
-     * them: 2024-05-17 13:00 UTC, that day, that month */
+    /* 2024-05-17 13:00 UTC, that day, that month; the record's name as
+     * hash tag */
     EXPECT_EQ(check_caps([&](char *b, size_t c) {
                   return ak_redis_name_usage("apikey:", 7, h.h,
                                              AK_PERIOD_HOUR, 1715950800, b,
                                              c);
-              }, "apikey:usage:" + kHex + ":hour:1715950800"),
-              "apikey:usage:" + kHex + ":hour:1715950800");
+              }, "apikey:usage:" + tag + ":hour:1715950800"),
+              "apikey:usage:" + tag + ":hour:1715950800");
     EXPECT_EQ(ak::redis_usage_name("apikey:", h.h, AK_PERIOD_DAY, 1715904000),
-              "apikey:usage:" + kHex + ":day:1715904000");
+              "apikey:usage:" + tag + ":day:1715904000");
     EXPECT_EQ(ak::redis_usage_name("apikey:", h.h, AK_PERIOD_MONTH,
                                    1714521600),
-              "apikey:usage:" + kHex + ":month:1714521600");
+              "apikey:usage:" + tag + ":month:1714521600");
 
     EXPECT_EQ(ak::redis_usage_name("", h.h, AK_PERIOD_HOUR, 0),
-              "usage:" + kHex + ":hour:0");
+              "usage:{" + kHex + "}:hour:0");
     EXPECT_EQ(ak::redis_usage_name("x", h.h, AK_PERIOD_HOUR, -3600),
-              "xusage:" + kHex + ":hour:-3600");
+              "xusage:{x" + kHex + "}:hour:-3600");
 
-    /* the longest: a prefix of AK_REDIS_PREFIX_MAX and INT64_MIN */
+    /* the longest: a prefix of AK_REDIS_PREFIX_MAX (twice) and INT64_MIN */
     std::string p(AK_REDIS_PREFIX_MAX, 'p');
-    std::string want = p + "usage:" + kHex + ":month:-9223372036854775808";
+    std::string want = p + "usage:{" + p + kHex
+                       + "}:month:-9223372036854775808";
     ASSERT_EQ(want.size(), size_t(AK_REDIS_NAME_MAX));
     EXPECT_EQ(check_caps([&](char *b, size_t c) {
                   return ak_redis_name_usage(p.data(), p.size(), h.h,
@@ -140,8 +143,9 @@ TEST(RedisNames, Usage)
                                              c);
               }, want),
               want);
+    EXPECT_EQ(ak::redis_usage_name(p, h.h, AK_PERIOD_MONTH, INT64_MIN), want);
     EXPECT_EQ(ak::redis_usage_name("a", h.h, AK_PERIOD_DAY, INT64_MAX),
-              "ausage:" + kHex + ":day:9223372036854775807");
+              "ausage:{a" + kHex + "}:day:9223372036854775807");
 
     /* not a quota period */
     char buf[AK_REDIS_NAME_MAX];
@@ -155,6 +159,108 @@ TEST(RedisNames, Usage)
     EXPECT_EQ(ak_redis_name_usage("apikey:", 7, nullptr, AK_PERIOD_HOUR, 0,
                                   buf, sizeof(buf)),
               0u);
+}
+
+TEST(RedisNames, Rate)
+{
+    Hash h;
+
+    EXPECT_EQ(check_caps([&](char *b, size_t c) {
+                  return ak_redis_name_rate("apikey:", 7, h.h, b, c);
+              }, "apikey:rate:{apikey:" + kHex + "}"),
+              "apikey:rate:{apikey:" + kHex + "}");
+    EXPECT_EQ(ak::redis_rate_name("", h.h), "rate:{" + kHex + "}");
+    EXPECT_EQ(ak::redis_rate_name("a:b:", h.h), "a:b:rate:{a:b:" + kHex + "}");
+
+    std::string p(AK_REDIS_PREFIX_MAX, 'p');
+    EXPECT_EQ(ak::redis_rate_name(p, h.h), p + "rate:{" + p + kHex + "}");
+
+    char buf[AK_REDIS_NAME_MAX];
+    EXPECT_EQ(ak_redis_name_rate("apikey:", 7, nullptr, buf, sizeof(buf)),
+              0u);
+    EXPECT_EQ(ak_redis_name_rate(nullptr, 7, h.h, buf, sizeof(buf)), 0u);
+}
+
+/* a prefix holding a brace would move the hash tag: refused everywhere */
+TEST(RedisNames, PrefixWithBraces)
+{
+    Hash h;
+    char buf[AK_REDIS_NAME_MAX];
+
+    EXPECT_EQ(ak_redis_prefix_check("apikey:", 7), 0);
+    EXPECT_EQ(ak_redis_prefix_check("", 0), 0);
+    EXPECT_EQ(ak_redis_prefix_check(nullptr, 0), 0);
+    EXPECT_EQ(ak_redis_prefix_check(nullptr, 3), -1);
+    EXPECT_TRUE(ak::redis_prefix_valid("a*b?[c]:"));
+
+    const std::string bads[] = { "{", "}", "a{b", "a}b", "ak:{x}:", "}{",
+                                 std::string("a\0{", 4) };
+    for (const std::string &bad : bads) {
+        EXPECT_EQ(ak_redis_prefix_check(bad.data(), bad.size()), -1) << bad;
+        EXPECT_FALSE(ak::redis_prefix_valid(bad)) << bad;
+        EXPECT_EQ(ak_redis_name_usage(bad.data(), bad.size(), h.h,
+                                      AK_PERIOD_DAY, 0, buf, sizeof(buf)),
+                  0u) << bad;
+        EXPECT_EQ(ak_redis_name_rate(bad.data(), bad.size(), h.h, buf,
+                                     sizeof(buf)),
+                  0u) << bad;
+        EXPECT_EQ(ak::redis_usage_name(bad, h.h, AK_PERIOD_DAY, 0), "");
+        EXPECT_EQ(ak::redis_rate_name(bad, h.h), "");
+    }
+}
+
+/*
+ * Redis Cluster: the counters and the rate state hash to the slot of the
+ * record's name (their tag is that name), for many hashes and prefixes
+ */
+TEST(RedisNames, SameSlotAsRecord)
+{
+    unsigned char hash[AK_HASH_LEN];
+    unsigned slots_seen[4] = { 0, 0, 0, 0 };
+
+    for (int k = 0; k < 200; k++) {
+        for (size_t i = 0; i < AK_HASH_LEN; i++) {
+            hash[i] = static_cast<unsigned char>(k * 31 + i * 7 + (k >> 3));
+        }
+
+        for (const char *prefix : { "apikey:", "", "svc.a/", "p*" }) {
+            std::string rec = ak::redis_record_name(prefix, hash);
+            unsigned slot = apikeyctl::key_slot(rec);
+
+            /* the record itself has no tag: its slot is of its whole
+             * name, which is the tag of the others */
+            EXPECT_EQ(slot,
+                      apikeyctl::crc16_xmodem(rec.data(), rec.size()) & 16383);
+
+            for (uint8_t per : { (uint8_t) AK_PERIOD_HOUR,
+                                 (uint8_t) AK_PERIOD_DAY,
+                                 (uint8_t) AK_PERIOD_MONTH }) {
+                std::string u = ak::redis_usage_name(prefix, hash, per,
+                                                     1715904000 + k);
+                ASSERT_FALSE(u.empty());
+                EXPECT_EQ(apikeyctl::key_slot(u), slot) << u;
+            }
+
+            std::string r = ak::redis_rate_name(prefix, hash);
+            EXPECT_EQ(apikeyctl::key_slot(r), slot) << r;
+        }
+        slots_seen[apikeyctl::key_slot(ak::redis_record_name("apikey:",
+                                                             hash)) >> 12]++;
+    }
+
+    /* and the records spread over the slot space (not one constant) */
+    for (unsigned q : slots_seen) {
+        EXPECT_GT(q, 0u);
+    }
+}
+
+/* the slot function itself: Redis's documented example values */
+TEST(RedisNames, KeySlotKnownValues)
+{
+    EXPECT_EQ(apikeyctl::crc16_xmodem("123456789", 9), 0x31C3);
+    EXPECT_EQ(apikeyctl::key_slot("foo"), 12182u);
+    EXPECT_EQ(apikeyctl::key_slot("{user1000}.following"),
+              apikeyctl::key_slot("user1000"));
 }
 
 TEST(RedisNames, KeyspaceAndPatterns)
@@ -213,6 +319,8 @@ TEST(RedisNames, ParseRecord)
     for (const std::string &bad : {
              std::string("apikey:id:") + "x",
              "apikey:usage:" + kHex + ":hour:0",
+             "apikey:usage:{apikey:" + kHex + "}:hour:0",
+             "apikey:rate:{apikey:" + kHex + "}",
              "apikeY:" + kHex,
              "apikey:" + upper,
              "apikey:" + kHex.substr(1),

@@ -442,7 +442,7 @@ TEST(Record, ViewRejectsBadHeaders)
 
     EXPECT_EQ(bad(0, 0), -1);                      /* version */
     EXPECT_EQ(bad(0, 2), -1);
-    EXPECT_EQ(bad(1, b.blob[1] | 0x80), -1);       /* reserved bit */
+    EXPECT_EQ(bad(1, b.blob[1] | 0x80), -1);   /* rate_scope: none follows */
     EXPECT_EQ(bad(1, (b.blob[1] & ~0x03) | 3), -1);   /* status 3 */
     EXPECT_EQ(bad(1, (b.blob[1] & ~0x70) | (1 << 4)), -1);  /* quota "s" */
     EXPECT_EQ(bad(1, (b.blob[1] & ~0x70) | (7 << 4)), -1);
@@ -564,7 +564,7 @@ TEST(Record, CppFieldApi)
     EXPECT_TRUE(ak::is_record_field("referrers"));
     EXPECT_FALSE(ak::is_record_field("Rate"));
     EXPECT_FALSE(ak::is_record_field("created_at"));
-    EXPECT_EQ(std::size(ak::kRecordFields), 11u);
+    EXPECT_EQ(std::size(ak::kRecordFields), 12u);
     for (auto f : ak::kRecordFields) {
         EXPECT_TRUE(ak::is_record_field(f)) << f;
     }

@@ -195,7 +195,7 @@ sub avoid_window_edge {
 sub usage_key {
     my ($hash, $period, $start, %o) = @_;
     my $prefix = $o{prefix} // 'apikey:';
-    return "${prefix}usage:$hash:$period:$start";
+    return "${prefix}usage:{$prefix$hash}:$period:$start";
 }
 
 sub status_counts {
