@@ -265,12 +265,16 @@ ngx_http_api_key_rate_lease(ngx_http_api_key_ctx_t *ctx,
 static ngx_int_t
 ngx_http_api_key_rate_send(ngx_http_api_key_rate_lease_t *lease)
 {
-    const char  *argv[7];
-    size_t       argvlen[7];
-    u_char       nums[3][NGX_INT64_LEN];
+    const char                     *argv[7];
+    size_t                          argvlen[7];
+    u_char                          nums[3][NGX_INT64_LEN];
+    ngx_http_api_key_redis_conf_t  *conf;
 
-    if (ngx_http_api_key_rate_script_state
-        == NGX_HTTP_API_KEY_RATE_SCRIPT_UNKNOWN)
+    conf = ngx_http_api_key_redis_conf();
+
+    if (!(conf && conf->cluster)
+        && ngx_http_api_key_rate_script_state
+           == NGX_HTTP_API_KEY_RATE_SCRIPT_UNKNOWN)
     {
         argv[0] = "SCRIPT";
         argvlen[0] = 6;
@@ -280,7 +284,8 @@ ngx_http_api_key_rate_send(ngx_http_api_key_rate_lease_t *lease)
         argvlen[2] = sizeof(ngx_http_api_key_rate_script) - 1;
 
         if (ngx_http_api_key_redis_command(
-                ngx_http_api_key_rate_script_reply, NULL, 3, argv, argvlen)
+                ngx_http_api_key_rate_script_reply, NULL, -1, 3, argv,
+                argvlen)
             != NGX_OK)
         {
             return NGX_ERROR;
@@ -294,6 +299,15 @@ ngx_http_api_key_rate_send(ngx_http_api_key_rate_lease_t *lease)
     argvlen[0] = 7;
     argv[1] = (const char *) ngx_http_api_key_rate_script_sha;
     argvlen[1] = sizeof(ngx_http_api_key_rate_script_sha);
+
+    if (conf && conf->cluster) {
+        /* each master has its own script cache: EVAL (cached by Redis) */
+        argv[0] = "EVAL";
+        argvlen[0] = 4;
+        argv[1] = ngx_http_api_key_rate_script;
+        argvlen[1] = sizeof(ngx_http_api_key_rate_script) - 1;
+    }
+
     argv[2] = "1";
     argvlen[2] = 1;
     argv[3] = (const char *) lease->name;
@@ -305,8 +319,10 @@ ngx_http_api_key_rate_send(ngx_http_api_key_rate_lease_t *lease)
     argv[6] = (const char *) nums[2];
     argvlen[6] = ngx_sprintf(nums[2], "%uL", lease->want) - nums[2];
 
+    /* KEYS[1], the rate state's name, routes it on a cluster */
+
     return ngx_http_api_key_redis_command(ngx_http_api_key_rate_reply, lease,
-                                          7, argv, argvlen);
+                                          3, 7, argv, argvlen);
 }
 
 

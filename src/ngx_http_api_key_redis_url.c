@@ -299,19 +299,6 @@ ngx_http_api_key_redis_parse(ngx_conf_t *cf,
         return NGX_ERROR;
     }
 
-    if (rcf->cluster
-        && (ngx_strlchr(rcf->prefix.data, rcf->prefix.data + rcf->prefix.len,
-                        '{')
-            || ngx_strlchr(rcf->prefix.data,
-                           rcf->prefix.data + rcf->prefix.len, '}')))
-    {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"prefix\" may not hold \"{\" or \"}\" on a "
-                           "redis cluster: the names of a key's counters "
-                           "carry its record's name as their hash tag");
-        return NGX_ERROR;
-    }
-
     if (!rcf->tls) {
         if (tls_arg) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

@@ -44,7 +44,7 @@ for my $bad (['redis-cluster://127.0.0.1:7000/1', qr/database 0 only/],
              ['redis-cluster://127.0.0.1:7000,,127.0.0.1:7001', qr/empty host/],
              ['redis-cluster://', qr/invalid redis url/],
              ['redis-cluster://127.0.0.1:99999', qr/invalid redis url/],
-             ['redis-cluster://127.0.0.1:7000 "prefix=ak{x}:"', qr/may not hold/],
+             ['redis-cluster://127.0.0.1:7000 "prefix=ak{x}:"', qr/"prefix" must not contain/],
              ['redis-cluster://127.0.0.1:7000 tls_verify=off', qr/needs a rediss/],
              ['redis-cluster://u:pw@127.0.0.1:7000/2', qr/database 0 only/]) {
     my ($url, $re) = @$bad;
