@@ -78,6 +78,7 @@ static ngx_str_t  ngx_http_api_key_problems[] = {
     ngx_http_api_key_problem(401, "Unauthorized", "unknown"),
     ngx_http_api_key_problem(401, "Unauthorized", "expired"),
     ngx_http_api_key_problem(401, "Unauthorized", "revoked"),
+    ngx_http_api_key_problem(403, "Forbidden", "disabled"),
     ngx_http_api_key_problem(401, "Unauthorized", "bad_record"),
     ngx_http_api_key_problem(403, "Forbidden", "ip_denied"),
     ngx_http_api_key_problem(403, "Forbidden", "referrer_denied"),
@@ -639,8 +640,16 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if ((flags & AK_ENTRY_REVOKED) || rec.status != AK_STATUS_ACTIVE) {
+    /* a revoke event wins over the record's status: the key is gone */
+
+    if ((flags & AK_ENTRY_REVOKED) || rec.status == AK_STATUS_REVOKED) {
         return ngx_http_api_key_decide(r, alcf, ctx, NGX_HTTP_API_KEY_REVOKED);
+    }
+
+    if (rec.status != AK_STATUS_ACTIVE) {
+        /* AK_STATUS_DISABLED: suspended, told apart from a revocation */
+        return ngx_http_api_key_decide(r, alcf, ctx,
+                                       NGX_HTTP_API_KEY_DISABLED);
     }
 
     if (rec.expires_at && (int64_t) ngx_time() >= rec.expires_at) {
@@ -797,6 +806,7 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
         rc = NGX_HTTP_FORBIDDEN;
         break;
 
+    case NGX_HTTP_API_KEY_DISABLED:
     case NGX_HTTP_API_KEY_IP_DENIED:
     case NGX_HTTP_API_KEY_REFERRER_DENIED:
         rc = NGX_HTTP_FORBIDDEN;
