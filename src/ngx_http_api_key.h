@@ -15,6 +15,8 @@
  *                               it (query percent-decoded)
  * ngx_http_api_key_lookup.c     coalesced record reads: answer -> cache
  * ngx_http_api_key_limits.c     rate limits and quotas, quota lease I/O
+ * ngx_http_api_key_usage.c      per-key usage (last use, requests per day):
+ *                               counted in the zone, flushed by a timer
  * ngx_http_api_key_events.c     the events subscriber: apply to the caches
  * ngx_http_api_key_strip.c      headers, cookies and query strings that carry
  *                               a key: walk them, strip the key (api_key_strip;
@@ -297,6 +299,12 @@ typedef struct {
     ngx_atomic_t                  reconnects[NGX_HTTP_API_KEY_NCONNS];
     ngx_atomic_t                  tls_failures[NGX_HTTP_API_KEY_NCONNS];
     ngx_atomic_t                  tls_reused[NGX_HTTP_API_KEY_NCONNS];
+    ak_usage_t                   *usage;     /* NULL: usage_flush=off */
+    ngx_msec_t                    usage_next;    /* the node's next flush
+                                                    (under the lock) */
+    ngx_atomic_t                  usage_flushes;
+    ngx_atomic_t                  usage_writes;  /* EVALSHAs sent */
+    ngx_atomic_t                  usage_errors;
 } ngx_http_api_key_shctx_t;
 
 
@@ -305,6 +313,7 @@ typedef struct {
     ak_cache_conf_t               conf;
     ngx_uint_t                    quota_lease;    /* counts per lease */
     ngx_uint_t                    quota_offline;  /* per worker, key, window */
+    ngx_msec_t                    usage_flush;    /* 0: off */
     ngx_shm_zone_t               *shm_zone;
     ngx_slab_pool_t              *shpool;
     ngx_http_api_key_shctx_t     *sh;
@@ -618,6 +627,12 @@ void ngx_http_api_key_limits_init_worker(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_api_key_limits(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status);
+
+/* usage.c */
+void ngx_http_api_key_usage_init_worker(ngx_cycle_t *cycle,
+    ngx_http_api_key_main_conf_t *amcf);
+void ngx_http_api_key_usage_count(ngx_http_api_key_zone_t *zone,
+    u_char *hash, ngx_http_api_key_status_e status);
 
 /* variables.c */
 ngx_int_t ngx_http_api_key_add_variables(ngx_conf_t *cf);

@@ -778,6 +778,11 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
 
     (void) ngx_atomic_fetch_add(&alcf->zone->sh->status[status], 1);
 
+    if (ctx->hashed) {
+        /* the key's last use and requests per day (a known record only) */
+        ngx_http_api_key_usage_count(alcf->zone, ctx->hash, status);
+    }
+
     www = NULL;
 
     switch (status) {

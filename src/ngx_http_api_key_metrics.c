@@ -122,6 +122,10 @@ ngx_http_api_key_metrics_handler(ngx_http_request_t *r)
         mz[i].latency_count = sh->latency_count;
         mz[i].redis_errors = sh->redis_errors;
         mz[i].redis_timeouts = sh->redis_timeouts;
+        mz[i].usage_flushes = sh->usage_flushes;
+        mz[i].usage_writes = sh->usage_writes;
+        mz[i].usage_errors = sh->usage_errors;
+        mz[i].usage_dropped = ak_usage_dropped(sh->usage);
 
         ngx_shmtx_lock(&zone->shpool->mutex);
         ak_cache_get_stats(sh->cache, &mz[i].cache);

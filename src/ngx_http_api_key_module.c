@@ -577,6 +577,7 @@ ngx_http_api_key_init_process(ngx_cycle_t *cycle)
     }
 
     ngx_http_api_key_limits_init_worker(cycle);
+    ngx_http_api_key_usage_init_worker(cycle, amcf);
 
     /* everyone is ready for answers: connect */
 

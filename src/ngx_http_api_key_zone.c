@@ -15,7 +15,8 @@ static ngx_int_t ngx_http_api_key_init_zone(ngx_shm_zone_t *shm_zone,
 
 
 /* api_key_zone name:size [ttl=60s] [negative_ttl=5s] [stale=10m]
- *              [negative_max=25%] [quota_lease=100] [quota_offline=N] */
+ *              [negative_max=25%] [quota_lease=100] [quota_offline=N]
+ *              [usage_flush=10s|off] */
 
 char *
 ngx_http_api_key_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -89,6 +90,7 @@ ngx_http_api_key_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     zone->conf.negative_max_pct = 25;
     zone->quota_lease = 100;
     zone->quota_offline = NGX_CONF_UNSET_UINT;
+    zone->usage_flush = 10000;
 
     for (i = 2; i < cf->args->nelts; i++) {
 
@@ -122,6 +124,29 @@ ngx_http_api_key_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             }
 
             zone->conf.stale_ms = ms;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "usage_flush=", 12) == 0) {
+            if (value[i].len == 15
+                && ngx_strncmp(value[i].data + 12, "off", 3) == 0)
+            {
+                zone->usage_flush = 0;
+                continue;
+            }
+
+            if (ngx_http_api_key_msec_arg(cf, &value[i], 12, &ms) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+
+            if (ms < 100 || ms > 3600000) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"%V\": expected off or 100ms to 1h",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            zone->usage_flush = ms;
             continue;
         }
 
@@ -231,6 +256,14 @@ ngx_http_api_key_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         ak_cache_set_conf(zone->sh->cache, &zone->conf);
         ngx_shmtx_unlock(&shpool->mutex);
 
+        if (zone->usage_flush && zone->sh->usage == NULL) {
+            ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                          "api_key_zone \"%V\": usage_flush takes effect "
+                          "when the zone is made anew (a restart, or a "
+                          "new size); no usage is counted until then",
+                          &shm_zone->shm.name);
+        }
+
         return NGX_OK;
     }
 
@@ -259,6 +292,32 @@ ngx_http_api_key_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     ngx_sprintf(shpool->log_ctx, " in api_key_zone \"%V\"%Z",
                 &shm_zone->shm.name);
+
+    /*
+     * usage_flush: a sixteenth of the zone counts usage between two
+     * flushes (when the cache keeps room for itself)
+     */
+
+    if (zone->usage_flush) {
+        size = ngx_max((shpool->pfree * ngx_pagesize) / 16, ak_usage_size(16));
+
+        if (shpool->pfree * ngx_pagesize
+            >= size + ak_cache_min_size() + 2 * ngx_pagesize)
+        {
+            block = ngx_slab_alloc(shpool, size);
+
+            if (block) {
+                sh->usage = ak_usage_create(block, size);
+            }
+        }
+
+        if (sh->usage == NULL) {
+            ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                          "api_key_zone \"%V\" is too small to count usage "
+                          "as well: usage_flush is off",
+                          &shm_zone->shm.name);
+        }
+    }
 
     /* every page left, in one run, goes to the cache */
 

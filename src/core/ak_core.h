@@ -275,6 +275,27 @@ size_t ak_redis_pattern_keyspace(int64_t db, const char *prefix,
     size_t prefix_len, char *buf, size_t cap) AK_NOEXCEPT;
 
 /*
+ * Request counts and last use (usage.cpp, written by the module's usage
+ * flush): per key, with the record's whole name as a Redis Cluster hash
+ * tag, so that both names of a key live in its record's slot:
+ *
+ *   {prefix}usage:{{prefix}{hex}}:requests:{day}   a hash: requests of the
+ *                                                  UTC day starting at unix
+ *                                                  time day, by class
+ *   {prefix}usage:{{prefix}{hex}}:last_used        unix seconds (a string)
+ *
+ * As the builders above; at most 2 * prefix_len + AK_REDIS_TAGGED_FIXED.
+ */
+#define AK_REDIS_TAGGED_FIXED  128  /* "usage:{" hex "}:requests:" int64 */
+#define AK_REDIS_TAGGED_MAX    (2 * AK_REDIS_PREFIX_MAX + AK_REDIS_TAGGED_FIXED)
+
+size_t ak_redis_name_requests(const char *prefix, size_t prefix_len,
+    const unsigned char hash[AK_HASH_LEN], int64_t day, char *buf,
+    size_t cap) AK_NOEXCEPT;
+size_t ak_redis_name_last_used(const char *prefix, size_t prefix_len,
+    const unsigned char hash[AK_HASH_LEN], char *buf, size_t cap) AK_NOEXCEPT;
+
+/*
  * The hash of a record's name: 0 when name is prefix followed by exactly
  * 64 lowercase hex digits (a name ak_redis_name_record builds), else -1.
  */
@@ -760,6 +781,10 @@ typedef struct {
     uint64_t           latency_count;
     uint64_t           redis_errors;
     uint64_t           redis_timeouts;
+    uint64_t           usage_flushes;   /* usage_flush: flushes by this node */
+    uint64_t           usage_writes;    /* per-key writes sent */
+    uint64_t           usage_errors;    /* writes failed or unanswered */
+    uint64_t           usage_dropped;   /* requests not counted (full) */
 } ak_metrics_zone_t;
 
 typedef struct {
@@ -792,6 +817,66 @@ typedef struct {
  */
 size_t ak_metrics_page(const ak_metrics_t *m, char *out, size_t cap)
     AK_NOEXCEPT;
+
+/* ------------------------------------------------------------------ */
+/* Usage: requests per key and UTC day between two flushes (usage.cpp) */
+
+/*
+ * A table in shared memory (the zone's; the glue holds the zone lock for
+ * ak_usage_add and ak_usage_swap) of two halves: requests are counted in
+ * the active one; a flush swaps them and reads the retired half without
+ * the lock (nothing writes there until it is cleared), then clears it.
+ * Per (key, UTC day) one item: the counts by class and the last use.
+ */
+
+#define AK_USAGE_ALLOWED         0  /* ok */
+#define AK_USAGE_DENIED_STATUS   1  /* expired, revoked, disabled */
+#define AK_USAGE_DENIED_POLICY   2  /* ip, referrer, scope */
+#define AK_USAGE_DENIED_LIMIT    3  /* rate_limited, quota_exceeded */
+#define AK_USAGE_NCLASSES        4
+
+/* the Redis hash field of each class */
+const char *ak_usage_class_name(unsigned cls) AK_NOEXCEPT;
+
+typedef struct {
+    unsigned char  hash[AK_HASH_LEN];
+    int64_t        day;         /* 00:00 UTC, unix seconds; 0: empty slot */
+    int64_t        last_used;   /* unix seconds */
+    uint32_t       counts[AK_USAGE_NCLASSES];
+} ak_usage_item_t;
+
+typedef struct ak_usage_s  ak_usage_t;
+
+/* the bytes a table of slots items per half takes */
+size_t ak_usage_size(uint32_t slots) AK_NOEXCEPT;
+
+/* a table in mem (zeroed here), its halves as large as size allows; NULL
+ * when size holds fewer than 8 items per half */
+ak_usage_t *ak_usage_create(void *mem, size_t size) AK_NOEXCEPT;
+
+uint32_t ak_usage_slots(const ak_usage_t *u) AK_NOEXCEPT;
+
+/*
+ * Counts a request of the key at now (unix seconds) in class cls.  0, or
+ * -1 when the active half is full (3/4 of its slots in use; the request is
+ * counted in ak_usage_dropped) or an argument is invalid.  hot
+ */
+int ak_usage_add(ak_usage_t *u, const unsigned char hash[AK_HASH_LEN],
+    int64_t now, unsigned cls) AK_NOEXCEPT;
+
+/* merges an item (counts and last use) into the active half: 0 or -1 */
+int ak_usage_merge(ak_usage_t *u, const ak_usage_item_t *item) AK_NOEXCEPT;
+
+/*
+ * The flush: when the retired half was cleared, the halves swap and the
+ * new retired half is returned (*n: its slots, empty ones have day 0);
+ * NULL when the last one is still being read, or nothing was counted
+ * (then nothing swaps).  ak_usage_clear then empties the retired half.
+ */
+ak_usage_item_t *ak_usage_swap(ak_usage_t *u, uint32_t *n) AK_NOEXCEPT;
+void ak_usage_clear(ak_usage_t *u) AK_NOEXCEPT;
+
+uint64_t ak_usage_dropped(const ak_usage_t *u) AK_NOEXCEPT;
 
 #ifdef __cplusplus
 }

@@ -119,6 +119,14 @@ std::string redis_usage_name(std::string_view prefix,
     const unsigned char hash[AK_HASH_LEN], uint8_t period,
     int64_t window_start);
 
+/* {prefix}usage:{{prefix}{hex}}:requests:{day} (requests of a UTC day) */
+std::string redis_requests_name(std::string_view prefix,
+    const unsigned char hash[AK_HASH_LEN], int64_t day);
+
+/* {prefix}usage:{{prefix}{hex}}:last_used (unix seconds) */
+std::string redis_last_used_name(std::string_view prefix,
+    const unsigned char hash[AK_HASH_LEN]);
+
 /* SCAN MATCH pattern of every name under prefix: the prefix, glob
  * characters escaped, then "*" */
 std::string redis_records_pattern(std::string_view prefix);

@@ -352,6 +352,36 @@ ak_metrics_page(const ak_metrics_t *m, char *out, size_t cap) noexcept
         w.put("\n");
     }
 
+    /* the usage flush (usage.cpp, api_key_zone usage_flush=) */
+    struct ZoneFamily {
+        const char                 *name;
+        const char                 *help;
+        uint64_t ak_metrics_zone_t::*value;
+    };
+    const ZoneFamily usage_families[] = {
+        {"api_key_usage_flushes_total",
+         "Usage flushes this node ran.", &ak_metrics_zone_t::usage_flushes},
+        {"api_key_usage_writes_total",
+         "Per-key usage writes sent to Redis (one per key and day and "
+         "flush).", &ak_metrics_zone_t::usage_writes},
+        {"api_key_usage_write_errors_total",
+         "Usage writes that failed or got no answer.",
+         &ak_metrics_zone_t::usage_errors},
+        {"api_key_usage_dropped_total",
+         "Requests not counted in the usage: the table was full.",
+         &ak_metrics_zone_t::usage_dropped},
+    };
+
+    for (const ZoneFamily &f : usage_families) {
+        w.family(f.name, f.help, "counter");
+        for (size_t i = 0; i < nz; i++) {
+            w.sample(f.name, &z[i].name, nullptr,
+                     static_cast<const ak_str_t *>(nullptr));
+            w.u64(z[i].*f.value);
+            w.put("\n");
+        }
+    }
+
     if (nz == 0) {
         return w.len();
     }
