@@ -18,6 +18,8 @@
  * ngx_http_api_key_usage.c      per-key usage (last use, requests per day):
  *                               counted in the zone, flushed by a timer
  * ngx_http_api_key_events.c     the events subscriber: apply to the caches
+ * ngx_http_api_key_marker.c     the hash mode marker apikeyctl writes,
+ *                               compared with api_key_hash at start
  * ngx_http_api_key_strip.c      headers, cookies and query strings that carry
  *                               a key: walk them, strip the key (api_key_strip;
  *                               the parsing is the core's extract.cpp)
@@ -598,6 +600,9 @@ ngx_int_t ngx_http_api_key_redis_command(ngx_http_api_key_reply_pt handler,
 ngx_uint_t ngx_http_api_key_redis_ready(void);
 ngx_http_api_key_redis_conf_t *ngx_http_api_key_redis_conf(void);
 ngx_uint_t ngx_http_api_key_redis_state(ngx_http_api_key_conn_e conn);
+/* at init time: called once a connection is up (two per connection) */
+void ngx_http_api_key_redis_on_ready(ngx_http_api_key_conn_e conn,
+    ngx_http_api_key_ready_pt ready);
 
 /* lookup.c */
 void ngx_http_api_key_lookup_init_worker(ngx_cycle_t *cycle,
@@ -627,6 +632,10 @@ void ngx_http_api_key_limits_init_worker(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_api_key_limits(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status);
+
+/* marker.c */
+ngx_int_t ngx_http_api_key_marker_init_worker(ngx_cycle_t *cycle,
+    ngx_http_api_key_main_conf_t *amcf);
 
 /* usage.c */
 void ngx_http_api_key_usage_init_worker(ngx_cycle_t *cycle,

@@ -579,6 +579,10 @@ ngx_http_api_key_init_process(ngx_cycle_t *cycle)
     ngx_http_api_key_limits_init_worker(cycle);
     ngx_http_api_key_usage_init_worker(cycle, amcf);
 
+    if (ngx_http_api_key_marker_init_worker(cycle, amcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     /* everyone is ready for answers: connect */
 
     ngx_http_api_key_redis_start(cycle);

@@ -79,7 +79,7 @@ struct ngx_http_api_key_rconn_s {
     ngx_event_t                     reconnect_timer;
     ngx_msec_t                      backoff;
     ngx_uint_t                      pending_handshake;
-    ngx_http_api_key_ready_pt       ready;
+    ngx_http_api_key_ready_pt       ready[2];   /* NULL: none */
 
     /* the command connection: what is waiting for an answer, a FIFO ring */
     ngx_http_api_key_pending_t     *pending;
@@ -902,8 +902,12 @@ ngx_http_api_key_rconn_handshake_done(ngx_http_api_key_rconn_t *rc)
         ngx_http_api_key_rconn_proven(rc);
     }
 
-    if (rc->ready) {
-        rc->ready();
+    if (rc->ready[0]) {
+        rc->ready[0]();
+    }
+
+    if (rc->ready[1]) {
+        rc->ready[1]();
     }
 }
 
@@ -1433,12 +1437,14 @@ void
 ngx_http_api_key_redis_on_ready(ngx_http_api_key_conn_e conn,
     ngx_http_api_key_ready_pt ready)
 {
-    if (conn == NGX_HTTP_API_KEY_CONN_EVENTS) {
-        ngx_http_api_key_sub.ready = ready;
+    ngx_http_api_key_rconn_t  *rc;
 
-    } else {
-        ngx_http_api_key_cmd.ready = ready;
-    }
+    rc = (conn == NGX_HTTP_API_KEY_CONN_EVENTS) ? &ngx_http_api_key_sub
+                                                : &ngx_http_api_key_cmd;
+
+    /* two per connection: the events subscriber's, the marker check's */
+
+    rc->ready[(rc->ready[0] == NULL || rc->ready[0] == ready) ? 0 : 1] = ready;
 }
 
 

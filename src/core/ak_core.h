@@ -252,6 +252,18 @@ int ak_hex_decode_hash(const char *hex, size_t len,
 size_t ak_redis_name_record(const char *prefix, size_t prefix_len,
     const unsigned char hash[AK_HASH_LEN], char *buf, size_t cap) AK_NOEXCEPT;
 
+/*
+ * Names of the whole prefix, not of one key (no hash tag: one Redis key
+ * each, in one slot of a cluster):
+ *   {prefix}meta    the marker of the hash mode (a hash: "hash", "check";
+ *                   see README "Redis records")
+ */
+size_t ak_redis_name_marker(const char *prefix, size_t prefix_len, char *buf,
+    size_t cap) AK_NOEXCEPT;
+
+/* The text whose hash (under api_key_hash) is the marker's "check" field */
+#define AK_MARKER_LABEL  "ngx_http_api_key_module hash check v1"
+
 size_t ak_redis_name_id(const char *prefix, size_t prefix_len,
     const char *id, size_t id_len, char *buf, size_t cap) AK_NOEXCEPT;
 

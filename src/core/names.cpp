@@ -320,6 +320,19 @@ ak_redis_name_parse_record(const char *prefix, size_t prefix_len,
 }
 
 
+extern "C" size_t
+ak_redis_name_marker(const char *prefix, size_t prefix_len, char *buf,
+    size_t cap) noexcept
+{
+    const Part parts[] = {
+        { prefix, prefix_len },
+        { "meta", 4 },
+    };
+
+    return concat(parts, 2, buf, cap);
+}
+
+
 /* ---- the CLI's C++ API ----------------------------------------------- */
 
 namespace ak {
