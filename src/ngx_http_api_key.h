@@ -307,6 +307,8 @@ typedef struct {
     ngx_atomic_t                  usage_flushes;
     ngx_atomic_t                  usage_writes;  /* EVALSHAs sent */
     ngx_atomic_t                  usage_errors;
+    ak_labels_t                  *labels;    /* api_key_metrics labels=,
+                                                NULL: none */
 } ngx_http_api_key_shctx_t;
 
 
@@ -316,6 +318,7 @@ typedef struct {
     ngx_uint_t                    quota_lease;    /* counts per lease */
     ngx_uint_t                    quota_offline;  /* per worker, key, window */
     ngx_msec_t                    usage_flush;    /* 0: off */
+    void                         *amcf;      /* the main conf: labels= */
     ngx_shm_zone_t               *shm_zone;
     ngx_slab_pool_t              *shpool;
     ngx_http_api_key_shctx_t     *sh;
@@ -370,7 +373,15 @@ typedef struct {
     ngx_uint_t                    query_vars;    /* the two below are set */
     ngx_int_t                     var_request;   /* indexes: $request, */
     ngx_int_t                     var_request_uri;   /* $request_uri */
+    ngx_uint_t                    metrics_label;  /* api_key_metrics
+                                                     labels=: NGX_HTTP_API_
+                                                     KEY_LABEL_* */
+    ngx_uint_t                    metrics_label_max;  /* values= */
 } ngx_http_api_key_main_conf_t;
+
+/* api_key_metrics labels= (0: none) */
+#define NGX_HTTP_API_KEY_LABEL_PLAN   1
+#define NGX_HTTP_API_KEY_LABEL_OWNER  2
 
 
 /*

@@ -767,10 +767,11 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_status_e status)
 {
-    ngx_int_t    rc;
-    ngx_str_t    one = ngx_string("1");
-    ngx_str_t    v, *www, *more;
-    ngx_uint_t   n;
+    ngx_int_t                      rc;
+    ngx_str_t                      one = ngx_string("1");
+    ngx_str_t                      v, *www, *more;
+    ngx_uint_t                     n;
+    ngx_http_api_key_main_conf_t  *amcf;
 
     ctx->status = status;
     ctx->decided = 1;
@@ -781,6 +782,21 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
     if (ctx->hashed) {
         /* the key's last use and requests per day (a known record only) */
         ngx_http_api_key_usage_count(alcf->zone, ctx->hash, status);
+    }
+
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_api_key_module);
+
+    if (amcf->metrics_label && ctx->id.data && alcf->zone->sh->labels) {
+        /* api_key_metrics labels=: by the record's plan or owner */
+
+        v = (amcf->metrics_label == NGX_HTTP_API_KEY_LABEL_PLAN) ? ctx->plan
+                                                                 : ctx->owner;
+
+        ngx_shmtx_lock(&alcf->zone->shpool->mutex);
+        /* by the metrics page's status index: NONE is not a status */
+        ak_labels_count(alcf->zone->sh->labels, (const char *) v.data, v.len,
+                        status - 1, (uint32_t) amcf->metrics_label_max);
+        ngx_shmtx_unlock(&alcf->zone->shpool->mutex);
     }
 
     www = NULL;

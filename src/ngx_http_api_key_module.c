@@ -132,7 +132,7 @@ static ngx_command_t  ngx_http_api_key_commands[] = {
       &ngx_http_api_key_error_bodies },
 
     { ngx_string("api_key_metrics"),
-      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      NGX_HTTP_LOC_CONF|NGX_CONF_ANY,
       ngx_http_api_key_metrics,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,

@@ -12,6 +12,8 @@
 
 static ngx_int_t ngx_http_api_key_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
+static void ngx_http_api_key_zone_labels(ngx_http_api_key_zone_t *zone,
+    ngx_shm_zone_t *shm_zone);
 
 
 /* api_key_zone name:size [ttl=60s] [negative_ttl=5s] [stale=10m]
@@ -91,6 +93,7 @@ ngx_http_api_key_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     zone->quota_lease = 100;
     zone->quota_offline = NGX_CONF_UNSET_UINT;
     zone->usage_flush = 10000;
+    zone->amcf = amcf;
 
     for (i = 2; i < cf->args->nelts; i++) {
 
@@ -233,16 +236,50 @@ ngx_http_api_key_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/*
+ * A zone kept across a reload: its label table follows api_key_metrics
+ * labels= (another field starts it afresh); one made without it stays
+ * without until the zone is made anew.
+ */
+
+static void
+ngx_http_api_key_zone_labels(ngx_http_api_key_zone_t *zone,
+    ngx_shm_zone_t *shm_zone)
+{
+    ngx_http_api_key_main_conf_t  *amcf = zone->amcf;
+
+    if (zone->sh->labels == NULL || amcf->metrics_label == 0) {
+        if (amcf->metrics_label) {
+            ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                          "api_key_zone \"%V\": api_key_metrics labels= "
+                          "takes effect when the zone is made anew (a "
+                          "restart, or a new size)", &shm_zone->shm.name);
+        }
+
+        return;
+    }
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    if (ak_labels_kind(zone->sh->labels) != amcf->metrics_label) {
+        ak_labels_reset(zone->sh->labels, (uint32_t) amcf->metrics_label);
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
 static ngx_int_t
 ngx_http_api_key_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
     ngx_http_api_key_zone_t  *ozone = data;
 
-    size_t                     size, len;
-    void                      *block;
-    ngx_slab_pool_t           *shpool;
-    ngx_http_api_key_zone_t   *zone;
-    ngx_http_api_key_shctx_t  *sh;
+    size_t                         size, len;
+    void                          *block;
+    ngx_slab_pool_t               *shpool;
+    ngx_http_api_key_zone_t       *zone;
+    ngx_http_api_key_shctx_t      *sh;
+    ngx_http_api_key_main_conf_t  *amcf;
 
     zone = shm_zone->data;
     shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
@@ -255,6 +292,8 @@ ngx_http_api_key_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         ngx_shmtx_lock(&shpool->mutex);
         ak_cache_set_conf(zone->sh->cache, &zone->conf);
         ngx_shmtx_unlock(&shpool->mutex);
+
+        ngx_http_api_key_zone_labels(zone, shm_zone);
 
         if (zone->usage_flush && zone->sh->usage == NULL) {
             ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
@@ -292,6 +331,37 @@ ngx_http_api_key_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     ngx_sprintf(shpool->log_ctx, " in api_key_zone \"%V\"%Z",
                 &shm_zone->shm.name);
+
+    /* api_key_metrics labels=: the table of values (before the cache) */
+
+    amcf = zone->amcf;
+
+    if (amcf->metrics_label) {
+        /* one count per status of the metrics page (NONE is none) */
+        size = ak_labels_size((uint32_t) amcf->metrics_label_max,
+                              NGX_HTTP_API_KEY_NSTATUS - 1);
+
+        if (shpool->pfree * ngx_pagesize
+            >= size + ak_cache_min_size() + 2 * ngx_pagesize)
+        {
+            block = ngx_slab_alloc(shpool, size);
+
+            if (block) {
+                sh->labels = ak_labels_create(block, size,
+                                              (uint32_t)
+                                                  amcf->metrics_label_max,
+                                              NGX_HTTP_API_KEY_NSTATUS - 1,
+                                              (uint32_t) amcf->metrics_label);
+            }
+        }
+
+        if (sh->labels == NULL) {
+            ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                          "api_key_zone \"%V\" is too small for "
+                          "api_key_metrics labels=: not counted by label",
+                          &shm_zone->shm.name);
+        }
+    }
 
     /*
      * usage_flush: a sixteenth of the zone counts usage between two

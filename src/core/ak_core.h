@@ -782,6 +782,44 @@ void ak_cache_get_stats(const ak_cache_t *c, ak_cache_stats_t *st) AK_NOEXCEPT;
 /* ------------------------------------------------------------------ */
 /* The metrics page (metrics.cpp)                                      */
 
+/*
+ * Requests by a record field (api_key_metrics labels=plan|owner): per zone
+ * a table of at most max distinct values (each up to AK_LABEL_VALUE_MAX
+ * bytes), requests of any other value counted under the value "other".
+ * Entries are never removed (values never move: the page may point at
+ * them); in shared memory, under the zone lock.
+ */
+#define AK_LABEL_VALUE_MAX   64
+#define AK_LABEL_MAX_VALUES  1000
+
+typedef struct ak_labels_s  ak_labels_t;
+
+size_t ak_labels_size(uint32_t max, uint32_t nstatus) AK_NOEXCEPT;
+/* NULL when size is too small or max/nstatus are 0 or too large */
+ak_labels_t *ak_labels_create(void *mem, size_t size, uint32_t max,
+    uint32_t nstatus, uint32_t kind) AK_NOEXCEPT;
+uint32_t ak_labels_capacity(const ak_labels_t *l) AK_NOEXCEPT;
+/* what it counts (the caller's code: plan, owner); a change resets it */
+uint32_t ak_labels_kind(const ak_labels_t *l) AK_NOEXCEPT;
+void ak_labels_reset(ak_labels_t *l, uint32_t kind) AK_NOEXCEPT;
+
+/*
+ * One request of status (< nstatus) for value: counted under value while
+ * fewer than limit (<= capacity) values are known or value is one of
+ * them, else under "other" (also a value longer than AK_LABEL_VALUE_MAX).
+ * hot: no allocation.
+ */
+void ak_labels_count(ak_labels_t *l, const char *value, size_t len,
+    uint32_t status, uint32_t limit) AK_NOEXCEPT;
+
+/*
+ * For the page: the n values known (n <= cap - 1), then "other", into
+ * values[0 .. n], and their counts into counts[(n + 1) * nstatus] (row by
+ * value).  Returns n + 1.  The values point into the table.
+ */
+uint32_t ak_labels_snapshot(const ak_labels_t *l, ak_str_t *values,
+    uint64_t *counts, uint32_t cap) AK_NOEXCEPT;
+
 /* One zone's counters, as the glue read them (a snapshot). */
 typedef struct {
     ak_str_t           name;            /* the zone's name (any bytes) */
@@ -797,6 +835,9 @@ typedef struct {
     uint64_t           usage_writes;    /* per-key writes sent */
     uint64_t           usage_errors;    /* writes failed or unanswered */
     uint64_t           usage_dropped;   /* requests not counted (full) */
+    uint32_t           nlabels;         /* labels=: values, "other" last */
+    const ak_str_t    *label_values;
+    const uint64_t    *label_counts;    /* nlabels rows of nstatus */
 } ak_metrics_zone_t;
 
 typedef struct {
@@ -817,6 +858,9 @@ typedef struct {
     uint64_t           tls_failures[2]; /* TLS handshakes failed/refused */
     uint64_t           tls_reused[2];   /* TLS sessions resumed */
     uint64_t           connected[2];
+    const char        *label_name;      /* "plan", "owner" or NULL: the
+                                           family api_key_requests_by_
+                                           {label_name}_total */
 } ak_metrics_t;
 
 /*
