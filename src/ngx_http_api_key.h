@@ -10,6 +10,7 @@
  * ngx_http_api_key_handler.c    access phase: lookup, decision, redirects,
  *                               responses (problem+json body filters)
  * ngx_http_api_key_metrics.c    the metrics page
+ * ngx_http_api_key_verify.c     api_key_verify's JSON answer
  * ngx_http_api_key_variables.c  $api_key_* variables
  * ngx_http_api_key_keys.c       key sources: find the key, check and hash
  *                               it (query percent-decoded)
@@ -466,7 +467,14 @@ typedef struct {
                                                     (authorization:SCHEME,
                                                     basic), or NULL */
     ngx_uint_t                    error_body;    /* ..._ERROR_BODY_* */
+    ngx_uint_t                    verify;        /* api_key_verify here:
+                                                    ..._VERIFY_* (0: no) */
 } ngx_http_api_key_loc_conf_t;
+
+/* api_key_verify: the key checked, the answer is JSON (verify.c) */
+#define NGX_HTTP_API_KEY_VERIFY_PEEK     1  /* consume=off: no limits */
+#define NGX_HTTP_API_KEY_VERIFY_CONSUME  2  /* consume=on */
+#define NGX_HTTP_API_KEY_VERIFY_BODY_MAX 4096   /* bytes of body read */
 
 
 /* a key found in the request (keys.c): where it is, not a copy of it */
@@ -534,6 +542,12 @@ typedef struct {
                                                  /* looks again: the entry
                                                     went before its limits
                                                     were counted */
+    unsigned                      verify_body:1;  /* api_key_verify: the
+                                                     body was looked at */
+    unsigned                      body_waiting:1; /* ... is being read */
+    unsigned                      verify_bad:1;   /* ... is not JSON, or
+                                                     its "key" not a
+                                                     string: 400 */
 
     u_char                        hash[AK_HASH_LEN];
 
@@ -548,6 +562,7 @@ typedef struct {
     ngx_str_t                     owner;
     ngx_str_t                     plan;
     ngx_str_t                     scopes;
+    int64_t                       expires_at;        /* 0: never */
     ngx_int_t                     rate_remaining;    /* -1: none */
     ngx_int_t                     quota_remaining;   /* -1: none */
 
@@ -653,6 +668,9 @@ void ngx_http_api_key_usage_init_worker(ngx_cycle_t *cycle,
     ngx_http_api_key_main_conf_t *amcf);
 void ngx_http_api_key_usage_count(ngx_http_api_key_zone_t *zone,
     u_char *hash, ngx_http_api_key_status_e status);
+
+/* verify.c */
+ngx_int_t ngx_http_api_key_verify_handler(ngx_http_request_t *r);
 
 /* variables.c */
 ngx_int_t ngx_http_api_key_add_variables(ngx_conf_t *cf);

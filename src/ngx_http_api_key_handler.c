@@ -41,6 +41,9 @@ static ngx_int_t ngx_http_api_key_rate_headers(ngx_http_request_t *r,
 static void ngx_http_api_key_resume(ngx_http_request_t *r);
 static ngx_uint_t ngx_http_api_key_problem_wanted(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_int_t rc);
+static ngx_int_t ngx_http_api_key_verify_body(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx);
+static void ngx_http_api_key_verify_body_read(ngx_http_request_t *r);
 static ngx_int_t ngx_http_api_key_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_api_key_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
@@ -243,6 +246,16 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
         }
     }
 
+    if (alcf->verify && !ctx->verify_body) {
+        /* api_key_verify: a key in the body first */
+
+        rc = ngx_http_api_key_verify_body(r, alcf, ctx);
+
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+    }
+
     early = ngx_http_api_key_early(r);
 
     if (early && !alcf->strip && r == r->main) {
@@ -282,6 +295,163 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
     }
 
     return ngx_http_api_key_lookup(r, alcf, ctx);
+}
+
+
+/*
+ * api_key_verify: a POST body {"key": "..."} (at most
+ * NGX_HTTP_API_KEY_VERIFY_BODY_MAX bytes, in memory: 413 otherwise) gives
+ * the key; without a "key" member (or a body) the location's sources do.
+ * NGX_DECLINED: look in the sources; NGX_DONE: the body is being read (the
+ * phases run again once it is); NGX_AGAIN: the key is hashed and looked
+ * up; an HTTP status: the answer.  The body's bytes are wiped once read.
+ */
+
+static ngx_int_t
+ngx_http_api_key_verify_body(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx)
+{
+    u_char                     *p;
+    size_t                      len, klen;
+    ngx_int_t                   rc;
+    ngx_buf_t                  *b;
+    ngx_chain_t                *cl;
+    ngx_http_api_key_found_t    found;
+    static ngx_http_api_key_source_t  body_source = {
+        NGX_HTTP_API_KEY_SRC_HEADER, ngx_string("body"), NGX_ERROR, NGX_ERROR
+    };
+    u_char                      body[NGX_HTTP_API_KEY_VERIFY_BODY_MAX];
+    char                        key[AK_KEY_MAX_LEN];
+
+    if (r != r->main || !(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD
+                                       |NGX_HTTP_POST)))
+    {
+        return (r == r->main) ? NGX_HTTP_NOT_ALLOWED : NGX_DECLINED;
+    }
+
+    if (!(r->method & NGX_HTTP_POST)) {
+        ctx->verify_body = 1;
+        return NGX_DECLINED;
+    }
+
+    if (!ctx->body_waiting) {
+        if (r->headers_in.content_length_n
+            > NGX_HTTP_API_KEY_VERIFY_BODY_MAX)
+        {
+            return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+        }
+
+        r->request_body_in_single_buf = 1;
+
+        rc = ngx_http_read_client_request_body(r,
+                                           ngx_http_api_key_verify_body_read);
+
+        if (rc == NGX_ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+            return rc;
+        }
+
+        if (rc == NGX_AGAIN) {
+            ctx->body_waiting = 1;
+            return NGX_DONE;
+        }
+    }
+
+    ctx->body_waiting = 0;
+    ctx->verify_body = 1;
+
+    /* the body, in memory, whole (a chunked one has no Content-Length) */
+
+    len = 0;
+
+    if (r->request_body) {
+        for (cl = r->request_body->bufs; cl; cl = cl->next) {
+            b = cl->buf;
+
+            if (b->in_file || b->file) {
+                return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+            }
+
+            if ((size_t) (b->last - b->pos) > sizeof(body) - len) {
+                return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+            }
+
+            ngx_memcpy(body + len, b->pos, b->last - b->pos);
+            len += b->last - b->pos;
+
+            /* the key leaves the request's memory */
+            ngx_explicit_memzero(b->pos, b->last - b->pos);
+        }
+    }
+
+    for (p = body; p < body + len; p++) {
+        if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n') {
+            break;
+        }
+    }
+
+    if (p == body + len) {
+        /* no body: the key from the sources */
+        return NGX_DECLINED;
+    }
+
+    rc = ak_verify_body_key(body, len, key, sizeof(key), &klen);
+
+    ngx_explicit_memzero(body, len);
+
+    switch (rc) {
+
+    case AK_VERIFY_KEY:
+        break;
+
+    case AK_VERIFY_NO_KEY:
+        return NGX_DECLINED;
+
+    case AK_VERIFY_KEY_TOO_LONG:
+        return ngx_http_api_key_decide(r, alcf, ctx,
+                                       NGX_HTTP_API_KEY_MALFORMED);
+
+    default: /* AK_VERIFY_BAD_KEY, AK_VERIFY_BAD_JSON */
+        ctx->verify_bad = 1;
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    ngx_memzero(&found, sizeof(ngx_http_api_key_found_t));
+    found.value.data = (u_char *) key;
+    found.value.len = klen;
+    found.source = &body_source;
+
+    ctx->source = found.source;
+
+    rc = ngx_http_api_key_check_and_hash(r, alcf, ctx, &found);
+
+    ngx_explicit_memzero(key, sizeof(key));
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc != NGX_OK) {
+        return ngx_http_api_key_decide(r, alcf, ctx,
+                                       NGX_HTTP_API_KEY_MALFORMED);
+    }
+
+    return ngx_http_api_key_lookup(r, alcf, ctx);
+}
+
+
+static void
+ngx_http_api_key_verify_body_read(ngx_http_request_t *r)
+{
+    ngx_http_api_key_ctx_t  *ctx;
+
+    /* ngx_http_read_client_request_body() counted the request */
+    r->main->count--;
+
+    ctx = ngx_http_api_key_get_ctx(r);
+
+    if (ctx && ctx->body_waiting) {
+        ngx_http_core_run_phases(r);
+    }
 }
 
 
@@ -477,6 +647,7 @@ ngx_http_api_key_reset_ctx(ngx_http_api_key_ctx_t *ctx, ngx_uint_t keep_hash)
 
     ctx->rate_remaining = -1;
     ctx->quota_remaining = -1;
+    ctx->expires_at = 0;
 
     if (!keep_hash) {
         ctx->hashed = 0;
@@ -656,7 +827,9 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
         return ngx_http_api_key_decide(r, alcf, ctx, NGX_HTTP_API_KEY_EXPIRED);
     }
 
-    if (rec.has_ips) {
+    if (rec.has_ips && !alcf->verify) {
+        /* (api_key_verify: the client is the verifying service, not the
+         * key's user: its address and Referer say nothing of the key) */
         family = 0;
         addr = NULL;
 
@@ -683,7 +856,7 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
         }
     }
 
-    if (rec.has_referrers) {
+    if (rec.has_referrers && !alcf->verify) {
         ref = r->headers_in.referer;
 
         allowed = ref
@@ -706,8 +879,9 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
                                        NGX_HTTP_API_KEY_SCOPE_DENIED);
     }
 
-    if (rec.rate_period != AK_PERIOD_NONE
-        || rec.quota_period != AK_PERIOD_NONE)
+    if ((rec.rate_period != AK_PERIOD_NONE
+         || rec.quota_period != AK_PERIOD_NONE)
+        && alcf->verify != NGX_HTTP_API_KEY_VERIFY_PEEK)
     {
         rc = ngx_http_api_key_limits(r, alcf, ctx, &rec, slot, &status);
 
@@ -756,6 +930,8 @@ ngx_http_api_key_copy_identity(ngx_http_request_t *r,
     ctx->scopes.len = rec->scopes.len;
     ngx_memcpy(p, rec->scopes.data, rec->scopes.len);
 
+    ctx->expires_at = rec->expires_at;
+
     return NGX_OK;
 }
 
@@ -797,6 +973,19 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
         ak_labels_count(alcf->zone->sh->labels, (const char *) v.data, v.len,
                         status - 1, (uint32_t) amcf->metrics_label_max);
         ngx_shmtx_unlock(&alcf->zone->shpool->mutex);
+    }
+
+    if (alcf->verify) {
+        /* api_key_verify: the content handler answers every outcome */
+
+        ctx->rc = NGX_OK;
+        ctx->problem = 0;
+
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "api_key: verify: %V, key id \"%V\"",
+                       ngx_http_api_key_status_name(status), &ctx->id);
+
+        return NGX_OK;
     }
 
     www = NULL;

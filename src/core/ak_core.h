@@ -875,6 +875,24 @@ size_t ak_metrics_page(const ak_metrics_t *m, char *out, size_t cap)
     AK_NOEXCEPT;
 
 /* ------------------------------------------------------------------ */
+/* api_key_verify: the request body {"key": "..."} (json.cpp)          */
+
+#define AK_VERIFY_KEY           0   /* the "key" member, decoded */
+#define AK_VERIFY_NO_KEY        1   /* a JSON object without "key" */
+#define AK_VERIFY_KEY_TOO_LONG  2   /* "key" longer than cap */
+#define AK_VERIFY_BAD_KEY       3   /* "key" not a string, or twice */
+#define AK_VERIFY_BAD_JSON      4   /* not one JSON object (RFC 8259) */
+
+/*
+ * The top-level "key" string of the JSON object in body, decoded into
+ * out[0 .. *out_len) (at most cap bytes; nothing else is kept).  Strict:
+ * one object, nothing after it but white space, nesting up to 32 levels.
+ * hot: no allocation.
+ */
+int ak_verify_body_key(const unsigned char *body, size_t len, char *out,
+    size_t cap, size_t *out_len) AK_NOEXCEPT;
+
+/* ------------------------------------------------------------------ */
 /* Usage: requests per key and UTC day between two flushes (usage.cpp) */
 
 /*
