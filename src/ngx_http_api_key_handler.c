@@ -894,6 +894,10 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
         if (rc != NGX_OK) {
             return ngx_http_api_key_decide(r, alcf, ctx, status);
         }
+
+    } else if (alcf->verify == NGX_HTTP_API_KEY_VERIFY_PEEK) {
+        /* api_key_verify consume=off: what is left, nothing consumed */
+        ngx_http_api_key_limits_peek(alcf, ctx, &rec, slot);
     }
 
     return ngx_http_api_key_decide(r, alcf, ctx, NGX_HTTP_API_KEY_OK);

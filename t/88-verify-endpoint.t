@@ -73,8 +73,8 @@ sub verify {
     is_deeply($j, { valid => JSON::PP::true, status => 'ok', id => 'v-ok',
                     owner => 'ac"me', plan => 'pro', scopes => ['read', 'write'],
                     expires_at => $now + 3600, rate_remaining => undef,
-                    quota_remaining => undef },
-              'valid: every field (remaining: null without consume=on)')
+                    quota_remaining => 10 },
+              'valid: every field (no rate: null; the quota untouched: 10)')
         or diag $res->body;
 }
 
@@ -114,7 +114,9 @@ for my $c (['rev', 'revoked', 'v-rev'], ['dis', 'disabled', 'v-dis'],
 # --- consume=on ------------------------------------------------------------------------
 {
     my (undef, $j) = verify($k{rate});
-    is($j->{rate_remaining}, undef, 'consume=off: no rate consumed, none reported');
+    is($j->{rate_remaining}, 2, 'consume=off: 2 requests left (rate 2/m burst 1)');
+    ($_, $j) = verify($k{rate});
+    is($j->{rate_remaining}, 2, 'consume=off again: still 2 (nothing consumed)');
     ($_, $j) = verify($k{rate}, '/verify-consume');
     is($j->{status}, 'ok', 'consume=on: 1st');
     is($j->{rate_remaining}, 1, 'consume=on: 1 left');
@@ -124,9 +126,12 @@ for my $c (['rev', 'revoked', 'v-rev'], ['dis', 'disabled', 'v-dis'],
     is($j->{status}, 'rate_limited', 'consume=on: then rate_limited');
     is($j->{valid}, JSON::PP::false, '... not valid');
     ($_, $j) = verify($k{rate});
-    is($j->{status}, 'ok', 'consume=off after that: ok (nothing consumed)');
+    is($j->{status}, 'ok', 'consume=off after that: ok (it checks nothing it would consume)');
+    is($j->{rate_remaining}, 0, '... and says 0 requests left');
     ($_, $j) = verify($k{ok}, '/verify-consume');
     is($j->{quota_remaining}, 9, 'consume=on: quota remaining');
+    ($_, $j) = verify($k{ok});
+    is($j->{quota_remaining}, 9, 'consume=off: the same quota remaining, nothing consumed');
 }
 
 # --- bad requests ----------------------------------------------------------------------
