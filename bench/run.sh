@@ -122,17 +122,21 @@ field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 # set_variant also sets the headers wrk sends (V_HDR) and the checks' curl
 # options (V_GOOD: must get 200; V_BAD: must get 401/403, empty: no check;
 # V_BAD2: must get 403, empty: no check)
-VARIANTS="bare map auth_request lua module module_rules lua_miss module_miss lua_flood module_flood"
+VARIANTS="bare map auth_request lua module module_nousage module_verify module_rules lua_miss module_miss lua_flood module_flood"
 set_variant() {
     local G=(-H "X-API-Key: $GOOD") B=(-H "X-API-Key: $BAD")
     V_HDR=("${G[@]}"); V_GOOD=("${G[@]}"); V_BAD=("${B[@]}"); V_BAD2=()
-    V_MODE=static; V_EXPECT=ok
+    V_MODE=static; V_EXPECT=ok; V_PATH=
     case $1 in
     bare)         V_LABEL="bare nginx (no key check)"; V_CONF=bare.conf; V_BAD=() ;;
     map)          V_LABEL="static map, 10,000 keys (NGINX recipe)"; V_CONF=map.conf ;;
     auth_request) V_LABEL="auth_request to a validator (keepalive upstream)"; V_CONF=auth_request.conf ;;
     lua)          V_LABEL="Lua: FFI SHA-256 + shared dict + resty.redis, cached key"; V_CONF=lua.conf ;;
     module)       V_LABEL="this module, cached key"; V_CONF=module.conf ;;
+    module_nousage) V_LABEL="this module, cached key, usage_flush=off"; V_CONF=module_nousage.conf ;;
+    module_verify) V_LABEL="this module, api_key_verify: POST {\"key\": ...} of a cached key"; V_CONF=module.conf
+                  V_MODE=verify; V_PATH=verify; V_HDR=(); V_BAD=()
+                  V_GOOD=(-X POST -H "Content-Type: application/json" --data-binary "{\"key\":\"$GOOD\"}") ;;
     module_rules) V_LABEL="this module, cached key + ips, referrers, rate rules"; V_CONF=module.conf
                   V_HDR=(-H "X-API-Key: $RULES" -H "Referer: $REFERER"); V_GOOD=("${V_HDR[@]}")
                   V_BAD2=(-H "X-API-Key: $RULES" -H "Referer: https://evil.test/") ;;
@@ -179,13 +183,13 @@ run_variant() {
     [ $# -eq 1 ] || die "$slug: expected 1 worker, found $#"
     worker=$1
     taskset -p "$worker" | grep -q 'mask: 1$' || die "$slug: worker not pinned to CPU 0"
-    url=http://127.0.0.1:$port/
+    url=http://127.0.0.1:$port/$V_PATH
 
     # the module: wait until the worker's Redis connection is up
     if [ "$has_metrics" = 1 ]; then
         local i up=0
         for i in $(seq 100); do
-            curl -s "${url}metrics" >"$dir/m.txt" || true
+            curl -s "http://127.0.0.1:$port/metrics" >"$dir/m.txt" || true
             if [ "$(metric "$dir/m.txt" 'api_key_redis_connected{connection="commands"}')" = 1 ]; then
                 up=1
                 break
@@ -217,6 +221,7 @@ run_variant() {
 
     wrk_run() {     # SECONDS START COUNT -> the WRK line
         env WRK_MODE="$V_MODE" WRK_THREADS="$THREADS" WRK_KEY_FMT="$MISS_FMT" \
+            WRK_BODY="{\"key\":\"$GOOD\"}" \
             WRK_WALK_START="$2" WRK_WALK_COUNT="$3" \
             taskset -c 1 wrk -t"$THREADS" -c"$CONNS" -d"$1"s --timeout 5s \
                 -s "$BENCH/wrk/bench.lua" "${V_HDR[@]}" "$url" \
@@ -249,7 +254,7 @@ run_variant() {
         curl -s "http://127.0.0.1:$port/metrics" >"$dir/m1.txt"
     fi
 
-    local req lk='zone="keys",result=' hits=0 misses=0 rsum=0 rcnt=0
+    local req lk='zone="keys",result=' hits=0 misses=0 rsum=0 rcnt=0 uw=0 ud=0
     req=$(field requests "$line")
     [ "$req" -gt 0 ] || die "$slug: no requests"
     if [ "$has_metrics" = 1 ]; then
@@ -262,6 +267,10 @@ run_variant() {
                    'BEGIN { print a - b }')
         rcnt=$(( $(metric "$dir/m1.txt" 'api_key_redis_read_seconds_count{zone="keys"}') \
                - $(metric "$dir/m0.txt" 'api_key_redis_read_seconds_count{zone="keys"}') ))
+        uw=$(( $(metric "$dir/m1.txt" 'api_key_usage_writes_total{zone="keys"}') \
+             - $(metric "$dir/m0.txt" 'api_key_usage_writes_total{zone="keys"}') ))
+        ud=$(( $(metric "$dir/m1.txt" 'api_key_usage_dropped_total{zone="keys"}') \
+             - $(metric "$dir/m0.txt" 'api_key_usage_dropped_total{zone="keys"}') ))
         if [ "$slug" = module ] && [ ! -f "$W/metrics-zone.txt" ]; then
             cp "$dir/m0.txt" "$W/metrics-zone.txt"     # the 128m zone's slots
         fi
@@ -285,7 +294,7 @@ run_variant() {
          "rcpu=$(awk -v d=$((r1 - r0)) -v n="$req" 'BEGIN { printf "%.2f", d / 1000 / n }')" \
          "req=$req non2xx=$(field non2xx "$line") errs=$(field sock_errors "$line")" \
          "reps=$(field repeats "$line") hits=$hits misses=$misses rsum=$rsum rcnt=$rcnt" \
-         "hgetall=$((h1 - h0))" \
+         "hgetall=$((h1 - h0)) uw=$uw ud=$ud" \
          >"$res"
     note "  $(cat "$res")"
 }
@@ -383,7 +392,7 @@ for slug in $SLUGS; do
     if [ "$V_MODE" != static ]; then
         notes="${notes:+$notes; }Redis HGETALLs: $(awk -v h="$(field hgetall "$m")" -v n="$req" 'BEGIN { printf "%.2f", h / n }') per request"
     fi
-    if [ "$V_CONF" = module.conf ] && [ "$V_MODE" = static ]; then
+    if [ "${V_CONF#module}" != "$V_CONF" ] && { [ "$V_MODE" = static ] || [ "$V_MODE" = verify ]; }; then
         if [ "$hits" -ge "$req" ]; then
             notes="${notes:+$notes; }every request a cache hit"
         else
@@ -399,6 +408,14 @@ for slug in $SLUGS; do
             notes="$notes; module's Redis reads, mean (command to answer): $(awk -v s="$rsum" -v n="$rcnt" 'BEGIN { printf "%.3f", s * 1000 / n }') ms"
         fi
     fi
+    case $V_CONF in
+    module*.conf)
+        notes="${notes:+$notes; }usage writes to Redis: $(awk -v w="$(field uw "$m")" -v d="$DURATION" 'BEGIN { printf "%.1f", w / d }')/s"
+        if [ "$(field ud "$m")" -gt 0 ]; then
+            notes="$notes ($(field ud "$m") requests not counted: the usage table was full)"
+        fi
+        ;;
+    esac
     if [ "$slug" = module ]; then
         CACHED_P50=$p50
     fi

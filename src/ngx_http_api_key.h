@@ -10,13 +10,18 @@
  * ngx_http_api_key_handler.c    access phase: lookup, decision, redirects,
  *                               responses (problem+json body filters)
  * ngx_http_api_key_metrics.c    the metrics page
+ * ngx_http_api_key_verify.c     api_key_verify's JSON answer
  * ngx_http_api_key_variables.c  $api_key_* variables
  * ngx_http_api_key_keys.c       key sources: find the key, check and hash
  *                               it (query percent-decoded)
  * ngx_http_api_key_lookup.c     coalesced record reads: answer -> cache
  * ngx_http_api_key_limits.c     rate limits and quotas, quota lease I/O
  * ngx_http_api_key_rate.c       cluster-wide rates: token lease I/O
+ * ngx_http_api_key_usage.c      per-key usage (last use, requests per day):
+ *                               counted in the zone, flushed by a timer
  * ngx_http_api_key_events.c     the events subscriber: apply to the caches
+ * ngx_http_api_key_marker.c     the hash mode marker apikeyctl writes,
+ *                               compared with api_key_hash at start
  * ngx_http_api_key_strip.c      headers, cookies and query strings that carry
  *                               a key: walk them, strip the key (api_key_strip;
  *                               the parsing is the core's extract.cpp)
@@ -61,6 +66,7 @@ typedef enum {
     NGX_HTTP_API_KEY_UNKNOWN,
     NGX_HTTP_API_KEY_EXPIRED,
     NGX_HTTP_API_KEY_REVOKED,
+    NGX_HTTP_API_KEY_DISABLED,
     NGX_HTTP_API_KEY_BAD_RECORD,
     NGX_HTTP_API_KEY_IP_DENIED,
     NGX_HTTP_API_KEY_REFERRER_DENIED,
@@ -84,6 +90,7 @@ ngx_http_api_key_status_name(ngx_http_api_key_status_e status)
         ngx_string("unknown"),
         ngx_string("expired"),
         ngx_string("revoked"),
+        ngx_string("disabled"),
         ngx_string("bad_record"),
         ngx_string("ip_denied"),
         ngx_string("referrer_denied"),
@@ -307,6 +314,14 @@ typedef struct {
     ngx_atomic_t                  master_switches;  /* sentinel: the master
                                                        moved */
     ngx_atomic_t                  master_queries;   /* sentinel: asked */
+    ak_usage_t                   *usage;     /* NULL: usage_flush=off */
+    ngx_msec_t                    usage_next;    /* the node's next flush
+                                                    (under the lock) */
+    ngx_atomic_t                  usage_flushes;
+    ngx_atomic_t                  usage_writes;  /* EVALSHAs sent */
+    ngx_atomic_t                  usage_errors;
+    ak_labels_t                  *labels;    /* api_key_metrics labels=,
+                                                NULL: none */
 } ngx_http_api_key_shctx_t;
 
 
@@ -318,6 +333,8 @@ typedef struct {
     ngx_uint_t                    rate_scope;     /* AK_RATE_SCOPE_NODE or
                                                      _CLUSTER: of a record
                                                      without rate_scope */
+    ngx_msec_t                    usage_flush;    /* 0: off */
+    void                         *amcf;      /* the main conf: labels= */
     ngx_shm_zone_t               *shm_zone;
     ngx_slab_pool_t              *shpool;
     ngx_http_api_key_shctx_t     *sh;
@@ -383,7 +400,15 @@ typedef struct {
     ngx_uint_t                    query_vars;    /* the two below are set */
     ngx_int_t                     var_request;   /* indexes: $request, */
     ngx_int_t                     var_request_uri;   /* $request_uri */
+    ngx_uint_t                    metrics_label;  /* api_key_metrics
+                                                     labels=: NGX_HTTP_API_
+                                                     KEY_LABEL_* */
+    ngx_uint_t                    metrics_label_max;  /* values= */
 } ngx_http_api_key_main_conf_t;
+
+/* api_key_metrics labels= (0: none) */
+#define NGX_HTTP_API_KEY_LABEL_PLAN   1
+#define NGX_HTTP_API_KEY_LABEL_OWNER  2
 
 
 /*
@@ -468,7 +493,14 @@ typedef struct {
                                                     (authorization:SCHEME,
                                                     basic), or NULL */
     ngx_uint_t                    error_body;    /* ..._ERROR_BODY_* */
+    ngx_uint_t                    verify;        /* api_key_verify here:
+                                                    ..._VERIFY_* (0: no) */
 } ngx_http_api_key_loc_conf_t;
+
+/* api_key_verify: the key checked, the answer is JSON (verify.c) */
+#define NGX_HTTP_API_KEY_VERIFY_PEEK     1  /* consume=off: no limits */
+#define NGX_HTTP_API_KEY_VERIFY_CONSUME  2  /* consume=on */
+#define NGX_HTTP_API_KEY_VERIFY_BODY_MAX 4096   /* bytes of body read */
 
 
 /* a key found in the request (keys.c): where it is, not a copy of it */
@@ -536,6 +568,12 @@ typedef struct {
                                                  /* looks again: the entry
                                                     went before its limits
                                                     were counted */
+    unsigned                      verify_body:1;  /* api_key_verify: the
+                                                     body was looked at */
+    unsigned                      body_waiting:1; /* ... is being read */
+    unsigned                      verify_bad:1;   /* ... is not JSON, or
+                                                     its "key" not a
+                                                     string: 400 */
 
     u_char                        hash[AK_HASH_LEN];
 
@@ -550,6 +588,7 @@ typedef struct {
     ngx_str_t                     owner;
     ngx_str_t                     plan;
     ngx_str_t                     scopes;
+    int64_t                       expires_at;        /* 0: never */
     ngx_int_t                     rate_remaining;    /* -1: none */
     ngx_int_t                     quota_remaining;   /* -1: none */
 
@@ -614,6 +653,9 @@ ngx_int_t ngx_http_api_key_redis_command(ngx_http_api_key_reply_pt handler,
 ngx_uint_t ngx_http_api_key_redis_ready(void);
 ngx_http_api_key_redis_conf_t *ngx_http_api_key_redis_conf(void);
 ngx_uint_t ngx_http_api_key_redis_state(ngx_http_api_key_conn_e conn);
+/* at init time: called once a connection is up (two per connection) */
+void ngx_http_api_key_redis_on_ready(ngx_http_api_key_conn_e conn,
+    ngx_http_api_key_ready_pt ready);
 
 /* lookup.c */
 void ngx_http_api_key_lookup_init_worker(ngx_cycle_t *cycle,
@@ -643,6 +685,21 @@ void ngx_http_api_key_limits_init_worker(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_api_key_limits(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status);
+void ngx_http_api_key_limits_peek(ngx_http_api_key_loc_conf_t *alcf,
+    ngx_http_api_key_ctx_t *ctx, ak_record_t *rec, uint32_t slot);
+
+/* marker.c */
+ngx_int_t ngx_http_api_key_marker_init_worker(ngx_cycle_t *cycle,
+    ngx_http_api_key_main_conf_t *amcf);
+
+/* usage.c */
+void ngx_http_api_key_usage_init_worker(ngx_cycle_t *cycle,
+    ngx_http_api_key_main_conf_t *amcf);
+void ngx_http_api_key_usage_count(ngx_http_api_key_zone_t *zone,
+    u_char *hash, ngx_http_api_key_status_e status);
+
+/* verify.c */
+ngx_int_t ngx_http_api_key_verify_handler(ngx_http_request_t *r);
 
 /* rate.c */
 void ngx_http_api_key_rate_init_worker(ngx_cycle_t *cycle);

@@ -41,6 +41,9 @@ static ngx_int_t ngx_http_api_key_rate_headers(ngx_http_request_t *r,
 static void ngx_http_api_key_resume(ngx_http_request_t *r);
 static ngx_uint_t ngx_http_api_key_problem_wanted(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_int_t rc);
+static ngx_int_t ngx_http_api_key_verify_body(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx);
+static void ngx_http_api_key_verify_body_read(ngx_http_request_t *r);
 static ngx_int_t ngx_http_api_key_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_api_key_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
@@ -78,6 +81,7 @@ static ngx_str_t  ngx_http_api_key_problems[] = {
     ngx_http_api_key_problem(401, "Unauthorized", "unknown"),
     ngx_http_api_key_problem(401, "Unauthorized", "expired"),
     ngx_http_api_key_problem(401, "Unauthorized", "revoked"),
+    ngx_http_api_key_problem(403, "Forbidden", "disabled"),
     ngx_http_api_key_problem(401, "Unauthorized", "bad_record"),
     ngx_http_api_key_problem(403, "Forbidden", "ip_denied"),
     ngx_http_api_key_problem(403, "Forbidden", "referrer_denied"),
@@ -242,6 +246,16 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
         }
     }
 
+    if (alcf->verify && !ctx->verify_body) {
+        /* api_key_verify: a key in the body first */
+
+        rc = ngx_http_api_key_verify_body(r, alcf, ctx);
+
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+    }
+
     early = ngx_http_api_key_early(r);
 
     if (early && !alcf->strip && r == r->main) {
@@ -281,6 +295,163 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
     }
 
     return ngx_http_api_key_lookup(r, alcf, ctx);
+}
+
+
+/*
+ * api_key_verify: a POST body {"key": "..."} (at most
+ * NGX_HTTP_API_KEY_VERIFY_BODY_MAX bytes, in memory: 413 otherwise) gives
+ * the key; without a "key" member (or a body) the location's sources do.
+ * NGX_DECLINED: look in the sources; NGX_DONE: the body is being read (the
+ * phases run again once it is); NGX_AGAIN: the key is hashed and looked
+ * up; an HTTP status: the answer.  The body's bytes are wiped once read.
+ */
+
+static ngx_int_t
+ngx_http_api_key_verify_body(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx)
+{
+    u_char                     *p;
+    size_t                      len, klen;
+    ngx_int_t                   rc;
+    ngx_buf_t                  *b;
+    ngx_chain_t                *cl;
+    ngx_http_api_key_found_t    found;
+    static ngx_http_api_key_source_t  body_source = {
+        NGX_HTTP_API_KEY_SRC_HEADER, ngx_string("body"), NGX_ERROR, NGX_ERROR
+    };
+    u_char                      body[NGX_HTTP_API_KEY_VERIFY_BODY_MAX];
+    char                        key[AK_KEY_MAX_LEN];
+
+    if (r != r->main || !(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD
+                                       |NGX_HTTP_POST)))
+    {
+        return (r == r->main) ? NGX_HTTP_NOT_ALLOWED : NGX_DECLINED;
+    }
+
+    if (!(r->method & NGX_HTTP_POST)) {
+        ctx->verify_body = 1;
+        return NGX_DECLINED;
+    }
+
+    if (!ctx->body_waiting) {
+        if (r->headers_in.content_length_n
+            > NGX_HTTP_API_KEY_VERIFY_BODY_MAX)
+        {
+            return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+        }
+
+        r->request_body_in_single_buf = 1;
+
+        rc = ngx_http_read_client_request_body(r,
+                                           ngx_http_api_key_verify_body_read);
+
+        if (rc == NGX_ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+            return rc;
+        }
+
+        if (rc == NGX_AGAIN) {
+            ctx->body_waiting = 1;
+            return NGX_DONE;
+        }
+    }
+
+    ctx->body_waiting = 0;
+    ctx->verify_body = 1;
+
+    /* the body, in memory, whole (a chunked one has no Content-Length) */
+
+    len = 0;
+
+    if (r->request_body) {
+        for (cl = r->request_body->bufs; cl; cl = cl->next) {
+            b = cl->buf;
+
+            if (b->in_file || b->file) {
+                return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+            }
+
+            if ((size_t) (b->last - b->pos) > sizeof(body) - len) {
+                return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+            }
+
+            ngx_memcpy(body + len, b->pos, b->last - b->pos);
+            len += b->last - b->pos;
+
+            /* the key leaves the request's memory */
+            ngx_explicit_memzero(b->pos, b->last - b->pos);
+        }
+    }
+
+    for (p = body; p < body + len; p++) {
+        if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n') {
+            break;
+        }
+    }
+
+    if (p == body + len) {
+        /* no body: the key from the sources */
+        return NGX_DECLINED;
+    }
+
+    rc = ak_verify_body_key(body, len, key, sizeof(key), &klen);
+
+    ngx_explicit_memzero(body, len);
+
+    switch (rc) {
+
+    case AK_VERIFY_KEY:
+        break;
+
+    case AK_VERIFY_NO_KEY:
+        return NGX_DECLINED;
+
+    case AK_VERIFY_KEY_TOO_LONG:
+        return ngx_http_api_key_decide(r, alcf, ctx,
+                                       NGX_HTTP_API_KEY_MALFORMED);
+
+    default: /* AK_VERIFY_BAD_KEY, AK_VERIFY_BAD_JSON */
+        ctx->verify_bad = 1;
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    ngx_memzero(&found, sizeof(ngx_http_api_key_found_t));
+    found.value.data = (u_char *) key;
+    found.value.len = klen;
+    found.source = &body_source;
+
+    ctx->source = found.source;
+
+    rc = ngx_http_api_key_check_and_hash(r, alcf, ctx, &found);
+
+    ngx_explicit_memzero(key, sizeof(key));
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc != NGX_OK) {
+        return ngx_http_api_key_decide(r, alcf, ctx,
+                                       NGX_HTTP_API_KEY_MALFORMED);
+    }
+
+    return ngx_http_api_key_lookup(r, alcf, ctx);
+}
+
+
+static void
+ngx_http_api_key_verify_body_read(ngx_http_request_t *r)
+{
+    ngx_http_api_key_ctx_t  *ctx;
+
+    /* ngx_http_read_client_request_body() counted the request */
+    r->main->count--;
+
+    ctx = ngx_http_api_key_get_ctx(r);
+
+    if (ctx && ctx->body_waiting) {
+        ngx_http_core_run_phases(r);
+    }
 }
 
 
@@ -476,6 +647,7 @@ ngx_http_api_key_reset_ctx(ngx_http_api_key_ctx_t *ctx, ngx_uint_t keep_hash)
 
     ctx->rate_remaining = -1;
     ctx->quota_remaining = -1;
+    ctx->expires_at = 0;
 
     if (!keep_hash) {
         ctx->hashed = 0;
@@ -639,15 +811,25 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if ((flags & AK_ENTRY_REVOKED) || rec.status != AK_STATUS_ACTIVE) {
+    /* a revoke event wins over the record's status: the key is gone */
+
+    if ((flags & AK_ENTRY_REVOKED) || rec.status == AK_STATUS_REVOKED) {
         return ngx_http_api_key_decide(r, alcf, ctx, NGX_HTTP_API_KEY_REVOKED);
+    }
+
+    if (rec.status != AK_STATUS_ACTIVE) {
+        /* AK_STATUS_DISABLED: suspended, told apart from a revocation */
+        return ngx_http_api_key_decide(r, alcf, ctx,
+                                       NGX_HTTP_API_KEY_DISABLED);
     }
 
     if (rec.expires_at && (int64_t) ngx_time() >= rec.expires_at) {
         return ngx_http_api_key_decide(r, alcf, ctx, NGX_HTTP_API_KEY_EXPIRED);
     }
 
-    if (rec.has_ips) {
+    if (rec.has_ips && !alcf->verify) {
+        /* (api_key_verify: the client is the verifying service, not the
+         * key's user: its address and Referer say nothing of the key) */
         family = 0;
         addr = NULL;
 
@@ -674,7 +856,7 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
         }
     }
 
-    if (rec.has_referrers) {
+    if (rec.has_referrers && !alcf->verify) {
         ref = r->headers_in.referer;
 
         allowed = ref
@@ -697,8 +879,9 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
                                        NGX_HTTP_API_KEY_SCOPE_DENIED);
     }
 
-    if (rec.rate_period != AK_PERIOD_NONE
-        || rec.quota_period != AK_PERIOD_NONE)
+    if ((rec.rate_period != AK_PERIOD_NONE
+         || rec.quota_period != AK_PERIOD_NONE)
+        && alcf->verify != NGX_HTTP_API_KEY_VERIFY_PEEK)
     {
         rc = ngx_http_api_key_limits(r, alcf, ctx, &rec, slot, &status);
 
@@ -711,6 +894,10 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
         if (rc != NGX_OK) {
             return ngx_http_api_key_decide(r, alcf, ctx, status);
         }
+
+    } else if (alcf->verify == NGX_HTTP_API_KEY_VERIFY_PEEK) {
+        /* api_key_verify consume=off: what is left, nothing consumed */
+        ngx_http_api_key_limits_peek(alcf, ctx, &rec, slot);
     }
 
     return ngx_http_api_key_decide(r, alcf, ctx, NGX_HTTP_API_KEY_OK);
@@ -747,6 +934,8 @@ ngx_http_api_key_copy_identity(ngx_http_request_t *r,
     ctx->scopes.len = rec->scopes.len;
     ngx_memcpy(p, rec->scopes.data, rec->scopes.len);
 
+    ctx->expires_at = rec->expires_at;
+
     return NGX_OK;
 }
 
@@ -758,16 +947,50 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_status_e status)
 {
-    ngx_int_t    rc;
-    ngx_str_t    one = ngx_string("1");
-    ngx_str_t    v, *www, *more;
-    ngx_uint_t   n;
+    ngx_int_t                      rc;
+    ngx_str_t                      one = ngx_string("1");
+    ngx_str_t                      v, *www, *more;
+    ngx_uint_t                     n;
+    ngx_http_api_key_main_conf_t  *amcf;
 
     ctx->status = status;
     ctx->decided = 1;
     ctx->decided_by = alcf;
 
     (void) ngx_atomic_fetch_add(&alcf->zone->sh->status[status], 1);
+
+    if (ctx->hashed) {
+        /* the key's last use and requests per day (a known record only) */
+        ngx_http_api_key_usage_count(alcf->zone, ctx->hash, status);
+    }
+
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_api_key_module);
+
+    if (amcf->metrics_label && ctx->id.data && alcf->zone->sh->labels) {
+        /* api_key_metrics labels=: by the record's plan or owner */
+
+        v = (amcf->metrics_label == NGX_HTTP_API_KEY_LABEL_PLAN) ? ctx->plan
+                                                                 : ctx->owner;
+
+        ngx_shmtx_lock(&alcf->zone->shpool->mutex);
+        /* by the metrics page's status index: NONE is not a status */
+        ak_labels_count(alcf->zone->sh->labels, (const char *) v.data, v.len,
+                        status - 1, (uint32_t) amcf->metrics_label_max);
+        ngx_shmtx_unlock(&alcf->zone->shpool->mutex);
+    }
+
+    if (alcf->verify) {
+        /* api_key_verify: the content handler answers every outcome */
+
+        ctx->rc = NGX_OK;
+        ctx->problem = 0;
+
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "api_key: verify: %V, key id \"%V\"",
+                       ngx_http_api_key_status_name(status), &ctx->id);
+
+        return NGX_OK;
+    }
 
     www = NULL;
 
@@ -797,6 +1020,7 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
         rc = NGX_HTTP_FORBIDDEN;
         break;
 
+    case NGX_HTTP_API_KEY_DISABLED:
     case NGX_HTTP_API_KEY_IP_DENIED:
     case NGX_HTTP_API_KEY_REFERRER_DENIED:
         rc = NGX_HTTP_FORBIDDEN;

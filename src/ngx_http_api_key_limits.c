@@ -1024,6 +1024,71 @@ ngx_http_api_key_offline_node(ngx_http_api_key_zone_t *zone, u_char *hash,
 
 
 /*
+ * api_key_verify consume=off: what the key has left, nothing consumed.  The
+ * core decides on a copy of the key's state (so nothing is written): the
+ * rate's answer is the requests the key may send now (the remaining burst
+ * after one more, plus that one; 0 when limited); the quota's is the
+ * estimate $api_key_quota_remaining gives (the whole quota in a window
+ * nothing was counted in yet).  No lease is taken.
+ */
+
+void
+ngx_http_api_key_limits_peek(ngx_http_api_key_loc_conf_t *alcf,
+    ngx_http_api_key_ctx_t *ctx, ak_record_t *rec, uint32_t slot)
+{
+    int                       decision;
+    int64_t                   now, start, end;
+    uint64_t                  now_us, left;
+    ak_key_state_t           *st, copy;
+    ak_admit_result_t         ar;
+    ngx_http_api_key_zone_t  *zone;
+
+    zone = alcf->zone;
+    now = (int64_t) ngx_time();
+    now_us = ngx_http_api_key_monotonic_us();
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    st = ak_cache_state(zone->sh->cache, slot, ctx->hash);
+
+    if (st == NULL) {
+        st = ak_cache_state_find(zone->sh->cache, ctx->hash, NULL);
+    }
+
+    if (st) {
+        copy = *st;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    if (st == NULL) {
+        return;
+    }
+
+    if (rec->rate_period != AK_PERIOD_NONE) {
+        ngx_memzero(&ar, sizeof(ak_admit_result_t));
+
+        decision = ak_gcra(&copy.tat_us, now_us, rec->rate_interval_us,
+                           rec->burst, &ar.rate);
+
+        ctx->rate_remaining = decision ? (ngx_int_t) ar.rate.remaining + 1
+                                       : 0;
+    }
+
+    if (rec->quota_period != AK_PERIOD_NONE
+        && ak_quota_window(rec->quota_period, now, &start, &end) == 0)
+    {
+        left = (copy.q_window == (uint32_t) (start / 3600))
+               ? ak_quota_remaining(rec->quota_n, copy.q_used, copy.q_left)
+               : rec->quota_n;
+
+        ctx->quota_remaining = (left > NGX_MAX_INT_T_VALUE)
+                               ? NGX_MAX_INT_T_VALUE : (ngx_int_t) left;
+    }
+}
+
+
+/*
  * Redis cannot count: this worker may admit up to quota_offline counts of
  * the key in this window on its own, added to Redis with the next lease.
  * They count as used at once (q_used), so $api_key_quota_remaining stays

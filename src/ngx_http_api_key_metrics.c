@@ -15,10 +15,81 @@
 static ngx_int_t ngx_http_api_key_metrics_handler(ngx_http_request_t *r);
 
 
+/*
+ * api_key_metrics [labels=plan|owner] [values=20]: the labels are the
+ * module's (counted in the zones, whichever location shows them), so two
+ * api_key_metrics lines may not ask for different ones.
+ */
+
 char *
 ngx_http_api_key_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_int_t                      n;
+    ngx_str_t                     *value;
+    ngx_uint_t                     i, label, max;
+    ngx_http_core_loc_conf_t      *clcf;
+    ngx_http_api_key_main_conf_t  *amcf;
+
+    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_api_key_module);
+    value = cf->args->elts;
+    label = 0;
+    max = 20;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strcmp(value[i].data, "labels=plan") == 0) {
+            label = NGX_HTTP_API_KEY_LABEL_PLAN;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "labels=owner") == 0) {
+            label = NGX_HTTP_API_KEY_LABEL_OWNER;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "values=", 7) == 0) {
+            n = ngx_atoi(value[i].data + 7, value[i].len - 7);
+
+            if (n < 1 || n > AK_LABEL_MAX_VALUES) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"%V\": expected 1 to %d",
+                                   &value[i], AK_LABEL_MAX_VALUES);
+                return NGX_CONF_ERROR;
+            }
+
+            max = (ngx_uint_t) n;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\" (expected "
+                           "labels=plan, labels=owner or values=N)",
+                           &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (label == 0 && max != 20) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"values=\" needs \"labels=plan\" or "
+                           "\"labels=owner\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (label) {
+        if (amcf->metrics_label
+            && (amcf->metrics_label != label
+                || amcf->metrics_label_max != max))
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "api_key_metrics: labels= and values= are "
+                               "the module's: every api_key_metrics with "
+                               "labels= must give the same");
+            return NGX_CONF_ERROR;
+        }
+
+        amcf->metrics_label = label;
+        amcf->metrics_label_max = max;
+    }
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_api_key_metrics_handler;
@@ -38,7 +109,9 @@ static ngx_int_t
 ngx_http_api_key_metrics_handler(ngx_http_request_t *r)
 {
     size_t                           len;
-    uint64_t                        *counts;
+    uint64_t                        *counts, *lcounts;
+    uint32_t                         n;
+    ak_str_t                        *values;
     ngx_int_t                        rc;
     ngx_buf_t                       *b;
     ngx_str_t                       *name;
@@ -86,6 +159,10 @@ ngx_http_api_key_metrics_handler(ngx_http_request_t *r)
     m.latency_bounds_us = bounds;
     m.nbuckets = NGX_HTTP_API_KEY_LATENCY_BUCKETS;
     m.nzones = amcf->zones.nelts;
+    m.label_name = (amcf->metrics_label == NGX_HTTP_API_KEY_LABEL_PLAN)
+                   ? "plan"
+                   : (amcf->metrics_label == NGX_HTTP_API_KEY_LABEL_OWNER)
+                     ? "owner" : NULL;
 
     mz = ngx_pcalloc(r->pool, (amcf->zones.nelts + 1)
                               * sizeof(ak_metrics_zone_t));
@@ -122,9 +199,35 @@ ngx_http_api_key_metrics_handler(ngx_http_request_t *r)
         mz[i].latency_count = sh->latency_count;
         mz[i].redis_errors = sh->redis_errors;
         mz[i].redis_timeouts = sh->redis_timeouts;
+        mz[i].usage_flushes = sh->usage_flushes;
+        mz[i].usage_writes = sh->usage_writes;
+        mz[i].usage_errors = sh->usage_errors;
+        mz[i].usage_dropped = ak_usage_dropped(sh->usage);
+
+        values = NULL;
+        lcounts = NULL;
+        n = 0;
+
+        if (amcf->metrics_label && sh->labels) {
+            n = ak_labels_capacity(sh->labels) + 1;
+            values = ngx_palloc(r->pool, n * sizeof(ak_str_t));
+            lcounts = ngx_palloc(r->pool, n * NGX_HTTP_API_KEY_NSTATUS
+                                          * sizeof(uint64_t));
+            if (values == NULL || lcounts == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+        }
 
         ngx_shmtx_lock(&zone->shpool->mutex);
         ak_cache_get_stats(sh->cache, &mz[i].cache);
+
+        if (values) {
+            /* the values stay where they are: the page may point at them */
+            mz[i].nlabels = ak_labels_snapshot(sh->labels, values, lcounts, n);
+            mz[i].label_values = values;
+            mz[i].label_counts = lcounts;
+        }
+
         ngx_shmtx_unlock(&zone->shpool->mutex);
     }
 

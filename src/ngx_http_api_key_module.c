@@ -23,6 +23,8 @@ static char *ngx_http_api_key_redis(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_api_key_hash(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_http_api_key_verify(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static ngx_int_t ngx_http_api_key_query_vars(ngx_conf_t *cf);
 static ngx_int_t ngx_http_api_key_source_vars(ngx_conf_t *cf,
     ngx_http_api_key_source_t *src);
@@ -131,8 +133,15 @@ static ngx_command_t  ngx_http_api_key_commands[] = {
       offsetof(ngx_http_api_key_loc_conf_t, error_body),
       &ngx_http_api_key_error_bodies },
 
+    { ngx_string("api_key_verify"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_api_key_verify,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("api_key_metrics"),
-      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      NGX_HTTP_LOC_CONF|NGX_CONF_ANY,
       ngx_http_api_key_metrics,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
@@ -579,6 +588,12 @@ ngx_http_api_key_init_process(ngx_cycle_t *cycle)
     ngx_http_api_key_limits_init_worker(cycle);
     ngx_http_api_key_rate_init_worker(cycle);
 
+    ngx_http_api_key_usage_init_worker(cycle, amcf);
+
+    if (ngx_http_api_key_marker_init_worker(cycle, amcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     /* everyone is ready for answers: connect */
 
     ngx_http_api_key_redis_start(cycle);
@@ -732,6 +747,59 @@ ngx_http_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         ngx_http_api_key_first_file = cf->conf_file->file.name;
         ngx_http_api_key_first_line = cf->conf_file->line;
     }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * api_key_verify ZONE [consume=on|off]: this location answers with the
+ * outcome of the key as JSON (verify.c); the key is checked as api_key
+ * ZONE would (the same cache, the same reads), without denying.
+ */
+
+static char *
+ngx_http_api_key_verify(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_api_key_loc_conf_t *alcf = conf;
+
+    char                      *rv;
+    ngx_str_t                 *value;
+    ngx_uint_t                 verify;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    value = cf->args->elts;
+    verify = NGX_HTTP_API_KEY_VERIFY_PEEK;
+
+    if (cf->args->nelts == 3) {
+        if (ngx_strcmp(value[2].data, "consume=on") == 0) {
+            verify = NGX_HTTP_API_KEY_VERIFY_CONSUME;
+
+        } else if (ngx_strcmp(value[2].data, "consume=off") != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\" (expected "
+                               "consume=on or consume=off)", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "api_key_verify needs a zone, not \"off\"");
+        return NGX_CONF_ERROR;
+    }
+
+    /* the zone, as "api_key ZONE" (which may not be here as well) */
+
+    rv = ngx_http_api_key(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    alcf->verify = verify;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_api_key_verify_handler;
 
     return NGX_CONF_OK;
 }

@@ -75,6 +75,9 @@ typedef struct {
     ngx_msec_t                      sent;
 } ngx_http_api_key_pending_t;
 
+/* the functions called when a connection is ready, at most */
+#define NGX_HTTP_API_KEY_READY_MAX        4
+
 struct ngx_http_api_key_rconn_s {
     const char                     *name;
     ngx_http_api_key_conn_e         conn;
@@ -89,7 +92,8 @@ struct ngx_http_api_key_rconn_s {
     ngx_event_t                     reconnect_timer;
     ngx_msec_t                      backoff;
     ngx_uint_t                      pending_handshake;
-    ngx_http_api_key_ready_pt       ready[2];
+    /* what to call once connected (events.c, lookup.c, marker.c) */
+    ngx_http_api_key_ready_pt       ready[NGX_HTTP_API_KEY_READY_MAX];
     ngx_uint_t                      nready;
 
     /* the command connection: what is waiting for an answer, a FIFO ring */
@@ -1658,14 +1662,26 @@ void
 ngx_http_api_key_redis_on_ready(ngx_http_api_key_conn_e conn,
     ngx_http_api_key_ready_pt ready)
 {
+    ngx_uint_t                 i;
     ngx_http_api_key_rconn_t  *rc;
 
     rc = (conn == NGX_HTTP_API_KEY_CONN_EVENTS) ? &ngx_http_api_key_sub
                                                 : &ngx_http_api_key_cmd;
 
-    if (rc->nready < 2) {
-        rc->ready[rc->nready++] = ready;
+    for (i = 0; i < rc->nready; i++) {
+        if (rc->ready[i] == ready) {
+            return;
+        }
     }
+
+    if (rc->nready == NGX_HTTP_API_KEY_READY_MAX) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      "api_key: more than %d ready callbacks on the redis %s "
+                      "connection", NGX_HTTP_API_KEY_READY_MAX, rc->name);
+        return;
+    }
+
+    rc->ready[rc->nready++] = ready;
 }
 
 

@@ -113,8 +113,6 @@ ngx_uint_t ngx_http_api_key_redis_auth_error(redisReply *reply);
 ngx_uint_t ngx_http_api_key_redis_failover_error(redisReply *reply);
 
 /* the events subscriber: both connections' "ready", the subscription */
-void ngx_http_api_key_redis_on_ready(ngx_http_api_key_conn_e conn,
-    ngx_http_api_key_ready_pt ready);
 ngx_int_t ngx_http_api_key_redis_subscribe(ngx_http_api_key_redis_cb_pt fn, int argc,
     const char **argv, const size_t *argvlen);
 ngx_uint_t ngx_http_api_key_redis_subscribed(void);

@@ -12,11 +12,13 @@
 
 static ngx_int_t ngx_http_api_key_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
+static void ngx_http_api_key_zone_labels(ngx_http_api_key_zone_t *zone,
+    ngx_shm_zone_t *shm_zone);
 
 
 /* api_key_zone name:size [ttl=60s] [negative_ttl=5s] [stale=10m]
  *              [negative_max=25%] [quota_lease=100] [quota_offline=N]
- *              [rate_scope=node|cluster] */
+ *              [rate_scope=node|cluster] [usage_flush=10s|off] */
 
 char *
 ngx_http_api_key_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -91,6 +93,8 @@ ngx_http_api_key_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     zone->quota_lease = 100;
     zone->quota_offline = NGX_CONF_UNSET_UINT;
     zone->rate_scope = AK_RATE_SCOPE_NODE;
+    zone->usage_flush = 10000;
+    zone->amcf = amcf;
 
     for (i = 2; i < cf->args->nelts; i++) {
 
@@ -124,6 +128,29 @@ ngx_http_api_key_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             }
 
             zone->conf.stale_ms = ms;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "usage_flush=", 12) == 0) {
+            if (value[i].len == 15
+                && ngx_strncmp(value[i].data + 12, "off", 3) == 0)
+            {
+                zone->usage_flush = 0;
+                continue;
+            }
+
+            if (ngx_http_api_key_msec_arg(cf, &value[i], 12, &ms) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+
+            if (ms < 100 || ms > 3600000) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"%V\": expected off or 100ms to 1h",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            zone->usage_flush = ms;
             continue;
         }
 
@@ -230,16 +257,50 @@ ngx_http_api_key_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/*
+ * A zone kept across a reload: its label table follows api_key_metrics
+ * labels= (another field starts it afresh); one made without it stays
+ * without until the zone is made anew.
+ */
+
+static void
+ngx_http_api_key_zone_labels(ngx_http_api_key_zone_t *zone,
+    ngx_shm_zone_t *shm_zone)
+{
+    ngx_http_api_key_main_conf_t  *amcf = zone->amcf;
+
+    if (zone->sh->labels == NULL || amcf->metrics_label == 0) {
+        if (amcf->metrics_label) {
+            ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                          "api_key_zone \"%V\": api_key_metrics labels= "
+                          "takes effect when the zone is made anew (a "
+                          "restart, or a new size)", &shm_zone->shm.name);
+        }
+
+        return;
+    }
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    if (ak_labels_kind(zone->sh->labels) != amcf->metrics_label) {
+        ak_labels_reset(zone->sh->labels, (uint32_t) amcf->metrics_label);
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
 static ngx_int_t
 ngx_http_api_key_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
     ngx_http_api_key_zone_t  *ozone = data;
 
-    size_t                     size, len;
-    void                      *block;
-    ngx_slab_pool_t           *shpool;
-    ngx_http_api_key_zone_t   *zone;
-    ngx_http_api_key_shctx_t  *sh;
+    size_t                         size, len;
+    void                          *block;
+    ngx_slab_pool_t               *shpool;
+    ngx_http_api_key_zone_t       *zone;
+    ngx_http_api_key_shctx_t      *sh;
+    ngx_http_api_key_main_conf_t  *amcf;
 
     zone = shm_zone->data;
     shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
@@ -252,6 +313,16 @@ ngx_http_api_key_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         ngx_shmtx_lock(&shpool->mutex);
         ak_cache_set_conf(zone->sh->cache, &zone->conf);
         ngx_shmtx_unlock(&shpool->mutex);
+
+        ngx_http_api_key_zone_labels(zone, shm_zone);
+
+        if (zone->usage_flush && zone->sh->usage == NULL) {
+            ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                          "api_key_zone \"%V\": usage_flush takes effect "
+                          "when the zone is made anew (a restart, or a "
+                          "new size); no usage is counted until then",
+                          &shm_zone->shm.name);
+        }
 
         return NGX_OK;
     }
@@ -281,6 +352,63 @@ ngx_http_api_key_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     ngx_sprintf(shpool->log_ctx, " in api_key_zone \"%V\"%Z",
                 &shm_zone->shm.name);
+
+    /* api_key_metrics labels=: the table of values (before the cache) */
+
+    amcf = zone->amcf;
+
+    if (amcf->metrics_label) {
+        /* one count per status of the metrics page (NONE is none) */
+        size = ak_labels_size((uint32_t) amcf->metrics_label_max,
+                              NGX_HTTP_API_KEY_NSTATUS - 1);
+
+        if (shpool->pfree * ngx_pagesize
+            >= size + ak_cache_min_size() + 2 * ngx_pagesize)
+        {
+            block = ngx_slab_alloc(shpool, size);
+
+            if (block) {
+                sh->labels = ak_labels_create(block, size,
+                                              (uint32_t)
+                                                  amcf->metrics_label_max,
+                                              NGX_HTTP_API_KEY_NSTATUS - 1,
+                                              (uint32_t) amcf->metrics_label);
+            }
+        }
+
+        if (sh->labels == NULL) {
+            ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                          "api_key_zone \"%V\" is too small for "
+                          "api_key_metrics labels=: not counted by label",
+                          &shm_zone->shm.name);
+        }
+    }
+
+    /*
+     * usage_flush: a sixteenth of the zone counts usage between two
+     * flushes (when the cache keeps room for itself)
+     */
+
+    if (zone->usage_flush) {
+        size = ngx_max((shpool->pfree * ngx_pagesize) / 16, ak_usage_size(16));
+
+        if (shpool->pfree * ngx_pagesize
+            >= size + ak_cache_min_size() + 2 * ngx_pagesize)
+        {
+            block = ngx_slab_alloc(shpool, size);
+
+            if (block) {
+                sh->usage = ak_usage_create(block, size);
+            }
+        }
+
+        if (sh->usage == NULL) {
+            ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                          "api_key_zone \"%V\" is too small to count usage "
+                          "as well: usage_flush is off",
+                          &shm_zone->shm.name);
+        }
+    }
 
     /* every page left, in one run, goes to the cache */
 

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: BSD-2-Clause
-# Outcomes: ok, missing, malformed, unknown, expired, revoked, bad_record;
+# Outcomes: ok, missing, malformed, unknown, expired, revoked, disabled,
+# bad_record;
 # the HTTP answer, WWW-Authenticate, the variables (add_header,
 # proxy_set_header, log_format), api_key_realm, error_page to a named
 # location.
@@ -168,13 +169,14 @@ sub no_echo {
 }
 
 # --- expired, revoked ----------------------------------------------------
-for my $c (['expired', 'expired'], ['revoked', 'revoked'],
-           ['disabled', 'revoked']) {
-    my ($which, $status) = @$c;
+for my $c (['expired', 'expired', 401, $INVALID],
+           ['revoked', 'revoked', 401, $INVALID],
+           ['disabled', 'disabled', 403, undef]) {
+    my ($which, $status, $code, $www) = @$c;
     my $res = get('/', xkey($k{$which}));
-    is($res->status, 401, "$which: 401");
+    is($res->status, $code, "$which: $code");
     is($res->header('X-Status'), $status, "$which: status $status");
-    is($res->header('WWW-Authenticate'), $INVALID, "$which: WWW-Authenticate");
+    is($res->header('WWW-Authenticate'), $www, "$which: WWW-Authenticate");
     no_echo($res, $k{$which}, $which);
     unlike($res->body, qr/^echo/, "$which: the upstream was not called");
 }

@@ -151,11 +151,12 @@ sub is_problem {
 
 my $INVALID = 'Bearer realm="api", error="invalid_token"';
 my $now = time;
-my %k = map { $_ => random_key($_) } qw(ok unknown expired revoked badrec ip
+my %k = map { $_ => random_key($_) } qw(ok unknown expired revoked disabled badrec ip
                                         ref scope rate quota down);
 add_key($r, $k{ok}, owner => 'ok', scopes => 'admin');
 add_key($r, $k{expired}, expires_at => $now - 10);
 add_key($r, $k{revoked}, status => 'revoked');
+add_key($r, $k{disabled}, status => 'disabled');
 add_key($r, $k{badrec}, status => 'no-such-status');
 add_key($r, $k{ip}, ips => '10.0.0.0/8');
 add_key($r, $k{ref}, referrers => 'example.com');
@@ -173,6 +174,7 @@ my @cases = (
     ['unknown',         401, xkey($k{unknown}),          $INVALID],
     ['expired',         401, xkey($k{expired}),          $INVALID],
     ['revoked',         401, xkey($k{revoked}),          $INVALID],
+    ['disabled',        403, xkey($k{disabled}),         undef],
     ['bad_record',      401, xkey($k{badrec}),           $INVALID],
     ['ip_denied',       403, xkey($k{ip}),               undef],
     ['referrer_denied', 403, { %{ xkey($k{ref}) }, Referer => 'https://evil.test/x' }, undef],

@@ -9,6 +9,8 @@
 --           between the threads: every request a key never sent before
 --           (a repeat is counted and reported)
 --   flood   a distinct random key per request (unknown to Redis)
+--   verify  POST WRK_BODY ({"key": "..."}) to the URL's path, built once
+--           (api_key_verify)
 --
 -- done() prints one machine-readable line, "WRK key=value ...".
 
@@ -65,6 +67,20 @@ elseif mode == "flood" then
         local key = string.format("flood_%s%06x%012x", salt,
                                   math.random(0, 0xffffff), counter)
         return wrk.format(nil, nil, { ["X-API-Key"] = key })
+    end
+end
+
+if mode == "verify" then
+    local body = os.getenv("WRK_BODY") or "{}"
+    local req
+
+    function init(args)
+        req = wrk.format("POST", nil,
+                         { ["Content-Type"] = "application/json" }, body)
+    end
+
+    function request()
+        return req
     end
 end
 

@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <iostream>
@@ -225,6 +226,22 @@ std::string Context::usage_key(const std::string &hex,
              + quoted(period));
     }
     return name;
+}
+
+
+std::string Context::requests_key(const std::string &hex, int64_t day) const
+{
+    unsigned char hash[AK_HASH_LEN];
+    record_hash(hex, hash);
+    return ak::redis_requests_name(prefix_, hash, day);
+}
+
+
+std::string Context::last_used_key(const std::string &hex) const
+{
+    unsigned char hash[AK_HASH_LEN];
+    record_hash(hex, hash);
+    return ak::redis_last_used_name(prefix_, hash);
 }
 
 
@@ -1241,6 +1258,36 @@ static bool rate_at_once(const Fields &f, uint64_t *at_once, bool *explicit_burs
 }
 
 
+/*
+ * The last use the module's usage flush wrote (unix seconds), -1 when none
+ * (never used since usage_flush was on, or not for 400 days: it expired).
+ */
+static int64_t parse_last_used(const redisReply *r)
+{
+    uint64_t v;
+    if (r == nullptr || r->type != REDIS_REPLY_STRING
+        || !parse_uint(reply_string(r), UINT64_MAX / 2, &v) || v == 0)
+    {
+        return -1;
+    }
+    return static_cast<int64_t>(v);
+}
+
+
+static std::string last_used_text(int64_t t, int64_t now)
+{
+    if (t < 0) {
+        return "never (or not in the last 400 days)";
+    }
+    int64_t ago = now > t ? now - t : 0;
+    std::string rel = ago < 120 ? std::to_string(ago) + "s ago"
+                      : ago < 7200 ? std::to_string(ago / 60) + "m ago"
+                      : ago < 2 * 86400 ? std::to_string(ago / 3600) + "h ago"
+                      : std::to_string(ago / 86400) + "d ago";
+    return iso8601(t) + " (" + rel + ")";
+}
+
+
 int cmd_show(Context &ctx, const Args &args)
 {
     expect_args(args, 1, 1, "KEY or ID");
@@ -1256,6 +1303,8 @@ int cmd_show(Context &ctx, const Args &args)
     Reply lk = r.cmd({"GET", ctx.id_key(id)});
     bool lookup_ok = reply_string(lk.get()) == t.hex;
     std::string problem = record_problem(t.hex, f);
+    Reply lu = r.cmd({"GET", ctx.last_used_key(t.hex)});
+    const int64_t last_used = parse_last_used(lu.get());
 
     if (args.has("json")) {
         std::cout << "{\"id\":" << json_quote(id) << ",\"hash\":"
@@ -1270,13 +1319,16 @@ int cmd_show(Context &ctx, const Args &args)
         if (problem.empty() && rate_at_once(f, &at_once, &explicit_burst)) {
             std::cout << ",\"rate_at_once\":" << at_once;
         }
+        std::cout << ",\"last_used\":"
+                  << (last_used < 0 ? std::string("null")
+                                    : std::to_string(last_used));
         std::cout << "}\n";
         flush_stdout_or_fail("show");
         return kExitOk;
     }
 
     const int64_t now = unix_now();
-    size_t w = 5;
+    size_t w = 9;       /* "last_used" */
     for (const Field &x : f) {
         w = std::max(w, x.first.size());
     }
@@ -1319,6 +1371,8 @@ int cmd_show(Context &ctx, const Args &args)
         line(x.first, v);
     }
 
+    line("last_used", last_used_text(last_used, now));
+
     if (!problem.empty()) {
         line("WARNING", "the module rejects this record (bad_record): "
                         + printable(problem));
@@ -1352,6 +1406,14 @@ int cmd_list(Context &ctx, const Args &args)
                     + ": expected active, revoked or disabled");
     }
 
+    int64_t unused = -1;
+    if (args.has("unused")
+        && (!parse_duration(args.get("unused"), &unused) || unused <= 0))
+    {
+        usage_error("--unused " + quoted(args.get("unused"))
+                    + ": expected a duration such as 90d (s, m, h, d, w)");
+    }
+
     const bool json = args.has("json");
     const int64_t now = unix_now();
     const std::string &prefix = ctx.prefix();
@@ -1369,10 +1431,21 @@ int cmd_list(Context &ctx, const Args &args)
     auto flush = [&]() {
         for (const std::string &name : batch) {
             r.append({"HGETALL", name});
+            if (unused > 0) {
+                r.append({"GET", ctx.last_used_key(name.substr(prefix.size()))});
+            }
         }
 
         for (const std::string &name : batch) {
             Reply rep = r.next();
+            int64_t last_used = -1;
+            if (unused > 0) {
+                Reply lu = r.next();
+                last_used = parse_last_used(lu.get());
+                if (last_used >= 0 && now - last_used < unused) {
+                    continue;       /* used within --unused */
+                }
+            }
             if (reply_is_error(rep.get())) {
                 note("warning: skipping " + quoted(name) + ": "
                      + printable(reply_string(rep.get())));
@@ -1405,7 +1478,14 @@ int cmd_list(Context &ctx, const Args &args)
             if (json) {
                 std::cout << (shown > 1 ? ",\n" : "\n") << "{\"id\":"
                           << json_quote(id) << ",\"hash\":" << json_quote(hex)
-                          << ",\"fields\":" << fields_json(ordered(f)) << "}";
+                          << ",\"fields\":" << fields_json(ordered(f));
+                if (unused > 0) {
+                    std::cout << ",\"last_used\":"
+                              << (last_used < 0
+                                      ? std::string("null")
+                                      : std::to_string(last_used));
+                }
+                std::cout << "}";
                 continue;
             }
 
@@ -1429,7 +1509,12 @@ int cmd_list(Context &ctx, const Args &args)
             std::cout << col(id) << '\t' << status << '\t'
                       << col(field_value(f, "owner")) << '\t'
                       << col(field_value(f, "plan")) << '\t' << exp << '\t'
-                      << hex << '\n';
+                      << hex;
+            if (unused > 0) {
+                std::cout << '\t' << (last_used < 0 ? std::string("never")
+                                                     : iso8601(last_used));
+            }
+            std::cout << '\n';
         }
 
         batch.clear();
@@ -1493,6 +1578,14 @@ int cmd_usage(Context &ctx, const Args &args)
 {
     expect_args(args, 1, 1, "KEY or ID");
 
+    uint64_t ndays = 30;
+    if (args.has("days")
+        && (!parse_uint(args.get("days"), 92, &ndays) || ndays == 0))
+    {
+        usage_error("--days " + quoted(args.get("days"))
+                    + ": expected 1 to 92 (the module keeps 92 days)");
+    }
+
     Target t = resolve_arg(ctx, args);
     Client &r = ctx.redis();
     Fields f = read_record(r, ctx.record_key(t.hex));
@@ -1550,6 +1643,36 @@ int cmd_usage(Context &ctx, const Args &args)
         }
     }
 
+    /* the requests per UTC day and the last use (the module's usage flush),
+     * newest day first, pipelined (one slot: the names share a hash tag) */
+
+    struct Day {
+        int64_t start;
+        uint64_t counts[AK_USAGE_NCLASSES];
+    };
+    std::vector<Day> days;
+    const int64_t today = now - now % 86400;
+
+    for (uint64_t i = 0; i < ndays; i++) {
+        Day d{today - static_cast<int64_t>(i) * 86400, {}};
+        r.append({"HGETALL", ctx.requests_key(t.hex, d.start)});
+        days.push_back(d);
+    }
+    r.append({"GET", ctx.last_used_key(t.hex)});
+
+    for (Day &d : days) {
+        Reply h = r.next();
+        for (const Field &x : reply_to_fields(h.get())) {
+            for (unsigned c = 0; c < AK_USAGE_NCLASSES; c++) {
+                if (x.first == ak_usage_class_name(c)) {
+                    parse_uint(x.second, UINT64_MAX / 2, &d.counts[c]);
+                }
+            }
+        }
+    }
+    Reply lu = r.next();
+    const int64_t last_used = parse_last_used(lu.get());
+
     if (args.has("json")) {
         std::cout << "{\"id\":" << json_quote(id) << ",\"hash\":"
                   << json_quote(t.hex) << ",\"quota\":"
@@ -1567,13 +1690,60 @@ int cmd_usage(Context &ctx, const Args &args)
                       << ":{\"start\":" << wins[i].start << ",\"end\":"
                       << wins[i].end << ",\"used\":" << wins[i].used << "}";
         }
-        std::cout << "}}\n";
+        std::cout << "},\"last_used\":"
+                  << (last_used < 0 ? std::string("null")
+                                    : std::to_string(last_used))
+                  << ",\"requests\":[";
+        for (size_t i = 0; i < days.size(); i++) {
+            std::cout << (i ? "," : "") << "{\"day\":"
+                      << json_quote(iso8601(days[i].start).substr(0, 10))
+                      << ",\"start\":" << days[i].start;
+            for (unsigned c = 0; c < AK_USAGE_NCLASSES; c++) {
+                std::cout << ",\"" << ak_usage_class_name(c) << "\":"
+                          << days[i].counts[c];
+            }
+            std::cout << "}";
+        }
+        std::cout << "]}\n";
         flush_stdout_or_fail("usage");
         return kExitOk;
     }
 
     std::cout << "id         " << printable(id) << '\n'
-              << "hash       " << t.hex << '\n';
+              << "hash       " << t.hex << '\n'
+              << "last used  " << last_used_text(last_used, now) << '\n'
+              << '\n'
+              << "requests per UTC day, last " << ndays
+              << " (written by nginx every usage_flush):\n"
+              << "  day          allowed  denied_status  denied_policy  "
+                 "denied_limit\n";
+
+    uint64_t total[AK_USAGE_NCLASSES] = {};
+    for (const Day &d : days) {
+        char row[128];
+        std::snprintf(row, sizeof(row), "  %s  %7llu  %13llu  %13llu  %12llu\n",
+                      iso8601(d.start).substr(0, 10).c_str(),
+                      static_cast<unsigned long long>(d.counts[0]),
+                      static_cast<unsigned long long>(d.counts[1]),
+                      static_cast<unsigned long long>(d.counts[2]),
+                      static_cast<unsigned long long>(d.counts[3]));
+        std::cout << row;
+        for (unsigned c = 0; c < AK_USAGE_NCLASSES; c++) {
+            total[c] += d.counts[c];
+        }
+    }
+    {
+        char row[128];
+        std::snprintf(row, sizeof(row), "  %-10s  %7llu  %13llu  %13llu  %12llu\n",
+                      "total", static_cast<unsigned long long>(total[0]),
+                      static_cast<unsigned long long>(total[1]),
+                      static_cast<unsigned long long>(total[2]),
+                      static_cast<unsigned long long>(total[3]));
+        std::cout << row << '\n';
+    }
+
+    std::cout << "quota state (counts taken by nginx nodes, leases "
+                 "included; not requests):\n";
 
     if (cur) {
         uint64_t left = cur->used >= limit ? 0 : limit - cur->used;

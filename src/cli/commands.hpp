@@ -53,6 +53,9 @@ public:
     std::string id_key(const std::string &id) const;
     std::string usage_key(const std::string &hex, const std::string &period,
                           int64_t window_start) const;
+    /* the module's usage flush: requests of a UTC day, the last use */
+    std::string requests_key(const std::string &hex, int64_t day) const;
+    std::string last_used_key(const std::string &hex) const;
 
 private:
     RedisUrl url_;

@@ -186,13 +186,16 @@ const CommandInfo kCommands[] = {
 "\n"
 "Shows the key's id, hash and fields; never the key. Warns when the module\n"
 "would reject the record. The rate says how many requests it admits at once\n"
-"(burst + 1; without a burst field, N of N/period). --json prints\n"
-"{\"id\",\"hash\",\"fields\",\"id_lookup\",\"valid\"} (and \"problem\" when\n"
-"not valid, \"rate_at_once\" with a valid rate).\n"},
+"(burst + 1; without a burst field, N of N/period). last_used is the last\n"
+"request nginx saw with the key (api_key_zone usage_flush=, to within that\n"
+"interval; kept 400 days). --json prints\n"
+"{\"id\",\"hash\",\"fields\",\"id_lookup\",\"valid\",\"last_used\"} (and\n"
+"\"problem\" when not valid, \"rate_at_once\" with a valid rate;\n"
+"last_used: unix seconds or null).\n"},
 
-    {"list", cmd_list, "owner status plan page-size", "json",
+    {"list", cmd_list, "owner status plan page-size unused", "json",
 "usage: apikeyctl list [--owner O] [--status S] [--plan P] [--page-size N]\n"
-"                      [--json]\n"
+"                      [--unused DURATION] [--json]\n"
 "\n"
 "Lists every key record ({prefix} + 64 hex digits), each exactly once,\n"
 "with SCAN (never KEYS) and pipelined reads of N records at a time\n"
@@ -200,20 +203,34 @@ const CommandInfo kCommands[] = {
 "the count goes to stderr. --json prints an array of\n"
 "{\"id\":...,\"hash\":...,\"fields\":{...}}.\n"
 "\n"
-"  --status S   active (also when the field is absent), revoked or disabled\n"},
+"  --status S   active (also when the field is absent), revoked or disabled\n"
+"  --unused D   only keys not used for D (90d; s m h d w): no last use\n"
+"               written by nginx in that time (never used, or used before);\n"
+"               adds a LAST_USED column (\"never\": none in 400 days) and\n"
+"               \"last_used\" to --json\n"},
 
-    {"usage", cmd_usage, "", "json",
-"usage: apikeyctl usage KEY|ID|HASH|- [--json]\n"
+    {"usage", cmd_usage, "days", "json",
+"usage: apikeyctl usage KEY|ID|HASH|- [--days N] [--json]\n"
 "\n"
-"Shows the key's quota, the counter of the current window, what remains,\n"
-"and the counters of the current hour, day and month (UTC), read from\n"
+"Shows the key's last use and its requests per UTC day for the last N days\n"
+"(default 30, at most 92), by class: allowed, denied_status (expired,\n"
+"revoked, disabled), denied_policy (ip, referrer, scope), denied_limit\n"
+"(rate, quota), as nginx wrote them (api_key_zone usage_flush=; today's\n"
+"lag by up to that interval), read from\n"
+"{prefix}usage:{{prefix}{hash}}:requests:{day_start} and :last_used.\n"
+"\n"
+"Then, apart, the quota state: the key's quota, the counter of the current\n"
+"window, what remains, and the counters of the current hour, day and month\n"
+"(UTC), read from\n"
 "{prefix}usage:{{prefix}{hash}}:{hour|day|month}:{window_start}.\n"
-"\n"
-"The counters hold what nginx nodes have taken from the quota: counts leased\n"
-"to a node (api_key_zone quota_lease=) and not used yet are included.\n"
+"These counters hold what nginx nodes have taken from the quota: counts\n"
+"leased to a node (api_key_zone quota_lease=) and not used yet are\n"
+"included, so they are not request counts.\n"
 "--json: {\"id\",\"hash\",\"quota\",\"limit\",\"period\",\"used\",\"remaining\",\n"
 "\"window_start\",\"window_end\",\"windows\":{\"hour\"|\"day\"|\"month\":\n"
-"{\"start\",\"end\",\"used\"}}} (limit..window_end only with a quota).\n"},
+"{\"start\",\"end\",\"used\"}},\"last_used\",\"requests\":[{\"day\",\"start\",\n"
+"\"allowed\",\"denied_status\",\"denied_policy\",\"denied_limit\"}]}\n"
+"(limit..window_end only with a quota; last_used unix seconds or null).\n"},
 
     {"delete", cmd_delete, "", "json",
 "usage: apikeyctl delete KEY|ID|HASH|- [--json]\n"

@@ -267,6 +267,18 @@ int ak_redis_prefix_check(const char *prefix, size_t prefix_len) AK_NOEXCEPT;
 size_t ak_redis_name_record(const char *prefix, size_t prefix_len,
     const unsigned char hash[AK_HASH_LEN], char *buf, size_t cap) AK_NOEXCEPT;
 
+/*
+ * Names of the whole prefix, not of one key (no hash tag: one Redis key
+ * each, in one slot of a cluster):
+ *   {prefix}meta    the marker of the hash mode (a hash: "hash", "check";
+ *                   see README "Redis records")
+ */
+size_t ak_redis_name_marker(const char *prefix, size_t prefix_len, char *buf,
+    size_t cap) AK_NOEXCEPT;
+
+/* The text whose hash (under api_key_hash) is the marker's "check" field */
+#define AK_MARKER_LABEL  "ngx_http_api_key_module hash check v1"
+
 size_t ak_redis_name_id(const char *prefix, size_t prefix_len,
     const char *id, size_t id_len, char *buf, size_t cap) AK_NOEXCEPT;
 
@@ -303,6 +315,27 @@ size_t ak_redis_pattern_keyspace(int64_t db, const char *prefix,
 
 uint16_t ak_redis_crc16(const char *data, size_t len) AK_NOEXCEPT;
 unsigned ak_redis_slot(const char *key, size_t len) AK_NOEXCEPT;
+
+/*
+ * Request counts and last use (usage.cpp, written by the module's usage
+ * flush): per key, with the record's whole name as a Redis Cluster hash
+ * tag, so that both names of a key live in its record's slot:
+ *
+ *   {prefix}usage:{{prefix}{hex}}:requests:{day}   a hash: requests of the
+ *                                                  UTC day starting at unix
+ *                                                  time day, by class
+ *   {prefix}usage:{{prefix}{hex}}:last_used        unix seconds (a string)
+ *
+ * As the builders above; at most 2 * prefix_len + AK_REDIS_TAGGED_FIXED.
+ */
+#define AK_REDIS_TAGGED_FIXED  128  /* "usage:{" hex "}:requests:" int64 */
+#define AK_REDIS_TAGGED_MAX    (2 * AK_REDIS_PREFIX_MAX + AK_REDIS_TAGGED_FIXED)
+
+size_t ak_redis_name_requests(const char *prefix, size_t prefix_len,
+    const unsigned char hash[AK_HASH_LEN], int64_t day, char *buf,
+    size_t cap) AK_NOEXCEPT;
+size_t ak_redis_name_last_used(const char *prefix, size_t prefix_len,
+    const unsigned char hash[AK_HASH_LEN], char *buf, size_t cap) AK_NOEXCEPT;
 
 /*
  * The hash of a record's name: 0 when name is prefix followed by exactly
@@ -864,6 +897,44 @@ void ak_cache_get_stats(const ak_cache_t *c, ak_cache_stats_t *st) AK_NOEXCEPT;
 /* ------------------------------------------------------------------ */
 /* The metrics page (metrics.cpp)                                      */
 
+/*
+ * Requests by a record field (api_key_metrics labels=plan|owner): per zone
+ * a table of at most max distinct values (each up to AK_LABEL_VALUE_MAX
+ * bytes), requests of any other value counted under the value "other".
+ * Entries are never removed (values never move: the page may point at
+ * them); in shared memory, under the zone lock.
+ */
+#define AK_LABEL_VALUE_MAX   64
+#define AK_LABEL_MAX_VALUES  1000
+
+typedef struct ak_labels_s  ak_labels_t;
+
+size_t ak_labels_size(uint32_t max, uint32_t nstatus) AK_NOEXCEPT;
+/* NULL when size is too small or max/nstatus are 0 or too large */
+ak_labels_t *ak_labels_create(void *mem, size_t size, uint32_t max,
+    uint32_t nstatus, uint32_t kind) AK_NOEXCEPT;
+uint32_t ak_labels_capacity(const ak_labels_t *l) AK_NOEXCEPT;
+/* what it counts (the caller's code: plan, owner); a change resets it */
+uint32_t ak_labels_kind(const ak_labels_t *l) AK_NOEXCEPT;
+void ak_labels_reset(ak_labels_t *l, uint32_t kind) AK_NOEXCEPT;
+
+/*
+ * One request of status (< nstatus) for value: counted under value while
+ * fewer than limit (<= capacity) values are known or value is one of
+ * them, else under "other" (also a value longer than AK_LABEL_VALUE_MAX).
+ * hot: no allocation.
+ */
+void ak_labels_count(ak_labels_t *l, const char *value, size_t len,
+    uint32_t status, uint32_t limit) AK_NOEXCEPT;
+
+/*
+ * For the page: the n values known (n <= cap - 1), then "other", into
+ * values[0 .. n], and their counts into counts[(n + 1) * nstatus] (row by
+ * value).  Returns n + 1.  The values point into the table.
+ */
+uint32_t ak_labels_snapshot(const ak_labels_t *l, ak_str_t *values,
+    uint64_t *counts, uint32_t cap) AK_NOEXCEPT;
+
 /* One zone's counters, as the glue read them (a snapshot). */
 typedef struct {
     ak_str_t           name;            /* the zone's name (any bytes) */
@@ -875,6 +946,13 @@ typedef struct {
     uint64_t           latency_count;
     uint64_t           redis_errors;
     uint64_t           redis_timeouts;
+    uint64_t           usage_flushes;   /* usage_flush: flushes by this node */
+    uint64_t           usage_writes;    /* per-key writes sent */
+    uint64_t           usage_errors;    /* writes failed or unanswered */
+    uint64_t           usage_dropped;   /* requests not counted (full) */
+    uint32_t           nlabels;         /* labels=: values, "other" last */
+    const ak_str_t    *label_values;
+    const uint64_t    *label_counts;    /* nlabels rows of nstatus */
 } ak_metrics_zone_t;
 
 typedef struct {
@@ -898,6 +976,9 @@ typedef struct {
     uint64_t           failover_errors; /* READONLY, LOADING, MASTERDOWN */
     uint64_t           master_switches; /* Sentinel: the master moved */
     uint64_t           master_queries;  /* Sentinel: questions asked */
+    const char        *label_name;      /* "plan", "owner" or NULL: the
+                                           family api_key_requests_by_
+                                           {label_name}_total */
 } ak_metrics_t;
 
 /*
@@ -910,6 +991,84 @@ typedef struct {
  */
 size_t ak_metrics_page(const ak_metrics_t *m, char *out, size_t cap)
     AK_NOEXCEPT;
+
+/* ------------------------------------------------------------------ */
+/* api_key_verify: the request body {"key": "..."} (json.cpp)          */
+
+#define AK_VERIFY_KEY           0   /* the "key" member, decoded */
+#define AK_VERIFY_NO_KEY        1   /* a JSON object without "key" */
+#define AK_VERIFY_KEY_TOO_LONG  2   /* "key" longer than cap */
+#define AK_VERIFY_BAD_KEY       3   /* "key" not a string, or twice */
+#define AK_VERIFY_BAD_JSON      4   /* not one JSON object (RFC 8259) */
+
+/*
+ * The top-level "key" string of the JSON object in body, decoded into
+ * out[0 .. *out_len) (at most cap bytes; nothing else is kept).  Strict:
+ * one object, nothing after it but white space, nesting up to 32 levels.
+ * hot: no allocation.
+ */
+int ak_verify_body_key(const unsigned char *body, size_t len, char *out,
+    size_t cap, size_t *out_len) AK_NOEXCEPT;
+
+/* ------------------------------------------------------------------ */
+/* Usage: requests per key and UTC day between two flushes (usage.cpp) */
+
+/*
+ * A table in shared memory (the zone's; the glue holds the zone lock for
+ * ak_usage_add and ak_usage_swap) of two halves: requests are counted in
+ * the active one; a flush swaps them and reads the retired half without
+ * the lock (nothing writes there until it is cleared), then clears it.
+ * Per (key, UTC day) one item: the counts by class and the last use.
+ */
+
+#define AK_USAGE_ALLOWED         0  /* ok */
+#define AK_USAGE_DENIED_STATUS   1  /* expired, revoked, disabled */
+#define AK_USAGE_DENIED_POLICY   2  /* ip, referrer, scope */
+#define AK_USAGE_DENIED_LIMIT    3  /* rate_limited, quota_exceeded */
+#define AK_USAGE_NCLASSES        4
+
+/* the Redis hash field of each class */
+const char *ak_usage_class_name(unsigned cls) AK_NOEXCEPT;
+
+typedef struct {
+    unsigned char  hash[AK_HASH_LEN];
+    int64_t        day;         /* 00:00 UTC, unix seconds; 0: empty slot */
+    int64_t        last_used;   /* unix seconds */
+    uint32_t       counts[AK_USAGE_NCLASSES];
+} ak_usage_item_t;
+
+typedef struct ak_usage_s  ak_usage_t;
+
+/* the bytes a table of slots items per half takes */
+size_t ak_usage_size(uint32_t slots) AK_NOEXCEPT;
+
+/* a table in mem (zeroed here), its halves as large as size allows; NULL
+ * when size holds fewer than 8 items per half */
+ak_usage_t *ak_usage_create(void *mem, size_t size) AK_NOEXCEPT;
+
+uint32_t ak_usage_slots(const ak_usage_t *u) AK_NOEXCEPT;
+
+/*
+ * Counts a request of the key at now (unix seconds) in class cls.  0, or
+ * -1 when the active half is full (3/4 of its slots in use; the request is
+ * counted in ak_usage_dropped) or an argument is invalid.  hot
+ */
+int ak_usage_add(ak_usage_t *u, const unsigned char hash[AK_HASH_LEN],
+    int64_t now, unsigned cls) AK_NOEXCEPT;
+
+/* merges an item (counts and last use) into the active half: 0 or -1 */
+int ak_usage_merge(ak_usage_t *u, const ak_usage_item_t *item) AK_NOEXCEPT;
+
+/*
+ * The flush: when the retired half was cleared, the halves swap and the
+ * new retired half is returned (*n: its slots, empty ones have day 0);
+ * NULL when the last one is still being read, or nothing was counted
+ * (then nothing swaps).  ak_usage_clear then empties the retired half.
+ */
+ak_usage_item_t *ak_usage_swap(ak_usage_t *u, uint32_t *n) AK_NOEXCEPT;
+void ak_usage_clear(ak_usage_t *u) AK_NOEXCEPT;
+
+uint64_t ak_usage_dropped(const ak_usage_t *u) AK_NOEXCEPT;
 
 #ifdef __cplusplus
 }

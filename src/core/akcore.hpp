@@ -127,6 +127,14 @@ std::string redis_rate_name(std::string_view prefix,
 /* true when prefix may be used: no '{' or '}' (ak_redis_prefix_check) */
 bool redis_prefix_valid(std::string_view prefix) noexcept;
 
+/* {prefix}usage:{{prefix}{hex}}:requests:{day} (requests of a UTC day) */
+std::string redis_requests_name(std::string_view prefix,
+    const unsigned char hash[AK_HASH_LEN], int64_t day);
+
+/* {prefix}usage:{{prefix}{hex}}:last_used (unix seconds) */
+std::string redis_last_used_name(std::string_view prefix,
+    const unsigned char hash[AK_HASH_LEN]);
+
 /* SCAN MATCH pattern of every name under prefix: the prefix, glob
  * characters escaped, then "*" */
 std::string redis_records_pattern(std::string_view prefix);

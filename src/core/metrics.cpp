@@ -15,6 +15,7 @@
 
 #include "ak_core.h"
 
+#include <cstdio>
 #include <cstring>
 
 namespace {
@@ -350,6 +351,69 @@ ak_metrics_page(const ak_metrics_t *m, char *out, size_t cap) noexcept
         w.sample("api_key_redis_errors_total", &z[i].name, "kind", "timeout");
         w.u64(z[i].redis_timeouts);
         w.put("\n");
+    }
+
+    /* labels=: requests by plan or owner, the values capped */
+    if (m->label_name && std::strlen(m->label_name) <= 16) {
+        char fam[64];
+        std::snprintf(fam, sizeof(fam), "api_key_requests_by_%s_total",
+                      m->label_name);
+        w.family(fam, "Requests of keys with a record, by the record's "
+                 "field (at most the configured number of values; the rest "
+                 "as \"other\") and outcome.", "counter");
+
+        for (size_t i = 0; i < nz; i++) {
+            for (uint32_t v = 0; v < z[i].nlabels; v++) {
+                for (size_t j = 0; j < m->nstatus; j++) {
+                    uint64_t c = z[i].label_counts[v * m->nstatus + j];
+                    if (c == 0) {
+                        continue;
+                    }
+                    w.put(fam);
+                    w.put("{zone=\"");
+                    w.label(z[i].name);
+                    w.put("\",");
+                    w.put(m->label_name);
+                    w.put("=\"");
+                    w.label(z[i].label_values[v]);
+                    w.put("\",status=\"");
+                    w.label(m->status_names[j]);
+                    w.put("\"} ");
+                    w.u64(c);
+                    w.put("\n");
+                }
+            }
+        }
+    }
+
+    /* the usage flush (usage.cpp, api_key_zone usage_flush=) */
+    struct ZoneFamily {
+        const char                 *name;
+        const char                 *help;
+        uint64_t ak_metrics_zone_t::*value;
+    };
+    const ZoneFamily usage_families[] = {
+        {"api_key_usage_flushes_total",
+         "Usage flushes this node ran.", &ak_metrics_zone_t::usage_flushes},
+        {"api_key_usage_writes_total",
+         "Per-key usage writes sent to Redis (one per key and day and "
+         "flush).", &ak_metrics_zone_t::usage_writes},
+        {"api_key_usage_write_errors_total",
+         "Usage writes that failed or got no answer.",
+         &ak_metrics_zone_t::usage_errors},
+        {"api_key_usage_dropped_total",
+         "Requests not counted in the usage: the table was full.",
+         &ak_metrics_zone_t::usage_dropped},
+    };
+
+    for (const ZoneFamily &f : usage_families) {
+        w.family(f.name, f.help, "counter");
+        for (size_t i = 0; i < nz; i++) {
+            w.sample(f.name, &z[i].name, nullptr,
+                     static_cast<const ak_str_t *>(nullptr));
+            w.u64(z[i].*f.value);
+            w.put("\n");
+        }
     }
 
     if (nz == 0) {

@@ -259,6 +259,56 @@ ak_redis_name_rate(const char *prefix, size_t prefix_len,
 }
 
 
+/* {prefix}usage:{{prefix}{hex}}:tail: the record's name as hash tag */
+static size_t
+tagged_name(const char *prefix, size_t prefix_len,
+    const unsigned char hash[AK_HASH_LEN], const char *tail, size_t tail_len,
+    char *buf, size_t cap) noexcept
+{
+    if (hash == nullptr) {
+        return 0;
+    }
+
+    char hex[AK_HASH_HEX_LEN];
+    ak_hex_encode(hash, AK_HASH_LEN, hex);
+
+    const Part parts[] = {
+        { prefix, prefix_len },
+        { "usage:{", 7 },
+        { prefix, prefix_len },
+        { hex, sizeof(hex) },
+        { "}:", 2 },
+        { tail, tail_len },
+    };
+
+    return concat(parts, 6, buf, cap);
+}
+
+
+extern "C" size_t
+ak_redis_name_requests(const char *prefix, size_t prefix_len,
+    const unsigned char hash[AK_HASH_LEN], int64_t day, char *buf,
+    size_t cap) noexcept
+{
+    char tail[9 + 20];
+    char num[20];
+    size_t n = format_int(day, num);
+
+    std::memcpy(tail, "requests:", 9);
+    std::memcpy(tail + 9, num, n);
+
+    return tagged_name(prefix, prefix_len, hash, tail, 9 + n, buf, cap);
+}
+
+
+extern "C" size_t
+ak_redis_name_last_used(const char *prefix, size_t prefix_len,
+    const unsigned char hash[AK_HASH_LEN], char *buf, size_t cap) noexcept
+{
+    return tagged_name(prefix, prefix_len, hash, "last_used", 9, buf, cap);
+}
+
+
 extern "C" size_t
 ak_redis_name_keyspace(int64_t db, const char *prefix, size_t prefix_len,
     char *buf, size_t cap) noexcept
@@ -314,6 +364,19 @@ ak_redis_name_parse_record(const char *prefix, size_t prefix_len,
     }
 
     return ak_hex_decode_hash(hex, AK_HASH_HEX_LEN, hash);
+}
+
+
+extern "C" size_t
+ak_redis_name_marker(const char *prefix, size_t prefix_len, char *buf,
+    size_t cap) noexcept
+{
+    const Part parts[] = {
+        { prefix, prefix_len },
+        { "meta", 4 },
+    };
+
+    return concat(parts, 2, buf, cap);
 }
 
 
@@ -379,6 +442,28 @@ std::string redis_rate_name(std::string_view prefix,
 bool redis_prefix_valid(std::string_view prefix) noexcept
 {
     return ak_redis_prefix_check(prefix.data(), prefix.size()) == 0;
+}
+
+
+std::string redis_requests_name(std::string_view prefix,
+    const unsigned char hash[AK_HASH_LEN], int64_t day)
+{
+    return build_name(prefix, prefix.size() + AK_REDIS_TAGGED_FIXED,
+                      [&](char *buf, size_t cap) {
+        return ak_redis_name_requests(prefix.data(), prefix.size(), hash, day,
+                                      buf, cap);
+    });
+}
+
+
+std::string redis_last_used_name(std::string_view prefix,
+    const unsigned char hash[AK_HASH_LEN])
+{
+    return build_name(prefix, prefix.size() + AK_REDIS_TAGGED_FIXED,
+                      [&](char *buf, size_t cap) {
+        return ak_redis_name_last_used(prefix.data(), prefix.size(), hash, buf,
+                                       cap);
+    });
 }
 
 

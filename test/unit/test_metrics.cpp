@@ -164,13 +164,29 @@ TEST(Metrics, ZonesShareFamilies)
     EXPECT_EQ(count(t, "{zone=\"a\""), count(t, "{zone=\"c\""));
 }
 
+TEST(Metrics, UsageFamilies)
+{
+    Page p({"keys"});
+    std::string t = p.text();
+
+    for (const char *f : {"api_key_usage_flushes_total",
+                          "api_key_usage_writes_total",
+                          "api_key_usage_write_errors_total",
+                          "api_key_usage_dropped_total"}) {
+        EXPECT_NE(t.find(std::string("# TYPE ") + f + " counter\n"),
+                  std::string::npos) << f;
+        EXPECT_NE(t.find(std::string(f) + "{zone=\"keys\"} 0\n"),
+                  std::string::npos) << f;
+    }
+}
+
 TEST(Metrics, NoZones)
 {
     Page p({});
     std::string t = p.text();
 
     /* the families without samples, and no node-wide part */
-    EXPECT_EQ(count(t, "# HELP "), 8u);
+    EXPECT_EQ(count(t, "# HELP "), 12u);
     EXPECT_EQ(t.find("api_key_events_total"), std::string::npos);
     EXPECT_EQ(t.find("{"), std::string::npos);
 }

@@ -1,0 +1,486 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+
+/*
+ * ngx_http_api_key_module: per-key usage, last use and requests per UTC day
+ * by outcome class (api_key_zone usage_flush=).
+ *
+ * A request's outcome is counted in the zone's usage table (the core's
+ * usage.cpp), in shared memory, under the zone lock: no Redis on the
+ * request's path.  Every worker runs a timer; the first one whose timer
+ * fires after the zone's next flush time swaps the table's halves (under
+ * the lock, so the node writes each key at most once per usage_flush) and
+ * writes the retired half: one EVALSHA per key and day, pipelined on its
+ * command connection, after one SCRIPT LOAD of the flush, at most a quarter
+ * of max_pending at a time (the rest as answers come back), so that record
+ * reads always have room.  What cannot be sent (the connection went) goes
+ * back into the active half, for the next flush.  While Redis is not
+ * connected nothing is swapped: the counts wait in the zone.
+ *
+ * The script adds the counts to {prefix}usage:{{prefix}{hex}}:requests:{day}
+ * (a hash, expiring NGX_HTTP_API_KEY_USAGE_DAYS after the day) and raises
+ * {prefix}usage:{{prefix}{hex}}:last_used (unix seconds, expiring
+ * NGX_HTTP_API_KEY_LAST_USED_DAYS after the last use); the record's hash is
+ * never written (a write there would drop every node's cached copy through
+ * keyspace events).
+ */
+
+
+#include "ngx_http_api_key.h"
+
+#include <ngx_sha1.h>
+
+
+#define NGX_HTTP_API_KEY_USAGE_DAYS       92    /* requests:{day} kept */
+#define NGX_HTTP_API_KEY_LAST_USED_DAYS   400   /* last_used kept */
+
+
+/*
+ * KEYS[1] requests:{day}, KEYS[2] last_used; ARGV: the day hash's expiry
+ * (unix time), the last use, last_used's expiry, then pairs of class and
+ * count.  last_used only grows (nodes flush in any order).
+ */
+
+static char  ngx_http_api_key_usage_script[] =
+    "for i = 4, #ARGV - 1, 2 do "
+    "redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end "
+    "redis.call('EXPIREAT', KEYS[1], ARGV[1]) "
+    "local last = tonumber(redis.call('GET', KEYS[2]) or 0) or 0 "
+    "if last < tonumber(ARGV[2]) then "
+    "redis.call('SET', KEYS[2], ARGV[2]) end "
+    "redis.call('EXPIREAT', KEYS[2], ARGV[3]) "
+    "return 1";
+
+
+typedef struct {
+    ngx_http_api_key_zone_t    *zone;       /* the zone being written */
+    ak_usage_item_t            *items;      /* its retired half */
+    uint32_t                    n;
+    uint32_t                    next;       /* the next slot to send */
+    ngx_uint_t                  inflight;   /* writes not answered yet */
+} ngx_http_api_key_usage_drain_t;
+
+
+static void ngx_http_api_key_usage_tick(ngx_event_t *ev);
+static void ngx_http_api_key_usage_start(ngx_http_api_key_zone_t *zone);
+static void ngx_http_api_key_usage_send_more(void);
+static ngx_int_t ngx_http_api_key_usage_send(ngx_http_api_key_zone_t *zone,
+    ak_usage_item_t *it);
+static void ngx_http_api_key_usage_reply(ngx_http_api_key_reply_t *reply,
+    void *data);
+static void ngx_http_api_key_usage_finish(void);
+
+
+static ngx_event_t                     ngx_http_api_key_usage_timer;
+static ngx_http_api_key_main_conf_t   *ngx_http_api_key_usage_amcf;
+static ngx_msec_t                      ngx_http_api_key_usage_every;
+static ngx_http_api_key_usage_drain_t  ngx_http_api_key_usage_drain;
+static u_char                          ngx_http_api_key_usage_sha[40];
+static ngx_uint_t                      ngx_http_api_key_usage_failures;
+
+/* the timer's data: debug lines name an event's connection (its fd) */
+static ngx_connection_t                ngx_http_api_key_usage_dummy;
+
+
+/* the request's outcome, counted for its key (the handler, decided) */
+
+void
+ngx_http_api_key_usage_count(ngx_http_api_key_zone_t *zone, u_char *hash,
+    ngx_http_api_key_status_e status)
+{
+    unsigned  cls;
+
+    if (zone->usage_flush == 0 || zone->sh->usage == NULL) {
+        return;
+    }
+
+    switch (status) {
+
+    case NGX_HTTP_API_KEY_OK:
+        cls = AK_USAGE_ALLOWED;
+        break;
+
+    case NGX_HTTP_API_KEY_EXPIRED:
+    case NGX_HTTP_API_KEY_REVOKED:
+    case NGX_HTTP_API_KEY_DISABLED:
+        cls = AK_USAGE_DENIED_STATUS;
+        break;
+
+    case NGX_HTTP_API_KEY_IP_DENIED:
+    case NGX_HTTP_API_KEY_REFERRER_DENIED:
+    case NGX_HTTP_API_KEY_SCOPE_DENIED:
+        cls = AK_USAGE_DENIED_POLICY;
+        break;
+
+    case NGX_HTTP_API_KEY_RATE_LIMITED:
+    case NGX_HTTP_API_KEY_QUOTA_EXCEEDED:
+        cls = AK_USAGE_DENIED_LIMIT;
+        break;
+
+    default:
+        /* no record known: missing, malformed, unknown, unchecked... */
+        return;
+    }
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+    (void) ak_usage_add(zone->sh->usage, hash, (int64_t) ngx_time(), cls);
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+void
+ngx_http_api_key_usage_init_worker(ngx_cycle_t *cycle,
+    ngx_http_api_key_main_conf_t *amcf)
+{
+    u_char                     digest[20];
+    ngx_sha1_t                 sha1;
+    ngx_uint_t                 i;
+    ngx_http_api_key_zone_t  **zp;
+
+    ngx_http_api_key_usage_amcf = amcf;
+    ngx_http_api_key_usage_every = 0;
+    ngx_memzero(&ngx_http_api_key_usage_drain,
+                sizeof(ngx_http_api_key_usage_drain_t));
+    ngx_http_api_key_usage_failures = 0;
+
+    zp = amcf->zones.elts;
+
+    for (i = 0; i < amcf->zones.nelts; i++) {
+        if (zp[i]->usage_flush && zp[i]->sh->usage
+            && (ngx_http_api_key_usage_every == 0
+                || zp[i]->usage_flush < ngx_http_api_key_usage_every))
+        {
+            ngx_http_api_key_usage_every = zp[i]->usage_flush;
+        }
+    }
+
+    if (ngx_http_api_key_usage_every == 0) {
+        return;
+    }
+
+    ngx_sha1_init(&sha1);
+    ngx_sha1_update(&sha1, ngx_http_api_key_usage_script,
+                    sizeof(ngx_http_api_key_usage_script) - 1);
+    ngx_sha1_final(digest, &sha1);
+    ngx_hex_dump(ngx_http_api_key_usage_sha, digest, sizeof(digest));
+
+    ngx_memzero(&ngx_http_api_key_usage_timer, sizeof(ngx_event_t));
+    ngx_http_api_key_usage_dummy.fd = (ngx_socket_t) -1;
+    ngx_http_api_key_usage_timer.handler = ngx_http_api_key_usage_tick;
+    ngx_http_api_key_usage_timer.data = &ngx_http_api_key_usage_dummy;
+    ngx_http_api_key_usage_timer.log = cycle->log;
+    ngx_http_api_key_usage_timer.cancelable = 1;
+
+    ngx_add_timer(&ngx_http_api_key_usage_timer,
+                  ngx_http_api_key_usage_every);
+}
+
+
+/*
+ * The worker's timer: the zones whose flush is due (the first worker to
+ * see it takes it) and that counted something are written.
+ */
+
+static void
+ngx_http_api_key_usage_tick(ngx_event_t *ev)
+{
+    ngx_uint_t                 i;
+    ngx_http_api_key_zone_t  **zp, *zone;
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    ngx_add_timer(ev, ngx_http_api_key_usage_every);
+
+    if (ngx_http_api_key_usage_drain.items || !ngx_http_api_key_redis_ready())
+    {
+        /* still writing the last flush, or Redis is not there: later */
+        return;
+    }
+
+    zp = ngx_http_api_key_usage_amcf->zones.elts;
+
+    for (i = 0; i < ngx_http_api_key_usage_amcf->zones.nelts; i++) {
+        zone = zp[i];
+
+        if (zone->usage_flush && zone->sh->usage) {
+            ngx_http_api_key_usage_start(zone);
+
+            if (ngx_http_api_key_usage_drain.items) {
+                /* one zone at a time; the others at the next tick */
+                return;
+            }
+        }
+    }
+}
+
+
+static void
+ngx_http_api_key_usage_start(ngx_http_api_key_zone_t *zone)
+{
+    uint32_t                    n;
+    ngx_msec_t                  now;
+    const char                 *argv[3];
+    size_t                      argvlen[3];
+    ak_usage_item_t            *items;
+    ngx_http_api_key_shctx_t   *sh;
+
+    sh = zone->sh;
+    now = ngx_current_msec;
+    items = NULL;
+    n = 0;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    /* the clock all workers share (monotonic): due for the node? */
+
+    if ((ngx_msec_int_t) (now - sh->usage_next) >= 0 || sh->usage_next == 0) {
+        items = ak_usage_swap(sh->usage, &n);
+
+        if (items) {
+            sh->usage_next = now + zone->usage_flush;
+        }
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    if (items == NULL) {
+        return;
+    }
+
+    (void) ngx_atomic_fetch_add(&sh->usage_flushes, 1);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_http_api_key_usage_timer.log, 0,
+                   "api_key: usage flush of zone \"%V\" (%uD slots)",
+                   &zone->name, n);
+
+    ngx_http_api_key_usage_drain.zone = zone;
+    ngx_http_api_key_usage_drain.items = items;
+    ngx_http_api_key_usage_drain.n = n;
+    ngx_http_api_key_usage_drain.next = 0;
+    ngx_http_api_key_usage_drain.inflight = 0;
+
+    /* the script, before the writes on the same connection (in order) */
+
+    argv[0] = "SCRIPT";
+    argvlen[0] = 6;
+    argv[1] = "LOAD";
+    argvlen[1] = 4;
+    argv[2] = ngx_http_api_key_usage_script;
+    argvlen[2] = sizeof(ngx_http_api_key_usage_script) - 1;
+
+    (void) ngx_http_api_key_redis_command(NULL, NULL, 3, argv, argvlen);
+
+    ngx_http_api_key_usage_send_more();
+}
+
+
+/*
+ * Sends what is left of the retired half, keeping at most a quarter of
+ * max_pending in flight; when everything is sent (or cannot be: the
+ * connection went), the rest goes back and the half is cleared.
+ */
+
+static void
+ngx_http_api_key_usage_send_more(void)
+{
+    ngx_uint_t                       budget;
+    ak_usage_item_t                 *it;
+    ngx_http_api_key_redis_conf_t   *conf;
+    ngx_http_api_key_usage_drain_t  *d = &ngx_http_api_key_usage_drain;
+
+    conf = ngx_http_api_key_redis_conf();
+    budget = ngx_max(conf->max_pending / 4, 1);
+
+    while (d->next < d->n && d->inflight < budget) {
+        it = &d->items[d->next];
+
+        if (it->day == 0) {
+            d->next++;
+            continue;
+        }
+
+        if (ngx_http_api_key_usage_send(d->zone, it) != NGX_OK) {
+            break;
+        }
+
+        d->next++;
+        d->inflight++;
+    }
+
+    if (d->next < d->n && d->inflight == 0) {
+        /* nothing in flight and nothing can be sent: give the rest back */
+        ngx_http_api_key_usage_finish();
+        return;
+    }
+
+    if (d->next >= d->n && d->inflight == 0) {
+        ngx_http_api_key_usage_finish();
+    }
+}
+
+
+static ngx_int_t
+ngx_http_api_key_usage_send(ngx_http_api_key_zone_t *zone, ak_usage_item_t *it)
+{
+    int                              argc;
+    size_t                           len[2];
+    int64_t                          now;
+    unsigned                         c;
+    const char                      *argv[7 + 2 * AK_USAGE_NCLASSES];
+    size_t                           argvlen[7 + 2 * AK_USAGE_NCLASSES];
+    u_char                          *p;
+    ngx_http_api_key_redis_conf_t   *conf;
+    static u_char                    names[2][AK_REDIS_TAGGED_MAX];
+    static u_char                    nums[3 + AK_USAGE_NCLASSES]
+                                         [NGX_INT64_LEN];
+
+    conf = ngx_http_api_key_redis_conf();
+    now = (int64_t) ngx_time();
+
+    len[0] = ak_redis_name_requests((const char *) conf->prefix.data,
+                                    conf->prefix.len, it->hash, it->day,
+                                    (char *) names[0], sizeof(names[0]));
+    len[1] = ak_redis_name_last_used((const char *) conf->prefix.data,
+                                     conf->prefix.len, it->hash,
+                                     (char *) names[1], sizeof(names[1]));
+
+    if (len[0] == 0 || len[1] == 0) {
+        return NGX_ERROR;
+    }
+
+    argv[0] = "EVALSHA";
+    argvlen[0] = 7;
+    argv[1] = (const char *) ngx_http_api_key_usage_sha;
+    argvlen[1] = sizeof(ngx_http_api_key_usage_sha);
+    argv[2] = "2";
+    argvlen[2] = 1;
+    argv[3] = (const char *) names[0];
+    argvlen[3] = len[0];
+    argv[4] = (const char *) names[1];
+    argvlen[4] = len[1];
+
+    p = nums[0];
+    argv[5] = (const char *) p;
+    argvlen[5] = ngx_sprintf(p, "%L",
+                             it->day + (NGX_HTTP_API_KEY_USAGE_DAYS + 1)
+                                       * 86400)
+                 - p;
+
+    p = nums[1];
+    argv[6] = (const char *) p;
+    argvlen[6] = ngx_sprintf(p, "%L", it->last_used) - p;
+
+    p = nums[2];
+    argv[7] = (const char *) p;
+    argvlen[7] = ngx_sprintf(p, "%L",
+                             ngx_max(now, it->last_used)
+                             + NGX_HTTP_API_KEY_LAST_USED_DAYS * 86400)
+                 - p;
+
+    argc = 8;
+
+    for (c = 0; c < AK_USAGE_NCLASSES; c++) {
+        if (it->counts[c] == 0) {
+            continue;
+        }
+
+        argv[argc] = ak_usage_class_name(c);
+        argvlen[argc] = ngx_strlen(argv[argc]);
+        argc++;
+
+        p = nums[3 + c];
+        argv[argc] = (const char *) p;
+        argvlen[argc] = ngx_sprintf(p, "%uD", it->counts[c]) - p;
+        argc++;
+    }
+
+    /* the arguments are encoded at once: the buffers may be reused */
+
+    if (ngx_http_api_key_redis_command(ngx_http_api_key_usage_reply, zone,
+                                       argc, argv, argvlen)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    (void) ngx_atomic_fetch_add(&zone->sh->usage_writes, 1);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_api_key_usage_reply(ngx_http_api_key_reply_t *reply, void *data)
+{
+    ngx_http_api_key_zone_t         *zone = data;
+    ngx_http_api_key_usage_drain_t  *d = &ngx_http_api_key_usage_drain;
+
+    if (reply == NULL || reply->type == NGX_HTTP_API_KEY_REPLY_ERROR) {
+        (void) ngx_atomic_fetch_add(&zone->sh->usage_errors, 1);
+
+        if (ngx_http_api_key_usage_failures++ == 0) {
+            if (reply) {
+                ngx_log_error(NGX_LOG_WARN, ngx_http_api_key_usage_timer.log,
+                              0, "api_key: a usage write failed: %*s",
+                              ngx_http_api_key_error_len(reply->str.data,
+                                                         reply->str.len),
+                              reply->str.data);
+
+            } else {
+                ngx_log_error(NGX_LOG_WARN, ngx_http_api_key_usage_timer.log,
+                              0, "api_key: a usage write got no answer "
+                              "(the Redis connection went)");
+            }
+        }
+
+    } else if (ngx_http_api_key_usage_failures) {
+        ngx_log_error(NGX_LOG_NOTICE, ngx_http_api_key_usage_timer.log, 0,
+                      "api_key: usage writes work again, %ui failed "
+                      "meanwhile", ngx_http_api_key_usage_failures);
+        ngx_http_api_key_usage_failures = 0;
+    }
+
+    if (d->items == NULL || d->zone != zone || d->inflight == 0) {
+        return;
+    }
+
+    d->inflight--;
+
+    ngx_http_api_key_usage_send_more();
+}
+
+
+/* the rest of the retired half back into the active one; clear it */
+
+static void
+ngx_http_api_key_usage_finish(void)
+{
+    uint32_t                         i, back;
+    ngx_http_api_key_zone_t         *zone;
+    ngx_http_api_key_usage_drain_t  *d = &ngx_http_api_key_usage_drain;
+
+    zone = d->zone;
+    back = 0;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    for (i = d->next; i < d->n; i++) {
+        if (d->items[i].day) {
+            (void) ak_usage_merge(zone->sh->usage, &d->items[i]);
+            back++;
+        }
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    /* nothing else writes the retired half: cleared without the lock */
+
+    ak_usage_clear(zone->sh->usage);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_http_api_key_usage_timer.log, 0,
+                   "api_key: usage flush of zone \"%V\" done, %uD kept "
+                   "for the next one", &zone->name, back);
+
+    ngx_memzero(d, sizeof(ngx_http_api_key_usage_drain_t));
+}

@@ -1,0 +1,147 @@
+# SPDX-License-Identifier: BSD-2-Clause
+# api_key_metrics labels=plan|owner values=N: requests of keys with a
+# record counted by their plan (or owner) and outcome, at most N values,
+# the rest under "other"; label values escaped; keys without a record
+# (missing, unknown) not in the family; labels=owner; bad parameters and
+# two api_key_metrics asking for different labels are nginx -t errors with
+# file and line; without labels= no such family.
+use strict;
+use warnings;
+use Test::More;
+use lib 't/lib';
+use ApiKeyTest;
+use ApiKeyTest::Events qw(metrics);
+
+require_module();
+
+my $r = ApiKeyTest::Redis->start;
+
+sub start {
+    my ($params) = @_;
+    return ApiKeyTest::Nginx->start(http => <<"EOT", redis => $r, workers => 2,
+    api_key_zone  keys:1m;
+    api_key_redis redis://127.0.0.1:%%REDIS%% timeout=2s;
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        location / { api_key keys; empty_gif; }
+        location = /metrics { api_key_metrics $params; }
+    }
+EOT
+                                    vars => { REDIS => $r->port });
+}
+
+sub get { http_get($_[0]->port, '/', headers => $_[1] ? { 'X-API-Key' => $_[1] } : {})->status }
+
+my %k = map { $_ => random_key($_) } qw(pro1 pro2 free gold plat rev weird);
+add_key($r, $k{pro1}, plan => 'pro', owner => 'acme');
+add_key($r, $k{pro2}, plan => 'pro', owner => 'beta');
+add_key($r, $k{free}, plan => 'free', owner => 'acme');
+add_key($r, $k{gold}, plan => 'gold', owner => 'gamma');
+add_key($r, $k{plat}, plan => 'platinum', owner => 'delta');
+add_key($r, $k{rev}, plan => 'pro', owner => 'acme', status => 'revoked');
+add_key($r, $k{weird}, plan => "we\"ird\\", owner => 'x');
+
+# --- labels=plan values=2 ----------------------------------------------------
+{
+    my $n = start('labels=plan values=2');
+    is(get($n, $k{pro1}), 200, 'pro key');
+    is(get($n, $k{free}), 200, 'free key');
+    is(get($n, $k{pro2}), 200, 'another pro key');
+    is(get($n, $k{gold}), 200, 'gold: a third plan');
+    is(get($n, $k{plat}), 200, 'platinum: a fourth plan');
+    is(get($n, $k{rev}), 401, 'a revoked pro key');
+    is(get($n), 401, 'missing');
+    is(get($n, random_key('unknown')), 401, 'unknown');
+
+    my $m = metrics($n->port);
+    my $f = 'api_key_requests_by_plan_total{zone="keys"';
+    is($m->{qq($f,plan="pro",status="ok"})}, 2, 'plan pro: 2 ok');
+    is($m->{qq($f,plan="free",status="ok"})}, 1, 'plan free: 1 ok');
+    is($m->{qq($f,plan="pro",status="revoked"})}, 1, 'plan pro: 1 revoked');
+    is($m->{qq($f,plan="other",status="ok"})}, 2,
+       'the plans past values=2 are counted as other');
+    my @series = grep { /^api_key_requests_by_plan_total\{/ } keys %$m;
+    my %plans = map { /plan="([^"]*)"/ ? ($1 => 1) : () } @series;
+    is_deeply([sort keys %plans], [qw(free other pro)],
+              'at most values=2 plan values, plus other') or diag "@series";
+    ok(!grep({ /status="(missing|unknown)"/ } @series),
+       'keys without a record are not in the family');
+    is($m->{'api_key_requests_total{zone="keys",status="ok"}'}, 5,
+       'api_key_requests_total unchanged (no plan label)');
+    $n->stop;
+}
+
+# --- labels=owner, escaping ------------------------------------------------------
+{
+    my $n = start('labels=owner');
+    is(get($n, $k{pro1}), 200, 'acme');
+    is(get($n, $k{free}), 200, 'acme again');
+    is(get($n, $k{gold}), 200, 'gamma');
+    my $m = metrics($n->port);
+    is($m->{'api_key_requests_by_owner_total{zone="keys",owner="acme",status="ok"}'}, 2,
+       'labels=owner: acme 2');
+    is($m->{'api_key_requests_by_owner_total{zone="keys",owner="gamma",status="ok"}'}, 1,
+       'labels=owner: gamma 1');
+    ok(!grep({ /by_plan/ } keys %$m), 'labels=owner: no plan family');
+    $n->stop;
+
+    $n = start('labels=plan');
+    is(get($n, $k{weird}), 200, 'a plan with a quote and a backslash');
+    my $text = http_get($n->port, '/metrics')->body;
+    like($text, qr/^api_key_requests_by_plan_total\{zone="keys",plan="we\\"ird\\\\",status="ok"\} 1$/m,
+         'label values escaped');
+    $n->stop;
+}
+
+# --- without labels= -------------------------------------------------------------
+{
+    my $n = start('');
+    is(get($n, $k{pro1}), 200, 'no labels: pro key');
+    my $text = http_get($n->port, '/metrics')->body;
+    unlike($text, qr/api_key_requests_by_/, 'no labels=: no by-label family');
+    $n->stop;
+}
+
+# --- bad configuration -------------------------------------------------------------
+for my $c (['labels=plan values=0', qr/invalid "values=0"/],
+           ['labels=plan values=1001', qr/invalid "values=1001"/],
+           ['labels=status', qr/invalid parameter "labels=status"/],
+           ['values=5', qr/"values=" needs/]) {
+    my ($params, $re) = @$c;
+    my $cc = ApiKeyTest::Nginx->check_config(http => <<"EOT");
+    api_key_zone  keys:1m;
+    api_key_redis redis://127.0.0.1:6379;
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        location / { api_key keys; empty_gif; }
+        location = /metrics {
+            api_key_metrics $params;   # BAD
+        }
+    }
+EOT
+    ok(!$cc->{ok}, "nginx -t refuses api_key_metrics $params");
+    my $line = ApiKeyTest::Nginx::line_of($cc, qr/# BAD/);
+    like($cc->{output}, qr/\[emerg\].*$re.* in \Q$cc->{conf_path}\E:$line\b/,
+         "... with the message and file:line");
+}
+{
+    my $cc = ApiKeyTest::Nginx->check_config(http => <<"EOT");
+    api_key_zone  keys:1m;
+    api_key_redis redis://127.0.0.1:6379;
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        location / { api_key keys; empty_gif; }
+        location = /metrics { api_key_metrics labels=plan; }
+        location = /metrics2 {
+            api_key_metrics labels=owner;   # BAD
+        }
+        location = /metrics3 { api_key_metrics; }
+    }
+EOT
+    ok(!$cc->{ok}, 'nginx -t refuses two api_key_metrics with different labels');
+    my $line = ApiKeyTest::Nginx::line_of($cc, qr/# BAD/);
+    like($cc->{output}, qr/\[emerg\].*must give the same.* in \Q$cc->{conf_path}\E:$line\b/,
+         '... naming the second one');
+}
+
+done_testing;

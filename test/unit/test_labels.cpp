@@ -1,0 +1,151 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * Request counts by plan or owner (ak_labels_*): the hard cap on values,
+ * "other", long values, the limit below the capacity, reset, and the
+ * metrics family they make.
+ */
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "ak_core.h"
+
+namespace {
+
+struct Table {
+    std::vector<uint64_t> mem;
+    ak_labels_t *l;
+    Table(uint32_t max, uint32_t ns)
+        : mem(ak_labels_size(max, ns) / 8 + 1)
+    {
+        l = ak_labels_create(mem.data(), mem.size() * 8, max, ns, 1);
+    }
+};
+
+std::map<std::string, std::vector<uint64_t>> snap(ak_labels_t *l, uint32_t ns)
+{
+    uint32_t cap = ak_labels_capacity(l) + 1;
+    std::vector<ak_str_t> v(cap);
+    std::vector<uint64_t> c(cap * ns);
+    uint32_t n = ak_labels_snapshot(l, v.data(), c.data(), cap);
+    std::map<std::string, std::vector<uint64_t>> m;
+    for (uint32_t i = 0; i < n; i++) {
+        m[std::string(v[i].data, v[i].len)] =
+            std::vector<uint64_t>(c.begin() + i * ns, c.begin() + (i + 1) * ns);
+    }
+    return m;
+}
+
+} // namespace
+
+TEST(Labels, CapAndOther)
+{
+    Table t(2, 3);
+    ASSERT_NE(nullptr, t.l);
+
+    ak_labels_count(t.l, "pro", 3, 0, 2);
+    ak_labels_count(t.l, "pro", 3, 0, 2);
+    ak_labels_count(t.l, "free", 4, 1, 2);
+    ak_labels_count(t.l, "gold", 4, 0, 2);     /* a third value: other */
+    ak_labels_count(t.l, "pro", 3, 2, 2);
+    ak_labels_count(t.l, "x", 1, 3, 2);        /* status out of range */
+
+    auto m = snap(t.l, 3);
+    ASSERT_EQ(3u, m.size());
+    EXPECT_EQ((std::vector<uint64_t>{2, 0, 1}), m["pro"]);
+    EXPECT_EQ((std::vector<uint64_t>{0, 1, 0}), m["free"]);
+    EXPECT_EQ((std::vector<uint64_t>{1, 0, 0}), m["other"]);
+}
+
+TEST(Labels, LimitBelowCapacityLongAndEmpty)
+{
+    Table t(10, 1);
+    std::string longv(AK_LABEL_VALUE_MAX + 1, 'a');
+    ak_labels_count(t.l, longv.data(), longv.size(), 0, 10);
+    ak_labels_count(t.l, "", 0, 0, 10);        /* no plan: its own value */
+    ak_labels_count(t.l, "a", 1, 0, 1);        /* limit 1: other */
+    std::string maxv(AK_LABEL_VALUE_MAX, 'b');
+    ak_labels_count(t.l, maxv.data(), maxv.size(), 0, 10);
+
+    auto m = snap(t.l, 1);
+    EXPECT_EQ(2u, m["other"][0]);
+    EXPECT_EQ(1u, m[""][0]);
+    EXPECT_EQ(1u, m[maxv][0]);
+    EXPECT_EQ(3u, m.size());
+}
+
+TEST(Labels, ManyValuesAndReset)
+{
+    Table t(AK_LABEL_MAX_VALUES, 2);
+    ASSERT_NE(nullptr, t.l);
+    for (int i = 0; i < 1500; i++) {
+        std::string v = "plan-" + std::to_string(i);
+        ak_labels_count(t.l, v.data(), v.size(), i % 2, AK_LABEL_MAX_VALUES);
+    }
+    auto m = snap(t.l, 2);
+    EXPECT_EQ(AK_LABEL_MAX_VALUES + 1u, m.size());
+    EXPECT_EQ(250u, m["other"][0]);
+    EXPECT_EQ(250u, m["other"][1]);
+    EXPECT_EQ(1u, m["plan-999"][1]);
+
+    ak_labels_reset(t.l, 2);
+    EXPECT_EQ(2u, ak_labels_kind(t.l));
+    EXPECT_EQ(1u, snap(t.l, 2).size());
+}
+
+TEST(Labels, CreateRefuses)
+{
+    std::vector<uint64_t> mem(1024);
+    EXPECT_EQ(nullptr, ak_labels_create(mem.data(), 8, 2, 2, 1));
+    EXPECT_EQ(nullptr, ak_labels_create(mem.data(), mem.size() * 8, 0, 2, 1));
+    EXPECT_EQ(nullptr, ak_labels_create(mem.data(), mem.size() * 8,
+                                        AK_LABEL_MAX_VALUES + 1, 2, 1));
+}
+
+TEST(Labels, MetricsFamily)
+{
+    ak_str_t status[2] = {{"ok", 2}, {"revoked", 7}};
+    ak_str_t vals[2] = {{"p\"ro", 4}, {"other", 5}};
+    uint64_t counts[4] = {3, 0, 0, 1};
+    uint64_t zs[2] = {0, 0};
+    uint64_t lat[2] = {0, 0};
+    ak_metrics_zone_t z{};
+    z.name = {"keys", 4};
+    z.status = zs;
+    z.latency = lat;
+    z.nlabels = 2;
+    z.label_values = vals;
+    z.label_counts = counts;
+    uint64_t bounds[2] = {250, 0};
+    ak_metrics_t m{};
+    m.zones = &z;
+    m.nzones = 1;
+    m.status_names = status;
+    m.nstatus = 2;
+    m.latency_bounds_us = bounds;
+    m.nbuckets = 2;
+    m.label_name = "plan";
+
+    std::string page(ak_metrics_page(&m, nullptr, 0), '\0');
+    ASSERT_EQ(page.size(), ak_metrics_page(&m, &page[0], page.size()));
+    EXPECT_NE(std::string::npos,
+              page.find("# TYPE api_key_requests_by_plan_total counter\n"));
+    EXPECT_NE(std::string::npos,
+              page.find("api_key_requests_by_plan_total{zone=\"keys\","
+                        "plan=\"p\\\"ro\",status=\"ok\"} 3\n"));
+    EXPECT_NE(std::string::npos,
+              page.find("api_key_requests_by_plan_total{zone=\"keys\","
+                        "plan=\"other\",status=\"revoked\"} 1\n"));
+    EXPECT_EQ(std::string::npos,
+              page.find("api_key_requests_by_plan_total{zone=\"keys\","
+                        "plan=\"p\\\"ro\",status=\"revoked\"}"))
+        << "zero counts are not printed";
+
+    m.label_name = nullptr;
+    page.assign(ak_metrics_page(&m, nullptr, 0), '\0');
+    ak_metrics_page(&m, &page[0], page.size());
+    EXPECT_EQ(std::string::npos, page.find("by_plan"));
+}
