@@ -123,7 +123,7 @@ ngx_http_api_key_marker_check(void)
         argvlen[2] = i ? 5 : 4;
 
         if (ngx_http_api_key_redis_command(ngx_http_api_key_marker_reply,
-                                           (void *) i, 3, argv, argvlen)
+                                           (void *) i, 1, 3, argv, argvlen)
             != NGX_OK)
         {
             return;

@@ -218,12 +218,13 @@ ngx_http_api_key_usage_tick(ngx_event_t *ev)
 static void
 ngx_http_api_key_usage_start(ngx_http_api_key_zone_t *zone)
 {
-    uint32_t                    n;
-    ngx_msec_t                  now;
-    const char                 *argv[3];
-    size_t                      argvlen[3];
-    ak_usage_item_t            *items;
-    ngx_http_api_key_shctx_t   *sh;
+    uint32_t                        n;
+    ngx_msec_t                      now;
+    const char                     *argv[3];
+    size_t                          argvlen[3];
+    ak_usage_item_t                *items;
+    ngx_http_api_key_shctx_t       *sh;
+    ngx_http_api_key_redis_conf_t  *conf;
 
     sh = zone->sh;
     now = ngx_current_msec;
@@ -269,7 +270,14 @@ ngx_http_api_key_usage_start(ngx_http_api_key_zone_t *zone)
     argv[2] = ngx_http_api_key_usage_script;
     argvlen[2] = sizeof(ngx_http_api_key_usage_script) - 1;
 
-    (void) ngx_http_api_key_redis_command(NULL, NULL, 3, argv, argvlen);
+    /* (a cluster: EVAL instead, each master has its own script cache) */
+
+    conf = ngx_http_api_key_redis_conf();
+
+    if (!(conf && conf->cluster)) {
+        (void) ngx_http_api_key_redis_command(NULL, NULL, -1, 3, argv,
+                                              argvlen);
+    }
 
     ngx_http_api_key_usage_send_more();
 }
@@ -353,6 +361,14 @@ ngx_http_api_key_usage_send(ngx_http_api_key_zone_t *zone, ak_usage_item_t *it)
     argvlen[0] = 7;
     argv[1] = (const char *) ngx_http_api_key_usage_sha;
     argvlen[1] = sizeof(ngx_http_api_key_usage_sha);
+
+    if (conf->cluster) {
+        argv[0] = "EVAL";
+        argvlen[0] = 4;
+        argv[1] = ngx_http_api_key_usage_script;
+        argvlen[1] = sizeof(ngx_http_api_key_usage_script) - 1;
+    }
+
     argv[2] = "2";
     argvlen[2] = 1;
     argv[3] = (const char *) names[0];
@@ -397,8 +413,10 @@ ngx_http_api_key_usage_send(ngx_http_api_key_zone_t *zone, ak_usage_item_t *it)
 
     /* the arguments are encoded at once: the buffers may be reused */
 
+    /* KEYS[1] and KEYS[2] share the record's hash tag: one slot */
+
     if (ngx_http_api_key_redis_command(ngx_http_api_key_usage_reply, zone,
-                                       argc, argv, argvlen)
+                                       3, argc, argv, argvlen)
         != NGX_OK)
     {
         return NGX_ERROR;
