@@ -62,7 +62,7 @@ track_key($nk);
 is $new->cmd('GET', 'apikey:id:alice2'), ApiKeyTest::sha256_hex($nk), 'rotated on the new master';
 $r = cli('show', 'alice2');
 is $r->{exit}, 0, 'show';
-like $r->{out}, qr/^rotated_from\s+alice$/m, 'the new record';
+like $r->{out}, qr/^rotated_from\s+$h$/m, 'the new record names the old hash';
 
 # --- a sentinel down: the next one is asked ------------------------------------------
 

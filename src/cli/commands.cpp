@@ -403,6 +403,17 @@ static int64_t parse_expires_option(const std::string &value, int64_t now,
 }
 
 
+/* unix seconds as "2027-01-31T12:00:00Z", else the text as it is */
+static std::string time_text(const std::string &v)
+{
+    uint64_t t;
+    if (parse_uint(v, UINT64_MAX / 2, &t) && t != 0) {
+        return iso8601(static_cast<int64_t>(t));
+    }
+    return printable(v);
+}
+
+
 /* Checks one field alone, so that the message names the option. */
 static void check_field(const char *opt, const std::string &field,
                         const std::string &value)
@@ -826,12 +837,24 @@ int cmd_rotate(Context &ctx, const Args &args)
         }
     }
 
+    /* the new key keeps the id (--id gives another) */
+    std::string keep_id = given_id;
+    if (!args.has("id")) {
+        Fields cur = read_record(r, old_key);
+        keep_id = record_id(t.hex, cur);
+    }
+
     NewKey nk;
-    std::string old_id;
+    std::string old_id, identity;
+    Fields audit_old;
     int64_t old_until = 0;
 
+    std::string new_key_name;
+
     for (int attempt = 0;; attempt++) {
-        new_key(nk, ctx, args, given_id, key_prefix, attempt);
+        new_key(nk, ctx, args, keep_id, key_prefix, attempt);
+        nk.id = keep_id;
+        new_key_name = ctx.record_key(nk.hex);
 
         const std::string new_key = ctx.record_key(nk.hex);
         const std::string id_key = ctx.id_key(nk.id);
@@ -847,6 +870,15 @@ int cmd_rotate(Context &ctx, const Args &args)
                 return std::nullopt;
             }
             old_id = record_id(t.hex, old);
+
+            if (!field_value(old, "alias_until").empty()) {
+                usage_error("rotate: this is the old secret of a rotated "
+                            "key (an alias until "
+                            + time_text(field_value(old, "alias_until"))
+                            + "); rotate the current one: "
+                            "\"apikeyctl rotate " + printable(old_id)
+                            + "\"");
+            }
 
             rr.append({"GET", id_key});
             rr.append({"EXISTS", new_key});
@@ -865,7 +897,6 @@ int cmd_rotate(Context &ctx, const Args &args)
                 return std::nullopt;
             }
 
-            /* the old key's expiry: now + grace, never later than before */
             bool has_exp;
             std::string exp_s = field_value(old, "expires_at", &has_exp);
             uint64_t old_exp = 0;
@@ -876,17 +907,29 @@ int cmd_rotate(Context &ctx, const Args &args)
                             + quoted(exp_s) + " is malformed; fix it with "
                             "\"apikeyctl set\" first");
             }
+
+            /* the old secret is an alias until now + grace (the module
+             * refuses it as revoked from then on), never past its expiry */
             old_until = now + grace;
             if (old_exp != 0 && static_cast<int64_t>(old_exp) < old_until) {
                 old_until = static_cast<int64_t>(old_exp);
             }
 
-            /* the new record: the same attributes */
+            /* the identity: the first secret's hash, kept by every
+             * rotation, so that the quota counters stay the key's */
+            identity = field_value(old, "identity");
+            if (identity.empty()) {
+                identity = t.hex;
+            }
+
+            /* the new record: the same id and attributes */
             Fields rec{{"id", nk.id}};
             for (const std::string &name : module_fields()) {
                 bool present;
                 std::string v = field_value(old, name, &present);
-                if (!present || name == "id" || name == "expires_at") {
+                if (!present || name == "id" || name == "expires_at"
+                    || name == "identity" || name == "alias_until")
+                {
                     continue;
                 }
                 if (name == "status" && v == "revoked") {
@@ -894,6 +937,7 @@ int cmd_rotate(Context &ctx, const Args &args)
                 }
                 rec.emplace_back(name, v);
             }
+            rec.emplace_back("identity", identity);
 
             int64_t exp = 0;
             if (new_expires) {
@@ -921,7 +965,7 @@ int cmd_rotate(Context &ctx, const Args &args)
             }
             rec.emplace_back("created_at", std::to_string(now));
             rec.emplace_back("key_prefix", key_prefix);
-            rec.emplace_back("rotated_from", old_id);
+            rec.emplace_back("rotated_from", t.hex);
 
             std::string why = record_problem(nk.hex, rec);
             if (!why.empty()) {
@@ -929,12 +973,16 @@ int cmd_rotate(Context &ctx, const Args &args)
                             "with \"apikeyctl set\" first: " + why);
             }
 
+            Fields old_change{{"alias_until", std::to_string(old_until)},
+                              {"identity", identity},
+                              {"rotated_to", nk.hex}};
+            audit_old = old;
+
             /* the id first, as in create */
             return std::vector<Argv>{
                 {"SET", id_key, nk.hex},
                 hset_argv(new_key, rec),
-                {"HSET", old_key, "expires_at", std::to_string(old_until),
-                 "rotated_to", nk.id},
+                hset_argv(old_key, old_change),
                 {"PUBLISH", ctx.channel(), "update " + t.hex}};
         });
 
@@ -945,23 +993,47 @@ int cmd_rotate(Context &ctx, const Args &args)
             check_published(ctx, exec, 3);
             break;
         }
+        if (id_taken && !args.has("id")) {
+            usage_error("rotate: the id " + quoted(keep_id) + " names "
+                        "another key; give the new key's id with --id");
+        }
         retry_new_key(args, given_id, id_taken, collision, "rotate");
     }
 
     std::string extra = ",\"old_id\":" + json_quote(old_id)
                         + ",\"old_hash\":" + json_quote(t.hex)
-                        + ",\"old_expires_at\":" + std::to_string(old_until);
+                        + ",\"old_expires_at\":" + std::to_string(old_until)
+                        + ",\"alias_until\":" + std::to_string(old_until);
     if (!print_new_key(args, nk, extra)) {
+        /* nobody will ever know the new key: undo the rotation */
+        Argv hdel{"HDEL", old_key, "alias_until", "rotated_to"};
+        if (field_value(audit_old, "identity").empty()) {
+            hdel.push_back("identity");
+        }
+        bool undone = true;
+        for (const Argv &a : std::vector<Argv>{
+                 {"SET", ctx.id_key(nk.id), t.hex}, hdel,
+                 {"DEL", new_key_name},
+                 {"PUBLISH", ctx.channel(), "update " + t.hex},
+                 {"PUBLISH", ctx.channel(), "update " + nk.hex}}) {
+            if (a[0] == "SET" && nk.id != old_id) {
+                continue;           /* --id: the old id never moved */
+            }
+            Reply u = r.cmd_raw(a);
+            undone = undone && !reply_is_error(u.get());
+        }
         fail(kExitInternal,
-             "cannot write the new key to stdout. The old key (id "
-             + quoted(old_id) + ") now works until " + iso8601(old_until)
-             + ": \"apikeyctl delete " + printable(nk.id) + "\" removes the "
-             "lost new key, \"apikeyctl set " + printable(old_id)
-             + " expires_at=...\" restores the old expiry; then rotate again");
+             std::string("cannot write the new key to stdout; ")
+             + (undone ? "the rotation was undone (the old key is as before)"
+                       : "undoing it failed: the old key (hash " + t.hex
+                         + ") is an alias until " + iso8601(old_until)
+                         + "; \"apikeyctl set " + t.hex
+                         + " alias_until=\" ends that"));
     }
 
-    note("rotated key id " + quoted(old_id) + " to id " + quoted(nk.id)
-         + ", hash " + nk.hex + "; the old key works until "
+    note("rotated key id " + quoted(old_id)
+         + (nk.id == old_id ? "" : " to id " + quoted(nk.id))
+         + ": new hash " + nk.hex + "; the old key works until "
          + iso8601(old_until) + " (the new key is shown once)");
     return kExitOk;
 }
@@ -1012,12 +1084,19 @@ int cmd_set(Context &ctx, const Args &args)
             usage_error("set: field \"id\" cannot be removed; give a new id");
         }
 
-        if (name == "expires_at" && !value.empty()) {
+        if (name == "identity") {
+            usage_error("set: field \"identity\" is kept by rotate (the "
+                        "key's quota counters); it cannot be set");
+        }
+
+        if ((name == "expires_at" || name == "alias_until")
+            && !value.empty())
+        {
             int64_t t;
             std::string why;
             if (!parse_time(value, now, &t, &why)) {
-                usage_error("set: field \"expires_at\" " + quoted(value)
-                            + ": " + why);
+                usage_error("set: field " + quoted(name) + " "
+                            + quoted(value) + ": " + why);
             }
             value = t == 0 ? std::string() : std::to_string(t);
         }
@@ -1495,6 +1574,12 @@ int cmd_usage(Context &ctx, const Args &args)
     std::string id = record_id(t.hex, f);
     std::string quota = field_value(f, "quota");
 
+    /* the counters are the identity's (kept across rotations) */
+    std::string counters_hex = field_value(f, "identity");
+    if (!is_hex64(counters_hex)) {
+        counters_hex = t.hex;
+    }
+
     /* N/hour, N/day, N/month */
     uint64_t limit = 0;
     std::string qperiod;
@@ -1521,7 +1606,7 @@ int cmd_usage(Context &ctx, const Args &args)
         if (!quota_window(p, now, &w.start, &w.end)) {
             fail(kExitInternal, "cannot compute the quota window");
         }
-        mget.push_back(ctx.usage_key(t.hex, p, w.start));
+        mget.push_back(ctx.usage_key(counters_hex, p, w.start));
         wins.push_back(w);
     }
 

@@ -351,6 +351,12 @@ typedef struct {
     uint64_t     rate_interval_us;  /* period / N */
     uint8_t      quota_period;  /* AK_PERIOD_NONE/HOUR/DAY/MONTH */
     uint64_t     quota_n;
+    const unsigned char *identity;  /* AK_HASH_LEN bytes: the hash whose
+                                       quota counters the key uses (kept
+                                       across rotations), NULL: its own */
+    int64_t      alias_until;   /* unix seconds, 0 = not an alias: the old
+                                   secret of a rotated key, refused as
+                                   revoked from then on */
     const unsigned char *blob;
     size_t       blob_len;
     char         id_buf[AK_ID_DEFAULT_LEN];
@@ -737,9 +743,9 @@ ak_key_state_t *ak_cache_state_find(ak_cache_t *c,
  * What of a key's state survives a change of its record from old to cur
  * (ak_cache_put over an entry, also one removed by an "update" event):
  * the GCRA state when the rate is the same (interval and burst), the quota
- * state when the quota period is the same and its limit not lowered (when
- * lowered, the counts leased but unused are dropped; the window and the
- * total stay).  Anything else starts afresh.
+ * state when the quota period and the identity (the counters) are the same
+ * and its limit not lowered (when lowered, the counts leased but unused are
+ * dropped; the window and the total stay).  Anything else starts afresh.
  */
 void ak_key_state_carry(const ak_record_t *old, const ak_record_t *cur,
     ak_key_state_t *st) AK_NOEXCEPT;

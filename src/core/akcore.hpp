@@ -75,7 +75,7 @@ bool key_check_checksum(std::string_view key,
 /* The fields the module reads, in canonical order. */
 inline constexpr std::string_view kRecordFields[] = {
     "id", "owner", "plan", "status", "expires_at", "scopes", "ips",
-    "referrers", "rate", "burst", "quota",
+    "referrers", "rate", "burst", "quota", "identity", "alias_until",
 };
 
 bool is_record_field(std::string_view name) noexcept;
