@@ -88,8 +88,10 @@ my ($key1, $hex1, $id1);
     like($r->{err}, qr/\Q$id1\E/, 'stderr shows the id');
 
     is_deeply([ all_keys($db, '*') ],
-              [ sort("apikey:$hex1", "apikey:id:$id1") ],
-              'Redis holds the record named by the SHA-256 and the id lookup');
+              [ sort("apikey:$hex1", "apikey:id:$id1", 'apikey:audit',
+                     'apikey:meta') ],
+              'Redis holds the record named by the SHA-256 and the id lookup '
+              . '(and the audit trail and the hash mode marker)');
     is($db->cmd('TYPE', "apikey:$hex1"), 'hash', 'the record is a HASH');
     is($db->cmd('GET', "apikey:id:$id1"), $hex1, 'the id lookup holds the hash');
 
@@ -514,7 +516,8 @@ for my $c ([qw(show no-such-id)], [qw(revoke no-such-id)],
     $r = cli('revoke', 'json-1', '--json');
     is($r->{exit}, 0, 'revoke --json exits 0') or diag $r->{err};
     is_deeply(eval { $json->decode($r->{out}) },
-              { id => 'json-1', hash => $h, status => 'revoked', was => 'active' },
+              { id => 'json-1', hash => $h, status => 'revoked', was => 'active',
+                reason => '' },
               'revoke --json: id, hash, status, the status before');
     $r = cli('revoke', 'json-1', '--json');
     is((eval { $json->decode($r->{out}) } || {})->{was}, 'revoked', 'revoke again: was revoked');

@@ -34,6 +34,10 @@ const char kMainHelp[] =
 "  list     list keys, optionally filtered by owner, status, plan\n"
 "  usage    show a key's quota counters for the current windows\n"
 "  delete   remove a key's record and its id\n"
+"  audit    show the audit trail of changes (all, or of one key)\n"
+"  import   store existing keys read from stdin (migration)\n"
+"  leaked   revoke the live keys among strings read from stdin\n"
+"  report   key counts for Prometheus (node_exporter textfile)\n"
 "\n"
 "A key is named by the key itself, by its id, or by its hash; \"-\" reads\n"
 "the key (or id) from the first line of stdin, so that a key never shows\n"
@@ -63,6 +67,8 @@ const char kMainHelp[] =
 "  --secret-file FILE    the HMAC secret, as api_key_hash secret_file=\n"
 "                        (env APIKEY_SECRET_FILE)\n"
 "  --timeout SECONDS     Redis connect and command timeout (default 2)\n"
+"  --actor NAME          who makes the change, for the audit trail\n"
+"                        (env APIKEY_ACTOR; default user@host)\n"
 "\n"
 "TLS, for rediss:// URLs only (TLS 1.2 or later; the server certificate is\n"
 "verified against the system's CA certificates and the URL's host):\n"
@@ -129,13 +135,16 @@ const CommandInfo kCommands[] = {
 "Every value is checked with the module's own rules: a value the module\n"
 "would reject is refused (exit 2) naming the field.\n"},
 
-    {"revoke", cmd_revoke, "", "json",
-"usage: apikeyctl revoke KEY|ID|HASH|- [--json]\n"
+    {"revoke", cmd_revoke, "reason", "json",
+"usage: apikeyctl revoke KEY|ID|HASH|- [--reason TEXT] [--json]\n"
 "\n"
-"Sets status=revoked and publishes \"revoke HASH\" on the channel, in one\n"
-"transaction: every nginx listening denies the key from its next request.\n"
+"Sets status=revoked, revoked_at (unix seconds), revoked_by (the actor) and\n"
+"reason (--reason, else an earlier one is removed), and publishes\n"
+"\"revoke HASH\" on the channel, in one transaction: every nginx listening\n"
+"denies the key from its next request.\n"
 "\"apikeyctl set KEY|ID status=active\" undoes it.\n"
-"--json prints {\"id\",\"hash\",\"status\":\"revoked\",\"was\"} (the status before).\n"},
+"--json prints {\"id\",\"hash\",\"status\":\"revoked\",\"was\",\"reason\"}\n"
+"(was: the status before).\n"},
 
     {"rotate", cmd_rotate, "grace id key-prefix expires", "json",
 "usage: apikeyctl rotate KEY|ID|HASH|- --grace DURATION [--id ID]\n"
@@ -189,9 +198,9 @@ const CommandInfo kCommands[] = {
 "{\"id\",\"hash\",\"fields\",\"id_lookup\",\"valid\"} (and \"problem\" when\n"
 "not valid, \"rate_at_once\" with a valid rate).\n"},
 
-    {"list", cmd_list, "owner status plan page-size", "json",
-"usage: apikeyctl list [--owner O] [--status S] [--plan P] [--page-size N]\n"
-"                      [--json]\n"
+    {"list", cmd_list, "owner status plan page-size within", "json",
+"usage: apikeyctl list [--owner O] [--status S [--within D]] [--plan P]\n"
+"                      [--page-size N] [--json]\n"
 "\n"
 "Lists every key record ({prefix} + 64 hex digits), each exactly once,\n"
 "with SCAN (never KEYS) and pipelined reads of N records at a time\n"
@@ -199,7 +208,12 @@ const CommandInfo kCommands[] = {
 "the count goes to stderr. --json prints an array of\n"
 "{\"id\":...,\"hash\":...,\"fields\":{...}}.\n"
 "\n"
-"  --status S   active (also when the field is absent), revoked or disabled\n"},
+"STATUS is what the module makes of the record now: revoked or disabled\n"
+"(the status field), rotated (an old secret whose grace ended), expired\n"
+"(expires_at passed), alias (an old secret in its grace), else active.\n"
+"\n"
+"  --status S   one of those, or expiring: active keys whose expires_at\n"
+"               is within --within D (s m h d w; default 30d)\n"},
 
     {"usage", cmd_usage, "", "json",
 "usage: apikeyctl usage KEY|ID|HASH|- [--json]\n"
@@ -220,11 +234,60 @@ const CommandInfo kCommands[] = {
 "Removes the key's record and its id lookup, and publishes \"update HASH\":\n"
 "the key is unknown from then on. Also removes an id whose record is gone.\n"
 "--json prints {\"id\",\"hash\",\"record_deleted\":true|false}.\n"},
+
+    {"audit", cmd_audit, "since", "json",
+"usage: apikeyctl audit [KEY|ID|HASH|-] [--since WHEN] [--json]\n"
+"\n"
+"Prints the audit trail ({prefix}audit, a Redis stream) oldest first: one\n"
+"line per change apikeyctl made (create, revoke, rotate, set, delete,\n"
+"import, leaked): time, actor, command, key id, the fields changed as\n"
+"{\"field\":[old,new]} (null: absent), and the reason. With KEY only the\n"
+"entries of that key (by id, or by hash: a key or hash given).\n"
+"\n"
+"  --since WHEN   entries from then on: 7d (ago), 2027-01-31, unix seconds\n"
+"\n"
+"--json prints an array of {\"entry\",\"time\",\"actor\",\"command\",\"id\",\n"
+"\"hash\",\"changes\",\"reason\"}.\n"},
+
+    {"import", cmd_import,
+     "owner plan scopes ips referrers rate burst quota expires",
+     "json jsonl",
+"usage: apikeyctl import [--owner O] [--plan P] [...create's fields]\n"
+"                        [--jsonl] [--json]\n"
+"\n"
+"Stores existing keys read from stdin, one per line, so that a team can\n"
+"migrate without reissuing keys: each key's hash gets a record with the\n"
+"fields given as options (as create), or with --jsonl each line is a JSON\n"
+"object {\"key\":...,\"id\":...,\"owner\":...,\"expires_at\":...} (fields of\n"
+"the record; its values override the options). A key must be 1 to 256\n"
+"printable characters (api_key_format any); one whose hash or id is in use\n"
+"is skipped. Prints \"imported ID HASH\" (or \"skipped LINE: why\") per line\n"
+"and the counts; exits 2 when a line was skipped. Keys are never printed.\n"},
+
+    {"leaked", cmd_leaked, "", "json",
+"usage: apikeyctl leaked [--json] < candidates\n"
+"\n"
+"Reads candidate strings from stdin (a secret scanner's findings, one per\n"
+"line), revokes every one that is a live key (reason \"leaked\"), prints the\n"
+"ids it revoked and the count of the others. Exit 0 when none was a live\n"
+"key, 5 when it revoked any (so a pipeline stops and someone looks).\n"
+"--json prints {\"revoked\":[{\"id\",\"hash\"}],\"already\":N,\n"
+"\"not_keys\":N}.\n"},
+
+    {"report", cmd_report, "", "prometheus",
+"usage: apikeyctl report --prometheus [FILE]\n"
+"\n"
+"Writes key counts in Prometheus' text format, for node_exporter's textfile\n"
+"collector (FILE is written to FILE.tmp, then renamed over FILE; without\n"
+"FILE, or -, to stdout): apikey_keys{status,plan} (status as list shows\n"
+"it; at most 100 plans, the others as plan=\"other\"),\n"
+"apikey_keys_expiring{within=\"7d\"|\"30d\"} (active keys),\n"
+"apikey_report_timestamp_seconds. Run it from cron, e.g. every 5 minutes.\n"},
 };
 
 const char kGlobalOptions[] =
     "redis password-file sentinel-password-file prefix channel hash "
-    "secret-file timeout "
+    "secret-file timeout actor "
     "tls-ca tls-cert tls-key tls-name";
 const char kGlobalFlags[] = "help version tls-insecure";
 

@@ -255,6 +255,21 @@ size_t ak_redis_name_record(const char *prefix, size_t prefix_len,
 size_t ak_redis_name_id(const char *prefix, size_t prefix_len,
     const char *id, size_t id_len, char *buf, size_t cap) AK_NOEXCEPT;
 
+/*
+ * Names of the whole prefix, not of one key (no hash tag: one Redis key
+ * each, in one slot of a cluster):
+ *   {prefix}audit   apikeyctl's audit trail (a stream)
+ *   {prefix}meta    the marker of the hash mode (a hash: "hash", "check";
+ *                   see README "Redis records")
+ */
+size_t ak_redis_name_audit(const char *prefix, size_t prefix_len, char *buf,
+    size_t cap) AK_NOEXCEPT;
+size_t ak_redis_name_marker(const char *prefix, size_t prefix_len, char *buf,
+    size_t cap) AK_NOEXCEPT;
+
+/* The text whose hash (under api_key_hash) is the marker's "check" field */
+#define AK_MARKER_LABEL  "ngx_http_api_key_module hash check v1"
+
 /* period: AK_PERIOD_HOUR, _DAY or _MONTH (anything else: 0) */
 size_t ak_redis_name_usage(const char *prefix, size_t prefix_len,
     const unsigned char hash[AK_HASH_LEN], uint8_t period,

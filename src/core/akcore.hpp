@@ -119,6 +119,12 @@ std::string redis_usage_name(std::string_view prefix,
     const unsigned char hash[AK_HASH_LEN], uint8_t period,
     int64_t window_start);
 
+/* {prefix}audit: apikeyctl's audit trail (a stream) */
+std::string redis_audit_name(std::string_view prefix);
+
+/* {prefix}meta: the hash mode marker (a hash) */
+std::string redis_marker_name(std::string_view prefix);
+
 /* SCAN MATCH pattern of every name under prefix: the prefix, glob
  * characters escaped, then "*" */
 std::string redis_records_pattern(std::string_view prefix);

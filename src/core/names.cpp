@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * names.cpp: the names of everything the module and apikeyctl keep in
- * Redis (records, id lookups, quota counters) and the keyspace channels and
+ * Redis (records, id lookups, quota counters, the audit stream, the hash
+ * mode marker) and the keyspace channels and
  * glob patterns derived from them.  Each name is built in one place, so the
  * module and the CLI can never disagree on one.
  */
@@ -270,6 +271,32 @@ ak_redis_name_parse_record(const char *prefix, size_t prefix_len,
 }
 
 
+extern "C" size_t
+ak_redis_name_audit(const char *prefix, size_t prefix_len, char *buf,
+    size_t cap) noexcept
+{
+    const Part parts[] = {
+        { prefix, prefix_len },
+        { "audit", 5 },
+    };
+
+    return concat(parts, 2, buf, cap);
+}
+
+
+extern "C" size_t
+ak_redis_name_marker(const char *prefix, size_t prefix_len, char *buf,
+    size_t cap) noexcept
+{
+    const Part parts[] = {
+        { prefix, prefix_len },
+        { "meta", 4 },
+    };
+
+    return concat(parts, 2, buf, cap);
+}
+
+
 /* ---- the CLI's C++ API ----------------------------------------------- */
 
 namespace ak {
@@ -315,6 +342,22 @@ std::string redis_usage_name(std::string_view prefix,
     return build_name(prefix, 0, [&](char *buf, size_t cap) {
         return ak_redis_name_usage(prefix.data(), prefix.size(), hash, period,
                                    window_start, buf, cap);
+    });
+}
+
+
+std::string redis_audit_name(std::string_view prefix)
+{
+    return build_name(prefix, 0, [&](char *buf, size_t cap) {
+        return ak_redis_name_audit(prefix.data(), prefix.size(), buf, cap);
+    });
+}
+
+
+std::string redis_marker_name(std::string_view prefix)
+{
+    return build_name(prefix, 0, [&](char *buf, size_t cap) {
+        return ak_redis_name_marker(prefix.data(), prefix.size(), buf, cap);
     });
 }
 
