@@ -12,6 +12,7 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::More;
+use JSON::PP ();
 use ApiKeyTest;
 use ApiKeyTest::Cli qw(run_cli subscribe next_message);
 
@@ -186,6 +187,16 @@ is $c->cmd_for_key('apikey:id:k1', 'GET', 'apikey:id:k1'), undef, 'old id lookup
     $r = cli('delete', 'after');
     is $r->{exit}, 0, 'delete after the failover';
 }
+
+# --- the audit trail and the marker: one key each, on the master of its slot -----
+
+$r = cli('audit', '--json');
+is $r->{exit}, 0, 'audit on a cluster' or diag $r->{err};
+unlike $r->{err}, qr/audit entry could not be written/, 'no audit entry was lost';
+my $trail = eval { JSON::PP->new->decode($r->{out}) } || [];
+ok scalar(grep { $_->{command} eq 'rotate' } @$trail), 'the rotate above has its entry';
+is $c->cmd_for_key('apikey:meta', 'HGET', 'apikey:meta', 'hash'), 'sha256',
+   'the hash mode marker';
 
 # --- errors ---------------------------------------------------------------------
 

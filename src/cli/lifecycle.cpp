@@ -164,16 +164,18 @@ int cmd_audit(Context &ctx, const Args &args)
     const int64_t now = unix_now();
     std::string start = "-";
     if (args.has("since")) {
-        int64_t t;
+        /* a duration (7d) means that long ago; else a point in time */
+        int64_t t, d;
         std::string why;
-        if (!parse_time(args.get("since"), now, &t, &why)) {
-            usage_error("--since " + quoted(args.get("since")) + ": " + why);
+        const std::string v = args.get("since");
+        bool digits = !v.empty()
+                      && v.find_first_not_of("0123456789") == std::string::npos;
+        if (!digits && parse_duration(v, &d)) {
+            t = now - d;
+        } else if (!parse_time(v, now, &t, &why)) {
+            usage_error("--since " + quoted(v) + ": " + why);
         }
-        /* a duration means "that long ago" */
-        if (t > now) {
-            t = now - (t - now);
-        }
-        start = std::to_string(t * 1000);
+        start = std::to_string(t < 0 ? 0 : t * 1000);
     }
 
     /* KEY: its id and hashes (the key may be gone: an id or hash given
