@@ -184,4 +184,19 @@ ok(wait_until(sub { get($newer->{key})->status == 401 }, timeout => 2),
    '--grace 0: the previous secret is refused at once');
 is(get($newer->{key})->header('x-status'), 'revoked', 'as revoked');
 
+# revoking the key revokes its old secrets still in their grace too
+my $g1 = cli('rotate', 'rot', '--grace', '1h', '--json');
+my $last = eval { $json->decode($g1->{out}) } || {};
+track_key($last->{key});
+is(get($newest->{key})->status, 429, 'the old secret works during its grace '
+   . '(429: the quota is used up)');
+my $rv = cli('revoke', 'rot');
+is($rv->{exit}, 0, 'revoke rot') or diag($rv->{err});
+like($rv->{err}, qr/revoked its old secret \(hash \Q$newest->{hash}\E\)/,
+     'says it revoked the old secret too');
+ok(wait_until(sub { get($newest->{key})->status == 401
+                    && get($last->{key})->status == 401 }, timeout => 2),
+   'both secrets are refused at once');
+is(get($newest->{key})->header('x-status'), 'revoked', 'as revoked');
+
 done_testing();

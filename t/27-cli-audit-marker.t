@@ -101,6 +101,10 @@ is($f->{reason}, 'customer left', 'the record holds the reason');
 is($f->{revoked_by}, 'carol', 'revoked_by: the actor');
 ok(abs($f->{revoked_at} - time) < 5, 'revoked_at: now');
 $res = cli('set', 'a1', 'status=active');
+is($res->{exit}, 0, 'set status=active') or diag($res->{err});
+$f = hgetall($db, "apikey:$a1->{hash}");
+ok(!exists $f->{revoked_at} && !exists $f->{revoked_by} && !exists $f->{reason},
+   're-activated: revoked_at, revoked_by and reason are removed');
 $res = cli('rotate', 'a1', '--grace', '1h', '--json');
 is($res->{exit}, 0, 'rotate') or diag($res->{err});
 my $a2 = jdecode($res->{out}) || {};

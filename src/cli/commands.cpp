@@ -854,6 +854,32 @@ int cmd_revoke(Context &ctx, const Args &args)
     }
     audit(ctx, "revoke", id, t.hex, before, after, reason);
 
+    /* the key's old secrets still in their grace (aliases) go with it */
+    {
+        Client &r = ctx.redis();
+        std::string prev = field_value(
+            read_record(r, ctx.record_key(t.hex)), "rotated_from");
+        const int64_t now = unix_now();
+        for (int depth = 0; depth < 16 && is_hex64(prev); depth++) {
+            Fields pf = read_record(r, ctx.record_key(prev));
+            uint64_t until = 0;
+            if (parse_uint(field_value(pf, "alias_until"), UINT64_MAX / 2,
+                           &until)
+                && static_cast<int64_t>(until) > now
+                && field_value(pf, "status") != "revoked")
+            {
+                std::string pid, pwas;
+                Fields pb, pa;
+                if (revoke_record(ctx, prev, reason, &pid, &pwas, &pb, &pa)) {
+                    audit(ctx, "revoke", pid, prev, pb, pa, reason);
+                    note("revoked its old secret (hash " + prev + "), an "
+                         "alias until " + iso8601(static_cast<int64_t>(until)));
+                }
+            }
+            prev = field_value(pf, "rotated_from");
+        }
+    }
+
     note(std::string(was == "revoked" ? "key was already revoked: " : "")
          + "revoked key id " + quoted(id) + ", hash " + t.hex);
     if (args.has("json")) {
@@ -1279,6 +1305,20 @@ int cmd_set(Context &ctx, const Args &args)
             Reply o = rr.cmd({"GET", ctx.id_key(id)});
             if (reply_string(o.get()) == t.hex) {
                 ops.push_back({"DEL", ctx.id_key(id)});
+            }
+        }
+
+        /* re-activated: the last revocation's fields go (the audit trail
+         * keeps them) */
+        if (field_value(changes, "status") == "active") {
+            Argv clear{"HDEL", rec_key};
+            for (const char *f : {"revoked_at", "revoked_by", "reason"}) {
+                if (!field_value(old, f).empty()) {
+                    clear.push_back(f);
+                }
+            }
+            if (clear.size() > 2) {
+                ops.push_back(clear);
             }
         }
 
