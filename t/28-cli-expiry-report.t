@@ -91,6 +91,9 @@ like($res->{out}, qr/^rot\talias\t.*\t\Q$rot->{hash}\E$/m,
      'the old secret of a rotation in its grace: alias');
 like($res->{out}, qr/^rot\tactive\t.*\t\Q$rn->{hash}\E$/m, 'the new one: active');
 like($res->{out}, qr/^ended\trotated\t/m, 'an old secret after its grace: rotated');
+my $sh = cli('show', $rot->{hash});
+like($sh->{out}, qr/^alias_until\s+\d+ \(\S+Z\) \(an old secret: alias\)$/m,
+     'show: alias_until with its time and what it means');
 
 is_deeply([ sort keys %{ listed('--status', 'expired') } ], [ 'old' ],
           '--status expired');

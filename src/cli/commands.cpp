@@ -1518,7 +1518,13 @@ int cmd_show(Context &ctx, const Args &args)
         std::string v = printable(x.second);
         if (x.first == "expires_at") {
             v += time_note(x.second, now, true);
-        } else if (x.first == "created_at") {
+        } else if (x.first == "alias_until") {
+            /* an old secret of a rotated key */
+            v += time_note(x.second, now, false) + " (an old secret: "
+                 + effective_status(f, now) + ")";
+        } else if (x.first == "created_at" || x.first == "revoked_at"
+                   || x.first == "imported_at")
+        {
             v += time_note(x.second, now, false);
         } else if (x.first == "rate" && problem.empty()) {
             uint64_t at_once;
