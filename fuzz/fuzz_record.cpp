@@ -5,7 +5,8 @@
  * hostile values) go through ak_record_build into a buffer of exactly the
  * capacity given; the answer is checked against a reference reading of
  * each field written from README's record format (status, expires_at,
- * rate, burst, quota: the rate/quota specs; id, owner, plan, scopes), and
+ * rate, burst, quota: the rate/quota specs; id, owner, plan, scopes;
+ * identity, alias_until), and
  * against ak::validate_field.  A built blob goes through ak_record_view and
  * every accessor (ips, referrers, scopes, the state carried between two
  * records).  A second mode hands any bytes to ak_record_view as a blob.
@@ -16,6 +17,7 @@
 #include "fuzz_util.h"
 
 #include <cstdlib>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <vector>
@@ -24,7 +26,7 @@ namespace {
 
 const char *const kNames[] = {
     "id", "owner", "plan", "status", "expires_at", "scopes", "ips",
-    "referrers", "rate", "burst", "quota",
+    "referrers", "rate", "burst", "quota", "identity", "alias_until",
 };
 constexpr size_t kNNames = sizeof(kNames) / sizeof(kNames[0]);
 
@@ -217,6 +219,15 @@ std::string value_for(fuzz::Input &in)
     }
     case 1:
         return in.str16(5000);
+    case 2: {
+        /* 64 hex digits (an identity), lowercase or not */
+        static const char hx[] = "0123456789abcdefABCDEF";
+        std::string h(64, '0');
+        for (auto &c : h) {
+            c = hx[in.u8() % (in.flag() ? 16 : 22)];
+        }
+        return h;
+    }
     default:
         return in.str8();
     }
@@ -291,7 +302,12 @@ void exercise_carry(const ak_record_t &a, const ak_record_t &b,
                      && a.burst == b.burst;
     FUZZ_CHECK(st.tat_us == (same_rate ? before.tat_us : 0));
 
-    bool same_quota = b.quota_period && a.quota_period == b.quota_period;
+    bool same_identity = (a.identity == nullptr) == (b.identity == nullptr)
+                         && (a.identity == nullptr
+                             || std::memcmp(a.identity, b.identity,
+                                            AK_HASH_LEN) == 0);
+    bool same_quota = b.quota_period && a.quota_period == b.quota_period
+                      && same_identity;
     if (!same_quota) {
         FUZZ_CHECK(st.q_window == 0 && st.q_left == 0 && st.q_used == 0);
     } else {
@@ -378,6 +394,20 @@ build_and_check(fuzz::Input &in, const unsigned char *hash)
         quota = ref_per(*val[10], false);
         ref_valid &= quota.ok;
     }
+    bool own_identity = false;
+    if (val[11]) {
+        bool hex = val[11]->size() == 64;
+        for (char c : *val[11]) {
+            hex = hex && (digit(c) || (c >= 'a' && c <= 'f'));
+        }
+        ref_valid &= hex;
+        own_identity = hex && ak::hex_encode(hash, AK_HASH_LEN) == *val[11];
+    }
+    std::optional<uint64_t> alias;
+    if (val[12]) {
+        alias = ref_uint(*val[12], 18);
+        ref_valid &= alias.has_value() && *alias != 0;
+    }
 
     /* ips and referrers: validate_field's word (the other targets check
      * those parsers); every other field: the reference's */
@@ -461,6 +491,13 @@ build_and_check(fuzz::Input &in, const unsigned char *hash)
     }
     FUZZ_CHECK(rec.quota_period == quota.period);
     FUZZ_CHECK(rec.quota_n == quota.n);
+    if (val[11] && !own_identity) {
+        FUZZ_CHECK(rec.identity != nullptr
+                   && ak::hex_encode(rec.identity, AK_HASH_LEN) == *val[11]);
+    } else {
+        FUZZ_CHECK(rec.identity == nullptr);    /* the default: not kept */
+    }
+    FUZZ_CHECK(static_cast<uint64_t>(rec.alias_until) == alias.value_or(0));
     FUZZ_CHECK(rec.has_ips == (val[6] ? 1 : 0));
     FUZZ_CHECK(rec.has_referrers == (val[7] ? 1 : 0));
     FUZZ_CHECK(rec.blob == blob && rec.blob_len == static_cast<size_t>(rc));

@@ -817,6 +817,12 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
         return ngx_http_api_key_decide(r, alcf, ctx, NGX_HTTP_API_KEY_REVOKED);
     }
 
+    /* the old secret of a rotated key, after its grace */
+
+    if (rec.alias_until && (int64_t) ngx_time() >= rec.alias_until) {
+        return ngx_http_api_key_decide(r, alcf, ctx, NGX_HTTP_API_KEY_REVOKED);
+    }
+
     if (rec.status != AK_STATUS_ACTIVE) {
         /* AK_STATUS_DISABLED: suspended, told apart from a revocation */
         return ngx_http_api_key_decide(r, alcf, ctx,

@@ -460,10 +460,15 @@ ngx_http_api_key_lease_start(ngx_http_api_key_ctx_t *ctx,
     ngx_memcpy(lease->id, rec->id.data, n);
     lease->id_len = n;
 
-    /* the usage counter: {prefix}usage:{hex}:{period}:{window start} */
+    /*
+     * the usage counter: {prefix}usage:{hex}:{period}:{window start}, of
+     * the key's identity (the same across rotations), else of its hash
+     */
 
     lease->name_len = ak_redis_name_usage((const char *) conf->prefix.data,
-                                          conf->prefix.len, hash,
+                                          conf->prefix.len,
+                                          rec->identity ? rec->identity
+                                                        : hash,
                                           rec->quota_period, start,
                                           (char *) lease->name,
                                           sizeof(lease->name));

@@ -88,8 +88,10 @@ my ($key1, $hex1, $id1);
     like($r->{err}, qr/\Q$id1\E/, 'stderr shows the id');
 
     is_deeply([ all_keys($db, '*') ],
-              [ sort("apikey:$hex1", "apikey:id:$id1") ],
-              'Redis holds the record named by the SHA-256 and the id lookup');
+              [ sort("apikey:$hex1", "apikey:id:$id1", 'apikey:audit',
+                     'apikey:meta') ],
+              'Redis holds the record named by the SHA-256 and the id lookup '
+              . '(and the audit trail and the hash mode marker)');
     is($db->cmd('TYPE', "apikey:$hex1"), 'hash', 'the record is a HASH');
     is($db->cmd('GET', "apikey:id:$id1"), $hex1, 'the id lookup holds the hash');
 
@@ -397,7 +399,7 @@ for my $c ([qw(show no-such-id)], [qw(revoke no-such-id)],
     ok(key_checksum_ok($new->{key} // '', 'ak'), 'prints a new key');
     isnt($new->{key}, $old->{key}, 'a different key');
     is($new->{hash}, sha256_hex($new->{key} // ''), 'its hash');
-    isnt($new->{id}, $old->{id}, 'a new id');
+    is($new->{id}, $old->{id}, 'the same id');
     is($new->{old_id}, $old->{id}, '--json names the old id');
 
     my $nf = hgetall($db, "apikey:$new->{hash}");
@@ -409,11 +411,13 @@ for my $c ([qw(show no-such-id)], [qw(revoke no-such-id)],
        'and its id lookup');
 
     my $of = hgetall($db, "apikey:$old->{hash}");
-    near($of->{expires_at}, $t0 + 86400, 5,
-         'the old key now expires at now + grace');
+    near($of->{alias_until}, $t0 + 86400, 5,
+         'the old key is an alias until now + grace');
+    is($of->{expires_at}, $old_fields->{expires_at},
+       'its expiry is unchanged');
     is($of->{status}, 'active', 'the old key is still active');
-    is($db->cmd('GET', "apikey:id:$old->{id}"), $old->{hash},
-       'the old id still names the old key (revoke it early by id)');
+    is($db->cmd('GET', "apikey:id:$old->{id}"), $new->{hash},
+       'the id names the new key');
     is_deeply(next_message($sub, 2), ['apikey:events', "update $old->{hash}"],
               'rotate publishes "update OLDHASH"');
     unlike(everything_in_redis(), qr/\Q$new->{key}\E/,
@@ -426,12 +430,12 @@ for my $c ([qw(show no-such-id)], [qw(revoke no-such-id)],
     my $newer = sha256_hex($newer_key);
     is($db->cmd('GET', "apikey:id:$new->{id}"), $newer,
        'giving the old id moves it to the new key');
-    is($db->cmd('HGET', "apikey:$new->{hash}", 'expires_at'),
-       $old_fields->{expires_at}, 'a grace past the expiry does not extend it');
+    is($db->cmd('HGET', "apikey:$new->{hash}", 'alias_until'),
+       $old_fields->{expires_at}, 'a grace past the expiry ends at the expiry');
 
     $r = cli('rotate', $new->{id}, '--grace', '0', '--expires', 'never');
     is($r->{exit}, 0, 'rotate --grace 0 --expires never');
-    near($db->cmd('HGET', "apikey:$newer", 'expires_at'), time, 3,
+    near($db->cmd('HGET', "apikey:$newer", 'alias_until'), time, 3,
          '--grace 0 ends the old key now');
     my $newest = sha256_hex($r->{out} =~ s/\n//r);
     ok(!$db->cmd('HEXISTS', "apikey:$newest", 'expires_at'),
@@ -514,7 +518,8 @@ for my $c ([qw(show no-such-id)], [qw(revoke no-such-id)],
     $r = cli('revoke', 'json-1', '--json');
     is($r->{exit}, 0, 'revoke --json exits 0') or diag $r->{err};
     is_deeply(eval { $json->decode($r->{out}) },
-              { id => 'json-1', hash => $h, status => 'revoked', was => 'active' },
+              { id => 'json-1', hash => $h, status => 'revoked', was => 'active',
+                reason => '' },
               'revoke --json: id, hash, status, the status before');
     $r = cli('revoke', 'json-1', '--json');
     is((eval { $json->decode($r->{out}) } || {})->{was}, 'revoked', 'revoke again: was revoked');

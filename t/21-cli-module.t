@@ -173,17 +173,17 @@ my $k = create('--owner', 'acme', '--id', 'cli-1');
        'the new key works at once');
     my $nres = get($new->{key});
     is($nres->header('x-owner'), 'rot', 'with the same owner');
-    is($nres->header('x-id'), $new->{id}, 'and its new id');
+    is($nres->header('x-id'), 'rot-old', 'and the same id');
     is(statuses($old->{key}, 4), '200,200,200,200',
        'the old key still works during the grace');
 
-    # the old key ends at old_expires_at: past that second it is refused
+    # the old key ends at alias_until: past that second it is refused
     my $end = $new->{old_expires_at} // time + 2;
     sleep 0.05 while time <= $end + 1.05;
 
     is(statuses($old->{key}, 8), join(',', (401) x 8),
        'after the grace the old key is refused by every worker');
-    is(get($old->{key})->header('x-status'), 'expired', 'as expired');
+    is(get($old->{key})->header('x-status'), 'revoked', 'as revoked');
     is(statuses($new->{key}, 4), '200,200,200,200', 'the new key still works');
 }
 

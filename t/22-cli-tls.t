@@ -98,7 +98,7 @@ is_deeply(next_message($sub, 2), ['apikey:events', "revoke $rotated->{hash}"],
           'revoke: the event is published over TLS');
 unlike($rv->{err}, qr/nobody listens/, 'revoke: someone received it');
 
-my $d = cli($url, @ca, 'delete', $new->{id});
+my $d = cli($url, @ca, 'delete', $new->{hash});
 is($d->{exit}, 0, 'delete over TLS') or diag($d->{err});
 is($r->cmd('EXISTS', "apikey:$new->{hash}"), 0, 'delete: gone');
 

@@ -92,7 +92,7 @@ is mod_get($nk), '200 ok', 'the module serves the rotated key from the new maste
 $n->stop;
 $r = cli('show', 'alice2');
 is $r->{exit}, 0, 'show';
-like $r->{out}, qr/^rotated_from\s+alice$/m, 'the new record';
+like $r->{out}, qr/^rotated_from\s+$h$/m, 'the new record names the old hash';
 
 # --- a sentinel down: the next one is asked ------------------------------------------
 

@@ -12,6 +12,7 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::More;
+use JSON::PP ();
 use ApiKeyTest;
 use ApiKeyTest::Cli qw(run_cli subscribe next_message);
 
@@ -103,7 +104,7 @@ track_key($new_key);
 my $nh = ApiKeyTest::sha256_hex($new_key);
 is $c->cmd_for_key("apikey:$nh", 'HGET', "apikey:$nh", 'id'), 'alice2', 'the new record';
 is $c->cmd_for_key("apikey:id:alice2", 'GET', 'apikey:id:alice2'), $nh, 'its id lookup';
-is $c->cmd_for_key($rec, 'HGET', $rec, 'rotated_to'), 'alice2', 'the old record points to it';
+is $c->cmd_for_key($rec, 'HGET', $rec, 'rotated_to'), $nh, 'the old record points to it';
 
 # --- set with a new id: record, new id and old id in three slots ------------------
 
@@ -188,6 +189,16 @@ is $c->cmd_for_key('apikey:id:k1', 'GET', 'apikey:id:k1'), undef, 'old id lookup
     $r = cli('delete', 'after');
     is $r->{exit}, 0, 'delete after the failover';
 }
+
+# --- the audit trail and the marker: one key each, on the master of its slot -----
+
+$r = cli('audit', '--json');
+is $r->{exit}, 0, 'audit on a cluster' or diag $r->{err};
+unlike $r->{err}, qr/audit entry could not be written/, 'no audit entry was lost';
+my $trail = eval { JSON::PP->new->decode($r->{out}) } || [];
+ok scalar(grep { $_->{command} eq 'rotate' } @$trail), 'the rotate above has its entry';
+is $c->cmd_for_key('apikey:meta', 'HGET', 'apikey:meta', 'hash'), 'sha256',
+   'the hash mode marker';
 
 # --- errors ---------------------------------------------------------------------
 

@@ -26,6 +26,9 @@
 #include <sstream>
 #include <unordered_set>
 
+#include <pwd.h>
+#include <unistd.h>
+
 namespace apikeyctl {
 
 static const char kDefaultUrl[] = "redis://127.0.0.1:6379";
@@ -36,6 +39,28 @@ static std::string env(const char *name)
 {
     const char *v = std::getenv(name);
     return v ? std::string(v) : std::string();
+}
+
+
+/* "user@host" of the process (the audit trail's default actor) */
+static std::string os_actor()
+{
+    std::string user;
+    struct passwd *pw = getpwuid(geteuid());
+    if (pw && pw->pw_name && *pw->pw_name) {
+        user = pw->pw_name;
+    } else if (!env("USER").empty()) {
+        user = env("USER");
+    } else {
+        user = "uid" + std::to_string(geteuid());
+    }
+
+    char host[256];
+    if (gethostname(host, sizeof(host)) != 0) {
+        return user;
+    }
+    host[sizeof(host) - 1] = '\0';
+    return user + "@" + host;
 }
 
 
@@ -145,6 +170,17 @@ Context::Context(const Args &args)
                                   : env("APIKEY_SECRET_FILE");
     if (hash.empty()) {
         hash = "sha256";
+    }
+
+    hash_mode_ = hash;
+
+    actor_ = args.has("actor") ? args.get("actor") : env("APIKEY_ACTOR");
+    if (actor_.empty()) {
+        actor_ = os_actor();
+    }
+    if (has_control_chars(actor_) || actor_.size() > 256) {
+        usage_error("--actor: at most 256 characters, no control "
+                    "characters");
     }
 
     if (hash == "sha256") {
@@ -425,6 +461,17 @@ static int64_t parse_expires_option(const std::string &value, int64_t now,
 }
 
 
+/* unix seconds as "2027-01-31T12:00:00Z", else the text as it is */
+static std::string time_text(const std::string &v)
+{
+    uint64_t t;
+    if (parse_uint(v, UINT64_MAX / 2, &t) && t != 0) {
+        return iso8601(static_cast<int64_t>(t));
+    }
+    return printable(v);
+}
+
+
 /* Checks one field alone, so that the message names the option. */
 static void check_field(const char *opt, const std::string &field,
                         const std::string &value)
@@ -686,12 +733,14 @@ int cmd_create(Context &ctx, const Args &args)
     }
 
     Client &r = ctx.redis();
+    ctx.check_marker();
     NewKey nk;
+    Fields rec;
 
     for (int attempt = 0;; attempt++) {
         new_key(nk, ctx, args, given_id, key_prefix, attempt);
 
-        Fields rec{{"id", nk.id}};
+        rec = Fields{{"id", nk.id}};
         rec.insert(rec.end(), attrs.begin(), attrs.end());
         rec.emplace_back("created_at", std::to_string(now));
         rec.emplace_back("key_prefix", key_prefix);
@@ -748,6 +797,7 @@ int cmd_create(Context &ctx, const Args &args)
                     : "its record was removed again"));
     }
 
+    audit(ctx, "create", nk.id, nk.hex, Fields(), rec);
     note("created key id " + quoted(nk.id) + ", hash " + nk.hex
          + " (the key is shown once and stored nowhere)");
     return kExitOk;
@@ -757,14 +807,12 @@ int cmd_create(Context &ctx, const Args &args)
 /* ------------------------------------------------------------------ */
 /* revoke                                                              */
 
-int cmd_revoke(Context &ctx, const Args &args)
+bool revoke_record(Context &ctx, const std::string &hex,
+                   const std::string &reason, std::string *id,
+                   std::string *was, Fields *before, Fields *after)
 {
-    expect_args(args, 1, 1, "KEY or ID");
-
-    Target t = resolve_arg(ctx, args);
     Client &r = ctx.redis();
-    const std::string rec_key = ctx.record_key(t.hex);
-    std::string id, was;
+    const std::string rec_key = ctx.record_key(hex);
     bool gone = false;
 
     Reply exec = transact(r, [&](Client &rr)
@@ -775,25 +823,96 @@ int cmd_revoke(Context &ctx, const Args &args)
             gone = true;
             return std::nullopt;
         }
-        id = record_id(t.hex, f);
-        was = field_value(f, "status");
-        return std::vector<Argv>{
-            {"HSET", rec_key, "status", "revoked"},
-            {"PUBLISH", ctx.channel(), "revoke " + t.hex}};
+        *id = record_id(hex, f);
+        *was = field_value(f, "status");
+
+        Fields change{{"status", "revoked"},
+                      {"revoked_at", std::to_string(unix_now())},
+                      {"revoked_by", ctx.actor()}};
+        if (!reason.empty()) {
+            change.emplace_back("reason", reason);
+        }
+        before->clear();
+        for (const Field &c : change) {
+            bool had;
+            std::string v = field_value(f, c.first, &had);
+            if (had) {
+                before->emplace_back(c.first, v);
+            }
+        }
+        *after = change;
+
+        Argv hdel{"HDEL", rec_key, "reason"};
+        std::vector<Argv> ops{hset_argv(rec_key, change)};
+        if (reason.empty() && !field_value(f, "reason").empty()) {
+            ops.push_back(hdel);    /* an earlier revocation's reason */
+            after->emplace_back("reason", "");
+        }
+        ops.push_back({"PUBLISH", ctx.channel(), "revoke " + hex});
+        return ops;
     });
 
     if (gone) {
-        fail(kExitNotFound, "no such key or id (deleted meanwhile)");
+        return false;
+    }
+    check_published(ctx, exec, exec->elements - 1);
+    return true;
+}
+
+
+int cmd_revoke(Context &ctx, const Args &args)
+{
+    expect_args(args, 1, 1, "KEY or ID");
+
+    const std::string reason = args.get("reason");
+    if (has_control_chars(reason) || reason.size() > 1024) {
+        usage_error("--reason: at most 1024 characters, no control "
+                    "characters");
     }
 
-    check_published(ctx, exec, 1);
+    Target t = resolve_arg(ctx, args);
+    ctx.check_marker();
+    std::string id, was;
+    Fields before, after;
+
+    if (!revoke_record(ctx, t.hex, reason, &id, &was, &before, &after)) {
+        fail(kExitNotFound, "no such key or id (deleted meanwhile)");
+    }
+    audit(ctx, "revoke", id, t.hex, before, after, reason);
+
+    /* the key's old secrets still in their grace (aliases) go with it */
+    {
+        Client &r = ctx.redis();
+        std::string prev = field_value(
+            read_record(r, ctx.record_key(t.hex)), "rotated_from");
+        const int64_t now = unix_now();
+        for (int depth = 0; depth < 16 && is_hex64(prev); depth++) {
+            Fields pf = read_record(r, ctx.record_key(prev));
+            uint64_t until = 0;
+            if (parse_uint(field_value(pf, "alias_until"), UINT64_MAX / 2,
+                           &until)
+                && static_cast<int64_t>(until) > now
+                && field_value(pf, "status") != "revoked")
+            {
+                std::string pid, pwas;
+                Fields pb, pa;
+                if (revoke_record(ctx, prev, reason, &pid, &pwas, &pb, &pa)) {
+                    audit(ctx, "revoke", pid, prev, pb, pa, reason);
+                    note("revoked its old secret (hash " + prev + "), an "
+                         "alias until " + iso8601(static_cast<int64_t>(until)));
+                }
+            }
+            prev = field_value(pf, "rotated_from");
+        }
+    }
+
     note(std::string(was == "revoked" ? "key was already revoked: " : "")
          + "revoked key id " + quoted(id) + ", hash " + t.hex);
     if (args.has("json")) {
         std::cout << "{\"id\":" << json_quote(id) << ",\"hash\":"
                   << json_quote(t.hex) << ",\"status\":\"revoked\""
                   << ",\"was\":" << json_quote(was.empty() ? "active" : was)
-                  << "}\n";
+                  << ",\"reason\":" << json_quote(reason) << "}\n";
         flush_stdout_or_fail("revoke");
     }
     return kExitOk;
@@ -840,6 +959,7 @@ int cmd_rotate(Context &ctx, const Args &args)
 
     Target t = resolve_arg(ctx, args);
     Client &r = ctx.redis();
+    ctx.check_marker();
     const std::string old_key = ctx.record_key(t.hex);
 
     /* the new key keeps the old one's prefix (stored by create), so that
@@ -852,12 +972,24 @@ int cmd_rotate(Context &ctx, const Args &args)
         }
     }
 
+    /* the new key keeps the id (--id gives another) */
+    std::string keep_id = given_id;
+    if (!args.has("id")) {
+        Fields cur = read_record(r, old_key);
+        keep_id = record_id(t.hex, cur);
+    }
+
     NewKey nk;
-    std::string old_id;
+    std::string old_id, identity;
+    Fields audit_old;
     int64_t old_until = 0;
 
+    std::string new_key_name;
+
     for (int attempt = 0;; attempt++) {
-        new_key(nk, ctx, args, given_id, key_prefix, attempt);
+        new_key(nk, ctx, args, keep_id, key_prefix, attempt);
+        nk.id = keep_id;
+        new_key_name = ctx.record_key(nk.hex);
 
         const std::string new_key = ctx.record_key(nk.hex);
         const std::string id_key = ctx.id_key(nk.id);
@@ -873,6 +1005,15 @@ int cmd_rotate(Context &ctx, const Args &args)
                 return std::nullopt;
             }
             old_id = record_id(t.hex, old);
+
+            if (!field_value(old, "alias_until").empty()) {
+                usage_error("rotate: this is the old secret of a rotated "
+                            "key (an alias until "
+                            + time_text(field_value(old, "alias_until"))
+                            + "); rotate the current one: "
+                            "\"apikeyctl rotate " + printable(old_id)
+                            + "\"");
+            }
 
             rr.append({"GET", id_key});
             rr.append({"EXISTS", new_key});
@@ -891,7 +1032,6 @@ int cmd_rotate(Context &ctx, const Args &args)
                 return std::nullopt;
             }
 
-            /* the old key's expiry: now + grace, never later than before */
             bool has_exp;
             std::string exp_s = field_value(old, "expires_at", &has_exp);
             uint64_t old_exp = 0;
@@ -902,17 +1042,29 @@ int cmd_rotate(Context &ctx, const Args &args)
                             + quoted(exp_s) + " is malformed; fix it with "
                             "\"apikeyctl set\" first");
             }
+
+            /* the old secret is an alias until now + grace (the module
+             * refuses it as revoked from then on), never past its expiry */
             old_until = now + grace;
             if (old_exp != 0 && static_cast<int64_t>(old_exp) < old_until) {
                 old_until = static_cast<int64_t>(old_exp);
             }
 
-            /* the new record: the same attributes */
+            /* the identity: the first secret's hash, kept by every
+             * rotation, so that the quota counters stay the key's */
+            identity = field_value(old, "identity");
+            if (identity.empty()) {
+                identity = t.hex;
+            }
+
+            /* the new record: the same id and attributes */
             Fields rec{{"id", nk.id}};
             for (const std::string &name : module_fields()) {
                 bool present;
                 std::string v = field_value(old, name, &present);
-                if (!present || name == "id" || name == "expires_at") {
+                if (!present || name == "id" || name == "expires_at"
+                    || name == "identity" || name == "alias_until")
+                {
                     continue;
                 }
                 if (name == "status" && v == "revoked") {
@@ -920,6 +1072,7 @@ int cmd_rotate(Context &ctx, const Args &args)
                 }
                 rec.emplace_back(name, v);
             }
+            rec.emplace_back("identity", identity);
 
             int64_t exp = 0;
             if (new_expires) {
@@ -947,7 +1100,7 @@ int cmd_rotate(Context &ctx, const Args &args)
             }
             rec.emplace_back("created_at", std::to_string(now));
             rec.emplace_back("key_prefix", key_prefix);
-            rec.emplace_back("rotated_from", old_id);
+            rec.emplace_back("rotated_from", t.hex);
 
             std::string why = record_problem(nk.hex, rec);
             if (!why.empty()) {
@@ -955,12 +1108,16 @@ int cmd_rotate(Context &ctx, const Args &args)
                             "with \"apikeyctl set\" first: " + why);
             }
 
+            Fields old_change{{"alias_until", std::to_string(old_until)},
+                              {"identity", identity},
+                              {"rotated_to", nk.hex}};
+            audit_old = old;
+
             /* the id first, as in create */
             return std::vector<Argv>{
                 {"SET", id_key, nk.hex},
                 hset_argv(new_key, rec),
-                {"HSET", old_key, "expires_at", std::to_string(old_until),
-                 "rotated_to", nk.id},
+                hset_argv(old_key, old_change),
                 {"PUBLISH", ctx.channel(), "update " + t.hex}};
         });
 
@@ -971,23 +1128,51 @@ int cmd_rotate(Context &ctx, const Args &args)
             check_published(ctx, exec, 3);
             break;
         }
+        if (id_taken && !args.has("id")) {
+            usage_error("rotate: the id " + quoted(keep_id) + " names "
+                        "another key; give the new key's id with --id");
+        }
         retry_new_key(args, given_id, id_taken, collision, "rotate");
     }
 
     std::string extra = ",\"old_id\":" + json_quote(old_id)
                         + ",\"old_hash\":" + json_quote(t.hex)
-                        + ",\"old_expires_at\":" + std::to_string(old_until);
+                        + ",\"old_expires_at\":" + std::to_string(old_until)
+                        + ",\"alias_until\":" + std::to_string(old_until);
     if (!print_new_key(args, nk, extra)) {
+        /* nobody will ever know the new key: undo the rotation */
+        Argv hdel{"HDEL", old_key, "alias_until", "rotated_to"};
+        if (field_value(audit_old, "identity").empty()) {
+            hdel.push_back("identity");
+        }
+        bool undone = true;
+        for (const Argv &a : std::vector<Argv>{
+                 {"SET", ctx.id_key(nk.id), t.hex}, hdel,
+                 {"DEL", new_key_name},
+                 {"PUBLISH", ctx.channel(), "update " + t.hex},
+                 {"PUBLISH", ctx.channel(), "update " + nk.hex}}) {
+            if (a[0] == "SET" && nk.id != old_id) {
+                continue;           /* --id: the old id never moved */
+            }
+            Reply u = r.cmd_raw(a);
+            undone = undone && !reply_is_error(u.get());
+        }
         fail(kExitInternal,
-             "cannot write the new key to stdout. The old key (id "
-             + quoted(old_id) + ") now works until " + iso8601(old_until)
-             + ": \"apikeyctl delete " + printable(nk.id) + "\" removes the "
-             "lost new key, \"apikeyctl set " + printable(old_id)
-             + " expires_at=...\" restores the old expiry; then rotate again");
+             std::string("cannot write the new key to stdout; ")
+             + (undone ? "the rotation was undone (the old key is as before)"
+                       : "undoing it failed: the old key (hash " + t.hex
+                         + ") is an alias until " + iso8601(old_until)
+                         + "; \"apikeyctl set " + t.hex
+                         + " alias_until=\" ends that"));
     }
 
-    note("rotated key id " + quoted(old_id) + " to id " + quoted(nk.id)
-         + ", hash " + nk.hex + "; the old key works until "
+    audit(ctx, "rotate", nk.id, nk.hex,
+          Fields{{"hash", t.hex}, {"id", old_id}},
+          Fields{{"hash", nk.hex}, {"id", nk.id},
+                 {"old_alias_until", std::to_string(old_until)}});
+    note("rotated key id " + quoted(old_id)
+         + (nk.id == old_id ? "" : " to id " + quoted(nk.id))
+         + ": new hash " + nk.hex + "; the old key works until "
          + iso8601(old_until) + " (the new key is shown once)");
     return kExitOk;
 }
@@ -1038,12 +1223,19 @@ int cmd_set(Context &ctx, const Args &args)
             usage_error("set: field \"id\" cannot be removed; give a new id");
         }
 
-        if (name == "expires_at" && !value.empty()) {
+        if (name == "identity") {
+            usage_error("set: field \"identity\" is kept by rotate (the "
+                        "key's quota counters); it cannot be set");
+        }
+
+        if ((name == "expires_at" || name == "alias_until")
+            && !value.empty())
+        {
             int64_t t;
             std::string why;
             if (!parse_time(value, now, &t, &why)) {
-                usage_error("set: field \"expires_at\" " + quoted(value)
-                            + ": " + why);
+                usage_error("set: field " + quoted(name) + " "
+                            + quoted(value) + ": " + why);
             }
             value = t == 0 ? std::string() : std::to_string(t);
         }
@@ -1064,10 +1256,12 @@ int cmd_set(Context &ctx, const Args &args)
 
     Target t = resolve_arg(ctx, args);
     Client &r = ctx.redis();
+    ctx.check_marker();
     const std::string rec_key = ctx.record_key(t.hex);
     std::string id;
     bool gone = false, id_taken = false;
     bool revoking = false;
+    Fields set_before;
 
     Reply exec = transact(r, [&](Client &rr)
                                  -> std::optional<std::vector<Argv>> {
@@ -1085,6 +1279,7 @@ int cmd_set(Context &ctx, const Args &args)
             return std::nullopt;
         }
         id = record_id(t.hex, old);
+        set_before = old;
 
         /* the record after the change, checked as a whole */
         Fields merged;
@@ -1139,6 +1334,20 @@ int cmd_set(Context &ctx, const Args &args)
             }
         }
 
+        /* re-activated: the last revocation's fields go (the audit trail
+         * keeps them) */
+        if (field_value(changes, "status") == "active") {
+            Argv clear{"HDEL", rec_key};
+            for (const char *f : {"revoked_at", "revoked_by", "reason"}) {
+                if (!field_value(old, f).empty()) {
+                    clear.push_back(f);
+                }
+            }
+            if (clear.size() > 2) {
+                ops.push_back(clear);
+            }
+        }
+
         std::string status = field_value(changes, "status", &revoking);
         revoking = revoking && (status == "revoked" || status == "disabled");
         if (revoking) {
@@ -1157,6 +1366,20 @@ int cmd_set(Context &ctx, const Args &args)
     }
 
     check_published(ctx, exec, exec->elements - 1);
+
+    {
+        Fields before;
+        for (const Field &c : changes) {
+            bool had;
+            std::string v = field_value(set_before, c.first, &had);
+            if (had) {
+                before.emplace_back(c.first, v);
+            }
+        }
+        audit(ctx, "set", field_value(changes, "id").empty()
+                              ? id : field_value(changes, "id"),
+              t.hex, before, changes);
+    }
 
     std::string set_list, del_list, set_json, del_json;
     for (const Field &c : changes) {
@@ -1356,7 +1579,13 @@ int cmd_show(Context &ctx, const Args &args)
         std::string v = printable(x.second);
         if (x.first == "expires_at") {
             v += time_note(x.second, now, true);
-        } else if (x.first == "created_at") {
+        } else if (x.first == "alias_until") {
+            /* an old secret of a rotated key */
+            v += time_note(x.second, now, false) + " (an old secret: "
+                 + effective_status(f, now) + ")";
+        } else if (x.first == "created_at" || x.first == "revoked_at"
+                   || x.first == "imported_at")
+        {
             v += time_note(x.second, now, false);
         } else if (x.first == "rate" && problem.empty()) {
             uint64_t at_once;
@@ -1399,11 +1628,14 @@ int cmd_list(Context &ctx, const Args &args)
     }
 
     std::string want_status = args.get("status");
-    if (args.has("status") && want_status != "active"
-        && want_status != "revoked" && want_status != "disabled")
-    {
+    static const std::set<std::string> statuses = {
+        "active", "revoked", "disabled", "expired", "expiring", "alias",
+        "rotated",
+    };
+    if (args.has("status") && !statuses.count(want_status)) {
         usage_error("--status " + quoted(want_status)
-                    + ": expected active, revoked or disabled");
+                    + ": expected active, revoked, disabled, expired, "
+                      "expiring, alias or rotated");
     }
 
     int64_t unused = -1;
@@ -1416,6 +1648,17 @@ int cmd_list(Context &ctx, const Args &args)
 
     const bool json = args.has("json");
     const int64_t now = unix_now();
+
+    int64_t within = 30 * 86400;
+    if (args.has("within")) {
+        if (want_status != "expiring") {
+            usage_error("--within is for --status expiring");
+        }
+        if (!parse_duration(args.get("within"), &within) || within <= 0) {
+            usage_error("--within " + quoted(args.get("within"))
+                        + ": expected a duration such as 7d, 30d, 12h");
+        }
+    }
     const std::string &prefix = ctx.prefix();
     const std::string pattern = ak::redis_records_pattern(prefix);
 
@@ -1457,16 +1700,23 @@ int cmd_list(Context &ctx, const Args &args)
                 continue;       /* deleted since SCAN saw it */
             }
 
-            std::string status = field_value(f, "status");
-            if (status.empty()) {
-                status = "active";
+            std::string status = effective_status(f, now);
+
+            bool status_ok = status == want_status;
+            if (want_status == "expiring") {
+                uint64_t e = 0;
+                status_ok = status == "active"
+                            && parse_uint(field_value(f, "expires_at"),
+                                          UINT64_MAX / 2, &e)
+                            && e != 0
+                            && static_cast<int64_t>(e) - now <= within;
             }
 
             if ((args.has("owner") && field_value(f, "owner")
                                           != args.get("owner"))
                 || (args.has("plan") && field_value(f, "plan")
                                             != args.get("plan"))
-                || (args.has("status") && status != want_status))
+                || (args.has("status") && !status_ok))
             {
                 continue;
             }
@@ -1597,6 +1847,12 @@ int cmd_usage(Context &ctx, const Args &args)
     std::string id = record_id(t.hex, f);
     std::string quota = field_value(f, "quota");
 
+    /* the counters are the identity's (kept across rotations) */
+    std::string counters_hex = field_value(f, "identity");
+    if (!is_hex64(counters_hex)) {
+        counters_hex = t.hex;
+    }
+
     /* N/hour, N/day, N/month */
     uint64_t limit = 0;
     std::string qperiod;
@@ -1623,7 +1879,7 @@ int cmd_usage(Context &ctx, const Args &args)
         if (!quota_window(p, now, &w.start, &w.end)) {
             fail(kExitInternal, "cannot compute the quota window");
         }
-        mget.push_back(ctx.usage_key(t.hex, p, w.start));
+        mget.push_back(ctx.usage_key(counters_hex, p, w.start));
         wins.push_back(w);
     }
 
@@ -1778,15 +2034,18 @@ int cmd_delete(Context &ctx, const Args &args)
 
     Target t = resolve_arg(ctx, args, true);
     Client &r = ctx.redis();
+    ctx.check_marker();
     const std::string rec_key = ctx.record_key(t.hex);
     std::string id;
     bool had_record = false;
+    Fields deleted;
 
     Reply exec = transact(r, [&](Client &rr)
                                  -> std::optional<std::vector<Argv>> {
         rr.cmd({"WATCH", rec_key});
         Fields f = read_record(rr, rec_key);
         had_record = !f.empty();
+        deleted = f;
         id = had_record ? record_id(t.hex, f) : t.id_arg;
 
         /* the id lookups that point at this record */
@@ -1825,6 +2084,7 @@ int cmd_delete(Context &ctx, const Args &args)
     }
 
     check_published(ctx, exec, exec->elements - 1);
+    audit(ctx, "delete", id, t.hex, deleted, Fields());
 
     if (had_record) {
         note("deleted key id " + quoted(id) + ", hash " + t.hex);
@@ -1838,6 +2098,580 @@ int cmd_delete(Context &ctx, const Args &args)
         flush_stdout_or_fail("delete");
     }
     return kExitOk;
+}
+
+} // namespace apikeyctl
+
+
+/* ------------------------------------------------------------------ */
+/* lifecycle helpers shared with lifecycle.cpp                         */
+
+namespace apikeyctl {
+
+std::string effective_status(const Fields &f, int64_t now)
+{
+    std::string status = field_value(f, "status");
+    if (status == "revoked" || status == "disabled") {
+        return status;
+    }
+
+    uint64_t alias = 0, exp = 0;
+    bool is_alias = parse_uint(field_value(f, "alias_until"), UINT64_MAX / 2,
+                               &alias) && alias != 0;
+    bool expires = parse_uint(field_value(f, "expires_at"), UINT64_MAX / 2,
+                              &exp) && exp != 0;
+
+    if (is_alias && static_cast<int64_t>(alias) <= now) {
+        return "rotated";
+    }
+    if (expires && static_cast<int64_t>(exp) <= now) {
+        return "expired";
+    }
+    if (is_alias) {
+        return "alias";
+    }
+    return status.empty() || status == "active" ? "active" : status;
+}
+
+
+/* one line of stdin (without "\n" / "\r\n"), at most 4096 bytes: false at
+ * the end; *too_long when the line was longer (then skipped) */
+bool read_line(std::string *line, bool *too_long)
+{
+    line->clear();
+    *too_long = false;
+    int c;
+    bool any = false;
+
+    while ((c = std::getchar()) != EOF) {
+        any = true;
+        if (c == '\n') {
+            break;
+        }
+        if (line->size() < 4096) {
+            line->push_back(static_cast<char>(c));
+        } else {
+            *too_long = true;
+        }
+    }
+    if (!line->empty() && line->back() == '\r') {
+        line->pop_back();
+    }
+    if (*too_long) {
+        wipe(*line);
+        line->clear();
+    }
+    return any;
+}
+
+
+/* ------------------------------------------------------------------ */
+/* a flat JSON object: {"name": "text" | number | true | false | null}  */
+
+static void skip_ws(const std::string &s, size_t &i)
+{
+    while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r'
+                            || s[i] == '\n')) {
+        i++;
+    }
+}
+
+
+static void put_utf8(std::string &out, unsigned cp)
+{
+    if (cp < 0x80) {
+        out.push_back(static_cast<char>(cp));
+    } else if (cp < 0x800) {
+        out.push_back(static_cast<char>(0xc0 | (cp >> 6)));
+        out.push_back(static_cast<char>(0x80 | (cp & 0x3f)));
+    } else if (cp < 0x10000) {
+        out.push_back(static_cast<char>(0xe0 | (cp >> 12)));
+        out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
+        out.push_back(static_cast<char>(0x80 | (cp & 0x3f)));
+    } else {
+        out.push_back(static_cast<char>(0xf0 | (cp >> 18)));
+        out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3f)));
+        out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
+        out.push_back(static_cast<char>(0x80 | (cp & 0x3f)));
+    }
+}
+
+
+static bool hex4(const std::string &s, size_t i, unsigned *v)
+{
+    if (i + 4 > s.size()) {
+        return false;
+    }
+    *v = 0;
+    for (size_t k = i; k < i + 4; k++) {
+        char c = s[k];
+        unsigned d = c >= '0' && c <= '9' ? unsigned(c - '0')
+                     : c >= 'a' && c <= 'f' ? unsigned(c - 'a' + 10)
+                     : c >= 'A' && c <= 'F' ? unsigned(c - 'A' + 10) : 16;
+        if (d == 16) {
+            return false;
+        }
+        *v = *v * 16 + d;
+    }
+    return true;
+}
+
+
+static bool json_string(const std::string &s, size_t &i, std::string *out)
+{
+    if (i >= s.size() || s[i] != '"') {
+        return false;
+    }
+    i++;
+    out->clear();
+    while (i < s.size() && s[i] != '"') {
+        unsigned char c = static_cast<unsigned char>(s[i]);
+        if (c < 0x20) {
+            return false;
+        }
+        if (c != '\\') {
+            out->push_back(static_cast<char>(c));
+            i++;
+            continue;
+        }
+        if (++i >= s.size()) {
+            return false;
+        }
+        char e = s[i++];
+        switch (e) {
+        case '"': out->push_back('"'); break;
+        case '\\': out->push_back('\\'); break;
+        case '/': out->push_back('/'); break;
+        case 'b': out->push_back('\b'); break;
+        case 'f': out->push_back('\f'); break;
+        case 'n': out->push_back('\n'); break;
+        case 'r': out->push_back('\r'); break;
+        case 't': out->push_back('\t'); break;
+        case 'u': {
+            unsigned cp, lo;
+            if (!hex4(s, i, &cp)) {
+                return false;
+            }
+            i += 4;
+            if (cp >= 0xd800 && cp < 0xdc00) {
+                if (i + 6 > s.size() || s[i] != '\\' || s[i + 1] != 'u'
+                    || !hex4(s, i + 2, &lo) || lo < 0xdc00 || lo >= 0xe000)
+                {
+                    return false;
+                }
+                i += 6;
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+            } else if (cp >= 0xdc00 && cp < 0xe000) {
+                return false;
+            }
+            put_utf8(*out, cp);
+            break;
+        }
+        default:
+            return false;
+        }
+    }
+    if (i >= s.size()) {
+        return false;
+    }
+    i++;
+    return true;
+}
+
+
+bool parse_flat_json(const std::string &s, Fields *out, std::string *why)
+{
+    size_t i = 0;
+    out->clear();
+    skip_ws(s, i);
+    if (i >= s.size() || s[i] != '{') {
+        *why = "expected a JSON object";
+        return false;
+    }
+    i++;
+    skip_ws(s, i);
+    if (i < s.size() && s[i] == '}') {
+        i++;
+    } else {
+        for (;;) {
+            std::string name, value;
+            skip_ws(s, i);
+            if (!json_string(s, i, &name)) {
+                *why = "expected a field name in double quotes";
+                return false;
+            }
+            skip_ws(s, i);
+            if (i >= s.size() || s[i] != ':') {
+                *why = "expected ':' after " + quoted(name);
+                return false;
+            }
+            i++;
+            skip_ws(s, i);
+            if (i < s.size() && s[i] == '"') {
+                if (!json_string(s, i, &value)) {
+                    *why = "bad string for " + quoted(name);
+                    return false;
+                }
+            } else {
+                size_t st = i;
+                while (i < s.size() && s[i] != ',' && s[i] != '}'
+                       && s[i] != ' ' && s[i] != '\t') {
+                    i++;
+                }
+                value = s.substr(st, i - st);
+                if (value == "null") {
+                    value.clear();
+                } else if (value != "true" && value != "false") {
+                    uint64_t n;
+                    if (!parse_uint(value, UINT64_MAX / 2, &n)) {
+                        *why = "the value of " + quoted(name) + " is not a "
+                               "string, a whole number, true, false or null";
+                        return false;
+                    }
+                }
+            }
+            for (const Field &f : *out) {
+                if (f.first == name) {
+                    *why = "field " + quoted(name) + " given twice";
+                    return false;
+                }
+            }
+            out->emplace_back(name, value);
+            skip_ws(s, i);
+            if (i < s.size() && s[i] == ',') {
+                i++;
+                continue;
+            }
+            if (i < s.size() && s[i] == '}') {
+                i++;
+                break;
+            }
+            *why = "expected ',' or '}'";
+            return false;
+        }
+    }
+    skip_ws(s, i);
+    if (i != s.size()) {
+        *why = "text after the object";
+        return false;
+    }
+    return true;
+}
+
+
+/* ------------------------------------------------------------------ */
+/* import                                                              */
+
+/* create's field options as record fields, checked */
+static Fields option_fields(const Args &args, int64_t now)
+{
+    Fields attrs;
+
+    auto text = [&](const char *opt, const char *field) {
+        if (args.has(opt + 2) && !args.get(opt + 2).empty()) {
+            std::string v = args.get(opt + 2);
+            check_field(opt, field, v);
+            attrs.emplace_back(field, v);
+        }
+    };
+
+    text("--owner", "owner");
+    text("--plan", "plan");
+    if (args.has("expires")) {
+        int64_t t = parse_expires_option(args.get("expires"), now,
+                                         "--expires");
+        if (t != 0) {
+            attrs.emplace_back("expires_at", std::to_string(t));
+        }
+    }
+    if (args.has("scopes")) {
+        std::string v = normalize_scopes(args.get("scopes"));
+        if (!v.empty()) {
+            check_field("--scopes", "scopes", v);
+            attrs.emplace_back("scopes", v);
+        }
+    }
+    text("--ips", "ips");
+    text("--referrers", "referrers");
+    text("--rate", "rate");
+    text("--burst", "burst");
+    text("--quota", "quota");
+    if (args.has("burst") && !args.has("rate")) {
+        usage_error("--burst needs --rate");
+    }
+    return attrs;
+}
+
+
+int cmd_import(Context &ctx, const Args &args)
+{
+    expect_args(args, 0, 0, "");
+
+    const int64_t now = unix_now();
+    const Fields base = option_fields(args, now);
+    const bool jsonl = args.has("jsonl");
+    Client &r = ctx.redis();
+    ctx.check_marker();
+
+    uint64_t lineno = 0, imported = 0, skipped = 0;
+    std::string json_out;
+    SecretString line;
+
+    for (;;) {
+        std::string l;
+        bool too_long;
+        if (!read_line(&l, &too_long)) {
+            break;
+        }
+        line = std::move(l);
+        lineno++;
+
+        auto skip = [&](const std::string &why) {
+            skipped++;
+            note("line " + std::to_string(lineno) + " skipped: " + why);
+        };
+
+        if (too_long) {
+            skip("longer than 4096 bytes");
+            continue;
+        }
+        if (trim(line.str()).empty()) {
+            continue;
+        }
+
+        Fields rec_fields = base;
+        SecretString key;
+        std::string id;
+
+        if (jsonl) {
+            Fields obj;
+            std::string why;
+            if (!parse_flat_json(line.str(), &obj, &why)) {
+                skip(why);
+                continue;
+            }
+            bool bad = false;
+            for (Field &f : obj) {
+                if (f.first == "key") {
+                    key = f.second;
+                    wipe(f.second);
+                    continue;
+                }
+                if (f.first == "expires") {
+                    f.first = "expires_at";
+                }
+                if (!is_module_field(f.first) || f.first == "identity"
+                    || f.first == "alias_until")
+                {
+                    skip("unknown field " + quoted(f.first));
+                    bad = true;
+                    break;
+                }
+                if (f.first == "expires_at" && !f.second.empty()) {
+                    int64_t t;
+                    if (!parse_time(f.second, now, &t, &why)) {
+                        skip("expires_at " + quoted(f.second) + ": " + why);
+                        bad = true;
+                        break;
+                    }
+                    f.second = t ? std::to_string(t) : std::string();
+                }
+                if (f.first == "scopes") {
+                    f.second = normalize_scopes(f.second);
+                }
+                if (f.first == "id") {
+                    id = f.second;
+                    continue;
+                }
+                /* the line's value overrides the option's */
+                Fields merged;
+                for (const Field &b : rec_fields) {
+                    if (b.first != f.first) {
+                        merged.push_back(b);
+                    }
+                }
+                if (!f.second.empty()) {
+                    merged.push_back(f);
+                }
+                rec_fields = merged;
+            }
+            if (bad) {
+                continue;
+            }
+            if (key.empty()) {
+                skip("no \"key\"");
+                continue;
+            }
+        } else {
+            key = trim(line.str());
+        }
+
+        if (!key_is_any(key.str())) {
+            skip("not a key (1 to 256 printable ASCII characters, no "
+                 "blanks)");
+            continue;
+        }
+
+        const std::string hex = ctx.hasher().hex(key.str());
+        if (id.empty()) {
+            id = hex.substr(0, AK_ID_DEFAULT_LEN);
+        }
+
+        Fields rec{{"id", id}};
+        bool has_status = !field_value(rec_fields, "status").empty();
+        rec.insert(rec.end(), rec_fields.begin(), rec_fields.end());
+        if (!has_status) {
+            rec.emplace_back("status", "active");
+        }
+        rec.emplace_back("created_at", std::to_string(now));
+        rec.emplace_back("imported_at", std::to_string(now));
+
+        std::string why = record_problem(hex, rec);
+        if (!why.empty()) {
+            skip(why);
+            continue;
+        }
+
+        const std::string rec_key = ctx.record_key(hex);
+        const std::string id_key = ctx.id_key(id);
+        bool id_taken = false, exists = false;
+
+        Reply exec = transact(r, [&](Client &rr)
+                                     -> std::optional<std::vector<Argv>> {
+            rr.cmd({"WATCH", rec_key, id_key});
+            rr.append({"EXISTS", id_key});
+            rr.append({"EXISTS", rec_key});
+            Reply a = rr.next(), b = rr.next();
+            check_reply(a.get(), "EXISTS");
+            check_reply(b.get(), "EXISTS");
+            id_taken = a->integer > 0;
+            exists = b->integer > 0;
+            if (id_taken || exists) {
+                return std::nullopt;
+            }
+            return std::vector<Argv>{{"SET", id_key, hex},
+                                     hset_argv(rec_key, rec),
+                                     {"PUBLISH", ctx.channel(),
+                                      "update " + hex}};
+        });
+
+        if (exists) {
+            skip("the key is stored already (hash " + hex + ")");
+            continue;
+        }
+        if (id_taken) {
+            skip("the id " + quoted(id) + " is in use");
+            continue;
+        }
+        if (!exec) {
+            skip("transaction given up");
+            continue;
+        }
+
+        audit(ctx, "import", id, hex, Fields(), rec);
+        imported++;
+        if (args.has("json")) {
+            json_out += std::string(json_out.empty() ? "" : ",")
+                        + "{\"line\":" + std::to_string(lineno) + ",\"id\":"
+                        + json_quote(id) + ",\"hash\":" + json_quote(hex)
+                        + "}";
+        } else {
+            std::cout << "imported " << printable(id) << ' ' << hex << '\n';
+        }
+    }
+
+    if (args.has("json")) {
+        std::cout << "{\"imported\":[" << json_out << "],\"skipped\":"
+                  << skipped << "}\n";
+    }
+    flush_stdout_or_fail("import");
+    note(std::to_string(imported) + " imported, " + std::to_string(skipped)
+         + " skipped");
+    return skipped ? kExitUsage : kExitOk;
+}
+
+
+/* ------------------------------------------------------------------ */
+/* leaked                                                              */
+
+int cmd_leaked(Context &ctx, const Args &args)
+{
+    expect_args(args, 0, 0, "");
+
+    Client &r = ctx.redis();
+    ctx.check_marker();
+
+    uint64_t not_keys = 0, already = 0;
+    std::string json_out;
+    std::set<std::string> done;
+    std::vector<std::pair<std::string, std::string>> revoked;
+    SecretString line;
+
+    for (;;) {
+        std::string l;
+        bool too_long;
+        if (!read_line(&l, &too_long)) {
+            break;
+        }
+        line = trim(l);
+        wipe(l);
+        if (too_long) {
+            not_keys++;
+            continue;
+        }
+        if (line.empty()) {
+            continue;
+        }
+        if (!key_is_any(line.str())) {
+            not_keys++;
+            continue;
+        }
+
+        const std::string hex = ctx.hasher().hex(line.str());
+        if (done.count(hex)) {
+            continue;               /* the same finding twice */
+        }
+        done.insert(hex);
+
+        Fields f = read_record(r, ctx.record_key(hex));
+        if (f.empty()) {
+            not_keys++;
+            continue;
+        }
+        if (field_value(f, "status") == "revoked") {
+            already++;
+            continue;
+        }
+
+        std::string id, was;
+        Fields before, after;
+        if (!revoke_record(ctx, hex, "leaked", &id, &was, &before, &after)) {
+            not_keys++;             /* deleted meanwhile */
+            continue;
+        }
+        audit(ctx, "leaked", id, hex, before, after, "leaked");
+        revoked.emplace_back(id, hex);
+
+        if (!args.has("json")) {
+            std::cout << "revoked " << printable(id) << ' ' << hex << '\n';
+        }
+    }
+
+    if (args.has("json")) {
+        std::cout << "{\"revoked\":[";
+        for (size_t i = 0; i < revoked.size(); i++) {
+            std::cout << (i ? "," : "") << "{\"id\":"
+                      << json_quote(revoked[i].first) << ",\"hash\":"
+                      << json_quote(revoked[i].second) << "}";
+        }
+        std::cout << "],\"already\":" << already << ",\"not_keys\":"
+                  << not_keys << "}\n";
+    }
+    flush_stdout_or_fail("leaked");
+    note(std::to_string(revoked.size()) + " revoked, "
+         + std::to_string(already) + " revoked already, "
+         + std::to_string(not_keys) + " not live keys");
+    return revoked.empty() ? kExitOk : kExitLeaked;
 }
 
 } // namespace apikeyctl

@@ -46,6 +46,18 @@ public:
     const std::string &prefix() const noexcept { return prefix_; }
     const std::string &channel() const noexcept { return channel_; }
 
+    /* "sha256" or "hmac-sha256" */
+    const std::string &hash_mode() const noexcept { return hash_mode_; }
+
+    /* who makes the changes, for the audit trail: --actor, APIKEY_ACTOR,
+     * else the OS user and host ("user@host") */
+    const std::string &actor() const noexcept { return actor_; }
+
+    /* Before the first change: checks the hash mode marker ({prefix}meta)
+     * against this hash mode and secret, writing it when there is none
+     * (lifecycle.cpp).  A mismatch is a usage error naming both. */
+    void check_marker();
+
     /* the Redis names (built by the core, as the module builds them) of a
      * record (hex: a 64-digit lowercase hash), an id lookup and a quota
      * counter (period: hour, day or month) */
@@ -63,6 +75,9 @@ private:
     SecretString password_;
     std::string prefix_;
     std::string channel_;
+    std::string hash_mode_;
+    std::string actor_;
+    bool marker_checked_ = false;
     double timeout_s_;
     std::unique_ptr<Hasher> hasher_;
     std::unique_ptr<Client> redis_;
@@ -78,6 +93,36 @@ int cmd_show(Context &ctx, const Args &args);
 int cmd_list(Context &ctx, const Args &args);
 int cmd_usage(Context &ctx, const Args &args);
 int cmd_delete(Context &ctx, const Args &args);
+
+/* Sets status=revoked, revoked_at, revoked_by (the actor) and reason (or
+ * removes an earlier one) on hex's record and publishes "revoke HASH", in
+ * one transaction.  false: no such record.  before/after: the fields as
+ * they were and as they are now (for the audit trail). */
+bool revoke_record(Context &ctx, const std::string &hex,
+                   const std::string &reason, std::string *id,
+                   std::string *was, Fields *before, Fields *after);
+
+/* The status a record is in at now: revoked, disabled (its status field),
+ * rotated (an old secret whose grace ended), expired, alias (an old secret
+ * in its grace) or active. */
+std::string effective_status(const Fields &f, int64_t now);
+
+/* lifecycle.cpp */
+int cmd_audit(Context &ctx, const Args &args);
+int cmd_import(Context &ctx, const Args &args);
+int cmd_leaked(Context &ctx, const Args &args);
+int cmd_report(Context &ctx, const Args &args);
+
+/*
+ * Appends an entry to the audit trail ({prefix}audit, a stream capped at
+ * kAuditMaxLen entries, approximately): time, actor, command, key id and
+ * hash, the fields that differ between before and after (old -> new), and
+ * the reason.  A failure is a warning: the change is made already.
+ */
+inline constexpr long kAuditMaxLen = 100000;
+void audit(Context &ctx, const std::string &command, const std::string &id,
+           const std::string &hex, const Fields &before, const Fields &after,
+           const std::string &reason = std::string());
 
 } // namespace apikeyctl
 

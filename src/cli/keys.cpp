@@ -135,6 +135,7 @@ const std::vector<std::string> &tool_fields()
 {
     static const std::vector<std::string> f = {
         "created_at", "key_prefix", "rotated_from", "rotated_to",
+        "revoked_at", "revoked_by", "reason", "imported_at",
     };
     return f;
 }

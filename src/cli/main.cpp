@@ -34,6 +34,10 @@ const char kMainHelp[] =
 "  list     list keys, optionally filtered by owner, status, plan\n"
 "  usage    show a key's quota counters for the current windows\n"
 "  delete   remove a key's record and its id\n"
+"  audit    show the audit trail of changes (all, or of one key)\n"
+"  import   store existing keys read from stdin (migration)\n"
+"  leaked   revoke the live keys among strings read from stdin\n"
+"  report   key counts for Prometheus (node_exporter textfile)\n"
 "\n"
 "A key is named by the key itself, by its id, or by its hash; \"-\" reads\n"
 "the key (or id) from the first line of stdin, so that a key never shows\n"
@@ -63,6 +67,8 @@ const char kMainHelp[] =
 "  --secret-file FILE    the HMAC secret, as api_key_hash secret_file=\n"
 "                        (env APIKEY_SECRET_FILE)\n"
 "  --timeout SECONDS     Redis connect and command timeout (default 2)\n"
+"  --actor NAME          who makes the change, for the audit trail\n"
+"                        (env APIKEY_ACTOR; default user@host)\n"
 "\n"
 "TLS, for rediss:// URLs only (TLS 1.2 or later; the server certificate is\n"
 "verified against the system's CA certificates and the URL's host):\n"
@@ -133,36 +139,42 @@ const CommandInfo kCommands[] = {
 "Every value is checked with the module's own rules: a value the module\n"
 "would reject is refused (exit 2) naming the field.\n"},
 
-    {"revoke", cmd_revoke, "", "json",
-"usage: apikeyctl revoke KEY|ID|HASH|- [--json]\n"
+    {"revoke", cmd_revoke, "reason", "json",
+"usage: apikeyctl revoke KEY|ID|HASH|- [--reason TEXT] [--json]\n"
 "\n"
-"Sets status=revoked and publishes \"revoke HASH\" on the channel, in one\n"
-"transaction: every nginx listening denies the key from its next request.\n"
+"Sets status=revoked, revoked_at (unix seconds), revoked_by (the actor) and\n"
+"reason (--reason, else an earlier one is removed), and publishes\n"
+"\"revoke HASH\" on the channel, in one transaction: every nginx listening\n"
+"denies the key from its next request.\n"
 "\"apikeyctl set KEY|ID status=active\" undoes it.\n"
-"--json prints {\"id\",\"hash\",\"status\":\"revoked\",\"was\"} (the status before).\n"},
+"--json prints {\"id\",\"hash\",\"status\":\"revoked\",\"was\",\"reason\"}\n"
+"(was: the status before).\n"},
 
     {"rotate", cmd_rotate, "grace id key-prefix expires", "json",
 "usage: apikeyctl rotate KEY|ID|HASH|- --grace DURATION [--id ID]\n"
 "                        [--key-prefix P] [--expires WHEN] [--json]\n"
 "\n"
-"Makes a new key with the same fields (owner, plan, scopes, limits, ...),\n"
-"prints it once like create, and sets the old key's expires_at to\n"
-"now + grace (never later than it was), so that the old key keeps working\n"
-"until then; publishes \"update OLDHASH\".\n"
+"Gives the key a new secret and prints it once like create. The new record\n"
+"has the same id (its lookup moves to it), fields (owner, plan, scopes,\n"
+"rules, limits) and identity (the first secret's hash, which names the\n"
+"quota counters: the count goes on). The old record becomes an alias:\n"
+"alias_until=now + grace (never past its expiry); the module accepts the\n"
+"old secret as the same key until then, and refuses it as revoked after.\n"
+"Publishes \"update OLDHASH\".\n"
 "\n"
-"  --grace DURATION   how long the old key keeps working: 30m, 24h, 7d,\n"
+"  --grace DURATION   how long the old secret keeps working: 30m, 24h, 7d,\n"
 "                     seconds; 0 ends it now (required)\n"
-"  --id ID            the new key's id (default: from its hash). Giving the\n"
-"                     old key's id moves the id to the new key\n"
+"  --id ID            give the key another id (default: it keeps its id)\n"
 "  --key-prefix P     the new key's prefix (default: the old key's, as\n"
 "                     create recorded it in key_prefix; else ak)\n"
 "  --expires WHEN     the new key's expiry (default: the old key's; needed\n"
 "                     when the old key has expired); never: none\n"
 "\n"
 "A revoked key's replacement is active; a disabled key's stays disabled.\n"
-"The new record holds rotated_from=OLDID, the old one rotated_to=NEWID\n"
-"(fields the module ignores, as created_at and key_prefix).\n"
-"--json adds old_id, old_hash and old_expires_at.\n"},
+"The new record holds rotated_from=OLDHASH, the old one rotated_to=NEWHASH\n"
+"(fields the module ignores, as created_at and key_prefix). An old secret\n"
+"(a record with alias_until) cannot be rotated: rotate the current one.\n"
+"--json adds old_id, old_hash and alias_until (also as old_expires_at).\n"},
 
     {"set", cmd_set, "", "json",
 "usage: apikeyctl set KEY|ID|HASH|- field=value... [--json]\n"
@@ -172,7 +184,7 @@ const CommandInfo kCommands[] = {
 "\"field=\" with an empty value removes the field (no limit).\n"
 "\n"
 "fields: id owner plan status expires_at (or expires) scopes ips referrers\n"
-"        rate burst quota\n"
+"        rate burst quota alias_until (identity is kept by rotate)\n"
 "  status      active | revoked | disabled\n"
 "  expires_at  as create --expires (unix seconds, 90d, 2027-01-31, ...),\n"
 "              0 or never: no expiry; a past time expires the key\n"
@@ -193,9 +205,9 @@ const CommandInfo kCommands[] = {
 "\"problem\" when not valid, \"rate_at_once\" with a valid rate;\n"
 "last_used: unix seconds or null).\n"},
 
-    {"list", cmd_list, "owner status plan page-size unused", "json",
-"usage: apikeyctl list [--owner O] [--status S] [--plan P] [--page-size N]\n"
-"                      [--unused DURATION] [--json]\n"
+    {"list", cmd_list, "owner status plan page-size within unused", "json",
+"usage: apikeyctl list [--owner O] [--status S [--within D]] [--plan P]\n"
+"                      [--page-size N] [--unused DURATION] [--json]\n"
 "\n"
 "Lists every key record ({prefix} + 64 hex digits), each exactly once,\n"
 "with SCAN (never KEYS) and pipelined reads of N records at a time\n"
@@ -203,7 +215,12 @@ const CommandInfo kCommands[] = {
 "the count goes to stderr. --json prints an array of\n"
 "{\"id\":...,\"hash\":...,\"fields\":{...}}.\n"
 "\n"
-"  --status S   active (also when the field is absent), revoked or disabled\n"
+"STATUS is what the module makes of the record now: revoked or disabled\n"
+"(the status field), rotated (an old secret whose grace ended), expired\n"
+"(expires_at passed), alias (an old secret in its grace), else active.\n"
+"\n"
+"  --status S   one of those, or expiring: active keys whose expires_at\n"
+"               is within --within D (s m h d w; default 30d)\n"
 "  --unused D   only keys not used for D (90d; s m h d w): no last use\n"
 "               written by nginx in that time (never used, or used before);\n"
 "               adds a LAST_USED column (\"never\": none in 400 days) and\n"
@@ -222,7 +239,8 @@ const CommandInfo kCommands[] = {
 "Then, apart, the quota state: the key's quota, the counter of the current\n"
 "window, what remains, and the counters of the current hour, day and month\n"
 "(UTC), read from\n"
-"{prefix}usage:{{prefix}{hash}}:{hour|day|month}:{window_start}.\n"
+"{prefix}usage:{{prefix}{hash}}:{hour|day|month}:{window_start} ({hash}: the\n"
+"record's identity when it has one: the counters are kept across rotations).\n"
 "These counters hold what nginx nodes have taken from the quota: counts\n"
 "leased to a node (api_key_zone quota_lease=) and not used yet are\n"
 "included, so they are not request counts.\n"
@@ -238,11 +256,60 @@ const CommandInfo kCommands[] = {
 "Removes the key's record and its id lookup, and publishes \"update HASH\":\n"
 "the key is unknown from then on. Also removes an id whose record is gone.\n"
 "--json prints {\"id\",\"hash\",\"record_deleted\":true|false}.\n"},
+
+    {"audit", cmd_audit, "since", "json",
+"usage: apikeyctl audit [KEY|ID|HASH|-] [--since WHEN] [--json]\n"
+"\n"
+"Prints the audit trail ({prefix}audit, a Redis stream) oldest first: one\n"
+"line per change apikeyctl made (create, revoke, rotate, set, delete,\n"
+"import, leaked): time, actor, command, key id, the fields changed as\n"
+"{\"field\":[old,new]} (null: absent), and the reason. With KEY only the\n"
+"entries of that key (by id, or by hash: a key or hash given).\n"
+"\n"
+"  --since WHEN   entries from then on: 7d (ago), 2027-01-31, unix seconds\n"
+"\n"
+"--json prints an array of {\"entry\",\"time\",\"actor\",\"command\",\"id\",\n"
+"\"hash\",\"changes\",\"reason\"}.\n"},
+
+    {"import", cmd_import,
+     "owner plan scopes ips referrers rate burst quota expires",
+     "json jsonl",
+"usage: apikeyctl import [--owner O] [--plan P] [...create's fields]\n"
+"                        [--jsonl] [--json]\n"
+"\n"
+"Stores existing keys read from stdin, one per line, so that a team can\n"
+"migrate without reissuing keys: each key's hash gets a record with the\n"
+"fields given as options (as create), or with --jsonl each line is a JSON\n"
+"object {\"key\":...,\"id\":...,\"owner\":...,\"expires_at\":...} (fields of\n"
+"the record; its values override the options). A key must be 1 to 256\n"
+"printable characters (api_key_format any); one whose hash or id is in use\n"
+"is skipped. Prints \"imported ID HASH\" (or \"skipped LINE: why\") per line\n"
+"and the counts; exits 2 when a line was skipped. Keys are never printed.\n"},
+
+    {"leaked", cmd_leaked, "", "json",
+"usage: apikeyctl leaked [--json] < candidates\n"
+"\n"
+"Reads candidate strings from stdin (a secret scanner's findings, one per\n"
+"line), revokes every one that is a live key (reason \"leaked\"), prints the\n"
+"ids it revoked and the count of the others. Exit 0 when none was a live\n"
+"key, 5 when it revoked any (so a pipeline stops and someone looks).\n"
+"--json prints {\"revoked\":[{\"id\",\"hash\"}],\"already\":N,\n"
+"\"not_keys\":N}.\n"},
+
+    {"report", cmd_report, "", "prometheus",
+"usage: apikeyctl report --prometheus [FILE]\n"
+"\n"
+"Writes key counts in Prometheus' text format, for node_exporter's textfile\n"
+"collector (FILE is written to FILE.tmp, then renamed over FILE; without\n"
+"FILE, or -, to stdout): apikey_keys{status,plan} (status as list shows\n"
+"it; at most 100 plans, the others as plan=\"other\"),\n"
+"apikey_keys_expiring{within=\"7d\"|\"30d\"} (active keys),\n"
+"apikey_report_timestamp_seconds. Run it from cron, e.g. every 5 minutes.\n"},
 };
 
 const char kGlobalOptions[] =
     "redis password-file sentinel-password-file prefix channel hash "
-    "secret-file timeout "
+    "secret-file timeout actor "
     "tls-ca tls-cert tls-key tls-name";
 const char kGlobalFlags[] = "help version tls-insecure";
 

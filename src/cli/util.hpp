@@ -19,6 +19,7 @@ constexpr int kExitInternal = 1;   /* bug, no randomness, out of memory */
 constexpr int kExitUsage = 2;      /* bad option, bad field value */
 constexpr int kExitNotFound = 3;   /* no such key or id */
 constexpr int kExitRedis = 4;      /* Redis unreachable or answered an error */
+constexpr int kExitLeaked = 5;     /* leaked: live keys were found (revoked) */
 
 /*
  * The one exception type of the tool.  Thrown anywhere, caught in main(),

@@ -282,6 +282,21 @@ size_t ak_redis_name_marker(const char *prefix, size_t prefix_len, char *buf,
 size_t ak_redis_name_id(const char *prefix, size_t prefix_len,
     const char *id, size_t id_len, char *buf, size_t cap) AK_NOEXCEPT;
 
+/*
+ * Names of the whole prefix, not of one key (no hash tag: one Redis key
+ * each, in one slot of a cluster):
+ *   {prefix}audit   apikeyctl's audit trail (a stream)
+ *   {prefix}meta    the marker of the hash mode (a hash: "hash", "check";
+ *                   see README "Redis records")
+ */
+size_t ak_redis_name_audit(const char *prefix, size_t prefix_len, char *buf,
+    size_t cap) AK_NOEXCEPT;
+size_t ak_redis_name_marker(const char *prefix, size_t prefix_len, char *buf,
+    size_t cap) AK_NOEXCEPT;
+
+/* The text whose hash (under api_key_hash) is the marker's "check" field */
+#define AK_MARKER_LABEL  "ngx_http_api_key_module hash check v1"
+
 /* period: AK_PERIOD_HOUR, _DAY or _MONTH (anything else: 0) */
 size_t ak_redis_name_usage(const char *prefix, size_t prefix_len,
     const unsigned char hash[AK_HASH_LEN], uint8_t period,
@@ -423,6 +438,12 @@ typedef struct {
     uint64_t     quota_n;
     uint8_t      rate_scope;    /* AK_RATE_SCOPE_*: the field (only with a
                                    rate), DEFAULT without one */
+    const unsigned char *identity;  /* AK_HASH_LEN bytes: the hash whose
+                                       quota counters the key uses (kept
+                                       across rotations), NULL: its own */
+    int64_t      alias_until;   /* unix seconds, 0 = not an alias: the old
+                                   secret of a rotated key, refused as
+                                   revoked from then on */
     const unsigned char *blob;
     size_t       blob_len;
     char         id_buf[AK_ID_DEFAULT_LEN];
@@ -885,9 +906,9 @@ ak_key_state_t *ak_cache_state_find(ak_cache_t *c,
  * What of a key's state survives a change of its record from old to cur
  * (ak_cache_put over an entry, also one removed by an "update" event):
  * the GCRA state when the rate is the same (interval and burst), the quota
- * state when the quota period is the same and its limit not lowered (when
- * lowered, the counts leased but unused are dropped; the window and the
- * total stay).  Anything else starts afresh.
+ * state when the quota period and the identity (the counters) are the same
+ * and its limit not lowered (when lowered, the counts leased but unused are
+ * dropped; the window and the total stay).  Anything else starts afresh.
  */
 void ak_key_state_carry(const ak_record_t *old, const ak_record_t *cur,
     ak_key_state_t *st) AK_NOEXCEPT;

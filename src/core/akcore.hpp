@@ -75,7 +75,8 @@ bool key_check_checksum(std::string_view key,
 /* The fields the module reads, in canonical order. */
 inline constexpr std::string_view kRecordFields[] = {
     "id", "owner", "plan", "status", "expires_at", "scopes", "ips",
-    "referrers", "rate", "burst", "quota", "rate_scope",
+    "referrers", "rate", "burst", "quota", "rate_scope", "identity",
+    "alias_until",
 };
 
 bool is_record_field(std::string_view name) noexcept;
@@ -134,6 +135,11 @@ std::string redis_requests_name(std::string_view prefix,
 /* {prefix}usage:{{prefix}{hex}}:last_used (unix seconds) */
 std::string redis_last_used_name(std::string_view prefix,
     const unsigned char hash[AK_HASH_LEN]);
+/* {prefix}audit: apikeyctl's audit trail (a stream) */
+std::string redis_audit_name(std::string_view prefix);
+
+/* {prefix}meta: the hash mode marker (a hash) */
+std::string redis_marker_name(std::string_view prefix);
 
 /* SCAN MATCH pattern of every name under prefix: the prefix, glob
  * characters escaped, then "*" */

@@ -8,7 +8,7 @@
  *
  *   byte 0   version (1)
  *   byte 1   status (bits 0-1) | rate_period << 2 (bits 2-3)
- *            | quota_period << 4 (bits 4-6) | kHasRateScope (bit 7)
+ *            | quota_period << 4 (bits 4-6) | kHasExt (bit 7)
  *   byte 2   presence bits, kHas* below
  *   [ips]        u16 LE section length, then entries:
  *                family (4 or 6), prefix, ceil(prefix / 8) address bytes
@@ -21,8 +21,13 @@
  *   [burst]      varint (> 0), only with a rate: the burst in effect (the
  *                field, or N - 1 without one: ak_rate_default_burst)
  *   [quota N]    varint, present iff quota_period != 0
- *   [rate_scope] varint, AK_RATE_SCOPE_NODE or _CLUSTER, present iff
- *                kHasRateScope (only with a rate)
+ *   [ext]        iff kHasExt: one byte of presence bits, kExt* below, then
+ *     [identity]     32 bytes: the hash whose quota counters the key uses
+ *                    (absent: its own; never stored equal to it)
+ *     [alias_until]  varint (> 0): the old secret of a rotated key, refused
+ *                    as revoked from then on
+ *     [rate_scope]   varint, AK_RATE_SCOPE_NODE or _CLUSTER (only with a
+ *                    rate)
  *
  * ips and referrers come first so that the hot match functions find them
  * from the header alone.
@@ -49,7 +54,7 @@ constexpr unsigned kRateShift = 2;
 constexpr uint8_t kRateMask = 0x0c;
 constexpr unsigned kQuotaShift = 4;
 constexpr uint8_t kQuotaMask = 0x70;
-constexpr uint8_t kHasRateScope = 0x80;     /* in byte 1 */
+constexpr uint8_t kHasExt = 0x80;
 
 constexpr uint8_t kHasIps = 0x01;
 constexpr uint8_t kHasReferrers = 0x02;
@@ -59,6 +64,11 @@ constexpr uint8_t kHasPlan = 0x10;
 constexpr uint8_t kHasScopes = 0x20;
 constexpr uint8_t kHasExpires = 0x40;
 constexpr uint8_t kHasBurst = 0x80;
+
+constexpr uint8_t kExtIdentity = 0x01;
+constexpr uint8_t kExtAliasUntil = 0x02;
+constexpr uint8_t kExtRateScope = 0x04;
+constexpr uint8_t kExtKnown = kExtIdentity | kExtAliasUntil | kExtRateScope;
 
 } // namespace blob
 
@@ -327,7 +337,8 @@ bool blob_rule_sections(const unsigned char *b, size_t len,
 /* record.cpp: the fields, in canonical order (= ak::kRecordFields) */
 enum Field {
     F_ID, F_OWNER, F_PLAN, F_STATUS, F_EXPIRES, F_SCOPES, F_IPS,
-    F_REFERRERS, F_RATE, F_BURST, F_QUOTA, F_RATE_SCOPE, F_COUNT
+    F_REFERRERS, F_RATE, F_BURST, F_QUOTA, F_RATE_SCOPE, F_IDENTITY,
+    F_ALIAS_UNTIL, F_COUNT
 };
 
 extern const char *const kFieldNames[F_COUNT];
@@ -343,6 +354,9 @@ struct Scalars {
     uint64_t quota_n = 0;
     uint8_t rate_scope = AK_RATE_SCOPE_DEFAULT;
     size_t scope_words = 0;
+    bool has_identity = false;
+    unsigned char identity[AK_HASH_LEN] = {};
+    uint64_t alias_until = 0;
 };
 
 /* -1 when the module does not read that field */

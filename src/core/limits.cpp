@@ -8,6 +8,7 @@
 #include "ak_core.h"
 
 #include <cstdint>
+#include <cstring>
 
 namespace {
 
@@ -190,8 +191,15 @@ ak_key_state_carry(const ak_record_t *old, const ak_record_t *cur,
         st->r_next_ms = 0;
     }
 
+    /* another identity counts in other counters (NULL: the key's own) */
+    bool same_identity = (old->identity == nullptr) == (cur->identity == nullptr)
+                         && (old->identity == nullptr
+                             || std::memcmp(old->identity, cur->identity,
+                                            AK_HASH_LEN) == 0);
+
     if (cur->quota_period == AK_PERIOD_NONE
-        || old->quota_period != cur->quota_period)
+        || old->quota_period != cur->quota_period
+        || !same_identity)
     {
         st->q_window = 0;
         st->q_left = 0;

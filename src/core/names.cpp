@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * names.cpp: the names of everything the module and apikeyctl keep in
- * Redis (records, id lookups, quota counters, cluster-wide rate state) and
- * the keyspace channels and glob patterns derived from them.  Each name is
- * built in one place, so the module and the CLI can never disagree on one.
- * The per-key names beside the record carry the record's name as their
- * Redis Cluster hash tag: {prefix}usage:{{prefix}{hex}}:..., so they share
- * the record's slot.
+ * Redis (records, id lookups, quota counters, cluster-wide rate state,
+ * usage counters, the audit stream, the hash mode marker) and the keyspace
+ * channels and glob patterns derived from them.  Each name is built in one
+ * place, so the module and the CLI can never disagree on one.  The per-key
+ * names beside the record carry the record's name as their Redis Cluster
+ * hash tag: {prefix}usage:{{prefix}{hex}}:..., so they share the record's
+ * slot.
  */
 
 #include "ak_core.h"
@@ -368,6 +369,19 @@ ak_redis_name_parse_record(const char *prefix, size_t prefix_len,
 
 
 extern "C" size_t
+ak_redis_name_audit(const char *prefix, size_t prefix_len, char *buf,
+    size_t cap) noexcept
+{
+    const Part parts[] = {
+        { prefix, prefix_len },
+        { "audit", 5 },
+    };
+
+    return concat(parts, 2, buf, cap);
+}
+
+
+extern "C" size_t
 ak_redis_name_marker(const char *prefix, size_t prefix_len, char *buf,
     size_t cap) noexcept
 {
@@ -439,6 +453,14 @@ std::string redis_rate_name(std::string_view prefix,
 }
 
 
+std::string redis_audit_name(std::string_view prefix)
+{
+    return build_name(prefix, 0, [&](char *buf, size_t cap) {
+        return ak_redis_name_audit(prefix.data(), prefix.size(), buf, cap);
+    });
+}
+
+
 bool redis_prefix_valid(std::string_view prefix) noexcept
 {
     return ak_redis_prefix_check(prefix.data(), prefix.size()) == 0;
@@ -463,6 +485,14 @@ std::string redis_last_used_name(std::string_view prefix,
                       [&](char *buf, size_t cap) {
         return ak_redis_name_last_used(prefix.data(), prefix.size(), hash, buf,
                                        cap);
+    });
+}
+
+
+std::string redis_marker_name(std::string_view prefix)
+{
+    return build_name(prefix, 0, [&](char *buf, size_t cap) {
+        return ak_redis_name_marker(prefix.data(), prefix.size(), buf, cap);
     });
 }
 

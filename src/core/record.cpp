@@ -16,7 +16,8 @@ namespace ak {
 
 const char *const kFieldNames[F_COUNT] = {
     "id", "owner", "plan", "status", "expires_at", "scopes", "ips",
-    "referrers", "rate", "burst", "quota", "rate_scope",
+    "referrers", "rate", "burst", "quota", "rate_scope", "identity",
+    "alias_until",
 };
 
 namespace {
@@ -34,6 +35,11 @@ inline bool scope_char(unsigned char c) noexcept
 {
     return is_alnum(c) || c == '.' || c == '_' || c == ':' || c == '/'
            || c == '*' || c == '-';
+}
+
+inline bool is_lower_hex(unsigned char c) noexcept
+{
+    return is_digit(c) || (c >= 'a' && c <= 'f');
 }
 
 inline bool blank(unsigned char c) noexcept
@@ -356,6 +362,31 @@ bool parse_field(int index, const char *v, size_t len, Scalars &s,
         }
         return true;
 
+    case F_IDENTITY:
+        for (size_t i = 0; i < len; i++) {
+            if (!is_lower_hex(static_cast<unsigned char>(v[i]))) {
+                len = 0;
+                break;
+            }
+        }
+        if (len != AK_HASH_HEX_LEN
+            || ak_hex_decode_hash(v, len, s.identity) != 0)
+        {
+            e.field("identity");
+            e.add("expected 64 lowercase hex digits (a key's hash)");
+            return false;
+        }
+        s.has_identity = true;
+        return true;
+
+    case F_ALIAS_UNTIL:
+        if (!parse_uint(v, len, 18, &s.alias_until) || s.alias_until == 0) {
+            e.field("alias_until");
+            e.add("expected unix seconds (up to 18 digits, not 0)");
+            return false;
+        }
+        return true;
+
     default:
         return true;
     }
@@ -500,6 +531,18 @@ int record_build(const unsigned char *hash, const ak_str_t *fields,
         }
     }
 
+    /* an identity equal to the key's own hash is the default: not kept */
+    if (s.has_identity && hash
+        && std::memcmp(s.identity, hash, AK_HASH_LEN) == 0)
+    {
+        s.has_identity = false;
+    }
+
+    uint8_t ext = 0;
+    if (s.has_identity) ext |= blob::kExtIdentity;
+    if (s.alias_until) ext |= blob::kExtAliasUntil;
+    if (s.rate_scope) ext |= blob::kExtRateScope;
+
     uint8_t pres = 0;
     if (val[F_IPS]) pres |= blob::kHasIps;
     if (val[F_REFERRERS]) pres |= blob::kHasReferrers;
@@ -521,7 +564,7 @@ int record_build(const unsigned char *hash, const ak_str_t *fields,
     w.put(static_cast<uint8_t>(s.status
                                | (s.rate_period << blob::kRateShift)
                                | (s.quota_period << blob::kQuotaShift)
-                               | (s.rate_scope ? blob::kHasRateScope : 0)));
+                               | (ext ? blob::kHasExt : 0)));
     w.put(pres);
 
     static const int order[] = {
@@ -538,7 +581,13 @@ int record_build(const unsigned char *hash, const ak_str_t *fields,
     if (s.rate_period) w.put_varint(s.rate_n);
     if (s.burst) w.put_varint(s.burst);
     if (s.quota_period) w.put_varint(s.quota_n);
-    if (s.rate_scope) w.put_varint(s.rate_scope);
+
+    if (ext) {
+        w.put(ext);
+        if (s.has_identity) w.put_bytes(s.identity, AK_HASH_LEN);
+        if (s.alias_until) w.put_varint(s.alias_until);
+        if (s.rate_scope) w.put_varint(s.rate_scope);
+    }
 
     if (!w.fits()) {
         e.len = 0;
@@ -612,7 +661,6 @@ ak_record_view(const unsigned char hash[AK_HASH_LEN],
     uint8_t qp = (b1 & blob::kQuotaMask) >> blob::kQuotaShift;
 
     if (version != blob::kVersion
-        || ((b1 & blob::kHasRateScope) && rp == AK_PERIOD_NONE)
         || status > AK_STATUS_DISABLED
         || (qp != AK_PERIOD_NONE && qp != AK_PERIOD_HOUR
             && qp != AK_PERIOD_DAY && qp != AK_PERIOD_MONTH)
@@ -721,12 +769,34 @@ ak_record_view(const unsigned char hash[AK_HASH_LEN],
         rec->quota_n = v;
     }
 
-    if (b1 & blob::kHasRateScope) {
-        uint64_t v = r.varint();
-        if (v != AK_RATE_SCOPE_NODE && v != AK_RATE_SCOPE_CLUSTER) {
+    if (b1 & blob::kHasExt) {
+        uint8_t ext = r.u8();
+        if (ext == 0 || (ext & ~blob::kExtKnown)) {
             goto corrupt;
         }
-        rec->rate_scope = static_cast<uint8_t>(v);
+        if (ext & blob::kExtIdentity) {
+            const unsigned char *p = r.bytes(AK_HASH_LEN);
+            if (p == nullptr) {
+                goto corrupt;
+            }
+            rec->identity = p;
+        }
+        if (ext & blob::kExtAliasUntil) {
+            uint64_t v = r.varint();
+            if (v == 0 || v > kExpiresMax) {
+                goto corrupt;
+            }
+            rec->alias_until = static_cast<int64_t>(v);
+        }
+        if (ext & blob::kExtRateScope) {
+            uint64_t v = r.varint();
+            if (rp == AK_PERIOD_NONE
+                || (v != AK_RATE_SCOPE_NODE && v != AK_RATE_SCOPE_CLUSTER))
+            {
+                goto corrupt;
+            }
+            rec->rate_scope = static_cast<uint8_t>(v);
+        }
     }
 
     if (!r.ok || r.off != len) {

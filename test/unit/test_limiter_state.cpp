@@ -269,3 +269,35 @@ TEST(KeyStateCarry, StateFindAfterReCreation)
     EXPECT_EQ(slot2, found);
     EXPECT_EQ(0u, st->tat_us);
 }
+
+
+/* the quota counters are the identity's: another identity, another count */
+TEST(KeyStateCarry, IdentityChangeStartsQuotaAfresh)
+{
+    const std::string one(64, 'a'), two(64, 'b');
+    View a({ { "rate", "5/m" }, { "quota", "100/day" }, { "identity", one } });
+    View same({ { "rate", "5/m" }, { "quota", "100/day" },
+                { "identity", one }, { "alias_until", "1800000000" } });
+    View other({ { "rate", "5/m" }, { "quota", "100/day" },
+                 { "identity", two } });
+    View own({ { "rate", "5/m" }, { "quota", "100/day" } });
+
+    ak_key_state_t st = state(123, 7, 8, 9);
+    ak_key_state_carry(&a.rec, &same.rec, &st);
+    EXPECT_EQ(123u, st.tat_us);
+    EXPECT_EQ(7u, st.q_window);
+    EXPECT_EQ(8u, st.q_left);
+    EXPECT_EQ(9u, st.q_used);
+
+    for (const View *v : { &other, &own }) {
+        st = state(123, 7, 8, 9);
+        ak_key_state_carry(&a.rec, &v->rec, &st);
+        EXPECT_EQ(123u, st.tat_us);     // the rate is the same
+        EXPECT_EQ(0u, st.q_window);
+        EXPECT_EQ(0u, st.q_left);
+        EXPECT_EQ(0u, st.q_used);
+    }
+    st = state(123, 7, 8, 9);
+    ak_key_state_carry(&own.rec, &a.rec, &st);
+    EXPECT_EQ(0u, st.q_left);
+}

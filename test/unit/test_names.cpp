@@ -337,3 +337,24 @@ TEST(RedisNames, ParseRecord)
                                          name.size(), nullptr),
               -1);
 }
+
+TEST(RedisNames, AuditAndMarker)
+{
+    EXPECT_EQ(check_caps([&](char *b, size_t c) {
+                  return ak_redis_name_audit("apikey:", 7, b, c);
+              }, "apikey:audit"),
+              "apikey:audit");
+    EXPECT_EQ(check_caps([&](char *b, size_t c) {
+                  return ak_redis_name_marker("apikey:", 7, b, c);
+              }, "apikey:meta"),
+              "apikey:meta");
+    EXPECT_EQ(ak::redis_audit_name("p:"), "p:audit");
+    EXPECT_EQ(ak::redis_marker_name(""), "meta");
+    EXPECT_EQ(ak::redis_marker_name(std::string(300, 'p')),
+              std::string(300, 'p') + "meta");
+
+    /* neither is a record's name */
+    unsigned char h[AK_HASH_LEN];
+    EXPECT_FALSE(ak::redis_parse_record_name("apikey:", "apikey:audit", h));
+    EXPECT_FALSE(ak::redis_parse_record_name("apikey:", "apikey:meta", h));
+}

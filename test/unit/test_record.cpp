@@ -442,7 +442,7 @@ TEST(Record, ViewRejectsBadHeaders)
 
     EXPECT_EQ(bad(0, 0), -1);                      /* version */
     EXPECT_EQ(bad(0, 2), -1);
-    EXPECT_EQ(bad(1, b.blob[1] | 0x80), -1);   /* rate_scope: none follows */
+    EXPECT_EQ(bad(1, b.blob[1] | 0x80), -1);       /* ext flag, no ext */
     EXPECT_EQ(bad(1, (b.blob[1] & ~0x03) | 3), -1);   /* status 3 */
     EXPECT_EQ(bad(1, (b.blob[1] & ~0x70) | (1 << 4)), -1);  /* quota "s" */
     EXPECT_EQ(bad(1, (b.blob[1] & ~0x70) | (7 << 4)), -1);
@@ -564,7 +564,7 @@ TEST(Record, CppFieldApi)
     EXPECT_TRUE(ak::is_record_field("referrers"));
     EXPECT_FALSE(ak::is_record_field("Rate"));
     EXPECT_FALSE(ak::is_record_field("created_at"));
-    EXPECT_EQ(std::size(ak::kRecordFields), 12u);
+    EXPECT_EQ(std::size(ak::kRecordFields), 14u);
     for (auto f : ak::kRecordFields) {
         EXPECT_TRUE(ak::is_record_field(f)) << f;
     }
@@ -576,4 +576,82 @@ TEST(Record, CppFieldApi)
     EXPECT_TRUE(ak::validate_field("ips", "::1, 10.0.0.0/8", &err));
     EXPECT_EQ(err, "untouched");
     EXPECT_FALSE(ak::validate_field("rate", "10/d", nullptr));
+}
+
+
+/* identity (the quota counters' hash, kept across rotations) and
+ * alias_until (the old secret of a rotated key) */
+TEST(Record, IdentityAndAliasUntil)
+{
+    const std::string other(
+        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff");
+    aktest::Rec r;
+    r.b = aktest::build({ { "owner", "x" }, { "quota", "5/day" },
+                          { "identity", other },
+                          { "alias_until", "1800000000" } });
+    ASSERT_GT(r.b.len, 0) << r.b.err.msg;
+    ASSERT_EQ(ak_record_view(aktest::test_hash(), r.b.blob.data(),
+                             r.b.blob.size(), &r.rec),
+              0);
+    ASSERT_NE(r.rec.identity, nullptr);
+    EXPECT_EQ(ak::hex_encode(r.rec.identity, AK_HASH_LEN), other);
+    EXPECT_EQ(r.rec.alias_until, 1800000000);
+    EXPECT_EQ(r.owner(), "x");
+    EXPECT_EQ(r.rec.quota_n, 5u);
+
+    /* every truncation of it is corrupt; so is an unknown ext bit */
+    for (size_t n = 0; n < r.b.blob.size(); n++) {
+        std::vector<unsigned char> cut(r.b.blob.begin(),
+                                       r.b.blob.begin() + n);
+        ak_record_t v;
+        EXPECT_EQ(ak_record_view(aktest::test_hash(),
+                                 n ? cut.data() : nullptr, n, &v),
+                  -1)
+            << n;
+    }
+    auto b2 = aktest::build({ { "alias_until", "7" } });
+    ASSERT_GT(b2.len, 0);
+    ak_record_t v;
+    ASSERT_EQ(ak_record_view(aktest::test_hash(), b2.blob.data(),
+                             b2.blob.size(), &v),
+              0);
+    EXPECT_EQ(v.identity, nullptr);
+    EXPECT_EQ(v.alias_until, 7);
+    ASSERT_EQ(b2.blob[3], 0x02);        /* header 3, then the ext byte */
+    for (unsigned char bad : { 0x00, 0x04, 0x80 }) {
+        std::vector<unsigned char> c = b2.blob;
+        c[3] = bad;
+        EXPECT_EQ(ak_record_view(aktest::test_hash(), c.data(), c.size(), &v),
+                  -1)
+            << int(bad);
+    }
+
+    /* the key's own hash as identity is the default: not stored */
+    std::string own = ak::hex_encode(aktest::test_hash(), AK_HASH_LEN);
+    auto plain = aktest::build({ { "owner", "x" } });
+    auto same = aktest::build({ { "owner", "x" }, { "identity", own } });
+    ASSERT_GT(same.len, 0);
+    EXPECT_EQ(same.blob, plain.blob);
+
+    /* malformed values */
+    for (const char *bad : {
+             "00112233445566778899AABBCCDDEEFF00112233445566778899aabbccddeeff",
+             "0011", "zz112233445566778899aabbccddeeff00112233445566778899aab"
+                     "bccddeeff" }) {
+        auto b = aktest::build({ { "identity", bad } });
+        EXPECT_EQ(b.len, -1) << bad;
+        EXPECT_NE(std::string(b.err.msg).find("field \"identity\""),
+                  std::string::npos)
+            << b.err.msg;
+    }
+    for (const char *bad : { "0", "-1", "soon", "1234567890123456789" }) {
+        auto b = aktest::build({ { "alias_until", bad } });
+        EXPECT_EQ(b.len, -1) << bad;
+        EXPECT_NE(std::string(b.err.msg).find("field \"alias_until\""),
+                  std::string::npos)
+            << b.err.msg;
+    }
+    EXPECT_TRUE(ak::validate_field("identity", own, nullptr));
+    EXPECT_FALSE(ak::validate_field("identity", "x", nullptr));
+    EXPECT_TRUE(ak::validate_field("alias_until", "1800000000", nullptr));
 }
