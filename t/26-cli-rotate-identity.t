@@ -77,7 +77,7 @@ my $old = eval { $json->decode($c->{out}) } || {};
 track_key($old->{key});
 
 is(statuses($old->{key}, 4), '200,200,200,200', '4 requests with the key');
-my $first = $r->cmd('GET', "apikey:usage:$old->{hash}:day:$day") // 0;
+my $first = $r->cmd('GET', "apikey:usage:{apikey:$old->{hash}}:day:$day") // 0;
 ok($first == 4 || $first == 5,
    "counted on the counter of its hash ($first: 4, and one leased ahead)");
 
@@ -121,7 +121,7 @@ my $ok = 0;
 for my $k (($new->{key}, $old->{key}) x 4) {
     $ok++ if get($k)->status == 200;
 }
-ok(!$r->cmd('EXISTS', "apikey:usage:$new->{hash}:day:$day"),
+ok(!$r->cmd('EXISTS', "apikey:usage:{apikey:$new->{hash}}:day:$day"),
    'no counter of the new hash');
 
 # --- a second rotation keeps the identity ----------------------------------
@@ -147,9 +147,9 @@ is($res->status, 429, 'then the quota is used up, whichever secret');
 is($res->header('x-status'), 'quota_exceeded', 'quota_exceeded');
 is(get($new->{key})->status, 429, 'the middle secret too');
 isnt(get($old->{key})->status, 200, 'the first one too');
-is($r->cmd('GET', "apikey:usage:$old->{hash}:day:$day"), 10,
+is($r->cmd('GET', "apikey:usage:{apikey:$old->{hash}}:day:$day"), 10,
    'the identity\'s counter says 10 (all of it granted)');
-is(scalar(@{ $r->cmd('KEYS', 'apikey:usage:*') }), 1,
+is(scalar(@{ $r->cmd('KEYS', 'apikey:usage:*:day:*') }), 1,
    'and it is the only usage counter');
 
 my $u = cli('usage', 'rot', '--json');
