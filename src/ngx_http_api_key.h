@@ -574,8 +574,13 @@ typedef struct {
     unsigned                      verify_bad:1;   /* ... is not JSON, or
                                                      its "key" not a
                                                      string: 400 */
+    unsigned                      has_identity:1; /* identity[] is set */
 
     u_char                        hash[AK_HASH_LEN];
+    u_char                        identity[AK_HASH_LEN]; /* the record's
+                                                    identity (a rotated
+                                                    key's first hash): its
+                                                    usage counts there */
 
     /* waiting on Redis: a record read or a quota lease (wait.c) */
     ngx_http_api_key_wait_t      *waiting;       /* NULL: not waiting */

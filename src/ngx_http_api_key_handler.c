@@ -926,6 +926,11 @@ ngx_http_api_key_copy_identity(ngx_http_request_t *r,
 
     ctx->id.data = p;
     ctx->id.len = rec->id.len;
+
+    if (rec->identity) {
+        ngx_memcpy(ctx->identity, rec->identity, AK_HASH_LEN);
+        ctx->has_identity = 1;
+    }
     p = ngx_cpymem(p, rec->id.data, rec->id.len);
 
     ctx->owner.data = p;
@@ -966,8 +971,14 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
     (void) ngx_atomic_fetch_add(&alcf->zone->sh->status[status], 1);
 
     if (ctx->hashed) {
-        /* the key's last use and requests per day (a known record only) */
-        ngx_http_api_key_usage_count(alcf->zone, ctx->hash, status);
+        /*
+         * the key's last use and requests per day (a known record only),
+         * under its identity: a rotated key keeps its history
+         */
+        ngx_http_api_key_usage_count(alcf->zone,
+                                     ctx->has_identity ? ctx->identity
+                                                       : ctx->hash,
+                                     status);
     }
 
     amcf = ngx_http_get_module_main_conf(r, ngx_http_api_key_module);

@@ -1526,7 +1526,12 @@ int cmd_show(Context &ctx, const Args &args)
     Reply lk = r.cmd({"GET", ctx.id_key(id)});
     bool lookup_ok = reply_string(lk.get()) == t.hex;
     std::string problem = record_problem(t.hex, f);
-    Reply lu = r.cmd({"GET", ctx.last_used_key(t.hex)});
+    /* the last use is the identity's (kept across rotations) */
+    std::string usage_hex = field_value(f, "identity");
+    if (!is_hex64(usage_hex)) {
+        usage_hex = t.hex;
+    }
+    Reply lu = r.cmd({"GET", ctx.last_used_key(usage_hex)});
     const int64_t last_used = parse_last_used(lu.get());
 
     if (args.has("json")) {
@@ -1672,22 +1677,42 @@ int cmd_list(Context &ctx, const Args &args)
     }
 
     auto flush = [&]() {
+        std::vector<Reply> reps;
+        std::vector<int64_t> lus(batch.size(), -1);
+
         for (const std::string &name : batch) {
             r.append({"HGETALL", name});
-            if (unused > 0) {
-                r.append({"GET", ctx.last_used_key(name.substr(prefix.size()))});
+        }
+        for (size_t i = 0; i < batch.size(); i++) {
+            reps.push_back(r.next());
+        }
+
+        /* the last use is the identity's (kept across rotations): known
+         * once the record is read */
+        if (unused > 0) {
+            for (size_t i = 0; i < batch.size(); i++) {
+                std::string hex = batch[i].substr(prefix.size());
+                if (!reply_is_error(reps[i].get())) {
+                    std::string ident = field_value(
+                        reply_to_fields(reps[i].get()), "identity");
+                    if (is_hex64(ident)) {
+                        hex = ident;
+                    }
+                }
+                r.append({"GET", ctx.last_used_key(hex)});
+            }
+            for (size_t i = 0; i < batch.size(); i++) {
+                Reply lu = r.next();
+                lus[i] = parse_last_used(lu.get());
             }
         }
 
-        for (const std::string &name : batch) {
-            Reply rep = r.next();
-            int64_t last_used = -1;
-            if (unused > 0) {
-                Reply lu = r.next();
-                last_used = parse_last_used(lu.get());
-                if (last_used >= 0 && now - last_used < unused) {
-                    continue;       /* used within --unused */
-                }
+        for (size_t i = 0; i < batch.size(); i++) {
+            const std::string &name = batch[i];
+            Reply &rep = reps[i];
+            int64_t last_used = lus[i];
+            if (unused > 0 && last_used >= 0 && now - last_used < unused) {
+                continue;           /* used within --unused */
             }
             if (reply_is_error(rep.get())) {
                 note("warning: skipping " + quoted(name) + ": "
@@ -1911,10 +1936,10 @@ int cmd_usage(Context &ctx, const Args &args)
 
     for (uint64_t i = 0; i < ndays; i++) {
         Day d{today - static_cast<int64_t>(i) * 86400, {}};
-        r.append({"HGETALL", ctx.requests_key(t.hex, d.start)});
+        r.append({"HGETALL", ctx.requests_key(counters_hex, d.start)});
         days.push_back(d);
     }
-    r.append({"GET", ctx.last_used_key(t.hex)});
+    r.append({"GET", ctx.last_used_key(counters_hex)});
 
     for (Day &d : days) {
         Reply h = r.next();
