@@ -174,6 +174,18 @@ my $qh = add_key($rt, $qk, id => 'quota1', owner => 'q', quota => '5/day');
 my @codes = map { get($qk)->status } 1 .. 7;
 is "@codes", '200 200 200 200 200 429 429', 'a quota of 5/day on a cluster';
 
+# --- a cluster-wide rate on a cluster: its GCRA state is on the record's
+# master (the hash tag), leased with EVAL there -------------------------------
+
+my $rk = random_key();
+my $rh = add_key($rt, $rk, id => 'rate1', owner => 'r', rate => '2/m', burst => 1,
+                 rate_scope => 'cluster');
+@codes = map { get($rk)->status } 1 .. 5;
+is "@codes", '200 200 429 429 429', 'rate 2/m burst 1, rate_scope=cluster, on a cluster';
+my $rname = "apikey:rate:{apikey:$rh}";
+ok $c->cmd_for_key("apikey:$rh", 'EXISTS', $rname),
+   '... its state is on the master of the record\'s slot';
+
 # --- rediss-cluster://: every node over TLS ------------------------------------
 
 {
