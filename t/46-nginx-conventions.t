@@ -394,7 +394,7 @@ sub grpc_call {
 }
 
 SKIP: {
-    skip 'python3-grpcio is needed for the gRPC server', 14 unless $have_grpc && $grpc_pid;
+    skip 'python3-grpcio is needed for the gRPC server', 15 unless $have_grpc && $grpc_pid;
     is(grpc_call($k, 'hi'), 'OK key=no id=conv-a owner=acme body=hi',
        'gRPC client, x-api-key metadata: OK; the upstream gets the id and owner, not the key');
     is(grpc_call(undef, 'hi'), 'ERR UNAUTHENTICATED Received http2 header with status: 401',
@@ -419,7 +419,7 @@ SKIP: {
        'gRPC-style denials: over the rate: RESOURCE_EXHAUSTED rate_limited');
 
     SKIP: {
-        skip 'curl with HTTP/2 is needed', 5 unless $have_h2;
+        skip 'curl with HTTP/2 is needed', 6 unless $have_h2;
         # one gRPC message: compressed flag 0, length 2, "hi"
         my $msg = "$dir/msg.bin";
         spew($msg, "\0\0\0\0\2hi");
@@ -432,7 +432,21 @@ SKIP: {
         my $resp = slurp("$dir/out.bin");
         is(substr($resp, 5), 'key=no id=conv-a owner=acme body=hi',
            '... the answer in one gRPC message: no key upstream, the id and owner');
+        # nginx answers, then resets the stream whose body it did not read
+        # (RST_STREAM NO_ERROR, as HTTP/2 allows); curl sometimes drops the
+        # whole answer when the reset comes while it still sends the body.
+        # What nginx answered is then read from its access log.
+        my $mark = length $n->access_log;
         $out = `$curl 'http://127.0.0.1:$h2/ak.Echo/Echo'`;
+        if ($out !~ m{^HTTP/2 }) {
+            note 'curl gave no answer (the stream reset race): the access log says';
+            ok(wait_until(sub { substr($n->access_log, $mark) =~ m{"POST /ak\.Echo/Echo HTTP/2\.0" \d+} },
+                          timeout => 5), '... (curl dropped it: the access log has the request)');
+            ($out) = substr($n->access_log, $mark) =~ m{"POST /ak\.Echo/Echo HTTP/2\.0" (\d+ .*)};
+            $out = "HTTP/2 $out\nx-status: " . (($out // '') =~ /st=(\S+)/ ? $1 : '') . "\n";
+        } else {
+            pass('... curl had the answer');
+        }
         like($out, qr{^HTTP/2 401}, 'curl, gRPC framing, no key: 401');
         like($out, qr/^x-status: missing\r?$/m, '... missing');
     }
