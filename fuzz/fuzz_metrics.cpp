@@ -386,6 +386,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         m.tls_reused[c] = in.u64();
         m.connected[c] = in.u8() & 1;
     }
+    m.failover_errors = in.u64();
+    m.master_switches = in.u64();
+    m.master_queries = in.u64();
 
     /* ---- sizing and writing */
 

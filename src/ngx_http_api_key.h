@@ -20,6 +20,8 @@
  *                               a key: walk them, strip the key (api_key_strip;
  *                               the parsing is the core's extract.cpp)
  * ngx_http_api_key_redis.c      Redis connections and the command queue
+ * ngx_http_api_key_sentinel.c   redis-sentinel://: asks the sentinels where
+ *                               the master is, follows +switch-master
  * ngx_http_api_key_redis_io.c   one Redis connection on nginx's events:
  *                               connect, TLS, write, read (hiredis: RESP only)
  * ngx_http_api_key_redis_url.c  api_key_redis's URL and parameters, the TLS
@@ -295,6 +297,11 @@ typedef struct {
     ngx_atomic_t                  reconnects[NGX_HTTP_API_KEY_NCONNS];
     ngx_atomic_t                  tls_failures[NGX_HTTP_API_KEY_NCONNS];
     ngx_atomic_t                  tls_reused[NGX_HTTP_API_KEY_NCONNS];
+    ngx_atomic_t                  failover_errors;  /* READONLY, LOADING,
+                                                       MASTERDOWN... */
+    ngx_atomic_t                  master_switches;  /* sentinel: the master
+                                                       moved */
+    ngx_atomic_t                  master_queries;   /* sentinel: asked */
 } ngx_http_api_key_shctx_t;
 
 
@@ -345,6 +352,15 @@ typedef struct {
     ngx_flag_t                    keyspace_events;
     ngx_uint_t                    max_pending;   /* commands in flight */
     ngx_uint_t                    max_timeouts;  /* in a row: reopen */
+
+    /* redis-sentinel://, rediss-sentinel:// (sentinel.c) */
+    ngx_flag_t                    sentinel;
+    ngx_array_t                  *sentinels;     /* ngx_addr_t: whom to ask */
+    ngx_str_t                     master_name;   /* NUL-terminated */
+    ngx_str_t                     sentinel_password;
+    ngx_flag_t                    tls_name_set;  /* tls_name= given: else
+                                                    the address the
+                                                    sentinels give */
 } ngx_http_api_key_redis_conf_t;
 
 

@@ -10,6 +10,12 @@
  * the outcome its waiters wake with (wait.c).  A read that is not answered
  * within "timeout" wakes them with an error; its late answer still fills
  * the cache.  Error answers are logged once until a read succeeds again.
+ *
+ * A read that gets no answer because its connection went (a failover: the
+ * master was killed, or the sentinels moved the connection), or that is
+ * answered with a failover error (LOADING, MASTERDOWN...), is sent once
+ * more when the commands connection is up again, if that happens within
+ * its timeout: an HGETALL is safe to repeat.  The waiters wait meanwhile.
  */
 
 
@@ -28,7 +34,10 @@ typedef struct {
     ngx_event_t                     timer;
     uint64_t                        seq;
     ngx_uint_t                      sent_us;
+    ngx_queue_t                     retry_link; /* in the retry queue */
     unsigned                        done:1;     /* waiters were woken */
+    unsigned                        retried:1;  /* sent a second time */
+    unsigned                        retrying:1; /* in the retry queue */
 } ngx_http_api_key_lookup_t;
 
 
@@ -47,6 +56,10 @@ static ngx_uint_t ngx_http_api_key_bad_log(u_char *hash, uint64_t version,
     int seen);
 static void ngx_http_api_key_bad_forget(u_char *hash);
 static ngx_uint_t ngx_http_api_key_now_us(void);
+static ngx_int_t ngx_http_api_key_lookup_send(ngx_http_api_key_lookup_t *lk);
+static ngx_uint_t ngx_http_api_key_lookup_retry(ngx_http_api_key_lookup_t *lk,
+    redisReply *r);
+static void ngx_http_api_key_lookup_resend(void);
 
 
 /*
@@ -70,6 +83,7 @@ static ngx_rbtree_node_t               ngx_http_api_key_inflight_sentinel;
 static ngx_log_t                      *ngx_http_api_key_lookup_log;
 static ngx_http_api_key_redis_conf_t  *ngx_http_api_key_lookup_conf;
 static ngx_uint_t                      ngx_http_api_key_read_errors;
+static ngx_queue_t                     ngx_http_api_key_retries;
 static ngx_msec_t                      ngx_http_api_key_read_errors_last;
 
 
@@ -83,6 +97,10 @@ ngx_http_api_key_lookup_init_worker(ngx_cycle_t *cycle,
 
     ngx_http_api_key_lookup_log = cycle->log;
     ngx_http_api_key_lookup_conf = conf;
+    ngx_queue_init(&ngx_http_api_key_retries);
+
+    ngx_http_api_key_redis_on_ready(NGX_HTTP_API_KEY_CONN_COMMANDS,
+                                    ngx_http_api_key_lookup_resend);
     ngx_http_api_key_read_errors = 0;
     ngx_http_api_key_read_errors_last = 0;
 
@@ -103,13 +121,9 @@ ngx_int_t
 ngx_http_api_key_lookup_read(ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_zone_t *zone, uint64_t seq)
 {
-    size_t                           len;
     ngx_int_t                        rc;
     ngx_http_api_key_lookup_t       *lk;
     ngx_http_api_key_redis_conf_t   *conf;
-    const char                      *argv[2];
-    size_t                           argvlen[2];
-    char                             name[AK_REDIS_NAME_MAX];
 
     conf = ngx_http_api_key_lookup_conf;
 
@@ -138,30 +152,10 @@ ngx_http_api_key_lookup_read(ngx_http_api_key_ctx_t *ctx,
         ngx_http_api_key_wait_init(&lk->wait, NGX_HTTP_API_KEY_WAIT_READ,
                                    ngx_http_api_key_lookup_log);
 
-        /* {prefix}{hex}: the prefix's length is checked at configuration */
-
-        len = ak_redis_name_record((const char *) conf->prefix.data,
-                                   conf->prefix.len, ctx->hash, name,
-                                   sizeof(name));
-        if (len == 0) {
+        if (ngx_http_api_key_lookup_send(lk) != NGX_OK) {
             ngx_free(lk);
             return NGX_ERROR;
         }
-
-        argv[0] = "HGETALL";
-        argvlen[0] = 7;
-        argv[1] = name;
-        argvlen[1] = len;
-
-        if (ngx_http_api_key_redis_send(ngx_http_api_key_lookup_reply, lk,
-                                        2, argv, argvlen)
-            != NGX_OK)
-        {
-            ngx_free(lk);
-            return NGX_ERROR;
-        }
-
-        lk->sent_us = ngx_http_api_key_now_us();
 
         ngx_memcpy(&lk->node.key, lk->hash, sizeof(ngx_rbtree_key_t));
         ngx_rbtree_insert(&ngx_http_api_key_inflight, &lk->node);
@@ -187,12 +181,119 @@ ngx_http_api_key_lookup_read(ngx_http_api_key_ctx_t *ctx,
 }
 
 
+/* HGETALL {prefix}{hex} (the prefix's length is checked at configuration) */
+
+static ngx_int_t
+ngx_http_api_key_lookup_send(ngx_http_api_key_lookup_t *lk)
+{
+    size_t                          len;
+    ngx_http_api_key_redis_conf_t  *conf;
+    const char                     *argv[2];
+    size_t                          argvlen[2];
+    char                            name[AK_REDIS_NAME_MAX];
+
+    conf = ngx_http_api_key_lookup_conf;
+
+    len = ak_redis_name_record((const char *) conf->prefix.data,
+                               conf->prefix.len, lk->hash, name,
+                               sizeof(name));
+    if (len == 0) {
+        return NGX_ERROR;
+    }
+
+    argv[0] = "HGETALL";
+    argvlen[0] = 7;
+    argv[1] = name;
+    argvlen[1] = len;
+
+    if (ngx_http_api_key_redis_send(ngx_http_api_key_lookup_reply, lk,
+                                    2, argv, argvlen)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    lk->sent_us = ngx_http_api_key_now_us();
+
+    return NGX_OK;
+}
+
+
+/*
+ * No answer (the connection went) or a failover error, for a read whose
+ * waiters still wait and that was sent once: 1, it waits in the retry
+ * queue for the commands connection (or its timeout).
+ */
+
+static ngx_uint_t
+ngx_http_api_key_lookup_retry(ngx_http_api_key_lookup_t *lk, redisReply *r)
+{
+    if (lk->done || lk->retried || ngx_terminate || ngx_exiting
+        || (r && !ngx_http_api_key_redis_failover_error(r)))
+    {
+        return 0;
+    }
+
+    lk->retried = 1;
+    lk->retrying = 1;
+    ngx_queue_insert_tail(&ngx_http_api_key_retries, &lk->retry_link);
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_http_api_key_lookup_log, 0,
+                   "api_key: read to be sent again, hash %08xD",
+                   ngx_http_api_key_hash_prefix(lk->hash));
+
+    /* (a failover error on a connection that stays: now) */
+
+    if (r && ngx_http_api_key_redis_read_admit() == NGX_OK) {
+        ngx_http_api_key_lookup_resend();
+    }
+
+    return 1;
+}
+
+
+/* the commands connection is up (again): the reads to retry are sent */
+
+static void
+ngx_http_api_key_lookup_resend(void)
+{
+    ngx_queue_t                *q;
+    ngx_http_api_key_lookup_t  *lk;
+
+    while (!ngx_queue_empty(&ngx_http_api_key_retries)) {
+        q = ngx_queue_head(&ngx_http_api_key_retries);
+        lk = ngx_queue_data(q, ngx_http_api_key_lookup_t, retry_link);
+
+        ngx_queue_remove(q);
+        lk->retrying = 0;
+
+        if (ngx_http_api_key_lookup_send(lk) == NGX_OK) {
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_http_api_key_lookup_log, 0,
+                           "api_key: read sent again, hash %08xD",
+                           ngx_http_api_key_hash_prefix(lk->hash));
+            continue;
+        }
+
+        ngx_http_api_key_lookup_finish(lk, NGX_HTTP_API_KEY_LOOKUP_ERROR);
+        ngx_free(lk);
+    }
+}
+
+
 static void
 ngx_http_api_key_lookup_reply(ngx_http_api_key_redis_io_t *io, redisReply *r,
     void *privdata)
 {
     ngx_http_api_key_lookup_e   result;
     ngx_http_api_key_lookup_t  *lk = privdata;
+
+    if (ngx_http_api_key_lookup_retry(lk, r)) {
+        if (r) {
+            ngx_http_api_key_count(&lk->zone->sh->redis_errors);
+        }
+
+        return;
+    }
 
     if (r) {
         ngx_http_api_key_observe_latency(lk->zone,
@@ -425,6 +526,15 @@ ngx_http_api_key_lookup_timeout(ngx_event_t *ev)
     }
 
     ngx_http_api_key_count(&lk->zone->sh->redis_timeouts);
+
+    if (lk->retrying) {
+        /* waiting to be sent again: no reply comes, nothing unanswered */
+        ngx_queue_remove(&lk->retry_link);
+        lk->retrying = 0;
+        ngx_http_api_key_lookup_finish(lk, NGX_HTTP_API_KEY_LOOKUP_ERROR);
+        ngx_free(lk);
+        return;
+    }
 
     /* the reply's callback still comes, and frees lk */
     ngx_http_api_key_lookup_finish(lk, NGX_HTTP_API_KEY_LOOKUP_ERROR);

@@ -142,6 +142,9 @@ ngx_http_api_key_metrics_handler(ngx_http_request_t *r)
         m.nevents = NGX_HTTP_API_KEY_NEVENTS;
 
         m.resubscribes = sh->resubscribes;
+        m.failover_errors = sh->failover_errors;
+        m.master_switches = sh->master_switches;
+        m.master_queries = sh->master_queries;
 
         for (j = 0; j < NGX_HTTP_API_KEY_NCONNS; j++) {
             m.connects[j] = sh->connects[j];

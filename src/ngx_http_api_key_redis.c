@@ -79,7 +79,8 @@ struct ngx_http_api_key_rconn_s {
     ngx_event_t                     reconnect_timer;
     ngx_msec_t                      backoff;
     ngx_uint_t                      pending_handshake;
-    ngx_http_api_key_ready_pt       ready;
+    ngx_http_api_key_ready_pt       ready[2];
+    ngx_uint_t                      nready;
 
     /* the command connection: what is waiting for an answer, a FIFO ring */
     ngx_http_api_key_pending_t     *pending;
@@ -148,6 +149,13 @@ static void ngx_http_api_key_outage_begin(ngx_http_api_key_rconn_t *rc);
 static ngx_uint_t ngx_http_api_key_auth_error_str(const char *s, size_t len);
 static void ngx_http_api_key_outage_end(ngx_http_api_key_rconn_t *rc);
 
+static void ngx_http_api_key_master_moved(void);
+static void ngx_http_api_key_rconn_move(ngx_http_api_key_rconn_t *rc);
+static ngx_uint_t ngx_http_api_key_role_is_master(redisReply *reply);
+static ngx_uint_t ngx_http_api_key_failover_kind(const char *s, size_t len);
+static void ngx_http_api_key_failover(ngx_http_api_key_rconn_t *rc,
+    redisReply *reply);
+
 static void ngx_http_api_key_rconn_init(ngx_http_api_key_rconn_t *rc,
     const char *name, ngx_cycle_t *cycle, ngx_http_api_key_redis_conf_t *conf);
 static void ngx_http_api_key_rconn_close(ngx_http_api_key_rconn_t *rc);
@@ -157,6 +165,14 @@ static ngx_http_api_key_rconn_t       ngx_http_api_key_cmd;
 static ngx_http_api_key_rconn_t       ngx_http_api_key_sub;
 static ngx_http_api_key_main_conf_t  *ngx_http_api_key_amcf;
 static ngx_uint_t                     ngx_http_api_key_exiting;
+static ngx_uint_t                     ngx_http_api_key_moving;
+
+
+/* what a failover error means (ngx_http_api_key_failover_kind) */
+#define NGX_HTTP_API_KEY_FAILOVER_WAIT    1  /* the server is not ready yet:
+                                                ask where the master is */
+#define NGX_HTTP_API_KEY_FAILOVER_MOVED   2  /* not (or no longer) the master:
+                                                connect again, too */
 
 
 /*
@@ -169,9 +185,11 @@ ngx_int_t
 ngx_http_api_key_redis_init_worker(ngx_cycle_t *cycle,
     ngx_http_api_key_main_conf_t *amcf)
 {
+    ngx_http_api_key_shctx_t       *sh;
     ngx_http_api_key_redis_conf_t  *conf;
 
     ngx_http_api_key_exiting = 0;
+    ngx_http_api_key_moving = 0;
     ngx_http_api_key_amcf = amcf;
     conf = amcf->redis;
 
@@ -189,6 +207,21 @@ ngx_http_api_key_redis_init_worker(ngx_cycle_t *cycle,
 
     ngx_http_api_key_rconn_init(&ngx_http_api_key_sub, "events", cycle, conf);
     ngx_http_api_key_sub.conn = NGX_HTTP_API_KEY_CONN_EVENTS;
+
+    /* redis-sentinel://: the sentinels say where the master is */
+
+    if (conf->sentinel) {
+        sh = ngx_http_api_key_first_sh(amcf);
+
+        if (ngx_http_api_key_sentinel_init_worker(cycle, conf,
+                                 ngx_http_api_key_master_moved,
+                                 sh ? &sh->master_switches : NULL,
+                                 sh ? &sh->master_queries : NULL)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
 
     /* a host name without a resolver: said once (by the first worker) */
 
@@ -220,6 +253,10 @@ ngx_http_api_key_redis_init_worker(ngx_cycle_t *cycle,
 void
 ngx_http_api_key_redis_start(ngx_cycle_t *cycle)
 {
+    if (ngx_http_api_key_cmd.conf->sentinel) {
+        ngx_http_api_key_sentinel_start();
+    }
+
     ngx_http_api_key_rconn_connect(&ngx_http_api_key_cmd);
     ngx_http_api_key_rconn_connect(&ngx_http_api_key_sub);
 }
@@ -236,6 +273,10 @@ ngx_http_api_key_redis_exit_worker(ngx_cycle_t *cycle)
 
     ngx_http_api_key_rconn_close(&ngx_http_api_key_cmd);
     ngx_http_api_key_rconn_close(&ngx_http_api_key_sub);
+
+    if (ngx_http_api_key_cmd.conf->sentinel) {
+        ngx_http_api_key_sentinel_exit_worker();
+    }
 
     ngx_http_api_key_redis_io_cleanup();
 }
@@ -324,9 +365,24 @@ ngx_http_api_key_rconn_close(ngx_http_api_key_rconn_t *rc)
 static void
 ngx_http_api_key_rconn_connect(ngx_http_api_key_rconn_t *rc)
 {
-    ngx_http_api_key_redis_conf_t  *conf;
+    ngx_addr_t                     *addr;
+    ngx_http_api_key_redis_conf_t  *conf, *ioconf;
 
     conf = rc->conf;
+
+    if (conf->sentinel) {
+        /* where the sentinels last said; not known yet: once they say */
+
+        addr = ngx_http_api_key_sentinel_master(&ioconf);
+
+        if (addr == NULL) {
+            return;
+        }
+
+        ngx_http_api_key_rconn_set_addr(rc, addr->sockaddr, addr->socklen);
+        ngx_http_api_key_rconn_open(rc);
+        return;
+    }
 
     if (conf->resolve && ngx_http_api_key_resolver(conf)) {
         if (ngx_http_api_key_rconn_resolve(rc) != NGX_OK) {
@@ -526,14 +582,20 @@ ngx_http_api_key_rconn_open(ngx_http_api_key_rconn_t *rc)
 {
     int                             n;
     ngx_http_api_key_redis_io_t    *io;
-    ngx_http_api_key_redis_conf_t  *conf;
+    ngx_http_api_key_redis_conf_t  *conf, *ioconf;
     const char                     *argv[3];
     size_t                          argvlen[3];
     u_char                          db[NGX_INT_T_LEN];
 
     conf = rc->conf;
+    ioconf = conf;
 
-    io = ngx_http_api_key_redis_io_open(conf, &rc->addr,
+    if (conf->sentinel) {
+        /* rediss-sentinel://: the name checked is the master's address */
+        (void) ngx_http_api_key_sentinel_master(&ioconf);
+    }
+
+    io = ngx_http_api_key_redis_io_open(ioconf, &rc->addr,
                            (rc->conn == NGX_HTTP_API_KEY_CONN_COMMANDS)
                            ? rc->pcap : NGX_HTTP_API_KEY_HANDSHAKE_MAX,
                            rc->log);
@@ -614,6 +676,15 @@ ngx_http_api_key_rconn_open(ngx_http_api_key_rconn_t *rc)
         ngx_http_api_key_rconn_handshake(rc, "PING", 1, argv, argvlen);
     }
 
+    /* through the sentinels: the server must say it is the master */
+
+    if (conf->sentinel) {
+        argv[0] = "ROLE";
+        argvlen[0] = 4;
+
+        ngx_http_api_key_rconn_handshake(rc, "ROLE", 1, argv, argvlen);
+    }
+
     ngx_log_debug3(NGX_LOG_DEBUG_EVENT, rc->log, 0,
                    "api_key: redis %s connection to \"%V\": connecting, "
                    "%ui handshake commands", rc->name, &conf->url_redacted,
@@ -649,6 +720,12 @@ ngx_http_api_key_rconn_schedule(ngx_http_api_key_rconn_t *rc)
 
     if (rc->connect_timer.timer_set) {
         ngx_del_timer(&rc->connect_timer);
+    }
+
+    /* a connection to the master failed or went: has the master moved? */
+
+    if (rc->conf->sentinel && !ngx_http_api_key_moving) {
+        ngx_http_api_key_sentinel_rediscover(rc->name);
     }
 
     if (!rc->reconnect_timer.timer_set) {
@@ -837,8 +914,34 @@ ngx_http_api_key_rconn_handshake_reply(ngx_http_api_key_redis_io_t *io,
         return;
     }
 
+    if (ngx_strcmp((char *) privdata, "ROLE") == 0
+        && !ngx_http_api_key_role_is_master(reply))
+    {
+        /* a replica (the sentinels' answer was old): ask them again */
+
+        if (!rc->failing) {
+            ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                          "api_key: redis %s connection to \"%V\": %V is "
+                          "not the master (ROLE: %s), asking the sentinels "
+                          "again", rc->name, &rc->conf->url_redacted,
+                          &rc->addr.name,
+                          (reply->type == REDIS_REPLY_ARRAY
+                           && reply->elements
+                           && reply->element[0]->type == REDIS_REPLY_STRING
+                           && reply->element[0]->len < 16)
+                          ? reply->element[0]->str : "?");
+        }
+
+        rc->failing = 1;
+
+        ngx_http_api_key_sentinel_rediscover("ROLE is not master");
+        ngx_http_api_key_redis_io_disconnect(io);
+        return;
+    }
+
     if (reply->type == REDIS_REPLY_ERROR
-        && !(ngx_strcmp((char *) privdata, "PING") == 0
+        && !((ngx_strcmp((char *) privdata, "PING") == 0
+              || ngx_strcmp((char *) privdata, "ROLE") == 0)
              && reply->len >= 6 && ngx_strncmp(reply->str, "NOPERM", 6) == 0))
     {
         /* (an ACL user without PING: answered, authenticated, it works) */
@@ -864,6 +967,11 @@ ngx_http_api_key_rconn_handshake_reply(ngx_http_api_key_redis_io_t *io,
 
         if (ngx_http_api_key_redis_auth_error(reply)) {
             rc->denied = 1;
+        }
+
+        if (rc->conf->sentinel && ngx_http_api_key_redis_failover_error(reply))
+        {
+            ngx_http_api_key_sentinel_rediscover("a failover error");
         }
 
         /* every later command would fail the same way: start over */
@@ -892,6 +1000,8 @@ ngx_http_api_key_rconn_handshake_reply(ngx_http_api_key_redis_io_t *io,
 static void
 ngx_http_api_key_rconn_handshake_done(ngx_http_api_key_rconn_t *rc)
 {
+    ngx_uint_t  i;
+
     ngx_log_debug2(NGX_LOG_DEBUG_EVENT, rc->log, 0,
                    "api_key: redis %s connection to \"%V\": handshake done",
                    rc->name, &rc->conf->url_redacted);
@@ -902,8 +1012,8 @@ ngx_http_api_key_rconn_handshake_done(ngx_http_api_key_rconn_t *rc)
         ngx_http_api_key_rconn_proven(rc);
     }
 
-    if (rc->ready) {
-        rc->ready();
+    for (i = 0; i < rc->nready; i++) {
+        rc->ready[i]();
     }
 }
 
@@ -1012,6 +1122,10 @@ ngx_http_api_key_cmd_reply(ngx_http_api_key_redis_io_t *io, redisReply *r,
     p = rc->pending[rc->phead];
     rc->phead = (rc->phead + 1) % rc->pcap;
     rc->npending--;
+
+    if (r && r->type == REDIS_REPLY_ERROR) {
+        ngx_http_api_key_failover(rc, r);
+    }
 
     if (r) {
         rc->timeouts = 0;
@@ -1433,11 +1547,13 @@ void
 ngx_http_api_key_redis_on_ready(ngx_http_api_key_conn_e conn,
     ngx_http_api_key_ready_pt ready)
 {
-    if (conn == NGX_HTTP_API_KEY_CONN_EVENTS) {
-        ngx_http_api_key_sub.ready = ready;
+    ngx_http_api_key_rconn_t  *rc;
 
-    } else {
-        ngx_http_api_key_cmd.ready = ready;
+    rc = (conn == NGX_HTTP_API_KEY_CONN_EVENTS) ? &ngx_http_api_key_sub
+                                                : &ngx_http_api_key_cmd;
+
+    if (rc->nready < 2) {
+        rc->ready[rc->nready++] = ready;
     }
 }
 
@@ -1492,4 +1608,208 @@ ngx_http_api_key_redis_subscribed(void)
     ngx_http_api_key_sub.lost = 0;
 
     return lost;
+}
+
+
+/* ---- failover: the master moves ------------------------------------ */
+
+/*
+ * The errors a server gives while a failover goes on (the cluster's
+ * CLUSTERDOWN and TRYAGAIN belong here too): 0 for any other answer.
+ */
+
+static ngx_uint_t
+ngx_http_api_key_failover_kind(const char *s, size_t len)
+{
+    ngx_uint_t  i;
+
+    static const struct {
+        ngx_str_t   prefix;
+        ngx_uint_t  kind;
+    } errors[] = {
+        { ngx_string("READONLY"), NGX_HTTP_API_KEY_FAILOVER_MOVED },
+        { ngx_string("MASTERDOWN"), NGX_HTTP_API_KEY_FAILOVER_MOVED },
+        { ngx_string("LOADING"), NGX_HTTP_API_KEY_FAILOVER_WAIT },
+    };
+
+    for (i = 0; i < sizeof(errors) / sizeof(errors[0]); i++) {
+        if (len >= errors[i].prefix.len
+            && ngx_strncmp(s, errors[i].prefix.data, errors[i].prefix.len)
+               == 0
+            && (len == errors[i].prefix.len
+                || s[errors[i].prefix.len] == ' '))
+        {
+            return errors[i].kind;
+        }
+    }
+
+    return 0;
+}
+
+
+/* a failover error: the request's outcome is "unavailable", not "unknown" */
+
+ngx_uint_t
+ngx_http_api_key_redis_failover_error(redisReply *reply)
+{
+    if (reply == NULL || reply->type != REDIS_REPLY_ERROR) {
+        return 0;
+    }
+
+    return ngx_http_api_key_failover_kind(reply->str, reply->len) ? 1 : 0;
+}
+
+
+/*
+ * An answer on the commands connection was a failover error: counted; the
+ * sentinels are asked where the master is; READONLY or MASTERDOWN (a
+ * replica now, or one cut off from its master) also closes the connection
+ * and opens it again with the backoff (to the address the sentinels give,
+ * or, for redis://, the host's address then), where ROLE checks it.
+ */
+
+static void
+ngx_http_api_key_failover(ngx_http_api_key_rconn_t *rc, redisReply *reply)
+{
+    ngx_uint_t                    kind;
+    ngx_http_api_key_shctx_t     *sh;
+    ngx_http_api_key_redis_io_t  *io;
+
+    kind = ngx_http_api_key_failover_kind(reply->str, reply->len);
+
+    if (kind == 0) {
+        return;
+    }
+
+    sh = ngx_http_api_key_first_sh(ngx_http_api_key_amcf);
+
+    if (sh) {
+        ngx_http_api_key_count(&sh->failover_errors);
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "api_key: redis failover error: %*s",
+                   ngx_http_api_key_error_len((u_char *) reply->str,
+                                              reply->len), reply->str);
+
+    if (rc->conf->sentinel) {
+        ngx_http_api_key_sentinel_rediscover("a failover error");
+    }
+
+    if (kind != NGX_HTTP_API_KEY_FAILOVER_MOVED || rc->io == NULL) {
+        return;
+    }
+
+    if (!rc->failing) {
+        ngx_log_error(NGX_LOG_WARN, rc->log, 0,
+                      "api_key: redis %s connection to \"%V\": %V answers "
+                      "%*s: it is not the master, connecting again",
+                      rc->name, &rc->conf->url_redacted, &rc->addr.name,
+                      ngx_min(ngx_http_api_key_error_len((u_char *) reply->str,
+                                                         reply->len),
+                              (size_t) 10),
+                      reply->str);
+        rc->failing = 1;
+    }
+
+    rc->connected = 0;
+    rc->lost = 1;
+
+    io = rc->io;
+    rc->io = NULL;
+
+    /* (in this connection's callback: closed once it returns) */
+    ngx_http_api_key_redis_io_free(io);
+
+    ngx_http_api_key_rconn_schedule(rc);
+}
+
+
+/* ROLE's answer says "master" (or ROLE is refused to this ACL user) */
+
+static ngx_uint_t
+ngx_http_api_key_role_is_master(redisReply *reply)
+{
+    if (reply->type == REDIS_REPLY_ERROR) {
+        return reply->len >= 6 && ngx_strncmp(reply->str, "NOPERM", 6) == 0;
+    }
+
+    return reply->type == REDIS_REPLY_ARRAY && reply->elements > 0
+           && reply->element[0]->type == REDIS_REPLY_STRING
+           && reply->element[0]->len == 6
+           && ngx_strncmp(reply->element[0]->str, "master", 6) == 0;
+}
+
+
+/*
+ * The sentinels say the master is elsewhere now (sentinel.c): both
+ * connections go there at once (no backoff); what waited on the commands
+ * connection is answered "no answer" (lookup.c retries a record read once).
+ */
+
+static void
+ngx_http_api_key_master_moved(void)
+{
+    if (ngx_http_api_key_exiting) {
+        return;
+    }
+
+    ngx_http_api_key_moving = 1;
+
+    ngx_http_api_key_rconn_move(&ngx_http_api_key_cmd);
+    ngx_http_api_key_rconn_move(&ngx_http_api_key_sub);
+
+    ngx_http_api_key_moving = 0;
+}
+
+
+static void
+ngx_http_api_key_rconn_move(ngx_http_api_key_rconn_t *rc)
+{
+    ngx_addr_t                     *addr;
+    ngx_http_api_key_redis_io_t    *io;
+    ngx_http_api_key_redis_conf_t  *ioconf;
+
+    addr = ngx_http_api_key_sentinel_master(&ioconf);
+
+    if (addr == NULL) {
+        return;
+    }
+
+    if (rc->io) {
+        if (rc->addr.sockaddr
+            && ngx_cmp_sockaddr(addr->sockaddr, addr->socklen,
+                                rc->addr.sockaddr, rc->addr.socklen, 1)
+               == NGX_OK)
+        {
+            return;                 /* there already */
+        }
+
+        ngx_log_debug3(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                       "api_key: redis %s connection: moving from %V to %V",
+                       rc->name, &rc->addr.name, &addr->name);
+
+        rc->connected = 0;
+        rc->lost = 1;
+
+        io = rc->io;
+        rc->io = NULL;
+        ngx_http_api_key_redis_io_free(io);
+    }
+
+    if (rc->connect_timer.timer_set) {
+        ngx_del_timer(&rc->connect_timer);
+    }
+
+    if (rc->sub_timer.timer_set) {
+        ngx_del_timer(&rc->sub_timer);
+    }
+
+    if (rc->reconnect_timer.timer_set) {
+        ngx_del_timer(&rc->reconnect_timer);
+    }
+
+    rc->backoff = NGX_HTTP_API_KEY_BACKOFF_MIN;
+
+    ngx_http_api_key_rconn_connect(rc);
 }

@@ -90,6 +90,18 @@ void ngx_http_api_key_redis_io_disconnect(ngx_http_api_key_redis_io_t *io);
 void ngx_http_api_key_redis_io_free(ngx_http_api_key_redis_io_t *io);
 void ngx_http_api_key_redis_io_cleanup(void);
 
+/* sentinel.c: where the master is (redis-sentinel://), for redis.c */
+typedef void (*ngx_http_api_key_master_pt)(void);   /* it moved */
+
+ngx_int_t ngx_http_api_key_sentinel_init_worker(ngx_cycle_t *cycle,
+    ngx_http_api_key_redis_conf_t *conf, ngx_http_api_key_master_pt moved,
+    ngx_atomic_t *switches, ngx_atomic_t *queries);
+void ngx_http_api_key_sentinel_start(void);
+void ngx_http_api_key_sentinel_exit_worker(void);
+ngx_addr_t *ngx_http_api_key_sentinel_master(
+    ngx_http_api_key_redis_conf_t **ioconf);
+void ngx_http_api_key_sentinel_rediscover(const char *why);
+
 /* the commands connection, for the record reads */
 ngx_int_t ngx_http_api_key_redis_read_admit(void);
 ngx_int_t ngx_http_api_key_redis_send(ngx_http_api_key_redis_cb_pt fn, void *privdata,
@@ -98,6 +110,7 @@ ngx_uint_t ngx_http_api_key_redis_outage_timeout(void);
 void ngx_http_api_key_redis_unanswered(void);
 void ngx_http_api_key_redis_set_denied(ngx_uint_t denied);
 ngx_uint_t ngx_http_api_key_redis_auth_error(redisReply *reply);
+ngx_uint_t ngx_http_api_key_redis_failover_error(redisReply *reply);
 
 /* the events subscriber: both connections' "ready", the subscription */
 void ngx_http_api_key_redis_on_ready(ngx_http_api_key_conn_e conn,

@@ -15,6 +15,10 @@
 
 static ngx_int_t ngx_http_api_key_parse_url(ngx_conf_t *cf,
     ngx_http_api_key_redis_conf_t *rcf, ngx_str_t *url);
+static ngx_int_t ngx_http_api_key_parse_sentinel_url(ngx_conf_t *cf,
+    ngx_http_api_key_redis_conf_t *rcf, ngx_str_t *url, u_char *p);
+static ngx_int_t ngx_http_api_key_sentinel_host(ngx_conf_t *cf,
+    ngx_http_api_key_redis_conf_t *rcf, ngx_str_t *url, ngx_str_t *hostport);
 static ngx_int_t ngx_http_api_key_tls_file(ngx_conf_t *cf, ngx_str_t *arg,
     size_t skip, ngx_str_t *out);
 static ngx_int_t ngx_http_api_key_tls_conf(ngx_conf_t *cf,
@@ -101,6 +105,28 @@ ngx_http_api_key_redis_parse(ngx_conf_t *cf,
 
             if (ngx_http_api_key_read_secret(cf, &s, &rcf->password,
                                              "password_file")
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "sentinel_password_file=", 23) == 0) {
+            s.data = value[i].data + 23;
+            s.len = value[i].len - 23;
+
+            if (!rcf->sentinel) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"sentinel_password_file\" needs a "
+                                   "redis-sentinel:// or rediss-sentinel:// "
+                                   "url");
+                return NGX_ERROR;
+            }
+
+            if (ngx_http_api_key_read_secret(cf, &s, &rcf->sentinel_password,
+                                             "sentinel_password_file")
                 != NGX_OK)
             {
                 return NGX_ERROR;
@@ -333,7 +359,14 @@ ngx_http_api_key_tls_conf(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf)
         return NGX_ERROR;
     }
 
-    if (rcf->tls_name.len == 0) {
+    if (rcf->tls_name.len) {
+        rcf->tls_name_set = 1;
+
+    } else if (rcf->sentinel) {
+        /* the address the sentinels give, per connection (sentinel.c) */
+        goto context;
+
+    } else {
         rcf->tls_name = rcf->host;
     }
 
@@ -369,6 +402,8 @@ ngx_http_api_key_tls_conf(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf)
     {
         rcf->tls_sni = rcf->tls_name;
     }
+
+context:
 
     rcf->ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
     if (rcf->ssl == NULL) {
@@ -499,8 +534,9 @@ ngx_http_api_key_parse_url(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf,
     rcf->db = 0;
     ngx_str_null(&db);
     what = "expected redis://[user[:password]@]host:port[/db], "
-           "rediss://[user[:password]@]host:port[/db] "
-           "or unix:/path.sock[?db=N]";
+           "rediss://[user[:password]@]host:port[/db], "
+           "unix:/path.sock[?db=N] or "
+           "redis-sentinel://[user[:password]@]host:port,.../MASTER[/db]";
 
     last = url->data + url->len;
 
@@ -546,6 +582,20 @@ ngx_http_api_key_parse_url(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf,
         rcf->addr = u.addrs[0];
 
         goto parse_db;
+    }
+
+    if (url->len > 17 && ngx_strncmp(url->data, "redis-sentinel://", 17) == 0)
+    {
+        return ngx_http_api_key_parse_sentinel_url(cf, rcf, url,
+                                                   url->data + 17);
+    }
+
+    if (url->len > 18
+        && ngx_strncmp(url->data, "rediss-sentinel://", 18) == 0)
+    {
+        rcf->tls = 1;
+        return ngx_http_api_key_parse_sentinel_url(cf, rcf, url,
+                                                   url->data + 18);
     }
 
     if (url->len > 8 && ngx_strncmp(url->data, "redis://", 8) == 0) {
@@ -697,6 +747,225 @@ invalid:
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid redis url \"%V\": %s",
                        ngx_http_api_key_bad_url(cf->pool, url), what);
     return NGX_ERROR;
+}
+
+
+/*
+ * redis-sentinel://[user[:password]@]host1:port1,host2:port2,.../MASTER[/db]
+ * and rediss-sentinel:// (TLS to the master, not to the sentinels): the
+ * sentinels to ask (port 26379 by default; up to 64; a name is resolved
+ * now, at configuration time, its first address kept), the master's name
+ * (1 to 256 bytes, printable, no space), the database.  The user and the
+ * password are the master's (the sentinels' is sentinel_password_file=).
+ * p: after the scheme.  Errors name the url as ngx_http_api_key_bad_url()
+ * shows it, as for redis://.
+ */
+
+#define NGX_HTTP_API_KEY_SENTINELS_MAX  64
+
+static ngx_int_t
+ngx_http_api_key_parse_sentinel_url(ngx_conf_t *cf,
+    ngx_http_api_key_redis_conf_t *rcf, ngx_str_t *url, u_char *p)
+{
+    u_char       *q, *last, *at, *colon, *slash, *comma, *name_end;
+    ngx_str_t     hosts, hostport, db;
+    ngx_uint_t    n;
+    const char   *what;
+
+    rcf->sentinel = 1;
+    rcf->db = 0;
+
+    last = url->data + url->len;
+    what = "expected redis-sentinel://[user[:password]@]host:port,"
+           "host:port,.../MASTER[/db]";
+
+    /* userinfo: up to the last '@' (as for redis://) */
+
+    at = NULL;
+    for (q = p; q < last; q++) {
+        if (*q == '@') {
+            at = q;
+        }
+    }
+
+    if (at) {
+        colon = ngx_strlchr(p, at, ':');
+
+        if (colon) {
+            rcf->user.data = p;
+            rcf->user.len = colon - p;
+            rcf->password.data = colon + 1;
+            rcf->password.len = at - colon - 1;
+
+        } else {
+            rcf->user.data = p;
+            rcf->user.len = at - p;
+        }
+
+        p = at + 1;
+    }
+
+    slash = ngx_strlchr(p, last, '/');
+
+    if (slash == NULL || slash + 1 == last) {
+        what = "no master name: redis-sentinel://host:port,.../MASTER";
+        goto invalid;
+    }
+
+    hosts.data = p;
+    hosts.len = slash - p;
+
+    if (hosts.len == 0) {
+        what = "no sentinel";
+        goto invalid;
+    }
+
+    /* MASTER[/db] */
+
+    q = slash + 1;
+    name_end = ngx_strlchr(q, last, '/');
+    if (name_end == NULL) {
+        name_end = last;
+    }
+
+    if (name_end == q || name_end - q > 256) {
+        what = "the master's name must be 1 to 256 bytes";
+        goto invalid;
+    }
+
+    for (p = q; p < name_end; p++) {
+        if (*p <= 0x20 || *p >= 0x7f) {
+            what = "the master's name must be printable, without spaces";
+            goto invalid;
+        }
+    }
+
+    rcf->master_name.len = name_end - q;
+    rcf->master_name.data = ngx_pnalloc(cf->pool, rcf->master_name.len + 1);
+    if (rcf->master_name.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(rcf->master_name.data, q, rcf->master_name.len);
+    rcf->master_name.data[rcf->master_name.len] = '\0';
+
+    if (name_end < last) {
+        db.data = name_end + 1;
+        db.len = last - db.data;
+
+        rcf->db = (db.len == 0) ? NGX_ERROR : ngx_atoi(db.data, db.len);
+
+        if (rcf->db == NGX_ERROR) {
+            what = "the database must be a number";
+            goto invalid;
+        }
+    }
+
+    /* the sentinels */
+
+    rcf->sentinels = ngx_array_create(cf->pool, 4, sizeof(ngx_addr_t));
+    if (rcf->sentinels == NULL) {
+        return NGX_ERROR;
+    }
+
+    n = 0;
+    p = hosts.data;
+    last = hosts.data + hosts.len;
+
+    for ( ;; ) {
+        comma = ngx_strlchr(p, last, ',');
+        if (comma == NULL) {
+            comma = last;
+        }
+
+        hostport.data = p;
+        hostport.len = comma - p;
+
+        if (hostport.len == 0) {
+            what = "an empty sentinel in the list";
+            goto invalid;
+        }
+
+        if (++n > NGX_HTTP_API_KEY_SENTINELS_MAX) {
+            what = "more than 64 sentinels";
+            goto invalid;
+        }
+
+        switch (ngx_http_api_key_sentinel_host(cf, rcf, url, &hostport)) {
+        case NGX_ERROR:
+            return NGX_ERROR;
+        case NGX_DECLINED:
+            what = "invalid sentinel host or port";
+            goto invalid;
+        default:
+            break;
+        }
+
+        if (comma == last) {
+            break;
+        }
+
+        p = comma + 1;
+    }
+
+    if (rcf->sentinels->nelts == 0) {
+        what = "no sentinel host resolves";
+        goto invalid;
+    }
+
+    return NGX_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid redis url \"%V\": %s",
+                       ngx_http_api_key_bad_url(cf->pool, url), what);
+    return NGX_ERROR;
+}
+
+
+/*
+ * One sentinel's host[:port] into rcf->sentinels: NGX_DECLINED when it does
+ * not parse; a name that does not resolve is left out with a warning.
+ */
+
+static ngx_int_t
+ngx_http_api_key_sentinel_host(ngx_conf_t *cf,
+    ngx_http_api_key_redis_conf_t *rcf, ngx_str_t *url, ngx_str_t *hostport)
+{
+    ngx_url_t    u;
+    ngx_addr_t  *a;
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = *hostport;
+    u.default_port = 26379;
+    u.no_resolve = 1;
+
+    if (ngx_strlchr(hostport->data, hostport->data + hostport->len, '/')
+        || ngx_parse_url(cf->pool, &u) != NGX_OK || u.host.len == 0
+        || u.family == AF_UNIX)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (u.naddrs == 0
+        && (ngx_inet_resolve_host(cf->pool, &u) != NGX_OK || u.naddrs == 0))
+    {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "redis url \"%V\": a sentinel's host does not "
+                           "resolve (%s), it is left out", &rcf->url_redacted,
+                           u.err ? u.err : "no address");
+        return NGX_OK;
+    }
+
+    a = ngx_array_push(rcf->sentinels);
+    if (a == NULL) {
+        return NGX_ERROR;
+    }
+
+    *a = u.addrs[0];
+
+    return NGX_OK;
 }
 
 

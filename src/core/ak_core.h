@@ -780,6 +780,9 @@ typedef struct {
     uint64_t           tls_failures[2]; /* TLS handshakes failed/refused */
     uint64_t           tls_reused[2];   /* TLS sessions resumed */
     uint64_t           connected[2];
+    uint64_t           failover_errors; /* READONLY, LOADING, MASTERDOWN */
+    uint64_t           master_switches; /* Sentinel: the master moved */
+    uint64_t           master_queries;  /* Sentinel: questions asked */
 } ak_metrics_t;
 
 /*

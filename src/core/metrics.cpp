@@ -372,6 +372,32 @@ ak_metrics_page(const ak_metrics_t *m, char *out, size_t cap) noexcept
     w.u64(m->resubscribes);
     w.put("\n");
 
+    /* node-wide counters without labels */
+    struct NodeCounter {
+        const char  *name;
+        const char  *help;
+        uint64_t     value;
+    };
+    const NodeCounter node_counters[] = {
+        {"api_key_redis_failover_errors_total",
+         "Redis answers a failover gives (READONLY, LOADING, MASTERDOWN), "
+         "all workers.", m->failover_errors},
+        {"api_key_redis_master_switches_total",
+         "Redis Sentinel: moves of the master to another address, as each "
+         "worker saw them.", m->master_switches},
+        {"api_key_redis_master_queries_total",
+         "Redis Sentinel: questions for the master's address sent to the "
+         "sentinels, all workers.", m->master_queries},
+    };
+
+    for (const NodeCounter &c : node_counters) {
+        w.family(c.name, c.help, "counter");
+        w.put(c.name);
+        w.put(" ");
+        w.u64(c.value);
+        w.put("\n");
+    }
+
     /* one family per Redis connection counter, a sample per connection */
     struct ConnFamily {
         const char      *name;

@@ -57,6 +57,9 @@ struct Page {
         m.events = events;
         m.nevents = 2;
         m.resubscribes = 9;
+        m.failover_errors = 3;
+        m.master_switches = 2;
+        m.master_queries = 5;
         m.connects[0] = 1;
         m.connects[1] = 2;
         m.connected[0] = 1;
@@ -117,6 +120,13 @@ TEST(Metrics, OneZone)
     EXPECT_NE(t.find("api_key_events_total{type=\"flush\"} 6\n"),
               std::string::npos);
     EXPECT_NE(t.find("\napi_key_subscription_reconnects_total 9\n"),
+              std::string::npos);
+    EXPECT_NE(t.find("# TYPE api_key_redis_failover_errors_total counter\n"
+                     "api_key_redis_failover_errors_total 3\n"),
+              std::string::npos);
+    EXPECT_NE(t.find("\napi_key_redis_master_switches_total 2\n"),
+              std::string::npos);
+    EXPECT_NE(t.find("\napi_key_redis_master_queries_total 5\n"),
               std::string::npos);
     const std::string tail =
         "api_key_redis_connected{connection=\"commands\"} 1\n"
