@@ -1671,6 +1671,8 @@ ngx_http_api_key_redis_failover_error(redisReply *reply)
 static void
 ngx_http_api_key_failover(ngx_http_api_key_rconn_t *rc, redisReply *reply)
 {
+    u_char                       *p;
+    size_t                        len;
     ngx_uint_t                    kind;
     ngx_http_api_key_shctx_t     *sh;
     ngx_http_api_key_redis_io_t  *io;
@@ -1701,14 +1703,17 @@ ngx_http_api_key_failover(ngx_http_api_key_rconn_t *rc, redisReply *reply)
     }
 
     if (!rc->failing) {
+        /* the error's code only: READONLY, MASTERDOWN */
+
+        p = ngx_strlchr((u_char *) reply->str,
+                        (u_char *) reply->str + reply->len, ' ');
+        len = p ? (size_t) (p - (u_char *) reply->str) : (size_t) reply->len;
+
         ngx_log_error(NGX_LOG_WARN, rc->log, 0,
                       "api_key: redis %s connection to \"%V\": %V answers "
                       "%*s: it is not the master, connecting again",
                       rc->name, &rc->conf->url_redacted, &rc->addr.name,
-                      ngx_min(ngx_http_api_key_error_len((u_char *) reply->str,
-                                                         reply->len),
-                              (size_t) 10),
-                      reply->str);
+                      len, reply->str);
         rc->failing = 1;
     }
 
