@@ -5,7 +5,10 @@
 # after a SENTINEL FAILOVER and after a kill -9 of the master the CLI finds
 # the new master (never writes to the old one); a sentinel that is down is
 # skipped; an unknown master name, no sentinel, and sentinels that need a
-# password (--sentinel-password-file, APIKEY_SENTINEL_PASSWORD).
+# password (--sentinel-password-file, APIKEY_SENTINEL_PASSWORD).  The module
+# on the same redis-sentinel:// URL serves what the CLI writes, before and
+# after the failover: a created key, its usage, the revoke and the rotation
+# published on the new master.
 
 use strict;
 use warnings;
@@ -34,12 +37,35 @@ my $m = $s->master;
 my ($key, $h) = create('--id', 'alice', '--quota', '10/day', '--owner', 'o');
 is $m->cmd('HGET', "apikey:$h", 'id'), 'alice', 'created on the master';
 
+# the module on the same URL
+my $n = ApiKeyTest::Nginx->start(error_level => 'info', vars => { URL => $url },
+    http => <<'EOT' . echo_server());
+    api_key_zone  keys:1m ttl=60s quota_lease=1;
+    api_key_redis %%URL%% timeout=1s connect_timeout=500ms;
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        add_header X-Status $api_key_status always;
+        location / { api_key keys; proxy_pass http://127.0.0.1:%%PORT_UP%%; }
+    }
+EOT
+sub mod_get {
+    my $x = http_get($n->port, '/', headers => { 'X-API-Key' => $_[0] });
+    $x->status . ' ' . ($x->header('X-Status') // '');
+}
+ok wait_until(sub { mod_get($key) eq '200 ok' }, timeout => 10),
+    'the module serves the key the CLI created';
+is mod_get($key), '200 ok', 'twice (the quota counts 2)';
+
 my $r = cli('list');
 like $r->{out}, qr/^alice\tactive\to\t/m, 'list';
 $r = cli('usage', 'alice', '--json');
 is $r->{exit}, 0, 'usage';
 my ($start) = $r->{out} =~ /"day":\{"start":(\d+)/;
-$m->cmd('SET', "apikey:usage:$h:day:$start", 4);
+my ($mused) = $r->{out} =~ /"used":(\d+)/;
+ok defined $mused && $mused >= 2 && $mused <= 3,
+    "usage: what the module counted, at most a lease (1) ahead ($mused)";
+my ($uname) = grep { /day/ } @{ $m->cmd('KEYS', "apikey:usage:*$h*") };
+$m->cmd('SET', $uname, 4);
 $r = cli('usage', 'alice', '--json');
 like $r->{out}, qr/"used":4,"remaining":6/, 'usage reads the master';
 
@@ -55,11 +81,15 @@ is $r->{exit}, 0, 'revoke after the failover' or diag $r->{err};
 is $new->cmd('HGET', "apikey:$h", 'status'), 'revoked', 'written on the new master';
 my $msg = next_message($sub, 5);
 is $msg && $msg->[1], "revoke $h", 'the event published on the new master';
+ok wait_until(sub { mod_get($key) eq '401 revoked' }, timeout => 5),
+    'the module follows the failover: the revoke reaches it';
 $r = cli('rotate', 'alice', '--grace', '1h', '--id', 'alice2');
 is $r->{exit}, 0, 'rotate' or diag $r->{err};
 chomp(my $nk = $r->{out});
 track_key($nk);
 is $new->cmd('GET', 'apikey:id:alice2'), ApiKeyTest::sha256_hex($nk), 'rotated on the new master';
+is mod_get($nk), '200 ok', 'the module serves the rotated key from the new master';
+$n->stop;
 $r = cli('show', 'alice2');
 is $r->{exit}, 0, 'show';
 like $r->{out}, qr/^rotated_from\s+alice$/m, 'the new record';
