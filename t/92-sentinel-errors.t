@@ -16,6 +16,8 @@
 # - A sentinel that names a replica: ROLE says "slave", the log says so, the
 #   sentinels are asked again until they name the master (a fake sentinel
 #   in front of a real master and replica).
+# - rediss-sentinel://: the master's certificate is checked for the address
+#   the sentinel gives (127.0.0.1, an IP SAN), or for tls_name=.
 # - Sentinels that require a password: sentinel_password_file= works; none
 #   or a wrong one is logged (AUTH refused / NOAUTH) and keys not cached get
 #   503; a master name the sentinels do not know is logged and gets 503.
@@ -200,16 +202,10 @@ for my $c (
     kill 'TERM', $f->{pid};
 }
 
-# --- a sentinel that names a replica ---------------------------------------------------
-
-{
-    my $m = ApiKeyTest::Redis->start;
-    my $r = ApiKeyTest::Redis->start(config => ['replicaof 127.0.0.1 ' . $m->port]);
-    ok wait_until(sub { ($r->cmd('INFO', 'replication') // '') =~ /master_link_status:up/ },
-                  timeout => 10), 'a replica';
-    my $ctl = "$dir/sentinel-says";
-    spew($ctl, $r->port);
-    my $fs = fake_server(sub {
+# a fake sentinel: names 127.0.0.1 and the port the file $ctl holds
+sub fake_sentinel {
+    my ($ctl) = @_;
+    return fake_server(sub {
         my ($argv, $st) = @_;
         my $cmd = uc $argv->[0];
         if ($cmd eq 'SENTINEL') {
@@ -221,6 +217,18 @@ for my $c (
             if $cmd eq 'SUBSCRIBE';
         return "+OK\r\n";
     });
+}
+
+# --- a sentinel that names a replica ---------------------------------------------------
+
+{
+    my $m = ApiKeyTest::Redis->start;
+    my $r = ApiKeyTest::Redis->start(config => ['replicaof 127.0.0.1 ' . $m->port]);
+    ok wait_until(sub { ($r->cmd('INFO', 'replication') // '') =~ /master_link_status:up/ },
+                  timeout => 10), 'a replica';
+    my $ctl = "$dir/sentinel-says";
+    spew($ctl, $r->port);
+    my $fs = fake_sentinel($ctl);
     my $k = random_key('role');
     add_key($m, $k, owner => 'o');
     my $n = ApiKeyTest::Nginx->start(http => $http, error_level => 'info',
@@ -235,6 +243,49 @@ for my $c (
     ok wait_until(sub { st(http_get($port, '/', headers => { 'X-API-Key' => $k })) eq '200 ok' },
                   timeout => 5), 'the sentinel names the master: 200';
     note sprintf 'found the master %.2f s after the sentinel named it', time - $t0;
+    $n->stop;
+    kill 'TERM', $fs->{pid};
+}
+
+# --- rediss-sentinel://: the name checked is the address the sentinels give -----------
+
+{
+    my $pki = ApiKeyTest::Tls->new;
+    my $CA = $pki->ca;
+    my $ctl = "$dir/tls-sentinel-says";
+    my $fs = fake_sentinel($ctl);
+    my $url = "rediss-sentinel://127.0.0.1:$fs->{port}/mymaster";
+
+    # a certificate for localhost and 127.0.0.1
+    my $m = ApiKeyTest::Redis->start(tls => $pki->redis_tls);
+    spew($ctl, $m->port);
+    my $k = random_key('tls');
+    add_key($m, $k, owner => 'o');
+    (my $h = $http) =~ s/connect_timeout=500ms;/connect_timeout=500ms tls_ca=$CA;/;
+    my $n = ApiKeyTest::Nginx->start(http => $h, error_level => 'info', vars => { URL => $url });
+    ok wait_until(sub { st(http_get($n->port, '/', headers => { 'X-API-Key' => $k })) eq '200 ok' },
+                  timeout => 5), 'rediss-sentinel://: the master at 127.0.0.1, its certificate checked for it';
+    $n->stop;
+
+    # a certificate for other.example only
+    my ($crt, $key) = $pki->cert_for('other.example');
+    my $m2 = ApiKeyTest::Redis->start(tls => $pki->redis_tls(cert => $crt, key => $key));
+    spew($ctl, $m2->port);
+    add_key($m2, $k, owner => 'o');
+    $n = ApiKeyTest::Nginx->start(http => $h, error_level => 'info', vars => { URL => $url });
+    my $got = '';
+    wait_until(sub {
+        $got = st(http_get($n->port, '/', headers => { 'X-API-Key' => $k }));
+        $n->error_log =~ /name mismatch/;
+    }, timeout => 5);
+    is $got, '503 unavailable', 'a certificate for another name: 503';
+    like $n->error_log, qr/TLS: name mismatch: the certificate is not for "127\.0\.0\.1"/,
+        '... the log names the address checked';
+    $n->stop;
+    (my $h2 = $h) =~ s/tls_ca=/tls_name=other.example tls_ca=/;
+    $n = ApiKeyTest::Nginx->start(http => $h2, error_level => 'info', vars => { URL => $url });
+    ok wait_until(sub { st(http_get($n->port, '/', headers => { 'X-API-Key' => $k })) eq '200 ok' },
+                  timeout => 5), 'tls_name=other.example: that name is checked instead';
     $n->stop;
     kill 'TERM', $fs->{pid};
 }
