@@ -393,6 +393,10 @@ uninstall:
 #   make bench-revoke   revocation latency over busy keep-alive connections
 #   make bench-callgrind   instructions per request, bare nginx against the
 #                       module with a cached key, per function (valgrind)
+#   make bench-failover   failovers under load: the unavailability window of
+#                       keys not cached and the cached keys' errors, Redis
+#                       Sentinel (bench/failover-sentinel.sh) then Redis
+#                       Cluster (bench/failover-cluster.sh, when present)
 #   make bench-tls      api_key_redis over TLS against plaintext: cache misses
 #                       and cached keys (wrk), system calls per miss (strace),
 #                       reconnects with and without session reuse, and the
@@ -405,7 +409,8 @@ BENCH_SIZES  = $(BENCH_BUILD)/ak_sizes
 BENCH_REVOKE = $(BENCH_BUILD)/revoke_bench
 BENCH_CXX    = $(CXX) -std=c++17 -O2 -g -Wall -Wextra -Werror -Isrc/core
 
-.PHONY: bench-deps bench-micro bench-revoke bench-callgrind bench-tls
+.PHONY: bench-deps bench-micro bench-revoke bench-callgrind bench-tls \
+        bench-failover
 
 bench-deps:
 	@sh bench/deps.sh
@@ -442,6 +447,12 @@ bench-callgrind: bench-deps
 bench-tls: bench-deps
 	$(MAKE) module
 	bash bench/tls.sh $(BUILD)
+
+bench-failover:
+	$(MAKE) module
+	bash bench/failover-sentinel.sh $(BUILD)
+	if [ -f bench/failover-cluster.sh ]; then \
+	    bash bench/failover-cluster.sh $(BUILD); fi
 
 # --- faults under load and soak (bench/chaos.pl, bench/soak.pl) ------------
 #

@@ -93,6 +93,8 @@ struct ngx_http_api_key_rconn_s {
     /* the events connection: opened, its subscription not confirmed yet */
     ngx_event_t                     sub_timer;
 
+    ngx_msec_t                      failover_logged;  /* "not the master" */
+
     /* an outage: Redis does not answer (timeouts, refusals, reopening) */
     ngx_msec_t                      outage_start;
     ngx_uint_t                      outage_timeouts;
@@ -1702,7 +1704,18 @@ ngx_http_api_key_failover(ngx_http_api_key_rconn_t *rc, redisReply *reply)
         return;
     }
 
-    if (!rc->failing) {
+    /*
+     * once per failure streak, and at most every 10 s (a redis:// url that
+     * names a replica: every quota lease answers READONLY, and each new
+     * connection proves itself in between)
+     */
+
+    if (!rc->failing
+        && (rc->failover_logged == 0
+            || ngx_current_msec - rc->failover_logged >= 10000))
+    {
+        rc->failover_logged = ngx_current_msec;
+
         /* the error's code only: READONLY, MASTERDOWN */
 
         p = ngx_strlchr((u_char *) reply->str,

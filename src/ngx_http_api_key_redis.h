@@ -3,8 +3,8 @@
 /*
  * ngx_http_api_key_module: the Redis command layer (redis.c) as the files
  * that read hiredis's replies see it: lookup.c (record reads) and events.c
- * (the events subscription); and redis.c's connections (redis_io.c, hiredis
- * as the RESP codec only).  The other files use the part of it in
+ * (the events subscription); sentinel.c (where the master is, for redis.c);
+ * and redis.c's connections (redis_io.c, hiredis as the RESP codec only).  The other files use the part of it in
  * ngx_http_api_key.h, without hiredis types.
  */
 
