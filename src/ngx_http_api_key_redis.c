@@ -37,6 +37,16 @@
  * connection's stall time (max_timeouts * timeout, at least 5 s): a server
  * that accepts it and never answers gets it closed and opened again with
  * the backoff, logged once per failure streak.
+ *
+ * With redis-sentinel:// (sentinel.c) both connections go where the
+ * sentinels last said the master is, and their handshake adds ROLE (a
+ * replica is closed and the sentinels asked again); when the master moves,
+ * sentinel.c calls ngx_http_api_key_master_moved(): both connections go to
+ * the new address at once.  Any failure of a connection makes sentinel.c
+ * ask again.  The errors of a failover (READONLY, LOADING, MASTERDOWN:
+ * ngx_http_api_key_failover_kind(), where the cluster's CLUSTERDOWN and
+ * TRYAGAIN belong too) are counted, make the sentinels be asked again, and
+ * (READONLY, MASTERDOWN) reopen the commands connection, with any url.
  */
 
 

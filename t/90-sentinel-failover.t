@@ -128,7 +128,7 @@ my $watch = ($s->sentinels)[1]->client;
 subscribe($watch, '+switch-master');
 
 my $i = 0;
-my $load = ApiKeyTest::Load->start(port => $port, conns => 8, duration => 6,
+my $load = ApiKeyTest::Load->start(port => $port, conns => 8, duration => 8,
     rate => 300, timeout => 5, classes => [
         { name => 'cached', weight => 1, keys => \@cached, ok => ['200 ok'] },
         { name => 'uncached', weight => 1, ok => ['200 ok'],
