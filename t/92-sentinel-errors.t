@@ -11,8 +11,8 @@
 #   READONLY and MASTERDOWN close the connection and open it again (the log
 #   says the server is not the master), and the read is sent on the new
 #   one.  A connection reset while a read waits: the read is sent again on
-#   the next connection.  (A fake Redis on loopback answers HGETALL as each
-#   case says.)
+#   the next connection.  (ApiKeyTest::FakeRedis answers HGETALL as each case
+#   says.)
 # - A sentinel that names a replica: ROLE says "slave", the log says so, the
 #   sentinels are asked again until they name the master (a fake sentinel
 #   in front of a real master and replica).
@@ -25,114 +25,51 @@ use strict;
 use warnings;
 use Test::More;
 use Time::HiRes qw(time sleep);
-use IO::Socket::INET;
-use IO::Select;
-use POSIX ();
 use lib 't/lib';
 use ApiKeyTest;
+use ApiKeyTest::FakeRedis;
 
 require_module();
 
-my @KIDS;
-END { kill 'TERM', @KIDS if @KIDS }
-
 my $dir = ApiKeyTest::tmpdir();
 
-# one RESP command off the front of $$buf (or nothing when incomplete)
-sub take_command {
-    my ($buf) = @_;
-    return () unless $$buf =~ /\A\*(\d+)\r\n/;
-    my ($n, $pos) = ($1, length $&);
-    my @argv;
-    for (1 .. $n) {
-        return () unless substr($$buf, $pos) =~ /\A\$(\d+)\r\n/;
-        my $len = $1;
-        $pos += length $&;
-        return () if length($$buf) < $pos + $len + 2;
-        push @argv, substr($$buf, $pos, $len);
-        $pos += $len + 2;
-    }
-    substr($$buf, 0, $pos) = '';
-    return @argv;
-}
+sub bulk { ApiKeyTest::FakeRedis::bulk(@_) }
 
-sub bulk { defined $_[0] ? '$' . length($_[0]) . "\r\n$_[0]\r\n" : "\$-1\r\n" }
-
-# A fake server on loopback: $answer->($argv, $state) gives the bytes to
-# send for a command (undef: close the connection); $state is shared by
-# every connection of the process (counts survive reconnections).
-sub fake_server {
-    my ($answer) = @_;
-    my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
-                                  Listen => 128, ReuseAddr => 1)
-        or die "listen: $!";
-    my $port = $l->sockport;
-    my $pid = fork // die "fork: $!";
-    if ($pid == 0) {
-        open STDOUT, '>', '/dev/null';
-        open STDERR, '>', '/dev/null';
-        $SIG{ALRM} = sub { POSIX::_exit(0) };
-        $SIG{TERM} = sub { POSIX::_exit(0) };
-        alarm 60;
-        my $sel = IO::Select->new($l);
-        my (%buf, %state);
-        while (1) {
-            for my $s ($sel->can_read(1)) {
-                if ($s == $l) {
-                    my $c = $l->accept or next;
-                    $sel->add($c);
-                    $buf{ fileno $c } = '';
-                    next;
-                }
-                my $got = sysread($s, my $chunk, 65536);
-                if (!$got) {
-                    $sel->remove($s);
-                    delete $buf{ fileno $s };
-                    close $s;
-                    next;
-                }
-                $buf{ fileno $s } .= $chunk;
-                while (my @argv = take_command(\$buf{ fileno $s })) {
-                    my $out = $answer->(\@argv, \%state);
-                    if (!defined $out) {
-                        $sel->remove($s);
-                        delete $buf{ fileno $s };
-                        close $s;
-                        last;
-                    }
-                    syswrite($s, $out);
-                }
-            }
-        }
-    }
-    close $l;
-    push @KIDS, $pid;
-    return { pid => $pid, port => $port };
-}
-
-# a fake Redis whose HGETALL answers are @seq in turn (the last one again
-# once they are used up): an error line ("-LOADING ..."), 'RECORD' (a
-# record: owner o) or 'CLOSE' (the connection is closed)
+# a fake Redis whose HGETALL answers are @seq in turn, over all its
+# connections (the last one again once they are used up): an error line
+# ("-LOADING ..."), 'RECORD' (a record: owner o) or 'CLOSE' (the connection
+# is closed, unanswered)
 sub fake_redis {
     my (@seq) = @_;
-    return fake_server(sub {
-        my ($argv, $st) = @_;
-        my $cmd = uc $argv->[0];
-        if ($cmd eq 'HGETALL') {
-            my $i = $st->{hgetall}++;
-            my $a = $seq[$i < @seq ? $i : $#seq];
-            return undef if $a eq 'CLOSE';
-            return "*2\r\n" . bulk('owner') . bulk('o') if $a eq 'RECORD';
-            return "$a\r\n";
+    my $hgetalls = 0;       # in the fake's process, across connections
+    return ApiKeyTest::FakeRedis->start(command => sub {
+        my ($conn, @argv) = @_;
+        return undef if $conn->{state}{closed};
+        return ApiKeyTest::FakeRedis::reply(\@argv) if uc $argv[0] ne 'HGETALL';
+        my $a = $seq[$hgetalls < @seq ? $hgetalls : $#seq];
+        $hgetalls++;
+        if ($a eq 'CLOSE') {
+            $SIG{PIPE} = 'IGNORE';
+            $conn->{state}{closed} = 1;
+            shutdown($conn->{sock}, 2);
+            return undef;
         }
-        return "+PONG\r\n" if $cmd eq 'PING';
-        if ($cmd eq 'SUBSCRIBE' || $cmd eq 'PSUBSCRIBE') {
-            my $kind = lc $cmd;
-            return join '', map {
-                "*3\r\n" . bulk($kind) . bulk($argv->[$_]) . ":$_\r\n"
-            } 1 .. $#$argv;
+        return "*2\r\n" . bulk('owner') . bulk('o') if $a eq 'RECORD';
+        return "$a\r\n";
+    });
+}
+
+# a fake sentinel: names 127.0.0.1 and the port the file $ctl holds
+sub fake_sentinel {
+    my ($ctl) = @_;
+    return ApiKeyTest::FakeRedis->start(command => sub {
+        my ($conn, @argv) = @_;
+        if (uc $argv[0] eq 'SENTINEL') {
+            my $p = ApiKeyTest::slurp($ctl);
+            chomp $p;
+            return "*2\r\n" . bulk('127.0.0.1') . bulk($p);
         }
-        return "+OK\r\n";
+        return ApiKeyTest::FakeRedis::reply(\@argv);
     });
 }
 
@@ -183,9 +120,9 @@ for my $c (
     my ($name, $seq, $want, $log) = @$c;
     my $f = fake_redis(@$seq);
     my $n = ApiKeyTest::Nginx->start(http => $http, error_level => 'info',
-        vars => { URL => "redis://127.0.0.1:$f->{port}" });
+        vars => { URL => 'redis://127.0.0.1:' . $f->port });
     my $port = $n->port;
-    wait_until(sub { defined failover_errors($port) && ($f->{up} //= 1) }, timeout => 3);
+    wait_until(sub { defined failover_errors($port) }, timeout => 3);
     sleep 0.3;      # the commands connection is up
     my $k = random_key('fo');
     my $res = http_get($port, '/', headers => { 'X-API-Key' => $k });
@@ -199,24 +136,7 @@ for my $c (
         is st($o), '200 unchecked', "$name: api_key_fail open: unchecked";
     }
     $n->stop;
-    kill 'TERM', $f->{pid};
-}
-
-# a fake sentinel: names 127.0.0.1 and the port the file $ctl holds
-sub fake_sentinel {
-    my ($ctl) = @_;
-    return fake_server(sub {
-        my ($argv, $st) = @_;
-        my $cmd = uc $argv->[0];
-        if ($cmd eq 'SENTINEL') {
-            my $p = ApiKeyTest::slurp($ctl);
-            chomp $p;
-            return "*2\r\n" . bulk('127.0.0.1') . bulk($p);
-        }
-        return "*3\r\n" . bulk('subscribe') . bulk($argv->[1]) . ":1\r\n"
-            if $cmd eq 'SUBSCRIBE';
-        return "+OK\r\n";
-    });
+    $f->stop;
 }
 
 # --- a sentinel that names a replica ---------------------------------------------------
@@ -232,7 +152,7 @@ sub fake_sentinel {
     my $k = random_key('role');
     add_key($m, $k, owner => 'o');
     my $n = ApiKeyTest::Nginx->start(http => $http, error_level => 'info',
-        vars => { URL => "redis-sentinel://127.0.0.1:$fs->{port}/mymaster" });
+        vars => { URL => 'redis-sentinel://127.0.0.1:' . $fs->port . '/mymaster' });
     my $port = $n->port;
     ok wait_until(sub { $n->error_log =~ /is not the master \(ROLE: slave\), asking the sentinels again/ },
                   timeout => 5), 'a replica named: ROLE says slave, logged';
@@ -244,7 +164,7 @@ sub fake_sentinel {
                   timeout => 5), 'the sentinel names the master: 200';
     note sprintf 'found the master %.2f s after the sentinel named it', time - $t0;
     $n->stop;
-    kill 'TERM', $fs->{pid};
+    $fs->stop;
 }
 
 # --- rediss-sentinel://: the name checked is the address the sentinels give -----------
@@ -254,7 +174,7 @@ sub fake_sentinel {
     my $CA = $pki->ca;
     my $ctl = "$dir/tls-sentinel-says";
     my $fs = fake_sentinel($ctl);
-    my $url = "rediss-sentinel://127.0.0.1:$fs->{port}/mymaster";
+    my $url = 'rediss-sentinel://127.0.0.1:' . $fs->port . '/mymaster';
 
     # a certificate for localhost and 127.0.0.1
     my $m = ApiKeyTest::Redis->start(tls => $pki->redis_tls);
@@ -287,7 +207,7 @@ sub fake_sentinel {
     ok wait_until(sub { st(http_get($n->port, '/', headers => { 'X-API-Key' => $k })) eq '200 ok' },
                   timeout => 5), 'tls_name=other.example: that name is checked instead';
     $n->stop;
-    kill 'TERM', $fs->{pid};
+    $fs->stop;
 }
 
 # --- sentinels with a password; a master they do not know ---------------------------------
