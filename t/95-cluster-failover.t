@@ -112,6 +112,18 @@ is st($_->[0]), '200 ok', 'fresh key on the promoted replica verifies' for @{ $k
 
 # --- events after the failover ---------------------------------------------------
 
+# both workers subscribed again, on the new masters: the pattern on each
+# (keyspace notifications are node-local), the channel on one
+ok wait_until(sub {
+    my $ch = 0;
+    for my $m ($c->masters) {
+        my $psub = () = ($m->cmd('CLIENT', 'LIST', 'TYPE', 'pubsub') // '') =~ /\bpsub=1\b/g;
+        return 0 if $psub < 2;
+        $ch += $m->cmd('PUBSUB', 'NUMSUB', 'apikey:events')->[1] // 0;
+    }
+    return $ch >= 2;
+}, timeout => 15), 'the workers subscribe again on the masters after the failover';
+
 my $rt2 = $c->router;
 my $on = $keys{on_cached}[0];
 my $last;
