@@ -213,8 +213,8 @@ my $ks0 = metric($port, 'api_key_events_total{type="keyspace"}');
     poll_key($k, sub { $_[0]->status == 200 });
     is(st(get($k)), '200 ok', 'after CLIENT KILL: key accepted (re-read)');
     $r->cmd('HSET', "apikey:$h", 'status', 'disabled');
-    my $res = poll_key($k, sub { $_[0]->status == 401 });
-    is(st($res), '401 revoked', 'after CLIENT KILL: a plain HSET is seen again');
+    my $res = poll_key($k, sub { $_[0]->status == 403 });
+    is(st($res), '403 disabled', 'after CLIENT KILL: a plain HSET is seen again');
 }
 
 # --- other keys under the prefix and elsewhere -------------------------------------
@@ -361,8 +361,8 @@ for my $case (['', 'empty'], ['Kgh', 'Kgh (no x: expiries)'], ['Kgx', 'Kgx (no h
     is(st($g->($k)), '200 ok', 'KA: key cached');
     $r2->cmd('HSET', "apikey:$h", 'status', 'disabled');
     my $res;
-    poll(sub { $res = $g->($k); $res->status == 401 }, timeout => 1);
-    is(st($res), '401 revoked', 'KA: plain HSET status disabled is seen (revoked)');
+    poll(sub { $res = $g->($k); $res->status == 403 }, timeout => 1);
+    is(st($res), '403 disabled', 'KA: plain HSET status disabled is seen (disabled)');
     is_deeply([ grep { $_ =~ $NOTIFY_RE } split /\n/, $n2->error_log ], [],
               'KA: no warning about notify-keyspace-events');
 

@@ -68,7 +68,7 @@ my @rows = (
     # status
     [ status => 'active',             $OK ],
     [ status => 'revoked',            '401 revoked' ],
-    [ status => 'disabled',           '401 revoked' ],
+    [ status => 'disabled',           '403 disabled' ],
     [ status => 'Active',             $BAD ],
     [ status => 'REVOKED',            $BAD ],
     [ status => ' active',            $BAD ],
