@@ -135,6 +135,7 @@ is($m{'apikey_keys{status="alias",plan=""}'}, 1, 'alias');
 is($m{'apikey_keys_expiring{within="7d"}'}, 1, 'expiring within 7 days');
 is($m{'apikey_keys_expiring{within="30d"}'}, 2, 'within 30 days');
 ok(abs($m{apikey_report_timestamp_seconds} - time) < 30, 'the timestamp');
+
 like($text, qr/^# TYPE apikey_keys gauge$/m, 'TYPE lines');
 
 my $file = "$dir/apikeys.prom";
@@ -146,6 +147,17 @@ ok(!-e "$file.tmp", 'no FILE.tmp left');
 $res = cli('report', '--prometheus', "$dir/no/such/dir/x.prom");
 is($res->{exit}, 2, 'an unwritable file: exit 2');
 is(cli('report')->{exit}, 2, 'report without --prometheus: exit 2');
+
+# unused: active keys with no last use in 90 days (the module's usage flush
+# writes {prefix}usage:{{prefix}{hash}}:last_used; none here yet)
+my $nactive = 0;
+$nactive += $m{$_} for grep { /^apikey_keys\{status="active",/ } keys %m;
+is($m{'apikey_keys_unused{for="90d"}'}, $nactive,
+   "unused for 90 days: every active key while nginx wrote no last use ($nactive)");
+$db->cmd('SET', "apikey:usage:{apikey:$k90->{hash}}:last_used", int(time) - 3600);
+$db->cmd('SET', "apikey:usage:{apikey:$date->{hash}}:last_used", int(time) - 100 * 86400);
+my ($unused) = cli('report', '--prometheus')->{out} =~ /^apikey_keys_unused\{for="90d"\} (\d+)$/m;
+is($unused, $nactive - 1, 'one key used an hour ago: not unused; one used 100 days ago: still unused');
 
 # a plan with a quote and a backslash is escaped
 cli('set', 'forever', 'plan=a"b\\c');

@@ -1485,7 +1485,7 @@ static bool rate_at_once(const Fields &f, uint64_t *at_once, bool *explicit_burs
  * The last use the module's usage flush wrote (unix seconds), -1 when none
  * (never used since usage_flush was on, or not for 400 days: it expired).
  */
-static int64_t parse_last_used(const redisReply *r)
+int64_t parse_last_used(const redisReply *r)
 {
     uint64_t v;
     if (r == nullptr || r->type != REDIS_REPLY_STRING

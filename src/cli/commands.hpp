@@ -107,6 +107,10 @@ bool revoke_record(Context &ctx, const std::string &hex,
  * in its grace) or active. */
 std::string effective_status(const Fields &f, int64_t now);
 
+/* the last use a GET of Context::last_used_key answered: unix seconds, -1
+ * when none (never used with usage_flush on, or not for 400 days) */
+int64_t parse_last_used(const redisReply *r);
+
 /* lifecycle.cpp */
 int cmd_audit(Context &ctx, const Args &args);
 int cmd_import(Context &ctx, const Args &args);

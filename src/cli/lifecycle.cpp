@@ -322,11 +322,14 @@ int cmd_report(Context &ctx, const Args &args)
     /* status -> plan -> count; plans past kReportPlansMax count as other */
     std::map<std::string, std::map<std::string, uint64_t>> by;
     std::set<std::string> plans;
-    uint64_t within7 = 0, within30 = 0, total = 0;
+    uint64_t within7 = 0, within30 = 0, total = 0, unused90 = 0;
     std::set<std::string> seen;
     std::vector<std::string> batch;
 
     auto flush = [&]() {
+        /* the active keys' usage names: their identity's, or their own */
+        std::vector<std::string> active;
+
         for (const std::string &name : batch) {
             r.append({"HGETALL", name});
         }
@@ -354,6 +357,13 @@ int cmd_report(Context &ctx, const Args &args)
             by[status][plan]++;
             total++;
 
+            if (status == "active") {
+                std::string ident = field_value(f, "identity");
+                active.push_back(is_hex64(ident)
+                                     ? ident
+                                     : batch[k].substr(prefix.size()));
+            }
+
             uint64_t exp = 0;
             if (status == "active"
                 && parse_uint(field_value(f, "expires_at"), UINT64_MAX / 2,
@@ -364,6 +374,18 @@ int cmd_report(Context &ctx, const Args &args)
                 within30 += left <= 30 * 86400;
             }
         }
+
+        /* the last use the module's usage flush wrote (api_key_zone
+         * usage_flush=): none in 90 days counts as unused */
+        for (const std::string &hex : active) {
+            r.append({"GET", ctx.last_used_key(hex)});
+        }
+        for (size_t k = 0; k < active.size(); k++) {
+            Reply lu = r.next();
+            int64_t last = parse_last_used(lu.get());
+            unused90 += last < 0 || now - last >= 90 * 86400;
+        }
+
         batch.clear();
     };
 
@@ -413,6 +435,12 @@ int cmd_report(Context &ctx, const Args &args)
            "apikey_keys_expiring{within=\"7d\"} " + std::to_string(within7)
            + "\napikey_keys_expiring{within=\"30d\"} "
            + std::to_string(within30) + "\n"
+           "# HELP apikey_keys_unused Active API keys nginx has not seen "
+           "for the window (no last use written by api_key_zone "
+           "usage_flush).\n"
+           "# TYPE apikey_keys_unused gauge\n"
+           "apikey_keys_unused{for=\"90d\"} " + std::to_string(unused90)
+           + "\n"
            "# HELP apikey_report_timestamp_seconds When apikeyctl report "
            "counted the keys.\n"
            "# TYPE apikey_report_timestamp_seconds gauge\n"

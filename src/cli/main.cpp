@@ -304,6 +304,8 @@ const CommandInfo kCommands[] = {
 "FILE, or -, to stdout): apikey_keys{status,plan} (status as list shows\n"
 "it; at most 100 plans, the others as plan=\"other\"),\n"
 "apikey_keys_expiring{within=\"7d\"|\"30d\"} (active keys),\n"
+"apikey_keys_unused{for=\"90d\"} (active keys with no last use written by\n"
+"nginx in 90 days: api_key_zone usage_flush=),\n"
 "apikey_report_timestamp_seconds. Run it from cron, e.g. every 5 minutes.\n"},
 };
 
