@@ -107,6 +107,8 @@ struct ngx_http_api_key_ccmd_s {
     unsigned                        fixed:1;     /* to node, not routed */
     unsigned                        redirects:4;
     unsigned                        tries:8;     /* CLUSTER SLOTS */
+    unsigned                        sending:1;   /* in cluster_send() */
+    unsigned                        failed:1;    /* ... and already over */
 };
 
 
@@ -447,7 +449,8 @@ ngx_http_api_key_cluster_state(ngx_http_api_key_conn_e conn)
  * A command, to the master of argv[key]'s slot (key < 0: any master): its
  * answer goes to fn (hiredis's) or handler (typed), exactly once (NULL: no
  * answer).  read: it may be sent a second time when its node went away.
- * NGX_ERROR: not accepted (max_pending commands wait), no callback.
+ * NGX_ERROR: not accepted (max_pending commands wait), or failed at once
+ * (no master for its slot, its master down): no callback.
  */
 
 ngx_int_t
@@ -505,7 +508,23 @@ ngx_http_api_key_cluster_send(ngx_http_api_key_redis_cb_pt fn,
 
     ngx_http_api_key_cluster_inflight++;
 
+    /*
+     * A command that fails at once (no master for its slot, its master
+     * down or not reachable) is not answered from inside this call: the
+     * caller may not have set up what the answer needs yet.  It hears
+     * NGX_ERROR instead, as for a command not accepted.
+     */
+
+    cmd->sending = 1;
+
     ngx_http_api_key_cluster_dispatch(cmd);
+
+    if (cmd->failed) {
+        ngx_free(cmd);
+        return NGX_ERROR;
+    }
+
+    cmd->sending = 0;
 
     return NGX_OK;
 }
@@ -996,6 +1015,12 @@ ngx_http_api_key_cluster_finish(ngx_http_api_key_ccmd_t *cmd,
     ngx_http_api_key_redis_io_t *io, redisReply *reply)
 {
     ngx_http_api_key_cluster_inflight--;
+
+    if (cmd->sending) {
+        /* over before cluster_send() returned: it says NGX_ERROR */
+        cmd->failed = 1;
+        return;
+    }
 
     if (cmd->fn) {
         cmd->fn(io, reply, cmd->privdata);

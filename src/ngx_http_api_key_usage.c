@@ -335,8 +335,8 @@ ngx_http_api_key_usage_send(ngx_http_api_key_zone_t *zone, ak_usage_item_t *it)
     size_t                           len[2];
     int64_t                          now;
     unsigned                         c;
-    const char                      *argv[7 + 2 * AK_USAGE_NCLASSES];
-    size_t                           argvlen[7 + 2 * AK_USAGE_NCLASSES];
+    const char                      *argv[8 + 2 * AK_USAGE_NCLASSES];
+    size_t                           argvlen[8 + 2 * AK_USAGE_NCLASSES];
     u_char                          *p;
     ngx_http_api_key_redis_conf_t   *conf;
     static u_char                    names[2][AK_REDIS_TAGGED_MAX];

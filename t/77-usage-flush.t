@@ -117,6 +117,26 @@ for my $w (keys %h) {
               "the record of $w is unchanged");
 }
 
+# --- one key, every class in one flush: a rotated key's old secret (its
+# grace over: revoked, denied_status) counts under the identity of the new
+# one, which is admitted, refused by scope and by its rate meanwhile.  (The
+# flush's command had room for 3 of the 4 classes: the 4th overflowed its
+# argument array, caught by ASan.)
+{
+    my $new = random_key('four-new');
+    my $old = random_key('four-old');
+    my $hn = add_key($r, $new, id => 'use-four', rate => '1/m', burst => 0,
+                     scopes => 'read');
+    add_key($r, $old, id => 'use-four', identity => $hn, alias_until => 1);
+    my @st = (get('/', $new), get('/scoped/', $new), get('/', $new), get('/', $old));
+    is("@st", '200 403 429 401', 'allowed, denied_policy, denied_limit, denied_status');
+    ok(wait_until(sub { keys(%{ counts($hn) }) == 4 }, timeout => 10),
+       'all four classes reach Redis')
+        or diag explain counts($hn);
+    is_deeply(counts($hn), { allowed => 1, denied_policy => 1, denied_limit => 1,
+                             denied_status => 1 }, '... one each, under the identity');
+}
+
 # --- at most one write per key per flush, never the record ------------------
 {
     my $start = time;

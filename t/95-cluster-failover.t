@@ -43,8 +43,21 @@ while (grep { @{ $keys{$_} // [] } < 6 } qw(on_cached on_fresh off_cached off_fr
     push @{ $keys{$set} }, [$k, $name];
 }
 
+# a key with a quota on the dead master, leased one count at a time: while
+# its master is down each request asks for a lease that fails at once
+# (before: the failure was answered from inside the send, before the lease
+# was set up, and the worker crashed)
+my $qkey;
+while (!$qkey) {
+    my $k = join '', 'fq', map { sprintf '%08x', int rand 2**32 } 1 .. 4;
+    my $name = 'apikey:' . key_hash($k);
+    next unless master_of($name) == $victim->port;
+    $rt->cmd('HSET', $name, id => 'quota-on-victim', quota => '100000/day');
+    $qkey = $k;
+}
+
 my $n = ApiKeyTest::Nginx->start(workers => 2, http => <<"EOT" . echo_server(),
-    api_key_zone  keys:4m ttl=60s negative_ttl=0;
+    api_key_zone  keys:4m ttl=60s negative_ttl=0 quota_lease=1;
     api_key_redis ${\ $c->url } timeout=500ms keyspace_events=on;
 
     server {
@@ -62,6 +75,9 @@ sub st {
     my $x = http_get($port, '/', headers => { 'X-API-Key' => $_[0] });
     return $x->status . ' ' . ($x->header('X-Status') // '');
 }
+
+is st($qkey), '200 ok', 'a quota key on the victim: 200' for 1 .. 2;
+my %qseen;
 
 for my $set (qw(on_cached off_cached)) {
     for my $k (@{ $keys{$set} }) {
@@ -93,6 +109,8 @@ while (time < $deadline) {
         my $c2 = st($k->[0]);
         push @wrong, "cached key: $c2" unless $c2 eq '200 ok';
     }
+    my $q = http_get($port, '/', headers => { 'X-API-Key' => $qkey })->status;
+    $qseen{$q}++;
     my $o = st($keys{off_fresh}[$i % 6][0]);
     push @wrong, "key on another master: $o" unless $o eq '200 ok';
     $i++;
@@ -107,6 +125,10 @@ note sprintf 'unavailability window for uncached keys: last 503 at %.2f s, first
     $last_503 // 0, $first_ok // -1;
 is scalar(@wrong), 0, 'no other wrong answer: cached keys and keys on the other masters always 200'
     or diag join "\n", @wrong[0 .. ($#wrong < 9 ? $#wrong : 9)];
+note 'quota key on the dead master: ' . join ', ', map { "$_: $qseen{$_}" } sort keys %qseen;
+is scalar(grep { !/^(?:200|429)$/ } keys %qseen), 0,
+   'the quota key on the dead master: 200 (its quota_offline share), then 429 quota_exceeded; never a 5xx'
+    or diag explain \%qseen;
 ok $c->wait_promoted(timeout => 15), 'the cluster agrees on the new map';
 is st($_->[0]), '200 ok', 'fresh key on the promoted replica verifies' for @{ $keys{on_fresh} };
 
