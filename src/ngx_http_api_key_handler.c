@@ -398,6 +398,11 @@ ngx_http_api_key_verify_body(ngx_http_request_t *r,
 
     ngx_explicit_memzero(body, len);
 
+    if (rc != AK_VERIFY_KEY) {
+        /* what the parser decoded before it gave up, too */
+        ngx_explicit_memzero(key, sizeof(key));
+    }
+
     switch (rc) {
 
     case AK_VERIFY_KEY:

@@ -228,8 +228,15 @@ ngx_http_api_key_lookup_send(ngx_http_api_key_lookup_t *lk)
 static ngx_uint_t
 ngx_http_api_key_lookup_retry(ngx_http_api_key_lookup_t *lk, redisReply *r)
 {
+    /*
+     * (on a cluster, a read lost with its node was sent once more by
+     * cluster.c already, and its connections' "ready" comes once only:
+     * a read parked here would wait for its timeout)
+     */
+
     if (lk->done || lk->retried || ngx_terminate || ngx_exiting
-        || (r && !ngx_http_api_key_redis_failover_error(r)))
+        || (r && !ngx_http_api_key_redis_failover_error(r))
+        || (r == NULL && ngx_http_api_key_lookup_conf->cluster))
     {
         return 0;
     }
