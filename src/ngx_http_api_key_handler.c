@@ -351,7 +351,14 @@ ngx_http_api_key_verify_body(ngx_http_request_t *r,
         }
 
         if (rc == NGX_AGAIN) {
+            /*
+             * the reference the read took is given back now (as a content
+             * handler's NGX_DONE would): if reading fails later (too
+             * large, a timeout, the client gone), nginx finalizes the
+             * request with the error and nothing is left holding it
+             */
             ctx->body_waiting = 1;
+            ngx_http_finalize_request(r, NGX_DONE);
             return NGX_DONE;
         }
     }
@@ -449,14 +456,16 @@ ngx_http_api_key_verify_body_read(ngx_http_request_t *r)
 {
     ngx_http_api_key_ctx_t  *ctx;
 
-    /* ngx_http_read_client_request_body() counted the request */
-    r->main->count--;
-
     ctx = ngx_http_api_key_get_ctx(r);
 
     if (ctx && ctx->body_waiting) {
+        /* read in the background: its reference was given back then */
         ngx_http_core_run_phases(r);
+        return;
     }
+
+    /* read at once, inside ngx_http_read_client_request_body(): its count */
+    r->main->count--;
 }
 
 

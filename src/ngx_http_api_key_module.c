@@ -249,6 +249,7 @@ ngx_http_api_key_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     u_char                     *p;
     size_t                      len;
+    ngx_http_core_loc_conf_t   *clcf;
     ngx_http_api_key_source_t  *src;
 
     ngx_conf_merge_ptr_value(conf->zone, prev->zone, NULL);
@@ -367,6 +368,33 @@ ngx_http_api_key_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (ngx_http_api_key_www_schemes(cf, conf) != NGX_OK) {
         return NGX_CONF_ERROR;
+    }
+
+    if (conf->verify) {
+
+        /*
+         * api_key_verify: its request body holds a key, which must never
+         * reach a file.  nginx refuses a body over client_max_body_size as
+         * it arrives (chunked and HTTP/2 ones too), keeps one that fits
+         * client_body_buffer_size in memory, and writes every body to a
+         * file with client_body_in_file_only: so, in this location, at
+         * most the body it reads, a buffer that holds it, never a file.
+         * (The core module's settings of the location are merged by now.)
+         */
+
+        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+        if (clcf->client_max_body_size == 0
+            || clcf->client_max_body_size > NGX_HTTP_API_KEY_VERIFY_BODY_MAX)
+        {
+            clcf->client_max_body_size = NGX_HTTP_API_KEY_VERIFY_BODY_MAX;
+        }
+
+        if (clcf->client_body_buffer_size < NGX_HTTP_API_KEY_VERIFY_BODY_MAX) {
+            clcf->client_body_buffer_size = NGX_HTTP_API_KEY_VERIFY_BODY_MAX;
+        }
+
+        clcf->client_body_in_file_only = 0;    /* off */
     }
 
     return NGX_CONF_OK;

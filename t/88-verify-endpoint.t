@@ -151,6 +151,16 @@ for my $c (['rev', 'revoked', 'v-rev'], ['dis', 'disabled', 'v-dis'],
     spew("$dir/small", JSON::PP::encode_json({ key => $k{dis} }));
     my $out = `curl -s -H 'Transfer-Encoding: chunked' --data-binary \@$dir/small http://127.0.0.1:$port/verify`;
     like($out, qr/"status":"disabled"/, 'a small chunked body is read');
+    # the body holds a key: nginx never writes it to a temporary file, not
+    # even a chunked body larger than client_body_buffer_size (before: it
+    # was spooled to client_body_temp, then refused)
+    spew("$dir/huge", '{"key":"' . $k{ok} . '","pad":"' . ('z' x 100_000) . '"}');
+    $code = `curl -s -o /dev/null -w '%{http_code}' -H 'Transfer-Encoding: chunked' --data-binary \@$dir/huge http://127.0.0.1:$port/verify`;
+    is($code, 413, 'a chunked body of 100 kB: 413');
+    $code = `curl -s -o /dev/null -w '%{http_code}' --http2-prior-knowledge --data-binary \@$dir/huge http://127.0.0.1:$port/verify`
+        if 0;    # (HTTP/2 needs an h2 listener; HTTP/1.1 chunked is the case)
+    unlike($n->error_log, qr/buffered to a temporary file/,
+           '... and no body was written to a temporary file');
     is(http_request($port, '/verify', method => 'PUT', body => '{}')->status, 405,
        'PUT: 405');
     is(post('/verify-closed', JSON::PP::encode_json({ key => $k{ok} }))->status, 403,
