@@ -134,7 +134,9 @@ sub st { my $x = $_[0]; $x->status . ' ' . ($x->header('X-Status') // '') }
     }
     my $el = time - $t0;
     my $calls = lease_calls();
-    my @lines = grep { /quota lease/ } split /\n/, $n->error_log_since($mark);
+    # (the failures' lines; the notice "quota leases work again" that ends
+    # an earlier case's streak may come meanwhile, in its own time)
+    my @lines = grep { /quota lease for key id/ } split /\n/, $n->error_log_since($mark);
     note sprintf '%d requests in %.1fs from 4 connections: %s; %d EVAL/EVALSHA, '
         . '%d log lines', scalar(@res), $el,
         join(', ', map { "$_ x$st{$_}" } sort keys %st), $calls, scalar(@lines);
