@@ -378,6 +378,10 @@ ngx_http_api_key_verify_body(ngx_http_request_t *r,
                 return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
             }
 
+            if (b->pos == b->last) {
+                continue;           /* an empty buffer (its pos may be NULL) */
+            }
+
             if ((size_t) (b->last - b->pos) > sizeof(body) - len) {
                 return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
             }
