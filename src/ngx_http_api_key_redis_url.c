@@ -15,6 +15,8 @@
 
 static ngx_int_t ngx_http_api_key_parse_url(ngx_conf_t *cf,
     ngx_http_api_key_redis_conf_t *rcf, ngx_str_t *url);
+static u_char *ngx_http_api_key_parse_userinfo(
+    ngx_http_api_key_redis_conf_t *rcf, u_char *p, u_char *last);
 static ngx_int_t ngx_http_api_key_parse_cluster_url(ngx_conf_t *cf,
     ngx_http_api_key_redis_conf_t *rcf, ngx_str_t *url);
 static ngx_int_t ngx_http_api_key_parse_sentinel_url(ngx_conf_t *cf,
@@ -530,7 +532,7 @@ static ngx_int_t
 ngx_http_api_key_parse_url(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf,
     ngx_str_t *url)
 {
-    u_char           *p, *last, *at, *colon, *slash, *q;
+    u_char           *p, *last, *slash, *q;
     size_t            n;
     ngx_url_t         u;
 #if (NGX_HAVE_INET6)
@@ -630,32 +632,10 @@ ngx_http_api_key_parse_url(ngx_conf_t *cf, ngx_http_api_key_redis_conf_t *rcf,
         goto invalid;
     }
 
-    /* userinfo: up to the last '@' */
+    /* userinfo: up to the last '@' (redis://user@host: the password comes
+     * from password_file) */
 
-    at = NULL;
-    for (q = p; q < last; q++) {
-        if (*q == '@') {
-            at = q;
-        }
-    }
-
-    if (at) {
-        colon = ngx_strlchr(p, at, ':');
-
-        if (colon) {
-            rcf->user.data = p;
-            rcf->user.len = colon - p;
-            rcf->password.data = colon + 1;
-            rcf->password.len = at - colon - 1;
-
-        } else {
-            /* redis://user@host: the password comes from password_file */
-            rcf->user.data = p;
-            rcf->user.len = at - p;
-        }
-
-        p = at + 1;
-    }
+    p = ngx_http_api_key_parse_userinfo(rcf, p, last);
 
     slash = ngx_strlchr(p, last, '/');
     if (slash == NULL) {
@@ -772,6 +752,44 @@ invalid:
 
 
 /*
+ * [user[:password]@] of every URL form: up to the last '@' of the url (a
+ * password may hold '@'), the user up to the first ':' before it; no ':'
+ * is a user alone.  Returns where the host part starts.
+ */
+
+static u_char *
+ngx_http_api_key_parse_userinfo(ngx_http_api_key_redis_conf_t *rcf,
+    u_char *p, u_char *last)
+{
+    u_char  *q, *at, *colon;
+
+    at = NULL;
+
+    for (q = p; q < last; q++) {
+        if (*q == '@') {
+            at = q;
+        }
+    }
+
+    if (at == NULL) {
+        return p;
+    }
+
+    colon = ngx_strlchr(p, at, ':');
+
+    rcf->user.data = p;
+    rcf->user.len = (colon ? colon : at) - p;
+
+    if (colon) {
+        rcf->password.data = colon + 1;
+        rcf->password.len = at - colon - 1;
+    }
+
+    return at + 1;
+}
+
+
+/*
  * redis-sentinel://[user[:password]@]host1:port1,host2:port2,.../MASTER[/db]
  * and rediss-sentinel:// (TLS to the master, not to the sentinels): the
  * sentinels to ask (port 26379 by default; up to 64; a name is resolved
@@ -788,7 +806,7 @@ static ngx_int_t
 ngx_http_api_key_parse_sentinel_url(ngx_conf_t *cf,
     ngx_http_api_key_redis_conf_t *rcf, ngx_str_t *url, u_char *p)
 {
-    u_char       *q, *last, *at, *colon, *slash, *comma, *name_end;
+    u_char       *q, *last, *slash, *comma, *name_end;
     ngx_str_t     hosts, hostport, db;
     ngx_uint_t    n;
     const char   *what;
@@ -800,31 +818,7 @@ ngx_http_api_key_parse_sentinel_url(ngx_conf_t *cf,
     what = "expected redis-sentinel://[user[:password]@]host:port,"
            "host:port,.../MASTER[/db]";
 
-    /* userinfo: up to the last '@' (as for redis://) */
-
-    at = NULL;
-    for (q = p; q < last; q++) {
-        if (*q == '@') {
-            at = q;
-        }
-    }
-
-    if (at) {
-        colon = ngx_strlchr(p, at, ':');
-
-        if (colon) {
-            rcf->user.data = p;
-            rcf->user.len = colon - p;
-            rcf->password.data = colon + 1;
-            rcf->password.len = at - colon - 1;
-
-        } else {
-            rcf->user.data = p;
-            rcf->user.len = at - p;
-        }
-
-        p = at + 1;
-    }
+    p = ngx_http_api_key_parse_userinfo(rcf, p, last);
 
     slash = ngx_strlchr(p, last, '/');
 
@@ -1003,7 +997,7 @@ static ngx_int_t
 ngx_http_api_key_parse_cluster_url(ngx_conf_t *cf,
     ngx_http_api_key_redis_conf_t *rcf, ngx_str_t *url)
 {
-    u_char       *p, *q, *last, *at, *colon, *end, *comma;
+    u_char       *p, *q, *last, *end, *comma;
     ngx_url_t     u;
     ngx_addr_t   *seed;
     const char   *what;
@@ -1024,28 +1018,7 @@ ngx_http_api_key_parse_cluster_url(ngx_conf_t *cf,
 
     last = url->data + url->len;
 
-    /* userinfo: up to the last '@' */
-
-    at = NULL;
-    for (q = p; q < last; q++) {
-        if (*q == '@') {
-            at = q;
-        }
-    }
-
-    if (at) {
-        colon = ngx_strlchr(p, at, ':');
-
-        rcf->user.data = p;
-        rcf->user.len = (colon ? colon : at) - p;
-
-        if (colon) {
-            rcf->password.data = colon + 1;
-            rcf->password.len = at - colon - 1;
-        }
-
-        p = at + 1;
-    }
+    p = ngx_http_api_key_parse_userinfo(rcf, p, last);
 
     end = ngx_strlchr(p, last, '/');
 
