@@ -171,13 +171,23 @@ for my $m ($c->nodes) {
 
 my $qk = random_key();
 my $qh = add_key($rt, $qk, id => 'quota1', owner => 'q', quota => '5/day');
+my $qmark = $n->log_mark;
 my @codes = map { get($qk)->status } 1 .. 7;
-# (5 admitted, or fewer when a lease's answer came after its timeout: its
-# grant is then lost for the window, README "Rate limits and quotas"; seen
-# under ASan)
 my $admitted = grep { $_ == 200 } @codes;
-ok $admitted >= 3 && $admitted <= 5 && "@codes[5, 6]" eq '429 429',
-   "a quota of 5/day on a cluster: $admitted admitted, then 429" or diag "@codes";
+if ($n->error_log_since($qmark) =~ /quota lease for key id "quota1" timed out/) {
+    # a lease that takes longer than timeout= (seen under ASan with the
+    # test files running 4 at a time) is handled as an outage, README "Rate
+    # limits and quotas": each of the 2 workers may admit its quota_offline
+    # share, the late answer's grant is lost for the window, and what is
+    # denied is quota_exceeded
+    my @other = grep { $_ != 200 && $_ != 429 } @codes;
+    ok !@other,
+       "a quota of 5/day on a cluster, a lease timed out: $admitted admitted, the others 429 (never a 5xx)"
+        or diag "@codes";
+} else {
+    ok $admitted == 5 && "@codes[5, 6]" eq '429 429',
+       "a quota of 5/day on a cluster: $admitted admitted, then 429" or diag "@codes";
+}
 
 # --- a cluster-wide rate on a cluster: its GCRA state is on the record's
 # master (the hash tag), leased with EVAL there -------------------------------
