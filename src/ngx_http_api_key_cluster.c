@@ -674,19 +674,10 @@ ngx_http_api_key_cluster_node_open(ngx_http_api_key_cnode_t *node)
     io->on_connect = ngx_http_api_key_cluster_on_connect;
     io->on_disconnect = ngx_http_api_key_cluster_on_disconnect;
 
-    if (conf->password.len) {
-        argv[0] = "AUTH";
-        argvlen[0] = 4;
-        n = 1;
+    n = ngx_http_api_key_redis_io_auth_argv(&conf->user, &conf->password,
+                                            argv, argvlen);
 
-        if (conf->user.len) {
-            argv[n] = (const char *) conf->user.data;
-            argvlen[n++] = conf->user.len;
-        }
-
-        argv[n] = (const char *) conf->password.data;
-        argvlen[n++] = conf->password.len;
-
+    if (n) {
         if (ngx_http_api_key_redis_io_send(io,
                                            ngx_http_api_key_cluster_auth_reply,
                                            node, n, argv, argvlen)
@@ -1617,19 +1608,11 @@ ngx_http_api_key_cluster_ev_open(void)
 
         ngx_http_api_key_cluster_ev_open_n++;
 
-        if (conf->password.len) {
-            argv[0] = "AUTH";
-            argvlen[0] = 4;
-            n = 1;
+        n = ngx_http_api_key_redis_io_auth_argv(&conf->user,
+                                                &conf->password, argv,
+                                                argvlen);
 
-            if (conf->user.len) {
-                argv[n] = (const char *) conf->user.data;
-                argvlen[n++] = conf->user.len;
-            }
-
-            argv[n] = (const char *) conf->password.data;
-            argvlen[n++] = conf->password.len;
-
+        if (n) {
             (void) ngx_http_api_key_redis_io_send(io,
                                      ngx_http_api_key_cluster_ev_auth_reply,
                                      node, n, argv, argvlen);

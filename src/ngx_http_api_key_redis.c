@@ -691,19 +691,10 @@ ngx_http_api_key_rconn_open(ngx_http_api_key_rconn_t *rc)
         rc->npending = 0;
     }
 
-    if (conf->password.len) {
-        argv[0] = "AUTH";
-        argvlen[0] = 4;
-        n = 1;
+    n = ngx_http_api_key_redis_io_auth_argv(&conf->user, &conf->password,
+                                            argv, argvlen);
 
-        if (conf->user.len) {
-            argv[n] = (const char *) conf->user.data;
-            argvlen[n++] = conf->user.len;
-        }
-
-        argv[n] = (const char *) conf->password.data;
-        argvlen[n++] = conf->password.len;
-
+    if (n) {
         ngx_http_api_key_rconn_handshake(rc, "AUTH", n, argv, argvlen);
     }
 

@@ -89,6 +89,8 @@ ngx_int_t ngx_http_api_key_redis_io_subscribe(ngx_http_api_key_redis_io_t *io,
 void ngx_http_api_key_redis_io_disconnect(ngx_http_api_key_redis_io_t *io);
 void ngx_http_api_key_redis_io_free(ngx_http_api_key_redis_io_t *io);
 void ngx_http_api_key_redis_io_cleanup(void);
+int ngx_http_api_key_redis_io_auth_argv(ngx_str_t *user, ngx_str_t *password,
+    const char **argv, size_t *argvlen);
 
 /* sentinel.c: where the master is (redis-sentinel://), for redis.c */
 typedef void (*ngx_http_api_key_master_pt)(void);   /* it moved */

@@ -789,6 +789,37 @@ ngx_http_api_key_io_run(ngx_http_api_key_redis_io_t *io,
 }
 
 
+/*
+ * AUTH [user] password into argv and argvlen (3 entries each): the number
+ * of arguments written, 0 when there is no password (no AUTH to send)
+ */
+
+int
+ngx_http_api_key_redis_io_auth_argv(ngx_str_t *user, ngx_str_t *password,
+    const char **argv, size_t *argvlen)
+{
+    int  n;
+
+    if (password->len == 0) {
+        return 0;
+    }
+
+    argv[0] = "AUTH";
+    argvlen[0] = 4;
+    n = 1;
+
+    if (user != NULL && user->len) {
+        argv[n] = (const char *) user->data;
+        argvlen[n++] = user->len;
+    }
+
+    argv[n] = (const char *) password->data;
+    argvlen[n++] = password->len;
+
+    return n;
+}
+
+
 /* a command; its reply (or NULL) to fn(io, reply, privdata) */
 
 ngx_int_t

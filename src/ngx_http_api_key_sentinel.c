@@ -327,22 +327,21 @@ ngx_http_api_key_sentinel_io(ngx_addr_t *addr)
 static void
 ngx_http_api_key_sentinel_auth(ngx_http_api_key_redis_io_t *io)
 {
-    const char                   *argv[2];
-    size_t                        argvlen[2];
+    int                           n;
+    const char                   *argv[3];
+    size_t                        argvlen[3];
     ngx_http_api_key_sentinel_t  *st = &ngx_http_api_key_sentinel;
 
-    if (st->conf->sentinel_password.len == 0) {
+    n = ngx_http_api_key_redis_io_auth_argv(NULL,
+                                            &st->conf->sentinel_password,
+                                            argv, argvlen);
+    if (n == 0) {
         return;
     }
 
-    argv[0] = "AUTH";
-    argvlen[0] = 4;
-    argv[1] = (const char *) st->conf->sentinel_password.data;
-    argvlen[1] = st->conf->sentinel_password.len;
-
     (void) ngx_http_api_key_redis_io_send(io,
                                           ngx_http_api_key_sentinel_auth_reply,
-                                          NULL, 2, argv, argvlen);
+                                          NULL, n, argv, argvlen);
 }
 
 
