@@ -224,9 +224,15 @@ my $ks0 = metric($port, 'api_key_events_total{type="keyspace"}');
     is(st(get($k)), '200 ok', 'unrelated keys: key cached');
     # every worker receives every notification: the count settles on a
     # multiple of the workers once the last one has read the earlier ones
+    # (a multiple alone is not enough: one worker may have read two that
+    # the other has not yet; so also unchanged for 300 ms)
     my $ks;
-    poll(sub { ($ks = events_seen($port, 'keyspace')) % $WORKERS == 0 },
-         timeout => 2);
+    poll(sub {
+        my $before = events_seen($port, 'keyspace');
+        sleep 0.3;
+        $ks = events_seen($port, 'keyspace');
+        $ks == $before && $ks % $WORKERS == 0;
+    }, timeout => 5);
     $r->cmd('HSET', "apikey:$h", 'owner', 'calm2');    # seen, as control
     poll_key($k, sub { ($_[0]->header('X-Owner') // '') eq 'calm2' });
     # every worker drops the record on its own copy of the notification:
