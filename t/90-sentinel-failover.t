@@ -70,7 +70,10 @@ for my $c (
 
 # --- a failover under load ---------------------------------------------------------
 
-my $s = ApiKeyTest::Sentinel->start(down_after => 500, failover_timeout => 3000);
+# (failover-timeout 10 s: the promoted replica must be seen as master within
+# it, or the failover is aborted and not retried; 3 s was too short once on
+# a machine at load 10)
+my $s = ApiKeyTest::Sentinel->start(down_after => 500, failover_timeout => 10000);
 note sprintf 'sentinel set ready in %.1f s', $s->start_secs;
 my $m = $s->master;
 

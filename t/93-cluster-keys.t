@@ -172,7 +172,10 @@ for my $m ($c->nodes) {
 my $qk = random_key();
 my $qh = add_key($rt, $qk, id => 'quota1', owner => 'q', quota => '5/day');
 my $qmark = $n->log_mark;
-my @codes = map { get($qk)->status } 1 .. 7;
+# (20 requests: a request that finds no count yet may get 429 before a
+# later one gets the lease's counts, README "Rate limits and quotas"; so
+# count, do not expect an order)
+my @codes = map { Time::HiRes::sleep(0.02); get($qk)->status } 1 .. 20;
 my $admitted = grep { $_ == 200 } @codes;
 if ($n->error_log_since($qmark) =~ /quota lease for key id "quota1" timed out/) {
     # a lease that takes longer than timeout= (seen under ASan with the
@@ -185,8 +188,9 @@ if ($n->error_log_since($qmark) =~ /quota lease for key id "quota1" timed out/) 
        "a quota of 5/day on a cluster, a lease timed out: $admitted admitted, the others 429 (never a 5xx)"
         or diag "@codes";
 } else {
-    ok $admitted == 5 && "@codes[5, 6]" eq '429 429',
-       "a quota of 5/day on a cluster: $admitted admitted, then 429" or diag "@codes";
+    ok $admitted == 5 && !grep({ $_ != 200 && $_ != 429 } @codes),
+       "a quota of 5/day on a cluster: $admitted of 20 admitted, the others 429"
+        or diag "@codes";
 }
 
 # --- a cluster-wide rate on a cluster: its GCRA state is on the record's
