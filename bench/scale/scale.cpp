@@ -644,9 +644,10 @@ int main(int argc, char **argv)
             base_ns = mc;
         }
         char retr[32];
-        if (rt.empty()) {
-            std::snprintf(retr, sizeof(retr), "%s",
-                          o.lockfree ? "not counted" : "n/a (lock)");
+        if (!o.lockfree) {
+            std::snprintf(retr, sizeof(retr), "n/a (lock)");
+        } else if (rt.empty()) {
+            std::snprintf(retr, sizeof(retr), "not counted");
         } else {
             std::snprintf(retr, sizeof(retr), "%.4f%%", median(rt) * 100);
         }
