@@ -50,7 +50,9 @@ section=scale
     echo "${SECONDS_} s; $ROUNDS rounds, the Ns interleaved; median (min..max) over the rounds."
     echo "\"x N=1\" is the scaling ratio of the total hits/s; \"CPU ns/hit\" is the CPU time the"
     echo "readers used (CLOCK_PROCESS_CPUTIME_ID) per hit, which oversubscription does not inflate"
-    echo "unless the processes burn CPU waiting for each other. Goals (issue 17): N=2 >= 1.8x N=1;"
+    echo "unless the processes burn CPU waiting for each other; \"CPUs used\": the readers' CPU time"
+    echo "over the wall time (below min(N, cores) when other work shares the machine: then the"
+    echo "machine, not the cache, limits the scaling). Goals (issue 17): N=2 >= 1.8x N=1;"
     echo "ns/hit at N=8 within 20% of N=1. The machine has $(nproc) cores: N > $(nproc) is oversubscribed."
     if [ "$MODE" = lock ]; then
         echo "Mode lock (today's module): every lookup under a process-shared lock taken as nginx's"

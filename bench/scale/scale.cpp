@@ -35,8 +35,10 @@
 // table on stdout: per N the median and spread (min..max) over the rounds
 // of the total hits per second, hits per second per process, the scaling
 // ratio against N=1 (medians), CPU ns per hit and its ratio against N=1,
-// and the share of lookups that retried (lockfree, when the core's
-// statistics count retries).
+// the CPUs the readers got (their CPU time over the round's time: below
+// min(N, CPUs) when other work shares the machine, which then, not the
+// cache, limits the scaling), and the share of lookups that retried
+// (lockfree, when the core's statistics count retries).
 
 #include "ak_core.h"
 
@@ -433,6 +435,7 @@ struct RoundResult {
     double  hits_per_s;     /* total */
     double  ns_per_hit;     /* CPU ns per hit, all readers */
     double  retry_share;    /* -1: not counted */
+    double  cpus;           /* CPU time of the readers / wall time */
     double  puts_per_s;
 };
 
@@ -509,6 +512,7 @@ RoundResult run_round(const Shared &sh, const Options &o, int n,
     r.retry_share = (r0 < 0 || hits == 0) ? -1
         : static_cast<double>(r1 - r0) / static_cast<double>(hits);
     r.puts_per_s = static_cast<double>(ctl->p[kMaxProcs].puts) / o.seconds;
+    r.cpus = static_cast<double>(cpu) / 1e9 / o.seconds;
     (void) wall;
     return r;
 }
@@ -627,13 +631,14 @@ int main(int argc, char **argv)
     double base_hits = 0, base_ns = 0;
     std::printf("| N | processes / CPUs | hits/s total, median (min..max) "
                 "| hits/s per process | x N=1 | CPU ns/hit, median (min..max) "
-                "| ns/hit x N=1 | retries/hit |\n");
-    std::printf("|---|---|---|---|---|---|---|---|\n");
+                "| ns/hit x N=1 | CPUs used | retries/hit |\n");
+    std::printf("|---|---|---|---|---|---|---|---|---|\n");
     for (size_t k = 0; k < o.procs.size(); k++) {
-        std::vector<double> h, c, rt;
+        std::vector<double> h, c, rt, u;
         for (const RoundResult &rr : res[k]) {
             h.push_back(rr.hits_per_s);
             c.push_back(rr.ns_per_hit);
+            u.push_back(rr.cpus);
             if (rr.retry_share >= 0) {
                 rt.push_back(rr.retry_share);
             }
@@ -653,7 +658,7 @@ int main(int argc, char **argv)
         }
         int n = o.procs[k];
         std::printf("| %d | %d / %zu%s | %s (%s..%s) | %s | %.2f | %.0f "
-                    "(%.0f..%.0f) | %.2f | %s |\n",
+                    "(%.0f..%.0f) | %.2f | %.2f | %s |\n",
                     n, n, g_cpus.size(),
                     static_cast<size_t>(n) > g_cpus.size() ? " (over)" : "",
                     fmt_m(mh).c_str(),
@@ -663,7 +668,7 @@ int main(int argc, char **argv)
                     base_hits > 0 ? mh / base_hits : 0, mc,
                     *std::min_element(c.begin(), c.end()),
                     *std::max_element(c.begin(), c.end()),
-                    base_ns > 0 ? mc / base_ns : 0, retr);
+                    base_ns > 0 ? mc / base_ns : 0, median(u), retr);
     }
     if (o.writer_rate > 0) {
         std::vector<double> p;
