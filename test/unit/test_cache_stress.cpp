@@ -65,6 +65,7 @@ fnv1a(const unsigned char *p, size_t n)
 }
 
 const size_t   kKeys = 3000;        /* more than the cache holds */
+const size_t   kHotKeys = 32;
 const uint32_t kSlotsWanted = 2048;
 const int      kProcs = 4;          /* on 2 CPUs: preempted mid-operation */
 
@@ -196,7 +197,10 @@ worker(Arena *a, int proc, uint64_t run_ms)
             break;
         }
         uint64_t now = mono_ms() - sh->t0_ms + 1000;
-        size_t k = mix(&x) % kKeys;
+        /* half of the operations on a few hot keys, so that readers
+           often meet an entry a writer is changing */
+        uint64_t pick = mix(&x);
+        size_t k = (pick & 1) ? (pick >> 1) % kHotKeys : (pick >> 1) % kKeys;
         const unsigned char *h = a->hashes + k * AK_HASH_LEN;
         unsigned r = static_cast<unsigned>(mix(&x) % 1000);
 
