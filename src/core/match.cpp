@@ -502,10 +502,24 @@ bool referer_host(const char *s, size_t len, const char **host,
      * colon: the first ':' after it (the port, unless bracketed).
      */
     size_t a = i + 3, end = a, hp = a, colon = len;
+    /* the host [hp, colon) checked on the way, as valid_hostname (lenient)
+       would: label, the length of the current label; hok, no bad byte,
+       empty or long label before it */
+    size_t label = 0;
+    bool hok = true;
     for (; end < len; end++) {
         unsigned char c = static_cast<unsigned char>(s[end]);
         unsigned char k = kCC[c];
         if (!(k & (CC_AUTH_BAD | CC_AUTH_END | CC_AUTH_MARK))) {
+            if (colon == len) {
+                if (c == '.') {
+                    hok = hok && label != 0 && label <= kLabelMax;
+                    label = 0;
+                } else {
+                    hok = hok && (k & CC_HOST_US);
+                    label++;
+                }
+            }
             continue;
         }
         if (k & CC_AUTH_END) {
@@ -517,6 +531,8 @@ bool referer_host(const char *s, size_t len, const char **host,
         if (c == '@') {
             hp = end + 1;
             colon = len;
+            label = 0;
+            hok = true;
         } else if (colon == len) {
             colon = end;
         }
@@ -554,10 +570,15 @@ bool referer_host(const char *s, size_t len, const char **host,
     }
 
     if (!bracket) {
-        if (he > h && s[he - 1] == '.') {
-            he--;                       /* "example.com." */
+        /* "example.com.": the last label is the one before the dot (it
+           was checked when the dot came) */
+        bool dot = he > h && s[he - 1] == '.';
+        if (dot) {
+            he--;
         }
-        if (!valid_hostname(s + h, he - h, true)) {
+        if (!hok || he == h || he - h > kHostMax
+            || (!dot && (label == 0 || label > kLabelMax)))
+        {
             return false;
         }
     }

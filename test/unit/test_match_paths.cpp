@@ -185,3 +185,160 @@ TEST(MatchPaths, ReferrersSectionChecks)
     EXPECT_EQ(ak_record_referrer_allowed(&v, sub.data(), sub.size()), 1);
     EXPECT_EQ(ak_record_referrer_allowed(&v, no.data(), no.size()), 0);
 }
+
+
+namespace {
+
+/* the Referer's host the plain way (several passes, as match.cpp did
+ * before its one-pass parse): the reference for the one below */
+bool
+ref_label_char(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+           || (c >= '0' && c <= '9') || c == '-' || c == '_';
+}
+
+bool
+ref_hostname(const char *h, size_t len)
+{
+    if (len == 0 || len > 253) {
+        return false;
+    }
+    size_t label = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (h[i] == '.') {
+            if (label == 0) {
+                return false;
+            }
+            label = 0;
+        } else if (!ref_label_char(static_cast<unsigned char>(h[i]))
+                   || ++label > 63) {
+            return false;
+        }
+    }
+    return label > 0;
+}
+
+std::string
+ref_host_of(const std::string &u)
+{
+    const char *s = u.data();
+    size_t len = u.size(), i = 1;
+    auto scheme = [](unsigned char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+               || (c >= '0' && c <= '9') || c == '+' || c == '-' || c == '.';
+    };
+    unsigned char c0 = len ? static_cast<unsigned char>(s[0]) : 0;
+    if (len == 0 || !((c0 >= 'a' && c0 <= 'z') || (c0 >= 'A' && c0 <= 'Z'))) {
+        return "<none>";
+    }
+    while (i < len && scheme(static_cast<unsigned char>(s[i]))) {
+        i++;
+    }
+    if (len - i < 3 || u.compare(i, 3, "://") != 0) {
+        return "<none>";
+    }
+    size_t a = i + 3, end = a;
+    while (end < len && s[end] != '/' && s[end] != '?' && s[end] != '#') {
+        end++;
+    }
+    size_t hp = a;
+    for (size_t k = a; k < end; k++) {
+        unsigned char c = static_cast<unsigned char>(s[k]);
+        if (c <= 0x20 || c >= 0x7f || c == '\\' || c == '%') {
+            return "<none>";
+        }
+        if (c == '@') {
+            hp = k + 1;
+        }
+    }
+    size_t h = hp, he, rest;
+    bool bracket = hp < end && s[hp] == '[';
+    if (bracket) {
+        size_t close = u.find(']', hp);
+        if (close == std::string::npos || close >= end) {
+            return "<none>";
+        }
+        he = close + 1;
+        std::string in = u.substr(hp + 1, he - hp - 2);
+        bool colon = false, ok = in.size() >= 2 && in.size() <= 45;
+        for (char c : in) {
+            if (c == ':') {
+                colon = true;
+            } else if (!isxdigit(static_cast<unsigned char>(c)) && c != '.') {
+                ok = false;
+            }
+        }
+        if (!ok || !colon) {
+            return "<none>";
+        }
+        rest = he;
+    } else {
+        he = hp;
+        while (he < end && s[he] != ':') {
+            he++;
+        }
+        rest = he;
+    }
+    if (rest < end) {
+        if (s[rest] != ':' || end - rest - 1 > 5) {
+            return "<none>";
+        }
+        for (size_t k = rest + 1; k < end; k++) {
+            if (!(s[k] >= '0' && s[k] <= '9')) {
+                return "<none>";
+            }
+        }
+    }
+    if (!bracket) {
+        if (he > h && s[he - 1] == '.') {
+            he--;
+        }
+        if (!ref_hostname(s + h, he - h)) {
+            return "<none>";
+        }
+    }
+    return u.substr(h, he - h);
+}
+
+} // namespace
+
+
+/* random Referers from the bytes that matter (label bytes, dots, '@', ':',
+ * the authority's ends, brackets, bad bytes), labels up to 70 bytes and
+ * hosts up to 270: the one-pass parse answers as the reference */
+TEST(MatchPaths, RefererHostAgainstReference)
+{
+    static const char *pieces[] = {
+        "a", "Z", "0", "-", "_", ".", "..", "@", ":", "/", "?", "#", "[",
+        "]", "%", "\\", " ", "\x7f", "\x01", "example", "com", "::1", "80",
+        "x.y", "user:pw@",
+    };
+    const size_t npieces = sizeof(pieces) / sizeof(pieces[0]);
+    uint64_t x = 17;
+    size_t some = 0;
+    for (int round = 0; round < 60000; round++) {
+        std::string u = (round % 7 == 0) ? "h+x.y-z://" : "https://";
+        unsigned shape = static_cast<unsigned>(mix(&x) % 4);
+        size_t n = static_cast<size_t>(mix(&x) % 12);
+        for (size_t k = 0; k < n; k++) {
+            if (shape == 0 && mix(&x) % 3 == 0) {
+                /* a long label: 60..70 bytes */
+                u.append(60 + mix(&x) % 11, 'a');
+            } else if (shape == 1 && mix(&x) % 4 == 0) {
+                /* many short labels: near 253 bytes */
+                for (int j = 0; j < 60; j++) {
+                    u += "abc.";
+                }
+            }
+            u += pieces[mix(&x) % npieces];
+        }
+        if (mix(&x) % 2) {
+            u += "/path";
+        }
+        std::string want = ref_host_of(u);
+        ASSERT_EQ(host_of(u), want) << "Referer \"" << u << "\"";
+        some += want != "<none>";
+    }
+    EXPECT_GT(some, 1000u);     /* not only refusals */
+}
