@@ -399,6 +399,12 @@ uninstall:
 #                       Cluster (bench/failover-cluster.sh)
 #   make bench-cluster-rate   the accuracy of rate_scope=cluster: two nodes,
 #                       80/20 load, 30 s per rate (bench/cluster-rate.sh)
+#   make bench-scale    the core cache in shared memory, hit by N forked
+#                       processes (1 2 4 8): hits/s per process and in total,
+#                       scaling against one process, CPU ns per hit
+#                       (bench/scale.sh; SCALE_MODE=lock|lockfree,
+#                       SCALE_PROCS, SCALE_SECONDS, SCALE_ROUNDS, SCALE_KEYS,
+#                       SCALE_WRITER_RATE)
 #   make bench-tls      api_key_redis over TLS against plaintext: cache misses
 #                       and cached keys (wrk), system calls per miss (strace),
 #                       reconnects with and without session reuse, and the
@@ -409,10 +415,11 @@ BENCH_BUILD  = $(BUILD)/bench
 BENCH_MICRO  = $(BENCH_BUILD)/micro_bench
 BENCH_SIZES  = $(BENCH_BUILD)/ak_sizes
 BENCH_REVOKE = $(BENCH_BUILD)/revoke_bench
+BENCH_SCALE  = $(BENCH_BUILD)/scale_bench
 BENCH_CXX    = $(CXX) -std=c++17 -O2 -g -Wall -Wextra -Werror -Isrc/core
 
 .PHONY: bench-deps bench-micro bench-revoke bench-callgrind bench-tls \
-        bench-failover bench-cluster-rate
+        bench-failover bench-cluster-rate bench-scale
 
 bench-deps:
 	@sh bench/deps.sh
@@ -428,6 +435,10 @@ $(BENCH_SIZES): bench/tools/ak_sizes.cpp $(CORE_LIB) src/core/ak_core.h
 $(BENCH_REVOKE): bench/revoke/revoke_bench.cpp
 	@mkdir -p $(dir $@)
 	$(BENCH_CXX) -o $@ bench/revoke/revoke_bench.cpp -lhiredis
+
+$(BENCH_SCALE): bench/scale/scale.cpp $(CORE_LIB) src/core/ak_core.h
+	@mkdir -p $(dir $@)
+	$(BENCH_CXX) -o $@ bench/scale/scale.cpp $(CORE_LIB) -lcrypto -pthread
 
 bench: bench-deps
 	$(MAKE) module $(BENCH_MICRO) $(BENCH_SIZES)
@@ -445,6 +456,10 @@ bench-revoke: bench-deps
 bench-callgrind: bench-deps
 	$(MAKE) module
 	bash bench/callgrind.sh $(BUILD)
+
+bench-scale:
+	$(MAKE) $(BENCH_SCALE)
+	bash bench/scale.sh $(BUILD)
 
 bench-tls: bench-deps
 	$(MAKE) module

@@ -1,23 +1,38 @@
 #!/bin/bash
 # SPDX-License-Identifier: BSD-2-Clause
-# bench/callgrind.sh BUILD_DIR [REQUESTS]: instructions per request of the
-# cached-key path, bare nginx against the module, under callgrind.
+# bench/callgrind.sh BUILD_DIR [REQUESTS]: `make bench-callgrind`.
+# Instructions per request of the cached-key path, bare nginx against the
+# module, under callgrind, for three cases:
+#
+#   plain    a cached key (owner, plan)
+#   rules    a cached key with rate (1000000/s: never limited here), 10 CIDRs
+#            in ips and 10 referrers rules, the request passing them all
+#            (its address and Referer match the last rule of each)
+#   limited  a rate-limited cached key (rate 1/h, burst 0): every request
+#            measured is answered 429
 #
 # One nginx per variant (master_process off, daemon off: a single process
-# under valgrind), redis-server on a free loopback port with the bench's
-# good key.  Instrumentation is off at start; after a warm-up (the first
-# request reads the key from Redis and caches it) it is switched on
-# (callgrind_control -i on), REQUESTS requests go over one keep-alive
-# connection (curl URL globbing), then the profile is dumped.  Prints
-# instructions per request for each variant, the difference, and the
-# module's own functions (inclusive and self) per request.
+# under valgrind), redis-server on a free loopback port with the keys.
+# Instrumentation is off at start; after a warm-up (the first request reads
+# the key from Redis and caches it) it is switched on (callgrind_control
+# -i on), REQUESTS requests go over one keep-alive connection (curl URL
+# globbing), then the profile is dumped.  Every variant's requests carry
+# the same headers (X-API-Key, Referer), bare nginx's included.
 #
-# Environment: CG_VARIANTS ("bare module"), CG_OUT (output directory,
-# BUILD/bench/callgrind), CG_CONF_EXTRA (extra directives in the module's
-# location, e.g. 'api_key_strip on;').
+# Prints, per case: instructions per request, the difference over bare,
+# the inclusive cost of SHA-256 (ak_hasher_digest and what it calls) and
+# the difference without it, then the module's functions (inclusive and
+# self) per request; and replaces the "callgrind" section of
+# bench/RESULTS.md (CG_RESULTS=- : none) with the table.
+#
+# Environment: CG_VARIANTS ("bare plain rules limited"), CG_OUT (output
+# directory, BUILD/bench/callgrind), CG_CONF_EXTRA (extra directives in
+# the module's location, e.g. 'api_key_strip on;'), CG_RESULTS (the file
+# written, bench/RESULTS.md).
 #
 # valgrind's CPU lacks SHA-NI, so OpenSSL takes its SIMD code path for
-# SHA-256 there: the SHA-256 share is larger than natively.
+# SHA-256 there: the SHA-256 share is larger than natively, hence the
+# figure without it.
 set -eu -o pipefail
 
 BENCH_TOP=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,8 +41,13 @@ BUILD=$(cd "${1:-$BENCH_TOP/build}" && pwd)
 N=${2:-2000}
 MODULE=$BUILD/ngx_http_api_key_module.so
 OUT=${CG_OUT:-$BUILD/bench/callgrind}
-VARIANTS=${CG_VARIANTS:-bare module}
+VARIANTS=${CG_VARIANTS:-bare plain rules limited}
 EXTRA=${CG_CONF_EXTRA:-}
+RESULTS=${CG_RESULTS:-$BENCH/RESULTS.md}
+REFERER='https://www.example.com/page'
+IPS10='192.0.2.0/24,198.51.100.0/24,203.0.113.0/24,10.1.0.0/16,10.2.0.0/16,172.16.0.0/12,2001:db8::/32,2001:db8:1::/48,fd00::/8,127.0.0.0/8'
+REFS10='app.example.com,*.shop.example.com,partner.example.net,*.cdn.example.org,www.example.io,dashboard.example.dev,*.eu.example.com,*.us.example.com,admin.example.co,*.example.com'
+
 
 . "$BENCH/lib.sh"
 
@@ -43,12 +63,32 @@ mkdir -p "$OUT"
 free_port REDIS_PORT
 start_redis "$W/redis" "$REDIS_PORT" 1
 
-GOOD=$(printf 'ak_bench_%031d' 4321)
-redis-cli -p "$REDIS_PORT" HSET "apikey:$(printf %s "$GOOD" | sha256sum | cut -c1-64)" \
-    owner client4321 plan pro >/dev/null
+key_of() {   # variant -> its key
+    case $1 in
+        rules)   printf 'ak_bench_%031d' 4322 ;;
+        limited) printf 'ak_bench_%031d' 4323 ;;
+        *)       printf 'ak_bench_%031d' 4321 ;;
+    esac
+}
+code_of() {  # variant -> the status of its measured requests
+    case $1 in
+        limited) echo 429 ;;
+        *)       echo 200 ;;
+    esac
+}
+rname() {
+    echo "apikey:$(printf %s "$(key_of "$1")" | sha256sum | cut -c1-64)"
+}
+redis-cli -p "$REDIS_PORT" HSET "$(rname plain)" owner client4321 plan pro >/dev/null
+redis-cli -p "$REDIS_PORT" HSET "$(rname rules)" owner client4322 plan pro \
+    rate 1000000/s burst 1000 ips "$IPS10" referrers "$REFS10" >/dev/null
+redis-cli -p "$REDIS_PORT" HSET "$(rname limited)" owner client4323 plan pro \
+    rate 1/h burst 0 >/dev/null
 
 run_one() {
-    local v=$1 dir=$W/$1 port conf vpid i out
+    local v=$1 dir=$W/$1 port conf vpid i out key want
+    key=$(key_of "$v")
+    want=$(code_of "$v")
     free_port port
     mkdir -p "$dir/logs" "$dir/tmp"
     chmod 777 "$dir/tmp"
@@ -91,16 +131,23 @@ EOF
         fi
         sleep 0.1
     done
-    # warm-up: the key is read from Redis and cached
+    # warm-up: the key is read from Redis and cached (the limited key
+    # spends its one request)
     for i in 1 2 3; do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' -H "X-API-Key: $GOOD" \
-              "http://127.0.0.1:$port/")" = 200 ] || { sleep 0.5; continue; }
+        [ "$(curl -s -o /dev/null -w '%{http_code}' -H "X-API-Key: $key" \
+              -H "Referer: $REFERER" "http://127.0.0.1:$port/")" = "$want" ] \
+            || { sleep 0.5; continue; }
     done
-    [ "$(curl -s -o /dev/null -w '%{http_code}' -H "X-API-Key: $GOOD" \
-          "http://127.0.0.1:$port/")" = 200 ] || die "$v: the good key does not get 200"
+    [ "$(curl -s -o /dev/null -w '%{http_code}' -H "X-API-Key: $key" \
+          -H "Referer: $REFERER" "http://127.0.0.1:$port/")" = "$want" ] \
+        || die "$v: the key does not get $want"
 
     callgrind_control -i on "$vpid" >/dev/null
-    curl -s -H "X-API-Key: $GOOD" "http://127.0.0.1:$port/[1-$N]" >/dev/null
+    curl -s -H "X-API-Key: $key" -H "Referer: $REFERER" \
+        -w '%{http_code}\n' -o /dev/null "http://127.0.0.1:$port/[1-$N]" \
+        >"$dir/codes"
+    [ "$(sort -u "$dir/codes")" = "$want" ] \
+        || die "$v: not every measured request got $want: $(sort "$dir/codes" | uniq -c | tr '\n' ' ')"
     callgrind_control -d "$v" "$vpid" >/dev/null
     callgrind_control -i off "$vpid" >/dev/null
     # the profile is dumped; nginx under valgrind may not act on SIGTERM
@@ -121,29 +168,89 @@ total() {   # callgrind file -> total Ir
     sed -n 's/^summary: *\([0-9]*\).*/\1/p; s/^totals: *\([0-9]*\).*/\1/p' "$1" | head -n 1
 }
 
+# inclusive Ir of the functions whose name matches $2 (an awk regex), the
+# outermost ones only: callgrind_annotate --inclusive lists callers and
+# callees alike, so the largest match is taken (ak_hasher_digest contains
+# the SHA-256 code it calls)
+incl_of() {
+    callgrind_annotate --inclusive=yes --threshold=100 "$1" 2>/dev/null \
+        | awk -v re="$2" '/^ *[0-9,]+ / && $0 ~ re {
+              ir = $1; gsub(",", "", ir); if (ir + 0 > m) m = ir + 0 }
+              END { print m + 0 }'
+}
+
+# the module's functions (inclusive or self) per request, top $3
+module_funcs() {
+    local f=$1 incl=$2 top=$3
+    callgrind_annotate --inclusive="$incl" --threshold=100 "$f" 2>/dev/null \
+        | awk -v n="$N" '/^ *[0-9,]+ .*ngx_http_api_key_module\.so/ {
+              ir = $1; gsub(",", "", ir); $1 = ""; sub(/^ +/, "");
+              sub(/^\([ 0-9.]+%\) +/, ""); sub(/ +\[[^]]*\]$/, "");
+              sub(/^[^:]*:/, "");
+              printf "%10.1f  %s\n", ir / n, $0 }' | head -n "$top"
+}
+
+per_req() { awk -v t="$1" -v n="$N" 'BEGIN { printf "%.0f", t / n }'; }
+
+declare -A TOT SHA
 for v in $VARIANTS; do
-    t=$(total "$OUT/$v.callgrind")
-    printf '%-8s %10.0f instructions/request (%s over %s requests)\n' \
-        "$v" "$(awk -v t="$t" -v n="$N" 'BEGIN { print t / n }')" "$t" "$N"
+    TOT[$v]=$(total "$OUT/$v.callgrind")
+    SHA[$v]=$(incl_of "$OUT/$v.callgrind" 'ak_hasher_digest')
 done
 
-if [ -f "$OUT/bare.callgrind" ] && [ -f "$OUT/module.callgrind" ]; then
-    awk -v a="$(total "$OUT/module.callgrind")" -v b="$(total "$OUT/bare.callgrind")" -v n="$N" \
-        'BEGIN { printf "module - bare: %.0f instructions/request\n", (a - b) / n }'
-fi
+report=$(mktemp)
+trap 'rm -f "$report"; bench_cleanup' EXIT
+{
+    printf '| case | instructions/request | over bare | SHA-256 (inclusive) | over bare without SHA-256 |\n'
+    printf '|---|---|---|---|---|\n'
+    for v in $VARIANTS; do
+        t=$(per_req "${TOT[$v]}")
+        if [ "$v" = bare ] || [ -z "${TOT[bare]:-}" ]; then
+            printf '| %s | %s | | | |\n' "$v" "$t"
+            continue
+        fi
+        over=$(per_req "$(( ${TOT[$v]} - ${TOT[bare]} ))")
+        sha=$(per_req "${SHA[$v]}")
+        printf '| %s | %s | %+d | %s | %+d |\n' "$v" "$t" "$over" "$sha" "$(( over - sha ))"
+    done
+    for v in $VARIANTS; do
+        [ "$v" = bare ] && continue
+        echo
+        echo "$v: the module's functions, instructions/request, inclusive (top 15):"
+        echo
+        echo '```'
+        module_funcs "$OUT/$v.callgrind" yes 15
+        echo '```'
+        echo
+        echo "$v: self (top 12):"
+        echo
+        echo '```'
+        module_funcs "$OUT/$v.callgrind" no 12
+        echo '```'
+    done
+} >"$report"
+cat "$report"
 
-if [ -f "$OUT/module.callgrind" ]; then
+[ "$RESULTS" = - ] && exit 0
+md=$(mktemp)
+{
+    echo "## Instructions per request (\`make bench-callgrind\`)"
     echo
-    echo "module: inclusive instructions/request of its functions and of what they call"
-    callgrind_annotate --inclusive=yes --threshold=100 "$OUT/module.callgrind" 2>/dev/null \
-        | awk -v n="$N" '/^ *[0-9,]+ .*[a-z_]+/ {
-              ir = $1; gsub(",", "", ir); $1 = ""; sub(/^ +/, "");
-              if ($0 ~ /api_key|ak_|ak::|sha256|SHA256|sha2|digest|shmtx|memcpy|memcmp|pnalloc|palloc|cleanup_add|strncasecmp|strlchr/)
-                  printf "%10.1f  %s\n", ir / n, $0 }' | head -n 60
+    echo "bench/callgrind.sh: one nginx process under callgrind per case, $N requests over one"
+    echo "keep-alive connection after a warm-up (the key cached), each with X-API-Key and Referer"
+    echo "headers, bare nginx's too; instructions counted (deterministic, one round). Cases: plain"
+    echo "(a cached key: owner, plan), rules (a cached key with rate 1000000/s, 10 CIDRs in ips,"
+    echo "10 referrers rules, the request matching the last of each), limited (a cached key with"
+    echo "rate 1/h burst 0: every request 429). valgrind's CPU has no SHA-NI, so SHA-256 costs far"
+    echo "more here than natively: \"without SHA-256\" subtracts the inclusive cost of"
+    echo "ak_hasher_digest. Goal (issue 17): at most 1,000 over bare without SHA-256 for plain and"
+    echo "rules."
     echo
-    echo "module: self instructions/request, top 40"
-    callgrind_annotate --threshold=100 "$OUT/module.callgrind" 2>/dev/null \
-        | awk -v n="$N" '/^ *[0-9,]+ .*[a-z_]+/ {
-              ir = $1; gsub(",", "", ir); $1 = ""; sub(/^ +/, "");
-              printf "%10.1f  %s\n", ir / n, $0 }' | head -n 40
-fi
+    BENCH_TOP=$BENCH_TOP machine_info
+    echo "- valgrind: $(valgrind --version)"
+    echo
+    cat "$report"
+} >"$md"
+replace_section "$RESULTS" callgrind "$md"
+rm -f "$md"
+echo "bench/callgrind.sh: section callgrind of $RESULTS replaced" >&2

@@ -39,12 +39,96 @@ inline bool blank(unsigned char c) noexcept
     return c == ' ' || c == '\t';
 }
 
+/*
+ * Byte classes, one table lookup per byte on the per-request paths (the
+ * view's check of the referrers section, the Referer's parse) instead of
+ * a chain of comparisons.
+ */
+enum : unsigned char {
+    CC_RULE = 0x01,         /* a byte of a stored referrers rule:
+                               [a-z0-9.:[\]-] */
+    CC_HOST = 0x02,         /* a host name's label byte: [A-Za-z0-9-] */
+    CC_HOST_US = 0x04,      /* the same or '_' (lenient: Referer hosts) */
+    CC_SCHEME = 0x08,       /* a URL scheme's byte after the first:
+                               [A-Za-z0-9+.-] */
+    CC_AUTH_BAD = 0x10,     /* never in a Referer's authority: controls,
+                               space, DEL and above, '\\', '%' */
+    CC_AUTH_END = 0x20,     /* ends the authority: '/', '?', '#' */
+    CC_AUTH_MARK = 0x40,    /* '@' and ':' (userinfo, port) */
+};
+
+struct CharClasses {
+    unsigned char c[256];
+
+    constexpr CharClasses() noexcept : c()
+    {
+        for (unsigned i = 0; i < 256; i++) {
+            bool digit = i >= '0' && i <= '9';
+            bool lower = i >= 'a' && i <= 'z';
+            bool alpha = lower || (i >= 'A' && i <= 'Z');
+            unsigned char k = 0;
+            if (lower || digit || i == '-' || i == '.' || i == '['
+                || i == ']' || i == ':')
+            {
+                k |= CC_RULE;
+            }
+            if (alpha || digit || i == '-') {
+                k |= CC_HOST | CC_HOST_US;
+            }
+            if (i == '_') {
+                k |= CC_HOST_US;
+            }
+            if (alpha || digit || i == '+' || i == '-' || i == '.') {
+                k |= CC_SCHEME;
+            }
+            if (i <= 0x20 || i >= 0x7f || i == '\\' || i == '%') {
+                k |= CC_AUTH_BAD;
+            }
+            if (i == '/' || i == '?' || i == '#') {
+                k |= CC_AUTH_END;
+            }
+            if (i == '@' || i == ':') {
+                k |= CC_AUTH_MARK;
+            }
+            c[i] = k;
+        }
+    }
+
+    unsigned char operator[](unsigned char b) const noexcept { return c[b]; }
+};
+
+constexpr CharClasses kCC;
+
 inline bool v4_mapped(const unsigned char *a) noexcept
 {
     static const unsigned char pfx[12] = {
         0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff,
     };
     return std::memcmp(a, pfx, sizeof(pfx)) == 0;
+}
+
+/* the first nbytes (0..4) bytes of p as the high bytes of a u32 */
+inline uint32_t be32_head(const unsigned char *p, unsigned nbytes) noexcept
+{
+    uint32_t v = 0;
+
+    switch (nbytes) {
+    case 4:
+        v |= static_cast<uint32_t>(p[3]);
+        /* fall through */
+    case 3:
+        v |= static_cast<uint32_t>(p[2]) << 8;
+        /* fall through */
+    case 2:
+        v |= static_cast<uint32_t>(p[1]) << 16;
+        /* fall through */
+    case 1:
+        v |= static_cast<uint32_t>(p[0]) << 24;
+        /* fall through */
+    default:
+        break;
+    }
+    return v;
 }
 
 inline bool prefix_match(const unsigned char *rule, const unsigned char *a,
@@ -103,6 +187,7 @@ bool valid_hostname(const char *h, size_t len, bool underscore) noexcept
     }
 
     size_t label = 0;
+    unsigned char want = underscore ? CC_HOST_US : CC_HOST;
 
     for (size_t i = 0; i < len; i++) {
         unsigned char c = static_cast<unsigned char>(h[i]);
@@ -113,7 +198,7 @@ bool valid_hostname(const char *h, size_t len, bool underscore) noexcept
             label = 0;
             continue;
         }
-        if (!(is_alnum(c) || c == '-' || (underscore && c == '_'))) {
+        if (!(kCC[c] & want)) {
             return false;
         }
         if (++label > kLabelMax) {
@@ -267,10 +352,37 @@ bool encode_referrer(const char *item, size_t len, Writer &w, ErrBuf &e)
     return true;
 }
 
-inline bool referrer_rule_char(unsigned char c) noexcept
+/* the length (a varint) at p[*off], off < len: the one-byte form inline,
+ * any other through Reader (which accepts and refuses the same) */
+inline bool next_len(const unsigned char *p, size_t len, size_t *off,
+    uint64_t *n) noexcept
 {
-    return (c >= 'a' && c <= 'z') || is_digit(c) || c == '-' || c == '.'
-           || c == '[' || c == ']' || c == ':';
+    if (*off < len && p[*off] < 0x80) {
+        *n = p[(*off)++];
+        return true;
+    }
+    Reader r(p, len);
+    r.off = *off;
+    *n = r.varint();
+    *off = r.off;
+    return r.ok;
+}
+
+/* every byte of s[0, n) is CC_RULE: the classes of four bytes and'ed at a
+ * time, one test at the end (no branch per byte) */
+inline bool all_rule_chars(const unsigned char *s, size_t n) noexcept
+{
+    unsigned acc = CC_RULE;
+    size_t i = 0;
+
+    for (; i + 4 <= n; i += 4) {
+        acc &= static_cast<unsigned>(kCC[s[i]] & kCC[s[i + 1]]
+                                     & kCC[s[i + 2]] & kCC[s[i + 3]]);
+    }
+    for (; i < n; i++) {
+        acc &= kCC[s[i]];
+    }
+    return acc & CC_RULE;
 }
 
 } // namespace
@@ -303,61 +415,66 @@ bool encode_referrers(const char *v, size_t len, Writer &w, ErrBuf &e)
 }
 
 
+/*
+ * The structural checks of ak_record_view, on every request: plain index
+ * arithmetic over the section rather than a Reader per byte.
+ */
 bool check_ips_section(const unsigned char *p, size_t len) noexcept
 {
-    Reader r(p, len);
+    size_t off = 0;
 
-    if (len == 0) {
+    if (p == nullptr || len == 0) {
         return false;
     }
 
-    while (r.ok && r.off < len) {
-        uint8_t family = r.u8();
-        uint8_t prefix = r.u8();
-        if (!r.ok || (family != 4 && family != 6)
-            || prefix > (family == 4 ? 32 : 128))
+    while (off < len) {
+        if (len - off < 2) {
+            return false;
+        }
+        unsigned family = p[off], prefix = p[off + 1];
+        off += 2;
+        if ((family != 4 && family != 6)
+            || prefix > (family == 4 ? 32u : 128u))
         {
             return false;
         }
         size_t nbytes = (prefix + 7u) / 8;
-        const unsigned char *a = r.bytes(nbytes);
-        if (a == nullptr) {
+        if (nbytes > len - off) {
             return false;
         }
         if ((prefix % 8)
-            && (a[nbytes - 1]
+            && (p[off + nbytes - 1]
                 & static_cast<unsigned char>(0xff >> (prefix % 8))))
         {
             return false;               /* host bits set */
         }
+        off += nbytes;
     }
 
-    return r.ok && r.off == len;
+    return true;
 }
 
 
 bool check_referrers_section(const unsigned char *p, size_t len) noexcept
 {
-    Reader r(p, len);
+    size_t off = 0;
 
-    if (len == 0) {
+    if (p == nullptr || len == 0) {
         return false;
     }
 
-    while (r.ok && r.off < len) {
-        uint64_t n = r.varint();
-        const unsigned char *s = r.bytes(n);
-        if (s == nullptr || n == 0 || n > kHostMax + 1) {
+    while (off < len) {
+        uint64_t n;
+        if (!next_len(p, len, &off, &n) || n == 0 || n > len - off
+            || n > kHostMax + 1
+            || !all_rule_chars(p + off, static_cast<size_t>(n)))
+        {
             return false;
         }
-        for (size_t i = 0; i < n; i++) {
-            if (!referrer_rule_char(s[i])) {
-                return false;
-            }
-        }
+        off += static_cast<size_t>(n);
     }
 
-    return r.ok && r.off == len;
+    return true;
 }
 
 
@@ -372,31 +489,52 @@ bool referer_host(const char *s, size_t len, const char **host,
 
     /* scheme "://" */
     size_t i = 1;
-    while (i < len) {
-        unsigned char c = static_cast<unsigned char>(s[i]);
-        if (!(is_alnum(c) || c == '+' || c == '-' || c == '.')) {
-            break;
-        }
+    while (i < len && (kCC[static_cast<unsigned char>(s[i])] & CC_SCHEME)) {
         i++;
     }
     if (len - i < 3 || std::memcmp(s + i, "://", 3) != 0) {
         return false;
     }
 
-    /* the authority: up to "/", "?", "#" or the end */
-    size_t a = i + 3, end = a;
-    while (end < len && s[end] != '/' && s[end] != '?' && s[end] != '#') {
-        end++;
-    }
-
-    size_t hp = a;
-    for (size_t k = a; k < end; k++) {
-        unsigned char c = static_cast<unsigned char>(s[k]);
-        if (c <= 0x20 || c >= 0x7f || c == '\\' || c == '%') {
+    /*
+     * The authority, up to "/", "?", "#" or the end, in one pass: no
+     * byte of it may be CC_AUTH_BAD; the userinfo ends at the last '@';
+     * colon: the first ':' after it (the port, unless bracketed).
+     */
+    size_t a = i + 3, end = a, hp = a, colon = len;
+    /* the host [hp, colon) checked on the way, as valid_hostname (lenient)
+       would: label, the length of the current label; hok, no bad byte,
+       empty or long label before it */
+    size_t label = 0;
+    bool hok = true;
+    for (; end < len; end++) {
+        unsigned char c = static_cast<unsigned char>(s[end]);
+        unsigned char k = kCC[c];
+        if (!(k & (CC_AUTH_BAD | CC_AUTH_END | CC_AUTH_MARK))) {
+            if (colon == len) {
+                if (c == '.') {
+                    hok = hok && label != 0 && label <= kLabelMax;
+                    label = 0;
+                } else {
+                    hok = hok && (k & CC_HOST_US);
+                    label++;
+                }
+            }
+            continue;
+        }
+        if (k & CC_AUTH_END) {
+            break;
+        }
+        if (k & CC_AUTH_BAD) {
             return false;
         }
         if (c == '@') {
-            hp = k + 1;                 /* userinfo ends at the last '@' */
+            hp = end + 1;
+            colon = len;
+            label = 0;
+            hok = true;
+        } else if (colon == len) {
+            colon = end;
         }
     }
 
@@ -415,10 +553,7 @@ bool referer_host(const char *s, size_t len, const char **host,
         }
         rest = he;
     } else {
-        he = hp;
-        while (he < end && s[he] != ':') {
-            he++;
-        }
+        he = colon < end ? colon : end;
         rest = he;
     }
 
@@ -435,10 +570,15 @@ bool referer_host(const char *s, size_t len, const char **host,
     }
 
     if (!bracket) {
-        if (he > h && s[he - 1] == '.') {
-            he--;                       /* "example.com." */
+        /* "example.com.": the last label is the one before the dot (it
+           was checked when the dot came) */
+        bool dot = he > h && s[he - 1] == '.';
+        if (dot) {
+            he--;
         }
-        if (!valid_hostname(s + h, he - h, true)) {
+        if (!hok || he == h || he - h > kHostMax
+            || (!dot && (label == 0 || label > kLabelMax)))
+        {
             return false;
         }
     }
@@ -497,16 +637,32 @@ ak_record_ip_allowed(const ak_record_t *rec, int family,
         return 0;
     }
 
-    Reader r(ips, ips_len);
+    /* IPv4 rules are compared as integers: the address under the rule's
+     * mask against the rule (stored with its host bits clear) */
+    uint32_t a4 = fam == 4 ? be32_head(a, 4) : 0;
+    size_t off = 0;
 
-    while (r.off < ips_len) {
-        uint8_t f = r.u8();
-        uint8_t prefix = r.u8();
-        const unsigned char *rule = r.bytes((prefix + 7u) / 8);
-        if (rule == nullptr || prefix > (f == 4 ? 32 : 128)) {
+    while (off < ips_len) {
+        if (ips_len - off < 2) {
             return 0;
         }
-        if (f == fam && prefix_match(rule, a, prefix)) {
+        unsigned f = ips[off], prefix = ips[off + 1];
+        unsigned nbytes = (prefix + 7u) / 8;
+        off += 2;
+        if (nbytes > ips_len - off || prefix > (f == 4 ? 32u : 128u)) {
+            return 0;
+        }
+        const unsigned char *rule = ips + off;
+        off += nbytes;
+        if (f != fam) {
+            continue;
+        }
+        if (f == 4) {
+            uint32_t mask = prefix ? ~uint32_t(0) << (32 - prefix) : 0;
+            if ((a4 & mask) == be32_head(rule, nbytes)) {
+                return 1;
+            }
+        } else if (prefix_match(rule, a, prefix)) {
             return 1;
         }
     }
@@ -545,14 +701,17 @@ ak_record_referrer_allowed(const ak_record_t *rec, const char *referer,
         return 0;
     }
 
-    Reader r(refs, refs_len);
+    size_t off = 0;
 
-    while (r.off < refs_len) {
-        uint64_t n = r.varint();
-        const char *rule = reinterpret_cast<const char *>(r.bytes(n));
-        if (rule == nullptr || n == 0) {
+    while (off < refs_len) {
+        uint64_t n;
+        if (!next_len(refs, refs_len, &off, &n) || n == 0
+            || n > refs_len - off)
+        {
             return 0;
         }
+        const char *rule = reinterpret_cast<const char *>(refs + off);
+        off += static_cast<size_t>(n);
 
         if (rule[0] == '.') {
             /* "*.example.com" is stored as ".example.com": host must end
