@@ -17,8 +17,10 @@
  * ngx_http_api_key_lookup.c     coalesced record reads: answer -> cache
  * ngx_http_api_key_limits.c     rate limits and quotas, quota lease I/O
  * ngx_http_api_key_rate.c       cluster-wide rates: token lease I/O
- * ngx_http_api_key_usage.c      per-key usage (last use, requests per day):
- *                               counted in the zone, flushed by a timer
+ * ngx_http_api_key_usage.c      per-key usage (last use, requests per day)
+ *                               and requests by label: counted in the
+ *                               worker, folded into the zone and flushed
+ *                               by timers
  * ngx_http_api_key_events.c     the events subscriber: apply to the caches
  * ngx_http_api_key_marker.c     the hash mode marker apikeyctl writes,
  *                               compared with api_key_hash at start
@@ -340,6 +342,13 @@ typedef struct {
     ngx_http_api_key_shctx_t     *sh;
     uint64_t                      event_pos; /* this worker's, in sh->evlog */
     ngx_uint_t                    event_lagging;
+    ak_usage_t                   *usage_local;   /* this worker's counts, */
+    ak_labels_t                  *labels_local;  /* folded into sh->usage
+                                                    and sh->labels by a
+                                                    timer (usage.c); NULL:
+                                                    counted there at once */
+    ngx_uint_t                    local_counts;  /* counted since the last
+                                                    fold */
 } ngx_http_api_key_zone_t;
 
 
@@ -700,8 +709,12 @@ ngx_int_t ngx_http_api_key_marker_init_worker(ngx_cycle_t *cycle,
 /* usage.c */
 void ngx_http_api_key_usage_init_worker(ngx_cycle_t *cycle,
     ngx_http_api_key_main_conf_t *amcf);
+void ngx_http_api_key_usage_exit_worker(ngx_cycle_t *cycle);
 void ngx_http_api_key_usage_count(ngx_http_api_key_zone_t *zone,
-    u_char *hash, ngx_http_api_key_status_e status);
+    const u_char *hash, ngx_http_api_key_status_e status);
+void ngx_http_api_key_usage_label(ngx_http_api_key_zone_t *zone,
+    const u_char *value, size_t len, ngx_http_api_key_status_e status);
+void ngx_http_api_key_usage_fold(ngx_http_api_key_zone_t *zone);
 
 /* verify.c */
 ngx_int_t ngx_http_api_key_verify_handler(ngx_http_request_t *r);

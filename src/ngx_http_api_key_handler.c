@@ -1007,11 +1007,8 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
         v = (amcf->metrics_label == NGX_HTTP_API_KEY_LABEL_PLAN) ? ctx->plan
                                                                  : ctx->owner;
 
-        ngx_shmtx_lock(&alcf->zone->shpool->mutex);
-        /* by the metrics page's status index: NONE is not a status */
-        ak_labels_count(alcf->zone->sh->labels, (const char *) v.data, v.len,
-                        status - 1, (uint32_t) amcf->metrics_label_max);
-        ngx_shmtx_unlock(&alcf->zone->shpool->mutex);
+        /* in the worker's table: no lock */
+        ngx_http_api_key_usage_label(alcf->zone, v.data, v.len, status);
     }
 
     if (alcf->verify) {
