@@ -555,6 +555,18 @@ typedef char  ngx_http_api_key_counts_fit[
     ? 1 : -1];
 
 
+/* the record's text kept by a request (ctx->text_off[], ->text_len[]) */
+#define NGX_HTTP_API_KEY_TEXT_ID        0
+#define NGX_HTTP_API_KEY_TEXT_OWNER     1
+#define NGX_HTTP_API_KEY_TEXT_PLAN      2
+#define NGX_HTTP_API_KEY_TEXT_SCOPES    3
+#define NGX_HTTP_API_KEY_TEXT_IDENTITY  4   /* AK_HASH_LEN bytes: the hash
+                                               its usage counts under (a
+                                               rotated key's first) */
+#define NGX_HTTP_API_KEY_NTEXT          5
+#define NGX_HTTP_API_KEY_TEXT_INLINE    128 /* bytes in the context: more
+                                               go to the request's pool */
+
 typedef struct {
     ngx_http_request_t           *request;
     ngx_http_api_key_status_e     status;
@@ -583,13 +595,12 @@ typedef struct {
     unsigned                      verify_bad:1;   /* ... is not JSON, or
                                                      its "key" not a
                                                      string: 400 */
-    unsigned                      has_identity:1; /* identity[] is set */
+    unsigned                      text_made:1;    /* id... below are set */
+    unsigned                      default_id:1;   /* the record has no id:
+                                                     its hash's first hex
+                                                     digits */
 
     u_char                        hash[AK_HASH_LEN];
-    u_char                        identity[AK_HASH_LEN]; /* the record's
-                                                    identity (a rotated
-                                                    key's first hash): its
-                                                    usage counts there */
 
     /* waiting on Redis: a record read or a quota lease (wait.c) */
     ngx_http_api_key_wait_t      *waiting;       /* NULL: not waiting */
@@ -597,11 +608,23 @@ typedef struct {
     ngx_http_api_key_lookup_e     lookup_result; /* the answer of the read
                                                     it waited on, unused */
 
-    /* for variables; copied out of the record */
-    ngx_str_t                     id;
+    /*
+     * The record's text (id, owner, plan, scopes, identity) for variables,
+     * logs, api_key_verify, usage and labels: one copy, at the decision, of
+     * the part of the record's blob that holds it (text_buf; the pool when
+     * larger), offsets into it; the strings below (and the default id, from
+     * the hash) are made on first use: ngx_http_api_key_ctx_text().  Never
+     * the key.
+     */
+    u_char                       *text;              /* NULL: no record */
+    uint16_t                      text_off[NGX_HTTP_API_KEY_NTEXT];
+    uint16_t                      text_len[NGX_HTTP_API_KEY_NTEXT];
+    ngx_str_t                     id;                /* made on first use */
     ngx_str_t                     owner;
     ngx_str_t                     plan;
     ngx_str_t                     scopes;
+    u_char                        id_buf[AK_ID_DEFAULT_LEN];  /* default */
+    u_char                        text_buf[NGX_HTTP_API_KEY_TEXT_INLINE];
     int64_t                       expires_at;        /* 0: never */
     ngx_int_t                     rate_remaining;    /* -1: none */
     ngx_int_t                     quota_remaining;   /* -1: none */
@@ -616,6 +639,45 @@ typedef struct {
 
 
 extern ngx_module_t  ngx_http_api_key_module;
+
+
+/* one of the record's texts a request keeps (empty: none, or no record) */
+
+static ngx_inline void
+ngx_http_api_key_ctx_field(ngx_http_api_key_ctx_t *ctx, ngx_uint_t i,
+    ngx_str_t *s)
+{
+    s->len = ctx->text ? ctx->text_len[i] : 0;
+    s->data = s->len ? ctx->text + ctx->text_off[i] : NULL;
+}
+
+
+/* ctx->id, ->owner, ->plan, ->scopes: made on first use (once) */
+
+static ngx_inline void
+ngx_http_api_key_ctx_text(ngx_http_api_key_ctx_t *ctx)
+{
+    if (ctx->text_made || ctx->text == NULL) {
+        return;
+    }
+
+    ctx->text_made = 1;
+
+    if (ctx->default_id) {
+        /* as ak_record_view() makes it: the hash's first hex digits */
+        ngx_hex_dump(ctx->id_buf, ctx->hash, AK_ID_DEFAULT_LEN / 2);
+        ctx->id.data = ctx->id_buf;
+        ctx->id.len = AK_ID_DEFAULT_LEN;
+
+    } else {
+        ngx_http_api_key_ctx_field(ctx, NGX_HTTP_API_KEY_TEXT_ID, &ctx->id);
+    }
+
+    ngx_http_api_key_ctx_field(ctx, NGX_HTTP_API_KEY_TEXT_OWNER, &ctx->owner);
+    ngx_http_api_key_ctx_field(ctx, NGX_HTTP_API_KEY_TEXT_PLAN, &ctx->plan);
+    ngx_http_api_key_ctx_field(ctx, NGX_HTTP_API_KEY_TEXT_SCOPES,
+                               &ctx->scopes);
+}
 
 
 /* handler.c */

@@ -29,7 +29,7 @@ static ngx_int_t ngx_http_api_key_lookup(ngx_http_request_t *r,
 static ngx_int_t ngx_http_api_key_evaluate(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     size_t len, uint32_t flags, uint32_t slot);
-static ngx_int_t ngx_http_api_key_copy_identity(ngx_http_request_t *r,
+static ngx_int_t ngx_http_api_key_keep_text(ngx_http_request_t *r,
     ngx_http_api_key_ctx_t *ctx, ak_record_t *rec);
 static ngx_int_t ngx_http_api_key_decide(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
@@ -502,6 +502,7 @@ ngx_http_api_key_redirected(ngx_http_request_t *r,
 {
     ngx_int_t                     rc;
     ak_str_t                      have;
+    ngx_str_t                     v;
     ak_record_t                   rec;
     ngx_http_api_key_early_t     *early;
     ngx_http_api_key_found_t      found;
@@ -582,8 +583,10 @@ ngx_http_api_key_redirected(ngx_http_request_t *r,
     /* the same zone: the record was checked; this location's scopes */
 
     if (alcf->scopes && ctx->status == NGX_HTTP_API_KEY_OK) {
-        have.data = (const char *) ctx->scopes.data;
-        have.len = ctx->scopes.len;
+        ngx_http_api_key_ctx_field(ctx, NGX_HTTP_API_KEY_TEXT_SCOPES, &v);
+
+        have.data = (const char *) v.data;
+        have.len = v.len;
 
         ngx_memzero(&rec, sizeof(ak_record_t));
         rec.scopes = have;
@@ -658,6 +661,9 @@ ngx_http_api_key_reset_ctx(ngx_http_api_key_ctx_t *ctx, ngx_uint_t keep_hash)
     ctx->relooks = 0;
     ctx->lookup_result = NGX_HTTP_API_KEY_LOOKUP_NONE;
 
+    ctx->text = NULL;
+    ctx->text_made = 0;
+    ctx->default_id = 0;
     ngx_str_null(&ctx->id);
     ngx_str_null(&ctx->owner);
     ngx_str_null(&ctx->plan);
@@ -823,8 +829,8 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
                                        NGX_HTTP_API_KEY_BAD_RECORD);
     }
 
-    if (ctx->id.data == NULL
-        && ngx_http_api_key_copy_identity(r, ctx, &rec) != NGX_OK)
+    if (ctx->text == NULL
+        && ngx_http_api_key_keep_text(r, ctx, &rec) != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -928,41 +934,77 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
 }
 
 
-/* id, owner, plan and scopes outlive the cache entry: one copy per request */
+/*
+ * id, owner, plan, scopes and identity outlive the blob (the worker's, the
+ * next request's once this one waits): one copy of the part of the blob
+ * that holds them, in the context (the pool when larger); the strings are
+ * made from it when something asks (ngx_http_api_key_ctx_text()).
+ */
 
 static ngx_int_t
-ngx_http_api_key_copy_identity(ngx_http_request_t *r,
-    ngx_http_api_key_ctx_t *ctx, ak_record_t *rec)
+ngx_http_api_key_keep_text(ngx_http_request_t *r, ngx_http_api_key_ctx_t *ctx,
+    ak_record_t *rec)
 {
-    u_char  *p;
+    size_t          n;
+    ngx_uint_t      i;
+    const u_char   *lo, *hi, *p[NGX_HTTP_API_KEY_NTEXT];
+    size_t          len[NGX_HTTP_API_KEY_NTEXT];
 
-    p = ngx_pnalloc(r->pool, rec->id.len + rec->owner.len + rec->plan.len
-                             + rec->scopes.len + 1);
-    if (p == NULL) {
-        return NGX_ERROR;
+    /* a default id is in rec (not the blob): made from the hash later */
+    ctx->default_id = (rec->id.data == rec->id_buf);
+
+    p[NGX_HTTP_API_KEY_TEXT_ID] = (const u_char *) rec->id.data;
+    len[NGX_HTTP_API_KEY_TEXT_ID] = ctx->default_id ? 0 : rec->id.len;
+    p[NGX_HTTP_API_KEY_TEXT_OWNER] = (const u_char *) rec->owner.data;
+    len[NGX_HTTP_API_KEY_TEXT_OWNER] = rec->owner.len;
+    p[NGX_HTTP_API_KEY_TEXT_PLAN] = (const u_char *) rec->plan.data;
+    len[NGX_HTTP_API_KEY_TEXT_PLAN] = rec->plan.len;
+    p[NGX_HTTP_API_KEY_TEXT_SCOPES] = (const u_char *) rec->scopes.data;
+    len[NGX_HTTP_API_KEY_TEXT_SCOPES] = rec->scopes.len;
+    p[NGX_HTTP_API_KEY_TEXT_IDENTITY] = rec->identity;
+    len[NGX_HTTP_API_KEY_TEXT_IDENTITY] = rec->identity ? AK_HASH_LEN : 0;
+
+    /* where they are in the blob: one span (each within the blob) */
+
+    lo = NULL;
+    hi = NULL;
+
+    for (i = 0; i < NGX_HTTP_API_KEY_NTEXT; i++) {
+        if (len[i] == 0) {
+            continue;
+        }
+
+        if (lo == NULL || p[i] < lo) {
+            lo = p[i];
+        }
+
+        if (hi == NULL || p[i] + len[i] > hi) {
+            hi = p[i] + len[i];
+        }
     }
 
-    ctx->id.data = p;
-    ctx->id.len = rec->id.len;
+    n = lo ? (size_t) (hi - lo) : 0;
 
-    if (rec->identity) {
-        ngx_memcpy(ctx->identity, rec->identity, AK_HASH_LEN);
-        ctx->has_identity = 1;
+    if (n <= sizeof(ctx->text_buf)) {
+        ctx->text = ctx->text_buf;
+
+    } else {
+        ctx->text = ngx_pnalloc(r->pool, n);
+        if (ctx->text == NULL) {
+            return NGX_ERROR;
+        }
     }
-    p = ngx_cpymem(p, rec->id.data, rec->id.len);
 
-    ctx->owner.data = p;
-    ctx->owner.len = rec->owner.len;
-    p = ngx_cpymem(p, rec->owner.data, rec->owner.len);
+    if (n) {
+        ngx_memcpy(ctx->text, lo, n);
+    }
 
-    ctx->plan.data = p;
-    ctx->plan.len = rec->plan.len;
-    p = ngx_cpymem(p, rec->plan.data, rec->plan.len);
+    for (i = 0; i < NGX_HTTP_API_KEY_NTEXT; i++) {
+        ctx->text_off[i] = len[i] ? (uint16_t) (p[i] - lo) : 0;
+        ctx->text_len[i] = (uint16_t) len[i];
+    }
 
-    ctx->scopes.data = p;
-    ctx->scopes.len = rec->scopes.len;
-    ngx_memcpy(p, rec->scopes.data, rec->scopes.len);
-
+    ctx->text_made = 0;
     ctx->expires_at = rec->expires_at;
 
     return NGX_OK;
@@ -994,22 +1036,37 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
          * under its identity: a rotated key keeps its history
          */
         ngx_http_api_key_usage_count(alcf->zone,
-                                     ctx->has_identity ? ctx->identity
-                                                       : ctx->hash,
+                                     (ctx->text
+                                      && ctx->text_len[
+                                             NGX_HTTP_API_KEY_TEXT_IDENTITY])
+                                     ? ctx->text + ctx->text_off[
+                                             NGX_HTTP_API_KEY_TEXT_IDENTITY]
+                                     : ctx->hash,
                                      status);
     }
 
     amcf = ngx_http_get_module_main_conf(r, ngx_http_api_key_module);
 
-    if (amcf->metrics_label && ctx->id.data && alcf->zone->sh->labels) {
+    if (amcf->metrics_label && ctx->text && alcf->zone->sh->labels) {
         /* api_key_metrics labels=: by the record's plan or owner */
 
-        v = (amcf->metrics_label == NGX_HTTP_API_KEY_LABEL_PLAN) ? ctx->plan
-                                                                 : ctx->owner;
+        ngx_http_api_key_ctx_field(ctx,
+                                   (amcf->metrics_label
+                                    == NGX_HTTP_API_KEY_LABEL_PLAN)
+                                   ? NGX_HTTP_API_KEY_TEXT_PLAN
+                                   : NGX_HTTP_API_KEY_TEXT_OWNER,
+                                   &v);
 
         /* in the worker's table: no lock */
         ngx_http_api_key_usage_label(alcf->zone, v.data, v.len, status);
     }
+
+#if (NGX_DEBUG)
+    if (r->connection->log->log_level & NGX_LOG_DEBUG_HTTP) {
+        /* the key id of the lines below */
+        ngx_http_api_key_ctx_text(ctx);
+    }
+#endif
 
     if (alcf->verify) {
         /* api_key_verify: the content handler answers every outcome */
