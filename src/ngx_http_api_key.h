@@ -623,8 +623,6 @@ typedef struct {
     ngx_str_t                     owner;
     ngx_str_t                     plan;
     ngx_str_t                     scopes;
-    u_char                        id_buf[AK_ID_DEFAULT_LEN];  /* default */
-    u_char                        text_buf[NGX_HTTP_API_KEY_TEXT_INLINE];
     int64_t                       expires_at;        /* 0: never */
     ngx_int_t                     rate_remaining;    /* -1: none */
     ngx_int_t                     quota_remaining;   /* -1: none */
@@ -635,7 +633,15 @@ typedef struct {
     ngx_uint_t                    rate_burst;
     ngx_uint_t                    retry_after;       /* seconds */
     ngx_uint_t                    reset;             /* seconds */
+
+    /* last, not zeroed at the start (NGX_HTTP_API_KEY_CTX_ZEROED) */
+    u_char                        id_buf[AK_ID_DEFAULT_LEN];  /* default */
+    u_char                        text_buf[NGX_HTTP_API_KEY_TEXT_INLINE];
 } ngx_http_api_key_ctx_t;
+
+/* the part of a new context that starts zeroed: what is written before read
+ * is left out */
+#define NGX_HTTP_API_KEY_CTX_ZEROED  offsetof(ngx_http_api_key_ctx_t, id_buf)
 
 
 extern ngx_module_t  ngx_http_api_key_module;

@@ -946,44 +946,42 @@ ngx_http_api_key_keep_text(ngx_http_request_t *r, ngx_http_api_key_ctx_t *ctx,
     ak_record_t *rec)
 {
     size_t          n;
-    ngx_uint_t      i;
-    const u_char   *lo, *hi, *p[NGX_HTTP_API_KEY_NTEXT];
-    size_t          len[NGX_HTTP_API_KEY_NTEXT];
+    const u_char   *lo, *end, *id, *owner, *plan, *scopes;
 
     /* a default id is in rec (not the blob): made from the hash later */
     ctx->default_id = (rec->id.data == rec->id_buf);
 
-    p[NGX_HTTP_API_KEY_TEXT_ID] = (const u_char *) rec->id.data;
-    len[NGX_HTTP_API_KEY_TEXT_ID] = ctx->default_id ? 0 : rec->id.len;
-    p[NGX_HTTP_API_KEY_TEXT_OWNER] = (const u_char *) rec->owner.data;
-    len[NGX_HTTP_API_KEY_TEXT_OWNER] = rec->owner.len;
-    p[NGX_HTTP_API_KEY_TEXT_PLAN] = (const u_char *) rec->plan.data;
-    len[NGX_HTTP_API_KEY_TEXT_PLAN] = rec->plan.len;
-    p[NGX_HTTP_API_KEY_TEXT_SCOPES] = (const u_char *) rec->scopes.data;
-    len[NGX_HTTP_API_KEY_TEXT_SCOPES] = rec->scopes.len;
-    p[NGX_HTTP_API_KEY_TEXT_IDENTITY] = rec->identity;
-    len[NGX_HTTP_API_KEY_TEXT_IDENTITY] = rec->identity ? AK_HASH_LEN : 0;
+    id = (const u_char *) rec->id.data;
+    owner = (const u_char *) rec->owner.data;
+    plan = (const u_char *) rec->plan.data;
+    scopes = (const u_char *) rec->scopes.data;
 
-    /* where they are in the blob: one span (each within the blob) */
+    /* from the first of them to the blob's end: one span */
 
-    lo = NULL;
-    hi = NULL;
+    end = rec->blob + rec->blob_len;
+    lo = end;
 
-    for (i = 0; i < NGX_HTTP_API_KEY_NTEXT; i++) {
-        if (len[i] == 0) {
-            continue;
-        }
-
-        if (lo == NULL || p[i] < lo) {
-            lo = p[i];
-        }
-
-        if (hi == NULL || p[i] + len[i] > hi) {
-            hi = p[i] + len[i];
-        }
+    if (!ctx->default_id && id < lo) {
+        lo = id;
     }
 
-    n = lo ? (size_t) (hi - lo) : 0;
+    if (rec->owner.len && owner < lo) {
+        lo = owner;
+    }
+
+    if (rec->plan.len && plan < lo) {
+        lo = plan;
+    }
+
+    if (rec->scopes.len && scopes < lo) {
+        lo = scopes;
+    }
+
+    if (rec->identity && rec->identity < lo) {
+        lo = rec->identity;
+    }
+
+    n = end - lo;
 
     if (n <= sizeof(ctx->text_buf)) {
         ctx->text = ctx->text_buf;
@@ -995,16 +993,33 @@ ngx_http_api_key_keep_text(ngx_http_request_t *r, ngx_http_api_key_ctx_t *ctx,
         }
     }
 
-    if (n) {
-        ngx_memcpy(ctx->text, lo, n);
-    }
+    ngx_memcpy(ctx->text, lo, n);
 
-    for (i = 0; i < NGX_HTTP_API_KEY_NTEXT; i++) {
-        ctx->text_off[i] = len[i] ? (uint16_t) (p[i] - lo) : 0;
-        ctx->text_len[i] = (uint16_t) len[i];
-    }
+    /*
+     * (a text of length 0 is never read: its offset may be anything; the
+     * addresses are subtracted as numbers, those of absent texts are not
+     * in the blob)
+     */
 
-    ctx->text_made = 0;
+    ctx->text_off[NGX_HTTP_API_KEY_TEXT_ID] =
+                                (uint16_t) ((uintptr_t) id - (uintptr_t) lo);
+    ctx->text_off[NGX_HTTP_API_KEY_TEXT_OWNER] =
+                                (uint16_t) ((uintptr_t) owner - (uintptr_t) lo);
+    ctx->text_off[NGX_HTTP_API_KEY_TEXT_PLAN] =
+                                (uint16_t) ((uintptr_t) plan - (uintptr_t) lo);
+    ctx->text_off[NGX_HTTP_API_KEY_TEXT_SCOPES] =
+                               (uint16_t) ((uintptr_t) scopes - (uintptr_t) lo);
+    ctx->text_off[NGX_HTTP_API_KEY_TEXT_IDENTITY] =
+                      (uint16_t) ((uintptr_t) rec->identity - (uintptr_t) lo);
+
+    ctx->text_len[NGX_HTTP_API_KEY_TEXT_ID] = ctx->default_id
+                                              ? 0 : (uint16_t) rec->id.len;
+    ctx->text_len[NGX_HTTP_API_KEY_TEXT_OWNER] = (uint16_t) rec->owner.len;
+    ctx->text_len[NGX_HTTP_API_KEY_TEXT_PLAN] = (uint16_t) rec->plan.len;
+    ctx->text_len[NGX_HTTP_API_KEY_TEXT_SCOPES] = (uint16_t) rec->scopes.len;
+    ctx->text_len[NGX_HTTP_API_KEY_TEXT_IDENTITY] = rec->identity
+                                                    ? AK_HASH_LEN : 0;
+
     ctx->expires_at = rec->expires_at;
 
     return NGX_OK;

@@ -148,12 +148,19 @@ ngx_http_api_key_usage_count(ngx_http_api_key_zone_t *zone,
         return;
     }
 
-    if (ak_usage_room(zone->usage_local) == 0) {
-        /* full (a new key might not fit): into the zone first */
+    if (ak_usage_add(zone->usage_local, hash, (int64_t) ngx_time(), cls)
+        != 0)
+    {
+        /*
+         * the worker's table is full (its own "dropped" count is never
+         * read): into the zone, then counted in the emptied table
+         */
         ngx_http_api_key_usage_fold(zone);
+
+        (void) ak_usage_add(zone->usage_local, hash, (int64_t) ngx_time(),
+                            cls);
     }
 
-    (void) ak_usage_add(zone->usage_local, hash, (int64_t) ngx_time(), cls);
     zone->local_counts++;
 }
 

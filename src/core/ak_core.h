@@ -1110,9 +1110,6 @@ void ak_usage_clear(ak_usage_t *u) AK_NOEXCEPT;
 
 uint64_t ak_usage_dropped(const ak_usage_t *u) AK_NOEXCEPT;
 
-/* the items the active half may still take (3/4 of its slots in all) */
-uint32_t ak_usage_room(const ak_usage_t *u) AK_NOEXCEPT;
-
 /*
  * A worker's own table (process memory, no lock) into the zone's: every
  * item of src's active half is merged into dst's active half (what dst has

@@ -246,19 +246,6 @@ ak_usage_dropped(const ak_usage_t *u) noexcept
 }
 
 
-extern "C" uint32_t
-ak_usage_room(const ak_usage_t *u) noexcept
-{
-    if (u == nullptr) {
-        return 0;
-    }
-
-    uint32_t max = u->slots / 4 * 3, used = u->used[u->active];
-
-    return used < max ? max - used : 0;
-}
-
-
 extern "C" uint64_t
 ak_usage_fold(ak_usage_t *dst, ak_usage_t *src) noexcept
 {

@@ -236,9 +236,7 @@ TEST(Usage, FoldMovesEverythingOnce)
     ASSERT_EQ(0, ak_usage_add(local.u, c.h, kDay + 86400 + 1,
                               AK_USAGE_DENIED_STATUS));
 
-    EXPECT_EQ(12u - 3u, ak_usage_room(local.u));
     EXPECT_EQ(4u, ak_usage_fold(zone.u, local.u));
-    EXPECT_EQ(12u, ak_usage_room(local.u));
     EXPECT_EQ(0u, ak_usage_fold(zone.u, local.u)) << "the worker's table is empty";
 
     uint32_t n = 0;
@@ -273,22 +271,31 @@ TEST(Usage, FoldIntoAFullZoneCountsDropped)
 
     EXPECT_EQ(12u, ak_usage_fold(zone.u, local.u));
     EXPECT_EQ(8u, ak_usage_dropped(zone.u));
-    EXPECT_EQ(48u, ak_usage_room(local.u));
-    EXPECT_EQ(0u, ak_usage_room(zone.u));
+    /* the worker's table is empty: it takes 48 new keys again */
+    for (unsigned k = 0; k < 48; k++) {
+        Key key(400 + k);
+        ASSERT_EQ(0, ak_usage_add(local.u, key.h, kDay + 3, AK_USAGE_ALLOWED));
+    }
     EXPECT_EQ(0u, ak_usage_fold(nullptr, local.u));
     EXPECT_EQ(0u, ak_usage_fold(zone.u, zone.u));
 }
 
-TEST(Usage, RoomTellsWhenTheWorkerMustFold)
+TEST(Usage, FullWorkerTableFoldsAndCountsAgain)
 {
-    Table local(8);
+    Table zone(64), local(8);
     unsigned k = 0;
 
-    while (ak_usage_room(local.u) > 0) {
-        Key key(200 + k++);
+    /* 6 keys fill the worker's table (3/4 of 8): the 7th is refused */
+    for (; k < 6; k++) {
+        Key key(200 + k);
         ASSERT_EQ(0, ak_usage_add(local.u, key.h, kDay, AK_USAGE_ALLOWED));
     }
-    EXPECT_EQ(6u, k);
     Key more(300);
     EXPECT_EQ(-1, ak_usage_add(local.u, more.h, kDay, AK_USAGE_ALLOWED));
+
+    /* what the glue does then: fold, count again */
+    EXPECT_EQ(6u, ak_usage_fold(zone.u, local.u));
+    EXPECT_EQ(0, ak_usage_add(local.u, more.h, kDay, AK_USAGE_ALLOWED));
+    EXPECT_EQ(1u, ak_usage_fold(zone.u, local.u));
+    EXPECT_EQ(0u, ak_usage_dropped(zone.u));
 }
