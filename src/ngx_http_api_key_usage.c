@@ -296,6 +296,10 @@ ngx_http_api_key_usage_init_worker(ngx_cycle_t *cycle,
 
             if (mem) {
                 zone->usage_local = ak_usage_create(mem, size);
+
+                if (zone->usage_local == NULL) {
+                    ngx_free(mem);
+                }
             }
         }
 
@@ -311,6 +315,10 @@ ngx_http_api_key_usage_init_worker(ngx_cycle_t *cycle,
                                                  (uint32_t) nvalues,
                                                  NGX_HTTP_API_KEY_NSTATUS - 1,
                                                  (uint32_t) amcf->metrics_label);
+
+                if (zone->labels_local == NULL) {
+                    ngx_free(mem);
+                }
             }
         }
 
@@ -392,7 +400,7 @@ void
 ngx_http_api_key_usage_exit_worker(ngx_cycle_t *cycle)
 {
     ngx_uint_t                 i;
-    ngx_http_api_key_zone_t  **zp;
+    ngx_http_api_key_zone_t  **zp, *zone;
 
     if (ngx_http_api_key_usage_amcf == NULL) {
         return;
@@ -401,7 +409,21 @@ ngx_http_api_key_usage_exit_worker(ngx_cycle_t *cycle)
     zp = ngx_http_api_key_usage_amcf->zones.elts;
 
     for (i = 0; i < ngx_http_api_key_usage_amcf->zones.nelts; i++) {
-        ngx_http_api_key_usage_fold(zp[i]);
+        zone = zp[i];
+
+        ngx_http_api_key_usage_fold(zone);
+
+        /* (made by ngx_alloc() at the worker's start) */
+
+        if (zone->usage_local) {
+            ngx_free(zone->usage_local);
+            zone->usage_local = NULL;
+        }
+
+        if (zone->labels_local) {
+            ngx_free(zone->labels_local);
+            zone->labels_local = NULL;
+        }
     }
 }
 
