@@ -46,7 +46,7 @@
                                                    3/4 of it (384 keys) per
                                                    fold */
 #define NGX_HTTP_API_KEY_LOCAL_LABELS     128   /* values of a worker's
-                                                   label table, at most */
+                                                   label table per fold */
 
 
 /*
@@ -304,8 +304,11 @@ ngx_http_api_key_usage_init_worker(ngx_cycle_t *cycle,
         }
 
         if (amcf->metrics_label && zone->sh->labels) {
-            nvalues = ngx_min(amcf->metrics_label_max,
-                              NGX_HTTP_API_KEY_LOCAL_LABELS);
+            /*
+             * as many values as it can (not values=: the zone's table
+             * decides which get a series when they are folded)
+             */
+            nvalues = NGX_HTTP_API_KEY_LOCAL_LABELS;
             size = ak_labels_size((uint32_t) nvalues,
                                   NGX_HTTP_API_KEY_NSTATUS - 1);
             mem = ngx_alloc(size, cycle->log);
