@@ -62,20 +62,6 @@ int64_t day_of(int64_t now) noexcept
     return d > 0 ? d : 86400;   /* 0 marks an empty slot */
 }
 
-/* the 32 bytes compared as four words: no call on the hot path */
-static_assert(AK_HASH_LEN == 32, "a hash is four 64-bit words");
-
-bool same_hash(const unsigned char *a, const unsigned char *b) noexcept
-{
-    uint64_t x[4], y[4];
-
-    std::memcpy(x, a, sizeof(x));
-    std::memcpy(y, b, sizeof(y));
-
-    return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3]))
-           == 0;
-}
-
 /* the item of (hash, day) in the active half, made when create; or null */
 ak_usage_item_t *find(ak_usage_t *u, const unsigned char *hash, int64_t day,
     bool create) noexcept
@@ -97,7 +83,7 @@ ak_usage_item_t *find(ak_usage_t *u, const unsigned char *hash, int64_t day,
             return it;
         }
 
-        if (it->day == day && same_hash(it->hash, hash)) {
+        if (it->day == day && std::memcmp(it->hash, hash, AK_HASH_LEN) == 0) {
             return it;
         }
 
