@@ -17,8 +17,10 @@
  * ngx_http_api_key_lookup.c     coalesced record reads: answer -> cache
  * ngx_http_api_key_limits.c     rate limits and quotas, quota lease I/O
  * ngx_http_api_key_rate.c       cluster-wide rates: token lease I/O
- * ngx_http_api_key_usage.c      per-key usage (last use, requests per day):
- *                               counted in the zone, flushed by a timer
+ * ngx_http_api_key_usage.c      per-key usage (last use, requests per day)
+ *                               and requests by label: counted in the
+ *                               worker, folded into the zone and flushed
+ *                               by timers
  * ngx_http_api_key_events.c     the events subscriber: apply to the caches
  * ngx_http_api_key_marker.c     the hash mode marker apikeyctl writes,
  *                               compared with api_key_hash at start
@@ -340,6 +342,13 @@ typedef struct {
     ngx_http_api_key_shctx_t     *sh;
     uint64_t                      event_pos; /* this worker's, in sh->evlog */
     ngx_uint_t                    event_lagging;
+    ak_usage_t                   *usage_local;   /* this worker's counts, */
+    ak_labels_t                  *labels_local;  /* folded into sh->usage
+                                                    and sh->labels by a
+                                                    timer (usage.c); NULL:
+                                                    counted there at once */
+    ngx_uint_t                    local_counts;  /* counted since the last
+                                                    fold */
 } ngx_http_api_key_zone_t;
 
 
@@ -546,6 +555,18 @@ typedef char  ngx_http_api_key_counts_fit[
     ? 1 : -1];
 
 
+/* the record's text kept by a request (ctx->text_off[], ->text_len[]) */
+#define NGX_HTTP_API_KEY_TEXT_ID        0
+#define NGX_HTTP_API_KEY_TEXT_OWNER     1
+#define NGX_HTTP_API_KEY_TEXT_PLAN      2
+#define NGX_HTTP_API_KEY_TEXT_SCOPES    3
+#define NGX_HTTP_API_KEY_TEXT_IDENTITY  4   /* AK_HASH_LEN bytes: the hash
+                                               its usage counts under (a
+                                               rotated key's first) */
+#define NGX_HTTP_API_KEY_NTEXT          5
+#define NGX_HTTP_API_KEY_TEXT_INLINE    128 /* bytes in the context: more
+                                               go to the request's pool */
+
 typedef struct {
     ngx_http_request_t           *request;
     ngx_http_api_key_status_e     status;
@@ -574,13 +595,12 @@ typedef struct {
     unsigned                      verify_bad:1;   /* ... is not JSON, or
                                                      its "key" not a
                                                      string: 400 */
-    unsigned                      has_identity:1; /* identity[] is set */
+    unsigned                      text_made:1;    /* id... below are set */
+    unsigned                      default_id:1;   /* the record has no id:
+                                                     its hash's first hex
+                                                     digits */
 
     u_char                        hash[AK_HASH_LEN];
-    u_char                        identity[AK_HASH_LEN]; /* the record's
-                                                    identity (a rotated
-                                                    key's first hash): its
-                                                    usage counts there */
 
     /* waiting on Redis: a record read or a quota lease (wait.c) */
     ngx_http_api_key_wait_t      *waiting;       /* NULL: not waiting */
@@ -588,8 +608,18 @@ typedef struct {
     ngx_http_api_key_lookup_e     lookup_result; /* the answer of the read
                                                     it waited on, unused */
 
-    /* for variables; copied out of the record */
-    ngx_str_t                     id;
+    /*
+     * The record's text (id, owner, plan, scopes, identity) for variables,
+     * logs, api_key_verify, usage and labels: one copy, at the decision, of
+     * the part of the record's blob that holds it (text_buf; the pool when
+     * larger), offsets into it; the strings below (and the default id, from
+     * the hash) are made on first use: ngx_http_api_key_ctx_text().  Never
+     * the key.
+     */
+    u_char                       *text;              /* NULL: no record */
+    uint16_t                      text_off[NGX_HTTP_API_KEY_NTEXT];
+    uint16_t                      text_len[NGX_HTTP_API_KEY_NTEXT];
+    ngx_str_t                     id;                /* made on first use */
     ngx_str_t                     owner;
     ngx_str_t                     plan;
     ngx_str_t                     scopes;
@@ -603,10 +633,57 @@ typedef struct {
     ngx_uint_t                    rate_burst;
     ngx_uint_t                    retry_after;       /* seconds */
     ngx_uint_t                    reset;             /* seconds */
+
+    /* last, not zeroed at the start (NGX_HTTP_API_KEY_CTX_ZEROED) */
+    u_char                        id_buf[AK_ID_DEFAULT_LEN];  /* default */
+    u_char                        text_buf[NGX_HTTP_API_KEY_TEXT_INLINE];
 } ngx_http_api_key_ctx_t;
+
+/* the part of a new context that starts zeroed: what is written before read
+ * is left out */
+#define NGX_HTTP_API_KEY_CTX_ZEROED  offsetof(ngx_http_api_key_ctx_t, id_buf)
 
 
 extern ngx_module_t  ngx_http_api_key_module;
+
+
+/* one of the record's texts a request keeps (empty: none, or no record) */
+
+static ngx_inline void
+ngx_http_api_key_ctx_field(ngx_http_api_key_ctx_t *ctx, ngx_uint_t i,
+    ngx_str_t *s)
+{
+    s->len = ctx->text ? ctx->text_len[i] : 0;
+    s->data = s->len ? ctx->text + ctx->text_off[i] : NULL;
+}
+
+
+/* ctx->id, ->owner, ->plan, ->scopes: made on first use (once) */
+
+static ngx_inline void
+ngx_http_api_key_ctx_text(ngx_http_api_key_ctx_t *ctx)
+{
+    if (ctx->text_made || ctx->text == NULL) {
+        return;
+    }
+
+    ctx->text_made = 1;
+
+    if (ctx->default_id) {
+        /* as ak_record_view() makes it: the hash's first hex digits */
+        ngx_hex_dump(ctx->id_buf, ctx->hash, AK_ID_DEFAULT_LEN / 2);
+        ctx->id.data = ctx->id_buf;
+        ctx->id.len = AK_ID_DEFAULT_LEN;
+
+    } else {
+        ngx_http_api_key_ctx_field(ctx, NGX_HTTP_API_KEY_TEXT_ID, &ctx->id);
+    }
+
+    ngx_http_api_key_ctx_field(ctx, NGX_HTTP_API_KEY_TEXT_OWNER, &ctx->owner);
+    ngx_http_api_key_ctx_field(ctx, NGX_HTTP_API_KEY_TEXT_PLAN, &ctx->plan);
+    ngx_http_api_key_ctx_field(ctx, NGX_HTTP_API_KEY_TEXT_SCOPES,
+                               &ctx->scopes);
+}
 
 
 /* handler.c */
@@ -700,8 +777,12 @@ ngx_int_t ngx_http_api_key_marker_init_worker(ngx_cycle_t *cycle,
 /* usage.c */
 void ngx_http_api_key_usage_init_worker(ngx_cycle_t *cycle,
     ngx_http_api_key_main_conf_t *amcf);
+void ngx_http_api_key_usage_exit_worker(ngx_cycle_t *cycle);
 void ngx_http_api_key_usage_count(ngx_http_api_key_zone_t *zone,
-    u_char *hash, ngx_http_api_key_status_e status);
+    const u_char *hash, ngx_http_api_key_status_e status);
+void ngx_http_api_key_usage_label(ngx_http_api_key_zone_t *zone,
+    const u_char *value, size_t len, ngx_http_api_key_status_e status);
+void ngx_http_api_key_usage_fold(ngx_http_api_key_zone_t *zone);
 
 /* verify.c */
 ngx_int_t ngx_http_api_key_verify_handler(ngx_http_request_t *r);

@@ -29,7 +29,7 @@ static ngx_int_t ngx_http_api_key_lookup(ngx_http_request_t *r,
 static ngx_int_t ngx_http_api_key_evaluate(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     size_t len, uint32_t flags, uint32_t slot);
-static ngx_int_t ngx_http_api_key_copy_identity(ngx_http_request_t *r,
+static ngx_int_t ngx_http_api_key_keep_text(ngx_http_request_t *r,
     ngx_http_api_key_ctx_t *ctx, ak_record_t *rec);
 static ngx_int_t ngx_http_api_key_decide(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
@@ -502,6 +502,7 @@ ngx_http_api_key_redirected(ngx_http_request_t *r,
 {
     ngx_int_t                     rc;
     ak_str_t                      have;
+    ngx_str_t                     v;
     ak_record_t                   rec;
     ngx_http_api_key_early_t     *early;
     ngx_http_api_key_found_t      found;
@@ -582,8 +583,10 @@ ngx_http_api_key_redirected(ngx_http_request_t *r,
     /* the same zone: the record was checked; this location's scopes */
 
     if (alcf->scopes && ctx->status == NGX_HTTP_API_KEY_OK) {
-        have.data = (const char *) ctx->scopes.data;
-        have.len = ctx->scopes.len;
+        ngx_http_api_key_ctx_field(ctx, NGX_HTTP_API_KEY_TEXT_SCOPES, &v);
+
+        have.data = (const char *) v.data;
+        have.len = v.len;
 
         ngx_memzero(&rec, sizeof(ak_record_t));
         rec.scopes = have;
@@ -658,6 +661,9 @@ ngx_http_api_key_reset_ctx(ngx_http_api_key_ctx_t *ctx, ngx_uint_t keep_hash)
     ctx->relooks = 0;
     ctx->lookup_result = NGX_HTTP_API_KEY_LOOKUP_NONE;
 
+    ctx->text = NULL;
+    ctx->text_made = 0;
+    ctx->default_id = 0;
     ngx_str_null(&ctx->id);
     ngx_str_null(&ctx->owner);
     ngx_str_null(&ctx->plan);
@@ -823,8 +829,8 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
                                        NGX_HTTP_API_KEY_BAD_RECORD);
     }
 
-    if (ctx->id.data == NULL
-        && ngx_http_api_key_copy_identity(r, ctx, &rec) != NGX_OK)
+    if (ctx->text == NULL
+        && ngx_http_api_key_keep_text(r, ctx, &rec) != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -928,40 +934,91 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
 }
 
 
-/* id, owner, plan and scopes outlive the cache entry: one copy per request */
+/*
+ * id, owner, plan, scopes and identity outlive the blob (the worker's, the
+ * next request's once this one waits): one copy of the part of the blob
+ * that holds them, in the context (the pool when larger); the strings are
+ * made from it when something asks (ngx_http_api_key_ctx_text()).
+ */
 
 static ngx_int_t
-ngx_http_api_key_copy_identity(ngx_http_request_t *r,
-    ngx_http_api_key_ctx_t *ctx, ak_record_t *rec)
+ngx_http_api_key_keep_text(ngx_http_request_t *r, ngx_http_api_key_ctx_t *ctx,
+    ak_record_t *rec)
 {
-    u_char  *p;
+    size_t          n;
+    const u_char   *lo, *end, *id, *owner, *plan, *scopes;
 
-    p = ngx_pnalloc(r->pool, rec->id.len + rec->owner.len + rec->plan.len
-                             + rec->scopes.len + 1);
-    if (p == NULL) {
-        return NGX_ERROR;
+    /* a default id is in rec (not the blob): made from the hash later */
+    ctx->default_id = (rec->id.data == rec->id_buf);
+
+    id = (const u_char *) rec->id.data;
+    owner = (const u_char *) rec->owner.data;
+    plan = (const u_char *) rec->plan.data;
+    scopes = (const u_char *) rec->scopes.data;
+
+    /* from the first of them to the blob's end: one span */
+
+    end = rec->blob + rec->blob_len;
+    lo = end;
+
+    if (!ctx->default_id && id < lo) {
+        lo = id;
     }
 
-    ctx->id.data = p;
-    ctx->id.len = rec->id.len;
-
-    if (rec->identity) {
-        ngx_memcpy(ctx->identity, rec->identity, AK_HASH_LEN);
-        ctx->has_identity = 1;
+    if (rec->owner.len && owner < lo) {
+        lo = owner;
     }
-    p = ngx_cpymem(p, rec->id.data, rec->id.len);
 
-    ctx->owner.data = p;
-    ctx->owner.len = rec->owner.len;
-    p = ngx_cpymem(p, rec->owner.data, rec->owner.len);
+    if (rec->plan.len && plan < lo) {
+        lo = plan;
+    }
 
-    ctx->plan.data = p;
-    ctx->plan.len = rec->plan.len;
-    p = ngx_cpymem(p, rec->plan.data, rec->plan.len);
+    if (rec->scopes.len && scopes < lo) {
+        lo = scopes;
+    }
 
-    ctx->scopes.data = p;
-    ctx->scopes.len = rec->scopes.len;
-    ngx_memcpy(p, rec->scopes.data, rec->scopes.len);
+    if (rec->identity && rec->identity < lo) {
+        lo = rec->identity;
+    }
+
+    n = end - lo;
+
+    if (n <= sizeof(ctx->text_buf)) {
+        ctx->text = ctx->text_buf;
+
+    } else {
+        ctx->text = ngx_pnalloc(r->pool, n);
+        if (ctx->text == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    ngx_memcpy(ctx->text, lo, n);
+
+    /*
+     * (a text of length 0 is never read: its offset may be anything; the
+     * addresses are subtracted as numbers, those of absent texts are not
+     * in the blob)
+     */
+
+    ctx->text_off[NGX_HTTP_API_KEY_TEXT_ID] =
+                                (uint16_t) ((uintptr_t) id - (uintptr_t) lo);
+    ctx->text_off[NGX_HTTP_API_KEY_TEXT_OWNER] =
+                                (uint16_t) ((uintptr_t) owner - (uintptr_t) lo);
+    ctx->text_off[NGX_HTTP_API_KEY_TEXT_PLAN] =
+                                (uint16_t) ((uintptr_t) plan - (uintptr_t) lo);
+    ctx->text_off[NGX_HTTP_API_KEY_TEXT_SCOPES] =
+                               (uint16_t) ((uintptr_t) scopes - (uintptr_t) lo);
+    ctx->text_off[NGX_HTTP_API_KEY_TEXT_IDENTITY] =
+                      (uint16_t) ((uintptr_t) rec->identity - (uintptr_t) lo);
+
+    ctx->text_len[NGX_HTTP_API_KEY_TEXT_ID] = ctx->default_id
+                                              ? 0 : (uint16_t) rec->id.len;
+    ctx->text_len[NGX_HTTP_API_KEY_TEXT_OWNER] = (uint16_t) rec->owner.len;
+    ctx->text_len[NGX_HTTP_API_KEY_TEXT_PLAN] = (uint16_t) rec->plan.len;
+    ctx->text_len[NGX_HTTP_API_KEY_TEXT_SCOPES] = (uint16_t) rec->scopes.len;
+    ctx->text_len[NGX_HTTP_API_KEY_TEXT_IDENTITY] = rec->identity
+                                                    ? AK_HASH_LEN : 0;
 
     ctx->expires_at = rec->expires_at;
 
@@ -994,25 +1051,37 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
          * under its identity: a rotated key keeps its history
          */
         ngx_http_api_key_usage_count(alcf->zone,
-                                     ctx->has_identity ? ctx->identity
-                                                       : ctx->hash,
+                                     (ctx->text
+                                      && ctx->text_len[
+                                             NGX_HTTP_API_KEY_TEXT_IDENTITY])
+                                     ? ctx->text + ctx->text_off[
+                                             NGX_HTTP_API_KEY_TEXT_IDENTITY]
+                                     : ctx->hash,
                                      status);
     }
 
     amcf = ngx_http_get_module_main_conf(r, ngx_http_api_key_module);
 
-    if (amcf->metrics_label && ctx->id.data && alcf->zone->sh->labels) {
+    if (amcf->metrics_label && ctx->text && alcf->zone->sh->labels) {
         /* api_key_metrics labels=: by the record's plan or owner */
 
-        v = (amcf->metrics_label == NGX_HTTP_API_KEY_LABEL_PLAN) ? ctx->plan
-                                                                 : ctx->owner;
+        ngx_http_api_key_ctx_field(ctx,
+                                   (amcf->metrics_label
+                                    == NGX_HTTP_API_KEY_LABEL_PLAN)
+                                   ? NGX_HTTP_API_KEY_TEXT_PLAN
+                                   : NGX_HTTP_API_KEY_TEXT_OWNER,
+                                   &v);
 
-        ngx_shmtx_lock(&alcf->zone->shpool->mutex);
-        /* by the metrics page's status index: NONE is not a status */
-        ak_labels_count(alcf->zone->sh->labels, (const char *) v.data, v.len,
-                        status - 1, (uint32_t) amcf->metrics_label_max);
-        ngx_shmtx_unlock(&alcf->zone->shpool->mutex);
+        /* in the worker's table: no lock */
+        ngx_http_api_key_usage_label(alcf->zone, v.data, v.len, status);
     }
+
+#if (NGX_DEBUG)
+    if (r->connection->log->log_level & NGX_LOG_DEBUG_HTTP) {
+        /* the key id of the lines below */
+        ngx_http_api_key_ctx_text(ctx);
+    }
+#endif
 
     if (alcf->verify) {
         /* api_key_verify: the content handler answers every outcome */

@@ -218,6 +218,10 @@ ngx_http_api_key_metrics_handler(ngx_http_request_t *r)
             }
         }
 
+        /* this worker's counts by label (the others' are at most a fold
+         * interval late) */
+        ngx_http_api_key_usage_fold(zone);
+
         ngx_shmtx_lock(&zone->shpool->mutex);
         ak_cache_get_stats(sh->cache, &mz[i].cache);
 

@@ -633,6 +633,9 @@ ngx_http_api_key_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_api_key_exit_process(ngx_cycle_t *cycle)
 {
+    /* the worker's counts into the zones, kept across a reload */
+    ngx_http_api_key_usage_exit_worker(cycle);
+
     ngx_http_api_key_redis_exit_worker(cycle);
     ngx_http_api_key_keys_exit_worker(cycle);
 }

@@ -4,9 +4,16 @@
  * ngx_http_api_key_module: per-key usage, last use and requests per UTC day
  * by outcome class (api_key_zone usage_flush=).
  *
- * A request's outcome is counted in the zone's usage table (the core's
- * usage.cpp), in shared memory, under the zone lock: no Redis on the
- * request's path.  Every worker runs a timer; the first one whose timer
+ * A request's outcome is counted in the worker's own table (the core's
+ * usage.cpp, in process memory, made at the worker's start: no lock, no
+ * allocation, no Redis on the request's path), and so are the requests by
+ * label of api_key_metrics labels= (labels.cpp).  A worker folds its tables
+ * into the zone's (shared memory, under the zone lock, once for all it
+ * counted) every NGX_HTTP_API_KEY_FOLD_MAX ms or a quarter of the shortest
+ * usage_flush, at once when its table is full, before it flushes a zone,
+ * before it serves the metrics page, and when it exits (a reload's old
+ * workers included: nothing is lost to a reload or a stop; a worker that
+ * crashes loses what it had not folded).  Every worker runs a timer; the first one whose timer
  * fires after the zone's next flush time swaps the table's halves (under
  * the lock, so the node writes each key at most once per usage_flush) and
  * writes the retired half: one EVALSHA per key and day, pipelined on its
@@ -32,6 +39,14 @@
 
 #define NGX_HTTP_API_KEY_USAGE_DAYS       92    /* requests:{day} kept */
 #define NGX_HTTP_API_KEY_LAST_USED_DAYS   400   /* last_used kept */
+
+#define NGX_HTTP_API_KEY_FOLD_MAX         1000  /* ms between two folds of
+                                                   a worker's counts */
+#define NGX_HTTP_API_KEY_LOCAL_SLOTS      512   /* a worker's usage table:
+                                                   3/4 of it (384 keys) per
+                                                   fold */
+#define NGX_HTTP_API_KEY_LOCAL_LABELS     128   /* values of a worker's
+                                                   label table per fold */
 
 
 /*
@@ -60,6 +75,8 @@ typedef struct {
 } ngx_http_api_key_usage_drain_t;
 
 
+static void ngx_http_api_key_usage_fold_locked(ngx_http_api_key_zone_t *zone);
+static void ngx_http_api_key_usage_fold_tick(ngx_event_t *ev);
 static void ngx_http_api_key_usage_tick(ngx_event_t *ev);
 static void ngx_http_api_key_usage_start(ngx_http_api_key_zone_t *zone);
 static void ngx_http_api_key_usage_send_more(void);
@@ -71,6 +88,8 @@ static void ngx_http_api_key_usage_finish(void);
 
 
 static ngx_event_t                     ngx_http_api_key_usage_timer;
+static ngx_event_t                     ngx_http_api_key_fold_timer;
+static ngx_msec_t                      ngx_http_api_key_fold_every;
 static ngx_http_api_key_main_conf_t   *ngx_http_api_key_usage_amcf;
 static ngx_msec_t                      ngx_http_api_key_usage_every;
 static ngx_http_api_key_usage_drain_t  ngx_http_api_key_usage_drain;
@@ -84,8 +103,8 @@ static ngx_connection_t                ngx_http_api_key_usage_dummy;
 /* the request's outcome, counted for its key (the handler, decided) */
 
 void
-ngx_http_api_key_usage_count(ngx_http_api_key_zone_t *zone, u_char *hash,
-    ngx_http_api_key_status_e status)
+ngx_http_api_key_usage_count(ngx_http_api_key_zone_t *zone,
+    const u_char *hash, ngx_http_api_key_status_e status)
 {
     unsigned  cls;
 
@@ -121,9 +140,113 @@ ngx_http_api_key_usage_count(ngx_http_api_key_zone_t *zone, u_char *hash,
         return;
     }
 
+    if (zone->usage_local == NULL) {
+        /* not made at the worker's start: in the zone at once */
+        ngx_shmtx_lock(&zone->shpool->mutex);
+        (void) ak_usage_add(zone->sh->usage, hash, (int64_t) ngx_time(), cls);
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return;
+    }
+
+    if (ak_usage_add(zone->usage_local, hash, (int64_t) ngx_time(), cls)
+        != 0)
+    {
+        /*
+         * the worker's table is full (its own "dropped" count is never
+         * read): into the zone, then counted in the emptied table
+         */
+        ngx_http_api_key_usage_fold(zone);
+
+        (void) ak_usage_add(zone->usage_local, hash, (int64_t) ngx_time(),
+                            cls);
+    }
+
+    zone->local_counts++;
+}
+
+
+/*
+ * api_key_metrics labels=: a request of the key's plan or owner, by the
+ * metrics page's status index (NONE is not a status)
+ */
+
+void
+ngx_http_api_key_usage_label(ngx_http_api_key_zone_t *zone,
+    const u_char *value, size_t len, ngx_http_api_key_status_e status)
+{
+    ngx_http_api_key_main_conf_t  *amcf = zone->amcf;
+
+    if (zone->sh->labels == NULL) {
+        return;
+    }
+
+    if (zone->labels_local == NULL) {
+        ngx_shmtx_lock(&zone->shpool->mutex);
+        ak_labels_count(zone->sh->labels, (const char *) value, len,
+                        status - 1, (uint32_t) amcf->metrics_label_max);
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return;
+    }
+
+    if (ak_labels_count_local(zone->labels_local, (const char *) value, len,
+                              status - 1)
+        != 0)
+    {
+        /* a new value and the worker's table is full: fold, count again */
+        ngx_http_api_key_usage_fold(zone);
+
+        (void) ak_labels_count_local(zone->labels_local, (const char *) value,
+                                     len, status - 1);
+    }
+
+    zone->local_counts++;
+}
+
+
+/* the worker's counts of the zone into the zone's tables, under its lock */
+
+void
+ngx_http_api_key_usage_fold(ngx_http_api_key_zone_t *zone)
+{
+    if (zone->local_counts == 0) {
+        return;
+    }
+
     ngx_shmtx_lock(&zone->shpool->mutex);
-    (void) ak_usage_add(zone->sh->usage, hash, (int64_t) ngx_time(), cls);
+    ngx_http_api_key_usage_fold_locked(zone);
     ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+static void
+ngx_http_api_key_usage_fold_locked(ngx_http_api_key_zone_t *zone)
+{
+    ngx_http_api_key_main_conf_t  *amcf = zone->amcf;
+
+    if (zone->local_counts == 0) {
+        return;
+    }
+
+    if (zone->usage_local && zone->sh->usage) {
+        (void) ak_usage_fold(zone->sh->usage, zone->usage_local);
+    }
+
+    if (zone->labels_local && zone->sh->labels) {
+        if (ak_labels_kind(zone->sh->labels) == amcf->metrics_label) {
+            (void) ak_labels_fold(zone->sh->labels, zone->labels_local,
+                                  (uint32_t) amcf->metrics_label_max);
+
+        } else {
+            /*
+             * a reload switched labels= (plan, owner) and reset the zone's
+             * table: an old worker's counts of the other field are dropped
+             */
+            ak_labels_reset(zone->labels_local,
+                            ak_labels_kind(zone->labels_local));
+        }
+    }
+
+    zone->local_counts = 0;
 }
 
 
@@ -131,10 +254,12 @@ void
 ngx_http_api_key_usage_init_worker(ngx_cycle_t *cycle,
     ngx_http_api_key_main_conf_t *amcf)
 {
+    void                      *mem;
+    size_t                     size;
     u_char                     digest[20];
     ngx_sha1_t                 sha1;
-    ngx_uint_t                 i;
-    ngx_http_api_key_zone_t  **zp;
+    ngx_uint_t                 i, nvalues;
+    ngx_http_api_key_zone_t  **zp, *zone;
 
     ngx_http_api_key_usage_amcf = amcf;
     ngx_http_api_key_usage_every = 0;
@@ -142,15 +267,85 @@ ngx_http_api_key_usage_init_worker(ngx_cycle_t *cycle,
                 sizeof(ngx_http_api_key_usage_drain_t));
     ngx_http_api_key_usage_failures = 0;
 
+    ngx_http_api_key_fold_every = 0;
+
     zp = amcf->zones.elts;
 
     for (i = 0; i < amcf->zones.nelts; i++) {
-        if (zp[i]->usage_flush && zp[i]->sh->usage
+        zone = zp[i];
+
+        zone->usage_local = NULL;
+        zone->labels_local = NULL;
+        zone->local_counts = 0;
+
+        if (zone->usage_flush && zone->sh->usage
             && (ngx_http_api_key_usage_every == 0
-                || zp[i]->usage_flush < ngx_http_api_key_usage_every))
+                || zone->usage_flush < ngx_http_api_key_usage_every))
         {
-            ngx_http_api_key_usage_every = zp[i]->usage_flush;
+            ngx_http_api_key_usage_every = zone->usage_flush;
         }
+
+        /*
+         * the worker's own tables (process memory, for the worker's life;
+         * without them, counted in the zone at once)
+         */
+
+        if (zone->usage_flush && zone->sh->usage) {
+            size = ak_usage_size(NGX_HTTP_API_KEY_LOCAL_SLOTS);
+            mem = ngx_alloc(size, cycle->log);
+
+            if (mem) {
+                zone->usage_local = ak_usage_create(mem, size);
+
+                if (zone->usage_local == NULL) {
+                    ngx_free(mem);
+                }
+            }
+        }
+
+        if (amcf->metrics_label && zone->sh->labels) {
+            /*
+             * as many values as it can (not values=: the zone's table
+             * decides which get a series when they are folded)
+             */
+            nvalues = NGX_HTTP_API_KEY_LOCAL_LABELS;
+            size = ak_labels_size((uint32_t) nvalues,
+                                  NGX_HTTP_API_KEY_NSTATUS - 1);
+            mem = ngx_alloc(size, cycle->log);
+
+            if (mem) {
+                zone->labels_local = ak_labels_create(mem, size,
+                                                 (uint32_t) nvalues,
+                                                 NGX_HTTP_API_KEY_NSTATUS - 1,
+                                                 (uint32_t) amcf->metrics_label);
+
+                if (zone->labels_local == NULL) {
+                    ngx_free(mem);
+                }
+            }
+        }
+
+        if (zone->usage_local || zone->labels_local) {
+            ngx_http_api_key_fold_every = NGX_HTTP_API_KEY_FOLD_MAX;
+        }
+    }
+
+    if (ngx_http_api_key_fold_every) {
+        if (ngx_http_api_key_usage_every) {
+            /* a few folds per flush: what is flushed is at most this late */
+            ngx_http_api_key_fold_every = ngx_min(NGX_HTTP_API_KEY_FOLD_MAX,
+                                              ngx_http_api_key_usage_every / 4);
+        }
+
+        ngx_memzero(&ngx_http_api_key_fold_timer, sizeof(ngx_event_t));
+        ngx_http_api_key_usage_dummy.fd = (ngx_socket_t) -1;
+        ngx_http_api_key_fold_timer.handler = ngx_http_api_key_usage_fold_tick;
+        ngx_http_api_key_fold_timer.data = &ngx_http_api_key_usage_dummy;
+        ngx_http_api_key_fold_timer.log = cycle->log;
+        ngx_http_api_key_fold_timer.cancelable = 1;
+
+        ngx_add_timer(&ngx_http_api_key_fold_timer,
+                      ngx_http_api_key_fold_every);
     }
 
     if (ngx_http_api_key_usage_every == 0) {
@@ -172,6 +367,67 @@ ngx_http_api_key_usage_init_worker(ngx_cycle_t *cycle,
 
     ngx_add_timer(&ngx_http_api_key_usage_timer,
                   ngx_http_api_key_usage_every);
+}
+
+
+/* the worker's counts into the zones, a few times per usage_flush */
+
+static void
+ngx_http_api_key_usage_fold_tick(ngx_event_t *ev)
+{
+    ngx_uint_t                 i;
+    ngx_http_api_key_zone_t  **zp;
+
+    zp = ngx_http_api_key_usage_amcf->zones.elts;
+
+    for (i = 0; i < ngx_http_api_key_usage_amcf->zones.nelts; i++) {
+        ngx_http_api_key_usage_fold(zp[i]);
+    }
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        /* the rest at the worker's exit */
+        return;
+    }
+
+    ngx_add_timer(ev, ngx_http_api_key_fold_every);
+}
+
+
+/*
+ * The worker exits (a stop, a reload's old worker once its requests are
+ * done): what it counted goes into the zones, kept across a reload, where
+ * the next flush (by any worker, a new one after a reload) finds it.
+ */
+
+void
+ngx_http_api_key_usage_exit_worker(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                 i;
+    ngx_http_api_key_zone_t  **zp, *zone;
+
+    if (ngx_http_api_key_usage_amcf == NULL) {
+        return;
+    }
+
+    zp = ngx_http_api_key_usage_amcf->zones.elts;
+
+    for (i = 0; i < ngx_http_api_key_usage_amcf->zones.nelts; i++) {
+        zone = zp[i];
+
+        ngx_http_api_key_usage_fold(zone);
+
+        /* (made by ngx_alloc() at the worker's start) */
+
+        if (zone->usage_local) {
+            ngx_free(zone->usage_local);
+            zone->usage_local = NULL;
+        }
+
+        if (zone->labels_local) {
+            ngx_free(zone->labels_local);
+            zone->labels_local = NULL;
+        }
+    }
 }
 
 
@@ -236,6 +492,10 @@ ngx_http_api_key_usage_start(ngx_http_api_key_zone_t *zone)
     /* the clock all workers share (monotonic): due for the node? */
 
     if ((ngx_msec_int_t) (now - sh->usage_next) >= 0 || sh->usage_next == 0) {
+        /* this worker's counts first (the others' are folded by now, but
+         * for at most a fold interval) */
+        ngx_http_api_key_usage_fold_locked(zone);
+
         items = ak_usage_swap(sh->usage, &n);
 
         if (items) {

@@ -89,6 +89,9 @@ ngx_http_api_key_variable(ngx_http_request_t *r,
         return NGX_OK;
     }
 
+    /* the record's strings: made now, for the first variable that asks */
+    ngx_http_api_key_ctx_text(ctx);
+
     switch (data) {
 
     case NGX_HTTP_API_KEY_VAR_STATUS:

@@ -46,6 +46,9 @@ ngx_http_api_key_verify_handler(ngx_http_request_t *r)
     status = ngx_http_api_key_status_name(ctx->status);
     valid = (ctx->status == NGX_HTTP_API_KEY_OK);
 
+    /* the record's strings, made from the request's copy */
+    ngx_http_api_key_ctx_text(ctx);
+
     /*
      * sized from what is written: every string escaped at worst 6 bytes a
      * byte, each scope 3 more, the numbers, the fixed text

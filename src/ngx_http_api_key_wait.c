@@ -41,7 +41,7 @@ ngx_http_api_key_create_ctx(ngx_http_request_t *r)
     }
 
     ctx = cln->data;
-    ngx_memzero(ctx, sizeof(ngx_http_api_key_ctx_t));
+    ngx_memzero(ctx, NGX_HTTP_API_KEY_CTX_ZEROED);
 
     ctx->request = r;
     ctx->rate_remaining = -1;

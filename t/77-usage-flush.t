@@ -5,7 +5,9 @@
 # workers), to usage:{record}:requests:DAY and usage:{record}:last_used,
 # which expire on their own; never a write to the record's hash; unknown
 # keys are not counted; usage_flush=off writes nothing; counts made while
-# Redis is away are written once it is back.
+# Redis is away are written once it is back.  Each worker counts in its own
+# table, folded into the zone's a few times per usage_flush and at its
+# exit: a reload right after requests loses none of them.
 use strict;
 use warnings;
 use Test::More;
@@ -195,6 +197,39 @@ is($m->{'api_key_usage_write_errors_total{zone="keys"}'}, 0, 'metrics: no write 
     ok(wait_until(sub { (counts($h{a})->{allowed} // 0) == 5 }, timeout => 15),
        'Redis back (empty): the 5 requests made meanwhile are written')
         or diag explain counts($h{a});
+}
+
+# --- a reload right after requests: the old workers' counts are not lost ------
+# usage_flush=4s: the workers fold their counts every second; the reload
+# comes before that (the old workers fold at their exit), a new worker
+# flushes them.
+{
+    $n->stop;
+    my $n2 = ApiKeyTest::Nginx->start(http => <<'EOT', workers => 2, redis => $r,
+    api_key_zone  slow:1m usage_flush=4s;
+    api_key_redis redis://127.0.0.1:%%REDIS%% timeout=2s;
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        location / { api_key slow; empty_gif; }
+    }
+EOT
+                                      vars => { REDIS => $r->port });
+    my $key = random_key('reload');
+    my $hr = add_key($r, $key, id => 'use-reload');
+    my $N = 30;
+    my $ok = 0;
+    for (1 .. $N) {
+        $ok++ if http_get($n2->port, '/', headers => { 'X-API-Key' => $key })->status == 200;
+    }
+    is($ok, $N, "$N requests over two workers");
+    ok($n2->reload, 'reload at once') or diag $n2->reload_error;
+    is_deeply($n2->{old_workers_left}, [], 'the old workers exited');
+    ok(wait_until(sub { (counts($hr)->{allowed} // 0) >= $N }, timeout => 20),
+       'the counts reach Redis after the reload')
+        or diag explain counts($hr);
+    sleep 1;
+    is_deeply(counts($hr), { allowed => $N }, "exactly $N, none lost, none twice");
+    $n2->stop;
 }
 
 done_testing;

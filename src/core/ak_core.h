@@ -949,6 +949,25 @@ void ak_labels_count(ak_labels_t *l, const char *value, size_t len,
     uint32_t status, uint32_t limit) AK_NOEXCEPT;
 
 /*
+ * A worker's own table (process memory, no lock), folded into the zone's:
+ * one request of status for value, counted under value (known, or added
+ * while the table has room) or, longer than AK_LABEL_VALUE_MAX, under
+ * "other".  -1, nothing counted: a new value and no room (fold, then count
+ * again).  hot: no allocation.
+ */
+int ak_labels_count_local(ak_labels_t *l, const char *value, size_t len,
+    uint32_t status) AK_NOEXCEPT;
+
+/*
+ * Adds src's counts to dst (whose values follow limit as ak_labels_count
+ * does: a value dst has no room for counts under "other") and empties src
+ * (its kind kept).  Both have the same nstatus.  Returns the requests
+ * moved.
+ */
+uint64_t ak_labels_fold(ak_labels_t *dst, ak_labels_t *src, uint32_t limit)
+    AK_NOEXCEPT;
+
+/*
  * For the page: the n values known (n <= cap - 1), then "other", into
  * values[0 .. n], and their counts into counts[(n + 1) * nstatus] (row by
  * value).  Returns n + 1.  The values point into the table.
@@ -1090,6 +1109,14 @@ ak_usage_item_t *ak_usage_swap(ak_usage_t *u, uint32_t *n) AK_NOEXCEPT;
 void ak_usage_clear(ak_usage_t *u) AK_NOEXCEPT;
 
 uint64_t ak_usage_dropped(const ak_usage_t *u) AK_NOEXCEPT;
+
+/*
+ * A worker's own table (process memory, no lock) into the zone's: every
+ * item of src's active half is merged into dst's active half (what dst has
+ * no room for is counted in dst's ak_usage_dropped), and src's active half
+ * is emptied.  Returns the requests moved into dst.
+ */
+uint64_t ak_usage_fold(ak_usage_t *dst, ak_usage_t *src) AK_NOEXCEPT;
 
 #ifdef __cplusplus
 }

@@ -133,6 +133,57 @@ ak_labels_reset(ak_labels_t *l, uint32_t kind) noexcept
 }
 
 
+namespace {
+
+/*
+ * The row of value: found, or added while fewer than limit (<= capacity)
+ * values are known; capacity ("other") for a value longer than
+ * AK_LABEL_VALUE_MAX; -1 for a new value without room.
+ */
+int64_t row_of(ak_labels_t *l, const char *value, size_t len, uint32_t limit)
+    noexcept
+{
+    if (len > AK_LABEL_VALUE_MAX) {
+        return l->capacity;
+    }
+
+    uint32_t *idx = index_of(l);
+    uint32_t slots = 2 * l->capacity;
+    uint32_t i = fnv1a(value, len) % slots;
+
+    for (uint32_t probe = 0; probe < slots; probe++) {
+        uint32_t v = idx[i];
+
+        if (v == 0) {
+            /* not known: a new value while there is room */
+            if (l->n < limit && l->n < l->capacity) {
+                Value &nv = values(l)[l->n];
+                nv.len = static_cast<uint32_t>(len);
+                if (len) {
+                    std::memcpy(nv.data, value, len);
+                }
+                idx[i] = ++l->n;
+                return l->n - 1;
+            }
+            return -1;
+        }
+
+        const Value &kv = values(l)[v - 1];
+        if (kv.len == len && (len == 0
+                              || std::memcmp(kv.data, value, len) == 0))
+        {
+            return v - 1;
+        }
+
+        i = (i + 1 == slots) ? 0 : i + 1;
+    }
+
+    return -1;
+}
+
+} // namespace
+
+
 extern "C" void
 ak_labels_count(ak_labels_t *l, const char *value, size_t len,
     uint32_t status, uint32_t limit) noexcept
@@ -141,43 +192,96 @@ ak_labels_count(ak_labels_t *l, const char *value, size_t len,
         return;
     }
 
-    uint32_t row = l->capacity;        /* "other" */
+    int64_t row = row_of(l, value, len, limit);
 
-    if (len <= AK_LABEL_VALUE_MAX) {
-        uint32_t *idx = index_of(l);
-        uint32_t slots = 2 * l->capacity;
-        uint32_t i = fnv1a(value, len) % slots;
-
-        for (uint32_t probe = 0; probe < slots; probe++) {
-            uint32_t v = idx[i];
-
-            if (v == 0) {
-                /* not known: a new value while there is room */
-                if (l->n < limit && l->n < l->capacity) {
-                    Value &nv = values(l)[l->n];
-                    nv.len = static_cast<uint32_t>(len);
-                    if (len) {
-                        std::memcpy(nv.data, value, len);
-                    }
-                    idx[i] = ++l->n;
-                    row = l->n - 1;
-                }
-                break;
-            }
-
-            const Value &kv = values(l)[v - 1];
-            if (kv.len == len && (len == 0
-                                  || std::memcmp(kv.data, value, len) == 0))
-            {
-                row = v - 1;
-                break;
-            }
-
-            i = (i + 1 == slots) ? 0 : i + 1;
-        }
+    if (row < 0) {
+        row = l->capacity;             /* "other" */
     }
 
     counts(l)[static_cast<size_t>(row) * l->nstatus + status]++;
+}
+
+
+extern "C" int
+ak_labels_count_local(ak_labels_t *l, const char *value, size_t len,
+    uint32_t status) noexcept
+{
+    if (l == nullptr || status >= l->nstatus || (len && value == nullptr)) {
+        return 0;
+    }
+
+    int64_t row = row_of(l, value, len, l->capacity);
+
+    if (row < 0) {
+        return -1;
+    }
+
+    counts(l)[static_cast<size_t>(row) * l->nstatus + status]++;
+
+    return 0;
+}
+
+
+extern "C" uint64_t
+ak_labels_fold(ak_labels_t *dst, ak_labels_t *src, uint32_t limit) noexcept
+{
+    if (dst == nullptr || src == nullptr || dst == src
+        || dst->nstatus != src->nstatus)
+    {
+        return 0;
+    }
+
+    uint32_t ns = src->nstatus;
+    uint64_t total = 0;
+    uint64_t *sc = counts(src);
+    uint64_t *dc = counts(dst);
+
+    /* the values src knows, then its "other" row (row capacity) */
+
+    for (uint32_t v = 0; v <= src->n; v++) {
+        uint32_t srow = (v < src->n) ? v : src->capacity;
+        uint64_t *c = sc + static_cast<size_t>(srow) * ns;
+        uint64_t sum = 0;
+
+        for (uint32_t s = 0; s < ns; s++) {
+            sum += c[s];
+        }
+
+        if (sum == 0) {
+            continue;
+        }
+
+        int64_t row = dst->capacity;
+
+        if (v < src->n) {
+            const Value &sv = values(src)[v];
+            row = row_of(dst, sv.data, sv.len, limit);
+            if (row < 0) {
+                row = dst->capacity;
+            }
+        }
+
+        for (uint32_t s = 0; s < ns; s++) {
+            dc[static_cast<size_t>(row) * ns + s] += c[s];
+        }
+
+        total += sum;
+    }
+
+    /* src empty again: its used rows, index and values */
+
+    for (uint32_t v = 0; v < src->n; v++) {
+        std::memset(sc + static_cast<size_t>(v) * ns, 0, ns * sizeof(uint64_t));
+    }
+    std::memset(sc + static_cast<size_t>(src->capacity) * ns, 0,
+                ns * sizeof(uint64_t));
+    if (src->n) {
+        std::memset(index_of(src), 0, 2 * static_cast<size_t>(src->capacity)
+                                      * sizeof(uint32_t));
+        src->n = 0;
+    }
+
+    return total;
 }
 
 

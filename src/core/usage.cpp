@@ -244,3 +244,35 @@ ak_usage_dropped(const ak_usage_t *u) noexcept
 {
     return u ? u->dropped.load(std::memory_order_relaxed) : 0;
 }
+
+
+extern "C" uint64_t
+ak_usage_fold(ak_usage_t *dst, ak_usage_t *src) noexcept
+{
+    if (dst == nullptr || src == nullptr || dst == src) {
+        return 0;
+    }
+
+    uint64_t moved = 0;
+    ak_usage_item_t *half = src->items + static_cast<size_t>(src->active)
+                                         * src->slots;
+
+    for (uint32_t i = 0; i < src->slots && src->used[src->active]; i++) {
+        ak_usage_item_t *it = &half[i];
+
+        if (it->day == 0) {
+            continue;
+        }
+
+        if (ak_usage_merge(dst, it) == 0) {
+            for (unsigned c = 0; c < AK_USAGE_NCLASSES; c++) {
+                moved += it->counts[c];
+            }
+        }
+
+        std::memset(it, 0, sizeof(*it));
+        src->used[src->active]--;
+    }
+
+    return moved;
+}

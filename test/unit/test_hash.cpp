@@ -333,3 +333,25 @@ TEST(Hash, CppApi)
     EXPECT_EQ(ak::hex_encode(hash, 3), "ba7816");
     EXPECT_EQ(ak::hex_encode(hash, 0), "");
 }
+
+
+/* every byte value (the encoder reads a table of digit pairs), lower case */
+TEST(Hex, EncodeEveryByte)
+{
+    unsigned char in[256];
+    for (int i = 0; i < 256; i++) {
+        in[i] = static_cast<unsigned char>(i);
+    }
+    std::string hex(2 * 256 + 1, '#');
+    ak_hex_encode(in, sizeof(in), &hex[0]);
+    EXPECT_EQ('#', hex[2 * 256]) << "wrote past 2 * len";
+
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 0; i < 256; i++) {
+        EXPECT_EQ(digits[i >> 4], hex[2 * i]) << i;
+        EXPECT_EQ(digits[i & 15], hex[2 * i + 1]) << i;
+    }
+
+    ak_hex_encode(in, 0, &hex[0]);
+    EXPECT_EQ('0', hex[0]) << "len 0 writes nothing";
+}

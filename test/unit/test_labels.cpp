@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <map>
 #include <string>
 #include <vector>
@@ -148,4 +149,63 @@ TEST(Labels, MetricsFamily)
     page.assign(ak_metrics_page(&m, nullptr, 0), '\0');
     ak_metrics_page(&m, &page[0], page.size());
     EXPECT_EQ(std::string::npos, page.find("by_plan"));
+}
+
+
+/*
+ * A worker's own table (ak_labels_count_local) folded into the zone's
+ * (ak_labels_fold): the same counts as counting in the zone directly, the
+ * zone's cap decides "other", the worker's table is empty after; a full
+ * worker table refuses a new value instead of counting it as "other".
+ */
+
+TEST(Labels, LocalFoldMatchesDirectCounting)
+{
+    Table zone(3, 4), direct(3, 4), local(8, 4);
+    const char *seq[] = { "pro", "free", "pro", "gold", "team", "pro", "" };
+    std::string longv(AK_LABEL_VALUE_MAX + 1, 'x');
+
+    /* the zone already knows "gold" */
+    ak_labels_count(zone.l, "gold", 4, 1, 3);
+    ak_labels_count(direct.l, "gold", 4, 1, 3);
+
+    for (unsigned i = 0; i < 7; i++) {
+        ASSERT_EQ(0, ak_labels_count_local(local.l, seq[i],
+                                           std::strlen(seq[i]), i % 4));
+        ak_labels_count(direct.l, seq[i], std::strlen(seq[i]), i % 4, 3);
+    }
+    ASSERT_EQ(0, ak_labels_count_local(local.l, longv.data(), longv.size(), 2));
+    ak_labels_count(direct.l, longv.data(), longv.size(), 2, 3);
+
+    EXPECT_EQ(8u, ak_labels_fold(zone.l, local.l, 3));
+    EXPECT_EQ(snap(direct.l, 4), snap(zone.l, 4));
+    EXPECT_EQ(1u, snap(local.l, 4).size()) << "only \"other\", empty";
+    EXPECT_EQ(std::vector<uint64_t>(4, 0), snap(local.l, 4)["other"]);
+    EXPECT_EQ(0u, ak_labels_fold(zone.l, local.l, 3));
+
+    /* counted again after the fold */
+    ASSERT_EQ(0, ak_labels_count_local(local.l, "pro", 3, 0));
+    EXPECT_EQ(1u, ak_labels_fold(zone.l, local.l, 3));
+    EXPECT_EQ((std::vector<uint64_t>{ 2, 1, 1, 0 }), snap(zone.l, 4)["pro"]);
+}
+
+TEST(Labels, FullLocalTableRefusesNewValues)
+{
+    Table local(2, 2), zone(10, 2), other_ns(10, 3);
+
+    ASSERT_EQ(0, ak_labels_count_local(local.l, "a", 1, 0));
+    ASSERT_EQ(0, ak_labels_count_local(local.l, "b", 1, 1));
+    EXPECT_EQ(0, ak_labels_count_local(local.l, "a", 1, 1)) << "known: counted";
+    EXPECT_EQ(-1, ak_labels_count_local(local.l, "c", 1, 0)) << "new, no room";
+    EXPECT_EQ(0, ak_labels_count_local(local.l, "x", 1, 5)) << "bad status: ignored";
+
+    EXPECT_EQ(0u, ak_labels_fold(other_ns.l, local.l, 10)) << "nstatus differ";
+    EXPECT_EQ(3u, ak_labels_fold(zone.l, local.l, 10));
+    EXPECT_EQ(0, ak_labels_count_local(local.l, "c", 1, 0)) << "room again";
+    EXPECT_EQ(1u, ak_labels_fold(zone.l, local.l, 10));
+
+    auto m = snap(zone.l, 2);
+    EXPECT_EQ((std::vector<uint64_t>{ 1, 1 }), m["a"]);
+    EXPECT_EQ((std::vector<uint64_t>{ 0, 1 }), m["b"]);
+    EXPECT_EQ((std::vector<uint64_t>{ 1, 0 }), m["c"]);
 }

@@ -216,3 +216,86 @@ TEST(Usage, Names)
     EXPECT_GT(ak_redis_name_requests(prefix.data(), prefix.size(), h,
                                      INT64_MIN, big, sizeof(big)), 0u);
 }
+
+
+/*
+ * A worker's own table folded into the zone's (ak_usage_fold): every count
+ * and last use arrives once, the worker's table is empty after, what the
+ * zone has no room for is counted as dropped there.
+ */
+
+TEST(Usage, FoldMovesEverythingOnce)
+{
+    Table zone(64), local(16);
+    Key a(1), b(2), c(3);
+
+    ASSERT_EQ(0, ak_usage_add(zone.u, a.h, kDay + 5, AK_USAGE_ALLOWED));
+    ASSERT_EQ(0, ak_usage_add(local.u, a.h, kDay + 10, AK_USAGE_ALLOWED));
+    ASSERT_EQ(0, ak_usage_add(local.u, a.h, kDay + 40, AK_USAGE_DENIED_LIMIT));
+    ASSERT_EQ(0, ak_usage_add(local.u, b.h, kDay + 20, AK_USAGE_DENIED_POLICY));
+    ASSERT_EQ(0, ak_usage_add(local.u, c.h, kDay + 86400 + 1,
+                              AK_USAGE_DENIED_STATUS));
+
+    EXPECT_EQ(4u, ak_usage_fold(zone.u, local.u));
+    EXPECT_EQ(0u, ak_usage_fold(zone.u, local.u)) << "the worker's table is empty";
+
+    uint32_t n = 0;
+    ak_usage_item_t *half = ak_usage_swap(zone.u, &n);
+    ASSERT_NE(nullptr, half);
+    auto m = items(half, n);
+    ASSERT_EQ(3u, m.size());
+    ak_usage_item_t ia = m[{ a.h[0], kDay }];
+    EXPECT_EQ(2u, ia.counts[AK_USAGE_ALLOWED]);
+    EXPECT_EQ(1u, ia.counts[AK_USAGE_DENIED_LIMIT]);
+    EXPECT_EQ(kDay + 40, ia.last_used);
+    EXPECT_EQ(1u, (m[{ b.h[0], kDay }].counts[AK_USAGE_DENIED_POLICY]));
+    EXPECT_EQ(1u, (m[{ c.h[0], kDay + 86400 }].counts[AK_USAGE_DENIED_STATUS]));
+    EXPECT_EQ(0u, ak_usage_dropped(zone.u));
+
+    /* the local table counts again from empty */
+    ASSERT_EQ(0, ak_usage_add(local.u, a.h, kDay + 50, AK_USAGE_ALLOWED));
+    EXPECT_EQ(1u, ak_usage_fold(zone.u, local.u));
+}
+
+TEST(Usage, FoldIntoAFullZoneCountsDropped)
+{
+    Table zone(8), local(64);
+
+    /* the zone takes 6 items (3/4 of 8); the worker has 10 keys, 2 requests
+     * each */
+    for (unsigned k = 0; k < 10; k++) {
+        Key key(100 + k);
+        ASSERT_EQ(0, ak_usage_add(local.u, key.h, kDay + 1, AK_USAGE_ALLOWED));
+        ASSERT_EQ(0, ak_usage_add(local.u, key.h, kDay + 2, AK_USAGE_ALLOWED));
+    }
+
+    EXPECT_EQ(12u, ak_usage_fold(zone.u, local.u));
+    EXPECT_EQ(8u, ak_usage_dropped(zone.u));
+    /* the worker's table is empty: it takes 48 new keys again */
+    for (unsigned k = 0; k < 48; k++) {
+        Key key(400 + k);
+        ASSERT_EQ(0, ak_usage_add(local.u, key.h, kDay + 3, AK_USAGE_ALLOWED));
+    }
+    EXPECT_EQ(0u, ak_usage_fold(nullptr, local.u));
+    EXPECT_EQ(0u, ak_usage_fold(zone.u, zone.u));
+}
+
+TEST(Usage, FullWorkerTableFoldsAndCountsAgain)
+{
+    Table zone(64), local(8);
+    unsigned k = 0;
+
+    /* 6 keys fill the worker's table (3/4 of 8): the 7th is refused */
+    for (; k < 6; k++) {
+        Key key(200 + k);
+        ASSERT_EQ(0, ak_usage_add(local.u, key.h, kDay, AK_USAGE_ALLOWED));
+    }
+    Key more(300);
+    EXPECT_EQ(-1, ak_usage_add(local.u, more.h, kDay, AK_USAGE_ALLOWED));
+
+    /* what the glue does then: fold, count again */
+    EXPECT_EQ(6u, ak_usage_fold(zone.u, local.u));
+    EXPECT_EQ(0, ak_usage_add(local.u, more.h, kDay, AK_USAGE_ALLOWED));
+    EXPECT_EQ(1u, ak_usage_fold(zone.u, local.u));
+    EXPECT_EQ(0u, ak_usage_dropped(zone.u));
+}

@@ -1,0 +1,129 @@
+# SPDX-License-Identifier: BSD-2-Clause
+# The record's strings a request keeps ($api_key_id, _owner, _plan,
+# _scopes, the default id, usage under the identity): copied once at the
+# decision, made into values when something asks.  A request held by its
+# upstream while other keys pass through the same worker still gives its
+# own values afterwards (add_header at its response, the access log at its
+# end), with a text longer than the context's room (long scopes) and with a
+# default id (no "id" field); a variable nothing reads costs nothing and
+# still works when read by name later.
+use strict;
+use warnings;
+use Test::More;
+use IO::Socket::INET;
+use IO::Select;
+use lib 't/lib';
+use ApiKeyTest;
+
+require_module();
+
+my $r = ApiKeyTest::Redis->start;
+my $held_port = free_port();
+my $up = IO::Socket::INET->new(Listen => 8, LocalAddr => '127.0.0.1',
+                               LocalPort => $held_port, ReuseAddr => 1)
+    or die "listen: $!";
+
+my $http = <<'EOT2' . echo_server();
+    api_key_zone  keys:1m;
+    api_key_redis redis://127.0.0.1:%%REDIS%% timeout=2s;
+
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        api_key keys;
+        add_header X-Id     $api_key_id always;
+        add_header X-Owner  $api_key_owner always;
+        add_header X-Plan   $api_key_plan always;
+        add_header X-Scopes $api_key_scopes always;
+
+        location /held/ {
+            proxy_set_header X-Owner $api_key_owner;
+            proxy_pass http://127.0.0.1:%%HELD%%;
+            proxy_read_timeout 20s;
+        }
+        location / {
+            proxy_pass http://127.0.0.1:%%PORT_UP%%;
+        }
+        location /quiet/ {
+            # no variable here: nothing asks for the strings
+            add_header X-Id "" always;
+            empty_gif;
+        }
+    }
+EOT2
+
+my $n = ApiKeyTest::Nginx->start(http => $http, redis => $r, workers => 1,
+                                 vars => { REDIS => $r->port, HELD => $held_port });
+my $port = $n->port;
+
+my $long = join ' ', map { "scope.number.$_" } 1 .. 20;     # > 128 bytes
+cmp_ok(length $long, '>', 300, 'the scopes are longer than the context holds');
+my %k = map { $_ => random_key($_) } qw(a b c);
+add_key($r, $k{a}, id => 'held-a', owner => 'acme-held', plan => 'gold',
+        scopes => $long);
+my $hb = add_key($r, $k{b}, owner => 'bob', plan => 'free');
+add_key($r, $k{c}, id => 'c-id', owner => 'carol');
+my $default_id = substr($hb, 0, 12);
+
+# all three cached first (a read from Redis is another path)
+for my $w (qw(a b c)) {
+    is(http_get($port, '/quiet/', headers => { 'X-API-Key' => $k{$w} })->status,
+       200, "key $w cached");
+}
+
+# --- a held request, others pass meanwhile --------------------------------
+my $cli = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port)
+    or die "connect: $!";
+print $cli "GET /held/x HTTP/1.1\r\nHost: t\r\nX-API-Key: $k{a}\r\n"
+         . "Connection: close\r\n\r\n";
+
+# nginx connects to the held upstream: the request has passed its check
+my $sel = IO::Select->new($up);
+ok($sel->can_read(10), 'the held request reached its upstream');
+my $conn = $up->accept;
+my $upreq = '';
+while ($upreq !~ /\r\n\r\n/) {
+    last unless IO::Select->new($conn)->can_read(5);
+    sysread($conn, $upreq, 4096, length $upreq) or last;
+}
+like($upreq, qr/^X-Owner: acme-held\r$/mi, 'proxy_set_header: its owner');
+
+# meanwhile the worker checks other keys (the worker's copy of a record is
+# theirs now)
+my $res = http_get($port, '/x', headers => { 'X-API-Key' => $k{b} });
+is($res->status, 200, 'key b passes meanwhile');
+is($res->header('X-Id'), $default_id, 'key b: its default id');
+is($res->header('X-Owner'), 'bob', 'key b: owner');
+is($res->header('X-Plan'), 'free', 'key b: plan');
+ok(!defined $res->header('X-Scopes'), 'key b: no scopes');
+$res = http_get($port, '/x', headers => { 'X-API-Key' => $k{c} });
+is($res->status, 200, 'key c passes meanwhile');
+is($res->header('X-Id'), 'c-id', 'key c: id');
+ok(!defined $res->header('X-Plan'), 'key c: no plan');
+
+# the upstream answers: the held request's variables are its own
+print $conn "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+close $conn;
+my $raw = '';
+while (IO::Select->new($cli)->can_read(10)) {
+    sysread($cli, $raw, 65536, length $raw) or last;
+}
+close $cli;
+like($raw, qr{^HTTP/1\.1 200 }, 'the held request: 200');
+like($raw, qr/^X-Id: held-a\r$/m, 'the held request: its id after the others');
+like($raw, qr/^X-Owner: acme-held\r$/m, '... its owner');
+like($raw, qr/^X-Plan: gold\r$/m, '... its plan');
+like($raw, qr/^X-Scopes: \Q$long\E\r$/m, '... its whole scopes (the pool copy)');
+
+# --- the access log: at each request's end -------------------------------
+ok(wait_until(sub { $n->access_log =~ m{"GET /held/x HTTP/1\.1" 200 } }, timeout => 5),
+   'the held request is logged');
+my $log = $n->access_log;
+like($log, qr{"GET /held/x HTTP/1\.1" 200 .*st=ok id=held-a owner=acme-held plan=gold},
+     'access log: the held request with its own values');
+like($log, qr{"GET /x HTTP/1\.1" 200 .*st=ok id=\Q$default_id\E owner=bob plan=free},
+     'access log: key b with its default id');
+like($log, qr{"GET /quiet/ HTTP/1\.1" 200 .*st=ok id=\Q$default_id\E owner=bob},
+     'access log: values nothing asked for until the log');
+unlike($log, qr/\Q$k{a}\E|\Q$k{b}\E|\Q$k{c}\E/, 'no raw key in the access log');
+
+done_testing;
