@@ -301,6 +301,35 @@ if (@missv) {
     print "\n";
 }
 
+# --- in a few lines -------------------------------------------------------------
+
+if ($has{miss} && $has{hit}) {
+    print "### In short (medians over the runs)\n\n";
+    my %a1 = map { my $x = $cell{miss}{1}{$_}; $x ? ($_ => $x) : () } 1 .. $runs;
+    my $rt50 = median(map { $_->{rb}{50} } values %a1);
+    for my $c (@conns) {
+        my @m = cells('miss', $c);
+        my @h = cells('hit', $c);
+        next unless @m && @h;
+        my $per = sub { my ($cl, $k) = @_; median(map { $_->{$k} / 1000 / $_->{requests} } @$cl) };
+        my ($mc, $hc) = ($per->(\@m, 'wcpu_ns'), $per->(\@h, 'wcpu_ns'));
+        my $mw = $per->(\@m, 'wwait_ns');
+        printf "- %s connection%s: p50 %s ms for a miss, %s ms for a cached key (+%s ms; Redis's own p50 round trip at 1 connection: %s ms);"
+             . " p99 %s / p99.9 %s ms for a miss, %s / %s ms for a cached key, %s / %s ms for redis-benchmark at %s connection%s."
+             . " A miss costs the worker %.1f µs of CPU more than a cached key (%.1f against %.1f µs per request); meanwhile it waited"
+             . " %.1f µs per miss for a CPU taken by other processes.\n",
+            $c, $c == 1 ? '' : 's',
+            ms(median(map { $_->{p50_us} } @m)), ms(median(map { $_->{p50_us} } @h)),
+            ms(median(map { $_->{p50_us} } @m) - median(map { $_->{p50_us} } @h)), ms($rt50),
+            ms(median(map { $_->{p99_us} } @m)), ms(median(map { $_->{p999_us} } @m)),
+            ms(median(map { $_->{p99_us} } @h)), ms(median(map { $_->{p999_us} } @h)),
+            ms(median(map { $_->{rb}{99} } @m)), ms(median(map { $_->{rb}{'99.9'} } @m)),
+            $c, $c == 1 ? '' : 's',
+            $mc - $hc, $mc, $hc, $mw;
+    }
+    print "\n";
+}
+
 if (@problems) {
     print "**CHECK FAILED:**\n\n";
     print "- $_\n" for @problems;

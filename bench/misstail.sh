@@ -77,7 +77,7 @@ done
 
 T_START=$(date +%s)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-bench_init "$BUILD/bench/misstail"
+bench_init "$BUILD/bench/misstail-$SECTION"
 W=$BENCH_WORK
 machine_info >"$W/machine.md"    # its load average: the one at the start
 RES=$W/res
