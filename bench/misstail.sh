@@ -17,20 +17,26 @@
 #   miss    wrk walks the records in order (bench/wrk/bench.lua, walk mode):
 #           every request a key never sent to this nginx, so a real miss;
 #           checked: Redis's HGETALL calls over the measured run (INFO
-#           commandstats, after CONFIG RESETSTAT) equal wrk's requests, and
-#           the module's misses too
+#           commandstats, after CONFIG RESETSTAT) equal the module's misses
+#           and its timed reads, and wrk's requests plus at most one per
+#           connection (those in flight when wrk stops; the worker is let
+#           settle before and after the run so that no read of the warm-up
+#           or of the run's end is counted on one side only)
 #   hit     one cached key (the reference: nginx and the module without
 #           Redis, at the same concurrency)
-# Per cell: wrk's p50/p99/p99.9/mean, the worker's and redis-server's CPU per
-# request (/proc/PID/schedstat), the module's api_key_redis_read_seconds
+# Per cell: wrk's p50/p99/p99.9/mean, the worker's and redis-server's CPU,
+# run-queue wait and times scheduled in per request (/proc/PID/schedstat),
+# Redis's read events (INFO stats: commands per write of the worker), the
+# module's api_key_redis_read_seconds
 # histogram over the measured run (its buckets, sum and count: from the
 # HGETALL leaving the worker's buffer to its answer being handled, as the
 # worker saw it), Redis's own latencystats for HGETALL (the command's
 # execution inside redis-server), and then, nginx stopped, redis-benchmark
 # HGETALL of one of the records from CPU 0 at the same number of
-# connections (a plain client's round trip).  The load average at the start
-# and end of each cell.  bench/misstail.pl makes the table and rewrites the
-# "miss" section of bench/RESULTS.md.
+# connections (a plain client's round trip; the 1-connection one is the
+# bare round trip the module's reads are compared with).  The load average
+# at the start and end of each cell.  bench/misstail.pl makes the tables;
+# the "miss" section of bench/RESULTS.md is rewritten.
 #
 # Environment: BENCH_MISS_RUNS (5), BENCH_MISS_CONNS ("1 32 256"),
 # BENCH_MISS_DURATION (5 s), BENCH_MISS_WARMUP (1 s), BENCH_MISS_KEYS
@@ -39,7 +45,8 @@
 # a variant "miss_b": the same misses through another build of the module
 # (before/after a change, measured in the same runs, side by side),
 # described in the table by BENCH_MISS_B_LABEL; BENCH_MISS_SECTION ("miss"):
-# the section of bench/RESULTS.md to rewrite.
+# the section of bench/RESULTS.md to rewrite (and the work directory,
+# BUILD/bench/misstail-SECTION).
 set -eu -o pipefail
 
 BENCH_TOP=$(cd "$(dirname "$0")/.." && pwd)
@@ -58,13 +65,14 @@ VARIANTS=${BENCH_MISS_VARIANTS:-miss hit}
 MODULE_B=${BENCH_MISS_MODULE_B:-}
 SECTION=${BENCH_MISS_SECTION:-miss}
 export MISSTAIL_B_LABEL=${BENCH_MISS_B_LABEL:-module B}
+
+. "$BENCH/lib.sh"
+
 if [ -n "$MODULE_B" ]; then
     [ -f "$MODULE_B" ] || die "BENCH_MISS_MODULE_B: no $MODULE_B"
     VARIANTS="miss miss_b ${VARIANTS//miss/}"
     VARIANTS=$(echo $VARIANTS)
 fi
-
-. "$BENCH/lib.sh"
 
 [ -f "$MODULE" ] || die "no module at $MODULE (make module)"
 for t in wrk nginx redis-server redis-cli redis-benchmark taskset curl perl; do
