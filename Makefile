@@ -410,6 +410,11 @@ uninstall:
 #                       reconnects with and without session reuse, and the
 #                       same under callgrind (about 4 minutes; also run by
 #                       make bench, after the main table)
+#   make bench-miss     the tail of cache misses (p50, p99, p99.9) at 1, 32
+#                       and 256 connections, against Redis's own round trip
+#                       and the module's read histogram, over 5 runs
+#                       (bench/misstail.sh, about 6 minutes; also run by
+#                       make bench, after bench-tls)
 
 BENCH_BUILD  = $(BUILD)/bench
 BENCH_MICRO  = $(BENCH_BUILD)/micro_bench
@@ -419,7 +424,7 @@ BENCH_SCALE  = $(BENCH_BUILD)/scale_bench
 BENCH_CXX    = $(CXX) -std=c++17 -O2 -g -Wall -Wextra -Werror -Isrc/core
 
 .PHONY: bench-deps bench-micro bench-revoke bench-callgrind bench-tls \
-        bench-failover bench-cluster-rate bench-scale
+        bench-failover bench-cluster-rate bench-scale bench-miss
 
 bench-deps:
 	@sh bench/deps.sh
@@ -444,6 +449,7 @@ bench: bench-deps
 	$(MAKE) module $(BENCH_MICRO) $(BENCH_SIZES)
 	bash bench/run.sh $(BUILD)
 	bash bench/tls.sh $(BUILD)
+	bash bench/misstail.sh $(BUILD)
 
 bench-micro: bench-deps
 	$(MAKE) $(BENCH_MICRO)
@@ -464,6 +470,10 @@ bench-scale:
 bench-tls: bench-deps
 	$(MAKE) module
 	bash bench/tls.sh $(BUILD)
+
+bench-miss: bench-deps
+	$(MAKE) module
+	bash bench/misstail.sh $(BUILD)
 
 # Redis failovers: bench/failover-sentinel.sh, then
 # bench/failover-cluster.sh; each rewrites its section of bench/RESULTS.md

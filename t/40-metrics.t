@@ -91,6 +91,17 @@ is($m->{"api_key_cache_lookups_total{$z,result=\"miss\"}"}, 3,
 is($m->{"api_key_redis_read_seconds_count{$z}"}, 3, 'Redis reads timed: 3');
 is($m->{"api_key_redis_read_seconds_bucket{$z,le=\"+Inf\"}"}, 3,
    'histogram +Inf bucket = count');
+# the buckets: 25, 50 and 100 us below 250 us (a read on loopback or a LAN
+# takes 20-200 us), then up to 1 s; cumulative
+my @le = ('0.000025', '0.000050', '0.000100', '0.000250', '0.000500',
+          '0.001000', '0.002500', '0.005000', '0.010000', '0.025000',
+          '0.050000', '0.100000', '0.250000', '1.000000', '+Inf');
+my @got = map { /^api_key_redis_read_seconds_bucket\{zone="keys",le="([^"]+)"\}$/ ? $1 : () }
+          sort keys %$m;
+is_deeply([sort @got], [sort @le], 'histogram buckets: 25 us to 1 s, +Inf');
+my @cum = map { $m->{"api_key_redis_read_seconds_bucket{$z,le=\"$_\"}"} // -1 } @le;
+ok(!grep({ $cum[$_] < $cum[$_ - 1] } 1 .. $#cum) && $cum[0] >= 0,
+   'histogram buckets are cumulative: ' . join(' ', @cum));
 is($m->{"api_key_cache_entries{$z,kind=\"key\"}"}, 2, 'two keys cached');
 is($m->{"api_key_cache_entries{$z,kind=\"negative\"}"}, 1, 'one negative entry');
 is($m->{'api_key_redis_connected{connection="commands"}'}, 1,

@@ -92,9 +92,11 @@ function done(summary, latency, requests)
     local e = summary.errors
     io.write(string.format(
         "WRK requests=%d duration_us=%d rps=%.1f p50_us=%d p99_us=%d "
+        .. "p999_us=%d max_us=%d "
         .. "mean_us=%.1f non2xx=%d sock_errors=%d repeats=%d\n",
         summary.requests, summary.duration,
         summary.requests / (summary.duration / 1e6),
-        latency:percentile(50), latency:percentile(99), latency.mean,
+        latency:percentile(50), latency:percentile(99),
+        latency:percentile(99.9), latency.max, latency.mean,
         e.status, e.connect + e.read + e.write + e.timeout, reps))
 end
