@@ -1447,7 +1447,7 @@ lookup_once(const ak_cache_s *c, const unsigned char *hash, uint64_t now,
 {
     uint8_t        kind, flags;
     uint16_t       len;
-    uint32_t       gi, k, i, j, s1, s2, steps, gen, nslots;
+    uint32_t       gi, k, i, j, next, s1, s2, steps, gen, nslots;
     uint64_t       fetched, age, ttl, stale;
     size_t         rest, n;
     unsigned char *out;
@@ -1473,6 +1473,10 @@ lookup_once(const ak_cache_s *c, const unsigned char *hash, uint64_t now,
         if (i >= nslots || steps >= nslots) {
             goto check;                 /* torn, or a damaged chain */
         }
+
+        /* both lines of the slot at once: the hash is in the first, the
+         * fields and the inline blob in the second */
+        __builtin_prefetch(reinterpret_cast<const char *>(&s[i]) + 64);
 
         if (racy_same_hash(s[i].hash, hash)) {
             break;
@@ -1516,11 +1520,18 @@ lookup_once(const ak_cache_s *c, const unsigned char *hash, uint64_t now,
 
     rest = len;
     out = buf;
+    j = ld(s[i].ovf);
+
+    if (rest > kInline && j < nslots) {
+        /* the first overflow slot, while the inline part is copied */
+        __builtin_prefetch(&s[j]);
+        __builtin_prefetch(reinterpret_cast<const char *>(&s[j]) + 64);
+    }
+
     n = rest < kInline ? rest : kInline;
     racy_read(out, s[i].blob, n);
     out += n;
     rest -= n;
-    j = ld(s[i].ovf);
 
     while (rest) {
         if (j >= nslots) {
@@ -1528,11 +1539,18 @@ lookup_once(const ak_cache_s *c, const unsigned char *hash, uint64_t now,
         }
 
         n = rest < kOvfData ? rest : kOvfData;
+        next = ld(s[j].ovf);
+
+        if (rest > n && next < nslots) {
+            __builtin_prefetch(&s[next]);
+            __builtin_prefetch(reinterpret_cast<const char *>(&s[next]) + 64);
+        }
+
         racy_read(out, reinterpret_cast<unsigned char *>(&s[j]) + kOvfStart,
                   n);
         out += n;
         rest -= n;
-        j = ld(s[j].ovf);
+        j = next;
     }
 
     f->rc = (age < ttl && gen == ld(c->gen) && !(flags & F_STORED_STALE))
