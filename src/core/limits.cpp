@@ -368,7 +368,10 @@ ak_limits_admit_ex(ak_key_state_t *st, const ak_record_t *rec, int64_t now,
         }
 
         int rc = AK_ADMIT;
-        ak_key_state_t q = *st;
+        ak_key_state_t q{};         /* all but the tag word */
+        q.q_window = st->q_window;
+        q.q_left = st->q_left;
+        q.q_used = st->q_used;
 
         if (rec->quota_period != AK_PERIOD_NONE) {
             /* sets the quota's fields only: res->rate stays */
