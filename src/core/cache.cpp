@@ -17,8 +17,8 @@
  * There are at least as many buckets as slots (ngroups = ceil(nslots /
  * 15)), so the index costs 64 / 15 bytes per slot: a cached key whose blob
  * is <= 36 bytes costs about 132.3 bytes (ak_cache_bytes_per_key() says
- * 133), and a 128 MiB block holds 1,014,741 slots.  Smallest block: 9792
- * bytes (64 slots).  Keys are uniformly distributed digests: the group is
+ * 133), and a 128 MiB block holds 1,014,741 slots.  Smallest block: 8704
+ * bytes (56 slots).  Keys are uniformly distributed digests: the group is
  * picked from their first 4 bytes, the bucket in it from the next 4
  * ("fastrange": (x * n) >> 32, no division).
  *
@@ -138,7 +138,10 @@ const size_t    kGroupSize = 64;
 const size_t    kInline = 36;           /* blob bytes in the entry slot */
 const size_t    kOvfStart = 8;          /* after the tag word */
 const size_t    kOvfData = 116;         /* blob bytes per overflow slot */
-const uint32_t  kMinSlots = 64;         /* >= 36, the largest chain */
+const uint32_t  kMinSlots = 56;         /* >= 36, the largest chain; the
+                                           block fits where the 64 slots of
+                                           layout 2 did: the smallest zone
+                                           stays 41k */
 const uint32_t  kMaxSlots = 0x7fffffffu;
 const int       kReadTries = 16;        /* a reader's attempts */
 const uint32_t  kSweepMax = 4096;       /* slots a CLOCK sweep looks at */
