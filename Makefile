@@ -250,7 +250,7 @@ FUZZ_REPLAY    = $(BUILD)/fuzz-replay
 FUZZ_NAMES    := $(patsubst fuzz/fuzz_%.cpp,%,$(wildcard fuzz/fuzz_*.cpp))
 FUZZ_HDRS     := $(wildcard fuzz/*.h) $(CORE_HDRS)
 FUZZ_BASE      = -std=c++17 -O1 -g -Wall -Wextra -Werror -fno-omit-frame-pointer \
-                 -Isrc/core -Ifuzz
+                 -Isrc/core -Ifuzz -DAK_CACHE_KILL_POINTS
 FUZZ_SAN       = -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_CORE_OBJS = $(patsubst src/core/%.cpp,$(FUZZ_BUILD)/core/%.o,$(CORE_SRCS))
 REPLAY_CORE_OBJS = $(patsubst src/core/%.cpp,$(FUZZ_REPLAY)/core/%.o,$(CORE_SRCS))

@@ -17,11 +17,18 @@
  *     put, NEGATIVE only for a key last stored negative, until the key is
  *     stored again.  A negative entry that could not be stored (no slot
  *     without evicting a live positive one) shows in stats.inserts.
+ * Kill points: an operation may be cut short at any step of the writer
+ * (the build defines AK_CACHE_KILL_POINTS: the hook longjmps out, as if the
+ * worker died there, the zone lock then released by nginx).  Then every
+ * lookup must stay within the block (the sanitizers watch) and answer
+ * what was there before or what the operation was writing; the next
+ * writer must leave a cache that ak_cache_check accepts.
  */
 
 #include "ak_core.h"
 #include "fuzz_util.h"
 
+#include <csetjmp>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -107,6 +114,16 @@ void check_all(Run &r)
     }
 }
 
+/* the limiter's state: the TAT bits of the tag word (the bits above are
+ * the cache's: its tag, the referenced bit lookups set) and the rest */
+bool same_state(const ak_key_state_t *a, const ak_key_state_t *b)
+{
+    return (a->tat_us & AK_TAT_MASK) == (b->tat_us & AK_TAT_MASK)
+           && a->q_window == b->q_window && a->q_left == b->q_left
+           && a->q_used == b->q_used && a->r_left == b->r_left
+           && a->r_next_ms == b->r_next_ms;
+}
+
 /* what ak_key_state_carry keeps between two blobs (put over an entry) */
 ak_key_state_t carried(const std::string &old_blob, const std::string &blob,
     const unsigned char *hash, ak_key_state_t st)
@@ -139,7 +156,7 @@ void op_lookup(Run &r, size_t k, bool again)
         FUZZ_CHECK(st != nullptr);
         if (e.exact) {
             FUZZ_CHECK(flags == (e.revoked ? AK_ENTRY_REVOKED : 0u));
-            FUZZ_CHECK(std::memcmp(st, &e.st, sizeof(*st)) == 0);
+            FUZZ_CHECK(same_state(st, &e.st));
         }
     } else if (rc == AK_CACHE_NEGATIVE) {
         FUZZ_CHECK(e.kind == NEG || e.kind == BAD);
@@ -149,9 +166,8 @@ void op_lookup(Run &r, size_t k, bool again)
     }
 
     if (!e.exact) {
-        if (rc == AK_CACHE_MISS && e.kind == NEG) {
-            e.kind = NONE;              /* absent or dropped now */
-            e.exact = true;
+        if (ak_cache_peek(r.c, r.hashes[k]) == 0) {
+            e = Entry();                /* evicted: known again */
         }
         return;
     }
@@ -162,16 +178,15 @@ void op_lookup(Run &r, size_t k, bool again)
         want = AK_CACHE_MISS;
         break;
     case NEG:
+        /* an expired one stays until a writer removes it */
         want = dead_neg(r, e) ? AK_CACHE_MISS : AK_CACHE_NEGATIVE;
-        if (want == AK_CACHE_MISS) e.kind = NONE;
         break;
     case BAD:
         want = dead_neg(r, e) ? AK_CACHE_MISS : AK_CACHE_NEGATIVE;
         break;
     default:
         if (dead_pos(r, e)) {
-            want = AK_CACHE_MISS;
-            e = Entry();
+            want = AK_CACHE_MISS;       /* kept until a writer removes it */
         } else if (e.gone) {
             want = AK_CACHE_MISS;
         } else {
@@ -349,14 +364,133 @@ void op_state(Run &r, size_t k, fuzz::Input &in)
     FUZZ_CHECK(ak_cache_state(r.c, slot, r.hashes[k]) == st);
     FUZZ_CHECK(ak_cache_state(r.c, slot ^ 1, r.hashes[k]) != st);
     if (e.exact) {
-        FUZZ_CHECK(std::memcmp(st, &e.st, sizeof(*st)) == 0);
+        FUZZ_CHECK(same_state(st, &e.st));
     }
-    /* the limiter writes its state */
-    st->tat_us = in.u64();
+    /* the limiter writes its state (the TAT bits of the tag word: never
+     * AK_TAT_NONE, which marks a slot that is no entry) */
+    st->tat_us = (st->tat_us & ~AK_TAT_MASK) | (in.u64() % AK_TAT_NONE);
     st->q_window = in.u32();
     st->q_left = in.u32();
     st->q_used = in.u64();
     e.st = *st;
+}
+
+std::jmp_buf g_kill;
+int g_countdown = -1;
+
+void kill_hook()
+{
+    if (g_countdown > 0 && --g_countdown == 0) {
+        std::longjmp(g_kill, 1);
+    }
+}
+
+/* a lookup after a writer died: within the block, and what the key held
+ * before or what the operation was writing (blob; negative) */
+void lookup_after_kill(Run &r, size_t k, const std::string *blob,
+    bool negative)
+{
+    static unsigned char buf[AK_RECORD_MAX];
+    size_t len = 0;
+    uint32_t flags = 0, slot = 0;
+    const Entry &e = r.m[k];
+    int rc = ak_cache_lookup(r.c, r.hashes[k], r.now, buf, sizeof(buf), &len,
+                             &flags, &slot);
+
+    if (rc == AK_CACHE_FRESH || rc == AK_CACHE_STALE) {
+        bool before = e.kind == POS && len == e.blob.size()
+                      && std::memcmp(buf, e.blob.data(), len) == 0;
+        bool written = blob && len == blob->size()
+                       && std::memcmp(buf, blob->data(), len) == 0;
+        FUZZ_CHECK(before || written);
+    } else if (rc == AK_CACHE_NEGATIVE) {
+        FUZZ_CHECK(e.kind == NEG || e.kind == BAD || negative);
+    } else {
+        FUZZ_CHECK(rc == AK_CACHE_MISS);
+    }
+}
+
+/* one writer operation that may die at its countdown-th step: true when
+ * it did (no object owning memory lives in this frame) */
+__attribute__((noinline)) bool
+run_killable(Run &r, size_t k, unsigned which, int countdown,
+    const unsigned char *b, size_t len)
+{
+    g_countdown = countdown;
+    ak_cache_kill_hook = kill_hook;
+
+    if (setjmp(g_kill) != 0) {
+        return true;
+    }
+
+    switch (which % 7) {
+    case 0:
+    case 1:
+        (void) ak_cache_put(r.c, r.hashes[k], b, len, r.now, r.seq);
+        break;
+    case 2:
+        (void) ak_cache_put_negative(r.c, r.hashes[k], r.now, r.seq);
+        break;
+    case 3:
+        (void) ak_cache_put_bad(r.c, r.hashes[k], r.now, r.seq, which);
+        break;
+    case 4:
+        (void) ak_cache_remove(r.c, r.hashes[k]);
+        break;
+    case 5:
+        (void) ak_cache_revoke(r.c, r.hashes[k]);
+        break;
+    default:
+        ak_cache_flush(r.c);
+        break;
+    }
+
+    return false;
+}
+
+void op_killed(Run &r, size_t k, fuzz::Input &in)
+{
+    uint8_t which = in.u8();
+    int countdown = 1 + in.u8() % 64;
+    std::string blob(1 + in.u16() % AK_RECORD_MAX,
+                     static_cast<char>(in.u8()));
+    bool died = run_killable(r, k, which, countdown,
+                             reinterpret_cast<const unsigned char *>(
+                                 blob.data()), blob.size());
+
+    ak_cache_kill_hook = nullptr;
+    g_countdown = -1;
+
+    /* the readers, while nobody has repaired anything */
+    bool neg = which % 7 == 2 || which % 7 == 3;
+    for (size_t j = 0; j < kKeys; j++) {
+        lookup_after_kill(r, j, j == k ? &blob : nullptr, j == k && neg);
+    }
+
+    /* the next writer (any: this one changes nothing else) repairs */
+    ak_cache_new_generation(r.c);
+    const char *why = ak_cache_check(r.c, r.scratch.data(), r.scratch.size());
+    if (why) {
+        std::fprintf(stderr, "after a kill (%d): ak_cache_check: %s\n",
+                     (int) died, why);
+    }
+    FUZZ_CHECK(why == nullptr);
+
+    if (died) {
+        ak_cache_stats_t st;
+        ak_cache_get_stats(r.c, &st);
+        /* every kill point is inside a writer: the next one reformatted */
+        FUZZ_CHECK(st.entries + st.negative_entries == 0);
+    }
+
+    /* start the model again from a known state */
+    ak_cache_flush(r.c);
+    for (auto &e : r.m) e = Entry();
+    r.gen++;
+    r.seq = ak_cache_event_seq(r.c);
+    ak_cache_stats_t st;
+    ak_cache_get_stats(r.c, &st);
+    r.evictions = st.evictions;
 }
 
 } // namespace
@@ -458,6 +592,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         }
         case 14:
+            if (op & 0x20) {
+                op_killed(r, k, in);
+                break;
+            }
             /* a reload: attach again, maybe a new conf */
             FUZZ_CHECK(ak_cache_attach(r.words.data(), r.size) == r.c);
             if (op & 0x10) {
@@ -474,12 +612,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 size_t len = 0;
                 uint32_t fl = 0, sl = 0;
                 Entry &e = r.m[k];
-                bool exact_dead = e.exact && e.kind == POS && dead_pos(r, e);
                 int rc = ak_cache_lookup(r.c, r.hashes[k], r.now, small,
                                          sizeof(small), &len, &fl, &sl);
                 if (e.kind == POS && e.blob.size() > sizeof(small)) {
                     FUZZ_CHECK(rc == AK_CACHE_MISS);
-                    if (exact_dead) e = Entry();
                 } else {
                     op_lookup(r, k, true);      /* settles the model */
                 }

@@ -702,9 +702,11 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
     result = ctx->lookup_result;
     ctx->lookup_result = NGX_HTTP_API_KEY_LOOKUP_NONE;
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
-
-    /* a request woken after waiting was counted at its first look */
+    /*
+     * No zone lock: the lookup reads the cache lock-free (ak_core.h), and
+     * the event sequence is read after it, before any Redis read is sent.
+     * A request woken after waiting was counted at its first look.
+     */
 
     found = (ctx->attempts == 0 && ctx->lease_waits == 0 && ctx->relooks == 0)
             ? ak_cache_lookup(zone->sh->cache, ctx->hash,
@@ -720,8 +722,6 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
     /* only a read from Redis needs it */
     seq = (found == AK_CACHE_MISS || found == AK_CACHE_STALE)
           ? ak_cache_event_seq(zone->sh->cache) : 0;
-
-    ngx_shmtx_unlock(&zone->shpool->mutex);
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "api_key: cache %s, key id \"%V\", hash %08xD",

@@ -245,6 +245,32 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
         flags = AK_LIMITS_CLUSTER_RATE;
     }
 
+    /*
+     * The common case, a node-scope rate and no quota: the GCRA's TAT is
+     * swapped in the entry without the zone lock (ak_cache_gcra); -1 when
+     * the entry left the slot since the lookup: then under the lock.
+     */
+    if (flags == 0 && rec->rate_period != AK_PERIOD_NONE
+        && rec->quota_period == AK_PERIOD_NONE)
+    {
+        ngx_memzero(&ar, sizeof(ak_admit_result_t));
+
+        switch (ak_cache_gcra(zone->sh->cache, slot, ctx->hash, now_us,
+                              rec->rate_interval_us, rec->burst, &ar.rate))
+        {
+        case 1:
+            decision = AK_ADMIT;
+            goto decided;
+
+        case 0:
+            decision = AK_DENY_RATE;
+            goto decided;
+
+        default:
+            break;
+        }
+    }
+
     ngx_shmtx_lock(&zone->shpool->mutex);
 
     /*
@@ -291,6 +317,8 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
                                   flags, &ar);
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
+
+decided:
 
     switch (decision) {
 
@@ -1062,6 +1090,7 @@ ngx_http_api_key_limits_peek(ngx_http_api_key_loc_conf_t *alcf,
 
     if (st) {
         copy = *st;
+        copy.tat_us &= AK_TAT_MASK;     /* the bits above are the cache's */
     }
 
     ngx_shmtx_unlock(&zone->shpool->mutex);

@@ -297,6 +297,7 @@ ngx_http_api_key_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     size_t                         size, len;
     void                          *block;
+    const char                    *why;
     ngx_slab_pool_t               *shpool;
     ngx_http_api_key_zone_t       *zone;
     ngx_http_api_key_shctx_t      *sh;
@@ -310,9 +311,31 @@ ngx_http_api_key_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         /* nginx -s reload with the zone's size unchanged: keep the cache */
         zone->sh = ozone->sh;
 
+        /* under the lock: the workers' writes leave it consistent */
         ngx_shmtx_lock(&shpool->mutex);
-        ak_cache_set_conf(zone->sh->cache, &zone->conf);
+
+        why = ak_cache_validate(zone->sh->cache, zone->sh->cache_size);
+
+        if (why == NULL) {
+            ak_cache_set_conf(zone->sh->cache, &zone->conf);
+        }
+
         ngx_shmtx_unlock(&shpool->mutex);
+
+        if (why) {
+            /*
+             * a module of another cache layout (an upgrade by reload): the
+             * old workers still use the block as it is, so it can be
+             * neither reused nor formatted anew; the reload fails and the
+             * running configuration stays
+             */
+            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                          "api_key_zone \"%V\": the cache in shared "
+                          "memory cannot be kept (%s): restart nginx, or "
+                          "give the zone another size, to start it anew",
+                          &shm_zone->shm.name, why);
+            return NGX_ERROR;
+        }
 
         ngx_http_api_key_zone_labels(zone, shm_zone);
 

@@ -25,8 +25,8 @@
 
 namespace {
 
-const size_t kInline = 32;      /* blob bytes in the entry slot */
-const size_t kOvfData = 124;    /* blob bytes per overflow slot */
+const size_t kInline = 36;      /* blob bytes in the entry slot */
+const size_t kOvfData = 116;    /* blob bytes per overflow slot */
 
 struct Sample {
     const char *name;

@@ -510,10 +510,27 @@ int ak_quota_window(uint8_t period, int64_t now, int64_t *start,
     int64_t *end) AK_NOEXCEPT;
 
 
-/* Per-key mutable state, kept across re-reads of the record
- * (in the cache entry, see ak_cache_state). */
+/*
+ * Per-key mutable state, kept across re-reads of the record (in the cache
+ * entry, see ak_cache_state).
+ *
+ * tat_us is the entry's "tag word": its low AK_TAT_BITS bits are the TAT of
+ * this node's GCRA (microseconds; AK_TAT_NONE is never a TAT: it marks a
+ * cache slot that is no entry), the bits above belong to the cache (a tag
+ * that changes with the slot's identity, and the CLOCK referenced bit).
+ * In the cache the word is changed by atomic operations only, also without
+ * the zone lock (ak_cache_gcra): ak_limits_admit_ex updates it by
+ * compare-and-swap and keeps the upper bits.  A state outside the cache
+ * (tests, api_key_verify's copy) has them 0 and tat_us is the TAT.
+ */
+#define AK_TAT_BITS   52
+#define AK_TAT_MASK   ((UINT64_C(1) << AK_TAT_BITS) - 1)
+#define AK_TAT_NONE   AK_TAT_MASK                 /* not an entry */
+#define AK_TAT_REF    (UINT64_C(1) << 63)         /* CLOCK: referenced */
+
 typedef struct {
-    uint64_t     tat_us;            /* GCRA of this node */
+    uint64_t     tat_us;            /* GCRA of this node (AK_TAT_MASK bits)
+                                       and the cache's tag (see above) */
     uint32_t     q_window;          /* quota window id (start / 3600) */
     uint32_t     q_left;            /* leased counts not yet used */
     uint64_t     q_used;            /* last total seen in Redis */
@@ -681,12 +698,27 @@ int ak_quota_offline_apply(ak_key_state_t *st, uint32_t window,
 /*
  * The cache lives in one block of shared memory handed over by the glue.
  * It stores nothing but pointers-free data (offsets), so it works at any
- * mapping address.  Except for ak_cache_create/attach, every function must
- * be called with the zone's lock held; each is O(1) (eviction of one entry
- * may free a few chained slots).
+ * mapping address.
+ *
+ * Locking.  Need NO lock (any number of workers at once, also while a
+ * writer holds the lock): ak_cache_lookup, ak_cache_lookup_again,
+ * ak_cache_event_seq, ak_cache_gcra, ak_cache_get_stats (a snapshot, its
+ * counts may be a moment apart), and ak_cache_create/attach/validate/
+ * min_size/bytes_per_key (before the zone is shared).  Every other
+ * function must be called with the zone's lock held: they are the writers,
+ * serialised by it; a pointer ak_cache_state returns may be used only
+ * until the lock is released.  Each is O(1) (eviction of one entry may free
+ * a few chained slots; a CLOCK sweep looks at a bounded number of slots).
+ * The readers retry (a bounded number of times) while a writer changes
+ * their bucket group; a writer killed at any instruction leaves a cache the
+ * readers can still read (their answer may be MISS), and the next writer
+ * reformats it.
  *
  * Time: now_ms is a monotonic millisecond clock shared by all workers.
  */
+
+/* ak_cache_lookup and _again are safe without the zone lock */
+#define AK_CACHE_LOCKFREE_READS  1
 
 typedef struct ak_cache_s  ak_cache_t;
 
@@ -709,6 +741,9 @@ typedef struct {
     uint32_t     negative_entries;
     uint32_t     slots_total;
     uint32_t     slots_free;
+    uint64_t     read_retries;      /* lock-free lookups that read again
+                                       because a writer changed their
+                                       bucket group meanwhile */
 } ak_cache_stats_t;
 
 #define AK_CACHE_MISS       0
@@ -747,12 +782,13 @@ const char *ak_cache_validate(const void *mem, size_t size) AK_NOEXCEPT;
 
 /*
  * A full consistency check of a cache (for tests and fuzzing; O(slots),
- * not for a worker's path): ak_cache_validate's checks, then every bucket
- * chain, both LRU lists, the free list and every overflow chain walked,
- * each slot below the high-water mark found exactly once in one of them,
- * and the counts they keep matching what was found.  scratch: at least
- * ak_cache_check_scratch(c) bytes.  NULL when consistent, else a static
- * message.
+ * not for a worker's path, with the lock held): ak_cache_validate's
+ * checks, no writer interrupted (no group counter odd), then every bucket
+ * chain, the free list and every overflow chain walked, each slot below
+ * the high-water mark found exactly once in one of them with the tag word
+ * of what it is (entry or not), and the counts they keep matching what was
+ * found.  scratch: at least ak_cache_check_scratch(c) bytes.  NULL when
+ * consistent, else a static message.
  */
 size_t ak_cache_check_scratch(const ak_cache_t *c) AK_NOEXCEPT;
 const char *ak_cache_check(const ak_cache_t *c, unsigned char *scratch,
@@ -764,11 +800,14 @@ void ak_cache_set_conf(ak_cache_t *c, const ak_cache_conf_t *conf) AK_NOEXCEPT;
 size_t ak_cache_bytes_per_key(void) AK_NOEXCEPT;
 
 /*
- * Looks the hash up and moves it to the front of its LRU list.  On FRESH
- * and STALE copies the blob into buf (cap >= AK_RECORD_MAX) and sets *len,
- * *flags (AK_ENTRY_*) and *slot (a handle for ak_cache_state).  Expired
- * entries (negative past negative_ttl, positive past ttl + stale) are
- * removed and reported as MISS.  hot
+ * Looks the hash up without the lock and marks its entry referenced (for
+ * CLOCK).  On FRESH and STALE copies the blob into buf (cap >=
+ * AK_RECORD_MAX) and sets *len, *flags (AK_ENTRY_*) and *slot (a handle
+ * for ak_cache_state and ak_cache_gcra; the slot may hold another entry by
+ * the time it is used: they check).  Expired entries (negative past
+ * negative_ttl, positive past ttl + stale) are reported as MISS and left
+ * for a writer to remove.  A lookup that found its bucket group changing
+ * in each of its 16 attempts answers MISS.  hot
  */
 int ak_cache_lookup(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
     uint64_t now_ms, unsigned char *buf, size_t cap, size_t *len,
@@ -786,16 +825,17 @@ int ak_cache_lookup_again(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
  * Inserts or replaces the positive record for hash, keeping its
  * ak_key_state_t when it exists.  seq is the value ak_cache_event_seq()
  * returned when the Redis read was sent: if events arrived since, the entry
- * is stored already STALE (it may predate the change).  Evicts least
- * recently used entries as needed.  0 ok, -1 the blob can never fit.
+ * is stored already STALE (it may predate the change).  Evicts entries as
+ * needed (CLOCK: one not referenced since the hand last passed, or an
+ * expired one).  0 ok, -1 the blob can never fit.
  */
 int ak_cache_put(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
     const unsigned char *blob, size_t len, uint64_t now_ms, uint64_t seq) AK_NOEXCEPT;
 
 /*
- * Remembers "no such key".  Negative entries have their own LRU list and
- * may hold at most negative_max_pct of the slots: beyond that the oldest
- * negative entry is evicted, never a positive one.
+ * Remembers "no such key".  Negative entries may hold at most
+ * negative_max_pct of the slots: beyond that a negative entry is evicted
+ * (CLOCK among the negative entries), never a positive one.
  */
 int ak_cache_put_negative(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
     uint64_t now_ms, uint64_t seq) AK_NOEXCEPT;
@@ -903,6 +943,31 @@ ak_key_state_t *ak_cache_state_find(ak_cache_t *c,
     const unsigned char hash[AK_HASH_LEN], uint32_t *slot) AK_NOEXCEPT;
 
 /*
+ * The node's GCRA of the positive entry in slot, if it still holds hash,
+ * WITHOUT the zone lock: ak_gcra on its TAT, the new TAT stored by
+ * compare-and-swap of the tag word (retried when another request or the
+ * CLOCK changed it meanwhile).  The slot may have been evicted and reused
+ * since the lookup: the tag word holds a tag that every change of the
+ * slot's identity moves on, so a swap prepared for the old entry fails
+ * (unless the slot changed identity exactly a multiple of 2048 times
+ * between the read of the word and the swap).  1 admitted (*res as
+ * ak_gcra), 0 limited (nothing consumed), -1 the entry is not there (or
+ * the swap lost 64 times): decide under the lock (ak_cache_state_find).
+ * hot
+ */
+int ak_cache_gcra(ak_cache_t *c, uint32_t slot,
+    const unsigned char hash[AK_HASH_LEN], uint64_t now_us,
+    uint64_t interval_us, uint32_t burst, ak_rate_result_t *res) AK_NOEXCEPT;
+
+#ifdef AK_CACHE_KILL_POINTS
+/*
+ * Fuzz builds only: called at every step of a writer; a hook that does not
+ * return (longjmp) stands for a worker killed there.
+ */
+extern void (*ak_cache_kill_hook)(void);
+#endif
+
+/*
  * What of a key's state survives a change of its record from old to cur
  * (ak_cache_put over an entry, also one removed by an "update" event):
  * the GCRA state when the rate is the same (interval and burst), the quota
@@ -912,6 +977,14 @@ ak_key_state_t *ak_cache_state_find(ak_cache_t *c,
  */
 void ak_key_state_carry(const ak_record_t *old, const ak_record_t *cur,
     ak_key_state_t *st) AK_NOEXCEPT;
+
+/*
+ * For tests and tools (with the lock held): what the cache holds for hash
+ * (1 a positive entry, also one removed by an update or expired; 2 a
+ * negative one; 0 nothing), touching nothing: no statistics, no CLOCK bit.
+ */
+int ak_cache_peek(const ak_cache_t *c, const unsigned char hash[AK_HASH_LEN])
+    AK_NOEXCEPT;
 
 void ak_cache_get_stats(const ak_cache_t *c, ak_cache_stats_t *st) AK_NOEXCEPT;
 

@@ -6,65 +6,96 @@
  * Layout of the block handed over by the glue (offsets, never pointers, so
  * that it works at any mapping address):
  *
- *   [0, 256)            header (struct ak_cache_s, padded to 256 bytes)
- *   [256, B)            bucket heads: nslots x uint32 slot index (or NIL)
- *   [B, B + 128*nslots) slots, 128 bytes each
+ *   [0, 256)              header (struct ak_cache_s, padded to 256 bytes)
+ *   [256, 1280)           statistics: 16 stripes of 64 bytes (lookups count
+ *                         in the stripe of the CPU they run on)
+ *   [1280, B)             bucket groups: ngroups x 64 bytes, each a
+ *                         sequence counter and 15 bucket heads (u32 slot
+ *                         index or NIL)
+ *   [B, B + 128*nslots)   slots, 128 bytes each
  *
- * There are as many buckets as slots, so the index costs 4 bytes per slot:
- * a cached key whose blob is <= 32 bytes costs 128 + 4 = 132 bytes
- * (ak_cache_bytes_per_key()), and a 128 MiB block holds 1,016,800 slots
- * (1,016,800 keys with blobs of <= 32 bytes).  Smallest block: 8712 bytes
- * (64 slots).
- * Keys are uniformly distributed digests; the bucket is picked from their
- * first 4 bytes ("fastrange": (x * nbuckets) >> 32, no division).  With
- * at most one entry per slot the load factor never exceeds 1.
+ * There are at least as many buckets as slots (ngroups = ceil(nslots /
+ * 15)), so the index costs 64 / 15 bytes per slot: a cached key whose blob
+ * is <= 36 bytes costs about 132.3 bytes (ak_cache_bytes_per_key() says
+ * 133), and a 128 MiB block holds 1,014,741 slots.  Smallest block: 8704
+ * bytes (56 slots).  Keys are uniformly distributed digests: the group is
+ * picked from their first 4 bytes, the bucket in it from the next 4
+ * ("fastrange": (x * n) >> 32, no division).
  *
  * Entry (head) slot, 128 bytes:
  *
- *     0  hash[32]         key digest
- *    32  hnext     u32    next entry in the bucket chain
- *    36  prev      u32    LRU list (positive or negative list)
- *    40  next      u32
- *    44  gen       u32    cache generation when stored
- *    48  fetched   u64    now_ms when stored
- *    56  st        32     ak_key_state_t (GCRA tat, quota lease, cluster
- *                         rate tokens)
- *    88  kind      u8     KIND_POS / KIND_NEG
- *    89  flags     u8     AK_ENTRY_REVOKED | AK_ENTRY_BAD | F_STORED_STALE
+ *     0  st        32     ak_key_state_t; its first 8 bytes (tat_us) are
+ *                         the slot's "tag word", see below
+ *    32  hash[32]         key digest
+ *    64  hnext     u32    next entry in the bucket chain
+ *    68  gen       u32    cache generation when stored
+ *    72  fetched   u64    now_ms when stored
+ *    80  kind      u8     KIND_POS / KIND_NEG
+ *    81  flags     u8     AK_ENTRY_REVOKED | AK_ENTRY_BAD | F_STORED_STALE
  *                         | F_GONE
- *    90  len       u16    blob length (0 for a negative entry)
- *    92  blob[32]         the first 32 blob bytes (a bad negative entry:
+ *    82  len       u16    blob length (0 for a negative entry)
+ *    84  (zero)    u32
+ *    88  blob[36]         the first 36 blob bytes (a bad negative entry:
  *                         the record's version in the first 8)
  *   124  ovf       u32    first overflow slot (or NIL)
  *
- * Overflow slot: bytes [0, 124) carry blob bytes, the u32 at 124 (the same
- * "ovf" field) links the next overflow slot.  A blob of len bytes uses
- * 1 + ceil((len - 32) / 124) slots: 100 bytes -> 2, 1000 -> 9,
- * 4096 -> 34.  The chain length is implied by len, so chain walks are
- * bounded by it.
+ * Overflow slot: bytes [0, 8) are its tag word, [8, 124) carry 116 blob
+ * bytes, the u32 at 124 (the same "ovf" field) links the next overflow
+ * slot.  A blob of len bytes uses 1 + ceil((len - 36) / 116) slots: 100
+ * bytes -> 2, 1000 -> 10, 4096 -> 36.  The chain length is implied by len,
+ * so chain walks are bounded by it.
+ *
+ * The tag word of every slot (AK_TAT_* in ak_core.h): bit 63 the CLOCK
+ * "referenced" bit, bits 52-62 a tag counting the slot's changes of
+ * identity, bits 0-51 the GCRA TAT of an entry, or AK_TAT_NONE in a slot
+ * that is not an entry (free, overflow).  A writer changes the tag whenever
+ * the slot becomes or stops being an entry; the word is only ever changed
+ * by atomic operations (readers set the referenced bit, ak_cache_gcra and
+ * ak_limits_admit_ex compare-and-swap the TAT).
  *
  * Free slots are linked through "ovf" too; slots at or above the high-water
  * mark "hwm" have never been used and are free without being on the list,
  * so create and flush never touch the slot area (pages of a fresh zone stay
  * untouched until used).
  *
- * Two LRU lists (most recently used at the head): positive entries and
- * negative ("no such key") entries.  Negative entries may hold at most
- * neg_max = max(1, nslots * negative_max_pct / 100) slots and never evict a
- * live positive entry.
+ * Concurrency.  Writers (every function but the lookups, the statistics,
+ * ak_cache_event_seq and ak_cache_gcra) are called with the zone lock held.
+ * Readers (ak_cache_lookup, _again) take no lock: each bucket group has a
+ * sequence counter, odd while a writer changes a chain of the group or an
+ * entry in it (its fields, its blob, its overflow chain).  A reader reads
+ * the counter (acquire), walks the chain checking every index against
+ * nslots and bounding the walk, copies what it needs into the caller's
+ * buffer, then reads the counter again (after an acquire fence): the same
+ * even value, and the copy is what the writer left; else it retries, up to
+ * kReadTries times, then answers MISS (a writer was interrupted in that
+ * group, or kept changing it).  Entries are never referenced in place by
+ * a reader, only copied.  Readers never write to the block but to the tag
+ * word (the referenced bit) and the statistics stripes.
  *
- * Every function is called with the zone lock held (except create/attach)
- * and is O(1): a put may evict a few entries, at most one per slot it
- * needs (<= 34).  Nothing allocates, nothing throws, no system calls.
+ * Eviction: CLOCK.  A hit sets the referenced bit of its entry (only when
+ * clear: a hot entry's cache line stays clean); a writer that needs room
+ * sweeps a hand over the slots, clearing referenced bits and evicting the
+ * first entry that had none (or that is expired), looking at no more than
+ * kSweepMax slots per eviction.  Negative entries may hold at most
+ * neg_max = max(1, nslots * negative_max_pct / 100) slots and never evict
+ * a live positive entry.  Expired entries are found MISS by readers and
+ * removed by writers (eviction, replacement).
+ *
+ * Crash safety: a writer sets "writing" in the header for the whole
+ * operation.  A worker killed in the middle leaves it set (and maybe a
+ * group's counter odd: readers of that group answer MISS): the next writer
+ * finds it and reformats the cache (empties it).  Readers of a cache left
+ * half-written stay within the block: every index is checked, every walk
+ * bounded, every copy bounded by the caller's buffer.
  *
  * Corruption: every index read from the slots, the bucket heads and the
  * mutable header fields is checked against nslots and every walk is
  * bounded, so damage there can neither loop forever nor reach outside the
- * block.  When an inconsistency is detected the cache is reformatted
+ * block.  When a writer detects an inconsistency the cache is reformatted
  * (emptied) and the operation is retried once on the clean cache.
  *
  * The layout fields of the header (magic, version, slot_size, size,
- * buckets_off, slots_off, nslots, nbuckets) are different: they are written
+ * groups_off, slots_off, nslots, ngroups) are different: they are written
  * once by create and trusted by every operation after that, since they are
  * what the bounds are checked against.  Damage to them after create/attach
  * CAN make an operation read or write outside the block; nothing in the
@@ -76,22 +107,44 @@
 
 #include "ak_core.h"
 
+#include <sched.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
 
+#ifdef AK_CACHE_KILL_POINTS
+/* fuzz builds: a writer step may be the last one (see ak_core.h) */
+extern "C" { void (*ak_cache_kill_hook)(void) = nullptr; }
+#define KILL_POINT()  do { if (ak_cache_kill_hook) ak_cache_kill_hook(); } \
+                      while (0)
+#else
+#define KILL_POINT()  do { } while (0)
+#endif
+
+
 namespace {
 
 const uint64_t  kMagic = 0x3148434143414b41ULL;    /* "AKCACHE1" LE */
-const uint32_t  kVersion = 2;        /* 2: 128-byte slots, 32-byte key
-                                           state */
+const uint32_t  kVersion = 3;        /* 3: lock-free reads, CLOCK, bucket
+                                        groups, tag words */
 const uint32_t  NIL = 0xffffffffu;
 const size_t    kHeaderSize = 256;
-const size_t    kInline = 32;           /* blob bytes in the entry slot */
-const size_t    kOvfData = 124;         /* blob bytes per overflow slot */
-const uint32_t  kMinSlots = 64;         /* >= 34, the largest chain */
+const uint32_t  kStripes = 16;
+const size_t    kStripeSize = 64;
+const size_t    kGroupsOff = kHeaderSize + kStripes * kStripeSize;
+const uint32_t  kGroupBuckets = 15;
+const size_t    kGroupSize = 64;
+const size_t    kInline = 36;           /* blob bytes in the entry slot */
+const size_t    kOvfStart = 8;          /* after the tag word */
+const size_t    kOvfData = 116;         /* blob bytes per overflow slot */
+const uint32_t  kMinSlots = 56;         /* >= 36, the largest chain; the
+                                           block fits where the 64 slots of
+                                           layout 2 did: the smallest zone
+                                           stays 41k */
 const uint32_t  kMaxSlots = 0x7fffffffu;
+const int       kReadTries = 16;        /* a reader's attempts */
+const uint32_t  kSweepMax = 4096;       /* slots a CLOCK sweep looks at */
 
 const uint8_t   KIND_POS = 1;
 const uint8_t   KIND_NEG = 2;
@@ -106,29 +159,138 @@ const uint64_t  kDefaultNegTtl = 5000;
 const uint64_t  kDefaultStale = 600000;
 const uint32_t  kDefaultNegPct = 25;
 
+const uint64_t  TW_REF = AK_TAT_REF;
+const uint64_t  TW_TAT = AK_TAT_MASK;
+const uint64_t  TW_TAG_ONE = UINT64_C(1) << AK_TAT_BITS;
+const uint64_t  TW_TAG = ~(TW_REF | TW_TAT);
+
 
 struct Slot {
+    ak_key_state_t  st;
     unsigned char   hash[AK_HASH_LEN];
     uint32_t        hnext;
-    uint32_t        prev;
-    uint32_t        next;
     uint32_t        gen;
     uint64_t        fetched;
-    ak_key_state_t  st;
     uint8_t         kind;
     uint8_t         flags;
     uint16_t        len;
+    uint32_t        zero;
     unsigned char   blob[kInline];
     uint32_t        ovf;
 };
 
+struct Group {
+    uint32_t        seq;
+    uint32_t        head[kGroupBuckets];
+};
+
+struct Stripe {
+    uint64_t        hits;
+    uint64_t        misses;
+    uint64_t        stale_hits;
+    uint64_t        negative_hits;
+    uint64_t        retries;
+    uint64_t        pad[3];
+};
+
 static_assert(sizeof(ak_key_state_t) == 32, "ak_key_state_t size");
+static_assert(offsetof(ak_key_state_t, tat_us) == 0, "tag word first");
 static_assert(sizeof(Slot) == 128, "slot size");
-static_assert(offsetof(Slot, st) % 8 == 0, "state alignment");
-static_assert(offsetof(Slot, ovf) == kOvfData, "overflow data size");
+static_assert(sizeof(Group) == kGroupSize, "group size");
+static_assert(sizeof(Stripe) == kStripeSize, "stripe size");
+static_assert(offsetof(Slot, hash) % 8 == 0, "hash alignment");
+static_assert(offsetof(Slot, blob) % 8 == 0, "blob alignment");
+static_assert(offsetof(Slot, ovf) == kOvfStart + kOvfData, "overflow data");
 static_assert((AK_RECORD_MAX - kInline + kOvfData - 1) / kOvfData + 1
               <= kMinSlots, "largest blob fits in the smallest cache");
 static_assert(AK_RECORD_MAX <= 0xffff, "blob length is a u16");
+
+
+/* relaxed atomic access to fields a reader may read while a writer writes
+ * them (the same instructions as plain ones on every target we build for,
+ * but neither the compiler nor a race detector may tear or elide them) */
+
+template <class T>
+inline T
+ld(const T &x) noexcept
+{
+    return __atomic_load_n(&x, __ATOMIC_RELAXED);
+}
+
+template <class T>
+inline void
+st(T &x, T v) noexcept
+{
+    __atomic_store_n(&x, v, __ATOMIC_RELAXED);
+}
+
+typedef uint64_t __attribute__((may_alias))  u64a;
+
+/* n bytes from src (8-byte aligned) to dst, word by word, relaxed */
+void
+racy_read(unsigned char *dst, const unsigned char *src, size_t n) noexcept
+{
+    size_t    k;
+    uint64_t  w;
+
+    for (k = 0; k + 8 <= n; k += 8) {
+        w = __atomic_load_n(reinterpret_cast<const u64a *>(src + k),
+                            __ATOMIC_RELAXED);
+        memcpy(dst + k, &w, 8);
+    }
+
+    for (; k < n; k++) {
+        dst[k] = __atomic_load_n(src + k, __ATOMIC_RELAXED);
+    }
+}
+
+/* the same the other way: dst 8-byte aligned */
+void
+racy_write(unsigned char *dst, const unsigned char *src, size_t n) noexcept
+{
+    size_t    k;
+    uint64_t  w;
+
+    for (k = 0; k + 8 <= n; k += 8) {
+        memcpy(&w, src + k, 8);
+        __atomic_store_n(reinterpret_cast<u64a *>(dst + k), w,
+                         __ATOMIC_RELAXED);
+    }
+
+    for (; k < n; k++) {
+        __atomic_store_n(dst + k, src[k], __ATOMIC_RELAXED);
+    }
+}
+
+/* 1 when the 32 bytes at p (8-byte aligned) are hash */
+inline bool
+racy_same_hash(const unsigned char *p, const unsigned char *hash) noexcept
+{
+    uint64_t  a, b;
+    int       k;
+
+    for (k = 0; k < AK_HASH_LEN; k += 8) {
+        a = __atomic_load_n(reinterpret_cast<const u64a *>(p + k),
+                            __ATOMIC_RELAXED);
+        memcpy(&b, hash + k, 8);
+
+        if (a != b) {
+            return false;
+        }
+    }
+
+    return true;
+}
+
+inline void
+cpu_relax() noexcept
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
 
 } /* namespace */
 
@@ -138,10 +300,10 @@ struct ak_cache_s {
     uint32_t        version;
     uint32_t        slot_size;
     uint64_t        size;           /* the block size given to create */
-    uint64_t        buckets_off;
+    uint64_t        groups_off;
     uint64_t        slots_off;
     uint32_t        nslots;
-    uint32_t        nbuckets;
+    uint32_t        ngroups;
 
     uint64_t        ttl_ms;
     uint64_t        neg_ttl_ms;
@@ -154,23 +316,15 @@ struct ak_cache_s {
     uint32_t        free_head;
     uint32_t        nfree;          /* free list + [hwm, nslots) */
     uint32_t        hwm;
-    uint32_t        pos_head;
-    uint32_t        pos_tail;
-    uint32_t        neg_head;
-    uint32_t        neg_tail;
+    uint32_t        hand;           /* CLOCK hand: the next slot looked at */
+    uint32_t        writing;        /* a writer is (or died) in the middle */
     uint32_t        npos;
     uint32_t        nneg;
 
-    uint64_t        hits;
-    uint64_t        misses;
-    uint64_t        stale_hits;
-    uint64_t        negative_hits;
     uint64_t        evictions;
     uint64_t        inserts;
 
-    uint32_t        ngone;          /* positive entries marked F_GONE
-                                       (zero in a block of an older build:
-                                       the header is zeroed at create) */
+    uint32_t        ngone;          /* positive entries marked F_GONE */
 };
 
 static_assert(sizeof(ak_cache_s) <= kHeaderSize, "header size");
@@ -180,22 +334,22 @@ namespace {
 
 struct Layout {
     uint32_t  nslots;
-    uint64_t  buckets_off;
+    uint32_t  ngroups;
     uint64_t  slots_off;
 };
 
 
 inline uint64_t
-round8(uint64_t n) noexcept
+groups_of(uint64_t n) noexcept
 {
-    return (n + 7) & ~(uint64_t) 7;
+    return (n + kGroupBuckets - 1) / kGroupBuckets;
 }
 
 
 uint64_t
 layout_bytes(uint64_t n) noexcept
 {
-    return kHeaderSize + round8(n * sizeof(uint32_t)) + n * sizeof(Slot);
+    return kGroupsOff + groups_of(n) * kGroupSize + n * sizeof(Slot);
 }
 
 
@@ -204,11 +358,12 @@ layout_of(size_t size, Layout *l) noexcept
 {
     uint64_t  n;
 
-    if (size < kHeaderSize + 8) {
+    if (size < kGroupsOff + kGroupSize) {
         return false;
     }
 
-    n = (size - kHeaderSize - 8) / (sizeof(Slot) + sizeof(uint32_t));
+    n = (size - kGroupsOff) * kGroupBuckets
+        / (sizeof(Slot) * kGroupBuckets + kGroupSize);
 
     if (n > kMaxSlots) {
         n = kMaxSlots;
@@ -223,8 +378,8 @@ layout_of(size_t size, Layout *l) noexcept
     }
 
     l->nslots = (uint32_t) n;
-    l->buckets_off = kHeaderSize;
-    l->slots_off = kHeaderSize + round8(n * sizeof(uint32_t));
+    l->ngroups = (uint32_t) groups_of(n);
+    l->slots_off = kGroupsOff + groups_of(n) * kGroupSize;
 
     return true;
 }
@@ -245,6 +400,74 @@ sat_add(uint64_t a, uint64_t b) noexcept
 }
 
 
+inline Group *
+groups(const ak_cache_s *h) noexcept
+{
+    return reinterpret_cast<Group *>(
+        reinterpret_cast<unsigned char *>(const_cast<ak_cache_s *>(h))
+        + h->groups_off);
+}
+
+
+inline Slot *
+slots(const ak_cache_s *h) noexcept
+{
+    return reinterpret_cast<Slot *>(
+        reinterpret_cast<unsigned char *>(const_cast<ak_cache_s *>(h))
+        + h->slots_off);
+}
+
+
+inline Stripe *
+stripes(const ak_cache_s *h) noexcept
+{
+    return reinterpret_cast<Stripe *>(
+        reinterpret_cast<unsigned char *>(const_cast<ak_cache_s *>(h))
+        + kHeaderSize);
+}
+
+
+/* the group and the bucket in it of a hash */
+inline void
+bucket_of(const ak_cache_s *h, const unsigned char *hash, uint32_t *g,
+    uint32_t *k) noexcept
+{
+    uint32_t  x, y;
+
+    memcpy(&x, hash, sizeof(x));
+    memcpy(&y, hash + 4, sizeof(y));
+
+    *g = (uint32_t) (((uint64_t) x * h->ngroups) >> 32);
+    *k = (uint32_t) (((uint64_t) y * kGroupBuckets) >> 32);
+}
+
+
+inline uint64_t *
+tag_word(Slot *s) noexcept
+{
+    return &s->st.tat_us;
+}
+
+
+/* the statistics stripe of the calling CPU */
+inline Stripe *
+my_stripe(const ak_cache_s *h) noexcept
+{
+    int  cpu = sched_getcpu();
+
+    return stripes(h) + ((cpu < 0 ? 0 : (uint32_t) cpu) % kStripes);
+}
+
+
+inline void
+count(uint64_t *counter, uint64_t n) noexcept
+{
+    if (n) {
+        __atomic_fetch_add(counter, n, __ATOMIC_RELAXED);
+    }
+}
+
+
 void
 apply_conf(ak_cache_s *h, const ak_cache_conf_t *conf) noexcept
 {
@@ -252,15 +475,15 @@ apply_conf(ak_cache_s *h, const ak_cache_conf_t *conf) noexcept
     uint64_t  max;
 
     if (conf) {
-        h->ttl_ms = conf->ttl_ms;
-        h->neg_ttl_ms = conf->negative_ttl_ms;
-        h->stale_ms = conf->stale_ms;
+        st(h->ttl_ms, conf->ttl_ms);
+        st(h->neg_ttl_ms, conf->negative_ttl_ms);
+        st(h->stale_ms, conf->stale_ms);
         pct = conf->negative_max_pct;
 
     } else {
-        h->ttl_ms = kDefaultTtl;
-        h->neg_ttl_ms = kDefaultNegTtl;
-        h->stale_ms = kDefaultStale;
+        st(h->ttl_ms, kDefaultTtl);
+        st(h->neg_ttl_ms, kDefaultNegTtl);
+        st(h->stale_ms, kDefaultStale);
         pct = kDefaultNegPct;
     }
 
@@ -279,66 +502,190 @@ apply_conf(ak_cache_s *h, const ak_cache_conf_t *conf) noexcept
 }
 
 
-/* Empties the cache; keeps conf, generation, counters and seq. */
+/* a group's counter odd: readers of the group retry */
+inline void
+group_open(Group *g) noexcept
+{
+    uint32_t  s = g->seq;
+
+    st(g->seq, (s + 1) | 1);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+}
+
+
+inline void
+group_close(Group *g) noexcept
+{
+    __atomic_store_n(&g->seq, g->seq + 1, __ATOMIC_RELEASE);
+}
+
+
+/*
+ * Empties the cache; keeps conf, generation, counters and seq.  Each group
+ * is emptied under its counter (readers in the middle of a walk retry), and
+ * a counter left odd by a writer that died becomes even.
+ */
 void
 format(ak_cache_s *h) noexcept
 {
-    memset((unsigned char *) h + h->buckets_off, 0xff,
-           (size_t) h->nslots * sizeof(uint32_t));
+    uint32_t   i, k;
+    Group     *g = groups(h);
+
+    for (i = 0; i < h->ngroups; i++) {
+        group_open(&g[i]);
+
+        for (k = 0; k < kGroupBuckets; k++) {
+            st(g[i].head[k], NIL);
+        }
+
+        group_close(&g[i]);
+    }
 
     h->free_head = NIL;
     h->nfree = h->nslots;
-    h->hwm = 0;
-    h->pos_head = NIL;
-    h->pos_tail = NIL;
-    h->neg_head = NIL;
-    h->neg_tail = NIL;
+    __atomic_store_n(&h->hwm, 0u, __ATOMIC_RELEASE);
+    h->hand = 0;
     h->npos = 0;
     h->nneg = 0;
     h->ngone = 0;
 }
 
 
+void
+reset(ak_cache_s *h) noexcept
+{
+    format(h);
+    st(h->seq, h->seq + 1);
+}
+
+
 /*
- * One call's view of the block.  Every index taken from the block goes
- * through ok(); an inconsistency sets "bad" and the operation stops doing
- * anything further; the caller then reformats the cache.
+ * Every writer entry point: a writer that died in the middle of an
+ * operation (the flag is still set) left the cache in an unknown state:
+ * it is emptied.  The flag is cleared by Writing's destructor (not run
+ * when the process dies).
+ */
+class Writing {
+public:
+    explicit Writing(ak_cache_s *c) noexcept : h(c)
+    {
+        if (h->writing) {
+            reset(h);
+        }
+
+        h->writing = 1;
+    }
+
+    ~Writing() { h->writing = 0; }
+
+    Writing(const Writing &) = delete;
+    Writing &operator=(const Writing &) = delete;
+
+private:
+    ak_cache_s  *h;
+};
+
+
+/*
+ * One writer call's view of the block.  Every index taken from the block
+ * goes through ok(); an inconsistency sets "bad" and the operation stops
+ * doing anything further; the caller then reformats the cache.
  */
 
 class Cache {
 public:
     explicit Cache(ak_cache_s *c) noexcept
-        : h(c),
-          bk(reinterpret_cast<uint32_t *>(
-                 reinterpret_cast<unsigned char *>(c) + c->buckets_off)),
-          s(reinterpret_cast<Slot *>(
-                 reinterpret_cast<unsigned char *>(c) + c->slots_off)),
-          bad(false)
+        : h(c), g(groups(c)), s(slots(c)), bad(false)
     {
     }
 
     ak_cache_s  *h;
-    uint32_t    *bk;
+    Group       *g;
     Slot        *s;
     bool         bad;
 
     bool ok(uint32_t i) const noexcept { return i < h->nslots; }
 
-    uint32_t
-    bucket(const unsigned char *hash) const noexcept
+    uint32_t *
+    head_of(const unsigned char *hash, Group **grp) noexcept
     {
-        uint32_t  x;
+        uint32_t  gi, k;
 
-        memcpy(&x, hash, sizeof(x));
-        return (uint32_t) (((uint64_t) x * h->nbuckets) >> 32);
+        bucket_of(h, hash, &gi, &k);
+        *grp = &g[gi];
+
+        return &g[gi].head[k];
+    }
+
+    uint64_t tw(uint32_t i) const noexcept
+    {
+        return __atomic_load_n(tag_word(&s[i]), __ATOMIC_ACQUIRE);
+    }
+
+    bool is_entry(uint32_t i) const noexcept
+    {
+        return (tw(i) & TW_TAT) != AK_TAT_NONE;
+    }
+
+    /* a new identity for slot i: the tag moves on, the TAT is tat */
+    void
+    retag(uint32_t i, uint64_t tat, uint64_t ref) noexcept
+    {
+        uint64_t  *w = tag_word(&s[i]);
+        uint64_t   old = __atomic_load_n(w, __ATOMIC_RELAXED);
+        uint64_t   nw;
+
+        do {
+            nw = ref | (((old & TW_TAG) + TW_TAG_ONE) & TW_TAG) | tat;
+        } while (!__atomic_compare_exchange_n(w, &old, nw, false,
+                                              __ATOMIC_RELEASE,
+                                              __ATOMIC_RELAXED));
+    }
+
+    /* the TAT of entry i set to 0 (its rate changed), the tag kept */
+    void
+    reset_tat(uint32_t i) noexcept
+    {
+        uint64_t  *w = tag_word(&s[i]);
+        uint64_t   old = __atomic_load_n(w, __ATOMIC_RELAXED);
+
+        while (!__atomic_compare_exchange_n(w, &old, old & ~TW_TAT, false,
+                                            __ATOMIC_RELEASE,
+                                            __ATOMIC_RELAXED))
+        {
+        }
+    }
+
+    void
+    set_ref(uint32_t i) noexcept
+    {
+        uint64_t  *w = tag_word(&s[i]);
+
+        if (!(__atomic_load_n(w, __ATOMIC_RELAXED) & TW_REF)) {
+            __atomic_fetch_or(w, TW_REF, __ATOMIC_RELAXED);
+        }
+    }
+
+    /* clears the referenced bit; true when it was set */
+    bool
+    take_ref(uint32_t i) noexcept
+    {
+        uint64_t  *w = tag_word(&s[i]);
+
+        if (!(__atomic_load_n(w, __ATOMIC_RELAXED) & TW_REF)) {
+            return false;
+        }
+
+        return __atomic_fetch_and(w, ~TW_REF, __ATOMIC_RELAXED) & TW_REF;
     }
 
     uint32_t
     find(const unsigned char *hash) noexcept
     {
         uint32_t  i, steps;
+        Group    *grp;
 
-        i = bk[bucket(hash)];
+        i = *head_of(hash, &grp);
 
         for (steps = 0; i != NIL; steps++) {
             if (!ok(i) || steps >= h->nslots) {
@@ -347,7 +694,9 @@ public:
             }
 
             if (memcmp(s[i].hash, hash, AK_HASH_LEN) == 0) {
-                if (s[i].kind != KIND_POS && s[i].kind != KIND_NEG) {
+                if ((s[i].kind != KIND_POS && s[i].kind != KIND_NEG)
+                    || !is_entry(i))
+                {
                     bad = true;
                     return NIL;
                 }
@@ -361,21 +710,28 @@ public:
         return NIL;
     }
 
+    /* links entry i (all its fields written) at the head of its bucket */
     void
     bucket_insert(uint32_t i) noexcept
     {
-        uint32_t  b = bucket(s[i].hash);
+        Group     *grp;
+        uint32_t  *head = head_of(s[i].hash, &grp);
 
-        s[i].hnext = bk[b];
-        bk[b] = i;
+        group_open(grp);
+        KILL_POINT();
+        st(s[i].hnext, *head);
+        KILL_POINT();
+        st(*head, i);
+        group_close(grp);
     }
 
     void
     bucket_unlink(uint32_t i) noexcept
     {
         uint32_t  *p, j, steps;
+        Group     *grp;
 
-        p = &bk[bucket(s[i].hash)];
+        p = head_of(s[i].hash, &grp);
 
         for (steps = 0; *p != NIL; steps++) {
             j = *p;
@@ -385,7 +741,10 @@ public:
             }
 
             if (j == i) {
-                *p = s[i].hnext;
+                group_open(grp);
+                KILL_POINT();
+                st(*p, s[i].hnext);
+                group_close(grp);
                 return;
             }
 
@@ -395,101 +754,22 @@ public:
         bad = true;
     }
 
-    uint32_t *head_of(uint8_t kind) noexcept
-    {
-        return kind == KIND_POS ? &h->pos_head : &h->neg_head;
-    }
-
-    uint32_t *tail_of(uint8_t kind) noexcept
-    {
-        return kind == KIND_POS ? &h->pos_tail : &h->neg_tail;
-    }
-
     uint32_t *count_of(uint8_t kind) noexcept
     {
         return kind == KIND_POS ? &h->npos : &h->nneg;
     }
 
-    /* Takes entry i off its LRU list (and out of its list's count). */
-    void
-    lru_unlink(uint32_t i) noexcept
-    {
-        uint8_t    kind = s[i].kind;
-        uint32_t   p = s[i].prev, n = s[i].next;
-        uint32_t  *head = head_of(kind), *tail = tail_of(kind);
-        uint32_t  *count = count_of(kind);
-
-        if ((p == NIL ? *head != i : (!ok(p) || s[p].next != i))
-            || (n == NIL ? *tail != i : (!ok(n) || s[n].prev != i))
-            || *count == 0)
-        {
-            bad = true;
-            return;
-        }
-
-        if (p == NIL) {
-            *head = n;
-        } else {
-            s[p].next = n;
-        }
-
-        if (n == NIL) {
-            *tail = p;
-        } else {
-            s[n].prev = p;
-        }
-
-        (*count)--;
-    }
-
-    /* Puts entry i (kind already set) at the front of its list. */
-    void
-    lru_push(uint32_t i) noexcept
-    {
-        uint8_t    kind = s[i].kind;
-        uint32_t  *head = head_of(kind), *tail = tail_of(kind);
-
-        if (*head != NIL && !ok(*head)) {
-            bad = true;
-            return;
-        }
-
-        s[i].prev = NIL;
-        s[i].next = *head;
-
-        if (*head == NIL) {
-            *tail = i;
-        } else {
-            s[*head].prev = i;
-        }
-
-        *head = i;
-        (*count_of(kind))++;
-    }
-
-    void
-    lru_touch(uint32_t i) noexcept
-    {
-        if (*head_of(s[i].kind) == i) {
-            return;
-        }
-
-        lru_unlink(i);
-
-        if (!bad) {
-            lru_push(i);
-        }
-    }
-
     void
     free_slot(uint32_t i) noexcept
     {
-        s[i].kind = 0;
-        s[i].ovf = h->free_head;
+        retag(i, AK_TAT_NONE, 0);
+        KILL_POINT();
+        st(s[i].ovf, h->free_head);
         h->free_head = i;
         h->nfree++;
     }
 
+    /* a slot, not an entry (tag word AK_TAT_NONE) until made one */
     uint32_t
     alloc_slot() noexcept
     {
@@ -511,7 +791,8 @@ public:
             h->free_head = s[i].ovf;
 
         } else if (h->hwm < h->nslots) {
-            i = h->hwm++;
+            i = h->hwm;
+            __atomic_store_n(&h->hwm, i + 1, __ATOMIC_RELEASE);
 
         } else {
             bad = true;
@@ -519,6 +800,9 @@ public:
         }
 
         h->nfree--;
+        retag(i, AK_TAT_NONE, 0);
+        KILL_POINT();
+
         return i;
     }
 
@@ -530,7 +814,7 @@ public:
 
         n = n_ovf(s[i].len);
         j = s[i].ovf;
-        s[i].ovf = NIL;
+        st(s[i].ovf, NIL);
 
         while (n--) {
             if (!ok(j)) {
@@ -548,18 +832,24 @@ public:
     void
     drop(uint32_t i) noexcept
     {
-        if (s[i].len > AK_RECORD_MAX) {
+        uint8_t  kind = s[i].kind;
+
+        if (s[i].len > AK_RECORD_MAX
+            || (kind != KIND_POS && kind != KIND_NEG)
+            || *count_of(kind) == 0)
+        {
             bad = true;
             return;
         }
 
-        lru_unlink(i);
         bucket_unlink(i);
 
         if (bad) {
             return;
         }
 
+        KILL_POINT();
+        (*count_of(kind))--;
         unmark_gone(i);
         free_chain(i);
         free_slot(i);
@@ -569,7 +859,7 @@ public:
     unmark_gone(uint32_t i) noexcept
     {
         if (s[i].kind == KIND_POS && (s[i].flags & F_GONE)) {
-            s[i].flags &= ~F_GONE;
+            st(s[i].flags, (uint8_t) (s[i].flags & ~F_GONE));
 
             if (h->ngone) {
                 h->ngone--;
@@ -602,13 +892,81 @@ public:
         return age(i, now) >= sat_add(h->ttl_ms, h->stale_ms);
     }
 
+    bool
+    dead(uint32_t i, uint64_t now) const noexcept
+    {
+        return s[i].kind == KIND_NEG ? neg_dead(i, now) : pos_dead(i, now);
+    }
+
+    enum Want { ANY, NEG_ONLY, NO_LIVE_POS };
+
     /*
-     * Evicts until need slots are free, for a positive entry: expired
-     * negatives first, then the least recently used positive, then
-     * negatives.  The entry being replaced is on no list, so it is safe.
+     * CLOCK: the hand goes over the slots below hwm; of the entries that
+     * may go (want), the first expired one, or the first whose referenced
+     * bit was clear, is the victim; referenced bits are cleared on the
+     * way.  At most kSweepMax slots (two turns of a small cache) are looked
+     * at: then the first entry that may go, referenced or not.  NIL: none
+     * may go.
+     */
+    uint32_t
+    victim(Want want, uint64_t now, uint32_t exclude) noexcept
+    {
+        uint32_t  i, n, max, fallback;
+        uint8_t   kind;
+
+        if (h->hwm == 0 || h->hwm > h->nslots) {
+            return NIL;
+        }
+
+        max = h->hwm < kSweepMax / 2 ? 2 * h->hwm + 1 : kSweepMax;
+        fallback = NIL;
+
+        for (n = 0; n < max; n++) {
+            i = h->hand;
+
+            if (i >= h->hwm) {
+                i = 0;
+            }
+
+            h->hand = i + 1 < h->hwm ? i + 1 : 0;
+
+            if (i == exclude || !is_entry(i)) {
+                continue;
+            }
+
+            kind = s[i].kind;
+
+            if (want == NEG_ONLY && kind != KIND_NEG) {
+                continue;
+            }
+
+            if (want == NO_LIVE_POS && kind == KIND_POS && !pos_dead(i, now))
+            {
+                continue;
+            }
+
+            if (dead(i, now)) {
+                return i;
+            }
+
+            if (!take_ref(i)) {
+                return i;
+            }
+
+            if (fallback == NIL) {
+                fallback = i;
+            }
+        }
+
+        return fallback;
+    }
+
+    /*
+     * Evicts until need slots are free, for a positive entry (any entry may
+     * go but exclude, the one being replaced).
      */
     bool
-    room_for_positive(uint32_t need, uint64_t now) noexcept
+    room_for_positive(uint32_t need, uint64_t now, uint32_t exclude) noexcept
     {
         uint32_t  v, before, rounds;
 
@@ -618,23 +976,9 @@ public:
                 return false;
             }
 
-            if (h->neg_tail != NIL && ok(h->neg_tail)
-                && neg_dead(h->neg_tail, now))
-            {
-                v = h->neg_tail;
+            v = victim(ANY, now, exclude);
 
-            } else if (h->pos_tail != NIL) {
-                v = h->pos_tail;
-
-            } else if (h->neg_tail != NIL) {
-                v = h->neg_tail;
-
-            } else {
-                bad = true;
-                return false;
-            }
-
-            if (!ok(v)) {
+            if (v == NIL) {
                 bad = true;
                 return false;
             }
@@ -660,19 +1004,14 @@ public:
     {
         uint32_t  v, rounds;
 
-        for (rounds = 0; h->nneg >= h->neg_max && h->neg_tail != NIL;
-             rounds++)
-        {
-            if (!ok(h->neg_tail)) {
-                bad = true;
-                return false;
-            }
+        for (rounds = 0; h->nneg >= h->neg_max && rounds < 2; rounds++) {
+            v = victim(NEG_ONLY, now, NIL);
 
-            if (rounds == 2) {
+            if (v == NIL) {
                 break;
             }
 
-            evict(h->neg_tail);
+            evict(v);
 
             if (bad) {
                 return false;
@@ -687,25 +1026,9 @@ public:
             return true;
         }
 
-        if (h->neg_tail != NIL && ok(h->neg_tail)
-            && neg_dead(h->neg_tail, now))
-        {
-            v = h->neg_tail;
+        v = victim(NO_LIVE_POS, now, NIL);
 
-        } else if (h->pos_tail != NIL && ok(h->pos_tail)
-                   && pos_dead(h->pos_tail, now))
-        {
-            v = h->pos_tail;
-
-        } else if (h->neg_tail != NIL) {
-            v = h->neg_tail;
-
-        } else {
-            return false;
-        }
-
-        if (!ok(v)) {
-            bad = true;
+        if (v == NIL) {
             return false;
         }
 
@@ -714,7 +1037,7 @@ public:
         return !bad && h->nfree > 0;
     }
 
-    /* Copies the blob of entry i into buf. */
+    /* Copies the blob of entry i into buf (a writer: nothing moves). */
     void
     read_blob(uint32_t i, unsigned char *buf) noexcept
     {
@@ -735,14 +1058,18 @@ public:
             }
 
             n = len < kOvfData ? len : kOvfData;
-            memcpy(buf, reinterpret_cast<unsigned char *>(&s[j]), n);
+            memcpy(buf, reinterpret_cast<unsigned char *>(&s[j]) + kOvfStart,
+                   n);
             buf += n;
             len -= n;
             j = s[j].ovf;
         }
     }
 
-    /* Writes blob into entry i, allocating its overflow slots. */
+    /*
+     * Writes blob into entry i, allocating its overflow slots (the slots
+     * are filled before they are linked).
+     */
     void
     write_blob(uint32_t i, const unsigned char *blob, size_t len) noexcept
     {
@@ -750,7 +1077,7 @@ public:
         uint32_t   j, *link;
 
         n = len < kInline ? len : kInline;
-        memcpy(s[i].blob, blob, n);
+        racy_write(s[i].blob, blob, n);
         blob += n;
         len -= n;
         link = &s[i].ovf;
@@ -758,29 +1085,23 @@ public:
         while (len) {
             j = alloc_slot();
             if (j == NIL) {
-                *link = NIL;
+                st(*link, NIL);
                 return;
             }
 
-            *link = j;
             n = len < kOvfData ? len : kOvfData;
-            memcpy(reinterpret_cast<unsigned char *>(&s[j]), blob, n);
+            racy_write(reinterpret_cast<unsigned char *>(&s[j]) + kOvfStart,
+                       blob, n);
+            KILL_POINT();
+            st(*link, j);
             blob += n;
             len -= n;
             link = &s[j].ovf;
         }
 
-        *link = NIL;
+        st(*link, NIL);
     }
 };
-
-
-void
-reset(ak_cache_s *h) noexcept
-{
-    format(h);
-    h->seq++;
-}
 
 
 /* The slot of hash's positive entry, or NIL; a damaged block is emptied. */
@@ -830,20 +1151,48 @@ carry_state(Cache &x, uint32_t i, const unsigned char *hash,
 }
 
 
+/* the fields of entry i beside its tag word, hash and links */
+void
+write_fields(Cache &x, uint32_t i, uint64_t now, uint8_t kind, uint8_t flags,
+    size_t len) noexcept
+{
+    Slot  &e = x.s[i];
+
+    st(e.gen, x.h->gen);
+    st(e.fetched, now);
+    st(e.kind, kind);
+    st(e.flags, flags);
+    st(e.len, (uint16_t) len);
+    st(e.zero, (uint32_t) 0);
+}
+
+
+/* the limiter state beside the tag word (never read by readers) */
+void
+write_state_rest(Slot &e, const ak_key_state_t *from) noexcept
+{
+    memcpy(reinterpret_cast<unsigned char *>(&e.st) + sizeof(uint64_t),
+           reinterpret_cast<const unsigned char *>(from) + sizeof(uint64_t),
+           sizeof(ak_key_state_t) - sizeof(uint64_t));
+}
+
+
 int
 put_once(ak_cache_s *c, const unsigned char *hash, const unsigned char *blob,
     size_t len, uint64_t now, uint64_t seq, bool *bad) noexcept
 {
-    bool            outdated;
+    bool            outdated, rate_reset;
     uint8_t         flags;
-    uint32_t        i, novf;
-    ak_key_state_t  st;
+    uint32_t        i, novf, have;
+    Group          *grp;
+    ak_key_state_t  state;
     Cache           x(c);
 
     novf = n_ovf(len);
     outdated = (seq != c->seq);
     flags = 0;
-    memset(&st, 0, sizeof(st));
+    rate_reset = false;
+    memset(&state, 0, sizeof(state));
 
     i = x.find(hash);
 
@@ -855,10 +1204,20 @@ put_once(ak_cache_s *c, const unsigned char *hash, const unsigned char *blob,
     if (i != NIL) {
         /* replace in place: keep the head slot (and its bucket link) */
 
+        if (x.s[i].len > AK_RECORD_MAX) {
+            *bad = true;
+            return -1;
+        }
+
         if (x.s[i].kind == KIND_POS) {
-            st = x.s[i].st;
-            carry_state(x, i, hash, blob, len, &st);
-            x.unmark_gone(i);
+            /* the tag word is not copied (a reader may change it): a
+             * non-zero stand-in tells whether the carry resets the TAT */
+            memcpy(reinterpret_cast<unsigned char *>(&state) + 8,
+                   reinterpret_cast<const unsigned char *>(&x.s[i].st) + 8,
+                   sizeof(ak_key_state_t) - 8);
+            state.tat_us = 1;
+            carry_state(x, i, hash, blob, len, &state);
+            rate_reset = (state.tat_us == 0);
 
             if (outdated) {
                 /* a revoke that arrived during the read stays */
@@ -866,42 +1225,68 @@ put_once(ak_cache_s *c, const unsigned char *hash, const unsigned char *blob,
             }
         }
 
-        if (x.s[i].len > AK_RECORD_MAX) {
+        /* room first (the chain it has now counts), the entry itself
+         * never goes */
+        have = n_ovf(x.s[i].len);
+
+        if (novf > have && !x.room_for_positive(novf - have, now, i)) {
             *bad = true;
             return -1;
         }
 
-        x.lru_unlink(i);
-        x.free_chain(i);
-
-        if (!x.bad) {
-            x.room_for_positive(novf, now);
+        if (x.bad) {
+            *bad = true;
+            return -1;
         }
+
+        (void) x.head_of(hash, &grp);
+        group_open(grp);
+        KILL_POINT();
+
+        if (x.s[i].kind == KIND_POS) {
+            x.unmark_gone(i);
+
+            if (rate_reset) {
+                x.reset_tat(i);
+            }
+
+        } else {
+            /* a negative entry becomes positive: a new identity */
+            (*x.count_of(KIND_NEG))--;
+            c->npos++;
+            x.retag(i, 0, 0);
+        }
+
+        x.free_chain(i);
+        write_state_rest(x.s[i], &state);
+        write_fields(x, i, now, KIND_POS,
+                     flags | (outdated ? F_STORED_STALE : 0), len);
+        KILL_POINT();
+        x.write_blob(i, blob, len);
+        group_close(grp);
 
     } else {
-        if (x.room_for_positive(novf + 1, now)) {
-            i = x.alloc_slot();
-
-            if (i != NIL) {
-                memcpy(x.s[i].hash, hash, AK_HASH_LEN);
-                x.bucket_insert(i);
-            }
+        if (!x.room_for_positive(novf + 1, now, NIL)) {
+            *bad = true;
+            return -1;
         }
-    }
 
-    if (x.bad) {
-        *bad = true;
-        return -1;
-    }
+        i = x.alloc_slot();
 
-    x.s[i].gen = c->gen;
-    x.s[i].fetched = now;
-    x.s[i].st = st;
-    x.s[i].kind = KIND_POS;
-    x.s[i].flags = flags | (outdated ? F_STORED_STALE : 0);
-    x.s[i].len = (uint16_t) len;
-    x.write_blob(i, blob, len);
-    x.lru_push(i);
+        if (i == NIL) {
+            *bad = true;
+            return -1;
+        }
+
+        racy_write(x.s[i].hash, hash, AK_HASH_LEN);
+        write_state_rest(x.s[i], &state);
+        write_fields(x, i, now, KIND_POS, outdated ? F_STORED_STALE : 0, len);
+        x.write_blob(i, blob, len);
+        x.retag(i, 0, 0);
+        KILL_POINT();
+        c->npos++;
+        x.bucket_insert(i);
+    }
 
     if (x.bad) {
         *bad = true;
@@ -918,8 +1303,10 @@ int
 put_negative_once(ak_cache_s *c, const unsigned char *hash, uint64_t now,
     bool *bad) noexcept
 {
-    uint32_t  i;
-    Cache     x(c);
+    uint32_t        i;
+    Group          *grp;
+    ak_key_state_t  zero;
+    Cache           x(c);
 
     i = x.find(hash);
 
@@ -929,10 +1316,14 @@ put_negative_once(ak_cache_s *c, const unsigned char *hash, uint64_t now,
     }
 
     if (i != NIL && x.s[i].kind == KIND_NEG) {
-        x.s[i].fetched = now;
-        x.s[i].gen = c->gen;
-        x.s[i].flags = 0;       /* no longer a malformed record, if it was */
-        x.lru_touch(i);
+        (void) x.head_of(hash, &grp);
+        group_open(grp);
+        KILL_POINT();
+        st(x.s[i].fetched, now);
+        st(x.s[i].gen, c->gen);
+        st(x.s[i].flags, (uint8_t) 0);  /* no longer a malformed record */
+        group_close(grp);
+        x.set_ref(i);
 
     } else {
         if (i != NIL) {
@@ -957,16 +1348,15 @@ put_negative_once(ak_cache_s *c, const unsigned char *hash, uint64_t now,
             return -1;
         }
 
-        memcpy(x.s[i].hash, hash, AK_HASH_LEN);
+        memset(&zero, 0, sizeof(zero));
+        racy_write(x.s[i].hash, hash, AK_HASH_LEN);
+        write_state_rest(x.s[i], &zero);
+        write_fields(x, i, now, KIND_NEG, 0, 0);
+        st(x.s[i].ovf, NIL);
+        x.retag(i, 0, 0);
+        KILL_POINT();
+        c->nneg++;
         x.bucket_insert(i);
-        x.s[i].gen = c->gen;
-        x.s[i].fetched = now;
-        memset(&x.s[i].st, 0, sizeof(ak_key_state_t));
-        x.s[i].kind = KIND_NEG;
-        x.s[i].flags = 0;
-        x.s[i].len = 0;
-        x.s[i].ovf = NIL;
-        x.lru_push(i);
     }
 
     if (x.bad) {
@@ -992,6 +1382,7 @@ put_bad_once(ak_cache_s *c, const unsigned char *hash, uint64_t now,
     int       seen;
     uint32_t  i;
     uint64_t  v;
+    Group    *grp;
     Cache     x(c);
 
     i = x.find(hash);
@@ -1025,109 +1416,231 @@ put_bad_once(ak_cache_s *c, const unsigned char *hash, uint64_t now,
     }
 
     if (i != NIL && x.s[i].kind == KIND_NEG) {
-        x.s[i].flags = AK_ENTRY_BAD;
-        memcpy(x.s[i].blob, &version, sizeof(version));
+        (void) x.head_of(hash, &grp);
+        group_open(grp);
+        KILL_POINT();
+        st(x.s[i].flags, (uint8_t) AK_ENTRY_BAD);
+        racy_write(x.s[i].blob, reinterpret_cast<unsigned char *>(&version),
+                   sizeof(version));
+        group_close(grp);
     }
 
     return seen;
 }
 
 
+/*
+ * The lock-free lookup.  One attempt: the group's counter, the walk, the
+ * copy, the counter again.  The answer is kept only when the counter did
+ * not move.
+ */
+
+struct Found {
+    int       rc;
+    uint32_t  slot;
+    uint32_t  flags;
+    size_t    len;
+};
+
+
+/* false: the group changed (or was being changed) during the attempt */
+bool
+lookup_once(const ak_cache_s *c, const unsigned char *hash, uint64_t now,
+    unsigned char *buf, size_t cap, Found *f) noexcept
+{
+    uint8_t        kind, flags;
+    uint16_t       len;
+    uint32_t       gi, k, i, j, next, s1, s2, steps, gen, nslots;
+    uint64_t       fetched, age, ttl, stale;
+    size_t         rest, n;
+    unsigned char *out;
+    Group         *g;
+    Slot          *s;
+
+    bucket_of(c, hash, &gi, &k);
+    g = &groups(c)[gi];
+    s = slots(c);
+    nslots = c->nslots;
+
+    s1 = __atomic_load_n(&g->seq, __ATOMIC_ACQUIRE);
+
+    if (s1 & 1) {
+        return false;
+    }
+
+    f->rc = AK_CACHE_MISS;
+    f->slot = NIL;
+    i = ld(g->head[k]);
+
+    for (steps = 0; i != NIL; steps++) {
+        if (i >= nslots || steps >= nslots) {
+            goto check;                 /* torn, or a damaged chain */
+        }
+
+        /* both lines of the slot at once: the hash is in the first, the
+         * fields and the inline blob in the second */
+        __builtin_prefetch(reinterpret_cast<const char *>(&s[i]) + 64);
+
+        if (racy_same_hash(s[i].hash, hash)) {
+            break;
+        }
+
+        i = ld(s[i].hnext);
+    }
+
+    if (i == NIL) {
+        goto check;
+    }
+
+    kind = ld(s[i].kind);
+    flags = ld(s[i].flags);
+    len = ld(s[i].len);
+    gen = ld(s[i].gen);
+    fetched = ld(s[i].fetched);
+    age = now > fetched ? now - fetched : 0;
+
+    if (kind == KIND_NEG) {
+        if (gen != ld(c->gen) || age >= ld(c->neg_ttl_ms)) {
+            goto check;                 /* expired (a bad one: kept) */
+        }
+
+        f->rc = AK_CACHE_NEGATIVE;
+        f->slot = i;
+        f->flags = flags & AK_ENTRY_BAD;
+        f->len = 0;
+        goto check;
+    }
+
+    ttl = ld(c->ttl_ms);
+    stale = ld(c->stale_ms);
+
+    if (kind != KIND_POS || len == 0 || len > AK_RECORD_MAX
+        || age >= sat_add(ttl, stale) || (flags & F_GONE)
+        || buf == NULL || cap < len)
+    {
+        goto check;
+    }
+
+    rest = len;
+    out = buf;
+    j = ld(s[i].ovf);
+
+    if (rest > kInline && j < nslots) {
+        /* the first overflow slot, while the inline part is copied */
+        __builtin_prefetch(&s[j]);
+        __builtin_prefetch(reinterpret_cast<const char *>(&s[j]) + 64);
+    }
+
+    n = rest < kInline ? rest : kInline;
+    racy_read(out, s[i].blob, n);
+    out += n;
+    rest -= n;
+
+    while (rest) {
+        if (j >= nslots) {
+            goto check;                 /* torn: the counter moved */
+        }
+
+        n = rest < kOvfData ? rest : kOvfData;
+        next = ld(s[j].ovf);
+
+        if (rest > n && next < nslots) {
+            __builtin_prefetch(&s[next]);
+            __builtin_prefetch(reinterpret_cast<const char *>(&s[next]) + 64);
+        }
+
+        racy_read(out, reinterpret_cast<unsigned char *>(&s[j]) + kOvfStart,
+                  n);
+        out += n;
+        rest -= n;
+        j = next;
+    }
+
+    f->rc = (age < ttl && gen == ld(c->gen) && !(flags & F_STORED_STALE))
+            ? AK_CACHE_FRESH : AK_CACHE_STALE;
+    f->slot = i;
+    f->flags = flags & AK_ENTRY_REVOKED;
+    f->len = len;
+
+check:
+
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    s2 = ld(g->seq);
+
+    return s1 == s2;
+}
+
+
 int
 lookup(ak_cache_s *c, const unsigned char *hash, uint64_t now,
     unsigned char *buf, size_t cap, size_t *len, uint32_t *flags,
-    uint32_t *slot, bool count) noexcept
+    uint32_t *slot, bool counted) noexcept
 {
-    int       rc;
-    uint32_t  i;
-    Cache     x(c);
+    int       tries;
+    Found     f;
+    Stripe   *sp;
+    uint64_t *w;
 
-    i = x.find(hash);
+    f.rc = AK_CACHE_MISS;
+    f.slot = NIL;
+    f.flags = 0;
+    f.len = 0;
 
-    if (i == NIL) {
-        if (x.bad) {
-            reset(c);
+    for (tries = 0; tries < kReadTries; tries++) {
+        if (lookup_once(c, hash, now, buf, cap, &f)) {
+            break;
         }
 
-        c->misses += count;
-        return AK_CACHE_MISS;
+        f.rc = AK_CACHE_MISS;
+        cpu_relax();
     }
 
-    if (x.s[i].kind == KIND_NEG) {
-        if (x.neg_dead(i, now) && (x.s[i].flags & AK_ENTRY_BAD)) {
-            /* kept for its version: ak_cache_put_bad replaces it */
-            rc = AK_CACHE_MISS;
+    sp = my_stripe(c);
 
-        } else if (x.neg_dead(i, now)) {
-            x.drop(i);
-            rc = AK_CACHE_MISS;
-
-        } else {
-            x.lru_touch(i);
-            rc = AK_CACHE_NEGATIVE;
-        }
-
-    } else if (x.s[i].len == 0 || x.s[i].len > AK_RECORD_MAX) {
-        x.bad = true;
-        rc = AK_CACHE_MISS;
-
-    } else if (x.pos_dead(i, now)) {
-        x.drop(i);
-        rc = AK_CACHE_MISS;
-
-    } else if (x.s[i].flags & F_GONE) {
-        /* removed by an update: kept only for its state, never used */
-        rc = AK_CACHE_MISS;
-
-    } else if (buf == NULL || cap < x.s[i].len) {
-        rc = AK_CACHE_MISS;
-
-    } else {
-        x.read_blob(i, buf);
-        x.lru_touch(i);
-
-        rc = (x.age(i, now) < c->ttl_ms && x.s[i].gen == c->gen
-              && !(x.s[i].flags & F_STORED_STALE))
-             ? AK_CACHE_FRESH : AK_CACHE_STALE;
+    if (tries) {
+        count(&sp->retries, (uint64_t) tries);
     }
 
-    if (x.bad) {
-        reset(c);
-        rc = AK_CACHE_MISS;
-    }
-
-    switch (rc) {
+    switch (f.rc) {
 
     case AK_CACHE_FRESH:
-        c->hits += count;
+        count(&sp->hits, counted);
         break;
 
     case AK_CACHE_STALE:
-        c->stale_hits += count;
+        count(&sp->stale_hits, counted);
         break;
 
     case AK_CACHE_NEGATIVE:
-        c->negative_hits += count;
+        count(&sp->negative_hits, counted);
         break;
 
     default:
-        c->misses += count;
+        count(&sp->misses, counted);
         return AK_CACHE_MISS;
     }
 
+    /* CLOCK: referenced (the slot may hold another entry by now: then
+     * that one gets a second chance, nothing worse) */
+    w = tag_word(&slots(c)[f.slot]);
+
+    if (!(__atomic_load_n(w, __ATOMIC_RELAXED) & TW_REF)) {
+        __atomic_fetch_or(w, TW_REF, __ATOMIC_RELAXED);
+    }
+
     if (len) {
-        *len = x.s[i].len;
+        *len = f.len;
     }
 
     if (flags) {
-        *flags = x.s[i].flags & (AK_ENTRY_REVOKED | AK_ENTRY_BAD);
+        *flags = f.flags;
     }
 
     if (slot) {
-        *slot = i;
+        *slot = f.slot;
     }
 
-    return rc;
+    return f.rc;
 }
 
 
@@ -1151,7 +1664,7 @@ extern "C" {
 size_t
 ak_cache_min_size(void) noexcept
 {
-    return (size_t) layout_bytes(kMinSlots) + 8;
+    return (size_t) layout_bytes(kMinSlots);
 }
 
 
@@ -1166,16 +1679,18 @@ ak_cache_create(void *mem, size_t size, const ak_cache_conf_t *conf) noexcept
     }
 
     h = static_cast<ak_cache_s *>(mem);
-    memset(h, 0, kHeaderSize);
+    memset(h, 0, kGroupsOff);
+    memset(static_cast<unsigned char *>(mem) + kGroupsOff, 0,
+           (size_t) l.ngroups * kGroupSize);
 
     h->magic = kMagic;
     h->version = kVersion;
     h->slot_size = sizeof(Slot);
     h->size = size;
-    h->buckets_off = l.buckets_off;
+    h->groups_off = kGroupsOff;
     h->slots_off = l.slots_off;
     h->nslots = l.nslots;
-    h->nbuckets = l.nslots;
+    h->ngroups = l.ngroups;
     h->seq = 1;
     h->gen = 1;
 
@@ -1225,11 +1740,11 @@ ak_cache_validate(const void *mem, size_t size) noexcept
         return "block size differs from the one the cache was created with";
     }
 
-    if (h->nslots != l.nslots || h->nbuckets != l.nslots) {
+    if (h->nslots != l.nslots || h->ngroups != l.ngroups) {
         return "slot or bucket count does not match the block size";
     }
 
-    if (h->buckets_off != l.buckets_off || h->slots_off != l.slots_off) {
+    if (h->groups_off != kGroupsOff || h->slots_off != l.slots_off) {
         return "bucket or slot area offset does not match the block size";
     }
 
@@ -1257,20 +1772,12 @@ ak_cache_validate(const void *mem, size_t size) noexcept
         return "free list head inconsistent";
     }
 
-    if ((h->pos_head == NIL) != (h->npos == 0)
-        || (h->pos_tail == NIL) != (h->npos == 0)
-        || (h->pos_head != NIL && h->pos_head >= h->hwm)
-        || (h->pos_tail != NIL && h->pos_tail >= h->hwm))
-    {
-        return "positive LRU list inconsistent";
+    if (h->hand > h->nslots) {
+        return "CLOCK hand beyond the slot count";
     }
 
-    if ((h->neg_head == NIL) != (h->nneg == 0)
-        || (h->neg_tail == NIL) != (h->nneg == 0)
-        || (h->neg_head != NIL && h->neg_head >= h->hwm)
-        || (h->neg_tail != NIL && h->neg_tail >= h->hwm))
-    {
-        return "negative LRU list inconsistent";
+    if (h->writing > 1) {
+        return "writer flag out of range";
     }
 
     if (h->ngone > h->npos) {
@@ -1298,12 +1805,12 @@ const char *
 ak_cache_check(const ak_cache_t *c, unsigned char *scratch,
     size_t scratch_len) noexcept
 {
-    enum { UNSEEN = 0, ENTRY, LISTED, OVERFLOW, FREE };
+    enum { UNSEEN = 0, ENTRY, OVERFLOW, FREE };
 
     const char          *why;
-    uint8_t              kinds[2] = { KIND_POS, KIND_NEG };
-    uint32_t             b, i, j, k, n, prev, count, gone, found;
-    const uint32_t      *bk;
+    uint32_t             gi, k, i, j, n, count, gone, npos, nneg, steps;
+    uint32_t             xg, xk;
+    const Group         *g;
     const Slot          *s;
 
     if (c == NULL) {
@@ -1319,59 +1826,75 @@ ak_cache_check(const ak_cache_t *c, unsigned char *scratch,
         return "scratch too small";
     }
 
+    if (c->writing) {
+        return "a writer was interrupted (the next one reformats)";
+    }
+
     memset(scratch, UNSEEN, c->nslots);
 
-    bk = reinterpret_cast<const uint32_t *>(
-        reinterpret_cast<const unsigned char *>(c) + c->buckets_off);
-    s = reinterpret_cast<const Slot *>(
-        reinterpret_cast<const unsigned char *>(c) + c->slots_off);
+    g = groups(c);
+    s = slots(c);
 
     /* bucket chains: every entry once, in the bucket of its hash */
 
-    found = 0;
+    npos = 0;
+    nneg = 0;
     gone = 0;
 
-    for (b = 0; b < c->nbuckets; b++) {
-        for (i = bk[b]; i != NIL; i = s[i].hnext) {
-            uint32_t  x;
+    for (gi = 0; gi < c->ngroups; gi++) {
+        if (g[gi].seq & 1) {
+            return "bucket group: counter left odd";
+        }
 
-            if (i >= c->hwm || scratch[i] != UNSEEN) {
-                return "bucket chain: index out of range or seen twice";
-            }
+        for (k = 0; k < kGroupBuckets; k++) {
+            steps = 0;
 
-            scratch[i] = ENTRY;
-            found++;
-
-            memcpy(&x, s[i].hash, sizeof(x));
-            if ((uint32_t) (((uint64_t) x * c->nbuckets) >> 32) != b) {
-                return "bucket chain: entry in the wrong bucket";
-            }
-
-            if (s[i].kind == KIND_POS) {
-                if (s[i].len == 0 || s[i].len > AK_RECORD_MAX) {
-                    return "positive entry: blob length out of range";
-                }
-                if (s[i].flags & ~(AK_ENTRY_REVOKED | F_STORED_STALE
-                                   | F_GONE))
+            for (i = g[gi].head[k]; i != NIL; i = s[i].hnext) {
+                if (i >= c->hwm || scratch[i] != UNSEEN
+                    || steps++ >= c->nslots)
                 {
-                    return "positive entry: unknown flags";
-                }
-                gone += (s[i].flags & F_GONE) ? 1 : 0;
-
-            } else if (s[i].kind == KIND_NEG) {
-                if (s[i].len != 0 || s[i].ovf != NIL
-                    || (s[i].flags & ~AK_ENTRY_BAD))
-                {
-                    return "negative entry: blob, overflow or flags";
+                    return "bucket chain: index out of range or seen twice";
                 }
 
-            } else {
-                return "bucket chain: slot is not an entry";
+                scratch[i] = ENTRY;
+
+                bucket_of(c, s[i].hash, &xg, &xk);
+                if (xg != gi || xk != k) {
+                    return "bucket chain: entry in the wrong bucket";
+                }
+
+                if ((s[i].st.tat_us & TW_TAT) == AK_TAT_NONE) {
+                    return "bucket chain: slot tagged as no entry";
+                }
+
+                if (s[i].kind == KIND_POS) {
+                    if (s[i].len == 0 || s[i].len > AK_RECORD_MAX) {
+                        return "positive entry: blob length out of range";
+                    }
+                    if (s[i].flags & ~(AK_ENTRY_REVOKED | F_STORED_STALE
+                                       | F_GONE))
+                    {
+                        return "positive entry: unknown flags";
+                    }
+                    gone += (s[i].flags & F_GONE) ? 1 : 0;
+                    npos++;
+
+                } else if (s[i].kind == KIND_NEG) {
+                    if (s[i].len != 0 || s[i].ovf != NIL
+                        || (s[i].flags & ~AK_ENTRY_BAD))
+                    {
+                        return "negative entry: blob, overflow or flags";
+                    }
+                    nneg++;
+
+                } else {
+                    return "bucket chain: slot is not an entry";
+                }
             }
         }
     }
 
-    if (found != c->npos + c->nneg) {
+    if (npos != c->npos || nneg != c->nneg) {
         return "entry count differs from the bucket chains";
     }
 
@@ -1379,37 +1902,10 @@ ak_cache_check(const ak_cache_t *c, unsigned char *scratch,
         return "count of entries removed by updates differs";
     }
 
-    /* LRU lists: doubly linked, of their kind, every entry once */
-
-    for (k = 0; k < 2; k++) {
-        uint32_t  head = k ? c->neg_head : c->pos_head;
-        uint32_t  tail = k ? c->neg_tail : c->pos_tail;
-        uint32_t  want = k ? c->nneg : c->npos;
-
-        prev = NIL;
-        count = 0;
-
-        for (i = head; i != NIL; i = s[i].next) {
-            if (i >= c->hwm || scratch[i] != ENTRY
-                || s[i].kind != kinds[k] || s[i].prev != prev)
-            {
-                return "LRU list: bad link, kind or entry seen twice";
-            }
-
-            scratch[i] = LISTED;
-            prev = i;
-            count++;
-        }
-
-        if (prev != tail || count != want) {
-            return "LRU list: tail or count differs";
-        }
-    }
-
     /* overflow chains: exactly as many slots as the blob needs */
 
     for (i = 0; i < c->hwm; i++) {
-        if (scratch[i] != LISTED || s[i].kind != KIND_POS) {
+        if (scratch[i] != ENTRY || s[i].kind != KIND_POS) {
             continue;
         }
 
@@ -1418,6 +1914,10 @@ ak_cache_check(const ak_cache_t *c, unsigned char *scratch,
         for (n = n_ovf(s[i].len); n > 0; n--) {
             if (j >= c->hwm || scratch[j] != UNSEEN) {
                 return "overflow chain: index out of range or seen twice";
+            }
+
+            if ((s[j].st.tat_us & TW_TAT) != AK_TAT_NONE) {
+                return "overflow slot tagged as an entry";
             }
 
             scratch[j] = OVERFLOW;
@@ -1438,6 +1938,10 @@ ak_cache_check(const ak_cache_t *c, unsigned char *scratch,
             return "free list: index out of range or seen twice";
         }
 
+        if ((s[i].st.tat_us & TW_TAT) != AK_TAT_NONE) {
+            return "free slot tagged as an entry";
+        }
+
         scratch[i] = FREE;
         count++;
     }
@@ -1447,8 +1951,8 @@ ak_cache_check(const ak_cache_t *c, unsigned char *scratch,
     }
 
     for (i = 0; i < c->hwm; i++) {
-        if (scratch[i] == UNSEEN || scratch[i] == ENTRY) {
-            return "slot neither free nor used, or an entry on no list";
+        if (scratch[i] == UNSEEN) {
+            return "slot neither free nor used";
         }
     }
 
@@ -1471,6 +1975,8 @@ void
 ak_cache_set_conf(ak_cache_t *c, const ak_cache_conf_t *conf) noexcept
 {
     if (c) {
+        Writing  w(c);
+
         apply_conf(c, conf);
     }
 }
@@ -1479,7 +1985,8 @@ ak_cache_set_conf(ak_cache_t *c, const ak_cache_conf_t *conf) noexcept
 size_t
 ak_cache_bytes_per_key(void) noexcept
 {
-    return sizeof(Slot) + sizeof(uint32_t);     /* 132 */
+    /* a slot and its share of a bucket group, rounded up: 128 + 64 / 15 */
+    return sizeof(Slot) + (kGroupSize + kGroupBuckets - 1) / kGroupBuckets;
 }
 
 
@@ -1525,6 +2032,8 @@ ak_cache_put(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
         return -1;
     }
 
+    Writing  w(c);
+
     bad = false;
     rc = put_once(c, hash, blob, len, now_ms, seq, &bad);
 
@@ -1554,6 +2063,8 @@ ak_cache_put_negative(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
         return -1;
     }
 
+    Writing  w(c);
+
     if (seq != c->seq) {
         return 0;
     }
@@ -1580,6 +2091,8 @@ ak_cache_put_bad(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
         return -1;
     }
 
+    Writing  w(c);
+
     bad = false;
     seen = put_bad_once(c, hash, now_ms, seq, version, &bad);
 
@@ -1596,12 +2109,15 @@ int
 ak_cache_revoke(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN]) noexcept
 {
     uint32_t  i;
+    Group    *grp;
 
     if (c == NULL || hash == NULL) {
         return 0;
     }
 
-    c->seq++;
+    Writing  w(c);
+
+    st(c->seq, c->seq + 1);
 
     i = find_positive(c, hash);
 
@@ -1611,7 +2127,11 @@ ak_cache_revoke(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN]) noexcept
 
     Cache  x(c);
 
-    x.s[i].flags |= AK_ENTRY_REVOKED;
+    (void) x.head_of(hash, &grp);
+    group_open(grp);
+    KILL_POINT();
+    st(x.s[i].flags, (uint8_t) (x.s[i].flags | AK_ENTRY_REVOKED));
+    group_close(grp);
 
     return (x.s[i].flags & F_GONE) ? 0 : 1;
 }
@@ -1621,12 +2141,15 @@ int
 ak_cache_remove(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN]) noexcept
 {
     uint32_t  i;
+    Group    *grp;
 
     if (c == NULL || hash == NULL) {
         return 0;
     }
 
-    c->seq++;
+    Writing  w(c);
+
+    st(c->seq, c->seq + 1);
 
     Cache  x(c);
 
@@ -1647,7 +2170,11 @@ ak_cache_remove(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN]) noexcept
             return 0;
         }
 
-        x.s[i].flags |= F_GONE;
+        (void) x.head_of(hash, &grp);
+        group_open(grp);
+        KILL_POINT();
+        st(x.s[i].flags, (uint8_t) (x.s[i].flags | F_GONE));
+        group_close(grp);
         c->ngone++;
 
         return 1;
@@ -1668,6 +2195,8 @@ void
 ak_cache_flush(ak_cache_t *c) noexcept
 {
     if (c) {
+        Writing  w(c);
+
         reset(c);
     }
 }
@@ -1677,8 +2206,10 @@ void
 ak_cache_new_generation(ak_cache_t *c) noexcept
 {
     if (c) {
-        c->seq++;
-        c->gen++;
+        Writing  w(c);
+
+        st(c->seq, c->seq + 1);
+        st(c->gen, c->gen + 1);
     }
 }
 
@@ -1686,7 +2217,7 @@ ak_cache_new_generation(ak_cache_t *c) noexcept
 uint64_t
 ak_cache_event_seq(const ak_cache_t *c) noexcept
 {
-    return c ? c->seq : 0;
+    return c ? __atomic_load_n(&c->seq, __ATOMIC_ACQUIRE) : 0;
 }
 
 
@@ -1700,15 +2231,15 @@ ak_cache_state(ak_cache_t *c, uint32_t slot,
         return NULL;
     }
 
+    Writing  w(c);
+
     i = find_positive(c, hash);
 
     if (i == NIL || i != slot) {
         return NULL;
     }
 
-    Cache  x(c);
-
-    return &x.s[i].st;
+    return &slots(c)[i].st;
 }
 
 
@@ -1722,6 +2253,8 @@ ak_cache_state_find(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
         return NULL;
     }
 
+    Writing  w(c);
+
     i = find_positive(c, hash);
 
     if (i == NIL) {
@@ -1732,15 +2265,94 @@ ak_cache_state_find(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
         *slot = i;
     }
 
-    Cache  x(c);
+    return &slots(c)[i].st;
+}
 
-    return &x.s[i].st;
+
+int
+ak_cache_gcra(ak_cache_t *c, uint32_t slot,
+    const unsigned char hash[AK_HASH_LEN], uint64_t now_us,
+    uint64_t interval_us, uint32_t burst, ak_rate_result_t *res) noexcept
+{
+    int        tries;
+    uint64_t   w, tat, *word;
+    Slot      *e;
+
+    if (c == NULL || hash == NULL || slot >= c->nslots) {
+        return -1;
+    }
+
+    e = &slots(c)[slot];
+    word = tag_word(e);
+    w = __atomic_load_n(word, __ATOMIC_ACQUIRE);
+
+    for (tries = 0; tries < 64; tries++) {
+        /*
+         * The word was read (acquire) before the identity is checked: a
+         * writer stores a new identity's fields before its tag word
+         * (release), so what is read here is the entry's of that word or
+         * of a later one, and a later one changed the word: the CAS below
+         * fails.
+         */
+        if ((w & TW_TAT) == AK_TAT_NONE || ld(e->kind) != KIND_POS
+            || !racy_same_hash(e->hash, hash)
+            || slot >= __atomic_load_n(&c->hwm, __ATOMIC_ACQUIRE))
+        {
+            /* not an entry, another one, or flushed (a flush leaves the
+             * slots as they were, the high-water mark at 0: a slot is
+             * reused below it only after its tag moved on) */
+            return -1;
+        }
+
+        tat = w & TW_TAT;
+
+        if (!ak_gcra(&tat, now_us, interval_us, burst, res)) {
+            return 0;
+        }
+
+        if (tat >= AK_TAT_NONE) {
+            tat = AK_TAT_NONE - 1;
+        }
+
+        if (__atomic_compare_exchange_n(word, &w, (w & ~TW_TAT) | tat, false,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        {
+            return 1;
+        }
+    }
+
+    return -1;
+}
+
+
+int
+ak_cache_peek(const ak_cache_t *c, const unsigned char hash[AK_HASH_LEN])
+    noexcept
+{
+    uint32_t  i;
+
+    if (c == NULL || hash == NULL) {
+        return 0;
+    }
+
+    Cache  x(const_cast<ak_cache_s *>(c));
+
+    i = x.find(hash);
+
+    if (i == NIL) {
+        return 0;
+    }
+
+    return x.s[i].kind == KIND_POS ? 1 : 2;
 }
 
 
 void
 ak_cache_get_stats(const ak_cache_t *c, ak_cache_stats_t *st) noexcept
 {
+    uint32_t       k;
+    const Stripe  *sp;
+
     if (st == NULL) {
         return;
     }
@@ -1751,10 +2363,16 @@ ak_cache_get_stats(const ak_cache_t *c, ak_cache_stats_t *st) noexcept
         return;
     }
 
-    st->hits = c->hits;
-    st->misses = c->misses;
-    st->stale_hits = c->stale_hits;
-    st->negative_hits = c->negative_hits;
+    sp = stripes(c);
+
+    for (k = 0; k < kStripes; k++) {
+        st->hits += ld(sp[k].hits);
+        st->misses += ld(sp[k].misses);
+        st->stale_hits += ld(sp[k].stale_hits);
+        st->negative_hits += ld(sp[k].negative_hits);
+        st->read_retries += ld(sp[k].retries);
+    }
+
     st->evictions = c->evictions;
     st->inserts = c->inserts;
     st->entries = c->npos > c->ngone ? c->npos - c->ngone : 0;

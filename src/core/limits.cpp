@@ -314,71 +314,108 @@ ak_limits_admit_ex(ak_key_state_t *st, const ak_record_t *rec, int64_t now,
         return AK_DENY_BAD;
     }
 
-    uint64_t tat = st->tat_us;
-    const bool cluster = rec->rate_period != AK_PERIOD_NONE
-                         && (flags & AK_LIMITS_CLUSTER_RATE);
+    const bool rated = rec->rate_period != AK_PERIOD_NONE;
+    const bool cluster = rated && (flags & AK_LIMITS_CLUSTER_RATE);
 
-    if (rec->rate_period != AK_PERIOD_NONE
-        && !ak_gcra(&tat, now_us, rec->rate_interval_us, rec->burst,
-                    &res->rate))
-    {
-        return AK_DENY_RATE;
-    }
+    /*
+     * The tag word (ak_core.h): in the cache, ak_cache_gcra may change it
+     * at any time without the lock; everything else of st only changes
+     * with the lock held, as here.  The decision is made on a copy and
+     * committed when the word still is what it was read as (else decided
+     * again on the new one).
+     */
+    uint64_t word = __atomic_load_n(&st->tat_us, __ATOMIC_ACQUIRE);
 
-    /* cluster: Redis has no batch for this node before this long */
-    int32_t lease_wait = 0;
+    for (;;) {
+        *res = ak_admit_result_t{};
 
-    if (cluster) {
-        lease_wait = st->r_next_ms ? ms_diff(st->r_next_ms, ms_of(now_us))
-                                   : 0;
-        if (lease_wait > kMaxWaitMs) {
-            lease_wait = 0;         /* stale: wrapped */
+        uint64_t tat = word & AK_TAT_MASK;
+
+        if (rated
+            && !ak_gcra(&tat, now_us, rec->rate_interval_us, rec->burst,
+                        &res->rate))
+        {
+            return AK_DENY_RATE;
         }
 
-        if (st->r_left == 0) {
-            if (lease_wait > 0) {
-                res->rate.remaining = 0;
-                res->rate.retry_after_us =
-                    static_cast<uint64_t>(lease_wait) * 1000;
-                res->rate.reset_us = sat_add(res->rate.retry_after_us,
-                                             sat_mul(rec->burst,
-                                                     rec->rate_interval_us));
-                return AK_DENY_RATE;
+        if (tat >= AK_TAT_NONE) {
+            tat = AK_TAT_NONE - 1;
+        }
+
+        /* cluster: Redis has no batch for this node before this long */
+        int32_t lease_wait = 0;
+
+        if (cluster) {
+            lease_wait = st->r_next_ms ? ms_diff(st->r_next_ms, ms_of(now_us))
+                                       : 0;
+            if (lease_wait > kMaxWaitMs) {
+                lease_wait = 0;         /* stale: wrapped */
             }
 
-            return AK_NEED_RATE_LEASE;
+            if (st->r_left == 0) {
+                if (lease_wait > 0) {
+                    res->rate.remaining = 0;
+                    res->rate.retry_after_us =
+                        static_cast<uint64_t>(lease_wait) * 1000;
+                    res->rate.reset_us = sat_add(res->rate.retry_after_us,
+                                                 sat_mul(rec->burst,
+                                                 rec->rate_interval_us));
+                    return AK_DENY_RATE;
+                }
+
+                return AK_NEED_RATE_LEASE;
+            }
         }
+
+        int rc = AK_ADMIT;
+        ak_key_state_t q{};         /* all but the tag word */
+        q.q_window = st->q_window;
+        q.q_left = st->q_left;
+        q.q_used = st->q_used;
+
+        if (rec->quota_period != AK_PERIOD_NONE) {
+            /* sets the quota's fields only: res->rate stays */
+            rc = ak_quota_admit(&q, rec->quota_period, rec->quota_n,
+                                quota_lease, now, res);
+
+            if (rc != AK_ADMIT && rc != AK_ADMIT_PREFETCH) {
+                /* a new window's reset stays, nothing is consumed */
+                st->q_window = q.q_window;
+                st->q_left = q.q_left;
+                st->q_used = q.q_used;
+                return rc;
+            }
+        }
+
+        if (rated
+            && !__atomic_compare_exchange_n(&st->tat_us, &word,
+                                            (word & ~AK_TAT_MASK) | tat,
+                                            false, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE))
+        {
+            continue;                   /* word is the new one */
+        }
+
+        st->q_window = q.q_window;
+        st->q_left = q.q_left;
+        st->q_used = q.q_used;
+
+        if (cluster) {
+            st->r_left--;
+
+            const uint32_t want = ak_rate_lease_want(rec->rate_interval_us);
+
+            if (st->r_left < want / 4 + 1 && lease_wait <= 0) {
+                res->rate_lease = 1;
+            }
+
+            if (res->rate.remaining > st->r_left) {
+                res->rate.remaining = st->r_left;
+            }
+        }
+
+        return rc;
     }
-
-    int rc = AK_ADMIT;
-
-    if (rec->quota_period != AK_PERIOD_NONE) {
-        /* sets the quota's fields only: res->rate stays */
-        rc = ak_quota_admit(st, rec->quota_period, rec->quota_n, quota_lease,
-                            now, res);
-
-        if (rc != AK_ADMIT && rc != AK_ADMIT_PREFETCH) {
-            return rc;
-        }
-    }
-
-    st->tat_us = tat;
-
-    if (cluster) {
-        st->r_left--;
-
-        const uint32_t want = ak_rate_lease_want(rec->rate_interval_us);
-
-        if (st->r_left < want / 4 + 1 && lease_wait <= 0) {
-            res->rate_lease = 1;
-        }
-
-        if (res->rate.remaining > st->r_left) {
-            res->rate.remaining = st->r_left;
-        }
-    }
-
-    return rc;
 }
 
 

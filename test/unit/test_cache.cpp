@@ -70,12 +70,25 @@ blob_of(uint64_t id, size_t len, uint64_t version = 0)
     return b;
 }
 
-// Slots a blob of len bytes uses (entry slot: 32 inline bytes, overflow
-// slots: 124 bytes each): the documented layout.
+// Slots a blob of len bytes uses (entry slot: 36 inline bytes, overflow
+// slots: 116 bytes each): the documented layout.
 uint32_t
 slots_for(size_t len)
 {
-    return len <= 32 ? 1 : 1 + (uint32_t) ((len - 32 + 123) / 124);
+    return len <= 36 ? 1 : 1 + (uint32_t) ((len - 36 + 115) / 116);
+}
+
+// The TAT of a cached state (the bits above are the cache's)
+uint64_t
+tat(const ak_key_state_t *st)
+{
+    return st->tat_us & AK_TAT_MASK;
+}
+
+void
+set_tat(ak_key_state_t *st, uint64_t v)
+{
+    st->tat_us = (st->tat_us & ~AK_TAT_MASK) | v;
 }
 
 // An 8-byte aligned block of shared memory stand-in.
@@ -231,7 +244,10 @@ TEST(Cache, LookupAgainReturnsTheSameWithoutCounting)
     EXPECT_EQ(before.hits + 1, stats(s.c).hits);
 }
 
-TEST(Cache, LruEvictionOrderWhenFull)
+// CLOCK: a hit sets the entry's referenced bit; an insert into a full cache
+// sweeps the hand, clearing bits, and evicts the first entry without one
+// (or an expired one, referenced or not).
+TEST(Cache, ClockSecondChanceWhenFull)
 {
     Small s;
     uint32_t n = stats(s.c).slots_total;
@@ -243,38 +259,57 @@ TEST(Cache, LruEvictionOrderWhenFull)
     ASSERT_EQ(0u, stats(s.c).slots_free);
     ASSERT_EQ(0u, stats(s.c).evictions);
 
-    // one more: the oldest (0) goes
-    ASSERT_EQ(0, put(s.c, hash_of(n), blob_of(n, 10), 1000));
-    EXPECT_EQ(1u, stats(s.c).evictions);
-    EXPECT_EQ(AK_CACHE_MISS, look(s.c, hash_of(0), 1000).rc);
+    // the first half is used: the next inserts take from the second half
+    for (uint32_t i = 0; i < n / 2; i++) {
+        ASSERT_EQ(AK_CACHE_FRESH, look(s.c, hash_of(i), 1000).rc);
+    }
+    for (uint32_t k = 0; k < n / 4; k++) {
+        ASSERT_EQ(0, put(s.c, hash_of(n + k), blob_of(n + k, 10), 1001));
+    }
+    EXPECT_EQ(n / 4, stats(s.c).evictions);
+    uint32_t lost = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        int has = ak_cache_peek(s.c, hash_of(i).b);
+        if (i < n / 2) {
+            EXPECT_EQ(1, has) << "referenced key " << i << " evicted";
+        } else {
+            lost += has == 0;
+        }
+    }
+    EXPECT_EQ(n / 4, lost);
 
-    // a lookup refreshes key 1: the next insert evicts 2, not 1
-    EXPECT_EQ(AK_CACHE_FRESH, look(s.c, hash_of(1), 1001).rc);
-    ASSERT_EQ(0, put(s.c, hash_of(n + 1), blob_of(n + 1, 10), 1002));
-    EXPECT_EQ(AK_CACHE_MISS, look(s.c, hash_of(2), 1003).rc);
-    EXPECT_EQ(AK_CACHE_FRESH, look(s.c, hash_of(1), 1003).rc);
+    // the hand cleared the bits it passed: without new hits, those go too
+    for (uint32_t k = 0; k < n; k++) {
+        ASSERT_EQ(0, put(s.c, hash_of(2 * n + k), blob_of(k, 10), 1002));
+    }
+    for (uint32_t i = 0; i < n / 2; i++) {
+        EXPECT_EQ(0, ak_cache_peek(s.c, hash_of(i).b)) << i;
+    }
 
-    // a re-put refreshes too: 3 survives, 4 goes
-    ASSERT_EQ(0, put(s.c, hash_of(3), blob_of(3, 10, 1), 1004));
-    ASSERT_EQ(0, put(s.c, hash_of(n + 2), blob_of(n + 2, 10), 1005));
-    EXPECT_EQ(AK_CACHE_FRESH, look(s.c, hash_of(3), 1006).rc);
-    EXPECT_EQ(AK_CACHE_MISS, look(s.c, hash_of(4), 1006).rc);
+    // an expired entry goes first, even when it was used
+    Small e;
+    uint64_t late = kTtl + kStale + 1000;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t t = i == n / 2 ? 1000 : late - 10;
+        ASSERT_EQ(0, put(e.c, hash_of(i), blob_of(i, 10), t));
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        ASSERT_NE(AK_CACHE_MISS, look(e.c, hash_of(i), late - 20).rc) << i;
+    }
+    ASSERT_EQ(0, put(e.c, hash_of(5000), blob_of(5000, 10), late));
+    EXPECT_EQ(0, ak_cache_peek(e.c, hash_of(n / 2).b));
+    EXPECT_EQ(1u, stats(e.c).evictions);
 
-    // a big blob evicts as many LRU entries as it needs slots: 5, 6, ...
+    // a big blob evicts as many entries as it needs slots
     uint64_t ev = stats(s.c).evictions;
     Bytes big = blob_of(999, 1000);
     ASSERT_EQ(0, put(s.c, hash_of(999), big, 1007));
-    uint32_t need = slots_for(1000);
-    EXPECT_EQ(ev + need, stats(s.c).evictions);
-    for (uint32_t i = 5; i < 5 + need; i++) {
-        EXPECT_EQ(AK_CACHE_MISS, look(s.c, hash_of(i), 1008).rc) << i;
-    }
-    EXPECT_EQ(AK_CACHE_FRESH, look(s.c, hash_of(5 + need), 1008).rc);
+    EXPECT_EQ(ev + slots_for(1000), stats(s.c).evictions);
     EXPECT_EQ(big, look(s.c, hash_of(999), 1008).blob);
     EXPECT_EQ(0u, stats(s.c).slots_free);
 }
 
-TEST(Cache, PositiveInsertEvictsExpiredNegativesFirst)
+TEST(Cache, PositiveInsertTakesUnusedEntriesOfEitherKind)
 {
     Small s;
     uint32_t n = stats(s.c).slots_total;
@@ -288,35 +323,39 @@ TEST(Cache, PositiveInsertEvictsExpiredNegativesFirst)
     }
     ASSERT_EQ(0u, stats(s.c).slots_free);
 
-    // negatives still live: the LRU positive goes, not a negative
+    // every positive used, the negatives not: a negative goes
+    for (uint32_t i = 0; i < n - neg; i++) {
+        ASSERT_EQ(AK_CACHE_FRESH, look(s.c, hash_of(i), 20).rc);
+    }
     ASSERT_EQ(0, put(s.c, hash_of(5000), blob_of(5000, 8), 100));
-    EXPECT_EQ(AK_CACHE_MISS, look(s.c, hash_of(0), 100).rc);
-    EXPECT_EQ(neg, stats(s.c).negative_entries);
+    EXPECT_EQ(neg - 1, stats(s.c).negative_entries);
+    EXPECT_EQ(n - neg + 1, stats(s.c).entries);
 
-    // past negative_ttl: negatives go first, positives stay
+    // past negative_ttl: expired negatives go before the positives (whose
+    // bits the hand cleared)
     uint64_t t = kNegTtl + 1;
     ASSERT_EQ(0, put(s.c, hash_of(5001), blob_of(5001, 8), t));
-    EXPECT_EQ(neg - 1, stats(s.c).negative_entries);
-    EXPECT_EQ(AK_CACHE_FRESH, look(s.c, hash_of(1), t).rc);
-    EXPECT_EQ(n - neg + 1, stats(s.c).entries);
+    EXPECT_EQ(neg - 2, stats(s.c).negative_entries);
+    EXPECT_EQ(n - neg + 2, stats(s.c).entries);
 
     // no positive at all left to evict: live negatives are taken
     Small s2;
-    for (uint32_t i = 0; i < 16; i++) {
+    const uint32_t cap = stats(s2.c).slots_total / 4;   // negative_max 25%
+    for (uint32_t i = 0; i < cap; i++) {
         ASSERT_EQ(0, put_neg(s2.c, hash_of(2000 + i), 0));
     }
     Bytes big = blob_of(1, AK_RECORD_MAX);
     // fill everything else with one huge blob + small ones, then replace
     uint32_t total = stats(s2.c).slots_total;
-    ASSERT_EQ(16u, total - stats(s2.c).slots_free);
+    ASSERT_EQ(cap, total - stats(s2.c).slots_free);
     ASSERT_EQ(0, put(s2.c, hash_of(1), big, 1));
     for (uint32_t i = 0; stats(s2.c).slots_free > 0; i++) {
         ASSERT_EQ(0, put(s2.c, hash_of(3000 + i), blob_of(i, 4), 1));
     }
-    ASSERT_EQ(16u, stats(s2.c).negative_entries);
+    ASSERT_EQ(cap, stats(s2.c).negative_entries);
     EXPECT_EQ(0, ak_cache_remove(s2.c, hash_of(424242).b));
     ASSERT_EQ(0, put(s2.c, hash_of(1), big, 2));    // same size: no eviction
-    EXPECT_EQ(16u, stats(s2.c).negative_entries);
+    EXPECT_EQ(cap, stats(s2.c).negative_entries);
 }
 
 TEST(Cache, NegativeFloodKeepsEveryPositive)
@@ -414,15 +453,14 @@ TEST(Cache, TtlStaleMissTransitions)
     EXPECT_EQ(AK_CACHE_STALE, look(s.c, h, t0 + kTtl + kStale - 1).rc);
     EXPECT_EQ(1u, stats(s.c).entries);
     EXPECT_EQ(AK_CACHE_MISS, look(s.c, h, t0 + kTtl + kStale).rc);
-    EXPECT_EQ(0u, stats(s.c).entries);
-    EXPECT_EQ(stats(s.c).slots_total, stats(s.c).slots_free);
-    // removed: even an earlier clock does not bring it back
-    EXPECT_EQ(AK_CACHE_MISS, look(s.c, h, t0).rc);
+    // a lookup (a reader) leaves it for a writer to remove
+    EXPECT_EQ(1u, stats(s.c).entries);
+    EXPECT_EQ(1, ak_cache_peek(s.c, h.b));
 
     ak_cache_stats_t st = stats(s.c);
     EXPECT_EQ(2u, st.hits);
     EXPECT_EQ(2u, st.stale_hits);
-    EXPECT_EQ(2u, st.misses);
+    EXPECT_EQ(1u, st.misses);
 
     // a re-read makes it FRESH again
     ASSERT_EQ(0, put(s.c, h, b, t0 + kTtl));
@@ -436,7 +474,8 @@ TEST(Cache, TtlStaleMissTransitions)
     EXPECT_EQ(1u, stats(s.c).negative_hits);
     EXPECT_EQ(1u, stats(s.c).negative_entries);
     EXPECT_EQ(AK_CACHE_MISS, look(s.c, n, t0 + kNegTtl).rc);
-    EXPECT_EQ(0u, stats(s.c).negative_entries);
+    EXPECT_EQ(1u, stats(s.c).negative_entries);
+    EXPECT_EQ(2, ak_cache_peek(s.c, n.b));
 
     // set_conf changes the ttls of entries already cached
     ak_cache_conf_t cf = conf();
@@ -654,10 +693,11 @@ TEST(Cache, Flush)
     }
 
     // fully usable afterwards, up to its whole capacity
+    uint64_t ev = stats(s.c).evictions;
     for (uint32_t i = 0; i < total; i++) {
         ASSERT_EQ(0, put(s.c, hash_of(5000 + i), blob_of(i, 3), 2));
     }
-    EXPECT_EQ(0u, stats(s.c).evictions);
+    EXPECT_EQ(ev, stats(s.c).evictions);
     EXPECT_EQ(total, stats(s.c).entries);
 }
 
@@ -665,7 +705,7 @@ TEST(Cache, BigBlobsRoundTripAndFreeTheirChains)
 {
     Small s(25, ak_cache_min_size() * 8);
     uint32_t total = stats(s.c).slots_total;
-    const size_t sizes[] = {1, 31, 32, 33, 100, 147, 148, 149, 264, 1000,
+    const size_t sizes[] = {1, 35, 36, 37, 100, 151, 152, 153, 268, 1000,
                             4095, AK_RECORD_MAX};
 
     for (size_t len : sizes) {
@@ -702,21 +742,26 @@ TEST(Cache, BigBlobsRoundTripAndFreeTheirChains)
             EXPECT_EQ(blob_of(i, 1000 + i), r.blob);
         }
     }
-    for (uint32_t i = 0; i < total; i++) {
+    // CLOCK gives the big ones (used) a second chance, then they go
+    uint32_t last = 0;
+    for (uint32_t i = 0; i < 4 * total; i++) {
         ASSERT_EQ(0, put(s.c, hash_of(10000 + i), blob_of(i, 20), 6));
+        last = 10000 + i;
+    }
+    for (uint64_t i = 0; i < 50; i++) {
+        EXPECT_EQ(0, ak_cache_peek(s.c, hash_of(100 + i).b)) << i;
     }
     ak_cache_stats_t st = stats(s.c);
-    EXPECT_EQ(total, st.entries);
-    EXPECT_EQ(0u, st.slots_free);
+    EXPECT_EQ(total, st.entries + st.slots_free);
 
     // a lookup into a short buffer fails without damage
     size_t len;
     uint32_t flags, slot;
     unsigned char small[8];
-    EXPECT_EQ(AK_CACHE_MISS, ak_cache_lookup(s.c, hash_of(10000).b, 7, small,
+    EXPECT_EQ(AK_CACHE_MISS, ak_cache_lookup(s.c, hash_of(last).b, 7, small,
                                              sizeof(small), &len, &flags,
                                              &slot));
-    EXPECT_EQ(AK_CACHE_FRESH, look(s.c, hash_of(10000), 7).rc);
+    EXPECT_EQ(AK_CACHE_FRESH, look(s.c, hash_of(last), 7).rc);
 }
 
 TEST(Cache, KeyStateSurvivesReputAndNotSlotReuse)
@@ -727,8 +772,8 @@ TEST(Cache, KeyStateSurvivesReputAndNotSlotReuse)
     Result r = look(s.c, h, 1);
     ak_key_state_t *st = ak_cache_state(s.c, r.slot, h.b);
     ASSERT_NE(nullptr, st);
-    EXPECT_EQ(0u, st->tat_us);
-    st->tat_us = 123456;
+    EXPECT_EQ(0u, tat(st));
+    set_tat(st, 123456);
     st->q_window = 7;
     st->q_left = 8;
     st->q_used = 9;
@@ -743,7 +788,7 @@ TEST(Cache, KeyStateSurvivesReputAndNotSlotReuse)
         r = look(s.c, h, 3);
         st = ak_cache_state(s.c, r.slot, h.b);
         ASSERT_NE(nullptr, st) << len;
-        EXPECT_EQ(123456u, st->tat_us);
+        EXPECT_EQ(123456u, tat(st));
         EXPECT_EQ(7u, st->q_window);
         EXPECT_EQ(8u, st->q_left);
         EXPECT_EQ(9u, st->q_used);
@@ -752,21 +797,25 @@ TEST(Cache, KeyStateSurvivesReputAndNotSlotReuse)
     // evicted: the handle is dead, and the slot's new owner starts at zero
     uint32_t old = r.slot;
     uint32_t n = stats(s.c).slots_total;
-    for (uint32_t i = 0; i < n; i++) {
-        ASSERT_EQ(0, put(s.c, hash_of(100 + i), blob_of(i, 10), 4));
+    uint32_t put_n = 0;
+    for (; put_n < 3 * n && ak_cache_peek(s.c, h.b); put_n++) {
+        ASSERT_EQ(0, put(s.c, hash_of(100 + put_n), blob_of(put_n, 10), 4));
     }
     EXPECT_EQ(AK_CACHE_MISS, look(s.c, h, 5).rc);
     EXPECT_EQ(nullptr, ak_cache_state(s.c, old, h.b));
     bool reused = false;
-    for (uint32_t i = 0; i < n; i++) {
+    for (uint32_t i = 0; i < put_n + n; i++) {
+        if (i >= put_n) {
+            ASSERT_EQ(0, put(s.c, hash_of(100 + i), blob_of(i, 10), 4));
+        }
         Result q = look(s.c, hash_of(100 + i), 5);
-        ASSERT_EQ(AK_CACHE_FRESH, q.rc);
-        if (q.slot == old) {
+        if (q.rc == AK_CACHE_FRESH && q.slot == old) {
             reused = true;
             ak_key_state_t *o = ak_cache_state(s.c, old, hash_of(100 + i).b);
             ASSERT_NE(nullptr, o);
-            EXPECT_EQ(0u, o->tat_us);
+            EXPECT_EQ(0u, tat(o));
             EXPECT_EQ(0u, o->q_used);
+            break;
         }
     }
     EXPECT_TRUE(reused);
@@ -776,10 +825,10 @@ TEST(Cache, KeyStateSurvivesReputAndNotSlotReuse)
     r = look(s.c, h, 6);
     st = ak_cache_state(s.c, r.slot, h.b);
     ASSERT_NE(nullptr, st);
-    EXPECT_EQ(0u, st->tat_us);
+    EXPECT_EQ(0u, tat(st));
 
     // removed by an update: the state stays (same slot) until re-read
-    st->tat_us = 777;
+    set_tat(st, 777);
     ak_cache_remove(s.c, h.b);
     EXPECT_EQ(AK_CACHE_MISS, look(s.c, h, 6).rc);
     ASSERT_EQ(st, ak_cache_state(s.c, r.slot, h.b));
@@ -790,7 +839,7 @@ TEST(Cache, KeyStateSurvivesReputAndNotSlotReuse)
     r = look(s.c, h, 6);
     st = ak_cache_state(s.c, r.slot, h.b);
     ASSERT_NE(nullptr, st);
-    EXPECT_EQ(777u, st->tat_us);
+    EXPECT_EQ(777u, tat(st));
 
     // negative -> NULL
     ASSERT_EQ(0, put_neg(s.c, h, 7));
@@ -816,7 +865,7 @@ TEST(Cache, AttachCopyAtAnotherAddress)
     }
     ak_cache_revoke(c, hash_of(99).b);
     Result r = look(c, hash_of(99), 11);
-    ak_cache_state(c, r.slot, hash_of(99).b)->tat_us = 4242;
+    set_tat(ak_cache_state(c, r.slot, hash_of(99).b), 4242);
 
     ak_cache_stats_t before = stats(c);
     ASSERT_EQ(0u, before.evictions);
@@ -842,7 +891,7 @@ TEST(Cache, AttachCopyAtAnotherAddress)
     ASSERT_EQ(AK_CACHE_FRESH, r.rc);
     EXPECT_EQ((uint32_t) AK_ENTRY_REVOKED, r.flags);
     ASSERT_NE(nullptr, ak_cache_state(d, r.slot, hash_of(99).b));
-    EXPECT_EQ(4242u, ak_cache_state(d, r.slot, hash_of(99).b)->tat_us);
+    EXPECT_EQ(4242u, tat(ak_cache_state(d, r.slot, hash_of(99).b)));
     for (uint64_t i = 0; i < 20; i++) {
         EXPECT_EQ(AK_CACHE_NEGATIVE, look(d, hash_of(1000 + i), 12).rc);
     }
@@ -891,7 +940,7 @@ TEST(Cache, AttachRejectsMismatch)
 
 TEST(Cache, CapacityOneMillionKeysIn128MiB)
 {
-    EXPECT_LE(ak_cache_bytes_per_key(), 132u);
+    EXPECT_LE(ak_cache_bytes_per_key(), 133u);
 
     size_t size = (size_t) 128 << 20;
     Block b(size);
@@ -943,65 +992,70 @@ struct Model {
         bool revoked;
         bool gone = false;      // removed by an update, kept for its state
         uint64_t tat;
-        std::list<uint64_t>::iterator it;
     };
 
+    // Which entry CLOCK evicts is the cache's choice: the model predicts
+    // everything else exactly, and after each operation (sync) takes the
+    // entries the cache no longer has as evicted, checking that only what
+    // may go went (a negative insert never takes a live positive entry).
     uint32_t nslots, neg_max;
     uint64_t ttl, neg_ttl, stale;
     uint64_t seq = 1, gen = 1;
-    uint32_t used = 0;
     uint64_t evictions = 0, hits = 0, misses = 0, stale_hits = 0,
              negative_hits = 0, inserts = 0;
     uint32_t ngone = 0;
     std::unordered_map<uint64_t, Entry> map;
-    std::list<uint64_t> pos, neg;   // front: most recently used
+    bool pending_neg = false;   // a negative insert the cache may refuse
+    uint64_t pending_key = 0;
+    bool negative_op = false;   // the last operation stored a negative
+    uint64_t now = 0;
 
     static uint32_t cost(const Entry &e)
     {
         return e.neg ? 1 : slots_for(e.blob.size());
     }
 
-    std::list<uint64_t> &list_of(const Entry &e) { return e.neg ? neg : pos; }
-
-    uint64_t age(const Entry &e, uint64_t now)
+    uint64_t age(const Entry &e, uint64_t t)
     {
-        return now > e.fetched ? now - e.fetched : 0;
+        return t > e.fetched ? t - e.fetched : 0;
     }
 
-    bool neg_dead(const Entry &e, uint64_t now)
+    bool neg_dead(const Entry &e, uint64_t t)
     {
-        return e.gen != gen || age(e, now) >= neg_ttl;
+        return e.gen != gen || age(e, t) >= neg_ttl;
     }
 
-    bool pos_dead(const Entry &e, uint64_t now)
+    bool pos_dead(const Entry &e, uint64_t t)
     {
-        return age(e, now) >= ttl + stale;
+        return age(e, t) >= ttl + stale;
     }
 
     void drop(uint64_t k)
     {
         Entry &e = map.at(k);
         ngone -= e.gone;
-        list_of(e).erase(e.it);
-        used -= cost(e);
         map.erase(k);
     }
 
-    void evict(uint64_t k)
+    uint32_t free_slots() const
     {
-        drop(k);
-        evictions++;
+        uint32_t used = 0;
+        for (const auto &kv : map) {
+            used += cost(kv.second);
+        }
+        return nslots - used;
     }
 
-    uint32_t free_slots() const { return nslots - used; }
-
-    void touch(Entry &e)
+    uint32_t count(bool neg) const
     {
-        std::list<uint64_t> &l = list_of(e);
-        l.splice(l.begin(), l, e.it);
+        uint32_t n = 0;
+        for (const auto &kv : map) {
+            n += kv.second.neg == neg;
+        }
+        return n;
     }
 
-    int lookup(uint64_t k, uint64_t now, Bytes *blob, bool *revoked,
+    int lookup(uint64_t k, uint64_t t, Bytes *blob, bool *revoked,
                uint64_t **tat)
     {
         auto f = map.find(k);
@@ -1011,29 +1065,21 @@ struct Model {
         }
         Entry &e = f->second;
         if (e.neg) {
-            if (neg_dead(e, now)) {
-                drop(k);
-                misses++;
+            if (neg_dead(e, t)) {
+                misses++;               // left for a writer to remove
                 return AK_CACHE_MISS;
             }
-            touch(e);
             negative_hits++;
             return AK_CACHE_NEGATIVE;
         }
-        if (pos_dead(e, now)) {
-            drop(k);
+        if (pos_dead(e, t) || e.gone) {
             misses++;
             return AK_CACHE_MISS;
         }
-        if (e.gone) {
-            misses++;
-            return AK_CACHE_MISS;
-        }
-        touch(e);
         *blob = e.blob;
         *revoked = e.revoked;
         *tat = &e.tat;
-        if (age(e, now) < ttl && e.gen == gen && !e.stored_stale) {
+        if (age(e, t) < ttl && e.gen == gen && !e.stored_stale) {
             hits++;
             return AK_CACHE_FRESH;
         }
@@ -1041,18 +1087,17 @@ struct Model {
         return AK_CACHE_STALE;
     }
 
-    void put(uint64_t k, const Bytes &blob, uint64_t now, uint64_t s)
+    void put(uint64_t k, const Bytes &blob, uint64_t t, uint64_t s)
     {
         bool outdated = s != seq;
         Entry ne;
         ne.neg = false;
         ne.blob = blob;
-        ne.fetched = now;
+        ne.fetched = t;
         ne.gen = (uint32_t) gen;
         ne.stored_stale = outdated;
         ne.revoked = false;
         ne.tat = 0;
-        uint32_t need = slots_for(blob.size());
 
         auto f = map.find(k);
         if (f != map.end()) {
@@ -1062,73 +1107,73 @@ struct Model {
                 ne.revoked = outdated && e.revoked;
             }
             ngone -= e.gone;
-            list_of(e).erase(e.it);
-            used -= cost(e) - 1;    // the entry slot stays
             map.erase(f);
-            need -= 1;
         }
-        while (free_slots() < need) {
-            if (!neg.empty() && neg_dead(map.at(neg.back()), now)) {
-                evict(neg.back());
-            } else if (!pos.empty()) {
-                evict(pos.back());
-            } else {
-                ASSERT_FALSE(neg.empty());
-                evict(neg.back());
-            }
-        }
-        used += need;
-        pos.push_front(k);
-        ne.it = pos.begin();
         map[k] = ne;
         inserts++;
     }
 
-    void put_negative(uint64_t k, uint64_t now, uint64_t s)
+    void put_negative(uint64_t k, uint64_t t, uint64_t s)
     {
         if (s != seq) {
             return;
         }
         auto f = map.find(k);
         if (f != map.end() && f->second.neg) {
-            f->second.fetched = now;
+            f->second.fetched = t;
             f->second.gen = (uint32_t) gen;
-            touch(f->second);
             inserts++;
             return;
         }
         if (f != map.end()) {
             drop(k);
         }
-        for (int r = 0; neg.size() >= neg_max && !neg.empty() && r < 2; r++) {
-            evict(neg.back());
-        }
-        if (neg.size() >= neg_max) {
-            return;
-        }
-        if (free_slots() == 0) {
-            if (!neg.empty() && neg_dead(map.at(neg.back()), now)) {
-                evict(neg.back());
-            } else if (!pos.empty() && pos_dead(map.at(pos.back()), now)) {
-                evict(pos.back());
-            } else if (!neg.empty()) {
-                evict(neg.back());
-            } else {
-                return;
-            }
-        }
         Entry ne;
         ne.neg = true;
-        ne.fetched = now;
+        ne.fetched = t;
         ne.gen = (uint32_t) gen;
         ne.stored_stale = false;
         ne.revoked = false;
         ne.tat = 0;
-        neg.push_front(k);
-        ne.it = neg.begin();
         map[k] = ne;
-        used += 1;
         inserts++;
+        pending_neg = true;
+        pending_key = k;
+        negative_op = true;
+        now = t;
+    }
+
+    // after the cache did the operation: what it evicted, and whether a
+    // negative entry was stored
+    void sync(ak_cache_t *c, uint64_t evicted)
+    {
+        uint64_t gone = 0;
+        for (auto it = map.begin(); it != map.end();) {
+            int has = ak_cache_peek(c, hash_of(it->first).b);
+            if (has != 0) {
+                ASSERT_EQ(it->second.neg ? 2 : 1, has) << it->first;
+                ++it;
+                continue;
+            }
+            if (pending_neg && it->first == pending_key) {
+                inserts--;              // refused: no room for it
+                ngone -= it->second.gone;
+                it = map.erase(it);
+                continue;
+            }
+            if (negative_op && !it->second.neg) {
+                ASSERT_TRUE(pos_dead(it->second, now))
+                    << "a negative insert took live positive " << it->first;
+            }
+            ngone -= it->second.gone;
+            it = map.erase(it);
+            gone++;
+        }
+        evictions += gone;
+        ASSERT_EQ(evictions, evicted);
+        pending_neg = false;
+        negative_op = false;
+        ASSERT_LE(count(true), neg_max);
     }
 
     int revoke(uint64_t k)
@@ -1165,9 +1210,6 @@ struct Model {
     {
         seq++;
         map.clear();
-        pos.clear();
-        neg.clear();
-        used = 0;
         ngone = 0;
     }
 
@@ -1182,8 +1224,8 @@ void
 check_stats(ak_cache_t *c, const Model &m)
 {
     ak_cache_stats_t st = stats(c);
-    ASSERT_EQ(m.pos.size() - m.ngone, st.entries);
-    ASSERT_EQ(m.neg.size(), st.negative_entries);
+    ASSERT_EQ(m.count(false) - m.ngone, st.entries);
+    ASSERT_EQ(m.count(true), st.negative_entries);
     ASSERT_EQ(m.free_slots(), st.slots_free);
     ASSERT_EQ(m.nslots, st.slots_total);
     ASSERT_EQ(m.evictions, st.evictions);
@@ -1256,8 +1298,9 @@ run_model(uint64_t seed, size_t size, uint32_t pct, int ops, int keys)
                 ASSERT_EQ(flags_n, flags);
                 ak_key_state_t *st = ak_cache_state(c, slot, h.b);
                 ASSERT_NE(nullptr, st);
-                ASSERT_EQ(*etat, st->tat_us) << "op " << op;
-                st->tat_us = *etat = rng();
+                ASSERT_EQ(*etat, st->tat_us & AK_TAT_MASK) << "op " << op;
+                *etat = rng() & (AK_TAT_MASK >> 1);
+                st->tat_us = (st->tat_us & ~AK_TAT_MASK) | *etat;
             }
 
         } else if (what < 750) {
@@ -1289,6 +1332,10 @@ run_model(uint64_t seed, size_t size, uint32_t pct, int ops, int keys)
             ak_cache_flush(c);
         }
 
+        m.sync(c, stats(c).evictions);
+        if (::testing::Test::HasFatalFailure()) {
+            return;
+        }
         check_stats(c, m);
         if (::testing::Test::HasFatalFailure()) {
             return;
@@ -1494,10 +1541,10 @@ uint64_t &u64_at(Block &b, size_t off) { return *(uint64_t *) ((char *) b.mem() 
 
 const size_t kOffMagic = 0, kOffVersion = 8, kOffSlotSize = 12, kOffSize = 16,
              kOffBucketsOff = 24, kOffSlotsOff = 32, kOffNslots = 40,
-             kOffNbuckets = 44, kOffNegPct = 72, kOffNegMax = 76,
+             kOffNgroups = 44, kOffNegPct = 72, kOffNegMax = 76,
              kOffFreeHead = 92, kOffNfree = 96, kOffHwm = 100,
-             kOffPosHead = 104, kOffPosTail = 108, kOffNegHead = 112,
-             kOffNegTail = 116, kOffNpos = 120, kOffNneg = 124;
+             kOffHand = 104, kOffWriting = 108, kOffNpos = 112,
+             kOffNneg = 116;
 
 const uint32_t kNil = 0xffffffffu;
 
@@ -1529,7 +1576,7 @@ TEST(Cache, ValidateRefusesDamagedHeader)
     // the offsets used below
     ASSERT_EQ(size, u64_at(a, kOffSize));
     ASSERT_EQ(n, u32_at(a, kOffNslots));
-    ASSERT_EQ(n, u32_at(a, kOffNbuckets));
+    ASSERT_EQ((n + 14) / 15, u32_at(a, kOffNgroups));
     ASSERT_EQ(stats(c).entries, u32_at(a, kOffNpos));
     ASSERT_EQ(stats(c).negative_entries, u32_at(a, kOffNneg));
     ASSERT_EQ(stats(c).slots_free, u32_at(a, kOffNfree));
@@ -1560,19 +1607,18 @@ TEST(Cache, ValidateRefusesDamagedHeader)
         { "nslots + 1", kOffNslots, 4, n + 1, "count" },
         { "nslots huge", kOffNslots, 4, 0x7fffffff, "count" },
         { "nslots 0", kOffNslots, 4, 0, "count" },
-        { "nbuckets + 1", kOffNbuckets, 4, n + 1, "count" },
-        { "nbuckets 0", kOffNbuckets, 4, 0, "count" },
+        { "ngroups + 1", kOffNgroups, 4, (n + 14) / 15 + 1, "count" },
+        { "ngroups 0", kOffNgroups, 4, 0, "count" },
         { "hwm > nslots", kOffHwm, 4, n + 1, "high-water" },
         { "nfree > nslots", kOffNfree, 4, n + 1, "free" },
         { "nfree < never used", kOffNfree, 4, n - hwm - 1, "free" },
         { "free_head past hwm", kOffFreeHead, 4, hwm, "free list" },
         { "free_head NIL, free list not empty", kOffFreeHead, 4, kNil, "free list" },
         { "npos = nslots", kOffNpos, 4, n, "counts" },
-        { "pos_head NIL with entries", kOffPosHead, 4, kNil, "positive" },
-        { "pos_tail past hwm", kOffPosTail, 4, hwm + 1, "positive" },
-        { "pos_head huge", kOffPosHead, 4, 0x7ffffff0, "positive" },
-        { "neg_head NIL with entries", kOffNegHead, 4, kNil, "negative LRU" },
-        { "neg_tail past hwm", kOffNegTail, 4, n - 1, "negative LRU" },
+        { "nneg = nslots", kOffNneg, 4, n, "counts" },
+        { "hand past nslots", kOffHand, 4, n + 1, "hand" },
+        { "hand huge", kOffHand, 4, 0x7ffffff0, "hand" },
+        { "writing 2", kOffWriting, 4, 2, "writer" },
         { "neg_pct 0", kOffNegPct, 4, 0, "negative entry limit" },
         { "neg_pct 101", kOffNegPct, 4, 101, "negative entry limit" },
         { "neg_max 0", kOffNegMax, 4, 0, "negative entry limit" },
@@ -1695,32 +1741,51 @@ TEST(Cache, CheckAcceptsUseAndFindsDamage)
     };
     ak_cache_stats_t st = stats(c);
     ASSERT_GT(st.entries, 2u);
-    const size_t slots_off = 256 + ((st.slots_total * 4 + 7) & ~(size_t) 7);
-    for (int which = 0; which < 3; which++) {
+    const size_t groups_off = 1280;
+    const size_t slots_off = u64_at(a, 32);
+    const uint32_t ngroups = (st.slots_total + 14) / 15;
+    for (int which = 0; which < 5; which++) {
         Block b(size);
         memcpy(b.mem(), a.mem(), size);
         unsigned char *m = static_cast<unsigned char *>(b.mem());
-        uint32_t *buckets = reinterpret_cast<uint32_t *>(m + 256);
-        uint32_t first = 0xffffffffu, bucket = 0;
-        for (uint32_t k = 0; k < st.slots_total && first == 0xffffffffu; k++) {
-            first = buckets[k];
-            bucket = k;
+        uint32_t *heads = nullptr;
+        uint32_t first = 0xffffffffu, bucket = 0, group = 0;
+        for (uint32_t g = 0; g < ngroups && first == 0xffffffffu; g++) {
+            uint32_t *grp = reinterpret_cast<uint32_t *>(m + groups_off
+                                                          + 64 * (size_t) g);
+            for (uint32_t k = 0; k < 15 && first == 0xffffffffu; k++) {
+                first = grp[1 + k];
+                bucket = k;
+                group = g;
+                heads = grp + 1;
+            }
         }
         ASSERT_NE(0xffffffffu, first);
         unsigned char *slot = m + slots_off + 128 * (size_t) first;
         switch (which) {
-        case 0:     // the entry's LRU "next" points at itself
-            memcpy(slot + 40, &first, 4);
+        case 0:     // the entry's chain link points at itself
+            memcpy(slot + 64, &first, 4);
             break;
         case 1:     // the bucket head moved to another bucket
-            buckets[(bucket + 1) % st.slots_total] = first;
-            buckets[bucket] = 0xffffffffu;
+            heads[(bucket + 1) % 15] = first;
+            heads[bucket] = 0xffffffffu;
             break;
-        default:    // the entry's overflow link: the head of the free list
+        case 2:     // the entry's overflow link: the head of the free list
             memset(slot + 124, 0, 4);
-            memset(slot + 90, 0xff, 1);     // and a long blob
+            memset(slot + 83, 0xff, 1);     // and a long blob
+            break;
+        case 3:     // a writer died with the group's counter odd
+            heads[-1] |= 1;
+            break;
+        default: {  // the entry's tag word says "no entry"
+            uint64_t w;
+            memcpy(&w, slot, 8);
+            w |= AK_TAT_NONE;
+            memcpy(slot, &w, 8);
             break;
         }
+        }
+        (void) group;
         ak_cache_t *d = ak_cache_attach(b.mem(), size);
         ASSERT_NE(nullptr, d);
         EXPECT_NE(nullptr, ak_cache_check(d, scratch.data(), scratch.size()))

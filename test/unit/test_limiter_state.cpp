@@ -214,7 +214,7 @@ TEST(KeyStateCarry, UpdateEventThenReRead)
     ASSERT_EQ(AK_CACHE_FRESH, z.look(5, &slot));
     st = ak_cache_state(z.c, slot, aktest::test_hash());
     ASSERT_NE(nullptr, st);
-    EXPECT_EQ(5000u, st->tat_us);
+    EXPECT_EQ(5000u, st->tat_us & AK_TAT_MASK);
     EXPECT_EQ(8u, st->q_left);
     EXPECT_EQ(9u, st->q_used);
 
@@ -224,14 +224,15 @@ TEST(KeyStateCarry, UpdateEventThenReRead)
     ASSERT_EQ(AK_CACHE_FRESH, z.look(7, &slot));
     st = ak_cache_state(z.c, slot, aktest::test_hash());
     ASSERT_NE(nullptr, st);
-    EXPECT_EQ(0u, st->tat_us);
+    EXPECT_EQ(0u, st->tat_us & AK_TAT_MASK);
     EXPECT_EQ(8u, st->q_left);
 
     // the same on a plain re-read (ttl passed), without an event
     st->tat_us = 42;
     ASSERT_EQ(0, z.put(v1, 8));
     ASSERT_EQ(AK_CACHE_FRESH, z.look(9, &slot));
-    EXPECT_EQ(0u, ak_cache_state(z.c, slot, aktest::test_hash())->tat_us);
+    EXPECT_EQ(0u, ak_cache_state(z.c, slot, aktest::test_hash())->tat_us
+                  & AK_TAT_MASK);
 }
 
 
@@ -267,7 +268,7 @@ TEST(KeyStateCarry, StateFindAfterReCreation)
     ak_key_state_t *st = ak_cache_state_find(z.c, aktest::test_hash(), &found);
     ASSERT_NE(nullptr, st);
     EXPECT_EQ(slot2, found);
-    EXPECT_EQ(0u, st->tat_us);
+    EXPECT_EQ(0u, st->tat_us & AK_TAT_MASK);
 }
 
 

@@ -1,0 +1,108 @@
+# SPDX-License-Identifier: BSD-2-Clause
+# A reload into a module whose cache layout differs from the one in shared
+# memory (an upgrade of the module by nginx -s reload) must not reuse the
+# block: the old workers still read and write it in their layout.  The
+# reload fails with an [emerg] naming the zone and what differs, and the
+# running configuration keeps serving.
+#
+# The other layout is made with gdb: the worker stops in
+# ngx_http_api_key_limits and the cache header's layout version is changed
+# there (the workers' code never looks at it again; only attach does).
+# Skipped when gdb cannot attach (no gdb, no ptrace).
+use strict;
+use warnings;
+use Test::More;
+use POSIX qw(:sys_wait_h);
+use lib 't/lib';
+use ApiKeyTest;
+use ApiKeyTest::Policy;
+
+require_module();
+
+my $GDB = '/usr/bin/gdb';
+plan skip_all => 'gdb is not installed' unless -x $GDB;
+
+my $r = ApiKeyTest::Redis->start;
+
+my $http = <<'EOT';
+    api_key_zone  keys:1m ttl=60s;
+    api_key_redis redis://127.0.0.1:%%REDIS%% timeout=2s;
+
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        api_key keys;
+        root %%DIR%%/html;
+        add_header X-Status $api_key_status always;
+        location / {
+            try_files /ok.txt =404;
+        }
+    }
+EOT
+
+my $n = ApiKeyTest::Nginx->start(http => $http, workers => 1, redis => $r,
+    redis_clients => 2, vars => { REDIS => $r->port });
+static_site($n);
+my $port = $n->port;
+my ($pid) = $n->worker_pids;
+
+my $k = random_key('layout');
+add_key($r, $k, rate => '100/s');
+is(http_get($port, '/', headers => xkey($k))->status, 200,
+   'a key with a rate: cached');
+
+# the reload works while the layout is the same
+ok($n->reload, 'a reload keeps the cache: same layout');
+($pid) = $n->worker_pids;
+is(http_get($port, '/', headers => xkey($k))->status, 200, '... and serves');
+
+my $out = $n->dir . '/gdb.out';
+my $gpid = fork // die "fork: $!";
+if ($gpid == 0) {
+    open STDOUT, '>', $out or POSIX::_exit(1);
+    open STDERR, '>&', \*STDOUT;
+    exec $GDB, '-nx', '-batch', '-p', $pid,
+        '-ex', 'set pagination off',
+        '-ex', 'set confirm off',
+        '-ex', 'break ngx_http_api_key_limits',
+        '-ex', 'continue',
+        '-ex', 'set var *(unsigned int *) ((char *) alcf->zone->sh->cache + 8) = 2',
+        '-ex', 'printf "VERSION SET\n"',
+        '-ex', 'detach'
+        or POSIX::_exit(127);
+}
+my $ready = wait_until(sub { (eval { slurp($out) } // '') =~ /^Breakpoint 1 at /m },
+                       timeout => 20, interval => 0.1);
+unless ($ready) {
+    kill 'KILL', $gpid;
+    waitpid $gpid, 0;
+    my $o = eval { slurp($out) } // '';
+    $n->stop;
+    plan skip_all => "gdb cannot stop the worker here: " . ((split /\n/, $o)[-1] // '');
+}
+is(http_get($port, '/', headers => xkey($k), timeout => 20)->status, 200,
+   'the request gdb stopped passes');
+wait_until(sub { waitpid($gpid, WNOHANG) == $gpid }, timeout => 20)
+    or kill 'KILL', $gpid;
+like(slurp($out), qr/VERSION SET/, 'gdb changed the layout version');
+
+$n->expect_problem(qr/\[emerg\].*api_key_zone "keys": the cache in shared memory cannot be kept/);
+my $mark = $n->log_mark;
+ok(!$n->reload, 'the reload into another layout fails');
+like($n->error_log_since($mark),
+     qr/\[emerg\].*api_key_zone "keys": the cache in shared memory cannot be kept \(cache layout version differs\): restart nginx/,
+     '... with an emerg naming the zone and what differs');
+is_deeply([ $n->worker_pids ], [ $pid ], 'the old worker goes on');
+is(http_get($port, '/', headers => xkey($k))->status, 200, '... and serves');
+
+# a restart starts the cache anew
+$n->stop;
+$n = ApiKeyTest::Nginx->start(http => $http, workers => 1, redis => $r,
+    redis_clients => 2, vars => { REDIS => $r->port });
+static_site($n);
+is(http_get($n->port, '/', headers => xkey($k))->status, 200,
+   'after a restart: served');
+
+is_deeply([ $n->problems ], [], 'no alert, crit or emerg');
+$n->stop;
+
+done_testing;
