@@ -104,6 +104,9 @@ ok(!grep({ $cum[$_] < $cum[$_ - 1] } 1 .. $#cum) && $cum[0] >= 0,
    'histogram buckets are cumulative: ' . join(' ', @cum));
 is($m->{"api_key_cache_entries{$z,kind=\"key\"}"}, 2, 'two keys cached');
 is($m->{"api_key_cache_entries{$z,kind=\"negative\"}"}, 1, 'one negative entry');
+ok(defined $m->{"api_key_cache_read_retries_total{$z}"}
+   && $m->{"api_key_cache_read_retries_total{$z}"} =~ /^\d+$/,
+   'lock-free lookups that read again: a counter');
 is($m->{'api_key_redis_connected{connection="commands"}'}, 1,
    'the answering worker is connected (commands)');
 is($m->{'api_key_redis_connected{connection="events"}'}, 1,

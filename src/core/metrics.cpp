@@ -277,6 +277,17 @@ ak_metrics_page(const ak_metrics_t *m, char *out, size_t cap) noexcept
         w.put("\n");
     }
 
+    w.family("api_key_cache_read_retries_total",
+             "Lock-free lookups that read a bucket group again because a "
+             "writer changed it meanwhile.", "counter");
+
+    for (size_t i = 0; i < nz; i++) {
+        w.sample("api_key_cache_read_retries_total", &z[i].name, nullptr,
+                 static_cast<const ak_str_t *>(nullptr));
+        w.u64(z[i].cache.read_retries);
+        w.put("\n");
+    }
+
     w.family("api_key_cache_inserts_total", "Records stored.", "counter");
 
     for (size_t i = 0; i < nz; i++) {

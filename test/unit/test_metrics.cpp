@@ -43,6 +43,7 @@ struct Page {
             z.cache.hits = 7;
             z.cache.entries = 3;
             z.cache.slots_total = 100;
+            z.cache.read_retries = 11;
             z.latency_sum_us = 1234567;
             z.latency_count = 7;
             z.redis_timeouts = 18446744073709551615ULL;
@@ -162,6 +163,10 @@ TEST(Metrics, ZonesShareFamilies)
                      "api_key_cache_evictions_total{zone=\"c\"} 0\n"),
               std::string::npos);
     EXPECT_EQ(count(t, "{zone=\"a\""), count(t, "{zone=\"c\""));
+    EXPECT_NE(t.find("# TYPE api_key_cache_read_retries_total counter\n"
+                     "api_key_cache_read_retries_total{zone=\"a\"} 11\n"
+                     "api_key_cache_read_retries_total{zone=\"b\"} 11\n"),
+              std::string::npos);
 }
 
 TEST(Metrics, UsageFamilies)
@@ -186,7 +191,7 @@ TEST(Metrics, NoZones)
     std::string t = p.text();
 
     /* the families without samples, and no node-wide part */
-    EXPECT_EQ(count(t, "# HELP "), 12u);
+    EXPECT_EQ(count(t, "# HELP "), 13u);
     EXPECT_EQ(t.find("api_key_events_total"), std::string::npos);
     EXPECT_EQ(t.find("{"), std::string::npos);
 }
