@@ -719,15 +719,42 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
                                     ngx_http_api_key_blob,
                                     sizeof(ngx_http_api_key_blob),
                                     &len, &flags, &slot);
+    if (found == AK_CACHE_MISS) {
+        /*
+         * A lock-free lookup also answers MISS when a writer kept changing
+         * the key's bucket group (or died while changing it, leaving its
+         * counter odd): look once more under the lock, where no live
+         * writer can be, after emptying a cache a dead writer left.  Only
+         * on a miss, which goes to Redis anyway.
+         */
+
+        ngx_shmtx_lock(&zone->shpool->mutex);
+
+        if (ak_cache_recover(zone->sh->cache, zone->sh->cache_size) == 1) {
+            ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+                          "api_key: a worker died while writing to the "
+                          "cache of zone \"%V\": it was emptied",
+                          &zone->name);
+        }
+
+        found = ak_cache_lookup_again(zone->sh->cache, ctx->hash,
+                                      (uint64_t) ngx_current_msec,
+                                      ngx_http_api_key_blob,
+                                      sizeof(ngx_http_api_key_blob),
+                                      &len, &flags, &slot);
+
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+    }
+
     /* only a read from Redis needs it */
     seq = (found == AK_CACHE_MISS || found == AK_CACHE_STALE)
           ? ak_cache_event_seq(zone->sh->cache) : 0;
 
-    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "api_key: cache %s, key id \"%V\", hash %08xD",
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "api_key: cache %s, hash %08xD",
                    (found >= AK_CACHE_MISS && found <= AK_CACHE_STALE)
                    ? ngx_http_api_key_cache_names[found] : "?",
-                   &ctx->id, ngx_http_api_key_hash_prefix(ctx->hash));
+                   ngx_http_api_key_hash_prefix(ctx->hash));
 
     if (found == AK_CACHE_FRESH) {
         return ngx_http_api_key_evaluate(r, alcf, ctx, len, flags, slot);

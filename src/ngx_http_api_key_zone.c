@@ -297,6 +297,7 @@ ngx_http_api_key_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     size_t                         size, len;
     void                          *block;
+    int                            emptied;
     const char                    *why;
     ngx_slab_pool_t               *shpool;
     ngx_http_api_key_zone_t       *zone;
@@ -314,6 +315,10 @@ ngx_http_api_key_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         /* under the lock: the workers' writes leave it consistent */
         ngx_shmtx_lock(&shpool->mutex);
 
+        /* a worker that died while writing: emptied, as its next writer
+         * would (else the counts it left half-updated refuse the reload) */
+        emptied = ak_cache_recover(zone->sh->cache, zone->sh->cache_size);
+
         why = ak_cache_validate(zone->sh->cache, zone->sh->cache_size);
 
         if (why == NULL) {
@@ -321,6 +326,13 @@ ngx_http_api_key_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         }
 
         ngx_shmtx_unlock(&shpool->mutex);
+
+        if (emptied == 1) {
+            ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
+                          "api_key_zone \"%V\": a worker died while writing "
+                          "to the cache: it was emptied",
+                          &shm_zone->shm.name);
+        }
 
         if (why) {
             /*

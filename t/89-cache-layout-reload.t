@@ -102,6 +102,42 @@ static_site($n);
 is(http_get($n->port, '/', headers => xkey($k))->status, 200,
    'after a restart: served');
 
+# --- a worker that died while writing (its flag left set, a count
+# half-updated): a reload empties the cache and keeps the zone ------------
+
+($pid) = $n->worker_pids;
+my $out2 = $n->dir . '/gdb2.out';
+my $gpid2 = fork // die "fork: $!";
+if ($gpid2 == 0) {
+    open STDOUT, '>', $out2 or POSIX::_exit(1);
+    open STDERR, '>&', \*STDOUT;
+    exec $GDB, '-nx', '-batch', '-p', $pid,
+        '-ex', 'set pagination off',
+        '-ex', 'set confirm off',
+        '-ex', 'break ngx_http_api_key_limits',
+        '-ex', 'continue',
+        # the header's "writing" flag (offset 108) and hwm (offset 100)
+        '-ex', 'set var *(unsigned int *) ((char *) alcf->zone->sh->cache + 108) = 1',
+        '-ex', 'set var *(unsigned int *) ((char *) alcf->zone->sh->cache + 100) += 1',
+        '-ex', 'printf "WRITER DEAD\n"',
+        '-ex', 'detach'
+        or POSIX::_exit(127);
+}
+ok(wait_until(sub { (eval { slurp($out2) } // '') =~ /^Breakpoint 1 at /m },
+              timeout => 20, interval => 0.1), 'gdb stops the new worker');
+is(http_get($n->port, '/', headers => xkey($k), timeout => 20)->status, 200,
+   'the request gdb stopped passes');
+wait_until(sub { waitpid($gpid2, WNOHANG) == $gpid2 }, timeout => 20)
+    or kill 'KILL', $gpid2;
+like(slurp($out2), qr/WRITER DEAD/, 'gdb left the cache as a dead writer would');
+$mark = $n->log_mark;
+ok($n->reload, 'a reload after a writer died mid-write: accepted');
+like($n->error_log_since($mark),
+     qr/\[notice\].*api_key_zone "keys": a worker died while writing to the cache: it was emptied/,
+     '... the cache was emptied (notice)');
+is(http_get($n->port, '/', headers => xkey($k))->status, 200,
+   '... and the key is read again and served');
+
 is_deeply([ $n->problems ], [], 'no alert, crit or emerg');
 $n->stop;
 

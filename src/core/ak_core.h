@@ -772,6 +772,17 @@ ak_cache_t *ak_cache_create(void *mem, size_t size,
 ak_cache_t *ak_cache_attach(void *mem, size_t size) AK_NOEXCEPT;
 
 /*
+ * With the zone's lock held: a block of this layout (the fields
+ * ak_cache_validate checks first: magic, version, sizes, offsets) whose
+ * last writer died in the middle of an operation (its flag still set, or
+ * counts that do not add up) is emptied, as the next writer would do.
+ * 1 emptied, 0 nothing to do, -1 not a block of this layout (left alone).
+ * For a reload that keeps the zone, and for a lookup that ran out of
+ * retries (a bucket group's counter left odd by a dead writer).
+ */
+int ak_cache_recover(void *mem, size_t size) AK_NOEXCEPT;
+
+/*
  * Checks that [mem, mem + size) holds a cache that can be attached: the
  * layout fields of its header (size, counts, offsets) match the block size
  * given, which every later operation relies on, and the mutable header

@@ -1960,6 +1960,39 @@ ak_cache_check(const ak_cache_t *c, unsigned char *scratch,
 }
 
 
+int
+ak_cache_recover(void *mem, size_t size) noexcept
+{
+    Layout        l;
+    ak_cache_s   *h;
+
+    if (mem == NULL || !aligned(mem) || !layout_of(size, &l)) {
+        return -1;
+    }
+
+    h = static_cast<ak_cache_s *>(mem);
+
+    if (h->magic != kMagic || h->version != kVersion
+        || h->slot_size != sizeof(Slot) || h->size != size
+        || h->nslots != l.nslots || h->ngroups != l.ngroups
+        || h->groups_off != kGroupsOff || h->slots_off != l.slots_off)
+    {
+        return -1;
+    }
+
+    if (h->writing == 0 && ak_cache_validate(mem, size) == NULL) {
+        return 0;
+    }
+
+    /* a writer died in the middle of an operation: empty it, as the next
+     * writer would (Writing) */
+    reset(h);
+    h->writing = 0;
+
+    return 1;
+}
+
+
 ak_cache_t *
 ak_cache_attach(void *mem, size_t size) noexcept
 {

@@ -384,3 +384,71 @@ TEST(CacheLockFree, ReadersOfAGroupLeftOddAnswerMiss)
     EXPECT_EQ(AK_CACHE_FRESH, ak_cache_lookup(z.c, a.b, 1, buf, sizeof(buf),
                                               &len, &flags, &slot));
 }
+
+// ak_cache_recover (a reload that keeps the zone, a lookup out of
+// retries): a consistent cache is left alone; one whose writer died (its
+// flag set, or counts half-updated: a store of hwm without the nfree that
+// goes with it) is emptied and usable; a block of another layout is not
+// touched.  Without it a reload after a dead writer was refused.
+TEST(CacheLockFree, RecoverEmptiesWhatADeadWriterLeft)
+{
+    Zone z(ak_cache_min_size());
+    ASSERT_NE(nullptr, z.c);
+    void *mem = z.words.data();
+    size_t size = ak_cache_min_size();
+    unsigned char *b8 = reinterpret_cast<unsigned char *>(mem);
+    Key a = key_of(9);
+    std::vector<unsigned char> rec = record(9, 1, 200);
+    unsigned char buf[AK_RECORD_MAX];
+    size_t len;
+    uint32_t flags, slot, v;
+    std::vector<unsigned char> scratch(ak_cache_check_scratch(z.c));
+
+    ASSERT_EQ(0, ak_cache_put(z.c, a.b, rec.data(), rec.size(), 1,
+                              ak_cache_event_seq(z.c)));
+    EXPECT_EQ(0, ak_cache_recover(mem, size));
+    EXPECT_EQ(AK_CACHE_FRESH, ak_cache_lookup(z.c, a.b, 1, buf, sizeof(buf),
+                                              &len, &flags, &slot));
+
+    // counts half-updated (hwm one further, nfree not), the flag cleared
+    memcpy(&v, b8 + 100, 4);
+    v++;
+    memcpy(b8 + 100, &v, 4);
+    ASSERT_NE(nullptr, ak_cache_validate(mem, size));
+    EXPECT_EQ(1, ak_cache_recover(mem, size));
+    EXPECT_EQ(nullptr, ak_cache_validate(mem, size));
+    EXPECT_EQ(nullptr, ak_cache_check(z.c, scratch.data(), scratch.size()));
+    EXPECT_EQ(AK_CACHE_MISS, ak_cache_lookup(z.c, a.b, 1, buf, sizeof(buf),
+                                             &len, &flags, &slot));
+
+    // the writer's flag left set
+    ASSERT_EQ(0, ak_cache_put(z.c, a.b, rec.data(), rec.size(), 1,
+                              ak_cache_event_seq(z.c)));
+    v = 1;
+    memcpy(b8 + 108, &v, 4);
+    EXPECT_EQ(1, ak_cache_recover(mem, size));
+    memcpy(&v, b8 + 108, 4);
+    EXPECT_EQ(0u, v);
+    EXPECT_EQ(nullptr, ak_cache_check(z.c, scratch.data(), scratch.size()));
+    ASSERT_EQ(0, ak_cache_put(z.c, a.b, rec.data(), rec.size(), 1,
+                              ak_cache_event_seq(z.c)));
+    EXPECT_EQ(AK_CACHE_FRESH, ak_cache_lookup(z.c, a.b, 1, buf, sizeof(buf),
+                                              &len, &flags, &slot));
+
+    // another layout version: left as it is
+    std::vector<unsigned char> before(b8, b8 + size);
+    memcpy(&v, b8 + 8, 4);
+    v++;
+    memcpy(b8 + 8, &v, 4);
+    before[8] = b8[8];
+    before[9] = b8[9];
+    before[10] = b8[10];
+    before[11] = b8[11];
+    v = 1;
+    memcpy(b8 + 108, &v, 4);
+    before[108] = 1;
+    before[109] = before[110] = before[111] = 0;
+    EXPECT_EQ(-1, ak_cache_recover(mem, size));
+    EXPECT_EQ(0, memcmp(before.data(), b8, size));
+    EXPECT_EQ(-1, ak_cache_recover(mem, size - 8));
+}
