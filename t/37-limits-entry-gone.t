@@ -47,35 +47,17 @@ my $port = $n->port;
 my ($pid) = $n->worker_pids;
 
 # gdb attached to the worker: at the next ngx_http_api_key_limits, the cache
-# is emptied, then gdb detaches.  Returns gdb's pid and its output file.
+# is emptied, then gdb detaches.  Returns gdb's pid, its output file and
+# whether the breakpoint was set.
 sub gdb_flush_at_limits {
     my $out = $n->dir . '/gdb.out';
-    my $gpid = fork // die "fork: $!";
-    if ($gpid == 0) {
-        open STDOUT, '>', $out or POSIX::_exit(1);
-        open STDERR, '>&', \*STDOUT;
-        exec $GDB, '-nx', '-batch', '-p', $pid,
-            '-ex', 'set pagination off',
-            '-ex', 'set confirm off',
-            '-ex', 'break ngx_http_api_key_limits',
-            '-ex', 'continue',
-            '-ex', 'call (void) ak_cache_flush(alcf->zone->sh->cache)',
-            '-ex', 'printf "FLUSHED\n"',
-            '-ex', 'detach'
-            or POSIX::_exit(127);
-    }
-    # attached and the breakpoint set: requests wait in the socket until
-    # gdb lets the worker go on, and then stop at the breakpoint
-    my $ready = wait_until(sub { (eval { slurp($out) } // '') =~ /^Breakpoint 1 at /m },
-                           timeout => 20, interval => 0.1);
+    my ($gpid, $ready) = gdb_at($pid, $out, 'ngx_http_api_key_limits',
+        'call (void) ak_cache_flush(alcf->zone->sh->cache)',
+        'printf "FLUSHED\n"');
     return ($gpid, $out, $ready);
 }
 
-sub finish_gdb {
-    my ($gpid) = @_;
-    my $done = wait_until(sub { waitpid($gpid, WNOHANG) == $gpid }, timeout => 20);
-    kill 'KILL', $gpid unless $done;
-}
+sub finish_gdb { gdb_finish($_[0]) }
 
 my $k = random_key('gone');
 add_key($r, $k, rate => '5/m', burst => 0);

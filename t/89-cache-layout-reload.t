@@ -56,33 +56,18 @@ ok($n->reload, 'a reload keeps the cache: same layout');
 is(http_get($port, '/', headers => xkey($k))->status, 200, '... and serves');
 
 my $out = $n->dir . '/gdb.out';
-my $gpid = fork // die "fork: $!";
-if ($gpid == 0) {
-    open STDOUT, '>', $out or POSIX::_exit(1);
-    open STDERR, '>&', \*STDOUT;
-    exec $GDB, '-nx', '-batch', '-p', $pid,
-        '-ex', 'set pagination off',
-        '-ex', 'set confirm off',
-        '-ex', 'break ngx_http_api_key_limits',
-        '-ex', 'continue',
-        '-ex', 'set var *(unsigned int *) ((char *) alcf->zone->sh->cache + 8) = 2',
-        '-ex', 'printf "VERSION SET\n"',
-        '-ex', 'detach'
-        or POSIX::_exit(127);
-}
-my $ready = wait_until(sub { (eval { slurp($out) } // '') =~ /^Breakpoint 1 at /m },
-                       timeout => 20, interval => 0.1);
+my ($gpid, $ready) = gdb_at($pid, $out, 'ngx_http_api_key_limits',
+    'set var *(unsigned int *) ((char *) alcf->zone->sh->cache + 8) = 2',
+    'printf "VERSION SET\n"');
 unless ($ready) {
-    kill 'KILL', $gpid;
-    waitpid $gpid, 0;
-    my $o = eval { slurp($out) } // '';
+    gdb_finish($gpid);
+    my $o = slurp($out);
     $n->stop;
     plan skip_all => "gdb cannot stop the worker here: " . ((split /\n/, $o)[-1] // '');
 }
 is(http_get($port, '/', headers => xkey($k), timeout => 20)->status, 200,
    'the request gdb stopped passes');
-wait_until(sub { waitpid($gpid, WNOHANG) == $gpid }, timeout => 20)
-    or kill 'KILL', $gpid;
+gdb_finish($gpid);
 like(slurp($out), qr/VERSION SET/, 'gdb changed the layout version');
 
 $n->expect_problem(qr/\[emerg\].*api_key_zone "keys": the cache in shared memory cannot be kept/);
@@ -107,28 +92,15 @@ is(http_get($n->port, '/', headers => xkey($k))->status, 200,
 
 ($pid) = $n->worker_pids;
 my $out2 = $n->dir . '/gdb2.out';
-my $gpid2 = fork // die "fork: $!";
-if ($gpid2 == 0) {
-    open STDOUT, '>', $out2 or POSIX::_exit(1);
-    open STDERR, '>&', \*STDOUT;
-    exec $GDB, '-nx', '-batch', '-p', $pid,
-        '-ex', 'set pagination off',
-        '-ex', 'set confirm off',
-        '-ex', 'break ngx_http_api_key_limits',
-        '-ex', 'continue',
-        # the header's "writing" flag (offset 108) and hwm (offset 100)
-        '-ex', 'set var *(unsigned int *) ((char *) alcf->zone->sh->cache + 108) = 1',
-        '-ex', 'set var *(unsigned int *) ((char *) alcf->zone->sh->cache + 100) += 1',
-        '-ex', 'printf "WRITER DEAD\n"',
-        '-ex', 'detach'
-        or POSIX::_exit(127);
-}
-ok(wait_until(sub { (eval { slurp($out2) } // '') =~ /^Breakpoint 1 at /m },
-              timeout => 20, interval => 0.1), 'gdb stops the new worker');
+# the header's "writing" flag (offset 108) and hwm (offset 100)
+my ($gpid2, $ready2) = gdb_at($pid, $out2, 'ngx_http_api_key_limits',
+    'set var *(unsigned int *) ((char *) alcf->zone->sh->cache + 108) = 1',
+    'set var *(unsigned int *) ((char *) alcf->zone->sh->cache + 100) += 1',
+    'printf "WRITER DEAD\n"');
+ok($ready2, 'gdb stops the new worker');
 is(http_get($n->port, '/', headers => xkey($k), timeout => 20)->status, 200,
    'the request gdb stopped passes');
-wait_until(sub { waitpid($gpid2, WNOHANG) == $gpid2 }, timeout => 20)
-    or kill 'KILL', $gpid2;
+gdb_finish($gpid2);
 like(slurp($out2), qr/WRITER DEAD/, 'gdb left the cache as a dead writer would');
 $mark = $n->log_mark;
 ok($n->reload, 'a reload after a writer died mid-write: accepted');

@@ -87,6 +87,8 @@ package ApiKeyTest;
 #   nginx:   run_nginx (nginx -t, -s reload: with the sanitizer runtimes)
 #   Misc:    module_path require_module free_port wait_until slurp spew
 #            tmpdir echo_server sanitizing
+#   gdb:     gdb_at (stop a process at a function, run gdb commands there,
+#            detach) gdb_finish
 #
 # Files: this one holds the exported functions, the sanitizer set-up, the
 # final checks and the clean-up; each class has its own file, loaded here:
@@ -149,7 +151,7 @@ our @EXPORT = qw(
     random_base62 add_key key_hash commandstats hgetall_calls reset_stats
     http_get http_request http_batch http_concurrent http_open_raw
     parse_error_log key_leaks echo_server CORE_DEBUG_PREFIXES
-    track_key tracked_keys run_nginx CORE_REQUEST_DEBUG
+    track_key tracked_keys run_nginx CORE_REQUEST_DEBUG gdb_at gdb_finish
 );
 
 our $NGINX = $ENV{AK_NGINX} // '/usr/sbin/nginx';
@@ -548,6 +550,38 @@ sub wait_until {
         return 0 if time >= $deadline;
         sleep $interval;
     }
+}
+
+# gdb_at($pid, $out, $function, @commands): gdb (/usr/bin/gdb) attached to
+# process $pid, its output in $out, stops it at the next call of $function,
+# runs @commands there (each a gdb command, as -ex) and detaches.  Returns
+# (gdb's pid, true when the breakpoint was set within 20 s: until then the
+# process is stopped, and its next call of $function waits for gdb).
+# gdb_finish($gpid): waits (20 s) for gdb to be done, else kills it.
+sub gdb_at {
+    my ($pid, $out, $function, @commands) = @_;
+    my $gpid = fork // die "fork: $!";
+    if ($gpid == 0) {
+        open STDOUT, '>', $out or POSIX::_exit(1);
+        open STDERR, '>&', \*STDOUT;
+        exec '/usr/bin/gdb', '-nx', '-batch', '-p', $pid,
+            '-ex', 'set pagination off', '-ex', 'set confirm off',
+            '-ex', "break $function", '-ex', 'continue',
+            (map { ('-ex', $_) } @commands), '-ex', 'detach'
+            or POSIX::_exit(127);
+    }
+    my $ready = wait_until(sub { slurp($out) =~ /^Breakpoint 1 at /m },
+                           timeout => 20, interval => 0.1);
+    return ($gpid, $ready);
+}
+
+sub gdb_finish {
+    my ($gpid) = @_;
+    my $done = wait_until(sub { waitpid($gpid, POSIX::WNOHANG()) == $gpid },
+                          timeout => 20);
+    kill 'KILL', $gpid unless $done;
+    waitpid $gpid, 0 unless $done;
+    return $done;
 }
 
 sub slurp {
