@@ -6,7 +6,7 @@
  * capacity given; the answer is checked against a reference reading of
  * each field written from README's record format (status, expires_at,
  * rate, burst, quota: the rate/quota specs; id, owner, plan, scopes;
- * identity, alias_until), and
+ * identity, alias_until, rate_scope), and
  * against ak::validate_field.  A built blob goes through ak_record_view and
  * every accessor (ips, referrers, scopes, the state carried between two
  * records).  A second mode hands any bytes to ak_record_view as a blob.
@@ -27,6 +27,7 @@ namespace {
 const char *const kNames[] = {
     "id", "owner", "plan", "status", "expires_at", "scopes", "ips",
     "referrers", "rate", "burst", "quota", "identity", "alias_until",
+    "rate_scope",
 };
 constexpr size_t kNNames = sizeof(kNames) / sizeof(kNames[0]);
 
@@ -408,6 +409,12 @@ build_and_check(fuzz::Input &in, const unsigned char *hash)
         alias = ref_uint(*val[12], 18);
         ref_valid &= alias.has_value() && *alias != 0;
     }
+    uint8_t rate_scope = AK_RATE_SCOPE_DEFAULT;
+    if (val[13]) {
+        if (*val[13] == "node") rate_scope = AK_RATE_SCOPE_NODE;
+        else if (*val[13] == "cluster") rate_scope = AK_RATE_SCOPE_CLUSTER;
+        else ref_valid = false;
+    }
 
     /* ips and referrers: validate_field's word (the other targets check
      * those parsers); every other field: the reference's */
@@ -498,6 +505,9 @@ build_and_check(fuzz::Input &in, const unsigned char *hash)
         FUZZ_CHECK(rec.identity == nullptr);    /* the default: not kept */
     }
     FUZZ_CHECK(static_cast<uint64_t>(rec.alias_until) == alias.value_or(0));
+    /* rate_scope without a rate: ignored, as burst is */
+    FUZZ_CHECK(rec.rate_scope == (rate.ok ? rate_scope
+                                          : AK_RATE_SCOPE_DEFAULT));
     FUZZ_CHECK(rec.has_ips == (val[6] ? 1 : 0));
     FUZZ_CHECK(rec.has_referrers == (val[7] ? 1 : 0));
     FUZZ_CHECK(rec.blob == blob && rec.blob_len == static_cast<size_t>(rc));
