@@ -81,7 +81,7 @@ bool dead_neg(const Run &r, const Entry &e)
     return e.gen != r.gen || age >= r.conf.negative_ttl_ms;
 }
 
-void check_all(Run &r)
+FUZZ_ORACLE void check_all(Run &r)
 {
     FUZZ_CHECK(ak_cache_validate(r.c, r.size) == nullptr);
     const char *why = ak_cache_check(r.c, r.scratch.data(), r.scratch.size());

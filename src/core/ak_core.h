@@ -522,6 +522,10 @@ int ak_quota_window(uint8_t period, int64_t now, int64_t *start,
  * the zone lock (ak_cache_gcra): ak_limits_admit_ex updates it by
  * compare-and-swap and keeps the upper bits.  A state outside the cache
  * (tests, api_key_verify's copy) has them 0 and tat_us is the TAT.
+ * now_us is a monotonic clock (time since boot): a TAT, at most now_us +
+ * (burst + 1) x interval, must stay below 2^52 us (142 years; the largest
+ * burst x interval is 1,000,000 h, 114 years), else it is held at
+ * AK_TAT_NONE - 1.
  */
 #define AK_TAT_BITS   52
 #define AK_TAT_MASK   ((UINT64_C(1) << AK_TAT_BITS) - 1)
