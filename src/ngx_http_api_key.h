@@ -434,6 +434,23 @@ typedef struct {
 
 
 /*
+ * A timer of the module's own (no connection's): its handler, its data and
+ * the log of its messages; cancelable, so that a worker shutting down does
+ * not wait for it.
+ */
+
+static ngx_inline void
+ngx_http_api_key_timer_init(ngx_event_t *ev, ngx_event_handler_pt handler,
+    void *data, ngx_log_t *log)
+{
+    ev->handler = handler;
+    ev->data = data;
+    ev->log = log;
+    ev->cancelable = 1;
+}
+
+
+/*
  * Counters in shared memory, bumped without the zone lock (the metrics page
  * reads them); used by several files, so small and inline here.
  */

@@ -259,24 +259,15 @@ ngx_http_api_key_cluster_init_worker(ngx_cycle_t *cycle,
 
     /* (nginx's debug lines read a timer's data as a connection) */
 
-    ngx_http_api_key_cluster_refresh_ev.data = ngx_http_api_key_cluster_nodes;
-    ngx_http_api_key_cluster_stall_ev.data = ngx_http_api_key_cluster_nodes;
-    ngx_http_api_key_cluster_ev_ev.data = ngx_http_api_key_cluster_nodes;
-
-    ngx_http_api_key_cluster_refresh_ev.handler =
-                                   ngx_http_api_key_cluster_refresh_handler;
-    ngx_http_api_key_cluster_refresh_ev.log = cycle->log;
-    ngx_http_api_key_cluster_refresh_ev.cancelable = 1;
-
-    ngx_http_api_key_cluster_stall_ev.handler =
-                                   ngx_http_api_key_cluster_stall_handler;
-    ngx_http_api_key_cluster_stall_ev.log = cycle->log;
-    ngx_http_api_key_cluster_stall_ev.cancelable = 1;
-
-    ngx_http_api_key_cluster_ev_ev.handler =
-                                   ngx_http_api_key_cluster_ev_handler;
-    ngx_http_api_key_cluster_ev_ev.log = cycle->log;
-    ngx_http_api_key_cluster_ev_ev.cancelable = 1;
+    ngx_http_api_key_timer_init(&ngx_http_api_key_cluster_refresh_ev,
+                                ngx_http_api_key_cluster_refresh_handler,
+                                ngx_http_api_key_cluster_nodes, cycle->log);
+    ngx_http_api_key_timer_init(&ngx_http_api_key_cluster_stall_ev,
+                                ngx_http_api_key_cluster_stall_handler,
+                                ngx_http_api_key_cluster_nodes, cycle->log);
+    ngx_http_api_key_timer_init(&ngx_http_api_key_cluster_ev_ev,
+                                ngx_http_api_key_cluster_ev_handler,
+                                ngx_http_api_key_cluster_nodes, cycle->log);
 
     return NGX_OK;
 }

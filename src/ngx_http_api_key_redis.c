@@ -345,25 +345,18 @@ ngx_http_api_key_rconn_init(ngx_http_api_key_rconn_t *rc, const char *name,
     }
     rc->backoff = NGX_HTTP_API_KEY_BACKOFF_MIN;
 
-    rc->connect_timer.handler = ngx_http_api_key_rconn_timeout_handler;
-    rc->connect_timer.data = rc;
-    rc->connect_timer.log = cycle->log;
-    rc->connect_timer.cancelable = 1;
-
-    rc->reconnect_timer.handler = ngx_http_api_key_rconn_reconnect_handler;
-    rc->reconnect_timer.data = rc;
-    rc->reconnect_timer.log = cycle->log;
-    rc->reconnect_timer.cancelable = 1;
-
-    rc->stall_timer.handler = ngx_http_api_key_cmd_stall_handler;
-    rc->stall_timer.data = rc;
-    rc->stall_timer.log = cycle->log;
-    rc->stall_timer.cancelable = 1;
-
-    rc->sub_timer.handler = ngx_http_api_key_sub_timeout_handler;
-    rc->sub_timer.data = rc;
-    rc->sub_timer.log = cycle->log;
-    rc->sub_timer.cancelable = 1;
+    ngx_http_api_key_timer_init(&rc->connect_timer,
+                                ngx_http_api_key_rconn_timeout_handler, rc,
+                                cycle->log);
+    ngx_http_api_key_timer_init(&rc->reconnect_timer,
+                                ngx_http_api_key_rconn_reconnect_handler, rc,
+                                cycle->log);
+    ngx_http_api_key_timer_init(&rc->stall_timer,
+                                ngx_http_api_key_cmd_stall_handler, rc,
+                                cycle->log);
+    ngx_http_api_key_timer_init(&rc->sub_timer,
+                                ngx_http_api_key_sub_timeout_handler, rc,
+                                cycle->log);
 }
 
 

@@ -125,20 +125,15 @@ ngx_http_api_key_sentinel_init_worker(ngx_cycle_t *cycle,
     /* the master: the name its certificate is checked for, if TLS */
     st->mconf = *conf;
 
-    st->deadline.handler = ngx_http_api_key_sentinel_deadline_handler;
-    st->deadline.log = cycle->log;
-    st->deadline.data = st;
-    st->deadline.cancelable = 1;
-
-    st->retry.handler = ngx_http_api_key_sentinel_retry_handler;
-    st->retry.log = cycle->log;
-    st->retry.data = st;
-    st->retry.cancelable = 1;
-
-    st->ask_timer.handler = ngx_http_api_key_sentinel_ask_handler;
-    st->ask_timer.log = cycle->log;
-    st->ask_timer.data = st;
-    st->ask_timer.cancelable = 1;
+    ngx_http_api_key_timer_init(&st->deadline,
+                                ngx_http_api_key_sentinel_deadline_handler,
+                                st, cycle->log);
+    ngx_http_api_key_timer_init(&st->retry,
+                                ngx_http_api_key_sentinel_retry_handler,
+                                st, cycle->log);
+    ngx_http_api_key_timer_init(&st->ask_timer,
+                                ngx_http_api_key_sentinel_ask_handler,
+                                st, cycle->log);
 
     return NGX_OK;
 }

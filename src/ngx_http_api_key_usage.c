@@ -339,10 +339,10 @@ ngx_http_api_key_usage_init_worker(ngx_cycle_t *cycle,
 
         ngx_memzero(&ngx_http_api_key_fold_timer, sizeof(ngx_event_t));
         ngx_http_api_key_usage_dummy.fd = (ngx_socket_t) -1;
-        ngx_http_api_key_fold_timer.handler = ngx_http_api_key_usage_fold_tick;
-        ngx_http_api_key_fold_timer.data = &ngx_http_api_key_usage_dummy;
-        ngx_http_api_key_fold_timer.log = cycle->log;
-        ngx_http_api_key_fold_timer.cancelable = 1;
+        ngx_http_api_key_timer_init(&ngx_http_api_key_fold_timer,
+                                    ngx_http_api_key_usage_fold_tick,
+                                    &ngx_http_api_key_usage_dummy,
+                                    cycle->log);
 
         ngx_add_timer(&ngx_http_api_key_fold_timer,
                       ngx_http_api_key_fold_every);
@@ -360,10 +360,9 @@ ngx_http_api_key_usage_init_worker(ngx_cycle_t *cycle,
 
     ngx_memzero(&ngx_http_api_key_usage_timer, sizeof(ngx_event_t));
     ngx_http_api_key_usage_dummy.fd = (ngx_socket_t) -1;
-    ngx_http_api_key_usage_timer.handler = ngx_http_api_key_usage_tick;
-    ngx_http_api_key_usage_timer.data = &ngx_http_api_key_usage_dummy;
-    ngx_http_api_key_usage_timer.log = cycle->log;
-    ngx_http_api_key_usage_timer.cancelable = 1;
+    ngx_http_api_key_timer_init(&ngx_http_api_key_usage_timer,
+                                ngx_http_api_key_usage_tick,
+                                &ngx_http_api_key_usage_dummy, cycle->log);
 
     ngx_add_timer(&ngx_http_api_key_usage_timer,
                   ngx_http_api_key_usage_every);
