@@ -68,12 +68,16 @@ sub snapshot {
 }
 
 # puts back what nginx itself changes (nginx -t with the stock configuration
-# creates its logs and gives its temp directories to its user)
+# creates its logs, creates its temp directories where there were none, as
+# on a machine where Debian's nginx never ran, and gives them to its user)
 sub restore {
     for my $f (sort keys %before) {
         next unless $f =~ m{^/var/lib/nginx/} && -d $f;
         my ($uid, $gid) = $before{$f} =~ /^\d+ (\d+):(\d+)/ or next;
         chown $uid, $gid, $f;
+    }
+    for my $f (split /\n/, `find /var/lib/nginx -mindepth 1 -maxdepth 1 -type d 2>/dev/null`) {
+        rmdir $f unless exists $before{$f};     # only if empty
     }
     for my $f (split /\n/, `find /var/log/nginx -mindepth 1 2>/dev/null`) {
         unlink $f unless exists $before{$f};
