@@ -495,6 +495,9 @@ typedef struct {
     ngx_str_t                     scopes_text;
     ngx_flag_t                    fail_open;
     ngx_flag_t                    strip;
+    ngx_uint_t                    query_sources; /* of sources: the query
+                                                    ones (merge time; unset:
+                                                    look) */
     ngx_str_t                     realm;
     ngx_str_t                     www_missing;   /* WWW-Authenticate values */
     ngx_str_t                     www_invalid;
@@ -522,6 +525,8 @@ typedef struct {
     ngx_http_api_key_source_t    *source;
     ngx_list_part_t              *part;  /* a header source: where it is */
     ngx_uint_t                    i;
+    ngx_uint_t                    last;  /* ... and no header of its name
+                                            follows (find() looked) */
     uint32_t                      same;      /* the other sources (by index)
                                                 that hold the same key:
                                                 stripped too */

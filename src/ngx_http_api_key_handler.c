@@ -124,7 +124,7 @@ ngx_http_api_key_post_read_handler(ngx_http_request_t *r)
 
     alcf = ngx_http_get_module_loc_conf(r, ngx_http_api_key_module);
 
-    if (!alcf->strip) {
+    if (!alcf->strip || alcf->query_sources == 0) {
         return NGX_DECLINED;
     }
 
@@ -256,7 +256,8 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
         }
     }
 
-    early = ngx_http_api_key_early(r);
+    /* the main request's context holds it: this one when r is main */
+    early = (r == r->main) ? ctx->early : ngx_http_api_key_early(r);
 
     if (early && !alcf->strip && r == r->main) {
         ngx_http_api_key_restore_early(r, alcf, early);

@@ -235,6 +235,7 @@ ngx_http_api_key_create_loc_conf(ngx_conf_t *cf)
     alcf->scopes = NGX_CONF_UNSET_PTR;
     alcf->fail_open = NGX_CONF_UNSET;
     alcf->strip = NGX_CONF_UNSET;
+    alcf->query_sources = NGX_CONF_UNSET_UINT;
     alcf->error_body = NGX_CONF_UNSET_UINT;
 
     return alcf;
@@ -249,6 +250,7 @@ ngx_http_api_key_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     u_char                     *p;
     size_t                      len;
+    ngx_uint_t                  n;
     ngx_http_core_loc_conf_t   *clcf;
     ngx_http_api_key_source_t  *src;
 
@@ -281,6 +283,17 @@ ngx_http_api_key_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         }
 
         conf->sources = prev->sources;
+    }
+
+    /* the query sources, counted once: most configurations have none */
+
+    conf->query_sources = 0;
+    src = conf->sources->elts;
+
+    for (n = 0; n < conf->sources->nelts; n++) {
+        if (src[n].type == NGX_HTTP_API_KEY_SRC_QUERY) {
+            conf->query_sources++;
+        }
     }
 
     if (conf->format == NGX_CONF_UNSET) {
