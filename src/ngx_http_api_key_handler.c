@@ -850,7 +850,11 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
     struct sockaddr_in6      *sin6;
 #endif
 
-    if (ak_record_view(ctx->hash, ngx_http_api_key_blob, len, &rec) != 0) {
+    /* the default id (a record without one) is made when asked for */
+
+    if (ak_record_view_lazy(ctx->hash, ngx_http_api_key_blob, len, &rec)
+        != 0)
+    {
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
                       "api_key: corrupt cached record");
         return ngx_http_api_key_decide(r, alcf, ctx,
@@ -976,8 +980,8 @@ ngx_http_api_key_keep_text(ngx_http_request_t *r, ngx_http_api_key_ctx_t *ctx,
     size_t          n;
     const u_char   *lo, *end, *id, *owner, *plan, *scopes;
 
-    /* a default id is in rec (not the blob): made from the hash later */
-    ctx->default_id = (rec->id.data == rec->id_buf);
+    /* no id (ak_record_view_lazy): the default one, from the hash later */
+    ctx->default_id = (rec->id.data == NULL);
 
     id = (const u_char *) rec->id.data;
     owner = (const u_char *) rec->owner.data;
