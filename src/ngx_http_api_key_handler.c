@@ -36,6 +36,7 @@ static ngx_int_t ngx_http_api_key_decide(ngx_http_request_t *r,
     ngx_http_api_key_status_e status);
 static ngx_int_t ngx_http_api_key_set_header(ngx_http_request_t *r,
     const char *name, size_t len, ngx_str_t *value, ngx_table_elt_t **ref);
+static u_char *ngx_http_api_key_uint(u_char *p, ngx_uint_t n);
 static ngx_int_t ngx_http_api_key_rate_headers(ngx_http_request_t *r,
     ngx_http_api_key_ctx_t *ctx);
 static void ngx_http_api_key_resume(ngx_http_request_t *r);
@@ -1176,7 +1177,7 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        v.len = ngx_sprintf(v.data, "%ui", ctx->retry_after) - v.data;
+        v.len = ngx_http_api_key_uint(v.data, ctx->retry_after) - v.data;
 
         if (ngx_http_api_key_set_header(r, "Retry-After",
                                         sizeof("Retry-After") - 1, &v, NULL)
@@ -1312,6 +1313,30 @@ ngx_http_api_key_set_header(ngx_http_request_t *r, const char *name,
  * with this burst") and RateLimit (what is left, and when it is full again).
  */
 
+/* n in decimal at p, as "%ui" writes it: the end */
+
+static u_char *
+ngx_http_api_key_uint(u_char *p, ngx_uint_t n)
+{
+    u_char   digits[NGX_INT_T_LEN];
+    u_char  *d, *end;
+
+    end = digits + NGX_INT_T_LEN;
+    d = end;
+
+    do {
+        *--d = (u_char) ('0' + n % 10);
+        n /= 10;
+    } while (n);
+
+    while (d < end) {
+        *p++ = *d++;
+    }
+
+    return p;
+}
+
+
 static ngx_int_t
 ngx_http_api_key_rate_headers(ngx_http_request_t *r,
     ngx_http_api_key_ctx_t *ctx)
@@ -1328,10 +1353,14 @@ ngx_http_api_key_rate_headers(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    /*
+     * every 429 of a limited key: written by hand, as ngx_sprintf() parses
+     * its format at each call (some 500 instructions a header)
+     */
+
     v.data = p;
-    v.len = ngx_sprintf(p, "%ui", ctx->retry_after ? ctx->retry_after : 1)
-            - p;
-    p += v.len;
+    p = ngx_http_api_key_uint(p, ctx->retry_after ? ctx->retry_after : 1);
+    v.len = p - v.data;
 
     if (ngx_http_api_key_set_header(r, "Retry-After",
                                     sizeof("Retry-After") - 1, &v, NULL)
@@ -1340,11 +1369,15 @@ ngx_http_api_key_rate_headers(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    /* N;w=W;burst=B */
+
     v.data = p;
-    v.len = ngx_sprintf(p, "%ui;w=%ui;burst=%ui", ctx->rate_n,
-                        ctx->rate_window, ctx->rate_burst)
-            - p;
-    p += v.len;
+    p = ngx_http_api_key_uint(p, ctx->rate_n);
+    p = ngx_cpymem(p, ";w=", sizeof(";w=") - 1);
+    p = ngx_http_api_key_uint(p, ctx->rate_window);
+    p = ngx_cpymem(p, ";burst=", sizeof(";burst=") - 1);
+    p = ngx_http_api_key_uint(p, ctx->rate_burst);
+    v.len = p - v.data;
 
     if (ngx_http_api_key_set_header(r, "RateLimit-Policy",
                                     sizeof("RateLimit-Policy") - 1, &v, NULL)
@@ -1353,10 +1386,15 @@ ngx_http_api_key_rate_headers(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    /* limit=N, remaining=0, reset=R */
+
     v.data = p;
-    v.len = ngx_sprintf(p, "limit=%ui, remaining=0, reset=%ui",
-                        ctx->rate_n, ctx->reset)
-            - p;
+    p = ngx_cpymem(p, "limit=", sizeof("limit=") - 1);
+    p = ngx_http_api_key_uint(p, ctx->rate_n);
+    p = ngx_cpymem(p, ", remaining=0, reset=",
+                   sizeof(", remaining=0, reset=") - 1);
+    p = ngx_http_api_key_uint(p, ctx->reset);
+    v.len = p - v.data;
 
     return ngx_http_api_key_set_header(r, "RateLimit",
                                        sizeof("RateLimit") - 1, &v, NULL);
