@@ -410,6 +410,9 @@ typedef struct {
     ngx_int_t                     hash_kind;  /* AK_HASH_*, -1 unset */
     ngx_str_t                     secret;
     ngx_uint_t                    enabled;   /* some location checks keys */
+    ngx_uint_t                    early_strip;   /* some block strips query
+                                                    sources: the POST_READ
+                                                    handler is needed */
     ngx_uint_t                    query_vars;    /* the two below are set */
     ngx_int_t                     var_request;   /* indexes: $request, */
     ngx_int_t                     var_request_uri;   /* $request_uri */
@@ -512,6 +515,9 @@ typedef struct {
     ngx_str_t                     scopes_text;
     ngx_flag_t                    fail_open;
     ngx_flag_t                    strip;
+    ngx_uint_t                    query_sources; /* of sources: the query
+                                                    ones (merge time; unset:
+                                                    look) */
     ngx_str_t                     realm;
     ngx_str_t                     www_missing;   /* WWW-Authenticate values */
     ngx_str_t                     www_invalid;
@@ -539,6 +545,8 @@ typedef struct {
     ngx_http_api_key_source_t    *source;
     ngx_list_part_t              *part;  /* a header source: where it is */
     ngx_uint_t                    i;
+    ngx_uint_t                    last;  /* ... and no header of its name
+                                            follows (find() looked) */
     uint32_t                      same;      /* the other sources (by index)
                                                 that hold the same key:
                                                 stripped too */

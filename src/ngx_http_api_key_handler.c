@@ -36,6 +36,7 @@ static ngx_int_t ngx_http_api_key_decide(ngx_http_request_t *r,
     ngx_http_api_key_status_e status);
 static ngx_int_t ngx_http_api_key_set_header(ngx_http_request_t *r,
     const char *name, size_t len, ngx_str_t *value, ngx_table_elt_t **ref);
+static u_char *ngx_http_api_key_uint(u_char *p, ngx_uint_t n);
 static ngx_int_t ngx_http_api_key_rate_headers(ngx_http_request_t *r,
     ngx_http_api_key_ctx_t *ctx);
 static void ngx_http_api_key_resume(ngx_http_request_t *r);
@@ -124,7 +125,7 @@ ngx_http_api_key_post_read_handler(ngx_http_request_t *r)
 
     alcf = ngx_http_get_module_loc_conf(r, ngx_http_api_key_module);
 
-    if (!alcf->strip) {
+    if (!alcf->strip || alcf->query_sources == 0) {
         return NGX_DECLINED;
     }
 
@@ -256,7 +257,8 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
         }
     }
 
-    early = ngx_http_api_key_early(r);
+    /* the main request's context holds it: this one when r is main */
+    early = (r == r->main) ? ctx->early : ngx_http_api_key_early(r);
 
     if (early && !alcf->strip && r == r->main) {
         ngx_http_api_key_restore_early(r, alcf, early);
@@ -849,7 +851,11 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
     struct sockaddr_in6      *sin6;
 #endif
 
-    if (ak_record_view(ctx->hash, ngx_http_api_key_blob, len, &rec) != 0) {
+    /* the default id (a record without one) is made when asked for */
+
+    if (ak_record_view_lazy(ctx->hash, ngx_http_api_key_blob, len, &rec)
+        != 0)
+    {
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
                       "api_key: corrupt cached record");
         return ngx_http_api_key_decide(r, alcf, ctx,
@@ -975,8 +981,8 @@ ngx_http_api_key_keep_text(ngx_http_request_t *r, ngx_http_api_key_ctx_t *ctx,
     size_t          n;
     const u_char   *lo, *end, *id, *owner, *plan, *scopes;
 
-    /* a default id is in rec (not the blob): made from the hash later */
-    ctx->default_id = (rec->id.data == rec->id_buf);
+    /* no id (ak_record_view_lazy): the default one, from the hash later */
+    ctx->default_id = (rec->id.data == NULL);
 
     id = (const u_char *) rec->id.data;
     owner = (const u_char *) rec->owner.data;
@@ -1171,7 +1177,7 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        v.len = ngx_sprintf(v.data, "%ui", ctx->retry_after) - v.data;
+        v.len = ngx_http_api_key_uint(v.data, ctx->retry_after) - v.data;
 
         if (ngx_http_api_key_set_header(r, "Retry-After",
                                         sizeof("Retry-After") - 1, &v, NULL)
@@ -1307,6 +1313,30 @@ ngx_http_api_key_set_header(ngx_http_request_t *r, const char *name,
  * with this burst") and RateLimit (what is left, and when it is full again).
  */
 
+/* n in decimal at p, as "%ui" writes it: the end */
+
+static u_char *
+ngx_http_api_key_uint(u_char *p, ngx_uint_t n)
+{
+    u_char   digits[NGX_INT_T_LEN];
+    u_char  *d, *end;
+
+    end = digits + NGX_INT_T_LEN;
+    d = end;
+
+    do {
+        *--d = (u_char) ('0' + n % 10);
+        n /= 10;
+    } while (n);
+
+    while (d < end) {
+        *p++ = *d++;
+    }
+
+    return p;
+}
+
+
 static ngx_int_t
 ngx_http_api_key_rate_headers(ngx_http_request_t *r,
     ngx_http_api_key_ctx_t *ctx)
@@ -1323,10 +1353,14 @@ ngx_http_api_key_rate_headers(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    /*
+     * every 429 of a limited key: written by hand, as ngx_sprintf() parses
+     * its format at each call (some 500 instructions a header)
+     */
+
     v.data = p;
-    v.len = ngx_sprintf(p, "%ui", ctx->retry_after ? ctx->retry_after : 1)
-            - p;
-    p += v.len;
+    p = ngx_http_api_key_uint(p, ctx->retry_after ? ctx->retry_after : 1);
+    v.len = p - v.data;
 
     if (ngx_http_api_key_set_header(r, "Retry-After",
                                     sizeof("Retry-After") - 1, &v, NULL)
@@ -1335,11 +1369,15 @@ ngx_http_api_key_rate_headers(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    /* N;w=W;burst=B */
+
     v.data = p;
-    v.len = ngx_sprintf(p, "%ui;w=%ui;burst=%ui", ctx->rate_n,
-                        ctx->rate_window, ctx->rate_burst)
-            - p;
-    p += v.len;
+    p = ngx_http_api_key_uint(p, ctx->rate_n);
+    p = ngx_cpymem(p, ";w=", sizeof(";w=") - 1);
+    p = ngx_http_api_key_uint(p, ctx->rate_window);
+    p = ngx_cpymem(p, ";burst=", sizeof(";burst=") - 1);
+    p = ngx_http_api_key_uint(p, ctx->rate_burst);
+    v.len = p - v.data;
 
     if (ngx_http_api_key_set_header(r, "RateLimit-Policy",
                                     sizeof("RateLimit-Policy") - 1, &v, NULL)
@@ -1348,10 +1386,15 @@ ngx_http_api_key_rate_headers(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    /* limit=N, remaining=0, reset=R */
+
     v.data = p;
-    v.len = ngx_sprintf(p, "limit=%ui, remaining=0, reset=%ui",
-                        ctx->rate_n, ctx->reset)
-            - p;
+    p = ngx_cpymem(p, "limit=", sizeof("limit=") - 1);
+    p = ngx_http_api_key_uint(p, ctx->rate_n);
+    p = ngx_cpymem(p, ", remaining=0, reset=",
+                   sizeof(", remaining=0, reset=") - 1);
+    p = ngx_http_api_key_uint(p, ctx->reset);
+    v.len = p - v.data;
 
     return ngx_http_api_key_set_header(r, "RateLimit",
                                        sizeof("RateLimit") - 1, &v, NULL);

@@ -89,6 +89,7 @@ ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
     src = alcf->sources->elts;
 
     found->source = NULL;
+    found->last = 0;
     found->same = 0;
     found->other = NULL;
     found->decoded = NULL;
@@ -290,7 +291,8 @@ ngx_http_api_key_find_in(ngx_http_request_t *r, ngx_http_api_key_source_t *src,
 
 /*
  * For a header source: whether every later header of the same name holds
- * the key of ref too (NGX_OK) or one holds another (NGX_DECLINED).
+ * the key of ref too (NGX_OK) or one holds another (NGX_DECLINED); f->last:
+ * there is none (strip() then removes f's header alone, without a walk).
  */
 
 static ngx_int_t
@@ -307,9 +309,12 @@ ngx_http_api_key_other_headers(ngx_http_request_t *r,
 
     part = f->part;
     i = f->i + 1;
+    f->last = 1;
 
     while ((h = ngx_http_api_key_next_header(r, &f->source->name, &part, &i)))
     {
+        f->last = 0;
+
         if (h->value.len != ref->value.len
             || ngx_memcmp(h->value.data, ref->value.data, h->value.len) != 0)
         {

@@ -235,6 +235,7 @@ ngx_http_api_key_create_loc_conf(ngx_conf_t *cf)
     alcf->scopes = NGX_CONF_UNSET_PTR;
     alcf->fail_open = NGX_CONF_UNSET;
     alcf->strip = NGX_CONF_UNSET;
+    alcf->query_sources = NGX_CONF_UNSET_UINT;
     alcf->error_body = NGX_CONF_UNSET_UINT;
 
     return alcf;
@@ -247,10 +248,12 @@ ngx_http_api_key_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_api_key_loc_conf_t *prev = parent;
     ngx_http_api_key_loc_conf_t *conf = child;
 
-    u_char                     *p;
-    size_t                      len;
-    ngx_http_core_loc_conf_t   *clcf;
-    ngx_http_api_key_source_t  *src;
+    u_char                        *p;
+    size_t                         len;
+    ngx_uint_t                     n;
+    ngx_http_core_loc_conf_t      *clcf;
+    ngx_http_api_key_source_t     *src;
+    ngx_http_api_key_main_conf_t  *amcf;
 
     ngx_conf_merge_ptr_value(conf->zone, prev->zone, NULL);
 
@@ -283,6 +286,26 @@ ngx_http_api_key_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->sources = prev->sources;
     }
 
+    /* the query sources, counted once: most configurations have none */
+
+    conf->query_sources = 0;
+    src = conf->sources->elts;
+
+    for (n = 0; n < conf->sources->nelts; n++) {
+        if (src[n].type == NGX_HTTP_API_KEY_SRC_QUERY) {
+            conf->query_sources++;
+        }
+    }
+
+    ngx_conf_merge_value(conf->strip, prev->strip, 1);
+
+    if (conf->strip && conf->query_sources) {
+        /* (merged before the postconfiguration, which reads it) */
+        amcf = ngx_http_conf_get_module_main_conf(cf,
+                                                  ngx_http_api_key_module);
+        amcf->early_strip = 1;
+    }
+
     if (conf->format == NGX_CONF_UNSET) {
         conf->format = (prev->format == NGX_CONF_UNSET)
                        ? NGX_HTTP_API_KEY_FORMAT_ANY : prev->format;
@@ -296,7 +319,6 @@ ngx_http_api_key_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     ngx_conf_merge_value(conf->fail_open, prev->fail_open, 0);
-    ngx_conf_merge_value(conf->strip, prev->strip, 1);
     ngx_conf_merge_uint_value(conf->error_body, prev->error_body,
                               NGX_HTTP_API_KEY_ERROR_BODY_HTML);
 
@@ -541,14 +563,19 @@ ngx_http_api_key_postconfiguration(ngx_conf_t *cf)
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
-    /* the server's query sources leave the request first */
+    /*
+     * the server's query sources leave the request first (no block strips
+     * one: no handler, which every request would call for nothing)
+     */
 
-    hp = ngx_array_push(&cmcf->phases[NGX_HTTP_POST_READ_PHASE].handlers);
-    if (hp == NULL) {
-        return NGX_ERROR;
+    if (amcf->early_strip) {
+        hp = ngx_array_push(&cmcf->phases[NGX_HTTP_POST_READ_PHASE].handlers);
+        if (hp == NULL) {
+            return NGX_ERROR;
+        }
+
+        *hp = ngx_http_api_key_post_read_handler;
     }
-
-    *hp = ngx_http_api_key_post_read_handler;
 
     /* subrequests skip the access phase: they are checked here */
 

@@ -213,6 +213,9 @@ ngx_http_api_key_rate_lease(ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_wait_init(&lease->wait, NGX_HTTP_API_KEY_WAIT_LEASE,
                                ngx_http_api_key_rate_log);
 
+    /* a record without an id: its default one (the view left it out) */
+    ak_record_default_id(hash, rec);
+
     n = ngx_min(rec->id.len, AK_ID_MAX_LEN);
     ngx_memcpy(lease->id, rec->id.data, n);
     lease->id_len = n;

@@ -17,9 +17,11 @@
 
 
 static ngx_int_t ngx_http_api_key_strip_source(ngx_http_request_t *r,
-    ngx_http_api_key_source_t *src, ngx_list_part_t *part, ngx_uint_t i);
+    ngx_http_api_key_source_t *src, ngx_list_part_t *part, ngx_uint_t i,
+    ngx_uint_t last);
 static ngx_int_t ngx_http_api_key_strip_header(ngx_http_request_t *r,
-    ngx_str_t *name, ngx_str_t *scheme, ngx_list_part_t *part, ngx_uint_t i);
+    ngx_str_t *name, ngx_str_t *scheme, ngx_list_part_t *part, ngx_uint_t i,
+    ngx_uint_t last);
 static ngx_int_t ngx_http_api_key_strip_query(ngx_http_request_t *r,
     ngx_str_t *name);
 static ngx_int_t ngx_http_api_key_strip_args(ngx_pool_t *pool, ngx_str_t *s,
@@ -111,10 +113,10 @@ ngx_http_api_key_strip(ngx_http_request_t *r,
 
     if (found && r == r->main) {
         rc = ngx_http_api_key_strip_source(r, found->source, found->part,
-                                           found->i);
+                                           found->i, found->last);
 
         if (rc == NGX_OK && found->other) {
-            rc = ngx_http_api_key_strip_source(r, found->other, NULL, 0);
+            rc = ngx_http_api_key_strip_source(r, found->other, NULL, 0, 0);
         }
 
         /* the same key in other sources goes too */
@@ -123,13 +125,17 @@ ngx_http_api_key_strip(ngx_http_request_t *r,
 
         for (n = 0; rc == NGX_OK && n < alcf->sources->nelts; n++) {
             if (found->same & ((uint32_t) 1 << n)) {
-                rc = ngx_http_api_key_strip_source(r, &src[n], NULL, 0);
+                rc = ngx_http_api_key_strip_source(r, &src[n], NULL, 0, 0);
             }
         }
 
         if (rc != NGX_OK) {
             return rc;
         }
+    }
+
+    if (alcf->query_sources == 0) {
+        return NGX_OK;
     }
 
     src = alcf->sources->elts;
@@ -159,30 +165,35 @@ ngx_http_api_key_strip(ngx_http_request_t *r,
 
 /*
  * Removes one source's key from the request (a query source's: below, in
- * ngx_http_api_key_strip) and drops the variables that hold it.
+ * ngx_http_api_key_strip) and drops the variables that hold it.  A header
+ * source's (part, i): where the key was found; last: no header of that
+ * name follows it (find() looked).
  */
 
 static ngx_int_t
 ngx_http_api_key_strip_source(ngx_http_request_t *r,
-    ngx_http_api_key_source_t *src, ngx_list_part_t *part, ngx_uint_t i)
+    ngx_http_api_key_source_t *src, ngx_list_part_t *part, ngx_uint_t i,
+    ngx_uint_t last)
 {
-    ngx_int_t  rc;
-    ngx_str_t  authorization = ngx_string("authorization");
-    ngx_str_t  basic = ngx_string("Basic");
+    ngx_int_t         rc;
+    static ngx_str_t  authorization = ngx_string("authorization");
+    static ngx_str_t  basic = ngx_string("Basic");
 
     switch (src->type) {
 
     case NGX_HTTP_API_KEY_SRC_HEADER:
-        rc = ngx_http_api_key_strip_header(r, &src->name, NULL, part, i);
+        rc = ngx_http_api_key_strip_header(r, &src->name, NULL, part, i,
+                                           last);
         break;
 
     case NGX_HTTP_API_KEY_SRC_BEARER:
         rc = ngx_http_api_key_strip_header(r, &authorization, &src->name,
-                                           NULL, 0);
+                                           NULL, 0, 0);
         break;
 
     case NGX_HTTP_API_KEY_SRC_BASIC:
-        rc = ngx_http_api_key_strip_header(r, &authorization, &basic, NULL, 0);
+        rc = ngx_http_api_key_strip_header(r, &authorization, &basic, NULL, 0,
+                                           0);
         break;
 
     case NGX_HTTP_API_KEY_SRC_COOKIE:
@@ -208,17 +219,28 @@ ngx_http_api_key_strip_source(ngx_http_request_t *r,
 /*
  * Removes every header named name (with a scheme: every "SCHEME ..." one)
  * from (part, i) on, the position where the key was found (part NULL: from
- * the first header), so the usual single header costs no second walk.
+ * the first header), so the usual single header costs no second walk; and
+ * when it is known to be the last of its name (last), no walk at all.
  */
 
 static ngx_int_t
 ngx_http_api_key_strip_header(ngx_http_request_t *r, ngx_str_t *name,
-    ngx_str_t *scheme, ngx_list_part_t *part, ngx_uint_t i)
+    ngx_str_t *scheme, ngx_list_part_t *part, ngx_uint_t i, ngx_uint_t last)
 {
     ngx_table_elt_t  *h;
 
     if (part == NULL) {
         i = 0;
+
+    } else if (last && scheme == NULL) {
+        h = (ngx_table_elt_t *) part->elts + i;
+
+        if (r->headers_in.authorization == h) {
+            r->headers_in.authorization = NULL;
+        }
+
+        return ngx_http_api_key_list_remove(&r->headers_in.headers, &part,
+                                            &i);
     }
 
     while ((h = ngx_http_api_key_next_header(r, name, &part, &i))) {

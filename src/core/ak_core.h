@@ -453,6 +453,23 @@ typedef struct {
 int ak_record_view(const unsigned char hash[AK_HASH_LEN],
     const unsigned char *blob, size_t len, ak_record_t *rec) AK_NOEXCEPT;
 
+/*
+ * The same view and checks (the same answer), but a record without an id
+ * leaves rec->id empty (data NULL, len 0) instead of making the default
+ * one: ak_record_default_id() makes it when something asks (the request
+ * path mostly does not).  hot
+ */
+int ak_record_view_lazy(const unsigned char hash[AK_HASH_LEN],
+    const unsigned char *blob, size_t len, ak_record_t *rec) AK_NOEXCEPT;
+
+/*
+ * rec->id empty (ak_record_view_lazy of a record without one): the default
+ * id, as ak_record_view makes it (the first 12 hex digits of hash, hash the
+ * view's), in rec->id_buf.  Else nothing.
+ */
+void ak_record_default_id(const unsigned char hash[AK_HASH_LEN],
+    ak_record_t *rec) AK_NOEXCEPT;
+
 /* family 4 (addr: 4 bytes) or 6 (16 bytes; v4-mapped handled). 1 allowed,
  * 1 also when the record has no ips rule.  hot */
 int ak_record_ip_allowed(const ak_record_t *rec, int family,

@@ -635,9 +635,14 @@ ak_record_build(const unsigned char hash[AK_HASH_LEN], const ak_str_t *fields,
 }
 
 
-extern "C" int
-ak_record_view(const unsigned char hash[AK_HASH_LEN],
-    const unsigned char *blob, size_t len, ak_record_t *rec) noexcept
+namespace {
+
+/* make_id false: a record without an id leaves rec->id empty (data NULL);
+   ak_record_default_id() makes it when asked */
+inline int
+record_view(const unsigned char hash[AK_HASH_LEN],
+    const unsigned char *blob, size_t len, ak_record_t *rec,
+    bool make_id) noexcept
 {
     using namespace ak;
 
@@ -707,14 +712,9 @@ ak_record_view(const unsigned char hash[AK_HASH_LEN],
         if (hash == nullptr) {
             goto corrupt;
         }
-        /* on every request: inline, a constant count (ak_hex_encode's
-           loop and call cost twice as much) */
-        static const char hex[] = "0123456789abcdef";
-        for (size_t i = 0; i < AK_ID_DEFAULT_LEN / 2; i++) {
-            rec->id_buf[2 * i] = hex[hash[i] >> 4];
-            rec->id_buf[2 * i + 1] = hex[hash[i] & 0x0f];
+        if (make_id) {
+            ak_record_default_id(hash, rec);
         }
-        rec->id = { rec->id_buf, AK_ID_DEFAULT_LEN };
     }
 
     {
@@ -816,6 +816,47 @@ ak_record_view(const unsigned char hash[AK_HASH_LEN],
 corrupt:
     std::memset(rec, 0, sizeof(*rec));
     return -1;
+}
+
+} // namespace
+
+
+extern "C" int
+ak_record_view(const unsigned char hash[AK_HASH_LEN],
+    const unsigned char *blob, size_t len, ak_record_t *rec) noexcept
+{
+    return record_view(hash, blob, len, rec, true);
+}
+
+
+extern "C" int
+ak_record_view_lazy(const unsigned char hash[AK_HASH_LEN],
+    const unsigned char *blob, size_t len, ak_record_t *rec) noexcept
+{
+    return record_view(hash, blob, len, rec, false);
+}
+
+
+extern "C" void
+ak_record_default_id(const unsigned char hash[AK_HASH_LEN], ak_record_t *rec)
+    noexcept
+{
+    static const char hex[] = "0123456789abcdef";
+
+    if (rec == nullptr || rec->id.len != 0) {
+        return;
+    }
+    if (hash == nullptr) {
+        std::memset(rec->id_buf, '0', AK_ID_DEFAULT_LEN);
+    } else {
+        /* inline, a constant count (ak_hex_encode's loop and call cost
+           twice as much on the request path) */
+        for (size_t i = 0; i < AK_ID_DEFAULT_LEN / 2; i++) {
+            rec->id_buf[2 * i] = hex[hash[i] >> 4];
+            rec->id_buf[2 * i + 1] = hex[hash[i] & 0x0f];
+        }
+    }
+    rec->id = { rec->id_buf, AK_ID_DEFAULT_LEN };
 }
 
 

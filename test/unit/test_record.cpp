@@ -427,6 +427,66 @@ TEST(Record, ViewRejectsTruncatedBlobs)
               -1);
 }
 
+/* ak_record_view_lazy: the same view and answer, the default id on demand */
+TEST(Record, LazyViewMakesTheDefaultIdWhenAsked)
+{
+    auto b = build({ { "owner", "acme-corp" }, { "plan", "pro" },
+                     { "rate", "100/s" } });
+    ASSERT_GT(b.len, 0) << b.err.msg;
+    ak_record_t full, lazy;
+    ASSERT_EQ(ak_record_view(aktest::test_hash(), b.blob.data(), b.blob.size(),
+                             &full),
+              0);
+    ASSERT_EQ(ak_record_view_lazy(aktest::test_hash(), b.blob.data(),
+                                  b.blob.size(), &lazy),
+              0);
+
+    /* no id made: empty, NULL */
+    EXPECT_EQ(lazy.id.data, nullptr);
+    EXPECT_EQ(lazy.id.len, 0u);
+
+    /* everything else as the full view */
+    EXPECT_EQ(std::string(lazy.owner.data, lazy.owner.len), "acme-corp");
+    EXPECT_EQ(std::string(lazy.plan.data, lazy.plan.len), "pro");
+    EXPECT_EQ(lazy.rate_n, full.rate_n);
+    EXPECT_EQ(lazy.burst, full.burst);
+    EXPECT_EQ(lazy.rate_interval_us, full.rate_interval_us);
+    EXPECT_EQ(lazy.blob, full.blob);
+    EXPECT_EQ(lazy.blob_len, full.blob_len);
+
+    /* asked for: the full view's default id, in id_buf */
+    ak_record_default_id(aktest::test_hash(), &lazy);
+    ASSERT_EQ(lazy.id.len, static_cast<size_t>(AK_ID_DEFAULT_LEN));
+    EXPECT_EQ(lazy.id.data, lazy.id_buf);
+    EXPECT_EQ(std::string(lazy.id.data, lazy.id.len),
+              std::string(full.id.data, full.id.len));
+    EXPECT_EQ(std::string(lazy.id.data, lazy.id.len), "abcdef012345");
+
+    /* a record's own id: the same in both, and never replaced */
+    auto own = build({ { "id", "acme-prod.1" }, { "owner", "acme-corp" } });
+    ASSERT_GT(own.len, 0);
+    ASSERT_EQ(ak_record_view_lazy(aktest::test_hash(), own.blob.data(),
+                                  own.blob.size(), &lazy),
+              0);
+    EXPECT_EQ(std::string(lazy.id.data, lazy.id.len), "acme-prod.1");
+    ak_record_default_id(aktest::test_hash(), &lazy);
+    EXPECT_EQ(std::string(lazy.id.data, lazy.id.len), "acme-prod.1");
+    ak_record_default_id(aktest::test_hash(), nullptr);   /* nothing */
+
+    /* the same answer on a corrupt blob, and without a hash */
+    std::vector<unsigned char> cut(b.blob.begin(), b.blob.end() - 1);
+    EXPECT_EQ(ak_record_view_lazy(aktest::test_hash(), cut.data(), cut.size(),
+                                  &lazy),
+              -1);
+    EXPECT_EQ(lazy.id.data, nullptr);
+    EXPECT_EQ(ak_record_view_lazy(nullptr, b.blob.data(), b.blob.size(),
+                                  &lazy),
+              -1);
+    EXPECT_EQ(ak_record_view_lazy(aktest::test_hash(), b.blob.data(),
+                                  b.blob.size(), nullptr),
+              -1);
+}
+
 TEST(Record, ViewRejectsBadHeaders)
 {
     auto b = build({ { "owner", "x" }, { "rate", "1/s" }, { "burst", "2" },
