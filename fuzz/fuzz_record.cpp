@@ -7,7 +7,8 @@
  * each field written from README's record format (status, expires_at,
  * rate, burst, quota: the rate/quota specs; id, owner, plan, scopes;
  * identity, alias_until, rate_scope), and
- * against ak::validate_field.  A built blob goes through ak_record_view and
+ * against ak::validate_field.  A built blob goes through ak_record_view
+ * (and ak_record_view_lazy + ak_record_default_id: the same view) and
  * every accessor (ips, referrers, scopes, the state carried between two
  * records).  A second mode hands any bytes to ak_record_view as a blob.
  */
@@ -232,6 +233,50 @@ std::string value_for(fuzz::Input &in)
     default:
         return in.str8();
     }
+}
+
+/*
+ * ak_record_view_lazy: the same answer as ak_record_view (rc) and the same
+ * view, but for an id left empty where the record has none; then
+ * ak_record_default_id makes the id the full view has, once.
+ */
+void check_lazy(const unsigned char *hash, const unsigned char *blob,
+    size_t len, int rc, const ak_record_t &full)
+{
+    ak_record_t lz;
+    FUZZ_CHECK(ak_record_view_lazy(hash, blob, len, &lz) == rc);
+    if (rc != 0) {
+        FUZZ_CHECK(lz.blob == nullptr && lz.id.len == 0);
+        return;
+    }
+
+    if (full.id.data != full.id_buf) {
+        /* the record's own id */
+        FUZZ_CHECK(lz.id.data == full.id.data && lz.id.len == full.id.len);
+    } else {
+        FUZZ_CHECK(lz.id.data == nullptr && lz.id.len == 0);
+        ak_record_default_id(hash, &lz);
+        FUZZ_CHECK(lz.id.data == lz.id_buf && view_str(lz.id) == view_str(full.id));
+        ak_record_default_id(hash, &lz);        /* made already: nothing */
+        FUZZ_CHECK(lz.id.data == lz.id_buf && view_str(lz.id) == view_str(full.id));
+    }
+
+    FUZZ_CHECK(lz.owner.data == full.owner.data && lz.owner.len == full.owner.len);
+    FUZZ_CHECK(lz.plan.data == full.plan.data && lz.plan.len == full.plan.len);
+    FUZZ_CHECK(lz.scopes.data == full.scopes.data
+               && lz.scopes.len == full.scopes.len);
+    FUZZ_CHECK(lz.expires_at == full.expires_at && lz.status == full.status);
+    FUZZ_CHECK(lz.has_ips == full.has_ips
+               && lz.has_referrers == full.has_referrers);
+    FUZZ_CHECK(lz.rate_period == full.rate_period && lz.rate_n == full.rate_n
+               && lz.burst == full.burst
+               && lz.rate_interval_us == full.rate_interval_us);
+    FUZZ_CHECK(lz.quota_period == full.quota_period
+               && lz.quota_n == full.quota_n
+               && lz.rate_scope == full.rate_scope);
+    FUZZ_CHECK(lz.identity == full.identity
+               && lz.alias_until == full.alias_until);
+    FUZZ_CHECK(lz.blob == full.blob && lz.blob_len == full.blob_len);
 }
 
 /* the accessors on a viewed record, with arguments from the input */
@@ -469,6 +514,7 @@ build_and_check(fuzz::Input &in, const unsigned char *hash)
 
     ak_record_t rec;
     FUZZ_CHECK(ak_record_view(hash, blob, static_cast<size_t>(rc), &rec) == 0);
+    check_lazy(hash, blob, static_cast<size_t>(rc), 0, rec);
 
     /* the view says what the fields said */
     char def[AK_ID_DEFAULT_LEN];
@@ -548,6 +594,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         int rc = ak_record_view((mode & 0x40) ? hash : nullptr, e.u(), e.len,
                                 &rec);
         FUZZ_CHECK(rc == 0 || rc == -1);
+        check_lazy((mode & 0x40) ? hash : nullptr, e.u(), e.len, rc, rec);
         if (rc == 0) {
             FUZZ_CHECK(rec.blob == e.u() && rec.blob_len == e.len);
             FUZZ_CHECK(rec.status <= AK_STATUS_DISABLED);
