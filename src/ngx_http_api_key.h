@@ -516,8 +516,8 @@ typedef struct {
     ngx_flag_t                    fail_open;
     ngx_flag_t                    strip;
     ngx_uint_t                    query_sources; /* of sources: the query
-                                                    ones (merge time; unset:
-                                                    look) */
+                                                    ones (counted at merge
+                                                    time) */
     ngx_str_t                     realm;
     ngx_str_t                     www_missing;   /* WWW-Authenticate values */
     ngx_str_t                     www_invalid;

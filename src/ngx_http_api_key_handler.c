@@ -1344,11 +1344,12 @@ ngx_http_api_key_rate_headers(ngx_http_request_t *r,
     u_char     *p;
     ngx_str_t   v;
 
-    /* six numbers and the text around them */
+    /* six numbers and the four pieces of text written around them */
 
     p = ngx_pnalloc(r->pool, 6 * NGX_INT_T_LEN
-                             + sizeof(";w=;burst=") - 1
-                             + sizeof("limit=, remaining=0, reset=") - 1);
+                             + sizeof(";w=") - 1 + sizeof(";burst=") - 1
+                             + sizeof("limit=") - 1
+                             + sizeof(", remaining=0, reset=") - 1);
     if (p == NULL) {
         return NGX_ERROR;
     }

@@ -175,9 +175,10 @@ ngx_http_api_key_strip_source(ngx_http_request_t *r,
     ngx_http_api_key_source_t *src, ngx_list_part_t *part, ngx_uint_t i,
     ngx_uint_t last)
 {
-    ngx_int_t         rc;
     static ngx_str_t  authorization = ngx_string("authorization");
     static ngx_str_t  basic = ngx_string("Basic");
+
+    ngx_int_t         rc;
 
     switch (src->type) {
 
@@ -229,18 +230,28 @@ ngx_http_api_key_strip_header(ngx_http_request_t *r, ngx_str_t *name,
 {
     ngx_table_elt_t  *h;
 
-    if (part == NULL) {
-        i = 0;
-
-    } else if (last && scheme == NULL) {
+    if (part != NULL && last && scheme == NULL) {
         h = (ngx_table_elt_t *) part->elts + i;
 
-        if (r->headers_in.authorization == h) {
-            r->headers_in.authorization = NULL;
+        /* still the header find() found (else the walk below) */
+
+        if (i < part->nelts
+            && h->key.len == name->len
+            && ngx_strncasecmp(h->key.data, name->data, name->len) == 0)
+        {
+            if (r->headers_in.authorization == h) {
+                r->headers_in.authorization = NULL;
+            }
+
+            return ngx_http_api_key_list_remove(&r->headers_in.headers,
+                                                &part, &i);
         }
 
-        return ngx_http_api_key_list_remove(&r->headers_in.headers, &part,
-                                            &i);
+        part = NULL;
+    }
+
+    if (part == NULL) {
+        i = 0;
     }
 
     while ((h = ngx_http_api_key_next_header(r, name, &part, &i))) {

@@ -465,7 +465,7 @@ int ak_record_view_lazy(const unsigned char hash[AK_HASH_LEN],
 /*
  * rec->id empty (ak_record_view_lazy of a record without one): the default
  * id, as ak_record_view makes it (the first 12 hex digits of hash, hash the
- * view's), in rec->id_buf.  Else nothing.
+ * view's), in rec->id_buf.  Else, or with hash NULL, nothing.
  */
 void ak_record_default_id(const unsigned char hash[AK_HASH_LEN],
     ak_record_t *rec) AK_NOEXCEPT;

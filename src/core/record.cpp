@@ -843,18 +843,15 @@ ak_record_default_id(const unsigned char hash[AK_HASH_LEN], ak_record_t *rec)
 {
     static const char hex[] = "0123456789abcdef";
 
-    if (rec == nullptr || rec->id.len != 0) {
-        return;
+    if (rec == nullptr || rec->id.len != 0 || hash == nullptr) {
+        return;                 /* no hash: no id to make (the full view
+                                   refuses such a record) */
     }
-    if (hash == nullptr) {
-        std::memset(rec->id_buf, '0', AK_ID_DEFAULT_LEN);
-    } else {
-        /* inline, a constant count (ak_hex_encode's loop and call cost
-           twice as much on the request path) */
-        for (size_t i = 0; i < AK_ID_DEFAULT_LEN / 2; i++) {
-            rec->id_buf[2 * i] = hex[hash[i] >> 4];
-            rec->id_buf[2 * i + 1] = hex[hash[i] & 0x0f];
-        }
+    /* inline, a constant count (ak_hex_encode's loop and call cost
+       twice as much on the request path) */
+    for (size_t i = 0; i < AK_ID_DEFAULT_LEN / 2; i++) {
+        rec->id_buf[2 * i] = hex[hash[i] >> 4];
+        rec->id_buf[2 * i + 1] = hex[hash[i] & 0x0f];
     }
     rec->id = { rec->id_buf, AK_ID_DEFAULT_LEN };
 }

@@ -454,6 +454,11 @@ TEST(Record, LazyViewMakesTheDefaultIdWhenAsked)
     EXPECT_EQ(lazy.blob, full.blob);
     EXPECT_EQ(lazy.blob_len, full.blob_len);
 
+    /* no hash: no id is made (none to make it from) */
+    ak_record_default_id(nullptr, &lazy);
+    EXPECT_EQ(lazy.id.len, 0u);
+    EXPECT_EQ(lazy.id.data, nullptr);
+
     /* asked for: the full view's default id, in id_buf */
     ak_record_default_id(aktest::test_hash(), &lazy);
     ASSERT_EQ(lazy.id.len, static_cast<size_t>(AK_ID_DEFAULT_LEN));
