@@ -216,6 +216,17 @@ my @probs = $n->problems;
 is(scalar @probs, 0, 'no [alert], [crit], [emerg] or signal exit in the error log')
     or diag join "\n", @probs[0 .. ($#probs > 19 ? 19 : $#probs)];
 my $warns = () = $n->error_log =~ /\[(?:error|warn)\]/g;
+# what they said: each message once, with its count (time, pid#tid and
+# connection number left out; the test checks that no key is in the log)
+my %said;
+for my $l (grep { /\[(?:error|warn)\]/ } split /\n/, $n->error_log) {
+    $l =~ s/^\S+ \S+ //;
+    $l =~ s/\d+#\d+: (?:\*\d+ )?//;
+    $said{$l}++;
+}
+my $said = join '', map { "\n  - $said{$_}x: `$_`" }
+           (sort { $said{$b} <=> $said{$a} || $a cmp $b } keys %said)[0 .. (keys %said > 5 ? 4 : keys(%said) - 1)];
+diag "warnings/errors: $said" if $said;
 
 # --- CSV, plot, RESULTS.md -----------------------------------------------------
 my @cols = qw(t workers rss_max rss_sum vmrss_sum master fds redis reloads changes);
@@ -266,7 +277,7 @@ my $md = <<"EOT";
   `nginx -s reload` every 60 s ($reloads reloads)
 - $tot requests in @{[ sprintf '%.0f', $secs ]} s (@{[ sprintf '%.0f', $tot / ($secs || 1) ]}/s);
   answers: $answers; keep-alive retries (connections closed by a reload): $res->{ka_retries};
-  warnings/errors in the error log: $warns
+  warnings/errors in the error log: $warns$said
 - @{[ scalar @samples ]} samples every ${SAMPLE} s: [soak.csv](soak.csv), plot [soak.png](soak.png)
 
 | series | baseline (median, 30-150 s) | bound | peak | median of the last 20% |

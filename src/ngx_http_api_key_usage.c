@@ -85,6 +85,7 @@ static ngx_int_t ngx_http_api_key_usage_send(ngx_http_api_key_zone_t *zone,
 static void ngx_http_api_key_usage_reply(ngx_http_api_key_reply_t *reply,
     void *data);
 static void ngx_http_api_key_usage_finish(void);
+static void ngx_http_api_key_usage_wait_handler(ngx_event_t *ev);
 
 
 static ngx_event_t                     ngx_http_api_key_usage_timer;
@@ -98,6 +99,17 @@ static ngx_uint_t                      ngx_http_api_key_usage_failures;
 
 /* the timer's data: debug lines name an event's connection (its fd) */
 static ngx_connection_t                ngx_http_api_key_usage_dummy;
+
+/*
+ * Set while a flush has writes in flight, and not cancelable: a worker
+ * that is leaving (a reload's old worker, a graceful stop) stays until
+ * they are answered, instead of closing the connection on them.  The
+ * Redis layer answers every command within its timeout (NULL when it
+ * gives up), so this is only a bound.
+ */
+static ngx_event_t                     ngx_http_api_key_usage_wait;
+
+#define NGX_HTTP_API_KEY_USAGE_WAIT    5000
 
 
 /* the request's outcome, counted for its key (the handler, decided) */
@@ -364,6 +376,12 @@ ngx_http_api_key_usage_init_worker(ngx_cycle_t *cycle,
                                 ngx_http_api_key_usage_tick,
                                 &ngx_http_api_key_usage_dummy, cycle->log);
 
+    ngx_memzero(&ngx_http_api_key_usage_wait, sizeof(ngx_event_t));
+    ngx_http_api_key_timer_init(&ngx_http_api_key_usage_wait,
+                                ngx_http_api_key_usage_wait_handler,
+                                &ngx_http_api_key_usage_dummy, cycle->log);
+    ngx_http_api_key_usage_wait.cancelable = 0;
+
     ngx_add_timer(&ngx_http_api_key_usage_timer,
                   ngx_http_api_key_usage_every);
 }
@@ -520,6 +538,8 @@ ngx_http_api_key_usage_start(ngx_http_api_key_zone_t *zone)
     ngx_http_api_key_usage_drain.next = 0;
     ngx_http_api_key_usage_drain.inflight = 0;
 
+    ngx_add_timer(&ngx_http_api_key_usage_wait, NGX_HTTP_API_KEY_USAGE_WAIT);
+
     /* the script, before the writes on the same connection (in order) */
 
     argv[0] = "SCRIPT";
@@ -555,6 +575,18 @@ ngx_http_api_key_usage_send_more(void)
     ak_usage_item_t                 *it;
     ngx_http_api_key_redis_conf_t   *conf;
     ngx_http_api_key_usage_drain_t  *d = &ngx_http_api_key_usage_drain;
+
+    if (ngx_exiting) {
+        /* the worker is leaving: nothing more is sent, what was not goes
+         * back to the zone for the next flush (a new worker's) once the
+         * writes in flight are answered */
+
+        if (d->inflight == 0) {
+            ngx_http_api_key_usage_finish();
+        }
+
+        return;
+    }
 
     conf = ngx_http_api_key_redis_conf();
     budget = ngx_max(conf->max_pending / 4, 1);
@@ -751,6 +783,10 @@ ngx_http_api_key_usage_finish(void)
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
+    if (ngx_http_api_key_usage_wait.timer_set) {
+        ngx_del_timer(&ngx_http_api_key_usage_wait);
+    }
+
     /* nothing else writes the retired half: cleared without the lock */
 
     ak_usage_clear(zone->sh->usage);
@@ -760,4 +796,21 @@ ngx_http_api_key_usage_finish(void)
                    "for the next one", &zone->name, back);
 
     ngx_memzero(d, sizeof(ngx_http_api_key_usage_drain_t));
+}
+
+
+/*
+ * A flush's writes still unanswered after NGX_HTTP_API_KEY_USAGE_WAIT: a
+ * worker that is leaving waits no longer (it closes the connection on them
+ * at its exit); else the mark stays while the flush goes on.
+ */
+
+static void
+ngx_http_api_key_usage_wait_handler(ngx_event_t *ev)
+{
+    if (ngx_http_api_key_usage_drain.items == NULL || ngx_exiting) {
+        return;
+    }
+
+    ngx_add_timer(ev, NGX_HTTP_API_KEY_USAGE_WAIT);
 }

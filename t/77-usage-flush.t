@@ -12,6 +12,7 @@ use strict;
 use warnings;
 use Test::More;
 use Time::HiRes qw(time sleep);
+use POSIX ();
 use lib 't/lib';
 use ApiKeyTest;
 use ApiKeyTest::Events qw(metrics wait_subscribed);
@@ -230,6 +231,56 @@ EOT
     sleep 1;
     is_deeply(counts($hr), { allowed => $N }, "exactly $N, none lost, none twice");
     $n2->stop;
+}
+
+# --- a reload while a flush waits on Redis: the old worker stays for the answers
+# Redis is stopped after the key's first count is written; the next requests'
+# counts go out with the next flush and wait; the reload comes meanwhile and
+# Redis resumes 1 s later.  The old worker must wait for its writes'
+# answers (it used to close the connection on them: "a usage write got no
+# answer"), and the counts must be exact.
+{
+    my $n3 = ApiKeyTest::Nginx->start(http => <<'EOT', workers => 1, redis => $r,
+    api_key_zone  inflight:1m usage_flush=500ms;
+    api_key_redis redis://127.0.0.1:%%REDIS%% timeout=3s;
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        location / { api_key inflight; empty_gif; }
+    }
+EOT
+                                      vars => { REDIS => $r->port });
+    my $key = random_key('inflight');
+    my $hr = add_key($r, $key, id => 'use-inflight');
+    is(http_get($n3->port, '/', headers => { 'X-API-Key' => $key })->status, 200,
+       'the key, cached');
+    ok(wait_until(sub { (counts($hr)->{allowed} // 0) == 1 }, timeout => 10),
+       'its first count is written');
+    my $mark = $n3->log_mark;
+    $r->pause;
+    my $N = 10;
+    my $ok = 0;
+    for (1 .. $N) {
+        $ok++ if http_get($n3->port, '/', headers => { 'X-API-Key' => $key })->status == 200;
+    }
+    is($ok, $N, "$N requests while Redis is stopped (a cached key)");
+    sleep 1.2;      # a flush (every 0.5 s) has sent its write, unanswered
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        sleep 1;
+        kill 'CONT', $r->{pid};
+        POSIX::_exit(0);
+    }
+    ok($n3->reload, 'reload while the write waits') or diag $n3->reload_error;
+    waitpid($pid, 0);
+    $r->resume;
+    is_deeply($n3->{old_workers_left}, [], 'the old worker exited, once answered');
+    unlike($n3->error_log_since($mark), qr/usage write got no answer/,
+           'no usage write left unanswered');
+    ok(wait_until(sub { (counts($hr)->{allowed} // 0) >= $N + 1 }, timeout => 10),
+       'the counts reach Redis') or diag explain counts($hr);
+    sleep 1;
+    is_deeply(counts($hr), { allowed => $N + 1 }, 'exactly ' . ($N + 1) . ', none lost, none twice');
+    $n3->stop;
 }
 
 done_testing;
