@@ -103,13 +103,11 @@ static ngx_connection_t                ngx_http_api_key_usage_dummy;
 /*
  * Set while a flush has writes in flight, and not cancelable: a worker
  * that is leaving (a reload's old worker, a graceful stop) stays until
- * they are answered, instead of closing the connection on them.  The
- * Redis layer answers every command within its timeout (NULL when it
- * gives up), so this is only a bound.
+ * they are answered instead of closing the connection on them, for at
+ * most one Redis "timeout" (the timer fires every timeout while the flush
+ * goes on, and lets the worker go once it is leaving).
  */
 static ngx_event_t                     ngx_http_api_key_usage_wait;
-
-#define NGX_HTTP_API_KEY_USAGE_WAIT    5000
 
 
 /* the request's outcome, counted for its key (the handler, decided) */
@@ -538,7 +536,10 @@ ngx_http_api_key_usage_start(ngx_http_api_key_zone_t *zone)
     ngx_http_api_key_usage_drain.next = 0;
     ngx_http_api_key_usage_drain.inflight = 0;
 
-    ngx_add_timer(&ngx_http_api_key_usage_wait, NGX_HTTP_API_KEY_USAGE_WAIT);
+    conf = ngx_http_api_key_redis_conf();
+
+    ngx_add_timer(&ngx_http_api_key_usage_wait,
+                  (conf && conf->timeout) ? conf->timeout : 1000);
 
     /* the script, before the writes on the same connection (in order) */
 
@@ -550,8 +551,6 @@ ngx_http_api_key_usage_start(ngx_http_api_key_zone_t *zone)
     argvlen[2] = sizeof(ngx_http_api_key_usage_script) - 1;
 
     /* (a cluster: EVAL instead, each master has its own script cache) */
-
-    conf = ngx_http_api_key_redis_conf();
 
     if (!(conf && conf->cluster)) {
         (void) ngx_http_api_key_redis_command(NULL, NULL, -1, 3, argv,
@@ -800,17 +799,21 @@ ngx_http_api_key_usage_finish(void)
 
 
 /*
- * A flush's writes still unanswered after NGX_HTTP_API_KEY_USAGE_WAIT: a
- * worker that is leaving waits no longer (it closes the connection on them
- * at its exit); else the mark stays while the flush goes on.
+ * A flush's writes still unanswered after a Redis timeout: a worker that
+ * is leaving waits no longer (it closes the connection on them at its
+ * exit); else the mark stays while the flush goes on.
  */
 
 static void
 ngx_http_api_key_usage_wait_handler(ngx_event_t *ev)
 {
+    ngx_http_api_key_redis_conf_t  *conf;
+
     if (ngx_http_api_key_usage_drain.items == NULL || ngx_exiting) {
         return;
     }
 
-    ngx_add_timer(ev, NGX_HTTP_API_KEY_USAGE_WAIT);
+    conf = ngx_http_api_key_redis_conf();
+
+    ngx_add_timer(ev, (conf && conf->timeout) ? conf->timeout : 1000);
 }
