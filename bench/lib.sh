@@ -191,7 +191,7 @@ machine_info() {
     cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
     echo "- CPU: $cpu, $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM"
     echo "- OS: $(. /etc/os-release && echo "$PRETTY_NAME"), kernel $(uname -r)"
-    echo "- nginx: $(nginx -v 2>&1 | sed 's/^nginx version: //'), redis-server: $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p'), wrk: $(command -v wrk >/dev/null && wrk -v 2>&1 | head -n 1 | awk '{print $2}' || echo 'not installed'), lua-nginx-module: $(dpkg-query -W -f='${Version}' libnginx-mod-http-lua 2>/dev/null || echo 'not installed'), Google Benchmark: $(dpkg-query -W -f='${Version}' libbenchmark-dev 2>/dev/null || echo 'not installed')"
+    echo "- nginx: $(nginx -v 2>&1 | sed 's/^nginx version: //'), redis-server: $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p'), wrk: $(if command -v wrk >/dev/null; then wrk -v 2>&1 | head -n 1 | awk '{print $2}'; else echo 'not installed'; fi), lua-nginx-module: $(dpkg-query -W -f='${Version}' libnginx-mod-http-lua 2>/dev/null || echo 'not installed'), Google Benchmark: $(dpkg-query -W -f='${Version}' libbenchmark-dev 2>/dev/null || echo 'not installed')"
     echo "- module: git commit $(git -C "$BENCH_TOP" rev-parse --short HEAD 2>/dev/null)$(git -C "$BENCH_TOP" status --porcelain -- src config 2>/dev/null | grep -q . && echo ' (+ uncommitted changes in src/)')"
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 }

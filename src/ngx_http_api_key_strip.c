@@ -237,7 +237,9 @@ ngx_http_api_key_strip_header(ngx_http_request_t *r, ngx_str_t *name,
 
         if (i < part->nelts
             && h->key.len == name->len
-            && ngx_strncasecmp(h->key.data, name->data, name->len) == 0)
+            && (h->lowcase_key
+                ? ngx_memcmp(h->lowcase_key, name->data, name->len) == 0
+                : ngx_strncasecmp(h->key.data, name->data, name->len) == 0))
         {
             if (r->headers_in.authorization == h) {
                 r->headers_in.authorization = NULL;
