@@ -282,7 +282,7 @@ perl "$BENCH/misstail.pl" "$RES" "$RUNS" "$CONNS_LIST" "$VARIANTS" "$DURATION" \
     fi
     echo
     cat "$W/machine.md"
-    echo "- load average at the end: $LOAD_END (the machine is a shared 2-vCPU VM; other work ran beside this benchmark)"
+    echo "- load average at the end: $LOAD_END (the benchmark itself keeps both CPUs busy; the load at the start shows what else ran)"
     echo "- set-up: redis-server on CPU 1 with $MISS_KEYS records; per cell a fresh nginx, \`worker_processes 1\` pinned to CPU 0"
     echo "  (bench/conf/module_nousage.conf: \`usage_flush=off\`, so that Redis sees only the reads); \`taskset -c 1 wrk -t1 -cN -d${DURATION}s\`"
     echo "  after a ${WARMUP} s warm-up; $RUNS runs, each run every connection count and variant once, one after another;"
