@@ -410,7 +410,7 @@ typedef struct {
     ngx_int_t                     hash_kind;  /* AK_HASH_*, -1 unset */
     ngx_str_t                     secret;
     ngx_uint_t                    enabled;   /* some location checks keys */
-    ngx_uint_t                    early_strip;   /* some block strips query
+    ngx_uint_t                    early_strip;   /* a server strips query
                                                     sources: the POST_READ
                                                     handler is needed */
     ngx_uint_t                    query_vars;    /* the two below are set */

@@ -252,6 +252,7 @@ ngx_http_api_key_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     size_t                         len;
     ngx_uint_t                     n;
     ngx_http_core_loc_conf_t      *clcf;
+    ngx_http_core_srv_conf_t      *cscf;
     ngx_http_api_key_source_t     *src;
     ngx_http_api_key_main_conf_t  *amcf;
 
@@ -299,8 +300,21 @@ ngx_http_api_key_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_value(conf->strip, prev->strip, 1);
 
-    if (conf->strip && conf->query_sources) {
-        /* (merged before the postconfiguration, which reads it) */
+    /*
+     * A server's own configuration with query sources to strip: the
+     * POST_READ handler is needed (it reads the server's configuration; a
+     * location's query sources are stripped in the access phase).  While
+     * servers merge, cf->ctx->srv_conf is the server's: its ctx holds the
+     * server's loc_conf array.  (Merged before the postconfiguration,
+     * which reads the flag.)
+     */
+
+    cscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_core_module);
+
+    if (conf->strip && conf->query_sources
+        && cscf != NULL
+        && cscf->ctx->loc_conf[ngx_http_api_key_module.ctx_index] == conf)
+    {
         amcf = ngx_http_conf_get_module_main_conf(cf,
                                                   ngx_http_api_key_module);
         amcf->early_strip = 1;

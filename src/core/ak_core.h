@@ -446,6 +446,11 @@ typedef struct {
                                    revoked from then on */
     const unsigned char *blob;
     size_t       blob_len;
+    const unsigned char *ips;       /* the binary ips rules in the blob
+                                       (has_ips), for the matcher */
+    const unsigned char *referrers; /* the same for the referrers rules */
+    uint16_t     ips_len;
+    uint16_t     referrers_len;
     char         id_buf[AK_ID_DEFAULT_LEN];
 } ak_record_t;
 
@@ -454,10 +459,18 @@ int ak_record_view(const unsigned char hash[AK_HASH_LEN],
     const unsigned char *blob, size_t len, ak_record_t *rec) AK_NOEXCEPT;
 
 /*
- * The same view and checks (the same answer), but a record without an id
- * leaves rec->id empty (data NULL, len 0) instead of making the default
- * one: ak_record_default_id() makes it when something asks (the request
- * path mostly does not).  hot
+ * The view of the request path.  The same view as ak_record_view, with two
+ * differences:
+ * - a record without an id leaves rec->id empty (data NULL, len 0) instead
+ *   of making the default one: ak_record_default_id() makes it when
+ *   something asks (the request path mostly does not);
+ * - the bytes of the ips and referrers rules are not checked (their
+ *   section's bounds are): every blob in the cache was made by
+ *   ak_record_build, whose output ak_record_view accepts, and the two
+ *   matchers bound every read by the section and answer "not allowed" on
+ *   a rule they cannot read.  So it accepts every blob ak_record_view
+ *   accepts, with the same view, and more only where a rules section is
+ *   malformed.  hot
  */
 int ak_record_view_lazy(const unsigned char hash[AK_HASH_LEN],
     const unsigned char *blob, size_t len, ak_record_t *rec) AK_NOEXCEPT;

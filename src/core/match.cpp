@@ -4,7 +4,8 @@
  *
  * Both are parsed once, when the record is built, into binary entries of the
  * blob (see internal.hpp); matching a request walks those entries and
- * neither allocates nor parses the rules again.
+ * neither allocates nor parses the rules again, nor checks their bytes
+ * beforehand (ak_record_view_lazy): each read is bounded by the section.
  *
  * ips: IPv4 / IPv6 addresses and CIDRs.  Host bits under the prefix are
  * masked off, as nginx's "allow" does.  A rule in ::ffff:0:0/96 with a
@@ -416,8 +417,10 @@ bool encode_referrers(const char *v, size_t len, Writer &w, ErrBuf &e)
 
 
 /*
- * The structural checks of ak_record_view, on every request: plain index
- * arithmetic over the section rather than a Reader per byte.
+ * The structural checks of ak_record_view (the full view: a record built,
+ * replaced, read by apikeyctl), plain index arithmetic over the section.
+ * The request path's view (ak_record_view_lazy) skips them: the matchers
+ * below bound each read by the section and deny on a rule they cannot read.
  */
 bool check_ips_section(const unsigned char *p, size_t len) noexcept
 {
@@ -627,13 +630,12 @@ ak_record_ip_allowed(const ak_record_t *rec, int family,
         return 0;
     }
 
-    const unsigned char *ips, *refs;
-    size_t ips_len, refs_len;
+    /* the section the view found; its bytes are checked here, rule by
+     * rule, not by the request path's view (see ak_record_view_lazy) */
+    const unsigned char *ips = rec->ips;
+    size_t ips_len = rec->ips_len;
 
-    if (!blob_rule_sections(rec->blob, rec->blob_len, &ips, &ips_len, &refs,
-                            &refs_len)
-        || ips == nullptr)
-    {
+    if (ips == nullptr) {
         return 0;
     }
 
@@ -691,14 +693,20 @@ ak_record_referrer_allowed(const ak_record_t *rec, const char *referer,
         return 0;
     }
 
-    const unsigned char *ips, *refs;
-    size_t ips_len, refs_len;
+    const unsigned char *refs = rec->referrers;
+    size_t refs_len = rec->referrers_len;
+    char low[kHostMax + 1];
 
-    if (!blob_rule_sections(rec->blob, rec->blob_len, &ips, &ips_len, &refs,
-                            &refs_len)
-        || refs == nullptr)
-    {
+    if (refs == nullptr || hlen > sizeof(low)) {
         return 0;
+    }
+
+    /* the rules are stored in lowercase (ak_record_build): the host is
+     * lowered once, then each rule is one memcmp; a stored rule that is
+     * not lowercase (never one ak_record_build made) matches nothing */
+    for (size_t i = 0; i < hlen; i++) {
+        low[i] = static_cast<char>(to_lower(static_cast<unsigned char>(
+                                                host[i])));
     }
 
     size_t off = 0;
@@ -716,10 +724,10 @@ ak_record_referrer_allowed(const ak_record_t *rec, const char *referer,
         if (rule[0] == '.') {
             /* "*.example.com" is stored as ".example.com": host must end
              * with it and have a label before it */
-            if (hlen > n && eq_nocase(host + hlen - n, rule, n)) {
+            if (hlen > n && std::memcmp(low + hlen - n, rule, n) == 0) {
                 return 1;
             }
-        } else if (hlen == n && eq_nocase(host, rule, n)) {
+        } else if (hlen == n && std::memcmp(low, rule, n) == 0) {
             return 1;
         }
     }

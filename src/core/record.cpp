@@ -637,12 +637,13 @@ ak_record_build(const unsigned char hash[AK_HASH_LEN], const ak_str_t *fields,
 
 namespace {
 
-/* make_id false: a record without an id leaves rec->id empty (data NULL);
-   ak_record_default_id() makes it when asked */
+/* full false: a record without an id leaves rec->id empty (data NULL),
+   ak_record_default_id() makes it when asked; the rules sections' bytes
+   are left to the matchers (see ak_record_view_lazy) */
 inline int
 record_view(const unsigned char hash[AK_HASH_LEN],
     const unsigned char *blob, size_t len, ak_record_t *rec,
-    bool make_id) noexcept
+    bool full) noexcept
 {
     using namespace ak;
 
@@ -682,19 +683,25 @@ record_view(const unsigned char hash[AK_HASH_LEN],
     if (pres & blob::kHasIps) {
         size_t n = r.u16();
         const unsigned char *p = r.bytes(n);
-        if (p == nullptr || !check_ips_section(p, n)) {
+        if (p == nullptr || n == 0 || (full && !check_ips_section(p, n))) {
             goto corrupt;
         }
         rec->has_ips = 1;
+        rec->ips = p;
+        rec->ips_len = static_cast<uint16_t>(n);
     }
 
     if (pres & blob::kHasReferrers) {
         size_t n = r.u16();
         const unsigned char *p = r.bytes(n);
-        if (p == nullptr || !check_referrers_section(p, n)) {
+        if (p == nullptr || n == 0
+            || (full && !check_referrers_section(p, n)))
+        {
             goto corrupt;
         }
         rec->has_referrers = 1;
+        rec->referrers = p;
+        rec->referrers_len = static_cast<uint16_t>(n);
     }
 
     if (pres & blob::kHasId) {
@@ -712,7 +719,7 @@ record_view(const unsigned char hash[AK_HASH_LEN],
         if (hash == nullptr) {
             goto corrupt;
         }
-        if (make_id) {
+        if (full) {
             ak_record_default_id(hash, rec);
         }
     }

@@ -248,12 +248,15 @@ TEST(Ips, CorruptSectionDenies)
 {
     auto r = make({ { "ips", "10.0.0.0/8" } });
     ASSERT_EQ(r->view_rc, 0);
-    /* a record whose blob went away or is cut: deny, never read past */
+    /* a record whose section went away or is cut: deny, never read past */
     ak_record_t rec = r->rec;
-    rec.blob_len = 4;
+    EXPECT_EQ(ip_ok(&rec, "10.1.1.1"), 1);
+    rec.ips_len = 1;
     EXPECT_EQ(ip_ok(&rec, "10.1.1.1"), 0);
-    rec.blob = nullptr;
-    rec.blob_len = 0;
+    rec.ips_len = 2;            /* family and prefix, not the prefix's byte */
+    EXPECT_EQ(ip_ok(&rec, "10.1.1.1"), 0);
+    rec.ips = nullptr;
+    rec.ips_len = 0;
     EXPECT_EQ(ip_ok(&rec, "10.1.1.1"), 0);
 
     /* view checks the section: family 5, prefix 33, host bits */
@@ -275,6 +278,29 @@ TEST(Ips, CorruptSectionDenies)
     blob[6] = 8;
     EXPECT_EQ(ak_record_view(aktest::test_hash(), blob.data(), blob.size(), &v),
               0);
+
+    /* the request path's view leaves the rules' bytes to the matcher: the
+     * same blobs are viewed, and the address is denied */
+    for (unsigned char fam : { 5, 6, 0 }) {
+        std::vector<unsigned char> b = r->b.blob;
+        b[5] = fam;
+        ASSERT_EQ(ak_record_view_lazy(aktest::test_hash(), b.data(), b.size(),
+                                      &v), 0) << int(fam);
+        EXPECT_EQ(v.has_ips, 1);
+        EXPECT_EQ(ip_ok(&v, "10.1.1.1"), 0) << int(fam);
+        EXPECT_EQ(ip_ok(&v, "::1"), 0) << int(fam);
+    }
+    for (unsigned char prefix : { 33, 255, 5 }) {
+        std::vector<unsigned char> b = r->b.blob;
+        b[6] = prefix;
+        ASSERT_EQ(ak_record_view_lazy(aktest::test_hash(), b.data(), b.size(),
+                                      &v), 0) << int(prefix);
+        EXPECT_EQ(ip_ok(&v, "10.1.1.1"), 0) << int(prefix);
+    }
+    ASSERT_EQ(ak_record_view_lazy(aktest::test_hash(), blob.data(),
+                                  blob.size(), &v), 0);
+    EXPECT_EQ(ip_ok(&v, "10.1.1.1"), 1);
+    EXPECT_EQ(ip_ok(&v, "11.1.1.1"), 0);
 }
 
 

@@ -169,6 +169,40 @@ TEST(MatchPaths, ReferrersSectionChecks)
     b[at] = static_cast<unsigned char>(refs_len);   /* past the section */
     EXPECT_EQ(view(b), -1);
 
+    /* the request path's view leaves the rules' bytes to the matcher: it
+     * views these blobs; a changed rule matches nothing, a rule it cannot
+     * read (empty, past the section) denies every Referer from there on */
+    const std::string app = "https://app.example.com/";
+    const std::string org = "https://x.example.org/";
+    ak_record_t lz;
+    for (int bad : { int('A'), int('_'), int('/'), int(' '), 0, 0x80, int('*') }) {
+        b = good;
+        b[at + 1] = static_cast<unsigned char>(bad);
+        ASSERT_EQ(ak_record_view_lazy(aktest::test_hash(), b.data(), b.size(),
+                                      &lz), 0) << bad;
+        EXPECT_EQ(ak_record_referrer_allowed(&lz, app.data(), app.size()), 0)
+            << bad;
+        EXPECT_EQ(ak_record_referrer_allowed(&lz, org.data(), org.size()), 1)
+            << bad;
+    }
+    for (unsigned char n : { static_cast<unsigned char>(0),
+                             static_cast<unsigned char>(refs_len),
+                             static_cast<unsigned char>(0xff) })
+    {
+        b = good;
+        b[at] = n;
+        ASSERT_EQ(ak_record_view_lazy(aktest::test_hash(), b.data(), b.size(),
+                                      &lz), 0) << int(n);
+        EXPECT_EQ(ak_record_referrer_allowed(&lz, app.data(), app.size()), 0);
+        EXPECT_EQ(ak_record_referrer_allowed(&lz, org.data(), org.size()), 0);
+    }
+    b = good;
+    ASSERT_EQ(ak_record_view_lazy(aktest::test_hash(), b.data(), b.size(), &lz),
+              0);
+    EXPECT_EQ(ak_record_referrer_allowed(&lz, app.data(), app.size()), 1);
+    const std::string upper = "https://APP.Example.COM/";
+    EXPECT_EQ(ak_record_referrer_allowed(&lz, upper.data(), upper.size()), 1);
+
     /* 15 as 0x8f 0x00: the section and the blob one byte longer */
     b = good;
     b.insert(b.begin() + static_cast<long>(at) + 1, 0x00);
