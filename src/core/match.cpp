@@ -639,33 +639,52 @@ ak_record_ip_allowed(const ak_record_t *rec, int family,
         return 0;
     }
 
-    /* IPv4 rules are compared as integers: the address under the rule's
-     * mask against the rule (stored with its host bits clear) */
+    /*
+     * One pass over the rules: [family, prefix, the prefix's bytes].  IPv4
+     * rules are compared as integers under the rule's mask (4 bytes read
+     * at once where the section has them: the bytes after the prefix's
+     * are under no mask bit).  A rule that cannot be read (past the
+     * section, a prefix too long, an unknown family) denies.
+     */
     uint32_t a4 = fam == 4 ? be32_head(a, 4) : 0;
-    size_t off = 0;
+    const unsigned char *p = ips, *end = ips + ips_len;
 
-    while (off < ips_len) {
-        if (ips_len - off < 2) {
+    while (end - p >= 2) {
+        unsigned f = p[0], prefix = p[1];
+        size_t nbytes = (prefix + 7u) / 8;
+        const unsigned char *rule = p + 2;
+
+        if (nbytes > static_cast<size_t>(end - rule)) {
             return 0;
         }
-        unsigned f = ips[off], prefix = ips[off + 1];
-        unsigned nbytes = (prefix + 7u) / 8;
-        off += 2;
-        if (nbytes > ips_len - off || prefix > (f == 4 ? 32u : 128u)) {
-            return 0;
-        }
-        const unsigned char *rule = ips + off;
-        off += nbytes;
-        if (f != fam) {
-            continue;
-        }
+        p = rule + nbytes;
+
         if (f == 4) {
-            uint32_t mask = prefix ? ~uint32_t(0) << (32 - prefix) : 0;
-            if ((a4 & mask) == be32_head(rule, nbytes)) {
+            if (prefix > 32) {
+                return 0;
+            }
+            if (fam == 4) {
+                uint32_t r, mask;
+                if (end - rule >= 4) {
+                    std::memcpy(&r, rule, 4);
+                    r = ntohl(r);
+                } else {
+                    r = be32_head(rule, static_cast<unsigned>(nbytes));
+                }
+                mask = prefix ? ~uint32_t(0) << (32 - prefix) : 0;
+                if (((a4 ^ r) & mask) == 0) {
+                    return 1;
+                }
+            }
+        } else if (f == 6) {
+            if (prefix > 128) {
+                return 0;
+            }
+            if (fam == 6 && prefix_match(rule, a, prefix)) {
                 return 1;
             }
-        } else if (prefix_match(rule, a, prefix)) {
-            return 1;
+        } else {
+            return 0;
         }
     }
 

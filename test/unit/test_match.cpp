@@ -290,12 +290,23 @@ TEST(Ips, CorruptSectionDenies)
         EXPECT_EQ(ip_ok(&v, "10.1.1.1"), 0) << int(fam);
         EXPECT_EQ(ip_ok(&v, "::1"), 0) << int(fam);
     }
-    for (unsigned char prefix : { 33, 255, 5 }) {
+    for (unsigned char prefix : { 33, 255 }) {
         std::vector<unsigned char> b = r->b.blob;
         b[6] = prefix;
         ASSERT_EQ(ak_record_view_lazy(aktest::test_hash(), b.data(), b.size(),
                                       &v), 0) << int(prefix);
         EXPECT_EQ(ip_ok(&v, "10.1.1.1"), 0) << int(prefix);
+    }
+    {
+        /* host bits under /5: the rule is read under its mask, 8.0.0.0/5 */
+        std::vector<unsigned char> b = r->b.blob;
+        b[6] = 5;
+        ASSERT_EQ(ak_record_view_lazy(aktest::test_hash(), b.data(), b.size(),
+                                      &v), 0);
+        EXPECT_EQ(ip_ok(&v, "10.1.1.1"), 1);
+        EXPECT_EQ(ip_ok(&v, "15.255.0.1"), 1);
+        EXPECT_EQ(ip_ok(&v, "16.0.0.1"), 0);
+        EXPECT_EQ(ip_ok(&v, "7.255.255.255"), 0);
     }
     ASSERT_EQ(ak_record_view_lazy(aktest::test_hash(), blob.data(),
                                   blob.size(), &v), 0);
