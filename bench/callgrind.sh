@@ -10,6 +10,10 @@
 #            (its address and Referer match the last rule of each)
 #   limited  a rate-limited cached key (rate 1/h, burst 0): every request
 #            measured is answered 429
+#   quota    (not in the default set: CG_VARIANTS="bare quota") a cached key
+#            with a quota and no rate (1000000000/month: never exceeded
+#            here), counts leased 100 at a time, the next lease fetched in
+#            the background
 #
 # One nginx per variant (master_process off, daemon off: a single process
 # under valgrind), redis-server on a free loopback port with the keys.
@@ -67,6 +71,7 @@ key_of() {   # variant -> its key
     case $1 in
         rules)   printf 'ak_bench_%031d' 4322 ;;
         limited) printf 'ak_bench_%031d' 4323 ;;
+        quota)   printf 'ak_bench_%031d' 4324 ;;
         *)       printf 'ak_bench_%031d' 4321 ;;
     esac
 }
@@ -84,6 +89,8 @@ redis-cli -p "$REDIS_PORT" HSET "$(rname rules)" owner client4322 plan pro \
     rate 1000000/s burst 1000 ips "$IPS10" referrers "$REFS10" >/dev/null
 redis-cli -p "$REDIS_PORT" HSET "$(rname limited)" owner client4323 plan pro \
     rate 1/h burst 0 >/dev/null
+redis-cli -p "$REDIS_PORT" HSET "$(rname quota)" owner client4324 plan pro \
+    quota 1000000000/month >/dev/null
 
 run_one() {
     local v=$1 dir=$W/$1 port conf vpid i out key want

@@ -29,11 +29,14 @@
  * script is loaded once (SCRIPT LOAD) and called by its SHA1 (EVALSHA).
  *
  * Both limits are checked, and consumed, together under the zone lock, so a
- * request denied by one consumes neither.  The arithmetic (GCRA, the quota
- * window, consuming a leased count, when to prefetch, the size of a lease,
- * remaining counts) is the core's (ak_limits_admit, ak_quota_lease_want,
- * ak_quota_lease_apply, ak_quota_offline_apply); this file does the locking,
- * the lease I/O and the offline grants.
+ * request denied by one consumes neither.  A key with one limit alone and
+ * nothing to ask Redis for skips the lock: its node-scope GCRA, or one
+ * leased quota count, is swapped in the entry (ak_cache_gcra,
+ * ak_cache_quota_take).  The arithmetic (GCRA, the quota window, consuming
+ * a leased count, when to prefetch, the size of a lease, remaining counts)
+ * is the core's (ak_limits_admit, ak_quota_lease_want, ak_quota_lease_apply,
+ * ak_quota_offline_apply); this file does the locking, the lease I/O and
+ * the offline grants.
  */
 
 
@@ -268,6 +271,24 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
 
         default:
             break;
+        }
+    }
+
+    /*
+     * Likewise a quota and no rate, where a count leased to this node is
+     * left in the current window: taken from the entry without the lock
+     * (ak_cache_quota_take); -1 for anything else (a new window, a lease
+     * to ask for, the entry gone): under the lock.  A key with a rate and
+     * a quota takes both under the lock, together or neither.
+     */
+    if (rec->rate_period == AK_PERIOD_NONE
+        && rec->quota_period != AK_PERIOD_NONE)
+    {
+        decision = ak_cache_quota_take(zone->sh->cache, slot, ctx->hash,
+                                       rec->quota_period, rec->quota_n,
+                                       zone->quota_lease, now, &ar);
+        if (decision >= 0) {
+            goto decided;
         }
     }
 

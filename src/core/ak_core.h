@@ -556,6 +556,14 @@ int ak_quota_window(uint8_t period, int64_t now, int64_t *start,
  * (burst + 1) x interval, must stay below 2^52 us (142 years; the largest
  * burst x interval is 1,000,000 h, 114 years), else it is held at
  * AK_TAT_NONE - 1.
+ *
+ * q_window and q_left, bytes 8-15, are the "quota word": in the cache
+ * ak_cache_quota_take takes one count from it without the zone lock (by
+ * compare-and-swap, only in the current window and while q_left > 0), so
+ * every other change of the two, with the lock held too, is made by
+ * compare-and-swap (ak_limits_admit_ex, ak_quota_lease_apply,
+ * ak_quota_offline_apply) or an atomic store of a word it no longer reads
+ * (the cache's replace when the record's change drops the counts).
  */
 #define AK_TAT_BITS   52
 #define AK_TAT_MASK   ((UINT64_C(1) << AK_TAT_BITS) - 1)
@@ -624,6 +632,16 @@ typedef struct {
  */
 int ak_quota_admit(ak_key_state_t *st, uint8_t period, uint64_t quota_n,
     uint64_t quota_lease, int64_t now, ak_admit_result_t *res) AK_NOEXCEPT;
+
+/*
+ * The quota's answer for a count just taken, q_left left and q_used the
+ * key's known total: res->quota_remaining, and AK_ADMIT_PREFETCH when the
+ * key is under its quota and fewer than quota_lease / 4 + 1 counts are left
+ * here, else AK_ADMIT.  What ak_quota_admit returns when it takes a count
+ * (and ak_cache_quota_take).  hot
+ */
+int ak_quota_took(uint64_t quota_n, uint64_t q_used, uint32_t q_left,
+    uint64_t quota_lease, ak_admit_result_t *res) AK_NOEXCEPT;
 
 /*
  * Both limits of rec, consumed together: the rate first (ak_gcra on
@@ -736,7 +754,8 @@ int ak_quota_offline_apply(ak_key_state_t *st, uint32_t window,
  *
  * Locking.  Need NO lock (any number of workers at once, also while a
  * writer holds the lock): ak_cache_lookup, ak_cache_lookup_again,
- * ak_cache_event_seq, ak_cache_gcra, ak_cache_get_stats (a snapshot, its
+ * ak_cache_event_seq, ak_cache_gcra, ak_cache_quota_take,
+ * ak_cache_get_stats (a snapshot, its
  * counts may be a moment apart), and ak_cache_create/attach/validate/
  * min_size/bytes_per_key (before the zone is shared).  Every other
  * function must be called with the zone's lock held: they are the writers,
@@ -1003,6 +1022,31 @@ ak_key_state_t *ak_cache_state_find(ak_cache_t *c,
 int ak_cache_gcra(ak_cache_t *c, uint32_t slot,
     const unsigned char hash[AK_HASH_LEN], uint64_t now_us,
     uint64_t interval_us, uint32_t burst, ak_rate_result_t *res) AK_NOEXCEPT;
+
+/*
+ * The quota of the positive entry in slot, if it still holds hash, WITHOUT
+ * the zone lock, for a record with a quota (period, quota_n) and no rate:
+ * when the entry's q_window is the window of now and q_left > 0 (where
+ * ak_limits_admit_ex would take one leased count and nothing else), one
+ * count is taken by compare-and-swap of the quota word (retried while
+ * other requests take counts, up to 8 times) and *res is filled as
+ * ak_limits_admit_ex fills it; returns AK_ADMIT or AK_ADMIT_PREFETCH (the
+ * rule of ak_quota_took).  Else -1, nothing taken from the key: decide
+ * under the lock (a new window, no count left here, the entry gone,
+ * contention).
+ * The quota word carries no tag: the slot may change identity between the
+ * check of the entry and the swap.  The tag word is read (acquire) before
+ * the check and again after the swap; writers store a new identity's
+ * state before its tag word (release), and move the tag on (with a fence)
+ * before its slot is written again.  When the tag moved, the count came
+ * off whatever the slot holds now (at worst a count leased to this node is
+ * lost, never one more served than leased; if the slot became an overflow
+ * slot, the swap succeeded only if its blob bytes equal the old word
+ * exactly): -1, and the request decides under the lock.  hot
+ */
+int ak_cache_quota_take(ak_cache_t *c, uint32_t slot,
+    const unsigned char hash[AK_HASH_LEN], uint8_t period, uint64_t quota_n,
+    uint64_t quota_lease, int64_t now, ak_admit_result_t *res) AK_NOEXCEPT;
 
 #ifdef AK_CACHE_KILL_POINTS
 /*

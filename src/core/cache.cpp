@@ -51,7 +51,9 @@
  * that is not an entry (free, overflow).  A writer changes the tag whenever
  * the slot becomes or stops being an entry; the word is only ever changed
  * by atomic operations (readers set the referenced bit, ak_cache_gcra and
- * ak_limits_admit_ex compare-and-swap the TAT).
+ * ak_limits_admit_ex compare-and-swap the TAT).  The quota word beside it
+ * (bytes 8-15: q_window, q_left) is changed by atomic operations too:
+ * ak_cache_quota_take takes counts from it without the lock.
  *
  * Free slots are linked through "ovf" too; slots at or above the high-water
  * mark "hwm" have never been used and are free without being on the list,
@@ -59,7 +61,8 @@
  * untouched until used).
  *
  * Concurrency.  Writers (every function but the lookups, the statistics,
- * ak_cache_event_seq and ak_cache_gcra) are called with the zone lock held.
+ * ak_cache_event_seq, ak_cache_gcra and ak_cache_quota_take) are called
+ * with the zone lock held.
  * Readers (ak_cache_lookup, _again) take no lock: each bucket group has a
  * sequence counter, odd while a writer changes a chain of the group or an
  * entry in it (its fields, its blob, its overflow chain).  A reader reads
@@ -106,6 +109,7 @@
  */
 
 #include "ak_core.h"
+#include "internal.hpp"
 
 #include <sched.h>
 #include <stddef.h>
@@ -640,6 +644,10 @@ public:
         } while (!__atomic_compare_exchange_n(w, &old, nw, false,
                                               __ATOMIC_RELEASE,
                                               __ATOMIC_RELAXED));
+
+        /* the new tag before whatever is written to the slot next (a
+         * quota word swapped after it, ak_cache_quota_take, sees it) */
+        __atomic_thread_fence(__ATOMIC_RELEASE);
     }
 
     /* the TAT of entry i set to 0 (its rate changed), the tag kept */
@@ -1177,6 +1185,29 @@ write_state_rest(Slot &e, const ak_key_state_t *from) noexcept
 }
 
 
+/*
+ * The same for an entry that stays (replaced in place): ak_cache_quota_take
+ * may take counts from its quota word meanwhile, so the word is written
+ * only when the carry changed it from what was read (qw), and then
+ * atomically: the carry either keeps it or drops the counts left (q_left 0,
+ * or a fresh window 0), whatever they were, so a count taken since is not
+ * given back.  The fields after it change with the lock only.
+ */
+void
+write_state_kept(Slot &e, const ak_key_state_t *from, uint64_t qw) noexcept
+{
+    uint64_t  nw = ak::qword::pack(from->q_window, from->q_left);
+
+    if (nw != qw) {
+        ak::qword::store(&e.st, nw);
+    }
+
+    memcpy(reinterpret_cast<unsigned char *>(&e.st) + 16,
+           reinterpret_cast<const unsigned char *>(from) + 16,
+           sizeof(ak_key_state_t) - 16);
+}
+
+
 int
 put_once(ak_cache_s *c, const unsigned char *hash, const unsigned char *blob,
     size_t len, uint64_t now, uint64_t seq, bool *bad) noexcept
@@ -1184,6 +1215,7 @@ put_once(ak_cache_s *c, const unsigned char *hash, const unsigned char *blob,
     bool            outdated, rate_reset;
     uint8_t         flags;
     uint32_t        i, novf, have;
+    uint64_t        qw;
     Group          *grp;
     ak_key_state_t  state;
     Cache           x(c);
@@ -1192,6 +1224,7 @@ put_once(ak_cache_s *c, const unsigned char *hash, const unsigned char *blob,
     outdated = (seq != c->seq);
     flags = 0;
     rate_reset = false;
+    qw = 0;
     memset(&state, 0, sizeof(state));
 
     i = x.find(hash);
@@ -1212,9 +1245,12 @@ put_once(ak_cache_s *c, const unsigned char *hash, const unsigned char *blob,
         if (x.s[i].kind == KIND_POS) {
             /* the tag word is not copied (a reader may change it): a
              * non-zero stand-in tells whether the carry resets the TAT */
-            memcpy(reinterpret_cast<unsigned char *>(&state) + 8,
-                   reinterpret_cast<const unsigned char *>(&x.s[i].st) + 8,
-                   sizeof(ak_key_state_t) - 8);
+            qw = ak::qword::load(&x.s[i].st);
+            memcpy(reinterpret_cast<unsigned char *>(&state) + 16,
+                   reinterpret_cast<const unsigned char *>(&x.s[i].st) + 16,
+                   sizeof(ak_key_state_t) - 16);
+            state.q_window = ak::qword::unpack(qw).window;
+            state.q_left = ak::qword::unpack(qw).left;
             state.tat_us = 1;
             carry_state(x, i, hash, blob, len, &state);
             rate_reset = (state.tat_us == 0);
@@ -1250,15 +1286,17 @@ put_once(ak_cache_s *c, const unsigned char *hash, const unsigned char *blob,
                 x.reset_tat(i);
             }
 
+            write_state_kept(x.s[i], &state, qw);
+
         } else {
             /* a negative entry becomes positive: a new identity */
             (*x.count_of(KIND_NEG))--;
             c->npos++;
             x.retag(i, 0, 0);
+            write_state_rest(x.s[i], &state);
         }
 
         x.free_chain(i);
-        write_state_rest(x.s[i], &state);
         write_fields(x, i, now, KIND_POS,
                      flags | (outdated ? F_STORED_STALE : 0), len);
         KILL_POINT();
@@ -2352,6 +2390,85 @@ ak_cache_gcra(ak_cache_t *c, uint32_t slot,
         {
             return 1;
         }
+    }
+
+    return -1;
+}
+
+
+int
+ak_cache_quota_take(ak_cache_t *c, uint32_t slot,
+    const unsigned char hash[AK_HASH_LEN], uint8_t period, uint64_t quota_n,
+    uint64_t quota_lease, int64_t now, ak_admit_result_t *res) noexcept
+{
+    int               tries;
+    int64_t           start, end;
+    uint32_t          window;
+    uint64_t          t0, t1, qw, used;
+    Slot             *e;
+    ak::qword::Pair   p;
+
+    if (c == NULL || hash == NULL || res == NULL || slot >= c->nslots
+        || ak_quota_window(period, now, &start, &end) != 0)
+    {
+        return -1;
+    }
+
+    window = (uint32_t) (start / 3600);
+    e = &slots(c)[slot];
+
+    /*
+     * The tag word first (acquire), then the identity, as ak_cache_gcra
+     * does; the quota word is read after them.
+     */
+    t0 = __atomic_load_n(tag_word(e), __ATOMIC_ACQUIRE);
+
+    if ((t0 & TW_TAT) == AK_TAT_NONE || ld(e->kind) != KIND_POS
+        || !racy_same_hash(e->hash, hash)
+        || slot >= __atomic_load_n(&c->hwm, __ATOMIC_ACQUIRE))
+    {
+        return -1;
+    }
+
+    qw = ak::qword::load(&e->st);
+
+    for (tries = 0; tries < 8; tries++) {
+        p = ak::qword::unpack(qw);
+
+        if (p.window != window || p.left == 0) {
+            return -1;                  /* a new window, or a lease: locked */
+        }
+
+        if (!ak::qword::cas(&e->st, &qw, ak::qword::pack(window, p.left - 1)))
+        {
+            continue;                   /* qw is the word found */
+        }
+
+        /*
+         * Taken.  The quota word has no tag of its own: if the slot changed
+         * identity since t0 was read, the count came off whatever the slot
+         * holds now (the writer moved the tag on before writing the slot
+         * again, and stores a new entry's state before its tag word): the
+         * safe side, a leased count lost, never one served twice.  The
+         * request is then decided under the lock.
+         */
+        t1 = __atomic_load_n(tag_word(e), __ATOMIC_ACQUIRE);
+
+        if ((t1 & TW_TAG) != (t0 & TW_TAG) || (t1 & TW_TAT) == AK_TAT_NONE) {
+            return -1;
+        }
+
+        /* q_used changes with the lock held only (a lease, the offline
+         * share, a new window): the total as known now */
+        used = __atomic_load_n(&e->st.q_used, __ATOMIC_ACQUIRE);
+
+        *res = ak_admit_result_t{};
+        res->quota_used = used;
+        res->window_start = start;
+        res->window_end = end;
+        res->window = window;
+
+        return ak_quota_took(quota_n, used, p.left - 1, quota_lease, res);
     }
 
     return -1;

@@ -370,6 +370,75 @@ int field_index(const char *name, size_t len) noexcept;
 bool parse_field(int index, const char *v, size_t len, Scalars &s,
     Writer &w, ErrBuf &e) noexcept;
 
+/*
+ * The quota word of an ak_key_state_t: q_window and q_left, its bytes 8-15.
+ * In the cache it is changed without the zone lock (ak_cache_quota_take
+ * takes one count by compare-and-swap), so every change of it, with the
+ * lock too, is a compare-and-swap or an atomic store (ak_core.h).  Without
+ * the lock q_left only ever goes down, in the same window.
+ */
+namespace qword {
+
+typedef uint64_t __attribute__((may_alias)) word_t;
+
+struct Pair {
+    uint32_t window;
+    uint32_t left;
+};
+
+static_assert(offsetof(ak_key_state_t, q_window) == 8, "quota word at 8");
+static_assert(offsetof(ak_key_state_t, q_left)
+              == offsetof(ak_key_state_t, q_window) + 4, "q_left beside");
+static_assert(alignof(ak_key_state_t) >= 8, "quota word aligned");
+static_assert(sizeof(Pair) == 8 && offsetof(Pair, left) == 4, "pair");
+
+inline word_t *
+of(ak_key_state_t *st) noexcept
+{
+    return reinterpret_cast<word_t *>(&st->q_window);
+}
+
+inline uint64_t
+pack(uint32_t window, uint32_t left) noexcept
+{
+    Pair      p{window, left};
+    uint64_t  w;
+
+    std::memcpy(&w, &p, sizeof(w));
+    return w;
+}
+
+inline Pair
+unpack(uint64_t w) noexcept
+{
+    Pair  p;
+
+    std::memcpy(&p, &w, sizeof(p));
+    return p;
+}
+
+inline uint64_t
+load(ak_key_state_t *st) noexcept
+{
+    return __atomic_load_n(of(st), __ATOMIC_ACQUIRE);
+}
+
+/* *expected is set to the word found when it is not it */
+inline bool
+cas(ak_key_state_t *st, uint64_t *expected, uint64_t desired) noexcept
+{
+    return __atomic_compare_exchange_n(of(st), expected, desired, false,
+                                       __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+inline void
+store(ak_key_state_t *st, uint64_t w) noexcept
+{
+    __atomic_store_n(of(st), w, __ATOMIC_RELEASE);
+}
+
+} // namespace qword
+
 } // namespace ak
 
 #endif

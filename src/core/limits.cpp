@@ -6,6 +6,7 @@
  */
 
 #include "ak_core.h"
+#include "internal.hpp"
 
 #include <cstdint>
 #include <cstring>
@@ -214,6 +215,29 @@ ak_key_state_carry(const ak_record_t *old, const ak_record_t *cur,
 
 /* ---- admission ------------------------------------------------------- */
 
+namespace {
+
+inline uint32_t add_left(uint32_t left, uint64_t n) noexcept
+{
+    return n > UINT32_MAX - left ? UINT32_MAX
+                                 : left + static_cast<uint32_t>(n);
+}
+
+} // namespace
+
+extern "C" int
+ak_quota_took(uint64_t quota_n, uint64_t q_used, uint32_t q_left,
+    uint64_t quota_lease, ak_admit_result_t *res) noexcept
+{
+    res->quota_remaining = ak_quota_remaining(quota_n, q_used, q_left);
+
+    /* a quarter of a lease left here, and more to be had */
+    const bool low = q_used < quota_n && q_left < quota_lease / 4 + 1;
+
+    return low ? AK_ADMIT_PREFETCH : AK_ADMIT;
+}
+
+
 extern "C" int
 ak_quota_admit(ak_key_state_t *st, uint8_t period, uint64_t quota_n,
     uint64_t quota_lease, int64_t now, ak_admit_result_t *res) noexcept
@@ -253,14 +277,8 @@ ak_quota_admit(ak_key_state_t *st, uint8_t period, uint64_t quota_n,
 
     if (st->q_left > 0) {
         st->q_left--;
-        res->quota_remaining = ak_quota_remaining(quota_n, st->q_used,
-                                                  st->q_left);
-
-        /* a quarter of a lease left here, and more to be had */
-        const bool low = st->q_used < quota_n
-                         && st->q_left < quota_lease / 4 + 1;
-
-        return low ? AK_ADMIT_PREFETCH : AK_ADMIT;
+        return ak_quota_took(quota_n, st->q_used, st->q_left, quota_lease,
+                             res);
     }
 
     res->retry_after = end > now ? static_cast<uint64_t>(end - now) : 1;
@@ -322,12 +340,17 @@ ak_limits_admit_ex(ak_key_state_t *st, const ak_record_t *rec, int64_t now,
      * at any time without the lock; everything else of st only changes
      * with the lock held, as here.  The decision is made on a copy and
      * committed when the word still is what it was read as (else decided
-     * again on the new one).
+     * again on the new one).  The same for the quota word (q_window,
+     * q_left): ak_cache_quota_take may take a count from it at any time;
+     * the count taken here is committed by compare-and-swap first, and
+     * given back if the tag word's swap fails after it.
      */
     uint64_t word = __atomic_load_n(&st->tat_us, __ATOMIC_ACQUIRE);
 
     for (;;) {
         *res = ak_admit_result_t{};
+
+        uint64_t qw = ak::qword::load(st);
 
         uint64_t tat = word & AK_TAT_MASK;
 
@@ -369,20 +392,29 @@ ak_limits_admit_ex(ak_key_state_t *st, const ak_record_t *rec, int64_t now,
 
         int rc = AK_ADMIT;
         ak_key_state_t q{};         /* all but the tag word */
-        q.q_window = st->q_window;
-        q.q_left = st->q_left;
-        q.q_used = st->q_used;
+        const ak::qword::Pair qp = ak::qword::unpack(qw);
+        q.q_window = qp.window;
+        q.q_left = qp.left;
+        q.q_used = st->q_used;      /* changed with the lock only */
 
-        if (rec->quota_period != AK_PERIOD_NONE) {
+        const bool quota = rec->quota_period != AK_PERIOD_NONE;
+
+        if (quota) {
             /* sets the quota's fields only: res->rate stays */
             rc = ak_quota_admit(&q, rec->quota_period, rec->quota_n,
                                 quota_lease, now, res);
 
+            /* a new window's reset stays, nothing is consumed; or the
+             * count is taken */
+            if (!ak::qword::cas(st, &qw,
+                                ak::qword::pack(q.q_window, q.q_left)))
+            {
+                continue;               /* a count went meanwhile */
+            }
+
+            st->q_used = q.q_used;
+
             if (rc != AK_ADMIT && rc != AK_ADMIT_PREFETCH) {
-                /* a new window's reset stays, nothing is consumed */
-                st->q_window = q.q_window;
-                st->q_left = q.q_left;
-                st->q_used = q.q_used;
                 return rc;
             }
         }
@@ -393,12 +425,20 @@ ak_limits_admit_ex(ak_key_state_t *st, const ak_record_t *rec, int64_t now,
                                             false, __ATOMIC_ACQ_REL,
                                             __ATOMIC_ACQUIRE))
         {
+            if (quota) {
+                /* the count back: with the lock held the window stays */
+                qw = ak::qword::load(st);
+
+                while (!ak::qword::cas(st, &qw,
+                                       ak::qword::pack(q.q_window,
+                                           add_left(ak::qword::unpack(qw)
+                                                    .left, 1))))
+                {
+                }
+            }
+
             continue;                   /* word is the new one */
         }
-
-        st->q_window = q.q_window;
-        st->q_left = q.q_left;
-        st->q_used = q.q_used;
 
         if (cluster) {
             st->r_left--;
@@ -543,29 +583,30 @@ ak_quota_lease_want(uint64_t quota_n, uint64_t used,
 }
 
 
-namespace {
-
-inline uint32_t add_left(uint32_t left, uint64_t n) noexcept
-{
-    return n > UINT32_MAX - left ? UINT32_MAX
-                                 : left + static_cast<uint32_t>(n);
-}
-
-} // namespace
-
-
 extern "C" int
 ak_quota_lease_apply(ak_key_state_t *st, uint32_t window, uint64_t grant,
     uint64_t used) noexcept
 {
-    if (st == nullptr || st->q_window != window) {
+    if (st == nullptr) {
         return 0;
     }
 
-    st->q_left = add_left(st->q_left, grant);
+    /* the window only changes with the lock held, as now; q_left may go
+     * down meanwhile (ak_cache_quota_take): added by compare-and-swap */
+    uint64_t qw = ak::qword::load(st);
+
+    if (ak::qword::unpack(qw).window != window) {
+        return 0;
+    }
 
     if (used > st->q_used) {
         st->q_used = used;
+    }
+
+    while (!ak::qword::cas(st, &qw,
+                           ak::qword::pack(window,
+                               add_left(ak::qword::unpack(qw).left, grant))))
+    {
     }
 
     return 1;
@@ -576,12 +617,23 @@ extern "C" int
 ak_quota_offline_apply(ak_key_state_t *st, uint32_t window,
     uint64_t block) noexcept
 {
-    if (st == nullptr || st->q_window != window) {
+    if (st == nullptr) {
         return 0;
     }
 
-    st->q_left = add_left(st->q_left, block);
+    uint64_t qw = ak::qword::load(st);      /* as ak_quota_lease_apply */
+
+    if (ak::qword::unpack(qw).window != window) {
+        return 0;
+    }
+
     st->q_used = sat_add(st->q_used, block);
+
+    while (!ak::qword::cas(st, &qw,
+                           ak::qword::pack(window,
+                               add_left(ak::qword::unpack(qw).left, block))))
+    {
+    }
 
     return 1;
 }

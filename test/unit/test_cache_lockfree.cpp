@@ -2,7 +2,8 @@
 // The cache's lock-free side (src/core/cache.cpp): lookups in threads
 // against a writer that holds "the lock" (one writer thread, as nginx's
 // zone mutex serialises writers), the GCRA by compare-and-swap from many
-// threads, and a slot reused between a lookup and its swap.
+// threads, and a slot reused between a lookup and its swap; the same for
+// the quota's leased counts (ak_cache_quota_take).
 
 #include <gtest/gtest.h>
 
@@ -334,6 +335,298 @@ TEST(CacheLockFree, SlotReusedBetweenLookupAndSwap)
     ASSERT_NE(nullptr, s2);
     if (slot2 == slot) {
         EXPECT_NE(w1, s2->tat_us & ~AK_TAT_REF);
+    }
+}
+
+namespace {
+
+ak_record_t
+quota_record(uint64_t quota_n)
+{
+    ak_record_t rec;
+    memset(&rec, 0, sizeof(rec));
+    rec.rate_period = AK_PERIOD_NONE;
+    rec.quota_period = AK_PERIOD_HOUR;
+    rec.quota_n = quota_n;
+    return rec;
+}
+
+// a key put and looked up: its slot
+uint32_t
+put_key(Zone &z, const Key &k, uint64_t id)
+{
+    std::vector<unsigned char> b = record(id, 1, 30);
+    EXPECT_EQ(0, ak_cache_put(z.c, k.b, b.data(), b.size(), 1,
+                              ak_cache_event_seq(z.c)));
+    unsigned char buf[AK_RECORD_MAX];
+    size_t len;
+    uint32_t flags, slot = 0xffffffffu;
+    EXPECT_EQ(AK_CACHE_FRESH, ak_cache_lookup(z.c, k.b, 1, buf, sizeof(buf),
+                                              &len, &flags, &slot));
+    return slot;
+}
+
+// the key's window of now opened under the lock (NEED_LEASE), then granted
+// counts as a lease answer would
+void
+lease(Zone &z, const Key &k, const ak_record_t &rec, int64_t now,
+    uint64_t grant, uint64_t used)
+{
+    std::lock_guard<std::mutex> g(z.lock);
+    uint32_t slot;
+    ak_key_state_t *st = ak_cache_state_find(z.c, k.b, &slot);
+    ASSERT_NE(nullptr, st);
+    ak_admit_result_t ar;
+    ASSERT_EQ(AK_NEED_LEASE, ak_limits_admit_ex(st, &rec, now, 0, 100, 0,
+                                                &ar));
+    ASSERT_EQ(1, ak_quota_lease_apply(st, ar.window, grant, used));
+}
+
+} // namespace
+
+// A quota key's leased counts taken without the lock: the same answers,
+// field by field, as ak_limits_admit_ex gives on a copy of the state; when
+// none is left, in a new window, or for a bad period: -1, nothing taken.
+TEST(CacheLockFree, QuotaTakeAnswersAsTheLockedPath)
+{
+    Zone z(ak_cache_min_size());
+    ASSERT_NE(nullptr, z.c);
+    Key k = key_of(1);
+    uint32_t slot = put_key(z, k, 1);
+    const ak_record_t rec = quota_record(1000);
+    const int64_t now = 1800000000;             // 2027-01-15 08:00 UTC
+    ak_admit_result_t ar, want;
+
+    // no window yet: locked
+    EXPECT_EQ(-1, ak_cache_quota_take(z.c, slot, k.b, AK_PERIOD_HOUR, 1000,
+                                      100, now, &ar));
+
+    lease(z, k, rec, now, 40, 900);
+    ak_key_state_t copy = *ak_cache_state(z.c, slot, k.b);
+    int prefetches = 0;
+
+    for (int i = 0; i < 40; i++) {
+        int rc = ak_cache_quota_take(z.c, slot, k.b, AK_PERIOD_HOUR, 1000,
+                                     100, now + i, &ar);
+        int wrc = ak_limits_admit_ex(&copy, &rec, now + i, 0, 100, 0, &want);
+        ASSERT_EQ(wrc, rc) << i;
+        EXPECT_EQ(want.quota_remaining, ar.quota_remaining) << i;
+        EXPECT_EQ(want.quota_used, ar.quota_used);
+        EXPECT_EQ(want.window_start, ar.window_start);
+        EXPECT_EQ(want.window_end, ar.window_end);
+        EXPECT_EQ(want.window, ar.window);
+        EXPECT_EQ(0u, ar.retry_after);
+        EXPECT_EQ(0, memcmp(&copy.q_window,
+                            &ak_cache_state(z.c, slot, k.b)->q_window, 8));
+        prefetches += rc == AK_ADMIT_PREFETCH;
+    }
+    EXPECT_EQ(26, prefetches);          // fewer than 100 / 4 + 1 left
+    EXPECT_EQ(100u, ar.quota_remaining); // 1000 - (900 - 0)
+
+    // none left: locked (NEED_LEASE there), nothing taken
+    EXPECT_EQ(-1, ak_cache_quota_take(z.c, slot, k.b, AK_PERIOD_HOUR, 1000,
+                                      100, now, &ar));
+    EXPECT_EQ(0u, ak_cache_state(z.c, slot, k.b)->q_left);
+
+    // the window changes: counts left in the old one are not served here
+    lease(z, k, rec, now, 5, 905);
+    EXPECT_EQ(5u, ak_cache_state(z.c, slot, k.b)->q_left);
+    EXPECT_EQ(-1, ak_cache_quota_take(z.c, slot, k.b, AK_PERIOD_HOUR, 1000,
+                                      100, now + 3600, &ar));
+    EXPECT_EQ(-1, ak_cache_quota_take(z.c, slot, k.b, AK_PERIOD_DAY, 1000,
+                                      100, now + 86400, &ar));
+    EXPECT_EQ(-1, ak_cache_quota_take(z.c, slot, k.b, 0, 1000, 100, now,
+                                      &ar));
+    EXPECT_EQ(-1, ak_cache_quota_take(z.c, slot, k.b, 99, 1000, 100, now,
+                                      &ar));
+    EXPECT_EQ(5u, ak_cache_state(z.c, slot, k.b)->q_left);
+    EXPECT_EQ(AK_ADMIT, ak_cache_quota_take(z.c, slot, k.b, AK_PERIOD_HOUR,
+                                            1000, 0, now, &ar));
+    EXPECT_EQ(4u, ak_cache_state(z.c, slot, k.b)->q_left);
+
+    // the locked path opens the new window (the old counts dropped)
+    {
+        ak_admit_result_t r;
+        EXPECT_EQ(AK_NEED_LEASE,
+                  ak_limits_admit_ex(ak_cache_state(z.c, slot, k.b), &rec,
+                                     now + 3600, 0, 100, 0, &r));
+    }
+    EXPECT_EQ(-1, ak_cache_quota_take(z.c, slot, k.b, AK_PERIOD_HOUR, 1000,
+                                      100, now, &ar));
+    EXPECT_EQ(0u, ak_cache_state(z.c, slot, k.b)->q_left);
+
+    // the record put again (its state kept): the counts left stay
+    lease(z, k, rec, now + 3600, 3, 3);
+    slot = put_key(z, k, 1);
+    EXPECT_EQ(AK_ADMIT, ak_cache_quota_take(z.c, slot, k.b, AK_PERIOD_HOUR,
+                                            1000, 0, now + 3600, &ar));
+    EXPECT_EQ(1000u - 1, ar.quota_remaining);
+    EXPECT_EQ(2u, ak_cache_state(z.c, slot, k.b)->q_left);
+
+    EXPECT_EQ(-1, ak_cache_quota_take(nullptr, slot, k.b, AK_PERIOD_HOUR,
+                                      1000, 0, now + 3600, &ar));
+    EXPECT_EQ(-1, ak_cache_quota_take(z.c, 0xffffffffu, k.b, AK_PERIOD_HOUR,
+                                      1000, 0, now + 3600, &ar));
+    EXPECT_EQ(-1, ak_cache_quota_take(z.c, slot, k.b, AK_PERIOD_HOUR, 1000,
+                                      0, now + 3600, nullptr));
+}
+
+// The entry looked up is evicted and its slot given to another key that has
+// counts leased in the same window, as many: the old handle takes none of
+// them; nor after a flush, nor from a negative entry.
+TEST(CacheLockFree, QuotaTakeSlotReusedByAnotherKey)
+{
+    Zone z(ak_cache_min_size());
+    ASSERT_NE(nullptr, z.c);
+    ak_cache_stats_t cs;
+    ak_cache_get_stats(z.c, &cs);
+    const ak_record_t rec = quota_record(1000);
+    const int64_t now = 1800000000;
+    ak_admit_result_t ar;
+
+    Key a = key_of(1);
+    uint32_t slot = put_key(z, a, 1), other_slot = 0xffffffffu;
+    lease(z, a, rec, now, 10, 10);
+    uint64_t a_word;
+    memcpy(&a_word, &ak_cache_state(z.c, slot, a.b)->q_window, 8);
+
+    uint64_t id = 100;
+    Key other;
+    for (; id < 100 + 4 * cs.slots_total && other_slot != slot; id++) {
+        other = key_of(id);
+        std::vector<unsigned char> ob = record(id, 1, 30);
+        ASSERT_EQ(0, ak_cache_put(z.c, other.b, ob.data(), ob.size(), 1,
+                                  ak_cache_event_seq(z.c)));
+        if (ak_cache_peek(z.c, a.b) == 0) {
+            ak_cache_state_find(z.c, other.b, &other_slot);
+        }
+    }
+    ASSERT_EQ(slot, other_slot);
+
+    // the new owner: the same window, the same counts left as a had
+    lease(z, other, rec, now, 10, 10);
+    ak_key_state_t *os = ak_cache_state(z.c, slot, other.b);
+    ASSERT_NE(nullptr, os);
+    ASSERT_EQ(0, memcmp(&a_word, &os->q_window, 8));
+
+    EXPECT_EQ(-1, ak_cache_quota_take(z.c, slot, a.b, AK_PERIOD_HOUR, 1000,
+                                      100, now, &ar));
+    EXPECT_EQ(10u, os->q_left);
+    EXPECT_EQ(AK_ADMIT_PREFETCH,
+              ak_cache_quota_take(z.c, slot, other.b, AK_PERIOD_HOUR, 1000,
+                                  100, now, &ar));
+    EXPECT_EQ(9u, os->q_left);
+
+    ak_cache_flush(z.c);
+    EXPECT_EQ(-1, ak_cache_quota_take(z.c, slot, other.b, AK_PERIOD_HOUR,
+                                      1000, 100, now, &ar));
+    ASSERT_EQ(0, ak_cache_put_negative(z.c, a.b, 1, ak_cache_event_seq(z.c)));
+    unsigned char buf[AK_RECORD_MAX];
+    size_t len;
+    uint32_t flags;
+    ASSERT_EQ(AK_CACHE_NEGATIVE, ak_cache_lookup(z.c, a.b, 1, buf, sizeof(buf),
+                                                 &len, &flags, &slot));
+    EXPECT_EQ(-1, ak_cache_quota_take(z.c, slot, a.b, AK_PERIOD_HOUR, 1000,
+                                      100, now, &ar));
+}
+
+// Threads take counts, half lock-free, half through ak_limits_admit_ex
+// under the lock, while the lock's holder grants leases (ak_quota_lease_apply
+// and the offline share) and replaces the record (its state kept): the
+// counts granted are admitted exactly, none lost, none served twice.
+TEST(CacheLockFree, QuotaTakeAdmitsExactlyWhatWasLeased)
+{
+    Zone z(ak_cache_min_size());
+    ASSERT_NE(nullptr, z.c);
+    Key k = key_of(7);
+    uint32_t slot = put_key(z, k, 7);
+    const uint64_t quota_n = 1000000000;
+    const ak_record_t rec = quota_record(quota_n);
+    const int64_t now = 1800000000;
+    const int nthreads = 4, leases = 100, per_lease = 5000;
+
+    for (int round = 0; round < 3; round++) {
+        const int64_t t = now + round * 3600;   // a new window each round
+        std::atomic<long> admitted(0), fast(0);
+        std::atomic<bool> granted(false);
+        std::atomic<int> ready(0);
+
+        {
+            std::lock_guard<std::mutex> g(z.lock);
+            ak_admit_result_t ar;
+            ASSERT_EQ(AK_NEED_LEASE,
+                      ak_limits_admit_ex(ak_cache_state(z.c, slot, k.b),
+                                         &rec, t, 0, 100, 0, &ar));
+        }
+
+        auto taker = [&](int id) {
+            ready.fetch_add(1);
+            while (ready.load() < nthreads + 1) {
+            }
+            for (long i = 0;; i++) {
+                bool done = granted.load(std::memory_order_acquire);
+                ak_admit_result_t ar;
+                int rc = -1;
+                if ((id + i / 16) % 2) {
+                    rc = ak_cache_quota_take(z.c, slot, k.b, AK_PERIOD_HOUR,
+                                             quota_n, 100, t, &ar);
+                    if (rc >= 0) {
+                        fast.fetch_add(1, std::memory_order_relaxed);
+                    }
+                }
+                if (rc < 0) {
+                    std::lock_guard<std::mutex> g(z.lock);
+                    ak_key_state_t *st = ak_cache_state(z.c, slot, k.b);
+                    ASSERT_NE(nullptr, st);
+                    rc = ak_limits_admit_ex(st, &rec, t, 0, 100, 0, &ar);
+                }
+                if (rc == AK_ADMIT || rc == AK_ADMIT_PREFETCH) {
+                    admitted.fetch_add(1, std::memory_order_relaxed);
+                } else {
+                    ASSERT_EQ(AK_NEED_LEASE, rc);
+                    if (done) {
+                        return;     // every lease applied, none left
+                    }
+                }
+            }
+        };
+
+        std::vector<std::thread> ts;
+        for (int n = 0; n < nthreads; n++) {
+            ts.emplace_back(taker, n);
+        }
+        ready.fetch_add(1);
+        std::vector<unsigned char> b = record(7, 1, 30);
+        for (int l = 0; l < leases;) {
+            // the record put again and again while the counts go; the
+            // next lease when fewer than half of one are left
+            std::lock_guard<std::mutex> g(z.lock);
+            ASSERT_EQ(0, ak_cache_put(z.c, k.b, b.data(), b.size(), 1,
+                                      ak_cache_event_seq(z.c)));
+            ak_key_state_t *st = ak_cache_state(z.c, slot, k.b);
+            ASSERT_NE(nullptr, st);
+            if (__atomic_load_n(&st->q_left, __ATOMIC_RELAXED)
+                >= per_lease / 2)
+            {
+                continue;
+            }
+            const uint32_t w = (uint32_t) (t / 3600);
+            if (l % 2) {
+                ASSERT_EQ(1, ak_quota_lease_apply(st, w, per_lease,
+                                                  (uint64_t) l * per_lease));
+            } else {
+                ASSERT_EQ(1, ak_quota_offline_apply(st, w, per_lease));
+            }
+            l++;
+        }
+        granted.store(true, std::memory_order_release);
+        for (auto &th : ts) {
+            th.join();
+        }
+        EXPECT_EQ((long) leases * per_lease, admitted.load())
+            << "round " << round << ", " << fast.load() << " lock-free";
+        EXPECT_GT(fast.load(), 0);
+        EXPECT_EQ(0u, ak_cache_state(z.c, slot, k.b)->q_left);
     }
 }
 
