@@ -307,9 +307,27 @@ void check_lazy(const unsigned char *hash, const unsigned char *blob,
     FUZZ_CHECK(lz.blob == full.blob && lz.blob_len == full.blob_len);
 }
 
-/* the accessors on a viewed record, with arguments from the input */
-void exercise(const ak_record_t &rec, fuzz::Input &in)
+/* the accessors on a viewed record, with arguments from the input; the
+ * rules sections are copied into buffers of their own size, so that a read
+ * past a section is one past a buffer (the sanitizers see it) */
+void exercise(const ak_record_t &viewed, fuzz::Input &in)
 {
+    ak_record_t rec = viewed;
+    fuzz::Exact ips(viewed.ips
+        ? std::string(reinterpret_cast<const char *>(viewed.ips),
+                      viewed.ips_len)
+        : std::string());
+    fuzz::Exact refs(viewed.referrers
+        ? std::string(reinterpret_cast<const char *>(viewed.referrers),
+                      viewed.referrers_len)
+        : std::string());
+    if (viewed.ips) {
+        rec.ips = ips.u();
+    }
+    if (viewed.referrers) {
+        rec.referrers = refs.u();
+    }
+
     unsigned char addr[16];
     for (auto &b : addr) {
         b = in.u8();

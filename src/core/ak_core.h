@@ -470,7 +470,8 @@ int ak_record_view(const unsigned char hash[AK_HASH_LEN],
  *   matchers bound every read by the section and answer "not allowed" on
  *   a rule they cannot read.  So it accepts every blob ak_record_view
  *   accepts, with the same view, and more only where a rules section is
- *   malformed.  hot
+ *   malformed (shared memory damaged: the request is then denied as
+ *   ip_denied / referrer_denied, not answered bad_record).  hot
  */
 int ak_record_view_lazy(const unsigned char hash[AK_HASH_LEN],
     const unsigned char *blob, size_t len, ak_record_t *rec) AK_NOEXCEPT;

@@ -329,7 +329,8 @@ bool referer_host(const char *s, size_t len, const char **host,
     size_t *host_len) noexcept;
 
 /* Locates the ips / referrers sections of a blob from its header.  The
- * spans are empty when absent.  false when the blob is too short. */
+ * spans are empty when absent.  false when the blob is too short.  (The
+ * matchers use the sections the view found; the unit tests use this.) */
 bool blob_rule_sections(const unsigned char *b, size_t len,
     const unsigned char **ips, size_t *ips_len,
     const unsigned char **refs, size_t *refs_len) noexcept;

@@ -142,7 +142,7 @@ inline bool prefix_match(const unsigned char *rule, const unsigned char *a,
     }
     if (rem) {
         unsigned char mask = static_cast<unsigned char>(0xff << (8 - rem));
-        return (a[full] & mask) == rule[full];
+        return ((a[full] ^ rule[full]) & mask) == 0;
     }
     return true;
 }
@@ -643,8 +643,10 @@ ak_record_ip_allowed(const ak_record_t *rec, int family,
      * One pass over the rules: [family, prefix, the prefix's bytes].  IPv4
      * rules are compared as integers under the rule's mask (4 bytes read
      * at once where the section has them: the bytes after the prefix's
-     * are under no mask bit).  A rule that cannot be read (past the
-     * section, a prefix too long, an unknown family) denies.
+     * are under no mask bit); both families compare under the mask, so a
+     * host bit in a stored rule (never one ak_record_build stores) is
+     * ignored.  A rule that cannot be read (past the section, a prefix too
+     * long, an unknown family) denies.
      */
     uint32_t a4 = fam == 4 ? be32_head(a, 4) : 0;
     const unsigned char *p = ips, *end = ips + ips_len;

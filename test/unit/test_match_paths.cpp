@@ -170,8 +170,9 @@ TEST(MatchPaths, ReferrersSectionChecks)
     EXPECT_EQ(view(b), -1);
 
     /* the request path's view leaves the rules' bytes to the matcher: it
-     * views these blobs; a changed rule matches nothing, a rule it cannot
-     * read (empty, past the section) denies every Referer from there on */
+     * views these blobs; a changed rule no longer matches app.example.com,
+     * a rule it cannot read (empty, past the section) denies every Referer
+     * from there on */
     const std::string app = "https://app.example.com/";
     const std::string org = "https://x.example.org/";
     ak_record_t lz;
