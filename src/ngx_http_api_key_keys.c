@@ -18,9 +18,10 @@
 
 static ngx_int_t ngx_http_api_key_find_in(ngx_http_request_t *r,
     ngx_http_api_key_source_t *src, ngx_http_api_key_early_t *early,
-    ngx_http_api_key_found_t *found);
-static ngx_int_t ngx_http_api_key_other_headers(ngx_http_request_t *r,
-    ngx_http_api_key_found_t *f, ngx_http_api_key_found_t *ref);
+    ngx_http_api_key_found_t *found, ngx_http_api_key_found_t *ref);
+static ngx_int_t ngx_http_api_key_find_header(ngx_http_request_t *r,
+    ngx_str_t *name, ngx_http_api_key_found_t *f,
+    ngx_http_api_key_found_t *ref);
 static ngx_int_t ngx_http_api_key_find_cookie(ngx_http_request_t *r,
     ngx_str_t *name, ngx_str_t *value);
 
@@ -98,7 +99,7 @@ ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
     for (n = 0; n < alcf->sources->nelts; n++) {
 
         if (found->source == NULL) {
-            rc = ngx_http_api_key_find_in(r, &src[n], early, found);
+            rc = ngx_http_api_key_find_in(r, &src[n], early, found, NULL);
 
             if (rc == NGX_ERROR) {
                 return NGX_ERROR;
@@ -110,7 +111,8 @@ ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
 
             found->source = &src[n];
 
-            if (ngx_http_api_key_other_headers(r, found, found) != NGX_OK) {
+            if (rc == NGX_BUSY) {
+                /* another header of that name holds another key */
                 found->other = &src[n];
                 break;
             }
@@ -121,7 +123,7 @@ ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
         more.decoded = NULL;
         more.decoded_len = 0;
 
-        rc = ngx_http_api_key_find_in(r, &src[n], early, &more);
+        rc = ngx_http_api_key_find_in(r, &src[n], early, &more, found);
 
         if (rc == NGX_ERROR) {
             return NGX_ERROR;
@@ -133,10 +135,10 @@ ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
 
         more.source = &src[n];
 
-        if (more.value.len != found->value.len
+        if (rc == NGX_BUSY
+            || more.value.len != found->value.len
             || ngx_memcmp(more.value.data, found->value.data, more.value.len)
-               != 0
-            || ngx_http_api_key_other_headers(r, &more, found) != NGX_OK)
+               != 0)
         {
             found->other = &src[n];
 
@@ -183,17 +185,18 @@ ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
  * The value of one source in the request: NGX_OK and found->value (for a
  * header, its position too), NGX_DECLINED none.  A Basic credential that
  * cannot be decoded, or has no ':', is found with an empty value (a
- * malformed key).
+ * malformed key).  A header source also looks at the other headers of its
+ * name: NGX_BUSY when one holds another value than ref's (ref NULL: than
+ * the first one's).
  */
 
 static ngx_int_t
 ngx_http_api_key_find_in(ngx_http_request_t *r, ngx_http_api_key_source_t *src,
-    ngx_http_api_key_early_t *early, ngx_http_api_key_found_t *found)
+    ngx_http_api_key_early_t *early, ngx_http_api_key_found_t *found,
+    ngx_http_api_key_found_t *ref)
 {
     int                      rc;
     size_t                   off, len;
-    ngx_uint_t               i;
-    ngx_list_part_t         *part;
     ngx_table_elt_t         *h;
     ngx_http_api_key_arg_t  *arg;
 
@@ -201,18 +204,7 @@ ngx_http_api_key_find_in(ngx_http_request_t *r, ngx_http_api_key_source_t *src,
 
     case NGX_HTTP_API_KEY_SRC_HEADER:
 
-        part = NULL;
-        i = 0;
-        h = ngx_http_api_key_next_header(r, &src->name, &part, &i);
-
-        if (h == NULL) {
-            return NGX_DECLINED;
-        }
-
-        found->value = h->value;
-        found->part = part;
-        found->i = i;
-        return NGX_OK;
+        return ngx_http_api_key_find_header(r, &src->name, found, ref);
 
     case NGX_HTTP_API_KEY_SRC_BEARER:
 
@@ -290,41 +282,73 @@ ngx_http_api_key_find_in(ngx_http_request_t *r, ngx_http_api_key_source_t *src,
 
 
 /*
- * For a header source: whether every later header of the same name holds
- * the key of ref too (NGX_OK) or one holds another (NGX_DECLINED); f->last:
- * there is none (strip() then removes f's header alone, without a walk).
+ * A header source, in one walk of the headers: the first header named name
+ * (in lowercase) gives f->value and its position; f->last: no other header
+ * of that name follows it (strip() then removes that one alone, without a
+ * walk).  NGX_BUSY: one of them holds another value than ref's (ref NULL:
+ * than the first one's); the walk stops there, f->last is then 0.
  */
 
 static ngx_int_t
-ngx_http_api_key_other_headers(ngx_http_request_t *r,
+ngx_http_api_key_find_header(ngx_http_request_t *r, ngx_str_t *name,
     ngx_http_api_key_found_t *f, ngx_http_api_key_found_t *ref)
 {
+    ngx_str_t        *v;
     ngx_uint_t        i;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
-    if (f->source->type != NGX_HTTP_API_KEY_SRC_HEADER) {
-        return NGX_OK;
-    }
+    v = NULL;
+    part = &r->headers_in.headers.part;
+    i = 0;
 
-    part = f->part;
-    i = f->i + 1;
-    f->last = 1;
+    for ( ;; ) {
 
-    while ((h = ngx_http_api_key_next_header(r, &f->source->name, &part, &i)))
-    {
-        f->last = 0;
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
 
-        if (h->value.len != ref->value.len
-            || ngx_memcmp(h->value.data, ref->value.data, h->value.len) != 0)
-        {
-            return NGX_DECLINED;
+            part = part->next;
+            i = 0;
+            continue;
         }
 
-        i++;
+        h = (ngx_table_elt_t *) part->elts + i++;
+
+        if (h->key.len != name->len
+            || (h->lowcase_key
+                ? ngx_memcmp(h->lowcase_key, name->data, name->len) != 0
+                : ngx_strncasecmp(h->key.data, name->data, name->len) != 0))
+        {
+            continue;
+        }
+
+        if (v == NULL) {
+            f->value = h->value;
+            f->part = part;
+            f->i = i - 1;
+            f->last = 1;
+
+            if (ref == NULL) {
+                v = &f->value;
+                continue;
+            }
+
+            v = &ref->value;
+
+        } else {
+            f->last = 0;
+        }
+
+        if (h->value.len != v->len
+            || ngx_memcmp(h->value.data, v->data, v->len) != 0)
+        {
+            return NGX_BUSY;
+        }
     }
 
-    return NGX_OK;
+    return (v == NULL) ? NGX_DECLINED : NGX_OK;
 }
 
 
