@@ -18,7 +18,7 @@
 
 static ngx_int_t ngx_http_api_key_find_in(ngx_http_request_t *r,
     ngx_http_api_key_source_t *src, ngx_http_api_key_early_t *early,
-    ngx_http_api_key_found_t *found, ngx_http_api_key_found_t *ref);
+    ngx_http_api_key_found_t *found);
 static ngx_int_t ngx_http_api_key_find_header(ngx_http_request_t *r,
     ngx_str_t *name, ngx_http_api_key_found_t *f,
     ngx_http_api_key_found_t *ref);
@@ -84,7 +84,7 @@ ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
 {
     ngx_int_t                   rc;
     ngx_uint_t                  n;
-    ngx_http_api_key_found_t    more;
+    ngx_http_api_key_found_t    more, *f, *ref;
     ngx_http_api_key_source_t  *src;
 
     src = alcf->sources->elts;
@@ -98,17 +98,52 @@ ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
 
     for (n = 0; n < alcf->sources->nelts; n++) {
 
+        /* the first source present fills found, a later one more */
+
         if (found->source == NULL) {
-            rc = ngx_http_api_key_find_in(r, &src[n], early, found, NULL);
+            f = found;
+            ref = NULL;
 
-            if (rc == NGX_ERROR) {
-                return NGX_ERROR;
+        } else {
+            more.decoded = NULL;
+            more.decoded_len = 0;
+
+            f = &more;
+            ref = found;
+        }
+
+        /* the usual sources are looked at here, the others in find_in() */
+
+        switch (src[n].type) {
+
+        case NGX_HTTP_API_KEY_SRC_HEADER:
+            rc = ngx_http_api_key_find_header(r, &src[n].name, f, ref);
+            break;
+
+        case NGX_HTTP_API_KEY_SRC_BEARER:
+        case NGX_HTTP_API_KEY_SRC_BASIC:
+
+            if (r->headers_in.authorization == NULL) {
+                rc = NGX_DECLINED;
+                break;
             }
 
-            if (rc == NGX_DECLINED) {
-                continue;
-            }
+            /* fall through */
 
+        default:
+            rc = ngx_http_api_key_find_in(r, &src[n], early, f);
+            break;
+        }
+
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (rc == NGX_DECLINED) {
+            continue;
+        }
+
+        if (ref == NULL) {
             found->source = &src[n];
 
             if (rc == NGX_BUSY) {
@@ -117,19 +152,6 @@ ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
                 break;
             }
 
-            continue;
-        }
-
-        more.decoded = NULL;
-        more.decoded_len = 0;
-
-        rc = ngx_http_api_key_find_in(r, &src[n], early, &more, found);
-
-        if (rc == NGX_ERROR) {
-            return NGX_ERROR;
-        }
-
-        if (rc == NGX_DECLINED) {
             continue;
         }
 
@@ -182,18 +204,15 @@ ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
 
 
 /*
- * The value of one source in the request: NGX_OK and found->value (for a
- * header, its position too), NGX_DECLINED none.  A Basic credential that
- * cannot be decoded, or has no ':', is found with an empty value (a
- * malformed key).  A header source also looks at the other headers of its
- * name: NGX_BUSY when one holds another value than ref's (ref NULL: than
- * the first one's).
+ * The value of one source other than a header (find_header() below) in the
+ * request: NGX_OK and found->value, NGX_DECLINED none.  A Basic credential
+ * that cannot be decoded, or has no ':', is found with an empty value (a
+ * malformed key).
  */
 
 static ngx_int_t
 ngx_http_api_key_find_in(ngx_http_request_t *r, ngx_http_api_key_source_t *src,
-    ngx_http_api_key_early_t *early, ngx_http_api_key_found_t *found,
-    ngx_http_api_key_found_t *ref)
+    ngx_http_api_key_early_t *early, ngx_http_api_key_found_t *found)
 {
     int                      rc;
     size_t                   off, len;
@@ -201,10 +220,6 @@ ngx_http_api_key_find_in(ngx_http_request_t *r, ngx_http_api_key_source_t *src,
     ngx_http_api_key_arg_t  *arg;
 
     switch (src->type) {
-
-    case NGX_HTTP_API_KEY_SRC_HEADER:
-
-        return ngx_http_api_key_find_header(r, &src->name, found, ref);
 
     case NGX_HTTP_API_KEY_SRC_BEARER:
 
@@ -293,58 +308,52 @@ static ngx_int_t
 ngx_http_api_key_find_header(ngx_http_request_t *r, ngx_str_t *name,
     ngx_http_api_key_found_t *f, ngx_http_api_key_found_t *ref)
 {
+    size_t            len;
     ngx_str_t        *v;
-    ngx_uint_t        i;
+    ngx_uint_t        i, nelts;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
     v = NULL;
-    part = &r->headers_in.headers.part;
-    i = 0;
+    len = name->len;
 
-    for ( ;; ) {
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
 
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
+        h = part->elts;
+        nelts = part->nelts;
 
-            part = part->next;
-            i = 0;
-            continue;
-        }
+        for (i = 0; i < nelts; i++) {
 
-        h = (ngx_table_elt_t *) part->elts + i++;
-
-        if (h->key.len != name->len
-            || (h->lowcase_key
-                ? ngx_memcmp(h->lowcase_key, name->data, name->len) != 0
-                : ngx_strncasecmp(h->key.data, name->data, name->len) != 0))
-        {
-            continue;
-        }
-
-        if (v == NULL) {
-            f->value = h->value;
-            f->part = part;
-            f->i = i - 1;
-            f->last = 1;
-
-            if (ref == NULL) {
-                v = &f->value;
+            if (h[i].key.len != len
+                || (h[i].lowcase_key
+                    ? ngx_memcmp(h[i].lowcase_key, name->data, len) != 0
+                    : ngx_strncasecmp(h[i].key.data, name->data, len) != 0))
+            {
                 continue;
             }
 
-            v = &ref->value;
+            if (v == NULL) {
+                f->value = h[i].value;
+                f->part = part;
+                f->i = i;
+                f->last = 1;
 
-        } else {
-            f->last = 0;
-        }
+                if (ref == NULL) {
+                    v = &f->value;
+                    continue;
+                }
 
-        if (h->value.len != v->len
-            || ngx_memcmp(h->value.data, v->data, v->len) != 0)
-        {
-            return NGX_BUSY;
+                v = &ref->value;
+
+            } else {
+                f->last = 0;
+            }
+
+            if (h[i].value.len != v->len
+                || ngx_memcmp(h[i].value.data, v->data, v->len) != 0)
+            {
+                return NGX_BUSY;
+            }
         }
     }
 
