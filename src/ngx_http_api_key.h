@@ -56,6 +56,16 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+
+/*
+ * Everything declared below (the glue's functions and variables, the core's
+ * API) is used within the module's shared object only: hidden, so that a
+ * call from one of its files to another is a direct call, not one through
+ * the PLT, and a variable is not read through the GOT.  nginx finds the
+ * module by ngx_modules, in the file its build generates.
+ */
+#pragma GCC visibility push(hidden)
+
 #include "ak_core.h"
 
 
@@ -836,6 +846,9 @@ ngx_int_t ngx_http_api_key_read_secret(ngx_conf_t *cf, ngx_str_t *path,
     ngx_str_t *out, const char *what);
 ngx_int_t ngx_http_api_key_msec_arg(ngx_conf_t *cf, ngx_str_t *arg,
     size_t skip, ngx_msec_t *out);
+
+
+#pragma GCC visibility pop
 
 
 #endif /* _NGX_HTTP_API_KEY_H_INCLUDED_ */

@@ -19,8 +19,9 @@
 static ngx_int_t ngx_http_api_key_find_in(ngx_http_request_t *r,
     ngx_http_api_key_source_t *src, ngx_http_api_key_early_t *early,
     ngx_http_api_key_found_t *found);
-static ngx_int_t ngx_http_api_key_other_headers(ngx_http_request_t *r,
-    ngx_http_api_key_found_t *f, ngx_http_api_key_found_t *ref);
+static ngx_int_t ngx_http_api_key_find_header(ngx_http_request_t *r,
+    ngx_str_t *name, ngx_http_api_key_found_t *f,
+    ngx_http_api_key_found_t *ref);
 static ngx_int_t ngx_http_api_key_find_cookie(ngx_http_request_t *r,
     ngx_str_t *name, ngx_str_t *value);
 
@@ -83,7 +84,7 @@ ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
 {
     ngx_int_t                   rc;
     ngx_uint_t                  n;
-    ngx_http_api_key_found_t    more;
+    ngx_http_api_key_found_t    more, *f, *ref;
     ngx_http_api_key_source_t  *src;
 
     src = alcf->sources->elts;
@@ -97,31 +98,42 @@ ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
 
     for (n = 0; n < alcf->sources->nelts; n++) {
 
+        /* the first source present fills found, a later one more */
+
         if (found->source == NULL) {
-            rc = ngx_http_api_key_find_in(r, &src[n], early, found);
+            f = found;
+            ref = NULL;
 
-            if (rc == NGX_ERROR) {
-                return NGX_ERROR;
-            }
+        } else {
+            more.decoded = NULL;
+            more.decoded_len = 0;
 
-            if (rc == NGX_DECLINED) {
-                continue;
-            }
+            f = &more;
+            ref = found;
+        }
 
-            found->source = &src[n];
+        /* the usual sources are looked at here, the others in find_in() */
 
-            if (ngx_http_api_key_other_headers(r, found, found) != NGX_OK) {
-                found->other = &src[n];
+        switch (src[n].type) {
+
+        case NGX_HTTP_API_KEY_SRC_HEADER:
+            rc = ngx_http_api_key_find_header(r, &src[n].name, f, ref);
+            break;
+
+        case NGX_HTTP_API_KEY_SRC_BEARER:
+        case NGX_HTTP_API_KEY_SRC_BASIC:
+
+            if (r->headers_in.authorization == NULL) {
+                rc = NGX_DECLINED;
                 break;
             }
 
-            continue;
+            /* fall through */
+
+        default:
+            rc = ngx_http_api_key_find_in(r, &src[n], early, f);
+            break;
         }
-
-        more.decoded = NULL;
-        more.decoded_len = 0;
-
-        rc = ngx_http_api_key_find_in(r, &src[n], early, &more);
 
         if (rc == NGX_ERROR) {
             return NGX_ERROR;
@@ -131,12 +143,24 @@ ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
             continue;
         }
 
+        if (ref == NULL) {
+            found->source = &src[n];
+
+            if (rc == NGX_BUSY) {
+                /* another header of that name holds another key */
+                found->other = &src[n];
+                break;
+            }
+
+            continue;
+        }
+
         more.source = &src[n];
 
-        if (more.value.len != found->value.len
+        if (rc == NGX_BUSY
+            || more.value.len != found->value.len
             || ngx_memcmp(more.value.data, found->value.data, more.value.len)
-               != 0
-            || ngx_http_api_key_other_headers(r, &more, found) != NGX_OK)
+               != 0)
         {
             found->other = &src[n];
 
@@ -180,9 +204,9 @@ ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
 
 
 /*
- * The value of one source in the request: NGX_OK and found->value (for a
- * header, its position too), NGX_DECLINED none.  A Basic credential that
- * cannot be decoded, or has no ':', is found with an empty value (a
+ * The value of one source other than a header (find_header() below) in the
+ * request: NGX_OK and found->value, NGX_DECLINED none.  A Basic credential
+ * that cannot be decoded, or has no ':', is found with an empty value (a
  * malformed key).
  */
 
@@ -192,27 +216,10 @@ ngx_http_api_key_find_in(ngx_http_request_t *r, ngx_http_api_key_source_t *src,
 {
     int                      rc;
     size_t                   off, len;
-    ngx_uint_t               i;
-    ngx_list_part_t         *part;
     ngx_table_elt_t         *h;
     ngx_http_api_key_arg_t  *arg;
 
     switch (src->type) {
-
-    case NGX_HTTP_API_KEY_SRC_HEADER:
-
-        part = NULL;
-        i = 0;
-        h = ngx_http_api_key_next_header(r, &src->name, &part, &i);
-
-        if (h == NULL) {
-            return NGX_DECLINED;
-        }
-
-        found->value = h->value;
-        found->part = part;
-        found->i = i;
-        return NGX_OK;
 
     case NGX_HTTP_API_KEY_SRC_BEARER:
 
@@ -290,41 +297,67 @@ ngx_http_api_key_find_in(ngx_http_request_t *r, ngx_http_api_key_source_t *src,
 
 
 /*
- * For a header source: whether every later header of the same name holds
- * the key of ref too (NGX_OK) or one holds another (NGX_DECLINED); f->last:
- * there is none (strip() then removes f's header alone, without a walk).
+ * A header source, in one walk of the headers: the first header named name
+ * (in lowercase) gives f->value and its position; f->last: no other header
+ * of that name follows it (strip() then removes that one alone, without a
+ * walk).  NGX_BUSY: one of them holds another value than ref's (ref NULL:
+ * than the first one's); the walk stops there, f->last is then 0.
  */
 
 static ngx_int_t
-ngx_http_api_key_other_headers(ngx_http_request_t *r,
+ngx_http_api_key_find_header(ngx_http_request_t *r, ngx_str_t *name,
     ngx_http_api_key_found_t *f, ngx_http_api_key_found_t *ref)
 {
-    ngx_uint_t        i;
+    size_t            len;
+    ngx_str_t        *v;
+    ngx_uint_t        i, nelts;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
-    if (f->source->type != NGX_HTTP_API_KEY_SRC_HEADER) {
-        return NGX_OK;
-    }
+    v = NULL;
+    len = name->len;
 
-    part = f->part;
-    i = f->i + 1;
-    f->last = 1;
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
 
-    while ((h = ngx_http_api_key_next_header(r, &f->source->name, &part, &i)))
-    {
-        f->last = 0;
+        h = part->elts;
+        nelts = part->nelts;
 
-        if (h->value.len != ref->value.len
-            || ngx_memcmp(h->value.data, ref->value.data, h->value.len) != 0)
-        {
-            return NGX_DECLINED;
+        for (i = 0; i < nelts; i++) {
+
+            if (h[i].key.len != len
+                || (h[i].lowcase_key
+                    ? ngx_memcmp(h[i].lowcase_key, name->data, len) != 0
+                    : ngx_strncasecmp(h[i].key.data, name->data, len) != 0))
+            {
+                continue;
+            }
+
+            if (v == NULL) {
+                f->value = h[i].value;
+                f->part = part;
+                f->i = i;
+                f->last = 1;
+
+                if (ref == NULL) {
+                    v = &f->value;
+                    continue;
+                }
+
+                v = &ref->value;
+
+            } else {
+                f->last = 0;
+            }
+
+            if (h[i].value.len != v->len
+                || ngx_memcmp(h[i].value.data, v->data, v->len) != 0)
+            {
+                return NGX_BUSY;
+            }
         }
-
-        i++;
     }
 
-    return NGX_OK;
+    return (v == NULL) ? NGX_DECLINED : NGX_OK;
 }
 
 

@@ -17,6 +17,10 @@
 #include <hiredis/hiredis.h>
 
 
+/* within the module only, as in ngx_http_api_key.h */
+#pragma GCC visibility push(hidden)
+
+
 typedef struct ngx_http_api_key_redis_io_s  ngx_http_api_key_redis_io_t;
 
 /* a reply (NULL: the connection went before it came), then freed */
@@ -139,5 +143,8 @@ ngx_int_t ngx_http_api_key_cluster_subscribe(ngx_http_api_key_redis_cb_pt fn,
     int argc, const char **argv, const size_t *argvlen);
 ngx_uint_t ngx_http_api_key_cluster_subscribed(void);
 ngx_uint_t ngx_http_api_key_cluster_sub_denied(void);
+
+
+#pragma GCC visibility pop
 
 #endif /* _NGX_HTTP_API_KEY_REDIS_H_INCLUDED_ */

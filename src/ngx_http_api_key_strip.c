@@ -105,32 +105,78 @@ ngx_http_api_key_strip(ngx_http_request_t *r,
     ngx_http_api_key_early_t *early)
 {
     ngx_int_t                   rc;
-    ngx_uint_t                  n;
+    uint32_t                    same;
+    ngx_uint_t                  n, i;
+    ngx_list_part_t            *part;
+    ngx_table_elt_t            *h;
     ngx_http_api_key_arg_t     *arg;
     ngx_http_api_key_source_t  *src;
 
-    rc = NGX_OK;
-
     if (found && r == r->main) {
-        rc = ngx_http_api_key_strip_source(r, found->source, found->part,
-                                           found->i, found->last);
+        src = found->source;
+        part = found->part;
+        i = found->i;
+        h = NULL;
 
-        if (rc == NGX_OK && found->other) {
-            rc = ngx_http_api_key_strip_source(r, found->other, NULL, 0, 0);
-        }
+        if (src->type == NGX_HTTP_API_KEY_SRC_HEADER
+            && found->last
+            && found->other == NULL
+            && found->same == 0
+            && i < part->nelts)
+        {
+            h = (ngx_table_elt_t *) part->elts + i;
 
-        /* the same key in other sources goes too */
-
-        src = alcf->sources->elts;
-
-        for (n = 0; rc == NGX_OK && n < alcf->sources->nelts; n++) {
-            if (found->same & ((uint32_t) 1 << n)) {
-                rc = ngx_http_api_key_strip_source(r, &src[n], NULL, 0, 0);
+            if (h->value.data != found->value.data) {
+                h = NULL;
             }
         }
 
-        if (rc != NGX_OK) {
-            return rc;
+        if (h) {
+            /*
+             * the usual case: one header holds the key, and it is still
+             * where find() found it (found->value is its value): removed
+             * there, with no walk nor name comparison
+             */
+
+            if (r->headers_in.authorization == h) {
+                r->headers_in.authorization = NULL;
+            }
+
+            if (ngx_http_api_key_list_remove(&r->headers_in.headers, &part,
+                                             &i)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            ngx_http_api_key_drop_var(r, src->var);
+            ngx_http_api_key_drop_var(r, src->var2);
+
+        } else {
+            rc = ngx_http_api_key_strip_source(r, src, part, i, found->last);
+
+            if (rc == NGX_OK && found->other) {
+                rc = ngx_http_api_key_strip_source(r, found->other, NULL, 0,
+                                                   0);
+            }
+
+            /* the same key in other sources goes too */
+
+            src = alcf->sources->elts;
+
+            same = found->same;
+
+            for (n = 0; rc == NGX_OK && same; n++) {
+                if (same & ((uint32_t) 1 << n)) {
+                    same &= ~((uint32_t) 1 << n);
+                    rc = ngx_http_api_key_strip_source(r, &src[n], NULL, 0,
+                                                       0);
+                }
+            }
+
+            if (rc != NGX_OK) {
+                return rc;
+            }
         }
     }
 

@@ -29,18 +29,37 @@ static ngx_rbtree_node_t *ngx_http_api_key_tree_find_from(
     size_t zone_offset);
 
 
+/*
+ * The context and its pool cleanup in one allocation (what
+ * ngx_pool_cleanup_add() does with two): the cleanup is linked as it links
+ * one.
+ */
+
+typedef struct {
+    ngx_pool_cleanup_t       cln;
+    ngx_http_api_key_ctx_t   ctx;
+} ngx_http_api_key_ctx_block_t;
+
+
 ngx_http_api_key_ctx_t *
 ngx_http_api_key_create_ctx(ngx_http_request_t *r)
 {
-    ngx_pool_cleanup_t      *cln;
-    ngx_http_api_key_ctx_t  *ctx;
+    ngx_pool_cleanup_t            *cln;
+    ngx_http_api_key_ctx_t        *ctx;
+    ngx_http_api_key_ctx_block_t  *b;
 
-    cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_api_key_ctx_t));
-    if (cln == NULL) {
+    b = ngx_palloc(r->pool, sizeof(ngx_http_api_key_ctx_block_t));
+    if (b == NULL) {
         return NULL;
     }
 
-    ctx = cln->data;
+    cln = &b->cln;
+    ctx = &b->ctx;
+
+    cln->data = ctx;
+    cln->next = r->pool->cleanup;
+    r->pool->cleanup = cln;
+
     ngx_memzero(ctx, NGX_HTTP_API_KEY_CTX_ZEROED);
 
     ctx->request = r;
