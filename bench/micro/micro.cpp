@@ -373,8 +373,8 @@ RuleRecord &rules()
 
 } // namespace
 
-/* the view of a record with rate, 10 CIDRs and 10 referrers rules, as
-   every request with such a key does (its sections are checked) */
+/* the full view of a record with rate, 10 CIDRs and 10 referrers rules
+   (its sections are checked), as a record built or replaced is viewed */
 static void BM_RecordView_Rules(benchmark::State &state)
 {
     std::vector<unsigned char> blob = build({"owner", "acme", "plan", "pro",
@@ -389,6 +389,23 @@ static void BM_RecordView_Rules(benchmark::State &state)
     }
 }
 BENCHMARK(BM_RecordView_Rules);
+
+/* the same record viewed as the request path views it: the rules' bytes
+   left to the matchers, no default id */
+static void BM_RecordViewLazy_Rules(benchmark::State &state)
+{
+    std::vector<unsigned char> blob = build({"owner", "acme", "plan", "pro",
+        "rate", "100/s", "burst", "20", "ips", kIps10, "referrers",
+        kReferrers10});
+    unsigned char hash[AK_HASH_LEN] = {1};
+    ak_record_t rec;
+    for (auto _ : state) {
+        benchmark::DoNotOptimize(ak_record_view_lazy(hash, blob.data(),
+                                                     blob.size(), &rec));
+        benchmark::DoNotOptimize(rec);
+    }
+}
+BENCHMARK(BM_RecordViewLazy_Rules);
 
 /* state.range(0): 1 = the address matches the last rule, 0 = no rule */
 static void BM_CidrMatch_10Rules_IPv4(benchmark::State &state)

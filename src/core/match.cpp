@@ -716,20 +716,13 @@ ak_record_referrer_allowed(const ak_record_t *rec, const char *referer,
 
     const unsigned char *refs = rec->referrers;
     size_t refs_len = rec->referrers_len;
-    char low[kHostMax + 1];
 
-    if (refs == nullptr || hlen > sizeof(low)) {
+    if (refs == nullptr) {
         return 0;
     }
 
-    /* the rules are stored in lowercase (ak_record_build): the host is
-     * lowered once, then each rule is one memcmp; a stored rule that is
-     * not lowercase (never one ak_record_build made) matches nothing */
-    for (size_t i = 0; i < hlen; i++) {
-        low[i] = static_cast<char>(to_lower(static_cast<unsigned char>(
-                                                host[i])));
-    }
-
+    /* (each candidate rule compared in place, up to its first differing
+     * byte: faster than lowering the host first and a memcmp per rule) */
     size_t off = 0;
 
     while (off < refs_len) {
@@ -745,10 +738,10 @@ ak_record_referrer_allowed(const ak_record_t *rec, const char *referer,
         if (rule[0] == '.') {
             /* "*.example.com" is stored as ".example.com": host must end
              * with it and have a label before it */
-            if (hlen > n && std::memcmp(low + hlen - n, rule, n) == 0) {
+            if (hlen > n && eq_nocase(host + hlen - n, rule, n)) {
                 return 1;
             }
-        } else if (hlen == n && std::memcmp(low, rule, n) == 0) {
+        } else if (hlen == n && eq_nocase(host, rule, n)) {
             return 1;
         }
     }

@@ -176,7 +176,7 @@ TEST(MatchPaths, ReferrersSectionChecks)
     const std::string app = "https://app.example.com/";
     const std::string org = "https://x.example.org/";
     ak_record_t lz;
-    for (int bad : { int('A'), int('_'), int('/'), int(' '), 0, 0x80, int('*') }) {
+    for (int bad : { int('B'), int('_'), int('/'), int(' '), 0, 0x80, int('*') }) {
         b = good;
         b[at + 1] = static_cast<unsigned char>(bad);
         ASSERT_EQ(ak_record_view_lazy(aktest::test_hash(), b.data(), b.size(),
@@ -197,6 +197,12 @@ TEST(MatchPaths, ReferrersSectionChecks)
         EXPECT_EQ(ak_record_referrer_allowed(&lz, app.data(), app.size()), 0);
         EXPECT_EQ(ak_record_referrer_allowed(&lz, org.data(), org.size()), 0);
     }
+    /* rules are compared without case, as Referer hosts are */
+    b = good;
+    b[at + 1] = 'A';
+    ASSERT_EQ(ak_record_view_lazy(aktest::test_hash(), b.data(), b.size(), &lz),
+              0);
+    EXPECT_EQ(ak_record_referrer_allowed(&lz, app.data(), app.size()), 1);
     b = good;
     ASSERT_EQ(ak_record_view_lazy(aktest::test_hash(), b.data(), b.size(), &lz),
               0);
