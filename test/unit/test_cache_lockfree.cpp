@@ -96,6 +96,32 @@ struct Zone {
     std::mutex lock;        // the zone lock: writers only
 };
 
+// Puts other keys (ids from 100) until a (in slot) has left the cache and
+// one of them holds its slot: that key (gtest's ASSERT in the caller checks
+// *other_slot == slot).
+Key
+other_in_slot(Zone &z, const Key &a, uint32_t slot, uint64_t slots_total,
+    uint32_t *other_slot)
+{
+    Key other;
+    *other_slot = 0xffffffffu;
+    for (uint64_t id = 100; id < 100 + 4 * slots_total && *other_slot != slot;
+         id++)
+    {
+        other = key_of(id);
+        std::vector<unsigned char> ob = record(id, 1, 30);
+        if (ak_cache_put(z.c, other.b, ob.data(), ob.size(), 1,
+                         ak_cache_event_seq(z.c)) != 0)
+        {
+            break;
+        }
+        if (ak_cache_peek(z.c, a.b) == 0) {
+            ak_cache_state_find(z.c, other.b, other_slot);
+        }
+    }
+    return other;
+}
+
 } // namespace
 
 
@@ -288,17 +314,7 @@ TEST(CacheLockFree, SlotReusedBetweenLookupAndSwap)
                                               &len, &flags, &slot));
 
     // fill the cache with others until a's slot holds another key
-    uint64_t id = 100;
-    Key other;
-    for (; id < 100 + 4 * st.slots_total && other_slot != slot; id++) {
-        other = key_of(id);
-        std::vector<unsigned char> ob = record(id, 1, 30);
-        ASSERT_EQ(0, ak_cache_put(z.c, other.b, ob.data(), ob.size(), 1,
-                                  ak_cache_event_seq(z.c)));
-        if (ak_cache_peek(z.c, a.b) == 0) {
-            ak_cache_state_find(z.c, other.b, &other_slot);
-        }
-    }
+    Key other = other_in_slot(z, a, slot, st.slots_total, &other_slot);
     ASSERT_EQ(slot, other_slot);
 
     // a's handle: refused, and the new owner's TAT is untouched
@@ -490,17 +506,7 @@ TEST(CacheLockFree, QuotaTakeSlotReusedByAnotherKey)
     uint64_t a_word;
     memcpy(&a_word, &ak_cache_state(z.c, slot, a.b)->q_window, 8);
 
-    uint64_t id = 100;
-    Key other;
-    for (; id < 100 + 4 * cs.slots_total && other_slot != slot; id++) {
-        other = key_of(id);
-        std::vector<unsigned char> ob = record(id, 1, 30);
-        ASSERT_EQ(0, ak_cache_put(z.c, other.b, ob.data(), ob.size(), 1,
-                                  ak_cache_event_seq(z.c)));
-        if (ak_cache_peek(z.c, a.b) == 0) {
-            ak_cache_state_find(z.c, other.b, &other_slot);
-        }
-    }
+    Key other = other_in_slot(z, a, slot, cs.slots_total, &other_slot);
     ASSERT_EQ(slot, other_slot);
 
     // the new owner: the same window, the same counts left as a had
