@@ -39,11 +39,15 @@
  *                         the record's version in the first 8)
  *   124  ovf       u32    first overflow slot (or NIL)
  *
- * Overflow slot: bytes [0, 8) are its tag word, [8, 124) carry 116 blob
- * bytes, the u32 at 124 (the same "ovf" field) links the next overflow
- * slot.  A blob of len bytes uses 1 + ceil((len - 36) / 116) slots: 100
- * bytes -> 2, 1000 -> 10, 4096 -> 36.  The chain length is implied by len,
- * so chain walks are bounded by it.
+ * Overflow slot: bytes [0, 8) are its tag word, [8, 16) are left alone
+ * (an entry's quota word, q_window and q_left: ak_cache_quota_take swaps
+ * it by compare-and-swap without the lock, and may do so just after the
+ * slot stopped being that entry; it must never hit record bytes),
+ * [16, 124) carry 108 blob bytes, the u32 at 124 (the same "ovf" field)
+ * links the next overflow slot.  A blob of len bytes uses
+ * 1 + ceil((len - 36) / 108) slots: 100 bytes -> 2, 1000 -> 10,
+ * 4096 -> 39.  The chain length is implied by len, so chain walks are
+ * bounded by it.
  *
  * The tag word of every slot (AK_TAT_* in ak_core.h): bit 63 the CLOCK
  * "referenced" bit, bits 52-62 a tag counting the slot's changes of
@@ -130,8 +134,9 @@ extern "C" { void (*ak_cache_kill_hook)(void) = nullptr; }
 namespace {
 
 const uint64_t  kMagic = 0x3148434143414b41ULL;    /* "AKCACHE1" LE */
-const uint32_t  kVersion = 3;        /* 3: lock-free reads, CLOCK, bucket
-                                        groups, tag words */
+const uint32_t  kVersion = 4;        /* 3: lock-free reads, CLOCK, bucket
+                                        groups, tag words; 4: overflow data
+                                        after the quota word */
 const uint32_t  NIL = 0xffffffffu;
 const size_t    kHeaderSize = 256;
 const uint32_t  kStripes = 16;
@@ -140,8 +145,9 @@ const size_t    kGroupsOff = kHeaderSize + kStripes * kStripeSize;
 const uint32_t  kGroupBuckets = 15;
 const size_t    kGroupSize = 64;
 const size_t    kInline = 36;           /* blob bytes in the entry slot */
-const size_t    kOvfStart = 8;          /* after the tag word */
-const size_t    kOvfData = 116;         /* blob bytes per overflow slot */
+const size_t    kOvfStart = 16;         /* after the tag word and the
+                                           quota word (see above) */
+const size_t    kOvfData = 108;         /* blob bytes per overflow slot */
 const uint32_t  kMinSlots = 56;         /* >= 36, the largest chain; the
                                            block fits where the 64 slots of
                                            layout 2 did: the smallest zone
@@ -205,6 +211,8 @@ static_assert(sizeof(Stripe) == kStripeSize, "stripe size");
 static_assert(offsetof(Slot, hash) % 8 == 0, "hash alignment");
 static_assert(offsetof(Slot, blob) % 8 == 0, "blob alignment");
 static_assert(offsetof(Slot, ovf) == kOvfStart + kOvfData, "overflow data");
+static_assert(offsetof(ak_key_state_t, q_window) + 8 <= kOvfStart,
+              "the quota word is never overflow data");
 static_assert((AK_RECORD_MAX - kInline + kOvfData - 1) / kOvfData + 1
               <= kMinSlots, "largest blob fits in the smallest cache");
 static_assert(AK_RECORD_MAX <= 0xffff, "blob length is a u16");

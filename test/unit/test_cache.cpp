@@ -71,11 +71,11 @@ blob_of(uint64_t id, size_t len, uint64_t version = 0)
 }
 
 // Slots a blob of len bytes uses (entry slot: 36 inline bytes, overflow
-// slots: 116 bytes each): the documented layout.
+// slots: 108 bytes each): the documented layout.
 uint32_t
 slots_for(size_t len)
 {
-    return len <= 36 ? 1 : 1 + (uint32_t) ((len - 36 + 115) / 116);
+    return len <= 36 ? 1 : 1 + (uint32_t) ((len - 36 + 107) / 108);
 }
 
 // The TAT of a cached state (the bits above are the cache's)
