@@ -56,17 +56,18 @@ ngx_http_api_key_create_ctx(ngx_http_request_t *r)
     cln = &b->cln;
     ctx = &b->ctx;
 
-    cln->data = ctx;
-    cln->next = r->pool->cleanup;
-    r->pool->cleanup = cln;
-
     ngx_memzero(ctx, NGX_HTTP_API_KEY_CTX_ZEROED);
 
     ctx->request = r;
     ctx->rate_remaining = -1;
     ctx->quota_remaining = -1;
 
+    /* linked whole, as ngx_pool_cleanup_add() would have it */
+
     cln->handler = ngx_http_api_key_ctx_cleanup;
+    cln->data = ctx;
+    cln->next = r->pool->cleanup;
+    r->pool->cleanup = cln;
 
     ngx_http_set_ctx(r, ctx, ngx_http_api_key_module);
 
