@@ -757,6 +757,19 @@ ngx_int_t ngx_http_api_key_strip(ngx_http_request_t *r,
     ngx_http_api_key_early_t *early);
 ngx_table_elt_t *ngx_http_api_key_next_header(ngx_http_request_t *r,
     ngx_str_t *name, ngx_list_part_t **part, ngx_uint_t *i);
+
+
+/* whether header h is named name (given in lowercase) */
+
+static ngx_inline ngx_uint_t
+ngx_http_api_key_header_named(ngx_table_elt_t *h, ngx_str_t *name)
+{
+    return h->key.len == name->len
+           && (h->lowcase_key
+               ? ngx_memcmp(h->lowcase_key, name->data, name->len) == 0
+               : ngx_strncasecmp(h->key.data, name->data, name->len) == 0);
+}
+
 ngx_http_api_key_arg_t *ngx_http_api_key_early_arg(
     ngx_http_api_key_early_t *early, ngx_str_t *name);
 

@@ -308,14 +308,12 @@ static ngx_int_t
 ngx_http_api_key_find_header(ngx_http_request_t *r, ngx_str_t *name,
     ngx_http_api_key_found_t *f, ngx_http_api_key_found_t *ref)
 {
-    size_t            len;
     ngx_str_t        *v;
     ngx_uint_t        i, nelts;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
     v = NULL;
-    len = name->len;
 
     for (part = &r->headers_in.headers.part; part; part = part->next) {
 
@@ -324,11 +322,7 @@ ngx_http_api_key_find_header(ngx_http_request_t *r, ngx_str_t *name,
 
         for (i = 0; i < nelts; i++) {
 
-            if (h[i].key.len != len
-                || (h[i].lowcase_key
-                    ? ngx_memcmp(h[i].lowcase_key, name->data, len) != 0
-                    : ngx_strncasecmp(h[i].key.data, name->data, len) != 0))
-            {
+            if (!ngx_http_api_key_header_named(&h[i], name)) {
                 continue;
             }
 

@@ -28,6 +28,8 @@ static ngx_int_t ngx_http_api_key_strip_args(ngx_pool_t *pool, ngx_str_t *s,
     size_t start, size_t end, ngx_str_t *name, ngx_uint_t *removed);
 static ngx_int_t ngx_http_api_key_strip_cookie(ngx_http_request_t *r,
     ngx_str_t *name);
+static ngx_int_t ngx_http_api_key_remove_header(ngx_http_request_t *r,
+    ngx_table_elt_t *h, ngx_list_part_t **part, ngx_uint_t *i);
 static ngx_int_t ngx_http_api_key_list_remove(ngx_list_t *l,
     ngx_list_part_t **part, ngx_uint_t *i);
 static void ngx_http_api_key_early_wipe(void *data);
@@ -64,11 +66,7 @@ ngx_http_api_key_next_header(ngx_http_request_t *r, ngx_str_t *name,
 
         h = (ngx_table_elt_t *) (*part)->elts + *i;
 
-        if (h->key.len == name->len
-            && (h->lowcase_key
-                ? ngx_memcmp(h->lowcase_key, name->data, name->len) == 0
-                : ngx_strncasecmp(h->key.data, name->data, name->len) == 0))
-        {
+        if (ngx_http_api_key_header_named(h, name)) {
             return h;
         }
 
@@ -138,14 +136,7 @@ ngx_http_api_key_strip(ngx_http_request_t *r,
              * there, with no walk nor name comparison
              */
 
-            if (r->headers_in.authorization == h) {
-                r->headers_in.authorization = NULL;
-            }
-
-            if (ngx_http_api_key_list_remove(&r->headers_in.headers, &part,
-                                             &i)
-                != NGX_OK)
-            {
+            if (ngx_http_api_key_remove_header(r, h, &part, &i) != NGX_OK) {
                 return NGX_ERROR;
             }
 
@@ -281,18 +272,8 @@ ngx_http_api_key_strip_header(ngx_http_request_t *r, ngx_str_t *name,
 
         /* still the header find() found (else the walk below) */
 
-        if (i < part->nelts
-            && h->key.len == name->len
-            && (h->lowcase_key
-                ? ngx_memcmp(h->lowcase_key, name->data, name->len) == 0
-                : ngx_strncasecmp(h->key.data, name->data, name->len) == 0))
-        {
-            if (r->headers_in.authorization == h) {
-                r->headers_in.authorization = NULL;
-            }
-
-            return ngx_http_api_key_list_remove(&r->headers_in.headers,
-                                                &part, &i);
+        if (i < part->nelts && ngx_http_api_key_header_named(h, name)) {
+            return ngx_http_api_key_remove_header(r, h, &part, &i);
         }
 
         part = NULL;
@@ -312,21 +293,33 @@ ngx_http_api_key_strip_header(ngx_http_request_t *r, ngx_str_t *name,
             continue;
         }
 
-        if (r->headers_in.authorization == h) {
-            r->headers_in.authorization = NULL;
-        }
-
         /* (part, i) then points at the header that followed */
 
-        if (ngx_http_api_key_list_remove(&r->headers_in.headers, &part, &i)
-            != NGX_OK)
-        {
+        if (ngx_http_api_key_remove_header(r, h, &part, &i) != NGX_OK) {
             return NGX_ERROR;
         }
     }
 
     return NGX_OK;
 }
+
+/*
+ * Removes request header h, element i of part (and the pointer nginx keeps
+ * to it, for the one header source can name that nginx keeps one to:
+ * Authorization); (part, i) as ngx_http_api_key_list_remove() leaves them.
+ */
+
+static ngx_int_t
+ngx_http_api_key_remove_header(ngx_http_request_t *r, ngx_table_elt_t *h,
+    ngx_list_part_t **part, ngx_uint_t *i)
+{
+    if (r->headers_in.authorization == h) {
+        r->headers_in.authorization = NULL;
+    }
+
+    return ngx_http_api_key_list_remove(&r->headers_in.headers, part, i);
+}
+
 
 /*
  * Removes element i of a part without moving any other element, since
