@@ -223,6 +223,19 @@ inline uint32_t add_left(uint32_t left, uint64_t n) noexcept
                                  : left + static_cast<uint32_t>(n);
 }
 
+/* n counts added to q_left by compare-and-swap, in window (the lock is
+ * held: the window stays; a take may lower q_left meanwhile); qw: the word
+ * as last read */
+inline void add_counts(ak_key_state_t *st, uint64_t qw, uint32_t window,
+    uint64_t n) noexcept
+{
+    while (!ak::qword::cas(st, &qw,
+                           ak::qword::pack(window,
+                               add_left(ak::qword::unpack(qw).left, n))))
+    {
+    }
+}
+
 } // namespace
 
 extern "C" int
@@ -427,14 +440,7 @@ ak_limits_admit_ex(ak_key_state_t *st, const ak_record_t *rec, int64_t now,
         {
             if (quota) {
                 /* the count back: with the lock held the window stays */
-                qw = ak::qword::load(st);
-
-                while (!ak::qword::cas(st, &qw,
-                                       ak::qword::pack(q.q_window,
-                                           add_left(ak::qword::unpack(qw)
-                                                    .left, 1))))
-                {
-                }
+                add_counts(st, ak::qword::load(st), q.q_window, 1);
             }
 
             continue;                   /* word is the new one */
@@ -603,11 +609,7 @@ ak_quota_lease_apply(ak_key_state_t *st, uint32_t window, uint64_t grant,
         st->q_used = used;
     }
 
-    while (!ak::qword::cas(st, &qw,
-                           ak::qword::pack(window,
-                               add_left(ak::qword::unpack(qw).left, grant))))
-    {
-    }
+    add_counts(st, qw, window, grant);
 
     return 1;
 }
@@ -629,11 +631,7 @@ ak_quota_offline_apply(ak_key_state_t *st, uint32_t window,
 
     st->q_used = sat_add(st->q_used, block);
 
-    while (!ak::qword::cas(st, &qw,
-                           ak::qword::pack(window,
-                               add_left(ak::qword::unpack(qw).left, block))))
-    {
-    }
+    add_counts(st, qw, window, block);
 
     return 1;
 }
