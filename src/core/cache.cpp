@@ -1183,13 +1183,26 @@ write_fields(Cache &x, uint32_t i, uint64_t now, uint8_t kind, uint8_t flags,
 }
 
 
-/* the limiter state beside the tag word (never read by readers) */
+/* the fields after q_used: read and written with the lock only */
+const size_t  kStateRest = offsetof(ak_key_state_t, q_used) + sizeof(uint64_t);
+
+static_assert(offsetof(ak_key_state_t, q_used) == 16, "q_used after the word");
+
+/*
+ * The limiter state beside the tag word (never read by readers) of a slot
+ * that becomes an entry.  ak_cache_quota_take may still take a count from
+ * the quota word and read q_used of the slot it had found before (it finds
+ * the tag changed afterwards and gives up): both are stored atomically.
+ */
 void
 write_state_rest(Slot &e, const ak_key_state_t *from) noexcept
 {
-    memcpy(reinterpret_cast<unsigned char *>(&e.st) + sizeof(uint64_t),
-           reinterpret_cast<const unsigned char *>(from) + sizeof(uint64_t),
-           sizeof(ak_key_state_t) - sizeof(uint64_t));
+    ak::qword::store(&e.st, ak::qword::pack(from->q_window, from->q_left));
+    ak::qword::set_used(&e.st, from->q_used);
+
+    memcpy(reinterpret_cast<unsigned char *>(&e.st) + kStateRest,
+           reinterpret_cast<const unsigned char *>(from) + kStateRest,
+           sizeof(ak_key_state_t) - kStateRest);
 }
 
 
@@ -1210,9 +1223,12 @@ write_state_kept(Slot &e, const ak_key_state_t *from, uint64_t qw) noexcept
         ak::qword::store(&e.st, nw);
     }
 
-    memcpy(reinterpret_cast<unsigned char *>(&e.st) + 16,
-           reinterpret_cast<const unsigned char *>(from) + 16,
-           sizeof(ak_key_state_t) - 16);
+    /* q_used is read without the lock too (ak_cache_quota_take) */
+    ak::qword::set_used(&e.st, from->q_used);
+
+    memcpy(reinterpret_cast<unsigned char *>(&e.st) + kStateRest,
+           reinterpret_cast<const unsigned char *>(from) + kStateRest,
+           sizeof(ak_key_state_t) - kStateRest);
 }
 
 

@@ -438,6 +438,17 @@ store(ak_key_state_t *st, uint64_t w) noexcept
     __atomic_store_n(of(st), w, __ATOMIC_RELEASE);
 }
 
+/*
+ * q_used beside the word: changed with the lock held only, but read
+ * without it by ak_cache_quota_take (an atomic load), so it is stored
+ * atomically too (a plain store beside an atomic load is a data race)
+ */
+inline void
+set_used(ak_key_state_t *st, uint64_t v) noexcept
+{
+    __atomic_store_n(&st->q_used, v, __ATOMIC_RELEASE);
+}
+
 } // namespace qword
 
 } // namespace ak

@@ -204,7 +204,7 @@ ak_key_state_carry(const ak_record_t *old, const ak_record_t *cur,
     {
         st->q_window = 0;
         st->q_left = 0;
-        st->q_used = 0;
+        ak::qword::set_used(st, 0);
 
     } else if (cur->quota_n < old->quota_n) {
         /* lowered: no count granted under the old limit is served */
@@ -283,7 +283,7 @@ ak_quota_admit(ak_key_state_t *st, uint8_t period, uint64_t quota_n,
         /* a new window: nothing leased, nothing used yet */
         st->q_window = window;
         st->q_left = 0;
-        st->q_used = 0;
+        ak::qword::set_used(st, 0);
     }
 
     res->quota_used = st->q_used;
@@ -425,7 +425,7 @@ ak_limits_admit_ex(ak_key_state_t *st, const ak_record_t *rec, int64_t now,
                 continue;               /* a count went meanwhile */
             }
 
-            st->q_used = q.q_used;
+            ak::qword::set_used(st, q.q_used);
 
             if (rc != AK_ADMIT && rc != AK_ADMIT_PREFETCH) {
                 return rc;
@@ -606,7 +606,7 @@ ak_quota_lease_apply(ak_key_state_t *st, uint32_t window, uint64_t grant,
     }
 
     if (used > st->q_used) {
-        st->q_used = used;
+        ak::qword::set_used(st, used);
     }
 
     add_counts(st, qw, window, grant);
@@ -629,7 +629,7 @@ ak_quota_offline_apply(ak_key_state_t *st, uint32_t window,
         return 0;
     }
 
-    st->q_used = sat_add(st->q_used, block);
+    ak::qword::set_used(st, sat_add(st->q_used, block));
 
     add_counts(st, qw, window, block);
 
