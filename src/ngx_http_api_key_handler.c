@@ -98,8 +98,9 @@ typedef char  ngx_http_api_key_problems_fit[
      == NGX_HTTP_API_KEY_NSTATUS) ? 1 : -1];
 
 
-/* the record being evaluated, copied out of the cache (one per worker) */
-static u_char  ngx_http_api_key_blob[AK_RECORD_MAX];
+/* the record being evaluated, copied out of the cache (one per worker;
+ * the cache copies whole words when 8 bytes are spare) */
+static u_char  ngx_http_api_key_blob[AK_RECORD_MAX + 8];
 
 
 /*
