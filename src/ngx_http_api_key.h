@@ -265,6 +265,9 @@ typedef struct {
                                                 $cookie_NAME, $http_cookie),
                                                 dropped once stripped;
                                                 NGX_ERROR: none */
+    ngx_uint_t                    kept;      /* the header's pointer in
+                                                r->headers_in (offset), for
+                                                one nginx keeps; 0 none */
 } ngx_http_api_key_source_t;
 
 

@@ -1100,18 +1100,33 @@ ngx_http_api_key_source(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static ngx_int_t
 ngx_http_api_key_source_vars(ngx_conf_t *cf, ngx_http_api_key_source_t *src)
 {
-    u_char     *p;
-    size_t      i;
-    ngx_str_t   name;
-    ngx_str_t   http_cookie = ngx_string("http_cookie");
-    ngx_str_t   http_authorization = ngx_string("http_authorization");
+    u_char             *p;
+    size_t              i;
+    ngx_str_t           name;
+    ngx_str_t           http_cookie = ngx_string("http_cookie");
+    ngx_str_t           http_authorization = ngx_string("http_authorization");
+    ngx_http_header_t  *hh;
 
     src->var = NGX_ERROR;
     src->var2 = NGX_ERROR;
+    src->kept = 0;
 
     switch (src->type) {
 
     case NGX_HTTP_API_KEY_SRC_HEADER:
+
+        /* a header nginx keeps a pointer to (User-Agent, Referer...): the
+         * pointer goes with the header when it is stripped */
+
+        for (hh = ngx_http_headers_in; hh->name.len; hh++) {
+            if (hh->offset && hh->name.len == src->name.len
+                && ngx_strncasecmp(hh->name.data, src->name.data,
+                                   src->name.len) == 0)
+            {
+                src->kept = hh->offset;
+                break;
+            }
+        }
 
         /* $http_x_api_key for X-API-Key */
 
@@ -1133,6 +1148,7 @@ ngx_http_api_key_source_vars(ngx_conf_t *cf, ngx_http_api_key_source_t *src)
 
     case NGX_HTTP_API_KEY_SRC_BEARER:
     case NGX_HTTP_API_KEY_SRC_BASIC:
+        src->kept = offsetof(ngx_http_headers_in_t, authorization);
         src->var = ngx_http_get_variable_index(cf, &http_authorization);
         break;
 

@@ -20,8 +20,8 @@ static ngx_int_t ngx_http_api_key_strip_source(ngx_http_request_t *r,
     ngx_http_api_key_source_t *src, ngx_list_part_t *part, ngx_uint_t i,
     ngx_uint_t last);
 static ngx_int_t ngx_http_api_key_strip_header(ngx_http_request_t *r,
-    ngx_str_t *name, ngx_str_t *scheme, ngx_list_part_t *part, ngx_uint_t i,
-    ngx_uint_t last);
+    ngx_str_t *name, ngx_str_t *scheme, ngx_uint_t kept, ngx_list_part_t *part,
+    ngx_uint_t i, ngx_uint_t last);
 static ngx_int_t ngx_http_api_key_strip_query(ngx_http_request_t *r,
     ngx_str_t *name);
 static ngx_int_t ngx_http_api_key_strip_args(ngx_pool_t *pool, ngx_str_t *s,
@@ -29,7 +29,10 @@ static ngx_int_t ngx_http_api_key_strip_args(ngx_pool_t *pool, ngx_str_t *s,
 static ngx_int_t ngx_http_api_key_strip_cookie(ngx_http_request_t *r,
     ngx_str_t *name);
 static ngx_int_t ngx_http_api_key_remove_header(ngx_http_request_t *r,
-    ngx_table_elt_t *h, ngx_list_part_t **part, ngx_uint_t *i);
+    ngx_table_elt_t *h, ngx_uint_t kept, ngx_list_part_t **part,
+    ngx_uint_t *i);
+static void ngx_http_api_key_unkeep(ngx_http_request_t *r, ngx_table_elt_t *h,
+    ngx_uint_t kept);
 static ngx_int_t ngx_http_api_key_list_remove(ngx_list_t *l,
     ngx_list_part_t **part, ngx_uint_t *i);
 static void ngx_http_api_key_early_wipe(void *data);
@@ -136,7 +139,9 @@ ngx_http_api_key_strip(ngx_http_request_t *r,
              * there, with no walk nor name comparison
              */
 
-            if (ngx_http_api_key_remove_header(r, h, &part, &i) != NGX_OK) {
+            if (ngx_http_api_key_remove_header(r, h, src->kept, &part, &i)
+                != NGX_OK)
+            {
                 return NGX_ERROR;
             }
 
@@ -220,18 +225,18 @@ ngx_http_api_key_strip_source(ngx_http_request_t *r,
     switch (src->type) {
 
     case NGX_HTTP_API_KEY_SRC_HEADER:
-        rc = ngx_http_api_key_strip_header(r, &src->name, NULL, part, i,
-                                           last);
+        rc = ngx_http_api_key_strip_header(r, &src->name, NULL, src->kept,
+                                           part, i, last);
         break;
 
     case NGX_HTTP_API_KEY_SRC_BEARER:
         rc = ngx_http_api_key_strip_header(r, &authorization, &src->name,
-                                           NULL, 0, 0);
+                                           src->kept, NULL, 0, 0);
         break;
 
     case NGX_HTTP_API_KEY_SRC_BASIC:
-        rc = ngx_http_api_key_strip_header(r, &authorization, &basic, NULL, 0,
-                                           0);
+        rc = ngx_http_api_key_strip_header(r, &authorization, &basic,
+                                           src->kept, NULL, 0, 0);
         break;
 
     case NGX_HTTP_API_KEY_SRC_COOKIE:
@@ -263,7 +268,8 @@ ngx_http_api_key_strip_source(ngx_http_request_t *r,
 
 static ngx_int_t
 ngx_http_api_key_strip_header(ngx_http_request_t *r, ngx_str_t *name,
-    ngx_str_t *scheme, ngx_list_part_t *part, ngx_uint_t i, ngx_uint_t last)
+    ngx_str_t *scheme, ngx_uint_t kept, ngx_list_part_t *part, ngx_uint_t i,
+    ngx_uint_t last)
 {
     ngx_table_elt_t  *h;
 
@@ -273,7 +279,7 @@ ngx_http_api_key_strip_header(ngx_http_request_t *r, ngx_str_t *name,
         /* still the header find() found (else the walk below) */
 
         if (i < part->nelts && ngx_http_api_key_header_named(h, name)) {
-            return ngx_http_api_key_remove_header(r, h, &part, &i);
+            return ngx_http_api_key_remove_header(r, h, kept, &part, &i);
         }
 
         part = NULL;
@@ -295,7 +301,7 @@ ngx_http_api_key_strip_header(ngx_http_request_t *r, ngx_str_t *name,
 
         /* (part, i) then points at the header that followed */
 
-        if (ngx_http_api_key_remove_header(r, h, &part, &i) != NGX_OK) {
+        if (ngx_http_api_key_remove_header(r, h, kept, &part, &i) != NGX_OK) {
             return NGX_ERROR;
         }
     }
@@ -304,20 +310,85 @@ ngx_http_api_key_strip_header(ngx_http_request_t *r, ngx_str_t *name,
 }
 
 /*
- * Removes request header h, element i of part (and the pointer nginx keeps
- * to it, for the one header source can name that nginx keeps one to:
- * Authorization); (part, i) as ngx_http_api_key_list_remove() leaves them.
+ * Removes request header h, element i of part, and the pointer nginx keeps
+ * to it when it keeps one (kept, its offset in r->headers_in: 0 none);
+ * (part, i) as ngx_http_api_key_list_remove() leaves them.
  */
 
 static ngx_int_t
 ngx_http_api_key_remove_header(ngx_http_request_t *r, ngx_table_elt_t *h,
-    ngx_list_part_t **part, ngx_uint_t *i)
+    ngx_uint_t kept, ngx_list_part_t **part, ngx_uint_t *i)
 {
-    if (r->headers_in.authorization == h) {
-        r->headers_in.authorization = NULL;
+    if (kept) {
+        ngx_http_api_key_unkeep(r, h, kept);
     }
 
     return ngx_http_api_key_list_remove(&r->headers_in.headers, part, i);
+}
+
+
+/*
+ * nginx keeps pointers to the headers it knows (Authorization, User-Agent,
+ * Referer, X-Forwarded-For...) in r->headers_in, and reads them there:
+ * $http_user_agent, $http_referer, $proxy_add_x_forwarded_for, the
+ * referer module.  A removed header leaves that place too.  Since nginx
+ * 1.23.0 headers of one name are chained through "next" from that pointer;
+ * before, the pointer is to the first of them, or, for Cookie and
+ * X-Forwarded-For, an array of pointers.
+ */
+
+static void
+ngx_http_api_key_unkeep(ngx_http_request_t *r, ngx_table_elt_t *h,
+    ngx_uint_t kept)
+{
+    u_char            *p;
+    ngx_table_elt_t  **ph;
+#if (nginx_version < 1023000)
+    ngx_uint_t         n;
+    ngx_array_t       *a;
+#endif
+
+    p = (u_char *) &r->headers_in + kept;
+
+#if (nginx_version >= 1023000)
+
+    for (ph = (ngx_table_elt_t **) p; *ph; ph = &(*ph)->next) {
+        if (*ph == h) {
+            *ph = h->next;
+            return;
+        }
+    }
+
+#else
+
+    if (kept == offsetof(ngx_http_headers_in_t, cookies)
+#if (NGX_HTTP_X_FORWARDED_FOR)
+        || kept == offsetof(ngx_http_headers_in_t, x_forwarded_for)
+#endif
+        )
+    {
+        a = (ngx_array_t *) p;
+        ph = a->elts;
+
+        for (n = 0; n < a->nelts; n++) {
+            if (ph[n] == h) {
+                ngx_memmove(&ph[n], &ph[n + 1],
+                            (a->nelts - n - 1) * sizeof(ngx_table_elt_t *));
+                a->nelts--;
+                return;
+            }
+        }
+
+        return;
+    }
+
+    ph = (ngx_table_elt_t **) p;
+
+    if (*ph == h) {
+        *ph = NULL;
+    }
+
+#endif
 }
 
 
