@@ -8,6 +8,10 @@
 #include "akcore.hpp"
 #include "internal.hpp"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include <cstring>
 
 namespace ak {
@@ -240,30 +244,73 @@ ak_key_check_any(const unsigned char *key, size_t len) noexcept
         return 0;
     }
 
+#if defined(__SSE2__)
     /*
-     * Eight bytes at a time: a byte below 0x21 or above 0x7e sets its top
-     * bit in one of the two expressions (exact, no false positives, for
-     * bounds up to 0x80: "hasless" and "hasmore" of the bit-twiddling
-     * folklore).
+     * Sixteen bytes at a time, the last block overlapping the one before:
+     * compared as signed bytes, every byte of 0x80 and above is below 0x21
+     * too, so "below 0x21 or above 0x7e" is the whole test.
+     */
+    if (len >= 16) {
+        const __m128i  lo = _mm_set1_epi8(0x21);
+        const __m128i  hi = _mm_set1_epi8(0x7e);
+        __m128i        v, bad;
+        size_t         i;
+
+        /* up to 48 bytes (most keys): three blocks, the middle one and
+         * the last overlapping the others, no loop */
+        i = (len >= 32) ? 16 : len - 16;
+
+        v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(key));
+        bad = _mm_or_si128(_mm_cmplt_epi8(v, lo), _mm_cmpgt_epi8(v, hi));
+        v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(key + i));
+        bad = _mm_or_si128(bad, _mm_cmplt_epi8(v, lo));
+        bad = _mm_or_si128(bad, _mm_cmpgt_epi8(v, hi));
+        v = _mm_loadu_si128(
+                reinterpret_cast<const __m128i *>(key + len - 16));
+        bad = _mm_or_si128(bad, _mm_cmplt_epi8(v, lo));
+        bad = _mm_or_si128(bad, _mm_cmpgt_epi8(v, hi));
+
+        for (i = 32; i + 16 < len; i += 16) {
+            v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(key + i));
+            bad = _mm_or_si128(bad, _mm_cmplt_epi8(v, lo));
+            bad = _mm_or_si128(bad, _mm_cmpgt_epi8(v, hi));
+        }
+
+        return _mm_movemask_epi8(bad) == 0;
+    }
+#endif
+
+    /*
+     * Eight bytes at a time (the last word overlapping the one before): a
+     * byte below 0x21 or above 0x7e sets its top bit in one of the two
+     * expressions (exact, no false positives, for bounds up to 0x80:
+     * "hasless" and "hasmore" of the bit-twiddling folklore).
      */
 
     constexpr uint64_t  ones = ~(uint64_t) 0 / 255;
     constexpr uint64_t  high = ones * 0x80;
 
-    size_t    i = 0;
     uint64_t  x;
 
-    for ( /* void */ ; i + 8 <= len; i += 8) {
-        memcpy(&x, key + i, 8);
+    if (len >= 8) {
+        for (size_t i = 0; ; i += 8) {
+            size_t  at = (i + 8 <= len) ? i : len - 8;
 
-        if ((((x - ones * 0x21) & ~x) | ((x + ones * (0x7f - 0x7e)) | x))
-            & high)
-        {
-            return 0;
+            memcpy(&x, key + at, 8);
+
+            if ((((x - ones * 0x21) & ~x) | ((x + ones * (0x7f - 0x7e)) | x))
+                & high)
+            {
+                return 0;
+            }
+
+            if (at + 8 >= len) {
+                return 1;
+            }
         }
     }
 
-    for ( /* void */ ; i < len; i++) {
+    for (size_t i = 0; i < len; i++) {
         if (key[i] < 0x21 || key[i] > 0x7e) {
             return 0;
         }
