@@ -20,7 +20,7 @@ checked=0
 for f in $(git ls-files); do
     case "$f" in
         fuzz/corpus/*|fuzz/crashes/*|*.md|*.csv|*.png|*.svg|LICENSE) continue ;;
-        *.c|*.h|*.cpp|*.hpp)              style=c ;;
+        *.c|*.h|*.cpp|*.hpp|*.map)        style=c ;;
         *.1)                              style=roff ;;
         *.pl|*.pm|*.t|*.sh|*.py|*.conf|*.inc|Makefile|config|*.mk|.ci/*|*.gp|*.gnuplot) style=hash ;;
         *.lua)                            style=lua ;;
