@@ -41,6 +41,8 @@
  * ngx_http_api_key_wait.c       requests waiting on a read or a lease
  * ngx_http_api_key.h            this: types, names, inline counters
  * ngx_http_api_key_redis.h      redis.c's API with hiredis types
+ * ngx_http_api_key.map          the linker's version script of a dynamic
+ *                               module: exports nginx's three symbols only
  *
  * The C++ core (src/core, no nginx types) is reached through ak_core.h;
  * among its files, src/core/extract.cpp parses the request's key sources
