@@ -199,6 +199,13 @@ BENCHMARK(BM_KeyCheckChecksum);
 
 namespace {
 
+/* the digest of entry i, computed (in registers) rather than read */
+inline void hash_of(size_t i, unsigned char h[AK_HASH_LEN])
+{
+    uint64_t seed = 42 + i * 0x2545f4914f6cdd1dULL;
+    random_hash(&seed, h);
+}
+
 struct BigCache {
     static constexpr size_t kEntries = 1000000;
 
@@ -223,10 +230,9 @@ struct BigCache {
         }
         blob = build(kTypical);
         hashes.resize(kEntries * AK_HASH_LEN);
-        uint64_t seed = 42;
         for (size_t i = 0; i < kEntries; i++) {
             unsigned char *h = &hashes[i * AK_HASH_LEN];
-            random_hash(&seed, h);
+            hash_of(i, h);
             if (ak_cache_put(cache, h, blob.data(), blob.size(), 1000,
                              ak_cache_event_seq(cache)) != 0) {
                 fail("ak_cache_put");
@@ -248,7 +254,35 @@ BigCache &big_cache()
 
 } // namespace
 
+/*
+ * A hit on a random one of 1M keys.  The probe's digest is computed, as the
+ * module has it (just hashed: in the CPU's cache), not read from the 32 MB
+ * table of digests: that read was a DRAM miss of the benchmark's own, before
+ * the cache's (BM_CacheLookupHit_1M_TableDigest keeps it, for comparison
+ * with the figures measured that way).
+ */
 static void BM_CacheLookupHit_1M(benchmark::State &state)
+{
+    BigCache &bc = big_cache();
+    unsigned char buf[AK_RECORD_MAX], h[AK_HASH_LEN];
+    size_t len;
+    uint32_t flags, slot;
+    uint64_t seed = 7;
+    for (auto _ : state) {
+        size_t i = splitmix64(&seed) % BigCache::kEntries;
+        hash_of(i, h);
+        int rc = ak_cache_lookup(bc.cache, h, 2000, buf, sizeof(buf), &len,
+                                 &flags, &slot);
+        if (rc != AK_CACHE_FRESH) {
+            state.SkipWithError("not a hit");
+            break;
+        }
+        benchmark::DoNotOptimize(buf);
+    }
+}
+BENCHMARK(BM_CacheLookupHit_1M);
+
+static void BM_CacheLookupHit_1M_TableDigest(benchmark::State &state)
 {
     BigCache &bc = big_cache();
     unsigned char buf[AK_RECORD_MAX];
@@ -266,7 +300,7 @@ static void BM_CacheLookupHit_1M(benchmark::State &state)
         benchmark::DoNotOptimize(buf);
     }
 }
-BENCHMARK(BM_CacheLookupHit_1M);
+BENCHMARK(BM_CacheLookupHit_1M_TableDigest);
 
 static void BM_CacheLookupHitSameKey_1M(benchmark::State &state)
 {
