@@ -312,11 +312,23 @@ ngx_http_api_key_latency_bound(ngx_uint_t i)
 }
 
 
+/*
+ * Requests by status are counted in the stripe of the worker (ngx_worker
+ * modulo the stripes), each stripe whole cache lines, first in the shared
+ * context (a slab allocation of whole pages): workers on different cores
+ * do not write the same line on every request.  The metrics page adds the
+ * stripes up.
+ */
+#define NGX_HTTP_API_KEY_STRIPES     16
+#define NGX_HTTP_API_KEY_STATUS_ROW  ((NGX_HTTP_API_KEY_NSTATUS + 7) & ~7)
+
+
 /* lives in shared memory, at the start of the zone's slab pool */
 typedef struct {
+    ngx_atomic_t                  status[NGX_HTTP_API_KEY_STRIPES]
+                                        [NGX_HTTP_API_KEY_STATUS_ROW];
     ak_cache_t                   *cache;
     size_t                        cache_size;
-    ngx_atomic_t                  status[NGX_HTTP_API_KEY_NSTATUS];
     ngx_atomic_t                  events[NGX_HTTP_API_KEY_NEVENTS];
     ngx_atomic_t                  resubscribes;
     ngx_atomic_t                  connects[NGX_HTTP_API_KEY_NCONNS];

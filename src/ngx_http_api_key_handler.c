@@ -1078,7 +1078,9 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
     ctx->decided = 1;
     ctx->decided_by = alcf;
 
-    (void) ngx_atomic_fetch_add(&alcf->zone->sh->status[status], 1);
+    (void) ngx_atomic_fetch_add(
+               &alcf->zone->sh->status[ngx_worker % NGX_HTTP_API_KEY_STRIPES]
+                                      [status], 1);
 
     if (ctx->hashed) {
         /*

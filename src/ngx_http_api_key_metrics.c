@@ -115,7 +115,7 @@ ngx_http_api_key_metrics_handler(ngx_http_request_t *r)
     ngx_int_t                        rc;
     ngx_buf_t                       *b;
     ngx_str_t                       *name;
-    ngx_uint_t                       i, j;
+    ngx_uint_t                       i, j, k;
     ngx_chain_t                      out;
     ak_metrics_t                     m;
     ak_metrics_zone_t               *mz;
@@ -186,7 +186,13 @@ ngx_http_api_key_metrics_handler(ngx_http_request_t *r)
         mz[i].status = counts;
 
         for (j = 1; j < NGX_HTTP_API_KEY_NSTATUS; j++) {
-            *counts++ = sh->status[j];
+            *counts = 0;
+
+            for (k = 0; k < NGX_HTTP_API_KEY_STRIPES; k++) {
+                *counts += sh->status[k][j];
+            }
+
+            counts++;
         }
 
         mz[i].latency = counts;
