@@ -14,6 +14,8 @@
 #            with a quota and no rate (1000000000/month: never exceeded
 #            here), counts leased 100 at a time, the next lease fetched in
 #            the background
+#   ratequota (not in the default set either) a cached key with a rate
+#            (1000000/s, never limited here) and that quota
 #
 # One nginx per variant (master_process off, daemon off: a single process
 # under valgrind), redis-server on a free loopback port with the keys.
@@ -72,6 +74,7 @@ key_of() {   # variant -> its key
         rules)   printf 'ak_bench_%031d' 4322 ;;
         limited) printf 'ak_bench_%031d' 4323 ;;
         quota)   printf 'ak_bench_%031d' 4324 ;;
+        ratequota) printf 'ak_bench_%031d' 4325 ;;
         *)       printf 'ak_bench_%031d' 4321 ;;
     esac
 }
@@ -91,6 +94,8 @@ redis-cli -p "$REDIS_PORT" HSET "$(rname limited)" owner client4323 plan pro \
     rate 1/h burst 0 >/dev/null
 redis-cli -p "$REDIS_PORT" HSET "$(rname quota)" owner client4324 plan pro \
     quota 1000000000/month >/dev/null
+redis-cli -p "$REDIS_PORT" HSET "$(rname ratequota)" owner client4325 plan pro \
+    rate 1000000/s burst 1000 quota 1000000000/month >/dev/null
 
 run_one() {
     local v=$1 dir=$W/$1 port conf vpid i out key want

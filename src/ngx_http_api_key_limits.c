@@ -213,6 +213,7 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
 {
     int                       decision;
     int64_t                   now;
+    uint32_t                  owed;
     uint64_t                  now_us;
     unsigned                  flags;
     ngx_int_t                 rc;
@@ -278,8 +279,7 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
      * Likewise a quota and no rate, where a count leased to this node is
      * left in the current window: taken from the entry without the lock
      * (ak_cache_quota_take); -1 for anything else (a new window, a lease
-     * to ask for, the entry gone): under the lock.  A key with a rate and
-     * a quota takes both under the lock, together or neither.
+     * to ask for, the entry gone): under the lock.
      */
     if (rec->rate_period == AK_PERIOD_NONE
         && rec->quota_period != AK_PERIOD_NONE)
@@ -289,6 +289,32 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
                                        zone->quota_lease, now, &ar);
         if (decision >= 0) {
             goto decided;
+        }
+    }
+
+    /*
+     * And a node-scope rate with a quota in the same case: the rate's TAT
+     * and a leased count taken from the entry without the lock, together
+     * or neither (ak_cache_limits_take).  A count taken there that the
+     * rate then did not admit (other requests took the rate meanwhile) is
+     * owed: given back under the lock below, before deciding there.
+     */
+    owed = 0;
+
+    if (flags == 0 && rec->rate_period != AK_PERIOD_NONE
+        && rec->quota_period != AK_PERIOD_NONE)
+    {
+        decision = ak_cache_limits_take(zone->sh->cache, slot, ctx->hash,
+                                        now_us, rec->rate_interval_us,
+                                        rec->burst, rec->quota_period,
+                                        rec->quota_n, zone->quota_lease, now,
+                                        &ar);
+        if (decision >= 0) {
+            goto decided;
+        }
+
+        if (decision == AK_TAKE_GIVE_BACK) {
+            owed = 1;
         }
     }
 
@@ -330,6 +356,11 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
         *status = alcf->fail_open ? NGX_HTTP_API_KEY_UNCHECKED
                                   : NGX_HTTP_API_KEY_UNAVAILABLE;
         return NGX_DECLINED;
+    }
+
+    if (owed) {
+        /* the key's state wherever it is now: the count was its own */
+        (void) ak_quota_give_back(st, ar.window);
     }
 
     /* the core decides; both limits are consumed together, or neither */

@@ -744,6 +744,13 @@ int ak_quota_lease_apply(ak_key_state_t *st, uint32_t window, uint64_t grant,
 int ak_quota_offline_apply(ak_key_state_t *st, uint32_t window,
     uint64_t block) AK_NOEXCEPT;
 
+/*
+ * One count taken from st for window, given back (with the zone lock held,
+ * so that the window stays): 1 given, 0 not (st is in another window now,
+ * the count is dropped with the window it belonged to).
+ */
+int ak_quota_give_back(ak_key_state_t *st, uint32_t window) AK_NOEXCEPT;
+
 
 /* ------------------------------------------------------------------ */
 /* Shared-memory cache                                                 */
@@ -756,7 +763,7 @@ int ak_quota_offline_apply(ak_key_state_t *st, uint32_t window,
  * Locking.  Need NO lock (any number of workers at once, also while a
  * writer holds the lock): ak_cache_lookup, ak_cache_lookup_again,
  * ak_cache_event_seq, ak_cache_gcra, ak_cache_quota_take,
- * ak_cache_get_stats (a snapshot, its
+ * ak_cache_limits_take, ak_cache_get_stats (a snapshot, its
  * counts may be a moment apart), and ak_cache_create/attach/validate/
  * min_size/bytes_per_key (before the zone is shared).  Every other
  * function must be called with the zone's lock held: they are the writers,
@@ -1047,6 +1054,38 @@ int ak_cache_gcra(ak_cache_t *c, uint32_t slot,
  */
 int ak_cache_quota_take(ak_cache_t *c, uint32_t slot,
     const unsigned char hash[AK_HASH_LEN], uint8_t period, uint64_t quota_n,
+    uint64_t quota_lease, int64_t now, ak_admit_result_t *res) AK_NOEXCEPT;
+
+/*
+ * Both limits of the positive entry in slot, if it still holds hash,
+ * WITHOUT the zone lock, for a record with a node-scope rate (interval_us,
+ * burst) and a quota (period, quota_n), where ak_limits_admit_ex would
+ * take one leased count (the entry's q_window is the window of now and
+ * q_left > 0): the GCRA on the TAT of the tag word; when it admits, one
+ * count taken by compare-and-swap of the quota word, then the new TAT
+ * stored by compare-and-swap of the tag word (the GCRA decided again on
+ * the word found when another request moved it meanwhile).  Returns, with
+ * *res filled as ak_limits_admit_ex fills it:
+ *   AK_ADMIT, AK_ADMIT_PREFETCH  both taken (the rule of ak_quota_took);
+ *   AK_DENY_RATE                 limited by the rate, nothing taken;
+ *   -1                           nothing taken from the key (a new window,
+ *                                no count left here, the entry gone, the
+ *                                tag moved after the count was taken: the
+ *                                count is lost, as in ak_cache_quota_take):
+ *                                decide under the lock;
+ *   AK_TAKE_GIVE_BACK            a count was taken, but the rate no longer
+ *                                admits on the word found or the entry left
+ *                                the slot after the count was taken: give
+ *                                it back under the lock (ak_quota_give_back
+ *                                on the key's state, res->window), then
+ *                                decide there.
+ * hot
+ */
+#define AK_TAKE_GIVE_BACK  (-2)
+
+int ak_cache_limits_take(ak_cache_t *c, uint32_t slot,
+    const unsigned char hash[AK_HASH_LEN], uint64_t now_us,
+    uint64_t interval_us, uint32_t burst, uint8_t period, uint64_t quota_n,
     uint64_t quota_lease, int64_t now, ak_admit_result_t *res) AK_NOEXCEPT;
 
 #ifdef AK_CACHE_KILL_POINTS

@@ -2547,6 +2547,121 @@ ak_cache_quota_take(ak_cache_t *c, uint32_t slot,
 
 
 int
+ak_cache_limits_take(ak_cache_t *c, uint32_t slot,
+    const unsigned char hash[AK_HASH_LEN], uint64_t now_us,
+    uint64_t interval_us, uint32_t burst, uint8_t period, uint64_t quota_n,
+    uint64_t quota_lease, int64_t now, ak_admit_result_t *res) noexcept
+{
+    int               tries;
+    int64_t           start, end;
+    uint32_t          window;
+    uint64_t          t0, w, qw, tat, used;
+    Slot             *e;
+    ak::qword::Pair   p;
+    ak_rate_result_t  rate;
+
+    if (c == NULL || hash == NULL || res == NULL || slot >= c->nslots
+        || ak_quota_window(period, now, &start, &end) != 0)
+    {
+        return -1;
+    }
+
+    window = (uint32_t) (start / 3600);
+    e = &slots(c)[slot];
+
+    /* the tag word, then the identity (as ak_cache_gcra), then the quota
+     * word: a leased count of the window of now, else under the lock */
+
+    t0 = __atomic_load_n(tag_word(e), __ATOMIC_ACQUIRE);
+
+    if ((t0 & TW_TAT) == AK_TAT_NONE || ld(e->kind) != KIND_POS
+        || !racy_same_hash(e->hash, hash)
+        || slot >= __atomic_load_n(&c->hwm, __ATOMIC_ACQUIRE))
+    {
+        return -1;
+    }
+
+    qw = ak::qword::load(&e->st);
+    p = ak::qword::unpack(qw);
+
+    if (p.window != window || p.left == 0) {
+        return -1;
+    }
+
+    /* the rate first: a request it limits takes nothing */
+
+    tat = t0 & TW_TAT;
+
+    if (!ak_gcra(&tat, now_us, interval_us, burst, &rate)) {
+        *res = ak_admit_result_t{};
+        res->rate = rate;
+        return AK_DENY_RATE;
+    }
+
+    /* one count (one try: contention goes to the lock, nothing taken) */
+
+    if (!ak::qword::cas(&e->st, &qw, ak::qword::pack(window, p.left - 1))) {
+        return -1;
+    }
+
+    /*
+     * Taken.  If the tag moved since t0 the count may have come off
+     * another entry the slot holds now: lost (as in ak_cache_quota_take),
+     * never given to this key, and the request is decided under the lock.
+     * Else the count is this key's from here on: a tag that moves later
+     * moved after the count was taken.
+     */
+    w = __atomic_load_n(tag_word(e), __ATOMIC_ACQUIRE);
+
+    if ((w & TW_TAG) != (t0 & TW_TAG) || (w & TW_TAT) == AK_TAT_NONE) {
+        return -1;
+    }
+
+    for (tries = 0; tries < 64; tries++) {
+        tat = w & TW_TAT;
+
+        if (!ak_gcra(&tat, now_us, interval_us, burst, &rate)) {
+            /* other requests took the rate meanwhile */
+            res->window = window;
+            return AK_TAKE_GIVE_BACK;
+        }
+
+        if (tat >= AK_TAT_NONE) {
+            tat = AK_TAT_NONE - 1;
+        }
+
+        if (__atomic_compare_exchange_n(tag_word(e), &w, (w & ~TW_TAT) | tat,
+                                        false, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE))
+        {
+            /* q_used changes with the lock held only: the total as known
+             * now */
+            used = __atomic_load_n(&e->st.q_used, __ATOMIC_ACQUIRE);
+
+            *res = ak_admit_result_t{};
+            res->rate = rate;
+            res->quota_used = used;
+            res->window_start = start;
+            res->window_end = end;
+            res->window = window;
+
+            return ak_quota_took(quota_n, used, p.left - 1, quota_lease, res);
+        }
+
+        /* w is the word found */
+
+        if ((w & TW_TAG) != (t0 & TW_TAG) || (w & TW_TAT) == AK_TAT_NONE) {
+            break;                      /* the entry left the slot */
+        }
+    }
+
+    res->window = window;
+
+    return AK_TAKE_GIVE_BACK;
+}
+
+
+int
 ak_cache_peek(const ak_cache_t *c, const unsigned char hash[AK_HASH_LEN])
     noexcept
 {

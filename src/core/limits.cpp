@@ -616,6 +616,27 @@ ak_quota_lease_apply(ak_key_state_t *st, uint32_t window, uint64_t grant,
 
 
 extern "C" int
+ak_quota_give_back(ak_key_state_t *st, uint32_t window) noexcept
+{
+    if (st == nullptr) {
+        return 0;
+    }
+
+    /* the window only changes with the lock held, as now; q_left may go
+     * down meanwhile (ak_cache_quota_take): added by compare-and-swap */
+    uint64_t qw = ak::qword::load(st);
+
+    if (ak::qword::unpack(qw).window != window) {
+        return 0;
+    }
+
+    add_counts(st, qw, window, 1);
+
+    return 1;
+}
+
+
+extern "C" int
 ak_quota_offline_apply(ak_key_state_t *st, uint32_t window,
     uint64_t block) noexcept
 {

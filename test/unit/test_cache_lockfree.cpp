@@ -636,6 +636,289 @@ TEST(CacheLockFree, QuotaTakeAdmitsExactlyWhatWasLeased)
     }
 }
 
+namespace {
+
+ak_record_t
+rate_quota_record(uint64_t interval_us, uint32_t burst, uint64_t quota_n)
+{
+    ak_record_t rec = rate_record(interval_us, burst);
+    rec.quota_period = AK_PERIOD_HOUR;
+    rec.quota_n = quota_n;
+    return rec;
+}
+
+// ak_cache_limits_take as the glue uses it: a count owed is given back
+// under the lock, where the request is then decided
+int
+limits_take_or_lock(Zone &z, const Key &k, uint32_t slot,
+    const ak_record_t &rec, int64_t now, uint64_t now_us, bool lockfree,
+    bool *fast, ak_admit_result_t *ar)
+{
+    int rc = -1;
+    if (lockfree) {
+        rc = ak_cache_limits_take(z.c, slot, k.b, now_us,
+                                  rec.rate_interval_us, rec.burst,
+                                  rec.quota_period, rec.quota_n, 100, now,
+                                  ar);
+        if (rc >= 0) {
+            *fast = true;
+            return rc;
+        }
+    }
+    std::lock_guard<std::mutex> g(z.lock);
+    ak_key_state_t *st = ak_cache_state(z.c, slot, k.b);
+    EXPECT_NE(nullptr, st);
+    if (st == nullptr) {
+        return -100;
+    }
+    if (rc == AK_TAKE_GIVE_BACK) {
+        EXPECT_EQ(1, ak_quota_give_back(st, ar->window));
+    }
+    *fast = false;
+    return ak_limits_admit_ex(st, &rec, now, now_us, 100, 0, ar);
+}
+
+} // namespace
+
+// A key with a rate and a quota decided without the lock: the same answers,
+// field by field, and the same state after each, as ak_limits_admit_ex on
+// a copy; the rate limits before a count is taken; -1 where the locked
+// path would open a window or ask for a lease, nothing taken.
+TEST(CacheLockFree, LimitsTakeAnswersAsTheLockedPath)
+{
+    Zone z(ak_cache_min_size());
+    ASSERT_NE(nullptr, z.c);
+    Key k = key_of(3);
+    uint32_t slot = put_key(z, k, 3);
+    const uint64_t T = 1000000;
+    const ak_record_t rec = rate_quota_record(T, 4, 1000);
+    const int64_t now = 1800000000;
+    const uint64_t us = 7000000000ULL;
+    ak_admit_result_t ar, want;
+
+    // no window yet: locked, nothing taken
+    EXPECT_EQ(-1, ak_cache_limits_take(z.c, slot, k.b, us, T, 4,
+                                       AK_PERIOD_HOUR, 1000, 100, now, &ar));
+    EXPECT_EQ(AK_TAT_NONE - 1 > (ak_cache_state(z.c, slot, k.b)->tat_us
+                                 & AK_TAT_MASK), true);
+    const uint64_t tat0 = ak_cache_state(z.c, slot, k.b)->tat_us
+                          & AK_TAT_MASK;
+
+    lease(z, k, quota_record(1000), now, 12, 900);
+    ak_key_state_t copy = *ak_cache_state(z.c, slot, k.b);
+    copy.tat_us &= AK_TAT_MASK;
+    int admitted = 0, limited = 0;
+
+    // 5 at once (burst 4), then one a second, some too early
+    const uint64_t at[] = { 0, 0, 0, 0, 0, 0, 1, 1, 500000, 2000000,
+                            2999999, 3000000, 3000000, 9000000, 9000000,
+                            9000000, 9000000, 9000000, 9000000, 9000000 };
+    for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++) {
+        int rc = ak_cache_limits_take(z.c, slot, k.b, us + at[i], T, 4,
+                                      AK_PERIOD_HOUR, 1000, 100, now, &ar);
+        if (rc == -1) {
+            // only when no count is left here: where the locked path asks
+            EXPECT_EQ(0u, ak_cache_state(z.c, slot, k.b)->q_left) << i;
+            EXPECT_EQ(AK_NEED_LEASE,
+                      ak_limits_admit_ex(&copy, &rec, now, us + at[i], 100,
+                                         0, &want)) << i;
+            continue;
+        }
+        int wrc = ak_limits_admit_ex(&copy, &rec, now, us + at[i], 100, 0,
+                                     &want);
+        ASSERT_EQ(wrc, rc) << i;
+        EXPECT_EQ(want.rate.remaining, ar.rate.remaining) << i;
+        EXPECT_EQ(want.rate.retry_after_us, ar.rate.retry_after_us) << i;
+        EXPECT_EQ(want.rate.reset_us, ar.rate.reset_us) << i;
+        EXPECT_EQ(want.quota_remaining, ar.quota_remaining) << i;
+        EXPECT_EQ(want.quota_used, ar.quota_used) << i;
+        EXPECT_EQ(want.window_start, ar.window_start) << i;
+        EXPECT_EQ(want.window_end, ar.window_end) << i;
+        const ak_key_state_t *st = ak_cache_state(z.c, slot, k.b);
+        EXPECT_EQ(copy.tat_us, st->tat_us & AK_TAT_MASK) << i;
+        EXPECT_EQ(0, memcmp(&copy.q_window, &st->q_window, 8)) << i;
+        admitted += rc == AK_ADMIT || rc == AK_ADMIT_PREFETCH;
+        limited += rc == AK_DENY_RATE;
+    }
+    EXPECT_EQ(12, admitted);            // every count leased, no more
+    EXPECT_GT(limited, 0);
+    EXPECT_NE(tat0, ak_cache_state(z.c, slot, k.b)->tat_us & AK_TAT_MASK);
+
+    // a new window, another period, a bad one, no cache: -1, nothing taken
+    lease(z, k, quota_record(1000), now, 5, 912);
+    const uint64_t tat1 = ak_cache_state(z.c, slot, k.b)->tat_us
+                          & AK_TAT_MASK;
+    EXPECT_EQ(-1, ak_cache_limits_take(z.c, slot, k.b, us + 20000000, T, 4,
+                                       AK_PERIOD_HOUR, 1000, 100, now + 3600,
+                                       &ar));
+    EXPECT_EQ(-1, ak_cache_limits_take(z.c, slot, k.b, us + 20000000, T, 4,
+                                       AK_PERIOD_DAY, 1000, 100, now + 86400,
+                                       &ar));
+    EXPECT_EQ(-1, ak_cache_limits_take(z.c, slot, k.b, us + 20000000, T, 4,
+                                       99, 1000, 100, now, &ar));
+    EXPECT_EQ(-1, ak_cache_limits_take(nullptr, slot, k.b, us + 20000000, T,
+                                       4, AK_PERIOD_HOUR, 1000, 100, now,
+                                       &ar));
+    EXPECT_EQ(-1, ak_cache_limits_take(z.c, 0xffffffffu, k.b, us + 20000000,
+                                       T, 4, AK_PERIOD_HOUR, 1000, 100, now,
+                                       &ar));
+    EXPECT_EQ(5u, ak_cache_state(z.c, slot, k.b)->q_left);
+    EXPECT_EQ(tat1, ak_cache_state(z.c, slot, k.b)->tat_us & AK_TAT_MASK);
+
+    // another key's handle: nothing taken from this one
+    Key other = key_of(4);
+    EXPECT_EQ(-1, ak_cache_limits_take(z.c, slot, other.b, us + 20000000, T,
+                                       4, AK_PERIOD_HOUR, 1000, 100, now,
+                                       &ar));
+    EXPECT_EQ(5u, ak_cache_state(z.c, slot, k.b)->q_left);
+
+    // a count given back goes to the window it came from only
+    ak_key_state_t *st = ak_cache_state(z.c, slot, k.b);
+    const uint32_t w = (uint32_t) (now / 3600);
+    EXPECT_EQ(1, ak_quota_give_back(st, w));
+    EXPECT_EQ(6u, st->q_left);
+    EXPECT_EQ(0, ak_quota_give_back(st, w + 1));
+    EXPECT_EQ(6u, st->q_left);
+    EXPECT_EQ(0, ak_quota_give_back(nullptr, w));
+}
+
+// Many threads at one instant on a key with a rate and a quota, half of
+// them lock-free: both limits are consumed together or neither.  Bound by
+// the rate (burst + 1 = 3000 of 8000, 5000 counts leased): exactly 3000
+// admitted and 2000 counts left; bound by the quota (burst 9999, 700
+// counts): exactly 700 admitted and the TAT 700 intervals on.
+TEST(CacheLockFree, LimitsTakeConsumesBothOrNeither)
+{
+    Zone z(ak_cache_min_size());
+    ASSERT_NE(nullptr, z.c);
+    Key k = key_of(9);
+    uint32_t slot = put_key(z, k, 9);
+    const uint64_t T = 1000000;
+    const int64_t now = 1800000000;
+    const int nthreads = 4, per_thread = 2000;
+
+    struct Case {
+        uint32_t burst;
+        uint64_t leased;
+        long want;
+    } cases[] = { { 2999, 5000, 3000 }, { 9999, 700, 700 } };
+
+    for (int c = 0; c < 2; c++) {
+        const ak_record_t rec = rate_quota_record(T, cases[c].burst,
+                                                  1000000000);
+        const int64_t t = now + c * 3600;       // a window of its own
+        const uint64_t us = 9000000000ULL + c * 100000000000ULL;
+        lease(z, k, quota_record(1000000000), t, cases[c].leased, 0);
+        const uint64_t tat_before = ak_cache_state(z.c, slot, k.b)->tat_us
+                                    & AK_TAT_MASK;
+        std::atomic<long> admitted(0), fast(0);
+        std::atomic<int> ready(0);
+
+        auto worker = [&](int id) {
+            ready.fetch_add(1);
+            while (ready.load() < nthreads) {
+            }
+            for (int i = 0; i < per_thread; i++) {
+                ak_admit_result_t ar;
+                bool f = false;
+                int rc = limits_take_or_lock(z, k, slot, rec, t, us,
+                                             (id + i / 32) % 2, &f, &ar);
+                if (rc == AK_ADMIT || rc == AK_ADMIT_PREFETCH) {
+                    admitted.fetch_add(1, std::memory_order_relaxed);
+                    fast.fetch_add(f, std::memory_order_relaxed);
+                } else {
+                    ASSERT_TRUE(rc == AK_DENY_RATE || rc == AK_NEED_LEASE)
+                        << rc;
+                }
+            }
+        };
+        std::vector<std::thread> ts;
+        for (int n = 0; n < nthreads; n++) {
+            ts.emplace_back(worker, n);
+        }
+        for (auto &th : ts) {
+            th.join();
+        }
+        const ak_key_state_t *st = ak_cache_state(z.c, slot, k.b);
+        EXPECT_EQ(cases[c].want, admitted.load())
+            << "case " << c << ", " << fast.load() << " lock-free";
+        EXPECT_GT(fast.load(), 0);
+        EXPECT_EQ(cases[c].leased - (uint64_t) cases[c].want,
+                  (uint64_t) st->q_left) << "case " << c;
+        EXPECT_EQ((tat_before > us ? tat_before : us)
+                  + (uint64_t) cases[c].want * T,
+                  st->tat_us & AK_TAT_MASK) << "case " << c;
+    }
+}
+
+// Two threads (the machine's cores) race for one token a step (burst 0, the
+// clock one interval on each step, both released together): both may pass
+// the rate on the same word and take a count, one stores the TAT, the other
+// finds the rate spent and owes its count, given back under the lock.
+// Exactly one admitted a step, and exactly as many counts gone.
+TEST(CacheLockFree, LimitsTakeGivesBackWhatTheRateRefused)
+{
+    Zone z(ak_cache_min_size());
+    ASSERT_NE(nullptr, z.c);
+    Key k = key_of(11);
+    uint32_t slot = put_key(z, k, 11);
+    const uint64_t T = 1000000;
+    const int64_t now = 1800000000;
+    const int steps = 20000;
+    const ak_record_t rec = rate_quota_record(T, 0, 1000000000);
+    lease(z, k, quota_record(1000000000), now, 1000000, 0);
+    std::atomic<long> admitted(0), owed(0);
+    long total = 0;
+
+    // the race is a few instructions wide: rounds of 20,000 steps until
+    // 10 counts were owed (a few per round on 2 cores), at most 10 rounds
+    for (int round = 0; round < 10 && owed.load() < 10; round++) {
+        const uint64_t us = 3000000000ULL + (uint64_t) round * 2 * steps * T;
+        std::atomic<int> arrived(0);
+
+        auto worker = [&](int id) {
+            for (int i = 0; i < steps; i++) {
+                // both threads at step i before either goes on
+                arrived.fetch_add(1);
+                while (arrived.load() < 2 * (i + 1)) {
+                    std::this_thread::yield();  /* a core short */
+                }
+                ak_admit_result_t ar;
+                const uint64_t t = us + (uint64_t) i * T;
+                int rc = ak_cache_limits_take(z.c, slot, k.b, t, T, 0,
+                                              AK_PERIOD_HOUR, 1000000000, 100,
+                                              now, &ar);
+                if (rc == AK_TAKE_GIVE_BACK || rc == -1) {
+                    owed.fetch_add(rc == AK_TAKE_GIVE_BACK);
+                    std::lock_guard<std::mutex> g(z.lock);
+                    ak_key_state_t *st = ak_cache_state(z.c, slot, k.b);
+                    ASSERT_NE(nullptr, st);
+                    if (rc == AK_TAKE_GIVE_BACK) {
+                        ASSERT_EQ(1, ak_quota_give_back(st, ar.window));
+                    }
+                    rc = ak_limits_admit_ex(st, &rec, now, t, 100, 0, &ar);
+                }
+                if (rc == AK_ADMIT || rc == AK_ADMIT_PREFETCH) {
+                    admitted.fetch_add(1);
+                } else {
+                    ASSERT_EQ(AK_DENY_RATE, rc) << id;
+                }
+            }
+        };
+        std::thread a(worker, 0), b(worker, 1);
+        a.join();
+        b.join();
+        total += steps;
+
+        ASSERT_EQ(total, admitted.load()) << "round " << round;
+        ASSERT_EQ(1000000u - (uint64_t) total,
+                  ak_cache_state(z.c, slot, k.b)->q_left)
+            << "round " << round << ", " << owed.load() << " given back";
+    }
+    std::printf("[ info ] %ld of %ld steps: a count given back\n",
+                owed.load(), total);
+}
+
 // A writer that stops in the middle (a killed worker) leaves its group's
 // counter odd: readers of that group answer MISS after their retries,
 // within bounds; the next writer reformats.  (The fuzz target kills
