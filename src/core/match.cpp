@@ -100,6 +100,37 @@ struct CharClasses {
 
 constexpr CharClasses kCC;
 
+/* the n (4 or 8) bytes of t as the word a memcpy of them reads: compared
+ * with such a memcpy of a Referer's first bytes */
+constexpr uint64_t text_word(const char *t, unsigned n) noexcept
+{
+    uint64_t w = 0;
+
+    for (unsigned i = 0; i < n; i++) {
+        uint64_t b = static_cast<unsigned char>(t[i]);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        w |= b << (8 * i);
+#else
+        w |= b << (8 * (n - 1 - i));
+#endif
+    }
+    return w;
+}
+
+inline uint64_t load64(const unsigned char *p) noexcept
+{
+    uint64_t w;
+    std::memcpy(&w, p, sizeof(w));
+    return w;
+}
+
+inline uint32_t load32(const unsigned char *p) noexcept
+{
+    uint32_t w;
+    std::memcpy(&w, p, sizeof(w));
+    return w;
+}
+
 inline bool v4_mapped(const unsigned char *a) noexcept
 {
     static const unsigned char pfx[12] = {
@@ -481,30 +512,22 @@ bool check_referrers_section(const unsigned char *p, size_t len) noexcept
 }
 
 
-bool referer_host(const char *s, size_t len, const char **host,
-    size_t *host_len) noexcept
+namespace {
+
+/*
+ * The authority of a Referer from a (after "://") in full: userinfo, a
+ * bracketed IPv6 literal, a port, any byte.  referer_host's own loop
+ * takes the usual "host.name" and comes here for anything else.
+ */
+bool referer_authority(const char *s, size_t len, size_t a,
+    const char **host, size_t *host_len) noexcept
 {
-    if (s == nullptr || len == 0
-        || !is_alpha(static_cast<unsigned char>(s[0])))
-    {
-        return false;
-    }
-
-    /* scheme "://" */
-    size_t i = 1;
-    while (i < len && (kCC[static_cast<unsigned char>(s[i])] & CC_SCHEME)) {
-        i++;
-    }
-    if (len - i < 3 || std::memcmp(s + i, "://", 3) != 0) {
-        return false;
-    }
-
     /*
      * The authority, up to "/", "?", "#" or the end, in one pass: no
      * byte of it may be CC_AUTH_BAD; the userinfo ends at the last '@';
      * colon: the first ':' after it (the port, unless bracketed).
      */
-    size_t a = i + 3, end = a, hp = a, colon = len;
+    size_t end = a, hp = a, colon = len;
     /* the host [hp, colon) checked on the way, as valid_hostname (lenient)
        would: label, the length of the current label; hok, no bad byte,
        empty or long label before it */
@@ -588,6 +611,90 @@ bool referer_host(const char *s, size_t len, const char **host,
 
     *host = s + h;
     *host_len = he - h;
+    return true;
+}
+
+} // namespace
+
+
+bool referer_host(const char *s, size_t len, const char **host,
+    size_t *host_len) noexcept
+{
+    const unsigned char *u = reinterpret_cast<const unsigned char *>(s);
+    size_t a;
+
+    if (s == nullptr) {
+        return false;
+    }
+
+    /* "https://" and "http://", nearly every Referer, compared as words
+     * (the scheme loop below accepts both) */
+    if (len >= 8 && load64(u) == text_word("https://", 8)) {
+        a = 8;
+    } else if (len >= 7 && load32(u) == text_word("http", 4)
+               && load32(u + 3) == text_word("p://", 4))
+    {
+        a = 7;
+    } else {
+        if (len == 0 || !is_alpha(u[0])) {
+            return false;
+        }
+
+        /* scheme "://" */
+        size_t i = 1;
+        while (i < len && (kCC[u[i]] & CC_SCHEME)) {
+            i++;
+        }
+        if (len - i < 3 || std::memcmp(s + i, "://", 3) != 0) {
+            return false;
+        }
+        a = i + 3;
+    }
+
+    /*
+     * The usual authority, a host name alone: label bytes and dots up to
+     * "/", "?", "#" or the end.  One table lookup a byte; a label's
+     * length is checked at its dot.  Anything else (an empty or long
+     * label before a dot, '@', ':', '[', a bad byte) goes to
+     * referer_authority from the start, which answers all.
+     */
+    const unsigned char *p = u + a, *e = u + len, *label = p;
+
+    for (; p != e; p++) {
+        if (kCC[*p] & CC_HOST_US) {
+            continue;
+        }
+        if (*p != '.') {
+            break;
+        }
+        if (static_cast<size_t>(p - label) - 1 >= kLabelMax) {
+            return referer_authority(s, len, a, host, host_len);
+        }
+        label = p + 1;
+    }
+
+    if (p != e && !(kCC[*p] & CC_AUTH_END)) {
+        return referer_authority(s, len, a, host, host_len);
+    }
+
+    /* the authority is [a, p - u), a host name's bytes and dots, each label
+     * before a dot checked */
+    size_t he = static_cast<size_t>(p - u);
+
+    if (p == label) {
+        if (he == a) {
+            return false;               /* no host */
+        }
+        he--;                           /* "example.com." */
+    } else if (static_cast<size_t>(p - label) > kLabelMax) {
+        return false;
+    }
+    if (he - a > kHostMax) {
+        return false;
+    }
+
+    *host = s + a;
+    *host_len = he - a;
     return true;
 }
 
