@@ -139,30 +139,6 @@ inline bool v4_mapped(const unsigned char *a) noexcept
     return std::memcmp(a, pfx, sizeof(pfx)) == 0;
 }
 
-/* the first nbytes (0..4) bytes of p as the high bytes of a u32 */
-inline uint32_t be32_head(const unsigned char *p, unsigned nbytes) noexcept
-{
-    uint32_t v = 0;
-
-    switch (nbytes) {
-    case 4:
-        v |= static_cast<uint32_t>(p[3]);
-        /* fall through */
-    case 3:
-        v |= static_cast<uint32_t>(p[2]) << 8;
-        /* fall through */
-    case 2:
-        v |= static_cast<uint32_t>(p[1]) << 16;
-        /* fall through */
-    case 1:
-        v |= static_cast<uint32_t>(p[0]) << 24;
-        /* fall through */
-    default:
-        break;
-    }
-    return v;
-}
-
 inline bool prefix_match(const unsigned char *rule, const unsigned char *a,
     unsigned prefix) noexcept
 {
@@ -176,6 +152,152 @@ inline bool prefix_match(const unsigned char *rule, const unsigned char *a,
         return ((a[full] ^ rule[full]) & mask) == 0;
     }
     return true;
+}
+
+/*
+ * An IPv4 rule's mask by prefix length (0..32) as the word load32 reads
+ * from the rule's bytes: a rule and an address are compared in memory
+ * order, with no byte swap.
+ */
+struct V4Masks {
+    uint32_t m[33];
+
+    constexpr V4Masks() noexcept : m()
+    {
+        for (unsigned p = 0; p <= 32; p++) {
+            uint32_t be = p ? ~uint32_t(0) << (32 - p) : 0;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            m[p] = (be >> 24) | ((be >> 8) & 0xff00u)
+                   | ((be << 8) & 0xff0000u) | (be << 24);
+#else
+            m[p] = be;
+#endif
+        }
+    }
+};
+
+constexpr V4Masks kV4Mask;
+
+/* the first n (0..4) bytes of p where load32 puts them, the others 0 */
+inline uint32_t load32_head(const unsigned char *p, size_t n) noexcept
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    constexpr unsigned s0 = 0, s1 = 8, s2 = 16;
+#else
+    constexpr unsigned s0 = 24, s1 = 16, s2 = 8;
+#endif
+    uint32_t w = 0;
+
+    switch (n) {
+    case 4:
+        return load32(p);
+    case 3:
+        w |= static_cast<uint32_t>(p[2]) << s2;
+        /* fall through */
+    case 2:
+        w |= static_cast<uint32_t>(p[1]) << s1;
+        /* fall through */
+    case 1:
+        w |= static_cast<uint32_t>(p[0]) << s0;
+        /* fall through */
+    default:
+        break;
+    }
+    return w;
+}
+
+/*
+ * The ips rules, [family, prefix, the prefix's bytes] each, against an
+ * IPv4 address (a: its bytes as load32 reads them); 1 at the first rule
+ * that holds it, 0 at a rule that cannot be read (past the section, a
+ * prefix too long, an unknown family) or at the end.  While 6 bytes are
+ * left, any rule's header is there and so are an IPv4 rule's 4 bytes (the
+ * bytes past its prefix's are under no mask bit): one test bounds both.
+ * The last bytes are read rule by rule.  An IPv6 rule is checked and
+ * stepped over.  A host bit in a stored rule (never one ak_record_build
+ * stores) is under no mask bit either.
+ */
+int v4_allowed(uint32_t a, const unsigned char *p, size_t len) noexcept
+{
+    const unsigned char *q = p, *end = p + len;
+
+    /* (q steps by a pointer, not an index: a simple address is a cycle
+     * less to load from, and each rule's step waits on its load) */
+    if (len >= 6) {
+        for (const unsigned char *last = end - 6; q <= last; ) {
+            unsigned f = q[0], prefix = q[1];
+
+            if (f == 4 && prefix <= 32) {
+                if (((load32(q + 2) ^ a) & kV4Mask.m[prefix]) == 0) {
+                    return 1;
+                }
+                q += (prefix + 2 * 8 + 7) / 8;  /* 2 + its bytes, in
+                                                   one shift */
+                continue;
+            }
+
+            size_t nbytes = (prefix + 7u) / 8;
+
+            if (f != 6 || prefix > 128
+                || nbytes > static_cast<size_t>(end - q) - 2)
+            {
+                return 0;
+            }
+            q += 2 + nbytes;
+        }
+    }
+
+    while (end - q >= 2) {
+        unsigned f = q[0], prefix = q[1];
+        size_t nbytes = (prefix + 7u) / 8;
+
+        if (nbytes > static_cast<size_t>(end - q) - 2) {
+            return 0;
+        }
+        if (f == 4 && prefix <= 32) {
+            uint32_t r = load32_head(q + 2, nbytes);
+            if (((r ^ a) & kV4Mask.m[prefix]) == 0) {
+                return 1;
+            }
+        } else if (f != 6 || prefix > 128) {
+            return 0;
+        }
+        q += 2 + nbytes;
+    }
+
+    return 0;
+}
+
+/* the same against an IPv6 address (not IPv4-mapped); an IPv4 rule is
+ * checked and stepped over */
+int v6_allowed(const unsigned char *a, const unsigned char *p, size_t len)
+    noexcept
+{
+    const unsigned char *q = p, *end = p + len;
+
+    while (end - q >= 2) {
+        unsigned f = q[0], prefix = q[1];
+        size_t nbytes = (prefix + 7u) / 8;
+        const unsigned char *rule = q + 2;
+
+        if (nbytes > static_cast<size_t>(end - rule)) {
+            return 0;
+        }
+        q = rule + nbytes;
+
+        if (f == 6) {
+            if (prefix > 128) {
+                return 0;
+            }
+            if (prefix_match(rule, a, prefix)) {
+                return 1;
+            }
+        } else if (f != 4 || prefix > 32) {
+            return 0;
+        }
+    }
+
+    return 0;
 }
 
 /*
@@ -715,25 +837,7 @@ ak_record_ip_allowed(const ak_record_t *rec, int family,
     if (!rec->has_ips) {
         return 1;
     }
-    if (addr == nullptr) {
-        return 0;
-    }
-
-    unsigned fam;
-    const unsigned char *a;
-
-    if (family == 4) {
-        fam = 4;
-        a = addr;
-    } else if (family == 6) {
-        if (v4_mapped(addr)) {
-            fam = 4;
-            a = addr + 12;
-        } else {
-            fam = 6;
-            a = addr;
-        }
-    } else {
+    if (addr == nullptr || (family != 4 && family != 6)) {
         return 0;
     }
 
@@ -746,58 +850,16 @@ ak_record_ip_allowed(const ak_record_t *rec, int family,
         return 0;
     }
 
-    /*
-     * One pass over the rules: [family, prefix, the prefix's bytes].  IPv4
-     * rules are compared as integers under the rule's mask (4 bytes read
-     * at once where the section has them: the bytes after the prefix's
-     * are under no mask bit); both families compare under the mask, so a
-     * host bit in a stored rule (never one ak_record_build stores) is
-     * ignored.  A rule that cannot be read (past the section, a prefix too
-     * long, an unknown family) denies.
-     */
-    uint32_t a4 = fam == 4 ? be32_head(a, 4) : 0;
-    const unsigned char *p = ips, *end = ips + ips_len;
+    uint32_t a4;
 
-    while (end - p >= 2) {
-        unsigned f = p[0], prefix = p[1];
-        size_t nbytes = (prefix + 7u) / 8;
-        const unsigned char *rule = p + 2;
-
-        if (nbytes > static_cast<size_t>(end - rule)) {
-            return 0;
-        }
-        p = rule + nbytes;
-
-        if (f == 4) {
-            if (prefix > 32) {
-                return 0;
-            }
-            if (fam == 4) {
-                uint32_t r, mask;
-                if (end - rule >= 4) {
-                    std::memcpy(&r, rule, 4);
-                    r = ntohl(r);
-                } else {
-                    r = be32_head(rule, static_cast<unsigned>(nbytes));
-                }
-                mask = prefix ? ~uint32_t(0) << (32 - prefix) : 0;
-                if (((a4 ^ r) & mask) == 0) {
-                    return 1;
-                }
-            }
-        } else if (f == 6) {
-            if (prefix > 128) {
-                return 0;
-            }
-            if (fam == 6 && prefix_match(rule, a, prefix)) {
-                return 1;
-            }
-        } else {
-            return 0;
-        }
+    if (family == 4) {
+        a4 = load32(addr);
+    } else if (v4_mapped(addr)) {
+        a4 = load32(addr + 12);
+    } else {
+        return v6_allowed(addr, ips, ips_len);
     }
-
-    return 0;
+    return v4_allowed(a4, ips, ips_len);
 }
 
 
