@@ -539,6 +539,59 @@ inline bool all_rule_chars(const unsigned char *s, size_t n) noexcept
     return acc & CC_RULE;
 }
 
+/*
+ * eq_nocase a word at a time, for the referrers rules: two words of equal
+ * bytes need no lowering (a Referer's host and a stored rule nearly always
+ * are lowercase); others are compared lowered, 'A'-'Z' only, as
+ * to_lower does.
+ */
+inline uint64_t lower8(uint64_t x) noexcept
+{
+    constexpr uint64_t ones = 0x0101010101010101ull, high = ones * 0x80;
+    uint64_t h = x & ~high;                     /* each byte 0..0x7f: no
+                                                   carry out of it below */
+    uint64_t ge_a = h + ones * (0x80 - 'A');    /* high bit: >= 'A' */
+    uint64_t gt_z = h + ones * (0x80 - 'Z' - 1);        /* > 'Z' */
+    uint64_t upper = ge_a & ~gt_z & ~x & high;  /* and below 0x80 */
+
+    return x | (upper >> 2);                    /* 0x80 >> 2: 0x20 */
+}
+
+inline bool same_word(uint64_t x, uint64_t y) noexcept
+{
+    uint64_t d = x ^ y;
+
+    if (d == 0) {
+        return true;
+    }
+    if (d & ~(0x2020202020202020ull)) {
+        return false;                   /* bytes differ beyond their case */
+    }
+    return lower8(x) == lower8(y);
+}
+
+/* eq_nocase(a, b, n): no byte read outside [a, a + n) and [b, b + n), the
+ * last word overlapping the one before it */
+inline bool same_nocase(const char *a, const char *b, size_t n) noexcept
+{
+    const unsigned char *x = reinterpret_cast<const unsigned char *>(a);
+    const unsigned char *y = reinterpret_cast<const unsigned char *>(b);
+
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            if (!same_word(load64(x + i), load64(y + i))) {
+                return false;
+            }
+        }
+        return same_word(load64(x + n - 8), load64(y + n - 8));
+    }
+    if (n >= 4) {
+        return same_word(load32(x), load32(y))
+               && same_word(load32(x + n - 4), load32(y + n - 4));
+    }
+    return eq_nocase(a, b, n);
+}
+
 } // namespace
 
 
@@ -890,27 +943,47 @@ ak_record_referrer_allowed(const ak_record_t *rec, const char *referer,
         return 0;
     }
 
-    /* (each candidate rule compared in place, up to its first differing
-     * byte: faster than lowering the host first and a memcmp per rule) */
-    size_t off = 0;
+    /*
+     * Each rule compared in place (lowering the host first and a memcmp
+     * per rule took longer), only where the lengths allow a match: a
+     * rule "example.com" must be the whole host, a rule "*.example.com",
+     * stored as ".example.com", its end after a label (the host's byte
+     * at the rule's '.' is a '.').  A one-byte length is read inline.
+     */
+    const unsigned char *q = refs, *end = refs + refs_len;
 
-    while (off < refs_len) {
-        uint64_t n;
-        if (!next_len(refs, refs_len, &off, &n) || n == 0
-            || n > refs_len - off)
-        {
+    while (q != end) {
+        size_t n = *q;
+        const unsigned char *rule = q + 1;
+
+        if (n - 1 >= 0x7f) {            /* 0, or a length of more bytes */
+            size_t off = static_cast<size_t>(q - refs);
+            uint64_t v;
+
+            if (n == 0 || !next_len(refs, refs_len, &off, &v) || v == 0
+                || v > refs_len - off)
+            {
+                return 0;
+            }
+            n = static_cast<size_t>(v);
+            rule = refs + off;
+        }
+        if (n > static_cast<size_t>(end - rule)) {
             return 0;
         }
-        const char *rule = reinterpret_cast<const char *>(refs + off);
-        off += static_cast<size_t>(n);
+        q = rule + n;
 
-        if (rule[0] == '.') {
-            /* "*.example.com" is stored as ".example.com": host must end
-             * with it and have a label before it */
-            if (hlen > n && eq_nocase(host + hlen - n, rule, n)) {
-                return 1;
-            }
-        } else if (hlen == n && eq_nocase(host, rule, n)) {
+        if (n > hlen) {
+            continue;
+        }
+
+        size_t at = hlen - n;
+
+        if (rule[0] == '.' ? at == 0 || host[at] != '.' : at != 0) {
+            continue;
+        }
+        if (same_nocase(host + at, reinterpret_cast<const char *>(rule), n))
+        {
             return 1;
         }
     }
