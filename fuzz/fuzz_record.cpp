@@ -17,6 +17,7 @@
 #include "akcore.hpp"
 #include "internal.hpp"
 #include "fuzz_util.h"
+#include "match_old.h"
 
 #include <cstdlib>
 #include <cstring>
@@ -335,6 +336,9 @@ void exercise(const ak_record_t &viewed, fuzz::Input &in)
     int fam = in.u8() % 8;
     int r = ak_record_ip_allowed(&rec, fam, addr);
     FUZZ_CHECK(r == 0 || r == 1);
+    /* corrupt sections included: the same answer as the matcher before
+       it was made cheaper */
+    FUZZ_CHECK(r == match_old::ip_allowed(&rec, fam, addr));
     if (!rec.has_ips) {
         FUZZ_CHECK(r == 1);
     }
@@ -343,6 +347,11 @@ void exercise(const ak_record_t &viewed, fuzz::Input &in)
     fuzz::Exact ref(referer);
     r = ak_record_referrer_allowed(&rec, ref.c(), ref.len);
     FUZZ_CHECK(r == 0 || r == 1);
+    FUZZ_CHECK(r == match_old::referrer_allowed(&rec, ref.c(), ref.len));
+    /* the same bytes as a URL's host, so that the rules are reached */
+    fuzz::Exact url("http://" + referer + "/");
+    FUZZ_CHECK(ak_record_referrer_allowed(&rec, url.c(), url.len)
+               == match_old::referrer_allowed(&rec, url.c(), url.len));
     if (!rec.has_referrers) {
         FUZZ_CHECK(r == 1);
     }

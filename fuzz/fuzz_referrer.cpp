@@ -11,6 +11,7 @@
 #include "ak_core.h"
 #include "akcore.hpp"
 #include "fuzz_util.h"
+#include "match_old.h"
 
 #include <string>
 #include <vector>
@@ -264,8 +265,17 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (how & 0x80) r += in.str8();
         }
         fuzz::Exact e(r);
-        FUZZ_CHECK(ak_record_referrer_allowed(&rec, e.c(), e.len)
-                   == (ref_allowed(ps, r) ? 1 : 0));
+        int got = ak_record_referrer_allowed(&rec, e.c(), e.len);
+        FUZZ_CHECK(got == (ref_allowed(ps, r) ? 1 : 0));
+
+        /* and the same as the matchers before they were made cheaper:
+           the answer, the host found and its length */
+        FUZZ_CHECK(got == match_old::referrer_allowed(&rec, e.c(), e.len));
+        const char *h = nullptr, *oh = nullptr;
+        size_t hl = 0, ohl = 0;
+        bool hok = ak::referer_host(e.c(), e.len, &h, &hl);
+        FUZZ_CHECK(hok == match_old::referer_host(e.c(), e.len, &oh, &ohl));
+        FUZZ_CHECK(!hok || (h == oh && hl == ohl));
     }
 
     return 0;

@@ -100,36 +100,43 @@ struct CharClasses {
 
 constexpr CharClasses kCC;
 
+/* the n (4 or 8) bytes of t as the word a memcpy of them reads: compared
+ * with such a memcpy of a Referer's first bytes */
+constexpr uint64_t text_word(const char *t, unsigned n) noexcept
+{
+    uint64_t w = 0;
+
+    for (unsigned i = 0; i < n; i++) {
+        uint64_t b = static_cast<unsigned char>(t[i]);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        w |= b << (8 * i);
+#else
+        w |= b << (8 * (n - 1 - i));
+#endif
+    }
+    return w;
+}
+
+inline uint64_t load64(const unsigned char *p) noexcept
+{
+    uint64_t w;
+    std::memcpy(&w, p, sizeof(w));
+    return w;
+}
+
+inline uint32_t load32(const unsigned char *p) noexcept
+{
+    uint32_t w;
+    std::memcpy(&w, p, sizeof(w));
+    return w;
+}
+
 inline bool v4_mapped(const unsigned char *a) noexcept
 {
     static const unsigned char pfx[12] = {
         0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff,
     };
     return std::memcmp(a, pfx, sizeof(pfx)) == 0;
-}
-
-/* the first nbytes (0..4) bytes of p as the high bytes of a u32 */
-inline uint32_t be32_head(const unsigned char *p, unsigned nbytes) noexcept
-{
-    uint32_t v = 0;
-
-    switch (nbytes) {
-    case 4:
-        v |= static_cast<uint32_t>(p[3]);
-        /* fall through */
-    case 3:
-        v |= static_cast<uint32_t>(p[2]) << 8;
-        /* fall through */
-    case 2:
-        v |= static_cast<uint32_t>(p[1]) << 16;
-        /* fall through */
-    case 1:
-        v |= static_cast<uint32_t>(p[0]) << 24;
-        /* fall through */
-    default:
-        break;
-    }
-    return v;
 }
 
 inline bool prefix_match(const unsigned char *rule, const unsigned char *a,
@@ -145,6 +152,152 @@ inline bool prefix_match(const unsigned char *rule, const unsigned char *a,
         return ((a[full] ^ rule[full]) & mask) == 0;
     }
     return true;
+}
+
+/*
+ * An IPv4 rule's mask by prefix length (0..32) as the word load32 reads
+ * from the rule's bytes: a rule and an address are compared in memory
+ * order, with no byte swap.
+ */
+struct V4Masks {
+    uint32_t m[33];
+
+    constexpr V4Masks() noexcept : m()
+    {
+        for (unsigned p = 0; p <= 32; p++) {
+            uint32_t be = p ? ~uint32_t(0) << (32 - p) : 0;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            m[p] = (be >> 24) | ((be >> 8) & 0xff00u)
+                   | ((be << 8) & 0xff0000u) | (be << 24);
+#else
+            m[p] = be;
+#endif
+        }
+    }
+};
+
+constexpr V4Masks kV4Mask;
+
+/* the first n (0..4) bytes of p where load32 puts them, the others 0 */
+inline uint32_t load32_head(const unsigned char *p, size_t n) noexcept
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    constexpr unsigned s0 = 0, s1 = 8, s2 = 16;
+#else
+    constexpr unsigned s0 = 24, s1 = 16, s2 = 8;
+#endif
+    uint32_t w = 0;
+
+    switch (n) {
+    case 4:
+        return load32(p);
+    case 3:
+        w |= static_cast<uint32_t>(p[2]) << s2;
+        /* fall through */
+    case 2:
+        w |= static_cast<uint32_t>(p[1]) << s1;
+        /* fall through */
+    case 1:
+        w |= static_cast<uint32_t>(p[0]) << s0;
+        /* fall through */
+    default:
+        break;
+    }
+    return w;
+}
+
+/*
+ * The ips rules, [family, prefix, the prefix's bytes] each, against an
+ * IPv4 address (a: its bytes as load32 reads them); 1 at the first rule
+ * that holds it, 0 at a rule that cannot be read (past the section, a
+ * prefix too long, an unknown family) or at the end.  While 6 bytes are
+ * left, any rule's header is there and so are an IPv4 rule's 4 bytes (the
+ * bytes past its prefix's are under no mask bit): one test bounds both.
+ * The last bytes are read rule by rule.  An IPv6 rule is checked and
+ * stepped over.  A host bit in a stored rule (never one ak_record_build
+ * stores) is under no mask bit either.
+ */
+int v4_allowed(uint32_t a, const unsigned char *p, size_t len) noexcept
+{
+    const unsigned char *q = p, *end = p + len;
+
+    /* (q steps by a pointer, not an index: a simple address is a cycle
+     * less to load from, and each rule's step waits on its load) */
+    if (len >= 6) {
+        for (const unsigned char *last = end - 6; q <= last; ) {
+            unsigned f = q[0], prefix = q[1];
+
+            if (f == 4 && prefix <= 32) {
+                if (((load32(q + 2) ^ a) & kV4Mask.m[prefix]) == 0) {
+                    return 1;
+                }
+                q += (prefix + 2 * 8 + 7) / 8;  /* 2 + its bytes, in
+                                                   one shift */
+                continue;
+            }
+
+            size_t nbytes = (prefix + 7u) / 8;
+
+            if (f != 6 || prefix > 128
+                || nbytes > static_cast<size_t>(end - q) - 2)
+            {
+                return 0;
+            }
+            q += 2 + nbytes;
+        }
+    }
+
+    while (end - q >= 2) {
+        unsigned f = q[0], prefix = q[1];
+        size_t nbytes = (prefix + 7u) / 8;
+
+        if (nbytes > static_cast<size_t>(end - q) - 2) {
+            return 0;
+        }
+        if (f == 4 && prefix <= 32) {
+            uint32_t r = load32_head(q + 2, nbytes);
+            if (((r ^ a) & kV4Mask.m[prefix]) == 0) {
+                return 1;
+            }
+        } else if (f != 6 || prefix > 128) {
+            return 0;
+        }
+        q += 2 + nbytes;
+    }
+
+    return 0;
+}
+
+/* the same against an IPv6 address (not IPv4-mapped); an IPv4 rule is
+ * checked and stepped over */
+int v6_allowed(const unsigned char *a, const unsigned char *p, size_t len)
+    noexcept
+{
+    const unsigned char *q = p, *end = p + len;
+
+    while (end - q >= 2) {
+        unsigned f = q[0], prefix = q[1];
+        size_t nbytes = (prefix + 7u) / 8;
+        const unsigned char *rule = q + 2;
+
+        if (nbytes > static_cast<size_t>(end - rule)) {
+            return 0;
+        }
+        q = rule + nbytes;
+
+        if (f == 6) {
+            if (prefix > 128) {
+                return 0;
+            }
+            if (prefix_match(rule, a, prefix)) {
+                return 1;
+            }
+        } else if (f != 4 || prefix > 32) {
+            return 0;
+        }
+    }
+
+    return 0;
 }
 
 /*
@@ -386,6 +539,59 @@ inline bool all_rule_chars(const unsigned char *s, size_t n) noexcept
     return acc & CC_RULE;
 }
 
+/*
+ * eq_nocase a word at a time, for the referrers rules: two words of equal
+ * bytes need no lowering (a Referer's host and a stored rule nearly always
+ * are lowercase); others are compared lowered, 'A'-'Z' only, as
+ * to_lower does.
+ */
+inline uint64_t lower8(uint64_t x) noexcept
+{
+    constexpr uint64_t ones = 0x0101010101010101ull, high = ones * 0x80;
+    uint64_t h = x & ~high;                     /* each byte 0..0x7f: no
+                                                   carry out of it below */
+    uint64_t ge_a = h + ones * (0x80 - 'A');    /* high bit: >= 'A' */
+    uint64_t gt_z = h + ones * (0x80 - 'Z' - 1);        /* > 'Z' */
+    uint64_t upper = ge_a & ~gt_z & ~x & high;  /* and below 0x80 */
+
+    return x | (upper >> 2);                    /* 0x80 >> 2: 0x20 */
+}
+
+inline bool same_word(uint64_t x, uint64_t y) noexcept
+{
+    uint64_t d = x ^ y;
+
+    if (d == 0) {
+        return true;
+    }
+    if (d & ~(0x2020202020202020ull)) {
+        return false;                   /* bytes differ beyond their case */
+    }
+    return lower8(x) == lower8(y);
+}
+
+/* eq_nocase(a, b, n): no byte read outside [a, a + n) and [b, b + n), the
+ * last word overlapping the one before it */
+inline bool same_nocase(const char *a, const char *b, size_t n) noexcept
+{
+    const unsigned char *x = reinterpret_cast<const unsigned char *>(a);
+    const unsigned char *y = reinterpret_cast<const unsigned char *>(b);
+
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            if (!same_word(load64(x + i), load64(y + i))) {
+                return false;
+            }
+        }
+        return same_word(load64(x + n - 8), load64(y + n - 8));
+    }
+    if (n >= 4) {
+        return same_word(load32(x), load32(y))
+               && same_word(load32(x + n - 4), load32(y + n - 4));
+    }
+    return eq_nocase(a, b, n);
+}
+
 } // namespace
 
 
@@ -481,30 +687,22 @@ bool check_referrers_section(const unsigned char *p, size_t len) noexcept
 }
 
 
-bool referer_host(const char *s, size_t len, const char **host,
-    size_t *host_len) noexcept
+namespace {
+
+/*
+ * The authority of a Referer from a (after "://") in full: userinfo, a
+ * bracketed IPv6 literal, a port, any byte.  referer_host's own loop
+ * takes the usual "host.name" and comes here for anything else.
+ */
+bool referer_authority(const char *s, size_t len, size_t a,
+    const char **host, size_t *host_len) noexcept
 {
-    if (s == nullptr || len == 0
-        || !is_alpha(static_cast<unsigned char>(s[0])))
-    {
-        return false;
-    }
-
-    /* scheme "://" */
-    size_t i = 1;
-    while (i < len && (kCC[static_cast<unsigned char>(s[i])] & CC_SCHEME)) {
-        i++;
-    }
-    if (len - i < 3 || std::memcmp(s + i, "://", 3) != 0) {
-        return false;
-    }
-
     /*
      * The authority, up to "/", "?", "#" or the end, in one pass: no
      * byte of it may be CC_AUTH_BAD; the userinfo ends at the last '@';
      * colon: the first ':' after it (the port, unless bracketed).
      */
-    size_t a = i + 3, end = a, hp = a, colon = len;
+    size_t end = a, hp = a, colon = len;
     /* the host [hp, colon) checked on the way, as valid_hostname (lenient)
        would: label, the length of the current label; hok, no bad byte,
        empty or long label before it */
@@ -591,6 +789,90 @@ bool referer_host(const char *s, size_t len, const char **host,
     return true;
 }
 
+} // namespace
+
+
+bool referer_host(const char *s, size_t len, const char **host,
+    size_t *host_len) noexcept
+{
+    const unsigned char *u = reinterpret_cast<const unsigned char *>(s);
+    size_t a;
+
+    if (s == nullptr) {
+        return false;
+    }
+
+    /* "https://" and "http://", nearly every Referer, compared as words
+     * (the scheme loop below accepts both) */
+    if (len >= 8 && load64(u) == text_word("https://", 8)) {
+        a = 8;
+    } else if (len >= 7 && load32(u) == text_word("http", 4)
+               && load32(u + 3) == text_word("p://", 4))
+    {
+        a = 7;
+    } else {
+        if (len == 0 || !is_alpha(u[0])) {
+            return false;
+        }
+
+        /* scheme "://" */
+        size_t i = 1;
+        while (i < len && (kCC[u[i]] & CC_SCHEME)) {
+            i++;
+        }
+        if (len - i < 3 || std::memcmp(s + i, "://", 3) != 0) {
+            return false;
+        }
+        a = i + 3;
+    }
+
+    /*
+     * The usual authority, a host name alone: label bytes and dots up to
+     * "/", "?", "#" or the end.  One table lookup a byte; a label's
+     * length is checked at its dot.  Anything else (an empty or long
+     * label before a dot, '@', ':', '[', a bad byte) goes to
+     * referer_authority from the start, which answers all.
+     */
+    const unsigned char *p = u + a, *e = u + len, *label = p;
+
+    for (; p != e; p++) {
+        if (kCC[*p] & CC_HOST_US) {
+            continue;
+        }
+        if (*p != '.') {
+            break;
+        }
+        if (static_cast<size_t>(p - label) - 1 >= kLabelMax) {
+            return referer_authority(s, len, a, host, host_len);
+        }
+        label = p + 1;
+    }
+
+    if (p != e && !(kCC[*p] & CC_AUTH_END)) {
+        return referer_authority(s, len, a, host, host_len);
+    }
+
+    /* the authority is [a, p - u), a host name's bytes and dots, each label
+     * before a dot checked */
+    size_t he = static_cast<size_t>(p - u);
+
+    if (p == label) {
+        if (he == a) {
+            return false;               /* no host */
+        }
+        he--;                           /* "example.com." */
+    } else if (static_cast<size_t>(p - label) > kLabelMax) {
+        return false;
+    }
+    if (he - a > kHostMax) {
+        return false;
+    }
+
+    *host = s + a;
+    *host_len = he - a;
+    return true;
+}
+
 } // namespace ak
 
 
@@ -608,25 +890,7 @@ ak_record_ip_allowed(const ak_record_t *rec, int family,
     if (!rec->has_ips) {
         return 1;
     }
-    if (addr == nullptr) {
-        return 0;
-    }
-
-    unsigned fam;
-    const unsigned char *a;
-
-    if (family == 4) {
-        fam = 4;
-        a = addr;
-    } else if (family == 6) {
-        if (v4_mapped(addr)) {
-            fam = 4;
-            a = addr + 12;
-        } else {
-            fam = 6;
-            a = addr;
-        }
-    } else {
+    if (addr == nullptr || (family != 4 && family != 6)) {
         return 0;
     }
 
@@ -639,58 +903,16 @@ ak_record_ip_allowed(const ak_record_t *rec, int family,
         return 0;
     }
 
-    /*
-     * One pass over the rules: [family, prefix, the prefix's bytes].  IPv4
-     * rules are compared as integers under the rule's mask (4 bytes read
-     * at once where the section has them: the bytes after the prefix's
-     * are under no mask bit); both families compare under the mask, so a
-     * host bit in a stored rule (never one ak_record_build stores) is
-     * ignored.  A rule that cannot be read (past the section, a prefix too
-     * long, an unknown family) denies.
-     */
-    uint32_t a4 = fam == 4 ? be32_head(a, 4) : 0;
-    const unsigned char *p = ips, *end = ips + ips_len;
+    uint32_t a4;
 
-    while (end - p >= 2) {
-        unsigned f = p[0], prefix = p[1];
-        size_t nbytes = (prefix + 7u) / 8;
-        const unsigned char *rule = p + 2;
-
-        if (nbytes > static_cast<size_t>(end - rule)) {
-            return 0;
-        }
-        p = rule + nbytes;
-
-        if (f == 4) {
-            if (prefix > 32) {
-                return 0;
-            }
-            if (fam == 4) {
-                uint32_t r, mask;
-                if (end - rule >= 4) {
-                    std::memcpy(&r, rule, 4);
-                    r = ntohl(r);
-                } else {
-                    r = be32_head(rule, static_cast<unsigned>(nbytes));
-                }
-                mask = prefix ? ~uint32_t(0) << (32 - prefix) : 0;
-                if (((a4 ^ r) & mask) == 0) {
-                    return 1;
-                }
-            }
-        } else if (f == 6) {
-            if (prefix > 128) {
-                return 0;
-            }
-            if (fam == 6 && prefix_match(rule, a, prefix)) {
-                return 1;
-            }
-        } else {
-            return 0;
-        }
+    if (family == 4) {
+        a4 = load32(addr);
+    } else if (v4_mapped(addr)) {
+        a4 = load32(addr + 12);
+    } else {
+        return v6_allowed(addr, ips, ips_len);
     }
-
-    return 0;
+    return v4_allowed(a4, ips, ips_len);
 }
 
 
@@ -721,27 +943,47 @@ ak_record_referrer_allowed(const ak_record_t *rec, const char *referer,
         return 0;
     }
 
-    /* (each candidate rule compared in place, up to its first differing
-     * byte: faster than lowering the host first and a memcmp per rule) */
-    size_t off = 0;
+    /*
+     * Each rule compared in place (lowering the host first and a memcmp
+     * per rule took longer), only where the lengths allow a match: a
+     * rule "example.com" must be the whole host, a rule "*.example.com",
+     * stored as ".example.com", its end after a label (the host's byte
+     * at the rule's '.' is a '.').  A one-byte length is read inline.
+     */
+    const unsigned char *q = refs, *end = refs + refs_len;
 
-    while (off < refs_len) {
-        uint64_t n;
-        if (!next_len(refs, refs_len, &off, &n) || n == 0
-            || n > refs_len - off)
-        {
+    while (q != end) {
+        size_t n = *q;
+        const unsigned char *rule = q + 1;
+
+        if (n - 1 >= 0x7f) {            /* 0, or a length of more bytes */
+            size_t off = static_cast<size_t>(q - refs);
+            uint64_t v;
+
+            if (n == 0 || !next_len(refs, refs_len, &off, &v) || v == 0
+                || v > refs_len - off)
+            {
+                return 0;
+            }
+            n = static_cast<size_t>(v);
+            rule = refs + off;
+        }
+        if (n > static_cast<size_t>(end - rule)) {
             return 0;
         }
-        const char *rule = reinterpret_cast<const char *>(refs + off);
-        off += static_cast<size_t>(n);
+        q = rule + n;
 
-        if (rule[0] == '.') {
-            /* "*.example.com" is stored as ".example.com": host must end
-             * with it and have a label before it */
-            if (hlen > n && eq_nocase(host + hlen - n, rule, n)) {
-                return 1;
-            }
-        } else if (hlen == n && eq_nocase(host, rule, n)) {
+        if (n > hlen) {
+            continue;
+        }
+
+        size_t at = hlen - n;
+
+        if (rule[0] == '.' ? at == 0 || host[at] != '.' : at != 0) {
+            continue;
+        }
+        if (same_nocase(host + at, reinterpret_cast<const char *>(rule), n))
+        {
             return 1;
         }
     }
