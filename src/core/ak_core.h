@@ -874,7 +874,10 @@ size_t ak_cache_bytes_per_key(void) AK_NOEXCEPT;
 /*
  * Looks the hash up without the lock and marks its entry referenced (for
  * CLOCK).  On FRESH and STALE copies the blob into buf (cap >=
- * AK_RECORD_MAX) and sets *len, *flags (AK_ENTRY_*) and *slot (a handle
+ * AK_RECORD_MAX; a record that does not fit in cap is a MISS; when cap has
+ * 8 bytes more than the record, up to 7 bytes after it may be written
+ * too: whole words are copied) and sets *len, *flags (AK_ENTRY_*) and
+ * *slot (a handle
  * for ak_cache_state and ak_cache_gcra; the slot may hold another entry by
  * the time it is used: they check).  Expired entries (negative past
  * negative_ttl, positive past ttl + stale) are reported as MISS and left

@@ -1213,7 +1213,12 @@ write_fields(Cache &x, uint32_t i, uint64_t now, uint8_t kind, uint8_t flags,
 }
 
 
-/* the fields after q_used: read and written with the lock only */
+/*
+ * The fields after q_used: changed with the lock only, but stored word by
+ * word atomically too: a reader holding a stale overflow link may be
+ * copying bytes 16-123 of the slot as blob bytes (and throws them away
+ * when it sees the group's counter moved)
+ */
 const size_t  kStateRest = offsetof(ak_key_state_t, q_used) + sizeof(uint64_t);
 
 static_assert(offsetof(ak_key_state_t, q_used) == 16, "q_used after the word");
@@ -1230,9 +1235,9 @@ write_state_rest(Slot &e, const ak_key_state_t *from) noexcept
     ak::qword::store(&e.st, ak::qword::pack(from->q_window, from->q_left));
     ak::qword::set_used(&e.st, from->q_used);
 
-    memcpy(reinterpret_cast<unsigned char *>(&e.st) + kStateRest,
-           reinterpret_cast<const unsigned char *>(from) + kStateRest,
-           sizeof(ak_key_state_t) - kStateRest);
+    racy_write(reinterpret_cast<unsigned char *>(&e.st) + kStateRest,
+               reinterpret_cast<const unsigned char *>(from) + kStateRest,
+               sizeof(ak_key_state_t) - kStateRest);
 }
 
 
@@ -1256,9 +1261,9 @@ write_state_kept(Slot &e, const ak_key_state_t *from, uint64_t qw) noexcept
     /* q_used is read without the lock too (ak_cache_quota_take) */
     ak::qword::set_used(&e.st, from->q_used);
 
-    memcpy(reinterpret_cast<unsigned char *>(&e.st) + kStateRest,
-           reinterpret_cast<const unsigned char *>(from) + kStateRest,
-           sizeof(ak_key_state_t) - kStateRest);
+    racy_write(reinterpret_cast<unsigned char *>(&e.st) + kStateRest,
+               reinterpret_cast<const unsigned char *>(from) + kStateRest,
+               sizeof(ak_key_state_t) - kStateRest);
 }
 
 
