@@ -1079,6 +1079,17 @@ ngx_http_api_key_source(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         if (src->type == NGX_HTTP_API_KEY_SRC_HEADER) {
             /* compared with the lowercased names nginx keeps */
             ngx_strlow(src->name.data, src->name.data, src->name.len);
+
+            if (src->name.len == sizeof("host") - 1
+                && ngx_strncmp(src->name.data, "host", 4) == 0)
+            {
+                /* nginx keeps the Host value elsewhere too ($host, the
+                 * server's name): it could not be stripped */
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "key source \"%V\": the Host header "
+                                   "cannot carry a key", &value[i]);
+                return NGX_CONF_ERROR;
+            }
         }
 
         if (ngx_http_api_key_source_vars(cf, src) != NGX_OK) {
@@ -1105,6 +1116,7 @@ ngx_http_api_key_source_vars(ngx_conf_t *cf, ngx_http_api_key_source_t *src)
     ngx_str_t           name;
     ngx_str_t           http_cookie = ngx_string("http_cookie");
     ngx_str_t           http_authorization = ngx_string("http_authorization");
+    ngx_str_t           remote_user = ngx_string("remote_user");
     ngx_http_header_t  *hh;
 
     src->var = NGX_ERROR;
@@ -1144,12 +1156,26 @@ ngx_http_api_key_source_vars(ngx_conf_t *cf, ngx_http_api_key_source_t *src)
         }
 
         src->var = ngx_http_get_variable_index(cf, &name);
+
+        if (src->var != NGX_ERROR
+            && src->kept == offsetof(ngx_http_headers_in_t, authorization))
+        {
+            /* header:Authorization: what nginx decoded of it too */
+            src->var2 = ngx_http_get_variable_index(cf, &remote_user);
+        }
+
         break;
 
     case NGX_HTTP_API_KEY_SRC_BEARER:
     case NGX_HTTP_API_KEY_SRC_BASIC:
         src->kept = offsetof(ngx_http_headers_in_t, authorization);
         src->var = ngx_http_get_variable_index(cf, &http_authorization);
+        if (src->var == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        /* what nginx decoded of Basic credentials */
+        src->var2 = ngx_http_get_variable_index(cf, &remote_user);
         break;
 
     case NGX_HTTP_API_KEY_SRC_COOKIE:
@@ -1176,7 +1202,12 @@ ngx_http_api_key_source_vars(ngx_conf_t *cf, ngx_http_api_key_source_t *src)
     }
 
     if (src->var == NGX_ERROR
-        || (src->type == NGX_HTTP_API_KEY_SRC_COOKIE && src->var2 == NGX_ERROR))
+        || (src->var2 == NGX_ERROR
+            && (src->type == NGX_HTTP_API_KEY_SRC_COOKIE
+                || src->type == NGX_HTTP_API_KEY_SRC_BEARER
+                || src->type == NGX_HTTP_API_KEY_SRC_BASIC
+                || src->kept == offsetof(ngx_http_headers_in_t,
+                                         authorization))))
     {
         return NGX_ERROR;
     }

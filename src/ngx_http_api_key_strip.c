@@ -350,6 +350,20 @@ ngx_http_api_key_unkeep(ngx_http_request_t *r, ngx_table_elt_t *h,
 
     p = (u_char *) &r->headers_in + kept;
 
+    if (kept == offsetof(ngx_http_headers_in_t, authorization)
+        && r->headers_in.authorization == h)
+    {
+        /*
+         * what nginx decoded of it ($remote_user, auth_basic; decoded
+         * before the strip by an "if" or a "set" that read $remote_user)
+         * goes too: marked decoded and empty, as nginx marks a request
+         * without the header, so that it is not decoded again
+         */
+        r->headers_in.user.len = 0;
+        r->headers_in.user.data = (u_char *) "";
+        ngx_str_null(&r->headers_in.passwd);
+    }
+
 #if (nginx_version >= 1023000)
 
     for (ph = (ngx_table_elt_t **) p; *ph; ph = &(*ph)->next) {
@@ -605,7 +619,7 @@ ngx_http_api_key_strip_cookie(ngx_http_request_t *r, ngx_str_t *name)
     u_char           *v;
     size_t            len;
     ngx_int_t         rc;
-    ngx_uint_t        i;
+    ngx_uint_t        i, kept;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
     ngx_str_t         cookie = ngx_string("cookie");
@@ -631,8 +645,13 @@ ngx_http_api_key_strip_cookie(ngx_http_request_t *r, ngx_str_t *name)
 
             h->value.len = 0;
 
-            if (ngx_http_api_key_list_remove(&r->headers_in.headers, &part,
-                                             &i)
+#if (nginx_version >= 1023000)
+            kept = offsetof(ngx_http_headers_in_t, cookie);
+#else
+            kept = offsetof(ngx_http_headers_in_t, cookies);
+#endif
+
+            if (ngx_http_api_key_remove_header(r, h, kept, &part, &i)
                 != NGX_OK)
             {
                 return NGX_ERROR;

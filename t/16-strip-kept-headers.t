@@ -4,7 +4,10 @@
 # header leaves the request and that pointer too, so $http_user_agent,
 # $http_referer, $proxy_add_x_forwarded_for and the access log's
 # "combined" fields have no key, at the upstream, in a response header
-# computed after the access phase, and in the access log.
+# computed after the access phase, and in the access log; what nginx
+# decoded of Basic credentials ($remote_user, decoded early by a "set")
+# goes too; an emptied Cookie header leaves $http_cookie; header:Host,
+# which nginx also keeps as the server's name, is refused by nginx -t.
 use strict;
 use warnings;
 use Test::More;
@@ -21,7 +24,7 @@ my $http = <<'EOT';
 
     log_format kept 'kept ua=[$http_user_agent] ref=[$http_referer] '
                     'xff=[$http_x_forwarded_for] auth=[$http_authorization] '
-                    'st=$api_key_status';
+                    'user=[$remote_user] st=$api_key_status';
 
     server {
         listen 127.0.0.1:%%PORT%%;
@@ -47,6 +50,17 @@ my $http = <<'EOT';
         }
         location /auth/ {
             api_key_source header:Authorization;
+            proxy_pass http://127.0.0.1:%%PORT_UP%%;
+        }
+        location /basic/ {
+            api_key_source basic;
+            set $early_user $remote_user;    # decoded before the strip
+            add_header X-User "[$remote_user]" always;
+            proxy_pass http://127.0.0.1:%%PORT_UP%%;
+        }
+        location /cookie/ {
+            api_key_source cookie:ak;
+            add_header X-Cookie "[$http_cookie]" always;
             proxy_pass http://127.0.0.1:%%PORT_UP%%;
         }
         location /keep/ {
@@ -124,6 +138,21 @@ sub no_key {
 }
 
 {
+    require MIME::Base64;
+    my $res = get('/basic/', 'Authorization' => 'Basic ' . MIME::Base64::encode_base64("$k:", ''));
+    no_key($res, 'basic, $remote_user decoded before the strip');
+    is($res->header('X-User'), '[]', 'basic: $remote_user empty after the strip');
+    like($res->body, qr/auth=\[\]/, 'basic: no Authorization upstream');
+}
+
+{
+    my $res = get('/cookie/', 'Cookie' => "ak=$k", 'Cookie' => 'a=1');
+    no_key($res, 'cookie:ak, its Cookie header emptied');
+    is($res->header('X-Cookie'), '[a=1]',
+       'cookie: $http_cookie is the other Cookie header only');
+}
+
+{
     # api_key_strip off: the header stays, and so does what reads it
     my $res = get('/keep/', 'User-Agent' => $kk);
     is($res->status, 200, 'api_key_strip off: 200');
@@ -131,13 +160,35 @@ sub no_key {
     $n->expect_key_leak($kk);
 }
 
-my @lines = grep { /^kept / } split /\n/, $n->access_log;
-is(scalar @lines, 6, 'six requests in the access log');
+my @lines;
+wait_until(sub { @lines = grep { /^kept / } split /\n/, $n->access_log; @lines >= 8 },
+           timeout => 5);
+is(scalar @lines, 8, 'eight requests in the access log');
 is(scalar(grep { /\Q$k\E/ } @lines), 0, 'no key in the access log (combined fields)');
-is(scalar(grep { /st=ok/ } @lines), 6, 'every request passed');
+is(scalar(grep { /st=ok/ } @lines), 8, 'every request passed');
 
 is_deeply([ $n->problems ], [], 'no alert, crit or emerg in the error log');
 $n->stop;
 ok(!$n->stop_forced, 'nginx stops gracefully');
+
+# header:Host: nginx keeps the value as the server's name ($host) too
+for my $spec ('header:Host', 'header:host', 'header:HOST') {
+    my $c = ApiKeyTest::Nginx->check_config(http => <<"EOT");
+    api_key_zone  keys:1m;
+    api_key_redis redis://127.0.0.1:6379;
+    server {
+        listen 127.0.0.1:1;
+        location / {
+            api_key keys;
+            api_key_source $spec;    # BAD
+        }
+    }
+EOT
+    ok(!$c->{ok}, "nginx -t refuses api_key_source $spec") or next;
+    my $line = ApiKeyTest::Nginx::line_of($c, qr/# BAD/);
+    like($c->{output},
+         qr/\[emerg\].*the Host header cannot carry a key.* in \Q$c->{conf_path}\E:$line\b/,
+         "... $spec: the message and file:line");
+}
 
 done_testing;
