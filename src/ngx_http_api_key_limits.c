@@ -28,11 +28,12 @@
  * served as when Redis is down (offline share, then quota_exceeded).  The
  * script is loaded once (SCRIPT LOAD) and called by its SHA1 (EVALSHA).
  *
- * Both limits are checked, and consumed, together under the zone lock, so a
- * request denied by one consumes neither.  A key with one limit alone and
- * nothing to ask Redis for skips the lock: its node-scope GCRA, or one
- * leased quota count, is swapped in the entry (ak_cache_gcra,
- * ak_cache_quota_take).  The arithmetic (GCRA, the quota window, consuming
+ * Both limits are checked, and consumed, together, so a request denied by
+ * one consumes neither.  A key with nothing to ask Redis for skips the
+ * zone lock: its node-scope GCRA, one leased quota count, or both, are
+ * swapped in the entry (ak_cache_gcra, ak_cache_quota_take,
+ * ak_cache_limits_take; a count the rate then refused is given back under
+ * the lock, ak_cache_give_back); else both under the lock.  The arithmetic (GCRA, the quota window, consuming
  * a leased count, when to prefetch, the size of a lease, remaining counts)
  * is the core's (ak_limits_admit, ak_quota_lease_want, ak_quota_lease_apply,
  * ak_quota_offline_apply); this file does the locking, the lease I/O and
@@ -213,7 +214,7 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
 {
     int                       decision;
     int64_t                   now;
-    uint32_t                  owed;
+    uint32_t                  owed, stamp;
     uint64_t                  now_us;
     unsigned                  flags;
     ngx_int_t                 rc;
@@ -297,7 +298,8 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
      * and a leased count taken from the entry without the lock, together
      * or neither (ak_cache_limits_take).  A count taken there that the
      * rate then did not admit (other requests took the rate meanwhile) is
-     * owed: given back under the lock below, before deciding there.
+     * owed: given back under the lock below (if no writer changed the
+     * entry since), before deciding there.
      */
     owed = 0;
 
@@ -308,7 +310,7 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
                                         now_us, rec->rate_interval_us,
                                         rec->burst, rec->quota_period,
                                         rec->quota_n, zone->quota_lease, now,
-                                        &ar);
+                                        &ar, &stamp);
         if (decision >= 0) {
             goto decided;
         }
@@ -319,6 +321,12 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
     }
 
     ngx_shmtx_lock(&zone->shpool->mutex);
+
+    if (owed) {
+        /* to the entry it came from, unless a writer changed it since */
+        (void) ak_cache_give_back(zone->sh->cache, slot, ctx->hash,
+                                  ar.window, stamp);
+    }
 
     /*
      * The entry found by the lookup, or the key's entry wherever it is now:
@@ -356,11 +364,6 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
         *status = alcf->fail_open ? NGX_HTTP_API_KEY_UNCHECKED
                                   : NGX_HTTP_API_KEY_UNAVAILABLE;
         return NGX_DECLINED;
-    }
-
-    if (owed) {
-        /* the key's state wherever it is now: the count was its own */
-        (void) ak_quota_give_back(st, ar.window);
     }
 
     /* the core decides; both limits are consumed together, or neither */

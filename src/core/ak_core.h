@@ -1079,9 +1079,10 @@ int ak_cache_quota_take(ak_cache_t *c, uint32_t slot,
  *   AK_TAKE_GIVE_BACK            a count was taken, but the rate no longer
  *                                admits on the word found or the entry left
  *                                the slot after the count was taken: give
- *                                it back under the lock (ak_quota_give_back
- *                                on the key's state, res->window), then
- *                                decide there.
+ *                                it back under the lock
+ *                                (ak_cache_give_back with res->window and
+ *                                *stamp), then decide there.
+ * *stamp: the key's bucket group's counter when the call began.
  * hot
  */
 #define AK_TAKE_GIVE_BACK  (-2)
@@ -1089,7 +1090,22 @@ int ak_cache_quota_take(ak_cache_t *c, uint32_t slot,
 int ak_cache_limits_take(ak_cache_t *c, uint32_t slot,
     const unsigned char hash[AK_HASH_LEN], uint64_t now_us,
     uint64_t interval_us, uint32_t burst, uint8_t period, uint64_t quota_n,
-    uint64_t quota_lease, int64_t now, ak_admit_result_t *res) AK_NOEXCEPT;
+    uint64_t quota_lease, int64_t now, ak_admit_result_t *res,
+    uint32_t *stamp) AK_NOEXCEPT;
+
+/*
+ * With the zone lock held: the count an ak_cache_limits_take that answered
+ * AK_TAKE_GIVE_BACK (window, stamp) took from slot, given back to it
+ * (ak_quota_give_back) only if no writer changed hash's bucket group since
+ * that call began (its counter is still stamp) and slot still holds hash:
+ * else the record, its quota word or the slot's owner may have changed
+ * (a lowered quota drops the counts left, which must not come back), and
+ * the count is dropped (the safe side: a leased count lost).  1 given, 0
+ * dropped.
+ */
+int ak_cache_give_back(ak_cache_t *c, uint32_t slot,
+    const unsigned char hash[AK_HASH_LEN], uint32_t window, uint32_t stamp)
+    AK_NOEXCEPT;
 
 #ifdef AK_CACHE_KILL_POINTS
 /*

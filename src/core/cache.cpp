@@ -2555,17 +2555,19 @@ int
 ak_cache_limits_take(ak_cache_t *c, uint32_t slot,
     const unsigned char hash[AK_HASH_LEN], uint64_t now_us,
     uint64_t interval_us, uint32_t burst, uint8_t period, uint64_t quota_n,
-    uint64_t quota_lease, int64_t now, ak_admit_result_t *res) noexcept
+    uint64_t quota_lease, int64_t now, ak_admit_result_t *res,
+    uint32_t *stamp) noexcept
 {
     int               tries;
     int64_t           start, end;
-    uint32_t          window;
+    uint32_t          window, gi, k;
     uint64_t          t0, w, qw, tat, used;
     Slot             *e;
     ak::qword::Pair   p;
     ak_rate_result_t  rate;
 
-    if (c == NULL || hash == NULL || res == NULL || slot >= c->nslots
+    if (c == NULL || hash == NULL || res == NULL || stamp == NULL
+        || slot >= c->nslots
         || ak_quota_window(period, now, &start, &end) != 0)
     {
         return -1;
@@ -2573,6 +2575,20 @@ ak_cache_limits_take(ak_cache_t *c, uint32_t slot,
 
     window = (uint32_t) (start / 3600);
     e = &slots(c)[slot];
+
+    /*
+     * The key's group's counter before anything: a count owed is given
+     * back only if no writer changed the group since (ak_cache_give_back),
+     * so never into a word a writer rewrote meanwhile (a record replaced
+     * with a lower quota drops the counts left; a new identity).  A writer
+     * at work: under the lock.
+     */
+    bucket_of(c, hash, &gi, &k);
+    *stamp = __atomic_load_n(&groups(c)[gi].seq, __ATOMIC_ACQUIRE);
+
+    if (*stamp & 1) {
+        return -1;
+    }
 
     /* the tag word, then the identity (as ak_cache_gcra), then the quota
      * word: a leased count of the window of now, else under the lock */
@@ -2663,6 +2679,35 @@ ak_cache_limits_take(ak_cache_t *c, uint32_t slot,
     res->window = window;
 
     return AK_TAKE_GIVE_BACK;
+}
+
+
+int
+ak_cache_give_back(ak_cache_t *c, uint32_t slot,
+    const unsigned char hash[AK_HASH_LEN], uint32_t window, uint32_t stamp)
+    noexcept
+{
+    uint32_t  gi, k;
+
+    if (c == NULL || hash == NULL || slot >= c->nslots) {
+        return 0;
+    }
+
+    bucket_of(c, hash, &gi, &k);
+
+    /* no writer changed the key's group since the count was taken: the
+     * entry, its record and its quota word are the ones it came from */
+    if (ld(groups(c)[gi].seq) != stamp || (stamp & 1)) {
+        return 0;
+    }
+
+    Writing  w(c);
+
+    if (find_positive(c, hash) != slot) {
+        return 0;
+    }
+
+    return ak_quota_give_back(&slots(c)[slot].st, window);
 }
 
 

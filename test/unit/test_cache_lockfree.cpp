@@ -655,11 +655,12 @@ limits_take_or_lock(Zone &z, const Key &k, uint32_t slot,
     bool *fast, ak_admit_result_t *ar)
 {
     int rc = -1;
+    uint32_t stamp = 0;
     if (lockfree) {
         rc = ak_cache_limits_take(z.c, slot, k.b, now_us,
                                   rec.rate_interval_us, rec.burst,
                                   rec.quota_period, rec.quota_n, 100, now,
-                                  ar);
+                                  ar, &stamp);
         if (rc >= 0) {
             *fast = true;
             return rc;
@@ -672,7 +673,8 @@ limits_take_or_lock(Zone &z, const Key &k, uint32_t slot,
         return -100;
     }
     if (rc == AK_TAKE_GIVE_BACK) {
-        EXPECT_EQ(1, ak_quota_give_back(st, ar->window));
+        // no writer here: the group's counter has not moved
+        EXPECT_EQ(1, ak_cache_give_back(z.c, slot, k.b, ar->window, stamp));
     }
     *fast = false;
     return ak_limits_admit_ex(st, &rec, now, now_us, 100, 0, ar);
@@ -695,10 +697,11 @@ TEST(CacheLockFree, LimitsTakeAnswersAsTheLockedPath)
     const int64_t now = 1800000000;
     const uint64_t us = 7000000000ULL;
     ak_admit_result_t ar, want;
+    uint32_t stamp;
 
     // no window yet: locked, nothing taken
     EXPECT_EQ(-1, ak_cache_limits_take(z.c, slot, k.b, us, T, 4,
-                                       AK_PERIOD_HOUR, 1000, 100, now, &ar));
+                                       AK_PERIOD_HOUR, 1000, 100, now, &ar, &stamp));
     EXPECT_EQ(AK_TAT_NONE - 1 > (ak_cache_state(z.c, slot, k.b)->tat_us
                                  & AK_TAT_MASK), true);
     const uint64_t tat0 = ak_cache_state(z.c, slot, k.b)->tat_us
@@ -715,7 +718,7 @@ TEST(CacheLockFree, LimitsTakeAnswersAsTheLockedPath)
                             9000000, 9000000, 9000000, 9000000, 9000000 };
     for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++) {
         int rc = ak_cache_limits_take(z.c, slot, k.b, us + at[i], T, 4,
-                                      AK_PERIOD_HOUR, 1000, 100, now, &ar);
+                                      AK_PERIOD_HOUR, 1000, 100, now, &ar, &stamp);
         if (rc == -1) {
             // only when no count is left here: where the locked path asks
             EXPECT_EQ(0u, ak_cache_state(z.c, slot, k.b)->q_left) << i;
@@ -750,18 +753,18 @@ TEST(CacheLockFree, LimitsTakeAnswersAsTheLockedPath)
                           & AK_TAT_MASK;
     EXPECT_EQ(-1, ak_cache_limits_take(z.c, slot, k.b, us + 20000000, T, 4,
                                        AK_PERIOD_HOUR, 1000, 100, now + 3600,
-                                       &ar));
+                                       &ar, &stamp));
     EXPECT_EQ(-1, ak_cache_limits_take(z.c, slot, k.b, us + 20000000, T, 4,
                                        AK_PERIOD_DAY, 1000, 100, now + 86400,
-                                       &ar));
+                                       &ar, &stamp));
     EXPECT_EQ(-1, ak_cache_limits_take(z.c, slot, k.b, us + 20000000, T, 4,
-                                       99, 1000, 100, now, &ar));
+                                       99, 1000, 100, now, &ar, &stamp));
     EXPECT_EQ(-1, ak_cache_limits_take(nullptr, slot, k.b, us + 20000000, T,
                                        4, AK_PERIOD_HOUR, 1000, 100, now,
-                                       &ar));
+                                       &ar, &stamp));
     EXPECT_EQ(-1, ak_cache_limits_take(z.c, 0xffffffffu, k.b, us + 20000000,
                                        T, 4, AK_PERIOD_HOUR, 1000, 100, now,
-                                       &ar));
+                                       &ar, &stamp));
     EXPECT_EQ(5u, ak_cache_state(z.c, slot, k.b)->q_left);
     EXPECT_EQ(tat1, ak_cache_state(z.c, slot, k.b)->tat_us & AK_TAT_MASK);
 
@@ -769,7 +772,7 @@ TEST(CacheLockFree, LimitsTakeAnswersAsTheLockedPath)
     Key other = key_of(4);
     EXPECT_EQ(-1, ak_cache_limits_take(z.c, slot, other.b, us + 20000000, T,
                                        4, AK_PERIOD_HOUR, 1000, 100, now,
-                                       &ar));
+                                       &ar, &stamp));
     EXPECT_EQ(5u, ak_cache_state(z.c, slot, k.b)->q_left);
 
     // a count given back goes to the window it came from only
@@ -780,6 +783,53 @@ TEST(CacheLockFree, LimitsTakeAnswersAsTheLockedPath)
     EXPECT_EQ(0, ak_quota_give_back(st, w + 1));
     EXPECT_EQ(6u, st->q_left);
     EXPECT_EQ(0, ak_quota_give_back(nullptr, w));
+}
+
+// A count owed goes back to the entry it came from only while no writer
+// changed the key's bucket group since the take began: not after the
+// record was put again (a lowered quota drops the counts left, which must
+// not come back), nor to another slot, key or window.
+TEST(CacheLockFree, GiveBackOnlyToAnUnchangedEntry)
+{
+    Zone z(ak_cache_min_size());
+    ASSERT_NE(nullptr, z.c);
+    Key k = key_of(5);
+    uint32_t slot = put_key(z, k, 5);
+    const uint64_t T = 1000000;
+    const int64_t now = 1800000000;
+    const uint64_t us = 7000000000ULL;
+    const uint32_t w = (uint32_t) (now / 3600);
+    ak_admit_result_t ar;
+    uint32_t stamp = 1;
+
+    lease(z, k, quota_record(1000), now, 10, 0);
+    ASSERT_EQ(AK_ADMIT, ak_cache_limits_take(z.c, slot, k.b, us, T, 100,
+                                             AK_PERIOD_HOUR, 1000, 0, now,
+                                             &ar, &stamp));
+    EXPECT_EQ(0u, stamp & 1);
+    EXPECT_EQ(9u, ak_cache_state(z.c, slot, k.b)->q_left);
+
+    // what a request owing that count would do: given back
+    EXPECT_EQ(1, ak_cache_give_back(z.c, slot, k.b, w, stamp));
+    EXPECT_EQ(10u, ak_cache_state(z.c, slot, k.b)->q_left);
+
+    // not into another window, slot or key, nor with an odd stamp
+    EXPECT_EQ(0, ak_cache_give_back(z.c, slot, k.b, w + 1, stamp));
+    EXPECT_EQ(0, ak_cache_give_back(z.c, slot ^ 1u, k.b, w, stamp));
+    Key other = key_of(6);
+    EXPECT_EQ(0, ak_cache_give_back(z.c, slot, other.b, w, stamp));
+    EXPECT_EQ(0, ak_cache_give_back(z.c, slot, k.b, w, stamp | 1));
+    EXPECT_EQ(0, ak_cache_give_back(nullptr, slot, k.b, w, stamp));
+    EXPECT_EQ(10u, ak_cache_state(z.c, slot, k.b)->q_left);
+
+    // a writer in the key's group since (the record put again): dropped
+    ASSERT_EQ(AK_ADMIT, ak_cache_limits_take(z.c, slot, k.b, us + T, T, 100,
+                                             AK_PERIOD_HOUR, 1000, 0, now,
+                                             &ar, &stamp));
+    EXPECT_EQ(9u, ak_cache_state(z.c, slot, k.b)->q_left);
+    slot = put_key(z, k, 5);
+    EXPECT_EQ(0, ak_cache_give_back(z.c, slot, k.b, w, stamp));
+    EXPECT_EQ(9u, ak_cache_state(z.c, slot, k.b)->q_left);
 }
 
 // Many threads at one instant on a key with a rate and a quota, half of
@@ -884,17 +934,19 @@ TEST(CacheLockFree, LimitsTakeGivesBackWhatTheRateRefused)
                     std::this_thread::yield();  /* a core short */
                 }
                 ak_admit_result_t ar;
+                uint32_t stamp;
                 const uint64_t t = us + (uint64_t) i * T;
                 int rc = ak_cache_limits_take(z.c, slot, k.b, t, T, 0,
                                               AK_PERIOD_HOUR, 1000000000, 100,
-                                              now, &ar);
+                                              now, &ar, &stamp);
                 if (rc == AK_TAKE_GIVE_BACK || rc == -1) {
                     owed.fetch_add(rc == AK_TAKE_GIVE_BACK);
                     std::lock_guard<std::mutex> g(z.lock);
                     ak_key_state_t *st = ak_cache_state(z.c, slot, k.b);
                     ASSERT_NE(nullptr, st);
                     if (rc == AK_TAKE_GIVE_BACK) {
-                        ASSERT_EQ(1, ak_quota_give_back(st, ar.window));
+                        ASSERT_EQ(1, ak_cache_give_back(z.c, slot, k.b,
+                                                        ar.window, stamp));
                     }
                     rc = ak_limits_admit_ex(st, &rec, now, t, 100, 0, &ar);
                 }
