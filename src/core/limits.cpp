@@ -226,6 +226,18 @@ inline uint32_t add_left(uint32_t left, uint64_t n) noexcept
 /* n counts added to q_left by compare-and-swap, in window (the lock is
  * held: the window stays; a take may lower q_left meanwhile); qw: the word
  * as last read */
+/*
+ * r_left and r_next_ms of a state in the cache change with the lock held
+ * only, and no lock-free path reads them; but a reader holding a stale
+ * overflow link may be copying the slot's bytes 16-123 as blob bytes (and
+ * throws them away when it sees the group's counter moved): stored
+ * atomically, as every other byte a reader may copy.
+ */
+inline void set_lease_field(uint32_t *field, uint32_t v) noexcept
+{
+    __atomic_store_n(field, v, __ATOMIC_RELAXED);
+}
+
 inline void add_counts(ak_key_state_t *st, uint64_t qw, uint32_t window,
     uint64_t n) noexcept
 {
@@ -447,7 +459,8 @@ ak_limits_admit_ex(ak_key_state_t *st, const ak_record_t *rec, int64_t now,
         }
 
         if (cluster) {
-            st->r_left--;
+            /* stored atomically: see set_lease_field */
+            set_lease_field(&st->r_left, st->r_left - 1);
 
             const uint32_t want = ak_rate_lease_want(rec->rate_interval_us);
 
@@ -559,10 +572,11 @@ ak_rate_lease_apply(ak_key_state_t *st, uint64_t grant, uint64_t retry_us,
     }
 
     const uint64_t left = sat_add(st->r_left, grant);
-    st->r_left = left > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(left);
+    set_lease_field(&st->r_left, left > UINT32_MAX
+                                 ? UINT32_MAX : static_cast<uint32_t>(left));
 
     if (retry_us == 0) {
-        st->r_next_ms = 0;
+        set_lease_field(&st->r_next_ms, 0);
         return;
     }
 
@@ -570,7 +584,8 @@ ak_rate_lease_apply(ak_key_state_t *st, uint64_t grant, uint64_t retry_us,
     if (ms > static_cast<uint64_t>(kMaxWaitMs)) {
         ms = kMaxWaitMs;
     }
-    st->r_next_ms = nonzero_ms(ms_of(now_us) + static_cast<uint32_t>(ms));
+    set_lease_field(&st->r_next_ms,
+                    nonzero_ms(ms_of(now_us) + static_cast<uint32_t>(ms)));
 }
 
 
