@@ -33,9 +33,9 @@
  * zone lock: its node-scope GCRA, one leased quota count, or both, are
  * swapped in the entry (ak_cache_gcra, ak_cache_quota_take,
  * ak_cache_limits_take; a count the rate then refused is given back under
- * the lock, ak_cache_give_back); else both under the lock.  The arithmetic (GCRA, the quota window, consuming
- * a leased count, when to prefetch, the size of a lease, remaining counts)
- * is the core's (ak_limits_admit, ak_quota_lease_want, ak_quota_lease_apply,
+ * the lock, ak_cache_give_back); else both under the lock.  The arithmetic
+ * (GCRA, the quota window, consuming a leased count, when to prefetch, the
+ * size of a lease, remaining counts) is the core's (ak_limits_admit, ak_quota_lease_want, ak_quota_lease_apply,
  * ak_quota_offline_apply); this file does the locking, the lease I/O and
  * the offline grants.
  */

@@ -1157,11 +1157,12 @@ ngx_http_api_key_source_vars(ngx_conf_t *cf, ngx_http_api_key_source_t *src)
 
         src->var = ngx_http_get_variable_index(cf, &name);
 
-        if (src->var != NGX_ERROR
-            && src->kept == offsetof(ngx_http_headers_in_t, authorization))
-        {
+        if (src->kept == offsetof(ngx_http_headers_in_t, authorization)) {
             /* header:Authorization: what nginx decoded of it too */
             src->var2 = ngx_http_get_variable_index(cf, &remote_user);
+            if (src->var2 == NGX_ERROR) {
+                return NGX_ERROR;
+            }
         }
 
         break;
@@ -1170,12 +1171,13 @@ ngx_http_api_key_source_vars(ngx_conf_t *cf, ngx_http_api_key_source_t *src)
     case NGX_HTTP_API_KEY_SRC_BASIC:
         src->kept = offsetof(ngx_http_headers_in_t, authorization);
         src->var = ngx_http_get_variable_index(cf, &http_authorization);
-        if (src->var == NGX_ERROR) {
-            return NGX_ERROR;
-        }
 
         /* what nginx decoded of Basic credentials */
         src->var2 = ngx_http_get_variable_index(cf, &remote_user);
+        if (src->var2 == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
         break;
 
     case NGX_HTTP_API_KEY_SRC_COOKIE:
@@ -1202,12 +1204,7 @@ ngx_http_api_key_source_vars(ngx_conf_t *cf, ngx_http_api_key_source_t *src)
     }
 
     if (src->var == NGX_ERROR
-        || (src->var2 == NGX_ERROR
-            && (src->type == NGX_HTTP_API_KEY_SRC_COOKIE
-                || src->type == NGX_HTTP_API_KEY_SRC_BEARER
-                || src->type == NGX_HTTP_API_KEY_SRC_BASIC
-                || src->kept == offsetof(ngx_http_headers_in_t,
-                                         authorization))))
+        || (src->type == NGX_HTTP_API_KEY_SRC_COOKIE && src->var2 == NGX_ERROR))
     {
         return NGX_ERROR;
     }

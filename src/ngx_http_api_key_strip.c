@@ -16,6 +16,14 @@
 #include "ngx_http_api_key.h"
 
 
+/* where nginx keeps the Cookie headers in r->headers_in (unkeep()) */
+#if (nginx_version >= 1023000)
+#define NGX_HTTP_API_KEY_COOKIES_KEPT  offsetof(ngx_http_headers_in_t, cookie)
+#else
+#define NGX_HTTP_API_KEY_COOKIES_KEPT  offsetof(ngx_http_headers_in_t, cookies)
+#endif
+
+
 static ngx_int_t ngx_http_api_key_strip_source(ngx_http_request_t *r,
     ngx_http_api_key_source_t *src, ngx_list_part_t *part, ngx_uint_t i,
     ngx_uint_t last);
@@ -619,7 +627,7 @@ ngx_http_api_key_strip_cookie(ngx_http_request_t *r, ngx_str_t *name)
     u_char           *v;
     size_t            len;
     ngx_int_t         rc;
-    ngx_uint_t        i, kept;
+    ngx_uint_t        i;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
     ngx_str_t         cookie = ngx_string("cookie");
@@ -645,13 +653,9 @@ ngx_http_api_key_strip_cookie(ngx_http_request_t *r, ngx_str_t *name)
 
             h->value.len = 0;
 
-#if (nginx_version >= 1023000)
-            kept = offsetof(ngx_http_headers_in_t, cookie);
-#else
-            kept = offsetof(ngx_http_headers_in_t, cookies);
-#endif
-
-            if (ngx_http_api_key_remove_header(r, h, kept, &part, &i)
+            if (ngx_http_api_key_remove_header(r, h,
+                                               NGX_HTTP_API_KEY_COOKIES_KEPT,
+                                               &part, &i)
                 != NGX_OK)
             {
                 return NGX_ERROR;
