@@ -818,6 +818,14 @@ typedef struct {
 #define AK_ENTRY_BAD        0x02 /* a NEGATIVE entry: the record exists but
                                     is malformed (ak_cache_put_bad) */
 
+/*
+ * The statistics stripe the lookups of this process count in (n modulo
+ * the 16 stripes): each worker its own (its number), so that workers never
+ * write one cache line on every lookup.  Process-wide, called once at
+ * worker start, before any lookup; without it, stripe 0.
+ */
+void ak_cache_set_stripe(unsigned n) AK_NOEXCEPT;
+
 /* Smallest block ak_cache_create accepts. */
 size_t ak_cache_min_size(void) AK_NOEXCEPT;
 

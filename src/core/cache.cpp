@@ -8,7 +8,8 @@
  *
  *   [0, 256)              header (struct ak_cache_s, padded to 256 bytes)
  *   [256, 1280)           statistics: 16 stripes of 64 bytes (lookups count
- *                         in the stripe of the CPU they run on)
+ *                         in the stripe of their process, see
+ *                         ak_cache_set_stripe)
  *   [1280, B)             bucket groups: ngroups x 64 bytes, each a
  *                         sequence counter and 15 bucket heads (u32 slot
  *                         index or NIL)
@@ -115,7 +116,6 @@
 #include "ak_core.h"
 #include "internal.hpp"
 
-#include <sched.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -491,13 +491,18 @@ tag_word(Slot *s) noexcept
 }
 
 
-/* the statistics stripe of the calling CPU */
+/*
+ * The statistics stripe of this process (ak_cache_set_stripe, given once
+ * at worker start: a worker's counts never share a cache line with
+ * another's, up to kStripes workers), stripe 0 until then.  A process-wide
+ * variable, not a field of the shared block: each worker has its own.
+ */
+uint32_t  g_stripe;
+
 inline Stripe *
 my_stripe(const ak_cache_s *h) noexcept
 {
-    int  cpu = sched_getcpu();
-
-    return stripes(h) + ((cpu < 0 ? 0 : (uint32_t) cpu) % kStripes);
+    return stripes(h) + g_stripe;
 }
 
 
@@ -1774,6 +1779,13 @@ aligned(const void *p) noexcept
  */
 
 extern "C" {
+
+void
+ak_cache_set_stripe(unsigned n) noexcept
+{
+    g_stripe = n % kStripes;
+}
+
 
 size_t
 ak_cache_min_size(void) noexcept
