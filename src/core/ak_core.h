@@ -882,9 +882,11 @@ size_t ak_cache_bytes_per_key(void) AK_NOEXCEPT;
 /*
  * Looks the hash up without the lock and marks its entry referenced (for
  * CLOCK).  On FRESH and STALE copies the blob into buf (cap >=
- * AK_RECORD_MAX; a record that does not fit in cap is a MISS; when cap has
- * 8 bytes more than the record, up to 7 bytes after it may be written
- * too: whole words are copied) and sets *len, *flags (AK_ENTRY_*) and
+ * AK_RECORD_MAX; a record that does not fit in cap is a MISS; bytes after
+ * it may be written too, never past cap: whole words are copied, up to 7
+ * bytes more when cap has room for them, and the 40 bytes of a slot's
+ * inline part for a record of up to 36 when cap >= 40) and sets *len,
+ * *flags (AK_ENTRY_*) and
  * *slot (a handle
  * for ak_cache_state and ak_cache_gcra; the slot may hold another entry by
  * the time it is used: they check).  Expired entries (negative past
