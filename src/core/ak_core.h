@@ -886,13 +886,12 @@ size_t ak_cache_bytes_per_key(void) AK_NOEXCEPT;
  * it may be written too, never past cap: whole words are copied, up to 7
  * bytes more when cap has room for them, and the 40 bytes of a slot's
  * inline part for a record of up to 36 when cap >= 40) and sets *len,
- * *flags (AK_ENTRY_*) and
- * *slot (a handle
- * for ak_cache_state and ak_cache_gcra; the slot may hold another entry by
- * the time it is used: they check).  Expired entries (negative past
- * negative_ttl, positive past ttl + stale) are reported as MISS and left
- * for a writer to remove.  A lookup that found its bucket group changing
- * in each of its 16 attempts answers MISS.  hot
+ * *flags (AK_ENTRY_*) and *slot (a handle for ak_cache_state and
+ * ak_cache_gcra; the slot may hold another entry by the time it is used:
+ * they check).  Expired entries (negative past negative_ttl, positive
+ * past ttl + stale) are reported as MISS and left for a writer to remove.
+ * A lookup that found its bucket group changing in each of its 16
+ * attempts answers MISS.  hot
  */
 int ak_cache_lookup(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
     uint64_t now_ms, unsigned char *buf, size_t cap, size_t *len,
