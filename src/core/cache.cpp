@@ -2503,7 +2503,7 @@ ak_cache_gcra(ak_cache_t *c, uint32_t slot,
 
         tat = w & TW_TAT;
 
-        if (!ak_gcra(&tat, now_us, interval_us, burst, res)) {
+        if (!ak::gcra(&tat, now_us, interval_us, burst, res)) {
             return 0;
         }
 
@@ -2663,7 +2663,7 @@ ak_cache_limits_take(ak_cache_t *c, uint32_t slot,
 
     tat = t0 & TW_TAT;
 
-    if (!ak_gcra(&tat, now_us, interval_us, burst, &rate)) {
+    if (!ak::gcra(&tat, now_us, interval_us, burst, &rate)) {
         *res = ak_admit_result_t{};
         res->rate = rate;
         return AK_DENY_RATE;
@@ -2691,7 +2691,7 @@ ak_cache_limits_take(ak_cache_t *c, uint32_t slot,
     for (tries = 0; tries < 64; tries++) {
         tat = w & TW_TAT;
 
-        if (!ak_gcra(&tat, now_us, interval_us, burst, &rate)) {
+        if (!ak::gcra(&tat, now_us, interval_us, burst, &rate)) {
             /* other requests took the rate meanwhile */
             res->window = window;
             return AK_TAKE_GIVE_BACK;
