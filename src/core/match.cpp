@@ -220,8 +220,14 @@ inline uint32_t load32_head(const unsigned char *p, size_t n) noexcept
  * The last bytes are read rule by rule.  An IPv6 rule is checked and
  * stepped over.  A host bit in a stored rule (never one ak_record_build
  * stores) is under no mask bit either.
+ *
+ * A function of its own at the start of a cache line (called by a jump):
+ * its loop, 48 bytes, then sits in one line wherever the linker puts the
+ * object (inlined, it crossed a line or not by the object's placement:
+ * 5% of its time).
  */
-int v4_allowed(uint32_t a, const unsigned char *p, size_t len) noexcept
+__attribute__((noinline, aligned(64))) int
+v4_allowed(uint32_t a, const unsigned char *p, size_t len) noexcept
 {
     const unsigned char *q = p, *end = p + len;
 
