@@ -18,6 +18,7 @@
 #include "internal.hpp"
 #include "fuzz_util.h"
 #include "match_old.h"
+#include "record_old.h"
 
 #include <cstdlib>
 #include <cstring>
@@ -247,12 +248,62 @@ void exercise(const ak_record_t &rec, fuzz::Input &in);
  * to the matchers): then the matchers run on its view (the sanitizers
  * check that they stay in the section).
  */
+/* the same string: the same bytes in the blob (an empty one anywhere) */
+bool same_str(const ak_str_t &a, const ak_str_t &b)
+{
+    return a.len == b.len
+           && (a.len == 0 || a.data == b.data
+               || std::memcmp(a.data, b.data, a.len) == 0);
+}
+
+/* the same view, field for field (id_buf: only where id points to it) */
+bool same_view(const ak_record_t &a, const ak_record_t &b)
+{
+    return same_str(a.id, b.id)
+           && (a.id.data == a.id_buf) == (b.id.data == b.id_buf)
+           && same_str(a.owner, b.owner) && same_str(a.plan, b.plan)
+           && same_str(a.scopes, b.scopes)
+           && (a.owner.data != nullptr) == (b.owner.data != nullptr)
+           && (a.plan.data != nullptr) == (b.plan.data != nullptr)
+           && (a.scopes.data != nullptr) == (b.scopes.data != nullptr)
+           && a.expires_at == b.expires_at && a.status == b.status
+           && a.has_ips == b.has_ips && a.has_referrers == b.has_referrers
+           && a.rate_period == b.rate_period && a.rate_n == b.rate_n
+           && a.burst == b.burst && a.rate_interval_us == b.rate_interval_us
+           && a.quota_period == b.quota_period && a.quota_n == b.quota_n
+           && a.rate_scope == b.rate_scope && a.identity == b.identity
+           && a.alias_until == b.alias_until && a.blob == b.blob
+           && a.blob_len == b.blob_len && a.ips == b.ips
+           && a.referrers == b.referrers && a.ips_len == b.ips_len
+           && a.referrers_len == b.referrers_len;
+}
+
+/* both views against the view before it was made cheaper
+   (record_old.h): the same answer and the same view, on every blob */
+void check_old(const unsigned char *hash, const unsigned char *blob,
+    size_t len, int rc, const ak_record_t &full, int lrc,
+    const ak_record_t &lz)
+{
+    ak_record_t of, ol;
+    int orc = record_old::record_view_old(hash, blob, len, &of, true);
+    int olrc = record_old::record_view_old(hash, blob, len, &ol, false);
+
+    FUZZ_CHECK(rc == orc && lrc == olrc);
+    if (rc == 0) {
+        FUZZ_CHECK(same_view(full, of));
+    }
+    if (lrc == 0) {
+        FUZZ_CHECK(same_view(lz, ol));
+    }
+}
+
 void check_lazy(const unsigned char *hash, const unsigned char *blob,
     size_t len, int rc, const ak_record_t &full, fuzz::Input &in)
 {
     ak_record_t lz;
     int lrc = ak_record_view_lazy(hash, blob, len, &lz);
     FUZZ_CHECK(lrc == 0 || lrc == -1);
+    check_old(hash, blob, len, rc, full, lrc, lz);
     if (rc == 0) {
         FUZZ_CHECK(lrc == 0);
     }

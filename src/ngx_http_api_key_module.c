@@ -626,6 +626,8 @@ ngx_http_api_key_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    ak_cache_set_stripe((unsigned) ngx_worker);
+
     ctx = (ngx_http_conf_ctx_t *) ngx_get_conf(cycle->conf_ctx,
                                                ngx_http_module);
     if (ctx == NULL) {

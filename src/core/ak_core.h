@@ -818,6 +818,14 @@ typedef struct {
 #define AK_ENTRY_BAD        0x02 /* a NEGATIVE entry: the record exists but
                                     is malformed (ak_cache_put_bad) */
 
+/*
+ * The statistics stripe the lookups of this process count in (n modulo
+ * the 16 stripes): each worker its own (its number), so that workers never
+ * write one cache line on every lookup.  Process-wide, called once at
+ * worker start, before any lookup; without it, stripe 0.
+ */
+void ak_cache_set_stripe(unsigned n) AK_NOEXCEPT;
+
 /* Smallest block ak_cache_create accepts. */
 size_t ak_cache_min_size(void) AK_NOEXCEPT;
 
@@ -874,15 +882,16 @@ size_t ak_cache_bytes_per_key(void) AK_NOEXCEPT;
 /*
  * Looks the hash up without the lock and marks its entry referenced (for
  * CLOCK).  On FRESH and STALE copies the blob into buf (cap >=
- * AK_RECORD_MAX; a record that does not fit in cap is a MISS; when cap has
- * 8 bytes more than the record, up to 7 bytes after it may be written
- * too: whole words are copied) and sets *len, *flags (AK_ENTRY_*) and
- * *slot (a handle
- * for ak_cache_state and ak_cache_gcra; the slot may hold another entry by
- * the time it is used: they check).  Expired entries (negative past
- * negative_ttl, positive past ttl + stale) are reported as MISS and left
- * for a writer to remove.  A lookup that found its bucket group changing
- * in each of its 16 attempts answers MISS.  hot
+ * AK_RECORD_MAX; a record that does not fit in cap is a MISS; bytes after
+ * it may be written too, never past cap: whole words are copied, up to 7
+ * bytes more when cap has room for them, and the 40 bytes of a slot's
+ * inline part for a record of up to 36 when cap >= 40) and sets *len,
+ * *flags (AK_ENTRY_*) and *slot (a handle for ak_cache_state and
+ * ak_cache_gcra; the slot may hold another entry by the time it is used:
+ * they check).  Expired entries (negative past negative_ttl, positive
+ * past ttl + stale) are reported as MISS and left for a writer to remove.
+ * A lookup that found its bucket group changing in each of its 16
+ * attempts answers MISS.  hot
  */
 int ak_cache_lookup(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
     uint64_t now_ms, unsigned char *buf, size_t cap, size_t *len,

@@ -8,7 +8,8 @@
  *
  *   [0, 256)              header (struct ak_cache_s, padded to 256 bytes)
  *   [256, 1280)           statistics: 16 stripes of 64 bytes (lookups count
- *                         in the stripe of the CPU they run on)
+ *                         in the stripe of their process, see
+ *                         ak_cache_set_stripe)
  *   [1280, B)             bucket groups: ngroups x 64 bytes, each a
  *                         sequence counter and 15 bucket heads (u32 slot
  *                         index or NIL)
@@ -115,7 +116,6 @@
 #include "ak_core.h"
 #include "internal.hpp"
 
-#include <sched.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -145,6 +145,7 @@ const size_t    kGroupsOff = kHeaderSize + kStripes * kStripeSize;
 const uint32_t  kGroupBuckets = 15;
 const size_t    kGroupSize = 64;
 const size_t    kInline = 36;           /* blob bytes in the entry slot */
+const size_t    kInlineWords = (kInline + 7) / 8;   /* as whole words */
 const size_t    kOvfStart = 16;         /* after the tag word and the
                                            quota word (see above) */
 const size_t    kOvfData = 108;         /* blob bytes per overflow slot */
@@ -286,6 +287,29 @@ racy_read(unsigned char *dst, const unsigned char *src, size_t n) noexcept
 }
 
 
+/* the inline blob bytes of an entry slot, whole words (dst has
+ * kInlineWords * 8 bytes): no count, no loop */
+inline void
+racy_read_inline(unsigned char *dst, const unsigned char *src) noexcept
+{
+    uint64_t     a, b, x, y, z;
+    const u64a  *s = reinterpret_cast<const u64a *>(src);
+
+    static_assert(kInlineWords == 5, "five words");
+
+    a = __atomic_load_n(s, __ATOMIC_RELAXED);
+    b = __atomic_load_n(s + 1, __ATOMIC_RELAXED);
+    x = __atomic_load_n(s + 2, __ATOMIC_RELAXED);
+    y = __atomic_load_n(s + 3, __ATOMIC_RELAXED);
+    z = __atomic_load_n(s + 4, __ATOMIC_RELAXED);
+    memcpy(dst, &a, 8);
+    memcpy(dst + 8, &b, 8);
+    memcpy(dst + 16, &x, 8);
+    memcpy(dst + 24, &y, 8);
+    memcpy(dst + 32, &z, 8);
+}
+
+
 /* the same the other way: dst 8-byte aligned */
 void
 racy_write(unsigned char *dst, const unsigned char *src, size_t n) noexcept
@@ -304,24 +328,27 @@ racy_write(unsigned char *dst, const unsigned char *src, size_t n) noexcept
     }
 }
 
-/* 1 when the 32 bytes at p (8-byte aligned) are hash */
+/* 1 when the 32 bytes at p (8-byte aligned) are hash: the four words
+ * compared at once, no branch per word (a chain's other entries, read
+ * whole, are in the line the hash is in anyway) */
 inline bool
 racy_same_hash(const unsigned char *p, const unsigned char *hash) noexcept
 {
-    uint64_t  a, b;
-    int       k;
+    uint64_t     a0, a1, a2, a3, b0, b1, b2, b3;
+    const u64a  *w = reinterpret_cast<const u64a *>(p);
 
-    for (k = 0; k < AK_HASH_LEN; k += 8) {
-        a = __atomic_load_n(reinterpret_cast<const u64a *>(p + k),
-                            __ATOMIC_RELAXED);
-        memcpy(&b, hash + k, 8);
+    static_assert(AK_HASH_LEN == 32, "four words");
 
-        if (a != b) {
-            return false;
-        }
-    }
+    a0 = __atomic_load_n(w, __ATOMIC_RELAXED);
+    a1 = __atomic_load_n(w + 1, __ATOMIC_RELAXED);
+    a2 = __atomic_load_n(w + 2, __ATOMIC_RELAXED);
+    a3 = __atomic_load_n(w + 3, __ATOMIC_RELAXED);
+    memcpy(&b0, hash, 8);
+    memcpy(&b1, hash + 8, 8);
+    memcpy(&b2, hash + 16, 8);
+    memcpy(&b3, hash + 24, 8);
 
-    return true;
+    return ((a0 ^ b0) | (a1 ^ b1) | (a2 ^ b2) | (a3 ^ b3)) == 0;
 }
 
 inline void
@@ -491,13 +518,18 @@ tag_word(Slot *s) noexcept
 }
 
 
-/* the statistics stripe of the calling CPU */
+/*
+ * The statistics stripe of this process (ak_cache_set_stripe, given once
+ * at worker start: a worker's counts never share a cache line with
+ * another's, up to kStripes workers), stripe 0 until then.  A process-wide
+ * variable, not a field of the shared block: each worker has its own.
+ */
+uint32_t  g_stripe;
+
 inline Stripe *
 my_stripe(const ak_cache_s *h) noexcept
 {
-    int  cpu = sched_getcpu();
-
-    return stripes(h) + ((cpu < 0 ? 0 : (uint32_t) cpu) % kStripes);
+    return stripes(h) + g_stripe;
 }
 
 
@@ -1540,8 +1572,9 @@ struct Found {
 };
 
 
-/* false: the group changed (or was being changed) during the attempt */
-bool
+/* false: the group changed (or was being changed) during the attempt.
+ * Inlined in the lookup: *f then lives in registers */
+inline __attribute__((always_inline)) bool
 lookup_once(const ak_cache_s *c, const unsigned char *hash, uint64_t now,
     unsigned char *buf, size_t cap, Found *f) noexcept
 {
@@ -1620,6 +1653,12 @@ lookup_once(const ak_cache_s *c, const unsigned char *hash, uint64_t now,
         goto check;
     }
 
+    if (len <= kInline && cap >= kInlineWords * 8) {
+        /* the common record, inline only: its words, all of them */
+        racy_read_inline(buf, s[i].blob);
+        goto found;
+    }
+
     rest = len;
     out = buf;
     j = ld(s[i].ovf);
@@ -1670,6 +1709,8 @@ lookup_once(const ak_cache_s *c, const unsigned char *hash, uint64_t now,
         j = next;
     }
 
+found:
+
     f->rc = (age < ttl && gen == ld(c->gen) && !(flags & F_STORED_STALE))
             ? AK_CACHE_FRESH : AK_CACHE_STALE;
     f->slot = i;
@@ -1685,7 +1726,9 @@ check:
 }
 
 
-int
+/* inlined in ak_cache_lookup and _again: their call of it cost 11
+ * instructions, its nine arguments passed on (three on the stack) */
+inline __attribute__((always_inline)) int
 lookup(ak_cache_s *c, const unsigned char *hash, uint64_t now,
     unsigned char *buf, size_t cap, size_t *len, uint32_t *flags,
     uint32_t *slot, bool counted) noexcept
@@ -1774,6 +1817,13 @@ aligned(const void *p) noexcept
  */
 
 extern "C" {
+
+void
+ak_cache_set_stripe(unsigned n) noexcept
+{
+    g_stripe = n % kStripes;
+}
+
 
 size_t
 ak_cache_min_size(void) noexcept
@@ -2453,7 +2503,7 @@ ak_cache_gcra(ak_cache_t *c, uint32_t slot,
 
         tat = w & TW_TAT;
 
-        if (!ak_gcra(&tat, now_us, interval_us, burst, res)) {
+        if (!ak::gcra(&tat, now_us, interval_us, burst, res)) {
             return 0;
         }
 
@@ -2613,7 +2663,7 @@ ak_cache_limits_take(ak_cache_t *c, uint32_t slot,
 
     tat = t0 & TW_TAT;
 
-    if (!ak_gcra(&tat, now_us, interval_us, burst, &rate)) {
+    if (!ak::gcra(&tat, now_us, interval_us, burst, &rate)) {
         *res = ak_admit_result_t{};
         res->rate = rate;
         return AK_DENY_RATE;
@@ -2641,7 +2691,7 @@ ak_cache_limits_take(ak_cache_t *c, uint32_t slot,
     for (tries = 0; tries < 64; tries++) {
         tat = w & TW_TAT;
 
-        if (!ak_gcra(&tat, now_us, interval_us, burst, &rate)) {
+        if (!ak::gcra(&tat, now_us, interval_us, burst, &rate)) {
             /* other requests took the rate meanwhile */
             res->window = window;
             return AK_TAKE_GIVE_BACK;

@@ -67,40 +67,7 @@ extern "C" int
 ak_gcra(uint64_t *tat, uint64_t now_us, uint64_t interval_us, uint32_t burst,
     ak_rate_result_t *res) noexcept
 {
-    ak_rate_result_t tmp;
-    if (res == nullptr) {
-        res = &tmp;
-    }
-
-    res->remaining = 0;
-    res->retry_after_us = 0;
-    res->reset_us = 0;
-
-    if (tat == nullptr) {
-        return 1;
-    }
-
-    const uint64_t T = interval_us ? interval_us : 1;
-    const uint64_t tau = sat_mul(burst, T);
-    const uint64_t t = *tat > now_us ? *tat : now_us;   /* max(tat, now) */
-    const uint64_t wait = t - now_us;                   /* bucket level */
-
-    if (wait > tau) {
-        /* limited: the next request conforms once t - now <= tau */
-        res->retry_after_us = wait - tau;
-        res->reset_us = wait;
-        return 0;
-    }
-
-    const uint64_t new_tat = sat_add(t, T);
-    *tat = new_tat;
-
-    /* how many more would be allowed right now: (tau - wait) / T */
-    uint64_t remaining = (tau - wait) / T;
-    res->remaining = remaining > UINT32_MAX ? UINT32_MAX
-                                            : static_cast<uint32_t>(remaining);
-    res->reset_us = new_tat - now_us;
-    return 1;
+    return ak::gcra(tat, now_us, interval_us, burst, res);
 }
 
 

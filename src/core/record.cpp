@@ -637,36 +637,80 @@ ak_record_build(const unsigned char hash[AK_HASH_LEN], const ak_str_t *fields,
 
 namespace {
 
+/*
+ * The view reads the blob with a cursor p up to end, every read checked
+ * against end (as ak::Reader does, without its "ok" state carried through
+ * each byte): a varint of one byte (every length and most numbers) is read
+ * inline, a longer one by ak::Reader, bit for bit the same decoding.
+ */
+
+bool varint_long(const unsigned char *&p, const unsigned char *end,
+    uint64_t *v) noexcept
+{
+    ak::Reader r(p, static_cast<size_t>(end - p));
+
+    *v = r.varint();
+    if (!r.ok) {
+        return false;
+    }
+    p += r.off;
+    return true;
+}
+
+inline bool varint(const unsigned char *&p, const unsigned char *end,
+    uint64_t *v) noexcept
+{
+    if (p < end && *p < 0x80) {
+        *v = *p++;
+        return true;
+    }
+    return varint_long(p, end, v);
+}
+
+/* n bytes at p (moved past them), n > 0 and <= max */
+inline bool bytes(const unsigned char *&p, const unsigned char *end,
+    uint64_t n, uint64_t max, const unsigned char **out) noexcept
+{
+    if (n == 0 || n > max || n > static_cast<uint64_t>(end - p)) {
+        return false;
+    }
+    *out = p;
+    p += n;
+    return true;
+}
+
 /* full false: a record without an id leaves rec->id empty (data NULL),
    ak_record_default_id() makes it when asked; the rules sections' bytes
-   are left to the matchers (see ak_record_view_lazy) */
-inline int
+   are left to the matchers (see ak_record_view_lazy).  Every field of
+   *rec is set (id_buf only by ak_record_default_id): no memset of the
+   whole view but on a corrupt blob.  Inlined in both entry points: a
+   call and a second prologue cost as much as the checks of a field. */
+inline __attribute__((always_inline)) int
 record_view(const unsigned char hash[AK_HASH_LEN],
     const unsigned char *blob, size_t len, ak_record_t *rec,
     bool full) noexcept
 {
     using namespace ak;
 
+    const unsigned char  *p, *end, *q;
+    uint8_t               b1, pres, status, rp, qp;
+    uint64_t              n, v;
+
     if (rec == nullptr) {
         return -1;
     }
 
-    std::memset(rec, 0, sizeof(*rec));
-
     if (blob == nullptr || len < blob::kHeaderLen || len > AK_RECORD_MAX) {
-        return -1;
+        goto corrupt;
     }
 
-    Reader r(blob, len);
-    uint8_t version = r.u8();
-    uint8_t b1 = r.u8();
-    uint8_t pres = r.u8();
+    b1 = blob[1];
+    pres = blob[2];
+    status = b1 & blob::kStatusMask;
+    rp = (b1 & blob::kRateMask) >> blob::kRateShift;
+    qp = (b1 & blob::kQuotaMask) >> blob::kQuotaShift;
 
-    uint8_t status = b1 & blob::kStatusMask;
-    uint8_t rp = (b1 & blob::kRateMask) >> blob::kRateShift;
-    uint8_t qp = (b1 & blob::kQuotaMask) >> blob::kQuotaShift;
-
-    if (version != blob::kVersion
+    if (blob[0] != blob::kVersion
         || status > AK_STATUS_DISABLED
         || (qp != AK_PERIOD_NONE && qp != AK_PERIOD_HOUR
             && qp != AK_PERIOD_DAY && qp != AK_PERIOD_MONTH)
@@ -675,45 +719,71 @@ record_view(const unsigned char hash[AK_HASH_LEN],
         goto corrupt;
     }
 
-    rec->status = status;
+    p = blob + blob::kHeaderLen;
+    end = blob + len;
+
+    rec->id = { nullptr, 0 };
     rec->owner = { kEmpty, 0 };
     rec->plan = { kEmpty, 0 };
     rec->scopes = { kEmpty, 0 };
+    rec->expires_at = 0;
+    rec->status = status;
+    rec->has_ips = 0;
+    rec->has_referrers = 0;
+    rec->rate_period = AK_PERIOD_NONE;
+    rec->rate_n = 0;
+    rec->burst = 0;
+    rec->rate_interval_us = 0;
+    rec->quota_period = AK_PERIOD_NONE;
+    rec->quota_n = 0;
+    rec->rate_scope = AK_RATE_SCOPE_DEFAULT;
+    rec->identity = nullptr;
+    rec->alias_until = 0;
+    rec->ips = nullptr;
+    rec->referrers = nullptr;
+    rec->ips_len = 0;
+    rec->referrers_len = 0;
 
     if (pres & blob::kHasIps) {
-        size_t n = r.u16();
-        const unsigned char *p = r.bytes(n);
-        if (p == nullptr || n == 0 || (full && !check_ips_section(p, n))) {
+        if (end - p < 2) {
+            goto corrupt;
+        }
+        n = static_cast<uint64_t>(p[0] | (p[1] << 8));
+        p += 2;
+        if (!bytes(p, end, n, 0xffff, &q)
+            || (full && !check_ips_section(q, n)))
+        {
             goto corrupt;
         }
         rec->has_ips = 1;
-        rec->ips = p;
+        rec->ips = q;
         rec->ips_len = static_cast<uint16_t>(n);
     }
 
     if (pres & blob::kHasReferrers) {
-        size_t n = r.u16();
-        const unsigned char *p = r.bytes(n);
-        if (p == nullptr || n == 0
-            || (full && !check_referrers_section(p, n)))
+        if (end - p < 2) {
+            goto corrupt;
+        }
+        n = static_cast<uint64_t>(p[0] | (p[1] << 8));
+        p += 2;
+        if (!bytes(p, end, n, 0xffff, &q)
+            || (full && !check_referrers_section(q, n)))
         {
             goto corrupt;
         }
         rec->has_referrers = 1;
-        rec->referrers = p;
+        rec->referrers = q;
         rec->referrers_len = static_cast<uint16_t>(n);
     }
 
     if (pres & blob::kHasId) {
-        uint64_t n = r.varint();
-        const unsigned char *p = r.bytes(n);
-        if (p == nullptr
-            || !valid_id(reinterpret_cast<const char *>(p),
+        if (!varint(p, end, &n) || !bytes(p, end, n, AK_ID_MAX_LEN, &q)
+            || !valid_id(reinterpret_cast<const char *>(q),
                          static_cast<size_t>(n)))
         {
             goto corrupt;
         }
-        rec->id = { reinterpret_cast<const char *>(p),
+        rec->id = { reinterpret_cast<const char *>(q),
                     static_cast<size_t>(n) };
     } else {
         if (hash == nullptr) {
@@ -724,37 +794,39 @@ record_view(const unsigned char hash[AK_HASH_LEN],
         }
     }
 
-    {
-        static const uint8_t bits[] = {
-            blob::kHasOwner, blob::kHasPlan, blob::kHasScopes,
-        };
-        ak_str_t *dst[] = { &rec->owner, &rec->plan, &rec->scopes };
-        const uint64_t max[] = { kTextMax, kTextMax, AK_RECORD_MAX };
-
-        for (size_t i = 0; i < 3; i++) {
-            if (pres & bits[i]) {
-                uint64_t n = r.varint();
-                const unsigned char *p = r.bytes(n);
-                if (p == nullptr || n == 0 || n > max[i]) {
-                    goto corrupt;
-                }
-                *dst[i] = { reinterpret_cast<const char *>(p),
-                            static_cast<size_t>(n) };
-            }
+    if (pres & blob::kHasOwner) {
+        if (!varint(p, end, &n) || !bytes(p, end, n, kTextMax, &q)) {
+            goto corrupt;
         }
+        rec->owner = { reinterpret_cast<const char *>(q),
+                       static_cast<size_t>(n) };
+    }
+
+    if (pres & blob::kHasPlan) {
+        if (!varint(p, end, &n) || !bytes(p, end, n, kTextMax, &q)) {
+            goto corrupt;
+        }
+        rec->plan = { reinterpret_cast<const char *>(q),
+                      static_cast<size_t>(n) };
+    }
+
+    if (pres & blob::kHasScopes) {
+        if (!varint(p, end, &n) || !bytes(p, end, n, AK_RECORD_MAX, &q)) {
+            goto corrupt;
+        }
+        rec->scopes = { reinterpret_cast<const char *>(q),
+                        static_cast<size_t>(n) };
     }
 
     if (pres & blob::kHasExpires) {
-        uint64_t v = r.varint();
-        if (v == 0 || v > kExpiresMax) {
+        if (!varint(p, end, &v) || v == 0 || v > kExpiresMax) {
             goto corrupt;
         }
         rec->expires_at = static_cast<int64_t>(v);
     }
 
     if (rp != AK_PERIOD_NONE) {
-        uint64_t v = r.varint();
-        if (v == 0 || v > kRateMax) {
+        if (!varint(p, end, &v) || v == 0 || v > kRateMax) {
             goto corrupt;
         }
         uint64_t period = rp == AK_PERIOD_SECOND ? kUsPerSecond
@@ -766,16 +838,14 @@ record_view(const unsigned char hash[AK_HASH_LEN],
     }
 
     if (pres & blob::kHasBurst) {
-        uint64_t v = r.varint();
-        if (v == 0 || v > kBurstMax) {
+        if (!varint(p, end, &v) || v == 0 || v > kBurstMax) {
             goto corrupt;
         }
         rec->burst = static_cast<uint32_t>(v);
     }
 
     if (qp != AK_PERIOD_NONE) {
-        uint64_t v = r.varint();
-        if (v == 0 || v > kQuotaMax) {
+        if (!varint(p, end, &v) || v == 0 || v > kQuotaMax) {
             goto corrupt;
         }
         rec->quota_period = qp;
@@ -783,27 +853,27 @@ record_view(const unsigned char hash[AK_HASH_LEN],
     }
 
     if (b1 & blob::kHasExt) {
-        uint8_t ext = r.u8();
+        if (p >= end) {
+            goto corrupt;
+        }
+        uint8_t ext = *p++;
         if (ext == 0 || (ext & ~blob::kExtKnown)) {
             goto corrupt;
         }
         if (ext & blob::kExtIdentity) {
-            const unsigned char *p = r.bytes(AK_HASH_LEN);
-            if (p == nullptr) {
+            if (!bytes(p, end, AK_HASH_LEN, AK_HASH_LEN, &q)) {
                 goto corrupt;
             }
-            rec->identity = p;
+            rec->identity = q;
         }
         if (ext & blob::kExtAliasUntil) {
-            uint64_t v = r.varint();
-            if (v == 0 || v > kExpiresMax) {
+            if (!varint(p, end, &v) || v == 0 || v > kExpiresMax) {
                 goto corrupt;
             }
             rec->alias_until = static_cast<int64_t>(v);
         }
         if (ext & blob::kExtRateScope) {
-            uint64_t v = r.varint();
-            if (rp == AK_PERIOD_NONE
+            if (!varint(p, end, &v) || rp == AK_PERIOD_NONE
                 || (v != AK_RATE_SCOPE_NODE && v != AK_RATE_SCOPE_CLUSTER))
             {
                 goto corrupt;
@@ -812,7 +882,7 @@ record_view(const unsigned char hash[AK_HASH_LEN],
         }
     }
 
-    if (!r.ok || r.off != len) {
+    if (p != end) {
         goto corrupt;
     }
 
