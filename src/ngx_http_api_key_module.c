@@ -1158,6 +1158,9 @@ ngx_http_api_key_source_vars(ngx_conf_t *cf, ngx_http_api_key_source_t *src)
         }
 
         src->var = ngx_http_get_variable_index(cf, &name);
+        if (src->var == NGX_ERROR) {
+            return NGX_ERROR;
+        }
 
         if (src->kept == offsetof(ngx_http_headers_in_t, authorization)) {
             /* header:Authorization: what nginx decoded of it too */
@@ -1173,6 +1176,9 @@ ngx_http_api_key_source_vars(ngx_conf_t *cf, ngx_http_api_key_source_t *src)
     case NGX_HTTP_API_KEY_SRC_BASIC:
         src->kept = offsetof(ngx_http_headers_in_t, authorization);
         src->var = ngx_http_get_variable_index(cf, &http_authorization);
+        if (src->var == NGX_ERROR) {
+            return NGX_ERROR;
+        }
 
         /* what nginx decoded of Basic credentials */
         src->var2 = ngx_http_get_variable_index(cf, &remote_user);
@@ -1199,16 +1205,14 @@ ngx_http_api_key_source_vars(ngx_conf_t *cf, ngx_http_api_key_source_t *src)
         }
 
         src->var2 = ngx_http_get_variable_index(cf, &http_cookie);
+        if (src->var2 == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
         break;
 
     default: /* NGX_HTTP_API_KEY_SRC_QUERY */
-        return NGX_OK;
-    }
-
-    if (src->var == NGX_ERROR
-        || (src->type == NGX_HTTP_API_KEY_SRC_COOKIE && src->var2 == NGX_ERROR))
-    {
-        return NGX_ERROR;
+        break;
     }
 
     return NGX_OK;

@@ -462,11 +462,7 @@ n_ovf(size_t len) noexcept
 }
 
 
-inline uint64_t
-sat_add(uint64_t a, uint64_t b) noexcept
-{
-    return a + b < a ? UINT64_MAX : a + b;
-}
+using ak::sat_add;
 
 
 inline Group *

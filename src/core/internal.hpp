@@ -452,21 +452,23 @@ set_used(ak_key_state_t *st, uint64_t v) noexcept
 } // namespace qword
 
 
+/* saturating arithmetic of the limits and the cache's ages */
+inline uint64_t sat_add(uint64_t a, uint64_t b) noexcept
+{
+    return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+inline uint64_t sat_mul(uint64_t a, uint64_t b) noexcept
+{
+    return (b != 0 && a > UINT64_MAX / b) ? UINT64_MAX : a * b;
+}
+
+
 /*
  * ak_gcra (see ak_core.h), inline: ak_cache_gcra runs it on every request
  * of a key with a rate, its TAT then in a register, not in memory for a
  * call.  ak_gcra is this.
  */
-inline uint64_t gcra_sat_add(uint64_t a, uint64_t b) noexcept
-{
-    return a > UINT64_MAX - b ? UINT64_MAX : a + b;
-}
-
-inline uint64_t gcra_sat_mul(uint64_t a, uint64_t b) noexcept
-{
-    return (b != 0 && a > UINT64_MAX / b) ? UINT64_MAX : a * b;
-}
-
 inline int gcra(uint64_t *tat, uint64_t now_us, uint64_t interval_us,
     uint32_t burst, ak_rate_result_t *res) noexcept
 {
@@ -484,7 +486,7 @@ inline int gcra(uint64_t *tat, uint64_t now_us, uint64_t interval_us,
     }
 
     const uint64_t T = interval_us ? interval_us : 1;
-    const uint64_t tau = gcra_sat_mul(burst, T);
+    const uint64_t tau = sat_mul(burst, T);
     const uint64_t t = *tat > now_us ? *tat : now_us;   /* max(tat, now) */
     const uint64_t wait = t - now_us;                   /* bucket level */
 
@@ -495,7 +497,7 @@ inline int gcra(uint64_t *tat, uint64_t now_us, uint64_t interval_us,
         return 0;
     }
 
-    const uint64_t new_tat = gcra_sat_add(t, T);
+    const uint64_t new_tat = sat_add(t, T);
     *tat = new_tat;
 
     /* how many more would be allowed right now: (tau - wait) / T */

@@ -13,15 +13,8 @@
 
 namespace {
 
-inline uint64_t sat_add(uint64_t a, uint64_t b) noexcept
-{
-    return a > UINT64_MAX - b ? UINT64_MAX : a + b;
-}
-
-inline uint64_t sat_mul(uint64_t a, uint64_t b) noexcept
-{
-    return (b != 0 && a > UINT64_MAX / b) ? UINT64_MAX : a * b;
-}
+using ak::sat_add;
+using ak::sat_mul;
 
 /* floor division for b > 0 */
 inline int64_t floor_div(int64_t a, int64_t b) noexcept

@@ -679,6 +679,19 @@ inline bool bytes(const unsigned char *&p, const unsigned char *end,
     return true;
 }
 
+/* a rules section: its 16-bit length, then that many bytes (n > 0) */
+inline bool section(const unsigned char *&p, const unsigned char *end,
+    const unsigned char **out, uint16_t *len) noexcept
+{
+    if (end - p < 2) {
+        return false;
+    }
+    uint64_t n = static_cast<uint64_t>(p[0] | (p[1] << 8));
+    p += 2;
+    *len = static_cast<uint16_t>(n);
+    return bytes(p, end, n, 0xffff, out);
+}
+
 /* full false: a record without an id leaves rec->id empty (data NULL),
    ak_record_default_id() makes it when asked; the rules sections' bytes
    are left to the matchers (see ak_record_view_lazy).  Every field of
@@ -745,35 +758,22 @@ record_view(const unsigned char hash[AK_HASH_LEN],
     rec->referrers_len = 0;
 
     if (pres & blob::kHasIps) {
-        if (end - p < 2) {
-            goto corrupt;
-        }
-        n = static_cast<uint64_t>(p[0] | (p[1] << 8));
-        p += 2;
-        if (!bytes(p, end, n, 0xffff, &q)
-            || (full && !check_ips_section(q, n)))
+        if (!section(p, end, &rec->ips, &rec->ips_len)
+            || (full && !check_ips_section(rec->ips, rec->ips_len)))
         {
             goto corrupt;
         }
         rec->has_ips = 1;
-        rec->ips = q;
-        rec->ips_len = static_cast<uint16_t>(n);
     }
 
     if (pres & blob::kHasReferrers) {
-        if (end - p < 2) {
-            goto corrupt;
-        }
-        n = static_cast<uint64_t>(p[0] | (p[1] << 8));
-        p += 2;
-        if (!bytes(p, end, n, 0xffff, &q)
-            || (full && !check_referrers_section(q, n)))
+        if (!section(p, end, &rec->referrers, &rec->referrers_len)
+            || (full && !check_referrers_section(rec->referrers,
+                                                 rec->referrers_len)))
         {
             goto corrupt;
         }
         rec->has_referrers = 1;
-        rec->referrers = q;
-        rec->referrers_len = static_cast<uint16_t>(n);
     }
 
     if (pres & blob::kHasId) {
