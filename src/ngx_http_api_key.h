@@ -68,6 +68,18 @@
  */
 #pragma GCC visibility push(hidden)
 
+
+/*
+ * A function off the usual path (a denial, a rare case): kept out of line,
+ * so that the usual path's caller saves fewer registers and its stack
+ * frame stays small.
+ */
+#if (defined __GNUC__ || defined __clang__)
+#define ngx_http_api_key_cold  __attribute__((noinline, cold))
+#else
+#define ngx_http_api_key_cold
+#endif
+
 #include "ak_core.h"
 
 

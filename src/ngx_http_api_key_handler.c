@@ -34,6 +34,9 @@ static ngx_int_t ngx_http_api_key_keep_text(ngx_http_request_t *r,
 static ngx_int_t ngx_http_api_key_decide(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_status_e status);
+static ngx_int_t ngx_http_api_key_deny(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    ngx_http_api_key_status_e status) ngx_http_api_key_cold;
 static ngx_int_t ngx_http_api_key_set_header(ngx_http_request_t *r,
     const char *name, size_t len, ngx_str_t *value, ngx_table_elt_t **ref);
 static u_char *ngx_http_api_key_uint(u_char *p, ngx_uint_t n);
@@ -1061,33 +1064,37 @@ ngx_http_api_key_keep_text(ngx_http_request_t *r, ngx_http_api_key_ctx_t *ctx,
 }
 
 
-/* records the outcome and turns it into the handler's answer */
+/*
+ * Records the outcome and turns it into the handler's answer: an allowed
+ * request (the usual case) ends here, a denial's headers are set by
+ * ngx_http_api_key_deny().
+ */
 
 static ngx_int_t
 ngx_http_api_key_decide(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_status_e status)
 {
-    ngx_int_t                      rc;
-    ngx_str_t                      one = ngx_string("1");
-    ngx_str_t                      v, *www, *more;
-    ngx_uint_t                     n;
+    ngx_str_t                      v;
+    ngx_http_api_key_zone_t       *zone;
     ngx_http_api_key_main_conf_t  *amcf;
+
+    zone = alcf->zone;
 
     ctx->status = status;
     ctx->decided = 1;
     ctx->decided_by = alcf;
 
     (void) ngx_atomic_fetch_add(
-               &alcf->zone->sh->status[ngx_worker % NGX_HTTP_API_KEY_STRIPES]
-                                      [status], 1);
+               &zone->sh->status[ngx_worker % NGX_HTTP_API_KEY_STRIPES]
+                                [status], 1);
 
-    if (ctx->hashed) {
+    if (ctx->hashed && zone->usage_flush) {
         /*
          * the key's last use and requests per day (a known record only),
          * under its identity: a rotated key keeps its history
          */
-        ngx_http_api_key_usage_count(alcf->zone,
+        ngx_http_api_key_usage_count(zone,
                                      (ctx->text
                                       && ctx->text_len[
                                              NGX_HTTP_API_KEY_TEXT_IDENTITY])
@@ -1097,20 +1104,22 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
                                      status);
     }
 
-    amcf = ngx_http_get_module_main_conf(r, ngx_http_api_key_module);
-
-    if (amcf->metrics_label && ctx->text && alcf->zone->sh->labels) {
+    if (ctx->text && zone->sh->labels) {
         /* api_key_metrics labels=: by the record's plan or owner */
 
-        ngx_http_api_key_ctx_field(ctx,
-                                   (amcf->metrics_label
-                                    == NGX_HTTP_API_KEY_LABEL_PLAN)
-                                   ? NGX_HTTP_API_KEY_TEXT_PLAN
-                                   : NGX_HTTP_API_KEY_TEXT_OWNER,
-                                   &v);
+        amcf = ngx_http_get_module_main_conf(r, ngx_http_api_key_module);
 
-        /* in the worker's table: no lock */
-        ngx_http_api_key_usage_label(alcf->zone, v.data, v.len, status);
+        if (amcf->metrics_label) {
+            ngx_http_api_key_ctx_field(ctx,
+                                       (amcf->metrics_label
+                                        == NGX_HTTP_API_KEY_LABEL_PLAN)
+                                       ? NGX_HTTP_API_KEY_TEXT_PLAN
+                                       : NGX_HTTP_API_KEY_TEXT_OWNER,
+                                       &v);
+
+            /* in the worker's table: no lock */
+            ngx_http_api_key_usage_label(zone, v.data, v.len, status);
+        }
     }
 
 #if (NGX_DEBUG)
@@ -1132,6 +1141,33 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
 
         return NGX_OK;
     }
+
+    if (status == NGX_HTTP_API_KEY_OK || status == NGX_HTTP_API_KEY_UNCHECKED) {
+        ctx->rc = NGX_OK;
+        ctx->problem = 0;
+
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "api_key: decision %V, key id \"%V\"",
+                       ngx_http_api_key_status_name(status), &ctx->id);
+
+        return NGX_OK;
+    }
+
+    return ngx_http_api_key_deny(r, alcf, ctx, status);
+}
+
+
+/* a denial: its status, its headers (WWW-Authenticate, Retry-After...) */
+
+static ngx_int_t
+ngx_http_api_key_deny(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    ngx_http_api_key_status_e status)
+{
+    ngx_int_t   rc;
+    ngx_str_t   one = ngx_string("1");
+    ngx_str_t   v, *www, *more;
+    ngx_uint_t  n;
 
     www = NULL;
 

@@ -110,6 +110,31 @@ static ngx_connection_t                ngx_http_api_key_usage_dummy;
 static ngx_event_t                     ngx_http_api_key_usage_wait;
 
 
+/*
+ * The usage class of each status, plus one: 0 is not counted (no record
+ * known: missing, malformed, unknown, unchecked...).
+ */
+
+static const u_char  ngx_http_api_key_usage_class[NGX_HTTP_API_KEY_NSTATUS] = {
+    0,                                   /* NONE */
+    1 + AK_USAGE_ALLOWED,                /* OK */
+    0,                                   /* MISSING */
+    0,                                   /* MALFORMED */
+    0,                                   /* UNKNOWN */
+    1 + AK_USAGE_DENIED_STATUS,          /* EXPIRED */
+    1 + AK_USAGE_DENIED_STATUS,          /* REVOKED */
+    1 + AK_USAGE_DENIED_STATUS,          /* DISABLED */
+    0,                                   /* BAD_RECORD */
+    1 + AK_USAGE_DENIED_POLICY,          /* IP_DENIED */
+    1 + AK_USAGE_DENIED_POLICY,          /* REFERRER_DENIED */
+    1 + AK_USAGE_DENIED_POLICY,          /* SCOPE_DENIED */
+    1 + AK_USAGE_DENIED_LIMIT,           /* RATE_LIMITED */
+    1 + AK_USAGE_DENIED_LIMIT,           /* QUOTA_EXCEEDED */
+    0,                                   /* UNAVAILABLE */
+    0                                    /* UNCHECKED */
+};
+
+
 /* the request's outcome, counted for its key (the handler, decided) */
 
 void
@@ -118,39 +143,19 @@ ngx_http_api_key_usage_count(ngx_http_api_key_zone_t *zone,
 {
     unsigned  cls;
 
-    if (zone->usage_flush == 0 || zone->sh->usage == NULL) {
+    cls = ngx_http_api_key_usage_class[status];
+
+    if (cls == 0 || zone->usage_flush == 0) {
         return;
     }
 
-    switch (status) {
-
-    case NGX_HTTP_API_KEY_OK:
-        cls = AK_USAGE_ALLOWED;
-        break;
-
-    case NGX_HTTP_API_KEY_EXPIRED:
-    case NGX_HTTP_API_KEY_REVOKED:
-    case NGX_HTTP_API_KEY_DISABLED:
-        cls = AK_USAGE_DENIED_STATUS;
-        break;
-
-    case NGX_HTTP_API_KEY_IP_DENIED:
-    case NGX_HTTP_API_KEY_REFERRER_DENIED:
-    case NGX_HTTP_API_KEY_SCOPE_DENIED:
-        cls = AK_USAGE_DENIED_POLICY;
-        break;
-
-    case NGX_HTTP_API_KEY_RATE_LIMITED:
-    case NGX_HTTP_API_KEY_QUOTA_EXCEEDED:
-        cls = AK_USAGE_DENIED_LIMIT;
-        break;
-
-    default:
-        /* no record known: missing, malformed, unknown, unchecked... */
-        return;
-    }
+    cls--;
 
     if (zone->usage_local == NULL) {
+        if (zone->sh->usage == NULL) {
+            return;
+        }
+
         /* not made at the worker's start: in the zone at once */
         ngx_shmtx_lock(&zone->shpool->mutex);
         (void) ak_usage_add(zone->sh->usage, hash, (int64_t) ngx_time(), cls);
