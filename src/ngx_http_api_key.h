@@ -685,6 +685,8 @@ typedef struct {
      * the key.
      */
     u_char                       *text;              /* NULL: no record */
+    uint16_t                      text_n;            /* its bytes, while
+                                                        lent (below) */
     uint16_t                      text_off[NGX_HTTP_API_KEY_NTEXT];
     uint16_t                      text_len[NGX_HTTP_API_KEY_NTEXT];
     ngx_str_t                     id;                /* made on first use */
@@ -726,13 +728,51 @@ ngx_http_api_key_ctx_field(ngx_http_api_key_ctx_t *ctx, ngx_uint_t i,
 }
 
 
-/* ctx->id, ->owner, ->plan, ->scopes: made on first use (once) */
+/*
+ * The text of the context whose record the worker evaluated last, when it
+ * fits in text_buf (the whole record, or the part that holds the text), is
+ * left where it is, in the worker's copy of the record (handler.c):
+ * ctx->text points there, "lent", until the
+ * next lookup is about to overwrite that copy or something takes strings
+ * out of the text (ngx_http_api_key_ctx_text()); only then is it copied
+ * into the context, by ngx_http_api_key_text_keep().  The context's pool
+ * cleanup (wait.c) and a reset forget it.  Most requests end before
+ * either: no copy.
+ */
+extern ngx_http_api_key_ctx_t  *ngx_http_api_key_text_lent;
+
+static ngx_inline void
+ngx_http_api_key_text_keep(void)
+{
+    ngx_http_api_key_ctx_t  *ctx;
+
+    ctx = ngx_http_api_key_text_lent;
+
+    if (ctx == NULL) {
+        return;
+    }
+
+    ngx_memcpy(ctx->text_buf, ctx->text, ctx->text_n);
+    ctx->text = ctx->text_buf;
+
+    ngx_http_api_key_text_lent = NULL;
+}
+
+
+/*
+ * ctx->id, ->owner, ->plan, ->scopes: made on first use (once), in the
+ * context's memory (they outlive the worker's copy of the record)
+ */
 
 static ngx_inline void
 ngx_http_api_key_ctx_text(ngx_http_api_key_ctx_t *ctx)
 {
     if (ctx->text_made || ctx->text == NULL) {
         return;
+    }
+
+    if (ngx_http_api_key_text_lent == ctx) {
+        ngx_http_api_key_text_keep();
     }
 
     ctx->text_made = 1;

@@ -102,7 +102,9 @@ typedef char  ngx_http_api_key_problems_fit[
 
 
 /* the record being evaluated, copied out of the cache (one per worker;
- * the cache copies whole words when 8 bytes are spare) */
+ * the cache copies whole words when 8 bytes are spare); its text may be
+ * lent to the request (ngx_http_api_key_text_lent): every lookup starts
+ * with ngx_http_api_key_text_keep() */
 static u_char  ngx_http_api_key_blob[AK_RECORD_MAX + 8];
 
 
@@ -668,6 +670,10 @@ ngx_http_api_key_reset_ctx(ngx_http_api_key_ctx_t *ctx, ngx_uint_t keep_hash)
     ctx->relooks = 0;
     ctx->lookup_result = NGX_HTTP_API_KEY_LOOKUP_NONE;
 
+    if (ngx_http_api_key_text_lent == ctx) {
+        ngx_http_api_key_text_lent = NULL;
+    }
+
     ctx->text = NULL;
     ctx->text_made = 0;
     ctx->default_id = 0;
@@ -703,6 +709,9 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
     ngx_http_api_key_lookup_e   result;
 
     zone = alcf->zone;
+
+    /* the text a context borrowed from the blob, copied before it goes */
+    ngx_http_api_key_text_keep();
 
     /* the answer of the read this request waited on, if any: used once */
 
@@ -974,8 +983,10 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
 
 /*
  * id, owner, plan, scopes and identity outlive the blob (the worker's, the
- * next request's once this one waits): one copy of the part of the blob
- * that holds them, in the context (the pool when larger); the strings are
+ * next request's once this one waits): the part of the blob that holds
+ * them is lent to the context, copied into it when the blob is about to be
+ * overwritten or its strings are asked for (ngx_http_api_key.h), or, larger
+ * than the context's room, copied into the pool at once; the strings are
  * made from it when something asks (ngx_http_api_key_ctx_text()).
  */
 
@@ -994,44 +1005,59 @@ ngx_http_api_key_keep_text(ngx_http_request_t *r, ngx_http_api_key_ctx_t *ctx,
     plan = (const u_char *) rec->plan.data;
     scopes = (const u_char *) rec->scopes.data;
 
-    /* from the first of them to the blob's end: one span */
+    /*
+     * lent (copied into text_buf only when needed, ngx_http_api_key.h): the
+     * whole blob when it fits in the context, else the span from the first
+     * of them to the blob's end when that fits, else that span is copied
+     * into the pool
+     */
 
-    end = rec->blob + rec->blob_len;
-    lo = end;
-
-    if (!ctx->default_id && id < lo) {
-        lo = id;
-    }
-
-    if (rec->owner.len && owner < lo) {
-        lo = owner;
-    }
-
-    if (rec->plan.len && plan < lo) {
-        lo = plan;
-    }
-
-    if (rec->scopes.len && scopes < lo) {
-        lo = scopes;
-    }
-
-    if (rec->identity && rec->identity < lo) {
-        lo = rec->identity;
-    }
-
-    n = end - lo;
-
-    if (n <= sizeof(ctx->text_buf)) {
-        ctx->text = ctx->text_buf;
+    if (rec->blob_len <= sizeof(ctx->text_buf)) {
+        lo = rec->blob;
+        ctx->text = (u_char *) lo;
+        ctx->text_n = (uint16_t) rec->blob_len;
+        ngx_http_api_key_text_lent = ctx;
 
     } else {
-        ctx->text = ngx_pnalloc(r->pool, n);
-        if (ctx->text == NULL) {
-            return NGX_ERROR;
+        end = rec->blob + rec->blob_len;
+        lo = end;
+
+        if (!ctx->default_id && id < lo) {
+            lo = id;
+        }
+
+        if (rec->owner.len && owner < lo) {
+            lo = owner;
+        }
+
+        if (rec->plan.len && plan < lo) {
+            lo = plan;
+        }
+
+        if (rec->scopes.len && scopes < lo) {
+            lo = scopes;
+        }
+
+        if (rec->identity && rec->identity < lo) {
+            lo = rec->identity;
+        }
+
+        n = end - lo;
+
+        if (n <= sizeof(ctx->text_buf)) {
+            ctx->text = (u_char *) lo;
+            ctx->text_n = (uint16_t) n;
+            ngx_http_api_key_text_lent = ctx;
+
+        } else {
+            ctx->text = ngx_pnalloc(r->pool, n);
+            if (ctx->text == NULL) {
+                return NGX_ERROR;
+            }
+
+            ngx_memcpy(ctx->text, lo, n);
         }
     }
-
-    ngx_memcpy(ctx->text, lo, n);
 
     /*
      * (a text of length 0 is never read: its offset may be anything; the

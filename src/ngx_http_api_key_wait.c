@@ -29,6 +29,10 @@ static ngx_rbtree_node_t *ngx_http_api_key_tree_find_from(
     size_t zone_offset);
 
 
+/* the context whose text is lent (ngx_http_api_key.h), NULL: none */
+ngx_http_api_key_ctx_t  *ngx_http_api_key_text_lent;
+
+
 /*
  * The context and its pool cleanup in one allocation (what
  * ngx_pool_cleanup_add() does with two): the cleanup is linked as it links
@@ -119,6 +123,10 @@ ngx_http_api_key_ctx_cleanup(void *data)
 
     if (ctx->waiting) {
         ngx_http_api_key_wait_cancel(ctx);
+    }
+
+    if (ngx_http_api_key_text_lent == ctx) {
+        ngx_http_api_key_text_lent = NULL;
     }
 
     ngx_explicit_memzero(ctx->hash, AK_HASH_LEN);
