@@ -668,23 +668,36 @@ typedef struct {
                                                      its hash's first hex
                                                      digits */
 
-    u_char                        hash[AK_HASH_LEN];
-
-    /* waiting on Redis: a record read or a quota lease (wait.c) */
-    ngx_http_api_key_wait_t      *waiting;       /* NULL: not waiting */
-    ngx_queue_t                   wait_link;     /* in waiting->waiters */
     ngx_http_api_key_lookup_e     lookup_result; /* the answer of the read
                                                     it waited on, unused */
+    /* waiting on Redis: a record read or a quota lease (wait.c) */
+    ngx_http_api_key_wait_t      *waiting;       /* NULL: not waiting */
 
     /*
      * The record's text (id, owner, plan, scopes, identity) for variables,
-     * logs, api_key_verify, usage and labels: one copy, at the decision, of
-     * the part of the record's blob that holds it (text_buf; the pool when
-     * larger), offsets into it; the strings below (and the default id, from
-     * the hash) are made on first use: ngx_http_api_key_ctx_text().  Never
-     * the key.
+     * logs, api_key_verify, usage and labels: the part of the record's blob
+     * that holds it, lent in the worker's copy of the record or copied
+     * (text_buf; the pool when larger), offsets into it; the strings below
+     * (and the default id, from the hash) are made on first use:
+     * ngx_http_api_key_ctx_text().  Never the key.
      */
     u_char                       *text;              /* NULL: no record */
+    int64_t                       expires_at;        /* 0: never */
+
+    /*
+     * Not zeroed at the start (NGX_HTTP_API_KEY_CTX_ZEROED): set there
+     * (the two below), or written before they are read: the hash once
+     * hashed is set, the link once waiting is, the text's offsets and
+     * lengths before text, the strings by ngx_http_api_key_ctx_text()
+     * (empty without a text), the 429 headers' numbers with the status
+     */
+    ngx_int_t                     rate_remaining;    /* -1: none */
+    ngx_int_t                     quota_remaining;   /* -1: none */
+
+    u_char                        hash[AK_HASH_LEN];
+
+    ngx_queue_t                   wait_link;     /* in waiting->waiters */
+
     uint16_t                      text_n;            /* its bytes, while
                                                         lent (below) */
     uint16_t                      text_off[NGX_HTTP_API_KEY_NTEXT];
@@ -693,9 +706,6 @@ typedef struct {
     ngx_str_t                     owner;
     ngx_str_t                     plan;
     ngx_str_t                     scopes;
-    int64_t                       expires_at;        /* 0: never */
-    ngx_int_t                     rate_remaining;    /* -1: none */
-    ngx_int_t                     quota_remaining;   /* -1: none */
 
     /* for the 429 headers */
     ngx_uint_t                    rate_n;
@@ -704,14 +714,14 @@ typedef struct {
     ngx_uint_t                    retry_after;       /* seconds */
     ngx_uint_t                    reset;             /* seconds */
 
-    /* last, not zeroed at the start (NGX_HTTP_API_KEY_CTX_ZEROED) */
     u_char                        id_buf[AK_ID_DEFAULT_LEN];  /* default */
     u_char                        text_buf[NGX_HTTP_API_KEY_TEXT_INLINE];
 } ngx_http_api_key_ctx_t;
 
 /* the part of a new context that starts zeroed: what is written before read
  * is left out */
-#define NGX_HTTP_API_KEY_CTX_ZEROED  offsetof(ngx_http_api_key_ctx_t, id_buf)
+#define NGX_HTTP_API_KEY_CTX_ZEROED                                           \
+    offsetof(ngx_http_api_key_ctx_t, rate_remaining)
 
 
 extern ngx_module_t  ngx_http_api_key_module;
@@ -767,7 +777,16 @@ ngx_http_api_key_text_keep(void)
 static ngx_inline void
 ngx_http_api_key_ctx_text(ngx_http_api_key_ctx_t *ctx)
 {
-    if (ctx->text_made || ctx->text == NULL) {
+    if (ctx->text_made) {
+        return;
+    }
+
+    if (ctx->text == NULL) {
+        /* no record (yet): empty (not made: a record may come) */
+        ngx_str_null(&ctx->id);
+        ngx_str_null(&ctx->owner);
+        ngx_str_null(&ctx->plan);
+        ngx_str_null(&ctx->scopes);
         return;
     }
 
