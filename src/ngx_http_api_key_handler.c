@@ -16,6 +16,8 @@
 #include "ngx_http_api_key.h"
 
 
+static ngx_int_t ngx_http_api_key_subrequest(ngx_http_request_t *r)
+    ngx_http_api_key_cold;
 static ngx_http_api_key_early_t *ngx_http_api_key_early(ngx_http_request_t *r);
 static ngx_int_t ngx_http_api_key_redirected(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx);
@@ -51,6 +53,8 @@ static void ngx_http_api_key_verify_body_read(ngx_http_request_t *r);
 static ngx_int_t ngx_http_api_key_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_api_key_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
+static ngx_int_t ngx_http_api_key_problem_body(ngx_http_request_t *r,
+    ngx_http_api_key_ctx_t *ctx, ngx_chain_t *in) ngx_http_api_key_cold;
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -170,14 +174,21 @@ ngx_http_api_key_post_read_handler(ngx_http_request_t *r)
 ngx_int_t
 ngx_http_api_key_subrequest_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                     rc;
-    ngx_http_api_key_ctx_t       *ctx;
-    ngx_http_api_key_loc_conf_t  *alcf;
-
     if (r == r->main) {
         /* main requests: the access phase */
         return NGX_DECLINED;
     }
+
+    return ngx_http_api_key_subrequest(r);
+}
+
+
+static ngx_int_t
+ngx_http_api_key_subrequest(ngx_http_request_t *r)
+{
+    ngx_int_t                     rc;
+    ngx_http_api_key_ctx_t       *ctx;
+    ngx_http_api_key_loc_conf_t  *alcf;
 
     alcf = ngx_http_get_module_loc_conf(r, ngx_http_api_key_module);
 
@@ -1573,9 +1584,6 @@ ngx_http_api_key_header_filter(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_api_key_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
-    ngx_buf_t               *b;
-    ngx_uint_t               last;
-    ngx_chain_t             *cl, out;
     ngx_http_api_key_ctx_t  *ctx;
 
     if (in == NULL || r != r->main || r->headers_out.status < 400) {
@@ -1587,6 +1595,20 @@ ngx_http_api_key_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     if (ctx == NULL || !ctx->problem_body) {
         return ngx_http_next_body_filter(r, in);
     }
+
+    return ngx_http_api_key_problem_body(r, ctx, in);
+}
+
+
+/* nginx's page replaced with the problem+json text */
+
+static ngx_int_t
+ngx_http_api_key_problem_body(ngx_http_request_t *r,
+    ngx_http_api_key_ctx_t *ctx, ngx_chain_t *in)
+{
+    ngx_buf_t    *b;
+    ngx_uint_t    last;
+    ngx_chain_t  *cl, out;
 
     /* nginx's page is dropped, up to its last buffer */
 
