@@ -385,6 +385,10 @@ typedef struct {
     ngx_http_api_key_shctx_t     *sh;
     uint64_t                      event_pos; /* this worker's, in sh->evlog */
     ngx_uint_t                    event_lagging;
+    ak_usage_item_t              *usage_front;   /* a few of them first,
+                                                    by the hash's first
+                                                    byte (usage.c); NULL:
+                                                    none */
     ak_usage_t                   *usage_local;   /* this worker's counts, */
     ak_labels_t                  *labels_local;  /* folded into sh->usage
                                                     and sh->labels by a
