@@ -32,6 +32,12 @@ static ngx_inline ngx_int_t ngx_http_api_key_find_header(
     ngx_http_api_key_found_t *ref);
 static ngx_int_t ngx_http_api_key_find_cookie(ngx_http_request_t *r,
     ngx_str_t *name, ngx_str_t *value);
+static ngx_int_t ngx_http_api_key_check_and_hash_escaped(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    ngx_str_t *value) ngx_http_api_key_cold;
+static ngx_inline ngx_int_t ngx_http_api_key_check_hash(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    u_char *key, size_t len);
 
 
 #if (NGX_DEBUG)
@@ -475,55 +481,18 @@ ngx_http_api_key_check_and_hash(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_found_t *found)
 {
-    size_t      len;
-    ngx_int_t   rc;
-    ngx_str_t   k;
-    u_char      buf[AK_KEY_MAX_LEN];
-
-    k = found->value;
+    ngx_int_t  rc;
 
     if (found->source->type == NGX_HTTP_API_KEY_SRC_QUERY
-        && k.len && memchr(k.data, '%', k.len))
+        && found->value.len
+        && memchr(found->value.data, '%', found->value.len))
     {
-        if (!ak_percent_decode(k.data, k.len, buf, sizeof(buf), &len)) {
-            /* an invalid escape, or longer than any key */
-            ngx_explicit_memzero(buf, sizeof(buf));
-            return NGX_DECLINED;
-        }
+        rc = ngx_http_api_key_check_and_hash_escaped(r, alcf, ctx,
+                                                     &found->value);
 
-        k.data = buf;
-        k.len = len;
-    }
-
-    if (!ak_key_check_any(k.data, k.len)) {
-        rc = NGX_DECLINED;
-        goto done;
-    }
-
-    if (alcf->format == NGX_HTTP_API_KEY_FORMAT_CHECKSUM
-        && !ak_key_check_checksum(k.data, k.len, alcf->format_prefix.data,
-                                  alcf->format_prefix.len))
-    {
-        rc = NGX_DECLINED;
-        goto done;
-    }
-
-    if (ak_hasher_digest(ngx_http_api_key_hasher, k.data, k.len, ctx->hash)
-        != 0)
-    {
-        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                      "api_key: hashing failed");
-        rc = NGX_ERROR;
-        goto done;
-    }
-
-    ctx->hashed = 1;
-    rc = NGX_OK;
-
-done:
-
-    if (k.data == buf) {
-        ngx_explicit_memzero(buf, k.len);
+    } else {
+        rc = ngx_http_api_key_check_hash(r, alcf, ctx, found->value.data,
+                                         found->value.len);
     }
 
     if (found->decoded) {
@@ -532,4 +501,57 @@ done:
     }
 
     return rc;
+}
+
+
+/* a query argument with escapes: percent-decoded (then wiped) first */
+
+static ngx_int_t
+ngx_http_api_key_check_and_hash_escaped(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    ngx_str_t *value)
+{
+    size_t     len;
+    ngx_int_t  rc;
+    u_char     buf[AK_KEY_MAX_LEN];
+
+    if (!ak_percent_decode(value->data, value->len, buf, sizeof(buf), &len)) {
+        /* an invalid escape, or longer than any key */
+        ngx_explicit_memzero(buf, sizeof(buf));
+        return NGX_DECLINED;
+    }
+
+    rc = ngx_http_api_key_check_hash(r, alcf, ctx, buf, len);
+
+    ngx_explicit_memzero(buf, len);
+
+    return rc;
+}
+
+
+static ngx_inline ngx_int_t
+ngx_http_api_key_check_hash(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    u_char *key, size_t len)
+{
+    if (!ak_key_check_any(key, len)) {
+        return NGX_DECLINED;
+    }
+
+    if (alcf->format == NGX_HTTP_API_KEY_FORMAT_CHECKSUM
+        && !ak_key_check_checksum(key, len, alcf->format_prefix.data,
+                                  alcf->format_prefix.len))
+    {
+        return NGX_DECLINED;
+    }
+
+    if (ak_hasher_digest(ngx_http_api_key_hasher, key, len, ctx->hash) != 0) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "api_key: hashing failed");
+        return NGX_ERROR;
+    }
+
+    ctx->hashed = 1;
+
+    return NGX_OK;
 }
