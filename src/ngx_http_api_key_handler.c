@@ -28,7 +28,7 @@ static void ngx_http_api_key_reset_ctx(ngx_http_api_key_ctx_t *ctx,
     ngx_uint_t keep_hash);
 static ngx_int_t ngx_http_api_key_lookup(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx);
-static ngx_int_t ngx_http_api_key_evaluate(ngx_http_request_t *r,
+static ngx_inline ngx_int_t ngx_http_api_key_evaluate(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     size_t len, uint32_t flags, uint32_t slot);
 static ngx_int_t ngx_http_api_key_keep_text(ngx_http_request_t *r,
@@ -784,7 +784,7 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
                    ngx_http_api_key_hash_prefix(ctx->hash));
 
     if (found == AK_CACHE_FRESH) {
-        return ngx_http_api_key_evaluate(r, alcf, ctx, len, flags, slot);
+        goto evaluate;
     }
 
     if (found == AK_CACHE_NEGATIVE) {
@@ -818,7 +818,7 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
 
         if (found == AK_CACHE_STALE) {
             /* just read, but stored stale as events arrived meanwhile */
-            return ngx_http_api_key_evaluate(r, alcf, ctx, len, flags, slot);
+            goto evaluate;
         }
 
         if (ctx->attempts < 2) {
@@ -839,7 +839,7 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
 
         if (found == AK_CACHE_STALE) {
             /* Redis cannot answer: a known key keeps working for "stale" */
-            return ngx_http_api_key_evaluate(r, alcf, ctx, len, flags, slot);
+            goto evaluate;
         }
 
         if (result == NGX_HTTP_API_KEY_LOOKUP_DENIED) {
@@ -855,12 +855,18 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
                                    alcf->fail_open
                                    ? NGX_HTTP_API_KEY_UNCHECKED
                                    : NGX_HTTP_API_KEY_UNAVAILABLE);
+
+evaluate:
+
+    /* (one call: the evaluation is inlined here) */
+
+    return ngx_http_api_key_evaluate(r, alcf, ctx, len, flags, slot);
 }
 
 
 /* the record's rules, in order: status, expiry, ip, referrer, scopes, rate */
 
-static ngx_int_t
+static ngx_inline ngx_int_t
 ngx_http_api_key_evaluate(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     size_t len, uint32_t flags, uint32_t slot)
