@@ -129,7 +129,13 @@ ngx_http_api_key_ctx_cleanup(void *data)
         ngx_http_api_key_text_lent = NULL;
     }
 
+#if (defined __GNUC__ || defined __clang__)
+    /* ngx_explicit_memzero() inline: the barrier keeps the stores */
+    ngx_memzero(ctx->hash, AK_HASH_LEN);
+    __asm__ __volatile__ ("" : : "r" (ctx->hash) : "memory");
+#else
     ngx_explicit_memzero(ctx->hash, AK_HASH_LEN);
+#endif
 }
 
 
