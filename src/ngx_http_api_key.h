@@ -456,6 +456,10 @@ typedef struct {
     ngx_uint_t                    early_strip;   /* a server strips query
                                                     sources: the POST_READ
                                                     handler is needed */
+    ngx_uint_t                    error_body_json;   /* some block has
+                                                        api_key_error_body
+                                                        json: the body
+                                                        filters are needed */
     ngx_uint_t                    query_vars;    /* the two below are set */
     ngx_int_t                     var_request;   /* indexes: $request, */
     ngx_int_t                     var_request_uri;   /* $request_uri */

@@ -1505,6 +1505,15 @@ ngx_http_api_key_rate_headers(ngx_http_request_t *r,
 ngx_int_t
 ngx_http_api_key_filter_init(ngx_conf_t *cf)
 {
+    ngx_http_api_key_main_conf_t  *amcf;
+
+    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_api_key_module);
+
+    if (!amcf->error_body_json) {
+        /* no problem+json anywhere: no filter every response would pass */
+        return NGX_OK;
+    }
+
     ngx_http_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = ngx_http_api_key_header_filter;
 
