@@ -631,7 +631,7 @@ typedef char  ngx_http_api_key_counts_fit[
     ? 1 : -1];
 
 
-/* the record's text kept by a request (ctx->text_off[], ->text_len[]) */
+/* the record's text kept by a request (ctx->text_str[]) */
 #define NGX_HTTP_API_KEY_TEXT_ID        0
 #define NGX_HTTP_API_KEY_TEXT_OWNER     1
 #define NGX_HTTP_API_KEY_TEXT_PLAN      2
@@ -706,10 +706,11 @@ typedef struct {
 
     ngx_queue_t                   wait_link;     /* in waiting->waiters */
 
-    uint16_t                      text_n;            /* its bytes, while
-                                                        lent (below) */
-    uint16_t                      text_off[NGX_HTTP_API_KEY_NTEXT];
-    uint16_t                      text_len[NGX_HTTP_API_KEY_NTEXT];
+    size_t                        text_n;            /* its bytes */
+    ngx_str_t                     text_str[NGX_HTTP_API_KEY_NTEXT];
+                                                     /* each in text; len
+                                                        0: none (data may
+                                                        be anything) */
     ngx_str_t                     id;                /* made on first use */
     ngx_str_t                     owner;
     ngx_str_t                     plan;
@@ -741,8 +742,27 @@ static ngx_inline void
 ngx_http_api_key_ctx_field(ngx_http_api_key_ctx_t *ctx, ngx_uint_t i,
     ngx_str_t *s)
 {
-    s->len = ctx->text ? ctx->text_len[i] : 0;
-    s->data = s->len ? ctx->text + ctx->text_off[i] : NULL;
+    s->len = ctx->text ? ctx->text_str[i].len : 0;
+    s->data = s->len ? ctx->text_str[i].data : NULL;
+}
+
+
+/* the text (and the strings in it) moved to "to", text_n bytes */
+
+static ngx_inline void
+ngx_http_api_key_text_move(ngx_http_api_key_ctx_t *ctx, u_char *to)
+{
+    ngx_uint_t  i;
+
+    ngx_memcpy(to, ctx->text, ctx->text_n);
+
+    for (i = 0; i < NGX_HTTP_API_KEY_NTEXT; i++) {
+        if (ctx->text_str[i].len) {
+            ctx->text_str[i].data = to + (ctx->text_str[i].data - ctx->text);
+        }
+    }
+
+    ctx->text = to;
 }
 
 
@@ -770,8 +790,7 @@ ngx_http_api_key_text_keep(void)
         return;
     }
 
-    ngx_memcpy(ctx->text_buf, ctx->text, ctx->text_n);
-    ctx->text = ctx->text_buf;
+    ngx_http_api_key_text_move(ctx, ctx->text_buf);
 
     ngx_http_api_key_text_lent = NULL;
 }

@@ -1011,16 +1011,29 @@ static ngx_int_t
 ngx_http_api_key_keep_text(ngx_http_request_t *r, ngx_http_api_key_ctx_t *ctx,
     ak_record_t *rec)
 {
-    size_t          n;
-    const u_char   *lo, *end, *id, *owner, *plan, *scopes;
+    u_char        *p;
+    ngx_uint_t     i;
+    const u_char  *lo, *end;
 
     /* no id (ak_record_view_lazy): the default one, from the hash later */
     ctx->default_id = (rec->id.data == NULL);
 
-    id = (const u_char *) rec->id.data;
-    owner = (const u_char *) rec->owner.data;
-    plan = (const u_char *) rec->plan.data;
-    scopes = (const u_char *) rec->scopes.data;
+    ctx->text_str[NGX_HTTP_API_KEY_TEXT_ID].data = (u_char *) rec->id.data;
+    ctx->text_str[NGX_HTTP_API_KEY_TEXT_ID].len = rec->id.len;
+    ctx->text_str[NGX_HTTP_API_KEY_TEXT_OWNER].data =
+                                                (u_char *) rec->owner.data;
+    ctx->text_str[NGX_HTTP_API_KEY_TEXT_OWNER].len = rec->owner.len;
+    ctx->text_str[NGX_HTTP_API_KEY_TEXT_PLAN].data = (u_char *) rec->plan.data;
+    ctx->text_str[NGX_HTTP_API_KEY_TEXT_PLAN].len = rec->plan.len;
+    ctx->text_str[NGX_HTTP_API_KEY_TEXT_SCOPES].data =
+                                                (u_char *) rec->scopes.data;
+    ctx->text_str[NGX_HTTP_API_KEY_TEXT_SCOPES].len = rec->scopes.len;
+    ctx->text_str[NGX_HTTP_API_KEY_TEXT_IDENTITY].data =
+                                                (u_char *) rec->identity;
+    ctx->text_str[NGX_HTTP_API_KEY_TEXT_IDENTITY].len = rec->identity
+                                                        ? AK_HASH_LEN : 0;
+
+    ctx->expires_at = rec->expires_at;
 
     /*
      * lent (copied into text_buf only when needed, ngx_http_api_key.h): the
@@ -1030,78 +1043,37 @@ ngx_http_api_key_keep_text(ngx_http_request_t *r, ngx_http_api_key_ctx_t *ctx,
      */
 
     if (rec->blob_len <= sizeof(ctx->text_buf)) {
-        lo = rec->blob;
-        ctx->text = (u_char *) lo;
-        ctx->text_n = (uint16_t) rec->blob_len;
+        ctx->text = (u_char *) rec->blob;
+        ctx->text_n = rec->blob_len;
         ngx_http_api_key_text_lent = ctx;
 
-    } else {
-        end = rec->blob + rec->blob_len;
-        lo = end;
+        return NGX_OK;
+    }
 
-        if (!ctx->default_id && id < lo) {
-            lo = id;
-        }
+    end = rec->blob + rec->blob_len;
+    lo = end;
 
-        if (rec->owner.len && owner < lo) {
-            lo = owner;
-        }
-
-        if (rec->plan.len && plan < lo) {
-            lo = plan;
-        }
-
-        if (rec->scopes.len && scopes < lo) {
-            lo = scopes;
-        }
-
-        if (rec->identity && rec->identity < lo) {
-            lo = rec->identity;
-        }
-
-        n = end - lo;
-
-        if (n <= sizeof(ctx->text_buf)) {
-            ctx->text = (u_char *) lo;
-            ctx->text_n = (uint16_t) n;
-            ngx_http_api_key_text_lent = ctx;
-
-        } else {
-            ctx->text = ngx_pnalloc(r->pool, n);
-            if (ctx->text == NULL) {
-                return NGX_ERROR;
-            }
-
-            ngx_memcpy(ctx->text, lo, n);
+    for (i = 0; i < NGX_HTTP_API_KEY_NTEXT; i++) {
+        if (ctx->text_str[i].len && ctx->text_str[i].data < lo) {
+            lo = ctx->text_str[i].data;
         }
     }
 
-    /*
-     * (a text of length 0 is never read: its offset may be anything; the
-     * addresses are subtracted as numbers, those of absent texts are not
-     * in the blob)
-     */
+    ctx->text = (u_char *) lo;
+    ctx->text_n = end - lo;
 
-    ctx->text_off[NGX_HTTP_API_KEY_TEXT_ID] =
-                                (uint16_t) ((uintptr_t) id - (uintptr_t) lo);
-    ctx->text_off[NGX_HTTP_API_KEY_TEXT_OWNER] =
-                                (uint16_t) ((uintptr_t) owner - (uintptr_t) lo);
-    ctx->text_off[NGX_HTTP_API_KEY_TEXT_PLAN] =
-                                (uint16_t) ((uintptr_t) plan - (uintptr_t) lo);
-    ctx->text_off[NGX_HTTP_API_KEY_TEXT_SCOPES] =
-                               (uint16_t) ((uintptr_t) scopes - (uintptr_t) lo);
-    ctx->text_off[NGX_HTTP_API_KEY_TEXT_IDENTITY] =
-                      (uint16_t) ((uintptr_t) rec->identity - (uintptr_t) lo);
+    if (ctx->text_n <= sizeof(ctx->text_buf)) {
+        ngx_http_api_key_text_lent = ctx;
+        return NGX_OK;
+    }
 
-    ctx->text_len[NGX_HTTP_API_KEY_TEXT_ID] = ctx->default_id
-                                              ? 0 : (uint16_t) rec->id.len;
-    ctx->text_len[NGX_HTTP_API_KEY_TEXT_OWNER] = (uint16_t) rec->owner.len;
-    ctx->text_len[NGX_HTTP_API_KEY_TEXT_PLAN] = (uint16_t) rec->plan.len;
-    ctx->text_len[NGX_HTTP_API_KEY_TEXT_SCOPES] = (uint16_t) rec->scopes.len;
-    ctx->text_len[NGX_HTTP_API_KEY_TEXT_IDENTITY] = rec->identity
-                                                    ? AK_HASH_LEN : 0;
+    p = ngx_pnalloc(r->pool, ctx->text_n);
+    if (p == NULL) {
+        ctx->text = NULL;
+        return NGX_ERROR;
+    }
 
-    ctx->expires_at = rec->expires_at;
+    ngx_http_api_key_text_move(ctx, p);
 
     return NGX_OK;
 }
@@ -1139,10 +1111,12 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
          */
         ngx_http_api_key_usage_count(zone,
                                      (ctx->text
-                                      && ctx->text_len[
-                                             NGX_HTTP_API_KEY_TEXT_IDENTITY])
-                                     ? ctx->text + ctx->text_off[
+                                      && ctx->text_str[
                                              NGX_HTTP_API_KEY_TEXT_IDENTITY]
+                                         .len)
+                                     ? ctx->text_str[
+                                             NGX_HTTP_API_KEY_TEXT_IDENTITY]
+                                       .data
                                      : ctx->hash,
                                      status);
     }
