@@ -942,6 +942,10 @@ ngx_int_t ngx_http_api_key_marker_init_worker(ngx_cycle_t *cycle,
     ngx_http_api_key_main_conf_t *amcf);
 
 /* usage.c */
+#define NGX_HTTP_API_KEY_FRONT_SLOTS  32    /* the items in front of a
+                                               worker's usage table (a
+                                               power of 2) */
+
 void ngx_http_api_key_usage_init_worker(ngx_cycle_t *cycle,
     ngx_http_api_key_main_conf_t *amcf);
 void ngx_http_api_key_usage_exit_worker(ngx_cycle_t *cycle);
@@ -950,6 +954,48 @@ void ngx_http_api_key_usage_count(ngx_http_api_key_zone_t *zone,
 void ngx_http_api_key_usage_label(ngx_http_api_key_zone_t *zone,
     const u_char *value, size_t len, ngx_http_api_key_status_e status);
 void ngx_http_api_key_usage_fold(ngx_http_api_key_zone_t *zone);
+
+
+/*
+ * An allowed request of a key counted today already in its item in front
+ * of the worker's usage table (usage.c), inline: 1; else 0, and
+ * ngx_http_api_key_usage_count() counts it.
+ */
+
+static ngx_inline ngx_uint_t
+ngx_http_api_key_usage_allowed(ngx_http_api_key_zone_t *zone,
+    const u_char *hash)
+{
+    int64_t           now, day;
+    ak_usage_item_t  *it;
+
+    if (zone->usage_front == NULL) {
+        return 0;
+    }
+
+    now = (int64_t) ngx_time();
+    day = now - now % 86400;
+
+    it = &zone->usage_front[hash[0] & (NGX_HTTP_API_KEY_FRONT_SLOTS - 1)];
+
+    if (it->day != day || day <= 0
+        || ngx_memcmp(it->hash, hash, AK_HASH_LEN) != 0)
+    {
+        return 0;
+    }
+
+    if (it->counts[AK_USAGE_ALLOWED] != UINT32_MAX) {
+        it->counts[AK_USAGE_ALLOWED]++;
+    }
+
+    if (now > it->last_used) {
+        it->last_used = now;
+    }
+
+    zone->local_counts++;
+
+    return 1;
+}
 
 /* verify.c */
 ngx_int_t ngx_http_api_key_verify_handler(ngx_http_request_t *r);

@@ -1090,6 +1090,7 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_status_e status)
 {
+    u_char                        *hash;
     ngx_str_t                      v;
     ngx_http_api_key_zone_t       *zone;
     ngx_http_api_key_main_conf_t  *amcf;
@@ -1109,16 +1110,15 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
          * the key's last use and requests per day (a known record only),
          * under its identity: a rotated key keeps its history
          */
-        ngx_http_api_key_usage_count(zone,
-                                     (ctx->text
-                                      && ctx->text_str[
-                                             NGX_HTTP_API_KEY_TEXT_IDENTITY]
-                                         .len)
-                                     ? ctx->text_str[
-                                             NGX_HTTP_API_KEY_TEXT_IDENTITY]
-                                       .data
-                                     : ctx->hash,
-                                     status);
+        hash = (ctx->text && ctx->text_str[NGX_HTTP_API_KEY_TEXT_IDENTITY].len)
+               ? ctx->text_str[NGX_HTTP_API_KEY_TEXT_IDENTITY].data
+               : ctx->hash;
+
+        if (status != NGX_HTTP_API_KEY_OK
+            || !ngx_http_api_key_usage_allowed(zone, hash))
+        {
+            ngx_http_api_key_usage_count(zone, hash, status);
+        }
     }
 
     if (ctx->text && zone->sh->labels) {

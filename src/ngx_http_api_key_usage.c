@@ -47,9 +47,6 @@
                                                    fold */
 #define NGX_HTTP_API_KEY_LOCAL_LABELS     128   /* values of a worker's
                                                    label table per fold */
-#define NGX_HTTP_API_KEY_FRONT_SLOTS      32    /* the items in front of a
-                                                   worker's usage table (a
-                                                   power of 2) */
 
 
 /*
