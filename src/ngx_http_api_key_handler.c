@@ -44,6 +44,8 @@ static ngx_int_t ngx_http_api_key_set_header(ngx_http_request_t *r,
 static u_char *ngx_http_api_key_uint(u_char *p, ngx_uint_t n);
 static ngx_int_t ngx_http_api_key_rate_headers(ngx_http_request_t *r,
     ngx_http_api_key_ctx_t *ctx);
+static ngx_int_t ngx_http_api_key_wait_again(ngx_http_request_t *r)
+    ngx_http_api_key_cold;
 static void ngx_http_api_key_resume(ngx_http_request_t *r);
 static ngx_uint_t ngx_http_api_key_problem_wanted(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_int_t rc);
@@ -239,9 +241,7 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
     if (ctx) {
         if (ctx->waiting) {
             /* woken for something else: keep waiting */
-            r->read_event_handler = ngx_http_test_reading;
-            r->write_event_handler = ngx_http_api_key_resume;
-            return NGX_AGAIN;
+            return ngx_http_api_key_wait_again(r);
         }
 
         if (ctx->decided) {
@@ -803,9 +803,7 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
         rc = ngx_http_api_key_lookup_read(ctx, zone, seq);
 
         if (rc == NGX_AGAIN) {
-            r->read_event_handler = ngx_http_test_reading;
-            r->write_event_handler = ngx_http_api_key_resume;
-            return NGX_AGAIN;
+            return ngx_http_api_key_wait_again(r);
         }
 
         result = (rc == NGX_DECLINED) ? NGX_HTTP_API_KEY_LOOKUP_DENIED
@@ -980,9 +978,7 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
         rc = ngx_http_api_key_limits(r, alcf, ctx, &rec, slot, &status);
 
         if (rc == NGX_AGAIN) {
-            r->read_event_handler = ngx_http_test_reading;
-            r->write_event_handler = ngx_http_api_key_resume;
-            return NGX_AGAIN;
+            return ngx_http_api_key_wait_again(r);
         }
 
         if (rc != NGX_OK) {
@@ -1637,6 +1633,18 @@ ngx_http_api_key_problem_body(ngx_http_request_t *r,
 
 
 /* ---- woken after waiting on Redis (wait.c) ------------------------ */
+
+/* the request waits: woken by its wait (resume() below), NGX_AGAIN */
+
+static ngx_int_t
+ngx_http_api_key_wait_again(ngx_http_request_t *r)
+{
+    r->read_event_handler = ngx_http_test_reading;
+    r->write_event_handler = ngx_http_api_key_resume;
+
+    return NGX_AGAIN;
+}
+
 
 static void
 ngx_http_api_key_resume(ngx_http_request_t *r)
