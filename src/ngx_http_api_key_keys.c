@@ -190,23 +190,20 @@ ngx_http_api_key_find_source(ngx_http_request_t *r,
     ngx_http_api_key_source_t *src, ngx_http_api_key_early_t *early,
     ngx_http_api_key_found_t *f, ngx_http_api_key_found_t *ref)
 {
-    switch (src->type) {
+    /* a header first: the usual source */
 
-    case NGX_HTTP_API_KEY_SRC_HEADER:
+    if (src->type == NGX_HTTP_API_KEY_SRC_HEADER) {
         return ngx_http_api_key_find_header(r, &src->name, f, ref);
-
-    case NGX_HTTP_API_KEY_SRC_BEARER:
-    case NGX_HTTP_API_KEY_SRC_BASIC:
-
-        if (r->headers_in.authorization == NULL) {
-            return NGX_DECLINED;
-        }
-
-        /* fall through */
-
-    default:
-        return ngx_http_api_key_find_in(r, src, early, f);
     }
+
+    if ((src->type == NGX_HTTP_API_KEY_SRC_BEARER
+         || src->type == NGX_HTTP_API_KEY_SRC_BASIC)
+        && r->headers_in.authorization == NULL)
+    {
+        return NGX_DECLINED;
+    }
+
+    return ngx_http_api_key_find_in(r, src, early, f);
 }
 
 
