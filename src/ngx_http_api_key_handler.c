@@ -1135,22 +1135,22 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
         }
     }
 
-#if (NGX_DEBUG)
-    if (r->connection->log->log_level & NGX_LOG_DEBUG_HTTP) {
-        /* the key id of the lines below */
-        ngx_http_api_key_ctx_text(ctx);
-    }
-#endif
-
     if (alcf->verify) {
         /* api_key_verify: the content handler answers every outcome */
 
         ctx->rc = NGX_OK;
         ctx->problem = 0;
 
-        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                       "api_key: verify: %V, key id \"%V\"",
-                       ngx_http_api_key_status_name(status), &ctx->id);
+#if (NGX_DEBUG)
+        if (r->connection->log->log_level & NGX_LOG_DEBUG_HTTP) {
+            /* the key id of the line */
+            ngx_http_api_key_ctx_text(ctx);
+
+            ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "api_key: verify: %V, key id \"%V\"",
+                           ngx_http_api_key_status_name(status), &ctx->id);
+        }
+#endif
 
         return NGX_OK;
     }
@@ -1159,9 +1159,15 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
         ctx->rc = NGX_OK;
         ctx->problem = 0;
 
-        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                       "api_key: decision %V, key id \"%V\"",
-                       ngx_http_api_key_status_name(status), &ctx->id);
+#if (NGX_DEBUG)
+        if (r->connection->log->log_level & NGX_LOG_DEBUG_HTTP) {
+            ngx_http_api_key_ctx_text(ctx);
+
+            ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "api_key: decision %V, key id \"%V\"",
+                           ngx_http_api_key_status_name(status), &ctx->id);
+        }
+#endif
 
         return NGX_OK;
     }
@@ -1181,6 +1187,13 @@ ngx_http_api_key_deny(ngx_http_request_t *r,
     ngx_str_t   one = ngx_string("1");
     ngx_str_t   v, *www, *more;
     ngx_uint_t  n;
+
+#if (NGX_DEBUG)
+    if (r->connection->log->log_level & NGX_LOG_DEBUG_HTTP) {
+        /* the key id of the line below */
+        ngx_http_api_key_ctx_text(ctx);
+    }
+#endif
 
     www = NULL;
 
