@@ -68,6 +68,18 @@
  */
 #pragma GCC visibility push(hidden)
 
+
+/*
+ * A function off the usual path (a denial, a rare case): kept out of line,
+ * so that the usual path's caller saves fewer registers and its stack
+ * frame stays small.
+ */
+#if (defined __GNUC__ || defined __clang__)
+#define ngx_http_api_key_cold  __attribute__((noinline, cold))
+#else
+#define ngx_http_api_key_cold
+#endif
+
 #include "ak_core.h"
 
 
@@ -373,6 +385,10 @@ typedef struct {
     ngx_http_api_key_shctx_t     *sh;
     uint64_t                      event_pos; /* this worker's, in sh->evlog */
     ngx_uint_t                    event_lagging;
+    ak_usage_item_t              *usage_front;   /* a few of them first,
+                                                    by the hash's first
+                                                    byte (usage.c); NULL:
+                                                    none */
     ak_usage_t                   *usage_local;   /* this worker's counts, */
     ak_labels_t                  *labels_local;  /* folded into sh->usage
                                                     and sh->labels by a
@@ -440,6 +456,10 @@ typedef struct {
     ngx_uint_t                    early_strip;   /* a server strips query
                                                     sources: the POST_READ
                                                     handler is needed */
+    ngx_uint_t                    error_body_json;   /* some block has
+                                                        api_key_error_body
+                                                        json: the body
+                                                        filters are needed */
     ngx_uint_t                    query_vars;    /* the two below are set */
     ngx_int_t                     var_request;   /* indexes: $request, */
     ngx_int_t                     var_request_uri;   /* $request_uri */
@@ -611,7 +631,7 @@ typedef char  ngx_http_api_key_counts_fit[
     ? 1 : -1];
 
 
-/* the record's text kept by a request (ctx->text_off[], ->text_len[]) */
+/* the record's text kept by a request (ctx->text_str[]) */
 #define NGX_HTTP_API_KEY_TEXT_ID        0
 #define NGX_HTTP_API_KEY_TEXT_OWNER     1
 #define NGX_HTTP_API_KEY_TEXT_PLAN      2
@@ -656,32 +676,45 @@ typedef struct {
                                                      its hash's first hex
                                                      digits */
 
-    u_char                        hash[AK_HASH_LEN];
-
-    /* waiting on Redis: a record read or a quota lease (wait.c) */
-    ngx_http_api_key_wait_t      *waiting;       /* NULL: not waiting */
-    ngx_queue_t                   wait_link;     /* in waiting->waiters */
     ngx_http_api_key_lookup_e     lookup_result; /* the answer of the read
                                                     it waited on, unused */
+    /* waiting on Redis: a record read or a quota lease (wait.c) */
+    ngx_http_api_key_wait_t      *waiting;       /* NULL: not waiting */
 
     /*
      * The record's text (id, owner, plan, scopes, identity) for variables,
-     * logs, api_key_verify, usage and labels: one copy, at the decision, of
-     * the part of the record's blob that holds it (text_buf; the pool when
-     * larger), offsets into it; the strings below (and the default id, from
-     * the hash) are made on first use: ngx_http_api_key_ctx_text().  Never
-     * the key.
+     * logs, api_key_verify, usage and labels: the part of the record's blob
+     * that holds it, lent in the worker's copy of the record or copied
+     * (text_buf; the pool when larger), offsets into it; the strings below
+     * (and the default id, from the hash) are made on first use:
+     * ngx_http_api_key_ctx_text().  Never the key.
      */
     u_char                       *text;              /* NULL: no record */
-    uint16_t                      text_off[NGX_HTTP_API_KEY_NTEXT];
-    uint16_t                      text_len[NGX_HTTP_API_KEY_NTEXT];
+    int64_t                       expires_at;        /* 0: never */
+
+    /*
+     * Not zeroed at the start (NGX_HTTP_API_KEY_CTX_ZEROED): set there
+     * (the two below), or written before they are read: the hash once
+     * hashed is set, the link once waiting is, the text's offsets and
+     * lengths before text, the strings by ngx_http_api_key_ctx_text()
+     * (empty without a text), the 429 headers' numbers with the status
+     */
+    ngx_int_t                     rate_remaining;    /* -1: none */
+    ngx_int_t                     quota_remaining;   /* -1: none */
+
+    u_char                        hash[AK_HASH_LEN];
+
+    ngx_queue_t                   wait_link;     /* in waiting->waiters */
+
+    size_t                        text_n;            /* its bytes */
+    ngx_str_t                     text_str[NGX_HTTP_API_KEY_NTEXT];
+                                                     /* each in text; len
+                                                        0: none (data may
+                                                        be anything) */
     ngx_str_t                     id;                /* made on first use */
     ngx_str_t                     owner;
     ngx_str_t                     plan;
     ngx_str_t                     scopes;
-    int64_t                       expires_at;        /* 0: never */
-    ngx_int_t                     rate_remaining;    /* -1: none */
-    ngx_int_t                     quota_remaining;   /* -1: none */
 
     /* for the 429 headers */
     ngx_uint_t                    rate_n;
@@ -690,14 +723,14 @@ typedef struct {
     ngx_uint_t                    retry_after;       /* seconds */
     ngx_uint_t                    reset;             /* seconds */
 
-    /* last, not zeroed at the start (NGX_HTTP_API_KEY_CTX_ZEROED) */
     u_char                        id_buf[AK_ID_DEFAULT_LEN];  /* default */
     u_char                        text_buf[NGX_HTTP_API_KEY_TEXT_INLINE];
 } ngx_http_api_key_ctx_t;
 
 /* the part of a new context that starts zeroed: what is written before read
  * is left out */
-#define NGX_HTTP_API_KEY_CTX_ZEROED  offsetof(ngx_http_api_key_ctx_t, id_buf)
+#define NGX_HTTP_API_KEY_CTX_ZEROED                                           \
+    offsetof(ngx_http_api_key_ctx_t, rate_remaining)
 
 
 extern ngx_module_t  ngx_http_api_key_module;
@@ -709,18 +742,83 @@ static ngx_inline void
 ngx_http_api_key_ctx_field(ngx_http_api_key_ctx_t *ctx, ngx_uint_t i,
     ngx_str_t *s)
 {
-    s->len = ctx->text ? ctx->text_len[i] : 0;
-    s->data = s->len ? ctx->text + ctx->text_off[i] : NULL;
+    s->len = ctx->text ? ctx->text_str[i].len : 0;
+    s->data = s->len ? ctx->text_str[i].data : NULL;
 }
 
 
-/* ctx->id, ->owner, ->plan, ->scopes: made on first use (once) */
+/* the text (and the strings in it) moved to "to", text_n bytes */
+
+static ngx_inline void
+ngx_http_api_key_text_move(ngx_http_api_key_ctx_t *ctx, u_char *to)
+{
+    ngx_uint_t  i;
+
+    ngx_memcpy(to, ctx->text, ctx->text_n);
+
+    for (i = 0; i < NGX_HTTP_API_KEY_NTEXT; i++) {
+        if (ctx->text_str[i].len) {
+            ctx->text_str[i].data = to + (ctx->text_str[i].data - ctx->text);
+        }
+    }
+
+    ctx->text = to;
+}
+
+
+/*
+ * The text of the context whose record the worker evaluated last, when it
+ * fits in text_buf (the whole record, or the part that holds the text), is
+ * left where it is, in the worker's copy of the record (handler.c):
+ * ctx->text points there, "lent", until the
+ * next lookup is about to overwrite that copy or something takes strings
+ * out of the text (ngx_http_api_key_ctx_text()); only then is it copied
+ * into the context, by ngx_http_api_key_text_keep().  The context's pool
+ * cleanup (wait.c) and a reset forget it.  Most requests end before
+ * either: no copy.
+ */
+extern ngx_http_api_key_ctx_t  *ngx_http_api_key_text_lent;
+
+static ngx_inline void
+ngx_http_api_key_text_keep(void)
+{
+    ngx_http_api_key_ctx_t  *ctx;
+
+    ctx = ngx_http_api_key_text_lent;
+
+    if (ctx == NULL) {
+        return;
+    }
+
+    ngx_http_api_key_text_move(ctx, ctx->text_buf);
+
+    ngx_http_api_key_text_lent = NULL;
+}
+
+
+/*
+ * ctx->id, ->owner, ->plan, ->scopes: made on first use (once), in the
+ * context's memory (they outlive the worker's copy of the record)
+ */
 
 static ngx_inline void
 ngx_http_api_key_ctx_text(ngx_http_api_key_ctx_t *ctx)
 {
-    if (ctx->text_made || ctx->text == NULL) {
+    if (ctx->text_made) {
         return;
+    }
+
+    if (ctx->text == NULL) {
+        /* no record (yet): empty (not made: a record may come) */
+        ngx_str_null(&ctx->id);
+        ngx_str_null(&ctx->owner);
+        ngx_str_null(&ctx->plan);
+        ngx_str_null(&ctx->scopes);
+        return;
+    }
+
+    if (ngx_http_api_key_text_lent == ctx) {
+        ngx_http_api_key_text_keep();
     }
 
     ctx->text_made = 1;
@@ -844,6 +942,10 @@ ngx_int_t ngx_http_api_key_marker_init_worker(ngx_cycle_t *cycle,
     ngx_http_api_key_main_conf_t *amcf);
 
 /* usage.c */
+#define NGX_HTTP_API_KEY_FRONT_SLOTS  32    /* the items in front of a
+                                               worker's usage table (a
+                                               power of 2) */
+
 void ngx_http_api_key_usage_init_worker(ngx_cycle_t *cycle,
     ngx_http_api_key_main_conf_t *amcf);
 void ngx_http_api_key_usage_exit_worker(ngx_cycle_t *cycle);
@@ -852,6 +954,48 @@ void ngx_http_api_key_usage_count(ngx_http_api_key_zone_t *zone,
 void ngx_http_api_key_usage_label(ngx_http_api_key_zone_t *zone,
     const u_char *value, size_t len, ngx_http_api_key_status_e status);
 void ngx_http_api_key_usage_fold(ngx_http_api_key_zone_t *zone);
+
+
+/*
+ * An allowed request of a key counted today already in its item in front
+ * of the worker's usage table (usage.c), inline: 1; else 0, and
+ * ngx_http_api_key_usage_count() counts it.
+ */
+
+static ngx_inline ngx_uint_t
+ngx_http_api_key_usage_allowed(ngx_http_api_key_zone_t *zone,
+    const u_char *hash)
+{
+    int64_t           now, day;
+    ak_usage_item_t  *it;
+
+    if (zone->usage_front == NULL) {
+        return 0;
+    }
+
+    now = (int64_t) ngx_time();
+    day = now - now % 86400;
+
+    it = &zone->usage_front[hash[0] & (NGX_HTTP_API_KEY_FRONT_SLOTS - 1)];
+
+    if (it->day != day || day <= 0
+        || ngx_memcmp(it->hash, hash, AK_HASH_LEN) != 0)
+    {
+        return 0;
+    }
+
+    if (it->counts[AK_USAGE_ALLOWED] != UINT32_MAX) {
+        it->counts[AK_USAGE_ALLOWED]++;
+    }
+
+    if (now > it->last_used) {
+        it->last_used = now;
+    }
+
+    zone->local_counts++;
+
+    return 1;
+}
 
 /* verify.c */
 ngx_int_t ngx_http_api_key_verify_handler(ngx_http_request_t *r);

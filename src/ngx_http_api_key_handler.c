@@ -16,6 +16,8 @@
 #include "ngx_http_api_key.h"
 
 
+static ngx_int_t ngx_http_api_key_subrequest(ngx_http_request_t *r)
+    ngx_http_api_key_cold;
 static ngx_http_api_key_early_t *ngx_http_api_key_early(ngx_http_request_t *r);
 static ngx_int_t ngx_http_api_key_redirected(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx);
@@ -26,7 +28,7 @@ static void ngx_http_api_key_reset_ctx(ngx_http_api_key_ctx_t *ctx,
     ngx_uint_t keep_hash);
 static ngx_int_t ngx_http_api_key_lookup(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx);
-static ngx_int_t ngx_http_api_key_evaluate(ngx_http_request_t *r,
+static ngx_inline ngx_int_t ngx_http_api_key_evaluate(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     size_t len, uint32_t flags, uint32_t slot);
 static ngx_int_t ngx_http_api_key_keep_text(ngx_http_request_t *r,
@@ -34,11 +36,16 @@ static ngx_int_t ngx_http_api_key_keep_text(ngx_http_request_t *r,
 static ngx_int_t ngx_http_api_key_decide(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_status_e status);
+static ngx_int_t ngx_http_api_key_deny(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    ngx_http_api_key_status_e status) ngx_http_api_key_cold;
 static ngx_int_t ngx_http_api_key_set_header(ngx_http_request_t *r,
     const char *name, size_t len, ngx_str_t *value, ngx_table_elt_t **ref);
 static u_char *ngx_http_api_key_uint(u_char *p, ngx_uint_t n);
 static ngx_int_t ngx_http_api_key_rate_headers(ngx_http_request_t *r,
     ngx_http_api_key_ctx_t *ctx);
+static ngx_int_t ngx_http_api_key_wait_again(ngx_http_request_t *r)
+    ngx_http_api_key_cold;
 static void ngx_http_api_key_resume(ngx_http_request_t *r);
 static ngx_uint_t ngx_http_api_key_problem_wanted(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_int_t rc);
@@ -48,6 +55,8 @@ static void ngx_http_api_key_verify_body_read(ngx_http_request_t *r);
 static ngx_int_t ngx_http_api_key_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_api_key_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
+static ngx_int_t ngx_http_api_key_problem_body(ngx_http_request_t *r,
+    ngx_http_api_key_ctx_t *ctx, ngx_chain_t *in) ngx_http_api_key_cold;
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -99,7 +108,9 @@ typedef char  ngx_http_api_key_problems_fit[
 
 
 /* the record being evaluated, copied out of the cache (one per worker;
- * the cache copies whole words when 8 bytes are spare) */
+ * the cache copies whole words when 8 bytes are spare); its text may be
+ * lent to the request (ngx_http_api_key_text_lent): every lookup starts
+ * with ngx_http_api_key_text_keep() */
 static u_char  ngx_http_api_key_blob[AK_RECORD_MAX + 8];
 
 
@@ -165,14 +176,21 @@ ngx_http_api_key_post_read_handler(ngx_http_request_t *r)
 ngx_int_t
 ngx_http_api_key_subrequest_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                     rc;
-    ngx_http_api_key_ctx_t       *ctx;
-    ngx_http_api_key_loc_conf_t  *alcf;
-
     if (r == r->main) {
         /* main requests: the access phase */
         return NGX_DECLINED;
     }
+
+    return ngx_http_api_key_subrequest(r);
+}
+
+
+static ngx_int_t
+ngx_http_api_key_subrequest(ngx_http_request_t *r)
+{
+    ngx_int_t                     rc;
+    ngx_http_api_key_ctx_t       *ctx;
+    ngx_http_api_key_loc_conf_t  *alcf;
 
     alcf = ngx_http_get_module_loc_conf(r, ngx_http_api_key_module);
 
@@ -223,9 +241,7 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
     if (ctx) {
         if (ctx->waiting) {
             /* woken for something else: keep waiting */
-            r->read_event_handler = ngx_http_test_reading;
-            r->write_event_handler = ngx_http_api_key_resume;
-            return NGX_AGAIN;
+            return ngx_http_api_key_wait_again(r);
         }
 
         if (ctx->decided) {
@@ -665,6 +681,10 @@ ngx_http_api_key_reset_ctx(ngx_http_api_key_ctx_t *ctx, ngx_uint_t keep_hash)
     ctx->relooks = 0;
     ctx->lookup_result = NGX_HTTP_API_KEY_LOOKUP_NONE;
 
+    if (ngx_http_api_key_text_lent == ctx) {
+        ngx_http_api_key_text_lent = NULL;
+    }
+
     ctx->text = NULL;
     ctx->text_made = 0;
     ctx->default_id = 0;
@@ -700,6 +720,9 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
     ngx_http_api_key_lookup_e   result;
 
     zone = alcf->zone;
+
+    /* the text a context borrowed from the blob, copied before it goes */
+    ngx_http_api_key_text_keep();
 
     /* the answer of the read this request waited on, if any: used once */
 
@@ -761,7 +784,7 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
                    ngx_http_api_key_hash_prefix(ctx->hash));
 
     if (found == AK_CACHE_FRESH) {
-        return ngx_http_api_key_evaluate(r, alcf, ctx, len, flags, slot);
+        goto evaluate;
     }
 
     if (found == AK_CACHE_NEGATIVE) {
@@ -780,9 +803,7 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
         rc = ngx_http_api_key_lookup_read(ctx, zone, seq);
 
         if (rc == NGX_AGAIN) {
-            r->read_event_handler = ngx_http_test_reading;
-            r->write_event_handler = ngx_http_api_key_resume;
-            return NGX_AGAIN;
+            return ngx_http_api_key_wait_again(r);
         }
 
         result = (rc == NGX_DECLINED) ? NGX_HTTP_API_KEY_LOOKUP_DENIED
@@ -795,7 +816,7 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
 
         if (found == AK_CACHE_STALE) {
             /* just read, but stored stale as events arrived meanwhile */
-            return ngx_http_api_key_evaluate(r, alcf, ctx, len, flags, slot);
+            goto evaluate;
         }
 
         if (ctx->attempts < 2) {
@@ -816,7 +837,7 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
 
         if (found == AK_CACHE_STALE) {
             /* Redis cannot answer: a known key keeps working for "stale" */
-            return ngx_http_api_key_evaluate(r, alcf, ctx, len, flags, slot);
+            goto evaluate;
         }
 
         if (result == NGX_HTTP_API_KEY_LOOKUP_DENIED) {
@@ -832,12 +853,18 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
                                    alcf->fail_open
                                    ? NGX_HTTP_API_KEY_UNCHECKED
                                    : NGX_HTTP_API_KEY_UNAVAILABLE);
+
+evaluate:
+
+    /* (one call: the evaluation is inlined here) */
+
+    return ngx_http_api_key_evaluate(r, alcf, ctx, len, flags, slot);
 }
 
 
 /* the record's rules, in order: status, expiry, ip, referrer, scopes, rate */
 
-static ngx_int_t
+static ngx_inline ngx_int_t
 ngx_http_api_key_evaluate(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     size_t len, uint32_t flags, uint32_t slot)
@@ -951,9 +978,7 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
         rc = ngx_http_api_key_limits(r, alcf, ctx, &rec, slot, &status);
 
         if (rc == NGX_AGAIN) {
-            r->read_event_handler = ngx_http_test_reading;
-            r->write_event_handler = ngx_http_api_key_resume;
-            return NGX_AGAIN;
+            return ngx_http_api_key_wait_again(r);
         }
 
         if (rc != NGX_OK) {
@@ -971,8 +996,10 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
 
 /*
  * id, owner, plan, scopes and identity outlive the blob (the worker's, the
- * next request's once this one waits): one copy of the part of the blob
- * that holds them, in the context (the pool when larger); the strings are
+ * next request's once this one waits): the part of the blob that holds
+ * them is lent to the context, copied into it when the blob is about to be
+ * overwritten or its strings are asked for (ngx_http_api_key.h), or, larger
+ * than the context's room, copied into the pool at once; the strings are
  * made from it when something asks (ngx_http_api_key_ctx_text()).
  */
 
@@ -980,145 +1007,133 @@ static ngx_int_t
 ngx_http_api_key_keep_text(ngx_http_request_t *r, ngx_http_api_key_ctx_t *ctx,
     ak_record_t *rec)
 {
-    size_t          n;
-    const u_char   *lo, *end, *id, *owner, *plan, *scopes;
+    u_char        *p;
+    ngx_uint_t     i;
+    const u_char  *lo, *end;
 
     /* no id (ak_record_view_lazy): the default one, from the hash later */
     ctx->default_id = (rec->id.data == NULL);
 
-    id = (const u_char *) rec->id.data;
-    owner = (const u_char *) rec->owner.data;
-    plan = (const u_char *) rec->plan.data;
-    scopes = (const u_char *) rec->scopes.data;
+    ctx->text_str[NGX_HTTP_API_KEY_TEXT_ID].data = (u_char *) rec->id.data;
+    ctx->text_str[NGX_HTTP_API_KEY_TEXT_ID].len = rec->id.len;
+    ctx->text_str[NGX_HTTP_API_KEY_TEXT_OWNER].data =
+                                                (u_char *) rec->owner.data;
+    ctx->text_str[NGX_HTTP_API_KEY_TEXT_OWNER].len = rec->owner.len;
+    ctx->text_str[NGX_HTTP_API_KEY_TEXT_PLAN].data = (u_char *) rec->plan.data;
+    ctx->text_str[NGX_HTTP_API_KEY_TEXT_PLAN].len = rec->plan.len;
+    ctx->text_str[NGX_HTTP_API_KEY_TEXT_SCOPES].data =
+                                                (u_char *) rec->scopes.data;
+    ctx->text_str[NGX_HTTP_API_KEY_TEXT_SCOPES].len = rec->scopes.len;
+    ctx->text_str[NGX_HTTP_API_KEY_TEXT_IDENTITY].data =
+                                                (u_char *) rec->identity;
+    ctx->text_str[NGX_HTTP_API_KEY_TEXT_IDENTITY].len = rec->identity
+                                                        ? AK_HASH_LEN : 0;
 
-    /* from the first of them to the blob's end: one span */
+    ctx->expires_at = rec->expires_at;
+
+    /*
+     * lent (copied into text_buf only when needed, ngx_http_api_key.h): the
+     * whole blob when it fits in the context, else the span from the first
+     * of them to the blob's end when that fits, else that span is copied
+     * into the pool
+     */
+
+    if (rec->blob_len <= sizeof(ctx->text_buf)) {
+        ctx->text = (u_char *) rec->blob;
+        ctx->text_n = rec->blob_len;
+        ngx_http_api_key_text_lent = ctx;
+
+        return NGX_OK;
+    }
 
     end = rec->blob + rec->blob_len;
     lo = end;
 
-    if (!ctx->default_id && id < lo) {
-        lo = id;
-    }
-
-    if (rec->owner.len && owner < lo) {
-        lo = owner;
-    }
-
-    if (rec->plan.len && plan < lo) {
-        lo = plan;
-    }
-
-    if (rec->scopes.len && scopes < lo) {
-        lo = scopes;
-    }
-
-    if (rec->identity && rec->identity < lo) {
-        lo = rec->identity;
-    }
-
-    n = end - lo;
-
-    if (n <= sizeof(ctx->text_buf)) {
-        ctx->text = ctx->text_buf;
-
-    } else {
-        ctx->text = ngx_pnalloc(r->pool, n);
-        if (ctx->text == NULL) {
-            return NGX_ERROR;
+    for (i = 0; i < NGX_HTTP_API_KEY_NTEXT; i++) {
+        if (ctx->text_str[i].len && ctx->text_str[i].data < lo) {
+            lo = ctx->text_str[i].data;
         }
     }
 
-    ngx_memcpy(ctx->text, lo, n);
+    ctx->text = (u_char *) lo;
+    ctx->text_n = end - lo;
 
-    /*
-     * (a text of length 0 is never read: its offset may be anything; the
-     * addresses are subtracted as numbers, those of absent texts are not
-     * in the blob)
-     */
+    if (ctx->text_n <= sizeof(ctx->text_buf)) {
+        ngx_http_api_key_text_lent = ctx;
+        return NGX_OK;
+    }
 
-    ctx->text_off[NGX_HTTP_API_KEY_TEXT_ID] =
-                                (uint16_t) ((uintptr_t) id - (uintptr_t) lo);
-    ctx->text_off[NGX_HTTP_API_KEY_TEXT_OWNER] =
-                                (uint16_t) ((uintptr_t) owner - (uintptr_t) lo);
-    ctx->text_off[NGX_HTTP_API_KEY_TEXT_PLAN] =
-                                (uint16_t) ((uintptr_t) plan - (uintptr_t) lo);
-    ctx->text_off[NGX_HTTP_API_KEY_TEXT_SCOPES] =
-                               (uint16_t) ((uintptr_t) scopes - (uintptr_t) lo);
-    ctx->text_off[NGX_HTTP_API_KEY_TEXT_IDENTITY] =
-                      (uint16_t) ((uintptr_t) rec->identity - (uintptr_t) lo);
+    p = ngx_pnalloc(r->pool, ctx->text_n);
+    if (p == NULL) {
+        ctx->text = NULL;
+        return NGX_ERROR;
+    }
 
-    ctx->text_len[NGX_HTTP_API_KEY_TEXT_ID] = ctx->default_id
-                                              ? 0 : (uint16_t) rec->id.len;
-    ctx->text_len[NGX_HTTP_API_KEY_TEXT_OWNER] = (uint16_t) rec->owner.len;
-    ctx->text_len[NGX_HTTP_API_KEY_TEXT_PLAN] = (uint16_t) rec->plan.len;
-    ctx->text_len[NGX_HTTP_API_KEY_TEXT_SCOPES] = (uint16_t) rec->scopes.len;
-    ctx->text_len[NGX_HTTP_API_KEY_TEXT_IDENTITY] = rec->identity
-                                                    ? AK_HASH_LEN : 0;
-
-    ctx->expires_at = rec->expires_at;
+    ngx_http_api_key_text_move(ctx, p);
 
     return NGX_OK;
 }
 
 
-/* records the outcome and turns it into the handler's answer */
+/*
+ * Records the outcome and turns it into the handler's answer: an allowed
+ * request (the usual case) ends here, a denial's headers are set by
+ * ngx_http_api_key_deny().
+ */
 
 static ngx_int_t
 ngx_http_api_key_decide(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_status_e status)
 {
-    ngx_int_t                      rc;
-    ngx_str_t                      one = ngx_string("1");
-    ngx_str_t                      v, *www, *more;
-    ngx_uint_t                     n;
+    u_char                        *hash;
+    ngx_str_t                      v;
+    ngx_http_api_key_zone_t       *zone;
     ngx_http_api_key_main_conf_t  *amcf;
+
+    zone = alcf->zone;
 
     ctx->status = status;
     ctx->decided = 1;
     ctx->decided_by = alcf;
 
     (void) ngx_atomic_fetch_add(
-               &alcf->zone->sh->status[ngx_worker % NGX_HTTP_API_KEY_STRIPES]
-                                      [status], 1);
+               &zone->sh->status[ngx_worker % NGX_HTTP_API_KEY_STRIPES]
+                                [status], 1);
 
-    if (ctx->hashed) {
+    if (ctx->hashed && zone->usage_flush) {
         /*
          * the key's last use and requests per day (a known record only),
          * under its identity: a rotated key keeps its history
          */
-        ngx_http_api_key_usage_count(alcf->zone,
-                                     (ctx->text
-                                      && ctx->text_len[
-                                             NGX_HTTP_API_KEY_TEXT_IDENTITY])
-                                     ? ctx->text + ctx->text_off[
-                                             NGX_HTTP_API_KEY_TEXT_IDENTITY]
-                                     : ctx->hash,
-                                     status);
+        hash = (ctx->text && ctx->text_str[NGX_HTTP_API_KEY_TEXT_IDENTITY].len)
+               ? ctx->text_str[NGX_HTTP_API_KEY_TEXT_IDENTITY].data
+               : ctx->hash;
+
+        if (status != NGX_HTTP_API_KEY_OK
+            || !ngx_http_api_key_usage_allowed(zone, hash))
+        {
+            ngx_http_api_key_usage_count(zone, hash, status);
+        }
     }
 
-    amcf = ngx_http_get_module_main_conf(r, ngx_http_api_key_module);
-
-    if (amcf->metrics_label && ctx->text && alcf->zone->sh->labels) {
+    if (ctx->text && zone->sh->labels) {
         /* api_key_metrics labels=: by the record's plan or owner */
 
-        ngx_http_api_key_ctx_field(ctx,
-                                   (amcf->metrics_label
-                                    == NGX_HTTP_API_KEY_LABEL_PLAN)
-                                   ? NGX_HTTP_API_KEY_TEXT_PLAN
-                                   : NGX_HTTP_API_KEY_TEXT_OWNER,
-                                   &v);
+        amcf = ngx_http_get_module_main_conf(r, ngx_http_api_key_module);
 
-        /* in the worker's table: no lock */
-        ngx_http_api_key_usage_label(alcf->zone, v.data, v.len, status);
-    }
+        if (amcf->metrics_label) {
+            ngx_http_api_key_ctx_field(ctx,
+                                       (amcf->metrics_label
+                                        == NGX_HTTP_API_KEY_LABEL_PLAN)
+                                       ? NGX_HTTP_API_KEY_TEXT_PLAN
+                                       : NGX_HTTP_API_KEY_TEXT_OWNER,
+                                       &v);
 
-#if (NGX_DEBUG)
-    if (r->connection->log->log_level & NGX_LOG_DEBUG_HTTP) {
-        /* the key id of the lines below */
-        ngx_http_api_key_ctx_text(ctx);
+            /* in the worker's table: no lock */
+            ngx_http_api_key_usage_label(zone, v.data, v.len, status);
+        }
     }
-#endif
 
     if (alcf->verify) {
         /* api_key_verify: the content handler answers every outcome */
@@ -1126,12 +1141,59 @@ ngx_http_api_key_decide(ngx_http_request_t *r,
         ctx->rc = NGX_OK;
         ctx->problem = 0;
 
-        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                       "api_key: verify: %V, key id \"%V\"",
-                       ngx_http_api_key_status_name(status), &ctx->id);
+#if (NGX_DEBUG)
+        if (r->connection->log->log_level & NGX_LOG_DEBUG_HTTP) {
+            /* the key id of the line */
+            ngx_http_api_key_ctx_text(ctx);
+
+            ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "api_key: verify: %V, key id \"%V\"",
+                           ngx_http_api_key_status_name(status), &ctx->id);
+        }
+#endif
 
         return NGX_OK;
     }
+
+    if (status == NGX_HTTP_API_KEY_OK || status == NGX_HTTP_API_KEY_UNCHECKED) {
+        ctx->rc = NGX_OK;
+        ctx->problem = 0;
+
+#if (NGX_DEBUG)
+        if (r->connection->log->log_level & NGX_LOG_DEBUG_HTTP) {
+            ngx_http_api_key_ctx_text(ctx);
+
+            ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "api_key: decision %V, key id \"%V\"",
+                           ngx_http_api_key_status_name(status), &ctx->id);
+        }
+#endif
+
+        return NGX_OK;
+    }
+
+    return ngx_http_api_key_deny(r, alcf, ctx, status);
+}
+
+
+/* a denial: its status, its headers (WWW-Authenticate, Retry-After...) */
+
+static ngx_int_t
+ngx_http_api_key_deny(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    ngx_http_api_key_status_e status)
+{
+    ngx_int_t   rc;
+    ngx_str_t   one = ngx_string("1");
+    ngx_str_t   v, *www, *more;
+    ngx_uint_t  n;
+
+#if (NGX_DEBUG)
+    if (r->connection->log->log_level & NGX_LOG_DEBUG_HTTP) {
+        /* the key id of the line below */
+        ngx_http_api_key_ctx_text(ctx);
+    }
+#endif
 
     www = NULL;
 
@@ -1426,6 +1488,15 @@ ngx_http_api_key_rate_headers(ngx_http_request_t *r,
 ngx_int_t
 ngx_http_api_key_filter_init(ngx_conf_t *cf)
 {
+    ngx_http_api_key_main_conf_t  *amcf;
+
+    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_api_key_module);
+
+    if (!amcf->error_body_json) {
+        /* no problem+json anywhere: no filter every response would pass */
+        return NGX_OK;
+    }
+
     ngx_http_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = ngx_http_api_key_header_filter;
 
@@ -1511,9 +1582,6 @@ ngx_http_api_key_header_filter(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_api_key_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
-    ngx_buf_t               *b;
-    ngx_uint_t               last;
-    ngx_chain_t             *cl, out;
     ngx_http_api_key_ctx_t  *ctx;
 
     if (in == NULL || r != r->main || r->headers_out.status < 400) {
@@ -1525,6 +1593,20 @@ ngx_http_api_key_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     if (ctx == NULL || !ctx->problem_body) {
         return ngx_http_next_body_filter(r, in);
     }
+
+    return ngx_http_api_key_problem_body(r, ctx, in);
+}
+
+
+/* nginx's page replaced with the problem+json text */
+
+static ngx_int_t
+ngx_http_api_key_problem_body(ngx_http_request_t *r,
+    ngx_http_api_key_ctx_t *ctx, ngx_chain_t *in)
+{
+    ngx_buf_t    *b;
+    ngx_uint_t    last;
+    ngx_chain_t  *cl, out;
 
     /* nginx's page is dropped, up to its last buffer */
 
@@ -1564,6 +1646,18 @@ ngx_http_api_key_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
 
 /* ---- woken after waiting on Redis (wait.c) ------------------------ */
+
+/* the request waits: woken by its wait (resume() below), NGX_AGAIN */
+
+static ngx_int_t
+ngx_http_api_key_wait_again(ngx_http_request_t *r)
+{
+    r->read_event_handler = ngx_http_test_reading;
+    r->write_event_handler = ngx_http_api_key_resume;
+
+    return NGX_AGAIN;
+}
+
 
 static void
 ngx_http_api_key_resume(ngx_http_request_t *r)

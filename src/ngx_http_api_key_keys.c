@@ -16,14 +16,28 @@
 #include "ngx_http_api_key.h"
 
 
+static ngx_inline ngx_int_t ngx_http_api_key_find_source(
+    ngx_http_request_t *r, ngx_http_api_key_source_t *src,
+    ngx_http_api_key_early_t *early, ngx_http_api_key_found_t *f,
+    ngx_http_api_key_found_t *ref);
+static ngx_int_t ngx_http_api_key_find_more(ngx_http_request_t *r,
+    ngx_http_api_key_source_t *src, ngx_uint_t n,
+    ngx_http_api_key_early_t *early, ngx_http_api_key_found_t *found)
+    ngx_http_api_key_cold;
 static ngx_int_t ngx_http_api_key_find_in(ngx_http_request_t *r,
     ngx_http_api_key_source_t *src, ngx_http_api_key_early_t *early,
     ngx_http_api_key_found_t *found);
-static ngx_int_t ngx_http_api_key_find_header(ngx_http_request_t *r,
-    ngx_str_t *name, ngx_http_api_key_found_t *f,
+static ngx_inline ngx_int_t ngx_http_api_key_find_header(
+    ngx_http_request_t *r, ngx_str_t *name, ngx_http_api_key_found_t *f,
     ngx_http_api_key_found_t *ref);
 static ngx_int_t ngx_http_api_key_find_cookie(ngx_http_request_t *r,
     ngx_str_t *name, ngx_str_t *value);
+static ngx_int_t ngx_http_api_key_check_and_hash_escaped(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    ngx_str_t *value) ngx_http_api_key_cold;
+static ngx_inline ngx_int_t ngx_http_api_key_check_hash(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    u_char *key, size_t len);
 
 
 #if (NGX_DEBUG)
@@ -83,11 +97,11 @@ ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
     ngx_http_api_key_early_t *early, ngx_http_api_key_found_t *found)
 {
     ngx_int_t                   rc;
-    ngx_uint_t                  n;
-    ngx_http_api_key_found_t    more, *f, *ref;
+    ngx_uint_t                  n, nelts;
     ngx_http_api_key_source_t  *src;
 
     src = alcf->sources->elts;
+    nelts = alcf->sources->nelts;
 
     found->source = NULL;
     found->last = 0;
@@ -96,89 +110,51 @@ ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
     found->decoded = NULL;
     found->decoded_len = 0;
 
-    for (n = 0; n < alcf->sources->nelts; n++) {
+    /* the first source present fills found */
 
-        /* the first source present fills found, a later one more */
+    for (n = 0; n < nelts; n++) {
 
-        if (found->source == NULL) {
-            f = found;
-            ref = NULL;
+        rc = ngx_http_api_key_find_source(r, &src[n], early, found, NULL);
 
-        } else {
-            more.decoded = NULL;
-            more.decoded_len = 0;
-
-            f = &more;
-            ref = found;
-        }
-
-        /* the usual sources are looked at here, the others in find_in() */
-
-        switch (src[n].type) {
-
-        case NGX_HTTP_API_KEY_SRC_HEADER:
-            rc = ngx_http_api_key_find_header(r, &src[n].name, f, ref);
-            break;
-
-        case NGX_HTTP_API_KEY_SRC_BEARER:
-        case NGX_HTTP_API_KEY_SRC_BASIC:
-
-            if (r->headers_in.authorization == NULL) {
-                rc = NGX_DECLINED;
-                break;
-            }
-
-            /* fall through */
-
-        default:
-            rc = ngx_http_api_key_find_in(r, &src[n], early, f);
-            break;
+        if (rc == NGX_DECLINED) {
+            continue;
         }
 
         if (rc == NGX_ERROR) {
             return NGX_ERROR;
         }
 
-        if (rc == NGX_DECLINED) {
-            continue;
-        }
+        found->source = &src[n];
 
-        if (ref == NULL) {
-            found->source = &src[n];
-
-            if (rc == NGX_BUSY) {
-                /* another header of that name holds another key */
-                found->other = &src[n];
-                break;
-            }
-
-            continue;
-        }
-
-        more.source = &src[n];
-
-        if (rc == NGX_BUSY
-            || more.value.len != found->value.len
-            || ngx_memcmp(more.value.data, found->value.data, more.value.len)
-               != 0)
-        {
+        if (rc == NGX_BUSY) {
+            /* another header of that name holds another key */
             found->other = &src[n];
-
-        } else {
-            found->same |= (uint32_t) 1 << n;
         }
 
-        if (more.decoded) {
-            ngx_explicit_memzero(more.decoded, more.decoded_len);
-        }
-
-        if (found->other) {
-            break;
-        }
+        break;
     }
 
     if (found->source == NULL) {
         return NGX_DECLINED;
+    }
+
+    /* the later ones, each compared with it (an Authorization source
+     * without the header: nothing to look at) */
+
+    for (n++; n < nelts && found->other == NULL; n++) {
+
+        if ((src[n].type == NGX_HTTP_API_KEY_SRC_BEARER
+             || src[n].type == NGX_HTTP_API_KEY_SRC_BASIC)
+            && r->headers_in.authorization == NULL)
+        {
+            continue;
+        }
+
+        if (ngx_http_api_key_find_more(r, &src[n], n, early, found)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
     }
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
@@ -197,6 +173,80 @@ ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
         }
 
         ngx_str_set(&found->value, "");
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * One source's value in the request into f: NGX_OK, NGX_DECLINED (none),
+ * NGX_BUSY (a header source: another header of that name holds another
+ * value than ref's, or, ref NULL, than the first one's), NGX_ERROR.
+ */
+
+static ngx_inline ngx_int_t
+ngx_http_api_key_find_source(ngx_http_request_t *r,
+    ngx_http_api_key_source_t *src, ngx_http_api_key_early_t *early,
+    ngx_http_api_key_found_t *f, ngx_http_api_key_found_t *ref)
+{
+    /* a header first: the usual source */
+
+    if (src->type == NGX_HTTP_API_KEY_SRC_HEADER) {
+        return ngx_http_api_key_find_header(r, &src->name, f, ref);
+    }
+
+    if ((src->type == NGX_HTTP_API_KEY_SRC_BEARER
+         || src->type == NGX_HTTP_API_KEY_SRC_BASIC)
+        && r->headers_in.authorization == NULL)
+    {
+        return NGX_DECLINED;
+    }
+
+    return ngx_http_api_key_find_in(r, src, early, f);
+}
+
+
+/*
+ * A later source, n of the location's, once the key is found: the same key
+ * there sets its bit in found->same (stripped too), another one makes the
+ * request malformed (found->other).  NGX_OK or NGX_ERROR.
+ */
+
+static ngx_int_t
+ngx_http_api_key_find_more(ngx_http_request_t *r,
+    ngx_http_api_key_source_t *src, ngx_uint_t n,
+    ngx_http_api_key_early_t *early, ngx_http_api_key_found_t *found)
+{
+    ngx_int_t                 rc;
+    ngx_http_api_key_found_t  more;
+
+    more.decoded = NULL;
+    more.decoded_len = 0;
+
+    rc = ngx_http_api_key_find_source(r, src, early, &more, found);
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        return NGX_OK;
+    }
+
+    if (rc == NGX_BUSY
+        || more.value.len != found->value.len
+        || ngx_memcmp(more.value.data, found->value.data, more.value.len)
+           != 0)
+    {
+        found->other = src;
+
+    } else {
+        found->same |= (uint32_t) 1 << n;
+    }
+
+    if (more.decoded) {
+        ngx_explicit_memzero(more.decoded, more.decoded_len);
     }
 
     return NGX_OK;
@@ -304,7 +354,7 @@ ngx_http_api_key_find_in(ngx_http_request_t *r, ngx_http_api_key_source_t *src,
  * than the first one's); the walk stops there, f->last is then 0.
  */
 
-static ngx_int_t
+static ngx_inline ngx_int_t
 ngx_http_api_key_find_header(ngx_http_request_t *r, ngx_str_t *name,
     ngx_http_api_key_found_t *f, ngx_http_api_key_found_t *ref)
 {
@@ -428,55 +478,18 @@ ngx_http_api_key_check_and_hash(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_found_t *found)
 {
-    size_t      len;
-    ngx_int_t   rc;
-    ngx_str_t   k;
-    u_char      buf[AK_KEY_MAX_LEN];
-
-    k = found->value;
+    ngx_int_t  rc;
 
     if (found->source->type == NGX_HTTP_API_KEY_SRC_QUERY
-        && k.len && memchr(k.data, '%', k.len))
+        && found->value.len
+        && memchr(found->value.data, '%', found->value.len))
     {
-        if (!ak_percent_decode(k.data, k.len, buf, sizeof(buf), &len)) {
-            /* an invalid escape, or longer than any key */
-            ngx_explicit_memzero(buf, sizeof(buf));
-            return NGX_DECLINED;
-        }
+        rc = ngx_http_api_key_check_and_hash_escaped(r, alcf, ctx,
+                                                     &found->value);
 
-        k.data = buf;
-        k.len = len;
-    }
-
-    if (!ak_key_check_any(k.data, k.len)) {
-        rc = NGX_DECLINED;
-        goto done;
-    }
-
-    if (alcf->format == NGX_HTTP_API_KEY_FORMAT_CHECKSUM
-        && !ak_key_check_checksum(k.data, k.len, alcf->format_prefix.data,
-                                  alcf->format_prefix.len))
-    {
-        rc = NGX_DECLINED;
-        goto done;
-    }
-
-    if (ak_hasher_digest(ngx_http_api_key_hasher, k.data, k.len, ctx->hash)
-        != 0)
-    {
-        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                      "api_key: hashing failed");
-        rc = NGX_ERROR;
-        goto done;
-    }
-
-    ctx->hashed = 1;
-    rc = NGX_OK;
-
-done:
-
-    if (k.data == buf) {
-        ngx_explicit_memzero(buf, k.len);
+    } else {
+        rc = ngx_http_api_key_check_hash(r, alcf, ctx, found->value.data,
+                                         found->value.len);
     }
 
     if (found->decoded) {
@@ -485,4 +498,57 @@ done:
     }
 
     return rc;
+}
+
+
+/* a query argument with escapes: percent-decoded (then wiped) first */
+
+static ngx_int_t
+ngx_http_api_key_check_and_hash_escaped(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    ngx_str_t *value)
+{
+    size_t     len;
+    ngx_int_t  rc;
+    u_char     buf[AK_KEY_MAX_LEN];
+
+    if (!ak_percent_decode(value->data, value->len, buf, sizeof(buf), &len)) {
+        /* an invalid escape, or longer than any key */
+        ngx_explicit_memzero(buf, sizeof(buf));
+        return NGX_DECLINED;
+    }
+
+    rc = ngx_http_api_key_check_hash(r, alcf, ctx, buf, len);
+
+    ngx_explicit_memzero(buf, len);
+
+    return rc;
+}
+
+
+static ngx_inline ngx_int_t
+ngx_http_api_key_check_hash(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    u_char *key, size_t len)
+{
+    if (!ak_key_check_any(key, len)) {
+        return NGX_DECLINED;
+    }
+
+    if (alcf->format == NGX_HTTP_API_KEY_FORMAT_CHECKSUM
+        && !ak_key_check_checksum(key, len, alcf->format_prefix.data,
+                                  alcf->format_prefix.len))
+    {
+        return NGX_DECLINED;
+    }
+
+    if (ak_hasher_digest(ngx_http_api_key_hasher, key, len, ctx->hash) != 0) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "api_key: hashing failed");
+        return NGX_ERROR;
+    }
+
+    ctx->hashed = 1;
+
+    return NGX_OK;
 }

@@ -336,6 +336,14 @@ ngx_http_api_key_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_uint_value(conf->error_body, prev->error_body,
                               NGX_HTTP_API_KEY_ERROR_BODY_HTML);
 
+    if (conf->error_body == NGX_HTTP_API_KEY_ERROR_BODY_JSON) {
+        /* the body filters are needed (merged before the postconfiguration,
+         * which reads the flag) */
+        amcf = ngx_http_conf_get_module_main_conf(cf,
+                                                  ngx_http_api_key_module);
+        amcf->error_body_json = 1;
+    }
+
     if (conf->realm.data == NULL) {
         if (prev->realm.data == NULL) {
             ngx_str_set(&prev->realm, "api");

@@ -36,12 +36,12 @@ static ngx_int_t ngx_http_api_key_strip_args(ngx_pool_t *pool, ngx_str_t *s,
     size_t start, size_t end, ngx_str_t *name, ngx_uint_t *removed);
 static ngx_int_t ngx_http_api_key_strip_cookie(ngx_http_request_t *r,
     ngx_str_t *name);
-static ngx_int_t ngx_http_api_key_remove_header(ngx_http_request_t *r,
-    ngx_table_elt_t *h, ngx_uint_t kept, ngx_list_part_t **part,
-    ngx_uint_t *i);
+static ngx_inline ngx_int_t ngx_http_api_key_remove_header(
+    ngx_http_request_t *r, ngx_table_elt_t *h, ngx_uint_t kept,
+    ngx_list_part_t **part, ngx_uint_t *i);
 static void ngx_http_api_key_unkeep(ngx_http_request_t *r, ngx_table_elt_t *h,
     ngx_uint_t kept);
-static ngx_int_t ngx_http_api_key_list_remove(ngx_list_t *l,
+static ngx_inline ngx_int_t ngx_http_api_key_list_remove(ngx_list_t *l,
     ngx_list_part_t **part, ngx_uint_t *i);
 static void ngx_http_api_key_early_wipe(void *data);
 static void ngx_http_api_key_drop_var(ngx_http_request_t *r, ngx_int_t index);
@@ -323,7 +323,7 @@ ngx_http_api_key_strip_header(ngx_http_request_t *r, ngx_str_t *name,
  * (part, i) as ngx_http_api_key_list_remove() leaves them.
  */
 
-static ngx_int_t
+static ngx_inline ngx_int_t
 ngx_http_api_key_remove_header(ngx_http_request_t *r, ngx_table_elt_t *h,
     ngx_uint_t kept, ngx_list_part_t **part, ngx_uint_t *i)
 {
@@ -427,7 +427,7 @@ ngx_http_api_key_unkeep(ngx_http_request_t *r, ngx_table_elt_t *h,
  * end of *part: iterators move on to the next part).
  */
 
-static ngx_int_t
+static ngx_inline ngx_int_t
 ngx_http_api_key_list_remove(ngx_list_t *l, ngx_list_part_t **part,
     ngx_uint_t *i)
 {

@@ -75,6 +75,12 @@ typedef struct {
 } ngx_http_api_key_usage_drain_t;
 
 
+static void ngx_http_api_key_usage_front_take(ngx_http_api_key_zone_t *zone,
+    ak_usage_item_t *it, const u_char *hash, int64_t day)
+    ngx_http_api_key_cold;
+static void ngx_http_api_key_usage_add(ngx_http_api_key_zone_t *zone,
+    const u_char *hash, int64_t now, unsigned cls) ngx_http_api_key_cold;
+static void ngx_http_api_key_usage_front_flush(ngx_http_api_key_zone_t *zone);
 static void ngx_http_api_key_usage_fold_locked(ngx_http_api_key_zone_t *zone);
 static void ngx_http_api_key_usage_fold_tick(ngx_event_t *ev);
 static void ngx_http_api_key_usage_tick(ngx_event_t *ev);
@@ -110,68 +116,167 @@ static ngx_connection_t                ngx_http_api_key_usage_dummy;
 static ngx_event_t                     ngx_http_api_key_usage_wait;
 
 
-/* the request's outcome, counted for its key (the handler, decided) */
+/*
+ * The usage class of each status, plus one: 0 is not counted (no record
+ * known: missing, malformed, unknown, unchecked...).
+ */
+
+static const u_char  ngx_http_api_key_usage_class[NGX_HTTP_API_KEY_NSTATUS] = {
+    0,                                   /* NONE */
+    1 + AK_USAGE_ALLOWED,                /* OK */
+    0,                                   /* MISSING */
+    0,                                   /* MALFORMED */
+    0,                                   /* UNKNOWN */
+    1 + AK_USAGE_DENIED_STATUS,          /* EXPIRED */
+    1 + AK_USAGE_DENIED_STATUS,          /* REVOKED */
+    1 + AK_USAGE_DENIED_STATUS,          /* DISABLED */
+    0,                                   /* BAD_RECORD */
+    1 + AK_USAGE_DENIED_POLICY,          /* IP_DENIED */
+    1 + AK_USAGE_DENIED_POLICY,          /* REFERRER_DENIED */
+    1 + AK_USAGE_DENIED_POLICY,          /* SCOPE_DENIED */
+    1 + AK_USAGE_DENIED_LIMIT,           /* RATE_LIMITED */
+    1 + AK_USAGE_DENIED_LIMIT,           /* QUOTA_EXCEEDED */
+    0,                                   /* UNAVAILABLE */
+    0                                    /* UNCHECKED */
+};
+
+
+/*
+ * The request's outcome, counted for its key (the handler, decided).  In
+ * the worker, in front of its usage table, one item per slot, by the
+ * hash's first byte (a digest's: uniform): the usual request adds one
+ * there, with no probe of the table; another key (or day) in its slot
+ * moves the item into the table first, as a fold does with all of them.
+ */
 
 void
 ngx_http_api_key_usage_count(ngx_http_api_key_zone_t *zone,
     const u_char *hash, ngx_http_api_key_status_e status)
 {
-    unsigned  cls;
+    unsigned          cls;
+    int64_t           now, day;
+    ak_usage_item_t  *it;
 
-    if (zone->usage_flush == 0 || zone->sh->usage == NULL) {
+    cls = ngx_http_api_key_usage_class[status];
+
+    if (cls == 0 || zone->usage_flush == 0) {
         return;
     }
 
-    switch (status) {
+    cls--;
 
-    case NGX_HTTP_API_KEY_OK:
-        cls = AK_USAGE_ALLOWED;
-        break;
+    now = (int64_t) ngx_time();
 
-    case NGX_HTTP_API_KEY_EXPIRED:
-    case NGX_HTTP_API_KEY_REVOKED:
-    case NGX_HTTP_API_KEY_DISABLED:
-        cls = AK_USAGE_DENIED_STATUS;
-        break;
-
-    case NGX_HTTP_API_KEY_IP_DENIED:
-    case NGX_HTTP_API_KEY_REFERRER_DENIED:
-    case NGX_HTTP_API_KEY_SCOPE_DENIED:
-        cls = AK_USAGE_DENIED_POLICY;
-        break;
-
-    case NGX_HTTP_API_KEY_RATE_LIMITED:
-    case NGX_HTTP_API_KEY_QUOTA_EXCEEDED:
-        cls = AK_USAGE_DENIED_LIMIT;
-        break;
-
-    default:
-        /* no record known: missing, malformed, unknown, unchecked... */
+    if (zone->usage_front == NULL) {
+        ngx_http_api_key_usage_add(zone, hash, now, cls);
         return;
     }
 
+    /* the UTC day, as the table counts it (never 0: an empty item) */
+
+    day = now - now % 86400;
+
+    if (day <= 0) {
+        day = 86400;
+    }
+
+    it = &zone->usage_front[hash[0] & (NGX_HTTP_API_KEY_FRONT_SLOTS - 1)];
+
+    if (it->day != day || ngx_memcmp(it->hash, hash, AK_HASH_LEN) != 0) {
+        ngx_http_api_key_usage_front_take(zone, it, hash, day);
+    }
+
+    if (it->counts[cls] != UINT32_MAX) {
+        it->counts[cls]++;
+    }
+
+    if (now > it->last_used) {
+        it->last_used = now;
+    }
+
+    zone->local_counts++;
+}
+
+
+/* the item in front of the table for another key, or day, than its own */
+
+static void
+ngx_http_api_key_usage_front_take(ngx_http_api_key_zone_t *zone,
+    ak_usage_item_t *it, const u_char *hash, int64_t day)
+{
+    if (it->day && ak_usage_merge(zone->usage_local, it) != 0) {
+        /*
+         * the worker's table is full: the fold moves this item and the
+         * others there, then the table into the zone
+         */
+        ngx_http_api_key_usage_fold(zone);
+    }
+
+    ngx_memcpy(it->hash, hash, AK_HASH_LEN);
+    it->day = day;
+    it->last_used = 0;
+    ngx_memzero(it->counts, sizeof(it->counts));
+}
+
+
+/* without items in front: in the worker's table, or the zone's */
+
+static void
+ngx_http_api_key_usage_add(ngx_http_api_key_zone_t *zone, const u_char *hash,
+    int64_t now, unsigned cls)
+{
     if (zone->usage_local == NULL) {
+        if (zone->sh->usage == NULL) {
+            return;
+        }
+
         /* not made at the worker's start: in the zone at once */
         ngx_shmtx_lock(&zone->shpool->mutex);
-        (void) ak_usage_add(zone->sh->usage, hash, (int64_t) ngx_time(), cls);
+        (void) ak_usage_add(zone->sh->usage, hash, now, cls);
         ngx_shmtx_unlock(&zone->shpool->mutex);
         return;
     }
 
-    if (ak_usage_add(zone->usage_local, hash, (int64_t) ngx_time(), cls)
-        != 0)
-    {
+    if (ak_usage_add(zone->usage_local, hash, now, cls) != 0) {
         /*
          * the worker's table is full (its own "dropped" count is never
          * read): into the zone, then counted in the emptied table
          */
         ngx_http_api_key_usage_fold(zone);
 
-        (void) ak_usage_add(zone->usage_local, hash, (int64_t) ngx_time(),
-                            cls);
+        (void) ak_usage_add(zone->usage_local, hash, now, cls);
     }
 
     zone->local_counts++;
+}
+
+
+/*
+ * The items in front of the worker's usage table into it (a fold; under
+ * the zone's lock): when the table is full, it is folded into the zone's
+ * first.
+ */
+
+static void
+ngx_http_api_key_usage_front_flush(ngx_http_api_key_zone_t *zone)
+{
+    ngx_uint_t        i;
+    ak_usage_item_t  *it;
+
+    for (i = 0; i < NGX_HTTP_API_KEY_FRONT_SLOTS; i++) {
+        it = &zone->usage_front[i];
+
+        if (it->day == 0) {
+            continue;
+        }
+
+        if (ak_usage_merge(zone->usage_local, it) != 0) {
+            (void) ak_usage_fold(zone->sh->usage, zone->usage_local);
+            (void) ak_usage_merge(zone->usage_local, it);
+        }
+
+        ngx_memzero(it, sizeof(ak_usage_item_t));
+    }
 }
 
 
@@ -238,6 +343,10 @@ ngx_http_api_key_usage_fold_locked(ngx_http_api_key_zone_t *zone)
     }
 
     if (zone->usage_local && zone->sh->usage) {
+        if (zone->usage_front) {
+            ngx_http_api_key_usage_front_flush(zone);
+        }
+
         (void) ak_usage_fold(zone->sh->usage, zone->usage_local);
     }
 
@@ -284,6 +393,7 @@ ngx_http_api_key_usage_init_worker(ngx_cycle_t *cycle,
     for (i = 0; i < amcf->zones.nelts; i++) {
         zone = zp[i];
 
+        zone->usage_front = NULL;
         zone->usage_local = NULL;
         zone->labels_local = NULL;
         zone->local_counts = 0;
@@ -310,6 +420,13 @@ ngx_http_api_key_usage_init_worker(ngx_cycle_t *cycle,
                 if (zone->usage_local == NULL) {
                     ngx_free(mem);
                 }
+            }
+
+            if (zone->usage_local) {
+                /* without it, counted in the table at once */
+                zone->usage_front = ngx_calloc(NGX_HTTP_API_KEY_FRONT_SLOTS
+                                               * sizeof(ak_usage_item_t),
+                                               cycle->log);
             }
         }
 
@@ -432,6 +549,11 @@ ngx_http_api_key_usage_exit_worker(ngx_cycle_t *cycle)
         ngx_http_api_key_usage_fold(zone);
 
         /* (made by ngx_alloc() at the worker's start) */
+
+        if (zone->usage_front) {
+            ngx_free(zone->usage_front);
+            zone->usage_front = NULL;
+        }
 
         if (zone->usage_local) {
             ngx_free(zone->usage_local);

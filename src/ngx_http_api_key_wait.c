@@ -29,6 +29,10 @@ static ngx_rbtree_node_t *ngx_http_api_key_tree_find_from(
     size_t zone_offset);
 
 
+/* the context whose text is lent (ngx_http_api_key.h), NULL: none */
+ngx_http_api_key_ctx_t  *ngx_http_api_key_text_lent;
+
+
 /*
  * The context and its pool cleanup in one allocation (what
  * ngx_pool_cleanup_add() does with two): the cleanup is linked as it links
@@ -121,7 +125,17 @@ ngx_http_api_key_ctx_cleanup(void *data)
         ngx_http_api_key_wait_cancel(ctx);
     }
 
+    if (ngx_http_api_key_text_lent == ctx) {
+        ngx_http_api_key_text_lent = NULL;
+    }
+
+#if (defined __GNUC__ || defined __clang__)
+    /* ngx_explicit_memzero() inline: the barrier keeps the stores */
+    ngx_memzero(ctx->hash, AK_HASH_LEN);
+    __asm__ __volatile__ ("" : : "r" (ctx->hash) : "memory");
+#else
     ngx_explicit_memzero(ctx->hash, AK_HASH_LEN);
+#endif
 }
 
 

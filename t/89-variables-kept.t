@@ -43,6 +43,11 @@ my $http = <<'EOT2' . echo_server();
         location / {
             proxy_pass http://127.0.0.1:%%PORT_UP%%;
         }
+        location /held-quiet/ {
+            # nothing asks for the strings before the upstream answers
+            proxy_pass http://127.0.0.1:%%HELD%%;
+            proxy_read_timeout 20s;
+        }
         location /quiet/ {
             # no variable here: nothing asks for the strings
             add_header X-Id "" always;
@@ -125,5 +130,40 @@ like($log, qr{"GET /x HTTP/1\.1" 200 .*st=ok id=\Q$default_id\E owner=bob plan=f
 like($log, qr{"GET /quiet/ HTTP/1\.1" 200 .*st=ok id=\Q$default_id\E owner=bob},
      'access log: values nothing asked for until the log');
 unlike($log, qr/\Q$k{a}\E|\Q$k{b}\E|\Q$k{c}\E/, 'no raw key in the access log');
+
+# --- a short record's text, left in the worker's copy of it until another
+# key's lookup overwrites that copy: held with nothing asking for it, then
+# asked for (add_header, the log) after the others passed
+$cli = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port)
+    or die "connect: $!";
+print $cli "GET /held-quiet/x HTTP/1.1\r\nHost: t\r\nX-API-Key: $k{c}\r\n"
+         . "Connection: close\r\n\r\n";
+ok(IO::Select->new($up)->can_read(10), 'the quiet held request reached its upstream');
+$conn = $up->accept;
+$upreq = '';
+while ($upreq !~ /\r\n\r\n/) {
+    last unless IO::Select->new($conn)->can_read(5);
+    sysread($conn, $upreq, 4096, length $upreq) or last;
+}
+$res = http_get($port, '/x', headers => { 'X-API-Key' => $k{b} });
+is($res->header('X-Owner'), 'bob', 'key b passes meanwhile');
+$res = http_get($port, '/quiet/', headers => { 'X-API-Key' => $k{b} });
+is($res->status, 200, 'and again, its record read last');
+print $conn "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+close $conn;
+$raw = '';
+while (IO::Select->new($cli)->can_read(10)) {
+    sysread($cli, $raw, 65536, length $raw) or last;
+}
+close $cli;
+like($raw, qr{^HTTP/1\.1 200 }, 'the quiet held request: 200');
+like($raw, qr/^X-Id: c-id\r$/m, 'the quiet held request: its id after the others');
+like($raw, qr/^X-Owner: carol\r$/m, '... its owner');
+unlike($raw, qr/^X-Plan:/m, '... no plan');
+ok(wait_until(sub { $n->access_log =~ m{"GET /held-quiet/x HTTP/1\.1" 200 } },
+              timeout => 5), 'the quiet held request is logged');
+like($n->access_log,
+     qr{"GET /held-quiet/x HTTP/1\.1" 200 .*st=ok id=c-id owner=carol},
+     'access log: the quiet held request with its own values');
 
 done_testing;

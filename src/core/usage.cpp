@@ -62,6 +62,19 @@ int64_t day_of(int64_t now) noexcept
     return d > 0 ? d : 86400;   /* 0 marks an empty slot */
 }
 
+bool same_hash(const unsigned char *a, const unsigned char *b) noexcept
+{
+    uint64_t x[4], y[4];
+
+    std::memcpy(x, a, sizeof(x));
+    std::memcpy(y, b, sizeof(y));
+
+    return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3]))
+           == 0;
+}
+
+static_assert(AK_HASH_LEN == 4 * sizeof(uint64_t), "same_hash's words");
+
 /* the item of (hash, day) in the active half, made when create; or null */
 ak_usage_item_t *find(ak_usage_t *u, const unsigned char *hash, int64_t day,
     bool create) noexcept
@@ -83,7 +96,7 @@ ak_usage_item_t *find(ak_usage_t *u, const unsigned char *hash, int64_t day,
             return it;
         }
 
-        if (it->day == day && std::memcmp(it->hash, hash, AK_HASH_LEN) == 0) {
+        if (it->day == day && same_hash(it->hash, hash)) {
             return it;
         }
 
@@ -154,11 +167,18 @@ ak_usage_add(ak_usage_t *u, const unsigned char hash[AK_HASH_LEN],
         return -1;
     }
 
-    ak_usage_item_t *it = find(u, hash, day_of(now), true);
+    int64_t day = day_of(now);
+    ak_usage_item_t *it = u->items + static_cast<size_t>(u->active) * u->slots
+                          + slot_of(hash, day, u->slots);
 
-    if (it == nullptr) {
-        u->dropped.fetch_add(1, std::memory_order_relaxed);
-        return -1;
+    /* the usual case: the key counted today already, in its first slot */
+    if (it->day != day || !same_hash(it->hash, hash)) {
+        it = find(u, hash, day, true);
+
+        if (it == nullptr) {
+            u->dropped.fetch_add(1, std::memory_order_relaxed);
+            return -1;
+        }
     }
 
     it->counts[cls] = add_sat(it->counts[cls], 1);
