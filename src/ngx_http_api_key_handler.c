@@ -587,14 +587,39 @@ ngx_http_api_key_redirected(ngx_http_request_t *r,
         return ctx->rc;
     }
 
+    if (prev->verify && !alcf->verify
+        && ctx->status != NGX_HTTP_API_KEY_OK
+        && ctx->status != NGX_HTTP_API_KEY_UNCHECKED)
+    {
+        /*
+         * api_key_verify answers every outcome without denying it (rc is
+         * NGX_OK): here it is a denial, with this location's answer,
+         * counted once
+         */
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "api_key: redirected after api_key_verify's \"%V\"",
+                       ngx_http_api_key_status_name(ctx->status));
+
+        ctx->decided_by = alcf;
+
+        return ngx_http_api_key_deny(r, alcf, ctx, ctx->status);
+    }
+
     if (alcf->zone != prev->zone
         || (ctx->status == NGX_HTTP_API_KEY_UNCHECKED && !alcf->fail_open))
     {
         /*
          * another zone (its own records, cache and limits), or let through
          * unchecked into a location that fails closed: the same key, by
-         * its hash, looked up again here
+         * its hash, looked up again here; a key never hashed (missing,
+         * malformed: api_key_verify let it through) is checked anew
          */
+
+        if (!ctx->hashed) {
+            ngx_http_api_key_reset_ctx(ctx, 0);
+            return NGX_DECLINED;
+        }
 
         ngx_http_api_key_reset_ctx(ctx, 1);
         return ngx_http_api_key_lookup(r, alcf, ctx);

@@ -1,0 +1,102 @@
+# SPDX-License-Identifier: BSD-2-Clause
+# api_key_verify answers every outcome (its access phase never denies): a
+# request it decided that is then sent elsewhere by an internal redirect
+# (try_files, error_page...) into a location that checks keys is checked
+# there anew, never let through on the verify location's outcome (an
+# unknown, revoked or malformed key would pass otherwise), and a key that
+# was never hashed is never looked up (in another zone).
+use strict;
+use warnings;
+use Test::More;
+use lib 't/lib';
+use ApiKeyTest;
+
+require_module();
+
+my $r = ApiKeyTest::Redis->start;
+my $http = <<'EOT' . echo_server();
+    api_key_zone  keys:1m;
+    api_key_zone  other:1m;
+    api_key_redis redis://127.0.0.1:%%REDIS%% timeout=2s;
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        api_key_source header:X-API-Key;
+        location = /verify {
+            api_key_verify keys;
+            try_files /nowhere @backend;
+        }
+        location = /verify-other {
+            api_key_verify keys;
+            try_files /nowhere @other;
+        }
+        location = /verify-chain {
+            api_key_verify keys;
+            try_files /nowhere @verify-other;
+        }
+        location @verify-other {
+            api_key_verify other;
+        }
+        location @backend {
+            api_key keys;
+            add_header X-St $api_key_status always;
+            proxy_pass http://127.0.0.1:%%PORT_UP%%;
+        }
+        location @other {
+            api_key other;
+            add_header X-St $api_key_status always;
+            proxy_pass http://127.0.0.1:%%PORT_UP%%;
+        }
+    }
+EOT
+my $n = ApiKeyTest::Nginx->start(http => $http, redis => $r,
+                                 vars => { REDIS => $r->port });
+my $port = $n->port;
+
+my %k = map { $_ => random_key($_) } qw(ok rev unknown);
+add_key($r, $k{ok}, id => 'r-ok');
+add_key($r, $k{rev}, id => 'r-rev', status => 'revoked');
+
+# a valid key: checked again in @backend, and passes
+my $res = http_get($port, '/verify', headers => { 'X-API-Key' => $k{ok} });
+is($res->status, 200, 'a valid key: the backend');
+is($res->header('X-St'), 'ok', '... checked there: ok');
+
+# what the verify location let through its access phase is denied there
+$res = http_get($port, '/verify', headers => { 'X-API-Key' => $k{unknown} });
+is($res->status, 401, 'an unknown key: not let through by the redirect');
+is($res->header('X-St'), 'unknown', '... unknown there');
+
+$res = http_get($port, '/verify', headers => { 'X-API-Key' => $k{rev} });
+is($res->status, 401, 'a revoked key: not let through by the redirect');
+is($res->header('X-St'), 'revoked', '... revoked there');
+
+$res = http_get($port, '/verify', headers => { 'X-API-Key' => 'not a key' });
+is($res->status, 401, 'a malformed key: not let through by the redirect');
+is($res->header('X-St'), 'malformed', '... malformed there');
+
+$res = http_get($port, '/verify');
+is($res->status, 401, 'no key: not let through by the redirect');
+is($res->header('X-St'), 'missing', '... missing there');
+
+# into another zone: a malformed key has no hash to look up there
+reset_stats($r);
+$res = http_get($port, '/verify-other',
+                headers => { 'X-API-Key' => 'not a key' });
+is($res->status, 401, 'another zone, a malformed key: 401');
+is($res->header('X-St'), 'malformed', '... malformed there, not looked up');
+is(hgetall_calls($r), 0, '... no read from Redis');
+
+$res = http_get($port, '/verify-other', headers => { 'X-API-Key' => $k{ok} });
+is($res->status, 200, 'another zone, a valid key: 200');
+is($res->header('X-St'), 'ok', '... ok there');
+
+# from one api_key_verify to another's zone: a key never hashed is not
+# looked up there either
+reset_stats($r);
+$res = http_get($port, '/verify-chain',
+                headers => { 'X-API-Key' => 'not a key' });
+is($res->status, 200, 'verify into another zone\'s verify, a malformed key: 200');
+like($res->body, qr/"valid":false/, '... not valid');
+is(hgetall_calls($r), 0, '... no read from Redis');
+
+done_testing;
