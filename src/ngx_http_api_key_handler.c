@@ -587,19 +587,23 @@ ngx_http_api_key_redirected(ngx_http_request_t *r,
         return ctx->rc;
     }
 
-    if (prev->verify && !alcf->verify
-        && ctx->status != NGX_HTTP_API_KEY_OK
-        && ctx->status != NGX_HTTP_API_KEY_UNCHECKED)
-    {
+    if (prev->verify && !alcf->verify) {
         /*
          * api_key_verify answers every outcome without denying it (rc is
-         * NGX_OK): here it is a denial, with this location's answer,
-         * counted once
+         * NGX_OK), and checks neither the client's address nor its
+         * Referer, nor takes from the limits with consume=off: here the
+         * key is checked as a direct request's would be, by its hash; a
+         * key never hashed (missing, malformed) is denied
          */
 
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "api_key: redirected after api_key_verify's \"%V\"",
                        ngx_http_api_key_status_name(ctx->status));
+
+        if (ctx->hashed) {
+            ngx_http_api_key_reset_ctx(ctx, 1);
+            return ngx_http_api_key_lookup(r, alcf, ctx);
+        }
 
         ctx->decided_by = alcf;
 

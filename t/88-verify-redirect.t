@@ -1,10 +1,12 @@
 # SPDX-License-Identifier: BSD-2-Clause
-# api_key_verify answers every outcome (its access phase never denies): a
-# request it decided that is then sent elsewhere by an internal redirect
-# (try_files, error_page...) into a location that checks keys is checked
-# there anew, never let through on the verify location's outcome (an
-# unknown, revoked or malformed key would pass otherwise), and a key that
-# was never hashed is never looked up (in another zone).
+# api_key_verify answers every outcome (its access phase never denies, nor
+# checks the client's address, nor takes from the limits with
+# consume=off): a request it decided that is then sent elsewhere by an
+# internal redirect (try_files, error_page...) into a location that checks
+# keys is checked there as a direct request would be, never let through on
+# the verify location's outcome (an unknown, revoked, malformed, address-
+# restricted or limited key would pass otherwise), and a key that was never
+# hashed is never looked up (in another zone).
 use strict;
 use warnings;
 use Test::More;
@@ -52,9 +54,11 @@ my $n = ApiKeyTest::Nginx->start(http => $http, redis => $r,
                                  vars => { REDIS => $r->port });
 my $port = $n->port;
 
-my %k = map { $_ => random_key($_) } qw(ok rev unknown);
+my %k = map { $_ => random_key($_) } qw(ok rev unknown ipk rate);
 add_key($r, $k{ok}, id => 'r-ok');
 add_key($r, $k{rev}, id => 'r-rev', status => 'revoked');
+add_key($r, $k{ipk}, id => 'r-ip', ips => '10.0.0.0/8');
+add_key($r, $k{rate}, id => 'r-rate', rate => '1/m', burst => 0);
 
 # a valid key: checked again in @backend, and passes
 my $res = http_get($port, '/verify', headers => { 'X-API-Key' => $k{ok} });
@@ -77,6 +81,17 @@ is($res->header('X-St'), 'malformed', '... malformed there');
 $res = http_get($port, '/verify');
 is($res->status, 401, 'no key: not let through by the redirect');
 is($res->header('X-St'), 'missing', '... missing there');
+
+# what api_key_verify does not check: the client's address, the limits
+$res = http_get($port, '/verify', headers => { 'X-API-Key' => $k{ipk} });
+is($res->status, 403, 'a key for other addresses: denied by the redirect');
+is($res->header('X-St'), 'ip_denied', '... ip_denied there');
+
+$res = http_get($port, '/verify', headers => { 'X-API-Key' => $k{rate} });
+is($res->status, 200, 'a limited key, the first request: the backend');
+$res = http_get($port, '/verify', headers => { 'X-API-Key' => $k{rate} });
+is($res->status, 429, '... the second, over its rate: 429 there');
+is($res->header('X-St'), 'rate_limited', '... rate_limited');
 
 # into another zone: a malformed key has no hash to look up there
 reset_stats($r);
