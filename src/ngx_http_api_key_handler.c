@@ -169,8 +169,9 @@ ngx_http_api_key_post_read_handler(ngx_http_request_t *r)
  * phase: a subrequest never gets more than a direct request would.  Of a
  * main request checked by this module it shares the outcome (a denied one:
  * the same answer); else (the main request's location has no api_key: the
- * auth_request pattern) it is checked on its own, with its own context,
- * waiting on Redis like a main request does.
+ * auth_request pattern; or api_key_verify, which denies nothing) it is
+ * checked on its own, with its own context, waiting on Redis like a main
+ * request does.
  */
 
 ngx_int_t
@@ -200,7 +201,7 @@ ngx_http_api_key_subrequest(ngx_http_request_t *r)
 
     ctx = ngx_http_api_key_get_ctx(r->main);
 
-    if (ctx && ctx->decided) {
+    if (ctx && ctx->decided && (alcf->verify || !ctx->decided_by->verify)) {
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "api_key: subrequest shares the main request's "
                        "\"%V\"", ngx_http_api_key_status_name(ctx->status));

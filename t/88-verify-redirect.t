@@ -6,7 +6,8 @@
 # keys is checked there as a direct request would be, never let through on
 # the verify location's outcome (an unknown, revoked, malformed, address-
 # restricted or limited key would pass otherwise), and a key that was never
-# hashed is never looked up (in another zone).
+# hashed is never looked up (in another zone).  A subrequest (mirror) of
+# such a request is checked on its own too.
 use strict;
 use warnings;
 use Test::More;
@@ -19,6 +20,7 @@ my $r = ApiKeyTest::Redis->start;
 my $http = <<'EOT' . echo_server();
     api_key_zone  keys:1m;
     api_key_zone  other:1m;
+    log_format    mirror 'mirror $uri $status st=$api_key_status';
     api_key_redis redis://127.0.0.1:%%REDIS%% timeout=2s;
     server {
         listen 127.0.0.1:%%PORT%%;
@@ -34,6 +36,17 @@ my $http = <<'EOT' . echo_server();
         location = /verify-chain {
             api_key_verify keys;
             try_files /nowhere @verify-other;
+        }
+        location = /verify-mirror {
+            api_key_verify keys;
+            mirror /m;
+        }
+        location = /m {
+            internal;
+            api_key keys;
+            log_subrequest on;
+            access_log mirror.log mirror;
+            proxy_pass http://127.0.0.1:%%PORT_UP%%;
         }
         location @verify-other {
             api_key_verify other;
@@ -113,5 +126,17 @@ $res = http_get($port, '/verify-chain',
 is($res->status, 200, 'verify into another zone\'s verify, a malformed key: 200');
 like($res->body, qr/"valid":false/, '... not valid');
 is(hgetall_calls($r), 0, '... no read from Redis');
+
+# a subrequest (mirror) of a request api_key_verify decided: checked on its
+# own, not let through on the verify location's outcome
+$res = http_get($port, '/verify-mirror',
+                headers => { 'X-API-Key' => $k{unknown} });
+is($res->status, 200, 'verify with a mirror: its answer');
+ok(wait_until(sub { -s "$n->{dir}/mirror.log" }, timeout => 5),
+   'the mirror subrequest is logged');
+my $mlog = ApiKeyTest::slurp("$n->{dir}/mirror.log");
+like($mlog, qr{^mirror /m 401 }m, 'the mirror subrequest: denied')
+    or diag $mlog;
+unlike($mlog, qr{^mirror /m 200 }m, '... not sent to its upstream');
 
 done_testing;
