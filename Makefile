@@ -302,9 +302,9 @@ $(FUZZ_REPLAY)/%: fuzz/fuzz_%.cpp $(FUZZ_HDRS) $(REPLAY_CORE_OBJS) $(FUZZ_REPLAY
 
 # the lock-free limits with another process acting between two atomic
 # steps (test/race: the same core build, its race hooks)
-$(FUZZ_REPLAY)/race_tests: $(wildcard test/race/*.cpp) $(CORE_HDRS) $(REPLAY_CORE_OBJS)
+$(FUZZ_REPLAY)/race_tests: $(wildcard test/race/*.cpp) test/unit/cache_zone.h $(CORE_HDRS) $(REPLAY_CORE_OBJS)
 	@mkdir -p $(dir $@)
-	$(CXX) $(FUZZ_BASE) $(FUZZ_SAN) -o $@ $(wildcard test/race/*.cpp) \
+	$(CXX) $(FUZZ_BASE) $(FUZZ_SAN) -Itest/unit -o $@ $(wildcard test/race/*.cpp) \
 	    $(REPLAY_CORE_OBJS) -lgtest -lgtest_main -lhiredis -lcrypto -pthread
 
 # UBSan's reports abort too (-fno-sanitize-recover)
