@@ -300,11 +300,19 @@ $(FUZZ_REPLAY)/%: fuzz/fuzz_%.cpp $(FUZZ_HDRS) $(REPLAY_CORE_OBJS) $(FUZZ_REPLAY
 	$(CXX) $(FUZZ_BASE) $(FUZZ_SAN) -o $@ $< $(FUZZ_REPLAY)/main.o \
 	    $(REPLAY_CORE_OBJS) -lhiredis -lcrypto
 
+# the lock-free limits with another process acting between two atomic
+# steps (test/race: the same core build, its race hooks)
+$(FUZZ_REPLAY)/race_tests: $(wildcard test/race/*.cpp) test/unit/cache_zone.h $(CORE_HDRS) $(REPLAY_CORE_OBJS)
+	@mkdir -p $(dir $@)
+	$(CXX) $(FUZZ_BASE) $(FUZZ_SAN) -Itest/unit -o $@ $(wildcard test/race/*.cpp) \
+	    $(REPLAY_CORE_OBJS) -lgtest -lgtest_main -lhiredis -lcrypto -pthread
+
 # UBSan's reports abort too (-fno-sanitize-recover)
-fuzz-replay: $(addprefix $(FUZZ_REPLAY)/,$(FUZZ_NAMES))
+fuzz-replay: $(addprefix $(FUZZ_REPLAY)/,$(FUZZ_NAMES)) $(FUZZ_REPLAY)/race_tests
 	@for t in $(FUZZ_NAMES); do \
 	    $(FUZZ_REPLAY)/$$t fuzz/corpus/$$t fuzz/crashes/$$t || exit 1; \
 	done
+	$(FUZZ_REPLAY)/race_tests --gtest_brief=1
 
 # make run: ports on 127.0.0.1 (checked before anything starts), the
 # directory of its config, logs and PID files

@@ -268,13 +268,8 @@ EOT
 
 for my $b (@bad) {
     my ($name, $http, $also) = @$b;
-    my $c = ApiKeyTest::Nginx->check_config(http => $http);
-    ok(!$c->{ok}, "nginx -t fails: $name") or next;
-    my $line = ApiKeyTest::Nginx::line_of($c, qr/# BAD/);
-    my $out = $c->{output};
-    like($out, qr/\[emerg\].* in \Q$c->{conf_path}\E:$line\b/,
-         "... the message names the file and line $line");
-    like($out, $also, "... and mentions $also") if $also;
+    my $c = config_refused($http, '', "nginx -t fails: $name");
+    like($c->{output}, $also, "... and mentions $also") if $also && !$c->{ok};
 }
 
 # a prefix longer than a Redis name may hold: refused by nginx -t (a longer

@@ -185,7 +185,7 @@ for my $c (['labels=plan values=0', qr/invalid "values=0"/],
            ['labels=status', qr/invalid parameter "labels=status"/],
            ['values=5', qr/"values=" needs/]) {
     my ($params, $re) = @$c;
-    my $cc = ApiKeyTest::Nginx->check_config(http => <<"EOT");
+    config_refused(<<"EOT", $re, "nginx -t refuses api_key_metrics $params");
     api_key_zone  keys:1m;
     api_key_redis redis://127.0.0.1:6379;
     server {
@@ -196,13 +196,9 @@ for my $c (['labels=plan values=0', qr/invalid "values=0"/],
         }
     }
 EOT
-    ok(!$cc->{ok}, "nginx -t refuses api_key_metrics $params");
-    my $line = ApiKeyTest::Nginx::line_of($cc, qr/# BAD/);
-    like($cc->{output}, qr/\[emerg\].*$re.* in \Q$cc->{conf_path}\E:$line\b/,
-         "... with the message and file:line");
 }
-{
-    my $cc = ApiKeyTest::Nginx->check_config(http => <<"EOT");
+my $two = 'nginx -t refuses two api_key_metrics with different labels';
+config_refused(<<"EOT", qr/must give the same/, $two);
     api_key_zone  keys:1m;
     api_key_redis redis://127.0.0.1:6379;
     server {
@@ -215,10 +211,5 @@ EOT
         location = /metrics3 { api_key_metrics; }
     }
 EOT
-    ok(!$cc->{ok}, 'nginx -t refuses two api_key_metrics with different labels');
-    my $line = ApiKeyTest::Nginx::line_of($cc, qr/# BAD/);
-    like($cc->{output}, qr/\[emerg\].*must give the same.* in \Q$cc->{conf_path}\E:$line\b/,
-         '... naming the second one');
-}
 
 done_testing;

@@ -215,7 +215,7 @@ for my $c (['api_key_verify keys consume=maybe;', qr/invalid parameter "consume=
            ['api_key_verify nosuch;', qr/unknown api_key_zone "nosuch"/],
            ['api_key_verify off;', qr/needs a zone/]) {
     my ($line, $re) = @$c;
-    my $cc = ApiKeyTest::Nginx->check_config(http => <<"EOT");
+    config_refused(<<"EOT", $re, "nginx -t refuses: $line");
     api_key_zone  keys:1m;
     api_key_redis redis://127.0.0.1:6379;
     server {
@@ -225,9 +225,6 @@ for my $c (['api_key_verify keys consume=maybe;', qr/invalid parameter "consume=
         }
     }
 EOT
-    ok(!$cc->{ok}, "nginx -t refuses: $line");
-    my $l = ApiKeyTest::Nginx::line_of($cc, qr/# BAD/);
-    like($cc->{output}, qr/\[emerg\].*$re.* in \Q$cc->{conf_path}\E:$l\b/, '... with file:line');
 }
 
 done_testing;

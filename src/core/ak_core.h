@@ -1122,6 +1122,22 @@ int ak_cache_give_back(ak_cache_t *c, uint32_t slot,
  * return (longjmp) stands for a worker killed there.
  */
 extern void (*ak_cache_kill_hook)(void);
+
+/*
+ * The same builds: called at the steps of the lock-free limits where
+ * another process may act between two atomic operations, so that a test
+ * can be that other process, deterministically:
+ *   AK_RACE_QUOTA_TAKEN   ak_cache_quota_take, the count just taken, the
+ *                         tag word not read again yet;
+ *   AK_RACE_LIMITS_TAKEN  ak_cache_limits_take, the same;
+ *   AK_RACE_LIMITS_TAT    ak_cache_limits_take, before each swap of the
+ *                         new TAT into the tag word.
+ */
+#define AK_RACE_QUOTA_TAKEN   1
+#define AK_RACE_LIMITS_TAKEN  2
+#define AK_RACE_LIMITS_TAT    3
+
+extern void (*ak_cache_race_hook)(int point);
 #endif
 
 /*

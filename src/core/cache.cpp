@@ -126,8 +126,13 @@
 extern "C" { void (*ak_cache_kill_hook)(void) = nullptr; }
 #define KILL_POINT()  do { if (ak_cache_kill_hook) ak_cache_kill_hook(); } \
                       while (0)
+/* and a lock-free step may be where another process acts (see ak_core.h) */
+extern "C" { void (*ak_cache_race_hook)(int point) = nullptr; }
+#define RACE_POINT(n)  do { if (ak_cache_race_hook) ak_cache_race_hook(n); } \
+                       while (0)
 #else
 #define KILL_POINT()  do { } while (0)
+#define RACE_POINT(n)  do { } while (0)
 #endif
 
 
@@ -2566,6 +2571,8 @@ ak_cache_quota_take(ak_cache_t *c, uint32_t slot,
             continue;                   /* qw is the word found */
         }
 
+        RACE_POINT(AK_RACE_QUOTA_TAKEN);
+
         /*
          * Taken.  The quota word has no tag of its own: if the slot changed
          * identity since t0 was read, the count came off whatever the slot
@@ -2671,6 +2678,8 @@ ak_cache_limits_take(ak_cache_t *c, uint32_t slot,
         return -1;
     }
 
+    RACE_POINT(AK_RACE_LIMITS_TAKEN);
+
     /*
      * Taken.  If the tag moved since t0 the count may have come off
      * another entry the slot holds now: lost (as in ak_cache_quota_take),
@@ -2696,6 +2705,8 @@ ak_cache_limits_take(ak_cache_t *c, uint32_t slot,
         if (tat >= AK_TAT_NONE) {
             tat = AK_TAT_NONE - 1;
         }
+
+        RACE_POINT(AK_RACE_LIMITS_TAT);
 
         if (__atomic_compare_exchange_n(tag_word(e), &w, (w & ~TW_TAT) | tat,
                                         false, __ATOMIC_ACQ_REL,

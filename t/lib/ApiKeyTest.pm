@@ -152,6 +152,7 @@ our @EXPORT = qw(
     http_get http_request http_batch http_concurrent http_open_raw
     parse_error_log key_leaks echo_server CORE_DEBUG_PREFIXES
     track_key tracked_keys run_nginx CORE_REQUEST_DEBUG gdb_at gdb_finish
+    config_refused
 );
 
 our $NGINX = $ENV{AK_NGINX} // '/usr/sbin/nginx';
@@ -582,6 +583,23 @@ sub gdb_finish {
     kill 'KILL', $gpid unless $done;
     waitpid $gpid, 0 unless $done;
     return $done;
+}
+
+# nginx -t on the http block $http must fail with an [emerg] whose text
+# matches $re (a string or a qr//) and that names the config file and the
+# line marked "# BAD" (two tests; the first named $name).  %o goes to
+# check_config (vars => ...).  The check_config result, for more checks.
+sub config_refused {
+    my ($http, $re, $name, %o) = @_;
+    require Test::More;
+    my $c = ApiKeyTest::Nginx->check_config(http => $http, %o);
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    Test::More::ok(!$c->{ok}, $name) or return $c;
+    my $line = ApiKeyTest::Nginx::line_of($c, qr/# BAD/);
+    Test::More::like($c->{output},
+        qr/\[emerg\].*$re.* in \Q$c->{conf_path}\E:$line\b/,
+        "... the message and file:line $line");
+    return $c;
 }
 
 sub slurp {
