@@ -463,6 +463,11 @@ typedef struct {
     ngx_uint_t                    query_vars;    /* the two below are set */
     ngx_int_t                     var_request;   /* indexes: $request, */
     ngx_int_t                     var_request_uri;   /* $request_uri */
+    ngx_array_t                   vars;      /* the indexes of the
+                                                variables above and of the
+                                                sources', found once the
+                                                configuration is read
+                                                (module.c) */
     ngx_uint_t                    metrics_label;  /* api_key_metrics
                                                      labels=: NGX_HTTP_API_
                                                      KEY_LABEL_* */
