@@ -609,6 +609,9 @@ typedef struct {
                                                 credential (request pool),
                                                 zeroed once hashed */
     size_t                        decoded_len;
+    ngx_list_part_t             **spare;     /* set by the caller of strip()
+                                                (not find()): the context's
+                                                spare part (strip.c) */
 } ngx_http_api_key_found_t;
 
 
@@ -710,6 +713,15 @@ typedef struct {
     u_char                        hash[AK_HASH_LEN];
 
     ngx_queue_t                   wait_link;     /* in waiting->waiters */
+
+    /*
+     * The part a split of the request's header list takes when the key's
+     * header is removed from the middle of one (strip.c; the usual case:
+     * no allocation): part, once; spare NULL once taken.  The context
+     * lives in the request's pool, as the list does.
+     */
+    ngx_list_part_t              *spare;
+    ngx_list_part_t               part;
 
     size_t                        text_n;            /* its bytes */
     ngx_str_t                     text_str[NGX_HTTP_API_KEY_NTEXT];

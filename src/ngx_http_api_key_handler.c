@@ -302,6 +302,8 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
 
     rc = ngx_http_api_key_check_and_hash(r, alcf, ctx, &found);
 
+    found.spare = &ctx->spare;
+
     if (alcf->strip
         && ngx_http_api_key_strip(r, alcf, &found, early) != NGX_OK)
     {
@@ -544,6 +546,8 @@ ngx_http_api_key_redirected(ngx_http_request_t *r,
             /* only where the key is is needed here */
             ngx_explicit_memzero(found.decoded, found.decoded_len);
         }
+
+        found.spare = &ctx->spare;
     }
 
     if (ctx->rc == NGX_OK

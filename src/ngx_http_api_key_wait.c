@@ -65,6 +65,7 @@ ngx_http_api_key_create_ctx(ngx_http_request_t *r)
     ctx->request = r;
     ctx->rate_remaining = -1;
     ctx->quota_remaining = -1;
+    ctx->spare = &ctx->part;
 
     /* linked whole, as ngx_pool_cleanup_add() would have it */
 
