@@ -935,7 +935,7 @@ ngx_int_t ngx_http_api_key_events_init_worker(ngx_cycle_t *cycle,
 
 /* wait.c */
 ngx_http_api_key_ctx_t *ngx_http_api_key_create_ctx(ngx_http_request_t *r);
-ngx_http_api_key_ctx_t *ngx_http_api_key_get_ctx(ngx_http_request_t *r);
+ngx_http_api_key_ctx_t *ngx_http_api_key_find_ctx(ngx_http_request_t *r);
 void ngx_http_api_key_wait_init(ngx_http_api_key_wait_t *w,
     ngx_http_api_key_wait_e kind, ngx_log_t *log);
 void ngx_http_api_key_wait_join(ngx_http_api_key_wait_t *w,
@@ -945,6 +945,28 @@ void ngx_http_api_key_wait_wake(ngx_http_api_key_wait_t *w);
 ngx_rbtree_node_t *ngx_http_api_key_tree_find(ngx_rbtree_t *tree,
     ngx_http_api_key_zone_t *zone, u_char *hash, size_t hash_offset,
     size_t zone_offset);
+
+
+/*
+ * The request's context: in r->ctx, else, after an internal redirect or a
+ * filter's finalization (which clear r->ctx; they set r->internal or
+ * r->filter_finalize, as the realip module tells), maybe still in the
+ * request's pool: ngx_http_api_key_find_ctx() (wait.c).
+ */
+
+static ngx_inline ngx_http_api_key_ctx_t *
+ngx_http_api_key_get_ctx(ngx_http_request_t *r)
+{
+    ngx_http_api_key_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_api_key_module);
+
+    if (ctx == NULL && (r->internal || r->filter_finalize)) {
+        return ngx_http_api_key_find_ctx(r);
+    }
+
+    return ctx;
+}
 
 /* limits.c */
 void ngx_http_api_key_limits_init_worker(ngx_cycle_t *cycle);

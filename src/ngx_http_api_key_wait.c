@@ -82,21 +82,17 @@ ngx_http_api_key_create_ctx(ngx_http_request_t *r)
 
 /*
  * The context survives internal redirects (which clear r->ctx) through its
- * pool cleanup, as the realip module does.  Subrequests share the main
- * request's pool: the contexts of other requests are passed over.
+ * pool cleanup, as the realip module does (ngx_http_api_key_get_ctx(), in
+ * ngx_http_api_key.h, looks here once r->ctx is cleared).  Subrequests
+ * share the main request's pool: the contexts of other requests are passed
+ * over.
  */
 
 ngx_http_api_key_ctx_t *
-ngx_http_api_key_get_ctx(ngx_http_request_t *r)
+ngx_http_api_key_find_ctx(ngx_http_request_t *r)
 {
     ngx_pool_cleanup_t      *cln;
     ngx_http_api_key_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_api_key_module);
-
-    if (ctx) {
-        return ctx;
-    }
 
     for (cln = r->pool->cleanup; cln; cln = cln->next) {
         if (cln->handler == ngx_http_api_key_ctx_cleanup) {
