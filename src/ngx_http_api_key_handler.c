@@ -36,6 +36,9 @@ static ngx_int_t ngx_http_api_key_keep_text(ngx_http_request_t *r,
 static ngx_int_t ngx_http_api_key_decide(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_status_e status);
+static ngx_inline ngx_int_t ngx_http_api_key_decided(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    ngx_http_api_key_status_e status) ngx_http_api_key_hot;
 static ngx_int_t ngx_http_api_key_deny(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_status_e status) ngx_http_api_key_cold;
@@ -994,7 +997,9 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
         ngx_http_api_key_limits_peek(alcf, ctx, &rec, slot);
     }
 
-    return ngx_http_api_key_decide(r, alcf, ctx, NGX_HTTP_API_KEY_OK);
+    /* the usual end: decide() inlined here, for this status */
+
+    return ngx_http_api_key_decided(r, alcf, ctx, NGX_HTTP_API_KEY_OK);
 }
 
 
@@ -1082,11 +1087,21 @@ ngx_http_api_key_keep_text(ngx_http_request_t *r, ngx_http_api_key_ctx_t *ctx,
 /*
  * Records the outcome and turns it into the handler's answer: an allowed
  * request (the usual case) ends here, a denial's headers are set by
- * ngx_http_api_key_deny().
+ * ngx_http_api_key_deny().  (decided() below, which evaluate() inlines for
+ * an allowed request.)
  */
 
 static ngx_int_t
 ngx_http_api_key_decide(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    ngx_http_api_key_status_e status)
+{
+    return ngx_http_api_key_decided(r, alcf, ctx, status);
+}
+
+
+static ngx_inline ngx_int_t
+ngx_http_api_key_decided(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_status_e status)
 {
