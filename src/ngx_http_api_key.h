@@ -1015,7 +1015,7 @@ static ngx_inline ngx_uint_t
 ngx_http_api_key_usage_allowed(ngx_http_api_key_zone_t *zone,
     const u_char *hash)
 {
-    int64_t           now, day;
+    int64_t           now;
     ak_usage_item_t  *it;
 
     if (zone->usage_front == NULL) {
@@ -1023,11 +1023,16 @@ ngx_http_api_key_usage_allowed(ngx_http_api_key_zone_t *zone,
     }
 
     now = (int64_t) ngx_time();
-    day = now - now % 86400;
 
     it = &zone->usage_front[hash[0] & (NGX_HTTP_API_KEY_FRONT_SLOTS - 1)];
 
-    if (it->day != day || day <= 0
+    /*
+     * the item's day (0: empty, else the start of a UTC day, as
+     * usage_count() sets it) is today's: now is less than a day after it
+     * (no division)
+     */
+
+    if (it->day <= 0 || (uint64_t) (now - it->day) >= 86400
         || ngx_memcmp(it->hash, hash, AK_HASH_LEN) != 0)
     {
         return 0;
