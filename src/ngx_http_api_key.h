@@ -886,6 +886,9 @@ ngx_int_t ngx_http_api_key_find(ngx_http_request_t *r,
 ngx_int_t ngx_http_api_key_check_and_hash(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_found_t *found);
+ngx_int_t ngx_http_api_key_find_and_hash(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    ngx_http_api_key_early_t *early, ngx_http_api_key_found_t *found);
 ngx_uint_t ngx_http_api_key_same_source(ngx_http_api_key_source_t *a,
     ngx_http_api_key_source_t *b);
 

@@ -284,7 +284,9 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
         ngx_http_api_key_restore_early(r, alcf, early);
     }
 
-    rc = ngx_http_api_key_find(r, alcf, early, &found);
+    /* found (ctx->source) and hashed: NGX_OK; malformed: NGX_ABORT */
+
+    rc = ngx_http_api_key_find_and_hash(r, alcf, ctx, early, &found);
 
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -300,10 +302,6 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
         return ngx_http_api_key_decide(r, alcf, ctx,
                                        NGX_HTTP_API_KEY_MISSING);
     }
-
-    ctx->source = found.source;
-
-    rc = ngx_http_api_key_check_and_hash(r, alcf, ctx, &found);
 
     found.spare = &ctx->spare;
 
