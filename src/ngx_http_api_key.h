@@ -580,6 +580,13 @@ typedef struct {
     ngx_uint_t                    query_sources; /* of sources: the query
                                                     ones (counted at merge
                                                     time) */
+    ngx_int_t                     pass;      /* what an allowed request
+                                                answers the access phase:
+                                                NGX_DECLINED under "satisfy
+                                                all" (nginx does the same
+                                                as for NGX_OK, by a shorter
+                                                way), NGX_OK under "satisfy
+                                                any" (at merge time) */
     ngx_str_t                     realm;
     ngx_str_t                     www_missing;   /* WWW-Authenticate values */
     ngx_str_t                     www_invalid;

@@ -316,7 +316,11 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
                                        NGX_HTTP_API_KEY_MALFORMED);
     }
 
-    return ngx_http_api_key_lookup(r, alcf, ctx);
+    rc = ngx_http_api_key_lookup(r, alcf, ctx);
+
+    /* allowed: alcf->pass (the subrequest handler takes NGX_DECLINED too) */
+
+    return (rc == NGX_OK) ? alcf->pass : rc;
 }
 
 
@@ -474,7 +478,11 @@ ngx_http_api_key_verify_body(ngx_http_request_t *r,
                                        NGX_HTTP_API_KEY_MALFORMED);
     }
 
-    return ngx_http_api_key_lookup(r, alcf, ctx);
+    rc = ngx_http_api_key_lookup(r, alcf, ctx);
+
+    /* allowed: alcf->pass (the subrequest handler takes NGX_DECLINED too) */
+
+    return (rc == NGX_OK) ? alcf->pass : rc;
 }
 
 

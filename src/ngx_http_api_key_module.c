@@ -431,6 +431,13 @@ ngx_http_api_key_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
+    /* (the core module's settings of the location are merged by now) */
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    conf->pass = (clcf->satisfy == NGX_HTTP_SATISFY_ALL) ? NGX_DECLINED
+                                                         : NGX_OK;
+
     if (conf->verify) {
 
         /*
@@ -440,10 +447,7 @@ ngx_http_api_key_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
          * client_body_buffer_size in memory, and writes every body to a
          * file with client_body_in_file_only: so, in this location, at
          * most the body it reads, a buffer that holds it, never a file.
-         * (The core module's settings of the location are merged by now.)
          */
-
-        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
         if (clcf->client_max_body_size == 0
             || clcf->client_max_body_size > NGX_HTTP_API_KEY_VERIFY_BODY_MAX)
