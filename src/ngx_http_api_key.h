@@ -878,6 +878,8 @@ ngx_http_api_key_ctx_text(ngx_http_api_key_ctx_t *ctx)
 ngx_int_t ngx_http_api_key_post_read_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_api_key_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_api_key_subrequest_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_api_key_subrequest_checker(ngx_http_request_t *r,
+    ngx_http_phase_handler_t *ph);
 ngx_int_t ngx_http_api_key_filter_init(ngx_conf_t *cf);
 
 /* zone.c */

@@ -188,6 +188,33 @@ ngx_http_api_key_subrequest_handler(ngx_http_request_t *r)
 }
 
 
+/*
+ * The checker of the handler above in nginx's phase engine (set once the
+ * configuration is read, module.c), instead of
+ * ngx_http_core_generic_phase(): a main request, every request but a
+ * subrequest, passes on as that NGX_DECLINED would have it, without the
+ * call; a subrequest goes through ngx_http_core_generic_phase().
+ */
+
+ngx_int_t
+ngx_http_api_key_subrequest_checker(ngx_http_request_t *r,
+    ngx_http_phase_handler_t *ph)
+{
+    if (r != r->main) {
+        return ngx_http_core_generic_phase(r, ph);
+    }
+
+    /* ngx_http_core_generic_phase()'s line */
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "generic phase: %ui", r->phase_handler);
+
+    r->phase_handler++;
+
+    return NGX_AGAIN;
+}
+
+
 static ngx_int_t
 ngx_http_api_key_subrequest(ngx_http_request_t *r)
 {

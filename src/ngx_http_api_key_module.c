@@ -942,7 +942,8 @@ ngx_http_api_key_var_index(ngx_conf_t *cf, ngx_int_t *index, ngx_str_t *name)
 
 /*
  * Once the configuration is read, every variable indexed (and no more can
- * be): the indexes of ngx_http_api_key_var_index().
+ * be): the indexes of ngx_http_api_key_var_index().  nginx's phase engine
+ * is built then too: the subrequest handler's checker is set.
  */
 
 static ngx_int_t
@@ -951,6 +952,7 @@ ngx_http_api_key_init_module(ngx_cycle_t *cycle)
     ngx_uint_t                     i, n;
     ngx_http_variable_t           *cv;
     ngx_http_api_key_var_t        *v;
+    ngx_http_phase_handler_t      *ph;
     ngx_http_core_main_conf_t     *cmcf;
     ngx_http_api_key_main_conf_t  *amcf;
 
@@ -983,6 +985,21 @@ ngx_http_api_key_init_module(ngx_cycle_t *cycle)
                        "api_key: $%V %s", &v[i].name,
                        (*v[i].index == NGX_ERROR)
                        ? "not indexed: nothing to drop" : "dropped if kept");
+    }
+
+    /*
+     * the preaccess handler is for subrequests: a main request passes its
+     * entry without a call (ngx_http_api_key_subrequest_checker())
+     */
+
+    ph = cmcf->phase_engine.handlers;
+
+    for (i = 0; ph && ph[i].checker; i++) {
+        if (ph[i].handler == ngx_http_api_key_subrequest_handler
+            && ph[i].checker == ngx_http_core_generic_phase)
+        {
+            ph[i].checker = ngx_http_api_key_subrequest_checker;
+        }
     }
 
     return NGX_OK;
