@@ -505,11 +505,7 @@ ngx_http_api_key_verify_body(ngx_http_request_t *r,
                                        NGX_HTTP_API_KEY_MALFORMED);
     }
 
-    rc = ngx_http_api_key_lookup(r, alcf, ctx);
-
-    /* allowed: alcf->pass (the subrequest handler takes NGX_DECLINED too) */
-
-    return (rc == NGX_OK) ? alcf->pass : rc;
+    return ngx_http_api_key_lookup(r, alcf, ctx);
 }
 
 
