@@ -956,7 +956,7 @@ ngx_int_t ngx_http_api_key_events_init_worker(ngx_cycle_t *cycle,
     ngx_http_api_key_main_conf_t *amcf);
 
 /* wait.c */
-ngx_http_api_key_ctx_t *ngx_http_api_key_create_ctx(ngx_http_request_t *r);
+void ngx_http_api_key_ctx_cleanup(void *data);
 ngx_http_api_key_ctx_t *ngx_http_api_key_find_ctx(ngx_http_request_t *r);
 void ngx_http_api_key_wait_init(ngx_http_api_key_wait_t *w,
     ngx_http_api_key_wait_e kind, ngx_log_t *log);
@@ -967,6 +967,53 @@ void ngx_http_api_key_wait_wake(ngx_http_api_key_wait_t *w);
 ngx_rbtree_node_t *ngx_http_api_key_tree_find(ngx_rbtree_t *tree,
     ngx_http_api_key_zone_t *zone, u_char *hash, size_t hash_offset,
     size_t zone_offset);
+
+
+/*
+ * The context and its pool cleanup in one allocation (what
+ * ngx_pool_cleanup_add() does with two): the cleanup is linked as it links
+ * one.  Inline: its two callers are on the handlers' paths.
+ */
+
+typedef struct {
+    ngx_pool_cleanup_t       cln;
+    ngx_http_api_key_ctx_t   ctx;
+} ngx_http_api_key_ctx_block_t;
+
+
+static ngx_inline ngx_http_api_key_ctx_t *
+ngx_http_api_key_create_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t            *cln;
+    ngx_http_api_key_ctx_t        *ctx;
+    ngx_http_api_key_ctx_block_t  *b;
+
+    b = ngx_palloc(r->pool, sizeof(ngx_http_api_key_ctx_block_t));
+    if (b == NULL) {
+        return NULL;
+    }
+
+    cln = &b->cln;
+    ctx = &b->ctx;
+
+    ngx_memzero(ctx, NGX_HTTP_API_KEY_CTX_ZEROED);
+
+    ctx->request = r;
+    ctx->rate_remaining = -1;
+    ctx->quota_remaining = -1;
+    ctx->spare = &ctx->part;
+
+    /* linked whole, as ngx_pool_cleanup_add() would have it */
+
+    cln->handler = ngx_http_api_key_ctx_cleanup;
+    cln->data = ctx;
+    cln->next = r->pool->cleanup;
+    r->pool->cleanup = cln;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_api_key_module);
+
+    return ctx;
+}
 
 
 /*
