@@ -80,6 +80,16 @@
 #define ngx_http_api_key_cold
 #endif
 
+/*
+ * A function of the usual path inlined where it is called, whatever the
+ * compiler thinks of its size: its one call there saves a stack frame.
+ */
+#if (defined __GNUC__ || defined __clang__)
+#define ngx_http_api_key_hot  __attribute__((always_inline))
+#else
+#define ngx_http_api_key_hot
+#endif
+
 #include "ak_core.h"
 
 
@@ -463,6 +473,11 @@ typedef struct {
     ngx_uint_t                    query_vars;    /* the two below are set */
     ngx_int_t                     var_request;   /* indexes: $request, */
     ngx_int_t                     var_request_uri;   /* $request_uri */
+    ngx_array_t                   vars;      /* the indexes of the
+                                                variables above and of the
+                                                sources', found once the
+                                                configuration is read
+                                                (module.c) */
     ngx_uint_t                    metrics_label;  /* api_key_metrics
                                                      labels=: NGX_HTTP_API_
                                                      KEY_LABEL_* */
@@ -565,6 +580,13 @@ typedef struct {
     ngx_uint_t                    query_sources; /* of sources: the query
                                                     ones (counted at merge
                                                     time) */
+    ngx_int_t                     pass;      /* what an allowed request
+                                                answers the access phase:
+                                                NGX_DECLINED under "satisfy
+                                                all" (nginx does the same
+                                                as for NGX_OK, by a shorter
+                                                way), NGX_OK under "satisfy
+                                                any" (at merge time) */
     ngx_str_t                     realm;
     ngx_str_t                     www_missing;   /* WWW-Authenticate values */
     ngx_str_t                     www_invalid;
@@ -604,6 +626,9 @@ typedef struct {
                                                 credential (request pool),
                                                 zeroed once hashed */
     size_t                        decoded_len;
+    ngx_list_part_t             **spare;     /* set by the caller of strip()
+                                                (not find()): the context's
+                                                spare part (strip.c) */
 } ngx_http_api_key_found_t;
 
 
@@ -705,6 +730,15 @@ typedef struct {
     u_char                        hash[AK_HASH_LEN];
 
     ngx_queue_t                   wait_link;     /* in waiting->waiters */
+
+    /*
+     * The part a split of the request's header list takes when the key's
+     * header is removed from the middle of one (strip.c; the usual case:
+     * no allocation): part, once; spare NULL once taken.  The context
+     * lives in the request's pool, as the list does.
+     */
+    ngx_list_part_t              *spare;
+    ngx_list_part_t               part;
 
     size_t                        text_n;            /* its bytes */
     ngx_str_t                     text_str[NGX_HTTP_API_KEY_NTEXT];
@@ -844,6 +878,8 @@ ngx_http_api_key_ctx_text(ngx_http_api_key_ctx_t *ctx)
 ngx_int_t ngx_http_api_key_post_read_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_api_key_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_api_key_subrequest_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_api_key_subrequest_checker(ngx_http_request_t *r,
+    ngx_http_phase_handler_t *ph);
 ngx_int_t ngx_http_api_key_filter_init(ngx_conf_t *cf);
 
 /* zone.c */
@@ -859,6 +895,9 @@ ngx_int_t ngx_http_api_key_find(ngx_http_request_t *r,
 ngx_int_t ngx_http_api_key_check_and_hash(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_found_t *found);
+ngx_int_t ngx_http_api_key_find_and_hash(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    ngx_http_api_key_early_t *early, ngx_http_api_key_found_t *found);
 ngx_uint_t ngx_http_api_key_same_source(ngx_http_api_key_source_t *a,
     ngx_http_api_key_source_t *b);
 
@@ -917,8 +956,8 @@ ngx_int_t ngx_http_api_key_events_init_worker(ngx_cycle_t *cycle,
     ngx_http_api_key_main_conf_t *amcf);
 
 /* wait.c */
-ngx_http_api_key_ctx_t *ngx_http_api_key_create_ctx(ngx_http_request_t *r);
-ngx_http_api_key_ctx_t *ngx_http_api_key_get_ctx(ngx_http_request_t *r);
+void ngx_http_api_key_ctx_cleanup(void *data);
+ngx_http_api_key_ctx_t *ngx_http_api_key_find_ctx(ngx_http_request_t *r);
 void ngx_http_api_key_wait_init(ngx_http_api_key_wait_t *w,
     ngx_http_api_key_wait_e kind, ngx_log_t *log);
 void ngx_http_api_key_wait_join(ngx_http_api_key_wait_t *w,
@@ -928,6 +967,75 @@ void ngx_http_api_key_wait_wake(ngx_http_api_key_wait_t *w);
 ngx_rbtree_node_t *ngx_http_api_key_tree_find(ngx_rbtree_t *tree,
     ngx_http_api_key_zone_t *zone, u_char *hash, size_t hash_offset,
     size_t zone_offset);
+
+
+/*
+ * The context and its pool cleanup in one allocation (what
+ * ngx_pool_cleanup_add() does with two): the cleanup is linked as it links
+ * one.  Inline: its two callers are on the handlers' paths.
+ */
+
+typedef struct {
+    ngx_pool_cleanup_t       cln;
+    ngx_http_api_key_ctx_t   ctx;
+} ngx_http_api_key_ctx_block_t;
+
+
+static ngx_inline ngx_http_api_key_ctx_t *
+ngx_http_api_key_create_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t            *cln;
+    ngx_http_api_key_ctx_t        *ctx;
+    ngx_http_api_key_ctx_block_t  *b;
+
+    b = ngx_palloc(r->pool, sizeof(ngx_http_api_key_ctx_block_t));
+    if (b == NULL) {
+        return NULL;
+    }
+
+    cln = &b->cln;
+    ctx = &b->ctx;
+
+    ngx_memzero(ctx, NGX_HTTP_API_KEY_CTX_ZEROED);
+
+    ctx->request = r;
+    ctx->rate_remaining = -1;
+    ctx->quota_remaining = -1;
+    ctx->spare = &ctx->part;
+
+    /* linked whole, as ngx_pool_cleanup_add() would have it */
+
+    cln->handler = ngx_http_api_key_ctx_cleanup;
+    cln->data = ctx;
+    cln->next = r->pool->cleanup;
+    r->pool->cleanup = cln;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_api_key_module);
+
+    return ctx;
+}
+
+
+/*
+ * The request's context: in r->ctx, else, after an internal redirect or a
+ * filter's finalization (which clear r->ctx; they set r->internal or
+ * r->filter_finalize, as the realip module tells), maybe still in the
+ * request's pool: ngx_http_api_key_find_ctx() (wait.c).
+ */
+
+static ngx_inline ngx_http_api_key_ctx_t *
+ngx_http_api_key_get_ctx(ngx_http_request_t *r)
+{
+    ngx_http_api_key_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_api_key_module);
+
+    if (ctx == NULL && (r->internal || r->filter_finalize)) {
+        return ngx_http_api_key_find_ctx(r);
+    }
+
+    return ctx;
+}
 
 /* limits.c */
 void ngx_http_api_key_limits_init_worker(ngx_cycle_t *cycle);
@@ -966,7 +1074,7 @@ static ngx_inline ngx_uint_t
 ngx_http_api_key_usage_allowed(ngx_http_api_key_zone_t *zone,
     const u_char *hash)
 {
-    int64_t           now, day;
+    int64_t           now;
     ak_usage_item_t  *it;
 
     if (zone->usage_front == NULL) {
@@ -974,11 +1082,16 @@ ngx_http_api_key_usage_allowed(ngx_http_api_key_zone_t *zone,
     }
 
     now = (int64_t) ngx_time();
-    day = now - now % 86400;
 
     it = &zone->usage_front[hash[0] & (NGX_HTTP_API_KEY_FRONT_SLOTS - 1)];
 
-    if (it->day != day || day <= 0
+    /*
+     * the item's day (0: empty, else the start of a UTC day, as
+     * usage_count() sets it) is today's: now is less than a day after it
+     * (no division)
+     */
+
+    if (it->day <= 0 || (uint64_t) (now - it->day) >= 86400
         || ngx_memcmp(it->hash, hash, AK_HASH_LEN) != 0)
     {
         return 0;

@@ -36,6 +36,9 @@ static ngx_int_t ngx_http_api_key_keep_text(ngx_http_request_t *r,
 static ngx_int_t ngx_http_api_key_decide(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_status_e status);
+static ngx_inline ngx_int_t ngx_http_api_key_decided(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    ngx_http_api_key_status_e status) ngx_http_api_key_hot;
 static ngx_int_t ngx_http_api_key_deny(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_status_e status) ngx_http_api_key_cold;
@@ -186,6 +189,33 @@ ngx_http_api_key_subrequest_handler(ngx_http_request_t *r)
 }
 
 
+/*
+ * The checker of the handler above in nginx's phase engine (set once the
+ * configuration is read, module.c), instead of
+ * ngx_http_core_generic_phase(): a main request, every request but a
+ * subrequest, passes on as that NGX_DECLINED would have it, without the
+ * call; a subrequest goes through ngx_http_core_generic_phase().
+ */
+
+ngx_int_t
+ngx_http_api_key_subrequest_checker(ngx_http_request_t *r,
+    ngx_http_phase_handler_t *ph)
+{
+    if (r != r->main) {
+        return ngx_http_core_generic_phase(r, ph);
+    }
+
+    /* ngx_http_core_generic_phase()'s line */
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "generic phase: %ui", r->phase_handler);
+
+    r->phase_handler++;
+
+    return NGX_AGAIN;
+}
+
+
 static ngx_int_t
 ngx_http_api_key_subrequest(ngx_http_request_t *r)
 {
@@ -282,7 +312,9 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
         ngx_http_api_key_restore_early(r, alcf, early);
     }
 
-    rc = ngx_http_api_key_find(r, alcf, early, &found);
+    /* found (ctx->source) and hashed: NGX_OK; malformed: NGX_ABORT */
+
+    rc = ngx_http_api_key_find_and_hash(r, alcf, ctx, early, &found);
 
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -299,9 +331,7 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
                                        NGX_HTTP_API_KEY_MISSING);
     }
 
-    ctx->source = found.source;
-
-    rc = ngx_http_api_key_check_and_hash(r, alcf, ctx, &found);
+    found.spare = &ctx->spare;
 
     if (alcf->strip
         && ngx_http_api_key_strip(r, alcf, &found, early) != NGX_OK)
@@ -314,7 +344,11 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
                                        NGX_HTTP_API_KEY_MALFORMED);
     }
 
-    return ngx_http_api_key_lookup(r, alcf, ctx);
+    rc = ngx_http_api_key_lookup(r, alcf, ctx);
+
+    /* allowed: alcf->pass (the subrequest handler takes NGX_DECLINED too) */
+
+    return (rc == NGX_OK) ? alcf->pass : rc;
 }
 
 
@@ -545,6 +579,8 @@ ngx_http_api_key_redirected(ngx_http_request_t *r,
             /* only where the key is is needed here */
             ngx_explicit_memzero(found.decoded, found.decoded_len);
         }
+
+        found.spare = &ctx->spare;
     }
 
     if (ctx->rc == NGX_OK
@@ -1020,7 +1056,9 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
         ngx_http_api_key_limits_peek(alcf, ctx, &rec, slot);
     }
 
-    return ngx_http_api_key_decide(r, alcf, ctx, NGX_HTTP_API_KEY_OK);
+    /* the usual end: decide() inlined here, for this status */
+
+    return ngx_http_api_key_decided(r, alcf, ctx, NGX_HTTP_API_KEY_OK);
 }
 
 
@@ -1108,11 +1146,21 @@ ngx_http_api_key_keep_text(ngx_http_request_t *r, ngx_http_api_key_ctx_t *ctx,
 /*
  * Records the outcome and turns it into the handler's answer: an allowed
  * request (the usual case) ends here, a denial's headers are set by
- * ngx_http_api_key_deny().
+ * ngx_http_api_key_deny().  (decided() below, which evaluate() inlines for
+ * an allowed request.)
  */
 
 static ngx_int_t
 ngx_http_api_key_decide(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    ngx_http_api_key_status_e status)
+{
+    return ngx_http_api_key_decided(r, alcf, ctx, status);
+}
+
+
+static ngx_inline ngx_int_t
+ngx_http_api_key_decided(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_status_e status)
 {

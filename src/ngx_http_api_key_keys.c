@@ -16,6 +16,13 @@
 #include "ngx_http_api_key.h"
 
 
+static ngx_inline ngx_int_t ngx_http_api_key_find_key(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_early_t *early,
+    ngx_http_api_key_found_t *found) ngx_http_api_key_hot;
+static ngx_inline ngx_int_t ngx_http_api_key_check_and_hash_key(
+    ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
+    ngx_http_api_key_ctx_t *ctx, ngx_http_api_key_found_t *found)
+    ngx_http_api_key_hot;
 static ngx_inline ngx_int_t ngx_http_api_key_find_source(
     ngx_http_request_t *r, ngx_http_api_key_source_t *src,
     ngx_http_api_key_early_t *early, ngx_http_api_key_found_t *f,
@@ -84,6 +91,42 @@ ngx_http_api_key_keys_exit_worker(ngx_cycle_t *cycle)
 
 
 /*
+ * The handler's usual path, in one call: the key found (find_key()), then
+ * checked and hashed (check_and_hash_key()), both inlined here.  NGX_OK:
+ * hashed; NGX_ABORT: found (ctx->source), but malformed (or not hashed);
+ * NGX_DECLINED: no key; NGX_ERROR.
+ */
+
+ngx_int_t
+ngx_http_api_key_find_and_hash(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    ngx_http_api_key_early_t *early, ngx_http_api_key_found_t *found)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_api_key_find_key(r, alcf, early, found);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    ctx->source = found->source;
+
+    rc = ngx_http_api_key_check_and_hash_key(r, alcf, ctx, found);
+
+    return (rc == NGX_OK) ? NGX_OK : NGX_ABORT;
+}
+
+
+ngx_int_t
+ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
+    ngx_http_api_key_early_t *early, ngx_http_api_key_found_t *found)
+{
+    return ngx_http_api_key_find_key(r, alcf, early, found);
+}
+
+
+/*
  * The first configured source present in the request gives the key; the
  * others are looked at too: a different key in any of them (or in another
  * header of the same name) makes the request malformed (found->other set,
@@ -92,9 +135,10 @@ ngx_http_api_key_keys_exit_worker(ngx_cycle_t *cycle)
  * percent-decoding, a Basic credential after base64-decoding).
  */
 
-ngx_int_t
-ngx_http_api_key_find(ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
-    ngx_http_api_key_early_t *early, ngx_http_api_key_found_t *found)
+static ngx_inline ngx_int_t
+ngx_http_api_key_find_key(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_early_t *early,
+    ngx_http_api_key_found_t *found)
 {
     ngx_int_t                   rc;
     ngx_uint_t                  n, nelts;
@@ -466,6 +510,15 @@ ngx_http_api_key_find_cookie(ngx_http_request_t *r, ngx_str_t *name,
 }
 
 
+ngx_int_t
+ngx_http_api_key_check_and_hash(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    ngx_http_api_key_found_t *found)
+{
+    return ngx_http_api_key_check_and_hash_key(r, alcf, ctx, found);
+}
+
+
 /*
  * Format check, then the hash; the key itself is not kept anywhere.  Only a
  * query argument is percent-decoded (the whole value, strictly: an invalid
@@ -473,8 +526,8 @@ ngx_http_api_key_find_cookie(ngx_http_request_t *r, ngx_str_t *name,
  * taken as it is.
  */
 
-ngx_int_t
-ngx_http_api_key_check_and_hash(ngx_http_request_t *r,
+static ngx_inline ngx_int_t
+ngx_http_api_key_check_and_hash_key(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_found_t *found)
 {

@@ -25,6 +25,9 @@ static char *ngx_http_api_key_hash(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_http_api_key_verify(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_int_t ngx_http_api_key_init_module(ngx_cycle_t *cycle);
+static ngx_int_t ngx_http_api_key_var_index(ngx_conf_t *cf, ngx_int_t *index,
+    ngx_str_t *name);
 static ngx_int_t ngx_http_api_key_query_vars(ngx_conf_t *cf);
 static ngx_int_t ngx_http_api_key_source_vars(ngx_conf_t *cf,
     ngx_http_api_key_source_t *src);
@@ -172,7 +175,7 @@ ngx_module_t  ngx_http_api_key_module = {
     ngx_http_api_key_commands,             /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
+    ngx_http_api_key_init_module,          /* init module */
     ngx_http_api_key_init_process,         /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
@@ -181,6 +184,13 @@ ngx_module_t  ngx_http_api_key_module = {
     NGX_MODULE_V1_PADDING
 };
 
+
+
+/* a variable whose index is looked up once the configuration is read */
+typedef struct {
+    ngx_int_t                    *index;     /* where it goes */
+    ngx_str_t                     name;
+} ngx_http_api_key_var_t;
 
 
 /* where the first "api_key" directive stands, for errors found later */
@@ -200,6 +210,13 @@ ngx_http_api_key_create_main_conf(ngx_conf_t *cf)
 
     if (ngx_array_init(&amcf->zones, cf->pool, 2,
                        sizeof(ngx_http_api_key_zone_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    if (ngx_array_init(&amcf->vars, cf->pool, 4,
+                       sizeof(ngx_http_api_key_var_t))
         != NGX_OK)
     {
         return NULL;
@@ -414,6 +431,13 @@ ngx_http_api_key_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
+    /* (the core module's settings of the location are merged by now) */
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    conf->pass = (clcf->satisfy == NGX_HTTP_SATISFY_ALL) ? NGX_DECLINED
+                                                         : NGX_OK;
+
     if (conf->verify) {
 
         /*
@@ -423,10 +447,7 @@ ngx_http_api_key_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
          * client_body_buffer_size in memory, and writes every body to a
          * file with client_body_in_file_only: so, in this location, at
          * most the body it reads, a buffer that holds it, never a file.
-         * (The core module's settings of the location are merged by now.)
          */
-
-        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
         if (clcf->client_max_body_size == 0
             || clcf->client_max_body_size > NGX_HTTP_API_KEY_VERIFY_BODY_MAX)
@@ -888,6 +909,104 @@ ngx_http_api_key_verify(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 
 /*
+ * The index of a cacheable variable that may hold a key, whose value taken
+ * before the key is stripped is dropped then (strip.c): NGX_ERROR until the
+ * configuration is read, then the variable's index if something indexed it
+ * (a log format, an "if", a "set", a "map"...), else still NGX_ERROR: no
+ * request keeps a value of it then, and none gets one more variable to
+ * allocate.  (A variable read by name at run time, in SSI or njs, is
+ * computed on each read.)
+ */
+
+static ngx_int_t
+ngx_http_api_key_var_index(ngx_conf_t *cf, ngx_int_t *index, ngx_str_t *name)
+{
+    ngx_http_api_key_var_t        *v;
+    ngx_http_api_key_main_conf_t  *amcf;
+
+    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_api_key_module);
+
+    v = ngx_array_push(&amcf->vars);
+    if (v == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->index = index;
+    v->name = *name;
+
+    *index = NGX_ERROR;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Once the configuration is read, every variable indexed (and no more can
+ * be): the indexes of ngx_http_api_key_var_index().  nginx's phase engine
+ * is built then too: the subrequest handler's checker is set.
+ */
+
+static ngx_int_t
+ngx_http_api_key_init_module(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                     i, n;
+    ngx_http_variable_t           *cv;
+    ngx_http_api_key_var_t        *v;
+    ngx_http_phase_handler_t      *ph;
+    ngx_http_core_main_conf_t     *cmcf;
+    ngx_http_api_key_main_conf_t  *amcf;
+
+    amcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_api_key_module);
+    if (amcf == NULL) {
+        /* no http block */
+        return NGX_OK;
+    }
+
+    cmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_core_module);
+
+    v = amcf->vars.elts;
+    cv = cmcf->variables.elts;
+
+    for (i = 0; i < amcf->vars.nelts; i++) {
+
+        for (n = 0; n < cmcf->variables.nelts; n++) {
+            if (cv[n].name.len == v[i].name.len
+                && ngx_strncasecmp(cv[n].name.data, v[i].name.data,
+                                   v[i].name.len)
+                   == 0)
+            {
+                *v[i].index = (ngx_int_t) n;
+                break;
+            }
+        }
+
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, cycle->log, 0,
+                       "api_key: $%V %s", &v[i].name,
+                       (*v[i].index == NGX_ERROR)
+                       ? "not indexed: nothing to drop" : "dropped if kept");
+    }
+
+    /*
+     * the preaccess handler is for subrequests: a main request passes its
+     * entry without a call (ngx_http_api_key_subrequest_checker())
+     */
+
+    ph = cmcf->phase_engine.handlers;
+
+    for (i = 0; ph && ph[i].checker; i++) {
+        if (ph[i].handler == ngx_http_api_key_subrequest_handler
+            && ph[i].checker == ngx_http_core_generic_phase)
+        {
+            ph[i].checker = ngx_http_api_key_subrequest_checker;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
  * Stripping a query key rebuilds $request and $request_uri, whose cached
  * values (taken before the access phase) are then dropped: their indexes.
  */
@@ -905,13 +1024,12 @@ ngx_http_api_key_query_vars(ngx_conf_t *cf)
         return NGX_OK;
     }
 
-    amcf->var_request = ngx_http_get_variable_index(cf, &request);
-    if (amcf->var_request == NGX_ERROR) {
-        return NGX_ERROR;
-    }
-
-    amcf->var_request_uri = ngx_http_get_variable_index(cf, &request_uri);
-    if (amcf->var_request_uri == NGX_ERROR) {
+    if (ngx_http_api_key_var_index(cf, &amcf->var_request, &request)
+        != NGX_OK
+        || ngx_http_api_key_var_index(cf, &amcf->var_request_uri,
+                                      &request_uri)
+           != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
@@ -1114,8 +1232,9 @@ ngx_http_api_key_source(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 /*
  * The cacheable variables that hold a source: a value taken before the
  * source is stripped (an "if", a "set" in the rewrite phases) is dropped
- * after stripping, so that it does not reach the access log.  $arg_NAME is
- * not cacheable; $request and $request_uri: ngx_http_api_key_query_vars().
+ * after stripping, so that it does not reach the access log (their indexes:
+ * ngx_http_api_key_var_index()).  $arg_NAME is not cacheable; $request and
+ * $request_uri: ngx_http_api_key_query_vars().
  */
 
 static ngx_int_t
@@ -1165,15 +1284,15 @@ ngx_http_api_key_source_vars(ngx_conf_t *cf, ngx_http_api_key_source_t *src)
                    ? '_' : ngx_tolower(src->name.data[i]);
         }
 
-        src->var = ngx_http_get_variable_index(cf, &name);
-        if (src->var == NGX_ERROR) {
+        if (ngx_http_api_key_var_index(cf, &src->var, &name) != NGX_OK) {
             return NGX_ERROR;
         }
 
         if (src->kept == offsetof(ngx_http_headers_in_t, authorization)) {
             /* header:Authorization: what nginx decoded of it too */
-            src->var2 = ngx_http_get_variable_index(cf, &remote_user);
-            if (src->var2 == NGX_ERROR) {
+            if (ngx_http_api_key_var_index(cf, &src->var2, &remote_user)
+                != NGX_OK)
+            {
                 return NGX_ERROR;
             }
         }
@@ -1183,14 +1302,12 @@ ngx_http_api_key_source_vars(ngx_conf_t *cf, ngx_http_api_key_source_t *src)
     case NGX_HTTP_API_KEY_SRC_BEARER:
     case NGX_HTTP_API_KEY_SRC_BASIC:
         src->kept = offsetof(ngx_http_headers_in_t, authorization);
-        src->var = ngx_http_get_variable_index(cf, &http_authorization);
-        if (src->var == NGX_ERROR) {
-            return NGX_ERROR;
-        }
-
-        /* what nginx decoded of Basic credentials */
-        src->var2 = ngx_http_get_variable_index(cf, &remote_user);
-        if (src->var2 == NGX_ERROR) {
+        /* and what nginx decoded of Basic credentials */
+        if (ngx_http_api_key_var_index(cf, &src->var, &http_authorization)
+            != NGX_OK
+            || ngx_http_api_key_var_index(cf, &src->var2, &remote_user)
+               != NGX_OK)
+        {
             return NGX_ERROR;
         }
 
@@ -1207,13 +1324,10 @@ ngx_http_api_key_source_vars(ngx_conf_t *cf, ngx_http_api_key_source_t *src)
         ngx_memcpy(ngx_cpymem(name.data, "cookie_", sizeof("cookie_") - 1),
                    src->name.data, src->name.len);
 
-        src->var = ngx_http_get_variable_index(cf, &name);
-        if (src->var == NGX_ERROR) {
-            return NGX_ERROR;
-        }
-
-        src->var2 = ngx_http_get_variable_index(cf, &http_cookie);
-        if (src->var2 == NGX_ERROR) {
+        if (ngx_http_api_key_var_index(cf, &src->var, &name) != NGX_OK
+            || ngx_http_api_key_var_index(cf, &src->var2, &http_cookie)
+               != NGX_OK)
+        {
             return NGX_ERROR;
         }
 

@@ -38,11 +38,11 @@ static ngx_int_t ngx_http_api_key_strip_cookie(ngx_http_request_t *r,
     ngx_str_t *name);
 static ngx_inline ngx_int_t ngx_http_api_key_remove_header(
     ngx_http_request_t *r, ngx_table_elt_t *h, ngx_uint_t kept,
-    ngx_list_part_t **part, ngx_uint_t *i);
+    ngx_list_part_t **part, ngx_uint_t *i, ngx_list_part_t **spare);
 static void ngx_http_api_key_unkeep(ngx_http_request_t *r, ngx_table_elt_t *h,
     ngx_uint_t kept);
 static ngx_inline ngx_int_t ngx_http_api_key_list_remove(ngx_list_t *l,
-    ngx_list_part_t **part, ngx_uint_t *i);
+    ngx_list_part_t **part, ngx_uint_t *i, ngx_list_part_t **spare);
 static void ngx_http_api_key_early_wipe(void *data);
 static void ngx_http_api_key_drop_var(ngx_http_request_t *r, ngx_int_t index);
 
@@ -147,7 +147,8 @@ ngx_http_api_key_strip(ngx_http_request_t *r,
              * there, with no walk nor name comparison
              */
 
-            if (ngx_http_api_key_remove_header(r, h, src->kept, &part, &i)
+            if (ngx_http_api_key_remove_header(r, h, src->kept, &part, &i,
+                                               found->spare)
                 != NGX_OK)
             {
                 return NGX_ERROR;
@@ -287,7 +288,8 @@ ngx_http_api_key_strip_header(ngx_http_request_t *r, ngx_str_t *name,
         /* still the header find() found (else the walk below) */
 
         if (i < part->nelts && ngx_http_api_key_header_named(h, name)) {
-            return ngx_http_api_key_remove_header(r, h, kept, &part, &i);
+            return ngx_http_api_key_remove_header(r, h, kept, &part, &i,
+                                                  NULL);
         }
 
         part = NULL;
@@ -309,7 +311,9 @@ ngx_http_api_key_strip_header(ngx_http_request_t *r, ngx_str_t *name,
 
         /* (part, i) then points at the header that followed */
 
-        if (ngx_http_api_key_remove_header(r, h, kept, &part, &i) != NGX_OK) {
+        if (ngx_http_api_key_remove_header(r, h, kept, &part, &i, NULL)
+            != NGX_OK)
+        {
             return NGX_ERROR;
         }
     }
@@ -320,18 +324,20 @@ ngx_http_api_key_strip_header(ngx_http_request_t *r, ngx_str_t *name,
 /*
  * Removes request header h, element i of part, and the pointer nginx keeps
  * to it when it keeps one (kept, its offset in r->headers_in: 0 none);
- * (part, i) as ngx_http_api_key_list_remove() leaves them.
+ * (part, i) and spare as ngx_http_api_key_list_remove() leaves them.
  */
 
 static ngx_inline ngx_int_t
 ngx_http_api_key_remove_header(ngx_http_request_t *r, ngx_table_elt_t *h,
-    ngx_uint_t kept, ngx_list_part_t **part, ngx_uint_t *i)
+    ngx_uint_t kept, ngx_list_part_t **part, ngx_uint_t *i,
+    ngx_list_part_t **spare)
 {
     if (kept) {
         ngx_http_api_key_unkeep(r, h, kept);
     }
 
-    return ngx_http_api_key_list_remove(&r->headers_in.headers, part, i);
+    return ngx_http_api_key_list_remove(&r->headers_in.headers, part, i,
+                                        spare);
 }
 
 
@@ -417,19 +423,21 @@ ngx_http_api_key_unkeep(ngx_http_request_t *r, ngx_table_elt_t *h,
 /*
  * Removes element i of a part without moving any other element, since
  * r->headers_in keeps pointers into the list: the part is shortened at
- * either end or split in two.  When the list's last part changes, the
- * list's per-part capacity is lowered so that ngx_list_push() never writes
- * past the memory of the original part.  A part other than the first that
- * is emptied leaves the chain: nginx's own list walks (the proxy module's
- * request headers, for one) step into the next part and read its first
- * element without checking that there is one.  On return (*part, *i) is
- * the position of the element that followed the removed one (maybe past the
- * end of *part: iterators move on to the next part).
+ * either end or split in two (the second part: *spare, then NULL, when
+ * spare and *spare are not NULL, else allocated from the list's pool).
+ * When the list's last part changes, the list's per-part capacity is
+ * lowered so that ngx_list_push() never writes past the memory of the
+ * original part.  A part other than the first that is emptied leaves the
+ * chain: nginx's own list walks (the proxy module's request headers, for
+ * one) step into the next part and read its first element without checking
+ * that there is one.  On return (*part, *i) is the position of the element
+ * that followed the removed one (maybe past the end of *part: iterators
+ * move on to the next part).
  */
 
 static ngx_inline ngx_int_t
 ngx_http_api_key_list_remove(ngx_list_t *l, ngx_list_part_t **part,
-    ngx_uint_t *i)
+    ngx_uint_t *i, ngx_list_part_t **spare)
 {
     ngx_list_part_t  *p, *prev, *tail;
 
@@ -449,9 +457,15 @@ ngx_http_api_key_list_remove(ngx_list_t *l, ngx_list_part_t **part,
         return NGX_OK;
 
     } else {
-        tail = ngx_palloc(l->pool, sizeof(ngx_list_part_t));
-        if (tail == NULL) {
-            return NGX_ERROR;
+        if (spare && *spare) {
+            tail = *spare;
+            *spare = NULL;
+
+        } else {
+            tail = ngx_palloc(l->pool, sizeof(ngx_list_part_t));
+            if (tail == NULL) {
+                return NGX_ERROR;
+            }
         }
 
         tail->elts = (char *) p->elts + (*i + 1) * l->size;
@@ -655,7 +669,7 @@ ngx_http_api_key_strip_cookie(ngx_http_request_t *r, ngx_str_t *name)
 
             if (ngx_http_api_key_remove_header(r, h,
                                                NGX_HTTP_API_KEY_COOKIES_KEPT,
-                                               &part, &i)
+                                               &part, &i, NULL)
                 != NGX_OK)
             {
                 return NGX_ERROR;

@@ -22,7 +22,6 @@
 #include "ngx_http_api_key.h"
 
 
-static void ngx_http_api_key_ctx_cleanup(void *data);
 static ngx_rbtree_node_t *ngx_http_api_key_tree_find_from(
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel,
     ngx_http_api_key_zone_t *zone, u_char *hash, size_t hash_offset,
@@ -34,68 +33,18 @@ ngx_http_api_key_ctx_t  *ngx_http_api_key_text_lent;
 
 
 /*
- * The context and its pool cleanup in one allocation (what
- * ngx_pool_cleanup_add() does with two): the cleanup is linked as it links
- * one.
- */
-
-typedef struct {
-    ngx_pool_cleanup_t       cln;
-    ngx_http_api_key_ctx_t   ctx;
-} ngx_http_api_key_ctx_block_t;
-
-
-ngx_http_api_key_ctx_t *
-ngx_http_api_key_create_ctx(ngx_http_request_t *r)
-{
-    ngx_pool_cleanup_t            *cln;
-    ngx_http_api_key_ctx_t        *ctx;
-    ngx_http_api_key_ctx_block_t  *b;
-
-    b = ngx_palloc(r->pool, sizeof(ngx_http_api_key_ctx_block_t));
-    if (b == NULL) {
-        return NULL;
-    }
-
-    cln = &b->cln;
-    ctx = &b->ctx;
-
-    ngx_memzero(ctx, NGX_HTTP_API_KEY_CTX_ZEROED);
-
-    ctx->request = r;
-    ctx->rate_remaining = -1;
-    ctx->quota_remaining = -1;
-
-    /* linked whole, as ngx_pool_cleanup_add() would have it */
-
-    cln->handler = ngx_http_api_key_ctx_cleanup;
-    cln->data = ctx;
-    cln->next = r->pool->cleanup;
-    r->pool->cleanup = cln;
-
-    ngx_http_set_ctx(r, ctx, ngx_http_api_key_module);
-
-    return ctx;
-}
-
-
-/*
  * The context survives internal redirects (which clear r->ctx) through its
- * pool cleanup, as the realip module does.  Subrequests share the main
- * request's pool: the contexts of other requests are passed over.
+ * pool cleanup, as the realip module does (ngx_http_api_key_get_ctx(), in
+ * ngx_http_api_key.h, looks here once r->ctx is cleared).  Subrequests
+ * share the main request's pool: the contexts of other requests are passed
+ * over.
  */
 
 ngx_http_api_key_ctx_t *
-ngx_http_api_key_get_ctx(ngx_http_request_t *r)
+ngx_http_api_key_find_ctx(ngx_http_request_t *r)
 {
     ngx_pool_cleanup_t      *cln;
     ngx_http_api_key_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_api_key_module);
-
-    if (ctx) {
-        return ctx;
-    }
 
     for (cln = r->pool->cleanup; cln; cln = cln->next) {
         if (cln->handler == ngx_http_api_key_ctx_cleanup) {
@@ -114,9 +63,13 @@ ngx_http_api_key_get_ctx(ngx_http_request_t *r)
 }
 
 
-/* the request is going away: stop waiting for Redis, forget the hash */
+/*
+ * The request is going away: stop waiting for Redis, forget the hash (the
+ * context's pool cleanup, ngx_http_api_key_create_ctx() in
+ * ngx_http_api_key.h)
+ */
 
-static void
+void
 ngx_http_api_key_ctx_cleanup(void *data)
 {
     ngx_http_api_key_ctx_t  *ctx = data;
