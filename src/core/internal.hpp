@@ -3,18 +3,26 @@
  * internal.hpp: helpers shared by the core's .cpp files (not for the glue,
  * not for the CLI).  Nothing here allocates or throws.
  *
- * Blob layout (version 1), all integers unsigned LEB128 varints unless said
+ * Blob layout (version 2), all integers unsigned LEB128 varints unless said
  * otherwise:
  *
- *   byte 0   version (1)
+ *   byte 0   version (2; 1 stored the rules as read, one after another)
  *   byte 1   status (bits 0-1) | rate_period << 2 (bits 2-3)
  *            | quota_period << 4 (bits 4-6) | kHasExt (bit 7)
  *   byte 2   presence bits, kHas* below
- *   [ips]        u16 LE section length, then entries:
- *                family (4 or 6), prefix, ceil(prefix / 8) address bytes
- *                (host bits zero)
- *   [referrers]  u16 LE section length, then entries: varint length, bytes
- *                (lowercase host; a leading '.' means "*." = any subdomain)
+ *   [ips]        u16 LE section length, then the rules made for matching:
+ *                u16 LE n4; n4 IPv4 networks (4 bytes each, host bits
+ *                zero); their n4 masks (4 bytes each, a prefix's); then the
+ *                IPv6 rules: prefix, ceil(prefix / 8) address bytes (host
+ *                bits zero)
+ *   [referrers]  u16 LE section length, then the rules made for matching:
+ *                u16 LE count; count entries of 12 bytes: the rule's last
+ *                min(8, n) bytes as a u64 LE number (the last byte highest),
+ *                n (1..254), flags (0x80: a leading '.'; bits 0-5: 64 - 8n
+ *                when n < 8, else 0), u16 LE offset in the section of the
+ *                rule's first n - 8 bytes (0 when n <= 8); then those bytes,
+ *                rule after rule (lowercase host; a leading '.' means "*." =
+ *                any subdomain)
  *   [id] [owner] [plan] [scopes]   varint length, bytes
  *   [expires_at] varint (> 0)
  *   [rate N]     varint, present iff rate_period != 0
@@ -46,7 +54,7 @@ namespace ak {
 
 namespace blob {
 
-constexpr uint8_t kVersion = 1;
+constexpr uint8_t kVersion = 2;
 constexpr size_t kHeaderLen = 3;
 
 constexpr uint8_t kStatusMask = 0x03;
