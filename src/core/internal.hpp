@@ -12,17 +12,15 @@
  *   byte 2   presence bits, kHas* below
  *   [ips]        u16 LE section length, then the rules made for matching:
  *                u16 LE n4; n4 IPv4 networks (4 bytes each, host bits
- *                zero); their n4 masks (4 bytes each, a prefix's); then the
+ *                zero); their n4 prefixes (a byte each, 0..32); then the
  *                IPv6 rules: prefix, ceil(prefix / 8) address bytes (host
  *                bits zero)
  *   [referrers]  u16 LE section length, then the rules made for matching:
- *                u16 LE count; count entries of 12 bytes: the rule's last
- *                min(8, n) bytes as a u64 LE number (the last byte highest),
- *                n (1..254), flags (0x80: a leading '.'; bits 0-5: 64 - 8n
- *                when n < 8, else 0), u16 LE offset in the section of the
- *                rule's first n - 8 bytes (0 when n <= 8); then those bytes,
- *                rule after rule (lowercase host; a leading '.' means "*." =
- *                any subdomain)
+ *                u16 LE ne, u16 LE nw; the lengths (1..254, a byte each) of
+ *                the ne exact rules, then of the nw ".domain" ones; then
+ *                the rules' bytes in the same order (lowercase host; a
+ *                leading '.' means "*." = any subdomain, and only those
+ *                rules have one)
  *   [id] [owner] [plan] [scopes]   varint length, bytes
  *   [expires_at] varint (> 0)
  *   [rate N]     varint, present iff rate_period != 0

@@ -194,12 +194,13 @@ inline uint16_t le16(const unsigned char *p) noexcept
 
 /*
  * The ips section (internal.hpp): u16 n4, the n4 IPv4 networks (u32 each,
- * the address's bytes in memory order), their n4 masks, then the IPv6
- * rules (prefix, its bytes).  An IPv4 address against the IPv4 rules: 1
- * when (a & mask) == network for one of them.  Four rules a turn with
- * SSE2, the last four overlapping the ones before when n4 is not a
- * multiple of four (a rule tested twice answers the same); below four,
- * one at a time.  0 when the section cannot hold what n4 says.
+ * the address's bytes in memory order), their n4 prefixes (a byte each),
+ * then the IPv6 rules (prefix, its bytes).  An IPv4 address against the
+ * IPv4 rules: 1 when (a & mask) == network for one of them.  Four rules a
+ * turn with SSE2 (their masks from the table by prefix), the last four
+ * overlapping the ones before when n4 is not a multiple of four (a rule
+ * tested twice answers the same); below four, one at a time.  0 when the
+ * section cannot hold what n4 says, or at a prefix over 32.
  */
 int v4_allowed(uint32_t a, const unsigned char *p, size_t len) noexcept
 {
@@ -209,11 +210,11 @@ int v4_allowed(uint32_t a, const unsigned char *p, size_t len) noexcept
 
     size_t n4 = le16(p);
 
-    if (n4 == 0 || 8 * n4 > len - 2) {
+    if (n4 == 0 || 5 * n4 > len - 2) {
         return 0;
     }
 
-    const unsigned char *nets = p + 2, *masks = nets + 4 * n4;
+    const unsigned char *nets = p + 2, *pre = nets + 4 * n4;
 
 #if defined(__SSE2__)
     if (n4 >= 4) {
@@ -223,8 +224,18 @@ int v4_allowed(uint32_t a, const unsigned char *p, size_t len) noexcept
             if (i > n4 - 4) {
                 i = n4 - 4;
             }
-            __m128i m = _mm_loadu_si128(
-                reinterpret_cast<const __m128i *>(masks + 4 * i));
+
+            /* a byte over 32 (0x21 + 0x5f = 0x80), or of 0x80 and up */
+            uint32_t w = load32(pre + i);
+            if (((w + 0x5f5f5f5fu) | w) & 0x80808080u) {
+                return 0;
+            }
+
+            __m128i m = _mm_set_epi32(
+                static_cast<int>(kV4Mask.m[pre[i + 3]]),
+                static_cast<int>(kV4Mask.m[pre[i + 2]]),
+                static_cast<int>(kV4Mask.m[pre[i + 1]]),
+                static_cast<int>(kV4Mask.m[pre[i]]));
             __m128i n = _mm_loadu_si128(
                 reinterpret_cast<const __m128i *>(nets + 4 * i));
             if (_mm_movemask_epi8(_mm_cmpeq_epi32(_mm_and_si128(va, m), n)))
@@ -239,7 +250,10 @@ int v4_allowed(uint32_t a, const unsigned char *p, size_t len) noexcept
 #endif
 
     for (size_t i = 0; i < n4; i++) {
-        if ((a & load32(masks + 4 * i)) == load32(nets + 4 * i)) {
+        if (pre[i] > 32) {
+            return 0;
+        }
+        if ((a & kV4Mask.m[pre[i]]) == load32(nets + 4 * i)) {
             return 1;
         }
     }
@@ -258,11 +272,11 @@ int v6_allowed(const unsigned char *a, const unsigned char *p, size_t len)
 
     size_t n4 = le16(p);
 
-    if (8 * n4 > len - 2) {
+    if (5 * n4 > len - 2) {
         return 0;
     }
 
-    const unsigned char *q = p + 2 + 8 * n4, *end = p + len;
+    const unsigned char *q = p + 2 + 5 * n4, *end = p + len;
 
     while (q != end) {
         unsigned prefix = q[0];
@@ -568,7 +582,7 @@ inline __attribute__((always_inline)) bool same_nocase(const char *a, const char
 
 /*
  * The ips section, made for matching (see v4_allowed): u16 n4, the IPv4
- * networks, their masks, then the IPv6 rules.  Each item is read once per
+ * networks, their prefixes, then the IPv6 rules.  Each item is read once per
  * part written (the writer's path, under the zone lock: not per request).
  */
 bool encode_ips(const char *v, size_t len, Writer &w, ErrBuf &e) noexcept
@@ -608,8 +622,7 @@ bool encode_ips(const char *v, size_t len, Writer &w, ErrBuf &e) noexcept
                 if (part == 0) {
                     w.put_bytes(a, 4);
                 } else {
-                    uint32_t m = kV4Mask.m[prefix];
-                    w.put_bytes(&m, 4);
+                    w.put(static_cast<uint8_t>(prefix));
                 }
             } else if (part == 2 && family == 6) {
                 w.put(static_cast<uint8_t>(prefix));
@@ -695,24 +708,20 @@ bool check_ips_section(const unsigned char *p, size_t len) noexcept
 
     size_t n4 = le16(p);
 
-    if (8 * n4 > len - 2 || (n4 == 0 && len == 2)) {
-        return false;           /* no rule */
+    if (5 * n4 > len - 2 || (n4 == 0 && len == 2)) {
+        return false;           /* past the section, or no rule */
     }
 
     for (size_t i = 0; i < n4; i++) {
         uint32_t net = load32(p + 2 + 4 * i);
-        uint32_t mask = load32(p + 2 + 4 * n4 + 4 * i);
-        bool known = false;
+        unsigned prefix = p[2 + 4 * n4 + i];
 
-        for (unsigned b = 0; b <= 32 && !known; b++) {
-            known = kV4Mask.m[b] == mask;
-        }
-        if (!known || (net & ~mask) != 0) {
-            return false;       /* not a prefix's mask, or host bits set */
+        if (prefix > 32 || (net & ~kV4Mask.m[prefix]) != 0) {
+            return false;       /* a prefix too long, or host bits set */
         }
     }
 
-    size_t off = 2 + 8 * n4;
+    size_t off = 2 + 5 * n4;
 
     while (off < len) {
         unsigned prefix = p[off++];

@@ -253,36 +253,35 @@ TEST(Ips, CorruptSectionDenies)
     EXPECT_EQ(ip_ok(&rec, "10.1.1.1"), 1);
     rec.ips_len = 1;
     EXPECT_EQ(ip_ok(&rec, "10.1.1.1"), 0);
-    rec.ips_len = 2;            /* n4 = 1, not its network and mask */
+    rec.ips_len = 2;            /* n4 = 1, not its network and prefix */
     EXPECT_EQ(ip_ok(&rec, "10.1.1.1"), 0);
     EXPECT_EQ(ip_ok(&rec, "::1"), 0);
-    rec.ips_len = 9;            /* the mask cut */
+    rec.ips_len = 6;            /* the prefix cut */
     EXPECT_EQ(ip_ok(&rec, "10.1.1.1"), 0);
     rec.ips = nullptr;
     rec.ips_len = 0;
     EXPECT_EQ(ip_ok(&rec, "10.1.1.1"), 0);
 
-    /* view checks the section: n4 past it, a mask of no prefix, host bits
-     * (header 3, u16 length, u16 n4, network 7-10, mask 11-14) */
+    /* view checks the section: n4 past it, a prefix over 32, host bits
+     * (header 3, u16 length, u16 n4, network 7-10, prefix 11) */
     std::vector<unsigned char> blob = r->b.blob;
-    ASSERT_EQ(blob.size(), 15u);
+    ASSERT_EQ(blob.size(), 12u);
     ASSERT_EQ(blob[5], 1);
     ASSERT_EQ(blob[6], 0);
     ASSERT_EQ(blob[7], 10);
-    ASSERT_EQ(blob[11], 0xff);
-    ASSERT_EQ(blob[12], 0);
+    ASSERT_EQ(blob[11], 8);
     ak_record_t v;
     blob[5] = 2;
     EXPECT_EQ(ak_record_view(aktest::test_hash(), blob.data(), blob.size(), &v),
               -1);
-    blob[5] = 0;                /* no IPv4 rule: the 8 bytes as IPv6 rules */
+    blob[5] = 0;                /* no IPv4 rule: the 5 bytes as IPv6 rules */
     EXPECT_EQ(ak_record_view(aktest::test_hash(), blob.data(), blob.size(), &v),
               -1);
     blob[5] = 1;
-    blob[12] = 0x0f;            /* ff 0f 00 00: no prefix's mask */
+    blob[11] = 33;
     EXPECT_EQ(ak_record_view(aktest::test_hash(), blob.data(), blob.size(), &v),
               -1);
-    blob[12] = 0;
+    blob[11] = 8;
     blob[8] = 1;                /* 10.1.0.0 under /8 */
     EXPECT_EQ(ak_record_view(aktest::test_hash(), blob.data(), blob.size(), &v),
               -1);
@@ -301,6 +300,13 @@ TEST(Ips, CorruptSectionDenies)
         EXPECT_EQ(v.has_ips, 1);
         EXPECT_EQ(ip_ok(&v, "10.1.1.1"), 0) << int(n4);
         EXPECT_EQ(ip_ok(&v, "::1"), 0) << int(n4);
+    }
+    for (unsigned char prefix : { 33, 0x80, 0xff }) {
+        std::vector<unsigned char> b = r->b.blob;
+        b[11] = prefix;
+        ASSERT_EQ(ak_record_view_lazy(aktest::test_hash(), b.data(), b.size(),
+                                      &v), 0) << int(prefix);
+        EXPECT_EQ(ip_ok(&v, "10.1.1.1"), 0) << int(prefix);
     }
     {
         /* host bits in the network: a network no address and'ed with the
