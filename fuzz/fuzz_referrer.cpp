@@ -270,7 +270,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
         /* and the same as the matchers before they were made cheaper:
            the answer, the host found and its length */
-        FUZZ_CHECK(got == match_old::referrer_allowed(&rec, e.c(), e.len));
+        FUZZ_CHECK(got
+                   == match_old::referrer_allowed_v2(&rec, e.c(), e.len));
         const char *h = nullptr, *oh = nullptr;
         size_t hl = 0, ohl = 0;
         bool hok = ak::referer_host(e.c(), e.len, &h, &hl);

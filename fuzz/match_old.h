@@ -6,6 +6,13 @@
  * the reference the fuzz targets compare the current ones with, answer
  * for answer, on every input (well-formed records in fuzz_ips and
  * fuzz_referrer, corrupt rules sections in fuzz_record).
+ *
+ * They read the rules sections of blob version 1 (family, prefix, bytes;
+ * varint length, bytes).  Version 2 stores the rules made for matching:
+ * old_ips / old_referrers (at the end) turn a section of version 2 that
+ * ak::check_*_section accepts into the version 1 section of the same
+ * rules, and ip_allowed_v2 / referrer_allowed_v2 run the old matchers on
+ * them.
  */
 
 #ifndef AK_FUZZ_MATCH_OLD_H
@@ -16,6 +23,7 @@
 #include "fuzz_util.h"
 
 #include <cstring>
+#include <string>
 
 #include <arpa/inet.h>
 
@@ -426,6 +434,83 @@ referrer_allowed(const ak_record_t *rec, const char *referer,
 }
 
 
+/* ---- version 2 sections as version 1 ones ------------------------- */
+
+/* the ips section of version 2 (check_ips_section holds) as version 1:
+ * the IPv4 rules, then the IPv6 ones */
+inline std::string old_ips(const unsigned char *p, size_t len)
+{
+    std::string out;
+    size_t n4 = static_cast<size_t>(p[0] | (p[1] << 8));
+
+    for (size_t i = 0; i < n4; i++) {
+        const unsigned char *net = p + 2 + 4 * i;
+        unsigned prefix = p[2 + 4 * n4 + i];
+        out += static_cast<char>(4);
+        out += static_cast<char>(prefix);
+        out.append(reinterpret_cast<const char *>(net), (prefix + 7) / 8);
+    }
+    for (size_t off = 2 + 5 * n4; off < len;) {
+        unsigned prefix = p[off];
+        size_t nbytes = (prefix + 7) / 8;
+        out += static_cast<char>(6);
+        out += static_cast<char>(prefix);
+        out.append(reinterpret_cast<const char *>(p + off + 1), nbytes);
+        off += 1 + nbytes;
+    }
+    return out;
+}
+
+/* the referrers section of version 2 (check_referrers_section holds) as
+ * version 1: the exact rules, then the ".domain" ones */
+inline std::string old_referrers(const unsigned char *p, size_t len)
+{
+    std::string out;
+    size_t nr = static_cast<size_t>(p[0] | (p[1] << 8))
+                + static_cast<size_t>(p[2] | (p[3] << 8));
+    size_t off = 4 + nr;
+
+    for (size_t i = 0; i < nr && off <= len; i++) {
+        size_t n = p[4 + i];
+        out += static_cast<char>(n);        /* n < 0x80: one varint byte */
+        if (n >= 0x80) {
+            out.back() = static_cast<char>(0x80 | (n & 0x7f));
+            out += static_cast<char>(n >> 7);
+        }
+        out.append(reinterpret_cast<const char *>(p + off), n);
+        off += n;
+    }
+    return out;
+}
+
+/* the old matchers on a record of version 2 whose sections hold */
+inline int ip_allowed_v2(const ak_record_t *rec, int family,
+    const unsigned char *addr)
+{
+    ak_record_t r = *rec;
+    std::string s;
+    if (r.has_ips && r.ips) {
+        s = old_ips(r.ips, r.ips_len);
+        r.ips = reinterpret_cast<const unsigned char *>(s.data());
+        r.ips_len = static_cast<uint16_t>(s.size());
+    }
+    return ip_allowed(&r, family, addr);
+}
+
+inline int referrer_allowed_v2(const ak_record_t *rec, const char *referer,
+    size_t len)
+{
+    ak_record_t r = *rec;
+    std::string s;
+    if (r.has_referrers && r.referrers) {
+        s = old_referrers(r.referrers, r.referrers_len);
+        r.referrers = reinterpret_cast<const unsigned char *>(s.data());
+        r.referrers_len = static_cast<uint16_t>(s.size());
+    }
+    return referrer_allowed(&r, referer, len);
+}
+
 } // namespace match_old
+
 
 #endif

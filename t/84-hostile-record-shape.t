@@ -5,7 +5,7 @@
 # HyperLogLog), the empty hash (Redis cannot hold one: removing the last
 # field removes the key, so it is "unknown"), a hash of empty fields (a
 # record without limits), records at and past the 4,096-byte serialised
-# limit (818 IPv4 /24s or 409 IPv6 /64s fit; 10,000 CIDRs), and a
+# limit (817 IPv4 /24s or 454 IPv6 /64s fit; 10,000 CIDRs), and a
 # record whose wrong type changes.  Expected: bad_record (401) and one
 # warning per record naming the key id, never the key; never a 200 for a
 # record that cannot be read.
@@ -69,20 +69,21 @@ my @rows = (
       sub { add_key($r, $_[0], ips => v4s(10000)) }, $BAD ],
     [ 'ips: 10,000 IPv6 CIDRs (too large)',
       sub { add_key($r, $_[0], ips => v6s(10000)) }, $BAD ],
-    # a /24 takes 5 bytes, a /64 10, the record's header and the list's
-    # length 5: with nothing else in the record, 818 and 409 fit
-    [ 'ips: 818 IPv4 /24s, nothing else (fits)', sub { add_key($r, $_[0], ips => v4s(818)) },
+    # an IPv4 rule takes 5 bytes, a /64 9, the record's header, the list's
+    # length and its count of IPv4 rules 7: with nothing else in the
+    # record, 817 and 454 fit (4,092 and 4,093 bytes)
+    [ 'ips: 817 IPv4 /24s, nothing else (fits)', sub { add_key($r, $_[0], ips => v4s(817)) },
       '403 ip_denied' ],
-    [ 'ips: 819 IPv4 /24s (too large)', sub { add_key($r, $_[0], ips => v4s(819)) }, $BAD ],
-    [ 'ips: 817 IPv4 /24s and an owner of 5 bytes (fits)',
-      sub { add_key($r, $_[0], ips => v4s(817), owner => 'abcde') }, '403 ip_denied' ],
-    [ 'ips: 818 IPv4 /24s and an owner of 1 byte (too large)',
-      sub { add_key($r, $_[0], ips => v4s(818), owner => 'a') }, $BAD ],
-    [ 'ips: 409 IPv6 /64s (fits)', sub { add_key($r, $_[0], ips => v6s(409)) },
+    [ 'ips: 818 IPv4 /24s (too large)', sub { add_key($r, $_[0], ips => v4s(818)) }, $BAD ],
+    [ 'ips: 817 IPv4 /24s and an owner of 3 bytes (fits)',
+      sub { add_key($r, $_[0], ips => v4s(817), owner => 'abc') }, '403 ip_denied' ],
+    [ 'ips: 817 IPv4 /24s and an owner of 4 bytes (too large)',
+      sub { add_key($r, $_[0], ips => v4s(817), owner => 'abcd') }, $BAD ],
+    [ 'ips: 454 IPv6 /64s (fits)', sub { add_key($r, $_[0], ips => v6s(454)) },
       '403 ip_denied' ],
-    [ 'ips: 410 IPv6 /64s (too large)', sub { add_key($r, $_[0], ips => v6s(410)) }, $BAD ],
-    [ 'ips: 817 IPv4 /24s and the client\'s',
-      sub { add_key($r, $_[0], ips => v4s(817) . ',127.0.0.1/24') }, '200 ok' ],
+    [ 'ips: 455 IPv6 /64s (too large)', sub { add_key($r, $_[0], ips => v6s(455)) }, $BAD ],
+    [ 'ips: 816 IPv4 /24s and the client\'s',
+      sub { add_key($r, $_[0], ips => v4s(816) . ',127.0.0.1/24') }, '200 ok' ],
     [ 'referrers: 2,000 hosts (too large)',
       sub { add_key($r, $_[0], referrers => join ',', map { "h$_.example.com" } 1 .. 2000) },
       $BAD ],

@@ -139,9 +139,10 @@ extern "C" { void (*ak_cache_race_hook)(int point) = nullptr; }
 namespace {
 
 const uint64_t  kMagic = 0x3148434143414b41ULL;    /* "AKCACHE1" LE */
-const uint32_t  kVersion = 4;        /* 3: lock-free reads, CLOCK, bucket
+const uint32_t  kVersion = 5;        /* 3: lock-free reads, CLOCK, bucket
                                         groups, tag words; 4: overflow data
-                                        after the quota word */
+                                        after the quota word; 5: the record
+                                        blob's rules made for matching */
 const uint32_t  NIL = 0xffffffffu;
 const size_t    kHeaderSize = 256;
 const uint32_t  kStripes = 16;

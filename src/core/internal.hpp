@@ -3,18 +3,24 @@
  * internal.hpp: helpers shared by the core's .cpp files (not for the glue,
  * not for the CLI).  Nothing here allocates or throws.
  *
- * Blob layout (version 1), all integers unsigned LEB128 varints unless said
+ * Blob layout (version 2), all integers unsigned LEB128 varints unless said
  * otherwise:
  *
- *   byte 0   version (1)
+ *   byte 0   version (2; 1 stored the rules as read, one after another)
  *   byte 1   status (bits 0-1) | rate_period << 2 (bits 2-3)
  *            | quota_period << 4 (bits 4-6) | kHasExt (bit 7)
  *   byte 2   presence bits, kHas* below
- *   [ips]        u16 LE section length, then entries:
- *                family (4 or 6), prefix, ceil(prefix / 8) address bytes
- *                (host bits zero)
- *   [referrers]  u16 LE section length, then entries: varint length, bytes
- *                (lowercase host; a leading '.' means "*." = any subdomain)
+ *   [ips]        u16 LE section length, then the rules made for matching:
+ *                u16 LE n4; n4 IPv4 networks (4 bytes each, host bits
+ *                zero); their n4 prefixes (a byte each, 0..32); then the
+ *                IPv6 rules: prefix, ceil(prefix / 8) address bytes (host
+ *                bits zero)
+ *   [referrers]  u16 LE section length, then the rules made for matching:
+ *                u16 LE ne, u16 LE nw; the lengths (1..254, a byte each) of
+ *                the ne exact rules, then of the nw ".domain" ones; then
+ *                the rules' bytes in the same order (lowercase host; a
+ *                leading '.' means "*." = any subdomain, and only those
+ *                rules have one)
  *   [id] [owner] [plan] [scopes]   varint length, bytes
  *   [expires_at] varint (> 0)
  *   [rate N]     varint, present iff rate_period != 0
@@ -46,7 +52,7 @@ namespace ak {
 
 namespace blob {
 
-constexpr uint8_t kVersion = 1;
+constexpr uint8_t kVersion = 2;
 constexpr size_t kHeaderLen = 3;
 
 constexpr uint8_t kStatusMask = 0x03;

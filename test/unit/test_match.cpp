@@ -253,60 +253,70 @@ TEST(Ips, CorruptSectionDenies)
     EXPECT_EQ(ip_ok(&rec, "10.1.1.1"), 1);
     rec.ips_len = 1;
     EXPECT_EQ(ip_ok(&rec, "10.1.1.1"), 0);
-    rec.ips_len = 2;            /* family and prefix, not the prefix's byte */
+    rec.ips_len = 2;            /* n4 = 1, not its network and prefix */
+    EXPECT_EQ(ip_ok(&rec, "10.1.1.1"), 0);
+    EXPECT_EQ(ip_ok(&rec, "::1"), 0);
+    rec.ips_len = 6;            /* the prefix cut */
     EXPECT_EQ(ip_ok(&rec, "10.1.1.1"), 0);
     rec.ips = nullptr;
     rec.ips_len = 0;
     EXPECT_EQ(ip_ok(&rec, "10.1.1.1"), 0);
 
-    /* view checks the section: family 5, prefix 33, host bits */
+    /* view checks the section: n4 past it, a prefix over 32, host bits
+     * (header 3, u16 length, u16 n4, network 7-10, prefix 11) */
     std::vector<unsigned char> blob = r->b.blob;
-    ASSERT_EQ(blob[5], 4);      /* header 3, u16 length, family */
-    ASSERT_EQ(blob[6], 8);
+    ASSERT_EQ(blob.size(), 12u);
+    ASSERT_EQ(blob[5], 1);
+    ASSERT_EQ(blob[6], 0);
+    ASSERT_EQ(blob[7], 10);
+    ASSERT_EQ(blob[11], 8);
     ak_record_t v;
-    blob[5] = 5;
+    blob[5] = 2;
     EXPECT_EQ(ak_record_view(aktest::test_hash(), blob.data(), blob.size(), &v),
               -1);
-    blob[5] = 4;
-    blob[6] = 33;
+    blob[5] = 0;                /* no IPv4 rule: the 5 bytes as IPv6 rules */
     EXPECT_EQ(ak_record_view(aktest::test_hash(), blob.data(), blob.size(), &v),
               -1);
-    blob[6] = 5;                /* 10 = 0b00001010: under /5, bit 1 is a
-                                   host bit */
+    blob[5] = 1;
+    blob[11] = 33;
     EXPECT_EQ(ak_record_view(aktest::test_hash(), blob.data(), blob.size(), &v),
               -1);
-    blob[6] = 8;
+    blob[11] = 8;
+    blob[8] = 1;                /* 10.1.0.0 under /8 */
+    EXPECT_EQ(ak_record_view(aktest::test_hash(), blob.data(), blob.size(), &v),
+              -1);
+    blob[8] = 0;
     EXPECT_EQ(ak_record_view(aktest::test_hash(), blob.data(), blob.size(), &v),
               0);
 
     /* the request path's view leaves the rules' bytes to the matcher: the
-     * same blobs are viewed, and the address is denied */
-    for (unsigned char fam : { 5, 6, 0 }) {
+     * same blobs are viewed, and a section that cannot hold its n4 denies
+     * every address */
+    for (unsigned char n4 : { 2, 0xff }) {
         std::vector<unsigned char> b = r->b.blob;
-        b[5] = fam;
+        b[5] = n4;
         ASSERT_EQ(ak_record_view_lazy(aktest::test_hash(), b.data(), b.size(),
-                                      &v), 0) << int(fam);
+                                      &v), 0) << int(n4);
         EXPECT_EQ(v.has_ips, 1);
-        EXPECT_EQ(ip_ok(&v, "10.1.1.1"), 0) << int(fam);
-        EXPECT_EQ(ip_ok(&v, "::1"), 0) << int(fam);
+        EXPECT_EQ(ip_ok(&v, "10.1.1.1"), 0) << int(n4);
+        EXPECT_EQ(ip_ok(&v, "::1"), 0) << int(n4);
     }
-    for (unsigned char prefix : { 33, 255 }) {
+    for (unsigned char prefix : { 33, 0x80, 0xff }) {
         std::vector<unsigned char> b = r->b.blob;
-        b[6] = prefix;
+        b[11] = prefix;
         ASSERT_EQ(ak_record_view_lazy(aktest::test_hash(), b.data(), b.size(),
                                       &v), 0) << int(prefix);
         EXPECT_EQ(ip_ok(&v, "10.1.1.1"), 0) << int(prefix);
     }
     {
-        /* host bits under /5: the rule is read under its mask, 8.0.0.0/5 */
+        /* host bits in the network: a network no address and'ed with the
+         * mask equals, never matched */
         std::vector<unsigned char> b = r->b.blob;
-        b[6] = 5;
+        b[8] = 1;
         ASSERT_EQ(ak_record_view_lazy(aktest::test_hash(), b.data(), b.size(),
                                       &v), 0);
-        EXPECT_EQ(ip_ok(&v, "10.1.1.1"), 1);
-        EXPECT_EQ(ip_ok(&v, "15.255.0.1"), 1);
-        EXPECT_EQ(ip_ok(&v, "16.0.0.1"), 0);
-        EXPECT_EQ(ip_ok(&v, "7.255.255.255"), 0);
+        EXPECT_EQ(ip_ok(&v, "10.1.1.1"), 0);
+        EXPECT_EQ(ip_ok(&v, "10.0.0.1"), 0);
     }
     ASSERT_EQ(ak_record_view_lazy(aktest::test_hash(), blob.data(),
                                   blob.size(), &v), 0);
@@ -314,6 +324,27 @@ TEST(Ips, CorruptSectionDenies)
     EXPECT_EQ(ip_ok(&v, "11.1.1.1"), 0);
 }
 
+/* four rules a turn (SSE2), the last four overlapping the ones before: a
+ * match at each position of lists of 1 to 9 IPv4 rules, IPv6 ones between */
+TEST(Ips, EachPositionOfTheV4Rules)
+{
+    for (int n = 1; n <= 9; n++) {
+        for (int hit = 0; hit < n; hit++) {
+            std::string v;
+            for (int i = 0; i < n; i++) {
+                v += (i ? ",2001:db8:" + std::to_string(i) + "::/48," : "");
+                v += "10." + std::to_string(i) + ".0.0/16";
+            }
+            auto r = make({ { "ips", v } });
+            ASSERT_EQ(r->view_rc, 0) << v;
+            std::string a = "10." + std::to_string(hit) + ".9.9";
+            EXPECT_EQ(ip_ok(&r->rec, a.c_str()), 1) << v << " " << a;
+            EXPECT_EQ(ip_ok(&r->rec, "10.99.0.1"), 0) << v;
+            std::string a6 = "2001:db8:" + std::to_string(n - 1) + "::7";
+            EXPECT_EQ(ip_ok(&r->rec, a6.c_str()), n > 1 ? 1 : 0) << v;
+        }
+    }
+}
 
 TEST(Referer, HostParsing)
 {

@@ -506,7 +506,8 @@ TEST(Record, ViewRejectsBadHeaders)
     };
 
     EXPECT_EQ(bad(0, 0), -1);                      /* version */
-    EXPECT_EQ(bad(0, 2), -1);
+    EXPECT_EQ(bad(0, 1), -1);   /* 1: the rules as read, not for matching */
+    EXPECT_EQ(bad(0, 3), -1);
     EXPECT_EQ(bad(1, b.blob[1] | 0x80), -1);       /* ext flag, no ext */
     EXPECT_EQ(bad(1, (b.blob[1] & ~0x03) | 3), -1);   /* status 3 */
     EXPECT_EQ(bad(1, (b.blob[1] & ~0x70) | (1 << 4)), -1);  /* quota "s" */
