@@ -120,6 +120,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <utility>
+
 
 #ifdef AK_CACHE_KILL_POINTS
 /* fuzz builds: a writer step may be the last one (see ak_core.h) */
@@ -307,6 +309,44 @@ racy_read_inline(unsigned char *dst, const unsigned char *src) noexcept
     memcpy(dst + 16, &x, 8);
     memcpy(dst + 24, &y, 8);
     memcpy(dst + 32, &z, 8);
+}
+
+
+/*
+ * The data of an overflow slot as whole words: kOvfWords (14) words from
+ * its byte 16 to its end, the last word's upper half being the slot's
+ * "ovf" link (dst has 112 bytes; the 4 after the 108 data bytes are
+ * overwritten by the next slot's copy or are spill the caller allows).
+ * A fixed count, unrolled: no count, no bound, no loop per word.
+ */
+const size_t  kOvfWords = (sizeof(Slot) - kOvfStart) / 8;
+
+static_assert(kOvfStart + kOvfWords * 8 == sizeof(Slot)
+              && kOvfWords * 8 >= kOvfData, "whole overflow words");
+
+inline __attribute__((always_inline)) void
+racy_read_word(unsigned char *dst, const u64a *s) noexcept
+{
+    uint64_t  w = __atomic_load_n(s, __ATOMIC_RELAXED);
+
+    memcpy(dst, &w, 8);
+}
+
+template <size_t... I>
+inline __attribute__((always_inline)) void
+racy_read_words(unsigned char *dst, const unsigned char *src,
+    std::index_sequence<I...>) noexcept
+{
+    const u64a  *s = reinterpret_cast<const u64a *>(src);
+
+    (racy_read_word(dst + 8 * I, s + I), ...);
+}
+
+inline __attribute__((always_inline)) void
+racy_read_ovf(unsigned char *dst, const unsigned char *slot) noexcept
+{
+    racy_read_words(dst, slot + kOvfStart,
+                    std::make_index_sequence<kOvfWords>());
 }
 
 
@@ -1576,7 +1616,7 @@ lookup_once(const ak_cache_s *c, const unsigned char *hash, uint64_t now,
 {
     uint8_t        kind, flags;
     uint16_t       len;
-    uint32_t       gi, k, i, j, next, s1, s2, steps, gen, nslots;
+    uint32_t       gi, k, i, j, next, s1, s2, steps, gen, nslots, m, novf;
     uint64_t       fetched, age, ttl, stale;
     bool           whole;
     size_t         rest, n;
@@ -1655,9 +1695,48 @@ lookup_once(const ak_cache_s *c, const unsigned char *hash, uint64_t now,
         goto found;
     }
 
+    j = ld(s[i].ovf);
+    novf = n_ovf(len);
+
+    if (len > kInline && cap >= kInline + novf * kOvfData
+                                 + (kOvfWords * 8 - kOvfData))
+    {
+        /*
+         * Room for whole slots (the module's buffer, AK_RECORD_MAX, for
+         * all but the largest records): the inline words, then each
+         * overflow slot's 14 words at once, one bound check a slot.
+         */
+        if (j < nslots) {
+            __builtin_prefetch(&s[j]);
+            __builtin_prefetch(reinterpret_cast<const char *>(&s[j]) + 64);
+        }
+
+        racy_read_inline(buf, s[i].blob);
+        out = buf + kInline;
+
+        for (m = 0; m < novf; m++) {
+            if (j >= nslots) {
+                goto check;             /* torn: the counter moved */
+            }
+
+            next = ld(s[j].ovf);
+
+            if (m + 1 < novf && next < nslots) {
+                __builtin_prefetch(&s[next]);
+                __builtin_prefetch(reinterpret_cast<const char *>(&s[next])
+                                   + 64);
+            }
+
+            racy_read_ovf(out, reinterpret_cast<unsigned char *>(&s[j]));
+            out += kOvfData;
+            j = next;
+        }
+
+        goto found;
+    }
+
     rest = len;
     out = buf;
-    j = ld(s[i].ovf);
 
     if (rest > kInline && j < nslots) {
         /* the first overflow slot, while the inline part is copied */
