@@ -244,6 +244,35 @@ TEST(Cache, LookupAgainReturnsTheSameWithoutCounting)
     EXPECT_EQ(before.hits + 1, stats(s.c).hits);
 }
 
+// Home slots: with room, a new entry takes a slot of its home pair (slots
+// 2m and 2m + 1, m from digest bytes 8-11), the pair a lookup prefetches
+// with the bucket group.  Half full: (nearly) all are there; the free
+// bitmap stays consistent.
+TEST(Cache, NewEntriesTakeTheirHomePair)
+{
+    Small s(25, ak_cache_min_size() * 64);
+    uint32_t n = stats(s.c).slots_total;
+    uint32_t home = 0;
+
+    for (uint32_t i = 0; i < n / 2; i++) {
+        ASSERT_EQ(0, put(s.c, hash_of(i), blob_of(i, 10), 1));
+    }
+    for (uint32_t i = 0; i < n / 2; i++) {
+        Hash h = hash_of(i);
+        Result r = look(s.c, h, 2);
+        ASSERT_EQ(AK_CACHE_FRESH, r.rc);
+        uint32_t x;
+        memcpy(&x, h.b + 8, 4);
+        uint32_t m = (uint32_t) (((uint64_t) x * n) >> 32);
+        home += (r.slot | 1) == (m | 1);
+    }
+    // 1 - (k / n)^2 on average over k < n / 2: 92%
+    EXPECT_GE(home, n / 2 * 85 / 100) << home << " of " << n / 2;
+
+    std::vector<unsigned char> scratch(ak_cache_check_scratch(s.c));
+    EXPECT_EQ(nullptr, ak_cache_check(s.c, scratch.data(), scratch.size()));
+}
+
 // CLOCK: a hit sets the entry's referenced bit; an insert into a full cache
 // sweeps the hand, clearing bits, and evicts the first entry without one
 // (or an expired one, referenced or not).
