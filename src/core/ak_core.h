@@ -864,7 +864,7 @@ const char *ak_cache_validate(const void *mem, size_t size) AK_NOEXCEPT;
  * A full consistency check of a cache (for tests and fuzzing; O(slots),
  * not for a worker's path, with the lock held): ak_cache_validate's
  * checks, no writer interrupted (no group counter odd), then every bucket
- * chain, the free list and every overflow chain walked, each slot below
+ * chain, the free bitmap and every overflow chain walked, each slot below
  * the high-water mark found exactly once in one of them with the tag word
  * of what it is (entry or not), and the counts they keep matching what was
  * found.  scratch: at least ak_cache_check_scratch(c) bytes.  NULL when

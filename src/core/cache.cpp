@@ -13,15 +13,33 @@
  *   [1280, B)             bucket groups: ngroups x 64 bytes, each a
  *                         sequence counter and 15 bucket heads (u32 slot
  *                         index or NIL)
- *   [B, B + 128*nslots)   slots, 128 bytes each
+ *   [B, F)                the free bitmap: a bit per slot (set: free),
+ *                         then a summary bit per bitmap word (set: the
+ *                         word has a free slot), rounded up to 64 bytes;
+ *                         writers only
+ *   [F, F + 128*nslots)   slots, 128 bytes each
  *
  * There are at least as many buckets as slots (ngroups = ceil(nslots /
- * 15)), so the index costs 64 / 15 bytes per slot: a cached key whose blob
- * is <= 36 bytes costs about 132.3 bytes (ak_cache_bytes_per_key() says
- * 133), and a 128 MiB block holds 1,014,741 slots.  Smallest block: 8704
- * bytes (56 slots).  Keys are uniformly distributed digests: the group is
- * picked from their first 4 bytes, the bucket in it from the next 4
+ * 15)), so the index costs 64 / 15 bytes per slot and the bitmap 1 / 8: a
+ * cached key whose blob is <= 36 bytes costs about 132.4 bytes
+ * (ak_cache_bytes_per_key() says 133), and a 128 MiB block holds 1,013,767
+ * slots.  Smallest block: 8768 bytes (56 slots).  Keys are uniformly
+ * distributed digests: the group is picked from their first 4 bytes, the
+ * bucket in it from the next 4, the home pair (below) from the 4 after
  * ("fastrange": (x * n) >> 32, no division).
+ *
+ * Home slots.  A hit costs two dependent DRAM (and TLB) misses: the group's
+ * line, then the slot its chain leads to.  So a new entry takes, when one
+ * is free, a slot of its "home pair" (slots 2m and 2m + 1, m from the
+ * digest), which a reader prefetches (four lines, one DRAM row) while it
+ * reads the group: the two misses overlap.  Else the free slot nearest to
+ * the home in its bitmap word, else the lowest free one from the
+ * allocation cursor on; overflow slots take the slot after the previous
+ * one when free.  An entry stored after an eviction takes its victim's
+ * slot instead (just behind the CLOCK hand, as an entry had before: ahead
+ * of it, it would get less than a turn).  With 1,000,000 keys put in
+ * 1.1 M slots, 68% are in their home pair.  Home slots are random: a
+ * fresh zone's pages are touched as keys arrive, not in order.
  *
  * Entry (head) slot, 128 bytes:
  *
@@ -60,10 +78,11 @@
  * (bytes 8-15: q_window, q_left) is changed by atomic operations too:
  * ak_cache_quota_take takes counts from it without the lock.
  *
- * Free slots are linked through "ovf" too; slots at or above the high-water
- * mark "hwm" have never been used and are free without being on the list,
- * so create and flush never touch the slot area (pages of a fresh zone stay
- * untouched until used).
+ * Free slots are the bits set in the bitmap (create and flush set them
+ * and never touch the slot area); "hwm" is above every slot used since the
+ * last format: a free slot below it may never have been written (its tag
+ * word is not looked at: the CLOCK sweep skips free slots), every slot at
+ * or above it is free.  npos + nneg + novf + nfree == nslots at rest.
  *
  * Concurrency.  Writers (every function but the lookups, the statistics,
  * ak_cache_event_seq, ak_cache_gcra and ak_cache_quota_take) are called
@@ -120,6 +139,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <utility>
+
 
 #ifdef AK_CACHE_KILL_POINTS
 /* fuzz builds: a writer step may be the last one (see ak_core.h) */
@@ -141,7 +162,8 @@ namespace {
 const uint64_t  kMagic = 0x3148434143414b41ULL;    /* "AKCACHE1" LE */
 const uint32_t  kVersion = 5;        /* 3: lock-free reads, CLOCK, bucket
                                         groups, tag words; 4: overflow data
-                                        after the quota word; 5: the record
+                                        after the quota word; 5: a free
+                                        bitmap, home slots, and the record
                                         blob's rules made for matching */
 const uint32_t  NIL = 0xffffffffu;
 const size_t    kHeaderSize = 256;
@@ -316,6 +338,44 @@ racy_read_inline(unsigned char *dst, const unsigned char *src) noexcept
 }
 
 
+/*
+ * The data of an overflow slot as whole words: kOvfWords (14) words from
+ * its byte 16 to its end, the last word's upper half being the slot's
+ * "ovf" link (dst has 112 bytes; the 4 after the 108 data bytes are
+ * overwritten by the next slot's copy or are spill the caller allows).
+ * A fixed count, unrolled: no count, no bound, no loop per word.
+ */
+const size_t  kOvfWords = (sizeof(Slot) - kOvfStart) / 8;
+
+static_assert(kOvfStart + kOvfWords * 8 == sizeof(Slot)
+              && kOvfWords * 8 >= kOvfData, "whole overflow words");
+
+inline __attribute__((always_inline)) void
+racy_read_word(unsigned char *dst, const u64a *s) noexcept
+{
+    uint64_t  w = __atomic_load_n(s, __ATOMIC_RELAXED);
+
+    memcpy(dst, &w, 8);
+}
+
+template <size_t... I>
+inline __attribute__((always_inline)) void
+racy_read_words(unsigned char *dst, const unsigned char *src,
+    std::index_sequence<I...>) noexcept
+{
+    const u64a  *s = reinterpret_cast<const u64a *>(src);
+
+    (racy_read_word(dst + 8 * I, s + I), ...);
+}
+
+inline __attribute__((always_inline)) void
+racy_read_ovf(unsigned char *dst, const unsigned char *slot) noexcept
+{
+    racy_read_words(dst, slot + kOvfStart,
+                    std::make_index_sequence<kOvfWords>());
+}
+
+
 /* the same the other way: dst 8-byte aligned */
 void
 racy_write(unsigned char *dst, const unsigned char *src, size_t n) noexcept
@@ -388,9 +448,9 @@ struct ak_cache_s {
 
     uint64_t        seq;            /* event sequence */
     uint32_t        gen;            /* generation */
-    uint32_t        free_head;
-    uint32_t        nfree;          /* free list + [hwm, nslots) */
-    uint32_t        hwm;
+    uint32_t        cursor;         /* bitmap word the search starts at */
+    uint32_t        nfree;          /* free slots (bits set) */
+    uint32_t        hwm;            /* above every slot ever used */
     uint32_t        hand;           /* CLOCK hand: the next slot looked at */
     uint32_t        writing;        /* a writer is (or died) in the middle */
     uint32_t        npos;
@@ -400,6 +460,8 @@ struct ak_cache_s {
     uint64_t        inserts;
 
     uint32_t        ngone;          /* positive entries marked F_GONE */
+    uint32_t        novf;           /* overflow slots in use: npos + nneg
+                                       + novf + nfree == nslots */
 };
 
 static_assert(sizeof(ak_cache_s) <= kHeaderSize, "header size");
@@ -421,10 +483,27 @@ groups_of(uint64_t n) noexcept
 }
 
 
+/* the free bitmap: a bit per slot, and a summary bit per bitmap word
+ * (set when the word has a free slot) */
+inline uint64_t
+bit_words(uint64_t n) noexcept
+{
+    return (n + 63) / 64;
+}
+
+
+inline uint64_t
+bitmap_bytes(uint64_t n) noexcept
+{
+    return ((bit_words(n) + (bit_words(n) + 63) / 64) * 8 + 63) / 64 * 64;
+}
+
+
 uint64_t
 layout_bytes(uint64_t n) noexcept
 {
-    return kGroupsOff + groups_of(n) * kGroupSize + n * sizeof(Slot);
+    return kGroupsOff + groups_of(n) * kGroupSize + bitmap_bytes(n)
+           + n * sizeof(Slot);
 }
 
 
@@ -437,8 +516,9 @@ layout_of(size_t size, Layout *l) noexcept
         return false;
     }
 
-    n = (size - kGroupsOff) * kGroupBuckets
-        / (sizeof(Slot) * kGroupBuckets + kGroupSize);
+    /* 128 + 64 / 15 + 1 / 8 bytes a slot: an estimate, then exact */
+    n = (size - kGroupsOff) * kGroupBuckets * 8
+        / ((sizeof(Slot) * kGroupBuckets + kGroupSize) * 8 + kGroupBuckets);
 
     if (n > kMaxSlots) {
         n = kMaxSlots;
@@ -448,13 +528,17 @@ layout_of(size_t size, Layout *l) noexcept
         n--;
     }
 
+    while (n < kMaxSlots && layout_bytes(n + 1) <= size) {
+        n++;
+    }
+
     if (n < kMinSlots) {
         return false;
     }
 
     l->nslots = (uint32_t) n;
     l->ngroups = (uint32_t) groups_of(n);
-    l->slots_off = kGroupsOff + groups_of(n) * kGroupSize;
+    l->slots_off = kGroupsOff + groups_of(n) * kGroupSize + bitmap_bytes(n);
 
     return true;
 }
@@ -486,6 +570,38 @@ slots(const ak_cache_s *h) noexcept
     return reinterpret_cast<Slot *>(
         reinterpret_cast<unsigned char *>(const_cast<ak_cache_s *>(h))
         + h->slots_off);
+}
+
+
+/* the free bitmap (writers only: readers never look at it), then its
+ * summary */
+inline uint64_t *
+bitmap(const ak_cache_s *h) noexcept
+{
+    return reinterpret_cast<uint64_t *>(
+        reinterpret_cast<unsigned char *>(const_cast<ak_cache_s *>(h))
+        + h->groups_off + (uint64_t) h->ngroups * kGroupSize);
+}
+
+
+inline uint64_t *
+summary(const ak_cache_s *h) noexcept
+{
+    return bitmap(h) + bit_words(h->nslots);
+}
+
+
+/* the slot a new entry for hash takes when it is free: the reader fetches
+ * it together with the bucket group (from bytes 8-11 of the digest, the
+ * group and bucket come from bytes 0-7) */
+inline uint32_t
+home_of(const ak_cache_s *h, const unsigned char *hash) noexcept
+{
+    uint32_t  x;
+
+    memcpy(&x, hash + 8, sizeof(x));
+
+    return (uint32_t) (((uint64_t) x * h->nslots) >> 32);
 }
 
 
@@ -605,6 +721,7 @@ void
 format(ak_cache_s *h) noexcept
 {
     uint32_t   i, k;
+    uint64_t   w, nw, *bm, *sm;
     Group     *g = groups(h);
 
     for (i = 0; i < h->ngroups; i++) {
@@ -617,13 +734,35 @@ format(ak_cache_s *h) noexcept
         group_close(&g[i]);
     }
 
-    h->free_head = NIL;
+    /* every slot free: all bits set up to nslots */
+    bm = bitmap(h);
+    sm = summary(h);
+    nw = bit_words(h->nslots);
+
+    for (w = 0; w < nw; w++) {
+        bm[w] = ~UINT64_C(0);
+    }
+
+    if (h->nslots % 64) {
+        bm[nw - 1] = (UINT64_C(1) << (h->nslots % 64)) - 1;
+    }
+
+    for (w = 0; w < (nw + 63) / 64; w++) {
+        sm[w] = ~UINT64_C(0);
+    }
+
+    if (nw % 64) {
+        sm[(nw + 63) / 64 - 1] = (UINT64_C(1) << (nw % 64)) - 1;
+    }
+
+    h->cursor = 0;
     h->nfree = h->nslots;
     __atomic_store_n(&h->hwm, 0u, __ATOMIC_RELEASE);
     h->hand = 0;
     h->npos = 0;
     h->nneg = 0;
     h->ngone = 0;
+    h->novf = 0;
 }
 
 
@@ -671,13 +810,17 @@ private:
 class Cache {
 public:
     explicit Cache(ak_cache_s *c) noexcept
-        : h(c), g(groups(c)), s(slots(c)), bad(false)
+        : h(c), g(groups(c)), s(slots(c)), bm(bitmap(c)), sm(summary(c)),
+          freed(NIL), bad(false)
     {
     }
 
     ak_cache_s  *h;
     Group       *g;
     Slot        *s;
+    uint64_t    *bm;
+    uint64_t    *sm;
+    uint32_t     freed;     /* the head slot of the last entry dropped */
     bool         bad;
 
     bool ok(uint32_t i) const noexcept { return i < h->nslots; }
@@ -839,51 +982,152 @@ public:
         return kind == KIND_POS ? &h->npos : &h->nneg;
     }
 
+    bool
+    is_free(uint32_t i) const noexcept
+    {
+        return (bm[i >> 6] >> (i & 63)) & 1;
+    }
+
     void
     free_slot(uint32_t i) noexcept
     {
+        uint32_t  w = i >> 6;
+
         retag(i, AK_TAT_NONE, 0);
         KILL_POINT();
-        st(s[i].ovf, h->free_head);
-        h->free_head = i;
+
+        if (bm[w] == 0) {
+            sm[w >> 6] |= UINT64_C(1) << (w & 63);
+        }
+
+        bm[w] |= UINT64_C(1) << (i & 63);
         h->nfree++;
     }
 
-    /* a slot, not an entry (tag word AK_TAT_NONE) until made one */
+    /* takes free slot i (ok(i), is_free(i)): not an entry (tag word
+     * AK_TAT_NONE) until made one */
+    uint32_t
+    take(uint32_t i) noexcept
+    {
+        uint32_t  w = i >> 6;
+
+        bm[w] &= ~(UINT64_C(1) << (i & 63));
+
+        if (bm[w] == 0) {
+            sm[w >> 6] &= ~(UINT64_C(1) << (w & 63));
+        }
+
+        h->nfree--;
+
+        if (i >= h->hwm) {
+            __atomic_store_n(&h->hwm, i + 1, __ATOMIC_RELEASE);
+        }
+
+        retag(i, AK_TAT_NONE, 0);
+        KILL_POINT();
+
+        return i;
+    }
+
+    /*
+     * The lowest free slot of the first bitmap word with one, from the
+     * cursor's summary word on (at most every summary word once).
+     */
     uint32_t
     alloc_slot() noexcept
     {
-        uint32_t  i;
+        uint32_t  t, ns, si, w, nw;
+        uint64_t  x;
 
         if (h->nfree == 0) {
             bad = true;
             return NIL;
         }
 
-        if (h->free_head != NIL) {
-            i = h->free_head;
+        nw = (uint32_t) bit_words(h->nslots);
+        ns = (nw + 63) / 64;
+        si = h->cursor < nw ? h->cursor / 64 : 0;
 
-            if (!ok(i)) {
-                bad = true;
-                return NIL;
+        for (t = 0; t < ns; t++, si = si + 1 < ns ? si + 1 : 0) {
+            x = sm[si];
+
+            if (x == 0) {
+                continue;
             }
 
-            h->free_head = s[i].ovf;
+            w = si * 64 + (uint32_t) __builtin_ctzll(x);
 
-        } else if (h->hwm < h->nslots) {
-            i = h->hwm;
-            __atomic_store_n(&h->hwm, i + 1, __ATOMIC_RELEASE);
+            if (w >= nw || bm[w] == 0
+                || !ok(w * 64 + (uint32_t) __builtin_ctzll(bm[w])))
+            {
+                break;
+            }
 
-        } else {
-            bad = true;
-            return NIL;
+            h->cursor = w;
+
+            return take(w * 64 + (uint32_t) __builtin_ctzll(bm[w]));
         }
 
-        h->nfree--;
-        retag(i, AK_TAT_NONE, 0);
-        KILL_POINT();
+        bad = true;
+        return NIL;
+    }
 
-        return i;
+    /* slot i when it is free (the one after the previous overflow slot),
+     * else any */
+    uint32_t
+    alloc_at(uint32_t i) noexcept
+    {
+        if (ok(i) && is_free(i)) {
+            return take(i);
+        }
+
+        return alloc_slot();
+    }
+
+    /*
+     * A new entry's slot: the first of its home pair (home_of) that is
+     * free, which a reader fetches with the bucket group; else the free
+     * slot nearest to it in its bitmap word (the same 8 KiB: often the
+     * same page, its TLB entry loaded by the reader's prefetch), else any.
+     * Not when the operation made room by eviction (see below).
+     */
+    uint32_t
+    alloc_home(uint32_t home) noexcept
+    {
+        uint32_t  b;
+        uint64_t  x, above;
+
+        if (freed != NIL) {
+            /* this operation evicted (or dropped) an entry: its slot, just
+             * behind the CLOCK hand, as before there were home slots (a
+             * new entry ahead of the hand would get less than a turn) */
+            return alloc_at(freed);
+        }
+
+        if (!ok(home)) {
+            return alloc_slot();
+        }
+
+        if (is_free(home)) {
+            return take(home);
+        }
+
+        if (ok(home ^ 1) && is_free(home ^ 1)) {
+            return take(home ^ 1);
+        }
+
+        x = bm[home >> 6];
+
+        if (x == 0) {
+            return alloc_slot();
+        }
+
+        b = home & 63;
+        above = x >> b << b;
+        b = above ? (uint32_t) __builtin_ctzll(above)
+                  : 63 - (uint32_t) __builtin_clzll(x);
+
+        return take((home & ~63u) | b);
     }
 
     /* Frees the overflow chain of entry i (len bytes). */
@@ -904,6 +1148,7 @@ public:
 
             next = s[j].ovf;
             free_slot(j);
+            h->novf--;
             j = next;
         }
     }
@@ -933,6 +1178,7 @@ public:
         unmark_gone(i);
         free_chain(i);
         free_slot(i);
+        freed = i;
     }
 
     void
@@ -1010,7 +1256,8 @@ public:
 
             h->hand = i + 1 < h->hwm ? i + 1 : 0;
 
-            if (i == exclude || !is_entry(i)) {
+            /* a free slot below hwm may never have been written */
+            if (i == exclude || is_free(i) || !is_entry(i)) {
                 continue;
             }
 
@@ -1162,12 +1409,16 @@ public:
         len -= n;
         link = &s[i].ovf;
 
+        j = i;
+
         while (len) {
-            j = alloc_slot();
+            j = alloc_at(j + 1);    /* next to the previous one, if free */
             if (j == NIL) {
                 st(*link, NIL);
                 return;
             }
+
+            h->novf++;
 
             n = len < kOvfData ? len : kOvfData;
             racy_write(reinterpret_cast<unsigned char *>(&s[j]) + kOvfStart,
@@ -1402,7 +1653,7 @@ put_once(ak_cache_s *c, const unsigned char *hash, const unsigned char *blob,
             return -1;
         }
 
-        i = x.alloc_slot();
+        i = x.alloc_home(home_of(c, hash));
 
         if (i == NIL) {
             *bad = true;
@@ -1472,7 +1723,7 @@ put_negative_once(ak_cache_s *c, const unsigned char *hash, uint64_t now,
             return x.bad ? -1 : 0;
         }
 
-        i = x.alloc_slot();
+        i = x.alloc_home(home_of(c, hash));
 
         if (i == NIL) {
             *bad = true;
@@ -1582,7 +1833,7 @@ lookup_once(const ak_cache_s *c, const unsigned char *hash, uint64_t now,
 {
     uint8_t        kind, flags;
     uint16_t       len;
-    uint32_t       gi, k, i, j, next, s1, s2, steps, gen, nslots;
+    uint32_t       gi, k, i, j, next, s1, s2, steps, gen, nslots, m, novf;
     uint64_t       fetched, age, ttl, stale;
     bool           whole;
     size_t         rest, n;
@@ -1661,9 +1912,48 @@ lookup_once(const ak_cache_s *c, const unsigned char *hash, uint64_t now,
         goto found;
     }
 
+    j = ld(s[i].ovf);
+    novf = n_ovf(len);
+
+    if (len > kInline && cap >= kInline + novf * kOvfData
+                                 + (kOvfWords * 8 - kOvfData))
+    {
+        /*
+         * Room for whole slots (the module's buffer, AK_RECORD_MAX, for
+         * all but the largest records): the inline words, then each
+         * overflow slot's 14 words at once, one bound check a slot.
+         */
+        if (j < nslots) {
+            __builtin_prefetch(&s[j]);
+            __builtin_prefetch(reinterpret_cast<const char *>(&s[j]) + 64);
+        }
+
+        racy_read_inline(buf, s[i].blob);
+        out = buf + kInline;
+
+        for (m = 0; m < novf; m++) {
+            if (j >= nslots) {
+                goto check;             /* torn: the counter moved */
+            }
+
+            next = ld(s[j].ovf);
+
+            if (m + 1 < novf && next < nslots) {
+                __builtin_prefetch(&s[next]);
+                __builtin_prefetch(reinterpret_cast<const char *>(&s[next])
+                                   + 64);
+            }
+
+            racy_read_ovf(out, reinterpret_cast<unsigned char *>(&s[j]));
+            out += kOvfData;
+            j = next;
+        }
+
+        goto found;
+    }
+
     rest = len;
     out = buf;
-    j = ld(s[i].ovf);
 
     if (rest > kInline && j < nslots) {
         /* the first overflow slot, while the inline part is copied */
@@ -1738,12 +2028,23 @@ lookup(ak_cache_s *c, const unsigned char *hash, uint64_t now,
     int       tries;
     Found     f;
     Stripe   *sp;
+    Slot     *home;
     uint64_t *w;
 
     f.rc = AK_CACHE_MISS;
     f.slot = NIL;
     f.flags = 0;
     f.len = 0;
+
+    /* the home pair, where the entry most likely is, fetched while the
+     * bucket group is: the two misses overlap instead of following each
+     * other (a prefetch reads nothing and cannot fault: the second slot
+     * of the last pair may be past nslots, in the block's end or not) */
+    home = &slots(c)[home_of(c, hash) & ~1u];
+    __builtin_prefetch(reinterpret_cast<const char *>(home) + 32);
+    __builtin_prefetch(reinterpret_cast<const char *>(home) + 64);
+    __builtin_prefetch(reinterpret_cast<const char *>(home) + 128 + 32);
+    __builtin_prefetch(reinterpret_cast<const char *>(home) + 128 + 64);
 
     for (tries = 0; tries < kReadTries; tries++) {
         if (lookup_once(c, hash, now, buf, cap, &f)) {
@@ -1871,7 +2172,7 @@ const char *
 ak_cache_validate(const void *mem, size_t size) noexcept
 {
     Layout              l;
-    uint64_t            listed, used;
+    uint64_t            used;
     const ak_cache_s   *h;
 
     if (mem == NULL) {
@@ -1924,18 +2225,14 @@ ak_cache_validate(const void *mem, size_t size) noexcept
         return "free slot count out of range";
     }
 
-    used = (uint64_t) h->npos + h->nneg;
+    used = (uint64_t) h->npos + h->nneg + h->novf;
 
-    if (used + h->nfree > h->nslots) {
-        return "entry and free slot counts exceed the slot count";
+    if (used + h->nfree != h->nslots) {
+        return "entry, overflow and free slot counts do not add up";
     }
 
-    listed = h->nfree - (h->nslots - h->hwm);    /* on the free list */
-
-    if ((h->free_head == NIL) != (listed == 0)
-        || (h->free_head != NIL && h->free_head >= h->hwm))
-    {
-        return "free list head inconsistent";
+    if (h->cursor >= bit_words(h->nslots)) {
+        return "free bitmap cursor out of range";
     }
 
     if (h->hand > h->nslots) {
@@ -1976,6 +2273,8 @@ ak_cache_check(const ak_cache_t *c, unsigned char *scratch,
     const char          *why;
     uint32_t             gi, k, i, j, n, count, gone, npos, nneg, steps;
     uint32_t             xg, xk;
+    uint64_t             w, nw;
+    const uint64_t      *bm, *sm;
     const Group         *g;
     const Slot          *s;
 
@@ -2070,6 +2369,8 @@ ak_cache_check(const ak_cache_t *c, unsigned char *scratch,
 
     /* overflow chains: exactly as many slots as the blob needs */
 
+    count = 0;
+
     for (i = 0; i < c->hwm; i++) {
         if (scratch[i] != ENTRY || s[i].kind != KIND_POS) {
             continue;
@@ -2087,6 +2388,7 @@ ak_cache_check(const ak_cache_t *c, unsigned char *scratch,
             }
 
             scratch[j] = OVERFLOW;
+            count++;
             j = s[j].ovf;
         }
 
@@ -2095,25 +2397,54 @@ ak_cache_check(const ak_cache_t *c, unsigned char *scratch,
         }
     }
 
-    /* the free list, then every slot below hwm accounted for */
+    if (count != c->novf) {
+        return "overflow slot count differs from the chains";
+    }
 
+    /* the free bitmap and its summary, then every slot below hwm
+     * accounted for (a free slot below hwm may never have been written:
+     * its tag word is not looked at) */
+
+    bm = bitmap(c);
+    sm = summary(c);
+    nw = bit_words(c->nslots);
     count = 0;
 
-    for (i = c->free_head; i != NIL; i = s[i].ovf) {
-        if (i >= c->hwm || scratch[i] != UNSEEN) {
-            return "free list: index out of range or seen twice";
+    for (w = 0; w < (nw + 63) / 64 * 64; w++) {
+        if (w < nw
+            && (w + 1 < nw || c->nslots % 64 == 0
+                || (bm[w] >> (c->nslots % 64)) == 0)
+            && ((sm[w / 64] >> (w % 64)) & 1) == (bm[w] != 0))
+        {
+            continue;
         }
 
-        if ((s[i].st.tat_us & TW_TAT) != AK_TAT_NONE) {
-            return "free slot tagged as an entry";
+        if (w >= nw && ((sm[w / 64] >> (w % 64)) & 1) == 0) {
+            continue;
+        }
+
+        return "free bitmap: a bit past the slots, or a summary bit wrong";
+    }
+
+    for (i = 0; i < c->nslots; i++) {
+        if (!((bm[i / 64] >> (i % 64)) & 1)) {
+            if (i >= c->hwm) {
+                return "slot in use at or above the high-water mark";
+            }
+
+            continue;
+        }
+
+        if (scratch[i] != UNSEEN) {
+            return "free bitmap: a slot in use marked free";
         }
 
         scratch[i] = FREE;
         count++;
     }
 
-    if (count + (c->nslots - c->hwm) != c->nfree) {
-        return "free slot count differs from the free list";
+    if (count != c->nfree) {
+        return "free slot count differs from the free bitmap";
     }
 
     for (i = 0; i < c->hwm; i++) {
@@ -2184,8 +2515,10 @@ ak_cache_set_conf(ak_cache_t *c, const ak_cache_conf_t *conf) noexcept
 size_t
 ak_cache_bytes_per_key(void) noexcept
 {
-    /* a slot and its share of a bucket group, rounded up: 128 + 64 / 15 */
-    return sizeof(Slot) + (kGroupSize + kGroupBuckets - 1) / kGroupBuckets;
+    /* a slot, its share of a bucket group and its bit, rounded up:
+     * 128 + 64 / 15 + 1 / 8 */
+    return sizeof(Slot) + (kGroupSize * 8 + 1 * kGroupBuckets
+                           + kGroupBuckets * 8 - 1) / (kGroupBuckets * 8);
 }
 
 

@@ -858,8 +858,8 @@ TEST(CacheLockFree, ReadersOfAGroupLeftOddAnswerMiss)
 
 // ak_cache_recover (a reload that keeps the zone, a lookup out of
 // retries): a consistent cache is left alone; one whose writer died (its
-// flag set, or counts half-updated: a store of hwm without the nfree that
-// goes with it) is emptied and usable; a block of another layout is not
+// flag set, or counts half-updated: a store of nfree without the slot
+// counts that go with it) is emptied and usable; a block of another layout is not
 // touched.  Without it a reload after a dead writer was refused.
 TEST(CacheLockFree, RecoverEmptiesWhatADeadWriterLeft)
 {
@@ -881,10 +881,11 @@ TEST(CacheLockFree, RecoverEmptiesWhatADeadWriterLeft)
     EXPECT_EQ(AK_CACHE_FRESH, ak_cache_lookup(z.c, a.b, 1, buf, sizeof(buf),
                                               &len, &flags, &slot));
 
-    // counts half-updated (hwm one further, nfree not), the flag cleared
-    memcpy(&v, b8 + 100, 4);
+    // counts half-updated (nfree one further, the others not), the flag
+    // cleared
+    memcpy(&v, b8 + 96, 4);
     v++;
-    memcpy(b8 + 100, &v, 4);
+    memcpy(b8 + 96, &v, 4);
     ASSERT_NE(nullptr, ak_cache_validate(mem, size));
     EXPECT_EQ(1, ak_cache_recover(mem, size));
     EXPECT_EQ(nullptr, ak_cache_validate(mem, size));

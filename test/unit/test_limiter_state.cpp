@@ -257,8 +257,11 @@ TEST(KeyStateCarry, StateFindAfterReCreation)
     EXPECT_EQ(nullptr, ak_cache_state_find(z.c, aktest::test_hash(), &found));
 
     // another key takes the first slot, ours comes back in another one
+    // (the other key has the same digest bytes 8-11, which pick an entry's
+    // home slot: it takes ours)
     unsigned char other[AK_HASH_LEN];
     std::memset(other, 0x11, sizeof(other));
+    std::memcpy(other + 8, aktest::test_hash() + 8, 4);
     ASSERT_EQ(0, ak_cache_put(z.c, other, v.b.blob.data(), v.b.blob.size(),
                               2, ak_cache_event_seq(z.c)));
     ASSERT_EQ(0, z.put(v, 2));
