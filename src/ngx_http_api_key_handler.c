@@ -1213,9 +1213,12 @@ ngx_http_api_key_decided(ngx_http_request_t *r,
         }
     }
 
-    if (alcf->verify) {
-        /* api_key_verify: the content handler answers every outcome */
+    /* api_key_verify: the content handler answers every outcome */
 
+    if (alcf->verify
+        || status == NGX_HTTP_API_KEY_OK
+        || status == NGX_HTTP_API_KEY_UNCHECKED)
+    {
         ctx->rc = NGX_OK;
         ctx->problem = 0;
 
@@ -1224,25 +1227,10 @@ ngx_http_api_key_decided(ngx_http_request_t *r,
             /* the key id of the line */
             ngx_http_api_key_ctx_text(ctx);
 
-            ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                           "api_key: verify: %V, key id \"%V\"",
-                           ngx_http_api_key_status_name(status), &ctx->id);
-        }
-#endif
-
-        return NGX_OK;
-    }
-
-    if (status == NGX_HTTP_API_KEY_OK || status == NGX_HTTP_API_KEY_UNCHECKED) {
-        ctx->rc = NGX_OK;
-        ctx->problem = 0;
-
-#if (NGX_DEBUG)
-        if (r->connection->log->log_level & NGX_LOG_DEBUG_HTTP) {
-            ngx_http_api_key_ctx_text(ctx);
-
-            ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                           "api_key: decision %V, key id \"%V\"",
+            ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "api_key: %s%V, key id \"%V\"",
+                           alcf->verify ? (u_char *) "verify: "
+                                        : (u_char *) "decision ",
                            ngx_http_api_key_status_name(status), &ctx->id);
         }
 #endif
