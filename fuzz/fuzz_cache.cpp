@@ -158,7 +158,10 @@ void op_lookup(Run &r, size_t k, bool again)
         ak_key_state_t *st = ak_cache_state(r.c, slot, r.hashes[k]);
         FUZZ_CHECK(st != nullptr);
         if (e.exact) {
-            FUZZ_CHECK(flags == (e.revoked ? AK_ENTRY_REVOKED : 0u));
+            FUZZ_CHECK(flags
+                       == ((e.revoked ? AK_ENTRY_REVOKED : 0u)
+                           | (ak_record_plain(buf, len) ? AK_ENTRY_PLAIN
+                                                        : 0u)));
             FUZZ_CHECK(same_state(st, &e.st));
         }
     } else if (rc == AK_CACHE_NEGATIVE) {

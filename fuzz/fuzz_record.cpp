@@ -307,6 +307,22 @@ void check_lazy(const unsigned char *hash, const unsigned char *blob,
     if (rc == 0) {
         FUZZ_CHECK(lrc == 0);
     }
+
+    /* ak_record_plain: exactly the blobs both views read as a record that
+     * only its texts describe (a request is allowed on it unviewed) */
+    int plain = ak_record_plain(blob, len);
+    FUZZ_CHECK(plain == 0 || plain == 1);
+    bool viewed_plain = (rc == 0 && full.status == AK_STATUS_ACTIVE
+                   && full.expires_at == 0 && full.scopes.len == 0
+                   && !full.has_ips && !full.has_referrers
+                   && full.rate_period == AK_PERIOD_NONE
+                   && full.quota_period == AK_PERIOD_NONE
+                   && full.identity == nullptr && full.alias_until == 0
+                   && full.rate_scope == AK_RATE_SCOPE_DEFAULT);
+    /* (without a hash the views refuse a record without an id; the glue
+     * always has one) */
+    FUZZ_CHECK(hash == nullptr ? (!viewed_plain || plain)
+                               : (plain == (viewed_plain ? 1 : 0)));
     if (lrc != 0) {
         FUZZ_CHECK(lz.blob == nullptr && lz.id.len == 0);
         return;

@@ -697,6 +697,11 @@ typedef struct {
                                                      its "key" not a
                                                      string: 400 */
     unsigned                      text_made:1;    /* id... below are set */
+    unsigned                      text_lazy:1;    /* text is a plain
+                                                     record's blob (see
+                                                     ak_record_plain()):
+                                                     text_str not yet
+                                                     made from it */
     unsigned                      default_id:1;   /* the record has no id:
                                                      its hash's first hex
                                                      digits */
@@ -770,12 +775,19 @@ typedef struct {
 extern ngx_module_t  ngx_http_api_key_module;
 
 
+void ngx_http_api_key_text_view(ngx_http_api_key_ctx_t *ctx);
+
+
 /* one of the record's texts a request keeps (empty: none, or no record) */
 
 static ngx_inline void
 ngx_http_api_key_ctx_field(ngx_http_api_key_ctx_t *ctx, ngx_uint_t i,
     ngx_str_t *s)
 {
+    if (ctx->text_lazy) {
+        ngx_http_api_key_text_view(ctx);
+    }
+
     s->len = ctx->text ? ctx->text_str[i].len : 0;
     s->data = s->len ? ctx->text_str[i].data : NULL;
 }
@@ -790,7 +802,7 @@ ngx_http_api_key_text_move(ngx_http_api_key_ctx_t *ctx, u_char *to)
 
     ngx_memcpy(to, ctx->text, ctx->text_n);
 
-    for (i = 0; i < NGX_HTTP_API_KEY_NTEXT; i++) {
+    for (i = 0; !ctx->text_lazy && i < NGX_HTTP_API_KEY_NTEXT; i++) {
         if (ctx->text_str[i].len) {
             ctx->text_str[i].data = to + (ctx->text_str[i].data - ctx->text);
         }
@@ -853,6 +865,14 @@ ngx_http_api_key_ctx_text(ngx_http_api_key_ctx_t *ctx)
 
     if (ngx_http_api_key_text_lent == ctx) {
         ngx_http_api_key_text_keep();
+    }
+
+    if (ctx->text_lazy) {
+        ngx_http_api_key_text_view(ctx);
+
+        if (ctx->text == NULL) {
+            return;
+        }
     }
 
     ctx->text_made = 1;

@@ -753,6 +753,7 @@ ngx_http_api_key_reset_ctx(ngx_http_api_key_ctx_t *ctx, ngx_uint_t keep_hash)
 
     ctx->text = NULL;
     ctx->text_made = 0;
+    ctx->text_lazy = 0;
     ctx->default_id = 0;
     ngx_str_null(&ctx->id);
     ngx_str_null(&ctx->owner);
@@ -946,6 +947,29 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
     struct sockaddr_in6      *sin6;
 #endif
 
+    /*
+     * a record that only its texts describe (active, no expiry, rules,
+     * scopes or limits: what most keys without limits are; the cache
+     * found it so when it stored it, AK_ENTRY_PLAIN) allows the request
+     * as it is: no view; the texts are viewed when something asks
+     * (ngx_http_api_key_text_view())
+     */
+
+    if ((flags & (AK_ENTRY_PLAIN | AK_ENTRY_REVOKED)) == AK_ENTRY_PLAIN
+        && alcf->scopes == NULL
+        && alcf->verify != NGX_HTTP_API_KEY_VERIFY_PEEK
+        && len <= sizeof(ctx->text_buf))
+    {
+        if (ctx->text == NULL) {
+            ctx->text = ngx_http_api_key_blob;
+            ctx->text_n = len;
+            ctx->text_lazy = 1;
+            ngx_http_api_key_text_lent = ctx;
+        }
+
+        return ngx_http_api_key_decided(r, alcf, ctx, NGX_HTTP_API_KEY_OK);
+    }
+
     /* the default id (a record without one) is made when asked for */
 
     if (ak_record_view_lazy(ctx->hash, ngx_http_api_key_blob, len, &rec)
@@ -1062,23 +1086,11 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
 }
 
 
-/*
- * id, owner, plan, scopes and identity outlive the blob (the worker's, the
- * next request's once this one waits): the part of the blob that holds
- * them is lent to the context, copied into it when the blob is about to be
- * overwritten or its strings are asked for (ngx_http_api_key.h), or, larger
- * than the context's room, copied into the pool at once; the strings are
- * made from it when something asks (ngx_http_api_key_ctx_text()).
- */
+/* the text's strings: where the record's view found them */
 
-static ngx_int_t
-ngx_http_api_key_keep_text(ngx_http_request_t *r, ngx_http_api_key_ctx_t *ctx,
-    ak_record_t *rec)
+static void
+ngx_http_api_key_text_set(ngx_http_api_key_ctx_t *ctx, ak_record_t *rec)
 {
-    u_char        *p;
-    ngx_uint_t     i;
-    const u_char  *lo, *end;
-
     /* no id (ak_record_view_lazy): the default one, from the hash later */
     ctx->default_id = (rec->id.data == NULL);
 
@@ -1096,6 +1108,54 @@ ngx_http_api_key_keep_text(ngx_http_request_t *r, ngx_http_api_key_ctx_t *ctx,
                                                 (u_char *) rec->identity;
     ctx->text_str[NGX_HTTP_API_KEY_TEXT_IDENTITY].len = rec->identity
                                                         ? AK_HASH_LEN : 0;
+}
+
+
+/*
+ * A plain record's text (the evaluation allowed it without a view): its
+ * strings, when something first asks for one, from wherever the text is
+ * now (lent, or moved into the context).  ak_record_plain() read it whole:
+ * the view cannot fail; if it did, the request keeps no text.
+ */
+
+void
+ngx_http_api_key_text_view(ngx_http_api_key_ctx_t *ctx)
+{
+    ak_record_t  rec;
+
+    ctx->text_lazy = 0;
+
+    if (ak_record_view_lazy(ctx->hash, ctx->text, ctx->text_n, &rec) != 0) {
+        if (ngx_http_api_key_text_lent == ctx) {
+            ngx_http_api_key_text_lent = NULL;
+        }
+
+        ctx->text = NULL;
+        return;
+    }
+
+    ngx_http_api_key_text_set(ctx, &rec);
+}
+
+
+/*
+ * id, owner, plan, scopes and identity outlive the blob (the worker's, the
+ * next request's once this one waits): the part of the blob that holds
+ * them is lent to the context, copied into it when the blob is about to be
+ * overwritten or its strings are asked for (ngx_http_api_key.h), or, larger
+ * than the context's room, copied into the pool at once; the strings are
+ * made from it when something asks (ngx_http_api_key_ctx_text()).
+ */
+
+static ngx_int_t
+ngx_http_api_key_keep_text(ngx_http_request_t *r, ngx_http_api_key_ctx_t *ctx,
+    ak_record_t *rec)
+{
+    u_char        *p;
+    ngx_uint_t     i;
+    const u_char  *lo, *end;
+
+    ngx_http_api_key_text_set(ctx, rec);
 
     ctx->expires_at = rec->expires_at;
 
@@ -1184,7 +1244,9 @@ ngx_http_api_key_decided(ngx_http_request_t *r,
          * the key's last use and requests per day (a known record only),
          * under its identity: a rotated key keeps its history
          */
-        hash = (ctx->text && ctx->text_str[NGX_HTTP_API_KEY_TEXT_IDENTITY].len)
+        /* (a lazy text is a plain record's: no identity) */
+        hash = (ctx->text && !ctx->text_lazy
+                && ctx->text_str[NGX_HTTP_API_KEY_TEXT_IDENTITY].len)
                ? ctx->text_str[NGX_HTTP_API_KEY_TEXT_IDENTITY].data
                : ctx->hash;
 

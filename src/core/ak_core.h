@@ -477,6 +477,18 @@ int ak_record_view_lazy(const unsigned char hash[AK_HASH_LEN],
     const unsigned char *blob, size_t len, ak_record_t *rec) AK_NOEXCEPT;
 
 /*
+ * 1: the blob is a well-formed record that only its texts describe: active,
+ * no expiry, ips, referrers, scopes, rate, quota or extension; id, owner
+ * and plan (each optional) as ak_record_view_lazy reads them, and nothing
+ * after (a record without an id is as the views read it with a hash).
+ * Such a record allows every request that presents its key (no
+ * location scopes asked): the caller can decide without a view and make
+ * the view only when a text is asked for.  0: anything else (the view
+ * tells what, or that the blob is corrupt).  hot
+ */
+int ak_record_plain(const unsigned char *blob, size_t len) AK_NOEXCEPT;
+
+/*
  * rec->id empty (ak_record_view_lazy of a record without one): the default
  * id, as ak_record_view makes it (the first 12 hex digits of hash, hash the
  * view's), in rec->id_buf.  Else, or with hash NULL, nothing.
@@ -817,6 +829,8 @@ typedef struct {
 #define AK_ENTRY_REVOKED    0x01 /* marked revoked by an event */
 #define AK_ENTRY_BAD        0x02 /* a NEGATIVE entry: the record exists but
                                     is malformed (ak_cache_put_bad) */
+#define AK_ENTRY_PLAIN      0x04 /* a positive entry whose blob is a plain
+                                    record (ak_record_plain, when stored) */
 
 /*
  * The statistics stripe the lookups of this process count in (n modulo

@@ -50,8 +50,8 @@
  *    68  gen       u32    cache generation when stored
  *    72  fetched   u64    now_ms when stored
  *    80  kind      u8     KIND_POS / KIND_NEG
- *    81  flags     u8     AK_ENTRY_REVOKED | AK_ENTRY_BAD | F_STORED_STALE
- *                         | F_GONE
+ *    81  flags     u8     AK_ENTRY_REVOKED | AK_ENTRY_BAD | AK_ENTRY_PLAIN
+ *                         | F_STORED_STALE | F_GONE
  *    82  len       u16    blob length (0 for a negative entry)
  *    84  (zero)    u32
  *    88  blob[36]         the first 36 blob bytes (a bad negative entry:
@@ -160,11 +160,12 @@ extern "C" { void (*ak_cache_race_hook)(int point) = nullptr; }
 namespace {
 
 const uint64_t  kMagic = 0x3148434143414b41ULL;    /* "AKCACHE1" LE */
-const uint32_t  kVersion = 5;        /* 3: lock-free reads, CLOCK, bucket
+const uint32_t  kVersion = 6;        /* 3: lock-free reads, CLOCK, bucket
                                         groups, tag words; 4: overflow data
                                         after the quota word; 5: a free
                                         bitmap, home slots, and the record
-                                        blob's rules made for matching */
+                                        blob's rules made for matching;
+                                        6: AK_ENTRY_PLAIN */
 const uint32_t  NIL = 0xffffffffu;
 const size_t    kHeaderSize = 256;
 const uint32_t  kStripes = 16;
@@ -1566,7 +1567,8 @@ put_once(ak_cache_s *c, const unsigned char *hash, const unsigned char *blob,
 
     novf = n_ovf(len);
     outdated = (seq != c->seq);
-    flags = 0;
+    /* what the reader's fast path needs to know of the record, once */
+    flags = ak_record_plain(blob, len) ? AK_ENTRY_PLAIN : 0;
     rate_reset = false;
     qw = 0;
     memset(&state, 0, sizeof(state));
@@ -1601,7 +1603,7 @@ put_once(ak_cache_s *c, const unsigned char *hash, const unsigned char *blob,
 
             if (outdated) {
                 /* a revoke that arrived during the read stays */
-                flags = x.s[i].flags & AK_ENTRY_REVOKED;
+                flags |= x.s[i].flags & AK_ENTRY_REVOKED;
             }
         }
 
@@ -1662,7 +1664,8 @@ put_once(ak_cache_s *c, const unsigned char *hash, const unsigned char *blob,
 
         racy_write(x.s[i].hash, hash, AK_HASH_LEN);
         write_state_rest(x.s[i], &state);
-        write_fields(x, i, now, KIND_POS, outdated ? F_STORED_STALE : 0, len);
+        write_fields(x, i, now, KIND_POS,
+                     flags | (outdated ? F_STORED_STALE : 0), len);
         x.write_blob(i, blob, len);
         x.retag(i, 0, 0);
         KILL_POINT();
@@ -2006,7 +2009,7 @@ found:
     f->rc = (age < ttl && gen == ld(c->gen) && !(flags & F_STORED_STALE))
             ? AK_CACHE_FRESH : AK_CACHE_STALE;
     f->slot = i;
-    f->flags = flags & AK_ENTRY_REVOKED;
+    f->flags = flags & (AK_ENTRY_REVOKED | AK_ENTRY_PLAIN);
     f->len = len;
 
 check:
@@ -2336,8 +2339,8 @@ ak_cache_check(const ak_cache_t *c, unsigned char *scratch,
                     if (s[i].len == 0 || s[i].len > AK_RECORD_MAX) {
                         return "positive entry: blob length out of range";
                     }
-                    if (s[i].flags & ~(AK_ENTRY_REVOKED | F_STORED_STALE
-                                       | F_GONE))
+                    if (s[i].flags & ~(AK_ENTRY_REVOKED | AK_ENTRY_PLAIN
+                                       | F_STORED_STALE | F_GONE))
                     {
                         return "positive entry: unknown flags";
                     }

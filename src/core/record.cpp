@@ -914,6 +914,60 @@ ak_record_view_lazy(const unsigned char hash[AK_HASH_LEN],
 }
 
 
+extern "C" int
+ak_record_plain(const unsigned char *blob, size_t len) noexcept
+{
+    using namespace ak;
+
+    const unsigned char  *p, *end, *q;
+    uint8_t               pres;
+    uint64_t              n;
+
+    /* blob[1]: status active, no rate, no quota, no extension: 0 */
+    static_assert(AK_STATUS_ACTIVE == 0 && AK_PERIOD_NONE == 0,
+                  "an active record without limits has blob[1] 0");
+
+    if (blob == nullptr || len < blob::kHeaderLen || len > AK_RECORD_MAX
+        || blob[0] != blob::kVersion || blob[1] != 0)
+    {
+        return 0;
+    }
+
+    pres = blob[2];
+
+    if (pres & ~(blob::kHasId | blob::kHasOwner | blob::kHasPlan)) {
+        return 0;
+    }
+
+    /* the texts read as record_view reads them */
+
+    p = blob + blob::kHeaderLen;
+    end = blob + len;
+
+    if ((pres & blob::kHasId)
+        && (!varint(p, end, &n) || !bytes(p, end, n, AK_ID_MAX_LEN, &q)
+            || !valid_id(reinterpret_cast<const char *>(q),
+                         static_cast<size_t>(n))))
+    {
+        return 0;
+    }
+
+    if ((pres & blob::kHasOwner)
+        && (!varint(p, end, &n) || !bytes(p, end, n, kTextMax, &q)))
+    {
+        return 0;
+    }
+
+    if ((pres & blob::kHasPlan)
+        && (!varint(p, end, &n) || !bytes(p, end, n, kTextMax, &q)))
+    {
+        return 0;
+    }
+
+    return p == end;
+}
+
+
 extern "C" void
 ak_record_default_id(const unsigned char hash[AK_HASH_LEN], ak_record_t *rec)
     noexcept

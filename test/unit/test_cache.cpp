@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "ak_core.h"
+#include "ak_record_util.h"
 
 namespace {
 
@@ -657,6 +658,46 @@ TEST(Cache, RevokeFlagReturnedAndClearedByPut)
     ASSERT_EQ(0, put_neg(s.c, hash_of(3), 6));
     EXPECT_EQ(0, ak_cache_revoke(s.c, hash_of(3).b));   // negative
     EXPECT_EQ(AK_CACHE_NEGATIVE, look(s.c, hash_of(3), 7).rc);
+}
+
+// A record that only its texts describe is stored with AK_ENTRY_PLAIN (the
+// glue's fast path); any other is not, and a put replaces the flag.
+TEST(Cache, PlainFlagFollowsTheRecord)
+{
+    Small s;
+    Hash h = hash_of(1);
+    auto plain = aktest::build({ { "owner", "acme" }, { "plan", "pro" } });
+    auto rated = aktest::build({ { "owner", "acme" }, { "rate", "5/s" } });
+    ASSERT_GT(plain.len, 0);
+    ASSERT_GT(rated.len, 0);
+
+    ASSERT_EQ(0, put(s.c, h, plain.blob, 0));
+    Result r = look(s.c, h, 1);
+    EXPECT_EQ(AK_CACHE_FRESH, r.rc);
+    EXPECT_EQ((uint32_t) AK_ENTRY_PLAIN, r.flags);
+    EXPECT_EQ((uint32_t) AK_ENTRY_PLAIN, look(s.c, h, kTtl).flags);  // stale
+
+    // revoked: both, and the glue's check ((PLAIN | REVOKED) == PLAIN) fails
+    EXPECT_EQ(1, ak_cache_revoke(s.c, h.b));
+    EXPECT_EQ((uint32_t) (AK_ENTRY_PLAIN | AK_ENTRY_REVOKED),
+              look(s.c, h, 2).flags);
+
+    // the record gains a rate: no longer plain (and the revoke is cleared)
+    ASSERT_EQ(0, put(s.c, h, rated.blob, 3));
+    EXPECT_EQ(0u, look(s.c, h, 4).flags);
+
+    // and back; a read older than an event keeps its revoke, not its plain
+    ASSERT_EQ(0, put(s.c, h, plain.blob, 5));
+    EXPECT_EQ((uint32_t) AK_ENTRY_PLAIN, look(s.c, h, 6).flags);
+    EXPECT_EQ(1, ak_cache_revoke(s.c, h.b));
+    uint64_t old = ak_cache_event_seq(s.c) - 1;
+    ASSERT_EQ(0, ak_cache_put(s.c, h.b, rated.blob.data(), rated.blob.size(),
+                              7, old));
+    EXPECT_EQ((uint32_t) AK_ENTRY_REVOKED, look(s.c, h, 8).flags);
+
+    // blobs that are not records at all: never plain
+    ASSERT_EQ(0, put(s.c, hash_of(2), blob_of(2, 20), 9));
+    EXPECT_EQ(0u, look(s.c, hash_of(2), 10).flags);
 }
 
 TEST(Cache, Remove)

@@ -721,3 +721,88 @@ TEST(Record, IdentityAndAliasUntil)
     EXPECT_FALSE(ak::validate_field("identity", "x", nullptr));
     EXPECT_TRUE(ak::validate_field("alias_until", "1800000000", nullptr));
 }
+
+/* ak_record_plain: a record that only its texts describe, and nothing else */
+TEST(Record, PlainIsTextsOnly)
+{
+    const Fields plain[] = {
+        {},
+        { { "owner", "acme-corp" } },
+        { { "owner", "acme-corp" }, { "plan", "pro" } },
+        { { "id", "acme-prod.1" }, { "owner", "a" }, { "plan", "b" } },
+        { { "status", "active" }, { "plan", std::string(256, 'p') } },
+        { { "owner", "x" }, { "created_at", "ignored by the module" } },
+    };
+    for (const Fields &f : plain) {
+        auto b = build(f);
+        ASSERT_GT(b.len, 0) << b.err.msg;
+        EXPECT_EQ(ak_record_plain(b.blob.data(), b.blob.size()), 1);
+
+        /* and the view agrees: nothing a request would be checked for */
+        ak_record_t v;
+        ASSERT_EQ(ak_record_view_lazy(aktest::test_hash(), b.blob.data(),
+                                      b.blob.size(), &v),
+                  0);
+        EXPECT_EQ(v.status, AK_STATUS_ACTIVE);
+        EXPECT_EQ(v.expires_at, 0);
+        EXPECT_EQ(v.has_ips + v.has_referrers, 0);
+        EXPECT_EQ(v.rate_period, AK_PERIOD_NONE);
+        EXPECT_EQ(v.quota_period, AK_PERIOD_NONE);
+        EXPECT_EQ(v.scopes.len, 0u);
+        EXPECT_EQ(v.identity, nullptr);
+        EXPECT_EQ(v.alias_until, 0);
+
+        /* every truncation, and every blob one byte longer, is not */
+        for (size_t n = 0; n < b.blob.size(); n++) {
+            EXPECT_EQ(ak_record_plain(n ? b.blob.data() : nullptr, n), 0)
+                << n;
+        }
+        std::vector<unsigned char> longer = b.blob;
+        longer.push_back('x');
+        EXPECT_EQ(ak_record_plain(longer.data(), longer.size()), 0);
+    }
+
+    /* each thing a request is checked for makes a record not plain */
+    const Fields other[] = {
+        { { "owner", "x" }, { "status", "disabled" } },
+        { { "owner", "x" }, { "status", "revoked" } },
+        { { "owner", "x" }, { "expires_at", "1893456000" } },
+        { { "owner", "x" }, { "scopes", "read" } },
+        { { "owner", "x" }, { "ips", "10.0.0.0/8" } },
+        { { "owner", "x" }, { "referrers", "example.com" } },
+        { { "owner", "x" }, { "rate", "10/s" } },
+        { { "owner", "x" }, { "quota", "10/day" } },
+        { { "owner", "x" }, { "alias_until", "1800000000" } },
+        { { "owner", "x" },
+          { "identity", "00112233445566778899aabbccddeeff"
+                        "00112233445566778899aabbccddeeff" } },
+    };
+    for (const Fields &f : other) {
+        auto b = build(f);
+        ASSERT_GT(b.len, 0) << b.err.msg;
+        EXPECT_EQ(ak_record_plain(b.blob.data(), b.blob.size()), 0)
+            << f.back().first;
+    }
+
+    /* a damaged plain blob: plain only where the view reads it as plain */
+    auto b = build({ { "id", "acme-prod.1" }, { "owner", "acme" },
+                     { "plan", "pro" } });
+    ASSERT_GT(b.len, 0);
+    for (size_t i = 0; i < b.blob.size(); i++) {
+        for (unsigned x : { 0x01u, 0x04u, 0x20u, 0x80u, 0xffu }) {
+            std::vector<unsigned char> c = b.blob;
+            c[i] ^= static_cast<unsigned char>(x);
+            ak_record_t v;
+            int view = ak_record_view_lazy(aktest::test_hash(), c.data(),
+                                           c.size(), &v);
+            if (ak_record_plain(c.data(), c.size())) {
+                ASSERT_EQ(view, 0) << i << " ^ " << x;
+                EXPECT_EQ(v.status, AK_STATUS_ACTIVE);
+                EXPECT_EQ(v.has_ips + v.has_referrers, 0);
+                EXPECT_EQ(v.rate_period + v.quota_period, 0);
+                EXPECT_EQ(v.expires_at + v.alias_until, 0);
+            }
+        }
+    }
+    EXPECT_EQ(ak_record_plain(nullptr, 0), 0);
+}
