@@ -854,6 +854,11 @@ ngx_http_api_key_ctx_text(ngx_http_api_key_ctx_t *ctx)
         return;
     }
 
+    if (ctx->text_lazy) {
+        /* (a view that fails leaves no text) */
+        ngx_http_api_key_text_view(ctx);
+    }
+
     if (ctx->text == NULL) {
         /* no record (yet): empty (not made: a record may come) */
         ngx_str_null(&ctx->id);
@@ -865,14 +870,6 @@ ngx_http_api_key_ctx_text(ngx_http_api_key_ctx_t *ctx)
 
     if (ngx_http_api_key_text_lent == ctx) {
         ngx_http_api_key_text_keep();
-    }
-
-    if (ctx->text_lazy) {
-        ngx_http_api_key_text_view(ctx);
-
-        if (ctx->text == NULL) {
-            return;
-        }
     }
 
     ctx->text_made = 1;
