@@ -70,23 +70,18 @@
 
 
 /*
- * A function off the usual path (a denial, a rare case): kept out of line,
- * so that the usual path's caller saves fewer registers and its stack
- * frame stays small.
+ * ngx_http_api_key_cold: a function off the usual path (a denial, a rare
+ * case), kept out of line, so that the usual path's caller saves fewer
+ * registers and its stack frame stays small.
+ * ngx_http_api_key_hot: a function of the usual path inlined where it is
+ * called, whatever the compiler thinks of its size: its one call there
+ * saves a stack frame.
  */
 #if (defined __GNUC__ || defined __clang__)
 #define ngx_http_api_key_cold  __attribute__((noinline, cold))
+#define ngx_http_api_key_hot   __attribute__((always_inline))
 #else
 #define ngx_http_api_key_cold
-#endif
-
-/*
- * A function of the usual path inlined where it is called, whatever the
- * compiler thinks of its size: its one call there saves a stack frame.
- */
-#if (defined __GNUC__ || defined __clang__)
-#define ngx_http_api_key_hot  __attribute__((always_inline))
-#else
 #define ngx_http_api_key_hot
 #endif
 
