@@ -409,6 +409,8 @@ void lookup_after_kill(Run &r, size_t k, const std::string *blob,
         bool written = blob && len == blob->size()
                        && std::memcmp(buf, blob->data(), len) == 0;
         FUZZ_CHECK(before || written);
+        /* the flag readers allow on unviewed is always its own blob's */
+        FUZZ_CHECK(!!(flags & AK_ENTRY_PLAIN) == (ak_record_plain(buf, len) == 1));
     } else if (rc == AK_CACHE_NEGATIVE) {
         FUZZ_CHECK(e.kind == NEG || e.kind == BAD || negative);
     } else {

@@ -952,12 +952,14 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
      * scopes or limits: what most keys without limits are; the cache
      * found it so when it stored it, AK_ENTRY_PLAIN) allows the request
      * as it is: no view; the texts are viewed when something asks
-     * (ngx_http_api_key_text_view())
+     * (ngx_http_api_key_text_view()).  Not revoked, no scopes asked here
+     * (api_key_verify consume=off: no limits to peek at), and small
+     * enough to be lent: the lent text is moved into ctx->text_buf
+     * (ngx_http_api_key_text_keep()), which it must fit.
      */
 
     if ((flags & (AK_ENTRY_PLAIN | AK_ENTRY_REVOKED)) == AK_ENTRY_PLAIN
         && alcf->scopes == NULL
-        && alcf->verify != NGX_HTTP_API_KEY_VERIFY_PEEK
         && len <= sizeof(ctx->text_buf))
     {
         if (ctx->text == NULL) {

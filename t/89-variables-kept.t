@@ -166,4 +166,44 @@ like($n->access_log,
      qr{"GET /held-quiet/x HTTP/1\.1" 200 .*st=ok id=c-id owner=carol},
      'access log: the quiet held request with its own values');
 
+# --- a record that only its texts describe (allowed without reading the
+# rest) but longer than the context's room: held while the others pass,
+# its strings asked for afterwards
+my $k_long = random_key('long');
+my ($lo, $lp) = ('o' x 100 . '-owner', 'p' x 90 . '-plan');
+add_key($r, $k_long, id => 'long-id', owner => $lo, plan => $lp);
+is(http_get($port, '/quiet/', headers => { 'X-API-Key' => $k_long })->status,
+   200, 'the long plain key cached');
+$cli = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port)
+    or die "connect: $!";
+print $cli "GET /held-quiet/long HTTP/1.1\r\nHost: t\r\nX-API-Key: $k_long\r\n"
+         . "Connection: close\r\n\r\n";
+ok(IO::Select->new($up)->can_read(10), 'the long key\'s held request reached its upstream');
+$conn = $up->accept;
+$upreq = '';
+while ($upreq !~ /\r\n\r\n/) {
+    last unless IO::Select->new($conn)->can_read(5);
+    sysread($conn, $upreq, 4096, length $upreq) or last;
+}
+for my $w (qw(b c b)) {
+    $res = http_get($port, '/x', headers => { 'X-API-Key' => $k{$w} });
+    is($res->status, 200, "key $w passes meanwhile");
+}
+print $conn "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+close $conn;
+$raw = '';
+while (IO::Select->new($cli)->can_read(10)) {
+    sysread($cli, $raw, 65536, length $raw) or last;
+}
+close $cli;
+like($raw, qr{^HTTP/1\.1 200 }, 'the long key\'s held request: 200');
+like($raw, qr/^X-Id: long-id\r$/m, '... its id after the others');
+like($raw, qr/^X-Owner: \Q$lo\E\r$/m, '... its whole owner');
+like($raw, qr/^X-Plan: \Q$lp\E\r$/m, '... its whole plan');
+ok(wait_until(sub { $n->access_log =~ m{"GET /held-quiet/long HTTP/1\.1" 200 } },
+              timeout => 5), 'the long key\'s held request is logged');
+like($n->access_log,
+     qr{"GET /held-quiet/long HTTP/1\.1" 200 .*st=ok id=long-id owner=\Q$lo\E plan=\Q$lp\E},
+     'access log: the long key with its own values');
+
 done_testing;

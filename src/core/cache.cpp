@@ -2267,6 +2267,38 @@ ak_cache_check_scratch(const ak_cache_t *c) noexcept
 }
 
 
+namespace {
+
+/* whether the blob of positive entry i (its chain checked) is plain */
+bool
+entry_plain(const ak_cache_t *c, uint32_t i) noexcept
+{
+    size_t          len, n;
+    uint32_t        j;
+    unsigned char   buf[AK_RECORD_MAX], *p;
+    const Slot     *s;
+
+    s = slots(c);
+    len = s[i].len;
+    n = len < kInline ? len : kInline;
+    memcpy(buf, s[i].blob, n);
+    p = buf + n;
+    j = s[i].ovf;
+
+    for (len -= n; len; len -= n) {
+        n = len < kOvfData ? len : kOvfData;
+        memcpy(p, reinterpret_cast<const unsigned char *>(&s[j]) + kOvfStart,
+               n);
+        p += n;
+        j = s[j].ovf;
+    }
+
+    return ak_record_plain(buf, s[i].len) == 1;
+}
+
+} // namespace
+
+
 const char *
 ak_cache_check(const ak_cache_t *c, unsigned char *scratch,
     size_t scratch_len) noexcept
@@ -2397,6 +2429,12 @@ ak_cache_check(const ak_cache_t *c, unsigned char *scratch,
 
         if (j != NIL) {
             return "overflow chain longer than its blob";
+        }
+
+        /* AK_ENTRY_PLAIN, what readers allow on unviewed, is the blob's */
+
+        if (!!(s[i].flags & AK_ENTRY_PLAIN) != entry_plain(c, i)) {
+            return "positive entry: AK_ENTRY_PLAIN differs from its blob";
         }
     }
 
