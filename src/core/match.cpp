@@ -263,7 +263,8 @@ int v4_allowed(uint32_t a, const unsigned char *p, size_t len) noexcept
 /* the same against an IPv6 address (not IPv4-mapped): the IPv6 rules
  * after the IPv4 ones, each [prefix, its bytes]; 0 at one that cannot be
  * read */
-int v6_allowed(const unsigned char *a, const unsigned char *p, size_t len)
+__attribute__((noinline)) int
+v6_allowed(const unsigned char *a, const unsigned char *p, size_t len)
     noexcept
 {
     if (len < 2) {
@@ -779,13 +780,18 @@ bool check_referrers_section(const unsigned char *p, size_t len) noexcept
 
 namespace {
 
+/* a host found in a Referer: p null when there is none */
+struct HostSpan {
+    const char *p;
+    size_t n;
+};
+
 /*
  * The authority of a Referer from a (after "://") in full: userinfo, a
  * bracketed IPv6 literal, a port, any byte.  referer_host's own loop
  * takes the usual "host.name" and comes here for anything else.
  */
-bool referer_authority(const char *s, size_t len, size_t a,
-    const char **host, size_t *host_len) noexcept
+HostSpan referer_authority(const char *s, size_t len, size_t a) noexcept
 {
     /*
      * The authority, up to "/", "?", "#" or the end, in one pass: no
@@ -817,7 +823,7 @@ bool referer_authority(const char *s, size_t len, size_t a,
             break;
         }
         if (k & CC_AUTH_BAD) {
-            return false;
+            return HostSpan{nullptr, 0};
         }
         if (c == '@') {
             hp = end + 1;
@@ -836,11 +842,11 @@ bool referer_authority(const char *s, size_t len, size_t a,
         const char *close = static_cast<const char *>(
             std::memchr(s + hp, ']', end - hp));
         if (close == nullptr) {
-            return false;
+            return HostSpan{nullptr, 0};
         }
         he = static_cast<size_t>(close - s) + 1;
         if (!valid_v6_literal(s + hp + 1, he - hp - 2)) {
-            return false;
+            return HostSpan{nullptr, 0};
         }
         rest = he;
     } else {
@@ -851,11 +857,11 @@ bool referer_authority(const char *s, size_t len, size_t a,
     /* [":" port] */
     if (rest < end) {
         if (s[rest] != ':' || end - rest - 1 > 5) {
-            return false;
+            return HostSpan{nullptr, 0};
         }
         for (size_t k = rest + 1; k < end; k++) {
             if (!is_digit(static_cast<unsigned char>(s[k]))) {
-                return false;
+                return HostSpan{nullptr, 0};
             }
         }
     }
@@ -870,26 +876,24 @@ bool referer_authority(const char *s, size_t len, size_t a,
         if (!hok || he == h || he - h > kHostMax
             || (!dot && (label == 0 || label > kLabelMax)))
         {
-            return false;
+            return HostSpan{nullptr, 0};
         }
     }
 
-    *host = s + h;
-    *host_len = he - h;
-    return true;
+    return HostSpan{s + h, he - h};
 }
 
-} // namespace
 
-
-bool referer_host(const char *s, size_t len, const char **host,
-    size_t *host_len) noexcept
+/* referer_host's body: inlined into ak_record_referrer_allowed (no call,
+ * no frame of its own on the request path) */
+inline __attribute__((always_inline)) HostSpan
+referer_host_body(const char *s, size_t len) noexcept
 {
     const unsigned char *u = reinterpret_cast<const unsigned char *>(s);
     size_t a;
 
     if (s == nullptr) {
-        return false;
+        return HostSpan{nullptr, 0};
     }
 
     /* "https://" and "http://", nearly every Referer, compared as words
@@ -902,7 +906,7 @@ bool referer_host(const char *s, size_t len, const char **host,
         a = 7;
     } else {
         if (len == 0 || !is_alpha(u[0])) {
-            return false;
+            return HostSpan{nullptr, 0};
         }
 
         /* scheme "://" */
@@ -911,7 +915,7 @@ bool referer_host(const char *s, size_t len, const char **host,
             i++;
         }
         if (len - i < 3 || std::memcmp(s + i, "://", 3) != 0) {
-            return false;
+            return HostSpan{nullptr, 0};
         }
         a = i + 3;
     }
@@ -960,7 +964,7 @@ bool referer_host(const char *s, size_t len, const char **host,
             const unsigned char *d = p + __builtin_ctz(dots);
 
             if (static_cast<size_t>(d - label) - 1 >= kLabelMax) {
-                return referer_authority(s, len, a, host, host_len);
+                return referer_authority(s, len, a);
             }
             label = d + 1;
         }
@@ -981,7 +985,7 @@ bool referer_host(const char *s, size_t len, const char **host,
             break;
         }
         if (static_cast<size_t>(p - label) - 1 >= kLabelMax) {
-            return referer_authority(s, len, a, host, host_len);
+            return referer_authority(s, len, a);
         }
         label = p + 1;
     }
@@ -991,7 +995,7 @@ scanned:
 #endif
 
     if (p != e && !(kCC[*p] & CC_AUTH_END)) {
-        return referer_authority(s, len, a, host, host_len);
+        return referer_authority(s, len, a);
     }
 
     /* the authority is [a, p - u), a host name's bytes and dots, each label
@@ -1000,18 +1004,32 @@ scanned:
 
     if (p == label) {
         if (he == a) {
-            return false;               /* no host */
+            return HostSpan{nullptr, 0};               /* no host */
         }
         he--;                           /* "example.com." */
     } else if (static_cast<size_t>(p - label) > kLabelMax) {
-        return false;
+        return HostSpan{nullptr, 0};
     }
     if (he - a > kHostMax) {
-        return false;
+        return HostSpan{nullptr, 0};
     }
 
-    *host = s + a;
-    *host_len = he - a;
+    return HostSpan{s + a, he - a};
+}
+
+} // namespace
+
+
+bool referer_host(const char *s, size_t len, const char **host,
+    size_t *host_len) noexcept
+{
+    HostSpan h = referer_host_body(s, len);
+
+    if (h.p == nullptr) {
+        return false;
+    }
+    *host = h.p;
+    *host_len = h.n;
     return true;
 }
 
@@ -1072,10 +1090,12 @@ ak_record_referrer_allowed(const ak_record_t *rec, const char *referer,
         return 1;
     }
 
-    const char *host;
-    size_t hlen;
+    /* the host as a value (two registers), no address taken */
+    const HostSpan hs = referer_host_body(referer, len);
+    const char *host = hs.p;
+    size_t hlen = hs.n;
 
-    if (!referer_host(referer, len, &host, &hlen)) {
+    if (host == nullptr) {
         return 0;
     }
 
@@ -1097,11 +1117,8 @@ ak_record_referrer_allowed(const ak_record_t *rec, const char *referer,
      * ("example.com") of the host's, a ".domain" one (a "*.example.com"
      * rule) a shorter one whose '.' falls on a dot of the host.  The
      * exact rules come first, then the ".domain" ones, their lengths a
-     * byte each, their bytes after them: a rule of another length costs
-     * the compare of its length (and the host's byte there), a rule of a
-     * right length is compared in full.  (Sixteen lengths at a time with
-     * SSE2 against the host's length and each of its dots' distances cost
-     * more, with ten rules, than they saved.)
+     * byte each, their bytes after them: only a rule of a right length
+     * (a candidate) is compared in full, in the order of the rules.
      */
     const unsigned char *lens = refs + 4, *text = lens + nr;
     const unsigned char *hu = reinterpret_cast<const unsigned char *>(host);
