@@ -157,6 +157,12 @@ static char  ngx_http_api_key_lease_script[] =
 
 
 static uint64_t ngx_http_api_key_monotonic_us(void);
+static ngx_int_t ngx_http_api_key_limits_all(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status,
+    ngx_uint_t gcra_tried);
+static void ngx_http_api_key_rate_denied(ngx_http_api_key_ctx_t *ctx,
+    ak_record_t *rec, ak_rate_result_t *rate);
 
 
 static ngx_rbtree_t                   ngx_http_api_key_leases;
@@ -212,6 +218,84 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status)
 {
+    ak_rate_result_t          rate;
+    ngx_http_api_key_zone_t  *zone;
+
+    zone = alcf->zone;
+
+    /*
+     * The common case, a node-scope rate and no quota, in a frame of its
+     * own: the GCRA's TAT is swapped in the entry without the zone lock
+     * (ak_cache_gcra).  A cluster-scope rate, a quota, and -1 (the entry
+     * left the slot since the lookup) go to ngx_http_api_key_limits_all,
+     * which decides the same way (a cluster-scope rate that cannot be
+     * leased falls back to the same per-node step there).
+     */
+    if (rec->rate_period == AK_PERIOD_NONE
+        || rec->quota_period != AK_PERIOD_NONE
+        || ak_rate_scope(rec, (uint8_t) zone->rate_scope)
+           == AK_RATE_SCOPE_CLUSTER)
+    {
+        return ngx_http_api_key_limits_all(r, alcf, ctx, rec, slot, status, 0);
+    }
+
+    switch (ak_cache_gcra(zone->sh->cache, slot, ctx->hash,
+                          ngx_http_api_key_monotonic_us(),
+                          rec->rate_interval_us, rec->burst, &rate))
+    {
+    case 1:
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "api_key: rate admits, %uD left", rate.remaining);
+
+        ctx->rate_remaining = rate.remaining;
+        *status = NGX_HTTP_API_KEY_OK;
+        return NGX_OK;
+
+    case 0:
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "api_key: rate denies");
+
+        ngx_http_api_key_rate_denied(ctx, rec, &rate);
+        *status = NGX_HTTP_API_KEY_RATE_LIMITED;
+        return NGX_DECLINED;
+
+    default:
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "api_key: rate entry moved, under the lock");
+
+        return ngx_http_api_key_limits_all(r, alcf, ctx, rec, slot, status, 1);
+    }
+}
+
+
+/* what a 429 of the rate says (RateLimit-Policy, Retry-After, RateLimit) */
+
+static void
+ngx_http_api_key_rate_denied(ngx_http_api_key_ctx_t *ctx, ak_record_t *rec,
+    ak_rate_result_t *rate)
+{
+    ctx->rate_remaining = 0;
+    ctx->rate_n = rec->rate_n;
+    ctx->rate_window = (rec->rate_period == AK_PERIOD_SECOND) ? 1
+                       : (rec->rate_period == AK_PERIOD_MINUTE) ? 60
+                       : 3600;
+    ctx->rate_burst = rec->burst;
+    ctx->retry_after = (rate->retry_after_us + 999999) / 1000000;
+    ctx->reset = (rate->reset_us + 999999) / 1000000;
+}
+
+
+/*
+ * The limits in every case (gcra_tried: ak_cache_gcra answered -1 for this
+ * request already, the lock is next).
+ */
+
+static ngx_int_t
+ngx_http_api_key_limits_all(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status,
+    ngx_uint_t gcra_tried)
+{
     int                       decision;
     int64_t                   now;
     uint32_t                  owed, stamp;
@@ -255,7 +339,7 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
      * swapped in the entry without the zone lock (ak_cache_gcra); -1 when
      * the entry left the slot since the lookup: then under the lock.
      */
-    if (flags == 0 && rec->rate_period != AK_PERIOD_NONE
+    if (flags == 0 && !gcra_tried && rec->rate_period != AK_PERIOD_NONE
         && rec->quota_period == AK_PERIOD_NONE)
     {
         ngx_memzero(&ar, sizeof(ak_admit_result_t));
@@ -408,14 +492,7 @@ decided:
 
     case AK_DENY_RATE:
 
-        ctx->rate_remaining = 0;
-        ctx->rate_n = rec->rate_n;
-        ctx->rate_window = (rec->rate_period == AK_PERIOD_SECOND) ? 1
-                           : (rec->rate_period == AK_PERIOD_MINUTE) ? 60
-                           : 3600;
-        ctx->rate_burst = rec->burst;
-        ctx->retry_after = (ar.rate.retry_after_us + 999999) / 1000000;
-        ctx->reset = (ar.rate.reset_us + 999999) / 1000000;
+        ngx_http_api_key_rate_denied(ctx, rec, &ar.rate);
 
         *status = NGX_HTTP_API_KEY_RATE_LIMITED;
         return NGX_DECLINED;
