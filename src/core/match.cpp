@@ -935,8 +935,8 @@ referer_host_body(const char *s, size_t len) noexcept
      * after it, mostly): the bytes of CC_HOST_US ([A-Za-z0-9_-]: a letter
      * is one once its 0x20 bit is set; a byte of 0x80 and above is
      * negative, below every bound) and the dots as two bit masks; the
-     * first byte of neither stops the scan, each dot before it checks its
-     * label as the loop below does.
+     * first byte of neither stops the scan; the dots before it end labels
+     * checked as the loop below checks them, with one test a turn.
      */
     while (e - p >= 16) {
         const __m128i  v = _mm_loadu_si128(
@@ -960,13 +960,18 @@ referer_host_body(const char *s, size_t len) noexcept
         n = stop ? static_cast<unsigned>(__builtin_ctz(stop)) : 16;
         dots &= (1u << n) - 1;
 
-        for (; dots; dots &= dots - 1) {
+        /* the labels the dots end: the first one's length checked (it may
+         * have begun sixteen bytes or more before), the others' not zero
+         * (no two dots side by side: shorter than sixteen they are) */
+        if (dots) {
             const unsigned char *d = p + __builtin_ctz(dots);
 
-            if (static_cast<size_t>(d - label) - 1 >= kLabelMax) {
+            if (static_cast<size_t>(d - label) - 1 >= kLabelMax
+                || (dots & (dots >> 1)))
+            {
                 return referer_authority(s, len, a);
             }
-            label = d + 1;
+            label = p + (32 - __builtin_clz(dots));
         }
 
         p += n;
