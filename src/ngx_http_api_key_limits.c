@@ -218,8 +218,10 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status)
 {
-    ak_rate_result_t          rate;
     ngx_http_api_key_zone_t  *zone;
+
+    /* the worker's own, as in ngx_http_api_key_monotonic_us */
+    static ak_rate_result_t   rate;
 
     zone = alcf->zone;
 
@@ -229,12 +231,14 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
      * (ak_cache_gcra).  A cluster-scope rate, a quota, and -1 (the entry
      * left the slot since the lookup) go to ngx_http_api_key_limits_all,
      * which decides the same way (a cluster-scope rate that cannot be
-     * leased falls back to the same per-node step there).
+     * leased falls back to the same per-node step there).  The scope is
+     * ak_rate_scope's, without a call: the record's, else the zone's.
      */
     if (rec->rate_period == AK_PERIOD_NONE
         || rec->quota_period != AK_PERIOD_NONE
-        || ak_rate_scope(rec, (uint8_t) zone->rate_scope)
-           == AK_RATE_SCOPE_CLUSTER)
+        || rec->rate_scope == AK_RATE_SCOPE_CLUSTER
+        || (rec->rate_scope == AK_RATE_SCOPE_DEFAULT
+            && (uint8_t) zone->rate_scope == AK_RATE_SCOPE_CLUSTER))
     {
         return ngx_http_api_key_limits_all(r, alcf, ctx, rec, slot, status, 0);
     }
@@ -1317,7 +1321,9 @@ ngx_http_api_key_offline_grant(ngx_http_api_key_zone_t *zone, u_char *hash,
 static uint64_t
 ngx_http_api_key_monotonic_us(void)
 {
-    struct timespec  ts;
+    /* the worker's own, not the stack's: no stack canary on the rate's
+     * path (a worker runs one request at a time) */
+    static struct timespec  ts;
 
     if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) {
         return (uint64_t) ngx_current_msec * 1000;
