@@ -157,10 +157,20 @@ static char  ngx_http_api_key_lease_script[] =
 
 
 static uint64_t ngx_http_api_key_monotonic_us(void);
+/* kept out of line: ngx_http_api_key_limits tail-calls it (no frame) */
+#if (defined __GNUC__ || defined __clang__)
+#define ngx_http_api_key_apart  __attribute__((noinline))
+#else
+#define ngx_http_api_key_apart
+#endif
+
+static ngx_int_t ngx_http_api_key_limits_rate(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status)
+    ngx_http_api_key_apart;
 static ngx_int_t ngx_http_api_key_limits_all(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
-    ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status,
-    ngx_uint_t gcra_tried);
+    ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status);
 static void ngx_http_api_key_rate_denied(ngx_http_api_key_ctx_t *ctx,
     ak_record_t *rec, ak_rate_result_t *rate);
 
@@ -220,30 +230,44 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
 {
     ngx_http_api_key_zone_t  *zone;
 
-    /* the worker's own, as in ngx_http_api_key_monotonic_us */
-    static ak_rate_result_t   rate;
-
     zone = alcf->zone;
 
     /*
      * The common case, a node-scope rate and no quota, in a frame of its
-     * own: the GCRA's TAT is swapped in the entry without the zone lock
-     * (ak_cache_gcra).  A cluster-scope rate, a quota, and -1 (the entry
-     * left the slot since the lookup) go to ngx_http_api_key_limits_all,
-     * which decides the same way (a cluster-scope rate that cannot be
-     * leased falls back to the same per-node step there).  The scope is
+     * own (ngx_http_api_key_limits_rate); every other case in
+     * ngx_http_api_key_limits_all.  Both are tail calls: this function
+     * has no frame, so neither path pays for the other's.  The scope is
      * ak_rate_scope's, without a call: the record's, else the zone's.
      */
-    if (rec->rate_period == AK_PERIOD_NONE
-        || rec->quota_period != AK_PERIOD_NONE
-        || rec->rate_scope == AK_RATE_SCOPE_CLUSTER
-        || (rec->rate_scope == AK_RATE_SCOPE_DEFAULT
-            && (uint8_t) zone->rate_scope == AK_RATE_SCOPE_CLUSTER))
+    if (rec->rate_period != AK_PERIOD_NONE
+        && rec->quota_period == AK_PERIOD_NONE
+        && rec->rate_scope != AK_RATE_SCOPE_CLUSTER
+        && (rec->rate_scope != AK_RATE_SCOPE_DEFAULT
+            || (uint8_t) zone->rate_scope != AK_RATE_SCOPE_CLUSTER))
     {
-        return ngx_http_api_key_limits_all(r, alcf, ctx, rec, slot, status, 0);
+        return ngx_http_api_key_limits_rate(r, alcf, ctx, rec, slot, status);
     }
 
-    switch (ak_cache_gcra(zone->sh->cache, slot, ctx->hash,
+    return ngx_http_api_key_limits_all(r, alcf, ctx, rec, slot, status);
+}
+
+
+/*
+ * A node-scope rate and no quota: the GCRA's TAT is swapped in the entry
+ * without the zone lock (ak_cache_gcra); -1 (the entry left the slot since
+ * the lookup, or has no TAT yet) goes to ngx_http_api_key_limits_all,
+ * which decides the same way.
+ */
+
+static ngx_int_t
+ngx_http_api_key_limits_rate(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status)
+{
+    /* the worker's own, as in ngx_http_api_key_monotonic_us */
+    static ak_rate_result_t  rate;
+
+    switch (ak_cache_gcra(alcf->zone->sh->cache, slot, ctx->hash,
                           ngx_http_api_key_monotonic_us(),
                           rec->rate_interval_us, rec->burst, &rate))
     {
@@ -265,9 +289,9 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
 
     default:
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                       "api_key: rate entry moved, under the lock");
+                       "api_key: rate entry not found lock-free");
 
-        return ngx_http_api_key_limits_all(r, alcf, ctx, rec, slot, status, 1);
+        return ngx_http_api_key_limits_all(r, alcf, ctx, rec, slot, status);
     }
 }
 
@@ -290,15 +314,14 @@ ngx_http_api_key_rate_denied(ngx_http_api_key_ctx_t *ctx, ak_record_t *rec,
 
 
 /*
- * The limits in every case (gcra_tried: ak_cache_gcra answered -1 for this
- * request already, the lock is next).
+ * The limits in every case (a rate-only key whose entry ak_cache_gcra did
+ * not find tries it once more here, then under the lock).
  */
 
 static ngx_int_t
 ngx_http_api_key_limits_all(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
-    ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status,
-    ngx_uint_t gcra_tried)
+    ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status)
 {
     int                       decision;
     int64_t                   now;
@@ -343,7 +366,7 @@ ngx_http_api_key_limits_all(ngx_http_request_t *r,
      * swapped in the entry without the zone lock (ak_cache_gcra); -1 when
      * the entry left the slot since the lookup: then under the lock.
      */
-    if (flags == 0 && !gcra_tried && rec->rate_period != AK_PERIOD_NONE
+    if (flags == 0 && rec->rate_period != AK_PERIOD_NONE
         && rec->quota_period == AK_PERIOD_NONE)
     {
         ngx_memzero(&ar, sizeof(ak_admit_result_t));
