@@ -884,6 +884,34 @@ HostSpan referer_authority(const char *s, size_t len, size_t a) noexcept
 }
 
 
+#if defined(__SSE2__)
+/*
+ * The sixteen bytes at q as two bit masks: the bytes of CC_HOST_US
+ * ([A-Za-z0-9_-]: a letter is one once its 0x20 bit is set; a byte of 0x80
+ * and above is negative, below every bound), returned, and the dots
+ * (*dots).
+ */
+inline unsigned host_masks(const unsigned char *q, unsigned *dots) noexcept
+{
+    const __m128i  v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(q));
+    const __m128i  l = _mm_or_si128(v, _mm_set1_epi8(0x20));
+    __m128i        h;
+
+    h = _mm_and_si128(_mm_cmpgt_epi8(l, _mm_set1_epi8('a' - 1)),
+                      _mm_cmplt_epi8(l, _mm_set1_epi8('z' + 1)));
+    h = _mm_or_si128(h, _mm_and_si128(
+                            _mm_cmpgt_epi8(v, _mm_set1_epi8('0' - 1)),
+                            _mm_cmplt_epi8(v, _mm_set1_epi8('9' + 1))));
+    h = _mm_or_si128(h, _mm_cmpeq_epi8(v, _mm_set1_epi8('-')));
+    h = _mm_or_si128(h, _mm_cmpeq_epi8(v, _mm_set1_epi8('_')));
+
+    *dots = static_cast<unsigned>(_mm_movemask_epi8(
+                _mm_cmpeq_epi8(v, _mm_set1_epi8('.'))));
+    return static_cast<unsigned>(_mm_movemask_epi8(h));
+}
+#endif
+
+
 /* referer_host's body: inlined into ak_record_referrer_allowed (no call,
  * no frame of its own on the request path) */
 inline __attribute__((always_inline)) HostSpan
@@ -932,30 +960,15 @@ referer_host_body(const char *s, size_t len) noexcept
 #if defined(__SSE2__)
     /*
      * Sixteen bytes a turn while sixteen are left (a host and the byte
-     * after it, mostly): the bytes of CC_HOST_US ([A-Za-z0-9_-]: a letter
-     * is one once its 0x20 bit is set; a byte of 0x80 and above is
-     * negative, below every bound) and the dots as two bit masks; the
-     * first byte of neither stops the scan; the dots before it end labels
-     * checked as the loop below checks them, with one test a turn.
+     * after it, mostly): the host bytes and the dots as two bit masks
+     * (host_masks); the first byte of neither stops the scan; the dots
+     * before it end labels checked as the loop below checks them, with
+     * one test a turn.
      */
     while (e - p >= 16) {
-        const __m128i  v = _mm_loadu_si128(
-                               reinterpret_cast<const __m128i *>(p));
-        const __m128i  l = _mm_or_si128(v, _mm_set1_epi8(0x20));
-        __m128i        h;
-        unsigned       hosts, dots, stop, n;
+        unsigned  hosts, dots, stop, n;
 
-        h = _mm_and_si128(_mm_cmpgt_epi8(l, _mm_set1_epi8('a' - 1)),
-                          _mm_cmplt_epi8(l, _mm_set1_epi8('z' + 1)));
-        h = _mm_or_si128(h, _mm_and_si128(
-                                _mm_cmpgt_epi8(v, _mm_set1_epi8('0' - 1)),
-                                _mm_cmplt_epi8(v, _mm_set1_epi8('9' + 1))));
-        h = _mm_or_si128(h, _mm_cmpeq_epi8(v, _mm_set1_epi8('-')));
-        h = _mm_or_si128(h, _mm_cmpeq_epi8(v, _mm_set1_epi8('_')));
-
-        hosts = static_cast<unsigned>(_mm_movemask_epi8(h));
-        dots = static_cast<unsigned>(_mm_movemask_epi8(
-                   _mm_cmpeq_epi8(v, _mm_set1_epi8('.'))));
+        hosts = host_masks(p, &dots);
         stop = ~(hosts | dots) & 0xffffu;
         n = stop ? static_cast<unsigned>(__builtin_ctz(stop)) : 16;
         dots &= (1u << n) - 1;
@@ -979,6 +992,37 @@ referer_host_body(const char *s, size_t len) noexcept
         if (stop) {
             goto scanned;
         }
+    }
+
+    /*
+     * Fewer than sixteen bytes left (a Referer "https://host" or
+     * "https://host/" mostly): the Referer's last sixteen, the bytes
+     * before p shifted out, the same steps; a Referer shorter than
+     * sixteen bytes takes the loop below.
+     */
+    if (p != e && len >= 16) {
+        unsigned  left, hosts, dots, stop, n;
+
+        left = static_cast<unsigned>(e - p);
+        hosts = host_masks(e - 16, &dots) >> (16 - left);
+        dots >>= 16 - left;
+        stop = ~(hosts | dots) & ((1u << left) - 1);
+        n = stop ? static_cast<unsigned>(__builtin_ctz(stop)) : left;
+        dots &= (1u << n) - 1;
+
+        if (dots) {
+            const unsigned char *d = p + __builtin_ctz(dots);
+
+            if (static_cast<size_t>(d - label) - 1 >= kLabelMax
+                || (dots & (dots >> 1)))
+            {
+                return referer_authority(s, len, a);
+            }
+            label = p + (32 - __builtin_clz(dots));
+        }
+
+        p += n;
+        goto scanned;
     }
 #endif
 
