@@ -157,6 +157,7 @@ static char  ngx_http_api_key_lease_script[] =
 
 
 static uint64_t ngx_http_api_key_monotonic_us(void);
+
 /* kept out of line: ngx_http_api_key_limits tail-calls it (no frame) */
 #if (defined __GNUC__ || defined __clang__)
 #define ngx_http_api_key_apart  __attribute__((noinline))
