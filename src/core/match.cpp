@@ -1193,7 +1193,9 @@ ak_record_referrer_allowed(const ak_record_t *rec, const char *referer,
     for (; i < nr; i++) {
         size_t n = lens[i];
 
-        if (n < hlen && hu[hlen - n] == '.') {
+        /* n in [1, hlen) (hlen >= 1): a rule of length 0, in a corrupt
+         * section, is no rule, and hu[hlen] is never read */
+        if (n - 1 < hlen - 1 && hu[hlen - n] == '.') {
             if (off > tlen || n > tlen - off) {
                 return 0;
             }
