@@ -158,6 +158,23 @@ static char  ngx_http_api_key_lease_script[] =
 
 static uint64_t ngx_http_api_key_monotonic_us(void);
 
+/* kept out of line: ngx_http_api_key_limits tail-calls it (no frame) */
+#if (defined __GNUC__ || defined __clang__)
+#define ngx_http_api_key_apart  __attribute__((noinline))
+#else
+#define ngx_http_api_key_apart
+#endif
+
+static ngx_int_t ngx_http_api_key_limits_rate(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status)
+    ngx_http_api_key_apart;
+static ngx_int_t ngx_http_api_key_limits_all(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status);
+static void ngx_http_api_key_rate_denied(ngx_http_api_key_ctx_t *ctx,
+    ak_record_t *rec, ak_rate_result_t *rate);
+
 
 static ngx_rbtree_t                   ngx_http_api_key_leases;
 static ngx_rbtree_node_t              ngx_http_api_key_leases_sentinel;
@@ -209,6 +226,101 @@ ngx_http_api_key_limits_init_worker(ngx_cycle_t *cycle)
 
 ngx_int_t
 ngx_http_api_key_limits(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status)
+{
+    ngx_http_api_key_zone_t  *zone;
+
+    zone = alcf->zone;
+
+    /*
+     * The common case, a node-scope rate and no quota, in a frame of its
+     * own (ngx_http_api_key_limits_rate); every other case in
+     * ngx_http_api_key_limits_all.  Both are tail calls: this function
+     * has no frame, so neither path pays for the other's.  The scope is
+     * ak_rate_scope's, without a call: the record's, else the zone's.
+     */
+    if (rec->rate_period != AK_PERIOD_NONE
+        && rec->quota_period == AK_PERIOD_NONE
+        && rec->rate_scope != AK_RATE_SCOPE_CLUSTER
+        && (rec->rate_scope != AK_RATE_SCOPE_DEFAULT
+            || (uint8_t) zone->rate_scope != AK_RATE_SCOPE_CLUSTER))
+    {
+        return ngx_http_api_key_limits_rate(r, alcf, ctx, rec, slot, status);
+    }
+
+    return ngx_http_api_key_limits_all(r, alcf, ctx, rec, slot, status);
+}
+
+
+/*
+ * A node-scope rate and no quota: the GCRA's TAT is swapped in the entry
+ * without the zone lock (ak_cache_gcra); -1 (the entry left the slot since
+ * the lookup, or has no TAT yet) goes to ngx_http_api_key_limits_all,
+ * which decides the same way.
+ */
+
+static ngx_int_t
+ngx_http_api_key_limits_rate(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status)
+{
+    /* the worker's own, as in ngx_http_api_key_monotonic_us */
+    static ak_rate_result_t  rate;
+
+    switch (ak_cache_gcra(alcf->zone->sh->cache, slot, ctx->hash,
+                          ngx_http_api_key_monotonic_us(),
+                          rec->rate_interval_us, rec->burst, &rate))
+    {
+    case 1:
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "api_key: rate admits, %uD left", rate.remaining);
+
+        ctx->rate_remaining = rate.remaining;
+        *status = NGX_HTTP_API_KEY_OK;
+        return NGX_OK;
+
+    case 0:
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "api_key: rate denies");
+
+        ngx_http_api_key_rate_denied(ctx, rec, &rate);
+        *status = NGX_HTTP_API_KEY_RATE_LIMITED;
+        return NGX_DECLINED;
+
+    default:
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "api_key: rate entry not found lock-free");
+
+        return ngx_http_api_key_limits_all(r, alcf, ctx, rec, slot, status);
+    }
+}
+
+
+/* what a 429 of the rate says (RateLimit-Policy, Retry-After, RateLimit) */
+
+static void
+ngx_http_api_key_rate_denied(ngx_http_api_key_ctx_t *ctx, ak_record_t *rec,
+    ak_rate_result_t *rate)
+{
+    ctx->rate_remaining = 0;
+    ctx->rate_n = rec->rate_n;
+    ctx->rate_window = (rec->rate_period == AK_PERIOD_SECOND) ? 1
+                       : (rec->rate_period == AK_PERIOD_MINUTE) ? 60
+                       : 3600;
+    ctx->rate_burst = rec->burst;
+    ctx->retry_after = (rate->retry_after_us + 999999) / 1000000;
+    ctx->reset = (rate->reset_us + 999999) / 1000000;
+}
+
+
+/*
+ * The limits in every case (a rate-only key whose entry ak_cache_gcra did
+ * not find tries it once more here, then under the lock).
+ */
+
+static ngx_int_t
+ngx_http_api_key_limits_all(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status)
 {
@@ -408,14 +520,7 @@ decided:
 
     case AK_DENY_RATE:
 
-        ctx->rate_remaining = 0;
-        ctx->rate_n = rec->rate_n;
-        ctx->rate_window = (rec->rate_period == AK_PERIOD_SECOND) ? 1
-                           : (rec->rate_period == AK_PERIOD_MINUTE) ? 60
-                           : 3600;
-        ctx->rate_burst = rec->burst;
-        ctx->retry_after = (ar.rate.retry_after_us + 999999) / 1000000;
-        ctx->reset = (ar.rate.reset_us + 999999) / 1000000;
+        ngx_http_api_key_rate_denied(ctx, rec, &ar.rate);
 
         *status = NGX_HTTP_API_KEY_RATE_LIMITED;
         return NGX_DECLINED;
@@ -1240,7 +1345,9 @@ ngx_http_api_key_offline_grant(ngx_http_api_key_zone_t *zone, u_char *hash,
 static uint64_t
 ngx_http_api_key_monotonic_us(void)
 {
-    struct timespec  ts;
+    /* the worker's own, not the stack's: no stack canary on the rate's
+     * path (a worker runs one request at a time) */
+    static struct timespec  ts;
 
     if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) {
         return (uint64_t) ngx_current_msec * 1000;

@@ -497,6 +497,25 @@ static void BM_ReferrerMatch_10Rules(benchmark::State &state)
 }
 BENCHMARK(BM_ReferrerMatch_10Rules)->ArgName("match")->Arg(1)->Arg(0);
 
+/* a Referer without a path: fewer than sixteen bytes after the scheme */
+static void BM_ReferrerMatch_10Rules_NoPath(benchmark::State &state)
+{
+    RuleRecord &r = rules();
+    static const char hit[] = "https://www.example.com";
+    static const char miss[] = "https://example.net";
+    const char *ref = state.range(0) ? hit : miss;
+    size_t len = std::strlen(ref);
+    for (auto _ : state) {
+        int ok = ak_record_referrer_allowed(&r.rec, ref, len);
+        if (ok != state.range(0)) {
+            state.SkipWithError("unexpected referrer match result");
+            break;
+        }
+        benchmark::DoNotOptimize(ok);
+    }
+}
+BENCHMARK(BM_ReferrerMatch_10Rules_NoPath)->ArgName("match")->Arg(1)->Arg(0);
+
 
 // --- GCRA --------------------------------------------------------------------
 

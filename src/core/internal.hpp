@@ -478,16 +478,14 @@ inline uint64_t sat_mul(uint64_t a, uint64_t b) noexcept
 inline int gcra(uint64_t *tat, uint64_t now_us, uint64_t interval_us,
     uint32_t burst, ak_rate_result_t *res) noexcept
 {
-    ak_rate_result_t tmp;
-    if (res == nullptr) {
-        res = &tmp;
-    }
-
-    res->remaining = 0;
-    res->retry_after_us = 0;
-    res->reset_us = 0;
-
+    /* res is written where it is known (no result of our own on the
+     * stack when it is null: no stack canary in ak_cache_gcra) */
     if (tat == nullptr) {
+        if (res != nullptr) {
+            res->remaining = 0;
+            res->retry_after_us = 0;
+            res->reset_us = 0;
+        }
         return 1;
     }
 
@@ -498,19 +496,25 @@ inline int gcra(uint64_t *tat, uint64_t now_us, uint64_t interval_us,
 
     if (wait > tau) {
         /* limited: the next request conforms once t - now <= tau */
-        res->retry_after_us = wait - tau;
-        res->reset_us = wait;
+        if (res != nullptr) {
+            res->remaining = 0;
+            res->retry_after_us = wait - tau;
+            res->reset_us = wait;
+        }
         return 0;
     }
 
     const uint64_t new_tat = sat_add(t, T);
     *tat = new_tat;
 
-    /* how many more would be allowed right now: (tau - wait) / T */
-    uint64_t remaining = (tau - wait) / T;
-    res->remaining = remaining > UINT32_MAX ? UINT32_MAX
-                                            : static_cast<uint32_t>(remaining);
-    res->reset_us = new_tat - now_us;
+    if (res != nullptr) {
+        /* how many more would be allowed right now: (tau - wait) / T */
+        uint64_t remaining = (tau - wait) / T;
+        res->remaining = remaining > UINT32_MAX
+                         ? UINT32_MAX : static_cast<uint32_t>(remaining);
+        res->retry_after_us = 0;
+        res->reset_us = new_tat - now_us;
+    }
     return 1;
 }
 

@@ -263,7 +263,8 @@ int v4_allowed(uint32_t a, const unsigned char *p, size_t len) noexcept
 /* the same against an IPv6 address (not IPv4-mapped): the IPv6 rules
  * after the IPv4 ones, each [prefix, its bytes]; 0 at one that cannot be
  * read */
-int v6_allowed(const unsigned char *a, const unsigned char *p, size_t len)
+__attribute__((noinline)) int
+v6_allowed(const unsigned char *a, const unsigned char *p, size_t len)
     noexcept
 {
     if (len < 2) {
@@ -779,13 +780,18 @@ bool check_referrers_section(const unsigned char *p, size_t len) noexcept
 
 namespace {
 
+/* a host found in a Referer: p null when there is none */
+struct HostSpan {
+    const char *p;
+    size_t n;
+};
+
 /*
  * The authority of a Referer from a (after "://") in full: userinfo, a
  * bracketed IPv6 literal, a port, any byte.  referer_host's own loop
  * takes the usual "host.name" and comes here for anything else.
  */
-bool referer_authority(const char *s, size_t len, size_t a,
-    const char **host, size_t *host_len) noexcept
+HostSpan referer_authority(const char *s, size_t len, size_t a) noexcept
 {
     /*
      * The authority, up to "/", "?", "#" or the end, in one pass: no
@@ -817,7 +823,7 @@ bool referer_authority(const char *s, size_t len, size_t a,
             break;
         }
         if (k & CC_AUTH_BAD) {
-            return false;
+            return HostSpan{nullptr, 0};
         }
         if (c == '@') {
             hp = end + 1;
@@ -836,11 +842,11 @@ bool referer_authority(const char *s, size_t len, size_t a,
         const char *close = static_cast<const char *>(
             std::memchr(s + hp, ']', end - hp));
         if (close == nullptr) {
-            return false;
+            return HostSpan{nullptr, 0};
         }
         he = static_cast<size_t>(close - s) + 1;
         if (!valid_v6_literal(s + hp + 1, he - hp - 2)) {
-            return false;
+            return HostSpan{nullptr, 0};
         }
         rest = he;
     } else {
@@ -851,11 +857,11 @@ bool referer_authority(const char *s, size_t len, size_t a,
     /* [":" port] */
     if (rest < end) {
         if (s[rest] != ':' || end - rest - 1 > 5) {
-            return false;
+            return HostSpan{nullptr, 0};
         }
         for (size_t k = rest + 1; k < end; k++) {
             if (!is_digit(static_cast<unsigned char>(s[k]))) {
-                return false;
+                return HostSpan{nullptr, 0};
             }
         }
     }
@@ -870,26 +876,52 @@ bool referer_authority(const char *s, size_t len, size_t a,
         if (!hok || he == h || he - h > kHostMax
             || (!dot && (label == 0 || label > kLabelMax)))
         {
-            return false;
+            return HostSpan{nullptr, 0};
         }
     }
 
-    *host = s + h;
-    *host_len = he - h;
-    return true;
+    return HostSpan{s + h, he - h};
 }
 
-} // namespace
+
+#if defined(__SSE2__)
+/*
+ * The sixteen bytes at q as two bit masks: the bytes of CC_HOST_US
+ * ([A-Za-z0-9_-]: a letter is one once its 0x20 bit is set; a byte of 0x80
+ * and above is negative, below every bound), returned, and the dots
+ * (*dots).
+ */
+inline unsigned host_masks(const unsigned char *q, unsigned *dots) noexcept
+{
+    const __m128i  v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(q));
+    const __m128i  l = _mm_or_si128(v, _mm_set1_epi8(0x20));
+    __m128i        h;
+
+    h = _mm_and_si128(_mm_cmpgt_epi8(l, _mm_set1_epi8('a' - 1)),
+                      _mm_cmplt_epi8(l, _mm_set1_epi8('z' + 1)));
+    h = _mm_or_si128(h, _mm_and_si128(
+                            _mm_cmpgt_epi8(v, _mm_set1_epi8('0' - 1)),
+                            _mm_cmplt_epi8(v, _mm_set1_epi8('9' + 1))));
+    h = _mm_or_si128(h, _mm_cmpeq_epi8(v, _mm_set1_epi8('-')));
+    h = _mm_or_si128(h, _mm_cmpeq_epi8(v, _mm_set1_epi8('_')));
+
+    *dots = static_cast<unsigned>(_mm_movemask_epi8(
+                _mm_cmpeq_epi8(v, _mm_set1_epi8('.'))));
+    return static_cast<unsigned>(_mm_movemask_epi8(h));
+}
+#endif
 
 
-bool referer_host(const char *s, size_t len, const char **host,
-    size_t *host_len) noexcept
+/* referer_host's body: inlined into ak_record_referrer_allowed (no call,
+ * no frame of its own on the request path) */
+inline __attribute__((always_inline)) HostSpan
+referer_host_body(const char *s, size_t len) noexcept
 {
     const unsigned char *u = reinterpret_cast<const unsigned char *>(s);
     size_t a;
 
     if (s == nullptr) {
-        return false;
+        return HostSpan{nullptr, 0};
     }
 
     /* "https://" and "http://", nearly every Referer, compared as words
@@ -902,7 +934,7 @@ bool referer_host(const char *s, size_t len, const char **host,
         a = 7;
     } else {
         if (len == 0 || !is_alpha(u[0])) {
-            return false;
+            return HostSpan{nullptr, 0};
         }
 
         /* scheme "://" */
@@ -911,7 +943,7 @@ bool referer_host(const char *s, size_t len, const char **host,
             i++;
         }
         if (len - i < 3 || std::memcmp(s + i, "://", 3) != 0) {
-            return false;
+            return HostSpan{nullptr, 0};
         }
         a = i + 3;
     }
@@ -928,41 +960,31 @@ bool referer_host(const char *s, size_t len, const char **host,
 #if defined(__SSE2__)
     /*
      * Sixteen bytes a turn while sixteen are left (a host and the byte
-     * after it, mostly): the bytes of CC_HOST_US ([A-Za-z0-9_-]: a letter
-     * is one once its 0x20 bit is set; a byte of 0x80 and above is
-     * negative, below every bound) and the dots as two bit masks; the
-     * first byte of neither stops the scan, each dot before it checks its
-     * label as the loop below does.
+     * after it, mostly): the host bytes and the dots as two bit masks
+     * (host_masks); the first byte of neither stops the scan; the dots
+     * before it end labels checked as the loop below checks them, with
+     * one test a turn.
      */
     while (e - p >= 16) {
-        const __m128i  v = _mm_loadu_si128(
-                               reinterpret_cast<const __m128i *>(p));
-        const __m128i  l = _mm_or_si128(v, _mm_set1_epi8(0x20));
-        __m128i        h;
-        unsigned       hosts, dots, stop, n;
+        unsigned  hosts, dots, stop, n;
 
-        h = _mm_and_si128(_mm_cmpgt_epi8(l, _mm_set1_epi8('a' - 1)),
-                          _mm_cmplt_epi8(l, _mm_set1_epi8('z' + 1)));
-        h = _mm_or_si128(h, _mm_and_si128(
-                                _mm_cmpgt_epi8(v, _mm_set1_epi8('0' - 1)),
-                                _mm_cmplt_epi8(v, _mm_set1_epi8('9' + 1))));
-        h = _mm_or_si128(h, _mm_cmpeq_epi8(v, _mm_set1_epi8('-')));
-        h = _mm_or_si128(h, _mm_cmpeq_epi8(v, _mm_set1_epi8('_')));
-
-        hosts = static_cast<unsigned>(_mm_movemask_epi8(h));
-        dots = static_cast<unsigned>(_mm_movemask_epi8(
-                   _mm_cmpeq_epi8(v, _mm_set1_epi8('.'))));
+        hosts = host_masks(p, &dots);
         stop = ~(hosts | dots) & 0xffffu;
         n = stop ? static_cast<unsigned>(__builtin_ctz(stop)) : 16;
         dots &= (1u << n) - 1;
 
-        for (; dots; dots &= dots - 1) {
+        /* the labels the dots end: the first one's length checked (it may
+         * have begun sixteen bytes or more before), the others' not zero
+         * (no two dots side by side: shorter than sixteen they are) */
+        if (dots) {
             const unsigned char *d = p + __builtin_ctz(dots);
 
-            if (static_cast<size_t>(d - label) - 1 >= kLabelMax) {
-                return referer_authority(s, len, a, host, host_len);
+            if (static_cast<size_t>(d - label) - 1 >= kLabelMax
+                || (dots & (dots >> 1)))
+            {
+                return referer_authority(s, len, a);
             }
-            label = d + 1;
+            label = p + (32 - __builtin_clz(dots));
         }
 
         p += n;
@@ -970,6 +992,37 @@ bool referer_host(const char *s, size_t len, const char **host,
         if (stop) {
             goto scanned;
         }
+    }
+
+    /*
+     * Fewer than sixteen bytes left (a Referer "https://host" or
+     * "https://host/" mostly): the Referer's last sixteen, the bytes
+     * before p shifted out, the same steps; a Referer shorter than
+     * sixteen bytes takes the loop below.
+     */
+    if (p != e && len >= 16) {
+        unsigned  left, hosts, dots, stop, n;
+
+        left = static_cast<unsigned>(e - p);
+        hosts = host_masks(e - 16, &dots) >> (16 - left);
+        dots >>= 16 - left;
+        stop = ~(hosts | dots) & ((1u << left) - 1);
+        n = stop ? static_cast<unsigned>(__builtin_ctz(stop)) : left;
+        dots &= (1u << n) - 1;
+
+        if (dots) {
+            const unsigned char *d = p + __builtin_ctz(dots);
+
+            if (static_cast<size_t>(d - label) - 1 >= kLabelMax
+                || (dots & (dots >> 1)))
+            {
+                return referer_authority(s, len, a);
+            }
+            label = p + (32 - __builtin_clz(dots));
+        }
+
+        p += n;
+        goto scanned;
     }
 #endif
 
@@ -981,7 +1034,7 @@ bool referer_host(const char *s, size_t len, const char **host,
             break;
         }
         if (static_cast<size_t>(p - label) - 1 >= kLabelMax) {
-            return referer_authority(s, len, a, host, host_len);
+            return referer_authority(s, len, a);
         }
         label = p + 1;
     }
@@ -991,7 +1044,7 @@ scanned:
 #endif
 
     if (p != e && !(kCC[*p] & CC_AUTH_END)) {
-        return referer_authority(s, len, a, host, host_len);
+        return referer_authority(s, len, a);
     }
 
     /* the authority is [a, p - u), a host name's bytes and dots, each label
@@ -1000,18 +1053,32 @@ scanned:
 
     if (p == label) {
         if (he == a) {
-            return false;               /* no host */
+            return HostSpan{nullptr, 0};               /* no host */
         }
         he--;                           /* "example.com." */
     } else if (static_cast<size_t>(p - label) > kLabelMax) {
-        return false;
+        return HostSpan{nullptr, 0};
     }
     if (he - a > kHostMax) {
-        return false;
+        return HostSpan{nullptr, 0};
     }
 
-    *host = s + a;
-    *host_len = he - a;
+    return HostSpan{s + a, he - a};
+}
+
+} // namespace
+
+
+bool referer_host(const char *s, size_t len, const char **host,
+    size_t *host_len) noexcept
+{
+    HostSpan h = referer_host_body(s, len);
+
+    if (h.p == nullptr) {
+        return false;
+    }
+    *host = h.p;
+    *host_len = h.n;
     return true;
 }
 
@@ -1072,10 +1139,12 @@ ak_record_referrer_allowed(const ak_record_t *rec, const char *referer,
         return 1;
     }
 
-    const char *host;
-    size_t hlen;
+    /* the host as a value (two registers), no address taken */
+    const HostSpan hs = referer_host_body(referer, len);
+    const char *host = hs.p;
+    size_t hlen = hs.n;
 
-    if (!referer_host(referer, len, &host, &hlen)) {
+    if (host == nullptr) {
         return 0;
     }
 
@@ -1097,11 +1166,8 @@ ak_record_referrer_allowed(const ak_record_t *rec, const char *referer,
      * ("example.com") of the host's, a ".domain" one (a "*.example.com"
      * rule) a shorter one whose '.' falls on a dot of the host.  The
      * exact rules come first, then the ".domain" ones, their lengths a
-     * byte each, their bytes after them: a rule of another length costs
-     * the compare of its length (and the host's byte there), a rule of a
-     * right length is compared in full.  (Sixteen lengths at a time with
-     * SSE2 against the host's length and each of its dots' distances cost
-     * more, with ten rules, than they saved.)
+     * byte each, their bytes after them: only a rule of a right length
+     * (a candidate) is compared in full, in the order of the rules.
      */
     const unsigned char *lens = refs + 4, *text = lens + nr;
     const unsigned char *hu = reinterpret_cast<const unsigned char *>(host);
@@ -1127,7 +1193,9 @@ ak_record_referrer_allowed(const ak_record_t *rec, const char *referer,
     for (; i < nr; i++) {
         size_t n = lens[i];
 
-        if (n < hlen && hu[hlen - n] == '.') {
+        /* n in [1, hlen) (hlen >= 1): a rule of length 0, in a corrupt
+         * section, is no rule, and hu[hlen] is never read */
+        if (n - 1 < hlen - 1 && hu[hlen - n] == '.') {
             if (off > tlen || n > tlen - off) {
                 return 0;
             }

@@ -534,3 +534,29 @@ TEST(Referer, MixedWithIps)
     EXPECT_EQ(ref_ok(&r->rec, "https://a.com/"), 0);
     EXPECT_EQ(r->owner(), "o");
 }
+
+/*
+ * A corrupt referrers section (the request path's view does not check its
+ * bytes) never allows: a ".domain" rule of length 0 is no rule, whatever
+ * follows the host in the Referer (a trailing dot, the end of the value).
+ */
+TEST(Referer, CorruptZeroLengthRuleDenies)
+{
+    auto r = make({ { "referrers", "*.example.org" } });
+    ASSERT_EQ(r->view_rc, 0) << r->b.err.msg;
+
+    /* ne 0, nw 2: lengths 0 and 12, then ".example.org" */
+    static const unsigned char sec[] = {
+        0, 0, 2, 0, 0, 12,
+        '.', 'e', 'x', 'a', 'm', 'p', 'l', 'e', '.', 'o', 'r', 'g',
+    };
+    ak_record_t rec = r->rec;
+    rec.referrers = sec;
+    rec.referrers_len = sizeof(sec);
+
+    EXPECT_EQ(ref_ok(&rec, "https://example.com./"), 0);
+    EXPECT_EQ(ref_ok(&rec, "https://example.com."), 0);
+    EXPECT_EQ(ref_ok(&rec, "https://www.example.com.:8080/x"), 0);
+    EXPECT_EQ(ref_ok(&rec, "https://a.example.org/"), 1);
+    EXPECT_EQ(ref_ok(&rec, "https://a.example.org./"), 1);
+}

@@ -391,3 +391,32 @@ TEST(MatchPaths, RefererHostAgainstReference)
     }
     EXPECT_GT(some, 1000u);     /* not only refusals */
 }
+
+/*
+ * The last turn of referer_host's scan (fewer than sixteen bytes left: the
+ * Referer's last sixteen, those already read shifted out) and the turns
+ * before it: every split of two labels around it, a label of 63 and 64
+ * bytes across it, empty labels, a trailing dot, each end of the host.
+ */
+TEST(MatchPaths, RefererHostLastTurn)
+{
+    static const char *ends[] = { "", "/", ".", "./", "..", ":80", "?q",
+                                  "#f", "@x", " ", "\x80" };
+    size_t some = 0;
+
+    for (size_t k1 = 0; k1 <= 70; k1++) {
+        for (size_t k2 = 0; k2 <= 20; k2++) {
+            for (const char *end : ends) {
+                for (int dots = 1; dots <= 2; dots++) {
+                    std::string u = "https://" + std::string(k1, 'a')
+                                    + std::string(dots, '.')
+                                    + std::string(k2, 'B') + end;
+                    std::string want = ref_host_of(u);
+                    ASSERT_EQ(host_of(u), want) << "Referer \"" << u << "\"";
+                    some += want != "<none>";
+                }
+            }
+        }
+    }
+    EXPECT_GT(some, 1000u);
+}
