@@ -76,13 +76,17 @@
  * ngx_http_api_key_hot: a function of the usual path inlined where it is
  * called, whatever the compiler thinks of its size: its one call there
  * saves a stack frame.
+ * ngx_http_api_key_apart: a function of the usual path kept out of line
+ * (its caller tail-calls it and so needs no frame of its own).
  */
 #if (defined __GNUC__ || defined __clang__)
-#define ngx_http_api_key_cold  __attribute__((noinline, cold))
-#define ngx_http_api_key_hot   __attribute__((always_inline))
+#define ngx_http_api_key_cold   __attribute__((noinline, cold))
+#define ngx_http_api_key_hot    __attribute__((always_inline))
+#define ngx_http_api_key_apart  __attribute__((noinline))
 #else
 #define ngx_http_api_key_cold
 #define ngx_http_api_key_hot
+#define ngx_http_api_key_apart
 #endif
 
 #include "ak_core.h"

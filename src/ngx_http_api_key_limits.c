@@ -158,13 +158,6 @@ static char  ngx_http_api_key_lease_script[] =
 
 static uint64_t ngx_http_api_key_monotonic_us(void);
 
-/* kept out of line: ngx_http_api_key_limits tail-calls it (no frame) */
-#if (defined __GNUC__ || defined __clang__)
-#define ngx_http_api_key_apart  __attribute__((noinline))
-#else
-#define ngx_http_api_key_apart
-#endif
-
 static ngx_int_t ngx_http_api_key_limits_rate(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status)
