@@ -14,6 +14,9 @@
 #            with a quota and no rate (1000000000/month: never exceeded
 #            here), counts leased 100 at a time, the next lease fetched in
 #            the background
+#   rated    (not in the default set: CG_VARIANTS="bare rated") a cached key
+#            with owner, plan and a rate (1000000/s: never limited here),
+#            the usual production key without address or Referer rules
 #   ratequota (not in the default set either) a cached key with a rate
 #            (1000000/s, never limited here) and that quota
 #
@@ -75,6 +78,7 @@ key_of() {   # variant -> its key
         limited) printf 'ak_bench_%031d' 4323 ;;
         quota)   printf 'ak_bench_%031d' 4324 ;;
         ratequota) printf 'ak_bench_%031d' 4325 ;;
+        rated)   printf 'ak_bench_%031d' 4326 ;;
         *)       printf 'ak_bench_%031d' 4321 ;;
     esac
 }
@@ -96,6 +100,8 @@ redis-cli -p "$REDIS_PORT" HSET "$(rname quota)" owner client4324 plan pro \
     quota 1000000000/month >/dev/null
 redis-cli -p "$REDIS_PORT" HSET "$(rname ratequota)" owner client4325 plan pro \
     rate 1000000/s burst 1000 quota 1000000000/month >/dev/null
+redis-cli -p "$REDIS_PORT" HSET "$(rname rated)" owner client4326 plan pro \
+    rate 1000000/s burst 1000 >/dev/null
 
 run_one() {
     local v=$1 dir=$W/$1 port conf vpid i out key want
