@@ -1157,16 +1157,27 @@ ngx_http_api_key_keep_text(ngx_http_request_t *r, ngx_http_api_key_ctx_t *ctx,
     ngx_uint_t     i;
     const u_char  *lo, *end;
 
-    ngx_http_api_key_text_set(ctx, rec);
-
     ctx->expires_at = rec->expires_at;
 
     /*
      * lent (copied into text_buf only when needed, ngx_http_api_key.h): the
      * whole blob when it fits in the context, else the span from the first
      * of them to the blob's end when that fits, else that span is copied
-     * into the pool
+     * into the pool.  The whole blob is viewed again for its strings when
+     * something asks (ngx_http_api_key_text_view()), unless the record
+     * has an identity, which the usage count reads at the decision.
      */
+
+    if (rec->blob_len <= sizeof(ctx->text_buf) && rec->identity == NULL) {
+        ctx->text = (u_char *) rec->blob;
+        ctx->text_n = rec->blob_len;
+        ctx->text_lazy = 1;
+        ngx_http_api_key_text_lent = ctx;
+
+        return NGX_OK;
+    }
+
+    ngx_http_api_key_text_set(ctx, rec);
 
     if (rec->blob_len <= sizeof(ctx->text_buf)) {
         ctx->text = (u_char *) rec->blob;

@@ -166,6 +166,41 @@ like($n->access_log,
      qr{"GET /held-quiet/x HTTP/1\.1" 200 .*st=ok id=c-id owner=carol},
      'access log: the quiet held request with its own values');
 
+# --- a short record with a rate (viewed whole at the decision, its strings
+# viewed again only when asked): held while the others pass
+{
+    my $k_rated = random_key('rated');
+    add_key($r, $k_rated, id => 'rated-id', owner => 'rita', plan => 'metered',
+            rate => '1000/s');
+    is(http_get($port, '/quiet/', headers => { 'X-API-Key' => $k_rated })->status,
+       200, 'the rated key cached');
+    my $c2 = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port)
+        or die "connect: $!";
+    print $c2 "GET /held-quiet/rated HTTP/1.1\r\nHost: t\r\nX-API-Key: $k_rated\r\n"
+            . "Connection: close\r\n\r\n";
+    ok(IO::Select->new($up)->can_read(10), 'the rated key\'s held request reached its upstream');
+    my $u2 = $up->accept;
+    my $req2 = '';
+    while ($req2 !~ /\r\n\r\n/) {
+        last unless IO::Select->new($u2)->can_read(5);
+        sysread($u2, $req2, 4096, length $req2) or last;
+    }
+    for my $w (qw(b c)) {
+        is(http_get($port, '/x', headers => { 'X-API-Key' => $k{$w} })->status, 200,
+           "key $w passes meanwhile");
+    }
+    print $u2 "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+    close $u2;
+    my $raw2 = '';
+    while (IO::Select->new($c2)->can_read(10)) {
+        sysread($c2, $raw2, 65536, length $raw2) or last;
+    }
+    close $c2;
+    like($raw2, qr/^X-Id: rated-id\r$/m, 'the rated key\'s held request: its id after the others');
+    like($raw2, qr/^X-Owner: rita\r$/m, '... its owner');
+    like($raw2, qr/^X-Plan: metered\r$/m, '... its plan');
+}
+
 # --- a record that only its texts describe (allowed without reading the
 # rest) but longer than the context's room: held while the others pass,
 # its strings asked for afterwards
