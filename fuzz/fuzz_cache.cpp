@@ -160,8 +160,7 @@ void op_lookup(Run &r, size_t k, bool again)
         if (e.exact) {
             FUZZ_CHECK(flags
                        == ((e.revoked ? AK_ENTRY_REVOKED : 0u)
-                           | (ak_record_plain(buf, len) ? AK_ENTRY_PLAIN
-                                                        : 0u)));
+                           | ak_record_entry_flags(buf, len)));
             FUZZ_CHECK(same_state(st, &e.st));
         }
     } else if (rc == AK_CACHE_NEGATIVE) {
@@ -410,7 +409,8 @@ void lookup_after_kill(Run &r, size_t k, const std::string *blob,
                        && std::memcmp(buf, blob->data(), len) == 0;
         FUZZ_CHECK(before || written);
         /* the flag readers allow on unviewed is always its own blob's */
-        FUZZ_CHECK(!!(flags & AK_ENTRY_PLAIN) == (ak_record_plain(buf, len) == 1));
+        FUZZ_CHECK((flags & (AK_ENTRY_PLAIN | AK_ENTRY_RATED))
+                   == ak_record_entry_flags(buf, len));
     } else if (rc == AK_CACHE_NEGATIVE) {
         FUZZ_CHECK(e.kind == NEG || e.kind == BAD || negative);
     } else {

@@ -297,6 +297,8 @@ void check_old(const unsigned char *hash, const unsigned char *blob,
     }
 }
 
+const unsigned char kSomeHash[AK_HASH_LEN] = { 0x42 };
+
 void check_lazy(const unsigned char *hash, const unsigned char *blob,
     size_t len, int rc, const ak_record_t &full, fuzz::Input &in)
 {
@@ -323,6 +325,53 @@ void check_lazy(const unsigned char *hash, const unsigned char *blob,
      * always has one) */
     FUZZ_CHECK(hash == nullptr ? (!viewed_plain || plain)
                                : (plain == (viewed_plain ? 1 : 0)));
+
+    /* AK_ENTRY_RATED: only a record of texts and a rate (the request path
+     * then reads it with ak_record_rate_only, the rate's fields as the
+     * views read them); not every such record (a number of more than
+     * three bytes is left to the view) */
+    uint32_t ef = ak_record_entry_flags(blob, len);
+    FUZZ_CHECK(ef == 0 || ef == AK_ENTRY_PLAIN || ef == AK_ENTRY_RATED);
+    FUZZ_CHECK((ef == AK_ENTRY_PLAIN) == (plain == 1));
+    bool viewed_rated = (full.status == AK_STATUS_ACTIVE
+                         && full.expires_at == 0 && full.scopes.len == 0
+                         && !full.has_ips && !full.has_referrers
+                         && full.rate_period != AK_PERIOD_NONE
+                         && full.quota_period == AK_PERIOD_NONE
+                         && full.identity == nullptr && full.alias_until == 0
+                         && full.rate_scope == AK_RATE_SCOPE_DEFAULT);
+    if (ef == AK_ENTRY_RATED && hash != nullptr) {
+        FUZZ_CHECK(rc == 0 && viewed_rated);
+    }
+    ak_record_t ro, lv;
+    std::memset(&ro, 0x5a, sizeof(ro));
+    int rated = ak_record_rate_only(blob, len, &ro);
+    FUZZ_CHECK(rated == 0 || rated == 1);
+    FUZZ_CHECK(ef != AK_ENTRY_RATED || rated == 1);
+    if (rated
+        && ak_record_view_lazy(hash ? hash : kSomeHash, blob, len, &lv) == 0)
+    {
+        FUZZ_CHECK(ro.status == lv.status && ro.rate_period == lv.rate_period
+                   && ro.rate_n == lv.rate_n
+                   && ro.rate_interval_us == lv.rate_interval_us
+                   && ro.burst == lv.burst && ro.rate_scope == lv.rate_scope
+                   && ro.quota_period == lv.quota_period
+                   && ro.quota_n == lv.quota_n
+                   && ro.expires_at == lv.expires_at
+                   && ro.alias_until == lv.alias_until
+                   && ro.has_ips == lv.has_ips
+                   && ro.has_referrers == lv.has_referrers
+                   && lv.identity == nullptr && lv.scopes.len == 0
+                   && ro.identity == nullptr && ro.id.len == 0
+                   && ro.scopes.len == 0 && ro.blob == blob
+                   && ro.blob_len == len);
+    }
+    if (!rated) {
+        /* untouched */
+        unsigned char pat[sizeof(ro)];
+        std::memset(pat, 0x5a, sizeof(pat));
+        FUZZ_CHECK(std::memcmp(&ro, pat, sizeof(ro)) == 0);
+    }
     if (lrc != 0) {
         FUZZ_CHECK(lz.blob == nullptr && lz.id.len == 0);
         return;

@@ -972,10 +972,19 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
         return ngx_http_api_key_decided(r, alcf, ctx, NGX_HTTP_API_KEY_OK);
     }
 
-    /* the default id (a record without one) is made when asked for */
+    /*
+     * the default id (a record without one) is made when asked for; a
+     * record of texts and a rate only (AK_ENTRY_RATED), counted on this
+     * node, is read without its texts (ak_record_rate_only()), which
+     * keep_text() below lends whole, to be viewed when something asks (a
+     * cluster-wide rate names the key's id in its logs: read whole)
+     */
 
-    if (ak_record_view_lazy(ctx->hash, ngx_http_api_key_blob, len, &rec)
-        != 0)
+    if (!((flags & AK_ENTRY_RATED) && len <= sizeof(ctx->text_buf)
+          && alcf->zone->rate_scope != AK_RATE_SCOPE_CLUSTER
+          && ak_record_rate_only(ngx_http_api_key_blob, len, &rec))
+        && ak_record_view_lazy(ctx->hash, ngx_http_api_key_blob, len, &rec)
+           != 0)
     {
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
                       "api_key: corrupt cached record");

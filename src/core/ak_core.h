@@ -489,6 +489,26 @@ int ak_record_view_lazy(const unsigned char hash[AK_HASH_LEN],
 int ak_record_plain(const unsigned char *blob, size_t len) AK_NOEXCEPT;
 
 /*
+ * 1: the blob is a well-formed record of texts (id, owner, plan, each
+ * optional) and a rate (with its burst), nothing else: active, no expiry,
+ * ips, referrers, scopes, quota or extension (so the rate's scope is the
+ * zone's), its rate and burst under 2,097,152 (three bytes; else 0: the
+ * view reads it).  The id's characters are not checked (the cache checked
+ * them when it stored the record: ak_record_entry_flags).  rec (when not
+ * NULL) is then set as ak_record_view_lazy sets it but for the texts, left
+ * empty (id NULL: the caller keeps the blob as the request's text and
+ * views it when a text is asked for).  0: anything else, rec untouched.
+ * hot
+ */
+int ak_record_rate_only(const unsigned char *blob, size_t len,
+    ak_record_t *rec) AK_NOEXCEPT;
+
+/* AK_ENTRY_PLAIN (ak_record_plain), AK_ENTRY_RATED (ak_record_rate_only,
+ * the id checked too) or 0: what the cache notes of a record it stores */
+uint32_t ak_record_entry_flags(const unsigned char *blob, size_t len)
+    AK_NOEXCEPT;
+
+/*
  * rec->id empty (ak_record_view_lazy of a record without one): the default
  * id, as ak_record_view makes it (the first 12 hex digits of hash, hash the
  * view's), in rec->id_buf.  Else, or with hash NULL, nothing.
@@ -831,6 +851,8 @@ typedef struct {
                                     is malformed (ak_cache_put_bad) */
 #define AK_ENTRY_PLAIN      0x04 /* a positive entry whose blob is a plain
                                     record (ak_record_plain, when stored) */
+#define AK_ENTRY_RATED      0x08 /* ... texts and a rate only
+                                    (ak_record_entry_flags, when stored) */
 
 /*
  * The statistics stripe the lookups of this process count in (n modulo

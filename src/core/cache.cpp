@@ -51,7 +51,7 @@
  *    72  fetched   u64    now_ms when stored
  *    80  kind      u8     KIND_POS / KIND_NEG
  *    81  flags     u8     AK_ENTRY_REVOKED | AK_ENTRY_BAD | AK_ENTRY_PLAIN
- *                         | F_STORED_STALE | F_GONE
+ *                         | AK_ENTRY_RATED | F_STORED_STALE | F_GONE
  *    82  len       u16    blob length (0 for a negative entry)
  *    84  (zero)    u32
  *    88  blob[36]         the first 36 blob bytes (a bad negative entry:
@@ -165,7 +165,8 @@ const uint32_t  kVersion = 6;        /* 3: lock-free reads, CLOCK, bucket
                                         after the quota word; 5: a free
                                         bitmap, home slots, and the record
                                         blob's rules made for matching;
-                                        6: AK_ENTRY_PLAIN */
+                                        6: AK_ENTRY_PLAIN and
+                                        AK_ENTRY_RATED */
 const uint32_t  NIL = 0xffffffffu;
 const size_t    kHeaderSize = 256;
 const uint32_t  kStripes = 16;
@@ -1568,7 +1569,7 @@ put_once(ak_cache_s *c, const unsigned char *hash, const unsigned char *blob,
     novf = n_ovf(len);
     outdated = (seq != c->seq);
     /* what the reader's fast path needs to know of the record, once */
-    flags = ak_record_plain(blob, len) ? AK_ENTRY_PLAIN : 0;
+    flags = (uint8_t) ak_record_entry_flags(blob, len);
     rate_reset = false;
     qw = 0;
     memset(&state, 0, sizeof(state));
@@ -2009,7 +2010,7 @@ found:
     f->rc = (age < ttl && gen == ld(c->gen) && !(flags & F_STORED_STALE))
             ? AK_CACHE_FRESH : AK_CACHE_STALE;
     f->slot = i;
-    f->flags = flags & (AK_ENTRY_REVOKED | AK_ENTRY_PLAIN);
+    f->flags = flags & (AK_ENTRY_REVOKED | AK_ENTRY_PLAIN | AK_ENTRY_RATED);
     f->len = len;
 
 check:
@@ -2269,9 +2270,9 @@ ak_cache_check_scratch(const ak_cache_t *c) noexcept
 
 namespace {
 
-/* whether the blob of positive entry i (its chain checked) is plain */
-bool
-entry_plain(const ak_cache_t *c, uint32_t i) noexcept
+/* ak_record_entry_flags of positive entry i's blob (its chain checked) */
+uint32_t
+entry_flags(const ak_cache_t *c, uint32_t i) noexcept
 {
     size_t          len, n;
     uint32_t        j;
@@ -2293,7 +2294,7 @@ entry_plain(const ak_cache_t *c, uint32_t i) noexcept
         j = s[j].ovf;
     }
 
-    return ak_record_plain(buf, s[i].len) == 1;
+    return ak_record_entry_flags(buf, s[i].len);
 }
 
 } // namespace
@@ -2372,7 +2373,8 @@ ak_cache_check(const ak_cache_t *c, unsigned char *scratch,
                         return "positive entry: blob length out of range";
                     }
                     if (s[i].flags & ~(AK_ENTRY_REVOKED | AK_ENTRY_PLAIN
-                                       | F_STORED_STALE | F_GONE))
+                                       | AK_ENTRY_RATED | F_STORED_STALE
+                                       | F_GONE))
                     {
                         return "positive entry: unknown flags";
                     }
@@ -2431,10 +2433,14 @@ ak_cache_check(const ak_cache_t *c, unsigned char *scratch,
             return "overflow chain longer than its blob";
         }
 
-        /* AK_ENTRY_PLAIN, what readers allow on unviewed, is the blob's */
+        /* AK_ENTRY_PLAIN and _RATED, what readers act on unviewed, are
+         * the blob's */
 
-        if (!!(s[i].flags & AK_ENTRY_PLAIN) != entry_plain(c, i)) {
-            return "positive entry: AK_ENTRY_PLAIN differs from its blob";
+        if ((s[i].flags & (AK_ENTRY_PLAIN | AK_ENTRY_RATED))
+            != entry_flags(c, i))
+        {
+            return "positive entry: AK_ENTRY_PLAIN or _RATED differs from "
+                   "its blob";
         }
     }
 

@@ -968,6 +968,176 @@ ak_record_plain(const unsigned char *blob, size_t len) noexcept
 }
 
 
+namespace {
+
+/*
+ * A varint of up to three bytes (a text's length; a rate or burst up to
+ * 2,097,151), decoded as ak::Reader decodes it; false for a longer one or
+ * past end.  Its own code, not varint()'s: the view's inlining stays as it
+ * is.
+ */
+inline __attribute__((always_inline)) bool
+short_varint(const unsigned char *&p, const unsigned char *end, uint64_t *v)
+    noexcept
+{
+    if (p < end && p[0] < 0x80) {
+        *v = p[0];
+        p += 1;
+        return true;
+    }
+
+    if (end - p >= 2 && p[1] < 0x80) {
+        *v = static_cast<uint64_t>(p[0] & 0x7f)
+             | (static_cast<uint64_t>(p[1]) << 7);
+        p += 2;
+        return true;
+    }
+
+    if (end - p >= 3 && p[1] >= 0x80 && p[2] < 0x80) {
+        *v = static_cast<uint64_t>(p[0] & 0x7f)
+             | (static_cast<uint64_t>(p[1] & 0x7f) << 7)
+             | (static_cast<uint64_t>(p[2]) << 14);
+        p += 3;
+        return true;
+    }
+
+    return false;
+}
+
+/* a text of at most max bytes (n > 0) with a short length: skipped */
+inline __attribute__((always_inline)) bool
+short_text(const unsigned char *&p, const unsigned char *end, uint64_t max,
+    const unsigned char **q, uint64_t *n) noexcept
+{
+    if (!short_varint(p, end, n) || *n == 0 || *n > max
+        || *n > static_cast<uint64_t>(end - p))
+    {
+        return false;
+    }
+
+    *q = p;
+    p += *n;
+    return true;
+}
+
+/*
+ * Texts (id, owner, plan) and a rate only: 1 and, when rec, its view but
+ * for the texts; check_id: the id's characters checked too (when the
+ * cache stores it; the request path trusts what the cache found).
+ */
+template <bool check_id>
+int
+rate_only(const unsigned char *blob, size_t len, ak_record_t *rec) noexcept
+{
+    using namespace ak;
+
+    const unsigned char  *p, *end, *q;
+    uint8_t               b1, pres, rp;
+    uint64_t              n, rate, burst, period;
+
+    if (blob == nullptr || len < blob::kHeaderLen || len > AK_RECORD_MAX) {
+        return 0;
+    }
+
+    /* active, a rate, no quota, no extension; no rules, scopes, expiry */
+
+    b1 = blob[1];
+    pres = blob[2];
+
+    if (blob[0] != blob::kVersion || (b1 & ~blob::kRateMask)
+        || (b1 & blob::kRateMask) == 0
+        || (pres & ~(blob::kHasId | blob::kHasOwner | blob::kHasPlan
+                     | blob::kHasBurst)))
+    {
+        return 0;
+    }
+
+    p = blob + blob::kHeaderLen;
+    end = blob + len;
+
+    if ((pres & blob::kHasId)
+        && (!short_text(p, end, AK_ID_MAX_LEN, &q, &n)
+            || (check_id
+                && !valid_id(reinterpret_cast<const char *>(q),
+                             static_cast<size_t>(n)))))
+    {
+        return 0;
+    }
+
+    if (((pres & blob::kHasOwner) && !short_text(p, end, kTextMax, &q, &n))
+        || ((pres & blob::kHasPlan) && !short_text(p, end, kTextMax, &q, &n))
+        || !short_varint(p, end, &rate) || rate == 0 || rate > kRateMax)
+    {
+        return 0;
+    }
+
+    burst = 0;
+
+    if ((pres & blob::kHasBurst)
+        && (!short_varint(p, end, &burst) || burst == 0 || burst > kBurstMax))
+    {
+        return 0;
+    }
+
+    if (p != end) {
+        return 0;
+    }
+
+    if (rec == nullptr) {
+        return 1;
+    }
+
+    rp = (b1 & blob::kRateMask) >> blob::kRateShift;
+    period = rp == AK_PERIOD_SECOND ? kUsPerSecond
+             : rp == AK_PERIOD_MINUTE ? 60 * kUsPerSecond
+                                      : 3600 * kUsPerSecond;
+
+    rec->id = { nullptr, 0 };
+    rec->owner = { kEmpty, 0 };
+    rec->plan = { kEmpty, 0 };
+    rec->scopes = { kEmpty, 0 };
+    rec->expires_at = 0;
+    rec->status = AK_STATUS_ACTIVE;
+    rec->has_ips = 0;
+    rec->has_referrers = 0;
+    rec->rate_period = rp;
+    rec->rate_n = static_cast<uint32_t>(rate);
+    rec->burst = static_cast<uint32_t>(burst);
+    rec->rate_interval_us = period / rate ? period / rate : 1;
+    rec->quota_period = AK_PERIOD_NONE;
+    rec->quota_n = 0;
+    rec->rate_scope = AK_RATE_SCOPE_DEFAULT;
+    rec->identity = nullptr;
+    rec->alias_until = 0;
+    rec->ips = nullptr;
+    rec->referrers = nullptr;
+    rec->ips_len = 0;
+    rec->referrers_len = 0;
+    rec->blob = blob;
+    rec->blob_len = len;
+
+    return 1;
+}
+
+} // namespace
+
+
+extern "C" int
+ak_record_rate_only(const unsigned char *blob, size_t len, ak_record_t *rec)
+    noexcept
+{
+    return rate_only<false>(blob, len, rec);
+}
+
+
+extern "C" uint32_t
+ak_record_entry_flags(const unsigned char *blob, size_t len) noexcept
+{
+    return ak_record_plain(blob, len) ? AK_ENTRY_PLAIN
+           : rate_only<true>(blob, len, nullptr) ? AK_ENTRY_RATED : 0;
+}
+
+
 extern "C" void
 ak_record_default_id(const unsigned char hash[AK_HASH_LEN], ak_record_t *rec)
     noexcept

@@ -660,8 +660,9 @@ TEST(Cache, RevokeFlagReturnedAndClearedByPut)
     EXPECT_EQ(AK_CACHE_NEGATIVE, look(s.c, hash_of(3), 7).rc);
 }
 
-// A record that only its texts describe is stored with AK_ENTRY_PLAIN (the
-// glue's fast path); any other is not, and a put replaces the flag.
+// A record that only its texts describe is stored with AK_ENTRY_PLAIN, one
+// of texts and a rate with AK_ENTRY_RATED (the glue's fast paths); any
+// other with neither, and a put replaces the flag.
 TEST(Cache, PlainFlagFollowsTheRecord)
 {
     Small s;
@@ -682,9 +683,10 @@ TEST(Cache, PlainFlagFollowsTheRecord)
     EXPECT_EQ((uint32_t) (AK_ENTRY_PLAIN | AK_ENTRY_REVOKED),
               look(s.c, h, 2).flags);
 
-    // the record gains a rate: no longer plain (and the revoke is cleared)
+    // the record gains a rate: no longer plain but rated (and the revoke
+    // is cleared)
     ASSERT_EQ(0, put(s.c, h, rated.blob, 3));
-    EXPECT_EQ(0u, look(s.c, h, 4).flags);
+    EXPECT_EQ((uint32_t) AK_ENTRY_RATED, look(s.c, h, 4).flags);
 
     // and back; a read older than an event keeps its revoke, not its plain
     ASSERT_EQ(0, put(s.c, h, plain.blob, 5));
@@ -693,7 +695,17 @@ TEST(Cache, PlainFlagFollowsTheRecord)
     uint64_t old = ak_cache_event_seq(s.c) - 1;
     ASSERT_EQ(0, ak_cache_put(s.c, h.b, rated.blob.data(), rated.blob.size(),
                               7, old));
-    EXPECT_EQ((uint32_t) AK_ENTRY_REVOKED, look(s.c, h, 8).flags);
+    EXPECT_EQ((uint32_t) (AK_ENTRY_REVOKED | AK_ENTRY_RATED),
+              look(s.c, h, 8).flags);
+
+    // texts and a rate: AK_ENTRY_RATED
+    ASSERT_EQ(0, put(s.c, h, rated.blob, 9));
+    EXPECT_EQ((uint32_t) AK_ENTRY_RATED, look(s.c, h, 9).flags);
+    EXPECT_EQ(1, ak_cache_revoke(s.c, h.b));
+    EXPECT_EQ((uint32_t) (AK_ENTRY_RATED | AK_ENTRY_REVOKED),
+              look(s.c, h, 9).flags);
+    ASSERT_EQ(0, put(s.c, h, plain.blob, 9));
+    EXPECT_EQ((uint32_t) AK_ENTRY_PLAIN, look(s.c, h, 9).flags);
 
     // blobs that are not records at all: never plain
     ASSERT_EQ(0, put(s.c, hash_of(2), blob_of(2, 20), 9));

@@ -806,3 +806,94 @@ TEST(Record, PlainIsTextsOnly)
     }
     EXPECT_EQ(ak_record_plain(nullptr, 0), 0);
 }
+
+/* ak_record_rate_only and ak_record_entry_flags: texts and a rate only */
+TEST(Record, RateOnlyIsTextsAndARate)
+{
+    const Fields rated[] = {
+        { { "owner", "acme" }, { "plan", "pro" }, { "rate", "100/s" } },
+        { { "id", "acme-prod.1" }, { "owner", "a" }, { "plan", "b" },
+          { "rate", "5000/m" }, { "burst", "20" } },
+        { { "rate", "1000000/s" }, { "burst", "1000" } },
+        { { "rate", "2097151/h" }, { "owner", std::string(200, 'o') } },
+    };
+    for (const Fields &f : rated) {
+        auto b = build(f);
+        ASSERT_GT(b.len, 0) << b.err.msg;
+        EXPECT_EQ(ak_record_entry_flags(b.blob.data(), b.blob.size()),
+                  (uint32_t) AK_ENTRY_RATED);
+        ak_record_t ro, v;
+        ASSERT_EQ(ak_record_rate_only(b.blob.data(), b.blob.size(), &ro), 1);
+        ASSERT_EQ(ak_record_view_lazy(aktest::test_hash(), b.blob.data(),
+                                      b.blob.size(), &v),
+                  0);
+        EXPECT_EQ(ro.status, v.status);
+        EXPECT_EQ(ro.rate_period, v.rate_period);
+        EXPECT_EQ(ro.rate_n, v.rate_n);
+        EXPECT_EQ(ro.rate_interval_us, v.rate_interval_us);
+        EXPECT_EQ(ro.burst, v.burst);
+        EXPECT_EQ(ro.rate_scope, v.rate_scope);
+        EXPECT_EQ(ro.quota_period, AK_PERIOD_NONE);
+        EXPECT_EQ(ro.expires_at + ro.alias_until, 0);
+        EXPECT_EQ(ro.has_ips + ro.has_referrers, 0);
+        EXPECT_EQ(ro.identity, nullptr);
+        EXPECT_EQ(ro.id.data, nullptr);        /* the texts: left empty */
+        EXPECT_EQ(ro.owner.len + ro.plan.len + ro.scopes.len, 0u);
+        EXPECT_EQ(ro.blob, b.blob.data());
+
+        for (size_t n = 0; n < b.blob.size(); n++) {
+            EXPECT_EQ(ak_record_rate_only(n ? b.blob.data() : nullptr, n,
+                                          nullptr),
+                      0)
+                << n;
+            EXPECT_EQ(ak_record_entry_flags(n ? b.blob.data() : nullptr, n),
+                      0u)
+                << n;
+        }
+        std::vector<unsigned char> longer = b.blob;
+        longer.push_back(1);
+        EXPECT_EQ(ak_record_rate_only(longer.data(), longer.size(), nullptr),
+                  0);
+    }
+
+    /* anything else is not, and rec is left as it was */
+    const Fields other[] = {
+        { { "owner", "x" }, { "rate", "10/s" }, { "quota", "10/day" } },
+        { { "owner", "x" }, { "rate", "10/s" }, { "ips", "10.0.0.0/8" } },
+        { { "owner", "x" }, { "rate", "10/s" }, { "referrers", "a.com" } },
+        { { "owner", "x" }, { "rate", "10/s" }, { "scopes", "read" } },
+        { { "owner", "x" }, { "rate", "10/s" }, { "expires_at", "1893456000" } },
+        { { "owner", "x" }, { "rate", "10/s" }, { "status", "disabled" } },
+        { { "owner", "x" }, { "rate", "10/s" }, { "rate_scope", "cluster" } },
+        { { "owner", "x" }, { "rate", "10/s" }, { "alias_until", "1800000000" } },
+        { { "owner", "x" }, { "rate", "3000000/s" } },   /* four bytes */
+        { { "owner", "x" } },                            /* plain */
+    };
+    for (const Fields &f : other) {
+        auto b = build(f);
+        ASSERT_GT(b.len, 0) << b.err.msg;
+        ak_record_t ro;
+        std::memset(&ro, 0x77, sizeof(ro));
+        EXPECT_EQ(ak_record_rate_only(b.blob.data(), b.blob.size(), &ro), 0)
+            << f.back().first;
+        std::vector<unsigned char> untouched(sizeof(ro), 0x77);
+        EXPECT_EQ(std::memcmp(&ro, untouched.data(), sizeof(ro)), 0);
+        EXPECT_NE(ak_record_entry_flags(b.blob.data(), b.blob.size()),
+                  (uint32_t) AK_ENTRY_RATED)
+            << f.back().first;
+    }
+    auto p = build({ { "owner", "x" } });
+    EXPECT_EQ(ak_record_entry_flags(p.blob.data(), p.blob.size()),
+              (uint32_t) AK_ENTRY_PLAIN);
+
+    /* the id's characters: checked when the cache notes the record, not
+     * again on the request path */
+    auto b = build({ { "id", "acme-prod" }, { "rate", "10/s" } });
+    ASSERT_GT(b.len, 0);
+    std::vector<unsigned char> bad = b.blob;
+    ASSERT_EQ(bad[3], 9);                 /* header 3, length 9, the id */
+    ASSERT_EQ(bad[4], 'a');
+    bad[4] = '/';
+    EXPECT_EQ(ak_record_entry_flags(bad.data(), bad.size()), 0u);
+    EXPECT_EQ(ak_record_rate_only(bad.data(), bad.size(), nullptr), 1);
+}
