@@ -909,6 +909,31 @@ inline unsigned host_masks(const unsigned char *q, unsigned *dots) noexcept
                 _mm_cmpeq_epi8(v, _mm_set1_epi8('.'))));
     return static_cast<unsigned>(_mm_movemask_epi8(h));
 }
+
+/*
+ * The labels that a turn's dots end (dots: their bits from p): the first
+ * one's length checked (it may have begun sixteen bytes or more before),
+ * the others' not zero (no two dots side by side: shorter than sixteen
+ * they are); label moved past the last dot.  false: the authority needs
+ * the full parse.
+ */
+inline __attribute__((always_inline)) bool
+turn_labels(const unsigned char *p, unsigned dots,
+    const unsigned char *&label) noexcept
+{
+    if (dots) {
+        const unsigned char *d = p + __builtin_ctz(dots);
+
+        if (static_cast<size_t>(d - label) - 1 >= kLabelMax
+            || (dots & (dots >> 1)))
+        {
+            return false;
+        }
+        label = p + (32 - __builtin_clz(dots));
+    }
+
+    return true;
+}
 #endif
 
 
@@ -973,18 +998,8 @@ referer_host_body(const char *s, size_t len) noexcept
         n = stop ? static_cast<unsigned>(__builtin_ctz(stop)) : 16;
         dots &= (1u << n) - 1;
 
-        /* the labels the dots end: the first one's length checked (it may
-         * have begun sixteen bytes or more before), the others' not zero
-         * (no two dots side by side: shorter than sixteen they are) */
-        if (dots) {
-            const unsigned char *d = p + __builtin_ctz(dots);
-
-            if (static_cast<size_t>(d - label) - 1 >= kLabelMax
-                || (dots & (dots >> 1)))
-            {
-                return referer_authority(s, len, a);
-            }
-            label = p + (32 - __builtin_clz(dots));
+        if (!turn_labels(p, dots, label)) {
+            return referer_authority(s, len, a);
         }
 
         p += n;
@@ -1010,15 +1025,8 @@ referer_host_body(const char *s, size_t len) noexcept
         n = stop ? static_cast<unsigned>(__builtin_ctz(stop)) : left;
         dots &= (1u << n) - 1;
 
-        if (dots) {
-            const unsigned char *d = p + __builtin_ctz(dots);
-
-            if (static_cast<size_t>(d - label) - 1 >= kLabelMax
-                || (dots & (dots >> 1)))
-            {
-                return referer_authority(s, len, a);
-            }
-            label = p + (32 - __builtin_clz(dots));
+        if (!turn_labels(p, dots, label)) {
+            return referer_authority(s, len, a);
         }
 
         p += n;
