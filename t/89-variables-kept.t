@@ -60,6 +60,37 @@ my $n = ApiKeyTest::Nginx->start(http => $http, redis => $r, workers => 1,
                                  vars => { REDIS => $r->port, HELD => $held_port });
 my $port = $n->port;
 
+# a request held by the upstream: sent, taken there (it passed its check),
+# its request read; (client socket, upstream connection, upstream request)
+sub hold {
+    my ($path, $key, $what) = @_;
+    my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port)
+        or die "connect: $!";
+    print $c "GET $path HTTP/1.1\r\nHost: t\r\nX-API-Key: $key\r\n"
+           . "Connection: close\r\n\r\n";
+    ok(IO::Select->new($up)->can_read(10), "$what reached its upstream");
+    my $u = $up->accept;
+    my $req = '';
+    while ($req !~ /\r\n\r\n/) {
+        last unless IO::Select->new($u)->can_read(5);
+        sysread($u, $req, 4096, length $req) or last;
+    }
+    return ($c, $u, $req);
+}
+
+# the upstream answers a held request: the client's whole response
+sub release {
+    my ($c, $u) = @_;
+    print $u "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+    close $u;
+    my $raw = '';
+    while (IO::Select->new($c)->can_read(10)) {
+        sysread($c, $raw, 65536, length $raw) or last;
+    }
+    close $c;
+    return $raw;
+}
+
 my $long = join ' ', map { "scope.number.$_" } 1 .. 20;     # > 128 bytes
 cmp_ok(length $long, '>', 300, 'the scopes are longer than the context holds');
 my %k = map { $_ => random_key($_) } qw(a b c);
@@ -76,20 +107,8 @@ for my $w (qw(a b c)) {
 }
 
 # --- a held request, others pass meanwhile --------------------------------
-my $cli = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port)
-    or die "connect: $!";
-print $cli "GET /held/x HTTP/1.1\r\nHost: t\r\nX-API-Key: $k{a}\r\n"
-         . "Connection: close\r\n\r\n";
-
 # nginx connects to the held upstream: the request has passed its check
-my $sel = IO::Select->new($up);
-ok($sel->can_read(10), 'the held request reached its upstream');
-my $conn = $up->accept;
-my $upreq = '';
-while ($upreq !~ /\r\n\r\n/) {
-    last unless IO::Select->new($conn)->can_read(5);
-    sysread($conn, $upreq, 4096, length $upreq) or last;
-}
+my ($cli, $conn, $upreq) = hold('/held/x', $k{a}, 'the held request');
 like($upreq, qr/^X-Owner: acme-held\r$/mi, 'proxy_set_header: its owner');
 
 # meanwhile the worker checks other keys (the worker's copy of a record is
@@ -106,13 +125,7 @@ is($res->header('X-Id'), 'c-id', 'key c: id');
 ok(!defined $res->header('X-Plan'), 'key c: no plan');
 
 # the upstream answers: the held request's variables are its own
-print $conn "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
-close $conn;
-my $raw = '';
-while (IO::Select->new($cli)->can_read(10)) {
-    sysread($cli, $raw, 65536, length $raw) or last;
-}
-close $cli;
+my $raw = release($cli, $conn);
 like($raw, qr{^HTTP/1\.1 200 }, 'the held request: 200');
 like($raw, qr/^X-Id: held-a\r$/m, 'the held request: its id after the others');
 like($raw, qr/^X-Owner: acme-held\r$/m, '... its owner');
@@ -134,28 +147,12 @@ unlike($log, qr/\Q$k{a}\E|\Q$k{b}\E|\Q$k{c}\E/, 'no raw key in the access log');
 # --- a short record's text, left in the worker's copy of it until another
 # key's lookup overwrites that copy: held with nothing asking for it, then
 # asked for (add_header, the log) after the others passed
-$cli = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port)
-    or die "connect: $!";
-print $cli "GET /held-quiet/x HTTP/1.1\r\nHost: t\r\nX-API-Key: $k{c}\r\n"
-         . "Connection: close\r\n\r\n";
-ok(IO::Select->new($up)->can_read(10), 'the quiet held request reached its upstream');
-$conn = $up->accept;
-$upreq = '';
-while ($upreq !~ /\r\n\r\n/) {
-    last unless IO::Select->new($conn)->can_read(5);
-    sysread($conn, $upreq, 4096, length $upreq) or last;
-}
+($cli, $conn) = hold('/held-quiet/x', $k{c}, 'the quiet held request');
 $res = http_get($port, '/x', headers => { 'X-API-Key' => $k{b} });
 is($res->header('X-Owner'), 'bob', 'key b passes meanwhile');
 $res = http_get($port, '/quiet/', headers => { 'X-API-Key' => $k{b} });
 is($res->status, 200, 'and again, its record read last');
-print $conn "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
-close $conn;
-$raw = '';
-while (IO::Select->new($cli)->can_read(10)) {
-    sysread($cli, $raw, 65536, length $raw) or last;
-}
-close $cli;
+$raw = release($cli, $conn);
 like($raw, qr{^HTTP/1\.1 200 }, 'the quiet held request: 200');
 like($raw, qr/^X-Id: c-id\r$/m, 'the quiet held request: its id after the others');
 like($raw, qr/^X-Owner: carol\r$/m, '... its owner');
@@ -174,28 +171,12 @@ like($n->access_log,
             rate => '1000/s');
     is(http_get($port, '/quiet/', headers => { 'X-API-Key' => $k_rated })->status,
        200, 'the rated key cached');
-    my $c2 = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port)
-        or die "connect: $!";
-    print $c2 "GET /held-quiet/rated HTTP/1.1\r\nHost: t\r\nX-API-Key: $k_rated\r\n"
-            . "Connection: close\r\n\r\n";
-    ok(IO::Select->new($up)->can_read(10), 'the rated key\'s held request reached its upstream');
-    my $u2 = $up->accept;
-    my $req2 = '';
-    while ($req2 !~ /\r\n\r\n/) {
-        last unless IO::Select->new($u2)->can_read(5);
-        sysread($u2, $req2, 4096, length $req2) or last;
-    }
+    my ($c2, $u2) = hold('/held-quiet/rated', $k_rated, 'the rated key\'s held request');
     for my $w (qw(b c)) {
         is(http_get($port, '/x', headers => { 'X-API-Key' => $k{$w} })->status, 200,
            "key $w passes meanwhile");
     }
-    print $u2 "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
-    close $u2;
-    my $raw2 = '';
-    while (IO::Select->new($c2)->can_read(10)) {
-        sysread($c2, $raw2, 65536, length $raw2) or last;
-    }
-    close $c2;
+    my $raw2 = release($c2, $u2);
     like($raw2, qr/^X-Id: rated-id\r$/m, 'the rated key\'s held request: its id after the others');
     like($raw2, qr/^X-Owner: rita\r$/m, '... its owner');
     like($raw2, qr/^X-Plan: metered\r$/m, '... its plan');
@@ -209,28 +190,12 @@ my ($lo, $lp) = ('o' x 100 . '-owner', 'p' x 90 . '-plan');
 add_key($r, $k_long, id => 'long-id', owner => $lo, plan => $lp);
 is(http_get($port, '/quiet/', headers => { 'X-API-Key' => $k_long })->status,
    200, 'the long plain key cached');
-$cli = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port)
-    or die "connect: $!";
-print $cli "GET /held-quiet/long HTTP/1.1\r\nHost: t\r\nX-API-Key: $k_long\r\n"
-         . "Connection: close\r\n\r\n";
-ok(IO::Select->new($up)->can_read(10), 'the long key\'s held request reached its upstream');
-$conn = $up->accept;
-$upreq = '';
-while ($upreq !~ /\r\n\r\n/) {
-    last unless IO::Select->new($conn)->can_read(5);
-    sysread($conn, $upreq, 4096, length $upreq) or last;
-}
+($cli, $conn) = hold('/held-quiet/long', $k_long, 'the long key\'s held request');
 for my $w (qw(b c b)) {
     $res = http_get($port, '/x', headers => { 'X-API-Key' => $k{$w} });
     is($res->status, 200, "key $w passes meanwhile");
 }
-print $conn "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
-close $conn;
-$raw = '';
-while (IO::Select->new($cli)->can_read(10)) {
-    sysread($cli, $raw, 65536, length $raw) or last;
-}
-close $cli;
+$raw = release($cli, $conn);
 like($raw, qr{^HTTP/1\.1 200 }, 'the long key\'s held request: 200');
 like($raw, qr/^X-Id: long-id\r$/m, '... its id after the others');
 like($raw, qr/^X-Owner: \Q$lo\E\r$/m, '... its whole owner');
