@@ -692,6 +692,36 @@ inline bool section(const unsigned char *&p, const unsigned char *end,
     return bytes(p, end, n, 0xffff, out);
 }
 
+/* every field of a view but id_buf, blob and blob_len, as a record with
+ * only a status has them (texts empty, id NULL) */
+inline __attribute__((always_inline)) void
+view_empty(ak_record_t *rec, uint8_t status) noexcept
+{
+    using namespace ak;
+
+    rec->id = { nullptr, 0 };
+    rec->owner = { kEmpty, 0 };
+    rec->plan = { kEmpty, 0 };
+    rec->scopes = { kEmpty, 0 };
+    rec->expires_at = 0;
+    rec->status = status;
+    rec->has_ips = 0;
+    rec->has_referrers = 0;
+    rec->rate_period = AK_PERIOD_NONE;
+    rec->rate_n = 0;
+    rec->burst = 0;
+    rec->rate_interval_us = 0;
+    rec->quota_period = AK_PERIOD_NONE;
+    rec->quota_n = 0;
+    rec->rate_scope = AK_RATE_SCOPE_DEFAULT;
+    rec->identity = nullptr;
+    rec->alias_until = 0;
+    rec->ips = nullptr;
+    rec->referrers = nullptr;
+    rec->ips_len = 0;
+    rec->referrers_len = 0;
+}
+
 /* full false: a record without an id leaves rec->id empty (data NULL),
    ak_record_default_id() makes it when asked; the rules sections' bytes
    are left to the matchers (see ak_record_view_lazy).  Every field of
@@ -735,27 +765,7 @@ record_view(const unsigned char hash[AK_HASH_LEN],
     p = blob + blob::kHeaderLen;
     end = blob + len;
 
-    rec->id = { nullptr, 0 };
-    rec->owner = { kEmpty, 0 };
-    rec->plan = { kEmpty, 0 };
-    rec->scopes = { kEmpty, 0 };
-    rec->expires_at = 0;
-    rec->status = status;
-    rec->has_ips = 0;
-    rec->has_referrers = 0;
-    rec->rate_period = AK_PERIOD_NONE;
-    rec->rate_n = 0;
-    rec->burst = 0;
-    rec->rate_interval_us = 0;
-    rec->quota_period = AK_PERIOD_NONE;
-    rec->quota_n = 0;
-    rec->rate_scope = AK_RATE_SCOPE_DEFAULT;
-    rec->identity = nullptr;
-    rec->alias_until = 0;
-    rec->ips = nullptr;
-    rec->referrers = nullptr;
-    rec->ips_len = 0;
-    rec->referrers_len = 0;
+    view_empty(rec, status);
 
     if (pres & blob::kHasIps) {
         if (!section(p, end, &rec->ips, &rec->ips_len)
@@ -1092,27 +1102,11 @@ rate_only(const unsigned char *blob, size_t len, ak_record_t *rec) noexcept
              : rp == AK_PERIOD_MINUTE ? 60 * kUsPerSecond
                                       : 3600 * kUsPerSecond;
 
-    rec->id = { nullptr, 0 };
-    rec->owner = { kEmpty, 0 };
-    rec->plan = { kEmpty, 0 };
-    rec->scopes = { kEmpty, 0 };
-    rec->expires_at = 0;
-    rec->status = AK_STATUS_ACTIVE;
-    rec->has_ips = 0;
-    rec->has_referrers = 0;
+    view_empty(rec, AK_STATUS_ACTIVE);
     rec->rate_period = rp;
     rec->rate_n = static_cast<uint32_t>(rate);
     rec->burst = static_cast<uint32_t>(burst);
     rec->rate_interval_us = period / rate ? period / rate : 1;
-    rec->quota_period = AK_PERIOD_NONE;
-    rec->quota_n = 0;
-    rec->rate_scope = AK_RATE_SCOPE_DEFAULT;
-    rec->identity = nullptr;
-    rec->alias_until = 0;
-    rec->ips = nullptr;
-    rec->referrers = nullptr;
-    rec->ips_len = 0;
-    rec->referrers_len = 0;
     rec->blob = blob;
     rec->blob_len = len;
 
