@@ -696,11 +696,11 @@ typedef struct {
                                                      its "key" not a
                                                      string: 400 */
     unsigned                      text_made:1;    /* id... below are set */
-    unsigned                      text_lazy:1;    /* text is a plain
-                                                     record's blob (see
-                                                     ak_record_plain()):
+    unsigned                      text_lazy:1;    /* text is a whole
+                                                     record's blob,
                                                      text_str not yet
-                                                     made from it */
+                                                     made from it
+                                                     (handler.c) */
     unsigned                      default_id:1;   /* the record has no id:
                                                      its hash's first hex
                                                      digits */

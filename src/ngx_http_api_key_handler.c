@@ -33,6 +33,8 @@ static ngx_inline ngx_int_t ngx_http_api_key_evaluate(ngx_http_request_t *r,
     size_t len, uint32_t flags, uint32_t slot);
 static ngx_int_t ngx_http_api_key_keep_text(ngx_http_request_t *r,
     ngx_http_api_key_ctx_t *ctx, ak_record_t *rec);
+static ngx_inline void ngx_http_api_key_text_lend(ngx_http_api_key_ctx_t *ctx,
+    const u_char *text, size_t n, ngx_uint_t lazy);
 static ngx_int_t ngx_http_api_key_decide(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_status_e status);
@@ -963,10 +965,7 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
         && len <= sizeof(ctx->text_buf))
     {
         if (ctx->text == NULL) {
-            ctx->text = ngx_http_api_key_blob;
-            ctx->text_n = len;
-            ctx->text_lazy = 1;
-            ngx_http_api_key_text_lent = ctx;
+            ngx_http_api_key_text_lend(ctx, ngx_http_api_key_blob, len, 1);
         }
 
         return ngx_http_api_key_decided(r, alcf, ctx, NGX_HTTP_API_KEY_OK);
@@ -1097,6 +1096,24 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
 }
 
 
+/*
+ * The record's text lent to the request from where it lies (the worker's
+ * copy of the record, of at most text_buf's size): lazy, its strings are
+ * made by a view when something asks (ngx_http_api_key_text_view()), else
+ * they are set already.
+ */
+
+static ngx_inline void
+ngx_http_api_key_text_lend(ngx_http_api_key_ctx_t *ctx, const u_char *text,
+    size_t n, ngx_uint_t lazy)
+{
+    ctx->text = (u_char *) text;
+    ctx->text_n = n;
+    ctx->text_lazy = lazy;
+    ngx_http_api_key_text_lent = ctx;
+}
+
+
 /* the text's strings: where the record's view found them */
 
 static void
@@ -1123,10 +1140,11 @@ ngx_http_api_key_text_set(ngx_http_api_key_ctx_t *ctx, ak_record_t *rec)
 
 
 /*
- * A plain record's text (the evaluation allowed it without a view): its
- * strings, when something first asks for one, from wherever the text is
- * now (lent, or moved into the context).  ak_record_plain() read it whole:
- * the view cannot fail; if it did, the request keeps no text.
+ * A lazily lent text (a whole record's blob: ngx_http_api_key_text_lend()):
+ * its strings, when something first asks for one, from wherever the text
+ * is now (lent, or moved into the context).  The cache, or the view at the
+ * decision, read the record whole: the view cannot fail; if it did, the
+ * request keeps no text.
  */
 
 void
@@ -1177,24 +1195,17 @@ ngx_http_api_key_keep_text(ngx_http_request_t *r, ngx_http_api_key_ctx_t *ctx,
      * has an identity, which the usage count reads at the decision.
      */
 
-    if (rec->blob_len <= sizeof(ctx->text_buf) && rec->identity == NULL) {
-        ctx->text = (u_char *) rec->blob;
-        ctx->text_n = rec->blob_len;
-        ctx->text_lazy = 1;
-        ngx_http_api_key_text_lent = ctx;
+    if (rec->blob_len <= sizeof(ctx->text_buf)) {
+        if (rec->identity) {
+            ngx_http_api_key_text_set(ctx, rec);
+        }
 
+        ngx_http_api_key_text_lend(ctx, rec->blob, rec->blob_len,
+                                   rec->identity == NULL);
         return NGX_OK;
     }
 
     ngx_http_api_key_text_set(ctx, rec);
-
-    if (rec->blob_len <= sizeof(ctx->text_buf)) {
-        ctx->text = (u_char *) rec->blob;
-        ctx->text_n = rec->blob_len;
-        ngx_http_api_key_text_lent = ctx;
-
-        return NGX_OK;
-    }
 
     end = rec->blob + rec->blob_len;
     lo = end;

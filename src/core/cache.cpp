@@ -2274,27 +2274,12 @@ namespace {
 uint32_t
 entry_flags(const ak_cache_t *c, uint32_t i) noexcept
 {
-    size_t          len, n;
-    uint32_t        j;
-    unsigned char   buf[AK_RECORD_MAX], *p;
-    const Slot     *s;
+    unsigned char  buf[AK_RECORD_MAX];
+    Cache          x(const_cast<ak_cache_s *>(c));
 
-    s = slots(c);
-    len = s[i].len;
-    n = len < kInline ? len : kInline;
-    memcpy(buf, s[i].blob, n);
-    p = buf + n;
-    j = s[i].ovf;
+    x.read_blob(i, buf);            /* reads only: len <= AK_RECORD_MAX */
 
-    for (len -= n; len; len -= n) {
-        n = len < kOvfData ? len : kOvfData;
-        memcpy(p, reinterpret_cast<const unsigned char *>(&s[j]) + kOvfStart,
-               n);
-        p += n;
-        j = s[j].ovf;
-    }
-
-    return ak_record_entry_flags(buf, s[i].len);
+    return x.bad ? 0 : ak_record_entry_flags(buf, x.s[i].len);
 }
 
 } // namespace
