@@ -775,6 +775,7 @@ extern ngx_module_t  ngx_http_api_key_module;
 
 
 void ngx_http_api_key_text_view(ngx_http_api_key_ctx_t *ctx);
+void ngx_http_api_key_text_keep_large(ngx_http_api_key_ctx_t *ctx);
 
 
 /* one of the record's texts a request keeps (empty: none, or no record) */
@@ -812,15 +813,17 @@ ngx_http_api_key_text_move(ngx_http_api_key_ctx_t *ctx, u_char *to)
 
 
 /*
- * The text of the context whose record the worker evaluated last, when it
- * fits in text_buf (the whole record, or the part that holds the text), is
- * left where it is, in the worker's copy of the record (handler.c):
- * ctx->text points there, "lent", until the
- * next lookup is about to overwrite that copy or something takes strings
- * out of the text (ngx_http_api_key_ctx_text()); only then is it copied
- * into the context, by ngx_http_api_key_text_keep().  The context's pool
- * cleanup (wait.c) and a reset forget it.  Most requests end before
- * either: no copy.
+ * The text of the context whose record the worker evaluated last (the
+ * whole record when it has no identity, else the part that holds the
+ * text, when that fits in text_buf) is left where it is, in the worker's
+ * copy of the record (handler.c): ctx->text points there, "lent", until
+ * the next lookup is about to overwrite that copy or something takes
+ * strings out of the text (ngx_http_api_key_ctx_text()); only then is it
+ * copied into the context, by ngx_http_api_key_text_keep() (a whole record
+ * larger than text_buf: the part that holds its text, into text_buf when
+ * it fits, else into the request's pool).  The context's pool cleanup
+ * (wait.c) and a reset forget it.  Most requests end before either: no
+ * copy.
  */
 extern ngx_http_api_key_ctx_t  *ngx_http_api_key_text_lent;
 
@@ -835,9 +838,15 @@ ngx_http_api_key_text_keep(void)
         return;
     }
 
-    ngx_http_api_key_text_move(ctx, ctx->text_buf);
-
     ngx_http_api_key_text_lent = NULL;
+
+    if (ctx->text_n > sizeof(ctx->text_buf)) {
+        /* a whole record larger than text_buf, lent lazily (handler.c) */
+        ngx_http_api_key_text_keep_large(ctx);
+        return;
+    }
+
+    ngx_http_api_key_text_move(ctx, ctx->text_buf);
 }
 
 

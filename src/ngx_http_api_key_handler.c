@@ -35,6 +35,7 @@ static ngx_int_t ngx_http_api_key_keep_text(ngx_http_request_t *r,
     ngx_http_api_key_ctx_t *ctx, ak_record_t *rec);
 static ngx_inline void ngx_http_api_key_text_lend(ngx_http_api_key_ctx_t *ctx,
     const u_char *text, size_t n, ngx_uint_t lazy);
+static void ngx_http_api_key_text_span(ngx_http_api_key_ctx_t *ctx);
 static ngx_int_t ngx_http_api_key_decide(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_status_e status);
@@ -1164,50 +1165,61 @@ ngx_http_api_key_text_view(ngx_http_api_key_ctx_t *ctx)
     }
 
     ngx_http_api_key_text_set(ctx, &rec);
+
+    if (ctx->text_n > sizeof(ctx->text_buf)) {
+        /* a whole record larger than text_buf, still lent: only the part
+         * that holds the strings is kept (ngx_http_api_key_text_keep()) */
+        ngx_http_api_key_text_span(ctx);
+    }
 }
 
 
 /*
- * id, owner, plan, scopes and identity outlive the blob (the worker's, the
- * next request's once this one waits): the part of the blob that holds
- * them is lent to the context, copied into it when the blob is about to be
- * overwritten or its strings are asked for (ngx_http_api_key.h), or, larger
- * than the context's room, copied into the pool at once; the strings are
- * made from it when something asks (ngx_http_api_key_ctx_text()).
+ * A whole record larger than text_buf, lent lazily, about to be
+ * overwritten (ngx_http_api_key_text_keep(), which stopped lending it): its
+ * strings, and the part of it that holds them copied into text_buf when it
+ * fits, else into the request's pool (if that fails, the request keeps no
+ * text, as when a view fails).
  */
 
-static ngx_int_t
-ngx_http_api_key_keep_text(ngx_http_request_t *r, ngx_http_api_key_ctx_t *ctx,
-    ak_record_t *rec)
+void
+ngx_http_api_key_text_keep_large(ngx_http_api_key_ctx_t *ctx)
 {
-    u_char        *p;
+    u_char  *p;
+
+    if (ctx->text_lazy) {
+        ngx_http_api_key_text_view(ctx);
+
+        if (ctx->text == NULL) {
+            return;
+        }
+    }
+
+    if (ctx->text_n <= sizeof(ctx->text_buf)) {
+        ngx_http_api_key_text_move(ctx, ctx->text_buf);
+        return;
+    }
+
+    p = ngx_pnalloc(ctx->request->pool, ctx->text_n);
+    if (p == NULL) {
+        ctx->text = NULL;
+        return;
+    }
+
+    ngx_http_api_key_text_move(ctx, p);
+}
+
+
+/* the text narrowed to the part of the record that holds its strings:
+ * from the first of them to the record's end */
+
+static void
+ngx_http_api_key_text_span(ngx_http_api_key_ctx_t *ctx)
+{
     ngx_uint_t     i;
     const u_char  *lo, *end;
 
-    ctx->expires_at = rec->expires_at;
-
-    /*
-     * lent (copied into text_buf only when needed, ngx_http_api_key.h): the
-     * whole blob when it fits in the context, else the span from the first
-     * of them to the blob's end when that fits, else that span is copied
-     * into the pool.  The whole blob is viewed again for its strings when
-     * something asks (ngx_http_api_key_text_view()), unless the record
-     * has an identity, which the usage count reads at the decision.
-     */
-
-    if (rec->blob_len <= sizeof(ctx->text_buf)) {
-        if (rec->identity) {
-            ngx_http_api_key_text_set(ctx, rec);
-        }
-
-        ngx_http_api_key_text_lend(ctx, rec->blob, rec->blob_len,
-                                   rec->identity == NULL);
-        return NGX_OK;
-    }
-
-    ngx_http_api_key_text_set(ctx, rec);
-
-    end = rec->blob + rec->blob_len;
+    end = ctx->text + ctx->text_n;
     lo = end;
 
     for (i = 0; i < NGX_HTTP_API_KEY_NTEXT; i++) {
@@ -1218,11 +1230,56 @@ ngx_http_api_key_keep_text(ngx_http_request_t *r, ngx_http_api_key_ctx_t *ctx,
 
     ctx->text = (u_char *) lo;
     ctx->text_n = end - lo;
+}
 
-    if (ctx->text_n <= sizeof(ctx->text_buf)) {
-        ngx_http_api_key_text_lent = ctx;
+
+/*
+ * id, owner, plan, scopes and identity outlive the blob (the worker's, the
+ * next request's once this one waits): the blob, or the part of it that
+ * holds them, is lent to the context, copied into it when the blob is about
+ * to be overwritten or its strings are asked for (ngx_http_api_key.h), or,
+ * for a record with an identity whose part is larger than the context's
+ * room, copied into the pool at once; the strings are made from it when
+ * something asks (ngx_http_api_key_ctx_text()).
+ */
+
+static ngx_int_t
+ngx_http_api_key_keep_text(ngx_http_request_t *r, ngx_http_api_key_ctx_t *ctx,
+    ak_record_t *rec)
+{
+    u_char  *p;
+
+    ctx->expires_at = rec->expires_at;
+
+    /*
+     * lent (copied only when needed, ngx_http_api_key.h): a record without
+     * an identity whole, its strings made by a view of it when something
+     * asks (ngx_http_api_key_text_view()); a record with one (the usage
+     * count reads it at the decision) has its strings made now, and is lent
+     * whole when it fits in the context, else the span from the first of
+     * them to the blob's end when that fits; else that span is copied into
+     * the pool.
+     */
+
+    if (rec->identity == NULL) {
+        ngx_http_api_key_text_lend(ctx, rec->blob, rec->blob_len, 1);
         return NGX_OK;
     }
+
+    ngx_http_api_key_text_set(ctx, rec);
+    ngx_http_api_key_text_lend(ctx, rec->blob, rec->blob_len, 0);
+
+    if (ctx->text_n <= sizeof(ctx->text_buf)) {
+        return NGX_OK;
+    }
+
+    ngx_http_api_key_text_span(ctx);
+
+    if (ctx->text_n <= sizeof(ctx->text_buf)) {
+        return NGX_OK;
+    }
+
+    ngx_http_api_key_text_lent = NULL;
 
     p = ngx_pnalloc(r->pool, ctx->text_n);
     if (p == NULL) {

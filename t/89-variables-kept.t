@@ -56,7 +56,11 @@ my $http = <<'EOT2' . echo_server();
     }
 EOT2
 
+# error log at info: at debug, the decision's debug line asks for the key
+# id, so the strings would be made at every decision (a path the other
+# tests take), never left lent
 my $n = ApiKeyTest::Nginx->start(http => $http, redis => $r, workers => 1,
+                                 error_level => 'info',
                                  vars => { REDIS => $r->port, HELD => $held_port });
 my $port = $n->port;
 
@@ -205,5 +209,48 @@ ok(wait_until(sub { $n->access_log =~ m{"GET /held-quiet/long HTTP/1\.1" 200 } }
 like($n->access_log,
      qr{"GET /held-quiet/long HTTP/1\.1" 200 .*st=ok id=long-id owner=\Q$lo\E plan=\Q$lp\E},
      'access log: the long key with its own values');
+
+# --- records larger than the context's room without an identity (many
+# CIDRs): lent whole, nothing made of them at the decision; held quietly
+# while the others overwrite the worker's copy, which keeps only the part
+# holding their strings, in the context (short strings) or in the
+# request's pool (long scopes)
+{
+    my $cidrs = join ',', (map { "10.$_.0.0/16" } 1 .. 30), '127.0.0.0/8';
+    my %big = (small => { id => 'big-id', owner => 'dora', plan => 'gold' },
+               large => { id => 'big-long-id', owner => 'erin', plan => 'gold',
+                          scopes => $long });
+    # another big record's key passes meanwhile: its copy overwrites
+    # where the held record's strings were
+    my $kf = random_key('big-other');
+    add_key($r, $kf, id => 'fig-id', owner => 'fred', plan => 'iron',
+            scopes => join(' ', map { "other.scope.$_" } 1 .. 20), ips => $cidrs);
+    for my $w (qw(small large)) {
+        my $kb = random_key("big-$w");
+        add_key($r, $kb, %{ $big{$w} }, ips => $cidrs);
+        is(http_get($port, '/quiet/', headers => { 'X-API-Key' => $kb })->status,
+           200, "the $w big record's key cached");
+        my ($c3, $u3) = hold("/held-quiet/big-$w", $kb, "the $w big record's held request");
+        for my $o ($k{b}, $kf, $k{c}, $kf) {
+            is(http_get($port, '/quiet/', headers => { 'X-API-Key' => $o })->status,
+               200, 'another key passes meanwhile');
+        }
+        my $raw3 = release($c3, $u3);
+        like($raw3, qr{^HTTP/1\.1 200 }, "the $w big record's held request: 200");
+        like($raw3, qr/^X-Id: \Q$big{$w}{id}\E\r$/m, '... its id after the others');
+        like($raw3, qr/^X-Owner: \Q$big{$w}{owner}\E\r$/m, '... its owner');
+        like($raw3, qr/^X-Plan: gold\r$/m, '... its plan');
+        if ($w eq 'large') {
+            like($raw3, qr/^X-Scopes: \Q$long\E\r$/m, '... its whole scopes');
+        } else {
+            unlike($raw3, qr/^X-Scopes:/m, '... no scopes');
+        }
+        ok(wait_until(sub { $n->access_log =~ m{"GET /held-quiet/big-$w HTTP/1\.1" 200 } },
+                      timeout => 5), "the $w big record's held request is logged");
+        like($n->access_log,
+             qr{"GET /held-quiet/big-$w HTTP/1\.1" 200 .*st=ok id=\Q$big{$w}{id}\E owner=\Q$big{$w}{owner}\E plan=gold},
+             "access log: the $w big record with its own values");
+    }
+}
 
 done_testing;
