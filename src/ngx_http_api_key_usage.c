@@ -47,6 +47,9 @@
                                                    fold */
 #define NGX_HTTP_API_KEY_LOCAL_LABELS     128   /* values of a worker's
                                                    label table per fold */
+#define NGX_HTTP_API_KEY_FOLD_STEP        8     /* items of a worker's usage
+                                                   table folded per hold of
+                                                   the zone's lock */
 
 
 /*
@@ -80,7 +83,9 @@ static void ngx_http_api_key_usage_front_take(ngx_http_api_key_zone_t *zone,
     ngx_http_api_key_cold;
 static void ngx_http_api_key_usage_add(ngx_http_api_key_zone_t *zone,
     const u_char *hash, int64_t now, unsigned cls) ngx_http_api_key_cold;
-static void ngx_http_api_key_usage_front_flush(ngx_http_api_key_zone_t *zone);
+static void ngx_http_api_key_usage_front_flush(ngx_http_api_key_zone_t *zone,
+    ngx_uint_t locked);
+static void ngx_http_api_key_usage_fold_steps(ngx_http_api_key_zone_t *zone);
 static void ngx_http_api_key_usage_fold_locked(ngx_http_api_key_zone_t *zone);
 static void ngx_http_api_key_usage_fold_tick(ngx_event_t *ev);
 static void ngx_http_api_key_usage_tick(ngx_event_t *ev);
@@ -253,12 +258,13 @@ ngx_http_api_key_usage_add(ngx_http_api_key_zone_t *zone, const u_char *hash,
 
 /*
  * The items in front of the worker's usage table into it (a fold; under
- * the zone's lock): when the table is full, it is folded into the zone's
- * first.
+ * the zone's lock when locked, else taken for a few items at a time): when
+ * the table is full, it is folded into the zone's first.
  */
 
 static void
-ngx_http_api_key_usage_front_flush(ngx_http_api_key_zone_t *zone)
+ngx_http_api_key_usage_front_flush(ngx_http_api_key_zone_t *zone,
+    ngx_uint_t locked)
 {
     ngx_uint_t        i;
     ak_usage_item_t  *it;
@@ -271,7 +277,13 @@ ngx_http_api_key_usage_front_flush(ngx_http_api_key_zone_t *zone)
         }
 
         if (ak_usage_merge(zone->usage_local, it) != 0) {
-            (void) ak_usage_fold(zone->sh->usage, zone->usage_local);
+            if (locked) {
+                (void) ak_usage_fold(zone->sh->usage, zone->usage_local);
+
+            } else {
+                ngx_http_api_key_usage_fold_steps(zone);
+            }
+
             (void) ak_usage_merge(zone->usage_local, it);
         }
 
@@ -318,7 +330,12 @@ ngx_http_api_key_usage_label(ngx_http_api_key_zone_t *zone,
 }
 
 
-/* the worker's counts of the zone into the zone's tables, under its lock */
+/*
+ * the worker's counts of the zone into the zone's tables, under its lock
+ * taken for NGX_HTTP_API_KEY_FOLD_STEP items at a time (the other workers'
+ * cache writers and folds wait for no more than that): the items in front
+ * of the worker's table first, into it (process memory), then its items
+ */
 
 void
 ngx_http_api_key_usage_fold(ngx_http_api_key_zone_t *zone)
@@ -327,9 +344,37 @@ ngx_http_api_key_usage_fold(ngx_http_api_key_zone_t *zone)
         return;
     }
 
+    if (zone->usage_local && zone->sh->usage) {
+        if (zone->usage_front) {
+            ngx_http_api_key_usage_front_flush(zone, 0);
+        }
+
+        ngx_http_api_key_usage_fold_steps(zone);
+    }
+
+    /* the labels, and local_counts */
     ngx_shmtx_lock(&zone->shpool->mutex);
     ngx_http_api_key_usage_fold_locked(zone);
     ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+/* the worker's usage table into the zone's, the lock taken for a few items
+ * at a time */
+
+static void
+ngx_http_api_key_usage_fold_steps(ngx_http_api_key_zone_t *zone)
+{
+    uint32_t  at, slots;
+
+    slots = ak_usage_slots(zone->usage_local);
+
+    for (at = 0; at < slots; /* void */) {
+        ngx_shmtx_lock(&zone->shpool->mutex);
+        (void) ak_usage_fold_step(zone->sh->usage, zone->usage_local, &at,
+                                  NGX_HTTP_API_KEY_FOLD_STEP);
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+    }
 }
 
 
@@ -344,7 +389,7 @@ ngx_http_api_key_usage_fold_locked(ngx_http_api_key_zone_t *zone)
 
     if (zone->usage_local && zone->sh->usage) {
         if (zone->usage_front) {
-            ngx_http_api_key_usage_front_flush(zone);
+            ngx_http_api_key_usage_front_flush(zone, 1);
         }
 
         (void) ak_usage_fold(zone->sh->usage, zone->usage_local);
@@ -624,13 +669,20 @@ ngx_http_api_key_usage_start(ngx_http_api_key_zone_t *zone)
     items = NULL;
     n = 0;
 
+    if ((ngx_msec_int_t) (now - sh->usage_next) >= 0 || sh->usage_next == 0) {
+        /* likely due (read without the lock, checked again under it):
+         * this worker's counts first, a few items per hold of the lock */
+        ngx_http_api_key_usage_fold(zone);
+    }
+
     ngx_shmtx_lock(&zone->shpool->mutex);
 
     /* the clock all workers share (monotonic): due for the node? */
 
     if ((ngx_msec_int_t) (now - sh->usage_next) >= 0 || sh->usage_next == 0) {
         /* this worker's counts first (the others' are folded by now, but
-         * for at most a fold interval) */
+         * for at most a fold interval; this one's, above, when it looked
+         * due: what is left of them, if anything) */
         ngx_http_api_key_usage_fold_locked(zone);
 
         items = ak_usage_swap(sh->usage, &n);

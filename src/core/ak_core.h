@@ -1400,6 +1400,16 @@ uint64_t ak_usage_dropped(const ak_usage_t *u) AK_NOEXCEPT;
  */
 uint64_t ak_usage_fold(ak_usage_t *dst, ak_usage_t *src) AK_NOEXCEPT;
 
+/*
+ * The same fold in steps, so that the zone's lock is held for a few items
+ * at a time: at most max items of src, from its slot *at on (0 at the
+ * fold's start); *at is moved past them, and is ak_usage_slots(src) once
+ * src's active half is empty (or src cannot be folded into dst).  Nothing
+ * else may use src until then.  Returns the requests moved into dst.
+ */
+uint64_t ak_usage_fold_step(ak_usage_t *dst, ak_usage_t *src, uint32_t *at,
+    uint32_t max) AK_NOEXCEPT;
+
 #ifdef __cplusplus
 }
 #endif

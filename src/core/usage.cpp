@@ -267,17 +267,28 @@ ak_usage_dropped(const ak_usage_t *u) noexcept
 
 
 extern "C" uint64_t
-ak_usage_fold(ak_usage_t *dst, ak_usage_t *src) noexcept
+ak_usage_fold_step(ak_usage_t *dst, ak_usage_t *src, uint32_t *at,
+    uint32_t max) noexcept
 {
+    if (at == nullptr) {
+        return 0;
+    }
+
     if (dst == nullptr || src == nullptr || dst == src) {
+        if (src != nullptr) {
+            *at = src->slots;
+        }
         return 0;
     }
 
     uint64_t moved = 0;
+    uint32_t i = *at, n = 0;
     ak_usage_item_t *half = src->items + static_cast<size_t>(src->active)
                                          * src->slots;
 
-    for (uint32_t i = 0; i < src->slots && src->used[src->active]; i++) {
+    /* (items are only removed from src here, after their slot is passed:
+     * no probe of src runs until the fold has ended) */
+    for (; i < src->slots && src->used[src->active] && n < max; i++) {
         ak_usage_item_t *it = &half[i];
 
         if (it->day == 0) {
@@ -292,7 +303,18 @@ ak_usage_fold(ak_usage_t *dst, ak_usage_t *src) noexcept
 
         std::memset(it, 0, sizeof(*it));
         src->used[src->active]--;
+        n++;
     }
 
+    *at = src->used[src->active] ? i : src->slots;
     return moved;
+}
+
+
+extern "C" uint64_t
+ak_usage_fold(ak_usage_t *dst, ak_usage_t *src) noexcept
+{
+    uint32_t at = 0;
+
+    return ak_usage_fold_step(dst, src, &at, UINT32_MAX);
 }

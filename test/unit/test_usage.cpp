@@ -257,6 +257,69 @@ TEST(Usage, FoldMovesEverythingOnce)
     EXPECT_EQ(1u, ak_usage_fold(zone.u, local.u));
 }
 
+/* the same fold in steps of at most max items (the lock held per step):
+ * each step moves no more than max items, *at only grows and ends at the
+ * table's slot count, and the zone gets what one fold gives */
+TEST(Usage, FoldInStepsMovesWhatOneFoldMoves)
+{
+    for (uint32_t max : { 1u, 3u, 8u, 1000u }) {
+        Table zone(256), local(64), whole(256), again(64);
+
+        for (unsigned k = 0; k < 40; k++) {
+            Key key(700 + k);
+            for (unsigned r = 0; r <= k % 3; r++) {
+                ASSERT_EQ(0, ak_usage_add(local.u, key.h, kDay + k,
+                                          AK_USAGE_ALLOWED));
+                ASSERT_EQ(0, ak_usage_add(again.u, key.h, kDay + k,
+                                          AK_USAGE_ALLOWED));
+            }
+        }
+
+        uint64_t moved = 0;
+        uint32_t at = 0, steps = 0, slots = ak_usage_slots(local.u);
+        while (at < slots) {
+            uint32_t before = at;
+            uint64_t n = ak_usage_fold_step(zone.u, local.u, &at, max);
+            EXPECT_LE(n, 3u * max) << "at most max items (3 requests each)";
+            EXPECT_GT(at, before) << "the cursor moves on";
+            moved += n;
+            ASSERT_LT(++steps, 1000u);
+        }
+        EXPECT_EQ(slots, at);
+        EXPECT_EQ(ak_usage_fold(whole.u, again.u), moved) << "max " << max;
+        EXPECT_EQ(79u, moved);
+        if (max == 1) {
+            EXPECT_GE(steps, 40u) << "one item a step";
+        }
+        EXPECT_EQ(0u, ak_usage_fold(zone.u, local.u)) << "local is empty";
+
+        uint32_t nz = 0, nw = 0;
+        ak_usage_item_t *hz = ak_usage_swap(zone.u, &nz);
+        ak_usage_item_t *hw = ak_usage_swap(whole.u, &nw);
+        ASSERT_NE(nullptr, hz);
+        ASSERT_NE(nullptr, hw);
+        auto mz = items(hz, nz);
+        auto mw = items(hw, nw);
+        ASSERT_EQ(40u, mz.size()) << "max " << max;
+        ASSERT_EQ(mw.size(), mz.size());
+        for (auto &kv : mw) {
+            EXPECT_EQ(kv.second.counts[AK_USAGE_ALLOWED],
+                      mz[kv.first].counts[AK_USAGE_ALLOWED]);
+            EXPECT_EQ(kv.second.last_used, mz[kv.first].last_used);
+        }
+    }
+
+    /* nothing to fold into: the fold ends at once */
+    Table t(16);
+    uint32_t at = 0;
+    EXPECT_EQ(0u, ak_usage_fold_step(t.u, t.u, &at, 8));
+    EXPECT_EQ(ak_usage_slots(t.u), at);
+    at = 0;
+    EXPECT_EQ(0u, ak_usage_fold_step(nullptr, t.u, &at, 8));
+    EXPECT_EQ(ak_usage_slots(t.u), at);
+    EXPECT_EQ(0u, ak_usage_fold_step(t.u, t.u, nullptr, 8));
+}
+
 TEST(Usage, FoldIntoAFullZoneCountsDropped)
 {
     Table zone(8), local(64);
