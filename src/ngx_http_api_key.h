@@ -1089,6 +1089,27 @@ void ngx_http_api_key_usage_label(ngx_http_api_key_zone_t *zone,
 void ngx_http_api_key_usage_fold(ngx_http_api_key_zone_t *zone);
 
 
+/* two key hashes (AK_HASH_LEN bytes) alike: four words, no call */
+
+typedef uint64_t __attribute__((may_alias, aligned(1)))
+    ngx_http_api_key_word_t;
+
+static ngx_inline ngx_uint_t
+ngx_http_api_key_same_hash(const u_char *a, const u_char *b)
+{
+    const ngx_http_api_key_word_t  *x, *y;
+
+    x = (const ngx_http_api_key_word_t *) a;
+    y = (const ngx_http_api_key_word_t *) b;
+
+    return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3]))
+           == 0;
+}
+
+typedef char  ngx_http_api_key_same_hash_fits[
+    (AK_HASH_LEN == 4 * sizeof(uint64_t)) ? 1 : -1];
+
+
 /*
  * An allowed request of a key counted today already in its item in front
  * of the worker's usage table (usage.c), inline: 1; else 0, and
@@ -1117,7 +1138,7 @@ ngx_http_api_key_usage_allowed(ngx_http_api_key_zone_t *zone,
      */
 
     if (it->day <= 0 || (uint64_t) (now - it->day) >= 86400
-        || ngx_memcmp(it->hash, hash, AK_HASH_LEN) != 0)
+        || !ngx_http_api_key_same_hash(it->hash, hash))
     {
         return 0;
     }
