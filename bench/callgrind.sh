@@ -19,6 +19,12 @@
 #            the usual production key without address or Referer rules
 #   ratequota (not in the default set either) a cached key with a rate
 #            (1000000/s, never limited here) and that quota
+#   rulesmix (not in the default set) the rules key and a second one of
+#            the same shape (another owner), taking turns, request after
+#            request: the second is picked so that both fall in the same
+#            entry of the worker's kept views (the hash's second byte, its
+#            low 4 bits: ngx_http_api_key_view() in the handler), so every
+#            request views its record anew (the rules case views it once)
 #
 # One nginx per variant (master_process off, daemon off: a single process
 # under valgrind), redis-server on a free loopback port with the keys.
@@ -74,7 +80,7 @@ start_redis "$W/redis" "$REDIS_PORT" 1
 
 key_of() {   # variant -> its key
     case $1 in
-        rules)   printf 'ak_bench_%031d' 4322 ;;
+        rules|rulesmix) printf 'ak_bench_%031d' 4322 ;;
         limited) printf 'ak_bench_%031d' 4323 ;;
         quota)   printf 'ak_bench_%031d' 4324 ;;
         ratequota) printf 'ak_bench_%031d' 4325 ;;
@@ -102,6 +108,23 @@ redis-cli -p "$REDIS_PORT" HSET "$(rname ratequota)" owner client4325 plan pro \
     rate 1000000/s burst 1000 quota 1000000000/month >/dev/null
 redis-cli -p "$REDIS_PORT" HSET "$(rname rated)" owner client4326 plan pro \
     rate 1000000/s burst 1000 >/dev/null
+
+# rulesmix's second key: the first from 4400 on in the rules key's entry
+# of the worker's kept views
+view_slot() { local h; h=$(printf %s "$1" | sha256sum); echo $(( 16#${h:2:2} & 15 )); }
+MIX_KEY=
+for i in $(seq 4400 4999); do
+    k=$(printf 'ak_bench_%031d' "$i")
+    if [ "$(view_slot "$k")" = "$(view_slot "$(key_of rules)")" ]; then
+        MIX_KEY=$k
+        break
+    fi
+done
+[ -n "$MIX_KEY" ] || die "no second key for rulesmix"
+redis-cli -p "$REDIS_PORT" HSET \
+    "apikey:$(printf %s "$MIX_KEY" | sha256sum | cut -c1-64)" \
+    owner client4400 plan pro rate 1000000/s burst 1000 ips "$IPS10" \
+    referrers "$REFS10" >/dev/null
 
 run_one() {
     local v=$1 dir=$W/$1 port conf vpid i out key want
@@ -160,10 +183,30 @@ EOF
           -H "Referer: $REFERER" "http://127.0.0.1:$port/")" = "$want" ] \
         || die "$v: the key does not get $want"
 
+    if [ "$v" = rulesmix ]; then
+        # the second key cached too; then the two by turns, one
+        # keep-alive connection (a curl config of N transfers)
+        [ "$(curl -s -o /dev/null -w '%{http_code}' -H "X-API-Key: $MIX_KEY" \
+              -H "Referer: $REFERER" "http://127.0.0.1:$port/")" = 200 ] \
+            || die "$v: the second key does not get 200"
+        for i in $(seq "$N"); do
+            if [ $(( i % 2 )) = 1 ]; then k=$key; else k=$MIX_KEY; fi
+            printf 'url = "http://127.0.0.1:%s/%s"\nheader = "X-API-Key: %s"\n' \
+                "$port" "$i" "$k"
+            printf 'header = "Referer: %s"\noutput = "/dev/null"\n' "$REFERER"
+            printf 'write-out = "%%{http_code}\\n"\nsilent\n'
+            [ "$i" = "$N" ] || printf 'next\n'
+        done >"$dir/curl.conf"
+    fi
+
     callgrind_control -i on "$vpid" >/dev/null
-    curl -s -H "X-API-Key: $key" -H "Referer: $REFERER" \
-        -w '%{http_code}\n' -o /dev/null "http://127.0.0.1:$port/[1-$N]" \
-        >"$dir/codes"
+    if [ "$v" = rulesmix ]; then
+        curl -K "$dir/curl.conf" >"$dir/codes"
+    else
+        curl -s -H "X-API-Key: $key" -H "Referer: $REFERER" \
+            -w '%{http_code}\n' -o /dev/null "http://127.0.0.1:$port/[1-$N]" \
+            >"$dir/codes"
+    fi
     [ "$(sort -u "$dir/codes")" = "$want" ] \
         || die "$v: not every measured request got $want: $(sort "$dir/codes" | uniq -c | tr '\n' ' ')"
     callgrind_control -d "$v" "$vpid" >/dev/null

@@ -1066,9 +1066,9 @@ ngx_http_api_key_get_ctx(ngx_http_request_t *r)
 void ngx_http_api_key_limits_init_worker(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_api_key_limits(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
-    ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status);
+    const ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status);
 void ngx_http_api_key_limits_peek(ngx_http_api_key_loc_conf_t *alcf,
-    ngx_http_api_key_ctx_t *ctx, ak_record_t *rec, uint32_t slot);
+    ngx_http_api_key_ctx_t *ctx, const ak_record_t *rec, uint32_t slot);
 
 /* marker.c */
 ngx_int_t ngx_http_api_key_marker_init_worker(ngx_cycle_t *cycle,
@@ -1163,7 +1163,7 @@ ngx_int_t ngx_http_api_key_verify_handler(ngx_http_request_t *r);
 void ngx_http_api_key_rate_init_worker(ngx_cycle_t *cycle);
 ngx_uint_t ngx_http_api_key_rate_usable(void);
 ngx_int_t ngx_http_api_key_rate_lease(ngx_http_api_key_ctx_t *ctx,
-    ngx_http_api_key_zone_t *zone, u_char *hash, ak_record_t *rec);
+    ngx_http_api_key_zone_t *zone, u_char *hash, const ak_record_t *rec);
 
 /* variables.c */
 ngx_int_t ngx_http_api_key_add_variables(ngx_conf_t *cf);

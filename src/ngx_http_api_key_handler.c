@@ -32,10 +32,12 @@ static ngx_inline ngx_int_t ngx_http_api_key_evaluate(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     size_t len, uint32_t flags, uint32_t slot);
 static ngx_int_t ngx_http_api_key_keep_text(ngx_http_request_t *r,
-    ngx_http_api_key_ctx_t *ctx, ak_record_t *rec);
+    ngx_http_api_key_ctx_t *ctx, const ak_record_t *rec);
 static ngx_inline void ngx_http_api_key_text_lend(ngx_http_api_key_ctx_t *ctx,
     const u_char *text, size_t n, ngx_uint_t lazy);
 static void ngx_http_api_key_text_span(ngx_http_api_key_ctx_t *ctx);
+static ngx_inline const ak_record_t *ngx_http_api_key_view(
+    const u_char *hash, size_t len);
 static ngx_int_t ngx_http_api_key_decide(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_status_e status);
@@ -118,6 +120,32 @@ typedef char  ngx_http_api_key_problems_fit[
  * lent to the request (ngx_http_api_key_text_lent): every lookup starts
  * with ngx_http_api_key_text_keep() */
 static u_char  ngx_http_api_key_blob[AK_RECORD_MAX + 8];
+
+
+/*
+ * The worker's last views of records (ngx_http_api_key_view()), by the
+ * key hash's second byte: a key's record's blob and its view, whose
+ * strings and rules point into that blob.  A view depends on the blob's
+ * bytes alone: a request of the same key whose record has the same bytes
+ * uses the entry's view as it is, and never writes to it.
+ * An entry's blob may be lent to a request as the worker's copy is
+ * (ngx_http_api_key_text_lent): it is only replaced by a lookup, after
+ * ngx_http_api_key_text_keep().  A longer record is viewed where the
+ * lookup copied it, every time.
+ */
+
+#define NGX_HTTP_API_KEY_VIEWS     16   /* a power of 2 */
+#define NGX_HTTP_API_KEY_VIEW_MAX  512  /* bytes of a record kept viewed */
+
+typedef struct {
+    size_t                      len;        /* 0: empty */
+    u_char                      hash[AK_HASH_LEN];  /* the key's */
+    ak_record_t                 rec;
+    u_char                      blob[NGX_HTTP_API_KEY_VIEW_MAX];
+} ngx_http_api_key_view_t;
+
+static ngx_http_api_key_view_t  ngx_http_api_key_views[NGX_HTTP_API_KEY_VIEWS];
+static ak_record_t              ngx_http_api_key_long_view;
 
 
 /*
@@ -943,13 +971,13 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
     u_char                     *addr;
     ngx_int_t                   rc;
     ak_record_t                 rec;
+    const ak_record_t          *rp;
     ngx_table_elt_t            *ref;
     struct sockaddr_in         *sin;
     ngx_http_api_key_status_e   status;
 #if (NGX_HAVE_INET6)
     struct sockaddr_in6      *sin6;
 #endif
-
     /*
      * a record that only its texts describe (active, no expiry, rules,
      * scopes or limits: what most keys without limits are; the cache
@@ -980,12 +1008,17 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
      * cluster-wide rate names the key's id in its logs: read whole)
      */
 
-    if (!((flags & AK_ENTRY_RATED) && len <= sizeof(ctx->text_buf)
-          && alcf->zone->rate_scope != AK_RATE_SCOPE_CLUSTER
-          && ak_record_rate_only(ngx_http_api_key_blob, len, &rec))
-        && ak_record_view_lazy(ctx->hash, ngx_http_api_key_blob, len, &rec)
-           != 0)
+    if ((flags & AK_ENTRY_RATED) && len <= sizeof(ctx->text_buf)
+        && alcf->zone->rate_scope != AK_RATE_SCOPE_CLUSTER
+        && ak_record_rate_only(ngx_http_api_key_blob, len, &rec))
     {
+        rp = &rec;
+
+    } else {
+        rp = ngx_http_api_key_view(ctx->hash, len);
+    }
+
+    if (rp == NULL) {
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
                       "api_key: corrupt cached record");
         return ngx_http_api_key_decide(r, alcf, ctx,
@@ -993,34 +1026,34 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
     }
 
     if (ctx->text == NULL
-        && ngx_http_api_key_keep_text(r, ctx, &rec) != NGX_OK)
+        && ngx_http_api_key_keep_text(r, ctx, rp) != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     /* a revoke event wins over the record's status: the key is gone */
 
-    if ((flags & AK_ENTRY_REVOKED) || rec.status == AK_STATUS_REVOKED) {
+    if ((flags & AK_ENTRY_REVOKED) || rp->status == AK_STATUS_REVOKED) {
         return ngx_http_api_key_decide(r, alcf, ctx, NGX_HTTP_API_KEY_REVOKED);
     }
 
     /* the old secret of a rotated key, after its grace */
 
-    if (rec.alias_until && (int64_t) ngx_time() >= rec.alias_until) {
+    if (rp->alias_until && (int64_t) ngx_time() >= rp->alias_until) {
         return ngx_http_api_key_decide(r, alcf, ctx, NGX_HTTP_API_KEY_REVOKED);
     }
 
-    if (rec.status != AK_STATUS_ACTIVE) {
+    if (rp->status != AK_STATUS_ACTIVE) {
         /* AK_STATUS_DISABLED: suspended, told apart from a revocation */
         return ngx_http_api_key_decide(r, alcf, ctx,
                                        NGX_HTTP_API_KEY_DISABLED);
     }
 
-    if (rec.expires_at && (int64_t) ngx_time() >= rec.expires_at) {
+    if (rp->expires_at && (int64_t) ngx_time() >= rp->expires_at) {
         return ngx_http_api_key_decide(r, alcf, ctx, NGX_HTTP_API_KEY_EXPIRED);
     }
 
-    if (rec.has_ips && !alcf->verify) {
+    if (rp->has_ips && !alcf->verify) {
         /* (api_key_verify: the client is the verifying service, not the
          * key's user: its address and Referer say nothing of the key) */
         family = 0;
@@ -1043,20 +1076,20 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
 #endif
         }
 
-        if (addr == NULL || !ak_record_ip_allowed(&rec, family, addr)) {
+        if (addr == NULL || !ak_record_ip_allowed(rp, family, addr)) {
             return ngx_http_api_key_decide(r, alcf, ctx,
                                            NGX_HTTP_API_KEY_IP_DENIED);
         }
     }
 
-    if (rec.has_referrers && !alcf->verify) {
+    if (rp->has_referrers && !alcf->verify) {
         ref = r->headers_in.referer;
 
         allowed = ref
-                  ? ak_record_referrer_allowed(&rec,
+                  ? ak_record_referrer_allowed(rp,
                                                (const char *) ref->value.data,
                                                ref->value.len)
-                  : ak_record_referrer_allowed(&rec, NULL, 0);
+                  : ak_record_referrer_allowed(rp, NULL, 0);
 
         if (!allowed) {
             return ngx_http_api_key_decide(r, alcf, ctx,
@@ -1065,18 +1098,18 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
     }
 
     if (alcf->scopes
-        && !ak_record_has_scopes(&rec, alcf->scopes->elts,
+        && !ak_record_has_scopes(rp, alcf->scopes->elts,
                                  alcf->scopes->nelts))
     {
         return ngx_http_api_key_decide(r, alcf, ctx,
                                        NGX_HTTP_API_KEY_SCOPE_DENIED);
     }
 
-    if ((rec.rate_period != AK_PERIOD_NONE
-         || rec.quota_period != AK_PERIOD_NONE)
+    if ((rp->rate_period != AK_PERIOD_NONE
+         || rp->quota_period != AK_PERIOD_NONE)
         && alcf->verify != NGX_HTTP_API_KEY_VERIFY_PEEK)
     {
-        rc = ngx_http_api_key_limits(r, alcf, ctx, &rec, slot, &status);
+        rc = ngx_http_api_key_limits(r, alcf, ctx, rp, slot, &status);
 
         if (rc == NGX_AGAIN) {
             return ngx_http_api_key_wait_again(r);
@@ -1088,12 +1121,58 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
 
     } else if (alcf->verify == NGX_HTTP_API_KEY_VERIFY_PEEK) {
         /* api_key_verify consume=off: what is left, nothing consumed */
-        ngx_http_api_key_limits_peek(alcf, ctx, &rec, slot);
+        ngx_http_api_key_limits_peek(alcf, ctx, rp, slot);
     }
 
     /* the usual end: decide() inlined here, for this status */
 
     return ngx_http_api_key_decided(r, alcf, ctx, NGX_HTTP_API_KEY_OK);
+}
+
+
+/*
+ * The view of the record the lookup copied (len bytes in
+ * ngx_http_api_key_blob; ak_record_view_lazy()): an entry's of
+ * ngx_http_api_key_views when its blob has the same bytes, else made into
+ * one from a copy of the blob; NULL when the record is corrupt.
+ */
+
+static ngx_inline const ak_record_t *
+ngx_http_api_key_view(const u_char *hash, size_t len)
+{
+    ngx_http_api_key_view_t  *v;
+
+    v = &ngx_http_api_key_views[hash[1] & (NGX_HTTP_API_KEY_VIEWS - 1)];
+
+    /* the same key's (another key's: its hash tells at once), with the
+     * same bytes (the record may have changed) */
+
+    if (v->len == len
+        && ngx_http_api_key_same_hash(v->hash, hash)
+        && ngx_memcmp(v->blob, ngx_http_api_key_blob, len) == 0)
+    {
+        return &v->rec;
+    }
+
+    if (len > sizeof(v->blob)) {
+        /* viewed where the lookup copied it, every time */
+        return (ak_record_view_lazy(hash, ngx_http_api_key_blob, len,
+                                    &ngx_http_api_key_long_view)
+                == 0) ? &ngx_http_api_key_long_view : NULL;
+    }
+
+    v->len = 0;
+
+    ngx_memcpy(v->blob, ngx_http_api_key_blob, len);
+
+    if (ak_record_view_lazy(hash, v->blob, len, &v->rec) != 0) {
+        return NULL;
+    }
+
+    ngx_memcpy(v->hash, hash, AK_HASH_LEN);
+    v->len = len;
+
+    return &v->rec;
 }
 
 
@@ -1118,7 +1197,7 @@ ngx_http_api_key_text_lend(ngx_http_api_key_ctx_t *ctx, const u_char *text,
 /* the text's strings: where the record's view found them */
 
 static void
-ngx_http_api_key_text_set(ngx_http_api_key_ctx_t *ctx, ak_record_t *rec)
+ngx_http_api_key_text_set(ngx_http_api_key_ctx_t *ctx, const ak_record_t *rec)
 {
     /* no id (ak_record_view_lazy): the default one, from the hash later */
     ctx->default_id = (rec->id.data == NULL);
@@ -1245,7 +1324,7 @@ ngx_http_api_key_text_span(ngx_http_api_key_ctx_t *ctx)
 
 static ngx_int_t
 ngx_http_api_key_keep_text(ngx_http_request_t *r, ngx_http_api_key_ctx_t *ctx,
-    ak_record_t *rec)
+    const ak_record_t *rec)
 {
     u_char  *p;
 

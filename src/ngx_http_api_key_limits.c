@@ -113,7 +113,7 @@ typedef struct {
 
 
 static ngx_int_t ngx_http_api_key_lease_start(ngx_http_api_key_ctx_t *ctx,
-    ngx_http_api_key_zone_t *zone, u_char *hash, ak_record_t *rec,
+    ngx_http_api_key_zone_t *zone, u_char *hash, const ak_record_t *rec,
     int64_t start, int64_t end, uint64_t used);
 static ngx_int_t ngx_http_api_key_lease_send(ngx_http_api_key_lease_t *lease);
 static void ngx_http_api_key_lease_reply(ngx_http_api_key_reply_t *reply,
@@ -160,13 +160,13 @@ static uint64_t ngx_http_api_key_monotonic_us(void);
 
 static ngx_int_t ngx_http_api_key_limits_rate(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
-    ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status)
+    const ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status)
     ngx_http_api_key_apart;
 static ngx_int_t ngx_http_api_key_limits_all(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
-    ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status);
+    const ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status);
 static void ngx_http_api_key_rate_denied(ngx_http_api_key_ctx_t *ctx,
-    ak_record_t *rec, ak_rate_result_t *rate);
+    const ak_record_t *rec, ak_rate_result_t *rate);
 
 
 static ngx_rbtree_t                   ngx_http_api_key_leases;
@@ -220,7 +220,7 @@ ngx_http_api_key_limits_init_worker(ngx_cycle_t *cycle)
 ngx_int_t
 ngx_http_api_key_limits(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
-    ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status)
+    const ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status)
 {
     ngx_http_api_key_zone_t  *zone;
 
@@ -256,7 +256,7 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_api_key_limits_rate(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
-    ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status)
+    const ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status)
 {
     /* the worker's own, as in ngx_http_api_key_monotonic_us */
     static ak_rate_result_t  rate;
@@ -293,7 +293,7 @@ ngx_http_api_key_limits_rate(ngx_http_request_t *r,
 /* what a 429 of the rate says (RateLimit-Policy, Retry-After, RateLimit) */
 
 static void
-ngx_http_api_key_rate_denied(ngx_http_api_key_ctx_t *ctx, ak_record_t *rec,
+ngx_http_api_key_rate_denied(ngx_http_api_key_ctx_t *ctx, const ak_record_t *rec,
     ak_rate_result_t *rate)
 {
     ctx->rate_remaining = 0;
@@ -315,7 +315,7 @@ ngx_http_api_key_rate_denied(ngx_http_api_key_ctx_t *ctx, ak_record_t *rec,
 static ngx_int_t
 ngx_http_api_key_limits_all(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
-    ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status)
+    const ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status)
 {
     int                       decision;
     int64_t                   now;
@@ -587,7 +587,7 @@ decided:
 
 static ngx_int_t
 ngx_http_api_key_lease_start(ngx_http_api_key_ctx_t *ctx,
-    ngx_http_api_key_zone_t *zone, u_char *hash, ak_record_t *rec,
+    ngx_http_api_key_zone_t *zone, u_char *hash, const ak_record_t *rec,
     int64_t start, int64_t end, uint64_t used)
 {
     size_t                           n;
@@ -637,12 +637,17 @@ ngx_http_api_key_lease_start(ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_wait_init(&lease->wait, NGX_HTTP_API_KEY_WAIT_LEASE,
                                ngx_http_api_key_limits_log);
 
-    /* a record without an id: its default one (the view left it out) */
-    ak_record_default_id(hash, rec);
+    /* a record without an id: its default one (the view left it out; the
+     * view may be the worker's, of other requests too: not written to) */
+    if (rec->id.len == 0) {
+        ngx_hex_dump(lease->id, hash, AK_ID_DEFAULT_LEN / 2);
+        lease->id_len = AK_ID_DEFAULT_LEN;
 
-    n = ngx_min(rec->id.len, AK_ID_MAX_LEN);
-    ngx_memcpy(lease->id, rec->id.data, n);
-    lease->id_len = n;
+    } else {
+        n = ngx_min(rec->id.len, AK_ID_MAX_LEN);
+        ngx_memcpy(lease->id, rec->id.data, n);
+        lease->id_len = n;
+    }
 
     /*
      * the usage counter: {prefix}usage:{hex}:{period}:{window start}, of
@@ -1223,7 +1228,7 @@ ngx_http_api_key_offline_node(ngx_http_api_key_zone_t *zone, u_char *hash,
 
 void
 ngx_http_api_key_limits_peek(ngx_http_api_key_loc_conf_t *alcf,
-    ngx_http_api_key_ctx_t *ctx, ak_record_t *rec, uint32_t slot)
+    ngx_http_api_key_ctx_t *ctx, const ak_record_t *rec, uint32_t slot)
 {
     int                       decision;
     int64_t                   now, start, end;

@@ -14,6 +14,7 @@ use IO::Socket::INET;
 use IO::Select;
 use lib 't/lib';
 use ApiKeyTest;
+use ApiKeyTest::Events qw(wait_subscribed publish);
 
 require_module();
 
@@ -217,9 +218,13 @@ like($n->access_log,
 # request's pool (long scopes)
 {
     my $cidrs = join ',', (map { "10.$_.0.0/16" } 1 .. 30), '127.0.0.0/8';
-    my %big = (small => { id => 'big-id', owner => 'dora', plan => 'gold' },
+    # (the large one, over 512 bytes with 60 more CIDRs, is not kept
+    # viewed by the worker: viewed at each request)
+    my $cidrs60 = join ',', (map { "10.$_.0.0/16" } 31 .. 90), $cidrs;
+    my %big = (small => { id => 'big-id', owner => 'dora', plan => 'gold',
+                          ips => $cidrs },
                large => { id => 'big-long-id', owner => 'erin', plan => 'gold',
-                          scopes => $long });
+                          scopes => $long, ips => $cidrs60 });
     # another big record's key passes meanwhile: its copy overwrites
     # where the held record's strings were
     my $kf = random_key('big-other');
@@ -227,7 +232,7 @@ like($n->access_log,
             scopes => join(' ', map { "other.scope.$_" } 1 .. 20), ips => $cidrs);
     for my $w (qw(small large)) {
         my $kb = random_key("big-$w");
-        add_key($r, $kb, %{ $big{$w} }, ips => $cidrs);
+        add_key($r, $kb, %{ $big{$w} });
         is(http_get($port, '/quiet/', headers => { 'X-API-Key' => $kb })->status,
            200, "the $w big record's key cached");
         my ($c3, $u3) = hold("/held-quiet/big-$w", $kb, "the $w big record's held request");
@@ -251,6 +256,50 @@ like($n->access_log,
              qr{"GET /held-quiet/big-$w HTTP/1\.1" 200 .*st=ok id=\Q$big{$w}{id}\E owner=\Q$big{$w}{owner}\E plan=gold},
              "access log: the $w big record with its own values");
     }
+}
+
+# --- keys whose records have the same length, in the worker's same kept
+# view (the hash's second byte, its low 4 bits), taking turns: two with the
+# same bytes (no id: each has its own default id), one whose owner differs
+# in a byte; then the first key's record changed (its owner, the same
+# length): its next request sees the change, not the view kept of it
+{
+    my $cidrs = join ',', (map { "10.$_.0.0/16" } 1 .. 30), '127.0.0.0/8';
+    my ($slot, @keys);
+    my %owner = (0 => 'twin-a', 1 => 'twin-a', 2 => 'twin-b');
+    for my $try (1 .. 400) {
+        my $k = random_key("twin$try");
+        my $h = key_hash($k);
+        my $s = hex(substr($h, 2, 2)) & 15;
+        $slot //= $s;
+        next unless $s == $slot;
+        push @keys, [$k, substr($h, 0, 12)];
+        last if @keys == 3;
+    }
+    is(scalar @keys, 3, 'three keys of one view slot');
+    for my $t (0 .. 2) {
+        add_key($r, $keys[$t][0], owner => $owner{$t}, plan => 'same',
+                ips => $cidrs);
+    }
+    for my $round (1 .. 2) {
+        for my $t (0, 2, 1, 0, 0, 1, 2) {
+            $res = http_get($port, '/x', headers => { 'X-API-Key' => $keys[$t][0] });
+            is($res->status, 200, "key $t, round $round: 200");
+            is($res->header('X-Id'), $keys[$t][1], "key $t, round $round: its own default id");
+            is($res->header('X-Owner'), $owner{$t}, "key $t, round $round: its owner");
+        }
+    }
+    # the first key's view kept last
+    is(http_get($port, '/x', headers => { 'X-API-Key' => $keys[0][0] })->header('X-Owner'),
+       'twin-a', 'the first key again: its owner');
+    ok(wait_subscribed($r, 1), 'the worker listens to events');
+    my $h0 = add_key($r, $keys[0][0], owner => 'twin-c', plan => 'same', ips => $cidrs);
+    is(publish($r, "update $h0"), 1, 'the first key\'s record changed: an update event');
+    my $seen;
+    ok(wait_until(sub {
+        $res = http_get($port, '/x', headers => { 'X-API-Key' => $keys[0][0] });
+        ($seen = $res->header('X-Owner') // '') eq 'twin-c';
+    }, timeout => 5), 'the first key\'s new owner is seen') or diag("owner: $seen");
 }
 
 done_testing;
