@@ -916,11 +916,286 @@ ak_record_view(const unsigned char hash[AK_HASH_LEN],
 }
 
 
+namespace {
+
+/*
+ * Blob byte 1 of a record view_usual() reads: its rate's period in
+ * microseconds (1 without a rate); 0 for any other (a status of 3, a quota,
+ * an extension).
+ */
+struct UsualB1 {
+    uint64_t period[256];
+
+    constexpr UsualB1() noexcept : period()
+    {
+        for (unsigned b = 0; b < 256; b++) {
+            unsigned rp = (b & ak::blob::kRateMask) >> ak::blob::kRateShift;
+
+            period[b] = (b & ak::blob::kStatusMask) == 3
+                        || (b & (ak::blob::kQuotaMask | ak::blob::kHasExt))
+                        ? 0
+                        : rp == AK_PERIOD_NONE ? 1
+                        : rp == AK_PERIOD_SECOND ? ak::kUsPerSecond
+                        : rp == AK_PERIOD_MINUTE ? 60 * ak::kUsPerSecond
+                                                 : 3600 * ak::kUsPerSecond;
+        }
+    }
+};
+
+constexpr UsualB1 kUsualB1;
+
+/*
+ * The usual blob's parts, read at offset o (moved past them) below len.
+ * Each read is bounded by len; the end of a part is not checked against
+ * len here: o, past len then, fails the next read's check or the blob's
+ * end (o == len), and no pointer is made past len (a part's start is at
+ * most len).
+ */
+
+/* a rules section: a 16-bit length, then that many bytes (n > 0) */
+inline __attribute__((always_inline)) bool
+usual_section(const unsigned char *blob, size_t len, size_t &o,
+    const unsigned char **out, uint16_t *n) noexcept
+{
+    if (o + 2 > len) {
+        return false;
+    }
+    *n = static_cast<uint16_t>(blob[o] | (blob[o + 1] << 8));
+    if (*n == 0) {
+        return false;
+    }
+    *out = blob + o + 2;
+    o += 2 + static_cast<size_t>(*n);
+    return true;
+}
+
+/* the longest text whose length is one byte */
+constexpr size_t kShortText = 0x7f;
+
+static_assert(AK_ID_MAX_LEN <= kShortText && ak::kTextMax >= kShortText,
+              "an id's limit is below a one-byte length's, a text's not");
+
+/* a text of 1 to max (<= kShortText) bytes: a length of one byte */
+inline __attribute__((always_inline)) bool
+usual_text(const unsigned char *blob, size_t len, size_t &o, size_t max,
+    ak_str_t *out) noexcept
+{
+    if (o >= len) {
+        return false;
+    }
+    size_t n = blob[o];
+    if (n - 1 >= max) {         /* 0, or more: a longer length byte */
+        return false;
+    }
+    out->data = reinterpret_cast<const char *>(blob + o + 1);
+    out->len = n;
+    o += 1 + n;
+    return true;
+}
+
+/* a number of one to three bytes, decoded as ak::Reader decodes it */
+inline __attribute__((always_inline)) bool
+usual_number(const unsigned char *blob, size_t len, size_t &o, uint64_t *v)
+    noexcept
+{
+    if (o >= len) {
+        return false;
+    }
+    uint64_t b0 = blob[o];
+    if (b0 < 0x80) {
+        *v = b0;
+        o += 1;
+        return true;
+    }
+    if (o + 1 >= len) {
+        return false;
+    }
+    uint64_t b1 = blob[o + 1];
+    if (b1 < 0x80) {
+        *v = (b0 & 0x7f) | (b1 << 7);
+        o += 2;
+        return true;
+    }
+    if (o + 2 >= len || blob[o + 2] >= 0x80) {
+        return false;
+    }
+    *v = (b0 & 0x7f) | ((b1 & 0x7f) << 7)
+         | (static_cast<uint64_t>(blob[o + 2]) << 14);
+    o += 3;
+    return true;
+}
+
+/*
+ * The lazy view of the usual records: rules sections, texts (id, owner,
+ * plan, scopes) of up to 127 bytes, a rate and burst of up to 2,097,151;
+ * no expiry, quota or extension.  1: *rec is set as record_view(...,
+ * false) sets it, 2: the same for a record with an id, whose characters
+ * are left to view_usual_id(); 0: another record, or a corrupt one (rec's
+ * fields undefined then): record_view reads it and tells which.  Every
+ * field stored once.
+ */
+inline __attribute__((always_inline)) int
+view_usual(const unsigned char hash[AK_HASH_LEN], const unsigned char *blob,
+    size_t len, ak_record_t *rec) noexcept
+{
+    using namespace ak;
+
+    uint8_t   b1, pres, rp;
+    size_t    o;
+    uint64_t  period, v;
+
+    /* (no hash: record_view, which refuses a record without an id) */
+
+    if (rec == nullptr || hash == nullptr || blob == nullptr
+        || len < blob::kHeaderLen || len > AK_RECORD_MAX
+        || blob[0] != blob::kVersion)
+    {
+        return 0;
+    }
+
+    b1 = blob[1];
+    pres = blob[2];
+
+    if (kUsualB1.period[b1] == 0 || (pres & blob::kHasExpires)) {
+        return 0;
+    }
+
+    o = blob::kHeaderLen;
+    rp = (b1 & blob::kRateMask) >> blob::kRateShift;
+
+    rec->status = b1 & blob::kStatusMask;
+    rec->rate_period = rp;
+
+    if (pres & blob::kHasIps) {
+        if (!usual_section(blob, len, o, &rec->ips, &rec->ips_len)) {
+            return 0;
+        }
+        rec->has_ips = 1;
+    } else {
+        rec->ips = nullptr;
+        rec->ips_len = 0;
+        rec->has_ips = 0;
+    }
+
+    if (pres & blob::kHasReferrers) {
+        if (!usual_section(blob, len, o, &rec->referrers,
+                           &rec->referrers_len))
+        {
+            return 0;
+        }
+        rec->has_referrers = 1;
+    } else {
+        rec->referrers = nullptr;
+        rec->referrers_len = 0;
+        rec->has_referrers = 0;
+    }
+
+    if (pres & blob::kHasId) {
+        if (!usual_text(blob, len, o, AK_ID_MAX_LEN, &rec->id)) {
+            return 0;
+        }
+    } else {
+        rec->id = { nullptr, 0 };
+    }
+
+    if (pres & blob::kHasOwner) {
+        if (!usual_text(blob, len, o, kShortText, &rec->owner)) {
+            return 0;
+        }
+    } else {
+        rec->owner = { kEmpty, 0 };
+    }
+
+    if (pres & blob::kHasPlan) {
+        if (!usual_text(blob, len, o, kShortText, &rec->plan)) {
+            return 0;
+        }
+    } else {
+        rec->plan = { kEmpty, 0 };
+    }
+
+    if (pres & blob::kHasScopes) {
+        if (!usual_text(blob, len, o, kShortText, &rec->scopes)) {
+            return 0;
+        }
+    } else {
+        rec->scopes = { kEmpty, 0 };
+    }
+
+    if (rp != AK_PERIOD_NONE) {
+        if (!usual_number(blob, len, o, &v) || v - 1 >= kRateMax) {
+            return 0;
+        }
+        period = kUsualB1.period[blob[1]];
+        rec->rate_n = static_cast<uint32_t>(v);
+        rec->rate_interval_us = period / v ? period / v : 1;
+    } else {
+        rec->rate_n = 0;
+        rec->rate_interval_us = 0;
+    }
+
+    if (pres & blob::kHasBurst) {
+        if (rp == AK_PERIOD_NONE || !usual_number(blob, len, o, &v)
+            || v - 1 >= kBurstMax)
+        {
+            return 0;
+        }
+        rec->burst = static_cast<uint32_t>(v);
+    } else {
+        rec->burst = 0;
+    }
+
+    if (o != len) {
+        return 0;
+    }
+
+    rec->expires_at = 0;
+    rec->quota_period = AK_PERIOD_NONE;
+    rec->quota_n = 0;
+    rec->rate_scope = AK_RATE_SCOPE_DEFAULT;
+    rec->identity = nullptr;
+    rec->alias_until = 0;
+    rec->blob = blob;
+    rec->blob_len = len;
+    return (pres & blob::kHasId) ? 2 : 1;
+}
+
+/* view_usual()'s record with an id: its characters checked (not inline:
+   the view's loop would keep registers for its whole length) */
+__attribute__((noinline)) int
+view_usual_id(ak_record_t *rec) noexcept
+{
+    if (ak::valid_id(rec->id.data, rec->id.len)) {
+        return 0;
+    }
+    std::memset(rec, 0, sizeof(*rec));  /* corrupt, as record_view says */
+    return -1;
+}
+
+/* every other record, and a corrupt one (not inlined: the usual ones
+   keep a short prologue) */
+__attribute__((noinline)) int
+view_lazy_other(const unsigned char hash[AK_HASH_LEN],
+    const unsigned char *blob, size_t len, ak_record_t *rec) noexcept
+{
+    return record_view(hash, blob, len, rec, false);
+}
+
+} // namespace
+
+
 extern "C" int
 ak_record_view_lazy(const unsigned char hash[AK_HASH_LEN],
     const unsigned char *blob, size_t len, ak_record_t *rec) noexcept
 {
-    return record_view(hash, blob, len, rec, false);
+    switch (view_usual(hash, blob, len, rec)) {
+    case 1:
+        return 0;
+    case 2:
+        return view_usual_id(rec);
+    default:
+        return view_lazy_other(hash, blob, len, rec);
+    }
 }
 
 
