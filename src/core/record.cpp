@@ -919,9 +919,9 @@ ak_record_view(const unsigned char hash[AK_HASH_LEN],
 namespace {
 
 /*
- * Blob byte 1 of a record view_usual() reads: its rate's period in
- * microseconds (1 without a rate); 0 for any other (a status of 3, a quota,
- * an extension).
+ * Blob byte 1 of a record: its rate's period in microseconds (1 without a
+ * rate); 0 for one no record has (a status of 3, a quota period of a rate
+ * only or none known).
  */
 struct UsualB1 {
     uint64_t period[256];
@@ -930,9 +930,11 @@ struct UsualB1 {
     {
         for (unsigned b = 0; b < 256; b++) {
             unsigned rp = (b & ak::blob::kRateMask) >> ak::blob::kRateShift;
+            unsigned qp = (b & ak::blob::kQuotaMask) >> ak::blob::kQuotaShift;
 
             period[b] = (b & ak::blob::kStatusMask) == 3
-                        || (b & (ak::blob::kQuotaMask | ak::blob::kHasExt))
+                        || (qp != AK_PERIOD_NONE && qp != AK_PERIOD_HOUR
+                            && qp != AK_PERIOD_DAY && qp != AK_PERIOD_MONTH)
                         ? 0
                         : rp == AK_PERIOD_NONE ? 1
                         : rp == AK_PERIOD_SECOND ? ak::kUsPerSecond
@@ -969,13 +971,9 @@ usual_section(const unsigned char *blob, size_t len, size_t &o,
     return true;
 }
 
-/* the longest text whose length is one byte */
-constexpr size_t kShortText = 0x7f;
-
-static_assert(AK_ID_MAX_LEN <= kShortText && ak::kTextMax >= kShortText,
-              "an id's limit is below a one-byte length's, a text's not");
-
-/* a text of 1 to max (<= kShortText) bytes: a length of one byte */
+/* a text of 1 to max bytes, its length one byte (up to 127), or when
+   longer ok, two (max < 16,384) */
+template <bool longer>
 inline __attribute__((always_inline)) bool
 usual_text(const unsigned char *blob, size_t len, size_t &o, size_t max,
     ak_str_t *out) noexcept
@@ -984,16 +982,34 @@ usual_text(const unsigned char *blob, size_t len, size_t &o, size_t max,
         return false;
     }
     size_t n = blob[o];
-    if (n - 1 >= max) {         /* 0, or more: a longer length byte */
+    if (!longer) {
+        if (n - 1 >= (max < 0x7f ? max : 0x7f)) {
+            return false;       /* 0, too long, or a longer length */
+        }
+        o += 1;
+    } else if (n < 0x80) {
+        o += 1;
+    } else {
+        if (o + 1 >= len || blob[o + 1] >= 0x80) {
+            return false;
+        }
+        n = (n & 0x7f) | (static_cast<size_t>(blob[o + 1]) << 7);
+        o += 2;
+    }
+    if (longer && n - 1 >= max) {
         return false;
     }
-    out->data = reinterpret_cast<const char *>(blob + o + 1);
+    out->data = reinterpret_cast<const char *>(blob + o);
     out->len = n;
-    o += 1 + n;
+    o += n;
     return true;
 }
 
-/* a number of one to three bytes, decoded as ak::Reader decodes it */
+/*
+ * A number, decoded as ak::Reader decodes it: of one to three bytes, or
+ * when longer ok, to nine (up to 2^63 - 1); a longer one: false.
+ */
+template <bool longer = false>
 inline __attribute__((always_inline)) bool
 usual_number(const unsigned char *blob, size_t len, size_t &o, uint64_t *v)
     noexcept
@@ -1016,39 +1032,64 @@ usual_number(const unsigned char *blob, size_t len, size_t &o, uint64_t *v)
         o += 2;
         return true;
     }
-    if (o + 2 >= len || blob[o + 2] >= 0x80) {
+    if (o + 2 >= len) {
         return false;
     }
-    *v = (b0 & 0x7f) | ((b1 & 0x7f) << 7)
-         | (static_cast<uint64_t>(blob[o + 2]) << 14);
+    uint64_t r = (b0 & 0x7f) | ((b1 & 0x7f) << 7)
+                 | (static_cast<uint64_t>(blob[o + 2] & 0x7f) << 14);
+    if (blob[o + 2] < 0x80) {
+        *v = r;
+        o += 3;
+        return true;
+    }
+    if (!longer) {
+        return false;
+    }
     o += 3;
-    return true;
+    for (unsigned shift = 21; shift < 63; shift += 7) {
+        if (o >= len) {
+            return false;
+        }
+        uint64_t b = blob[o++];
+        r |= (b & 0x7f) << shift;
+        if (b < 0x80) {
+            *v = r;
+            return true;
+        }
+    }
+    return false;
 }
 
 /*
- * The lazy view of the usual records: rules sections, texts (id, owner,
- * plan, scopes) of up to 127 bytes, a rate and burst of up to 2,097,151;
- * no expiry, quota or extension.  1: *rec is set as record_view(...,
+ * The lazy view of a record written as ak_record_build writes one (every
+ * field but the rules sections' bytes, whose bounds only are read).  all
+ * false: a record without an expiry, a quota or an extension (else 3),
+ * texts of up to 127 bytes, numbers of up to three (2,097,151); all true
+ * (after view_usual<false>() answered 3): any record, texts of up to
+ * 16,383 bytes, numbers of up to nine.  1: *rec is set as record_view(...,
  * false) sets it, 2: the same for a record with an id, whose characters
  * are left to view_usual_id(); 0: another record, or a corrupt one (rec's
  * fields undefined then): record_view reads it and tells which.  Every
  * field stored once.
  */
+template <bool all>
 inline __attribute__((always_inline)) int
 view_usual(const unsigned char hash[AK_HASH_LEN], const unsigned char *blob,
     size_t len, ak_record_t *rec) noexcept
 {
     using namespace ak;
 
-    uint8_t   b1, pres, rp;
+    uint8_t   b1, pres, rp, qp, ext;
     size_t    o;
     uint64_t  period, v;
 
-    /* (no hash: record_view, which refuses a record without an id) */
+    /* (no hash: record_view, which refuses a record without an id; all:
+       view_usual<false>() checked these and answered 3) */
 
-    if (rec == nullptr || hash == nullptr || blob == nullptr
-        || len < blob::kHeaderLen || len > AK_RECORD_MAX
-        || blob[0] != blob::kVersion)
+    if (!all
+        && (rec == nullptr || hash == nullptr || blob == nullptr
+            || len < blob::kHeaderLen || len > AK_RECORD_MAX
+            || blob[0] != blob::kVersion))
     {
         return 0;
     }
@@ -1056,8 +1097,14 @@ view_usual(const unsigned char hash[AK_HASH_LEN], const unsigned char *blob,
     b1 = blob[1];
     pres = blob[2];
 
-    if (kUsualB1.period[b1] == 0 || (pres & blob::kHasExpires)) {
+    if (kUsualB1.period[b1] == 0) {
         return 0;
+    }
+
+    if (!all && ((b1 & (blob::kQuotaMask | blob::kHasExt))
+                 || (pres & blob::kHasExpires)))
+    {
+        return 3;
     }
 
     o = blob::kHeaderLen;
@@ -1091,7 +1138,7 @@ view_usual(const unsigned char hash[AK_HASH_LEN], const unsigned char *blob,
     }
 
     if (pres & blob::kHasId) {
-        if (!usual_text(blob, len, o, AK_ID_MAX_LEN, &rec->id)) {
+        if (!usual_text<all>(blob, len, o, AK_ID_MAX_LEN, &rec->id)) {
             return 0;
         }
     } else {
@@ -1099,7 +1146,7 @@ view_usual(const unsigned char hash[AK_HASH_LEN], const unsigned char *blob,
     }
 
     if (pres & blob::kHasOwner) {
-        if (!usual_text(blob, len, o, kShortText, &rec->owner)) {
+        if (!usual_text<all>(blob, len, o, kTextMax, &rec->owner)) {
             return 0;
         }
     } else {
@@ -1107,7 +1154,7 @@ view_usual(const unsigned char hash[AK_HASH_LEN], const unsigned char *blob,
     }
 
     if (pres & blob::kHasPlan) {
-        if (!usual_text(blob, len, o, kShortText, &rec->plan)) {
+        if (!usual_text<all>(blob, len, o, kTextMax, &rec->plan)) {
             return 0;
         }
     } else {
@@ -1115,15 +1162,24 @@ view_usual(const unsigned char hash[AK_HASH_LEN], const unsigned char *blob,
     }
 
     if (pres & blob::kHasScopes) {
-        if (!usual_text(blob, len, o, kShortText, &rec->scopes)) {
+        if (!usual_text<all>(blob, len, o, AK_RECORD_MAX, &rec->scopes)) {
             return 0;
         }
     } else {
         rec->scopes = { kEmpty, 0 };
     }
 
+    if (all && (pres & blob::kHasExpires)) {
+        if (!usual_number<all>(blob, len, o, &v) || v - 1 >= kExpiresMax) {
+            return 0;
+        }
+        rec->expires_at = static_cast<int64_t>(v);
+    } else {
+        rec->expires_at = 0;
+    }
+
     if (rp != AK_PERIOD_NONE) {
-        if (!usual_number(blob, len, o, &v) || v - 1 >= kRateMax) {
+        if (!usual_number<all>(blob, len, o, &v) || v - 1 >= kRateMax) {
             return 0;
         }
         period = kUsualB1.period[blob[1]];
@@ -1135,7 +1191,7 @@ view_usual(const unsigned char hash[AK_HASH_LEN], const unsigned char *blob,
     }
 
     if (pres & blob::kHasBurst) {
-        if (rp == AK_PERIOD_NONE || !usual_number(blob, len, o, &v)
+        if (rp == AK_PERIOD_NONE || !usual_number<all>(blob, len, o, &v)
             || v - 1 >= kBurstMax)
         {
             return 0;
@@ -1145,16 +1201,58 @@ view_usual(const unsigned char hash[AK_HASH_LEN], const unsigned char *blob,
         rec->burst = 0;
     }
 
+    qp = (blob[1] & blob::kQuotaMask) >> blob::kQuotaShift;
+    rec->quota_period = qp;
+
+    if (all && qp != AK_PERIOD_NONE) {
+        if (!usual_number<all>(blob, len, o, &v) || v - 1 >= kQuotaMax) {
+            return 0;
+        }
+        rec->quota_n = v;
+    } else {
+        rec->quota_n = 0;
+    }
+
+    rec->identity = nullptr;
+    rec->alias_until = 0;
+    rec->rate_scope = AK_RATE_SCOPE_DEFAULT;
+
+    if (all && (blob[1] & blob::kHasExt)) {
+        if (o >= len) {
+            return 0;
+        }
+        ext = blob[o++];
+        if (ext == 0 || (ext & ~blob::kExtKnown)) {
+            return 0;
+        }
+        if (ext & blob::kExtIdentity) {
+            if (o + AK_HASH_LEN > len) {
+                return 0;
+            }
+            rec->identity = blob + o;
+            o += AK_HASH_LEN;
+        }
+        if (ext & blob::kExtAliasUntil) {
+            if (!usual_number<all>(blob, len, o, &v) || v - 1 >= kExpiresMax) {
+                return 0;
+            }
+            rec->alias_until = static_cast<int64_t>(v);
+        }
+        if (ext & blob::kExtRateScope) {
+            if (o >= len || rp == AK_PERIOD_NONE
+                || (blob[o] != AK_RATE_SCOPE_NODE
+                    && blob[o] != AK_RATE_SCOPE_CLUSTER))
+            {
+                return 0;
+            }
+            rec->rate_scope = blob[o++];
+        }
+    }
+
     if (o != len) {
         return 0;
     }
 
-    rec->expires_at = 0;
-    rec->quota_period = AK_PERIOD_NONE;
-    rec->quota_n = 0;
-    rec->rate_scope = AK_RATE_SCOPE_DEFAULT;
-    rec->identity = nullptr;
-    rec->alias_until = 0;
     rec->blob = blob;
     rec->blob_len = len;
     return (pres & blob::kHasId) ? 2 : 1;
@@ -1181,6 +1279,22 @@ view_lazy_other(const unsigned char hash[AK_HASH_LEN],
     return record_view(hash, blob, len, rec, false);
 }
 
+/* a record with an expiry, a quota or an extension (view_usual<false>()
+   answered 3): the same, with those (not inlined either) */
+__attribute__((noinline)) int
+view_lazy_all(const unsigned char hash[AK_HASH_LEN],
+    const unsigned char *blob, size_t len, ak_record_t *rec) noexcept
+{
+    switch (view_usual<true>(hash, blob, len, rec)) {
+    case 1:
+        return 0;
+    case 2:
+        return view_usual_id(rec);
+    default:
+        return record_view(hash, blob, len, rec, false);
+    }
+}
+
 } // namespace
 
 
@@ -1188,11 +1302,13 @@ extern "C" int
 ak_record_view_lazy(const unsigned char hash[AK_HASH_LEN],
     const unsigned char *blob, size_t len, ak_record_t *rec) noexcept
 {
-    switch (view_usual(hash, blob, len, rec)) {
+    switch (view_usual<false>(hash, blob, len, rec)) {
     case 1:
         return 0;
     case 2:
         return view_usual_id(rec);
+    case 3:
+        return view_lazy_all(hash, blob, len, rec);
     default:
         return view_lazy_other(hash, blob, len, rec);
     }
@@ -1256,59 +1372,10 @@ ak_record_plain(const unsigned char *blob, size_t len) noexcept
 namespace {
 
 /*
- * A varint of up to three bytes (a text's length; a rate or burst up to
- * 2,097,151), decoded as ak::Reader decodes it; false for a longer one or
- * past end.  Its own code, not varint()'s: the view's inlining stays as it
- * is.
- */
-inline __attribute__((always_inline)) bool
-short_varint(const unsigned char *&p, const unsigned char *end, uint64_t *v)
-    noexcept
-{
-    if (p < end && p[0] < 0x80) {
-        *v = p[0];
-        p += 1;
-        return true;
-    }
-
-    if (end - p >= 2 && p[1] < 0x80) {
-        *v = static_cast<uint64_t>(p[0] & 0x7f)
-             | (static_cast<uint64_t>(p[1]) << 7);
-        p += 2;
-        return true;
-    }
-
-    if (end - p >= 3 && p[1] >= 0x80 && p[2] < 0x80) {
-        *v = static_cast<uint64_t>(p[0] & 0x7f)
-             | (static_cast<uint64_t>(p[1] & 0x7f) << 7)
-             | (static_cast<uint64_t>(p[2]) << 14);
-        p += 3;
-        return true;
-    }
-
-    return false;
-}
-
-/* a text of at most max bytes (n > 0) with a short length: skipped */
-inline __attribute__((always_inline)) bool
-short_text(const unsigned char *&p, const unsigned char *end, uint64_t max,
-    const unsigned char **q, uint64_t *n) noexcept
-{
-    if (!short_varint(p, end, n) || *n == 0 || *n > max
-        || *n > static_cast<uint64_t>(end - p))
-    {
-        return false;
-    }
-
-    *q = p;
-    p += *n;
-    return true;
-}
-
-/*
  * Texts (id, owner, plan) and a rate only: 1 and, when rec, its view but
  * for the texts; check_id: the id's characters checked too (when the
- * cache stores it; the request path trusts what the cache found).
+ * cache stores it; the request path trusts what the cache found).  Read as
+ * view_usual() reads a record.
  */
 template <bool check_id>
 int
@@ -1316,9 +1383,10 @@ rate_only(const unsigned char *blob, size_t len, ak_record_t *rec) noexcept
 {
     using namespace ak;
 
-    const unsigned char  *p, *end, *q;
-    uint8_t               b1, pres, rp;
-    uint64_t              n, rate, burst, period;
+    uint8_t    b1, pres;
+    size_t     o;
+    ak_str_t   id, text;
+    uint64_t   rate, burst, period;
 
     if (blob == nullptr || len < blob::kHeaderLen || len > AK_RECORD_MAX) {
         return 0;
@@ -1337,21 +1405,16 @@ rate_only(const unsigned char *blob, size_t len, ak_record_t *rec) noexcept
         return 0;
     }
 
-    p = blob + blob::kHeaderLen;
-    end = blob + len;
+    o = blob::kHeaderLen;
+    id = { nullptr, 0 };
 
-    if ((pres & blob::kHasId)
-        && (!short_text(p, end, AK_ID_MAX_LEN, &q, &n)
-            || (check_id
-                && !valid_id(reinterpret_cast<const char *>(q),
-                             static_cast<size_t>(n)))))
-    {
-        return 0;
-    }
-
-    if (((pres & blob::kHasOwner) && !short_text(p, end, kTextMax, &q, &n))
-        || ((pres & blob::kHasPlan) && !short_text(p, end, kTextMax, &q, &n))
-        || !short_varint(p, end, &rate) || rate == 0 || rate > kRateMax)
+    if (((pres & blob::kHasId)
+         && !usual_text<true>(blob, len, o, AK_ID_MAX_LEN, &id))
+        || ((pres & blob::kHasOwner)
+            && !usual_text<true>(blob, len, o, kTextMax, &text))
+        || ((pres & blob::kHasPlan)
+            && !usual_text<true>(blob, len, o, kTextMax, &text))
+        || !usual_number(blob, len, o, &rate) || rate - 1 >= kRateMax)
     {
         return 0;
     }
@@ -1359,12 +1422,14 @@ rate_only(const unsigned char *blob, size_t len, ak_record_t *rec) noexcept
     burst = 0;
 
     if ((pres & blob::kHasBurst)
-        && (!short_varint(p, end, &burst) || burst == 0 || burst > kBurstMax))
+        && (!usual_number(blob, len, o, &burst) || burst - 1 >= kBurstMax))
     {
         return 0;
     }
 
-    if (p != end) {
+    if (o != len
+        || (check_id && id.data != nullptr && !valid_id(id.data, id.len)))
+    {
         return 0;
     }
 
@@ -1372,13 +1437,10 @@ rate_only(const unsigned char *blob, size_t len, ak_record_t *rec) noexcept
         return 1;
     }
 
-    rp = (b1 & blob::kRateMask) >> blob::kRateShift;
-    period = rp == AK_PERIOD_SECOND ? kUsPerSecond
-             : rp == AK_PERIOD_MINUTE ? 60 * kUsPerSecond
-                                      : 3600 * kUsPerSecond;
+    period = kUsualB1.period[b1];      /* b1: active, a rate, no more */
 
     view_empty(rec, AK_STATUS_ACTIVE);
-    rec->rate_period = rp;
+    rec->rate_period = (b1 & blob::kRateMask) >> blob::kRateShift;
     rec->rate_n = static_cast<uint32_t>(rate);
     rec->burst = static_cast<uint32_t>(burst);
     rec->rate_interval_us = period / rate ? period / rate : 1;

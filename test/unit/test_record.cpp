@@ -587,6 +587,13 @@ TEST(Record, LazyViewOfTheUsualRecordsIsTheFullView)
         { { "owner", "x" },
           { "identity", "00112233445566778899aabbccddeeff"
                         "00112233445566778899aabbccddeeff" } },
+        { { "owner", "x" }, { "rate", "1/h" }, { "rate_scope", "cluster" },
+          { "alias_until", "999999999999999999" },
+          { "identity", "ffeeddccbbaa99887766554433221100"
+                        "ffeeddccbbaa99887766554433221100" } },
+        { { "expires_at", "999999999999999999" },
+          { "quota", "1000000000000000/month" } },
+        { { "id", "k" }, { "quota", "1/hour" }, { "ips", ips } },
         full_fields(),
     };
     for (const Fields &f : records) {
@@ -621,6 +628,32 @@ TEST(Record, LazyViewOfTheUsualRecordsIsTheFullView)
                                        + " ^ " + std::to_string(x));
             }
         }
+    }
+
+    /* numbers and lengths written longer than they need (no builder
+     * writes them; ak::Reader reads them): the same view */
+    const std::vector<unsigned char> longer_forms[] = {
+        /* owner "abc", its length in two bytes */
+        { 2, 0x00, 0x08, 0x83, 0x00, 'a', 'b', 'c' },
+        /* a rate of 5/s in two bytes, a burst of 1 in three */
+        { 2, 0x04, 0x80, 0x85, 0x00, 0x81, 0x80, 0x00 },
+        /* expires_at 1 in ten bytes (the longest ak::Reader reads) */
+        { 2, 0x00, 0x40, 0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80,
+          0x80, 0x00 },
+        /* a quota of 7/day in nine bytes */
+        { 2, 0x40, 0x00, 0x87, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80,
+          0x00 },
+        /* a rate_scope of node in two bytes */
+        { 2, 0x84, 0x00, 0x05, 0x04, 0x81, 0x00 },
+    };
+    for (const auto &lf : longer_forms) {
+        ak_record_t full;
+        ASSERT_EQ(ak_record_view(aktest::test_hash(), lf.data(), lf.size(),
+                                 &full),
+                  0)
+            << lf.size();
+        expect_lazy_is_full(lf, "longer form of " + std::to_string(lf.size())
+                                + " bytes");
     }
 
     /* an id of a character no id has: corrupt, an empty view */
