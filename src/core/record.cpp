@@ -26,9 +26,12 @@ const char kEmpty[] = "";
 
 constexpr uint64_t kUsPerSecond = 1000000ULL;
 
-inline bool id_char(unsigned char c) noexcept
+/* is_alnum() spelled out: constexpr, for kIdChars below */
+constexpr bool id_char(unsigned char c) noexcept
 {
-    return is_alnum(c) || c == '.' || c == '_' || c == ':' || c == '-';
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z')
+           || (c >= 'A' && c <= 'Z') || c == '.' || c == '_' || c == ':'
+           || c == '-';
 }
 
 inline bool scope_char(unsigned char c) noexcept
@@ -47,13 +50,28 @@ inline bool blank(unsigned char c) noexcept
     return c == ' ' || c == '\t';
 }
 
+/* id_char() of each byte: one look-up per character (the request path
+   checks the id of every record that has one) */
+struct IdChars {
+    bool ok[256];
+
+    constexpr IdChars() noexcept : ok()
+    {
+        for (unsigned c = 0; c < 256; c++) {
+            ok[c] = id_char(static_cast<unsigned char>(c));
+        }
+    }
+};
+
+constexpr IdChars kIdChars;
+
 bool valid_id(const char *v, size_t len) noexcept
 {
     if (v == nullptr || len == 0 || len > AK_ID_MAX_LEN) {
         return false;
     }
     for (size_t i = 0; i < len; i++) {
-        if (!id_char(static_cast<unsigned char>(v[i]))) {
+        if (!kIdChars.ok[static_cast<unsigned char>(v[i])]) {
             return false;
         }
     }

@@ -682,6 +682,31 @@ TEST(Record, LazyViewOfTheUsualRecordsIsTheFullView)
               -1);
 }
 
+/* an id's characters: A-Z a-z 0-9 . _ : - and nothing else, each byte */
+TEST(Record, IdCharacters)
+{
+    for (unsigned c = 0; c < 256; c++) {
+        bool want = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z')
+                    || (c >= 'A' && c <= 'Z') || c == '.' || c == '_'
+                    || c == ':' || c == '-';
+        std::string id = "k";
+        id.push_back(static_cast<char>(c));
+        id += "1";
+        EXPECT_EQ(ak::validate_field("id", id, nullptr), want) << c;
+
+        /* and the lazy view of a record with that id */
+        auto b = build({ { "id", "k1x" }, { "owner", "o" } });
+        ASSERT_GT(b.len, 0);
+        ASSERT_EQ(b.blob[3], 3);          /* header 3, length 3, the id */
+        b.blob[5] = static_cast<unsigned char>(c);
+        ak_record_t v;
+        EXPECT_EQ(ak_record_view_lazy(aktest::test_hash(), b.blob.data(),
+                                      b.blob.size(), &v),
+                  want ? 0 : -1)
+            << c;
+    }
+}
+
 TEST(Record, ViewRejectsBadHeaders)
 {
     auto b = build({ { "owner", "x" }, { "rate", "1/s" }, { "burst", "2" },
