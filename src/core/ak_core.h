@@ -492,13 +492,13 @@ int ak_record_plain(const unsigned char *blob, size_t len) AK_NOEXCEPT;
  * 1: the blob is a well-formed record of texts (id, owner, plan, each
  * optional) and a rate (with its burst), nothing else: active, no expiry,
  * ips, referrers, scopes, quota or extension (so the rate's scope is the
- * zone's), its rate and burst under 2,097,152 (three bytes; else 0: the
- * view reads it).  The id's characters are not checked (the cache checked
- * them when it stored the record: ak_record_entry_flags).  rec (when not
- * NULL) is then set as ak_record_view_lazy sets it but for the texts, left
- * empty (id NULL: the caller keeps the blob as the request's text and
- * views it when a text is asked for).  0: anything else, rec untouched.
- * hot
+ * zone's), its rate and burst under 2,097,152 (three bytes), each text's
+ * length in at most two bytes (else 0: the view reads it).  The id's
+ * characters are not checked (the cache checked them when it stored the
+ * record: ak_record_entry_flags).  rec (when not NULL) is then set as
+ * ak_record_view_lazy sets it but for the texts, left empty (id NULL: the
+ * caller keeps the blob as the request's text and views it when a text is
+ * asked for).  0: anything else, rec untouched.  hot
  */
 int ak_record_rate_only(const unsigned char *blob, size_t len,
     ak_record_t *rec) AK_NOEXCEPT;

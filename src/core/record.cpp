@@ -26,9 +26,12 @@ const char kEmpty[] = "";
 
 constexpr uint64_t kUsPerSecond = 1000000ULL;
 
-inline bool id_char(unsigned char c) noexcept
+/* is_alnum() spelled out: constexpr, for kIdChars below */
+constexpr bool id_char(unsigned char c) noexcept
 {
-    return is_alnum(c) || c == '.' || c == '_' || c == ':' || c == '-';
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z')
+           || (c >= 'A' && c <= 'Z') || c == '.' || c == '_' || c == ':'
+           || c == '-';
 }
 
 inline bool scope_char(unsigned char c) noexcept
@@ -47,13 +50,28 @@ inline bool blank(unsigned char c) noexcept
     return c == ' ' || c == '\t';
 }
 
+/* id_char() of each byte: one look-up per character (the request path
+   checks the id of every record that has one) */
+struct IdChars {
+    bool ok[256];
+
+    constexpr IdChars() noexcept : ok()
+    {
+        for (unsigned c = 0; c < 256; c++) {
+            ok[c] = id_char(static_cast<unsigned char>(c));
+        }
+    }
+};
+
+constexpr IdChars kIdChars;
+
 bool valid_id(const char *v, size_t len) noexcept
 {
     if (v == nullptr || len == 0 || len > AK_ID_MAX_LEN) {
         return false;
     }
     for (size_t i = 0; i < len; i++) {
-        if (!id_char(static_cast<unsigned char>(v[i]))) {
+        if (!kIdChars.ok[static_cast<unsigned char>(v[i])]) {
             return false;
         }
     }
@@ -916,11 +934,409 @@ ak_record_view(const unsigned char hash[AK_HASH_LEN],
 }
 
 
+namespace {
+
+/*
+ * Blob byte 1 of a record: its rate's period in microseconds (1 without a
+ * rate); 0 for one no record has (a status of 3, a quota period of a rate
+ * only or none known).
+ */
+struct UsualB1 {
+    uint64_t period[256];
+
+    constexpr UsualB1() noexcept : period()
+    {
+        for (unsigned b = 0; b < 256; b++) {
+            unsigned rp = (b & ak::blob::kRateMask) >> ak::blob::kRateShift;
+            unsigned qp = (b & ak::blob::kQuotaMask) >> ak::blob::kQuotaShift;
+
+            period[b] = (b & ak::blob::kStatusMask) == 3
+                        || (qp != AK_PERIOD_NONE && qp != AK_PERIOD_HOUR
+                            && qp != AK_PERIOD_DAY && qp != AK_PERIOD_MONTH)
+                        ? 0
+                        : rp == AK_PERIOD_NONE ? 1
+                        : rp == AK_PERIOD_SECOND ? ak::kUsPerSecond
+                        : rp == AK_PERIOD_MINUTE ? 60 * ak::kUsPerSecond
+                                                 : 3600 * ak::kUsPerSecond;
+        }
+    }
+};
+
+constexpr UsualB1 kUsualB1;
+
+/*
+ * The usual blob's parts, read at offset o (moved past them) below len.
+ * Each read is bounded by len; the end of a part is not checked against
+ * len here: o, past len then, fails the next read's check or the blob's
+ * end (o == len), and no pointer is made past len (a part's start is at
+ * most len).
+ */
+
+/* a rules section: a 16-bit length, then that many bytes (n > 0) */
+inline __attribute__((always_inline)) bool
+usual_section(const unsigned char *blob, size_t len, size_t &o,
+    const unsigned char **out, uint16_t *n) noexcept
+{
+    if (o + 2 > len) {
+        return false;
+    }
+    *n = static_cast<uint16_t>(blob[o] | (blob[o + 1] << 8));
+    if (*n == 0) {
+        return false;
+    }
+    *out = blob + o + 2;
+    o += 2 + static_cast<size_t>(*n);
+    return true;
+}
+
+/* a text of 1 to max bytes, its length one byte (up to 127), or when
+   longer ok, two (max < 16,384) */
+template <bool longer>
+inline __attribute__((always_inline)) bool
+usual_text(const unsigned char *blob, size_t len, size_t &o, size_t max,
+    ak_str_t *out) noexcept
+{
+    if (o >= len) {
+        return false;
+    }
+    size_t n = blob[o];
+    if (!longer) {
+        if (n - 1 >= (max < 0x7f ? max : 0x7f)) {
+            return false;       /* 0, too long, or a longer length */
+        }
+        o += 1;
+    } else if (n < 0x80) {
+        o += 1;
+    } else {
+        if (o + 1 >= len || blob[o + 1] >= 0x80) {
+            return false;
+        }
+        n = (n & 0x7f) | (static_cast<size_t>(blob[o + 1]) << 7);
+        o += 2;
+    }
+    if (longer && n - 1 >= max) {
+        return false;
+    }
+    out->data = reinterpret_cast<const char *>(blob + o);
+    out->len = n;
+    o += n;
+    return true;
+}
+
+/*
+ * A number, decoded as ak::Reader decodes it: of one to three bytes, or
+ * when longer ok, to nine (up to 2^63 - 1); a longer one: false.
+ */
+template <bool longer = false>
+inline __attribute__((always_inline)) bool
+usual_number(const unsigned char *blob, size_t len, size_t &o, uint64_t *v)
+    noexcept
+{
+    if (o >= len) {
+        return false;
+    }
+    uint64_t b0 = blob[o];
+    if (b0 < 0x80) {
+        *v = b0;
+        o += 1;
+        return true;
+    }
+    if (o + 1 >= len) {
+        return false;
+    }
+    uint64_t b1 = blob[o + 1];
+    if (b1 < 0x80) {
+        *v = (b0 & 0x7f) | (b1 << 7);
+        o += 2;
+        return true;
+    }
+    if (o + 2 >= len) {
+        return false;
+    }
+    uint64_t r = (b0 & 0x7f) | ((b1 & 0x7f) << 7)
+                 | (static_cast<uint64_t>(blob[o + 2] & 0x7f) << 14);
+    if (blob[o + 2] < 0x80) {
+        *v = r;
+        o += 3;
+        return true;
+    }
+    if (!longer) {
+        return false;
+    }
+    o += 3;
+    for (unsigned shift = 21; shift < 63; shift += 7) {
+        if (o >= len) {
+            return false;
+        }
+        uint64_t b = blob[o++];
+        r |= (b & 0x7f) << shift;
+        if (b < 0x80) {
+            *v = r;
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * The lazy view of a record written as ak_record_build writes one (every
+ * field but the rules sections' bytes, whose bounds only are read).  all
+ * false: a record without an expiry, a quota or an extension (else 3),
+ * texts of up to 127 bytes, numbers of up to three (2,097,151); all true
+ * (after view_usual<false>() answered 3): any record, texts of up to
+ * 16,383 bytes, numbers of up to nine.  1: *rec is set as record_view(...,
+ * false) sets it, 2: the same for a record with an id, whose characters
+ * are left to view_usual_id(); 0: another record, or a corrupt one (rec's
+ * fields undefined then): record_view reads it and tells which.  Every
+ * field stored once.
+ */
+template <bool all>
+inline __attribute__((always_inline)) int
+view_usual(const unsigned char hash[AK_HASH_LEN], const unsigned char *blob,
+    size_t len, ak_record_t *rec) noexcept
+{
+    using namespace ak;
+
+    uint8_t   b1, rp, qp, ext;
+    size_t    o;
+    uint64_t  period, v;
+
+    /* (no hash: record_view, which refuses a record without an id; all:
+       view_usual<false>() checked these and answered 3) */
+
+    if (!all
+        && (rec == nullptr || hash == nullptr || blob == nullptr
+            || len < blob::kHeaderLen || len > AK_RECORD_MAX
+            || blob[0] != blob::kVersion))
+    {
+        return 0;
+    }
+
+    /*
+     * The presence bits are read where tested, blob[2] each time: the
+     * view's stores may alias the blob for the compiler, which would keep
+     * a copy in a register of its own throughout (and save one more in
+     * the prologue); x86 tests a byte in memory in one instruction.
+     */
+
+    b1 = blob[1];
+
+    if (kUsualB1.period[b1] == 0) {
+        return 0;
+    }
+
+    if (!all && ((b1 & (blob::kQuotaMask | blob::kHasExt))
+                 || (blob[2] & blob::kHasExpires)))
+    {
+        return 3;
+    }
+
+    o = blob::kHeaderLen;
+    rp = (b1 & blob::kRateMask) >> blob::kRateShift;
+
+    rec->status = b1 & blob::kStatusMask;
+    rec->rate_period = rp;
+
+    if (blob[2] & blob::kHasIps) {
+        if (!usual_section(blob, len, o, &rec->ips, &rec->ips_len)) {
+            return 0;
+        }
+        rec->has_ips = 1;
+    } else {
+        rec->ips = nullptr;
+        rec->ips_len = 0;
+        rec->has_ips = 0;
+    }
+
+    if (blob[2] & blob::kHasReferrers) {
+        if (!usual_section(blob, len, o, &rec->referrers,
+                           &rec->referrers_len))
+        {
+            return 0;
+        }
+        rec->has_referrers = 1;
+    } else {
+        rec->referrers = nullptr;
+        rec->referrers_len = 0;
+        rec->has_referrers = 0;
+    }
+
+    if (blob[2] & blob::kHasId) {
+        if (!usual_text<all>(blob, len, o, AK_ID_MAX_LEN, &rec->id)) {
+            return 0;
+        }
+    } else {
+        rec->id = { nullptr, 0 };
+    }
+
+    if (blob[2] & blob::kHasOwner) {
+        if (!usual_text<all>(blob, len, o, kTextMax, &rec->owner)) {
+            return 0;
+        }
+    } else {
+        rec->owner = { kEmpty, 0 };
+    }
+
+    if (blob[2] & blob::kHasPlan) {
+        if (!usual_text<all>(blob, len, o, kTextMax, &rec->plan)) {
+            return 0;
+        }
+    } else {
+        rec->plan = { kEmpty, 0 };
+    }
+
+    if (blob[2] & blob::kHasScopes) {
+        if (!usual_text<all>(blob, len, o, AK_RECORD_MAX, &rec->scopes)) {
+            return 0;
+        }
+    } else {
+        rec->scopes = { kEmpty, 0 };
+    }
+
+    if (all && (blob[2] & blob::kHasExpires)) {
+        if (!usual_number<all>(blob, len, o, &v) || v - 1 >= kExpiresMax) {
+            return 0;
+        }
+        rec->expires_at = static_cast<int64_t>(v);
+    } else {
+        rec->expires_at = 0;
+    }
+
+    if (rp != AK_PERIOD_NONE) {
+        if (!usual_number<all>(blob, len, o, &v) || v - 1 >= kRateMax) {
+            return 0;
+        }
+        period = kUsualB1.period[blob[1]];
+        rec->rate_n = static_cast<uint32_t>(v);
+        rec->rate_interval_us = period / v ? period / v : 1;
+    } else {
+        rec->rate_n = 0;
+        rec->rate_interval_us = 0;
+    }
+
+    if (blob[2] & blob::kHasBurst) {
+        if (rp == AK_PERIOD_NONE || !usual_number<all>(blob, len, o, &v)
+            || v - 1 >= kBurstMax)
+        {
+            return 0;
+        }
+        rec->burst = static_cast<uint32_t>(v);
+    } else {
+        rec->burst = 0;
+    }
+
+    qp = all ? (blob[1] & blob::kQuotaMask) >> blob::kQuotaShift
+             : AK_PERIOD_NONE;
+    rec->quota_period = qp;
+
+    if (all && qp != AK_PERIOD_NONE) {
+        if (!usual_number<all>(blob, len, o, &v) || v - 1 >= kQuotaMax) {
+            return 0;
+        }
+        rec->quota_n = v;
+    } else {
+        rec->quota_n = 0;
+    }
+
+    rec->identity = nullptr;
+    rec->alias_until = 0;
+    rec->rate_scope = AK_RATE_SCOPE_DEFAULT;
+
+    if (all && (blob[1] & blob::kHasExt)) {
+        if (o >= len) {
+            return 0;
+        }
+        ext = blob[o++];
+        if (ext == 0 || (ext & ~blob::kExtKnown)) {
+            return 0;
+        }
+        if (ext & blob::kExtIdentity) {
+            if (o + AK_HASH_LEN > len) {
+                return 0;
+            }
+            rec->identity = blob + o;
+            o += AK_HASH_LEN;
+        }
+        if (ext & blob::kExtAliasUntil) {
+            if (!usual_number<all>(blob, len, o, &v) || v - 1 >= kExpiresMax) {
+                return 0;
+            }
+            rec->alias_until = static_cast<int64_t>(v);
+        }
+        if (ext & blob::kExtRateScope) {
+            if (o >= len || rp == AK_PERIOD_NONE
+                || (blob[o] != AK_RATE_SCOPE_NODE
+                    && blob[o] != AK_RATE_SCOPE_CLUSTER))
+            {
+                return 0;
+            }
+            rec->rate_scope = blob[o++];
+        }
+    }
+
+    if (o != len) {
+        return 0;
+    }
+
+    rec->blob = blob;
+    rec->blob_len = len;
+    return (blob[2] & blob::kHasId) ? 2 : 1;
+}
+
+/* view_usual()'s record with an id: its characters checked (not inline:
+   the view's loop would keep registers for its whole length) */
+__attribute__((noinline)) int
+view_usual_id(ak_record_t *rec) noexcept
+{
+    if (ak::valid_id(rec->id.data, rec->id.len)) {
+        return 0;
+    }
+    std::memset(rec, 0, sizeof(*rec));  /* corrupt, as record_view says */
+    return -1;
+}
+
+/* every other record, and a corrupt one (not inlined: the usual ones
+   keep a short prologue) */
+__attribute__((noinline)) int
+view_lazy_other(const unsigned char hash[AK_HASH_LEN],
+    const unsigned char *blob, size_t len, ak_record_t *rec) noexcept
+{
+    return record_view(hash, blob, len, rec, false);
+}
+
+/* a record with an expiry, a quota or an extension (view_usual<false>()
+   answered 3): the same, with those (not inlined either) */
+__attribute__((noinline)) int
+view_lazy_all(const unsigned char hash[AK_HASH_LEN],
+    const unsigned char *blob, size_t len, ak_record_t *rec) noexcept
+{
+    switch (view_usual<true>(hash, blob, len, rec)) {
+    case 1:
+        return 0;
+    case 2:
+        return view_usual_id(rec);
+    default:
+        return view_lazy_other(hash, blob, len, rec);
+    }
+}
+
+} // namespace
+
+
 extern "C" int
 ak_record_view_lazy(const unsigned char hash[AK_HASH_LEN],
     const unsigned char *blob, size_t len, ak_record_t *rec) noexcept
 {
-    return record_view(hash, blob, len, rec, false);
+    switch (view_usual<false>(hash, blob, len, rec)) {
+    case 1:
+        return 0;
+    case 2:
+        return view_usual_id(rec);
+    case 3:
+        return view_lazy_all(hash, blob, len, rec);
+    default:
+        return view_lazy_other(hash, blob, len, rec);
+    }
 }
 
 
@@ -981,59 +1397,10 @@ ak_record_plain(const unsigned char *blob, size_t len) noexcept
 namespace {
 
 /*
- * A varint of up to three bytes (a text's length; a rate or burst up to
- * 2,097,151), decoded as ak::Reader decodes it; false for a longer one or
- * past end.  Its own code, not varint()'s: the view's inlining stays as it
- * is.
- */
-inline __attribute__((always_inline)) bool
-short_varint(const unsigned char *&p, const unsigned char *end, uint64_t *v)
-    noexcept
-{
-    if (p < end && p[0] < 0x80) {
-        *v = p[0];
-        p += 1;
-        return true;
-    }
-
-    if (end - p >= 2 && p[1] < 0x80) {
-        *v = static_cast<uint64_t>(p[0] & 0x7f)
-             | (static_cast<uint64_t>(p[1]) << 7);
-        p += 2;
-        return true;
-    }
-
-    if (end - p >= 3 && p[1] >= 0x80 && p[2] < 0x80) {
-        *v = static_cast<uint64_t>(p[0] & 0x7f)
-             | (static_cast<uint64_t>(p[1] & 0x7f) << 7)
-             | (static_cast<uint64_t>(p[2]) << 14);
-        p += 3;
-        return true;
-    }
-
-    return false;
-}
-
-/* a text of at most max bytes (n > 0) with a short length: skipped */
-inline __attribute__((always_inline)) bool
-short_text(const unsigned char *&p, const unsigned char *end, uint64_t max,
-    const unsigned char **q, uint64_t *n) noexcept
-{
-    if (!short_varint(p, end, n) || *n == 0 || *n > max
-        || *n > static_cast<uint64_t>(end - p))
-    {
-        return false;
-    }
-
-    *q = p;
-    p += *n;
-    return true;
-}
-
-/*
  * Texts (id, owner, plan) and a rate only: 1 and, when rec, its view but
  * for the texts; check_id: the id's characters checked too (when the
- * cache stores it; the request path trusts what the cache found).
+ * cache stores it; the request path trusts what the cache found).  Read as
+ * view_usual() reads a record.
  */
 template <bool check_id>
 int
@@ -1041,9 +1408,10 @@ rate_only(const unsigned char *blob, size_t len, ak_record_t *rec) noexcept
 {
     using namespace ak;
 
-    const unsigned char  *p, *end, *q;
-    uint8_t               b1, pres, rp;
-    uint64_t              n, rate, burst, period;
+    uint8_t    b1, pres;
+    size_t     o;
+    ak_str_t   id, text;
+    uint64_t   rate, burst, period;
 
     if (blob == nullptr || len < blob::kHeaderLen || len > AK_RECORD_MAX) {
         return 0;
@@ -1062,21 +1430,16 @@ rate_only(const unsigned char *blob, size_t len, ak_record_t *rec) noexcept
         return 0;
     }
 
-    p = blob + blob::kHeaderLen;
-    end = blob + len;
+    o = blob::kHeaderLen;
+    id = { nullptr, 0 };
 
-    if ((pres & blob::kHasId)
-        && (!short_text(p, end, AK_ID_MAX_LEN, &q, &n)
-            || (check_id
-                && !valid_id(reinterpret_cast<const char *>(q),
-                             static_cast<size_t>(n)))))
-    {
-        return 0;
-    }
-
-    if (((pres & blob::kHasOwner) && !short_text(p, end, kTextMax, &q, &n))
-        || ((pres & blob::kHasPlan) && !short_text(p, end, kTextMax, &q, &n))
-        || !short_varint(p, end, &rate) || rate == 0 || rate > kRateMax)
+    if (((pres & blob::kHasId)
+         && !usual_text<true>(blob, len, o, AK_ID_MAX_LEN, &id))
+        || ((pres & blob::kHasOwner)
+            && !usual_text<true>(blob, len, o, kTextMax, &text))
+        || ((pres & blob::kHasPlan)
+            && !usual_text<true>(blob, len, o, kTextMax, &text))
+        || !usual_number(blob, len, o, &rate) || rate - 1 >= kRateMax)
     {
         return 0;
     }
@@ -1084,12 +1447,14 @@ rate_only(const unsigned char *blob, size_t len, ak_record_t *rec) noexcept
     burst = 0;
 
     if ((pres & blob::kHasBurst)
-        && (!short_varint(p, end, &burst) || burst == 0 || burst > kBurstMax))
+        && (!usual_number(blob, len, o, &burst) || burst - 1 >= kBurstMax))
     {
         return 0;
     }
 
-    if (p != end) {
+    if (o != len
+        || (check_id && id.data != nullptr && !valid_id(id.data, id.len)))
+    {
         return 0;
     }
 
@@ -1097,13 +1462,10 @@ rate_only(const unsigned char *blob, size_t len, ak_record_t *rec) noexcept
         return 1;
     }
 
-    rp = (b1 & blob::kRateMask) >> blob::kRateShift;
-    period = rp == AK_PERIOD_SECOND ? kUsPerSecond
-             : rp == AK_PERIOD_MINUTE ? 60 * kUsPerSecond
-                                      : 3600 * kUsPerSecond;
+    period = kUsualB1.period[b1];      /* b1: active, a rate, no more */
 
     view_empty(rec, AK_STATUS_ACTIVE);
-    rec->rate_period = rp;
+    rec->rate_period = (b1 & blob::kRateMask) >> blob::kRateShift;
     rec->rate_n = static_cast<uint32_t>(rate);
     rec->burst = static_cast<uint32_t>(burst);
     rec->rate_interval_us = period / rate ? period / rate : 1;

@@ -492,6 +492,221 @@ TEST(Record, LazyViewMakesTheDefaultIdWhenAsked)
               -1);
 }
 
+/* the lazy view as the full one, field for field (its id: NULL where the
+ * full view made the default one) */
+static void expect_lazy_is_full(const std::vector<unsigned char> &blob,
+    const std::string &what)
+{
+    ak_record_t full, lazy;
+    int rc = ak_record_view(aktest::test_hash(), blob.data(), blob.size(),
+                            &full);
+    std::memset(&lazy, 0x5a, sizeof(lazy));
+    int lrc = ak_record_view_lazy(aktest::test_hash(), blob.data(),
+                                  blob.size(), &lazy);
+    if (rc != 0) {
+        /* more only where a rules section is malformed */
+        if (lrc != 0) {
+            EXPECT_EQ(lazy.blob, nullptr) << what;
+            EXPECT_EQ(lazy.id.len + lazy.owner.len + lazy.ips_len, 0u)
+                << what;
+        }
+        return;
+    }
+    ASSERT_EQ(lrc, 0) << what;
+    if (full.id.data == full.id_buf) {
+        EXPECT_EQ(lazy.id.data, nullptr) << what;
+        EXPECT_EQ(lazy.id.len, 0u) << what;
+    } else {
+        EXPECT_EQ(lazy.id.data, full.id.data) << what;
+        EXPECT_EQ(lazy.id.len, full.id.len) << what;
+    }
+    EXPECT_EQ(lazy.owner.data, full.owner.data) << what;
+    EXPECT_EQ(lazy.owner.len, full.owner.len) << what;
+    EXPECT_EQ(lazy.plan.data, full.plan.data) << what;
+    EXPECT_EQ(lazy.plan.len, full.plan.len) << what;
+    EXPECT_EQ(lazy.scopes.data, full.scopes.data) << what;
+    EXPECT_EQ(lazy.scopes.len, full.scopes.len) << what;
+    EXPECT_EQ(lazy.expires_at, full.expires_at) << what;
+    EXPECT_EQ(lazy.status, full.status) << what;
+    EXPECT_EQ(lazy.has_ips, full.has_ips) << what;
+    EXPECT_EQ(lazy.has_referrers, full.has_referrers) << what;
+    EXPECT_EQ(lazy.rate_period, full.rate_period) << what;
+    EXPECT_EQ(lazy.rate_n, full.rate_n) << what;
+    EXPECT_EQ(lazy.burst, full.burst) << what;
+    EXPECT_EQ(lazy.rate_interval_us, full.rate_interval_us) << what;
+    EXPECT_EQ(lazy.quota_period, full.quota_period) << what;
+    EXPECT_EQ(lazy.quota_n, full.quota_n) << what;
+    EXPECT_EQ(lazy.rate_scope, full.rate_scope) << what;
+    EXPECT_EQ(lazy.identity, full.identity) << what;
+    EXPECT_EQ(lazy.alias_until, full.alias_until) << what;
+    EXPECT_EQ(lazy.blob, full.blob) << what;
+    EXPECT_EQ(lazy.blob_len, full.blob_len) << what;
+    EXPECT_EQ(lazy.ips, full.ips) << what;
+    EXPECT_EQ(lazy.ips_len, full.ips_len) << what;
+    EXPECT_EQ(lazy.referrers, full.referrers) << what;
+    EXPECT_EQ(lazy.referrers_len, full.referrers_len) << what;
+}
+
+/*
+ * The lazy view reads the usual records (rules, texts of up to 127 bytes,
+ * a rate and burst of up to three bytes; no expiry, quota or extension) by
+ * a path of their own, every other one as before: the same view either
+ * way, on each side of each limit, cut short, one byte longer, damaged.
+ */
+TEST(Record, LazyViewOfTheUsualRecordsIsTheFullView)
+{
+    const std::string ips = "192.0.2.0/24,10.1.0.0/16,2001:db8::/32";
+    const std::string refs = "app.example.com,*.example.org";
+    const Fields records[] = {
+        { { "owner", "client4322" }, { "plan", "pro" },
+          { "rate", "1000000/s" }, { "burst", "1000" }, { "ips", ips },
+          { "referrers", refs } },
+        { { "ips", ips } },
+        { { "referrers", refs }, { "rate", "7/h" } },
+        { { "id", "acme-prod.1" }, { "owner", "a" }, { "plan", "b" },
+          { "scopes", "read write" }, { "rate", "100/m" } },
+        { { "id", std::string(64, 'i') }, { "rate", "1/s" },
+          { "burst", "0" } },
+        { { "owner", std::string(127, 'o') }, { "plan", "p" } },
+        { { "owner", std::string(128, 'o') }, { "plan", "p" } },
+        { { "scopes", std::string(63, 's') + " " + std::string(63, 't') } },
+        { { "scopes", std::string(64, 's') + " " + std::string(64, 't') } },
+        { { "plan", std::string(256, 'p') }, { "rate", "1/m" } },
+        { { "rate", "127/s" }, { "burst", "127" } },
+        { { "rate", "128/s" }, { "burst", "128" } },
+        { { "rate", "16383/s" }, { "burst", "16384" } },
+        { { "rate", "2097151/s" }, { "burst", "1000000" } },
+        { { "rate", "2097152/s" } },
+        { { "rate", "1000000000/h" } },
+        { { "owner", "x" }, { "status", "revoked" }, { "rate", "5/s" } },
+        { { "owner", "x" }, { "status", "disabled" } },
+        { { "owner", "x" }, { "expires_at", "1893456000" } },
+        { { "owner", "x" }, { "rate", "5/s" }, { "quota", "10/day" } },
+        { { "owner", "x" }, { "rate", "5/s" }, { "rate_scope", "node" } },
+        { { "owner", "x" }, { "alias_until", "1800000000" } },
+        { { "owner", "x" },
+          { "identity", "00112233445566778899aabbccddeeff"
+                        "00112233445566778899aabbccddeeff" } },
+        { { "owner", "x" }, { "rate", "1/h" }, { "rate_scope", "cluster" },
+          { "alias_until", "999999999999999999" },
+          { "identity", "ffeeddccbbaa99887766554433221100"
+                        "ffeeddccbbaa99887766554433221100" } },
+        { { "expires_at", "999999999999999999" },
+          { "quota", "1000000000000000/month" } },
+        { { "id", "k" }, { "quota", "1/hour" }, { "ips", ips } },
+        full_fields(),
+    };
+    for (const Fields &f : records) {
+        auto b = build(f);
+        ASSERT_GT(b.len, 0) << b.err.msg;
+        const std::string what = f.front().first + "=" + f.front().second
+                                 + " .. " + f.back().first;
+        expect_lazy_is_full(b.blob, what);
+
+        for (size_t n = 0; n < b.blob.size(); n++) {
+            std::vector<unsigned char> cut(b.blob.begin(),
+                                           b.blob.begin() + n);
+            ak_record_t v;
+            EXPECT_EQ(ak_record_view_lazy(aktest::test_hash(),
+                                          n ? cut.data() : nullptr, n, &v),
+                      -1)
+                << what << " cut at " << n;
+        }
+        std::vector<unsigned char> longer = b.blob;
+        longer.push_back(0);
+        ak_record_t v;
+        EXPECT_EQ(ak_record_view_lazy(aktest::test_hash(), longer.data(),
+                                      longer.size(), &v),
+                  -1)
+            << what;
+
+        for (size_t i = 0; i < b.blob.size(); i++) {
+            for (unsigned x : { 0x01u, 0x02u, 0x10u, 0x40u, 0x80u, 0xffu }) {
+                std::vector<unsigned char> c = b.blob;
+                c[i] ^= static_cast<unsigned char>(x);
+                expect_lazy_is_full(c, what + " byte " + std::to_string(i)
+                                       + " ^ " + std::to_string(x));
+            }
+        }
+    }
+
+    /* numbers and lengths written longer than they need (no builder
+     * writes them; ak::Reader reads them): the same view */
+    const std::vector<unsigned char> longer_forms[] = {
+        /* owner "abc", its length in two bytes */
+        { 2, 0x00, 0x08, 0x83, 0x00, 'a', 'b', 'c' },
+        /* a rate of 5/s in two bytes, a burst of 1 in three */
+        { 2, 0x04, 0x80, 0x85, 0x00, 0x81, 0x80, 0x00 },
+        /* expires_at 1 in ten bytes (the longest ak::Reader reads) */
+        { 2, 0x00, 0x40, 0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80,
+          0x80, 0x00 },
+        /* a quota of 7/day in nine bytes */
+        { 2, 0x40, 0x00, 0x87, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80,
+          0x00 },
+        /* a rate_scope of node in two bytes */
+        { 2, 0x84, 0x00, 0x05, 0x04, 0x81, 0x00 },
+    };
+    for (const auto &lf : longer_forms) {
+        ak_record_t full;
+        ASSERT_EQ(ak_record_view(aktest::test_hash(), lf.data(), lf.size(),
+                                 &full),
+                  0)
+            << lf.size();
+        expect_lazy_is_full(lf, "longer form of " + std::to_string(lf.size())
+                                + " bytes");
+    }
+
+    /* an id of a character no id has: corrupt, an empty view */
+    auto b = build({ { "id", "acme-prod" }, { "owner", "a" },
+                     { "rate", "10/s" } });
+    ASSERT_GT(b.len, 0);
+    std::vector<unsigned char> bad = b.blob;
+    ASSERT_EQ(bad[3], 9);                 /* header 3, length 9, the id */
+    bad[7] = ' ';
+    ak_record_t v;
+    std::memset(&v, 0x5a, sizeof(v));
+    EXPECT_EQ(ak_record_view_lazy(aktest::test_hash(), bad.data(), bad.size(),
+                                  &v),
+              -1);
+    std::vector<unsigned char> zero(sizeof(v), 0);
+    EXPECT_EQ(std::memcmp(&v, zero.data(), sizeof(v)), 0);
+
+    /* a burst without a rate (no builder writes one): corrupt */
+    auto nr = build({ { "owner", "a" } });
+    ASSERT_GT(nr.len, 0);
+    std::vector<unsigned char> burst = nr.blob;
+    burst[2] |= 0x80;                     /* kHasBurst */
+    burst.push_back(5);
+    EXPECT_EQ(ak_record_view_lazy(aktest::test_hash(), burst.data(),
+                                  burst.size(), &v),
+              -1);
+}
+
+/* an id's characters: A-Z a-z 0-9 . _ : - and nothing else, each byte */
+TEST(Record, IdCharacters)
+{
+    for (unsigned c = 0; c < 256; c++) {
+        bool want = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z')
+                    || (c >= 'A' && c <= 'Z') || c == '.' || c == '_'
+                    || c == ':' || c == '-';
+        std::string id = "k";
+        id.push_back(static_cast<char>(c));
+        id += "1";
+        EXPECT_EQ(ak::validate_field("id", id, nullptr), want) << c;
+
+        /* and the lazy view of a record with that id */
+        auto b = build({ { "id", "k1x" }, { "owner", "o" } });
+        ASSERT_GT(b.len, 0);
+        ASSERT_EQ(b.blob[3], 3);          /* header 3, length 3, the id */
+        b.blob[5] = static_cast<unsigned char>(c);
+        ak_record_t v;
+        EXPECT_EQ(ak_record_view_lazy(aktest::test_hash(), b.blob.data(),
+                                      b.blob.size(), &v),
+                  want ? 0 : -1)
+            << c;
+    }
+}
+
 TEST(Record, ViewRejectsBadHeaders)
 {
     auto b = build({ { "owner", "x" }, { "rate", "1/s" }, { "burst", "2" },
