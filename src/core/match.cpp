@@ -543,6 +543,14 @@ inline uint64_t lower8(uint64_t x) noexcept
     return x | (upper >> 2);                    /* 0x80 >> 2: 0x20 */
 }
 
+/* two words whose bytes differ in the 0x20 bit only, lowered: out of
+ * line (a Referer's host and a stored rule nearly always are lowercase),
+ * its constants in no register of the caller's loop */
+__attribute__((noinline)) bool same_lowered(uint64_t x, uint64_t y) noexcept
+{
+    return lower8(x) == lower8(y);
+}
+
 inline bool same_word(uint64_t x, uint64_t y) noexcept
 {
     uint64_t d = x ^ y;
@@ -553,7 +561,7 @@ inline bool same_word(uint64_t x, uint64_t y) noexcept
     if (d & ~(0x2020202020202020ull)) {
         return false;                   /* bytes differ beyond their case */
     }
-    return lower8(x) == lower8(y);
+    return same_lowered(x, y);
 }
 
 /* eq_nocase(a, b, n): no byte read outside [a, a + n) and [b, b + n), the
@@ -576,6 +584,209 @@ inline __attribute__((always_inline)) bool same_nocase(const char *a, const char
                && same_word(load32(x + n - 4), load32(y + n - 4));
     }
     return eq_nocase(a, b, n);
+}
+
+/* same_nocase out of line: bytes that differ in their case only */
+__attribute__((noinline)) bool same_nocase_cold(const char *a,
+    const unsigned char *b, size_t n) noexcept
+{
+    return same_nocase(a, reinterpret_cast<const char *>(b), n);
+}
+
+/*
+ * same_nocase for a candidate rule of n >= 8 bytes: the words of both
+ * xor'ed and or'ed together (the last one overlapping the one before it),
+ * one test; bytes that differ in their 0x20 bit only are compared lowered
+ * (same_nocase_cold), as is a rule of fewer than eight bytes.
+ */
+inline bool rule_same(const char *h, const unsigned char *r, size_t n)
+    noexcept
+{
+    const unsigned char *x = reinterpret_cast<const unsigned char *>(h);
+
+    if (n < 8) {
+        return same_nocase_cold(h, r, n);
+    }
+
+    uint64_t d = (load64(x) ^ load64(r))
+                 | (load64(x + n - 8) ^ load64(r + n - 8));
+
+    for (size_t i = 8; i + 8 < n; i += 8) {
+        d |= load64(x + i) ^ load64(r + i);
+    }
+
+    if (d == 0) {
+        return true;
+    }
+    if (d & ~(0x2020202020202020ull)) {
+        return false;                   /* bytes differ beyond their case */
+    }
+    return same_nocase_cold(h, r, n);
+}
+
+#if defined(__SSE2__)
+/* sixteen bytes, the first j (0..16) of them 0xff, the others 0 */
+inline __m128i first_bytes(size_t j) noexcept
+{
+    /* sixteen 0xff then sixteen 0: read from 16 - j */
+    static const unsigned char  ff[32] = {
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    };
+
+    return _mm_loadu_si128(reinterpret_cast<const __m128i *>(ff + 16 - j));
+}
+
+/* the sum of the sixteen bytes of v */
+inline size_t bytes_sum(__m128i v) noexcept
+{
+    const __m128i  s = _mm_sad_epu8(v, _mm_setzero_si128());
+
+    return static_cast<size_t>(_mm_cvtsi128_si32(s))
+           + static_cast<size_t>(_mm_extract_epi16(s, 4));
+}
+#endif
+
+/*
+ * The referrers rules against a host (hu, hlen), a rule at a time: lens,
+ * the ne + nr lengths, the rules' bytes (tlen of them) after them.  Only a
+ * rule of the right length is compared in full (see
+ * ak_record_referrer_allowed); a candidate past the section denies.
+ */
+__attribute__((noinline)) int
+referrers_scan(const unsigned char *hu, size_t hlen,
+    const unsigned char *lens, size_t ne, size_t nr, size_t tlen) noexcept
+{
+    const char *host = reinterpret_cast<const char *>(hu);
+    const unsigned char *text = lens + nr;
+    size_t off = 0, i = 0;
+
+    for (; i < ne; i++) {
+        size_t n = lens[i];
+
+        if (n == hlen) {
+            if (off > tlen || n > tlen - off) {
+                return 0;
+            }
+            if (same_nocase(host, reinterpret_cast<const char *>(text + off),
+                            n))
+            {
+                return 1;
+            }
+        }
+        off += n;               /* checked when used: no overflow,
+                                   nr * 255 at most */
+    }
+
+    for (; i < nr; i++) {
+        size_t n = lens[i];
+
+        /* n in [1, hlen) (hlen >= 1): a rule of length 0, in a corrupt
+         * section, is no rule, and hu[hlen] is never read */
+        if (n - 1 < hlen - 1 && hu[hlen - n] == '.') {
+            if (off > tlen || n > tlen - off) {
+                return 0;
+            }
+            if (same_nocase(host + hlen - n,
+                            reinterpret_cast<const char *>(text + off), n))
+            {
+                return 1;
+            }
+        }
+        off += n;               /* checked when used: no overflow,
+                                   nr * 255 at most */
+    }
+
+    return 0;
+}
+
+
+/*
+ * The referrers section (refs, refs_len) against a host found in a Referer
+ * (host, hlen >= 1): 1 when a rule matches (ak_record_referrer_allowed's
+ * second half).
+ */
+inline __attribute__((always_inline)) int
+referrers_match(const char *host, size_t hlen, const unsigned char *refs,
+    size_t refs_len) noexcept
+{
+    if (refs == nullptr || refs_len < 4) {
+        return 0;
+    }
+
+    size_t ne = le16(refs), nw = le16(refs + 2), nr = ne + nw;
+
+    if (nr > refs_len - 4) {
+        return 0;
+    }
+
+    /*
+     * Only a rule of the right length can match: an exact rule
+     * ("example.com") of the host's, a ".domain" one (a "*.example.com"
+     * rule) a shorter one whose '.' falls on a dot of the host.  The
+     * exact rules come first, then the ".domain" ones, their lengths a
+     * byte each, their bytes after them: only a rule of a right length
+     * (a candidate) is compared in full, in the order of the rules.
+     */
+    const unsigned char *lens = refs + 4;
+    const unsigned char *hu = reinterpret_cast<const unsigned char *>(host);
+
+#if defined(__SSE2__)
+    /*
+     * Up to sixteen rules, their lengths in one load (sixteen bytes from
+     * lens in the section): the candidates as a bit mask, visited in the
+     * order of the rules, each one's offset the sum of the lengths before
+     * it.  With l1 = n - 1 and h1 = hlen - 1 (bytes): an exact rule is a
+     * candidate when l1 == h1, a ".domain" one when l1 < h1, unsigned (n
+     * in [1, hlen): a rule of length 0, in a corrupt section, is no rule,
+     * and hu[hlen] is never read).  The same answers as referrers_scan.
+     */
+    if (nr <= 16 && refs_len >= 4 + 16) {
+        const __m128i  l = _mm_loadu_si128(
+                               reinterpret_cast<const __m128i *>(lens));
+        const __m128i  below_ne = first_bytes(ne), below_nr = first_bytes(nr);
+        const size_t   tlen = refs_len - 4 - nr;
+
+        /* every rule within the section (else rule by rule, below: a
+         * candidate past it denies when it comes) */
+        if (bytes_sum(_mm_and_si128(l, below_nr)) <= tlen) {
+            const __m128i  l1 = _mm_add_epi8(l, _mm_set1_epi8(-1));
+            const __m128i  h1 = _mm_set1_epi32(static_cast<int>(
+                                    (hlen - 1) * 0x01010101u));
+            const __m128i  eq = _mm_cmpeq_epi8(l1, h1);
+            const __m128i  ge = _mm_cmpeq_epi8(_mm_max_epu8(l1, h1), l1);
+            const unsigned char *text = lens + nr;
+            unsigned       cand;
+
+            cand = static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(
+                       _mm_and_si128(eq, below_ne),
+                       _mm_andnot_si128(_mm_or_si128(ge, below_ne),
+                                        below_nr))));
+
+            while (cand) {
+                unsigned  j = static_cast<unsigned>(__builtin_ctz(cand));
+                size_t    n = lens[j];
+
+                cand &= cand - 1;
+
+                if (j >= ne && hu[hlen - n] != '.') {
+                    continue;
+                }
+
+                const unsigned char *rule = text
+                    + bytes_sum(_mm_and_si128(l, first_bytes(j)));
+
+                if (rule_same(host + hlen - n, rule, n)) {
+                    return 1;
+                }
+            }
+
+            return 0;
+        }
+    }
+#endif
+
+    return referrers_scan(hu, hlen, lens, ne, nr, refs_len - 4 - nr);
 }
 
 } // namespace
@@ -1156,66 +1367,5 @@ ak_record_referrer_allowed(const ak_record_t *rec, const char *referer,
         return 0;
     }
 
-    const unsigned char *refs = rec->referrers;
-    size_t refs_len = rec->referrers_len;
-
-    if (refs == nullptr || refs_len < 4) {
-        return 0;
-    }
-
-    size_t ne = le16(refs), nw = le16(refs + 2), nr = ne + nw;
-
-    if (nr > refs_len - 4) {
-        return 0;
-    }
-
-    /*
-     * Only a rule of the right length can match: an exact rule
-     * ("example.com") of the host's, a ".domain" one (a "*.example.com"
-     * rule) a shorter one whose '.' falls on a dot of the host.  The
-     * exact rules come first, then the ".domain" ones, their lengths a
-     * byte each, their bytes after them: only a rule of a right length
-     * (a candidate) is compared in full, in the order of the rules.
-     */
-    const unsigned char *lens = refs + 4, *text = lens + nr;
-    const unsigned char *hu = reinterpret_cast<const unsigned char *>(host);
-    size_t tlen = refs_len - 4 - nr, off = 0, i = 0;
-
-    for (; i < ne; i++) {
-        size_t n = lens[i];
-
-        if (n == hlen) {
-            if (off > tlen || n > tlen - off) {
-                return 0;
-            }
-            if (same_nocase(host, reinterpret_cast<const char *>(text + off),
-                            n))
-            {
-                return 1;
-            }
-        }
-        off += n;               /* checked when used: no overflow,
-                                   nr * 255 at most */
-    }
-
-    for (; i < nr; i++) {
-        size_t n = lens[i];
-
-        /* n in [1, hlen) (hlen >= 1): a rule of length 0, in a corrupt
-         * section, is no rule, and hu[hlen] is never read */
-        if (n - 1 < hlen - 1 && hu[hlen - n] == '.') {
-            if (off > tlen || n > tlen - off) {
-                return 0;
-            }
-            if (same_nocase(host + hlen - n,
-                            reinterpret_cast<const char *>(text + off), n))
-            {
-                return 1;
-            }
-        }
-        off += n;               /* checked when used: no overflow,
-                                   nr * 255 at most */
-    }
-
-    return 0;
+    return referrers_match(host, hlen, rec->referrers, rec->referrers_len);
 }

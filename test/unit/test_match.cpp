@@ -560,3 +560,104 @@ TEST(Referer, CorruptZeroLengthRuleDenies)
     EXPECT_EQ(ref_ok(&rec, "https://a.example.org/"), 1);
     EXPECT_EQ(ref_ok(&rec, "https://a.example.org./"), 1);
 }
+
+/* up to sixteen rules are placed by their lengths at once, more a rule at
+ * a time: every rule at every position of both, and the hosts next to
+ * it, with and without capitals, shorter and longer than a word */
+TEST(Referer, EachPositionOfManyRules)
+{
+    for (size_t nrules : { 1, 2, 8, 15, 16, 17, 24, 40 }) {
+        std::string v;
+        std::vector<std::string> exact, wild;
+        for (size_t i = 0; i < nrules; i++) {
+            if (!v.empty()) {
+                v += ",";
+            }
+            if (i % 2 == 0) {
+                /* short ones too: "h3.io" is 5 bytes */
+                std::string h = (i % 4 == 0)
+                    ? "h" + std::to_string(i) + ".io"
+                    : "host" + std::to_string(i) + ".example.com";
+                exact.push_back(h);
+                v += h;
+            } else {
+                std::string d = "w" + std::to_string(i) + ".example.net";
+                wild.push_back(d);
+                v += "*." + d;
+            }
+        }
+        auto r = make({ { "referrers", v } });
+        ASSERT_EQ(r->view_rc, 0) << r->b.err.msg;
+        for (const auto &h : exact) {
+            EXPECT_EQ(ref_ok(&r->rec, "https://" + h + "/"), 1) << nrules << h;
+            std::string up = h;
+            up[0] = static_cast<char>(up[0] - 32);
+            up[up.size() - 1] = static_cast<char>(up[up.size() - 1] - 32);
+            EXPECT_EQ(ref_ok(&r->rec, "https://" + up + "/x"), 1) << up;
+            EXPECT_EQ(ref_ok(&r->rec, "https://a." + h + "/"), 0) << h;
+            EXPECT_EQ(ref_ok(&r->rec, "https://x" + h.substr(1) + "/"), 0)
+                << h;
+            EXPECT_EQ(ref_ok(&r->rec, "https://" + h.substr(0, h.size() - 1)
+                                      + "/"), 0) << h;
+        }
+        for (const auto &d : wild) {
+            EXPECT_EQ(ref_ok(&r->rec, "https://a." + d + "/"), 1) << d;
+            EXPECT_EQ(ref_ok(&r->rec, "https://b.c." + d), 1) << d;
+            EXPECT_EQ(ref_ok(&r->rec, "https://A.B." + d + "."), 1) << d;
+            std::string up = "x.W" + d.substr(1, d.size() - 2)
+                             + static_cast<char>(d.back() - 32);
+            EXPECT_EQ(ref_ok(&r->rec, "https://" + up + "/"), 1) << up;
+            EXPECT_EQ(ref_ok(&r->rec, "https://" + d + "/"), 0) << d;
+            EXPECT_EQ(ref_ok(&r->rec, "https://aw" + d.substr(1) + "/"), 0)
+                << d;
+            EXPECT_EQ(ref_ok(&r->rec, "https://a." + d + "x/"), 0) << d;
+        }
+        EXPECT_EQ(ref_ok(&r->rec, "https://example.com/"), 0);
+        EXPECT_EQ(ref_ok(&r->rec, "https://example.net/"), 0);
+    }
+}
+
+/* corrupt sections long enough for the lengths' load: a rule of length
+ * 0 is no rule; lengths past the section's end leave the rules to the
+ * one at a time matcher, which denies at the first candidate it cannot
+ * place and allows a match before it */
+TEST(Referer, CorruptSectionOfSixteenBytesOrMore)
+{
+    auto r = make({ { "referrers", "*.example.org" } });
+    ASSERT_EQ(r->view_rc, 0) << r->b.err.msg;
+    ak_record_t rec = r->rec;
+
+    /* ne 0, nw 2: lengths 0 and 16, then ".www.example.org" */
+    static const unsigned char zero[] = {
+        0, 0, 2, 0, 0, 16,
+        '.', 'w', 'w', 'w', '.', 'e', 'x', 'a', 'm', 'p', 'l', 'e',
+        '.', 'o', 'r', 'g',
+    };
+    rec.referrers = zero;
+    rec.referrers_len = sizeof(zero);
+    EXPECT_EQ(ref_ok(&rec, "https://example.com./"), 0);
+    EXPECT_EQ(ref_ok(&rec, "https://a.www.example.org./"), 1);
+    EXPECT_EQ(ref_ok(&rec, "https://a.example.org/"), 0);
+
+    /* ne 2: "app.example.com" (15), then a length of 200 past the end */
+    static const unsigned char past[] = {
+        2, 0, 0, 0, 15, 200,
+        'a', 'p', 'p', '.', 'e', 'x', 'a', 'm', 'p', 'l', 'e', '.',
+        'c', 'o', 'm', 'x', 'x', 'x',
+    };
+    rec.referrers = past;
+    rec.referrers_len = sizeof(past);
+    EXPECT_EQ(ref_ok(&rec, "https://app.example.com/"), 1);
+    EXPECT_EQ(ref_ok(&rec, "https://www.example.com/"), 0);
+
+    /* the same lengths the other way: the candidate of 15 bytes is
+     * placed past the end (after the 200), and denies */
+    static const unsigned char after[] = {
+        2, 0, 0, 0, 200, 15,
+        'a', 'p', 'p', '.', 'e', 'x', 'a', 'm', 'p', 'l', 'e', '.',
+        'c', 'o', 'm', 'x', 'x', 'x',
+    };
+    rec.referrers = after;
+    rec.referrers_len = sizeof(after);
+    EXPECT_EQ(ref_ok(&rec, "https://app.example.com/"), 0);
+}
