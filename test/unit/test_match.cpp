@@ -324,11 +324,12 @@ TEST(Ips, CorruptSectionDenies)
     EXPECT_EQ(ip_ok(&v, "11.1.1.1"), 0);
 }
 
-/* four rules a turn (SSE2), the last four overlapping the ones before: a
- * match at each position of lists of 1 to 9 IPv4 rules, IPv6 ones between */
+/* four rules a turn (SSE2), the last four overlapping the ones before
+ * (four to eight rules in one pass): a match at each position of lists of
+ * 1 to 13 IPv4 rules, IPv6 ones between */
 TEST(Ips, EachPositionOfTheV4Rules)
 {
-    for (int n = 1; n <= 9; n++) {
+    for (int n = 1; n <= 13; n++) {
         for (int hit = 0; hit < n; hit++) {
             std::string v;
             for (int i = 0; i < n; i++) {
@@ -660,4 +661,50 @@ TEST(Referer, CorruptSectionOfSixteenBytesOrMore)
     rec.referrers = after;
     rec.referrers_len = sizeof(after);
     EXPECT_EQ(ref_ok(&rec, "https://app.example.com/"), 0);
+}
+
+/* a prefix over 32 (a corrupt section) denies in its turn of four: a
+ * match in a turn before it allows, as the rule at a time reading does;
+ * four to eight rules are read in one pass only when no prefix is bad */
+TEST(Ips, BadPrefixInItsTurn)
+{
+    for (int n = 4; n <= 12; n++) {
+        std::string v;
+        for (int i = 0; i < n; i++) {
+            v += (i ? "," : "") + std::string("10.") + std::to_string(i)
+                 + ".0.0/16";
+        }
+        auto r = make({ { "ips", v } });
+        ASSERT_EQ(r->view_rc, 0) << v;
+        ASSERT_EQ(r->rec.ips_len, 2u + 5u * n);
+        for (int bad = 0; bad < n; bad++) {
+            std::vector<unsigned char> sec(r->rec.ips,
+                                           r->rec.ips + r->rec.ips_len);
+            sec[2 + 4 * n + bad] = 33;
+            ak_record_t rec = r->rec;
+            rec.ips = sec.data();
+            for (int hit = 0; hit < n; hit++) {
+                /* the turns [s, s + 4): s = 0, 4, ... and n - 4 last */
+                int want = 0;
+                for (int s = 0;; s += 4) {
+                    if (s > n - 4) {
+                        s = n - 4;
+                    }
+                    if (bad >= s && bad < s + 4) {
+                        break;
+                    }
+                    if (hit >= s && hit < s + 4) {
+                        want = 1;
+                        break;
+                    }
+                    if (s == n - 4) {
+                        break;
+                    }
+                }
+                std::string a = "10." + std::to_string(hit) + ".1.1";
+                EXPECT_EQ(ip_ok(&rec, a.c_str()), want)
+                    << n << " rules, bad " << bad << ", hit " << hit;
+            }
+        }
+    }
 }
