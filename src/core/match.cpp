@@ -1130,29 +1130,38 @@ HostSpan referer_authority(const char *s, size_t len, size_t a) noexcept
 
 
 #if defined(__SSE2__)
+/* the bytes of CC_HOST_US and the dots of sixteen bytes, a bit each */
+struct HostMasks {
+    unsigned hosts;
+    unsigned dots;
+};
+
 /*
- * The sixteen bytes at q as two bit masks: the bytes of CC_HOST_US
- * ([A-Za-z0-9_-]: a letter is one once its 0x20 bit is set; a byte of 0x80
- * and above is negative, below every bound), returned, and the dots
- * (*dots).
+ * The sixteen bytes at q as two bit masks (returned as a value: no
+ * address taken, no stack canary): the bytes of CC_HOST_US ([A-Za-z0-9_-]:
+ * a letter is one whose (b | 0x20) - 'a' is below 26, a digit one whose
+ * b - '0' is below 10, unsigned: both biased by 0x80 and compared signed)
+ * and the dots.
  */
-inline unsigned host_masks(const unsigned char *q, unsigned *dots) noexcept
+inline HostMasks host_masks(const unsigned char *q) noexcept
 {
     const __m128i  v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(q));
-    const __m128i  l = _mm_or_si128(v, _mm_set1_epi8(0x20));
     __m128i        h;
 
-    h = _mm_and_si128(_mm_cmpgt_epi8(l, _mm_set1_epi8('a' - 1)),
-                      _mm_cmplt_epi8(l, _mm_set1_epi8('z' + 1)));
-    h = _mm_or_si128(h, _mm_and_si128(
-                            _mm_cmpgt_epi8(v, _mm_set1_epi8('0' - 1)),
-                            _mm_cmplt_epi8(v, _mm_set1_epi8('9' + 1))));
+    h = _mm_cmpgt_epi8(_mm_set1_epi8(-128 + 26),
+                       _mm_add_epi8(_mm_or_si128(v, _mm_set1_epi8(0x20)),
+                                    _mm_set1_epi8(0x80 - 'a')));
+    h = _mm_or_si128(h, _mm_cmpgt_epi8(_mm_set1_epi8(-128 + 10),
+                                       _mm_add_epi8(v, _mm_set1_epi8(
+                                                           0x80 - '0'))));
     h = _mm_or_si128(h, _mm_cmpeq_epi8(v, _mm_set1_epi8('-')));
     h = _mm_or_si128(h, _mm_cmpeq_epi8(v, _mm_set1_epi8('_')));
 
-    *dots = static_cast<unsigned>(_mm_movemask_epi8(
-                _mm_cmpeq_epi8(v, _mm_set1_epi8('.'))));
-    return static_cast<unsigned>(_mm_movemask_epi8(h));
+    return HostMasks{
+        static_cast<unsigned>(_mm_movemask_epi8(h)),
+        static_cast<unsigned>(_mm_movemask_epi8(
+            _mm_cmpeq_epi8(v, _mm_set1_epi8('.')))),
+    };
 }
 
 /*
@@ -1229,6 +1238,66 @@ referer_host_body(const char *s, size_t len) noexcept
 
 #if defined(__SSE2__)
     /*
+     * The first turn (below) apart: a host that ends in it (nearly every
+     * one: fewer than sixteen bytes) has labels of fewer than sixteen
+     * bytes, the first one beginning at p: no dot first and no two dots
+     * side by side is all there is to check, and its end gives the host
+     * (without a dot last, "example.com.") with no more test.
+     */
+    {
+        unsigned  dots, stop, n, left;
+
+        if (e - p >= 16) {
+            const HostMasks  m = host_masks(p);
+
+            dots = m.dots;
+            stop = ~(m.hosts | dots) & 0xffffu;
+
+            if (stop == 0) {
+                /* sixteen host bytes and dots: the labels checked as
+                 * turn_labels does (label is p), the turns go on */
+                if (dots & ((dots >> 1) | 1)) {
+                    return referer_authority(s, len, a);
+                }
+                if (dots) {
+                    label = p + (32 - __builtin_clz(dots));
+                }
+                p += 16;
+                goto turns;
+            }
+
+            n = static_cast<unsigned>(__builtin_ctz(stop));
+
+        } else if (p != e && len >= 16) {
+            const HostMasks  m = host_masks(e - 16);
+
+            left = static_cast<unsigned>(e - p);
+            dots = m.dots >> (16 - left);
+            stop = ~((m.hosts >> (16 - left)) | dots) & ((1u << left) - 1);
+            n = stop ? static_cast<unsigned>(__builtin_ctz(stop)) : left;
+
+        } else {
+            goto bytes;
+        }
+
+        dots &= (1u << n) - 1;
+
+        if ((dots & ((dots >> 1) | 1))
+            || (p + n != e && !(kCC[p[n]] & CC_AUTH_END)))
+        {
+            return referer_authority(s, len, a);
+        }
+        if (n == 0) {
+            return HostSpan{nullptr, 0};                /* no host */
+        }
+
+        /* "example.com.": the host is the bytes before its last dot */
+        return HostSpan{s + a, n - ((dots >> (n - 1)) & 1)};
+    }
+
+turns:
+
+    /*
      * Sixteen bytes a turn while sixteen are left (a host and the byte
      * after it, mostly): the host bytes and the dots as two bit masks
      * (host_masks); the first byte of neither stops the scan; the dots
@@ -1236,10 +1305,11 @@ referer_host_body(const char *s, size_t len) noexcept
      * one test a turn.
      */
     while (e - p >= 16) {
-        unsigned  hosts, dots, stop, n;
+        const HostMasks  m = host_masks(p);
+        unsigned         dots, stop, n;
 
-        hosts = host_masks(p, &dots);
-        stop = ~(hosts | dots) & 0xffffu;
+        dots = m.dots;
+        stop = ~(m.hosts | dots) & 0xffffu;
         n = stop ? static_cast<unsigned>(__builtin_ctz(stop)) : 16;
         dots &= (1u << n) - 1;
 
@@ -1261,12 +1331,12 @@ referer_host_body(const char *s, size_t len) noexcept
      * sixteen bytes takes the loop below.
      */
     if (p != e && len >= 16) {
-        unsigned  left, hosts, dots, stop, n;
+        const HostMasks  m = host_masks(e - 16);
+        unsigned         left, dots, stop, n;
 
         left = static_cast<unsigned>(e - p);
-        hosts = host_masks(e - 16, &dots) >> (16 - left);
-        dots >>= 16 - left;
-        stop = ~(hosts | dots) & ((1u << left) - 1);
+        dots = m.dots >> (16 - left);
+        stop = ~((m.hosts >> (16 - left)) | dots) & ((1u << left) - 1);
         n = stop ? static_cast<unsigned>(__builtin_ctz(stop)) : left;
         dots &= (1u << n) - 1;
 
@@ -1277,6 +1347,7 @@ referer_host_body(const char *s, size_t len) noexcept
         p += n;
         goto scanned;
     }
+bytes:
 #endif
 
     for (; p != e; p++) {
