@@ -668,6 +668,12 @@ TEST(Referer, CorruptSectionOfSixteenBytesOrMore)
  * four to eight rules are read in one pass only when no prefix is bad */
 TEST(Ips, BadPrefixInItsTurn)
 {
+#if defined(__SSE2__)
+    const int kTurn = 4;
+#else
+    const int kTurn = 1;
+#endif
+
     for (int n = 4; n <= 12; n++) {
         std::string v;
         for (int i = 0; i < n; i++) {
@@ -684,20 +690,21 @@ TEST(Ips, BadPrefixInItsTurn)
             ak_record_t rec = r->rec;
             rec.ips = sec.data();
             for (int hit = 0; hit < n; hit++) {
-                /* the turns [s, s + 4): s = 0, 4, ... and n - 4 last */
+                /* the turns [s, s + k): s = 0, k, ... and n - k last (k
+                 * 4 with SSE2, else 1: a rule at a time) */
                 int want = 0;
-                for (int s = 0;; s += 4) {
-                    if (s > n - 4) {
-                        s = n - 4;
+                for (int s = 0;; s += kTurn) {
+                    if (s > n - kTurn) {
+                        s = n - kTurn;
                     }
-                    if (bad >= s && bad < s + 4) {
+                    if (bad >= s && bad < s + kTurn) {
                         break;
                     }
-                    if (hit >= s && hit < s + 4) {
+                    if (hit >= s && hit < s + kTurn) {
                         want = 1;
                         break;
                     }
-                    if (s == n - 4) {
+                    if (s == n - kTurn) {
                         break;
                     }
                 }
