@@ -676,8 +676,13 @@ inline size_t bytes_sum(__m128i v) noexcept
 {
     const __m128i  s = _mm_sad_epu8(v, _mm_setzero_si128());
 
+#if defined(__x86_64__)
+    return static_cast<size_t>(_mm_cvtsi128_si64(s))
+           + static_cast<size_t>(_mm_extract_epi16(s, 4));
+#else
     return static_cast<size_t>(_mm_cvtsi128_si32(s))
            + static_cast<size_t>(_mm_extract_epi16(s, 4));
+#endif
 }
 #endif
 
