@@ -3,10 +3,11 @@
  * match.cpp: the "ips" and "referrers" rules of a record.
  *
  * Both are compiled once, when the record is built, into a form of the blob
- * made for matching (see internal.hpp): the IPv4 rules as (network, mask)
- * words tested four at a time, the IPv6 ones apart; the referrers rules
- * lowercase, each with its last 8 bytes as one number, so that a rule that
- * cannot match costs a compare.  Matching a request neither allocates nor
+ * made for matching (see internal.hpp): the IPv4 rules as (network,
+ * prefix) tested four at a time, the IPv6 ones apart; the referrers rules
+ * lowercase, the exact ones first, their lengths (a byte each) before
+ * their bytes, so that the rules that can match a host are found by their
+ * lengths, sixteen at a time.  Matching a request neither allocates nor
  * parses the rules again, nor checks their bytes beforehand
  * (ak_record_view_lazy): each read is bounded by the section.
  *
@@ -688,9 +689,9 @@ inline size_t bytes_sum(__m128i v) noexcept
 
 /*
  * The referrers rules against a host (hu, hlen), a rule at a time: lens,
- * the ne + nr lengths, the rules' bytes (tlen of them) after them.  Only a
- * rule of the right length is compared in full (see
- * ak_record_referrer_allowed); a candidate past the section denies.
+ * the nr lengths (the ne exact rules' first), the rules' bytes (tlen of
+ * them) after them.  Only a rule of the right length is compared in full
+ * (see referrers_match); a candidate past the section denies.
  */
 __attribute__((noinline)) int
 referrers_scan(const unsigned char *hu, size_t hlen,
