@@ -258,11 +258,18 @@ ngx_http_api_key_limits_rate(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     const ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status)
 {
+    uint64_t                 now_us;
+
     /* the worker's own, as in ngx_http_api_key_monotonic_us */
     static ak_rate_result_t  rate;
 
-    switch (ak_cache_gcra(alcf->zone->sh->cache, slot, ctx->hash,
-                          ngx_http_api_key_monotonic_us(),
+    /*
+     * The clock first: the record's fields are read after the call, not
+     * kept across it on the stack.
+     */
+    now_us = ngx_http_api_key_monotonic_us();
+
+    switch (ak_cache_gcra(alcf->zone->sh->cache, slot, ctx->hash, now_us,
                           rec->rate_interval_us, rec->burst, &rate))
     {
     case 1:

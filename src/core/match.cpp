@@ -3,10 +3,11 @@
  * match.cpp: the "ips" and "referrers" rules of a record.
  *
  * Both are compiled once, when the record is built, into a form of the blob
- * made for matching (see internal.hpp): the IPv4 rules as (network, mask)
- * words tested four at a time, the IPv6 ones apart; the referrers rules
- * lowercase, each with its last 8 bytes as one number, so that a rule that
- * cannot match costs a compare.  Matching a request neither allocates nor
+ * made for matching (see internal.hpp): the IPv4 rules as (network,
+ * prefix) tested four at a time, the IPv6 ones apart; the referrers rules
+ * lowercase, the exact ones first, their lengths (a byte each) before
+ * their bytes, so that the rules that can match a host are found by their
+ * lengths, sixteen at a time.  Matching a request neither allocates nor
  * parses the rules again, nor checks their bytes beforehand
  * (ak_record_view_lazy): each read is bounded by the section.
  *
@@ -210,13 +211,47 @@ int v4_allowed(uint32_t a, const unsigned char *p, size_t len) noexcept
 
     size_t n4 = le16(p);
 
-    if (n4 == 0 || 5 * n4 > len - 2) {
+    if (5 * n4 > len - 2) {
         return 0;
     }
 
     const unsigned char *nets = p + 2, *pre = nets + 4 * n4;
 
 #if defined(__SSE2__)
+    /*
+     * Four to eight rules (the most common): the first four and the last
+     * four (the same rule twice when n4 < 8) in one pass when no prefix
+     * of theirs is over 32, without the loop below; else the loop, which
+     * answers a prefix over 32 in its turn.
+     */
+    if (n4 - 4 <= 4) {
+        uint32_t w0 = load32(pre), w1 = load32(pre + n4 - 4);
+
+        if (!(((w0 + 0x5f5f5f5fu) | w0 | (w1 + 0x5f5f5f5fu) | w1)
+              & 0x80808080u))
+        {
+            const unsigned char *q = pre + n4 - 4;
+            const __m128i  va = _mm_set1_epi32(static_cast<int>(a));
+            __m128i        m0, m1, n0, n1;
+
+            m0 = _mm_set_epi32(static_cast<int>(kV4Mask.m[pre[3]]),
+                               static_cast<int>(kV4Mask.m[pre[2]]),
+                               static_cast<int>(kV4Mask.m[pre[1]]),
+                               static_cast<int>(kV4Mask.m[pre[0]]));
+            m1 = _mm_set_epi32(static_cast<int>(kV4Mask.m[q[3]]),
+                               static_cast<int>(kV4Mask.m[q[2]]),
+                               static_cast<int>(kV4Mask.m[q[1]]),
+                               static_cast<int>(kV4Mask.m[q[0]]));
+            n0 = _mm_loadu_si128(reinterpret_cast<const __m128i *>(nets));
+            n1 = _mm_loadu_si128(
+                     reinterpret_cast<const __m128i *>(nets + 4 * (n4 - 4)));
+
+            return _mm_movemask_epi8(_mm_or_si128(
+                       _mm_cmpeq_epi32(_mm_and_si128(va, m0), n0),
+                       _mm_cmpeq_epi32(_mm_and_si128(va, m1), n1))) != 0;
+        }
+    }
+
     if (n4 >= 4) {
         const __m128i  va = _mm_set1_epi32(static_cast<int>(a));
 
@@ -543,6 +578,14 @@ inline uint64_t lower8(uint64_t x) noexcept
     return x | (upper >> 2);                    /* 0x80 >> 2: 0x20 */
 }
 
+/* two words whose bytes differ in the 0x20 bit only, lowered: out of
+ * line (a Referer's host and a stored rule nearly always are lowercase),
+ * its constants in no register of the caller's loop */
+__attribute__((noinline)) bool same_lowered(uint64_t x, uint64_t y) noexcept
+{
+    return lower8(x) == lower8(y);
+}
+
 inline bool same_word(uint64_t x, uint64_t y) noexcept
 {
     uint64_t d = x ^ y;
@@ -553,7 +596,7 @@ inline bool same_word(uint64_t x, uint64_t y) noexcept
     if (d & ~(0x2020202020202020ull)) {
         return false;                   /* bytes differ beyond their case */
     }
-    return lower8(x) == lower8(y);
+    return same_lowered(x, y);
 }
 
 /* eq_nocase(a, b, n): no byte read outside [a, a + n) and [b, b + n), the
@@ -576,6 +619,214 @@ inline __attribute__((always_inline)) bool same_nocase(const char *a, const char
                && same_word(load32(x + n - 4), load32(y + n - 4));
     }
     return eq_nocase(a, b, n);
+}
+
+/* same_nocase out of line: bytes that differ in their case only */
+__attribute__((noinline)) bool same_nocase_cold(const char *a,
+    const unsigned char *b, size_t n) noexcept
+{
+    return same_nocase(a, reinterpret_cast<const char *>(b), n);
+}
+
+/*
+ * same_nocase for a candidate rule of n >= 8 bytes: the words of both
+ * xor'ed and or'ed together (the last one overlapping the one before it),
+ * one test; bytes that differ in their 0x20 bit only are compared lowered
+ * (same_nocase_cold), as is a rule of fewer than eight bytes.
+ */
+inline bool rule_same(const char *h, const unsigned char *r, size_t n)
+    noexcept
+{
+    const unsigned char *x = reinterpret_cast<const unsigned char *>(h);
+
+    if (n < 8) {
+        return same_nocase_cold(h, r, n);
+    }
+
+    uint64_t d = (load64(x) ^ load64(r))
+                 | (load64(x + n - 8) ^ load64(r + n - 8));
+
+    for (size_t i = 8; i + 8 < n; i += 8) {
+        d |= load64(x + i) ^ load64(r + i);
+    }
+
+    if (d == 0) {
+        return true;
+    }
+    if (d & ~(0x2020202020202020ull)) {
+        return false;                   /* bytes differ beyond their case */
+    }
+    return same_nocase_cold(h, r, n);
+}
+
+#if defined(__SSE2__)
+/* sixteen bytes, the first j (0..16) of them 0xff, the others 0 */
+inline __m128i first_bytes(size_t j) noexcept
+{
+    /* sixteen 0xff then sixteen 0: read from 16 - j */
+    static const unsigned char  ff[32] = {
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    };
+
+    return _mm_loadu_si128(reinterpret_cast<const __m128i *>(ff + 16 - j));
+}
+
+/* the sum of the sixteen bytes of v */
+inline size_t bytes_sum(__m128i v) noexcept
+{
+    const __m128i  s = _mm_sad_epu8(v, _mm_setzero_si128());
+
+#if defined(__x86_64__)
+    return static_cast<size_t>(_mm_cvtsi128_si64(s))
+           + static_cast<size_t>(_mm_extract_epi16(s, 4));
+#else
+    return static_cast<size_t>(_mm_cvtsi128_si32(s))
+           + static_cast<size_t>(_mm_extract_epi16(s, 4));
+#endif
+}
+#endif
+
+/*
+ * The referrers rules against a host (hu, hlen), a rule at a time: lens,
+ * the nr lengths (the ne exact rules' first), the rules' bytes (tlen of
+ * them) after them.  Only a rule of the right length is compared in full
+ * (see referrers_match); a candidate past the section denies.
+ */
+__attribute__((noinline)) int
+referrers_scan(const unsigned char *hu, size_t hlen,
+    const unsigned char *lens, size_t ne, size_t nr, size_t tlen) noexcept
+{
+    const char *host = reinterpret_cast<const char *>(hu);
+    const unsigned char *text = lens + nr;
+    size_t off = 0, i = 0;
+
+    for (; i < ne; i++) {
+        size_t n = lens[i];
+
+        if (n == hlen) {
+            if (off > tlen || n > tlen - off) {
+                return 0;
+            }
+            if (same_nocase(host, reinterpret_cast<const char *>(text + off),
+                            n))
+            {
+                return 1;
+            }
+        }
+        off += n;               /* checked when used: no overflow,
+                                   nr * 255 at most */
+    }
+
+    for (; i < nr; i++) {
+        size_t n = lens[i];
+
+        /* n in [1, hlen) (hlen >= 1): a rule of length 0, in a corrupt
+         * section, is no rule, and hu[hlen] is never read */
+        if (n - 1 < hlen - 1 && hu[hlen - n] == '.') {
+            if (off > tlen || n > tlen - off) {
+                return 0;
+            }
+            if (same_nocase(host + hlen - n,
+                            reinterpret_cast<const char *>(text + off), n))
+            {
+                return 1;
+            }
+        }
+        off += n;               /* checked when used: no overflow,
+                                   nr * 255 at most */
+    }
+
+    return 0;
+}
+
+
+/*
+ * The referrers section (refs, refs_len) against a host found in a Referer
+ * (host, hlen >= 1): 1 when a rule matches (ak_record_referrer_allowed's
+ * second half).
+ */
+inline __attribute__((always_inline)) int
+referrers_match(const char *host, size_t hlen, const unsigned char *refs,
+    size_t refs_len) noexcept
+{
+    if (refs == nullptr || refs_len < 4) {
+        return 0;
+    }
+
+    size_t ne = le16(refs), nw = le16(refs + 2), nr = ne + nw;
+
+    if (nr > refs_len - 4) {
+        return 0;
+    }
+
+    /*
+     * Only a rule of the right length can match: an exact rule
+     * ("example.com") of the host's, a ".domain" one (a "*.example.com"
+     * rule) a shorter one whose '.' falls on a dot of the host.  The
+     * exact rules come first, then the ".domain" ones, their lengths a
+     * byte each, their bytes after them: only a rule of a right length
+     * (a candidate) is compared in full, in the order of the rules.
+     */
+    const unsigned char *lens = refs + 4;
+    const unsigned char *hu = reinterpret_cast<const unsigned char *>(host);
+
+#if defined(__SSE2__)
+    /*
+     * Up to sixteen rules, their lengths in one load (sixteen bytes from
+     * lens in the section): the candidates as a bit mask, visited in the
+     * order of the rules, each one's offset the sum of the lengths before
+     * it.  With l1 = n - 1 and h1 = hlen - 1 (bytes): an exact rule is a
+     * candidate when l1 == h1, a ".domain" one when l1 < h1, unsigned (n
+     * in [1, hlen): a rule of length 0, in a corrupt section, is no rule,
+     * and hu[hlen] is never read).  The same answers as referrers_scan.
+     */
+    if (nr <= 16 && refs_len >= 4 + 16) {
+        const __m128i  l = _mm_loadu_si128(
+                               reinterpret_cast<const __m128i *>(lens));
+        const __m128i  below_ne = first_bytes(ne), below_nr = first_bytes(nr);
+        const size_t   tlen = refs_len - 4 - nr;
+
+        /* every rule within the section (else rule by rule, below: a
+         * candidate past it denies when it comes) */
+        if (bytes_sum(_mm_and_si128(l, below_nr)) <= tlen) {
+            const __m128i  l1 = _mm_add_epi8(l, _mm_set1_epi8(-1));
+            const __m128i  h1 = _mm_set1_epi32(static_cast<int>(
+                                    (hlen - 1) * 0x01010101u));
+            const __m128i  eq = _mm_cmpeq_epi8(l1, h1);
+            const __m128i  ge = _mm_cmpeq_epi8(_mm_max_epu8(l1, h1), l1);
+            const unsigned char *text = lens + nr;
+            unsigned       cand;
+
+            cand = static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(
+                       _mm_and_si128(eq, below_ne),
+                       _mm_andnot_si128(_mm_or_si128(ge, below_ne),
+                                        below_nr))));
+
+            while (cand) {
+                unsigned  j = static_cast<unsigned>(__builtin_ctz(cand));
+                size_t    n = lens[j];
+
+                cand &= cand - 1;
+
+                if (j >= ne && hu[hlen - n] != '.') {
+                    continue;
+                }
+
+                const unsigned char *rule = text
+                    + bytes_sum(_mm_and_si128(l, first_bytes(j)));
+
+                if (rule_same(host + hlen - n, rule, n)) {
+                    return 1;
+                }
+            }
+
+            return 0;
+        }
+    }
+#endif
+
+    return referrers_scan(hu, hlen, lens, ne, nr, refs_len - 4 - nr);
 }
 
 } // namespace
@@ -885,29 +1136,38 @@ HostSpan referer_authority(const char *s, size_t len, size_t a) noexcept
 
 
 #if defined(__SSE2__)
+/* the bytes of CC_HOST_US and the dots of sixteen bytes, a bit each */
+struct HostMasks {
+    unsigned hosts;
+    unsigned dots;
+};
+
 /*
- * The sixteen bytes at q as two bit masks: the bytes of CC_HOST_US
- * ([A-Za-z0-9_-]: a letter is one once its 0x20 bit is set; a byte of 0x80
- * and above is negative, below every bound), returned, and the dots
- * (*dots).
+ * The sixteen bytes at q as two bit masks (returned as a value: no
+ * address taken, no stack canary): the bytes of CC_HOST_US ([A-Za-z0-9_-]:
+ * a letter is one whose (b | 0x20) - 'a' is below 26, a digit one whose
+ * b - '0' is below 10, unsigned: both biased by 0x80 and compared signed)
+ * and the dots.
  */
-inline unsigned host_masks(const unsigned char *q, unsigned *dots) noexcept
+inline HostMasks host_masks(const unsigned char *q) noexcept
 {
     const __m128i  v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(q));
-    const __m128i  l = _mm_or_si128(v, _mm_set1_epi8(0x20));
     __m128i        h;
 
-    h = _mm_and_si128(_mm_cmpgt_epi8(l, _mm_set1_epi8('a' - 1)),
-                      _mm_cmplt_epi8(l, _mm_set1_epi8('z' + 1)));
-    h = _mm_or_si128(h, _mm_and_si128(
-                            _mm_cmpgt_epi8(v, _mm_set1_epi8('0' - 1)),
-                            _mm_cmplt_epi8(v, _mm_set1_epi8('9' + 1))));
+    h = _mm_cmpgt_epi8(_mm_set1_epi8(-128 + 26),
+                       _mm_add_epi8(_mm_or_si128(v, _mm_set1_epi8(0x20)),
+                                    _mm_set1_epi8(0x80 - 'a')));
+    h = _mm_or_si128(h, _mm_cmpgt_epi8(_mm_set1_epi8(-128 + 10),
+                                       _mm_add_epi8(v, _mm_set1_epi8(
+                                                           0x80 - '0'))));
     h = _mm_or_si128(h, _mm_cmpeq_epi8(v, _mm_set1_epi8('-')));
     h = _mm_or_si128(h, _mm_cmpeq_epi8(v, _mm_set1_epi8('_')));
 
-    *dots = static_cast<unsigned>(_mm_movemask_epi8(
-                _mm_cmpeq_epi8(v, _mm_set1_epi8('.'))));
-    return static_cast<unsigned>(_mm_movemask_epi8(h));
+    return HostMasks{
+        static_cast<unsigned>(_mm_movemask_epi8(h)),
+        static_cast<unsigned>(_mm_movemask_epi8(
+            _mm_cmpeq_epi8(v, _mm_set1_epi8('.')))),
+    };
 }
 
 /*
@@ -984,6 +1244,66 @@ referer_host_body(const char *s, size_t len) noexcept
 
 #if defined(__SSE2__)
     /*
+     * The first turn (below) apart: a host that ends in it (nearly every
+     * one: fewer than sixteen bytes) has labels of fewer than sixteen
+     * bytes, the first one beginning at p: no dot first and no two dots
+     * side by side is all there is to check, and its end gives the host
+     * (without a dot last, "example.com.") with no more test.
+     */
+    {
+        unsigned  dots, stop, n, left;
+
+        if (e - p >= 16) {
+            const HostMasks  m = host_masks(p);
+
+            dots = m.dots;
+            stop = ~(m.hosts | dots) & 0xffffu;
+
+            if (stop == 0) {
+                /* sixteen host bytes and dots: the labels checked as
+                 * turn_labels does (label is p), the turns go on */
+                if (dots & ((dots >> 1) | 1)) {
+                    return referer_authority(s, len, a);
+                }
+                if (dots) {
+                    label = p + (32 - __builtin_clz(dots));
+                }
+                p += 16;
+                goto turns;
+            }
+
+            n = static_cast<unsigned>(__builtin_ctz(stop));
+
+        } else if (p != e && len >= 16) {
+            const HostMasks  m = host_masks(e - 16);
+
+            left = static_cast<unsigned>(e - p);
+            dots = m.dots >> (16 - left);
+            stop = ~((m.hosts >> (16 - left)) | dots) & ((1u << left) - 1);
+            n = stop ? static_cast<unsigned>(__builtin_ctz(stop)) : left;
+
+        } else {
+            goto bytes;
+        }
+
+        dots &= (1u << n) - 1;
+
+        if ((dots & ((dots >> 1) | 1))
+            || (p + n != e && !(kCC[p[n]] & CC_AUTH_END)))
+        {
+            return referer_authority(s, len, a);
+        }
+        if (n == 0) {
+            return HostSpan{nullptr, 0};                /* no host */
+        }
+
+        /* "example.com.": the host is the bytes before its last dot */
+        return HostSpan{s + a, n - ((dots >> (n - 1)) & 1)};
+    }
+
+turns:
+
+    /*
      * Sixteen bytes a turn while sixteen are left (a host and the byte
      * after it, mostly): the host bytes and the dots as two bit masks
      * (host_masks); the first byte of neither stops the scan; the dots
@@ -991,10 +1311,11 @@ referer_host_body(const char *s, size_t len) noexcept
      * one test a turn.
      */
     while (e - p >= 16) {
-        unsigned  hosts, dots, stop, n;
+        const HostMasks  m = host_masks(p);
+        unsigned         dots, stop, n;
 
-        hosts = host_masks(p, &dots);
-        stop = ~(hosts | dots) & 0xffffu;
+        dots = m.dots;
+        stop = ~(m.hosts | dots) & 0xffffu;
         n = stop ? static_cast<unsigned>(__builtin_ctz(stop)) : 16;
         dots &= (1u << n) - 1;
 
@@ -1016,12 +1337,12 @@ referer_host_body(const char *s, size_t len) noexcept
      * sixteen bytes takes the loop below.
      */
     if (p != e && len >= 16) {
-        unsigned  left, hosts, dots, stop, n;
+        const HostMasks  m = host_masks(e - 16);
+        unsigned         left, dots, stop, n;
 
         left = static_cast<unsigned>(e - p);
-        hosts = host_masks(e - 16, &dots) >> (16 - left);
-        dots >>= 16 - left;
-        stop = ~(hosts | dots) & ((1u << left) - 1);
+        dots = m.dots >> (16 - left);
+        stop = ~((m.hosts >> (16 - left)) | dots) & ((1u << left) - 1);
         n = stop ? static_cast<unsigned>(__builtin_ctz(stop)) : left;
         dots &= (1u << n) - 1;
 
@@ -1032,6 +1353,7 @@ referer_host_body(const char *s, size_t len) noexcept
         p += n;
         goto scanned;
     }
+bytes:
 #endif
 
     for (; p != e; p++) {
@@ -1108,29 +1430,25 @@ ak_record_ip_allowed(const ak_record_t *rec, int family,
     if (!rec->has_ips) {
         return 1;
     }
-    if (addr == nullptr || (family != 4 && family != 6)) {
-        return 0;
-    }
-
     /* the section the view found; its bytes are checked here, as they
      * are read, not by the request path's view (see ak_record_view_lazy) */
     const unsigned char *ips = rec->ips;
     size_t ips_len = rec->ips_len;
 
-    if (ips == nullptr) {
+    if (addr == nullptr || ips == nullptr) {
         return 0;
     }
 
-    uint32_t a4;
-
     if (family == 4) {
-        a4 = load32(addr);
-    } else if (v4_mapped(addr)) {
-        a4 = load32(addr + 12);
-    } else {
-        return v6_allowed(addr, ips, ips_len);
+        return v4_allowed(load32(addr), ips, ips_len);
     }
-    return v4_allowed(a4, ips, ips_len);
+    if (family != 6) {
+        return 0;
+    }
+    if (v4_mapped(addr)) {
+        return v4_allowed(load32(addr + 12), ips, ips_len);
+    }
+    return v6_allowed(addr, ips, ips_len);
 }
 
 
@@ -1156,66 +1474,5 @@ ak_record_referrer_allowed(const ak_record_t *rec, const char *referer,
         return 0;
     }
 
-    const unsigned char *refs = rec->referrers;
-    size_t refs_len = rec->referrers_len;
-
-    if (refs == nullptr || refs_len < 4) {
-        return 0;
-    }
-
-    size_t ne = le16(refs), nw = le16(refs + 2), nr = ne + nw;
-
-    if (nr > refs_len - 4) {
-        return 0;
-    }
-
-    /*
-     * Only a rule of the right length can match: an exact rule
-     * ("example.com") of the host's, a ".domain" one (a "*.example.com"
-     * rule) a shorter one whose '.' falls on a dot of the host.  The
-     * exact rules come first, then the ".domain" ones, their lengths a
-     * byte each, their bytes after them: only a rule of a right length
-     * (a candidate) is compared in full, in the order of the rules.
-     */
-    const unsigned char *lens = refs + 4, *text = lens + nr;
-    const unsigned char *hu = reinterpret_cast<const unsigned char *>(host);
-    size_t tlen = refs_len - 4 - nr, off = 0, i = 0;
-
-    for (; i < ne; i++) {
-        size_t n = lens[i];
-
-        if (n == hlen) {
-            if (off > tlen || n > tlen - off) {
-                return 0;
-            }
-            if (same_nocase(host, reinterpret_cast<const char *>(text + off),
-                            n))
-            {
-                return 1;
-            }
-        }
-        off += n;               /* checked when used: no overflow,
-                                   nr * 255 at most */
-    }
-
-    for (; i < nr; i++) {
-        size_t n = lens[i];
-
-        /* n in [1, hlen) (hlen >= 1): a rule of length 0, in a corrupt
-         * section, is no rule, and hu[hlen] is never read */
-        if (n - 1 < hlen - 1 && hu[hlen - n] == '.') {
-            if (off > tlen || n > tlen - off) {
-                return 0;
-            }
-            if (same_nocase(host + hlen - n,
-                            reinterpret_cast<const char *>(text + off), n))
-            {
-                return 1;
-            }
-        }
-        off += n;               /* checked when used: no overflow,
-                                   nr * 255 at most */
-    }
-
-    return 0;
+    return referrers_match(host, hlen, rec->referrers, rec->referrers_len);
 }

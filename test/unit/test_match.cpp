@@ -324,11 +324,12 @@ TEST(Ips, CorruptSectionDenies)
     EXPECT_EQ(ip_ok(&v, "11.1.1.1"), 0);
 }
 
-/* four rules a turn (SSE2), the last four overlapping the ones before: a
- * match at each position of lists of 1 to 9 IPv4 rules, IPv6 ones between */
+/* four rules a turn (SSE2), the last four overlapping the ones before
+ * (four to eight rules in one pass): a match at each position of lists of
+ * 1 to 13 IPv4 rules, IPv6 ones between */
 TEST(Ips, EachPositionOfTheV4Rules)
 {
-    for (int n = 1; n <= 9; n++) {
+    for (int n = 1; n <= 13; n++) {
         for (int hit = 0; hit < n; hit++) {
             std::string v;
             for (int i = 0; i < n; i++) {
@@ -559,4 +560,158 @@ TEST(Referer, CorruptZeroLengthRuleDenies)
     EXPECT_EQ(ref_ok(&rec, "https://www.example.com.:8080/x"), 0);
     EXPECT_EQ(ref_ok(&rec, "https://a.example.org/"), 1);
     EXPECT_EQ(ref_ok(&rec, "https://a.example.org./"), 1);
+}
+
+/* up to sixteen rules are placed by their lengths at once, more a rule at
+ * a time: every rule at every position of both, and the hosts next to
+ * it, with and without capitals, shorter and longer than a word */
+TEST(Referer, EachPositionOfManyRules)
+{
+    for (size_t nrules : { 1, 2, 8, 15, 16, 17, 24, 40 }) {
+        std::string v;
+        std::vector<std::string> exact, wild;
+        for (size_t i = 0; i < nrules; i++) {
+            if (!v.empty()) {
+                v += ",";
+            }
+            if (i % 2 == 0) {
+                /* short ones too: "h3.io" is 5 bytes */
+                std::string h = (i % 4 == 0)
+                    ? "h" + std::to_string(i) + ".io"
+                    : "host" + std::to_string(i) + ".example.com";
+                exact.push_back(h);
+                v += h;
+            } else {
+                std::string d = "w" + std::to_string(i) + ".example.net";
+                wild.push_back(d);
+                v += "*." + d;
+            }
+        }
+        auto r = make({ { "referrers", v } });
+        ASSERT_EQ(r->view_rc, 0) << r->b.err.msg;
+        for (const auto &h : exact) {
+            EXPECT_EQ(ref_ok(&r->rec, "https://" + h + "/"), 1) << nrules << h;
+            std::string up = h;
+            up[0] = static_cast<char>(up[0] - 32);
+            up[up.size() - 1] = static_cast<char>(up[up.size() - 1] - 32);
+            EXPECT_EQ(ref_ok(&r->rec, "https://" + up + "/x"), 1) << up;
+            EXPECT_EQ(ref_ok(&r->rec, "https://a." + h + "/"), 0) << h;
+            EXPECT_EQ(ref_ok(&r->rec, "https://x" + h.substr(1) + "/"), 0)
+                << h;
+            EXPECT_EQ(ref_ok(&r->rec, "https://" + h.substr(0, h.size() - 1)
+                                      + "/"), 0) << h;
+        }
+        for (const auto &d : wild) {
+            EXPECT_EQ(ref_ok(&r->rec, "https://a." + d + "/"), 1) << d;
+            EXPECT_EQ(ref_ok(&r->rec, "https://b.c." + d), 1) << d;
+            EXPECT_EQ(ref_ok(&r->rec, "https://A.B." + d + "."), 1) << d;
+            std::string up = "x.W" + d.substr(1, d.size() - 2)
+                             + static_cast<char>(d.back() - 32);
+            EXPECT_EQ(ref_ok(&r->rec, "https://" + up + "/"), 1) << up;
+            EXPECT_EQ(ref_ok(&r->rec, "https://" + d + "/"), 0) << d;
+            EXPECT_EQ(ref_ok(&r->rec, "https://aw" + d.substr(1) + "/"), 0)
+                << d;
+            EXPECT_EQ(ref_ok(&r->rec, "https://a." + d + "x/"), 0) << d;
+        }
+        EXPECT_EQ(ref_ok(&r->rec, "https://example.com/"), 0);
+        EXPECT_EQ(ref_ok(&r->rec, "https://example.net/"), 0);
+    }
+}
+
+/* corrupt sections long enough for the lengths' load: a rule of length
+ * 0 is no rule; lengths past the section's end leave the rules to the
+ * one at a time matcher, which denies at the first candidate it cannot
+ * place and allows a match before it */
+TEST(Referer, CorruptSectionOfSixteenBytesOrMore)
+{
+    auto r = make({ { "referrers", "*.example.org" } });
+    ASSERT_EQ(r->view_rc, 0) << r->b.err.msg;
+    ak_record_t rec = r->rec;
+
+    /* ne 0, nw 2: lengths 0 and 16, then ".www.example.org" */
+    static const unsigned char zero[] = {
+        0, 0, 2, 0, 0, 16,
+        '.', 'w', 'w', 'w', '.', 'e', 'x', 'a', 'm', 'p', 'l', 'e',
+        '.', 'o', 'r', 'g',
+    };
+    rec.referrers = zero;
+    rec.referrers_len = sizeof(zero);
+    EXPECT_EQ(ref_ok(&rec, "https://example.com./"), 0);
+    EXPECT_EQ(ref_ok(&rec, "https://a.www.example.org./"), 1);
+    EXPECT_EQ(ref_ok(&rec, "https://a.example.org/"), 0);
+
+    /* ne 2: "app.example.com" (15), then a length of 200 past the end */
+    static const unsigned char past[] = {
+        2, 0, 0, 0, 15, 200,
+        'a', 'p', 'p', '.', 'e', 'x', 'a', 'm', 'p', 'l', 'e', '.',
+        'c', 'o', 'm', 'x', 'x', 'x',
+    };
+    rec.referrers = past;
+    rec.referrers_len = sizeof(past);
+    EXPECT_EQ(ref_ok(&rec, "https://app.example.com/"), 1);
+    EXPECT_EQ(ref_ok(&rec, "https://www.example.com/"), 0);
+
+    /* the same lengths the other way: the candidate of 15 bytes is
+     * placed past the end (after the 200), and denies */
+    static const unsigned char after[] = {
+        2, 0, 0, 0, 200, 15,
+        'a', 'p', 'p', '.', 'e', 'x', 'a', 'm', 'p', 'l', 'e', '.',
+        'c', 'o', 'm', 'x', 'x', 'x',
+    };
+    rec.referrers = after;
+    rec.referrers_len = sizeof(after);
+    EXPECT_EQ(ref_ok(&rec, "https://app.example.com/"), 0);
+}
+
+/* a prefix over 32 (a corrupt section) denies in its turn of four: a
+ * match in a turn before it allows, as the rule at a time reading does;
+ * four to eight rules are read in one pass only when no prefix is bad */
+TEST(Ips, BadPrefixInItsTurn)
+{
+#if defined(__SSE2__)
+    const int kTurn = 4;
+#else
+    const int kTurn = 1;
+#endif
+
+    for (int n = 4; n <= 12; n++) {
+        std::string v;
+        for (int i = 0; i < n; i++) {
+            v += (i ? "," : "") + std::string("10.") + std::to_string(i)
+                 + ".0.0/16";
+        }
+        auto r = make({ { "ips", v } });
+        ASSERT_EQ(r->view_rc, 0) << v;
+        ASSERT_EQ(r->rec.ips_len, 2u + 5u * n);
+        for (int bad = 0; bad < n; bad++) {
+            std::vector<unsigned char> sec(r->rec.ips,
+                                           r->rec.ips + r->rec.ips_len);
+            sec[2 + 4 * n + bad] = 33;
+            ak_record_t rec = r->rec;
+            rec.ips = sec.data();
+            for (int hit = 0; hit < n; hit++) {
+                /* the turns [s, s + k): s = 0, k, ... and n - k last (k
+                 * 4 with SSE2, else 1: a rule at a time) */
+                int want = 0;
+                for (int s = 0;; s += kTurn) {
+                    if (s > n - kTurn) {
+                        s = n - kTurn;
+                    }
+                    if (bad >= s && bad < s + kTurn) {
+                        break;
+                    }
+                    if (hit >= s && hit < s + kTurn) {
+                        want = 1;
+                        break;
+                    }
+                    if (s == n - kTurn) {
+                        break;
+                    }
+                }
+                std::string a = "10." + std::to_string(hit) + ".1.1";
+                EXPECT_EQ(ip_ok(&rec, a.c_str()), want)
+                    << n << " rules, bad " << bad << ", hit " << hit;
+            }
+        }
+    }
 }
