@@ -1089,7 +1089,10 @@ void ngx_http_api_key_usage_label(ngx_http_api_key_zone_t *zone,
 void ngx_http_api_key_usage_fold(ngx_http_api_key_zone_t *zone);
 
 
-/* two key hashes (AK_HASH_LEN bytes) alike: four words, no call */
+/* two key hashes (AK_HASH_LEN bytes) alike: four words, no call (where
+ * the compiler can read a word at any address) */
+
+#if (defined __GNUC__ || defined __clang__)
 
 typedef uint64_t __attribute__((may_alias, aligned(1)))
     ngx_http_api_key_word_t;
@@ -1105,6 +1108,16 @@ ngx_http_api_key_same_hash(const u_char *a, const u_char *b)
     return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3]))
            == 0;
 }
+
+#else
+
+static ngx_inline ngx_uint_t
+ngx_http_api_key_same_hash(const u_char *a, const u_char *b)
+{
+    return ngx_memcmp(a, b, AK_HASH_LEN) == 0;
+}
+
+#endif
 
 typedef char  ngx_http_api_key_same_hash_fits[
     (AK_HASH_LEN == 4 * sizeof(uint64_t)) ? 1 : -1];

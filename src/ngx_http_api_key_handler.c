@@ -144,6 +144,9 @@ typedef struct {
     u_char                      blob[NGX_HTTP_API_KEY_VIEW_MAX];
 } ngx_http_api_key_view_t;
 
+typedef char  ngx_http_api_key_views_power_of_2[
+    (NGX_HTTP_API_KEY_VIEWS & (NGX_HTTP_API_KEY_VIEWS - 1)) == 0 ? 1 : -1];
+
 static ngx_http_api_key_view_t  ngx_http_api_key_views[NGX_HTTP_API_KEY_VIEWS];
 static ak_record_t              ngx_http_api_key_long_view;
 
@@ -978,6 +981,7 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
 #if (NGX_HAVE_INET6)
     struct sockaddr_in6      *sin6;
 #endif
+
     /*
      * a record that only its texts describe (active, no expiry, rules,
      * scopes or limits: what most keys without limits are; the cache
@@ -1161,7 +1165,9 @@ ngx_http_api_key_view(const u_char *hash, size_t len)
                 == 0) ? &ngx_http_api_key_long_view : NULL;
     }
 
+    /* (empty until viewed: no key's, no length) */
     v->len = 0;
+    ngx_memzero(v->hash, AK_HASH_LEN);
 
     ngx_memcpy(v->blob, ngx_http_api_key_blob, len);
 
@@ -1178,9 +1184,9 @@ ngx_http_api_key_view(const u_char *hash, size_t len)
 
 /*
  * The record's text lent to the request from where it lies (the worker's
- * copy of the record, of at most text_buf's size): lazy, its strings are
- * made by a view when something asks (ngx_http_api_key_text_view()), else
- * they are set already.
+ * copy of the record, or a kept view's: ngx_http_api_key_view()): lazy,
+ * its strings are made by a view when something asks
+ * (ngx_http_api_key_text_view()), else they are set already.
  */
 
 static ngx_inline void
@@ -1413,7 +1419,7 @@ ngx_http_api_key_decided(ngx_http_request_t *r,
          * the key's last use and requests per day (a known record only),
          * under its identity: a rotated key keeps its history
          */
-        /* (a lazy text is a plain record's: no identity) */
+        /* (a lazy text is a record's without an identity) */
         hash = (ctx->text && !ctx->text_lazy
                 && ctx->text_str[NGX_HTTP_API_KEY_TEXT_IDENTITY].len)
                ? ctx->text_str[NGX_HTTP_API_KEY_TEXT_IDENTITY].data

@@ -300,8 +300,8 @@ ngx_http_api_key_limits_rate(ngx_http_request_t *r,
 /* what a 429 of the rate says (RateLimit-Policy, Retry-After, RateLimit) */
 
 static void
-ngx_http_api_key_rate_denied(ngx_http_api_key_ctx_t *ctx, const ak_record_t *rec,
-    ak_rate_result_t *rate)
+ngx_http_api_key_rate_denied(ngx_http_api_key_ctx_t *ctx,
+    const ak_record_t *rec, ak_rate_result_t *rate)
 {
     ctx->rate_remaining = 0;
     ctx->rate_n = rec->rate_n;

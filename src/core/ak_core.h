@@ -1402,8 +1402,8 @@ uint64_t ak_usage_fold(ak_usage_t *dst, ak_usage_t *src) AK_NOEXCEPT;
 
 /*
  * The same fold in steps, so that the zone's lock is held for a few items
- * at a time: at most max items of src, from its slot *at on (0 at the
- * fold's start); *at is moved past them, and is ak_usage_slots(src) once
+ * at a time: at most max items of src (1 when max is 0), from its slot *at
+ * on (0 at the fold's start); *at is moved past them, and is ak_usage_slots(src) once
  * src's active half is empty (or src cannot be folded into dst).  Nothing
  * else may use src until then.  Returns the requests moved into dst.
  */

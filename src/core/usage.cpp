@@ -283,6 +283,10 @@ ak_usage_fold_step(ak_usage_t *dst, ak_usage_t *src, uint32_t *at,
 
     uint64_t moved = 0;
     uint32_t i = *at, n = 0;
+
+    if (max == 0) {
+        max = 1;                /* a step moves on */
+    }
     ak_usage_item_t *half = src->items + static_cast<size_t>(src->active)
                                          * src->slots;
 

@@ -309,6 +309,21 @@ TEST(Usage, FoldInStepsMovesWhatOneFoldMoves)
         }
     }
 
+    /* max 0 moves one item a step (a step always moves on) */
+    {
+        Table zone(64), local(16);
+        Key a(1), b(2);
+        ASSERT_EQ(0, ak_usage_add(local.u, a.h, kDay + 1, AK_USAGE_ALLOWED));
+        ASSERT_EQ(0, ak_usage_add(local.u, b.h, kDay + 1, AK_USAGE_ALLOWED));
+        uint32_t at = 0, steps = 0;
+        uint64_t moved = 0;
+        while (at < ak_usage_slots(local.u) && steps++ < 100) {
+            moved += ak_usage_fold_step(zone.u, local.u, &at, 0);
+        }
+        EXPECT_EQ(2u, moved);
+        EXPECT_EQ(2u, steps);
+    }
+
     /* nothing to fold into: the fold ends at once */
     Table t(16);
     uint32_t at = 0;
