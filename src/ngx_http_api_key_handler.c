@@ -1236,11 +1236,27 @@ ngx_http_api_key_text_set(ngx_http_api_key_ctx_t *ctx, const ak_record_t *rec)
 void
 ngx_http_api_key_text_view(ngx_http_api_key_ctx_t *ctx)
 {
-    ak_record_t  rec;
+    ak_record_t               rec;
+    ngx_http_api_key_view_t  *v;
 
     ctx->text_lazy = 0;
 
-    if (ak_record_view_lazy(ctx->hash, ctx->text, ctx->text_n, &rec) != 0) {
+    /*
+     * still lent from the blob of a view the worker keeps (only replaced
+     * once the text was moved): that view's strings
+     */
+
+    v = &ngx_http_api_key_views[ctx->hash[1] & (NGX_HTTP_API_KEY_VIEWS - 1)];
+
+    if (ctx->text == v->blob && ctx->text_n == v->len) {
+        ngx_http_api_key_text_set(ctx, &v->rec);
+
+    } else if (ak_record_view_lazy(ctx->hash, ctx->text, ctx->text_n, &rec)
+               == 0)
+    {
+        ngx_http_api_key_text_set(ctx, &rec);
+
+    } else {
         if (ngx_http_api_key_text_lent == ctx) {
             ngx_http_api_key_text_lent = NULL;
         }
@@ -1248,8 +1264,6 @@ ngx_http_api_key_text_view(ngx_http_api_key_ctx_t *ctx)
         ctx->text = NULL;
         return;
     }
-
-    ngx_http_api_key_text_set(ctx, &rec);
 
     if (ctx->text_n > sizeof(ctx->text_buf)) {
         /* a whole record larger than text_buf, still lent: only the part
