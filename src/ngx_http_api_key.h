@@ -1089,6 +1089,31 @@ void ngx_http_api_key_usage_label(ngx_http_api_key_zone_t *zone,
 void ngx_http_api_key_usage_fold(ngx_http_api_key_zone_t *zone);
 
 
+/*
+ * The key's id for a lease's logs, into id (AK_ID_MAX_LEN bytes): the
+ * record's, or its default one (the request path's view leaves it out; the
+ * view may be one the worker keeps for other requests too: not written
+ * to); its length.
+ */
+
+static ngx_inline size_t
+ngx_http_api_key_lease_id(const ak_record_t *rec, const u_char *hash,
+    u_char *id)
+{
+    size_t  n;
+
+    if (rec->id.len == 0) {
+        (void) ngx_hex_dump(id, (u_char *) hash, AK_ID_DEFAULT_LEN / 2);
+        return AK_ID_DEFAULT_LEN;
+    }
+
+    n = ngx_min(rec->id.len, AK_ID_MAX_LEN);
+    ngx_memcpy(id, rec->id.data, n);
+
+    return n;
+}
+
+
 /* two key hashes (AK_HASH_LEN bytes) alike: four words, no call (where
  * the compiler can read a word at any address) */
 

@@ -597,7 +597,6 @@ ngx_http_api_key_lease_start(ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_zone_t *zone, u_char *hash, const ak_record_t *rec,
     int64_t start, int64_t end, uint64_t used)
 {
-    size_t                           n;
     uint32_t                         window;
     ngx_rbtree_node_t               *node;
     ngx_http_api_key_lease_t        *lease;
@@ -644,17 +643,7 @@ ngx_http_api_key_lease_start(ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_wait_init(&lease->wait, NGX_HTTP_API_KEY_WAIT_LEASE,
                                ngx_http_api_key_limits_log);
 
-    /* a record without an id: its default one (the view left it out; the
-     * view may be the worker's, of other requests too: not written to) */
-    if (rec->id.len == 0) {
-        ngx_hex_dump(lease->id, hash, AK_ID_DEFAULT_LEN / 2);
-        lease->id_len = AK_ID_DEFAULT_LEN;
-
-    } else {
-        n = ngx_min(rec->id.len, AK_ID_MAX_LEN);
-        ngx_memcpy(lease->id, rec->id.data, n);
-        lease->id_len = n;
-    }
+    lease->id_len = ngx_http_api_key_lease_id(rec, hash, lease->id);
 
     /*
      * the usage counter: {prefix}usage:{hex}:{period}:{window start}, of

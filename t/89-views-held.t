@@ -10,19 +10,16 @@
 use strict;
 use warnings;
 use Test::More;
-use IO::Socket::INET;
-use IO::Select;
 use lib 't/lib';
 use ApiKeyTest;
+use ApiKeyTest::Held;
 use ApiKeyTest::Events qw(wait_subscribed publish);
 
 require_module();
 
 my $r = ApiKeyTest::Redis->start;
-my $held_port = free_port();
-my $up = IO::Socket::INET->new(Listen => 8, LocalAddr => '127.0.0.1',
-                               LocalPort => $held_port, ReuseAddr => 1)
-    or die "listen: $!";
+my $held = ApiKeyTest::Held->new;
+my $held_port = $held->{port};
 
 my $http = <<'EOT2' . echo_server();
     api_key_zone  keys:1m;
@@ -64,33 +61,9 @@ my $n = ApiKeyTest::Nginx->start(http => $http, redis => $r, workers => 1,
                                  vars => { REDIS => $r->port, HELD => $held_port });
 my $port = $n->port;
 
-sub hold {
-    my ($path, $key, $what) = @_;
-    my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port)
-        or die "connect: $!";
-    print $c "GET $path HTTP/1.1\r\nHost: t\r\nX-API-Key: $key\r\n"
-           . "Connection: close\r\n\r\n";
-    ok(IO::Select->new($up)->can_read(10), "$what reached its upstream");
-    my $u = $up->accept;
-    my $req = '';
-    while ($req !~ /\r\n\r\n/) {
-        last unless IO::Select->new($u)->can_read(5);
-        sysread($u, $req, 4096, length $req) or last;
-    }
-    return ($c, $u, $req);
-}
-
-sub release {
-    my ($c, $u) = @_;
-    print $u "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
-    close $u;
-    my $raw = '';
-    while (IO::Select->new($c)->can_read(10)) {
-        sysread($c, $raw, 65536, length $raw) or last;
-    }
-    close $c;
-    return $raw;
-}
+# a request held by its upstream (it passed its check), then answered
+sub hold    { $held->hold($port, @_) }
+sub release { $held->release(@_) }
 
 my $cidrs = join ',', (map { "10.$_.0.0/16" } 1 .. 10), '127.0.0.0/8';
 my $cidrs30 = join ',', (map { "10.$_.0.0/16" } 1 .. 30), '127.0.0.0/8';
