@@ -110,7 +110,8 @@ package ApiKeyTest;
 #   ApiKeyTest/Batch.pm              ApiKeyTest::Batch (http_batch)
 # and helpers for groups of tests, which a test file uses itself:
 #   ApiKeyTest/Events.pm (t/1*), ApiKeyTest/Cli.pm (t/2*),
-#   ApiKeyTest/Policy.pm (t/3*)
+#   ApiKeyTest/Policy.pm (t/3*), ApiKeyTest/Held.pm (requests held by
+#   their upstream: t/89-*)
 
 use strict;
 use warnings;
