@@ -48,8 +48,9 @@
 #define NGX_HTTP_API_KEY_LOCAL_LABELS     128   /* values of a worker's
                                                    label table per fold */
 #define NGX_HTTP_API_KEY_FOLD_STEP        8     /* items of a worker's usage
-                                                   table folded per hold of
-                                                   the zone's lock */
+                                                   table (values of its
+                                                   label table) folded per
+                                                   hold of the zone's lock */
 
 
 /*
@@ -86,6 +87,8 @@ static void ngx_http_api_key_usage_add(ngx_http_api_key_zone_t *zone,
 static void ngx_http_api_key_usage_front_flush(ngx_http_api_key_zone_t *zone,
     ngx_uint_t locked);
 static void ngx_http_api_key_usage_fold_steps(ngx_http_api_key_zone_t *zone);
+static void ngx_http_api_key_usage_labels_steps(
+    ngx_http_api_key_zone_t *zone);
 static void ngx_http_api_key_usage_fold_locked(ngx_http_api_key_zone_t *zone);
 static void ngx_http_api_key_usage_fold_tick(ngx_event_t *ev);
 static void ngx_http_api_key_usage_tick(ngx_event_t *ev);
@@ -352,10 +355,44 @@ ngx_http_api_key_usage_fold(ngx_http_api_key_zone_t *zone)
         ngx_http_api_key_usage_fold_steps(zone);
     }
 
-    /* the labels, and local_counts */
+    if (zone->labels_local && zone->sh->labels) {
+        ngx_http_api_key_usage_labels_steps(zone);
+    }
+
+    /* what is left (nothing, but for a table the steps could not take),
+     * and local_counts */
     ngx_shmtx_lock(&zone->shpool->mutex);
     ngx_http_api_key_usage_fold_locked(zone);
     ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+/* the worker's label table into the zone's, the lock taken for a few
+ * values at a time (as ngx_http_api_key_usage_fold_locked() folds it) */
+
+static void
+ngx_http_api_key_usage_labels_steps(ngx_http_api_key_zone_t *zone)
+{
+    uint32_t                       at;
+    ngx_http_api_key_main_conf_t  *amcf = zone->amcf;
+
+    for (at = 0; at != AK_LABELS_FOLDED; /* void */) {
+        ngx_shmtx_lock(&zone->shpool->mutex);
+
+        if (ak_labels_kind(zone->sh->labels) == amcf->metrics_label) {
+            (void) ak_labels_fold_step(zone->sh->labels, zone->labels_local,
+                                       (uint32_t) amcf->metrics_label_max,
+                                       &at, NGX_HTTP_API_KEY_FOLD_STEP);
+
+        } else {
+            /* a reload switched labels= (see fold_locked()) */
+            ak_labels_reset(zone->labels_local,
+                            ak_labels_kind(zone->labels_local));
+            at = AK_LABELS_FOLDED;
+        }
+
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+    }
 }
 
 

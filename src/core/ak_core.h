@@ -1250,6 +1250,19 @@ uint64_t ak_labels_fold(ak_labels_t *dst, ak_labels_t *src, uint32_t limit)
     AK_NOEXCEPT;
 
 /*
+ * The same fold in steps, so that the zone's lock is held for a few values
+ * at a time: at most max of src's values (1 when max is 0), from *at on (0
+ * at the fold's start; its "other" row counts as one more); *at is moved
+ * past them, and is AK_LABELS_FOLDED once src is empty again (or cannot be
+ * folded into dst).  Nothing else may use src until then.  Returns the
+ * requests moved.
+ */
+#define AK_LABELS_FOLDED  UINT32_MAX
+
+uint64_t ak_labels_fold_step(ak_labels_t *dst, ak_labels_t *src,
+    uint32_t limit, uint32_t *at, uint32_t max) AK_NOEXCEPT;
+
+/*
  * For the page: the n values known (n <= cap - 1), then "other", into
  * values[0 .. n], and their counts into counts[(n + 1) * nstatus] (row by
  * value).  Returns n + 1.  The values point into the table.

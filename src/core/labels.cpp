@@ -223,22 +223,34 @@ ak_labels_count_local(ak_labels_t *l, const char *value, size_t len,
 
 
 extern "C" uint64_t
-ak_labels_fold(ak_labels_t *dst, ak_labels_t *src, uint32_t limit) noexcept
+ak_labels_fold_step(ak_labels_t *dst, ak_labels_t *src, uint32_t limit,
+    uint32_t *at, uint32_t max) noexcept
 {
+    if (at == nullptr) {
+        return 0;
+    }
+
     if (dst == nullptr || src == nullptr || dst == src
         || dst->nstatus != src->nstatus)
     {
+        *at = AK_LABELS_FOLDED;
         return 0;
+    }
+
+    if (max == 0) {
+        max = 1;                /* a step moves on */
     }
 
     uint32_t ns = src->nstatus;
     uint64_t total = 0;
     uint64_t *sc = counts(src);
     uint64_t *dc = counts(dst);
+    uint32_t v = *at, n = 0;
 
-    /* the values src knows, then its "other" row (row capacity) */
+    /* the values src knows, then its "other" row (row capacity); src is
+     * only changed once they are all added */
 
-    for (uint32_t v = 0; v <= src->n; v++) {
+    for (; v <= src->n && n < max; v++, n++) {
         uint32_t srow = (v < src->n) ? v : src->capacity;
         uint64_t *c = sc + static_cast<size_t>(srow) * ns;
         uint64_t sum = 0;
@@ -268,9 +280,14 @@ ak_labels_fold(ak_labels_t *dst, ak_labels_t *src, uint32_t limit) noexcept
         total += sum;
     }
 
+    if (v <= src->n) {
+        *at = v;
+        return total;
+    }
+
     /* src empty again: its used rows, index and values */
 
-    for (uint32_t v = 0; v < src->n; v++) {
+    for (v = 0; v < src->n; v++) {
         std::memset(sc + static_cast<size_t>(v) * ns, 0, ns * sizeof(uint64_t));
     }
     std::memset(sc + static_cast<size_t>(src->capacity) * ns, 0,
@@ -281,7 +298,17 @@ ak_labels_fold(ak_labels_t *dst, ak_labels_t *src, uint32_t limit) noexcept
         src->n = 0;
     }
 
+    *at = AK_LABELS_FOLDED;
     return total;
+}
+
+
+extern "C" uint64_t
+ak_labels_fold(ak_labels_t *dst, ak_labels_t *src, uint32_t limit) noexcept
+{
+    uint32_t at = 0;
+
+    return ak_labels_fold_step(dst, src, limit, &at, UINT32_MAX);
 }
 
 

@@ -189,6 +189,47 @@ TEST(Labels, LocalFoldMatchesDirectCounting)
     EXPECT_EQ((std::vector<uint64_t>{ 2, 1, 1, 0 }), snap(zone.l, 4)["pro"]);
 }
 
+/* the same fold in steps of at most max values (the lock held per step):
+ * the zone gets what one fold gives, the worker's table stays as it was
+ * until the last step empties it */
+TEST(Labels, FoldInStepsMovesWhatOneFoldMoves)
+{
+    for (uint32_t max : { 0u, 1u, 2u, 3u, 100u }) {
+        Table zone(20, 2), whole(20, 2), local(16, 2), again(16, 2);
+        for (unsigned i = 0; i < 10; i++) {
+            std::string v = "plan" + std::to_string(i);
+            for (unsigned k = 0; k <= i % 3; k++) {
+                ASSERT_EQ(0, ak_labels_count_local(local.l, v.data(), v.size(), k % 2));
+                ASSERT_EQ(0, ak_labels_count_local(again.l, v.data(), v.size(), k % 2));
+            }
+        }
+        uint32_t at = 0, steps = 0;
+        uint64_t moved = 0;
+        while (at != AK_LABELS_FOLDED && steps++ < 100) {
+            uint32_t before = at;
+            moved += ak_labels_fold_step(zone.l, local.l, 10, &at, max);
+            if (at != AK_LABELS_FOLDED) {
+                EXPECT_EQ(before + (max ? max : 1), at) << "max " << max;
+                EXPECT_EQ(11u, snap(local.l, 2).size()) << "untouched until the end";
+            }
+        }
+        EXPECT_EQ(AK_LABELS_FOLDED, at);
+        EXPECT_EQ(ak_labels_fold(whole.l, again.l, 10), moved);
+        EXPECT_EQ(19u, moved);
+        EXPECT_EQ(snap(whole.l, 2), snap(zone.l, 2)) << "max " << max;
+        EXPECT_EQ(1u, snap(local.l, 2).size()) << "emptied";
+        if (max <= 1) {
+            EXPECT_EQ(11u, steps) << "ten values and other, one a step";
+        }
+    }
+
+    Table t(4, 2), u(4, 3);
+    uint32_t at = 0;
+    EXPECT_EQ(0u, ak_labels_fold_step(t.l, u.l, 4, &at, 8)) << "nstatus differs";
+    EXPECT_EQ(AK_LABELS_FOLDED, at);
+    EXPECT_EQ(0u, ak_labels_fold_step(t.l, t.l, 4, nullptr, 8));
+}
+
 TEST(Labels, FullLocalTableRefusesNewValues)
 {
     Table local(2, 2), zone(10, 2), other_ns(10, 3);
