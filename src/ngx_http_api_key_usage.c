@@ -359,11 +359,7 @@ ngx_http_api_key_usage_fold(ngx_http_api_key_zone_t *zone)
         ngx_http_api_key_usage_labels_steps(zone);
     }
 
-    /* what is left (nothing, but for a table the steps could not take),
-     * and local_counts */
-    ngx_shmtx_lock(&zone->shpool->mutex);
-    ngx_http_api_key_usage_fold_locked(zone);
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    zone->local_counts = 0;
 }
 
 
@@ -690,6 +686,15 @@ ngx_http_api_key_usage_tick(ngx_event_t *ev)
 }
 
 
+/* the node's next flush of the zone is due at now (or none was made) */
+
+static ngx_inline ngx_uint_t
+ngx_http_api_key_usage_due(ngx_http_api_key_shctx_t *sh, ngx_msec_t now)
+{
+    return (ngx_msec_int_t) (now - sh->usage_next) >= 0 || sh->usage_next == 0;
+}
+
+
 static void
 ngx_http_api_key_usage_start(ngx_http_api_key_zone_t *zone)
 {
@@ -706,7 +711,7 @@ ngx_http_api_key_usage_start(ngx_http_api_key_zone_t *zone)
     items = NULL;
     n = 0;
 
-    if ((ngx_msec_int_t) (now - sh->usage_next) >= 0 || sh->usage_next == 0) {
+    if (ngx_http_api_key_usage_due(sh, now)) {
         /* likely due (read without the lock, checked again under it):
          * this worker's counts first, a few items per hold of the lock */
         ngx_http_api_key_usage_fold(zone);
@@ -716,7 +721,7 @@ ngx_http_api_key_usage_start(ngx_http_api_key_zone_t *zone)
 
     /* the clock all workers share (monotonic): due for the node? */
 
-    if ((ngx_msec_int_t) (now - sh->usage_next) >= 0 || sh->usage_next == 0) {
+    if (ngx_http_api_key_usage_due(sh, now)) {
         /* this worker's counts first (the others' are folded by now, but
          * for at most a fold interval; this one's, above, when it looked
          * due: what is left of them, if anything) */
