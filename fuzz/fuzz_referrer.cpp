@@ -277,6 +277,36 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         bool hok = ak::referer_host(e.c(), e.len, &h, &hl);
         FUZZ_CHECK(hok == match_old::referer_host(e.c(), e.len, &oh, &ohl));
         FUZZ_CHECK(!hok || (h == oh && hl == ohl));
+
+        /* the two steps a worker takes to keep verdicts by host agree */
+        size_t sl = 0;
+        const char *sh = ak_referer_host(e.c(), e.len, &sl);
+        FUZZ_CHECK(sh == (hok ? h : nullptr) && (!hok || sl == hl));
+        FUZZ_CHECK(got == (sh ? ak_record_referrer_host_allowed(&rec, sh, sl)
+                              : 0));
+
+        /*
+         * What the worker relies on to reuse a verdict: a Referer whose
+         * host follows "://" and is ended by '/', '?', '#' or the end
+         * names that host in any value that begins with the same bytes up
+         * to the host's end followed by one of those or nothing.
+         */
+        if (hok && h - e.c() >= 3 && std::memcmp(h - 3, "://", 3) == 0) {
+            size_t end = static_cast<size_t>(h - e.c()) + hl;
+            if (end == e.len || r[end] == '/' || r[end] == '?'
+                || r[end] == '#')
+            {
+                static const char *const ends[] = { "", "/", "?", "#" };
+                std::string r2 = r.substr(0, end) + ends[how & 3];
+                if (r2.size() > end) r2 += in.str8();
+                fuzz::Exact e2(r2);
+                size_t l2 = 0;
+                const char *h2 = ak_referer_host(e2.c(), e2.len, &l2);
+                FUZZ_CHECK(h2 == e2.c() + (h - e.c()) && l2 == hl);
+                FUZZ_CHECK(ak_record_referrer_allowed(&rec, e2.c(), e2.len)
+                           == got);
+            }
+        }
     }
 
     return 0;

@@ -36,8 +36,6 @@ static ngx_int_t ngx_http_api_key_keep_text(ngx_http_request_t *r,
 static ngx_inline void ngx_http_api_key_text_lend(ngx_http_api_key_ctx_t *ctx,
     const u_char *text, size_t n, ngx_uint_t lazy);
 static void ngx_http_api_key_text_span(ngx_http_api_key_ctx_t *ctx);
-static ngx_inline const ak_record_t *ngx_http_api_key_view(
-    const u_char *hash, size_t len);
 static ngx_int_t ngx_http_api_key_decide(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_status_e status);
@@ -127,7 +125,8 @@ static u_char  ngx_http_api_key_blob[AK_RECORD_MAX + 8];
  * key hash's second byte: a key's record's blob and its view, whose
  * strings and rules point into that blob.  A view depends on the blob's
  * bytes alone: a request of the same key whose record has the same bytes
- * uses the entry's view as it is, and never writes to it.
+ * uses the entry's view as it is, and never writes to it; it writes only
+ * the entry's last verdicts of the address and Referer rules.
  * An entry's blob may be lent to a request as the worker's copy is
  * (ngx_http_api_key_text_lent): it is only replaced by a lookup, after
  * ngx_http_api_key_text_keep().  A longer record is viewed where the
@@ -137,10 +136,29 @@ static u_char  ngx_http_api_key_blob[AK_RECORD_MAX + 8];
 #define NGX_HTTP_API_KEY_VIEWS     16   /* a power of 2 */
 #define NGX_HTTP_API_KEY_VIEW_MAX  512  /* bytes of a record kept viewed */
 
+#define NGX_HTTP_API_KEY_REF_MEMO  256  /* of a Referer's scheme and host */
+
+/* what ends a Referer's host name: its path, query or fragment */
+#define ngx_http_api_key_host_ends(c)  ((c) == '/' || (c) == '?' || (c) == '#')
+
 typedef struct {
     size_t                      len;        /* 0: empty */
     u_char                      hash[AK_HASH_LEN];  /* the key's */
     ak_record_t                 rec;
+
+    /*
+     * the last verdicts of the view's address and Referer rules, for the
+     * address and the Referer they were asked for (a rule's verdict
+     * depends on the record's bytes and that value alone): 0 none yet,
+     * 1 denied, 2 allowed; emptied with the entry
+     */
+    uint8_t                     ip_memo;
+    uint8_t                     ip_family;  /* 4 or 6 */
+    uint8_t                     ref_memo;
+    uint32_t                    ref_len;    /* of "scheme://host" in ref */
+    u_char                      ip_addr[16];
+    u_char                      ref[NGX_HTTP_API_KEY_REF_MEMO];
+
     u_char                      blob[NGX_HTTP_API_KEY_VIEW_MAX];
 } ngx_http_api_key_view_t;
 
@@ -149,6 +167,13 @@ typedef char  ngx_http_api_key_views_power_of_2[
 
 static ngx_http_api_key_view_t  ngx_http_api_key_views[NGX_HTTP_API_KEY_VIEWS];
 static ak_record_t              ngx_http_api_key_long_view;
+
+static ngx_inline const ak_record_t *ngx_http_api_key_view(
+    const u_char *hash, size_t len, ngx_http_api_key_view_t **vp);
+static ngx_inline int ngx_http_api_key_ip_allowed(ngx_http_api_key_view_t *v,
+    const ak_record_t *rp, int family, const u_char *addr);
+static ngx_inline int ngx_http_api_key_referrer_allowed(
+    ngx_http_api_key_view_t *v, const ak_record_t *rp, ngx_str_t *referer);
 
 
 /*
@@ -975,6 +1000,7 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
     ngx_int_t                   rc;
     ak_record_t                 rec;
     const ak_record_t          *rp;
+    ngx_http_api_key_view_t    *v;
     ngx_table_elt_t            *ref;
     struct sockaddr_in         *sin;
     ngx_http_api_key_status_e   status;
@@ -1017,9 +1043,10 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
         && ak_record_rate_only(ngx_http_api_key_blob, len, &rec))
     {
         rp = &rec;
+        v = NULL;
 
     } else {
-        rp = ngx_http_api_key_view(ctx->hash, len);
+        rp = ngx_http_api_key_view(ctx->hash, len, &v);
     }
 
     if (rp == NULL) {
@@ -1080,7 +1107,9 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
 #endif
         }
 
-        if (addr == NULL || !ak_record_ip_allowed(rp, family, addr)) {
+        if (addr == NULL
+            || !ngx_http_api_key_ip_allowed(v, rp, family, addr))
+        {
             return ngx_http_api_key_decide(r, alcf, ctx,
                                            NGX_HTTP_API_KEY_IP_DENIED);
         }
@@ -1089,11 +1118,9 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
     if (rp->has_referrers && !alcf->verify) {
         ref = r->headers_in.referer;
 
-        allowed = ref
-                  ? ak_record_referrer_allowed(rp,
-                                               (const char *) ref->value.data,
-                                               ref->value.len)
-                  : ak_record_referrer_allowed(rp, NULL, 0);
+        allowed = ref ? ngx_http_api_key_referrer_allowed(v, rp,
+                                                          &ref->value)
+                      : 0;
 
         if (!allowed) {
             return ngx_http_api_key_decide(r, alcf, ctx,
@@ -1142,11 +1169,13 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
  */
 
 static ngx_inline const ak_record_t *
-ngx_http_api_key_view(const u_char *hash, size_t len)
+ngx_http_api_key_view(const u_char *hash, size_t len,
+    ngx_http_api_key_view_t **vp)
 {
     ngx_http_api_key_view_t  *v;
 
     v = &ngx_http_api_key_views[hash[1] & (NGX_HTTP_API_KEY_VIEWS - 1)];
+    *vp = v;
 
     /* the same key's (another key's: its hash tells at once), with the
      * same bytes (the record may have changed) */
@@ -1160,14 +1189,17 @@ ngx_http_api_key_view(const u_char *hash, size_t len)
 
     if (len > sizeof(v->blob)) {
         /* viewed where the lookup copied it, every time */
+        *vp = NULL;
         return (ak_record_view_lazy(hash, ngx_http_api_key_blob, len,
                                     &ngx_http_api_key_long_view)
                 == 0) ? &ngx_http_api_key_long_view : NULL;
     }
 
-    /* (empty until viewed: no key's, no length) */
+    /* (empty until viewed: no key's, no length, no verdicts) */
     v->len = 0;
     ngx_memzero(v->hash, AK_HASH_LEN);
+    v->ip_memo = 0;
+    v->ref_memo = 0;
 
     ngx_memcpy(v->blob, ngx_http_api_key_blob, len);
 
@@ -1179,6 +1211,113 @@ ngx_http_api_key_view(const u_char *hash, size_t len)
     v->len = len;
 
     return &v->rec;
+}
+
+
+/*
+ * The address rules' verdict for a client address (family 4: 4 bytes, 6:
+ * 16): the kept view's last one when it was for the same address, else
+ * asked of the record and remembered (v NULL: a view not kept).
+ */
+
+static ngx_inline int
+ngx_http_api_key_ip_allowed(ngx_http_api_key_view_t *v, const ak_record_t *rp,
+    int family, const u_char *addr)
+{
+    int       allowed;
+    size_t    n;
+    uint32_t  a, b;
+
+    if (v == NULL) {
+        return ak_record_ip_allowed(rp, family, addr);
+    }
+
+    if (family == 4) {
+        /* (a word's compare, no call) */
+        ngx_memcpy(&a, addr, 4);
+        ngx_memcpy(&b, v->ip_addr, 4);
+
+        if (v->ip_memo && v->ip_family == 4 && a == b) {
+            return v->ip_memo - 1;
+        }
+
+        n = 4;
+
+    } else {
+        if (v->ip_memo && v->ip_family == family
+            && ngx_memcmp(v->ip_addr, addr, 16) == 0)
+        {
+            return v->ip_memo - 1;
+        }
+
+        n = 16;
+    }
+
+    allowed = ak_record_ip_allowed(rp, family, addr);
+
+    ngx_memcpy(v->ip_addr, addr, n);
+    v->ip_family = (uint8_t) family;
+    v->ip_memo = allowed ? 2 : 1;
+
+    return allowed;
+}
+
+
+/*
+ * The Referer rules' verdict for a Referer value.  The kept view's last
+ * one answers when the value begins as the one it was for did, with the
+ * same scheme and host ("https://example.com", kept in v->ref), followed
+ * by the path, query, fragment or nothing: such a value names the same
+ * host.  Else the host is found (none denies), the verdict asked of the
+ * record and remembered when the value had that form (its host right
+ * after "://": no user info, port or brackets).  Only the scheme and the
+ * host are kept, never the rest of the value (a query string may hold
+ * anything, a key too).
+ */
+
+static ngx_inline int
+ngx_http_api_key_referrer_allowed(ngx_http_api_key_view_t *v,
+    const ak_record_t *rp, ngx_str_t *referer)
+{
+    int          allowed;
+    size_t       n, end;
+    const char  *host;
+
+    if (v != NULL && v->ref_memo
+        && referer->len >= v->ref_len
+        && ngx_memcmp(referer->data, v->ref, v->ref_len) == 0
+        && (referer->len == v->ref_len
+            || ngx_http_api_key_host_ends(referer->data[v->ref_len])))
+    {
+        return v->ref_memo - 1;
+    }
+
+    host = ak_referer_host((const char *) referer->data, referer->len, &n);
+
+    if (host == NULL) {
+        return 0;
+    }
+
+    allowed = ak_record_referrer_host_allowed(rp, host, n);
+
+    if (v == NULL) {
+        return allowed;
+    }
+
+    end = (size_t) ((u_char *) host - referer->data) + n;
+
+    if ((u_char *) host - referer->data >= 3
+        && ngx_strncmp(host - 3, "://", 3) == 0
+        && end <= sizeof(v->ref)
+        && (end == referer->len
+            || ngx_http_api_key_host_ends(referer->data[end])))
+    {
+        ngx_memcpy(v->ref, referer->data, end);
+        v->ref_len = (uint32_t) end;
+        v->ref_memo = allowed ? 2 : 1;
+    }
+
+    return allowed;
 }
 
 

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: BSD-2-Clause
 # The "ips" field of a record: IPv4 addresses and CIDRs, IPv6 (over [::1]
 # when the machine has it), lists, real_ip ($remote_addr is the client
-# address), IPv4-mapped addresses, malformed rules (401 bad_record, a
+# address), IPv4-mapped addresses, clients of one key taking turns (and
+# the record changing between them), malformed rules (401 bad_record, a
 # warning naming the key id and the field, no crash).
 use strict;
 use warnings;
@@ -9,6 +10,7 @@ use Test::More;
 use lib 't/lib';
 use ApiKeyTest;
 use ApiKeyTest::Policy;
+use ApiKeyTest::Events;
 
 require_module();
 
@@ -173,6 +175,39 @@ SKIP: {
     is_ok($res, 'real_ip: client ::ffff:10.1.2.3 matches ips=10.0.0.0/8');
     is_denied(get4($key{rip10}, '/rip/x', 'X-Forwarded-For' => '::ffff:192.0.2.1'),
               'real_ip: client ::ffff:192.0.2.1, ips=10.0.0.0/8');
+}
+
+# --- clients take turns: each gets its own verdict ------------------------------
+# (the worker keeps the last verdict of a key's address rules with the
+# address it was for; another address, or a changed record, is asked anew)
+{
+    my $h = mk('turns', ips => '127.0.0.1/32,10.0.0.0/8');
+    my $from = sub {
+        my ($addr) = @_;
+        return http_get($port, '/', headers => xkey($key{turns}), from => $addr);
+    };
+    my $res = $from->('127.0.0.2');
+    is($res->header('X-Remote'), '127.0.0.2', 'a second client address: 127.0.0.2')
+        or diag $res->as_string;
+    for my $round (1 .. 3) {
+        is_ok($from->('127.0.0.1'), "turn $round: 127.0.0.1, ips=127.0.0.1/32,10.0.0.0/8");
+        is_denied($from->('127.0.0.2'), "turn $round: 127.0.0.2, ips=127.0.0.1/32,10.0.0.0/8");
+        is_denied($from->('127.0.0.3'), "turn $round: 127.0.0.3");
+    }
+    is_denied($from->('127.0.0.2'), '127.0.0.2 again');
+    is_denied($from->('127.0.0.2'), '127.0.0.2 twice in a row');
+    is_ok($from->('127.0.0.1'), '127.0.0.1 again');
+    is_ok($from->('127.0.0.1'), '127.0.0.1 twice in a row');
+
+    # the record changes (and with it the rules) right after 127.0.0.1
+    # passed: the verdicts are asked anew
+    add_key($r, $key{turns}, owner => 'turns', ips => '127.0.0.2/32');
+    is(publish($r, "update $h"), 1, 'PUBLISH update: one worker hears it');
+    ok(wait_until(sub { $from->('127.0.0.1')->status == 403 }, timeout => 5),
+       'after the change, 127.0.0.1 is denied');
+    is_ok($from->('127.0.0.2'), 'after the change, 127.0.0.2 passes');
+    is_denied($from->('127.0.0.1'), 'after the change, 127.0.0.1 again: denied');
+    is_ok($from->('127.0.0.2'), 'after the change, 127.0.0.2 again: passes');
 }
 
 # --- malformed rules: 401 bad_record, a warning naming the key, no crash --------

@@ -1,13 +1,15 @@
 # SPDX-License-Identifier: BSD-2-Clause
 # The "referrers" field of a record: exact hosts, "*.example.com" wildcards
 # (any depth, never the bare domain), case, ports, paths, userinfo, no
-# Referer, Referers that are not absolute URLs, malformed rules.
+# Referer, Referers that are not absolute URLs, Referers of one key taking
+# turns (and the record changing between them), malformed rules.
 use strict;
 use warnings;
 use Test::More;
 use lib 't/lib';
 use ApiKeyTest;
 use ApiKeyTest::Policy;
+use ApiKeyTest::Events;
 
 require_module();
 
@@ -109,6 +111,54 @@ sub check {
     my $res = get($k);
     is($res->header('WWW-Authenticate'), undef,
        'referrer_denied: no WWW-Authenticate');
+}
+
+# --- Referers taking turns: each gets its own verdict ---------------------------
+# (the worker keeps the last verdict of a key's Referer rules with the
+# scheme and host it was for; a Referer that only begins alike is asked
+# anew, and so is any after the record changed)
+{
+    my $rules = 'app.test.org,*.example.com';
+    my $k = random_key('turns');
+    my $h = add_key($r, $k, referrers => $rules);
+    my @turns = (
+        [ 'https://app.test.org/'               => 'ok' ],
+        [ 'https://app.test.org.evil.net/'      => 'deny' ],
+        [ 'https://app.test.org?x=1'            => 'ok' ],
+        [ 'https://app.test.org@evil.net/'      => 'deny' ],
+        [ 'https://app.test.org#top'            => 'ok' ],
+        [ 'https://app.test.orgx/'              => 'deny' ],
+        [ 'https://app.test.org'                => 'ok' ],
+        [ 'https://app.test.org.'               => 'ok' ],
+        [ 'https://app.test.org..'              => 'deny' ],
+        [ 'https://app.test.org/a/b?c#d'        => 'ok' ],
+        [ 'https://app.test.org:8443/'          => 'ok' ],
+        [ 'https://app.test.org:8443@evil.net/' => 'deny' ],
+        [ 'http://app.test.org/'                => 'ok' ],
+        [ 'http://app.test.org.evil.net'        => 'deny' ],
+        [ 'https://evil.net/'                   => 'deny' ],
+        [ 'https://evil.net/https://app.test.org/' => 'deny' ],
+        [ 'https://evil.net'                    => 'deny' ],
+        [ 'https://a.example.com/'              => 'ok' ],
+        [ 'https://a.example.com.evil.net/'     => 'deny' ],
+        [ 'https://a.example.com/'              => 'ok' ],
+        [ 'https://example.com/'                => 'deny' ],
+        [ 'https://example.com/'                => 'deny' ],
+        [ 'HTTPS://APP.TEST.ORG/'               => 'ok' ],
+        [ 'https://app.test.org/'               => 'ok' ],
+    );
+    check($k, $rules, $_->[0], $_->[1]) for @turns, reverse @turns;
+    check($k, $rules, undef, 'deny');
+    check($k, $rules, 'https://app.test.org/', 'ok');
+
+    # the record changes right after app.test.org passed: asked anew
+    add_key($r, $k, referrers => 'other.test.org');
+    is(publish($r, "update $h"), 1, 'PUBLISH update: one worker hears it');
+    ok(wait_until(sub { get($k, 'https://app.test.org/')->status == 403 }, timeout => 5),
+       'after the change, app.test.org is denied');
+    check($k, 'other.test.org', 'https://other.test.org/', 'ok');
+    check($k, 'other.test.org', 'https://app.test.org/', 'deny');
+    check($k, 'other.test.org', 'https://other.test.org/x', 'ok');
 }
 
 # --- a key without referrers needs no Referer ----------------------------------

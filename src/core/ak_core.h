@@ -526,6 +526,17 @@ int ak_record_ip_allowed(const ak_record_t *rec, int family,
 int ak_record_referrer_allowed(const ak_record_t *rec, const char *referer,
     size_t len) AK_NOEXCEPT;
 
+/*
+ * The same in two steps, for a caller that remembers verdicts by host:
+ * the host of the raw Referer value (NULL when it is absent or names none,
+ * which denies), then whether the record's referrers rule allows that
+ * host (ak_referer_host()'s answer, not NULL).  hot
+ */
+const char *ak_referer_host(const char *referer, size_t len,
+    size_t *host_len) AK_NOEXCEPT;
+int ak_record_referrer_host_allowed(const ak_record_t *rec, const char *host,
+    size_t host_len) AK_NOEXCEPT;
+
 /* 1 if the record holds every scope of required[0..n).  hot */
 int ak_record_has_scopes(const ak_record_t *rec, const ak_str_t *required,
     size_t n) AK_NOEXCEPT;

@@ -1476,3 +1476,29 @@ ak_record_referrer_allowed(const ak_record_t *rec, const char *referer,
 
     return referrers_match(host, hlen, rec->referrers, rec->referrers_len);
 }
+
+
+extern "C" const char *
+ak_referer_host(const char *referer, size_t len, size_t *host_len) noexcept
+{
+    const ak::HostSpan hs = ak::referer_host_body(referer, len);
+
+    *host_len = hs.n;
+    return hs.p;
+}
+
+
+extern "C" int
+ak_record_referrer_host_allowed(const ak_record_t *rec, const char *host,
+    size_t host_len) noexcept
+{
+    if (rec == nullptr || host == nullptr) {
+        return 0;
+    }
+    if (!rec->has_referrers) {
+        return 1;
+    }
+
+    return ak::referrers_match(host, host_len, rec->referrers,
+                               rec->referrers_len);
+}

@@ -832,22 +832,26 @@ sub _fmt_request {
     return $req;
 }
 
+# _connect(PORT, TIMEOUT, FROM): to 127.0.0.1:PORT, from the loopback
+# address FROM (another 127.x.y.z: a second client address) when given
 sub _connect {
-    my ($port, $timeout) = @_;
+    my ($port, $timeout, $from) = @_;
     return IO::Socket::INET->new(
         PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp',
         Timeout => $timeout // 5,
+        defined $from ? (LocalAddr => $from) : (),
     );
 }
 
 # http_request($port, $path, method =>, headers => {..} | [k, v, ...],
-#              body =>, timeout => 10): a Response (status 0 and ->error on
-# a connection error or timeout)
+#              body =>, timeout => 10, from => '127.0.0.2'): a Response
+# (status 0 and ->error on a connection error or timeout); from: the
+# client's loopback address (default 127.0.0.1)
 sub http_request {
     my ($port, $path, %o) = @_;
     my $timeout = $o{timeout} // 10;
     my $t0 = time;
-    my $s = _connect($port, $timeout)
+    my $s = _connect($port, $timeout, $o{from})
         or return ApiKeyTest::Response->error("connect: $!", time - $t0);
     my $req = _fmt_request($path, %o);
     unless (_write_all($s, $req, $t0 + $timeout)) {

@@ -33,9 +33,26 @@ int ip_ok(const ak_record_t *rec, const char *text)
     return -1;
 }
 
+/* the verdict, and the same from the two steps (ak_referer_host, then
+ * ak_record_referrer_host_allowed), which must agree, for every Referer
+ * of these tests */
 int ref_ok(const ak_record_t *rec, const std::string &referer)
 {
-    return ak_record_referrer_allowed(rec, referer.data(), referer.size());
+    int whole = ak_record_referrer_allowed(rec, referer.data(),
+                                           referer.size());
+    size_t n = 0;
+    const char *host = ak_referer_host(referer.data(), referer.size(), &n);
+    int steps = host ? ak_record_referrer_host_allowed(rec, host, n) : 0;
+
+    if (host != nullptr) {
+        EXPECT_TRUE(host >= referer.data()
+                    && host + n <= referer.data() + referer.size())
+            << referer;
+    }
+    if (rec != nullptr && rec->has_referrers) {
+        EXPECT_EQ(whole, steps) << "two steps disagree on " << referer;
+    }
+    return whole;
 }
 
 std::string host_of(const std::string &url)
@@ -465,6 +482,20 @@ TEST(Referer, MissingOrUnparsable)
     EXPECT_EQ(ak_record_referrer_allowed(&none->rec, nullptr, 0), 1);
     EXPECT_EQ(ref_ok(&none->rec, "garbage"), 1);
     EXPECT_EQ(ak_record_referrer_allowed(nullptr, "https://x/", 10), 0);
+
+    /* the two steps: no host found, no record, no rule */
+    size_t n = 7;
+    EXPECT_EQ(ak_referer_host(nullptr, 0, &n), nullptr);
+    EXPECT_EQ(n, 0u);
+    EXPECT_EQ(ak_referer_host("garbage", 7, &n), nullptr);
+    const char *h = ak_referer_host(buf, 19, &n);
+    ASSERT_NE(h, nullptr);
+    EXPECT_EQ(std::string(h, n), "example.com");
+    EXPECT_EQ(h, buf + 8);
+    EXPECT_EQ(ak_record_referrer_host_allowed(&r->rec, h, n), 1);
+    EXPECT_EQ(ak_record_referrer_host_allowed(&r->rec, nullptr, 0), 0);
+    EXPECT_EQ(ak_record_referrer_host_allowed(nullptr, h, n), 0);
+    EXPECT_EQ(ak_record_referrer_host_allowed(&none->rec, h, n), 1);
 }
 
 TEST(Referer, Ipv6Literals)
