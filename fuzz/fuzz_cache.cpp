@@ -60,6 +60,9 @@ struct Run {
     std::vector<unsigned char> scratch;
     unsigned char hashes[kKeys][AK_HASH_LEN];
     Entry m[kKeys];
+    /* a caller's kept copies (ak_cache_lookup_kept): mark and bytes */
+    uint64_t kept_mark[kKeys] = {};
+    std::string kept_blob[kKeys];
     uint64_t seq = 0;           /* what ak_cache_event_seq must say */
     uint32_t gen = 1;
     uint64_t now = 0;
@@ -202,6 +205,65 @@ void op_lookup(Run &r, size_t k, bool again)
         break;
     }
     FUZZ_CHECK(rc == want);
+}
+
+/*
+ * A lookup by a caller that keeps a copy: its mark for key k (or, by
+ * other == 1, key k + 1's, or by other == 2 none).  A KEPT answer must
+ * mean that the entry holds what the kept copy holds; else the record is
+ * copied as ak_cache_lookup copies it, and a mark comes with it unless
+ * the record is plain or rated.
+ */
+void op_lookup_kept(Run &r, size_t k, unsigned other)
+{
+    size_t ko = (k + 1) % kKeys;
+    std::vector<unsigned char> room(AK_RECORD_MAX + 8, 0xa5);
+    ak_cache_found_t f;
+
+    f.mark = other == 0 ? r.kept_mark[k] : other == 1 ? r.kept_mark[ko] : 0;
+    f.len = 0;
+    f.flags = 0xdead;
+    f.slot = 0xdead;
+    uint64_t asked = f.mark;
+
+    int rc = ak_cache_lookup_kept(r.c, r.hashes[k], r.now, room.data(),
+                                  room.size(), &f);
+
+    if (rc != AK_CACHE_FRESH && rc != AK_CACHE_STALE) {
+        FUZZ_CHECK(!(f.flags & AK_ENTRY_KEPT) || rc == AK_CACHE_MISS);
+        FUZZ_CHECK(rc != AK_CACHE_MISS || f.mark == 0);
+        return;
+    }
+
+    if (f.flags & AK_ENTRY_KEPT) {
+        FUZZ_CHECK(asked != 0 && f.mark == asked);
+        /* the buffer untouched, and the kept copy is the record: a second
+           look copies the same bytes */
+        FUZZ_CHECK(room[0] == 0xa5 && room[AK_RECORD_MAX] == 0xa5);
+        const std::string &kb = other == 1 ? r.kept_blob[ko] : r.kept_blob[k];
+        FUZZ_CHECK(f.len == kb.size());
+        std::vector<unsigned char> again(AK_RECORD_MAX + 8);
+        size_t len = 0;
+        uint32_t flags = 0, slot = 0;
+        int rc2 = ak_cache_lookup_again(r.c, r.hashes[k], r.now, again.data(),
+                                        again.size(), &len, &flags, &slot);
+        FUZZ_CHECK(rc2 == rc && len == kb.size()
+                   && std::memcmp(again.data(), kb.data(), len) == 0);
+        FUZZ_CHECK(flags == (f.flags & ~AK_ENTRY_KEPT) && slot == f.slot);
+        return;
+    }
+
+    FUZZ_CHECK(f.len <= AK_RECORD_MAX);
+    uint32_t ef = ak_record_entry_flags(room.data(), f.len);
+    if (ef & (AK_ENTRY_PLAIN | AK_ENTRY_RATED)) {
+        FUZZ_CHECK(f.mark == 0);
+    }
+    if (r.m[k].exact && r.m[k].kind == POS) {
+        FUZZ_CHECK(f.len == r.m[k].blob.size()
+                   && std::memcmp(room.data(), r.m[k].blob.data(), f.len) == 0);
+    }
+    r.kept_mark[k] = f.mark;
+    r.kept_blob[k].assign(reinterpret_cast<const char *>(room.data()), f.len);
 }
 
 void op_put(Run &r, size_t k, fuzz::Input &in)
@@ -568,8 +630,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case 4:
             op_put_bad(r, k, in);
             break;
-        case 5: case 6: case 7:
+        case 5: case 6:
             op_lookup(r, k, false);
+            break;
+        case 7:
+            op_lookup_kept(r, k, (op >> 4) % 3);
             break;
         case 8:
             op_lookup(r, k, true);

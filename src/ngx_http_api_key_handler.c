@@ -30,7 +30,7 @@ static ngx_int_t ngx_http_api_key_lookup(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx);
 static ngx_inline ngx_int_t ngx_http_api_key_evaluate(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
-    size_t len, uint32_t flags, uint32_t slot);
+    size_t len, uint32_t flags, uint32_t slot, uint64_t mark);
 static ngx_int_t ngx_http_api_key_keep_text(ngx_http_request_t *r,
     ngx_http_api_key_ctx_t *ctx, const ak_record_t *rec);
 static ngx_inline void ngx_http_api_key_text_lend(ngx_http_api_key_ctx_t *ctx,
@@ -168,8 +168,16 @@ typedef char  ngx_http_api_key_views_power_of_2[
 static ngx_http_api_key_view_t  ngx_http_api_key_views[NGX_HTTP_API_KEY_VIEWS];
 static ak_record_t              ngx_http_api_key_long_view;
 
+/*
+ * The mark of each kept view's record (ak_cache_lookup_kept(): its store
+ * in the cache that gave it; 0: not known), by the same index, apart (the
+ * lookup reads one of these before anything else)
+ */
+static uint64_t  ngx_http_api_key_marks[NGX_HTTP_API_KEY_VIEWS];
+
 static ngx_inline const ak_record_t *ngx_http_api_key_view(
-    const u_char *hash, size_t len, ngx_http_api_key_view_t **vp);
+    const u_char *hash, size_t len, uint64_t mark,
+    ngx_http_api_key_view_t **vp);
 static ngx_inline int ngx_http_api_key_ip_allowed(ngx_http_api_key_view_t *v,
     const ak_record_t *rp, int family, const u_char *addr);
 static ngx_inline int ngx_http_api_key_referrer_allowed(
@@ -838,14 +846,15 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx)
 {
     int                         found;
-    size_t                      len;
-    uint32_t                    flags, slot;
     uint64_t                    seq;
+    ak_cache_found_t            f;
     ngx_int_t                   rc;
+    ak_cache_t                 *cache;
     ngx_http_api_key_zone_t    *zone;
     ngx_http_api_key_lookup_e   result;
 
     zone = alcf->zone;
+    cache = zone->sh->cache;
 
     /* the text a context borrowed from the blob, copied before it goes */
     ngx_http_api_key_text_keep();
@@ -861,17 +870,34 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
      * A request woken after waiting was counted at its first look.
      */
 
-    found = (ctx->attempts == 0 && ctx->lease_waits == 0 && ctx->relooks == 0)
-            ? ak_cache_lookup(zone->sh->cache, ctx->hash,
-                              (uint64_t) ngx_current_msec,
-                              ngx_http_api_key_blob,
-                              sizeof(ngx_http_api_key_blob),
-                              &len, &flags, &slot)
-            : ak_cache_lookup_again(zone->sh->cache, ctx->hash,
-                                    (uint64_t) ngx_current_msec,
-                                    ngx_http_api_key_blob,
-                                    sizeof(ngx_http_api_key_blob),
-                                    &len, &flags, &slot);
+    /*
+     * The first look names the store of the record this worker keeps
+     * viewed in the key's entry of the views: a record still of that
+     * store is not copied (AK_ENTRY_KEPT).  A mark names one store of one
+     * key's record in one cache, so neither the entry's key nor its zone
+     * needs a compare here.
+     */
+
+    if (ctx->attempts == 0 && ctx->lease_waits == 0 && ctx->relooks == 0) {
+        f.mark = ngx_http_api_key_marks[ctx->hash[1]
+                                        & (NGX_HTTP_API_KEY_VIEWS - 1)];
+
+        found = ak_cache_lookup_kept(cache, ctx->hash,
+                                     (uint64_t) ngx_current_msec,
+                                     ngx_http_api_key_blob,
+                                     sizeof(ngx_http_api_key_blob),
+                                     &f);
+
+    } else {
+        f.mark = 0;
+
+        found = ak_cache_lookup_again(cache, ctx->hash,
+                                      (uint64_t) ngx_current_msec,
+                                      ngx_http_api_key_blob,
+                                      sizeof(ngx_http_api_key_blob),
+                                      &f.len, &f.flags, &f.slot);
+    }
+
     if (found == AK_CACHE_MISS) {
         /*
          * A lock-free lookup also answers MISS when a writer kept changing
@@ -890,11 +916,11 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
                           &zone->name);
         }
 
-        found = ak_cache_lookup_again(zone->sh->cache, ctx->hash,
+        found = ak_cache_lookup_again(cache, ctx->hash,
                                       (uint64_t) ngx_current_msec,
                                       ngx_http_api_key_blob,
                                       sizeof(ngx_http_api_key_blob),
-                                      &len, &flags, &slot);
+                                      &f.len, &f.flags, &f.slot);
 
         ngx_shmtx_unlock(&zone->shpool->mutex);
     }
@@ -915,7 +941,7 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
 
     if (found == AK_CACHE_NEGATIVE) {
         return ngx_http_api_key_decide(r, alcf, ctx,
-                                       (flags & AK_ENTRY_BAD)
+                                       (f.flags & AK_ENTRY_BAD)
                                        ? NGX_HTTP_API_KEY_BAD_RECORD
                                        : NGX_HTTP_API_KEY_UNKNOWN);
     }
@@ -984,7 +1010,8 @@ evaluate:
 
     /* (one call: the evaluation is inlined here) */
 
-    return ngx_http_api_key_evaluate(r, alcf, ctx, len, flags, slot);
+    return ngx_http_api_key_evaluate(r, alcf, ctx, f.len, f.flags, f.slot,
+                                     f.mark);
 }
 
 
@@ -993,7 +1020,7 @@ evaluate:
 static ngx_inline ngx_int_t
 ngx_http_api_key_evaluate(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
-    size_t len, uint32_t flags, uint32_t slot)
+    size_t len, uint32_t flags, uint32_t slot, uint64_t mark)
 {
     int                         family, allowed;
     u_char                     *addr;
@@ -1007,6 +1034,16 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
 #if (NGX_HAVE_INET6)
     struct sockaddr_in6      *sin6;
 #endif
+
+    if (flags & AK_ENTRY_KEPT) {
+        /* the record the worker keeps viewed, of the store the cache
+         * holds: neither copied nor compared (ngx_http_api_key_lookup()) */
+        v = &ngx_http_api_key_views[ctx->hash[1]
+                                    & (NGX_HTTP_API_KEY_VIEWS - 1)];
+        rp = &v->rec;
+
+        goto viewed;
+    }
 
     /*
      * a record that only its texts describe (active, no expiry, rules,
@@ -1046,7 +1083,7 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
         v = NULL;
 
     } else {
-        rp = ngx_http_api_key_view(ctx->hash, len, &v);
+        rp = ngx_http_api_key_view(ctx->hash, len, mark, &v);
     }
 
     if (rp == NULL) {
@@ -1055,6 +1092,8 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
         return ngx_http_api_key_decide(r, alcf, ctx,
                                        NGX_HTTP_API_KEY_BAD_RECORD);
     }
+
+viewed:
 
     if (ctx->text == NULL
         && ngx_http_api_key_keep_text(r, ctx, rp) != NGX_OK)
@@ -1169,12 +1208,14 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
  */
 
 static ngx_inline const ak_record_t *
-ngx_http_api_key_view(const u_char *hash, size_t len,
+ngx_http_api_key_view(const u_char *hash, size_t len, uint64_t mark,
     ngx_http_api_key_view_t **vp)
 {
-    ngx_http_api_key_view_t  *v;
+    uint64_t                  *kept;
+    ngx_http_api_key_view_t   *v;
 
     v = &ngx_http_api_key_views[hash[1] & (NGX_HTTP_API_KEY_VIEWS - 1)];
+    kept = &ngx_http_api_key_marks[hash[1] & (NGX_HTTP_API_KEY_VIEWS - 1)];
     *vp = v;
 
     /* the same key's (another key's: its hash tells at once), with the
@@ -1184,6 +1225,8 @@ ngx_http_api_key_view(const u_char *hash, size_t len,
         && ngx_http_api_key_same_hash(v->hash, hash)
         && ngx_memcmp(v->blob, ngx_http_api_key_blob, len) == 0)
     {
+        /* (stored again with the same bytes: this store's mark now) */
+        *kept = mark;
         return &v->rec;
     }
 
@@ -1198,6 +1241,7 @@ ngx_http_api_key_view(const u_char *hash, size_t len,
     /* (empty until viewed: no key's, no length, no verdicts) */
     v->len = 0;
     ngx_memzero(v->hash, AK_HASH_LEN);
+    *kept = 0;
     v->ip_memo = 0;
     v->ref_memo = 0;
 
@@ -1209,6 +1253,7 @@ ngx_http_api_key_view(const u_char *hash, size_t len,
 
     ngx_memcpy(v->hash, hash, AK_HASH_LEN);
     v->len = len;
+    *kept = mark;
 
     return &v->rec;
 }

@@ -864,6 +864,8 @@ typedef struct {
                                     record (ak_record_plain, when stored) */
 #define AK_ENTRY_RATED      0x08 /* ... texts and a rate only
                                     (ak_record_entry_flags, when stored) */
+#define AK_ENTRY_KEPT       0x10 /* the caller keeps this store's record:
+                                    not copied (ak_cache_lookup_kept) */
 
 /*
  * The statistics stripe the lookups of this process count in (n modulo
@@ -943,6 +945,32 @@ size_t ak_cache_bytes_per_key(void) AK_NOEXCEPT;
 int ak_cache_lookup(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
     uint64_t now_ms, unsigned char *buf, size_t cap, size_t *len,
     uint32_t *flags, uint32_t *slot) AK_NOEXCEPT;
+
+/*
+ * ak_cache_lookup for a caller that keeps records it was given, its
+ * answers in *found: found->mark is the mark of the one it keeps for hash
+ * (0: none).  A positive entry that
+ * still holds the record of that store is not copied: *flags gets
+ * AK_ENTRY_KEPT too and buf is left as it was (the caller's kept copy is
+ * the record).  A positive entry found sets found->mark to its mark, 0
+ * otherwise, and 0 for an AK_ENTRY_PLAIN or AK_ENTRY_RATED one (such
+ * records are read where they are copied: none is kept).  A mark names one
+ * store of one key's record in one cache: the time it was stored and the
+ * cache's count of stores then, mixed with the cache's random salt (marks
+ * of two caches, or of two stores 2^32 stores and 2^32 ms apart, meet by
+ * chance one in 2^64).  hot
+ */
+typedef struct {
+    uint64_t     mark;      /* in: the kept record's (0: none); out: the
+                               entry's */
+    size_t       len;       /* out, as ak_cache_lookup's *len, *flags and */
+    uint32_t     flags;     /* *slot */
+    uint32_t     slot;
+} ak_cache_found_t;
+
+int ak_cache_lookup_kept(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
+    uint64_t now_ms, unsigned char *buf, size_t cap, ak_cache_found_t *found)
+    AK_NOEXCEPT;
 
 /*
  * The same, without counting it in the statistics: for the second look of

@@ -53,7 +53,9 @@
  *    81  flags     u8     AK_ENTRY_REVOKED | AK_ENTRY_BAD | AK_ENTRY_PLAIN
  *                         | AK_ENTRY_RATED | F_STORED_STALE | F_GONE
  *    82  len       u16    blob length (0 for a negative entry)
- *    84  (zero)    u32
+ *    84  serial    u32    the cache's count of stores when stored:
+ *                         with fetched, the entry's mark (a record's
+ *                         store, see ak_cache_lookup_kept)
  *    88  blob[36]         the first 36 blob bytes (a bad negative entry:
  *                         the record's version in the first 8)
  *   124  ovf       u32    first overflow slot (or NIL)
@@ -138,6 +140,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <utility>
 
@@ -160,13 +165,14 @@ extern "C" { void (*ak_cache_race_hook)(int point) = nullptr; }
 namespace {
 
 const uint64_t  kMagic = 0x3148434143414b41ULL;    /* "AKCACHE1" LE */
-const uint32_t  kVersion = 6;        /* 3: lock-free reads, CLOCK, bucket
+const uint32_t  kVersion = 7;        /* 3: lock-free reads, CLOCK, bucket
                                         groups, tag words; 4: overflow data
                                         after the quota word; 5: a free
                                         bitmap, home slots, and the record
                                         blob's rules made for matching;
                                         6: AK_ENTRY_PLAIN and
-                                        AK_ENTRY_RATED */
+                                        AK_ENTRY_RATED; 7: a store's
+                                        serial in each entry */
 const uint32_t  NIL = 0xffffffffu;
 const size_t    kHeaderSize = 256;
 const uint32_t  kStripes = 16;
@@ -215,7 +221,7 @@ struct Slot {
     uint8_t         kind;
     uint8_t         flags;
     uint16_t        len;
-    uint32_t        zero;
+    uint32_t        serial;
     unsigned char   blob[kInline];
     uint32_t        ovf;
 };
@@ -464,6 +470,11 @@ struct ak_cache_s {
     uint32_t        ngone;          /* positive entries marked F_GONE */
     uint32_t        novf;           /* overflow slots in use: npos + nneg
                                        + novf + nfree == nslots */
+    uint32_t        stores;         /* entries written (write_fields): the
+                                       entries' serials */
+    uint32_t        pad;
+    uint64_t        salt;           /* random, at create: this cache's
+                                       marks are no other's */
 };
 
 static_assert(sizeof(ak_cache_s) <= kHeaderSize, "header size");
@@ -1496,7 +1507,7 @@ write_fields(Cache &x, uint32_t i, uint64_t now, uint8_t kind, uint8_t flags,
     st(e.kind, kind);
     st(e.flags, flags);
     st(e.len, (uint16_t) len);
-    st(e.zero, (uint32_t) 0);
+    st(e.serial, ++x.h->stores);
 }
 
 
@@ -1826,14 +1837,29 @@ struct Found {
     uint32_t  slot;
     uint32_t  flags;
     size_t    len;
+    uint64_t  mark;
 };
+
+
+/*
+ * A positive entry's mark: the time it was stored and the cache's count
+ * of stores then (ak_cache_lookup_kept), with the cache's random salt.
+ * Two stores of one cache share it only when their counts are 2^32 stores
+ * apart and their times 2^32 ms (49.7 days) apart to the millisecond; two
+ * caches' marks meet by chance, one in 2^64.
+ */
+inline uint64_t
+mark_of(const ak_cache_s *c, uint64_t fetched, uint32_t serial) noexcept
+{
+    return ((fetched << 32) ^ serial) ^ c->salt;
+}
 
 
 /* false: the group changed (or was being changed) during the attempt.
  * Inlined in the lookup: *f then lives in registers */
 inline __attribute__((always_inline)) bool
 lookup_once(const ak_cache_s *c, const unsigned char *hash, uint64_t now,
-    unsigned char *buf, size_t cap, Found *f) noexcept
+    unsigned char *buf, size_t cap, const uint64_t *known, Found *f) noexcept
 {
     uint8_t        kind, flags;
     uint16_t       len;
@@ -1908,6 +1934,17 @@ lookup_once(const ak_cache_s *c, const unsigned char *hash, uint64_t now,
         || buf == NULL || cap < len)
     {
         goto check;
+    }
+
+    if (known && !(flags & (AK_ENTRY_PLAIN | AK_ENTRY_RATED))) {
+        /* (ak_cache_lookup_kept only: a constant NULL elsewhere; the
+         * records callers read where they are copied need no mark) */
+        f->mark = mark_of(c, fetched, ld(s[i].serial));
+
+        if (*known && f->mark == *known) {
+            /* the record the caller keeps: not copied again */
+            goto kept;
+        }
     }
 
     if (len <= kInline && cap >= kInlineWords * 8) {
@@ -2019,6 +2056,18 @@ check:
     s2 = ld(g->seq);
 
     return s1 == s2;
+
+kept:
+
+    /* as found, and AK_ENTRY_KEPT (a bit never stored) */
+    f->rc = (age < ttl && gen == ld(c->gen) && !(flags & F_STORED_STALE))
+            ? AK_CACHE_FRESH : AK_CACHE_STALE;
+    f->slot = i;
+    f->flags = (flags & (AK_ENTRY_REVOKED | AK_ENTRY_PLAIN | AK_ENTRY_RATED))
+               | AK_ENTRY_KEPT;
+    f->len = len;
+
+    goto check;
 }
 
 
@@ -2027,7 +2076,7 @@ check:
 inline __attribute__((always_inline)) int
 lookup(ak_cache_s *c, const unsigned char *hash, uint64_t now,
     unsigned char *buf, size_t cap, size_t *len, uint32_t *flags,
-    uint32_t *slot, bool counted) noexcept
+    uint32_t *slot, bool counted, uint64_t *mark) noexcept
 {
     int       tries;
     Found     f;
@@ -2039,6 +2088,7 @@ lookup(ak_cache_s *c, const unsigned char *hash, uint64_t now,
     f.slot = NIL;
     f.flags = 0;
     f.len = 0;
+    f.mark = 0;
 
     /* the home pair, where the entry most likely is, fetched while the
      * bucket group is: the two misses overlap instead of following each
@@ -2051,11 +2101,12 @@ lookup(ak_cache_s *c, const unsigned char *hash, uint64_t now,
     __builtin_prefetch(reinterpret_cast<const char *>(home) + 128 + 64);
 
     for (tries = 0; tries < kReadTries; tries++) {
-        if (lookup_once(c, hash, now, buf, cap, &f)) {
+        if (lookup_once(c, hash, now, buf, cap, mark, &f)) {
             break;
         }
 
         f.rc = AK_CACHE_MISS;
+        f.mark = 0;
         cpu_relax();
     }
 
@@ -2081,6 +2132,11 @@ lookup(ak_cache_s *c, const unsigned char *hash, uint64_t now,
 
     default:
         count(&sp->misses, counted);
+
+        if (mark) {
+            *mark = 0;
+        }
+
         return AK_CACHE_MISS;
     }
 
@@ -2104,6 +2160,10 @@ lookup(ak_cache_s *c, const unsigned char *hash, uint64_t now,
         *slot = f.slot;
     }
 
+    if (mark) {
+        *mark = f.mark;
+    }
+
     return f.rc;
 }
 
@@ -2112,6 +2172,32 @@ bool
 aligned(const void *p) noexcept
 {
     return (reinterpret_cast<uintptr_t>(p) & 7) == 0;
+}
+
+
+/* a cache's salt (mark_of): 8 random bytes from the kernel, else the
+ * time, the process and the block's address, mixed (splitmix64) */
+uint64_t
+new_salt(const void *mem) noexcept
+{
+    uint64_t         x;
+    struct timespec  ts;
+
+    if (getrandom(&x, sizeof(x), GRND_NONBLOCK) == (ssize_t) sizeof(x)) {
+        return x;
+    }
+
+    (void) clock_gettime(CLOCK_REALTIME, &ts);
+
+    x = (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+    x ^= (uint64_t) getpid() << 40;
+    x ^= (uint64_t) reinterpret_cast<uintptr_t>(mem);
+
+    x += UINT64_C(0x9e3779b97f4a7c15);
+    x = (x ^ (x >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+    x = (x ^ (x >> 27)) * UINT64_C(0x94d049bb133111eb);
+
+    return x ^ (x >> 31);
 }
 
 } /* namespace */
@@ -2164,6 +2250,7 @@ ak_cache_create(void *mem, size_t size, const ak_cache_conf_t *conf) noexcept
     h->ngroups = l.ngroups;
     h->seq = 1;
     h->gen = 1;
+    h->salt = new_salt(h);
 
     apply_conf(h, conf);
     format(h);
@@ -2563,7 +2650,22 @@ ak_cache_lookup(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
         return AK_CACHE_MISS;
     }
 
-    return lookup(c, hash, now_ms, buf, cap, len, flags, slot, true);
+    return lookup(c, hash, now_ms, buf, cap, len, flags, slot, true,
+                  nullptr);
+}
+
+
+int
+ak_cache_lookup_kept(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
+    uint64_t now_ms, unsigned char *buf, size_t cap, ak_cache_found_t *found)
+    noexcept
+{
+    if (c == NULL || hash == NULL || found == NULL) {
+        return AK_CACHE_MISS;
+    }
+
+    return lookup(c, hash, now_ms, buf, cap, &found->len, &found->flags,
+                  &found->slot, true, &found->mark);
 }
 
 
@@ -2576,7 +2678,8 @@ ak_cache_lookup_again(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
         return AK_CACHE_MISS;
     }
 
-    return lookup(c, hash, now_ms, buf, cap, len, flags, slot, false);
+    return lookup(c, hash, now_ms, buf, cap, len, flags, slot, false,
+                  nullptr);
 }
 
 

@@ -712,6 +712,123 @@ TEST(Cache, PlainFlagFollowsTheRecord)
     EXPECT_EQ(0u, look(s.c, hash_of(2), 10).flags);
 }
 
+// ak_cache_lookup_kept: a record kept with its mark is not copied again
+// while the entry holds that store's record; any store (even of the same
+// bytes) gives a new mark; another key's or another cache's mark never
+// matches; plain and rated records have none.
+TEST(Cache, KeptLookupSkipsTheCopyOfTheSameStore)
+{
+    Small s, t;
+    ASSERT_NE(nullptr, s.c);
+    ASSERT_NE(nullptr, t.c);
+    Hash h = hash_of(1), g = hash_of(2);
+    Bytes b = blob_of(1, 250), b2 = blob_of(1, 250, 1);
+    unsigned char buf[AK_RECORD_MAX + 8];
+
+    auto kept = [&](ak_cache_t *c, const Hash &k, uint64_t mark,
+                    uint64_t now) {
+        ak_cache_found_t f;
+        memset(buf, 0xa5, sizeof(buf));
+        f.mark = mark;
+        f.len = 0;
+        f.flags = 0xdead;
+        f.slot = 0xdead;
+        int rc = ak_cache_lookup_kept(c, k.b, now, buf, sizeof(buf), &f);
+        return std::make_pair(rc, f);
+    };
+
+    ASSERT_EQ(0, put(s.c, h, b, 1000));
+    ASSERT_EQ(0, put(t.c, h, b, 1000));     // the same store in another cache
+    ASSERT_EQ(0, put(s.c, g, b, 1000));
+
+    // no mark known: copied, a mark given
+    auto r = kept(s.c, h, 0, 1001);
+    EXPECT_EQ(AK_CACHE_FRESH, r.first);
+    EXPECT_EQ(0u, r.second.flags);
+    EXPECT_EQ(b.size(), r.second.len);
+    EXPECT_EQ(0, memcmp(buf, b.data(), b.size()));
+    uint64_t m = r.second.mark;
+    EXPECT_NE(0u, m);
+
+    // known: not copied, the same answer otherwise
+    r = kept(s.c, h, m, 1002);
+    EXPECT_EQ(AK_CACHE_FRESH, r.first);
+    EXPECT_EQ((uint32_t) AK_ENTRY_KEPT, r.second.flags);
+    EXPECT_EQ(b.size(), r.second.len);
+    EXPECT_EQ(m, r.second.mark);
+    EXPECT_EQ(0xa5, buf[0]);
+    EXPECT_EQ(look(s.c, h, 1002).slot, r.second.slot);
+
+    // counted as hits
+    EXPECT_EQ(2u + 1u, stats(s.c).hits);
+
+    // another key's entry, another cache's entry of the same key: copied
+    r = kept(s.c, g, m, 1003);
+    EXPECT_EQ(0u, r.second.flags);
+    EXPECT_NE(m, r.second.mark);
+    EXPECT_EQ(0, memcmp(buf, b.data(), b.size()));
+    r = kept(t.c, h, m, 1003);
+    EXPECT_EQ(AK_CACHE_FRESH, r.first);
+    EXPECT_EQ(0u, r.second.flags);
+    EXPECT_NE(m, r.second.mark);
+
+    // a revoke changes the flags, not the record: still kept, revoked
+    EXPECT_EQ(1, ak_cache_revoke(s.c, h.b));
+    r = kept(s.c, h, m, 1004);
+    EXPECT_EQ((uint32_t) (AK_ENTRY_KEPT | AK_ENTRY_REVOKED), r.second.flags);
+
+    // stored again, with the same bytes in the same millisecond: a new
+    // mark, copied
+    ASSERT_EQ(0, put(s.c, h, b, 1004));
+    r = kept(s.c, h, m, 1004);
+    EXPECT_EQ(0u, r.second.flags);
+    EXPECT_NE(m, r.second.mark);
+    EXPECT_EQ(0, memcmp(buf, b.data(), b.size()));
+    m = r.second.mark;
+
+    // other bytes: copied
+    ASSERT_EQ(0, put(s.c, h, b2, 1005));
+    r = kept(s.c, h, m, 1005);
+    EXPECT_EQ(0u, r.second.flags);
+    EXPECT_EQ(0, memcmp(buf, b2.data(), b2.size()));
+    m = r.second.mark;
+    EXPECT_EQ((uint32_t) AK_ENTRY_KEPT, kept(s.c, h, m, 1006).second.flags);
+
+    // stale: still kept, answered STALE
+    r = kept(s.c, h, m, 1005 + kTtl);
+    EXPECT_EQ(AK_CACHE_STALE, r.first);
+    EXPECT_EQ((uint32_t) AK_ENTRY_KEPT, r.second.flags);
+
+    // past stale, removed, flushed: a miss, no mark
+    r = kept(s.c, h, m, 1005 + kTtl + kStale);
+    EXPECT_EQ(AK_CACHE_MISS, r.first);
+    EXPECT_EQ(0u, r.second.mark);
+    ASSERT_EQ(1, ak_cache_remove(s.c, h.b));
+    EXPECT_EQ(AK_CACHE_MISS, kept(s.c, h, m, 1007).first);
+    ASSERT_EQ(0, put(s.c, h, b2, 1008));
+    m = kept(s.c, h, 0, 1008).second.mark;
+    ak_cache_flush(s.c);
+    EXPECT_EQ(AK_CACHE_MISS, kept(s.c, h, m, 1009).first);
+
+    // plain and rated records: no mark, always copied
+    auto plain = aktest::build({ { "owner", "acme" }, { "plan", "pro" } });
+    auto rated = aktest::build({ { "owner", "acme" }, { "rate", "5/s" } });
+    for (const Bytes *x : { &plain.blob, &rated.blob }) {
+        ASSERT_EQ(0, put(s.c, h, *x, 2000));
+        r = kept(s.c, h, 0, 2000);
+        EXPECT_EQ(AK_CACHE_FRESH, r.first);
+        EXPECT_EQ(0u, r.second.mark);
+        EXPECT_EQ(0, memcmp(buf, x->data(), x->size()));
+    }
+
+    // bad arguments
+    ak_cache_found_t f = {};
+    EXPECT_EQ(AK_CACHE_MISS, ak_cache_lookup_kept(nullptr, h.b, 0, buf,
+                                                  sizeof(buf), &f));
+    EXPECT_EQ(AK_CACHE_MISS, ak_cache_lookup_kept(s.c, h.b, 0, buf,
+                                                  sizeof(buf), nullptr));
+}
+
 TEST(Cache, Remove)
 {
     Small s;
