@@ -51,7 +51,8 @@ sub st { my $x = $_[0]; $x->status . ' ' . ($x->header('X-Status') // '') }
 
 my @cached = map { random_key("c$_") } 1 .. 8;
 add_key($m, $_, owner => 'o') for @cached;
-my @pool = map { random_key("u$_") } 1 .. 1500;
+# read once at 150 a second: enough for the longest load below
+my @pool = map { random_key("u$_") } 1 .. 5000;
 {
     my $c = $m->client;
     $c->send_only('HSET', 'apikey:' . key_hash($_), 'owner', 'o') for @pool;
@@ -71,7 +72,14 @@ ok wait_until(sub {
 my $watch = $sent[1]->client;
 subscribe($watch, '+switch-master');
 
-my $load = ApiKeyTest::Load->start(port => $port, conns => 8, duration => 7,
+# the sentinels can act: none in TILT mode (a sentinel stalled for 2 s on a
+# loaded machine does nothing for 30 s), the master up, the replica working
+ok $s->wait_ready, 'the sentinels can fail the master over';
+
+# the load runs until 4 s after +switch-master (stopped below), at most as
+# long as a failover with retried attempts may take (kill_timeout)
+my $load = ApiKeyTest::Load->start(port => $port, conns => 8,
+    duration => 1 + $s->kill_timeout + 4,
     rate => 300, timeout => 5, classes => [
         { name => 'cached', weight => 1, keys => \@cached, ok => ['200 ok'] },
         { name => 'uncached', weight => 1, ok => ['200 ok'],
@@ -80,13 +88,14 @@ my $load = ApiKeyTest::Load->start(port => $port, conns => 8, duration => 7,
 sleep 1;
 my $t_kill = time;
 my $old = $s->kill_master;
-my $msg = next_message($watch, 20);
+my $msg = next_message($watch, $s->kill_timeout);
 my $t_switch = time;
 ok $msg, '+switch-master announced';
 note sprintf '+switch-master %.2f s after kill -9', $t_switch - $t_kill;
-my $new = $s->wait_switch(from => $old, timeout => 20);
+my $new = $s->wait_switch(from => $old);
 ok $new && $new->port != $old, 'the replica was promoted';
-my $res = $load->wait;
+sleep 4 - (time - $t_switch) if time - $t_switch < 4;
+my $res = $load->stop->wait;
 
 my $cc = $res->{classes}{cached};
 my $uc = $res->{classes}{uncached};
