@@ -61,7 +61,7 @@ package ApiKeyTest;
 #            set(name => addr | [addrs] | undef) set_mode lookup queries stop
 #   Sentinel: ApiKeyTest::Sentinel->start(%o): master replica redises
 #            sentinels master_addr failover wait_switch wait_replica
-#            kill_master url
+#            wait_ready kill_master kill_timeout report url
 #            by_port problems stop
 #   Cluster: ApiKeyTest::Cluster->start(masters => 3, replicas => 0|1):
 #            nodes masters slot_map keyslot master_for_key master_for_slot
