@@ -7,7 +7,9 @@
  * pointers registered at init time excepted).
  *
  * ngx_http_api_key_module.c     directives, zones, worker start/stop
- * ngx_http_api_key_handler.c    access phase: lookup, decision, redirects,
+ * ngx_http_api_key_handler.c    access phase: lookup, decision (the
+ *                               worker's kept views of records, with their
+ *                               marks and last rule verdicts), redirects,
  *                               responses (problem+json body filters)
  * ngx_http_api_key_metrics.c    the metrics page
  * ngx_http_api_key_verify.c     api_key_verify's JSON answer

@@ -1352,7 +1352,7 @@ ngx_http_api_key_referrer_allowed(ngx_http_api_key_view_t *v,
     end = (size_t) ((u_char *) host - referer->data) + n;
 
     if ((u_char *) host - referer->data >= 3
-        && ngx_strncmp(host - 3, "://", 3) == 0
+        && host[-3] == ':' && host[-2] == '/' && host[-1] == '/'
         && end <= sizeof(v->ref)
         && (end == referer->len
             || ngx_http_api_key_host_ends(referer->data[end])))
