@@ -1255,6 +1255,13 @@ ngx_http_api_key_view(const u_char *hash, size_t len, uint64_t mark,
     v->len = len;
     *kept = mark;
 
+    /*
+     * a view just made keeps no verdicts yet (*vp NULL): its rules are
+     * matched as they are, and verdicts are kept from the key's next
+     * request on, so that keys taking turns in one entry pay nothing more
+     */
+    *vp = NULL;
+
     return &v->rec;
 }
 
@@ -1262,7 +1269,8 @@ ngx_http_api_key_view(const u_char *hash, size_t len, uint64_t mark,
 /*
  * The address rules' verdict for a client address (family 4: 4 bytes, 6:
  * 16): the kept view's last one when it was for the same address, else
- * asked of the record and remembered (v NULL: a view not kept).
+ * asked of the record and remembered (v NULL: a view not kept, or one
+ * just made: asked, not remembered).
  */
 
 static ngx_inline int
@@ -1328,7 +1336,13 @@ ngx_http_api_key_referrer_allowed(ngx_http_api_key_view_t *v,
     size_t       n, end;
     const char  *host;
 
-    if (v != NULL && v->ref_memo
+    if (v == NULL) {
+        /* a view not kept, or one just made: asked, not remembered */
+        return ak_record_referrer_allowed(rp, (const char *) referer->data,
+                                          referer->len);
+    }
+
+    if (v->ref_memo
         && referer->len >= v->ref_len
         && ngx_memcmp(referer->data, v->ref, v->ref_len) == 0
         && (referer->len == v->ref_len
@@ -1344,10 +1358,6 @@ ngx_http_api_key_referrer_allowed(ngx_http_api_key_view_t *v,
     }
 
     allowed = ak_record_referrer_host_allowed(rp, host, n);
-
-    if (v == NULL) {
-        return allowed;
-    }
 
     end = (size_t) ((u_char *) host - referer->data) + n;
 

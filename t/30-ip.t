@@ -205,6 +205,9 @@ SKIP: {
     is(publish($r, "update $h"), 1, 'PUBLISH update: one worker hears it');
     ok(wait_until(sub { $from->('127.0.0.1')->status == 403 }, timeout => 5),
        'after the change, 127.0.0.1 is denied');
+    # (the first request after the change viewed the new record afresh;
+    # this one uses that view, and must not find the old verdict there)
+    is_denied($from->('127.0.0.1'), 'after the change, 127.0.0.1 a second time');
     is_ok($from->('127.0.0.2'), 'after the change, 127.0.0.2 passes');
     is_denied($from->('127.0.0.1'), 'after the change, 127.0.0.1 again: denied');
     is_ok($from->('127.0.0.2'), 'after the change, 127.0.0.2 again: passes');

@@ -156,6 +156,9 @@ sub check {
     is(publish($r, "update $h"), 1, 'PUBLISH update: one worker hears it');
     ok(wait_until(sub { get($k, 'https://app.test.org/')->status == 403 }, timeout => 5),
        'after the change, app.test.org is denied');
+    # (the first request after the change viewed the new record afresh;
+    # this one uses that view, and must not find the old verdict there)
+    check($k, 'other.test.org', 'https://app.test.org/x', 'deny');
     check($k, 'other.test.org', 'https://other.test.org/', 'ok');
     check($k, 'other.test.org', 'https://app.test.org/', 'deny');
     check($k, 'other.test.org', 'https://other.test.org/x', 'ok');
