@@ -237,6 +237,8 @@ void op_lookup_kept(Run &r, size_t k, unsigned other)
 
     if (f.flags & AK_ENTRY_KEPT) {
         FUZZ_CHECK(asked != 0 && f.mark == asked);
+        /* another key's mark never names this key's store */
+        FUZZ_CHECK(other == 0);
         /* the buffer untouched, and the kept copy is the record: a second
            look copies the same bytes */
         FUZZ_CHECK(room[0] == 0xa5 && room[AK_RECORD_MAX] == 0xa5);

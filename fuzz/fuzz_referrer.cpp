@@ -291,14 +291,27 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
          * names that host in any value that begins with the same bytes up
          * to the host's end followed by one of those or nothing.
          */
-        if (hok && h - e.c() >= 3 && std::memcmp(h - 3, "://", 3) == 0) {
-            size_t end = static_cast<size_t>(h - e.c()) + hl;
-            if (end == e.len || r[end] == '/' || r[end] == '?'
-                || r[end] == '#')
-            {
-                static const char *const ends[] = { "", "/", "?", "#" };
-                std::string r2 = r.substr(0, end) + ends[how & 3];
-                if (r2.size() > end) r2 += in.str8();
+        size_t kp = hok ? ak_referer_kept_prefix(e.c(), e.len, h, hl) : 0;
+        bool keepable = hok && h - e.c() >= 3
+                        && std::memcmp(h - 3, "://", 3) == 0
+                        && (static_cast<size_t>(h - e.c()) + hl == e.len
+                            || AK_REFERER_HOST_ENDS(r[h - e.c() + hl]));
+        FUZZ_CHECK(kp == (keepable ? static_cast<size_t>(h - e.c()) + hl
+                                   : 0));
+        if (kp) {
+            /* the prefix alone, and followed by each byte that
+             * AK_REFERER_HOST_ENDS() accepts (as the worker tests it) and
+             * anything */
+            std::string tail = in.str8();
+            for (int c = -1; c < 256; c++) {
+                if (c >= 0 && !AK_REFERER_HOST_ENDS(c)) {
+                    continue;
+                }
+                std::string r2 = r.substr(0, kp);
+                if (c >= 0) {
+                    r2 += static_cast<char>(c);
+                    r2 += tail;
+                }
                 fuzz::Exact e2(r2);
                 size_t l2 = 0;
                 const char *h2 = ak_referer_host(e2.c(), e2.len, &l2);

@@ -125,8 +125,10 @@ static u_char  ngx_http_api_key_blob[AK_RECORD_MAX + 8];
  * key hash's second byte: a key's record's blob and its view, whose
  * strings and rules point into that blob.  A view depends on the blob's
  * bytes alone: a request of the same key whose record has the same bytes
- * uses the entry's view as it is, and never writes to it; it writes only
- * the entry's last verdicts of the address and Referer rules.
+ * (the cache says it holds the store the view was made of, by its mark in
+ * ngx_http_api_key_marks; else the bytes are compared) uses the entry's
+ * view as it is, and never writes to it; it writes only the entry's last
+ * verdicts of the address and Referer rules.
  * An entry's blob may be lent to a request as the worker's copy is
  * (ngx_http_api_key_text_lent): it is only replaced by a lookup, after
  * ngx_http_api_key_text_keep().  A longer record is viewed where the
@@ -137,9 +139,6 @@ static u_char  ngx_http_api_key_blob[AK_RECORD_MAX + 8];
 #define NGX_HTTP_API_KEY_VIEW_MAX  512  /* bytes of a record kept viewed */
 
 #define NGX_HTTP_API_KEY_REF_MEMO  256  /* of a Referer's scheme and host */
-
-/* what ends a Referer's host name: its path, query or fragment */
-#define ngx_http_api_key_host_ends(c)  ((c) == '/' || (c) == '?' || (c) == '#')
 
 typedef struct {
     size_t                      len;        /* 0: empty */
@@ -874,8 +873,9 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
      * The first look names the store of the record this worker keeps
      * viewed in the key's entry of the views: a record still of that
      * store is not copied (AK_ENTRY_KEPT).  A mark names one store of one
-     * key's record in one cache, so neither the entry's key nor its zone
-     * needs a compare here.
+     * key's record in one cache (another cache's meets it by chance, one
+     * in 2^64: ak_cache_lookup_kept()), so neither the entry's key nor its
+     * zone is compared here.
      */
 
     if (ctx->attempts == 0 && ctx->lease_waits == 0 && ctx->relooks == 0) {
@@ -1238,12 +1238,21 @@ ngx_http_api_key_view(const u_char *hash, size_t len, uint64_t mark,
                 == 0) ? &ngx_http_api_key_long_view : NULL;
     }
 
-    /* (empty until viewed: no key's, no length, no verdicts) */
+    /* (empty until viewed: no key's, no length, no verdicts, nothing left
+     * of the last clients' address and Referer) */
     v->len = 0;
     ngx_memzero(v->hash, AK_HASH_LEN);
     *kept = 0;
-    v->ip_memo = 0;
-    v->ref_memo = 0;
+
+    if (v->ip_memo) {
+        v->ip_memo = 0;
+        ngx_memzero(v->ip_addr, sizeof(v->ip_addr));
+    }
+
+    if (v->ref_memo) {
+        v->ref_memo = 0;
+        ngx_memzero(v->ref, v->ref_len);
+    }
 
     ngx_memcpy(v->blob, ngx_http_api_key_blob, len);
 
@@ -1346,7 +1355,7 @@ ngx_http_api_key_referrer_allowed(ngx_http_api_key_view_t *v,
         && referer->len >= v->ref_len
         && ngx_memcmp(referer->data, v->ref, v->ref_len) == 0
         && (referer->len == v->ref_len
-            || ngx_http_api_key_host_ends(referer->data[v->ref_len])))
+            || AK_REFERER_HOST_ENDS(referer->data[v->ref_len])))
     {
         return v->ref_memo - 1;
     }
@@ -1359,14 +1368,15 @@ ngx_http_api_key_referrer_allowed(ngx_http_api_key_view_t *v,
 
     allowed = ak_record_referrer_host_allowed(rp, host, n);
 
-    end = (size_t) ((u_char *) host - referer->data) + n;
+    end = ak_referer_kept_prefix((const char *) referer->data, referer->len,
+                                 host, n);
 
-    if ((u_char *) host - referer->data >= 3
-        && host[-3] == ':' && host[-2] == '/' && host[-1] == '/'
-        && end <= sizeof(v->ref)
-        && (end == referer->len
-            || ngx_http_api_key_host_ends(referer->data[end])))
-    {
+    if (end && end <= sizeof(v->ref)) {
+        if (end < v->ref_len) {
+            /* (nothing left of the last one) */
+            ngx_memzero(v->ref + end, v->ref_len - end);
+        }
+
         ngx_memcpy(v->ref, referer->data, end);
         v->ref_len = (uint32_t) end;
         v->ref_memo = allowed ? 2 : 1;

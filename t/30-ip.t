@@ -2,8 +2,9 @@
 # The "ips" field of a record: IPv4 addresses and CIDRs, IPv6 (over [::1]
 # when the machine has it), lists, real_ip ($remote_addr is the client
 # address), IPv4-mapped addresses, clients of one key taking turns (and
-# the record changing between them), malformed rules (401 bad_record, a
-# warning naming the key id and the field, no crash).
+# the record changing between them; IPv6 and IPv4 through real_ip), two
+# keys of one entry of the worker's kept views, malformed rules (401
+# bad_record, a warning naming the key id and the field, no crash).
 use strict;
 use warnings;
 use Test::More;
@@ -211,6 +212,59 @@ SKIP: {
     is_ok($from->('127.0.0.2'), 'after the change, 127.0.0.2 passes');
     is_denied($from->('127.0.0.1'), 'after the change, 127.0.0.1 again: denied');
     is_ok($from->('127.0.0.2'), 'after the change, 127.0.0.2 again: passes');
+}
+
+# --- two keys in one entry of the worker's kept views ------------------------
+# (the worker keeps 16 keys' views, by the second byte of the key's hash:
+# two keys of the same entry replace each other's view, verdicts and mark)
+{
+    my $slot = sub { hex(substr(key_hash($_[0]), 2, 2)) & 15 };
+    my $a = random_key('slota');
+    my $b;
+    for (1 .. 2000) {
+        $b = random_key('slotb');
+        last if $slot->($b) == $slot->($a);
+    }
+    is($slot->($b), $slot->($a), 'two keys of one kept-view entry');
+    add_key($r, $a, owner => 'a', ips => '127.0.0.1/32');
+    add_key($r, $b, owner => 'b', ips => '127.0.0.2/32');
+    my $from = sub {
+        my ($k, $addr) = @_;
+        return http_get($port, '/', headers => xkey($k), from => $addr);
+    };
+    # by turns, by pairs (the second of a pair reuses the view the first
+    # made), from either address
+    for my $round (1 .. 2) {
+        for my $k ($a, $a, $b, $b, $a, $b, $a, $a) {
+            my $who = $k eq $a ? 'key a (127.0.0.1)' : 'key b (127.0.0.2)';
+            my ($ok, $no) = $k eq $a ? ('127.0.0.1', '127.0.0.2')
+                                     : ('127.0.0.2', '127.0.0.1');
+            is_ok($from->($k, $ok), "round $round: $who from $ok");
+            is_denied($from->($k, $no), "round $round: $who from $no");
+        }
+    }
+}
+
+# --- IPv6 and IPv4 clients taking turns (real_ip) -------------------------------
+{
+    mk('turns6', ips => '2001:db8::/32,10.0.0.0/8');
+    my @turns = (
+        [ '2001:db8::5', 1 ], [ '2001:db8::5', 1 ], [ '2001:db9::5', 0 ],
+        [ '10.1.2.3', 1 ], [ '2001:db8::5', 1 ], [ '192.0.2.1', 0 ],
+        [ '::ffff:10.1.2.3', 1 ], [ '::ffff:192.0.2.1', 0 ],
+        [ '2001:db9::5', 0 ], [ '2001:db9::5', 0 ], [ '2001:db8::6', 1 ],
+        [ '10.1.2.3', 1 ], [ '10.1.2.3', 1 ], [ '11.1.2.3', 0 ],
+        [ '2001:db8:ffff::1', 1 ], [ '::ffff:10.1.2.3', 1 ],
+    );
+    for my $t (@turns, reverse @turns) {
+        my ($addr, $ok) = @$t;
+        my $res = get4($key{turns6}, '/rip/x', 'X-Forwarded-For' => $addr);
+        if ($ok) {
+            is_ok($res, "ips=2001:db8::/32,10.0.0.0/8, client $addr");
+        } else {
+            is_denied($res, "ips=2001:db8::/32,10.0.0.0/8, client $addr");
+        }
+    }
 }
 
 # --- malformed rules: 401 bad_record, a warning naming the key, no crash --------

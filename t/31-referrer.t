@@ -121,6 +121,8 @@ sub check {
     my $rules = 'app.test.org,*.example.com';
     my $k = random_key('turns');
     my $h = add_key($r, $k, referrers => $rules);
+    my $long3 = join '.', map { $_ x 59 } qw(a b c);
+    my $long4 = join '.', map { $_ x 59 } qw(a b c d);
     my @turns = (
         [ 'https://app.test.org/'               => 'ok' ],
         [ 'https://app.test.org.evil.net/'      => 'deny' ],
@@ -145,6 +147,20 @@ sub check {
         [ 'https://example.com/'                => 'deny' ],
         [ 'https://example.com/'                => 'deny' ],
         [ 'HTTPS://APP.TEST.ORG/'               => 'ok' ],
+        [ 'https://app.test.org/'               => 'ok' ],
+        [ 'https://[2001:db8::1]/'              => 'deny' ],
+        [ 'https://app.test.org\\@evil.net/'    => 'deny' ],
+        [ 'https://app.test.org%2f@evil.net/'   => 'deny' ],
+        [ 'https://app.test.org/'               => 'ok' ],
+        # hosts of 251 bytes (past the 256 bytes of scheme and host the
+        # worker keeps) and of 191 (within them), and a name over 253
+        [ "https://$long4.example.com/"         => 'ok' ],
+        [ "https://$long4.example.com/x"        => 'ok' ],
+        [ "https://$long4.example.com.evil.net/" => 'deny' ],
+        [ "https://$long3.example.com/"         => 'ok' ],
+        [ "https://$long3.example.com?x"        => 'ok' ],
+        [ "https://$long3.example.com.evil.net/" => 'deny' ],
+        [ "https://xxx.$long4.example.com/"     => 'deny' ],
         [ 'https://app.test.org/'               => 'ok' ],
     );
     check($k, $rules, $_->[0], $_->[1]) for @turns, reverse @turns;

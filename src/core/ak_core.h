@@ -537,6 +537,24 @@ const char *ak_referer_host(const char *referer, size_t len,
 int ak_record_referrer_host_allowed(const ak_record_t *rec, const char *host,
     size_t host_len) AK_NOEXCEPT;
 
+/* what ends a Referer's authority (and so its host): the path, query or
+ * fragment; the core's parse stops at these and at the value's end */
+#define AK_REFERER_HOST_ENDS(c)  ((c) == '/' || (c) == '?' || (c) == '#')
+
+/*
+ * For a caller that keeps verdicts by host: the length of the part of the
+ * Referer value that names its host (host, host_len: ak_referer_host()'s
+ * answer for it), "scheme://host", when the host follows "://" directly
+ * and ends at AK_REFERER_HOST_ENDS() or the value's end; 0 otherwise (user
+ * info, a port, brackets, a trailing dot: such values are judged each
+ * time).  Any value that begins with those bytes followed by
+ * AK_REFERER_HOST_ENDS() or nothing names the same host: the verdict for
+ * one is the verdict for all (fuzz_referrer checks it).  Nothing after
+ * the host is part of it.
+ */
+size_t ak_referer_kept_prefix(const char *referer, size_t len,
+    const char *host, size_t host_len) AK_NOEXCEPT;
+
 /* 1 if the record holds every scope of required[0..n).  hot */
 int ak_record_has_scopes(const ak_record_t *rec, const ak_str_t *required,
     size_t n) AK_NOEXCEPT;
@@ -804,10 +822,11 @@ int ak_quota_give_back(ak_key_state_t *st, uint32_t window) AK_NOEXCEPT;
  * mapping address.
  *
  * Locking.  Need NO lock (any number of workers at once, also while a
- * writer holds the lock): ak_cache_lookup, ak_cache_lookup_again,
- * ak_cache_event_seq, ak_cache_gcra, ak_cache_quota_take,
- * ak_cache_limits_take, ak_cache_get_stats (a snapshot, its
- * counts may be a moment apart), and ak_cache_create/attach/validate/
+ * writer holds the lock): ak_cache_lookup, ak_cache_lookup_kept,
+ * ak_cache_lookup_again, ak_cache_event_seq, ak_cache_gcra,
+ * ak_cache_quota_take, ak_cache_limits_take, ak_cache_get_stats (a
+ * snapshot, its counts may be a moment apart), and
+ * ak_cache_create/attach/validate/
  * min_size/bytes_per_key (before the zone is shared).  Every other
  * function must be called with the zone's lock held: they are the writers,
  * serialised by it; a pointer ak_cache_state returns may be used only
@@ -947,18 +966,29 @@ int ak_cache_lookup(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
     uint32_t *flags, uint32_t *slot) AK_NOEXCEPT;
 
 /*
+ * ak_cache_lookup without counting it in the statistics: for the second
+ * look of a request that waited for Redis (its first look was counted as
+ * a miss).
+ */
+int ak_cache_lookup_again(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
+    uint64_t now_ms, unsigned char *buf, size_t cap, size_t *len,
+    uint32_t *flags, uint32_t *slot) AK_NOEXCEPT;
+
+/*
  * ak_cache_lookup for a caller that keeps records it was given, its
  * answers in *found: found->mark is the mark of the one it keeps for hash
- * (0: none).  A positive entry that
- * still holds the record of that store is not copied: *flags gets
- * AK_ENTRY_KEPT too and buf is left as it was (the caller's kept copy is
- * the record).  A positive entry found sets found->mark to its mark, 0
- * otherwise, and 0 for an AK_ENTRY_PLAIN or AK_ENTRY_RATED one (such
- * records are read where they are copied: none is kept).  A mark names one
- * store of one key's record in one cache: the time it was stored and the
- * cache's count of stores then, mixed with the cache's random salt (marks
- * of two caches, or of two stores 2^32 stores and 2^32 ms apart, meet by
- * chance one in 2^64).  hot
+ * (0: none).  A positive entry that still holds the record of that store
+ * is not copied: *flags gets AK_ENTRY_KEPT too and buf is left as it was
+ * (the caller's kept copy is the record).  A positive entry found sets
+ * found->mark to its mark, 0 otherwise, and 0 for an AK_ENTRY_PLAIN or
+ * AK_ENTRY_RATED one (such records are read where they are copied: none
+ * is kept).  A mark names one store of one key's record in one cache: the
+ * time it was stored and the cache's count of stores then, mixed with the
+ * cache's random salt.  Two stores of one cache share it only when their
+ * counts are 2^32 stores apart and their times 2^32 ms (49.7 days) apart
+ * to the millisecond; stores of two caches (salts made apart) share it by
+ * chance, one in 2^64 (a block copied and attached elsewhere keeps its
+ * salt: its marks are the original's).  hot
  */
 typedef struct {
     uint64_t     mark;      /* in: the kept record's (0: none); out: the
@@ -971,14 +1001,6 @@ typedef struct {
 int ak_cache_lookup_kept(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
     uint64_t now_ms, unsigned char *buf, size_t cap, ak_cache_found_t *found)
     AK_NOEXCEPT;
-
-/*
- * The same, without counting it in the statistics: for the second look of
- * a request that waited for Redis (its first look was counted as a miss).
- */
-int ak_cache_lookup_again(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
-    uint64_t now_ms, unsigned char *buf, size_t cap, size_t *len,
-    uint32_t *flags, uint32_t *slot) AK_NOEXCEPT;
 
 /*
  * Inserts or replaces the positive record for hash, keeping its

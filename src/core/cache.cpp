@@ -474,7 +474,8 @@ struct ak_cache_s {
                                        entries' serials */
     uint32_t        pad;
     uint64_t        salt;           /* random, at create: this cache's
-                                       marks are no other's */
+                                       marks are no other cache's (but a
+                                       copy's of this block) */
 };
 
 static_assert(sizeof(ak_cache_s) <= kHeaderSize, "header size");

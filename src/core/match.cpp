@@ -93,7 +93,7 @@ struct CharClasses {
             if (i <= 0x20 || i >= 0x7f || i == '\\' || i == '%') {
                 k |= CC_AUTH_BAD;
             }
-            if (i == '/' || i == '?' || i == '#') {
+            if (AK_REFERER_HOST_ENDS(i)) {
                 k |= CC_AUTH_END;
             }
             if (i == '@' || i == ':') {
@@ -1485,6 +1485,35 @@ ak_referer_host(const char *referer, size_t len, size_t *host_len) noexcept
 
     *host_len = hs.n;
     return hs.p;
+}
+
+
+extern "C" size_t
+ak_referer_kept_prefix(const char *referer, size_t len, const char *host,
+    size_t host_len) noexcept
+{
+    size_t  at, end;
+
+    if (referer == nullptr || host == nullptr || host < referer
+        || host > referer + len)
+    {
+        return 0;
+    }
+
+    at = static_cast<size_t>(host - referer);
+    end = at + host_len;
+
+    if (at < 3 || end > len || host_len == 0
+        || host[-3] != ':' || host[-2] != '/' || host[-1] != '/')
+    {
+        return 0;
+    }
+
+    if (end < len && !AK_REFERER_HOST_ENDS(referer[end])) {
+        return 0;
+    }
+
+    return end;
 }
 
 

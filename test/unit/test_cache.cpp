@@ -810,6 +810,33 @@ TEST(Cache, KeptLookupSkipsTheCopyOfTheSameStore)
     ak_cache_flush(s.c);
     EXPECT_EQ(AK_CACHE_MISS, kept(s.c, h, m, 1009).first);
 
+    // stored again after the flush in the same millisecond as before it:
+    // the count of stores goes on, a new mark
+    ASSERT_EQ(0, put(s.c, h, b2, 1008));
+    r = kept(s.c, h, m, 1008);
+    EXPECT_EQ(AK_CACHE_FRESH, r.first);
+    EXPECT_EQ(0u, r.second.flags);
+    EXPECT_NE(m, r.second.mark);
+    m = r.second.mark;
+
+    // a new generation: STALE, still that store
+    ak_cache_new_generation(s.c);
+    r = kept(s.c, h, m, 1009);
+    EXPECT_EQ(AK_CACHE_STALE, r.first);
+    EXPECT_EQ((uint32_t) AK_ENTRY_KEPT, r.second.flags);
+
+    // stored stale (an event arrived while it was read): STALE, a new mark
+    uint64_t sent = ak_cache_event_seq(s.c);   // the read is sent
+    (void) ak_cache_revoke(s.c, g.b);           // an event meanwhile
+    ASSERT_GT(ak_cache_event_seq(s.c), sent);
+    ASSERT_EQ(0, ak_cache_put(s.c, h.b, b2.data(), b2.size(), 1010, sent));
+    r = kept(s.c, h, m, 1010);
+    EXPECT_EQ(AK_CACHE_STALE, r.first);
+    EXPECT_EQ(0u, r.second.flags);
+    EXPECT_NE(m, r.second.mark);
+    EXPECT_EQ((uint32_t) AK_ENTRY_KEPT,
+              kept(s.c, h, r.second.mark, 1010).second.flags);
+
     // plain and rated records: no mark, always copied
     auto plain = aktest::build({ { "owner", "acme" }, { "plan", "pro" } });
     auto rated = aktest::build({ { "owner", "acme" }, { "rate", "5/s" } });
