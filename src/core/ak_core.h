@@ -1228,11 +1228,15 @@ extern void (*ak_cache_kill_hook)(void);
  *                         tag word not read again yet;
  *   AK_RACE_LIMITS_TAKEN  ak_cache_limits_take, the same;
  *   AK_RACE_LIMITS_TAT    ak_cache_limits_take, before each swap of the
- *                         new TAT into the tag word.
+ *                         new TAT into the tag word;
+ *   AK_RACE_LOOKUP_MARK   ak_cache_lookup_kept, the entry's mark just
+ *                         read, not compared yet, the group's counter not
+ *                         read again yet.
  */
 #define AK_RACE_QUOTA_TAKEN   1
 #define AK_RACE_LIMITS_TAKEN  2
 #define AK_RACE_LIMITS_TAT    3
+#define AK_RACE_LOOKUP_MARK   4
 
 extern void (*ak_cache_race_hook)(int point);
 #endif

@@ -1941,6 +1941,7 @@ lookup_once(const ak_cache_s *c, const unsigned char *hash, uint64_t now,
         /* (ak_cache_lookup_kept only: a constant NULL elsewhere; the
          * records callers read where they are copied need no mark) */
         f->mark = mark_of(c, fetched, ld(s[i].serial));
+        RACE_POINT(AK_RACE_LOOKUP_MARK);
 
         if (*known && f->mark == *known) {
             /* the record the caller keeps: not copied again */

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
-// The lock-free limits (ak_cache_quota_take, ak_cache_limits_take) with
+// The lock-free limits (ak_cache_quota_take, ak_cache_limits_take) and the
+// kept lookup (ak_cache_lookup_kept) with
 // another process acting between two of their atomic operations, made
 // deterministic: the core is built with AK_CACHE_KILL_POINTS (as for the
 // fuzz replay), and ak_cache_race_hook runs the other process's step at
@@ -225,4 +226,52 @@ TEST_F(CacheRace, GiveBackAfterAWriterInTheGroupIsDropped)
     const uint32_t after_put = left(k);
     EXPECT_EQ(0, ak_cache_give_back(z.c, slot, k.b, ar.window, stamp));
     EXPECT_EQ(after_put, left(k));
+}
+
+
+// A kept lookup (ak_cache_lookup_kept) whose entry is stored again between
+// its reading the entry's mark and its group's counter: that attempt is
+// thrown away and the next copies the new store (a new mark); the mark of
+// the copy the caller keeps never answers KEPT for it.  With the same
+// bytes, then with others.
+TEST_F(CacheRace, KeptLookupWithAStoreInBetween)
+{
+    unsigned char     buf[AK_RECORD_MAX + 8];
+    ak_cache_found_t  f;
+
+    auto kept = [&](uint64_t mark) {
+        f.mark = mark;
+        f.len = 0;
+        f.flags = 0;
+        f.slot = 0;
+        memset(buf, 0xa5, sizeof(buf));
+        return ak_cache_lookup_kept(z.c, k.b, 2, buf, sizeof(buf), &f);
+    };
+
+    ASSERT_EQ(AK_CACHE_FRESH, kept(0));
+    uint64_t m = f.mark;
+    ASSERT_NE(0u, m);
+
+    for (uint64_t version : { 1, 2 }) {
+        std::vector<unsigned char> b = record(1, version, 30);
+        {
+            Race r(AK_RACE_LOOKUP_MARK, [&] {
+                std::lock_guard<std::mutex> g(z.lock);
+                EXPECT_EQ(0, ak_cache_put(z.c, k.b, b.data(), b.size(), 1,
+                                          ak_cache_event_seq(z.c)));
+            });
+            EXPECT_EQ(AK_CACHE_FRESH, kept(m)) << "version " << version;
+            EXPECT_EQ(2, Race::fired_) << "an attempt, then another";
+        }
+        EXPECT_EQ(0u, f.flags & AK_ENTRY_KEPT) << "version " << version;
+        EXPECT_NE(m, f.mark);
+        EXPECT_EQ(b.size(), f.len);
+        EXPECT_EQ(0, memcmp(buf, b.data(), b.size()));
+
+        // the new mark is kept from now on
+        m = f.mark;
+        EXPECT_EQ(AK_CACHE_FRESH, kept(m));
+        EXPECT_EQ((uint32_t) AK_ENTRY_KEPT, f.flags);
+        EXPECT_EQ(0xa5, buf[0]);
+    }
 }
