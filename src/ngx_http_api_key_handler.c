@@ -138,6 +138,10 @@ static u_char  ngx_http_api_key_blob[AK_RECORD_MAX + 8];
 #define NGX_HTTP_API_KEY_VIEWS     16   /* a power of 2 */
 #define NGX_HTTP_API_KEY_VIEW_MAX  512  /* bytes of a record kept viewed */
 
+/* a key's entry of the views (and of their marks), by its hash */
+#define ngx_http_api_key_view_index(hash)                                     \
+    ((hash)[1] & (NGX_HTTP_API_KEY_VIEWS - 1))
+
 #define NGX_HTTP_API_KEY_REF_MEMO  256  /* of a Referer's scheme and host */
 
 typedef struct {
@@ -879,8 +883,8 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
      */
 
     if (ctx->attempts == 0 && ctx->lease_waits == 0 && ctx->relooks == 0) {
-        f.mark = ngx_http_api_key_marks[ctx->hash[1]
-                                        & (NGX_HTTP_API_KEY_VIEWS - 1)];
+        f.mark =
+            ngx_http_api_key_marks[ngx_http_api_key_view_index(ctx->hash)];
 
         found = ak_cache_lookup_kept(cache, ctx->hash,
                                      (uint64_t) ngx_current_msec,
@@ -1038,8 +1042,7 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
     if (flags & AK_ENTRY_KEPT) {
         /* the record the worker keeps viewed, of the store the cache
          * holds: neither copied nor compared (ngx_http_api_key_lookup()) */
-        v = &ngx_http_api_key_views[ctx->hash[1]
-                                    & (NGX_HTTP_API_KEY_VIEWS - 1)];
+        v = &ngx_http_api_key_views[ngx_http_api_key_view_index(ctx->hash)];
         rp = &v->rec;
 
         goto viewed;
@@ -1214,8 +1217,8 @@ ngx_http_api_key_view(const u_char *hash, size_t len, uint64_t mark,
     uint64_t                  *kept;
     ngx_http_api_key_view_t   *v;
 
-    v = &ngx_http_api_key_views[hash[1] & (NGX_HTTP_API_KEY_VIEWS - 1)];
-    kept = &ngx_http_api_key_marks[hash[1] & (NGX_HTTP_API_KEY_VIEWS - 1)];
+    v = &ngx_http_api_key_views[ngx_http_api_key_view_index(hash)];
+    kept = &ngx_http_api_key_marks[ngx_http_api_key_view_index(hash)];
     *vp = v;
 
     /* the same key's (another key's: its hash tells at once), with the
@@ -1450,7 +1453,7 @@ ngx_http_api_key_text_view(ngx_http_api_key_ctx_t *ctx)
      * once the text was moved): that view's strings
      */
 
-    v = &ngx_http_api_key_views[ctx->hash[1] & (NGX_HTTP_API_KEY_VIEWS - 1)];
+    v = &ngx_http_api_key_views[ngx_http_api_key_view_index(ctx->hash)];
 
     if (ctx->text == v->blob && ctx->text_n == v->len) {
         ngx_http_api_key_text_set(ctx, &v->rec);

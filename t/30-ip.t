@@ -3,8 +3,9 @@
 # when the machine has it), lists, real_ip ($remote_addr is the client
 # address), IPv4-mapped addresses, clients of one key taking turns (and
 # the record changing between them; IPv6 and IPv4 through real_ip), two
-# keys of one entry of the worker's kept views, malformed rules (401
-# bad_record, a warning naming the key id and the field, no crash).
+# keys of one entry of the worker's kept views, one key in two zones
+# holding two versions of its record, malformed rules (401 bad_record, a
+# warning naming the key id and the field, no crash).
 use strict;
 use warnings;
 use Test::More;
@@ -21,6 +22,7 @@ my $r = ApiKeyTest::Redis->start;
 my $listen6 = $V6 ? 'listen [::1]:%%PORT%%;' : '';
 my $http = <<"EOT";
     api_key_zone  keys:1m ttl=60s negative_ttl=1s;
+    api_key_zone  two:1m ttl=60s;
     api_key_redis redis://127.0.0.1:%%REDIS%% timeout=2s;
 
     server {
@@ -31,8 +33,14 @@ my $http = <<"EOT";
         add_header X-Status \$api_key_status always;
         add_header X-Id     \$api_key_id always;
         add_header X-Remote \$remote_addr always;
+        add_header X-Owner  \$api_key_owner always;
 
         location / {
+            try_files /ok.txt =404;
+        }
+
+        location /two/ {
+            api_key two;
             try_files /ok.txt =404;
         }
 
@@ -64,6 +72,12 @@ sub is_denied {
     is($res->status, 403, "$what: 403") or diag $res->as_string;
     is($res->header('X-Status'), 'ip_denied', "$what: status ip_denied");
     is($res->header('WWW-Authenticate'), undef, "$what: no WWW-Authenticate");
+}
+
+sub is_answer {
+    my ($res, $status, $owner, $what) = @_;
+    is($res->status, $status, "$what: $status") or diag $res->as_string;
+    is($res->header('X-Owner'), $owner, "$what: owner $owner");
 }
 
 my %key;
@@ -263,6 +277,43 @@ SKIP: {
             is_ok($res, "ips=2001:db8::/32,10.0.0.0/8, client $addr");
         } else {
             is_denied($res, "ips=2001:db8::/32,10.0.0.0/8, client $addr");
+        }
+    }
+}
+
+# --- one key in two zones holding two versions of its record ----------------
+# (changed in Redis without an event: each zone keeps the version it read;
+# "/" is zone keys, here "zone one", /two/ zone two), asked of by turns:
+# each request is judged by its own zone's version, never by the view the
+# worker keeps of the other's (one view per key, whichever zone gave it)
+{
+    my $k = random_key('zones');
+
+    # version 1 read by zone one, then version 2 (no event) read by zone two
+    add_key($r, $k, owner => 'v1', ips => '127.0.0.1/32',
+            referrers => 'one.example.com');
+    my %ref1 = (Referer => 'https://one.example.com/');
+    is(http_get($port, '/one/x', headers => xkey($k, %ref1))->status, 200,
+       'zone one reads version 1');
+    add_key($r, $k, owner => 'v2', ips => '127.0.0.2/32',
+            referrers => 'two.example.com');
+    my %ref2 = (Referer => 'https://two.example.com/');
+    my $res = http_get($port, '/two/x', headers => xkey($k, %ref2), from => '127.0.0.2');
+    is_answer($res, 200, 'v2', 'zone two reads version 2');
+
+    for my $round (1 .. 3) {
+        for my $zone (qw(one one two two one two one two two one)) {
+            my ($ok, $no, $owner, $ref, $other_ref) = $zone eq 'one'
+                ? ('127.0.0.1', '127.0.0.2', 'v1', \%ref1, \%ref2)
+                : ('127.0.0.2', '127.0.0.1', 'v2', \%ref2, \%ref1);
+            is_answer(http_get($port, "/$zone/x", headers => xkey($k, %$ref), from => $ok),
+                      200, $owner, "round $round, zone $zone from $ok");
+            $res = http_get($port, "/$zone/x", headers => xkey($k, %$ref), from => $no);
+            is_answer($res, 403, $owner, "round $round, zone $zone from $no");
+            is($res->header('X-Status'), 'ip_denied', "round $round, zone $zone from $no: ip_denied");
+            $res = http_get($port, "/$zone/x", headers => xkey($k, %$other_ref), from => $ok);
+            is($res->header('X-Status'), 'referrer_denied',
+               "round $round, zone $zone: the other version's Referer denied");
         }
     }
 }

@@ -1856,6 +1856,22 @@ mark_of(const ak_cache_s *c, uint64_t fetched, uint32_t serial) noexcept
 }
 
 
+/* a positive entry's answer: FRESH or STALE, its slot, the flags a
+ * caller sees (with kept: 0 or AK_ENTRY_KEPT) and its length */
+inline __attribute__((always_inline)) void
+found_at(const ak_cache_s *c, Found *f, uint32_t i, uint8_t flags,
+    uint16_t len, uint32_t gen, uint64_t age, uint64_t ttl, uint32_t kept)
+    noexcept
+{
+    f->rc = (age < ttl && gen == ld(c->gen) && !(flags & F_STORED_STALE))
+            ? AK_CACHE_FRESH : AK_CACHE_STALE;
+    f->slot = i;
+    f->flags = (flags & (AK_ENTRY_REVOKED | AK_ENTRY_PLAIN | AK_ENTRY_RATED))
+               | kept;
+    f->len = len;
+}
+
+
 /* false: the group changed (or was being changed) during the attempt.
  * Inlined in the lookup: *f then lives in registers */
 inline __attribute__((always_inline)) bool
@@ -2046,11 +2062,7 @@ lookup_once(const ak_cache_s *c, const unsigned char *hash, uint64_t now,
 
 found:
 
-    f->rc = (age < ttl && gen == ld(c->gen) && !(flags & F_STORED_STALE))
-            ? AK_CACHE_FRESH : AK_CACHE_STALE;
-    f->slot = i;
-    f->flags = flags & (AK_ENTRY_REVOKED | AK_ENTRY_PLAIN | AK_ENTRY_RATED);
-    f->len = len;
+    found_at(c, f, i, flags, len, gen, age, ttl, 0);
 
 check:
 
@@ -2062,12 +2074,7 @@ check:
 kept:
 
     /* as found, and AK_ENTRY_KEPT (a bit never stored) */
-    f->rc = (age < ttl && gen == ld(c->gen) && !(flags & F_STORED_STALE))
-            ? AK_CACHE_FRESH : AK_CACHE_STALE;
-    f->slot = i;
-    f->flags = (flags & (AK_ENTRY_REVOKED | AK_ENTRY_PLAIN | AK_ENTRY_RATED))
-               | AK_ENTRY_KEPT;
-    f->len = len;
+    found_at(c, f, i, flags, len, gen, age, ttl, AK_ENTRY_KEPT);
 
     goto check;
 }
