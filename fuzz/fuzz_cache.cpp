@@ -60,8 +60,9 @@ struct Run {
     std::vector<unsigned char> scratch;
     unsigned char hashes[kKeys][AK_HASH_LEN];
     Entry m[kKeys];
-    /* a caller's kept copies (ak_cache_lookup_kept): mark and bytes */
-    uint64_t kept_mark[kKeys] = {};
+    /* a caller's kept copies (ak_cache_lookup_kept, ak_cache_keep): what
+       the cache said of them, and their bytes */
+    ak_cache_kept_t kept[kKeys] = {};
     std::string kept_blob[kKeys];
     uint64_t seq = 0;           /* what ak_cache_event_seq must say */
     uint32_t gen = 1;
@@ -208,11 +209,14 @@ void op_lookup(Run &r, size_t k, bool again)
 }
 
 /*
- * A lookup by a caller that keeps a copy: its mark for key k (or, by
- * other == 1, key k + 1's, or by other == 2 none).  A KEPT answer must
- * mean that the entry holds what the kept copy holds; else the record is
- * copied as ak_cache_lookup copies it, and a mark comes with it unless
- * the record is plain or rated.
+ * A lookup by a caller that keeps a copy: what it keeps for key k (or, by
+ * other == 1, for key k + 1; by other == 2 nothing; by other == 3 the
+ * mark alone, without the rest).  A KEPT answer must mean that the entry
+ * holds what the kept copy holds, with the same answer (FRESH or STALE)
+ * and flags as a copying lookup, whether the entry was read (its mark) or
+ * not (the cache unchanged since); else the record is copied as
+ * ak_cache_lookup copies it, and a mark comes with it unless the record
+ * is plain or rated.
  */
 void op_lookup_kept(Run &r, size_t k, unsigned other)
 {
@@ -220,14 +224,22 @@ void op_lookup_kept(Run &r, size_t k, unsigned other)
     std::vector<unsigned char> room(AK_RECORD_MAX + 8, 0xa5);
     ak_cache_found_t f;
 
-    f.mark = other == 0 ? r.kept_mark[k] : other == 1 ? r.kept_mark[ko] : 0;
+    f.kept = other == 0 ? &r.kept[k] : other == 1 ? &r.kept[ko] : nullptr;
+    f.mark = other == 3 ? r.kept[k].mark : 0xdeadbeef;
     f.len = 0;
     f.flags = 0xdead;
     f.slot = 0xdead;
-    uint64_t asked = f.mark;
+    f.writes = 0xdead;
+    f.until = 0xdead;
+    uint64_t asked = f.kept ? f.kept->mark : other == 3 ? f.mark : 0;
+    ak_cache_kept_t before_ko = r.kept[ko];
 
     int rc = ak_cache_lookup_kept(r.c, r.hashes[k], r.now, room.data(),
                                   room.size(), &f);
+
+    /* another key's kept record is never changed by this key's lookup */
+    FUZZ_CHECK(std::memcmp(&before_ko, &r.kept[ko], sizeof(before_ko)) == 0
+               || (other != 1 && ko == k));
 
     if (rc != AK_CACHE_FRESH && rc != AK_CACHE_STALE) {
         FUZZ_CHECK(!(f.flags & AK_ENTRY_KEPT) || rc == AK_CACHE_MISS);
@@ -237,12 +249,12 @@ void op_lookup_kept(Run &r, size_t k, unsigned other)
 
     if (f.flags & AK_ENTRY_KEPT) {
         FUZZ_CHECK(asked != 0 && f.mark == asked);
-        /* another key's mark never names this key's store */
-        FUZZ_CHECK(other == 0);
+        /* another key's kept copy never names this key's store */
+        FUZZ_CHECK(other == 0 || other == 3);
         /* the buffer untouched, and the kept copy is the record: a second
-           look copies the same bytes */
+           look copies the same bytes, with the same answer */
         FUZZ_CHECK(room[0] == 0xa5 && room[AK_RECORD_MAX] == 0xa5);
-        const std::string &kb = other == 1 ? r.kept_blob[ko] : r.kept_blob[k];
+        const std::string &kb = r.kept_blob[k];
         FUZZ_CHECK(f.len == kb.size());
         std::vector<unsigned char> again(AK_RECORD_MAX + 8);
         size_t len = 0;
@@ -252,6 +264,13 @@ void op_lookup_kept(Run &r, size_t k, unsigned other)
         FUZZ_CHECK(rc2 == rc && len == kb.size()
                    && std::memcmp(again.data(), kb.data(), len) == 0);
         FUZZ_CHECK(flags == (f.flags & ~AK_ENTRY_KEPT) && slot == f.slot);
+        if (other == 0) {
+            /* what is kept now says what this answer said */
+            FUZZ_CHECK(r.kept[k].mark == f.mark && r.kept[k].slot == f.slot
+                       && r.kept[k].flags == flags
+                       && r.kept[k].writes == f.writes
+                       && r.kept[k].until == f.until);
+        }
         return;
     }
 
@@ -264,7 +283,9 @@ void op_lookup_kept(Run &r, size_t k, unsigned other)
         FUZZ_CHECK(f.len == r.m[k].blob.size()
                    && std::memcmp(room.data(), r.m[k].blob.data(), f.len) == 0);
     }
-    r.kept_mark[k] = f.mark;
+    FUZZ_CHECK((rc == AK_CACHE_FRESH) == (f.until > r.now));
+    ak_cache_keep(r.c, &r.kept[k], r.hashes[k], &f);
+    FUZZ_CHECK(r.kept[k].mark == f.mark);
     r.kept_blob[k].assign(reinterpret_cast<const char *>(room.data()), f.len);
 }
 
@@ -537,6 +558,18 @@ void op_killed(Run &r, size_t k, fuzz::Input &in)
     bool neg = which % 7 == 2 || which % 7 == 3;
     for (size_t j = 0; j < kKeys; j++) {
         lookup_after_kill(r, j, j == k ? &blob : nullptr, j == k && neg);
+
+        /* a kept record is never taken as unchanged after a writer died
+           (the count of writes stays odd until the next writer) */
+        std::vector<unsigned char> room(AK_RECORD_MAX + 8);
+        ak_cache_found_t f = {};
+        f.kept = &r.kept[j];
+        int rc = ak_cache_lookup_kept(r.c, r.hashes[j], r.now, room.data(),
+                                      room.size(), &f);
+        FUZZ_CHECK(!died || (f.writes & 1));
+        FUZZ_CHECK(!(f.flags & AK_ENTRY_KEPT)
+                   || (rc != AK_CACHE_MISS
+                       && f.len == r.kept_blob[j].size()));
     }
 
     /* the next writer (any: this one changes nothing else) repairs */
@@ -636,7 +669,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             op_lookup(r, k, false);
             break;
         case 7:
-            op_lookup_kept(r, k, (op >> 4) % 3);
+            op_lookup_kept(r, k, (op >> 4) % 4);
             break;
         case 8:
             op_lookup(r, k, true);

@@ -1068,7 +1068,8 @@ ngx_http_api_key_get_ctx(ngx_http_request_t *r)
 void ngx_http_api_key_limits_init_worker(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_api_key_limits(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
-    const ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status);
+    const ak_record_t *rec, const ak_cache_found_t *f,
+    ngx_http_api_key_status_e *status);
 void ngx_http_api_key_limits_peek(ngx_http_api_key_loc_conf_t *alcf,
     ngx_http_api_key_ctx_t *ctx, const ak_record_t *rec, uint32_t slot);
 

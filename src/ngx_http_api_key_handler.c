@@ -30,7 +30,7 @@ static ngx_int_t ngx_http_api_key_lookup(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx);
 static ngx_inline ngx_int_t ngx_http_api_key_evaluate(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
-    size_t len, uint32_t flags, uint32_t slot, uint64_t mark);
+    const ak_cache_found_t *f);
 static ngx_int_t ngx_http_api_key_keep_text(ngx_http_request_t *r,
     ngx_http_api_key_ctx_t *ctx, const ak_record_t *rec);
 static ngx_inline void ngx_http_api_key_text_lend(ngx_http_api_key_ctx_t *ctx,
@@ -125,8 +125,9 @@ static u_char  ngx_http_api_key_blob[AK_RECORD_MAX + 8];
  * key hash's second byte: a key's record's blob and its view, whose
  * strings and rules point into that blob.  A view depends on the blob's
  * bytes alone: a request of the same key whose record has the same bytes
- * (the cache says it holds the store the view was made of, by its mark in
- * ngx_http_api_key_marks; else the bytes are compared) uses the entry's
+ * (the cache says it holds the store the view was made of, by what
+ * ngx_http_api_key_kept notes of it; else the bytes are compared) uses the
+ * entry's
  * view as it is, and never writes to it; it writes only the entry's last
  * verdicts of the address and Referer rules.
  * An entry's blob may be lent to a request as the worker's copy is
@@ -138,7 +139,7 @@ static u_char  ngx_http_api_key_blob[AK_RECORD_MAX + 8];
 #define NGX_HTTP_API_KEY_VIEWS     16   /* a power of 2 */
 #define NGX_HTTP_API_KEY_VIEW_MAX  512  /* bytes of a record kept viewed */
 
-/* a key's entry of the views (and of their marks), by its hash */
+/* a key's entry of the views (and of ngx_http_api_key_kept), by its hash */
 #define ngx_http_api_key_view_index(hash)                                     \
     ((hash)[1] & (NGX_HTTP_API_KEY_VIEWS - 1))
 
@@ -172,14 +173,15 @@ static ngx_http_api_key_view_t  ngx_http_api_key_views[NGX_HTTP_API_KEY_VIEWS];
 static ak_record_t              ngx_http_api_key_long_view;
 
 /*
- * The mark of each kept view's record (ak_cache_lookup_kept(): its store
- * in the cache that gave it; 0: not known), by the same index, apart (the
+ * What the cache said of each kept view's record (ak_cache_keep(): its
+ * store in the cache that gave it, the cache's count of writes then, how
+ * long it stays fresh; nothing: not known), by the same index, apart (the
  * lookup reads one of these before anything else)
  */
-static uint64_t  ngx_http_api_key_marks[NGX_HTTP_API_KEY_VIEWS];
+static ak_cache_kept_t  ngx_http_api_key_kept[NGX_HTTP_API_KEY_VIEWS];
 
 static ngx_inline const ak_record_t *ngx_http_api_key_view(
-    const u_char *hash, size_t len, uint64_t mark,
+    ak_cache_t *cache, const u_char *hash, const ak_cache_found_t *f,
     ngx_http_api_key_view_t **vp);
 static ngx_inline int ngx_http_api_key_ip_allowed(ngx_http_api_key_view_t *v,
     const ak_record_t *rp, int family, const u_char *addr);
@@ -874,17 +876,17 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
      */
 
     /*
-     * The first look names the store of the record this worker keeps
-     * viewed in the key's entry of the views: a record still of that
-     * store is not copied (AK_ENTRY_KEPT).  A mark names one store of one
-     * key's record in one cache (another cache's meets it by chance, one
-     * in 2^64: ak_cache_lookup_kept()), so neither the entry's key nor its
-     * zone is compared here.
+     * The first look names the record this worker keeps viewed in the
+     * key's entry of the views: a record still of that store is not
+     * copied (AK_ENTRY_KEPT), and while nothing was written to the cache
+     * since the last look, not even looked for.  What is kept names one
+     * key's store in one cache (ak_cache_lookup_kept()), so neither the
+     * entry's key nor its zone is compared here.
      */
 
     if (ctx->attempts == 0 && ctx->lease_waits == 0 && ctx->relooks == 0) {
-        f.mark =
-            ngx_http_api_key_marks[ngx_http_api_key_view_index(ctx->hash)];
+        f.kept =
+            &ngx_http_api_key_kept[ngx_http_api_key_view_index(ctx->hash)];
 
         found = ak_cache_lookup_kept(cache, ctx->hash,
                                      (uint64_t) ngx_current_msec,
@@ -894,6 +896,8 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
 
     } else {
         f.mark = 0;
+        f.kept = NULL;
+        f.writes = 1;       /* (no count of writes read) */
 
         found = ak_cache_lookup_again(cache, ctx->hash,
                                       (uint64_t) ngx_current_msec,
@@ -1014,8 +1018,7 @@ evaluate:
 
     /* (one call: the evaluation is inlined here) */
 
-    return ngx_http_api_key_evaluate(r, alcf, ctx, f.len, f.flags, f.slot,
-                                     f.mark);
+    return ngx_http_api_key_evaluate(r, alcf, ctx, &f);
 }
 
 
@@ -1024,10 +1027,12 @@ evaluate:
 static ngx_inline ngx_int_t
 ngx_http_api_key_evaluate(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
-    size_t len, uint32_t flags, uint32_t slot, uint64_t mark)
+    const ak_cache_found_t *f)
 {
     int                         family, allowed;
+    size_t                      len;
     u_char                     *addr;
+    uint32_t                    flags, slot;
     ngx_int_t                   rc;
     ak_record_t                 rec;
     const ak_record_t          *rp;
@@ -1038,6 +1043,10 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
 #if (NGX_HAVE_INET6)
     struct sockaddr_in6      *sin6;
 #endif
+
+    len = f->len;
+    flags = f->flags;
+    slot = f->slot;
 
     if (flags & AK_ENTRY_KEPT) {
         /* the record the worker keeps viewed, of the store the cache
@@ -1086,7 +1095,7 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
         v = NULL;
 
     } else {
-        rp = ngx_http_api_key_view(ctx->hash, len, mark, &v);
+        rp = ngx_http_api_key_view(alcf->zone->sh->cache, ctx->hash, f, &v);
     }
 
     if (rp == NULL) {
@@ -1182,7 +1191,7 @@ viewed:
          || rp->quota_period != AK_PERIOD_NONE)
         && alcf->verify != NGX_HTTP_API_KEY_VERIFY_PEEK)
     {
-        rc = ngx_http_api_key_limits(r, alcf, ctx, rp, slot, &status);
+        rc = ngx_http_api_key_limits(r, alcf, ctx, rp, f, &status);
 
         if (rc == NGX_AGAIN) {
             return ngx_http_api_key_wait_again(r);
@@ -1211,14 +1220,16 @@ viewed:
  */
 
 static ngx_inline const ak_record_t *
-ngx_http_api_key_view(const u_char *hash, size_t len, uint64_t mark,
-    ngx_http_api_key_view_t **vp)
+ngx_http_api_key_view(ak_cache_t *cache, const u_char *hash,
+    const ak_cache_found_t *f, ngx_http_api_key_view_t **vp)
 {
-    uint64_t                  *kept;
+    size_t                     len;
+    ak_cache_kept_t           *kept;
     ngx_http_api_key_view_t   *v;
 
+    len = f->len;
     v = &ngx_http_api_key_views[ngx_http_api_key_view_index(hash)];
-    kept = &ngx_http_api_key_marks[ngx_http_api_key_view_index(hash)];
+    kept = &ngx_http_api_key_kept[ngx_http_api_key_view_index(hash)];
     *vp = v;
 
     /* the same key's (another key's: its hash tells at once), with the
@@ -1228,8 +1239,8 @@ ngx_http_api_key_view(const u_char *hash, size_t len, uint64_t mark,
         && ngx_http_api_key_same_hash(v->hash, hash)
         && ngx_memcmp(v->blob, ngx_http_api_key_blob, len) == 0)
     {
-        /* (stored again with the same bytes: this store's mark now) */
-        *kept = mark;
+        /* (stored again with the same bytes: this store is kept now) */
+        ak_cache_keep(cache, kept, hash, f);
         return &v->rec;
     }
 
@@ -1245,7 +1256,7 @@ ngx_http_api_key_view(const u_char *hash, size_t len, uint64_t mark,
      * of the last clients' address and Referer) */
     v->len = 0;
     ngx_memzero(v->hash, AK_HASH_LEN);
-    *kept = 0;
+    ak_cache_keep(cache, kept, hash, NULL);
 
     if (v->ip_memo) {
         v->ip_memo = 0;
@@ -1265,7 +1276,7 @@ ngx_http_api_key_view(const u_char *hash, size_t len, uint64_t mark,
 
     ngx_memcpy(v->hash, hash, AK_HASH_LEN);
     v->len = len;
-    *kept = mark;
+    ak_cache_keep(cache, kept, hash, f);
 
     /*
      * a view just made keeps no verdicts yet (*vp NULL): its rules are

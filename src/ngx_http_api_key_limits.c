@@ -160,8 +160,12 @@ static uint64_t ngx_http_api_key_monotonic_us(void);
 
 static ngx_int_t ngx_http_api_key_limits_rate(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
-    const ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status)
+    const ak_record_t *rec, const ak_cache_found_t *f,
+    ngx_http_api_key_status_e *status)
     ngx_http_api_key_apart;
+static ngx_int_t ngx_http_api_key_limits_again(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    const ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status);
 static ngx_int_t ngx_http_api_key_limits_all(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     const ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status);
@@ -220,7 +224,8 @@ ngx_http_api_key_limits_init_worker(ngx_cycle_t *cycle)
 ngx_int_t
 ngx_http_api_key_limits(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
-    const ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status)
+    const ak_record_t *rec, const ak_cache_found_t *f,
+    ngx_http_api_key_status_e *status)
 {
     ngx_http_api_key_zone_t  *zone;
 
@@ -239,24 +244,45 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
         && (rec->rate_scope != AK_RATE_SCOPE_DEFAULT
             || (uint8_t) zone->rate_scope != AK_RATE_SCOPE_CLUSTER))
     {
-        return ngx_http_api_key_limits_rate(r, alcf, ctx, rec, slot, status);
+        return ngx_http_api_key_limits_rate(r, alcf, ctx, rec, f, status);
     }
 
-    return ngx_http_api_key_limits_all(r, alcf, ctx, rec, slot, status);
+    return ngx_http_api_key_limits_all(r, alcf, ctx, rec, f->slot, status);
+}
+
+
+/* the limits once more, for the entry in slot (no lookup's count of
+ * writes to go by) */
+
+static ngx_int_t
+ngx_http_api_key_limits_again(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    const ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status)
+{
+    ak_cache_found_t  f;
+
+    ngx_memzero(&f, sizeof(ak_cache_found_t));
+    f.slot = slot;
+    f.writes = 1;
+
+    return ngx_http_api_key_limits(r, alcf, ctx, rec, &f, status);
 }
 
 
 /*
  * A node-scope rate and no quota: the GCRA's TAT is swapped in the entry
- * without the zone lock (ak_cache_gcra); -1 (the entry left the slot since
- * the lookup, or has no TAT yet) goes to ngx_http_api_key_limits_all,
- * which decides the same way.
+ * the lookup found without the zone lock (ak_cache_gcra_found(): the
+ * entry's identity is checked only when something was written to the
+ * cache since the lookup began); -1 (the entry left the slot since the
+ * lookup, or has no TAT yet) goes to ngx_http_api_key_limits_all, which
+ * decides the same way.
  */
 
 static ngx_int_t
 ngx_http_api_key_limits_rate(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
-    const ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status)
+    const ak_record_t *rec, const ak_cache_found_t *f,
+    ngx_http_api_key_status_e *status)
 {
     uint64_t                 now_us;
 
@@ -269,8 +295,8 @@ ngx_http_api_key_limits_rate(ngx_http_request_t *r,
      */
     now_us = ngx_http_api_key_monotonic_us();
 
-    switch (ak_cache_gcra(alcf->zone->sh->cache, slot, ctx->hash, now_us,
-                          rec->rate_interval_us, rec->burst, &rate))
+    switch (ak_cache_gcra_found(alcf->zone->sh->cache, ctx->hash, f, now_us,
+                                rec, &rate))
     {
     case 1:
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
@@ -292,7 +318,8 @@ ngx_http_api_key_limits_rate(ngx_http_request_t *r,
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "api_key: rate entry not found lock-free");
 
-        return ngx_http_api_key_limits_all(r, alcf, ctx, rec, slot, status);
+        return ngx_http_api_key_limits_all(r, alcf, ctx, rec, f->slot,
+                                           status);
     }
 }
 
@@ -540,7 +567,7 @@ decided:
          * Redis cannot be asked now: decide again, per node if it is down
          * or backs off (or once this request waited enough)
          */
-        return ngx_http_api_key_limits(r, alcf, ctx, rec, slot, status);
+        return ngx_http_api_key_limits_again(r, alcf, ctx, rec, slot, status);
 
     case AK_NEED_LEASE:
 
@@ -558,7 +585,8 @@ decided:
              * Redis cannot be asked now (down, or leases back off): an
              * offline grant may have been made
              */
-            return ngx_http_api_key_limits(r, alcf, ctx, rec, slot, status);
+            return ngx_http_api_key_limits_again(r, alcf, ctx, rec, slot,
+                                                 status);
         }
 
         /* fall through */

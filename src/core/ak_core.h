@@ -990,16 +990,59 @@ int ak_cache_lookup_again(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
  * chance, one in 2^64 (a block copied and attached elsewhere keeps its
  * salt: its marks are the original's).  hot
  */
+typedef struct ak_cache_kept_s  ak_cache_kept_t;
+
 typedef struct {
-    uint64_t     mark;      /* in: the kept record's (0: none); out: the
-                               entry's */
-    size_t       len;       /* out, as ak_cache_lookup's *len, *flags and */
-    uint32_t     flags;     /* *slot */
-    uint32_t     slot;
+    uint64_t          mark;     /* in: the kept record's (0: none), unless
+                                   kept is set; out: the entry's */
+    ak_cache_kept_t  *kept;     /* in: the caller's kept record for hash's
+                                   place, or NULL (below) */
+    size_t            len;      /* out, as ak_cache_lookup's *len, *flags */
+    uint32_t          flags;    /* and *slot */
+    uint32_t          slot;
+    uint64_t          writes;   /* out, for ak_cache_keep(): the cache's */
+    uint64_t          until;    /* count of writes when the lookup began
+                                   (kept NULL: 1, none); the now_ms a FRESH
+                                   entry stops being (else 0) */
 } ak_cache_found_t;
 
 int ak_cache_lookup_kept(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
     uint64_t now_ms, unsigned char *buf, size_t cap, ak_cache_found_t *found)
+    AK_NOEXCEPT;
+
+/*
+ * A kept record: what ak_cache_keep() noted of the lookup that gave it,
+ * for ak_cache_lookup_kept() (found->kept), which then takes the mark
+ * from it.  The cache counts its writes that may change an entry (a
+ * store, a revocation, a removal, an eviction, a flush, a new generation
+ * or configuration): the count is odd while a writer is at work, and even
+ * and higher after.  A lookup of the kept record's key that finds the
+ * count even and unchanged since, before k->until, answers FRESH with
+ * AK_ENTRY_KEPT, the kept len, flags and slot, without reading the entry
+ * (counted as a hit; the entry's referenced bit is not set: no eviction
+ * moved the CLOCK hand since the last look that set it).  Else it looks
+ * as above; when the mark says the entry still holds the kept store, the
+ * kept record is updated (count, until, flags, slot).  The fields are the
+ * core's; zero-filled: nothing kept.  One caller's, one thread's.
+ */
+struct ak_cache_kept_s {
+    unsigned char     hash[AK_HASH_LEN];
+    uint64_t          mark;     /* 0: nothing kept */
+    uint64_t          salt;     /* the cache's */
+    uint64_t          writes;
+    uint64_t          until;
+    size_t            len;
+    uint32_t          flags;
+    uint32_t          slot;
+};
+
+/*
+ * The caller now keeps the record *found came with (the key hash's, in
+ * cache c): noted in *k for the next ak_cache_lookup_kept().  found NULL,
+ * or found->mark 0 (a record with no mark): *k keeps nothing.  hot
+ */
+void ak_cache_keep(const ak_cache_t *c, ak_cache_kept_t *k,
+    const unsigned char hash[AK_HASH_LEN], const ak_cache_found_t *found)
     AK_NOEXCEPT;
 
 /*
@@ -1139,6 +1182,18 @@ ak_key_state_t *ak_cache_state_find(ak_cache_t *c,
 int ak_cache_gcra(ak_cache_t *c, uint32_t slot,
     const unsigned char hash[AK_HASH_LEN], uint64_t now_us,
     uint64_t interval_us, uint32_t burst, ak_rate_result_t *res) AK_NOEXCEPT;
+
+/*
+ * ak_cache_gcra of the entry an ak_cache_lookup_kept() found (found->slot),
+ * at rec's rate (rate_interval_us, burst): while the cache's count of
+ * writes is still found->writes (even), no writer changed a slot's
+ * identity since the lookup found the entry there, so it is not checked
+ * again; else (or found->writes odd) as ak_cache_gcra(hash).  The same
+ * answers.  hot
+ */
+int ak_cache_gcra_found(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
+    const ak_cache_found_t *found, uint64_t now_us, const ak_record_t *rec,
+    ak_rate_result_t *res) AK_NOEXCEPT;
 
 /*
  * The quota of the positive entry in slot, if it still holds hash, WITHOUT

@@ -165,14 +165,15 @@ extern "C" { void (*ak_cache_race_hook)(int point) = nullptr; }
 namespace {
 
 const uint64_t  kMagic = 0x3148434143414b41ULL;    /* "AKCACHE1" LE */
-const uint32_t  kVersion = 7;        /* 3: lock-free reads, CLOCK, bucket
+const uint32_t  kVersion = 8;        /* 3: lock-free reads, CLOCK, bucket
                                         groups, tag words; 4: overflow data
                                         after the quota word; 5: a free
                                         bitmap, home slots, and the record
                                         blob's rules made for matching;
                                         6: AK_ENTRY_PLAIN and
                                         AK_ENTRY_RATED; 7: a store's
-                                        serial in each entry */
+                                        serial in each entry; 8: the
+                                        header's count of writes */
 const uint32_t  NIL = 0xffffffffu;
 const size_t    kHeaderSize = 256;
 const uint32_t  kStripes = 16;
@@ -476,6 +477,11 @@ struct ak_cache_s {
     uint64_t        salt;           /* random, at create: this cache's
                                        marks are no other cache's (but a
                                        copy's of this block) */
+    uint64_t        writes;         /* writes that may change an entry:
+                                       odd while one is under way (or
+                                       died), then even again, one more;
+                                       never goes back (format keeps it):
+                                       ak_cache_lookup_kept */
 };
 
 static_assert(sizeof(ak_cache_s) <= kHeaderSize, "header size");
@@ -794,10 +800,39 @@ reset(ak_cache_s *h) noexcept
  * it is emptied.  The flag is cleared by Writing's destructor (not run
  * when the process dies).
  */
+/*
+ * The count of writes (ak_cache_lookup_kept's kept records): odd from
+ * before a writer changes anything until after it is done, so a reader
+ * that read it even, and reads the same value later, knows that no writer
+ * changed an entry in between, nor was changing one.  A writer that dies
+ * leaves it odd; the next one makes it even, higher than any value read.
+ */
+inline void
+writes_begin(ak_cache_s *h) noexcept
+{
+    st(h->writes, h->writes | 1);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+}
+
+
+inline void
+writes_end(ak_cache_s *h) noexcept
+{
+    __atomic_store_n(&h->writes, h->writes + 1, __ATOMIC_RELEASE);
+}
+
+
 class Writing {
 public:
-    explicit Writing(ak_cache_s *c) noexcept : h(c)
+    /* entries: the writer may change an entry (a record, its flags, its
+     * slot); false for the writers of limit states alone */
+    explicit Writing(ak_cache_s *c, bool entries = true) noexcept
+        : h(c), counted(entries || c->writing)
     {
+        if (counted) {
+            writes_begin(h);
+        }
+
         if (h->writing) {
             reset(h);
         }
@@ -805,13 +840,21 @@ public:
         h->writing = 1;
     }
 
-    ~Writing() { h->writing = 0; }
+    ~Writing()
+    {
+        h->writing = 0;
+
+        if (counted) {
+            writes_end(h);
+        }
+    }
 
     Writing(const Writing &) = delete;
     Writing &operator=(const Writing &) = delete;
 
 private:
     ak_cache_s  *h;
+    bool         counted;
 };
 
 
@@ -1839,6 +1882,7 @@ struct Found {
     uint32_t  flags;
     size_t    len;
     uint64_t  mark;
+    uint64_t  until;    /* FRESH: the now_ms it stops being, else 0 */
 };
 
 
@@ -1856,15 +1900,22 @@ mark_of(const ak_cache_s *c, uint64_t fetched, uint32_t serial) noexcept
 }
 
 
-/* a positive entry's answer: FRESH or STALE, its slot, the flags a
- * caller sees (with kept: 0 or AK_ENTRY_KEPT) and its length */
+/* a positive entry's answer: FRESH (until when) or STALE, its slot, the
+ * flags a caller sees (with kept: 0 or AK_ENTRY_KEPT) and its length */
 inline __attribute__((always_inline)) void
 found_at(const ak_cache_s *c, Found *f, uint32_t i, uint8_t flags,
-    uint16_t len, uint32_t gen, uint64_t age, uint64_t ttl, uint32_t kept)
-    noexcept
+    uint16_t len, uint32_t gen, uint64_t now, uint64_t age, uint64_t ttl,
+    uint32_t kept) noexcept
 {
-    f->rc = (age < ttl && gen == ld(c->gen) && !(flags & F_STORED_STALE))
-            ? AK_CACHE_FRESH : AK_CACHE_STALE;
+    if (age < ttl && gen == ld(c->gen) && !(flags & F_STORED_STALE)) {
+        f->rc = AK_CACHE_FRESH;
+        f->until = now + (ttl - age);
+
+    } else {
+        f->rc = AK_CACHE_STALE;
+        f->until = 0;
+    }
+
     f->slot = i;
     f->flags = (flags & (AK_ENTRY_REVOKED | AK_ENTRY_PLAIN | AK_ENTRY_RATED))
                | kept;
@@ -2062,7 +2113,7 @@ lookup_once(const ak_cache_s *c, const unsigned char *hash, uint64_t now,
 
 found:
 
-    found_at(c, f, i, flags, len, gen, age, ttl, 0);
+    found_at(c, f, i, flags, len, gen, now, age, ttl, 0);
 
 check:
 
@@ -2074,7 +2125,7 @@ check:
 kept:
 
     /* as found, and AK_ENTRY_KEPT (a bit never stored) */
-    found_at(c, f, i, flags, len, gen, age, ttl, AK_ENTRY_KEPT);
+    found_at(c, f, i, flags, len, gen, now, age, ttl, AK_ENTRY_KEPT);
 
     goto check;
 }
@@ -2085,7 +2136,7 @@ kept:
 inline __attribute__((always_inline)) int
 lookup(ak_cache_s *c, const unsigned char *hash, uint64_t now,
     unsigned char *buf, size_t cap, size_t *len, uint32_t *flags,
-    uint32_t *slot, bool counted, uint64_t *mark) noexcept
+    uint32_t *slot, bool counted, uint64_t *mark, uint64_t *until) noexcept
 {
     int       tries;
     Found     f;
@@ -2098,6 +2149,7 @@ lookup(ak_cache_s *c, const unsigned char *hash, uint64_t now,
     f.flags = 0;
     f.len = 0;
     f.mark = 0;
+    f.until = 0;
 
     /* the home pair, where the entry most likely is, fetched while the
      * bucket group is: the two misses overlap instead of following each
@@ -2144,6 +2196,7 @@ lookup(ak_cache_s *c, const unsigned char *hash, uint64_t now,
 
         if (mark) {
             *mark = 0;
+            *until = 0;
         }
 
         return AK_CACHE_MISS;
@@ -2171,6 +2224,7 @@ lookup(ak_cache_s *c, const unsigned char *hash, uint64_t now,
 
     if (mark) {
         *mark = f.mark;
+        *until = f.until;
     }
 
     return f.rc;
@@ -2611,8 +2665,10 @@ ak_cache_recover(void *mem, size_t size) noexcept
 
     /* a writer died in the middle of an operation: empty it, as the next
      * writer would (Writing) */
+    writes_begin(h);
     reset(h);
     h->writing = 0;
+    writes_end(h);
 
     return 1;
 }
@@ -2660,8 +2716,50 @@ ak_cache_lookup(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
     }
 
     return lookup(c, hash, now_ms, buf, cap, len, flags, slot, true,
-                  nullptr);
+                  nullptr, nullptr);
 }
+
+
+namespace {
+
+/* ak_cache_lookup_kept when the kept record is not known unchanged: a
+ * frame of its own, so that the call that is answers without one */
+__attribute__((noinline)) int
+lookup_kept_looking(ak_cache_t *c, const unsigned char *hash,
+    uint64_t now_ms, unsigned char *buf, size_t cap, ak_cache_found_t *found)
+    noexcept
+{
+    int               rc;
+    ak_cache_kept_t  *k;
+
+    k = found->kept;
+
+    if (k == NULL) {
+        found->writes = 1;      /* (not read: odd, nothing to keep by) */
+
+        return lookup(c, hash, now_ms, buf, cap, &found->len, &found->flags,
+                      &found->slot, true, &found->mark, &found->until);
+    }
+
+    found->mark = k->mark;
+
+    rc = lookup(c, hash, now_ms, buf, cap, &found->len, &found->flags,
+                &found->slot, true, &found->mark, &found->until);
+
+    if (found->flags & AK_ENTRY_KEPT) {
+        /* the kept record's store (its mark says so), found at the count
+         * of writes read before the lookup */
+        k->writes = found->writes;
+        k->until = found->until;
+        k->len = found->len;
+        k->flags = found->flags & ~AK_ENTRY_KEPT;
+        k->slot = found->slot;
+    }
+
+    return rc;
+}
+
+} /* namespace */
 
 
 int
@@ -2669,12 +2767,69 @@ ak_cache_lookup_kept(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
     uint64_t now_ms, unsigned char *buf, size_t cap, ak_cache_found_t *found)
     noexcept
 {
+    uint64_t          w;
+    ak_cache_kept_t  *k;
+
     if (c == NULL || hash == NULL || found == NULL) {
         return AK_CACHE_MISS;
     }
 
-    return lookup(c, hash, now_ms, buf, cap, &found->len, &found->flags,
-                  &found->slot, true, &found->mark);
+    k = found->kept;
+
+    if (k) {
+        /*
+         * The count of writes first (acquire): when it is even and the
+         * one the kept record was found at, no writer changed an entry
+         * since, nor is changing one: the entry is as it was, fresh until
+         * k->until.  Else it is read before the lookup reads the entry,
+         * so that a write after that makes it differ from the value kept
+         * with the answer.
+         */
+        w = __atomic_load_n(&c->writes, __ATOMIC_ACQUIRE);
+        found->writes = w;
+
+        if (w == k->writes && !(w & 1) && k->mark != 0 && now_ms < k->until
+            && k->salt == c->salt && racy_same_hash(k->hash, hash))
+        {
+            count(&my_stripe(c)->hits, 1);
+
+            found->mark = k->mark;
+            found->until = k->until;
+            found->len = k->len;
+            found->flags = k->flags | AK_ENTRY_KEPT;
+            found->slot = k->slot;
+
+            return AK_CACHE_FRESH;
+        }
+    }
+
+    return lookup_kept_looking(c, hash, now_ms, buf, cap, found);
+}
+
+
+void
+ak_cache_keep(const ak_cache_t *c, ak_cache_kept_t *k,
+    const unsigned char hash[AK_HASH_LEN], const ak_cache_found_t *found)
+    noexcept
+{
+    if (k == NULL) {
+        return;
+    }
+
+    if (c == NULL || hash == NULL || found == NULL || found->mark == 0) {
+        k->mark = 0;
+        k->until = 0;
+        return;
+    }
+
+    memcpy(k->hash, hash, AK_HASH_LEN);
+    k->mark = found->mark;
+    k->salt = c->salt;
+    k->writes = found->writes;
+    k->until = found->until;
+    k->len = found->len;
+    k->flags = found->flags & ~AK_ENTRY_KEPT;
+    k->slot = found->slot;
 }
 
 
@@ -2688,7 +2843,7 @@ ak_cache_lookup_again(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
     }
 
     return lookup(c, hash, now_ms, buf, cap, len, flags, slot, false,
-                  nullptr);
+                  nullptr, nullptr);
 }
 
 
@@ -2907,7 +3062,7 @@ ak_cache_state(ak_cache_t *c, uint32_t slot,
         return NULL;
     }
 
-    Writing  w(c);
+    Writing  w(c, false);
 
     i = find_positive(c, hash);
 
@@ -2929,7 +3084,7 @@ ak_cache_state_find(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
         return NULL;
     }
 
-    Writing  w(c);
+    Writing  w(c, false);
 
     i = find_positive(c, hash);
 
@@ -2983,6 +3138,84 @@ ak_cache_gcra(ak_cache_t *c, uint32_t slot,
         tat = w & TW_TAT;
 
         if (!ak::gcra(&tat, now_us, interval_us, burst, res)) {
+            return 0;
+        }
+
+        if (tat >= AK_TAT_NONE) {
+            tat = AK_TAT_NONE - 1;
+        }
+
+        if (__atomic_compare_exchange_n(word, &w, (w & ~TW_TAT) | tat, false,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        {
+            return 1;
+        }
+    }
+
+    return -1;
+}
+
+
+namespace {
+
+/* ak_cache_gcra_found's way when the lookup's count of writes says
+ * nothing: by the key's hash (a frame of its own, reached by a jump) */
+__attribute__((noinline)) int
+gcra_by_hash(ak_cache_t *c, const unsigned char *hash,
+    const ak_cache_found_t *found, uint64_t now_us, const ak_record_t *rec,
+    ak_rate_result_t *res) noexcept
+{
+    return ak_cache_gcra(c, found->slot, hash, now_us, rec->rate_interval_us,
+                         rec->burst, res);
+}
+
+} /* namespace */
+
+
+int
+ak_cache_gcra_found(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
+    const ak_cache_found_t *found, uint64_t now_us, const ak_record_t *rec,
+    ak_rate_result_t *res) noexcept
+{
+    int        tries;
+    uint64_t   w, tat, *word;
+
+    if (c == NULL || found == NULL || rec == NULL
+        || found->slot >= c->nslots)
+    {
+        return -1;
+    }
+
+    if (found->writes & 1) {
+        /* (no count read, or a writer was at work then) */
+        return gcra_by_hash(c, hash, found, now_us, rec, res);
+    }
+
+    word = tag_word(&slots(c)[found->slot]);
+    w = __atomic_load_n(word, __ATOMIC_ACQUIRE);
+
+    for (tries = 0; tries < 64; tries++) {
+        /*
+         * The word was read (acquire) before the count of writes: a
+         * writer makes the count odd (and a release fence) before it
+         * changes a slot's identity, so while the count is the one read
+         * before the lookup found the entry in this slot, the word read is
+         * that entry's; a later change of identity changes the word, and
+         * the swap below fails.
+         */
+        if (ld(c->writes) != found->writes) {
+            return gcra_by_hash(c, hash, found, now_us, rec, res);
+        }
+
+        if ((w & TW_TAT) == AK_TAT_NONE) {
+            return -1;
+        }
+
+        tat = w & TW_TAT;
+
+        if (!ak::gcra(&tat, now_us, rec->rate_interval_us, rec->burst,
+                      res))
+        {
             return 0;
         }
 
@@ -3236,7 +3469,7 @@ ak_cache_give_back(ak_cache_t *c, uint32_t slot,
         return 0;
     }
 
-    Writing  w(c);
+    Writing  w(c, false);
 
     if (find_positive(c, hash) != slot) {
         return 0;

@@ -241,6 +241,7 @@ TEST_F(CacheRace, KeptLookupWithAStoreInBetween)
 
     auto kept = [&](uint64_t mark) {
         f.mark = mark;
+        f.kept = nullptr;
         f.len = 0;
         f.flags = 0;
         f.slot = 0;
@@ -274,4 +275,55 @@ TEST_F(CacheRace, KeptLookupWithAStoreInBetween)
         EXPECT_EQ((uint32_t) AK_ENTRY_KEPT, f.flags);
         EXPECT_EQ(0xa5, buf[0]);
     }
+}
+
+
+// A kept lookup read by its mark (the count of writes moved on), during
+// which a writer revokes the key (between its reading the entry's mark and
+// its group's counter): the attempt is thrown away, the next one finds the
+// key revoked, and the record is kept with the count of writes read
+// before the entry was, not after: the next lookup reads the entry again
+// (and finds it revoked), it never takes the record as unchanged.
+TEST_F(CacheRace, KeptRecordWithARevocationInBetween)
+{
+    unsigned char     buf[AK_RECORD_MAX + 8];
+    ak_cache_found_t  f;
+    ak_cache_kept_t   kept;
+
+    memset(&kept, 0, sizeof(kept));
+
+    auto look = [&] {
+        memset(&f, 0, sizeof(f));
+        f.kept = &kept;
+        return ak_cache_lookup_kept(z.c, k.b, 2, buf, sizeof(buf), &f);
+    };
+
+    ASSERT_EQ(AK_CACHE_FRESH, look());
+    ak_cache_keep(z.c, &kept, k.b, &f);
+    ASSERT_EQ(AK_CACHE_FRESH, look());
+    ASSERT_EQ((uint32_t) AK_ENTRY_KEPT, f.flags);
+
+    // another key stored: the count moves on, the next look reads the
+    // entry (by its mark), and the revocation comes then
+    put_key(z, key_of(2), 2);
+    const uint64_t before = kept.writes;
+    {
+        Race r(AK_RACE_LOOKUP_MARK, [&] {
+            std::lock_guard<std::mutex> g(z.lock);
+            EXPECT_EQ(1, ak_cache_revoke(z.c, k.b));
+        });
+        EXPECT_EQ(AK_CACHE_FRESH, look());
+        EXPECT_EQ(2, Race::fired_) << "an attempt, then another";
+    }
+    EXPECT_EQ((uint32_t) (AK_ENTRY_KEPT | AK_ENTRY_REVOKED), f.flags);
+    EXPECT_EQ(before + 2, f.writes) << "the count before the revocation";
+    EXPECT_EQ(f.writes, kept.writes);
+
+    // read again: revoked, and kept at the count after it
+    EXPECT_EQ(AK_CACHE_FRESH, look());
+    EXPECT_EQ((uint32_t) (AK_ENTRY_KEPT | AK_ENTRY_REVOKED), f.flags);
+    EXPECT_EQ(before + 4, f.writes);
+    EXPECT_EQ(before + 4, kept.writes);
+    EXPECT_EQ(AK_CACHE_FRESH, look());
+    EXPECT_EQ((uint32_t) (AK_ENTRY_KEPT | AK_ENTRY_REVOKED), f.flags);
 }

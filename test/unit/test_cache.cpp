@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <list>
 #include <random>
 #include <string>
@@ -730,6 +731,7 @@ TEST(Cache, KeptLookupSkipsTheCopyOfTheSameStore)
         ak_cache_found_t f;
         memset(buf, 0xa5, sizeof(buf));
         f.mark = mark;
+        f.kept = nullptr;
         f.len = 0;
         f.flags = 0xdead;
         f.slot = 0xdead;
@@ -854,6 +856,181 @@ TEST(Cache, KeptLookupSkipsTheCopyOfTheSameStore)
                                                   sizeof(buf), &f));
     EXPECT_EQ(AK_CACHE_MISS, ak_cache_lookup_kept(s.c, h.b, 0, buf,
                                                   sizeof(buf), nullptr));
+}
+
+// ak_cache_lookup_kept with what ak_cache_keep noted: while the cache's
+// count of writes stays where it was (no writer changed an entry since)
+// and the entry is fresh, the kept record is taken as it is, the entry not
+// even read; every writer that may change an entry moves the count on, a
+// writer of limit states alone does not; another key, another cache, the
+// end of the entry's freshness: the entry is read again.
+TEST(Cache, KeptRecordUnchangedSinceItsLookup)
+{
+    Small s, t;
+    ASSERT_NE(nullptr, s.c);
+    ASSERT_NE(nullptr, t.c);
+    Hash h = hash_of(1), g = hash_of(2), x = hash_of(3);
+    Bytes b = blob_of(1, 250);
+    unsigned char buf[AK_RECORD_MAX + 8];
+    ak_cache_kept_t k;
+    ak_cache_found_t f;
+
+    memset(&k, 0, sizeof(k));
+
+    auto kept = [&](ak_cache_t *c, const Hash &key, uint64_t now) {
+        memset(&f, 0, sizeof(f));
+        f.kept = &k;
+        memset(buf, 0xa5, sizeof(buf));
+        return ak_cache_lookup_kept(c, key.b, now, buf, sizeof(buf), &f);
+    };
+
+    ASSERT_EQ(0, put(s.c, h, b, 1000));
+    ASSERT_EQ(0, put(s.c, g, b, 1000));
+    ASSERT_EQ(0, put(t.c, h, b, 1000));     // (t's count of writes: s's)
+    ASSERT_EQ(0, put(t.c, g, b, 1000));
+
+    // nothing kept yet: read and copied; then kept
+    EXPECT_EQ(AK_CACHE_FRESH, kept(s.c, h, 1001));
+    EXPECT_EQ(0u, f.flags);
+    EXPECT_EQ(0, memcmp(buf, b.data(), b.size()));
+    EXPECT_EQ(0u, f.writes & 1);
+    EXPECT_EQ(1000 + kTtl, f.until);
+    EXPECT_NE(0u, f.mark);
+    ak_cache_keep(s.c, &k, h.b, &f);
+    const uint64_t w = f.writes, m = f.mark;
+    const uint32_t slot = f.slot;
+    EXPECT_EQ(m, k.mark);
+
+    // unchanged since: the entry is not read (its key bytes, changed
+    // behind the cache's back, go unseen), a hit is counted
+    unsigned char *block = static_cast<unsigned char *>(s.block.mem());
+    unsigned char *e = std::search(block, block + s.block.size, h.b,
+                                   h.b + AK_HASH_LEN);
+    ASSERT_NE(block + s.block.size, e);
+    e[5] ^= 1;
+    EXPECT_EQ(AK_CACHE_MISS, look(s.c, h, 1002).rc);
+    uint64_t hits = stats(s.c).hits;
+    EXPECT_EQ(AK_CACHE_FRESH, kept(s.c, h, 1002));
+    EXPECT_EQ((uint32_t) AK_ENTRY_KEPT, f.flags);
+    EXPECT_EQ(0xa5, buf[0]);
+    EXPECT_EQ(b.size(), f.len);
+    EXPECT_EQ(slot, f.slot);
+    EXPECT_EQ(m, f.mark);
+    EXPECT_EQ(w, f.writes);
+    EXPECT_EQ(hits + 1, stats(s.c).hits);
+    e[5] ^= 1;
+
+    // another key (with h's kept record), the same key in another cache:
+    // read, copied, h's kept record left as it was
+    ak_cache_kept_t before = k;
+    EXPECT_EQ(AK_CACHE_FRESH, kept(s.c, g, 1002));
+    EXPECT_EQ(0u, f.flags);
+    EXPECT_EQ(0, memcmp(buf, b.data(), b.size()));
+    EXPECT_EQ(AK_CACHE_FRESH, kept(t.c, h, 1002));
+    EXPECT_EQ(0u, f.flags);
+    EXPECT_EQ(0, memcmp(buf, b.data(), b.size()));
+    EXPECT_EQ(w, f.writes);     // (the same count: the salt tells them apart)
+    EXPECT_EQ(0, memcmp(&before, &k, sizeof(k)));
+
+    // each writer that may change an entry (here: another key's) moves
+    // the count on by 2: the entry is read again, found of the kept store
+    // by its mark, and the count kept from then on; a writer of limit
+    // states alone leaves it
+    ak_cache_conf_t cf = conf();
+    uint32_t xslot = 0;
+    struct Op {
+        const char *what;
+        std::function<void()> run;
+        uint64_t moves;
+    } ops[] = {
+        { "put", [&] { ASSERT_EQ(0, put(s.c, x, b, 1003)); }, 2 },
+        { "put again", [&] { ASSERT_EQ(0, put(s.c, x, b, 1003)); }, 2 },
+        { "revoke", [&] { EXPECT_EQ(1, ak_cache_revoke(s.c, x.b)); }, 2 },
+        { "state", [&] {
+              EXPECT_NE(nullptr, ak_cache_state_find(s.c, x.b, &xslot));
+              EXPECT_NE(nullptr, ak_cache_state(s.c, xslot, x.b));
+          }, 0 },
+        { "remove", [&] { EXPECT_EQ(1, ak_cache_remove(s.c, x.b)); }, 2 },
+        { "negative", [&] { ASSERT_EQ(0, put_neg(s.c, x, 1003)); }, 2 },
+        { "bad", [&] {
+              ASSERT_EQ(0, ak_cache_put_bad(s.c, x.b, 1003,
+                                            ak_cache_event_seq(s.c), 9));
+          }, 2 },
+        { "configuration", [&] { ak_cache_set_conf(s.c, &cf); }, 2 },
+        { "a miss's look under the lock", [&] {
+              EXPECT_EQ(0, ak_cache_recover(s.block.mem(), s.block.size));
+          }, 0 },
+    };
+    uint64_t now = w;
+    for (Op &op : ops) {
+        SCOPED_TRACE(op.what);
+        ASSERT_EQ(AK_CACHE_FRESH, kept(s.c, h, 1003));
+        ASSERT_EQ((uint32_t) AK_ENTRY_KEPT, f.flags);
+        now = f.writes;
+        EXPECT_EQ(now, k.writes);
+        op.run();
+        e[5] ^= 1;      // (a read now would miss)
+        int rc = kept(s.c, h, 1003);
+        e[5] ^= 1;
+        if (op.moves) {
+            EXPECT_EQ(AK_CACHE_MISS, rc);   // read: it saw the change
+            EXPECT_EQ(AK_CACHE_FRESH, kept(s.c, h, 1003));
+            EXPECT_EQ((uint32_t) AK_ENTRY_KEPT, f.flags);   // by its mark
+        } else {
+            EXPECT_EQ(AK_CACHE_FRESH, rc);  // not read
+        }
+        EXPECT_EQ(now + op.moves, f.writes);
+        EXPECT_EQ(f.writes, k.writes);
+        EXPECT_EQ(0u, f.writes & 1);
+    }
+
+    // a revocation of the kept key: read again, revoked, and kept so
+    EXPECT_EQ(1, ak_cache_revoke(s.c, h.b));
+    EXPECT_EQ(AK_CACHE_FRESH, kept(s.c, h, 1004));
+    EXPECT_EQ((uint32_t) (AK_ENTRY_KEPT | AK_ENTRY_REVOKED), f.flags);
+    e[5] ^= 1;
+    EXPECT_EQ(AK_CACHE_FRESH, kept(s.c, h, 1004));
+    EXPECT_EQ((uint32_t) (AK_ENTRY_KEPT | AK_ENTRY_REVOKED), f.flags);
+    e[5] ^= 1;
+
+    // fresh until ttl after the store: then read, STALE by its mark, and
+    // never unchanged again until stored anew
+    EXPECT_EQ(1000 + kTtl, k.until);
+    EXPECT_EQ(AK_CACHE_STALE, kept(s.c, h, 1000 + kTtl));
+    EXPECT_EQ((uint32_t) (AK_ENTRY_KEPT | AK_ENTRY_REVOKED), f.flags);
+    EXPECT_EQ(0u, k.until);
+
+    // a new generation, a flush: read (STALE, then a miss)
+    ASSERT_EQ(0, put(s.c, h, b, 5000));
+    ASSERT_EQ(AK_CACHE_FRESH, kept(s.c, h, 5001));
+    ak_cache_keep(s.c, &k, h.b, &f);
+    ASSERT_EQ(AK_CACHE_FRESH, kept(s.c, h, 5001));
+    ASSERT_EQ((uint32_t) AK_ENTRY_KEPT, f.flags);
+    ak_cache_new_generation(s.c);
+    EXPECT_EQ(AK_CACHE_STALE, kept(s.c, h, 5002));
+    ak_cache_flush(s.c);
+    EXPECT_EQ(AK_CACHE_MISS, kept(s.c, h, 5002));
+    EXPECT_EQ(0u, f.mark);
+
+    // nothing kept by a record without a mark, or by none
+    auto plain = aktest::build({ { "owner", "acme" }, { "plan", "pro" } });
+    ASSERT_EQ(0, put(s.c, h, plain.blob, 6000));
+    ASSERT_EQ(AK_CACHE_FRESH, kept(s.c, h, 6001));
+    EXPECT_EQ(0u, f.mark);
+    ak_cache_keep(s.c, &k, h.b, &f);
+    EXPECT_EQ(0u, k.mark);
+    EXPECT_EQ(AK_CACHE_FRESH, kept(s.c, h, 6001));
+    EXPECT_EQ((uint32_t) AK_ENTRY_PLAIN, f.flags);
+    EXPECT_EQ(0, memcmp(buf, plain.blob.data(), plain.blob.size()));
+    ak_cache_keep(s.c, &k, h.b, nullptr);
+    EXPECT_EQ(0u, k.mark);
+    ak_cache_keep(s.c, nullptr, h.b, &f);   // (no crash)
+
+    // without a kept record: the count is not read (odd: nothing to keep)
+    memset(&f, 0, sizeof(f));
+    EXPECT_EQ(AK_CACHE_FRESH,
+              ak_cache_lookup_kept(s.c, h.b, 6001, buf, sizeof(buf), &f));
+    EXPECT_EQ(1u, f.writes);
 }
 
 TEST(Cache, Remove)

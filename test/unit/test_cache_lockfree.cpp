@@ -235,6 +235,84 @@ TEST(CacheLockFree, SlotReusedBetweenLookupAndSwap)
 }
 
 
+// ak_cache_gcra_found: while the cache's count of writes is the one the
+// lookup read first, the entry it found is swapped without its identity
+// checked again; once a writer changed anything (or with an odd count), by
+// the key's hash, as ak_cache_gcra: the slot given to another key since,
+// or a flush, refused, the other key's TAT untouched.
+TEST(CacheLockFree, GcraFoundGoesByTheLookupsCountOfWrites)
+{
+    Zone z(ak_cache_min_size());
+    ASSERT_NE(nullptr, z.c);
+    ak_cache_stats_t st;
+    ak_cache_get_stats(z.c, &st);
+    unsigned char buf[AK_RECORD_MAX];
+    uint32_t other_slot = 0xffffffffu;
+    const uint64_t T = 1000, now = 1000000;
+    const ak_record_t rec = rate_record(T, 1);
+    ak_rate_result_t r;
+
+    auto find = [&](const Key &k, ak_cache_found_t *f, ak_cache_kept_t *kp) {
+        memset(f, 0, sizeof(*f));
+        memset(kp, 0, sizeof(*kp));
+        f->kept = kp;
+        return ak_cache_lookup_kept(z.c, k.b, 1, buf, sizeof(buf), f);
+    };
+
+    Key a = key_of(1), x = key_of(99);
+    std::vector<unsigned char> b = record(1, 1, 30);
+    ASSERT_EQ(0, ak_cache_put(z.c, a.b, b.data(), b.size(), 1,
+                              ak_cache_event_seq(z.c)));
+    ak_cache_found_t f, g;
+    ak_cache_kept_t fk, gk;
+    ASSERT_EQ(AK_CACHE_FRESH, find(a, &f, &fk));
+    ASSERT_EQ(0u, f.writes & 1);
+    ak_cache_found_t odd = f;
+    odd.writes = 1;
+
+    // burst 1: two admitted, by the count and by the hash alike, then
+    // limited; the answers ak_cache_gcra gives
+    EXPECT_EQ(1, ak_cache_gcra_found(z.c, a.b, &f, now, &rec, &r));
+    EXPECT_EQ(1u, r.remaining);
+    EXPECT_EQ(T, r.reset_us);
+    EXPECT_EQ(1, ak_cache_gcra_found(z.c, a.b, &odd, now, &rec, &r));
+    EXPECT_EQ(0, ak_cache_gcra_found(z.c, a.b, &f, now, &rec, &r));
+    EXPECT_EQ(T, r.retry_after_us);
+    EXPECT_EQ(0, ak_cache_gcra(z.c, f.slot, a.b, now, T, 1, &r));
+    EXPECT_EQ(now + 2 * T,
+              ak_cache_state(z.c, f.slot, a.b)->tat_us & AK_TAT_MASK);
+
+    // nothing written since the lookup: the hash is not even looked at
+    // (the caller's word that the lookup was of it); by the hash, it is
+    EXPECT_EQ(1, ak_cache_gcra_found(z.c, x.b, &f, now + 2 * T, &rec, &r));
+    EXPECT_EQ(-1, ak_cache_gcra_found(z.c, x.b, &odd, now + 3 * T, &rec, &r));
+
+    // a's slot given to another key: the count moved on, so by the hash:
+    // refused, and the new owner's TAT untouched
+    Key other = other_in_slot(z, a, f.slot, st.slots_total, &other_slot);
+    ASSERT_EQ(f.slot, other_slot);
+    EXPECT_EQ(-1, ak_cache_gcra_found(z.c, a.b, &f, now + 4 * T, &rec, &r));
+    ASSERT_NE(nullptr, ak_cache_state(z.c, f.slot, other.b));
+    EXPECT_EQ(0u, ak_cache_state(z.c, f.slot, other.b)->tat_us
+                  & AK_TAT_MASK);
+
+    // the new owner's own lookup and swap; after a flush, refused
+    ASSERT_EQ(AK_CACHE_FRESH, find(other, &g, &gk));
+    EXPECT_EQ(f.slot, g.slot);
+    EXPECT_EQ(1, ak_cache_gcra_found(z.c, other.b, &g, now, &rec, &r));
+    EXPECT_EQ(now + T, ak_cache_state(z.c, g.slot, other.b)->tat_us
+                       & AK_TAT_MASK);
+    ak_cache_flush(z.c);
+    EXPECT_EQ(-1, ak_cache_gcra_found(z.c, other.b, &g, now + T, &rec, &r));
+
+    // bad arguments
+    g.slot = st.slots_total;
+    EXPECT_EQ(-1, ak_cache_gcra_found(z.c, other.b, &g, now, &rec, &r));
+    EXPECT_EQ(-1, ak_cache_gcra_found(nullptr, other.b, &f, now, &rec, &r));
+    EXPECT_EQ(-1, ak_cache_gcra_found(z.c, other.b, nullptr, now, &rec, &r));
+    EXPECT_EQ(-1, ak_cache_gcra_found(z.c, other.b, &f, now, nullptr, &r));
+}
+
 // A quota key's leased counts taken without the lock: the same answers,
 // field by field, as ak_limits_admit_ex gives on a copy of the state; when
 // none is left, in a new window, or for a bad period: -1, nothing taken.
