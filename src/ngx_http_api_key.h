@@ -1070,6 +1070,11 @@ ngx_int_t ngx_http_api_key_limits(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     const ak_record_t *rec, const ak_cache_found_t *f,
     ngx_http_api_key_status_e *status);
+ngx_int_t ngx_http_api_key_limits_all(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    const ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status);
+void ngx_http_api_key_rate_denied(ngx_http_api_key_ctx_t *ctx,
+    const ak_record_t *rec, ak_rate_result_t *rate);
 void ngx_http_api_key_limits_peek(ngx_http_api_key_loc_conf_t *alcf,
     ngx_http_api_key_ctx_t *ctx, const ak_record_t *rec, uint32_t slot);
 
@@ -1152,6 +1157,36 @@ typedef char  ngx_http_api_key_same_hash_fits[
 
 
 /*
+ * n bytes alike: from 8 on, word by word, the last word overlapping the
+ * one before (a Referer's scheme and host: a few words), without a call;
+ * below 8, by ngx_memcmp()
+ */
+
+static ngx_inline ngx_uint_t
+ngx_http_api_key_same_bytes(const u_char *a, const u_char *b, size_t n)
+{
+#if (defined __GNUC__ || defined __clang__)
+    size_t    i;
+    uint64_t  d;
+
+    if (n >= sizeof(uint64_t)) {
+        d = *(const ngx_http_api_key_word_t *) (a + n - sizeof(uint64_t))
+            ^ *(const ngx_http_api_key_word_t *) (b + n - sizeof(uint64_t));
+
+        for (i = 0; i + sizeof(uint64_t) < n; i += sizeof(uint64_t)) {
+            d |= *(const ngx_http_api_key_word_t *) (a + i)
+                 ^ *(const ngx_http_api_key_word_t *) (b + i);
+        }
+
+        return d == 0;
+    }
+#endif
+
+    return ngx_memcmp(a, b, n) == 0;
+}
+
+
+/*
  * An allowed request of a key counted today already in its item in front
  * of the worker's usage table (usage.c), inline: 1; else 0, and
  * ngx_http_api_key_usage_count() counts it.
@@ -1223,6 +1258,97 @@ ngx_int_t ngx_http_api_key_msec_arg(ngx_conf_t *cf, ngx_str_t *arg,
 
 
 #pragma GCC visibility pop
+
+
+/*
+ * The rate's usual case, inline where the evaluation asks for it (and in
+ * ngx_http_api_key_limits()): a node-scope rate and no quota (the scope is
+ * ak_rate_scope's, without a call: the record's, else the zone's)
+ */
+
+static ngx_inline ngx_uint_t
+ngx_http_api_key_rate_alone(const ak_record_t *rec,
+    ngx_http_api_key_zone_t *zone)
+{
+    return rec->rate_period != AK_PERIOD_NONE
+           && rec->quota_period == AK_PERIOD_NONE
+           && rec->rate_scope != AK_RATE_SCOPE_CLUSTER
+           && (rec->rate_scope != AK_RATE_SCOPE_DEFAULT
+               || (uint8_t) zone->rate_scope != AK_RATE_SCOPE_CLUSTER);
+}
+
+
+/* the monotonic clock in microseconds (the GCRA's) */
+
+static ngx_inline uint64_t
+ngx_http_api_key_monotonic_us(void)
+{
+    /* the worker's own, not the stack's: no stack canary on the rate's
+     * path (a worker runs one request at a time) */
+    static struct timespec  ts;
+
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) {
+        return (uint64_t) ngx_current_msec * 1000;
+    }
+
+    return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
+}
+
+
+/*
+ * A node-scope rate and no quota: the GCRA's TAT is swapped in the entry
+ * the lookup found without the zone lock (ak_cache_gcra_found(): the
+ * entry's identity is checked only when something was written to the
+ * cache since the lookup began); -1 (the entry left the slot since the
+ * lookup, or has no TAT yet) goes to ngx_http_api_key_limits_all(), which
+ * decides the same way.  NGX_OK or NGX_DECLINED (*status), as
+ * ngx_http_api_key_limits().
+ */
+
+static ngx_inline ngx_int_t
+ngx_http_api_key_limits_rate(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
+    const ak_record_t *rec, const ak_cache_found_t *f,
+    ngx_http_api_key_status_e *status)
+{
+    uint64_t                 now_us;
+
+    /* the worker's own, as in ngx_http_api_key_monotonic_us() */
+    static ak_rate_result_t  rate;
+
+    /*
+     * The clock first: the record's fields are read after the call, not
+     * kept across it on the stack.
+     */
+    now_us = ngx_http_api_key_monotonic_us();
+
+    switch (ak_cache_gcra_found(alcf->zone->sh->cache, ctx->hash, f, now_us,
+                                rec, &rate))
+    {
+    case 1:
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "api_key: rate admits, %uD left", rate.remaining);
+
+        ctx->rate_remaining = rate.remaining;
+        *status = NGX_HTTP_API_KEY_OK;
+        return NGX_OK;
+
+    case 0:
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "api_key: rate denies");
+
+        ngx_http_api_key_rate_denied(ctx, rec, &rate);
+        *status = NGX_HTTP_API_KEY_RATE_LIMITED;
+        return NGX_DECLINED;
+
+    default:
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "api_key: rate entry not found lock-free");
+
+        return ngx_http_api_key_limits_all(r, alcf, ctx, rec, f->slot,
+                                           status);
+    }
+}
 
 
 #endif /* _NGX_HTTP_API_KEY_H_INCLUDED_ */

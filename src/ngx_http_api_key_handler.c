@@ -125,8 +125,8 @@ static u_char  ngx_http_api_key_blob[AK_RECORD_MAX + 8];
  * key hash's second byte: a key's record's blob and its view, whose
  * strings and rules point into that blob.  A view depends on the blob's
  * bytes alone: a request of the same key whose record has the same bytes
- * (the cache says it holds the store the view was made of, by what
- * ngx_http_api_key_kept notes of it; else the bytes are compared) uses the
+ * (the cache says it holds the store the view was made of, by what the
+ * entry's "kept" notes of it; else the bytes are compared) uses the
  * entry's
  * view as it is, and never writes to it; it writes only the entry's last
  * verdicts of the address and Referer rules.
@@ -139,13 +139,21 @@ static u_char  ngx_http_api_key_blob[AK_RECORD_MAX + 8];
 #define NGX_HTTP_API_KEY_VIEWS     16   /* a power of 2 */
 #define NGX_HTTP_API_KEY_VIEW_MAX  512  /* bytes of a record kept viewed */
 
-/* a key's entry of the views (and of ngx_http_api_key_kept), by its hash */
+/* a key's entry of the views, by its hash */
 #define ngx_http_api_key_view_index(hash)                                     \
     ((hash)[1] & (NGX_HTTP_API_KEY_VIEWS - 1))
 
 #define NGX_HTTP_API_KEY_REF_MEMO  256  /* of a Referer's scheme and host */
 
 typedef struct {
+    /*
+     * what the cache said of the record (ak_cache_keep(): its store in
+     * the cache that gave it, the cache's count of writes then, how long
+     * it stays fresh; nothing: not known), first: the lookup reads it
+     * before anything else
+     */
+    ak_cache_kept_t             kept;
+
     size_t                      len;        /* 0: empty */
     u_char                      hash[AK_HASH_LEN];  /* the key's */
     ak_record_t                 rec;
@@ -171,14 +179,6 @@ typedef char  ngx_http_api_key_views_power_of_2[
 
 static ngx_http_api_key_view_t  ngx_http_api_key_views[NGX_HTTP_API_KEY_VIEWS];
 static ak_record_t              ngx_http_api_key_long_view;
-
-/*
- * What the cache said of each kept view's record (ak_cache_keep(): its
- * store in the cache that gave it, the cache's count of writes then, how
- * long it stays fresh; nothing: not known), by the same index, apart (the
- * lookup reads one of these before anything else)
- */
-static ak_cache_kept_t  ngx_http_api_key_kept[NGX_HTTP_API_KEY_VIEWS];
 
 static ngx_inline const ak_record_t *ngx_http_api_key_view(
     ak_cache_t *cache, const u_char *hash, const ak_cache_found_t *f,
@@ -330,8 +330,14 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
     ngx_int_t                     rc;
     ngx_http_api_key_ctx_t       *ctx;
     ngx_http_api_key_early_t     *early;
-    ngx_http_api_key_found_t      found;
     ngx_http_api_key_loc_conf_t  *alcf;
+
+    /*
+     * where the key is in the request, from the search to the strip: the
+     * worker's own, not the stack's (no stack canary; nothing in between
+     * runs another request); the strip forgets where the key was
+     */
+    static ngx_http_api_key_found_t  found;
 
     alcf = ngx_http_get_module_loc_conf(r, ngx_http_api_key_module);
 
@@ -885,8 +891,8 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
      */
 
     if (ctx->attempts == 0 && ctx->lease_waits == 0 && ctx->relooks == 0) {
-        f.kept =
-            &ngx_http_api_key_kept[ngx_http_api_key_view_index(ctx->hash)];
+        f.kept = &ngx_http_api_key_views[
+                      ngx_http_api_key_view_index(ctx->hash)].kept;
 
         found = ak_cache_lookup_kept(cache, ctx->hash,
                                      (uint64_t) ngx_current_msec,
@@ -1051,7 +1057,8 @@ ngx_http_api_key_evaluate(ngx_http_request_t *r,
     if (flags & AK_ENTRY_KEPT) {
         /* the record the worker keeps viewed, of the store the cache
          * holds: neither copied nor compared (ngx_http_api_key_lookup()) */
-        v = &ngx_http_api_key_views[ngx_http_api_key_view_index(ctx->hash)];
+        v = (ngx_http_api_key_view_t *)
+                ((u_char *) f->kept - offsetof(ngx_http_api_key_view_t, kept));
         rp = &v->rec;
 
         goto viewed;
@@ -1191,7 +1198,9 @@ viewed:
          || rp->quota_period != AK_PERIOD_NONE)
         && alcf->verify != NGX_HTTP_API_KEY_VERIFY_PEEK)
     {
-        rc = ngx_http_api_key_limits(r, alcf, ctx, rp, f, &status);
+        rc = ngx_http_api_key_rate_alone(rp, alcf->zone)
+             ? ngx_http_api_key_limits_rate(r, alcf, ctx, rp, f, &status)
+             : ngx_http_api_key_limits(r, alcf, ctx, rp, f, &status);
 
         if (rc == NGX_AGAIN) {
             return ngx_http_api_key_wait_again(r);
@@ -1229,7 +1238,7 @@ ngx_http_api_key_view(ak_cache_t *cache, const u_char *hash,
 
     len = f->len;
     v = &ngx_http_api_key_views[ngx_http_api_key_view_index(hash)];
-    kept = &ngx_http_api_key_kept[ngx_http_api_key_view_index(hash)];
+    kept = &v->kept;
     *vp = v;
 
     /* the same key's (another key's: its hash tells at once), with the
@@ -1367,7 +1376,7 @@ ngx_http_api_key_referrer_allowed(ngx_http_api_key_view_t *v,
 
     if (v->ref_memo
         && referer->len >= v->ref_len
-        && ngx_memcmp(referer->data, v->ref, v->ref_len) == 0
+        && ngx_http_api_key_same_bytes(referer->data, v->ref, v->ref_len)
         && (referer->len == v->ref_len
             || AK_REFERER_HOST_ENDS(referer->data[v->ref_len])))
     {

@@ -156,21 +156,9 @@ static char  ngx_http_api_key_lease_script[] =
     "return {grant, used}";
 
 
-static uint64_t ngx_http_api_key_monotonic_us(void);
-
-static ngx_int_t ngx_http_api_key_limits_rate(ngx_http_request_t *r,
-    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
-    const ak_record_t *rec, const ak_cache_found_t *f,
-    ngx_http_api_key_status_e *status)
-    ngx_http_api_key_apart;
 static ngx_int_t ngx_http_api_key_limits_again(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     const ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status);
-static ngx_int_t ngx_http_api_key_limits_all(ngx_http_request_t *r,
-    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
-    const ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status);
-static void ngx_http_api_key_rate_denied(ngx_http_api_key_ctx_t *ctx,
-    const ak_record_t *rec, ak_rate_result_t *rate);
 
 
 static ngx_rbtree_t                   ngx_http_api_key_leases;
@@ -227,23 +215,12 @@ ngx_http_api_key_limits(ngx_http_request_t *r,
     const ak_record_t *rec, const ak_cache_found_t *f,
     ngx_http_api_key_status_e *status)
 {
-    ngx_http_api_key_zone_t  *zone;
-
-    zone = alcf->zone;
-
     /*
-     * The common case, a node-scope rate and no quota, in a frame of its
-     * own (ngx_http_api_key_limits_rate); every other case in
-     * ngx_http_api_key_limits_all.  Both are tail calls: this function
-     * has no frame, so neither path pays for the other's.  The scope is
-     * ak_rate_scope's, without a call: the record's, else the zone's.
+     * The common case, a node-scope rate and no quota (the evaluation
+     * takes it without this call), or every other case in
+     * ngx_http_api_key_limits_all.
      */
-    if (rec->rate_period != AK_PERIOD_NONE
-        && rec->quota_period == AK_PERIOD_NONE
-        && rec->rate_scope != AK_RATE_SCOPE_CLUSTER
-        && (rec->rate_scope != AK_RATE_SCOPE_DEFAULT
-            || (uint8_t) zone->rate_scope != AK_RATE_SCOPE_CLUSTER))
-    {
+    if (ngx_http_api_key_rate_alone(rec, alcf->zone)) {
         return ngx_http_api_key_limits_rate(r, alcf, ctx, rec, f, status);
     }
 
@@ -269,64 +246,9 @@ ngx_http_api_key_limits_again(ngx_http_request_t *r,
 }
 
 
-/*
- * A node-scope rate and no quota: the GCRA's TAT is swapped in the entry
- * the lookup found without the zone lock (ak_cache_gcra_found(): the
- * entry's identity is checked only when something was written to the
- * cache since the lookup began); -1 (the entry left the slot since the
- * lookup, or has no TAT yet) goes to ngx_http_api_key_limits_all, which
- * decides the same way.
- */
-
-static ngx_int_t
-ngx_http_api_key_limits_rate(ngx_http_request_t *r,
-    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
-    const ak_record_t *rec, const ak_cache_found_t *f,
-    ngx_http_api_key_status_e *status)
-{
-    uint64_t                 now_us;
-
-    /* the worker's own, as in ngx_http_api_key_monotonic_us */
-    static ak_rate_result_t  rate;
-
-    /*
-     * The clock first: the record's fields are read after the call, not
-     * kept across it on the stack.
-     */
-    now_us = ngx_http_api_key_monotonic_us();
-
-    switch (ak_cache_gcra_found(alcf->zone->sh->cache, ctx->hash, f, now_us,
-                                rec, &rate))
-    {
-    case 1:
-        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                       "api_key: rate admits, %uD left", rate.remaining);
-
-        ctx->rate_remaining = rate.remaining;
-        *status = NGX_HTTP_API_KEY_OK;
-        return NGX_OK;
-
-    case 0:
-        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                       "api_key: rate denies");
-
-        ngx_http_api_key_rate_denied(ctx, rec, &rate);
-        *status = NGX_HTTP_API_KEY_RATE_LIMITED;
-        return NGX_DECLINED;
-
-    default:
-        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                       "api_key: rate entry not found lock-free");
-
-        return ngx_http_api_key_limits_all(r, alcf, ctx, rec, f->slot,
-                                           status);
-    }
-}
-
-
 /* what a 429 of the rate says (RateLimit-Policy, Retry-After, RateLimit) */
 
-static void
+void
 ngx_http_api_key_rate_denied(ngx_http_api_key_ctx_t *ctx,
     const ak_record_t *rec, ak_rate_result_t *rate)
 {
@@ -346,7 +268,7 @@ ngx_http_api_key_rate_denied(ngx_http_api_key_ctx_t *ctx,
  * not find tries it once more here, then under the lock).
  */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_api_key_limits_all(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     const ak_record_t *rec, uint32_t slot, ngx_http_api_key_status_e *status)
@@ -1361,19 +1283,4 @@ ngx_http_api_key_offline_grant(ngx_http_api_key_zone_t *zone, u_char *hash,
     }
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
-}
-
-
-static uint64_t
-ngx_http_api_key_monotonic_us(void)
-{
-    /* the worker's own, not the stack's: no stack canary on the rate's
-     * path (a worker runs one request at a time) */
-    static struct timespec  ts;
-
-    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) {
-        return (uint64_t) ngx_current_msec * 1000;
-    }
-
-    return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
 }

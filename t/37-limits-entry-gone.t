@@ -3,11 +3,11 @@
 # (another worker evicts it, or a flush) must not let the request through
 # uncounted: the request looks its key up again and is counted.
 #
-# The window is a few microseconds between two locks of one worker, so the
-# test makes it happen deterministically: gdb stops the only worker at the
-# entry of ngx_http_api_key_limits and empties the cache there
-# (ak_cache_flush, which is what a flush event or a full eviction does),
-# then lets it go on.  Skipped when gdb cannot attach (no gdb, no ptrace).
+# The window is a few microseconds in one worker, so the test makes it
+# happen deterministically: gdb stops the only worker at the entry of
+# ak_cache_gcra_found (the rate's swap of the entry the lookup found) and
+# empties the cache there (ak_cache_flush, which is what a flush event or a
+# full eviction does), then lets it go on.  Skipped when gdb cannot attach (no gdb, no ptrace).
 use strict;
 use warnings;
 use Test::More;
@@ -46,13 +46,13 @@ static_site($n);
 my $port = $n->port;
 my ($pid) = $n->worker_pids;
 
-# gdb attached to the worker: at the next ngx_http_api_key_limits, the cache
-# is emptied, then gdb detaches.  Returns gdb's pid, its output file and
+# gdb attached to the worker: at the next ak_cache_gcra_found, the cache is
+# emptied, then gdb detaches.  Returns gdb's pid, its output file and
 # whether the breakpoint was set.
 sub gdb_flush_at_limits {
     my $out = $n->dir . '/gdb.out';
-    my ($gpid, $ready) = gdb_at($pid, $out, 'ngx_http_api_key_limits',
-        'call (void) ak_cache_flush(alcf->zone->sh->cache)',
+    my ($gpid, $ready) = gdb_at($pid, $out, 'ak_cache_gcra_found',
+        'call (void) ak_cache_flush(c)',
         'printf "FLUSHED\n"');
     return ($gpid, $out, $ready);
 }

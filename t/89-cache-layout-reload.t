@@ -6,8 +6,8 @@
 # running configuration keeps serving.
 #
 # The other layout is made with gdb: the worker stops in
-# ngx_http_api_key_limits and the cache header's layout version is changed
-# there (the workers' code never looks at it again; only attach does).
+# ak_cache_gcra_found (a rated key's request) and the cache header's layout
+# version is changed there (the workers' code never looks at it again; only attach does).
 # Skipped when gdb cannot attach (no gdb, no ptrace).
 use strict;
 use warnings;
@@ -56,8 +56,8 @@ ok($n->reload, 'a reload keeps the cache: same layout');
 is(http_get($port, '/', headers => xkey($k))->status, 200, '... and serves');
 
 my $out = $n->dir . '/gdb.out';
-my ($gpid, $ready) = gdb_at($pid, $out, 'ngx_http_api_key_limits',
-    'set var *(unsigned int *) ((char *) alcf->zone->sh->cache + 8) = 2',
+my ($gpid, $ready) = gdb_at($pid, $out, 'ak_cache_gcra_found',
+    'set var *(unsigned int *) ((char *) c + 8) = 2',
     'printf "VERSION SET\n"');
 unless ($ready) {
     gdb_finish($gpid);
@@ -93,9 +93,9 @@ is(http_get($n->port, '/', headers => xkey($k))->status, 200,
 ($pid) = $n->worker_pids;
 my $out2 = $n->dir . '/gdb2.out';
 # the header's "writing" flag (offset 108) and hwm (offset 100)
-my ($gpid2, $ready2) = gdb_at($pid, $out2, 'ngx_http_api_key_limits',
-    'set var *(unsigned int *) ((char *) alcf->zone->sh->cache + 108) = 1',
-    'set var *(unsigned int *) ((char *) alcf->zone->sh->cache + 100) += 1',
+my ($gpid2, $ready2) = gdb_at($pid, $out2, 'ak_cache_gcra_found',
+    'set var *(unsigned int *) ((char *) c + 108) = 1',
+    'set var *(unsigned int *) ((char *) c + 100) += 1',
     'printf "WRITER DEAD\n"');
 ok($ready2, 'gdb stops the new worker');
 is(http_get($n->port, '/', headers => xkey($k), timeout => 20)->status, 200,

@@ -3177,7 +3177,6 @@ ak_cache_gcra_found(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
     const ak_cache_found_t *found, uint64_t now_us, const ak_record_t *rec,
     ak_rate_result_t *res) noexcept
 {
-    int        tries;
     uint64_t   w, tat, *word;
 
     if (c == NULL || found == NULL || rec == NULL
@@ -3194,43 +3193,40 @@ ak_cache_gcra_found(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
     word = tag_word(&slots(c)[found->slot]);
     w = __atomic_load_n(word, __ATOMIC_ACQUIRE);
 
-    for (tries = 0; tries < 64; tries++) {
-        /*
-         * The word was read (acquire) before the count of writes: a
-         * writer makes the count odd (and a release fence) before it
-         * changes a slot's identity, so while the count is the one read
-         * before the lookup found the entry in this slot, the word read is
-         * that entry's; a later change of identity changes the word, and
-         * the swap below fails.
-         */
-        if (ld(c->writes) != found->writes) {
-            return gcra_by_hash(c, hash, found, now_us, rec, res);
-        }
-
-        if ((w & TW_TAT) == AK_TAT_NONE) {
-            return -1;
-        }
-
-        tat = w & TW_TAT;
-
-        if (!ak::gcra(&tat, now_us, rec->rate_interval_us, rec->burst,
-                      res))
-        {
-            return 0;
-        }
-
-        if (tat >= AK_TAT_NONE) {
-            tat = AK_TAT_NONE - 1;
-        }
-
-        if (__atomic_compare_exchange_n(word, &w, (w & ~TW_TAT) | tat, false,
-                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-        {
-            return 1;
-        }
+    /*
+     * The word was read (acquire) before the count of writes: a writer
+     * makes the count odd (and a release fence) before it changes a slot's
+     * identity, so while the count is the one read before the lookup found
+     * the entry in this slot, the word read is that entry's; a later change
+     * of identity changes the word, and the swap below fails.  One swap:
+     * when it fails (another request's swap, or a writer), by the hash,
+     * which tries again.
+     */
+    if (ld(c->writes) != found->writes) {
+        return gcra_by_hash(c, hash, found, now_us, rec, res);
     }
 
-    return -1;
+    if ((w & TW_TAT) == AK_TAT_NONE) {
+        return -1;
+    }
+
+    tat = w & TW_TAT;
+
+    if (!ak::gcra(&tat, now_us, rec->rate_interval_us, rec->burst, res)) {
+        return 0;
+    }
+
+    if (tat >= AK_TAT_NONE) {
+        tat = AK_TAT_NONE - 1;
+    }
+
+    if (__atomic_compare_exchange_n(word, &w, (w & ~TW_TAT) | tat, false,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+    {
+        return 1;
+    }
+
+    return gcra_by_hash(c, hash, found, now_us, rec, res);
 }
 
 
