@@ -293,6 +293,9 @@ typedef struct {
     ngx_uint_t                    kept;      /* the header's pointer in
                                                 r->headers_in (offset), for
                                                 one nginx keeps; 0 none */
+    ngx_uint_t                    rest_auth; /* every later source of the
+                                                location's (none included)
+                                                reads Authorization */
 } ngx_http_api_key_source_t;
 
 

@@ -451,7 +451,7 @@ ngx_http_api_key_verify_body(ngx_http_request_t *r,
     ngx_http_api_key_found_t    found;
     static ngx_http_api_key_source_t  body_source = {
         NGX_HTTP_API_KEY_SRC_HEADER, ngx_string("body"), NGX_ERROR, NGX_ERROR,
-        0
+        0, 1
     };
     u_char                      body[NGX_HTTP_API_KEY_VERIFY_BODY_MAX];
     char                        key[AK_KEY_MAX_LEN];

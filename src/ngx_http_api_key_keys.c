@@ -183,7 +183,12 @@ ngx_http_api_key_find_key(ngx_http_request_t *r,
     }
 
     /* the later ones, each compared with it (an Authorization source
-     * without the header: nothing to look at) */
+     * without the header: nothing to look at; when only such sources
+     * follow, not even a look at them) */
+
+    if (src[n].rest_auth && r->headers_in.authorization == NULL) {
+        n = nelts;
+    }
 
     for (n++; n < nelts && found->other == NULL; n++) {
 

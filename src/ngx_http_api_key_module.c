@@ -315,6 +315,20 @@ ngx_http_api_key_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         }
     }
 
+    /*
+     * which sources are followed only by Authorization ones (the default
+     * header:X-API-Key bearer): a request without the header has nothing
+     * more to look at once the key is found there (keys.c)
+     */
+
+    for (n = conf->sources->nelts; n-- > 0; /* void */) {
+        src[n].rest_auth = (n + 1 == conf->sources->nelts)
+                           || ((src[n + 1].type == NGX_HTTP_API_KEY_SRC_BEARER
+                                || src[n + 1].type
+                                   == NGX_HTTP_API_KEY_SRC_BASIC)
+                               && src[n + 1].rest_auth);
+    }
+
     ngx_conf_merge_value(conf->strip, prev->strip, 1);
 
     /*
