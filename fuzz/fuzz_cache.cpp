@@ -225,7 +225,7 @@ void op_lookup_kept(Run &r, size_t k, unsigned other)
     ak_cache_found_t f;
 
     f.kept = other == 0 ? &r.kept[k] : other == 1 ? &r.kept[ko] : nullptr;
-    f.mark = other == 3 ? r.kept[k].mark : 0xdeadbeef;
+    f.mark = other == 3 ? r.kept[k].mark : 0;
     f.len = 0;
     f.flags = 0xdead;
     f.slot = 0xdead;

@@ -682,6 +682,10 @@ typedef struct {
                                                 the start (main request) */
     unsigned                      decided:1;
     unsigned                      hashed:1;
+    unsigned                      unchecked:1;   /* hashed, its characters
+                                                    not checked yet (keys.c:
+                                                    the lookup checks them
+                                                    if its hash is unknown) */
     unsigned                      problem:1;     /* the denial is answered
                                                     with problem+json */
     unsigned                      problem_body:1;    /* ... being sent */

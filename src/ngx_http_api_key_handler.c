@@ -31,6 +31,8 @@ static ngx_int_t ngx_http_api_key_lookup(ngx_http_request_t *r,
 static ngx_inline ngx_int_t ngx_http_api_key_evaluate(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     const ak_cache_found_t *f);
+static ngx_int_t ngx_http_api_key_unhashed(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx);
 static ngx_int_t ngx_http_api_key_keep_text(ngx_http_request_t *r,
     ngx_http_api_key_ctx_t *ctx, const ak_record_t *rec);
 static ngx_inline void ngx_http_api_key_text_lend(ngx_http_api_key_ctx_t *ctx,
@@ -178,6 +180,14 @@ typedef char  ngx_http_api_key_views_power_of_2[
     (NGX_HTTP_API_KEY_VIEWS & (NGX_HTTP_API_KEY_VIEWS - 1)) == 0 ? 1 : -1];
 
 static ngx_http_api_key_view_t  ngx_http_api_key_views[NGX_HTTP_API_KEY_VIEWS];
+
+/*
+ * Where the key of the lookup about to be made is in the request, when its
+ * characters were not checked (ctx->unchecked, keys.c): set by the handler
+ * just before that lookup, which checks them if the cache does not know
+ * the key's hash, and forgets it either way.
+ */
+static ngx_str_t                ngx_http_api_key_unchecked;
 static ak_record_t              ngx_http_api_key_long_view;
 
 static ngx_inline const ak_record_t *ngx_http_api_key_view(
@@ -319,6 +329,17 @@ ngx_http_api_key_subrequest(ngx_http_request_t *r)
 }
 
 
+/* nothing kept of where a key was in a request (the handler's "found") */
+
+static ngx_inline void
+ngx_http_api_key_forget(ngx_http_api_key_found_t *found)
+{
+    ngx_str_null(&found->value);
+    found->part = NULL;
+    found->spare = NULL;
+}
+
+
 /*
  * The access phase (main requests; a subrequest comes from the preaccess
  * handler above).
@@ -333,9 +354,9 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
     ngx_http_api_key_loc_conf_t  *alcf;
 
     /*
-     * where the key is in the request, from the search to the strip: the
+     * where the key is in the request, from the search to the lookup: the
      * worker's own, not the stack's (no stack canary; nothing in between
-     * runs another request); the strip forgets where the key was
+     * runs another request), forgotten then
      */
     static ngx_http_api_key_found_t  found;
 
@@ -395,6 +416,7 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
     rc = ngx_http_api_key_find_and_hash(r, alcf, ctx, early, &found);
 
     if (rc == NGX_ERROR) {
+        ngx_http_api_key_forget(&found);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -414,13 +436,23 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
     if (alcf->strip
         && ngx_http_api_key_strip(r, alcf, &found, early) != NGX_OK)
     {
+        ngx_http_api_key_forget(&found);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (rc != NGX_OK) {
+        ngx_http_api_key_forget(&found);
         return ngx_http_api_key_decide(r, alcf, ctx,
                                        NGX_HTTP_API_KEY_MALFORMED);
     }
+
+    /* a key whose characters are not checked yet: for the lookup only */
+
+    if (ctx->unchecked) {
+        ngx_http_api_key_unchecked = found.value;
+    }
+
+    ngx_http_api_key_forget(&found);
 
     rc = ngx_http_api_key_lookup(r, alcf, ctx);
 
@@ -913,6 +945,13 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
     }
 
     if (found == AK_CACHE_MISS) {
+        if (ctx->unchecked
+            && !ak_key_check_any(ngx_http_api_key_unchecked.data,
+                                 ngx_http_api_key_unchecked.len))
+        {
+            return ngx_http_api_key_unhashed(r, alcf, ctx);
+        }
+
         /*
          * A lock-free lookup also answers MISS when a writer kept changing
          * the key's bucket group (or died while changing it, leaving its
@@ -937,6 +976,12 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
                                       &f.len, &f.flags, &f.slot);
 
         ngx_shmtx_unlock(&zone->shpool->mutex);
+    }
+
+    if (ctx->unchecked) {
+        /* known to the cache (a key's hash), or its characters checked */
+        ctx->unchecked = 0;
+        ngx_str_null(&ngx_http_api_key_unchecked);
     }
 
     /* only a read from Redis needs it */
@@ -1025,6 +1070,28 @@ evaluate:
     /* (one call: the evaluation is inlined here) */
 
     return ngx_http_api_key_evaluate(r, alcf, ctx, &f);
+}
+
+
+/*
+ * A key whose hash the cache does not know, with characters no key has
+ * (ak_key_check_any()): malformed, as if checked before it was hashed (no
+ * Redis read, no hash kept)
+ */
+
+static ngx_int_t
+ngx_http_api_key_unhashed(ngx_http_request_t *r,
+    ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx)
+{
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "api_key: the key's characters: malformed");
+
+    ctx->unchecked = 0;
+    ctx->hashed = 0;
+    ngx_str_null(&ngx_http_api_key_unchecked);
+    ngx_explicit_memzero(ctx->hash, AK_HASH_LEN);
+
+    return ngx_http_api_key_decide(r, alcf, ctx, NGX_HTTP_API_KEY_MALFORMED);
 }
 
 

@@ -21,7 +21,7 @@ static ngx_inline ngx_int_t ngx_http_api_key_find_key(ngx_http_request_t *r,
     ngx_http_api_key_found_t *found) ngx_http_api_key_hot;
 static ngx_inline ngx_int_t ngx_http_api_key_check_and_hash_key(
     ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
-    ngx_http_api_key_ctx_t *ctx, ngx_http_api_key_found_t *found)
+    ngx_http_api_key_ctx_t *ctx, ngx_http_api_key_found_t *found, ngx_uint_t later)
     ngx_http_api_key_hot;
 static ngx_inline ngx_int_t ngx_http_api_key_find_source(
     ngx_http_request_t *r, ngx_http_api_key_source_t *src,
@@ -44,7 +44,7 @@ static ngx_int_t ngx_http_api_key_check_and_hash_escaped(ngx_http_request_t *r,
     ngx_str_t *value) ngx_http_api_key_cold;
 static ngx_inline ngx_int_t ngx_http_api_key_check_hash(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
-    u_char *key, size_t len);
+    u_char *key, size_t len, ngx_uint_t later);
 
 
 #if (NGX_DEBUG)
@@ -112,7 +112,11 @@ ngx_http_api_key_find_and_hash(ngx_http_request_t *r,
 
     ctx->source = found->source;
 
-    rc = ngx_http_api_key_check_and_hash_key(r, alcf, ctx, found);
+    /* (the handler's key: in a header, it stays where it is until the
+     * lookup, which may check its characters then) */
+    rc = ngx_http_api_key_check_and_hash_key(r, alcf, ctx, found,
+                                             found->source->type
+                                             == NGX_HTTP_API_KEY_SRC_HEADER);
 
     return (rc == NGX_OK) ? NGX_OK : NGX_ABORT;
 }
@@ -520,7 +524,7 @@ ngx_http_api_key_check_and_hash(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
     ngx_http_api_key_found_t *found)
 {
-    return ngx_http_api_key_check_and_hash_key(r, alcf, ctx, found);
+    return ngx_http_api_key_check_and_hash_key(r, alcf, ctx, found, 0);
 }
 
 
@@ -534,7 +538,7 @@ ngx_http_api_key_check_and_hash(ngx_http_request_t *r,
 static ngx_inline ngx_int_t
 ngx_http_api_key_check_and_hash_key(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
-    ngx_http_api_key_found_t *found)
+    ngx_http_api_key_found_t *found, ngx_uint_t later)
 {
     ngx_int_t  rc;
 
@@ -547,7 +551,7 @@ ngx_http_api_key_check_and_hash_key(ngx_http_request_t *r,
 
     } else {
         rc = ngx_http_api_key_check_hash(r, alcf, ctx, found->value.data,
-                                         found->value.len);
+                                         found->value.len, later);
     }
 
     if (found->decoded) {
@@ -576,7 +580,7 @@ ngx_http_api_key_check_and_hash_escaped(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    rc = ngx_http_api_key_check_hash(r, alcf, ctx, buf, len);
+    rc = ngx_http_api_key_check_hash(r, alcf, ctx, buf, len, 0);
 
     ngx_explicit_memzero(buf, len);
 
@@ -584,12 +588,30 @@ ngx_http_api_key_check_and_hash_escaped(ngx_http_request_t *r,
 }
 
 
+/*
+ * The key checked (its length and characters, its checksum) and hashed.
+ * With later (the key stays where it is until the lookup) and no checksum
+ * asked, only its length is checked now: its characters are checked by
+ * the lookup when the cache does not know its hash (ctx->unchecked,
+ * ngx_http_api_key_lookup()).  A hash the cache knows is a key's that
+ * passed that check (the cache holds only what was read from Redis for
+ * such keys, and two keys share a SHA-256 by no known means), so a key
+ * found in the cache is not scanned again on every request.
+ */
+
 static ngx_inline ngx_int_t
 ngx_http_api_key_check_hash(ngx_http_request_t *r,
     ngx_http_api_key_loc_conf_t *alcf, ngx_http_api_key_ctx_t *ctx,
-    u_char *key, size_t len)
+    u_char *key, size_t len, ngx_uint_t later)
 {
-    if (!ak_key_check_any(key, len)) {
+    if (later && alcf->format == NGX_HTTP_API_KEY_FORMAT_ANY) {
+        if (len == 0 || len > AK_KEY_MAX_LEN) {
+            return NGX_DECLINED;
+        }
+
+        ctx->unchecked = 1;
+
+    } else if (!ak_key_check_any(key, len)) {
         return NGX_DECLINED;
     }
 

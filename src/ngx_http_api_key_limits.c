@@ -264,8 +264,9 @@ ngx_http_api_key_rate_denied(ngx_http_api_key_ctx_t *ctx,
 
 
 /*
- * The limits in every case (a rate-only key whose entry ak_cache_gcra did
- * not find tries it once more here, then under the lock).
+ * The limits in every case (a rate-only key whose entry
+ * ak_cache_gcra_found() did not find tries it once more here, then under
+ * the lock).
  */
 
 ngx_int_t

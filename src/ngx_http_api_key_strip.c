@@ -183,9 +183,6 @@ ngx_http_api_key_strip(ngx_http_request_t *r,
                 return rc;
             }
         }
-
-        /* (found may be the worker's own: no pointer to the key left) */
-        ngx_str_null(&found->value);
     }
 
     if (alcf->query_sources == 0) {

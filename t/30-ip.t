@@ -228,6 +228,33 @@ SKIP: {
     is_ok($from->('127.0.0.2'), 'after the change, 127.0.0.2 again: passes');
 }
 
+# --- a kept record with a rate: denied clients take nothing, a revocation is
+# seen at once (the worker takes a record it keeps as unchanged while nothing
+# was written to the cache: from a key's third request on)
+{
+    my $h = mk('keptrate', ips => '127.0.0.1/32', rate => '3/m', burst => 2);
+    my $from = sub {
+        return http_get($port, '/', headers => xkey($key{keptrate}), from => $_[0]);
+    };
+    is_ok($from->('127.0.0.1'), 'kept, rate 3/m burst 2: the 1st passes');
+    is_ok($from->('127.0.0.1'), 'kept, rate 3/m burst 2: the 2nd passes');
+    is_denied($from->('127.0.0.2'), "kept, rate: 127.0.0.2 ($_)") for 1 .. 4;
+    is_ok($from->('127.0.0.1'), 'kept, rate: the 3rd passes (the denied took none)');
+    my $res = $from->('127.0.0.1');
+    is($res->status . ' ' . ($res->header('X-Status') // ''), '429 rate_limited',
+       'kept, rate: the 4th is rate_limited') or diag $res->as_string;
+    is_denied($from->('127.0.0.2'), 'kept, rate: 127.0.0.2 once more');
+
+    # revoked while kept: an event's write moves the cache's count on
+    is(publish($r, "revoke $h"), 1, 'PUBLISH revoke: one worker hears it');
+    $res = $from->('127.0.0.1');
+    is($res->status . ' ' . ($res->header('X-Status') // ''), '401 revoked',
+       'kept, revoked: the next request is revoked') or diag $res->as_string;
+    $res = $from->('127.0.0.1');
+    is($res->status . ' ' . ($res->header('X-Status') // ''), '401 revoked',
+       'kept, revoked: and the one after');
+}
+
 # --- two keys in one entry of the worker's kept views ------------------------
 # (the worker keeps 16 keys' views, by the second byte of the key's hash:
 # two keys of the same entry replace each other's view, verdicts and mark)

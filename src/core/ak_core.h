@@ -824,6 +824,7 @@ int ak_quota_give_back(ak_key_state_t *st, uint32_t window) AK_NOEXCEPT;
  * Locking.  Need NO lock (any number of workers at once, also while a
  * writer holds the lock): ak_cache_lookup, ak_cache_lookup_kept,
  * ak_cache_lookup_again, ak_cache_event_seq, ak_cache_gcra,
+ * ak_cache_gcra_found, ak_cache_keep (it writes the caller's memory only),
  * ak_cache_quota_take, ak_cache_limits_take, ak_cache_get_stats (a
  * snapshot, its counts may be a moment apart), and
  * ak_cache_create/attach/validate/
@@ -1184,12 +1185,17 @@ int ak_cache_gcra(ak_cache_t *c, uint32_t slot,
     uint64_t interval_us, uint32_t burst, ak_rate_result_t *res) AK_NOEXCEPT;
 
 /*
- * ak_cache_gcra of the entry an ak_cache_lookup_kept() found (found->slot),
- * at rec's rate (rate_interval_us, burst): while the cache's count of
- * writes is still found->writes (even), no writer changed a slot's
- * identity since the lookup found the entry there, so it is not checked
- * again; else (or found->writes odd) as ak_cache_gcra(hash).  The same
- * answers.  hot
+ * ak_cache_gcra of the entry an ak_cache_lookup_kept() of hash found
+ * (found: that lookup's answer, found->slot), at rec's rate
+ * (rate_interval_us, burst): while the cache's count of writes is still
+ * found->writes (even), no writer changed a slot's identity since the
+ * lookup found the entry there, so neither the slot's identity nor hash is
+ * checked again (a found of another key's lookup is the caller's error);
+ * else (or found->writes odd) as ak_cache_gcra(hash).  Its answers (1, 0,
+ * -1), the swap made by compare-and-swap of the tag word as there.  A
+ * flush between the count's read and the swap leaves the tag word as it
+ * was: the swap then lands on the flushed entry, as if made just before
+ * the flush.  hot
  */
 int ak_cache_gcra_found(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
     const ak_cache_found_t *found, uint64_t now_us, const ak_record_t *rec,
@@ -1286,12 +1292,15 @@ extern void (*ak_cache_kill_hook)(void);
  *                         new TAT into the tag word;
  *   AK_RACE_LOOKUP_MARK   ak_cache_lookup_kept, the entry's mark just
  *                         read, not compared yet, the group's counter not
- *                         read again yet.
+ *                         read again yet;
+ *   AK_RACE_GCRA_FOUND    ak_cache_gcra_found, the count of writes found
+ *                         unchanged, the new TAT not swapped in yet.
  */
 #define AK_RACE_QUOTA_TAKEN   1
 #define AK_RACE_LIMITS_TAKEN  2
 #define AK_RACE_LIMITS_TAT    3
 #define AK_RACE_LOOKUP_MARK   4
+#define AK_RACE_GCRA_FOUND    5
 
 extern void (*ak_cache_race_hook)(int point);
 #endif

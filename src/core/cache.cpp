@@ -786,20 +786,20 @@ format(ak_cache_s *h) noexcept
 }
 
 
+void writes_begin(ak_cache_s *h) noexcept;
+
+
+/* every entry gone: a write that changes entries, whatever the writer
+ * (its end is Writing's, or ak_cache_recover's) */
 void
 reset(ak_cache_s *h) noexcept
 {
+    writes_begin(h);
     format(h);
     st(h->seq, h->seq + 1);
 }
 
 
-/*
- * Every writer entry point: a writer that died in the middle of an
- * operation (the flag is still set) left the cache in an unknown state:
- * it is emptied.  The flag is cleared by Writing's destructor (not run
- * when the process dies).
- */
 /*
  * The count of writes (ak_cache_lookup_kept's kept records): odd from
  * before a writer changes anything until after it is done, so a reader
@@ -807,7 +807,7 @@ reset(ak_cache_s *h) noexcept
  * changed an entry in between, nor was changing one.  A writer that dies
  * leaves it odd; the next one makes it even, higher than any value read.
  */
-inline void
+void
 writes_begin(ak_cache_s *h) noexcept
 {
     st(h->writes, h->writes | 1);
@@ -822,10 +822,17 @@ writes_end(ak_cache_s *h) noexcept
 }
 
 
+/*
+ * Every writer entry point: a writer that died in the middle of an
+ * operation (the flag is still set) left the cache in an unknown state:
+ * it is emptied.  The flag is cleared by Writing's destructor (not run
+ * when the process dies).
+ */
 class Writing {
 public:
     /* entries: the writer may change an entry (a record, its flags, its
-     * slot); false for the writers of limit states alone */
+     * slot); false for the writers of limit states alone, whose count is
+     * still ended when they emptied a damaged cache (reset()) */
     explicit Writing(ak_cache_s *c, bool entries = true) noexcept
         : h(c), counted(entries || c->writing)
     {
@@ -844,7 +851,7 @@ public:
     {
         h->writing = 0;
 
-        if (counted) {
+        if (counted || (h->writes & 1)) {
             writes_end(h);
         }
     }
@@ -3219,6 +3226,8 @@ ak_cache_gcra_found(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
     if (tat >= AK_TAT_NONE) {
         tat = AK_TAT_NONE - 1;
     }
+
+    RACE_POINT(AK_RACE_GCRA_FOUND);
 
     if (__atomic_compare_exchange_n(word, &w, (w & ~TW_TAT) | tat, false,
                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))

@@ -327,3 +327,53 @@ TEST_F(CacheRace, KeptRecordWithARevocationInBetween)
     EXPECT_EQ(AK_CACHE_FRESH, look());
     EXPECT_EQ((uint32_t) (AK_ENTRY_KEPT | AK_ENTRY_REVOKED), f.flags);
 }
+
+
+// ak_cache_gcra_found whose slot is given to another key between its check
+// of the count of writes and its swap: the swap fails (the slot's tag word
+// moved with its identity), it goes by the hash and finds the key gone
+// (-1); the new owner's TAT is untouched.  Without the race, the same call
+// is admitted.
+TEST_F(CacheRace, GcraFoundWithTheSlotReusedInBetween)
+{
+    unsigned char     buf[AK_RECORD_MAX + 8];
+    ak_cache_found_t  f;
+    ak_cache_kept_t   kept;
+    ak_cache_stats_t  st;
+    ak_rate_result_t  r;
+    const ak_record_t rec = rate_record(kT, kBurst);
+
+    memset(&f, 0, sizeof(f));
+    memset(&kept, 0, sizeof(kept));
+    f.kept = &kept;
+    ASSERT_EQ(AK_CACHE_FRESH,
+              ak_cache_lookup_kept(z.c, k.b, 2, buf, sizeof(buf), &f));
+    ASSERT_EQ(0u, f.writes & 1);
+    ak_cache_get_stats(z.c, &st);
+
+    Key other;
+    uint32_t other_slot = 0xffffffffu;
+    {
+        Race race(AK_RACE_GCRA_FOUND, [&] {
+            std::lock_guard<std::mutex> g(z.lock);
+            other = other_in_slot(z, k, f.slot, st.slots_total, &other_slot);
+        });
+        EXPECT_EQ(-1, ak_cache_gcra_found(z.c, k.b, &f, kUs, &rec, &r));
+        EXPECT_EQ(1, Race::fired_);
+    }
+    ASSERT_EQ(f.slot, other_slot);
+    ak_key_state_t *os = ak_cache_state(z.c, f.slot, other.b);
+    ASSERT_NE(nullptr, os);
+    EXPECT_EQ(0u, os->tat_us & AK_TAT_MASK);
+
+    // the new owner, looked up: admitted once, its TAT swapped
+    memset(&f, 0, sizeof(f));
+    memset(&kept, 0, sizeof(kept));
+    f.kept = &kept;
+    ASSERT_EQ(AK_CACHE_FRESH,
+              ak_cache_lookup_kept(z.c, other.b, 2, buf, sizeof(buf), &f));
+    EXPECT_EQ(other_slot, f.slot);
+    EXPECT_EQ(1, ak_cache_gcra_found(z.c, other.b, &f, kUs, &rec, &r));
+    EXPECT_EQ(kUs + kT, ak_cache_state(z.c, f.slot, other.b)->tat_us
+                        & AK_TAT_MASK);
+}

@@ -1031,6 +1031,28 @@ TEST(Cache, KeptRecordUnchangedSinceItsLookup)
     EXPECT_EQ(AK_CACHE_FRESH,
               ak_cache_lookup_kept(s.c, h.b, 6001, buf, sizeof(buf), &f));
     EXPECT_EQ(1u, f.writes);
+
+    // a writer of limit states alone that finds the block damaged (another
+    // key's entry: its kind byte) empties it: the count moves on all the
+    // same, and the kept record is read again (a miss)
+    Small u;
+    ASSERT_NE(nullptr, u.c);
+    ASSERT_EQ(0, put(u.c, h, b, 7000));
+    ASSERT_EQ(0, put(u.c, x, b, 7000));
+    ASSERT_EQ(AK_CACHE_FRESH, kept(u.c, h, 7001));
+    ak_cache_keep(u.c, &k, h.b, &f);
+    ASSERT_EQ(AK_CACHE_FRESH, kept(u.c, h, 7001));
+    ASSERT_EQ((uint32_t) AK_ENTRY_KEPT, f.flags);
+    const uint64_t wu = f.writes;
+    unsigned char *ub = static_cast<unsigned char *>(u.block.mem());
+    unsigned char *xe = std::search(ub, ub + u.block.size, x.b,
+                                    x.b + AK_HASH_LEN);
+    ASSERT_NE(ub + u.block.size, xe);
+    xe[80 - 32] = 0x7f;     // the entry's kind, 80 bytes into its slot
+    uint32_t xs = 0;
+    EXPECT_EQ(nullptr, ak_cache_state_find(u.c, x.b, &xs));
+    EXPECT_EQ(AK_CACHE_MISS, kept(u.c, h, 7001));
+    EXPECT_EQ(wu + 2, f.writes);
 }
 
 TEST(Cache, Remove)
