@@ -684,8 +684,10 @@ typedef struct {
     unsigned                      hashed:1;
     unsigned                      unchecked:1;   /* hashed, its characters
                                                     not checked yet (keys.c:
-                                                    the lookup checks them
-                                                    if its hash is unknown) */
+                                                    the handler hands them
+                                                    to the lookup, which
+                                                    checks them if its hash
+                                                    is unknown) */
     unsigned                      problem:1;     /* the denial is answered
                                                     with problem+json */
     unsigned                      problem_body:1;    /* ... being sent */

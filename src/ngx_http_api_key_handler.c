@@ -184,8 +184,9 @@ static ngx_http_api_key_view_t  ngx_http_api_key_views[NGX_HTTP_API_KEY_VIEWS];
 /*
  * Where the key of the lookup about to be made is in the request, when its
  * characters were not checked (ctx->unchecked, keys.c): set by the handler
- * just before that lookup, which checks them if the cache does not know
- * the key's hash, and forgets it either way.
+ * just before that lookup (its first: nothing runs between), which checks
+ * them if the cache does not know the key's hash, and forgets it either
+ * way (data NULL: nothing to check).
  */
 static ngx_str_t                ngx_http_api_key_unchecked;
 static ak_record_t              ngx_http_api_key_long_view;
@@ -449,6 +450,7 @@ ngx_http_api_key_handler(ngx_http_request_t *r)
     /* a key whose characters are not checked yet: for the lookup only */
 
     if (ctx->unchecked) {
+        ctx->unchecked = 0;
         ngx_http_api_key_unchecked = found.value;
     }
 
@@ -945,7 +947,7 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
     }
 
     if (found == AK_CACHE_MISS) {
-        if (ctx->unchecked
+        if (ngx_http_api_key_unchecked.data
             && !ak_key_check_any(ngx_http_api_key_unchecked.data,
                                  ngx_http_api_key_unchecked.len))
         {
@@ -978,15 +980,10 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
         ngx_shmtx_unlock(&zone->shpool->mutex);
     }
 
-    if (ctx->unchecked) {
+    if (ngx_http_api_key_unchecked.data) {
         /* known to the cache (a key's hash), or its characters checked */
-        ctx->unchecked = 0;
-        ngx_str_null(&ngx_http_api_key_unchecked);
+        ngx_http_api_key_unchecked.data = NULL;
     }
-
-    /* only a read from Redis needs it */
-    seq = (found == AK_CACHE_MISS || found == AK_CACHE_STALE)
-          ? ak_cache_event_seq(zone->sh->cache) : 0;
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "api_key: cache %s, hash %08xD",
@@ -1010,6 +1007,9 @@ ngx_http_api_key_lookup(ngx_http_request_t *r,
     if (result == NGX_HTTP_API_KEY_LOOKUP_NONE) {
 
         ctx->attempts++;
+
+        /* (read after the lookup, before the read is sent) */
+        seq = ak_cache_event_seq(zone->sh->cache);
 
         rc = ngx_http_api_key_lookup_read(ctx, zone, seq);
 
@@ -1086,7 +1086,6 @@ ngx_http_api_key_unhashed(ngx_http_request_t *r,
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "api_key: the key's characters: malformed");
 
-    ctx->unchecked = 0;
     ctx->hashed = 0;
     ngx_str_null(&ngx_http_api_key_unchecked);
     ngx_explicit_memzero(ctx->hash, AK_HASH_LEN);
@@ -1209,47 +1208,50 @@ viewed:
         return ngx_http_api_key_decide(r, alcf, ctx, NGX_HTTP_API_KEY_EXPIRED);
     }
 
-    if (rp->has_ips && !alcf->verify) {
+    if (!alcf->verify) {
         /* (api_key_verify: the client is the verifying service, not the
          * key's user: its address and Referer say nothing of the key) */
-        family = 0;
-        addr = NULL;
 
-        switch (r->connection->sockaddr->sa_family) {
+        if (rp->has_ips) {
+            family = 0;
+            addr = NULL;
 
-        case AF_INET:
-            sin = (struct sockaddr_in *) r->connection->sockaddr;
-            family = 4;
-            addr = (u_char *) &sin->sin_addr;
-            break;
+            switch (r->connection->sockaddr->sa_family) {
+
+            case AF_INET:
+                sin = (struct sockaddr_in *) r->connection->sockaddr;
+                family = 4;
+                addr = (u_char *) &sin->sin_addr;
+                break;
 
 #if (NGX_HAVE_INET6)
-        case AF_INET6:
-            sin6 = (struct sockaddr_in6 *) r->connection->sockaddr;
-            family = 6;
-            addr = sin6->sin6_addr.s6_addr;
-            break;
+            case AF_INET6:
+                sin6 = (struct sockaddr_in6 *) r->connection->sockaddr;
+                family = 6;
+                addr = sin6->sin6_addr.s6_addr;
+                break;
 #endif
+            }
+
+            if (addr == NULL
+                || !ngx_http_api_key_ip_allowed(v, rp, family, addr))
+            {
+                return ngx_http_api_key_decide(r, alcf, ctx,
+                                               NGX_HTTP_API_KEY_IP_DENIED);
+            }
         }
 
-        if (addr == NULL
-            || !ngx_http_api_key_ip_allowed(v, rp, family, addr))
-        {
-            return ngx_http_api_key_decide(r, alcf, ctx,
-                                           NGX_HTTP_API_KEY_IP_DENIED);
-        }
-    }
+        if (rp->has_referrers) {
+            ref = r->headers_in.referer;
 
-    if (rp->has_referrers && !alcf->verify) {
-        ref = r->headers_in.referer;
+            allowed = ref ? ngx_http_api_key_referrer_allowed(v, rp,
+                                                              &ref->value)
+                          : 0;
 
-        allowed = ref ? ngx_http_api_key_referrer_allowed(v, rp,
-                                                          &ref->value)
-                      : 0;
-
-        if (!allowed) {
-            return ngx_http_api_key_decide(r, alcf, ctx,
-                                           NGX_HTTP_API_KEY_REFERRER_DENIED);
+            if (!allowed) {
+                return ngx_http_api_key_decide(
+                           r, alcf, ctx, NGX_HTTP_API_KEY_REFERRER_DENIED);
+            }
         }
     }
 
@@ -1261,26 +1263,35 @@ viewed:
                                        NGX_HTTP_API_KEY_SCOPE_DENIED);
     }
 
-    if ((rp->rate_period != AK_PERIOD_NONE
-         || rp->quota_period != AK_PERIOD_NONE)
-        && alcf->verify != NGX_HTTP_API_KEY_VERIFY_PEEK)
-    {
-        rc = ngx_http_api_key_rate_alone(rp, alcf->zone)
-             ? ngx_http_api_key_limits_rate(r, alcf, ctx, rp, f, &status)
-             : ngx_http_api_key_limits(r, alcf, ctx, rp, f, &status);
-
-        if (rc == NGX_AGAIN) {
-            return ngx_http_api_key_wait_again(r);
-        }
-
-        if (rc != NGX_OK) {
-            return ngx_http_api_key_decide(r, alcf, ctx, status);
-        }
-
-    } else if (alcf->verify == NGX_HTTP_API_KEY_VERIFY_PEEK) {
+    if (alcf->verify == NGX_HTTP_API_KEY_VERIFY_PEEK) {
         /* api_key_verify consume=off: what is left, nothing consumed */
         ngx_http_api_key_limits_peek(alcf, ctx, rp, slot);
+        goto allowed;
     }
+
+    /* the limits: a node-scope rate alone (the usual), or any other */
+
+    if (ngx_http_api_key_rate_alone(rp, alcf->zone)) {
+        rc = ngx_http_api_key_limits_rate(r, alcf, ctx, rp, f, &status);
+
+    } else if (rp->rate_period != AK_PERIOD_NONE
+               || rp->quota_period != AK_PERIOD_NONE)
+    {
+        rc = ngx_http_api_key_limits(r, alcf, ctx, rp, f, &status);
+
+    } else {
+        goto allowed;
+    }
+
+    if (rc == NGX_AGAIN) {
+        return ngx_http_api_key_wait_again(r);
+    }
+
+    if (rc != NGX_OK) {
+        return ngx_http_api_key_decide(r, alcf, ctx, status);
+    }
+
+allowed:
 
     /* the usual end: decide() inlined here, for this status */
 

@@ -21,8 +21,8 @@ static ngx_inline ngx_int_t ngx_http_api_key_find_key(ngx_http_request_t *r,
     ngx_http_api_key_found_t *found) ngx_http_api_key_hot;
 static ngx_inline ngx_int_t ngx_http_api_key_check_and_hash_key(
     ngx_http_request_t *r, ngx_http_api_key_loc_conf_t *alcf,
-    ngx_http_api_key_ctx_t *ctx, ngx_http_api_key_found_t *found, ngx_uint_t later)
-    ngx_http_api_key_hot;
+    ngx_http_api_key_ctx_t *ctx, ngx_http_api_key_found_t *found,
+    ngx_uint_t later) ngx_http_api_key_hot;
 static ngx_inline ngx_int_t ngx_http_api_key_find_source(
     ngx_http_request_t *r, ngx_http_api_key_source_t *src,
     ngx_http_api_key_early_t *early, ngx_http_api_key_found_t *f,
