@@ -129,9 +129,8 @@ static u_char  ngx_http_api_key_blob[AK_RECORD_MAX + 8];
  * bytes alone: a request of the same key whose record has the same bytes
  * (the cache says it holds the store the view was made of, by what the
  * entry's "kept" notes of it; else the bytes are compared) uses the
- * entry's
- * view as it is, and never writes to it; it writes only the entry's last
- * verdicts of the address and Referer rules.
+ * entry's view as it is, and never writes to it; it writes only the
+ * entry's last verdicts of the address and Referer rules.
  * An entry's blob may be lent to a request as the worker's copy is
  * (ngx_http_api_key_text_lent): it is only replaced by a lookup, after
  * ngx_http_api_key_text_keep().  A longer record is viewed where the

@@ -786,20 +786,6 @@ format(ak_cache_s *h) noexcept
 }
 
 
-void writes_begin(ak_cache_s *h) noexcept;
-
-
-/* every entry gone: a write that changes entries, whatever the writer
- * (its end is Writing's, or ak_cache_recover's) */
-void
-reset(ak_cache_s *h) noexcept
-{
-    writes_begin(h);
-    format(h);
-    st(h->seq, h->seq + 1);
-}
-
-
 /*
  * The count of writes (ak_cache_lookup_kept's kept records): odd from
  * before a writer changes anything until after it is done, so a reader
@@ -807,7 +793,7 @@ reset(ak_cache_s *h) noexcept
  * changed an entry in between, nor was changing one.  A writer that dies
  * leaves it odd; the next one makes it even, higher than any value read.
  */
-void
+inline void
 writes_begin(ak_cache_s *h) noexcept
 {
     st(h->writes, h->writes | 1);
@@ -819,6 +805,17 @@ inline void
 writes_end(ak_cache_s *h) noexcept
 {
     __atomic_store_n(&h->writes, h->writes + 1, __ATOMIC_RELEASE);
+}
+
+
+/* every entry gone: a write that changes entries, whatever the writer
+ * (its end is Writing's, or ak_cache_recover's) */
+void
+reset(ak_cache_s *h) noexcept
+{
+    writes_begin(h);
+    format(h);
+    st(h->seq, h->seq + 1);
 }
 
 
@@ -2729,6 +2726,19 @@ ak_cache_lookup(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
 
 namespace {
 
+/* what a lookup said of the store a caller keeps: its count of writes,
+ * freshness, length, flags and slot */
+inline void
+note_kept(ak_cache_kept_t *k, const ak_cache_found_t *found) noexcept
+{
+    k->writes = found->writes;
+    k->until = found->until;
+    k->len = found->len;
+    k->flags = found->flags & ~AK_ENTRY_KEPT;
+    k->slot = found->slot;
+}
+
+
 /* ak_cache_lookup_kept when the kept record is not known unchanged: a
  * frame of its own, so that the call that is answers without one */
 __attribute__((noinline)) int
@@ -2741,26 +2751,20 @@ lookup_kept_looking(ak_cache_t *c, const unsigned char *hash,
 
     k = found->kept;
 
-    if (k == NULL) {
+    if (k) {
+        found->mark = k->mark;
+
+    } else {
         found->writes = 1;      /* (not read: odd, nothing to keep by) */
-
-        return lookup(c, hash, now_ms, buf, cap, &found->len, &found->flags,
-                      &found->slot, true, &found->mark, &found->until);
     }
-
-    found->mark = k->mark;
 
     rc = lookup(c, hash, now_ms, buf, cap, &found->len, &found->flags,
                 &found->slot, true, &found->mark, &found->until);
 
-    if (found->flags & AK_ENTRY_KEPT) {
+    if (k && (found->flags & AK_ENTRY_KEPT)) {
         /* the kept record's store (its mark says so), found at the count
          * of writes read before the lookup */
-        k->writes = found->writes;
-        k->until = found->until;
-        k->len = found->len;
-        k->flags = found->flags & ~AK_ENTRY_KEPT;
-        k->slot = found->slot;
+        note_kept(k, found);
     }
 
     return rc;
@@ -2832,11 +2836,7 @@ ak_cache_keep(const ak_cache_t *c, ak_cache_kept_t *k,
     memcpy(k->hash, hash, AK_HASH_LEN);
     k->mark = found->mark;
     k->salt = c->salt;
-    k->writes = found->writes;
-    k->until = found->until;
-    k->len = found->len;
-    k->flags = found->flags & ~AK_ENTRY_KEPT;
-    k->slot = found->slot;
+    note_kept(k, found);
 }
 
 
@@ -3107,13 +3107,44 @@ ak_cache_state_find(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
 }
 
 
+namespace {
+
+/*
+ * One GCRA step on an entry's tag word, read as *w: 1 admitted (the new
+ * TAT swapped in), 0 limited (nothing changed), 2 the word changed since
+ * (*w: its new value)
+ */
+inline __attribute__((always_inline)) int
+gcra_swap(uint64_t *word, uint64_t *w, uint64_t now_us, uint64_t interval_us,
+    uint32_t burst, ak_rate_result_t *res) noexcept
+{
+    uint64_t  tat;
+
+    tat = *w & TW_TAT;
+
+    if (!ak::gcra(&tat, now_us, interval_us, burst, res)) {
+        return 0;
+    }
+
+    if (tat >= AK_TAT_NONE) {
+        tat = AK_TAT_NONE - 1;
+    }
+
+    return __atomic_compare_exchange_n(word, w, (*w & ~TW_TAT) | tat, false,
+                                       __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)
+           ? 1 : 2;
+}
+
+} /* namespace */
+
+
 int
 ak_cache_gcra(ak_cache_t *c, uint32_t slot,
     const unsigned char hash[AK_HASH_LEN], uint64_t now_us,
     uint64_t interval_us, uint32_t burst, ak_rate_result_t *res) noexcept
 {
-    int        tries;
-    uint64_t   w, tat, *word;
+    int        tries, rc;
+    uint64_t   w, *word;
     Slot      *e;
 
     if (c == NULL || hash == NULL || slot >= c->nslots) {
@@ -3142,20 +3173,10 @@ ak_cache_gcra(ak_cache_t *c, uint32_t slot,
             return -1;
         }
 
-        tat = w & TW_TAT;
+        rc = gcra_swap(word, &w, now_us, interval_us, burst, res);
 
-        if (!ak::gcra(&tat, now_us, interval_us, burst, res)) {
-            return 0;
-        }
-
-        if (tat >= AK_TAT_NONE) {
-            tat = AK_TAT_NONE - 1;
-        }
-
-        if (__atomic_compare_exchange_n(word, &w, (w & ~TW_TAT) | tat, false,
-                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-        {
-            return 1;
+        if (rc != 2) {
+            return rc;
         }
     }
 
@@ -3184,7 +3205,8 @@ ak_cache_gcra_found(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
     const ak_cache_found_t *found, uint64_t now_us, const ak_record_t *rec,
     ak_rate_result_t *res) noexcept
 {
-    uint64_t   w, tat, *word;
+    int        rc;
+    uint64_t   w, *word;
 
     if (c == NULL || found == NULL || rec == NULL
         || found->slot >= c->nslots)
@@ -3217,25 +3239,11 @@ ak_cache_gcra_found(ak_cache_t *c, const unsigned char hash[AK_HASH_LEN],
         return -1;
     }
 
-    tat = w & TW_TAT;
-
-    if (!ak::gcra(&tat, now_us, rec->rate_interval_us, rec->burst, res)) {
-        return 0;
-    }
-
-    if (tat >= AK_TAT_NONE) {
-        tat = AK_TAT_NONE - 1;
-    }
-
     RACE_POINT(AK_RACE_GCRA_FOUND);
 
-    if (__atomic_compare_exchange_n(word, &w, (w & ~TW_TAT) | tat, false,
-                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-    {
-        return 1;
-    }
+    rc = gcra_swap(word, &w, now_us, rec->rate_interval_us, rec->burst, res);
 
-    return gcra_by_hash(c, hash, found, now_us, rec, res);
+    return (rc != 2) ? rc : gcra_by_hash(c, hash, found, now_us, rec, res);
 }
 
 
