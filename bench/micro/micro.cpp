@@ -12,6 +12,8 @@
 //                typical record; one with rate + 10 CIDRs + 10 referrers)
 //   rules        CIDR match (10 rules), referrer match (10 rules)
 //   GCRA         one rate-limit update
+//   memory       the machine's reference: one read missing the CPU caches
+//                and the TLB in a block of the 1M-key cache's size
 //
 // Each lookup of the 1M-entry cache picks a pseudo-random present key, so
 // most lookups miss the CPU caches as they would with real traffic.
@@ -25,6 +27,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -345,6 +348,64 @@ static void BM_CachePutReplace_1M(benchmark::State &state)
     }
 }
 BENCHMARK(BM_CachePutReplace_1M);
+
+namespace {
+
+/*
+ * The machine's reference for the lookups above: one read that misses the
+ * CPU caches and the TLB, in a block the size of the 1M-key cache's slots
+ * (1.1 M slots of 128 bytes), each read's address taken from the one
+ * before (a random cycle through every slot: nothing overlaps).  A random
+ * hit cannot cost less than one such read; read beside the lookups, it
+ * says how much of their cost is the machine's memory at that moment.
+ */
+struct Chase {
+    static constexpr size_t kSlots = BigCache::kEntries + BigCache::kEntries / 10;
+    static constexpr size_t kStride = 128 / sizeof(uint64_t);
+
+    uint64_t *mem = nullptr;
+
+    Chase()
+    {
+        size_t bytes = kSlots * 128;
+        mem = static_cast<uint64_t *>(std::aligned_alloc(4096, bytes));
+        if (mem == nullptr) {
+            fail("no memory for the chase");
+        }
+        std::vector<uint32_t> order(kSlots);
+        for (size_t i = 0; i < kSlots; i++) {
+            order[i] = static_cast<uint32_t>(i);
+        }
+        /* Sattolo: one cycle through all the slots */
+        uint64_t seed = 3;
+        for (size_t i = kSlots - 1; i > 0; i--) {
+            size_t j = splitmix64(&seed) % i;
+            std::swap(order[i], order[j]);
+        }
+        for (size_t i = 0; i < kSlots; i++) {
+            mem[order[i] * kStride] = order[(i + 1) % kSlots];
+        }
+    }
+};
+
+Chase &chase()
+{
+    static Chase c;
+    return c;
+}
+
+} // namespace
+
+static void BM_MemoryLatency_1M(benchmark::State &state)
+{
+    Chase &ch = chase();
+    uint64_t i = 0;
+    for (auto _ : state) {
+        i = ch.mem[i * Chase::kStride];
+        benchmark::DoNotOptimize(i);
+    }
+}
+BENCHMARK(BM_MemoryLatency_1M);
 
 
 // --- records -----------------------------------------------------------------
