@@ -409,7 +409,11 @@ uninstall:
 #
 #   make bench          wrk against the alternatives, memory per key, and the
 #                       micro-benchmarks (a few minutes; installs what it needs)
-#   make bench-micro    Google Benchmark micro-benchmarks of the core
+#   make bench-micro    Google Benchmark micro-benchmarks of the core, then
+#                       the 1M-key cache lookups and a memory read in
+#                       interleaved rounds, median and spread
+#                       (BENCH_MICRO_ROUNDS, 9; BENCH_MICRO_MIN_TIME;
+#                       BENCH_MICRO_FILTER)
 #   make bench-revoke   revocation latency over busy keep-alive connections
 #   make bench-callgrind   instructions per request, bare nginx against the
 #                       module with a cached key, per function (valgrind)
@@ -422,9 +426,10 @@ uninstall:
 #   make bench-scale    the core cache in shared memory, hit by N forked
 #                       processes (1 2 4 8): hits/s per process and in total,
 #                       scaling against one process, CPU ns per hit
-#                       (bench/scale.sh; SCALE_MODE=lock|lockfree,
-#                       SCALE_PROCS, SCALE_SECONDS, SCALE_ROUNDS, SCALE_KEYS,
-#                       SCALE_WRITER_RATE)
+#                       (bench/scale.sh): the module's lock-free lookups,
+#                       then every lookup under a mutex (SCALE_MODE=lockfree
+#                       or lock: one of them; SCALE_PROCS, SCALE_SECONDS,
+#                       SCALE_ROUNDS, SCALE_KEYS, SCALE_WRITER_RATE)
 #   make bench-tls      api_key_redis over TLS against plaintext: cache misses
 #                       and cached keys (wrk), system calls per miss (strace),
 #                       reconnects with and without session reuse, and the

@@ -5,13 +5,13 @@
 # built as BUILD_DIR/bench/micro_bench), pinned to CPU 1, prints them and
 # replaces the "micro" section of bench/RESULTS.md.
 #
-# Then the cache lookups in 1,000,000 keys again, in rounds: each of them
-# and the machine's reference (BM_MemoryLatency_1M: one read missing the
-# CPU caches and the TLB) BENCH_MICRO_ROUNDS times (9), the rounds of the
-# five interleaved in a random order, and a table of each one's median
-# and spread (the figure
-# the goal of BM_CacheLookupHit_1M, at most 250 ns, is read from: one
-# sample moves by tens of percent on a shared VM).
+# Then the cache lookups in 1,000,000 keys again, in rounds, with the
+# machine's reference (BM_MemoryLatency_1M: a chain of dependent reads
+# through a block of the cache's size): each of the five
+# BENCH_MICRO_ROUNDS times (9), all the rounds interleaved in a random
+# order, and a table of each one's median and spread.  The goal of
+# BM_CacheLookupHit_1M (at most 250 ns) is read from its median: one
+# sample moves by tens of percent on a shared VM.
 #
 # Environment: BENCH_MICRO_MIN_TIME (seconds per benchmark, 0.2),
 # BENCH_MICRO_FILTER (a --benchmark_filter regex: the main pass only),
@@ -33,6 +33,9 @@ rounds_out=$(mktemp)
 rounds_md=$(mktemp)
 trap 'rm -f "$out" "$md" "$rounds_out" "$rounds_md"' EXIT
 ROUNDS=${BENCH_MICRO_ROUNDS:-9}
+case $ROUNDS in
+    ''|*[!0-9]*) die "BENCH_MICRO_ROUNDS: a number of rounds, not '$ROUNDS'" ;;
+esac
 
 cpu=""
 [ "$(nproc)" -ge 2 ] && cpu="taskset -c 1"
@@ -48,20 +51,27 @@ if [ "$ROUNDS" -gt 0 ]; then
         --benchmark_enable_random_interleaving=true \
         >"$rounds_out" 2>&1 \
         || { cat "$rounds_out" >&2; die "micro_bench rounds failed"; }
+    # a benchmark that fails says so on its line, and micro_bench still
+    # exits 0
+    if grep -q 'ERROR OCCURRED' "$rounds_out"; then
+        cat "$rounds_out" >&2
+        die "a round of the cache lookups failed"
+    fi
     # each round's line: NAME TIME UNIT CPU UNIT ITERATIONS (the aggregates,
     # NAME_mean and so on, are left out: median and spread made here)
     awk '
         function ns(v, u) { return u == "us" ? v * 1000 : (u == "ms" ? v * 1000000 : v) }
-        $1 ~ /^BM_/ && $1 !~ /_(mean|median|stddev|cv)$/ && NF >= 6 {
+        $1 ~ /^BM_/ && $1 !~ /_(mean|median|stddev|cv)$/ && NF >= 6 \
+            && $3 ~ /^(ns|us|ms)$/ && $5 ~ /^(ns|us|ms)$/ && $4 + 0 > 0 {
             v[$1, ++n[$1]] = ns($4, $5)
         }
         END {
             names = split("BM_CacheLookupHit_1M BM_CacheLookupHit_1M_TableDigest " \
                           "BM_CacheLookupHitSameKey_1M BM_CacheLookupAbsent_1M " \
                           "BM_MemoryLatency_1M", order, " ")
-            print "| benchmark | rounds | median CPU ns | min - max | median, in memory reads | goal |"
+            print "| benchmark | rounds | median CPU ns | min - max | median, in reads of the chain | goal |"
             print "|---|---:|---:|---|---:|---|"
-            for (k = names; k >= 1; k--) {      # the reference first
+            for (k = 1; k <= names; k++) {      # the medians, then the rows
                 b = order[k]; m = n[b]
                 if (m == 0) { continue }
                 for (i = 1; i <= m; i++) { s[i] = v[b, i] }
@@ -82,10 +92,10 @@ if [ "$ROUNDS" -gt 0 ]; then
                 printf "| `%s` | %d | %.1f | %.1f - %.1f | %s | %s |\n", b, m, med[b], lo[b], hi[b], ratio, goal
             }
         }' "$rounds_out" >"$rounds_md"
-    grep -q BM_CacheLookupHit_1M "$rounds_md" \
+    grep -q '`BM_CacheLookupHit_1M`' "$rounds_md" \
         || { cat "$rounds_out" >&2; die "no rounds of BM_CacheLookupHit_1M in the output"; }
     echo
-    echo "The cache lookups in 1,000,000 keys, $ROUNDS rounds each, interleaved:"
+    echo "The cache lookups in 1,000,000 keys, $ROUNDS round(s) each, interleaved:"
     cat "$rounds_md"
 fi
 
@@ -108,16 +118,15 @@ fi
     echo '```'
     if [ "$ROUNDS" -gt 0 ]; then
         echo
-        echo "The cache lookups in 1,000,000 keys again, in $ROUNDS rounds of ${BENCH_MICRO_MIN_TIME:-0.2} s each, the"
+        echo "The cache lookups in 1,000,000 keys again, $ROUNDS round(s) of ${BENCH_MICRO_MIN_TIME:-0.2} s each, the"
         echo "rounds of the five interleaved in a random order (Google Benchmark's"
         echo "\`--benchmark_enable_random_interleaving\`), same pinning; CPU ns per lookup"
         echo "(the goal of \`BM_CacheLookupHit_1M\` is read from the median). \`BM_MemoryLatency_1M\`"
-        echo "is the machine's reference, interleaved with them: one read that misses the CPU"
-        echo "caches and the TLB in a block of the cache's size, each read's address taken from"
-        echo "the one before; a random hit costs at least one such read. This VM has two states,"
-        echo "which last minutes: a fast one, and a slow one in which even the hit of the same"
-        echo "key again (\`SameKey\`, in the CPU's cache) takes about 1.5 times as long; a median"
-        echo "over rounds taken in both says little, the spread (min - max) shows them."
+        echo "is the machine's reference, interleaved with them: a chain of reads in a block of the"
+        echo "cache's size, each read's address taken from the one before, so that none overlaps"
+        echo "another (each misses the TLB, and the CPU caches where the last-level cache is"
+        echo "smaller than the block). A random hit needs about one such read: its bucket group"
+        echo "and its home slots are fetched at once; one lookup's misses may overlap the next's."
         echo
         cat "$rounds_md"
     fi

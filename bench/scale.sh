@@ -38,6 +38,9 @@ for MODE in $MODES; do
         lock|lockfree) ;;
         *) die "SCALE_MODE: lock or lockfree, not $MODE" ;;
     esac
+done
+
+for MODE in $MODES; do
     load0=$(cut -d' ' -f1-3 /proc/loadavg)
     "$SCALE" --mode "$MODE" --procs "$PROCS" --seconds "$SECONDS_" \
         --rounds "$ROUNDS" --keys "$KEYS" --writer-rate "$WRATE" >"$out"
@@ -62,10 +65,10 @@ for MODE in $MODES; do
         echo "ns/hit at N=8 within 20% of N=1. The machine has $(nproc) cores: N > $(nproc) is oversubscribed."
         if [ "$MODE" = lock ]; then
             echo "Mode lock (the module before lock-free reads, for comparison): every lookup under a"
-            echo "process-shared lock taken as nginx's"
-            echo "ngx_shmtx_lock takes a zone's mutex on Linux (compare-and-swap of a lock word, then"
-            echo "pause-instruction spins doubling up to 2048, then a wait on a process-shared POSIX"
-            echo "semaphore that the unlocker posts; retries: not applicable)."
+            echo "process-shared lock taken as nginx's ngx_shmtx_lock takes a zone's mutex on Linux"
+            echo "(compare-and-swap of a lock word, then pause-instruction spins doubling up to 2048,"
+            echo "then a wait on a process-shared POSIX semaphore that the unlocker posts; retries:"
+            echo "not applicable)."
         else
             echo "Mode $MODE: lookups without any lock (AK_CACHE_LOCKFREE_READS); \"retries/hit\" is"
             echo "the core's count of reader retries per hit, when its statistics have one."

@@ -16,7 +16,8 @@
 //                and the TLB in a block of the 1M-key cache's size
 //
 // Each lookup of the 1M-entry cache picks a pseudo-random present key, so
-// most lookups miss the CPU caches as they would with real traffic.
+// most lookups miss the TLB, and the CPU caches where the last-level cache
+// is smaller than the cache's 146 MB, as they would with real traffic.
 
 #include "ak_core.h"
 
@@ -352,12 +353,15 @@ BENCHMARK(BM_CachePutReplace_1M);
 namespace {
 
 /*
- * The machine's reference for the lookups above: one read that misses the
- * CPU caches and the TLB, in a block the size of the 1M-key cache's slots
- * (1.1 M slots of 128 bytes), each read's address taken from the one
- * before (a random cycle through every slot: nothing overlaps).  A random
- * hit cannot cost less than one such read; read beside the lookups, it
- * says how much of their cost is the machine's memory at that moment.
+ * The machine's reference for the lookups above: a chain of reads in a
+ * block the size of the 1M-key cache's slots (1.1 M slots of 128 bytes),
+ * each read's address taken from the one before (a random cycle through
+ * every slot: no read overlaps another), so each misses the TLB, and the
+ * CPU caches where the last-level cache is smaller than the block.  A
+ * random hit needs about one such read (its bucket group and home slots
+ * are fetched at once; one lookup's misses may overlap the next's); read
+ * beside the lookups, it says how much of their cost is the machine's
+ * memory at that moment.
  */
 struct Chase {
     static constexpr size_t kSlots = BigCache::kEntries + BigCache::kEntries / 10;
@@ -376,7 +380,8 @@ struct Chase {
         for (size_t i = 0; i < kSlots; i++) {
             order[i] = static_cast<uint32_t>(i);
         }
-        /* Sattolo: one cycle through all the slots */
+        /* a random order of the slots (Sattolo's shuffle); each slot
+         * links the next in it: one cycle through all of them */
         uint64_t seed = 3;
         for (size_t i = kSlots - 1; i > 0; i--) {
             size_t j = splitmix64(&seed) % i;
