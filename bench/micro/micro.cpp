@@ -12,8 +12,8 @@
 //                typical record; one with rate + 10 CIDRs + 10 referrers)
 //   rules        CIDR match (10 rules), referrer match (10 rules)
 //   GCRA         one rate-limit update
-//   memory       the machine's reference: one read missing the CPU caches
-//                and the TLB in a block of the 1M-key cache's size
+//   memory       the machine's reference: a chain of dependent reads in a
+//                block of the 1M-key cache's size
 //
 // Each lookup of the 1M-entry cache picks a pseudo-random present key, so
 // most lookups miss the TLB, and the CPU caches where the last-level cache
@@ -380,8 +380,8 @@ struct Chase {
         for (size_t i = 0; i < kSlots; i++) {
             order[i] = static_cast<uint32_t>(i);
         }
-        /* a random order of the slots (Sattolo's shuffle); each slot
-         * links the next in it: one cycle through all of them */
+        /* the slots in a random order, each linking the next in it (the
+         * last the first): one cycle through all of them */
         uint64_t seed = 3;
         for (size_t i = kSlots - 1; i > 0; i--) {
             size_t j = splitmix64(&seed) % i;
